@@ -1,0 +1,98 @@
+# The one entry point for every task; .ci/run calls `make tools ci` and nothing else.
+
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := test
+
+# Simulator scenario for `make sim`; override on the command line, e.g. `make sim SEED=7`.
+SEED ?= 1
+NODES ?= 50
+SERVICES ?= 1000
+LOSS ?= 0.5
+MINUTES ?= 10
+FUZZ_SECONDS ?= 30
+
+# DESIGN.md's budget for each of the two shipped binaries: 2 MiB stripped.
+BINARY_SIZE_BYTES_MAX := 2097152
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
+NOSTD_TARGET := thumbv7em-none-eabihf
+FUZZ_TARGETS := $(basename $(notdir $(wildcard fuzz/fuzz_targets/*.rs)))
+SIM := cargo run --profile sim -p myco-sim --
+
+.PHONY: ci test sim gauntlet gauntlet-short bench size nostd fmt fmt-check lint \
+	fuzz fuzz-build tools nostd-tools fuzz-tools
+
+ci: fmt-check lint nostd test gauntlet-short size fuzz-build
+
+# nextest runs test binaries in parallel and reports better; plain cargo test is the fallback for
+# machines without it. nextest skips doctests, so they run separately.
+test:
+	if cargo nextest --version >/dev/null 2>&1; then \
+		cargo nextest run --workspace --no-tests=warn; \
+		cargo test --workspace --doc; \
+	else \
+		cargo test --workspace; \
+	fi
+
+sim:
+	$(SIM) run --seed $(SEED) --nodes $(NODES) --services $(SERVICES) --loss $(LOSS)
+
+gauntlet:
+	$(SIM) gauntlet --seconds $$(($(MINUTES) * 60))
+
+gauntlet-short:
+	$(SIM) gauntlet --seconds 120
+
+bench:
+	$(SIM) bench
+
+size:
+	cargo build --release --bin myco-d --bin myco
+	@status=0; \
+	for bin in myco-d myco; do \
+		bytes=$$(stat -c %s "$(TARGET_DIR)/release/$$bin"); \
+		echo "$$bin: $$bytes bytes (max $(BINARY_SIZE_BYTES_MAX))"; \
+		if [ "$$bytes" -gt $(BINARY_SIZE_BYTES_MAX) ]; then \
+			echo "$$bin is over its size budget"; status=1; \
+		fi; \
+	done; \
+	exit $$status
+
+# Proves that myco-core builds without std or an allocator.
+nostd: nostd-tools
+	cargo build -p myco-core --target $(NOSTD_TARGET)
+
+# The fuzz crate is outside the workspace, so its targets are formatted by name.
+fmt:
+	cargo fmt --all
+	$(if $(FUZZ_TARGETS),rustfmt fuzz/fuzz_targets/*.rs)
+
+fmt-check:
+	cargo fmt --all -- --check
+	$(if $(FUZZ_TARGETS),rustfmt --check fuzz/fuzz_targets/*.rs)
+
+lint:
+	cargo clippy --workspace --all-targets -- -D warnings
+
+fuzz: fuzz-tools
+	$(if $(FUZZ_TARGETS),,@echo "no fuzz targets in fuzz/fuzz_targets")
+	for target in $(FUZZ_TARGETS); do \
+		cargo +nightly fuzz run "$$target" -- -max_total_time=$(FUZZ_SECONDS); \
+	done
+
+fuzz-build: fuzz-tools
+	$(if $(FUZZ_TARGETS),cargo +nightly fuzz build,@echo "no fuzz targets in fuzz/fuzz_targets")
+
+# Everything a fresh machine with only rustup's stable toolchain needs for `make ci`.
+tools: nostd-tools fuzz-tools
+	rustup component add rustfmt clippy
+
+# grep without -q reads all of rustup's output, so pipefail never sees rustup die of SIGPIPE.
+nostd-tools:
+	rustup target list --installed | grep -x $(NOSTD_TARGET) >/dev/null \
+		|| rustup target add $(NOSTD_TARGET)
+
+fuzz-tools:
+	rustup toolchain list | grep '^nightly' >/dev/null \
+		|| rustup toolchain install nightly --profile minimal
+	command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked

@@ -1,0 +1,118 @@
+//! Every capacity and timing constant of the core, in one place.
+//!
+//! Capacities are compile-time constants because a node's whole state lives in fixed-size tables
+//! inside `Node`. The memory budget is written as a sum below, one line per consumer, and checked
+//! against the 512 KiB bound at compile time; `node.rs` also asserts the real `size_of::<Node>()`.
+
+/// Every datagram on the wire is exactly this long: no fragmentation, ever.
+pub const FRAME_BYTES: usize = 1024;
+/// Cleartext header: magic, version, kind, zone, flags, body length, revocation block, sender,
+/// counter. Layout in `schema::frame`.
+pub const HEADER_BYTES: usize = 32;
+/// Room kept at the end of every frame for the AEAD tag.
+pub const TAG_BYTES: usize = 16;
+/// Bytes left for the postcard body.
+pub const BODY_BYTES_MAX: usize = FRAME_BYTES - HEADER_BYTES - TAG_BYTES;
+
+/// An encoded signed entry (entry body followed by its 64-byte signature).
+pub const ENTRY_BYTES_MAX: usize = 900;
+pub const SIGNATURE_BYTES: usize = 64;
+/// Worst-case bytes a message adds around one entry: enum tag (1), root digest varint (10),
+/// list length (1), entry length prefix (2).
+pub const ENTRY_ENVELOPE_BYTES_MAX: usize = 14;
+
+/// Desired-state table: services plus tombstones. The gauntlet's 1000 services fit.
+pub const SERVICES_MAX: usize = 1024;
+/// Encoded entries live packed in one byte arena; a full arena refuses new deploys.
+pub const ARENA_BYTES: usize = 320 * 1024;
+/// Members a node tracks, itself included.
+pub const MEMBERS_MAX: usize = 256;
+/// Join addresses given at boot.
+pub const JOIN_MAX: usize = 8;
+
+/// DNS-label rule for service names.
+pub const NAME_BYTES_MAX: usize = 63;
+pub const ARGS_MAX: usize = 16;
+pub const ENV_MAX: usize = 16;
+pub const PRE_MAX: usize = 4;
+pub const PRE_ARGS_MAX: usize = 8;
+pub const PORTS_MAX: usize = 4;
+pub const REPLICAS_MAX: u8 = 64;
+
+/// Merkle buckets, keyed by the first byte of a key's hash.
+pub const BUCKETS: usize = 256;
+/// Buckets are summarised in groups so the first anti-entropy step fits one frame.
+pub const GROUPS: usize = 16;
+pub const BUCKETS_PER_GROUP: usize = BUCKETS / GROUPS;
+
+/// Outbound rumor queue: 5 frames, dropping the oldest when full.
+pub const GOSSIP_QUEUE_DEPTH: usize = 5;
+/// Entries packed into one rumor frame at most.
+pub const RUMOR_KEYS_PER_FRAME: usize = 24;
+/// Peers each rumor frame is pushed to per round.
+pub const GOSSIP_FANOUT: usize = 3;
+/// Rounds a rumor frame is pushed before it retires.
+pub const RUMOR_TRANSMITS: u8 = 3;
+
+/// Membership updates waiting to be piggybacked.
+pub const MEMBER_UPDATES_MAX: usize = 64;
+/// Membership updates carried by one ping or ack.
+pub const MEMBER_UPDATES_PER_FRAME: usize = 8;
+/// Member records in one membership-sync frame.
+pub const MEMBERS_PER_FRAME: usize = 16;
+/// Helpers asked to probe a silent member indirectly.
+pub const INDIRECT_PROBES: usize = 3;
+/// Outstanding indirect probes this node relays for others.
+pub const RELAYS_MAX: usize = 16;
+
+/// Key summaries (key hash, entry digest) in one anti-entropy frame.
+pub const SYNC_KEYS_PER_FRAME: usize = 56;
+/// Bucket groups answered in one frame.
+pub const SYNC_GROUPS_PER_FRAME: usize = 6;
+/// Key hashes requested in one frame.
+pub const WANT_PER_FRAME: usize = 100;
+/// Frames one anti-entropy step may send; the next round continues where this one stopped.
+pub const SYNC_FRAMES_PER_STEP: usize = 8;
+/// Differing buckets walked per anti-entropy step.
+pub const SYNC_BUCKETS_PER_STEP: usize = 32;
+
+/// A gossip round: rumors are pushed and one anti-entropy exchange starts.
+pub const GOSSIP_INTERVAL_MS: u64 = 200;
+/// SWIM probe period and direct-ack timeout.
+pub const PROBE_INTERVAL_MS: u64 = 500;
+pub const PROBE_TIMEOUT_MS: u64 = 200;
+/// Lifeguard suspicion: timeout = multiplier x max(1, log10 members) x probe interval, shrinking
+/// from `SUSPICION_MAX_FACTOR` times that towards it as independent suspicions arrive.
+pub const SUSPICION_MULT: u64 = 3;
+pub const SUSPICION_MAX_FACTOR: u64 = 4;
+/// Independent confirmations that bring a suspicion to its minimum timeout.
+pub const SUSPICION_CONFIRMATIONS: u32 = 3;
+/// Dead members are remembered this long, so their death spreads, then forgotten.
+pub const DEAD_RETENTION_MS: u64 = 60_000;
+/// A full membership page is pushed to a random peer this often.
+pub const MEMBER_SYNC_INTERVAL_MS: u64 = 2_000;
+/// Piggybacked updates are retransmitted `mult x ceil(log10(members + 1))` times.
+pub const RETRANSMIT_MULT: u8 = 4;
+/// A node that knows no live peer retries its join addresses this often.
+pub const JOIN_RETRY_MS: u64 = 1_000;
+/// Operator-clock milliseconds a tombstone is kept after the newest version seen.
+pub const TOMBSTONE_RETENTION_MS: u64 = 7 * 24 * 3600 * 1000;
+
+// The memory budget of one node, one line per consumer (bytes, rounded up), checked below and
+// against the real `size_of::<Node>()` in `node.rs`.
+pub const BUDGET_BYTES: usize = ARENA_BYTES // packed encoded entries
+    + SERVICES_MAX * 48 // entry index: key hash, digest, version, arena span
+    + BUCKETS * 8 // Merkle bucket digests
+    + MEMBERS_MAX * 96 // member records with addresses, timers and last-seen roots
+    + MEMBER_UPDATES_MAX * 64 // piggyback queue
+    + GOSSIP_QUEUE_DEPTH * (RUMOR_KEYS_PER_FRAME * 8 + 16) // rumor queue
+    + RELAYS_MAX * 48 // indirect probes relayed for others
+    + JOIN_MAX * 24 // join addresses
+    + 4096; // counters, timers, PRNG, configuration
+pub const NODE_BYTES_MAX: usize = 512 * 1024;
+
+const _: () = assert!(BUDGET_BYTES <= NODE_BYTES_MAX);
+const _: () = assert!(HEADER_BYTES + BODY_BYTES_MAX + TAG_BYTES == FRAME_BYTES);
+const _: () = assert!(ENTRY_BYTES_MAX + ENTRY_ENVELOPE_BYTES_MAX <= BODY_BYTES_MAX);
+const _: () = assert!(BUCKETS == GROUPS * BUCKETS_PER_GROUP);
+const _: () = assert!(ARENA_BYTES <= u32::MAX as usize);

@@ -1,0 +1,388 @@
+//! SWIM membership: the member table, update precedence, suspicion and piggyback queue.
+//!
+//! Precedence (SWIM with incarnations): `Alive(i)` overrides any state with incarnation `< i`;
+//! `Suspect(i)` overrides `Alive(j)` for `i >= j` and `Suspect(j)` for `i > j`; `Dead(i)` overrides
+//! `Alive(j)` and `Suspect(j)` for `i >= j`. Only the member itself raises its incarnation, to
+//! refute a suspicion or a death notice about itself (done by `Node`).
+//!
+//! Suspicion follows Lifeguard: a suspect is declared dead after a timeout that starts at
+//! `SUSPICION_MAX_FACTOR` times the minimum and shrinks linearly towards the minimum as independent
+//! members report the same suspicion; the minimum grows with log10 of the cluster size.
+//!
+//! Accepted updates are re-broadcast by piggybacking on probes, each `RETRANSMIT_MULT *
+//! ceil(log10(n + 1))` times. The piggyback queue holds at most one update per member; when full,
+//! the update with the fewest transmits left is dropped.
+
+use crate::config::{
+    DEAD_RETENTION_MS, MEMBERS_MAX, MEMBER_UPDATES_MAX, MEMBER_UPDATES_PER_FRAME,
+    PROBE_INTERVAL_MS, RETRANSMIT_MULT, SUSPICION_CONFIRMATIONS, SUSPICION_MAX_FACTOR,
+    SUSPICION_MULT,
+};
+use crate::schema::addr::PeerAddr;
+use crate::schema::message::{MemberMeta, MemberState, MemberUpdate};
+use crate::time::Instant;
+use heapless::Vec;
+
+#[derive(Clone, Debug)]
+pub struct Suspicion {
+    pub since: Instant,
+    /// Distinct members that reported it, the first included.
+    reporters: Vec<u64, { SUSPICION_CONFIRMATIONS as usize + 1 }>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Member {
+    pub id: u64,
+    pub addr: PeerAddr,
+    pub incarnation: u32,
+    pub state: MemberState,
+    pub meta: MemberMeta,
+    pub changed_at: Instant,
+    /// The Merkle root this member sent last; anti-entropy prefers members that disagree.
+    pub root: u64,
+    pub suspicion: Option<Suspicion>,
+}
+
+impl Member {
+    pub fn update(&self) -> MemberUpdate {
+        MemberUpdate {
+            id: self.id,
+            incarnation: self.incarnation,
+            state: self.state,
+            addr: self.addr,
+            meta: self.meta,
+        }
+    }
+    pub fn is_live(&self) -> bool {
+        self.state != MemberState::Dead
+    }
+}
+
+/// What applying an update did, for events and counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Applied {
+    Ignored,
+    Joined,
+    Changed(MemberState),
+    /// The table is full of live members; the newcomer was refused.
+    Full,
+}
+
+pub struct Members {
+    list: Vec<Member, MEMBERS_MAX>,
+    pending: Vec<(MemberUpdate, u8), MEMBER_UPDATES_MAX>,
+    pub dropped_updates: u64,
+}
+
+impl Default for Members {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn log10_ceil(n: usize) -> u64 {
+    let mut x = 1usize;
+    let mut d = 0u64;
+    while x < n {
+        x = x.saturating_mul(10);
+        d += 1;
+    }
+    d.max(1)
+}
+
+impl Members {
+    pub const fn new() -> Self {
+        Members {
+            list: Vec::new(),
+            pending: Vec::new(),
+            dropped_updates: 0,
+        }
+    }
+
+    pub fn list(&self) -> &[Member] {
+        &self.list
+    }
+    pub fn get(&self, id: u64) -> Option<&Member> {
+        self.list.iter().find(|m| m.id == id)
+    }
+    pub fn get_mut(&mut self, id: u64) -> Option<&mut Member> {
+        self.list.iter_mut().find(|m| m.id == id)
+    }
+    pub fn live_count(&self) -> usize {
+        self.list.iter().filter(|m| m.is_live()).count()
+    }
+
+    /// Shortest suspicion timeout for the current cluster size.
+    pub fn suspicion_min_ms(&self) -> u64 {
+        SUSPICION_MULT * log10_ceil(self.list.len() + 1) * PROBE_INTERVAL_MS
+    }
+
+    fn suspicion_timeout_ms(&self, s: &Suspicion) -> u64 {
+        let min = self.suspicion_min_ms();
+        let max = min * SUSPICION_MAX_FACTOR;
+        let confirmations = (s.reporters.len() as u64)
+            .saturating_sub(1)
+            .min(u64::from(SUSPICION_CONFIRMATIONS));
+        max - (max - min) * confirmations / u64::from(SUSPICION_CONFIRMATIONS)
+    }
+
+    /// Applies one update learned from `reporter` at `now`.
+    pub fn apply(&mut self, now: Instant, u: &MemberUpdate, reporter: u64) -> Applied {
+        let Some(m) = self.list.iter_mut().find(|m| m.id == u.id) else {
+            return self.insert(now, u);
+        };
+        let wins = match (u.state, m.state) {
+            (MemberState::Alive, _) => u.incarnation > m.incarnation,
+            (MemberState::Suspect, MemberState::Alive) => u.incarnation >= m.incarnation,
+            (MemberState::Suspect, MemberState::Suspect) => {
+                if u.incarnation == m.incarnation {
+                    if let Some(s) = &mut m.suspicion {
+                        if !s.reporters.contains(&reporter) {
+                            let _ = s.reporters.push(reporter);
+                        }
+                    }
+                }
+                u.incarnation > m.incarnation
+            }
+            (MemberState::Suspect, MemberState::Dead) => false,
+            (MemberState::Dead, MemberState::Dead) => false,
+            (MemberState::Dead, _) => u.incarnation >= m.incarnation,
+        };
+        if !wins {
+            return Applied::Ignored;
+        }
+        m.incarnation = u.incarnation;
+        m.meta = u.meta;
+        if u.state == MemberState::Alive {
+            m.addr = u.addr;
+        }
+        let changed = m.state != u.state;
+        m.state = u.state;
+        m.changed_at = now;
+        m.suspicion = (u.state == MemberState::Suspect).then(|| Suspicion {
+            since: now,
+            reporters: Vec::from_slice(&[reporter]).expect("capacity >= 1"),
+        });
+        let update = m.update();
+        self.enqueue(update);
+        if changed {
+            Applied::Changed(u.state)
+        } else {
+            Applied::Ignored
+        }
+    }
+
+    fn insert(&mut self, now: Instant, u: &MemberUpdate) -> Applied {
+        // A death notice about a member we never knew adds nothing worth a table slot.
+        if u.state == MemberState::Dead {
+            return Applied::Ignored;
+        }
+        if self.list.is_full() {
+            match self.list.iter().position(|m| !m.is_live()) {
+                Some(i) => {
+                    self.list.swap_remove(i);
+                }
+                None => return Applied::Full,
+            }
+        }
+        let member = Member {
+            id: u.id,
+            addr: u.addr,
+            incarnation: u.incarnation,
+            state: u.state,
+            meta: u.meta,
+            changed_at: now,
+            root: 0,
+            suspicion: None,
+        };
+        self.list.push(member).expect("room made above");
+        self.enqueue(*u);
+        Applied::Joined
+    }
+
+    /// Marks `id` suspect on this node's own evidence (a failed probe).
+    pub fn suspect(&mut self, now: Instant, id: u64, me: u64) -> Applied {
+        let Some(m) = self.get(id) else {
+            return Applied::Ignored;
+        };
+        if m.state != MemberState::Alive {
+            return Applied::Ignored;
+        }
+        let u = MemberUpdate {
+            state: MemberState::Suspect,
+            ..m.update()
+        };
+        self.apply(now, &u, me)
+    }
+
+    /// Suspects whose timeout ran out become dead; dead members past retention are forgotten.
+    /// Calls `f` for each member declared dead.
+    pub fn expire(&mut self, now: Instant, mut f: impl FnMut(u64)) {
+        let mut i = 0;
+        while i < self.list.len() {
+            let m = &self.list[i];
+            if m.state == MemberState::Dead && now.since_ms(m.changed_at) > DEAD_RETENTION_MS {
+                self.list.swap_remove(i);
+                continue;
+            }
+            if let Some(s) = &m.suspicion {
+                if now.since_ms(s.since) >= self.suspicion_timeout_ms(s) {
+                    let u = MemberUpdate {
+                        state: MemberState::Dead,
+                        ..m.update()
+                    };
+                    let id = m.id;
+                    self.apply(now, &u, id);
+                    f(id);
+                }
+            }
+            i += 1;
+        }
+    }
+
+    /// Queues `u` for piggybacking, replacing any older update about the same member.
+    pub fn enqueue(&mut self, u: MemberUpdate) {
+        let transmits = RETRANSMIT_MULT.saturating_mul(log10_ceil(self.list.len() + 1) as u8);
+        if let Some(p) = self.pending.iter_mut().find(|(p, _)| p.id == u.id) {
+            *p = (u, transmits);
+            return;
+        }
+        if self.pending.is_full() {
+            let (i, _) = self
+                .pending
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, (_, t))| *t)
+                .expect("full queue is not empty");
+            self.pending.swap_remove(i);
+            self.dropped_updates += 1;
+        }
+        self.pending.push((u, transmits)).expect("room made above");
+    }
+
+    /// Up to one frame's worth of updates, those with the most transmits left first.
+    pub fn take_piggyback(&mut self) -> Vec<MemberUpdate, MEMBER_UPDATES_PER_FRAME> {
+        self.pending
+            .sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.id.cmp(&b.0.id)));
+        let mut out = Vec::new();
+        for (u, t) in self.pending.iter_mut() {
+            if out.push(*u).is_err() {
+                break;
+            }
+            *t -= 1;
+        }
+        self.pending.retain(|(_, t)| *t > 0);
+        out
+    }
+
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::entry::Arch;
+
+    fn up(id: u64, inc: u32, state: MemberState) -> MemberUpdate {
+        MemberUpdate {
+            id,
+            incarnation: inc,
+            state,
+            addr: PeerAddr::v4([127, 0, 0, 1], id as u16),
+            meta: MemberMeta {
+                arch: Arch::X86_64,
+                zone: 0,
+                gpu: false,
+            },
+        }
+    }
+
+    /// The SWIM precedence table, case by case.
+    #[test]
+    fn precedence() {
+        let mut ms = Members::new();
+        let t = Instant(0);
+        assert_eq!(
+            ms.apply(t, &up(1, 0, MemberState::Alive), 9),
+            Applied::Joined
+        );
+        assert_eq!(
+            ms.apply(t, &up(1, 0, MemberState::Alive), 9),
+            Applied::Ignored
+        );
+        assert_eq!(
+            ms.apply(t, &up(1, 0, MemberState::Suspect), 9),
+            Applied::Changed(MemberState::Suspect)
+        );
+        assert_eq!(
+            ms.apply(t, &up(1, 0, MemberState::Alive), 9),
+            Applied::Ignored
+        );
+        assert_eq!(
+            ms.apply(t, &up(1, 1, MemberState::Alive), 9),
+            Applied::Changed(MemberState::Alive)
+        );
+        assert_eq!(
+            ms.apply(t, &up(1, 0, MemberState::Dead), 9),
+            Applied::Ignored
+        );
+        assert_eq!(
+            ms.apply(t, &up(1, 1, MemberState::Dead), 9),
+            Applied::Changed(MemberState::Dead)
+        );
+        assert_eq!(
+            ms.apply(t, &up(1, 1, MemberState::Suspect), 9),
+            Applied::Ignored
+        );
+        assert_eq!(
+            ms.apply(t, &up(1, 2, MemberState::Alive), 9),
+            Applied::Changed(MemberState::Alive)
+        );
+        assert_eq!(
+            ms.apply(t, &up(7, 0, MemberState::Dead), 9),
+            Applied::Ignored
+        );
+        assert!(ms.get(7).is_none());
+    }
+
+    /// Confirmations from distinct members shorten a suspicion; it then expires to dead, and the
+    /// dead member is forgotten after the retention.
+    #[test]
+    fn suspicion_shrinks_and_expires() {
+        let mut ms = Members::new();
+        ms.apply(Instant(0), &up(1, 0, MemberState::Alive), 9);
+        ms.apply(Instant(0), &up(1, 0, MemberState::Suspect), 10);
+        let min = ms.suspicion_min_ms();
+        let mut dead = 0;
+        ms.expire(Instant(min), |_| dead += 1);
+        assert_eq!(dead, 0, "one report waits for the maximum timeout");
+        for r in 11..11 + u64::from(SUSPICION_CONFIRMATIONS) {
+            ms.apply(Instant(0), &up(1, 0, MemberState::Suspect), r);
+        }
+        ms.expire(Instant(min), |_| dead += 1);
+        assert_eq!(dead, 1);
+        assert_eq!(ms.get(1).unwrap().state, MemberState::Dead);
+        ms.expire(Instant(min + DEAD_RETENTION_MS + 1), |_| {});
+        assert!(ms.get(1).is_none());
+    }
+
+    /// The piggyback queue keeps one update per member, drops the most-sent when full, and
+    /// retires updates after their transmits.
+    #[test]
+    fn piggyback_queue_is_bounded() {
+        let mut ms = Members::new();
+        for id in 0..(MEMBER_UPDATES_MAX as u64 + 10) {
+            ms.enqueue(up(id, 0, MemberState::Alive));
+        }
+        assert_eq!(ms.pending_len(), MEMBER_UPDATES_MAX);
+        assert_eq!(ms.dropped_updates, 10);
+        let mut rounds = 0;
+        while ms.pending_len() > 0 {
+            assert!(ms.take_piggyback().len() <= MEMBER_UPDATES_PER_FRAME);
+            rounds += 1;
+            assert!(rounds < 1000);
+        }
+    }
+}

@@ -1,0 +1,878 @@
+//! `Node`: one Myco member as a sans-IO state machine.
+//!
+//! Inputs are `handle_datagram`, `handle_tick` and `submit`; every effect leaves through the
+//! caller's [`Sink`] before the call returns, so there is nothing to drain afterwards. The caller
+//! must call `handle_tick` at least every `TICK_MS_MAX`; timers that came due in between fire on
+//! the next call.
+//!
+//! Per gossip round a node pushes its rumor frames to `GOSSIP_FANOUT` random live peers and starts
+//! one anti-entropy exchange with a live peer whose last-seen root differs from its own. Per probe
+//! period it runs one SWIM probe (direct, then indirect through `INDIRECT_PROBES` helpers). A
+//! cluster at rest sends only probes and acks.
+
+use crate::config::{
+    ARENA_BYTES, BUCKETS, BUCKETS_PER_GROUP, FRAME_BYTES, GOSSIP_FANOUT, GOSSIP_INTERVAL_MS,
+    GROUPS, INDIRECT_PROBES, JOIN_MAX, JOIN_RETRY_MS, MEMBERS_PER_FRAME, MEMBER_SYNC_INTERVAL_MS,
+    NODE_BYTES_MAX, PROBE_INTERVAL_MS, PROBE_TIMEOUT_MS, RELAYS_MAX, SERVICES_MAX,
+    SYNC_FRAMES_PER_STEP, SYNC_KEYS_PER_FRAME, WANT_PER_FRAME,
+};
+use crate::gossip::members::{Applied, Member, Members};
+use crate::gossip::rumor::RumorQueue;
+use crate::random::Prng;
+use crate::schema::addr::PeerAddr;
+use crate::schema::frame::{body_mut, write_frame, Frame, FrameError, Header, Kind};
+use crate::schema::message::{Body, Digest, MemberMeta, MemberState, MemberUpdate, Message};
+use crate::state::store::{bucket_of, Merge, Slot, Store, StoreError};
+use crate::sync::merkle::{bucket_range, group_buckets};
+use crate::time::Instant;
+use heapless::Vec;
+
+/// Longest gap between two `handle_tick` calls that keeps timers accurate.
+pub const TICK_MS_MAX: u64 = 50;
+
+/// Where effects go. Implemented by the daemon (sockets, files) and the simulator (queues).
+pub trait Sink {
+    /// Sends one frame to `to`, best effort: the core never learns whether it arrived.
+    fn send(&mut self, to: PeerAddr, frame: &[u8; FRAME_BYTES]);
+    /// Reports something the host may log, count or act on.
+    fn event(&mut self, event: Event);
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    MemberJoined(u64),
+    MemberAlive(u64),
+    MemberSuspect(u64),
+    MemberDead(u64),
+    /// A new entry or a newer version of one was stored.
+    EntryChanged {
+        key_hash: u64,
+    },
+    /// An incoming frame was dropped; it changed nothing.
+    Refused(Refusal),
+}
+
+/// Why an incoming frame or entry was dropped. Each has a counter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    Frame(FrameError),
+    WrongZone,
+    Body,
+    Entry(StoreError),
+}
+
+/// Counters the daemon exports as metrics and the simulator reports.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub frames_in: u64,
+    pub frames_out: u64,
+    pub bytes_out: u64,
+    pub refused_frame: u64,
+    pub refused_zone: u64,
+    pub refused_body: u64,
+    pub refused_entry: u64,
+    pub entries_changed: u64,
+    pub entries_stale: u64,
+    pub gossip_rounds: u64,
+    pub sync_steps: u64,
+    pub sync_frames: u64,
+    pub probes: u64,
+    pub members_refused: u64,
+    pub refutations: u64,
+}
+
+/// What a node is told at boot.
+#[derive(Clone, Debug)]
+pub struct NodeConfig<'a> {
+    pub id: u64,
+    pub meta: MemberMeta,
+    pub seed: u64,
+    pub join: &'a [PeerAddr],
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Probe {
+    target: u64,
+    seq: u32,
+    sent_at: Instant,
+    indirect_sent: bool,
+    acked: bool,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Relay {
+    seq: u32,
+    origin: PeerAddr,
+    origin_seq: u32,
+    expires: Instant,
+}
+
+/// Frame writing state, split from `Node` so a frame can borrow the store while it is sent.
+struct Outbox {
+    id: u64,
+    zone: u8,
+    counter: u64,
+    counters: Counters,
+}
+
+impl Outbox {
+    fn send(&mut self, sink: &mut impl Sink, to: PeerAddr, root: u64, msg: Message<'_>) {
+        let mut frame = [0u8; FRAME_BYTES];
+        let body = Body {
+            root: Digest(root),
+            msg,
+        };
+        let len = body
+            .encode(body_mut(&mut frame))
+            .expect("messages are sized to fit one frame");
+        self.counter += 1;
+        let header = Header {
+            kind: Kind::Data,
+            zone: self.zone,
+            revocation_block: 0,
+            sender: self.id,
+            counter: self.counter,
+        };
+        write_frame(&mut frame, &header, len);
+        self.counters.frames_out += 1;
+        self.counters.bytes_out += FRAME_BYTES as u64;
+        sink.send(to, &frame);
+    }
+}
+
+pub struct Node {
+    id: u64,
+    meta: MemberMeta,
+    incarnation: u32,
+    rng: Prng,
+    store: Store<SERVICES_MAX, ARENA_BYTES>,
+    members: Members,
+    rumors: RumorQueue,
+    join: Vec<PeerAddr, JOIN_MAX>,
+    /// Join addresses that have answered; the others are retried, so a node that first met only
+    /// another newcomer still reaches the cluster.
+    join_heard: [bool; JOIN_MAX],
+    out: Outbox,
+    seq: u32,
+    probe: Option<Probe>,
+    relays: Vec<Relay, RELAYS_MAX>,
+    next_probe: Instant,
+    next_gossip: Instant,
+    next_member_sync: Instant,
+    next_join: Instant,
+}
+
+const _: () = assert!(core::mem::size_of::<Node>() <= NODE_BYTES_MAX);
+
+impl Node {
+    pub fn new(config: &NodeConfig<'_>, now: Instant) -> Node {
+        let mut join = Vec::new();
+        for a in config.join.iter().take(JOIN_MAX) {
+            join.push(*a).expect("taken at most JOIN_MAX");
+        }
+        let mut rng = Prng::new(config.seed);
+        // Spread timers so nodes booted together do not probe in lockstep.
+        let jitter = rng.below(GOSSIP_INTERVAL_MS);
+        Node {
+            id: config.id,
+            meta: config.meta,
+            incarnation: 0,
+            rng,
+            store: Store::new(),
+            members: Members::new(),
+            rumors: RumorQueue::new(),
+            join,
+            join_heard: [false; JOIN_MAX],
+            out: Outbox {
+                id: config.id,
+                zone: config.meta.zone,
+                counter: 0,
+                counters: Counters::default(),
+            },
+            seq: 0,
+            probe: None,
+            relays: Vec::new(),
+            next_probe: now.add_ms(jitter),
+            next_gossip: now.add_ms(jitter),
+            next_member_sync: now.add_ms(MEMBER_SYNC_INTERVAL_MS + jitter),
+            next_join: now,
+        }
+    }
+
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+    pub fn state_hash(&self) -> u64 {
+        self.store.state_hash()
+    }
+    pub fn store(&self) -> &Store<SERVICES_MAX, ARENA_BYTES> {
+        &self.store
+    }
+    pub fn members(&self) -> &[Member] {
+        self.members.list()
+    }
+    pub fn counters(&self) -> Counters {
+        self.out.counters
+    }
+    pub fn rumors_dropped(&self) -> u64 {
+        self.rumors.dropped_frames
+    }
+
+    fn me(&self) -> MemberUpdate {
+        MemberUpdate {
+            id: self.id,
+            incarnation: self.incarnation,
+            state: MemberState::Alive,
+            addr: PeerAddr::default(),
+            meta: self.meta,
+        }
+    }
+
+    /// Applies an operator's entry (a deploy or a tombstone) and starts spreading it.
+    /// Refusal changes nothing; `Stale` means the node already holds this or a newer version.
+    pub fn submit(&mut self, _now: Instant, entry: &[u8]) -> Result<Merge, StoreError> {
+        let merge = self.store.merge(entry)?;
+        if merge != Merge::Stale {
+            self.rumors.push(self.store_key_of(entry), entry.len());
+        }
+        Ok(merge)
+    }
+
+    pub fn handle_tick(&mut self, now: Instant, sink: &mut impl Sink) {
+        self.members
+            .expire(now, |id| sink.event(Event::MemberDead(id)));
+        self.relays.retain(|r| r.expires > now);
+        self.tick_probe(now, sink);
+        if now >= self.next_gossip {
+            self.next_gossip = now.add_ms(GOSSIP_INTERVAL_MS);
+            self.gossip_round(sink);
+        }
+        if now >= self.next_member_sync {
+            self.next_member_sync = now.add_ms(MEMBER_SYNC_INTERVAL_MS);
+            if let Some(peer) = self.random_live_peer() {
+                let start = self.rng.below(self.members.list().len().max(1) as u64) as usize;
+                self.send_members_page(sink, peer, start);
+            }
+        }
+        if now >= self.next_join {
+            self.next_join = now.add_ms(JOIN_RETRY_MS);
+            let alone = self.members.live_count() == 0;
+            for i in 0..self.join.len() {
+                if alone || !self.join_heard[i] {
+                    let to = self.join[i];
+                    self.send_ping(sink, to, 0);
+                }
+            }
+        }
+    }
+
+    fn tick_probe(&mut self, now: Instant, sink: &mut impl Sink) {
+        if let Some(p) = self.probe {
+            let addr = self.members.get(p.target).map(|m| m.addr);
+            if !p.acked && !p.indirect_sent && now.since_ms(p.sent_at) >= PROBE_TIMEOUT_MS {
+                if let Some(target_addr) = addr {
+                    self.send_indirect(sink, p, target_addr);
+                }
+                self.probe = Some(Probe {
+                    indirect_sent: true,
+                    ..p
+                });
+            }
+        }
+        if now < self.next_probe {
+            return;
+        }
+        self.next_probe = now.add_ms(PROBE_INTERVAL_MS);
+        if let Some(p) = self.probe.take() {
+            if !p.acked {
+                let applied = self.members.suspect(now, p.target, self.id);
+                if applied == Applied::Changed(MemberState::Suspect) {
+                    sink.event(Event::MemberSuspect(p.target));
+                }
+            }
+        }
+        let Some(target) = self.random_live_peer() else {
+            return;
+        };
+        let m = self.members.get(target).expect("picked from the table");
+        let addr = m.addr;
+        self.seq = self.seq.wrapping_add(1);
+        self.probe = Some(Probe {
+            target,
+            seq: self.seq,
+            sent_at: now,
+            indirect_sent: false,
+            acked: false,
+        });
+        self.out.counters.probes += 1;
+        self.send_ping(sink, addr, self.seq);
+    }
+
+    fn send_indirect(&mut self, sink: &mut impl Sink, p: Probe, target_addr: PeerAddr) {
+        let mut helpers: Vec<PeerAddr, INDIRECT_PROBES> = Vec::new();
+        for _ in 0..INDIRECT_PROBES * 2 {
+            let Some(h) = self.random_live_peer() else {
+                break;
+            };
+            let addr = self.members.get(h).expect("picked from the table").addr;
+            if h != p.target && !helpers.contains(&addr) && helpers.push(addr).is_err() {
+                break;
+            }
+        }
+        let root = self.store.root();
+        for h in helpers {
+            let msg = Message::PingReq {
+                seq: p.seq,
+                target: p.target,
+                target_addr,
+            };
+            self.out.send(sink, h, root, msg);
+        }
+    }
+
+    fn send_ping(&mut self, sink: &mut impl Sink, to: PeerAddr, seq: u32) {
+        let updates = self.members.take_piggyback();
+        let msg = Message::Ping {
+            seq,
+            me: self.me(),
+            updates,
+        };
+        self.out.send(sink, to, self.store.root(), msg);
+    }
+
+    /// A random live member other than this node.
+    fn random_live_peer(&mut self) -> Option<u64> {
+        let live = self.members.live_count();
+        if live == 0 {
+            return None;
+        }
+        let nth = self.rng.below(live as u64) as usize;
+        self.members
+            .list()
+            .iter()
+            .filter(|m| m.is_live())
+            .nth(nth)
+            .map(|m| m.id)
+    }
+
+    /// Up to `k` distinct random live members, by a partial Fisher-Yates shuffle.
+    fn random_live_peers<const K: usize>(&mut self, prefer_root_differs: bool) -> Vec<PeerAddr, K> {
+        let root = self.store.root();
+        let mut pool: Vec<u16, { crate::config::MEMBERS_MAX }> = Vec::new();
+        for (i, m) in self.members.list().iter().enumerate() {
+            if m.is_live() && (!prefer_root_differs || m.root != root) {
+                pool.push(i as u16).expect("pool is as large as the table");
+            }
+        }
+        let mut out = Vec::new();
+        let mut n = pool.len();
+        while n > 0 && !out.is_full() {
+            let j = self.rng.below(n as u64) as usize;
+            pool.swap(j, n - 1);
+            n -= 1;
+            let m = &self.members.list()[usize::from(pool[n])];
+            out.push(m.addr).expect("checked not full");
+        }
+        out
+    }
+
+    fn gossip_round(&mut self, sink: &mut impl Sink) {
+        self.out.counters.gossip_rounds += 1;
+        if !self.rumors.is_empty() {
+            self.push_rumors(sink);
+        }
+        // Anti-entropy only with a peer that disagrees: a cluster at rest sends nothing here.
+        let peers = self.random_live_peers::<1>(true);
+        if let Some(&peer) = peers.first() {
+            self.out.counters.sync_steps += 1;
+            self.send_all_buckets(sink, peer);
+        }
+    }
+
+    fn push_rumors(&mut self, sink: &mut impl Sink) {
+        let peers = self.random_live_peers::<GOSSIP_FANOUT>(false);
+        let (store, out, rumors) = (&self.store, &mut self.out, &mut self.rumors);
+        rumors.for_each_due(|frame| {
+            let mut list: Vec<&[u8], { crate::config::RUMOR_KEYS_PER_FRAME }> = Vec::new();
+            for &k in &frame.keys {
+                if let Some(bytes) = store.get(k) {
+                    list.push(bytes)
+                        .expect("frame holds at most this many keys");
+                }
+            }
+            for &peer in &peers {
+                out.send(
+                    sink,
+                    peer,
+                    store.root(),
+                    Message::Entries { list: list.clone() },
+                );
+            }
+        });
+    }
+
+    fn send_all_buckets(&mut self, sink: &mut impl Sink, peer: PeerAddr) {
+        let mut g = 0;
+        while g < GROUPS {
+            let mut list = Vec::new();
+            while g < GROUPS && !list.is_full() {
+                list.push((g as u8, group_buckets(&self.store, g)))
+                    .expect("checked not full");
+                g += 1;
+            }
+            self.out.counters.sync_frames += 1;
+            self.out
+                .send(sink, peer, self.store.root(), Message::SyncBuckets { list });
+        }
+    }
+
+    fn send_members_page(&mut self, sink: &mut impl Sink, peer: u64, start: usize) {
+        let Some(to) = self.members.get(peer).map(|m| m.addr) else {
+            return;
+        };
+        let all = self.members.list();
+        let mut list = Vec::new();
+        for i in 0..all.len().min(MEMBERS_PER_FRAME) {
+            let m = &all[(start + i) % all.len()];
+            list.push(m.update()).expect("at most a page");
+        }
+        self.out
+            .send(sink, to, self.store.root(), Message::Members { list });
+    }
+
+    /// Handles one datagram from `from`. Any bytes are safe: bad frames are counted and dropped.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        from: PeerAddr,
+        bytes: &[u8],
+        sink: &mut impl Sink,
+    ) {
+        self.out.counters.frames_in += 1;
+        let frame = match Frame::new_checked(bytes) {
+            Ok(f) => f,
+            Err(e) => return self.refuse(sink, Refusal::Frame(e)),
+        };
+        if frame.zone() != self.meta.zone {
+            return self.refuse(sink, Refusal::WrongZone);
+        }
+        let sender = frame.sender();
+        if sender == self.id {
+            return;
+        }
+        let Some(body) = Body::decode(frame.body()) else {
+            return self.refuse(sink, Refusal::Body);
+        };
+        if let Some(m) = self.members.get_mut(sender) {
+            m.root = body.root.0;
+        }
+        if let Some(i) = self.join.iter().position(|&a| a == from) {
+            self.join_heard[i] = true;
+        }
+        self.dispatch(now, from, sender, body.msg, sink);
+    }
+
+    fn refuse(&mut self, sink: &mut impl Sink, why: Refusal) {
+        let c = &mut self.out.counters;
+        match why {
+            Refusal::Frame(_) => c.refused_frame += 1,
+            Refusal::WrongZone => c.refused_zone += 1,
+            Refusal::Body => c.refused_body += 1,
+            Refusal::Entry(_) => c.refused_entry += 1,
+        }
+        sink.event(Event::Refused(why));
+    }
+
+    fn dispatch(
+        &mut self,
+        now: Instant,
+        from: PeerAddr,
+        sender: u64,
+        msg: Message<'_>,
+        sink: &mut impl Sink,
+    ) {
+        match msg {
+            Message::Ping { seq, me, updates } => {
+                let joined = self.learn(now, from, sender, &me, &updates, sink);
+                let updates = self.piggyback_for(sender);
+                let ack = Message::Ack {
+                    seq,
+                    me: self.me(),
+                    updates,
+                };
+                self.out.send(sink, from, self.store.root(), ack);
+                if joined {
+                    self.send_member_table(sink, from);
+                }
+            }
+            Message::Ack { seq, me, updates } => {
+                self.learn(now, from, sender, &me, &updates, sink);
+                self.handle_ack(sink, seq);
+            }
+            Message::PingReq {
+                seq,
+                target: _,
+                target_addr,
+            } => {
+                self.seq = self.seq.wrapping_add(1);
+                let relay = Relay {
+                    seq: self.seq,
+                    origin: from,
+                    origin_seq: seq,
+                    expires: now.add_ms(PROBE_INTERVAL_MS),
+                };
+                // A full relay table refuses new relays; the origin's other helpers still try.
+                if self.relays.push(relay).is_ok() {
+                    self.send_ping(sink, target_addr, self.seq);
+                }
+            }
+            Message::Members { list } => {
+                for u in &list {
+                    self.apply_member(now, u, sender, sink);
+                }
+            }
+            Message::Entries { list } => {
+                for bytes in &list {
+                    self.merge_entry(bytes, sink);
+                }
+            }
+            Message::SyncBuckets { list } => self.answer_buckets(sink, from, &list),
+            Message::SyncKeys {
+                from: lo,
+                to: hi,
+                buckets,
+                keys,
+            } => self.answer_keys(sink, from, (lo.0, hi.0), &buckets, &keys),
+            Message::Want { keys } => {
+                let keys = keys.iter().map(|d| d.0);
+                self.send_entries(sink, from, keys);
+            }
+        }
+    }
+
+    /// Learns the sender's own record and piggybacked updates; true if the sender is new.
+    fn learn(
+        &mut self,
+        now: Instant,
+        from: PeerAddr,
+        sender: u64,
+        me: &MemberUpdate,
+        updates: &[MemberUpdate],
+        sink: &mut impl Sink,
+    ) -> bool {
+        // The sender's address is where its frame came from, whatever it thinks it is.
+        let me = MemberUpdate {
+            id: sender,
+            addr: from,
+            state: MemberState::Alive,
+            ..*me
+        };
+        let joined = self.apply_member(now, &me, sender, sink) == Applied::Joined;
+        for u in updates {
+            self.apply_member(now, u, sender, sink);
+        }
+        joined
+    }
+
+    fn apply_member(
+        &mut self,
+        now: Instant,
+        u: &MemberUpdate,
+        reporter: u64,
+        sink: &mut impl Sink,
+    ) -> Applied {
+        if u.id == self.id {
+            self.refute(u);
+            return Applied::Ignored;
+        }
+        let applied = self.members.apply(now, u, reporter);
+        match applied {
+            Applied::Joined => sink.event(Event::MemberJoined(u.id)),
+            Applied::Changed(MemberState::Alive) => sink.event(Event::MemberAlive(u.id)),
+            Applied::Changed(MemberState::Suspect) => sink.event(Event::MemberSuspect(u.id)),
+            Applied::Changed(MemberState::Dead) => sink.event(Event::MemberDead(u.id)),
+            Applied::Full => self.out.counters.members_refused += 1,
+            Applied::Ignored => {}
+        }
+        applied
+    }
+
+    /// Someone says this node is suspect or dead: raise the incarnation past it and say so.
+    fn refute(&mut self, u: &MemberUpdate) {
+        if u.state != MemberState::Alive && u.incarnation >= self.incarnation {
+            self.incarnation = u.incarnation.saturating_add(1);
+            self.out.counters.refutations += 1;
+            self.members.enqueue(self.me());
+        }
+    }
+
+    /// Piggyback for a frame to `peer`. If this node believes `peer` suspect or dead, that belief
+    /// goes first: the peer can only refute what it hears about itself.
+    fn piggyback_for(
+        &mut self,
+        peer: u64,
+    ) -> Vec<MemberUpdate, { crate::config::MEMBER_UPDATES_PER_FRAME }> {
+        let mut updates = self.members.take_piggyback();
+        let belief = self
+            .members
+            .get(peer)
+            .filter(|m| m.state != MemberState::Alive)
+            .map(Member::update);
+        if let Some(b) = belief {
+            if !updates.contains(&b) {
+                if updates.is_full() {
+                    updates.pop();
+                }
+                updates.insert(0, b).expect("room made above");
+            }
+        }
+        updates
+    }
+
+    fn handle_ack(&mut self, sink: &mut impl Sink, seq: u32) {
+        if let Some(p) = &mut self.probe {
+            if p.seq == seq {
+                p.acked = true;
+                return;
+            }
+        }
+        if let Some(i) = self.relays.iter().position(|r| r.seq == seq) {
+            let r = self.relays.swap_remove(i);
+            let updates = self.members.take_piggyback();
+            let ack = Message::Ack {
+                seq: r.origin_seq,
+                me: self.me(),
+                updates,
+            };
+            self.out.send(sink, r.origin, self.store.root(), ack);
+        }
+    }
+
+    fn send_member_table(&mut self, sink: &mut impl Sink, to: PeerAddr) {
+        let n = self.members.list().len();
+        let mut start = 0;
+        while start < n {
+            let list = self.members.list()[start..n.min(start + MEMBERS_PER_FRAME)]
+                .iter()
+                .map(Member::update)
+                .collect();
+            self.out
+                .send(sink, to, self.store.root(), Message::Members { list });
+            start += MEMBERS_PER_FRAME;
+        }
+    }
+
+    fn merge_entry(&mut self, bytes: &[u8], sink: &mut impl Sink) {
+        match self.store.merge(bytes) {
+            Ok(Merge::Stale) => self.out.counters.entries_stale += 1,
+            Ok(_) => {
+                let key_hash = self.store_key_of(bytes);
+                self.out.counters.entries_changed += 1;
+                self.rumors.push(key_hash, bytes.len());
+                sink.event(Event::EntryChanged { key_hash });
+            }
+            Err(e) => self.refuse(sink, Refusal::Entry(e)),
+        }
+    }
+
+    fn store_key_of(&self, bytes: &[u8]) -> u64 {
+        let entry = crate::schema::entry::Entry::decode(bytes).expect("merged entries are valid");
+        crate::state::store::key_hash(entry.body.name)
+    }
+
+    /// Anti-entropy step 2: for each bucket that differs, send our keys; where the peer's bucket
+    /// is empty, send the entries themselves.
+    fn answer_buckets(
+        &mut self,
+        sink: &mut impl Sink,
+        to: PeerAddr,
+        list: &[(u8, [Digest; BUCKETS_PER_GROUP])],
+    ) {
+        let mut differ = [0u8; 32];
+        let mut empty = [0u8; 32];
+        for (g, theirs) in list {
+            let g = usize::from(*g);
+            if g >= GROUPS {
+                continue;
+            }
+            let ours = group_buckets(&self.store, g);
+            for i in 0..BUCKETS_PER_GROUP {
+                if ours[i] != theirs[i] {
+                    let b = g * BUCKETS_PER_GROUP + i;
+                    let mask = if theirs[i].0 == 0 {
+                        &mut empty
+                    } else {
+                        &mut differ
+                    };
+                    mask[b / 8] |= 1 << (b % 8);
+                }
+            }
+        }
+        let mut budget = SYNC_FRAMES_PER_STEP;
+        self.send_bucket_entries(sink, to, &empty, &mut budget);
+        self.send_key_pages(sink, to, &differ, &mut budget);
+    }
+
+    fn send_bucket_entries(
+        &mut self,
+        sink: &mut impl Sink,
+        to: PeerAddr,
+        mask: &[u8; 32],
+        budget: &mut usize,
+    ) {
+        let (store, out) = (&self.store, &mut self.out);
+        let slots = store
+            .slots()
+            .iter()
+            .filter(|s| bit(mask, bucket_of(s.key_hash)));
+        *budget -= send_entry_frames(store, out, sink, to, slots, *budget);
+    }
+
+    fn send_key_pages(
+        &mut self,
+        sink: &mut impl Sink,
+        to: PeerAddr,
+        mask: &[u8; 32],
+        budget: &mut usize,
+    ) {
+        let mut b = 0usize;
+        let mut resume: Option<u64> = None;
+        while b < BUCKETS && *budget > 0 {
+            if !bit(mask, b) {
+                b += 1;
+                continue;
+            }
+            let from = resume.unwrap_or(bucket_range(b).0);
+            let mut keys: Vec<(Digest, Digest), SYNC_KEYS_PER_FRAME> = Vec::new();
+            let mut page_mask = [0u8; 32];
+            let mut to_hash = from;
+            // Fill one page with whole differing buckets, splitting a bucket only if it alone
+            // overflows a page.
+            while b < BUCKETS {
+                if !bit(mask, b) {
+                    b += 1;
+                    continue;
+                }
+                let (lo, hi) = bucket_range(b);
+                let slots = self.store.range(resume.unwrap_or(lo), hi);
+                if keys.len() + slots.len() > SYNC_KEYS_PER_FRAME && !keys.is_empty() {
+                    break;
+                }
+                page_mask[b / 8] |= 1 << (b % 8);
+                let take = slots.len().min(SYNC_KEYS_PER_FRAME - keys.len());
+                for s in &slots[..take] {
+                    keys.push((Digest(s.key_hash), Digest(s.digest)))
+                        .expect("room counted");
+                }
+                if take < slots.len() {
+                    to_hash = slots[take - 1].key_hash;
+                    resume = Some(to_hash + 1);
+                    break;
+                }
+                to_hash = hi;
+                resume = None;
+                b += 1;
+            }
+            *budget -= 1;
+            self.out.counters.sync_frames += 1;
+            let msg = Message::SyncKeys {
+                from: Digest(from),
+                to: Digest(to_hash),
+                buckets: page_mask,
+                keys,
+            };
+            self.out.send(sink, to, self.store.root(), msg);
+        }
+    }
+
+    /// Anti-entropy step 3: push what the peer lacks in the page, ask for what we lack.
+    fn answer_keys(
+        &mut self,
+        sink: &mut impl Sink,
+        to: PeerAddr,
+        (lo, hi): (u64, u64),
+        mask: &[u8; 32],
+        theirs: &[(Digest, Digest)],
+    ) {
+        let (store, out) = (&self.store, &mut self.out);
+        let ours = store
+            .range(lo, hi)
+            .iter()
+            .filter(|s| bit(mask, bucket_of(s.key_hash)));
+        let missing = ours.filter(|s| !theirs.contains(&(Digest(s.key_hash), Digest(s.digest))));
+        send_entry_frames(store, out, sink, to, missing, SYNC_FRAMES_PER_STEP);
+        let mut want: Vec<Digest, WANT_PER_FRAME> = Vec::new();
+        for &(k, d) in theirs {
+            let have = store
+                .range(k.0, k.0)
+                .first()
+                .is_some_and(|s| s.digest == d.0);
+            if !have && bit(mask, bucket_of(k.0)) && want.push(k).is_err() {
+                break;
+            }
+        }
+        if !want.is_empty() {
+            self.out
+                .send(sink, to, self.store.root(), Message::Want { keys: want });
+        }
+    }
+
+    fn send_entries(
+        &mut self,
+        sink: &mut impl Sink,
+        to: PeerAddr,
+        keys: impl Iterator<Item = u64>,
+    ) {
+        let (store, out) = (&self.store, &mut self.out);
+        let slots = keys.filter_map(|k| store.range(k, k).first());
+        send_entry_frames(store, out, sink, to, slots, SYNC_FRAMES_PER_STEP);
+    }
+}
+
+fn bit(mask: &[u8; 32], b: usize) -> bool {
+    mask[b / 8] & (1 << (b % 8)) != 0
+}
+
+/// Packs the entries of `slots` into as few frames as fit, at most `frames_max`; returns frames
+/// sent. Entries beyond the budget wait for the next anti-entropy round.
+fn send_entry_frames<'s>(
+    store: &Store<SERVICES_MAX, ARENA_BYTES>,
+    out: &mut Outbox,
+    sink: &mut impl Sink,
+    to: PeerAddr,
+    slots: impl Iterator<Item = &'s Slot>,
+    frames_max: usize,
+) -> usize {
+    use crate::config::{BODY_BYTES_MAX, ENTRY_ENVELOPE_BYTES_MAX, RUMOR_KEYS_PER_FRAME};
+    let mut sent = 0;
+    let mut list: Vec<&[u8], RUMOR_KEYS_PER_FRAME> = Vec::new();
+    let mut bytes = ENTRY_ENVELOPE_BYTES_MAX;
+    for s in slots {
+        if sent == frames_max {
+            return sent;
+        }
+        let e = store.bytes(s);
+        if list.is_full() || bytes + e.len() + 3 > BODY_BYTES_MAX {
+            out.send(
+                sink,
+                to,
+                store.root(),
+                Message::Entries {
+                    list: core::mem::take(&mut list),
+                },
+            );
+            sent += 1;
+            bytes = ENTRY_ENVELOPE_BYTES_MAX;
+            if sent == frames_max {
+                return sent;
+            }
+        }
+        list.push(e).expect("checked not full");
+        bytes += e.len() + 3;
+    }
+    if !list.is_empty() {
+        out.send(sink, to, store.root(), Message::Entries { list });
+        sent += 1;
+    }
+    sent
+}

@@ -1,0 +1,401 @@
+//! Desired-state entries: a service slot or a tombstone, with its version and signature.
+//!
+//! An encoded entry is `postcard(EntryBody) || signature[64]`. The signature covers exactly the
+//! body bytes, so a relaying node can neither forge nor alter an entry. Entries decode zero-copy
+//! (strings borrow from the frame) and are validated before anything stores them: a name is a DNS
+//! label, executables are absolute, no token holds a NUL or a control character, and the whole
+//! entry fits `ENTRY_BYTES_MAX`, which `config` proves fits one frame.
+
+use crate::config::{
+    ARGS_MAX, ENTRY_BYTES_MAX, ENV_MAX, NAME_BYTES_MAX, PORTS_MAX, PRE_ARGS_MAX, PRE_MAX,
+    REPLICAS_MAX, SIGNATURE_BYTES,
+};
+use core::cmp::Ordering;
+use heapless::Vec;
+use serde::{Deserialize, Serialize};
+
+/// Who wrote an entry and when: the operator's clock (milliseconds) and the id of the key that
+/// signed it. Ordered by clock, then key id.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct Version {
+    pub clock: u64,
+    pub key_id: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Arch {
+    Any,
+    X86_64,
+    Aarch64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Port {
+    pub number: u16,
+    pub protocol: Protocol,
+}
+
+/// Where a box may run the service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Requirements {
+    pub arch: Arch,
+    /// The service needs a GPU (`/dev/dri`), so only boxes that have one are eligible.
+    pub gpu: bool,
+    /// Only boxes of this zone are eligible.
+    pub zone: Option<u8>,
+}
+
+/// What runs: a Nix flake output or an absolute executable already on the box.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Source<'a> {
+    Flake { uri: &'a str, attr: &'a str },
+    Exec { path: &'a str },
+}
+
+pub type Command<'a> = Vec<&'a str, PRE_ARGS_MAX>;
+
+/// The desired service: everything the unit compiler and placement need.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceSpec<'a> {
+    #[serde(borrow)]
+    pub source: Source<'a>,
+    #[serde(borrow)]
+    pub args: Vec<&'a str, ARGS_MAX>,
+    #[serde(borrow)]
+    pub env: Vec<(&'a str, &'a str), ENV_MAX>,
+    /// ExecStartPre migrations, run in order before the service starts.
+    #[serde(borrow)]
+    pub pre: Vec<Command<'a>, PRE_MAX>,
+    pub requires: Requirements,
+    pub replicas: u8,
+    pub ports: Vec<Port, PORTS_MAX>,
+}
+
+/// The signed part of an entry. `spec: None` is a tombstone.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntryBody<'a> {
+    pub name: &'a str,
+    pub version: Version,
+    #[serde(borrow)]
+    pub spec: Option<ServiceSpec<'a>>,
+}
+
+impl EntryBody<'_> {
+    pub fn is_tombstone(&self) -> bool {
+        self.spec.is_none()
+    }
+}
+
+/// Why an entry was refused. Refusing never changes state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EntryError {
+    TooLong,
+    Truncated,
+    Malformed,
+    Name,
+    Token,
+    Path,
+    Env,
+    Replicas,
+    Port,
+}
+
+impl EntryError {
+    pub fn message(self) -> &'static str {
+        match self {
+            EntryError::TooLong => "entry is longer than one frame allows",
+            EntryError::Truncated => "entry is shorter than its signature",
+            EntryError::Malformed => "entry body does not decode",
+            EntryError::Name => {
+                "service name must be a DNS label: 1-63 of a-z 0-9 -, not starting or ending with -"
+            }
+            EntryError::Token => "a token is empty or holds a control character",
+            EntryError::Path => {
+                "executable must be an absolute path without '..' or control characters"
+            }
+            EntryError::Env => "environment names must match [A-Za-z_][A-Za-z0-9_]*",
+            EntryError::Replicas => "replicas must be between 1 and 64",
+            EntryError::Port => "ports must be non-zero and unique",
+        }
+    }
+}
+
+/// A decoded, validated entry borrowing from its encoding.
+#[derive(Clone, Debug)]
+pub struct Entry<'a> {
+    pub body: EntryBody<'a>,
+    /// The signed bytes (`postcard(body)`).
+    pub signed: &'a [u8],
+    pub signature: &'a [u8; SIGNATURE_BYTES],
+}
+
+impl<'a> Entry<'a> {
+    /// Decodes and validates an encoded entry. Any byte string is safe to pass.
+    pub fn decode(bytes: &'a [u8]) -> Result<Entry<'a>, EntryError> {
+        if bytes.len() > ENTRY_BYTES_MAX {
+            return Err(EntryError::TooLong);
+        }
+        let split = bytes
+            .len()
+            .checked_sub(SIGNATURE_BYTES)
+            .ok_or(EntryError::Truncated)?;
+        let (signed, signature) = bytes.split_at(split);
+        let (body, rest) = postcard::take_from_bytes::<EntryBody<'a>>(signed)
+            .map_err(|_| EntryError::Malformed)?;
+        // One encoding per entry: trailing bytes would let two encodings share a meaning.
+        if !rest.is_empty() {
+            return Err(EntryError::Malformed);
+        }
+        validate(&body)?;
+        let signature = signature.try_into().map_err(|_| EntryError::Truncated)?;
+        Ok(Entry {
+            body,
+            signed,
+            signature,
+        })
+    }
+}
+
+/// Encodes `body` followed by `signature` into `out`, returning the length. Validates first.
+pub fn encode_entry(
+    body: &EntryBody<'_>,
+    signature: &[u8; SIGNATURE_BYTES],
+    out: &mut [u8],
+) -> Result<usize, EntryError> {
+    validate(body)?;
+    let room = out.len().min(ENTRY_BYTES_MAX);
+    let room = room
+        .checked_sub(SIGNATURE_BYTES)
+        .ok_or(EntryError::TooLong)?;
+    let used = postcard::to_slice(body, &mut out[..room])
+        .map_err(|_| EntryError::TooLong)?
+        .len();
+    out[used..used + SIGNATURE_BYTES].copy_from_slice(signature);
+    Ok(used + SIGNATURE_BYTES)
+}
+
+/// True if `name` is a DNS label Myco accepts: it names the unit and the DNS record.
+pub fn valid_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.len() <= NAME_BYTES_MAX
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b[0] != b'-'
+        && b[b.len() - 1] != b'-'
+}
+
+fn valid_token(t: &str) -> bool {
+    !t.is_empty() && !t.chars().any(char::is_control)
+}
+
+fn valid_path(p: &str) -> bool {
+    p.starts_with('/') && valid_token(p) && !p.split('/').any(|c| c == "..") && !p.contains(' ')
+}
+
+fn valid_env_name(n: &str) -> bool {
+    let b = n.as_bytes();
+    !b.is_empty()
+        && (b[0].is_ascii_alphabetic() || b[0] == b'_')
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_')
+}
+
+fn validate(body: &EntryBody<'_>) -> Result<(), EntryError> {
+    if !valid_name(body.name) {
+        return Err(EntryError::Name);
+    }
+    match &body.spec {
+        None => Ok(()),
+        Some(spec) => validate_spec(spec),
+    }
+}
+
+fn validate_spec(spec: &ServiceSpec<'_>) -> Result<(), EntryError> {
+    match spec.source {
+        Source::Flake { uri, attr } if valid_token(uri) && valid_token(attr) => {}
+        Source::Flake { .. } => return Err(EntryError::Token),
+        Source::Exec { path } if valid_path(path) => {}
+        Source::Exec { .. } => return Err(EntryError::Path),
+    }
+    if !spec.args.iter().all(|a| !a.chars().any(char::is_control)) {
+        return Err(EntryError::Token);
+    }
+    for (k, v) in &spec.env {
+        if !valid_env_name(k) || v.chars().any(char::is_control) {
+            return Err(EntryError::Env);
+        }
+    }
+    for cmd in &spec.pre {
+        match cmd.first() {
+            Some(p) if valid_path(p) => {}
+            _ => return Err(EntryError::Path),
+        }
+        if !cmd.iter().all(|a| !a.chars().any(char::is_control)) {
+            return Err(EntryError::Token);
+        }
+    }
+    if spec.replicas == 0 || spec.replicas > REPLICAS_MAX {
+        return Err(EntryError::Replicas);
+    }
+    for (i, p) in spec.ports.iter().enumerate() {
+        if p.number == 0 || spec.ports[..i].iter().any(|q| q == p) {
+            return Err(EntryError::Port);
+        }
+    }
+    Ok(())
+}
+
+/// The last-writer-wins order of two versions of one key. Higher version wins; on a version tie a
+/// tombstone wins; on a full tie the higher entry digest wins, so every node picks the same entry
+/// even if an operator signed two different entries with one version.
+pub fn lww_cmp(a: (Version, bool, u64), b: (Version, bool, u64)) -> Ordering {
+    a.0.cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> ServiceSpec<'static> {
+        ServiceSpec {
+            source: Source::Flake {
+                uri: "git+file:///srv/web?ref=main",
+                attr: "default",
+            },
+            args: Vec::from_slice(&["--port", "8080"]).unwrap(),
+            env: Vec::from_slice(&[("MODE", "prod")]).unwrap(),
+            pre: Vec::new(),
+            requires: Requirements {
+                arch: Arch::Any,
+                gpu: false,
+                zone: None,
+            },
+            replicas: 2,
+            ports: Vec::new(),
+        }
+    }
+
+    /// An encoded entry decodes to the same body and signature.
+    #[test]
+    fn round_trip() {
+        let body = EntryBody {
+            name: "web",
+            version: Version {
+                clock: 5,
+                key_id: 1,
+            },
+            spec: Some(spec()),
+        };
+        let mut buf = [0u8; ENTRY_BYTES_MAX];
+        let n = encode_entry(&body, &[7; 64], &mut buf).unwrap();
+        let e = Entry::decode(&buf[..n]).unwrap();
+        assert_eq!(e.body, body);
+        assert_eq!(e.signature, &[7; 64]);
+    }
+
+    /// Hostile names and tokens are refused before they can be stored.
+    #[test]
+    fn refuses_bad_fields() {
+        let mut buf = [0u8; ENTRY_BYTES_MAX];
+        for name in ["", "-a", "a-", "A", "a.b", "a b", "x\n"] {
+            let body = EntryBody {
+                name,
+                version: Version::default(),
+                spec: None,
+            };
+            assert_eq!(
+                encode_entry(&body, &[0; 64], &mut buf),
+                Err(EntryError::Name),
+                "{name:?}"
+            );
+        }
+        let mut s = spec();
+        s.source = Source::Exec { path: "bin/sh" };
+        let body = EntryBody {
+            name: "a",
+            version: Version::default(),
+            spec: Some(s),
+        };
+        assert_eq!(
+            encode_entry(&body, &[0; 64], &mut buf),
+            Err(EntryError::Path)
+        );
+        let mut s = spec();
+        s.env = Vec::from_slice(&[("A=B", "x")]).unwrap();
+        let body = EntryBody {
+            name: "a",
+            version: Version::default(),
+            spec: Some(s),
+        };
+        assert_eq!(
+            encode_entry(&body, &[0; 64], &mut buf),
+            Err(EntryError::Env)
+        );
+        let mut s = spec();
+        s.replicas = 0;
+        let body = EntryBody {
+            name: "a",
+            version: Version::default(),
+            spec: Some(s),
+        };
+        assert_eq!(
+            encode_entry(&body, &[0; 64], &mut buf),
+            Err(EntryError::Replicas)
+        );
+    }
+
+    /// A maximal spec either encodes within one frame's entry budget or is refused as too long;
+    /// and truncated or padded encodings never decode.
+    #[test]
+    fn size_bound_and_exact_encoding() {
+        let long = "x".repeat(200);
+        let mut s = spec();
+        s.args.clear();
+        for _ in 0..ARGS_MAX {
+            s.args.push(&long).unwrap();
+        }
+        let body = EntryBody {
+            name: "a",
+            version: Version::default(),
+            spec: Some(s),
+        };
+        let mut buf = [0u8; 4096];
+        assert_eq!(
+            encode_entry(&body, &[0; 64], &mut buf),
+            Err(EntryError::TooLong)
+        );
+        let body = EntryBody {
+            name: "web",
+            version: Version::default(),
+            spec: Some(spec()),
+        };
+        let n = encode_entry(&body, &[0; 64], &mut buf).unwrap();
+        assert!(Entry::decode(&buf[..n - 1]).is_err());
+        assert_eq!(Entry::decode(&buf[..10]).err(), Some(EntryError::Truncated));
+        let mut padded = [0u8; 200];
+        padded[..n - 64].copy_from_slice(&buf[..n - 64]);
+        assert!(Entry::decode(&padded[..n + 1]).is_err());
+    }
+
+    #[test]
+    fn tombstone_wins_version_tie() {
+        let v = Version {
+            clock: 3,
+            key_id: 1,
+        };
+        assert_eq!(lww_cmp((v, true, 0), (v, false, 9)), Ordering::Greater);
+        let newer = Version {
+            clock: 4,
+            key_id: 0,
+        };
+        assert_eq!(lww_cmp((newer, false, 0), (v, true, 9)), Ordering::Greater);
+    }
+}

@@ -1,0 +1,224 @@
+//! Gossip messages: the postcard body of a `Data` frame.
+//!
+//! Every variant's maximal encoding fits `BODY_BYTES_MAX` (a test builds each at its capacity).
+//! Digests and key hashes travel as fixed 8-byte values, not varints: they are uniformly random, so
+//! a varint would cost 10 bytes each.
+
+use crate::config::{
+    BODY_BYTES_MAX, BUCKETS_PER_GROUP, MEMBERS_PER_FRAME, MEMBER_UPDATES_PER_FRAME,
+    RUMOR_KEYS_PER_FRAME, SYNC_GROUPS_PER_FRAME, SYNC_KEYS_PER_FRAME, WANT_PER_FRAME,
+};
+use crate::schema::addr::PeerAddr;
+use crate::schema::entry::Arch;
+use heapless::Vec;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A 64-bit digest or key hash, encoded as 8 little-endian bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Digest(pub u64);
+
+impl Serialize for Digest {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.to_le_bytes().serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Digest {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        <[u8; 8]>::deserialize(d).map(|b| Digest(u64::from_le_bytes(b)))
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MemberState {
+    Alive,
+    Suspect,
+    Dead,
+}
+
+/// What placement needs to know about a box.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberMeta {
+    pub arch: Arch,
+    pub zone: u8,
+    pub gpu: bool,
+}
+
+/// One SWIM membership fact, piggybacked on probes or sent in membership pages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberUpdate {
+    pub id: u64,
+    pub incarnation: u32,
+    pub state: MemberState,
+    pub addr: PeerAddr,
+    pub meta: MemberMeta,
+}
+
+/// A bucket group's 16 bucket digests.
+pub type GroupBuckets = (u8, [Digest; BUCKETS_PER_GROUP]);
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Message<'a> {
+    /// SWIM probe. `me` describes the sender as the sender sees itself.
+    Ping {
+        seq: u32,
+        me: MemberUpdate,
+        updates: Vec<MemberUpdate, MEMBER_UPDATES_PER_FRAME>,
+    },
+    /// Answer to a ping, or relayed answer to an indirect probe (same `seq` as the request).
+    Ack {
+        seq: u32,
+        me: MemberUpdate,
+        updates: Vec<MemberUpdate, MEMBER_UPDATES_PER_FRAME>,
+    },
+    /// "Probe `target` for me and relay its ack."
+    PingReq {
+        seq: u32,
+        target: u64,
+        target_addr: PeerAddr,
+    },
+    /// A page of the sender's member table (join and periodic push).
+    Members {
+        list: Vec<MemberUpdate, MEMBERS_PER_FRAME>,
+    },
+    /// Encoded entries: rumors, or answers during anti-entropy.
+    Entries {
+        #[serde(borrow)]
+        list: Vec<&'a [u8], RUMOR_KEYS_PER_FRAME>,
+    },
+    /// Anti-entropy step 1: bucket digests of some of the sender's groups (all 16 take three
+    /// frames). The receiver answers differing buckets with `SyncKeys`, or with the entries
+    /// themselves where the sender's bucket is empty.
+    SyncBuckets {
+        list: Vec<GroupBuckets, SYNC_GROUPS_PER_FRAME>,
+    },
+    /// Step 2 answer: the sender's (key hash, entry digest) pairs with key hash in `[from, to]`,
+    /// for the buckets set in `buckets` (a 256-bit mask) only. The receiver pushes what the sender
+    /// lacks and asks (`Want`) for what it lacks itself.
+    SyncKeys {
+        from: Digest,
+        to: Digest,
+        buckets: [u8; 32],
+        keys: Vec<(Digest, Digest), SYNC_KEYS_PER_FRAME>,
+    },
+    /// Step 4: "send me these entries".
+    Want { keys: Vec<Digest, WANT_PER_FRAME> },
+}
+
+/// A frame body: the sender's Merkle root rides on every frame, so any exchange tells a peer
+/// whether the two disagree.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Body<'a> {
+    pub root: Digest,
+    #[serde(borrow)]
+    pub msg: Message<'a>,
+}
+
+impl<'a> Body<'a> {
+    /// Decodes a body; trailing bytes are an error, so a body has one encoding.
+    pub fn decode(bytes: &'a [u8]) -> Option<Body<'a>> {
+        match postcard::take_from_bytes::<Body<'a>>(bytes) {
+            Ok((body, [])) => Some(body),
+            _ => None,
+        }
+    }
+
+    /// Encodes into `out` (at most `BODY_BYTES_MAX`), returning the length.
+    pub fn encode(&self, out: &mut [u8]) -> Option<usize> {
+        let room = out.len().min(BODY_BYTES_MAX);
+        postcard::to_slice(self, &mut out[..room])
+            .ok()
+            .map(|b| b.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ENTRY_BYTES_MAX;
+
+    fn member() -> MemberUpdate {
+        MemberUpdate {
+            id: u64::MAX,
+            incarnation: u32::MAX,
+            state: MemberState::Suspect,
+            addr: PeerAddr {
+                ip: [0xff; 16],
+                port: u16::MAX,
+            },
+            meta: MemberMeta {
+                arch: Arch::Aarch64,
+                zone: 255,
+                gpu: true,
+            },
+        }
+    }
+
+    fn fits(msg: Message<'_>) {
+        let body = Body {
+            root: Digest(u64::MAX),
+            msg,
+        };
+        let mut out = [0u8; BODY_BYTES_MAX];
+        let n = body
+            .encode(&mut out)
+            .expect("maximal message must fit one frame body");
+        assert_eq!(Body::decode(&out[..n]), Some(body));
+    }
+
+    /// Each message at its full capacity encodes into one frame body and decodes back.
+    #[test]
+    fn every_maximal_message_fits_one_frame() {
+        let updates = Vec::from_slice(&[member(); MEMBER_UPDATES_PER_FRAME]).unwrap();
+        fits(Message::Ping {
+            seq: u32::MAX,
+            me: member(),
+            updates: updates.clone(),
+        });
+        fits(Message::Ack {
+            seq: u32::MAX,
+            me: member(),
+            updates,
+        });
+        fits(Message::PingReq {
+            seq: u32::MAX,
+            target: u64::MAX,
+            target_addr: member().addr,
+        });
+        fits(Message::Members {
+            list: Vec::from_slice(&[member(); MEMBERS_PER_FRAME]).unwrap(),
+        });
+        let g = (255u8, [Digest(u64::MAX); BUCKETS_PER_GROUP]);
+        fits(Message::SyncBuckets {
+            list: Vec::from_slice(&[g; SYNC_GROUPS_PER_FRAME]).unwrap(),
+        });
+        let k = (Digest(u64::MAX), Digest(u64::MAX));
+        let keys = Vec::from_slice(&[k; SYNC_KEYS_PER_FRAME]).unwrap();
+        fits(Message::SyncKeys {
+            from: Digest(0),
+            to: Digest(u64::MAX),
+            buckets: [0xff; 32],
+            keys,
+        });
+        fits(Message::Want {
+            keys: Vec::from_slice(&[Digest(u64::MAX); WANT_PER_FRAME]).unwrap(),
+        });
+        let big = [0xAAu8; ENTRY_BYTES_MAX];
+        fits(Message::Entries {
+            list: Vec::from_slice(&[&big[..]]).unwrap(),
+        });
+    }
+
+    /// Garbage and trailing bytes never decode.
+    #[test]
+    fn refuses_garbage() {
+        assert_eq!(Body::decode(&[0xff; 40]), None);
+        let body = Body {
+            root: Digest(1),
+            msg: Message::Want { keys: Vec::new() },
+        };
+        let mut out = [0u8; 64];
+        let n = body.encode(&mut out).unwrap();
+        assert_eq!(Body::decode(&out[..n + 1]), None);
+    }
+}

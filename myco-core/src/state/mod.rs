@@ -1,0 +1,3 @@
+//! Replicated state: the desired-state CRDT.
+
+pub mod store;

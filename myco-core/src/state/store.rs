@@ -1,0 +1,476 @@
+//! The desired-state CRDT: a last-writer-wins map from service name to encoded entry.
+//!
+//! Entries are kept sorted by key hash in a fixed index; their bytes live packed in one arena. The
+//! index order makes a Merkle bucket (the top byte of the key hash) a contiguous range, so
+//! anti-entropy can page through a bucket by key-hash ranges. Every insert or replace updates the
+//! bucket digest and the root in O(1) by XOR of non-linear entry digests.
+//!
+//! Merge order (`lww_cmp`): higher version wins; on a tie a tombstone wins; on a full tie the higher
+//! entry digest wins. Merging is therefore commutative, associative and idempotent: nodes that saw
+//! the same entries in any order hold the same map.
+//!
+//! Tombstone eviction rule: a tombstone is dropped once its clock is more than
+//! `TOMBSTONE_RETENTION_MS` older than the newest clock this store has seen, and a tombstone that
+//! old is refused on arrival. When the index is full, the oldest tombstone is evicted to make room
+//! for a live entry. A node partitioned for longer than the retention must be reset, or it may
+//! resurrect a deleted service; `docs/algorithm.md` explains why this is the price of bounded memory.
+
+use crate::config::{BUCKETS, TOMBSTONE_RETENTION_MS};
+use crate::hash::{digest, DOMAIN_ENTRY, DOMAIN_KEY, DOMAIN_STATE};
+use crate::schema::entry::{lww_cmp, Entry, EntryError, Version};
+use core::cmp::Ordering;
+use heapless::Vec;
+
+/// One entry's index record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Slot {
+    pub key_hash: u64,
+    pub digest: u64,
+    pub version: Version,
+    pub tombstone: bool,
+    offset: u32,
+    len: u16,
+}
+
+impl Slot {
+    fn order(&self) -> (Version, bool, u64) {
+        (self.version, self.tombstone, self.digest)
+    }
+}
+
+/// What a merge did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Merge {
+    /// A new key.
+    Inserted,
+    /// A newer version of a known key replaced the older one.
+    Replaced,
+    /// The store already held this entry or a newer one; nothing changed.
+    Stale,
+}
+
+/// Why a merge was refused. Refusal never changes the store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreError {
+    Entry(EntryError),
+    /// The index is full and holds no tombstone to evict.
+    Full,
+    /// The arena cannot hold the entry even after compaction.
+    ArenaFull,
+    /// Two different names share a 64-bit key hash; the second is refused.
+    KeyCollision,
+    /// A tombstone older than the retention window.
+    Expired,
+}
+
+impl StoreError {
+    pub fn message(self) -> &'static str {
+        match self {
+            StoreError::Entry(e) => e.message(),
+            StoreError::Full => {
+                "desired-state table is full: delete services or raise SERVICES_MAX"
+            }
+            StoreError::ArenaFull => {
+                "entry arena is full: shrink service specs or raise ARENA_BYTES"
+            }
+            StoreError::KeyCollision => "service name collides with another name's hash; rename it",
+            StoreError::Expired => "tombstone is older than the retention window",
+        }
+    }
+}
+
+pub fn key_hash(name: &str) -> u64 {
+    digest(DOMAIN_KEY, name.as_bytes())
+}
+
+pub fn bucket_of(key_hash: u64) -> usize {
+    (key_hash >> 56) as usize
+}
+
+pub struct Store<const N: usize, const A: usize> {
+    index: Vec<Slot, N>,
+    arena: [u8; A],
+    arena_used: usize,
+    /// Bytes of live entries; `arena_used - arena_live` is garbage that compaction reclaims.
+    arena_live: usize,
+    buckets: [u64; BUCKETS],
+    root: u64,
+    clock_max: u64,
+    /// Lowest clock of any stored tombstone, so the eviction scan runs only when one is due.
+    tombstone_clock_min: u64,
+}
+
+impl<const N: usize, const A: usize> Default for Store<N, A> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<const N: usize, const A: usize> Store<N, A> {
+    pub const fn new() -> Self {
+        Store {
+            index: Vec::new(),
+            arena: [0; A],
+            arena_used: 0,
+            arena_live: 0,
+            buckets: [0; BUCKETS],
+            root: 0,
+            clock_max: 0,
+            tombstone_clock_min: u64::MAX,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+    pub fn root(&self) -> u64 {
+        self.root
+    }
+    pub fn bucket(&self, b: usize) -> u64 {
+        self.buckets[b]
+    }
+    pub fn slots(&self) -> &[Slot] {
+        &self.index
+    }
+    pub fn arena_used(&self) -> usize {
+        self.arena_used
+    }
+
+    /// Equal on two stores exactly when they hold the same entries (up to 64-bit collisions).
+    pub fn state_hash(&self) -> u64 {
+        let mut bytes = [0u8; 16];
+        bytes[..8].copy_from_slice(&self.root.to_le_bytes());
+        bytes[8..].copy_from_slice(&(self.index.len() as u64).to_le_bytes());
+        digest(DOMAIN_STATE, &bytes)
+    }
+
+    /// The encoded entry stored under `key_hash`.
+    pub fn get(&self, key_hash: u64) -> Option<&[u8]> {
+        let i = self.find(key_hash).ok()?;
+        Some(self.bytes(&self.index[i]))
+    }
+
+    /// The decoded entry named `name`.
+    pub fn get_by_name(&self, name: &str) -> Option<Entry<'_>> {
+        let bytes = self.get(key_hash(name))?;
+        let entry = Entry::decode(bytes).expect("stored entries were validated");
+        (entry.body.name == name).then_some(entry)
+    }
+
+    /// Index records with key hash in `from..=to`.
+    pub fn range(&self, from: u64, to: u64) -> &[Slot] {
+        let lo = self.index.partition_point(|s| s.key_hash < from);
+        let hi = self.index.partition_point(|s| s.key_hash <= to);
+        &self.index[lo..hi.max(lo)]
+    }
+
+    pub fn bytes(&self, slot: &Slot) -> &[u8] {
+        let start = slot.offset as usize;
+        &self.arena[start..start + usize::from(slot.len)]
+    }
+
+    fn find(&self, key_hash: u64) -> Result<usize, usize> {
+        self.index.binary_search_by(|s| s.key_hash.cmp(&key_hash))
+    }
+
+    /// Merges one encoded entry (already authenticated by the caller).
+    pub fn merge(&mut self, bytes: &[u8]) -> Result<Merge, StoreError> {
+        let entry = Entry::decode(bytes).map_err(StoreError::Entry)?;
+        let kh = key_hash(entry.body.name);
+        let incoming = Slot {
+            key_hash: kh,
+            digest: digest(DOMAIN_ENTRY, bytes),
+            version: entry.body.version,
+            tombstone: entry.body.is_tombstone(),
+            offset: 0,
+            len: bytes.len() as u16,
+        };
+        if incoming.tombstone && self.expired(incoming.version.clock) {
+            return Err(StoreError::Expired);
+        }
+        let result = match self.find(kh) {
+            Ok(i) => self.replace(i, incoming, entry.body.name, bytes),
+            Err(_) => self.insert(incoming, bytes),
+        };
+        if matches!(result, Ok(Merge::Inserted | Merge::Replaced)) {
+            self.note_clock(incoming.version.clock, incoming.tombstone);
+        }
+        self.assert_invariants();
+        result
+    }
+
+    fn expired(&self, clock: u64) -> bool {
+        clock.saturating_add(TOMBSTONE_RETENTION_MS) < self.clock_max
+    }
+
+    fn replace(
+        &mut self,
+        i: usize,
+        mut new: Slot,
+        name: &str,
+        bytes: &[u8],
+    ) -> Result<Merge, StoreError> {
+        let old = self.index[i];
+        if lww_cmp(new.order(), old.order()) != Ordering::Greater {
+            return Ok(Merge::Stale);
+        }
+        let same_name = Entry::decode(self.bytes(&old))
+            .expect("stored entries were validated")
+            .body
+            .name
+            == name;
+        if !same_name {
+            return Err(StoreError::KeyCollision);
+        }
+        if self.arena_live - usize::from(old.len) + bytes.len() > A {
+            return Err(StoreError::ArenaFull);
+        }
+        // The old bytes become garbage; compaction may reclaim them to fit the new ones.
+        self.index[i].len = 0;
+        self.arena_live -= usize::from(old.len);
+        let offset = self
+            .alloc(bytes.len())
+            .expect("live bytes fit, so compaction makes room");
+        new.offset = offset as u32;
+        self.arena[offset..offset + bytes.len()].copy_from_slice(bytes);
+        self.index[i] = new;
+        self.xor_digest(new.key_hash, old.digest ^ new.digest);
+        Ok(Merge::Replaced)
+    }
+
+    fn insert(&mut self, mut new: Slot, bytes: &[u8]) -> Result<Merge, StoreError> {
+        if self.arena_live + bytes.len() > A {
+            return Err(StoreError::ArenaFull);
+        }
+        // Only a live entry may push out a tombstone; a tombstone for an absent key adds nothing.
+        if self.index.is_full() && (new.tombstone || !self.evict_oldest_tombstone()) {
+            return Err(StoreError::Full);
+        }
+        let offset = self
+            .alloc(bytes.len())
+            .expect("live bytes fit, so compaction makes room");
+        new.offset = offset as u32;
+        self.arena[offset..offset + bytes.len()].copy_from_slice(bytes);
+        let at = self.find(new.key_hash).expect_err("checked absent");
+        self.index.insert(at, new).expect("room checked above");
+        self.xor_digest(new.key_hash, new.digest);
+        Ok(Merge::Inserted)
+    }
+
+    fn xor_digest(&mut self, key_hash: u64, delta: u64) {
+        self.buckets[bucket_of(key_hash)] ^= delta;
+        self.root ^= delta;
+    }
+
+    fn remove_at(&mut self, i: usize) {
+        let s = self.index.remove(i);
+        self.arena_live -= usize::from(s.len);
+        self.xor_digest(s.key_hash, s.digest);
+    }
+
+    /// Evicts the tombstone with the lowest version; false if there is none.
+    fn evict_oldest_tombstone(&mut self) -> bool {
+        let oldest = (0..self.index.len())
+            .filter(|&i| self.index[i].tombstone)
+            .min_by_key(|&i| self.index[i].order());
+        match oldest {
+            Some(i) => {
+                self.remove_at(i);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn note_clock(&mut self, clock: u64, tombstone: bool) {
+        if tombstone {
+            self.tombstone_clock_min = self.tombstone_clock_min.min(clock);
+        }
+        if clock <= self.clock_max {
+            return;
+        }
+        self.clock_max = clock;
+        if !self.expired(self.tombstone_clock_min) {
+            return;
+        }
+        let mut i = 0;
+        let mut lowest = u64::MAX;
+        while i < self.index.len() {
+            let s = self.index[i];
+            if s.tombstone && self.expired(s.version.clock) {
+                self.remove_at(i);
+                continue;
+            }
+            if s.tombstone {
+                lowest = lowest.min(s.version.clock);
+            }
+            i += 1;
+        }
+        self.tombstone_clock_min = lowest;
+    }
+
+    /// Finds `len` free bytes at the arena's end, compacting first if needed.
+    fn alloc(&mut self, len: usize) -> Option<usize> {
+        if self.arena_used + len > A {
+            self.compact();
+        }
+        if self.arena_used + len > A {
+            return None;
+        }
+        let at = self.arena_used;
+        self.arena_used += len;
+        self.arena_live += len;
+        Some(at)
+    }
+
+    /// Slides live entries down over garbage, in offset order. Rare: only when the arena's tail
+    /// is exhausted. Index slots with `len == 0` are being replaced and hold no live bytes.
+    fn compact(&mut self) {
+        let mut order: Vec<u16, N> = (0..self.index.len() as u16).collect();
+        order.sort_unstable_by_key(|&i| self.index[usize::from(i)].offset);
+        let mut to = 0usize;
+        for &i in &order {
+            let s = &mut self.index[usize::from(i)];
+            let (from, len) = (s.offset as usize, usize::from(s.len));
+            self.arena.copy_within(from..from + len, to);
+            s.offset = to as u32;
+            to += len;
+        }
+        self.arena_used = to;
+        assert_eq!(self.arena_used, self.arena_live);
+    }
+
+    /// Cheap structural checks after every merge; the full check runs in tests.
+    fn assert_invariants(&self) {
+        assert!(self.arena_live <= self.arena_used && self.arena_used <= A);
+        assert!(self.index.len() <= N);
+    }
+
+    /// Recomputes every digest from scratch and compares; O(n), for tests and the simulator.
+    pub fn check_digests(&self) -> bool {
+        let mut buckets = [0u64; BUCKETS];
+        for w in self.index.windows(2) {
+            if w[0].key_hash >= w[1].key_hash {
+                return false;
+            }
+        }
+        for s in self.index.iter() {
+            if digest(DOMAIN_ENTRY, self.bytes(s)) != s.digest {
+                return false;
+            }
+            buckets[bucket_of(s.key_hash)] ^= s.digest;
+        }
+        let root = buckets.iter().fold(0, |a, b| a ^ b);
+        buckets == self.buckets && root == self.root
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ENTRY_BYTES_MAX;
+    use crate::schema::entry::{encode_entry, Arch, EntryBody, Requirements, ServiceSpec, Source};
+
+    fn entry(name: &str, clock: u64, tomb: bool, out: &mut [u8; ENTRY_BYTES_MAX]) -> usize {
+        let spec = ServiceSpec {
+            source: Source::Exec { path: "/bin/true" },
+            args: Vec::new(),
+            env: Vec::new(),
+            pre: Vec::new(),
+            requires: Requirements {
+                arch: Arch::Any,
+                gpu: false,
+                zone: None,
+            },
+            replicas: 1,
+            ports: Vec::new(),
+        };
+        let body = EntryBody {
+            name,
+            version: Version { clock, key_id: 0 },
+            spec: (!tomb).then_some(spec),
+        };
+        encode_entry(&body, &[0; 64], out).unwrap()
+    }
+
+    type Small = Store<4, 512>;
+
+    /// Merging the same entries in any order gives the same state hash; stale merges change
+    /// nothing; the incremental digests always equal a recomputation.
+    #[test]
+    fn merge_is_order_independent() {
+        let mut bufs = [[0u8; ENTRY_BYTES_MAX]; 4];
+        let lens = [
+            entry("a", 1, false, &mut bufs[0]),
+            entry("a", 2, false, &mut bufs[1]),
+            entry("b", 1, false, &mut bufs[2]),
+            entry("a", 2, true, &mut bufs[3]),
+        ];
+        let mut x = Small::new();
+        let mut y = Small::new();
+        for i in 0..4 {
+            x.merge(&bufs[i][..lens[i]]).unwrap();
+            y.merge(&bufs[3 - i][..lens[3 - i]]).unwrap();
+        }
+        assert_eq!(x.state_hash(), y.state_hash());
+        assert!(x.check_digests() && y.check_digests());
+        assert!(x.get_by_name("a").unwrap().body.is_tombstone());
+        let before = x.state_hash();
+        assert_eq!(x.merge(&bufs[1][..lens[1]]), Ok(Merge::Stale));
+        assert_eq!(x.state_hash(), before);
+    }
+
+    /// A full table refuses live entries with an error, evicts the oldest tombstone for one, and
+    /// never changes on refusal.
+    #[test]
+    fn full_table_refuses_or_evicts_tombstone() {
+        let mut b = [0u8; ENTRY_BYTES_MAX];
+        let mut s = Small::new();
+        for (i, n) in ["a", "b", "c", "d"].iter().enumerate() {
+            let len = entry(n, i as u64 + 1, false, &mut b);
+            s.merge(&b[..len]).unwrap();
+        }
+        let len = entry("e", 9, false, &mut b);
+        let before = s.state_hash();
+        assert_eq!(s.merge(&b[..len]), Err(StoreError::Full));
+        assert_eq!(s.state_hash(), before);
+        let len = entry("b", 10, true, &mut b);
+        assert_eq!(s.merge(&b[..len]), Ok(Merge::Replaced));
+        let len = entry("e", 11, false, &mut b);
+        assert_eq!(s.merge(&b[..len]), Ok(Merge::Inserted));
+        assert!(s.get_by_name("b").is_none());
+        assert!(s.check_digests());
+    }
+
+    /// Replacing entries again and again compacts the arena instead of running out.
+    #[test]
+    fn arena_compacts_under_churn() {
+        let mut b = [0u8; ENTRY_BYTES_MAX];
+        let mut s = Small::new();
+        for clock in 1..200 {
+            let len = entry(["a", "b", "c"][clock as usize % 3], clock, false, &mut b);
+            assert!(s.merge(&b[..len]).is_ok());
+        }
+        assert!(s.check_digests());
+        assert_eq!(s.len(), 3);
+        assert!(s.arena_used() <= 512);
+    }
+
+    /// Old tombstones are evicted once the newest clock passes the retention, and refused after.
+    #[test]
+    fn tombstones_expire_after_retention() {
+        let mut b = [0u8; ENTRY_BYTES_MAX];
+        let mut s = Small::new();
+        let len = entry("a", 1, true, &mut b);
+        s.merge(&b[..len]).unwrap();
+        let len = entry("b", 2 + TOMBSTONE_RETENTION_MS, false, &mut b);
+        s.merge(&b[..len]).unwrap();
+        assert_eq!(s.len(), 1);
+        let len = entry("a", 1, true, &mut b);
+        assert_eq!(s.merge(&b[..len]), Err(StoreError::Expired));
+        assert!(s.check_digests());
+    }
+}

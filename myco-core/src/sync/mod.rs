@@ -1,0 +1,3 @@
+//! Merkle summaries for anti-entropy.
+
+pub mod merkle;

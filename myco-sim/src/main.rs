@@ -1,0 +1,66 @@
+//! MycoSim: many myco-core nodes in one thread, a seeded lossy network, discrete time.
+//!
+//! `myco-sim run` runs one scenario and prints a summary (or one JSON object with `--json`);
+//! `myco-sim gauntlet` runs seed after seed with swarm parameters drawn from each seed;
+//! `myco-sim bench` prints the convergence figures recorded in docs/benchmarks.md.
+
+mod alloc;
+mod bench;
+mod cluster;
+mod gauntlet;
+mod net;
+mod report;
+mod scenario;
+
+use std::process::ExitCode;
+
+#[global_allocator]
+static GLOBAL: alloc::CountingAlloc = alloc::CountingAlloc;
+
+const HELP: &str = "\
+myco-sim: MycoSim, the deterministic simulator of a Myco cluster
+
+USAGE:
+  myco-sim run [--seed S] [--nodes N] [--services K] [--loss P] [--json] [FAULTS]
+  myco-sim gauntlet --seconds T [--seed S]
+  myco-sim bench [--quick]
+
+RUN OPTIONS:
+  --seed S          seed for everything (default 1)
+  --nodes N         nodes, 1..=250 (default 50)
+  --services K      deploys, 0..=1000 (default 1000)
+  --loss P          packet loss probability, 0..=1 (default 0.5)
+  --updates U       extra new versions of deployed services (default 0)
+  --deletes D       deletes of deployed services (default 0)
+  --duplicate P     duplication probability (default 0)
+  --latency-max MS  maximum one-way latency (default 20)
+  --partitions B    true: a random partition that heals (default false)
+  --crashes C       nodes crashed during the safety phase (default 0)
+  --json            print one JSON object instead of a summary
+
+EXIT CODES:
+  0 converged; 1 liveness failure; 2 safety failure; 3 heap allocation after boot; 64 usage
+";
+
+fn main() -> ExitCode {
+    let mut args = pico_args::Arguments::from_env();
+    if args.contains(["-h", "--help"]) {
+        print!("{HELP}");
+        return ExitCode::SUCCESS;
+    }
+    let result = match args.subcommand() {
+        Ok(Some(cmd)) if cmd == "run" => report::run_command(args),
+        Ok(Some(cmd)) if cmd == "gauntlet" => gauntlet::command(args),
+        Ok(Some(cmd)) if cmd == "bench" => bench::command(args),
+        Ok(Some(cmd)) => Err(format!("unknown command '{cmd}'; see 'myco-sim --help'")),
+        Ok(None) => Err("missing command; see 'myco-sim --help'".to_string()),
+        Err(e) => Err(format!("{e}; see 'myco-sim --help'")),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(message) => {
+            eprintln!("myco-sim: {message}");
+            ExitCode::from(64)
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! The simulated network: in-memory queues with latency, loss, duplication, reordering and
+//! partitions, all drawn from one seeded PRNG.
+//!
+//! Frames live in a slab allocated at boot; in-flight packets are a min-heap by delivery time
+//! (ties broken by send order, so delivery is deterministic). A full slab drops the frame and
+//! counts it, like a congested link; it never allocates while the nodes run.
+
+use myco_core::config::FRAME_BYTES;
+use myco_core::random::Prng;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+#[derive(Clone, Copy, Debug)]
+pub struct Faults {
+    /// Probability in parts per million.
+    pub loss_ppm: u64,
+    pub duplicate_ppm: u64,
+    pub latency_ms_min: u64,
+    pub latency_ms_max: u64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct InFlight {
+    deliver_at: u64,
+    seq: u64,
+    from: u16,
+    to: u16,
+    slot: u32,
+}
+
+pub struct Net {
+    pub faults: Faults,
+    rng: Prng,
+    frames: Vec<[u8; FRAME_BYTES]>,
+    free: Vec<u32>,
+    heap: BinaryHeap<Reverse<InFlight>>,
+    seq: u64,
+    /// Partition side per node; frames between different sides are dropped.
+    pub side: Vec<u8>,
+    pub sent: u64,
+    pub lost: u64,
+    pub congested: u64,
+    pub delivered: u64,
+}
+
+/// A delivered frame, borrowed from the slab until the next `pop`.
+pub struct Delivery {
+    pub from: u16,
+    pub to: u16,
+    pub slot: u32,
+}
+
+impl Net {
+    pub fn new(nodes: usize, faults: Faults, seed: u64, slots: usize) -> Net {
+        Net {
+            faults,
+            rng: Prng::new(seed),
+            frames: vec![[0u8; FRAME_BYTES]; slots],
+            free: (0..slots as u32).rev().collect(),
+            heap: BinaryHeap::with_capacity(slots),
+            seq: 0,
+            side: vec![0; nodes],
+            sent: 0,
+            lost: 0,
+            congested: 0,
+            delivered: 0,
+        }
+    }
+
+    fn ppm(&mut self, p: u64) -> bool {
+        p > 0 && self.rng.chance(p, 1_000_000)
+    }
+
+    pub fn send(&mut self, now: u64, from: u16, to: u16, frame: &[u8; FRAME_BYTES]) {
+        self.sent += 1;
+        if self.side[usize::from(from)] != self.side[usize::from(to)]
+            || self.ppm(self.faults.loss_ppm)
+        {
+            self.lost += 1;
+            return;
+        }
+        let copies = if self.ppm(self.faults.duplicate_ppm) {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let Some(slot) = self.free.pop() else {
+                self.congested += 1;
+                return;
+            };
+            self.frames[slot as usize] = *frame;
+            let span = self.faults.latency_ms_max - self.faults.latency_ms_min + 1;
+            let deliver_at = now + self.faults.latency_ms_min + self.rng.below(span);
+            self.seq += 1;
+            self.heap.push(Reverse(InFlight {
+                deliver_at,
+                seq: self.seq,
+                from,
+                to,
+                slot,
+            }));
+        }
+    }
+
+    /// The next frame due at or before `now`, if any. Call `frame` to read it, then `release`.
+    pub fn pop(&mut self, now: u64) -> Option<Delivery> {
+        let Reverse(top) = *self.heap.peek()?;
+        if top.deliver_at > now {
+            return None;
+        }
+        self.heap.pop();
+        self.delivered += 1;
+        Some(Delivery {
+            from: top.from,
+            to: top.to,
+            slot: top.slot,
+        })
+    }
+
+    pub fn frame(&self, d: &Delivery) -> &[u8; FRAME_BYTES] {
+        &self.frames[d.slot as usize]
+    }
+
+    pub fn release(&mut self, d: Delivery) {
+        self.free.push(d.slot);
+    }
+}

@@ -1,0 +1,142 @@
+//! `myco-sim run`: parse a scenario from flags, run it, print a summary or JSON.
+
+use crate::cluster::{Cluster, Report};
+use crate::scenario::Scenario;
+use pico_args::Arguments;
+use std::time::Instant as WallClock;
+
+fn opt<T: std::str::FromStr>(
+    args: &mut Arguments,
+    name: &'static str,
+    default: T,
+) -> Result<T, String>
+where
+    T::Err: std::fmt::Display,
+{
+    args.opt_value_from_str(name)
+        .map(|v| v.unwrap_or(default))
+        .map_err(|e| format!("{name}: {e}"))
+}
+
+fn probability(name: &str, p: f64) -> Result<u64, String> {
+    if (0.0..=1.0).contains(&p) {
+        Ok((p * 1e6).round() as u64)
+    } else {
+        Err(format!("{name} must be between 0 and 1, got {p}"))
+    }
+}
+
+pub fn parse_scenario(args: &mut Arguments) -> Result<Scenario, String> {
+    let seed = opt(args, "--seed", 1u64)?;
+    let nodes = opt(args, "--nodes", 50usize)?;
+    let services = opt(args, "--services", 1000usize)?;
+    let loss = opt(args, "--loss", 0.5f64)?;
+    let mut s = Scenario::standard(seed, nodes, services, 0.0);
+    s.loss_ppm = probability("--loss", loss)?;
+    s.duplicate_ppm = probability("--duplicate", opt(args, "--duplicate", 0.0f64)?)?;
+    s.updates = opt(args, "--updates", 0usize)?;
+    s.deletes = opt(args, "--deletes", 0usize)?;
+    s.latency_ms_max = opt(args, "--latency-max", 20u64)?;
+    s.partitions = opt(args, "--partitions", false)?;
+    s.crashes = opt(args, "--crashes", 0usize)?;
+    if !(1..=250).contains(&s.nodes) {
+        return Err(format!("--nodes must be 1..=250, got {}", s.nodes));
+    }
+    if s.services > 1000 {
+        return Err(format!(
+            "--services must be at most 1000, got {}",
+            s.services
+        ));
+    }
+    if s.latency_ms_max == 0 || s.latency_ms_max > 1000 {
+        return Err("--latency-max must be 1..=1000 ms".to_string());
+    }
+    Ok(s)
+}
+
+/// Runs `s` and returns its report with the wall time it took.
+pub fn run(s: &Scenario) -> (Report, u128) {
+    let start = WallClock::now();
+    let report = Cluster::new(s).run();
+    (report, start.elapsed().as_millis())
+}
+
+pub fn json(s: &Scenario, r: &Report, wall_ms: u128) -> String {
+    let failure = match &r.failure {
+        None => "null".to_string(),
+        Some(f) => format!("{:?}", format!("{f:?}")),
+    };
+    format!(
+        concat!(
+            "{{\"seed\":{},\"nodes\":{},\"services\":{},\"loss\":{},\"converged\":{},\"rounds\":{},",
+            "\"ticks\":{},\"sim_time_ms\":{},\"frames_sent\":{},\"bytes_sent\":{},\"frames_lost\":{},",
+            "\"frames_congested\":{},\"rumor_frames_dropped\":{},\"distinct_state_hashes\":{},",
+            "\"entries\":{},\"node_state_bytes\":{},\"heap_allocations_after_boot\":{},",
+            "\"trace_hash\":\"{:016x}\",\"wall_ms\":{},\"failure\":{}}}"
+        ),
+        s.seed,
+        s.nodes,
+        s.services,
+        s.loss_ppm as f64 / 1e6,
+        r.converged,
+        r.rounds,
+        r.ticks,
+        r.time_ms,
+        r.frames_sent,
+        r.bytes_sent,
+        r.frames_lost,
+        r.frames_congested,
+        r.rumor_frames_dropped,
+        r.distinct_state_hashes,
+        r.entries,
+        r.node_state_bytes,
+        r.heap_allocations_after_boot,
+        r.trace_hash,
+        wall_ms,
+        failure
+    )
+}
+
+fn summary(s: &Scenario, r: &Report, wall_ms: u128) -> String {
+    let verdict = match &r.failure {
+        None => "converged".to_string(),
+        Some(f) => format!("FAILED: {f:?}\nreproduce with: {}", s.command()),
+    };
+    format!(
+        "{verdict}\n  {} nodes, {} services, loss {:.0}%: {} rounds ({} simulated ms), {} distinct state hash(es)\n  frames sent {} ({} bytes), lost {}, rumor frames dropped {}\n  node state {} bytes, heap allocations after boot {}, trace hash {:016x}, wall {} ms",
+        s.nodes,
+        s.services,
+        s.loss_ppm as f64 / 1e4,
+        r.rounds,
+        r.time_ms,
+        r.distinct_state_hashes,
+        r.frames_sent,
+        r.bytes_sent,
+        r.frames_lost,
+        r.rumor_frames_dropped,
+        r.node_state_bytes,
+        r.heap_allocations_after_boot,
+        r.trace_hash,
+        wall_ms
+    )
+}
+
+pub fn run_command(mut args: Arguments) -> Result<u8, String> {
+    let as_json = args.contains("--json");
+    let s = parse_scenario(&mut args)?;
+    let rest = args.finish();
+    if !rest.is_empty() {
+        return Err(format!("unexpected arguments: {rest:?}"));
+    }
+    let (r, wall_ms) = run(&s);
+    if as_json {
+        println!("{}", json(&s, &r, wall_ms));
+    } else {
+        println!("{}", summary(&s, &r, wall_ms));
+    }
+    if let Some(f) = &r.failure {
+        eprintln!("reproduce with: {}", s.command());
+        return Ok(f.exit_code() as u8);
+    }
+    Ok(0)
+}

@@ -1,0 +1,167 @@
+//! Scenarios: the named parameters of one simulated run, and the operations it submits.
+//!
+//! Everything is drawn from the seed: which node receives each deploy, update or delete, and when.
+//! Entries are encoded at boot so the run itself allocates nothing.
+
+use myco_core::config::ENTRY_BYTES_MAX;
+use myco_core::random::Prng;
+use myco_core::schema::entry::{
+    encode_entry, Arch, EntryBody, Port, Protocol, Requirements, ServiceSpec, Source, Version,
+};
+
+#[derive(Clone, Debug)]
+pub struct Scenario {
+    pub seed: u64,
+    pub nodes: usize,
+    pub services: usize,
+    /// Extra operations on existing services: new versions and deletes.
+    pub updates: usize,
+    pub deletes: usize,
+    pub loss_ppm: u64,
+    pub duplicate_ppm: u64,
+    pub latency_ms_max: u64,
+    /// Partitions that later heal.
+    pub partitions: bool,
+    /// Nodes crashed during the safety phase; they restart empty in the liveness phase.
+    pub crashes: usize,
+    /// Simulated milliseconds before the run gives up.
+    pub time_ms_max: u64,
+}
+
+impl Scenario {
+    pub fn standard(seed: u64, nodes: usize, services: usize, loss: f64) -> Scenario {
+        Scenario {
+            seed,
+            nodes,
+            services,
+            updates: 0,
+            deletes: 0,
+            loss_ppm: (loss * 1e6) as u64,
+            duplicate_ppm: 0,
+            latency_ms_max: 20,
+            partitions: false,
+            crashes: 0,
+            time_ms_max: 600_000,
+        }
+    }
+
+    /// Swarm parameters for the gauntlet: every dimension drawn from the seed.
+    pub fn swarm(seed: u64) -> Scenario {
+        let mut r = Prng::new(seed ^ 0x5741_524d);
+        let nodes = 3 + r.below(98) as usize;
+        let services = r.below(1001) as usize;
+        Scenario {
+            seed,
+            nodes,
+            services,
+            updates: r.below(services as u64 / 4 + 1) as usize,
+            deletes: r.below(services as u64 / 4 + 1) as usize,
+            loss_ppm: r.below(600_001),
+            duplicate_ppm: r.below(100_001),
+            latency_ms_max: 1 + r.below(100),
+            partitions: r.chance(1, 3),
+            crashes: if r.chance(1, 2) {
+                r.below(nodes as u64 / 3 + 1) as usize
+            } else {
+                0
+            },
+            time_ms_max: 900_000,
+        }
+    }
+
+    /// The command line that reproduces this scenario.
+    pub fn command(&self) -> String {
+        format!(
+            "myco-sim run --seed {} --nodes {} --services {} --updates {} --deletes {} --loss {} --duplicate {} --latency-max {} --partitions {} --crashes {}",
+            self.seed,
+            self.nodes,
+            self.services,
+            self.updates,
+            self.deletes,
+            self.loss_ppm as f64 / 1e6,
+            self.duplicate_ppm as f64 / 1e6,
+            self.latency_ms_max,
+            self.partitions,
+            self.crashes,
+        )
+    }
+}
+
+/// One operator action: an encoded entry submitted at `node` at `at_ms`.
+pub struct Op {
+    pub at_ms: u64,
+    pub node: usize,
+    pub entry: Vec<u8>,
+}
+
+/// Operations start once membership has formed and are spread over this window.
+pub const OPS_START_MS: u64 = 5_000;
+pub const OPS_WINDOW_MS: u64 = 4_000;
+
+fn encode(name: &str, clock: u64, tombstone: bool, r: &mut Prng) -> Vec<u8> {
+    let arg = format!("--instance={}", r.below(1000));
+    let spec = ServiceSpec {
+        source: Source::Flake {
+            uri: "git+https://example.invalid/fleet?ref=main",
+            attr: name,
+        },
+        args: heapless::Vec::from_slice(&["--port", "8080", &arg]).expect("3 args fit"),
+        env: heapless::Vec::from_slice(&[("RUST_LOG", "info")]).expect("1 var fits"),
+        pre: heapless::Vec::new(),
+        requires: Requirements {
+            arch: Arch::Any,
+            gpu: false,
+            zone: None,
+        },
+        replicas: 1 + r.below(3) as u8,
+        ports: heapless::Vec::from_slice(&[Port {
+            number: 8080,
+            protocol: Protocol::Tcp,
+        }])
+        .expect("fits"),
+    };
+    let body = EntryBody {
+        name,
+        version: Version { clock, key_id: 1 },
+        spec: (!tombstone).then_some(spec),
+    };
+    let mut out = [0u8; ENTRY_BYTES_MAX];
+    let n = encode_entry(&body, &[0x5a; 64], &mut out).expect("simulated entries are valid");
+    out[..n].to_vec()
+}
+
+/// The operations of `s`, sorted by time. Updates and deletes come after their service's deploy,
+/// and every version is unique, so the final state is the same whatever order nodes see them in.
+pub fn operations(s: &Scenario) -> Vec<Op> {
+    let mut r = Prng::new(s.seed ^ 0x4f50_5321);
+    let window = if s.services <= 1 { 1 } else { OPS_WINDOW_MS };
+    let mut deployed_at = Vec::with_capacity(s.services);
+    let mut ops = Vec::with_capacity(s.services + s.updates + s.deletes);
+    for i in 0..s.services {
+        let at_ms = OPS_START_MS + r.below(window);
+        deployed_at.push(at_ms);
+        let entry = encode(&format!("svc-{i}"), at_ms * 1000 + 1, false, &mut r);
+        ops.push(Op {
+            at_ms,
+            node: r.below(s.nodes as u64) as usize,
+            entry,
+        });
+    }
+    for k in 0..(s.updates + s.deletes) {
+        if s.services == 0 {
+            break;
+        }
+        let i = r.below(s.services as u64) as usize;
+        let at_ms = deployed_at[i] + 1 + r.below(window);
+        // The op index keeps clocks unique when two ops on one service share a millisecond.
+        let clock = at_ms * 1000 + 2 + k as u64 % 997;
+        let entry = encode(&format!("svc-{i}"), clock, k >= s.updates, &mut r);
+        ops.push(Op {
+            at_ms,
+            node: r.below(s.nodes as u64) as usize,
+            entry,
+        });
+    }
+    ops.sort_by_key(|o| o.at_ms);
+    ops
+}
