@@ -116,3 +116,21 @@ const _: () = assert!(HEADER_BYTES + BODY_BYTES_MAX + TAG_BYTES == FRAME_BYTES);
 const _: () = assert!(ENTRY_BYTES_MAX + ENTRY_ENVELOPE_BYTES_MAX <= BODY_BYTES_MAX);
 const _: () = assert!(BUCKETS == GROUPS * BUCKETS_PER_GROUP);
 const _: () = assert!(ARENA_BYTES <= u32::MAX as usize);
+
+// WAL
+/// Record header: magic `"MW"`, kind, reserved, payload length u32, CRC32C u32. Layout in
+/// `wal::record`.
+pub const WAL_HEADER_BYTES: usize = 12;
+/// The largest record payload: one encoded entry. A checkpoint-end payload is far smaller.
+pub const WAL_PAYLOAD_BYTES_MAX: usize = ENTRY_BYTES_MAX;
+pub const WAL_RECORD_BYTES_MAX: usize = WAL_HEADER_BYTES + WAL_PAYLOAD_BYTES_MAX;
+/// The replayer's default window: one largest record plus room to read ahead.
+pub const WAL_REPLAY_WINDOW_BYTES: usize = 2048;
+/// Once the log passes this size it is compacted into a snapshot, so disk use stays bounded by
+/// about one log plus two snapshots whatever the history.
+pub const WAL_CHECKPOINT_BYTES: u64 = 1024 * 1024;
+
+// A window that cannot hold one whole record could never make progress.
+const _: () = assert!(WAL_RECORD_BYTES_MAX <= WAL_REPLAY_WINDOW_BYTES);
+// The on-disk length field is a u32.
+const _: () = assert!(WAL_PAYLOAD_BYTES_MAX <= u32::MAX as usize);

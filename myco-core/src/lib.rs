@@ -16,6 +16,7 @@ pub mod schema;
 pub mod state;
 pub mod sync;
 pub mod time;
+pub mod wal;
 
 pub use node::{Event, Node, NodeConfig, Sink};
 pub use schema::addr::PeerAddr;

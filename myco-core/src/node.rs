@@ -27,6 +27,12 @@ use crate::sync::merkle::{bucket_range, group_buckets};
 use crate::time::Instant;
 use heapless::Vec;
 
+/// How often a member believed dead is pinged, so healed partitions merge again.
+const DEAD_PROBE_INTERVAL_MS: u64 = 2_000;
+
+/// Frames one queued rumor frame may become when its entries grew since they were queued.
+const RUMOR_FRAMES_MAX: usize = 2;
+
 /// Longest gap between two `handle_tick` calls that keeps timers accurate.
 pub const TICK_MS_MAX: u64 = 50;
 
@@ -160,6 +166,7 @@ pub struct Node {
     next_gossip: Instant,
     next_member_sync: Instant,
     next_join: Instant,
+    next_dead_probe: Instant,
 }
 
 const _: () = assert!(core::mem::size_of::<Node>() <= NODE_BYTES_MAX);
@@ -196,6 +203,7 @@ impl Node {
             next_gossip: now.add_ms(jitter),
             next_member_sync: now.add_ms(MEMBER_SYNC_INTERVAL_MS + jitter),
             next_join: now,
+            next_dead_probe: now.add_ms(DEAD_PROBE_INTERVAL_MS + jitter),
         }
     }
 
@@ -254,6 +262,10 @@ impl Node {
                 self.send_members_page(sink, peer, start);
             }
         }
+        if now >= self.next_dead_probe {
+            self.next_dead_probe = now.add_ms(DEAD_PROBE_INTERVAL_MS);
+            self.probe_the_dead(sink);
+        }
         if now >= self.next_join {
             self.next_join = now.add_ms(JOIN_RETRY_MS);
             let alone = self.members.live_count() == 0;
@@ -306,6 +318,31 @@ impl Node {
         });
         self.out.counters.probes += 1;
         self.send_ping(sink, addr, self.seq);
+    }
+
+    /// Pings one member believed dead, telling it so: if it is alive (a healed partition), it
+    /// refutes with a higher incarnation and the two sides find each other again.
+    fn probe_the_dead(&mut self, sink: &mut impl Sink) {
+        let dead = self.members.list().iter().filter(|m| !m.is_live()).count();
+        if dead == 0 {
+            return;
+        }
+        let nth = self.rng.below(dead as u64) as usize;
+        let m = self
+            .members
+            .list()
+            .iter()
+            .filter(|m| !m.is_live())
+            .nth(nth)
+            .expect("counted");
+        let (id, addr) = (m.id, m.addr);
+        let updates = self.piggyback_for(id);
+        let msg = Message::Ping {
+            seq: 0,
+            me: self.me(),
+            updates,
+        };
+        self.out.send(sink, addr, self.store.root(), msg);
     }
 
     fn send_indirect(&mut self, sink: &mut impl Sink, p: Probe, target_addr: PeerAddr) {
@@ -386,6 +423,12 @@ impl Node {
         if let Some(&peer) = peers.first() {
             self.out.counters.sync_steps += 1;
             self.send_all_buckets(sink, peer);
+            // Assume the exchange will agree; the peer's next frame corrects this if it did not.
+            // Otherwise a peer that agrees (and so answers nothing) would be synced every round.
+            let root = self.store.root();
+            if let Some(m) = self.members.list_mut().iter_mut().find(|m| m.addr == peer) {
+                m.root = root;
+            }
         }
     }
 
@@ -393,20 +436,11 @@ impl Node {
         let peers = self.random_live_peers::<GOSSIP_FANOUT>(false);
         let (store, out, rumors) = (&self.store, &mut self.out, &mut self.rumors);
         rumors.for_each_due(|frame| {
-            let mut list: Vec<&[u8], { crate::config::RUMOR_KEYS_PER_FRAME }> = Vec::new();
-            for &k in &frame.keys {
-                if let Some(bytes) = store.get(k) {
-                    list.push(bytes)
-                        .expect("frame holds at most this many keys");
-                }
-            }
             for &peer in &peers {
-                out.send(
-                    sink,
-                    peer,
-                    store.root(),
-                    Message::Entries { list: list.clone() },
-                );
+                // The store's current versions may be larger than the queued estimate, so the
+                // packer may need a second frame; it never overflows one.
+                let slots = frame.keys.iter().filter_map(|&k| store.range(k, k).first());
+                send_entry_frames(store, out, sink, peer, slots, RUMOR_FRAMES_MAX);
             }
         });
     }

@@ -23,7 +23,7 @@ myco-sim: MycoSim, the deterministic simulator of a Myco cluster
 USAGE:
   myco-sim run [--seed S] [--nodes N] [--services K] [--loss P] [--json] [FAULTS]
   myco-sim gauntlet --seconds T [--seed S]
-  myco-sim bench [--quick]
+  myco-sim bench [--seeds N]
 
 RUN OPTIONS:
   --seed S          seed for everything (default 1)
@@ -36,6 +36,7 @@ RUN OPTIONS:
   --latency-max MS  maximum one-way latency (default 20)
   --partitions B    true: a random partition that heals (default false)
   --crashes C       nodes crashed during the safety phase (default 0)
+  --ops-window MS   operations are spread over this window; 0 submits all at once (default 4000)
   --json            print one JSON object instead of a summary
 
 EXIT CODES:

@@ -39,6 +39,7 @@ pub fn parse_scenario(args: &mut Arguments) -> Result<Scenario, String> {
     s.latency_ms_max = opt(args, "--latency-max", 20u64)?;
     s.partitions = opt(args, "--partitions", false)?;
     s.crashes = opt(args, "--crashes", 0usize)?;
+    s.ops_window_ms = opt(args, "--ops-window", s.ops_window_ms)?;
     if !(1..=250).contains(&s.nodes) {
         return Err(format!("--nodes must be 1..=250, got {}", s.nodes));
     }

@@ -26,6 +26,8 @@ pub struct Scenario {
     pub crashes: usize,
     /// Simulated milliseconds before the run gives up.
     pub time_ms_max: u64,
+    /// Operations are spread over this window; 0 submits them all at once.
+    pub ops_window_ms: u64,
 }
 
 impl Scenario {
@@ -42,6 +44,7 @@ impl Scenario {
             partitions: false,
             crashes: 0,
             time_ms_max: 600_000,
+            ops_window_ms: OPS_WINDOW_MS,
         }
     }
 
@@ -66,6 +69,7 @@ impl Scenario {
                 0
             },
             time_ms_max: 900_000,
+            ops_window_ms: OPS_WINDOW_MS,
         }
     }
 
@@ -83,7 +87,7 @@ impl Scenario {
             self.latency_ms_max,
             self.partitions,
             self.crashes,
-        )
+        ) + &if self.ops_window_ms == OPS_WINDOW_MS { String::new() } else { format!(" --ops-window {}", self.ops_window_ms) }
     }
 }
 
@@ -134,7 +138,7 @@ fn encode(name: &str, clock: u64, tombstone: bool, r: &mut Prng) -> Vec<u8> {
 /// and every version is unique, so the final state is the same whatever order nodes see them in.
 pub fn operations(s: &Scenario) -> Vec<Op> {
     let mut r = Prng::new(s.seed ^ 0x4f50_5321);
-    let window = if s.services <= 1 { 1 } else { OPS_WINDOW_MS };
+    let window = s.ops_window_ms.max(1);
     let mut deployed_at = Vec::with_capacity(s.services);
     let mut ops = Vec::with_capacity(s.services + s.updates + s.deletes);
     for i in 0..s.services {

@@ -102,6 +102,9 @@ impl Members {
     pub fn list(&self) -> &[Member] {
         &self.list
     }
+    pub fn list_mut(&mut self) -> &mut [Member] {
+        &mut self.list
+    }
     pub fn get(&self, id: u64) -> Option<&Member> {
         self.list.iter().find(|m| m.id == id)
     }
