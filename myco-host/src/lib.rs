@@ -1,3 +1,5 @@
 //! The host side of `myco-d`: everything that touches the OS (sockets, files, fsync, the clock,
 //! systemd and nix) and feeds it to the `myco-core` state machines. No decision lives here; a
 //! decision that the simulator would also need belongs in `myco-core`.
+
+pub mod store;

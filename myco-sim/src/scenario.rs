@@ -43,7 +43,7 @@ impl Scenario {
             latency_ms_max: 20,
             partitions: false,
             crashes: 0,
-            time_ms_max: 600_000,
+            time_ms_max: 900_000,
             ops_window_ms: OPS_WINDOW_MS,
         }
     }

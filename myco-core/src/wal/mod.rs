@@ -13,8 +13,9 @@
 //!   not part of a good record; the host truncates the log there (`Summary::good_bytes`) before it
 //!   appends again, so a later good record never sits behind a bad one.
 //! - Replay never panics, whatever the bytes, and never holds more than one window of them.
-//! - A snapshot counts only if a `CheckpointEnd` closes it and counts its entries; a snapshot cut
-//!   anywhere is ignored and recovery falls back to the previous generation.
+//! - A snapshot counts only if its last record is a `CheckpointEnd` that counts all its entry
+//!   records; a snapshot cut anywhere is ignored and recovery falls back to the previous
+//!   generation.
 //! - Writes happen only when an entry is accepted or a checkpoint is due: a cluster at rest
 //!   writes nothing.
 

@@ -7,8 +7,9 @@
 //! is cut off, because a record the log cannot vouch for may not be applied and every later byte
 //! is unreachable without its length.
 //!
-//! A snapshot is a log of entry records closed by one `CheckpointEnd` whose count matches them;
-//! anything else (a cut snapshot, a missing or mismatched end, bytes after the end) is not one.
+//! A snapshot is a log of entry records closed by a `CheckpointEnd` that counts every one of
+//! them; anything else (a cut snapshot, a missing or mismatched end, bytes after the end) is not
+//! one.
 
 use super::record::{decode_record, CheckpointEnd, RecordError, RecordView};
 use crate::config::{WAL_RECORD_BYTES_MAX, WAL_REPLAY_WINDOW_BYTES};
@@ -276,12 +277,7 @@ mod tests {
         }
         /// Where the record holding byte `at` starts.
         fn start_of(&self, at: usize) -> usize {
-            self.ends
-                .iter()
-                .copied()
-                .filter(|&e| e <= at)
-                .last()
-                .unwrap_or(0)
+            self.ends.iter().copied().rfind(|&e| e <= at).unwrap_or(0)
         }
     }
 
