@@ -45,6 +45,7 @@ gauntlet-short:
 
 bench:
 	$(SIM) bench
+	dir=$$(mktemp -d); cargo run --release -p myco-host --example wal_bench -- "$$dir"; rm -rf "$$dir"
 
 size:
 	cargo build --release --bin myco-d --bin myco

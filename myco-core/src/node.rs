@@ -10,6 +10,7 @@
 //! period it runs one SWIM probe (direct, then indirect through `INDIRECT_PROBES` helpers). A
 //! cluster at rest sends only probes and acks.
 
+use crate::config::WAL_HEADER_BYTES;
 use crate::config::{
     ARENA_BYTES, BUCKETS, BUCKETS_PER_GROUP, FRAME_BYTES, GOSSIP_FANOUT, GOSSIP_INTERVAL_MS,
     GROUPS, INDIRECT_PROBES, JOIN_MAX, JOIN_RETRY_MS, MEMBERS_PER_FRAME, MEMBER_SYNC_INTERVAL_MS,
@@ -25,7 +26,11 @@ use crate::schema::message::{Body, Digest, MemberMeta, MemberState, MemberUpdate
 use crate::state::store::{bucket_of, Merge, Slot, Store, StoreError};
 use crate::sync::merkle::{bucket_range, group_buckets};
 use crate::time::Instant;
+use crate::wal::checkpoint_due;
 use heapless::Vec;
+
+/// Rounds of unconditional anti-entropy after recovering from a truncated log.
+const FULL_SYNC_ROUNDS: u8 = 3;
 
 /// How often a member believed dead is pinged, so healed partitions merge again.
 const DEAD_PROBE_INTERVAL_MS: u64 = 2_000;
@@ -42,6 +47,31 @@ pub trait Sink {
     fn send(&mut self, to: PeerAddr, frame: &[u8; FRAME_BYTES]);
     /// Reports something the host may log, count or act on.
     fn event(&mut self, event: Event);
+    /// Appends `entry` to the write-ahead log. The caller makes it durable (fdatasync) and then
+    /// calls `handle_storage(Storage::Durable { ticket })`. Appends complete in call order.
+    fn append(&mut self, entry: &[u8], ticket: u64);
+    /// The log passed `WAL_CHECKPOINT_BYTES`. After the current call returns, the caller writes
+    /// a snapshot of `store()` and calls `handle_storage(Storage::Checkpointed)`.
+    fn checkpoint(&mut self);
+}
+
+/// Storage completions the caller reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Storage {
+    /// Every append up to and including `ticket` is durable.
+    Durable { ticket: u64 },
+    /// The requested snapshot is durable and the log was restarted empty.
+    Checkpointed,
+    /// Boot replay finished: the log holds `wal_bytes`; `truncated` if a bad record cut it.
+    Recovered { wal_bytes: u64, truncated: bool },
+}
+
+/// What `submit` did: `ticket` names the append to wait for before acknowledging.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Submitted {
+    pub merge: Merge,
+    /// `None` when the node already held this or a newer version: nothing to write.
+    pub ticket: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,6 +83,10 @@ pub enum Event {
     /// A new entry or a newer version of one was stored.
     EntryChanged {
         key_hash: u64,
+    },
+    /// The append with this ticket (and every earlier one) is durable: acknowledge it.
+    Durable {
+        ticket: u64,
     },
     /// An incoming frame was dropped; it changed nothing.
     Refused(Refusal),
@@ -94,6 +128,8 @@ pub struct NodeConfig<'a> {
     pub meta: MemberMeta,
     pub seed: u64,
     pub join: &'a [PeerAddr],
+    /// Log size that triggers a checkpoint: `WAL_CHECKPOINT_BYTES`, or less to test compaction.
+    pub wal_checkpoint_bytes: u64,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -167,6 +203,13 @@ pub struct Node {
     next_member_sync: Instant,
     next_join: Instant,
     next_dead_probe: Instant,
+    next_ticket: u64,
+    /// Bytes in the log since the last checkpoint, as this node appended them.
+    wal_bytes: u64,
+    checkpoint_requested: bool,
+    wal_checkpoint_bytes: u64,
+    /// After a truncated log, sync with random peers even where roots seem to agree.
+    full_sync_rounds: u8,
 }
 
 const _: () = assert!(core::mem::size_of::<Node>() <= NODE_BYTES_MAX);
@@ -204,6 +247,11 @@ impl Node {
             next_member_sync: now.add_ms(MEMBER_SYNC_INTERVAL_MS + jitter),
             next_join: now,
             next_dead_probe: now.add_ms(DEAD_PROBE_INTERVAL_MS + jitter),
+            next_ticket: 1,
+            wal_bytes: 0,
+            checkpoint_requested: false,
+            wal_checkpoint_bytes: config.wal_checkpoint_bytes,
+            full_sync_rounds: 0,
         }
     }
 
@@ -238,12 +286,73 @@ impl Node {
 
     /// Applies an operator's entry (a deploy or a tombstone) and starts spreading it.
     /// Refusal changes nothing; `Stale` means the node already holds this or a newer version.
-    pub fn submit(&mut self, _now: Instant, entry: &[u8]) -> Result<Merge, StoreError> {
+    /// A new version is appended to the log; acknowledge the operator only on
+    /// `Event::Durable` for the returned ticket.
+    pub fn submit(
+        &mut self,
+        _now: Instant,
+        entry: &[u8],
+        sink: &mut impl Sink,
+    ) -> Result<Submitted, StoreError> {
         let merge = self.store.merge(entry)?;
-        if merge != Merge::Stale {
-            self.rumors.push(self.store_key_of(entry), entry.len());
+        if merge == Merge::Stale {
+            return Ok(Submitted {
+                merge,
+                ticket: None,
+            });
         }
-        Ok(merge)
+        self.rumors.push(self.store_key_of(entry), entry.len());
+        Ok(Submitted {
+            merge,
+            ticket: Some(self.persist(entry, sink)),
+        })
+    }
+
+    /// Replays one entry from this node's own log or snapshot at boot: stored, not re-logged,
+    /// not gossiped (anti-entropy spreads whatever peers lack).
+    pub fn restore(&mut self, entry: &[u8]) -> Result<Merge, StoreError> {
+        self.store.merge(entry)
+    }
+
+    pub fn handle_storage(&mut self, _now: Instant, done: Storage, sink: &mut impl Sink) {
+        match done {
+            Storage::Durable { ticket } => {
+                assert!(
+                    ticket < self.next_ticket,
+                    "completion for an append never requested"
+                );
+                sink.event(Event::Durable { ticket });
+            }
+            Storage::Checkpointed => {
+                assert!(
+                    self.checkpoint_requested,
+                    "checkpoint completion without a request"
+                );
+                self.checkpoint_requested = false;
+                self.wal_bytes = 0;
+            }
+            Storage::Recovered {
+                wal_bytes,
+                truncated,
+            } => {
+                self.wal_bytes = wal_bytes;
+                if truncated {
+                    self.full_sync_rounds = FULL_SYNC_ROUNDS;
+                }
+            }
+        }
+    }
+
+    fn persist(&mut self, entry: &[u8], sink: &mut impl Sink) -> u64 {
+        let ticket = self.next_ticket;
+        self.next_ticket += 1;
+        sink.append(entry, ticket);
+        self.wal_bytes += (WAL_HEADER_BYTES + entry.len()) as u64;
+        if !self.checkpoint_requested && checkpoint_due(self.wal_bytes, self.wal_checkpoint_bytes) {
+            self.checkpoint_requested = true;
+            sink.checkpoint();
+        }
+        ticket
     }
 
     pub fn handle_tick(&mut self, now: Instant, sink: &mut impl Sink) {
@@ -419,7 +528,9 @@ impl Node {
             self.push_rumors(sink);
         }
         // Anti-entropy only with a peer that disagrees: a cluster at rest sends nothing here.
-        let peers = self.random_live_peers::<1>(true);
+        let forced = self.full_sync_rounds > 0;
+        self.full_sync_rounds = self.full_sync_rounds.saturating_sub(1);
+        let peers = self.random_live_peers::<1>(!forced);
         if let Some(&peer) = peers.first() {
             self.out.counters.sync_steps += 1;
             self.send_all_buckets(sink, peer);
@@ -703,6 +814,7 @@ impl Node {
                 let key_hash = self.store_key_of(bytes);
                 self.out.counters.entries_changed += 1;
                 self.rumors.push(key_hash, bytes.len());
+                self.persist(bytes, sink);
                 sink.event(Event::EntryChanged { key_hash });
             }
             Err(e) => self.refuse(sink, Refusal::Entry(e)),

@@ -6,13 +6,16 @@
 //! exactly, and the trace hash proves it.
 
 use crate::alloc;
+use crate::disk::SimDisk;
 use crate::net::{Faults, Net};
-use crate::scenario::{operations, Scenario, OPS_START_MS};
+use crate::scenario::{operations, Op, Scenario, OPS_START_MS};
 use myco_core::config::{ARENA_BYTES, FRAME_BYTES, GOSSIP_INTERVAL_MS, SERVICES_MAX};
 use myco_core::hash::{digest, DOMAIN_ENTRY};
 use myco_core::node::Counters;
+use myco_core::node::{Storage, Submitted};
 use myco_core::random::Prng;
 use myco_core::schema::entry::Arch;
+use myco_core::schema::entry::Entry;
 use myco_core::schema::message::MemberMeta;
 use myco_core::state::store::Store;
 use myco_core::{Event, Instant, Node, NodeConfig, PeerAddr, Sink};
@@ -60,6 +63,10 @@ pub struct Report {
     pub heap_allocations_after_boot: u64,
     pub trace_hash: u64,
     pub entries: usize,
+    pub acknowledged_deploys: usize,
+    pub acknowledged_deploys_lost: usize,
+    pub wal_truncations: u64,
+    pub checkpoints: u64,
     pub failure: Option<Failure>,
 }
 
@@ -76,8 +83,18 @@ fn mix(h: u64, x: u64) -> u64 {
     (h ^ x).wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(29)
 }
 
+/// Operator submissions waiting for their append to be durable.
+pub struct Acks {
+    /// (node, ticket, operation index)
+    pending: Vec<(u16, u64, usize)>,
+    /// The node that acknowledged each operation, if one did.
+    acked: Vec<Option<u16>>,
+}
+
 struct NetSink<'a> {
     net: &'a mut Net,
+    disk: &'a mut SimDisk,
+    acks: &'a mut Acks,
     from: u16,
     now: u64,
     trace: &'a mut u64,
@@ -97,18 +114,46 @@ impl Sink for NetSink<'_> {
         self.net.send(self.now, self.from, to, frame);
     }
     fn event(&mut self, event: Event) {
-        if let Event::MemberDead(id) = event {
-            *self.trace = mix(*self.trace, id);
+        match event {
+            Event::MemberDead(id) => *self.trace = mix(*self.trace, id),
+            Event::Durable { ticket } => {
+                let (from, acked) = (self.from, &mut self.acks.acked);
+                self.acks.pending.retain(|&(n, t, op)| {
+                    let done = n == from && t <= ticket;
+                    if done {
+                        acked[op] = Some(from);
+                    }
+                    !done
+                });
+            }
+            _ => {}
         }
+    }
+    fn append(&mut self, entry: &[u8], ticket: u64) {
+        self.disk.append(entry, ticket);
+    }
+    fn checkpoint(&mut self) {
+        self.disk.checkpoint_requested = true;
     }
 }
 
 type BigStore = Store<SERVICES_MAX, ARENA_BYTES>;
 
+struct Crash {
+    node: usize,
+    down: u64,
+    up: u64,
+    wipe: bool,
+}
+
 pub struct Cluster {
     s: Scenario,
     nodes: Vec<Box<Node>>,
     up: Vec<bool>,
+    disks: Vec<SimDisk>,
+    acks: Acks,
+    wal_truncations: u64,
+    checkpoints: u64,
     net: Net,
     rng: Prng,
     now: u64,
@@ -125,6 +170,7 @@ fn boot(i: usize, s: &Scenario, incarnation_seed: u64, now: u64) -> Node {
         gpu: false,
     };
     let config = NodeConfig {
+        wal_checkpoint_bytes: s.wal_checkpoint_bytes,
         id: i as u64 + 1,
         meta,
         seed: s.seed ^ incarnation_seed ^ (i as u64) << 20,
@@ -145,6 +191,13 @@ impl Cluster {
             s: s.clone(),
             nodes: (0..s.nodes).map(|i| Box::new(boot(i, s, 0, 0))).collect(),
             up: vec![true; s.nodes],
+            disks: (0..s.nodes).map(|_| SimDisk::new()).collect(),
+            acks: Acks {
+                pending: Vec::new(),
+                acked: Vec::new(),
+            },
+            wal_truncations: 0,
+            checkpoints: 0,
             net: Net::new(s.nodes, faults, s.seed ^ 0x004e_4554, NET_SLOTS),
             rng: Prng::new(s.seed ^ 0x4641_554c),
             now: 0,
@@ -160,6 +213,8 @@ impl Cluster {
                 let frame = *self.net.frame(&d);
                 let mut sink = NetSink {
                     net: &mut self.net,
+                    disk: &mut self.disks[to],
+                    acks: &mut self.acks,
                     from: d.to,
                     now: self.now,
                     trace: &mut self.trace,
@@ -181,6 +236,8 @@ impl Cluster {
             if self.up[i] {
                 let mut sink = NetSink {
                     net: &mut self.net,
+                    disk: &mut self.disks[i],
+                    acks: &mut self.acks,
                     from: i as u16,
                     now: self.now,
                     trace: &mut self.trace,
@@ -262,14 +319,18 @@ impl Cluster {
             node_state_bytes: std::mem::size_of::<Node>(),
             ..Report::default()
         };
+        self.acks.pending.reserve(ops.len());
+        self.acks.acked = vec![None; ops.len()];
         let allocations_at_boot = alloc::allocations();
         let expected = (self.s.crashes == 0).then(|| reference.state_hash());
         while self.now <= self.s.time_ms_max {
+            // A crash comes before this tick's sync, so the last tick's appends are at risk.
+            self.apply_faults(&crashes, partition, live_at);
+            self.sync_disks();
             while next_op < ops.len() && ops[next_op].at_ms <= self.now {
-                self.submit(&ops[next_op]);
+                self.submit(&ops[next_op], next_op);
                 next_op += 1;
             }
-            self.apply_faults(&crashes, partition, live_at);
             self.deliver();
             self.tick_nodes();
             let faults_over = self.now >= live_at || (self.s.crashes == 0 && !self.s.partitions);
@@ -280,6 +341,12 @@ impl Cluster {
             self.now += TICK_MS;
         }
         report.heap_allocations_after_boot = alloc::allocations() - allocations_at_boot;
+        (
+            report.acknowledged_deploys,
+            report.acknowledged_deploys_lost,
+        ) = self.acknowledged_lost(&ops);
+        report.wal_truncations = self.wal_truncations;
+        report.checkpoints = self.checkpoints;
         self.finish(&mut report, first_op, &reference)
     }
 
@@ -289,6 +356,7 @@ impl Cluster {
         let end = self.now + ms;
         while self.now < end {
             self.now += TICK_MS;
+            self.sync_disks();
             self.deliver();
             self.tick_nodes();
         }
@@ -328,6 +396,13 @@ impl Cluster {
         if let Err(f) = self.check_safety() {
             return Some(f);
         }
+        if report.acknowledged_deploys_lost > 0 {
+            let why = format!(
+                "{} acknowledged deploys lost",
+                report.acknowledged_deploys_lost
+            );
+            return Some(Failure::Safety(why));
+        }
         if report.heap_allocations_after_boot > 0 {
             return Some(Failure::Allocation(report.heap_allocations_after_boot));
         }
@@ -344,51 +419,141 @@ impl Cluster {
         None
     }
 
-    fn submit(&mut self, op: &crate::scenario::Op) {
+    fn submit(&mut self, op: &Op, op_index: usize) {
         // An operator talks to a live box: if the chosen one is down, the next live one.
         let n = self.nodes.len();
         let Some(i) = (0..n).map(|k| (op.node + k) % n).find(|&i| self.up[i]) else {
             return;
         };
         self.trace = mix(self.trace, op.at_ms ^ i as u64);
-        if let Err(e) = self.nodes[i].submit(Instant(self.now), &op.entry) {
+        let mut sink = NetSink {
+            net: &mut self.net,
+            disk: &mut self.disks[i],
+            acks: &mut self.acks,
+            from: i as u16,
+            now: self.now,
+            trace: &mut self.trace,
+            nodes: self.s.nodes,
+        };
+        match self.nodes[i].submit(Instant(self.now), &op.entry, &mut sink) {
+            Ok(Submitted {
+                ticket: Some(t), ..
+            }) => self.acks.pending.push((i as u16, t, op_index)),
+            Ok(Submitted { ticket: None, .. }) => {}
             // Capacity refusals are legitimate; the reference store refused the same entry.
-            self.trace = mix(self.trace, e.message().len() as u64);
+            Err(e) => self.trace = mix(self.trace, e.message().len() as u64),
         }
     }
 
-    /// (node, down_at, up_at) for each crash; nodes restart empty when the liveness phase starts.
-    fn crash_schedule(&mut self, live_at: u64) -> Vec<(usize, u64)> {
-        (0..self.s.crashes)
-            .map(|_| {
-                (
-                    self.rng.below(self.s.nodes as u64) as usize,
-                    self.rng.below(live_at),
-                )
-            })
-            .collect()
+    /// Completes every live node's pending appends and requested checkpoints, like fdatasync
+    /// returning; a crash before this drops them.
+    fn sync_disks(&mut self) {
+        for i in 0..self.nodes.len() {
+            if !self.up[i] {
+                continue;
+            }
+            let disk = &mut self.disks[i];
+            let checkpointed = disk.checkpoint_requested;
+            self.checkpoints += u64::from(checkpointed);
+            let durable = if checkpointed {
+                disk.checkpoint(self.nodes[i].store())
+            } else {
+                disk.sync()
+            };
+            let mut sink = NetSink {
+                net: &mut self.net,
+                disk: &mut self.disks[i],
+                acks: &mut self.acks,
+                from: i as u16,
+                now: self.now,
+                trace: &mut self.trace,
+                nodes: self.s.nodes,
+            };
+            let now = Instant(self.now);
+            if let Some(ticket) = durable {
+                self.nodes[i].handle_storage(now, Storage::Durable { ticket }, &mut sink);
+            }
+            if checkpointed {
+                self.nodes[i].handle_storage(now, Storage::Checkpointed, &mut sink);
+            }
+        }
+    }
+
+    /// Each crash, all within the safety phase. One in four loses its disk too (a replaced box):
+    /// the node restarts empty and must resync everything from its peers.
+    fn crash_schedule(&mut self, live_at: u64) -> Vec<Crash> {
+        let mut v = Vec::with_capacity(self.s.crashes);
+        for _ in 0..self.s.crashes {
+            let node = self.rng.below(self.s.nodes as u64) as usize;
+            let down = self.rng.below(live_at / TICK_MS) * TICK_MS;
+            let up = down + self.rng.below((live_at - down) / TICK_MS + 1) * TICK_MS;
+            v.push(Crash {
+                node,
+                down,
+                up,
+                wipe: self.rng.chance(1, 4),
+            });
+        }
+        v
     }
 
     fn partition_schedule(&mut self, live_at: u64) -> Option<(u64, u64)> {
         self.s.partitions.then(|| {
-            let at = self.rng.below(live_at);
+            let at = self.rng.below(live_at / TICK_MS) * TICK_MS;
             (at, self.rng.next_u64())
         })
     }
 
-    fn apply_faults(
-        &mut self,
-        crashes: &[(usize, u64)],
-        partition: Option<(u64, u64)>,
-        live_at: u64,
-    ) {
-        for &(node, at) in crashes {
-            if self.now == at - at % TICK_MS && self.up[node] {
-                self.up[node] = false;
+    fn crash(&mut self, i: usize, wipe: bool) {
+        self.up[i] = false;
+        self.disks[i].crash(&mut self.rng);
+        if wipe {
+            self.disks[i].wipe();
+            // An acknowledgement promises durability on that box's disk; the disk is gone.
+            for a in self.acks.acked.iter_mut().filter(|a| **a == Some(i as u16)) {
+                *a = None;
+            }
+        }
+        // Whatever was not durable when the power went is not acknowledged, ever.
+        self.acks.pending.retain(|&(n, _, _)| usize::from(n) != i);
+    }
+
+    /// A crashed node boots from its disk: snapshot, then log up to the last good record.
+    fn restart(&mut self, i: usize) {
+        *self.nodes[i] = boot(i, &self.s, self.now, self.now);
+        let node = &mut self.nodes[i];
+        let recovery = self.disks[i].recover(|e| {
+            node.restore(e)
+                .expect("a node's own log holds only entries it accepted");
+        });
+        self.wal_truncations += u64::from(recovery.truncated);
+        let mut sink = NetSink {
+            net: &mut self.net,
+            disk: &mut self.disks[i],
+            acks: &mut self.acks,
+            from: i as u16,
+            now: self.now,
+            trace: &mut self.trace,
+            nodes: self.s.nodes,
+        };
+        let done = Storage::Recovered {
+            wal_bytes: recovery.wal_bytes,
+            truncated: recovery.truncated,
+        };
+        self.nodes[i].handle_storage(Instant(self.now), done, &mut sink);
+        self.up[i] = true;
+    }
+
+    fn apply_faults(&mut self, crashes: &[Crash], partition: Option<(u64, u64)>, live_at: u64) {
+        for c in crashes {
+            if self.now == c.down && self.up[c.node] {
+                self.crash(c.node, c.wipe);
+            } else if self.now == c.up && !self.up[c.node] {
+                self.restart(c.node);
             }
         }
         if let Some((at, mask)) = partition {
-            if self.now == at - at % TICK_MS {
+            if self.now == at {
                 for i in 0..self.s.nodes {
                     self.net.side[i] = (mask >> (i % 64) & 1) as u8;
                 }
@@ -398,11 +563,31 @@ impl Cluster {
             self.net.side.iter_mut().for_each(|s| *s = 0);
             for i in 0..self.nodes.len() {
                 if !self.up[i] {
-                    *self.nodes[i] = boot(i, &self.s, self.now, self.now);
-                    self.up[i] = true;
+                    self.restart(i);
                 }
             }
         }
+    }
+
+    /// Acknowledged operations whose key no longer holds that version or a newer one.
+    fn acknowledged_lost(&self, ops: &[Op]) -> (usize, usize) {
+        let Some(i) = (0..self.nodes.len()).find(|&i| self.up[i]) else {
+            return (0, 0);
+        };
+        let store = self.nodes[i].store();
+        let mut acked = 0;
+        let mut lost = 0;
+        for (op, _) in ops
+            .iter()
+            .zip(&self.acks.acked)
+            .filter(|(_, a)| a.is_some())
+        {
+            acked += 1;
+            let e = Entry::decode(&op.entry).expect("simulated entries are valid");
+            let held = store.get_by_name(e.body.name).map(|h| h.body.version);
+            lost += usize::from(held.is_none_or(|v| v < e.body.version));
+        }
+        (acked, lost)
     }
 }
 
@@ -472,14 +657,30 @@ mod tests {
         assert!(frames < 1.5, "{frames} frames per node per round at rest");
     }
 
-    /// Nodes crashed during the safety phase restart empty and resync: the cluster converges to
-    /// one state again.
+    /// Nodes crashed during the safety phase restart from their disks and resync: the cluster
+    /// converges to one state again.
     #[test]
-    fn crashed_nodes_resync_from_empty() {
+    fn crashed_nodes_recover_and_resync() {
         let mut s = Scenario::standard(5, 10, 200, 0.2);
         s.crashes = 3;
         let r = run(&s);
         assert_eq!(r.failure, None, "{}", s.command());
         assert_eq!(r.distinct_state_hashes, 1);
+    }
+
+    /// Power loss at random points (unsynced writes dropped, torn or bit-flipped) never loses a
+    /// deploy that was acknowledged, also when logs are compacted into snapshots all the time.
+    #[test]
+    fn acknowledged_deploys_survive_crashes() {
+        let mut s = Scenario::standard(11, 15, 300, 0.2);
+        s.updates = 60;
+        s.deletes = 40;
+        s.crashes = 8;
+        s.wal_checkpoint_bytes = 8_000;
+        let r = run(&s);
+        assert_eq!(r.failure, None, "{}", s.command());
+        assert!(r.acknowledged_deploys > 300);
+        assert_eq!(r.acknowledged_deploys_lost, 0);
+        assert!(r.checkpoints > 0);
     }
 }

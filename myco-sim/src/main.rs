@@ -7,6 +7,7 @@
 mod alloc;
 mod bench;
 mod cluster;
+mod disk;
 mod gauntlet;
 mod net;
 mod report;
@@ -35,12 +36,15 @@ RUN OPTIONS:
   --duplicate P     duplication probability (default 0)
   --latency-max MS  maximum one-way latency (default 20)
   --partitions B    true: a random partition that heals (default false)
-  --crashes C       nodes crashed during the safety phase (default 0)
+  --crashes C       nodes crashed (power loss: unsynced writes lost or torn) and restarted
+                    from their disks during the safety phase (default 0)
   --ops-window MS   operations are spread over this window; 0 submits all at once (default 4000)
+  --wal-checkpoint-bytes B  log size that triggers a checkpoint (default 1048576)
   --json            print one JSON object instead of a summary
 
 EXIT CODES:
-  0 converged; 1 liveness failure; 2 safety failure; 3 heap allocation after boot; 64 usage
+  0 converged; 1 liveness failure; 2 safety failure (incl. a lost acknowledged deploy);
+  3 heap allocation after boot; 64 usage
 ";
 
 fn main() -> ExitCode {

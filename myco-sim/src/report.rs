@@ -40,6 +40,10 @@ pub fn parse_scenario(args: &mut Arguments) -> Result<Scenario, String> {
     s.partitions = opt(args, "--partitions", false)?;
     s.crashes = opt(args, "--crashes", 0usize)?;
     s.ops_window_ms = opt(args, "--ops-window", s.ops_window_ms)?;
+    s.wal_checkpoint_bytes = opt(args, "--wal-checkpoint-bytes", s.wal_checkpoint_bytes)?;
+    if s.wal_checkpoint_bytes < 1024 {
+        return Err("--wal-checkpoint-bytes must be at least 1024".to_string());
+    }
     if !(1..=250).contains(&s.nodes) {
         return Err(format!("--nodes must be 1..=250, got {}", s.nodes));
     }
@@ -73,6 +77,7 @@ pub fn json(s: &Scenario, r: &Report, wall_ms: u128) -> String {
             "\"ticks\":{},\"sim_time_ms\":{},\"frames_sent\":{},\"bytes_sent\":{},\"frames_lost\":{},",
             "\"frames_congested\":{},\"rumor_frames_dropped\":{},\"distinct_state_hashes\":{},",
             "\"entries\":{},\"node_state_bytes\":{},\"heap_allocations_after_boot\":{},",
+            "\"acknowledged_deploys\":{},\"acknowledged_deploys_lost\":{},\"wal_truncations\":{},\"checkpoints\":{},",
             "\"trace_hash\":\"{:016x}\",\"wall_ms\":{},\"failure\":{}}}"
         ),
         s.seed,
@@ -92,6 +97,10 @@ pub fn json(s: &Scenario, r: &Report, wall_ms: u128) -> String {
         r.entries,
         r.node_state_bytes,
         r.heap_allocations_after_boot,
+        r.acknowledged_deploys,
+        r.acknowledged_deploys_lost,
+        r.wal_truncations,
+        r.checkpoints,
         r.trace_hash,
         wall_ms,
         failure

@@ -3,7 +3,7 @@
 //! Everything is drawn from the seed: which node receives each deploy, update or delete, and when.
 //! Entries are encoded at boot so the run itself allocates nothing.
 
-use myco_core::config::ENTRY_BYTES_MAX;
+use myco_core::config::{ENTRY_BYTES_MAX, WAL_CHECKPOINT_BYTES};
 use myco_core::random::Prng;
 use myco_core::schema::entry::{
     encode_entry, Arch, EntryBody, Port, Protocol, Requirements, ServiceSpec, Source, Version,
@@ -28,6 +28,9 @@ pub struct Scenario {
     pub time_ms_max: u64,
     /// Operations are spread over this window; 0 submits them all at once.
     pub ops_window_ms: u64,
+    /// Log size that triggers a checkpoint; the gauntlet often draws a small one so compaction
+    /// and recovery from snapshots run under crashes.
+    pub wal_checkpoint_bytes: u64,
 }
 
 impl Scenario {
@@ -45,6 +48,7 @@ impl Scenario {
             crashes: 0,
             time_ms_max: 900_000,
             ops_window_ms: OPS_WINDOW_MS,
+            wal_checkpoint_bytes: WAL_CHECKPOINT_BYTES,
         }
     }
 
@@ -70,6 +74,11 @@ impl Scenario {
             },
             time_ms_max: 900_000,
             ops_window_ms: OPS_WINDOW_MS,
+            wal_checkpoint_bytes: if r.chance(1, 2) {
+                4096 + r.below(60_000)
+            } else {
+                WAL_CHECKPOINT_BYTES
+            },
         }
     }
 
@@ -87,7 +96,10 @@ impl Scenario {
             self.latency_ms_max,
             self.partitions,
             self.crashes,
-        ) + &if self.ops_window_ms == OPS_WINDOW_MS { String::new() } else { format!(" --ops-window {}", self.ops_window_ms) }
+        ) + &format!(
+            " --ops-window {} --wal-checkpoint-bytes {}",
+            self.ops_window_ms, self.wal_checkpoint_bytes
+        )
     }
 }
 

@@ -28,10 +28,9 @@ pub use record::{
 };
 pub use replay::{scan, Records, Replayer, Stop, Summary};
 
-use crate::config::WAL_CHECKPOINT_BYTES;
-
-/// Whether a log of `wal_bytes` should now be compacted into a snapshot. Checked after an append,
-/// never on a timer, so an idle node never rewrites its files.
-pub fn checkpoint_due(wal_bytes: u64) -> bool {
-    wal_bytes >= WAL_CHECKPOINT_BYTES
+/// Whether a log of `wal_bytes` should now be compacted into a snapshot, given the node's bound
+/// (`config::WAL_CHECKPOINT_BYTES` unless a test configuration lowers it). Checked after an
+/// append, never on a timer, so an idle node never rewrites its files.
+pub fn checkpoint_due(wal_bytes: u64, bound_bytes: u64) -> bool {
+    wal_bytes >= bound_bytes
 }
