@@ -134,3 +134,30 @@ pub const WAL_CHECKPOINT_BYTES: u64 = 1024 * 1024;
 const _: () = assert!(WAL_RECORD_BYTES_MAX <= WAL_REPLAY_WINDOW_BYTES);
 // The on-disk length field is a u32.
 const _: () = assert!(WAL_PAYLOAD_BYTES_MAX <= u32::MAX as usize);
+
+// Security
+/// A node certificate's signed body, worst case: issuer key id (varint u32, 5), node public key
+/// (32), zone (1), arch (1), gpu (1), issue height (varint u64, 10). A test encodes the maximal
+/// body and checks it is exactly this long.
+pub const CERT_BODY_BYTES_MAX: usize = 50;
+/// An encoded certificate: body followed by the operator's signature.
+pub const CERT_BYTES_MAX: usize = CERT_BODY_BYTES_MAX + SIGNATURE_BYTES;
+/// A revocation's signed body, worst case: issuer key id (varint u32, 5) and height (varint u64,
+/// 10).
+pub const REVOCATION_BODY_BYTES_MAX: usize = 15;
+pub const REVOCATION_BYTES_MAX: usize = REVOCATION_BODY_BYTES_MAX + SIGNATURE_BYTES;
+/// X25519 public keys and handshake challenges.
+pub const EPHEMERAL_BYTES: usize = 32;
+pub const CHALLENGE_BYTES: usize = 32;
+/// The largest handshake message, a Reply: kind (1), certificate length prefix (1), certificate,
+/// ephemeral key, challenge, transcript signature. Hello and Finish are smaller.
+pub const HANDSHAKE_BYTES_MAX: usize =
+    1 + 1 + CERT_BYTES_MAX + EPHEMERAL_BYTES + CHALLENGE_BYTES + SIGNATURE_BYTES;
+/// Counters a session remembers behind the highest one it accepted; older ones are refused. One
+/// bit each in a `u64`.
+pub const REPLAY_WINDOW_FRAMES: u64 = 64;
+
+// A certificate's length prefix inside a handshake message is one varint byte.
+const _: () = assert!(CERT_BYTES_MAX < 128);
+// Every handshake message travels as the cleartext body of one frame.
+const _: () = assert!(HANDSHAKE_BYTES_MAX <= BODY_BYTES_MAX);

@@ -1,0 +1,507 @@
+//! `Node`: one Myco member as a sans-IO state machine.
+//!
+//! Inputs are `handle_datagram`, `handle_tick` and `submit`; every effect leaves through the
+//! caller's [`Sink`] before the call returns, so there is nothing to drain afterwards. The caller
+//! must call `handle_tick` at least every `TICK_MS_MAX`; timers that came due in between fire on
+//! the next call.
+//!
+//! Per gossip round a node pushes its rumor frames to `GOSSIP_FANOUT` random live peers and starts
+//! one anti-entropy exchange with a live peer whose last-seen root differs from its own. Per probe
+//! period it runs one SWIM probe (direct, then indirect through `INDIRECT_PROBES` helpers). A
+//! cluster at rest sends only probes and acks.
+
+use crate::config::WAL_HEADER_BYTES;
+use crate::config::{
+    ARENA_BYTES, BUCKETS, BUCKETS_PER_GROUP, FRAME_BYTES, GOSSIP_FANOUT, GOSSIP_INTERVAL_MS,
+    GROUPS, INDIRECT_PROBES, JOIN_MAX, JOIN_RETRY_MS, MEMBERS_PER_FRAME, MEMBER_SYNC_INTERVAL_MS,
+    NODE_BYTES_MAX, PROBE_INTERVAL_MS, PROBE_TIMEOUT_MS, RELAYS_MAX, SERVICES_MAX,
+    SYNC_FRAMES_PER_STEP, SYNC_KEYS_PER_FRAME, WANT_PER_FRAME,
+};
+use crate::gossip::members::{Applied, Member, Members};
+use crate::gossip::rumor::RumorQueue;
+use crate::random::Prng;
+use crate::schema::addr::PeerAddr;
+use crate::schema::frame::{body_mut, write_frame, Frame, FrameError, Header, Kind};
+use crate::schema::message::{Body, Digest, MemberMeta, MemberState, MemberUpdate, Message};
+use crate::state::store::{bucket_of, Merge, Slot, Store, StoreError};
+use crate::sync::merkle::{bucket_range, group_buckets};
+use crate::time::Instant;
+use crate::wal::checkpoint_due;
+use heapless::Vec;
+
+/// Rounds of unconditional anti-entropy after recovering from a truncated log.
+const FULL_SYNC_ROUNDS: u8 = 3;
+
+/// How often a member believed dead is pinged, so healed partitions merge again.
+const DEAD_PROBE_INTERVAL_MS: u64 = 2_000;
+
+/// Frames one queued rumor frame may become when its entries grew since they were queued.
+const RUMOR_FRAMES_MAX: usize = 2;
+
+/// Longest gap between two `handle_tick` calls that keeps timers accurate.
+pub const TICK_MS_MAX: u64 = 50;
+
+/// Where effects go. Implemented by the daemon (sockets, files) and the simulator (queues).
+pub trait Sink {
+    /// Sends one frame to `to`, best effort: the core never learns whether it arrived.
+    fn send(&mut self, to: PeerAddr, frame: &[u8; FRAME_BYTES]);
+    /// Reports something the host may log, count or act on.
+    fn event(&mut self, event: Event);
+    /// Appends `entry` to the write-ahead log. The caller makes it durable (fdatasync) and then
+    /// calls `handle_storage(Storage::Durable { ticket })`. Appends complete in call order.
+    fn append(&mut self, entry: &[u8], ticket: u64);
+    /// The log passed `WAL_CHECKPOINT_BYTES`. After the current call returns, the caller writes
+    /// a snapshot of `store()` and calls `handle_storage(Storage::Checkpointed)`.
+    fn checkpoint(&mut self);
+}
+
+/// Storage completions the caller reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Storage {
+    /// Every append up to and including `ticket` is durable.
+    Durable { ticket: u64 },
+    /// The requested snapshot is durable and the log was restarted empty.
+    Checkpointed,
+    /// Boot replay finished: the log holds `wal_bytes`; `truncated` if a bad record cut it.
+    Recovered { wal_bytes: u64, truncated: bool },
+}
+
+/// What `submit` did: `ticket` names the append to wait for before acknowledging.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Submitted {
+    pub merge: Merge,
+    /// `None` when the node already held this or a newer version: nothing to write.
+    pub ticket: Option<u64>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    MemberJoined(u64),
+    MemberAlive(u64),
+    MemberSuspect(u64),
+    MemberDead(u64),
+    /// A new entry or a newer version of one was stored.
+    EntryChanged {
+        key_hash: u64,
+    },
+    /// The append with this ticket (and every earlier one) is durable: acknowledge it.
+    Durable {
+        ticket: u64,
+    },
+    /// An incoming frame was dropped; it changed nothing.
+    Refused(Refusal),
+}
+
+/// Why an incoming frame or entry was dropped. Each has a counter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    Frame(FrameError),
+    WrongZone,
+    Body,
+    Entry(StoreError),
+}
+
+/// Counters the daemon exports as metrics and the simulator reports.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub frames_in: u64,
+    pub frames_out: u64,
+    pub bytes_out: u64,
+    pub refused_frame: u64,
+    pub refused_zone: u64,
+    pub refused_body: u64,
+    pub refused_entry: u64,
+    pub entries_changed: u64,
+    pub entries_stale: u64,
+    pub gossip_rounds: u64,
+    pub sync_steps: u64,
+    pub sync_frames: u64,
+    pub probes: u64,
+    pub members_refused: u64,
+    pub refutations: u64,
+}
+
+/// What a node is told at boot.
+#[derive(Clone, Debug)]
+pub struct NodeConfig<'a> {
+    pub id: u64,
+    pub meta: MemberMeta,
+    pub seed: u64,
+    pub join: &'a [PeerAddr],
+    /// Log size that triggers a checkpoint: `WAL_CHECKPOINT_BYTES`, or less to test compaction.
+    pub wal_checkpoint_bytes: u64,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Probe {
+    target: u64,
+    seq: u32,
+    sent_at: Instant,
+    indirect_sent: bool,
+    acked: bool,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Relay {
+    seq: u32,
+    origin: PeerAddr,
+    origin_seq: u32,
+    expires: Instant,
+}
+
+/// Frame writing state, split from `Node` so a frame can borrow the store while it is sent.
+struct Outbox {
+    id: u64,
+    zone: u8,
+    counter: u64,
+    counters: Counters,
+}
+
+impl Outbox {
+    fn send(&mut self, sink: &mut impl Sink, to: PeerAddr, root: u64, msg: Message<'_>) {
+        let mut frame = [0u8; FRAME_BYTES];
+        let body = Body {
+            root: Digest(root),
+            msg,
+        };
+        let len = body
+            .encode(body_mut(&mut frame))
+            .expect("messages are sized to fit one frame");
+        self.counter += 1;
+        let header = Header {
+            kind: Kind::Data,
+            zone: self.zone,
+            revocation_block: 0,
+            sender: self.id,
+            counter: self.counter,
+        };
+        write_frame(&mut frame, &header, len);
+        self.counters.frames_out += 1;
+        self.counters.bytes_out += FRAME_BYTES as u64;
+        sink.send(to, &frame);
+    }
+}
+
+pub struct Node {
+    id: u64,
+    meta: MemberMeta,
+    incarnation: u32,
+    rng: Prng,
+    store: Store<SERVICES_MAX, ARENA_BYTES>,
+    members: Members,
+    rumors: RumorQueue,
+    join: Vec<PeerAddr, JOIN_MAX>,
+    /// Join addresses that have answered; the others are retried, so a node that first met only
+    /// another newcomer still reaches the cluster.
+    join_heard: [bool; JOIN_MAX],
+    out: Outbox,
+    seq: u32,
+    probe: Option<Probe>,
+    relays: Vec<Relay, RELAYS_MAX>,
+    next_probe: Instant,
+    next_gossip: Instant,
+    next_member_sync: Instant,
+    next_join: Instant,
+    next_dead_probe: Instant,
+    next_ticket: u64,
+    /// Bytes in the log since the last checkpoint, as this node appended them.
+    wal_bytes: u64,
+    checkpoint_requested: bool,
+    wal_checkpoint_bytes: u64,
+    /// After a truncated log, sync with random peers even where roots seem to agree.
+    full_sync_rounds: u8,
+}
+
+const _: () = assert!(core::mem::size_of::<Node>() <= NODE_BYTES_MAX);
+
+mod probe;
+mod sync;
+
+impl Node {
+    pub fn new(config: &NodeConfig<'_>, now: Instant) -> Node {
+        let mut join = Vec::new();
+        for a in config.join.iter().take(JOIN_MAX) {
+            join.push(*a).expect("taken at most JOIN_MAX");
+        }
+        let mut rng = Prng::new(config.seed);
+        // Spread timers so nodes booted together do not probe in lockstep.
+        let jitter = rng.below(GOSSIP_INTERVAL_MS);
+        Node {
+            id: config.id,
+            meta: config.meta,
+            incarnation: 0,
+            rng,
+            store: Store::new(),
+            members: Members::new(),
+            rumors: RumorQueue::new(),
+            join,
+            join_heard: [false; JOIN_MAX],
+            out: Outbox {
+                id: config.id,
+                zone: config.meta.zone,
+                counter: 0,
+                counters: Counters::default(),
+            },
+            seq: 0,
+            probe: None,
+            relays: Vec::new(),
+            next_probe: now.add_ms(jitter),
+            next_gossip: now.add_ms(jitter),
+            next_member_sync: now.add_ms(MEMBER_SYNC_INTERVAL_MS + jitter),
+            next_join: now,
+            next_dead_probe: now.add_ms(DEAD_PROBE_INTERVAL_MS + jitter),
+            next_ticket: 1,
+            wal_bytes: 0,
+            checkpoint_requested: false,
+            wal_checkpoint_bytes: config.wal_checkpoint_bytes,
+            full_sync_rounds: 0,
+        }
+    }
+
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub fn state_hash(&self) -> u64 {
+        self.store.state_hash()
+    }
+
+    pub fn store(&self) -> &Store<SERVICES_MAX, ARENA_BYTES> {
+        &self.store
+    }
+
+    pub fn members(&self) -> &[Member] {
+        self.members.list()
+    }
+
+    pub fn counters(&self) -> Counters {
+        self.out.counters
+    }
+
+    pub fn rumors_dropped(&self) -> u64 {
+        self.rumors.dropped_frames
+    }
+
+    fn me(&self) -> MemberUpdate {
+        MemberUpdate {
+            id: self.id,
+            incarnation: self.incarnation,
+            state: MemberState::Alive,
+            addr: PeerAddr::default(),
+            meta: self.meta,
+        }
+    }
+
+    /// Applies an operator's entry (a deploy or a tombstone) and starts spreading it.
+    /// Refusal changes nothing; `Stale` means the node already holds this or a newer version.
+    /// A new version is appended to the log; acknowledge the operator only on
+    /// `Event::Durable` for the returned ticket.
+    pub fn submit(
+        &mut self,
+        _now: Instant,
+        entry: &[u8],
+        sink: &mut impl Sink,
+    ) -> Result<Submitted, StoreError> {
+        let merge = self.store.merge(entry)?;
+        if merge == Merge::Stale {
+            return Ok(Submitted {
+                merge,
+                ticket: None,
+            });
+        }
+        self.rumors.push(self.store_key_of(entry), entry.len());
+        Ok(Submitted {
+            merge,
+            ticket: Some(self.persist(entry, sink)),
+        })
+    }
+
+    /// Replays one entry from this node's own log or snapshot at boot: stored, not re-logged,
+    /// not gossiped (anti-entropy spreads whatever peers lack).
+    pub fn restore(&mut self, entry: &[u8]) -> Result<Merge, StoreError> {
+        self.store.merge(entry)
+    }
+
+    pub fn handle_storage(&mut self, _now: Instant, done: Storage, sink: &mut impl Sink) {
+        match done {
+            Storage::Durable { ticket } => {
+                assert!(
+                    ticket < self.next_ticket,
+                    "completion for an append never requested"
+                );
+                sink.event(Event::Durable { ticket });
+            }
+            Storage::Checkpointed => {
+                assert!(
+                    self.checkpoint_requested,
+                    "checkpoint completion without a request"
+                );
+                self.checkpoint_requested = false;
+                self.wal_bytes = 0;
+            }
+            Storage::Recovered {
+                wal_bytes,
+                truncated,
+            } => {
+                self.wal_bytes = wal_bytes;
+                if truncated {
+                    self.full_sync_rounds = FULL_SYNC_ROUNDS;
+                }
+            }
+        }
+    }
+
+    fn persist(&mut self, entry: &[u8], sink: &mut impl Sink) -> u64 {
+        let ticket = self.next_ticket;
+        self.next_ticket += 1;
+        sink.append(entry, ticket);
+        self.wal_bytes += (WAL_HEADER_BYTES + entry.len()) as u64;
+        if !self.checkpoint_requested && checkpoint_due(self.wal_bytes, self.wal_checkpoint_bytes) {
+            self.checkpoint_requested = true;
+            sink.checkpoint();
+        }
+        ticket
+    }
+
+    pub fn handle_tick(&mut self, now: Instant, sink: &mut impl Sink) {
+        self.members
+            .expire(now, |id| sink.event(Event::MemberDead(id)));
+        self.relays.retain(|r| r.expires > now);
+        self.tick_probe(now, sink);
+        if now >= self.next_gossip {
+            self.next_gossip = now.add_ms(GOSSIP_INTERVAL_MS);
+            self.gossip_round(sink);
+        }
+        if now >= self.next_member_sync {
+            self.next_member_sync = now.add_ms(MEMBER_SYNC_INTERVAL_MS);
+            if let Some(peer) = self.random_live_peer() {
+                let start = self.rng.below(self.members.list().len().max(1) as u64) as usize;
+                self.send_members_page(sink, peer, start);
+            }
+        }
+        if now >= self.next_dead_probe {
+            self.next_dead_probe = now.add_ms(DEAD_PROBE_INTERVAL_MS);
+            self.probe_the_dead(sink);
+        }
+        if now >= self.next_join {
+            self.next_join = now.add_ms(JOIN_RETRY_MS);
+            let alone = self.members.live_count() == 0;
+            for i in 0..self.join.len() {
+                if alone || !self.join_heard[i] {
+                    let to = self.join[i];
+                    self.send_ping(sink, to, 0);
+                }
+            }
+        }
+    }
+
+    /// Handles one datagram from `from`. Any bytes are safe: bad frames are counted and dropped.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        from: PeerAddr,
+        bytes: &[u8],
+        sink: &mut impl Sink,
+    ) {
+        self.out.counters.frames_in += 1;
+        let frame = match Frame::new_checked(bytes) {
+            Ok(f) => f,
+            Err(e) => return self.refuse(sink, Refusal::Frame(e)),
+        };
+        if frame.zone() != self.meta.zone {
+            return self.refuse(sink, Refusal::WrongZone);
+        }
+        let sender = frame.sender();
+        if sender == self.id {
+            return;
+        }
+        let Some(body) = Body::decode(frame.body()) else {
+            return self.refuse(sink, Refusal::Body);
+        };
+        if let Some(m) = self.members.get_mut(sender) {
+            m.root = body.root.0;
+        }
+        if let Some(i) = self.join.iter().position(|&a| a == from) {
+            self.join_heard[i] = true;
+        }
+        self.dispatch(now, from, sender, body.msg, sink);
+    }
+
+    fn refuse(&mut self, sink: &mut impl Sink, why: Refusal) {
+        let c = &mut self.out.counters;
+        match why {
+            Refusal::Frame(_) => c.refused_frame += 1,
+            Refusal::WrongZone => c.refused_zone += 1,
+            Refusal::Body => c.refused_body += 1,
+            Refusal::Entry(_) => c.refused_entry += 1,
+        }
+        sink.event(Event::Refused(why));
+    }
+
+    fn dispatch(
+        &mut self,
+        now: Instant,
+        from: PeerAddr,
+        sender: u64,
+        msg: Message<'_>,
+        sink: &mut impl Sink,
+    ) {
+        match msg {
+            Message::Ping { seq, me, updates } => {
+                let joined = self.learn(now, from, sender, &me, &updates, sink);
+                let updates = self.piggyback_for(sender);
+                let ack = Message::Ack {
+                    seq,
+                    me: self.me(),
+                    updates,
+                };
+                self.out.send(sink, from, self.store.root(), ack);
+                if joined {
+                    self.send_member_table(sink, from);
+                }
+            }
+            Message::Ack { seq, me, updates } => {
+                self.learn(now, from, sender, &me, &updates, sink);
+                self.handle_ack(sink, seq);
+            }
+            Message::PingReq {
+                seq,
+                target: _,
+                target_addr,
+            } => {
+                self.seq = self.seq.wrapping_add(1);
+                let relay = Relay {
+                    seq: self.seq,
+                    origin: from,
+                    origin_seq: seq,
+                    expires: now.add_ms(PROBE_INTERVAL_MS),
+                };
+                // A full relay table refuses new relays; the origin's other helpers still try.
+                if self.relays.push(relay).is_ok() {
+                    self.send_ping(sink, target_addr, self.seq);
+                }
+            }
+            Message::Members { list } => {
+                for u in &list {
+                    self.apply_member(now, u, sender, sink);
+                }
+            }
+            Message::Entries { list } => {
+                for bytes in &list {
+                    self.merge_entry(bytes, sink);
+                }
+            }
+            Message::SyncBuckets { list } => self.answer_buckets(sink, from, &list),
+            Message::SyncKeys {
+                from: lo,
+                to: hi,
+                buckets,
+                keys,
+            } => self.answer_keys(sink, from, (lo.0, hi.0), &buckets, &keys),
+            Message::Want { keys } => {
+                let keys = keys.iter().map(|d| d.0);
+                self.send_entries(sink, from, keys);
+            }
+        }
+    }
+}

@@ -1,0 +1,272 @@
+//! SWIM on the wire: probes, indirect probes, probing the dead, joins and membership pages.
+//!
+//! Every frame from a peer carries its own record (`me`) and piggybacked updates; a peer that
+//! believes this node suspect or dead hears it first in its next piggyback, so it can refute.
+
+use super::*;
+
+impl Node {
+    pub(super) fn tick_probe(&mut self, now: Instant, sink: &mut impl Sink) {
+        if let Some(p) = self.probe {
+            let addr = self.members.get(p.target).map(|m| m.addr);
+            if !p.acked && !p.indirect_sent && now.since_ms(p.sent_at) >= PROBE_TIMEOUT_MS {
+                if let Some(target_addr) = addr {
+                    self.send_indirect(sink, p, target_addr);
+                }
+                self.probe = Some(Probe {
+                    indirect_sent: true,
+                    ..p
+                });
+            }
+        }
+        if now < self.next_probe {
+            return;
+        }
+        self.next_probe = now.add_ms(PROBE_INTERVAL_MS);
+        if let Some(p) = self.probe.take() {
+            if !p.acked {
+                let applied = self.members.suspect(now, p.target, self.id);
+                if applied == Applied::Changed(MemberState::Suspect) {
+                    sink.event(Event::MemberSuspect(p.target));
+                }
+            }
+        }
+        let Some(target) = self.random_live_peer() else {
+            return;
+        };
+        let m = self.members.get(target).expect("picked from the table");
+        let addr = m.addr;
+        self.seq = self.seq.wrapping_add(1);
+        self.probe = Some(Probe {
+            target,
+            seq: self.seq,
+            sent_at: now,
+            indirect_sent: false,
+            acked: false,
+        });
+        self.out.counters.probes += 1;
+        self.send_ping(sink, addr, self.seq);
+    }
+
+    /// Pings one member believed dead, telling it so: if it is alive (a healed partition), it
+    /// refutes with a higher incarnation and the two sides find each other again.
+    pub(super) fn probe_the_dead(&mut self, sink: &mut impl Sink) {
+        let dead = self.members.list().iter().filter(|m| !m.is_live()).count();
+        if dead == 0 {
+            return;
+        }
+        let nth = self.rng.below(dead as u64) as usize;
+        let m = self
+            .members
+            .list()
+            .iter()
+            .filter(|m| !m.is_live())
+            .nth(nth)
+            .expect("counted");
+        let (id, addr) = (m.id, m.addr);
+        let updates = self.piggyback_for(id);
+        let msg = Message::Ping {
+            seq: 0,
+            me: self.me(),
+            updates,
+        };
+        self.out.send(sink, addr, self.store.root(), msg);
+    }
+
+    pub(super) fn send_indirect(&mut self, sink: &mut impl Sink, p: Probe, target_addr: PeerAddr) {
+        let mut helpers: Vec<PeerAddr, INDIRECT_PROBES> = Vec::new();
+        for _ in 0..INDIRECT_PROBES * 2 {
+            let Some(h) = self.random_live_peer() else {
+                break;
+            };
+            let addr = self.members.get(h).expect("picked from the table").addr;
+            if h != p.target && !helpers.contains(&addr) && helpers.push(addr).is_err() {
+                break;
+            }
+        }
+        let root = self.store.root();
+        for h in helpers {
+            let msg = Message::PingReq {
+                seq: p.seq,
+                target: p.target,
+                target_addr,
+            };
+            self.out.send(sink, h, root, msg);
+        }
+    }
+
+    pub(super) fn send_ping(&mut self, sink: &mut impl Sink, to: PeerAddr, seq: u32) {
+        let updates = self.members.take_piggyback();
+        let msg = Message::Ping {
+            seq,
+            me: self.me(),
+            updates,
+        };
+        self.out.send(sink, to, self.store.root(), msg);
+    }
+
+    /// A random live member other than this node.
+    pub(super) fn random_live_peer(&mut self) -> Option<u64> {
+        let live = self.members.live_count();
+        if live == 0 {
+            return None;
+        }
+        let nth = self.rng.below(live as u64) as usize;
+        self.members
+            .list()
+            .iter()
+            .filter(|m| m.is_live())
+            .nth(nth)
+            .map(|m| m.id)
+    }
+
+    /// Up to `k` distinct random live members, by a partial Fisher-Yates shuffle.
+    pub(super) fn random_live_peers<const K: usize>(
+        &mut self,
+        prefer_root_differs: bool,
+    ) -> Vec<PeerAddr, K> {
+        let root = self.store.root();
+        let mut pool: Vec<u16, { crate::config::MEMBERS_MAX }> = Vec::new();
+        for (i, m) in self.members.list().iter().enumerate() {
+            if m.is_live() && (!prefer_root_differs || m.root != root) {
+                pool.push(i as u16).expect("pool is as large as the table");
+            }
+        }
+        let mut out = Vec::new();
+        let mut n = pool.len();
+        while n > 0 && !out.is_full() {
+            let j = self.rng.below(n as u64) as usize;
+            pool.swap(j, n - 1);
+            n -= 1;
+            let m = &self.members.list()[usize::from(pool[n])];
+            out.push(m.addr).expect("checked not full");
+        }
+        out
+    }
+
+    pub(super) fn send_members_page(&mut self, sink: &mut impl Sink, peer: u64, start: usize) {
+        let Some(to) = self.members.get(peer).map(|m| m.addr) else {
+            return;
+        };
+        let all = self.members.list();
+        let mut list = Vec::new();
+        for i in 0..all.len().min(MEMBERS_PER_FRAME) {
+            let m = &all[(start + i) % all.len()];
+            list.push(m.update()).expect("at most a page");
+        }
+        self.out
+            .send(sink, to, self.store.root(), Message::Members { list });
+    }
+
+    /// Learns the sender's own record and piggybacked updates; true if the sender is new.
+    pub(super) fn learn(
+        &mut self,
+        now: Instant,
+        from: PeerAddr,
+        sender: u64,
+        me: &MemberUpdate,
+        updates: &[MemberUpdate],
+        sink: &mut impl Sink,
+    ) -> bool {
+        // The sender's address is where its frame came from, whatever it thinks it is.
+        let me = MemberUpdate {
+            id: sender,
+            addr: from,
+            state: MemberState::Alive,
+            ..*me
+        };
+        let joined = self.apply_member(now, &me, sender, sink) == Applied::Joined;
+        for u in updates {
+            self.apply_member(now, u, sender, sink);
+        }
+        joined
+    }
+
+    pub(super) fn apply_member(
+        &mut self,
+        now: Instant,
+        u: &MemberUpdate,
+        reporter: u64,
+        sink: &mut impl Sink,
+    ) -> Applied {
+        if u.id == self.id {
+            self.refute(u);
+            return Applied::Ignored;
+        }
+        let applied = self.members.apply(now, u, reporter);
+        match applied {
+            Applied::Joined => sink.event(Event::MemberJoined(u.id)),
+            Applied::Changed(MemberState::Alive) => sink.event(Event::MemberAlive(u.id)),
+            Applied::Changed(MemberState::Suspect) => sink.event(Event::MemberSuspect(u.id)),
+            Applied::Changed(MemberState::Dead) => sink.event(Event::MemberDead(u.id)),
+            Applied::Full => self.out.counters.members_refused += 1,
+            Applied::Ignored => {}
+        }
+        applied
+    }
+
+    /// Someone says this node is suspect or dead: raise the incarnation past it and say so.
+    pub(super) fn refute(&mut self, u: &MemberUpdate) {
+        if u.state != MemberState::Alive && u.incarnation >= self.incarnation {
+            self.incarnation = u.incarnation.saturating_add(1);
+            self.out.counters.refutations += 1;
+            self.members.enqueue(self.me());
+        }
+    }
+
+    /// Piggyback for a frame to `peer`. If this node believes `peer` suspect or dead, that belief
+    /// goes first: the peer can only refute what it hears about itself.
+    pub(super) fn piggyback_for(
+        &mut self,
+        peer: u64,
+    ) -> Vec<MemberUpdate, { crate::config::MEMBER_UPDATES_PER_FRAME }> {
+        let mut updates = self.members.take_piggyback();
+        let belief = self
+            .members
+            .get(peer)
+            .filter(|m| m.state != MemberState::Alive)
+            .map(Member::update);
+        if let Some(b) = belief {
+            if !updates.contains(&b) {
+                if updates.is_full() {
+                    updates.pop();
+                }
+                updates.insert(0, b).expect("room made above");
+            }
+        }
+        updates
+    }
+
+    pub(super) fn handle_ack(&mut self, sink: &mut impl Sink, seq: u32) {
+        if let Some(p) = &mut self.probe {
+            if p.seq == seq {
+                p.acked = true;
+                return;
+            }
+        }
+        if let Some(i) = self.relays.iter().position(|r| r.seq == seq) {
+            let r = self.relays.swap_remove(i);
+            let updates = self.members.take_piggyback();
+            let ack = Message::Ack {
+                seq: r.origin_seq,
+                me: self.me(),
+                updates,
+            };
+            self.out.send(sink, r.origin, self.store.root(), ack);
+        }
+    }
+
+    pub(super) fn send_member_table(&mut self, sink: &mut impl Sink, to: PeerAddr) {
+        let n = self.members.list().len();
+        let mut start = 0;
+        while start < n {
+            let list = self.members.list()[start..n.min(start + MEMBERS_PER_FRAME)]
+                .iter()
+                .map(Member::update)
+                .collect();
+            self.out
+                .send(sink, to, self.store.root(), Message::Members { list });
+            start += MEMBERS_PER_FRAME;
+        }
+    }
+}
