@@ -505,3 +505,6 @@ impl Node {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
