@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod crypto;
 pub mod gossip;
 pub mod hash;
 pub mod node;

@@ -24,7 +24,10 @@ pub fn sha512(parts: &[&[u8]]) -> [u8; HASH_BYTES] {
 /// HMAC-SHA-512 of the concatenation of `parts` under `key`. Keys longer than a block are never
 /// used here (they would be hashed first per RFC 2104), so they are a bug.
 pub fn hmac_sha512(key: &[u8], parts: &[&[u8]]) -> [u8; HASH_BYTES] {
-    assert!(key.len() <= BLOCK_BYTES, "HMAC keys here are at most one block");
+    assert!(
+        key.len() <= BLOCK_BYTES,
+        "HMAC keys here are at most one block"
+    );
     let mut pad = [0u8; BLOCK_BYTES];
     pad[..key.len()].copy_from_slice(key);
     for b in pad.iter_mut() {

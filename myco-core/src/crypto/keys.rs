@@ -149,7 +149,9 @@ mod tests {
         let b = test_key(2);
         let sig = a.sign(b"hello world");
         assert!(a.public_key().verify(b"hello world", &sig));
-        assert!(a.public_key().verify_parts(&[b"hello", b" ", b"world"], &sig));
+        assert!(a
+            .public_key()
+            .verify_parts(&[b"hello", b" ", b"world"], &sig));
         assert!(!b.public_key().verify(b"hello world", &sig));
         assert!(!a.public_key().verify(b"hello worle", &sig));
         for i in 0..SIGNATURE_BYTES * 8 {
@@ -177,8 +179,9 @@ mod tests {
             SigningKey::from_seed([0; 32]).err(),
             Some(KeyError::ZeroSeed)
         );
+        extern crate std;
         let k = test_key(7);
-        let shown = format!("{k:?}");
+        let shown = std::format!("{k:?}");
         assert!(!shown.contains("[7, 7, 7"), "{shown}");
     }
 }

@@ -40,9 +40,10 @@ pub mod session;
 mod signed;
 
 pub use cert::{Cert, CertBody, CertError};
+pub use entry::{check_entry, sign_entry_body, verify_entry, EntrySignatureError};
 pub use handshake::{
-    Credentials, Handshake, HandshakeError, HandshakeMsg, Initiator, MsgKind, Peer, Responder,
-    SessionKeys, Trust,
+    Credentials, Established, Handshake, HandshakeError, HandshakeMsg, Initiator, MsgKind, Peer,
+    Responder, SessionKeys, Trust,
 };
 pub use keys::{key_id, node_id, PublicKey, SigningKey};
 pub use revocation::{Revocation, RevocationBody, RevocationError};
