@@ -108,6 +108,9 @@ pub const BUDGET_BYTES: usize = ARENA_BYTES // packed encoded entries
     + GOSSIP_QUEUE_DEPTH * (RUMOR_KEYS_PER_FRAME * 8 + 16) // rumor queue
     + RELAYS_MAX * 48 // indirect probes relayed for others
     + JOIN_MAX * 24 // join addresses
+    + SESSIONS_MAX * 136 // established sessions: two AEAD keys, replay window, peer, address
+    + HANDSHAKES_MAX * 620 // pending handshakes: initiator state or responder keys, last message
+    + 512 // this node's credentials and trust
     + 4096; // counters, timers, PRNG, configuration
 pub const NODE_BYTES_MAX: usize = 512 * 1024;
 
@@ -161,3 +164,12 @@ pub const REPLAY_WINDOW_FRAMES: u64 = 64;
 const _: () = assert!(CERT_BYTES_MAX < 128);
 // Every handshake message travels as the cleartext body of one frame.
 const _: () = assert!(HANDSHAKE_BYTES_MAX <= BODY_BYTES_MAX);
+
+/// Established sessions, one per peer talked to; the least recently heard one gives way.
+pub const SESSIONS_MAX: usize = MEMBERS_MAX;
+/// Handshakes in progress at once; the oldest gives way.
+pub const HANDSHAKES_MAX: usize = 32;
+/// A handshake not completed in this time is dropped and retried with fresh randomness.
+pub const HANDSHAKE_TIMEOUT_MS: u64 = 2_000;
+/// An initiator repeats its Hello (or Finish) this often while its handshake is pending.
+pub const HANDSHAKE_RESEND_MS: u64 = 100;

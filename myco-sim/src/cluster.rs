@@ -5,21 +5,24 @@
 //! Time is discrete (`TICK_MS`); nothing reads the OS clock or OS randomness, so a seed replays
 //! exactly, and the trace hash proves it.
 
+use crate::adversary::Adversary;
 use crate::alloc;
 use crate::disk::SimDisk;
+use crate::ids::{certify, Identities};
 use crate::net::{Faults, Net};
 use crate::scenario::{operations, Op, Scenario, OPS_START_MS};
-use myco_core::config::{ARENA_BYTES, FRAME_BYTES, GOSSIP_INTERVAL_MS, SERVICES_MAX};
+use crate::world::{addr, mix, Acks, World};
+use myco_core::config::REVOCATION_BYTES_MAX;
+use myco_core::config::{ARENA_BYTES, GOSSIP_INTERVAL_MS, SERVICES_MAX};
+use myco_core::crypto::revocation::encode_revocation;
 use myco_core::hash::{digest, DOMAIN_ENTRY};
 use myco_core::node::Counters;
 use myco_core::node::{Storage, Submitted};
 use myco_core::random::Prng;
-use myco_core::schema::entry::Arch;
 use myco_core::schema::entry::Entry;
-use myco_core::schema::message::MemberMeta;
 use myco_core::state::store::Store;
-use myco_core::{Event, Instant, Node, NodeConfig, PeerAddr, Sink};
-use std::collections::HashSet;
+use myco_core::{Instant, Node, NodeConfig};
+use std::collections::{HashMap, HashSet};
 
 pub const TICK_MS: u64 = 10;
 /// Faults stop this long after the last operation; then the liveness phase begins.
@@ -67,74 +70,14 @@ pub struct Report {
     pub acknowledged_deploys_lost: usize,
     pub wal_truncations: u64,
     pub checkpoints: u64,
+    pub adversary_frames_sent: u64,
+    pub adversary_frames_accepted: u64,
+    pub forged_slots_accepted: usize,
+    pub refused_frames: u64,
+    pub revocation_block: u64,
+    /// Security refusals summed over honest nodes, by `crypto::Refusal::index()`.
+    pub refusals: [u64; 7],
     pub failure: Option<Failure>,
-}
-
-pub fn addr(i: usize) -> PeerAddr {
-    PeerAddr::v4([127, 77, (i >> 8) as u8, i as u8], 7946)
-}
-
-fn index_of(a: PeerAddr) -> Option<u16> {
-    let o = a.as_v4()?;
-    (o[0] == 127 && o[1] == 77 && a.port == 7946).then(|| u16::from_be_bytes([o[2], o[3]]))
-}
-
-fn mix(h: u64, x: u64) -> u64 {
-    (h ^ x).wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(29)
-}
-
-/// Operator submissions waiting for their append to be durable.
-pub struct Acks {
-    /// (node, ticket, operation index)
-    pending: Vec<(u16, u64, usize)>,
-    /// The node that acknowledged each operation, if one did.
-    acked: Vec<Option<u16>>,
-}
-
-struct NetSink<'a> {
-    net: &'a mut Net,
-    disk: &'a mut SimDisk,
-    acks: &'a mut Acks,
-    from: u16,
-    now: u64,
-    trace: &'a mut u64,
-    nodes: usize,
-}
-
-impl Sink for NetSink<'_> {
-    fn send(&mut self, to: PeerAddr, frame: &[u8; FRAME_BYTES]) {
-        // Frames to addresses outside the cluster (a node's stale idea of a peer) are lost.
-        let Some(to) = index_of(to).filter(|&t| usize::from(t) < self.nodes) else {
-            return;
-        };
-        *self.trace = mix(
-            *self.trace,
-            self.now ^ (u64::from(self.from) << 32) ^ (u64::from(to) << 48),
-        );
-        self.net.send(self.now, self.from, to, frame);
-    }
-    fn event(&mut self, event: Event) {
-        match event {
-            Event::MemberDead(id) => *self.trace = mix(*self.trace, id),
-            Event::Durable { ticket } => {
-                let (from, acked) = (self.from, &mut self.acks.acked);
-                self.acks.pending.retain(|&(n, t, op)| {
-                    let done = n == from && t <= ticket;
-                    if done {
-                        acked[op] = Some(from);
-                    }
-                    !done
-                });
-            }
-            _ => {}
-        }
-    }
-    fn append(&mut self, entry: &[u8], ticket: u64) {
-        self.disk.append(entry, ticket);
-    }
-    fn checkpoint(&mut self) {
-        self.disk.checkpoint_requested = true;
-    }
 }
 
 type BigStore = Store<SERVICES_MAX, ARENA_BYTES>;
@@ -150,33 +93,40 @@ pub struct Cluster {
     s: Scenario,
     nodes: Vec<Box<Node>>,
     up: Vec<bool>,
-    disks: Vec<SimDisk>,
-    acks: Acks,
+    /// False for the stolen box of an adversary run: it is judged by nobody's standard.
+    honest: Vec<bool>,
+    adversary: Option<Adversary>,
+    /// The RevocationBlock the operator has published.
+    block: u64,
+    /// When each node receives its new certificate in a rotation.
+    recertify_at: Vec<u64>,
+    ids: Identities,
+    world: World,
     wal_truncations: u64,
     checkpoints: u64,
-    net: Net,
     rng: Prng,
     now: u64,
-    trace: u64,
-    /// Digests of every entry an operator submitted: no node may hold anything else.
-    submitted: HashSet<u64>,
 }
 
-fn boot(i: usize, s: &Scenario, incarnation_seed: u64, now: u64) -> Node {
+fn boot(
+    i: usize,
+    s: &Scenario,
+    ids: &Identities,
+    revocation_block: u64,
+    incarnation: u64,
+    now: u64,
+) -> Node {
     let join = [addr(0), addr((i + 1) % s.nodes)];
-    let meta = MemberMeta {
-        arch: Arch::X86_64,
-        zone: 0,
-        gpu: false,
-    };
     let config = NodeConfig {
-        wal_checkpoint_bytes: s.wal_checkpoint_bytes,
-        id: i as u64 + 1,
-        meta,
-        seed: s.seed ^ incarnation_seed ^ (i as u64) << 20,
+        node_seed: ids.node_seeds[i],
+        cert: &ids.certs[i],
+        operator: ids.operator.public_key(),
+        revocation_block,
+        seed: s.seed ^ incarnation ^ (i as u64) << 20,
         join: &join,
+        wal_checkpoint_bytes: s.wal_checkpoint_bytes,
     };
-    Node::new(&config, Instant(now))
+    Node::new(&config, Instant(now)).expect("simulated identities are valid")
 }
 
 impl Cluster {
@@ -187,100 +137,192 @@ impl Cluster {
             latency_ms_min: 1,
             latency_ms_max: s.latency_ms_max.max(1),
         };
-        Cluster {
-            s: s.clone(),
-            nodes: (0..s.nodes).map(|i| Box::new(boot(i, s, 0, 0))).collect(),
-            up: vec![true; s.nodes],
+        let block = u64::from(s.adversary);
+        let ids = Identities::new(s.seed, s.nodes, block);
+        let mut honest = vec![true; s.nodes];
+        if s.adversary {
+            honest[s.nodes - 1] = false;
+        }
+        let ops_max = s.services + s.updates + s.deletes + 1;
+        let world = World {
+            // One extra address for the adversary.
+            net: Net::new(s.nodes + 1, faults, s.seed ^ 0x004e_4554, NET_SLOTS),
             disks: (0..s.nodes).map(|_| SimDisk::new()).collect(),
             acks: Acks {
                 pending: Vec::new(),
                 acked: Vec::new(),
             },
+            trace: s.seed,
+            entropy: Prng::new(s.seed ^ 0x454e_5452),
+            memo: HashMap::with_capacity(ops_max),
+            submitted: HashSet::with_capacity(ops_max),
+            nodes: s.nodes,
+        };
+        Cluster {
+            s: s.clone(),
+            nodes: (0..s.nodes)
+                .map(|i| Box::new(boot(i, s, &ids, block, 0, 0)))
+                .collect(),
+            up: vec![true; s.nodes],
+            honest,
+            adversary: s
+                .adversary
+                .then(|| Adversary::new(s.seed, &ids.operator, block)),
+            block,
+            recertify_at: Vec::new(),
+            ids,
+            world,
             wal_truncations: 0,
             checkpoints: 0,
-            net: Net::new(s.nodes, faults, s.seed ^ 0x004e_4554, NET_SLOTS),
             rng: Prng::new(s.seed ^ 0x4641_554c),
             now: 0,
-            trace: s.seed,
-            submitted: HashSet::with_capacity(s.services + s.updates + s.deletes + 1),
         }
     }
 
     fn deliver(&mut self) {
-        while let Some(d) = self.net.pop(self.now) {
-            let to = usize::from(d.to);
-            if self.up[to] {
-                let frame = *self.net.frame(&d);
-                let mut sink = NetSink {
-                    net: &mut self.net,
-                    disk: &mut self.disks[to],
-                    acks: &mut self.acks,
-                    from: d.to,
-                    now: self.now,
-                    trace: &mut self.trace,
-                    nodes: self.s.nodes,
-                };
-                self.nodes[to].handle_datagram(
-                    Instant(self.now),
-                    addr(usize::from(d.from)),
-                    &frame,
-                    &mut sink,
-                );
+        let attacker = self.s.nodes;
+        while let Some(d) = self.world.net.pop(self.now) {
+            let (to, from) = (usize::from(d.to), usize::from(d.from));
+            // Answers to the attacker's address reach nobody the simulation judges.
+            if to != attacker && self.up[to] {
+                let frame = *self.world.net.frame(&d);
+                let before = self.accepted(to);
+                let mut sink = self.world.sink(to, self.now);
+                self.nodes[to].handle_datagram(Instant(self.now), addr(from), &frame, &mut sink);
+                let accepted = self.accepted(to) > before;
+                if let Some(a) = &mut self.adversary {
+                    if from == attacker {
+                        a.frames_accepted += u64::from(accepted);
+                    } else {
+                        a.tap(&frame);
+                    }
+                }
             }
-            self.net.release(d);
+            self.world.net.release(d);
+        }
+    }
+
+    /// Frames a node has accepted: sealed frames opened, handshakes completed.
+    fn accepted(&self, i: usize) -> u64 {
+        let c = self.nodes[i].counters();
+        c.frames_accepted + c.handshakes_completed
+    }
+
+    fn judged(&self, i: usize) -> bool {
+        self.up[i] && self.honest[i]
+    }
+
+    /// The attacker's move for this tick, sent through the same lossy network.
+    fn attack(&mut self) {
+        let nodes = self.s.nodes;
+        if let Some((to, frame)) = self.adversary.as_mut().and_then(|a| a.attack(nodes)) {
+            self.world
+                .net
+                .send(self.now, nodes as u16, to as u16, &frame);
+        }
+    }
+
+    /// The stolen box: its disk now holds forged entries, which it replays at restart.
+    fn poison_stolen_box(&mut self, ops: &[Op]) {
+        let i = self.s.nodes - 1;
+        let names = ["forged-a", "forged-b", "svc-0", "svc-1"];
+        let genuine: Vec<&[u8]> = ops.iter().take(2).map(|o| o.entry.as_slice()).collect();
+        self.crash(i, false);
+        for e in crate::adversary::forged_entries(self.s.seed, &names, &genuine) {
+            self.world.disks[i].inject(&e);
+        }
+        self.restart(i);
+    }
+
+    /// The operator raises the RevocationBlock at one node, then re-certifies every node.
+    fn rotate(&mut self) {
+        self.block += 1;
+        let mut record = [0u8; REVOCATION_BYTES_MAX];
+        let n = encode_revocation(&self.ids.operator, self.block, &mut record);
+        let i = (0..self.s.nodes)
+            .find(|&i| self.judged(i))
+            .expect("a live honest node");
+        let mut sink = self.world.sink(i, self.now);
+        let height = self.nodes[i].handle_revocation(&record[..n], &mut sink);
+        assert_eq!(
+            height,
+            Ok(self.block),
+            "the operator's revocation is accepted"
+        );
+        self.recertify_at = (0..self.s.nodes)
+            .map(|_| self.now + self.rng.below(200) * TICK_MS)
+            .collect();
+    }
+
+    fn recertify_due(&mut self) {
+        for i in 0..self.recertify_at.len() {
+            if self.recertify_at[i] != self.now {
+                continue;
+            }
+            self.ids.certs[i] = certify(&self.ids.operator, self.ids.node_seeds[i], 0, self.block);
+            self.ids.issued_at[i] = self.block;
+            if self.up[i] {
+                self.nodes[i]
+                    .install_cert(&self.ids.certs[i])
+                    .expect("a fresh certificate installs");
+            }
         }
     }
 
     fn tick_nodes(&mut self) {
         for i in 0..self.nodes.len() {
             if self.up[i] {
-                let mut sink = NetSink {
-                    net: &mut self.net,
-                    disk: &mut self.disks[i],
-                    acks: &mut self.acks,
-                    from: i as u16,
-                    now: self.now,
-                    trace: &mut self.trace,
-                    nodes: self.s.nodes,
-                };
+                let mut sink = self.world.sink(i, self.now);
                 self.nodes[i].handle_tick(Instant(self.now), &mut sink);
             }
         }
     }
 
-    /// Distinct state hashes among live nodes.
+    /// Distinct state hashes among live honest nodes.
     fn distinct_hashes(&self) -> usize {
         let mut hashes: Vec<u64> = Vec::new();
         for (i, n) in self.nodes.iter().enumerate() {
-            if self.up[i] && !hashes.contains(&n.state_hash()) {
+            if self.judged(i) && !hashes.contains(&n.state_hash()) {
                 hashes.push(n.state_hash());
-                if hashes.len() > 1 {
-                    break;
-                }
             }
         }
         hashes.len()
     }
 
     fn converged_to(&self, expected: Option<u64>) -> bool {
-        let first = self
+        let mut judged = (0..self.nodes.len()).filter(|&i| self.judged(i));
+        let Some(first) = judged.next().map(|i| self.nodes[i].state_hash()) else {
+            return false;
+        };
+        expected.is_none_or(|e| e == first) && judged.all(|i| self.nodes[i].state_hash() == first)
+    }
+
+    /// Entries held by honest nodes that no operator submitted: forgeries that got in.
+    fn forged_held(&self) -> usize {
+        let honest = self
             .nodes
             .iter()
-            .zip(&self.up)
-            .find(|(_, &up)| up)
-            .map(|(n, _)| n.state_hash());
-        let Some(first) = first else { return false };
-        expected.is_none_or(|e| e == first)
-            && self
-                .nodes
-                .iter()
-                .zip(&self.up)
-                .all(|(n, &up)| !up || n.state_hash() == first)
+            .enumerate()
+            .filter(|(i, _)| self.honest[*i]);
+        honest
+            .flat_map(|(_, n)| {
+                n.store()
+                    .slots()
+                    .iter()
+                    .map(|s| digest(DOMAIN_ENTRY, n.store().bytes(s)))
+            })
+            .filter(|d| !self.world.submitted.contains(d))
+            .count()
     }
 
     /// Safety: every node's digests are consistent and it holds only submitted entries.
     fn check_safety(&self) -> Result<(), Failure> {
-        for (i, n) in self.nodes.iter().enumerate() {
+        for (i, n) in self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| self.honest[*i])
+        {
             if !n.store().check_digests() {
                 return Err(Failure::Safety(format!(
                     "node {i}: Merkle digests disagree with entries"
@@ -288,6 +330,7 @@ impl Cluster {
             }
             for slot in n.store().slots() {
                 if !self
+                    .world
                     .submitted
                     .contains(&digest(DOMAIN_ENTRY, n.store().bytes(slot)))
                 {
@@ -301,10 +344,10 @@ impl Cluster {
     }
 
     pub fn run(&mut self) -> Report {
-        let ops = operations(&self.s);
+        let ops = operations(&self.s, &self.ids.operator);
         let mut reference = Box::new(BigStore::new());
         for op in &ops {
-            self.submitted.insert(digest(DOMAIN_ENTRY, &op.entry));
+            self.world.submitted.insert(digest(DOMAIN_ENTRY, &op.entry));
             // Submitted entries that a full table would refuse are refused everywhere alike.
             let _ = reference.merge(&op.entry);
         }
@@ -319,8 +362,10 @@ impl Cluster {
             node_state_bytes: std::mem::size_of::<Node>(),
             ..Report::default()
         };
-        self.acks.pending.reserve(ops.len());
-        self.acks.acked = vec![None; ops.len()];
+        self.world.acks.pending.reserve(ops.len());
+        self.world.acks.acked = vec![None; ops.len()];
+        let mid_ops = (OPS_START_MS + self.s.ops_window_ms / 2) / TICK_MS * TICK_MS;
+        let mut excluded = 0;
         let allocations_at_boot = alloc::allocations();
         let expected = (self.s.crashes == 0).then(|| reference.state_hash());
         while self.now <= self.s.time_ms_max {
@@ -331,22 +376,66 @@ impl Cluster {
                 self.submit(&ops[next_op], next_op);
                 next_op += 1;
             }
+            // The operator's and the attacker's own actions allocate; the nodes must not.
+            let outside = alloc::allocations();
+            if self.now == mid_ops && self.s.rotate {
+                self.rotate();
+            }
+            if self.now == mid_ops && self.s.adversary {
+                self.poison_stolen_box(&ops);
+            }
+            self.recertify_due();
+            excluded += alloc::allocations() - outside;
+            self.attack();
             self.deliver();
             self.tick_nodes();
             let faults_over = self.now >= live_at || (self.s.crashes == 0 && !self.s.partitions);
+            // A rotation or an attack is judged only once it has played out.
+            let faults_over = faults_over
+                && (!self.s.rotate || self.recertify_at.iter().all(|&t| t < self.now))
+                && (!self.s.adversary || self.now > mid_ops + SAFETY_MS);
             if next_op == ops.len() && faults_over && self.converged_to(expected) {
                 report.converged = true;
                 break;
             }
             self.now += TICK_MS;
         }
-        report.heap_allocations_after_boot = alloc::allocations() - allocations_at_boot;
+        report.heap_allocations_after_boot = alloc::allocations() - allocations_at_boot - excluded;
         (
             report.acknowledged_deploys,
             report.acknowledged_deploys_lost,
         ) = self.acknowledged_lost(&ops);
         report.wal_truncations = self.wal_truncations;
         report.checkpoints = self.checkpoints;
+        report.forged_slots_accepted = self.forged_held();
+        if let Some(a) = &self.adversary {
+            report.adversary_frames_sent = a.frames_sent;
+            report.adversary_frames_accepted = a.frames_accepted;
+        }
+        report.revocation_block = self.block;
+        for (i, n) in self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| self.honest[*i])
+        {
+            let _ = i;
+            for (total, r) in report.refusals.iter_mut().zip(n.crypto_refusals()) {
+                *total += r;
+            }
+        }
+        report.refused_frames = self
+            .nodes
+            .iter()
+            .map(|n| {
+                let c = n.counters();
+                c.refused_frame
+                    + c.refused_zone
+                    + c.refused_body
+                    + c.refused_entry
+                    + c.refused_crypto
+            })
+            .sum();
         self.finish(&mut report, first_op, &reference)
     }
 
@@ -373,8 +462,8 @@ impl Cluster {
         });
         report.frames_sent = totals.frames_out;
         report.bytes_sent = totals.bytes_out;
-        report.frames_lost = self.net.lost;
-        report.frames_congested = self.net.congested;
+        report.frames_lost = self.world.net.lost;
+        report.frames_congested = self.world.net.congested;
         report.rumor_frames_dropped = self.nodes.iter().map(|n| n.rumors_dropped()).sum();
         report.time_ms = self.now;
         report.ticks = self.now / TICK_MS;
@@ -385,9 +474,9 @@ impl Cluster {
         report.distinct_state_hashes = self.distinct_hashes();
         report.entries = self.nodes[0].store().len();
         for (i, n) in self.nodes.iter().enumerate() {
-            self.trace = mix(self.trace, n.state_hash() ^ i as u64);
+            self.world.trace = mix(self.world.trace, n.state_hash() ^ i as u64);
         }
-        report.trace_hash = self.trace;
+        report.trace_hash = self.world.trace;
         report.failure = self.verdict(report, reference);
         report.clone()
     }
@@ -395,6 +484,13 @@ impl Cluster {
     fn verdict(&self, report: &Report, reference: &BigStore) -> Option<Failure> {
         if let Err(f) = self.check_safety() {
             return Some(f);
+        }
+        if report.adversary_frames_accepted > 0 || report.forged_slots_accepted > 0 {
+            let why = format!(
+                "attacks accepted: {} adversary frames, {} forged entries",
+                report.adversary_frames_accepted, report.forged_slots_accepted
+            );
+            return Some(Failure::Safety(why));
         }
         if report.acknowledged_deploys_lost > 0 {
             let why = format!(
@@ -425,23 +521,15 @@ impl Cluster {
         let Some(i) = (0..n).map(|k| (op.node + k) % n).find(|&i| self.up[i]) else {
             return;
         };
-        self.trace = mix(self.trace, op.at_ms ^ i as u64);
-        let mut sink = NetSink {
-            net: &mut self.net,
-            disk: &mut self.disks[i],
-            acks: &mut self.acks,
-            from: i as u16,
-            now: self.now,
-            trace: &mut self.trace,
-            nodes: self.s.nodes,
-        };
+        self.world.trace = mix(self.world.trace, op.at_ms ^ i as u64);
+        let mut sink = self.world.sink(i, self.now);
         match self.nodes[i].submit(Instant(self.now), &op.entry, &mut sink) {
             Ok(Submitted {
                 ticket: Some(t), ..
-            }) => self.acks.pending.push((i as u16, t, op_index)),
+            }) => self.world.acks.pending.push((i as u16, t, op_index)),
             Ok(Submitted { ticket: None, .. }) => {}
             // Capacity refusals are legitimate; the reference store refused the same entry.
-            Err(e) => self.trace = mix(self.trace, e.message().len() as u64),
+            Err(e) => self.world.trace = mix(self.world.trace, e.message().len() as u64),
         }
     }
 
@@ -452,7 +540,7 @@ impl Cluster {
             if !self.up[i] {
                 continue;
             }
-            let disk = &mut self.disks[i];
+            let disk = &mut self.world.disks[i];
             let checkpointed = disk.checkpoint_requested;
             self.checkpoints += u64::from(checkpointed);
             let durable = if checkpointed {
@@ -460,15 +548,7 @@ impl Cluster {
             } else {
                 disk.sync()
             };
-            let mut sink = NetSink {
-                net: &mut self.net,
-                disk: &mut self.disks[i],
-                acks: &mut self.acks,
-                from: i as u16,
-                now: self.now,
-                trace: &mut self.trace,
-                nodes: self.s.nodes,
-            };
+            let mut sink = self.world.sink(i, self.now);
             let now = Instant(self.now);
             if let Some(ticket) = durable {
                 self.nodes[i].handle_storage(now, Storage::Durable { ticket }, &mut sink);
@@ -506,36 +586,40 @@ impl Cluster {
 
     fn crash(&mut self, i: usize, wipe: bool) {
         self.up[i] = false;
-        self.disks[i].crash(&mut self.rng);
+        self.world.disks[i].crash(&mut self.rng);
         if wipe {
-            self.disks[i].wipe();
+            self.world.disks[i].wipe();
             // An acknowledgement promises durability on that box's disk; the disk is gone.
-            for a in self.acks.acked.iter_mut().filter(|a| **a == Some(i as u16)) {
+            for a in self
+                .world
+                .acks
+                .acked
+                .iter_mut()
+                .filter(|a| **a == Some(i as u16))
+            {
                 *a = None;
             }
         }
         // Whatever was not durable when the power went is not acknowledged, ever.
-        self.acks.pending.retain(|&(n, _, _)| usize::from(n) != i);
+        self.world
+            .acks
+            .pending
+            .retain(|&(n, _, _)| usize::from(n) != i);
     }
 
     /// A crashed node boots from its disk: snapshot, then log up to the last good record.
     fn restart(&mut self, i: usize) {
-        *self.nodes[i] = boot(i, &self.s, self.now, self.now);
+        // A node boots with the block it knew, unless its certificate predates it (it crashed
+        // between a rotation and its new certificate): then it relearns the block from peers.
+        let block = self.nodes[i].revocation_block().min(self.ids.issued_at[i]);
+        *self.nodes[i] = boot(i, &self.s, &self.ids, block, self.now, self.now);
         let node = &mut self.nodes[i];
-        let recovery = self.disks[i].recover(|e| {
+        let recovery = self.world.disks[i].recover(|e| {
             node.restore(e)
                 .expect("a node's own log holds only entries it accepted");
         });
         self.wal_truncations += u64::from(recovery.truncated);
-        let mut sink = NetSink {
-            net: &mut self.net,
-            disk: &mut self.disks[i],
-            acks: &mut self.acks,
-            from: i as u16,
-            now: self.now,
-            trace: &mut self.trace,
-            nodes: self.s.nodes,
-        };
+        let mut sink = self.world.sink(i, self.now);
         let done = Storage::Recovered {
             wal_bytes: recovery.wal_bytes,
             truncated: recovery.truncated,
@@ -555,12 +639,12 @@ impl Cluster {
         if let Some((at, mask)) = partition {
             if self.now == at {
                 for i in 0..self.s.nodes {
-                    self.net.side[i] = (mask >> (i % 64) & 1) as u8;
+                    self.world.net.side[i] = (mask >> (i % 64) & 1) as u8;
                 }
             }
         }
         if self.now == live_at {
-            self.net.side.iter_mut().for_each(|s| *s = 0);
+            self.world.net.side.iter_mut().for_each(|s| *s = 0);
             for i in 0..self.nodes.len() {
                 if !self.up[i] {
                     self.restart(i);
@@ -571,7 +655,7 @@ impl Cluster {
 
     /// Acknowledged operations whose key no longer holds that version or a newer one.
     fn acknowledged_lost(&self, ops: &[Op]) -> (usize, usize) {
-        let Some(i) = (0..self.nodes.len()).find(|&i| self.up[i]) else {
+        let Some(i) = (0..self.nodes.len()).find(|&i| self.judged(i)) else {
             return (0, 0);
         };
         let store = self.nodes[i].store();
@@ -579,7 +663,7 @@ impl Cluster {
         let mut lost = 0;
         for (op, _) in ops
             .iter()
-            .zip(&self.acks.acked)
+            .zip(&self.world.acks.acked)
             .filter(|(_, a)| a.is_some())
         {
             acked += 1;
@@ -682,5 +766,39 @@ mod tests {
         assert!(r.acknowledged_deploys > 300);
         assert_eq!(r.acknowledged_deploys_lost, 0);
         assert!(r.checkpoints > 0);
+    }
+
+    /// An attacker replaying, flipping bits, joining with self-signed, revoked and foreign-zone
+    /// certificates, plus a stolen box gossiping forged entries: nothing is accepted, every kind
+    /// of refusal is seen, and the honest nodes still converge.
+    #[test]
+    fn adversary_is_refused_and_honest_nodes_converge() {
+        let mut s = Scenario::standard(21, 12, 80, 0.1);
+        s.adversary = true;
+        let r = run(&s);
+        assert_eq!(r.failure, None, "{}", s.command());
+        assert!(r.adversary_frames_sent > 100);
+        assert_eq!(r.adversary_frames_accepted, 0);
+        assert_eq!(r.forged_slots_accepted, 0);
+        for reason in myco_core::crypto::Refusal::ALL {
+            assert!(
+                r.refusals[reason.index()] > 0,
+                "no {} refusal seen",
+                reason.name()
+            );
+        }
+    }
+
+    /// A rotation mid-run: the block rises, every node gets a new certificate, sessions under
+    /// old certificates end (the core asserts none is used), and no acknowledged deploy is lost.
+    #[test]
+    fn rotation_keeps_every_acknowledged_deploy() {
+        let mut s = Scenario::standard(22, 12, 80, 0.1);
+        s.rotate = true;
+        let r = run(&s);
+        assert_eq!(r.failure, None, "{}", s.command());
+        assert_eq!(r.revocation_block, 1);
+        assert_eq!(r.acknowledged_deploys_lost, 0);
+        assert!(r.refusals[myco_core::crypto::Refusal::RevokedKey.index()] > 0);
     }
 }

@@ -96,6 +96,13 @@ impl SimDisk {
         self.checkpoint_requested = false;
     }
 
+    /// Writes a record as if it had always been there: the attacker rewriting a stolen disk.
+    pub fn inject(&mut self, entry: &[u8]) {
+        let mut record = [0u8; WAL_RECORD_BYTES_MAX];
+        let n = encode_record(RecordKind::Entry, entry, &mut record).expect("entries fit a record");
+        self.log.extend_from_slice(&record[..n]);
+    }
+
     /// The disk is replaced: nothing survives.
     pub fn wipe(&mut self) {
         self.snapshot.clear();

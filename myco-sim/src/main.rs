@@ -4,14 +4,17 @@
 //! `myco-sim gauntlet` runs seed after seed with swarm parameters drawn from each seed;
 //! `myco-sim bench` prints the convergence figures recorded in docs/benchmarks.md.
 
+mod adversary;
 mod alloc;
 mod bench;
 mod cluster;
 mod disk;
 mod gauntlet;
+mod ids;
 mod net;
 mod report;
 mod scenario;
+mod world;
 
 use std::process::ExitCode;
 
@@ -22,7 +25,8 @@ const HELP: &str = "\
 myco-sim: MycoSim, the deterministic simulator of a Myco cluster
 
 USAGE:
-  myco-sim run [--seed S] [--nodes N] [--services K] [--loss P] [--json] [FAULTS]
+  myco-sim run [--seed S] [--nodes N] [--services K] [--loss P] [--json] [FAULTS] [--adversary]
+               [--scenario rotate]
   myco-sim gauntlet --seconds T [--seed S]
   myco-sim bench [--seeds N]
 
@@ -40,6 +44,9 @@ RUN OPTIONS:
                     from their disks during the safety phase (default 0)
   --ops-window MS   operations are spread over this window; 0 submits all at once (default 4000)
   --wal-checkpoint-bytes B  log size that triggers a checkpoint (default 1048576)
+  --adversary       an attacker replays, flips bits, sends self-signed, revoked and foreign-zone
+                    handshakes and frames; a stolen box gossips forged slots and tombstones
+  --scenario rotate the operator raises the RevocationBlock and re-certifies every node mid-run
   --json            print one JSON object instead of a summary
 
 EXIT CODES:

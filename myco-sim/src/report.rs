@@ -2,6 +2,7 @@
 
 use crate::cluster::{Cluster, Report};
 use crate::scenario::Scenario;
+use myco_core::crypto::Refusal;
 use pico_args::Arguments;
 use std::time::Instant as WallClock;
 
@@ -40,6 +41,22 @@ pub fn parse_scenario(args: &mut Arguments) -> Result<Scenario, String> {
     s.partitions = opt(args, "--partitions", false)?;
     s.crashes = opt(args, "--crashes", 0usize)?;
     s.ops_window_ms = opt(args, "--ops-window", s.ops_window_ms)?;
+    s.adversary = args.contains("--adversary");
+    match args
+        .opt_value_from_str::<_, String>("--scenario")
+        .map_err(|e| format!("--scenario: {e}"))?
+    {
+        None => {}
+        Some(name) if name == "rotate" => s.rotate = true,
+        Some(name) => {
+            return Err(format!(
+                "unknown scenario '{name}'; the only one is 'rotate'"
+            ))
+        }
+    }
+    if s.adversary && s.nodes < 3 {
+        return Err("--adversary needs at least 3 nodes (one is the stolen box)".to_string());
+    }
     s.wal_checkpoint_bytes = opt(args, "--wal-checkpoint-bytes", s.wal_checkpoint_bytes)?;
     if s.wal_checkpoint_bytes < 1024 {
         return Err("--wal-checkpoint-bytes must be at least 1024".to_string());
@@ -66,6 +83,13 @@ pub fn run(s: &Scenario) -> (Report, u128) {
     (report, start.elapsed().as_millis())
 }
 
+fn refusals(r: &Report) -> String {
+    let pairs = Refusal::ALL
+        .iter()
+        .map(|x| format!("\"{}\":{}", x.name(), r.refusals[x.index()]));
+    pairs.collect::<Vec<_>>().join(",")
+}
+
 pub fn json(s: &Scenario, r: &Report, wall_ms: u128) -> String {
     let failure = match &r.failure {
         None => "null".to_string(),
@@ -78,6 +102,8 @@ pub fn json(s: &Scenario, r: &Report, wall_ms: u128) -> String {
             "\"frames_congested\":{},\"rumor_frames_dropped\":{},\"distinct_state_hashes\":{},",
             "\"entries\":{},\"node_state_bytes\":{},\"heap_allocations_after_boot\":{},",
             "\"acknowledged_deploys\":{},\"acknowledged_deploys_lost\":{},\"wal_truncations\":{},\"checkpoints\":{},",
+            "\"adversary_frames_sent\":{},\"adversary_frames_accepted\":{},\"forged_slots_accepted\":{},",
+            "\"refused_frames\":{},\"revocation_block\":{},\"refused_by_reason\":{{{}}},",
             "\"trace_hash\":\"{:016x}\",\"wall_ms\":{},\"failure\":{}}}"
         ),
         s.seed,
@@ -101,6 +127,12 @@ pub fn json(s: &Scenario, r: &Report, wall_ms: u128) -> String {
         r.acknowledged_deploys_lost,
         r.wal_truncations,
         r.checkpoints,
+        r.adversary_frames_sent,
+        r.adversary_frames_accepted,
+        r.forged_slots_accepted,
+        r.refused_frames,
+        r.revocation_block,
+        refusals(r),
         r.trace_hash,
         wall_ms,
         failure

@@ -4,6 +4,7 @@
 //! Entries are encoded at boot so the run itself allocates nothing.
 
 use myco_core::config::{ENTRY_BYTES_MAX, WAL_CHECKPOINT_BYTES};
+use myco_core::crypto::{sign_entry_body, SigningKey};
 use myco_core::random::Prng;
 use myco_core::schema::entry::{
     encode_entry, Arch, EntryBody, Port, Protocol, Requirements, ServiceSpec, Source, Version,
@@ -31,6 +32,10 @@ pub struct Scenario {
     /// Log size that triggers a checkpoint; the gauntlet often draws a small one so compaction
     /// and recovery from snapshots run under crashes.
     pub wal_checkpoint_bytes: u64,
+    /// An attacker on the network and a stolen box with forged entries on its disk.
+    pub adversary: bool,
+    /// The operator raises the RevocationBlock and re-certifies every node mid-run.
+    pub rotate: bool,
 }
 
 impl Scenario {
@@ -49,6 +54,8 @@ impl Scenario {
             time_ms_max: 900_000,
             ops_window_ms: OPS_WINDOW_MS,
             wal_checkpoint_bytes: WAL_CHECKPOINT_BYTES,
+            adversary: false,
+            rotate: false,
         }
     }
 
@@ -79,6 +86,8 @@ impl Scenario {
             } else {
                 WAL_CHECKPOINT_BYTES
             },
+            adversary: r.chance(1, 3),
+            rotate: r.chance(1, 4),
         }
     }
 
@@ -97,8 +106,11 @@ impl Scenario {
             self.partitions,
             self.crashes,
         ) + &format!(
-            " --ops-window {} --wal-checkpoint-bytes {}",
-            self.ops_window_ms, self.wal_checkpoint_bytes
+            " --ops-window {} --wal-checkpoint-bytes {}{}{}",
+            self.ops_window_ms,
+            self.wal_checkpoint_bytes,
+            if self.adversary { " --adversary" } else { "" },
+            if self.rotate { " --scenario rotate" } else { "" },
         )
     }
 }
@@ -114,7 +126,14 @@ pub struct Op {
 pub const OPS_START_MS: u64 = 5_000;
 pub const OPS_WINDOW_MS: u64 = 4_000;
 
-fn encode(name: &str, clock: u64, tombstone: bool, r: &mut Prng) -> Vec<u8> {
+/// A valid entry signed by `operator` (or by any key: the adversary forges with its own).
+pub fn encode(
+    name: &str,
+    clock: u64,
+    tombstone: bool,
+    r: &mut Prng,
+    operator: &SigningKey,
+) -> Vec<u8> {
     let arg = format!("--instance={}", r.below(1000));
     let spec = ServiceSpec {
         source: Source::Flake {
@@ -138,17 +157,22 @@ fn encode(name: &str, clock: u64, tombstone: bool, r: &mut Prng) -> Vec<u8> {
     };
     let body = EntryBody {
         name,
-        version: Version { clock, key_id: 1 },
+        version: Version {
+            clock,
+            key_id: operator.public_key().key_id(),
+        },
         spec: (!tombstone).then_some(spec),
     };
     let mut out = [0u8; ENTRY_BYTES_MAX];
-    let n = encode_entry(&body, &[0x5a; 64], &mut out).expect("simulated entries are valid");
+    let n = encode_entry(&body, &[0; 64], &mut out).expect("simulated entries are valid");
+    let signature = sign_entry_body(operator, &out[..n - 64]);
+    out[n - 64..n].copy_from_slice(&signature);
     out[..n].to_vec()
 }
 
 /// The operations of `s`, sorted by time. Updates and deletes come after their service's deploy,
 /// and every version is unique, so the final state is the same whatever order nodes see them in.
-pub fn operations(s: &Scenario) -> Vec<Op> {
+pub fn operations(s: &Scenario, operator: &SigningKey) -> Vec<Op> {
     let mut r = Prng::new(s.seed ^ 0x4f50_5321);
     let window = s.ops_window_ms.max(1);
     let mut deployed_at = Vec::with_capacity(s.services);
@@ -156,7 +180,13 @@ pub fn operations(s: &Scenario) -> Vec<Op> {
     for i in 0..s.services {
         let at_ms = OPS_START_MS + r.below(window);
         deployed_at.push(at_ms);
-        let entry = encode(&format!("svc-{i}"), at_ms * 1000 + 1, false, &mut r);
+        let entry = encode(
+            &format!("svc-{i}"),
+            at_ms * 1000 + 1,
+            false,
+            &mut r,
+            operator,
+        );
         ops.push(Op {
             at_ms,
             node: r.below(s.nodes as u64) as usize,
@@ -171,7 +201,7 @@ pub fn operations(s: &Scenario) -> Vec<Op> {
         let at_ms = deployed_at[i] + 1 + r.below(window);
         // The op index keeps clocks unique when two ops on one service share a millisecond.
         let clock = at_ms * 1000 + 2 + k as u64 % 997;
-        let entry = encode(&format!("svc-{i}"), clock, k >= s.updates, &mut r);
+        let entry = encode(&format!("svc-{i}"), clock, k >= s.updates, &mut r, operator);
         ops.push(Op {
             at_ms,
             node: r.below(s.nodes as u64) as usize,

@@ -134,6 +134,11 @@ impl Credentials {
         self.key.public_key()
     }
 
+    /// The operator key the certificate was verified under.
+    pub fn operator(&self) -> PublicKey {
+        self.operator
+    }
+
     pub fn node_id(&self) -> u64 {
         self.body.node_id()
     }

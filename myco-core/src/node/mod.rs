@@ -17,17 +17,25 @@ use crate::config::{
     NODE_BYTES_MAX, PROBE_INTERVAL_MS, PROBE_TIMEOUT_MS, RELAYS_MAX, SERVICES_MAX,
     SYNC_FRAMES_PER_STEP, SYNC_KEYS_PER_FRAME, WANT_PER_FRAME,
 };
+use crate::config::{BODY_BYTES_MAX, REVOCATION_BYTES_MAX};
+use crate::crypto::handshake::{Credentials, Trust};
+use crate::crypto::{
+    check_entry, CertError, EntrySignatureError, PublicKey, Refusal as CryptoRefusal, Revocation,
+    RevocationError, SigningKey,
+};
 use crate::gossip::members::{Applied, Member, Members};
 use crate::gossip::rumor::RumorQueue;
 use crate::random::Prng;
 use crate::schema::addr::PeerAddr;
-use crate::schema::frame::{body_mut, write_frame, Frame, FrameError, Header, Kind};
+use crate::schema::entry::Entry;
+use crate::schema::frame::{Frame, FrameError, Kind};
 use crate::schema::message::{Body, Digest, MemberMeta, MemberState, MemberUpdate, Message};
 use crate::state::store::{bucket_of, Merge, Slot, Store, StoreError};
 use crate::sync::merkle::{bucket_range, group_buckets};
 use crate::time::Instant;
 use crate::wal::checkpoint_due;
 use heapless::Vec;
+use transport::{Drop as TransportDrop, Transport};
 
 /// Rounds of unconditional anti-entropy after recovering from a truncated log.
 const FULL_SYNC_ROUNDS: u8 = 3;
@@ -53,6 +61,18 @@ pub trait Sink {
     /// The log passed `WAL_CHECKPOINT_BYTES`. After the current call returns, the caller writes
     /// a snapshot of `store()` and calls `handle_storage(Storage::Checkpointed)`.
     fn checkpoint(&mut self);
+    /// Fills `buf` from a cryptographically secure random source: handshake secrets and
+    /// challenges. The core has no randomness of its own for keys.
+    fn fill_random(&mut self, buf: &mut [u8]);
+    /// Checks an entry's operator signature; the node acts on the answer. The default verifies;
+    /// a simulator may remember answers for entries it has already checked.
+    fn verify_entry(
+        &mut self,
+        operator: &PublicKey,
+        entry: &Entry<'_>,
+    ) -> Result<(), EntrySignatureError> {
+        check_entry(operator, entry)
+    }
 }
 
 /// Storage completions the caller reports.
@@ -90,12 +110,18 @@ pub enum Event {
     },
     /// An incoming frame was dropped; it changed nothing.
     Refused(Refusal),
+    /// The RevocationBlock rose: sessions with older certificates ended.
+    Revoked {
+        height: u64,
+    },
 }
 
 /// Why an incoming frame or entry was dropped. Each has a counter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Refusal {
     Frame(FrameError),
+    /// Refused by the security layer: MAC, replay, keys, signatures, zones, handshakes.
+    Crypto(CryptoRefusal),
     WrongZone,
     Body,
     Entry(StoreError),
@@ -119,13 +145,59 @@ pub struct Counters {
     pub probes: u64,
     pub members_refused: u64,
     pub refutations: u64,
+    pub refused_crypto: u64,
+    /// Messages dropped because no session with the peer existed yet (a handshake started).
+    pub frames_unsent: u64,
+    pub handshakes_started: u64,
+    pub handshakes_completed: u64,
+    /// Handshakes not started because this node's own certificate is revoked.
+    pub handshakes_refused_own: u64,
+    /// Handshakes not started or answered because the table was full of live ones.
+    pub handshakes_deferred: u64,
+    /// Sealed frames opened and accepted.
+    pub frames_accepted: u64,
+}
+
+/// Why a node could not start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConfigError {
+    NodeSeed,
+    Cert(CertError),
+}
+
+/// Why an operator's submission was refused; nothing changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SubmitError {
+    Store(StoreError),
+    Signature(EntrySignatureError),
+}
+
+impl SubmitError {
+    pub fn message(self) -> &'static str {
+        match self {
+            SubmitError::Store(e) => e.message(),
+            SubmitError::Signature(EntrySignatureError::UnknownKey { .. }) => {
+                "entry is signed by a key this cluster does not trust: sign it with the operator key"
+            }
+            SubmitError::Signature(EntrySignatureError::BadSignature) => {
+                "entry signature does not verify: it was altered after signing"
+            }
+        }
+    }
 }
 
 /// What a node is told at boot.
 #[derive(Clone, Debug)]
 pub struct NodeConfig<'a> {
-    pub id: u64,
-    pub meta: MemberMeta,
+    /// The node's Ed25519 seed (its identity; the node id derives from its public key).
+    pub node_seed: [u8; 32],
+    /// The operator's certificate for this node: zone, arch and GPU come from it.
+    pub cert: &'a [u8],
+    /// The cluster's root of trust.
+    pub operator: PublicKey,
+    /// The RevocationBlock this node last knew (0 for a new cluster).
+    pub revocation_block: u64,
+    /// Seeds the PRNG that picks peers and jitters timers (not keys).
     pub seed: u64,
     pub join: &'a [PeerAddr],
     /// Log size that triggers a checkpoint: `WAL_CHECKPOINT_BYTES`, or less to test compaction.
@@ -149,39 +221,6 @@ struct Relay {
     expires: Instant,
 }
 
-/// Frame writing state, split from `Node` so a frame can borrow the store while it is sent.
-struct Outbox {
-    id: u64,
-    zone: u8,
-    counter: u64,
-    counters: Counters,
-}
-
-impl Outbox {
-    fn send(&mut self, sink: &mut impl Sink, to: PeerAddr, root: u64, msg: Message<'_>) {
-        let mut frame = [0u8; FRAME_BYTES];
-        let body = Body {
-            root: Digest(root),
-            msg,
-        };
-        let len = body
-            .encode(body_mut(&mut frame))
-            .expect("messages are sized to fit one frame");
-        self.counter += 1;
-        let header = Header {
-            kind: Kind::Data,
-            zone: self.zone,
-            revocation_block: 0,
-            sender: self.id,
-            counter: self.counter,
-        };
-        write_frame(&mut frame, &header, len);
-        self.counters.frames_out += 1;
-        self.counters.bytes_out += FRAME_BYTES as u64;
-        sink.send(to, &frame);
-    }
-}
-
 pub struct Node {
     id: u64,
     meta: MemberMeta,
@@ -194,7 +233,11 @@ pub struct Node {
     /// Join addresses that have answered; the others are retried, so a node that first met only
     /// another newcomer still reaches the cluster.
     join_heard: [bool; JOIN_MAX],
-    out: Outbox,
+    out: Transport,
+    /// This node's key, kept to pair it with a new certificate after a rotation.
+    node_seed: [u8; 32],
+    /// The operator-signed record of the current RevocationBlock (empty at height 0).
+    revocation: Vec<u8, REVOCATION_BYTES_MAX>,
     seq: u32,
     probe: Option<Probe>,
     relays: Vec<Relay, RELAYS_MAX>,
@@ -216,9 +259,32 @@ const _: () = assert!(core::mem::size_of::<Node>() <= NODE_BYTES_MAX);
 
 mod probe;
 mod sync;
+mod transport;
 
 impl Node {
-    pub fn new(config: &NodeConfig<'_>, now: Instant) -> Node {
+    /// Refuses a node seed or certificate that cannot work: the operator must fix the config.
+    pub fn new(config: &NodeConfig<'_>, now: Instant) -> Result<Node, ConfigError> {
+        let key = SigningKey::from_seed(config.node_seed).map_err(|_| ConfigError::NodeSeed)?;
+        let creds =
+            Credentials::new(key, config.cert, &config.operator).map_err(ConfigError::Cert)?;
+        let cert = *creds.cert();
+        if cert.issued_at < config.revocation_block {
+            return Err(ConfigError::Cert(CertError::Revoked {
+                issued_at: cert.issued_at,
+                revocation_block: config.revocation_block,
+            }));
+        }
+        let trust = Trust {
+            operator: config.operator,
+            revocation_block: config.revocation_block,
+            zone: cert.zone,
+        };
+        let id = creds.node_id();
+        let meta = MemberMeta {
+            arch: cert.arch,
+            zone: cert.zone,
+            gpu: cert.gpu,
+        };
         let mut join = Vec::new();
         for a in config.join.iter().take(JOIN_MAX) {
             join.push(*a).expect("taken at most JOIN_MAX");
@@ -226,9 +292,9 @@ impl Node {
         let mut rng = Prng::new(config.seed);
         // Spread timers so nodes booted together do not probe in lockstep.
         let jitter = rng.below(GOSSIP_INTERVAL_MS);
-        Node {
-            id: config.id,
-            meta: config.meta,
+        Ok(Node {
+            id,
+            meta,
             incarnation: 0,
             rng,
             store: Store::new(),
@@ -236,12 +302,9 @@ impl Node {
             rumors: RumorQueue::new(),
             join,
             join_heard: [false; JOIN_MAX],
-            out: Outbox {
-                id: config.id,
-                zone: config.meta.zone,
-                counter: 0,
-                counters: Counters::default(),
-            },
+            out: Transport::new(id, creds, trust, now),
+            node_seed: config.node_seed,
+            revocation: Vec::new(),
             seq: 0,
             probe: None,
             relays: Vec::new(),
@@ -255,7 +318,7 @@ impl Node {
             checkpoint_requested: false,
             wal_checkpoint_bytes: config.wal_checkpoint_bytes,
             full_sync_rounds: 0,
-        }
+        })
     }
 
     pub fn id(&self) -> u64 {
@@ -301,8 +364,10 @@ impl Node {
         _now: Instant,
         entry: &[u8],
         sink: &mut impl Sink,
-    ) -> Result<Submitted, StoreError> {
-        let merge = self.store.merge(entry)?;
+    ) -> Result<Submitted, SubmitError> {
+        self.check_signature(entry, sink)
+            .map_err(SubmitError::Signature)?;
+        let merge = self.store.merge(entry).map_err(SubmitError::Store)?;
         if merge == Merge::Stale {
             return Ok(Submitted {
                 merge,
@@ -314,6 +379,19 @@ impl Node {
             merge,
             ticket: Some(self.persist(entry, sink)),
         })
+    }
+
+    /// Checks the operator's signature on an encoded entry. Malformed entries pass here and are
+    /// refused by the store, which validates every field.
+    fn check_signature(
+        &mut self,
+        bytes: &[u8],
+        sink: &mut impl Sink,
+    ) -> Result<(), EntrySignatureError> {
+        match Entry::decode(bytes) {
+            Ok(entry) => sink.verify_entry(&self.out.trust.operator, &entry),
+            Err(_) => Ok(()),
+        }
     }
 
     /// Replays one entry from this node's own log or snapshot at boot: stored, not re-logged,
@@ -367,6 +445,8 @@ impl Node {
         self.members
             .expire(now, |id| sink.event(Event::MemberDead(id)));
         self.relays.retain(|r| r.expires > now);
+        self.out.now = now;
+        self.out.handle_tick(sink);
         self.tick_probe(now, sink);
         if now >= self.next_gossip {
             self.next_gossip = now.add_ms(GOSSIP_INTERVAL_MS);
@@ -403,6 +483,7 @@ impl Node {
         bytes: &[u8],
         sink: &mut impl Sink,
     ) {
+        self.out.now = now;
         self.out.counters.frames_in += 1;
         let frame = match Frame::new_checked(bytes) {
             Ok(f) => f,
@@ -411,20 +492,87 @@ impl Node {
         if frame.zone() != self.meta.zone {
             return self.refuse(sink, Refusal::WrongZone);
         }
-        let sender = frame.sender();
-        if sender == self.id {
+        if frame.sender() == self.id {
             return;
         }
-        let Some(body) = Body::decode(frame.body()) else {
+        if frame.kind() != Kind::Data {
+            self.out.handle_handshake(sink, from, &frame);
+            return;
+        }
+        let mut plain = [0u8; BODY_BYTES_MAX];
+        let opened = match self.out.open(sink, from, &frame, &mut plain) {
+            Ok(o) => o,
+            Err(TransportDrop::Crypto(r)) => return self.refuse(sink, Refusal::Crypto(r)),
+            Err(TransportDrop::Padding) => return self.refuse(sink, Refusal::Body),
+        };
+        let Some(body) = Body::decode(&plain[..opened.len]) else {
             return self.refuse(sink, Refusal::Body);
         };
+        self.out.counters.frames_accepted += 1;
+        let sender = opened.sender;
         if let Some(m) = self.members.get_mut(sender) {
             m.root = body.root.0;
         }
         if let Some(i) = self.join.iter().position(|&a| a == from) {
             self.join_heard[i] = true;
         }
+        if opened.revocation_block < self.out.trust.revocation_block {
+            // The peer missed a rotation: tell it (it then drops sessions it must not keep).
+            let (out, record) = (&mut self.out, &self.revocation);
+            out.send(
+                sink,
+                from,
+                self.store.root(),
+                Message::Revocation { signed: record },
+            );
+        }
         self.dispatch(now, from, sender, body.msg, sink);
+    }
+
+    /// Raises the RevocationBlock from an operator-signed record (from the API or a peer).
+    /// Returns the new height; a record at or below the current height changes nothing.
+    pub fn handle_revocation(
+        &mut self,
+        signed: &[u8],
+        sink: &mut impl Sink,
+    ) -> Result<u64, RevocationError> {
+        let height = Revocation::decode(signed)?.verify(&self.out.trust.operator)?;
+        if height > self.out.trust.revocation_block {
+            self.out.revoke_below(height);
+            self.revocation = Vec::from_slice(signed).expect("decoded records fit");
+            sink.event(Event::Revoked { height });
+        }
+        Ok(self.out.trust.revocation_block)
+    }
+
+    /// Installs a new certificate for this node's key (after a rotation).
+    pub fn install_cert(&mut self, cert: &[u8]) -> Result<(), CertError> {
+        let key = SigningKey::from_seed(self.node_seed).expect("checked at boot");
+        let creds = Credentials::new(key, cert, &self.out.trust.operator)?;
+        if creds.cert().issued_at < self.out.trust.revocation_block {
+            return Err(CertError::Revoked {
+                issued_at: creds.cert().issued_at,
+                revocation_block: self.out.trust.revocation_block,
+            });
+        }
+        if creds.node_id() != self.id || creds.cert().zone != self.meta.zone {
+            return Err(CertError::KeyMismatch);
+        }
+        self.out.install_credentials(creds);
+        Ok(())
+    }
+
+    pub fn link_count(&self) -> usize {
+        self.out.links.len()
+    }
+
+    pub fn revocation_block(&self) -> u64 {
+        self.out.trust.revocation_block
+    }
+
+    /// Refusals by the security layer, indexed by `crypto::Refusal::index()`.
+    pub fn crypto_refusals(&self) -> [u64; 7] {
+        self.out.refusals
     }
 
     fn refuse(&mut self, sink: &mut impl Sink, why: Refusal) {
@@ -434,6 +582,10 @@ impl Node {
             Refusal::WrongZone => c.refused_zone += 1,
             Refusal::Body => c.refused_body += 1,
             Refusal::Entry(_) => c.refused_entry += 1,
+            Refusal::Crypto(r) => {
+                c.refused_crypto += 1;
+                self.out.refuse(r);
+            }
         }
         sink.event(Event::Refused(why));
     }
@@ -501,6 +653,11 @@ impl Node {
             Message::Want { keys } => {
                 let keys = keys.iter().map(|d| d.0);
                 self.send_entries(sink, from, keys);
+            }
+            Message::Revocation { signed } => {
+                if let Err(e) = self.handle_revocation(signed, sink) {
+                    self.refuse(sink, Refusal::Crypto(e.refusal()));
+                }
             }
         }
     }

@@ -36,6 +36,13 @@ impl Node {
         };
         let m = self.members.get(target).expect("picked from the table");
         let addr = m.addr;
+        if !self.out.has_link(addr) {
+            // A probe without a session would be dropped and read as a failure. A dead member
+            // cannot complete the handshake, so it is never probed this way; members that had a
+            // session with it detect it.
+            self.out.ensure_handshake(sink, addr);
+            return;
+        }
         self.seq = self.seq.wrapping_add(1);
         self.probe = Some(Probe {
             target,
@@ -126,20 +133,25 @@ impl Node {
         prefer_root_differs: bool,
     ) -> Vec<PeerAddr, K> {
         let root = self.store.root();
-        let mut pool: Vec<u16, { crate::config::MEMBERS_MAX }> = Vec::new();
-        for (i, m) in self.members.list().iter().enumerate() {
-            if m.is_live() && (!prefer_root_differs || m.root != root) {
-                pool.push(i as u16).expect("pool is as large as the table");
-            }
-        }
         let mut out = Vec::new();
-        let mut n = pool.len();
-        while n > 0 && !out.is_full() {
-            let j = self.rng.below(n as u64) as usize;
-            pool.swap(j, n - 1);
-            n -= 1;
-            let m = &self.members.list()[usize::from(pool[n])];
-            out.push(m.addr).expect("checked not full");
+        // Peers with a session first: a message to any other is dropped while its handshake
+        // runs. The second pass tops up from the rest, which starts those handshakes.
+        for linked in [true, false] {
+            let mut pool: Vec<u16, { crate::config::MEMBERS_MAX }> = Vec::new();
+            for (i, m) in self.members.list().iter().enumerate() {
+                let eligible = m.is_live() && (!prefer_root_differs || m.root != root);
+                if eligible && self.out.has_link(m.addr) == linked {
+                    pool.push(i as u16).expect("pool is as large as the table");
+                }
+            }
+            let mut n = pool.len();
+            while n > 0 && !out.is_full() {
+                let j = self.rng.below(n as u64) as usize;
+                pool.swap(j, n - 1);
+                n -= 1;
+                let m = &self.members.list()[usize::from(pool[n])];
+                out.push(m.addr).expect("checked not full");
+            }
         }
         out
     }

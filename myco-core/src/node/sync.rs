@@ -59,6 +59,14 @@ impl Node {
     }
 
     pub(super) fn merge_entry(&mut self, bytes: &[u8], sink: &mut impl Sink) {
+        if self.store.contains_exact(bytes) {
+            self.out.counters.entries_stale += 1;
+            return;
+        }
+        // Only the operator's signature makes an entry: a relay can neither forge nor alter one.
+        if let Err(e) = self.check_signature(bytes, sink) {
+            return self.refuse(sink, Refusal::Crypto(e.refusal()));
+        }
         match self.store.merge(bytes) {
             Ok(Merge::Stale) => self.out.counters.entries_stale += 1,
             Ok(_) => {
@@ -234,7 +242,7 @@ fn bit(mask: &[u8; 32], b: usize) -> bool {
 /// sent. Entries beyond the budget wait for the next anti-entropy round.
 fn send_entry_frames<'s>(
     store: &Store<SERVICES_MAX, ARENA_BYTES>,
-    out: &mut Outbox,
+    out: &mut Transport,
     sink: &mut impl Sink,
     to: PeerAddr,
     slots: impl Iterator<Item = &'s Slot>,

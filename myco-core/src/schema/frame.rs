@@ -43,14 +43,22 @@ const _: () = assert!(field::COUNTER.end == HEADER_BYTES);
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Kind {
-    /// Gossip: a postcard `Message` body.
+    /// Gossip: a postcard `Message` body, sealed with the session's keys.
     Data = 1,
+    /// Handshake messages (cleartext; `crypto::handshake`). The byte equals the message's own
+    /// leading kind byte.
+    Hello = 2,
+    Reply = 3,
+    Finish = 4,
 }
 
 impl Kind {
     pub fn from_u8(b: u8) -> Option<Kind> {
         match b {
             1 => Some(Kind::Data),
+            2 => Some(Kind::Hello),
+            3 => Some(Kind::Reply),
+            4 => Some(Kind::Finish),
             _ => None,
         }
     }
@@ -93,11 +101,11 @@ impl<'a> Frame<'a> {
         if len > BODY_BYTES_MAX {
             return Err(FrameError::BodyLength);
         }
-        // Padding must be zero: a frame has exactly one encoding, so nothing can hide in it.
-        if bytes[HEADER_BYTES + len..FRAME_BYTES - TAG_BYTES]
-            .iter()
-            .any(|&b| b != 0)
-        {
+        // Padding must be zero: a frame has exactly one encoding, so nothing can hide in it. A
+        // sealed body is ciphertext, so its padding is checked after opening; a cleartext frame
+        // has no tag either.
+        let sealed = frame.kind() == Kind::Data;
+        if !sealed && bytes[HEADER_BYTES + len..].iter().any(|&b| b != 0) {
             return Err(FrameError::Padding);
         }
         Ok(frame)
@@ -109,7 +117,7 @@ impl<'a> Frame<'a> {
     pub fn zone(&self) -> u8 {
         self.bytes[field::ZONE]
     }
-    fn body_len(&self) -> usize {
+    pub fn body_len(&self) -> usize {
         usize::from(u16::from_le_bytes([self.bytes[6], self.bytes[7]]))
     }
     pub fn revocation_block(&self) -> u64 {
@@ -123,6 +131,10 @@ impl<'a> Frame<'a> {
     }
     pub fn body(&self) -> &'a [u8] {
         &self.bytes[HEADER_BYTES..HEADER_BYTES + self.body_len()]
+    }
+    /// The whole body region, padding included: what a sealed frame encrypts.
+    pub fn sealed_body(&self) -> &'a [u8] {
+        &self.bytes[HEADER_BYTES..FRAME_BYTES - TAG_BYTES]
     }
     pub fn header(&self) -> &'a [u8] {
         &self.bytes[..HEADER_BYTES]
@@ -220,7 +232,15 @@ mod tests {
         g[7] = 0xff;
         assert_eq!(Frame::new_checked(&g).err(), Some(FrameError::BodyLength));
         let mut g = f;
+        g[3] = Kind::Hello as u8;
         g[HEADER_BYTES + 10] = 1;
         assert_eq!(Frame::new_checked(&g).err(), Some(FrameError::Padding));
+        g[HEADER_BYTES + 10] = 0;
+        g[FRAME_BYTES - 1] = 1;
+        assert_eq!(
+            Frame::new_checked(&g).err(),
+            Some(FrameError::Padding),
+            "no tag on cleartext"
+        );
     }
 }

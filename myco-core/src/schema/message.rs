@@ -103,6 +103,8 @@ pub enum Message<'a> {
     },
     /// Step 4: "send me these entries".
     Want { keys: Vec<Digest, WANT_PER_FRAME> },
+    /// An operator-signed revocation, sent to a peer whose frames carry a lower RevocationBlock.
+    Revocation { signed: &'a [u8] },
 }
 
 /// A frame body: the sender's Merkle root rides on every frame, so any exchange tells a peer
@@ -206,6 +208,10 @@ mod tests {
         let big = [0xAAu8; ENTRY_BYTES_MAX];
         fits(Message::Entries {
             list: Vec::from_slice(&[&big[..]]).unwrap(),
+        });
+        let revocation = [0xAAu8; crate::config::REVOCATION_BYTES_MAX];
+        fits(Message::Revocation {
+            signed: &revocation,
         });
     }
 

@@ -1,0 +1,141 @@
+//! Everything the simulated nodes share: the network, their disks, operator acknowledgements,
+//! the trace hash, the random source handshakes draw from, and the signature memo.
+//!
+//! `World::sink(i, now)` is node `i`'s view of it: the `Sink` the core writes its effects to.
+
+use crate::disk::SimDisk;
+use crate::net::Net;
+use myco_core::config::FRAME_BYTES;
+use myco_core::crypto::{check_entry, EntrySignatureError, PublicKey};
+use myco_core::hash::{digest, DOMAIN_ENTRY};
+use myco_core::random::Prng;
+use myco_core::schema::entry::Entry;
+use myco_core::{Event, PeerAddr, Sink};
+use std::collections::{HashMap, HashSet};
+
+pub fn addr(i: usize) -> PeerAddr {
+    PeerAddr::v4([127, 77, (i >> 8) as u8, i as u8], 7946)
+}
+
+pub fn index_of(a: PeerAddr) -> Option<u16> {
+    let o = a.as_v4()?;
+    (o[0] == 127 && o[1] == 77 && a.port == 7946).then(|| u16::from_be_bytes([o[2], o[3]]))
+}
+
+pub fn mix(h: u64, x: u64) -> u64 {
+    (h ^ x).wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(29)
+}
+
+/// Operator submissions waiting for their append to be durable.
+pub struct Acks {
+    /// (node, ticket, operation index)
+    pub pending: Vec<(u16, u64, usize)>,
+    /// The node that acknowledged each operation, if one did.
+    pub acked: Vec<Option<u16>>,
+}
+
+pub struct World {
+    pub net: Net,
+    pub disks: Vec<SimDisk>,
+    pub acks: Acks,
+    pub trace: u64,
+    /// Handshake secrets: deterministic here, so runs replay; the daemon uses the OS source.
+    pub entropy: Prng,
+    /// Answers of real Ed25519 verifications of submitted entries, shared by all nodes: every
+    /// node still asks and acts on the answer, but each distinct entry costs one verification.
+    /// Only submitted entries are memoised, so the memo is bounded and allocated at boot.
+    pub memo: HashMap<u64, bool>,
+    pub submitted: HashSet<u64>,
+    /// Addresses at or above this index are not nodes (the adversary) and get nothing.
+    pub nodes: usize,
+}
+
+pub struct NodeSink<'a> {
+    world: &'a mut World,
+    from: usize,
+    now: u64,
+}
+
+impl World {
+    pub fn sink(&mut self, from: usize, now: u64) -> NodeSink<'_> {
+        NodeSink {
+            world: self,
+            from,
+            now,
+        }
+    }
+}
+
+impl Sink for NodeSink<'_> {
+    fn send(&mut self, to: PeerAddr, frame: &[u8; FRAME_BYTES]) {
+        // Frames to addresses outside the cluster (a node's stale idea of a peer) are lost.
+        let Some(to) = index_of(to).filter(|&t| usize::from(t) <= self.world.nodes) else {
+            return;
+        };
+        let w = &mut self.world;
+        w.trace = mix(
+            w.trace,
+            self.now ^ ((self.from as u64) << 32) ^ (u64::from(to) << 48),
+        );
+        w.net.send(self.now, self.from as u16, to, frame);
+    }
+
+    fn event(&mut self, event: Event) {
+        match event {
+            Event::MemberDead(id) => self.world.trace = mix(self.world.trace, id),
+            Event::Durable { ticket } => {
+                let from = self.from as u16;
+                let acks = &mut self.world.acks;
+                let acked = &mut acks.acked;
+                acks.pending.retain(|&(n, t, op)| {
+                    let done = n == from && t <= ticket;
+                    if done {
+                        acked[op] = Some(from);
+                    }
+                    !done
+                });
+            }
+            _ => {}
+        }
+    }
+
+    fn append(&mut self, entry: &[u8], ticket: u64) {
+        self.world.disks[self.from].append(entry, ticket);
+    }
+
+    fn checkpoint(&mut self) {
+        self.world.disks[self.from].checkpoint_requested = true;
+    }
+
+    fn fill_random(&mut self, buf: &mut [u8]) {
+        for chunk in buf.chunks_mut(8) {
+            let r = self.world.entropy.next_u64().to_le_bytes();
+            chunk.copy_from_slice(&r[..chunk.len()]);
+        }
+    }
+
+    fn verify_entry(
+        &mut self,
+        operator: &PublicKey,
+        entry: &Entry<'_>,
+    ) -> Result<(), EntrySignatureError> {
+        let mut whole = [0u8; myco_core::config::ENTRY_BYTES_MAX];
+        let n = entry.signed.len();
+        whole[..n].copy_from_slice(entry.signed);
+        whole[n..n + 64].copy_from_slice(entry.signature);
+        let d = digest(DOMAIN_ENTRY, &whole[..n + 64]);
+        if !self.world.submitted.contains(&d) {
+            return check_entry(operator, entry);
+        }
+        if let Some(&ok) = self.world.memo.get(&d) {
+            return if ok {
+                Ok(())
+            } else {
+                Err(EntrySignatureError::BadSignature)
+            };
+        }
+        let result = check_entry(operator, entry);
+        self.world.memo.insert(d, result.is_ok());
+        result
+    }
+}
