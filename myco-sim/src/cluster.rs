@@ -516,9 +516,10 @@ impl Cluster {
     }
 
     fn submit(&mut self, op: &Op, op_index: usize) {
-        // An operator talks to a live box: if the chosen one is down, the next live one.
+        // An operator talks to a live box it trusts: if the chosen one is down (or is the stolen
+        // box of an adversary run), the next one.
         let n = self.nodes.len();
-        let Some(i) = (0..n).map(|k| (op.node + k) % n).find(|&i| self.up[i]) else {
+        let Some(i) = (0..n).map(|k| (op.node + k) % n).find(|&i| self.judged(i)) else {
             return;
         };
         self.world.trace = mix(self.world.trace, op.at_ms ^ i as u64);

@@ -30,12 +30,14 @@ pub fn command(mut args: Arguments) -> Result<u8, String> {
         runs += 1;
         match &r.failure {
             None => println!(
-                "seed {seed}: ok ({} nodes, {} services, loss {:.0}%, crashes {}, partition {}) {} rounds, {wall_ms} ms",
+                "seed {seed}: ok ({} nodes, {} services, loss {:.0}%, crashes {}, partition {}, adversary {}, rotate {}) {} rounds, {wall_ms} ms",
                 s.nodes,
                 s.services,
                 s.loss_ppm as f64 / 1e4,
                 s.crashes,
                 s.partitions,
+                s.adversary,
+                s.rotate,
                 r.rounds
             ),
             Some(f) => {

@@ -51,7 +51,7 @@ impl Scenario {
             latency_ms_max: 20,
             partitions: false,
             crashes: 0,
-            time_ms_max: 900_000,
+            time_ms_max: 300_000,
             ops_window_ms: OPS_WINDOW_MS,
             wal_checkpoint_bytes: WAL_CHECKPOINT_BYTES,
             adversary: false,
@@ -79,7 +79,7 @@ impl Scenario {
             } else {
                 0
             },
-            time_ms_max: 900_000,
+            time_ms_max: 300_000,
             ops_window_ms: OPS_WINDOW_MS,
             wal_checkpoint_bytes: if r.chance(1, 2) {
                 4096 + r.below(60_000)
