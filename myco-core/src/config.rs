@@ -17,8 +17,8 @@ pub const BODY_BYTES_MAX: usize = FRAME_BYTES - HEADER_BYTES - TAG_BYTES;
 /// An encoded signed entry (entry body followed by its 64-byte signature).
 pub const ENTRY_BYTES_MAX: usize = 900;
 pub const SIGNATURE_BYTES: usize = 64;
-/// Worst-case bytes a message adds around one entry: enum tag (1), root digest varint (10),
-/// list length (1), entry length prefix (2).
+/// Worst-case bytes a message adds around one entry: root digest (8), enum tag (1), list length
+/// (1), entry length prefix (2), with room to spare.
 pub const ENTRY_ENVELOPE_BYTES_MAX: usize = 14;
 
 /// Desired-state table: services plus tombstones. The gauntlet's 1000 services fit.
@@ -71,10 +71,9 @@ pub const SYNC_KEYS_PER_FRAME: usize = 56;
 pub const SYNC_GROUPS_PER_FRAME: usize = 6;
 /// Key hashes requested in one frame.
 pub const WANT_PER_FRAME: usize = 100;
-/// Frames one anti-entropy step may send; the next round continues where this one stopped.
+/// Frames one anti-entropy step may send. There is no cursor: the next exchange compares all
+/// buckets again, and those repaired meanwhile drop out.
 pub const SYNC_FRAMES_PER_STEP: usize = 8;
-/// Differing buckets walked per anti-entropy step.
-pub const SYNC_BUCKETS_PER_STEP: usize = 32;
 
 /// A gossip round: rumors are pushed and one anti-entropy exchange starts.
 pub const GOSSIP_INTERVAL_MS: u64 = 200;

@@ -37,7 +37,7 @@ pub mod kdf;
 pub mod keys;
 pub mod revocation;
 pub mod session;
-mod signed;
+pub(crate) mod signed;
 
 pub use cert::{Cert, CertBody, CertError};
 pub use entry::{check_entry, sign_entry_body, verify_entry, EntrySignatureError};

@@ -132,7 +132,7 @@ impl Members {
     /// Applies one update learned from `reporter` at `now`.
     pub fn apply(&mut self, now: Instant, u: &MemberUpdate, reporter: u64) -> Applied {
         let Some(m) = self.list.iter_mut().find(|m| m.id == u.id) else {
-            return self.insert(now, u);
+            return self.insert(now, u, reporter);
         };
         let wins = match (u.state, m.state) {
             (MemberState::Alive, _) => u.incarnation > m.incarnation,
@@ -156,7 +156,9 @@ impl Members {
         }
         m.incarnation = u.incarnation;
         m.meta = u.meta;
-        if u.state == MemberState::Alive {
+        // A node refuting a rumor does not know its own address; second-hand records of it carry
+        // none, and must not erase the one this node knows.
+        if u.state == MemberState::Alive && u.addr != PeerAddr::default() {
             m.addr = u.addr;
         }
         let changed = m.state != u.state;
@@ -175,9 +177,10 @@ impl Members {
         }
     }
 
-    fn insert(&mut self, now: Instant, u: &MemberUpdate) -> Applied {
-        // A death notice about a member we never knew adds nothing worth a table slot.
-        if u.state == MemberState::Dead {
+    fn insert(&mut self, now: Instant, u: &MemberUpdate, reporter: u64) -> Applied {
+        // A death notice about a member we never knew adds nothing worth a table slot, and a
+        // record without an address cannot be reached; its owner's own frames bring it.
+        if u.state == MemberState::Dead || u.addr == PeerAddr::default() {
             return Applied::Ignored;
         }
         if self.list.is_full() {
@@ -196,7 +199,12 @@ impl Members {
             meta: u.meta,
             changed_at: now,
             root: 0,
-            suspicion: None,
+            // A member first heard of as suspect gets its timer too, or it would stay suspect
+            // (and live for placement) forever.
+            suspicion: (u.state == MemberState::Suspect).then(|| Suspicion {
+                since: now,
+                reporters: Vec::from_slice(&[reporter]).expect("capacity >= 1"),
+            }),
         };
         self.list.push(member).expect("room made above");
         self.enqueue(*u);
@@ -348,6 +356,17 @@ mod tests {
             Applied::Ignored
         );
         assert!(ms.get(7).is_none());
+    }
+
+    /// Regression (fuzz): a member first heard of as suspect still expires to dead.
+    #[test]
+    fn member_first_heard_as_suspect_expires() {
+        let mut ms = Members::new();
+        ms.apply(Instant(0), &up(1, 0, MemberState::Suspect), 9);
+        let mut dead = 0;
+        let max = ms.suspicion_min_ms() * SUSPICION_MAX_FACTOR;
+        ms.expire(Instant(max), |_| dead += 1);
+        assert_eq!(dead, 1);
     }
 
     /// Confirmations from distinct members shorten a suspicion; it then expires to dead, and the

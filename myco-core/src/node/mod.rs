@@ -500,7 +500,8 @@ impl Node {
             return;
         }
         let mut plain = [0u8; BODY_BYTES_MAX];
-        let opened = match self.out.open(sink, from, &frame, &mut plain) {
+        let known = self.join.contains(&from) || self.members.list().iter().any(|m| m.addr == from);
+        let opened = match self.out.open(sink, from, known, &frame, &mut plain) {
             Ok(o) => o,
             Err(TransportDrop::Crypto(r)) => return self.refuse(sink, Refusal::Crypto(r)),
             Err(TransportDrop::Padding) => return self.refuse(sink, Refusal::Body),

@@ -188,6 +188,11 @@ impl Node {
             ..*me
         };
         let joined = self.apply_member(now, &me, sender, sink) == Applied::Joined;
+        // The session authenticated the sender, so where its frame came from is where it is,
+        // even when its record did not win (same incarnation).
+        if let Some(m) = self.members.get_mut(sender) {
+            m.addr = from;
+        }
         for u in updates {
             self.apply_member(now, u, sender, sink);
         }

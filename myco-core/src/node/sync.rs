@@ -4,7 +4,8 @@
 //! with anyone): all bucket digests go out in three frames, the peer answers differing buckets
 //! with its keys (or the entries themselves where ours are empty), and each side then pushes
 //! what the other lacks and asks for what it lacks itself. Every step is bounded by
-//! `SYNC_FRAMES_PER_STEP`; the next round continues where this one stopped.
+//! `SYNC_FRAMES_PER_STEP`; there is no cursor: the next exchange compares all buckets again and
+//! those repaired meanwhile drop out.
 
 use super::*;
 

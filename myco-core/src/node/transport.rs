@@ -201,6 +201,11 @@ impl Transport {
         if self.pending.iter().any(|p| p.addr == to) {
             return;
         }
+        // Check room before any cryptography, so a flood costs nothing but this test.
+        if self.pending.is_full() {
+            self.counters.handshakes_deferred += 1;
+            return;
+        }
         let (eph, challenge) = fresh(sink);
         let Ok((initiator, hello)) = Initiator::new(&self.creds, &self.trust, eph, challenge)
         else {
@@ -290,6 +295,13 @@ impl Transport {
             self.send_handshake(sink, from, &reply, Kind::Reply);
             return Ok(None);
         }
+        let now = self.now;
+        self.pending
+            .retain(|p| now.since_ms(p.started) < HANDSHAKE_TIMEOUT_MS);
+        if self.pending.is_full() && !self.pending.iter().any(|p| p.addr == from) {
+            self.counters.handshakes_deferred += 1;
+            return Ok(None);
+        }
         let (eph, challenge) = fresh(sink);
         let (responder, reply) =
             match Responder::handle_hello(hello, &self.creds, &self.trust, eph, challenge) {
@@ -376,17 +388,22 @@ impl Transport {
 
     /// Opens a sealed frame in place into `plain` (the body region). On success returns who sent
     /// it; on failure nothing changed and the frame is refused.
+    /// `known`: `from` is a member's or a join address. Only then does a frame this node cannot
+    /// open start a handshake, so spoofed junk from arbitrary addresses costs no handshakes.
     pub fn open(
         &mut self,
         sink: &mut impl Sink,
         from: PeerAddr,
+        known: bool,
         frame: &Frame<'_>,
         plain: &mut [u8; BODY_BYTES_MAX],
     ) -> Result<Opened, Drop> {
         let sender = frame.sender();
         let Some(i) = self.links.iter().position(|l| l.peer == sender) else {
             // The peer believes it has a session: this node restarted or evicted it.
-            self.ensure_handshake(sink, from);
+            if known {
+                self.ensure_handshake(sink, from);
+            }
             return Err(Drop::Crypto(CryptoRefusal::UnknownKey));
         };
         let header: &[u8; HEADER_BYTES] = frame.header().try_into().expect("header length");
@@ -398,7 +415,7 @@ impl Transport {
             .open_in_place(frame.counter(), header, plain, tag)
         {
             let refusal = e.refusal().unwrap_or(CryptoRefusal::BadMac);
-            if refusal == CryptoRefusal::BadMac {
+            if refusal == CryptoRefusal::BadMac && known {
                 // Either tampering, or the peer holds keys from a handshake whose Finish this
                 // node never saw. A new handshake settles the second; against the first it costs
                 // at most one handshake per address per timeout.

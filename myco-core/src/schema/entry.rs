@@ -10,6 +10,7 @@ use crate::config::{
     ARGS_MAX, ENTRY_BYTES_MAX, ENV_MAX, NAME_BYTES_MAX, PORTS_MAX, PRE_ARGS_MAX, PRE_MAX,
     REPLICAS_MAX, SIGNATURE_BYTES,
 };
+use crate::crypto::signed::decode_exact;
 use core::cmp::Ordering;
 use heapless::Vec;
 use serde::{Deserialize, Serialize};
@@ -148,12 +149,10 @@ impl<'a> Entry<'a> {
             .checked_sub(SIGNATURE_BYTES)
             .ok_or(EntryError::Truncated)?;
         let (signed, signature) = bytes.split_at(split);
-        let (body, rest) = postcard::take_from_bytes::<EntryBody<'a>>(signed)
-            .map_err(|_| EntryError::Malformed)?;
-        // One encoding per entry: trailing bytes would let two encodings share a meaning.
-        if !rest.is_empty() {
-            return Err(EntryError::Malformed);
-        }
+        // One encoding per entry: trailing bytes and overlong varints (which postcard alone
+        // accepts) would let two byte strings, with two digests, share a meaning.
+        let body = decode_exact::<EntryBody<'a>, { ENTRY_BYTES_MAX - SIGNATURE_BYTES }>(signed)
+            .ok_or(EntryError::Malformed)?;
         validate(&body)?;
         let signature = signature.try_into().map_err(|_| EntryError::Truncated)?;
         Ok(Entry {
@@ -383,6 +382,17 @@ mod tests {
         let mut padded = [0u8; 200];
         padded[..n - 64].copy_from_slice(&buf[..n - 64]);
         assert!(Entry::decode(&padded[..n + 1]).is_err());
+    }
+
+    /// Regression (fuzz): an overlong varint (clock 0 written as `80 00`) is refused, so an entry
+    /// has exactly one encoding and one digest.
+    #[test]
+    fn refuses_overlong_varints() {
+        let mut bytes = [0u8; 6 + 64];
+        bytes[..6].copy_from_slice(&[1, b'a', 0x80, 0x00, 0x00, 0x00]);
+        assert_eq!(Entry::decode(&bytes).err(), Some(EntryError::Malformed));
+        bytes[..5].copy_from_slice(&[1, b'a', 0x00, 0x00, 0x00]);
+        assert!(Entry::decode(&bytes[..5 + 64]).is_ok());
     }
 
     #[test]

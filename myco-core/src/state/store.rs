@@ -11,9 +11,10 @@
 //!
 //! Tombstone eviction rule: a tombstone is dropped once its clock is more than
 //! `TOMBSTONE_RETENTION_MS` older than the newest clock this store has seen, and a tombstone that
-//! old is refused on arrival. When the index is full, the oldest tombstone is evicted to make room
-//! for a live entry. A node partitioned for longer than the retention must be reset, or it may
-//! resurrect a deleted service; `docs/algorithm.md` explains why this is the price of bounded memory.
+//! old is refused on arrival. A full index refuses new keys (`Full`); it never evicts a tombstone
+//! to make room, because forgetting a delete early would let a late copy of the deleted service
+//! come back. A node partitioned for longer than the retention must be reset, or it may resurrect
+//! a deleted service; `docs/algorithm.md` explains why this is the price of bounded memory.
 
 use crate::config::{BUCKETS, TOMBSTONE_RETENTION_MS};
 use crate::hash::{digest, DOMAIN_ENTRY, DOMAIN_KEY, DOMAIN_STATE};
@@ -53,7 +54,7 @@ pub enum Merge {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StoreError {
     Entry(EntryError),
-    /// The index is full and holds no tombstone to evict.
+    /// The index is full; tombstones keep their slots until the retention window passes.
     Full,
     /// The arena cannot hold the entry even after compaction.
     ArenaFull,
@@ -68,7 +69,7 @@ impl StoreError {
         match self {
             StoreError::Entry(e) => e.message(),
             StoreError::Full => {
-                "desired-state table is full: delete services or raise SERVICES_MAX"
+                "desired-state table is full (deletes keep their slot for the retention window): raise SERVICES_MAX"
             }
             StoreError::ArenaFull => {
                 "entry arena is full: shrink service specs or raise ARENA_BYTES"
@@ -255,8 +256,7 @@ impl<const N: usize, const A: usize> Store<N, A> {
         if self.arena_live + bytes.len() > A {
             return Err(StoreError::ArenaFull);
         }
-        // Only a live entry may push out a tombstone; a tombstone for an absent key adds nothing.
-        if self.index.is_full() && (new.tombstone || !self.evict_oldest_tombstone()) {
+        if self.index.is_full() {
             return Err(StoreError::Full);
         }
         let offset = self
@@ -279,20 +279,6 @@ impl<const N: usize, const A: usize> Store<N, A> {
         let s = self.index.remove(i);
         self.arena_live -= usize::from(s.len);
         self.xor_digest(s.key_hash, s.digest);
-    }
-
-    /// Evicts the tombstone with the lowest version; false if there is none.
-    fn evict_oldest_tombstone(&mut self) -> bool {
-        let oldest = (0..self.index.len())
-            .filter(|&i| self.index[i].tombstone)
-            .min_by_key(|&i| self.index[i].order());
-        match oldest {
-            Some(i) => {
-                self.remove_at(i);
-                true
-            }
-            None => false,
-        }
     }
 
     fn note_clock(&mut self, clock: u64, tombstone: bool) {
@@ -433,10 +419,10 @@ mod tests {
         assert_eq!(x.state_hash(), before);
     }
 
-    /// A full table refuses live entries with an error, evicts the oldest tombstone for one, and
-    /// never changes on refusal.
+    /// A full table refuses new keys with an error and changes nothing; a delete replaces its
+    /// service in place and keeps the slot, so a late copy of the deleted service stays stale.
     #[test]
-    fn full_table_refuses_or_evicts_tombstone() {
+    fn full_table_refuses_and_keeps_tombstones() {
         let mut b = [0u8; ENTRY_BYTES_MAX];
         let mut s = Small::new();
         for (i, n) in ["a", "b", "c", "d"].iter().enumerate() {
@@ -450,8 +436,10 @@ mod tests {
         let len = entry("b", 10, true, &mut b);
         assert_eq!(s.merge(&b[..len]), Ok(Merge::Replaced));
         let len = entry("e", 11, false, &mut b);
-        assert_eq!(s.merge(&b[..len]), Ok(Merge::Inserted));
-        assert!(s.get_by_name("b").is_none());
+        assert_eq!(s.merge(&b[..len]), Err(StoreError::Full));
+        let len = entry("b", 2, false, &mut b);
+        assert_eq!(s.merge(&b[..len]), Ok(Merge::Stale));
+        assert!(s.get_by_name("b").unwrap().body.is_tombstone());
         assert!(s.check_digests());
     }
 
