@@ -37,6 +37,9 @@ use crate::wal::checkpoint_due;
 use heapless::Vec;
 use transport::{Drop as TransportDrop, Transport};
 
+/// Sessions a node keeps open proactively; beyond these, sessions open on demand.
+const SESSIONS_WARM: usize = 16;
+
 /// Rounds of unconditional anti-entropy after recovering from a truncated log.
 const FULL_SYNC_ROUNDS: u8 = 3;
 
@@ -441,12 +444,33 @@ impl Node {
         ticket
     }
 
+    /// Keeps at least `SESSIONS_WARM` sessions open, one new handshake per tick, so rumors
+    /// always have sealed paths to enough random peers instead of waiting for handshakes.
+    fn warm_sessions(&mut self, sink: &mut impl Sink) {
+        if self.out.links.len() >= SESSIONS_WARM {
+            return;
+        }
+        let cold = self
+            .members
+            .list()
+            .iter()
+            .filter(|m| m.is_live() && !self.out.has_link(m.addr));
+        let count = cold.clone().count();
+        if count == 0 {
+            return;
+        }
+        let nth = self.rng.below(count as u64) as usize;
+        let addr = cold.clone().nth(nth).expect("counted").addr;
+        self.out.ensure_handshake(sink, addr);
+    }
+
     pub fn handle_tick(&mut self, now: Instant, sink: &mut impl Sink) {
         self.members
             .expire(now, |id| sink.event(Event::MemberDead(id)));
         self.relays.retain(|r| r.expires > now);
         self.out.now = now;
         self.out.handle_tick(sink);
+        self.warm_sessions(sink);
         self.tick_probe(now, sink);
         if now >= self.next_gossip {
             self.next_gossip = now.add_ms(GOSSIP_INTERVAL_MS);
@@ -496,7 +520,25 @@ impl Node {
             return;
         }
         if frame.kind() != Kind::Data {
-            self.out.handle_handshake(sink, from, &frame);
+            if let Some(peer) = self.out.handle_handshake(sink, from, &frame) {
+                // A completed handshake proves the peer's identity and certificate: it is a
+                // member, at its lowest incarnation until its own frames say more.
+                let c = peer.cert;
+                let meta = MemberMeta {
+                    arch: c.arch,
+                    zone: c.zone,
+                    gpu: c.gpu,
+                };
+                let state = MemberState::Alive;
+                let u = MemberUpdate {
+                    id: peer.node_id,
+                    incarnation: 0,
+                    state,
+                    addr: from,
+                    meta,
+                };
+                self.apply_member(now, &u, peer.node_id, sink);
+            }
             return;
         }
         let mut plain = [0u8; BODY_BYTES_MAX];

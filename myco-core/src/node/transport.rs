@@ -19,7 +19,9 @@ use crate::config::{
     BODY_BYTES_MAX, FRAME_BYTES, HANDSHAKES_MAX, HANDSHAKE_RESEND_MS, HANDSHAKE_TIMEOUT_MS,
     HEADER_BYTES, SESSIONS_MAX, TAG_BYTES,
 };
-use crate::crypto::handshake::{Credentials, Handshake, HandshakeMsg, MsgKind, Responder, Trust};
+use crate::crypto::handshake::{
+    Credentials, Handshake, HandshakeMsg, MsgKind, Peer, Responder, Trust,
+};
 use crate::crypto::{Initiator, Refusal as CryptoRefusal, Session};
 use crate::hash::digest;
 use crate::schema::addr::PeerAddr;
@@ -262,7 +264,7 @@ impl Transport {
         sink: &mut impl Sink,
         from: PeerAddr,
         frame: &Frame<'_>,
-    ) -> Option<u64> {
+    ) -> Option<Peer> {
         let msg = frame.body();
         let result = match frame.kind() {
             Kind::Hello => self.handle_hello(sink, from, msg),
@@ -282,7 +284,7 @@ impl Transport {
         sink: &mut impl Sink,
         from: PeerAddr,
         hello: &[u8],
-    ) -> Result<Option<u64>, CryptoRefusal> {
+    ) -> Result<Option<Peer>, CryptoRefusal> {
         let hello_digest = digest(DOMAIN_HELLO, hello);
         let repeat = self.pending.iter().find(|p| {
             p.addr == from
@@ -327,7 +329,7 @@ impl Transport {
         sink: &mut impl Sink,
         from: PeerAddr,
         msg: &[u8],
-    ) -> Result<Option<u64>, CryptoRefusal> {
+    ) -> Result<Option<Peer>, CryptoRefusal> {
         let Some(i) = self.pending.iter().position(|p| p.addr == from) else {
             // A Reply or Finish nobody asked for: a replay, or a Finish repeated after success.
             return if MsgKind::of(msg) == Some(MsgKind::Finish) {
@@ -364,7 +366,7 @@ impl Transport {
             }
         }
         self.counters.handshakes_completed += 1;
-        Ok(Some(peer.node_id))
+        Ok(Some(peer))
     }
 
     fn install(&mut self, addr: PeerAddr, peer: u64, issued_at: u64, session: Session) {
