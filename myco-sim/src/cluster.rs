@@ -439,6 +439,11 @@ impl Cluster {
         self.finish(&mut report, first_op, &reference)
     }
 
+    /// Bytes all disks have been written, snapshots included.
+    pub fn disk_written_bytes(&self) -> u64 {
+        self.world.disks.iter().map(|d| d.written_bytes).sum()
+    }
+
     /// Runs `ms` more with no operations and no faults; returns frames sent per node per round.
     pub fn frames_at_rest(&mut self, ms: u64) -> f64 {
         let before: u64 = self.nodes.iter().map(|n| n.counters().frames_out).sum();
@@ -732,14 +737,21 @@ mod tests {
         assert_eq!(r.failure, None, "{}", s.command());
     }
 
-    /// A converged cluster sends only probes, acks and the periodic membership page: about one
-    /// frame per node per round, and no anti-entropy.
+    /// A converged cluster sends only probes, acks and the periodic membership page (about one
+    /// frame per node per round, no anti-entropy) and writes nothing to disk.
     #[test]
     fn cluster_at_rest_stays_quiet() {
         let mut c = Cluster::new(&Scenario::standard(3, 20, 50, 0.0));
         assert_eq!(c.run().failure, None);
+        let written = c.disk_written_bytes();
+        assert!(written > 0, "the deploys were logged");
         let frames = c.frames_at_rest(20_000);
         assert!(frames < 1.5, "{frames} frames per node per round at rest");
+        assert_eq!(
+            c.disk_written_bytes(),
+            written,
+            "a cluster at rest writes nothing"
+        );
     }
 
     /// Nodes crashed during the safety phase restart from their disks and resync: the cluster

@@ -23,6 +23,8 @@ pub struct SimDisk {
     /// Ticket of the newest pending append.
     pending_ticket: Option<u64>,
     pub checkpoint_requested: bool,
+    /// Bytes ever written (appends and snapshots): a cluster at rest must add none.
+    pub written_bytes: u64,
 }
 
 /// What recovery found.
@@ -39,6 +41,7 @@ impl SimDisk {
             pending: Vec::with_capacity(LOG_BYTES_MAX),
             pending_ticket: None,
             checkpoint_requested: false,
+            written_bytes: 0,
         }
     }
 
@@ -47,6 +50,7 @@ impl SimDisk {
         let n = encode_record(RecordKind::Entry, entry, &mut record).expect("entries fit a record");
         self.pending.extend_from_slice(&record[..n]);
         self.pending_ticket = Some(ticket);
+        self.written_bytes += n as u64;
     }
 
     /// Completes pending appends; returns the newest durable ticket.
@@ -74,6 +78,7 @@ impl SimDisk {
         };
         let n = encode_checkpoint_end(&end, &mut record).expect("fits");
         self.snapshot.extend_from_slice(&record[..n]);
+        self.written_bytes += self.snapshot.len() as u64;
         self.log.clear();
         self.pending.clear();
         self.checkpoint_requested = false;
