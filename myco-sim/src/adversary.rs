@@ -1,6 +1,6 @@
 //! The attacker on the network (`--adversary`): an outsider at its own address, and a stolen box.
 //!
-//! The outsider taps frames that were delivered and later replays them, flips bits in them,
+//! The outsider taps frames that nodes took and later replays them, flips bits in them,
 //! sends handshakes with a self-signed certificate, with a revoked one and with one for a foreign
 //! zone, sends frames for a foreign zone, and sends garbage. None of it may be accepted: no sealed
 //! frame may open and no handshake may complete with it.
@@ -83,7 +83,7 @@ impl Adversary {
         }
     }
 
-    /// Records a frame that was delivered, so a replay is always a duplicate.
+    /// Records a frame a node took, so a replay is always a duplicate.
     pub fn tap(&mut self, frame: &[u8; FRAME_BYTES]) {
         if self.rng.chance(1, 8) {
             let slot = self.taped % TAPE_FRAMES;

@@ -20,6 +20,7 @@ use myco_core::node::Counters;
 use myco_core::node::{Storage, Submitted};
 use myco_core::random::Prng;
 use myco_core::schema::entry::Entry;
+use myco_core::schema::frame::Kind;
 use myco_core::state::store::Store;
 use myco_core::{Instant, Node, NodeConfig};
 use std::collections::{HashMap, HashSet};
@@ -193,7 +194,9 @@ impl Cluster {
                 if let Some(a) = &mut self.adversary {
                     if from == attacker {
                         a.frames_accepted += u64::from(accepted);
-                    } else {
+                    } else if accepted || frame[3] != Kind::Data as u8 {
+                        // Only frames the node took: a sealed frame it could not open yet (it
+                        // raced its handshake's Finish) is a late delivery, not a replay.
                         a.tap(&frame);
                     }
                 }
@@ -813,5 +816,23 @@ mod tests {
         assert_eq!(r.revocation_block, 1);
         assert_eq!(r.acknowledged_deploys_lost, 0);
         assert!(r.refusals[myco_core::crypto::Refusal::RevokedKey.index()] > 0);
+    }
+
+    /// Regression (gauntlet seed 40040): a sealed frame that raced its handshake's Finish was
+    /// refused, taped, and its later "replay" opened. The tape now holds only frames a node took,
+    /// so every replay is a true duplicate and must be refused.
+    #[test]
+    fn replays_of_taken_frames_are_refused() {
+        let mut s = Scenario::standard(40040, 18, 314, 0.367_549);
+        s.updates = 39;
+        s.deletes = 55;
+        s.duplicate_ppm = 60_912;
+        s.latency_ms_max = 67;
+        s.crashes = 2;
+        s.wal_checkpoint_bytes = 64_027;
+        s.adversary = true;
+        let r = run(&s);
+        assert_eq!(r.failure, None, "{}", s.command());
+        assert_eq!(r.adversary_frames_accepted, 0);
     }
 }
