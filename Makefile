@@ -25,11 +25,11 @@ SIM := cargo run --profile sim -p myco-sim --
 ci: fmt-check lint nostd test gauntlet-short size fuzz-build
 
 # nextest runs test binaries in parallel and reports better; plain cargo test is the fallback for
-# machines without it. nextest skips doctests, so they run separately.
+# machines without it. The crates have no doctests (nextest skips those); examples are checked by
+# `lint`, which builds all targets.
 test:
 	if cargo nextest --version >/dev/null 2>&1; then \
-		cargo nextest run --workspace --no-tests=warn; \
-		cargo test --workspace --doc; \
+		cargo nextest run --workspace; \
 	else \
 		cargo test --workspace; \
 	fi
