@@ -23,6 +23,7 @@ pub fn command(mut args: Arguments) -> Result<u8, String> {
         return Err(format!("unexpected arguments: {rest:?}"));
     }
     let deadline = WallClock::now() + Duration::from_secs(seconds);
+    println!("gauntlet: {seconds} s from seed {seed}");
     let (mut runs, mut failures, mut worst) = (0u64, 0u64, 0u8);
     while WallClock::now() < deadline {
         let s = Scenario::swarm(seed);
