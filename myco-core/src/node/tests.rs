@@ -205,3 +205,146 @@ fn forged_and_altered_entries_are_refused() {
     assert!(n.store().is_empty());
     assert!(sink.appended.is_empty());
 }
+
+/// Frames in flight between two test nodes.
+#[derive(Default)]
+struct Wire {
+    frames: HVec<(PeerAddr, [u8; FRAME_BYTES]), 64>,
+    appended: usize,
+}
+
+impl Sink for Wire {
+    fn send(&mut self, to: PeerAddr, frame: &[u8; FRAME_BYTES]) {
+        let _ = self.frames.push((to, *frame));
+    }
+    fn event(&mut self, _: Event) {}
+    fn append(&mut self, _: &[u8], _: u64) {
+        self.appended += 1;
+    }
+    fn checkpoint(&mut self) {}
+    fn fill_random(&mut self, buf: &mut [u8]) {
+        for (i, b) in buf.iter_mut().enumerate() {
+            *b = (i as u8)
+                .wrapping_mul(31)
+                .wrapping_add(self.frames.len() as u8)
+                | 1;
+        }
+    }
+}
+
+fn node_with(seed: u8, join: &[PeerAddr]) -> Node {
+    let op = operator();
+    let body = CertBody {
+        issuer: op.public_key().key_id(),
+        node_pk: SigningKey::from_seed([seed; 32]).unwrap().public_key().0,
+        zone: 0,
+        arch: Arch::X86_64,
+        gpu: false,
+        issued_at: 0,
+    };
+    let mut cert = [0u8; CERT_BYTES_MAX];
+    let n = issue_cert(&op, &body, &mut cert);
+    let config = NodeConfig {
+        node_seed: [seed; 32],
+        cert: &cert[..n],
+        operator: op.public_key(),
+        revocation_block: 0,
+        seed: u64::from(seed),
+        join,
+        wal_checkpoint_bytes: WAL_CHECKPOINT_BYTES,
+    };
+    Node::new(&config, Instant(0)).unwrap()
+}
+
+/// Two nodes on a perfect wire: runs `ms` of ticks from `start`, delivering every frame.
+fn run_pair(a: &mut Node, b: &mut Node, ms: u64, start: u64) {
+    let (addr_a, addr_b) = (
+        PeerAddr::v4([127, 0, 0, 1], 1),
+        PeerAddr::v4([127, 0, 0, 2], 1),
+    );
+    for t in (start..start + ms).step_by(10) {
+        let now = Instant(t);
+        let mut wire = Wire::default();
+        a.handle_tick(now, &mut wire);
+        b.handle_tick(now, &mut wire);
+        while let Some((to, frame)) = wire.frames.pop() {
+            let mut next = Wire::default();
+            if to == addr_b {
+                b.handle_datagram(now, addr_a, &frame, &mut next);
+            } else {
+                a.handle_datagram(now, addr_b, &frame, &mut next);
+            }
+            for f in next.frames {
+                wire.frames.push(f).unwrap();
+            }
+        }
+    }
+}
+
+/// With real sessions between two nodes: a fresh sealed frame with a bit flipped in its header,
+/// body or tag is refused by its MAC; the genuine frame is accepted once and refused as a replay
+/// after; a frame for a foreign zone is refused. Only the genuine frame changes state.
+#[test]
+fn tampered_replayed_and_foreign_frames_change_nothing() {
+    let (addr_a, addr_b) = (
+        PeerAddr::v4([127, 0, 0, 1], 1),
+        PeerAddr::v4([127, 0, 0, 2], 1),
+    );
+    let mut a = node_with(1, &[addr_b]);
+    let mut b = node_with(2, &[addr_a]);
+    run_pair(&mut a, &mut b, 3_000, 0);
+    assert!(
+        a.link_count() == 1 && b.link_count() == 1,
+        "the handshake completed"
+    );
+    let mut e = [0u8; 128];
+    let len = tombstone("web", 5, &mut e);
+    a.submit(Instant(3_000), &e[..len], &mut Wire::default())
+        .unwrap();
+    // Tick A alone for a second: its frames to B are fresh, B has seen none of them.
+    let mut wire = Wire::default();
+    for t in (3_000..4_000).step_by(10) {
+        a.handle_tick(Instant(t), &mut wire);
+    }
+    let to_b = wire
+        .frames
+        .iter()
+        .filter(|(to, f)| *to == addr_b && f[3] == Kind::Data as u8);
+    let sealed: HVec<[u8; FRAME_BYTES], 64> = to_b.map(|(_, f)| *f).collect();
+    let frame = sealed[0];
+    let t = 4_000;
+    let refused = |n: &Node, r: CryptoRefusal| n.crypto_refusals()[r.index()];
+    let (mac, replay) = (
+        refused(&b, CryptoRefusal::BadMac),
+        refused(&b, CryptoRefusal::Replay),
+    );
+    let before = b.state_hash();
+    let now = Instant(t);
+    for byte in [10, 30, 40, 500, 1020] {
+        let mut f = frame;
+        f[byte] ^= 1;
+        b.handle_datagram(now, addr_a, &f, &mut Wire::default());
+    }
+    let mut foreign = frame;
+    foreign[4] = 3;
+    b.handle_datagram(now, addr_a, &foreign, &mut Wire::default());
+    assert_eq!(
+        b.state_hash(),
+        before,
+        "nothing forged or foreign changed B"
+    );
+    assert_eq!(refused(&b, CryptoRefusal::BadMac), mac + 5);
+    assert_eq!(b.counters().refused_zone, 1);
+    for f in &sealed {
+        b.handle_datagram(now, addr_a, f, &mut Wire::default());
+    }
+    assert_eq!(
+        b.state_hash(),
+        a.state_hash(),
+        "the genuine frames carried the deploy"
+    );
+    let after = b.state_hash();
+    b.handle_datagram(now, addr_a, &frame, &mut Wire::default());
+    assert_eq!(refused(&b, CryptoRefusal::Replay), replay + 1);
+    assert_eq!(b.state_hash(), after);
+}
