@@ -1,0 +1,273 @@
+//! Reading and checking the command line: the error type that picks the exit code, flag values,
+//! and the parsers for hex keys, zones, heights and arch names.
+//!
+//! Every flag is taken out of the argument list before any is checked, so an unknown or misspelt
+//! flag is reported as such rather than as the required flag it was meant to be.
+
+use myco_core::schema::entry::Arch;
+use pico_args::Arguments;
+use std::convert::Infallible;
+use std::ffi::OsString;
+use std::fmt;
+use std::path::PathBuf;
+
+/// A bad command line exits with 2, as in grep, bash builtins and clap, so that scripts can tell a
+/// usage mistake from a failure (1).
+pub const EXIT_USAGE: u8 = 2;
+pub const EXIT_FAILED: u8 = 1;
+
+/// Why a command stopped. The message reads "what happened; what to do" and is printed after
+/// `myco: ` on stderr. Nothing is written to disk before a usage error is found.
+#[derive(Debug)]
+pub enum Error {
+    /// The command line itself is wrong (unknown flag, missing or bad value): exit 2.
+    Usage(String),
+    /// The command line was fine but the work failed (I/O, a file in the way, a bad key file):
+    /// exit 1.
+    Failed(String),
+}
+
+impl Error {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Usage(_) => EXIT_USAGE,
+            Error::Failed(_) => EXIT_FAILED,
+        }
+    }
+
+    pub fn message(&self) -> &str {
+        match self {
+            Error::Usage(m) | Error::Failed(m) => m,
+        }
+    }
+}
+
+/// One command's flags. Take every flag out, then `finish`, then check the values: that order
+/// reports a misspelt flag as unknown rather than the flag it was meant to be as missing.
+pub struct Flags {
+    args: Arguments,
+    command: &'static str,
+}
+
+impl Flags {
+    pub fn new(args: Arguments, command: &'static str) -> Flags {
+        Flags { args, command }
+    }
+
+    /// The string value of `flag`, if given.
+    pub fn string(&mut self, flag: &'static str) -> Result<Option<String>, Error> {
+        let value = self.os_string(flag)?;
+        let utf8 = |v: OsString| {
+            v.into_string()
+                .map_err(|_| Error::Usage(format!("{flag} is not valid UTF-8; pass plain text")))
+        };
+        value.map(utf8).transpose()
+    }
+
+    /// The path value of `flag`, if given. Paths need not be UTF-8.
+    pub fn path(&mut self, flag: &'static str) -> Result<Option<PathBuf>, Error> {
+        Ok(self.os_string(flag)?.map(PathBuf::from))
+    }
+
+    /// Whether the switch `flag` (a flag without a value) is given.
+    pub fn switch(&mut self, flag: &'static str) -> bool {
+        self.args.contains(flag)
+    }
+
+    fn os_string(&mut self, flag: &'static str) -> Result<Option<OsString>, Error> {
+        let command = self.command;
+        let missing = || Error::Usage(format!("{flag} needs a value; see 'myco {command} --help'"));
+        let value = self
+            .args
+            .opt_value_from_os_str(flag, |s| Ok::<_, Infallible>(s.to_owned()))
+            .map_err(|_| missing())?;
+        // pico-args takes the next argument whatever it is, so `--out --json` would name a file
+        // "--json". A value that looks like a flag is almost surely a forgotten value.
+        match value {
+            Some(v) if v.to_string_lossy().starts_with('-') => Err(missing()),
+            value => Ok(value),
+        }
+    }
+
+    /// Refuses whatever flags or arguments the command did not take out.
+    pub fn finish(&mut self) -> Result<(), Error> {
+        let args = std::mem::replace(&mut self.args, Arguments::from_vec(Vec::new()));
+        match args.finish().first() {
+            None => Ok(()),
+            Some(arg) => Err(Error::Usage(format!(
+                "unknown argument '{}' for {}; see 'myco {} --help'",
+                arg.to_string_lossy(),
+                self.command,
+                self.command
+            ))),
+        }
+    }
+
+    /// The value of a flag the command cannot do without.
+    pub fn required<T>(&self, value: Option<T>, flag: &str) -> Result<T, Error> {
+        let command = self.command;
+        value.ok_or_else(|| {
+            Error::Usage(format!(
+                "{command} needs {flag}; see 'myco {command} --help'"
+            ))
+        })
+    }
+}
+
+/// A zone: 0 to 255, as in a node certificate.
+pub fn parse_zone(value: &str) -> Result<u8, Error> {
+    value.parse().map_err(|_| {
+        Error::Usage(format!(
+            "--zone must be a number from 0 to 255, got '{value}'"
+        ))
+    })
+}
+
+/// A RevocationBlock height, at least `min`.
+pub fn parse_height(value: &str, flag: &str, min: u64) -> Result<u64, Error> {
+    match value.parse::<u64>() {
+        Ok(n) if n >= min => Ok(n),
+        _ => Err(Error::Usage(format!(
+            "{flag} must be a whole number, {min} or more, got '{value}'"
+        ))),
+    }
+}
+
+/// Arch names as the operator types them, in the order the help lists them. One table serves
+/// parsing and printing, so the two cannot disagree.
+const ARCHES: [(&str, Arch); 3] = [
+    ("x86_64", Arch::X86_64),
+    ("aarch64", Arch::Aarch64),
+    ("any", Arch::Any),
+];
+
+pub fn parse_arch(value: &str) -> Result<Arch, Error> {
+    ARCHES
+        .iter()
+        .find(|(name, _)| *name == value)
+        .map(|(_, arch)| *arch)
+        .ok_or_else(|| {
+            Error::Usage(format!(
+                "--arch must be x86_64, aarch64 or any, got '{value}'"
+            ))
+        })
+}
+
+pub fn arch_name(arch: Arch) -> &'static str {
+    let found = ARCHES.iter().find(|(_, a)| *a == arch);
+    found.expect("ARCHES lists every Arch").0
+}
+
+/// Why a string is not 32 bytes of hex. It never quotes the input: the input may be a secret key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HexError {
+    /// The input has this many characters, not 64.
+    Length(usize),
+    /// The character at this position (from 1) is not a hex digit.
+    Digit(usize),
+}
+
+impl fmt::Display for HexError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HexError::Length(n) => write!(f, "it has {n} characters, not 64 hex digits"),
+            HexError::Digit(i) => write!(f, "character {i} is not a hex digit"),
+        }
+    }
+}
+
+/// Exactly 64 hex digits (either case) as 32 bytes.
+pub fn parse_hex32(text: &[u8]) -> Result<[u8; 32], HexError> {
+    if text.len() != 64 {
+        return Err(HexError::Length(text.len()));
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        let high = hex_digit(text[2 * i]).ok_or(HexError::Digit(2 * i + 1))?;
+        let low = hex_digit(text[2 * i + 1]).ok_or(HexError::Digit(2 * i + 2))?;
+        *byte = high << 4 | low;
+    }
+    Ok(out)
+}
+
+fn hex_digit(c: u8) -> Option<u8> {
+    // Bytes, not chars: a key file need not be UTF-8, and a bad one must still get a clear error.
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Lowercase hex, the form `myco` prints and writes.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(2 * bytes.len());
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 0xf)] as char);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Hex round-trips through `hex` and `parse_hex32`, in either case.
+    #[test]
+    fn hex_round_trip() {
+        let bytes: [u8; 32] = core::array::from_fn(|i| (i as u8).wrapping_mul(37));
+        let text = hex(&bytes);
+        assert_eq!(text.len(), 64);
+        assert_eq!(text, text.to_lowercase());
+        assert_eq!(parse_hex32(text.as_bytes()), Ok(bytes));
+        assert_eq!(parse_hex32(text.to_uppercase().as_bytes()), Ok(bytes));
+    }
+
+    /// Wrong lengths, a trailing newline and every kind of non-digit are refused, and the error
+    /// names the position, counted from 1.
+    #[test]
+    fn hex_refusals() {
+        let good = "0f".repeat(32);
+        assert_eq!(parse_hex32(b""), Err(HexError::Length(0)));
+        assert_eq!(
+            parse_hex32(&good.as_bytes()[..63]),
+            Err(HexError::Length(63))
+        );
+        assert_eq!(
+            parse_hex32(format!("{good}\n").as_bytes()),
+            Err(HexError::Length(65))
+        );
+        for (bad, at) in [(b'g', 1), (b' ', 64), (b'-', 7), (b':', 2), (0xc3, 40)] {
+            let mut text = good.clone().into_bytes();
+            text[at - 1] = bad;
+            assert_eq!(parse_hex32(&text), Err(HexError::Digit(at)));
+        }
+    }
+
+    /// Arch names parse to the arch they print as, and nothing else parses.
+    #[test]
+    fn arch_names_round_trip() {
+        for arch in [Arch::Any, Arch::X86_64, Arch::Aarch64] {
+            assert_eq!(parse_arch(arch_name(arch)).unwrap(), arch);
+        }
+        for bad in ["", "X86_64", "amd64", "arm64", "x86-64"] {
+            assert!(parse_arch(bad).is_err(), "{bad} parsed");
+        }
+    }
+
+    /// Zones stop at 255 and heights respect their minimum.
+    #[test]
+    fn numbers_in_range() {
+        assert_eq!(parse_zone("0").unwrap(), 0);
+        assert_eq!(parse_zone("255").unwrap(), 255);
+        for bad in ["256", "-1", "", "1.0", "0x1"] {
+            assert!(parse_zone(bad).is_err(), "zone {bad} parsed");
+        }
+        assert_eq!(parse_height("1", "--height", 1).unwrap(), 1);
+        assert!(parse_height("0", "--height", 1).is_err());
+        assert_eq!(parse_height("0", "--issued-at", 0).unwrap(), 0);
+    }
+}

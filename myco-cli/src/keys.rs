@@ -1,0 +1,71 @@
+//! `myco keygen` and `myco pubkey`: making a key file and reading its public half. Operator keys
+//! and node keys are the same kind of key; what a key is for is decided by who certifies it.
+
+use crate::args::{hex, Error, Flags};
+use crate::files::{self, KEY_MODE};
+use crate::output::{self, Value};
+use myco_core::crypto::SigningKey;
+use pico_args::Arguments;
+
+pub const KEYGEN_HELP: &str = "\
+Usage: myco keygen --out FILE [--json]
+
+Makes a new Ed25519 key from the OS random source and writes its secret seed to FILE as 64 hex
+digits and a newline, mode 0600. Use it for the operator key (myco keygen --out operator.key) and
+for each node's key (myco keygen --out node.key). Never replaces an existing file.
+
+Options:
+  --out FILE  Where to write the key (must not exist)
+  --json      Print {\"public_key\",\"key_id\",\"path\"} as one JSON line
+  -h, --help  Print this help
+";
+
+pub const PUBKEY_HELP: &str = "\
+Usage: myco pubkey --key FILE [--json]
+
+Prints the public key of a key file in hex, its key id (how certificates, revocations and entries
+name an operator key) and its node id (how the cluster names a node with this key).
+
+Options:
+  --key FILE  The key file, as written by 'myco keygen' (must be mode 0600)
+  --json      Print {\"public_key\",\"key_id\",\"node_id\"} as one JSON line
+  -h, --help  Print this help
+";
+
+pub fn keygen(args: Arguments) -> Result<(), Error> {
+    let mut flags = Flags::new(args, "keygen");
+    let out = flags.path("--out")?;
+    let json = flags.switch("--json");
+    flags.finish()?;
+    let out = flags.required(out, "--out")?;
+
+    let seed = files::random_seed()?;
+    let key = SigningKey::from_seed(seed).expect("random_seed refuses the all-zero seed");
+    files::write_new(&out, files::key_file_text(&seed).as_bytes(), KEY_MODE)?;
+    // Reading the file back proves it is a key file `myco` accepts, mode included.
+    let public = key.public_key();
+    assert_eq!(files::read_key(&out, "--out")?.public_key(), public);
+
+    let fields = [
+        ("public_key", Value::Text(hex(&public.0))),
+        ("key_id", Value::Number(public.key_id().into())),
+        ("path", Value::Text(out.display().to_string())),
+    ];
+    output::print(&fields, json)
+}
+
+pub fn pubkey(args: Arguments) -> Result<(), Error> {
+    let mut flags = Flags::new(args, "pubkey");
+    let key = flags.path("--key")?;
+    let json = flags.switch("--json");
+    flags.finish()?;
+    let key = flags.required(key, "--key")?;
+
+    let public = files::read_key(&key, "--key")?.public_key();
+    let fields = [
+        ("public_key", Value::Text(hex(&public.0))),
+        ("key_id", Value::Number(public.key_id().into())),
+        ("node_id", Value::Number(public.node_id())),
+    ];
+    output::print(&fields, json)
+}
