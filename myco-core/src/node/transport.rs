@@ -265,10 +265,10 @@ impl Transport {
         from: PeerAddr,
         frame: &Frame<'_>,
     ) -> Option<Peer> {
-        let msg = frame.body();
+        let (msg, sender) = (frame.body(), frame.sender());
         let result = match frame.kind() {
-            Kind::Hello => self.handle_hello(sink, from, msg),
-            _ => self.continue_handshake(sink, from, msg),
+            Kind::Hello => self.handle_hello(sink, from, sender, msg),
+            _ => self.continue_handshake(sink, from, sender, msg),
         };
         match result {
             Ok(established) => established,
@@ -283,6 +283,7 @@ impl Transport {
         &mut self,
         sink: &mut impl Sink,
         from: PeerAddr,
+        sender: u64,
         hello: &[u8],
     ) -> Result<Option<Peer>, CryptoRefusal> {
         let hello_digest = digest(DOMAIN_HELLO, hello);
@@ -313,6 +314,10 @@ impl Transport {
         let initiating = self.pending.iter().any(|p| {
             p.addr == from && matches!(p.state, PendingState::Handshake(Handshake::AwaitReply(_)))
         });
+        // The header names the certified node, or the frame lies about who sent it.
+        if responder.peer().node_id != sender {
+            return Err(CryptoRefusal::MalformedHandshake);
+        }
         // Simultaneous open: the handshake started by the lower node id continues.
         if initiating && self.id < responder.peer().node_id {
             return Ok(None);
@@ -328,6 +333,7 @@ impl Transport {
         &mut self,
         sink: &mut impl Sink,
         from: PeerAddr,
+        sender: u64,
         msg: &[u8],
     ) -> Result<Option<Peer>, CryptoRefusal> {
         let Some(i) = self.pending.iter().position(|p| p.addr == from) else {
@@ -345,6 +351,9 @@ impl Transport {
             .handle(msg, &self.creds, &self.trust)
             .map_err(|e| e.refusal().unwrap_or(CryptoRefusal::MalformedHandshake))?;
         let peer = done.peer;
+        if peer.node_id != sender {
+            return Err(CryptoRefusal::MalformedHandshake);
+        }
         self.install(
             from,
             peer.node_id,
