@@ -1,5 +1,5 @@
 //! Reading and checking the command line: the error type that picks the exit code, flag values,
-//! and the parsers for hex keys, zones, heights and arch names.
+//! and the parsers for hex keys, zones, heights, clocks and arch names.
 //!
 //! Every flag is taken out of the argument list before any is checked, so an unknown or misspelt
 //! flag is reported as such rather than as the required flag it was meant to be.
@@ -91,16 +91,38 @@ impl Flags {
 
     /// Refuses whatever flags or arguments the command did not take out.
     pub fn finish(&mut self) -> Result<(), Error> {
-        let args = std::mem::replace(&mut self.args, Arguments::from_vec(Vec::new()));
-        match args.finish().first() {
+        match self.take_rest().first() {
             None => Ok(()),
-            Some(arg) => Err(Error::Usage(format!(
-                "unknown argument '{}' for {}; see 'myco {} --help'",
-                arg.to_string_lossy(),
-                self.command,
-                self.command
-            ))),
+            Some(arg) => Err(self.unknown(arg)),
         }
+    }
+
+    /// The one optional positional argument, a path, and `finish` in the same step: call it after
+    /// taking every flag. A leftover that looks like a flag is reported as an unknown flag, not
+    /// taken for the path, and so is a second positional argument.
+    pub fn finish_with_path(&mut self) -> Result<Option<PathBuf>, Error> {
+        let rest = self.take_rest();
+        if let Some(flag) = rest.iter().find(|a| a.to_string_lossy().starts_with('-')) {
+            return Err(self.unknown(flag));
+        }
+        match rest.as_slice() {
+            [] => Ok(None),
+            [path] => Ok(Some(PathBuf::from(path))),
+            [_, extra, ..] => Err(self.unknown(extra)),
+        }
+    }
+
+    fn take_rest(&mut self) -> Vec<OsString> {
+        std::mem::replace(&mut self.args, Arguments::from_vec(Vec::new())).finish()
+    }
+
+    fn unknown(&self, arg: &OsString) -> Error {
+        Error::Usage(format!(
+            "unknown argument '{}' for {}; see 'myco {} --help'",
+            arg.to_string_lossy(),
+            self.command,
+            self.command
+        ))
     }
 
     /// The value of a flag the command cannot do without.
@@ -129,6 +151,17 @@ pub fn parse_height(value: &str, flag: &str, min: u64) -> Result<u64, Error> {
         Ok(n) if n >= min => Ok(n),
         _ => Err(Error::Usage(format!(
             "{flag} must be a whole number, {min} or more, got '{value}'"
+        ))),
+    }
+}
+
+/// An entry's version clock: milliseconds since the Unix epoch, 1 or more.
+pub fn parse_clock(value: &str) -> Result<u64, Error> {
+    match value.parse::<u64>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(Error::Usage(format!(
+            "--clock must be milliseconds since the Unix epoch (a whole number, 1 or more), \
+             got '{value}'"
         ))),
     }
 }
@@ -269,5 +302,10 @@ mod tests {
         assert_eq!(parse_height("1", "--height", 1).unwrap(), 1);
         assert!(parse_height("0", "--height", 1).is_err());
         assert_eq!(parse_height("0", "--issued-at", 0).unwrap(), 0);
+        assert_eq!(parse_clock("1").unwrap(), 1);
+        assert_eq!(parse_clock(&u64::MAX.to_string()).unwrap(), u64::MAX);
+        for bad in ["0", "-1", "", "1.5", "18446744073709551616", "now"] {
+            assert!(parse_clock(bad).is_err(), "clock {bad} parsed");
+        }
     }
 }

@@ -1,10 +1,12 @@
-//! The files `myco` reads and writes: key files, and new output files that never replace old ones.
+//! The files `myco` reads and writes: key files, manifests, and new output files that never
+//! replace old ones.
 //!
 //! A key file holds a 32-byte Ed25519 seed as exactly 64 hex digits and an optional newline, with
 //! mode 0600. A key that others can read is refused rather than used: it may already be copied,
 //! and using it quietly would hide that.
 
 use crate::args::{hex, parse_hex32, Error};
+use myco_cli::manifest::MANIFEST_BYTES_MAX;
 use myco_core::crypto::keys::SEED_BYTES;
 use myco_core::crypto::SigningKey;
 use std::fs::{File, OpenOptions};
@@ -14,7 +16,7 @@ use std::path::Path;
 
 /// Key files are written owner-only; see the module comment.
 pub const KEY_MODE: u32 = 0o600;
-/// Certificates and revocations are public: nodes and operators copy them around.
+/// Certificates, revocations and signed entries are public: nodes and operators copy them around.
 pub const PUBLIC_MODE: u32 = 0o644;
 
 /// 64 hex digits and a newline.
@@ -82,6 +84,24 @@ pub fn read_key(path: &Path, flag: &str) -> Result<SigningKey, Error> {
              'myco keygen'"
         ))
     })
+}
+
+/// Reads a manifest, refusing one longer than `MANIFEST_BYTES_MAX` without reading it whole.
+pub fn read_manifest(path: &Path) -> Result<Vec<u8>, Error> {
+    let shown = path.display();
+    let io_error = |e: io::Error| {
+        Error::Failed(format!(
+            "cannot read manifest '{shown}': {e}; pass the manifest's path, or run myco in the \
+             directory that holds myco.json"
+        ))
+    };
+    let file = File::open(path).map_err(io_error)?;
+    let mut bytes = Vec::new();
+    // One byte more than a manifest may hold, so the parser sees and reports "too long".
+    file.take(MANIFEST_BYTES_MAX as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io_error)?;
+    Ok(bytes)
 }
 
 /// Writes `bytes` to a new file at `path` with `mode` (less the umask), refusing to replace an

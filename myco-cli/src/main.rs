@@ -1,5 +1,6 @@
-//! `myco`, the operator's tool for a Myco fleet: it makes keys and signs node certificates and
-//! revocations. Commands that talk to a daemon arrive with the API.
+//! `myco`, the operator's tool for a Myco fleet: it makes keys, signs node certificates and
+//! revocations, and signs service entries from myco.json manifests. Commands that talk to a
+//! daemon arrive with the API.
 //!
 //! Exit codes scripts can trust: 0 done, 1 the work failed (I/O, a file in the way, a bad key
 //! file), 2 the command line is wrong. Errors go to stderr as `myco: what happened; what to do`.
@@ -9,6 +10,7 @@ mod cert;
 mod files;
 mod keys;
 mod output;
+mod sign;
 
 use args::Error;
 use pico_args::Arguments;
@@ -24,7 +26,7 @@ struct Command {
 
 /// Every command, in the order `myco --help` lists them. The top-level help is built from this
 /// table, so it lists exactly the commands that exist.
-const COMMANDS: [Command; 4] = [
+const COMMANDS: [Command; 5] = [
     Command {
         name: "keygen",
         summary: "Make a new operator or node key file",
@@ -48,6 +50,12 @@ const COMMANDS: [Command; 4] = [
         summary: "Sign a revocation of every certificate issued below a height",
         help: cert::REVOKE_HELP,
         run: cert::revoke,
+    },
+    Command {
+        name: "sign",
+        summary: "Sign a service entry, or its tombstone, from a myco.json manifest",
+        help: sign::SIGN_HELP,
+        run: sign::sign,
     },
 ];
 

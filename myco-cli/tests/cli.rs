@@ -2,8 +2,8 @@
 //! and checks what it writes with myco-core's own decoders: the files must be what the cluster
 //! accepts, not merely what the CLI printed.
 
-use myco_core::crypto::{Cert, PublicKey, Revocation};
-use myco_core::schema::entry::Arch;
+use myco_core::crypto::{verify_entry, Cert, PublicKey, Revocation};
+use myco_core::schema::entry::{Arch, Entry, Port, Protocol, Requirements, Source};
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -290,6 +290,49 @@ fn bad_flags_exit_2_naming_the_flag() {
             ],
             "--height",
         ),
+        (
+            vec!["sign".into(), "--out".into(), "e".into()],
+            "--operator-key",
+        ),
+        (
+            vec!["sign".into(), "--operator-key".into(), "op.key".into()],
+            "--out",
+        ),
+        (
+            vec![
+                "sign".into(),
+                "--operator-key".into(),
+                "op.key".into(),
+                "--out".into(),
+                "e".into(),
+                "--clock".into(),
+                "soon".into(),
+            ],
+            "--clock",
+        ),
+        (
+            vec![
+                "sign".into(),
+                "a.json".into(),
+                "b.json".into(),
+                "--operator-key".into(),
+                "op.key".into(),
+                "--out".into(),
+                "e".into(),
+            ],
+            "b.json",
+        ),
+        (
+            vec![
+                "sign".into(),
+                "--operator-key".into(),
+                "op.key".into(),
+                "--out".into(),
+                "e".into(),
+                "--remove".into(),
+            ],
+            "--remove",
+        ),
         (vec!["frobnicate".into()], "frobnicate"),
         (vec!["--frobnicate".into()], "--frobnicate"),
     ];
@@ -421,8 +464,8 @@ fn help_lists_exactly_the_commands() {
         .take_while(|l| !l.is_empty())
         .map(|l| l.split_whitespace().next().unwrap())
         .collect();
-    assert_eq!(listed, ["keygen", "pubkey", "cert", "revoke"]);
-    let flags: [(&str, &[&str]); 4] = [
+    assert_eq!(listed, ["keygen", "pubkey", "cert", "revoke", "sign"]);
+    let flags: [(&str, &[&str]); 5] = [
         ("keygen", &["--out", "--json"]),
         ("pubkey", &["--key", "--json"]),
         (
@@ -438,6 +481,10 @@ fn help_lists_exactly_the_commands() {
             ],
         ),
         ("revoke", &["--operator-key", "--height", "--out"]),
+        (
+            "sign",
+            &["MANIFEST", "--operator-key", "--out", "--clock", "--delete"],
+        ),
     ];
     for (command, names) in flags {
         let help = myco_ok(&dir, &[command, "--help"]);
@@ -448,6 +495,346 @@ fn help_lists_exactly_the_commands() {
     }
     assert!(myco_ok(&dir, &["--version"]).starts_with("myco "));
     assert_eq!(myco(&dir, &[]).status.code(), Some(2));
+}
+
+/// A manifest using every field, with env written out of order.
+const FULL_MANIFEST: &str = r#"{
+  "name": "web",
+  "flake": "git+https://host/repo?ref=main",
+  "attr": "server",
+  "args": ["--port", "8080"],
+  "env": {"MODE": "prod", "LEVEL": "info"},
+  "migrations": [["/bin/migrate", "--up"]],
+  "arch": "x86_64",
+  "gpu": true,
+  "zone": 3,
+  "replicas": 2,
+  "ports": [{"port": 8080, "protocol": "tcp"}, {"port": 53, "protocol": "udp"}]
+}
+"#;
+
+/// `myco sign MANIFEST --operator-key op.key --out OUT [extra...] --json`, which must succeed.
+fn sign(dir: &TempDir, manifest: &str, out: &str, extra: &[&str]) -> String {
+    let mut args = vec!["sign", manifest, "--operator-key", "op.key", "--out", out];
+    args.extend_from_slice(extra);
+    args.push("--json");
+    myco_ok(dir, &args)
+}
+
+/// A signed entry decodes to exactly the manifest's service, with the given clock and the
+/// operator's key id; it verifies under the operator key and no other; the file is public.
+#[test]
+fn sign_writes_verified_entry_with_manifest_fields() {
+    let dir = TempDir::new("sign");
+    let operator = keygen(&dir, "op.key");
+    let other = keygen(&dir, "other.key");
+    fs::write(dir.join("web.json"), FULL_MANIFEST).unwrap();
+    let json = sign(&dir, "web.json", "web.entry", &["--clock", "1700000000000"]);
+
+    let bytes = fs::read(dir.join("web.entry")).unwrap();
+    assert_eq!(json_field(&json, "size_bytes"), bytes.len().to_string());
+    assert_eq!(json_field(&json, "name"), "web");
+    assert_eq!(json_field(&json, "clock"), "1700000000000");
+    assert_eq!(json_field(&json, "tombstone"), "false");
+    assert_eq!(json_field(&json, "key_id"), operator.key_id().to_string());
+    let entry = Entry::decode(&bytes).unwrap();
+    assert!(verify_entry(&operator, &entry));
+    assert!(!verify_entry(&other, &entry));
+    let body = &entry.body;
+    assert_eq!(body.name, "web");
+    assert_eq!(body.version.clock, 1_700_000_000_000);
+    assert_eq!(body.version.key_id, operator.key_id());
+    let spec = body.spec.as_ref().unwrap();
+    assert_eq!(
+        spec.source,
+        Source::Flake {
+            uri: "git+https://host/repo?ref=main",
+            attr: "server"
+        }
+    );
+    assert_eq!(spec.args.as_slice(), ["--port", "8080"]);
+    assert_eq!(spec.env.as_slice(), [("LEVEL", "info"), ("MODE", "prod")]);
+    assert_eq!(spec.pre.len(), 1);
+    assert_eq!(spec.pre[0].as_slice(), ["/bin/migrate", "--up"]);
+    assert_eq!(
+        spec.requires,
+        Requirements {
+            arch: Arch::X86_64,
+            gpu: true,
+            zone: Some(3)
+        }
+    );
+    assert_eq!(spec.replicas, 2);
+    assert_eq!(
+        spec.ports.as_slice(),
+        [
+            Port {
+                number: 8080,
+                protocol: Protocol::Tcp
+            },
+            Port {
+                number: 53,
+                protocol: Protocol::Udp
+            }
+        ]
+    );
+    assert_eq!(mode(&dir.join("web.entry")) & !0o644, 0);
+}
+
+/// The same manifest, key and clock give byte-identical entries, however the manifest orders its
+/// fields and env; another clock gives another entry.
+#[test]
+fn sign_is_deterministic() {
+    let dir = TempDir::new("sign-deterministic");
+    keygen(&dir, "op.key");
+    fs::write(dir.join("a.json"), FULL_MANIFEST).unwrap();
+    let reordered = r#"{"ports": [{"protocol": "tcp", "port": 8080}, {"port": 53, "protocol": "udp"}],
+        "replicas": 2, "zone": 3, "gpu": true, "arch": "x86_64",
+        "migrations": [["/bin/migrate", "--up"]], "env": {"LEVEL": "info", "MODE": "prod"},
+        "args": ["--port", "8080"], "attr": "server", "flake": "git+https://host/repo?ref=main",
+        "name": "web"}"#;
+    fs::write(dir.join("b.json"), reordered).unwrap();
+    sign(&dir, "a.json", "1", &["--clock", "42"]);
+    sign(&dir, "a.json", "2", &["--clock", "42"]);
+    sign(&dir, "b.json", "3", &["--clock", "42"]);
+    sign(&dir, "a.json", "4", &["--clock", "43"]);
+    let read = |name: &str| fs::read(dir.join(name)).unwrap();
+    assert_eq!(read("1"), read("2"));
+    assert_eq!(read("1"), read("3"));
+    assert_ne!(read("1"), read("4"));
+}
+
+/// Without --clock the version is the wall clock in milliseconds; without a path the manifest is
+/// ./myco.json.
+#[test]
+fn sign_defaults_to_myco_json_and_wall_clock() {
+    let dir = TempDir::new("sign-defaults");
+    keygen(&dir, "op.key");
+    fs::write(
+        dir.join("myco.json"),
+        r#"{"name": "db", "exec": "/usr/bin/db"}"#,
+    )
+    .unwrap();
+    let now_ms = || {
+        let since = std::time::UNIX_EPOCH.elapsed().unwrap();
+        u64::try_from(since.as_millis()).unwrap()
+    };
+    let before = now_ms();
+    let json = myco_ok(
+        &dir,
+        &["sign", "--operator-key", "op.key", "--out", "e", "--json"],
+    );
+    let after = now_ms();
+    let bytes = fs::read(dir.join("e")).unwrap();
+    let entry = Entry::decode(&bytes).unwrap();
+    assert_eq!(entry.body.name, "db");
+    let clock = entry.body.version.clock;
+    assert!(
+        (before..=after).contains(&clock),
+        "{before} {clock} {after}"
+    );
+    assert_eq!(json_field(&json, "clock"), clock.to_string());
+    let spec = entry.body.spec.unwrap();
+    assert_eq!(
+        spec.source,
+        Source::Exec {
+            path: "/usr/bin/db"
+        }
+    );
+    assert_eq!(spec.replicas, 1);
+}
+
+/// --delete signs a verified tombstone for the manifest's name.
+#[test]
+fn sign_delete_makes_tombstone() {
+    let dir = TempDir::new("sign-delete");
+    let operator = keygen(&dir, "op.key");
+    fs::write(dir.join("myco.json"), FULL_MANIFEST).unwrap();
+    let json = sign(&dir, "myco.json", "rm", &["--delete", "--clock", "9"]);
+    assert_eq!(json_field(&json, "tombstone"), "true");
+    let text = myco_ok(
+        &dir,
+        &[
+            "sign",
+            "--operator-key",
+            "op.key",
+            "--out",
+            "rm2",
+            "--delete",
+        ],
+    );
+    assert_eq!(text_field(&text, "tombstone"), "true");
+    let bytes = fs::read(dir.join("rm")).unwrap();
+    let entry = Entry::decode(&bytes).unwrap();
+    assert!(entry.body.is_tombstone());
+    assert_eq!((entry.body.name, entry.body.version.clock), ("web", 9));
+    assert!(verify_entry(&operator, &entry));
+}
+
+/// Characters that mean something to a shell or to systemd (`$`, `%`, quotes, backslashes,
+/// semicolons) are data: the entry holds them verbatim. Control characters, newline first, are
+/// refused with the field named, and nothing is written.
+#[test]
+fn sign_hostile_manifests() {
+    let dir = TempDir::new("sign-hostile");
+    keygen(&dir, "op.key");
+    let args = [
+        "$HOME",
+        "${X}",
+        "%n",
+        "%%",
+        "\"q\"",
+        "'s'",
+        "back\\slash",
+        "a;b",
+        "`id`",
+    ];
+    let env_value = "$(reboot) %h \"\\ ; ' `x`";
+    let manifest = format!(
+        r#"{{"name": "h", "exec": "/bin/h", "args": {}, "env": {{"V": {}}}}}"#,
+        json_list(&args),
+        json_string(env_value)
+    );
+    fs::write(dir.join("h.json"), manifest).unwrap();
+    sign(&dir, "h.json", "h.entry", &["--clock", "1"]);
+    let bytes = fs::read(dir.join("h.entry")).unwrap();
+    let entry = Entry::decode(&bytes).unwrap();
+    let spec = entry.body.spec.unwrap();
+    assert_eq!(spec.args.as_slice(), args);
+    assert_eq!(spec.env.as_slice(), [("V", env_value)]);
+
+    let refused = [
+        (
+            r#"{"name": "h", "exec": "/bin/h", "args": ["a\nb"]}"#,
+            "args[0]",
+        ),
+        (
+            r#"{"name": "h", "exec": "/bin/h", "args": ["ok", "a\rb"]}"#,
+            "args[1]",
+        ),
+        (
+            r#"{"name": "h", "exec": "/bin/h", "env": {"V": "1\n[Service]"}}"#,
+            "env \"V\"",
+        ),
+        (
+            r#"{"name": "h", "exec": "/bin/h\nExecStart=/bin/sh"}"#,
+            "exec",
+        ),
+        (r#"{"name": "h\n", "exec": "/bin/h"}"#, "name \"h\\n\""),
+        (r#"{"name": "h", "flake": "f\u0000"}"#, "flake"),
+        (
+            r#"{"name": "h", "exec": "/bin/h", "migrations": [["/m", "\u001b[2J"]]}"#,
+            "migrations[0]",
+        ),
+    ];
+    for (i, (manifest, field)) in refused.into_iter().enumerate() {
+        let path = format!("bad{i}.json");
+        fs::write(dir.join(&path), manifest).unwrap();
+        let out = myco(
+            &dir,
+            &[
+                "sign",
+                &path,
+                "--operator-key",
+                "op.key",
+                "--out",
+                "bad.entry",
+            ],
+        );
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{manifest}: {err}");
+        assert!(
+            err.starts_with(&format!("myco: manifest '{path}' is refused: {field}")),
+            "{manifest}: {err}"
+        );
+        // A name is refused by the DNS-label rule; every other field by its control character.
+        let why = if field.starts_with("name") {
+            "DNS label"
+        } else {
+            "control character"
+        };
+        assert!(err.contains(why), "{manifest}: {err}");
+        assert!(!dir.join("bad.entry").exists());
+    }
+}
+
+/// A manifest the parser refuses exits 1 naming the file and the field; a missing manifest and an
+/// existing output file exit 1 too, and none of them writes or changes a file.
+#[test]
+fn sign_refusals_exit_1_and_write_nothing() {
+    let dir = TempDir::new("sign-refusals");
+    keygen(&dir, "op.key");
+    let cases = [
+        (
+            r#"{"name": "a", "exec": "/a", "colour": "red"}"#,
+            "unknown field `colour`",
+        ),
+        (
+            r#"{"name": "a", "exec": "/a", "flake": "f"}"#,
+            "both flake and exec",
+        ),
+        (r#"{"name": "a"}"#, "neither flake nor exec"),
+        (
+            r#"{"name": "a", "exec": "a"}"#,
+            "exec: executable must be an absolute path",
+        ),
+        (r#"{"name": "A", "exec": "/a"}"#, "DNS label"),
+        (
+            r#"{"name": "a", "exec": "/a", "replicas": 0}"#,
+            "replicas must be between 1 and 64",
+        ),
+        (
+            r#"{"name": "a", "exec": "/a", "env": {"A-B": "1"}}"#,
+            "env \"A-B\"",
+        ),
+        (
+            r#"{"name": "a", "exec": "/a", "ports": [{"port": 0}]}"#,
+            "non-zero",
+        ),
+        (
+            r#"{"name": "a", "exec": "/a", "args": [1]}"#,
+            "invalid type",
+        ),
+        ("{", "EOF"),
+    ];
+    for (manifest, needle) in cases {
+        fs::write(dir.join("m.json"), manifest).unwrap();
+        let out = myco(
+            &dir,
+            &["sign", "m.json", "--operator-key", "op.key", "--out", "e"],
+        );
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{manifest}: {err}");
+        assert!(
+            err.starts_with("myco: manifest 'm.json' is refused: ") && err.contains(needle),
+            "{manifest}: {err}"
+        );
+        assert!(err.contains("docs/myco-json.md"), "{err}");
+        assert!(!dir.join("e").exists());
+    }
+    let out = myco(&dir, &["sign", "--operator-key", "op.key", "--out", "e"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("'myco.json'"), "{}", stderr(&out));
+    fs::write(dir.join("m.json"), FULL_MANIFEST).unwrap();
+    fs::write(dir.join("e"), b"keep me").unwrap();
+    let out = myco(
+        &dir,
+        &["sign", "m.json", "--operator-key", "op.key", "--out", "e"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("already exists"));
+    assert_eq!(fs::read(dir.join("e")).unwrap(), b"keep me");
+}
+
+/// A JSON string literal, escaping what these tests put in one.
+fn json_string(s: &str) -> String {
+    let escaped = s.replace('\\', "\\\\").replace('"', "\\\"");
+    format!("\"{escaped}\"")
+}
+
+fn json_list(items: &[&str]) -> String {
+    let items: Vec<String> = items.iter().map(|s| json_string(s)).collect();
+    format!("[{}]", items.join(", "))
 }
 
 fn hex(bytes: &[u8]) -> String {

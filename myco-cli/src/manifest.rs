@@ -1,0 +1,832 @@
+//! myco.json, the operator's description of one service, and how it becomes an entry body.
+//!
+//! A manifest is parsed into an owned `Manifest` and checked completely at parse time: the JSON
+//! shape (unknown and duplicate fields are errors, so a typo never silently falls back to a
+//! default), the capacities of an entry (`ARGS_MAX` and the rest), and then the core's own entry
+//! rules, by encoding the entry with `encode_entry`. The core is the only judge of what an entry
+//! may hold; this module only adds which field is at fault. The check encodes with the widest
+//! possible version, so a manifest that parses encodes under any version: `service` and
+//! `tombstone` cannot fail.
+//!
+//! Entry bodies borrow their strings from the `Manifest`. Environment variables are sorted by name
+//! (byte order), so one manifest always gives the same entry bytes whatever order its file lists
+//! them in. `docs/myco-json.md` is the operator's account of the format.
+
+use myco_core::config::{
+    ARGS_MAX, ENTRY_BYTES_MAX, ENV_MAX, PORTS_MAX, PRE_ARGS_MAX, PRE_MAX, SIGNATURE_BYTES,
+};
+use myco_core::schema::entry::{
+    encode_entry, Arch, EntryBody, EntryError, Port, Protocol, Requirements, ServiceSpec, Source,
+    Version,
+};
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::marker::PhantomData;
+
+/// The largest manifest accepted. An entry holds at most `ENTRY_BYTES_MAX` bytes, so a bigger
+/// file cannot be a valid manifest short of pages of whitespace; the bound keeps a wrong file
+/// (a log, an image) from being read whole.
+pub const MANIFEST_BYTES_MAX: usize = 64 * 1024;
+
+/// The flake output built when the manifest names a flake but no `attr`.
+pub const ATTR_DEFAULT: &str = "default";
+
+/// Why a manifest was refused: one sentence naming the field at fault, without the file name,
+/// which the caller adds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ManifestError(String);
+
+impl ManifestError {
+    pub fn message(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ManifestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn error(message: String) -> ManifestError {
+    ManifestError(message)
+}
+
+/// The file as written. Numbers are read wide and range-checked afterwards, so that an
+/// out-of-range value gets a message in the manifest's terms rather than serde's.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    name: String,
+    flake: Option<String>,
+    attr: Option<String>,
+    exec: Option<String>,
+    #[serde(default)]
+    args: Vec<String>,
+    #[serde(default)]
+    env: Env,
+    #[serde(default)]
+    migrations: Vec<Vec<String>>,
+    #[serde(default)]
+    arch: ArchName,
+    #[serde(default)]
+    gpu: bool,
+    zone: Option<u64>,
+    replicas: Option<u64>,
+    #[serde(default)]
+    ports: Vec<Object<RawPort>>,
+}
+
+/// Names are read as plain strings: a derived enum would also accept `{"x86_64": null}`, a second
+/// spelling of the same manifest that nobody documents.
+#[derive(Clone, Copy, Deserialize)]
+#[serde(try_from = "String")]
+struct ArchName(Arch);
+
+impl Default for ArchName {
+    fn default() -> ArchName {
+        ArchName(Arch::Any)
+    }
+}
+
+impl TryFrom<String> for ArchName {
+    type Error = String;
+
+    fn try_from(name: String) -> Result<ArchName, String> {
+        match name.as_str() {
+            "any" => Ok(ArchName(Arch::Any)),
+            "x86_64" => Ok(ArchName(Arch::X86_64)),
+            "aarch64" => Ok(ArchName(Arch::Aarch64)),
+            _ => Err(format!("arch must be any, x86_64 or aarch64, got {name:?}")),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Deserialize)]
+#[serde(try_from = "String")]
+struct ProtocolName(Protocol);
+
+impl Default for ProtocolName {
+    fn default() -> ProtocolName {
+        ProtocolName(Protocol::Tcp)
+    }
+}
+
+impl TryFrom<String> for ProtocolName {
+    type Error = String;
+
+    fn try_from(name: String) -> Result<ProtocolName, String> {
+        match name.as_str() {
+            "tcp" => Ok(ProtocolName(Protocol::Tcp)),
+            "udp" => Ok(ProtocolName(Protocol::Udp)),
+            _ => Err(format!("protocol must be tcp or udp, got {name:?}")),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPort {
+    port: u64,
+    #[serde(default)]
+    protocol: ProtocolName,
+}
+
+/// `T` read from a JSON object only. Serde's derived structs also accept an array of their field
+/// values in order (`["web", null, null, "/bin/web"]`), a second syntax for one manifest that
+/// nobody documents and a typo could fall into.
+struct Object<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Object<T>, D::Error> {
+        struct ObjectVisitor<T>(PhantomData<T>);
+
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjectVisitor<T> {
+            type Value = T;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(MapAccessDeserializer::new(map))
+            }
+        }
+
+        deserializer
+            .deserialize_map(ObjectVisitor(PhantomData))
+            .map(Object)
+    }
+}
+
+/// Environment variables sorted by name. A name given twice is an error: JSON parsers disagree on
+/// which of two duplicate keys wins, so the manifest must not depend on it.
+#[derive(Default)]
+struct Env(Vec<(String, String)>);
+
+impl<'de> Deserialize<'de> for Env {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Env, D::Error> {
+        struct EnvVisitor;
+
+        impl<'de> Visitor<'de> for EnvVisitor {
+            type Value = Env;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object of variable names to string values")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Env, A::Error> {
+                let mut env = BTreeMap::new();
+                while let Some((name, value)) = map.next_entry::<String, String>()? {
+                    if env.contains_key(&name) {
+                        return Err(de::Error::custom(format_args!(
+                            "env variable {name:?} is set twice"
+                        )));
+                    }
+                    env.insert(name, value);
+                }
+                Ok(Env(env.into_iter().collect()))
+            }
+        }
+
+        deserializer.deserialize_map(EnvVisitor)
+    }
+}
+
+/// A checked manifest. Only `parse` makes one, so every `Manifest` encodes.
+pub struct Manifest {
+    raw: Raw,
+    replicas: u8,
+    zone: Option<u8>,
+    ports: heapless::Vec<Port, PORTS_MAX>,
+}
+
+impl Manifest {
+    /// Parses and checks a manifest. Any byte string is safe to pass.
+    pub fn parse(bytes: &[u8]) -> Result<Manifest, ManifestError> {
+        if bytes.len() > MANIFEST_BYTES_MAX {
+            return Err(error(format!(
+                "the manifest is {} bytes, more than the {MANIFEST_BYTES_MAX} a manifest may be",
+                bytes.len()
+            )));
+        }
+        let Object(raw) =
+            serde_json::from_slice::<Object<Raw>>(bytes).map_err(|e| error(e.to_string()))?;
+        let manifest = Manifest::check_shape(raw)?;
+        manifest.check_entry()?;
+        Ok(manifest)
+    }
+
+    /// The service's name, as the manifest gives it (and as the core accepted it).
+    pub fn name(&self) -> &str {
+        &self.raw.name
+    }
+
+    /// The entry that deploys this service at `version`.
+    pub fn service(&self, version: Version) -> EntryBody<'_> {
+        let spec = self.spec().expect("parse checked every capacity");
+        EntryBody {
+            name: &self.raw.name,
+            version,
+            spec: Some(spec),
+        }
+    }
+
+    /// The entry that removes this service at `version`.
+    pub fn tombstone(&self, version: Version) -> EntryBody<'_> {
+        EntryBody {
+            name: &self.raw.name,
+            version,
+            spec: None,
+        }
+    }
+
+    /// The rules serde cannot express: one source, numbers in range, and each list within the
+    /// capacity an entry has for it.
+    fn check_shape(raw: Raw) -> Result<Manifest, ManifestError> {
+        match (&raw.flake, &raw.exec) {
+            (Some(_), Some(_)) => {
+                return Err(error(
+                    "the manifest has both flake and exec; give exactly one of them".into(),
+                ))
+            }
+            (None, None) => {
+                return Err(error(
+                    "the manifest has neither flake nor exec; give exactly one of them".into(),
+                ))
+            }
+            (None, Some(_)) if raw.attr.is_some() => {
+                return Err(error(
+                    "attr names a flake output, but the manifest runs exec; remove attr".into(),
+                ))
+            }
+            _ => {}
+        }
+        let zone = match raw.zone {
+            None => None,
+            Some(z) => Some(
+                u8::try_from(z).map_err(|_| error(format!("zone must be 0 to 255, got {z}")))?,
+            ),
+        };
+        // Anything above u8 is out of the core's range too; the core's rule gives the message.
+        let replicas = raw
+            .replicas
+            .map_or(1, |r| u8::try_from(r).unwrap_or(u8::MAX));
+        check_count("args", raw.args.len(), ARGS_MAX)?;
+        check_count("env variables", raw.env.0.len(), ENV_MAX)?;
+        check_count("migrations", raw.migrations.len(), PRE_MAX)?;
+        check_count("ports", raw.ports.len(), PORTS_MAX)?;
+        for (i, command) in raw.migrations.iter().enumerate() {
+            if command.is_empty() {
+                return Err(error(format!(
+                    "migrations[{i}] is empty; give the executable's absolute path first, then \
+                     its arguments"
+                )));
+            }
+            if command.len() > PRE_ARGS_MAX {
+                return Err(error(format!(
+                    "migrations[{i}] has {} words, but a migration may have at most \
+                     {PRE_ARGS_MAX} (the executable and its arguments)",
+                    command.len()
+                )));
+            }
+        }
+        let mut ports = heapless::Vec::new();
+        for (i, Object(p)) in raw.ports.iter().enumerate() {
+            let number = u16::try_from(p.port).map_err(|_| {
+                error(format!(
+                    "ports[{i}].port must be 1 to 65535, got {}",
+                    p.port
+                ))
+            })?;
+            let pushed = ports.push(Port {
+                number,
+                protocol: p.protocol.0,
+            });
+            assert!(pushed.is_ok(), "the count was checked above");
+        }
+        Ok(Manifest {
+            raw,
+            replicas,
+            zone,
+            ports,
+        })
+    }
+
+    /// Encodes the entry, as a service and as a tombstone, under the widest version, so that
+    /// every later encoding fits too. Refusals are the core's, located to a field.
+    fn check_entry(&self) -> Result<(), ManifestError> {
+        let widest = Version {
+            clock: u64::MAX,
+            key_id: u32::MAX,
+        };
+        let mut buf = [0u8; ENTRY_BYTES_MAX];
+        for body in [self.service(widest), self.tombstone(widest)] {
+            if let Err(e) = encode_entry(&body, &[0; SIGNATURE_BYTES], &mut buf) {
+                return Err(self.refusal(e));
+            }
+        }
+        Ok(())
+    }
+
+    fn spec(&self) -> Option<ServiceSpec<'_>> {
+        let raw = &self.raw;
+        let source = match (&raw.flake, &raw.exec) {
+            (Some(uri), _) => Source::Flake {
+                uri,
+                attr: raw.attr.as_deref().unwrap_or(ATTR_DEFAULT),
+            },
+            (None, Some(path)) => Source::Exec { path },
+            (None, None) => unreachable!("check_shape requires a source"),
+        };
+        let mut pre = heapless::Vec::new();
+        for command in &raw.migrations {
+            pre.push(bounded(command.iter().map(String::as_str))?)
+                .ok()?;
+        }
+        Some(ServiceSpec {
+            source,
+            args: bounded(raw.args.iter().map(String::as_str))?,
+            env: bounded(raw.env.0.iter().map(|(k, v)| (k.as_str(), v.as_str())))?,
+            pre,
+            requires: Requirements {
+                arch: raw.arch.0,
+                gpu: raw.gpu,
+                zone: self.zone,
+            },
+            replicas: self.replicas,
+            ports: self.ports.clone(),
+        })
+    }
+
+    /// The core's refusal, with the field at fault where one can be named.
+    fn refusal(&self, e: EntryError) -> ManifestError {
+        let what = e.message();
+        match e {
+            EntryError::Name => error(format!("name {:?}: {what}", self.raw.name)),
+            EntryError::Replicas => error(format!(
+                "replicas is {}: {what}",
+                self.raw.replicas.unwrap_or(1)
+            )),
+            EntryError::Port => error(format!("ports: {what}")),
+            EntryError::TooLong => error(format!(
+                "{what} ({ENTRY_BYTES_MAX} bytes with its signature); shorten args, env or \
+                 migrations"
+            )),
+            EntryError::Env => self.env_refusal(),
+            EntryError::Token | EntryError::Path => match self.culprit(e) {
+                Some(field) => error(format!("{field}: {what}")),
+                None => error(what.into()),
+            },
+            EntryError::Truncated | EntryError::Malformed => {
+                unreachable!("encoding never reports a decoding error")
+            }
+        }
+    }
+
+    /// The core has one refusal for a bad variable name and a bad value; this says which it is,
+    /// by asking the core about the name with a plain value and then with the real one.
+    fn env_refusal(&self) -> ManifestError {
+        let what = EntryError::Env.message();
+        for (name, value) in &self.raw.env.0 {
+            let refused = |value: &str| {
+                let env = heapless::Vec::from_slice(&[(name.as_str(), value)]).ok()?;
+                refusal_of(&ServiceSpec { env, ..minimal() })
+            };
+            if refused("x") == Some(EntryError::Env) {
+                return error(format!("env {name:?}: {what}"));
+            }
+            if refused(value) == Some(EntryError::Env) {
+                return error(format!(
+                    "env {name:?}: the value holds a control character (a newline, tab, escape \
+                     or the like), which no environment value may"
+                ));
+            }
+        }
+        error(what.into())
+    }
+
+    /// The first field that the core refuses with `e` on its own, tried in an otherwise minimal
+    /// spec. This asks the core rather than restating its rules, so the two cannot disagree.
+    fn culprit(&self, e: EntryError) -> Option<String> {
+        let raw = &self.raw;
+        let mut tries: Vec<(String, ServiceSpec<'_>)> = Vec::new();
+        let with_source = |source| ServiceSpec {
+            source,
+            ..minimal()
+        };
+        if let Some(uri) = &raw.flake {
+            let attr = raw.attr.as_deref().unwrap_or(ATTR_DEFAULT);
+            tries.push((
+                "flake".into(),
+                with_source(Source::Flake { uri, attr: "a" }),
+            ));
+            tries.push(("attr".into(), with_source(Source::Flake { uri: "a", attr })));
+        }
+        if let Some(path) = &raw.exec {
+            tries.push(("exec".into(), with_source(Source::Exec { path })));
+        }
+        for (i, arg) in raw.args.iter().enumerate() {
+            let args = heapless::Vec::from_slice(&[arg.as_str()]).ok()?;
+            tries.push((format!("args[{i}]"), ServiceSpec { args, ..minimal() }));
+        }
+        for (i, command) in raw.migrations.iter().enumerate() {
+            let command = bounded(command.iter().map(String::as_str))?;
+            let pre = heapless::Vec::from_slice(&[command]).ok()?;
+            tries.push((format!("migrations[{i}]"), ServiceSpec { pre, ..minimal() }));
+        }
+        tries
+            .into_iter()
+            .find(|(_, spec)| refusal_of(spec) == Some(e))
+            .map(|(field, _)| field)
+    }
+}
+
+/// The smallest spec the core accepts; `culprit` varies one field of it at a time.
+fn minimal<'a>() -> ServiceSpec<'a> {
+    ServiceSpec {
+        source: Source::Exec { path: "/x" },
+        args: heapless::Vec::new(),
+        env: heapless::Vec::new(),
+        pre: heapless::Vec::new(),
+        requires: Requirements {
+            arch: Arch::Any,
+            gpu: false,
+            zone: None,
+        },
+        replicas: 1,
+        ports: heapless::Vec::new(),
+    }
+}
+
+/// What the core says of an entry named "a" with `spec`.
+fn refusal_of(spec: &ServiceSpec<'_>) -> Option<EntryError> {
+    let body = EntryBody {
+        name: "a",
+        version: Version::default(),
+        spec: Some(spec.clone()),
+    };
+    let mut buf = [0u8; ENTRY_BYTES_MAX];
+    encode_entry(&body, &[0; SIGNATURE_BYTES], &mut buf).err()
+}
+
+fn check_count(what: &str, count: usize, max: usize) -> Result<(), ManifestError> {
+    if count > max {
+        return Err(error(format!(
+            "at most {max} {what} fit in an entry, but the manifest has {count}"
+        )));
+    }
+    Ok(())
+}
+
+/// `items` as a fixed-capacity list, or None if they do not fit.
+fn bounded<T, const N: usize>(items: impl Iterator<Item = T>) -> Option<heapless::Vec<T, N>> {
+    let mut out = heapless::Vec::new();
+    for item in items {
+        out.push(item).ok()?;
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Manifest, ManifestError> {
+        Manifest::parse(text.as_bytes())
+    }
+
+    /// The error for `text`, which must be refused.
+    fn refused(text: &str) -> String {
+        match parse(text) {
+            Ok(_) => panic!("accepted: {text}"),
+            Err(e) => e.message().to_string(),
+        }
+    }
+
+    fn assert_refused(text: &str, needles: &[&str]) {
+        let message = refused(text);
+        for needle in needles {
+            assert!(message.contains(needle), "{text}\n  gave: {message}");
+        }
+    }
+
+    /// A manifest with only a name and a source gets every documented default.
+    #[test]
+    fn defaults() {
+        let m = parse(r#"{"name": "web", "flake": "git+https://host/repo?ref=main"}"#).unwrap();
+        let version = Version {
+            clock: 9,
+            key_id: 4,
+        };
+        let body = m.service(version);
+        assert_eq!((body.name, body.version), ("web", version));
+        let spec = body.spec.unwrap();
+        assert_eq!(
+            spec.source,
+            Source::Flake {
+                uri: "git+https://host/repo?ref=main",
+                attr: "default"
+            }
+        );
+        assert!(spec.args.is_empty() && spec.env.is_empty() && spec.pre.is_empty());
+        assert!(spec.ports.is_empty());
+        assert_eq!(
+            spec.requires,
+            Requirements {
+                arch: Arch::Any,
+                gpu: false,
+                zone: None
+            }
+        );
+        assert_eq!(spec.replicas, 1);
+        assert!(m.tombstone(version).is_tombstone());
+        assert_eq!(m.tombstone(version).name, "web");
+    }
+
+    /// Every field, given, lands in the entry as written; env comes out sorted by name.
+    #[test]
+    fn every_field() {
+        let m = parse(
+            r#"{"name": "api-2", "exec": "/usr/bin/api", "args": ["--port", "8080", ""],
+                "env": {"Z": "last", "MODE": "prod", "_A": ""},
+                "migrations": [["/bin/migrate", "--up"], ["/bin/seed"]],
+                "arch": "aarch64", "gpu": true, "zone": 3, "replicas": 64,
+                "ports": [{"port": 8080, "protocol": "tcp"}, {"port": 53, "protocol": "udp"},
+                          {"port": 9090}]}"#,
+        )
+        .unwrap();
+        let spec = m.service(Version::default()).spec.unwrap();
+        assert_eq!(
+            spec.source,
+            Source::Exec {
+                path: "/usr/bin/api"
+            }
+        );
+        assert_eq!(spec.args.as_slice(), ["--port", "8080", ""]);
+        assert_eq!(
+            spec.env.as_slice(),
+            [("MODE", "prod"), ("Z", "last"), ("_A", "")]
+        );
+        assert_eq!(spec.pre.len(), 2);
+        assert_eq!(spec.pre[0].as_slice(), ["/bin/migrate", "--up"]);
+        assert_eq!(spec.pre[1].as_slice(), ["/bin/seed"]);
+        assert_eq!(
+            spec.requires,
+            Requirements {
+                arch: Arch::Aarch64,
+                gpu: true,
+                zone: Some(3)
+            }
+        );
+        assert_eq!(spec.replicas, 64);
+        let ports: Vec<_> = spec.ports.iter().map(|p| (p.number, p.protocol)).collect();
+        assert_eq!(
+            ports,
+            [
+                (8080, Protocol::Tcp),
+                (53, Protocol::Udp),
+                (9090, Protocol::Tcp)
+            ]
+        );
+    }
+
+    /// The order env is written in does not change the entry's bytes.
+    #[test]
+    fn env_order_is_canonical() {
+        let encode = |text: &str| {
+            let m = parse(text).unwrap();
+            let mut buf = [0u8; ENTRY_BYTES_MAX];
+            let n = encode_entry(&m.service(Version::default()), &[0; 64], &mut buf).unwrap();
+            buf[..n].to_vec()
+        };
+        let a = encode(r#"{"name": "a", "exec": "/a", "env": {"B": "2", "A": "1", "C": "3"}}"#);
+        let b = encode(r#"{"env": {"C": "3", "A": "1", "B": "2"}, "exec": "/a", "name": "a"}"#);
+        assert_eq!(a, b);
+    }
+
+    /// Unknown, duplicate and mistyped fields are refused, naming the field.
+    #[test]
+    fn json_shape_errors() {
+        assert_refused(
+            r#"{"name": "a", "exec": "/a", "replica": 2}"#,
+            &["unknown field `replica`", "line 1"],
+        );
+        assert_refused(
+            r#"{"name": "a", "exec": "/a", "ports": [{"port": 1, "proto": "tcp"}]}"#,
+            &["unknown field `proto`"],
+        );
+        assert_refused(
+            r#"{"name": "a", "name": "b", "exec": "/a"}"#,
+            &["duplicate field `name`"],
+        );
+        assert_refused(
+            r#"{"name": "a", "exec": "/a", "env": {"A": "1", "A": "2"}}"#,
+            &["env variable \"A\" is set twice"],
+        );
+        assert_refused(r#"{"exec": "/a"}"#, &["missing field `name`"]);
+        assert_refused(
+            r#"{"name": "a", "exec": "/a", "gpu": "yes"}"#,
+            &["invalid type"],
+        );
+        assert_refused(
+            r#"{"name": "a", "exec": "/a", "arch": "amd64"}"#,
+            &[
+                "arch must be any, x86_64 or aarch64, got \"amd64\"",
+                "line 1",
+            ],
+        );
+        assert_refused(
+            r#"{"name": "a", "exec": "/a", "ports": [{"port": 1, "protocol": "sctp"}]}"#,
+            &["protocol must be tcp or udp, got \"sctp\""],
+        );
+        assert_refused(
+            r#"{"name": "a", "exec": "/a"} {}"#,
+            &["trailing characters"],
+        );
+        // Objects only: serde's derived array form of a struct is not a second syntax.
+        assert_refused(r#"["a", null, null, "/a"]"#, &["expected a JSON object"]);
+        assert_refused(
+            r#"{"name": "a", "exec": "/a", "ports": [[80, "tcp"]]}"#,
+            &["expected a JSON object"],
+        );
+        assert_refused(
+            r#"{"name": "a", "exec": "/a", "arch": {"x86_64": null}}"#,
+            &["invalid type: map"],
+        );
+        assert_refused(
+            r#"{"name": "a", "exec": "/a", "env": [["A", "1"]]}"#,
+            &["invalid type"],
+        );
+        assert_refused("", &["EOF"]);
+        assert!(Manifest::parse(b"{\"name\": \"\xff\", \"exec\": \"/a\"}").is_err());
+    }
+
+    /// Exactly one of flake and exec, and attr only with flake.
+    #[test]
+    fn exactly_one_source() {
+        assert_refused(
+            r#"{"name": "a", "flake": "f", "exec": "/a"}"#,
+            &["both flake and exec"],
+        );
+        assert_refused(r#"{"name": "a"}"#, &["neither flake nor exec"]);
+        assert_refused(r#"{"name": "a", "exec": "/a", "attr": "x"}"#, &["attr"]);
+        let m = parse(r#"{"name": "a", "flake": "f", "attr": "pkgs.web"}"#).unwrap();
+        let source = m.service(Version::default()).spec.unwrap().source;
+        assert_eq!(
+            source,
+            Source::Flake {
+                uri: "f",
+                attr: "pkgs.web"
+            }
+        );
+    }
+
+    /// The core's rules, each refusal naming the field at fault.
+    #[test]
+    fn core_rules_name_the_field() {
+        for exec in ["bin/prog", "/a/../b", "/with space", ""] {
+            let text = format!(r#"{{"name": "a", "exec": {exec:?}}}"#);
+            assert_refused(&text, &["exec: executable must be an absolute path"]);
+        }
+        for name in ["", "Web", "-a", "a-", "a.b", "a_b", &"a".repeat(64)] {
+            let text = format!(r#"{{"name": {name:?}, "exec": "/a"}}"#);
+            assert_refused(&text, &["name ", "DNS label"]);
+        }
+        assert_refused(
+            r#"{"name": "a", "flake": ""}"#,
+            &["flake: a token is empty"],
+        );
+        assert_refused(r#"{"name": "a", "flake": "f", "attr": ""}"#, &["attr: "]);
+        assert_refused(
+            r#"{"name": "a", "exec": "/a", "args": ["ok", "new\nline"]}"#,
+            &["args[1]: a token is empty or holds a control character"],
+        );
+        for env in [
+            r#"{"A=B": "x"}"#,
+            r#"{"1A": "x"}"#,
+            r#"{"": "x"}"#,
+            r#"{"é": "x"}"#,
+        ] {
+            let text = format!(r#"{{"name": "a", "exec": "/a", "env": {env}}}"#);
+            assert_refused(&text, &["env \"", "environment names must match"]);
+        }
+        assert_refused(
+            r#"{"name": "a", "exec": "/a", "env": {"OK": "1", "A": "\u0000"}}"#,
+            &["env \"A\": the value holds a control character"],
+        );
+        assert_refused(
+            r#"{"name": "a", "exec": "/a", "migrations": [["/ok"], ["relative"]]}"#,
+            &["migrations[1]: executable must be an absolute path"],
+        );
+        assert_refused(
+            r#"{"name": "a", "exec": "/a", "migrations": [["/ok", "tab\there"]]}"#,
+            &["migrations[0]: a token"],
+        );
+        for replicas in ["0", "65", "256", "100000000000"] {
+            let text = format!(r#"{{"name": "a", "exec": "/a", "replicas": {replicas}}}"#);
+            assert_refused(&text, &["replicas must be between 1 and 64"]);
+        }
+        assert_refused(r#"{"name": "a", "exec": "/a", "replicas": -1}"#, &["-1"]);
+        assert_refused(
+            r#"{"name": "a", "exec": "/a", "ports": [{"port": 0}]}"#,
+            &["ports must be non-zero and unique"],
+        );
+        assert_refused(
+            r#"{"name": "a", "exec": "/a", "ports": [{"port": 80}, {"port": 80, "protocol": "tcp"}]}"#,
+            &["ports must be non-zero and unique"],
+        );
+        assert_refused(
+            r#"{"name": "a", "exec": "/a", "ports": [{"port": 65536}]}"#,
+            &["ports[0].port must be 1 to 65535, got 65536"],
+        );
+        assert_refused(
+            r#"{"name": "a", "exec": "/a", "zone": 256}"#,
+            &["zone must be 0 to 255, got 256"],
+        );
+        // The same port number over two protocols is two ports.
+        parse(r#"{"name": "a", "exec": "/a", "ports": [{"port": 53}, {"port": 53, "protocol": "udp"}]}"#)
+            .unwrap();
+    }
+
+    /// Each list stops at the entry's capacity for it, with a message giving the limit.
+    #[test]
+    fn capacities() {
+        let list = |n: usize, item: &str| vec![item; n].join(", ");
+        let with = |field: &str, value: String| {
+            format!(r#"{{"name": "a", "exec": "/a", "{field}": {value}}}"#)
+        };
+        parse(&with("args", format!("[{}]", list(ARGS_MAX, "\"x\"")))).unwrap();
+        assert_refused(
+            &with("args", format!("[{}]", list(ARGS_MAX + 1, "\"x\""))),
+            &["at most 16 args", "has 17"],
+        );
+        let env = |n: usize| {
+            let vars: Vec<String> = (0..n).map(|i| format!("\"V{i}\": \"x\"")).collect();
+            format!("{{{}}}", vars.join(", "))
+        };
+        parse(&with("env", env(ENV_MAX))).unwrap();
+        assert_refused(
+            &with("env", env(ENV_MAX + 1)),
+            &["at most 16 env variables"],
+        );
+        let command = |words: usize| format!("[\"/m\"{}]", ", \"x\"".repeat(words - 1));
+        parse(&with(
+            "migrations",
+            format!("[{}]", list(PRE_MAX, &command(PRE_ARGS_MAX))),
+        ))
+        .unwrap();
+        assert_refused(
+            &with("migrations", format!("[{}]", list(PRE_MAX + 1, "[\"/m\"]"))),
+            &["at most 4 migrations"],
+        );
+        assert_refused(
+            &with("migrations", format!("[{}]", command(PRE_ARGS_MAX + 1))),
+            &["migrations[0] has 9 words", "at most 8"],
+        );
+        assert_refused(
+            &with("migrations", "[[]]".into()),
+            &["migrations[0] is empty"],
+        );
+        let ports = |n: usize| {
+            let ports: Vec<String> = (1..=n).map(|i| format!("{{\"port\": {i}}}")).collect();
+            format!("[{}]", ports.join(", "))
+        };
+        parse(&with("ports", ports(PORTS_MAX))).unwrap();
+        assert_refused(&with("ports", ports(PORTS_MAX + 1)), &["at most 4 ports"]);
+        let long = format!("[{}]", list(ARGS_MAX, &format!("\"{}\"", "x".repeat(60))));
+        assert_refused(
+            &with("args", long),
+            &["longer than one frame allows", "shorten"],
+        );
+        let huge = format!(
+            "{{\"name\": \"a\", \"exec\": \"/a\"}}{}",
+            " ".repeat(MANIFEST_BYTES_MAX)
+        );
+        assert_refused(&huge, &["more than the 65536"]);
+    }
+
+    /// Characters that mean something to a shell or to systemd are data: the entry holds them
+    /// verbatim (the unit compiler quotes them). Control characters are refused by the core.
+    #[test]
+    fn hostile_values_are_data() {
+        let m = parse(
+            r#"{"name": "a", "exec": "/a", "args": ["$HOME", "%n", "\"q\"", "back\\slash", "a;b", "'"],
+                "env": {"X": "$(rm -rf /) %h ` \\ \""}}"#,
+        )
+        .unwrap();
+        let spec = m.service(Version::default()).spec.unwrap();
+        assert_eq!(
+            spec.args.as_slice(),
+            ["$HOME", "%n", "\"q\"", "back\\slash", "a;b", "'"]
+        );
+        assert_eq!(spec.env.as_slice(), [("X", "$(rm -rf /) %h ` \\ \"")]);
+        for bad in ["\\n", "\\r", "\\u0000", "\\u001b", "\\u007f", "\\u0085"] {
+            let text = format!(r#"{{"name": "a", "exec": "/a", "env": {{"X": "a{bad}b"}}}}"#);
+            assert_refused(&text, &["env \"X\": the value holds a control character"]);
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! `myco sign`: a myco.json manifest becomes a desired-state entry signed by the operator key.
+//!
+//! The entry's version is the operator's clock: wall-clock milliseconds since the Unix epoch,
+//! unless `--clock` gives one. Nodes keep, for each service, the entry with the highest version, so
+//! the clock must grow from one signing to the next, across every machine the operator signs on;
+//! real time does that without any state to keep or share. Tombstones are also kept for a span of
+//! operator-clock milliseconds (`TOMBSTONE_RETENTION_MS`), which is a week only if the clock is
+//! real time. An operator whose clock is wrong, or who must replace an entry signed with a clock
+//! from the future, passes `--clock`.
+
+use crate::args::{self, Error, Flags};
+use crate::files::{self, PUBLIC_MODE};
+use crate::output::{self, Value};
+use myco_cli::manifest::Manifest;
+use myco_core::config::{ENTRY_BYTES_MAX, SIGNATURE_BYTES};
+use myco_core::crypto::{sign_entry_body, verify_entry, SigningKey};
+use myco_core::schema::entry::{encode_entry, Entry, EntryBody, Version};
+use pico_args::Arguments;
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+pub const SIGN_HELP: &str = "\
+Usage: myco sign [MANIFEST] --operator-key FILE --out FILE [--clock MS] [--delete] [--json]
+
+Builds a service entry from MANIFEST (default: myco.json), signs it with the operator key and
+writes the signed entry file to FILE (raw bytes, mode 0644). The same manifest, key and clock
+always give the same bytes. The manifest format is described in docs/myco-json.md.
+
+Options:
+  --operator-key FILE  The cluster's operator key (mode 0600)
+  --out FILE           Where to write the signed entry (must not exist)
+  --clock MS           The entry's version, in milliseconds since the Unix epoch (default: now).
+                       Nodes keep the entry with the highest version, so a later signing
+                       replaces an earlier one
+  --delete             Sign a tombstone for the manifest's service instead, which removes the
+                       service from the cluster
+  --json               Print the summary as one JSON line
+  -h, --help           Print this help
+";
+
+/// A `myco sign` command line, checked before any file is read.
+struct SignFlags {
+    manifest: PathBuf,
+    operator_key: PathBuf,
+    out: PathBuf,
+    clock: Option<u64>,
+    delete: bool,
+    json: bool,
+}
+
+impl SignFlags {
+    fn parse(args: Arguments) -> Result<SignFlags, Error> {
+        let mut flags = Flags::new(args, "sign");
+        let operator_key = flags.path("--operator-key")?;
+        let out = flags.path("--out")?;
+        let clock = flags.string("--clock")?;
+        let delete = flags.switch("--delete");
+        let json = flags.switch("--json");
+        let manifest = flags.finish_with_path()?;
+        Ok(SignFlags {
+            manifest: manifest.unwrap_or_else(|| PathBuf::from("myco.json")),
+            operator_key: flags.required(operator_key, "--operator-key")?,
+            out: flags.required(out, "--out")?,
+            clock: clock.as_deref().map(args::parse_clock).transpose()?,
+            delete,
+            json,
+        })
+    }
+}
+
+pub fn sign(args: Arguments) -> Result<(), Error> {
+    let flags = SignFlags::parse(args)?;
+    let text = files::read_manifest(&flags.manifest)?;
+    let manifest = Manifest::parse(&text).map_err(|e| {
+        Error::Failed(format!(
+            "manifest '{}' is refused: {e}; fix it (the format is in docs/myco-json.md)",
+            flags.manifest.display()
+        ))
+    })?;
+    let operator = files::read_key(&flags.operator_key, "--operator-key")?;
+    let version = Version {
+        clock: match flags.clock {
+            Some(clock) => clock,
+            None => now_ms()?,
+        },
+        key_id: operator.public_key().key_id(),
+    };
+    let body = if flags.delete {
+        manifest.tombstone(version)
+    } else {
+        manifest.service(version)
+    };
+    let mut bytes = [0u8; ENTRY_BYTES_MAX];
+    let n = signed_entry(&operator, &body, &mut bytes);
+    files::write_new(&flags.out, &bytes[..n], PUBLIC_MODE)?;
+
+    let fields = [
+        ("name", Value::Text(body.name.into())),
+        ("clock", Value::Number(version.clock)),
+        ("key_id", Value::Number(version.key_id.into())),
+        ("tombstone", Value::Bool(body.is_tombstone())),
+        ("size_bytes", Value::Number(n as u64)),
+        ("path", Value::Text(flags.out.display().to_string())),
+    ];
+    output::print(&fields, flags.json)
+}
+
+/// Encodes `body` with the operator's signature over its encoding, into `out`; returns the length.
+/// The result is decoded and verified before it is returned: a file that nodes would refuse must
+/// never be written.
+fn signed_entry(
+    operator: &SigningKey,
+    body: &EntryBody<'_>,
+    out: &mut [u8; ENTRY_BYTES_MAX],
+) -> usize {
+    // An entry is `postcard(body) || signature`, so encoding with a blank signature yields the
+    // signed bytes in front of it.
+    let n = encode_entry(body, &[0; SIGNATURE_BYTES], out)
+        .expect("a parsed manifest encodes under any version");
+    let signature = sign_entry_body(operator, &out[..n - SIGNATURE_BYTES]);
+    out[n - SIGNATURE_BYTES..n].copy_from_slice(&signature);
+    let entry = Entry::decode(&out[..n]).expect("an encoded entry decodes");
+    assert_eq!(&entry.body, body);
+    assert!(verify_entry(&operator.public_key(), &entry));
+    n
+}
+
+/// Wall-clock milliseconds since the Unix epoch; see the module comment for why.
+fn now_ms() -> Result<u64, Error> {
+    let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).map_err(|_| {
+        Error::Failed(
+            "the system clock is before 1970, so it cannot version an entry; set the clock, or \
+             pass --clock MS"
+                .into(),
+        )
+    })?;
+    // u64 milliseconds last 584 million years.
+    Ok(u64::try_from(since_epoch.as_millis()).expect("the clock is before the year 584556019"))
+}
