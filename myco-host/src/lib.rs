@@ -2,4 +2,7 @@
 //! systemd and nix) and feeds it to the `myco-core` state machines. No decision lives here; a
 //! decision that the simulator would also need belongs in `myco-core`.
 
+pub mod api;
+pub mod flight;
+pub mod reserve;
 pub mod store;
