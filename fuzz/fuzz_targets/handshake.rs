@@ -7,25 +7,15 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use myco_core::config::CERT_BYTES_MAX;
-use myco_core::crypto::cert::{issue_cert, CertBody};
+use myco_core::crypto::cert::certify;
 use myco_core::crypto::handshake::{Credentials, Initiator, Responder, Trust};
 use myco_core::crypto::SigningKey;
 use myco_core::schema::entry::Arch;
 
 fn creds(operator: &SigningKey, seed: u8) -> Credentials {
     let key = SigningKey::from_seed([seed; 32]).unwrap();
-    let body = CertBody {
-        issuer: operator.public_key().key_id(),
-        node_pk: key.public_key().0,
-        zone: 0,
-        arch: Arch::X86_64,
-        gpu: false,
-        issued_at: 0,
-    };
-    let mut cert = [0u8; CERT_BYTES_MAX];
-    let n = issue_cert(operator, &body, &mut cert);
-    Credentials::new(key, &cert[..n], &operator.public_key()).unwrap()
+    let cert = certify(operator, &key.public_key(), 0, Arch::X86_64, false, 0);
+    Credentials::new(key, &cert, &operator.public_key()).unwrap()
 }
 
 fuzz_target!(|data: &[u8]| {

@@ -20,10 +20,10 @@
 
 use libfuzzer_sys::fuzz_target;
 use myco_core::config::{
-    BODY_BYTES_MAX, BUCKETS_PER_GROUP, CERT_BYTES_MAX, ENTRY_BYTES_MAX, FRAME_BYTES, GROUPS,
-    HEADER_BYTES, REVOCATION_BYTES_MAX, SIGNATURE_BYTES, TAG_BYTES,
+    BODY_BYTES_MAX, BUCKETS_PER_GROUP, ENTRY_BYTES_MAX, FRAME_BYTES, GROUPS, HEADER_BYTES,
+    REVOCATION_BYTES_MAX, SIGNATURE_BYTES, TAG_BYTES,
 };
-use myco_core::crypto::cert::{issue_cert, CertBody};
+use myco_core::crypto::cert::certify;
 use myco_core::crypto::handshake::{Credentials, Initiator, SessionKeys, Trust};
 use myco_core::crypto::revocation::encode_revocation;
 use myco_core::crypto::{check_entry, EntrySignatureError, PublicKey, Session, SigningKey};
@@ -62,17 +62,8 @@ struct Fixture {
 
 fn cert_for(operator: &SigningKey, seed: [u8; 32]) -> (SigningKey, Vec<u8>) {
     let key = SigningKey::from_seed(seed).expect("fixture seed");
-    let body = CertBody {
-        issuer: operator.public_key().key_id(),
-        node_pk: key.public_key().0,
-        zone: 0,
-        arch: Arch::X86_64,
-        gpu: false,
-        issued_at: 0,
-    };
-    let mut out = [0u8; CERT_BYTES_MAX];
-    let n = issue_cert(operator, &body, &mut out);
-    (key, out[..n].to_vec())
+    let cert = certify(operator, &key.public_key(), 0, Arch::X86_64, false, 0);
+    (key, cert.to_vec())
 }
 
 fn fixture() -> &'static Fixture {

@@ -4,8 +4,8 @@
 //!
 //! Run: `cargo run --release -p myco-core --example crypto_bench`
 
-use myco_core::config::{BODY_BYTES_MAX, CERT_BYTES_MAX, HEADER_BYTES};
-use myco_core::crypto::cert::{issue_cert, Cert, CertBody};
+use myco_core::config::{BODY_BYTES_MAX, HEADER_BYTES};
+use myco_core::crypto::cert::{certify, Cert};
 use myco_core::crypto::{Credentials, Initiator, Responder, Session, SigningKey, Trust};
 use myco_core::schema::entry::Arch;
 use std::hint::black_box;
@@ -22,17 +22,8 @@ fn fill(n: u64, salt: u8) -> [u8; 32] {
 
 fn node(operator: &SigningKey, seed: u8) -> Credentials {
     let key = SigningKey::from_seed([seed; 32]).unwrap();
-    let body = CertBody {
-        issuer: operator.public_key().key_id(),
-        node_pk: key.public_key().0,
-        zone: 0,
-        arch: Arch::X86_64,
-        gpu: false,
-        issued_at: 1,
-    };
-    let mut cert = [0u8; CERT_BYTES_MAX];
-    let n = issue_cert(operator, &body, &mut cert);
-    Credentials::new(key, &cert[..n], &operator.public_key()).unwrap()
+    let cert = certify(operator, &key.public_key(), 0, Arch::X86_64, false, 1);
+    Credentials::new(key, &cert, &operator.public_key()).unwrap()
 }
 
 /// Runs `f` repeatedly for `RUN` and returns calls per second.
@@ -73,11 +64,9 @@ fn main() {
         black_box(Responder::handle_hello(&hello, &b, &trust, fill(n, 3), fill(n, 4)).unwrap());
     });
 
-    let mut cert = [0u8; CERT_BYTES_MAX];
-    let body = *a.cert();
-    let n = issue_cert(&operator, &body, &mut cert);
+    let cert = a.cert_bytes();
     let verifies = rate(|_| {
-        let c = Cert::decode(black_box(&cert[..n])).unwrap();
+        let c = Cert::decode(black_box(cert)).unwrap();
         black_box(c.verify(&operator.public_key(), 1)).unwrap();
     });
 

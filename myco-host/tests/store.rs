@@ -3,6 +3,8 @@
 
 #[path = "common/entries.rs"]
 mod entries;
+#[path = "common/temp_dir.rs"]
+mod temp_dir;
 
 use entries::service_entry;
 use myco_core::wal::{CheckpointEnd, RecordError, Stop};
@@ -10,31 +12,7 @@ use myco_host::store::{FileStore, OpenReport};
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
-
-/// A fresh directory under the system temp dir, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let unique = format!(
-            "myco-store-{name}-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        let path = std::env::temp_dir().join(unique);
-        let _ = fs::remove_dir_all(&path);
-        fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
+use temp_dir::TempDir;
 
 fn wal(dir: &Path, generation: u64) -> PathBuf {
     dir.join(format!("wal-{generation:020}"))
@@ -83,7 +61,7 @@ struct Written {
 
 fn write_1000_services() -> Written {
     let dir = TempDir::new("source");
-    let (mut store, report, replayed) = open(&dir.0);
+    let (mut store, report, replayed) = open(dir.path());
     assert_eq!((report.generation, replayed.len()), (0, 0));
     let mut written = Written {
         entries: Vec::new(),
@@ -96,7 +74,7 @@ fn write_1000_services() -> Written {
         written.entries.push(entry);
         written.ends.push(store.wal_bytes());
     }
-    written.log = fs::read(wal(&dir.0, 0)).unwrap();
+    written.log = fs::read(wal(dir.path(), 0)).unwrap();
     assert_eq!(written.log.len() as u64, store.wal_bytes());
     written
 }
@@ -105,20 +83,20 @@ fn write_1000_services() -> Written {
 /// back, that the log was cut right after them, and that the store appends normally afterwards.
 fn assert_recovers_prefix(written: &Written, damaged: &[u8], good: usize, stop: Stop) {
     let dir = TempDir::new("damaged");
-    fs::write(wal(&dir.0, 0), damaged).unwrap();
+    fs::write(wal(dir.path(), 0), damaged).unwrap();
     let good_bytes = if good == 0 { 0 } else { written.ends[good - 1] };
-    let (mut store, report, replayed) = open(&dir.0);
+    let (mut store, report, replayed) = open(dir.path());
     assert_eq!(replayed, written.entries[..good]);
     assert_eq!((report.truncated, report.wal_stop), (true, stop));
     assert_eq!(report.truncated_bytes, damaged.len() as u64 - good_bytes);
     assert!(report.needs_full_sync());
-    assert_eq!(file_len(&wal(&dir.0, 0)), good_bytes);
+    assert_eq!(file_len(&wal(dir.path(), 0)), good_bytes);
     assert_eq!(store.wal_bytes(), good_bytes);
 
     let extra = service_entry(5000, 2);
     store.append(&extra).unwrap();
     drop(store);
-    let (_, report, replayed) = open(&dir.0);
+    let (_, report, replayed) = open(dir.path());
     assert!(!report.truncated);
     assert_eq!(replayed.len(), good + 1);
     assert_eq!(replayed[..good], written.entries[..good]);
@@ -134,11 +112,11 @@ fn damaged_log_recovers_exactly_the_good_prefix() {
     let log = &written.log;
 
     let dir = TempDir::new("intact");
-    fs::write(wal(&dir.0, 0), log).unwrap();
-    let (_, report, replayed) = open(&dir.0);
+    fs::write(wal(dir.path(), 0), log).unwrap();
+    let (_, report, replayed) = open(dir.path());
     assert_eq!(replayed, written.entries);
     assert!(!report.needs_full_sync());
-    assert_eq!(file_len(&wal(&dir.0, 0)), log.len() as u64);
+    assert_eq!(file_len(&wal(dir.path(), 0)), log.len() as u64);
 
     let cut = written.ends[699] as usize + 5;
     assert_recovers_prefix(&written, &log[..cut], 700, Stop::TornTail);
@@ -190,7 +168,7 @@ fn append_all(store: &mut FileStore, entries: &[Vec<u8>]) {
 #[test]
 fn checkpoint_compacts_the_log_into_a_snapshot() {
     let dir = TempDir::new("checkpoint");
-    let (mut store, _, _) = open(&dir.0);
+    let (mut store, _, _) = open(dir.path());
     let (v1, v2, v3) = (deploys(1), deploys(2), deploys(3));
     append_all(&mut store, &v1);
     append_all(&mut store, &v2);
@@ -201,7 +179,7 @@ fn checkpoint_compacts_the_log_into_a_snapshot() {
     append_all(&mut store, &v3[..2]);
     drop(store);
 
-    let (store, report, replayed) = open(&dir.0);
+    let (store, report, replayed) = open(dir.path());
     assert_eq!(replayed, [&v2[..], &v3[..2]].concat());
     assert_eq!(
         report.snapshot,
@@ -216,10 +194,10 @@ fn checkpoint_compacts_the_log_into_a_snapshot() {
     assert_eq!((report.generation, report.wal_entries), (1, 2));
     assert!(!report.needs_full_sync());
     assert_eq!(
-        names(&dir.0),
+        names(dir.path()),
         ["snapshot-00000000000000000001", "wal-00000000000000000001"]
     );
-    assert_eq!(store.wal_bytes(), file_len(&wal(&dir.0, 1)));
+    assert_eq!(store.wal_bytes(), file_len(&wal(dir.path(), 1)));
 }
 
 /// The files of a checkpoint from generation 1 to 2, captured so that any crash point can be
@@ -235,16 +213,16 @@ struct Swap {
 
 fn capture_swap() -> Swap {
     let dir = TempDir::new("swap");
-    let (mut store, _, _) = open(&dir.0);
+    let (mut store, _, _) = open(dir.path());
     let (v1, v2) = (deploys(1), deploys(2));
     append_all(&mut store, &v1);
     store.checkpoint(v1.iter().map(Vec::as_slice), 1).unwrap();
     append_all(&mut store, &v2);
-    let old_snapshot = fs::read(snapshot(&dir.0, 1)).unwrap();
-    let old_log = fs::read(wal(&dir.0, 1)).unwrap();
+    let old_snapshot = fs::read(snapshot(dir.path(), 1)).unwrap();
+    let old_log = fs::read(wal(dir.path(), 1)).unwrap();
     store.checkpoint(v2.iter().map(Vec::as_slice), 2).unwrap();
-    let new_snapshot = fs::read(snapshot(&dir.0, 2)).unwrap();
-    assert_eq!(file_len(&wal(&dir.0, 2)), 0);
+    let new_snapshot = fs::read(snapshot(dir.path(), 2)).unwrap();
+    assert_eq!(file_len(&wal(dir.path(), 2)), 0);
     Swap {
         old_snapshot,
         old_log,
@@ -302,8 +280,8 @@ fn crash_at_every_checkpoint_step_recovers_a_whole_state() {
     ];
     for (files, generation) in crashes {
         let dir = TempDir::new("crash");
-        lay_out(&dir.0, &swap, files);
-        let (mut store, report, replayed) = open(&dir.0);
+        lay_out(dir.path(), &swap, files);
+        let (mut store, report, replayed) = open(dir.path());
         let state = if generation == 1 {
             &swap.old_state
         } else {
@@ -316,7 +294,7 @@ fn crash_at_every_checkpoint_step_recovers_a_whole_state() {
             format!("snapshot-{generation:020}"),
             format!("wal-{generation:020}"),
         ];
-        assert_eq!(names(&dir.0), expected, "{files:?}");
+        assert_eq!(names(dir.path()), expected, "{files:?}");
 
         let extra = service_entry(77, 9);
         store.append(&extra).unwrap();
@@ -324,7 +302,7 @@ fn crash_at_every_checkpoint_step_recovers_a_whole_state() {
             .checkpoint(state.iter().map(Vec::as_slice), 3)
             .unwrap();
         drop(store);
-        let (_, report, replayed) = open(&dir.0);
+        let (_, report, replayed) = open(dir.path());
         assert_eq!(replayed, *state, "{files:?}");
         assert_eq!(report.generation, generation + 1, "{files:?}");
     }
@@ -338,7 +316,7 @@ fn damaged_newest_snapshot_falls_back_to_the_previous_generation() {
     let swap = capture_swap();
     let dir = TempDir::new("fallback");
     lay_out(
-        &dir.0,
+        dir.path(),
         &swap,
         &[
             Left::OldSnapshot,
@@ -349,28 +327,28 @@ fn damaged_newest_snapshot_falls_back_to_the_previous_generation() {
     );
     let mut damaged = swap.new_snapshot.clone();
     damaged[40] ^= 0x10;
-    fs::write(snapshot(&dir.0, 2), &damaged).unwrap();
+    fs::write(snapshot(dir.path(), 2), &damaged).unwrap();
     let late = service_entry(42, 7);
-    let (mut store, _, _) = FileStore::open(&dir.0, |_| {})
+    let (mut store, _, _) = FileStore::open(dir.path(), |_| {})
         .map(|(s, r)| (s, r, ()))
         .unwrap();
     store.append(&late).unwrap();
     drop(store);
 
-    let (store, report, replayed) = open(&dir.0);
+    let (store, report, replayed) = open(dir.path());
     assert_eq!(replayed, [&swap.old_state[..], &[late]].concat());
     assert_eq!(report.snapshot.map(|(generation, _)| generation), Some(1));
     assert_eq!((report.snapshots_rejected, report.generation), (1, 2));
     assert!(report.needs_full_sync());
     assert_eq!(store.generation(), 2);
-    assert_eq!(file_len(&wal(&dir.0, 2)), store.wal_bytes());
+    assert_eq!(file_len(&wal(dir.path(), 2)), store.wal_bytes());
 }
 
 /// A state directory that does not exist yet is created, and an empty store replays nothing.
 #[test]
 fn open_creates_a_missing_state_dir() {
     let parent = TempDir::new("missing");
-    let dir = parent.0.join("var/lib/myco");
+    let dir = parent.path().join("var/lib/myco");
     let (store, report, replayed) = open(&dir);
     assert!(replayed.is_empty());
     assert_eq!(

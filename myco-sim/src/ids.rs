@@ -1,9 +1,8 @@
 //! Simulated identities: the operator key and each node's key and certificate, all derived from
 //! the scenario seed, so a run replays with the same keys.
 
-use myco_core::config::CERT_BYTES_MAX;
-use myco_core::crypto::cert::issue_cert;
-use myco_core::crypto::{CertBody, SigningKey};
+use myco_core::crypto::cert;
+use myco_core::crypto::SigningKey;
 use myco_core::random::Prng;
 use myco_core::schema::entry::Arch;
 
@@ -27,18 +26,10 @@ pub struct Identities {
 
 /// A certificate from `operator` for the node key of `seed`.
 pub fn certify(operator: &SigningKey, seed: [u8; 32], zone: u8, issued_at: u64) -> Vec<u8> {
-    let node = SigningKey::from_seed(seed).expect("non-zero seed");
-    let body = CertBody {
-        issuer: operator.public_key().key_id(),
-        node_pk: node.public_key().0,
-        zone,
-        arch: Arch::X86_64,
-        gpu: false,
-        issued_at,
-    };
-    let mut out = [0u8; CERT_BYTES_MAX];
-    let n = issue_cert(operator, &body, &mut out);
-    out[..n].to_vec()
+    let node = SigningKey::from_seed(seed)
+        .expect("non-zero seed")
+        .public_key();
+    cert::certify(operator, &node, zone, Arch::X86_64, false, issued_at).to_vec()
 }
 
 impl Identities {

@@ -172,6 +172,29 @@ pub fn issue_cert(operator: &SigningKey, body: &CertBody, out: &mut [u8; CERT_BY
     n
 }
 
+/// A certificate from `operator` for the node key `node`: what `myco cert` issues, and what
+/// tests, the simulator and benchmarks build their identities with.
+pub fn certify(
+    operator: &SigningKey,
+    node: &PublicKey,
+    zone: u8,
+    arch: Arch,
+    gpu: bool,
+    issued_at: u64,
+) -> heapless::Vec<u8, CERT_BYTES_MAX> {
+    let body = CertBody {
+        issuer: operator.public_key().key_id(),
+        node_pk: node.0,
+        zone,
+        arch,
+        gpu,
+        issued_at,
+    };
+    let mut out = [0u8; CERT_BYTES_MAX];
+    let n = issue_cert(operator, &body, &mut out);
+    heapless::Vec::from_slice(&out[..n]).expect("a certificate fits CERT_BYTES_MAX")
+}
+
 #[cfg(test)]
 pub(crate) fn test_cert(
     operator: &SigningKey,
@@ -179,17 +202,14 @@ pub(crate) fn test_cert(
     zone: u8,
     issued_at: u64,
 ) -> heapless::Vec<u8, CERT_BYTES_MAX> {
-    let body = CertBody {
-        issuer: operator.public_key().key_id(),
-        node_pk: node.public_key().0,
+    certify(
+        operator,
+        &node.public_key(),
         zone,
-        arch: Arch::X86_64,
-        gpu: false,
+        Arch::X86_64,
+        false,
         issued_at,
-    };
-    let mut out = [0u8; CERT_BYTES_MAX];
-    let n = issue_cert(operator, &body, &mut out);
-    heapless::Vec::from_slice(&out[..n]).unwrap()
+    )
 }
 
 #[cfg(test)]

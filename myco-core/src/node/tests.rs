@@ -2,9 +2,9 @@
 //! single node does with bad input, forged entries and its storage completions.
 
 use super::*;
-use crate::config::{CERT_BYTES_MAX, WAL_CHECKPOINT_BYTES};
-use crate::crypto::cert::issue_cert;
-use crate::crypto::{sign_entry_body, CertBody};
+use crate::config::WAL_CHECKPOINT_BYTES;
+use crate::crypto::cert::certify;
+use crate::crypto::sign_entry_body;
 use crate::schema::entry::{encode_entry, Arch, EntryBody, Version};
 use crate::schema::frame::{body_mut, write_frame, Header};
 use heapless::Vec as HVec;
@@ -40,27 +40,7 @@ fn operator() -> SigningKey {
 }
 
 fn node(wal_checkpoint_bytes: u64) -> Node {
-    let op = operator();
-    let body = CertBody {
-        issuer: op.public_key().key_id(),
-        node_pk: SigningKey::from_seed([1; 32]).unwrap().public_key().0,
-        zone: 0,
-        arch: Arch::X86_64,
-        gpu: false,
-        issued_at: 0,
-    };
-    let mut cert = [0u8; CERT_BYTES_MAX];
-    let n = issue_cert(&op, &body, &mut cert);
-    let config = NodeConfig {
-        node_seed: [1; 32],
-        cert: &cert[..n],
-        operator: op.public_key(),
-        revocation_block: 0,
-        seed: 1,
-        join: &[],
-        wal_checkpoint_bytes,
-    };
-    Node::new(&config, Instant(0)).unwrap()
+    node_with(1, &[], wal_checkpoint_bytes)
 }
 
 /// A tombstone signed by `key` (the operator, or a forger).
@@ -232,26 +212,18 @@ impl Sink for Wire {
     }
 }
 
-fn node_with(seed: u8, join: &[PeerAddr]) -> Node {
+fn node_with(seed: u8, join: &[PeerAddr], wal_checkpoint_bytes: u64) -> Node {
     let op = operator();
-    let body = CertBody {
-        issuer: op.public_key().key_id(),
-        node_pk: SigningKey::from_seed([seed; 32]).unwrap().public_key().0,
-        zone: 0,
-        arch: Arch::X86_64,
-        gpu: false,
-        issued_at: 0,
-    };
-    let mut cert = [0u8; CERT_BYTES_MAX];
-    let n = issue_cert(&op, &body, &mut cert);
+    let node_pk = SigningKey::from_seed([seed; 32]).unwrap().public_key();
+    let cert = certify(&op, &node_pk, 0, Arch::X86_64, false, 0);
     let config = NodeConfig {
         node_seed: [seed; 32],
-        cert: &cert[..n],
+        cert: &cert,
         operator: op.public_key(),
         revocation_block: 0,
         seed: u64::from(seed),
         join,
-        wal_checkpoint_bytes: WAL_CHECKPOINT_BYTES,
+        wal_checkpoint_bytes,
     };
     Node::new(&config, Instant(0)).unwrap()
 }
@@ -290,8 +262,8 @@ fn tampered_replayed_and_foreign_frames_change_nothing() {
         PeerAddr::v4([127, 0, 0, 1], 1),
         PeerAddr::v4([127, 0, 0, 2], 1),
     );
-    let mut a = node_with(1, &[addr_b]);
-    let mut b = node_with(2, &[addr_a]);
+    let mut a = node_with(1, &[addr_b], WAL_CHECKPOINT_BYTES);
+    let mut b = node_with(2, &[addr_a], WAL_CHECKPOINT_BYTES);
     run_pair(&mut a, &mut b, 3_000, 0);
     assert!(
         a.link_count() == 1 && b.link_count() == 1,
