@@ -16,13 +16,17 @@ FUZZ_SECONDS ?= 30
 BINARY_SIZE_BYTES_MAX := 2097152
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 NOSTD_TARGET := thumbv7em-none-eabihf
+ARM_TARGET := aarch64-unknown-linux-gnu
+# Debian's cross linker and qemu user emulation run aarch64 test binaries on this x86_64 machine.
+ARM_ENV := CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
+	CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64-static -L /usr/aarch64-linux-gnu"
 FUZZ_TARGETS := $(basename $(notdir $(wildcard fuzz/fuzz_targets/*.rs)))
 SIM := cargo run --profile sim -p myco-sim --
 
-.PHONY: ci test sim gauntlet gauntlet-short bench size nostd fmt fmt-check lint \
+.PHONY: ci test sim gauntlet gauntlet-short bench size size-check nostd aarch64 aarch64-tools fmt fmt-check lint \
 	fuzz fuzz-build tools nostd-tools fuzz-tools
 
-ci: fmt-check lint nostd test gauntlet-short size fuzz-build
+ci: fmt-check lint nostd test aarch64 gauntlet-short size fuzz-build
 
 # nextest runs test binaries in parallel and reports better; plain cargo test is the fallback for
 # machines without it. The crates have no doctests (nextest skips those); examples are checked by
@@ -53,15 +57,32 @@ bench:
 
 size:
 	cargo build --release --bin myco-d --bin myco
+	$(MAKE) --no-print-directory size-check BINARY_DIR=$(TARGET_DIR)/release
+
+# Fails if a stripped release binary in BINARY_DIR exceeds the budget.
+size-check:
 	@status=0; \
 	for bin in myco-d myco; do \
-		bytes=$$(stat -c %s "$(TARGET_DIR)/release/$$bin"); \
-		echo "$$bin: $$bytes bytes (max $(BINARY_SIZE_BYTES_MAX))"; \
+		bytes=$$(stat -c %s "$(BINARY_DIR)/$$bin"); \
+		echo "$(BINARY_DIR)/$$bin: $$bytes bytes (max $(BINARY_SIZE_BYTES_MAX))"; \
 		if [ "$$bytes" -gt $(BINARY_SIZE_BYTES_MAX) ]; then \
 			echo "$$bin is over its size budget"; status=1; \
 		fi; \
 	done; \
 	exit $$status
+
+# The core and host unit tests on aarch64 under qemu, and both binaries built and size-gated for
+# aarch64 (edge boxes are x86_64 and aarch64).
+aarch64: aarch64-tools
+	$(ARM_ENV) cargo test -p myco-core -p myco-host --target $(ARM_TARGET)
+	$(ARM_ENV) cargo build --release --target $(ARM_TARGET) --bin myco-d --bin myco
+	$(MAKE) --no-print-directory size-check BINARY_DIR=$(TARGET_DIR)/$(ARM_TARGET)/release
+
+aarch64-tools:
+	command -v aarch64-linux-gnu-gcc >/dev/null && command -v qemu-aarch64-static >/dev/null \
+		|| (apt-get update -qq && apt-get install -y -qq gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static)
+	rustup target list --installed | grep -x $(ARM_TARGET) >/dev/null \
+		|| rustup target add $(ARM_TARGET)
 
 # Proves that myco-core builds without std or an allocator.
 nostd: nostd-tools
@@ -89,7 +110,7 @@ fuzz-build: fuzz-tools
 	$(if $(FUZZ_TARGETS),cargo +nightly fuzz build,@echo "no fuzz targets in fuzz/fuzz_targets")
 
 # Everything a fresh machine with only rustup's stable toolchain needs for `make ci`.
-tools: nostd-tools fuzz-tools
+tools: nostd-tools fuzz-tools aarch64-tools
 	rustup component add rustfmt clippy
 
 # grep without -q reads all of rustup's output, so pipefail never sees rustup die of SIGPIPE.
