@@ -80,7 +80,8 @@ aarch64: aarch64-tools
 
 aarch64-tools:
 	command -v aarch64-linux-gnu-gcc >/dev/null && command -v qemu-aarch64-static >/dev/null \
-		|| (apt-get update -qq && apt-get install -y -qq gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static)
+		|| (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static)
 	rustup target list --installed | grep -x $(ARM_TARGET) >/dev/null \
 		|| rustup target add $(ARM_TARGET)
 
