@@ -74,7 +74,7 @@ size-check:
 # The core and host unit tests on aarch64 under qemu, and both binaries built and size-gated for
 # aarch64 (edge boxes are x86_64 and aarch64).
 aarch64: aarch64-tools
-	$(ARM_ENV) cargo test -p myco-core -p myco-host --target $(ARM_TARGET)
+	$(ARM_ENV) cargo test -p myco-core -p myco-host --target $(ARM_TARGET) --tests
 	$(ARM_ENV) cargo build --release --target $(ARM_TARGET) --bin myco-d --bin myco
 	$(MAKE) --no-print-directory size-check BINARY_DIR=$(TARGET_DIR)/$(ARM_TARGET)/release
 
