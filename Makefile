@@ -26,7 +26,7 @@ SIM := cargo run --profile sim -p myco-sim --
 .PHONY: ci test sim gauntlet gauntlet-short bench size size-check nostd aarch64 aarch64-tools fmt fmt-check lint \
 	fuzz fuzz-build tools nostd-tools fuzz-tools
 
-ci: fmt-check lint nostd test aarch64 gauntlet-short size fuzz-build
+ci: tools fmt-check lint nostd test aarch64 gauntlet-short size fuzz-build
 
 # nextest runs test binaries in parallel and reports better; plain cargo test is the fallback for
 # machines without it. The crates have no doctests (nextest skips those); examples are checked by
