@@ -30,7 +30,7 @@ use crate::schema::addr::PeerAddr;
 use crate::schema::entry::Entry;
 use crate::schema::frame::{Frame, FrameError, Kind};
 use crate::schema::message::{Body, Digest, MemberMeta, MemberState, MemberUpdate, Message};
-use crate::state::store::{bucket_of, Merge, Slot, Store, StoreError};
+use crate::state::store::{bucket_of, key_hash, Merge, Slot, Store, StoreError};
 use crate::sync::merkle::{bucket_range, group_buckets};
 use crate::time::Instant;
 use crate::wal::checkpoint_due;
@@ -368,8 +368,10 @@ impl Node {
         entry: &[u8],
         sink: &mut impl Sink,
     ) -> Result<Submitted, SubmitError> {
-        self.check_signature(entry, sink)
+        let decoded = Entry::decode(entry).map_err(|e| SubmitError::Store(StoreError::Entry(e)))?;
+        sink.verify_entry(&self.out.trust.operator, &decoded)
             .map_err(SubmitError::Signature)?;
+        let key_hash = key_hash(decoded.body.name);
         let merge = self.store.merge(entry).map_err(SubmitError::Store)?;
         if merge == Merge::Stale {
             return Ok(Submitted {
@@ -377,24 +379,11 @@ impl Node {
                 ticket: None,
             });
         }
-        self.rumors.push(self.store_key_of(entry), entry.len());
+        self.rumors.push(key_hash, entry.len());
         Ok(Submitted {
             merge,
             ticket: Some(self.persist(entry, sink)),
         })
-    }
-
-    /// Checks the operator's signature on an encoded entry. Malformed entries pass here and are
-    /// refused by the store, which validates every field.
-    fn check_signature(
-        &mut self,
-        bytes: &[u8],
-        sink: &mut impl Sink,
-    ) -> Result<(), EntrySignatureError> {
-        match Entry::decode(bytes) {
-            Ok(entry) => sink.verify_entry(&self.out.trust.operator, &entry),
-            Err(_) => Ok(()),
-        }
     }
 
     /// Replays one entry from this node's own log or snapshot at boot: stored, not re-logged,

@@ -60,18 +60,23 @@ impl Node {
     }
 
     pub(super) fn merge_entry(&mut self, bytes: &[u8], sink: &mut impl Sink) {
-        if self.store.contains_exact(bytes) {
+        // Decoded once here: the key hash, the duplicate check and the signature all come from it.
+        let entry = match Entry::decode(bytes) {
+            Ok(e) => e,
+            Err(e) => return self.refuse(sink, Refusal::Entry(StoreError::Entry(e))),
+        };
+        let key_hash = key_hash(entry.body.name);
+        if self.store.contains_exact(key_hash, bytes) {
             self.out.counters.entries_stale += 1;
             return;
         }
         // Only the operator's signature makes an entry: a relay can neither forge nor alter one.
-        if let Err(e) = self.check_signature(bytes, sink) {
+        if let Err(e) = sink.verify_entry(&self.out.trust.operator, &entry) {
             return self.refuse(sink, Refusal::Crypto(e.refusal()));
         }
         match self.store.merge(bytes) {
             Ok(Merge::Stale) => self.out.counters.entries_stale += 1,
             Ok(_) => {
-                let key_hash = self.store_key_of(bytes);
                 self.out.counters.entries_changed += 1;
                 self.rumors.push(key_hash, bytes.len());
                 self.persist(bytes, sink);
@@ -79,11 +84,6 @@ impl Node {
             }
             Err(e) => self.refuse(sink, Refusal::Entry(e)),
         }
-    }
-
-    pub(super) fn store_key_of(&self, bytes: &[u8]) -> u64 {
-        let entry = crate::schema::entry::Entry::decode(bytes).expect("merged entries are valid");
-        crate::state::store::key_hash(entry.body.name)
     }
 
     /// Anti-entropy step 2: for each bucket that differs, send our keys; where the peer's bucket
