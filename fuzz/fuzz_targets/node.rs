@@ -18,6 +18,10 @@
 //! real address).
 #![no_main]
 
+#[path = "common/filler.rs"]
+mod filler;
+
+use filler::filler_args;
 use libfuzzer_sys::fuzz_target;
 use myco_core::config::{
     BODY_BYTES_MAX, BUCKETS_PER_GROUP, ENTRY_BYTES_MAX, FRAME_BYTES, GROUPS, HEADER_BYTES,
@@ -29,7 +33,7 @@ use myco_core::crypto::revocation::encode_revocation;
 use myco_core::crypto::{check_entry, EntrySignatureError, PublicKey, Session, SigningKey};
 use myco_core::node::Storage;
 use myco_core::schema::entry::{
-    encode_entry, Arch, Entry, EntryBody, Requirements, ServiceSpec, Source, Version,
+    encode_entry, Arch, Entry, EntryBody, ServiceSpec, Source, Version,
 };
 use myco_core::schema::frame::{body_mut, write_frame, Frame, Header, Kind};
 use myco_core::schema::message::{Body, Digest, MemberMeta, MemberState, MemberUpdate, Message};
@@ -43,7 +47,6 @@ const FAKE_PEERS: u64 = 8;
 const NAMES: [&str; 12] = [
     "web", "db", "cache", "a", "b", "c", "d", "e", "f", "g", "h", "worker-1",
 ];
-static FILL: [u8; 200] = [b'x'; 200];
 
 fn fake_addr(id: u64) -> PeerAddr {
     PeerAddr::v4([10, 0, 0, id as u8], 7946)
@@ -304,28 +307,11 @@ fn entry(input: &mut Input<'_>, out: &mut [u8; ENTRY_BYTES_MAX]) -> Option<usize
     let clock = u64::from(input.u8());
     let flags = input.u8();
     let size = input.u8();
-    let fill = core::str::from_utf8(&FILL).expect("ascii");
-    let mut args = heapless::Vec::new();
-    for i in 0..usize::from(size % 5) {
-        let len = if i == 0 {
-            usize::from(size) % 200 + 1
-        } else {
-            200
-        };
-        args.push(&fill[..len]).expect("at most 4 args");
-    }
+    let args = filler_args(size);
     let spec = ServiceSpec {
-        source: Source::Exec { path: "/bin/true" },
         args,
-        env: heapless::Vec::new(),
-        pre: heapless::Vec::new(),
-        requires: Requirements {
-            arch: Arch::Any,
-            gpu: false,
-            zone: None,
-        },
         replicas: 1 + flags % 3,
-        ports: heapless::Vec::new(),
+        ..ServiceSpec::minimal(Source::Exec { path: "/bin/true" })
     };
     let operator = &fixture().operator;
     let key_id = if flags & 0x40 == 0 {

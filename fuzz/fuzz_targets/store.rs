@@ -11,11 +11,13 @@
 //! check.
 #![no_main]
 
+#[path = "common/filler.rs"]
+mod filler;
+
+use filler::filler_args;
 use libfuzzer_sys::fuzz_target;
 use myco_core::config::ENTRY_BYTES_MAX;
-use myco_core::schema::entry::{
-    encode_entry, Arch, EntryBody, Requirements, ServiceSpec, Source, Version,
-};
+use myco_core::schema::entry::{encode_entry, EntryBody, ServiceSpec, Source, Version};
 use myco_core::state::store::{Merge, Store, StoreError};
 
 type Small = Store<8, 4096>;
@@ -23,7 +25,6 @@ type Small = Store<8, 4096>;
 const NAMES: [&str; 12] = [
     "web", "db", "cache", "a", "b", "c", "d", "e", "f", "g", "h", "worker-1",
 ];
-static FILL: [u8; 200] = [b'x'; 200];
 
 struct Input<'a>(&'a [u8]);
 
@@ -53,28 +54,10 @@ fn synthesise(input: &mut Input<'_>) -> Option<Vec<u8>> {
         clock: u64::from(clock_byte) << 24,
         key_id: u32::from(flags >> 4) % 3,
     };
-    let fill = core::str::from_utf8(&FILL).expect("ascii");
-    let mut args = heapless::Vec::new();
-    for i in 0..usize::from(size % 5) {
-        let len = if i == 0 {
-            usize::from(size) % 200 + 1
-        } else {
-            200
-        };
-        args.push(&fill[..len]).expect("at most 4 args");
-    }
+    let args = filler_args(size);
     let spec = ServiceSpec {
-        source: Source::Exec { path: "/bin/true" },
         args,
-        env: heapless::Vec::new(),
-        pre: heapless::Vec::new(),
-        requires: Requirements {
-            arch: Arch::Any,
-            gpu: false,
-            zone: None,
-        },
-        replicas: 1,
-        ports: heapless::Vec::new(),
+        ..ServiceSpec::minimal(Source::Exec { path: "/bin/true" })
     };
     let body = EntryBody {
         name,

@@ -447,19 +447,7 @@ impl Manifest {
 
 /// The smallest spec the core accepts; `culprit` varies one field of it at a time.
 fn minimal<'a>() -> ServiceSpec<'a> {
-    ServiceSpec {
-        source: Source::Exec { path: "/x" },
-        args: heapless::Vec::new(),
-        env: heapless::Vec::new(),
-        pre: heapless::Vec::new(),
-        requires: Requirements {
-            arch: Arch::Any,
-            gpu: false,
-            zone: None,
-        },
-        replicas: 1,
-        ports: heapless::Vec::new(),
-    }
+    ServiceSpec::minimal(Source::Exec { path: "/x" })
 }
 
 /// What the core says of an entry named "a" with `spec`.

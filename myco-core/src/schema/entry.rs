@@ -80,6 +80,26 @@ pub struct ServiceSpec<'a> {
     pub ports: Vec<Port, PORTS_MAX>,
 }
 
+impl<'a> ServiceSpec<'a> {
+    /// The smallest spec: `source` alone, with no arguments, environment, migrations or ports,
+    /// any arch, no GPU, any zone, one replica. Set other fields with struct update syntax.
+    pub fn minimal(source: Source<'a>) -> ServiceSpec<'a> {
+        ServiceSpec {
+            source,
+            args: Vec::new(),
+            env: Vec::new(),
+            pre: Vec::new(),
+            requires: Requirements {
+                arch: Arch::Any,
+                gpu: false,
+                zone: None,
+            },
+            replicas: 1,
+            ports: Vec::new(),
+        }
+    }
+}
+
 /// The signed part of an entry. `spec: None` is a tombstone.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EntryBody<'a> {

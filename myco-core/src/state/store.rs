@@ -365,22 +365,10 @@ impl<const N: usize, const A: usize> Store<N, A> {
 mod tests {
     use super::*;
     use crate::config::ENTRY_BYTES_MAX;
-    use crate::schema::entry::{encode_entry, Arch, EntryBody, Requirements, ServiceSpec, Source};
+    use crate::schema::entry::{encode_entry, EntryBody, ServiceSpec, Source};
 
     fn entry(name: &str, clock: u64, tomb: bool, out: &mut [u8; ENTRY_BYTES_MAX]) -> usize {
-        let spec = ServiceSpec {
-            source: Source::Exec { path: "/bin/true" },
-            args: Vec::new(),
-            env: Vec::new(),
-            pre: Vec::new(),
-            requires: Requirements {
-                arch: Arch::Any,
-                gpu: false,
-                zone: None,
-            },
-            replicas: 1,
-            ports: Vec::new(),
-        };
+        let spec = ServiceSpec::minimal(Source::Exec { path: "/bin/true" });
         let body = EntryBody {
             name,
             version: Version { clock, key_id: 0 },
