@@ -1,4 +1,4 @@
-# The one entry point for every task; .ci/run calls `make tools ci` and nothing else.
+# The one entry point for every task; .ci/run calls `make ci` (the README's test command) and nothing else.
 
 SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
