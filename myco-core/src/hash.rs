@@ -11,7 +11,8 @@ const K1: u64 = 0x6d65_726b_6c65_2d31; // "merkle-1"
 pub const DOMAIN_KEY: u64 = 0x01;
 pub const DOMAIN_ENTRY: u64 = 0x02;
 pub const DOMAIN_STATE: u64 = 0x03;
-pub const DOMAIN_PLACE: u64 = 0x04;
+/// Recognises a repeated handshake Hello (not a security boundary).
+pub const DOMAIN_HELLO: u64 = 0x04;
 
 #[derive(Clone, Copy)]
 pub struct SipHasher {

@@ -23,14 +23,12 @@ use crate::crypto::handshake::{
     Credentials, Handshake, HandshakeMsg, MsgKind, Peer, Responder, Trust,
 };
 use crate::crypto::{Initiator, Refusal as CryptoRefusal, Session};
-use crate::hash::digest;
+use crate::hash::{digest, DOMAIN_HELLO};
 use crate::schema::addr::PeerAddr;
 use crate::schema::frame::{body_mut, write_frame, Frame, Header, Kind};
 use crate::schema::message::{Body, Digest, Message};
 use crate::time::Instant;
 
-/// Domain of the digest that recognises a repeated Hello (not a security boundary).
-const DOMAIN_HELLO: u64 = 0x48;
 use heapless::Vec;
 
 /// An established session with one peer.
