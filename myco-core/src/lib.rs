@@ -11,6 +11,7 @@ pub mod config;
 pub mod crypto;
 pub mod gossip;
 pub mod hash;
+pub mod hex;
 pub mod node;
 pub mod random;
 pub mod schema;

@@ -168,6 +168,7 @@ impl Level {
 }
 
 /// Writes log lines to stderr and to the flight recorder.
+#[derive(Clone, Copy, Debug)]
 pub struct Logger {
     verbose: bool,
 }

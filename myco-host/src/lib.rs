@@ -2,7 +2,11 @@
 //! systemd and nix) and feeds it to the `myco-core` state machines. No decision lives here; a
 //! decision that the simulator would also need belongs in `myco-core`.
 
+pub mod alloc;
 pub mod api;
+pub mod daemon;
 pub mod flight;
+pub mod io;
 pub mod reserve;
 pub mod store;
+pub mod systemd;

@@ -18,6 +18,7 @@ use myco_core::wal::{
 };
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, Write};
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -261,6 +262,19 @@ impl FileStore {
 
     pub fn wal_bytes(&self) -> u64 {
         self.wal_bytes
+    }
+
+    /// The log file, for a caller that writes records itself (the daemon's io_uring loop, which
+    /// batches appends into one write and one fdatasync). It writes at `wal_bytes()`.
+    pub fn wal_fd(&self) -> RawFd {
+        self.wal.as_raw_fd()
+    }
+
+    /// Takes note of `len` bytes of whole records that the caller wrote at `wal_bytes()` and made
+    /// durable through `wal_fd`.
+    pub fn record_written(&mut self, len: usize) {
+        assert!(!self.failed, "writes after a failure are refused");
+        self.wal_bytes += len as u64;
     }
     pub fn generation(&self) -> u64 {
         self.generation

@@ -454,8 +454,11 @@ impl Node {
     }
 
     pub fn handle_tick(&mut self, now: Instant, sink: &mut impl Sink) {
-        self.members
-            .expire(now, |id| sink.event(Event::MemberDead(id)));
+        let out = &mut self.out;
+        self.members.expire(now, |id| {
+            out.forget_peer(id);
+            sink.event(Event::MemberDead(id));
+        });
         self.relays.retain(|r| r.expires > now);
         self.out.now = now;
         self.out.handle_tick(sink);
@@ -592,6 +595,17 @@ impl Node {
         }
         self.out.install_credentials(creds);
         Ok(())
+    }
+
+    /// The operator-signed record of the current RevocationBlock, empty at height 0: the host
+    /// keeps it on disk so a restarted node still refuses what it refused before.
+    pub fn revocation_record(&self) -> &[u8] {
+        &self.revocation
+    }
+
+    /// This node's own membership record, as peers see it.
+    pub fn own_record(&self) -> MemberUpdate {
+        self.me()
     }
 
     pub fn link_count(&self) -> usize {

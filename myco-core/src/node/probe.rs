@@ -215,7 +215,10 @@ impl Node {
             Applied::Joined => sink.event(Event::MemberJoined(u.id)),
             Applied::Changed(MemberState::Alive) => sink.event(Event::MemberAlive(u.id)),
             Applied::Changed(MemberState::Suspect) => sink.event(Event::MemberSuspect(u.id)),
-            Applied::Changed(MemberState::Dead) => sink.event(Event::MemberDead(u.id)),
+            Applied::Changed(MemberState::Dead) => {
+                self.out.forget_peer(u.id);
+                sink.event(Event::MemberDead(u.id));
+            }
             Applied::Full => self.out.counters.members_refused += 1,
             Applied::Ignored => {}
         }

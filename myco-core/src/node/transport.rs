@@ -252,6 +252,12 @@ impl Transport {
         true
     }
 
+    /// Ends the session with a peer declared dead. If it only restarted, it lost its session
+    /// keys, so the next contact must be a fresh handshake, not frames it can no longer open.
+    pub fn forget_peer(&mut self, peer: u64) {
+        self.links.retain(|l| l.peer != peer);
+    }
+
     pub fn has_link(&self, addr: PeerAddr) -> bool {
         self.links.iter().any(|l| l.addr == addr)
     }

@@ -32,6 +32,17 @@ pub enum Arch {
     Aarch64,
 }
 
+impl Arch {
+    /// The name operators write in myco.json and flags, and the API shows.
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::Any => "any",
+            Arch::X86_64 => "x86_64",
+            Arch::Aarch64 => "aarch64",
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Protocol {
     Tcp,

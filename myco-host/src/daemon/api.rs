@@ -1,0 +1,298 @@
+//! The API's connections: a fixed table of slots, each with a request buffer and an answer
+//! buffer allocated at start-up. Sockets are non-blocking and the loop only reads what has
+//! arrived and writes what the client takes, so a slow or stuck client holds one slot until its
+//! deadline and never the loop.
+
+use crate::api::request::{Parse, RequestBuffer};
+use crate::api::response::write_error;
+use crate::io::{Backend, Interest};
+use myco_core::schema::entry::Version;
+use std::io::{ErrorKind, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+
+/// Connections served at once; one more is answered 503 and closed.
+pub const CONNECTIONS_MAX: usize = 16;
+/// An answer: `/services` with every one of `SERVICES_MAX` entries fits.
+pub const ANSWER_BYTES: usize = 192 * 1024;
+/// A request must arrive whole, and an answer be taken, within this; an idle connection is
+/// closed after it.
+pub const REQUEST_TIMEOUT_MS: u64 = 10_000;
+/// A deploy waits this long for its WAL write before it is answered 507.
+pub const DEPLOY_TIMEOUT_MS: u64 = 30_000;
+
+/// Loop tokens: fixed ones for the daemon's own fds, then one per slot.
+pub const TOKEN_CONN_BASE: u64 = 16;
+
+/// A deploy whose WAL record is not yet durable.
+#[derive(Clone, Debug)]
+pub struct Waiting {
+    pub ticket: u64,
+    pub name: heapless::String<64>,
+    pub version: Version,
+    pub applied: bool,
+    pub keep_alive: bool,
+    pub deadline_ms: u64,
+}
+
+pub struct Conn {
+    pub stream: Option<UnixStream>,
+    pub request: Box<RequestBuffer>,
+    pub answer: Box<[u8]>,
+    /// The unsent part of the answer is `answer[start..end]`.
+    start: usize,
+    end: usize,
+    /// Close once the answer is sent.
+    close_after: bool,
+    pub waiting: Option<Waiting>,
+    deadline_ms: u64,
+    /// Closed, but the fd stays open until `Api::reap` has told the backend to forget it: an
+    /// io_uring poll armed on a closed fd would outlive it.
+    dead: bool,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ApiStats {
+    pub accepted: u64,
+    pub refused_busy: u64,
+    pub requests: u64,
+    pub errors: u64,
+    pub timeouts: u64,
+}
+
+pub struct Api {
+    pub listener: UnixListener,
+    pub conns: Box<[Conn]>,
+    pub stats: ApiStats,
+}
+
+impl Conn {
+    fn new() -> Conn {
+        Conn {
+            stream: None,
+            request: Box::new(RequestBuffer::new()),
+            answer: vec![0; ANSWER_BYTES].into_boxed_slice(),
+            start: 0,
+            end: 0,
+            close_after: false,
+            waiting: None,
+            deadline_ms: 0,
+            dead: false,
+        }
+    }
+
+    /// Nothing to send and no deploy pending: the next buffered request may be answered.
+    pub fn idle(&self) -> bool {
+        self.is_open() && self.start == self.end && self.waiting.is_none() && !self.close_after
+    }
+
+    /// Queues `answer`, a slice of `self.answer` (as the response writers return it).
+    pub fn queue(&mut self, range: (usize, usize), keep_alive: bool) {
+        (self.start, self.end) = range;
+        self.close_after |= !keep_alive;
+    }
+
+    /// The next complete request's parse, if the connection may answer one now.
+    pub fn poll(&self) -> Option<Parse<'_>> {
+        self.idle().then(|| self.request.poll_request())
+    }
+
+    fn is_open(&self) -> bool {
+        self.stream.is_some() && !self.dead
+    }
+
+    fn interest(&self, token: u64) -> Option<Interest> {
+        let stream = self.stream.as_ref().filter(|_| !self.dead)?;
+        let writable = self.start < self.end;
+        let readable = !writable && self.waiting.is_none() && !self.close_after;
+        Some(Interest {
+            fd: stream.as_raw_fd(),
+            token,
+            readable,
+            writable,
+        })
+    }
+}
+
+/// Where `slice` sits in the buffer that starts at address `base` (response writers return a
+/// slice of the buffer they were given).
+pub fn range_in(base: usize, slice: &[u8]) -> (usize, usize) {
+    let start = slice.as_ptr() as usize - base;
+    (start, start + slice.len())
+}
+
+/// What reading a connection found.
+pub enum Arrived {
+    /// Bytes arrived (or none yet); answer what is complete.
+    More,
+    /// The client closed or the socket failed: drop the slot.
+    Closed,
+}
+
+impl Api {
+    pub fn new(listener: UnixListener) -> Api {
+        Api {
+            listener,
+            conns: (0..CONNECTIONS_MAX).map(|_| Conn::new()).collect(),
+            stats: ApiStats::default(),
+        }
+    }
+
+    pub fn open_count(&self) -> usize {
+        self.conns.iter().filter(|c| c.is_open()).count()
+    }
+
+    pub fn interests(&self, out: &mut impl Extend<Interest>) {
+        for (i, c) in self.conns.iter().enumerate() {
+            out.extend(c.interest(TOKEN_CONN_BASE + i as u64));
+        }
+    }
+
+    /// Closes the fds of closed connections, after the backend forgot them.
+    pub fn reap(&mut self, io: &mut Backend) {
+        for (i, c) in self.conns.iter_mut().enumerate().filter(|(_, c)| c.dead) {
+            io.forget(TOKEN_CONN_BASE + i as u64);
+            c.stream = None;
+            c.dead = false;
+        }
+    }
+
+    pub fn slot_of(token: u64) -> Option<usize> {
+        let i = token.checked_sub(TOKEN_CONN_BASE)? as usize;
+        (i < CONNECTIONS_MAX).then_some(i)
+    }
+
+    /// Accepts what is waiting. Beyond `CONNECTIONS_MAX` a client gets 503 and is closed.
+    pub fn accept(&mut self, now_ms: u64) {
+        loop {
+            let stream = match self.listener.accept() {
+                Ok((s, _)) => s,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                // ECONNABORTED, EMFILE: nothing to do for this client; the next may work.
+                Err(_) => return,
+            };
+            if stream.set_nonblocking(true).is_err() {
+                continue;
+            }
+            self.stats.accepted += 1;
+            match self.conns.iter_mut().find(|c| c.stream.is_none()) {
+                Some(c) => c.open(stream, now_ms),
+                None => self.refuse_busy(stream),
+            }
+        }
+    }
+
+    fn refuse_busy(&mut self, mut stream: UnixStream) {
+        self.stats.refused_busy += 1;
+        let mut buf = [0u8; 512];
+        if let Ok(answer) = write_error(
+            &mut buf,
+            503,
+            "too many API connections; retry shortly",
+            false,
+        ) {
+            // Best effort: a client that cannot take 200 bytes at once gets only the close.
+            let _ = stream.write(answer);
+        }
+    }
+
+    /// Drops connections past their deadline: 408 for a partial request, 507 for a deploy whose
+    /// record never became durable, nothing for an idle keep-alive connection.
+    pub fn expire(&mut self, now_ms: u64) -> usize {
+        let mut expired = 0;
+        for c in self.conns.iter_mut().filter(|c| c.is_open()) {
+            if let Some(w) = &c.waiting {
+                if now_ms >= w.deadline_ms {
+                    c.waiting = None;
+                    c.answer_error(507, "the WAL did not make the deploy durable in time (disk full?); nothing is acknowledged: retry");
+                    expired += 1;
+                }
+                continue;
+            }
+            if now_ms < c.deadline_ms {
+                continue;
+            }
+            if c.start == c.end && c.request.buffered() > 0 {
+                c.answer_error(408, "the request did not arrive whole in time");
+                c.flush();
+            }
+            c.close();
+            expired += 1;
+        }
+        self.stats.timeouts += expired as u64;
+        expired
+    }
+}
+
+impl Conn {
+    fn open(&mut self, stream: UnixStream, now_ms: u64) {
+        self.stream = Some(stream);
+        self.start = 0;
+        self.end = 0;
+        self.close_after = false;
+        self.waiting = None;
+        self.deadline_ms = now_ms + REQUEST_TIMEOUT_MS;
+        let buffered = self.request.buffered();
+        if buffered > 0 {
+            self.request.consume(buffered);
+        }
+    }
+
+    pub fn close(&mut self) {
+        self.dead = self.stream.is_some();
+        self.waiting = None;
+    }
+
+    pub fn answer_error(&mut self, status: u16, message: &str) {
+        let base = self.answer.as_ptr() as usize;
+        let answer = write_error(&mut self.answer, status, message, false)
+            .expect("an error answer fits the answer buffer");
+        let range = range_in(base, answer);
+        self.queue(range, false);
+    }
+
+    /// Reads what has arrived into the request buffer.
+    pub fn read(&mut self) -> Arrived {
+        let Some(stream) = self.stream.as_mut().filter(|_| !self.dead) else {
+            return Arrived::Closed;
+        };
+        loop {
+            let spare = self.request.spare();
+            if spare.is_empty() {
+                return Arrived::More;
+            }
+            match stream.read(spare) {
+                Ok(0) => return Arrived::Closed,
+                Ok(n) => self.request.handle_read(n),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Arrived::More,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(_) => return Arrived::Closed,
+            }
+        }
+    }
+
+    /// Writes what the client takes; closes after the last byte if asked to.
+    pub fn flush(&mut self) {
+        let Some(stream) = self.stream.as_mut().filter(|_| !self.dead) else {
+            return;
+        };
+        while self.start < self.end {
+            match stream.write(&self.answer[self.start..self.end]) {
+                Ok(n) => self.start += n,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(_) => return self.close(),
+            }
+        }
+        if self.close_after {
+            self.close();
+        }
+    }
+
+    /// An answer was queued for a request: the next one has a fresh deadline.
+    pub fn answered(&mut self, consumed: usize, now_ms: u64) {
+        self.request.consume(consumed);
+        self.deadline_ms = now_ms + REQUEST_TIMEOUT_MS;
+    }
+}

@@ -1,0 +1,272 @@
+//! Start-up: everything that may allocate happens here, in order, before READY=1. Each failure
+//! names the file or flag to fix.
+
+use super::config::Config;
+use super::net;
+use super::peers::PeersFile;
+use crate::flight::{Level, Logger};
+use crate::reserve::{Reserve, ReserveState};
+use crate::store::FileStore;
+use myco_core::config::{REVOCATION_BYTES_MAX, WAL_CHECKPOINT_BYTES};
+use myco_core::crypto::{Cert, Revocation};
+use myco_core::hex::parse_key_file;
+use myco_core::node::Storage;
+use myco_core::time::Instant;
+use myco_core::{Node, NodeConfig, PeerAddr};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::Path;
+
+/// The state directory's own revocation record: the highest one this node has accepted.
+pub const REVOCATION_FILE_NAME: &str = "revocation";
+const LOCK_FILE_NAME: &str = "lock";
+const CERT_FILE_BYTES_MAX: u64 = 4096;
+
+/// A start-up failure: what went wrong and what to do, for the log.
+pub struct BootError(pub String);
+
+impl<E: std::fmt::Display> From<(&str, E)> for BootError {
+    fn from((what, e): (&str, E)) -> BootError {
+        BootError(format!("{what}: {e}"))
+    }
+}
+
+/// Creates the state directory (mode 0700) and takes its lock, so two daemons never share one
+/// WAL. The lock is held as long as the returned file is open.
+pub fn lock_state_dir(dir: &Path) -> Result<File, BootError> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| {
+            BootError(format!(
+                "cannot create the state directory {}: {e}",
+                dir.display()
+            ))
+        })?;
+    let path = dir.join(LOCK_FILE_NAME);
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| BootError(format!("cannot open {}: {e}", path.display())))?;
+    // SAFETY: flock on an fd we own; it only takes an advisory lock.
+    let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if locked != 0 {
+        return Err(BootError(format!(
+            "another myco-d uses the state directory {} (its lock is held); stop it or pass another --state-dir",
+            dir.display()
+        )));
+    }
+    Ok(file)
+}
+
+/// Reads the node key; refuses a file others may read, as `myco` does.
+pub fn read_node_seed(path: &Path) -> Result<[u8; 32], BootError> {
+    let shown = path.display();
+    let mut file = File::open(path).map_err(|e| BootError(format!("cannot read the node key --key {shown}: {e}; make one with 'myco keygen --out {shown}'")))?;
+    let mode = file
+        .metadata()
+        .map_err(|e| BootError(format!("cannot stat {shown}: {e}")))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        return Err(BootError(format!(
+            "the node key {shown} can be read by others (mode {:o}); run 'chmod 600 {shown}'",
+            mode & 0o777
+        )));
+    }
+    let mut text = Vec::new();
+    (&mut file)
+        .take(130)
+        .read_to_end(&mut text)
+        .map_err(|e| BootError(format!("cannot read {shown}: {e}")))?;
+    parse_key_file(&text).map_err(|e| {
+        BootError(format!(
+            "{shown} is not a key file: {e}; 'myco keygen' writes one"
+        ))
+    })
+}
+
+fn read_small(path: &Path, what: &str, max: u64) -> Result<Vec<u8>, BootError> {
+    let mut bytes = Vec::new();
+    File::open(path)
+        .and_then(|f| f.take(max + 1).read_to_end(&mut bytes))
+        .map_err(|e| BootError(format!("cannot read the {what} {}: {e}", path.display())))?;
+    if bytes.len() as u64 > max {
+        return Err(BootError(format!(
+            "the {what} {} is larger than {max} bytes: not a Myco file",
+            path.display()
+        )));
+    }
+    Ok(bytes)
+}
+
+pub fn read_cert(path: &Path) -> Result<Vec<u8>, BootError> {
+    let bytes = read_small(path, "certificate --cert", CERT_FILE_BYTES_MAX)?;
+    Cert::decode(&bytes).map_err(|e| {
+        BootError(format!(
+            "{} is not a certificate: {}; make one with 'myco cert'",
+            path.display(),
+            e.message()
+        ))
+    })?;
+    Ok(bytes)
+}
+
+/// The revocation to start with: the higher of the flag's and the state directory's, checked
+/// against the operator key.
+pub fn read_revocation(config: &Config) -> Result<Option<(u64, Vec<u8>)>, BootError> {
+    let kept = config.state_dir.join(REVOCATION_FILE_NAME);
+    let mut best: Option<(u64, Vec<u8>)> = None;
+    for path in config
+        .revocation
+        .iter()
+        .chain(kept.exists().then_some(&kept))
+    {
+        let bytes = read_small(path, "revocation", REVOCATION_BYTES_MAX as u64)?;
+        let height = Revocation::decode(&bytes)
+            .and_then(|r| r.verify(&config.operator))
+            .map_err(|e| {
+                BootError(format!(
+                    "{} is not a revocation signed by --operator: {e:?}",
+                    path.display()
+                ))
+            })?;
+        if best.as_ref().is_none_or(|(h, _)| height > *h) {
+            best = Some((height, bytes));
+        }
+    }
+    Ok(best)
+}
+
+/// Builds the node: `Node` is large (its tables are sized at compile time), so it lives in one
+/// boxed allocation made here.
+pub fn node(
+    config: &Config,
+    seed: [u8; 32],
+    cert: &[u8],
+    join: &[PeerAddr],
+    random: u64,
+) -> Result<Box<Node>, BootError> {
+    let node_config = NodeConfig {
+        node_seed: seed,
+        cert,
+        operator: config.operator,
+        revocation_block: 0,
+        seed: random,
+        join,
+        wal_checkpoint_bytes: WAL_CHECKPOINT_BYTES,
+    };
+    let node = Node::new(&node_config, Instant(0)).map_err(|e| BootError(format!("cannot start the node with --key and --cert: {e:?}; the certificate must be for this key and signed by --operator")))?;
+    Ok(Box::new(node))
+}
+
+/// Replays the state directory into the node.
+pub fn replay(node: &mut Node, dir: &Path, log: &Logger) -> Result<FileStore, BootError> {
+    let mut refused = 0u64;
+    let (store, report) = FileStore::open(dir, |entry| {
+        refused += u64::from(node.restore(entry).is_err());
+    })
+    .map_err(|e| BootError(format!("cannot open the WAL in {}: {e}", dir.display())))?;
+    log.log(
+        Level::Info,
+        format_args!(
+            "replayed generation {}: {} log records, {} services, {} refused, truncated {} bytes",
+            report.generation,
+            report.wal_entries,
+            node.store().len(),
+            refused,
+            report.truncated_bytes
+        ),
+    );
+    let wal_bytes = store.wal_bytes();
+    let mut sink = NoSink;
+    node.handle_storage(
+        Instant(0),
+        Storage::Recovered {
+            wal_bytes,
+            truncated: report.needs_full_sync(),
+        },
+        &mut sink,
+    );
+    Ok(store)
+}
+
+/// Recovery emits no effects; a sink that would be handed any is a bug.
+struct NoSink;
+
+impl myco_core::Sink for NoSink {
+    fn send(&mut self, _: PeerAddr, _: &[u8; myco_core::config::FRAME_BYTES]) {
+        unreachable!("recovery sends nothing")
+    }
+    fn event(&mut self, _: myco_core::Event) {}
+    fn append(&mut self, _: &[u8], _: u64) {
+        unreachable!("recovery appends nothing")
+    }
+    fn checkpoint(&mut self) {
+        unreachable!("recovery checkpoints nothing")
+    }
+    fn fill_random(&mut self, _: &mut [u8]) {
+        unreachable!("recovery draws no randomness")
+    }
+}
+
+pub fn reserve(dir: &Path, bytes: u64, log: &Logger) -> Reserve {
+    let mut reserve = Reserve::new(dir, bytes);
+    if bytes == 0 {
+        return reserve;
+    }
+    match reserve.ensure() {
+        Ok(ReserveState::Present { bytes, .. }) => log.log(
+            Level::Info,
+            format_args!("disk reserve of {bytes} bytes in place"),
+        ),
+        Ok(state) => log.log(
+            Level::Warning,
+            format_args!(
+                "disk reserve not created: {state:?}; it is retried while the daemon runs"
+            ),
+        ),
+        Err(e) => log.log(
+            Level::Warning,
+            format_args!("disk reserve not created: {e}; it is retried while the daemon runs"),
+        ),
+    }
+    reserve
+}
+
+/// `--join` first, then remembered peers, at most what the core keeps.
+pub fn join_list(config: &Config, remembered: &[std::net::SocketAddr]) -> Vec<PeerAddr> {
+    let mut join: Vec<PeerAddr> = Vec::new();
+    for &a in config.join.iter().chain(remembered) {
+        let p = net::peer_addr(a);
+        if !join.contains(&p) && join.len() < myco_core::config::JOIN_MAX {
+            join.push(p);
+        }
+    }
+    join
+}
+
+pub fn peers(dir: &Path, log: &Logger) -> (PeersFile, Vec<std::net::SocketAddr>) {
+    let (file, addrs, skipped) = PeersFile::load(dir);
+    if skipped > 0 {
+        log.log(
+            Level::Warning,
+            format_args!("skipped {skipped} unreadable lines of the peers file"),
+        );
+    }
+    (file, addrs)
+}
+
+/// Writes the revocation record the node now holds, atomically, so a restart enforces it.
+pub fn save_revocation(dir: &Path, record: &[u8]) -> io::Result<()> {
+    let tmp = dir.join("revocation.tmp");
+    fs::write(&tmp, record)?;
+    File::open(&tmp)?.sync_all()?;
+    fs::rename(&tmp, dir.join(REVOCATION_FILE_NAME))?;
+    File::open(dir)?.sync_all()
+}

@@ -1,0 +1,209 @@
+//! `myco-d`'s command line, checked whole before anything is touched. Defaults follow the
+//! directories systemd hands the service (`docs/daemon.md`).
+
+use crate::io::Choice;
+use crate::systemd;
+use myco_core::crypto::PublicKey;
+use myco_core::hex::parse_hex32;
+use pico_args::Arguments;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+
+pub const HELP: &str = "\
+myco-d: the Myco daemon for one box
+
+Usage: myco-d --operator HEX [OPTIONS]
+
+Options:
+  --operator HEX        The cluster's operator public key, 64 hex digits
+                        ('myco pubkey --key operator.key')
+  --key FILE            This node's key, mode 0600 (default: $CREDENTIALS_DIRECTORY/node.key,
+                        else /etc/myco/node.key)
+  --cert FILE           This node's certificate from 'myco cert' (default:
+                        $CREDENTIALS_DIRECTORY/node.cert, else /etc/myco/node.cert)
+  --revocation FILE     A revocation from 'myco revoke' to apply at start
+  --state-dir DIR       WAL, snapshots, peers, reserve and flight recorder (default:
+                        $STATE_DIRECTORY, else /var/lib/myco)
+  --socket PATH         The API's Unix socket, mode 0660 (default: $RUNTIME_DIRECTORY/myco.sock,
+                        else /run/myco/myco.sock)
+  --listen ADDR         The gossip UDP socket (default [::]:7946, dual stack; an IPv4 address
+                        listens on IPv4 only)
+  --join ADDR           A peer to contact first, HOST:PORT; repeatable. Peers met since are
+                        remembered in the state directory
+  --reserve-bytes N     Disk reserve freed when the disk fills (default 500000000; 0: none)
+  --io auto|uring|poll  Event loop backend (default auto: io_uring, else poll)
+  --verbose             Also print debug lines on stderr (the flight recorder always has them)
+  -h, --help            Print this help and exit
+  -V, --version         Print the version and exit
+
+Exit codes: 0 stopped by SIGTERM or SIGINT, 1 failed (the log says why), 2 bad command line.
+";
+
+pub const RESERVE_BYTES_DEFAULT: u64 = 500_000_000;
+pub const LISTEN_DEFAULT: &str = "[::]:7946";
+/// Join addresses taken from the command line; the core keeps `JOIN_MAX`.
+const JOINS_MAX: usize = myco_core::config::JOIN_MAX;
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub operator: PublicKey,
+    pub key: PathBuf,
+    pub cert: PathBuf,
+    pub revocation: Option<PathBuf>,
+    pub state_dir: PathBuf,
+    pub socket: PathBuf,
+    pub listen: SocketAddr,
+    pub join: Vec<SocketAddr>,
+    pub reserve_bytes: u64,
+    pub io: Choice,
+    pub verbose: bool,
+}
+
+/// What the command line asked for besides running.
+pub enum Parsed {
+    Run(Box<Config>),
+    Help,
+    Version,
+}
+
+/// A command line that cannot run; the message says what to change.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+fn usage(message: String) -> UsageError {
+    UsageError(message)
+}
+
+pub fn parse(mut args: Arguments) -> Result<Parsed, UsageError> {
+    if args.contains(["-h", "--help"]) {
+        return Ok(Parsed::Help);
+    }
+    if args.contains(["-V", "--version"]) {
+        return Ok(Parsed::Version);
+    }
+    let operator = text(&mut args, "--operator")?
+        .ok_or_else(|| usage("--operator HEX is required: the cluster's operator public key ('myco pubkey --key operator.key')".into()))?;
+    let operator = parse_hex32(operator.as_bytes())
+        .map(PublicKey)
+        .map_err(|e| usage(format!("--operator '{operator}' is not a public key: {e}")))?;
+    let credentials = systemd::credentials_dir();
+    let key = path(&mut args, "--key")?
+        .unwrap_or_else(|| default_in(&credentials, "/etc/myco", "node.key"));
+    let cert = path(&mut args, "--cert")?
+        .unwrap_or_else(|| default_in(&credentials, "/etc/myco", "node.cert"));
+    let revocation = path(&mut args, "--revocation")?;
+    let state_dir = path(&mut args, "--state-dir")?
+        .or_else(systemd::state_dir)
+        .unwrap_or_else(|| PathBuf::from("/var/lib/myco"));
+    let socket = path(&mut args, "--socket")?
+        .unwrap_or_else(|| default_in(&systemd::runtime_dir(), "/run/myco", "myco.sock"));
+    let listen = text(&mut args, "--listen")?.unwrap_or_else(|| LISTEN_DEFAULT.into());
+    let listen = listen.parse().map_err(|_| {
+        usage(format!(
+            "--listen '{listen}' is not IP:PORT, e.g. [::]:7946 or 0.0.0.0:7946"
+        ))
+    })?;
+    let join = joins(&mut args)?;
+    let reserve_bytes = number(&mut args, "--reserve-bytes")?.unwrap_or(RESERVE_BYTES_DEFAULT);
+    let io = io_choice(text(&mut args, "--io")?)?;
+    let verbose = args.contains("--verbose");
+    refuse_leftovers(args)?;
+    Ok(Parsed::Run(Box::new(Config {
+        operator,
+        key,
+        cert,
+        revocation,
+        state_dir,
+        socket,
+        listen,
+        join,
+        reserve_bytes,
+        io,
+        verbose,
+    })))
+}
+
+fn refuse_leftovers(args: Arguments) -> Result<(), UsageError> {
+    match args
+        .finish()
+        .first()
+        .map(|a| a.to_string_lossy().into_owned())
+    {
+        None => Ok(()),
+        Some(arg) if arg.starts_with('-') => Err(usage(format!(
+            "unknown option '{arg}'; see 'myco-d --help'"
+        ))),
+        Some(arg) => Err(usage(format!(
+            "unexpected argument '{arg}'; see 'myco-d --help'"
+        ))),
+    }
+}
+
+fn text(args: &mut Arguments, flag: &'static str) -> Result<Option<String>, UsageError> {
+    args.opt_value_from_os_str(flag, |s: &std::ffi::OsStr| {
+        s.to_str().map(str::to_owned).ok_or("not UTF-8")
+    })
+    .map_err(|_| {
+        usage(format!(
+            "{flag} needs a value in UTF-8; see 'myco-d --help'"
+        ))
+    })
+}
+
+fn path(args: &mut Arguments, flag: &'static str) -> Result<Option<PathBuf>, UsageError> {
+    args.opt_value_from_os_str(flag, |s: &std::ffi::OsStr| Ok::<_, &str>(PathBuf::from(s)))
+        .map_err(|_| usage(format!("{flag} needs a path; see 'myco-d --help'")))
+}
+
+fn number(args: &mut Arguments, flag: &'static str) -> Result<Option<u64>, UsageError> {
+    let Some(value) = text(args, flag)? else {
+        return Ok(None);
+    };
+    value
+        .parse()
+        .map(Some)
+        .map_err(|_| usage(format!("{flag} '{value}' is not a whole number of bytes")))
+}
+
+fn io_choice(value: Option<String>) -> Result<Choice, UsageError> {
+    match value.as_deref() {
+        None | Some("auto") => Ok(Choice::Auto),
+        Some("uring") => Ok(Choice::Uring),
+        Some("poll") => Ok(Choice::Poll),
+        Some(other) => Err(usage(format!(
+            "--io '{other}' is not one of auto, uring, poll"
+        ))),
+    }
+}
+
+/// `--join` values, resolved now (host names too): the loop never blocks on DNS.
+fn joins(args: &mut Arguments) -> Result<Vec<SocketAddr>, UsageError> {
+    let values: Vec<String> = args
+        .values_from_os_str("--join", |s: &std::ffi::OsStr| {
+            s.to_str().map(str::to_owned).ok_or("not UTF-8")
+        })
+        .map_err(|_| usage("--join needs HOST:PORT in UTF-8".into()))?;
+    if values.len() > JOINS_MAX {
+        return Err(usage(format!(
+            "at most {JOINS_MAX} --join addresses; the cluster spreads the rest"
+        )));
+    }
+    values.iter().map(|v| resolve(v)).collect()
+}
+
+fn resolve(value: &str) -> Result<SocketAddr, UsageError> {
+    let mut found = value.to_socket_addrs().map_err(|e| {
+        usage(format!(
+            "--join '{value}' cannot be resolved: {e}; give HOST:PORT, e.g. 10.0.0.2:7946"
+        ))
+    })?;
+    found
+        .next()
+        .ok_or_else(|| usage(format!("--join '{value}' resolves to no address")))
+}
+
+fn default_in(dir: &Option<PathBuf>, fallback: &str, file: &str) -> PathBuf {
+    dir.as_deref()
+        .map_or_else(|| PathBuf::from(fallback), PathBuf::from)
+        .join(file)
+}

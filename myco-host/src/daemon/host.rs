@@ -1,0 +1,252 @@
+//! `Host`: what the core's effects touch on this box. It is the node's `Sink` (UDP sends, WAL
+//! appends, events, randomness) and owns the event loop's backend, because a WAL batch that fills
+//! up must be written before the append that overflowed it returns.
+
+use super::net::socket_addr;
+use super::wal::{Batch, WalQueue};
+use crate::flight::{Level, Logger};
+use crate::io::{Backend, Completion, Completions};
+use crate::reserve::Reserve;
+use crate::store::FileStore;
+use myco_core::config::FRAME_BYTES;
+use myco_core::node::Refusal;
+use myco_core::{Event, PeerAddr, Sink};
+use std::io::{self, ErrorKind};
+use std::net::UdpSocket;
+use std::time::Duration;
+
+/// Counters the host keeps beside the core's own.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HostStats {
+    pub datagrams_received: u64,
+    /// Sends the kernel refused: a full socket buffer (dropped, as UDP would) or an unreachable
+    /// address.
+    pub sends_dropped: u64,
+    pub sends_failed: u64,
+    pub wal_disk_full: u64,
+    pub reserve_releases: u64,
+    pub checkpoints: u64,
+    pub members_dead: u64,
+}
+
+pub struct Host {
+    pub udp: UdpSocket,
+    pub ipv6: bool,
+    pub io: Backend,
+    pub store: FileStore,
+    pub wal: WalQueue,
+    pub reserve: Reserve,
+    pub log: Logger,
+    pub stats: HostStats,
+    /// The core asked for a snapshot; taken between writes.
+    pub checkpoint_requested: bool,
+    /// The RevocationBlock rose; the record goes to disk after the current call.
+    pub revoked: bool,
+    /// Membership changed; the peers file may need rewriting.
+    pub members_changed: bool,
+    /// A batch the disk had no room for, waiting to be written again at the same offset.
+    parked: Option<Box<[u8]>>,
+    parked_len: usize,
+}
+
+impl Host {
+    pub fn new(
+        udp: UdpSocket,
+        io: Backend,
+        store: FileStore,
+        reserve: Reserve,
+        log: Logger,
+    ) -> io::Result<Host> {
+        let ipv6 = udp.local_addr()?.is_ipv6();
+        Ok(Host {
+            udp,
+            ipv6,
+            io,
+            store,
+            wal: WalQueue::new(),
+            reserve,
+            log,
+            stats: HostStats::default(),
+            checkpoint_requested: false,
+            revoked: false,
+            members_changed: false,
+            parked: None,
+            parked_len: 0,
+        })
+    }
+
+    /// The log cannot take writes now (the disk is full even after freeing the reserve).
+    pub fn wal_failing(&self) -> bool {
+        self.parked.is_some()
+    }
+
+    /// Starts writing the pending batch if no write is in flight.
+    pub fn start_write(&mut self) {
+        if let Some(Batch { buf, len }) = self.wal.take() {
+            self.submit_write(buf, len);
+        }
+    }
+
+    fn submit_write(&mut self, buf: Box<[u8]>, len: usize) {
+        let (fd, offset) = (self.store.wal_fd(), self.store.wal_bytes());
+        if self.io.write_durable(fd, buf, len, offset).is_err() {
+            unreachable!("the queue allows one write in flight, and so does the backend");
+        }
+    }
+
+    /// A write finished. Disk full: free the reserve and write again, or park the batch until
+    /// space returns. Any other failure is fatal: after a failed fdatasync the page cache may no
+    /// longer say what the disk holds, so the process restarts and replays what is on disk.
+    pub fn handle_written(&mut self, buf: Box<[u8]>, result: io::Result<()>) {
+        match result {
+            Ok(()) => {
+                let len = self.wal.written(buf);
+                self.store.record_written(len);
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => self.handle_disk_full(buf),
+            Err(e) => panic!("fatal: the WAL write or fdatasync failed: {e}; restarting to recover from the state directory"),
+        }
+    }
+
+    fn handle_disk_full(&mut self, buf: Box<[u8]>) {
+        self.stats.wal_disk_full += 1;
+        let len = self.wal.inflight_len();
+        match self.reserve.release() {
+            Ok(freed) if freed > 0 => {
+                self.stats.reserve_releases += 1;
+                self.log.log(Level::Warning, format_args!("disk full: freed the {freed}-byte reserve so the WAL keeps working; free space on this disk"));
+                self.submit_write(buf, len);
+            }
+            Ok(_) => {
+                if self.parked.is_none() {
+                    self.log.log(Level::Error, format_args!("disk full and no reserve left: deploys are refused (507) until space is freed"));
+                }
+                self.parked = Some(buf);
+                self.parked_len = len;
+            }
+            Err(e) => panic!("fatal: cannot delete the disk reserve: {e}"),
+        }
+    }
+
+    /// Writes a parked batch again (called about once a second while the disk is full).
+    pub fn retry_parked(&mut self) {
+        if let Some(buf) = self.parked.take() {
+            let len = self.parked_len;
+            self.submit_write(buf, len);
+        }
+    }
+
+    /// Waits for the write in flight (a full batch must be written before more can be added).
+    /// Readiness reported meanwhile is dropped: interests are level-triggered, so the loop hears
+    /// of it again.
+    fn await_write(&mut self) {
+        let mut done = Completions::new();
+        while self.wal.in_flight() && self.parked.is_none() {
+            if let Err(e) = self.io.wait(&[], Duration::from_secs(1), &mut done) {
+                panic!("fatal: the event loop failed while waiting for the WAL: {e}");
+            }
+            for c in core::mem::take(&mut done) {
+                if let Completion::Written { buf, result } = c {
+                    self.handle_written(buf, result);
+                }
+            }
+        }
+    }
+
+    fn make_room(&mut self, entry: &[u8]) {
+        while !self.wal.fits(entry) {
+            self.await_write();
+            assert!(
+                self.parked.is_none(),
+                "fatal: the disk is full and the WAL batch is full; restarting (peers resend what was not logged)"
+            );
+            self.start_write();
+        }
+    }
+}
+
+impl Sink for Host {
+    fn send(&mut self, to: PeerAddr, frame: &[u8; FRAME_BYTES]) {
+        let Some(addr) = socket_addr(to, self.ipv6) else {
+            self.stats.sends_failed += 1;
+            return;
+        };
+        match self.udp.send_to(frame, addr) {
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::WouldBlock => self.stats.sends_dropped += 1,
+            Err(e) => {
+                self.stats.sends_failed += 1;
+                self.log
+                    .log(Level::Debug, format_args!("send to {addr} failed: {e}"));
+            }
+        }
+    }
+
+    fn event(&mut self, event: Event) {
+        match event {
+            Event::MemberJoined(id) => self.member(id, "joined"),
+            Event::MemberAlive(id) => self.member(id, "is alive"),
+            Event::MemberSuspect(id) => self.member(id, "is suspect"),
+            Event::MemberDead(id) => {
+                self.stats.members_dead += 1;
+                self.member(id, "is dead");
+            }
+            Event::EntryChanged { key_hash } => {
+                self.log
+                    .log(Level::Debug, format_args!("entry {key_hash:016x} changed"));
+            }
+            Event::Durable { .. } => {}
+            Event::Refused(why) => self.refused(why),
+            Event::Revoked { height } => {
+                self.revoked = true;
+                self.log.log(Level::Warning, format_args!("RevocationBlock rose to {height}: certificates issued below it are refused"));
+            }
+        }
+    }
+
+    fn append(&mut self, entry: &[u8], ticket: u64) {
+        self.make_room(entry);
+        self.wal.push(entry, ticket);
+    }
+
+    fn checkpoint(&mut self) {
+        self.checkpoint_requested = true;
+    }
+
+    fn fill_random(&mut self, buf: &mut [u8]) {
+        fill_random(buf);
+    }
+}
+
+/// Fills `buf` from the kernel's CSPRNG (getrandom(2): no file to open, so it works under
+/// PrivateDevices and before /dev is set up).
+pub fn fill_random(buf: &mut [u8]) {
+    let mut filled = 0;
+    while filled < buf.len() {
+        let rest = &mut buf[filled..];
+        // SAFETY: getrandom writes at most `rest.len()` bytes into `rest`, which we own.
+        let n = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            assert!(
+                e.kind() == ErrorKind::Interrupted,
+                "fatal: getrandom failed: {e}"
+            );
+            continue;
+        }
+        filled += n as usize;
+    }
+}
+
+impl Host {
+    fn member(&mut self, id: u64, what: &str) {
+        self.members_changed = true;
+        self.log
+            .log(Level::Info, format_args!("member {id:016x} {what}"));
+    }
+
+    fn refused(&mut self, why: Refusal) {
+        self.log
+            .log(Level::Debug, format_args!("refused a frame: {why:?}"));
+    }
+}

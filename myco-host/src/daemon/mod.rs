@@ -1,0 +1,428 @@
+//! The daemon: one thread, one event loop. Start-up (`Daemon::start`) allocates everything and
+//! replays the WAL; `run` then waits on the backend for the gossip socket, the API socket and its
+//! connections, the signalfd and the WAL write in flight, and ticks the core at least every
+//! `TICK_MS_MAX`. The core makes every decision; this module moves bytes and keeps time.
+
+pub mod api;
+pub mod boot;
+pub mod config;
+pub mod host;
+pub mod net;
+pub mod peers;
+pub mod serve;
+pub mod views;
+pub mod wal;
+
+use crate::flight::{Level, Logger};
+use crate::io::{Backend, Completion, Completions, Interest};
+use crate::reserve::ReserveState;
+use crate::systemd::Notifier;
+use api::Api;
+use boot::BootError;
+use config::Config;
+use host::Host;
+use myco_core::node::Storage;
+use myco_core::node::TICK_MS_MAX;
+use myco_core::time::Instant;
+use myco_core::Node;
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use peers::PeersFile;
+use std::fs::File;
+use std::io::ErrorKind;
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+const TOKEN_UDP: u64 = 0;
+const TOKEN_LISTENER: u64 = 1;
+const TOKEN_SIGNALS: u64 = 2;
+/// Interests: the daemon's three fds and the connections.
+const INTERESTS_MAX: usize = 3 + api::CONNECTIONS_MAX;
+/// Datagrams read per wake-up, so a flood cannot starve the API and the timers.
+const DATAGRAMS_PER_WAKE: usize = 64;
+/// Disk-full retries, reserve re-creation and the peers file run this often.
+const HOUSEKEEPING_MS: u64 = 1_000;
+const RESERVE_RETRY_MS: u64 = 30_000;
+/// Membership changes are written at most this often (and only when the set changed).
+const PEERS_SAVE_MS: u64 = 2_000;
+
+pub struct Daemon {
+    node: Box<Node>,
+    host: Host,
+    api: Api,
+    signals: SignalFd,
+    notifier: Notifier,
+    /// Half of systemd's WatchdogSec, when it set one.
+    watchdog: Option<Duration>,
+    started: std::time::Instant,
+    peers: PeersFile,
+    listen: heapless::String<64>,
+    io_fallback: bool,
+    /// Allocations counted when start-up finished.
+    allocations_at_ready: u64,
+    next_tick_ms: u64,
+    next_housekeeping_ms: u64,
+    next_watchdog_ms: u64,
+    next_reserve_ms: u64,
+    next_peers_ms: u64,
+    /// The highest durable ticket the core has been told of.
+    durable_reported: u64,
+    stop: bool,
+    _lock: File,
+}
+
+impl Daemon {
+    /// Everything that can fail at start: flags already parsed, files read, WAL replayed, sockets
+    /// bound. Returns a daemon ready to serve.
+    pub fn start(config: &Config, log: Logger) -> Result<Daemon, BootError> {
+        let started = std::time::Instant::now();
+        let lock = boot::lock_state_dir(&config.state_dir)?;
+        crate::flight::install_panic_hook(
+            config
+                .state_dir
+                .join(crate::flight::FLIGHT_RECORDER_FILE_NAME),
+        );
+        let seed = boot::read_node_seed(&config.key)?;
+        let cert = boot::read_cert(&config.cert)?;
+        let revocation = boot::read_revocation(config)?;
+        check_own_cert(&cert, revocation.as_ref().map_or(0, |r| r.0))?;
+        let (peers, remembered) = boot::peers(&config.state_dir, &log);
+        let join = boot::join_list(config, &remembered);
+        let mut node = boot::node(config, seed, &cert, &join, random_u64())?;
+        let store = boot::replay(&mut node, &config.state_dir, &log)?;
+        let reserve = boot::reserve(&config.state_dir, config.reserve_bytes, &log);
+        let udp = net::bind_udp(config.listen)
+            .map_err(|e| BootError(format!("cannot bind --listen {}: {e}", config.listen)))?;
+        let listener = net::bind_api(&config.socket).map_err(|e| {
+            BootError(format!(
+                "cannot listen on --socket {}: {e}",
+                config.socket.display()
+            ))
+        })?;
+        let signals =
+            signal_fd().map_err(|e| BootError(format!("cannot take SIGTERM and SIGINT: {e}")))?;
+        let (io, fallback) = Backend::new(config.io)
+            .map_err(|e| BootError(format!("cannot start the {:?} event loop: {e}", config.io)))?;
+        if let Some(why) = &fallback {
+            log.log(
+                Level::Warning,
+                format_args!(
+                    "io_uring is unavailable ({why}); using poll(2), which behaves the same"
+                ),
+            );
+        }
+        let mut host = Host::new(udp, io, store, reserve, log)
+            .map_err(|e| BootError(format!("cannot read the UDP socket's address: {e}")))?;
+        if let Some((_, record)) = &revocation {
+            node.handle_revocation(record, &mut host)
+                .map_err(|e| BootError(format!("revocation refused: {e:?}")))?;
+        }
+        let mut listen = heapless::String::new();
+        let _ = core::fmt::write(
+            &mut listen,
+            format_args!(
+                "{}",
+                host.udp
+                    .local_addr()
+                    .map_err(|e| BootError(format!("{e}")))?
+            ),
+        );
+        let notifier = Notifier::from_env()
+            .map_err(|e| BootError(format!("cannot reach systemd's NOTIFY_SOCKET: {e}")))?;
+        let mut daemon = Daemon {
+            node,
+            host,
+            api: Api::new(listener),
+            signals,
+            notifier,
+            watchdog: crate::systemd::watchdog_interval(),
+            started,
+            peers,
+            listen,
+            io_fallback: fallback.is_some(),
+            allocations_at_ready: 0,
+            next_tick_ms: 0,
+            next_housekeeping_ms: HOUSEKEEPING_MS,
+            next_watchdog_ms: 0,
+            next_reserve_ms: RESERVE_RETRY_MS,
+            next_peers_ms: 0,
+            durable_reported: 0,
+            stop: false,
+            _lock: lock,
+        };
+        daemon.after_calls();
+        Ok(daemon)
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// Tells systemd the daemon is ready, then serves until SIGTERM or SIGINT.
+    pub fn run(&mut self) -> std::io::Result<()> {
+        let ready = format!(
+            "node {:016x} on {} with {} services, {} loop",
+            self.node.id(),
+            self.listen,
+            self.node.store().len(),
+            self.host.io.name()
+        );
+        self.host
+            .log
+            .log(Level::Info, format_args!("ready: {ready}"));
+        if let Err(e) = self.notifier.ready(Some(&ready)) {
+            self.host.log.log(
+                Level::Warning,
+                format_args!("cannot tell systemd READY=1: {e}"),
+            );
+        }
+        self.allocations_at_ready = crate::alloc::allocations();
+        let mut interests = heapless::Vec::<Interest, INTERESTS_MAX>::new();
+        let mut done = Completions::new();
+        while !self.stop {
+            self.interests(&mut interests);
+            let timeout = Duration::from_millis(
+                self.next_tick_ms
+                    .saturating_sub(self.now_ms())
+                    .min(TICK_MS_MAX),
+            );
+            self.host.io.wait(&interests, timeout, &mut done)?;
+            for c in core::mem::take(&mut done) {
+                self.handle(c);
+            }
+            self.timers();
+            self.after_calls();
+        }
+        self.host
+            .log
+            .log(Level::Info, format_args!("stopping on signal"));
+        let _ = self.notifier.stopping();
+        Ok(())
+    }
+
+    fn interests(&self, out: &mut heapless::Vec<Interest, INTERESTS_MAX>) {
+        out.clear();
+        let fixed = [
+            (self.host.udp.as_raw_fd(), TOKEN_UDP),
+            (self.api.listener.as_raw_fd(), TOKEN_LISTENER),
+            (self.signals.as_raw_fd(), TOKEN_SIGNALS),
+        ];
+        for (fd, token) in fixed {
+            let _ = out.push(Interest {
+                fd,
+                token,
+                readable: true,
+                writable: false,
+            });
+        }
+        let mut conns = heapless::Vec::<Interest, { api::CONNECTIONS_MAX }>::new();
+        self.api.interests(&mut conns);
+        out.extend(conns);
+    }
+
+    fn handle(&mut self, c: Completion) {
+        match c {
+            Completion::Written { buf, result } => self.host.handle_written(buf, result),
+            Completion::Ready {
+                token: TOKEN_UDP, ..
+            } => self.receive(),
+            Completion::Ready {
+                token: TOKEN_LISTENER,
+                ..
+            } => self.api.accept(self.now_ms()),
+            Completion::Ready {
+                token: TOKEN_SIGNALS,
+                ..
+            } => self.signal(),
+            Completion::Ready { token, .. } => {
+                if let Some(slot) = Api::slot_of(token) {
+                    self.connection(slot);
+                }
+            }
+        }
+    }
+
+    fn receive(&mut self) {
+        let mut buf = [0u8; 2 * myco_core::config::FRAME_BYTES];
+        for _ in 0..DATAGRAMS_PER_WAKE {
+            let (n, from) = match self.host.udp.recv_from(&mut buf) {
+                Ok(got) => got,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // ICMP errors surface here (ECONNREFUSED from a peer that is gone).
+                    self.host
+                        .log
+                        .log(Level::Debug, format_args!("UDP receive: {e}"));
+                    continue;
+                }
+            };
+            self.host.stats.datagrams_received += 1;
+            let now = Instant(self.now_ms());
+            self.node
+                .handle_datagram(now, net::peer_addr(from), &buf[..n], &mut self.host);
+        }
+    }
+
+    fn signal(&mut self) {
+        while let Ok(Some(info)) = self.signals.read_signal() {
+            self.host.log.log(
+                Level::Info,
+                format_args!("received signal {}", info.ssi_signo),
+            );
+            self.stop = true;
+        }
+    }
+
+    /// The core's timers, the watchdog and housekeeping.
+    fn timers(&mut self) {
+        let now = self.now_ms();
+        if now >= self.next_tick_ms {
+            self.next_tick_ms = now + TICK_MS_MAX;
+            self.node.handle_tick(Instant(now), &mut self.host);
+        }
+        if let Some(interval) = self.watchdog {
+            if now >= self.next_watchdog_ms {
+                self.next_watchdog_ms = now + interval.as_millis() as u64;
+                let _ = self.notifier.watchdog();
+            }
+        }
+        if now >= self.next_housekeeping_ms {
+            self.next_housekeeping_ms = now + HOUSEKEEPING_MS;
+            self.housekeeping(now);
+        }
+    }
+
+    fn housekeeping(&mut self, now: u64) {
+        self.api.expire(now);
+        self.host.retry_parked();
+        if now >= self.next_reserve_ms {
+            self.next_reserve_ms = now + RESERVE_RETRY_MS;
+            self.restore_reserve();
+        }
+        if self.host.members_changed && now >= self.next_peers_ms {
+            self.next_peers_ms = now + PEERS_SAVE_MS;
+            self.host.members_changed = false;
+            self.save_peers();
+        }
+    }
+
+    /// Re-creates the reserve once the disk has room again; `ensure` is only called when the
+    /// reserve is missing, so a node at rest writes nothing here.
+    fn restore_reserve(&mut self) {
+        let missing = matches!(
+            self.host.reserve.state(),
+            ReserveState::Released { .. } | ReserveState::Deferred { .. }
+        );
+        if !missing || self.host.wal_failing() {
+            return;
+        }
+        if let Ok(ReserveState::Present { bytes, .. }) = self.host.reserve.ensure() {
+            self.host.log.log(
+                Level::Info,
+                format_args!("disk has room again: the {bytes}-byte reserve is back"),
+            );
+        }
+    }
+
+    fn save_peers(&mut self) {
+        let live = self
+            .node
+            .members()
+            .iter()
+            .filter(|m| m.is_live())
+            .map(|m| m.addr);
+        match self.peers.save(live) {
+            Ok(true) => self
+                .host
+                .log
+                .log(Level::Debug, format_args!("peers file updated")),
+            Ok(false) => {}
+            Err(e) => self.host.log.log(
+                Level::Warning,
+                format_args!("cannot write the peers file: {e}"),
+            ),
+        }
+    }
+
+    /// After any call into the core: persist what it asked for, report durability, answer
+    /// deploys that became durable, start the next WAL write.
+    fn after_calls(&mut self) {
+        if self.host.checkpoint_requested && !self.host.wal.in_flight() {
+            self.checkpoint();
+        }
+        let durable = self.host.wal.durable();
+        if durable > self.durable_reported {
+            self.durable_reported = durable;
+            let now = Instant(self.now_ms());
+            self.node
+                .handle_storage(now, Storage::Durable { ticket: durable }, &mut self.host);
+            self.answer_durable(durable);
+        }
+        if self.host.revoked {
+            self.host.revoked = false;
+            let dir = self.host.store.dir().to_path_buf();
+            if let Err(e) = boot::save_revocation(&dir, self.node.revocation_record()) {
+                self.host.log.log(
+                    Level::Error,
+                    format_args!("cannot keep the revocation record: {e}"),
+                );
+            }
+        }
+        self.host.start_write();
+        self.api.reap(&mut self.host.io);
+    }
+
+    /// Snapshots the store, which holds every appended entry, so the pending batch is durable
+    /// with it.
+    fn checkpoint(&mut self) {
+        let store = self.node.store();
+        let entries = store.slots().iter().map(|s| store.bytes(s));
+        match self.host.store.checkpoint(entries, store.state_hash()) {
+            Ok(()) => {
+                self.host.checkpoint_requested = false;
+                self.host.stats.checkpoints += 1;
+                self.host.wal.checkpointed();
+                let now = Instant(self.now_ms());
+                self.node
+                    .handle_storage(now, Storage::Checkpointed, &mut self.host);
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
+                // Retried after the next write or tick; the log keeps growing meanwhile.
+                self.host
+                    .log
+                    .log(Level::Warning, format_args!("checkpoint postponed: {e}"));
+            }
+            Err(e) => panic!(
+                "fatal: checkpoint failed: {e}; restarting to recover from the state directory"
+            ),
+        }
+    }
+}
+
+fn check_own_cert(cert: &[u8], block: u64) -> Result<(), BootError> {
+    let issued_at = myco_core::crypto::Cert::decode(cert).map_or(0, |c| c.body.issued_at);
+    if issued_at < block {
+        return Err(BootError(format!(
+            "this node's certificate was issued at {issued_at}, below the RevocationBlock {block}: ask the operator for a new one ('myco cert --issued-at {block}')"
+        )));
+    }
+    Ok(())
+}
+
+/// SIGTERM and SIGINT arrive through a descriptor the loop polls, so a stop request is handled
+/// between two steps, never inside one.
+fn signal_fd() -> nix::Result<SignalFd> {
+    let mut mask = SigSet::empty();
+    mask.add(Signal::SIGTERM);
+    mask.add(Signal::SIGINT);
+    mask.thread_block()?;
+    SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+}
+
+/// Seeds the core's PRNG (peer choice and jitter; keys use `fill_random`).
+fn random_u64() -> u64 {
+    let mut bytes = [0u8; 8];
+    host::fill_random(&mut bytes);
+    u64::from_le_bytes(bytes)
+}

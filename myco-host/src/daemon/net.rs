@@ -1,0 +1,138 @@
+//! The daemon's sockets: the gossip UDP socket, the API's Unix listener, and the conversions
+//! between the kernel's addresses and the core's `PeerAddr` (IPv6, IPv4 mapped).
+
+use myco_core::PeerAddr;
+use nix::sys::socket::{
+    bind, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType, SockaddrStorage,
+};
+use std::fs;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+
+/// The API socket's mode: the owner and the operators' group may deploy, nobody else.
+pub const SOCKET_MODE: u32 = 0o660;
+
+pub fn peer_addr(addr: SocketAddr) -> PeerAddr {
+    match addr {
+        SocketAddr::V4(a) => PeerAddr::v4(a.ip().octets(), a.port()),
+        SocketAddr::V6(a) => PeerAddr {
+            ip: a.ip().octets(),
+            port: a.port(),
+        },
+    }
+}
+
+/// Where to send to `peer` from a socket of this family: an IPv4-only socket cannot reach an
+/// IPv6 peer (`None`); a dual-stack socket reaches IPv4 peers through their mapped address.
+pub fn socket_addr(peer: PeerAddr, ipv6_socket: bool) -> Option<SocketAddr> {
+    if ipv6_socket {
+        let ip = Ipv6Addr::from(peer.ip);
+        return Some(SocketAddr::V6(SocketAddrV6::new(ip, peer.port, 0, 0)));
+    }
+    let [a, b, c, d] = peer.as_v4()?;
+    Some(SocketAddr::V4(SocketAddrV4::new(
+        Ipv4Addr::new(a, b, c, d),
+        peer.port,
+    )))
+}
+
+/// How addresses show in the API and logs: IPv4-mapped peers as plain IPv4.
+pub fn display_addr(peer: PeerAddr) -> SocketAddr {
+    match peer.as_v4() {
+        Some([a, b, c, d]) => SocketAddr::new(IpAddr::V4(Ipv4Addr::new(a, b, c, d)), peer.port),
+        None => SocketAddr::new(IpAddr::V6(Ipv6Addr::from(peer.ip)), peer.port),
+    }
+}
+
+/// Binds the gossip socket, non-blocking. An IPv6 address is dual stack whatever the host's
+/// `net.ipv6.bindv6only` says, so `[::]:7946` hears IPv4 peers too; an IPv4 address is IPv4 only.
+pub fn bind_udp(listen: SocketAddr) -> io::Result<UdpSocket> {
+    let family = match listen {
+        SocketAddr::V4(_) => AddressFamily::Inet,
+        SocketAddr::V6(_) => AddressFamily::Inet6,
+    };
+    let flags = SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC;
+    let fd = socket(family, SockType::Datagram, flags, None)?;
+    if listen.is_ipv6() {
+        setsockopt(&fd, sockopt::Ipv6V6Only, &false)?;
+    }
+    bind(fd.as_raw_fd(), &SockaddrStorage::from(listen))?;
+    Ok(UdpSocket::from(fd))
+}
+
+/// Binds the API socket, non-blocking, mode `SOCKET_MODE`. A socket file left by a daemon that
+/// died is replaced; one that still answers belongs to a running daemon, and that is an error.
+pub fn bind_api(path: &Path) -> io::Result<UnixListener> {
+    if let Ok(meta) = fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            return Err(io::Error::other(format!(
+                "{} exists and is not a socket; move it away or pass another --socket",
+                path.display()
+            )));
+        }
+        if UnixStream::connect(path).is_ok() {
+            return Err(io::Error::other(format!(
+                "another myco-d answers on {}; stop it or pass another --socket",
+                path.display()
+            )));
+        }
+        fs::remove_file(path)?;
+    }
+    let listener = UnixListener::bind(path)?;
+    listener.set_nonblocking(true)?;
+    fs::set_permissions(path, fs::Permissions::from_mode(SOCKET_MODE))?;
+    Ok(listener)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_round_trip_through_the_core_form() {
+        let v4: SocketAddr = "127.0.0.1:7946".parse().unwrap();
+        let v6: SocketAddr = "[fd00::2]:7000".parse().unwrap();
+        let mapped: SocketAddr = "[::ffff:127.0.0.1]:7946".parse().unwrap();
+        assert_eq!(peer_addr(v4), peer_addr(mapped), "one peer, one address");
+        assert_eq!(display_addr(peer_addr(mapped)), v4);
+        assert_eq!(display_addr(peer_addr(v6)), v6);
+        assert_eq!(socket_addr(peer_addr(v4), false), Some(v4));
+        assert_eq!(socket_addr(peer_addr(v4), true), Some(mapped));
+        assert_eq!(socket_addr(peer_addr(v6), false), None);
+    }
+
+    #[test]
+    fn dual_stack_socket_hears_ipv4() {
+        let server = bind_udp("[::1]:0".parse().unwrap());
+        // Loopback IPv6 may be absent in a minimal namespace; the IPv4 path is what matters then.
+        let Ok(server) = server else { return };
+        let any = bind_udp("[::]:0".parse().unwrap()).unwrap();
+        let port = any.local_addr().unwrap().port();
+        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        client.send_to(b"hi", ("127.0.0.1", port)).unwrap();
+        let mut buf = [0u8; 8];
+        any.set_nonblocking(false).unwrap();
+        let (n, from) = any.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"hi");
+        assert_eq!(display_addr(peer_addr(from)), client.local_addr().unwrap());
+        drop(server);
+    }
+
+    #[test]
+    fn api_socket_refuses_a_live_daemon_and_replaces_a_dead_one() {
+        let dir = std::env::temp_dir().join(format!("myco-net-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("api.sock");
+        let first = bind_api(&path).unwrap();
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, SOCKET_MODE);
+        assert!(bind_api(&path).is_err(), "a live socket is not taken over");
+        drop(first);
+        bind_api(&path).expect("a dead socket is replaced");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,289 @@
+//! Answering API requests: read what arrived, answer each complete request in order, write what
+//! the client takes. A deploy is answered only once its WAL record is durable.
+
+use super::api::{range_in, Arrived, Conn, Waiting, DEPLOY_TIMEOUT_MS};
+use super::views::{self, Status};
+use super::Daemon;
+use crate::api::request::{HttpError, Parse, Route};
+use crate::api::response::{
+    body_cursor, finish, write_http_error, ContentType, Cursor, Full, Head,
+};
+use crate::reserve::ReserveState;
+use myco_core::node::SubmitError;
+use myco_core::schema::entry::{valid_name, Entry};
+use myco_core::state::store::{key_hash, StoreError};
+use myco_core::time::Instant;
+
+/// An answer the handler decided on: a status and a body writer's result.
+type Body = Result<(), Full>;
+
+impl Daemon {
+    /// The connection in `slot` is readable or writable.
+    pub(super) fn connection(&mut self, slot: usize) {
+        let conn = &mut self.api.conns[slot];
+        conn.flush();
+        if let Arrived::Closed = conn.read() {
+            // A deploy already submitted still completes; only its answer has nowhere to go.
+            return conn.close();
+        }
+        self.serve(slot);
+    }
+
+    /// Answers buffered requests while the connection may take another answer.
+    fn serve(&mut self, slot: usize) {
+        loop {
+            let now = self.now_ms();
+            let status = self.status();
+            let Daemon {
+                api,
+                node,
+                host,
+                listen,
+                ..
+            } = self;
+            let conn = &mut api.conns[slot];
+            let (consumed, keep_alive, route, body) = match conn.poll() {
+                None | Some(Parse::Incomplete) => break,
+                Some(Parse::Error(e)) => {
+                    api.stats.errors += 1;
+                    let base = conn.answer.as_ptr() as usize;
+                    let answer = write_http_error(&mut conn.answer, e).expect("errors fit");
+                    let range = range_in(base, answer);
+                    conn.queue(range, false);
+                    break;
+                }
+                Some(Parse::Complete(r)) => (r.consumed, r.keep_alive, r.route, r.body),
+            };
+            api.stats.requests += 1;
+            // The request borrows the connection's buffer; copy what outlives the answer.
+            let mut scratch = [0u8; crate::api::request::REQUEST_BODY_BYTES_MAX];
+            scratch[..body.len()].copy_from_slice(body);
+            let body = &scratch[..body.len()];
+            let route = owned_route(route);
+            let status_code = match route {
+                Owned::Deploy => deploy(node, host, conn, body, now, keep_alive),
+                Owned::Other(ref r) => {
+                    let ctx = Ctx {
+                        node,
+                        status: &status,
+                        listen,
+                    };
+                    render(&ctx, r, conn, keep_alive)
+                }
+            };
+            if status_code >= 400 {
+                api.stats.errors += 1;
+            }
+            conn.answered(consumed, now);
+            conn.flush();
+        }
+        self.api.conns[slot].flush();
+    }
+
+    /// Deploys whose tickets are now durable get their answer.
+    pub(super) fn answer_durable(&mut self, durable: u64) {
+        for conn in self.api.conns.iter_mut() {
+            let Some(w) = conn.waiting.as_ref().filter(|w| w.ticket <= durable) else {
+                continue;
+            };
+            let w = w.clone();
+            conn.waiting = None;
+            answer_deploy(conn, &w);
+            conn.flush();
+        }
+        for slot in 0..self.api.conns.len() {
+            if self.api.conns[slot].idle() {
+                self.serve(slot);
+            }
+        }
+    }
+
+    pub(super) fn status(&self) -> Status {
+        let (reserve, reserve_bytes) = match self.host.reserve.state() {
+            ReserveState::Present { bytes, .. } => ("present", bytes),
+            ReserveState::Released { .. } => ("released", 0),
+            ReserveState::Deferred { .. } => ("deferred", 0),
+            ReserveState::Unchecked => ("disabled", 0),
+        };
+        let allocations = crate::alloc::allocations();
+        Status {
+            io: self.host.io.name(),
+            io_fallback: self.io_fallback,
+            wal_failing: self.host.wal_failing(),
+            reserve,
+            reserve_bytes,
+            wal_bytes: self.host.store.wal_bytes(),
+            wal_appends: self.host.wal.appends,
+            wal_writes: self.host.wal.writes,
+            host: self.host.stats,
+            api: self.api.stats,
+            api_open: self.api.open_count(),
+            allocations,
+            allocations_since_ready: allocations.saturating_sub(self.allocations_at_ready),
+            heap_bytes: crate::alloc::live_bytes(),
+            uptime_ms: self.now_ms(),
+        }
+    }
+}
+
+/// The routes other than deploy, detached from the request buffer.
+enum Owned {
+    Deploy,
+    Other(OwnedRoute),
+}
+
+enum OwnedRoute {
+    Services,
+    Service(heapless::String<64>),
+    Nodes,
+    Health,
+    Metrics,
+    NotBuilt(&'static str),
+}
+
+fn owned_route(route: Route<'_>) -> Owned {
+    Owned::Other(match route {
+        Route::Deploy => return Owned::Deploy,
+        Route::Services => OwnedRoute::Services,
+        Route::Service(name) => {
+            OwnedRoute::Service(heapless::String::try_from(name).unwrap_or_default())
+        }
+        Route::Nodes => OwnedRoute::Nodes,
+        Route::Health => OwnedRoute::Health,
+        Route::Metrics => OwnedRoute::Metrics,
+        Route::Stream { .. } => OwnedRoute::NotBuilt("the event stream is not built yet"),
+        Route::Logs { .. } => OwnedRoute::NotBuilt("log following is not built yet"),
+    })
+}
+
+struct Ctx<'a> {
+    node: &'a myco_core::Node,
+    status: &'a Status,
+    listen: &'a heapless::String<64>,
+}
+
+/// Writes a 200 (or the error that replaces it) with the body `write` produces.
+fn reply(
+    conn: &mut Conn,
+    status: u16,
+    content_type: ContentType,
+    keep_alive: bool,
+    write: impl FnOnce(&mut Cursor<'_>) -> Body,
+) -> u16 {
+    let head = Head {
+        status,
+        content_type,
+        keep_alive,
+        allow: None,
+    };
+    let base = conn.answer.as_ptr() as usize;
+    let answer = body_cursor(&mut conn.answer).and_then(|mut out| {
+        write(&mut out)?;
+        finish(out, &head)
+    });
+    match answer {
+        Ok(answer) => {
+            let range = range_in(base, answer);
+            conn.queue(range, keep_alive);
+            status
+        }
+        Err(Full) => error(
+            conn,
+            500,
+            "the answer is larger than the daemon's answer buffer",
+        ),
+    }
+}
+
+fn error(conn: &mut Conn, status: u16, message: &str) -> u16 {
+    conn.answer_error(status, message);
+    status
+}
+
+fn render(ctx: &Ctx<'_>, route: &OwnedRoute, conn: &mut Conn, keep_alive: bool) -> u16 {
+    let store = ctx.node.store();
+    match route {
+        OwnedRoute::Services => reply(conn, 200, ContentType::Json, keep_alive, |out| {
+            views::services(out, store.slots().iter().map(|s| (s, store.bytes(s))))
+        }),
+        OwnedRoute::Service(name) => match store.get(key_hash(name)).map(Entry::decode) {
+            Some(Ok(entry)) if entry.body.name == name.as_str() => {
+                reply(conn, 200, ContentType::Json, keep_alive, |out| {
+                    views::one_service(out, &entry)
+                })
+            }
+            _ => error(conn, 404, "no such service; 'myco ls' lists them"),
+        },
+        OwnedRoute::Nodes => reply(conn, 200, ContentType::Json, keep_alive, |out| {
+            views::nodes(out, ctx.node, ctx.listen)
+        }),
+        OwnedRoute::Health => {
+            let code = if ctx.status.wal_failing { 503 } else { 200 };
+            reply(conn, code, ContentType::Json, keep_alive, |out| {
+                views::health(out, ctx.node, ctx.status)
+            })
+        }
+        OwnedRoute::Metrics => reply(conn, 200, ContentType::Prometheus, keep_alive, |out| {
+            views::metrics(out, ctx.node, ctx.status)
+        }),
+        OwnedRoute::NotBuilt(what) => error(conn, HttpError::NotImplemented.status(), what),
+    }
+}
+
+/// Submits a signed entry. Refusals change nothing; an accepted entry is answered once durable.
+fn deploy(
+    node: &mut myco_core::Node,
+    host: &mut super::host::Host,
+    conn: &mut Conn,
+    body: &[u8],
+    now: u64,
+    keep_alive: bool,
+) -> u16 {
+    if host.wal_failing() {
+        return error(
+            conn,
+            507,
+            "the disk is full and the WAL cannot write; nothing changed: free space and retry",
+        );
+    }
+    let entry = match Entry::decode(body) {
+        Ok(e) => e,
+        Err(e) => return error(conn, 400, e.message()),
+    };
+    debug_assert!(valid_name(entry.body.name));
+    let submitted = match node.submit(Instant(now), body, host) {
+        Ok(s) => s,
+        Err(SubmitError::Signature(e)) => {
+            return error(conn, 403, SubmitError::Signature(e).message())
+        }
+        Err(SubmitError::Store(e @ (StoreError::Full | StoreError::ArenaFull))) => {
+            return error(conn, 507, e.message())
+        }
+        Err(SubmitError::Store(StoreError::KeyCollision)) => {
+            return error(conn, 409, StoreError::KeyCollision.message())
+        }
+        Err(e) => return error(conn, 400, e.message()),
+    };
+    // Unchanged still waits for whatever this node logged last: it may hold the same version
+    // only in memory so far (gossip merged it a moment ago).
+    let ticket = submitted.ticket.unwrap_or(host.wal.issued());
+    let waiting = Waiting {
+        ticket,
+        name: heapless::String::try_from(entry.body.name).expect("valid names fit 64 bytes"),
+        version: entry.body.version,
+        applied: submitted.ticket.is_some(),
+        keep_alive,
+        deadline_ms: now + DEPLOY_TIMEOUT_MS,
+    };
+    if ticket <= host.wal.durable() {
+        return answer_deploy(conn, &waiting);
+    }
+    conn.waiting = Some(waiting);
+    200
+}
+
+pub(super) fn answer_deploy(conn: &mut Conn, w: &Waiting) -> u16 {
+    reply(conn, 200, ContentType::Json, w.keep_alive, |out| {
+        views::deploy(out, &w.name, w.version, w.applied)
+    })
+}
