@@ -42,7 +42,7 @@ const INTERESTS_MAX: usize = 3 + api::CONNECTIONS_MAX;
 const DATAGRAMS_PER_WAKE: usize = 64;
 /// Disk-full retries, reserve re-creation and the peers file run this often.
 const HOUSEKEEPING_MS: u64 = 1_000;
-const RESERVE_RETRY_MS: u64 = 30_000;
+const RESERVE_RETRY_MS: u64 = 5_000;
 /// Membership changes are written at most this often (and only when the set changed).
 const PEERS_SAVE_MS: u64 = 2_000;
 

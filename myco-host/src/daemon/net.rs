@@ -6,7 +6,7 @@ use nix::sys::socket::{
     bind, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType, SockaddrStorage,
 };
 use std::fs;
-use std::io;
+use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
@@ -74,7 +74,7 @@ pub fn bind_api(path: &Path) -> io::Result<UnixListener> {
                 path.display()
             )));
         }
-        if UnixStream::connect(path).is_ok() {
+        if answers(path) {
             return Err(io::Error::other(format!(
                 "another myco-d answers on {}; stop it or pass another --socket",
                 path.display()
@@ -86,6 +86,23 @@ pub fn bind_api(path: &Path) -> io::Result<UnixListener> {
     listener.set_nonblocking(true)?;
     fs::set_permissions(path, fs::Permissions::from_mode(SOCKET_MODE))?;
     Ok(listener)
+}
+
+/// Whether a daemon answers `/health` on `path`. Accepting a connection is not enough: a killed
+/// daemon's listener may linger while the kernel tears down its io_uring, queueing connections
+/// nobody will ever read.
+fn answers(path: &Path) -> bool {
+    let Ok(mut stream) = UnixStream::connect(path) else {
+        return false;
+    };
+    let timeout = Some(std::time::Duration::from_millis(500));
+    let asked = stream.set_read_timeout(timeout).is_ok()
+        && stream.set_write_timeout(timeout).is_ok()
+        && stream
+            .write_all(b"GET /health HTTP/1.1\r\nConnection: close\r\n\r\n")
+            .is_ok();
+    let mut head = [0u8; 5];
+    asked && stream.read_exact(&mut head).is_ok() && &head == b"HTTP/"
 }
 
 #[cfg(test)]

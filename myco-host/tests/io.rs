@@ -1,0 +1,119 @@
+//! The event loop's steady state allocates nothing: after `Backend::new`, turns of waiting,
+//! forgetting and re-adding tokens, timeouts and durable writes leave the allocation count where
+//! it was, on both backends. (The daemon's counting allocator checks the same thing at rest.)
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixDatagram;
+use std::time::Duration;
+
+use myco_host::io::{Backend, Choice, Completion, Completions, Interest};
+
+thread_local! {
+    /// Per thread, because the test harness runs the two tests on two threads at once.
+    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+}
+
+struct Counting;
+
+// SAFETY: every method forwards to `System` with the caller's arguments unchanged; the counter is
+// a const-initialised thread-local without a destructor, so touching it never allocates.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.with(|count| count.set(count.get() + 1));
+        // SAFETY: forwarded as received.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded as received.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.with(|count| count.set(count.get() + 1));
+        // SAFETY: forwarded as received.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static COUNTING: Counting = Counting;
+
+fn allocations() -> u64 {
+    ALLOCATIONS.with(Cell::get)
+}
+
+fn steady_state_allocates_nothing(choice: Choice) {
+    let (mut backend, _) = Backend::new(choice).expect("backend (io_uring must work on this host)");
+    let (x, y) = UnixDatagram::pair().unwrap();
+    let (p, _q) = UnixDatagram::pair().unwrap();
+    let file =
+        File::create(std::env::temp_dir().join(format!("myco-io-alloc-{choice:?}"))).unwrap();
+    let mut buf: Option<Box<[u8]>> = Some(vec![7; 4096].into());
+    let mut out = Completions::new();
+    let mut datagram = [0; 16];
+    let interests = |token| {
+        [
+            Interest {
+                fd: x.as_raw_fd(),
+                token,
+                readable: true,
+                writable: false,
+            },
+            Interest {
+                fd: p.as_raw_fd(),
+                token: 1,
+                readable: true,
+                writable: true,
+            },
+        ]
+    };
+
+    let mut turn = |round: u64, out: &mut Completions, buf: &mut Option<Box<[u8]>>| {
+        y.send(b"x").unwrap();
+        backend
+            .wait(&interests(100 + round), Duration::from_millis(1), out)
+            .unwrap();
+        x.recv(&mut datagram).unwrap();
+        backend.forget(100 + round); // The next round names x under a new token.
+        backend.wait(&[], Duration::from_millis(1), out).unwrap(); // A timeout.
+        let written = buf.take().expect("the buffer is back");
+        backend
+            .write_durable(file.as_raw_fd(), written, 4096, round * 4096)
+            .unwrap();
+        while buf.is_none() {
+            backend.wait(&[], Duration::from_millis(100), out).unwrap();
+            for completion in out.drain(..) {
+                if let Completion::Written { buf: back, result } = completion {
+                    result.unwrap();
+                    *buf = Some(back);
+                }
+            }
+        }
+        out.clear();
+    };
+
+    turn(0, &mut out, &mut buf); // Warm-up: lazy statics in std and the test harness.
+    let before = allocations();
+    for round in 1..50 {
+        turn(round, &mut out, &mut buf);
+    }
+    assert_eq!(
+        allocations() - before,
+        0,
+        "{choice:?}: the steady state allocated"
+    );
+}
+
+#[test]
+fn uring_steady_state_allocates_nothing() {
+    steady_state_allocates_nothing(Choice::Uring);
+}
+
+#[test]
+fn poll_steady_state_allocates_nothing() {
+    steady_state_allocates_nothing(Choice::Poll);
+}
