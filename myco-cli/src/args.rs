@@ -8,23 +8,31 @@ use myco_core::schema::entry::Arch;
 use pico_args::Arguments;
 use std::convert::Infallible;
 use std::ffi::OsString;
-use std::fmt;
 use std::path::PathBuf;
 
 /// A bad command line exits with 2, as in grep, bash builtins and clap, so that scripts can tell a
-/// usage mistake from a failure (1).
-pub const EXIT_USAGE: u8 = 2;
+/// usage mistake from a failure (1). 3 and 4 tell a daemon that cannot be reached (retry, or start
+/// it) from one that answered no (do not retry the same request).
 pub const EXIT_FAILED: u8 = 1;
+pub const EXIT_USAGE: u8 = 2;
+pub const EXIT_UNREACHABLE: u8 = 3;
+pub const EXIT_REFUSED: u8 = 4;
 
 /// Why a command stopped. The message reads "what happened; what to do" and is printed after
-/// `myco: ` on stderr. Nothing is written to disk before a usage error is found.
+/// `myco: ` on stderr. Nothing is written to disk or sent to a daemon before a usage error is
+/// found.
 #[derive(Debug)]
 pub enum Error {
     /// The command line itself is wrong (unknown flag, missing or bad value): exit 2.
     Usage(String),
-    /// The command line was fine but the work failed (I/O, a file in the way, a bad key file):
-    /// exit 1.
+    /// The command line was fine but the work failed (I/O, a file in the way, a bad key file, a
+    /// daemon that answered 5xx or garbage): exit 1.
     Failed(String),
+    /// The daemon's socket cannot be reached: missing, refused, not permitted, or no answer in
+    /// time: exit 3.
+    Unreachable(String),
+    /// The daemon answered and refused the request (4xx); the message carries its reason: exit 4.
+    Refused(String),
 }
 
 impl Error {
@@ -32,12 +40,14 @@ impl Error {
         match self {
             Error::Usage(_) => EXIT_USAGE,
             Error::Failed(_) => EXIT_FAILED,
+            Error::Unreachable(_) => EXIT_UNREACHABLE,
+            Error::Refused(_) => EXIT_REFUSED,
         }
     }
 
     pub fn message(&self) -> &str {
         match self {
-            Error::Usage(m) | Error::Failed(m) => m,
+            Error::Usage(m) | Error::Failed(m) | Error::Unreachable(m) | Error::Refused(m) => m,
         }
     }
 }
@@ -101,13 +111,30 @@ impl Flags {
     /// taking every flag. A leftover that looks like a flag is reported as an unknown flag, not
     /// taken for the path, and so is a second positional argument.
     pub fn finish_with_path(&mut self) -> Result<Option<PathBuf>, Error> {
+        Ok(self.finish_with_arg()?.map(PathBuf::from))
+    }
+
+    /// The one optional positional argument, as `finish_with_path` takes it, as text.
+    pub fn finish_with_string(&mut self, what: &str) -> Result<Option<String>, Error> {
+        let command = self.command;
+        let utf8 = |v: OsString| {
+            v.into_string().map_err(|_| {
+                Error::Usage(format!(
+                    "{what} is not valid UTF-8; see 'myco {command} --help'"
+                ))
+            })
+        };
+        self.finish_with_arg()?.map(utf8).transpose()
+    }
+
+    fn finish_with_arg(&mut self) -> Result<Option<OsString>, Error> {
         let rest = self.take_rest();
         if let Some(flag) = rest.iter().find(|a| a.to_string_lossy().starts_with('-')) {
             return Err(self.unknown(flag));
         }
         match rest.as_slice() {
             [] => Ok(None),
-            [path] => Ok(Some(PathBuf::from(path))),
+            [arg] => Ok(Some(arg.clone())),
             [_, extra, ..] => Err(self.unknown(extra)),
         }
     }
@@ -166,19 +193,14 @@ pub fn parse_clock(value: &str) -> Result<u64, Error> {
     }
 }
 
-/// Arch names as the operator types them, in the order the help lists them. One table serves
-/// parsing and printing, so the two cannot disagree.
-const ARCHES: [(&str, Arch); 3] = [
-    ("x86_64", Arch::X86_64),
-    ("aarch64", Arch::Aarch64),
-    ("any", Arch::Any),
-];
+/// Arches in the order the help lists them. Names come from the core (`Arch::name`), which the
+/// daemon's API prints too, so parsing and printing cannot disagree.
+const ARCHES: [Arch; 3] = [Arch::X86_64, Arch::Aarch64, Arch::Any];
 
 pub fn parse_arch(value: &str) -> Result<Arch, Error> {
     ARCHES
-        .iter()
-        .find(|(name, _)| *name == value)
-        .map(|(_, arch)| *arch)
+        .into_iter()
+        .find(|a| a.name() == value)
         .ok_or_else(|| {
             Error::Usage(format!(
                 "--arch must be x86_64, aarch64 or any, got '{value}'"
@@ -187,51 +209,11 @@ pub fn parse_arch(value: &str) -> Result<Arch, Error> {
 }
 
 pub fn arch_name(arch: Arch) -> &'static str {
-    let found = ARCHES.iter().find(|(_, a)| *a == arch);
-    found.expect("ARCHES lists every Arch").0
+    arch.name()
 }
 
-/// Why a string is not 32 bytes of hex. It never quotes the input: the input may be a secret key.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum HexError {
-    /// The input has this many characters, not 64.
-    Length(usize),
-    /// The character at this position (from 1) is not a hex digit.
-    Digit(usize),
-}
-
-impl fmt::Display for HexError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            HexError::Length(n) => write!(f, "it has {n} characters, not 64 hex digits"),
-            HexError::Digit(i) => write!(f, "character {i} is not a hex digit"),
-        }
-    }
-}
-
-/// Exactly 64 hex digits (either case) as 32 bytes.
-pub fn parse_hex32(text: &[u8]) -> Result<[u8; 32], HexError> {
-    if text.len() != 64 {
-        return Err(HexError::Length(text.len()));
-    }
-    let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        let high = hex_digit(text[2 * i]).ok_or(HexError::Digit(2 * i + 1))?;
-        let low = hex_digit(text[2 * i + 1]).ok_or(HexError::Digit(2 * i + 2))?;
-        *byte = high << 4 | low;
-    }
-    Ok(out)
-}
-
-fn hex_digit(c: u8) -> Option<u8> {
-    // Bytes, not chars: a key file need not be UTF-8, and a bad one must still get a clear error.
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
-}
+// Key text is parsed by the core, so `myco` and `myco-d` accept exactly the same spellings.
+pub use myco_core::hex::parse_hex32;
 
 /// Lowercase hex, the form `myco` prints and writes.
 pub fn hex(bytes: &[u8]) -> String {
@@ -247,6 +229,7 @@ pub fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use myco_core::hex::HexError;
 
     /// Hex round-trips through `hex` and `parse_hex32`, in either case.
     #[test]

@@ -32,6 +32,9 @@ Options:
   --out FILE           Where to write the certificate (must not exist)
   --json               Print the summary as one JSON line
   -h, --help           Print this help
+
+Exit status: 0 written; 1 failed (key refused, file exists, I/O; nothing written);
+2 bad command line.
 ";
 
 pub const REVOKE_HELP: &str = "\
@@ -48,6 +51,9 @@ Options:
   --out FILE           Where to write the revocation (must not exist)
   --json               Print the summary as one JSON line
   -h, --help           Print this help
+
+Exit status: 0 written; 1 failed (key refused, file exists, I/O; nothing written);
+2 bad command line.
 ";
 
 /// A `myco cert` command line, checked before any file is touched.

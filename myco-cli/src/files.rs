@@ -1,14 +1,16 @@
-//! The files `myco` reads and writes: key files, manifests, and new output files that never
-//! replace old ones.
+//! The files `myco` reads and writes: key files, manifests, signed entries, and new output files
+//! that never replace old ones.
 //!
 //! A key file holds a 32-byte Ed25519 seed as exactly 64 hex digits and an optional newline, with
 //! mode 0600. A key that others can read is refused rather than used: it may already be copied,
 //! and using it quietly would hide that.
 
-use crate::args::{hex, parse_hex32, Error};
+use crate::args::{hex, Error};
 use myco_cli::manifest::MANIFEST_BYTES_MAX;
+use myco_core::config::ENTRY_BYTES_MAX;
 use myco_core::crypto::keys::SEED_BYTES;
 use myco_core::crypto::SigningKey;
+use myco_core::hex::parse_key_file;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
@@ -71,8 +73,7 @@ pub fn read_key(path: &Path, flag: &str) -> Result<SigningKey, Error> {
         .take(KEY_FILE_BYTES_MAX as u64 + 1)
         .read_to_end(&mut text)
         .map_err(io_error)?;
-    let digits = text.strip_suffix(b"\n").unwrap_or(&text);
-    let seed = parse_hex32(digits).map_err(|e| {
+    let seed = parse_key_file(&text).map_err(|e| {
         Error::Failed(format!(
             "{flag} '{shown}' is not a key file: {e}; a key file made by 'myco keygen' holds \
              64 hex digits and a newline"
@@ -101,6 +102,29 @@ pub fn read_manifest(path: &Path) -> Result<Vec<u8>, Error> {
     file.take(MANIFEST_BYTES_MAX as u64 + 1)
         .read_to_end(&mut bytes)
         .map_err(io_error)?;
+    Ok(bytes)
+}
+
+/// Reads a signed entry file (`myco sign --out`), refusing one longer than an entry can be
+/// without reading it whole. The caller decodes it.
+pub fn read_entry(path: &Path) -> Result<Vec<u8>, Error> {
+    let shown = path.display();
+    let io_error = |e: io::Error| {
+        Error::Failed(format!(
+            "cannot read --entry '{shown}': {e}; pass the path of an entry file made by 'myco sign'"
+        ))
+    };
+    let file = File::open(path).map_err(io_error)?;
+    let mut bytes = Vec::with_capacity(ENTRY_BYTES_MAX + 1);
+    file.take(ENTRY_BYTES_MAX as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io_error)?;
+    if bytes.len() > ENTRY_BYTES_MAX {
+        return Err(Error::Failed(format!(
+            "--entry '{shown}' is longer than a signed entry can be ({ENTRY_BYTES_MAX} bytes); \
+             pass an entry file made by 'myco sign'"
+        )));
+    }
     Ok(bytes)
 }
 

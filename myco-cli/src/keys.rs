@@ -18,6 +18,8 @@ Options:
   --out FILE  Where to write the key (must not exist)
   --json      Print {\"public_key\",\"key_id\",\"path\"} as one JSON line
   -h, --help  Print this help
+
+Exit status: 0 written; 1 failed (file exists, I/O; nothing written); 2 bad command line.
 ";
 
 pub const PUBKEY_HELP: &str = "\
@@ -30,6 +32,9 @@ Options:
   --key FILE  The key file, as written by 'myco keygen' (must be mode 0600)
   --json      Print {\"public_key\",\"key_id\",\"node_id\"} as one JSON line
   -h, --help  Print this help
+
+Exit status: 0 printed; 1 the key file is refused (missing, readable by others, not a key);
+2 bad command line.
 ";
 
 pub fn keygen(args: Arguments) -> Result<(), Error> {

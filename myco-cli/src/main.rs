@@ -1,16 +1,28 @@
 //! `myco`, the operator's tool for a Myco fleet: it makes keys, signs node certificates and
-//! revocations, and signs service entries from myco.json manifests. Commands that talk to a
-//! daemon arrive with the API.
+//! revocations, signs service entries from myco.json manifests, and deploys, removes and inspects
+//! services through the local daemon's Unix socket (docs/cli.md).
 //!
-//! Exit codes scripts can trust: 0 done, 1 the work failed (I/O, a file in the way, a bad key
-//! file), 2 the command line is wrong. Errors go to stderr as `myco: what happened; what to do`.
+//! Exit codes scripts can trust:
+//! - 0 done;
+//! - 1 the work failed: local I/O, a file in the way, a bad key or manifest, or the daemon failed
+//!   (5xx, such as 507 disk full or 503 not ready) or answered something that is not an answer;
+//! - 2 the command line is wrong;
+//! - 3 the daemon cannot be reached: socket missing, connection refused, permission denied, or no
+//!   answer in time;
+//! - 4 the daemon refused the request (4xx); the message quotes its reason.
+//!
+//! Errors go to stderr as `myco: what happened; what to do`.
 
+mod api;
 mod args;
 mod cert;
+mod client;
+mod deploy;
 mod files;
 mod keys;
 mod output;
 mod sign;
+mod status;
 
 use args::Error;
 use pico_args::Arguments;
@@ -26,7 +38,7 @@ struct Command {
 
 /// Every command, in the order `myco --help` lists them. The top-level help is built from this
 /// table, so it lists exactly the commands that exist.
-const COMMANDS: [Command; 5] = [
+const COMMANDS: [Command; 10] = [
     Command {
         name: "keygen",
         summary: "Make a new operator or node key file",
@@ -57,6 +69,37 @@ const COMMANDS: [Command; 5] = [
         help: sign::SIGN_HELP,
         run: sign::sign,
     },
+    Command {
+        name: "deploy",
+        summary:
+            "Sign a service entry from myco.json (or take one from sign) and send it to myco-d",
+        help: deploy::DEPLOY_HELP,
+        run: deploy::deploy,
+    },
+    Command {
+        name: "rm",
+        summary: "Sign a tombstone that removes a service and send it to myco-d",
+        help: deploy::RM_HELP,
+        run: deploy::rm,
+    },
+    Command {
+        name: "ls",
+        summary: "List the services in the desired state",
+        help: status::LS_HELP,
+        run: status::ls,
+    },
+    Command {
+        name: "nodes",
+        summary: "List the cluster's members as the local myco-d sees them",
+        help: status::NODES_HELP,
+        run: status::nodes,
+    },
+    Command {
+        name: "status",
+        summary: "Print the local myco-d's health",
+        help: status::STATUS_HELP,
+        run: status::status,
+    },
 ];
 
 fn help() -> String {
@@ -68,7 +111,12 @@ fn help() -> String {
         text += &format!("  {:8}  {}\n", c.name, c.summary);
     }
     text += "\nOptions:\n  -h, --help     Print this help, or a command's with \
-             'myco COMMAND --help'\n  -V, --version  Print the version and exit\n";
+             'myco COMMAND --help'\n  -V, --version  Print the version and exit\n\n\
+             Commands that talk to myco-d use --socket PATH, else $MYCO_SOCKET, else \
+             /run/myco/myco.sock.\n\n\
+             Exit status: 0 done; 1 failed (I/O, a key or manifest refused, myco-d failed with \
+             5xx);\n2 bad command line; 3 cannot reach myco-d; 4 myco-d refused the request \
+             (4xx). See docs/cli.md.\n";
     text
 }
 

@@ -1,6 +1,9 @@
 //! What a command reports on success: `name: value` lines for people, or one JSON object on one
 //! line for scripts (`--json`). Both render the same list of fields, so they cannot drift apart,
-//! and the field names are the JSON keys.
+//! and the field names are the JSON keys. Lists from the daemon print as aligned tables.
+//!
+//! Text that comes from the daemon is shown through `terminal_safe`: a daemon, or whoever wrote
+//! to its socket, must not be able to move the cursor or rewrite the operator's screen.
 
 use crate::args::Error;
 use std::io::Write;
@@ -29,6 +32,46 @@ pub fn print_text(text: &str) -> Result<(), Error> {
         .lock()
         .write_all(text.as_bytes())
         .map_err(|e| Error::Failed(format!("cannot write to stdout: {e}; check the pipe")))
+}
+
+/// Rows under a header, each column padded to its widest cell and two spaces from the next; the
+/// last column is not padded, so no line ends in spaces.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    assert!(rows.iter().all(|row| row.len() == header.len()));
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let header = header.iter().map(|h| h.to_string()).collect::<Vec<_>>();
+    for row in std::iter::once(&header).chain(rows) {
+        let last = row.len() - 1;
+        for (i, (cell, width)) in row.iter().zip(&widths).enumerate() {
+            if i == last {
+                out += cell;
+            } else {
+                out += &format!("{cell:width$}  ");
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// `text` with every control character (escape, CR, newline, C1 ...) written as a Rust escape
+/// such as `\u{1b}`, and everything else as it is.
+pub fn terminal_safe(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn to_text(fields: &[Field]) -> String {
@@ -95,6 +138,36 @@ mod tests {
         assert_eq!(
             to_json(&fields),
             "{\"path\":\"a\\\"b\\\\c\\nd\\u0001é\",\"key_id\":18446744073709551615,\"gpu\":true}\n"
+        );
+    }
+
+    /// Tables align every column to its widest cell, header included, with no trailing spaces.
+    #[test]
+    fn table_aligns_columns() {
+        let rows = vec![
+            vec!["web".to_string(), "7".to_string(), "deployed".to_string()],
+            vec![
+                "database".to_string(),
+                "12".to_string(),
+                "deleted".to_string(),
+            ],
+        ];
+        assert_eq!(
+            table(&["NAME", "VERSION", "STATUS"], &rows),
+            "NAME      VERSION  STATUS\n\
+             web       7        deployed\n\
+             database  12       deleted\n"
+        );
+        assert_eq!(table(&["A", "B"], &[]), "A  B\n");
+    }
+
+    /// Control characters from the daemon cannot reach the terminal raw; other text is unchanged.
+    #[test]
+    fn terminal_safe_escapes_controls() {
+        assert_eq!(terminal_safe("web-1 é ✓"), "web-1 é ✓");
+        assert_eq!(
+            terminal_safe("a\u{1b}[2Jb\r\nc\u{9b}d"),
+            "a\\u{1b}[2Jb\\r\\nc\\u{9b}d"
         );
     }
 

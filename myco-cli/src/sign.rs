@@ -1,4 +1,6 @@
 //! `myco sign`: a myco.json manifest becomes a desired-state entry signed by the operator key.
+//! `myco deploy` and `myco rm` sign through the same functions (`sign_manifest`,
+//! `sign_tombstone`), so an entry posted to a daemon is byte for byte the one `myco sign` writes.
 //!
 //! The entry's version is the operator's clock: wall-clock milliseconds since the Unix epoch,
 //! unless `--clock` gives one. Nodes keep, for each service, the entry with the highest version, so
@@ -14,9 +16,9 @@ use crate::output::{self, Value};
 use myco_cli::manifest::Manifest;
 use myco_core::config::{ENTRY_BYTES_MAX, SIGNATURE_BYTES};
 use myco_core::crypto::{sign_entry_body, verify_entry, SigningKey};
-use myco_core::schema::entry::{encode_entry, Entry, EntryBody, Version};
+use myco_core::schema::entry::{encode_entry, valid_name, Entry, EntryBody, Version};
 use pico_args::Arguments;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub const SIGN_HELP: &str = "\
@@ -36,6 +38,12 @@ Options:
                        service from the cluster
   --json               Print the summary as one JSON line
   -h, --help           Print this help
+
+To send the entry to a daemon, use 'myco deploy --entry FILE', or sign and send in one step with
+'myco deploy'.
+
+Exit status: 0 written; 1 failed (manifest or key refused, file exists, I/O; nothing written);
+2 bad command line.
 ";
 
 /// A `myco sign` command line, checked before any file is read.
@@ -70,59 +78,117 @@ impl SignFlags {
 
 pub fn sign(args: Arguments) -> Result<(), Error> {
     let flags = SignFlags::parse(args)?;
-    let text = files::read_manifest(&flags.manifest)?;
-    let manifest = Manifest::parse(&text).map_err(|e| {
-        Error::Failed(format!(
-            "manifest '{}' is refused: {e}; fix it (the format is in docs/myco-json.md)",
-            flags.manifest.display()
-        ))
-    })?;
-    let operator = files::read_key(&flags.operator_key, "--operator-key")?;
-    let version = Version {
-        clock: match flags.clock {
-            Some(clock) => clock,
-            None => now_ms()?,
-        },
-        key_id: operator.public_key().key_id(),
-    };
-    let body = if flags.delete {
-        manifest.tombstone(version)
-    } else {
-        manifest.service(version)
-    };
-    let mut bytes = [0u8; ENTRY_BYTES_MAX];
-    let n = signed_entry(&operator, &body, &mut bytes);
-    files::write_new(&flags.out, &bytes[..n], PUBLIC_MODE)?;
+    let entry = sign_manifest(
+        &flags.manifest,
+        &flags.operator_key,
+        flags.clock,
+        flags.delete,
+    )?;
+    files::write_new(&flags.out, entry.bytes(), PUBLIC_MODE)?;
 
     let fields = [
-        ("name", Value::Text(body.name.into())),
-        ("clock", Value::Number(version.clock)),
-        ("key_id", Value::Number(version.key_id.into())),
-        ("tombstone", Value::Bool(body.is_tombstone())),
-        ("size_bytes", Value::Number(n as u64)),
+        ("name", Value::Text(entry.name.clone())),
+        ("clock", Value::Number(entry.version.clock)),
+        ("key_id", Value::Number(entry.version.key_id.into())),
+        ("tombstone", Value::Bool(entry.tombstone)),
+        ("size_bytes", Value::Number(entry.bytes().len() as u64)),
         ("path", Value::Text(flags.out.display().to_string())),
     ];
     output::print(&fields, flags.json)
 }
 
-/// Encodes `body` with the operator's signature over its encoding, into `out`; returns the length.
-/// The result is decoded and verified before it is returned: a file that nodes would refuse must
-/// never be written.
-fn signed_entry(
-    operator: &SigningKey,
-    body: &EntryBody<'_>,
-    out: &mut [u8; ENTRY_BYTES_MAX],
-) -> usize {
+/// A signed entry, decoded and verified, ready to be written to a file (`myco sign`) or posted to
+/// a daemon (`myco deploy`, `myco rm`).
+pub struct SignedEntry {
+    bytes: [u8; ENTRY_BYTES_MAX],
+    size: usize,
+    pub name: String,
+    pub version: Version,
+    pub tombstone: bool,
+}
+
+impl SignedEntry {
+    /// `postcard(body) || signature`, the bytes nodes decode and verify.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes[..self.size]
+    }
+}
+
+/// Reads and checks the manifest at `manifest`, reads the operator key, and signs the manifest's
+/// service, or with `delete` its tombstone, at `clock` (default: now). The one way `myco` turns a
+/// manifest into an entry, so `myco sign` and `myco deploy` give the same bytes.
+pub fn sign_manifest(
+    manifest: &Path,
+    operator_key: &Path,
+    clock: Option<u64>,
+    delete: bool,
+) -> Result<SignedEntry, Error> {
+    let text = files::read_manifest(manifest)?;
+    let manifest = Manifest::parse(&text).map_err(|e| {
+        Error::Failed(format!(
+            "manifest '{}' is refused: {e}; fix it (the format is in docs/myco-json.md)",
+            manifest.display()
+        ))
+    })?;
+    let operator = files::read_key(operator_key, "--operator-key")?;
+    let version = version(&operator, clock)?;
+    let body = if delete {
+        manifest.tombstone(version)
+    } else {
+        manifest.service(version)
+    };
+    Ok(signed_entry(&operator, &body))
+}
+
+/// Signs the tombstone that removes the service `name`, at `clock` (default: now): the entry
+/// `myco sign --delete` would sign from that service's manifest.
+pub fn sign_tombstone(
+    name: &str,
+    operator_key: &Path,
+    clock: Option<u64>,
+) -> Result<SignedEntry, Error> {
+    assert!(valid_name(name), "the caller checks the name");
+    let operator = files::read_key(operator_key, "--operator-key")?;
+    let version = version(&operator, clock)?;
+    let body = EntryBody {
+        name,
+        version,
+        spec: None,
+    };
+    Ok(signed_entry(&operator, &body))
+}
+
+/// The version an entry signed now by `operator` carries; see the module comment.
+fn version(operator: &SigningKey, clock: Option<u64>) -> Result<Version, Error> {
+    Ok(Version {
+        clock: match clock {
+            Some(clock) => clock,
+            None => now_ms()?,
+        },
+        key_id: operator.public_key().key_id(),
+    })
+}
+
+/// Encodes `body` with the operator's signature over its encoding. The result is decoded and
+/// verified before it is returned: an entry that nodes would refuse must never be written or sent.
+fn signed_entry(operator: &SigningKey, body: &EntryBody<'_>) -> SignedEntry {
+    let mut bytes = [0u8; ENTRY_BYTES_MAX];
     // An entry is `postcard(body) || signature`, so encoding with a blank signature yields the
     // signed bytes in front of it.
-    let n = encode_entry(body, &[0; SIGNATURE_BYTES], out)
-        .expect("a parsed manifest encodes under any version");
-    let signature = sign_entry_body(operator, &out[..n - SIGNATURE_BYTES]);
-    out[n - SIGNATURE_BYTES..n].copy_from_slice(&signature);
-    let entry = Entry::decode(&out[..n]).expect("an encoded entry decodes");
+    let n = encode_entry(body, &[0; SIGNATURE_BYTES], &mut bytes)
+        .expect("a parsed manifest, or a valid name's tombstone, encodes under any version");
+    let signature = sign_entry_body(operator, &bytes[..n - SIGNATURE_BYTES]);
+    bytes[n - SIGNATURE_BYTES..n].copy_from_slice(&signature);
+    let entry = Entry::decode(&bytes[..n]).expect("an encoded entry decodes");
     assert_eq!(&entry.body, body);
     assert!(verify_entry(&operator.public_key(), &entry));
-    n
+    SignedEntry {
+        bytes,
+        size: n,
+        name: body.name.into(),
+        version: body.version,
+        tombstone: body.is_tombstone(),
+    }
 }
 
 /// Wall-clock milliseconds since the Unix epoch; see the module comment for why.

@@ -2,88 +2,14 @@
 //! and checks what it writes with myco-core's own decoders: the files must be what the cluster
 //! accepts, not merely what the CLI printed.
 
+mod common;
+
+use common::*;
 use myco_core::crypto::{verify_entry, Cert, PublicKey, Revocation};
 use myco_core::schema::entry::{Arch, Entry, Port, Protocol, Requirements, Source};
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-/// A fresh directory named after the test, removed when the test ends.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(test: &str) -> TempDir {
-        let path = std::env::temp_dir().join(format!("myco-cli-{}-{test}", std::process::id()));
-        let _ = fs::remove_dir_all(&path);
-        fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
-
-    fn join(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
-fn myco(dir: &TempDir, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_myco"))
-        .args(args)
-        .current_dir(&dir.0)
-        .output()
-        .unwrap()
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8(out.stdout.clone()).unwrap()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8(out.stderr.clone()).unwrap()
-}
-
-/// Runs a command that must succeed and returns its stdout.
-fn myco_ok(dir: &TempDir, args: &[&str]) -> String {
-    let out = myco(dir, args);
-    assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
-    stdout(&out)
-}
-
-/// The raw value of `key` in the one-line JSON object `json`, quotes stripped.
-fn json_field(json: &str, key: &str) -> String {
-    let start = json.find(&format!("\"{key}\":")).expect(key) + key.len() + 3;
-    let rest = &json[start..];
-    let end = rest.find([',', '}']).unwrap();
-    rest[..end].trim_matches('"').to_string()
-}
-
-/// The value after `name` in human output (`name  value` lines).
-fn text_field(text: &str, name: &str) -> String {
-    let line = text
-        .lines()
-        .find(|l| l.split_whitespace().next() == Some(name));
-    line.expect(name)
-        .split_whitespace()
-        .nth(1)
-        .unwrap()
-        .to_string()
-}
-
-fn parse_hex32(s: &str) -> [u8; 32] {
-    assert_eq!(s.len(), 64, "{s}");
-    core::array::from_fn(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap())
-}
-
-/// Makes a key with `myco keygen --json` and returns its public key.
-fn keygen(dir: &TempDir, name: &str) -> PublicKey {
-    let json = myco_ok(dir, &["keygen", "--out", name, "--json"]);
-    PublicKey(parse_hex32(&json_field(&json, "public_key")))
-}
+use std::path::Path;
 
 fn mode(path: &Path) -> u32 {
     fs::metadata(path).unwrap().permissions().mode() & 0o777
@@ -464,8 +390,11 @@ fn help_lists_exactly_the_commands() {
         .take_while(|l| !l.is_empty())
         .map(|l| l.split_whitespace().next().unwrap())
         .collect();
-    assert_eq!(listed, ["keygen", "pubkey", "cert", "revoke", "sign"]);
-    let flags: [(&str, &[&str]); 5] = [
+    assert_eq!(
+        listed,
+        ["keygen", "pubkey", "cert", "revoke", "sign", "deploy", "rm", "ls", "nodes", "status"]
+    );
+    let flags: [(&str, &[&str]); 10] = [
         ("keygen", &["--out", "--json"]),
         ("pubkey", &["--key", "--json"]),
         (
@@ -485,33 +414,40 @@ fn help_lists_exactly_the_commands() {
             "sign",
             &["MANIFEST", "--operator-key", "--out", "--clock", "--delete"],
         ),
+        (
+            "deploy",
+            &[
+                "MANIFEST",
+                "--operator-key",
+                "--clock",
+                "--entry",
+                "--socket",
+                "MYCO_SOCKET",
+                "/run/myco/myco.sock",
+                "--json",
+            ],
+        ),
+        (
+            "rm",
+            &["NAME", "--operator-key", "--clock", "--socket", "--json"],
+        ),
+        ("ls", &["--socket", "--json"]),
+        ("nodes", &["--socket", "--json"]),
+        ("status", &["--socket", "--json"]),
     ];
     for (command, names) in flags {
         let help = myco_ok(&dir, &[command, "--help"]);
         assert!(help.starts_with(&format!("Usage: myco {command} ")));
-        for name in names {
+        for name in names
+            .iter()
+            .chain(&["Exit status: 0 ", "2 bad command line"])
+        {
             assert!(help.contains(name), "{command} --help lacks {name}");
         }
     }
     assert!(myco_ok(&dir, &["--version"]).starts_with("myco "));
     assert_eq!(myco(&dir, &[]).status.code(), Some(2));
 }
-
-/// A manifest using every field, with env written out of order.
-const FULL_MANIFEST: &str = r#"{
-  "name": "web",
-  "flake": "git+https://host/repo?ref=main",
-  "attr": "server",
-  "args": ["--port", "8080"],
-  "env": {"MODE": "prod", "LEVEL": "info"},
-  "migrations": [["/bin/migrate", "--up"]],
-  "arch": "x86_64",
-  "gpu": true,
-  "zone": 3,
-  "replicas": 2,
-  "ports": [{"port": 8080, "protocol": "tcp"}, {"port": 53, "protocol": "udp"}]
-}
-"#;
 
 /// `myco sign MANIFEST --operator-key op.key --out OUT [extra...] --json`, which must succeed.
 fn sign(dir: &TempDir, manifest: &str, out: &str, extra: &[&str]) -> String {
@@ -835,8 +771,4 @@ fn json_string(s: &str) -> String {
 fn json_list(items: &[&str]) -> String {
     let items: Vec<String> = items.iter().map(|s| json_string(s)).collect();
     format!("[{}]", items.join(", "))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -1,0 +1,73 @@
+//! The daemon's JSON answers as `myco` reads them (docs/api.md). Fields `myco` does not show are
+//! left out and unknown fields are ignored, so a daemon may add fields without breaking older
+//! clients; a missing or mistyped field that `myco` needs is an error naming it.
+
+use serde::Deserialize;
+
+/// An entry's version: the operator's clock, then the signing key's id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+pub struct Version {
+    pub clock: u64,
+    pub key_id: u32,
+}
+
+/// `POST /deploy`'s 200 answer.
+#[derive(Debug, Deserialize)]
+pub struct Deployed {
+    pub name: String,
+    pub version: Version,
+    /// `applied`, or `unchanged` when the daemon already held this version or a newer one.
+    pub outcome: String,
+}
+
+/// `GET /services`.
+#[derive(Debug, Deserialize)]
+pub struct Services {
+    pub services: Vec<Service>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Service {
+    pub name: String,
+    pub version: Version,
+    /// A tombstone, kept until it is evicted.
+    pub deleted: bool,
+    /// 0 for a tombstone.
+    pub replicas: u64,
+}
+
+/// `GET /nodes`.
+#[derive(Debug, Deserialize)]
+pub struct Nodes {
+    pub nodes: Vec<Node>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Node {
+    pub id: String,
+    pub address: String,
+    /// `alive`, `suspect` or `dead`.
+    pub state: String,
+    pub arch: String,
+    pub zone: u8,
+    /// The node that answered. Absent means false.
+    #[serde(rename = "self", default)]
+    pub is_self: bool,
+}
+
+/// `GET /health`, the 200 and the 503 answer alike. The counts and the node id came later than
+/// the rest, so an answer without them is still read.
+#[derive(Debug, Deserialize)]
+pub struct Health {
+    /// `ok` or `degraded`.
+    pub status: String,
+    /// `ok` or `failing`.
+    pub wal: String,
+    /// `present`, `released`, `deferred` or `disabled`.
+    pub reserve: String,
+    /// `io_uring` or `poll`.
+    pub io: String,
+    pub services: Option<u64>,
+    pub members_alive: Option<u64>,
+    pub node_id: Option<String>,
+}

@@ -1,0 +1,212 @@
+//! `myco deploy` and `myco rm`: the commands that change the cluster's desired state. Each sends
+//! one signed entry to the local daemon's `POST /deploy`, which stores it durably and gossips it.
+//! The entry is signed here, by the same code as `myco sign`, or was signed earlier by `myco sign`
+//! on the machine that keeps the operator key (`--entry`).
+//!
+//! The daemon's answer names the entry it stored; an answer for another name or version is a
+//! daemon bug and is reported as a failure rather than shown as success.
+
+use crate::api::{self, Deployed};
+use crate::args::{self, Error, Flags};
+use crate::client::{self, Request, DEPLOY_TIMEOUT, SOCKET_ENV};
+use crate::files;
+use crate::output::{self, terminal_safe, Value};
+use crate::sign::{sign_manifest, sign_tombstone};
+use myco_core::schema::entry::{valid_name, Entry};
+use pico_args::Arguments;
+use std::path::{Path, PathBuf};
+
+pub const DEPLOY_HELP: &str = "\
+Usage: myco deploy [MANIFEST] --operator-key FILE [--clock MS] [--socket PATH] [--json]
+       myco deploy --entry FILE [--socket PATH] [--json]
+
+Builds a service entry from MANIFEST (default: myco.json) and signs it with the operator key,
+exactly as 'myco sign' does, then sends it to the local myco-d, which stores it and gossips it to
+the cluster. With --entry, sends an entry file signed earlier with 'myco sign', so the operator
+key can stay on another machine. Returns once myco-d has stored the entry on disk (at most 30 s).
+The manifest format is described in docs/myco-json.md.
+
+Options:
+  --operator-key FILE  The cluster's operator key (mode 0600)
+  --clock MS           The entry's version, in milliseconds since the Unix epoch (default: now).
+                       Nodes keep the entry with the highest version
+  --entry FILE         Send this signed entry file instead of signing a manifest; not with
+                       MANIFEST, --operator-key or --clock
+  --socket PATH        myco-d's API socket (default: $MYCO_SOCKET, else /run/myco/myco.sock)
+  --json               Print myco-d's answer as one JSON line
+  -h, --help           Print this help
+
+The outcome is 'applied', or 'unchanged' when myco-d already held this version or a newer one.
+
+Exit status: 0 stored (applied or unchanged); 1 failed (manifest, key or entry file refused,
+myco-d failed with 5xx or answered garbage); 2 bad command line; 3 cannot reach myco-d (not
+running, wrong --socket, no permission, no answer in time); 4 myco-d refused the entry (4xx,
+e.g. a signature from a key it does not trust), with its reason.
+";
+
+pub const RM_HELP: &str = "\
+Usage: myco rm NAME --operator-key FILE [--clock MS] [--socket PATH] [--json]
+
+Removes the service NAME from the cluster: signs a tombstone for it with the operator key and
+sends it to the local myco-d, which stores it and gossips it; every node then stops the service.
+The tombstone is the entry 'myco sign --delete' signs from the service's manifest (use that and
+'myco deploy --entry' to keep the operator key offline). Like any entry it replaces the service
+only if its version is higher: see the VERSION column of 'myco ls'.
+
+Options:
+  --operator-key FILE  The cluster's operator key (mode 0600)
+  --clock MS           The tombstone's version, in milliseconds since the Unix epoch
+                       (default: now)
+  --socket PATH        myco-d's API socket (default: $MYCO_SOCKET, else /run/myco/myco.sock)
+  --json               Print myco-d's answer as one JSON line
+  -h, --help           Print this help
+
+Exit status: 0 stored (applied or unchanged); 1 failed (key refused, myco-d failed with 5xx or
+answered garbage); 2 bad command line, including a NAME that is not a service name; 3 cannot
+reach myco-d; 4 myco-d refused the tombstone (4xx), with its reason.
+";
+
+/// What `myco deploy` sends.
+enum Source {
+    /// Sign this manifest now.
+    Manifest {
+        path: PathBuf,
+        operator_key: PathBuf,
+        clock: Option<u64>,
+    },
+    /// Send this file, signed earlier.
+    EntryFile(PathBuf),
+}
+
+/// A `myco deploy` command line, checked before any file is read.
+struct DeployFlags {
+    source: Source,
+    socket: PathBuf,
+    json: bool,
+}
+
+impl DeployFlags {
+    fn parse(args: Arguments) -> Result<DeployFlags, Error> {
+        let mut flags = Flags::new(args, "deploy");
+        let operator_key = flags.path("--operator-key")?;
+        let clock = flags.string("--clock")?;
+        let entry = flags.path("--entry")?;
+        let socket = flags.path("--socket")?;
+        let json = flags.switch("--json");
+        let manifest = flags.finish_with_path()?;
+        let clock = clock.as_deref().map(args::parse_clock).transpose()?;
+        let source = match entry {
+            Some(entry) => {
+                let signing = [
+                    (manifest.is_some(), "MANIFEST"),
+                    (operator_key.is_some(), "--operator-key"),
+                    (clock.is_some(), "--clock"),
+                ];
+                if let Some((_, what)) = signing.iter().find(|(given, _)| *given) {
+                    return Err(Error::Usage(format!(
+                        "--entry sends an entry signed earlier, so {what} has no use with it; \
+                         pass either --entry FILE or [MANIFEST] --operator-key FILE"
+                    )));
+                }
+                Source::EntryFile(entry)
+            }
+            None => Source::Manifest {
+                path: manifest.unwrap_or_else(|| PathBuf::from("myco.json")),
+                operator_key: flags.required(operator_key, "--operator-key (or --entry FILE)")?,
+                clock,
+            },
+        };
+        Ok(DeployFlags {
+            source,
+            socket: client::socket_path(socket, std::env::var_os(SOCKET_ENV)),
+            json,
+        })
+    }
+}
+
+pub fn deploy(args: Arguments) -> Result<(), Error> {
+    let flags = DeployFlags::parse(args)?;
+    let bytes = match &flags.source {
+        Source::Manifest {
+            path,
+            operator_key,
+            clock,
+        } => sign_manifest(path, operator_key, *clock, false)?
+            .bytes()
+            .to_vec(),
+        Source::EntryFile(path) => {
+            let bytes = files::read_entry(path)?;
+            if let Err(e) = Entry::decode(&bytes) {
+                return Err(Error::Failed(format!(
+                    "--entry '{}' is not a signed entry: {}; pass a file made by 'myco sign'",
+                    path.display(),
+                    e.message()
+                )));
+            }
+            bytes
+        }
+    };
+    post(&flags.socket, &bytes, "the deploy", flags.json)
+}
+
+pub fn rm(args: Arguments) -> Result<(), Error> {
+    let mut flags = Flags::new(args, "rm");
+    let operator_key = flags.path("--operator-key")?;
+    let clock = flags.string("--clock")?;
+    let socket = flags.path("--socket")?;
+    let json = flags.switch("--json");
+    let name = flags.finish_with_string("NAME")?;
+    let name = flags.required(name, "NAME, the service to remove")?;
+    if !valid_name(&name) {
+        return Err(Error::Usage(format!(
+            "'{}' is not a service name: names are 1 to 63 of a-z, 0-9 and '-', not starting or \
+             ending with '-'; see 'myco ls' for the services",
+            terminal_safe(&name)
+        )));
+    }
+    let operator_key = flags.required(operator_key, "--operator-key")?;
+    let clock = clock.as_deref().map(args::parse_clock).transpose()?;
+    let socket = client::socket_path(socket, std::env::var_os(SOCKET_ENV));
+
+    let entry = sign_tombstone(&name, &operator_key, clock)?;
+    post(&socket, entry.bytes(), "the removal", json)
+}
+
+/// Posts one signed entry and reports the daemon's answer.
+fn post(socket: &Path, entry: &[u8], what: &'static str, json: bool) -> Result<(), Error> {
+    let sent = Entry::decode(entry).expect("the caller checked the entry");
+    let request = Request {
+        method: "POST",
+        path: "/deploy",
+        body: entry,
+        what,
+        timeout: DEPLOY_TIMEOUT,
+    };
+    let body = client::call_ok(socket, &request)?;
+    let answer: Deployed = client::parse_json(&body, &request)?;
+    let version = api::Version {
+        clock: sent.body.version.clock,
+        key_id: sent.body.version.key_id,
+    };
+    if answer.name != sent.body.name || answer.version != version {
+        return Err(Error::Failed(format!(
+            "myco-d answered for '{}' version {}, but myco sent '{}' version {}; check that \
+             myco and myco-d are the same version (myco --version, myco-d --version)",
+            terminal_safe(&answer.name),
+            answer.version.clock,
+            sent.body.name,
+            version.clock
+        )));
+    }
+    if json {
+        return output::print_text(&client::json_line(&body)?);
+    }
+    let fields = [
+        ("name", Value::Text(answer.name)),
+        ("clock", Value::Number(version.clock)),
+        ("key_id", Value::Number(version.key_id.into())),
+        ("tombstone", Value::Bool(sent.body.is_tombstone())),
+        ("outcome", Value::Text(terminal_safe(&answer.outcome))),
+    ];
+    output::print(&fields, false)
+}

@@ -1,0 +1,190 @@
+//! `myco ls`, `myco nodes` and `myco status`: what the local daemon knows, read from its API. They
+//! change nothing. With `--json` each prints the daemon's answer itself on one line, after checking
+//! that it has the documented shape, so scripts get every field, including ones `myco` does not
+//! show.
+
+use crate::api::{Health, Nodes, Services};
+use crate::args::{Error, Flags};
+use crate::client::{self, Request, QUERY_TIMEOUT, SOCKET_ENV};
+use crate::output::{self, terminal_safe, Field, Value};
+use pico_args::Arguments;
+use std::path::PathBuf;
+
+pub const LS_HELP: &str = "\
+Usage: myco ls [--socket PATH] [--json]
+
+Lists every service in the cluster's desired state, as the local myco-d holds it: its name, its
+version (the clock it was signed with), whether it is deployed or deleted (a tombstone, kept for
+a while after 'myco rm') and how many boxes should run it.
+
+Options:
+  --socket PATH  myco-d's API socket (default: $MYCO_SOCKET, else /run/myco/myco.sock)
+  --json         Print myco-d's answer (GET /services) as one JSON line
+  -h, --help     Print this help
+
+Exit status: 0 listed; 1 myco-d failed (5xx) or answered garbage; 2 bad command line; 3 cannot
+reach myco-d (not running, wrong --socket, no permission, no answer in 10 s); 4 myco-d refused
+the request (4xx).
+";
+
+pub const NODES_HELP: &str = "\
+Usage: myco nodes [--socket PATH] [--json]
+
+Lists the cluster's members as the local myco-d sees them: node id, gossip address, state (alive,
+suspect or dead), arch and zone. The node that answered is marked with '*'.
+
+Options:
+  --socket PATH  myco-d's API socket (default: $MYCO_SOCKET, else /run/myco/myco.sock)
+  --json         Print myco-d's answer (GET /nodes) as one JSON line
+  -h, --help     Print this help
+
+Exit status: 0 listed; 1 myco-d failed (5xx) or answered garbage; 2 bad command line; 3 cannot
+reach myco-d (not running, wrong --socket, no permission, no answer in 10 s); 4 myco-d refused
+the request (4xx).
+";
+
+pub const STATUS_HELP: &str = "\
+Usage: myco status [--socket PATH] [--json]
+
+Prints the local myco-d's health: overall status (ok or degraded), its write-ahead log (ok or
+failing), its disk reserve, its I/O backend, how many services it holds, how many members are
+alive, and its node id. A degraded daemon is up but cannot accept deploys.
+
+Options:
+  --socket PATH  myco-d's API socket (default: $MYCO_SOCKET, else /run/myco/myco.sock)
+  --json         Print myco-d's answer (GET /health) as one JSON line
+  -h, --help     Print this help
+
+Exit status: 0 healthy; 1 degraded (the health is still printed), or myco-d failed or answered
+garbage; 2 bad command line; 3 cannot reach myco-d (not running, wrong --socket, no permission,
+no answer in 10 s); 4 myco-d refused the request (4xx).
+";
+
+/// The flags every query takes.
+struct QueryFlags {
+    socket: PathBuf,
+    json: bool,
+}
+
+impl QueryFlags {
+    fn parse(args: Arguments, command: &'static str) -> Result<QueryFlags, Error> {
+        let mut flags = Flags::new(args, command);
+        let socket = flags.path("--socket")?;
+        let json = flags.switch("--json");
+        flags.finish()?;
+        Ok(QueryFlags {
+            socket: client::socket_path(socket, std::env::var_os(SOCKET_ENV)),
+            json,
+        })
+    }
+}
+
+fn get(path: &'static str, what: &'static str) -> Request<'static> {
+    Request {
+        method: "GET",
+        path,
+        body: &[],
+        what,
+        timeout: QUERY_TIMEOUT,
+    }
+}
+
+pub fn ls(args: Arguments) -> Result<(), Error> {
+    let flags = QueryFlags::parse(args, "ls")?;
+    let request = get("/services", "the service list");
+    let body = client::call_ok(&flags.socket, &request)?;
+    let services: Services = client::parse_json(&body, &request)?;
+    if flags.json {
+        return output::print_text(&client::json_line(&body)?);
+    }
+    let rows: Vec<Vec<String>> = services
+        .services
+        .iter()
+        .map(|s| {
+            let status = if s.deleted { "deleted" } else { "deployed" };
+            vec![
+                terminal_safe(&s.name),
+                s.version.clock.to_string(),
+                status.to_string(),
+                s.replicas.to_string(),
+            ]
+        })
+        .collect();
+    output::print_text(&output::table(
+        &["NAME", "VERSION", "STATUS", "REPLICAS"],
+        &rows,
+    ))
+}
+
+pub fn nodes(args: Arguments) -> Result<(), Error> {
+    let flags = QueryFlags::parse(args, "nodes")?;
+    let request = get("/nodes", "the member list");
+    let body = client::call_ok(&flags.socket, &request)?;
+    let nodes: Nodes = client::parse_json(&body, &request)?;
+    if flags.json {
+        return output::print_text(&client::json_line(&body)?);
+    }
+    // '*' in a first column of its own, as `git branch` marks the current branch, keeps every
+    // other column one word.
+    let rows: Vec<Vec<String>> = nodes
+        .nodes
+        .iter()
+        .map(|n| {
+            vec![
+                if n.is_self { "*" } else { "" }.to_string(),
+                terminal_safe(&n.id),
+                terminal_safe(&n.address),
+                terminal_safe(&n.state),
+                terminal_safe(&n.arch),
+                n.zone.to_string(),
+            ]
+        })
+        .collect();
+    output::print_text(&output::table(
+        &["", "ID", "ADDRESS", "STATE", "ARCH", "ZONE"],
+        &rows,
+    ))
+}
+
+pub fn status(args: Arguments) -> Result<(), Error> {
+    let flags = QueryFlags::parse(args, "status")?;
+    let request = get("/health", "the health check");
+    let answer = client::call(&flags.socket, &request)?;
+    // A degraded daemon answers 503 with its health; any other 503 is an error body.
+    let degraded =
+        answer.status == 503 && client::parse_json::<Health>(&answer.body, &request).is_ok();
+    if answer.status != 200 && !degraded {
+        return Err(client::status_error(&answer, &request));
+    }
+    let health: Health = client::parse_json(&answer.body, &request)?;
+    if flags.json {
+        output::print_text(&client::json_line(&answer.body)?)?;
+    } else {
+        let text = |s: &str| Value::Text(terminal_safe(s));
+        let mut fields: Vec<Field> = vec![
+            ("status", text(&health.status)),
+            ("wal", text(&health.wal)),
+            ("reserve", text(&health.reserve)),
+            ("io", text(&health.io)),
+        ];
+        if let Some(n) = health.services {
+            fields.push(("services", Value::Number(n)));
+        }
+        if let Some(n) = health.members_alive {
+            fields.push(("members_alive", Value::Number(n)));
+        }
+        if let Some(id) = &health.node_id {
+            fields.push(("node_id", text(id)));
+        }
+        output::print(&fields, false)?;
+    }
+    if degraded {
+        return Err(Error::Failed(format!(
+            "myco-d is up but degraded (wal {}, reserve {}), so it cannot accept deploys; check \
+             'journalctl -u myco-d' and the free space of its state directory",
+            terminal_safe(&health.wal),
+            terminal_safe(&health.reserve)
+        )));
+    }
+    Ok(())
+}
