@@ -233,3 +233,61 @@ fn start_up_refusals_say_what_to_fix() {
         "{out:?}"
     );
 }
+
+/// Caps the size of files the daemon may write (RLIMIT_FSIZE) and ignores SIGXFSZ, so a WAL write
+/// past the cap fails with EFBIG instead of killing the process: a storage failure that is not a
+/// full disk, which the daemon treats as fatal.
+fn cap_file_size(bytes: u64) -> impl FnMut() -> std::io::Result<()> {
+    move || {
+        let limit = libc::rlimit {
+            rlim_cur: bytes,
+            rlim_max: bytes,
+        };
+        // SAFETY: setrlimit and signal in the forked child before exec; no allocation.
+        unsafe {
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0
+                || libc::signal(libc::SIGXFSZ, libc::SIG_IGN) == libc::SIG_ERR
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn a_fatal_storage_error_leaves_the_flight_recorder_on_disk() {
+    let op = operator();
+    let mut d = Daemon::new("flight", &op, 13);
+    let mut command = d.command(&["--reserve-bytes", "0"]);
+    // SAFETY: the closure makes only async-signal-safe calls.
+    unsafe { command.pre_exec(cap_file_size(64 * 1024)) };
+    d.start(command);
+    let mut deployed = 0;
+    for i in 0..1000 {
+        let name = format!("svc-{i:04}-{}", "x".repeat(40));
+        match daemon::http(&d.socket, "POST", "/deploy", &entry(&op, &name, 1)) {
+            Ok((200, _)) => deployed += 1,
+            _ => break,
+        }
+    }
+    let status = d.child.as_mut().unwrap().wait().unwrap();
+    assert!(
+        !status.success(),
+        "the daemon stops on a WAL write it cannot make"
+    );
+    assert!(
+        deployed > 10,
+        "deploys were acknowledged until the cap: {deployed}"
+    );
+    let recorder = fs::read_to_string(d.state.join("flight-recorder.log"))
+        .expect("the panic hook wrote the recorder");
+    assert!(
+        recorder.contains("ready: node"),
+        "the lines before the panic: {recorder}"
+    );
+    assert!(
+        recorder.contains("fatal: the WAL write or fdatasync failed"),
+        "the panic itself: {recorder}"
+    );
+}
