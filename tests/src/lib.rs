@@ -1,2 +1,940 @@
 //! End-to-end tests of the real binaries live here: processes on loopback, network namespaces,
 //! real systemd in containers and real nix. They drive `myco-d` and `myco` as an operator would.
+//!
+//! This harness runs a `Cluster`: one temporary directory holding the operator key, and per node
+//! a key, a certificate, a state directory, an API socket and a stderr log, all made with the real
+//! `myco` command. Daemons gossip on loopback only: each listens on its own address in 127/8 (an
+//! IPv4 address binds IPv4 only), on a port the kernel picked, so that two tests running at once
+//! cannot collide even by chance.
+//!
+//! Finding the binaries. Cargo exposes `CARGO_BIN_EXE_*` only to the tests of the crate that
+//! defines the binary, so this crate looks for `myco-d` and `myco` next to its own test executable
+//! (`target/<profile>/deps/..`), where `cargo build`, `cargo test --workspace` and `cargo nextest
+//! run --workspace` put them. If they are missing, or older than the sources of myco-core,
+//! myco-host or myco-cli (as after `cargo test -p myco-tests` following an edit), the harness runs
+//! `cargo build -p myco-host -p myco-cli` once per process, in the same profile. `MYCO_BIN_DIR`
+//! names another directory (release binaries, an install) and turns that build off.
+//!
+//! Invariants: every daemon a test starts is killed when its `Cluster` drops, even when the test
+//! panics, and it dies with the test process too (PR_SET_PDEATHSIG); a failed test keeps its
+//! directory and prints every daemon's log, so the failure can be read after the fact
+//! (`MYCO_TESTS_KEEP=1` keeps the directories of passing tests too).
+
+use serde_json::Value;
+use std::ffi::OsString;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+use std::thread;
+use std::time::{Duration, Instant, SystemTime};
+
+/// A daemon must answer `/health` within this after it was spawned.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often `wait_until` checks its condition.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// The longest answer any single API call or `myco` command may take in a test.
+const CALL_TIMEOUT_SECS: u64 = 10;
+/// Unix socket paths must fit `sun_path` (108 bytes with its NUL); leave room for `nN.sock`.
+const SOCKET_DIR_BYTES_MAX: usize = 90;
+/// Log lines of each daemon printed when a test fails.
+const LOG_TAIL_LINES: usize = 80;
+
+/// The two binaries under test.
+pub struct Bins {
+    pub daemon: PathBuf,
+    pub cli: PathBuf,
+}
+
+/// The binaries, found (and if need be built) once per test process.
+pub fn bins() -> &'static Bins {
+    static BINS: OnceLock<Bins> = OnceLock::new();
+    BINS.get_or_init(find_bins)
+}
+
+fn find_bins() -> Bins {
+    if let Some(dir) = std::env::var_os("MYCO_BIN_DIR") {
+        let dir = PathBuf::from(dir);
+        let found = Bins {
+            daemon: dir.join("myco-d"),
+            cli: dir.join("myco"),
+        };
+        for bin in [&found.daemon, &found.cli] {
+            assert!(
+                bin.is_file(),
+                "MYCO_BIN_DIR names {}, which has no {}",
+                dir.display(),
+                bin.display()
+            );
+        }
+        return found;
+    }
+    // target/<profile>/deps/<test binary>: the binaries are in target/<profile>.
+    let exe = std::env::current_exe().expect("the test binary knows its own path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test binary lives in target/<profile>/deps")
+        .to_path_buf();
+    let found = Bins {
+        daemon: profile_dir.join("myco-d"),
+        cli: profile_dir.join("myco"),
+    };
+    if let Some(why) = needs_build(&found) {
+        build(&profile_dir, &why);
+    }
+    for bin in [&found.daemon, &found.cli] {
+        assert!(
+            bin.is_file(),
+            "{} is missing after building; run 'cargo build -p myco-host -p myco-cli' or set MYCO_BIN_DIR",
+            bin.display()
+        );
+    }
+    found
+}
+
+/// Why the binaries must be (re)built, if they must.
+fn needs_build(bins: &Bins) -> Option<String> {
+    let oldest = [&bins.daemon, &bins.cli]
+        .iter()
+        .map(|b| fs::metadata(b).and_then(|m| m.modified()).ok())
+        .collect::<Option<Vec<SystemTime>>>();
+    let Some(oldest) = oldest.and_then(|times| times.into_iter().min()) else {
+        return Some("a binary is missing".into());
+    };
+    let root = workspace_root();
+    let mut newest: Option<(SystemTime, PathBuf)> = None;
+    for krate in ["myco-core", "myco-host", "myco-cli"] {
+        newest_file(&root.join(krate).join("src"), &mut newest);
+        newest_file(&root.join(krate).join("Cargo.toml"), &mut newest);
+    }
+    newest_file(&root.join("Cargo.lock"), &mut newest);
+    match newest {
+        Some((time, path)) if time > oldest => {
+            Some(format!("{} is newer than the binaries", path.display()))
+        }
+        _ => None,
+    }
+}
+
+fn newest_file(path: &Path, newest: &mut Option<(SystemTime, PathBuf)>) {
+    let Ok(meta) = fs::metadata(path) else { return };
+    if meta.is_dir() {
+        for entry in fs::read_dir(path).into_iter().flatten().flatten() {
+            newest_file(&entry.path(), newest);
+        }
+        return;
+    }
+    if let Ok(time) = meta.modified() {
+        if newest.as_ref().is_none_or(|(t, _)| time > *t) {
+            *newest = Some((time, path.to_path_buf()));
+        }
+    }
+}
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is inside the workspace")
+        .to_path_buf()
+}
+
+fn build(profile_dir: &Path, why: &str) {
+    let profile = profile_dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("debug");
+    let profile = if profile == "debug" { "dev" } else { profile };
+    eprintln!(
+        "myco-tests: {why}; running cargo build -p myco-host -p myco-cli --profile {profile}"
+    );
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .args([
+            "build",
+            "-p",
+            "myco-host",
+            "-p",
+            "myco-cli",
+            "--bins",
+            "--profile",
+            profile,
+        ])
+        .current_dir(workspace_root())
+        .status()
+        .expect("cargo runs");
+    assert!(
+        status.success(),
+        "cargo build -p myco-host -p myco-cli failed: {status}"
+    );
+}
+
+/// A directory under the system's temporary directory, removed on drop unless the test failed.
+pub struct TestDir {
+    pub path: PathBuf,
+}
+
+impl TestDir {
+    pub fn new(test: &str) -> TestDir {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let name = format!("myco-e2e-{}-{n}", std::process::id());
+        let mut path = std::env::temp_dir().join(&name);
+        // A long $TMPDIR would push the sockets past sun_path; /tmp always fits.
+        if path.as_os_str().len() > SOCKET_DIR_BYTES_MAX {
+            path = PathBuf::from("/tmp").join(&name);
+        }
+        let _ = fs::remove_dir_all(&path);
+        fs::create_dir_all(&path)
+            .unwrap_or_else(|e| panic!("cannot create {}: {e}", path.display()));
+        fs::write(path.join("TEST"), format!("{test}\n")).expect("the test directory is writable");
+        TestDir { path }
+    }
+
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        if thread::panicking() || std::env::var_os("MYCO_TESTS_KEEP").is_some_and(|v| v == "1") {
+            eprintln!("myco-tests: kept {} for diagnosis", self.path.display());
+        } else {
+            let _ = fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+/// A finished command.
+#[derive(Debug)]
+pub struct Run {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// The stdout of a command that must have succeeded.
+    #[track_caller]
+    pub fn ok(&self) -> &str {
+        assert_eq!(self.code, Some(0), "command failed: {self:?}");
+        &self.stdout
+    }
+
+    /// The stdout of a command that must have succeeded, as one JSON value.
+    #[track_caller]
+    pub fn json(&self) -> Value {
+        let out = self.ok();
+        serde_json::from_str(out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+    }
+}
+
+/// Runs a command with `CALL_TIMEOUT_SECS` to finish; stdin is closed.
+pub fn run(mut command: Command) -> Run {
+    let shown = format!("{command:?}");
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {shown}: {e}"));
+    let mut stdout = child.stdout.take().expect("piped");
+    let mut stderr = child.stderr.take().expect("piped");
+    let err_reader = thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = stderr.read_to_end(&mut s);
+        s
+    });
+    let out_reader = thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = stdout.read_to_end(&mut s);
+        s
+    });
+    let status =
+        wait_exit(&mut child, Duration::from_secs(CALL_TIMEOUT_SECS)).unwrap_or_else(|| {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{shown} did not finish in {CALL_TIMEOUT_SECS} s");
+        });
+    Run {
+        code: status.code(),
+        stdout: String::from_utf8_lossy(&out_reader.join().expect("reader")).into_owned(),
+        stderr: String::from_utf8_lossy(&err_reader.join().expect("reader")).into_owned(),
+    }
+}
+
+/// Waits up to `timeout` for `child` to exit. Polls every millisecond, so that a restart follows
+/// an exit as closely as systemd's would (it restarts on SIGCHLD).
+pub fn wait_exit(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().expect("waitpid works") {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Polls `condition` every `POLL_INTERVAL` until it holds; panics naming `what` after `timeout`.
+/// Returns how long it took, which tests print so that deadlines can be tuned from CI logs.
+#[track_caller]
+pub fn wait_until(timeout: Duration, what: &str, mut condition: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    loop {
+        if condition() {
+            let took = start.elapsed();
+            eprintln!("myco-tests: {what}: after {:.1} s", took.as_secs_f64());
+            return took;
+        }
+        if start.elapsed() >= timeout {
+            panic!(
+                "timed out after {} s waiting for: {what}",
+                timeout.as_secs()
+            );
+        }
+        thread::sleep(POLL_INTERVAL);
+    }
+}
+
+/// One HTTP answer read by curl.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    /// The status line and headers, as received.
+    pub head: String,
+    pub body: String,
+}
+
+impl Answer {
+    /// The value of header `name` (case-insensitive), if present.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().skip(1).find_map(|line| {
+            let (n, v) = line.split_once(':')?;
+            n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+
+    #[track_caller]
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("the body is not JSON ({e}): {self:?}"))
+    }
+}
+
+/// `curl -sS -i --unix-socket SOCKET ARGS http://localhost/PATH`, parsed. Panics if curl itself
+/// fails (no answer at all).
+#[track_caller]
+pub fn curl(socket: &Path, args: &[&str], path: &str) -> Answer {
+    let mut command = Command::new("curl");
+    command
+        .args([
+            "-sS",
+            "-i",
+            "--max-time",
+            &CALL_TIMEOUT_SECS.to_string(),
+            "--unix-socket",
+        ])
+        .arg(socket)
+        .args(args)
+        .arg(format!("http://localhost{path}"));
+    let out = run(command);
+    assert_eq!(
+        out.code,
+        Some(0),
+        "curl {args:?} {path} failed (is curl installed?): {}",
+        out.stderr
+    );
+    parse_http(&out.stdout)
+        .unwrap_or_else(|| panic!("curl {path}: not an HTTP answer: {:?}", out.stdout))
+}
+
+/// Splits a whole HTTP/1.x answer into status, head and body.
+pub fn parse_http(text: &str) -> Option<Answer> {
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some(Answer {
+        status,
+        head: head.to_string(),
+        body: body.to_string(),
+    })
+}
+
+/// Sends `request` on a fresh connection and reads until the daemon closes it. For what curl
+/// cannot send (half requests, lying headers) and for cheap readiness polls.
+pub fn raw_request(socket: &Path, request: &[u8], timeout: Duration) -> std::io::Result<String> {
+    let mut stream = UnixStream::connect(socket)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    stream.write_all(request)?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer)?;
+    Ok(String::from_utf8_lossy(&answer).into_owned())
+}
+
+/// The value of one series in a Prometheus text exposition: `series` is the name and labels as
+/// the daemon writes them, e.g. `myco_crypto_refusals_total{kind="unknown_key"}`.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        l.rsplit_once(' ')
+            .filter(|(s, _)| *s == series)?
+            .1
+            .parse()
+            .ok()
+    })
+}
+
+/// A key made by `myco keygen`.
+#[derive(Clone, Debug)]
+pub struct Key {
+    pub path: PathBuf,
+    pub public_hex: String,
+    /// How the cluster names a node with this key: `/nodes` and `/health` show it in hex.
+    pub node_id: String,
+}
+
+/// How one node is made and started.
+#[derive(Clone, Debug, Default)]
+pub struct NodeOptions {
+    /// Who signs the node's certificate; default: the cluster's operator.
+    pub cert_signer: Option<Key>,
+    /// The `--operator` the daemon is given; default: the cluster's operator.
+    pub operator: Option<Key>,
+    /// `myco cert --issued-at`.
+    pub issued_at: u64,
+    /// `myco-d --revocation`.
+    pub revocation: Option<PathBuf>,
+    /// `myco-d --io`; default: auto.
+    pub io: Option<&'static str>,
+    /// Nodes (by index) to `--join`; default: up to three nodes made before this one.
+    pub join: Option<Vec<usize>>,
+}
+
+/// One `myco-d`: its files, its address and, while running, its process.
+pub struct Daemon {
+    pub index: usize,
+    pub state_dir: PathBuf,
+    pub socket: PathBuf,
+    pub addr: SocketAddr,
+    pub key: Key,
+    pub cert: PathBuf,
+    /// stderr of every run, appended, each run after a `=== start N ===` line.
+    pub log: PathBuf,
+    args: Vec<OsString>,
+    child: Option<Child>,
+    /// Where the current run's lines start in `log`.
+    run_offset: u64,
+    starts: u32,
+}
+
+impl Daemon {
+    /// The daemon's command line, for a run the test manages itself (a second daemon on the same
+    /// state directory, say).
+    pub fn command(&self) -> Command {
+        let mut command = Command::new(&bins().daemon);
+        command.args(&self.args);
+        command
+    }
+
+    /// Starts the process; does not wait for it to serve.
+    pub fn spawn(&mut self) {
+        assert!(
+            self.child.is_none(),
+            "node {} is already running",
+            self.index
+        );
+        self.starts += 1;
+        let mut log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
+        writeln!(log, "=== start {} ===", self.starts).expect("log file");
+        self.run_offset = log.metadata().expect("log file").len();
+        let mut command = self.command();
+        command
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log);
+        // The daemon dies with the thread that spawned it, so a test process killed by a timeout
+        // leaves no daemons behind. Tests spawn from their own thread, which outlives the cluster.
+        // SAFETY: prctl is async-signal-safe and touches only the child's own state.
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bins().daemon.display()));
+        self.child = Some(child);
+    }
+
+    /// Waits until `/health` answers 200; panics with the daemon's log if it exits or times out.
+    pub fn wait_ready(&mut self) -> Duration {
+        let start = Instant::now();
+        loop {
+            let health = raw_request(
+                &self.socket,
+                b"GET /health HTTP/1.1\r\nConnection: close\r\n\r\n",
+                Duration::from_secs(1),
+            );
+            if health.is_ok_and(|a| a.starts_with("HTTP/1.1 200")) {
+                return start.elapsed();
+            }
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().expect("waitpid"))
+            {
+                self.child = None;
+                panic!(
+                    "node {} exited with {status} before it was ready; its log:\n{}",
+                    self.index,
+                    self.run_log()
+                );
+            }
+            if start.elapsed() > READY_TIMEOUT {
+                panic!(
+                    "node {} did not answer /health within {} s; its log:\n{}",
+                    self.index,
+                    READY_TIMEOUT.as_secs(),
+                    self.run_log()
+                );
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Starts the daemon and waits until it serves.
+    pub fn start(&mut self) -> Duration {
+        self.spawn();
+        self.wait_ready()
+    }
+
+    /// Waits up to `timeout` for a daemon expected to stop by itself.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let status = wait_exit(
+            self.child.as_mut().expect("the daemon was started"),
+            timeout,
+        )?;
+        self.child = None;
+        Some(status)
+    }
+
+    /// SIGKILL, as a crash or a power cut would stop it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Sends `signal` (SIGTERM, SIGINT) to the running daemon.
+    pub fn signal(&self, signal: libc::c_int) {
+        let child = self.child.as_ref().expect("the daemon is running");
+        // SAFETY: kill(2) on the pid of our own child, which has not been reaped.
+        let sent = unsafe { libc::kill(child.id() as libc::pid_t, signal) };
+        assert_eq!(sent, 0, "kill({}, {signal}) failed", child.id());
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().expect("waitpid").is_none())
+    }
+
+    /// Everything the daemon wrote to stderr, all runs.
+    pub fn log_text(&self) -> String {
+        fs::read(&self.log)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// What the current (or last) run wrote to stderr.
+    pub fn run_log(&self) -> String {
+        let text = fs::read(&self.log).unwrap_or_default();
+        let from = (self.run_offset as usize).min(text.len());
+        String::from_utf8_lossy(&text[from..]).into_owned()
+    }
+
+    /// `GET path` through curl.
+    #[track_caller]
+    pub fn get(&self, path: &str) -> Answer {
+        curl(&self.socket, &[], path)
+    }
+
+    /// `GET path`, which must answer 200 with JSON.
+    #[track_caller]
+    pub fn get_json(&self, path: &str) -> Value {
+        let answer = self.get(path);
+        assert_eq!(
+            answer.status, 200,
+            "node {} GET {path}: {answer:?}",
+            self.index
+        );
+        answer.json()
+    }
+
+    /// `GET /metrics` as text.
+    #[track_caller]
+    pub fn metrics(&self) -> String {
+        let answer = self.get("/metrics");
+        assert_eq!(
+            answer.status, 200,
+            "node {} GET /metrics: {answer:?}",
+            self.index
+        );
+        answer.body
+    }
+
+    /// One series of `/metrics`; panics if the daemon does not export it.
+    #[track_caller]
+    pub fn metric(&self, series: &str) -> f64 {
+        let text = self.metrics();
+        metric(&text, series)
+            .unwrap_or_else(|| panic!("node {} exports no {series}:\n{text}", self.index))
+    }
+
+    /// `/services` as (name, clock, key_id, deleted), sorted by name.
+    #[track_caller]
+    pub fn services(&self) -> Vec<ServiceRow> {
+        services_of(&self.get_json("/services"))
+    }
+
+    /// `/nodes` as (id, state); the first row is this node.
+    #[track_caller]
+    pub fn nodes(&self) -> Vec<(String, String)> {
+        let json = self.get_json("/nodes");
+        let rows = json["nodes"]
+            .as_array()
+            .unwrap_or_else(|| panic!("/nodes has no list: {json}"));
+        rows.iter()
+            .map(|n| {
+                (
+                    n["id"].as_str().expect("id").to_string(),
+                    n["state"].as_str().expect("state").to_string(),
+                )
+            })
+            .collect()
+    }
+
+    /// The state node `id` has in this node's `/nodes`, if it is listed.
+    #[track_caller]
+    pub fn state_of(&self, id: &str) -> Option<String> {
+        self.nodes()
+            .into_iter()
+            .find(|(i, _)| i == id)
+            .map(|(_, s)| s)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// One service as `/services` and `myco ls --json` list it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ServiceRow {
+    pub name: String,
+    pub clock: u64,
+    pub key_id: u64,
+    pub deleted: bool,
+}
+
+#[track_caller]
+pub fn services_of(json: &Value) -> Vec<ServiceRow> {
+    let rows = json["services"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no services list: {json}"));
+    let mut rows: Vec<ServiceRow> = rows
+        .iter()
+        .map(|s| ServiceRow {
+            name: s["name"].as_str().expect("name").to_string(),
+            clock: s["version"]["clock"].as_u64().expect("version.clock"),
+            key_id: s["version"]["key_id"].as_u64().expect("version.key_id"),
+            deleted: s["deleted"].as_bool().expect("deleted"),
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
+/// An operator, its nodes and their daemons, in one temporary directory.
+pub struct Cluster {
+    pub daemons: Vec<Daemon>,
+    pub operator: Key,
+    pub dir: TestDir,
+    /// 127.A.B.x: A and B from the process id and a counter, x the node, so clusters of tests
+    /// running at once almost never share a network (see `new`).
+    net: [u8; 2],
+}
+
+impl Cluster {
+    /// An empty cluster: the directory and the operator key.
+    pub fn new(test: &str) -> Cluster {
+        static NETS: AtomicU32 = AtomicU32::new(0);
+        let n = NETS.fetch_add(1, Ordering::Relaxed);
+        // Spreads (process, cluster) over the 250 x 250 networks; two clusters that still share
+        // one also need the kernel to hand both the same free port to collide.
+        let mix = (u64::from(std::process::id()) << 16 | u64::from(n))
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            >> 40;
+        let dir = TestDir::new(test);
+        let mut cluster = Cluster {
+            daemons: Vec::new(),
+            operator: Key {
+                path: PathBuf::new(),
+                public_hex: String::new(),
+                node_id: String::new(),
+            },
+            dir,
+            net: [1 + (mix % 250) as u8, 1 + (mix / 250 % 250) as u8],
+        };
+        cluster.operator = cluster.keygen("operator");
+        cluster
+    }
+
+    /// `n` nodes with default options, all started and serving.
+    pub fn started(test: &str, n: usize) -> Cluster {
+        let mut cluster = Cluster::new(test);
+        for _ in 0..n {
+            cluster.add(NodeOptions::default());
+        }
+        cluster.start_all();
+        cluster
+    }
+
+    /// Runs `myco ARGS` in the cluster's directory.
+    pub fn myco(&self, args: &[&str]) -> Run {
+        let mut command = Command::new(&bins().cli);
+        command
+            .args(args)
+            .current_dir(&self.dir.path)
+            .env_remove("MYCO_SOCKET");
+        run(command)
+    }
+
+    /// A new key from `myco keygen`, described by `myco pubkey --json`.
+    pub fn keygen(&self, name: &str) -> Key {
+        let path = self.dir.join(&format!("{name}.key"));
+        let path_text = path.to_str().expect("UTF-8 temp path");
+        self.myco(&["keygen", "--out", path_text]).ok();
+        let json = self.myco(&["pubkey", "--key", path_text, "--json"]).json();
+        let node_id = json["node_id"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("pubkey --json has no node_id: {json}"));
+        Key {
+            public_hex: json["public_key"].as_str().expect("public_key").to_string(),
+            node_id: format!("{node_id:016x}"),
+            path,
+        }
+    }
+
+    /// Signs a certificate for `node` with `signer`'s key.
+    pub fn cert(&self, signer: &Key, node: &Key, issued_at: u64, out: &Path) {
+        let arch = std::env::consts::ARCH;
+        let issued = issued_at.to_string();
+        self.myco(&[
+            "cert",
+            "--operator-key",
+            signer.path.to_str().unwrap(),
+            "--node-pubkey",
+            &node.public_hex,
+            "--zone",
+            "0",
+            "--arch",
+            arch,
+            "--issued-at",
+            &issued,
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .ok();
+    }
+
+    /// Makes node `len()` (key, certificate, address, command line) without starting it.
+    pub fn add(&mut self, options: NodeOptions) -> usize {
+        let index = self.daemons.len();
+        let name = format!("n{index}");
+        let key = self.keygen(&name);
+        let cert = self.dir.join(&format!("{name}.cert"));
+        let signer = options
+            .cert_signer
+            .clone()
+            .unwrap_or_else(|| self.operator.clone());
+        self.cert(&signer, &key, options.issued_at, &cert);
+        let addr = self.free_addr(index);
+        let operator = options.operator.as_ref().unwrap_or(&self.operator);
+        let state_dir = self.dir.join(&name);
+        let socket = self.dir.join(&format!("{name}.sock"));
+        let mut args: Vec<OsString> = vec![
+            "--operator".into(),
+            operator.public_hex.clone().into(),
+            "--key".into(),
+            key.path.clone().into(),
+            "--cert".into(),
+            cert.clone().into(),
+            "--state-dir".into(),
+            state_dir.clone().into(),
+            "--socket".into(),
+            socket.clone().into(),
+            "--listen".into(),
+            addr.to_string().into(),
+            "--reserve-bytes".into(),
+            "1048576".into(),
+        ];
+        let join = options.join.unwrap_or_else(|| (0..index.min(3)).collect());
+        for j in join {
+            args.push("--join".into());
+            args.push(self.daemons[j].addr.to_string().into());
+        }
+        if let Some(revocation) = &options.revocation {
+            args.push("--revocation".into());
+            args.push(revocation.clone().into());
+        }
+        if let Some(io) = options.io {
+            args.push("--io".into());
+            args.push(io.into());
+        }
+        self.daemons.push(Daemon {
+            index,
+            state_dir,
+            socket,
+            addr,
+            key,
+            cert,
+            log: self.dir.join(&format!("{name}.log")),
+            args,
+            child: None,
+            run_offset: 0,
+            starts: 0,
+        });
+        index
+    }
+
+    /// An address for node `index` on loopback with a port the kernel had free.
+    fn free_addr(&self, index: usize) -> SocketAddr {
+        assert!(index < 250, "one cluster has at most 250 nodes");
+        let ip = Ipv4Addr::new(127, self.net[0], self.net[1], 1 + index as u8);
+        let probe = UdpSocket::bind((ip, 0))
+            .unwrap_or_else(|e| panic!("cannot bind {ip}:0 on loopback: {e}"));
+        probe.local_addr().expect("bound")
+    }
+
+    /// Spawns every node that is not running, then waits for each to serve.
+    pub fn start_all(&mut self) {
+        for d in self.daemons.iter_mut().filter(|d| d.child.is_none()) {
+            d.spawn();
+        }
+        for d in &mut self.daemons {
+            d.wait_ready();
+        }
+    }
+
+    /// Writes `text` to a file in the cluster's directory and returns its path.
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.dir.join(name);
+        fs::write(&path, text).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+        path
+    }
+
+    /// `myco deploy MANIFEST --operator-key OPERATOR --socket (node) --json`; returns the answer.
+    #[track_caller]
+    pub fn deploy(&self, node: usize, manifest: &Path) -> Value {
+        self.myco(&[
+            "deploy",
+            manifest.to_str().unwrap(),
+            "--operator-key",
+            self.operator.path.to_str().unwrap(),
+            "--socket",
+            self.daemons[node].socket.to_str().unwrap(),
+            "--json",
+        ])
+        .json()
+    }
+
+    /// Waits until every running node in `nodes` lists the same services as `expected`.
+    #[track_caller]
+    pub fn wait_services(
+        &self,
+        nodes: &[usize],
+        expected: &[ServiceRow],
+        timeout: Duration,
+        what: &str,
+    ) -> Duration {
+        wait_until(timeout, what, || {
+            nodes
+                .iter()
+                .all(|&i| self.daemons[i].services() == expected)
+        })
+    }
+
+    pub fn ids(&self) -> Vec<String> {
+        self.daemons.iter().map(|d| d.key.node_id.clone()).collect()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for d in &mut self.daemons {
+            d.kill();
+        }
+        if !thread::panicking() {
+            return;
+        }
+        for d in &self.daemons {
+            let text = d.log_text();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(LOG_TAIL_LINES)..];
+            eprintln!(
+                "----- node {} ({}, {}), last {} lines of {} -----",
+                d.index,
+                d.addr,
+                d.key.node_id,
+                tail.len(),
+                d.log.display()
+            );
+            for line in tail {
+                eprintln!("{line}");
+            }
+        }
+    }
+}
+
+/// Total size and every file's (path, size, mtime) under `dir`, sorted: what "nothing was
+/// written" compares.
+pub fn files_under(dir: &Path) -> Vec<(PathBuf, u64, SystemTime)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in fs::read_dir(&d).into_iter().flatten().flatten() {
+            let Ok(meta) = entry.metadata() else { continue };
+            if meta.is_dir() {
+                stack.push(entry.path());
+            } else {
+                out.push((entry.path(), meta.len(), meta.modified().expect("mtime")));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Reads a whole file, or the empty string.
+pub fn read_text(path: &Path) -> String {
+    let mut text = String::new();
+    let _ = File::open(path).and_then(|mut f| f.read_to_string(&mut text));
+    text
+}

@@ -57,6 +57,7 @@ pub struct Daemon {
     started: std::time::Instant,
     peers: PeersFile,
     listen: heapless::String<64>,
+    socket: std::path::PathBuf,
     io_fallback: bool,
     /// Allocations counted when start-up finished.
     allocations_at_ready: u64,
@@ -91,7 +92,7 @@ impl Daemon {
         let mut node = boot::node(config, seed, &cert, &join, random_u64())?;
         let store = boot::replay(&mut node, &config.state_dir, &log)?;
         let reserve = boot::reserve(&config.state_dir, config.reserve_bytes, &log);
-        let udp = net::bind_udp(config.listen)
+        let udp = net::bind_udp_retrying(config.listen)
             .map_err(|e| BootError(format!("cannot bind --listen {}: {e}", config.listen)))?;
         let listener = net::bind_api(&config.socket).map_err(|e| {
             BootError(format!(
@@ -139,6 +140,7 @@ impl Daemon {
             started,
             peers,
             listen,
+            socket: config.socket.clone(),
             io_fallback: fallback.is_some(),
             allocations_at_ready: 0,
             next_tick_ms: 0,
@@ -197,7 +199,22 @@ impl Daemon {
             .log
             .log(Level::Info, format_args!("stopping on signal"));
         let _ = self.notifier.stopping();
+        self.shutdown();
         Ok(())
+    }
+
+    /// Cancels every readiness watch before the fds close. The kernel tears an io_uring down
+    /// after the process exits, and a poll still armed on the UDP socket would keep its port bound
+    /// for a few milliseconds: long enough to fail an immediate `systemctl restart`.
+    fn shutdown(&mut self) {
+        for token in [TOKEN_UDP, TOKEN_LISTENER, TOKEN_SIGNALS] {
+            self.host.io.forget(token);
+        }
+        for c in self.api.conns.iter_mut() {
+            c.close();
+        }
+        self.api.reap(&mut self.host.io);
+        let _ = std::fs::remove_file(&self.socket);
     }
 
     fn interests(&self, out: &mut heapless::Vec<Interest, INTERESTS_MAX>) {

@@ -64,6 +64,23 @@ pub fn bind_udp(listen: SocketAddr) -> io::Result<UdpSocket> {
     Ok(UdpSocket::from(fd))
 }
 
+/// `bind_udp`, retried for up to a second while the address is in use: after a crash the kernel
+/// may still hold the old process's port while it tears down its io_uring, and systemd restarts
+/// the daemon at once.
+pub fn bind_udp_retrying(listen: SocketAddr) -> io::Result<UdpSocket> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    loop {
+        match bind_udp(listen) {
+            Err(e)
+                if e.kind() == io::ErrorKind::AddrInUse && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            result => return result,
+        }
+    }
+}
+
 /// Binds the API socket, non-blocking, mode `SOCKET_MODE`. A socket file left by a daemon that
 /// died is replaced; one that still answers belongs to a running daemon, and that is an error.
 pub fn bind_api(path: &Path) -> io::Result<UnixListener> {

@@ -1,0 +1,330 @@
+#!/usr/bin/env bash
+# Runs systemd/myco-d.service under a real systemd (`make systemd-test`): a Debian bookworm
+# container booted with systemd-nspawn (TESTBED.md), the release myco-d and the unit bound in,
+# keys and a certificate made with the release `myco`, then:
+#
+# - `systemctl start` returns and the unit is active: Type=notify's READY=1 arrived;
+# - it runs as a dynamic user (uid 61184-65519), with MemoryMax and TasksMax in its cgroup;
+# - the API answers on /run/myco/myco.sock, which is mode 0660, and /health says io_uring (the
+#   unit's syscall filter lets the ring through);
+# - stderr's `<N>` prefixes became journal priorities, not text;
+# - SIGKILL of the main process: NRestarts goes up and it is active again with a new pid;
+# - the watchdog (shortened by a drop-in, so the test is quick) is pet: WatchdogTimestamp moves
+#   and no restart happens over 2.5 x WatchdogSec;
+# - `systemctl stop` ends it cleanly (Result=success).
+#
+# The container has its own network namespace with only loopback: nothing leaves this machine.
+# Needs root and a cgroup v1 or hybrid host like the project's machines (TESTBED.md). The root
+# filesystem is built once with debootstrap (~50 s) and kept in $MYCO_TEST_CACHE (default
+# /var/cache/myco-test) as a zstd tarball and as the unpacked tree that every run boots read-only.
+#
+# Usage: systemd/nspawn-test.sh RELEASE_DIR   (the directory holding myco-d and myco)
+
+set -euo pipefail
+
+release=$(realpath "${1:?usage: nspawn-test.sh RELEASE_DIR}")
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cache=${MYCO_TEST_CACHE:-/var/cache/myco-test}
+# The watchdog the test runs with; the unit's own 30 s would make the test wait a minute.
+watchdog_sec=4
+# A small reserve still exercises fallocate under the sandbox. The default 500 MB would land in
+# the container's tmpfs overlay, whose pages count against MemoryMax=64M.
+reserve_bytes=4194304
+
+log() { printf '[%s] %s\n' "$(date +%T)" "$*"; }
+fail() {
+	log "FAIL: $*" >&2
+	exit 1
+}
+
+[[ $(id -u) -eq 0 ]] || fail "run as root: systemd-nspawn and debootstrap need it"
+for binary in myco-d myco; do
+	[[ -x $release/$binary ]] || fail "$release/$binary is missing; run 'cargo build --release'"
+done
+
+# --- tools -----------------------------------------------------------------------------------
+
+if ! command -v debootstrap >/dev/null || ! command -v systemd-nspawn >/dev/null \
+	|| ! command -v zstd >/dev/null; then
+	log "installing debootstrap, systemd-container, zstd"
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap systemd-container zstd >/dev/null
+fi
+
+# --- root filesystem, cached -----------------------------------------------------------------
+
+# Bookworm (systemd 252): newer systemd refuses this host's cgroup v1 layout. curl talks to the
+# API socket; libnss-systemd resolves the dynamic user's name.
+packages=systemd,systemd-sysv,dbus,libnss-systemd,iproute2,procps,curl
+suite=bookworm
+tarball=$cache/rootfs-$suite-$(echo "$packages" | sha256sum | cut -c1-12).tar.zst
+# The unpacked tree every run boots from: --volatile=overlay keeps it read-only under a tmpfs, so
+# runs share it and none can change it.
+rootfs=${tarball%.tar.zst}
+
+mirror() {
+	# The first Debian mirror this machine's apt uses (deb822 or one-line format).
+	local found
+	found=$(grep -hsE '^(URIs:|deb )' /etc/apt/sources.list /etc/apt/sources.list.d/* \
+		| grep -v security | head -n 1 | sed -E 's/^URIs: *//; s/^deb +(\[[^]]*\] +)?//; s/ .*//')
+	echo "${found:-http://deb.debian.org/debian}"
+}
+
+build_rootfs() {
+	local staging
+	staging=$(mktemp -d "$cache/build.XXXXXX")
+	log "debootstrap $suite into $staging (once; cached as $tarball)"
+	debootstrap --variant=minbase --include="$packages" "$suite" "$staging/root" "$(mirror)" \
+		>"$staging/debootstrap.log" 2>&1 || {
+		tail -n 20 "$staging/debootstrap.log" >&2
+		rm -rf "$staging"
+		fail "debootstrap failed"
+	}
+	tar -C "$staging/root" --numeric-owner -cf - . | zstd -q -T0 -o "$staging/rootfs.tar.zst"
+	mv "$staging/rootfs.tar.zst" "$tarball"
+	# The tree just packed is the tree the tarball would unpack to.
+	rm -rf "$rootfs"
+	mv "$staging/root" "$rootfs"
+	rm -rf "$staging"
+}
+
+extract_rootfs() {
+	local staging
+	staging=$(mktemp -d "$cache/extract.XXXXXX")
+	log "extracting $tarball"
+	zstd -q -dc "$tarball" | tar -C "$staging" --numeric-owner -xf -
+	chmod 0755 "$staging"
+	mv "$staging" "$rootfs"
+}
+
+mkdir -p "$cache"
+# Concurrent runs share the cache; only one builds it.
+exec {cache_lock}>"$cache/.lock"
+flock "$cache_lock"
+[[ -s $tarball ]] || build_rootfs
+[[ -d $rootfs ]] || extract_rootfs
+flock -u "$cache_lock"
+
+# --- the container's files -------------------------------------------------------------------
+
+work=$(mktemp -d /var/tmp/myco-systemd-test.XXXXXX)
+machine=myco-test-$$
+nspawn_pid=
+cgroups=()
+
+# Each run's nspawn gets its own cgroup in every hierarchy, below this shell's, so that
+# concurrent containers do not collide and the harness's own limits still apply.
+make_cgroups() {
+	local line hierarchy path dir
+	while IFS= read -r line; do
+		hierarchy=${line#*:}
+		hierarchy=${hierarchy%%:*}
+		path=${line#*:*:}
+		case $hierarchy in
+		"") dir=/sys/fs/cgroup/unified$path ;;
+		name=systemd) dir=/sys/fs/cgroup/systemd$path ;;
+		*) dir=/sys/fs/cgroup/${hierarchy%%,*}$path ;;
+		esac
+		[[ -d $dir ]] || continue
+		mkdir -p "${dir%/}/$machine"
+		cgroups+=("${dir%/}/$machine")
+		# A new v1 cpuset has no CPUs or memory nodes, and refuses tasks until it gets some.
+		if [[ -e $dir/cpuset.cpus ]]; then
+			cat "$dir/cpuset.cpus" >"${dir%/}/$machine/cpuset.cpus"
+			cat "$dir/cpuset.mems" >"${dir%/}/$machine/cpuset.mems"
+		fi
+	done </proc/self/cgroup
+}
+
+remove_cgroups() {
+	local dir
+	for dir in "${cgroups[@]}"; do
+		# The container's systemd leaves nested cgroups; remove the deepest first.
+		find "$dir" -depth -type d -exec rmdir {} + 2>/dev/null || true
+	done
+}
+
+enter_cgroups() {
+	local dir
+	for dir in "${cgroups[@]}"; do
+		echo "$BASHPID" >"$dir/cgroup.procs"
+	done
+}
+
+cleanup() {
+	local status=$?
+	if [[ -n $nspawn_pid ]] && kill -0 "$nspawn_pid" 2>/dev/null; then
+		[[ $status -ne 0 && -n ${leader:-} ]] && dump_diagnostics
+		# nspawn forwards SIGTERM as SIGRTMIN+3: a clean poweroff of the container.
+		kill -TERM "$nspawn_pid" 2>/dev/null || true
+		for _ in $(seq 100); do kill -0 "$nspawn_pid" 2>/dev/null || break; sleep 0.1; done
+		kill -KILL "$nspawn_pid" 2>/dev/null || true
+		wait "$nspawn_pid" 2>/dev/null || true
+	fi
+	remove_cgroups
+	rm -rf "$work"
+	exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Under a cgroup v1 host nspawn mounts the controllers read-only, and systemd then cannot set
+# MemoryMax or TasksMax: the wrapper remounts them read-write before systemd starts.
+cat >"$work/init" <<'EOF'
+#!/bin/sh
+for controller in /sys/fs/cgroup/*/; do
+	mount -o remount,bind,rw "$controller" 2>/dev/null
+done
+exec /lib/systemd/systemd
+EOF
+chmod 0755 "$work/init"
+
+# Keys and certificate, as an operator would make them (docs/daemon.md).
+mkdir -m 0700 "$work/operator" "$work/etc-myco"
+"$release/myco" keygen --out "$work/operator/operator.key" >/dev/null
+"$release/myco" keygen --out "$work/etc-myco/node.key" >/dev/null
+json_field() { sed -nE "s/.*\"$1\" *: *\"([0-9a-f]+)\".*/\1/p"; }
+operator=$("$release/myco" pubkey --key "$work/operator/operator.key" --json \
+	| json_field public_key)
+node=$("$release/myco" pubkey --key "$work/etc-myco/node.key" --json | json_field public_key)
+[[ ${#operator} -eq 64 && ${#node} -eq 64 ]] || fail "could not read public keys from 'myco pubkey'"
+"$release/myco" cert --operator-key "$work/operator/operator.key" --node-pubkey "$node" --zone 0 \
+	--arch x86_64 --out "$work/etc-myco/node.cert" >/dev/null
+# The env file, from the example with the two values filled in.
+sed -E -e "s/^MYCO_OPERATOR=.*/MYCO_OPERATOR=$operator/" \
+	-e "s/^MYCO_ARGS=.*/MYCO_ARGS=--reserve-bytes $reserve_bytes/" \
+	"$repo/systemd/myco-d.env.example" >"$work/etc-myco/myco-d.env"
+chmod 0644 "$work/etc-myco/myco-d.env"
+
+mkdir "$work/dropin"
+cat >"$work/dropin/test.conf" <<EOF
+# The test's only change to the unit: a short watchdog, so that a missed ping shows quickly.
+[Service]
+WatchdogSec=${watchdog_sec}s
+EOF
+
+# --- boot ------------------------------------------------------------------------------------
+
+make_cgroups
+log "booting $machine"
+(
+	enter_cgroups
+	exec systemd-nspawn -D "$rootfs" -M "$machine" --volatile=overlay --register=no \
+		--keep-unit --private-network --console=read-only --kill-signal=SIGRTMIN+3 \
+		--bind-ro="$release/myco-d:/usr/bin/myco-d" \
+		--bind-ro="$repo/systemd/myco-d.service:/etc/systemd/system/myco-d.service" \
+		--bind-ro="$work/dropin:/etc/systemd/system/myco-d.service.d" \
+		--bind-ro="$work/etc-myco:/etc/myco" \
+		--bind-ro="$work/init:/myco-test-init" \
+		/myco-test-init
+) >"$work/console.log" 2>&1 &
+nspawn_pid=$!
+
+# The leader is nspawn's child, once the init wrapper has exec'd systemd.
+leader=
+for _ in $(seq 100); do
+	leader=$(pgrep -P "$nspawn_pid" | head -n 1 || true)
+	[[ -n $leader && $(cat "/proc/$leader/comm" 2>/dev/null) == systemd ]] && break
+	kill -0 "$nspawn_pid" 2>/dev/null || { cat "$work/console.log" >&2; fail "nspawn exited"; }
+	leader=
+	sleep 0.1
+done
+[[ -n $leader ]] || fail "no container leader after 10 s"
+
+inside() { nsenter -t "$leader" -a -- "$@"; }
+show() { inside systemctl show -p "$1" --value myco-d.service; }
+
+dump_diagnostics() {
+	echo "---- systemctl status myco-d" >&2
+	inside systemctl status --no-pager -l myco-d.service >&2 || true
+	echo "---- journalctl -u myco-d" >&2
+	inside journalctl --no-pager -u myco-d.service -n 60 >&2 || true
+}
+
+state=
+for _ in $(seq 100); do
+	state=$(inside systemctl is-system-running 2>/dev/null || true)
+	[[ $state == running || $state == degraded ]] && break
+	sleep 0.2
+done
+[[ $state == running || $state == degraded ]] || fail "container did not boot: '$state'"
+log "container up ($state), leader pid $leader"
+
+# --- the checks ------------------------------------------------------------------------------
+
+log "systemctl start myco-d"
+started=$SECONDS
+timeout 60 nsenter -t "$leader" -a -- systemctl start myco-d.service \
+	|| fail "systemctl start myco-d failed: READY=1 never came, or the daemon exited"
+[[ $(show ActiveState) == active ]] || fail "not active after start"
+log "active after $((SECONDS - started)) s: READY=1 arrived"
+
+pid=$(show MainPID)
+# /proc/PID belongs to the process's effective uid.
+uid=$(inside stat -c %u "/proc/$pid")
+log "MainPID=$pid uid=$uid User=$(show User) NRestarts=$(show NRestarts)"
+((uid >= 61184 && uid <= 65519)) || fail "uid $uid is not a dynamic user's"
+[[ $(show NRestarts) == 0 ]] || fail "restarted while starting"
+
+memory_cgroup=/sys/fs/cgroup/memory/system.slice/myco-d.service
+limit=$(inside cat "$memory_cgroup/memory.limit_in_bytes")
+tasks=$(inside cat /sys/fs/cgroup/pids/system.slice/myco-d.service/pids.max)
+log "cgroup: memory.limit_in_bytes=$limit pids.max=$tasks"
+[[ $limit == $((64 * 1024 * 1024)) ]] || fail "MemoryMax is not enforced"
+[[ $tasks == 16 ]] || fail "TasksMax is not enforced"
+
+mode=$(inside stat -c %a /run/myco/myco.sock)
+[[ $mode == 660 ]] || fail "API socket has mode $mode, not 660"
+health=$(inside curl -sS --max-time 5 -w '\n%{http_code}' --unix-socket /run/myco/myco.sock \
+	http://localhost/health) || fail "the API socket did not answer"
+code=${health##*$'\n'}
+body=${health%$'\n'*}
+log "GET /health -> $code $body"
+[[ $code == 200 ]] || fail "/health answered $code, not 200"
+# The unit's SystemCallFilter must leave io_uring to the daemon (docs/api.md: "io" says which
+# loop runs). Only a kernel with io_uring switched off excuses the poll fallback.
+case $body in
+*'"io":"io_uring"'*) ;;
+*'"io":"poll"'*)
+	[[ $(cat /proc/sys/kernel/io_uring_disabled 2>/dev/null || echo 0) != 0 ]] \
+		|| fail "the daemon fell back to poll: the sandbox blocks io_uring"
+	log "note: io_uring is disabled on this kernel; the daemon runs on poll"
+	;;
+*) fail "/health does not say which event loop runs" ;;
+esac
+
+# SyslogLevelPrefix=yes: a `<N>` prefix becomes PRIORITY=N and leaves the message.
+messages=$(inside journalctl --no-pager -o cat -u myco-d.service _PID="$pid")
+priorities=$(inside journalctl --no-pager -o json -u myco-d.service _PID="$pid" \
+	| grep -o '"PRIORITY":"[0-9]"' | sort | uniq -c | tr -s ' \n' ' ')
+log "journal priorities: $priorities"
+printf '    %s\n' "${messages//$'\n'/$'\n'    }"
+[[ -n $messages ]] || fail "the daemon logged nothing"
+! grep -qE '^<[0-7]>' <<<"$messages" || fail "priority prefixes reached the journal as text"
+
+log "kill -9 $pid"
+inside kill -KILL "$pid"
+for _ in $(seq 100); do
+	[[ $(show NRestarts) == 1 && $(show ActiveState) == active ]] && break
+	sleep 0.2
+done
+new_pid=$(show MainPID)
+[[ $(show NRestarts) == 1 ]] || fail "NRestarts is $(show NRestarts) after SIGKILL, not 1"
+[[ $(show ActiveState) == active && $new_pid != "$pid" ]] || fail "did not come back after SIGKILL"
+log "back: MainPID=$new_pid NRestarts=1"
+
+# 2.5 x WatchdogSec: a daemon that never pets is killed at least twice in this window.
+log "watching the watchdog (WatchdogSec=${watchdog_sec}s) for $((5 * watchdog_sec / 2)) s"
+first_ping=$(show WatchdogTimestampMonotonic)
+sleep $((5 * watchdog_sec / 2))
+last_ping=$(show WatchdogTimestampMonotonic)
+[[ $(show NRestarts) == 1 && $(show MainPID) == "$new_pid" ]] \
+	|| fail "restarted while idle (NRestarts=$(show NRestarts)): the watchdog is not pet"
+((last_ping > first_ping)) || fail "WatchdogTimestamp did not move: no WATCHDOG=1 arrived"
+log "watchdog pet: last ping moved by $(((last_ping - first_ping) / 1000)) ms, no restart"
+
+log "systemctl stop myco-d"
+inside systemctl stop myco-d.service
+result=$(show Result)
+[[ $result == success ]] || fail "stop ended with Result=$result, not a clean exit"
+log "PASS in $SECONDS s"
