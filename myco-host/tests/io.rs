@@ -110,6 +110,11 @@ fn steady_state_allocates_nothing(choice: Choice) {
 
 #[test]
 fn uring_steady_state_allocates_nothing() {
+    // `make aarch64` runs under qemu-user, which does not emulate io_uring.
+    if std::env::var_os("MYCO_NO_IO_URING").is_some() && Backend::new(Choice::Uring).is_err() {
+        eprintln!("io_uring is unavailable and MYCO_NO_IO_URING is set: skipped");
+        return;
+    }
     steady_state_allocates_nothing(Choice::Uring);
 }
 

@@ -112,7 +112,7 @@ fn answers(path: &Path) -> bool {
     let Ok(mut stream) = UnixStream::connect(path) else {
         return false;
     };
-    let timeout = Some(std::time::Duration::from_millis(500));
+    let timeout = Some(std::time::Duration::from_secs(1));
     let asked = stream.set_read_timeout(timeout).is_ok()
         && stream.set_write_timeout(timeout).is_ok()
         && stream
@@ -164,7 +164,24 @@ mod tests {
         let first = bind_api(&path).unwrap();
         let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, SOCKET_MODE);
-        assert!(bind_api(&path).is_err(), "a live socket is not taken over");
+        assert!(
+            bind_api(&path).is_ok(),
+            "a socket nobody answers on is stale"
+        );
+        let live = bind_api(&path).unwrap();
+        live.set_nonblocking(false).unwrap();
+        let answering = std::thread::spawn(move || {
+            let (mut s, _) = live.accept().unwrap();
+            let mut head = [0u8; 16];
+            let _ = s.read(&mut head);
+            s.write_all(b"HTTP/1.1 200 OK\r\n\r\n").unwrap();
+            live
+        });
+        assert!(
+            bind_api(&path).is_err(),
+            "a socket a daemon answers on is not taken over"
+        );
+        drop(answering.join().unwrap());
         drop(first);
         bind_api(&path).expect("a dead socket is replaced");
         fs::remove_dir_all(&dir).unwrap();
