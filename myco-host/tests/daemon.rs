@@ -291,3 +291,37 @@ fn a_fatal_storage_error_leaves_the_flight_recorder_on_disk() {
         "the panic itself: {recorder}"
     );
 }
+
+/// The address a daemon listens on, from its own row in `/nodes`.
+fn listen_addr(d: &Daemon) -> String {
+    let (_, nodes) = d.get("/nodes");
+    let at = nodes
+        .find("\"address\":\"")
+        .expect("the first row is this node")
+        + 11;
+    nodes[at..].split('"').next().unwrap().to_owned()
+}
+
+#[test]
+fn a_restarted_node_finds_the_cluster_from_its_peers_file() {
+    let op = operator();
+    let mut a = Daemon::new("peers-a", &op, 14);
+    a.start(a.command(&["--reserve-bytes", "0"]));
+    let mut b = Daemon::new("peers-b", &op, 15);
+    let a_addr = listen_addr(&a);
+    b.start(b.command(&["--reserve-bytes", "0", "--join", &a_addr]));
+    let alive = |d: &Daemon| d.get("/health").1.contains("\"members_alive\":1");
+    wait_until(20, "the two nodes see each other", || {
+        alive(&a) && alive(&b)
+    });
+    wait_until(10, "b remembers a", || {
+        fs::read_to_string(b.state.join("peers")).is_ok_and(|p| p.lines().any(|l| l == a_addr))
+    });
+    b.child.as_mut().unwrap().kill().unwrap();
+    b.child.as_mut().unwrap().wait().unwrap();
+    // No --join this time: only the peers file can lead b back to a.
+    b.start(b.command(&["--reserve-bytes", "0"]));
+    wait_until(20, "b is back in the cluster", || alive(&b));
+    assert_eq!(a.deploy(&entry(&op, "web", 1)).0, 200);
+    wait_until(10, "b has a's deploy", || b.get("/services/web").0 == 200);
+}
