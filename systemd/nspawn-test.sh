@@ -4,7 +4,8 @@
 # keys and a certificate made with the release `myco`, then:
 #
 # - `systemctl start` returns and the unit is active: Type=notify's READY=1 arrived;
-# - it runs as a dynamic user (uid 61184-65519), with MemoryMax and TasksMax in its cgroup;
+# - it runs as root without capabilities (it writes units and drives systemctl; the services it
+#   starts get dynamic users), with MemoryMax and TasksMax in its cgroup;
 # - the API answers on /run/myco/myco.sock, which is mode 0660, and /health says io_uring (the
 #   unit's syscall filter lets the ring through);
 # - stderr's `<N>` prefixes became journal priorities, not text;
@@ -263,7 +264,11 @@ pid=$(show MainPID)
 # /proc/PID belongs to the process's effective uid.
 uid=$(inside stat -c %u "/proc/$pid")
 log "MainPID=$pid uid=$uid User=$(show User) NRestarts=$(show NRestarts)"
-((uid >= 61184 && uid <= 65519)) || fail "uid $uid is not a dynamic user's"
+((uid == 0)) || fail "uid $uid: the executor needs root to write units and run systemctl"
+# Root, but with an empty bounding set: no capability survives.
+caps=$(inside awk '/^CapEff/ {print $2}' "/proc/$pid/status")
+[[ $caps == 0000000000000000 ]] || fail "effective capabilities $caps, want none"
+log "root without capabilities (CapEff=$caps)"
 [[ $(show NRestarts) == 0 ]] || fail "restarted while starting"
 
 memory_cgroup=/sys/fs/cgroup/memory/system.slice/myco-d.service

@@ -1,6 +1,7 @@
 //! `myco`, the operator's tool for a Myco fleet: it makes keys, signs node certificates and
-//! revocations, signs service entries from myco.json manifests, and deploys, removes and inspects
-//! services through the local daemon's Unix socket (docs/cli.md).
+//! revocations, signs service entries from myco.json manifests, renders the systemd unit a
+//! manifest becomes, and deploys, removes and inspects services through the local daemon's Unix
+//! socket (docs/cli.md).
 //!
 //! Exit codes scripts can trust:
 //! - 0 done;
@@ -21,6 +22,7 @@ mod deploy;
 mod files;
 mod keys;
 mod output;
+mod render;
 mod sign;
 mod status;
 
@@ -38,7 +40,7 @@ struct Command {
 
 /// Every command, in the order `myco --help` lists them. The top-level help is built from this
 /// table, so it lists exactly the commands that exist.
-const COMMANDS: [Command; 10] = [
+const COMMANDS: [Command; 11] = [
     Command {
         name: "keygen",
         summary: "Make a new operator or node key file",
@@ -68,6 +70,12 @@ const COMMANDS: [Command; 10] = [
         summary: "Sign a service entry, or its tombstone, from a myco.json manifest",
         help: sign::SIGN_HELP,
         run: sign::sign,
+    },
+    Command {
+        name: "render",
+        summary: "Print the systemd unit a node would run for a myco.json manifest",
+        help: render::RENDER_HELP,
+        run: render::render,
     },
     Command {
         name: "deploy",

@@ -392,9 +392,12 @@ fn help_lists_exactly_the_commands() {
         .collect();
     assert_eq!(
         listed,
-        ["keygen", "pubkey", "cert", "revoke", "sign", "deploy", "rm", "ls", "nodes", "status"]
+        [
+            "keygen", "pubkey", "cert", "revoke", "sign", "render", "deploy", "rm", "ls", "nodes",
+            "status"
+        ]
     );
-    let flags: [(&str, &[&str]); 10] = [
+    let flags: [(&str, &[&str]); 11] = [
         ("keygen", &["--out", "--json"]),
         ("pubkey", &["--key", "--json"]),
         (
@@ -413,6 +416,10 @@ fn help_lists_exactly_the_commands() {
         (
             "sign",
             &["MANIFEST", "--operator-key", "--out", "--clock", "--delete"],
+        ),
+        (
+            "render",
+            &["MANIFEST", "--out", "--clock", "--program", "--json"],
         ),
         (
             "deploy",

@@ -37,7 +37,11 @@ pub const ENV_MAX: usize = 16;
 pub const PRE_MAX: usize = 4;
 pub const PRE_ARGS_MAX: usize = 8;
 pub const PORTS_MAX: usize = 4;
+/// The most replicas a service may ask for: entry validation refuses more (`EntryError::Replicas`),
+/// and a placement holds at most this many member ids (`place::Placement`).
 pub const REPLICAS_MAX: u8 = 64;
+/// `REPLICAS_MAX` as a table capacity.
+pub const PLACEMENT_MAX: usize = REPLICAS_MAX as usize;
 
 /// Merkle buckets, keyed by the first byte of a key's hash.
 pub const BUCKETS: usize = 256;

@@ -13,6 +13,8 @@ pub const DOMAIN_ENTRY: u64 = 0x02;
 pub const DOMAIN_STATE: u64 = 0x03;
 /// Recognises a repeated handshake Hello (not a security boundary).
 pub const DOMAIN_HELLO: u64 = 0x04;
+/// Rendezvous placement scores: `SipHash(DOMAIN_PLACE, key hash || member id)` (`place`).
+pub const DOMAIN_PLACE: u64 = 0x05;
 
 #[derive(Clone, Copy)]
 pub struct SipHasher {
@@ -125,5 +127,6 @@ mod tests {
     #[test]
     fn domains_separate() {
         assert_ne!(digest(DOMAIN_KEY, b"web"), digest(DOMAIN_ENTRY, b"web"));
+        assert_ne!(digest(DOMAIN_PLACE, b"web"), digest(DOMAIN_KEY, b"web"));
     }
 }

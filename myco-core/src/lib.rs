@@ -9,15 +9,18 @@
 
 pub mod config;
 pub mod crypto;
+pub mod engine;
 pub mod gossip;
 pub mod hash;
 pub mod hex;
 pub mod node;
+pub mod place;
 pub mod random;
 pub mod schema;
 pub mod state;
 pub mod sync;
 pub mod time;
+pub mod unit;
 pub mod wal;
 
 pub use node::{Event, Node, NodeConfig, Sink};

@@ -8,5 +8,6 @@ pub mod daemon;
 pub mod flight;
 pub mod io;
 pub mod reserve;
+pub mod spawn;
 pub mod store;
 pub mod systemd;

@@ -10,7 +10,7 @@
 //! but a broken signature, and its gossip pushes them everywhere. No honest node may store one.
 //! The stolen box itself is excluded from the convergence check: its state is not the cluster's.
 
-use crate::ids::{certify, seed32};
+use crate::ids::{certify, plain, seed32};
 use myco_core::config::FRAME_BYTES;
 use myco_core::crypto::handshake::{Credentials, Trust};
 use myco_core::crypto::{Initiator, SigningKey};
@@ -68,7 +68,7 @@ impl Adversary {
             (operator, 1, block),
         ] {
             let node_seed = seed32(&mut rng);
-            let cert = certify(issuer, node_seed, zone, issued_at);
+            let cert = certify(issuer, node_seed, plain(zone), issued_at);
             let key = SigningKey::from_seed(node_seed).expect("non-zero seed");
             let creds = Credentials::new(key, &cert, &issuer.public_key()).expect("well-formed");
             hellos.push(hello_frame(&creds, block, &mut rng));

@@ -3,12 +3,15 @@
 //! Rounds are gossip rounds (`GOSSIP_INTERVAL_MS`) from the submission to the moment every node
 //! holds the same state. Deploys are submitted all at once at random nodes, so the figure is the
 //! spread time, not the submission window. Medians over `--seeds` seeds (default 20).
+//! Convergence runs keep every node (`kill: false`); `rounds_to_replace` has its own table.
+//! `--placement` prints only the cost of computing placement on a converged 250-node cluster.
 
 use crate::cluster::Cluster;
 use crate::report::run;
 use crate::scenario::Scenario;
 use myco_core::config::{FRAME_BYTES, GOSSIP_INTERVAL_MS};
 use pico_args::Arguments;
+use std::time::Instant as WallClock;
 
 const NODES: [usize; 4] = [10, 50, 100, 250];
 const LOSSES: [f64; 3] = [0.0, 0.1, 0.5];
@@ -24,6 +27,7 @@ fn rounds(nodes: usize, services: usize, loss: f64, seeds: u64) -> Option<u64> {
     for seed in 1..=seeds {
         let mut s = Scenario::standard(seed, nodes, services, loss);
         s.ops_window_ms = 0;
+        s.kill = false;
         let (r, _) = run(&s);
         if r.failure.is_some() {
             eprintln!("bench run failed; reproduce with: {}", s.command());
@@ -49,7 +53,9 @@ fn table(services: usize, seeds: u64) {
 fn standard_wall_time(seeds: u64) {
     let mut walls = Vec::new();
     for seed in 1..=seeds {
-        let (r, wall_ms) = run(&Scenario::standard(seed, 50, 1000, 0.5));
+        let mut s = Scenario::standard(seed, 50, 1000, 0.5);
+        s.kill = false;
+        let (r, wall_ms) = run(&s);
         assert!(
             r.failure.is_none(),
             "standard scenario failed for seed {seed}"
@@ -60,8 +66,75 @@ fn standard_wall_time(seeds: u64) {
         median(walls.clone()), walls.iter().max().expect("seeds > 0"));
 }
 
+/// Rounds from killing a node that runs services until every live node places them elsewhere,
+/// in the standard scenario (50 nodes, 1000 services) at three losses: median and max.
+fn replacement(seeds: u64) {
+    println!("\nrounds_to_replace, 50 nodes, 1000 services, median / max of {seeds} seeds");
+    println!("| loss 0% | loss 10% | loss 50% |\n|---|---|---|");
+    let cells: Vec<String> = LOSSES
+        .iter()
+        .map(|&loss| {
+            let mut all = Vec::new();
+            for seed in 1..=seeds {
+                let s = Scenario::standard(seed, 50, 1000, loss);
+                let (r, _) = run(&s);
+                match (&r.failure, r.rounds_to_replace) {
+                    (None, Some(rounds)) => all.push(rounds),
+                    _ => {
+                        eprintln!("bench run failed; reproduce with: {}", s.command());
+                        return "FAILED".to_string();
+                    }
+                }
+            }
+            let max = *all.iter().max().expect("seeds > 0");
+            format!("{} / {max}", median(all))
+        })
+        .collect();
+    println!("| {} |", cells.join(" | "));
+}
+
+/// What computing placement costs on one node of a converged 250-node cluster holding 1000
+/// services: `placed_here` (this node's share) and `placement` of every service, in turn.
+fn placement_cost() {
+    let mut s = Scenario::standard(1, 250, 1000, 0.0);
+    s.kill = false;
+    let mut c = Cluster::new(&s);
+    let r = c.run();
+    assert!(
+        r.failure.is_none(),
+        "placement setup failed: {:?}",
+        r.failure
+    );
+    let node = c.node(0);
+    let members = node.members().iter().filter(|m| m.is_live()).count();
+    let passes = 20;
+    let start = WallClock::now();
+    let mut here = 0;
+    for _ in 0..passes {
+        here = node.placed_here().count();
+    }
+    let placed_here_us = start.elapsed().as_micros() / passes;
+    let start = WallClock::now();
+    let mut winners = 0;
+    for _ in 0..passes {
+        winners = node
+            .store()
+            .slots()
+            .iter()
+            .map(|slot| node.placement(slot.key_hash).len())
+            .sum::<usize>();
+    }
+    let placement_us = start.elapsed().as_micros() / passes;
+    println!(
+        "\nplacement on one node of 250 ({members} live members, {} services): placed_here {placed_here_us} us ({here} placed here); placement of every service {placement_us} us ({winners} winners); mean of {passes} passes",
+        node.store().len()
+    );
+}
+
 fn at_rest() {
-    let mut c = Cluster::new(&Scenario::standard(1, 50, 100, 0.0));
+    let mut s = Scenario::standard(1, 50, 100, 0.0);
+    s.kill = false;
+    let mut c = Cluster::new(&s);
     let r = c.run();
     assert!(r.failure.is_none(), "at-rest setup failed to converge");
     let written = c.disk_written_bytes();
@@ -79,15 +152,22 @@ pub fn command(mut args: Arguments) -> Result<u8, String> {
         .opt_value_from_str("--seeds")
         .map_err(|e| format!("--seeds: {e}"))?
         .unwrap_or(20);
+    let only_placement = args.contains("--placement");
     let rest = args.finish();
     if !rest.is_empty() || seeds == 0 {
         return Err(format!(
-            "usage: myco-sim bench [--seeds N] (N > 0), got {rest:?}"
+            "usage: myco-sim bench [--seeds N] [--placement] (N > 0), got {rest:?}"
         ));
+    }
+    if only_placement {
+        placement_cost();
+        return Ok(0);
     }
     table(1, seeds);
     table(1000, seeds);
     standard_wall_time(seeds);
+    replacement(seeds);
+    placement_cost();
     at_rest();
     Ok(0)
 }

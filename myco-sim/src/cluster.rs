@@ -1,6 +1,9 @@
 //! The cluster runner: boots N core nodes on the simulated network, submits the scenario's
 //! operations, injects faults during a safety phase, lifts them for a liveness phase, and checks
-//! invariants until every live node holds the same state.
+//! invariants until every live node holds the same state. Then it waits for membership to agree,
+//! which the placement invariant (`placement.rs`, checked whenever the cluster has converged)
+//! needs, and, unless the scenario says otherwise, kills one node that runs services and counts
+//! the gossip rounds until every live node places those services elsewhere.
 //!
 //! Time is discrete (`TICK_MS`); nothing reads the OS clock or OS randomness, so a seed replays
 //! exactly, and the trace hash proves it.
@@ -10,6 +13,7 @@ use crate::alloc;
 use crate::disk::SimDisk;
 use crate::ids::{certify, Identities};
 use crate::net::{Faults, Net};
+use crate::placement::Watch;
 use crate::scenario::{operations, Op, Scenario, OPS_START_MS};
 use crate::world::{addr, mix, Acks, World};
 use myco_core::config::REVOCATION_BYTES_MAX;
@@ -28,6 +32,12 @@ use std::collections::{HashMap, HashSet};
 pub const TICK_MS: u64 = 10;
 /// Faults stop this long after the last operation; then the liveness phase begins.
 pub const SAFETY_MS: u64 = 5_000;
+/// After the state converges, membership must converge and the placement invariant hold within
+/// this long.
+pub const SETTLE_MS_MAX: u64 = 60_000;
+/// A killed node's services must be placed elsewhere within this long: far above the bound of
+/// `docs/algorithm.md` section 7 (detection plus the longest suspicion plus its spread).
+pub const REPLACE_MS_MAX: u64 = 60_000;
 const NET_SLOTS: usize = 1 << 15;
 
 /// Why a run failed; each class has its own exit code.
@@ -78,6 +88,16 @@ pub struct Report {
     pub revocation_block: u64,
     /// Security refusals summed over honest nodes, by `crypto::Refusal::index()`.
     pub refusals: [u64; 7],
+    /// Full placement-invariant checks run (one per converged state and set of live nodes).
+    pub placement_checks: u64,
+    /// The node killed once the cluster had converged, and the services it ran.
+    pub killed: Option<usize>,
+    pub services_replaced: usize,
+    /// Gossip rounds from the kill until every live node placed its services elsewhere, with the
+    /// invariant holding again.
+    pub rounds_to_replace: Option<u64>,
+    /// Why the placement phase after convergence did not finish, if it did not.
+    pub placement_stuck: Option<String>,
     pub failure: Option<Failure>,
 }
 
@@ -107,6 +127,51 @@ pub struct Cluster {
     checkpoints: u64,
     rng: Prng,
     now: u64,
+    watch: Watch,
+    /// The node killed for good once the cluster converged, and when.
+    killed: Option<(usize, u64)>,
+    /// The scenario's network faults, restored for the kill after being lifted to settle.
+    faults: Faults,
+}
+
+/// Where a run stands. After the state converges, loss and duplication are lifted until
+/// membership converges and the placement invariant has been checked (`Settling`); then one node
+/// that runs services is killed under the scenario's faults (`Replacing`) until every live node
+/// places them elsewhere; then faults are lifted again until the invariant holds without it
+/// (`Resettling`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Converging,
+    Settling,
+    Replacing { victim: usize, at: u64 },
+    Resettling,
+    Done,
+}
+
+impl Phase {
+    fn time_ms_max(self) -> u64 {
+        match self {
+            Phase::Replacing { .. } => REPLACE_MS_MAX,
+            _ => SETTLE_MS_MAX,
+        }
+    }
+
+    /// The liveness failure of a run that ended in this phase.
+    fn stuck(self, r: &Report) -> Option<String> {
+        match self {
+            Phase::Converging | Phase::Done => None,
+            Phase::Settling => Some(format!(
+                "membership did not converge within {SETTLE_MS_MAX} ms of the state (faults lifted), so placement was never checked on it"
+            )),
+            Phase::Replacing { victim, .. } => Some(format!(
+                "node {victim} was killed, but its {} services were not placed elsewhere by every live node within {REPLACE_MS_MAX} ms",
+                r.services_replaced
+            )),
+            Phase::Resettling => Some(format!(
+                "membership did not converge within {SETTLE_MS_MAX} ms of the replacement (faults lifted), so placement was never checked without the killed node"
+            )),
+        }
+    }
 }
 
 fn boot(
@@ -159,11 +224,15 @@ impl Cluster {
             submitted: HashSet::with_capacity(ops_max),
             nodes: s.nodes,
         };
+        let nodes: Vec<Box<Node>> = (0..s.nodes)
+            .map(|i| Box::new(boot(i, s, &ids, block, 0, 0)))
+            .collect();
         Cluster {
             s: s.clone(),
-            nodes: (0..s.nodes)
-                .map(|i| Box::new(boot(i, s, &ids, block, 0, 0)))
-                .collect(),
+            watch: Watch::new(&nodes, &ids.metas),
+            killed: None,
+            faults,
+            nodes,
             up: vec![true; s.nodes],
             honest,
             adversary: s
@@ -262,7 +331,8 @@ impl Cluster {
             if self.recertify_at[i] != self.now {
                 continue;
             }
-            self.ids.certs[i] = certify(&self.ids.operator, self.ids.node_seeds[i], 0, self.block);
+            let (seed, meta) = (self.ids.node_seeds[i], self.ids.metas[i]);
+            self.ids.certs[i] = certify(&self.ids.operator, seed, meta, self.block);
             self.ids.issued_at[i] = self.block;
             if self.up[i] {
                 self.nodes[i]
@@ -371,7 +441,11 @@ impl Cluster {
         let mut excluded = 0;
         let allocations_at_boot = alloc::allocations();
         let expected = (self.s.crashes == 0).then(|| reference.state_hash());
-        while self.now <= self.s.time_ms_max {
+        let mut deadline = self.s.time_ms_max;
+        let mut converged_at = None;
+        let mut placement_failure = None;
+        let mut phase = Phase::Converging;
+        while self.now <= deadline {
             // A crash comes before this tick's sync, so the last tick's appends are at risk.
             self.apply_faults(&crashes, partition, live_at);
             self.sync_disks();
@@ -392,17 +466,48 @@ impl Cluster {
             self.attack();
             self.deliver();
             self.tick_nodes();
+            let placed = match self.watch.observe(&self.nodes, &self.up, &self.honest) {
+                Ok(holds) => holds,
+                Err(why) => {
+                    placement_failure = Some(Failure::Safety(format!("placement: {why}")));
+                    break;
+                }
+            };
             let faults_over = self.now >= live_at || (self.s.crashes == 0 && !self.s.partitions);
             // A rotation or an attack is judged only once it has played out.
             let faults_over = faults_over
                 && (!self.s.rotate || self.recertify_at.iter().all(|&t| t < self.now))
                 && (!self.s.adversary || self.now > mid_ops + SAFETY_MS);
-            if next_op == ops.len() && faults_over && self.converged_to(expected) {
+            if phase == Phase::Converging
+                && next_op == ops.len()
+                && faults_over
+                && self.converged_to(expected)
+            {
                 report.converged = true;
+                converged_at = Some(self.now);
+                phase = Phase::Settling;
+                self.lift_faults();
+                deadline = self.now + SETTLE_MS_MAX;
+            }
+            let outside = alloc::allocations();
+            let next = self.advance(phase, placed, &mut report);
+            // The kill is a fault the simulator injects; only the nodes must not allocate.
+            excluded += alloc::allocations() - outside;
+            if let Err(why) = next {
+                placement_failure = Some(Failure::Safety(format!("placement: {why}")));
+                break;
+            }
+            if next != Ok(phase) {
+                phase = next.expect("checked above");
+                deadline = self.now + phase.time_ms_max();
+            }
+            if phase == Phase::Done {
                 break;
             }
             self.now += TICK_MS;
         }
+        report.placement_stuck = phase.stuck(&report);
+        report.placement_checks = self.watch.checks;
         report.heap_allocations_after_boot = alloc::allocations() - allocations_at_boot - excluded;
         (
             report.acknowledged_deploys,
@@ -427,6 +532,7 @@ impl Cluster {
                 *total += r;
             }
         }
+        report.failure = placement_failure;
         report.refused_frames = self
             .nodes
             .iter()
@@ -439,7 +545,78 @@ impl Cluster {
                     + c.refused_crypto
             })
             .sum();
-        self.finish(&mut report, first_op, &reference)
+        self.finish(&mut report, first_op, converged_at, &reference)
+    }
+
+    /// One step of the run after the state converged: settle, kill, wait for the replacement,
+    /// settle again. `placed` says the invariant holds for the current state and live set.
+    fn advance(
+        &mut self,
+        phase: Phase,
+        placed: bool,
+        report: &mut Report,
+    ) -> Result<Phase, String> {
+        Ok(match phase {
+            Phase::Settling if placed => match self.kill_one() {
+                Some(victim) => {
+                    report.killed = Some(victim);
+                    report.services_replaced = self.watch.held(victim);
+                    Phase::Replacing {
+                        victim,
+                        at: self.now,
+                    }
+                }
+                None => Phase::Done,
+            },
+            Phase::Replacing { victim, at }
+                if self
+                    .watch
+                    .replaced(&self.nodes, &self.up, &self.honest, victim) =>
+            {
+                self.watch
+                    .confirm_replaced(&self.nodes, &self.up, &self.honest, victim)?;
+                report.rounds_to_replace = Some((self.now - at).div_ceil(GOSSIP_INTERVAL_MS));
+                self.lift_faults();
+                Phase::Resettling
+            }
+            Phase::Resettling if placed => Phase::Done,
+            other => other,
+        })
+    }
+
+    /// Loss and duplication stop, so membership can converge and the invariant be checked.
+    /// SWIM under heavy loss keeps declaring some live members dead (at 50% loss about a tenth
+    /// of all views at any moment), and the invariant is stated for converged membership.
+    fn lift_faults(&mut self) {
+        self.world.net.faults.loss_ppm = 0;
+        self.world.net.faults.duplicate_ppm = 0;
+    }
+
+    /// Kills for good one honest node that runs services (drawn from the seed), under the
+    /// scenario's own loss and duplication, unless the scenario keeps every node, that would
+    /// leave no honest node, or none runs anything. Returns it.
+    fn kill_one(&mut self) -> Option<usize> {
+        let judged: Vec<usize> = (0..self.nodes.len()).filter(|&i| self.judged(i)).collect();
+        let holders: Vec<usize> = judged
+            .iter()
+            .copied()
+            .filter(|&i| self.watch.held(i) > 0)
+            .collect();
+        if !self.s.kill || judged.len() < 2 || holders.is_empty() {
+            return None;
+        }
+        let victim = holders[self.rng.below(holders.len() as u64) as usize];
+        let from = *judged.iter().find(|&&i| i != victim).expect("two judged");
+        self.watch.mark_affected(&self.nodes, victim, from);
+        self.crash(victim, false);
+        self.killed = Some((victim, self.now));
+        self.world.net.faults = self.faults;
+        Some(victim)
+    }
+
+    /// Node `i`, for measurements after a run.
+    pub fn node(&self, i: usize) -> &Node {
+        &self.nodes[i]
     }
 
     /// Bytes all disks have been written, snapshots included.
@@ -461,7 +638,13 @@ impl Cluster {
         (after - before) as f64 / self.nodes.len() as f64 / (ms / GOSSIP_INTERVAL_MS) as f64
     }
 
-    fn finish(&mut self, report: &mut Report, first_op: u64, reference: &BigStore) -> Report {
+    fn finish(
+        &mut self,
+        report: &mut Report,
+        first_op: u64,
+        converged_at: Option<u64>,
+        reference: &BigStore,
+    ) -> Report {
         let totals = self.nodes.iter().fold(Counters::default(), |mut t, n| {
             let c = n.counters();
             t.frames_out += c.frames_out;
@@ -473,12 +656,12 @@ impl Cluster {
         report.frames_lost = self.world.net.lost;
         report.frames_congested = self.world.net.congested;
         report.rumor_frames_dropped = self.nodes.iter().map(|n| n.rumors_dropped()).sum();
-        report.time_ms = self.now;
-        report.ticks = self.now / TICK_MS;
-        report.rounds = self
-            .now
-            .saturating_sub(first_op)
-            .div_ceil(GOSSIP_INTERVAL_MS);
+        // Convergence figures count to the moment the state converged, not to the end of the
+        // placement phase that follows it.
+        let end = converged_at.unwrap_or(self.now);
+        report.time_ms = end;
+        report.ticks = end / TICK_MS;
+        report.rounds = end.saturating_sub(first_op).div_ceil(GOSSIP_INTERVAL_MS);
         report.distinct_state_hashes = self.distinct_hashes();
         report.entries = self.nodes[0].store().len();
         for (i, n) in self.nodes.iter().enumerate() {
@@ -490,6 +673,9 @@ impl Cluster {
     }
 
     fn verdict(&self, report: &Report, reference: &BigStore) -> Option<Failure> {
+        if let Some(f) = &report.failure {
+            return Some(f.clone());
+        }
         if let Err(f) = self.check_safety() {
             return Some(f);
         }
@@ -520,7 +706,7 @@ impl Cluster {
             );
             return Some(Failure::Liveness(why));
         }
-        None
+        report.placement_stuck.clone().map(Failure::Liveness)
     }
 
     fn submit(&mut self, op: &Op, op_index: usize) {
@@ -655,7 +841,7 @@ impl Cluster {
         if self.now == live_at {
             self.world.net.side.iter_mut().for_each(|s| *s = 0);
             for i in 0..self.nodes.len() {
-                if !self.up[i] {
+                if !self.up[i] && self.killed.is_none_or(|(k, _)| k != i) {
                     self.restart(i);
                 }
             }
@@ -744,7 +930,9 @@ mod tests {
     /// frame per node per round, no anti-entropy) and writes nothing to disk.
     #[test]
     fn cluster_at_rest_stays_quiet() {
-        let mut c = Cluster::new(&Scenario::standard(3, 20, 50, 0.0));
+        let mut s = Scenario::standard(3, 20, 50, 0.0);
+        s.kill = false;
+        let mut c = Cluster::new(&s);
         assert_eq!(c.run().failure, None);
         let written = c.disk_written_bytes();
         assert!(written > 0, "the deploys were logged");

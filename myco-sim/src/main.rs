@@ -12,6 +12,7 @@ mod disk;
 mod gauntlet;
 mod ids;
 mod net;
+mod placement;
 mod report;
 mod scenario;
 mod world;
@@ -28,7 +29,7 @@ USAGE:
   myco-sim run [--seed S] [--nodes N] [--services K] [--loss P] [--json] [FAULTS] [--adversary]
                [--scenario rotate]
   myco-sim gauntlet --seconds T [--seed S]
-  myco-sim bench [--seeds N]
+  myco-sim bench [--seeds N] [--placement]
 
 RUN OPTIONS:
   --seed S          seed for everything (default 1)
@@ -43,14 +44,22 @@ RUN OPTIONS:
   --crashes C       nodes crashed (power loss: unsynced writes lost or torn) and restarted
                     from their disks during the safety phase (default 0)
   --ops-window MS   operations are spread over this window; 0 submits all at once (default 4000)
+  --kill B          true: once converged, a node that runs services dies for good, and the run
+                    reports rounds_to_replace, the gossip rounds until every live node places its
+                    services elsewhere (default true)
   --wal-checkpoint-bytes B  log size that triggers a checkpoint (default 1048576)
   --adversary       an attacker replays, flips bits, sends self-signed, revoked and foreign-zone
                     handshakes and frames; a stolen box gossips forged slots and tombstones
   --scenario rotate the operator raises the RevocationBlock and re-certifies every node mid-run
   --json            print one JSON object instead of a summary
 
+INVARIANTS:
+  whenever every live node holds the same state and sees the same members alive, each places
+  every service on the same min(replicas, eligible live) members (a violation is exit 2)
+
 EXIT CODES:
-  0 converged; 1 liveness failure; 2 safety failure (incl. a lost acknowledged deploy);
+  0 converged; 1 liveness failure (incl. membership not converging or services not replaced);
+  2 safety failure (incl. a lost acknowledged deploy or a placement disagreement);
   3 heap allocation after boot; 64 usage
 ";
 

@@ -40,6 +40,7 @@ pub fn parse_scenario(args: &mut Arguments) -> Result<Scenario, String> {
     s.latency_ms_max = opt(args, "--latency-max", 20u64)?;
     s.partitions = opt(args, "--partitions", false)?;
     s.crashes = opt(args, "--crashes", 0usize)?;
+    s.kill = opt(args, "--kill", true)?;
     s.ops_window_ms = opt(args, "--ops-window", s.ops_window_ms)?;
     s.adversary = args.contains("--adversary");
     match args
@@ -90,6 +91,10 @@ fn refusals(r: &Report) -> String {
     pairs.collect::<Vec<_>>().join(",")
 }
 
+fn null_or<T: std::fmt::Display>(v: Option<T>) -> String {
+    v.map_or("null".to_string(), |v| v.to_string())
+}
+
 pub fn json(s: &Scenario, r: &Report, wall_ms: u128) -> String {
     let failure = match &r.failure {
         None => "null".to_string(),
@@ -104,6 +109,7 @@ pub fn json(s: &Scenario, r: &Report, wall_ms: u128) -> String {
             "\"acknowledged_deploys\":{},\"acknowledged_deploys_lost\":{},\"wal_truncations\":{},\"checkpoints\":{},",
             "\"adversary_frames_sent\":{},\"adversary_frames_accepted\":{},\"forged_slots_accepted\":{},",
             "\"refused_frames\":{},\"revocation_block\":{},\"refused_by_reason\":{{{}}},",
+            "\"placement_checks\":{},\"killed_node\":{},\"services_replaced\":{},\"rounds_to_replace\":{},",
             "\"trace_hash\":\"{:016x}\",\"wall_ms\":{},\"failure\":{}}}"
         ),
         s.seed,
@@ -133,10 +139,28 @@ pub fn json(s: &Scenario, r: &Report, wall_ms: u128) -> String {
         r.refused_frames,
         r.revocation_block,
         refusals(r),
+        r.placement_checks,
+        null_or(r.killed),
+        r.services_replaced,
+        null_or(r.rounds_to_replace),
         r.trace_hash,
         wall_ms,
         failure
     )
+}
+
+fn replacement(r: &Report) -> String {
+    match (r.killed, r.rounds_to_replace) {
+        (None, _) => "no node killed".to_string(),
+        (Some(k), Some(rounds)) => format!(
+            "node {k} killed, its {} services placed elsewhere in {rounds} rounds (rounds_to_replace)",
+            r.services_replaced
+        ),
+        (Some(k), None) => format!(
+            "node {k} killed, its {} services NOT placed elsewhere",
+            r.services_replaced
+        ),
+    }
 }
 
 fn summary(s: &Scenario, r: &Report, wall_ms: u128) -> String {
@@ -145,7 +169,7 @@ fn summary(s: &Scenario, r: &Report, wall_ms: u128) -> String {
         Some(f) => format!("FAILED: {f:?}\nreproduce with: {}", s.command()),
     };
     format!(
-        "{verdict}\n  {} nodes, {} services, loss {:.0}%: {} rounds ({} simulated ms), {} distinct state hash(es)\n  frames sent {} ({} bytes), lost {}, rumor frames dropped {}\n  node state {} bytes, heap allocations after boot {}, trace hash {:016x}, wall {} ms",
+        "{verdict}\n  {} nodes, {} services, loss {:.0}%: {} rounds ({} simulated ms), {} distinct state hash(es)\n  frames sent {} ({} bytes), lost {}, rumor frames dropped {}\n  placement: {} invariant check(s), {}\n  node state {} bytes, heap allocations after boot {}, trace hash {:016x}, wall {} ms",
         s.nodes,
         s.services,
         s.loss_ppm as f64 / 1e4,
@@ -156,6 +180,8 @@ fn summary(s: &Scenario, r: &Report, wall_ms: u128) -> String {
         r.bytes_sent,
         r.frames_lost,
         r.rumor_frames_dropped,
+        r.placement_checks,
+        replacement(r),
         r.node_state_bytes,
         r.heap_allocations_after_boot,
         r.trace_hash,

@@ -3,7 +3,7 @@
 //! Everything is drawn from the seed: which node receives each deploy, update or delete, and when.
 //! Entries are encoded at boot so the run itself allocates nothing.
 
-use myco_core::config::{ENTRY_BYTES_MAX, WAL_CHECKPOINT_BYTES};
+use myco_core::config::{ENTRY_BYTES_MAX, REPLICAS_MAX, WAL_CHECKPOINT_BYTES};
 use myco_core::crypto::{sign_entry_body, SigningKey};
 use myco_core::random::Prng;
 use myco_core::schema::entry::{
@@ -36,6 +36,9 @@ pub struct Scenario {
     pub adversary: bool,
     /// The operator raises the RevocationBlock and re-certifies every node mid-run.
     pub rotate: bool,
+    /// Once the cluster has converged, one node that runs services dies for good; the run then
+    /// measures how long its services take to be placed elsewhere (`rounds_to_replace`).
+    pub kill: bool,
 }
 
 impl Scenario {
@@ -56,6 +59,7 @@ impl Scenario {
             wal_checkpoint_bytes: WAL_CHECKPOINT_BYTES,
             adversary: false,
             rotate: false,
+            kill: true,
         }
     }
 
@@ -88,6 +92,7 @@ impl Scenario {
             },
             adversary: r.chance(1, 3),
             rotate: r.chance(1, 4),
+            kill: true,
         }
     }
 
@@ -106,11 +111,12 @@ impl Scenario {
             self.partitions,
             self.crashes,
         ) + &format!(
-            " --ops-window {} --wal-checkpoint-bytes {}{}{}",
+            " --ops-window {} --wal-checkpoint-bytes {}{}{}{}",
             self.ops_window_ms,
             self.wal_checkpoint_bytes,
             if self.adversary { " --adversary" } else { "" },
             if self.rotate { " --scenario rotate" } else { "" },
+            if self.kill { "" } else { " --kill false" },
         )
     }
 }
@@ -125,6 +131,26 @@ pub struct Op {
 /// Operations start once membership has formed and are spread over this window.
 pub const OPS_START_MS: u64 = 5_000;
 pub const OPS_WINDOW_MS: u64 = 4_000;
+
+/// Where a simulated service may run: mostly anywhere; some need aarch64, x86_64 or a GPU, some
+/// name zone 0 (every box's), and a few name zone 1, where no box is, so they run nowhere.
+fn requirements(r: &mut Prng) -> Requirements {
+    let arch = match r.below(10) {
+        0 => Arch::X86_64,
+        1 | 2 => Arch::Aarch64,
+        _ => Arch::Any,
+    };
+    let zone = match r.below(50) {
+        0 => Some(1),
+        1..=5 => Some(0),
+        _ => None,
+    };
+    Requirements {
+        arch,
+        gpu: r.chance(1, 8),
+        zone,
+    }
+}
 
 /// A valid entry signed by `operator` (or by any key: the adversary forges with its own).
 pub fn encode(
@@ -143,12 +169,13 @@ pub fn encode(
         args: heapless::Vec::from_slice(&["--port", "8080", &arg]).expect("3 args fit"),
         env: heapless::Vec::from_slice(&[("RUST_LOG", "info")]).expect("1 var fits"),
         pre: heapless::Vec::new(),
-        requires: Requirements {
-            arch: Arch::Any,
-            gpu: false,
-            zone: None,
+        requires: requirements(r),
+        // Mostly 1 to 3; now and then more than a small cluster has eligible boxes.
+        replicas: if r.chance(1, 20) {
+            4 + r.below(u64::from(REPLICAS_MAX) - 3) as u8
+        } else {
+            1 + r.below(3) as u8
         },
-        replicas: 1 + r.below(3) as u8,
         ports: heapless::Vec::from_slice(&[Port {
             number: 8080,
             protocol: Protocol::Tcp,

@@ -794,6 +794,10 @@ impl Cluster {
             addr.to_string().into(),
             "--reserve-bytes".into(),
             "1048576".into(),
+            // No systemd here: these tests prove the store, gossip and API; the testbed
+            // (tests/testbed) runs the executor under a real systemd.
+            "--executor".into(),
+            "none".into(),
         ];
         let join = options.join.unwrap_or_else(|| (0..index.min(3)).collect());
         for j in join {

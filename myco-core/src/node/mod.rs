@@ -25,6 +25,7 @@ use crate::crypto::{
 };
 use crate::gossip::members::{Applied, Member, Members};
 use crate::gossip::rumor::RumorQueue;
+use crate::place::{self, Candidate, Placement};
 use crate::random::Prng;
 use crate::schema::addr::PeerAddr;
 use crate::schema::entry::Entry;
@@ -348,6 +349,69 @@ impl Node {
         self.rumors.dropped_frames
     }
 
+    /// What placement knows of this node: arch, zone and GPU, from its certificate.
+    pub fn meta(&self) -> MemberMeta {
+        self.meta
+    }
+
+    /// The members this node's placement ranks: itself, always, and every member it does not
+    /// believe dead. A suspect still counts, so a suspicion alone never moves a service (the
+    /// trade-off is in `place`).
+    pub fn placement_candidates(&self) -> impl Iterator<Item = Candidate> + Clone + '_ {
+        let me = Candidate {
+            id: self.id,
+            meta: self.meta,
+        };
+        core::iter::once(me).chain(self.live_candidates())
+    }
+
+    fn live_candidates(&self) -> impl Iterator<Item = Candidate> + Clone + '_ {
+        let live = self.members.list().iter().filter(|m| m.is_live());
+        live.map(|m| Candidate {
+            id: m.id,
+            meta: m.meta,
+        })
+    }
+
+    /// The members that should run the service stored under `key_hash` (`key_hash(name)` in
+    /// `state::store`), best first, as this node sees the cluster now: empty for a tombstone or
+    /// a key it does not hold. Nodes that agree on the state and on who is not dead agree on it.
+    /// Costs one entry decode and one score per candidate; allocates nothing.
+    pub fn placement(&self, key_hash: u64) -> Placement {
+        let Some(bytes) = self.store.get(key_hash) else {
+            return Placement::new();
+        };
+        let entry = Entry::decode(bytes).expect("stored entries were validated");
+        place::place_entry(key_hash, &entry.body, self.placement_candidates())
+    }
+
+    /// The entries this node should run, in key-hash order: each live entry whose placement
+    /// includes this node, as its index record and encoded bytes (decode with `Entry::decode`).
+    /// Lazy and allocation-free; each entry costs one decode and at most one score per
+    /// candidate, less when enough candidates outrank this node early. The host calls it when
+    /// the state or the membership changes, not every tick (`docs/algorithm.md`, section 7).
+    pub fn placed_here(&self) -> impl Iterator<Item = (&Slot, &[u8])> + '_ {
+        let me = Candidate {
+            id: self.id,
+            meta: self.meta,
+        };
+        let live = self.store.slots().iter().filter(|s| !s.tombstone);
+        live.filter_map(move |slot| {
+            let bytes = self.store.bytes(slot);
+            let entry = Entry::decode(bytes).expect("stored entries were validated");
+            let spec = entry.body.spec.as_ref()?;
+            let (requires, replicas) = (&spec.requires, spec.replicas);
+            let here = place::wins(
+                slot.key_hash,
+                requires,
+                replicas,
+                me,
+                self.live_candidates(),
+            );
+            here.then_some((slot, bytes))
+        })
+    }
+
     fn me(&self) -> MemberUpdate {
         MemberUpdate {
             id: self.id,
@@ -380,6 +444,7 @@ impl Node {
             });
         }
         self.rumors.push(key_hash, entry.len());
+        sink.event(Event::EntryChanged { key_hash });
         Ok(Submitted {
             merge,
             ticket: Some(self.persist(entry, sink)),

@@ -124,12 +124,19 @@ fn submit_acknowledges_only_after_durable() {
     let done = n.submit(Instant(0), &e[..len], &mut sink).unwrap();
     assert_eq!(done.ticket, Some(1));
     assert_eq!(sink.appended.as_slice(), &[1]);
-    assert!(
-        sink.events.is_empty(),
-        "nothing acknowledged before the fsync"
+    let changed = Event::EntryChanged {
+        key_hash: key_hash("web"),
+    };
+    assert_eq!(
+        sink.events.as_slice(),
+        &[changed],
+        "stored and reported, but nothing acknowledged before the fsync"
     );
     n.handle_storage(Instant(1), Storage::Durable { ticket: 1 }, &mut sink);
-    assert_eq!(sink.events.as_slice(), &[Event::Durable { ticket: 1 }]);
+    assert_eq!(
+        sink.events.as_slice(),
+        &[changed, Event::Durable { ticket: 1 }]
+    );
     let again = n.submit(Instant(2), &e[..len], &mut sink).unwrap();
     assert_eq!(
         again,

@@ -32,6 +32,11 @@ Options:
                         remembered in the state directory
   --reserve-bytes N     Disk reserve freed when the disk fills (default 500000000; 0: none)
   --io auto|uring|poll  Event loop backend (default auto: io_uring, else poll)
+  --executor systemd|none
+                        Run this box's share of the services as systemd units (default), or
+                        only keep and gossip the desired state
+  --unit-dir DIR        Where units are written (default /etc/systemd/system)
+  --systemctl PATH      The systemctl to run (default: systemctl from PATH)
   --verbose             Also print debug lines on stderr (the flight recorder always has them)
   -h, --help            Print this help and exit
   -V, --version         Print the version and exit
@@ -45,6 +50,12 @@ pub const LISTEN_DEFAULT: &str = "[::]:7946";
 const JOINS_MAX: usize = myco_core::config::JOIN_MAX;
 
 #[derive(Clone, Debug)]
+pub struct ExecutorConfig {
+    pub unit_dir: PathBuf,
+    pub systemctl: String,
+}
+
+#[derive(Clone, Debug)]
 pub struct Config {
     pub operator: PublicKey,
     pub key: PathBuf,
@@ -56,6 +67,8 @@ pub struct Config {
     pub join: Vec<SocketAddr>,
     pub reserve_bytes: u64,
     pub io: Choice,
+    /// `None`: no executor (`--executor none`).
+    pub executor: Option<ExecutorConfig>,
     pub verbose: bool,
 }
 
@@ -106,6 +119,7 @@ pub fn parse(mut args: Arguments) -> Result<Parsed, UsageError> {
     let join = joins(&mut args)?;
     let reserve_bytes = number(&mut args, "--reserve-bytes")?.unwrap_or(RESERVE_BYTES_DEFAULT);
     let io = io_choice(text(&mut args, "--io")?)?;
+    let executor = executor(&mut args)?;
     let verbose = args.contains("--verbose");
     refuse_leftovers(args)?;
     Ok(Parsed::Run(Box::new(Config {
@@ -119,6 +133,7 @@ pub fn parse(mut args: Arguments) -> Result<Parsed, UsageError> {
         join,
         reserve_bytes,
         io,
+        executor,
         verbose,
     })))
 }
@@ -163,6 +178,23 @@ fn number(args: &mut Arguments, flag: &'static str) -> Result<Option<u64>, Usage
         .parse()
         .map(Some)
         .map_err(|_| usage(format!("{flag} '{value}' is not a whole number of bytes")))
+}
+
+fn executor(args: &mut Arguments) -> Result<Option<ExecutorConfig>, UsageError> {
+    let kind = text(args, "--executor")?;
+    let unit_dir =
+        path(args, "--unit-dir")?.unwrap_or_else(|| PathBuf::from("/etc/systemd/system"));
+    let systemctl = text(args, "--systemctl")?.unwrap_or_else(|| "systemctl".into());
+    match kind.as_deref() {
+        None | Some("systemd") => Ok(Some(ExecutorConfig {
+            unit_dir,
+            systemctl,
+        })),
+        Some("none") => Ok(None),
+        Some(other) => Err(usage(format!(
+            "--executor '{other}' is not one of systemd, none"
+        ))),
+    }
 }
 
 fn io_choice(value: Option<String>) -> Result<Choice, UsageError> {

@@ -44,6 +44,8 @@ pub struct Host {
     pub revoked: bool,
     /// Membership changed; the peers file may need rewriting.
     pub members_changed: bool,
+    /// The desired state or the set of live members changed: placement may differ.
+    pub placement_changed: bool,
     /// A batch the disk had no room for, waiting to be written again at the same offset.
     parked: Option<Box<[u8]>>,
     parked_len: usize,
@@ -70,6 +72,7 @@ impl Host {
             checkpoint_requested: false,
             revoked: false,
             members_changed: false,
+            placement_changed: true,
             parked: None,
             parked_len: 0,
         })
@@ -192,6 +195,7 @@ impl Sink for Host {
                 self.member(id, "is dead");
             }
             Event::EntryChanged { key_hash } => {
+                self.placement_changed = true;
                 self.log
                     .log(Level::Debug, format_args!("entry {key_hash:016x} changed"));
             }
@@ -241,6 +245,7 @@ pub fn fill_random(buf: &mut [u8]) {
 impl Host {
     fn member(&mut self, id: u64, what: &str) {
         self.members_changed = true;
+        self.placement_changed = true;
         self.log
             .log(Level::Info, format_args!("member {id:016x} {what}"));
     }

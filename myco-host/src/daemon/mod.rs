@@ -6,6 +6,7 @@
 pub mod api;
 pub mod boot;
 pub mod config;
+pub mod executor;
 pub mod host;
 pub mod net;
 pub mod peers;
@@ -45,6 +46,8 @@ const HOUSEKEEPING_MS: u64 = 1_000;
 const RESERVE_RETRY_MS: u64 = 5_000;
 /// Membership changes are written at most this often (and only when the set changed).
 const PEERS_SAVE_MS: u64 = 2_000;
+/// Placement is re-applied at most this often.
+const RECONCILE_MS: u64 = 1_000;
 
 pub struct Daemon {
     node: Box<Node>,
@@ -69,6 +72,11 @@ pub struct Daemon {
     /// The highest durable ticket the core has been told of.
     durable_reported: u64,
     stop: bool,
+    /// Runs this box's share of the services; `None` with `--executor none`.
+    executor: Option<executor::Executor>,
+    /// Join addresses or remembered peers exist: alone means cut off (`engine::mode`).
+    has_peers_configured: bool,
+    next_reconcile_ms: u64,
     _lock: File,
 }
 
@@ -128,6 +136,17 @@ impl Daemon {
                     .map_err(|e| BootError(format!("{e}")))?
             ),
         );
+        let executor = match &config.executor {
+            Some(e) => Some(
+                executor::Executor::new(e.unit_dir.clone(), &e.systemctl, log).map_err(|err| {
+                    BootError(format!(
+                        "cannot read the unit directory {}: {err}",
+                        e.unit_dir.display()
+                    ))
+                })?,
+            ),
+            None => None,
+        };
         let notifier = Notifier::from_env()
             .map_err(|e| BootError(format!("cannot reach systemd's NOTIFY_SOCKET: {e}")))?;
         let mut daemon = Daemon {
@@ -150,6 +169,9 @@ impl Daemon {
             next_peers_ms: 0,
             durable_reported: 0,
             stop: false,
+            executor,
+            has_peers_configured: !join.is_empty(),
+            next_reconcile_ms: 0,
             _lock: lock,
         };
         daemon.after_calls();
@@ -304,10 +326,27 @@ impl Daemon {
                 let _ = self.notifier.watchdog();
             }
         }
+        self.execute(now);
         if now >= self.next_housekeeping_ms {
             self.next_housekeeping_ms = now + HOUSEKEEPING_MS;
             self.housekeeping(now);
         }
+    }
+
+    /// Lets the executor reconcile (at most once a second, so a burst of membership changes
+    /// moves units once) and drive its `systemctl` commands.
+    fn execute(&mut self, now: u64) {
+        let Some(executor) = self.executor.as_mut() else {
+            return;
+        };
+        if self.host.placement_changed && now >= self.next_reconcile_ms {
+            self.host.placement_changed = false;
+            self.next_reconcile_ms = now + RECONCILE_MS;
+            executor.dirty = true;
+        }
+        let live_peers = self.node.members().iter().filter(|m| m.is_live()).count();
+        let mode = myco_core::engine::mode(live_peers, self.has_peers_configured);
+        executor.step(&self.node, now, mode);
     }
 
     fn housekeeping(&mut self, now: u64) {

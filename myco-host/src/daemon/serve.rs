@@ -39,6 +39,7 @@ impl Daemon {
                 node,
                 host,
                 listen,
+                executor,
                 ..
             } = self;
             let conn = &mut api.conns[slot];
@@ -65,6 +66,7 @@ impl Daemon {
                 Owned::Other(ref r) => {
                     let ctx = Ctx {
                         node,
+                        executor: executor.as_ref(),
                         status: &status,
                         listen,
                     };
@@ -122,6 +124,7 @@ impl Daemon {
             allocations_since_ready: allocations.saturating_sub(self.allocations_at_ready),
             heap_bytes: crate::alloc::live_bytes(),
             uptime_ms: self.now_ms(),
+            units: self.executor.as_ref().map(|e| (e.census(), e.stats)),
         }
     }
 }
@@ -158,6 +161,7 @@ fn owned_route(route: Route<'_>) -> Owned {
 
 struct Ctx<'a> {
     node: &'a myco_core::Node,
+    executor: Option<&'a super::executor::Executor>,
     status: &'a Status,
     listen: &'a heapless::String<64>,
 }
@@ -204,12 +208,12 @@ fn render(ctx: &Ctx<'_>, route: &OwnedRoute, conn: &mut Conn, keep_alive: bool) 
     let store = ctx.node.store();
     match route {
         OwnedRoute::Services => reply(conn, 200, ContentType::Json, keep_alive, |out| {
-            views::services(out, store.slots().iter().map(|s| (s, store.bytes(s))))
+            views::services(out, ctx.node, ctx.executor)
         }),
         OwnedRoute::Service(name) => match store.get(key_hash(name)).map(Entry::decode) {
             Some(Ok(entry)) if entry.body.name == name.as_str() => {
                 reply(conn, 200, ContentType::Json, keep_alive, |out| {
-                    views::one_service(out, &entry)
+                    views::one_service(out, ctx.node, ctx.executor, &entry)
                 })
             }
             _ => error(conn, 404, "no such service; 'myco ls' lists them"),

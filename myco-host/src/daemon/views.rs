@@ -1,15 +1,17 @@
 //! The API's answers, written into a connection's answer buffer without allocating: JSON for
 //! services, nodes, health and deploys, and the Prometheus text for `/metrics`.
 
+use super::executor::{Executor, Health, Installed};
 use super::net::display_addr;
 use crate::api::json::Json;
 use crate::api::prometheus::{MetricKind, Prometheus};
 use crate::api::response::{Cursor, Full};
 use core::fmt::Write;
 use myco_core::gossip::members::Member;
+use myco_core::place::Placement;
 use myco_core::schema::entry::{Entry, Source, Version};
 use myco_core::schema::message::{MemberMeta, MemberState};
-use myco_core::state::store::Slot;
+use myco_core::state::store::key_hash;
 use myco_core::Node;
 
 /// Everything `/health` and `/metrics` show besides the node's own state.
@@ -30,6 +32,9 @@ pub struct Status {
     pub allocations_since_ready: u64,
     pub heap_bytes: u64,
     pub uptime_ms: u64,
+    /// Units on this box by health (`Health::ALL` order), and the executor's counters; `None`
+    /// without an executor.
+    pub units: Option<([u64; Health::ALL.len()], super::executor::ExecutorStats)>,
 }
 
 fn hex_id(id: u64) -> heapless::String<16> {
@@ -47,8 +52,20 @@ fn version(json: &mut Json<'_, '_>, v: Version) -> Result<(), Full> {
     json.end_object()
 }
 
+/// Where a service runs, for `/services`: placement's answer as this node sees the cluster,
+/// and what systemd says of its unit here.
+pub struct Running<'a> {
+    pub placed_on: &'a [u64],
+    /// `None` when this box does not run it (or runs no executor).
+    pub here: Option<&'a Installed>,
+}
+
 /// One service as `/services` lists it.
-pub fn service(json: &mut Json<'_, '_>, entry: &Entry<'_>) -> Result<(), Full> {
+pub fn service(
+    json: &mut Json<'_, '_>,
+    entry: &Entry<'_>,
+    running: &Running<'_>,
+) -> Result<(), Full> {
     let body = &entry.body;
     json.begin_object()?;
     json.key("name")?;
@@ -65,21 +82,57 @@ pub fn service(json: &mut Json<'_, '_>, entry: &Entry<'_>) -> Result<(), Full> {
         Some(Source::Exec { .. }) => json.string("exec")?,
         None => json.null()?,
     }
+    json.key("placed_on")?;
+    json.begin_array()?;
+    for &id in running.placed_on {
+        json.string(&hex_id(id))?;
+    }
+    json.end_array()?;
+    json.key("here")?;
+    match running.here {
+        Some(unit) => {
+            json.begin_object()?;
+            json.key("state")?;
+            json.string(unit.health.name())?;
+            json.key("restarts")?;
+            json.u64(unit.restarts.into())?;
+            json.end_object()?;
+        }
+        None => json.null()?,
+    }
     json.end_object()
 }
 
-pub fn services<'a>(
+fn running_of<'a>(
+    node: &Node,
+    executor: Option<&'a Executor>,
+    key: u64,
+    name: &str,
+    placed: &'a mut Placement,
+) -> Running<'a> {
+    *placed = node.placement(key);
+    Running {
+        placed_on: placed,
+        here: executor.and_then(|e| e.health_of(name)),
+    }
+}
+
+pub fn services(
     out: &mut Cursor<'_>,
-    entries: impl Iterator<Item = (&'a Slot, &'a [u8])>,
+    node: &Node,
+    executor: Option<&Executor>,
 ) -> Result<(), Full> {
+    let store = node.store();
     let mut json = Json::new(out);
     json.begin_object()?;
     json.key("services")?;
     json.begin_array()?;
-    for (_, bytes) in entries {
+    for slot in store.slots() {
         // The store holds only entries it decoded; one that no longer decodes would be a bug.
-        let entry = Entry::decode(bytes).expect("stored entries decode");
-        service(&mut json, &entry)?;
+        let entry = Entry::decode(store.bytes(slot)).expect("stored entries decode");
+        let mut placed = Placement::new();
+        let running = running_of(node, executor, slot.key_hash, entry.body.name, &mut placed);
+        service(&mut json, &entry, &running)?;
     }
     json.end_array()?;
     json.end_object()?;
@@ -87,9 +140,22 @@ pub fn services<'a>(
     Ok(())
 }
 
-pub fn one_service(out: &mut Cursor<'_>, entry: &Entry<'_>) -> Result<(), Full> {
+pub fn one_service(
+    out: &mut Cursor<'_>,
+    node: &Node,
+    executor: Option<&Executor>,
+    entry: &Entry<'_>,
+) -> Result<(), Full> {
+    let mut placed = Placement::new();
+    let running = running_of(
+        node,
+        executor,
+        key_hash(entry.body.name),
+        entry.body.name,
+        &mut placed,
+    );
     let mut json = Json::new(out);
-    service(&mut json, entry)?;
+    service(&mut json, entry, &running)?;
     json.finish();
     Ok(())
 }
@@ -239,6 +305,7 @@ pub fn metrics(out: &mut Cursor<'_>, node: &Node, status: &Status) -> Result<(),
     gossip_metrics(&mut p, node)?;
     state_metrics(&mut p, node)?;
     storage_metrics(&mut p, status)?;
+    unit_metrics(&mut p, status)?;
     process_metrics(&mut p, status)
 }
 
@@ -439,6 +506,49 @@ fn storage_metrics(p: &mut Prometheus<'_, '_>, s: &Status) -> Result<(), Full> {
         Counter,
         "Times the reserve was freed for the WAL.",
         s.host.reserve_releases,
+    )
+}
+
+fn unit_metrics(p: &mut Prometheus<'_, '_>, s: &Status) -> Result<(), Full> {
+    use MetricKind::{Counter, Gauge};
+    let Some((units, stats)) = &s.units else {
+        return Ok(());
+    };
+    p.family(
+        "myco_units",
+        Gauge,
+        "Units this box runs, by what systemd reports.",
+    )?;
+    for (health, n) in Health::ALL.iter().zip(units) {
+        p.sample("myco_units", &[("state", health.name())], *n)?;
+    }
+    single(
+        p,
+        "myco_units_written_total",
+        Counter,
+        "Unit files written (new or new version).",
+        stats.units_written,
+    )?;
+    single(
+        p,
+        "myco_units_removed_total",
+        Counter,
+        "Units stopped and removed (no longer placed here).",
+        stats.units_removed,
+    )?;
+    single(
+        p,
+        "myco_systemctl_runs_total",
+        Counter,
+        "systemctl commands run.",
+        stats.systemctl_runs,
+    )?;
+    single(
+        p,
+        "myco_systemctl_failures_total",
+        Counter,
+        "systemctl commands that failed.",
+        stats.systemctl_failures,
     )
 }
 

@@ -1,3 +1,4 @@
+#![allow(dead_code)] // shared by several test binaries; each uses a part
 //! Runs the real `myco-d` binary for a test: keys and a certificate made in-process, its own
 //! state directory and socket, a tiny HTTP client, and signed entries to deploy.
 
@@ -62,6 +63,9 @@ impl Daemon {
             p(&socket),
             "--listen".into(),
             "127.0.0.1:0".into(),
+            // Units go nowhere unless a test asks for the executor (tests/executor.rs).
+            "--executor".into(),
+            "none".into(),
         ];
         Daemon {
             dir,
@@ -176,4 +180,22 @@ pub fn wait_until(seconds: u64, what: &str, mut check: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting until {what}");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// A signed tombstone for service `name`.
+#[allow(dead_code)] // not every test binary deletes
+pub fn tombstone(operator: &SigningKey, name: &str, clock: u64) -> Vec<u8> {
+    let body = EntryBody {
+        name,
+        version: Version {
+            clock,
+            key_id: operator.public_key().key_id(),
+        },
+        spec: None,
+    };
+    let mut out = [0u8; ENTRY_BYTES_MAX];
+    let n = encode_entry(&body, &[0; 64], &mut out).unwrap();
+    let signature = sign_entry_body(operator, &out[..n - 64]);
+    out[n - 64..n].copy_from_slice(&signature);
+    out[..n].to_vec()
 }

@@ -1,0 +1,334 @@
+//! Child processes without allocating: `systemctl` (and later `journalctl`, `nix`) started with
+//! posix_spawn from argument bytes kept in a fixed buffer, its stdout read through a non-blocking
+//! pipe into a fixed buffer, and reaped with `waitpid(WNOHANG)` from the loop. The daemon runs
+//! these often enough (health checks) that the allocation count at rest must not move.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+/// Arguments, NUL-separated, for one command.
+pub const ARGV_BYTES: usize = 16 * 1024;
+pub const ARGS_MAX: usize = 256;
+/// Output kept from one run; the rest is read and dropped (and counted).
+pub const OUTPUT_BYTES: usize = 64 * 1024;
+
+/// A command line under construction, in a fixed buffer.
+pub struct Argv {
+    bytes: Box<[u8]>,
+    len: usize,
+    starts: [usize; ARGS_MAX],
+    count: usize,
+}
+
+/// The argument list or buffer is full: the caller splits the work.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ArgvFull;
+
+impl Argv {
+    pub fn new() -> Argv {
+        Argv {
+            bytes: vec![0; ARGV_BYTES].into_boxed_slice(),
+            len: 0,
+            starts: [0; ARGS_MAX],
+            count: 0,
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.len = 0;
+        self.count = 0;
+    }
+
+    /// Appends one argument made of `parts` concatenated (`["myco-", name, ".service"]`).
+    pub fn push(&mut self, parts: &[&[u8]]) -> Result<(), ArgvFull> {
+        let n: usize = parts.iter().map(|p| p.len()).sum();
+        if self.count + 1 >= ARGS_MAX || self.len + n + 1 > ARGV_BYTES {
+            return Err(ArgvFull);
+        }
+        assert!(
+            parts.iter().all(|p| !p.contains(&0)),
+            "arguments hold no NUL"
+        );
+        self.starts[self.count] = self.len;
+        for p in parts {
+            self.bytes[self.len..self.len + p.len()].copy_from_slice(p);
+            self.len += p.len();
+        }
+        self.bytes[self.len] = 0;
+        self.len += 1;
+        self.count += 1;
+        Ok(())
+    }
+
+    /// How many arguments, the program included.
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+}
+
+impl Default for Argv {
+    fn default() -> Self {
+        Argv::new()
+    }
+}
+
+/// A running (or finished, not yet reaped) child.
+pub struct Child {
+    pid: libc::pid_t,
+    stdout: OwnedFd,
+}
+
+/// How a child ended: its exit code, or the signal that killed it (as 128 + signal, like shells).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Exit(pub i32);
+
+impl Exit {
+    pub fn success(self) -> bool {
+        self.0 == 0
+    }
+}
+
+/// Output of one child, in a buffer allocated once and reused for every run.
+pub struct Output {
+    buf: Box<[u8]>,
+    len: usize,
+    pub dropped: u64,
+}
+
+impl Output {
+    pub fn new() -> Output {
+        Output {
+            buf: vec![0; OUTPUT_BYTES].into_boxed_slice(),
+            len: 0,
+            dropped: 0,
+        }
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+
+    pub fn clear(&mut self) {
+        self.len = 0;
+        self.dropped = 0;
+    }
+}
+
+impl Default for Output {
+    fn default() -> Self {
+        Output::new()
+    }
+}
+
+/// Starts `argv[0]` (searched in PATH) with `argv`, stdin from /dev/null, stdout into a pipe,
+/// stderr inherited (the daemon's journal), and an environment of only `env` (`KEY=value`).
+pub fn spawn(argv: &Argv, env: &[&std::ffi::CStr]) -> io::Result<Child> {
+    assert!(!argv.is_empty());
+    let mut ptrs: [*mut libc::c_char; ARGS_MAX] = [std::ptr::null_mut(); ARGS_MAX];
+    for (i, &start) in argv.starts[..argv.count].iter().enumerate() {
+        ptrs[i] = argv.bytes[start..].as_ptr() as *mut libc::c_char;
+    }
+    let mut envp: [*mut libc::c_char; 8] = [std::ptr::null_mut(); 8];
+    assert!(env.len() < envp.len());
+    for (slot, e) in envp.iter_mut().zip(env) {
+        *slot = e.as_ptr() as *mut libc::c_char;
+    }
+    let (read, write) = pipe()?;
+    // SAFETY: file actions and attributes are initialised before use and destroyed after;
+    // every pointer handed to posix_spawnp points into `argv`, `ptrs`, `env` or `envp`, which
+    // outlive the call (the child gets copies at exec).
+    unsafe {
+        let mut actions: libc::posix_spawn_file_actions_t = std::mem::zeroed();
+        check(libc::posix_spawn_file_actions_init(&mut actions))?;
+        let devnull = c"/dev/null";
+        let mut result = libc::posix_spawn_file_actions_addopen(
+            &mut actions,
+            0,
+            devnull.as_ptr(),
+            libc::O_RDONLY,
+            0,
+        );
+        if result == 0 {
+            result = libc::posix_spawn_file_actions_adddup2(&mut actions, write.as_raw_fd(), 1);
+        }
+        let mut pid = 0;
+        if result == 0 {
+            result = libc::posix_spawnp(
+                &mut pid,
+                ptrs[0],
+                &actions,
+                std::ptr::null(),
+                ptrs.as_ptr(),
+                envp.as_ptr(),
+            );
+        }
+        libc::posix_spawn_file_actions_destroy(&mut actions);
+        check(result)?;
+        drop(write);
+        Ok(Child { pid, stdout: read })
+    }
+}
+
+fn check(result: libc::c_int) -> io::Result<()> {
+    if result == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(result))
+    }
+}
+
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills `fds` with two new descriptors, which we own from here on. Only our
+    // end is non-blocking: the child writes to a blocking pipe, as programs expect.
+    unsafe {
+        if libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let pair = (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1]));
+        if libc::fcntl(fds[0], libc::F_SETFL, libc::O_NONBLOCK) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(pair)
+    }
+}
+
+impl Child {
+    /// The pipe to watch for readability.
+    pub fn stdout_fd(&self) -> std::os::fd::RawFd {
+        self.stdout.as_raw_fd()
+    }
+
+    /// Reads what the child wrote so far; reaps it once it has exited and its output is drained.
+    /// `None` while it runs.
+    pub fn poll(&mut self, out: &mut Output) -> Option<Exit> {
+        let eof = self.drain(out);
+        let mut status = 0;
+        // SAFETY: waitpid on our own child's pid, with a status out-parameter we own.
+        let reaped = unsafe { libc::waitpid(self.pid, &mut status, libc::WNOHANG) };
+        if reaped != self.pid {
+            return None;
+        }
+        if !eof {
+            self.drain(out);
+        }
+        Some(Exit(if libc::WIFEXITED(status) {
+            libc::WEXITSTATUS(status)
+        } else {
+            128 + libc::WTERMSIG(status)
+        }))
+    }
+
+    /// Reads until the pipe is empty; true at end of file.
+    fn drain(&mut self, out: &mut Output) -> bool {
+        let mut scratch = [0u8; 4096];
+        loop {
+            let room = OUTPUT_BYTES - out.len;
+            let (ptr, cap) = if room > 0 {
+                (out.buf[out.len..].as_mut_ptr(), room)
+            } else {
+                (scratch.as_mut_ptr(), scratch.len())
+            };
+            // SAFETY: reads at most `cap` bytes into a buffer of at least `cap` bytes we own.
+            let n = unsafe { libc::read(self.stdout.as_raw_fd(), ptr.cast(), cap) };
+            match n {
+                0 => return true,
+                n if n > 0 && room > 0 => out.len += n as usize,
+                n if n > 0 => out.dropped += n as u64,
+                _ => {
+                    let e = io::Error::last_os_error();
+                    if e.kind() != io::ErrorKind::Interrupted {
+                        return false;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Ends a child that must not outlive its purpose (a client that went away).
+    pub fn kill(&mut self) {
+        // SAFETY: a signal to our own child, not yet reaped, so the pid is still ours.
+        unsafe { libc::kill(self.pid, libc::SIGTERM) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(argv: &Argv) -> (Exit, Vec<u8>) {
+        let mut child = spawn(argv, &[c"PATH=/usr/bin:/bin"]).unwrap();
+        let mut out = Output::new();
+        loop {
+            if let Some(exit) = child.poll(&mut out) {
+                return (exit, out.bytes().to_vec());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn runs_a_command_and_reads_its_output() {
+        let mut argv = Argv::new();
+        argv.push(&[b"printf"]).unwrap();
+        argv.push(&[b"%s-%s", b""]).unwrap();
+        argv.push(&[b"my", b"co"]).unwrap();
+        argv.push(&[b"d"]).unwrap();
+        let (exit, out) = run(&argv);
+        assert!(exit.success());
+        assert_eq!(out, b"myco-d");
+    }
+
+    #[test]
+    fn reports_exit_codes_and_missing_programs() {
+        let mut argv = Argv::new();
+        argv.push(&[b"sh"]).unwrap();
+        argv.push(&[b"-c"]).unwrap();
+        argv.push(&[b"exit 3"]).unwrap();
+        assert_eq!(run(&argv).0, Exit(3));
+        argv.clear();
+        argv.push(&[b"no-such-program-myco"]).unwrap();
+        let missing = spawn(&argv, &[c"PATH=/usr/bin:/bin"]);
+        // glibc reports a failed exec either from posix_spawnp or as exit 127.
+        if let Ok(mut child) = missing {
+            let mut out = Output::new();
+            let exit = loop {
+                if let Some(e) = child.poll(&mut out) {
+                    break e;
+                }
+            };
+            assert_eq!(exit, Exit(127));
+        }
+    }
+
+    #[test]
+    fn a_full_argument_list_says_so() {
+        let mut argv = Argv::new();
+        let long = vec![b'x'; 1000];
+        let mut pushed = 0;
+        while argv.push(&[&long]).is_ok() {
+            pushed += 1;
+        }
+        assert_eq!(pushed, ARGV_BYTES / 1001);
+    }
+
+    #[test]
+    fn large_output_is_capped_and_counted() {
+        let mut argv = Argv::new();
+        argv.push(&[b"head"]).unwrap();
+        argv.push(&[b"-c"]).unwrap();
+        argv.push(&[b"100000"]).unwrap();
+        argv.push(&[b"/dev/zero"]).unwrap();
+        let mut child = spawn(&argv, &[c"PATH=/usr/bin:/bin"]).unwrap();
+        let mut out = Output::new();
+        while child.poll(&mut out).is_none() {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert_eq!(out.bytes().len(), OUTPUT_BYTES);
+        assert_eq!(out.dropped, 100_000 - OUTPUT_BYTES as u64);
+    }
+}

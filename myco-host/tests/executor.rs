@@ -1,0 +1,137 @@
+//! The executor against a stand-in `systemctl` that records its command lines and reports every
+//! unit running: unit files written atomically with the rendered text, the commands in order
+//! (reload before enable, restart on a new version, disable before delete), health read back.
+//! The testbed (tests/testbed) runs the same code under a real systemd.
+
+#[path = "common/daemon.rs"]
+mod daemon;
+#[path = "common/temp_dir.rs"]
+mod temp_dir;
+
+use daemon::{entry, operator, wait_until, Daemon};
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+
+const FAKE_SYSTEMCTL: &str = r#"#!/bin/sh
+echo "$*" >> "$(dirname "$0")/calls"
+if [ "$1" = show ]; then
+    shift 2
+    for unit in "$@"; do
+        printf 'Id=%s\nActiveState=active\nSubState=running\nNRestarts=0\n\n' "$unit"
+    done
+fi
+"#;
+
+fn calls(dir: &Path) -> Vec<String> {
+    let text = fs::read_to_string(dir.join("calls")).unwrap_or_default();
+    text.lines()
+        .filter(|l| !l.starts_with("show"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A daemon with the executor on, writing units to `<dir>/units` and running the stand-in.
+fn start(d: &mut Daemon) {
+    let fake = d.dir.path().join("systemctl");
+    fs::write(&fake, FAKE_SYSTEMCTL).unwrap();
+    fs::set_permissions(&fake, fs::Permissions::from_mode(0o755)).unwrap();
+    let units = d.dir.path().join("units");
+    let args: Vec<&String> = d
+        .args
+        .iter()
+        .filter(|a| *a != "--executor" && *a != "none")
+        .collect();
+    let mut command = Command::new(daemon::DAEMON);
+    command
+        .args(args)
+        .args(["--reserve-bytes", "0", "--executor", "systemd"]);
+    command
+        .arg("--unit-dir")
+        .arg(&units)
+        .arg("--systemctl")
+        .arg(&fake);
+    d.start(command);
+}
+
+#[test]
+fn units_follow_the_desired_state() {
+    let op = operator();
+    let mut d = Daemon::new("executor", &op, 21);
+    start(&mut d);
+    let unit = d.dir.path().join("units/myco-web.service");
+    assert_eq!(d.deploy(&entry(&op, "web", 1)).0, 200);
+    wait_until(10, "the unit is written and enabled", || {
+        calls(d.dir.path())
+            .iter()
+            .any(|c| c == "enable --now myco-web.service")
+    });
+    let text = fs::read_to_string(&unit).unwrap();
+    assert!(text.starts_with("# myco: "), "{text}");
+    assert!(
+        text.contains("DynamicUser=yes") && text.contains("ExecStart=\"/usr/bin/true\""),
+        "{text}"
+    );
+    assert_eq!(
+        calls(d.dir.path()),
+        ["daemon-reload", "enable --now myco-web.service"]
+    );
+    wait_until(10, "health is read back", || {
+        d.get("/services/web").1.contains("\"state\":\"running\"")
+    });
+    assert!(d
+        .get("/metrics")
+        .1
+        .contains("myco_units{state=\"running\"} 1"));
+
+    // A new version rewrites the unit and restarts it.
+    assert_eq!(d.deploy(&entry(&op, "web", 2)).0, 200);
+    wait_until(10, "the new version restarts", || {
+        calls(d.dir.path())
+            .iter()
+            .any(|c| c == "restart myco-web.service")
+    });
+    assert_ne!(
+        fs::read_to_string(&unit).unwrap(),
+        text,
+        "the unit names its version"
+    );
+
+    // A tombstone stops, disables and deletes it.
+    assert_eq!(d.deploy(&daemon::tombstone(&op, "web", 3)).0, 200);
+    wait_until(10, "the unit is removed", || !unit.exists());
+    let calls = calls(d.dir.path());
+    assert_eq!(
+        &calls[calls.len() - 2..],
+        ["disable --now myco-web.service", "daemon-reload"]
+    );
+    assert!(!d.dir.path().join("units/.myco-web.service.tmp").exists());
+}
+
+#[test]
+fn a_restarted_daemon_keeps_its_units_and_writes_nothing_again() {
+    let op = operator();
+    let mut d = Daemon::new("executor-restart", &op, 22);
+    start(&mut d);
+    assert_eq!(d.deploy(&entry(&op, "web", 1)).0, 200);
+    wait_until(10, "the unit is enabled", || calls(d.dir.path()).len() == 2);
+    let unit = d.dir.path().join("units/myco-web.service");
+    let before = fs::metadata(&unit).unwrap().modified().unwrap();
+    d.child.as_mut().unwrap().kill().unwrap();
+    d.child.as_mut().unwrap().wait().unwrap();
+    start(&mut d);
+    wait_until(10, "health is read back", || {
+        d.get("/services/web").1.contains("\"state\":\"running\"")
+    });
+    assert_eq!(
+        fs::metadata(&unit).unwrap().modified().unwrap(),
+        before,
+        "same version: not rewritten"
+    );
+    assert_eq!(
+        calls(d.dir.path()).len(),
+        2,
+        "nothing enabled or restarted again"
+    );
+}

@@ -1,0 +1,158 @@
+#!/usr/bin/env bash
+# The testbed's end-to-end test (`make testbed-test`, docs/testbed.md): three boxes with real
+# systemd, myco-d installed as systemd/myco-d.service, and then the engine's promise.
+#
+# The boxes:
+# - myco-d is active on each box, in a memory cgroup whose limit is the unit's MemoryMax=64M
+#   (67108864 bytes in memory.limit_in_bytes), so the limit is enforced, not just written down;
+# - every box sees all three members alive (checked by testbed_up).
+#
+# The engine (placement and the systemd executor):
+# - a service with 2 replicas, deployed with `myco deploy` through box 0's socket, runs as
+#   myco-NAME.service on exactly 2 boxes, under a dynamic user, and stays on exactly 2;
+# - one of those boxes is cut off the network: the service runs on both remaining boxes again;
+# - the cut is healed: exactly 2 boxes run it again, and it stays so;
+# - a new version (a higher --clock) rolls out as a restart: every box that runs it has a new
+#   InvocationID, and every daemon lists the new version.
+#
+# Timings are printed, not judged (timing belongs in benchmarks): one line
+# `TESTBED boxes=3 up_s=... deploy_to_running_s=... death_to_replaced_s=... heal_to_settled_s=...
+# rollout_s=...`. The waits' bounds (60 s) only catch an engine that never gets there.
+#
+# Needs root on a cgroup v1 or hybrid host. Usage: tests/testbed/engine-test.sh [RELEASE_DIR]
+# (default target/release, holding myco-d and myco).
+
+set -euo pipefail
+
+TESTBED_RELEASE=$(realpath "${1:-$(dirname "$0")/../../target/release}")
+# shellcheck source=SCRIPTDIR/lib.sh
+source "$(dirname "$0")/lib.sh"
+trap testbed_down EXIT
+trap 'exit 130' INT TERM
+
+box_count=3
+service=probe
+replicas=2
+# Bounds on each wait: far above any healthy figure, so that they only catch an engine that
+# never converges.
+wait_s=60
+# How long a placement must hold to count as settled: longer than a few gossip rounds (200 ms),
+# so that a third copy starting late would be seen.
+settle_s=3
+
+started=$(now_ms)
+testbed_up "$box_count"
+up_ms=$(($(now_ms) - started))
+
+# --- the boxes -------------------------------------------------------------------------------
+
+for ((i = 0; i < box_count; i++)); do
+	[[ $(box_exec "$i" systemctl is-active myco-d.service) == active ]] \
+		|| fail "box $i: myco-d.service is not active"
+	memory=/sys/fs/cgroup/memory/system.slice/myco-d.service
+	limit=$(box_exec "$i" cat "$memory/memory.limit_in_bytes")
+	[[ $limit == $((64 * 1024 * 1024)) ]] \
+		|| fail "box $i: myco-d's memory.limit_in_bytes is $limit, not MemoryMax=64M: the limit is not enforced"
+	pid=$(box_exec "$i" systemctl show -p MainPID --value myco-d.service)
+	box_exec "$i" grep -qx "$pid" "$memory/cgroup.procs" \
+		|| fail "box $i: myco-d (pid $pid) is not in the limited memory cgroup"
+done
+log "myco-d is active on all $box_count boxes, each in a memory cgroup limited to 64 MiB"
+
+# --- the engine ------------------------------------------------------------------------------
+
+testbed_has_executor || fail "the boxes pass; the engine part needs myco-d's systemd executor \
+('--executor' in 'myco-d --help'), which this build of myco-d lacks"
+
+manifest=$TESTBED_WORK/$service.json
+cat >"$manifest" <<EOF
+{"name": "$service", "exec": "/usr/bin/sleep", "args": ["infinity"], "replicas": $replicas}
+EOF
+deploy() {
+	"$TESTBED_WORK/bin/myco" deploy "$manifest" --operator-key "$TESTBED_WORK/operator.key" \
+		--clock "$1" --socket "$(box_socket 0)" >/dev/null
+}
+
+running=
+# Exactly COUNT boxes run the service (sets `running`).
+runs_on_exactly() {
+	running=$(service_boxes "$service")
+	[[ $(wc -w <<<"$running") -eq $1 ]]
+}
+# Exactly COUNT boxes run it, and the same ones still do settle_s later.
+settled_on_exactly() {
+	runs_on_exactly "$1" || return 1
+	local first=$running
+	sleep "$settle_s"
+	runs_on_exactly "$1" && [[ $running == "$first" ]]
+}
+
+clock=$(now_ms)
+deployed=$(now_ms)
+deploy "$clock"
+wait_for "$wait_s" "myco-$service.service active on $replicas boxes" runs_on_exactly "$replicas"
+deploy_ms=$(($(now_ms) - deployed))
+settled_on_exactly "$replicas" \
+	|| fail "myco-$service.service did not stay on exactly $replicas boxes: now on '$running'"
+log "deployed $service (replicas $replicas): active on boxes $running after $(ms_as_s "$deploy_ms") s"
+for i in $running; do
+	log "box $i runs myco-$service.service as $(service_dynamic_user "$i" "$service")"
+done
+
+# Cut off the highest-numbered box that runs it, so that box 0, whose socket takes the deploys,
+# stays in the cluster.
+victim=${running##* }
+remaining=()
+for ((i = 0; i < box_count; i++)); do ((i == victim)) || remaining+=("$i"); done
+runs_on_remaining() {
+	local i
+	for i in "${remaining[@]}"; do
+		[[ $(box_exec "$i" systemctl is-active "myco-$service.service" 2>/dev/null || true) == active ]] \
+			|| return 1
+	done
+}
+cut=$(now_ms)
+box_cut "$victim"
+log "box $victim cut off the network"
+wait_for "$wait_s" "myco-$service.service active on boxes ${remaining[*]} after box $victim was cut off" \
+	runs_on_remaining
+death_ms=$(($(now_ms) - cut))
+log "running on boxes ${remaining[*]} $(ms_as_s "$death_ms") s after the cut"
+
+healed=$(now_ms)
+box_heal "$victim"
+log "box $victim back on the network"
+wait_for "$wait_s" "myco-$service.service back on exactly $replicas boxes after the heal" \
+	runs_on_exactly "$replicas"
+heal_ms=$(($(now_ms) - healed))
+settled_on_exactly "$replicas" \
+	|| fail "after the heal myco-$service.service did not stay on exactly $replicas boxes: now on '$running'"
+log "healed: on exactly $replicas boxes ($running) after $(ms_as_s "$heal_ms") s"
+
+# A new version: the same manifest with a higher clock. Every box that runs it afterwards must
+# have started it anew (a new InvocationID), not kept the old process.
+declare -A invocation
+for i in $running; do invocation[$i]=$(service_show "$i" "$service" InvocationID); done
+restarted() {
+	runs_on_exactly "$replicas" || return 1
+	local i
+	for i in $running; do
+		[[ $(service_show "$i" "$service" InvocationID) != "${invocation[$i]:-}" ]] || return 1
+	done
+	for ((i = 0; i < box_count; i++)); do
+		box_myco "$i" ls --json | grep -q "\"clock\":$((clock + 1))[,}]" || return 1
+	done
+}
+rolled=$(now_ms)
+deploy $((clock + 1))
+wait_for "$wait_s" "version $((clock + 1)) restarted on $replicas boxes" restarted
+rollout_ms=$(($(now_ms) - rolled))
+settled_on_exactly "$replicas" \
+	|| fail "after the new version myco-$service.service did not stay on exactly $replicas boxes: now on '$running'"
+for i in $running; do service_dynamic_user "$i" "$service" >/dev/null; done
+log "version $((clock + 1)) restarted on boxes $running after $(ms_as_s "$rollout_ms") s"
+
+echo "TESTBED boxes=$box_count up_s=$(ms_as_s "$up_ms") deploy_to_running_s=$(ms_as_s "$deploy_ms")" \
+	"death_to_replaced_s=$(ms_as_s "$death_ms") heal_to_settled_s=$(ms_as_s "$heal_ms")" \
+	"rollout_s=$(ms_as_s "$rollout_ms")"
+log "PASS in $SECONDS s"

@@ -1,0 +1,341 @@
+# shellcheck shell=bash
+# Shell library: a testbed of N Myco boxes on this machine (docs/testbed.md). Each box is a
+# Debian bookworm container with real systemd as PID 1 (tests/testbed/nspawn.sh), in a network
+# namespace of its own joined to one bridge, running the release `myco-d` as the systemd service
+# systemd/myco-d.service, with its own node key and certificate. Sourced by engine-test.sh and
+# demo.sh; it defines functions and runs nothing.
+#
+#   testbed_up N      boot N boxes and wait until every box sees N members alive
+#   testbed_down      stop and remove everything testbed_up made; safe to call twice, and from a
+#                     trap: `trap testbed_down EXIT`
+#   box_exec I CMD    run CMD inside box I (nsenter into all its namespaces)
+#   box_myco I ARGS   run the `myco` tool inside box I, against that box's daemon socket
+#   box_cut I         take box I off the bridge (its packets are dropped); box_heal I puts it back
+#   box_stop I        clean poweroff of box I; box_kill I is a power cut; box_start I boots it
+#                     again (fresh state: --volatile=overlay keeps nothing, the keys are the same)
+#
+# Box I (0-based) has the address 10.77.0.(10+I)/24 on a bridge that has no address on the host
+# side: gossip stays between the boxes' namespaces and never reaches the host's own interfaces or
+# any other machine. Every name this run creates carries TESTBED_ID (this shell's pid), so runs
+# can overlap, and a run that was killed before its trap ran is swept by the next one.
+#
+# Callers set TESTBED_RELEASE (the directory holding myco-d and myco; default target/release),
+# may set TESTBED_UNIT (default systemd/myco-d.service), and run as root with `set -euo pipefail`.
+
+TESTBED_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+# shellcheck source=SCRIPTDIR/nspawn.sh
+source "$TESTBED_REPO/tests/testbed/nspawn.sh"
+
+TESTBED_RELEASE=${TESTBED_RELEASE:-$TESTBED_REPO/target/release}
+# The unit every box installs; another file tries a change to the unit on the whole testbed.
+TESTBED_UNIT=${TESTBED_UNIT:-$TESTBED_REPO/systemd/myco-d.service}
+TESTBED_ID=$$
+TESTBED_SUBNET=10.77.0
+TESTBED_PORT=7946
+# Where every run keeps its files; a directory whose owner pid is gone belongs to a killed run.
+TESTBED_RUN_ROOT=/run/myco-testbed
+TESTBED_WORK=$TESTBED_RUN_ROOT/$TESTBED_ID
+TESTBED_BRIDGE=mtb$TESTBED_ID
+# The daemon's disk reserve: small, because the container's overlay is a tmpfs whose pages count
+# against myco-d's MemoryMax=64M; the default 500 MB would get the daemon OOM-killed.
+TESTBED_RESERVE_BYTES=4194304
+# The boxes' state, indexed by box number; an empty BOX_LEADER means the box is not running.
+TESTBED_BOXES=0
+TESTBED_IS_UP=
+BOX_PID=()
+BOX_LEADER=()
+BOX_ADDR=()
+BOX_CGROUPS=()
+
+log() { printf '[%s] %s\n' "$(date +%T.%2N)" "$*"; }
+# testbed_down repeats the message after the diagnostics, so that it is the output's last line.
+TESTBED_FAILURE=
+fail() {
+	TESTBED_FAILURE=$*
+	log "FAIL: $*" >&2
+	exit 1
+}
+
+# Milliseconds since the epoch, and a millisecond count as seconds with two decimals.
+now_ms() { date +%s%3N; }
+ms_as_s() { printf '%d.%02d' $(($1 / 1000)) $(($1 % 1000 / 10)); }
+
+box_name() { echo "mtb${TESTBED_ID}b$1"; }
+
+box_exec() {
+	local i=$1
+	shift
+	[[ -n ${BOX_LEADER[i]:-} ]] || fail "box $i is not running"
+	nsenter -t "${BOX_LEADER[i]}" -a -- "$@"
+}
+
+box_myco() {
+	local i=$1
+	shift
+	box_exec "$i" /usr/bin/myco "$@"
+}
+
+box_cut() { ip link set "$(box_name "$1")" nomaster; }
+box_heal() { ip link set "$(box_name "$1")" master "$TESTBED_BRIDGE"; }
+
+box_stop() {
+	nspawn_stop "${BOX_PID[$1]}"
+	BOX_LEADER[$1]=
+	# shellcheck disable=SC2086
+	nspawn_cgroups_remove ${BOX_CGROUPS[$1]}
+}
+
+# A power cut: SIGKILL to the container's PID 1 ends every process in it at once, with no
+# shutdown and no goodbye to the peers.
+box_kill() {
+	if [[ -n ${BOX_LEADER[$1]:-} ]]; then kill -KILL "${BOX_LEADER[$1]}" 2>/dev/null || true; fi
+	box_stop "$1"
+}
+
+box_start() {
+	box_boot "$1"
+	box_wait_booted "$1"
+	box_exec "$1" systemctl enable --now --quiet myco-d.service
+}
+
+# Number of members box I's daemon lists as alive, itself included; 0 if it does not answer.
+box_alive_count() {
+	box_myco "$1" nodes --json 2>/dev/null | grep -o '"state":"alive"' | wc -l || true
+}
+
+testbed_tools() {
+	[[ $(id -u) -eq 0 ]] || fail "run as root: network namespaces, bridges and systemd-nspawn need it"
+	[[ -d /sys/fs/cgroup/memory ]] || fail "no cgroup v1 memory controller at /sys/fs/cgroup/memory:
+the testbed needs a cgroup v1 or hybrid host (TESTBED.md), where bookworm's systemd 252 runs"
+	nspawn_tools
+	local binary
+	for binary in myco-d myco; do
+		[[ -x $TESTBED_RELEASE/$binary ]] \
+			|| fail "$TESTBED_RELEASE/$binary is missing; run 'cargo build --release --bin myco-d --bin myco'"
+	done
+}
+
+# Removes what runs killed before their trap left behind: their directory under
+# TESTBED_RUN_ROOT records the nspawn pids and cgroups; links and namespaces carry their id.
+testbed_sweep() {
+	local dir id pid ns
+	for dir in "$TESTBED_RUN_ROOT"/*/; do
+		[[ -f $dir/owner ]] || continue
+		id=$(basename "$dir")
+		kill -0 "$(cat "$dir/owner")" 2>/dev/null && continue
+		log "removing the leftovers of testbed run $id (its shell is gone)"
+		while read -r pid; do
+			grep -qa "mtb${id}b" "/proc/$pid/cmdline" 2>/dev/null && nspawn_stop "$pid"
+		done <"$dir/pids"
+		for ns in $(ip netns list | awk '{print $1}' | grep -E "^mtb${id}b[0-9]+$" || true); do
+			ip netns delete "$ns" 2>/dev/null || true
+		done
+		ip link delete "mtb$id" 2>/dev/null || true
+		# shellcheck disable=SC2046
+		nspawn_cgroups_remove $(cat "$dir/cgroups")
+		rm -rf "$dir"
+	done
+}
+
+# Writes box I's /etc/myco: its key, its certificate signed by the operator key, and the env file
+# from the example with the operator and the flags filled in. Every box lists all the others as
+# peers to join, so any one of them can be down at boot.
+box_files() {
+	local i=$1 dir=$TESTBED_WORK/box$1 node args j
+	mkdir -p "$dir"
+	# systemd sets the hostname from /etc/hostname, over nspawn's --hostname.
+	echo "box$i" >"$dir/hostname"
+	mkdir -m 0700 "$dir/etc-myco"
+	"$TESTBED_WORK/bin/myco" keygen --out "$dir/etc-myco/node.key" >/dev/null
+	node=$("$TESTBED_WORK/bin/myco" pubkey --key "$dir/etc-myco/node.key" --json | json_field public_key)
+	[[ ${#node} -eq 64 ]] || fail "could not read box $i's public key from 'myco pubkey'"
+	"$TESTBED_WORK/bin/myco" cert --operator-key "$TESTBED_WORK/operator.key" --node-pubkey "$node" \
+		--zone 0 --arch x86_64 --out "$dir/etc-myco/node.cert" >/dev/null
+	args="--listen 0.0.0.0:$TESTBED_PORT"
+	for ((j = 0; j < TESTBED_BOXES; j++)); do
+		((j == i)) || args+=" --join $TESTBED_SUBNET.$((10 + j)):$TESTBED_PORT"
+	done
+	args+=" --reserve-bytes $TESTBED_RESERVE_BYTES"
+	sed -E -e "s/^MYCO_OPERATOR=.*/MYCO_OPERATOR=$TESTBED_OPERATOR/" -e "s/^MYCO_ARGS=.*/MYCO_ARGS=$args/" \
+		"$TESTBED_REPO/systemd/myco-d.env.example" >"$dir/etc-myco/myco-d.env"
+	chmod 0644 "$dir/etc-myco/myco-d.env"
+}
+
+# Box I's network: a namespace with loopback and one end of a veth pair as eth0; the other end,
+# named like the box, on the bridge.
+box_network() {
+	local i=$1 name
+	name=$(box_name "$i")
+	BOX_ADDR[i]=$TESTBED_SUBNET.$((10 + i))
+	ip netns add "$name"
+	ip link add "$name" type veth peer name eth0 netns "$name"
+	ip link set "$name" master "$TESTBED_BRIDGE" up
+	ip -n "$name" link set lo up
+	ip -n "$name" addr add "${BOX_ADDR[i]}/24" dev eth0
+	ip -n "$name" link set eth0 up
+}
+
+# Starts box I's container in the background.
+box_boot() {
+	local i=$1 name dir=$TESTBED_WORK/box$1
+	name=$(box_name "$i")
+	nspawn_boot "$name" "$dir/console.log" --hostname="box$i" \
+		--network-namespace-path="/run/netns/$name" \
+		--bind-ro="$TESTBED_WORK/bin/myco-d:/usr/bin/myco-d" \
+		--bind-ro="$TESTBED_WORK/bin/myco:/usr/bin/myco" \
+		--bind-ro="$TESTBED_WORK/myco-d.service:/etc/systemd/system/myco-d.service" \
+		--bind-ro="$dir/etc-myco:/etc/myco" \
+		--bind-ro="$dir/hostname:/etc/hostname" \
+		--bind-ro="$TESTBED_WORK/init:/myco-testbed-init" \
+		/myco-testbed-init
+	BOX_PID[i]=$NSPAWN_PID
+	BOX_CGROUPS[i]="${NSPAWN_CGROUPS[*]}"
+	echo "$NSPAWN_PID" >>"$TESTBED_WORK/pids"
+	printf '%s\n' "${NSPAWN_CGROUPS[@]}" >>"$TESTBED_WORK/cgroups"
+}
+
+box_wait_booted() {
+	BOX_LEADER[$1]=$(nspawn_leader "${BOX_PID[$1]}" "$TESTBED_WORK/box$1/console.log")
+	nspawn_wait_running "${BOX_LEADER[$1]}"
+}
+
+json_field() { sed -nE "s/.*\"$1\" *: *\"([^\"]*)\".*/\1/p"; }
+
+testbed_up() {
+	local n=${1:?testbed_up N} i started pids=() alive
+	((n >= 1 && n <= 200)) || fail "testbed_up: $n boxes; the /24 has room for 1 to 200"
+	started=$(now_ms)
+	testbed_tools
+	nspawn_rootfs
+	mkdir -p "$TESTBED_RUN_ROOT"
+	testbed_sweep
+	TESTBED_BOXES=$n
+	TESTBED_IS_UP=yes
+	mkdir -m 0700 "$TESTBED_WORK"
+	echo "$$" >"$TESTBED_WORK/owner"
+	: >"$TESTBED_WORK/pids"
+	: >"$TESTBED_WORK/cgroups"
+	# Copies, so that a cargo build or an edit during the run cannot change what the boxes run.
+	mkdir "$TESTBED_WORK/bin"
+	cp "$TESTBED_RELEASE/myco-d" "$TESTBED_RELEASE/myco" "$TESTBED_WORK/bin/"
+	cp "$TESTBED_UNIT" "$TESTBED_WORK/myco-d.service"
+	nspawn_init_wrapper "$TESTBED_WORK/init"
+
+	# The operator key stays on the host, as it would stay off real boxes.
+	"$TESTBED_WORK/bin/myco" keygen --out "$TESTBED_WORK/operator.key" >/dev/null
+	TESTBED_OPERATOR=$("$TESTBED_WORK/bin/myco" pubkey --key "$TESTBED_WORK/operator.key" --json \
+		| json_field public_key)
+	[[ ${#TESTBED_OPERATOR} -eq 64 ]] || fail "could not read the operator's public key from 'myco pubkey'"
+
+	ip link add "$TESTBED_BRIDGE" type bridge
+	ip link set "$TESTBED_BRIDGE" up
+	for ((i = 0; i < n; i++)); do
+		box_files "$i"
+		box_network "$i"
+		box_boot "$i"
+	done
+	for ((i = 0; i < n; i++)); do box_wait_booted "$i"; done
+	log "$n containers booted in $(ms_as_s $(($(now_ms) - started))) s; systemctl enable --now myco-d"
+
+	# `systemctl start` of a Type=notify unit returns once READY=1 arrived: the API answers.
+	for ((i = 0; i < n; i++)); do
+		timeout 60 nsenter -t "${BOX_LEADER[i]}" -a -- systemctl enable --now --quiet myco-d.service &
+		pids[i]=$!
+	done
+	for ((i = 0; i < n; i++)); do
+		wait "${pids[i]}" || fail "box $i: systemctl enable --now myco-d failed (READY=1 never came, or the daemon exited)"
+	done
+
+	for ((i = 0; i < n; i++)); do
+		for _ in $(seq 300); do
+			alive=$(box_alive_count "$i")
+			((alive == n)) && break
+			sleep 0.1
+		done
+		((alive == n)) || fail "box $i sees $alive of $n members alive after 30 s"
+	done
+	log "testbed up: $n boxes, each sees $n members alive, in $(ms_as_s $(($(now_ms) - started))) s"
+}
+
+# Prints what the boxes' journals say about myco-d and the services it placed (on a failure).
+testbed_diagnostics() {
+	local i
+	for ((i = 0; i < TESTBED_BOXES; i++)); do
+		[[ -n ${BOX_LEADER[i]:-} ]] || continue
+		echo "---- box $i (${BOX_ADDR[i]}): systemctl status myco-d 'myco-*'" >&2
+		box_exec "$i" systemctl status --no-pager -l -n 0 myco-d.service 'myco-*' >&2 || true
+		echo "---- box $i: journalctl -u myco-d -u 'myco-*' (last 40 lines)" >&2
+		box_exec "$i" journalctl --no-pager -o short-precise -u myco-d.service -u 'myco-*' -n 40 >&2 || true
+	done
+}
+
+testbed_down() {
+	local status=$? i pids=()
+	[[ -n $TESTBED_IS_UP ]] || return 0
+	TESTBED_IS_UP=
+	((status == 0)) || testbed_diagnostics
+	for ((i = 0; i < TESTBED_BOXES; i++)); do
+		[[ -n ${BOX_PID[i]:-} ]] && pids+=("${BOX_PID[i]}")
+	done
+	((${#pids[@]} == 0)) || nspawn_stop "${pids[@]}"
+	for ((i = 0; i < TESTBED_BOXES; i++)); do
+		ip netns delete "$(box_name "$i")" 2>/dev/null || true
+		ip link delete "$(box_name "$i")" 2>/dev/null || true
+		# shellcheck disable=SC2086
+		nspawn_cgroups_remove ${BOX_CGROUPS[i]:-}
+	done
+	ip link delete "$TESTBED_BRIDGE" 2>/dev/null || true
+	rm -rf "$TESTBED_WORK"
+	log "testbed down: containers, namespaces, links, bridge and cgroups removed"
+	[[ -z $TESTBED_FAILURE ]] || log "FAIL: $TESTBED_FAILURE" >&2
+}
+
+# --- services the engine placed ----------------------------------------------------------------
+
+# The daemon's API socket of box I, as a path on the host: the host's `myco` (which has the
+# operator key) reaches a box's daemon through the box's root directory.
+box_socket() { echo "/proc/${BOX_LEADER[$1]}/root/run/myco/myco.sock"; }
+
+# Whether the systemd executor exists in this build (myco-d --executor systemd|none).
+testbed_has_executor() { "$TESTBED_WORK/bin/myco-d" --help 2>&1 | grep -q -- '--executor'; }
+
+# Prints the running boxes on which myco-NAME.service is active, space-separated.
+service_boxes() {
+	local name=$1 i boxes=()
+	for ((i = 0; i < TESTBED_BOXES; i++)); do
+		[[ -n ${BOX_LEADER[i]:-} ]] || continue
+		[[ $(box_exec "$i" systemctl is-active "myco-$name.service" 2>/dev/null || true) == active ]] \
+			&& boxes+=("$i")
+	done
+	echo "${boxes[*]}"
+}
+
+# Prints a property of myco-NAME.service on box I (systemctl show -p PROPERTY --value).
+service_show() { box_exec "$1" systemctl show -p "$3" --value "myco-$2.service"; }
+
+# Checks that myco-NAME.service on box I runs as a dynamic user and prints "USER (uid UID)".
+service_dynamic_user() {
+	local i=$1 name=$2 pid uid user
+	[[ $(service_show "$i" "$name" DynamicUser) == yes ]] \
+		|| fail "box $i: myco-$name.service does not have DynamicUser=yes"
+	pid=$(service_show "$i" "$name" MainPID)
+	((pid > 0)) || fail "box $i: myco-$name.service has no main process"
+	# /proc/PID belongs to the process's effective uid; ps asks NSS, where libnss-systemd answers
+	# for dynamic users.
+	uid=$(box_exec "$i" stat -c %u "/proc/$pid")
+	user=$(box_exec "$i" ps -o user= -p "$pid" | tr -d ' ')
+	((uid >= 61184 && uid <= 65519)) || fail "box $i: myco-$name.service runs as uid $uid, not a dynamic user's (61184-65519)"
+	[[ -n $user && $user != "$uid" ]] || fail "box $i: the dynamic user $uid has no name (libnss-systemd)"
+	echo "$user (uid $uid)"
+}
+
+# wait_for SECONDS WHAT CMD...: runs CMD every 0.1 s until it succeeds; fails after SECONDS.
+wait_for() {
+	local seconds=$1 what=$2 deadline
+	shift 2
+	deadline=$(($(now_ms) + seconds * 1000))
+	until "$@"; do
+		(($(now_ms) < deadline)) || fail "$what: not after $seconds s"
+		sleep 0.1
+	done
+}
