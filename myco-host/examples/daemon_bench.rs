@@ -1010,7 +1010,11 @@ impl Cluster {
                 .arg("--listen")
                 .arg(addr(node))
                 .arg("--reserve-bytes")
-                .arg(RESERVE_BYTES);
+                .arg(RESERVE_BYTES)
+                // The bench measures the store, gossip and API; units would go to the host's
+                // /etc/systemd/system.
+                .arg("--executor")
+                .arg("none");
             for &j in &joins {
                 command.arg("--join").arg(addr(&self.nodes[j]));
             }
