@@ -137,6 +137,10 @@ impl Daemon {
             ),
         );
         let executor = match &config.executor {
+            Some(e) if !systemd_runs(&e.unit_dir) => {
+                log.log(Level::Warning, format_args!("systemd is not running here (no /run/systemd/system): services are kept and gossiped but not run; --executor none says so on purpose"));
+                None
+            }
             Some(e) => Some(
                 executor::Executor::new(e.unit_dir.clone(), &e.systemctl, log).map_err(|err| {
                     BootError(format!(
@@ -454,6 +458,14 @@ impl Daemon {
             ),
         }
     }
+}
+
+/// Whether units written to `unit_dir` can run: systemd is PID 1 (sd_booted(3) looks for
+/// /run/systemd/system), or the unit directory is not the system's, as in tests with a stand-in
+/// systemctl. Keeps a box without systemd from filling /etc/systemd/system for nothing.
+fn systemd_runs(unit_dir: &std::path::Path) -> bool {
+    unit_dir != std::path::Path::new("/etc/systemd/system")
+        || std::path::Path::new("/run/systemd/system").is_dir()
 }
 
 fn check_own_cert(cert: &[u8], block: u64) -> Result<(), BootError> {
