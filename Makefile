@@ -24,10 +24,11 @@ FUZZ_TARGETS := $(basename $(notdir $(wildcard fuzz/fuzz_targets/*.rs)))
 SIM := cargo run --profile sim -p myco-sim --
 
 .PHONY: ci test sim gauntlet gauntlet-short bench size size-check nostd aarch64 aarch64-tools fmt fmt-check lint \
-	fuzz fuzz-build tools nostd-tools fuzz-tools systemd-check systemd-test units-check
+	fuzz fuzz-build tools nostd-tools fuzz-tools systemd-check systemd-test units-check \
+	testbed-test demo
 
 ci: tools fmt-check lint nostd test aarch64 gauntlet-short size fuzz-build systemd-check \
-	systemd-test units-check
+	systemd-test units-check testbed-test
 
 # nextest runs test binaries in parallel and reports better; plain cargo test is the fallback for
 # machines without it. The crates have no doctests (nextest skips those); examples are checked by
@@ -167,3 +168,16 @@ UNITS_SECURITY_MAX := 15
 units-check:
 	cargo build --release --bin myco
 	systemd/units-check.sh $(TARGET_DIR)/release/myco $(UNITS_SECURITY_MAX)
+
+# Three boxes with real systemd in containers on a bridge, each running myco-d installed from
+# systemd/myco-d.service; a service deployed with 2 replicas, one box cut off and healed, a new
+# version rolled out (see tests/testbed/engine-test.sh and docs/testbed.md). Prints the timings on
+# a `TESTBED ...` line. Needs root. ~25 s, or ~80 s the first time on a machine (debootstrap).
+testbed-test:
+	cargo build --release --bin myco-d --bin myco
+	tests/testbed/engine-test.sh $(TARGET_DIR)/release
+
+# The README's first command: installs what it needs, builds, boots three boxes, deploys a
+# service, powers off a box that runs it, shows it running elsewhere, cleans up. Needs root.
+demo:
+	tests/testbed/demo.sh

@@ -25,7 +25,6 @@ set -euo pipefail
 
 release=$(realpath "${1:?usage: nspawn-test.sh RELEASE_DIR}")
 repo=$(cd "$(dirname "$0")/.." && pwd)
-cache=${MYCO_TEST_CACHE:-/var/cache/myco-test}
 # The watchdog the test runs with; the unit's own 30 s would make the test wait a minute.
 watchdog_sec=4
 # A small reserve still exercises fallocate under the sandbox. The default 500 MB would land in
@@ -43,142 +42,34 @@ for binary in myco-d myco; do
 	[[ -x $release/$binary ]] || fail "$release/$binary is missing; run 'cargo build --release'"
 done
 
-# --- tools -----------------------------------------------------------------------------------
-
-if ! command -v debootstrap >/dev/null || ! command -v systemd-nspawn >/dev/null \
-	|| ! command -v zstd >/dev/null; then
-	log "installing debootstrap, systemd-container, zstd"
-	apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap systemd-container zstd >/dev/null
-fi
-
-# --- root filesystem, cached -----------------------------------------------------------------
-
-# Bookworm (systemd 252): newer systemd refuses this host's cgroup v1 layout. curl talks to the
-# API socket; libnss-systemd resolves the dynamic user's name.
-packages=systemd,systemd-sysv,dbus,libnss-systemd,iproute2,procps,curl
-suite=bookworm
-tarball=$cache/rootfs-$suite-$(echo "$packages" | sha256sum | cut -c1-12).tar.zst
-# The unpacked tree every run boots from: --volatile=overlay keeps it read-only under a tmpfs, so
-# runs share it and none can change it.
-rootfs=${tarball%.tar.zst}
-
-mirror() {
-	# The first Debian mirror this machine's apt uses (deb822 or one-line format).
-	local found
-	found=$(grep -hsE '^(URIs:|deb )' /etc/apt/sources.list /etc/apt/sources.list.d/* \
-		| grep -v security | head -n 1 | sed -E 's/^URIs: *//; s/^deb +(\[[^]]*\] +)?//; s/ .*//')
-	echo "${found:-http://deb.debian.org/debian}"
-}
-
-build_rootfs() {
-	local staging
-	staging=$(mktemp -d "$cache/build.XXXXXX")
-	log "debootstrap $suite into $staging (once; cached as $tarball)"
-	debootstrap --variant=minbase --include="$packages" "$suite" "$staging/root" "$(mirror)" \
-		>"$staging/debootstrap.log" 2>&1 || {
-		tail -n 20 "$staging/debootstrap.log" >&2
-		rm -rf "$staging"
-		fail "debootstrap failed"
-	}
-	tar -C "$staging/root" --numeric-owner -cf - . | zstd -q -T0 -o "$staging/rootfs.tar.zst"
-	mv "$staging/rootfs.tar.zst" "$tarball"
-	# The tree just packed is the tree the tarball would unpack to.
-	rm -rf "$rootfs"
-	mv "$staging/root" "$rootfs"
-	rm -rf "$staging"
-}
-
-extract_rootfs() {
-	local staging
-	staging=$(mktemp -d "$cache/extract.XXXXXX")
-	log "extracting $tarball"
-	zstd -q -dc "$tarball" | tar -C "$staging" --numeric-owner -xf -
-	chmod 0755 "$staging"
-	mv "$staging" "$rootfs"
-}
-
-mkdir -p "$cache"
-# Concurrent runs share the cache; only one builds it.
-exec {cache_lock}>"$cache/.lock"
-flock "$cache_lock"
-[[ -s $tarball ]] || build_rootfs
-[[ -d $rootfs ]] || extract_rootfs
-flock -u "$cache_lock"
+# Tools, the cached root filesystem, cgroups, the init wrapper and booting: shared with the
+# multi-box testbed (tests/testbed/nspawn.sh).
+# shellcheck source=SCRIPTDIR/../tests/testbed/nspawn.sh
+source "$repo/tests/testbed/nspawn.sh"
+nspawn_tools
+nspawn_rootfs
 
 # --- the container's files -------------------------------------------------------------------
 
 work=$(mktemp -d /var/tmp/myco-systemd-test.XXXXXX)
 machine=myco-test-$$
 nspawn_pid=
-cgroups=()
-
-# Each run's nspawn gets its own cgroup in every hierarchy, below this shell's, so that
-# concurrent containers do not collide and the harness's own limits still apply.
-make_cgroups() {
-	local line hierarchy path dir
-	while IFS= read -r line; do
-		hierarchy=${line#*:}
-		hierarchy=${hierarchy%%:*}
-		path=${line#*:*:}
-		case $hierarchy in
-		"") dir=/sys/fs/cgroup/unified$path ;;
-		name=systemd) dir=/sys/fs/cgroup/systemd$path ;;
-		*) dir=/sys/fs/cgroup/${hierarchy%%,*}$path ;;
-		esac
-		[[ -d $dir ]] || continue
-		mkdir -p "${dir%/}/$machine"
-		cgroups+=("${dir%/}/$machine")
-		# A new v1 cpuset has no CPUs or memory nodes, and refuses tasks until it gets some.
-		if [[ -e $dir/cpuset.cpus ]]; then
-			cat "$dir/cpuset.cpus" >"${dir%/}/$machine/cpuset.cpus"
-			cat "$dir/cpuset.mems" >"${dir%/}/$machine/cpuset.mems"
-		fi
-	done </proc/self/cgroup
-}
-
-remove_cgroups() {
-	local dir
-	for dir in "${cgroups[@]}"; do
-		# The container's systemd leaves nested cgroups; remove the deepest first.
-		find "$dir" -depth -type d -exec rmdir {} + 2>/dev/null || true
-	done
-}
-
-enter_cgroups() {
-	local dir
-	for dir in "${cgroups[@]}"; do
-		echo "$BASHPID" >"$dir/cgroup.procs"
-	done
-}
+NSPAWN_CGROUPS=()
 
 cleanup() {
 	local status=$?
 	if [[ -n $nspawn_pid ]] && kill -0 "$nspawn_pid" 2>/dev/null; then
 		[[ $status -ne 0 && -n ${leader:-} ]] && dump_diagnostics
-		# nspawn forwards SIGTERM as SIGRTMIN+3: a clean poweroff of the container.
-		kill -TERM "$nspawn_pid" 2>/dev/null || true
-		for _ in $(seq 100); do kill -0 "$nspawn_pid" 2>/dev/null || break; sleep 0.1; done
-		kill -KILL "$nspawn_pid" 2>/dev/null || true
-		wait "$nspawn_pid" 2>/dev/null || true
+		nspawn_stop "$nspawn_pid"
 	fi
-	remove_cgroups
+	nspawn_cgroups_remove "${NSPAWN_CGROUPS[@]}"
 	rm -rf "$work"
 	exit "$status"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# Under a cgroup v1 host nspawn mounts the controllers read-only, and systemd then cannot set
-# MemoryMax or TasksMax: the wrapper remounts them read-write before systemd starts.
-cat >"$work/init" <<'EOF'
-#!/bin/sh
-for controller in /sys/fs/cgroup/*/; do
-	mount -o remount,bind,rw "$controller" 2>/dev/null
-done
-exec /lib/systemd/systemd
-EOF
-chmod 0755 "$work/init"
+nspawn_init_wrapper "$work/init"
 
 # Keys and certificate, as an operator would make them (docs/daemon.md).
 mkdir -m 0700 "$work/operator" "$work/etc-myco"
@@ -206,31 +97,16 @@ EOF
 
 # --- boot ------------------------------------------------------------------------------------
 
-make_cgroups
 log "booting $machine"
-(
-	enter_cgroups
-	exec systemd-nspawn -D "$rootfs" -M "$machine" --volatile=overlay --register=no \
-		--keep-unit --private-network --console=read-only --kill-signal=SIGRTMIN+3 \
-		--bind-ro="$release/myco-d:/usr/bin/myco-d" \
-		--bind-ro="$repo/systemd/myco-d.service:/etc/systemd/system/myco-d.service" \
-		--bind-ro="$work/dropin:/etc/systemd/system/myco-d.service.d" \
-		--bind-ro="$work/etc-myco:/etc/myco" \
-		--bind-ro="$work/init:/myco-test-init" \
-		/myco-test-init
-) >"$work/console.log" 2>&1 &
-nspawn_pid=$!
-
-# The leader is nspawn's child, once the init wrapper has exec'd systemd.
-leader=
-for _ in $(seq 100); do
-	leader=$(pgrep -P "$nspawn_pid" | head -n 1 || true)
-	[[ -n $leader && $(cat "/proc/$leader/comm" 2>/dev/null) == systemd ]] && break
-	kill -0 "$nspawn_pid" 2>/dev/null || { cat "$work/console.log" >&2; fail "nspawn exited"; }
-	leader=
-	sleep 0.1
-done
-[[ -n $leader ]] || fail "no container leader after 10 s"
+nspawn_boot "$machine" "$work/console.log" --private-network \
+	--bind-ro="$release/myco-d:/usr/bin/myco-d" \
+	--bind-ro="$repo/systemd/myco-d.service:/etc/systemd/system/myco-d.service" \
+	--bind-ro="$work/dropin:/etc/systemd/system/myco-d.service.d" \
+	--bind-ro="$work/etc-myco:/etc/myco" \
+	--bind-ro="$work/init:/myco-test-init" \
+	/myco-test-init
+nspawn_pid=$NSPAWN_PID
+leader=$(nspawn_leader "$nspawn_pid" "$work/console.log")
 
 inside() { nsenter -t "$leader" -a -- "$@"; }
 show() { inside systemctl show -p "$1" --value myco-d.service; }

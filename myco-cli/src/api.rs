@@ -34,6 +34,15 @@ pub struct Service {
     pub deleted: bool,
     /// 0 for a tombstone.
     pub replicas: u64,
+    /// The nodes placement chose and how the service does on each (absent from older daemons).
+    #[serde(default)]
+    pub placed_on: Vec<Placed>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Placed {
+    pub id: String,
+    pub state: String,
 }
 
 /// `GET /nodes`.

@@ -3,7 +3,7 @@
 //! that it has the documented shape, so scripts get every field, including ones `myco` does not
 //! show.
 
-use crate::api::{Health, Nodes, Services};
+use crate::api::{Health, Nodes, Placed, Services};
 use crate::args::{Error, Flags};
 use crate::client::{self, Request, QUERY_TIMEOUT, SOCKET_ENV};
 use crate::output::{self, terminal_safe, Field, Value};
@@ -107,13 +107,29 @@ pub fn ls(args: Arguments) -> Result<(), Error> {
                 s.version.clock.to_string(),
                 status.to_string(),
                 s.replicas.to_string(),
+                running_on(&s.placed_on),
             ]
         })
         .collect();
     output::print_text(&output::table(
-        &["NAME", "VERSION", "STATUS", "REPLICAS"],
+        &["NAME", "VERSION", "STATUS", "REPLICAS", "RUNNING ON"],
         &rows,
     ))
+}
+
+/// `3f2a09c1 running, 11aa22bb restarting`: each placed node's id, cut to 8 digits as `git` cuts
+/// hashes, and what it reports.
+fn running_on(placed: &[Placed]) -> String {
+    let each = placed.iter().map(|p| {
+        let id = p.id.get(..8).unwrap_or(&p.id);
+        format!("{} {}", terminal_safe(id), terminal_safe(&p.state))
+    });
+    let text = each.collect::<Vec<_>>().join(", ");
+    if text.is_empty() {
+        "-".into()
+    } else {
+        text
+    }
 }
 
 pub fn nodes(args: Arguments) -> Result<(), Error> {

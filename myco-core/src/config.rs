@@ -94,6 +94,11 @@ pub const SUSPICION_CONFIRMATIONS: u32 = 3;
 pub const DEAD_RETENTION_MS: u64 = 60_000;
 /// A full membership page is pushed to a random peer this often.
 pub const MEMBER_SYNC_INTERVAL_MS: u64 = 2_000;
+/// Services a node lists as not running in its status; beyond, its status says "more".
+pub const STATUS_UNITS_MAX: usize = 8;
+/// A changed status is sent to every live member this many times more, a second apart, so a
+/// lost frame does not hide a failing service.
+pub const STATUS_RESENDS: u8 = 2;
 /// Piggybacked updates are retransmitted `mult x ceil(log10(members + 1))` times.
 pub const RETRANSMIT_MULT: u8 = 4;
 /// A node that knows no live peer retries its join addresses this often.
@@ -107,6 +112,7 @@ pub const BUDGET_BYTES: usize = ARENA_BYTES // packed encoded entries
     + SERVICES_MAX * 48 // entry index: key hash, digest, version, arena span
     + BUCKETS * 8 // Merkle bucket digests
     + MEMBERS_MAX * 96 // member records with addresses, timers and last-seen roots
+    + MEMBERS_MAX * (STATUS_UNITS_MAX * 16 + 16) // each member's last status
     + MEMBER_UPDATES_MAX * 64 // piggyback queue
     + GOSSIP_QUEUE_DEPTH * (RUMOR_KEYS_PER_FRAME * 8 + 16) // rumor queue
     + RELAYS_MAX * 48 // indirect probes relayed for others

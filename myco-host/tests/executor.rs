@@ -100,11 +100,17 @@ fn units_follow_the_desired_state() {
 
     // A tombstone stops, disables and deletes it.
     assert_eq!(d.deploy(&daemon::tombstone(&op, "web", 3)).0, 200);
-    wait_until(10, "the unit is removed", || !unit.exists());
+    wait_until(10, "systemd reloads after the unit is removed", || {
+        calls(d.dir.path())
+            .last()
+            .is_some_and(|c| c == "daemon-reload")
+            && !unit.exists()
+    });
     let calls = calls(d.dir.path());
     assert_eq!(
         &calls[calls.len() - 2..],
-        ["disable --now myco-web.service", "daemon-reload"]
+        ["disable --now myco-web.service", "daemon-reload"],
+        "stopped before its file went"
     );
     assert!(!d.dir.path().join("units/.myco-web.service.tmp").exists());
 }

@@ -31,7 +31,7 @@ pub fn command(mut args: Arguments) -> Result<u8, String> {
         runs += 1;
         match &r.failure {
             None => println!(
-                "seed {seed}: ok ({} nodes, {} services, loss {:.0}%, crashes {}, partition {}, adversary {}, rotate {}) {} rounds, {wall_ms} ms",
+                "seed {seed}: ok ({} nodes, {} services, loss {:.0}%, crashes {}, partition {}, adversary {}, rotate {}) {} rounds, rounds_to_replace {}, {wall_ms} ms",
                 s.nodes,
                 s.services,
                 s.loss_ppm as f64 / 1e4,
@@ -39,7 +39,9 @@ pub fn command(mut args: Arguments) -> Result<u8, String> {
                 s.partitions,
                 s.adversary,
                 s.rotate,
-                r.rounds
+                r.rounds,
+                r.rounds_to_replace
+                    .map_or("-".to_string(), |n| n.to_string())
             ),
             Some(f) => {
                 failures += 1;

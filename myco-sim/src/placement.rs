@@ -121,8 +121,8 @@ impl Watch {
     }
 
     /// Checks the invariant if the cluster has converged on a (state, up set) not yet checked.
-    /// Returns whether the invariant is known to hold for the current state and up set; a
-    /// violation is the error, with what broke.
+    /// Returns whether the cluster has converged now and the invariant is known to hold for it;
+    /// a violation is the error, with what broke.
     pub fn observe(
         &mut self,
         nodes: &[Box<Node>],
@@ -139,12 +139,14 @@ impl Watch {
         if !hashes.all(|h| h == state) {
             return Ok(false);
         }
+        // Placement is a function of the state and of each node's set of live members: with both
+        // converged on a (state, up set) already checked, the answer is the one checked.
+        if !self.membership_converged(nodes, up, honest) {
+            return Ok(false);
+        }
         let key = (state, up_digest(up));
         if self.last == Some(key) {
             return Ok(true);
-        }
-        if !self.membership_converged(nodes, up, honest) {
-            return Ok(false);
         }
         self.check(nodes, up, honest)?;
         self.last = Some(key);

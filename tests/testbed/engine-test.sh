@@ -133,12 +133,17 @@ log "healed: on exactly $replicas boxes ($running) after $(ms_as_s "$heal_ms") s
 # have started it anew (a new InvocationID), not kept the old process.
 declare -A invocation
 for i in $running; do invocation[$i]=$(service_show "$i" "$service" InvocationID); done
+# One `systemctl show` per box, so that state and invocation come from the same moment: a
+# restart in progress is never taken for a finished one.
 restarted() {
-	runs_on_exactly "$replicas" || return 1
-	local i
-	for i in $running; do
-		[[ $(service_show "$i" "$service" InvocationID) != "${invocation[$i]:-}" ]] || return 1
+	local i show new=()
+	for ((i = 0; i < box_count; i++)); do
+		show=$(box_exec "$i" systemctl show -p ActiveState -p InvocationID "myco-$service.service")
+		grep -qx 'ActiveState=active' <<<"$show" || continue
+		grep -qx "InvocationID=${invocation[$i]:-none}" <<<"$show" && return 1
+		new+=("$i")
 	done
+	((${#new[@]} == replicas)) || return 1
 	for ((i = 0; i < box_count; i++)); do
 		box_myco "$i" ls --json | grep -q "\"clock\":$((clock + 1))[,}]" || return 1
 	done

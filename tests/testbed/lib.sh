@@ -118,15 +118,17 @@ the testbed needs a cgroup v1 or hybrid host (TESTBED.md), where bookworm's syst
 # Removes what runs killed before their trap left behind: their directory under
 # TESTBED_RUN_ROOT records the nspawn pids and cgroups; links and namespaces carry their id.
 testbed_sweep() {
-	local dir id pid ns
+	local dir id pid pids ns
 	for dir in "$TESTBED_RUN_ROOT"/*/; do
 		[[ -f $dir/owner ]] || continue
 		id=$(basename "$dir")
 		kill -0 "$(cat "$dir/owner")" 2>/dev/null && continue
 		log "removing the leftovers of testbed run $id (its shell is gone)"
+		pids=()
 		while read -r pid; do
-			grep -qa "mtb${id}b" "/proc/$pid/cmdline" 2>/dev/null && nspawn_stop "$pid"
+			grep -qa "mtb${id}b" "/proc/$pid/cmdline" 2>/dev/null && pids+=("$pid")
 		done <"$dir/pids"
+		((${#pids[@]} == 0)) || nspawn_stop "${pids[@]}"
 		for ns in $(ip netns list | awk '{print $1}' | grep -E "^mtb${id}b[0-9]+$" || true); do
 			ip netns delete "$ns" 2>/dev/null || true
 		done
@@ -138,10 +140,11 @@ testbed_sweep() {
 }
 
 # Writes box I's /etc/myco: its key, its certificate signed by the operator key, and the env file
-# from the example with the operator and the flags filled in. Every box lists all the others as
-# peers to join, so any one of them can be down at boot.
+# from the example with the operator and the flags filled in. Each box joins through up to three
+# others (the lowest-numbered; myco-d takes at most 8 --join), so any two can be down at boot.
 box_files() {
 	local i=$1 dir=$TESTBED_WORK/box$1 node args j
+	local -i joins
 	mkdir -p "$dir"
 	# systemd sets the hostname from /etc/hostname, over nspawn's --hostname.
 	echo "box$i" >"$dir/hostname"
@@ -152,8 +155,10 @@ box_files() {
 	"$TESTBED_WORK/bin/myco" cert --operator-key "$TESTBED_WORK/operator.key" --node-pubkey "$node" \
 		--zone 0 --arch x86_64 --out "$dir/etc-myco/node.cert" >/dev/null
 	args="--listen 0.0.0.0:$TESTBED_PORT"
-	for ((j = 0; j < TESTBED_BOXES; j++)); do
-		((j == i)) || args+=" --join $TESTBED_SUBNET.$((10 + j)):$TESTBED_PORT"
+	for ((j = 0, joins = 0; j < TESTBED_BOXES && joins < 3; j++)); do
+		((j == i)) && continue
+		args+=" --join $TESTBED_SUBNET.$((10 + j)):$TESTBED_PORT"
+		joins+=1
 	done
 	args+=" --reserve-bytes $TESTBED_RESERVE_BYTES"
 	sed -E -e "s/^MYCO_OPERATOR=.*/MYCO_OPERATOR=$TESTBED_OPERATOR/" -e "s/^MYCO_ARGS=.*/MYCO_ARGS=$args/" \
@@ -262,10 +267,17 @@ testbed_diagnostics() {
 	local i
 	for ((i = 0; i < TESTBED_BOXES; i++)); do
 		[[ -n ${BOX_LEADER[i]:-} ]] || continue
-		echo "---- box $i (${BOX_ADDR[i]}): systemctl status myco-d 'myco-*'" >&2
-		box_exec "$i" systemctl status --no-pager -l -n 0 myco-d.service 'myco-*' >&2 || true
-		echo "---- box $i: journalctl -u myco-d -u 'myco-*' (last 40 lines)" >&2
-		box_exec "$i" journalctl --no-pager -o short-precise -u myco-d.service -u 'myco-*' -n 40 >&2 || true
+		echo "---- box $i (${BOX_ADDR[i]}): systemctl status 'myco-*'" >&2
+		box_exec "$i" systemctl status --no-pager -l -n 0 'myco-*' >&2 || true
+		echo "---- box $i: myco ls; myco nodes; the units myco-d wrote (first lines)" >&2
+		box_myco "$i" ls >&2 || true
+		box_myco "$i" nodes >&2 || true
+		# shellcheck disable=SC2016 # expanded by the box's shell
+		box_exec "$i" sh -c 'for f in /etc/systemd/system/myco-?*.service; do
+			[ -e "$f" ] && [ "$f" != /etc/systemd/system/myco-d.service ] && echo "$f: $(head -n 1 "$f")"
+		done' >&2 || true
+		echo "---- box $i: journalctl -u 'myco-*' (last 40 lines)" >&2
+		box_exec "$i" journalctl --no-pager -o short-precise -u 'myco-*' -n 40 >&2 || true
 	done
 }
 

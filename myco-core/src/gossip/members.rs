@@ -19,7 +19,7 @@ use crate::config::{
     SUSPICION_MULT,
 };
 use crate::schema::addr::PeerAddr;
-use crate::schema::message::{MemberMeta, MemberState, MemberUpdate};
+use crate::schema::message::{MemberMeta, MemberState, MemberUpdate, Status};
 use crate::time::Instant;
 use heapless::Vec;
 
@@ -40,6 +40,8 @@ pub struct Member {
     pub changed_at: Instant,
     /// The Merkle root this member sent last; anti-entropy prefers members that disagree.
     pub root: u64,
+    /// The highest-versioned status this member sent (its services that are not running).
+    pub status: Status,
     pub suspicion: Option<Suspicion>,
 }
 
@@ -199,6 +201,7 @@ impl Members {
             meta: u.meta,
             changed_at: now,
             root: 0,
+            status: Status::default(),
             // A member first heard of as suspect gets its timer too, or it would stay suspect
             // (and live for placement) forever.
             suspicion: (u.state == MemberState::Suspect).then(|| Suspicion {

@@ -30,7 +30,9 @@ use crate::random::Prng;
 use crate::schema::addr::PeerAddr;
 use crate::schema::entry::Entry;
 use crate::schema::frame::{Frame, FrameError, Kind};
-use crate::schema::message::{Body, Digest, MemberMeta, MemberState, MemberUpdate, Message};
+use crate::schema::message::{
+    Body, Digest, MemberMeta, MemberState, MemberUpdate, Message, Status,
+};
 use crate::state::store::{bucket_of, key_hash, Merge, Slot, Store, StoreError};
 use crate::sync::merkle::{bucket_range, group_buckets};
 use crate::time::Instant;
@@ -257,11 +259,16 @@ pub struct Node {
     wal_checkpoint_bytes: u64,
     /// After a truncated log, sync with random peers even where roots seem to agree.
     full_sync_rounds: u8,
+    /// This node's own status, and the resends of its last change still due.
+    status: Status,
+    status_resends: u8,
+    next_status_resend: Instant,
 }
 
 const _: () = assert!(core::mem::size_of::<Node>() <= NODE_BYTES_MAX);
 
 mod probe;
+mod status;
 mod sync;
 mod transport;
 
@@ -322,6 +329,9 @@ impl Node {
             checkpoint_requested: false,
             wal_checkpoint_bytes: config.wal_checkpoint_bytes,
             full_sync_rounds: 0,
+            status: Status::default(),
+            status_resends: 0,
+            next_status_resend: now,
         })
     }
 
@@ -538,8 +548,13 @@ impl Node {
             if let Some(peer) = self.random_live_peer() {
                 let start = self.rng.below(self.members.list().len().max(1) as u64) as usize;
                 self.send_members_page(sink, peer, start);
+                let to = self.members.get(peer).map(|m| m.addr);
+                if let (Some(to), Some(status)) = (to, self.status_for_sync()) {
+                    self.out.send(sink, to, self.store.root(), status);
+                }
             }
         }
+        self.tick_status(now, sink);
         if now >= self.next_dead_probe {
             self.next_dead_probe = now.add_ms(DEAD_PROBE_INTERVAL_MS);
             self.probe_the_dead(sink);
@@ -770,6 +785,7 @@ impl Node {
                     self.refuse(sink, Refusal::Crypto(e.refusal()));
                 }
             }
+            Message::Status(status) => self.handle_status(sender, status),
         }
     }
 }

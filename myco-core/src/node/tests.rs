@@ -327,3 +327,49 @@ fn tampered_replayed_and_foreign_frames_change_nothing() {
     assert_eq!(refused(&b, CryptoRefusal::Replay), replay + 1);
     assert_eq!(b.state_hash(), after);
 }
+
+/// A node's status reaches its peer, only a change is versioned, a restart's floor keeps the
+/// version growing, and a stale status never replaces a newer one.
+#[test]
+fn status_spreads_and_only_grows() {
+    use crate::schema::message::UnitState;
+    let (addr_a, addr_b) = (
+        PeerAddr::v4([127, 0, 0, 1], 1),
+        PeerAddr::v4([127, 0, 0, 2], 1),
+    );
+    let mut a = node_with(1, &[addr_b], WAL_CHECKPOINT_BYTES);
+    let mut b = node_with(2, &[addr_a], WAL_CHECKPOINT_BYTES);
+    run_pair(&mut a, &mut b, 3_000, 0);
+    assert!(b.status_of(a.id()).is_none(), "nothing reported yet");
+    let failing = [(key_hash("web"), UnitState::Restarting)];
+    a.set_status(
+        Instant(3_000),
+        100,
+        failing.into_iter(),
+        &mut Wire::default(),
+    );
+    let version = a.own_status().version;
+    assert_eq!(version, 100, "the floor lifts the first version");
+    // The first send went to a wire nobody reads (as if lost): a resend a second later carries it.
+    run_pair(&mut a, &mut b, 1_500, 3_000);
+    let seen = b.status_of(a.id()).expect("the status arrived");
+    assert_eq!((seen.version, seen.units.len()), (version, 1));
+    a.set_status(Instant(4_500), 0, failing.into_iter(), &mut Wire::default());
+    assert_eq!(a.own_status().version, version, "no change, no new version");
+    a.set_status(Instant(4_500), 0, core::iter::empty(), &mut Wire::default());
+    assert_eq!(a.own_status().version, version + 1);
+    run_pair(&mut a, &mut b, 1_500, 4_500);
+    let seen = b.status_of(a.id()).unwrap();
+    assert!(
+        seen.units.is_empty() && seen.version == version + 1,
+        "recovered: {seen:?}"
+    );
+    // A status older than the one held changes nothing.
+    let stale = Status {
+        version: 1,
+        units: HVec::from_slice(&[(Digest(1), UnitState::Failed)]).unwrap(),
+        more: false,
+    };
+    b.handle_status(a.id(), stale);
+    assert!(b.status_of(a.id()).unwrap().units.is_empty());
+}

@@ -6,7 +6,8 @@
 
 use crate::config::{
     BODY_BYTES_MAX, BUCKETS_PER_GROUP, MEMBERS_PER_FRAME, MEMBER_UPDATES_PER_FRAME,
-    RUMOR_KEYS_PER_FRAME, SYNC_GROUPS_PER_FRAME, SYNC_KEYS_PER_FRAME, WANT_PER_FRAME,
+    RUMOR_KEYS_PER_FRAME, STATUS_UNITS_MAX, SYNC_GROUPS_PER_FRAME, SYNC_KEYS_PER_FRAME,
+    WANT_PER_FRAME,
 };
 use crate::schema::addr::PeerAddr;
 use crate::schema::entry::Arch;
@@ -105,6 +106,30 @@ pub enum Message<'a> {
     Want { keys: Vec<Digest, WANT_PER_FRAME> },
     /// An operator-signed revocation, sent to a peer whose frames carry a lower RevocationBlock.
     Revocation { signed: &'a [u8] },
+    /// The sender's own status: its placed services that are not running, by key hash. Only the
+    /// owner sends it; a higher `version` replaces a lower one.
+    Status(Status),
+}
+
+/// How a unit that is not running is doing. Running is the default and is not listed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum UnitState {
+    /// Placed here, not started yet.
+    Pending,
+    Starting,
+    /// Exited and waiting for systemd's Restart=: a crash loop shows as this.
+    Restarting,
+    Failed,
+    Stopped,
+}
+
+/// What a node reports of the services placed on it: every one not running, up to
+/// `STATUS_UNITS_MAX` (`more` says some were left out). Versioned by its owner.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    pub version: u32,
+    pub units: Vec<(Digest, UnitState), STATUS_UNITS_MAX>,
+    pub more: bool,
 }
 
 /// A frame body: the sender's Merkle root rides on every frame, so any exchange tells a peer
@@ -213,6 +238,12 @@ mod tests {
         fits(Message::Revocation {
             signed: &revocation,
         });
+        fits(Message::Status(Status {
+            version: u32::MAX,
+            units: Vec::from_slice(&[(Digest(u64::MAX), UnitState::Restarting); STATUS_UNITS_MAX])
+                .unwrap(),
+            more: true,
+        }));
     }
 
     /// Garbage and trailing bytes never decode.

@@ -40,6 +40,7 @@ enum Section {
     None,
     Unit,
     Service,
+    Install,
 }
 
 /// What the lines of one key must hold.
@@ -176,6 +177,11 @@ const RULES: &[(Section, &str, Rule)] = &[
         "SystemCallErrorNumber",
         Rule::Is(&["EPERM"]),
     ),
+    (
+        Section::Install,
+        "WantedBy",
+        Rule::Is(&["multi-user.target"]),
+    ),
 ];
 
 const RULES_MAX: usize = 96;
@@ -221,6 +227,7 @@ pub fn check(
             section = match (section, line) {
                 (Section::None, "[Unit]") => Section::Unit,
                 (Section::Unit, "[Service]") => Section::Service,
+                (Section::Service, "[Install]") => Section::Install,
                 _ => return Err(at("unexpected section header")),
             };
             continue;
@@ -235,8 +242,8 @@ pub fn check(
         counts[index] += 1;
         check_line(rule, n, value, name, spec, ctx, &facts).map_err(at)?;
     }
-    if section != Section::Service {
-        return Err(whole("the [Service] section is missing"));
+    if section != Section::Install {
+        return Err(whole("the [Service] or [Install] section is missing"));
     }
     for (index, (_, _, rule)) in RULES.iter().enumerate() {
         if counts[index] != expected_count(*rule, spec, &facts) {

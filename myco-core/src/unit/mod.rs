@@ -23,9 +23,7 @@ pub mod check;
 #[cfg(test)]
 mod tests;
 
-use crate::config::{
-    ARGS_MAX, ENTRY_BYTES_MAX, ENV_MAX, NAME_BYTES_MAX, PORTS_MAX, PRE_ARGS_MAX, PRE_MAX,
-};
+use crate::config::{ARGS_MAX, ENTRY_BYTES_MAX, ENV_MAX, NAME_BYTES_MAX, PRE_ARGS_MAX, PRE_MAX};
 use crate::schema::entry::{valid_name, Protocol, ServiceSpec, Source, Version};
 use core::fmt;
 
@@ -196,7 +194,7 @@ impl Facts {
 }
 
 /// The program `ExecStart=` runs: the exec path, or for a flake the context's program or the
-/// default path under `FLAKE_PROFILE_DIR`, written by `write_program`.
+/// default path under `FLAKE_PROFILE_DIR`, written by `Writer::command`.
 enum Program<'a> {
     Path(&'a str),
     FlakeDefault,
@@ -432,7 +430,6 @@ fn write_unit(
         }
         w.text("\n")?;
     }
-    const _: () = assert!(PORTS_MAX <= 8);
 
     w.lines(&["", "[Service]", "Type=exec"], name)?;
     for words in &spec.pre {
@@ -546,6 +543,9 @@ fn write_unit(
             "SystemCallFilter=@system-service",
             "SystemCallFilter=~@privileged @resources",
             "SystemCallErrorNumber=EPERM",
+            "",
+            "[Install]",
+            "WantedBy=multi-user.target",
         ],
         name,
     )

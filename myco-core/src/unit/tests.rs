@@ -6,7 +6,7 @@ extern crate std;
 
 use super::check::check;
 use super::*;
-use crate::config::SIGNATURE_BYTES;
+use crate::config::{PORTS_MAX, SIGNATURE_BYTES};
 use crate::random::Prng;
 use crate::schema::entry::{encode_entry, Arch, Command, EntryBody, Port, Requirements};
 use heapless::Vec;
@@ -127,6 +127,9 @@ SystemCallArchitectures=native
 SystemCallFilter=@system-service
 SystemCallFilter=~@privileged @resources
 SystemCallErrorNumber=EPERM
+
+[Install]
+WantedBy=multi-user.target
 ";
     assert_eq!(text, expected);
     assert_eq!(unit_name("web").unwrap(), "myco-web.service");
@@ -855,6 +858,11 @@ fn check_catches_tampering() {
         ("TasksMax=100\n", ""),
         ("ProtectSystem=strict", "ProtectSystem=strict \\"),
         ("[Service]", "[Service]\n[Install]"),
+        ("[Install]\n", ""),
+        (
+            "WantedBy=multi-user.target",
+            "WantedBy=multi-user.target\nAlias=sshd.service",
+        ),
         ("Description=Myco service a", "Description=Myco service b"),
         ("X-Myco-Clock=1", "X-Myco-Clock=2"),
     ];

@@ -9,6 +9,7 @@ use crate::spawn::{self, Argv, Child, Output};
 use myco_core::engine::{self, Action, Mode, Unit};
 use myco_core::hash::{digest, DOMAIN_ENTRY};
 use myco_core::schema::entry::Entry;
+use myco_core::schema::message::UnitState;
 use myco_core::state::store::key_hash;
 use myco_core::unit::{render, UnitContext, UNIT_BYTES_MAX};
 use myco_core::Node;
@@ -114,6 +115,8 @@ pub struct Executor {
     needs_reload: bool,
     /// State or membership changed since the last reconcile.
     pub dirty: bool,
+    /// A unit's health changed since the node was last told (`take_health_changed`).
+    health_changed: bool,
     next_health_ms: u64,
     retry_at_ms: u64,
     pub stats: ExecutorStats,
@@ -159,6 +162,7 @@ impl Executor {
             job: None,
             needs_reload: false,
             dirty: true,
+            health_changed: true,
             next_health_ms: 0,
             retry_at_ms: 0,
             stats: ExecutorStats::default(),
@@ -181,6 +185,26 @@ impl Executor {
                 .expect("listed")] += 1;
         }
         counts
+    }
+
+    /// Whether health changed since the last call: the node's status must be reported again.
+    pub fn take_health_changed(&mut self) -> bool {
+        std::mem::take(&mut self.health_changed)
+    }
+
+    /// The units not running, as the node's status lists them.
+    pub fn not_running(&self) -> impl Iterator<Item = (u64, UnitState)> + '_ {
+        self.installed.iter().filter_map(|u| {
+            let state = match u.health {
+                Health::Running => return None,
+                Health::Pending => UnitState::Pending,
+                Health::Starting => UnitState::Starting,
+                Health::Restarting => UnitState::Restarting,
+                Health::Failed => UnitState::Failed,
+                Health::Stopped => UnitState::Stopped,
+            };
+            Some((key_hash(&u.name), state))
+        })
     }
 
     pub fn health_of(&self, name: &str) -> Option<&Installed> {
@@ -281,6 +305,7 @@ impl Executor {
         }
         self.stats.units_written += 1;
         self.needs_reload = true;
+        self.health_changed = true;
         let todo = match self.installed.iter_mut().find(|u| u.name == name) {
             Some(u) => {
                 u.digest = digest;
@@ -451,6 +476,7 @@ impl Executor {
             );
             self.stats.units_removed += 1;
             self.needs_reload = true;
+            self.health_changed = true;
             done += 1;
         }
     }
@@ -463,7 +489,7 @@ impl Executor {
         let (mut active, mut sub, mut restarts): (&[u8], &[u8], u32) = (b"", b"", 0);
         for line in text.split(|&b| b == b'\n') {
             if line.is_empty() {
-                apply_health(&mut self.installed, id, active, sub, restarts);
+                self.health_changed |= apply_health(&mut self.installed, id, active, sub, restarts);
                 (id, active, sub, restarts) = (b"", b"", b"", 0);
                 continue;
             }
@@ -484,21 +510,29 @@ impl Executor {
                 _ => {}
             }
         }
-        apply_health(&mut self.installed, id, active, sub, restarts);
+        self.health_changed |= apply_health(&mut self.installed, id, active, sub, restarts);
     }
 }
 
-fn apply_health(units: &mut [Installed], id: &[u8], active: &[u8], sub: &[u8], restarts: u32) {
+/// Sets a unit's health from one `systemctl show` block; true if it changed.
+fn apply_health(
+    units: &mut [Installed],
+    id: &[u8],
+    active: &[u8],
+    sub: &[u8],
+    restarts: u32,
+) -> bool {
     let Some(name) = id
         .strip_prefix(b"myco-")
         .and_then(|n| n.strip_suffix(b".service"))
     else {
-        return;
+        return false;
     };
     let Some(u) = units.iter_mut().find(|u| u.name.as_bytes() == name) else {
-        return;
+        return false;
     };
     u.restarts = restarts;
+    let before = u.health;
     u.health = match (active, sub) {
         (b"active", b"running" | b"exited") => Health::Running,
         (b"activating", b"auto-restart") => Health::Restarting,
@@ -506,6 +540,7 @@ fn apply_health(units: &mut [Installed], id: &[u8], active: &[u8], sub: &[u8], r
         (b"failed", _) => Health::Failed,
         _ => Health::Stopped,
     };
+    u.health != before
 }
 
 /// The digest a unit is compared by: of the entry it was rendered from (the text is a function

@@ -351,6 +351,15 @@ impl Daemon {
         let live_peers = self.node.members().iter().filter(|m| m.is_live()).count();
         let mode = myco_core::engine::mode(live_peers, self.has_peers_configured);
         executor.step(&self.node, now, mode);
+        if executor.take_health_changed() {
+            // Wall-clock seconds keep the status version growing across restarts.
+            let floor = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as u32);
+            let units = executor.not_running();
+            self.node
+                .set_status(Instant(now), floor, units, &mut self.host);
+        }
     }
 
     fn housekeeping(&mut self, now: u64) {

@@ -1,16 +1,15 @@
 //! The API's answers, written into a connection's answer buffer without allocating: JSON for
 //! services, nodes, health and deploys, and the Prometheus text for `/metrics`.
 
-use super::executor::{Executor, Health, Installed};
+use super::executor::{Executor, Health};
 use super::net::display_addr;
 use crate::api::json::Json;
 use crate::api::prometheus::{MetricKind, Prometheus};
 use crate::api::response::{Cursor, Full};
 use core::fmt::Write;
 use myco_core::gossip::members::Member;
-use myco_core::place::Placement;
 use myco_core::schema::entry::{Entry, Source, Version};
-use myco_core::schema::message::{MemberMeta, MemberState};
+use myco_core::schema::message::{MemberMeta, MemberState, UnitState};
 use myco_core::state::store::key_hash;
 use myco_core::Node;
 
@@ -53,11 +52,44 @@ fn version(json: &mut Json<'_, '_>, v: Version) -> Result<(), Full> {
 }
 
 /// Where a service runs, for `/services`: placement's answer as this node sees the cluster,
-/// and what systemd says of its unit here.
+/// and what each of those nodes says of its unit.
 pub struct Running<'a> {
+    pub node: &'a Node,
+    pub executor: Option<&'a Executor>,
+    pub key: u64,
     pub placed_on: &'a [u64],
-    /// `None` when this box does not run it (or runs no executor).
-    pub here: Option<&'a Installed>,
+}
+
+fn unit_state_name(state: UnitState) -> &'static str {
+    match state {
+        UnitState::Pending => "pending",
+        UnitState::Starting => "starting",
+        UnitState::Restarting => "restarting",
+        UnitState::Failed => "failed",
+        UnitState::Stopped => "stopped",
+    }
+}
+
+/// How the service does on node `id`: this box's own units as systemd reports them; a peer's
+/// from its gossiped status, where a placed service it does not list is running; `unknown` for
+/// a peer that has reported nothing (or listed too many to say).
+fn state_on(r: &Running<'_>, id: u64, name: &str) -> &'static str {
+    if id == r.node.id() {
+        let here = r.executor.and_then(|e| e.health_of(name));
+        return match (r.executor, here) {
+            (None, _) => "unknown",
+            (Some(_), None) => "pending",
+            (Some(_), Some(unit)) => unit.health.name(),
+        };
+    }
+    let Some(status) = r.node.status_of(id) else {
+        return "unknown";
+    };
+    match status.units.iter().find(|(k, _)| k.0 == r.key) {
+        Some((_, state)) => unit_state_name(*state),
+        None if status.more => "unknown",
+        None => "running",
+    }
 }
 
 /// One service as `/services` lists it.
@@ -85,36 +117,20 @@ pub fn service(
     json.key("placed_on")?;
     json.begin_array()?;
     for &id in running.placed_on {
+        json.begin_object()?;
+        json.key("id")?;
         json.string(&hex_id(id))?;
+        json.key("state")?;
+        json.string(state_on(running, id, body.name))?;
+        json.end_object()?;
     }
     json.end_array()?;
-    json.key("here")?;
-    match running.here {
-        Some(unit) => {
-            json.begin_object()?;
-            json.key("state")?;
-            json.string(unit.health.name())?;
-            json.key("restarts")?;
-            json.u64(unit.restarts.into())?;
-            json.end_object()?;
-        }
+    json.key("restarts_here")?;
+    match running.executor.and_then(|e| e.health_of(body.name)) {
+        Some(unit) => json.u64(unit.restarts.into())?,
         None => json.null()?,
     }
     json.end_object()
-}
-
-fn running_of<'a>(
-    node: &Node,
-    executor: Option<&'a Executor>,
-    key: u64,
-    name: &str,
-    placed: &'a mut Placement,
-) -> Running<'a> {
-    *placed = node.placement(key);
-    Running {
-        placed_on: placed,
-        here: executor.and_then(|e| e.health_of(name)),
-    }
 }
 
 pub fn services(
@@ -130,8 +146,13 @@ pub fn services(
     for slot in store.slots() {
         // The store holds only entries it decoded; one that no longer decodes would be a bug.
         let entry = Entry::decode(store.bytes(slot)).expect("stored entries decode");
-        let mut placed = Placement::new();
-        let running = running_of(node, executor, slot.key_hash, entry.body.name, &mut placed);
+        let placed = node.placement(slot.key_hash);
+        let running = Running {
+            node,
+            executor,
+            key: slot.key_hash,
+            placed_on: &placed,
+        };
         service(&mut json, &entry, &running)?;
     }
     json.end_array()?;
@@ -146,14 +167,14 @@ pub fn one_service(
     executor: Option<&Executor>,
     entry: &Entry<'_>,
 ) -> Result<(), Full> {
-    let mut placed = Placement::new();
-    let running = running_of(
+    let key = key_hash(entry.body.name);
+    let placed = node.placement(key);
+    let running = Running {
         node,
         executor,
-        key_hash(entry.body.name),
-        entry.body.name,
-        &mut placed,
-    );
+        key,
+        placed_on: &placed,
+    };
     let mut json = Json::new(out);
     service(&mut json, entry, &running)?;
     json.finish();

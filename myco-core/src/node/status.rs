@@ -1,0 +1,95 @@
+//! Status: what each node says of the services placed on it. The owner lists its placed services
+//! that are not running (running is the default) and versions the list; peers keep the highest
+//! version per member. A change is sent straight to every live member, again
+//! `STATUS_RESENDS` times a second apart, and a non-empty status also rides on the periodic
+//! membership push, so a lost frame delays a report but cannot hide it for long.
+//!
+//! The version must grow across restarts of the owner, which has no clock: the host passes a
+//! floor (its wall-clock seconds) with every report.
+
+use super::{Node, Sink};
+use crate::config::{STATUS_RESENDS, STATUS_UNITS_MAX};
+use crate::schema::message::{Digest, Message, Status, UnitState};
+use crate::time::Instant;
+use heapless::Vec;
+
+/// Delay between the resends of a changed status.
+const STATUS_RESEND_MS: u64 = 1_000;
+
+impl Node {
+    /// Reports this node's placed services that are not running, as `(key hash, state)`. Only a
+    /// change is versioned and sent. `floor` (the host's wall-clock seconds) keeps versions
+    /// growing across restarts; more than `STATUS_UNITS_MAX` units are cut, with `more` set.
+    pub fn set_status(
+        &mut self,
+        now: Instant,
+        floor: u32,
+        units: impl Iterator<Item = (u64, UnitState)>,
+        sink: &mut impl Sink,
+    ) {
+        let mut listed: Vec<(Digest, UnitState), STATUS_UNITS_MAX> = Vec::new();
+        let mut more = false;
+        for (key, state) in units {
+            more |= listed.push((Digest(key), state)).is_err();
+        }
+        if listed == self.status.units && more == self.status.more && self.status.version != 0 {
+            return;
+        }
+        self.status = Status {
+            version: self.status.version.saturating_add(1).max(floor),
+            units: listed,
+            more,
+        };
+        self.status_resends = STATUS_RESENDS;
+        self.next_status_resend = now.add_ms(STATUS_RESEND_MS);
+        self.push_status(sink);
+    }
+
+    /// This node's own status, as it last reported it.
+    pub fn own_status(&self) -> &Status {
+        &self.status
+    }
+
+    /// What member `id` last said is not running, if it said anything.
+    pub fn status_of(&self, id: u64) -> Option<&Status> {
+        self.members
+            .get(id)
+            .map(|m| &m.status)
+            .filter(|s| s.version > 0)
+    }
+
+    /// Sends the status to every live member.
+    fn push_status(&mut self, sink: &mut impl Sink) {
+        let root = self.store.root();
+        for m in self.members.list().iter().filter(|m| m.is_live()) {
+            let msg = Message::Status(self.status.clone());
+            self.out.send(sink, m.addr, root, msg);
+        }
+    }
+
+    /// Resends a changed status on schedule.
+    pub(super) fn tick_status(&mut self, now: Instant, sink: &mut impl Sink) {
+        if self.status_resends == 0 || now < self.next_status_resend {
+            return;
+        }
+        self.status_resends -= 1;
+        self.next_status_resend = now.add_ms(STATUS_RESEND_MS);
+        self.push_status(sink);
+    }
+
+    /// With the periodic membership push: a status that reports trouble is repeated, so a member
+    /// that missed every resend still hears of it.
+    pub(super) fn status_for_sync(&self) -> Option<Message<'static>> {
+        let trouble = !self.status.units.is_empty() || self.status.more;
+        trouble.then(|| Message::Status(self.status.clone()))
+    }
+
+    /// A member's status arrived (from the member itself: `sender` is authenticated).
+    pub(super) fn handle_status(&mut self, sender: u64, status: Status) {
+        if let Some(m) = self.members.get_mut(sender) {
+            if status.version > m.status.version {
+                m.status = status;
+            }
+        }
+    }
+}

@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# `make demo`: Myco on three boxes, from nothing, in about a minute (docs/testbed.md).
+#
+# Installs what this machine lacks (debootstrap, systemd-nspawn, zstd, iproute2), builds the
+# release binaries, boots three boxes with real systemd (tests/testbed/lib.sh), deploys a sample
+# service with two replicas the way an operator would (`myco sign` where the operator key is,
+# `myco deploy --entry` on a box), shows where placement put it and the dynamic user it runs as,
+# powers off one of the boxes that run it, shows it running again on the others, prints a
+# summary with the timings, and removes everything it made.
+#
+# Needs root, and a cgroup v1 or hybrid host (TESTBED.md). Usage: tests/testbed/demo.sh
+
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+# TESTBED_RELEASE=DIR runs the binaries in DIR and builds nothing.
+build=${TESTBED_RELEASE:+no}
+TESTBED_RELEASE=${TESTBED_RELEASE:-${CARGO_TARGET_DIR:-$repo/target}/release}
+# shellcheck source=SCRIPTDIR/lib.sh
+source "$repo/tests/testbed/lib.sh"
+
+service=hello
+replicas=2
+wait_s=60
+
+# Bold headings and dim prompts on a terminal, plain text in a log.
+if [[ -t 1 ]]; then bold=$'\e[1m' dim=$'\e[2m' plain=$'\e[0m'; else bold='' dim='' plain=''; fi
+step() { printf '\n%s==> %s%s\n' "$bold" "$*" "$plain"; }
+prompt() { printf '%s%s#%s %s\n' "$dim" "$1" "$plain" "$2"; }
+# Prints a command as an operator would type it on box I, then runs it there.
+on_box() {
+	local i=$1
+	shift
+	prompt "box$i" "$*"
+	box_exec "$i" "$@"
+}
+# Prints, for every box, whether it runs the service and as which user.
+where() {
+	local i state
+	for ((i = 0; i < TESTBED_BOXES; i++)); do
+		if [[ -z ${BOX_LEADER[i]:-} ]]; then
+			printf '  box%s  %-11s  powered off\n' "$i" "${BOX_ADDR[i]}"
+			continue
+		fi
+		state=$(box_exec "$i" systemctl is-active "myco-$service.service" 2>/dev/null || true)
+		if [[ $state == active ]]; then
+			printf '  box%s  %-11s  myco-%s.service active, as %s\n' "$i" "${BOX_ADDR[i]}" \
+				"$service" "$(service_dynamic_user "$i" "$service")"
+		else
+			printf '  box%s  %-11s  -\n' "$i" "${BOX_ADDR[i]}"
+		fi
+	done
+}
+
+[[ $(id -u) -eq 0 ]] || fail "run as root (sudo make demo): network namespaces, bridges and systemd-nspawn need it"
+
+step "Tools and binaries"
+nspawn_tools
+if [[ $build != no ]]; then
+	command -v cargo >/dev/null || fail "cargo is missing: install Rust (https://rustup.rs), then run 'make demo' again"
+	(cd "$repo" && cargo build --release --quiet --bin myco-d --bin myco)
+	log "built $TESTBED_RELEASE/myco-d and $TESTBED_RELEASE/myco"
+fi
+
+trap testbed_down EXIT
+trap 'exit 130' INT TERM
+
+step "Three boxes: Debian with systemd, myco-d installed from systemd/myco-d.service"
+nspawn_rootfs
+started=$(now_ms)
+testbed_up 3
+up_ms=$(($(now_ms) - started))
+testbed_has_executor || fail "this myco-d has no systemd executor ('--executor' in 'myco-d --help'): it \
+keeps and gossips services but does not run them yet"
+on_box 0 myco nodes
+
+step "Deploy '$service': two replicas of a program every box has"
+cat >"$TESTBED_WORK/$service.json" <<EOF
+{"name": "$service", "exec": "/usr/bin/sleep", "args": ["infinity"], "replicas": $replicas}
+EOF
+cat "$TESTBED_WORK/$service.json"
+# The operator key stays on the operator's machine (here: the host); the signed entry is what
+# travels to a box.
+prompt host "myco sign $service.json --operator-key operator.key --out $service.entry"
+(cd "$TESTBED_WORK" && bin/myco sign "$service.json" --operator-key operator.key --out "$service.entry")
+prompt host "cp $service.entry box0:/tmp/"
+cp "$TESTBED_WORK/$service.entry" "/proc/${BOX_LEADER[0]}/root/tmp/"
+deployed=$(now_ms)
+on_box 0 myco deploy --entry "/tmp/$service.entry"
+running=
+runs_on_replicas() {
+	running=$(service_boxes "$service")
+	[[ $(wc -w <<<"$running") -eq $replicas ]]
+}
+wait_for "$wait_s" "myco-$service.service running on $replicas boxes" runs_on_replicas
+deploy_ms=$(($(now_ms) - deployed))
+placed=$running
+log "running on $replicas boxes $(ms_as_s "$deploy_ms") s after the deploy"
+on_box 0 myco ls
+where
+
+# Power off a box that runs it; box 0 stays, since the commands above talk to its daemon.
+victim=${running##* }
+step "Power off box$victim"
+stopped=$(now_ms)
+box_stop "$victim"
+log "box$victim is off"
+wait_for "$wait_s" "myco-$service.service running on $replicas boxes again" runs_on_replicas
+death_ms=$(($(now_ms) - stopped))
+log "running on $replicas boxes again $(ms_as_s "$death_ms") s after box$victim went down"
+on_box 0 myco nodes
+where
+
+step "Summary"
+summary() { printf '  %-44s %s\n' "$1" "$2"; }
+summary "three boxes booted, myco-d up, all alive" "$(ms_as_s "$up_ms") s"
+summary "deploy to running on $replicas boxes" "$(ms_as_s "$deploy_ms") s (placed on box${placed// /, box})"
+summary "box$victim powered off to running elsewhere" "$(ms_as_s "$death_ms") s (now on box${running// /, box})"
+summary "each copy runs as a dynamic user" "$(service_dynamic_user "${running%% *}" "$service")"
+echo "TESTBED demo up_s=$(ms_as_s "$up_ms") deploy_to_running_s=$(ms_as_s "$deploy_ms") death_to_replaced_s=$(ms_as_s "$death_ms")"
+step "Cleaning up"
