@@ -37,7 +37,7 @@ pub const SAFETY_MS: u64 = 5_000;
 pub const SETTLE_MS_MAX: u64 = 180_000;
 /// A killed node's services must be placed elsewhere within this long: far above the bound of
 /// `docs/algorithm.md` section 7 (detection plus the longest suspicion plus its spread).
-pub const REPLACE_MS_MAX: u64 = 600_000;
+pub const REPLACE_MS_MAX: u64 = 180_000;
 const NET_SLOTS: usize = 1 << 15;
 
 /// Why a run failed; each class has its own exit code.

@@ -683,6 +683,26 @@ impl Node {
         &self.revocation
     }
 
+    /// Tells every live member this node is leaving (a clean stop): its own record, dead at its
+    /// current incarnation, which wins over its alive record, so peers move its services at once
+    /// instead of waiting for SWIM to suspect it and time out. Best effort: a lost frame leaves it
+    /// to failure detection. A restart refutes the death with a higher incarnation.
+    pub fn leave(&mut self, sink: &mut impl Sink) {
+        let dead = MemberUpdate {
+            state: MemberState::Dead,
+            ..self.me()
+        };
+        let root = self.store.root();
+        for i in 0..self.members.list().len() {
+            let m = &self.members.list()[i];
+            if !m.is_live() {
+                continue;
+            }
+            let (to, list) = (m.addr, Vec::from_slice(&[dead]).expect("capacity >= 1"));
+            self.out.send(sink, to, root, Message::Members { list });
+        }
+    }
+
     /// This node's own membership record, as peers see it.
     pub fn own_record(&self) -> MemberUpdate {
         self.me()

@@ -373,3 +373,25 @@ fn status_spreads_and_only_grows() {
     b.handle_status(a.id(), stale);
     assert!(b.status_of(a.id()).unwrap().units.is_empty());
 }
+
+/// A node that leaves is dead to its peer at once, not after a suspicion timeout.
+#[test]
+fn a_leaving_node_is_dead_at_once() {
+    let (addr_a, addr_b) = (
+        PeerAddr::v4([127, 0, 0, 1], 1),
+        PeerAddr::v4([127, 0, 0, 2], 1),
+    );
+    let mut a = node_with(1, &[addr_b], WAL_CHECKPOINT_BYTES);
+    let mut b = node_with(2, &[addr_a], WAL_CHECKPOINT_BYTES);
+    run_pair(&mut a, &mut b, 3_000, 0);
+    assert_eq!(b.members()[0].state, MemberState::Alive);
+    let mut wire = Wire::default();
+    a.leave(&mut wire);
+    let mut events = Recorder::default();
+    for (to, frame) in wire.frames {
+        assert_eq!(to, addr_b);
+        b.handle_datagram(Instant(3_001), addr_a, &frame, &mut events);
+    }
+    assert_eq!(b.members()[0].state, MemberState::Dead);
+    assert!(events.events.contains(&Event::MemberDead(a.id())));
+}

@@ -233,6 +233,7 @@ impl Daemon {
     /// after the process exits, and a poll still armed on the UDP socket would keep its port bound
     /// for a few milliseconds: long enough to fail an immediate `systemctl restart`.
     fn shutdown(&mut self) {
+        self.node.leave(&mut self.host);
         for token in [TOKEN_UDP, TOKEN_LISTENER, TOKEN_SIGNALS] {
             self.host.io.forget(token);
         }
