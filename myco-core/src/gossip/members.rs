@@ -122,13 +122,19 @@ impl Members {
         SUSPICION_MULT * log10_ceil(self.list.len() + 1) * PROBE_INTERVAL_MS
     }
 
+    /// Lifeguard's timeout: from `SUSPICION_MAX_FACTOR` times the minimum down to the minimum as
+    /// independent confirmations arrive. A small cluster cannot produce `SUSPICION_CONFIRMATIONS`
+    /// of them (with three nodes, one survivor is the only other witness), so the confirmations
+    /// needed are capped by the members that could send one; otherwise a box in a small cluster
+    /// would always wait the longest timeout.
     fn suspicion_timeout_ms(&self, s: &Suspicion) -> u64 {
         let min = self.suspicion_min_ms();
         let max = min * SUSPICION_MAX_FACTOR;
-        let confirmations = (s.reporters.len() as u64)
-            .saturating_sub(1)
-            .min(u64::from(SUSPICION_CONFIRMATIONS));
-        max - (max - min) * confirmations / u64::from(SUSPICION_CONFIRMATIONS)
+        // Witnesses besides the first reporter: every live member except the suspect.
+        let witnesses = self.live_count().saturating_sub(1) as u64;
+        let needed = u64::from(SUSPICION_CONFIRMATIONS).min(witnesses).max(1);
+        let confirmations = (s.reporters.len() as u64).saturating_sub(1).min(needed);
+        max - (max - min) * confirmations / needed
     }
 
     /// Applies one update learned from `reporter` at `now`.
