@@ -16,6 +16,8 @@
 #   InvocationID, and every daemon lists the new version.
 #
 # Timings are printed, not judged (timing belongs in benchmarks): one line
+# - a service that crash-loops (`/usr/bin/false`) is reported as restarting or failed by every
+#   box's `myco ls`, including the boxes that do not run it;
 # `TESTBED boxes=3 up_s=... deploy_to_running_s=... death_to_replaced_s=... heal_to_settled_s=...
 # rollout_s=...`. The waits' bounds (60 s) only catch an engine that never gets there.
 #
@@ -156,6 +158,28 @@ settled_on_exactly "$replicas" \
 	|| fail "after the new version myco-$service.service did not stay on exactly $replicas boxes: now on '$running'"
 for i in $running; do service_dynamic_user "$i" "$service" >/dev/null; done
 log "version $((clock + 1)) restarted on boxes $running after $(ms_as_s "$rollout_ms") s"
+
+# A workload that crash-loops is reported, not hidden: every box, including those that do not
+# run it, lists it as restarting or failed on the box placement chose (gossiped status).
+crasher=$TESTBED_WORK/crasher.json
+echo '{"name": "crasher", "exec": "/usr/bin/false", "replicas": 1}' >"$crasher"
+"$TESTBED_WORK/bin/myco" deploy "$crasher" --operator-key "$TESTBED_WORK/operator.key" \
+	--socket "$(box_socket 0)" >/dev/null
+crash_reported() {
+	local i
+	for ((i = 0; i < box_count; i++)); do
+		box_myco "$i" ls --json | python3 -c '
+import json, sys
+found = [s for s in json.load(sys.stdin)["services"] if s["name"] == "crasher"]
+placed = found[0]["placed_on"] if found else []
+sys.exit(0 if placed and all(p["state"] in ("restarting", "failed") for p in placed) else 1)
+' || return 1
+	done
+}
+crashed=$(now_ms)
+wait_for "$wait_s" "every box reports the crash-looping service" crash_reported
+log "crash loop reported on every box after $(ms_as_s $(($(now_ms) - crashed))) s:"
+box_myco 0 ls | sed 's/^/    /'
 
 echo "TESTBED boxes=$box_count up_s=$(ms_as_s "$up_ms") deploy_to_running_s=$(ms_as_s "$deploy_ms")" \
 	"death_to_replaced_s=$(ms_as_s "$death_ms") heal_to_settled_s=$(ms_as_s "$heal_ms")" \
