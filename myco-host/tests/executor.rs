@@ -140,4 +140,11 @@ fn a_restarted_daemon_keeps_its_units_and_writes_nothing_again() {
         2,
         "nothing enabled or restarted again"
     );
+    // Health checks at rest run systemctl every 5 s from fixed buffers: no allocation.
+    let before = d.metric("myco_heap_allocations_since_ready_total");
+    let runs = d.metric("myco_systemctl_runs_total");
+    wait_until(15, "two more health checks", || {
+        d.metric("myco_systemctl_runs_total") >= runs + 2.0
+    });
+    assert_eq!(d.metric("myco_heap_allocations_since_ready_total"), before);
 }
