@@ -34,6 +34,10 @@ fn calls(dir: &Path) -> Vec<String> {
 
 /// A daemon with the executor on, writing units to `<dir>/units` and running the stand-in.
 fn start(d: &mut Daemon) {
+    start_with(d, &[]);
+}
+
+fn start_with(d: &mut Daemon, extra: &[&str]) {
     let fake = d.dir.path().join("systemctl");
     fs::write(&fake, FAKE_SYSTEMCTL).unwrap();
     fs::set_permissions(&fake, fs::Permissions::from_mode(0o755)).unwrap();
@@ -46,7 +50,8 @@ fn start(d: &mut Daemon) {
     let mut command = Command::new(daemon::DAEMON);
     command
         .args(args)
-        .args(["--reserve-bytes", "0", "--executor", "systemd"]);
+        .args(["--reserve-bytes", "0", "--executor", "systemd"])
+        .args(extra);
     command
         .arg("--unit-dir")
         .arg(&units)
@@ -147,4 +152,38 @@ fn a_restarted_daemon_keeps_its_units_and_writes_nothing_again() {
         d.metric("myco_systemctl_runs_total") >= runs + 2.0
     });
     assert_eq!(d.metric("myco_heap_allocations_since_ready_total"), before);
+}
+
+/// A box that comes back with peers configured but none reachable (a reboot with no network)
+/// keeps the units it ran and starts nothing new, instead of taking the whole fleet's work.
+#[test]
+fn a_box_cut_off_keeps_its_units_and_starts_nothing() {
+    let op = operator();
+    let mut d = Daemon::new("executor-cut", &op, 23);
+    start(&mut d);
+    assert_eq!(d.deploy(&entry(&op, "web", 1)).0, 200);
+    wait_until(10, "web is enabled", || calls(d.dir.path()).len() == 2);
+    d.child.as_mut().unwrap().kill().unwrap();
+    d.child.as_mut().unwrap().wait().unwrap();
+    // Back with a peer to join that never answers.
+    start_with(&mut d, &["--join", "127.0.0.1:9"]);
+    assert_eq!(
+        d.deploy(&entry(&op, "db", 1)).0,
+        200,
+        "deploys are still taken and gossiped"
+    );
+    wait_until(15, "health is read back", || {
+        d.get("/services/web").1.contains("\"state\":\"running\"")
+    });
+    let units = d.dir.path().join("units");
+    assert!(units.join("myco-web.service").exists(), "kept");
+    assert!(
+        !units.join("myco-db.service").exists(),
+        "not started while cut off"
+    );
+    assert_eq!(
+        calls(d.dir.path()).len(),
+        2,
+        "nothing enabled, restarted or removed"
+    );
 }
