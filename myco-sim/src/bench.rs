@@ -100,16 +100,6 @@ fn placement_cost() {
     s.kill = false;
     let mut c = Cluster::new(&s);
     let r = c.run();
-    {
-        let mut hist = std::collections::BTreeMap::new();
-        for i in 0..250 {
-            let n = c.node(i);
-            let live = n.members().iter().filter(|m| m.is_live()).count();
-            let dead = n.members().len() - live;
-            *hist.entry((live, dead)).or_insert(0) += 1;
-        }
-        eprintln!("TMPDIAG (live, dead) -> nodes: {hist:?}");
-    }
     assert!(
         r.failure.is_none(),
         "placement setup failed: {:?}",

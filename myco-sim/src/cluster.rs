@@ -132,6 +132,8 @@ pub struct Cluster {
     killed: Option<(usize, u64)>,
     /// The scenario's network faults, restored for the kill after being lifted to settle.
     faults: Faults,
+    /// Allocations by the simulator's own kill, not by the nodes.
+    kill_allocations: u64,
 }
 
 /// Where a run stands. After the state converges, loss and duplication are lifted until
@@ -232,6 +234,7 @@ impl Cluster {
             watch: Watch::new(&nodes, &ids.metas),
             killed: None,
             faults,
+            kill_allocations: 0,
             nodes,
             up: vec![true; s.nodes],
             honest,
@@ -489,10 +492,7 @@ impl Cluster {
                 self.lift_faults();
                 deadline = self.now + SETTLE_MS_MAX;
             }
-            let outside = alloc::allocations();
             let next = self.advance(phase, placed, &mut report);
-            // The kill is a fault the simulator injects; only the nodes must not allocate.
-            excluded += alloc::allocations() - outside;
             if let Err(why) = next {
                 placement_failure = Some(Failure::Safety(format!("placement: {why}")));
                 break;
@@ -507,6 +507,7 @@ impl Cluster {
             self.now += TICK_MS;
         }
         report.placement_checks = self.watch.checks;
+        excluded += self.kill_allocations;
         report.heap_allocations_after_boot = alloc::allocations() - allocations_at_boot - excluded;
         // After the count: a message allocates.
         report.placement_stuck = phase.stuck(&report);
@@ -558,17 +559,21 @@ impl Cluster {
         report: &mut Report,
     ) -> Result<Phase, String> {
         Ok(match phase {
-            Phase::Settling if placed => match self.kill_one() {
-                Some(victim) => {
-                    report.killed = Some(victim);
-                    report.services_replaced = self.watch.held(victim);
-                    Phase::Replacing {
-                        victim,
-                        at: self.now,
-                    }
+            Phase::Settling if placed => {
+                // The kill is a fault the simulator injects; only the nodes must not allocate.
+                let outside = alloc::allocations();
+                let victim = self.kill_one();
+                self.kill_allocations += alloc::allocations() - outside;
+                let Some(victim) = victim else {
+                    return Ok(Phase::Done);
+                };
+                report.killed = Some(victim);
+                report.services_replaced = self.watch.held(victim);
+                Phase::Replacing {
+                    victim,
+                    at: self.now,
                 }
-                None => Phase::Done,
-            },
+            }
             Phase::Replacing { victim, at }
                 if self
                     .watch
@@ -1023,5 +1028,60 @@ mod tests {
         let r = run(&s);
         assert_eq!(r.failure, None, "{}", s.command());
         assert_eq!(r.adversary_frames_accepted, 0);
+    }
+
+    /// Once converged, every node places every service alike on min(replicas, eligible live)
+    /// members (the run fails otherwise); a killed node's services move within a bounded number
+    /// of rounds, and the invariant holds again without it. Eligibility is exercised: some
+    /// services are placed on fewer members than their replicas because few boxes qualify.
+    #[test]
+    fn placement_agrees_and_killed_node_is_replaced() {
+        let s = Scenario::standard(9, 20, 300, 0.1);
+        let mut c = Cluster::new(&s);
+        let r = c.run();
+        assert_eq!(r.failure, None, "{}", s.command());
+        assert!(r.placement_checks >= 2, "{} checks", r.placement_checks);
+        let victim = r.killed.expect("a node that ran services was killed");
+        assert!(r.services_replaced > 0);
+        let rounds = r.rounds_to_replace.expect("replaced");
+        // Detection, the longest suspicion (12 s) and its spread, with room: 100 rounds = 20 s.
+        assert!((1..=100).contains(&rounds), "{rounds} rounds");
+        let victim_id = c.node(victim).id();
+        let live = (0..s.nodes).filter(|&i| i != victim);
+        let (mut limited, mut arm) = (0, 0);
+        let n = c.node(live.clone().next().unwrap());
+        for slot in n.store().slots() {
+            let e = Entry::decode(n.store().bytes(slot)).unwrap();
+            let spec = e.body.spec.expect("no deletes in this scenario");
+            let placed = n.placement(slot.key_hash);
+            assert!(!placed.contains(&victim_id));
+            limited += usize::from(placed.len() < usize::from(spec.replicas));
+            let aarch64 = myco_core::schema::entry::Arch::Aarch64;
+            arm += usize::from(spec.requires.arch == aarch64 && !placed.is_empty());
+        }
+        assert!(limited > 0 && arm > 0, "{limited} limited, {arm} aarch64");
+        for i in live {
+            assert!(c
+                .node(i)
+                .members()
+                .iter()
+                .all(|m| m.id != victim_id || !m.is_live()));
+        }
+    }
+
+    /// The checker is not vacuous: told that a node which runs services is down while every node
+    /// still counts it, it reports the disagreement.
+    #[test]
+    fn placement_check_detects_disagreement() {
+        let mut s = Scenario::standard(10, 8, 100, 0.0);
+        s.kill = false;
+        let mut c = Cluster::new(&s);
+        assert_eq!(c.run().failure, None);
+        let mut up = c.up.clone();
+        assert!(c.watch.check(&c.nodes, &up, &c.honest).is_ok());
+        let holder = (0..s.nodes).find(|&i| c.watch.held(i) > 0).unwrap();
+        up[holder] = false;
+        let err = c.watch.check(&c.nodes, &up, &c.honest).unwrap_err();
+        assert!(err.contains("places service"), "{err}");
     }
 }

@@ -177,7 +177,12 @@ impl Watch {
         true
     }
 
-    fn check(&mut self, nodes: &[Box<Node>], up: &[bool], honest: &[bool]) -> Result<(), String> {
+    pub(crate) fn check(
+        &mut self,
+        nodes: &[Box<Node>],
+        up: &[bool],
+        honest: &[bool],
+    ) -> Result<(), String> {
         let judged = |i: usize| up[i] && honest[i];
         let first = (0..nodes.len())
             .find(|&i| judged(i))
