@@ -223,15 +223,49 @@ pub fn valid_name(name: &str) -> bool {
         && b[b.len() - 1] != b'-'
 }
 
+/// A character a systemd unit can carry in a double-quoted word: not a control character
+/// (Unicode Cc, which includes newline, carriage return, NUL, DEL and C1) and not a noncharacter,
+/// which systemd's UTF-8 check refuses (`unichar_is_valid`). Every token of an entry must be made
+/// of these, so that every entry the cluster accepts can run (`unit` quotes the rest).
+pub fn quotable(c: char) -> bool {
+    let u = u32::from(c);
+    !c.is_control() && !(0xFDD0..=0xFDEF).contains(&u) && u & 0xFFFE != 0xFFFE
+}
+
 fn valid_token(t: &str) -> bool {
-    !t.is_empty() && !t.chars().any(char::is_control)
+    !t.is_empty() && t.chars().all(quotable)
 }
 
-fn valid_path(p: &str) -> bool {
-    p.starts_with('/') && valid_token(p) && !p.split('/').any(|c| c == "..") && !p.contains(' ')
+fn valid_word(t: &str) -> bool {
+    t.chars().all(quotable)
 }
 
-fn valid_env_name(n: &str) -> bool {
+/// An executable path systemd runs exactly as written once unquoted: absolute and normalized
+/// (`path_simplify_and_warn` refuses `..`, a trailing `/` names a directory), within `PATH_MAX`
+/// and `NAME_MAX`, without the characters `string_is_safe` refuses in an executable (quotes and
+/// backslash), and without `$`, because systemd expands `$$` in argv[0] but not in the path it
+/// executes, so no escaping keeps the two equal.
+pub fn valid_exec_path(path: &str) -> bool {
+    let Some(rest) = path.strip_prefix('/') else {
+        return false;
+    };
+    path.len() <= 4095
+        && rest
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != ".." && c.len() <= 255)
+        && path
+            .chars()
+            .all(|c| quotable(c) && !matches!(c, '"' | '\'' | '\\' | '$'))
+}
+
+/// An entry's executable paths: runnable (`valid_exec_path`) and without spaces, which
+/// operators' paths never need and which make logs ambiguous.
+fn valid_path(path: &str) -> bool {
+    valid_exec_path(path) && !path.contains(' ')
+}
+
+/// An environment variable name systemd and shells accept: `[A-Za-z_][A-Za-z0-9_]*`.
+pub fn valid_env_name(n: &str) -> bool {
     let b = n.as_bytes();
     !b.is_empty()
         && (b[0].is_ascii_alphabetic() || b[0] == b'_')
@@ -255,11 +289,11 @@ fn validate_spec(spec: &ServiceSpec<'_>) -> Result<(), EntryError> {
         Source::Exec { path } if valid_path(path) => {}
         Source::Exec { .. } => return Err(EntryError::Path),
     }
-    if !spec.args.iter().all(|a| !a.chars().any(char::is_control)) {
+    if !spec.args.iter().all(|a| valid_word(a)) {
         return Err(EntryError::Token);
     }
     for (k, v) in &spec.env {
-        if !valid_env_name(k) || v.chars().any(char::is_control) {
+        if !valid_env_name(k) || !valid_word(v) {
             return Err(EntryError::Env);
         }
     }
@@ -268,7 +302,7 @@ fn validate_spec(spec: &ServiceSpec<'_>) -> Result<(), EntryError> {
             Some(p) if valid_path(p) => {}
             _ => return Err(EntryError::Path),
         }
-        if !cmd.iter().all(|a| !a.chars().any(char::is_control)) {
+        if !cmd.iter().all(|a| valid_word(a)) {
             return Err(EntryError::Token);
         }
     }
@@ -329,6 +363,42 @@ mod tests {
         let e = Entry::decode(&buf[..n]).unwrap();
         assert_eq!(e.body, body);
         assert_eq!(e.signature, &[7; 64]);
+    }
+
+    /// An entry the cluster accepts can always become a unit: executable paths systemd would
+    /// run differently from how they read, and characters a unit cannot carry, are refused.
+    #[test]
+    fn refuses_what_no_unit_can_carry() {
+        let mut buf = [0u8; ENTRY_BYTES_MAX];
+        let encode = |spec: ServiceSpec<'_>, buf: &mut [u8]| {
+            let body = EntryBody {
+                name: "web",
+                version: Version::default(),
+                spec: Some(spec),
+            };
+            encode_entry(&body, &[0; 64], buf).map(|_| ())
+        };
+        for path in [
+            "/bin/a$b",
+            "/bin/\"x",
+            "/bin/",
+            "/bin/./x",
+            "/bin/a b",
+            "/bin/\u{fdd0}",
+        ] {
+            let spec = ServiceSpec::minimal(Source::Exec { path });
+            assert_eq!(encode(spec, &mut buf), Err(EntryError::Path), "{path:?}");
+        }
+        let mut spec = spec();
+        spec.args = Vec::from_slice(&["ok", "\u{fffe}"]).unwrap();
+        assert_eq!(encode(spec, &mut buf), Err(EntryError::Token));
+        let mut spec = ServiceSpec::minimal(Source::Exec { path: "/bin/a" });
+        spec.env = Vec::from_slice(&[("A", "\u{ffff}")]).unwrap();
+        assert_eq!(encode(spec, &mut buf), Err(EntryError::Env));
+        let ok = ServiceSpec::minimal(Source::Exec {
+            path: "/usr/bin/py-thon3.11",
+        });
+        assert_eq!(encode(ok, &mut buf), Ok(()));
     }
 
     /// Hostile names and tokens are refused before they can be stored.

@@ -24,7 +24,8 @@ pub mod check;
 mod tests;
 
 use crate::config::{ARGS_MAX, ENTRY_BYTES_MAX, ENV_MAX, NAME_BYTES_MAX, PRE_ARGS_MAX, PRE_MAX};
-use crate::schema::entry::{valid_name, Protocol, ServiceSpec, Source, Version};
+pub use crate::schema::entry::{quotable, valid_exec_path};
+use crate::schema::entry::{valid_env_name, valid_name, Protocol, ServiceSpec, Source, Version};
 use core::fmt;
 
 /// The largest unit `render` writes for a valid entry; `out` of this size never gives `TooLong`.
@@ -257,39 +258,6 @@ fn check_token(token: &str, field: Field) -> Result<(), UnitError> {
     } else {
         Err(UnitError::Token(field))
     }
-}
-
-/// A character a double-quoted word can carry: not a control character (Unicode Cc, which
-/// includes newline, carriage return, NUL, DEL and C1) and not a noncharacter, which systemd's
-/// UTF-8 check refuses (`unichar_is_valid`).
-pub fn quotable(c: char) -> bool {
-    let u = u32::from(c);
-    !c.is_control() && !(0xFDD0..=0xFDEF).contains(&u) && u & 0xFFFE != 0xFFFE
-}
-
-/// An executable path systemd runs exactly as written once unquoted: absolute and normalized
-/// (`path_simplify_and_warn` refuses `..`, a trailing `/` names a directory), within `PATH_MAX`
-/// and `NAME_MAX`, without the characters `string_is_safe` refuses in an executable (quotes and
-/// backslash), and without `$`, because systemd expands `$$` in argv[0] but not in the path it
-/// executes, so no escaping keeps the two equal.
-pub fn valid_exec_path(path: &str) -> bool {
-    let Some(rest) = path.strip_prefix('/') else {
-        return false;
-    };
-    path.len() <= 4095
-        && rest
-            .split('/')
-            .all(|c| !c.is_empty() && c != "." && c != ".." && c.len() <= 255)
-        && path
-            .chars()
-            .all(|c| quotable(c) && !matches!(c, '"' | '\'' | '\\' | '$'))
-}
-
-fn valid_env_name(name: &str) -> bool {
-    let b = name.as_bytes();
-    !b.is_empty()
-        && (b[0].is_ascii_alphabetic() || b[0] == b'_')
-        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_')
 }
 
 /// Appends to the caller's buffer; a full buffer is `TooLong`.
