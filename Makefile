@@ -123,12 +123,14 @@ fuzz-build: fuzz-tools
 
 # Everything a fresh machine with only rustup's stable toolchain needs for `make ci`. The
 # end-to-end tests (tests/) drive the API with curl and check /metrics with promtool, which
-# Debian ships in its prometheus package.
+# Debian ships in its prometheus package; myco-cli's init tests parse the generated flake.nix
+# files with nix-bin's nix-instantiate --parse, which works offline.
 tools: nostd-tools fuzz-tools aarch64-tools
 	rustup component add rustfmt clippy
 	command -v curl >/dev/null && command -v promtool >/dev/null \
+		&& command -v nix-instantiate >/dev/null \
 		|| (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-			--no-install-recommends curl prometheus)
+			--no-install-recommends curl prometheus nix-bin)
 
 # grep without -q reads all of rustup's output, so pipefail never sees rustup die of SIGPIPE.
 nostd-tools:

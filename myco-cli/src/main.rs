@@ -18,8 +18,11 @@ mod api;
 mod args;
 mod cert;
 mod client;
+mod completions;
 mod deploy;
+mod events;
 mod files;
+mod init;
 mod keys;
 mod output;
 mod render;
@@ -40,7 +43,7 @@ struct Command {
 
 /// Every command, in the order `myco --help` lists them. The top-level help is built from this
 /// table, so it lists exactly the commands that exist.
-const COMMANDS: [Command; 11] = [
+const COMMANDS: [Command; 14] = [
     Command {
         name: "keygen",
         summary: "Make a new operator or node key file",
@@ -64,6 +67,12 @@ const COMMANDS: [Command; 11] = [
         summary: "Sign a revocation of every certificate issued below a height",
         help: cert::REVOKE_HELP,
         run: cert::revoke,
+    },
+    Command {
+        name: "init",
+        summary: "Write a skeleton service (python, go or node), its flake.nix and myco.json",
+        help: init::INIT_HELP,
+        run: init::init,
     },
     Command {
         name: "sign",
@@ -108,6 +117,18 @@ const COMMANDS: [Command; 11] = [
         help: status::STATUS_HELP,
         run: status::status,
     },
+    Command {
+        name: "events",
+        summary: "Follow the local myco-d's events: deploys, units, members, refused frames",
+        help: events::EVENTS_HELP,
+        run: events::events,
+    },
+    Command {
+        name: "completions",
+        summary: "Print a bash or zsh completion script for myco",
+        help: completions::COMPLETIONS_HELP,
+        run: completions::completions,
+    },
 ];
 
 fn help() -> String {
@@ -115,8 +136,9 @@ fn help() -> String {
         "myco: the operator's tool for a Myco fleet\n\n\
          Usage: myco COMMAND [OPTIONS]\n       myco [OPTIONS]\n\nCommands:\n",
     );
+    let width = COMMANDS.iter().map(|c| c.name.len()).max().unwrap_or(0);
     for c in &COMMANDS {
-        text += &format!("  {:8}  {}\n", c.name, c.summary);
+        text += &format!("  {:width$}  {}\n", c.name, c.summary);
     }
     text += "\nOptions:\n  -h, --help     Print this help, or a command's with \
              'myco COMMAND --help'\n  -V, --version  Print the version and exit\n\n\

@@ -393,11 +393,24 @@ fn help_lists_exactly_the_commands() {
     assert_eq!(
         listed,
         [
-            "keygen", "pubkey", "cert", "revoke", "sign", "render", "deploy", "rm", "ls", "nodes",
-            "status"
+            "keygen",
+            "pubkey",
+            "cert",
+            "revoke",
+            "init",
+            "sign",
+            "render",
+            "deploy",
+            "rm",
+            "ls",
+            "nodes",
+            "status",
+            "events",
+            "completions"
         ]
     );
-    let flags: [(&str, &[&str]); 11] = [
+    let flags: [(&str, &[&str]); 14] = [
+        ("events", &["--socket", "--json"]),
         ("keygen", &["--out", "--json"]),
         ("pubkey", &["--key", "--json"]),
         (
@@ -413,6 +426,7 @@ fn help_lists_exactly_the_commands() {
             ],
         ),
         ("revoke", &["--operator-key", "--height", "--out"]),
+        ("init", &["python|go|node", "DIR", "--name", "--json"]),
         (
             "sign",
             &["MANIFEST", "--operator-key", "--out", "--clock", "--delete"],
@@ -441,6 +455,7 @@ fn help_lists_exactly_the_commands() {
         ("ls", &["--socket", "--json"]),
         ("nodes", &["--socket", "--json"]),
         ("status", &["--socket", "--json"]),
+        ("completions", &["bash|zsh"]),
     ];
     for (command, names) in flags {
         let help = myco_ok(&dir, &[command, "--help"]);

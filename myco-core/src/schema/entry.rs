@@ -149,9 +149,11 @@ impl EntryError {
             EntryError::Name => {
                 "service name must be a DNS label: 1-63 of a-z 0-9 -, not starting or ending with -"
             }
-            EntryError::Token => "a token is empty or holds a control character",
+            EntryError::Token => {
+                "a token is empty or holds a control character or a Unicode noncharacter"
+            }
             EntryError::Path => {
-                "executable must be an absolute path without '..' or control characters"
+                "executable must be an absolute path without '.', '..' or empty components, a trailing '/', quotes, backslashes, '$', spaces or control characters"
             }
             EntryError::Env => "environment names must match [A-Za-z_][A-Za-z0-9_]*",
             EntryError::Replicas => "replicas must be between 1 and 64",

@@ -3,8 +3,9 @@
 //! arrived and writes what the client takes, so a slow or stuck client holds one slot until its
 //! deadline and never the loop.
 
+use super::events::{self, Ring};
 use crate::api::request::{Parse, RequestBuffer};
-use crate::api::response::write_error;
+use crate::api::response::{write_error, write_head, ContentType, Cursor, Head};
 use crate::io::{Backend, Interest};
 use myco_core::schema::entry::Version;
 use std::io::{ErrorKind, Read, Write};
@@ -20,6 +21,14 @@ pub const ANSWER_BYTES: usize = 192 * 1024;
 pub const REQUEST_TIMEOUT_MS: u64 = 10_000;
 /// A deploy waits this long for its WAL write before it is answered 507.
 pub const DEPLOY_TIMEOUT_MS: u64 = 30_000;
+
+/// `/stream` subscribers at once; one more is answered 503, so requests always have slots.
+pub const STREAMS_MAX: usize = 8;
+/// A stream with nothing to say gets a comment this often, so proxies and clients see it alive.
+pub const HEARTBEAT_MS: u64 = 15_000;
+
+const _: () = assert!(STREAMS_MAX < CONNECTIONS_MAX);
+const _: () = assert!(events::EVENT_BYTES_MAX * 2 < ANSWER_BYTES);
 
 /// Loop tokens: fixed ones for the daemon's own fds, then one per slot.
 pub const TOKEN_CONN_BASE: u64 = 16;
@@ -45,6 +54,10 @@ pub struct Conn {
     /// Close once the answer is sent.
     close_after: bool,
     pub waiting: Option<Waiting>,
+    /// A `/stream` subscriber: the id of the next event it is to get. It is never idle again and
+    /// has no deadline; it ends when the client closes.
+    stream_next: Option<u64>,
+    heartbeat_ms: u64,
     deadline_ms: u64,
     /// Closed, but the fd stays open until `Api::reap` has told the backend to forget it: an
     /// io_uring poll armed on a closed fd would outlive it.
@@ -64,6 +77,8 @@ pub struct Api {
     pub listener: UnixListener,
     pub conns: Box<[Conn]>,
     pub stats: ApiStats,
+    /// `HEARTBEAT_MS` except in tests.
+    pub heartbeat_ms: u64,
 }
 
 impl Conn {
@@ -76,6 +91,8 @@ impl Conn {
             end: 0,
             close_after: false,
             waiting: None,
+            stream_next: None,
+            heartbeat_ms: 0,
             deadline_ms: 0,
             dead: false,
         }
@@ -83,7 +100,89 @@ impl Conn {
 
     /// Nothing to send and no deploy pending: the next buffered request may be answered.
     pub fn idle(&self) -> bool {
-        self.is_open() && self.start == self.end && self.waiting.is_none() && !self.close_after
+        self.is_open()
+            && self.start == self.end
+            && self.waiting.is_none()
+            && !self.close_after
+            && self.stream_next.is_none()
+    }
+
+    pub fn is_streaming(&self) -> bool {
+        self.is_open() && self.stream_next.is_some()
+    }
+
+    /// Answers `GET /stream`: the head, a first comment naming the next id, and a `reset` notice
+    /// when `last_event_id` is from another run of the daemon. Events follow from `pump`.
+    pub fn start_stream(
+        &mut self,
+        ring: &Ring,
+        last_event_id: Option<u64>,
+        now_ms: u64,
+        heartbeat_ms: u64,
+    ) {
+        assert!(self.idle());
+        let head = Head {
+            status: 200,
+            content_type: ContentType::EventStream,
+            keep_alive: false,
+            allow: None,
+        };
+        let mut out = Cursor::new(&mut self.answer);
+        let (next, reset) = ring.resume(last_event_id);
+        let written = write_head(&mut out, &head, None)
+            .and_then(|()| out.put(b": myco events from id "))
+            .and_then(|()| out.put_u64(next))
+            .and_then(|()| out.put(b"\n\n"))
+            .and_then(|()| match last_event_id {
+                Some(n) if reset => events::format_reset(&mut out, n, next),
+                _ => Ok(()),
+            });
+        written.expect("a stream's head fits the answer buffer");
+        let len = out.len();
+        self.queue((0, len), true);
+        self.stream_next = Some(next);
+        self.heartbeat_ms = now_ms + heartbeat_ms;
+        assert!(self.is_streaming() && !self.idle());
+    }
+
+    /// Formats the events past this subscriber's cursor, once its last batch has drained; a
+    /// heartbeat when there were none for `heartbeat_ms`. A subscriber the ring has overtaken
+    /// is told how many events it missed and goes on from the oldest held.
+    fn pump(&mut self, ring: &Ring, now_ms: u64, heartbeat_ms: u64) {
+        let Some(mut next) = self.stream_next.filter(|_| self.is_open()) else {
+            return;
+        };
+        if self.start < self.end {
+            return;
+        }
+        let mut len = 0;
+        if next < ring.oldest() {
+            let mut out = Cursor::new(&mut self.answer);
+            events::format_missed(&mut out, ring.oldest() - next, ring.oldest())
+                .expect("a notice fits an empty buffer");
+            len = out.len();
+            next = ring.oldest();
+        }
+        while let Some(r) = ring.get(next) {
+            let mut out = Cursor::new(&mut self.answer[len..]);
+            if events::format(&mut out, r).is_err() {
+                break;
+            }
+            len += out.len();
+            next += 1;
+        }
+        if len == 0 && now_ms >= self.heartbeat_ms {
+            const HEARTBEAT: &[u8] = b": keep-alive\n\n";
+            self.answer[..HEARTBEAT.len()].copy_from_slice(HEARTBEAT);
+            len = HEARTBEAT.len();
+        }
+        assert!(next <= ring.next_id());
+        self.stream_next = Some(next);
+        if len > 0 {
+            self.heartbeat_ms = now_ms + heartbeat_ms;
+            self.queue((0, len), true);
+            self.flush();
+        }
     }
 
     /// Queues `answer`, a slice of `self.answer` (as the response writers return it).
@@ -104,6 +203,7 @@ impl Conn {
     fn interest(&self, token: u64) -> Option<Interest> {
         let stream = self.stream.as_ref().filter(|_| !self.dead)?;
         let writable = self.start < self.end;
+        // A stream stays readable so that the loop hears when its client goes away.
         let readable = !writable && self.waiting.is_none() && !self.close_after;
         Some(Interest {
             fd: stream.as_raw_fd(),
@@ -135,11 +235,23 @@ impl Api {
             listener,
             conns: (0..CONNECTIONS_MAX).map(|_| Conn::new()).collect(),
             stats: ApiStats::default(),
+            heartbeat_ms: HEARTBEAT_MS,
         }
     }
 
     pub fn open_count(&self) -> usize {
         self.conns.iter().filter(|c| c.is_open()).count()
+    }
+
+    pub fn stream_count(&self) -> usize {
+        self.conns.iter().filter(|c| c.is_streaming()).count()
+    }
+
+    /// Lets every stream subscriber take what happened since it last drained.
+    pub fn pump_streams(&mut self, ring: &Ring, now_ms: u64) {
+        for c in self.conns.iter_mut() {
+            c.pump(ring, now_ms, self.heartbeat_ms);
+        }
     }
 
     pub fn interests(&self, out: &mut impl Extend<Interest>) {
@@ -201,7 +313,13 @@ impl Api {
     /// record never became durable, nothing for an idle keep-alive connection.
     pub fn expire(&mut self, now_ms: u64) -> usize {
         let mut expired = 0;
-        for c in self.conns.iter_mut().filter(|c| c.is_open()) {
+        // Streams have no deadline: they end when their client closes, and a stuck one holds
+        // only its own slot (there are at most `STREAMS_MAX`).
+        for c in self
+            .conns
+            .iter_mut()
+            .filter(|c| c.is_open() && !c.is_streaming())
+        {
             if let Some(w) = &c.waiting {
                 if now_ms >= w.deadline_ms {
                     c.waiting = None;
@@ -232,6 +350,7 @@ impl Conn {
         self.end = 0;
         self.close_after = false;
         self.waiting = None;
+        self.stream_next = None;
         self.deadline_ms = now_ms + REQUEST_TIMEOUT_MS;
         let buffered = self.request.buffered();
         if buffered > 0 {
@@ -242,6 +361,7 @@ impl Conn {
     pub fn close(&mut self) {
         self.dead = self.stream.is_some();
         self.waiting = None;
+        self.stream_next = None;
     }
 
     pub fn answer_error(&mut self, status: u16, message: &str) {
@@ -250,6 +370,14 @@ impl Conn {
             .expect("an error answer fits the answer buffer");
         let range = range_in(base, answer);
         self.queue(range, false);
+    }
+
+    /// Drops what a stream's client sent: nothing after the request is looked at.
+    pub fn discard_input(&mut self) {
+        let buffered = self.request.buffered();
+        if self.stream_next.is_some() && buffered > 0 {
+            self.request.consume(buffered);
+        }
     }
 
     /// Reads what has arrived into the request buffer.

@@ -166,7 +166,12 @@ pub fn node(
 }
 
 /// Replays the state directory into the node.
-pub fn replay(node: &mut Node, dir: &Path, log: &Logger) -> Result<FileStore, BootError> {
+/// Replays the WAL into `node`; returns the store and the `recovery` event that reports it.
+pub fn replay(
+    node: &mut Node,
+    dir: &Path,
+    log: &Logger,
+) -> Result<(FileStore, super::events::Record), BootError> {
     let mut refused = 0u64;
     let (store, report) = FileStore::open(dir, |entry| {
         refused += u64::from(node.restore(entry).is_err());
@@ -183,6 +188,10 @@ pub fn replay(node: &mut Node, dir: &Path, log: &Logger) -> Result<FileStore, Bo
             report.truncated_bytes
         ),
     );
+    let mut recovery = super::events::Record::new(super::events::Kind::Recovery, "");
+    recovery.count = report.wal_entries;
+    recovery.key = node.store().len() as u64;
+    recovery.clock = report.truncated_bytes;
     let wal_bytes = store.wal_bytes();
     let mut sink = NoSink;
     node.handle_storage(
@@ -193,7 +202,7 @@ pub fn replay(node: &mut Node, dir: &Path, log: &Logger) -> Result<FileStore, Bo
         },
         &mut sink,
     );
-    Ok(store)
+    Ok((store, recovery))
 }
 
 /// Recovery emits no effects; a sink that would be handed any is a bug.

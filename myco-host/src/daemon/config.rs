@@ -70,6 +70,9 @@ pub struct Config {
     /// `None`: no executor (`--executor none`).
     pub executor: Option<ExecutorConfig>,
     pub verbose: bool,
+    /// `/stream`'s heartbeat interval; only tests change it (`--stream-heartbeat-ms`, not in the
+    /// help).
+    pub stream_heartbeat_ms: u64,
 }
 
 /// What the command line asked for besides running.
@@ -121,6 +124,9 @@ pub fn parse(mut args: Arguments) -> Result<Parsed, UsageError> {
     let io = io_choice(text(&mut args, "--io")?)?;
     let executor = executor(&mut args)?;
     let verbose = args.contains("--verbose");
+    let stream_heartbeat_ms = number(&mut args, "--stream-heartbeat-ms")?
+        .unwrap_or(super::api::HEARTBEAT_MS)
+        .max(1);
     refuse_leftovers(args)?;
     Ok(Parsed::Run(Box::new(Config {
         operator,
@@ -135,6 +141,7 @@ pub fn parse(mut args: Arguments) -> Result<Parsed, UsageError> {
         io,
         executor,
         verbose,
+        stream_heartbeat_ms,
     })))
 }
 

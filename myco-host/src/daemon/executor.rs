@@ -84,6 +84,34 @@ pub struct Installed {
     todo: Todo,
 }
 
+/// Changes kept between two steps: one per installed unit, twice over.
+const CHANGES_MAX: usize = 2 * UNITS_MAX;
+
+/// A unit was placed here or removed, or its health changed (`what` is the new health's name).
+#[derive(Clone, Debug)]
+pub struct Change {
+    pub name: heapless::String<63>,
+    pub placement: bool,
+    pub what: &'static str,
+}
+
+fn note(
+    changes: &mut heapless::Deque<Change, CHANGES_MAX>,
+    name: &str,
+    placement: bool,
+    what: &'static str,
+) {
+    if changes.is_full() {
+        changes.pop_front();
+    }
+    let name = heapless::String::try_from(name).expect("service names fit 63 bytes");
+    let _ = changes.push_back(Change {
+        name,
+        placement,
+        what,
+    });
+}
+
 /// The `systemctl` steps of one round of changes, in order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Step {
@@ -119,6 +147,9 @@ pub struct Executor {
     health_changed: bool,
     next_health_ms: u64,
     retry_at_ms: u64,
+    /// Placements and health changes not yet taken for `/stream` (`take_changes`); when full,
+    /// the oldest is dropped, since the daemon takes them every step.
+    changes: heapless::Deque<Change, CHANGES_MAX>,
     pub stats: ExecutorStats,
     log: Logger,
 }
@@ -164,6 +195,7 @@ impl Executor {
             dirty: true,
             health_changed: true,
             next_health_ms: 0,
+            changes: heapless::Deque::new(),
             retry_at_ms: 0,
             stats: ExecutorStats::default(),
             log,
@@ -173,6 +205,11 @@ impl Executor {
     /// The pipe of the running `systemctl`, for the loop to watch.
     pub fn job_fd(&self) -> Option<std::os::fd::RawFd> {
         self.job.as_ref().map(|(c, _, _)| c.stdout_fd())
+    }
+
+    /// The placements and health changes since the last call, oldest first.
+    pub fn take_changes(&mut self) -> Option<Change> {
+        self.changes.pop_front()
     }
 
     /// Units by health, in `Health::ALL` order.
@@ -304,6 +341,7 @@ impl Executor {
             return;
         }
         self.stats.units_written += 1;
+        note(&mut self.changes, name, true, "placed");
         self.needs_reload = true;
         self.health_changed = true;
         let todo = match self.installed.iter_mut().find(|u| u.name == name) {
@@ -475,6 +513,7 @@ impl Executor {
                 ),
             );
             self.stats.units_removed += 1;
+            note(&mut self.changes, &u.name, true, "removed");
             self.needs_reload = true;
             self.health_changed = true;
             done += 1;
@@ -489,7 +528,14 @@ impl Executor {
         let (mut active, mut sub, mut restarts): (&[u8], &[u8], u32) = (b"", b"", 0);
         for line in text.split(|&b| b == b'\n') {
             if line.is_empty() {
-                self.health_changed |= apply_health(&mut self.installed, id, active, sub, restarts);
+                self.health_changed |= apply_health(
+                    &mut self.installed,
+                    &mut self.changes,
+                    id,
+                    active,
+                    sub,
+                    restarts,
+                );
                 (id, active, sub, restarts) = (b"", b"", b"", 0);
                 continue;
             }
@@ -510,13 +556,21 @@ impl Executor {
                 _ => {}
             }
         }
-        self.health_changed |= apply_health(&mut self.installed, id, active, sub, restarts);
+        self.health_changed |= apply_health(
+            &mut self.installed,
+            &mut self.changes,
+            id,
+            active,
+            sub,
+            restarts,
+        );
     }
 }
 
 /// Sets a unit's health from one `systemctl show` block; true if it changed.
 fn apply_health(
     units: &mut [Installed],
+    changes: &mut heapless::Deque<Change, CHANGES_MAX>,
     id: &[u8],
     active: &[u8],
     sub: &[u8],
@@ -540,6 +594,9 @@ fn apply_health(
         (b"failed", _) => Health::Failed,
         _ => Health::Stopped,
     };
+    if u.health != before {
+        note(changes, &u.name, false, u.health.name());
+    }
     u.health != before
 }
 

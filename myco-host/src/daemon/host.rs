@@ -2,6 +2,7 @@
 //! appends, events, randomness) and owns the event loop's backend, because a WAL batch that fills
 //! up must be written before the append that overflowed it returns.
 
+use super::events::{Kind, Record, Ring};
 use super::net::socket_addr;
 use super::wal::{Batch, WalQueue};
 use crate::flight::{Level, Logger};
@@ -46,6 +47,8 @@ pub struct Host {
     pub members_changed: bool,
     /// The desired state or the set of live members changed: placement may differ.
     pub placement_changed: bool,
+    /// What `/stream` subscribers are sent; allocated here, at start-up.
+    pub events: Ring,
     /// A batch the disk had no room for, waiting to be written again at the same offset.
     parked: Option<Box<[u8]>>,
     parked_len: usize,
@@ -73,6 +76,7 @@ impl Host {
             revoked: false,
             members_changed: false,
             placement_changed: true,
+            events: Ring::new(first_event_id()),
             parked: None,
             parked_len: 0,
         })
@@ -188,14 +192,17 @@ impl Sink for Host {
     fn event(&mut self, event: Event) {
         match event {
             Event::MemberJoined(id) => self.member(id, "joined"),
-            Event::MemberAlive(id) => self.member(id, "is alive"),
-            Event::MemberSuspect(id) => self.member(id, "is suspect"),
+            Event::MemberAlive(id) => self.member(id, "alive"),
+            Event::MemberSuspect(id) => self.member(id, "suspect"),
             Event::MemberDead(id) => {
                 self.stats.members_dead += 1;
-                self.member(id, "is dead");
+                self.member(id, "dead");
             }
             Event::EntryChanged { key_hash } => {
                 self.placement_changed = true;
+                let mut r = Record::new(Kind::Entry, "");
+                r.key = key_hash;
+                self.events.push(r);
                 self.log
                     .log(Level::Debug, format_args!("entry {key_hash:016x} changed"));
             }
@@ -203,6 +210,9 @@ impl Sink for Host {
             Event::Refused(why) => self.refused(why),
             Event::Revoked { height } => {
                 self.revoked = true;
+                let mut r = Record::new(Kind::Revoked, "");
+                r.count = height;
+                self.events.push(r);
                 self.log.log(Level::Warning, format_args!("RevocationBlock rose to {height}: certificates issued below it are refused"));
             }
         }
@@ -220,6 +230,13 @@ impl Sink for Host {
     fn fill_random(&mut self, buf: &mut [u8]) {
         fill_random(buf);
     }
+}
+
+/// This run's first event id: the wall-clock time in milliseconds (`events` says why).
+fn first_event_id() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_millis() as u64)
 }
 
 /// Fills `buf` from the kernel's CSPRNG (getrandom(2): no file to open, so it works under
@@ -243,14 +260,24 @@ pub fn fill_random(buf: &mut [u8]) {
 }
 
 impl Host {
-    fn member(&mut self, id: u64, what: &str) {
+    fn member(&mut self, id: u64, what: &'static str) {
         self.members_changed = true;
         self.placement_changed = true;
+        let mut r = Record::new(Kind::Member, what);
+        r.node = id;
+        self.events.push(r);
         self.log
-            .log(Level::Info, format_args!("member {id:016x} {what}"));
+            .log(Level::Info, format_args!("member {id:016x} is {what}"));
     }
 
     fn refused(&mut self, why: Refusal) {
+        self.events.refused(match why {
+            Refusal::Frame(_) => "frame",
+            Refusal::Crypto(_) => "crypto",
+            Refusal::WrongZone => "zone",
+            Refusal::Body => "body",
+            Refusal::Entry(_) => "entry",
+        });
         self.log
             .log(Level::Debug, format_args!("refused a frame: {why:?}"));
     }

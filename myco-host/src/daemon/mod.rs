@@ -6,6 +6,7 @@
 pub mod api;
 pub mod boot;
 pub mod config;
+pub mod events;
 pub mod executor;
 pub mod host;
 pub mod net;
@@ -98,7 +99,7 @@ impl Daemon {
         let (peers, remembered) = boot::peers(&config.state_dir, &log);
         let join = boot::join_list(config, &remembered);
         let mut node = boot::node(config, seed, &cert, &join, random_u64())?;
-        let store = boot::replay(&mut node, &config.state_dir, &log)?;
+        let (store, recovery) = boot::replay(&mut node, &config.state_dir, &log)?;
         let reserve = boot::reserve(&config.state_dir, config.reserve_bytes, &log);
         let udp = net::bind_udp_retrying(config.listen)
             .map_err(|e| BootError(format!("cannot bind --listen {}: {e}", config.listen)))?;
@@ -122,6 +123,7 @@ impl Daemon {
         }
         let mut host = Host::new(udp, io, store, reserve, log)
             .map_err(|e| BootError(format!("cannot read the UDP socket's address: {e}")))?;
+        host.events.push(recovery);
         if let Some((_, record)) = &revocation {
             node.handle_revocation(record, &mut host)
                 .map_err(|e| BootError(format!("revocation refused: {e:?}")))?;
@@ -156,7 +158,10 @@ impl Daemon {
         let mut daemon = Daemon {
             node,
             host,
-            api: Api::new(listener),
+            api: Api {
+                heartbeat_ms: config.stream_heartbeat_ms,
+                ..Api::new(listener)
+            },
             signals,
             notifier,
             watchdog: crate::systemd::watchdog_interval(),
@@ -220,6 +225,7 @@ impl Daemon {
             }
             self.timers();
             self.after_calls();
+            self.api.pump_streams(&self.host.events, self.now_ms());
         }
         self.host
             .log
@@ -352,6 +358,16 @@ impl Daemon {
         let live_peers = self.node.members().iter().filter(|m| m.is_live()).count();
         let mode = myco_core::engine::mode(live_peers, self.has_peers_configured);
         executor.step(&self.node, now, mode);
+        while let Some(c) = executor.take_changes() {
+            let kind = if c.placement {
+                events::Kind::Placement
+            } else {
+                events::Kind::Unit
+            };
+            self.host
+                .events
+                .push(events::Record::named(kind, c.what, &c.name));
+        }
         if executor.take_health_changed() {
             // Wall-clock seconds keep the status version growing across restarts.
             let floor = std::time::SystemTime::now()
@@ -365,6 +381,7 @@ impl Daemon {
 
     fn housekeeping(&mut self, now: u64) {
         self.api.expire(now);
+        self.host.events.flush_refused();
         self.host.retry_parked();
         if now >= self.next_reserve_ms {
             self.next_reserve_ms = now + RESERVE_RETRY_MS;

@@ -26,6 +26,9 @@ impl Daemon {
             // A deploy already submitted still completes; only its answer has nowhere to go.
             return conn.close();
         }
+        if conn.is_streaming() {
+            return conn.discard_input();
+        }
         self.serve(slot);
     }
 
@@ -34,6 +37,7 @@ impl Daemon {
         loop {
             let now = self.now_ms();
             let status = self.status();
+            let streams = self.api.stream_count();
             let Daemon {
                 api,
                 node,
@@ -63,6 +67,15 @@ impl Daemon {
             let route = owned_route(route);
             let status_code = match route {
                 Owned::Deploy => deploy(node, host, conn, body, now, keep_alive),
+                Owned::Stream { .. } if streams >= super::api::STREAMS_MAX => error(
+                    conn,
+                    503,
+                    "too many /stream subscribers; close one or retry shortly",
+                ),
+                Owned::Stream { last_event_id } => {
+                    conn.start_stream(&host.events, last_event_id, now, api.heartbeat_ms);
+                    200
+                }
                 Owned::Other(ref r) => {
                     let ctx = Ctx {
                         node,
@@ -91,6 +104,9 @@ impl Daemon {
             let w = w.clone();
             conn.waiting = None;
             answer_deploy(conn, &w);
+            self.host
+                .events
+                .push(super::events::Record::deploy(&w.name, w.version, w.applied));
             conn.flush();
         }
         for slot in 0..self.api.conns.len() {
@@ -120,6 +136,8 @@ impl Daemon {
             host: self.host.stats,
             api: self.api.stats,
             api_open: self.api.open_count(),
+            api_streams: self.api.stream_count(),
+            events_next_id: self.host.events.next_id(),
             allocations,
             allocations_since_ready: allocations.saturating_sub(self.allocations_at_ready),
             heap_bytes: crate::alloc::live_bytes(),
@@ -132,6 +150,7 @@ impl Daemon {
 /// The routes other than deploy, detached from the request buffer.
 enum Owned {
     Deploy,
+    Stream { last_event_id: Option<u64> },
     Other(OwnedRoute),
 }
 
@@ -154,7 +173,7 @@ fn owned_route(route: Route<'_>) -> Owned {
         Route::Nodes => OwnedRoute::Nodes,
         Route::Health => OwnedRoute::Health,
         Route::Metrics => OwnedRoute::Metrics,
-        Route::Stream { .. } => OwnedRoute::NotBuilt("the event stream is not built yet"),
+        Route::Stream { last_event_id } => return Owned::Stream { last_event_id },
         Route::Logs { .. } => OwnedRoute::NotBuilt("log following is not built yet"),
     })
 }
@@ -280,6 +299,11 @@ fn deploy(
         deadline_ms: now + DEPLOY_TIMEOUT_MS,
     };
     if ticket <= host.wal.durable() {
+        host.events.push(super::events::Record::deploy(
+            &waiting.name,
+            waiting.version,
+            waiting.applied,
+        ));
         return answer_deploy(conn, &waiting);
     }
     conn.waiting = Some(waiting);

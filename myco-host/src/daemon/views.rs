@@ -27,6 +27,9 @@ pub struct Status {
     pub host: super::host::HostStats,
     pub api: super::api::ApiStats,
     pub api_open: usize,
+    /// Open `/stream` subscribers, and the id the next event gets.
+    pub api_streams: usize,
+    pub events_next_id: u64,
     pub allocations: u64,
     pub allocations_since_ready: u64,
     pub heap_bytes: u64,
@@ -636,6 +639,20 @@ fn process_metrics(p: &mut Prometheus<'_, '_>, s: &Status) -> Result<(), Full> {
         Gauge,
         "Open API connections.",
         s.api_open as u64,
+    )?;
+    single(
+        p,
+        "myco_api_streams",
+        Gauge,
+        "Open /stream subscribers.",
+        s.api_streams as u64,
+    )?;
+    single(
+        p,
+        "myco_events_next_id",
+        Gauge,
+        "The id the next /stream event gets.",
+        s.events_next_id,
     )?;
     single(
         p,
