@@ -254,6 +254,38 @@ impl Child {
         // SAFETY: a signal to our own child, not yet reaped, so the pid is still ours.
         unsafe { libc::kill(self.pid, libc::SIGTERM) };
     }
+
+    /// Ends the child and waits for it, so no zombie is left: for children that exit at once on
+    /// SIGTERM (`journalctl -f`).
+    pub fn kill_and_reap(mut self) {
+        self.kill();
+        let mut status = 0;
+        // SAFETY: waitpid on our own child's pid, with a status out-parameter we own.
+        while unsafe { libc::waitpid(self.pid, &mut status, 0) } < 0
+            && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted
+        {}
+    }
+
+    /// Reads what the child wrote into `buf` (for output passed straight on, as `/logs` does):
+    /// `Some(n)` bytes (0: nothing yet), `None` at end of output.
+    pub fn read_into(&mut self, buf: &mut [u8]) -> Option<usize> {
+        loop {
+            // SAFETY: reads at most `buf.len()` bytes into `buf`, which we own.
+            let n =
+                unsafe { libc::read(self.stdout.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            if n > 0 {
+                return Some(n as usize);
+            }
+            if n == 0 {
+                return None;
+            }
+            match io::Error::last_os_error().kind() {
+                io::ErrorKind::Interrupted => continue,
+                io::ErrorKind::WouldBlock => return Some(0),
+                _ => return None,
+            }
+        }
+    }
 }
 
 #[cfg(test)]

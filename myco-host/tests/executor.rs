@@ -14,6 +14,16 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
+const FAKE_JOURNALCTL: &str = r#"#!/bin/sh
+echo "journal of $*"
+case "$*" in
+*--follow*)
+    echo $$ > "$(dirname "$0")/journal.pid"
+    while :; do echo tick; sleep 0.1; done
+    ;;
+esac
+"#;
+
 const FAKE_SYSTEMCTL: &str = r#"#!/bin/sh
 echo "$*" >> "$(dirname "$0")/calls"
 if [ "$1" = show ]; then
@@ -41,6 +51,9 @@ fn start_with(d: &mut Daemon, extra: &[&str]) {
     let fake = d.dir.path().join("systemctl");
     fs::write(&fake, FAKE_SYSTEMCTL).unwrap();
     fs::set_permissions(&fake, fs::Permissions::from_mode(0o755)).unwrap();
+    let journal = d.dir.path().join("journalctl");
+    fs::write(&journal, FAKE_JOURNALCTL).unwrap();
+    fs::set_permissions(&journal, fs::Permissions::from_mode(0o755)).unwrap();
     let units = d.dir.path().join("units");
     let args: Vec<&String> = d
         .args
@@ -53,6 +66,8 @@ fn start_with(d: &mut Daemon, extra: &[&str]) {
         .args(["--reserve-bytes", "0", "--executor", "systemd"])
         .args(extra);
     command
+        .arg("--journalctl")
+        .arg(&journal)
         .arg("--unit-dir")
         .arg(&units)
         .arg("--systemctl")
@@ -186,4 +201,47 @@ fn a_box_cut_off_keeps_its_units_and_starts_nothing() {
         2,
         "nothing enabled, restarted or removed"
     );
+}
+
+/// `/logs` passes journalctl's output on; a follower's journalctl ends when its client goes away.
+#[test]
+fn logs_come_from_the_unit_journal_and_stop_with_the_client() {
+    let op = operator();
+    let mut d = Daemon::new("executor-logs", &op, 24);
+    start(&mut d);
+    assert_eq!(d.deploy(&entry(&op, "web", 1)).0, 200);
+    wait_until(10, "web is enabled", || calls(d.dir.path()).len() == 2);
+    let (status, body) = d.get("/logs?service=web&lines=2");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body,
+        "journal of --unit=myco-web.service --no-pager --output=short-iso --lines=2\n"
+    );
+    assert_eq!(d.get("/logs?service=nope").0, 404);
+
+    let mut curl = Command::new("curl")
+        .args(["-sN", "--unix-socket"])
+        .arg(&d.socket)
+        .arg("http://localhost/logs?service=web&follow=true")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("curl runs");
+    let mut out = std::io::BufReader::new(curl.stdout.take().unwrap());
+    let mut line = String::new();
+    for _ in 0..3 {
+        line.clear();
+        std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    }
+    assert_eq!(line, "tick\n", "lines arrive as journalctl writes them");
+    let pid: i32 = fs::read_to_string(d.dir.path().join("journal.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    curl.kill().unwrap();
+    curl.wait().unwrap();
+    // SAFETY: signal 0 only asks whether the process exists.
+    let alive = || unsafe { libc::kill(pid, 0) } == 0;
+    wait_until(10, "journalctl ends with its client", || !alive());
+    assert_eq!(d.get("/health").0, 200, "the daemon is fine");
 }

@@ -181,6 +181,28 @@ wait_for "$wait_s" "every box reports the crash-looping service" crash_reported
 log "crash loop reported on every box after $(ms_as_s $(($(now_ms) - crashed))) s:"
 box_myco 0 ls | sed 's/^/    /'
 
+# The unit's journal through /logs on the box that runs it (real journald), and where to ask
+# from a box that does not; the event stream through curl -N.
+crash_box=
+for ((i = 0; i < box_count; i++)); do
+	[[ $(box_exec "$i" systemctl is-enabled myco-crasher.service 2>/dev/null || true) == enabled ]] \
+		&& crash_box=$i
+done
+[[ -n $crash_box ]] || fail "no box has myco-crasher.service enabled"
+logs=$(box_exec "$crash_box" curl -sS --max-time 5 --unix-socket /run/myco/myco.sock \
+	'http://localhost/logs?service=crasher&lines=50')
+grep -q 'myco-crasher.service' <<<"$logs" || fail "/logs on box $crash_box: $logs"
+log "/logs on box $crash_box: $(grep -c '' <<<"$logs") journal lines, e.g. $(tail -1 <<<"$logs")"
+other=$(((crash_box + 1) % box_count))
+elsewhere=$(box_exec "$other" curl -sS --max-time 5 --unix-socket /run/myco/myco.sock \
+	'http://localhost/logs?service=crasher')
+grep -q 'does not run on this box; it runs on' <<<"$elsewhere" || fail "/logs on box $other: $elsewhere"
+log "/logs on box $other: $elsewhere"
+events=$(box_exec 0 curl -sN --max-time 2 --unix-socket /run/myco/myco.sock \
+	-H 'Last-Event-ID: 0' http://localhost/stream || true)
+grep -q '^event: ' <<<"$events" || fail "/stream on box 0 said nothing: $events"
+log "/stream on box 0: $(grep -c '^event: ' <<<"$events") events, kinds: $(grep '^event: ' <<<"$events" | sort -u | cut -d' ' -f2 | tr '\n' ' ')"
+
 echo "TESTBED boxes=$box_count up_s=$(ms_as_s "$up_ms") deploy_to_running_s=$(ms_as_s "$deploy_ms")" \
 	"death_to_replaced_s=$(ms_as_s "$death_ms") heal_to_settled_s=$(ms_as_s "$heal_ms")" \
 	"rollout_s=$(ms_as_s "$rollout_ms")"

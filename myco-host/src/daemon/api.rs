@@ -7,6 +7,7 @@ use super::events::{self, Ring};
 use crate::api::request::{Parse, RequestBuffer};
 use crate::api::response::{write_error, write_head, ContentType, Cursor, Head};
 use crate::io::{Backend, Interest};
+use crate::spawn::Child;
 use myco_core::schema::entry::Version;
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::AsRawFd;
@@ -57,6 +58,9 @@ pub struct Conn {
     /// A `/stream` subscriber: the id of the next event it is to get. It is never idle again and
     /// has no deadline; it ends when the client closes.
     stream_next: Option<u64>,
+    /// A `/logs` follower: the `journalctl` whose output is passed on until it ends or the
+    /// client goes away.
+    logs: Option<Child>,
     heartbeat_ms: u64,
     deadline_ms: u64,
     /// Closed, but the fd stays open until `Api::reap` has told the backend to forget it: an
@@ -92,6 +96,7 @@ impl Conn {
             close_after: false,
             waiting: None,
             stream_next: None,
+            logs: None,
             heartbeat_ms: 0,
             deadline_ms: 0,
             dead: false,
@@ -105,10 +110,49 @@ impl Conn {
             && self.waiting.is_none()
             && !self.close_after
             && self.stream_next.is_none()
+            && self.logs.is_none()
     }
 
     pub fn is_streaming(&self) -> bool {
-        self.is_open() && self.stream_next.is_some()
+        self.is_open() && (self.stream_next.is_some() || self.logs.is_some())
+    }
+
+    /// Answers `GET /logs`: a plain-text head without a length, then `child`'s output as it comes
+    /// (`pump_logs`), and the connection closes when the child ends.
+    pub fn start_logs(&mut self, child: Child) {
+        assert!(self.idle());
+        let head = Head {
+            status: 200,
+            content_type: ContentType::Text,
+            keep_alive: false,
+            allow: None,
+        };
+        let mut out = Cursor::new(&mut self.answer);
+        write_head(&mut out, &head, None).expect("a head fits the answer buffer");
+        let len = out.len();
+        self.queue((0, len), true);
+        self.logs = Some(child);
+    }
+
+    /// Passes on what `journalctl` wrote, once the last batch has drained.
+    fn pump_logs(&mut self) {
+        if !self.is_open() || self.start < self.end {
+            return;
+        }
+        let Some(child) = self.logs.as_mut() else {
+            return;
+        };
+        match child.read_into(&mut self.answer) {
+            Some(0) => {}
+            Some(n) => {
+                self.queue((0, n), true);
+                self.flush();
+            }
+            None => {
+                self.logs.take().expect("checked").kill_and_reap();
+                self.close();
+            }
+        }
     }
 
     /// Answers `GET /stream`: the head, a first comment naming the next id, and a `reset` notice
@@ -251,6 +295,7 @@ impl Api {
     pub fn pump_streams(&mut self, ring: &Ring, now_ms: u64) {
         for c in self.conns.iter_mut() {
             c.pump(ring, now_ms, self.heartbeat_ms);
+            c.pump_logs();
         }
     }
 
@@ -362,6 +407,9 @@ impl Conn {
         self.dead = self.stream.is_some();
         self.waiting = None;
         self.stream_next = None;
+        if let Some(child) = self.logs.take() {
+            child.kill_and_reap();
+        }
     }
 
     pub fn answer_error(&mut self, status: u16, message: &str) {

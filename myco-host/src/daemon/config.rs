@@ -37,6 +37,7 @@ Options:
                         only keep and gossip the desired state
   --unit-dir DIR        Where units are written (default /etc/systemd/system)
   --systemctl PATH      The systemctl to run (default: systemctl from PATH)
+  --journalctl PATH     The journalctl /logs runs (default: journalctl from PATH)
   --verbose             Also print debug lines on stderr (the flight recorder always has them)
   -h, --help            Print this help and exit
   -V, --version         Print the version and exit
@@ -53,6 +54,7 @@ const JOINS_MAX: usize = myco_core::config::JOIN_MAX;
 pub struct ExecutorConfig {
     pub unit_dir: PathBuf,
     pub systemctl: String,
+    pub journalctl: String,
 }
 
 #[derive(Clone, Debug)]
@@ -192,10 +194,12 @@ fn executor(args: &mut Arguments) -> Result<Option<ExecutorConfig>, UsageError> 
     let unit_dir =
         path(args, "--unit-dir")?.unwrap_or_else(|| PathBuf::from("/etc/systemd/system"));
     let systemctl = text(args, "--systemctl")?.unwrap_or_else(|| "systemctl".into());
+    let journalctl = text(args, "--journalctl")?.unwrap_or_else(|| "journalctl".into());
     match kind.as_deref() {
         None | Some("systemd") => Ok(Some(ExecutorConfig {
             unit_dir,
             systemctl,
+            journalctl,
         })),
         Some("none") => Ok(None),
         Some(other) => Err(usage(format!(

@@ -133,6 +133,9 @@ pub struct ExecutorStats {
 pub struct Executor {
     unit_dir: PathBuf,
     systemctl: Vec<u8>,
+    journalctl: Vec<u8>,
+    /// `/logs` commands, built here so the systemctl job's arguments are untouched.
+    logs_argv: Argv,
     pub installed: heapless::Vec<Installed, UNITS_MAX>,
     text: Box<[u8]>,
     argv: Argv,
@@ -157,7 +160,12 @@ pub struct Executor {
 impl Executor {
     /// Reads the units an earlier run wrote (`myco-*.service` with our header), so a restart
     /// neither rewrites nor loses them.
-    pub fn new(unit_dir: PathBuf, systemctl: &str, log: Logger) -> io::Result<Executor> {
+    pub fn new(
+        unit_dir: PathBuf,
+        systemctl: &str,
+        journalctl: &str,
+        log: Logger,
+    ) -> io::Result<Executor> {
         fs::create_dir_all(&unit_dir)?;
         let mut installed = heapless::Vec::new();
         for e in fs::read_dir(&unit_dir)? {
@@ -186,6 +194,8 @@ impl Executor {
         Ok(Executor {
             unit_dir,
             systemctl: systemctl.as_bytes().to_vec(),
+            journalctl: journalctl.as_bytes().to_vec(),
+            logs_argv: Argv::new(),
             installed,
             text: vec![0; UNIT_BYTES_MAX].into_boxed_slice(),
             argv: Argv::new(),
@@ -222,6 +232,33 @@ impl Executor {
                 .expect("listed")] += 1;
         }
         counts
+    }
+
+    /// Starts `journalctl` on a unit this box runs, for `/logs`: the last `lines` lines (journalctl's
+    /// default when `None`), and with `follow` everything after, until the client goes away.
+    pub fn spawn_logs(
+        &mut self,
+        name: &str,
+        follow: bool,
+        lines: Option<u32>,
+    ) -> io::Result<Child> {
+        let argv = &mut self.logs_argv;
+        argv.clear();
+        let mut digits = [0u8; 10];
+        let full = "the journalctl argument list is fixed and fits";
+        argv.push(&[&self.journalctl]).expect(full);
+        argv.push(&[b"--unit=myco-", name.as_bytes(), b".service"])
+            .expect(full);
+        argv.push(&[b"--no-pager"]).expect(full);
+        argv.push(&[b"--output=short-iso"]).expect(full);
+        if let Some(n) = lines {
+            argv.push(&[b"--lines=", decimal(n, &mut digits)])
+                .expect(full);
+        }
+        if follow {
+            argv.push(&[b"--follow"]).expect(full);
+        }
+        spawn::spawn(argv, &ENV)
     }
 
     /// Whether health changed since the last call: the node's status must be reported again.
@@ -598,6 +635,19 @@ fn apply_health(
         note(changes, &u.name, false, u.health.name());
     }
     u.health != before
+}
+
+/// `n` in decimal, in `buf`.
+fn decimal(mut n: u32, buf: &mut [u8; 10]) -> &[u8] {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[at..];
+        }
+    }
 }
 
 /// The digest a unit is compared by: of the entry it was rendered from (the text is a function

@@ -144,12 +144,13 @@ impl Daemon {
                 None
             }
             Some(e) => Some(
-                executor::Executor::new(e.unit_dir.clone(), &e.systemctl, log).map_err(|err| {
-                    BootError(format!(
-                        "cannot read the unit directory {}: {err}",
-                        e.unit_dir.display()
-                    ))
-                })?,
+                executor::Executor::new(e.unit_dir.clone(), &e.systemctl, &e.journalctl, log)
+                    .map_err(|err| {
+                        BootError(format!(
+                            "cannot read the unit directory {}: {err}",
+                            e.unit_dir.display()
+                        ))
+                    })?,
             ),
             None => None,
         };

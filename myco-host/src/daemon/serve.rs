@@ -4,11 +4,12 @@
 use super::api::{range_in, Arrived, Conn, Waiting, DEPLOY_TIMEOUT_MS};
 use super::views::{self, Status};
 use super::Daemon;
-use crate::api::request::{HttpError, Parse, Route};
+use crate::api::request::{Parse, Route};
 use crate::api::response::{
     body_cursor, finish, write_http_error, ContentType, Cursor, Full, Head,
 };
 use crate::reserve::ReserveState;
+use core::fmt::Write;
 use myco_core::node::SubmitError;
 use myco_core::schema::entry::{valid_name, Entry};
 use myco_core::state::store::{key_hash, StoreError};
@@ -72,6 +73,16 @@ impl Daemon {
                     503,
                     "too many /stream subscribers; close one or retry shortly",
                 ),
+                Owned::Logs { .. } if streams >= super::api::STREAMS_MAX => error(
+                    conn,
+                    503,
+                    "too many /stream and /logs followers; close one or retry shortly",
+                ),
+                Owned::Logs {
+                    ref service,
+                    follow,
+                    lines,
+                } => logs(node, executor.as_mut(), conn, service, follow, lines),
                 Owned::Stream { last_event_id } => {
                     conn.start_stream(&host.events, last_event_id, now, api.heartbeat_ms);
                     200
@@ -150,7 +161,14 @@ impl Daemon {
 /// The routes other than deploy, detached from the request buffer.
 enum Owned {
     Deploy,
-    Stream { last_event_id: Option<u64> },
+    Stream {
+        last_event_id: Option<u64>,
+    },
+    Logs {
+        service: heapless::String<64>,
+        follow: bool,
+        lines: Option<u32>,
+    },
     Other(OwnedRoute),
 }
 
@@ -160,7 +178,6 @@ enum OwnedRoute {
     Nodes,
     Health,
     Metrics,
-    NotBuilt(&'static str),
 }
 
 fn owned_route(route: Route<'_>) -> Owned {
@@ -174,7 +191,18 @@ fn owned_route(route: Route<'_>) -> Owned {
         Route::Health => OwnedRoute::Health,
         Route::Metrics => OwnedRoute::Metrics,
         Route::Stream { last_event_id } => return Owned::Stream { last_event_id },
-        Route::Logs { .. } => OwnedRoute::NotBuilt("log following is not built yet"),
+        Route::Logs {
+            service,
+            follow,
+            lines,
+        } => {
+            let service = heapless::String::try_from(service).unwrap_or_default();
+            return Owned::Logs {
+                service,
+                follow,
+                lines,
+            };
+        }
     })
 }
 
@@ -249,7 +277,6 @@ fn render(ctx: &Ctx<'_>, route: &OwnedRoute, conn: &mut Conn, keep_alive: bool) 
         OwnedRoute::Metrics => reply(conn, 200, ContentType::Prometheus, keep_alive, |out| {
             views::metrics(out, ctx.node, ctx.status)
         }),
-        OwnedRoute::NotBuilt(what) => error(conn, HttpError::NotImplemented.status(), what),
     }
 }
 
@@ -308,6 +335,62 @@ fn deploy(
     }
     conn.waiting = Some(waiting);
     200
+}
+
+/// `GET /logs`: the journal of this box's unit for `service`, or where it runs instead.
+fn logs(
+    node: &myco_core::Node,
+    executor: Option<&mut super::executor::Executor>,
+    conn: &mut Conn,
+    service: &str,
+    follow: bool,
+    lines: Option<u32>,
+) -> u16 {
+    let deployed = node
+        .store()
+        .get_by_name(service)
+        .is_some_and(|e| !e.body.is_tombstone());
+    if !deployed {
+        return error(conn, 404, "no such service; 'myco ls' lists them");
+    }
+    let Some(executor) = executor.filter(|e| e.health_of(service).is_some()) else {
+        return error(conn, 404, &runs_elsewhere(node, service));
+    };
+    match executor.spawn_logs(service, follow, lines) {
+        Ok(child) => {
+            conn.start_logs(child);
+            200
+        }
+        Err(e) => {
+            let mut message = heapless::String::<160>::new();
+            let _ = write!(message, "cannot run journalctl: {e}");
+            error(conn, 503, &message)
+        }
+    }
+}
+
+/// "web does not run on this box; it runs on 3f2a09c1d4e5b6a7 (10.0.0.2:7946), ...": where to
+/// ask instead.
+fn runs_elsewhere(node: &myco_core::Node, service: &str) -> heapless::String<1024> {
+    let mut m = heapless::String::new();
+    let _ = write!(m, "{service} does not run on this box; it runs on");
+    let placed = node.placement(key_hash(service));
+    for (i, id) in placed.iter().enumerate() {
+        let sep = if i == 0 { " " } else { ", " };
+        match node.members().iter().find(|x| x.id == *id) {
+            Some(x) => {
+                let _ = write!(m, "{sep}{id:016x} ({})", super::net::display_addr(x.addr));
+            }
+            None => {
+                let _ = write!(m, "{sep}{id:016x}");
+            }
+        }
+    }
+    if placed.is_empty() {
+        let _ = write!(m, " no box now (none is eligible)");
+    }
+    let _ = write!(m, ": ask the myco-d there");
+    m
 }
 
 pub(super) fn answer_deploy(conn: &mut Conn, w: &Waiting) -> u16 {
