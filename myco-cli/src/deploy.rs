@@ -5,20 +5,26 @@
 //!
 //! The daemon's answer names the entry it stored; an answer for another name or version is a
 //! daemon bug and is reported as a failure rather than shown as success.
+//!
+//! With `--wait`, the command then follows the service until it runs on every box placement
+//! chose, or is removed (progress.rs).
 
 use crate::api::{self, Deployed};
 use crate::args::{self, Error, Flags};
 use crate::client::{self, Request, DEPLOY_TIMEOUT, SOCKET_ENV};
 use crate::files;
 use crate::output::{self, terminal_safe, Value};
+use crate::progress::{self, Goal, WAIT_TIMEOUT_DEFAULT};
 use crate::sign::{sign_manifest, sign_tombstone};
 use myco_core::schema::entry::{valid_name, Entry};
 use pico_args::Arguments;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 pub const DEPLOY_HELP: &str = "\
-Usage: myco deploy [MANIFEST] --operator-key FILE [--clock MS] [--socket PATH] [--json]
-       myco deploy --entry FILE [--socket PATH] [--json]
+Usage: myco deploy [MANIFEST] --operator-key FILE [--clock MS] [--wait [--timeout S]]
+                   [--socket PATH] [--json]
+       myco deploy --entry FILE [--wait [--timeout S]] [--socket PATH] [--json]
 
 Builds a service entry from MANIFEST (default: myco.json) and signs it with the operator key,
 exactly as 'myco sign' does, then sends it to the local myco-d, which stores it and gossips it to
@@ -32,20 +38,29 @@ Options:
                        Nodes keep the entry with the highest version
   --entry FILE         Send this signed entry file instead of signing a manifest; not with
                        MANIFEST, --operator-key or --clock
+  --wait               After myco-d stored the entry, wait until the service runs on every
+                       box placement chose (polls GET /services/NAME every 250 ms). On a
+                       terminal, a progress line on stderr shows each box's state (not with
+                       NO_COLOR); the final line goes to stderr. Fails early when no box is
+                       eligible, or a box stays failed or restarting for 5 s
+  --timeout S          With --wait: give up after S seconds (default 60)
   --socket PATH        myco-d's API socket (default: $MYCO_SOCKET, else /run/myco/myco.sock)
   --json               Print myco-d's answer as one JSON line
   -h, --help           Print this help
 
 The outcome is 'applied', or 'unchanged' when myco-d already held this version or a newer one.
 
-Exit status: 0 stored (applied or unchanged); 1 failed (manifest, key or entry file refused,
-myco-d failed with 5xx or answered garbage); 2 bad command line; 3 cannot reach myco-d (not
+Exit status: 0 stored (applied or unchanged), and with --wait running everywhere; 1 failed
+(manifest, key or entry file refused, myco-d failed with 5xx or answered garbage; with --wait:
+no eligible box, a unit failing, or the timeout passed, though the entry stays stored); 2 bad
+command line; 3 cannot reach myco-d (not
 running, wrong --socket, no permission, no answer in time); 4 myco-d refused the entry (4xx,
 e.g. a signature from a key it does not trust), with its reason.
 ";
 
 pub const RM_HELP: &str = "\
-Usage: myco rm NAME --operator-key FILE [--clock MS] [--socket PATH] [--json]
+Usage: myco rm NAME --operator-key FILE [--clock MS] [--wait [--timeout S]] [--socket PATH]
+               [--json]
 
 Removes the service NAME from the cluster: signs a tombstone for it with the operator key and
 sends it to the local myco-d, which stores it and gossips it; every node then stops the service.
@@ -57,12 +72,15 @@ Options:
   --operator-key FILE  The cluster's operator key (mode 0600)
   --clock MS           The tombstone's version, in milliseconds since the Unix epoch
                        (default: now)
+  --wait               After myco-d stored the tombstone, wait until it shows the service
+                       deleted with no placement (or no longer holds it)
+  --timeout S          With --wait: give up after S seconds (default 60)
   --socket PATH        myco-d's API socket (default: $MYCO_SOCKET, else /run/myco/myco.sock)
   --json               Print myco-d's answer as one JSON line
   -h, --help           Print this help
 
-Exit status: 0 stored (applied or unchanged); 1 failed (key refused, myco-d failed with 5xx or
-answered garbage); 2 bad command line, including a NAME that is not a service name; 3 cannot
+Exit status: 0 stored (applied or unchanged), and with --wait removed; 1 failed (key refused,
+myco-d failed with 5xx or answered garbage; with --wait: deployed again, or the timeout passed); 2 bad command line, including a NAME that is not a service name; 3 cannot
 reach myco-d; 4 myco-d refused the tombstone (4xx), with its reason.
 ";
 
@@ -83,6 +101,33 @@ struct DeployFlags {
     source: Source,
     socket: PathBuf,
     json: bool,
+    wait: Option<Duration>,
+}
+
+/// `--wait` and `--timeout S`: how long to wait, or None for no waiting.
+fn parse_wait(
+    wait: bool,
+    timeout: Option<String>,
+    command: &str,
+) -> Result<Option<Duration>, Error> {
+    let timeout = match timeout {
+        None => WAIT_TIMEOUT_DEFAULT,
+        Some(_) if !wait => {
+            return Err(Error::Usage(format!(
+                "--timeout says how long --wait waits, so it needs --wait; see 'myco {command} \
+                 --help'"
+            )))
+        }
+        Some(text) => match text.parse::<u64>() {
+            Ok(seconds) if seconds >= 1 => Duration::from_secs(seconds),
+            _ => {
+                return Err(Error::Usage(format!(
+                    "--timeout must be a whole number of seconds, 1 or more, got '{text}'"
+                )))
+            }
+        },
+    };
+    Ok(wait.then_some(timeout))
 }
 
 impl DeployFlags {
@@ -93,8 +138,11 @@ impl DeployFlags {
         let entry = flags.path("--entry")?;
         let socket = flags.path("--socket")?;
         let json = flags.switch("--json");
+        let wait = flags.switch("--wait");
+        let timeout = flags.string("--timeout")?;
         let manifest = flags.finish_with_path()?;
         let clock = clock.as_deref().map(args::parse_clock).transpose()?;
+        let wait = parse_wait(wait, timeout, "deploy")?;
         let source = match entry {
             Some(entry) => {
                 let signing = [
@@ -120,6 +168,7 @@ impl DeployFlags {
             source,
             socket: client::socket_path(socket, std::env::var_os(SOCKET_ENV)),
             json,
+            wait,
         })
     }
 }
@@ -146,7 +195,14 @@ pub fn deploy(args: Arguments) -> Result<(), Error> {
             bytes
         }
     };
-    post(&flags.socket, &bytes, "the deploy", flags.json)
+    post(&flags.socket, &bytes, "the deploy", flags.json)?;
+    match flags.wait {
+        Some(timeout) => {
+            let name = Entry::decode(&bytes).expect("checked above").body.name;
+            progress::wait(&flags.socket, name, Goal::Running, timeout)
+        }
+        None => Ok(()),
+    }
 }
 
 pub fn rm(args: Arguments) -> Result<(), Error> {
@@ -155,6 +211,8 @@ pub fn rm(args: Arguments) -> Result<(), Error> {
     let clock = flags.string("--clock")?;
     let socket = flags.path("--socket")?;
     let json = flags.switch("--json");
+    let wait = flags.switch("--wait");
+    let timeout = flags.string("--timeout")?;
     let name = flags.finish_with_string("NAME")?;
     let name = flags.required(name, "NAME, the service to remove")?;
     if !valid_name(&name) {
@@ -166,10 +224,15 @@ pub fn rm(args: Arguments) -> Result<(), Error> {
     }
     let operator_key = flags.required(operator_key, "--operator-key")?;
     let clock = clock.as_deref().map(args::parse_clock).transpose()?;
+    let wait = parse_wait(wait, timeout, "rm")?;
     let socket = client::socket_path(socket, std::env::var_os(SOCKET_ENV));
 
     let entry = sign_tombstone(&name, &operator_key, clock)?;
-    post(&socket, entry.bytes(), "the removal", json)
+    post(&socket, entry.bytes(), "the removal", json)?;
+    match wait {
+        Some(timeout) => progress::wait(&socket, &name, Goal::Removed, timeout),
+        None => Ok(()),
+    }
 }
 
 /// Posts one signed entry and reports the daemon's answer.

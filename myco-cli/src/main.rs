@@ -25,6 +25,7 @@ mod files;
 mod init;
 mod keys;
 mod output;
+mod progress;
 mod render;
 mod sign;
 mod status;

@@ -28,6 +28,35 @@ pub struct HostStats {
     pub reserve_releases: u64,
     pub checkpoints: u64,
     pub members_dead: u64,
+    /// Bytes cut from the log by the recovery at start (a torn or corrupt tail).
+    pub wal_truncated_bytes: u64,
+}
+
+/// Upper bounds, in seconds, of the WAL write latency buckets: from a fast SSD's fdatasync to an
+/// SD card's worst stalls.
+pub const LATENCY_BOUNDS: [f64; 11] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+];
+
+/// A Prometheus histogram with fixed buckets (`LATENCY_BOUNDS`, then +Inf), without allocating.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Histogram {
+    /// Observations at or below each bound (not cumulative; the writer sums them).
+    pub buckets: [u64; LATENCY_BOUNDS.len() + 1],
+    pub sum: f64,
+    pub count: u64,
+}
+
+impl Histogram {
+    pub fn observe(&mut self, seconds: f64) {
+        let i = LATENCY_BOUNDS
+            .iter()
+            .position(|&b| seconds <= b)
+            .unwrap_or(LATENCY_BOUNDS.len());
+        self.buckets[i] += 1;
+        self.sum += seconds;
+        self.count += 1;
+    }
 }
 
 pub struct Host {
@@ -49,6 +78,9 @@ pub struct Host {
     pub placement_changed: bool,
     /// What `/stream` subscribers are sent; allocated here, at start-up.
     pub events: Ring,
+    /// When the write in flight was submitted, and how long writes took (write + fdatasync).
+    write_started: Option<std::time::Instant>,
+    pub wal_latency: Histogram,
     /// A batch the disk had no room for, waiting to be written again at the same offset.
     parked: Option<Box<[u8]>>,
     parked_len: usize,
@@ -77,6 +109,8 @@ impl Host {
             members_changed: false,
             placement_changed: true,
             events: Ring::new(first_event_id()),
+            write_started: None,
+            wal_latency: Histogram::default(),
             parked: None,
             parked_len: 0,
         })
@@ -95,6 +129,7 @@ impl Host {
     }
 
     fn submit_write(&mut self, buf: Box<[u8]>, len: usize) {
+        self.write_started = Some(std::time::Instant::now());
         let (fd, offset) = (self.store.wal_fd(), self.store.wal_bytes());
         if self.io.write_durable(fd, buf, len, offset).is_err() {
             unreachable!("the queue allows one write in flight, and so does the backend");
@@ -109,6 +144,9 @@ impl Host {
             Ok(()) => {
                 let len = self.wal.written(buf);
                 self.store.record_written(len);
+                if let Some(started) = self.write_started.take() {
+                    self.wal_latency.observe(started.elapsed().as_secs_f64());
+                }
             }
             Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => self.handle_disk_full(buf),
             Err(e) => panic!("fatal: the WAL write or fdatasync failed: {e}; restarting to recover from the state directory"),

@@ -123,6 +123,7 @@ impl Daemon {
         }
         let mut host = Host::new(udp, io, store, reserve, log)
             .map_err(|e| BootError(format!("cannot read the UDP socket's address: {e}")))?;
+        host.stats.wal_truncated_bytes = recovery.clock;
         host.events.push(recovery);
         if let Some((_, record)) = &revocation {
             node.handle_revocation(record, &mut host)

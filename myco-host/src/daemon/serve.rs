@@ -145,6 +145,7 @@ impl Daemon {
             wal_appends: self.host.wal.appends,
             wal_writes: self.host.wal.writes,
             host: self.host.stats,
+            wal_latency: self.host.wal_latency,
             api: self.api.stats,
             api_open: self.api.open_count(),
             api_streams: self.api.stream_count(),

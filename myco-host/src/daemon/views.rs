@@ -25,6 +25,7 @@ pub struct Status {
     pub wal_appends: u64,
     pub wal_writes: u64,
     pub host: super::host::HostStats,
+    pub wal_latency: super::host::Histogram,
     pub api: super::api::ApiStats,
     pub api_open: usize,
     /// Open `/stream` subscribers, and the id the next event gets.
@@ -329,7 +330,7 @@ pub fn metrics(out: &mut Cursor<'_>, node: &Node, status: &Status) -> Result<(),
     gossip_metrics(&mut p, node)?;
     state_metrics(&mut p, node)?;
     storage_metrics(&mut p, status)?;
-    unit_metrics(&mut p, status)?;
+    unit_metrics(&mut p, node, status)?;
     process_metrics(&mut p, status)
 }
 
@@ -519,6 +520,14 @@ fn storage_metrics(p: &mut Prometheus<'_, '_>, s: &Status) -> Result<(), Full> {
     )?;
     single(
         p,
+        "myco_wal_truncated_bytes",
+        Gauge,
+        "Bytes cut from the log by the recovery at start (torn or corrupt tail).",
+        s.host.wal_truncated_bytes,
+    )?;
+    wal_latency(p, &s.wal_latency)?;
+    single(
+        p,
         "myco_reserve_bytes",
         Gauge,
         "Bytes held by the disk reserve file.",
@@ -533,11 +542,40 @@ fn storage_metrics(p: &mut Prometheus<'_, '_>, s: &Status) -> Result<(), Full> {
     )
 }
 
-fn unit_metrics(p: &mut Prometheus<'_, '_>, s: &Status) -> Result<(), Full> {
+fn wal_latency(p: &mut Prometheus<'_, '_>, h: &super::host::Histogram) -> Result<(), Full> {
+    const NAME: &str = "myco_wal_write_seconds";
+    p.family(
+        NAME,
+        MetricKind::Histogram,
+        "WAL batch latency: one write and its fdatasync.",
+    )?;
+    let mut cumulative = 0;
+    for (i, n) in h.buckets.iter().enumerate() {
+        cumulative += n;
+        let mut le = heapless::String::<16>::new();
+        match super::host::LATENCY_BOUNDS.get(i) {
+            Some(bound) => write!(le, "{bound}").expect("a bound fits"),
+            None => le.push_str("+Inf").expect("fits"),
+        }
+        p.sample("myco_wal_write_seconds_bucket", &[("le", &le)], cumulative)?;
+    }
+    p.sample("myco_wal_write_seconds_sum", &[], h.sum)?;
+    p.sample("myco_wal_write_seconds_count", &[], h.count)
+}
+
+fn unit_metrics(p: &mut Prometheus<'_, '_>, node: &Node, s: &Status) -> Result<(), Full> {
     use MetricKind::{Counter, Gauge};
     let Some((units, stats)) = &s.units else {
         return Ok(());
     };
+    let placed = node.placed_here().count() as u64;
+    single(
+        p,
+        "myco_services_placed_here",
+        Gauge,
+        "Services placement puts on this box.",
+        placed,
+    )?;
     p.family(
         "myco_units",
         Gauge,
