@@ -129,7 +129,7 @@ pub fn cert(args: Arguments) -> Result<(), Error> {
     files::write_new(&flags.out, &bytes[..n], PUBLIC_MODE)?;
 
     let fields = [
-        ("node_id", Value::Number(body.node_id())),
+        ("node_id", Value::Text(format!("{:016x}", body.node_id()))),
         ("zone", Value::Number(body.zone.into())),
         ("arch", Value::Text(arch_name(body.arch).into())),
         ("gpu", Value::Bool(body.gpu)),

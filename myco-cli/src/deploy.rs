@@ -52,8 +52,8 @@ The outcome is 'applied', or 'unchanged' when myco-d already held this version o
 
 Exit status: 0 stored (applied or unchanged), and with --wait running everywhere; 1 failed
 (manifest, key or entry file refused, myco-d failed with 5xx or answered garbage; with --wait:
-no eligible box, a unit failing, or the timeout passed, though the entry stays stored); 2 bad
-command line; 3 cannot reach myco-d (not
+no eligible box, a unit failing, or the timeout passed, though the entry stays stored);
+2 bad command line; 3 cannot reach myco-d (not
 running, wrong --socket, no permission, no answer in time); 4 myco-d refused the entry (4xx,
 e.g. a signature from a key it does not trust), with its reason.
 ";
@@ -80,8 +80,8 @@ Options:
   -h, --help           Print this help
 
 Exit status: 0 stored (applied or unchanged), and with --wait removed; 1 failed (key refused,
-myco-d failed with 5xx or answered garbage; with --wait: deployed again, or the timeout passed); 2 bad command line, including a NAME that is not a service name; 3 cannot
-reach myco-d; 4 myco-d refused the tombstone (4xx), with its reason.
+myco-d failed with 5xx or answered garbage; with --wait: deployed again, or the timeout
+passed); 2 bad command line, including a NAME that is not a service name; 3 cannot reach myco-d; 4 myco-d refused the tombstone (4xx), with its reason.
 ";
 
 /// What `myco deploy` sends.

@@ -70,7 +70,7 @@ pub fn pubkey(args: Arguments) -> Result<(), Error> {
     let fields = [
         ("public_key", Value::Text(hex(&public.0))),
         ("key_id", Value::Number(public.key_id().into())),
-        ("node_id", Value::Number(public.node_id())),
+        ("node_id", Value::Text(format!("{:016x}", public.node_id()))),
     ];
     output::print(&fields, json)
 }

@@ -24,6 +24,7 @@ mod events;
 mod files;
 mod init;
 mod keys;
+mod logs;
 mod output;
 mod progress;
 mod render;
@@ -44,7 +45,7 @@ struct Command {
 
 /// Every command, in the order `myco --help` lists them. The top-level help is built from this
 /// table, so it lists exactly the commands that exist.
-const COMMANDS: [Command; 14] = [
+const COMMANDS: [Command; 15] = [
     Command {
         name: "keygen",
         summary: "Make a new operator or node key file",
@@ -123,6 +124,12 @@ const COMMANDS: [Command; 14] = [
         summary: "Follow the local myco-d's events: deploys, units, members, refused frames",
         help: events::EVENTS_HELP,
         run: events::events,
+    },
+    Command {
+        name: "logs",
+        summary: "Print (or follow) a service's journal from the box that runs it",
+        help: logs::LOGS_HELP,
+        run: logs::logs,
     },
     Command {
         name: "completions",

@@ -118,8 +118,12 @@ impl Watch {
             ));
         }
         let failing = |state: &str| state == "failed" || state == "restarting";
-        self.failing_since
-            .retain(|(id, _)| service.placed_on.iter().any(|p| &p.id == id && failing(&p.state)));
+        self.failing_since.retain(|(id, _)| {
+            service
+                .placed_on
+                .iter()
+                .any(|p| &p.id == id && failing(&p.state))
+        });
         for placed in service.placed_on.iter().filter(|p| failing(&p.state)) {
             if !self.failing_since.iter().any(|(id, _)| *id == placed.id) {
                 self.failing_since.push((placed.id.clone(), now));
@@ -137,9 +141,9 @@ impl Watch {
                 .expect("retained ids are placed")
                 .state;
             return Verdict::Failed(format!(
-                "{name} is {} on {} for {} s ({}); read its journal on that box with 'curl \
-                 --unix-socket {} \"http://localhost/logs?service={name}\"' (the local myco-d \
-                 names the box if it runs elsewhere), and see 'myco events'",
+                "{name} is {} on {} for {} s ({}); read its journal on that box with 'myco logs \
+                 {name}' or 'curl --unix-socket {} \"http://localhost/logs?service={name}\"' \
+                 (the local myco-d names the box if it runs elsewhere), and see 'myco events'",
                 terminal_safe(state),
                 short_id(id),
                 now.saturating_duration_since(*since).as_secs(),
@@ -360,7 +364,10 @@ mod tests {
         let s = service(
             false,
             2,
-            &[("3f2a09c1d4e5b6a7", "running"), ("11aa22bb33cc44dd", "pending")],
+            &[
+                ("3f2a09c1d4e5b6a7", "running"),
+                ("11aa22bb33cc44dd", "pending"),
+            ],
         );
         assert_eq!(
             w.handle_service(Some(&s), t),
@@ -369,13 +376,19 @@ mod tests {
         let s = service(
             false,
             3,
-            &[("3f2a09c1d4e5b6a7", "running"), ("11aa22bb33cc44dd", "running")],
+            &[
+                ("3f2a09c1d4e5b6a7", "running"),
+                ("11aa22bb33cc44dd", "running"),
+            ],
         );
         let Verdict::Done(line) = w.handle_service(Some(&s), t) else {
             panic!("not done")
         };
         assert!(line.starts_with("web: 2/2 running"), "{line}");
-        assert!(line.contains("3 replicas asked, 2 boxes eligible"), "{line}");
+        assert!(
+            line.contains("3 replicas asked, 2 boxes eligible"),
+            "{line}"
+        );
     }
 
     /// A box failing or restarting ends the wait only once it has stayed so for the grace
@@ -386,13 +399,19 @@ mod tests {
         let t = Instant::now();
         let failed = service(false, 1, &[("3f2a09c1d4e5b6a7", "failed")]);
         let starting = service(false, 1, &[("3f2a09c1d4e5b6a7", "starting")]);
-        assert!(matches!(w.handle_service(Some(&failed), t), Verdict::Waiting(_)));
+        assert!(matches!(
+            w.handle_service(Some(&failed), t),
+            Verdict::Waiting(_)
+        ));
         assert!(matches!(
             w.handle_service(Some(&starting), t + Duration::from_secs(3)),
             Verdict::Waiting(_)
         ));
         let t = t + Duration::from_secs(4);
-        assert!(matches!(w.handle_service(Some(&failed), t), Verdict::Waiting(_)));
+        assert!(matches!(
+            w.handle_service(Some(&failed), t),
+            Verdict::Waiting(_)
+        ));
         let Verdict::Failed(message) = w.handle_service(Some(&failed), t + FAILING_GRACE) else {
             panic!("still waiting")
         };

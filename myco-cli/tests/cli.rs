@@ -57,10 +57,16 @@ fn pubkey_matches_keygen() {
     let json = myco_ok(&dir, &["pubkey", "--key", "node.key", "--json"]);
     assert_eq!(json_field(&json, "public_key"), hex(&public.0));
     assert_eq!(json_field(&json, "key_id"), public.key_id().to_string());
-    assert_eq!(json_field(&json, "node_id"), public.node_id().to_string());
+    assert_eq!(
+        json_field(&json, "node_id"),
+        format!("{:016x}", public.node_id())
+    );
     let text = myco_ok(&dir, &["pubkey", "--key", "node.key"]);
     assert_eq!(text_field(&text, "public_key"), hex(&public.0));
-    assert_eq!(text_field(&text, "node_id"), public.node_id().to_string());
+    assert_eq!(
+        text_field(&text, "node_id"),
+        format!("{:016x}", public.node_id())
+    );
 }
 
 /// A certificate from `myco cert` decodes, carries exactly the requested fields, verifies under
@@ -110,7 +116,10 @@ fn cert_verifies_with_requested_fields() {
 
         let bytes = fs::read(dir.join(&out)).unwrap();
         assert_eq!(json_field(&json, "size_bytes"), bytes.len().to_string());
-        assert_eq!(json_field(&json, "node_id"), node.node_id().to_string());
+        assert_eq!(
+            json_field(&json, "node_id"),
+            format!("{:016x}", node.node_id())
+        );
         let cert = Cert::decode(&bytes).unwrap();
         assert_eq!(cert.body.node_pk, node.0);
         assert_eq!((cert.body.zone, cert.body.arch), (zone, arch));
@@ -406,11 +415,13 @@ fn help_lists_exactly_the_commands() {
             "nodes",
             "status",
             "events",
+            "logs",
             "completions"
         ]
     );
-    let flags: [(&str, &[&str]); 14] = [
+    let flags: [(&str, &[&str]); 15] = [
         ("events", &["--socket", "--json"]),
+        ("logs", &["NAME", "--follow", "--lines", "--socket"]),
         ("keygen", &["--out", "--json"]),
         ("pubkey", &["--key", "--json"]),
         (
@@ -442,6 +453,8 @@ fn help_lists_exactly_the_commands() {
                 "--operator-key",
                 "--clock",
                 "--entry",
+                "--wait",
+                "--timeout",
                 "--socket",
                 "MYCO_SOCKET",
                 "/run/myco/myco.sock",
@@ -450,7 +463,15 @@ fn help_lists_exactly_the_commands() {
         ),
         (
             "rm",
-            &["NAME", "--operator-key", "--clock", "--socket", "--json"],
+            &[
+                "NAME",
+                "--operator-key",
+                "--clock",
+                "--wait",
+                "--timeout",
+                "--socket",
+                "--json",
+            ],
         ),
         ("ls", &["--socket", "--json"]),
         ("nodes", &["--socket", "--json"]),

@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod crypto;
+pub mod dns;
 pub mod engine;
 pub mod gossip;
 pub mod hash;

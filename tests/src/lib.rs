@@ -733,11 +733,11 @@ impl Cluster {
         self.myco(&["keygen", "--out", path_text]).ok();
         let json = self.myco(&["pubkey", "--key", path_text, "--json"]).json();
         let node_id = json["node_id"]
-            .as_u64()
+            .as_str()
             .unwrap_or_else(|| panic!("pubkey --json has no node_id: {json}"));
         Key {
             public_hex: json["public_key"].as_str().expect("public_key").to_string(),
-            node_id: format!("{node_id:016x}"),
+            node_id: node_id.to_string(),
             path,
         }
     }

@@ -1,0 +1,269 @@
+//! `myco logs`: prints a service's journal from the local daemon's `GET /logs`, and with
+//! `--follow` keeps printing as the journal grows. The answer is plain text with no length that
+//! ends when the connection closes, so it is read here as a stream, not through `client::call`;
+//! an error answer has a length and a JSON body, and is reported as every other error is.
+//!
+//! On a terminal each line is shown through `terminal_safe`, since a service writes what it likes
+//! into its journal; into a pipe the bytes pass unchanged, so `grep` sees what journalctl wrote.
+
+use crate::args::{Error, Flags};
+use crate::client::{self, Answer, Request, QUERY_TIMEOUT, SOCKET_ENV};
+use crate::output::terminal_safe;
+use myco_core::schema::entry::valid_name;
+use pico_args::Arguments;
+use std::io::{self, IsTerminal, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+
+pub const LOGS_HELP: &str = "\
+Usage: myco logs NAME [--follow] [--lines N] [--socket PATH]
+
+Prints the journal of the service NAME (its unit myco-NAME.service) on this box, as myco-d's
+GET /logs serves it from journalctl, and exits at its end. With --follow, keeps printing new
+lines until interrupted. The journal is on the box that runs the service: asked elsewhere,
+myco-d answers which boxes run it ('myco ls' shows them too), and myco exits 4.
+
+Options:
+  -f, --follow   Keep printing lines as they are written
+  -n, --lines N  Print only the last N lines, 0 to 10000 (default: journalctl's)
+  --socket PATH  myco-d's API socket (default: $MYCO_SOCKET, else /run/myco/myco.sock)
+  -h, --help     Print this help
+
+Exit status: 0 printed (or, with --follow, interrupted); 1 myco-d failed (5xx, such as 503 for
+too many followers) or answered garbage; 2 bad command line; 3 cannot reach myco-d (not running,
+wrong --socket, no permission); 4 myco-d refused (4xx): the service does not run on this box,
+or there is no such service.
+";
+
+/// `GET /logs`'s `lines` bound (docs/api.md).
+const LINES_MAX: u32 = 10_000;
+/// An answer head longer than this is not something myco-d sends.
+const HEAD_BYTES_MAX: usize = 8 * 1024;
+
+pub fn logs(args: Arguments) -> Result<(), Error> {
+    let mut flags = Flags::new(args, "logs");
+    let (follow_long, follow_short) = (flags.switch("--follow"), flags.switch("-f"));
+    let follow = follow_long || follow_short;
+    let lines = match (flags.string("--lines")?, flags.string("-n")?) {
+        (Some(_), Some(_)) => {
+            return Err(Error::Usage(
+                "--lines and -n are the same flag; give it once".into(),
+            ))
+        }
+        (lines, n) => lines.or(n),
+    };
+    let socket = flags.path("--socket")?;
+    let name = flags.finish_with_string("NAME")?;
+    let name = flags.required(name, "NAME, the service whose journal to print")?;
+    if !valid_name(&name) {
+        return Err(Error::Usage(format!(
+            "'{}' is not a service name: names are 1 to 63 of a-z, 0-9 and '-', not starting or \
+             ending with '-'; see 'myco ls' for the services",
+            terminal_safe(&name)
+        )));
+    }
+    let lines = match lines {
+        None => None,
+        Some(text) => match text.parse::<u32>() {
+            Ok(n) if n <= LINES_MAX => Some(n),
+            _ => {
+                return Err(Error::Usage(format!(
+                    "--lines must be a whole number from 0 to {LINES_MAX}, got '{text}'"
+                )))
+            }
+        },
+    };
+    let socket = client::socket_path(socket, std::env::var_os(SOCKET_ENV));
+    let mut target = format!("/logs?service={name}&follow={follow}");
+    if let Some(n) = lines {
+        target += &format!("&lines={n}");
+    }
+    let stdout = io::stdout();
+    let safe = stdout.is_terminal();
+    stream(&socket, &target, follow, safe, &mut stdout.lock())
+}
+
+/// Sends the request and copies the journal to `out` until the daemon closes the connection.
+fn stream(
+    socket: &Path,
+    target: &str,
+    follow: bool,
+    safe: bool,
+    out: &mut impl Write,
+) -> Result<(), Error> {
+    assert!(target.starts_with("/logs?service="));
+    let shown = socket.display();
+    let mut connection = UnixStream::connect(socket).map_err(|e| {
+        Error::Unreachable(format!(
+            "cannot reach myco-d at '{shown}': {e}; is myco-d running? check 'systemctl status \
+             myco-d' and --socket (or {SOCKET_ENV})"
+        ))
+    })?;
+    let lost = |e: io::Error| {
+        Error::Unreachable(format!(
+            "the connection to myco-d at '{shown}' failed while reading the journal: {e}; check \
+             'journalctl -u myco-d'"
+        ))
+    };
+    let request = format!("GET {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    connection.write_all(request.as_bytes()).map_err(lost)?;
+    // The head comes at once; without --follow so does the whole journal. Silence while
+    // following is a quiet service, not a lost daemon.
+    connection
+        .set_read_timeout(Some(QUERY_TIMEOUT))
+        .map_err(lost)?;
+    let mut buf = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    let head_end = loop {
+        if let Some(at) = find(&buf, b"\r\n\r\n") {
+            break at + 4;
+        }
+        if buf.len() > HEAD_BYTES_MAX {
+            return Err(not_logs(&buf));
+        }
+        match connection.read(&mut chunk) {
+            Ok(0) => return Err(not_logs(&buf)),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(lost(e)),
+        }
+    };
+    if !(buf.starts_with(b"HTTP/1.1 200 ") || buf.starts_with(b"HTTP/1.0 200 ")) {
+        // An error answer has a length; the connection closes after it.
+        let _ = connection.read_to_end(&mut buf);
+        return Err(not_logs(&buf));
+    }
+    if follow {
+        connection.set_read_timeout(None).map_err(lost)?;
+    }
+    let mut printer = Printer {
+        safe,
+        partial: Vec::new(),
+    };
+    let body = buf.split_off(head_end);
+    printer.write(&body, out)?;
+    loop {
+        match connection.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => printer.write(&chunk[..n], out)?,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(lost(e)),
+        }
+    }
+    printer.finish(out)
+}
+
+/// Copies journal bytes to stdout: verbatim, or line by line made terminal-safe.
+struct Printer {
+    safe: bool,
+    /// A terminal-bound line not yet ended.
+    partial: Vec<u8>,
+}
+
+impl Printer {
+    fn write(&mut self, bytes: &[u8], out: &mut impl Write) -> Result<(), Error> {
+        if !self.safe {
+            return emit(out, bytes);
+        }
+        self.partial.extend_from_slice(bytes);
+        let Some(last) = self.partial.iter().rposition(|&b| b == b'\n') else {
+            return Ok(());
+        };
+        let rest = self.partial.split_off(last + 1);
+        let lines = std::mem::replace(&mut self.partial, rest);
+        let mut text = String::new();
+        for line in lines.split(|&b| b == b'\n') {
+            text += &terminal_safe(&String::from_utf8_lossy(line));
+            text.push('\n');
+        }
+        // `split` yields an empty piece after the final newline.
+        text.pop();
+        emit(out, text.as_bytes())
+    }
+
+    fn finish(&mut self, out: &mut impl Write) -> Result<(), Error> {
+        if self.partial.is_empty() {
+            return Ok(());
+        }
+        let line = terminal_safe(&String::from_utf8_lossy(&std::mem::take(&mut self.partial)));
+        emit(out, format!("{line}\n").as_bytes())
+    }
+}
+
+/// Writes and flushes, so followed lines appear as they come. A reader that went away
+/// (`myco logs web | head`) is the end of the job, not a failure.
+fn emit(out: &mut impl Write, bytes: &[u8]) -> Result<(), Error> {
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) => Err(Error::Failed(format!(
+            "cannot write to stdout: {e}; check the pipe"
+        ))),
+    }
+}
+
+/// The error for an answer that is not a 200 journal.
+fn not_logs(bytes: &[u8]) -> Error {
+    const REQUEST: Request<'static> = Request {
+        method: "GET",
+        path: "/logs",
+        body: b"",
+        what: "the journal",
+        timeout: QUERY_TIMEOUT,
+    };
+    match myco_cli::http::parse_response(bytes) {
+        Ok(r) => client::status_error(
+            &Answer {
+                status: r.status,
+                reason: String::from_utf8_lossy(r.reason).into_owned(),
+                body: r.body.to_vec(),
+            },
+            &REQUEST,
+        ),
+        Err(_) if bytes.is_empty() => Error::Unreachable(
+            "myco-d closed the connection without answering; check 'journalctl -u myco-d'".into(),
+        ),
+        Err(e) => Error::Failed(format!(
+            "myco-d's answer to the journal request is not an HTTP answer ({e}); check that \
+             myco and myco-d are the same version"
+        )),
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Bound for a terminal, lines are escaped and held until they end; for a pipe, bytes pass
+    /// as they came.
+    #[test]
+    fn printer_escapes_only_for_terminals() {
+        let mut out = Vec::new();
+        let mut safe = Printer {
+            safe: true,
+            partial: Vec::new(),
+        };
+        safe.write(b"a\x1b[2Jb\nhal", &mut out).unwrap();
+        assert_eq!(out, b"a\\u{1b}[2Jb\n");
+        safe.write(b"f\n", &mut out).unwrap();
+        safe.write(b"tail", &mut out).unwrap();
+        safe.finish(&mut out).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "a\\u{1b}[2Jb\nhalf\ntail\n"
+        );
+
+        let mut out = Vec::new();
+        let mut raw = Printer {
+            safe: false,
+            partial: Vec::new(),
+        };
+        raw.write(b"a\x1b[2Jb\nhal", &mut out).unwrap();
+        raw.finish(&mut out).unwrap();
+        assert_eq!(out, b"a\x1b[2Jb\nhal");
+    }
+}
