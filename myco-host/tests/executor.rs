@@ -245,3 +245,51 @@ fn logs_come_from_the_unit_journal_and_stop_with_the_client() {
     wait_until(10, "journalctl ends with its client", || !alive());
     assert_eq!(d.get("/health").0, 200, "the daemon is fine");
 }
+
+/// A free loopback port for both UDP and TCP (bound and released; the daemon binds it next).
+fn free_port() -> u16 {
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.local_addr().unwrap().port()
+}
+
+fn dig(port: u16, args: &[&str]) -> String {
+    let out = Command::new("dig")
+        .args(["@127.0.0.1", "-p", &port.to_string(), "+time=2", "+tries=1"])
+        .args(args)
+        .output()
+        .expect("dig runs (make tools installs dnsutils)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `*.myco` DNS with real dig: a running service's A record and SRV port, over UDP and TCP;
+/// NXDOMAIN for an unknown name, REFUSED for another zone; garbage changes nothing.
+#[test]
+fn dns_answers_running_services_by_name() {
+    let op = operator();
+    let mut d = Daemon::new("executor-dns", &op, 25);
+    let port = free_port();
+    start_with(&mut d, &["--dns", &format!("127.0.0.1:{port}")]);
+    let entry = daemon::entry_with_port(&op, "web", 1, 8080);
+    assert_eq!(d.deploy(&entry).0, 200);
+    wait_until(15, "web runs and resolves", || {
+        dig(port, &["+short", "web.myco", "A"]).trim() == "127.0.0.1"
+    });
+    assert_eq!(
+        dig(port, &["+short", "+tcp", "web.myco", "A"]).trim(),
+        "127.0.0.1"
+    );
+    assert_eq!(
+        dig(port, &["+short", "_web._tcp.myco", "SRV"]).trim(),
+        "0 0 8080 web.myco."
+    );
+    assert!(dig(port, &["nope.myco", "A"]).contains("status: NXDOMAIN"));
+    assert!(dig(port, &["example.com", "A"]).contains("status: REFUSED"));
+    let garbage = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    garbage
+        .send_to(b"\x00\x01garbage", ("127.0.0.1", port))
+        .unwrap();
+    assert!(
+        dig(port, &["web.myco", "A"]).contains("status: NOERROR"),
+        "still answering"
+    );
+}

@@ -16,6 +16,8 @@
 #   InvocationID, and every daemon lists the new version.
 #
 # Timings are printed, not judged (timing belongs in benchmarks): one line
+# - `dig @127.0.0.1 NAME.myco` in each box answers the boxes that run it, over UDP and TCP, and
+#   follows the service when it moves;
 # - a service that crash-loops (`/usr/bin/false`) is reported as restarting or failed by every
 #   box's `myco ls`, including the boxes that do not run it;
 # `TESTBED boxes=3 up_s=... deploy_to_running_s=... death_to_replaced_s=... heal_to_settled_s=...
@@ -101,6 +103,30 @@ for i in $running; do
 	log "box $i runs myco-$service.service as $(service_dynamic_user "$i" "$service")"
 done
 
+# *.myco DNS, as a workload on box I sees it (dig from inside the box's network namespace, to
+# the daemon on its 127.0.0.1:53): every box that runs the service healthily, this box as
+# 127.0.0.1. Sorted, one per line.
+dns_answer() {
+	ip netns exec "$(box_name "$1")" dig +short +time=1 +tries=1 @127.0.0.1 "$service.myco" A | sort
+}
+dns_expected() {
+	local i=$1 j
+	for j in $2; do
+		if ((j == i)); then echo 127.0.0.1; else echo "$TESTBED_SUBNET.$((10 + j))"; fi
+	done | sort
+}
+dns_is() {
+	[[ $(dns_answer "$1") == "$(dns_expected "$1" "$2")" ]]
+}
+for ((i = 0; i < box_count; i++)); do
+	wait_for "$wait_s" "box $i resolves $service.myco to the boxes that run it ($running)" dns_is "$i" "$running"
+done
+log "$service.myco from box 0: $(dns_answer 0 | tr '\n' ' ')(boxes $running)"
+tcp=$(ip netns exec "$(box_name 0)" dig +short +tcp @127.0.0.1 "$service.myco" A | sort)
+[[ $tcp == "$(dns_answer 0)" ]] || fail "DNS over TCP differs: $tcp"
+[[ $(ip netns exec "$(box_name 0)" dig +time=1 @127.0.0.1 nope.myco A | grep -c NXDOMAIN) == 1 ]] \
+	|| fail "nope.myco is not NXDOMAIN"
+
 # Cut off the highest-numbered box that runs it, so that box 0, whose socket takes the deploys,
 # stays in the cluster.
 victim=${running##* }
@@ -120,6 +146,9 @@ wait_for "$wait_s" "myco-$service.service active on boxes ${remaining[*]} after 
 	runs_on_remaining
 death_ms=$(($(now_ms) - cut))
 log "running on boxes ${remaining[*]} $(ms_as_s "$death_ms") s after the cut"
+# The name follows the service: box 0 now answers with the boxes that took over.
+wait_for "$wait_s" "box 0 resolves $service.myco to boxes ${remaining[*]}" dns_is 0 "${remaining[*]}"
+log "$service.myco from box 0 after the cut: $(dns_answer 0 | tr '\n' ' ')"
 
 healed=$(now_ms)
 box_heal "$victim"

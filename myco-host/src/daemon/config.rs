@@ -38,6 +38,8 @@ Options:
   --unit-dir DIR        Where units are written (default /etc/systemd/system)
   --systemctl PATH      The systemctl to run (default: systemctl from PATH)
   --journalctl PATH     The journalctl /logs runs (default: journalctl from PATH)
+  --dns ADDR|off        Answer *.myco DNS on ADDR, UDP and TCP (default 127.0.0.1:53; needs
+                        CAP_NET_BIND_SERVICE below port 1024)
   --verbose             Also print debug lines on stderr (the flight recorder always has them)
   -h, --help            Print this help and exit
   -V, --version         Print the version and exit
@@ -71,6 +73,8 @@ pub struct Config {
     pub io: Choice,
     /// `None`: no executor (`--executor none`).
     pub executor: Option<ExecutorConfig>,
+    /// Where `*.myco` DNS listens (UDP and TCP); `None` with `--dns off`.
+    pub dns: Option<SocketAddr>,
     pub verbose: bool,
     /// `/stream`'s heartbeat interval; only tests change it (`--stream-heartbeat-ms`, not in the
     /// help).
@@ -125,6 +129,15 @@ pub fn parse(mut args: Arguments) -> Result<Parsed, UsageError> {
     let reserve_bytes = number(&mut args, "--reserve-bytes")?.unwrap_or(RESERVE_BYTES_DEFAULT);
     let io = io_choice(text(&mut args, "--io")?)?;
     let executor = executor(&mut args)?;
+    let dns = match text(&mut args, "--dns")?.as_deref() {
+        None => Some(SocketAddr::from(([127, 0, 0, 1], 53))),
+        Some("off") => None,
+        Some(v) => Some(v.parse().map_err(|_| {
+            usage(format!(
+                "--dns '{v}' is not IP:PORT or off, e.g. 127.0.0.1:53"
+            ))
+        })?),
+    };
     let verbose = args.contains("--verbose");
     let stream_heartbeat_ms = number(&mut args, "--stream-heartbeat-ms")?
         .unwrap_or(super::api::HEARTBEAT_MS)
@@ -142,6 +155,7 @@ pub fn parse(mut args: Arguments) -> Result<Parsed, UsageError> {
         reserve_bytes,
         io,
         executor,
+        dns,
         verbose,
         stream_heartbeat_ms,
     })))

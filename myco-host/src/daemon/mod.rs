@@ -6,6 +6,7 @@
 pub mod api;
 pub mod boot;
 pub mod config;
+pub mod dns;
 pub mod events;
 pub mod executor;
 pub mod host;
@@ -38,8 +39,13 @@ use std::time::Duration;
 const TOKEN_UDP: u64 = 0;
 const TOKEN_LISTENER: u64 = 1;
 const TOKEN_SIGNALS: u64 = 2;
+const TOKEN_DNS_UDP: u64 = 3;
+const TOKEN_DNS_TCP: u64 = 4;
+/// DNS TCP connections: 8 and up, below the API's `TOKEN_CONN_BASE`.
+const TOKEN_DNS_CONN_BASE: u64 = 8;
+const _: () = assert!(TOKEN_DNS_CONN_BASE + dns::DNS_TCP_MAX as u64 <= api::TOKEN_CONN_BASE);
 /// Interests: the daemon's three fds and the connections.
-const INTERESTS_MAX: usize = 3 + api::CONNECTIONS_MAX;
+const INTERESTS_MAX: usize = 5 + dns::DNS_TCP_MAX + api::CONNECTIONS_MAX;
 /// Datagrams read per wake-up, so a flood cannot starve the API and the timers.
 const DATAGRAMS_PER_WAKE: usize = 64;
 /// Disk-full retries, reserve re-creation and the peers file run this often.
@@ -75,6 +81,8 @@ pub struct Daemon {
     stop: bool,
     /// Runs this box's share of the services; `None` with `--executor none`.
     executor: Option<executor::Executor>,
+    /// `*.myco` DNS; `None` with `--dns off` or when its address could not be bound.
+    dns: Option<dns::Dns>,
     /// Join addresses or remembered peers exist: alone means cut off (`engine::mode`).
     has_peers_configured: bool,
     next_reconcile_ms: u64,
@@ -155,6 +163,18 @@ impl Daemon {
             ),
             None => None,
         };
+        let dns = config
+            .dns
+            .and_then(|addr| match dns::Dns::bind(addr, config.listen) {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    log.log(
+                        Level::Warning,
+                        format_args!("*.myco DNS is off: cannot bind {addr}: {e}"),
+                    );
+                    None
+                }
+            });
         let notifier = Notifier::from_env()
             .map_err(|e| BootError(format!("cannot reach systemd's NOTIFY_SOCKET: {e}")))?;
         let mut daemon = Daemon {
@@ -181,6 +201,7 @@ impl Daemon {
             durable_reported: 0,
             stop: false,
             executor,
+            dns,
             has_peers_configured: !join.is_empty(),
             next_reconcile_ms: 0,
             _lock: lock,
@@ -242,8 +263,17 @@ impl Daemon {
     /// for a few milliseconds: long enough to fail an immediate `systemctl restart`.
     fn shutdown(&mut self) {
         self.node.leave(&mut self.host);
-        for token in [TOKEN_UDP, TOKEN_LISTENER, TOKEN_SIGNALS] {
+        for token in [
+            TOKEN_UDP,
+            TOKEN_LISTENER,
+            TOKEN_SIGNALS,
+            TOKEN_DNS_UDP,
+            TOKEN_DNS_TCP,
+        ] {
             self.host.io.forget(token);
+        }
+        for slot in 0..dns::DNS_TCP_MAX as u64 {
+            self.host.io.forget(TOKEN_DNS_CONN_BASE + slot);
         }
         for c in self.api.conns.iter_mut() {
             c.close();
@@ -270,6 +300,29 @@ impl Daemon {
         let mut conns = heapless::Vec::<Interest, { api::CONNECTIONS_MAX }>::new();
         self.api.interests(&mut conns);
         out.extend(conns);
+        let Some(dns) = &self.dns else {
+            return;
+        };
+        for (fd, token) in [
+            (dns.udp.as_raw_fd(), TOKEN_DNS_UDP),
+            (dns.tcp.as_raw_fd(), TOKEN_DNS_TCP),
+        ] {
+            let _ = out.push(Interest {
+                fd,
+                token,
+                readable: true,
+                writable: false,
+            });
+        }
+        for (slot, fd, writing) in dns.conn_fds() {
+            let token = TOKEN_DNS_CONN_BASE + slot as u64;
+            let _ = out.push(Interest {
+                fd,
+                token,
+                readable: !writing,
+                writable: writing,
+            });
+        }
     }
 
     fn handle(&mut self, c: Completion) {
@@ -286,11 +339,29 @@ impl Daemon {
                 token: TOKEN_SIGNALS,
                 ..
             } => self.signal(),
+            Completion::Ready { token, .. }
+                if (TOKEN_DNS_UDP..api::TOKEN_CONN_BASE).contains(&token) =>
+            {
+                self.dns_ready(token)
+            }
             Completion::Ready { token, .. } => {
                 if let Some(slot) = Api::slot_of(token) {
                     self.connection(slot);
                 }
             }
+        }
+    }
+
+    fn dns_ready(&mut self, token: u64) {
+        let now = self.now_ms();
+        let Some(dns) = self.dns.as_mut() else {
+            return;
+        };
+        let executor = self.executor.as_ref();
+        match token {
+            TOKEN_DNS_UDP => dns.serve_udp(&self.node, executor),
+            TOKEN_DNS_TCP => dns.accept(now),
+            _ => dns.serve_tcp((token - TOKEN_DNS_CONN_BASE) as usize, &self.node, executor),
         }
     }
 
@@ -383,6 +454,9 @@ impl Daemon {
 
     fn housekeeping(&mut self, now: u64) {
         self.api.expire(now);
+        if let Some(dns) = self.dns.as_mut() {
+            dns.expire(now);
+        }
         self.host.events.flush_refused();
         self.host.retry_parked();
         if now >= self.next_reserve_ms {
@@ -460,6 +534,10 @@ impl Daemon {
         }
         self.host.start_write();
         self.api.reap(&mut self.host.io);
+        if let Some(dns) = self.dns.as_mut() {
+            let io = &mut self.host.io;
+            dns.reap(|slot| io.forget(TOKEN_DNS_CONN_BASE + slot as u64));
+        }
     }
 
     /// Snapshots the store, which holds every appended entry, so the pending batch is durable

@@ -154,23 +154,67 @@ pub fn http(
     Ok((status, body))
 }
 
-/// A signed entry for service `name` that runs `/usr/bin/true`.
-pub fn entry(operator: &SigningKey, name: &str, clock: u64) -> Vec<u8> {
-    let body = EntryBody {
-        name,
-        version: Version {
-            clock,
-            key_id: operator.public_key().key_id(),
-        },
-        spec: Some(ServiceSpec::minimal(Source::Exec {
-            path: "/usr/bin/true",
-        })),
-    };
+/// Encodes `body` and signs it with `operator`.
+fn signed(operator: &SigningKey, body: &EntryBody<'_>) -> Vec<u8> {
     let mut out = [0u8; ENTRY_BYTES_MAX];
-    let n = encode_entry(&body, &[0; 64], &mut out).unwrap();
+    let n = encode_entry(body, &[0; 64], &mut out).unwrap();
     let signature = sign_entry_body(operator, &out[..n - 64]);
     out[n - 64..n].copy_from_slice(&signature);
     out[..n].to_vec()
+}
+
+fn version(operator: &SigningKey, clock: u64) -> Version {
+    Version {
+        clock,
+        key_id: operator.public_key().key_id(),
+    }
+}
+
+/// A signed entry for service `name` that runs `/usr/bin/true`.
+pub fn entry(operator: &SigningKey, name: &str, clock: u64) -> Vec<u8> {
+    let spec = ServiceSpec::minimal(Source::Exec {
+        path: "/usr/bin/true",
+    });
+    signed(
+        operator,
+        &EntryBody {
+            name,
+            version: version(operator, clock),
+            spec: Some(spec),
+        },
+    )
+}
+
+/// A signed entry for service `name` that declares TCP port `port`.
+pub fn entry_with_port(operator: &SigningKey, name: &str, clock: u64, port: u16) -> Vec<u8> {
+    let mut spec = ServiceSpec::minimal(Source::Exec {
+        path: "/usr/bin/true",
+    });
+    let tcp = myco_core::schema::entry::Port {
+        number: port,
+        protocol: myco_core::schema::entry::Protocol::Tcp,
+    };
+    spec.ports.push(tcp).unwrap();
+    signed(
+        operator,
+        &EntryBody {
+            name,
+            version: version(operator, clock),
+            spec: Some(spec),
+        },
+    )
+}
+
+/// A signed tombstone for service `name`.
+pub fn tombstone(operator: &SigningKey, name: &str, clock: u64) -> Vec<u8> {
+    signed(
+        operator,
+        &EntryBody {
+            name,
+            version: version(operator, clock),
+            spec: None,
+        },
+    )
 }
 
 /// Polls `check` every 50 ms until it holds or `seconds` pass.
@@ -180,22 +224,4 @@ pub fn wait_until(seconds: u64, what: &str, mut check: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting until {what}");
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-/// A signed tombstone for service `name`.
-#[allow(dead_code)] // not every test binary deletes
-pub fn tombstone(operator: &SigningKey, name: &str, clock: u64) -> Vec<u8> {
-    let body = EntryBody {
-        name,
-        version: Version {
-            clock,
-            key_id: operator.public_key().key_id(),
-        },
-        spec: None,
-    };
-    let mut out = [0u8; ENTRY_BYTES_MAX];
-    let n = encode_entry(&body, &[0; 64], &mut out).unwrap();
-    let signature = sign_entry_body(operator, &out[..n - 64]);
-    out[n - 64..n].copy_from_slice(&signature);
-    out[..n].to_vec()
 }

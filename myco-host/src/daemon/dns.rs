@@ -1,0 +1,290 @@
+//! `*.myco` DNS for workloads on this box: a UDP and a TCP listener (default 127.0.0.1:53) that
+//! answer from the gossiped state through `myco_core::dns`. `NAME.myco` lists the boxes that run
+//! NAME healthily right now: placement's boxes whose unit is running (this box: what systemd
+//! says; a peer: its gossiped status lists nothing wrong with it). A peer that has not reported
+//! is left out, so a name never points at a box that is not known to serve it.
+//!
+//! TCP answers one query per connection from a fixed table of connections, with non-blocking
+//! reads and writes, so a slow client holds a slot and never the loop.
+
+use super::executor::{Executor, Health};
+use myco_core::dns::{answer, Directory, Transport};
+use myco_core::schema::entry::Protocol;
+use myco_core::state::store::key_hash;
+use myco_core::{Node, PeerAddr};
+use std::io::{self, ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::fd::{AsRawFd, RawFd};
+
+/// TCP connections answered at once; more wait in the kernel's backlog.
+pub const DNS_TCP_MAX: usize = 4;
+/// A TCP query must arrive, and its answer be taken, within this.
+const TCP_TIMEOUT_MS: u64 = 5_000;
+const MESSAGE_BYTES_MAX: usize = 65_535;
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DnsStats {
+    pub udp_queries: u64,
+    pub tcp_queries: u64,
+    /// Packets that got no answer (not even a header to answer).
+    pub dropped: u64,
+}
+
+struct TcpConn {
+    stream: Option<TcpStream>,
+    /// The 2-byte length and the query.
+    input: Box<[u8]>,
+    filled: usize,
+    /// The framed answer and how much of it is sent.
+    output: Box<[u8]>,
+    sent: usize,
+    len: usize,
+    deadline_ms: u64,
+    /// Closed; the fd stays until the backend forgot it (as for API connections).
+    dead: bool,
+}
+
+pub struct Dns {
+    pub udp: UdpSocket,
+    pub tcp: TcpListener,
+    conns: Box<[TcpConn]>,
+    scratch: Box<[u8]>,
+    /// What this box answers for itself: its listen address, or loopback when it listens on a
+    /// wildcard (a workload on this box reaches a service on this box there).
+    own: PeerAddr,
+    pub stats: DnsStats,
+}
+
+/// The directory the core answers from.
+pub struct Names<'a> {
+    pub node: &'a Node,
+    pub executor: Option<&'a Executor>,
+    pub own: PeerAddr,
+}
+
+impl Directory for Names<'_> {
+    fn instances(&self, name: &str, out: &mut dyn FnMut(PeerAddr)) -> bool {
+        let store = self.node.store();
+        match store.get_by_name(name) {
+            Some(e) if !e.body.is_tombstone() => {}
+            _ => return false,
+        }
+        let key = key_hash(name);
+        for id in self.node.placement(key) {
+            if let Some(addr) = self.healthy_at(id, key, name) {
+                out(addr);
+            }
+        }
+        true
+    }
+
+    fn ports(&self, name: &str, out: &mut dyn FnMut(u16, Protocol)) {
+        let Some(entry) = self.node.store().get_by_name(name) else {
+            return;
+        };
+        for p in entry.body.spec.iter().flat_map(|s| s.ports.iter()) {
+            out(p.number, p.protocol);
+        }
+    }
+}
+
+impl Names<'_> {
+    /// Where node `id` serves the service, if it runs it healthily.
+    fn healthy_at(&self, id: u64, key: u64, name: &str) -> Option<PeerAddr> {
+        if id == self.node.id() {
+            let unit = self.executor?.health_of(name)?;
+            return (unit.health == Health::Running).then_some(self.own);
+        }
+        let member = self
+            .node
+            .members()
+            .iter()
+            .find(|m| m.id == id && m.is_live())?;
+        let status = self.node.status_of(id)?;
+        let listed = status.units.iter().any(|(k, _)| k.0 == key);
+        (!listed && !status.more).then_some(PeerAddr {
+            port: 0,
+            ..member.addr
+        })
+    }
+}
+
+impl Dns {
+    /// Binds both listeners on `addr`, non-blocking.
+    pub fn bind(addr: SocketAddr, gossip: SocketAddr) -> io::Result<Dns> {
+        let udp = UdpSocket::bind(addr)?;
+        udp.set_nonblocking(true)?;
+        let tcp = TcpListener::bind(addr)?;
+        tcp.set_nonblocking(true)?;
+        let own = if gossip.ip().is_unspecified() {
+            PeerAddr::v4([127, 0, 0, 1], 0)
+        } else {
+            PeerAddr {
+                port: 0,
+                ..super::net::peer_addr(gossip)
+            }
+        };
+        let conns = (0..DNS_TCP_MAX)
+            .map(|_| TcpConn {
+                stream: None,
+                input: vec![0; 2 + 512].into_boxed_slice(),
+                filled: 0,
+                output: vec![0; 2 + MESSAGE_BYTES_MAX].into_boxed_slice(),
+                sent: 0,
+                len: 0,
+                deadline_ms: 0,
+                dead: false,
+            })
+            .collect();
+        Ok(Dns {
+            udp,
+            tcp,
+            conns,
+            scratch: vec![0; 4096].into_boxed_slice(),
+            own,
+            stats: DnsStats::default(),
+        })
+    }
+
+    /// Answers the UDP queries that arrived.
+    pub fn serve_udp(&mut self, node: &Node, executor: Option<&Executor>) {
+        let names = Names {
+            node,
+            executor,
+            own: self.own,
+        };
+        let mut query = [0u8; 4096];
+        for _ in 0..64 {
+            let (n, from) = match self.udp.recv_from(&mut query) {
+                Ok(got) => got,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(_) => return,
+            };
+            self.stats.udp_queries += 1;
+            match answer(&query[..n], Transport::Udp, &names, &mut self.scratch) {
+                // A full socket buffer drops the answer, as UDP may; the client asks again.
+                Some(len) => drop(self.udp.send_to(&self.scratch[..len], from)),
+                None => self.stats.dropped += 1,
+            }
+        }
+    }
+
+    pub fn accept(&mut self, now_ms: u64) {
+        while let Some(slot) = self.conns.iter().position(|c| c.stream.is_none()) {
+            let Ok((stream, _)) = self.tcp.accept() else {
+                return;
+            };
+            if stream.set_nonblocking(true).is_err() {
+                continue;
+            }
+            let c = &mut self.conns[slot];
+            (c.filled, c.sent, c.len, c.dead) = (0, 0, 0, false);
+            c.deadline_ms = now_ms + TCP_TIMEOUT_MS;
+            c.stream = Some(stream);
+        }
+    }
+
+    /// The fds to watch: the TCP connections, readable until the query is in, then writable.
+    pub fn conn_fds(&self) -> impl Iterator<Item = (usize, RawFd, bool)> + '_ {
+        self.conns.iter().enumerate().filter_map(|(i, c)| {
+            let s = c.stream.as_ref().filter(|_| !c.dead)?;
+            Some((i, s.as_raw_fd(), c.len > 0))
+        })
+    }
+
+    /// Reads, answers and writes for TCP connection `slot`.
+    pub fn serve_tcp(&mut self, slot: usize, node: &Node, executor: Option<&Executor>) {
+        let names = Names {
+            node,
+            executor,
+            own: self.own,
+        };
+        let c = &mut self.conns[slot];
+        if c.len == 0 && !c.read_query() {
+            return c.close();
+        }
+        if c.len == 0 && c.query_complete() {
+            self.stats.tcp_queries += 1;
+            let query = &c.input[2..c.filled];
+            match answer(query, Transport::Tcp, &names, &mut c.output[2..]) {
+                Some(len) => {
+                    c.output[..2].copy_from_slice(&(len as u16).to_be_bytes());
+                    c.len = len + 2;
+                }
+                None => {
+                    self.stats.dropped += 1;
+                    return c.close();
+                }
+            }
+        }
+        if c.len > 0 && c.write_answer() {
+            c.close();
+        }
+    }
+
+    /// Closes connections past their deadline.
+    pub fn expire(&mut self, now_ms: u64) {
+        for c in self
+            .conns
+            .iter_mut()
+            .filter(|c| c.stream.is_some() && now_ms >= c.deadline_ms)
+        {
+            c.close();
+        }
+    }
+
+    /// Closes the fds of closed connections after `forget` ran for each (by slot).
+    pub fn reap(&mut self, mut forget: impl FnMut(usize)) {
+        for (i, c) in self.conns.iter_mut().enumerate().filter(|(_, c)| c.dead) {
+            forget(i);
+            c.stream = None;
+            c.dead = false;
+        }
+    }
+}
+
+impl TcpConn {
+    fn close(&mut self) {
+        self.dead = self.stream.is_some();
+    }
+
+    /// Reads what arrived; false when the client closed or the query is longer than any query.
+    fn read_query(&mut self) -> bool {
+        let Some(stream) = self.stream.as_mut() else {
+            return false;
+        };
+        loop {
+            if self.filled == self.input.len() {
+                return self.query_complete();
+            }
+            match stream.read(&mut self.input[self.filled..]) {
+                Ok(0) => return false,
+                Ok(n) => self.filled += n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return true,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => return false,
+            }
+        }
+    }
+
+    fn query_complete(&self) -> bool {
+        self.filled >= 2
+            && self.filled >= 2 + usize::from(u16::from_be_bytes([self.input[0], self.input[1]]))
+    }
+
+    /// Writes what the client takes; true once the whole answer is sent (or the client is gone).
+    fn write_answer(&mut self) -> bool {
+        let Some(stream) = self.stream.as_mut() else {
+            return true;
+        };
+        while self.sent < self.len {
+            match stream.write(&self.output[self.sent..self.len]) {
+                Ok(n) => self.sent += n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return false,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => return true,
+            }
+        }
+        true
+    }
+}
