@@ -154,6 +154,29 @@ pub fn call_ok(socket: &Path, request: &Request<'_>) -> Result<Vec<u8>, Error> {
 }
 
 /// The error for an answer that is not 200.
+/// The error for a streamed answer (`/stream`, `/logs`) that did not start as a 200: the
+/// daemon's own error when it sent one, else what went wrong with the bytes.
+pub fn stream_error(bytes: &[u8], request: &Request<'_>) -> Error {
+    match parse_response(bytes) {
+        Ok(r) => status_error(
+            &Answer {
+                status: r.status,
+                reason: String::from_utf8_lossy(r.reason).into_owned(),
+                body: r.body.to_vec(),
+            },
+            request,
+        ),
+        Err(_) if bytes.is_empty() => Error::Unreachable(
+            "myco-d closed the connection without answering; check 'journalctl -u myco-d'".into(),
+        ),
+        Err(e) => Error::Failed(format!(
+            "myco-d's answer to the request for {} is not an HTTP answer ({e}); check that \
+             myco and myco-d are the same version",
+            request.what
+        )),
+    }
+}
+
 pub fn status_error(answer: &Answer, request: &Request<'_>) -> Error {
     assert_ne!(answer.status, 200);
     let status = format!("HTTP {} {}", answer.status, terminal_safe(&answer.reason))

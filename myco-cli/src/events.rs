@@ -4,7 +4,7 @@
 //! daemon still holds is lost; the daemon says `missed` or `reset` when it cannot replay.
 
 use crate::args::{Error, Flags};
-use crate::client::{self, Answer, Request, SOCKET_ENV};
+use crate::client::{self, Request, SOCKET_ENV};
 use crate::output::terminal_safe;
 use pico_args::Arguments;
 use std::io::{self, Read, Write};
@@ -188,23 +188,7 @@ fn follow_once(
 
 /// The error for an answer that is not a 200 event stream.
 fn not_a_stream(bytes: &[u8]) -> Error {
-    match myco_cli::http::parse_response(bytes) {
-        Ok(r) => client::status_error(
-            &Answer {
-                status: r.status,
-                reason: String::from_utf8_lossy(r.reason).into_owned(),
-                body: r.body.to_vec(),
-            },
-            &REQUEST,
-        ),
-        Err(_) if bytes.is_empty() => Error::Unreachable(
-            "myco-d closed the connection without answering; check 'journalctl -u myco-d'".into(),
-        ),
-        Err(e) => Error::Failed(format!(
-            "myco-d's answer to the event stream is not an HTTP answer ({e}); check that myco \
-             and myco-d are the same version"
-        )),
-    }
+    client::stream_error(bytes, &REQUEST)
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {

@@ -7,7 +7,7 @@
 //! into its journal; into a pipe the bytes pass unchanged, so `grep` sees what journalctl wrote.
 
 use crate::args::{Error, Flags};
-use crate::client::{self, Answer, Request, QUERY_TIMEOUT, SOCKET_ENV};
+use crate::client::{self, Request, QUERY_TIMEOUT, SOCKET_ENV};
 use crate::output::terminal_safe;
 use myco_core::schema::entry::valid_name;
 use pico_args::Arguments;
@@ -211,23 +211,7 @@ fn not_logs(bytes: &[u8]) -> Error {
         what: "the journal",
         timeout: QUERY_TIMEOUT,
     };
-    match myco_cli::http::parse_response(bytes) {
-        Ok(r) => client::status_error(
-            &Answer {
-                status: r.status,
-                reason: String::from_utf8_lossy(r.reason).into_owned(),
-                body: r.body.to_vec(),
-            },
-            &REQUEST,
-        ),
-        Err(_) if bytes.is_empty() => Error::Unreachable(
-            "myco-d closed the connection without answering; check 'journalctl -u myco-d'".into(),
-        ),
-        Err(e) => Error::Failed(format!(
-            "myco-d's answer to the journal request is not an HTTP answer ({e}); check that \
-             myco and myco-d are the same version"
-        )),
-    }
+    client::stream_error(bytes, &REQUEST)
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
