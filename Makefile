@@ -61,6 +61,7 @@ bench:
 	# The engine on three boxes under real systemd: its TESTBED line has deploy to running and
 	# death to replaced (needs root; docs/testbed.md).
 	$(MAKE) --no-print-directory testbed-test
+	tests/dnsbench/run.sh
 
 size:
 	cargo build --release --bin myco-d --bin myco
