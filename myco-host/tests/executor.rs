@@ -10,29 +10,8 @@ mod temp_dir;
 
 use daemon::{entry, operator, wait_until, Daemon};
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
-
-const FAKE_JOURNALCTL: &str = r#"#!/bin/sh
-echo "journal of $*"
-case "$*" in
-*--follow*)
-    echo $$ > "$(dirname "$0")/journal.pid"
-    while :; do echo tick; sleep 0.1; done
-    ;;
-esac
-"#;
-
-const FAKE_SYSTEMCTL: &str = r#"#!/bin/sh
-echo "$*" >> "$(dirname "$0")/calls"
-if [ "$1" = show ]; then
-    shift 2
-    for unit in "$@"; do
-        printf 'Id=%s\nActiveState=active\nSubState=running\nNRestarts=0\n\n' "$unit"
-    done
-fi
-"#;
 
 fn calls(dir: &Path) -> Vec<String> {
     let text = fs::read_to_string(dir.join("calls")).unwrap_or_default();
@@ -48,31 +27,7 @@ fn start(d: &mut Daemon) {
 }
 
 fn start_with(d: &mut Daemon, extra: &[&str]) {
-    let fake = d.dir.path().join("systemctl");
-    fs::write(&fake, FAKE_SYSTEMCTL).unwrap();
-    fs::set_permissions(&fake, fs::Permissions::from_mode(0o755)).unwrap();
-    let journal = d.dir.path().join("journalctl");
-    fs::write(&journal, FAKE_JOURNALCTL).unwrap();
-    fs::set_permissions(&journal, fs::Permissions::from_mode(0o755)).unwrap();
-    let units = d.dir.path().join("units");
-    let args: Vec<&String> = d
-        .args
-        .iter()
-        .filter(|a| *a != "--executor" && *a != "none")
-        .collect();
-    let mut command = Command::new(daemon::DAEMON);
-    command
-        .args(args)
-        .args(["--reserve-bytes", "0", "--executor", "systemd"])
-        .args(extra);
-    command
-        .arg("--journalctl")
-        .arg(&journal)
-        .arg("--unit-dir")
-        .arg(&units)
-        .arg("--systemctl")
-        .arg(&fake);
-    d.start(command);
+    d.start(d.executor_command(extra));
 }
 
 #[test]

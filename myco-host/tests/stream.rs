@@ -8,9 +8,7 @@ mod daemon;
 mod temp_dir;
 
 use daemon::{entry, operator, tombstone, Daemon};
-use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{channel, Receiver};
@@ -240,38 +238,13 @@ fn a_subscriber_overtaken_by_the_ring_is_told_what_it_missed() {
 }
 
 /// A stand-in `systemctl` that reports every unit running (as in tests/executor.rs).
-const FAKE_SYSTEMCTL: &str = r#"#!/bin/sh
-if [ "$1" = show ]; then
-    shift 2
-    for unit in "$@"; do
-        printf 'Id=%s\nActiveState=active\nSubState=running\nNRestarts=0\n\n' "$unit"
-    done
-fi
-"#;
-
 /// With the executor on, a deploy is followed by the unit's placement and its health, and a
 /// removal by the unit's removal.
 #[test]
 fn stream_shows_placements_and_unit_health() {
     let op = operator();
     let mut d = Daemon::new("stream-units", &op, 24);
-    let fake = d.dir.path().join("systemctl");
-    fs::write(&fake, FAKE_SYSTEMCTL).unwrap();
-    fs::set_permissions(&fake, fs::Permissions::from_mode(0o755)).unwrap();
-    let args: Vec<&String> = d
-        .args
-        .iter()
-        .filter(|a| *a != "--executor" && *a != "none")
-        .collect();
-    let mut command = Command::new(daemon::DAEMON);
-    command
-        .args(args)
-        .args(["--reserve-bytes", "0", "--executor", "systemd"])
-        .arg("--unit-dir")
-        .arg(d.dir.path().join("units"))
-        .arg("--systemctl")
-        .arg(&fake);
-    d.start(command);
+    d.start(d.executor_command(&[]));
     let mut f = Follower::start(&d, None);
     f.wait_for(": myco events from id");
     assert_eq!(d.deploy(&entry(&op, "web", 1)).0, 200);

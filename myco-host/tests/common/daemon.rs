@@ -120,6 +120,59 @@ impl Daemon {
     }
 }
 
+/// A stand-in `systemctl`: records each command line in `calls` beside it and reports every
+/// unit `show` asks about as running.
+pub const FAKE_SYSTEMCTL: &str = r#"#!/bin/sh
+echo "$*" >> "$(dirname "$0")/calls"
+if [ "$1" = show ]; then
+    shift 2
+    for unit in "$@"; do
+        printf 'Id=%s\nActiveState=active\nSubState=running\nNRestarts=0\n\n' "$unit"
+    done
+fi
+"#;
+
+/// A stand-in `journalctl`: prints its arguments; with `--follow`, writes its pid to
+/// `journal.pid` beside it and a `tick` line every 100 ms until killed.
+pub const FAKE_JOURNALCTL: &str = r#"#!/bin/sh
+echo "journal of $*"
+case "$*" in
+*--follow*)
+    echo $$ > "$(dirname "$0")/journal.pid"
+    while :; do echo tick; sleep 0.1; done
+    ;;
+esac
+"#;
+
+impl Daemon {
+    /// The daemon's command with the executor on: units go to `<dir>/units`, and the stand-in
+    /// `systemctl` and `journalctl` (written into the directory) run instead of the real ones.
+    pub fn executor_command(&self, extra: &[&str]) -> Command {
+        let tool = |name: &str, text: &str| {
+            let path = self.dir.path().join(name);
+            fs::write(&path, text).unwrap();
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+            path
+        };
+        let systemctl = tool("systemctl", FAKE_SYSTEMCTL);
+        let journalctl = tool("journalctl", FAKE_JOURNALCTL);
+        let args = self
+            .args
+            .iter()
+            .filter(|a| *a != "--executor" && *a != "none");
+        let mut command = Command::new(DAEMON);
+        command
+            .args(args)
+            .args(["--reserve-bytes", "0", "--executor", "systemd"])
+            .args(extra);
+        command.arg("--journalctl").arg(journalctl);
+        command.arg("--unit-dir").arg(self.dir.path().join("units"));
+        command.arg("--systemctl").arg(systemctl);
+        command.stdin(Stdio::null()).stdout(Stdio::null());
+        command
+    }
+}
+
 impl Drop for Daemon {
     fn drop(&mut self) {
         if let Some(child) = self.child.as_mut() {
