@@ -7,7 +7,7 @@
 //! TCP answers one query per connection from a fixed table of connections, with non-blocking
 //! reads and writes, so a slow client holds a slot and never the loop.
 
-use super::executor::{Executor, Health};
+use super::executor::{health_on, Executor, Health};
 use myco_core::dns::{answer, Directory, Transport};
 use myco_core::schema::entry::Protocol;
 use myco_core::state::store::key_hash;
@@ -91,18 +91,18 @@ impl Directory for Names<'_> {
 impl Names<'_> {
     /// Where node `id` serves the service, if it runs it healthily.
     fn healthy_at(&self, id: u64, key: u64, name: &str) -> Option<PeerAddr> {
+        if health_on(self.node, self.executor, id, key, name) != Some(Health::Running) {
+            return None;
+        }
         if id == self.node.id() {
-            let unit = self.executor?.health_of(name)?;
-            return (unit.health == Health::Running).then_some(self.own);
+            return Some(self.own);
         }
         let member = self
             .node
             .members()
             .iter()
             .find(|m| m.id == id && m.is_live())?;
-        let status = self.node.status_of(id)?;
-        let listed = status.units.iter().any(|(k, _)| k.0 == key);
-        (!listed && !status.more).then_some(PeerAddr {
+        Some(PeerAddr {
             port: 0,
             ..member.addr
         })

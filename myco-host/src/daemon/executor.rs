@@ -67,6 +67,44 @@ impl Health {
     }
 }
 
+impl From<UnitState> for Health {
+    fn from(state: UnitState) -> Health {
+        match state {
+            UnitState::Pending => Health::Pending,
+            UnitState::Starting => Health::Starting,
+            UnitState::Restarting => Health::Restarting,
+            UnitState::Failed => Health::Failed,
+            UnitState::Stopped => Health::Stopped,
+        }
+    }
+}
+
+/// How service `name` (key hash `key`) does on node `id`, as this node knows it: its own unit as
+/// systemd reports it (`Pending` until written and read back); a peer's from its gossiped status,
+/// where a placed service it does not list is running. `None` when unknown: no executor here, or
+/// a peer that has reported nothing or listed too many to say. `/services` and DNS both read it.
+pub fn health_on(
+    node: &Node,
+    executor: Option<&Executor>,
+    id: u64,
+    key: u64,
+    name: &str,
+) -> Option<Health> {
+    if id == node.id() {
+        return Some(
+            executor?
+                .health_of(name)
+                .map_or(Health::Pending, |u| u.health),
+        );
+    }
+    let status = node.status_of(id)?;
+    match status.units.iter().find(|(k, _)| k.0 == key) {
+        Some((_, state)) => Some(Health::from(*state)),
+        None if status.more => None,
+        None => Some(Health::Running),
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Todo {
     None,

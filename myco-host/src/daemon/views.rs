@@ -1,7 +1,7 @@
 //! The API's answers, written into a connection's answer buffer without allocating: JSON for
 //! services, nodes, health and deploys, and the Prometheus text for `/metrics`.
 
-use super::executor::{Executor, Health};
+use super::executor::{health_on, Executor, Health};
 use super::net::display_addr;
 use crate::api::json::Json;
 use crate::api::prometheus::{MetricKind, Prometheus};
@@ -9,7 +9,7 @@ use crate::api::response::{Cursor, Full};
 use core::fmt::Write;
 use myco_core::gossip::members::Member;
 use myco_core::schema::entry::{Entry, Source, Version};
-use myco_core::schema::message::{MemberMeta, MemberState, UnitState};
+use myco_core::schema::message::{MemberMeta, MemberState};
 use myco_core::state::store::key_hash;
 use myco_core::Node;
 
@@ -64,36 +64,9 @@ pub struct Running<'a> {
     pub placed_on: &'a [u64],
 }
 
-fn unit_state_name(state: UnitState) -> &'static str {
-    match state {
-        UnitState::Pending => "pending",
-        UnitState::Starting => "starting",
-        UnitState::Restarting => "restarting",
-        UnitState::Failed => "failed",
-        UnitState::Stopped => "stopped",
-    }
-}
-
-/// How the service does on node `id`: this box's own units as systemd reports them; a peer's
-/// from its gossiped status, where a placed service it does not list is running; `unknown` for
-/// a peer that has reported nothing (or listed too many to say).
+/// How the service does on node `id` (`executor::health_on`), by name.
 fn state_on(r: &Running<'_>, id: u64, name: &str) -> &'static str {
-    if id == r.node.id() {
-        let here = r.executor.and_then(|e| e.health_of(name));
-        return match (r.executor, here) {
-            (None, _) => "unknown",
-            (Some(_), None) => "pending",
-            (Some(_), Some(unit)) => unit.health.name(),
-        };
-    }
-    let Some(status) = r.node.status_of(id) else {
-        return "unknown";
-    };
-    match status.units.iter().find(|(k, _)| k.0 == r.key) {
-        Some((_, state)) => unit_state_name(*state),
-        None if status.more => "unknown",
-        None => "running",
-    }
+    health_on(r.node, r.executor, id, r.key, name).map_or("unknown", Health::name)
 }
 
 /// One service as `/services` lists it.
