@@ -228,23 +228,16 @@ impl Child {
         let mut scratch = [0u8; 4096];
         loop {
             let room = OUTPUT_BYTES - out.len;
-            let (ptr, cap) = if room > 0 {
-                (out.buf[out.len..].as_mut_ptr(), room)
+            let buf = if room > 0 {
+                &mut out.buf[out.len..]
             } else {
-                (scratch.as_mut_ptr(), scratch.len())
+                &mut scratch[..]
             };
-            // SAFETY: reads at most `cap` bytes into a buffer of at least `cap` bytes we own.
-            let n = unsafe { libc::read(self.stdout.as_raw_fd(), ptr.cast(), cap) };
-            match n {
-                0 => return true,
-                n if n > 0 && room > 0 => out.len += n as usize,
-                n if n > 0 => out.dropped += n as u64,
-                _ => {
-                    let e = io::Error::last_os_error();
-                    if e.kind() != io::ErrorKind::Interrupted {
-                        return false;
-                    }
-                }
+            match self.read_into(buf) {
+                None => return true,
+                Some(0) => return false,
+                Some(n) if room > 0 => out.len += n,
+                Some(n) => out.dropped += n as u64,
             }
         }
     }
