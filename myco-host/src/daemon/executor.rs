@@ -14,6 +14,7 @@ use myco_core::state::store::key_hash;
 use myco_core::unit::{render, UnitContext, UNIT_BYTES_MAX};
 use myco_core::Node;
 use std::ffi::CStr;
+use std::fmt::Write as _;
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -282,7 +283,6 @@ impl Executor {
     ) -> io::Result<Child> {
         let argv = &mut self.logs_argv;
         argv.clear();
-        let mut digits = [0u8; 10];
         let full = "the journalctl argument list is fixed and fits";
         argv.push(&[&self.journalctl]).expect(full);
         argv.push(&[b"--unit=myco-", name.as_bytes(), b".service"])
@@ -290,8 +290,9 @@ impl Executor {
         argv.push(&[b"--no-pager"]).expect(full);
         argv.push(&[b"--output=short-iso"]).expect(full);
         if let Some(n) = lines {
-            argv.push(&[b"--lines=", decimal(n, &mut digits)])
-                .expect(full);
+            let mut digits = heapless::String::<10>::new();
+            write!(digits, "{n}").expect("a u32 fits 10 digits");
+            argv.push(&[b"--lines=", digits.as_bytes()]).expect(full);
         }
         if follow {
             argv.push(&[b"--follow"]).expect(full);
@@ -673,19 +674,6 @@ fn apply_health(
         note(changes, &u.name, false, u.health.name());
     }
     u.health != before
-}
-
-/// `n` in decimal, in `buf`.
-fn decimal(mut n: u32, buf: &mut [u8; 10]) -> &[u8] {
-    let mut at = buf.len();
-    loop {
-        at -= 1;
-        buf[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            return &buf[at..];
-        }
-    }
 }
 
 /// The digest a unit is compared by: of the entry it was rendered from (the text is a function
