@@ -57,6 +57,11 @@ pub trait Directory {
     /// Calls `out` with the address of every healthy instance of service `name` (a valid service
     /// name); returns false if there is no such service.
     fn instances(&self, name: &str, out: &mut dyn FnMut(PeerAddr)) -> bool;
+    /// Whether service `name` exists, healthy anywhere or not. A directory where listing the
+    /// instances costs more than a lookup overrides this: every query asks it first.
+    fn exists(&self, name: &str) -> bool {
+        self.instances(name, &mut |_| {})
+    }
     /// Calls `out` with every port service `name` declares.
     fn ports(&self, name: &str, out: &mut dyn FnMut(u16, Protocol));
 }
@@ -276,7 +281,7 @@ fn resolve<D: Directory + ?Sized>(q: &Question, dir: &D, w: &mut Writer<'_>) -> 
 /// The service a label names, if it is a valid name the directory knows.
 fn service<'l, D: Directory + ?Sized>(dir: &D, label: &'l [u8]) -> Option<&'l str> {
     let name = core::str::from_utf8(label).ok()?;
-    (valid_name(name) && dir.instances(name, &mut |_| {})).then_some(name)
+    (valid_name(name) && dir.exists(name)).then_some(name)
 }
 
 /// The one question, its name lowercased, with where each label starts.

@@ -9,7 +9,7 @@
 
 use super::executor::{health_on, Executor, Health};
 use myco_core::dns::{answer, Directory, Transport};
-use myco_core::schema::entry::Protocol;
+use myco_core::schema::entry::{Entry, Protocol};
 use myco_core::state::store::key_hash;
 use myco_core::{Node, PeerAddr};
 use std::io::{self, ErrorKind, Read, Write};
@@ -64,13 +64,11 @@ pub struct Names<'a> {
 
 impl Directory for Names<'_> {
     fn instances(&self, name: &str, out: &mut dyn FnMut(PeerAddr)) -> bool {
-        let store = self.node.store();
-        match store.get_by_name(name) {
-            Some(e) if !e.body.is_tombstone() => {}
-            _ => return false,
-        }
+        let Some(entry) = self.live(name) else {
+            return false;
+        };
         let key = key_hash(name);
-        for id in self.node.placement(key) {
+        for id in self.node.placement_of(key, &entry.body) {
             if let Some(addr) = self.healthy_at(id, key, name) {
                 out(addr);
             }
@@ -78,8 +76,12 @@ impl Directory for Names<'_> {
         true
     }
 
+    fn exists(&self, name: &str) -> bool {
+        self.live(name).is_some()
+    }
+
     fn ports(&self, name: &str, out: &mut dyn FnMut(u16, Protocol)) {
-        let Some(entry) = self.node.store().get_by_name(name) else {
+        let Some(entry) = self.live(name) else {
             return;
         };
         for p in entry.body.spec.iter().flat_map(|s| s.ports.iter()) {
@@ -89,6 +91,14 @@ impl Directory for Names<'_> {
 }
 
 impl Names<'_> {
+    /// Service `name`'s entry, unless it is removed (a tombstone).
+    fn live(&self, name: &str) -> Option<Entry<'_>> {
+        self.node
+            .store()
+            .get_by_name(name)
+            .filter(|e| !e.body.is_tombstone())
+    }
+
     /// Where node `id` serves the service, if it runs it healthily.
     fn healthy_at(&self, id: u64, key: u64, name: &str) -> Option<PeerAddr> {
         if health_on(self.node, self.executor, id, key, name) != Some(Health::Running) {

@@ -110,7 +110,9 @@ impl Record {
 }
 
 pub struct Ring {
-    records: Box<[Record]>,
+    /// Allocated whole at start but filled as events come, so a quiet daemon's ring costs no
+    /// resident memory: untouched pages of the allocation stay unmapped.
+    records: Vec<Record>,
     /// The id of this run's first event.
     first_id: u64,
     /// The id the next event gets; ids `oldest()..next_id` are held.
@@ -125,9 +127,7 @@ impl Ring {
     pub fn new(first_id: u64) -> Ring {
         let first_id = first_id.max(1);
         Ring {
-            records: (0..EVENTS_MAX)
-                .map(|_| Record::new(Kind::Entry, ""))
-                .collect(),
+            records: Vec::with_capacity(EVENTS_MAX),
             first_id,
             next_id: first_id,
             refused: 0,
@@ -160,18 +160,27 @@ impl Ring {
     pub fn push(&mut self, mut record: Record) -> u64 {
         let id = self.next_id;
         record.id = id;
-        let slot = (id % EVENTS_MAX as u64) as usize;
-        self.records[slot] = record;
+        let slot = self.slot(id);
+        if slot == self.records.len() {
+            self.records.push(record);
+        } else {
+            self.records[slot] = record;
+        }
         self.next_id += 1;
         assert!(self.get(id).is_some_and(|r| r.id == id));
         id
+    }
+
+    /// Where event `id` lives: the ring fills from slot 0 with this run's first event.
+    fn slot(&self, id: u64) -> usize {
+        ((id - self.first_id) % EVENTS_MAX as u64) as usize
     }
 
     pub fn get(&self, id: u64) -> Option<&Record> {
         if id < self.oldest() || id >= self.next_id {
             return None;
         }
-        let r = &self.records[(id % EVENTS_MAX as u64) as usize];
+        let r = &self.records[self.slot(id)];
         debug_assert_eq!(r.id, id);
         Some(r)
     }

@@ -117,6 +117,8 @@ enum Todo {
 #[derive(Clone, Debug)]
 pub struct Installed {
     pub name: heapless::String<63>,
+    /// `key_hash(name)`, compared first when looking a unit up (DNS does it per query).
+    pub key: u64,
     pub digest: u64,
     pub health: Health,
     pub restarts: u32,
@@ -175,7 +177,9 @@ pub struct Executor {
     journalctl: Vec<u8>,
     /// `/logs` commands, built here so the systemctl job's arguments are untouched.
     logs_argv: Argv,
-    pub installed: heapless::Vec<Installed, UNITS_MAX>,
+    /// Boxed, like `changes`, so the executor itself is small and these tables' pages are only
+    /// touched as they fill.
+    pub installed: Box<heapless::Vec<Installed, UNITS_MAX>>,
     text: Box<[u8]>,
     argv: Argv,
     output: Output,
@@ -191,7 +195,7 @@ pub struct Executor {
     retry_at_ms: u64,
     /// Placements and health changes not yet taken for `/stream` (`take_changes`); when full,
     /// the oldest is dropped, since the daemon takes them every step.
-    changes: heapless::Deque<Change, CHANGES_MAX>,
+    changes: Box<heapless::Deque<Change, CHANGES_MAX>>,
     pub stats: ExecutorStats,
     log: Logger,
 }
@@ -206,7 +210,7 @@ impl Executor {
         log: Logger,
     ) -> io::Result<Executor> {
         fs::create_dir_all(&unit_dir)?;
-        let mut installed = heapless::Vec::new();
+        let mut installed = Box::new(heapless::Vec::new());
         for e in fs::read_dir(&unit_dir)? {
             let e = e?;
             let file = e.file_name();
@@ -221,6 +225,7 @@ impl Executor {
             };
             let unit = Installed {
                 name: heapless::String::try_from(name).unwrap_or_default(),
+                key: key_hash(name),
                 digest,
                 health: Health::Pending,
                 restarts: 0,
@@ -244,7 +249,7 @@ impl Executor {
             dirty: true,
             health_changed: true,
             next_health_ms: 0,
-            changes: heapless::Deque::new(),
+            changes: Box::new(heapless::Deque::new()),
             retry_at_ms: 0,
             stats: ExecutorStats::default(),
             log,
@@ -264,7 +269,7 @@ impl Executor {
     /// Units by health, in `Health::ALL` order.
     pub fn census(&self) -> [u64; Health::ALL.len()] {
         let mut counts = [0; Health::ALL.len()];
-        for u in &self.installed {
+        for u in self.installed.iter() {
             counts[Health::ALL
                 .iter()
                 .position(|&h| h == u.health)
@@ -321,7 +326,10 @@ impl Executor {
     }
 
     pub fn health_of(&self, name: &str) -> Option<&Installed> {
-        self.installed.iter().find(|u| u.name == name)
+        let key = key_hash(name);
+        self.installed
+            .iter()
+            .find(|u| u.key == key && u.name == name)
     }
 
     /// One step of work: reap the running `systemctl`, reconcile if something changed, start the
@@ -433,6 +441,7 @@ impl Executor {
             None => {
                 let name = heapless::String::try_from(name).expect("service names fit 63 bytes");
                 let unit = Installed {
+                    key: key_hash(&name),
                     name,
                     digest,
                     health: Health::Pending,

@@ -47,6 +47,8 @@ const _: () = assert!(TOKEN_DNS_CONN_BASE + dns::DNS_TCP_MAX as u64 <= api::TOKE
 /// Interests: the daemon's three fds and the connections.
 const INTERESTS_MAX: usize = 5 + dns::DNS_TCP_MAX + api::CONNECTIONS_MAX;
 /// Datagrams read per wake-up, so a flood cannot starve the API and the timers.
+/// The start-up thread's stack: the node and its tables are built by value there.
+const BOOT_STACK_BYTES: usize = 8 << 20;
 const DATAGRAMS_PER_WAKE: usize = 64;
 /// Disk-full retries, reserve re-creation and the peers file run this often.
 const HOUSEKEEPING_MS: u64 = 1_000;
@@ -92,7 +94,27 @@ pub struct Daemon {
 impl Daemon {
     /// Everything that can fail at start: flags already parsed, files read, WAL replayed, sockets
     /// bound. Returns a daemon ready to serve.
-    pub fn start(config: &Config, log: Logger) -> Result<Daemon, BootError> {
+    ///
+    /// Start-up runs on a short-lived thread. Building the node and the tables by value makes
+    /// stack frames of hundreds of KiB; pages the main thread's stack touches stay resident for
+    /// the daemon's life, while a finished thread's stack is given back.
+    pub fn start(config: &Config, log: Logger) -> Result<Box<Daemon>, BootError> {
+        // Blocked here, before the thread exists, so both threads have SIGTERM and SIGINT
+        // blocked and they only ever arrive through the descriptor.
+        let signals =
+            signal_fd().map_err(|e| BootError(format!("cannot take SIGTERM and SIGINT: {e}")))?;
+        std::thread::scope(|s| {
+            std::thread::Builder::new()
+                .name("myco-d-start".into())
+                .stack_size(BOOT_STACK_BYTES)
+                .spawn_scoped(s, || Daemon::build(config, log, signals))
+                .map_err(|e| BootError(format!("cannot start the start-up thread: {e}")))?
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    }
+
+    fn build(config: &Config, log: Logger, signals: SignalFd) -> Result<Box<Daemon>, BootError> {
         let started = std::time::Instant::now();
         let lock = boot::lock_state_dir(&config.state_dir)?;
         crate::flight::install_panic_hook(
@@ -117,8 +139,6 @@ impl Daemon {
                 config.socket.display()
             ))
         })?;
-        let signals =
-            signal_fd().map_err(|e| BootError(format!("cannot take SIGTERM and SIGINT: {e}")))?;
         let (io, fallback) = Backend::new(config.io)
             .map_err(|e| BootError(format!("cannot start the {:?} event loop: {e}", config.io)))?;
         if let Some(why) = &fallback {
@@ -177,7 +197,7 @@ impl Daemon {
             });
         let notifier = Notifier::from_env()
             .map_err(|e| BootError(format!("cannot reach systemd's NOTIFY_SOCKET: {e}")))?;
-        let mut daemon = Daemon {
+        let mut daemon = Box::new(Daemon {
             node,
             host,
             api: Api {
@@ -205,7 +225,7 @@ impl Daemon {
             has_peers_configured: !join.is_empty(),
             next_reconcile_ms: 0,
             _lock: lock,
-        };
+        });
         daemon.after_calls();
         Ok(daemon)
     }
