@@ -28,7 +28,7 @@ use crate::gossip::rumor::RumorQueue;
 use crate::place::{self, Candidate, Placement};
 use crate::random::Prng;
 use crate::schema::addr::PeerAddr;
-use crate::schema::entry::{Entry, EntryBody};
+use crate::schema::entry::Entry;
 use crate::schema::frame::{Frame, FrameError, Kind};
 use crate::schema::message::{
     Body, Digest, MemberMeta, MemberState, MemberUpdate, Message, Status,
@@ -392,12 +392,7 @@ impl Node {
             return Placement::new();
         };
         let entry = Entry::decode(bytes).expect("stored entries were validated");
-        self.placement_of(key_hash, &entry.body)
-    }
-
-    /// `placement` for an entry the caller already decoded (`body` is stored under `key_hash`).
-    pub fn placement_of(&self, key_hash: u64, body: &EntryBody<'_>) -> Placement {
-        place::place_entry(key_hash, body, self.placement_candidates())
+        place::place_entry(key_hash, &entry.body, self.placement_candidates())
     }
 
     /// The entries this node should run, in key-hash order: each live entry whose placement

@@ -162,6 +162,14 @@ impl EntryError {
     }
 }
 
+/// The service name an encoded entry starts with, read without decoding the rest: postcard
+/// writes `EntryBody::name` first. Only for bytes that decoded before (a stored entry).
+pub fn encoded_name(bytes: &[u8]) -> Option<&str> {
+    postcard::take_from_bytes::<&str>(bytes)
+        .ok()
+        .map(|(name, _)| name)
+}
+
 /// A decoded, validated entry borrowing from its encoding.
 #[derive(Clone, Debug)]
 pub struct Entry<'a> {

@@ -18,7 +18,7 @@
 
 use crate::config::{BUCKETS, TOMBSTONE_RETENTION_MS};
 use crate::hash::{digest, DOMAIN_ENTRY, DOMAIN_KEY, DOMAIN_STATE};
-use crate::schema::entry::{lww_cmp, Entry, EntryError, Version};
+use crate::schema::entry::{encoded_name, lww_cmp, Entry, EntryError, Version};
 use core::cmp::Ordering;
 use heapless::Vec;
 
@@ -159,6 +159,14 @@ impl<const N: usize, const A: usize> Store<N, A> {
     pub fn contains_exact(&self, key_hash: u64, bytes: &[u8]) -> bool {
         let found = self.find(key_hash).ok();
         found.is_some_and(|i| self.index[i].digest == digest(DOMAIN_ENTRY, bytes))
+    }
+
+    /// The index record of service `name` unless it is removed (a tombstone), found without
+    /// decoding the entry: cheap enough to ask per DNS query.
+    pub fn live_by_name(&self, name: &str) -> Option<&Slot> {
+        let slot = &self.index[self.find(key_hash(name)).ok()?];
+        let stored = encoded_name(self.bytes(slot));
+        (!slot.tombstone && stored == Some(name)).then_some(slot)
     }
 
     /// The decoded entry named `name`.
@@ -426,6 +434,25 @@ mod tests {
         assert_eq!(s.merge(&b[..len]), Ok(Merge::Stale));
         assert!(s.get_by_name("b").unwrap().body.is_tombstone());
         assert!(s.check_digests());
+    }
+
+    /// `live_by_name` finds a stored service without decoding it, and agrees with the decoded
+    /// lookup: a removed service, an unknown name and a stored name's prefix are all absent.
+    #[test]
+    fn live_by_name_agrees_with_get_by_name() {
+        let mut b = [0u8; ENTRY_BYTES_MAX];
+        let mut s = Small::new();
+        for (name, tomb) in [("web", false), ("db", true), ("web-2", false)] {
+            let len = entry(name, 1, tomb, &mut b);
+            s.merge(&b[..len]).unwrap();
+        }
+        for name in ["web", "db", "web-2", "we", "web-", "cache", ""] {
+            let decoded = s.get_by_name(name).filter(|e| !e.body.is_tombstone());
+            let slot = s.live_by_name(name);
+            assert_eq!(slot.is_some(), decoded.is_some(), "{name}");
+            assert!(slot.is_none_or(|sl| sl.key_hash == key_hash(name)));
+        }
+        assert!(s.live_by_name("web").is_some() && s.live_by_name("db").is_none());
     }
 
     /// Replacing entries again and again compacts the arena instead of running out.

@@ -10,7 +10,6 @@
 use super::executor::{health_on, Executor, Health};
 use myco_core::dns::{answer, Directory, Transport};
 use myco_core::schema::entry::{Entry, Protocol};
-use myco_core::state::store::key_hash;
 use myco_core::{Node, PeerAddr};
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -64,11 +63,11 @@ pub struct Names<'a> {
 
 impl Directory for Names<'_> {
     fn instances(&self, name: &str, out: &mut dyn FnMut(PeerAddr)) -> bool {
-        let Some(entry) = self.live(name) else {
+        let Some(slot) = self.node.store().live_by_name(name) else {
             return false;
         };
-        let key = key_hash(name);
-        for id in self.node.placement_of(key, &entry.body) {
+        let key = slot.key_hash;
+        for id in self.node.placement(key) {
             if let Some(addr) = self.healthy_at(id, key, name) {
                 out(addr);
             }
@@ -77,7 +76,7 @@ impl Directory for Names<'_> {
     }
 
     fn exists(&self, name: &str) -> bool {
-        self.live(name).is_some()
+        self.node.store().live_by_name(name).is_some()
     }
 
     fn ports(&self, name: &str, out: &mut dyn FnMut(u16, Protocol)) {
