@@ -208,8 +208,18 @@ fn free_port() -> u16 {
 }
 
 fn dig(port: u16, args: &[&str]) -> String {
+    dig_at("127.0.0.1", port, args)
+}
+
+fn dig_at(server: &str, port: u16, args: &[&str]) -> String {
     let out = Command::new("dig")
-        .args(["@127.0.0.1", "-p", &port.to_string(), "+time=2", "+tries=1"])
+        .args([
+            &format!("@{server}"),
+            "-p",
+            &port.to_string(),
+            "+time=2",
+            "+tries=1",
+        ])
         .args(args)
         .output()
         .expect("dig runs (make tools installs dnsutils)");
@@ -246,5 +256,51 @@ fn dns_answers_running_services_by_name() {
     assert!(
         dig(port, &["web.myco", "A"]).contains("status: NOERROR"),
         "still answering"
+    );
+}
+
+/// A box that gossips over IPv6 answers AAAA with its address, and A with no record; DNS
+/// listens on both loopbacks at once (`--dns` twice) and both answer the same.
+#[test]
+fn dns_answers_aaaa_on_both_loopbacks() {
+    let op = operator();
+    let mut d = Daemon::new("executor-dns6", &op, 26);
+    d.set_listen("[::1]:0");
+    let port = free_port();
+    let v4 = format!("127.0.0.1:{port}");
+    let v6 = format!("[::1]:{port}");
+    start_with(&mut d, &["--dns", &v4, "--dns", &v6]);
+    assert_eq!(
+        d.deploy(&daemon::entry_with_port(&op, "web", 1, 8080)).0,
+        200
+    );
+    wait_until(15, "web runs and resolves over IPv6", || {
+        dig_at("::1", port, &["+short", "web.myco", "AAAA"]).trim() == "::1"
+    });
+    assert_eq!(dig(port, &["+short", "web.myco", "AAAA"]).trim(), "::1");
+    let a = dig_at("::1", port, &["web.myco", "A"]);
+    assert!(
+        a.contains("status: NOERROR") && a.contains("ANSWER: 0"),
+        "{a}"
+    );
+    let srv = dig_at("::1", port, &["+tcp", "_web._tcp.myco", "SRV"]);
+    assert!(
+        srv.contains("8080 web.myco.") && srv.contains("AAAA\t::1"),
+        "{srv}"
+    );
+    let metrics = d.get("/metrics").1;
+    let value = |series: &str| -> f64 {
+        let line = metrics.lines().find(|l| l.starts_with(series));
+        let text = line.and_then(|l| l.rsplit(' ').next());
+        text.and_then(|v| v.parse().ok()).unwrap_or(-1.0)
+    };
+    assert_eq!(value("myco_dns_listeners "), 2.0, "{metrics}");
+    assert!(
+        value("myco_dns_queries_total{transport=\"udp\"}") >= 3.0,
+        "{metrics}"
+    );
+    assert!(
+        value("myco_dns_queries_total{transport=\"tcp\"}") >= 1.0,
+        "{metrics}"
     );
 }

@@ -25,6 +25,7 @@ use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -416,7 +417,30 @@ pub struct NodeOptions {
     pub io: Option<&'static str>,
     /// Nodes (by index) to `--join`; default: up to three nodes made before this one.
     pub join: Option<Vec<usize>>,
+    /// Run the executor with a stand-in systemctl that reports every unit running (units go to
+    /// the node's own directory); default: `--executor none`.
+    pub executor: bool,
+    /// Answer `*.myco` DNS on the node's own address, at a free port (`Daemon::dns`); default:
+    /// `--dns off`.
+    pub dns: bool,
 }
+
+/// A port free for UDP on `addr`'s IP (bound and released; a daemon binds it next).
+fn free_port_on(addr: SocketAddr) -> SocketAddr {
+    let probe = UdpSocket::bind((addr.ip(), 0)).expect("a free port on loopback");
+    probe.local_addr().expect("bound")
+}
+
+/// The stand-in `systemctl` of `NodeOptions::executor`: `show` reports each unit running,
+/// everything else succeeds.
+const RUNNING_SYSTEMCTL: &str = r#"#!/bin/sh
+if [ "$1" = show ]; then
+    shift 2
+    for unit in "$@"; do
+        printf 'Id=%s\nActiveState=active\nSubState=running\nNRestarts=0\n\n' "$unit"
+    done
+fi
+"#;
 
 /// One `myco-d`: its files, its address and, while running, its process.
 pub struct Daemon {
@@ -424,6 +448,8 @@ pub struct Daemon {
     pub state_dir: PathBuf,
     pub socket: PathBuf,
     pub addr: SocketAddr,
+    /// Where it answers DNS (`NodeOptions::dns`).
+    pub dns: Option<SocketAddr>,
     pub key: Key,
     pub cert: PathBuf,
     /// stderr of every run, appended, each run after a `=== start N ===` line.
@@ -794,11 +820,11 @@ impl Cluster {
             addr.to_string().into(),
             "--reserve-bytes".into(),
             "1048576".into(),
-            // No systemd here: these tests prove the store, gossip and API; the testbed
-            // (tests/testbed) runs the executor under a real systemd.
-            "--executor".into(),
-            "none".into(),
         ];
+        args.extend(self.executor_args(&name, options.executor));
+        let dns = options.dns.then(|| free_port_on(addr));
+        args.push("--dns".into());
+        args.push(dns.map_or("off".into(), |a| a.to_string()).into());
         let join = options.join.unwrap_or_else(|| (0..index.min(3)).collect());
         for j in join {
             args.push("--join".into());
@@ -817,6 +843,7 @@ impl Cluster {
             state_dir,
             socket,
             addr,
+            dns,
             key,
             cert,
             log: self.dir.join(&format!("{name}.log")),
@@ -826,6 +853,26 @@ impl Cluster {
             starts: 0,
         });
         index
+    }
+
+    /// No systemd here: these tests prove the store, gossip and API (the testbed, in
+    /// tests/testbed, runs the executor under a real systemd), so the executor is off, or runs a
+    /// stand-in systemctl when a test needs services reported running.
+    fn executor_args(&self, name: &str, executor: bool) -> Vec<OsString> {
+        if !executor {
+            return vec!["--executor".into(), "none".into()];
+        }
+        let systemctl = self.write(&format!("{name}-systemctl"), RUNNING_SYSTEMCTL);
+        fs::set_permissions(&systemctl, fs::Permissions::from_mode(0o755)).unwrap();
+        let units = self.dir.join(&format!("{name}-units"));
+        vec![
+            "--executor".into(),
+            "systemd".into(),
+            "--unit-dir".into(),
+            units.into(),
+            "--systemctl".into(),
+            systemctl.into(),
+        ]
     }
 
     /// An address for node `index` on loopback with a port the kernel had free.

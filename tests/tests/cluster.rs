@@ -678,3 +678,71 @@ fn sigterm_stops_cleanly() {
         );
     }
 }
+
+/// `dig @ADDR -p PORT ARGS` (one try, two seconds): its whole output.
+fn dig(at: std::net::SocketAddr, args: &[&str]) -> String {
+    let out = Command::new("dig")
+        .args([&format!("@{}", at.ip()), "-p", &at.port().to_string()])
+        .args(["+time=2", "+tries=1"])
+        .args(args)
+        .output()
+        .expect("dig runs (make tools installs dnsutils)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The A records of an answer, sorted.
+fn a_records(dig_output: &str) -> Vec<String> {
+    let mut ips: Vec<String> = dig_output
+        .lines()
+        .filter(|l| !l.starts_with(';'))
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() == 5 && f[3] == "A").then(|| f[4].to_string())
+        })
+        .collect();
+    ips.sort();
+    ips
+}
+
+/// A service on 32 boxes has more A records than a 512-byte UDP answer holds: real dig without
+/// EDNS gets the TC bit, retries over TCP on its own and gets all 32; with EDNS's 1232 bytes
+/// they fit in UDP. AAAA for IPv4-only boxes is NODATA (NOERROR, no answer, the zone's SOA).
+#[test]
+fn dns_truncation_falls_back_to_tcp() {
+    const NODES: usize = 32;
+    let mut c = Cluster::new("dns-truncation");
+    for i in 0..NODES {
+        c.add(NodeOptions {
+            executor: true,
+            dns: i == 0,
+            ..NodeOptions::default()
+        });
+    }
+    let dns = c.daemons[0].dns.expect("node 0 answers DNS");
+    c.start_all();
+    let manifest = c.write(
+        "web.json",
+        &format!(r#"{{"name": "web", "exec": "/usr/bin/true", "replicas": {NODES}}}"#),
+    );
+    c.deploy(0, &manifest);
+    let mut everyone: Vec<String> = c.daemons.iter().map(|d| d.addr.ip().to_string()).collect();
+    everyone.sort();
+    wait_until(CONVERGE * 3, "every box runs web and DNS lists it", || {
+        a_records(&dig(dns, &["web.myco", "A"])) == everyone
+    });
+    let udp_only = dig(dns, &["+noedns", "+ignore", "web.myco", "A"]);
+    assert!(udp_only.contains(" tc"), "TC set over UDP:\n{udp_only}");
+    assert!(a_records(&udp_only).len() < NODES, "{udp_only}");
+    let fallback = dig(dns, &["+noedns", "web.myco", "A"]);
+    assert!(
+        fallback.contains("Truncated, retrying in TCP mode"),
+        "{fallback}"
+    );
+    assert_eq!(a_records(&fallback), everyone, "{fallback}");
+    let aaaa = dig(dns, &["web.myco", "AAAA"]);
+    assert!(
+        aaaa.contains("status: NOERROR") && aaaa.contains("ANSWER: 0"),
+        "{aaaa}"
+    );
+    assert!(aaaa.contains("SOA"), "{aaaa}");
+}

@@ -235,6 +235,12 @@ fn resolve<D: Directory + ?Sized>(q: &Question, dir: &D, w: &mut Writer<'_>) -> 
             }
             RCODE_NOERROR
         }
+        // `_tcp.myco` and `_udp.myco` are empty non-terminals: names exist below them (the SRV
+        // names), so they are NODATA, not NXDOMAIN, which a resolver may take as "nothing below".
+        2 if matches!(q.label(0), b"_tcp" | b"_udp") => {
+            w.soa(apex_ptr, Section::Authority);
+            RCODE_NOERROR
+        }
         2 => {
             let Some(name) = service(dir, q.label(0)) else {
                 w.soa(apex_ptr, Section::Authority);

@@ -278,8 +278,8 @@ fn srv_carries_ports() {
     );
 }
 
-/// Unknown names under .myco are NXDOMAIN with an SOA; known names with other types, and
-/// the apex, are NODATA with an SOA; other zones are REFUSED and not authoritative.
+/// Unknown names under .myco are NXDOMAIN with an SOA; known names with other types, the apex
+/// and the empty non-terminals `_tcp` and `_udp` are NODATA with an SOA; other zones are REFUSED and not authoritative.
 #[test]
 fn negative_answers() {
     let mut buf = [0u8; 512];
@@ -295,6 +295,8 @@ fn negative_answers() {
         ("web.myco", TYPE_ANY),
         ("idle.myco", TYPE_A),
         ("myco", TYPE_A),
+        ("_tcp.myco", TYPE_A),
+        ("_udp.myco", TYPE_SRV),
     ] {
         let n = query(&mut buf, name, qtype, None);
         let r = ask(&buf[..n], Transport::Udp);

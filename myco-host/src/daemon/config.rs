@@ -38,8 +38,9 @@ Options:
   --unit-dir DIR        Where units are written (default /etc/systemd/system)
   --systemctl PATH      The systemctl to run (default: systemctl from PATH)
   --journalctl PATH     The journalctl /logs runs (default: journalctl from PATH)
-  --dns ADDR|off        Answer *.myco DNS on ADDR, UDP and TCP (default 127.0.0.1:53; needs
-                        CAP_NET_BIND_SERVICE below port 1024)
+  --dns ADDR|off        Answer *.myco DNS on ADDR, UDP and TCP; repeatable, twice at most
+                        (default 127.0.0.1:53 and [::1]:53; an address that cannot be bound is
+                        logged and left out; below port 1024 needs CAP_NET_BIND_SERVICE)
   --verbose             Also print debug lines on stderr (the flight recorder always has them)
   -h, --help            Print this help and exit
   -V, --version         Print the version and exit
@@ -49,6 +50,9 @@ Exit codes: 0 stopped by SIGTERM or SIGINT, 1 failed (the log says why), 2 bad c
 
 pub const RESERVE_BYTES_DEFAULT: u64 = 500_000_000;
 pub const LISTEN_DEFAULT: &str = "[::]:7946";
+/// Where `*.myco` DNS answers unless `--dns` says otherwise: loopback only, never the network.
+pub const DNS_DEFAULT: [&str; 2] = ["127.0.0.1:53", "[::1]:53"];
+use super::dns::DNS_LISTENERS_MAX;
 /// Join addresses taken from the command line; the core keeps `JOIN_MAX`.
 const JOINS_MAX: usize = myco_core::config::JOIN_MAX;
 
@@ -73,8 +77,8 @@ pub struct Config {
     pub io: Choice,
     /// `None`: no executor (`--executor none`).
     pub executor: Option<ExecutorConfig>,
-    /// Where `*.myco` DNS listens (UDP and TCP); `None` with `--dns off`.
-    pub dns: Option<SocketAddr>,
+    /// Where `*.myco` DNS listens (UDP and TCP); empty with `--dns off`.
+    pub dns: Vec<SocketAddr>,
     pub verbose: bool,
     /// `/stream`'s heartbeat interval; only tests change it (`--stream-heartbeat-ms`, not in the
     /// help).
@@ -129,15 +133,7 @@ pub fn parse(mut args: Arguments) -> Result<Parsed, UsageError> {
     let reserve_bytes = number(&mut args, "--reserve-bytes")?.unwrap_or(RESERVE_BYTES_DEFAULT);
     let io = io_choice(text(&mut args, "--io")?)?;
     let executor = executor(&mut args)?;
-    let dns = match text(&mut args, "--dns")?.as_deref() {
-        None => Some(SocketAddr::from(([127, 0, 0, 1], 53))),
-        Some("off") => None,
-        Some(v) => Some(v.parse().map_err(|_| {
-            usage(format!(
-                "--dns '{v}' is not IP:PORT or off, e.g. 127.0.0.1:53"
-            ))
-        })?),
-    };
+    let dns = dns_addrs(&mut args)?;
     let verbose = args.contains("--verbose");
     let stream_heartbeat_ms = number(&mut args, "--stream-heartbeat-ms")?
         .unwrap_or(super::api::HEARTBEAT_MS)
@@ -248,6 +244,40 @@ fn joins(args: &mut Arguments) -> Result<Vec<SocketAddr>, UsageError> {
     values.iter().map(|v| resolve(v)).collect()
 }
 
+/// `--dns`, repeatable up to `DNS_LISTENERS_MAX` times, or `off`; by default both loopbacks.
+fn dns_addrs(args: &mut Arguments) -> Result<Vec<SocketAddr>, UsageError> {
+    let values: Vec<String> = args
+        .values_from_os_str("--dns", |s: &std::ffi::OsStr| {
+            s.to_str().map(str::to_owned).ok_or("not UTF-8")
+        })
+        .map_err(|_| usage("--dns needs IP:PORT or off".into()))?;
+    match values.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+        [] => {
+            return Ok(DNS_DEFAULT
+                .iter()
+                .map(|a| a.parse().expect("valid"))
+                .collect())
+        }
+        ["off"] => return Ok(Vec::new()),
+        _ => {}
+    }
+    if values.len() > DNS_LISTENERS_MAX {
+        return Err(usage(format!(
+            "at most {DNS_LISTENERS_MAX} --dns addresses"
+        )));
+    }
+    values
+        .iter()
+        .map(|v| {
+            v.parse().map_err(|_| {
+                usage(format!(
+                    "--dns '{v}' is not IP:PORT or off, e.g. 127.0.0.1:53 or [::1]:53"
+                ))
+            })
+        })
+        .collect()
+}
+
 fn resolve(value: &str) -> Result<SocketAddr, UsageError> {
     let mut found = value.to_socket_addrs().map_err(|e| {
         usage(format!(
@@ -263,4 +293,50 @@ fn default_in(dir: &Option<PathBuf>, fallback: &str, file: &str) -> PathBuf {
     dir.as_deref()
         .map_or_else(|| PathBuf::from(fallback), PathBuf::from)
         .join(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dns_of(extra: &[&str]) -> Result<Vec<SocketAddr>, UsageError> {
+        let operator = "ab".repeat(32);
+        let mut args = vec!["--operator", &operator];
+        args.extend_from_slice(extra);
+        let os = args.into_iter().map(std::ffi::OsString::from).collect();
+        match parse(Arguments::from_vec(os))? {
+            Parsed::Run(config) => Ok(config.dns),
+            _ => panic!("not a run"),
+        }
+    }
+
+    /// `--dns`: both loopbacks by default, `off`, one or two addresses; a third, a bad address
+    /// or `off` beside an address is a usage error.
+    #[test]
+    fn dns_flags() {
+        let both: Vec<SocketAddr> =
+            vec!["127.0.0.1:53".parse().unwrap(), "[::1]:53".parse().unwrap()];
+        assert_eq!(dns_of(&[]).unwrap(), both);
+        assert!(dns_of(&["--dns", "off"]).unwrap().is_empty());
+        let one = dns_of(&["--dns", "127.0.0.1:5353"]).unwrap();
+        assert_eq!(one, vec!["127.0.0.1:5353".parse::<SocketAddr>().unwrap()]);
+        assert_eq!(
+            dns_of(&["--dns", "127.0.0.1:53", "--dns", "[::1]:53"]).unwrap(),
+            both
+        );
+        let three = [
+            "--dns",
+            "127.0.0.1:1",
+            "--dns",
+            "127.0.0.1:2",
+            "--dns",
+            "127.0.0.1:3",
+        ];
+        assert!(dns_of(&three).unwrap_err().0.contains("at most 2"));
+        assert!(dns_of(&["--dns", "localhost"])
+            .unwrap_err()
+            .0
+            .contains("not IP:PORT"));
+        assert!(dns_of(&["--dns", "off", "--dns", "127.0.0.1:53"]).is_err());
+    }
 }

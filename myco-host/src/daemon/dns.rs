@@ -4,11 +4,13 @@
 //! says; a peer: its gossiped status lists nothing wrong with it). A peer that has not reported
 //! is left out, so a name never points at a box that is not known to serve it.
 //!
-//! TCP answers one query per connection from a fixed table of connections, with non-blocking
+//! UDP queries are taken and answered in batches (`udp_batch`). TCP answers one query per
+//! connection from a fixed table of connections, with non-blocking
 //! reads and writes, so a slow client holds a slot and never the loop.
 
 use super::executor::{health_on, Executor, Health};
-use myco_core::dns::{answer, Directory, Transport};
+use super::udp_batch::{UdpBatch, BATCH};
+use myco_core::dns::{answer, Directory, Transport, UDP_BYTES_MAX};
 use myco_core::schema::entry::{Entry, Protocol};
 use myco_core::{Node, PeerAddr};
 use std::io::{self, ErrorKind, Read, Write};
@@ -17,6 +19,13 @@ use std::os::fd::{AsRawFd, RawFd};
 
 /// TCP connections answered at once; more wait in the kernel's backlog.
 pub const DNS_TCP_MAX: usize = 4;
+/// Addresses DNS listens on: by default IPv4 and IPv6 loopback.
+pub const DNS_LISTENERS_MAX: usize = 2;
+/// UDP batches answered per wake-up, so a flood cannot starve the API and the timers.
+const UDP_BATCHES_PER_WAKE: usize = 4;
+/// Queries are a question and an OPT record, well under this; a longer datagram arrives cut and
+/// is answered FORMERR when the cut leaves it unreadable.
+const UDP_QUERY_BYTES_MAX: usize = 512;
 /// A TCP query must arrive, and its answer be taken, within this.
 const TCP_TIMEOUT_MS: u64 = 5_000;
 const MESSAGE_BYTES_MAX: usize = 65_535;
@@ -43,11 +52,16 @@ struct TcpConn {
     dead: bool,
 }
 
-pub struct Dns {
+/// One address's sockets.
+pub struct Listener {
     pub udp: UdpSocket,
     pub tcp: TcpListener,
+}
+
+pub struct Dns {
+    pub listeners: heapless::Vec<Listener, DNS_LISTENERS_MAX>,
     conns: Box<[TcpConn]>,
-    scratch: Box<[u8]>,
+    batch: UdpBatch,
     /// What this box answers for itself: its listen address, or loopback when it listens on a
     /// wildcard (a workload on this box reaches a service on this box there).
     own: PeerAddr,
@@ -119,12 +133,27 @@ impl Names<'_> {
 }
 
 impl Dns {
-    /// Binds both listeners on `addr`, non-blocking.
-    pub fn bind(addr: SocketAddr, gossip: SocketAddr) -> io::Result<Dns> {
-        let udp = UdpSocket::bind(addr)?;
-        udp.set_nonblocking(true)?;
-        let tcp = TcpListener::bind(addr)?;
-        tcp.set_nonblocking(true)?;
+    /// Binds a UDP and a TCP listener, non-blocking, on each of `addrs`. One that cannot be
+    /// bound is reported through `refused` and left out (IPv6 may be off on this box); `None`
+    /// when none could be bound.
+    pub fn bind(
+        addrs: &[SocketAddr],
+        gossip: SocketAddr,
+        mut refused: impl FnMut(SocketAddr, io::Error),
+    ) -> Option<Dns> {
+        let mut listeners = heapless::Vec::new();
+        for &addr in addrs.iter().take(DNS_LISTENERS_MAX) {
+            match Listener::bind(addr) {
+                Ok(l) => listeners
+                    .push(l)
+                    .ok()
+                    .expect("taken at most DNS_LISTENERS_MAX"),
+                Err(e) => refused(addr, e),
+            }
+        }
+        if listeners.is_empty() {
+            return None;
+        }
         let own = if gossip.ip().is_unspecified() {
             PeerAddr::v4([127, 0, 0, 1], 0)
         } else {
@@ -145,42 +174,50 @@ impl Dns {
                 dead: false,
             })
             .collect();
-        Ok(Dns {
-            udp,
-            tcp,
+        Some(Dns {
+            listeners,
             conns,
-            scratch: vec![0; 4096].into_boxed_slice(),
+            batch: UdpBatch::new(UDP_QUERY_BYTES_MAX, UDP_BYTES_MAX),
             own,
             stats: DnsStats::default(),
         })
     }
 
-    /// Answers the UDP queries that arrived.
-    pub fn serve_udp(&mut self, node: &Node, executor: Option<&Executor>) {
+    /// Answers the UDP queries that arrived on listener `i`.
+    pub fn serve_udp(&mut self, i: usize, node: &Node, executor: Option<&Executor>) {
         let names = Names {
             node,
             executor,
             own: self.own,
         };
-        let mut query = [0u8; 4096];
-        for _ in 0..64 {
-            let (n, from) = match self.udp.recv_from(&mut query) {
-                Ok(got) => got,
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(_) => return,
-            };
-            self.stats.udp_queries += 1;
-            match answer(&query[..n], Transport::Udp, &names, &mut self.scratch) {
-                // A full socket buffer drops the answer, as UDP may; the client asks again.
-                Some(len) => drop(self.udp.send_to(&self.scratch[..len], from)),
-                None => self.stats.dropped += 1,
+        let Some(fd) = self.listeners.get(i).map(|l| l.udp.as_raw_fd()) else {
+            return;
+        };
+        for _ in 0..UDP_BATCHES_PER_WAKE {
+            let got = self.batch.receive(fd);
+            for q in 0..got {
+                let (query, out) = self.batch.query_and_answer(q);
+                match answer(query, Transport::Udp, &names, out) {
+                    Some(len) => self.batch.answered(q, len),
+                    None => self.stats.dropped += 1,
+                }
+            }
+            self.stats.udp_queries += got as u64;
+            // A full socket buffer drops answers, as UDP may; the client asks again.
+            self.batch.send(fd);
+            if got < BATCH {
+                return;
             }
         }
     }
 
-    pub fn accept(&mut self, now_ms: u64) {
+    /// Accepts TCP connections waiting on listener `i`, while slots are free.
+    pub fn accept(&mut self, i: usize, now_ms: u64) {
+        let Some(listener) = self.listeners.get(i) else {
+            return;
+        };
         while let Some(slot) = self.conns.iter().position(|c| c.stream.is_none()) {
-            let Ok((stream, _)) = self.tcp.accept() else {
+            let Ok((stream, _)) = listener.tcp.accept() else {
                 return;
             };
             if stream.set_nonblocking(true).is_err() {
@@ -249,6 +286,16 @@ impl Dns {
             c.stream = None;
             c.dead = false;
         }
+    }
+}
+
+impl Listener {
+    fn bind(addr: SocketAddr) -> io::Result<Listener> {
+        let udp = UdpSocket::bind(addr)?;
+        udp.set_nonblocking(true)?;
+        let tcp = TcpListener::bind(addr)?;
+        tcp.set_nonblocking(true)?;
+        Ok(Listener { udp, tcp })
     }
 }
 

@@ -13,6 +13,7 @@ pub mod host;
 pub mod net;
 pub mod peers;
 pub mod serve;
+pub mod udp_batch;
 pub mod views;
 pub mod wal;
 
@@ -39,16 +40,18 @@ use std::time::Duration;
 const TOKEN_UDP: u64 = 0;
 const TOKEN_LISTENER: u64 = 1;
 const TOKEN_SIGNALS: u64 = 2;
-const TOKEN_DNS_UDP: u64 = 3;
-const TOKEN_DNS_TCP: u64 = 4;
+/// DNS listener `i`: its UDP socket is `TOKEN_DNS_BASE + 2i`, its TCP listener the next.
+const TOKEN_DNS_BASE: u64 = 3;
 /// DNS TCP connections: 8 and up, below the API's `TOKEN_CONN_BASE`.
 const TOKEN_DNS_CONN_BASE: u64 = 8;
+const _: () = assert!(TOKEN_DNS_BASE + 2 * dns::DNS_LISTENERS_MAX as u64 <= TOKEN_DNS_CONN_BASE);
 const _: () = assert!(TOKEN_DNS_CONN_BASE + dns::DNS_TCP_MAX as u64 <= api::TOKEN_CONN_BASE);
-/// Interests: the daemon's three fds and the connections.
-const INTERESTS_MAX: usize = 5 + dns::DNS_TCP_MAX + api::CONNECTIONS_MAX;
-/// Datagrams read per wake-up, so a flood cannot starve the API and the timers.
+/// Interests: the daemon's three fds, the DNS listeners and the connections.
+const INTERESTS_MAX: usize =
+    3 + 2 * dns::DNS_LISTENERS_MAX + dns::DNS_TCP_MAX + api::CONNECTIONS_MAX;
 /// The start-up thread's stack: the node and its tables are built by value there.
 const BOOT_STACK_BYTES: usize = 8 << 20;
+/// Datagrams read per wake-up, so a flood cannot starve the API and the timers.
 const DATAGRAMS_PER_WAKE: usize = 64;
 /// Disk-full retries, reserve re-creation and the peers file run this often.
 const HOUSEKEEPING_MS: u64 = 1_000;
@@ -183,18 +186,12 @@ impl Daemon {
             ),
             None => None,
         };
-        let dns = config
-            .dns
-            .and_then(|addr| match dns::Dns::bind(addr, config.listen) {
-                Ok(d) => Some(d),
-                Err(e) => {
-                    log.log(
-                        Level::Warning,
-                        format_args!("*.myco DNS is off: cannot bind {addr}: {e}"),
-                    );
-                    None
-                }
-            });
+        let dns = dns::Dns::bind(&config.dns, config.listen, |addr, e| {
+            log.log(
+                Level::Warning,
+                format_args!("*.myco DNS does not answer on {addr}: cannot bind it: {e}"),
+            );
+        });
         let notifier = Notifier::from_env()
             .map_err(|e| BootError(format!("cannot reach systemd's NOTIFY_SOCKET: {e}")))?;
         let mut daemon = Box::new(Daemon {
@@ -283,17 +280,12 @@ impl Daemon {
     /// for a few milliseconds: long enough to fail an immediate `systemctl restart`.
     fn shutdown(&mut self) {
         self.node.leave(&mut self.host);
-        for token in [
-            TOKEN_UDP,
-            TOKEN_LISTENER,
-            TOKEN_SIGNALS,
-            TOKEN_DNS_UDP,
-            TOKEN_DNS_TCP,
-        ] {
+        for token in [TOKEN_UDP, TOKEN_LISTENER, TOKEN_SIGNALS] {
             self.host.io.forget(token);
         }
-        for slot in 0..dns::DNS_TCP_MAX as u64 {
-            self.host.io.forget(TOKEN_DNS_CONN_BASE + slot);
+        let dns_tokens = TOKEN_DNS_BASE..TOKEN_DNS_CONN_BASE + dns::DNS_TCP_MAX as u64;
+        for token in dns_tokens {
+            self.host.io.forget(token);
         }
         for c in self.api.conns.iter_mut() {
             c.close();
@@ -323,16 +315,16 @@ impl Daemon {
         let Some(dns) = &self.dns else {
             return;
         };
-        for (fd, token) in [
-            (dns.udp.as_raw_fd(), TOKEN_DNS_UDP),
-            (dns.tcp.as_raw_fd(), TOKEN_DNS_TCP),
-        ] {
-            let _ = out.push(Interest {
-                fd,
-                token,
-                readable: true,
-                writable: false,
-            });
+        for (i, l) in dns.listeners.iter().enumerate() {
+            let token = TOKEN_DNS_BASE + 2 * i as u64;
+            for (fd, token) in [(l.udp.as_raw_fd(), token), (l.tcp.as_raw_fd(), token + 1)] {
+                let _ = out.push(Interest {
+                    fd,
+                    token,
+                    readable: true,
+                    writable: false,
+                });
+            }
         }
         for (slot, fd, writing) in dns.conn_fds() {
             let token = TOKEN_DNS_CONN_BASE + slot as u64;
@@ -360,7 +352,7 @@ impl Daemon {
                 ..
             } => self.signal(),
             Completion::Ready { token, .. }
-                if (TOKEN_DNS_UDP..api::TOKEN_CONN_BASE).contains(&token) =>
+                if (TOKEN_DNS_BASE..api::TOKEN_CONN_BASE).contains(&token) =>
             {
                 self.dns_ready(token)
             }
@@ -378,10 +370,14 @@ impl Daemon {
             return;
         };
         let executor = self.executor.as_ref();
-        match token {
-            TOKEN_DNS_UDP => dns.serve_udp(&self.node, executor),
-            TOKEN_DNS_TCP => dns.accept(now),
-            _ => dns.serve_tcp((token - TOKEN_DNS_CONN_BASE) as usize, &self.node, executor),
+        if token >= TOKEN_DNS_CONN_BASE {
+            let slot = (token - TOKEN_DNS_CONN_BASE) as usize;
+            return dns.serve_tcp(slot, &self.node, executor);
+        }
+        let listener = ((token - TOKEN_DNS_BASE) / 2) as usize;
+        match (token - TOKEN_DNS_BASE) % 2 {
+            0 => dns.serve_udp(listener, &self.node, executor),
+            _ => dns.accept(listener, now),
         }
     }
 

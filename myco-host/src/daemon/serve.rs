@@ -155,6 +155,7 @@ impl Daemon {
             heap_bytes: crate::alloc::live_bytes(),
             uptime_ms: self.now_ms(),
             units: self.executor.as_ref().map(|e| (e.census(), e.stats)),
+            dns: self.dns.as_ref().map(|d| (d.stats, d.listeners.len())),
         }
     }
 }

@@ -38,6 +38,8 @@ pub struct Status {
     /// Units on this box by health (`Health::ALL` order), and the executor's counters; `None`
     /// without an executor.
     pub units: Option<([u64; Health::ALL.len()], super::executor::ExecutorStats)>,
+    /// `*.myco` DNS's counters and how many addresses it answers on; `None` with DNS off.
+    pub dns: Option<(super::dns::DnsStats, usize)>,
 }
 
 fn hex_id(id: u64) -> heapless::String<16> {
@@ -304,6 +306,7 @@ pub fn metrics(out: &mut Cursor<'_>, node: &Node, status: &Status) -> Result<(),
     state_metrics(&mut p, node)?;
     storage_metrics(&mut p, status)?;
     unit_metrics(&mut p, node, status)?;
+    dns_metrics(&mut p, status)?;
     process_metrics(&mut p, status)
 }
 
@@ -584,6 +587,42 @@ fn unit_metrics(p: &mut Prometheus<'_, '_>, node: &Node, s: &Status) -> Result<(
         Counter,
         "systemctl commands that failed.",
         stats.systemctl_failures,
+    )
+}
+
+fn dns_metrics(p: &mut Prometheus<'_, '_>, s: &Status) -> Result<(), Full> {
+    use MetricKind::{Counter, Gauge};
+    let Some((stats, listeners)) = &s.dns else {
+        return Ok(());
+    };
+    single(
+        p,
+        "myco_dns_listeners",
+        Gauge,
+        "Addresses *.myco DNS answers on (UDP and TCP each).",
+        *listeners as u64,
+    )?;
+    p.family(
+        "myco_dns_queries_total",
+        Counter,
+        "*.myco DNS queries received, by transport.",
+    )?;
+    p.sample(
+        "myco_dns_queries_total",
+        &[("transport", "udp")],
+        stats.udp_queries,
+    )?;
+    p.sample(
+        "myco_dns_queries_total",
+        &[("transport", "tcp")],
+        stats.tcp_queries,
+    )?;
+    single(
+        p,
+        "myco_dns_unanswered_total",
+        Counter,
+        "DNS packets given no answer: shorter than a header, or themselves responses.",
+        stats.dropped,
     )
 }
 

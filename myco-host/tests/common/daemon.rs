@@ -147,6 +147,17 @@ esac
 impl Daemon {
     /// The daemon's command with the executor on: units go to `<dir>/units`, and the stand-in
     /// `systemctl` and `journalctl` (written into the directory) run instead of the real ones.
+    /// Gossip on `addr` instead of 127.0.0.1:0 (an IPv6 box, say).
+    pub fn set_listen(&mut self, addr: &str) {
+        let at = self
+            .args
+            .iter()
+            .position(|a| a == "--listen")
+            .expect("--listen is set")
+            + 1;
+        self.args[at] = addr.into();
+    }
+
     pub fn executor_command(&self, extra: &[&str]) -> Command {
         let tool = |name: &str, text: &str| {
             let path = self.dir.path().join(name);
