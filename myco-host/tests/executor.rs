@@ -288,19 +288,25 @@ fn dns_answers_aaaa_on_both_loopbacks() {
         srv.contains("8080 web.myco.") && srv.contains("AAAA\t::1"),
         "{srv}"
     );
-    let metrics = d.get("/metrics").1;
-    let value = |series: &str| -> f64 {
-        let line = metrics.lines().find(|l| l.starts_with(series));
-        let text = line.and_then(|l| l.rsplit(' ').next());
-        text.and_then(|v| v.parse().ok()).unwrap_or(-1.0)
-    };
-    assert_eq!(value("myco_dns_listeners "), 2.0, "{metrics}");
-    assert!(
-        value("myco_dns_queries_total{transport=\"udp\"}") >= 3.0,
-        "{metrics}"
-    );
-    assert!(
-        value("myco_dns_queries_total{transport=\"tcp\"}") >= 1.0,
-        "{metrics}"
-    );
+    assert_eq!(d.metric("myco_dns_listeners"), 2.0);
+    assert!(d.metric("myco_dns_queries_total{transport=\"udp\"}") >= 3.0);
+    assert!(d.metric("myco_dns_queries_total{transport=\"tcp\"}") >= 1.0);
+}
+
+/// More units than one `systemctl show` names (200): the health sweep goes on through all of
+/// them, so none stays pending.
+#[test]
+fn health_is_read_for_every_unit() {
+    const UNITS: usize = 230;
+    let op = operator();
+    let mut d = Daemon::new("executor-many", &op, 27);
+    start(&mut d);
+    for i in 0..UNITS {
+        let name = format!("svc-{i:03}");
+        assert_eq!(d.deploy(&entry(&op, &name, 1)).0, 200, "{name}");
+    }
+    wait_until(30, "every unit reads running", || {
+        d.metric("myco_units{state=\"running\"}") == UNITS as f64
+    });
+    assert_eq!(d.metric("myco_units{state=\"pending\"}"), 0.0);
 }

@@ -192,6 +192,9 @@ pub struct Executor {
     /// A unit's health changed since the node was last told (`take_health_changed`).
     health_changed: bool,
     next_health_ms: u64,
+    /// Where the next `systemctl show` starts in `installed`: one command names at most
+    /// `UNITS_PER_COMMAND` units, so a sweep of more takes several, back to back.
+    show_from: usize,
     retry_at_ms: u64,
     /// Placements and health changes not yet taken for `/stream` (`take_changes`); when full,
     /// the oldest is dropped, since the daemon takes them every step.
@@ -249,6 +252,7 @@ impl Executor {
             dirty: true,
             health_changed: true,
             next_health_ms: 0,
+            show_from: 0,
             changes: Box::new(heapless::Deque::new()),
             retry_at_ms: 0,
             stats: ExecutorStats::default(),
@@ -506,9 +510,15 @@ impl Executor {
         }
         let mut count = 0;
         if step != Step::Reload {
+            let skip = if step == Step::Show {
+                self.show_from
+            } else {
+                0
+            };
             let units = self
                 .installed
                 .iter()
+                .skip(skip)
                 .filter(|u| step == Step::Show || Some(u.todo) == todo);
             for u in units.take(UNITS_PER_COMMAND) {
                 if self
@@ -549,7 +559,16 @@ impl Executor {
             Step::Reload => self.needs_reload &= !ok,
             Step::Enable => self.settle(Todo::Start, count, ok),
             Step::Restart => self.settle(Todo::Restart, count, ok),
-            Step::Show => self.read_health(),
+            Step::Show => {
+                self.read_health();
+                self.show_from += count;
+                if self.show_from >= self.installed.len() || count == 0 {
+                    self.show_from = 0;
+                } else {
+                    // The sweep goes on with the next units now, not a health interval later.
+                    self.next_health_ms = now_ms;
+                }
+            }
         }
         if !ok {
             self.retry_at_ms = now_ms + RETRY_MS;
