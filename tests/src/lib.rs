@@ -431,16 +431,9 @@ fn free_port_on(addr: SocketAddr) -> SocketAddr {
     probe.local_addr().expect("bound")
 }
 
-/// The stand-in `systemctl` of `NodeOptions::executor`: `show` reports each unit running,
-/// everything else succeeds.
-const RUNNING_SYSTEMCTL: &str = r#"#!/bin/sh
-if [ "$1" = show ]; then
-    shift 2
-    for unit in "$@"; do
-        printf 'Id=%s\nActiveState=active\nSubState=running\nNRestarts=0\n\n' "$unit"
-    done
-fi
-"#;
+/// The stand-in `systemctl` of `NodeOptions::executor`, shared with myco-host's tests: `show`
+/// reports each unit running, everything else succeeds.
+const RUNNING_SYSTEMCTL: &str = include_str!("../../myco-host/tests/common/fake-systemctl.sh");
 
 /// One `myco-d`: its files, its address and, while running, its process.
 pub struct Daemon {

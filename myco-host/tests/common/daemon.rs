@@ -121,16 +121,8 @@ impl Daemon {
 }
 
 /// A stand-in `systemctl`: records each command line in `calls` beside it and reports every
-/// unit `show` asks about as running.
-pub const FAKE_SYSTEMCTL: &str = r#"#!/bin/sh
-echo "$*" >> "$(dirname "$0")/calls"
-if [ "$1" = show ]; then
-    shift 2
-    for unit in "$@"; do
-        printf 'Id=%s\nActiveState=active\nSubState=running\nNRestarts=0\n\n' "$unit"
-    done
-fi
-"#;
+/// unit `show` asks about as running. The cluster tests (`tests/src/lib.rs`) use it too.
+pub const FAKE_SYSTEMCTL: &str = include_str!("fake-systemctl.sh");
 
 /// A stand-in `journalctl`: prints its arguments; with `--follow`, writes its pid to
 /// `journal.pid` beside it and a `tick` line every 100 ms until killed.
