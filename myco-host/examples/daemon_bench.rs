@@ -1014,7 +1014,9 @@ impl Cluster {
                 // The bench measures the store, gossip and API; units would go to the host's
                 // /etc/systemd/system.
                 .arg("--executor")
-                .arg("none");
+                .arg("none")
+                .arg("--dns")
+                .arg("off");
             for &j in &joins {
                 command.arg("--join").arg(addr(&self.nodes[j]));
             }
