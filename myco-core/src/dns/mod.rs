@@ -7,6 +7,7 @@
 //! are written whole or not at all, and a required record that does not fit the transport's limit
 //! sets TC; every TTL, including the SOA minimum used for negative caching, is [`TTL_S`].
 
+use crate::config::PLACEMENT_MAX;
 use crate::schema::addr::PeerAddr;
 use crate::schema::entry::{valid_name, Protocol};
 
@@ -526,7 +527,10 @@ impl<'o> Writer<'o> {
         self.count(written, section);
     }
 
-    /// Writes service `name`'s addresses of type `qtype` (A or AAAA) under owner `owner`.
+    /// Writes service `name`'s addresses of type `qtype` (A or AAAA) under owner `owner`,
+    /// starting at a place chosen by the query's id: clients pick random ids, so a client that
+    /// takes the first record spreads over the instances. More instances than a placement can
+    /// hold (a directory other than placement's) are written in the directory's order.
     fn addresses<D: Directory + ?Sized>(
         &mut self,
         dir: &D,
@@ -536,18 +540,42 @@ impl<'o> Writer<'o> {
         section: Section,
     ) {
         assert!(qtype == TYPE_A || qtype == TYPE_AAAA);
-        let mut stop = false;
+        let wanted = |addr: &PeerAddr| (qtype == TYPE_A) == addr.as_v4().is_some();
+        let mut found = heapless::Vec::<PeerAddr, PLACEMENT_MAX>::new();
+        let mut more = false;
         dir.instances(name, &mut |addr| {
-            if stop || self.truncated {
+            if wanted(&addr) {
+                more |= found.push(addr).is_err();
+            }
+        });
+        if more {
+            let mut stop = false;
+            dir.instances(name, &mut |addr| {
+                if !stop && wanted(&addr) {
+                    stop = !self.address(&owner, addr, section);
+                }
+            });
+            return;
+        }
+        let start = usize::from(self.query.id) % found.len().max(1);
+        let (tail, head) = found.split_at(start);
+        for &addr in head.iter().chain(tail) {
+            if !self.address(&owner, addr, section) {
                 return;
             }
-            let written = match (qtype, addr.as_v4()) {
-                (TYPE_A, Some(v4)) => self.record(&owner, TYPE_A, CLASS_IN, TTL_S, &[&v4]),
-                (TYPE_AAAA, None) => self.record(&owner, TYPE_AAAA, CLASS_IN, TTL_S, &[&addr.ip]),
-                _ => return,
-            };
-            stop = !self.count(written, section);
-        });
+        }
+    }
+
+    /// One A or AAAA record; false once nothing more fits.
+    fn address(&mut self, owner: &[u8; 2], addr: PeerAddr, section: Section) -> bool {
+        if self.truncated {
+            return false;
+        }
+        let written = match addr.as_v4() {
+            Some(v4) => self.record(owner, TYPE_A, CLASS_IN, TTL_S, &[&v4]),
+            None => self.record(owner, TYPE_AAAA, CLASS_IN, TTL_S, &[&addr.ip]),
+        };
+        self.count(written, section)
     }
 
     /// One SRV record per declared port of `protocol`, target `NAME.myco.`, then the target's

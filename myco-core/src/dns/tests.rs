@@ -57,6 +57,7 @@ const MANY_ADDRS: [PeerAddr; 2 * MANY] = {
     a
 };
 const WEB_ADDRS: [PeerAddr; 2] = [v4(1), v6(1)];
+const FIVE_ADDRS: [PeerAddr; 5] = [v4(10), v4(11), v4(12), v4(13), v4(14)];
 const WEB_PORTS: [Port; 3] = [
     Port {
         number: 80,
@@ -81,6 +82,11 @@ const DIR: TestDir = TestDir {
         Service {
             name: "many",
             addrs: &MANY_ADDRS,
+            ports: &[],
+        },
+        Service {
+            name: "five",
+            addrs: &FIVE_ADDRS,
             ports: &[],
         },
         Service {
@@ -422,4 +428,44 @@ fn garbage_never_panics() {
             assert!(header.response());
         }
     }
+}
+
+/// The A records of a response, in order.
+fn a_records(response: &[u8]) -> heapless::Vec<[u8; 4], 8> {
+    let mut found = heapless::Vec::new();
+    parse_message(response, &mut |section, rec| {
+        if section == Section::Answer && rec.rtype == TYPE_A {
+            found.push(rec.rdata.try_into().unwrap()).unwrap();
+        }
+    })
+    .expect("the response parses");
+    found
+}
+
+/// Answers rotate with the query id: every instance, each once, starting at id mod count, so
+/// clients (which pick random ids) that take the first record spread over the instances.
+#[test]
+fn answers_rotate_with_the_query_id() {
+    let mut buf = [0u8; 512];
+    let n = query(&mut buf, "five.myco", TYPE_A, None);
+    let mut firsts = heapless::Vec::<[u8; 4], 10>::new();
+    for id in 0u16..10 {
+        buf[..2].copy_from_slice(&id.to_be_bytes());
+        let mut out = [0u8; 512];
+        let len = answer(&buf[..n], Transport::Udp, &DIR, &mut out).unwrap();
+        let got = a_records(&out[..len]);
+        let start = usize::from(id) % FIVE_ADDRS.len();
+        let expected: heapless::Vec<[u8; 4], 8> = (0..FIVE_ADDRS.len())
+            .map(|k| FIVE_ADDRS[(start + k) % FIVE_ADDRS.len()].as_v4().unwrap())
+            .collect();
+        assert_eq!(got, expected, "id {id}");
+        if !firsts.contains(&got[0]) {
+            firsts.push(got[0]).unwrap();
+        }
+    }
+    assert_eq!(
+        firsts.len(),
+        FIVE_ADDRS.len(),
+        "every instance comes first for some id"
+    );
 }

@@ -19,8 +19,9 @@ use myco_core::schema::entry::Version;
 pub const EVENTS_MAX: usize = 4096;
 /// The longest formatted event: a 63-byte name escaped at worst six bytes a byte, plus fields.
 pub const EVENT_BYTES_MAX: usize = 640;
-/// The ring's one allocation: `EVENTS_MAX` records of at most 160 bytes, 640 KiB.
-const _: () = assert!(core::mem::size_of::<Record>() <= 160);
+/// The ring's one allocation: `EVENTS_MAX` records of at most 128 bytes, 512 KiB, resident only
+/// as far as events have filled it.
+const _: () = assert!(core::mem::size_of::<Record>() <= 128);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -67,8 +68,10 @@ pub struct Record {
     pub key: u64,
     pub count: u64,
     pub clock: u64,
-    pub key_id: u64,
-    pub name: heapless::String<63>,
+    /// The signing key's id (`Version::key_id`).
+    pub key_id: u32,
+    /// A one-byte length keeps a record at 128 bytes (the ring holds 4096).
+    pub name: heapless::String<63, u8>,
 }
 
 impl Record {
@@ -104,7 +107,7 @@ impl Record {
             name,
         );
         r.clock = version.clock;
-        r.key_id = u64::from(version.key_id);
+        r.key_id = version.key_id;
         r
     }
 }
@@ -231,7 +234,7 @@ pub fn format(out: &mut Cursor<'_>, r: &Record) -> Result<(), Full> {
             j.key("clock")?;
             j.u64(r.clock)?;
             j.key("key_id")?;
-            j.u64(r.key_id)?;
+            j.u64(r.key_id.into())?;
             j.end_object()?;
             j.key("outcome")?;
             j.string(r.word)?;
@@ -360,7 +363,7 @@ mod tests {
         let mut r = Record::named(Kind::Deploy, "unchanged", &name);
         r.id = u64::MAX;
         r.clock = u64::MAX;
-        r.key_id = u64::MAX;
+        r.key_id = u32::MAX;
         let mut buf = [0u8; EVENT_BYTES_MAX];
         format(&mut Cursor::new(&mut buf), &r).unwrap();
     }

@@ -267,7 +267,13 @@ impl Executor {
 
     /// The placements and health changes since the last call, oldest first.
     pub fn take_changes(&mut self) -> Option<Change> {
-        self.changes.pop_front()
+        let change = self.changes.pop_front();
+        if change.is_none() {
+            // Back to the first slot: a ring left to wander through all of its 2048 slots
+            // would touch (and keep resident) all 190 KiB though it is drained every step.
+            self.changes.clear();
+        }
+        change
     }
 
     /// Units by health, in `Health::ALL` order.
