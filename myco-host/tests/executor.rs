@@ -257,6 +257,55 @@ fn dns_answers_running_services_by_name() {
         dig(port, &["web.myco", "A"]).contains("status: NOERROR"),
         "still answering"
     );
+    // One TCP connection for two lookups (RFC 7766): dig keeps it open, and a client that sends
+    // two queries at once and closes its side gets both answers, in order.
+    let kept = dig(
+        port,
+        &["+tcp", "+keepopen", "web.myco", "A", "nope.myco", "A"],
+    );
+    assert!(
+        kept.contains("status: NXDOMAIN") && kept.contains("\t127.0.0.1"),
+        "{kept}"
+    );
+    let answers = pipelined(port, &[(0x0102, "web"), (0x0304, "nope")]);
+    assert_eq!(
+        answers,
+        [(0x0102, 0), (0x0304, 3)],
+        "(id, rcode) of each answer"
+    );
+}
+
+/// Sends one framed A query per `(id, name)` for `name.myco` on one TCP connection, all in one
+/// write, then closes the writing side; returns each answer's id and rcode.
+fn pipelined(port: u16, queries: &[(u16, &str)]) -> Vec<(u16, u8)> {
+    use std::io::{Read, Write};
+    let mut wire = Vec::new();
+    for (id, name) in queries {
+        let mut q = id.to_be_bytes().to_vec();
+        q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+        q.push(name.len() as u8);
+        q.extend_from_slice(name.as_bytes());
+        q.extend_from_slice(b"\x04myco\x00\x00\x01\x00\x01");
+        wire.extend_from_slice(&(q.len() as u16).to_be_bytes());
+        wire.extend_from_slice(&q);
+    }
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    tcp.write_all(&wire).unwrap();
+    tcp.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut back = Vec::new();
+    tcp.read_to_end(&mut back)
+        .expect("answers, then the server closes");
+    let mut answers = Vec::new();
+    let mut at = 0;
+    while at + 2 <= back.len() {
+        let len = usize::from(u16::from_be_bytes([back[at], back[at + 1]]));
+        let m = &back[at + 2..at + 2 + len];
+        answers.push((u16::from_be_bytes([m[0], m[1]]), m[3] & 0x0F));
+        at += 2 + len;
+    }
+    answers
 }
 
 /// A box that gossips over IPv6 answers AAAA with its address, and A with no record; DNS

@@ -4,9 +4,10 @@
 //! says; a peer: its gossiped status lists nothing wrong with it). A peer that has not reported
 //! is left out, so a name never points at a box that is not known to serve it.
 //!
-//! UDP queries are taken and answered in batches (`udp_batch`). TCP answers one query per
-//! connection from a fixed table of connections, with non-blocking
-//! reads and writes, so a slow client holds a slot and never the loop.
+//! UDP queries are taken and answered in batches (`udp_batch`). TCP serves a fixed table of
+//! connections with non-blocking reads and writes, so a slow client holds a slot and never the
+//! loop. A connection answers its queries in order, pipelined ones too (RFC 7766), and stays
+//! open for the next until it has been idle for `TCP_TIMEOUT_MS`.
 
 use super::executor::{health_on, Executor, Health};
 use super::udp_batch::{UdpBatch, BATCH};
@@ -40,9 +41,11 @@ pub struct DnsStats {
 
 struct TcpConn {
     stream: Option<TcpStream>,
-    /// The 2-byte length and the query.
+    /// Framed queries as read: a 2-byte length and the query, maybe more than one.
     input: Box<[u8]>,
     filled: usize,
+    /// The client closed its side: answer what arrived, then close.
+    eof: bool,
     /// The framed answer and how much of it is sent.
     output: Box<[u8]>,
     sent: usize,
@@ -167,6 +170,7 @@ impl Dns {
                 stream: None,
                 input: vec![0; 2 + 512].into_boxed_slice(),
                 filled: 0,
+                eof: false,
                 output: vec![0; 2 + MESSAGE_BYTES_MAX].into_boxed_slice(),
                 sent: 0,
                 len: 0,
@@ -224,7 +228,7 @@ impl Dns {
                 continue;
             }
             let c = &mut self.conns[slot];
-            (c.filled, c.sent, c.len, c.dead) = (0, 0, 0, false);
+            (c.filled, c.sent, c.len, c.dead, c.eof) = (0, 0, 0, false, false);
             c.deadline_ms = now_ms + TCP_TIMEOUT_MS;
             c.stream = Some(stream);
         }
@@ -239,32 +243,51 @@ impl Dns {
     }
 
     /// Reads, answers and writes for TCP connection `slot`.
-    pub fn serve_tcp(&mut self, slot: usize, node: &Node, executor: Option<&Executor>) {
+    pub fn serve_tcp(
+        &mut self,
+        slot: usize,
+        node: &Node,
+        executor: Option<&Executor>,
+        now_ms: u64,
+    ) {
         let names = Names {
             node,
             executor,
             own: self.own,
         };
         let c = &mut self.conns[slot];
-        if c.len == 0 && !c.read_query() {
-            return c.close();
-        }
-        if c.len == 0 && c.query_complete() {
-            self.stats.tcp_queries += 1;
-            let query = &c.input[2..c.filled];
-            match answer(query, Transport::Tcp, &names, &mut c.output[2..]) {
-                Some(len) => {
-                    c.output[..2].copy_from_slice(&(len as u16).to_be_bytes());
-                    c.len = len + 2;
-                }
-                None => {
-                    self.stats.dropped += 1;
+        loop {
+            if c.len == 0 {
+                if !c.eof && !c.read_queries() {
                     return c.close();
                 }
+                let Some(end) = c.query_end() else {
+                    // Nothing whole yet: wait for the rest, unless none can come.
+                    if c.eof {
+                        c.close();
+                    }
+                    return;
+                };
+                self.stats.tcp_queries += 1;
+                let Some(len) =
+                    answer(&c.input[2..end], Transport::Tcp, &names, &mut c.output[2..])
+                else {
+                    self.stats.dropped += 1;
+                    return c.close();
+                };
+                c.output[..2].copy_from_slice(&(len as u16).to_be_bytes());
+                (c.len, c.sent) = (len + 2, 0);
+                c.input.copy_within(end..c.filled, 0);
+                c.filled -= end;
             }
-        }
-        if c.len > 0 && c.write_answer() {
-            c.close();
+            match c.write_answer() {
+                Sent::Blocked => return,
+                Sent::Gone => return c.close(),
+                Sent::Done => {
+                    c.len = 0;
+                    c.deadline_ms = now_ms + TCP_TIMEOUT_MS;
+                }
+            }
         }
     }
 
@@ -299,48 +322,62 @@ impl Listener {
     }
 }
 
+/// How far an answer got.
+enum Sent {
+    Done,
+    /// The client's window is full: go on when the socket is writable.
+    Blocked,
+    /// The connection failed.
+    Gone,
+}
+
 impl TcpConn {
     fn close(&mut self) {
         self.dead = self.stream.is_some();
     }
 
-    /// Reads what arrived; false when the client closed or the query is longer than any query.
-    fn read_query(&mut self) -> bool {
+    /// Reads what arrived, as far as the buffer holds; false on a read error or when the buffer
+    /// is full without one whole query (longer than any query). The client closing its side
+    /// sets `eof`.
+    fn read_queries(&mut self) -> bool {
         let Some(stream) = self.stream.as_mut() else {
             return false;
         };
-        loop {
-            if self.filled == self.input.len() {
-                return self.query_complete();
-            }
+        while self.filled < self.input.len() {
             match stream.read(&mut self.input[self.filled..]) {
-                Ok(0) => return false,
+                Ok(0) => {
+                    self.eof = true;
+                    break;
+                }
                 Ok(n) => self.filled += n,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return true,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(_) => return false,
             }
         }
+        self.filled < self.input.len() || self.query_end().is_some()
     }
 
-    fn query_complete(&self) -> bool {
-        self.filled >= 2
-            && self.filled >= 2 + usize::from(u16::from_be_bytes([self.input[0], self.input[1]]))
+    /// Where the first whole query in `input` ends (after its 2-byte length), if one is there.
+    fn query_end(&self) -> Option<usize> {
+        let declared = u16::from_be_bytes([*self.input.first()?, *self.input.get(1)?]);
+        let end = 2 + usize::from(declared);
+        (self.filled >= end).then_some(end)
     }
 
-    /// Writes what the client takes; true once the whole answer is sent (or the client is gone).
-    fn write_answer(&mut self) -> bool {
+    /// Writes what the client takes of the answer.
+    fn write_answer(&mut self) -> Sent {
         let Some(stream) = self.stream.as_mut() else {
-            return true;
+            return Sent::Gone;
         };
         while self.sent < self.len {
             match stream.write(&self.output[self.sent..self.len]) {
                 Ok(n) => self.sent += n,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return false,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Sent::Blocked,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(_) => return true,
+                Err(_) => return Sent::Gone,
             }
         }
-        true
+        Sent::Done
     }
 }

@@ -372,7 +372,7 @@ impl Daemon {
         let executor = self.executor.as_ref();
         if token >= TOKEN_DNS_CONN_BASE {
             let slot = (token - TOKEN_DNS_CONN_BASE) as usize;
-            return dns.serve_tcp(slot, &self.node, executor);
+            return dns.serve_tcp(slot, &self.node, executor, now);
         }
         let listener = ((token - TOKEN_DNS_BASE) / 2) as usize;
         match (token - TOKEN_DNS_BASE) % 2 {
