@@ -359,3 +359,32 @@ fn health_is_read_for_every_unit() {
     });
     assert_eq!(d.metric("myco_units{state=\"pending\"}"), 0.0);
 }
+
+/// With every TCP slot held by a client that says nothing, a new client is answered at once
+/// (not after the 5 s idle timeout): the connection idle longest gives way, and its client sees
+/// the connection closed.
+#[test]
+fn dns_tcp_idle_connections_give_way() {
+    use std::io::Read;
+    let op = operator();
+    let mut d = Daemon::new("executor-dns-tcp", &op, 28);
+    let port = free_port();
+    start_with(&mut d, &["--dns", &format!("127.0.0.1:{port}")]);
+    let silent: Vec<std::net::TcpStream> = (0..4)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let started = std::time::Instant::now();
+    assert_eq!(pipelined(port, &[(7, "nope")]), [(7, 3)], "NXDOMAIN, id 7");
+    let took = started.elapsed();
+    assert!(
+        took < std::time::Duration::from_secs(2),
+        "answered in {took:?}"
+    );
+    let closed = silent.into_iter().filter(|s| {
+        s.set_read_timeout(Some(std::time::Duration::from_millis(500)))
+            .unwrap();
+        matches!((&*s).read(&mut [0u8; 1]), Ok(0))
+    });
+    assert!(closed.count() >= 1, "a silent connection gave way");
+}

@@ -220,6 +220,15 @@ impl Dns {
         let Some(listener) = self.listeners.get(i) else {
             return;
         };
+        if !self.conns.iter().any(|c| c.stream.is_none()) {
+            // Under pressure the connection idle longest between queries gives way (RFC 7766
+            // 6.2.3); its slot is free once reaped, and the waiting client is taken then.
+            let idle = self.conns.iter_mut().filter(|c| c.is_idle());
+            if let Some(c) = idle.min_by_key(|c| c.deadline_ms) {
+                c.close();
+            }
+            return;
+        }
         while let Some(slot) = self.conns.iter().position(|c| c.stream.is_none()) {
             let Ok((stream, _)) = listener.tcp.accept() else {
                 return;
@@ -232,6 +241,12 @@ impl Dns {
             c.deadline_ms = now_ms + TCP_TIMEOUT_MS;
             c.stream = Some(stream);
         }
+    }
+
+    /// Whether the TCP listeners are worth watching: a slot is free, or an idle connection can
+    /// give way. While neither holds, a waiting client would wake the loop on every turn.
+    pub fn watch_tcp(&self) -> bool {
+        self.conns.iter().any(|c| c.stream.is_none() || c.is_idle())
     }
 
     /// The fds to watch: the TCP connections, readable until the query is in, then writable.
@@ -334,6 +349,11 @@ enum Sent {
 impl TcpConn {
     fn close(&mut self) {
         self.dead = self.stream.is_some();
+    }
+
+    /// Open, between two queries: nothing read, nothing to send.
+    fn is_idle(&self) -> bool {
+        self.stream.is_some() && !self.dead && self.filled == 0 && self.len == 0
     }
 
     /// Reads what arrived, as far as the buffer holds; false on a read error or when the buffer

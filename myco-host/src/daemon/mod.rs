@@ -317,7 +317,8 @@ impl Daemon {
         };
         for (i, l) in dns.listeners.iter().enumerate() {
             let token = TOKEN_DNS_BASE + 2 * i as u64;
-            for (fd, token) in [(l.udp.as_raw_fd(), token), (l.tcp.as_raw_fd(), token + 1)] {
+            let tcp = dns.watch_tcp().then(|| (l.tcp.as_raw_fd(), token + 1));
+            for (fd, token) in std::iter::once((l.udp.as_raw_fd(), token)).chain(tcp) {
                 let _ = out.push(Interest {
                     fd,
                     token,
