@@ -1,12 +1,13 @@
 //! `myco-d`'s command line, checked whole before anything is touched. Defaults follow the
 //! directories systemd hands the service (`docs/daemon.md`).
 
+use super::dns::DNS_LISTENERS_MAX;
 use crate::io::Choice;
 use crate::systemd;
 use myco_core::crypto::PublicKey;
 use myco_core::hex::parse_hex32;
 use pico_args::Arguments;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 
 pub const HELP: &str = "\
@@ -51,8 +52,10 @@ Exit codes: 0 stopped by SIGTERM or SIGINT, 1 failed (the log says why), 2 bad c
 pub const RESERVE_BYTES_DEFAULT: u64 = 500_000_000;
 pub const LISTEN_DEFAULT: &str = "[::]:7946";
 /// Where `*.myco` DNS answers unless `--dns` says otherwise: loopback only, never the network.
-pub const DNS_DEFAULT: [&str; 2] = ["127.0.0.1:53", "[::1]:53"];
-use super::dns::DNS_LISTENERS_MAX;
+pub const DNS_DEFAULT: [SocketAddr; 2] = [
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 53),
+    SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), 53),
+];
 /// Join addresses taken from the command line; the core keeps `JOIN_MAX`.
 const JOINS_MAX: usize = myco_core::config::JOIN_MAX;
 
@@ -231,11 +234,7 @@ fn io_choice(value: Option<String>) -> Result<Choice, UsageError> {
 
 /// `--join` values, resolved now (host names too): the loop never blocks on DNS.
 fn joins(args: &mut Arguments) -> Result<Vec<SocketAddr>, UsageError> {
-    let values: Vec<String> = args
-        .values_from_os_str("--join", |s: &std::ffi::OsStr| {
-            s.to_str().map(str::to_owned).ok_or("not UTF-8")
-        })
-        .map_err(|_| usage("--join needs HOST:PORT in UTF-8".into()))?;
+    let values = texts(args, "--join", "HOST:PORT")?;
     if values.len() > JOINS_MAX {
         return Err(usage(format!(
             "at most {JOINS_MAX} --join addresses; the cluster spreads the rest"
@@ -246,20 +245,12 @@ fn joins(args: &mut Arguments) -> Result<Vec<SocketAddr>, UsageError> {
 
 /// `--dns`, repeatable up to `DNS_LISTENERS_MAX` times, or `off`; by default both loopbacks.
 fn dns_addrs(args: &mut Arguments) -> Result<Vec<SocketAddr>, UsageError> {
-    let values: Vec<String> = args
-        .values_from_os_str("--dns", |s: &std::ffi::OsStr| {
-            s.to_str().map(str::to_owned).ok_or("not UTF-8")
-        })
-        .map_err(|_| usage("--dns needs IP:PORT or off".into()))?;
-    match values.iter().map(String::as_str).collect::<Vec<_>>()[..] {
-        [] => {
-            return Ok(DNS_DEFAULT
-                .iter()
-                .map(|a| a.parse().expect("valid"))
-                .collect())
-        }
-        ["off"] => return Ok(Vec::new()),
-        _ => {}
+    let values = texts(args, "--dns", "IP:PORT or off")?;
+    if values.is_empty() {
+        return Ok(DNS_DEFAULT.to_vec());
+    }
+    if values == ["off"] {
+        return Ok(Vec::new());
     }
     if values.len() > DNS_LISTENERS_MAX {
         return Err(usage(format!(
@@ -276,6 +267,14 @@ fn dns_addrs(args: &mut Arguments) -> Result<Vec<SocketAddr>, UsageError> {
             })
         })
         .collect()
+}
+
+/// Every value of a repeatable flag, in order.
+fn texts(args: &mut Arguments, flag: &'static str, what: &str) -> Result<Vec<String>, UsageError> {
+    args.values_from_os_str(flag, |s: &std::ffi::OsStr| {
+        s.to_str().map(str::to_owned).ok_or("not UTF-8")
+    })
+    .map_err(|_| usage(format!("{flag} needs {what} in UTF-8")))
 }
 
 fn resolve(value: &str) -> Result<SocketAddr, UsageError> {
