@@ -636,7 +636,9 @@ impl Executor {
         let text = self.output.bytes();
         let mut id: &[u8] = b"";
         let (mut active, mut sub, mut restarts): (&[u8], &[u8], u32) = (b"", b"", 0);
-        for line in text.split(|&b| b == b'\n') {
+        // A blank line ends each block; one more after the text ends the last.
+        let lines = text.split(|&b| b == b'\n').chain([&b""[..]]);
+        for line in lines {
             if line.is_empty() {
                 self.health_changed |= apply_health(
                     &mut self.installed,
@@ -666,14 +668,6 @@ impl Executor {
                 _ => {}
             }
         }
-        self.health_changed |= apply_health(
-            &mut self.installed,
-            &mut self.changes,
-            id,
-            active,
-            sub,
-            restarts,
-        );
     }
 }
 
