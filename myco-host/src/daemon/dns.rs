@@ -296,9 +296,9 @@ impl Dns {
                 c.filled -= end;
             }
             match c.write_answer() {
-                Sent::Blocked => return,
-                Sent::Gone => return c.close(),
-                Sent::Done => {
+                Progress::Blocked => return,
+                Progress::Gone => return c.close(),
+                Progress::Done => {
                     c.len = 0;
                     c.deadline_ms = now_ms + TCP_TIMEOUT_MS;
                 }
@@ -338,7 +338,7 @@ impl Listener {
 }
 
 /// How far an answer got.
-enum Sent {
+enum Progress {
     Done,
     /// The client's window is full: go on when the socket is writable.
     Blocked,
@@ -386,18 +386,18 @@ impl TcpConn {
     }
 
     /// Writes what the client takes of the answer.
-    fn write_answer(&mut self) -> Sent {
+    fn write_answer(&mut self) -> Progress {
         let Some(stream) = self.stream.as_mut() else {
-            return Sent::Gone;
+            return Progress::Gone;
         };
         while self.sent < self.len {
             match stream.write(&self.output[self.sent..self.len]) {
                 Ok(n) => self.sent += n,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return Sent::Blocked,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Progress::Blocked,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(_) => return Sent::Gone,
+                Err(_) => return Progress::Gone,
             }
         }
-        Sent::Done
+        Progress::Done
     }
 }

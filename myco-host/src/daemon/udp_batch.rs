@@ -13,8 +13,9 @@ use std::os::fd::RawFd;
 pub const BATCH: usize = 16;
 
 pub struct UdpBatch {
-    /// `BATCH` slots of `query_max` bytes, then `BATCH` slots of `answer_max` bytes.
+    /// `BATCH` slots of `query_max` bytes each.
     queries: Box<[u8]>,
+    /// `BATCH` slots of `answer_max` bytes each, one per query slot.
     answers: Box<[u8]>,
     query_max: usize,
     answer_max: usize,
