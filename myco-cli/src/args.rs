@@ -4,7 +4,8 @@
 //! Every flag is taken out of the argument list before any is checked, so an unknown or misspelt
 //! flag is reported as such rather than as the required flag it was meant to be.
 
-use myco_core::schema::entry::Arch;
+use crate::output::terminal_safe;
+use myco_core::schema::entry::{valid_name, Arch};
 use pico_args::Arguments;
 use std::convert::Infallible;
 use std::ffi::OsString;
@@ -17,6 +18,10 @@ pub const EXIT_FAILED: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 pub const EXIT_UNREACHABLE: u8 = 3;
 pub const EXIT_REFUSED: u8 = 4;
+
+/// What a service name is, for the errors that refuse one.
+pub const NAME_RULE: &str =
+    "names are 1 to 63 of a-z, 0-9 and '-', not starting or ending with '-'";
 
 /// Why a command stopped. The message reads "what happened; what to do" and is printed after
 /// `myco: ` on stderr. Nothing is written to disk or sent to a daemon before a usage error is
@@ -153,6 +158,20 @@ impl Flags {
     }
 
     /// The value of a flag the command cannot do without.
+    /// The positional NAME of a command about one service (`what` says which), checked as a
+    /// service name.
+    pub fn finish_with_service(&mut self, what: &str) -> Result<String, Error> {
+        let name = self.finish_with_string("NAME")?;
+        let name = self.required(name, what)?;
+        if !valid_name(&name) {
+            return Err(Error::Usage(format!(
+                "'{}' is not a service name: {NAME_RULE}; see 'myco ls' for the services",
+                terminal_safe(&name)
+            )));
+        }
+        Ok(name)
+    }
+
     pub fn required<T>(&self, value: Option<T>, flag: &str) -> Result<T, Error> {
         let command = self.command;
         value.ok_or_else(|| {

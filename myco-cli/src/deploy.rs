@@ -16,7 +16,7 @@ use crate::files;
 use crate::output::{self, terminal_safe, Value};
 use crate::progress::{self, Goal, WAIT_TIMEOUT_DEFAULT};
 use crate::sign::{sign_manifest, sign_tombstone};
-use myco_core::schema::entry::{valid_name, Entry};
+use myco_core::schema::entry::Entry;
 use pico_args::Arguments;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -213,15 +213,7 @@ pub fn rm(args: Arguments) -> Result<(), Error> {
     let json = flags.switch("--json");
     let wait = flags.switch("--wait");
     let timeout = flags.string("--timeout")?;
-    let name = flags.finish_with_string("NAME")?;
-    let name = flags.required(name, "NAME, the service to remove")?;
-    if !valid_name(&name) {
-        return Err(Error::Usage(format!(
-            "'{}' is not a service name: names are 1 to 63 of a-z, 0-9 and '-', not starting or \
-             ending with '-'; see 'myco ls' for the services",
-            terminal_safe(&name)
-        )));
-    }
+    let name = flags.finish_with_service("NAME, the service to remove")?;
     let operator_key = flags.required(operator_key, "--operator-key")?;
     let clock = clock.as_deref().map(args::parse_clock).transpose()?;
     let wait = parse_wait(wait, timeout, "rm")?;

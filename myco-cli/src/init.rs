@@ -8,7 +8,7 @@
 //! needs no quoting. No file is ever replaced: every target is checked before the first is
 //! written, and each is created with `create_new`.
 
-use crate::args::{Error, Flags};
+use crate::args::{Error, Flags, NAME_RULE};
 use crate::files::{self, PUBLIC_MODE};
 use crate::output::{self, Value};
 use myco_core::schema::entry::valid_name;
@@ -156,8 +156,7 @@ impl InitFlags {
         };
         if !valid_name(&name) {
             return Err(Error::Usage(format!(
-                "'{}' ({from}) is not a service name: names are 1 to 63 of a-z, 0-9 and '-', not \
-                 starting or ending with '-'; pass one with --name",
+                "'{}' ({from}) is not a service name: {NAME_RULE}; pass one with --name",
                 output::terminal_safe(&name)
             )));
         }

@@ -9,7 +9,6 @@
 use crate::args::{Error, Flags};
 use crate::client::{self, Request, QUERY_TIMEOUT, SOCKET_ENV};
 use crate::output::terminal_safe;
-use myco_core::schema::entry::valid_name;
 use pico_args::Arguments;
 use std::io::{self, IsTerminal, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -53,15 +52,7 @@ pub fn logs(args: Arguments) -> Result<(), Error> {
         (lines, n) => lines.or(n),
     };
     let socket = flags.path("--socket")?;
-    let name = flags.finish_with_string("NAME")?;
-    let name = flags.required(name, "NAME, the service whose journal to print")?;
-    if !valid_name(&name) {
-        return Err(Error::Usage(format!(
-            "'{}' is not a service name: names are 1 to 63 of a-z, 0-9 and '-', not starting or \
-             ending with '-'; see 'myco ls' for the services",
-            terminal_safe(&name)
-        )));
-    }
+    let name = flags.finish_with_service("NAME, the service whose journal to print")?;
     let lines = match lines {
         None => None,
         Some(text) => match text.parse::<u32>() {
