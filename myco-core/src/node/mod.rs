@@ -133,6 +133,28 @@ pub enum Refusal {
     Entry(StoreError),
 }
 
+impl Refusal {
+    /// Every reason's name, in `index` order: the `reason` label of the daemon's refused-frames
+    /// metric and the name its refusal events carry.
+    pub const NAMES: [&'static str; 5] = ["frame", "zone", "body", "entry", "crypto"];
+
+    /// This refusal's position in `NAMES` (and in `Counters::refused_by_reason`).
+    pub fn index(self) -> usize {
+        match self {
+            Refusal::Frame(_) => 0,
+            Refusal::WrongZone => 1,
+            Refusal::Body => 2,
+            Refusal::Entry(_) => 3,
+            Refusal::Crypto(_) => 4,
+        }
+    }
+
+    /// The reason's name, for metrics and events.
+    pub fn name(self) -> &'static str {
+        Refusal::NAMES[self.index()]
+    }
+}
+
 /// Counters the daemon exports as metrics and the simulator reports.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counters {
@@ -162,6 +184,20 @@ pub struct Counters {
     pub handshakes_deferred: u64,
     /// Sealed frames opened and accepted.
     pub frames_accepted: u64,
+}
+
+impl Counters {
+    /// Refused frames by reason, named and ordered as `Refusal::NAMES`.
+    pub fn refused_by_reason(&self) -> [(&'static str, u64); 5] {
+        let counts = [
+            self.refused_frame,
+            self.refused_zone,
+            self.refused_body,
+            self.refused_entry,
+            self.refused_crypto,
+        ];
+        core::array::from_fn(|i| (Refusal::NAMES[i], counts[i]))
+    }
 }
 
 /// Why a node could not start.

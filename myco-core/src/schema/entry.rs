@@ -15,6 +15,13 @@ use core::cmp::Ordering;
 use heapless::Vec;
 use serde::{Deserialize, Serialize};
 
+/// The rule `valid_name` checks, in words, as a literal so `concat!` can build whole sentences on it.
+macro_rules! name_rule {
+    () => {
+        "a DNS label, 1 to 63 of a-z, 0-9 and '-', not starting or ending with '-'"
+    };
+}
+
 /// Who wrote an entry and when: the operator's clock (milliseconds) and the id of the key that
 /// signed it. Ordered by clock, then key id.
 #[derive(
@@ -141,14 +148,12 @@ pub enum EntryError {
 }
 
 impl EntryError {
-    pub fn message(self) -> &'static str {
+    pub const fn message(self) -> &'static str {
         match self {
             EntryError::TooLong => "entry is longer than one frame allows",
             EntryError::Truncated => "entry is shorter than its signature",
             EntryError::Malformed => "entry body does not decode",
-            EntryError::Name => {
-                "service name must be a DNS label: 1-63 of a-z 0-9 -, not starting or ending with -"
-            }
+            EntryError::Name => concat!("service name must be ", name_rule!()),
             EntryError::Token => {
                 "a token is empty or holds a control character or a Unicode noncharacter"
             }
@@ -221,6 +226,11 @@ pub fn encode_entry(
     out[used..used + SIGNATURE_BYTES].copy_from_slice(signature);
     Ok(used + SIGNATURE_BYTES)
 }
+
+/// What a service name must be: the one text every refusal of a bad name shows, whoever refuses it
+/// (the entry and unit checks here, the daemon's API, `myco`), so they never disagree.
+pub const NAME_RULE: &str = name_rule!();
+const _: () = assert!(NAME_BYTES_MAX == 63, "NAME_RULE names the limit");
 
 /// True if `name` is a DNS label Myco accepts: it names the unit and the DNS record.
 pub fn valid_name(name: &str) -> bool {

@@ -9,7 +9,7 @@ use crate::reserve::{Reserve, ReserveState};
 use crate::store::FileStore;
 use myco_core::config::{REVOCATION_BYTES_MAX, WAL_CHECKPOINT_BYTES};
 use myco_core::crypto::{Cert, Revocation};
-use myco_core::hex::parse_key_file;
+use myco_core::crypto::keys::{key_file_exposed, parse_key_file, KEY_FILE_BYTES_MAX};
 use myco_core::node::Storage;
 use myco_core::time::Instant;
 use myco_core::{Node, NodeConfig, PeerAddr};
@@ -73,15 +73,16 @@ pub fn read_node_seed(path: &Path) -> Result<[u8; 32], BootError> {
         .map_err(|e| BootError(format!("cannot stat {shown}: {e}")))?
         .permissions()
         .mode();
-    if mode & 0o077 != 0 {
+    if key_file_exposed(mode) {
         return Err(BootError(format!(
             "the node key {shown} can be read by others (mode {:o}); run 'chmod 600 {shown}'",
             mode & 0o777
         )));
     }
     let mut text = Vec::new();
+    // One byte more than a key file may hold, so that a longer file is refused, not cut to fit.
     (&mut file)
-        .take(130)
+        .take(KEY_FILE_BYTES_MAX as u64 + 1)
         .read_to_end(&mut text)
         .map_err(|e| BootError(format!("cannot read {shown}: {e}")))?;
     parse_key_file(&text).map_err(|e| {

@@ -8,6 +8,7 @@ use crate::api::prometheus::{MetricKind, Prometheus};
 use crate::api::response::{Cursor, Full};
 use core::fmt::Write;
 use myco_core::gossip::members::Member;
+use myco_core::hex::HexU64;
 use myco_core::schema::entry::{Entry, Source, Version};
 use myco_core::schema::message::{MemberMeta, MemberState};
 use myco_core::state::store::key_hash;
@@ -40,12 +41,6 @@ pub struct Status {
     pub units: Option<([u64; Health::ALL.len()], super::executor::ExecutorStats)>,
     /// `*.myco` DNS's counters and how many addresses it answers on; `None` with DNS off.
     pub dns: Option<(super::dns::DnsStats, usize)>,
-}
-
-fn hex_id(id: u64) -> heapless::String<16> {
-    let mut s = heapless::String::new();
-    write!(s, "{id:016x}").expect("16 digits fit");
-    s
 }
 
 fn version(json: &mut Json<'_, '_>, v: Version) -> Result<(), Full> {
@@ -98,7 +93,7 @@ pub fn service(
     for &id in running.placed_on {
         json.begin_object()?;
         json.key("id")?;
-        json.string(&hex_id(id))?;
+        json.string(HexU64::new(id).as_str())?;
         json.key("state")?;
         json.string(state_on(running, id, body.name))?;
         json.end_object()?;
@@ -180,7 +175,7 @@ struct NodeRow<'a> {
 fn node_row(json: &mut Json<'_, '_>, row: &NodeRow<'_>) -> Result<(), Full> {
     json.begin_object()?;
     json.key("id")?;
-    json.string(&hex_id(row.id))?;
+    json.string(HexU64::new(row.id).as_str())?;
     json.key("address")?;
     match row.address {
         Some(a) => json.string(a)?,
@@ -264,9 +259,9 @@ pub fn health(out: &mut Cursor<'_>, node: &Node, status: &Status) -> Result<(), 
     json.key("members_alive")?;
     json.u64(live_members(node) as u64)?;
     json.key("node_id")?;
-    json.string(&hex_id(node.id()))?;
+    json.string(HexU64::new(node.id()).as_str())?;
     json.key("state_hash")?;
-    json.string(&hex_id(node.state_hash()))?;
+    json.string(HexU64::new(node.state_hash()).as_str())?;
     json.key("uptime_ms")?;
     json.u64(status.uptime_ms)?;
     json.end_object()?;
@@ -346,13 +341,7 @@ fn gossip_metrics(p: &mut Prometheus<'_, '_>, node: &Node) -> Result<(), Full> {
         Counter,
         "Frames dropped unchanged, by reason.",
     )?;
-    for (reason, n) in [
-        ("frame", c.refused_frame),
-        ("zone", c.refused_zone),
-        ("body", c.refused_body),
-        ("entry", c.refused_entry),
-        ("crypto", c.refused_crypto),
-    ] {
+    for (reason, n) in c.refused_by_reason() {
         p.sample("myco_frames_refused_total", &[("reason", reason)], n)?;
     }
     p.family(
