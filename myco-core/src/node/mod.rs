@@ -14,7 +14,7 @@ use crate::config::WAL_HEADER_BYTES;
 use crate::config::{
     ARENA_BYTES, BUCKETS, BUCKETS_PER_GROUP, FRAME_BYTES, GOSSIP_FANOUT, GOSSIP_INTERVAL_MS,
     GROUPS, INDIRECT_PROBES, JOIN_MAX, JOIN_RETRY_MS, MEMBERS_PER_FRAME, MEMBER_SYNC_INTERVAL_MS,
-    NODE_BYTES_MAX, PROBE_INTERVAL_MS, PROBE_TIMEOUT_MS, RELAYS_MAX, SERVICES_MAX,
+    BUDGET_BYTES, NODE_BYTES_MAX, PROBE_INTERVAL_MS, PROBE_TIMEOUT_MS, RELAYS_MAX, SERVICES_MAX,
     SYNC_FRAMES_PER_STEP, SYNC_KEYS_PER_FRAME, WANT_PER_FRAME,
 };
 use crate::config::{BODY_BYTES_MAX, REVOCATION_BYTES_MAX};
@@ -301,6 +301,9 @@ pub struct Node {
     next_status_resend: Instant,
 }
 
+// The budget in `config` is a sum of estimates; the real node must fit inside it, so a table that
+// grows past its line there fails the build instead of quietly eating the margin.
+const _: () = assert!(core::mem::size_of::<Node>() <= BUDGET_BYTES);
 const _: () = assert!(core::mem::size_of::<Node>() <= NODE_BYTES_MAX);
 
 mod probe;

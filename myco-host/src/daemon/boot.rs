@@ -15,7 +15,7 @@ use myco_core::time::Instant;
 use myco_core::{Node, NodeConfig, PeerAddr};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
-use std::os::fd::AsRawFd;
+use nix::fcntl::{Flock, FlockArg};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
 
@@ -35,7 +35,7 @@ impl<E: std::fmt::Display> From<(&str, E)> for BootError {
 
 /// Creates the state directory (mode 0700) and takes its lock, so two daemons never share one
 /// WAL. The lock is held as long as the returned file is open.
-pub fn lock_state_dir(dir: &Path) -> Result<File, BootError> {
+pub fn lock_state_dir(dir: &Path) -> Result<Flock<File>, BootError> {
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -53,15 +53,12 @@ pub fn lock_state_dir(dir: &Path) -> Result<File, BootError> {
         .write(true)
         .open(&path)
         .map_err(|e| BootError(format!("cannot open {}: {e}", path.display())))?;
-    // SAFETY: flock on an fd we own; it only takes an advisory lock.
-    let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if locked != 0 {
-        return Err(BootError(format!(
+    Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|_| {
+        BootError(format!(
             "another myco-d uses the state directory {} (its lock is held); stop it or pass another --state-dir",
             dir.display()
-        )));
-    }
-    Ok(file)
+        ))
+    })
 }
 
 /// Reads the node key; refuses a file others may read, as `myco` does.

@@ -91,7 +91,7 @@ pub struct Daemon {
     /// Join addresses or remembered peers exist: alone means cut off (`engine::mode`).
     has_peers_configured: bool,
     next_reconcile_ms: u64,
-    _lock: File,
+    _lock: nix::fcntl::Flock<File>,
 }
 
 impl Daemon {
