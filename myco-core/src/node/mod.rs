@@ -492,6 +492,10 @@ impl Node {
                 ticket: None,
             });
         }
+        assert!(
+            self.store.contains_exact(key_hash, entry),
+            "an accepted entry is the one stored"
+        );
         self.rumors.push(key_hash, entry.len());
         sink.event(Event::EntryChanged { key_hash });
         Ok(Submitted {
@@ -544,6 +548,12 @@ impl Node {
             self.checkpoint_requested = true;
             sink.checkpoint();
         }
+        // Tickets only grow, so the host's completions can be checked against them, and a log
+        // past its bound always has a checkpoint on the way.
+        assert!(ticket < self.next_ticket);
+        assert!(
+            self.checkpoint_requested || !checkpoint_due(self.wal_bytes, self.wal_checkpoint_bytes)
+        );
         ticket
     }
 

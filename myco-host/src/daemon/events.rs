@@ -185,7 +185,7 @@ impl Ring {
             return None;
         }
         let r = &self.records[self.slot(id)];
-        debug_assert_eq!(r.id, id);
+        assert_eq!(r.id, id, "a live id is in its own slot");
         Some(r)
     }
 
