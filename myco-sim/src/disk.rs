@@ -71,10 +71,16 @@ impl SimDisk {
         let mut record = [0u8; WAL_RECORD_BYTES_MAX];
         let mut encoder = SnapshotEncoder::new(store.state_hash());
         for slot in store.slots() {
-            let n = encoder.encode_entry(store.bytes(slot), &mut record).expect("fits");
+            let n = encoder
+                .encode_entry(store.bytes(slot), &mut record)
+                .expect("fits");
             self.snapshot.extend_from_slice(&record[..n]);
         }
-        assert_eq!(encoder.entries() as usize, store.len(), "every slot is written");
+        assert_eq!(
+            encoder.entries() as usize,
+            store.len(),
+            "every slot is written"
+        );
         let n = encoder.encode_end(&mut record).expect("fits");
         self.snapshot.extend_from_slice(&record[..n]);
         self.written_bytes += self.snapshot.len() as u64;

@@ -179,7 +179,10 @@ impl Members {
         });
         // Precedence only lets an update win at the same or a higher incarnation, so a stale
         // rumor can never bring a member back; only a suspect runs a suspicion timer.
-        assert!(m.incarnation >= incarnation_before, "an incarnation never decreases");
+        assert!(
+            m.incarnation >= incarnation_before,
+            "an incarnation never decreases"
+        );
         assert_eq!(m.suspicion.is_some(), m.state == MemberState::Suspect);
         let update = m.update();
         self.enqueue(update);
@@ -300,7 +303,10 @@ impl Members {
             *t -= 1;
         }
         self.pending.retain(|(_, t)| *t > 0);
-        assert!(self.pending.iter().all(|(_, t)| *t > 0), "spent updates leave the queue");
+        assert!(
+            self.pending.iter().all(|(_, t)| *t > 0),
+            "spent updates leave the queue"
+        );
         out
     }
 

@@ -100,6 +100,18 @@ fn bad_frames_are_counted_and_change_nothing() {
     assert_eq!(c.refused_frame, 5);
     assert_eq!(c.refused_zone, 1);
     assert_eq!(c.refused_crypto, 1, "the sealed frame: no session");
+    // The metric's reason labels count the same refusals, each under its own name.
+    let by_reason = c.refused_by_reason();
+    assert_eq!(
+        by_reason[Refusal::Frame(FrameError::Magic).index()],
+        ("frame", 5)
+    );
+    assert_eq!(by_reason[Refusal::WrongZone.index()], ("zone", 1));
+    assert_eq!(
+        by_reason[Refusal::Crypto(CryptoRefusal::BadMac).index()],
+        ("crypto", 1)
+    );
+    assert_eq!(Refusal::Body.name(), "body");
     assert_eq!(
         n.crypto_refusals()[CryptoRefusal::MalformedHandshake.index()],
         1

@@ -466,7 +466,10 @@ impl Transport {
         self.trust.revocation_block = height;
         self.links.retain(|l| l.issued_at >= height);
         self.pending.clear();
-        assert!(self.links.iter().all(|l| l.issued_at >= self.trust.revocation_block));
+        assert!(self
+            .links
+            .iter()
+            .all(|l| l.issued_at >= self.trust.revocation_block));
     }
 
     /// A new certificate for this node (after a rotation). Existing sessions stay; new

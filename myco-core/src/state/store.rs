@@ -256,8 +256,14 @@ impl<const N: usize, const A: usize> Store<N, A> {
         self.xor_digest(new.key_hash, old.digest ^ new.digest);
         // Last writer wins: a slot only ever moves forward, so a replayed or late entry can never
         // take a key back to an older version.
-        assert!(self.index[i].version >= old.version, "a slot's version never decreases");
-        assert_eq!(self.index[i].key_hash, old.key_hash, "a replace keeps the key");
+        assert!(
+            self.index[i].version >= old.version,
+            "a slot's version never decreases"
+        );
+        assert_eq!(
+            self.index[i].key_hash, old.key_hash,
+            "a replace keeps the key"
+        );
         Ok(Merge::Replaced)
     }
 
@@ -278,7 +284,10 @@ impl<const N: usize, const A: usize> Store<N, A> {
         self.xor_digest(new.key_hash, new.digest);
         // The index stays sorted by key hash, which `find` and `range` rely on.
         assert!(at == 0 || self.index[at - 1].key_hash < new.key_hash);
-        assert!(self.index.get(at + 1).is_none_or(|next| new.key_hash < next.key_hash));
+        assert!(self
+            .index
+            .get(at + 1)
+            .is_none_or(|next| new.key_hash < next.key_hash));
         Ok(Merge::Inserted)
     }
 

@@ -86,7 +86,10 @@ impl Tally {
 
     fn accept(&mut self, record: RecordView<'_>, len: usize) {
         assert!(len > 0 && len <= WAL_RECORD_BYTES_MAX);
-        assert!(self.corrupt.is_none(), "nothing is accepted after a bad record");
+        assert!(
+            self.corrupt.is_none(),
+            "nothing is accepted after a bad record"
+        );
         let good_bytes_before = self.good_bytes;
         self.good_bytes += len as u64;
         self.last_end = match record {

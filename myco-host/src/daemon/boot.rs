@@ -8,14 +8,14 @@ use crate::flight::{Level, Logger};
 use crate::reserve::{Reserve, ReserveState};
 use crate::store::FileStore;
 use myco_core::config::{REVOCATION_BYTES_MAX, WAL_CHECKPOINT_BYTES};
-use myco_core::crypto::{Cert, Revocation};
 use myco_core::crypto::keys::{key_file_exposed, parse_key_file, KEY_FILE_BYTES_MAX};
+use myco_core::crypto::{Cert, Revocation};
 use myco_core::node::Storage;
 use myco_core::time::Instant;
 use myco_core::{Node, NodeConfig, PeerAddr};
+use nix::fcntl::{Flock, FlockArg};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
-use nix::fcntl::{Flock, FlockArg};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
 
