@@ -17,7 +17,11 @@ fuzz_target!(|data: &[u8]| {
     longer.push(data.first().copied().unwrap_or(b'x'));
     let head = parse_head(data);
     if let Err(refused @ (ResponseError::TooLarge | ResponseError::Malformed(_))) = head {
-        assert_eq!(parse_response(data), Err(refused), "a refused head refuses the answer");
+        assert_eq!(
+            parse_response(data),
+            Err(refused),
+            "a refused head refuses the answer"
+        );
     }
     match parse_response(data) {
         Ok(response) => {
