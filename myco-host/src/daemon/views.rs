@@ -7,6 +7,7 @@ use crate::api::json::Json;
 use crate::api::prometheus::{MetricKind, Prometheus};
 use crate::api::response::{Cursor, Full};
 use core::fmt::Write;
+use myco_core::config::FLAKE_REV_BYTES;
 use myco_core::gossip::members::Member;
 use myco_core::schema::entry::{Entry, Source, Version};
 use myco_core::schema::message::{MemberMeta, MemberState};
@@ -45,6 +46,14 @@ pub struct Status {
 fn hex_id(id: u64) -> heapless::String<16> {
     let mut s = heapless::String::new();
     write!(s, "{id:016x}").expect("16 digits fit");
+    s
+}
+
+/// A flake's locked commit as `git log --oneline` shows it: its first 7 hex digits.
+fn short_rev(rev: &[u8; FLAKE_REV_BYTES]) -> heapless::String<7> {
+    let mut s = heapless::String::new();
+    let [a, b, c, d, ..] = *rev;
+    write!(s, "{a:02x}{b:02x}{c:02x}{:x}", d >> 4).expect("7 digits fit");
     s
 }
 
@@ -92,6 +101,11 @@ pub fn service(
         Some(Source::Flake { .. }) => json.string("flake")?,
         Some(Source::Exec { .. }) => json.string("exec")?,
         None => json.null()?,
+    }
+    json.key("rev")?;
+    match body.spec.as_ref().map(|s| s.source) {
+        Some(Source::Flake { rev, .. }) => json.string(&short_rev(&rev))?,
+        _ => json.null()?,
     }
     json.key("placed_on")?;
     json.begin_array()?;
