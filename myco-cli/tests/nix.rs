@@ -216,6 +216,9 @@ fn unfetchable_reference_is_refused() {
     );
 }
 
+/// Environment variables a test sets.
+type Env<'a> = &'a [(&'a str, &'a str)];
+
 /// Each way a `nix` can misbehave is refused with its cause: one that never answers is stopped
 /// at the timeout, one that prints garbage or fails is reported, and a missing one says how to
 /// install Nix.
@@ -226,7 +229,7 @@ fn misbehaving_nix_is_refused() {
     let hang = fixture("stand-in/hang");
     let garbage = fixture("stand-in/garbage");
     let fail = fixture("stand-in/fail");
-    let cases: [(&[(&str, &str)], &[&str]); 5] = [
+    let cases: [(Env, &[&str]); 5] = [
         (
             &[("MYCO_NIX", &hang), ("MYCO_NIX_TIMEOUT_MS", "300")],
             &["did not lock", "within 0.3 s", "was stopped"],
