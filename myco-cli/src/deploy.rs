@@ -26,11 +26,13 @@ Usage: myco deploy [MANIFEST] --operator-key FILE [--clock MS] [--wait [--timeou
                    [--socket PATH] [--json]
        myco deploy --entry FILE [--wait [--timeout S]] [--socket PATH] [--json]
 
-Builds a service entry from MANIFEST (default: myco.json) and signs it with the operator key,
-exactly as 'myco sign' does, then sends it to the local myco-d, which stores it and gossips it to
-the cluster. With --entry, sends an entry file signed earlier with 'myco sign', so the operator
-key can stay on another machine. Returns once myco-d has stored the entry on disk (at most 30 s).
-The manifest format is described in docs/myco-json.md.
+Builds a service entry from MANIFEST (default: myco.json), its flake reference locked to one
+commit with 'nix flake metadata', and signs it with the operator key, exactly as 'myco sign'
+does ('myco sign --help' for MYCO_NIX and MYCO_NIX_TIMEOUT_MS), then sends it to the local
+myco-d, which stores it and gossips it to the cluster. With --entry, sends an entry file signed
+earlier with 'myco sign', so the operator key can stay on another machine. Returns once myco-d
+has stored the entry on disk (at most 30 s). The manifest format is described in
+docs/myco-json.md.
 
 Options:
   --operator-key FILE  The cluster's operator key (mode 0600)
@@ -51,7 +53,7 @@ Options:
 The outcome is 'applied', or 'unchanged' when myco-d already held this version or a newer one.
 
 Exit status: 0 stored (applied or unchanged), and with --wait running everywhere; 1 failed
-(manifest, key or entry file refused, myco-d failed with 5xx or answered garbage; with --wait:
+(manifest, key or entry file refused, flake reference cannot be locked, myco-d failed with 5xx or answered garbage; with --wait:
 no eligible box, a unit failing, or the timeout passed, though the entry stays stored);
 2 bad command line; 3 cannot reach myco-d (not
 running, wrong --socket, no permission, no answer in time); 4 myco-d refused the entry (4xx,

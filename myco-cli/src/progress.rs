@@ -342,6 +342,7 @@ mod tests {
             },
             deleted,
             replicas,
+            rev: None,
             placed_on: placed
                 .iter()
                 .map(|(id, state)| Placed {

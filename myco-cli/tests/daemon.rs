@@ -119,6 +119,7 @@ fn myco_env(dir: &TempDir, args: &[&str], env: &[(&str, &str)]) -> Output {
     command
         .args(args)
         .current_dir(&dir.0)
+        .env("MYCO_NIX", STAND_IN_NIX)
         .env_remove("MYCO_SOCKET");
     for (name, value) in env {
         command.env(name, value);
@@ -258,15 +259,15 @@ fn rm_posts_a_tombstone() {
 #[test]
 fn ls_renders_services() {
     let dir = TempDir::new("ls");
-    let body = r#"{"services":[{"name":"web","version":{"clock":7,"key_id":1},"deleted":false,"replicas":3,"source":"flake","placed_on":[{"id":"3f2a09c1d4e5b6a7","state":"running"},{"id":"11aa22bb33cc44dd","state":"restarting"}]},{"name":"old-db","version":{"clock":1700000000000,"key_id":1},"deleted":true,"replicas":0,"source":null}]}"#;
+    let body = r#"{"services":[{"name":"web","version":{"clock":7,"key_id":1},"deleted":false,"replicas":3,"source":"flake","rev":"152b279","placed_on":[{"id":"3f2a09c1d4e5b6a7","state":"running"},{"id":"11aa22bb33cc44dd","state":"restarting"}]},{"name":"old-db","version":{"clock":1700000000000,"key_id":1},"deleted":true,"replicas":0,"source":null,"rev":null}]}"#;
     let daemon = FakeDaemon::start(&dir, answer("200 OK", body));
     let text = myco_ok(&dir, &["ls", "--socket", &daemon.socket()]);
     assert_eq!(daemon.request().line, "GET /services HTTP/1.1");
     assert_eq!(
         text,
-        "NAME    VERSION        STATUS    REPLICAS  RUNNING ON\n\
-         web     7              deployed  3         3f2a09c1 running, 11aa22bb restarting\n\
-         old-db  1700000000000  deleted   0         -\n"
+        "NAME    VERSION        REV      STATUS    REPLICAS  RUNNING ON\n\
+         web     7              152b279  deployed  3         3f2a09c1 running, 11aa22bb restarting\n\
+         old-db  1700000000000  -        deleted   0         -\n"
     );
 
     // A pretty-printed answer is printed on one line, otherwise as it came.

@@ -18,6 +18,10 @@ pub const BODY_BYTES_MAX: usize = FRAME_BYTES - HEADER_BYTES - TAG_BYTES;
 /// An encoded signed entry (entry body followed by its 64-byte signature).
 pub const ENTRY_BYTES_MAX: usize = 900;
 pub const SIGNATURE_BYTES: usize = 64;
+/// A flake's locked commit: a git (or Mercurial) revision, SHA-1.
+pub const FLAKE_REV_BYTES: usize = 20;
+/// A flake's locked content: the SHA-256 of the NAR of its source tree (Nix's `narHash`).
+pub const NAR_HASH_BYTES: usize = 32;
 /// Worst-case bytes a message adds around one entry: root digest (8), enum tag (1), list length
 /// (1), entry length prefix (2), with room to spare.
 pub const ENTRY_ENVELOPE_BYTES_MAX: usize = 14;

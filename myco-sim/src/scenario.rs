@@ -3,7 +3,9 @@
 //! Everything is drawn from the seed: which node receives each deploy, update or delete, and when.
 //! Entries are encoded at boot so the run itself allocates nothing.
 
-use myco_core::config::{ENTRY_BYTES_MAX, REPLICAS_MAX, WAL_CHECKPOINT_BYTES};
+use myco_core::config::{
+    ENTRY_BYTES_MAX, FLAKE_REV_BYTES, NAR_HASH_BYTES, REPLICAS_MAX, WAL_CHECKPOINT_BYTES,
+};
 use myco_core::crypto::{sign_entry_body, SigningKey};
 use myco_core::random::Prng;
 use myco_core::schema::entry::{
@@ -154,6 +156,11 @@ fn requirements(r: &mut Prng) -> Requirements {
     }
 }
 
+/// The fleet's flake, locked as `myco sign` locks it: the reference names its rev.
+const FLEET_URI: &str =
+    "git+https://example.invalid/fleet?ref=main&rev=5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e";
+const FLEET_REV: [u8; FLAKE_REV_BYTES] = [0x5e; FLAKE_REV_BYTES];
+
 /// A valid entry signed by `operator` (or by any key: the adversary forges with its own).
 pub fn encode(
     name: &str,
@@ -165,8 +172,10 @@ pub fn encode(
     let arg = format!("--instance={}", r.below(1000));
     let spec = ServiceSpec {
         source: Source::Flake {
-            uri: "git+https://example.invalid/fleet?ref=main",
+            uri: FLEET_URI,
             attr: name,
+            rev: FLEET_REV,
+            nar_hash: [0x3c; NAR_HASH_BYTES],
         },
         args: heapless::Vec::from_slice(&["--port", "8080", &arg]).expect("3 args fit"),
         env: heapless::Vec::from_slice(&[("RUST_LOG", "info")]).expect("1 var fits"),

@@ -29,10 +29,16 @@ impl Drop for TempDir {
     }
 }
 
+/// The stand-in `nix` the tests lock flakes with: it locks any reference to one fixed commit
+/// (`STAND_IN_REV`) without fetching, so tests of signing need neither Nix nor a network.
+pub const STAND_IN_NIX: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/nix/stand-in/locked");
+pub const STAND_IN_REV: &str = "152b279ae9728ebd2a539847576be4e2e8a2f101";
+
 pub fn myco(dir: &TempDir, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_myco"))
         .args(args)
         .current_dir(&dir.0)
+        .env("MYCO_NIX", STAND_IN_NIX)
         .output()
         .unwrap()
 }

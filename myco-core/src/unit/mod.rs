@@ -219,7 +219,7 @@ fn check_spec(name: &str, spec: &ServiceSpec<'_>, ctx: &UnitContext<'_>) -> Resu
             return Err(UnitError::Path(Field::Exec))
         }
         Source::Exec { .. } => {}
-        Source::Flake { uri, attr } => {
+        Source::Flake { uri, attr, .. } => {
             check_token(uri, Field::Flake)?;
             check_token(attr, Field::Attr)?;
             if let Some(path) = ctx.program {
@@ -379,7 +379,7 @@ fn write_unit(
     w.text("\nX-Myco-KeyId=")?;
     w.number(ctx.version.key_id.into())?;
     w.text("\n")?;
-    if let Source::Flake { uri, attr } = spec.source {
+    if let Source::Flake { uri, attr, .. } = spec.source {
         w.text("X-Myco-Source=")?;
         w.word(&[uri, "#", attr], Dollar::Keep)?;
         w.text("\n")?;

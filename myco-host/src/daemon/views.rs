@@ -7,8 +7,9 @@ use crate::api::json::Json;
 use crate::api::prometheus::{MetricKind, Prometheus};
 use crate::api::response::{Cursor, Full};
 use core::fmt::Write;
+use myco_core::config::FLAKE_REV_BYTES;
 use myco_core::gossip::members::Member;
-use myco_core::hex::HexU64;
+use myco_core::hex::{Hex, HexU64};
 use myco_core::schema::entry::{Entry, Source, Version};
 use myco_core::schema::message::{MemberMeta, MemberState};
 use myco_core::state::store::key_hash;
@@ -41,6 +42,14 @@ pub struct Status {
     pub units: Option<([u64; Health::ALL.len()], super::executor::ExecutorStats)>,
     /// `*.myco` DNS's counters and how many addresses it answers on; `None` with DNS off.
     pub dns: Option<(super::dns::DnsStats, usize)>,
+}
+
+/// A flake's locked commit as `git log --oneline` shows it: its first 7 hex digits.
+fn short_rev(rev: &[u8; FLAKE_REV_BYTES]) -> heapless::String<8> {
+    let mut s = heapless::String::new();
+    write!(s, "{}", Hex(&rev[..4])).expect("8 digits fit");
+    s.truncate(7);
+    s
 }
 
 fn version(json: &mut Json<'_, '_>, v: Version) -> Result<(), Full> {
@@ -87,6 +96,11 @@ pub fn service(
         Some(Source::Flake { .. }) => json.string("flake")?,
         Some(Source::Exec { .. }) => json.string("exec")?,
         None => json.null()?,
+    }
+    json.key("rev")?;
+    match body.spec.as_ref().map(|s| s.source) {
+        Some(Source::Flake { rev, .. }) => json.string(&short_rev(&rev))?,
+        _ => json.null()?,
     }
     json.key("placed_on")?;
     json.begin_array()?;

@@ -1,22 +1,27 @@
 //! Realistic encoded entries for the store's tests and its benchmark.
 
-use myco_core::config::ENTRY_BYTES_MAX;
+use myco_core::config::{ENTRY_BYTES_MAX, FLAKE_REV_BYTES, NAR_HASH_BYTES};
 use myco_core::schema::entry::{
     encode_entry, Arch, EntryBody, Port, Protocol, Requirements, ServiceSpec, Source, Version,
 };
 
 /// Service `svc-<i>` at operator clock `clock`: a flake with two arguments, two environment
-/// variables and one port, signed (with a fixed signature; the store never checks it). About 200
+/// variables and one port, signed (with a fixed signature; the store never checks it). About 270
 /// bytes encoded, like a typical deploy.
 pub fn service_entry(i: u32, clock: u64) -> Vec<u8> {
     let name = format!("svc-{i:04}");
-    let uri = format!("git+https://git.example.com/fleet/{name}?ref=main");
+    // Locked as `myco sign` locks a flake: the reference names its rev.
+    let rev = [i.to_le_bytes()[0]; FLAKE_REV_BYTES];
+    let rev_hex: String = rev.iter().map(|b| format!("{b:02x}")).collect();
+    let uri = format!("git+https://git.example.com/fleet/{name}?ref=main&rev={rev_hex}");
     let port = 8000 + (i % 1000) as u16;
     let port_arg = port.to_string();
     let mut spec = ServiceSpec {
         source: Source::Flake {
             uri: &uri,
             attr: "default",
+            rev,
+            nar_hash: [0x3c; NAR_HASH_BYTES],
         },
         args: Default::default(),
         env: Default::default(),
