@@ -38,7 +38,9 @@ pub fn profile_dir() -> PathBuf {
     let dir = exe.parent().expect("an executable lives in a directory");
     // Tests and benches live in target/<profile>/deps, binaries in target/<profile>.
     if dir.file_name().is_some_and(|n| n == "deps") {
-        dir.parent().expect("deps is inside the profile").to_path_buf()
+        dir.parent()
+            .expect("deps is inside the profile")
+            .to_path_buf()
     } else {
         dir.to_path_buf()
     }

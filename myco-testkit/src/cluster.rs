@@ -571,4 +571,3 @@ impl Drop for Cluster {
         }
     }
 }
-

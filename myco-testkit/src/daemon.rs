@@ -118,7 +118,10 @@ impl Daemon {
         let log = fs::File::create(self.dir.join("log")).expect("the directory is writable");
         let child = command.stderr(log).spawn().expect("myco-d starts");
         self.child = Some(child);
-        let what = format!("myco-d answers /health (log: {})", self.dir.join("log").display());
+        let what = format!(
+            "myco-d answers /health (log: {})",
+            self.dir.join("log").display()
+        );
         wait_until(READY_TIMEOUT, &what, || healthy(&self.socket));
     }
 

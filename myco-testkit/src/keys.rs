@@ -21,7 +21,10 @@ pub fn seed(label: &str) -> [u8; 32] {
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         chunk.copy_from_slice(&(z ^ (z >> 31)).to_le_bytes());
     }
-    assert_ne!(seed, [0; 32], "SplitMix64 never gives four zero words in a row");
+    assert_ne!(
+        seed, [0; 32],
+        "SplitMix64 never gives four zero words in a row"
+    );
     seed
 }
 

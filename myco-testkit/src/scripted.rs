@@ -142,7 +142,9 @@ fn deliver(stream: &mut UnixStream, answer: &[u8], delivery: Delivery) -> std::i
 /// if the client hung up or sent no complete request within the read timeout.
 pub fn read_request(stream: &mut UnixStream) -> Option<Request> {
     stream.set_nonblocking(false).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
     let mut bytes = Vec::new();
     let mut byte = [0u8];
     while !bytes.ends_with(b"\r\n\r\n") {
