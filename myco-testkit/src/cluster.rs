@@ -403,7 +403,7 @@ impl Cluster {
         let index = self.daemons.len();
         let name = format!("n{index}");
         let key = self.keygen(&name);
-        let cert = self.dir.join(&format!("{name}.cert"));
+        let cert = self.dir.join(format!("{name}.cert"));
         let signer = options
             .cert_signer
             .clone()
@@ -412,7 +412,7 @@ impl Cluster {
         let addr = self.free_addr(index);
         let operator = options.operator.as_ref().unwrap_or(&self.operator);
         let state_dir = self.dir.join(&name);
-        let socket = self.dir.join(&format!("{name}.sock"));
+        let socket = self.dir.join(format!("{name}.sock"));
         let mut args: Vec<OsString> = vec![
             "--operator".into(),
             operator.public_hex.clone().into(),
@@ -454,7 +454,7 @@ impl Cluster {
             dns,
             key,
             cert,
-            log: self.dir.join(&format!("{name}.log")),
+            log: self.dir.join(format!("{name}.log")),
             args,
             child: None,
             run_offset: 0,
@@ -472,7 +472,7 @@ impl Cluster {
         }
         let systemctl = self.write(&format!("{name}-systemctl"), FAKE_SYSTEMCTL);
         fs::set_permissions(&systemctl, fs::Permissions::from_mode(0o755)).unwrap();
-        let units = self.dir.join(&format!("{name}-units"));
+        let units = self.dir.join(format!("{name}-units"));
         vec![
             "--executor".into(),
             "systemd".into(),

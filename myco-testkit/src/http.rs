@@ -63,14 +63,44 @@ pub fn raw_request(socket: &Path, request: &[u8], timeout: Duration) -> std::io:
     Ok(String::from_utf8_lossy(&answer).into_owned())
 }
 
+/// Sends `request` and reads the answer: up to its `Content-Length` when the head gives one (so
+/// a benchmark's time ends with the answer, not with the close), else until the daemon closes.
 fn exchange(socket: &Path, request: &[u8], timeout: Duration) -> std::io::Result<Vec<u8>> {
     let mut stream = UnixStream::connect(socket)?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
     stream.write_all(request)?;
-    let mut answer = Vec::new();
-    stream.read_to_end(&mut answer)?;
+    let mut answer = Vec::with_capacity(4096);
+    let mut buf = [0u8; 16384];
+    while !is_whole(&answer) {
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        answer.extend_from_slice(&buf[..n]);
+    }
     Ok(answer)
+}
+
+/// True once `bytes` hold a complete head with a `Content-Length` and that many body bytes.
+fn is_whole(bytes: &[u8]) -> bool {
+    let mut headers = [httparse::EMPTY_HEADER; HEADERS_MAX];
+    let mut response = httparse::Response::new(&mut headers);
+    let Ok(httparse::Status::Complete(head_len)) = response.parse(bytes) else {
+        return false;
+    };
+    let length = response
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+        .and_then(|h| {
+            std::str::from_utf8(h.value)
+                .ok()?
+                .trim()
+                .parse::<usize>()
+                .ok()
+        });
+    length.is_some_and(|length| bytes.len() >= head_len + length)
 }
 
 /// `METHOD path` with `body` on a fresh connection. An error if the socket does not connect or the

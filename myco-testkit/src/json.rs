@@ -55,3 +55,8 @@ pub fn text_field(text: &str, name: &str) -> String {
         .unwrap_or_else(|| panic!("{name} has no value in {text}"))
         .to_string()
 }
+
+/// The whole-number field `key` of the JSON object `json`, if it is there and is one.
+pub fn u64_field(json: &str, key: &str) -> Option<u64> {
+    serde_json::from_str::<Value>(json).ok()?.get(key)?.as_u64()
+}
