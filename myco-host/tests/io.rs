@@ -18,8 +18,8 @@ fn steady_state_allocates_nothing(choice: Choice) {
     let (mut backend, _) = Backend::new(choice).expect("backend (io_uring must work on this host)");
     let (x, y) = UnixDatagram::pair().unwrap();
     let (p, _q) = UnixDatagram::pair().unwrap();
-    let file =
-        File::create(std::env::temp_dir().join(format!("myco-io-alloc-{choice:?}"))).unwrap();
+    let dir = myco_testkit::TempDir::new("io-alloc");
+    let file = File::create(dir.join("file")).unwrap();
     let mut buf: Option<Box<[u8]>> = Some(vec![7; 4096].into());
     let mut out = Completions::new();
     let mut datagram = [0; 16];
