@@ -12,9 +12,10 @@ use std::fs;
 use std::process::Output;
 
 const CLOCK: &str = "1700000000000";
-/// Polls of a wait that ends at a failed unit: one every 250 ms through the 5 s grace, about 22.
-/// A wait that ran on to its 30 s timeout would poll about 120 times.
-const POLLS_UNTIL_FAILED_MAX: usize = 60;
+/// Polls of a wait that ends at a failed unit: one every 250 ms through the 300 ms grace the
+/// test gives (the hidden `--failing-grace-ms`), about 4. A wait that ran on to its 30 s timeout
+/// would poll about 120 times.
+const POLLS_UNTIL_FAILED_MAX: usize = 20;
 
 /// A stand-in for myco-d that answers `POST /deploy` with `deployed` and each `GET
 /// /services/web` with the next of `states` (status and body), repeating the last.
@@ -145,8 +146,8 @@ fn deploy_wait_times_out() {
     assert_plain(&err);
 }
 
-/// A unit that stays failed ends the wait well before the timeout, with exit 1 and a pointer to
-/// the service's logs.
+/// A unit that stays failed (past a grace shortened to 300 ms) ends the wait well before the
+/// timeout, with exit 1 and a pointer to the service's logs.
 #[test]
 fn deploy_wait_fails_early_on_a_failed_unit() {
     let (dir, deployed) = setup("wait-failed");
@@ -155,7 +156,11 @@ fn deploy_wait_fails_early_on_a_failed_unit() {
         web(false, &[(A, "failed"), (B, "running")]),
     ];
     let daemon = scripted(&dir, deployed, states);
-    let out = deploy_wait(&dir, &daemon, &["--timeout", "30"]);
+    let out = deploy_wait(
+        &dir,
+        &daemon,
+        &["--timeout", "30", "--failing-grace-ms", "300"],
+    );
     let polls = request_lines(daemon).len() - 1;
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
