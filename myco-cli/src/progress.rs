@@ -269,7 +269,6 @@ fn write_stderr(text: &str) {
 /// returns Ok), cannot be reached (exit 1), or `how.timeout` passes (exit 1, naming what is
 /// still not there). A daemon that cannot be asked ends the wait with that error.
 pub fn wait(socket: &Path, name: &str, goal: Goal, how: Wait) -> Result<(), Error> {
-    let timeout = how.timeout;
     assert!(myco_core::schema::entry::valid_name(name));
     // `Request` takes a static path; the process asks for one service and then exits, so
     // leaking this one short string is the simplest honest lifetime.
@@ -315,7 +314,7 @@ pub fn wait(socket: &Path, name: &str, goal: Goal, how: Wait) -> Result<(), Erro
             }
             done_or_failed => break done_or_failed,
         }
-        if now.saturating_duration_since(start) >= timeout {
+        if now.saturating_duration_since(start) >= how.timeout {
             let what = match goal {
                 Goal::Running => "running everywhere",
                 Goal::Removed => "removed",
@@ -324,7 +323,7 @@ pub fn wait(socket: &Path, name: &str, goal: Goal, how: Wait) -> Result<(), Erro
                 "{name} is not {what} after {} s ({last}); the entry is stored and the cluster \
                  keeps working on it: follow it with 'myco ls' and 'myco events', or wait longer \
                  with --timeout",
-                timeout.as_secs()
+                how.timeout.as_secs()
             ));
         }
         std::thread::sleep(POLL_INTERVAL);
