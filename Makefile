@@ -75,7 +75,7 @@ bench:
 	$(SIM) bench
 	dir=$$(mktemp -d); cargo run --release -p myco-host --example wal_bench -- "$$dir"; rm -rf "$$dir"
 	cargo build --release -p myco-host -p myco-cli
-	cargo run --release -p myco-host --example daemon_bench
+	cargo run --release -p myco-testkit --bin daemon_bench
 	# The engine on three boxes under real systemd: its TESTBED line has deploy to running and
 	# death to replaced (needs root; docs/testbed.md).
 	$(MAKE) --no-print-directory testbed-test

@@ -343,9 +343,7 @@ mod tests {
     /// the message for a deploy says that retrying is safe.
     #[test]
     fn silent_daemon_times_out() {
-        let dir = std::env::temp_dir().join(format!("myco-client-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = myco_testkit::TempDir::new("client");
         let socket = dir.join("silent.sock");
         let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
         let request = Request {
@@ -355,7 +353,6 @@ mod tests {
         // The backlog holds the connection, so connect succeeds and the read times out.
         let error = call(&socket, &request).err().unwrap();
         drop(listener);
-        let _ = std::fs::remove_dir_all(&dir);
         assert_eq!(error.exit_code(), 3, "{}", error.message());
         assert!(error.message().contains("did not answer the deploy"));
         assert!(error

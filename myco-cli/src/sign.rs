@@ -19,9 +19,9 @@ use crate::files::{self, PUBLIC_MODE};
 use crate::output::{self, Value};
 use myco_cli::flake::{self, Nix};
 use myco_cli::manifest::Manifest;
-use myco_core::config::{ENTRY_BYTES_MAX, SIGNATURE_BYTES};
-use myco_core::crypto::{sign_entry_body, verify_entry, SigningKey};
-use myco_core::schema::entry::{encode_entry, valid_name, Entry, EntryBody, Source, Version};
+use myco_core::config::ENTRY_BYTES_MAX;
+use myco_core::crypto::{sign_entry, verify_entry, SigningKey};
+use myco_core::schema::entry::{valid_name, Entry, EntryBody, Source, Version};
 use pico_args::Arguments;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -216,12 +216,8 @@ fn version(operator: &SigningKey, clock: Option<u64>) -> Result<Version, Error> 
 /// verified before it is returned: an entry that nodes would refuse must never be written or sent.
 fn signed_entry(operator: &SigningKey, body: &EntryBody<'_>) -> SignedEntry {
     let mut bytes = [0u8; ENTRY_BYTES_MAX];
-    // An entry is `postcard(body) || signature`, so encoding with a blank signature yields the
-    // signed bytes in front of it.
-    let n = encode_entry(body, &[0; SIGNATURE_BYTES], &mut bytes)
+    let n = sign_entry(operator, body, &mut bytes)
         .expect("a parsed manifest, or a valid name's tombstone, encodes under any version");
-    let signature = sign_entry_body(operator, &bytes[..n - SIGNATURE_BYTES]);
-    bytes[n - SIGNATURE_BYTES..n].copy_from_slice(&signature);
     let entry = Entry::decode(&bytes[..n]).expect("an encoded entry decodes");
     assert_eq!(&entry.body, body);
     assert!(verify_entry(&operator.public_key(), &entry));

@@ -280,7 +280,7 @@ fn bad_flags_exit_2_naming_the_flag() {
             "{args:?}: {err}"
         );
     }
-    let mut left: Vec<_> = fs::read_dir(&dir.0)
+    let mut left: Vec<_> = fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();

@@ -45,7 +45,7 @@ fn run(dir: &TempDir, program: &str, args: &[&str], env: &[(&str, &str)]) -> Out
     let mut command = Command::new(program);
     command
         .args(args)
-        .current_dir(&dir.0)
+        .current_dir(dir.path())
         .env_remove("MYCO_NIX")
         .env_remove("MYCO_SOCKET")
         .env("NIX_CONF_DIR", fixture("conf"))
@@ -94,7 +94,7 @@ fn manifest(dir: &TempDir, name: &str, uri: &str) {
         myco_ok(dir, &["keygen", "--out", "op.key"]);
     }
     let text = format!(r#"{{"name": "hello", "flake": {uri:?}}}"#);
-    fs::write(dir.join(&format!("{name}.json")), text).unwrap();
+    fs::write(dir.join(format!("{name}.json")), text).unwrap();
 }
 
 /// `myco sign NAME.json --out NAME.entry --json` with `env`.
@@ -115,7 +115,7 @@ fn sign(dir: &TempDir, name: &str, env: &[(&str, &str)]) -> Output {
 
 /// The locked reference and rev of the flake entry `NAME.entry`.
 fn locked(dir: &TempDir, name: &str) -> (String, String) {
-    let bytes = fs::read(dir.join(&format!("{name}.entry"))).unwrap();
+    let bytes = fs::read(dir.join(format!("{name}.entry"))).unwrap();
     let entry = Entry::decode(&bytes).unwrap();
     let source = entry.body.spec.as_ref().unwrap().source;
     match source {
@@ -133,7 +133,7 @@ fn assert_refused(dir: &TempDir, name: &str, out: &Output, needles: &[&str]) {
         assert!(err.contains(needle), "{needle:?} not in {err}");
     }
     assert!(err.contains("nothing was signed"), "{err}");
-    assert!(!dir.join(&format!("{name}.entry")).exists());
+    assert!(!dir.join(format!("{name}.entry")).exists());
 }
 
 /// A branch locks to its head commit: the entry names that rev, in its reference too, and so

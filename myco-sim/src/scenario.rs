@@ -6,10 +6,10 @@
 use myco_core::config::{
     ENTRY_BYTES_MAX, FLAKE_REV_BYTES, NAR_HASH_BYTES, REPLICAS_MAX, WAL_CHECKPOINT_BYTES,
 };
-use myco_core::crypto::{sign_entry_body, SigningKey};
+use myco_core::crypto::{sign_entry, SigningKey};
 use myco_core::random::Prng;
 use myco_core::schema::entry::{
-    encode_entry, Arch, EntryBody, Port, Protocol, Requirements, ServiceSpec, Source, Version,
+    Arch, EntryBody, Port, Protocol, Requirements, ServiceSpec, Source, Version,
 };
 
 #[derive(Clone, Debug)]
@@ -202,9 +202,7 @@ pub fn encode(
         spec: (!tombstone).then_some(spec),
     };
     let mut out = [0u8; ENTRY_BYTES_MAX];
-    let n = encode_entry(&body, &[0; 64], &mut out).expect("simulated entries are valid");
-    let signature = sign_entry_body(operator, &out[..n - 64]);
-    out[n - 64..n].copy_from_slice(&signature);
+    let n = sign_entry(operator, &body, &mut out).expect("simulated entries are valid");
     out[..n].to_vec()
 }
 

@@ -199,6 +199,7 @@ impl Daemon {
             host,
             api: Api {
                 heartbeat_ms: config.stream_heartbeat_ms,
+                request_timeout_ms: config.request_timeout_ms,
                 ..Api::new(listener)
             },
             signals,

@@ -100,7 +100,7 @@ impl Daemon {
             if status_code >= 400 {
                 api.stats.errors += 1;
             }
-            conn.answered(consumed, now);
+            conn.answered(consumed, now, api.request_timeout_ms);
             conn.flush();
         }
         self.api.conns[slot].flush();
