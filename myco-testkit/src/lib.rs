@@ -12,6 +12,7 @@
 //! - `entries`: signed entries, through `myco_core::crypto::sign_entry`.
 //! - `daemon`: one `myco-d` with in-process keys; `cluster`: daemons made with the real `myco`.
 //! - `scripted`: a stand-in daemon that answers `myco` with canned bytes.
+//! - `man`: manual pages in roff from the help texts and the docs (the `manpages` binary).
 //!
 //! Invariants: every process the kit starts dies when the value that owns it drops (and with the
 //! thread that spawned it), and no helper sleeps where it could poll a condition.
@@ -25,6 +26,7 @@ pub mod entries;
 pub mod http;
 pub mod json;
 pub mod keys;
+pub mod man;
 pub mod metrics;
 pub mod run;
 pub mod scripted;
