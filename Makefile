@@ -23,20 +23,24 @@ ARM_ENV := CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
 FUZZ_TARGETS := $(basename $(notdir $(wildcard fuzz/fuzz_targets/*.rs)))
 SIM := cargo run --profile sim -p myco-sim --
 
-.PHONY: ci check test test-root sim gauntlet gauntlet-short bench size size-check nostd aarch64 aarch64-tools fmt fmt-check lint \
+.PHONY: ci check test test-root sim gauntlet gauntlet-short gauntlet-ci bench size size-check nostd aarch64 aarch64-tools fmt fmt-check lint \
 	fuzz fuzz-build tools nostd-tools fuzz-tools systemd-check systemd-test units-check \
-	testbed-test demo
+	testbed-test demo man install deb deb-tools package-test
 
 # Everything CI checks that any developer can run as an ordinary user: formatting, lints, the
 # no_std build, the tests, a 2-minute gauntlet, the size gates, the fuzz build and the offline
 # unit checks (systemd-analyze verify/security against a throwaway root need no privileges).
 # The first run may fetch rustup components and cargo-fuzz into the user's own toolchain.
-check: fmt-check lint nostd test gauntlet-short size fuzz-build systemd-check units-check
+CHECKS := fmt-check lint nostd test size fuzz-build systemd-check units-check
+check: $(CHECKS) gauntlet-short
 
-# What CI runs: `check`, then what needs root: `tools` (apt-get), the tests that mount a
-# filesystem (test-root), the aarch64 run (Debian's cross toolchain and qemu-user, installed by
-# apt-get), and real systemd in containers (systemd-test, testbed-test).
-ci: tools check test-root aarch64 systemd-test testbed-test
+# What CI runs: the checks of `check` with the full 10-minute gauntlet instead of the short one,
+# then what needs root: `tools` (apt-get), the tests that mount a filesystem (test-root), the
+# aarch64 run (Debian's cross toolchain and qemu-user, installed by apt-get), real systemd in
+# containers (systemd-test, testbed-test), the Debian packages with lintian (deb) and the amd64
+# package installed, used and removed in a testbed box (package-test). docs/install.md records
+# how long it takes.
+ci: tools $(CHECKS) gauntlet-ci test-root aarch64 systemd-test testbed-test deb package-test
 
 # nextest runs test binaries in parallel and reports better; plain cargo test is the fallback for
 # machines without it. The crates have no doctests (nextest skips those); examples are checked by
@@ -70,6 +74,12 @@ gauntlet:
 
 gauntlet-short:
 	$(SIM) gauntlet --seconds 120 --seed 1
+
+# CI's gauntlet: every scenario that ever failed (myco-sim/regressions.txt), exactly, then random
+# seeds for the rest of GAUNTLET_CI_SECONDS; each failure prints its reproduction and fails CI.
+GAUNTLET_CI_SECONDS ?= 600
+gauntlet-ci:
+	myco-sim/gauntlet-ci.sh $(GAUNTLET_CI_SECONDS) $(GAUNTLET_SEED)
 
 bench:
 	$(SIM) bench
@@ -207,3 +217,50 @@ testbed-test:
 # service, powers off a box that runs it, shows it running elsewhere, cleans up. Needs root.
 demo:
 	tests/testbed/demo.sh
+
+# --- installing (docs/install.md) ---------------------------------------------------------------
+
+PREFIX ?= /usr/local
+DESTDIR ?=
+MAN_DIR := $(TARGET_DIR)/man
+DEB_DIR := $(TARGET_DIR)/deb
+DEB_VERSION = $(shell sed -nE '/^\[workspace.package\]/,/^\[/s/^version *= *"([^"]+)"/\1/p' Cargo.toml)-1
+
+# myco.1, myco-d.8 and myco.json.5 from the release binaries' --help and docs/myco-json.md (the
+# generator is myco-testkit's `manpages`); groff must format each without a warning.
+man:
+	cargo build --release --bin myco-d --bin myco
+	MYCO_BIN_DIR=$(TARGET_DIR)/release cargo run -q -p myco-testkit --bin manpages -- $(MAN_DIR) >/dev/null
+	for page in $(MAN_DIR)/*; do \
+		warnings=$$(LC_ALL=C.UTF-8 groff -man -Tutf8 -ww -z "$$page" 2>&1); \
+		[[ -z $$warnings ]] || { echo "$$page: $$warnings"; exit 1; }; \
+	done
+
+# The binaries, the unit (ExecStart pointing at PREFIX/bin), man pages, bash and zsh completions
+# and the example env and resolved files, under DESTDIR/PREFIX (packaging/install.sh).
+install: man
+	DESTDIR=$(DESTDIR) PREFIX=$(PREFIX) packaging/install.sh $(TARGET_DIR)/release $(MAN_DIR)
+
+# myco_VERSION-1_amd64.deb and myco_VERSION-1_arm64.deb in DEB_DIR, each checked by lintian
+# (errors and warnings fail; a warning judged acceptable is overridden, with why, in
+# packaging/deb/lintian-overrides).
+deb: deb-tools man aarch64-tools
+	$(ARM_ENV) cargo build --release --target $(ARM_TARGET) --bin myco-d --bin myco
+	packaging/deb/build.sh amd64 $(TARGET_DIR)/release $(MAN_DIR) $(DEB_DIR)
+	COMPLETIONS_MYCO=$(TARGET_DIR)/release/myco packaging/deb/build.sh arm64 \
+		$(TARGET_DIR)/$(ARM_TARGET)/release $(MAN_DIR) $(DEB_DIR)
+	for arch in amd64 arm64; do \
+		lintian --fail-on error,warning $(DEB_DIR)/myco_$(DEB_VERSION)_$$arch.deb; \
+	done
+
+deb-tools:
+	command -v dpkg-deb >/dev/null && command -v lintian >/dev/null && command -v groff >/dev/null \
+		|| (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			--no-install-recommends dpkg-dev lintian groff-base man-db)
+
+# The amd64 package in a testbed box with real systemd: dpkg -i, configure, start, join two
+# boxes, deploy; then apt-get remove and purge leave nothing behind (tests/testbed/package-test.sh).
+# Needs root. Run `make deb` first (ci does).
+package-test:
+	cargo build --release --bin myco-d --bin myco
+	tests/testbed/package-test.sh $(DEB_DIR)/myco_$(DEB_VERSION)_amd64.deb $(TARGET_DIR)/release
