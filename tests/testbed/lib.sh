@@ -21,6 +21,10 @@
 #
 # Callers set TESTBED_RELEASE (the directory holding myco-d and myco; default target/release),
 # may set TESTBED_UNIT (default systemd/myco-d.service), and run as root with `set -euo pipefail`.
+# They may also set TESTBED_BARE, box numbers separated by spaces: those boxes boot without Myco
+# (no myco-d, myco, unit or /etc/myco bound in) and testbed_up neither starts nor counts them;
+# their work directory, which holds the etc-myco an operator would copy in, is bound read-only at
+# /myco-testbed, for a caller that installs Myco itself (package-test.sh installs the .deb).
 
 TESTBED_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 # shellcheck source=SCRIPTDIR/nspawn.sh
@@ -29,6 +33,7 @@ source "$TESTBED_REPO/tests/testbed/nspawn.sh"
 TESTBED_RELEASE=${TESTBED_RELEASE:-$TESTBED_REPO/target/release}
 # The unit every box installs; another file tries a change to the unit on the whole testbed.
 TESTBED_UNIT=${TESTBED_UNIT:-$TESTBED_REPO/systemd/myco-d.service}
+TESTBED_BARE=${TESTBED_BARE:-}
 TESTBED_ID=$$
 TESTBED_SUBNET=10.77.0
 TESTBED_PORT=7946
@@ -61,6 +66,7 @@ now_ms() { date +%s%3N; }
 ms_as_s() { printf '%d.%02d' $(($1 / 1000)) $(($1 % 1000 / 10)); }
 
 box_name() { echo "mtb${TESTBED_ID}b$1"; }
+box_is_bare() { [[ " $TESTBED_BARE " == *" $1 "* ]]; }
 
 box_exec() {
 	local i=$1
@@ -182,14 +188,18 @@ box_network() {
 
 # Starts box I's container in the background.
 box_boot() {
-	local i=$1 name dir=$TESTBED_WORK/box$1
+	local i=$1 name dir=$TESTBED_WORK/box$1 myco=()
 	name=$(box_name "$i")
+	if box_is_bare "$i"; then
+		myco=(--bind-ro="$dir:/myco-testbed")
+	else
+		myco=(--bind-ro="$TESTBED_WORK/bin/myco-d:/usr/bin/myco-d"
+			--bind-ro="$TESTBED_WORK/bin/myco:/usr/bin/myco"
+			--bind-ro="$TESTBED_WORK/myco-d.service:/etc/systemd/system/myco-d.service"
+			--bind-ro="$dir/etc-myco:/etc/myco")
+	fi
 	nspawn_boot "$name" "$dir/console.log" --hostname="box$i" \
-		--network-namespace-path="/run/netns/$name" \
-		--bind-ro="$TESTBED_WORK/bin/myco-d:/usr/bin/myco-d" \
-		--bind-ro="$TESTBED_WORK/bin/myco:/usr/bin/myco" \
-		--bind-ro="$TESTBED_WORK/myco-d.service:/etc/systemd/system/myco-d.service" \
-		--bind-ro="$dir/etc-myco:/etc/myco" \
+		--network-namespace-path="/run/netns/$name" "${myco[@]}" \
 		--bind-ro="$dir/hostname:/etc/hostname" \
 		--bind-ro="$TESTBED_WORK/init:/myco-testbed-init" \
 		/myco-testbed-init
@@ -207,7 +217,7 @@ box_wait_booted() {
 json_field() { sed -nE "s/.*\"$1\" *: *\"([^\"]*)\".*/\1/p"; }
 
 testbed_up() {
-	local n=${1:?testbed_up N} i started pids=() alive
+	local n=${1:?testbed_up N} i started pids=() alive members
 	((n >= 1 && n <= 200)) || fail "testbed_up: $n boxes; the /24 has room for 1 to 200"
 	started=$(now_ms)
 	testbed_tools
@@ -243,23 +253,30 @@ testbed_up() {
 	log "$n containers booted in $(ms_as_s $(($(now_ms) - started))) s; systemctl enable --now myco-d"
 
 	# `systemctl start` of a Type=notify unit returns once READY=1 arrived: the API answers.
+	members=$n
 	for ((i = 0; i < n; i++)); do
+		if box_is_bare "$i"; then
+			members=$((members - 1))
+			continue
+		fi
 		timeout 60 nsenter -t "${BOX_LEADER[i]}" -a -- systemctl enable --now --quiet myco-d.service &
 		pids[i]=$!
 	done
 	for ((i = 0; i < n; i++)); do
+		box_is_bare "$i" && continue
 		wait "${pids[i]}" || fail "box $i: systemctl enable --now myco-d failed (READY=1 never came, or the daemon exited)"
 	done
 
 	for ((i = 0; i < n; i++)); do
+		box_is_bare "$i" && continue
 		for _ in $(seq 300); do
 			alive=$(box_alive_count "$i")
-			((alive == n)) && break
+			((alive == members)) && break
 			sleep 0.1
 		done
-		((alive == n)) || fail "box $i sees $alive of $n members alive after 30 s"
+		((alive == members)) || fail "box $i sees $alive of $members members alive after 30 s"
 	done
-	log "testbed up: $n boxes, each sees $n members alive, in $(ms_as_s $(($(now_ms) - started))) s"
+	log "testbed up: $n boxes, each running myco-d sees $members members alive, in $(ms_as_s $(($(now_ms) - started))) s"
 }
 
 # Prints what the boxes' journals say about myco-d and the services it placed (on a failure).
