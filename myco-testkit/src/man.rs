@@ -61,7 +61,9 @@ pub fn help_to_roff(help: &str) -> String {
         let rest: Vec<&str> = block.lines().skip(1).collect();
         if first.starts_with("Usage:") || block.lines().all(|l| l.starts_with("  ")) {
             out += &preformatted(block.lines());
-        } else if first.ends_with(':') && !rest.is_empty() && rest.iter().all(|l| l.starts_with("  "))
+        } else if first.ends_with(':')
+            && !rest.is_empty()
+            && rest.iter().all(|l| l.starts_with("  "))
         {
             out += &format!(".PP\n\\fB{}\\fR\n", escape(first.trim_end_matches(':')));
             out += &terms(&rest);
@@ -107,7 +109,11 @@ fn terms(lines: &[&str]) -> String {
     }
     let mut out = String::new();
     for (term, description) in items {
-        out += &format!(".TP\n\\fB{}\\fR\n{}\n", literal(&term), escape(&description));
+        out += &format!(
+            ".TP\n\\fB{}\\fR\n{}\n",
+            literal(&term),
+            escape(&description)
+        );
     }
     out
 }
@@ -171,7 +177,10 @@ fn table(rows: &[&str]) -> String {
     let header = cells(rows[0]);
     let mut out = String::new();
     for row in rows.iter().skip(1).map(|r| cells(r)) {
-        if row.iter().all(|c| c.chars().all(|ch| ch == '-' || ch == ':')) {
+        if row
+            .iter()
+            .all(|c| c.chars().all(|ch| ch == '-' || ch == ':'))
+        {
             continue;
         }
         let mut parts: Vec<String> = Vec::new();
@@ -254,11 +263,23 @@ mod tests {
                     Write it\n              there\n  --executor a|b\n              Pick one\n  \
                     -h, --help  Print this help\n";
         let roff = help_to_roff(help);
-        assert!(roff.contains(".nf\nUsage: x [\\-\\-out FILE]\n.fi"), "{roff}");
+        assert!(
+            roff.contains(".nf\nUsage: x [\\-\\-out FILE]\n.fi"),
+            "{roff}"
+        );
         assert!(roff.contains(".PP\nDoes a thing well.\n"), "{roff}");
-        assert!(roff.contains(".TP\n\\fB\\-\\-out FILE\\fR\nWrite it there\n"), "{roff}");
-        assert!(roff.contains(".TP\n\\fB\\-\\-executor a|b\\fR\nPick one\n"), "{roff}");
-        assert!(roff.contains(".TP\n\\fB\\-h, \\-\\-help\\fR\nPrint this help\n"), "{roff}");
+        assert!(
+            roff.contains(".TP\n\\fB\\-\\-out FILE\\fR\nWrite it there\n"),
+            "{roff}"
+        );
+        assert!(
+            roff.contains(".TP\n\\fB\\-\\-executor a|b\\fR\nPick one\n"),
+            "{roff}"
+        );
+        assert!(
+            roff.contains(".TP\n\\fB\\-h, \\-\\-help\\fR\nPrint this help\n"),
+            "{roff}"
+        );
     }
 
     /// Headings, code, bullets, tables and inline forms of the docs' Markdown each become
@@ -270,9 +291,15 @@ mod tests {
                   |---|---|---|\n| `name` | string | The name. |\n";
         let roff = markdown_to_roff(md);
         assert!(roff.starts_with(".SH \"FIELDS\"\n.PP\n"), "{roff}");
-        assert!(roff.contains("See \\fBa\\-b\\fR and \\fBthis\\fR, units.\n"), "{roff}");
+        assert!(
+            roff.contains("See \\fBa\\-b\\fR and \\fBthis\\fR, units.\n"),
+            "{roff}"
+        );
         assert!(roff.contains(".nf\n{\"x\": 1}\n.fi"), "{roff}");
         assert!(roff.contains(".IP \\(bu 2\none more\n"), "{roff}");
-        assert!(roff.contains(".TP\n\\fBname\\fR\ntype: string. The name.\n"), "{roff}");
+        assert!(
+            roff.contains(".TP\n\\fBname\\fR\ntype: string. The name.\n"),
+            "{roff}"
+        );
     }
 }

@@ -39,7 +39,11 @@ fn output(program: &Path, args: &[&str]) -> String {
         .args(args)
         .output()
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()));
-    assert!(out.status.success(), "{} {args:?} failed", program.display());
+    assert!(
+        out.status.success(),
+        "{} {args:?} failed",
+        program.display()
+    );
     String::from_utf8(out.stdout).expect("help text is UTF-8")
 }
 
@@ -93,17 +97,33 @@ fn daemon_page() -> String {
     page += &man::help_to_roff(body);
     page += ".SH FILES\n";
     for (path, what) in FILES {
-        page += &format!(".TP\n\\fB{}\\fR\n{}\n", man::literal(path), man::escape(what));
+        page += &format!(
+            ".TP\n\\fB{}\\fR\n{}\n",
+            man::literal(path),
+            man::escape(what)
+        );
     }
     page + ".SH \"SEE ALSO\"\n\\fBmyco\\fR(1), \\fBmyco.json\\fR(5), \\fBsystemd.service\\fR(5)\n"
 }
 
 /// The files of an installed daemon (systemd/myco-d.service and its env example say the same).
 const FILES: [(&str, &str); 5] = [
-    ("/etc/myco/myco-d.env", "MYCO_OPERATOR and MYCO_ARGS for the unit (from the example in /usr/share/doc/myco)."),
-    ("/etc/myco/node.key", "This node's key (myco keygen), mode 0600; the unit starts only once it exists."),
-    ("/etc/myco/node.cert", "This node's certificate (myco cert); the unit starts only once it exists."),
-    ("/var/lib/myco", "The write-ahead log, snapshots, peers, the disk reserve and the flight recorder."),
+    (
+        "/etc/myco/myco-d.env",
+        "MYCO_OPERATOR and MYCO_ARGS for the unit (from the example in /usr/share/doc/myco).",
+    ),
+    (
+        "/etc/myco/node.key",
+        "This node's key (myco keygen), mode 0600; the unit starts only once it exists.",
+    ),
+    (
+        "/etc/myco/node.cert",
+        "This node's certificate (myco cert); the unit starts only once it exists.",
+    ),
+    (
+        "/var/lib/myco",
+        "The write-ahead log, snapshots, peers, the disk reserve and the flight recorder.",
+    ),
     ("/run/myco/myco.sock", "The API socket that myco talks to."),
 ];
 
