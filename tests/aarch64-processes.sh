@@ -28,7 +28,7 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 bin_dir=${CARGO_TARGET_DIR:-$repo/target}/$target/debug
 skip=(--skip a_full_disk_frees_the_reserve_and_the_wal_keeps_working
 	--skip falls_back_to_poll_when_seccomp_blocks_io_uring)
-mounted= registered= wrappers=
+mounted='' registered='' wrappers=''
 
 cleanup() {
 	if [[ -n $registered ]]; then echo -1 >"$binfmt/qemu-aarch64"; fi
