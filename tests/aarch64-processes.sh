@@ -15,7 +15,9 @@
 # qemu-user has no io_uring, so MYCO_NO_IO_URING=1 selects the poll loop. Left out everywhere:
 # the full-disk test (root and a tmpfs mount: `make test-root` covers it on x86_64), the test
 # that blocks io_uring with a seccomp filter (qemu-user does not apply a guest's seccomp filter
-# to itself), and the real-systemd tests (systemd-test, testbed-test), which need containers.
+# to itself), the sd_notify test that starts a child with an empty environment (which loses the
+# QEMU_LD_PREFIX qemu needs to find the aarch64 loader), and the real-systemd tests
+# (systemd-test, testbed-test), which need containers.
 #
 # Usage: tests/aarch64-processes.sh (with ARM_ENV's linker and runner in the environment)
 
@@ -27,7 +29,8 @@ binfmt=/proc/sys/fs/binfmt_misc
 repo=$(cd "$(dirname "$0")/.." && pwd)
 bin_dir=${CARGO_TARGET_DIR:-$repo/target}/$target/debug
 skip=(--skip a_full_disk_frees_the_reserve_and_the_wal_keeps_working
-	--skip falls_back_to_poll_when_seccomp_blocks_io_uring)
+	--skip falls_back_to_poll_when_seccomp_blocks_io_uring
+	--skip empty_environment_disables_everything)
 mounted='' registered='' wrappers=''
 
 cleanup() {
