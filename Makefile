@@ -157,7 +157,7 @@ fuzz-build: fuzz-tools
 # Debian ships in its prometheus package; myco-cli's init tests parse the generated flake.nix
 # files with nix-bin's nix-instantiate --parse, which works offline; the DNS tests query with
 # dig (dnsutils).
-tools: nostd-tools fuzz-tools aarch64-tools
+tools: nostd-tools fuzz-tools aarch64-tools deb-tools
 	rustup component add rustfmt clippy
 	command -v curl >/dev/null && command -v promtool >/dev/null \
 		&& command -v nix-instantiate >/dev/null && command -v dig >/dev/null \
