@@ -23,7 +23,7 @@ ARM_ENV := CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
 FUZZ_TARGETS := $(basename $(notdir $(wildcard fuzz/fuzz_targets/*.rs)))
 SIM := cargo run --profile sim -p myco-sim --
 
-.PHONY: ci check test test-root sim gauntlet gauntlet-short gauntlet-ci bench size size-check nostd aarch64 aarch64-tools fmt fmt-check lint \
+.PHONY: ci check test test-root sim gauntlet gauntlet-short gauntlet-ci bench size size-check nostd aarch64 aarch64-release aarch64-tools fmt fmt-check lint \
 	fuzz fuzz-build tools nostd-tools fuzz-tools systemd-check systemd-test units-check \
 	testbed-test demo man install deb deb-tools package-test
 
@@ -117,8 +117,12 @@ aarch64: aarch64-tools
 	$(ARM_ENV) MYCO_NO_IO_URING=1 cargo test -p myco-core -p myco-host --target $(ARM_TARGET) \
 		--lib --test store --test reserve --test flight_recorder --test io
 	$(ARM_ENV) tests/aarch64-processes.sh
-	$(ARM_ENV) cargo build --release --target $(ARM_TARGET) --bin myco-d --bin myco
+	$(MAKE) --no-print-directory aarch64-release
 	$(MAKE) --no-print-directory size-check BINARY_DIR=$(TARGET_DIR)/$(ARM_TARGET)/release
+
+# The aarch64 release binaries, for the size gate and the arm64 package.
+aarch64-release: aarch64-tools
+	$(ARM_ENV) cargo build --release --target $(ARM_TARGET) --bin myco-d --bin myco
 
 aarch64-tools:
 	command -v aarch64-linux-gnu-gcc >/dev/null && command -v qemu-aarch64-static >/dev/null \
@@ -226,7 +230,7 @@ PREFIX ?= /usr/local
 DESTDIR ?=
 MAN_DIR := $(TARGET_DIR)/man
 DEB_DIR := $(TARGET_DIR)/deb
-DEB_VERSION = $(shell sed -nE '/^\[workspace.package\]/,/^\[/s/^version *= *"([^"]+)"/\1/p' Cargo.toml)-1
+DEB_VERSION = $(shell packaging/deb/build.sh --version)
 
 # myco.1, myco-d.8 and myco.json.5 from the release binaries' --help and docs/myco-json.md (the
 # generator is myco-testkit's `manpages`); groff must format each without a warning.
@@ -246,8 +250,7 @@ install: man
 # myco_VERSION-1_amd64.deb and myco_VERSION-1_arm64.deb in DEB_DIR, each checked by lintian
 # (errors and warnings fail; a warning judged acceptable is overridden, with why, in
 # packaging/deb/lintian-overrides).
-deb: deb-tools man aarch64-tools
-	$(ARM_ENV) cargo build --release --target $(ARM_TARGET) --bin myco-d --bin myco
+deb: deb-tools man aarch64-release
 	packaging/deb/build.sh amd64 $(TARGET_DIR)/release $(MAN_DIR) $(DEB_DIR)
 	COMPLETIONS_MYCO=$(TARGET_DIR)/release/myco packaging/deb/build.sh arm64 \
 		$(TARGET_DIR)/$(ARM_TARGET)/release $(MAN_DIR) $(DEB_DIR)

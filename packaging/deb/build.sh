@@ -10,19 +10,24 @@
 # DEB_REVISION, default 1; libc6 from the newest GLIBC_ symbol version the binaries need),
 # maintainer scripts, copyright, changelog.Debian.gz, md5sums and the lintian overrides. The
 # shell completions are printed by COMPLETIONS_MYCO, a myco that runs on this machine.
+# `build.sh --version` prints the package version and nothing else (the Makefile's DEB_VERSION).
 
 set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+upstream=$(sed -nE '/^\[workspace.package\]/,/^\[/s/^version *= *"([^"]+)"/\1/p' "$repo/Cargo.toml")
+[[ -n $upstream ]] || { echo "build.sh: no version in [workspace.package] of Cargo.toml" >&2; exit 1; }
+version=$upstream-${DEB_REVISION:-1}
+if [[ ${1:-} == --version ]]; then
+	echo "$version"
+	exit 0
+fi
 
 arch=${1:?usage: build.sh ARCH BIN_DIR MAN_DIR OUT_DIR}
 bin_dir=$(realpath "${2:?usage: build.sh ARCH BIN_DIR MAN_DIR OUT_DIR}")
 man_dir=$(realpath "${3:?usage: build.sh ARCH BIN_DIR MAN_DIR OUT_DIR}")
 out_dir=$(realpath "${4:?usage: build.sh ARCH BIN_DIR MAN_DIR OUT_DIR}")
-here=$(cd "$(dirname "$0")" && pwd)
-repo=$(cd "$here/../.." && pwd)
-
-upstream=$(sed -nE '/^\[workspace.package\]/,/^\[/s/^version *= *"([^"]+)"/\1/p' "$repo/Cargo.toml")
-[[ -n $upstream ]] || { echo "build.sh: no version in [workspace.package] of Cargo.toml" >&2; exit 1; }
-version=$upstream-${DEB_REVISION:-1}
 # The changelog's date is the last commit's, so that two builds of one commit are identical.
 date=$(date -R -u -d "@$(git -C "$repo" log -1 --format=%ct 2>/dev/null || echo 0)")
 
