@@ -40,7 +40,7 @@ check: $(CHECKS) gauntlet-short
 # containers (systemd-test, testbed-test), the Debian packages with lintian (deb) and the amd64
 # package installed, used and removed in a testbed box (package-test). docs/install.md records
 # how long it takes.
-ci: tools $(CHECKS) gauntlet-ci test-root aarch64 systemd-test testbed-test deb package-test
+ci: tools $(CHECKS) gauntlet-ci test-root aarch64 systemd-test testbed-test package-test
 
 # nextest runs test binaries in parallel and reports better; plain cargo test is the fallback for
 # machines without it. The crates have no doctests (nextest skips those); examples are checked by
@@ -265,7 +265,6 @@ deb-tools:
 
 # The amd64 package in a testbed box with real systemd: dpkg -i, configure, start, join two
 # boxes, deploy; then apt-get remove and purge leave nothing behind (tests/testbed/package-test.sh).
-# Needs root. Run `make deb` first (ci does).
-package-test:
-	cargo build --release --bin myco-d --bin myco
+# Needs root. Builds the packages first (`deb`), so the package tested is the tree's.
+package-test: deb
 	tests/testbed/package-test.sh $(DEB_DIR)/myco_$(DEB_VERSION)_amd64.deb $(TARGET_DIR)/release
