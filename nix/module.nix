@@ -90,6 +90,9 @@ in
     }];
     systemd.services.myco-d = import ./unit.nix {
       inherit (cfg) package operator joins listen dns stateDir unitDir keyFile certFile extraArgs;
+      # The system's own systemd, named exactly: NixOS has no /usr/bin/systemctl to fall back on.
+      systemctl = "${config.systemd.package}/bin/systemctl";
+      journalctl = "${config.systemd.package}/bin/journalctl";
     };
     networking.firewall.allowedUDPPorts =
       lib.optionals (cfg.openFirewall && port != null) [ (builtins.fromJSON (builtins.head port)) ];

@@ -17,6 +17,8 @@
 , unitDir ? "/run/systemd/system"
 , keyFile ? "/etc/myco/node.key"
 , certFile ? "/etc/myco/node.cert"
+, systemctl ? null
+, journalctl ? null
 , extraArgs ? [ ]
 }:
 let
@@ -33,11 +35,14 @@ let
     if builtins.match "[]A-Za-z0-9_./:@+=,[-]+" arg != null then arg
     else "\"" + builtins.replaceStrings [ "\\" "\"" "%" "$" ] [ "\\\\" "\\\"" "%%" "$$" ] arg + "\"";
   flag = name: values: builtins.concatLists (map (value: [ name value ]) values);
+  optionalFlag = name: value: if value == null then [ ] else [ name value ];
   args = [ "--operator" operator ]
     ++ flag "--listen" [ listen ]
     ++ flag "--join" joins
     ++ flag "--dns" dns
     ++ flag "--unit-dir" [ unitDir ]
+    ++ optionalFlag "--systemctl" systemctl
+    ++ optionalFlag "--journalctl" journalctl
     ++ extraArgs;
 in
 assert builtins.length dns <= 2

@@ -16,6 +16,9 @@ let
   bin = "${package.outPath}/bin/myco-d";
   pkgs = { stdenv.hostPlatform.system = "x86_64-linux"; };
   module = import ../../nix/module.nix { packages.x86_64-linux.default = package; };
+  systemd = { type = "derivation"; name = "systemd-257"; outPath = "/nix/store/00000000000000000000000000000000-systemd-257"; };
+  # What every ExecStart= of the module ends its fixed part with.
+  tools = "--systemctl ${systemd.outPath}/bin/systemctl --journalctl ${systemd.outPath}/bin/journalctl";
   operator = "3b6a27bcceb6a42d62a3a8d02a6f0d73653215771de243a63ac048a18b59da29";
 
   # mkIf false leaves nothing behind; derivations and paths are values, not option trees.
@@ -30,7 +33,7 @@ let
 
   eval = settings:
     let
-      evaluated = module { inherit lib pkgs; config.services.myco = cfg; };
+      evaluated = module { inherit lib pkgs; config = { services.myco = cfg; systemd.package = systemd; }; };
       options = evaluated.options.services.myco;
       fill = name: option:
         let value = settings.${name} or option.default or (throw "services.myco.${name} has no value");
@@ -64,19 +67,23 @@ let
   # Each case: a sentence saying what should hold, and whether it does.
   cases = [
     [ "disabled, the module declares nothing" (eval { } == { }) ]
-    [ "enabled with only an operator, myco-d runs from the package with the NixOS unit directory"
+    [ "enabled with only an operator, myco-d runs from the package with the NixOS unit directory and the system's systemctl and journalctl"
       ((unitOf { enable = true; inherit operator; }).serviceConfig.ExecStart
-        == "${bin} --operator ${operator} --listen [::]:7946 --unit-dir /run/systemd/system") ]
+        == "${bin} --operator ${operator} --listen [::]:7946 --unit-dir /run/systemd/system ${tools}") ]
     [ "enabled with defaults, the unit is nix/unit.nix's with the same settings"
       (unitOf { enable = true; inherit operator; }
-        == import ../../nix/unit.nix { inherit package operator; }) ]
+        == import ../../nix/unit.nix {
+          inherit package operator;
+          systemctl = "${systemd}/bin/systemctl";
+          journalctl = "${systemd}/bin/journalctl";
+        }) ]
     [ "with defaults, no port is opened and no resolved drop-in is installed"
       (let c = eval { enable = true; inherit operator; };
        in c.networking.firewall.allowedUDPPorts == [ ] && !(c.environment.etc ? "systemd/resolved.conf.d/myco.conf")) ]
     [ "every option becomes its flag, in the documented order"
       ((unitOf full).serviceConfig.ExecStart == "${bin} --operator ${operator} --listen 0.0.0.0:7000"
         + " --join 192.0.2.10:7946 --join [2001:db8::10]:7946 --dns 127.0.0.1:5353"
-        + " --unit-dir /etc/myco-units --reserve-bytes 0 --verbose") ]
+        + " --unit-dir /etc/myco-units ${tools} --reserve-bytes 0 --verbose") ]
     [ "the state, unit, key and certificate paths reach the sandbox"
       (let s = (unitOf full).serviceConfig;
        in s.StateDirectory == "myco-edge" && s.ReadWritePaths == "/etc/myco-units"
@@ -98,7 +105,7 @@ let
       (failedAssertions { enable = true; inherit operator; listen = "[::]"; } != [ ]) ]
     [ "arguments with spaces, % or $ reach myco-d as one word each, unexpanded"
       ((unitOf { enable = true; inherit operator; extraArgs = [ "--revocation" "/etc/my co/r%i$X" ]; }).serviceConfig.ExecStart
-        == "${bin} --operator ${operator} --listen [::]:7946 --unit-dir /run/systemd/system --revocation \"/etc/my co/r%%i$$X\"") ]
+        == "${bin} --operator ${operator} --listen [::]:7946 --unit-dir /run/systemd/system ${tools} --revocation \"/etc/my co/r%%i$$X\"") ]
   ];
 in
 map builtins.head (builtins.filter (case: !(builtins.elemAt case 1)) cases)

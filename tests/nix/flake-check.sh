@@ -75,7 +75,7 @@ module_eval() {
 	failures=$(eval_json tests/nix/eval-module.nix)
 	[[ $failures == "[]" ]] || fail "the NixOS module does not do what tests/nix/eval-module.nix expects: $failures"
 	flags=$(eval_json -E '(import ./nix/unit.nix { package = "/p"; operator = "0";
-		joins = [ "a:1" ]; dns = [ "b:2" ]; }).serviceConfig.ExecStart' | grep -oE -- '--[a-z-]+' | sort -u)
+		joins = [ "a:1" ]; dns = [ "b:2" ]; systemctl = "s"; journalctl = "j"; }).serviceConfig.ExecStart' | grep -oE -- '--[a-z-]+' | sort -u)
 	for flag in $flags; do
 		grep -qF -- "| \`$flag " docs/daemon.md || fail "the module passes $flag, which docs/daemon.md does not list"
 	done
