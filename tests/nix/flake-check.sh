@@ -12,7 +12,8 @@
 # 4. `nix flake show` and `nix flake check --no-build` of a git repository holding the tracked
 #    files as they are in the working tree (what Nix itself sees of a dirty checkout; untracked
 #    files are invisible to a flake, so commit new ones), with nixpkgs overridden by the stand-in;
-#    then the same check must fail once the shipped unit changes.
+#    again with a flake.lock that pins an unreachable nixpkgs; then the same check must fail once
+#    the shipped unit changes.
 #
 # Every call uses a throwaway Nix store of its own (`store = DIR`), which an ordinary user may
 # write without a nix-daemon and which leaves the machine's /nix alone. Nothing is fetched and
@@ -121,14 +122,21 @@ flake_eval() {
 	PY
 	nix_flake check --no-build 2>"$work/check.log" \
 		|| fail "nix flake check --no-build failed: $(cat "$work/check.log")"
+	# A flake.lock pinning a nixpkgs nobody can fetch (rev and hash all zeros) changes nothing:
+	# --override-input replaces the locked input without fetching it.
+	cp tests/nix/unreachable.lock "$work/repo/flake.lock"
+	git -C "$work/repo" add flake.lock
+	git -C "$work/repo" -c user.name=nix-check -c user.email=nix-check@localhost commit -qm lock
+	nix_flake check --no-build 2>"$work/check.log" \
+		|| fail "nix flake check --no-build failed with a flake.lock: $(cat "$work/check.log")"
 	sed -i 's/^MemoryMax=64M$/MemoryMax=65M/' "$work/repo/systemd/myco-d.service"
 	git -C "$work/repo" -c user.name=nix-check -c user.email=nix-check@localhost commit -qam altered
 	if nix_flake check --no-build 2>"$work/check.log" \
 		|| ! grep -q 'MemoryMax=' "$work/check.log"; then
 		fail "nix flake check passed with an altered unit: $(cat "$work/check.log")"
 	fi
-	echo "nix flake show and check --no-build: packages, nixosModules, devShells, checks evaluate;" \
-		"an altered unit fails the check"
+	echo "nix flake show and check --no-build: packages, nixosModules, devShells, checks evaluate," \
+		"with or without a flake.lock; an altered unit fails the check"
 }
 
 parse_all
