@@ -24,14 +24,15 @@ FUZZ_TARGETS := $(basename $(notdir $(wildcard fuzz/fuzz_targets/*.rs)))
 SIM := cargo run --profile sim -p myco-sim --
 
 .PHONY: ci check test test-root sim gauntlet gauntlet-short gauntlet-ci bench size size-check nostd aarch64 aarch64-release aarch64-tools fmt fmt-check lint \
-	fuzz fuzz-build tools nostd-tools fuzz-tools systemd-check systemd-test units-check \
+	fuzz fuzz-build tools nostd-tools fuzz-tools systemd-check systemd-test units-check nix-check \
 	testbed-test demo man install deb deb-tools package-test
 
 # Everything CI checks that any developer can run as an ordinary user: formatting, lints, the
 # no_std build, the tests, a 2-minute gauntlet, the size gates, the fuzz build and the offline
-# unit checks (systemd-analyze verify/security against a throwaway root need no privileges).
+# unit checks (systemd-analyze verify/security against a throwaway root need no privileges) and
+# the offline Nix checks (a throwaway Nix store needs none either).
 # The first run may fetch rustup components and cargo-fuzz into the user's own toolchain.
-CHECKS := fmt-check lint nostd test size fuzz-build systemd-check units-check
+CHECKS := fmt-check lint nostd test size fuzz-build systemd-check units-check nix-check
 check: $(CHECKS) gauntlet-short
 
 # What CI runs: the checks of `check` with the full 10-minute gauntlet instead of the short one,
@@ -210,6 +211,12 @@ UNITS_SECURITY_MAX := 15
 units-check:
 	cargo build --release --bin myco
 	systemd/units-check.sh $(TARGET_DIR)/release/myco $(UNITS_SECURITY_MAX)
+
+# flake.nix, the NixOS module and every .nix file, offline against the stand-in nixpkgs of
+# tests/nix: parse, the module's unit equals systemd/myco-d.service, the module's options, and
+# `nix flake show` / `nix flake check --no-build` (see tests/nix/flake-check.sh, docs/nix.md).
+nix-check:
+	tests/nix/flake-check.sh
 
 # Three boxes with real systemd in containers on a bridge, each running myco-d installed from
 # systemd/myco-d.service; a service deployed with 2 replicas, one box cut off and healed, a new
