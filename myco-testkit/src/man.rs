@@ -19,6 +19,11 @@
 /// Text made safe for roff: backslashes written as `\e`, characters outside ASCII as `\[uXXXX]`,
 /// and a leading `.` or `'` (which would start a request) guarded with `\&`.
 pub fn escape(text: &str) -> String {
+    guard_line_start(escape_chars(text))
+}
+
+/// The character escapes of `escape`, for text in the middle of a line.
+fn escape_chars(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
@@ -27,10 +32,15 @@ pub fn escape(text: &str) -> String {
             c => out.push_str(&format!("\\[u{:04X}]", c as u32)),
         }
     }
-    if out.starts_with('.') || out.starts_with('\'') {
-        out.insert_str(0, "\\&");
-    }
     out
+}
+
+/// A line that would start with `.` or `'` (a request) starts with the invisible `\&` instead.
+fn guard_line_start(mut line: String) -> String {
+    if line.starts_with('.') || line.starts_with('\'') {
+        line.insert_str(0, "\\&");
+    }
+    line
 }
 
 /// A literal that users type (a flag, a path, a command): escaped, with every `-` a real minus so
@@ -223,14 +233,11 @@ fn inline(text: &str) -> String {
             let next = rest[1..]
                 .find(['`', '*', '['])
                 .map_or(rest.len(), |i| i + 1);
-            out += &escape(&rest[..next]).replace("\\&", "");
+            out += &escape_chars(&rest[..next]);
             rest = &rest[next..];
         }
     }
-    if out.starts_with('.') || out.starts_with('\'') {
-        out.insert_str(0, "\\&");
-    }
-    out
+    guard_line_start(out)
 }
 
 /// `[label](target)` at the start of `text`: the label and what follows the link.
