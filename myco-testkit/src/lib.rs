@@ -14,6 +14,8 @@
 //! - `scripted`: a stand-in daemon that answers `myco` with canned bytes.
 //! - `man`: manual pages in roff from the help texts and the docs (the `manpages` binary).
 //!
+//! The one thing made here that ships is what the `manpages` binary writes: the man pages.
+//!
 //! Invariants: every process the kit starts dies when the value that owns it drops (and with the
 //! thread that spawned it), and no helper sleeps where it could poll a condition.
 

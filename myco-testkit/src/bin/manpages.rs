@@ -110,7 +110,7 @@ fn daemon_page() -> String {
 const FILES: [(&str, &str); 5] = [
     (
         "/etc/myco/myco-d.env",
-        "MYCO_OPERATOR and MYCO_ARGS for the unit (from the example in /usr/share/doc/myco).",
+        "MYCO_OPERATOR and MYCO_ARGS for the unit, made from the installed examples/myco-d.env.example.",
     ),
     (
         "/etc/myco/node.key",
