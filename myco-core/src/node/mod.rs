@@ -660,6 +660,27 @@ impl Node {
         Ok(self.out.trust.revocation_block)
     }
 
+    /// Members other than this box that are not dead: what `engine::mode` counts to tell a box
+    /// cut off from every peer.
+    pub fn live_peers(&self) -> usize {
+        self.members.list().iter().filter(|m| m.is_live()).count()
+    }
+
+    /// Whether this node's own certificate still stands under the current RevocationBlock: the
+    /// same rule `new` and `install_cert` apply, for a host that raised the block from a saved
+    /// record after boot.
+    pub fn check_own_cert(&self) -> Result<(), CertError> {
+        let issued_at = self.out.creds.cert().issued_at;
+        let revocation_block = self.out.trust.revocation_block;
+        if issued_at < revocation_block {
+            return Err(CertError::Revoked {
+                issued_at,
+                revocation_block,
+            });
+        }
+        Ok(())
+    }
+
     /// Installs a new certificate for this node's key (after a rotation).
     pub fn install_cert(&mut self, cert: &[u8]) -> Result<(), CertError> {
         let key = SigningKey::from_seed(self.node_seed).expect("checked at boot");

@@ -1,7 +1,8 @@
 //! The API's answers, written into a connection's answer buffer without allocating: JSON for
 //! services, nodes, health and deploys, and the Prometheus text for `/metrics`.
 
-use super::executor::{health_on, Executor, Health};
+use super::executor::{Executor, UnitHealth as Health};
+use myco_core::executor::health_on;
 use super::net::display_addr;
 use crate::api::json::Json;
 use crate::api::prometheus::{MetricKind, Prometheus};
@@ -66,9 +67,10 @@ pub struct Running<'a> {
     pub placed_on: &'a [u64],
 }
 
-/// How the service does on node `id` (`executor::health_on`), by name.
+/// How the service does on node `id` (the core's `executor::health_on`), by name.
 fn state_on(r: &Running<'_>, id: u64, name: &str) -> &'static str {
-    health_on(r.node, r.executor, id, r.key, name).map_or("unknown", Health::name)
+    let executor = r.executor.map(|e| &**e);
+    health_on(r.node, executor, id, r.key, name).map_or("unknown", Health::name)
 }
 
 /// One service as `/services` lists it.
@@ -105,7 +107,7 @@ pub fn service(
     }
     json.end_array()?;
     json.key("restarts_here")?;
-    match running.executor.and_then(|e| e.health_of(body.name)) {
+    match running.executor.and_then(|e| e.unit(body.name)) {
         Some(unit) => json.u64(unit.restarts.into())?,
         None => json.null()?,
     }
