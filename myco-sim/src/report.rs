@@ -41,6 +41,9 @@ pub fn parse_scenario(args: &mut Arguments) -> Result<Scenario, String> {
     s.partitions = opt(args, "--partitions", false)?;
     s.crashes = opt(args, "--crashes", 0usize)?;
     s.kill = opt(args, "--kill", true)?;
+    s.unit_fault_ppm = probability("--unit-faults", opt(args, "--unit-faults", 0.0f64)?)?;
+    s.systemctl_fault_ppm =
+        probability("--systemctl-faults", opt(args, "--systemctl-faults", 0.0f64)?)?;
     s.ops_window_ms = opt(args, "--ops-window", s.ops_window_ms)?;
     s.adversary = args.contains("--adversary");
     match args
@@ -109,7 +112,7 @@ pub fn json(s: &Scenario, r: &Report, wall_ms: u128) -> String {
             "\"acknowledged_deploys\":{},\"acknowledged_deploys_lost\":{},\"wal_truncations\":{},\"checkpoints\":{},",
             "\"adversary_frames_sent\":{},\"adversary_frames_accepted\":{},\"forged_slots_accepted\":{},",
             "\"refused_frames\":{},\"revocation_block\":{},\"refused_by_reason\":{{{}}},",
-            "\"placement_checks\":{},\"killed_node\":{},\"services_replaced\":{},\"rounds_to_replace\":{},",
+            "\"placement_checks\":{},\"executor_checks\":{},\"executor_commands\":{},\"killed_node\":{},\"services_replaced\":{},\"rounds_to_replace\":{},",
             "\"trace_hash\":\"{:016x}\",\"wall_ms\":{},\"failure\":{}}}"
         ),
         s.seed,
@@ -140,6 +143,8 @@ pub fn json(s: &Scenario, r: &Report, wall_ms: u128) -> String {
         r.revocation_block,
         refusals(r),
         r.placement_checks,
+        r.executor_checks,
+        r.executor_commands,
         null_or(r.killed),
         r.services_replaced,
         null_or(r.rounds_to_replace),

@@ -320,6 +320,16 @@ impl Executor {
         self.in_flight.is_some()
     }
 
+    /// Whether nothing is left to do but the periodic health read: no command in flight, no
+    /// change planned or pending, no reload owed.
+    pub fn at_rest(&self) -> bool {
+        self.in_flight.is_none()
+            && !self.dirty
+            && !self.needs_reload
+            && self.writes.is_empty()
+            && self.units.iter().all(|u| u.todo == Todo::None)
+    }
+
     /// The placements and health changes since the last call, oldest first.
     pub fn take_changes(&mut self) -> Option<Change> {
         let change = self.changes.pop_front();

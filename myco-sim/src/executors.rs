@@ -1,0 +1,364 @@
+//! The executor world: every simulated node runs the core's executor (`myco_core::executor`)
+//! against a simulated systemd, and the run checks what the executor promises.
+//!
+//! The simulated systemd keeps, per node, the unit files, the enabled set and each unit's active
+//! state. Faults are drawn from the seed: a unit that fails to start or crash-loops (decided per
+//! node and unit, so it behaves the same on every start), and a `systemctl` that fails or hangs
+//! for `HANG_MS` and then fails. A failed command changes nothing.
+//!
+//! Invariants, each a safety failure:
+//! 1. once converged and settled, every placed service is enabled on exactly its placed live
+//!    boxes, and no unit is ever enabled while already enabled (enabled exactly once);
+//! 2. a unit file is never removed while its unit is enabled or active (disable before delete);
+//! 3. a node never has two commands in flight;
+//! 4. once status has spread, every node's DNS answer set for each service is exactly the placed
+//!    boxes whose unit runs (a box whose status overflowed is answered only for what it listed).
+//!
+//! Nothing here allocates while stepping: tables are sized at boot; only the settle checks
+//! allocate, and the run leaves what they allocate out of the nodes' count.
+
+use crate::world::addr;
+use myco_core::config::UNITS_PER_COMMAND;
+use myco_core::dns::Directory;
+use myco_core::executor::{Command, Executor, Names, Outcome, UnitHealth, Verb};
+use myco_core::random::Prng;
+use myco_core::state::store::key_hash;
+use myco_core::unit::{service_of, UNIT_NAME_BYTES_MAX};
+use myco_core::{Instant, Node};
+use std::collections::{HashMap, HashSet};
+use std::fmt::Write as _;
+
+/// The host's throttle: placement is re-applied at most this often.
+pub const RECONCILE_MS: u64 = 1_000;
+/// How long a hanging `systemctl` takes before it fails.
+pub const HANG_MS: u64 = 20_000;
+/// Wall-clock seconds the status version floor starts from (any fixed value: the sim has no
+/// wall clock).
+const STATUS_FLOOR: u32 = 1;
+
+/// A unit as the simulated systemd holds it.
+#[derive(Clone, Copy, Debug, Default)]
+struct SimUnit {
+    file: bool,
+    /// The digest written in the file's header, read back by a restarted executor.
+    digest: u64,
+    enabled: bool,
+    active: Option<UnitHealth>,
+    restarts: u32,
+}
+
+/// A `systemctl` running on one node.
+struct Job {
+    token: u64,
+    verb: Verb,
+    done_at: u64,
+    ok: bool,
+}
+
+type UnitName = heapless::String<UNIT_NAME_BYTES_MAX>;
+
+/// One simulated box: the core executor and the systemd it drives.
+struct SimBox {
+    executor: Box<Executor>,
+    units: HashMap<u64, (heapless::String<63>, SimUnit)>,
+    job: Option<Job>,
+    /// The units the running job names; allocated once.
+    job_units: Vec<UnitName>,
+    reconcile_at: u64,
+    changed: bool,
+}
+
+pub struct Executors {
+    boxes: Vec<SimBox>,
+    rng: Prng,
+    seed: u64,
+    /// Join addresses name other nodes: alone means cut off (`engine::mode`).
+    peers: bool,
+    unit_fault_ppm: u64,
+    systemctl_fault_ppm: u64,
+    stdout: String,
+    /// Commands run and settle checks passed, for the report.
+    pub commands: u64,
+    pub checks: u64,
+}
+
+impl Executors {
+    pub fn new(nodes: usize, services: usize, seed: u64, unit_fault_ppm: u64, systemctl_fault_ppm: u64) -> Executors {
+        let boxes = (0..nodes)
+            .map(|_| SimBox {
+                executor: Box::new(Executor::new(nodes > 1)),
+                units: HashMap::with_capacity(services + 16),
+                job: None,
+                job_units: Vec::with_capacity(UNITS_PER_COMMAND),
+                reconcile_at: 0,
+                changed: true,
+            })
+            .collect();
+        Executors {
+            boxes,
+            rng: Prng::new(seed ^ 0x4558_4543),
+            seed,
+            unit_fault_ppm,
+            systemctl_fault_ppm,
+            stdout: String::with_capacity(UNITS_PER_COMMAND * 192),
+            peers: nodes > 1,
+            commands: 0,
+            checks: 0,
+        }
+    }
+
+    /// The desired state or membership changed on node `i`.
+    pub fn placement_changed(&mut self, i: usize) {
+        self.boxes[i].changed = true;
+    }
+
+    /// Node `i` crashed and came back: its executor is new and reads the unit files; what
+    /// systemd runs is untouched (enabled units survive a reboot), a running command is lost.
+    pub fn restart(&mut self, i: usize) {
+        let b = &mut self.boxes[i];
+        *b.executor = Executor::new(self.peers);
+        b.job = None;
+        b.changed = true;
+        for (name, u) in b.units.values() {
+            if u.file {
+                b.executor.handle_installed(name, u.digest);
+            }
+        }
+    }
+
+    /// One step of node `i`'s executor at `now`.
+    pub fn step(&mut self, i: usize, node: &mut Node, sink: &mut impl myco_core::Sink, now: u64) -> Result<(), String> {
+        let b = &mut self.boxes[i];
+        if b.changed && now >= b.reconcile_at {
+            b.changed = false;
+            b.reconcile_at = now + RECONCILE_MS;
+            b.executor.handle_placement_changed();
+        }
+        if b.job.as_ref().is_some_and(|j| j.done_at <= now) {
+            let job = b.job.take().expect("checked");
+            self.stdout.clear();
+            if job.ok {
+                let seed = self.seed ^ i as u64;
+                apply(b, &job, &mut self.stdout, seed, self.unit_fault_ppm)?;
+            }
+            let stdout = self.stdout.as_bytes();
+            let outcome = Outcome { ok: job.ok, stdout };
+            b.executor.handle_command_done(Instant(now), job.token, outcome);
+        }
+        while b.job.is_none() {
+            let Some(issued) = b.executor.poll_command(Instant(now), node) else {
+                break;
+            };
+            self.commands += 1;
+            let token = issued.token;
+            match issued.command {
+                Command::WriteUnit { name, digest, .. } => {
+                    let entry = b.units.entry(key_hash(name)).or_insert_with(|| (heapless::String::try_from(name).expect("fits"), SimUnit::default()));
+                    entry.1.file = true;
+                    entry.1.digest = digest;
+                }
+                Command::RemoveUnitFile { name } => {
+                    let u = b.units.get_mut(&key_hash(name)).map(|(_, u)| u);
+                    check_remove(name, u.as_deref())?;
+                    if let Some(u) = u {
+                        u.file = false;
+                    }
+                }
+                Command::Systemctl { verb, units } => {
+                    check_one_in_flight(&b.job)?;
+                    let mut job = Job {
+                        token,
+                        verb,
+                        done_at: now + 10 + self.rng.below(40),
+                        ok: true,
+                    };
+                    let fault = self.rng.below(1_000_000) < self.systemctl_fault_ppm;
+                    if fault {
+                        job.ok = false;
+                        if self.rng.chance(1, 2) {
+                            job.done_at = now + HANG_MS;
+                        }
+                    }
+                    b.job_units.clear();
+                    b.job_units.extend(units);
+                    b.job = Some(job);
+                    continue;
+                }
+            }
+            b.executor.handle_command_done(Instant(now), token, Outcome::OK);
+        }
+        if b.executor.take_health_changed() {
+            let units = b.executor.not_running();
+            node.set_status(Instant(now), STATUS_FLOOR, units, sink);
+        }
+        Ok(())
+    }
+
+    /// Whether every live executor is at rest with health read back; then checks invariants 1
+    /// and 4 on the live nodes `live` (which agree on placement) and returns true.
+    pub fn settled(&mut self, nodes: &[Box<Node>], live: &[usize]) -> Result<bool, String> {
+        let quiet = live.iter().all(|&i| {
+            let b = &self.boxes[i];
+            b.job.is_none() && !b.changed && b.executor.at_rest() && health_read(b)
+        });
+        if !quiet || !status_spread(nodes, live) {
+            return Ok(false);
+        }
+        check_enabled(nodes, live, &self.boxes)?;
+        check_dns(nodes, live, &self.boxes)?;
+        self.checks += 1;
+        Ok(true)
+    }
+}
+
+/// What a successful command does to the simulated systemd; `show` writes its report.
+fn apply(b: &mut SimBox, job: &Job, stdout: &mut String, seed: u64, fault_ppm: u64) -> Result<(), String> {
+    for unit in &b.job_units {
+        let name = service_of(unit).expect("the executor names its own units");
+        let key = key_hash(name);
+        let Some((_, u)) = b.units.get_mut(&key).filter(|(_, u)| u.file) else {
+            if job.verb == Verb::Show {
+                let _ = write!(stdout, "Id={unit}\nActiveState=inactive\nSubState=dead\nNRestarts=0\n\n");
+            }
+            continue;
+        };
+        match job.verb {
+            Verb::Disable => {
+                u.enabled = false;
+                u.active = None;
+            }
+            Verb::Enable => {
+                if u.enabled {
+                    return Err(format!("unit {unit} enabled while already enabled"));
+                }
+                u.enabled = true;
+                u.active = Some(start(seed, key, fault_ppm));
+            }
+            Verb::Restart => u.active = Some(start(seed, key, fault_ppm)),
+            Verb::Reload => {}
+            Verb::Show => {
+                let (active, sub) = match u.active {
+                    None | Some(UnitHealth::Stopped | UnitHealth::Pending) => ("inactive", "dead"),
+                    Some(UnitHealth::Running) => ("active", "running"),
+                    Some(UnitHealth::Starting) => ("activating", "start"),
+                    Some(UnitHealth::Restarting) => ("activating", "auto-restart"),
+                    Some(UnitHealth::Failed) => ("failed", "failed"),
+                };
+                if u.active == Some(UnitHealth::Restarting) {
+                    u.restarts += 1;
+                }
+                let n = u.restarts;
+                let _ = write!(stdout, "Id={unit}\nActiveState={active}\nSubState={sub}\nNRestarts={n}\n\n");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// How a unit does once started: its fault is a function of the node and the unit, so it
+/// behaves the same on every start.
+fn start(seed: u64, key: u64, fault_ppm: u64) -> UnitHealth {
+    let draw = Prng::new(seed ^ key).below(1_000_000);
+    if draw < fault_ppm / 2 {
+        UnitHealth::Failed
+    } else if draw < fault_ppm {
+        UnitHealth::Restarting
+    } else {
+        UnitHealth::Running
+    }
+}
+
+/// Invariant 2: a unit file goes only once its unit is disabled and stopped.
+fn check_remove(name: &str, unit: Option<&SimUnit>) -> Result<(), String> {
+    match unit {
+        Some(u) if u.enabled || u.active.is_some() => Err(format!(
+            "the unit file of {name} was removed while its unit is still enabled or active"
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Invariant 3: at most one command in flight per node.
+fn check_one_in_flight(job: &Option<Job>) -> Result<(), String> {
+    match job {
+        Some(j) => Err(format!(
+            "a command was issued while {} (token {}) was still running",
+            j.verb.name(),
+            j.token
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Whether the executor's view of every unit is what the simulated systemd holds.
+fn health_read(b: &SimBox) -> bool {
+    b.executor.units().iter().all(|u| {
+        let truth = b.units.get(&u.key).and_then(|(_, s)| s.active).unwrap_or(UnitHealth::Stopped);
+        u.health == truth
+    })
+}
+
+/// Whether every live node holds every other live node's latest status.
+fn status_spread(nodes: &[Box<Node>], live: &[usize]) -> bool {
+    live.iter().all(|&i| {
+        let own = nodes[i].own_status();
+        live.iter().filter(|&&j| j != i).all(|&j| {
+            nodes[j].status_of(nodes[i].id()).map(|s| s.version) == Some(own.version)
+        })
+    })
+}
+
+/// The services placement puts on node `i`, as `i` sees it.
+fn placed_on(node: &Node) -> HashSet<u64> {
+    node.placed_here().map(|(slot, _)| slot.key_hash).collect()
+}
+
+/// Invariant 1: every live node has enabled exactly the services placed on it.
+fn check_enabled(nodes: &[Box<Node>], live: &[usize], boxes: &[SimBox]) -> Result<(), String> {
+    for &i in live {
+        let placed = placed_on(&nodes[i]);
+        let enabled: HashSet<u64> = boxes[i].units.iter().filter(|(_, (_, u))| u.enabled).map(|(k, _)| *k).collect();
+        if placed != enabled {
+            let missing = placed.difference(&enabled).count();
+            let extra = enabled.difference(&placed).count();
+            return Err(format!(
+                "node {i}: {missing} placed services are not enabled and {extra} enabled units are not placed there"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Invariant 4: every live node's DNS answers each service with exactly the placed boxes where
+/// its unit runs.
+fn check_dns(nodes: &[Box<Node>], live: &[usize], boxes: &[SimBox]) -> Result<(), String> {
+    let by_id: HashMap<u64, usize> = live.iter().map(|&j| (nodes[j].id(), j)).collect();
+    for &i in live {
+        let node = &nodes[i];
+        let names = Names { node, executor: Some(&boxes[i].executor), own: addr(i) };
+        for slot in node.store().slots().iter().filter(|s| !s.tombstone) {
+            let entry = myco_core::schema::entry::Entry::decode(node.store().bytes(slot)).expect("stored");
+            let name = entry.body.name;
+            let mut expected: Vec<_> = node.placement(slot.key_hash).into_iter().filter_map(|id| {
+                let j = *by_id.get(&id)?;
+                let (_, u) = boxes[j].units.get(&slot.key_hash)?;
+                let listed = nodes[j].own_status().units.iter().any(|(k, _)| k.0 == slot.key_hash);
+                let known = listed || !nodes[j].own_status().more || j == i;
+                (u.active == Some(UnitHealth::Running) && known).then(|| if j == i { addr(i) } else { myco_core::PeerAddr { port: 0, ..addr(j) } })
+            }).collect();
+            let mut answered = Vec::new();
+            names.instances(name, &mut |a| answered.push(a));
+            expected.sort_by_key(|a| (a.ip, a.port));
+            answered.sort_by_key(|a| (a.ip, a.port));
+            if expected != answered {
+                return Err(format!(
+                    "node {i}: DNS answers {} with {} boxes, but {} placed boxes run it",
+                    name,
+                    answered.len(),
+                    expected.len()
+                ));
+            }
+        }
+    }
+    Ok(())
+}
