@@ -3,8 +3,8 @@
 //! decision that the simulator would also need belongs in `myco-core`.
 
 pub mod alloc;
-pub mod atomic;
 pub mod api;
+pub mod atomic;
 pub mod daemon;
 pub mod flight;
 pub mod io;

@@ -31,8 +31,8 @@ pub use names::{health_on, Names};
 pub use systemd::{parse_show, Shown, UnitHealth, SHOW_PROPERTIES};
 
 use crate::config::{
-    COMMAND_RETRY_MS, HEALTH_AFTER_START_MS, HEALTH_INTERVAL_MS, NAME_BYTES_MAX,
-    UNITS_MAX, UNITS_PER_COMMAND, UNIT_CHANGES_MAX, UNIT_PLAN_MAX,
+    COMMAND_RETRY_MS, HEALTH_AFTER_START_MS, HEALTH_INTERVAL_MS, NAME_BYTES_MAX, UNITS_MAX,
+    UNITS_PER_COMMAND, UNIT_CHANGES_MAX, UNIT_PLAN_MAX,
 };
 use crate::engine::{self, Action, Unit};
 use crate::hash::{digest, DOMAIN_ENTRY};
@@ -478,9 +478,8 @@ impl Executor {
     fn issue<'a>(&'a mut self, step: Step, node: &'a Node) -> Issued<'a> {
         let token = self.next_token;
         self.next_token += 1;
-        let write = (step == Step::Write).then(|| {
-            placed_entry(node, &self.writes[0]).expect("checked by next_step")
-        });
+        let write = (step == Step::Write)
+            .then(|| placed_entry(node, &self.writes[0]).expect("checked by next_step"));
         let count = match step {
             Step::Systemctl(verb) => {
                 self.stats.systemctl_runs += 1;
@@ -555,7 +554,11 @@ impl Executor {
         self.needs_reload = true;
         self.health_changed = true;
         let key = key_hash(&name);
-        match self.units.iter_mut().find(|u| u.key == key && u.name == name) {
+        match self
+            .units
+            .iter_mut()
+            .find(|u| u.key == key && u.name == name)
+        {
             Some(u) => {
                 u.digest = digest;
                 // A unit not yet enabled, or already disabled, is enabled; a running one is
@@ -639,7 +642,9 @@ impl Executor {
         let (units, changes) = (&mut self.units, &mut self.changes);
         let mut changed = false;
         parse_show(stdout, |shown| {
-            let Some(name) = core::str::from_utf8(shown.id).ok().and_then(unit::service_of)
+            let Some(name) = core::str::from_utf8(shown.id)
+                .ok()
+                .and_then(unit::service_of)
             else {
                 return;
             };
@@ -685,7 +690,12 @@ fn placed_entry<'a>(node: &'a Node, name: &str) -> Option<(&'a [u8], u64)> {
     Some((bytes, entry.body.version.clock))
 }
 
-fn note(changes: &mut Deque<Change, UNIT_CHANGES_MAX>, name: &str, placement: bool, what: &'static str) {
+fn note(
+    changes: &mut Deque<Change, UNIT_CHANGES_MAX>,
+    name: &str,
+    placement: bool,
+    what: &'static str,
+) {
     if changes.is_full() {
         changes.pop_front();
     }
@@ -695,5 +705,8 @@ fn note(changes: &mut Deque<Change, UNIT_CHANGES_MAX>, name: &str, placement: bo
         placement,
         what,
     };
-    changes.push_back(change).map_err(|_| ()).expect("room was made");
+    changes
+        .push_back(change)
+        .map_err(|_| ())
+        .expect("room was made");
 }

@@ -11,9 +11,9 @@
 //! open for the next until it has been idle for `TCP_TIMEOUT_MS`.
 
 use super::executor::Executor;
-use myco_core::executor::Names;
 use super::udp_batch::{UdpBatch, BATCH};
 use myco_core::dns::{answer, Transport, UDP_BYTES_MAX};
+use myco_core::executor::Names;
 use myco_core::{Node, PeerAddr};
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};

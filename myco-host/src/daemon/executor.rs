@@ -165,9 +165,16 @@ impl Executor {
                     digest,
                     start,
                     clock,
-                } => write_unit(&self.unit_dir, &mut self.text, &self.log, name, entry, digest)
-                    .inspect(|()| log_written(&self.log, name, start, clock))
-                    .is_ok(),
+                } => write_unit(
+                    &self.unit_dir,
+                    &mut self.text,
+                    &self.log,
+                    name,
+                    entry,
+                    digest,
+                )
+                .inspect(|()| log_written(&self.log, name, start, clock))
+                .is_ok(),
                 Command::RemoveUnitFile { name } => remove_unit(&self.unit_dir, &self.log, name),
                 Command::Systemctl { verb, units } => {
                     match spawn_systemctl(&self.systemctl, &mut self.argv, verb, units) {
@@ -240,7 +247,11 @@ fn write_unit(
             format_args!("service {name} cannot run here: {why}"),
         );
     })?;
-    let path = dir.join(unit_name(name).expect("placed services have service names").as_str());
+    let path = dir.join(
+        unit_name(name)
+            .expect("placed services have service names")
+            .as_str(),
+    );
     let written = crate::atomic::replace_file(&path, |f| {
         writeln!(f, "{HEADER}{digest:016x}")?;
         f.write_all(&text[..len])
@@ -263,7 +274,11 @@ fn log_written(log: &Logger, name: &str, start: bool, clock: u64) {
 
 /// Deletes a disabled unit's file; false (logged) if it could not be.
 fn remove_unit(dir: &Path, log: &Logger, name: &str) -> bool {
-    let path = dir.join(unit_name(name).expect("installed units have service names").as_str());
+    let path = dir.join(
+        unit_name(name)
+            .expect("installed units have service names")
+            .as_str(),
+    );
     if let Err(e) = fs::remove_file(&path) {
         log.log(
             Level::Error,

@@ -182,12 +182,12 @@ impl Daemon {
                     !join.is_empty(),
                     log,
                 )
-                    .map_err(|err| {
-                        BootError(format!(
-                            "cannot read the unit directory {}: {err}",
-                            e.unit_dir.display()
-                        ))
-                    })?,
+                .map_err(|err| {
+                    BootError(format!(
+                        "cannot read the unit directory {}: {err}",
+                        e.unit_dir.display()
+                    ))
+                })?,
             ),
             None => None,
         };

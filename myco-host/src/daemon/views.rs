@@ -2,12 +2,12 @@
 //! services, nodes, health and deploys, and the Prometheus text for `/metrics`.
 
 use super::executor::{Executor, UnitHealth as Health};
-use myco_core::executor::health_on;
 use super::net::display_addr;
 use crate::api::json::Json;
 use crate::api::prometheus::{MetricKind, Prometheus};
 use crate::api::response::{Cursor, Full};
 use core::fmt::Write;
+use myco_core::executor::health_on;
 use myco_core::gossip::members::Member;
 use myco_core::schema::entry::{Entry, Source, Version};
 use myco_core::schema::message::{MemberMeta, MemberState};
