@@ -388,8 +388,9 @@ impl Cluster {
             return Ok(false);
         }
         let live: Vec<usize> = (0..self.nodes.len()).filter(|&i| self.judged(i)).collect();
+        let up: Vec<usize> = (0..self.nodes.len()).filter(|&i| self.up[i]).collect();
         self.exec
-            .settled(&self.nodes, &live)
+            .settled(&self.nodes, &live, &up)
             .map_err(|why| format!("executor: {why}"))
     }
 
@@ -677,6 +678,12 @@ impl Cluster {
         self.killed = Some((victim, self.now));
         self.world.net.faults = self.faults;
         Some(victim)
+    }
+
+    /// The nodes and their executor world, for checks after a run.
+    #[cfg(test)]
+    pub fn parts(&mut self) -> (&[Box<Node>], &mut Executors) {
+        (&self.nodes, &mut self.exec)
     }
 
     /// Node `i`, for measurements after a run.

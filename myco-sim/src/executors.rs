@@ -32,9 +32,6 @@ use std::fmt::Write as _;
 pub const RECONCILE_MS: u64 = 1_000;
 /// How long a hanging `systemctl` takes before it fails.
 pub const HANG_MS: u64 = 20_000;
-/// Wall-clock seconds the status version floor starts from (any fixed value: the sim has no
-/// wall clock).
-const STATUS_FLOOR: u32 = 1;
 
 /// A unit as the simulated systemd holds it.
 #[derive(Clone, Copy, Debug, Default)]
@@ -55,12 +52,15 @@ struct Job {
     ok: bool,
 }
 
+type Fixed = std::hash::BuildHasherDefault<std::collections::hash_map::DefaultHasher>;
 type UnitName = heapless::String<UNIT_NAME_BYTES_MAX>;
 
 /// One simulated box: the core executor and the systemd it drives.
 struct SimBox {
     executor: Box<Executor>,
-    units: HashMap<u64, (heapless::String<63>, SimUnit)>,
+    /// Keyed by the service's key hash; a fixed hasher keeps iteration, and so the run, the
+    /// same for the same seed.
+    units: HashMap<u64, (heapless::String<63>, SimUnit), Fixed>,
     job: Option<Job>,
     /// The units the running job names; allocated once.
     job_units: Vec<UnitName>,
@@ -83,11 +83,17 @@ pub struct Executors {
 }
 
 impl Executors {
-    pub fn new(nodes: usize, services: usize, seed: u64, unit_fault_ppm: u64, systemctl_fault_ppm: u64) -> Executors {
+    pub fn new(
+        nodes: usize,
+        services: usize,
+        seed: u64,
+        unit_fault_ppm: u64,
+        systemctl_fault_ppm: u64,
+    ) -> Executors {
         let boxes = (0..nodes)
             .map(|_| SimBox {
                 executor: Box::new(Executor::new(nodes > 1)),
-                units: HashMap::with_capacity(services + 16),
+                units: HashMap::with_capacity_and_hasher(services + 16, Fixed::default()),
                 job: None,
                 job_units: Vec::with_capacity(UNITS_PER_COMMAND),
                 reconcile_at: 0,
@@ -127,7 +133,13 @@ impl Executors {
     }
 
     /// One step of node `i`'s executor at `now`.
-    pub fn step(&mut self, i: usize, node: &mut Node, sink: &mut impl myco_core::Sink, now: u64) -> Result<(), String> {
+    pub fn step(
+        &mut self,
+        i: usize,
+        node: &mut Node,
+        sink: &mut impl myco_core::Sink,
+        now: u64,
+    ) -> Result<(), String> {
         let b = &mut self.boxes[i];
         if b.changed && now >= b.reconcile_at {
             b.changed = false;
@@ -143,7 +155,8 @@ impl Executors {
             }
             let stdout = self.stdout.as_bytes();
             let outcome = Outcome { ok: job.ok, stdout };
-            b.executor.handle_command_done(Instant(now), job.token, outcome);
+            b.executor
+                .handle_command_done(Instant(now), job.token, outcome);
         }
         while b.job.is_none() {
             let Some(issued) = b.executor.poll_command(Instant(now), node) else {
@@ -153,7 +166,12 @@ impl Executors {
             let token = issued.token;
             match issued.command {
                 Command::WriteUnit { name, digest, .. } => {
-                    let entry = b.units.entry(key_hash(name)).or_insert_with(|| (heapless::String::try_from(name).expect("fits"), SimUnit::default()));
+                    let entry = b.units.entry(key_hash(name)).or_insert_with(|| {
+                        (
+                            heapless::String::try_from(name).expect("fits"),
+                            SimUnit::default(),
+                        )
+                    });
                     entry.1.file = true;
                     entry.1.digest = digest;
                 }
@@ -185,18 +203,26 @@ impl Executors {
                     continue;
                 }
             }
-            b.executor.handle_command_done(Instant(now), token, Outcome::OK);
+            b.executor
+                .handle_command_done(Instant(now), token, Outcome::OK);
         }
         if b.executor.take_health_changed() {
             let units = b.executor.not_running();
-            node.set_status(Instant(now), STATUS_FLOOR, units, sink);
+            // Simulated milliseconds stand in for the daemon's wall-clock floor: they grow across a
+            // node's restarts, so its status versions do too.
+            node.set_status(Instant(now), now as u32, units, sink);
         }
         Ok(())
     }
 
     /// Whether every live executor is at rest with health read back; then checks invariants 1
     /// and 4 on the live nodes `live` (which agree on placement) and returns true.
-    pub fn settled(&mut self, nodes: &[Box<Node>], live: &[usize]) -> Result<bool, String> {
+    pub fn settled(
+        &mut self,
+        nodes: &[Box<Node>],
+        live: &[usize],
+        up: &[usize],
+    ) -> Result<bool, String> {
         let quiet = live.iter().all(|&i| {
             let b = &self.boxes[i];
             b.job.is_none() && !b.changed && b.executor.at_rest() && health_read(b)
@@ -205,20 +231,29 @@ impl Executors {
             return Ok(false);
         }
         check_enabled(nodes, live, &self.boxes)?;
-        check_dns(nodes, live, &self.boxes)?;
+        check_dns(nodes, live, up, &self.boxes)?;
         self.checks += 1;
         Ok(true)
     }
 }
 
 /// What a successful command does to the simulated systemd; `show` writes its report.
-fn apply(b: &mut SimBox, job: &Job, stdout: &mut String, seed: u64, fault_ppm: u64) -> Result<(), String> {
+fn apply(
+    b: &mut SimBox,
+    job: &Job,
+    stdout: &mut String,
+    seed: u64,
+    fault_ppm: u64,
+) -> Result<(), String> {
     for unit in &b.job_units {
         let name = service_of(unit).expect("the executor names its own units");
         let key = key_hash(name);
         let Some((_, u)) = b.units.get_mut(&key).filter(|(_, u)| u.file) else {
             if job.verb == Verb::Show {
-                let _ = write!(stdout, "Id={unit}\nActiveState=inactive\nSubState=dead\nNRestarts=0\n\n");
+                let _ = write!(
+                    stdout,
+                    "Id={unit}\nActiveState=inactive\nSubState=dead\nNRestarts=0\n\n"
+                );
             }
             continue;
         };
@@ -248,7 +283,10 @@ fn apply(b: &mut SimBox, job: &Job, stdout: &mut String, seed: u64, fault_ppm: u
                     u.restarts += 1;
                 }
                 let n = u.restarts;
-                let _ = write!(stdout, "Id={unit}\nActiveState={active}\nSubState={sub}\nNRestarts={n}\n\n");
+                let _ = write!(
+                    stdout,
+                    "Id={unit}\nActiveState={active}\nSubState={sub}\nNRestarts={n}\n\n"
+                );
             }
         }
     }
@@ -293,7 +331,11 @@ fn check_one_in_flight(job: &Option<Job>) -> Result<(), String> {
 /// Whether the executor's view of every unit is what the simulated systemd holds.
 fn health_read(b: &SimBox) -> bool {
     b.executor.units().iter().all(|u| {
-        let truth = b.units.get(&u.key).and_then(|(_, s)| s.active).unwrap_or(UnitHealth::Stopped);
+        let truth = b
+            .units
+            .get(&u.key)
+            .and_then(|(_, s)| s.active)
+            .unwrap_or(UnitHealth::Stopped);
         u.health == truth
     })
 }
@@ -302,9 +344,9 @@ fn health_read(b: &SimBox) -> bool {
 fn status_spread(nodes: &[Box<Node>], live: &[usize]) -> bool {
     live.iter().all(|&i| {
         let own = nodes[i].own_status();
-        live.iter().filter(|&&j| j != i).all(|&j| {
-            nodes[j].status_of(nodes[i].id()).map(|s| s.version) == Some(own.version)
-        })
+        live.iter()
+            .filter(|&&j| j != i)
+            .all(|&j| nodes[j].status_of(nodes[i].id()).map(|s| s.version) == Some(own.version))
     })
 }
 
@@ -317,7 +359,12 @@ fn placed_on(node: &Node) -> HashSet<u64> {
 fn check_enabled(nodes: &[Box<Node>], live: &[usize], boxes: &[SimBox]) -> Result<(), String> {
     for &i in live {
         let placed = placed_on(&nodes[i]);
-        let enabled: HashSet<u64> = boxes[i].units.iter().filter(|(_, (_, u))| u.enabled).map(|(k, _)| *k).collect();
+        let enabled: HashSet<u64> = boxes[i]
+            .units
+            .iter()
+            .filter(|(_, (_, u))| u.enabled)
+            .map(|(k, _)| *k)
+            .collect();
         if placed != enabled {
             let missing = placed.difference(&enabled).count();
             let extra = enabled.difference(&placed).count();
@@ -331,21 +378,45 @@ fn check_enabled(nodes: &[Box<Node>], live: &[usize], boxes: &[SimBox]) -> Resul
 
 /// Invariant 4: every live node's DNS answers each service with exactly the placed boxes where
 /// its unit runs.
-fn check_dns(nodes: &[Box<Node>], live: &[usize], boxes: &[SimBox]) -> Result<(), String> {
-    let by_id: HashMap<u64, usize> = live.iter().map(|&j| (nodes[j].id(), j)).collect();
+fn check_dns(
+    nodes: &[Box<Node>],
+    live: &[usize],
+    up: &[usize],
+    boxes: &[SimBox],
+) -> Result<(), String> {
+    let by_id: HashMap<u64, usize> = up.iter().map(|&j| (nodes[j].id(), j)).collect();
     for &i in live {
         let node = &nodes[i];
-        let names = Names { node, executor: Some(&boxes[i].executor), own: addr(i) };
+        let names = Names {
+            node,
+            executor: Some(&boxes[i].executor),
+            own: addr(i),
+        };
         for slot in node.store().slots().iter().filter(|s| !s.tombstone) {
-            let entry = myco_core::schema::entry::Entry::decode(node.store().bytes(slot)).expect("stored");
+            let entry =
+                myco_core::schema::entry::Entry::decode(node.store().bytes(slot)).expect("stored");
             let name = entry.body.name;
-            let mut expected: Vec<_> = node.placement(slot.key_hash).into_iter().filter_map(|id| {
-                let j = *by_id.get(&id)?;
-                let (_, u) = boxes[j].units.get(&slot.key_hash)?;
-                let listed = nodes[j].own_status().units.iter().any(|(k, _)| k.0 == slot.key_hash);
-                let known = listed || !nodes[j].own_status().more || j == i;
-                (u.active == Some(UnitHealth::Running) && known).then(|| if j == i { addr(i) } else { myco_core::PeerAddr { port: 0, ..addr(j) } })
-            }).collect();
+            let mut expected: Vec<_> = node
+                .placement(slot.key_hash)
+                .into_iter()
+                .filter_map(|id| {
+                    let j = *by_id.get(&id)?;
+                    let (_, u) = boxes[j].units.get(&slot.key_hash)?;
+                    let listed = nodes[j]
+                        .own_status()
+                        .units
+                        .iter()
+                        .any(|(k, _)| k.0 == slot.key_hash);
+                    let known = listed || !nodes[j].own_status().more || j == i;
+                    (u.active == Some(UnitHealth::Running) && known).then(|| {
+                        if j == i {
+                            addr(i)
+                        } else {
+                            myco_core::PeerAddr { port: 0, ..addr(j) }
+                        }
+                    })
+                })
+                .collect();
             let mut answered = Vec::new();
             names.instances(name, &mut |a| answered.push(a));
             expected.sort_by_key(|a| (a.ip, a.port));
@@ -361,4 +432,87 @@ fn check_dns(nodes: &[Box<Node>], live: &[usize], boxes: &[SimBox]) -> Result<()
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::Cluster;
+    use crate::scenario::Scenario;
+
+    /// Invariant 2's checker is not vacuous: removing the file of an enabled or active unit is a
+    /// violation; of a disabled, stopped one it is not.
+    #[test]
+    fn remove_check_detects_an_enabled_unit() {
+        let enabled = SimUnit {
+            file: true,
+            enabled: true,
+            ..SimUnit::default()
+        };
+        assert!(check_remove("web", Some(&enabled)).is_err());
+        let active = SimUnit {
+            file: true,
+            active: Some(UnitHealth::Running),
+            ..SimUnit::default()
+        };
+        assert!(check_remove("web", Some(&active)).is_err());
+        let stopped = SimUnit {
+            file: true,
+            ..SimUnit::default()
+        };
+        assert!(check_remove("web", Some(&stopped)).is_ok());
+    }
+
+    /// Invariant 3's checker is not vacuous: a command issued while one runs is a violation.
+    #[test]
+    fn in_flight_check_detects_a_second_command() {
+        let running = Some(Job {
+            token: 7,
+            verb: Verb::Enable,
+            done_at: 0,
+            ok: true,
+        });
+        assert!(check_one_in_flight(&running).is_err());
+        assert!(check_one_in_flight(&None).is_ok());
+    }
+
+    /// Invariants 1 and 4's checkers are not vacuous: after a settled run, a unit enabled where
+    /// it is not placed, or a placed one not enabled, breaks invariant 1, and a unit that stopped
+    /// behind the executor's back breaks invariant 4's DNS answer set.
+    #[test]
+    fn enabled_and_dns_checks_detect_disagreement() {
+        let mut s = Scenario::standard(3, 5, 20, 0.0);
+        s.kill = false;
+        let mut c = Cluster::new(&s);
+        let report = c.run();
+        assert_eq!(report.failure, None);
+        assert!(
+            report.executor_checks > 0,
+            "the run settled and was checked"
+        );
+        let (nodes, exec) = c.parts();
+        let live: Vec<usize> = (0..nodes.len()).collect();
+        assert!(check_enabled(nodes, &live, &exec.boxes).is_ok());
+        assert!(check_dns(nodes, &live, &live, &exec.boxes).is_ok());
+        let holder = (0..nodes.len())
+            .find(|&i| exec.boxes[i].units.values().any(|(_, u)| u.enabled))
+            .expect("some node runs a unit");
+        let (key, (_, unit)) = exec.boxes[holder]
+            .units
+            .iter()
+            .find(|(_, (_, u))| u.enabled)
+            .map(|(k, v)| (*k, v.clone()))
+            .unwrap();
+        let mut stopped = unit;
+        stopped.active = Some(UnitHealth::Failed);
+        exec.boxes[holder].units.get_mut(&key).unwrap().1 = stopped;
+        assert!(
+            check_dns(nodes, &live, &live, &exec.boxes).is_err(),
+            "a unit that no longer runs is still answered"
+        );
+        let mut disabled = unit;
+        disabled.enabled = false;
+        exec.boxes[holder].units.get_mut(&key).unwrap().1 = disabled;
+        assert!(check_enabled(nodes, &live, &exec.boxes).is_err());
+    }
 }

@@ -42,8 +42,10 @@ pub fn parse_scenario(args: &mut Arguments) -> Result<Scenario, String> {
     s.crashes = opt(args, "--crashes", 0usize)?;
     s.kill = opt(args, "--kill", true)?;
     s.unit_fault_ppm = probability("--unit-faults", opt(args, "--unit-faults", 0.0f64)?)?;
-    s.systemctl_fault_ppm =
-        probability("--systemctl-faults", opt(args, "--systemctl-faults", 0.0f64)?)?;
+    s.systemctl_fault_ppm = probability(
+        "--systemctl-faults",
+        opt(args, "--systemctl-faults", 0.0f64)?,
+    )?;
     s.ops_window_ms = opt(args, "--ops-window", s.ops_window_ms)?;
     s.adversary = args.contains("--adversary");
     match args
