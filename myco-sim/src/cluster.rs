@@ -520,20 +520,6 @@ impl Cluster {
                 placement_failure = Some(Failure::Safety(why));
                 break;
             }
-            let placed = if matches!(phase, Phase::Settling | Phase::Resettling) {
-                let outside = alloc::allocations();
-                let settled = self.executors_settled(placed);
-                self.kill_allocations += alloc::allocations() - outside;
-                match settled {
-                    Ok(settled) => settled,
-                    Err(why) => {
-                        placement_failure = Some(Failure::Safety(why));
-                        break;
-                    }
-                }
-            } else {
-                placed
-            };
             let faults_over = self.now >= live_at || (self.s.crashes == 0 && !self.s.partitions);
             // A rotation or an attack is judged only once it has played out.
             let faults_over = faults_over
@@ -550,6 +536,21 @@ impl Cluster {
                 self.lift_faults();
                 deadline = self.now + SETTLE_MS_MAX;
             }
+            // Settling ends only once the executors have settled too, and their invariants hold.
+            let placed = if matches!(phase, Phase::Settling | Phase::Resettling) {
+                let outside = alloc::allocations();
+                let settled = self.executors_settled(placed);
+                self.kill_allocations += alloc::allocations() - outside;
+                match settled {
+                    Ok(settled) => settled,
+                    Err(why) => {
+                        placement_failure = Some(Failure::Safety(why));
+                        break;
+                    }
+                }
+            } else {
+                placed
+            };
             let next = self.advance(phase, placed, &mut report);
             if let Err(why) = next {
                 placement_failure = Some(Failure::Safety(format!("placement: {why}")));
@@ -1050,7 +1051,7 @@ mod tests {
     /// of refusal is seen, and the honest nodes still converge.
     #[test]
     fn adversary_is_refused_and_honest_nodes_converge() {
-        let mut s = Scenario::standard(21, 12, 80, 0.1);
+        let mut s = Scenario::standard(22, 12, 80, 0.1);
         s.adversary = true;
         let r = run(&s);
         assert_eq!(r.failure, None, "{}", s.command());
