@@ -195,6 +195,9 @@ pub const UNIT_PLAN_MAX: usize = 64;
 /// Placements and health changes kept for `/stream` between two host steps: one per installed
 /// unit, twice over. When full the oldest gives way.
 pub const UNIT_CHANGES_MAX: usize = 2 * UNITS_MAX;
+/// Placement is re-applied at most this often, so a burst of membership or state changes moves
+/// units once.
+pub const RECONCILE_INTERVAL_MS: u64 = 1_000;
 /// How often unit health is read while units are installed.
 pub const HEALTH_INTERVAL_MS: u64 = 5_000;
 /// Health is read this soon after an enable or a restart, to report a unit that fails at once.

@@ -28,8 +28,6 @@ use myco_core::{Instant, Node};
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 
-/// The host's throttle: placement is re-applied at most this often.
-pub const RECONCILE_MS: u64 = 1_000;
 /// How long a hanging `systemctl` takes before it fails.
 pub const HANG_MS: u64 = 20_000;
 
@@ -64,7 +62,6 @@ struct SimBox {
     job: Option<Job>,
     /// The units the running job names; allocated once.
     job_units: Vec<UnitName>,
-    reconcile_at: u64,
     changed: bool,
 }
 
@@ -96,7 +93,6 @@ impl Executors {
                 units: HashMap::with_capacity_and_hasher(services + 16, Fixed::default()),
                 job: None,
                 job_units: Vec::with_capacity(UNITS_PER_COMMAND),
-                reconcile_at: 0,
                 changed: true,
             })
             .collect();
@@ -132,7 +128,8 @@ impl Executors {
         }
     }
 
-    /// One step of node `i`'s executor at `now`.
+    /// One step of node `i`'s executor at `now`. The executor is polled even while a command
+    /// runs: whatever it issues then is a second command in flight (invariant 3).
     pub fn step(
         &mut self,
         i: usize,
@@ -140,40 +137,29 @@ impl Executors {
         sink: &mut impl myco_core::Sink,
         now: u64,
     ) -> Result<(), String> {
-        let b = &mut self.boxes[i];
-        if b.changed && now >= b.reconcile_at {
-            b.changed = false;
-            b.reconcile_at = now + RECONCILE_MS;
-            b.executor.handle_placement_changed();
+        if std::mem::take(&mut self.boxes[i].changed) {
+            self.boxes[i].executor.handle_placement_changed();
         }
-        if b.job.as_ref().is_some_and(|j| j.done_at <= now) {
-            let job = b.job.take().expect("checked");
-            self.stdout.clear();
-            if job.ok {
-                let seed = self.seed ^ i as u64;
-                apply(b, &job, &mut self.stdout, seed, self.unit_fault_ppm)?;
-            }
-            let stdout = self.stdout.as_bytes();
-            let outcome = Outcome { ok: job.ok, stdout };
-            b.executor
-                .handle_command_done(Instant(now), job.token, outcome);
-        }
-        while b.job.is_none() {
+        self.finish_job(i, now)?;
+        loop {
+            let b = &mut self.boxes[i];
             let Some(issued) = b.executor.poll_command(Instant(now), node) else {
                 break;
             };
+            check_one_in_flight(&b.job)?;
             self.commands += 1;
             let token = issued.token;
+            let fault = self.rng.below(1_000_000) < self.systemctl_fault_ppm;
+            let hang = fault && self.rng.chance(1, 2);
+            let latency_ms = 10 + self.rng.below(40);
             match issued.command {
                 Command::WriteUnit { name, digest, .. } => {
-                    let entry = b.units.entry(key_hash(name)).or_insert_with(|| {
-                        (
-                            heapless::String::try_from(name).expect("fits"),
-                            SimUnit::default(),
-                        )
+                    let (_, u) = b.units.entry(key_hash(name)).or_insert_with(|| {
+                        let name = heapless::String::try_from(name).expect("service names fit");
+                        (name, SimUnit::default())
                     });
-                    entry.1.file = true;
-                    entry.1.digest = digest;
+                    u.file = true;
+                    u.digest = digest;
                 }
                 Command::RemoveUnitFile { name } => {
                     let u = b.units.get_mut(&key_hash(name)).map(|(_, u)| u);
@@ -183,35 +169,48 @@ impl Executors {
                     }
                 }
                 Command::Systemctl { verb, units } => {
-                    check_one_in_flight(&b.job)?;
-                    let mut job = Job {
-                        token,
-                        verb,
-                        done_at: now + 10 + self.rng.below(40),
-                        ok: true,
-                    };
-                    let fault = self.rng.below(1_000_000) < self.systemctl_fault_ppm;
-                    if fault {
-                        job.ok = false;
-                        if self.rng.chance(1, 2) {
-                            job.done_at = now + HANG_MS;
-                        }
-                    }
+                    let done_at = now + if hang { HANG_MS } else { latency_ms };
                     b.job_units.clear();
                     b.job_units.extend(units);
-                    b.job = Some(job);
+                    b.job = Some(Job {
+                        token,
+                        verb,
+                        done_at,
+                        ok: !fault,
+                    });
                     continue;
                 }
             }
             b.executor
                 .handle_command_done(Instant(now), token, Outcome::OK);
         }
+        let b = &mut self.boxes[i];
         if b.executor.take_health_changed() {
             let units = b.executor.not_running();
-            // Simulated milliseconds stand in for the daemon's wall-clock floor: they grow across a
-            // node's restarts, so its status versions do too.
+            // Simulated milliseconds stand in for the daemon's wall-clock floor: they grow across
+            // a node's restarts, so its status versions do too.
             node.set_status(Instant(now), now as u32, units, sink);
         }
+        Ok(())
+    }
+
+    /// Ends node `i`'s `systemctl` if it is due: a successful one acts on the simulated systemd,
+    /// a failed one changes nothing; either way the executor hears of it.
+    fn finish_job(&mut self, i: usize, now: u64) -> Result<(), String> {
+        let b = &mut self.boxes[i];
+        if !b.job.as_ref().is_some_and(|j| j.done_at <= now) {
+            return Ok(());
+        }
+        let job = b.job.take().expect("checked");
+        self.stdout.clear();
+        if job.ok {
+            let seed = self.seed ^ i as u64;
+            apply(b, &job, &mut self.stdout, seed, self.unit_fault_ppm)?;
+        }
+        let stdout = self.stdout.as_bytes();
+        let outcome = Outcome { ok: job.ok, stdout };
+        b.executor
+            .handle_command_done(Instant(now), job.token, outcome);
         Ok(())
     }
 

@@ -31,8 +31,8 @@ pub use names::{health_on, Names};
 pub use systemd::{parse_show, Shown, UnitHealth, SHOW_PROPERTIES};
 
 use crate::config::{
-    COMMAND_RETRY_MS, HEALTH_AFTER_START_MS, HEALTH_INTERVAL_MS, NAME_BYTES_MAX, UNITS_MAX,
-    UNITS_PER_COMMAND, UNIT_CHANGES_MAX, UNIT_PLAN_MAX,
+    COMMAND_RETRY_MS, HEALTH_AFTER_START_MS, HEALTH_INTERVAL_MS, NAME_BYTES_MAX,
+    RECONCILE_INTERVAL_MS, UNITS_MAX, UNITS_PER_COMMAND, UNIT_CHANGES_MAX, UNIT_PLAN_MAX,
 };
 use crate::engine::{self, Action, Unit};
 use crate::hash::{digest, DOMAIN_ENTRY};
@@ -226,12 +226,18 @@ pub struct Executor {
     needs_reload: bool,
     /// State or membership changed since the last reconcile.
     dirty: bool,
+    /// The next reconcile may not start before this (`RECONCILE_INTERVAL_MS` after the last),
+    /// unless the last one left changes for the next round.
+    next_reconcile_ms: u64,
     /// A unit's health changed since the node was last told (`take_health_changed`).
     health_changed: bool,
     next_health_ms: u64,
     /// Where the next `systemctl show` starts in `units`.
     show_from: usize,
     retry_at_ms: u64,
+    /// Nothing can be due before this: set when a poll found nothing to do, cleared by every
+    /// input. Spares the scans of the table on the many polls of a box at rest.
+    idle_until_ms: u64,
     /// Join addresses or remembered peers exist: alone means cut off (`engine::mode`).
     has_peers_configured: bool,
     /// Placements and health changes not yet taken (`take_changes`).
@@ -250,10 +256,12 @@ impl Executor {
             next_token: 1,
             needs_reload: false,
             dirty: true,
+            next_reconcile_ms: 0,
             health_changed: true,
             next_health_ms: 0,
             show_from: 0,
             retry_at_ms: 0,
+            idle_until_ms: 0,
             has_peers_configured,
             changes: Deque::new(),
             stats: ExecutorStats::default(),
@@ -278,24 +286,42 @@ impl Executor {
             restarts: 0,
             todo: Todo::None,
         };
+        self.idle_until_ms = 0;
         self.units.push(unit).is_ok()
     }
 
-    /// The desired state or the membership changed: reconcile before the next command.
+    /// The desired state or the membership changed: reconcile before the next command, at most
+    /// once every `RECONCILE_INTERVAL_MS`.
     pub fn handle_placement_changed(&mut self) {
         self.dirty = true;
+        self.idle_until_ms = 0;
     }
 
     /// The next command to run, if any is due. `None` while one is in flight.
     pub fn poll_command<'a>(&'a mut self, now: Instant, node: &'a Node) -> Option<Issued<'a>> {
-        if self.in_flight.is_some() {
+        if self.in_flight.is_some() || now.0 < self.idle_until_ms {
             return None;
         }
-        if self.dirty {
+        if self.dirty && now.0 >= self.next_reconcile_ms {
             self.dirty = false;
+            self.next_reconcile_ms = now.0 + RECONCILE_INTERVAL_MS;
             self.reconcile(node);
         }
-        let step = self.next_step(now, node)?;
+        let Some(step) = self.next_step(now, node) else {
+            // Waiting out a failure, work resumes at the retry; otherwise only the health read
+            // or a throttled reconcile can come due without an input.
+            let due = if now.0 < self.retry_at_ms {
+                self.retry_at_ms
+            } else {
+                self.next_health_ms
+            };
+            self.idle_until_ms = if self.dirty {
+                due.min(self.next_reconcile_ms)
+            } else {
+                due
+            };
+            return None;
+        };
         Some(self.issue(step, node))
     }
 
@@ -305,6 +331,7 @@ impl Executor {
             return false;
         };
         self.in_flight = None;
+        self.idle_until_ms = 0;
         match done.step {
             Step::Write => self.written(outcome.ok, done.digest),
             Step::Delete => self.deleted(),
@@ -378,14 +405,12 @@ impl Executor {
     fn reconcile(&mut self, node: &Node) {
         let mode = engine::mode(node.live_peers(), self.has_peers_configured);
         // Collected once: the engine walks the list for each installed unit.
+        // The store keeps each entry's digest ([`unit_digest`]), so nothing is hashed here.
         let wanted: Vec<Unit<'_>, UNITS_MAX> = node
-            .placed_here()
-            .filter_map(|(_, bytes)| {
-                let e = Entry::decode(bytes).ok()?;
-                Some(Unit {
-                    name: e.body.name,
-                    digest: unit_digest(bytes),
-                })
+            .placed_entries()
+            .map(|(slot, e)| Unit {
+                name: e.body.name,
+                digest: slot.digest,
             })
             .collect();
         self.writes.clear();
@@ -419,8 +444,11 @@ impl Executor {
             let name = Name::try_from(name).expect("service names fit NAME_BYTES_MAX");
             left_out |= plan.push((name, remove)).is_err();
         });
-        // A full plan or table leaves the rest for the next round.
-        self.dirty |= left_out;
+        // A full plan or table leaves the rest for the next round, which is not throttled.
+        if left_out {
+            self.dirty = true;
+            self.next_reconcile_ms = 0;
+        }
         for (name, remove) in plan {
             if remove {
                 self.mark_disable(&name);

@@ -401,6 +401,13 @@ impl Node {
     /// candidate, less when enough candidates outrank this node early. The host calls it when
     /// the state or the membership changes, not every tick (`docs/algorithm.md`, section 7).
     pub fn placed_here(&self) -> impl Iterator<Item = (&Slot, &[u8])> + '_ {
+        self.placed_entries()
+            .map(|(slot, _)| (slot, self.store.bytes(slot)))
+    }
+
+    /// `placed_here` with each entry decoded, for a caller that reads it (the executor): the
+    /// decode placement needs is not done twice.
+    pub fn placed_entries(&self) -> impl Iterator<Item = (&Slot, Entry<'_>)> + '_ {
         let me = Candidate {
             id: self.id,
             meta: self.meta,
@@ -418,7 +425,7 @@ impl Node {
                 me,
                 self.live_candidates(),
             );
-            here.then_some((slot, bytes))
+            here.then_some((slot, entry))
         })
     }
 

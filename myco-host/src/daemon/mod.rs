@@ -59,8 +59,6 @@ const HOUSEKEEPING_MS: u64 = 1_000;
 const RESERVE_RETRY_MS: u64 = 5_000;
 /// Membership changes are written at most this often (and only when the set changed).
 const PEERS_SAVE_MS: u64 = 2_000;
-/// Placement is re-applied at most this often.
-const RECONCILE_MS: u64 = 1_000;
 
 pub struct Daemon {
     node: Box<Node>,
@@ -89,7 +87,6 @@ pub struct Daemon {
     executor: Option<executor::Executor>,
     /// `*.myco` DNS; `None` with `--dns off` or when its address could not be bound.
     dns: Option<dns::Dns>,
-    next_reconcile_ms: u64,
     _lock: File,
 }
 
@@ -224,7 +221,6 @@ impl Daemon {
             stop: false,
             executor,
             dns,
-            next_reconcile_ms: 0,
             _lock: lock,
         });
         daemon.after_calls();
@@ -438,15 +434,13 @@ impl Daemon {
         }
     }
 
-    /// Lets the executor reconcile (at most once a second, so a burst of membership changes
-    /// moves units once) and drive its `systemctl` commands.
+    /// Tells the executor of placement changes (it reconciles at most once a second, so a burst
+    /// of membership changes moves units once) and lets it drive its commands.
     fn execute(&mut self, now: u64) {
         let Some(executor) = self.executor.as_mut() else {
             return;
         };
-        if self.host.placement_changed && now >= self.next_reconcile_ms {
-            self.host.placement_changed = false;
-            self.next_reconcile_ms = now + RECONCILE_MS;
+        if std::mem::take(&mut self.host.placement_changed) {
             executor.handle_placement_changed();
         }
         executor.step(&self.node, now);
