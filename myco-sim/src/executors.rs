@@ -224,7 +224,7 @@ impl Executors {
     ) -> Result<bool, String> {
         let quiet = live.iter().all(|&i| {
             let b = &self.boxes[i];
-            b.job.is_none() && !b.changed && b.executor.at_rest() && health_read(b)
+            !b.changed && b.executor.at_rest() && health_read(b)
         });
         if !quiet {
             return Ok(false);
@@ -282,9 +282,10 @@ fn apply(
                     u.restarts += 1;
                 }
                 let n = u.restarts;
+                let file = if u.enabled { "enabled" } else { "disabled" };
                 let _ = write!(
                     stdout,
-                    "Id={unit}\nActiveState={active}\nSubState={sub}\nNRestarts={n}\n\n"
+                    "Id={unit}\nActiveState={active}\nSubState={sub}\nNRestarts={n}\nUnitFileState={file}\n\n"
                 );
             }
         }

@@ -19,6 +19,8 @@
 //!   units the command named (`systemctl` commands name the first `count` units that match).
 //! - A unit file is deleted only after `systemctl disable --now` of that unit succeeded: a failed
 //!   disable keeps the unit and is retried after `COMMAND_RETRY_MS`, like every failed command.
+//! - A unit `show` reports disabled while nothing is left to do for it (found at boot after a
+//!   crash between a disable and its deletion) is enabled again.
 //! - A full table is a decision: a new unit is not planned while the table is full (the next
 //!   round tries again), and the oldest change gives way in the changes ring.
 
@@ -347,10 +349,11 @@ impl Executor {
         self.in_flight.is_some()
     }
 
-    /// Whether nothing is left to do but the periodic health read: no command in flight, no
-    /// change planned or pending, no reload owed.
+    /// Whether nothing is left to do but the periodic health read: no change planned, pending
+    /// or in flight (a `show` may be), no reload owed.
     pub fn at_rest(&self) -> bool {
-        self.in_flight.is_none()
+        let reading = |f: &InFlight| f.step == Step::Systemctl(Verb::Show);
+        self.in_flight.as_ref().is_none_or(reading)
             && !self.dirty
             && !self.needs_reload
             && self.writes.is_empty()
@@ -681,6 +684,10 @@ impl Executor {
                 return;
             };
             u.restarts = shown.restarts;
+            // Installed but not enabled, though nothing is left to do for it: enable it.
+            if shown.disabled && u.todo == Todo::None {
+                u.todo = Todo::Start;
+            }
             if u.health != shown.health {
                 u.health = shown.health;
                 note(changes, &u.name, false, u.health.name());

@@ -83,23 +83,27 @@ impl From<UnitState> for UnitHealth {
     }
 }
 
-/// One unit's block of `systemctl show --property=Id,ActiveState,SubState,NRestarts`.
+/// One unit's block of `systemctl show` with [`SHOW_PROPERTIES`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Shown<'a> {
     /// The unit name, `myco-web.service`.
     pub id: &'a [u8],
     pub health: UnitHealth,
     pub restarts: u32,
+    /// `UnitFileState=disabled`: the unit is installed but not enabled (a crash between a
+    /// disable and the file's deletion leaves one so). Any other or no value is false.
+    pub disabled: bool,
 }
 
 /// The properties the executor asks `systemctl show` for.
-pub const SHOW_PROPERTIES: &str = "--property=Id,ActiveState,SubState,NRestarts";
+pub const SHOW_PROPERTIES: &str = "--property=Id,ActiveState,SubState,NRestarts,UnitFileState";
 
 /// Calls `f` for each block of `systemctl show` output (`Key=value` lines, blocks separated by
 /// blank lines), in order. A block without `Id=` is skipped; an unreadable `NRestarts` is 0.
 pub fn parse_show<'a>(text: &'a [u8], mut f: impl FnMut(Shown<'a>)) {
     let (mut id, mut active, mut sub, mut restarts): (&[u8], &[u8], &[u8], u32) =
         (b"", b"", b"", 0);
+    let mut disabled = false;
     // A blank line ends each block; one more after the text ends the last.
     let lines = text.split(|&b| b == b'\n').chain([&b""[..]]);
     for line in lines {
@@ -110,9 +114,10 @@ pub fn parse_show<'a>(text: &'a [u8], mut f: impl FnMut(Shown<'a>)) {
                     id,
                     health,
                     restarts,
+                    disabled,
                 });
             }
-            (id, active, sub, restarts) = (b"", b"", b"", 0);
+            (id, active, sub, restarts, disabled) = (b"", b"", b"", 0, false);
             continue;
         }
         let Some(eq) = line.iter().position(|&b| b == b'=') else {
@@ -123,6 +128,7 @@ pub fn parse_show<'a>(text: &'a [u8], mut f: impl FnMut(Shown<'a>)) {
             b"Id" => id = value,
             b"ActiveState" => active = value,
             b"SubState" => sub = value,
+            b"UnitFileState" => disabled = value == b"disabled",
             b"NRestarts" => {
                 restarts = core::str::from_utf8(value)
                     .ok()

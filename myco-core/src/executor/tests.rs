@@ -12,7 +12,7 @@ fn executor_fits_its_budget() {
 #[test]
 fn show_output_is_read_block_by_block() {
     let text = b"Id=myco-a.service\nActiveState=active\nSubState=running\nNRestarts=0\n\n\
-Id=myco-b.service\nActiveState=activating\nSubState=auto-restart\nNRestarts=4\n\n\
+Id=myco-b.service\nActiveState=activating\nSubState=auto-restart\nNRestarts=4\nUnitFileState=disabled\n\n\
 ActiveState=failed\n\n\
 Id=myco-c.service\nActiveState=failed\nSubState=failed\nNRestarts=x";
     let mut seen: heapless::Vec<Shown<'_>, 4> = heapless::Vec::new();
