@@ -198,7 +198,7 @@ impl Executors {
     /// a failed one changes nothing; either way the executor hears of it.
     fn finish_job(&mut self, i: usize, now: u64) -> Result<(), String> {
         let b = &mut self.boxes[i];
-        if !b.job.as_ref().is_some_and(|j| j.done_at <= now) {
+        if b.job.as_ref().is_none_or(|j| j.done_at > now) {
             return Ok(());
         }
         let job = b.job.take().expect("checked");
