@@ -397,8 +397,9 @@ impl Node {
 
     /// The entries this node should run, in key-hash order: each live entry whose placement
     /// includes this node, as its index record and encoded bytes (decode with `Entry::decode`).
-    /// Lazy and allocation-free; each entry costs one decode and at most one score per
-    /// candidate, less when enough candidates outrank this node early. The host calls it when
+    /// Lazy and allocation-free; each entry costs at most one score per candidate (its
+    /// requirements are kept in the index), less when enough candidates outrank this node early;
+    /// only the entries placed here are decoded. The host calls it when
     /// the state or the membership changes, not every tick (`docs/algorithm.md`, section 7).
     pub fn placed_here(&self) -> impl Iterator<Item = (&Slot, &[u8])> + '_ {
         self.placed_entries()
@@ -414,18 +415,18 @@ impl Node {
         };
         let live = self.store.slots().iter().filter(|s| !s.tombstone);
         live.filter_map(move |slot| {
-            let bytes = self.store.bytes(slot);
-            let entry = Entry::decode(bytes).expect("stored entries were validated");
-            let spec = entry.body.spec.as_ref()?;
-            let (requires, replicas) = (&spec.requires, spec.replicas);
+            let (requires, replicas) = slot.placement.as_ref()?;
             let here = place::wins(
                 slot.key_hash,
                 requires,
-                replicas,
+                *replicas,
                 me,
                 self.live_candidates(),
             );
-            here.then_some((slot, entry))
+            let bytes = self.store.bytes(slot);
+            // Only the entries placed here are decoded.
+            let entry = here.then(|| Entry::decode(bytes).expect("stored entries were validated"));
+            Some((slot, entry?))
         })
     }
 
