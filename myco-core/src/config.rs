@@ -109,7 +109,7 @@ pub const TOMBSTONE_RETENTION_MS: u64 = 7 * 24 * 3600 * 1000;
 // The memory budget of one node, one line per consumer (bytes, rounded up), checked below and
 // against the real `size_of::<Node>()` in `node.rs`.
 pub const BUDGET_BYTES: usize = ARENA_BYTES // packed encoded entries
-    + SERVICES_MAX * 48 // entry index: key hash, digest, version, arena span
+    + SERVICES_MAX * 48 // entry index: key hash, digest, version, placement inputs, arena span
     + BUCKETS * 8 // Merkle bucket digests
     + MEMBERS_MAX * 96 // member records with addresses, timers and last-seen roots
     + MEMBERS_MAX * (STATUS_UNITS_MAX * 16 + 16) // each member's last status

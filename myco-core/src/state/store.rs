@@ -36,6 +36,9 @@ pub struct Slot {
     len: u16,
 }
 
+// The entry index's line of the memory budget in `config.rs`.
+const _: () = assert!(core::mem::size_of::<Slot>() <= 48);
+
 impl Slot {
     fn order(&self) -> (Version, bool, u64) {
         (self.version, self.tombstone, self.digest)
