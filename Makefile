@@ -23,21 +23,40 @@ ARM_ENV := CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
 FUZZ_TARGETS := $(basename $(notdir $(wildcard fuzz/fuzz_targets/*.rs)))
 SIM := cargo run --profile sim -p myco-sim --
 
-.PHONY: ci test sim gauntlet gauntlet-short bench size size-check nostd aarch64 aarch64-tools fmt fmt-check lint \
-	fuzz fuzz-build tools nostd-tools fuzz-tools systemd-check systemd-test units-check \
+.PHONY: ci check test test-root sim gauntlet gauntlet-short bench size size-check nostd aarch64 aarch64-tools fmt fmt-check lint \
+	fuzz fuzz-build tools nostd-tools fuzz-tools systemd-check systemd-test units-check nix-check \
 	testbed-test demo
 
-ci: tools fmt-check lint nostd test aarch64 gauntlet-short size fuzz-build systemd-check \
-	systemd-test units-check testbed-test
+# Everything CI checks that any developer can run as an ordinary user: formatting, lints, the
+# no_std build, the tests, a 2-minute gauntlet, the size gates, the fuzz build and the offline
+# unit checks (systemd-analyze verify/security against a throwaway root need no privileges) and
+# the offline Nix checks (a throwaway Nix store needs none either).
+# The first run may fetch rustup components and cargo-fuzz into the user's own toolchain.
+check: fmt-check lint nostd test gauntlet-short size fuzz-build systemd-check units-check nix-check
+
+# What CI runs: `check`, then what needs root: `tools` (apt-get), the tests that mount a
+# filesystem (test-root), the aarch64 run (Debian's cross toolchain and qemu-user, installed by
+# apt-get), and real systemd in containers (systemd-test, testbed-test).
+ci: tools check test-root aarch64 systemd-test testbed-test
 
 # nextest runs test binaries in parallel and reports better; plain cargo test is the fallback for
 # machines without it. The crates have no doctests (nextest skips those); examples are checked by
-# `lint`, which builds all targets.
+# `lint`, which builds all targets. `test` is every test an ordinary user can run; `test-root`
+# runs the ones that need root, named in ROOT_TEST (the full-disk test mounts a tmpfs).
+ROOT_TEST := a_full_disk_frees_the_reserve_and_the_wal_keeps_working
+
 test:
 	if cargo nextest --version >/dev/null 2>&1; then \
-		cargo nextest run --workspace; \
+		cargo nextest run --workspace -E 'not test(=$(ROOT_TEST))'; \
 	else \
-		cargo test --workspace; \
+		cargo test --workspace -- --skip $(ROOT_TEST); \
+	fi
+
+test-root:
+	if cargo nextest --version >/dev/null 2>&1; then \
+		cargo nextest run -p myco-host --test daemon -E 'test(=$(ROOT_TEST))'; \
+	else \
+		cargo test -p myco-host --test daemon -- --exact $(ROOT_TEST); \
 	fi
 
 sim:
@@ -57,7 +76,7 @@ bench:
 	$(SIM) bench
 	dir=$$(mktemp -d); cargo run --release -p myco-host --example wal_bench -- "$$dir"; rm -rf "$$dir"
 	cargo build --release -p myco-host -p myco-cli
-	cargo run --release -p myco-host --example daemon_bench
+	cargo run --release -p myco-testkit --bin daemon_bench
 	# The engine on three boxes under real systemd: its TESTBED line has deploy to running and
 	# death to replaced (needs root; docs/testbed.md).
 	$(MAKE) --no-print-directory testbed-test
@@ -176,6 +195,12 @@ UNITS_SECURITY_MAX := 15
 units-check:
 	cargo build --release --bin myco
 	systemd/units-check.sh $(TARGET_DIR)/release/myco $(UNITS_SECURITY_MAX)
+
+# flake.nix, the NixOS module and every .nix file, offline against the stand-in nixpkgs of
+# tests/nix: parse, the module's unit equals systemd/myco-d.service, the module's options, and
+# `nix flake show` / `nix flake check --no-build` (see tests/nix/flake-check.sh, docs/nix.md).
+nix-check:
+	tests/nix/flake-check.sh
 
 # Three boxes with real systemd in containers on a bridge, each running myco-d installed from
 # systemd/myco-d.service; a service deployed with 2 replicas, one box cut off and healed, a new

@@ -1,18 +1,30 @@
 //! Fuzzes the myco.json parser on arbitrary bytes.
 //!
 //! Proves that no byte string panics `Manifest::parse`, and that its promise holds: a manifest it
-//! accepts encodes under any version, as a service and as a tombstone, and every entry it yields
-//! decodes back to the same body. `myco sign` relies on that promise with an `expect`.
+//! accepts, its flake locked to a reference as long as the stand-in its check used (the reference
+//! with `rev=` and 40 hex digits appended), encodes under any version, as a service and as a
+//! tombstone, and every entry it yields decodes back to the same body. `myco sign` relies on that
+//! promise with an `expect`.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use myco_cli::flake::FlakeLock;
 use myco_cli::manifest::Manifest;
-use myco_core::config::ENTRY_BYTES_MAX;
+use myco_core::config::{ENTRY_BYTES_MAX, FLAKE_REV_BYTES, NAR_HASH_BYTES};
 use myco_core::schema::entry::{encode_entry, Entry, Version};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(manifest) = Manifest::parse(data) else {
         return;
+    };
+    let manifest = match manifest.flake() {
+        Some(uri) => {
+            let lock = lock_of(uri, data);
+            manifest
+                .locked(lock)
+                .expect("a lock as long as the stand-in fits")
+        }
+        None => manifest,
     };
     // The narrowest and widest versions bound every encoding's length; one from the input varies it.
     let tail: [u8; 12] = core::array::from_fn(|i| data.get(i).copied().unwrap_or(0));
@@ -37,3 +49,15 @@ fuzz_target!(|data: &[u8]| {
         }
     }
 });
+
+/// A lock of `uri` as Nix writes one for a git reference, its rev taken from the input.
+fn lock_of(uri: &str, data: &[u8]) -> FlakeLock {
+    let rev: [u8; FLAKE_REV_BYTES] = core::array::from_fn(|i| data.get(i).copied().unwrap_or(0));
+    let hex: String = rev.iter().map(|b| format!("{b:02x}")).collect();
+    let separator = if uri.contains('?') { '&' } else { '?' };
+    FlakeLock {
+        url: format!("{uri}{separator}rev={hex}"),
+        rev,
+        nar_hash: [0x5c; NAR_HASH_BYTES],
+    }
+}

@@ -10,7 +10,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use myco_core::config::{ARGS_MAX, ENV_MAX, PORTS_MAX, PRE_ARGS_MAX, PRE_MAX};
+use myco_core::config::{
+    ARGS_MAX, ENV_MAX, FLAKE_REV_BYTES, NAR_HASH_BYTES, PORTS_MAX, PRE_ARGS_MAX, PRE_MAX,
+};
 use myco_core::schema::entry::{
     valid_name, Arch, Entry, Port, Protocol, Requirements, ServiceSpec, Source, Version,
 };
@@ -64,7 +66,7 @@ fn exercise(name: &str, spec: &ServiceSpec<'_>, ctx: &UnitContext<'_>) {
                 + ctx.program.map_or(0, str::len)
                 + match spec.source {
                     Source::Exec { path } => path.len(),
-                    Source::Flake { uri, attr } => uri.len() + attr.len(),
+                    Source::Flake { uri, attr, .. } => uri.len() + attr.len(),
                 };
             assert!(
                 2 * tokens > UNIT_BYTES_MAX - 4096,
@@ -132,9 +134,12 @@ impl Tokens {
         let [flags, args, env, pre, pre_words, ports, clock, key] = self.shape;
         let name = take();
         let source = if flags & 1 == 1 {
+            // The compiler reads only the reference and the attr; the lock is the entry's.
             Source::Flake {
                 uri: take(),
                 attr: take(),
+                rev: [0; FLAKE_REV_BYTES],
+                nar_hash: [0; NAR_HASH_BYTES],
             }
         } else {
             Source::Exec { path: take() }

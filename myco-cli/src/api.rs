@@ -34,6 +34,10 @@ pub struct Service {
     pub deleted: bool,
     /// 0 for a tombstone.
     pub replicas: u64,
+    /// A flake's locked commit, its first 7 hex digits; null for an exec source or a tombstone
+    /// (and absent from older daemons).
+    #[serde(default)]
+    pub rev: Option<String>,
     /// The nodes placement chose and how the service does on each (absent from older daemons).
     #[serde(default)]
     pub placed_on: Vec<Placed>,

@@ -19,9 +19,8 @@ pub const EXIT_USAGE: u8 = 2;
 pub const EXIT_UNREACHABLE: u8 = 3;
 pub const EXIT_REFUSED: u8 = 4;
 
-/// What a service name is, for the errors that refuse one.
-pub const NAME_RULE: &str =
-    "names are 1 to 63 of a-z, 0-9 and '-', not starting or ending with '-'";
+/// What a service name is, for the errors that refuse one: the core's text, shared with myco-d.
+pub use myco_core::schema::entry::NAME_RULE;
 
 /// Why a command stopped. The message reads "what happened; what to do" and is printed after
 /// `myco: ` on stderr. Nothing is written to disk or sent to a daemon before a usage error is
@@ -165,7 +164,7 @@ impl Flags {
         let name = self.required(name, what)?;
         if !valid_name(&name) {
             return Err(Error::Usage(format!(
-                "'{}' is not a service name: {NAME_RULE}; see 'myco ls' for the services",
+                "'{}' is not a service name: it must be {NAME_RULE}; see 'myco ls' for the services",
                 terminal_safe(&name)
             )));
         }
@@ -234,15 +233,9 @@ pub fn arch_name(arch: Arch) -> &'static str {
 // Key text is parsed by the core, so `myco` and `myco-d` accept exactly the same spellings.
 pub use myco_core::hex::parse_hex32;
 
-/// Lowercase hex, the form `myco` prints and writes.
+/// Lowercase hex, the form `myco` prints and writes: the core's encoder, as myco-d prints it.
 pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(2 * bytes.len());
-    for b in bytes {
-        out.push(DIGITS[usize::from(b >> 4)] as char);
-        out.push(DIGITS[usize::from(b & 0xf)] as char);
-    }
-    out
+    myco_core::hex::Hex(bytes).to_string()
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@
 
 use crate::args::Error;
 use crate::output::terminal_safe;
-use myco_cli::http::{self, parse_response, ResponseError};
+use myco_cli::http::{self, parse_response, ReadError};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use std::ffi::OsString;
@@ -29,9 +29,6 @@ pub const SOCKET_ENV: &str = "MYCO_SOCKET";
 pub const DEPLOY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Queries only read the daemon's memory.
 pub const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Bytes asked of the socket per read.
-const READ_CHUNK_BYTES: usize = 64 * 1024;
 
 /// The socket: `--socket`, else a non-empty `$MYCO_SOCKET`, else `SOCKET_DEFAULT`.
 pub fn socket_path(flag: Option<PathBuf>, env: Option<OsString>) -> PathBuf {
@@ -107,40 +104,33 @@ pub fn call(socket: &Path, request: &Request<'_>) -> Result<Answer, Error> {
     }
 
     let mut received = Vec::new();
-    let mut chunk = vec![0u8; READ_CHUNK_BYTES];
-    loop {
-        match parse_response(&received) {
-            Ok(response) => {
-                return Ok(Answer {
-                    status: response.status,
-                    reason: String::from_utf8_lossy(response.reason).into_owned(),
-                    body: response.body.to_vec(),
-                })
-            }
-            Err(ResponseError::Incomplete) => {}
-            Err(e) => return Err(not_an_answer(socket, request, &e.to_string())),
-        }
-        // The parser refuses a head or body over its limits, so the buffer stays under them.
-        assert!(received.len() <= http::RESPONSE_HEAD_BYTES_MAX + http::RESPONSE_BODY_BYTES_MAX);
+    let read = |chunk: &mut [u8]| {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(timed_out());
+            return Err(io::ErrorKind::TimedOut.into());
         }
-        stream.set_read_timeout(Some(left)).map_err(lost)?;
-        match stream.read(&mut chunk) {
-            Ok(0) => {
-                let why = format!(
-                    "the connection closed {} bytes into the answer, before its end",
-                    received.len()
-                );
-                return Err(not_an_answer(socket, request, &why));
-            }
-            Ok(n) => received.extend_from_slice(&chunk[..n]),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if is_timeout(&e) => return Err(timed_out()),
-            Err(e) => return Err(lost(e)),
+        stream.set_read_timeout(Some(left))?;
+        stream.read(chunk)
+    };
+    match http::read_until(&mut received, read, |b| parse_response(b).map(|_| ())) {
+        Ok(()) => {}
+        Err(ReadError::Answer(e)) => return Err(not_an_answer(socket, request, &e.to_string())),
+        Err(ReadError::Closed) => {
+            let why = format!(
+                "the connection closed {} bytes into the answer, before its end",
+                received.len()
+            );
+            return Err(not_an_answer(socket, request, &why));
         }
+        Err(ReadError::Io(e)) if is_timeout(&e) => return Err(timed_out()),
+        Err(ReadError::Io(e)) => return Err(lost(e)),
     }
+    let response = parse_response(&received).expect("read_until stopped at a whole answer");
+    Ok(Answer {
+        status: response.status,
+        reason: String::from_utf8_lossy(response.reason).into_owned(),
+        body: response.body.to_vec(),
+    })
 }
 
 /// Sends `request` and returns the body of its 200 answer; any other status is the error the
@@ -353,9 +343,7 @@ mod tests {
     /// the message for a deploy says that retrying is safe.
     #[test]
     fn silent_daemon_times_out() {
-        let dir = std::env::temp_dir().join(format!("myco-client-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = myco_testkit::TempDir::new("client");
         let socket = dir.join("silent.sock");
         let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
         let request = Request {
@@ -365,7 +353,6 @@ mod tests {
         // The backlog holds the connection, so connect succeeds and the read times out.
         let error = call(&socket, &request).err().unwrap();
         drop(listener);
-        let _ = std::fs::remove_dir_all(&dir);
         assert_eq!(error.exit_code(), 3, "{}", error.message());
         assert!(error.message().contains("did not answer the deploy"));
         assert!(error

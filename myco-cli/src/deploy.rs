@@ -14,7 +14,7 @@ use crate::args::{self, Error, Flags};
 use crate::client::{self, Request, DEPLOY_TIMEOUT, SOCKET_ENV};
 use crate::files;
 use crate::output::{self, terminal_safe, Value};
-use crate::progress::{self, Goal, WAIT_TIMEOUT_DEFAULT};
+use crate::progress::{self, Goal, Wait, FAILING_GRACE, WAIT_TIMEOUT_DEFAULT};
 use crate::sign::{sign_manifest, sign_tombstone};
 use myco_core::schema::entry::Entry;
 use pico_args::Arguments;
@@ -26,11 +26,13 @@ Usage: myco deploy [MANIFEST] --operator-key FILE [--clock MS] [--wait [--timeou
                    [--socket PATH] [--json]
        myco deploy --entry FILE [--wait [--timeout S]] [--socket PATH] [--json]
 
-Builds a service entry from MANIFEST (default: myco.json) and signs it with the operator key,
-exactly as 'myco sign' does, then sends it to the local myco-d, which stores it and gossips it to
-the cluster. With --entry, sends an entry file signed earlier with 'myco sign', so the operator
-key can stay on another machine. Returns once myco-d has stored the entry on disk (at most 30 s).
-The manifest format is described in docs/myco-json.md.
+Builds a service entry from MANIFEST (default: myco.json), its flake reference locked to one
+commit with 'nix flake metadata', and signs it with the operator key, exactly as 'myco sign'
+does ('myco sign --help' for MYCO_NIX and MYCO_NIX_TIMEOUT_MS), then sends it to the local
+myco-d, which stores it and gossips it to the cluster. With --entry, sends an entry file signed
+earlier with 'myco sign', so the operator key can stay on another machine. Returns once myco-d
+has stored the entry on disk (at most 30 s). The manifest format is described in
+docs/myco-json.md.
 
 Options:
   --operator-key FILE  The cluster's operator key (mode 0600)
@@ -51,7 +53,7 @@ Options:
 The outcome is 'applied', or 'unchanged' when myco-d already held this version or a newer one.
 
 Exit status: 0 stored (applied or unchanged), and with --wait running everywhere; 1 failed
-(manifest, key or entry file refused, myco-d failed with 5xx or answered garbage; with --wait:
+(manifest, key or entry file refused, flake reference cannot be locked, myco-d failed with 5xx or answered garbage; with --wait:
 no eligible box, a unit failing, or the timeout passed, though the entry stays stored);
 2 bad command line; 3 cannot reach myco-d (not
 running, wrong --socket, no permission, no answer in time); 4 myco-d refused the entry (4xx,
@@ -101,15 +103,26 @@ struct DeployFlags {
     source: Source,
     socket: PathBuf,
     json: bool,
-    wait: Option<Duration>,
+    wait: Option<Wait>,
 }
 
-/// `--wait` and `--timeout S`: how long to wait, or None for no waiting.
+/// `--wait`, `--timeout S` and `--failing-grace-ms MS`: how to wait, or None for no waiting.
+/// `--failing-grace-ms` is hidden (not in the help): only tests change how long a failing unit
+/// is given, so that they do not wait out the real `FAILING_GRACE`.
 fn parse_wait(
     wait: bool,
     timeout: Option<String>,
+    failing_grace_ms: Option<String>,
     command: &str,
-) -> Result<Option<Duration>, Error> {
+) -> Result<Option<Wait>, Error> {
+    let failing_grace = match failing_grace_ms {
+        None => FAILING_GRACE,
+        Some(text) => Duration::from_millis(text.parse().map_err(|_| {
+            Error::Usage(format!(
+                "--failing-grace-ms must be a whole number of milliseconds, got '{text}'"
+            ))
+        })?),
+    };
     let timeout = match timeout {
         None => WAIT_TIMEOUT_DEFAULT,
         Some(_) if !wait => {
@@ -127,7 +140,10 @@ fn parse_wait(
             }
         },
     };
-    Ok(wait.then_some(timeout))
+    Ok(wait.then_some(Wait {
+        timeout,
+        failing_grace,
+    }))
 }
 
 impl DeployFlags {
@@ -140,9 +156,10 @@ impl DeployFlags {
         let json = flags.switch("--json");
         let wait = flags.switch("--wait");
         let timeout = flags.string("--timeout")?;
+        let failing_grace_ms = flags.string("--failing-grace-ms")?;
         let manifest = flags.finish_with_path()?;
         let clock = clock.as_deref().map(args::parse_clock).transpose()?;
-        let wait = parse_wait(wait, timeout, "deploy")?;
+        let wait = parse_wait(wait, timeout, failing_grace_ms, "deploy")?;
         let source = match entry {
             Some(entry) => {
                 let signing = [
@@ -197,9 +214,9 @@ pub fn deploy(args: Arguments) -> Result<(), Error> {
     };
     post(&flags.socket, &bytes, "the deploy", flags.json)?;
     match flags.wait {
-        Some(timeout) => {
+        Some(how) => {
             let name = Entry::decode(&bytes).expect("checked above").body.name;
-            progress::wait(&flags.socket, name, Goal::Running, timeout)
+            progress::wait(&flags.socket, name, Goal::Running, how)
         }
         None => Ok(()),
     }
@@ -213,16 +230,17 @@ pub fn rm(args: Arguments) -> Result<(), Error> {
     let json = flags.switch("--json");
     let wait = flags.switch("--wait");
     let timeout = flags.string("--timeout")?;
+    let failing_grace_ms = flags.string("--failing-grace-ms")?;
     let name = flags.finish_with_service("NAME, the service to remove")?;
     let operator_key = flags.required(operator_key, "--operator-key")?;
     let clock = clock.as_deref().map(args::parse_clock).transpose()?;
-    let wait = parse_wait(wait, timeout, "rm")?;
+    let wait = parse_wait(wait, timeout, failing_grace_ms, "rm")?;
     let socket = client::socket_path(socket, std::env::var_os(SOCKET_ENV));
 
     let entry = sign_tombstone(&name, &operator_key, clock)?;
     post(&socket, entry.bytes(), "the removal", json)?;
     match wait {
-        Some(timeout) => progress::wait(&socket, &name, Goal::Removed, timeout),
+        Some(how) => progress::wait(&socket, &name, Goal::Removed, how),
         None => Ok(()),
     }
 }

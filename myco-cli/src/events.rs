@@ -6,6 +6,7 @@
 use crate::args::{Error, Flags};
 use crate::client::{self, Request, SOCKET_ENV};
 use crate::output::terminal_safe;
+use myco_cli::http;
 use pico_args::Arguments;
 use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -116,65 +117,35 @@ fn follow_once(
         .set_read_timeout(Some(SILENCE_TIMEOUT))
         .map_err(lost)?;
     let mut buf = Vec::new();
+    match http::read_until(&mut buf, |chunk| stream.read(chunk), http::parse_head) {
+        Ok(head) if head.status == 200 => drop(buf.drain(..head.len)),
+        Ok(_) => {
+            // An error answer has a length; read to its end, which is the connection's.
+            let _ = stream.read_to_end(&mut buf);
+            return Err(not_a_stream(&buf));
+        }
+        // Silence, a reset or an early close before the head: whatever came explains it.
+        Err(_) => return Err(not_a_stream(&buf)),
+    }
+    *connected = true;
+    print_events(&mut stream, buf, json, last_id, out)
+}
+
+/// Prints the events of a stream whose head has been read, `buf` holding what came after it,
+/// until the stream ends. Returns whether any event was printed.
+fn print_events(
+    stream: &mut UnixStream,
+    mut buf: Vec<u8>,
+    json: bool,
+    last_id: &mut Option<u64>,
+    out: &mut impl Write,
+) -> Result<bool, Error> {
     let mut chunk = vec![0u8; 64 * 1024];
-    let mut head_done = false;
     let mut printed = false;
     loop {
-        let n = match stream.read(&mut chunk) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            // Silence past the heartbeat, or a reset: reconnect.
-            Err(_) => 0,
-        };
-        if n == 0 {
-            if !head_done {
-                return Err(not_a_stream(&buf));
-            }
-            return Ok(printed);
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        if !head_done {
-            let Some(end) = find(&buf, b"\r\n\r\n") else {
-                if buf.len() > EVENT_BYTES_MAX {
-                    return Err(not_a_stream(&buf));
-                }
-                continue;
-            };
-            if !buf.starts_with(b"HTTP/1.1 200 ") {
-                // An error answer has a length; read to its end, which is the connection's.
-                let _ = stream.read_to_end(&mut buf);
-                return Err(not_a_stream(&buf));
-            }
-            buf.drain(..end + 4);
-            head_done = true;
-            *connected = true;
-        }
         while let Some(end) = find(&buf, b"\n\n") {
             let block: Vec<u8> = buf.drain(..end + 2).collect();
-            let text = String::from_utf8_lossy(&block);
-            // A client that has seen no event yet still knows where the stream began, so that a
-            // reconnect after a restart is told it missed the restart (`reset`).
-            if let Some(next) = text.strip_prefix(": myco events from id ") {
-                if last_id.is_none() {
-                    *last_id = next.trim().parse::<u64>().ok().map(|n| n.saturating_sub(1));
-                }
-            }
-            if let Some(event) = parse_event(&text) {
-                if let Some(id) = event.id {
-                    *last_id = Some(id);
-                }
-                let line = if json {
-                    format!("{}\n", event.data)
-                } else {
-                    readable(&event)
-                };
-                out.write_all(line.as_bytes())
-                    .and_then(|()| out.flush())
-                    .map_err(|e| {
-                        Error::Failed(format!("cannot write to stdout: {e}; check the pipe"))
-                    })?;
-                printed = true;
-            }
+            printed |= print_block(&String::from_utf8_lossy(&block), json, last_id, out)?;
         }
         if buf.len() > EVENT_BYTES_MAX {
             return Err(Error::Failed(
@@ -183,7 +154,48 @@ fn follow_once(
                     .into(),
             ));
         }
+        let n = match stream.read(&mut chunk) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            // Silence past the heartbeat, or a reset: reconnect.
+            Err(_) => 0,
+        };
+        if n == 0 {
+            return Ok(printed);
+        }
+        buf.extend_from_slice(&chunk[..n]);
     }
+}
+
+/// Prints one SSE block if it is an event, and notes its id. Returns whether it printed.
+fn print_block(
+    text: &str,
+    json: bool,
+    last_id: &mut Option<u64>,
+    out: &mut impl Write,
+) -> Result<bool, Error> {
+    // A client that has seen no event yet still knows where the stream began, so that a
+    // reconnect after a restart is told it missed the restart (`reset`).
+    if let Some(next) = text.strip_prefix(": myco events from id ") {
+        if last_id.is_none() {
+            *last_id = next.trim().parse::<u64>().ok().map(|n| n.saturating_sub(1));
+        }
+    }
+    let Some(event) = parse_event(text) else {
+        return Ok(false);
+    };
+    if let Some(id) = event.id {
+        *last_id = Some(id);
+    }
+    let line = if json {
+        format!("{}\n", event.data)
+    } else {
+        readable(&event)
+    };
+    out.write_all(line.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|e| Error::Failed(format!("cannot write to stdout: {e}; check the pipe")))?;
+    Ok(true)
 }
 
 /// The error for an answer that is not a 200 event stream.

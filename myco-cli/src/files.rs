@@ -8,9 +8,10 @@
 use crate::args::{hex, Error};
 use myco_cli::manifest::MANIFEST_BYTES_MAX;
 use myco_core::config::ENTRY_BYTES_MAX;
-use myco_core::crypto::keys::SEED_BYTES;
+use myco_core::crypto::keys::{
+    key_file_exposed, parse_key_file, KeyFileError, KEY_FILE_BYTES_MAX, SEED_BYTES,
+};
 use myco_core::crypto::SigningKey;
-use myco_core::hex::parse_key_file;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
@@ -20,9 +21,6 @@ use std::path::Path;
 pub const KEY_MODE: u32 = 0o600;
 /// Certificates, revocations and signed entries are public: nodes and operators copy them around.
 pub const PUBLIC_MODE: u32 = 0o644;
-
-/// 64 hex digits and a newline.
-const KEY_FILE_BYTES_MAX: usize = 2 * SEED_BYTES + 1;
 
 /// A fresh seed from the OS. An all-zero seed means the random source is broken, not unlucky.
 pub fn random_seed() -> Result<[u8; SEED_BYTES], Error> {
@@ -60,7 +58,7 @@ pub fn read_key(path: &Path, flag: &str) -> Result<SigningKey, Error> {
     let mut file = File::open(path).map_err(io_error)?;
     // The mode of the file we opened, not of whatever the path names a moment later.
     let mode = file.metadata().map_err(io_error)?.mode();
-    if mode & 0o077 != 0 {
+    if key_file_exposed(mode) {
         return Err(Error::Failed(format!(
             "{flag} '{shown}' can be read by others (mode {:o}); run 'chmod 600 {shown}', and \
              replace the key if anyone else may have copied it",
@@ -74,17 +72,15 @@ pub fn read_key(path: &Path, flag: &str) -> Result<SigningKey, Error> {
         .read_to_end(&mut text)
         .map_err(io_error)?;
     let seed = parse_key_file(&text).map_err(|e| {
+        let what = match e {
+            KeyFileError::Text(_) => "is not a key file",
+            KeyFileError::ZeroSeed => "is no key",
+        };
         Error::Failed(format!(
-            "{flag} '{shown}' is not a key file: {e}; a key file made by 'myco keygen' holds \
-             64 hex digits and a newline"
+            "{flag} '{shown}' {what}: {e}; make a key file with 'myco keygen'"
         ))
     })?;
-    SigningKey::from_seed(seed).map_err(|_| {
-        Error::Failed(format!(
-            "{flag} '{shown}' holds an all-zero seed, which is no secret; make a new key with \
-             'myco keygen'"
-        ))
-    })
+    Ok(SigningKey::from_seed(seed).expect("parse_key_file refuses the all-zero seed"))
 }
 
 /// Reads a manifest, refusing one longer than `MANIFEST_BYTES_MAX` without reading it whole.

@@ -1,5 +1,6 @@
-//! The HTTP/1.1 that `myco` speaks to the daemon's Unix socket: one request per connection, and a
-//! strict parser for the one answer.
+//! The HTTP/1.1 that `myco` speaks to the daemon's Unix socket: one request per connection, a
+//! strict parser for the answer (httparse for the head, with the rules below on top), and the one
+//! loop that reads an answer, or a streamed answer's head, from the socket (`read_until`).
 //!
 //! The parser takes the bytes read so far and says whether they are a whole answer, the start of
 //! one, or not an answer at all. It is pure (no I/O), so the fuzz crate feeds it arbitrary bytes.
@@ -13,6 +14,7 @@
 //! none, since every request asks for `Connection: close`.
 
 use core::fmt;
+use std::io;
 
 /// The status line and headers, blank line included. The daemon's heads are a few hundred bytes.
 pub const RESPONSE_HEAD_BYTES_MAX: usize = 8 * 1024;
@@ -20,6 +22,8 @@ pub const RESPONSE_HEAD_BYTES_MAX: usize = 8 * 1024;
 /// service it can hold is well under 1 MiB), and small enough that a runaway answer cannot
 /// exhaust the operator's machine.
 pub const RESPONSE_BODY_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Bytes asked of the socket per read.
+const READ_CHUNK_BYTES: usize = 64 * 1024;
 
 /// One whole answer, borrowing the bytes it was parsed from.
 #[derive(Debug, PartialEq, Eq)]
@@ -59,50 +63,106 @@ impl fmt::Display for ResponseError {
     }
 }
 
-/// Parses `bytes` as exactly one answer; see the module comment for the promises.
-pub fn parse_response(bytes: &[u8]) -> Result<Response<'_>, ResponseError> {
-    // Refuse what cannot become an answer at once, rather than after the head limit or a timeout.
+/// The head of an answer, once it is whole: what a reader needs to decide what follows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Head {
+    /// 100 to 599.
+    pub status: u16,
+    /// Bytes of the status line and headers, blank line included: the body starts here.
+    pub len: usize,
+    /// The body's length, if the head gives one. An event or journal stream gives none and ends
+    /// with the connection.
+    pub content_length: Option<usize>,
+}
+
+/// The most headers an answer may have: the daemon sends four or five.
+const HEADERS_MAX: usize = 32;
+
+/// Parses the head at the start of `bytes`, with httparse and the stricter rules of the module
+/// comment on top: `Incomplete` until the blank line that ends it has arrived.
+pub fn parse_head(bytes: &[u8]) -> Result<Head, ResponseError> {
+    // Refuse what cannot become an answer at once, rather than after the head limit or a timeout
+    // (httparse would also skip blank lines before the status line).
     const VERSION_PREFIX: &[u8] = b"HTTP/1.";
     let seen = bytes.len().min(VERSION_PREFIX.len());
     if bytes[..seen] != VERSION_PREFIX[..seen] {
         return Err(ResponseError::Malformed("the answer is not HTTP/1.x"));
     }
-    let Some(head_len) = find(bytes, b"\r\n\r\n").map(|at| at + 4) else {
-        return Err(if bytes.len() >= RESPONSE_HEAD_BYTES_MAX {
-            ResponseError::TooLarge
-        } else {
-            ResponseError::Incomplete
-        });
+    let mut headers = [httparse::EMPTY_HEADER; HEADERS_MAX];
+    let mut response = httparse::Response::new(&mut headers);
+    let len = match response.parse(bytes) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if bytes.len() >= RESPONSE_HEAD_BYTES_MAX => {
+            return Err(ResponseError::TooLarge)
+        }
+        Ok(httparse::Status::Partial) => return Err(ResponseError::Incomplete),
+        Err(e) => return Err(ResponseError::Malformed(httparse_refusal(e))),
     };
-    if head_len > RESPONSE_HEAD_BYTES_MAX {
+    if len > RESPONSE_HEAD_BYTES_MAX {
         return Err(ResponseError::TooLarge);
     }
-    // The head without its final CRLF CRLF: the status line, then one header per CRLF.
-    let mut lines = Lines {
-        rest: Some(&bytes[..head_len - 4]),
-    };
-    let (status, reason) = parse_status_line(lines.next().expect("Lines yields at least once"))?;
+    // httparse also takes a bare LF for a line end; the daemon always writes CRLF.
+    if (0..len).any(|at| bytes[at] == b'\n' && (at == 0 || bytes[at - 1] != b'\r')) {
+        return Err(ResponseError::Malformed(
+            "the answer's head ends a line without CR",
+        ));
+    }
+    let status = response.code.expect("a complete head has a status");
+    if !(100..=599).contains(&status) {
+        return Err(ResponseError::Malformed(
+            "the answer's status is not between 100 and 599",
+        ));
+    }
+    let content_length = body_length(response.headers)?;
+    assert!(len <= RESPONSE_HEAD_BYTES_MAX);
+    assert!(content_length.is_none_or(|n| n <= RESPONSE_BODY_BYTES_MAX));
+    Ok(Head {
+        status,
+        len,
+        content_length,
+    })
+}
+
+/// What an httparse error means, for the operator.
+fn httparse_refusal(e: httparse::Error) -> &'static str {
+    match e {
+        httparse::Error::Version | httparse::Error::Status => {
+            "the answer's status line is not 'HTTP/1.x NNN reason'"
+        }
+        httparse::Error::TooManyHeaders => "the answer has more headers than myco-d sends",
+        _ => "the answer has a header that is not 'Name: value'",
+    }
+}
+
+/// The body's length from the headers: one `Content-Length` (repeats must agree), and no
+/// `Transfer-Encoding`, which `myco` does not read.
+fn body_length(headers: &[httparse::Header<'_>]) -> Result<Option<usize>, ResponseError> {
     let mut content_length = None;
-    for line in lines {
-        let (name, value) = parse_header(line)?;
-        if name.eq_ignore_ascii_case(b"content-length") {
-            let length = parse_content_length(value)?;
+    for header in headers {
+        if header.name.eq_ignore_ascii_case("content-length") {
+            let length = parse_content_length(header.value.trim_ascii())?;
             if content_length.is_some_and(|seen| seen != length) {
                 return Err(ResponseError::Malformed(
                     "the answer has two Content-Length headers that disagree",
                 ));
             }
             content_length = Some(length);
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+        } else if header.name.eq_ignore_ascii_case("transfer-encoding") {
             return Err(ResponseError::Malformed(
                 "the answer has a Transfer-Encoding, which myco does not read",
             ));
         }
     }
-    let Some(length) = content_length else {
+    Ok(content_length)
+}
+
+/// Parses `bytes` as exactly one answer; see the module comment for the promises.
+pub fn parse_response(bytes: &[u8]) -> Result<Response<'_>, ResponseError> {
+    let head = parse_head(bytes)?;
+    let Some(length) = head.content_length else {
         return Err(ResponseError::Malformed("the answer has no Content-Length"));
     };
-    let body = &bytes[head_len..];
+    let body = &bytes[head.len..];
     if body.len() < length {
         return Err(ResponseError::Incomplete);
     }
@@ -112,56 +172,21 @@ pub fn parse_response(bytes: &[u8]) -> Result<Response<'_>, ResponseError> {
         ));
     }
     assert!(body.len() <= RESPONSE_BODY_BYTES_MAX);
-    assert!((100..=599).contains(&status));
     Ok(Response {
-        status,
-        reason,
+        status: head.status,
+        reason: reason(bytes),
         body,
     })
 }
 
-/// `HTTP/1.x NNN reason`. The reason may be empty, and so may the space before it.
-fn parse_status_line(line: &[u8]) -> Result<(u16, &[u8]), ResponseError> {
-    let bad = ResponseError::Malformed("the answer's status line is not 'HTTP/1.x NNN reason'");
-    let (version, rest) = line.split_at_checked(8).ok_or(bad)?;
-    if !(version == b"HTTP/1.1" || version == b"HTTP/1.0") {
-        return Err(bad);
-    }
-    let digits = match rest {
-        [b' ', d0, d1, d2, ..] => [*d0, *d1, *d2],
-        _ => return Err(bad),
-    };
-    let reason = match &rest[4..] {
-        [] => &rest[4..],
-        [b' ', reason @ ..] => reason,
-        _ => return Err(bad),
-    };
-    if !digits.iter().all(u8::is_ascii_digit) || !reason.iter().all(|&b| is_field_byte(b)) {
-        return Err(bad);
-    }
-    let status = digits
-        .iter()
-        .fold(0u16, |n, d| n * 10 + u16::from(d - b'0'));
-    if !(100..=599).contains(&status) {
-        return Err(bad);
-    }
-    Ok((status, reason))
-}
-
-/// `name: value`, with optional spaces or tabs around the value.
-fn parse_header(line: &[u8]) -> Result<(&[u8], &[u8]), ResponseError> {
-    let bad = ResponseError::Malformed("the answer has a header that is not 'Name: value'");
-    let colon = line.iter().position(|&b| b == b':').ok_or(bad)?;
-    let (name, value) = (&line[..colon], &line[colon + 1..]);
-    // An empty name or whitespace before the colon is refused (RFC 9112 5.1), and so is a line
-    // that starts with whitespace, which is how a folded header would continue.
-    if name.is_empty() || !name.iter().all(|&b| is_token_byte(b)) {
-        return Err(bad);
-    }
-    if !value.iter().all(|&b| is_field_byte(b)) {
-        return Err(bad);
-    }
-    Ok((name, value.trim_ascii()))
+/// The reason phrase of a whole head's status line, `HTTP/1.x NNN reason`, as raw bytes: httparse
+/// gives it only as UTF-8, but HTTP allows any octet above 0x7f in it.
+fn reason(head: &[u8]) -> &[u8] {
+    let line_len = head
+        .windows(2)
+        .position(|w| w == b"\r\n")
+        .expect("a whole head has a status line");
+    head.get(b"HTTP/1.1 200 ".len()..line_len).unwrap_or(b"")
 }
 
 /// One decimal number that fits the body limit; no sign, no spaces inside, no list.
@@ -182,42 +207,40 @@ fn parse_content_length(value: &[u8]) -> Result<usize, ResponseError> {
     Ok(length)
 }
 
-/// A header name's bytes: RFC 9110's `tchar`.
-fn is_token_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+/// Why reading an answer stopped short of what the caller asked for.
+#[derive(Debug)]
+pub enum ReadError {
+    /// The read failed (a timeout among others); the bytes so far stay in the buffer.
+    Io(io::Error),
+    /// The connection ended first; the bytes so far stay in the buffer.
+    Closed,
+    /// The bytes are not an answer `myco` accepts.
+    Answer(ResponseError),
 }
 
-/// A header value's or reason phrase's bytes: visible ASCII, space, tab and any byte above 0x7f.
-/// CR, LF and the other control characters are refused, so no line hides another.
-fn is_field_byte(b: u8) -> bool {
-    b == b'\t' || (b' '..=b'~').contains(&b) || b >= 0x80
-}
-
-/// The lines of a head, split at CRLF. Yields at least one (possibly empty) line.
-struct Lines<'a> {
-    rest: Option<&'a [u8]>,
-}
-
-impl<'a> Iterator for Lines<'a> {
-    type Item = &'a [u8];
-
-    fn next(&mut self) -> Option<&'a [u8]> {
-        let rest = self.rest?;
-        match find(rest, b"\r\n") {
-            Some(at) => {
-                self.rest = Some(&rest[at + 2..]);
-                Some(&rest[..at])
-            }
-            None => {
-                self.rest = None;
-                Some(rest)
-            }
+/// The one reading loop of `myco`'s HTTP: reads chunks through `read` into `buf` until `parse`
+/// stops saying `Incomplete`, and returns what it says then. With `parse_head` it stops at a whole
+/// head (the event and journal streams, whose bodies follow as they come); with `parse_response`
+/// at a whole answer. `parse` bounds what it accepts, so `buf` stays bounded too.
+pub fn read_until<T>(
+    buf: &mut Vec<u8>,
+    mut read: impl FnMut(&mut [u8]) -> io::Result<usize>,
+    parse: impl Fn(&[u8]) -> Result<T, ResponseError>,
+) -> Result<T, ReadError> {
+    let mut chunk = vec![0u8; READ_CHUNK_BYTES];
+    loop {
+        match parse(buf) {
+            Err(ResponseError::Incomplete) => {}
+            outcome => return outcome.map_err(ReadError::Answer),
+        }
+        assert!(buf.len() <= RESPONSE_HEAD_BYTES_MAX + RESPONSE_BODY_BYTES_MAX);
+        match read(&mut chunk) {
+            Ok(0) => return Err(ReadError::Closed),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(ReadError::Io(e)),
         }
     }
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 /// The bytes of one request: `Connection: close`, and for a body its length and type.

@@ -156,7 +156,7 @@ impl InitFlags {
         };
         if !valid_name(&name) {
             return Err(Error::Usage(format!(
-                "'{}' ({from}) is not a service name: {NAME_RULE}; pass one with --name",
+                "'{}' ({from}) is not a service name: it must be {NAME_RULE}; pass one with --name",
                 output::terminal_safe(&name)
             )));
         }

@@ -9,6 +9,7 @@
 use crate::args::{Error, Flags};
 use crate::client::{self, Request, QUERY_TIMEOUT, SOCKET_ENV};
 use crate::output::terminal_safe;
+use myco_cli::http::{self, ReadError};
 use pico_args::Arguments;
 use std::io::{self, IsTerminal, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -36,8 +37,6 @@ or there is no such service.
 
 /// `GET /logs`'s `lines` bound (docs/api.md).
 const LINES_MAX: u32 = 10_000;
-/// An answer head longer than this is not something myco-d sends.
-const HEAD_BYTES_MAX: usize = 8 * 1024;
 
 pub fn logs(args: Arguments) -> Result<(), Error> {
     let mut flags = Flags::new(args, "logs");
@@ -104,25 +103,15 @@ fn stream(
         .set_read_timeout(Some(QUERY_TIMEOUT))
         .map_err(lost)?;
     let mut buf = Vec::new();
-    let mut chunk = vec![0u8; 64 * 1024];
-    let head_end = loop {
-        if let Some(at) = find(&buf, b"\r\n\r\n") {
-            break at + 4;
-        }
-        if buf.len() > HEAD_BYTES_MAX {
+    match http::read_until(&mut buf, |chunk| connection.read(chunk), http::parse_head) {
+        Ok(head) if head.status == 200 => drop(buf.drain(..head.len)),
+        Ok(_) => {
+            // An error answer has a length; the connection closes after it.
+            let _ = connection.read_to_end(&mut buf);
             return Err(not_logs(&buf));
         }
-        match connection.read(&mut chunk) {
-            Ok(0) => return Err(not_logs(&buf)),
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(lost(e)),
-        }
-    };
-    if !(buf.starts_with(b"HTTP/1.1 200 ") || buf.starts_with(b"HTTP/1.0 200 ")) {
-        // An error answer has a length; the connection closes after it.
-        let _ = connection.read_to_end(&mut buf);
-        return Err(not_logs(&buf));
+        Err(ReadError::Io(e)) => return Err(lost(e)),
+        Err(ReadError::Closed | ReadError::Answer(_)) => return Err(not_logs(&buf)),
     }
     if follow {
         connection.set_read_timeout(None).map_err(lost)?;
@@ -131,8 +120,8 @@ fn stream(
         safe,
         partial: Vec::new(),
     };
-    let body = buf.split_off(head_end);
-    printer.write(&body, out)?;
+    printer.write(&buf, out)?;
+    let mut chunk = vec![0u8; 64 * 1024];
     loop {
         match connection.read(&mut chunk) {
             Ok(0) => break,
@@ -203,10 +192,6 @@ fn not_logs(bytes: &[u8]) -> Error {
         timeout: QUERY_TIMEOUT,
     };
     client::stream_error(bytes, &REQUEST)
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 #[cfg(test)]

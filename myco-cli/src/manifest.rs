@@ -11,9 +11,18 @@
 //! Entry bodies borrow their strings from the `Manifest`. Environment variables are sorted by name
 //! (byte order), so one manifest always gives the same entry bytes whatever order its file lists
 //! them in. `docs/myco-json.md` is the operator's account of the format.
+//!
+//! A flake manifest names a reference that moves; only its lock (`flake::lock`, given with
+//! `locked`) makes a service entry. Until then the parse-time check encodes with a stand-in lock
+//! (the reference with a rev appended), so every other rule is checked before Nix runs, and
+//! `locked` checks again with the real one. `service` on an unlocked flake manifest gives the
+//! reference as written with an all-zero rev: enough for `myco render`'s preview, and refused by
+//! the core's entry rules, so it can never be signed.
 
+use crate::flake::FlakeLock;
 use myco_core::config::{
-    ARGS_MAX, ENTRY_BYTES_MAX, ENV_MAX, PORTS_MAX, PRE_ARGS_MAX, PRE_MAX, SIGNATURE_BYTES,
+    ARGS_MAX, ENTRY_BYTES_MAX, ENV_MAX, FLAKE_REV_BYTES, NAR_HASH_BYTES, PORTS_MAX, PRE_ARGS_MAX,
+    PRE_MAX, SIGNATURE_BYTES,
 };
 use myco_core::schema::entry::{
     encode_entry, Arch, EntryBody, EntryError, Port, Protocol, Requirements, ServiceSpec, Source,
@@ -202,6 +211,8 @@ pub struct Manifest {
     replicas: u8,
     zone: Option<u8>,
     ports: heapless::Vec<Port, PORTS_MAX>,
+    /// The flake reference's lock, once `locked` gave it.
+    lock: Option<FlakeLock>,
 }
 
 impl Manifest {
@@ -216,8 +227,29 @@ impl Manifest {
         let Object(raw) =
             serde_json::from_slice::<Object<Raw>>(bytes).map_err(|e| error(e.to_string()))?;
         let manifest = Manifest::check_shape(raw)?;
-        manifest.check_entry()?;
+        let stand_in = manifest.flake().map(stand_in_lock);
+        manifest.check_entry(stand_in.as_ref())?;
         Ok(manifest)
+    }
+
+    /// The flake reference as the manifest gives it, for `flake::lock`; None for exec.
+    pub fn flake(&self) -> Option<&str> {
+        self.raw.flake.as_deref()
+    }
+
+    /// The lock `service` signs, once `locked` gave it.
+    pub fn lock(&self) -> Option<&FlakeLock> {
+        self.lock.as_ref()
+    }
+
+    /// This flake manifest with its reference locked to `lock`, checked again: a locked reference
+    /// is longer than the reference as written, and may no longer fit a frame.
+    pub fn locked(mut self, lock: FlakeLock) -> Result<Manifest, ManifestError> {
+        assert!(self.flake().is_some(), "only a flake manifest is locked");
+        assert!(self.lock.is_none(), "a manifest is locked once");
+        self.lock = Some(lock);
+        self.check_entry(self.lock.as_ref())?;
+        Ok(self)
     }
 
     /// The service's name, as the manifest gives it (and as the core accepted it).
@@ -225,9 +257,14 @@ impl Manifest {
         &self.raw.name
     }
 
-    /// The entry that deploys this service at `version`.
+    /// The entry that deploys this service at `version`; for a flake, locked by `locked` (see the
+    /// module comment for an unlocked one).
     pub fn service(&self, version: Version) -> EntryBody<'_> {
-        let spec = self.spec().expect("parse checked every capacity");
+        self.body(version, self.lock.as_ref())
+    }
+
+    fn body<'a>(&'a self, version: Version, lock: Option<&'a FlakeLock>) -> EntryBody<'a> {
+        let spec = self.spec(lock).expect("parse checked every capacity");
         EntryBody {
             name: &self.raw.name,
             version,
@@ -313,34 +350,40 @@ impl Manifest {
             replicas,
             zone,
             ports,
+            lock: None,
         })
     }
 
-    /// Encodes the entry, as a service and as a tombstone, under the widest version, so that
-    /// every later encoding fits too. Refusals are the core's, located to a field.
-    fn check_entry(&self) -> Result<(), ManifestError> {
+    /// Encodes the entry, as a service (its flake locked by `lock`) and as a tombstone, under the
+    /// widest version, so that every later encoding fits too. Refusals are the core's, located to
+    /// a field.
+    fn check_entry(&self, lock: Option<&FlakeLock>) -> Result<(), ManifestError> {
         let widest = Version {
             clock: u64::MAX,
             key_id: u32::MAX,
         };
         let mut buf = [0u8; ENTRY_BYTES_MAX];
-        for body in [self.service(widest), self.tombstone(widest)] {
+        for body in [self.body(widest, lock), self.tombstone(widest)] {
             if let Err(e) = encode_entry(&body, &[0; SIGNATURE_BYTES], &mut buf) {
-                return Err(self.refusal(e));
+                return Err(self.refusal(e, &body));
             }
         }
         Ok(())
     }
 
-    fn spec(&self) -> Option<ServiceSpec<'_>> {
+    fn spec<'a>(&'a self, lock: Option<&'a FlakeLock>) -> Option<ServiceSpec<'a>> {
         let raw = &self.raw;
-        let source = match (&raw.flake, &raw.exec) {
-            (Some(uri), _) => Source::Flake {
-                uri,
-                attr: raw.attr.as_deref().unwrap_or(ATTR_DEFAULT),
+        let attr = raw.attr.as_deref().unwrap_or(ATTR_DEFAULT);
+        let source = match (&raw.flake, &raw.exec, lock) {
+            (Some(_), _, Some(lock)) => Source::Flake {
+                uri: &lock.url,
+                attr,
+                rev: lock.rev,
+                nar_hash: lock.nar_hash,
             },
-            (None, Some(path)) => Source::Exec { path },
-            (None, None) => unreachable!("check_shape requires a source"),
+            (Some(uri), _, None) => flake_as_written(uri, attr),
+            (None, Some(path), _) => Source::Exec { path },
+            (None, None, _) => unreachable!("check_shape requires a source"),
         };
         let mut pre = heapless::Vec::new();
         for command in &raw.migrations {
@@ -362,8 +405,8 @@ impl Manifest {
         })
     }
 
-    /// The core's refusal, with the field at fault where one can be named.
-    fn refusal(&self, e: EntryError) -> ManifestError {
+    /// The core's refusal of `body`, with the field at fault where one can be named.
+    fn refusal(&self, e: EntryError, body: &EntryBody<'_>) -> ManifestError {
         let what = e.message();
         match e {
             EntryError::Name => error(format!("name {:?}: {what}", self.raw.name)),
@@ -373,9 +416,17 @@ impl Manifest {
             )),
             EntryError::Port => error(format!("ports: {what}")),
             EntryError::TooLong => error(format!(
-                "{what} ({ENTRY_BYTES_MAX} bytes with its signature); shorten args, env or \
-                 migrations"
+                "{what}: it would be {} bytes with its signature, {} more than the \
+                 {ENTRY_BYTES_MAX} that fit; shorten {}args, env or migrations",
+                encoded_bytes(body),
+                encoded_bytes(body) - ENTRY_BYTES_MAX,
+                if self.lock.is_some() {
+                    "the flake reference, "
+                } else {
+                    ""
+                },
             )),
+            EntryError::Unlocked => error(format!("flake: {what}")),
             EntryError::Env => self.env_refusal(),
             EntryError::Token | EntryError::Path => match self.culprit(e) {
                 Some(field) => error(format!("{field}: {what}")),
@@ -420,11 +471,8 @@ impl Manifest {
         };
         if let Some(uri) = &raw.flake {
             let attr = raw.attr.as_deref().unwrap_or(ATTR_DEFAULT);
-            tries.push((
-                "flake".into(),
-                with_source(Source::Flake { uri, attr: "a" }),
-            ));
-            tries.push(("attr".into(), with_source(Source::Flake { uri: "a", attr })));
+            tries.push(("flake".into(), with_source(flake_as_written(uri, "a"))));
+            tries.push(("attr".into(), with_source(flake_as_written("a", attr))));
         }
         if let Some(path) = &raw.exec {
             tries.push(("exec".into(), with_source(Source::Exec { path })));
@@ -443,6 +491,41 @@ impl Manifest {
             .find(|(_, spec)| refusal_of(spec) == Some(e))
             .map(|(field, _)| field)
     }
+}
+
+/// A flake source as the manifest writes it, not locked: an all-zero rev and NAR hash. The core
+/// refuses to encode it unless the reference happens to name the zero rev (`stand_in_lock`).
+fn flake_as_written<'a>(uri: &'a str, attr: &'a str) -> Source<'a> {
+    Source::Flake {
+        uri,
+        attr,
+        rev: [0; FLAKE_REV_BYTES],
+        nar_hash: [0; NAR_HASH_BYTES],
+    }
+}
+
+/// The lock the parse-time check stands in for the real one: the reference with an all-zero rev
+/// appended, as Nix appends the real one to a git reference. It makes the core's rules apply to
+/// everything else in the manifest before Nix runs; `locked` checks again with the real lock.
+/// An empty reference stays empty, so that the core refuses it as the empty token it is.
+fn stand_in_lock(uri: &str) -> FlakeLock {
+    let separator = if uri.contains('?') { '&' } else { '?' };
+    let rev = "0".repeat(2 * FLAKE_REV_BYTES);
+    FlakeLock {
+        url: match uri.is_empty() {
+            true => String::new(),
+            false => format!("{uri}{separator}rev={rev}"),
+        },
+        rev: [0; FLAKE_REV_BYTES],
+        nar_hash: [0; NAR_HASH_BYTES],
+    }
+}
+
+/// How long `body` encodes with its signature, whatever the frame's room.
+fn encoded_bytes(body: &EntryBody<'_>) -> usize {
+    let size = postcard::serialize_with_flavor(body, postcard::ser_flavors::Size::default())
+        .expect("counting bytes cannot fail");
+    size + SIGNATURE_BYTES
 }
 
 /// The smallest spec the core accepts; `culprit` varies one field of it at a time.
@@ -502,10 +585,30 @@ mod tests {
         }
     }
 
-    /// A manifest with only a name and a source gets every documented default.
+    const REV_HEX: &str = "152b279ae9728ebd2a539847576be4e2e8a2f101";
+
+    /// The lock Nix would give `uri` (a git reference with a branch) at commit `REV_HEX`.
+    fn lock_of(uri: &str) -> FlakeLock {
+        let mut rev = [0u8; FLAKE_REV_BYTES];
+        for (i, byte) in rev.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&REV_HEX[2 * i..2 * i + 2], 16).unwrap();
+        }
+        FlakeLock {
+            url: format!("{uri}&rev={REV_HEX}"),
+            rev,
+            nar_hash: [0x5c; NAR_HASH_BYTES],
+        }
+    }
+
+    /// A manifest with only a name and a source gets every documented default; its flake, once
+    /// locked, is the lock's reference, rev and hash.
     #[test]
     fn defaults() {
+        let uri = "git+https://host/repo?ref=main";
         let m = parse(r#"{"name": "web", "flake": "git+https://host/repo?ref=main"}"#).unwrap();
+        assert_eq!(m.flake(), Some(uri));
+        let lock = lock_of(uri);
+        let m = m.locked(lock.clone()).unwrap();
         let version = Version {
             clock: 9,
             key_id: 4,
@@ -516,8 +619,10 @@ mod tests {
         assert_eq!(
             spec.source,
             Source::Flake {
-                uri: "git+https://host/repo?ref=main",
-                attr: "default"
+                uri: &lock.url,
+                attr: "default",
+                rev: lock.rev,
+                nar_hash: lock.nar_hash,
             }
         );
         assert!(spec.args.is_empty() && spec.env.is_empty() && spec.pre.is_empty());
@@ -664,13 +769,38 @@ mod tests {
         assert_refused(r#"{"name": "a", "exec": "/a", "attr": "x"}"#, &["attr"]);
         let m = parse(r#"{"name": "a", "flake": "f", "attr": "pkgs.web"}"#).unwrap();
         let source = m.service(Version::default()).spec.unwrap().source;
-        assert_eq!(
-            source,
-            Source::Flake {
-                uri: "f",
-                attr: "pkgs.web"
-            }
+        assert_eq!(source, flake_as_written("f", "pkgs.web"));
+    }
+
+    /// A reference that fits as written but not once locked is refused by `locked`, which says by
+    /// how many bytes the entry is too long; the unlocked entry can never be encoded.
+    #[test]
+    fn locked_reference_must_fit() {
+        let uri = |n: usize| format!("git+https://host/{}?ref=main", "r".repeat(n));
+        let text = |n: usize| format!(r#"{{"name": "a", "flake": {:?}}}"#, uri(n));
+        let longest = (1..ENTRY_BYTES_MAX)
+            .rev()
+            .find(|&n| parse(&text(n)).is_ok())
+            .unwrap();
+        let m = parse(&text(longest)).unwrap();
+        let mut buf = [0u8; ENTRY_BYTES_MAX];
+        let refused = encode_entry(&m.service(Version::default()), &[0; 64], &mut buf);
+        assert_eq!(refused, Err(EntryError::Unlocked));
+        // Nix adds more than the rev to some references; here 39 bytes more than the stand-in.
+        let mut lock = lock_of(&uri(longest));
+        lock.url = format!("{}&lastModified=1767225600&revCount=12345", lock.url);
+        let widest = Version {
+            clock: u64::MAX,
+            key_id: u32::MAX,
+        };
+        let over = encoded_bytes(&m.body(widest, Some(&lock))) - ENTRY_BYTES_MAX;
+        assert!((1..=39).contains(&over), "{over}");
+        let message = m.locked(lock).err().unwrap().message().to_string();
+        assert!(
+            message.contains(&format!("{over} more than the {ENTRY_BYTES_MAX}")),
+            "{message}"
         );
+        assert!(message.contains("shorten the flake reference"), "{message}");
     }
 
     /// The core's rules, each refusal naming the field at fault.

@@ -23,6 +23,14 @@ pub const WAIT_TIMEOUT_DEFAULT: Duration = Duration::from_secs(60);
 /// A unit failed or restarting for this long ends the wait: systemd restarts a crashing unit
 /// within a second or two, so a unit that is still not up after this is unlikely to come up.
 pub const FAILING_GRACE: Duration = Duration::from_secs(5);
+
+/// How a `--wait` waits: `--timeout`, and the failing grace, which only tests change (through
+/// `--failing-grace-ms`, not in the help) so that they need not wait it out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Wait {
+    pub timeout: Duration,
+    pub failing_grace: Duration,
+}
 /// The progress line is cut to this many characters so that it never wraps, since a wrapped line
 /// cannot be redrawn with `\r`.
 const LINE_CHARS_MAX: usize = 79;
@@ -56,15 +64,18 @@ pub struct Watch {
     socket_shown: String,
     /// Boxes seen failing, with when they were first seen so; a box that recovers is dropped.
     failing_since: Vec<(String, Instant)>,
+    /// How long a box may stay failing before the wait ends (`FAILING_GRACE` but in tests).
+    failing_grace: Duration,
 }
 
 impl Watch {
-    pub fn new(name: &str, goal: Goal, socket: &Path) -> Watch {
+    pub fn new(name: &str, goal: Goal, socket: &Path, failing_grace: Duration) -> Watch {
         Watch {
             name: name.to_string(),
             goal,
             socket_shown: socket.display().to_string(),
             failing_since: Vec::new(),
+            failing_grace,
         }
     }
 
@@ -132,7 +143,7 @@ impl Watch {
         let down_too_long = self
             .failing_since
             .iter()
-            .find(|(_, since)| now.saturating_duration_since(*since) >= FAILING_GRACE);
+            .find(|(_, since)| now.saturating_duration_since(*since) >= self.failing_grace);
         if let Some((id, since)) = down_too_long {
             let state = &service
                 .placed_on
@@ -255,9 +266,9 @@ fn write_stderr(text: &str) {
 }
 
 /// Polls `GET /services/NAME` until `goal` is reached (prints the final line on stderr and
-/// returns Ok), cannot be reached (exit 1), or `timeout` passes (exit 1, naming what is still not
-/// there). A daemon that cannot be asked ends the wait with that error.
-pub fn wait(socket: &Path, name: &str, goal: Goal, timeout: Duration) -> Result<(), Error> {
+/// returns Ok), cannot be reached (exit 1), or `how.timeout` passes (exit 1, naming what is
+/// still not there). A daemon that cannot be asked ends the wait with that error.
+pub fn wait(socket: &Path, name: &str, goal: Goal, how: Wait) -> Result<(), Error> {
     assert!(myco_core::schema::entry::valid_name(name));
     // `Request` takes a static path; the process asks for one service and then exits, so
     // leaking this one short string is the simplest honest lifetime.
@@ -270,7 +281,7 @@ pub fn wait(socket: &Path, name: &str, goal: Goal, timeout: Duration) -> Result<
         timeout: QUERY_TIMEOUT,
     };
     let start = Instant::now();
-    let mut watch = Watch::new(name, goal, socket);
+    let mut watch = Watch::new(name, goal, socket, how.failing_grace);
     let mut progress = Progress::for_stderr();
     let mut last: String;
     let verdict = loop {
@@ -303,7 +314,7 @@ pub fn wait(socket: &Path, name: &str, goal: Goal, timeout: Duration) -> Result<
             }
             done_or_failed => break done_or_failed,
         }
-        if now.saturating_duration_since(start) >= timeout {
+        if now.saturating_duration_since(start) >= how.timeout {
             let what = match goal {
                 Goal::Running => "running everywhere",
                 Goal::Removed => "removed",
@@ -312,7 +323,7 @@ pub fn wait(socket: &Path, name: &str, goal: Goal, timeout: Duration) -> Result<
                 "{name} is not {what} after {} s ({last}); the entry is stored and the cluster \
                  keeps working on it: follow it with 'myco ls' and 'myco events', or wait longer \
                  with --timeout",
-                timeout.as_secs()
+                how.timeout.as_secs()
             ));
         }
         std::thread::sleep(POLL_INTERVAL);
@@ -342,6 +353,7 @@ mod tests {
             },
             deleted,
             replicas,
+            rev: None,
             placed_on: placed
                 .iter()
                 .map(|(id, state)| Placed {
@@ -353,7 +365,7 @@ mod tests {
     }
 
     fn watch(goal: Goal) -> Watch {
-        Watch::new("web", goal, Path::new("/run/myco/myco.sock"))
+        Watch::new("web", goal, Path::new("/run/myco/myco.sock"), FAILING_GRACE)
     }
 
     /// Pending boxes keep the wait going with a summary; all running is done.

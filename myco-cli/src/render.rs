@@ -3,10 +3,12 @@
 //!
 //! The unit comes from the core's compiler (`myco_core::unit::render`), the same code `myco-d`
 //! runs, and is read back by the core's checker before it is shown: a unit that does not mean
-//! exactly the manifest is never printed. Two lines differ from the node's unit: the version
+//! exactly the manifest is never printed. Three lines differ from the node's unit: the version
 //! (`--clock`, default 0, and key id 0, since a preview is not signed) and, for a flake, the
 //! program, which a node knows only after building it (`--program`, default the path under the
-//! executor's GC-root directory; docs/units.md).
+//! executor's GC-root directory; docs/units.md), and the source, which shows the flake reference
+//! as the manifest writes it: a preview runs no Nix and needs no network, while a node's unit
+//! names the reference `myco sign` locked to one commit.
 
 use crate::args::{self, Error, Flags};
 use crate::files::{self, PUBLIC_MODE};
@@ -26,7 +28,8 @@ Prints the systemd unit (myco-NAME.service) that a node placing the service of M
 (default: myco.json) would install: the program with its arguments, environment and migrations
 quoted for systemd, and the hardening every Myco service runs under. Check it with
 'systemd-analyze verify' and 'systemd-analyze security --offline=yes'. The unit is described
-line by line in docs/units.md.
+line by line in docs/units.md. A flake reference is shown as written (X-Myco-Source); a node's
+unit shows it locked to the commit 'myco sign' and 'myco deploy' resolve it to.
 
 Options:
   --out FILE      Write the unit to FILE (must not exist) and print a summary instead

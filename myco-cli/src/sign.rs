@@ -2,6 +2,10 @@
 //! `myco deploy` and `myco rm` sign through the same functions (`sign_manifest`,
 //! `sign_tombstone`), so an entry posted to a daemon is byte for byte the one `myco sign` writes.
 //!
+//! A flake reference is locked to one commit before it is signed (`myco_cli::flake`), so every
+//! box builds the same commit; a reference that cannot be locked is an error and nothing is
+//! signed.
+//!
 //! The entry's version is the operator's clock: wall-clock milliseconds since the Unix epoch,
 //! unless `--clock` gives one. Nodes keep, for each service, the entry with the highest version, so
 //! the clock must grow from one signing to the next, across every machine the operator signs on;
@@ -13,10 +17,11 @@
 use crate::args::{self, Error, Flags};
 use crate::files::{self, PUBLIC_MODE};
 use crate::output::{self, Value};
+use myco_cli::flake::{self, Nix};
 use myco_cli::manifest::Manifest;
-use myco_core::config::{ENTRY_BYTES_MAX, SIGNATURE_BYTES};
-use myco_core::crypto::{sign_entry_body, verify_entry, SigningKey};
-use myco_core::schema::entry::{encode_entry, valid_name, Entry, EntryBody, Version};
+use myco_core::config::ENTRY_BYTES_MAX;
+use myco_core::crypto::{sign_entry, verify_entry, SigningKey};
+use myco_core::schema::entry::{valid_name, Entry, EntryBody, Source, Version};
 use pico_args::Arguments;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -25,8 +30,10 @@ pub const SIGN_HELP: &str = "\
 Usage: myco sign [MANIFEST] --operator-key FILE --out FILE [--clock MS] [--delete] [--json]
 
 Builds a service entry from MANIFEST (default: myco.json), signs it with the operator key and
-writes the signed entry file to FILE (raw bytes, mode 0644). The same manifest, key and clock
-always give the same bytes. The manifest format is described in docs/myco-json.md.
+writes the signed entry file to FILE (raw bytes, mode 0644). A flake reference is first locked
+to one commit with 'nix flake metadata' (Nix must be installed), so every box builds exactly that
+commit; the same manifest, key, clock and commit always give the same bytes. The manifest format
+is described in docs/myco-json.md.
 
 Options:
   --operator-key FILE  The cluster's operator key (mode 0600)
@@ -42,8 +49,12 @@ Options:
 To send the entry to a daemon, use 'myco deploy --entry FILE', or sign and send in one step with
 'myco deploy'.
 
-Exit status: 0 written; 1 failed (manifest or key refused, file exists, I/O; nothing written);
-2 bad command line.
+Environment:
+  MYCO_NIX             The nix to run (default: nix from PATH)
+  MYCO_NIX_TIMEOUT_MS  How long locking may take (default: 120000)
+
+Exit status: 0 written; 1 failed (manifest or key refused, flake reference cannot be locked,
+file exists, I/O; nothing written); 2 bad command line.
 ";
 
 /// A `myco sign` command line, checked before any file is read.
@@ -86,7 +97,7 @@ pub fn sign(args: Arguments) -> Result<(), Error> {
     )?;
     files::write_new(&flags.out, entry.bytes(), PUBLIC_MODE)?;
 
-    let fields = [
+    let mut fields = vec![
         ("name", Value::Text(entry.name.clone())),
         ("clock", Value::Number(entry.version.clock)),
         ("key_id", Value::Number(entry.version.key_id.into())),
@@ -94,6 +105,9 @@ pub fn sign(args: Arguments) -> Result<(), Error> {
         ("size_bytes", Value::Number(entry.bytes().len() as u64)),
         ("path", Value::Text(flags.out.display().to_string())),
     ];
+    if let Some(rev) = rev_of(entry.bytes()) {
+        fields.insert(4, ("rev", Value::Text(rev)));
+    }
     output::print(&fields, flags.json)
 }
 
@@ -114,30 +128,59 @@ impl SignedEntry {
     }
 }
 
-/// Reads and checks the manifest at `manifest`, reads the operator key, and signs the manifest's
-/// service, or with `delete` its tombstone, at `clock` (default: now). The one way `myco` turns a
-/// manifest into an entry, so `myco sign` and `myco deploy` give the same bytes.
+/// Reads and checks the manifest at `path`, reads the operator key, and signs the manifest's
+/// service (its flake locked first), or with `delete` its tombstone, at `clock` (default: now).
+/// The one way `myco` turns a manifest into an entry, so `myco sign` and `myco deploy` give the
+/// same bytes.
 pub fn sign_manifest(
-    manifest: &Path,
+    path: &Path,
     operator_key: &Path,
     clock: Option<u64>,
     delete: bool,
 ) -> Result<SignedEntry, Error> {
-    let text = files::read_manifest(manifest)?;
+    let text = files::read_manifest(path)?;
     let manifest = Manifest::parse(&text).map_err(|e| {
         Error::Failed(format!(
             "manifest '{}' is refused: {e}; fix it (the format is in docs/myco-json.md)",
-            manifest.display()
+            path.display()
         ))
     })?;
     let operator = files::read_key(operator_key, "--operator-key")?;
     let version = version(&operator, clock)?;
-    let body = if delete {
-        manifest.tombstone(version)
-    } else {
-        manifest.service(version)
+    if delete {
+        return Ok(signed_entry(&operator, &manifest.tombstone(version)));
+    }
+    let manifest = lock(manifest, path)?;
+    let entry = signed_entry(&operator, &manifest.service(version));
+    Ok(entry)
+}
+
+/// Locks the manifest's flake reference to one commit (see the module comment); an exec
+/// manifest is returned as it is.
+fn lock(manifest: Manifest, path: &Path) -> Result<Manifest, Error> {
+    let Some(uri) = manifest.flake() else {
+        return Ok(manifest);
     };
-    Ok(signed_entry(&operator, &body))
+    let refused = |e: String| {
+        Error::Failed(format!(
+            "manifest '{}': {e}; nothing was signed",
+            path.display()
+        ))
+    };
+    let nix = Nix::from_env().map_err(refused)?;
+    let lock = flake::lock(uri, &nix).map_err(refused)?;
+    manifest
+        .locked(lock)
+        .map_err(|e| refused(format!("once its flake is locked, {e}")))
+}
+
+/// The commit a signed flake entry is locked to, in full; None for exec and tombstones.
+fn rev_of(entry: &[u8]) -> Option<String> {
+    let body = Entry::decode(entry).expect("a signed entry decodes").body;
+    match body.spec.map(|s| s.source) {
+        Some(Source::Flake { rev, .. }) => Some(rev.iter().map(|b| format!("{b:02x}")).collect()),
+        _ => None,
+    }
 }
 
 /// Signs the tombstone that removes the service `name`, at `clock` (default: now): the entry
@@ -173,12 +216,8 @@ fn version(operator: &SigningKey, clock: Option<u64>) -> Result<Version, Error> 
 /// verified before it is returned: an entry that nodes would refuse must never be written or sent.
 fn signed_entry(operator: &SigningKey, body: &EntryBody<'_>) -> SignedEntry {
     let mut bytes = [0u8; ENTRY_BYTES_MAX];
-    // An entry is `postcard(body) || signature`, so encoding with a blank signature yields the
-    // signed bytes in front of it.
-    let n = encode_entry(body, &[0; SIGNATURE_BYTES], &mut bytes)
+    let n = sign_entry(operator, body, &mut bytes)
         .expect("a parsed manifest, or a valid name's tombstone, encodes under any version");
-    let signature = sign_entry_body(operator, &bytes[..n - SIGNATURE_BYTES]);
-    bytes[n - SIGNATURE_BYTES..n].copy_from_slice(&signature);
     let entry = Entry::decode(&bytes[..n]).expect("an encoded entry decodes");
     assert_eq!(&entry.body, body);
     assert!(verify_entry(&operator.public_key(), &entry));

@@ -14,8 +14,9 @@ pub const LS_HELP: &str = "\
 Usage: myco ls [--socket PATH] [--json]
 
 Lists every service in the cluster's desired state, as the local myco-d holds it: its name, its
-version (the clock it was signed with), whether it is deployed or deleted (a tombstone, kept for
-a while after 'myco rm') and how many boxes should run it.
+version (the clock it was signed with), the commit a flake is locked to (short rev; '-' for an
+exec source), whether it is deployed or deleted (a tombstone, kept for a while after 'myco rm')
+and how many boxes should run it.
 
 Options:
   --socket PATH  myco-d's API socket (default: $MYCO_SOCKET, else /run/myco/myco.sock)
@@ -105,6 +106,7 @@ pub fn ls(args: Arguments) -> Result<(), Error> {
             vec![
                 terminal_safe(&s.name),
                 s.version.clock.to_string(),
+                s.rev.as_deref().map_or("-".into(), terminal_safe),
                 status.to_string(),
                 s.replicas.to_string(),
                 running_on(&s.placed_on),
@@ -112,7 +114,7 @@ pub fn ls(args: Arguments) -> Result<(), Error> {
         })
         .collect();
     output::print_text(&output::table(
-        &["NAME", "VERSION", "STATUS", "REPLICAS", "RUNNING ON"],
+        &["NAME", "VERSION", "REV", "STATUS", "REPLICAS", "RUNNING ON"],
         &rows,
     ))
 }

@@ -280,7 +280,7 @@ fn bad_flags_exit_2_naming_the_flag() {
             "{args:?}: {err}"
         );
     }
-    let mut left: Vec<_> = fs::read_dir(&dir.0)
+    let mut left: Vec<_> = fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
@@ -524,13 +524,14 @@ fn sign_writes_verified_entry_with_manifest_fields() {
     assert_eq!(body.version.clock, 1_700_000_000_000);
     assert_eq!(body.version.key_id, operator.key_id());
     let spec = body.spec.as_ref().unwrap();
-    assert_eq!(
-        spec.source,
-        Source::Flake {
-            uri: "git+https://host/repo?ref=main",
-            attr: "server"
-        }
-    );
+    // The flake is locked (here by the stand-in nix) to one commit, which the summary names.
+    let Source::Flake { uri, attr, rev, .. } = spec.source else {
+        panic!("{:?}", spec.source)
+    };
+    let locked = format!("git+https://host/repo?ref=main&rev={STAND_IN_REV}");
+    assert_eq!((uri, attr), (locked.as_str(), "server"));
+    assert_eq!(hex(&rev), STAND_IN_REV);
+    assert_eq!(json_field(&json, "rev"), STAND_IN_REV);
     assert_eq!(spec.args.as_slice(), ["--port", "8080"]);
     assert_eq!(spec.env.as_slice(), [("LEVEL", "info"), ("MODE", "prod")]);
     assert_eq!(spec.pre.len(), 1);

@@ -9,116 +9,17 @@ mod common;
 use common::*;
 use myco_core::crypto::verify_entry;
 use myco_core::schema::entry::Entry;
+use myco_testkit::scripted::{answer, ScriptedDaemon};
 use std::fs;
-use std::io::{ErrorKind, Read, Write};
 use std::os::unix::net::UnixListener;
-use std::path::PathBuf;
 use std::process::{Command, Output};
-use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
-
-/// What the stand-in read from `myco`.
-#[derive(Debug)]
-struct Request {
-    /// The request line, e.g. `POST /deploy HTTP/1.1`.
-    line: String,
-    /// Every header line, as sent.
-    headers: Vec<String>,
-    body: Vec<u8>,
-}
-
-/// A stand-in for myco-d that serves one connection.
-struct FakeDaemon {
-    socket: PathBuf,
-    thread: JoinHandle<Option<Request>>,
-}
-
-impl FakeDaemon {
-    /// Listens on `myco.sock` in `dir`, replacing an earlier stand-in's socket file; the first
-    /// connection gets `answer` after its request is read.
-    fn start(dir: &TempDir, answer: Vec<u8>) -> FakeDaemon {
-        let socket = dir.join("myco.sock");
-        let _ = fs::remove_file(&socket);
-        let listener = UnixListener::bind(&socket).unwrap();
-        // Non-blocking accept with a deadline, so a test whose myco never connects fails instead
-        // of hanging.
-        listener.set_nonblocking(true).unwrap();
-        let thread = thread::spawn(move || {
-            let deadline = Instant::now() + Duration::from_secs(20);
-            let mut stream = loop {
-                match listener.accept() {
-                    Ok((stream, _)) => break stream,
-                    Err(e) if e.kind() == ErrorKind::WouldBlock && Instant::now() < deadline => {
-                        thread::sleep(Duration::from_millis(5));
-                    }
-                    Err(_) => return None,
-                }
-            };
-            stream.set_nonblocking(false).unwrap();
-            stream
-                .set_read_timeout(Some(Duration::from_secs(10)))
-                .unwrap();
-            let request = read_request(&mut stream);
-            // myco may stop reading early (a refused head); that is its business, not a failure here.
-            let _ = stream.write_all(&answer);
-            Some(request)
-        });
-        FakeDaemon { socket, thread }
-    }
-
-    fn socket(&self) -> String {
-        self.socket.to_str().unwrap().to_string()
-    }
-
-    /// The request the stand-in received; panics if `myco` never connected.
-    fn request(self) -> Request {
-        self.thread
-            .join()
-            .unwrap()
-            .expect("myco never connected to the daemon")
-    }
-}
-
-/// Reads one request: the head up to its blank line, then `Content-Length` bytes of body.
-fn read_request(stream: &mut impl Read) -> Request {
-    let mut bytes = Vec::new();
-    let mut byte = [0u8];
-    while !bytes.ends_with(b"\r\n\r\n") {
-        stream.read_exact(&mut byte).unwrap();
-        bytes.push(byte[0]);
-    }
-    let head = String::from_utf8(bytes).unwrap();
-    let mut lines = head.trim_end().split("\r\n");
-    let line = lines.next().unwrap().to_string();
-    let headers: Vec<String> = lines.map(String::from).collect();
-    let length = headers
-        .iter()
-        .find_map(|h| h.strip_prefix("Content-Length: "))
-        .map_or(0, |n| n.parse().unwrap());
-    let mut body = vec![0u8; length];
-    stream.read_exact(&mut body).unwrap();
-    Request {
-        line,
-        headers,
-        body,
-    }
-}
-
-/// An answer as myco-d writes one.
-fn answer(status: &str, body: &str) -> Vec<u8> {
-    format!(
-        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
-         Connection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .into_bytes()
-}
 
 fn myco_env(dir: &TempDir, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_myco"));
     command
         .args(args)
-        .current_dir(&dir.0)
+        .current_dir(dir.path())
+        .env("MYCO_NIX", STAND_IN_NIX)
         .env_remove("MYCO_SOCKET");
     for (name, value) in env {
         command.env(name, value);
@@ -163,7 +64,7 @@ fn deploy_posts_what_sign_writes() {
     let signed = fs::read(dir.join("web.entry")).unwrap();
     let ok = deployed("web", 1_700_000_000_000, key_id, "applied");
 
-    let daemon = FakeDaemon::start(&dir, answer("200 OK", &ok));
+    let daemon = ScriptedDaemon::answering(&dir, answer("200 OK", &ok));
     let args = [
         "deploy",
         "--operator-key",
@@ -191,12 +92,12 @@ fn deploy_posts_what_sign_writes() {
     assert_eq!(text_field(&text, "tombstone"), "false");
     assert_eq!(text_field(&text, "outcome"), "applied");
 
-    let daemon = FakeDaemon::start(&dir, answer("200 OK", &ok));
+    let daemon = ScriptedDaemon::answering(&dir, answer("200 OK", &ok));
     let json = myco_ok(&dir, &[&args[..], &["--json", "myco.json"]].concat());
     assert_eq!(daemon.request().body, signed);
     assert_eq!(json, format!("{ok}\n"));
 
-    let daemon = FakeDaemon::start(&dir, answer("200 OK", &ok));
+    let daemon = ScriptedDaemon::answering(&dir, answer("200 OK", &ok));
     let socket = daemon.socket();
     let out = myco_env(
         &dir,
@@ -224,7 +125,7 @@ fn rm_posts_a_tombstone() {
         "public_key",
     )));
     sign_to(&dir, "rm.entry", &["--delete", "--clock", "9"]);
-    let daemon = FakeDaemon::start(
+    let daemon = ScriptedDaemon::answering(
         &dir,
         answer("200 OK", &deployed("web", 9, key_id, "unchanged")),
     );
@@ -258,23 +159,23 @@ fn rm_posts_a_tombstone() {
 #[test]
 fn ls_renders_services() {
     let dir = TempDir::new("ls");
-    let body = r#"{"services":[{"name":"web","version":{"clock":7,"key_id":1},"deleted":false,"replicas":3,"source":"flake","placed_on":[{"id":"3f2a09c1d4e5b6a7","state":"running"},{"id":"11aa22bb33cc44dd","state":"restarting"}]},{"name":"old-db","version":{"clock":1700000000000,"key_id":1},"deleted":true,"replicas":0,"source":null}]}"#;
-    let daemon = FakeDaemon::start(&dir, answer("200 OK", body));
+    let body = r#"{"services":[{"name":"web","version":{"clock":7,"key_id":1},"deleted":false,"replicas":3,"source":"flake","rev":"152b279","placed_on":[{"id":"3f2a09c1d4e5b6a7","state":"running"},{"id":"11aa22bb33cc44dd","state":"restarting"}]},{"name":"old-db","version":{"clock":1700000000000,"key_id":1},"deleted":true,"replicas":0,"source":null,"rev":null}]}"#;
+    let daemon = ScriptedDaemon::answering(&dir, answer("200 OK", body));
     let text = myco_ok(&dir, &["ls", "--socket", &daemon.socket()]);
     assert_eq!(daemon.request().line, "GET /services HTTP/1.1");
     assert_eq!(
         text,
-        "NAME    VERSION        STATUS    REPLICAS  RUNNING ON\n\
-         web     7              deployed  3         3f2a09c1 running, 11aa22bb restarting\n\
-         old-db  1700000000000  deleted   0         -\n"
+        "NAME    VERSION        REV      STATUS    REPLICAS  RUNNING ON\n\
+         web     7              152b279  deployed  3         3f2a09c1 running, 11aa22bb restarting\n\
+         old-db  1700000000000  -        deleted   0         -\n"
     );
 
     // A pretty-printed answer is printed on one line, otherwise as it came.
     let pretty = "{\n  \"services\": [],\n  \"extra\": {\"x\": \"a b\"}\n}\n";
-    let daemon = FakeDaemon::start(&dir, answer("200 OK", pretty));
+    let daemon = ScriptedDaemon::answering(&dir, answer("200 OK", pretty));
     let json = myco_ok(&dir, &["ls", "--json", "--socket", &daemon.socket()]);
     assert_eq!(json, "{  \"services\": [],  \"extra\": {\"x\": \"a b\"}}\n");
-    let daemon = FakeDaemon::start(&dir, answer("200 OK", body));
+    let daemon = ScriptedDaemon::answering(&dir, answer("200 OK", body));
     let json = myco_ok(&dir, &["ls", "--json", "--socket", &daemon.socket()]);
     assert_eq!(json, format!("{body}\n"));
 }
@@ -285,7 +186,7 @@ fn ls_renders_services() {
 fn nodes_renders_members() {
     let dir = TempDir::new("nodes");
     let body = r#"{"nodes":[{"id":"00ab00ab00ab00ab","address":"127.0.0.1:7946","state":"alive","incarnation":0,"arch":"x86_64","zone":0,"self":true},{"id":"11cd11cd11cd11cd","address":"[fd00::2]:7946","state":"suspect\u001b[2J","incarnation":4,"arch":"aarch64","zone":2,"self":false}]}"#;
-    let daemon = FakeDaemon::start(&dir, answer("200 OK", body));
+    let daemon = ScriptedDaemon::answering(&dir, answer("200 OK", body));
     let text = myco_ok(&dir, &["nodes", "--socket", &daemon.socket()]);
     assert_eq!(daemon.request().line, "GET /nodes HTTP/1.1");
     assert_eq!(
@@ -294,7 +195,7 @@ fn nodes_renders_members() {
          *  00ab00ab00ab00ab  127.0.0.1:7946  alive             x86_64   0\n   \
          11cd11cd11cd11cd  [fd00::2]:7946  suspect\\u{1b}[2J  aarch64  2\n"
     );
-    let daemon = FakeDaemon::start(&dir, answer("200 OK", body));
+    let daemon = ScriptedDaemon::answering(&dir, answer("200 OK", body));
     let json = myco_ok(&dir, &["nodes", "--json", "--socket", &daemon.socket()]);
     assert_eq!(json, format!("{body}\n"));
 }
@@ -306,7 +207,7 @@ const HEALTH_OK: &str = r#"{"status":"ok","wal":"ok","reserve":"present","io":"i
 #[test]
 fn status_renders_health() {
     let dir = TempDir::new("status");
-    let daemon = FakeDaemon::start(&dir, answer("200 OK", HEALTH_OK));
+    let daemon = ScriptedDaemon::answering(&dir, answer("200 OK", HEALTH_OK));
     let text = myco_ok(&dir, &["status", "--socket", &daemon.socket()]);
     assert_eq!(daemon.request().line, "GET /health HTTP/1.1");
     assert_eq!(
@@ -314,12 +215,12 @@ fn status_renders_health() {
         "status         ok\nwal            ok\nreserve        present\nio             io_uring\n\
          services       12\nmembers_alive  3\nnode_id        00ab00ab00ab00ab\n"
     );
-    let daemon = FakeDaemon::start(&dir, answer("200 OK", HEALTH_OK));
+    let daemon = ScriptedDaemon::answering(&dir, answer("200 OK", HEALTH_OK));
     let json = myco_ok(&dir, &["status", "--json", "--socket", &daemon.socket()]);
     assert_eq!(json, format!("{HEALTH_OK}\n"));
 
     let degraded = r#"{"status":"degraded","wal":"failing","reserve":"released","io":"poll"}"#;
-    let daemon = FakeDaemon::start(&dir, answer("503 Service Unavailable", degraded));
+    let daemon = ScriptedDaemon::answering(&dir, answer("503 Service Unavailable", degraded));
     let out = myco(&dir, &["status", "--socket", &daemon.socket()]);
     daemon.request();
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
@@ -402,7 +303,7 @@ fn daemon_refusals_and_failures() {
         ),
     ];
     for (status, body, code, text) in cases {
-        let daemon = FakeDaemon::start(&dir, answer(status, body));
+        let daemon = ScriptedDaemon::answering(&dir, answer(status, body));
         let out = myco(
             &dir,
             &[
@@ -417,7 +318,7 @@ fn daemon_refusals_and_failures() {
         assert_failed(&out, code, &[text, &format!("HTTP {status}")]);
     }
     for command in ["ls", "nodes", "status"] {
-        let daemon = FakeDaemon::start(
+        let daemon = ScriptedDaemon::answering(
             &dir,
             answer(
                 "503 Service Unavailable",
@@ -428,7 +329,7 @@ fn daemon_refusals_and_failures() {
         daemon.request();
         assert_failed(&out, 1, &["too many connections"]);
     }
-    let daemon = FakeDaemon::start(
+    let daemon = ScriptedDaemon::answering(
         &dir,
         answer("404 Not Found", r#"{"error":"unknown path","status":404}"#),
     );
@@ -467,13 +368,13 @@ fn broken_answers_exit_1() {
         ),
     ];
     for (bytes, needle) in cases {
-        let daemon = FakeDaemon::start(&dir, bytes);
+        let daemon = ScriptedDaemon::answering(&dir, bytes);
         let out = myco(&dir, &["ls", "--json", "--socket", &daemon.socket()]);
         daemon.request();
         assert_failed(&out, 1, &[needle]);
     }
     // A deploy cut short may have been applied; the message says so, and that retrying is safe.
-    let daemon = FakeDaemon::start(&dir, b"HTTP/1.1 200 OK\r\n".to_vec());
+    let daemon = ScriptedDaemon::answering(&dir, b"HTTP/1.1 200 OK\r\n".to_vec());
     let out = myco(
         &dir,
         &[
@@ -487,7 +388,7 @@ fn broken_answers_exit_1() {
     daemon.request();
     assert_failed(&out, 1, &["may or may not have been applied"]);
     // An answer about another entry than the one sent is a daemon bug, not a success.
-    let daemon = FakeDaemon::start(
+    let daemon = ScriptedDaemon::answering(
         &dir,
         answer("200 OK", &deployed("other", 5, key_id, "applied")),
     );

@@ -135,7 +135,7 @@ fn init_refuses_bad_names_and_languages() {
         assert!(stdout(&out).is_empty());
     }
     assert_eq!(
-        fs::read_dir(&dir.0).unwrap().count(),
+        fs::read_dir(dir.path()).unwrap().count(),
         0,
         "something was written"
     );
@@ -368,10 +368,10 @@ fn completions_are_valid_scripts() {
     let zsh = myco_ok(&dir, &["completions", "zsh"]);
     fs::write(dir.join("myco.bash"), &bash).unwrap();
     fs::write(dir.join("_myco"), &zsh).unwrap();
-    run_ok(&dir.0, "bash", &["-n", "myco.bash"]);
+    run_ok(dir.path(), "bash", &["-n", "myco.bash"]);
     let complete = |words: &str, cword: u32| {
         run_ok(
-            &dir.0,
+            dir.path(),
             "bash",
             &[
                 "-c",
@@ -402,7 +402,7 @@ fn completions_are_valid_scripts() {
         );
     }
     if installed("zsh") {
-        run_ok(&dir.0, "zsh", &["-n", "_myco"]);
+        run_ok(dir.path(), "zsh", &["-n", "_myco"]);
     } else {
         skipped("zsh -n on the zsh completion script", "zsh");
     }

@@ -5,38 +5,12 @@
 mod common;
 
 use common::*;
-use std::fs;
-use std::io::{Read, Write};
-use std::os::unix::net::UnixListener;
-use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use myco_testkit::scripted::{Delivery, ScriptedDaemon};
 
-/// Serves one connection: reads the request head, writes `answer`, closes. Returns the request
-/// line.
-fn serve_once(dir: &TempDir, answer: Vec<u8>) -> (String, JoinHandle<String>) {
-    let socket = dir.join("myco.sock");
-    let _ = fs::remove_file(&socket);
-    let listener = UnixListener::bind(&socket).unwrap();
-    let thread = thread::spawn(move || {
-        let (mut stream, _) = listener.accept().unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        let mut head = Vec::new();
-        let mut byte = [0u8];
-        while !head.ends_with(b"\r\n\r\n") {
-            stream.read_exact(&mut byte).unwrap();
-            head.push(byte[0]);
-        }
-        // Written in two parts, as journalctl's output arrives.
-        let (first, second) = answer.split_at(answer.len() / 2);
-        stream.write_all(first).unwrap();
-        thread::sleep(Duration::from_millis(50));
-        stream.write_all(second).unwrap();
-        let head = String::from_utf8(head).unwrap();
-        head.lines().next().unwrap().to_string()
-    });
-    (socket.to_str().unwrap().to_string(), thread)
+/// A stand-in that answers every request with `answer`, in two parts, as journalctl's output
+/// arrives.
+fn serve(dir: &TempDir, answer: Vec<u8>) -> ScriptedDaemon {
+    ScriptedDaemon::start_with(dir, Delivery::Split, move |_| answer.clone())
 }
 
 const JOURNAL: &str = "2026-11-26T11:00:00+0000 box web[42]: listening on 8080\n\
@@ -50,26 +24,28 @@ fn logs_streams_the_journal() {
         "HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n\
          {JOURNAL}"
     );
-    let (socket, server) = serve_once(&dir, answer.into_bytes());
+    let server = serve(&dir, answer.into_bytes());
+    let socket = server.socket();
     let out = myco(
         &dir,
         &["logs", "web", "-f", "-n", "20", "--socket", &socket],
     );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(
-        server.join().unwrap(),
+        server.request().line,
         "GET /logs?service=web&follow=true&lines=20 HTTP/1.1"
     );
     assert_eq!(stdout(&out), JOURNAL);
 
-    let (socket, server) = serve_once(
+    let server = serve(
         &dir,
         b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n".to_vec(),
     );
+    let socket = server.socket();
     let out = myco(&dir, &["logs", "web", "--socket", &socket]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(
-        server.join().unwrap(),
+        server.request().line,
         "GET /logs?service=web&follow=false HTTP/1.1"
     );
     assert_eq!(stdout(&out), "");
@@ -85,9 +61,10 @@ fn logs_elsewhere_is_refused() {
          Connection: close\r\n\r\n{body}",
         body.len()
     );
-    let (socket, server) = serve_once(&dir, answer.into_bytes());
+    let server = serve(&dir, answer.into_bytes());
+    let socket = server.socket();
     let out = myco(&dir, &["logs", "web", "--socket", &socket]);
-    server.join().unwrap();
+    server.request();
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(4), "{err}");
     assert!(err.contains("runs on 11aa22bb33cc44dd"), "{err}");

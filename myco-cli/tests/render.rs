@@ -236,7 +236,7 @@ fn render_refusals() {
     let out = myco(&dir, &["render", "missing.json"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("cannot read manifest 'missing.json'"));
-    let mut left: Vec<_> = fs::read_dir(&dir.0)
+    let mut left: Vec<_> = fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();

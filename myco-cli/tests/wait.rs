@@ -7,113 +7,44 @@
 mod common;
 
 use common::*;
+use myco_testkit::scripted::{answer, ScriptedDaemon};
 use std::fs;
-use std::io::{ErrorKind, Read, Write};
-use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::PathBuf;
 use std::process::Output;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
 
 const CLOCK: &str = "1700000000000";
+/// Polls of a wait that ends at a failed unit: one every 250 ms through the 300 ms grace the
+/// test gives (the hidden `--failing-grace-ms`), about 4. A wait that ran on to its 30 s timeout
+/// would poll about 120 times.
+const POLLS_UNTIL_FAILED_MAX: usize = 20;
 
-/// A stand-in for myco-d serving any number of connections until stopped.
-struct ScriptedDaemon {
-    socket: PathBuf,
-    stop: Arc<AtomicBool>,
-    /// The request lines it received, in order.
-    thread: JoinHandle<Vec<String>>,
+/// A stand-in for myco-d that answers `POST /deploy` with `deployed` and each `GET
+/// /services/web` with the next of `states` (status and body), repeating the last.
+fn scripted(
+    dir: &TempDir,
+    deployed: String,
+    states: Vec<(&'static str, String)>,
+) -> ScriptedDaemon {
+    let mut polls = 0;
+    ScriptedDaemon::start(dir, move |request| {
+        let (status, body) = if request.line.starts_with("POST /deploy ") {
+            ("200 OK", deployed.clone())
+        } else if request.line.starts_with("GET /services/web ") {
+            let state = states[polls.min(states.len() - 1)].clone();
+            polls += 1;
+            state
+        } else {
+            (
+                "404 Not Found",
+                r#"{"error":"unknown path","status":404}"#.into(),
+            )
+        };
+        answer(status, &body)
+    })
 }
 
-impl ScriptedDaemon {
-    /// Answers `POST /deploy` with `deployed` and each `GET /services/web` with the next of
-    /// `states` (status and body), repeating the last.
-    fn start(dir: &TempDir, deployed: String, states: Vec<(&'static str, String)>) -> Self {
-        let socket = dir.join("myco.sock");
-        let _ = fs::remove_file(&socket);
-        let listener = UnixListener::bind(&socket).unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopped = stop.clone();
-        let thread = thread::spawn(move || {
-            let deadline = Instant::now() + Duration::from_secs(30);
-            let mut lines = Vec::new();
-            let mut polls = 0;
-            while !stopped.load(Ordering::Relaxed) && Instant::now() < deadline {
-                let mut stream = match listener.accept() {
-                    Ok((stream, _)) => stream,
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                        thread::sleep(Duration::from_millis(5));
-                        continue;
-                    }
-                    Err(e) => panic!("accept: {e}"),
-                };
-                let line = read_request(&mut stream);
-                let (status, body) = if line.starts_with("POST /deploy ") {
-                    ("200 OK", deployed.clone())
-                } else if line.starts_with("GET /services/web ") {
-                    let state = states[polls.min(states.len() - 1)].clone();
-                    polls += 1;
-                    state
-                } else {
-                    (
-                        "404 Not Found",
-                        r#"{"error":"unknown path","status":404}"#.into(),
-                    )
-                };
-                lines.push(line);
-                let _ = stream.write_all(&answer(status, &body));
-            }
-            lines
-        });
-        ScriptedDaemon {
-            socket,
-            stop,
-            thread,
-        }
-    }
-
-    fn socket(&self) -> String {
-        self.socket.to_str().unwrap().to_string()
-    }
-
-    fn requests(self) -> Vec<String> {
-        self.stop.store(true, Ordering::Relaxed);
-        self.thread.join().unwrap()
-    }
-}
-
-/// Reads a request's head and its `Content-Length` bytes of body; returns the request line.
-fn read_request(stream: &mut UnixStream) -> String {
-    stream.set_nonblocking(false).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8];
-    while !head.ends_with(b"\r\n\r\n") {
-        stream.read_exact(&mut byte).unwrap();
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8(head).unwrap();
-    let length = head
-        .lines()
-        .find_map(|h| h.strip_prefix("Content-Length: "))
-        .map_or(0, |n| n.trim().parse().unwrap());
-    let mut body = vec![0u8; length];
-    stream.read_exact(&mut body).unwrap();
-    head.lines().next().unwrap().to_string()
-}
-
-fn answer(status: &str, body: &str) -> Vec<u8> {
-    format!(
-        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
-         Connection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .into_bytes()
+/// The request lines the stand-in received, in order.
+fn request_lines(daemon: ScriptedDaemon) -> Vec<String> {
+    daemon.requests().into_iter().map(|r| r.line).collect()
 }
 
 /// `GET /services/web`'s body with the given placement.
@@ -177,9 +108,9 @@ fn deploy_wait_succeeds_once_running_everywhere() {
         web(false, &[(A, "running"), (B, "pending")]),
         web(false, &[(A, "running"), (B, "running")]),
     ];
-    let daemon = ScriptedDaemon::start(&dir, deployed, states);
+    let daemon = scripted(&dir, deployed, states);
     let out = deploy_wait(&dir, &daemon, &[]);
-    let requests = daemon.requests();
+    let requests = request_lines(daemon);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert_eq!(text_field(&stdout(&out), "outcome"), "applied");
@@ -201,7 +132,7 @@ fn deploy_wait_succeeds_once_running_everywhere() {
 fn deploy_wait_times_out() {
     let (dir, deployed) = setup("wait-timeout");
     let states = vec![web(false, &[(A, "running"), (B, "pending")])];
-    let daemon = ScriptedDaemon::start(&dir, deployed, states);
+    let daemon = scripted(&dir, deployed, states);
     let out = deploy_wait(&dir, &daemon, &["--timeout", "1"]);
     daemon.requests();
     let err = stderr(&out);
@@ -215,8 +146,8 @@ fn deploy_wait_times_out() {
     assert_plain(&err);
 }
 
-/// A unit that stays failed ends the wait well before the timeout, with exit 1 and a pointer to
-/// the service's logs.
+/// A unit that stays failed (past a grace shortened to 300 ms) ends the wait well before the
+/// timeout, with exit 1 and a pointer to the service's logs.
 #[test]
 fn deploy_wait_fails_early_on_a_failed_unit() {
     let (dir, deployed) = setup("wait-failed");
@@ -224,16 +155,19 @@ fn deploy_wait_fails_early_on_a_failed_unit() {
         web(false, &[(A, "pending"), (B, "running")]),
         web(false, &[(A, "failed"), (B, "running")]),
     ];
-    let daemon = ScriptedDaemon::start(&dir, deployed, states);
-    let started = Instant::now();
-    let out = deploy_wait(&dir, &daemon, &["--timeout", "30"]);
-    let waited = started.elapsed();
-    daemon.requests();
+    let daemon = scripted(&dir, deployed, states);
+    let out = deploy_wait(
+        &dir,
+        &daemon,
+        &["--timeout", "30", "--failing-grace-ms", "300"],
+    );
+    let polls = request_lines(daemon).len() - 1;
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("web is failed on 3f2a09c1"), "{err}");
     assert!(err.contains("logs?service=web"), "{err}");
-    assert!(waited < Duration::from_secs(30), "waited {waited:?}");
+    assert!(!err.contains("after 30 s"), "not the timeout: {err}");
+    assert!(polls <= POLLS_UNTIL_FAILED_MAX, "{polls} polls: {err}");
     assert_plain(&err);
 }
 
@@ -241,7 +175,7 @@ fn deploy_wait_fails_early_on_a_failed_unit() {
 #[test]
 fn deploy_wait_stops_when_no_box_is_eligible() {
     let (dir, deployed) = setup("wait-none");
-    let daemon = ScriptedDaemon::start(&dir, deployed, vec![web(false, &[])]);
+    let daemon = scripted(&dir, deployed, vec![web(false, &[])]);
     let out = deploy_wait(&dir, &daemon, &[]);
     daemon.requests();
     let err = stderr(&out);
@@ -259,7 +193,7 @@ fn rm_wait_until_deleted() {
         r#"{{"name":"web","version":{{"clock":{CLOCK},"key_id":{key_id}}},"outcome":"applied"}}"#
     );
     let states = vec![web(true, &[(A, "stopped")]), web(true, &[])];
-    let daemon = ScriptedDaemon::start(&dir, deployed, states);
+    let daemon = scripted(&dir, deployed, states);
     let socket = daemon.socket();
     let out = myco(
         &dir,

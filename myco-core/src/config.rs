@@ -2,7 +2,8 @@
 //!
 //! Capacities are compile-time constants because a node's whole state lives in fixed-size tables
 //! inside `Node`. The memory budget is written as a sum below, one line per consumer, and checked
-//! against the 512 KiB bound at compile time; `node.rs` also asserts the real `size_of::<Node>()`.
+//! against the 512 KiB bound at compile time; `node/mod.rs` asserts that the real
+//! `size_of::<Node>()` fits inside the sum.
 
 /// Every datagram on the wire is exactly this long: no fragmentation, ever.
 pub const FRAME_BYTES: usize = 1024;
@@ -17,6 +18,10 @@ pub const BODY_BYTES_MAX: usize = FRAME_BYTES - HEADER_BYTES - TAG_BYTES;
 /// An encoded signed entry (entry body followed by its 64-byte signature).
 pub const ENTRY_BYTES_MAX: usize = 900;
 pub const SIGNATURE_BYTES: usize = 64;
+/// A flake's locked commit: a git (or Mercurial) revision, SHA-1.
+pub const FLAKE_REV_BYTES: usize = 20;
+/// A flake's locked content: the SHA-256 of the NAR of its source tree (Nix's `narHash`).
+pub const NAR_HASH_BYTES: usize = 32;
 /// Worst-case bytes a message adds around one entry: root digest (8), enum tag (1), list length
 /// (1), entry length prefix (2), with room to spare.
 pub const ENTRY_ENVELOPE_BYTES_MAX: usize = 14;
@@ -106,8 +111,8 @@ pub const JOIN_RETRY_MS: u64 = 1_000;
 /// Operator-clock milliseconds a tombstone is kept after the newest version seen.
 pub const TOMBSTONE_RETENTION_MS: u64 = 7 * 24 * 3600 * 1000;
 
-// The memory budget of one node, one line per consumer (bytes, rounded up), checked below and
-// against the real `size_of::<Node>()` in `node.rs`.
+// The memory budget of one node, one line per consumer (bytes, rounded up), checked below against
+// the bound, and in `node/mod.rs` against the real `size_of::<Node>()`, which must fit inside it.
 pub const BUDGET_BYTES: usize = ARENA_BYTES // packed encoded entries
     + SERVICES_MAX * 48 // entry index: key hash, digest, version, placement inputs, arena span
     + BUCKETS * 8 // Merkle bucket digests

@@ -1,7 +1,57 @@
-//! Hex text for 32-byte keys: key files, `--operator` flags. Shared by the CLI and the daemon, so
-//! both accept exactly the same spellings and say the same thing about a bad one.
+//! Hex text, both ways, for every room: 32-byte keys parse from key files and `--operator` flags,
+//! and bytes and u64 ids (node ids, key hashes, state hashes) print as lowercase hex. The CLI, the
+//! daemon and the simulator all use these, so they accept exactly the same spellings, say the same
+//! thing about a bad one, and print the same text for the same value.
+//!
+//! Encoding is no_std and allocation-free: `Hex` formats through `Display` into whatever the
+//! caller writes to, and `HexU64` holds its 16 digits inline.
 
 use core::fmt;
+
+/// Lowercase, the one case Myco writes (parsing accepts both).
+const DIGITS: &[u8; 16] = b"0123456789abcdef";
+
+/// The lowercase hex digit for the low four bits of `nibble`.
+pub const fn digit(nibble: u8) -> u8 {
+    DIGITS[(nibble & 0xf) as usize]
+}
+
+/// Bytes as lowercase hex, two digits each: `Hex(&key).to_string()`, or `write!` into a buffer.
+#[derive(Clone, Copy, Debug)]
+pub struct Hex<'a>(pub &'a [u8]);
+
+impl fmt::Display for Hex<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for &byte in self.0 {
+            let pair = [digit(byte >> 4), digit(byte)];
+            f.write_str(core::str::from_utf8(&pair).expect("hex digits are ASCII"))?;
+        }
+        Ok(())
+    }
+}
+
+/// A u64 as exactly 16 lowercase hex digits, the form ids and hashes take in the API, the events
+/// and the logs. Held inline, so it needs no buffer and no allocator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HexU64([u8; 16]);
+
+impl HexU64 {
+    pub fn new(value: u64) -> HexU64 {
+        HexU64(core::array::from_fn(|i| {
+            digit((value >> (60 - 4 * i)) as u8)
+        }))
+    }
+
+    pub fn as_str(&self) -> &str {
+        core::str::from_utf8(&self.0).expect("hex digits are ASCII")
+    }
+}
+
+impl fmt::Display for HexU64 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HexError {
@@ -44,14 +94,27 @@ fn hex_digit(c: u8) -> Option<u8> {
     }
 }
 
-/// The contents of a key file as `myco keygen` writes it: 64 hex digits and an optional newline.
-pub fn parse_key_file(text: &[u8]) -> Result<[u8; 32], HexError> {
-    parse_hex32(text.strip_suffix(b"\n").unwrap_or(text))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use core::fmt::Write;
+
+    /// `Hex` writes two lowercase digits per byte that parse back to the same bytes, and `HexU64`
+    /// writes exactly what `{:016x}` does, leading zeros included.
+    #[test]
+    fn encodes_what_parses_back() {
+        let bytes: [u8; 32] = core::array::from_fn(|i| (i as u8).wrapping_mul(37));
+        let mut text: heapless::String<64> = heapless::String::new();
+        write!(text, "{}", Hex(&bytes)).unwrap();
+        assert_eq!(&text[..6], "00254a");
+        assert!(!text.bytes().any(|c| c.is_ascii_uppercase()));
+        assert_eq!(parse_hex32(text.as_bytes()), Ok(bytes));
+        for value in [0, 1, 0xab, 0x0123_4567_89ab_cdef, u64::MAX] {
+            let mut expected: heapless::String<16> = heapless::String::new();
+            write!(expected, "{value:016x}").unwrap();
+            assert_eq!(HexU64::new(value).as_str(), expected.as_str());
+        }
+    }
 
     #[test]
     fn parses_both_cases_and_refuses_the_rest() {
@@ -62,10 +125,5 @@ mod tests {
         let mut bad = text.clone();
         bad[5] = b'g';
         assert_eq!(parse_hex32(&bad), Err(HexError::Digit(6)));
-        let mut file = text.clone();
-        file.push(b'\n');
-        assert_eq!(parse_key_file(&file), Ok(bytes));
-        file.push(b'\n');
-        assert_eq!(parse_key_file(&file), Err(HexError::Length(65)));
     }
 }

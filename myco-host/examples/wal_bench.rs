@@ -5,9 +5,6 @@
 //! subdirectory of DIR and removes it afterwards. DIR should be on the disk being measured (not
 //! tmpfs, where fdatasync costs nothing).
 
-#[path = "../tests/common/entries.rs"]
-mod entries;
-
 use myco_host::store::FileStore;
 use std::path::Path;
 use std::process::ExitCode;
@@ -36,7 +33,7 @@ fn main() -> ExitCode {
 
 fn run(dir: &Path) -> std::io::Result<()> {
     let entries: Vec<Vec<u8>> = (0..SERVICES)
-        .map(|i| entries::service_entry(i, 1))
+        .map(|i| myco_testkit::entries::service_entry(i, 1))
         .collect();
     let payload_bytes: usize = entries.iter().map(Vec::len).sum();
     println!(

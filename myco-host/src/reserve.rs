@@ -218,7 +218,8 @@ mod tests {
     /// end, keeps what was there, and leaves a file of exactly the size with every block allocated.
     #[test]
     fn fill_zeros_allocates_from_the_end() {
-        let path = std::env::temp_dir().join(format!("myco-reserve-fill-{}", std::process::id()));
+        let dir = myco_testkit::TempDir::new("reserve-fill");
+        let path = dir.join("reserve");
         let bytes = 3 * ZERO_CHUNK_BYTES as u64 + 17;
         let file = File::create(&path).unwrap();
         file.write_all_at(b"kept", 0).unwrap();

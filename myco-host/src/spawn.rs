@@ -3,8 +3,13 @@
 //! pipe into a fixed buffer, and reaped with `waitpid(WNOHANG)` from the loop. The daemon runs
 //! these often enough (health checks) that the allocation count at rest must not move.
 
+use nix::errno::Errno;
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{pipe2, Pid};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 
 /// Arguments, NUL-separated, for one command.
 pub const ARGV_BYTES: usize = 16 * 1024;
@@ -182,19 +187,10 @@ fn check(result: libc::c_int) -> io::Result<()> {
 }
 
 fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 fills `fds` with two new descriptors, which we own from here on. Only our
-    // end is non-blocking: the child writes to a blocking pipe, as programs expect.
-    unsafe {
-        if libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let pair = (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1]));
-        if libc::fcntl(fds[0], libc::F_SETFL, libc::O_NONBLOCK) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(pair)
-    }
+    let (read, write) = pipe2(OFlag::O_CLOEXEC)?;
+    // Only our end is non-blocking: the child writes to a blocking pipe, as programs expect.
+    fcntl(&read, FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
+    Ok((read, write))
 }
 
 impl Child {
@@ -207,20 +203,16 @@ impl Child {
     /// `None` while it runs.
     pub fn poll(&mut self, out: &mut Output) -> Option<Exit> {
         let eof = self.drain(out);
-        let mut status = 0;
-        // SAFETY: waitpid on our own child's pid, with a status out-parameter we own.
-        let reaped = unsafe { libc::waitpid(self.pid, &mut status, libc::WNOHANG) };
-        if reaped != self.pid {
-            return None;
-        }
+        // Errors (ECHILD after a reap elsewhere) and a live child look the same: not ended here.
+        let code = match waitpid(Pid::from_raw(self.pid), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(_, code)) => code,
+            Ok(WaitStatus::Signaled(_, signal, _)) => 128 + signal as i32,
+            _ => return None,
+        };
         if !eof {
             self.drain(out);
         }
-        Some(Exit(if libc::WIFEXITED(status) {
-            libc::WEXITSTATUS(status)
-        } else {
-            128 + libc::WTERMSIG(status)
-        }))
+        Some(Exit(code))
     }
 
     /// Reads until the pipe is empty; true at end of file.
@@ -244,19 +236,16 @@ impl Child {
 
     /// Ends a child that must not outlive its purpose (a client that went away).
     pub fn kill(&mut self) {
-        // SAFETY: a signal to our own child, not yet reaped, so the pid is still ours.
-        unsafe { libc::kill(self.pid, libc::SIGTERM) };
+        // Our own child, not yet reaped, so the pid is still ours. A child that already exited
+        // (a zombie) takes the signal harmlessly; there is nothing else to do about a failure.
+        let _ = kill(Pid::from_raw(self.pid), Signal::SIGTERM);
     }
 
     /// Ends the child and waits for it, so no zombie is left: for children that exit at once on
     /// SIGTERM (`journalctl -f`).
     pub fn kill_and_reap(mut self) {
         self.kill();
-        let mut status = 0;
-        // SAFETY: waitpid on our own child's pid, with a status out-parameter we own.
-        while unsafe { libc::waitpid(self.pid, &mut status, 0) } < 0
-            && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted
-        {}
+        while waitpid(Pid::from_raw(self.pid), None) == Err(Errno::EINTR) {}
     }
 
     /// Reads what the child wrote into `buf` (for output passed straight on, as `/logs` does):

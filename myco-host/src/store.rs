@@ -13,8 +13,8 @@
 
 use myco_core::config::WAL_RECORD_BYTES_MAX;
 use myco_core::wal::{
-    encode_checkpoint_end, encode_record, CheckpointEnd, RecordError, RecordKind, RecordView,
-    Replayer, Stop, Summary,
+    encode_record, CheckpointEnd, RecordError, RecordKind, RecordView, Replayer, SnapshotEncoder,
+    Stop, Summary,
 };
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, Write};
@@ -308,18 +308,11 @@ impl FileStore {
             buffer: &mut self.buffer,
             used: 0,
         };
-        let mut count: u32 = 0;
+        let mut encoder = SnapshotEncoder::new(state_hash);
         for payload in entries {
-            writer.push(|out| encode_record(RecordKind::Entry, payload, out))?;
-            count = count
-                .checked_add(1)
-                .expect("a snapshot holds at most SERVICES_MAX entries");
+            writer.push(|out| encoder.encode_entry(payload, out))?;
         }
-        let end = CheckpointEnd {
-            entries: count,
-            state_hash,
-        };
-        writer.push(|out| encode_checkpoint_end(&end, out))?;
+        writer.push(|out| encoder.encode_end(out))?;
         writer.finish()
     }
 

@@ -1,17 +1,17 @@
 //! `myco-d` as a process: deploys answered after they are durable and kept across SIGKILL, the
 //! poll fallback when a seccomp filter blocks io_uring, a full disk, and start-up refusals.
 
-#[path = "common/daemon.rs"]
-mod daemon;
-#[path = "common/temp_dir.rs"]
-mod temp_dir;
-
-use daemon::{entry, operator, wait_until, Daemon};
 use myco_core::crypto::SigningKey;
+use myco_testkit::daemon::Daemon;
+use myco_testkit::entries::entry;
+use myco_testkit::http::request;
+use myco_testkit::keys::operator;
+use myco_testkit::wait_until;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
+use std::time::Duration;
 
 #[test]
 fn deploys_are_acknowledged_durable_and_survive_sigkill() {
@@ -192,7 +192,7 @@ fn a_full_disk_frees_the_reserve_and_the_wal_keeps_working() {
     assert_eq!(d.metric("myco_reserve_releases_total"), 1.0);
     // Space returns: the reserve is made again.
     fs::remove_file(&filler).unwrap();
-    wait_until(20, "the reserve is back", || {
+    wait_until(Duration::from_secs(20), "the reserve is back", || {
         d.get("/health").1.contains("\"reserve\":\"present\"")
     });
     assert_eq!(d.get("/services/web").0, 200);
@@ -202,7 +202,7 @@ fn a_full_disk_frees_the_reserve_and_the_wal_keeps_working() {
 fn start_up_refusals_say_what_to_fix() {
     let op = operator();
     let d = Daemon::new("refusals", &op, 11);
-    let out = Command::new(daemon::DAEMON)
+    let out = Command::new(myco_testkit::bins::daemon())
         .arg("--listen")
         .arg("nowhere")
         .output()
@@ -226,7 +226,10 @@ fn start_up_refusals_say_what_to_fix() {
         .args
         .iter()
         .map(|a| if *a == first_socket { &socket } else { a });
-    let out = Command::new(daemon::DAEMON).args(args).output().unwrap();
+    let out = Command::new(myco_testkit::bins::daemon())
+        .args(args)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("another myco-d uses the state directory"),
@@ -266,8 +269,8 @@ fn a_fatal_storage_error_leaves_the_flight_recorder_on_disk() {
     let mut deployed = 0;
     for i in 0..1000 {
         let name = format!("svc-{i:04}-{}", "x".repeat(40));
-        match daemon::http(&d.socket, "POST", "/deploy", &entry(&op, &name, 1)) {
-            Ok((200, _)) => deployed += 1,
+        match request(&d.socket, "POST", "/deploy", &entry(&op, &name, 1)) {
+            Ok(answer) if answer.status == 200 => deployed += 1,
             _ => break,
         }
     }
@@ -311,17 +314,23 @@ fn a_restarted_node_finds_the_cluster_from_its_peers_file() {
     let a_addr = listen_addr(&a);
     b.start(b.command(&["--reserve-bytes", "0", "--join", &a_addr]));
     let alive = |d: &Daemon| d.get("/health").1.contains("\"members_alive\":1");
-    wait_until(20, "the two nodes see each other", || {
-        alive(&a) && alive(&b)
-    });
-    wait_until(10, "b remembers a", || {
+    wait_until(
+        Duration::from_secs(20),
+        "the two nodes see each other",
+        || alive(&a) && alive(&b),
+    );
+    wait_until(Duration::from_secs(10), "b remembers a", || {
         fs::read_to_string(b.state.join("peers")).is_ok_and(|p| p.lines().any(|l| l == a_addr))
     });
     b.child.as_mut().unwrap().kill().unwrap();
     b.child.as_mut().unwrap().wait().unwrap();
     // No --join this time: only the peers file can lead b back to a.
     b.start(b.command(&["--reserve-bytes", "0"]));
-    wait_until(20, "b is back in the cluster", || alive(&b));
+    wait_until(Duration::from_secs(20), "b is back in the cluster", || {
+        alive(&b)
+    });
     assert_eq!(a.deploy(&entry(&op, "web", 1)).0, 200);
-    wait_until(10, "b has a's deploy", || b.get("/services/web").0 == 200);
+    wait_until(Duration::from_secs(10), "b has a's deploy", || {
+        b.get("/services/web").0 == 200
+    });
 }

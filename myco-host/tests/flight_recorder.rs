@@ -2,42 +2,15 @@
 //! panic to disk, and logging allocates nothing. Its own test binary, so the global hook and the
 //! counting allocator touch no other test.
 
-#[path = "common/temp_dir.rs"]
-mod temp_dir;
-
 use myco_host::flight::{install_panic_hook, FlightRecorder, Level, Logger};
 use myco_host::flight::{FLIGHT_RECORDER_BYTES, FLIGHT_RECORDER_FILE_NAME};
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
+use myco_testkit::alloc::{allocations, CountingAllocator};
+use myco_testkit::TempDir;
 use std::fs;
-use temp_dir::TempDir;
 
-/// Counts the allocations of each thread, so tests running in parallel do not see each other's.
-struct CountingAllocator;
-
-thread_local! {
-    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
-}
-
-// SAFETY: every call is forwarded unchanged to the system allocator; counting touches only a
-// thread-local Cell, which neither allocates nor unwinds.
-unsafe impl GlobalAlloc for CountingAllocator {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let _ = ALLOCATIONS.try_with(|count| count.set(count.get() + 1));
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
+/// Allocations are counted per thread, so tests running in parallel do not see each other's.
 #[global_allocator]
 static ALLOCATOR: CountingAllocator = CountingAllocator;
-
-fn allocations() -> u64 {
-    ALLOCATIONS.with(Cell::get)
-}
 
 /// Both checks share the process-wide recorder and panic hook, so they run in one test, in order:
 /// two tests in parallel would race for the recorder's lock (the hook then finds it busy) and the

@@ -2,8 +2,7 @@
 //! forgetting and re-adding tokens, timeouts and durable writes leave the allocation count where
 //! it was, on both backends. (The daemon's counting allocator checks the same thing at rest.)
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
+use myco_testkit::alloc::{allocations, CountingAllocator};
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixDatagram;
@@ -11,47 +10,16 @@ use std::time::Duration;
 
 use myco_host::io::{Backend, Choice, Completion, Completions, Interest};
 
-thread_local! {
-    /// Per thread, because the test harness runs the two tests on two threads at once.
-    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
-}
-
-struct Counting;
-
-// SAFETY: every method forwards to `System` with the caller's arguments unchanged; the counter is
-// a const-initialised thread-local without a destructor, so touching it never allocates.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.with(|count| count.set(count.get() + 1));
-        // SAFETY: forwarded as received.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded as received.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.with(|count| count.set(count.get() + 1));
-        // SAFETY: forwarded as received.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
+/// Allocations are counted per thread, so tests running in parallel do not see each other's.
 #[global_allocator]
-static COUNTING: Counting = Counting;
-
-fn allocations() -> u64 {
-    ALLOCATIONS.with(Cell::get)
-}
+static ALLOCATOR: CountingAllocator = CountingAllocator;
 
 fn steady_state_allocates_nothing(choice: Choice) {
     let (mut backend, _) = Backend::new(choice).expect("backend (io_uring must work on this host)");
     let (x, y) = UnixDatagram::pair().unwrap();
     let (p, _q) = UnixDatagram::pair().unwrap();
-    let file =
-        File::create(std::env::temp_dir().join(format!("myco-io-alloc-{choice:?}"))).unwrap();
+    let dir = myco_testkit::TempDir::new("io-alloc");
+    let file = File::create(dir.join("file")).unwrap();
     let mut buf: Option<Box<[u8]>> = Some(vec![7; 4096].into());
     let mut out = Completions::new();
     let mut datagram = [0; 16];

@@ -1,14 +1,11 @@
 //! The disk reserve against a real filesystem: created with allocated blocks, released, created
 //! again, and deferred when the disk cannot hold it.
 
-#[path = "common/temp_dir.rs"]
-mod temp_dir;
-
 use myco_host::reserve::{Reserve, ReserveState, RESERVE_FILE_NAME};
+use myco_testkit::TempDir;
 use std::fs::{self, File};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use temp_dir::TempDir;
 
 const RESERVE_BYTES: u64 = 4 * 1024 * 1024 + 4096;
 

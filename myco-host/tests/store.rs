@@ -1,18 +1,13 @@
 //! The file store against real files: logs corrupted in each way a crash or a disk can, and a
 //! crash between every two steps of the checkpoint swap.
 
-#[path = "common/entries.rs"]
-mod entries;
-#[path = "common/temp_dir.rs"]
-mod temp_dir;
-
-use entries::service_entry;
 use myco_core::wal::{CheckpointEnd, RecordError, Stop};
 use myco_host::store::{FileStore, OpenReport};
+use myco_testkit::entries::service_entry;
+use myco_testkit::TempDir;
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use temp_dir::TempDir;
 
 fn wal(dir: &Path, generation: u64) -> PathBuf {
     dir.join(format!("wal-{generation:020}"))

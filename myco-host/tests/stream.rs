@@ -2,12 +2,10 @@
 //! a deploy, replay after a reconnect with `Last-Event-ID`, a reset notice for an id from before a
 //! restart, the subscriber bound, and a subscriber that never reads not holding up the others.
 
-#[path = "common/daemon.rs"]
-mod daemon;
-#[path = "common/temp_dir.rs"]
-mod temp_dir;
-
-use daemon::{entry, operator, tombstone, Daemon};
+use myco_testkit::daemon::Daemon;
+use myco_testkit::entries::{entry, tombstone};
+use myco_testkit::keys::operator;
+use myco_testkit::wait_until;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::process::{Child, Command, Stdio};
@@ -177,13 +175,17 @@ fn subscribers_are_bounded_and_a_stuck_one_blocks_nobody() {
     );
     drop(first);
     drop(stuck);
-    daemon::wait_until(5, "a stream slot is free again", || {
-        let mut s = UnixStream::connect(&d.socket).unwrap();
-        s.write_all(b"GET /stream HTTP/1.1\r\n\r\n").unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let mut head = [0u8; 12];
-        s.read_exact(&mut head).is_ok() && &head == b"HTTP/1.1 200"
-    });
+    wait_until(
+        Duration::from_secs(5),
+        "a stream slot is free again",
+        || {
+            let mut s = UnixStream::connect(&d.socket).unwrap();
+            s.write_all(b"GET /stream HTTP/1.1\r\n\r\n").unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut head = [0u8; 12];
+            s.read_exact(&mut head).is_ok() && &head == b"HTTP/1.1 200"
+        },
+    );
 }
 
 /// A subscriber that falls further behind than the ring holds is told how many events it missed
@@ -273,16 +275,24 @@ fn a_quiet_stream_gets_heartbeats() {
     );
 }
 
-/// The 10 s request deadline closes idle connections, not streams: a stream opened before it
-/// still carries an event after it.
+/// The request deadline (10 s; 300 ms here through the hidden `--request-timeout-ms`) closes
+/// idle connections, not streams: once it has closed an idle connection opened beside the stream,
+/// the stream still carries an event.
 #[test]
 fn a_stream_outlives_the_request_deadline() {
     let op = operator();
     let mut d = Daemon::new("stream-deadline", &op, 26);
-    d.start(d.command(&["--reserve-bytes", "0"]));
+    d.start(d.command(&["--reserve-bytes", "0", "--request-timeout-ms", "300"]));
     let mut f = Follower::start(&d, None);
     f.wait_for(": myco events from id");
-    std::thread::sleep(Duration::from_millis(11_500));
+    let mut idle = UnixStream::connect(&d.socket).unwrap();
+    wait_until(
+        Duration::from_secs(10),
+        "the idle connection times out",
+        || d.metric("myco_api_timeouts_total") >= 1.0,
+    );
+    idle.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    assert_eq!(idle.read(&mut [0; 64]).unwrap(), 0, "the daemon closed it");
     assert_eq!(d.deploy(&entry(&op, "late", 1)).0, 200);
     f.wait_for("\"name\":\"late\"");
 }

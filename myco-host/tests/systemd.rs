@@ -3,12 +3,9 @@
 //! `NOTIFY_SOCKET`), failures returned rather than panicked on, a full queue that does not block
 //! the caller, and sending that does not allocate.
 
-#[path = "common/temp_dir.rs"]
-mod temp_dir;
-
 use myco_host::systemd::{self, Notifier, NOTIFY_MESSAGE_BYTES_MAX};
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
+use myco_testkit::alloc::{allocations, CountingAllocator};
+use myco_testkit::TempDir;
 use std::ffi::OsStr;
 use std::io;
 use std::os::linux::net::SocketAddrExt;
@@ -17,32 +14,10 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
-use temp_dir::TempDir;
 
-/// Counts allocations per thread, so that tests running in parallel do not see each other's.
-struct CountingAllocator;
-
-thread_local! {
-    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
-}
-
-unsafe impl GlobalAlloc for CountingAllocator {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.with(|count| count.set(count.get() + 1));
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, pointer: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(pointer, layout) }
-    }
-}
-
+/// Allocations are counted per thread, so tests running in parallel do not see each other's.
 #[global_allocator]
 static ALLOCATOR: CountingAllocator = CountingAllocator;
-
-fn allocations() -> u64 {
-    ALLOCATIONS.with(Cell::get)
-}
 
 /// The socket systemd would listen on, with a short timeout so a missing datagram fails the test
 /// instead of hanging it.

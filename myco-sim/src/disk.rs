@@ -10,8 +10,9 @@ use myco_core::config::{SERVICES_MAX, WAL_CHECKPOINT_BYTES, WAL_RECORD_BYTES_MAX
 use myco_core::random::Prng;
 use myco_core::state::store::Store;
 use myco_core::wal::record::RecordView;
-use myco_core::wal::record::{encode_checkpoint_end, encode_record, CheckpointEnd, RecordKind};
+use myco_core::wal::record::{encode_record, RecordKind};
 use myco_core::wal::replay::{Records, Stop};
+use myco_core::wal::snapshot::SnapshotEncoder;
 
 const LOG_BYTES_MAX: usize = 2 * WAL_CHECKPOINT_BYTES as usize;
 const SNAPSHOT_BYTES_MAX: usize = SERVICES_MAX * WAL_RECORD_BYTES_MAX + 64;
@@ -68,15 +69,19 @@ impl SimDisk {
     ) -> Option<u64> {
         self.snapshot.clear();
         let mut record = [0u8; WAL_RECORD_BYTES_MAX];
+        let mut encoder = SnapshotEncoder::new(store.state_hash());
         for slot in store.slots() {
-            let n = encode_record(RecordKind::Entry, store.bytes(slot), &mut record).expect("fits");
+            let n = encoder
+                .encode_entry(store.bytes(slot), &mut record)
+                .expect("fits");
             self.snapshot.extend_from_slice(&record[..n]);
         }
-        let end = CheckpointEnd {
-            entries: store.len() as u32,
-            state_hash: store.state_hash(),
-        };
-        let n = encode_checkpoint_end(&end, &mut record).expect("fits");
+        assert_eq!(
+            encoder.entries() as usize,
+            store.len(),
+            "every slot is written"
+        );
+        let n = encoder.encode_end(&mut record).expect("fits");
         self.snapshot.extend_from_slice(&record[..n]);
         self.written_bytes += self.snapshot.len() as u64;
         self.log.clear();

@@ -3,11 +3,13 @@
 //! Everything is drawn from the seed: which node receives each deploy, update or delete, and when.
 //! Entries are encoded at boot so the run itself allocates nothing.
 
-use myco_core::config::{ENTRY_BYTES_MAX, REPLICAS_MAX, WAL_CHECKPOINT_BYTES};
-use myco_core::crypto::{sign_entry_body, SigningKey};
+use myco_core::config::{
+    ENTRY_BYTES_MAX, FLAKE_REV_BYTES, NAR_HASH_BYTES, REPLICAS_MAX, WAL_CHECKPOINT_BYTES,
+};
+use myco_core::crypto::{sign_entry, SigningKey};
 use myco_core::random::Prng;
 use myco_core::schema::entry::{
-    encode_entry, Arch, EntryBody, Port, Protocol, Requirements, ServiceSpec, Source, Version,
+    Arch, EntryBody, Port, Protocol, Requirements, ServiceSpec, Source, Version,
 };
 
 #[derive(Clone, Debug)]
@@ -165,6 +167,11 @@ fn requirements(r: &mut Prng) -> Requirements {
     }
 }
 
+/// The fleet's flake, locked as `myco sign` locks it: the reference names its rev.
+const FLEET_URI: &str =
+    "git+https://example.invalid/fleet?ref=main&rev=5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e";
+const FLEET_REV: [u8; FLAKE_REV_BYTES] = [0x5e; FLAKE_REV_BYTES];
+
 /// A valid entry signed by `operator` (or by any key: the adversary forges with its own).
 pub fn encode(
     name: &str,
@@ -176,8 +183,10 @@ pub fn encode(
     let arg = format!("--instance={}", r.below(1000));
     let spec = ServiceSpec {
         source: Source::Flake {
-            uri: "git+https://example.invalid/fleet?ref=main",
+            uri: FLEET_URI,
             attr: name,
+            rev: FLEET_REV,
+            nar_hash: [0x3c; NAR_HASH_BYTES],
         },
         args: heapless::Vec::from_slice(&["--port", "8080", &arg]).expect("3 args fit"),
         env: heapless::Vec::from_slice(&[("RUST_LOG", "info")]).expect("1 var fits"),
@@ -204,9 +213,7 @@ pub fn encode(
         spec: (!tombstone).then_some(spec),
     };
     let mut out = [0u8; ENTRY_BYTES_MAX];
-    let n = encode_entry(&body, &[0; 64], &mut out).expect("simulated entries are valid");
-    let signature = sign_entry_body(operator, &out[..n - 64]);
-    out[n - 64..n].copy_from_slice(&signature);
+    let n = sign_entry(operator, &body, &mut out).expect("simulated entries are valid");
     out[..n].to_vec()
 }
 

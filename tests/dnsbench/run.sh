@@ -68,20 +68,9 @@ node=$("$bin/myco" pubkey --key "$work/node.key" --json | json_field public_key)
 "$bin/myco" cert --operator-key "$work/op.key" --node-pubkey "$node" --zone 0 --arch x86_64 \
 	--out "$work/node.cert" >/dev/null
 
-# A systemctl that reports every unit it is asked about as running, and accepts everything else.
-cat >"$work/fake-systemctl" <<'EOF'
-#!/bin/sh
-if [ "$1" = show ]; then
-	shift
-	for arg in "$@"; do
-		case "$arg" in
-		-*) ;;
-		*) printf 'Id=%s\nActiveState=active\nSubState=running\nNRestarts=0\n\n' "$arg" ;;
-		esac
-	done
-fi
-exit 0
-EOF
+# The tests' stand-in systemctl: reports every unit it is asked about as running, accepts
+# everything else.
+cp "$root/myco-testkit/fake-systemctl.sh" "$work/fake-systemctl"
 chmod 755 "$work/fake-systemctl"
 mkdir -p "$work/state" "$work/units"
 

@@ -10,7 +10,7 @@
 use crate::config::SIGNATURE_BYTES;
 use crate::crypto::keys::{PublicKey, SigningKey};
 use crate::crypto::Refusal;
-use crate::schema::entry::Entry;
+use crate::schema::entry::{encode_entry, Entry, EntryBody, EntryError};
 
 /// Why an entry's signature was refused. Refusing never changes state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,6 +37,26 @@ pub fn sign_entry_body(operator: &SigningKey, body_bytes: &[u8]) -> [u8; SIGNATU
     operator.sign(body_bytes)
 }
 
+/// Encodes `body` signed by `operator` into `out` and returns the entry's length: the one way
+/// anything in the tree (the CLI, the simulator, tests, benchmarks) makes a signed entry, so all of
+/// them give the same bytes for the same body and key. The body's `version.key_id` must be
+/// `operator.public_key().key_id()`, or every node will refuse the entry.
+///
+/// An entry is `postcard(body) || signature`, so encoding with a blank signature yields the signed
+/// bytes in front of the signature's place, which is then filled in. On error (`body` is invalid,
+/// or does not fit `out` or `ENTRY_BYTES_MAX`) `out` holds no entry and nothing else changed.
+pub fn sign_entry(
+    operator: &SigningKey,
+    body: &EntryBody<'_>,
+    out: &mut [u8],
+) -> Result<usize, EntryError> {
+    let n = encode_entry(body, &[0; SIGNATURE_BYTES], out)?;
+    assert!(n > SIGNATURE_BYTES, "an encoded body is never empty");
+    let signature = sign_entry_body(operator, &out[..n - SIGNATURE_BYTES]);
+    out[n - SIGNATURE_BYTES..n].copy_from_slice(&signature);
+    Ok(n)
+}
+
 /// Checks an entry against the cluster's operator key: its key id first (cheap), then the
 /// signature over `entry.signed`.
 pub fn check_entry(operator: &PublicKey, entry: &Entry<'_>) -> Result<(), EntrySignatureError> {
@@ -60,14 +80,10 @@ mod tests {
     use super::*;
     use crate::config::ENTRY_BYTES_MAX;
     use crate::crypto::keys::test_key;
-    use crate::schema::entry::{encode_entry, EntryBody, Version};
+    use crate::schema::entry::{ServiceSpec, Source, Version};
 
-    /// Encodes `body` signed by `signer`, the way `myco deploy` does.
     fn signed(signer: &SigningKey, body: &EntryBody<'_>, out: &mut [u8; ENTRY_BYTES_MAX]) -> usize {
-        let mut scratch = [0u8; ENTRY_BYTES_MAX];
-        let n = postcard::to_slice(body, &mut scratch).unwrap().len();
-        let sig = sign_entry_body(signer, &scratch[..n]);
-        encode_entry(body, &sig, out).unwrap()
+        sign_entry(signer, body, out).unwrap()
     }
 
     fn tombstone(key_id: u32) -> EntryBody<'static> {
@@ -130,5 +146,55 @@ mod tests {
                 assert!(!verify_entry(&op.public_key(), e), "bit {i}");
             }
         }
+    }
+
+    /// `sign_entry` gives an entry that decodes to the same body and verifies, and its bytes are
+    /// exactly those of the way every caller signed before it existed (encode the body alone, sign
+    /// that, append the signature), written out here so a change to the format cannot pass
+    /// unnoticed. Too small an `out` is refused.
+    #[test]
+    fn sign_entry_verifies_and_keeps_the_bytes() {
+        let op = test_key(1);
+        let body = EntryBody {
+            name: "web",
+            version: Version {
+                clock: 1_700_000_000_000,
+                key_id: op.public_key().key_id(),
+            },
+            spec: Some(ServiceSpec::minimal(Source::Exec {
+                path: "/usr/bin/true",
+            })),
+        };
+        let mut out = [0u8; ENTRY_BYTES_MAX];
+        let n = sign_entry(&op, &body, &mut out).unwrap();
+        let e = Entry::decode(&out[..n]).unwrap();
+        assert_eq!(e.body, body);
+        assert!(verify_entry(&op.public_key(), &e));
+
+        let mut before = [0u8; ENTRY_BYTES_MAX];
+        let body_len = postcard::to_slice(&body, &mut before).unwrap().len();
+        let signature = sign_entry_body(&op, &before[..body_len]);
+        before[body_len..body_len + SIGNATURE_BYTES].copy_from_slice(&signature);
+        assert_eq!(&out[..n], &before[..body_len + SIGNATURE_BYTES]);
+        assert_eq!(hex(&out[..n]), EXPECTED_HEX);
+
+        let mut small = [0u8; 40];
+        assert_eq!(sign_entry(&op, &body, &mut small), Err(EntryError::TooLong));
+    }
+
+    /// The entry above as signed before `sign_entry` existed (Ed25519 signatures are
+    /// deterministic, so the same key and body always give these bytes).
+    const EXPECTED_HEX: &str = concat!(
+        "0377656280d095ffbc31b788cad30801010d2f7573722f62696e2f747275650000000000000100c3",
+        "b402d52df29c51abab201f3daed9f6c1e6b1ed11b38b08cc0798cb8fd316da2f9217b9967815161b",
+        "0a39076d971e86439c86cb37daf47de6bd57e5df26f204",
+    );
+
+    fn hex(bytes: &[u8]) -> heapless::String<{ 2 * ENTRY_BYTES_MAX }> {
+        let mut s = heapless::String::new();
+        for b in bytes {
+            core::fmt::Write::write_fmt(&mut s, format_args!("{b:02x}")).unwrap();
+        }
+        s
     }
 }

@@ -14,6 +14,7 @@
 
 use crate::config::SIGNATURE_BYTES;
 use crate::crypto::kdf::sha512;
+use crate::hex::{parse_hex32, HexError};
 use core::fmt;
 
 pub const PUBLIC_KEY_BYTES: usize = 32;
@@ -113,10 +114,75 @@ pub(crate) fn test_key(n: u8) -> SigningKey {
     SigningKey::from_seed([n; SEED_BYTES]).expect("non-zero test seed")
 }
 
+/// The longest key file: 64 hex digits and a newline. A reader takes one byte more, so that a
+/// longer file is refused as too long rather than cut to fit.
+pub const KEY_FILE_BYTES_MAX: usize = 2 * SEED_BYTES + 1;
+
+/// Why bytes are not a key file. Reading a key changes nothing, so no variant changes state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyFileError {
+    /// Not 64 hex digits and an optional newline.
+    Text(HexError),
+    /// The digits spell an all-zero seed, which is no secret.
+    ZeroSeed,
+}
+
+impl fmt::Display for KeyFileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeyFileError::Text(e) => write!(f, "{e}; a key file holds 64 hex digits and a newline"),
+            KeyFileError::ZeroSeed => f.write_str("it holds an all-zero seed, which is no secret"),
+        }
+    }
+}
+
+/// The seed in a key file as `myco keygen` writes it: 64 hex digits (either case) and an optional
+/// newline. Shared by `myco` and `myco-d`, so both accept exactly the same files and say the same
+/// thing about a bad one; each reads the file and checks its mode itself.
+pub fn parse_key_file(text: &[u8]) -> Result<[u8; SEED_BYTES], KeyFileError> {
+    let seed = parse_hex32(text.strip_suffix(b"\n").unwrap_or(text)).map_err(KeyFileError::Text)?;
+    if seed == [0; SEED_BYTES] {
+        return Err(KeyFileError::ZeroSeed);
+    }
+    Ok(seed)
+}
+
+/// True if a key file's mode lets anyone but its owner read or write it: such a key may already be
+/// copied, so both readers refuse it rather than use it quietly.
+pub fn key_file_exposed(mode: u32) -> bool {
+    mode & 0o077 != 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::crypto::kdf::hex;
+
+    /// A key file is 64 hex digits with at most one newline, never all zeros, and only owner-only
+    /// modes are private.
+    #[test]
+    fn key_file_rules() {
+        let text = b"00ff10AB".repeat(8);
+        let seed = parse_key_file(&text).unwrap();
+        assert_eq!(&seed[..4], &[0x00, 0xff, 0x10, 0xab]);
+        let mut file = text.clone();
+        file.push(b'\n');
+        assert_eq!(file.len(), KEY_FILE_BYTES_MAX);
+        assert_eq!(parse_key_file(&file), Ok(seed));
+        file.push(b'\n');
+        assert_eq!(
+            parse_key_file(&file),
+            Err(KeyFileError::Text(HexError::Length(65)))
+        );
+        assert_eq!(
+            parse_key_file(&b"0".repeat(64)),
+            Err(KeyFileError::ZeroSeed)
+        );
+        assert!(!key_file_exposed(0o100600));
+        assert!(!key_file_exposed(0o400));
+        assert!(key_file_exposed(0o640));
+        assert!(key_file_exposed(0o602));
+    }
 
     /// Signing with a key from RFC 8032's first test vector gives its public key and signature, so
     /// signatures are standard Ed25519 and reproducible from the seed alone.

@@ -40,7 +40,7 @@ pub mod session;
 pub(crate) mod signed;
 
 pub use cert::{Cert, CertBody, CertError};
-pub use entry::{check_entry, sign_entry_body, verify_entry, EntrySignatureError};
+pub use entry::{check_entry, sign_entry, sign_entry_body, verify_entry, EntrySignatureError};
 pub use handshake::{
     Credentials, Established, Handshake, HandshakeError, HandshakeMsg, Initiator, MsgKind, Peer,
     Responder, SessionKeys, Trust,

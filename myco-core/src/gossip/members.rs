@@ -162,6 +162,7 @@ impl Members {
         if !wins {
             return Applied::Ignored;
         }
+        let incarnation_before = m.incarnation;
         m.incarnation = u.incarnation;
         m.meta = u.meta;
         // A node refuting a rumor does not know its own address; second-hand records of it carry
@@ -176,6 +177,13 @@ impl Members {
             since: now,
             reporters: Vec::from_slice(&[reporter]).expect("capacity >= 1"),
         });
+        // Precedence only lets an update win at the same or a higher incarnation, so a stale
+        // rumor can never bring a member back; only a suspect runs a suspicion timer.
+        assert!(
+            m.incarnation >= incarnation_before,
+            "an incarnation never decreases"
+        );
+        assert_eq!(m.suspicion.is_some(), m.state == MemberState::Suspect);
         let update = m.update();
         self.enqueue(update);
         if changed {
@@ -215,6 +223,7 @@ impl Members {
                 reporters: Vec::from_slice(&[reporter]).expect("capacity >= 1"),
             }),
         };
+        assert!(self.get(u.id).is_none(), "a member has one record");
         self.list.push(member).expect("room made above");
         self.enqueue(*u);
         Applied::Joined
@@ -278,6 +287,8 @@ impl Members {
             self.dropped_updates += 1;
         }
         self.pending.push((u, transmits)).expect("room made above");
+        // One update per member: the newest replaces the rest, so a frame never carries two.
+        assert_eq!(self.pending.iter().filter(|(p, _)| p.id == u.id).count(), 1);
     }
 
     /// Up to one frame's worth of updates, those with the most transmits left first.
@@ -292,6 +303,10 @@ impl Members {
             *t -= 1;
         }
         self.pending.retain(|(_, t)| *t > 0);
+        assert!(
+            self.pending.iter().all(|(_, t)| *t > 0),
+            "spent updates leave the queue"
+        );
         out
     }
 

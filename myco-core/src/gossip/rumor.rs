@@ -42,6 +42,16 @@ impl RumorQueue {
 
     /// Queues `key_hash` whose encoded entry is `entry_len` bytes.
     pub fn push(&mut self, key_hash: u64, entry_len: usize) {
+        self.queue(key_hash, entry_len);
+        // Whichever way it went, the key rides in the newest frame with every transmit ahead of
+        // it, and the queue stays within its depth.
+        let newest = self.frames.back().expect("a key was just queued");
+        assert!(newest.keys.contains(&key_hash));
+        assert_eq!(newest.transmits_left, RUMOR_TRANSMITS);
+        assert!(self.frames.len() <= GOSSIP_QUEUE_DEPTH);
+    }
+
+    fn queue(&mut self, key_hash: u64, entry_len: usize) {
         let cost = entry_len + 3;
         if let Some(newest) = self.frames.back_mut() {
             if newest.keys.contains(&key_hash) {

@@ -12,10 +12,10 @@
 
 use crate::config::WAL_HEADER_BYTES;
 use crate::config::{
-    ARENA_BYTES, BUCKETS, BUCKETS_PER_GROUP, FRAME_BYTES, GOSSIP_FANOUT, GOSSIP_INTERVAL_MS,
-    GROUPS, INDIRECT_PROBES, JOIN_MAX, JOIN_RETRY_MS, MEMBERS_PER_FRAME, MEMBER_SYNC_INTERVAL_MS,
-    NODE_BYTES_MAX, PROBE_INTERVAL_MS, PROBE_TIMEOUT_MS, RELAYS_MAX, SERVICES_MAX,
-    SYNC_FRAMES_PER_STEP, SYNC_KEYS_PER_FRAME, WANT_PER_FRAME,
+    ARENA_BYTES, BUCKETS, BUCKETS_PER_GROUP, BUDGET_BYTES, FRAME_BYTES, GOSSIP_FANOUT,
+    GOSSIP_INTERVAL_MS, GROUPS, INDIRECT_PROBES, JOIN_MAX, JOIN_RETRY_MS, MEMBERS_PER_FRAME,
+    MEMBER_SYNC_INTERVAL_MS, NODE_BYTES_MAX, PROBE_INTERVAL_MS, PROBE_TIMEOUT_MS, RELAYS_MAX,
+    SERVICES_MAX, SYNC_FRAMES_PER_STEP, SYNC_KEYS_PER_FRAME, WANT_PER_FRAME,
 };
 use crate::config::{BODY_BYTES_MAX, REVOCATION_BYTES_MAX};
 use crate::crypto::handshake::{Credentials, Trust};
@@ -133,6 +133,28 @@ pub enum Refusal {
     Entry(StoreError),
 }
 
+impl Refusal {
+    /// Every reason's name, in `index` order: the `reason` label of the daemon's refused-frames
+    /// metric and the name its refusal events carry.
+    pub const NAMES: [&'static str; 5] = ["frame", "zone", "body", "entry", "crypto"];
+
+    /// This refusal's position in `NAMES` (and in `Counters::refused_by_reason`).
+    pub fn index(self) -> usize {
+        match self {
+            Refusal::Frame(_) => 0,
+            Refusal::WrongZone => 1,
+            Refusal::Body => 2,
+            Refusal::Entry(_) => 3,
+            Refusal::Crypto(_) => 4,
+        }
+    }
+
+    /// The reason's name, for metrics and events.
+    pub fn name(self) -> &'static str {
+        Refusal::NAMES[self.index()]
+    }
+}
+
 /// Counters the daemon exports as metrics and the simulator reports.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counters {
@@ -162,6 +184,20 @@ pub struct Counters {
     pub handshakes_deferred: u64,
     /// Sealed frames opened and accepted.
     pub frames_accepted: u64,
+}
+
+impl Counters {
+    /// Refused frames by reason, named and ordered as `Refusal::NAMES`.
+    pub fn refused_by_reason(&self) -> [(&'static str, u64); 5] {
+        let counts = [
+            self.refused_frame,
+            self.refused_zone,
+            self.refused_body,
+            self.refused_entry,
+            self.refused_crypto,
+        ];
+        core::array::from_fn(|i| (Refusal::NAMES[i], counts[i]))
+    }
 }
 
 /// Why a node could not start.
@@ -265,6 +301,9 @@ pub struct Node {
     next_status_resend: Instant,
 }
 
+// The budget in `config` is a sum of estimates; the real node must fit inside it, so a table that
+// grows past its line there fails the build instead of quietly eating the margin.
+const _: () = assert!(core::mem::size_of::<Node>() <= BUDGET_BYTES);
 const _: () = assert!(core::mem::size_of::<Node>() <= NODE_BYTES_MAX);
 
 mod probe;
@@ -461,6 +500,10 @@ impl Node {
                 ticket: None,
             });
         }
+        assert!(
+            self.store.contains_exact(key_hash, entry),
+            "an accepted entry is the one stored"
+        );
         self.rumors.push(key_hash, entry.len());
         sink.event(Event::EntryChanged { key_hash });
         Ok(Submitted {
@@ -513,6 +556,12 @@ impl Node {
             self.checkpoint_requested = true;
             sink.checkpoint();
         }
+        // Tickets only grow, so the host's completions can be checked against them, and a log
+        // past its bound always has a checkpoint on the way.
+        assert!(ticket < self.next_ticket);
+        assert!(
+            self.checkpoint_requested || !checkpoint_due(self.wal_bytes, self.wal_checkpoint_bytes)
+        );
         ticket
     }
 

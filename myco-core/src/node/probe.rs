@@ -227,11 +227,17 @@ impl Node {
 
     /// Someone says this node is suspect or dead: raise the incarnation past it and say so.
     pub(super) fn refute(&mut self, u: &MemberUpdate) {
+        let incarnation_before = self.incarnation;
         if u.state != MemberState::Alive && u.incarnation >= self.incarnation {
             self.incarnation = u.incarnation.saturating_add(1);
             self.out.counters.refutations += 1;
             self.members.enqueue(self.me());
         }
+        // Peers keep the highest incarnation they heard; a lower one would never be believed.
+        assert!(
+            self.incarnation >= incarnation_before,
+            "an incarnation never decreases"
+        );
     }
 
     /// Piggyback for a frame to `peer`. If this node believes `peer` suspect or dead, that belief

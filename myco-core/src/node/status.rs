@@ -35,11 +35,15 @@ impl Node {
         if listed == self.status.units && more == self.status.more && self.status.version != 0 {
             return;
         }
+        let version_before = self.status.version;
         self.status = Status {
             version: self.status.version.saturating_add(1).max(floor),
             units: listed,
             more,
         };
+        // Peers keep the highest version they saw, so a status that went backwards would be
+        // ignored everywhere.
+        assert!(self.status.version > 0 && self.status.version >= version_before);
         self.status_resends = STATUS_RESENDS;
         self.next_status_resend = now.add_ms(STATUS_RESEND_MS);
         self.push_status(sink);

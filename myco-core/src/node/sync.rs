@@ -77,6 +77,10 @@ impl Node {
         match self.store.merge(bytes) {
             Ok(Merge::Stale) => self.out.counters.entries_stale += 1,
             Ok(_) => {
+                assert!(
+                    self.store.contains_exact(key_hash, bytes),
+                    "a merged entry is stored"
+                );
                 self.out.counters.entries_changed += 1;
                 self.rumors.push(key_hash, bytes.len());
                 self.persist(bytes, sink);
@@ -280,5 +284,7 @@ fn send_entry_frames<'s>(
         out.send(sink, to, store.root(), Message::Entries { list });
         sent += 1;
     }
+    // The caller's frame budget is spent by this count, so it must never exceed the budget.
+    assert!(sent <= frames_max);
     sent
 }

@@ -4,8 +4,8 @@
 use super::*;
 use crate::config::WAL_CHECKPOINT_BYTES;
 use crate::crypto::cert::certify;
-use crate::crypto::sign_entry_body;
-use crate::schema::entry::{encode_entry, Arch, EntryBody, Version};
+use crate::crypto::sign_entry;
+use crate::schema::entry::{Arch, EntryBody, Version};
 use crate::schema::frame::{body_mut, write_frame, Header};
 use heapless::Vec as HVec;
 
@@ -54,10 +54,7 @@ fn tombstone_by(key: &SigningKey, name: &str, clock: u64, out: &mut [u8; 128]) -
         version,
         spec: None,
     };
-    let n = encode_entry(&body, &[0; 64], out).unwrap();
-    let sig = sign_entry_body(key, &out[..n - 64]);
-    out[n - 64..n].copy_from_slice(&sig);
-    n
+    sign_entry(key, &body, out).unwrap()
 }
 
 fn tombstone(name: &str, clock: u64, out: &mut [u8; 128]) -> usize {
@@ -100,6 +97,18 @@ fn bad_frames_are_counted_and_change_nothing() {
     assert_eq!(c.refused_frame, 5);
     assert_eq!(c.refused_zone, 1);
     assert_eq!(c.refused_crypto, 1, "the sealed frame: no session");
+    // The metric's reason labels count the same refusals, each under its own name.
+    let by_reason = c.refused_by_reason();
+    assert_eq!(
+        by_reason[Refusal::Frame(FrameError::Magic).index()],
+        ("frame", 5)
+    );
+    assert_eq!(by_reason[Refusal::WrongZone.index()], ("zone", 1));
+    assert_eq!(
+        by_reason[Refusal::Crypto(CryptoRefusal::BadMac).index()],
+        ("crypto", 1)
+    );
+    assert_eq!(Refusal::Body.name(), "body");
     assert_eq!(
         n.crypto_refusals()[CryptoRefusal::MalformedHandshake.index()],
         1

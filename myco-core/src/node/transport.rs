@@ -399,6 +399,9 @@ impl Transport {
         if self.links.push(link).is_err() {
             unreachable!("room made above");
         }
+        // One session per peer and per address: a frame's sender or source finds one link.
+        assert_eq!(self.links.iter().filter(|l| l.peer == peer).count(), 1);
+        assert_eq!(self.links.iter().filter(|l| l.addr == addr).count(), 1);
     }
 
     /// Opens a sealed frame in place into `plain` (the body region). On success returns who sent
@@ -463,6 +466,10 @@ impl Transport {
         self.trust.revocation_block = height;
         self.links.retain(|l| l.issued_at >= height);
         self.pending.clear();
+        assert!(self
+            .links
+            .iter()
+            .all(|l| l.issued_at >= self.trust.revocation_block));
     }
 
     /// A new certificate for this node (after a rotation). Existing sessions stay; new

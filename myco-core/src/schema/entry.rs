@@ -3,17 +3,25 @@
 //! An encoded entry is `postcard(EntryBody) || signature[64]`. The signature covers exactly the
 //! body bytes, so a relaying node can neither forge nor alter an entry. Entries decode zero-copy
 //! (strings borrow from the frame) and are validated before anything stores them: a name is a DNS
-//! label, executables are absolute, no token holds a NUL or a control character, and the whole
-//! entry fits `ENTRY_BYTES_MAX`, which `config` proves fits one frame.
+//! label, executables are absolute, no token holds a NUL or a control character, a flake is
+//! locked to one commit (its reference names its `rev`), and the whole entry fits
+//! `ENTRY_BYTES_MAX`, which `config` proves fits one frame.
 
 use crate::config::{
-    ARGS_MAX, ENTRY_BYTES_MAX, ENV_MAX, NAME_BYTES_MAX, PORTS_MAX, PRE_ARGS_MAX, PRE_MAX,
-    REPLICAS_MAX, SIGNATURE_BYTES,
+    ARGS_MAX, ENTRY_BYTES_MAX, ENV_MAX, FLAKE_REV_BYTES, NAME_BYTES_MAX, NAR_HASH_BYTES, PORTS_MAX,
+    PRE_ARGS_MAX, PRE_MAX, REPLICAS_MAX, SIGNATURE_BYTES,
 };
 use crate::crypto::signed::decode_exact;
 use core::cmp::Ordering;
 use heapless::Vec;
 use serde::{Deserialize, Serialize};
+
+/// The rule `valid_name` checks, in words, as a literal so `concat!` can build whole sentences on it.
+macro_rules! name_rule {
+    () => {
+        "a DNS label, 1 to 63 of a-z, 0-9 and '-', not starting or ending with '-'"
+    };
+}
 
 /// Who wrote an entry and when: the operator's clock (milliseconds) and the id of the key that
 /// signed it. Ordered by clock, then key id.
@@ -66,10 +74,22 @@ pub struct Requirements {
 }
 
 /// What runs: a Nix flake output or an absolute executable already on the box.
+///
+/// A flake is always locked: `uri` is the locked reference `nix flake metadata` prints (for git,
+/// `...?ref=main&rev=<rev>`), `rev` is the commit it names and `nar_hash` the SHA-256 of the
+/// source tree's NAR. The operator's tool resolves a moving reference once, at signing time, so
+/// every box builds the same commit and can check what it fetched against `nar_hash`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Source<'a> {
-    Flake { uri: &'a str, attr: &'a str },
-    Exec { path: &'a str },
+    Flake {
+        uri: &'a str,
+        attr: &'a str,
+        rev: [u8; FLAKE_REV_BYTES],
+        nar_hash: [u8; NAR_HASH_BYTES],
+    },
+    Exec {
+        path: &'a str,
+    },
 }
 
 pub type Command<'a> = Vec<&'a str, PRE_ARGS_MAX>;
@@ -138,17 +158,16 @@ pub enum EntryError {
     Env,
     Replicas,
     Port,
+    Unlocked,
 }
 
 impl EntryError {
-    pub fn message(self) -> &'static str {
+    pub const fn message(self) -> &'static str {
         match self {
             EntryError::TooLong => "entry is longer than one frame allows",
             EntryError::Truncated => "entry is shorter than its signature",
             EntryError::Malformed => "entry body does not decode",
-            EntryError::Name => {
-                "service name must be a DNS label: 1-63 of a-z 0-9 -, not starting or ending with -"
-            }
+            EntryError::Name => concat!("service name must be ", name_rule!()),
             EntryError::Token => {
                 "a token is empty or holds a control character or a Unicode noncharacter"
             }
@@ -158,6 +177,9 @@ impl EntryError {
             EntryError::Env => "environment names must match [A-Za-z_][A-Za-z0-9_]*",
             EntryError::Replicas => "replicas must be between 1 and 64",
             EntryError::Port => "ports must be non-zero and unique",
+            EntryError::Unlocked => {
+                "a flake must be locked to one commit: its reference must name its rev in lowercase hex"
+            }
         }
     }
 }
@@ -221,6 +243,11 @@ pub fn encode_entry(
     out[used..used + SIGNATURE_BYTES].copy_from_slice(signature);
     Ok(used + SIGNATURE_BYTES)
 }
+
+/// What a service name must be: the one text every refusal of a bad name shows, whoever refuses it
+/// (the entry and unit checks here, the daemon's API, `myco`), so they never disagree.
+pub const NAME_RULE: &str = name_rule!();
+const _: () = assert!(NAME_BYTES_MAX == 63, "NAME_RULE names the limit");
 
 /// True if `name` is a DNS label Myco accepts: it names the unit and the DNS record.
 pub fn valid_name(name: &str) -> bool {
@@ -294,8 +321,13 @@ fn validate(body: &EntryBody<'_>) -> Result<(), EntryError> {
 
 fn validate_spec(spec: &ServiceSpec<'_>) -> Result<(), EntryError> {
     match spec.source {
-        Source::Flake { uri, attr } if valid_token(uri) && valid_token(attr) => {}
-        Source::Flake { .. } => return Err(EntryError::Token),
+        Source::Flake { uri, attr, .. } if !valid_token(uri) || !valid_token(attr) => {
+            return Err(EntryError::Token)
+        }
+        Source::Flake { uri, rev, .. } if !names_rev(uri, &rev) => {
+            return Err(EntryError::Unlocked)
+        }
+        Source::Flake { .. } => {}
         Source::Exec { path } if valid_path(path) => {}
         Source::Exec { .. } => return Err(EntryError::Path),
     }
@@ -327,6 +359,17 @@ fn validate_spec(spec: &ServiceSpec<'_>) -> Result<(), EntryError> {
     Ok(())
 }
 
+/// True if the flake reference `uri` holds `rev` as 40 lowercase hex digits, as every locked
+/// reference Nix prints does (`?rev=` for git and Mercurial, a path component for `github:`).
+/// A box builds `uri` as written, so a reference without its rev could move under it.
+pub fn names_rev(uri: &str, rev: &[u8; FLAKE_REV_BYTES]) -> bool {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digit = |i: usize| HEX[usize::from(rev[i / 2] >> (4 * (1 - i % 2)) & 0xf)];
+    uri.as_bytes()
+        .windows(2 * FLAKE_REV_BYTES)
+        .any(|w| w.iter().enumerate().all(|(i, &c)| c == digit(i)))
+}
+
 /// The last-writer-wins order of two versions of one key. Higher version wins; on a version tie a
 /// tombstone wins; on a full tie the higher entry digest wins, so every node picks the same entry
 /// even if an operator signed two different entries with one version.
@@ -338,12 +381,22 @@ pub fn lww_cmp(a: (Version, bool, u64), b: (Version, bool, u64)) -> Ordering {
 mod tests {
     use super::*;
 
+    const REV: [u8; FLAKE_REV_BYTES] = [0xa7; FLAKE_REV_BYTES];
+    const LOCKED_URI: &str =
+        "git+file:///srv/web?ref=main&rev=a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7";
+
+    fn flake(uri: &str) -> Source<'_> {
+        Source::Flake {
+            uri,
+            attr: "default",
+            rev: REV,
+            nar_hash: [0x5c; NAR_HASH_BYTES],
+        }
+    }
+
     fn spec() -> ServiceSpec<'static> {
         ServiceSpec {
-            source: Source::Flake {
-                uri: "git+file:///srv/web?ref=main",
-                attr: "default",
-            },
+            source: flake(LOCKED_URI),
             args: Vec::from_slice(&["--port", "8080"]).unwrap(),
             env: Vec::from_slice(&[("MODE", "prod")]).unwrap(),
             pre: Vec::new(),
@@ -490,9 +543,81 @@ mod tests {
         let n = encode_entry(&body, &[0; 64], &mut buf).unwrap();
         assert!(Entry::decode(&buf[..n - 1]).is_err());
         assert_eq!(Entry::decode(&buf[..10]).err(), Some(EntryError::Truncated));
-        let mut padded = [0u8; 200];
+        let mut padded = [0u8; 300];
         padded[..n - 64].copy_from_slice(&buf[..n - 64]);
         assert!(Entry::decode(&padded[..n + 1]).is_err());
+    }
+
+    /// A box never builds a reference that can move: a flake whose reference does not name its
+    /// rev (a branch alone, another rev, the rev in upper case) is refused.
+    #[test]
+    fn refuses_unlocked_flakes() {
+        let mut buf = [0u8; ENTRY_BYTES_MAX];
+        let other = "git+file:///srv/web?ref=main&rev=a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a6";
+        let upper = "git+file:///srv/web?ref=main&rev=A7A7A7A7A7A7A7A7A7A7A7A7A7A7A7A7A7A7A7A7";
+        for uri in ["git+file:///srv/web?ref=main", other, upper] {
+            let body = EntryBody {
+                name: "web",
+                version: Version::default(),
+                spec: Some(ServiceSpec::minimal(flake(uri))),
+            };
+            assert_eq!(
+                encode_entry(&body, &[0; 64], &mut buf),
+                Err(EntryError::Unlocked),
+                "{uri}"
+            );
+        }
+        let github = "github:owner/web/a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7";
+        let body = EntryBody {
+            name: "web",
+            version: Version::default(),
+            spec: Some(ServiceSpec::minimal(flake(github))),
+        };
+        assert!(encode_entry(&body, &[0; 64], &mut buf).is_ok());
+    }
+
+    /// The largest entry an operator plausibly writes fits one frame with room to spare: a
+    /// 63-byte name, a 150-byte locked git+https reference (host, path, branch and rev), a long
+    /// attr, 4 arguments, 4 variables, a migration and 4 ports.
+    #[test]
+    fn realistic_worst_case_fits() {
+        let uri = "git+https://git.example-company.internal/platform/edge-services/\
+                   web-frontend.git?ref=refs/heads/release-2026.12&rev=\
+                   a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7";
+        assert!(uri.len() >= 150, "{}", uri.len());
+        let mut s = ServiceSpec::minimal(flake(uri));
+        s.source = Source::Flake {
+            uri,
+            attr: "packages.x86_64-linux.frontend",
+            rev: REV,
+            nar_hash: [0x5c; NAR_HASH_BYTES],
+        };
+        for _ in 0..4 {
+            s.args.push("--listen-address=0.0.0.0").unwrap();
+            s.env
+                .push(("SERVICE_SETTING", "a-value-of-20-bytes!"))
+                .unwrap();
+        }
+        let migrate = ["/run/current-system/sw/bin/migrate", "--database", "main"];
+        s.pre.push(Vec::from_slice(&migrate).unwrap()).unwrap();
+        for number in [80, 443, 8080, 9090] {
+            let protocol = Protocol::Tcp;
+            s.ports.push(Port { number, protocol }).unwrap();
+        }
+        let name = "a-service-name-as-long-as-a-dns-label-allows--sixty-three-bytes";
+        let body = EntryBody {
+            name,
+            version: Version {
+                clock: u64::MAX,
+                key_id: u32::MAX,
+            },
+            spec: Some(s),
+        };
+        let mut buf = [0u8; ENTRY_BYTES_MAX];
+        let n = encode_entry(&body, &[0; 64], &mut buf).unwrap();
+        assert!(n + 100 <= ENTRY_BYTES_MAX, "{n} bytes");
+        extern crate std;
+        std::println!("realistic worst case: {n} bytes of {ENTRY_BYTES_MAX}");
     }
 
     /// Regression (fuzz): an overlong varint (clock 0 written as `80 00`) is refused, so an entry

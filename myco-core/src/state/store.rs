@@ -261,6 +261,16 @@ impl<const N: usize, const A: usize> Store<N, A> {
         self.arena[offset..offset + bytes.len()].copy_from_slice(bytes);
         self.index[i] = new;
         self.xor_digest(new.key_hash, old.digest ^ new.digest);
+        // Last writer wins: a slot only ever moves forward, so a replayed or late entry can never
+        // take a key back to an older version.
+        assert!(
+            self.index[i].version >= old.version,
+            "a slot's version never decreases"
+        );
+        assert_eq!(
+            self.index[i].key_hash, old.key_hash,
+            "a replace keeps the key"
+        );
         Ok(Merge::Replaced)
     }
 
@@ -279,6 +289,12 @@ impl<const N: usize, const A: usize> Store<N, A> {
         let at = self.find(new.key_hash).expect_err("checked absent");
         self.index.insert(at, new).expect("room checked above");
         self.xor_digest(new.key_hash, new.digest);
+        // The index stays sorted by key hash, which `find` and `range` rely on.
+        assert!(at == 0 || self.index[at - 1].key_hash < new.key_hash);
+        assert!(self
+            .index
+            .get(at + 1)
+            .is_none_or(|next| new.key_hash < next.key_hash));
         Ok(Merge::Inserted)
     }
 
@@ -288,9 +304,12 @@ impl<const N: usize, const A: usize> Store<N, A> {
     }
 
     fn remove_at(&mut self, i: usize) {
+        let live_before = self.arena_live;
         let s = self.index.remove(i);
+        assert!(s.tombstone, "only expired tombstones leave the store");
         self.arena_live -= usize::from(s.len);
         self.xor_digest(s.key_hash, s.digest);
+        assert_eq!(self.arena_live + usize::from(s.len), live_before);
     }
 
     fn note_clock(&mut self, clock: u64, tombstone: bool) {
@@ -331,6 +350,7 @@ impl<const N: usize, const A: usize> Store<N, A> {
         let at = self.arena_used;
         self.arena_used += len;
         self.arena_live += len;
+        assert!(self.arena_live <= self.arena_used && self.arena_used <= A);
         Some(at)
     }
 

@@ -306,7 +306,7 @@ fn check_line(
         Rule::KeyId => number(value, ctx.version.key_id.into()),
         Rule::Ports => ports(value, spec),
         Rule::Source => match spec.source {
-            Source::Flake { uri, attr } => words(
+            Source::Flake { uri, attr, .. } => words(
                 value,
                 Dollar::Keep,
                 &mut [&[uri, "#", attr] as &[&str]].into_iter(),

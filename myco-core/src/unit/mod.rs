@@ -25,7 +25,9 @@ mod tests;
 
 use crate::config::{ARGS_MAX, ENTRY_BYTES_MAX, ENV_MAX, NAME_BYTES_MAX, PRE_ARGS_MAX, PRE_MAX};
 pub use crate::schema::entry::{quotable, valid_exec_path};
-use crate::schema::entry::{valid_env_name, valid_name, Protocol, ServiceSpec, Source, Version};
+use crate::schema::entry::{
+    valid_env_name, valid_name, EntryError, Protocol, ServiceSpec, Source, Version,
+};
 use core::fmt;
 
 /// The largest unit `render` writes for a valid entry; `out` of this size never gives `TooLong`.
@@ -125,9 +127,7 @@ pub enum UnitError {
 impl UnitError {
     pub fn message(self) -> &'static str {
         match self {
-            UnitError::Name => {
-                "service name must be a DNS label: 1-63 of a-z 0-9 -, not starting or ending with -"
-            }
+            UnitError::Name => EntryError::Name.message(),
             UnitError::Path(_) => {
                 "systemd cannot run this executable path as written: it must be absolute and \
                  normalized (no empty, '.' or '..' component, no trailing '/'), at most 4095 \
@@ -226,7 +226,7 @@ fn check_spec(name: &str, spec: &ServiceSpec<'_>, ctx: &UnitContext<'_>) -> Resu
             return Err(UnitError::Path(Field::Exec))
         }
         Source::Exec { .. } => {}
-        Source::Flake { uri, attr } => {
+        Source::Flake { uri, attr, .. } => {
             check_token(uri, Field::Flake)?;
             check_token(attr, Field::Attr)?;
             if let Some(path) = ctx.program {
@@ -386,7 +386,7 @@ fn write_unit(
     w.text("\nX-Myco-KeyId=")?;
     w.number(ctx.version.key_id.into())?;
     w.text("\n")?;
-    if let Source::Flake { uri, attr } = spec.source {
+    if let Source::Flake { uri, attr, .. } = spec.source {
         w.text("X-Myco-Source=")?;
         w.word(&[uri, "#", attr], Dollar::Keep)?;
         w.text("\n")?;

@@ -6,7 +6,7 @@ extern crate std;
 
 use super::check::check;
 use super::*;
-use crate::config::{PORTS_MAX, SIGNATURE_BYTES};
+use crate::config::{FLAKE_REV_BYTES, NAR_HASH_BYTES, PORTS_MAX, SIGNATURE_BYTES};
 use crate::random::Prng;
 use crate::schema::entry::{encode_entry, Arch, Command, EntryBody, Port, Requirements};
 use heapless::Vec;
@@ -37,6 +37,17 @@ fn line<'t>(text: &'t str, key: &str) -> StdVec<&'t str> {
     text.lines()
         .filter_map(|l| l.strip_prefix(key)?.strip_prefix('='))
         .collect()
+}
+
+/// A flake source for the compiler, which reads only `uri` and `attr`: the lock is the entry's
+/// business (`schema::entry` refuses a reference without its rev), not the unit's.
+fn flake_source<'a>(uri: &'a str, attr: &'a str) -> Source<'a> {
+    Source::Flake {
+        uri,
+        attr,
+        rev: [0; FLAKE_REV_BYTES],
+        nar_hash: [0; NAR_HASH_BYTES],
+    }
 }
 
 fn exec(path: &str) -> ServiceSpec<'_> {
@@ -174,10 +185,10 @@ fn hostile_words_are_quoted() {
         [r#""V=$(reboot) %%h \"\\ ; ' `x`""#, r#""E=""#]
     );
     // The flake reference is shown the same way; the default program follows the name.
-    let spec = ServiceSpec::minimal(Source::Flake {
-        uri: "git+https://h/r?ref=main&x=%41\"",
-        attr: "pkgs.$web",
-    });
+    let spec = ServiceSpec::minimal(flake_source(
+        "git+https://h/r?ref=main&x=%41\"",
+        "pkgs.$web",
+    ));
     let text = rendered("web", &spec, &ctx(1));
     assert_eq!(
         line(&text, "X-Myco-Source"),
@@ -276,10 +287,7 @@ fn refuses_what_cannot_be_quoted() {
                 word: 0,
             }),
         );
-        let flake = ServiceSpec::minimal(Source::Flake {
-            uri: "f",
-            attr: "a",
-        });
+        let flake = ServiceSpec::minimal(flake_source("f", "a"));
         let program = UnitContext {
             program: Some(path),
             ..c
@@ -300,22 +308,13 @@ fn refuses_what_cannot_be_quoted() {
             word: 2,
         }),
     );
-    let flake = ServiceSpec::minimal(Source::Flake {
-        uri: "f\n",
-        attr: "a",
-    });
+    let flake = ServiceSpec::minimal(flake_source("f\n", "a"));
     refuse("a", &flake, &c, UnitError::Token(Field::Flake));
-    let flake = ServiceSpec::minimal(Source::Flake {
-        uri: "f",
-        attr: "\u{10ffff}",
-    });
+    let flake = ServiceSpec::minimal(flake_source("f", "\u{10ffff}"));
     refuse("a", &flake, &c, UnitError::Token(Field::Attr));
     // A program path within PATH_MAX but over the context's bound.
     let long = std::format!("/{}/{}/x", "p".repeat(255), "q".repeat(255));
-    let flake = ServiceSpec::minimal(Source::Flake {
-        uri: "f",
-        attr: "a",
-    });
+    let flake = ServiceSpec::minimal(flake_source("f", "a"));
     let program = UnitContext {
         program: Some(&long),
         ..c
@@ -418,7 +417,7 @@ fn short_buffer_is_too_long() {
 #[test]
 fn fixed_text_bound() {
     let name = "n".repeat(NAME_BYTES_MAX);
-    let mut spec = ServiceSpec::minimal(Source::Flake { uri: "", attr: "" });
+    let mut spec = ServiceSpec::minimal(flake_source("", ""));
     spec.requires.gpu = true;
     spec.ports = (0..PORTS_MAX as u16)
         .map(|i| Port {
@@ -455,12 +454,16 @@ fn largest_valid_spec_fits() {
     for pad in pads {
         // Which token carries the padding: each argument, each env value, each migration word,
         // and the flake reference.
-        for carrier in 0..(ARGS_MAX + ENV_MAX + PRE_MAX * PRE_ARGS_MAX + 1) {
+        for carrier in 0..=FLAKE_CARRIER {
             let fill = |len: usize| pad.repeat(len);
             // The most padding that still encodes, found by walking down from the entry size.
+            // A flake reference must end with its rev to encode (`flake_source`'s is all zeros).
             let mut len = ENTRY_BYTES_MAX;
             loop {
-                let padding = fill(len);
+                let padding = match carrier == FLAKE_CARRIER {
+                    true => fill(len) + ZERO_REV_HEX,
+                    false => fill(len),
+                };
                 let spec = worst_spec(carrier, &padding);
                 let body = EntryBody {
                     name: &name,
@@ -488,20 +491,23 @@ fn largest_valid_spec_fits() {
     std::println!("largest unit of a valid entry: {largest} bytes of {UNIT_BYTES_MAX}");
 }
 
+/// The carrier number of the flake reference in `worst_spec`, after every other token.
+const FLAKE_CARRIER: usize = ARGS_MAX + ENV_MAX + PRE_MAX * PRE_ARGS_MAX;
+/// The rev of `flake_source` as a locked reference names it.
+const ZERO_REV_HEX: &str = "0000000000000000000000000000000000000000";
+
 /// Every token present, empty but for the carrier, which holds `padding`.
 fn worst_spec<'a>(carrier: usize, padding: &'a str) -> ServiceSpec<'a> {
     const ENV_NAMES: [&str; ENV_MAX] = [
         "A", "B", "C", "D", "E", "F", "G", "H", "I", "J", "K", "L", "M", "N", "O", "P",
     ];
     let pick = |i: usize| if i == carrier { padding } else { "" };
-    let mut spec = ServiceSpec::minimal(Source::Flake {
-        uri: if carrier == ARGS_MAX + ENV_MAX + PRE_MAX * PRE_ARGS_MAX {
-            padding
-        } else {
-            "f"
-        },
-        attr: "a",
-    });
+    let uri = if carrier == FLAKE_CARRIER {
+        padding
+    } else {
+        ZERO_REV_HEX
+    };
+    let mut spec = ServiceSpec::minimal(flake_source(uri, "a"));
     spec.requires.gpu = true;
     spec.args = (0..ARGS_MAX).map(pick).collect();
     spec.env = (0..ENV_MAX)
@@ -717,10 +723,7 @@ impl Generated {
 
     fn spec(&self) -> ServiceSpec<'_> {
         let source = match &self.flake {
-            Some((uri, attr)) => Source::Flake {
-                uri: &uri.text,
-                attr: &attr.text,
-            },
+            Some((uri, attr)) => flake_source(&uri.text, &attr.text),
             None => Source::Exec {
                 path: &self.exec.text,
             },

@@ -3,7 +3,8 @@
 //! The core owns the format and the rules; the host (or the simulator) owns the files and the
 //! fsyncs. A log is a sequence of `record`s, each with its own CRC32C; `replay` reads them back
 //! with bounded memory. `docs/wal.md` gives the byte layout, the recovery rules and the crash-safe
-//! checkpoint swap.
+//! checkpoint swap. `snapshot` writes
+//! the one snapshot format both the daemon and the simulator use.
 //!
 //! Invariants:
 //! - A record is written whole and read back before it may reach the disk (`encode_record`
@@ -21,12 +22,14 @@
 
 pub mod record;
 pub mod replay;
+pub mod snapshot;
 
 pub use record::{
     decode_record, encode_checkpoint_end, encode_record, CheckpointEnd, RecordError, RecordHeader,
     RecordKind, RecordView,
 };
 pub use replay::{scan, Records, Replayer, Stop, Summary};
+pub use snapshot::SnapshotEncoder;
 
 /// Whether a log of `wal_bytes` should now be compacted into a snapshot, given the node's bound
 /// (`config::WAL_CHECKPOINT_BYTES` unless a test configuration lowers it). Checked after an

@@ -85,7 +85,12 @@ impl Tally {
     }
 
     fn accept(&mut self, record: RecordView<'_>, len: usize) {
-        assert!(len <= WAL_RECORD_BYTES_MAX);
+        assert!(len > 0 && len <= WAL_RECORD_BYTES_MAX);
+        assert!(
+            self.corrupt.is_none(),
+            "nothing is accepted after a bad record"
+        );
+        let good_bytes_before = self.good_bytes;
         self.good_bytes += len as u64;
         self.last_end = match record {
             RecordView::Entry(_) => {
@@ -94,6 +99,8 @@ impl Tally {
             }
             RecordView::CheckpointEnd(end) => Some(end),
         };
+        // Replay only moves forward: the truncation point is always past every record taken.
+        assert!(self.good_bytes > good_bytes_before);
     }
 
     /// `leftover` bytes were read after the last good record and never formed one.

@@ -7,6 +7,7 @@
 //! buffer that runs out is `Full`, as everywhere in `response`.
 
 use super::response::{Cursor, Full};
+use myco_core::hex::digit;
 
 /// Containers may nest this deep; the daemon's answers use three levels.
 pub const JSON_DEPTH_MAX: usize = 16;
@@ -182,7 +183,7 @@ pub fn put_string(out: &mut Cursor<'_>, value: &str) -> Result<(), Full> {
             b'\n' => b"\\n",
             b'\r' => b"\\r",
             b'\t' => b"\\t",
-            0..=0x1f => &[b'\\', b'u', b'0', b'0', hex(byte >> 4), hex(byte & 0xf)],
+            0..=0x1f => &[b'\\', b'u', b'0', b'0', digit(byte >> 4), digit(byte)],
             _ => continue,
         };
         out.put(&bytes[plain_from..at])?;
@@ -191,10 +192,6 @@ pub fn put_string(out: &mut Cursor<'_>, value: &str) -> Result<(), Full> {
     }
     out.put(&bytes[plain_from..])?;
     out.put(b"\"")
-}
-
-fn hex(nibble: u8) -> u8 {
-    b"0123456789abcdef"[usize::from(nibble)]
 }
 
 #[cfg(test)]

@@ -16,8 +16,8 @@
 //! The parser scans the whole buffer again on every read. That is at most 8 KiB of head per read,
 //! the same order of work as the read itself, and keeps the parser free of state between reads.
 
-use myco_core::config::{ENTRY_BYTES_MAX, NAME_BYTES_MAX};
-use myco_core::schema::entry::valid_name;
+use myco_core::config::ENTRY_BYTES_MAX;
+use myco_core::schema::entry::{valid_name, EntryError};
 
 /// A request's head (request line and headers, through the blank line) may be this long. Clients
 /// of this API send a few short headers; 8 KiB is the common server default.
@@ -366,9 +366,8 @@ fn endpoint(path: &str) -> Option<(Endpoint<'_>, &'static str)> {
     Some((endpoint, method))
 }
 
-const BAD_SERVICE_NAME: &str = "invalid service name: a DNS label of 1 to 63 characters from \
-                                a-z, 0-9 and '-', not starting or ending with '-'";
-const _: () = assert!(NAME_BYTES_MAX == 63, "BAD_SERVICE_NAME names the limit");
+/// The core's refusal of a bad name, so the API and every other refusal say the same thing.
+const BAD_SERVICE_NAME: &str = EntryError::Name.message();
 
 fn service_name(name: &str) -> Result<&str, HttpError> {
     if valid_name(name) {

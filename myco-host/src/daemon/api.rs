@@ -83,6 +83,9 @@ pub struct Api {
     pub stats: ApiStats,
     /// `HEARTBEAT_MS` except in tests.
     pub heartbeat_ms: u64,
+    /// `REQUEST_TIMEOUT_MS` except in tests, which must not wait out ten real seconds to see a
+    /// deadline pass.
+    pub request_timeout_ms: u64,
 }
 
 impl Conn {
@@ -280,6 +283,7 @@ impl Api {
             conns: (0..CONNECTIONS_MAX).map(|_| Conn::new()).collect(),
             stats: ApiStats::default(),
             heartbeat_ms: HEARTBEAT_MS,
+            request_timeout_ms: REQUEST_TIMEOUT_MS,
         }
     }
 
@@ -333,8 +337,9 @@ impl Api {
                 continue;
             }
             self.stats.accepted += 1;
+            let timeout_ms = self.request_timeout_ms;
             match self.conns.iter_mut().find(|c| c.stream.is_none()) {
-                Some(c) => c.open(stream, now_ms),
+                Some(c) => c.open(stream, now_ms, timeout_ms),
                 None => self.refuse_busy(stream),
             }
         }
@@ -389,14 +394,14 @@ impl Api {
 }
 
 impl Conn {
-    fn open(&mut self, stream: UnixStream, now_ms: u64) {
+    fn open(&mut self, stream: UnixStream, now_ms: u64, timeout_ms: u64) {
         self.stream = Some(stream);
         self.start = 0;
         self.end = 0;
         self.close_after = false;
         self.waiting = None;
         self.stream_next = None;
-        self.deadline_ms = now_ms + REQUEST_TIMEOUT_MS;
+        self.deadline_ms = now_ms + timeout_ms;
         let buffered = self.request.buffered();
         if buffered > 0 {
             self.request.consume(buffered);
@@ -466,9 +471,9 @@ impl Conn {
         }
     }
 
-    /// An answer was queued for a request: the next one has a fresh deadline.
-    pub fn answered(&mut self, consumed: usize, now_ms: u64) {
+    /// An answer was queued for a request: the next one has a fresh deadline, `timeout_ms` away.
+    pub fn answered(&mut self, consumed: usize, now_ms: u64, timeout_ms: u64) {
         self.request.consume(consumed);
-        self.deadline_ms = now_ms + REQUEST_TIMEOUT_MS;
+        self.deadline_ms = now_ms + timeout_ms;
     }
 }

@@ -8,14 +8,14 @@ use crate::flight::{Level, Logger};
 use crate::reserve::{Reserve, ReserveState};
 use crate::store::FileStore;
 use myco_core::config::{REVOCATION_BYTES_MAX, WAL_CHECKPOINT_BYTES};
+use myco_core::crypto::keys::{key_file_exposed, parse_key_file, KEY_FILE_BYTES_MAX};
 use myco_core::crypto::{Cert, Revocation};
-use myco_core::hex::parse_key_file;
 use myco_core::node::Storage;
 use myco_core::time::Instant;
 use myco_core::{Node, NodeConfig, PeerAddr};
+use nix::fcntl::{Flock, FlockArg};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
 
@@ -35,7 +35,7 @@ impl<E: std::fmt::Display> From<(&str, E)> for BootError {
 
 /// Creates the state directory (mode 0700) and takes its lock, so two daemons never share one
 /// WAL. The lock is held as long as the returned file is open.
-pub fn lock_state_dir(dir: &Path) -> Result<File, BootError> {
+pub fn lock_state_dir(dir: &Path) -> Result<Flock<File>, BootError> {
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -53,15 +53,12 @@ pub fn lock_state_dir(dir: &Path) -> Result<File, BootError> {
         .write(true)
         .open(&path)
         .map_err(|e| BootError(format!("cannot open {}: {e}", path.display())))?;
-    // SAFETY: flock on an fd we own; it only takes an advisory lock.
-    let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if locked != 0 {
-        return Err(BootError(format!(
+    Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|_| {
+        BootError(format!(
             "another myco-d uses the state directory {} (its lock is held); stop it or pass another --state-dir",
             dir.display()
-        )));
-    }
-    Ok(file)
+        ))
+    })
 }
 
 /// Reads the node key; refuses a file others may read, as `myco` does.
@@ -73,15 +70,16 @@ pub fn read_node_seed(path: &Path) -> Result<[u8; 32], BootError> {
         .map_err(|e| BootError(format!("cannot stat {shown}: {e}")))?
         .permissions()
         .mode();
-    if mode & 0o077 != 0 {
+    if key_file_exposed(mode) {
         return Err(BootError(format!(
             "the node key {shown} can be read by others (mode {:o}); run 'chmod 600 {shown}'",
             mode & 0o777
         )));
     }
     let mut text = Vec::new();
+    // One byte more than a key file may hold, so that a longer file is refused, not cut to fit.
     (&mut file)
-        .take(130)
+        .take(KEY_FILE_BYTES_MAX as u64 + 1)
         .read_to_end(&mut text)
         .map_err(|e| BootError(format!("cannot read {shown}: {e}")))?;
     parse_key_file(&text).map_err(|e| {

@@ -86,6 +86,10 @@ pub struct Config {
     /// `/stream`'s heartbeat interval; only tests change it (`--stream-heartbeat-ms`, not in the
     /// help).
     pub stream_heartbeat_ms: u64,
+    /// How long a request may take to arrive and an idle connection may stay open; only tests
+    /// change it (`--request-timeout-ms`, not in the help), so that they see the deadline pass
+    /// without waiting ten real seconds.
+    pub request_timeout_ms: u64,
 }
 
 /// What the command line asked for besides running.
@@ -141,6 +145,9 @@ pub fn parse(mut args: Arguments) -> Result<Parsed, UsageError> {
     let stream_heartbeat_ms = number(&mut args, "--stream-heartbeat-ms")?
         .unwrap_or(super::api::HEARTBEAT_MS)
         .max(1);
+    let request_timeout_ms = number(&mut args, "--request-timeout-ms")?
+        .unwrap_or(super::api::REQUEST_TIMEOUT_MS)
+        .max(1);
     refuse_leftovers(args)?;
     Ok(Parsed::Run(Box::new(Config {
         operator,
@@ -157,6 +164,7 @@ pub fn parse(mut args: Arguments) -> Result<Parsed, UsageError> {
         dns,
         verbose,
         stream_heartbeat_ms,
+        request_timeout_ms,
     })))
 }
 

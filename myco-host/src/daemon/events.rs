@@ -13,6 +13,7 @@
 
 use crate::api::json::Json;
 use crate::api::response::{Cursor, Full};
+use myco_core::hex::HexU64;
 use myco_core::schema::entry::Version;
 
 /// Events held for subscribers that fall behind or reconnect.
@@ -184,7 +185,7 @@ impl Ring {
             return None;
         }
         let r = &self.records[self.slot(id)];
-        debug_assert_eq!(r.id, id);
+        assert_eq!(r.id, id, "a live id is in its own slot");
         Some(r)
     }
 
@@ -220,11 +221,11 @@ pub fn format(out: &mut Cursor<'_>, r: &Record) -> Result<(), Full> {
             j.key("kind")?;
             j.string(r.word)?;
             j.key("node")?;
-            j.string(hex16(r.node).as_str())?;
+            j.string(HexU64::new(r.node).as_str())?;
         }
         Kind::Entry => {
             j.key("key_hash")?;
-            j.string(hex16(r.key).as_str())?;
+            j.string(HexU64::new(r.key).as_str())?;
         }
         Kind::Deploy => {
             j.key("name")?;
@@ -293,12 +294,6 @@ pub fn format_reset(out: &mut Cursor<'_>, last_event_id: u64, next: u64) -> Resu
     out.put(b",\"next\":")?;
     out.put_u64(next)?;
     out.put(b"}\n\n")
-}
-
-fn hex16(v: u64) -> heapless::String<16> {
-    let mut s = heapless::String::new();
-    let _ = core::fmt::write(&mut s, format_args!("{v:016x}"));
-    s
 }
 
 #[cfg(test)]

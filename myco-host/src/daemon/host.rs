@@ -309,13 +309,7 @@ impl Host {
     }
 
     fn refused(&mut self, why: Refusal) {
-        self.events.refused(match why {
-            Refusal::Frame(_) => "frame",
-            Refusal::Crypto(_) => "crypto",
-            Refusal::WrongZone => "zone",
-            Refusal::Body => "body",
-            Refusal::Entry(_) => "entry",
-        });
+        self.events.refused(why.name());
         self.log
             .log(Level::Debug, format_args!("refused a frame: {why:?}"));
     }

@@ -87,7 +87,7 @@ pub struct Daemon {
     executor: Option<executor::Executor>,
     /// `*.myco` DNS; `None` with `--dns off` or when its address could not be bound.
     dns: Option<dns::Dns>,
-    _lock: File,
+    _lock: nix::fcntl::Flock<File>,
 }
 
 impl Daemon {
@@ -201,6 +201,7 @@ impl Daemon {
             host,
             api: Api {
                 heartbeat_ms: config.stream_heartbeat_ms,
+                request_timeout_ms: config.request_timeout_ms,
                 ..Api::new(listener)
             },
             signals,

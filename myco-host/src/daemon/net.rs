@@ -158,8 +158,7 @@ mod tests {
 
     #[test]
     fn api_socket_refuses_a_live_daemon_and_replaces_a_dead_one() {
-        let dir = std::env::temp_dir().join(format!("myco-net-{}", std::process::id()));
-        fs::create_dir_all(&dir).unwrap();
+        let dir = myco_testkit::TempDir::new("net");
         let path = dir.join("api.sock");
         let first = bind_api(&path).unwrap();
         let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
@@ -184,6 +183,5 @@ mod tests {
         drop(answering.join().unwrap());
         drop(first);
         bind_api(&path).expect("a dead socket is replaced");
-        fs::remove_dir_all(&dir).unwrap();
     }
 }

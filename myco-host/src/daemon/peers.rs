@@ -77,9 +77,9 @@ mod tests {
 
     #[test]
     fn saves_only_changes_and_loads_what_it_saved() {
-        let dir = std::env::temp_dir().join(format!("myco-peers-{}", std::process::id()));
-        fs::create_dir_all(&dir).unwrap();
-        let (mut file, loaded, _) = PeersFile::load(&dir);
+        let temp = myco_testkit::TempDir::new("peers");
+        let dir = temp.path();
+        let (mut file, loaded, _) = PeersFile::load(dir);
         assert!(loaded.is_empty());
         let a = peer_addr("127.0.0.1:7001".parse().unwrap());
         let b = peer_addr("[fd00::1]:7002".parse().unwrap());
@@ -93,12 +93,11 @@ mod tests {
             "127.0.0.1:7001\nnot an address\n[fd00::1]:7002\n",
         )
         .unwrap();
-        let (_, loaded, skipped) = PeersFile::load(&dir);
+        let (_, loaded, skipped) = PeersFile::load(dir);
         assert_eq!(
             loaded.iter().map(|&s| peer_addr(s)).collect::<Vec<_>>(),
             [a, b]
         );
         assert_eq!(skipped, 1);
-        fs::remove_dir_all(&dir).unwrap();
     }
 }

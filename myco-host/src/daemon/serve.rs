@@ -100,7 +100,7 @@ impl Daemon {
             if status_code >= 400 {
                 api.stats.errors += 1;
             }
-            conn.answered(consumed, now);
+            conn.answered(consumed, now, api.request_timeout_ms);
             conn.flush();
         }
         self.api.conns[slot].flush();
@@ -302,7 +302,7 @@ fn deploy(
         Ok(e) => e,
         Err(e) => return error(conn, 400, e.message()),
     };
-    debug_assert!(valid_name(entry.body.name));
+    assert!(valid_name(entry.body.name), "Entry::decode validates names");
     let submitted = match node.submit(Instant(now), body, host) {
         Ok(s) => s,
         Err(SubmitError::Signature(e)) => {

@@ -7,8 +7,10 @@ use crate::api::json::Json;
 use crate::api::prometheus::{MetricKind, Prometheus};
 use crate::api::response::{Cursor, Full};
 use core::fmt::Write;
+use myco_core::config::FLAKE_REV_BYTES;
 use myco_core::executor::health_on;
 use myco_core::gossip::members::Member;
+use myco_core::hex::{Hex, HexU64};
 use myco_core::schema::entry::{Entry, Source, Version};
 use myco_core::schema::message::{MemberMeta, MemberState};
 use myco_core::state::store::key_hash;
@@ -43,9 +45,11 @@ pub struct Status {
     pub dns: Option<(super::dns::DnsStats, usize)>,
 }
 
-fn hex_id(id: u64) -> heapless::String<16> {
+/// A flake's locked commit as `git log --oneline` shows it: its first 7 hex digits.
+fn short_rev(rev: &[u8; FLAKE_REV_BYTES]) -> heapless::String<8> {
     let mut s = heapless::String::new();
-    write!(s, "{id:016x}").expect("16 digits fit");
+    write!(s, "{}", Hex(&rev[..4])).expect("8 digits fit");
+    s.truncate(7);
     s
 }
 
@@ -95,12 +99,17 @@ pub fn service(
         Some(Source::Exec { .. }) => json.string("exec")?,
         None => json.null()?,
     }
+    json.key("rev")?;
+    match body.spec.as_ref().map(|s| s.source) {
+        Some(Source::Flake { rev, .. }) => json.string(&short_rev(&rev))?,
+        _ => json.null()?,
+    }
     json.key("placed_on")?;
     json.begin_array()?;
     for &id in running.placed_on {
         json.begin_object()?;
         json.key("id")?;
-        json.string(&hex_id(id))?;
+        json.string(HexU64::new(id).as_str())?;
         json.key("state")?;
         json.string(state_on(running, id, body.name))?;
         json.end_object()?;
@@ -182,7 +191,7 @@ struct NodeRow<'a> {
 fn node_row(json: &mut Json<'_, '_>, row: &NodeRow<'_>) -> Result<(), Full> {
     json.begin_object()?;
     json.key("id")?;
-    json.string(&hex_id(row.id))?;
+    json.string(HexU64::new(row.id).as_str())?;
     json.key("address")?;
     match row.address {
         Some(a) => json.string(a)?,
@@ -266,9 +275,9 @@ pub fn health(out: &mut Cursor<'_>, node: &Node, status: &Status) -> Result<(), 
     json.key("members_alive")?;
     json.u64(live_members(node) as u64)?;
     json.key("node_id")?;
-    json.string(&hex_id(node.id()))?;
+    json.string(HexU64::new(node.id()).as_str())?;
     json.key("state_hash")?;
-    json.string(&hex_id(node.state_hash()))?;
+    json.string(HexU64::new(node.state_hash()).as_str())?;
     json.key("uptime_ms")?;
     json.u64(status.uptime_ms)?;
     json.end_object()?;
@@ -348,13 +357,7 @@ fn gossip_metrics(p: &mut Prometheus<'_, '_>, node: &Node) -> Result<(), Full> {
         Counter,
         "Frames dropped unchanged, by reason.",
     )?;
-    for (reason, n) in [
-        ("frame", c.refused_frame),
-        ("zone", c.refused_zone),
-        ("body", c.refused_body),
-        ("entry", c.refused_entry),
-        ("crypto", c.refused_crypto),
-    ] {
+    for (reason, n) in c.refused_by_reason() {
         p.sample("myco_frames_refused_total", &[("reason", reason)], n)?;
     }
     p.family(

@@ -4,7 +4,10 @@
 //! every byte is taken, then fdatasync) inside `write_durable`; its completion is handed out by
 //! the next `wait` without blocking, so the loop sees the same sequence as with io_uring.
 
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use std::io;
+use std::os::fd::BorrowedFd;
 use std::time::Duration;
 
 use super::{
@@ -13,25 +16,16 @@ use super::{
 };
 
 pub struct Poll {
-    /// `fds[i]` watches the fd of `tokens[i]`; only the first `interests.len()` are live.
-    fds: [libc::pollfd; TOKENS_MAX],
-    tokens: [u64; TOKENS_MAX],
     /// A write done by `write_durable`, waiting for `wait` to hand it out.
     finished: Option<Written>,
 }
 
+/// The fds of one `wait`, in interest order, on the stack: `fds[i]` watches `interests[i].fd`.
+type PollFds<'fd> = heapless::Vec<PollFd<'fd>, TOKENS_MAX>;
+
 impl Poll {
     pub(super) fn new() -> Poll {
-        let unused = libc::pollfd {
-            fd: -1,
-            events: 0,
-            revents: 0,
-        };
-        Poll {
-            fds: [unused; TOKENS_MAX],
-            tokens: [0; TOKENS_MAX],
-            finished: None,
-        }
+        Poll { finished: None }
     }
 
     pub(super) fn wait(
@@ -41,15 +35,16 @@ impl Poll {
         out: &mut Completions,
     ) -> io::Result<()> {
         assert!(interests.len() <= TOKENS_MAX);
-        for (i, interest) in interests.iter().enumerate() {
-            self.fds[i] = libc::pollfd {
-                fd: interest.fd,
-                events: poll_events(interest),
-                revents: 0,
-            };
-            self.tokens[i] = interest.token;
+        let mut fds = PollFds::new();
+        for interest in interests {
+            // SAFETY: the loop's owner keeps every registered fd open until it forgets it, which
+            // cannot happen during this call (it holds `interests` borrowed), so each borrow
+            // outlives `fds`. A closed fd would only come back as POLLNVAL.
+            let fd = unsafe { BorrowedFd::borrow_raw(interest.fd) };
+            let events = PollFlags::from_bits_truncate(poll_events(interest));
+            fds.push(PollFd::new(fd, events))
+                .unwrap_or_else(|_| unreachable!("interests fit TOKENS_MAX"));
         }
-        let count = interests.len();
         let deadline = Deadline::after(timeout);
         loop {
             // A finished write is news already: look at the fds without sleeping.
@@ -58,36 +53,24 @@ impl Poll {
             } else {
                 deadline.remaining()
             };
-            match self.poll(count, nap) {
+            match poll_once(&mut fds, nap) {
                 Ok(0) if self.finished.is_none() && !deadline.is_passed() => continue,
                 Ok(_) => break,
                 Err(error) if is_transient(&error) => continue,
                 Err(error) => return Err(error),
             }
         }
-        self.emit(count, out);
+        self.emit(&fds, interests, out);
         Ok(())
-    }
-
-    /// One poll(2) over `fds[..count]`: how many have events.
-    fn poll(&mut self, count: usize, timeout: Duration) -> io::Result<usize> {
-        // Round up: returning before the timeout would only send the loop back here.
-        let timeout_ms = timeout.as_nanos().div_ceil(1_000_000) as libc::c_int;
-        // SAFETY: the pointer and count describe `self.fds[..count]` (count <= TOKENS_MAX), which
-        // `&mut self` keeps alive and unaliased for the whole call.
-        let ready = unsafe { libc::poll(self.fds.as_mut_ptr(), count as libc::nfds_t, timeout_ms) };
-        if ready < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(ready as usize)
     }
 
     /// The write first, then the fds with events in interest order, while `out` has room. Those
     /// left out are still ready next call (level-triggered), so they are reported then.
-    fn emit(&mut self, count: usize, out: &mut Completions) {
+    fn emit(&mut self, fds: &[PollFd<'_>], interests: &[Interest], out: &mut Completions) {
         emit_written(&mut self.finished, out);
-        for (fd, &token) in self.fds[..count].iter().zip(&self.tokens) {
-            if fd.revents != 0 && out.push(ready(token, fd.revents)).is_err() {
+        for (fd, interest) in fds.iter().zip(interests) {
+            let revents = fd.revents().map_or(0, |flags| flags.bits());
+            if revents != 0 && out.push(ready(interest.token, revents)).is_err() {
                 return;
             }
         }
@@ -102,6 +85,15 @@ impl Poll {
     pub(super) fn write_in_flight(&self) -> bool {
         self.finished.is_some()
     }
+}
+
+/// One poll(2) over `fds`: how many have events.
+fn poll_once(fds: &mut [PollFd<'_>], timeout: Duration) -> io::Result<usize> {
+    // Round up: returning before the timeout would only send the loop back here.
+    let timeout_ms = timeout.as_nanos().div_ceil(1_000_000);
+    let timeout = PollTimeout::try_from(timeout_ms).unwrap_or(PollTimeout::MAX);
+    let ready = poll(fds, timeout)?;
+    Ok(usize::try_from(ready).expect("poll(2) counts up from zero"))
 }
 
 fn write_all(write: &mut WriteProgress) -> io::Result<()> {
@@ -129,16 +121,15 @@ fn pwrite(fd: RawFd, bytes: &[u8], offset: u64) -> io::Result<usize> {
 }
 
 fn fdatasync(fd: RawFd) -> io::Result<()> {
+    // SAFETY: `fd` is the WAL's, which the store keeps open while a write to it is in flight.
+    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
     loop {
-        // SAFETY: fdatasync takes no pointers; a bad `fd` fails with EBADF.
-        if unsafe { libc::fdatasync(fd) } == 0 {
-            return Ok(());
-        }
-        let error = io::Error::last_os_error();
-        // EINTR means the sync did not happen, so asking again is safe. Any other error is
-        // final: after a failed fdatasync the kernel may have dropped the dirty pages.
-        if error.raw_os_error() != Some(libc::EINTR) {
-            return Err(error);
+        match nix::unistd::fdatasync(fd) {
+            Ok(()) => return Ok(()),
+            // EINTR means the sync did not happen, so asking again is safe. Any other error is
+            // final: after a failed fdatasync the kernel may have dropped the dirty pages.
+            Err(Errno::EINTR) => {}
+            Err(error) => return Err(error.into()),
         }
     }
 }

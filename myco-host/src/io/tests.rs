@@ -7,7 +7,6 @@ use std::net::UdpSocket;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use super::uring::Uring;
@@ -78,20 +77,14 @@ fn wait_written(backend: &mut Backend) -> (Box<[u8]>, io::Result<()>) {
     panic!("no Written completion within {PATIENCE:?}");
 }
 
-/// A file path of this process's own, removed when dropped.
-struct TempPath(PathBuf);
+/// A file path of this test's own, in a directory removed when dropped.
+// The directory is only held, so that it lives exactly as long as the path in it.
+struct TempPath(PathBuf, #[allow(dead_code)] myco_testkit::TempDir);
 
 impl TempPath {
     fn new() -> TempPath {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        TempPath(std::env::temp_dir().join(format!("myco-io-{}-{n}", std::process::id())))
-    }
-}
-
-impl Drop for TempPath {
-    fn drop(&mut self) {
-        let _ = fs::remove_file(&self.0);
+        let dir = myco_testkit::TempDir::new("io");
+        TempPath(dir.join("file"), dir)
     }
 }
 

@@ -1,0 +1,59 @@
+//! The one test kit: what every test, benchmark and harness of Myco shares, so each concern has one
+//! implementation. Development only; nothing here ships.
+//!
+//! - `bins`: finds (and if need be builds) the real `myco-d` and `myco`.
+//! - `dir`: temporary directories, unique per process and per call, removed on drop.
+//! - `wait`: `wait_until` and `wait_exit`, polling instead of sleeping a guessed time.
+//! - `run`: running a command with a deadline and reading what it printed.
+//! - `http`: an HTTP/1.1 client over the daemon's Unix socket, answers parsed with `httparse`.
+//! - `metrics`, `json`: reading `/metrics` and the daemons' and the CLI's JSON.
+//! - `alloc`: a counting allocator for tests that prove a path allocates nothing.
+//! - `keys`: keys from fixed seeds, so every run of a test uses the same keys.
+//! - `entries`: signed entries, through `myco_core::crypto::sign_entry`.
+//! - `daemon`: one `myco-d` with in-process keys; `cluster`: daemons made with the real `myco`.
+//! - `scripted`: a stand-in daemon that answers `myco` with canned bytes.
+//!
+//! Invariants: every process the kit starts dies when the value that owns it drops (and with the
+//! thread that spawned it), and no helper sleeps where it could poll a condition.
+
+pub mod alloc;
+pub mod bins;
+pub mod cluster;
+pub mod daemon;
+pub mod dir;
+pub mod entries;
+pub mod http;
+pub mod json;
+pub mod keys;
+pub mod metrics;
+pub mod run;
+pub mod scripted;
+pub mod wait;
+
+pub use cluster::{Cluster, Daemon, Key, NodeOptions};
+pub use dir::TempDir;
+pub use http::Answer;
+pub use json::ServiceRow;
+pub use run::Run;
+pub use wait::{wait_exit, wait_until, POLL_INTERVAL};
+
+/// The stand-in `systemctl` daemons run instead of the real one in tests: it records each command
+/// line in `calls` beside it and reports every unit `show` asks about as running.
+pub const FAKE_SYSTEMCTL: &str = include_str!("../fake-systemctl.sh");
+
+/// A stand-in `journalctl`: prints its arguments; with `--follow`, writes its pid to
+/// `journal.pid` beside it and a `tick` line every 100 ms until killed.
+pub const FAKE_JOURNALCTL: &str = r#"#!/bin/sh
+echo "journal of $*"
+case "$*" in
+*--follow*)
+    echo $$ > "$(dirname "$0")/journal.pid"
+    while :; do echo tick; sleep 0.1; done
+    ;;
+esac
+"#;
+
+/// Lower-case hex of `bytes`, as key files and the API write keys.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
