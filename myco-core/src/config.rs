@@ -114,7 +114,7 @@ pub const TOMBSTONE_RETENTION_MS: u64 = 7 * 24 * 3600 * 1000;
 // The memory budget of one node, one line per consumer (bytes, rounded up), checked below against
 // the bound, and in `node/mod.rs` against the real `size_of::<Node>()`, which must fit inside it.
 pub const BUDGET_BYTES: usize = ARENA_BYTES // packed encoded entries
-    + SERVICES_MAX * 48 // entry index: key hash, digest, version, arena span
+    + SERVICES_MAX * 48 // entry index: key hash, digest, version, placement inputs, arena span
     + BUCKETS * 8 // Merkle bucket digests
     + MEMBERS_MAX * 96 // member records with addresses, timers and last-seen roots
     + MEMBERS_MAX * (STATUS_UNITS_MAX * 16 + 16) // each member's last status
@@ -187,3 +187,38 @@ pub const HANDSHAKES_MAX: usize = 32;
 pub const HANDSHAKE_TIMEOUT_MS: u64 = 2_000;
 /// An initiator repeats its Hello (or Finish) this often while its handshake is pending.
 pub const HANDSHAKE_RESEND_MS: u64 = 100;
+
+// Executor
+/// Units one box can run: every service, if placement hands it all of them.
+pub const UNITS_MAX: usize = SERVICES_MAX;
+/// Units one `systemctl` command names at most; more are done in several commands, so a command
+/// line stays far below the kernel's argument limit.
+pub const UNITS_PER_COMMAND: usize = 200;
+/// Unit changes (writes and removals) planned per reconcile round; the rest wait for the next
+/// round, so one burst of placement changes cannot hold the executor for long.
+pub const UNIT_PLAN_MAX: usize = 64;
+/// Placements and health changes kept for `/stream` between two host steps: one per installed
+/// unit, twice over. When full the oldest gives way.
+pub const UNIT_CHANGES_MAX: usize = 2 * UNITS_MAX;
+/// Placement is re-applied at most this often, so a burst of membership or state changes moves
+/// units once.
+pub const RECONCILE_INTERVAL_MS: u64 = 1_000;
+/// How often unit health is read while units are installed.
+pub const HEALTH_INTERVAL_MS: u64 = 5_000;
+/// Health is read this soon after an enable or a restart, to report a unit that fails at once.
+pub const HEALTH_AFTER_START_MS: u64 = 1_000;
+/// After a failed command, the executor waits this long before the next `systemctl`.
+pub const COMMAND_RETRY_MS: u64 = 5_000;
+
+// The memory budget of one executor, one line per consumer (bytes, rounded up), checked below and
+// against the real `size_of::<Executor>()` in `executor/tests.rs`.
+pub const EXECUTOR_BUDGET_BYTES: usize = UNITS_MAX * 96 // installed units: name, key, digest, health, restarts, todo
+    + UNIT_CHANGES_MAX * 96 // changes ring: name, kind, health name
+    + UNIT_PLAN_MAX * 72 // unit files to write this round
+    + 256; // flags, timers, token, counters, command in flight
+pub const EXECUTOR_BYTES_MAX: usize = 512 * 1024;
+
+const _: () = assert!(EXECUTOR_BUDGET_BYTES <= EXECUTOR_BYTES_MAX);
+const _: () = assert!(UNITS_PER_COMMAND > 0 && UNIT_PLAN_MAX <= UNITS_MAX);
+// The show sweep and the plan must make progress each round.
+const _: () = assert!(HEALTH_AFTER_START_MS <= HEALTH_INTERVAL_MS);

@@ -4,6 +4,7 @@
 
 pub mod alloc;
 pub mod api;
+pub mod atomic;
 pub mod daemon;
 pub mod flight;
 pub mod io;

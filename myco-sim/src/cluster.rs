@@ -11,6 +11,7 @@
 use crate::adversary::Adversary;
 use crate::alloc;
 use crate::disk::SimDisk;
+use crate::executors::Executors;
 use crate::ids::{certify, Identities};
 use crate::net::{Faults, Net};
 use crate::placement::Watch;
@@ -90,6 +91,10 @@ pub struct Report {
     pub refusals: [u64; 7],
     /// Full placement-invariant checks run (one per converged state and set of live nodes).
     pub placement_checks: u64,
+    /// Settle checks of the executor invariants passed (enabled units and DNS answers).
+    pub executor_checks: u64,
+    /// Commands the executors ran (file writes and deletes, `systemctl`).
+    pub executor_commands: u64,
     /// The node killed once the cluster had converged, and the services it ran.
     pub killed: Option<usize>,
     pub services_replaced: usize,
@@ -134,6 +139,10 @@ pub struct Cluster {
     faults: Faults,
     /// Allocations by the simulator's own kill, not by the nodes.
     kill_allocations: u64,
+    /// Every node's core executor and simulated systemd (`executors.rs`).
+    exec: Executors,
+    /// The first executor invariant that broke.
+    exec_failure: Option<String>,
 }
 
 /// Where a run stands. After the state converges, loss and duplication are lifted until
@@ -225,6 +234,7 @@ impl Cluster {
             memo: HashMap::with_capacity(ops_max),
             submitted: HashSet::with_capacity(ops_max),
             nodes: s.nodes,
+            placement_changed: vec![true; s.nodes],
         };
         let nodes: Vec<Box<Node>> = (0..s.nodes)
             .map(|i| Box::new(boot(i, s, &ids, block, 0, 0)))
@@ -235,6 +245,14 @@ impl Cluster {
             killed: None,
             faults,
             kill_allocations: 0,
+            exec: Executors::new(
+                s.nodes,
+                s.services,
+                s.seed,
+                s.unit_fault_ppm,
+                s.systemctl_fault_ppm,
+            ),
+            exec_failure: None,
             nodes,
             up: vec![true; s.nodes],
             honest,
@@ -350,8 +368,30 @@ impl Cluster {
             if self.up[i] {
                 let mut sink = self.world.sink(i, self.now);
                 self.nodes[i].handle_tick(Instant(self.now), &mut sink);
+                if std::mem::take(&mut self.world.placement_changed[i]) {
+                    self.exec.placement_changed(i);
+                }
+                let mut sink = self.world.sink(i, self.now);
+                let stepped = self.exec.step(i, &mut self.nodes[i], &mut sink, self.now);
+                if let (Err(why), None) = (stepped, &self.exec_failure) {
+                    self.exec_failure = Some(format!("executor on node {i}: {why}"));
+                }
             }
         }
+    }
+
+    /// Whether the executors have settled with the placement invariant holding; then invariants
+    /// 1 and 4 of `executors.rs` are checked on the judged nodes. The caller leaves the checks'
+    /// allocations out of the nodes' count.
+    fn executors_settled(&mut self, placed: bool) -> Result<bool, String> {
+        if !placed {
+            return Ok(false);
+        }
+        let live: Vec<usize> = (0..self.nodes.len()).filter(|&i| self.judged(i)).collect();
+        let up: Vec<usize> = (0..self.nodes.len()).filter(|&i| self.up[i]).collect();
+        self.exec
+            .settled(&self.nodes, &live, &up)
+            .map_err(|why| format!("executor: {why}"))
     }
 
     /// Distinct state hashes among live honest nodes.
@@ -476,6 +516,10 @@ impl Cluster {
                     break;
                 }
             };
+            if let Some(why) = self.exec_failure.take() {
+                placement_failure = Some(Failure::Safety(why));
+                break;
+            }
             let faults_over = self.now >= live_at || (self.s.crashes == 0 && !self.s.partitions);
             // A rotation or an attack is judged only once it has played out.
             let faults_over = faults_over
@@ -492,6 +536,21 @@ impl Cluster {
                 self.lift_faults();
                 deadline = self.now + SETTLE_MS_MAX;
             }
+            // Settling ends only once the executors have settled too, and their invariants hold.
+            let placed = if matches!(phase, Phase::Settling | Phase::Resettling) {
+                let outside = alloc::allocations();
+                let settled = self.executors_settled(placed);
+                self.kill_allocations += alloc::allocations() - outside;
+                match settled {
+                    Ok(settled) => settled,
+                    Err(why) => {
+                        placement_failure = Some(Failure::Safety(why));
+                        break;
+                    }
+                }
+            } else {
+                placed
+            };
             let next = self.advance(phase, placed, &mut report);
             if let Err(why) = next {
                 placement_failure = Some(Failure::Safety(format!("placement: {why}")));
@@ -507,6 +566,8 @@ impl Cluster {
             self.now += TICK_MS;
         }
         report.placement_checks = self.watch.checks;
+        report.executor_checks = self.exec.checks;
+        report.executor_commands = self.exec.commands;
         excluded += self.kill_allocations;
         report.heap_allocations_after_boot = alloc::allocations() - allocations_at_boot - excluded;
         // After the count: a message allocates.
@@ -618,6 +679,12 @@ impl Cluster {
         self.killed = Some((victim, self.now));
         self.world.net.faults = self.faults;
         Some(victim)
+    }
+
+    /// The nodes and their executor world, for checks after a run.
+    #[cfg(test)]
+    pub fn parts(&mut self) -> (&[Box<Node>], &mut Executors) {
+        (&self.nodes, &mut self.exec)
     }
 
     /// Node `i`, for measurements after a run.
@@ -826,6 +893,7 @@ impl Cluster {
             truncated: recovery.truncated,
         };
         self.nodes[i].handle_storage(Instant(self.now), done, &mut sink);
+        self.exec.restart(i);
         self.up[i] = true;
     }
 
@@ -983,7 +1051,7 @@ mod tests {
     /// of refusal is seen, and the honest nodes still converge.
     #[test]
     fn adversary_is_refused_and_honest_nodes_converge() {
-        let mut s = Scenario::standard(21, 12, 80, 0.1);
+        let mut s = Scenario::standard(22, 12, 80, 0.1);
         s.adversary = true;
         let r = run(&s);
         assert_eq!(r.failure, None, "{}", s.command());

@@ -9,6 +9,7 @@ mod alloc;
 mod bench;
 mod cluster;
 mod disk;
+mod executors;
 mod gauntlet;
 mod ids;
 mod net;

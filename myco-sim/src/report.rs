@@ -41,6 +41,11 @@ pub fn parse_scenario(args: &mut Arguments) -> Result<Scenario, String> {
     s.partitions = opt(args, "--partitions", false)?;
     s.crashes = opt(args, "--crashes", 0usize)?;
     s.kill = opt(args, "--kill", true)?;
+    s.unit_fault_ppm = probability("--unit-faults", opt(args, "--unit-faults", 0.0f64)?)?;
+    s.systemctl_fault_ppm = probability(
+        "--systemctl-faults",
+        opt(args, "--systemctl-faults", 0.0f64)?,
+    )?;
     s.ops_window_ms = opt(args, "--ops-window", s.ops_window_ms)?;
     s.adversary = args.contains("--adversary");
     match args
@@ -109,7 +114,7 @@ pub fn json(s: &Scenario, r: &Report, wall_ms: u128) -> String {
             "\"acknowledged_deploys\":{},\"acknowledged_deploys_lost\":{},\"wal_truncations\":{},\"checkpoints\":{},",
             "\"adversary_frames_sent\":{},\"adversary_frames_accepted\":{},\"forged_slots_accepted\":{},",
             "\"refused_frames\":{},\"revocation_block\":{},\"refused_by_reason\":{{{}}},",
-            "\"placement_checks\":{},\"killed_node\":{},\"services_replaced\":{},\"rounds_to_replace\":{},",
+            "\"placement_checks\":{},\"executor_checks\":{},\"executor_commands\":{},\"killed_node\":{},\"services_replaced\":{},\"rounds_to_replace\":{},",
             "\"trace_hash\":\"{:016x}\",\"wall_ms\":{},\"failure\":{}}}"
         ),
         s.seed,
@@ -140,6 +145,8 @@ pub fn json(s: &Scenario, r: &Report, wall_ms: u128) -> String {
         r.revocation_block,
         refusals(r),
         r.placement_checks,
+        r.executor_checks,
+        r.executor_commands,
         null_or(r.killed),
         r.services_replaced,
         null_or(r.rounds_to_replace),
@@ -169,7 +176,7 @@ fn summary(s: &Scenario, r: &Report, wall_ms: u128) -> String {
         Some(f) => format!("FAILED: {f:?}\nreproduce with: {}", s.command()),
     };
     format!(
-        "{verdict}\n  {} nodes, {} services, loss {:.0}%: {} rounds ({} simulated ms), {} distinct state hash(es)\n  frames sent {} ({} bytes), lost {}, rumor frames dropped {}\n  placement: {} invariant check(s), {}\n  node state {} bytes, heap allocations after boot {}, trace hash {:016x}, wall {} ms",
+        "{verdict}\n  {} nodes, {} services, loss {:.0}%: {} rounds ({} simulated ms), {} distinct state hash(es)\n  frames sent {} ({} bytes), lost {}, rumor frames dropped {}\n  placement: {} invariant check(s), {}\n  executors: {} commands, {} settle check(s) of enabled units and DNS answers\n  node state {} bytes, heap allocations after boot {}, trace hash {:016x}, wall {} ms",
         s.nodes,
         s.services,
         s.loss_ppm as f64 / 1e4,
@@ -182,6 +189,8 @@ fn summary(s: &Scenario, r: &Report, wall_ms: u128) -> String {
         r.rumor_frames_dropped,
         r.placement_checks,
         replacement(r),
+        r.executor_commands,
+        r.executor_checks,
         r.node_state_bytes,
         r.heap_allocations_after_boot,
         r.trace_hash,

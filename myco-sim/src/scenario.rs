@@ -41,6 +41,10 @@ pub struct Scenario {
     /// Once the cluster has converged, one node that runs services dies for good; the run then
     /// measures how long its services take to be placed elsewhere (`rounds_to_replace`).
     pub kill: bool,
+    /// Units that fail to start or crash-loop, per million (half each).
+    pub unit_fault_ppm: u64,
+    /// `systemctl` commands that fail or hang and then fail, per million (half each).
+    pub systemctl_fault_ppm: u64,
 }
 
 impl Scenario {
@@ -62,6 +66,8 @@ impl Scenario {
             adversary: false,
             rotate: false,
             kill: true,
+            unit_fault_ppm: 0,
+            systemctl_fault_ppm: 0,
         }
     }
 
@@ -97,6 +103,9 @@ impl Scenario {
             // Every seed checks placement once converged; half also kill a node, which doubles
             // the simulated time after convergence.
             kill: r.chance(1, 2),
+            // Drawn last, so every earlier dimension of a seed stays what it was.
+            unit_fault_ppm: r.below(100_001),
+            systemctl_fault_ppm: r.below(100_001),
         }
     }
 
@@ -115,9 +124,11 @@ impl Scenario {
             self.partitions,
             self.crashes,
         ) + &format!(
-            " --ops-window {} --wal-checkpoint-bytes {}{}{}{}",
+            " --ops-window {} --wal-checkpoint-bytes {} --unit-faults {} --systemctl-faults {}{}{}{}",
             self.ops_window_ms,
             self.wal_checkpoint_bytes,
+            self.unit_fault_ppm as f64 / 1e6,
+            self.systemctl_fault_ppm as f64 / 1e6,
             if self.adversary { " --adversary" } else { "" },
             if self.rotate { " --scenario rotate" } else { "" },
             if self.kill { "" } else { " --kill false" },

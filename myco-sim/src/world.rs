@@ -48,6 +48,8 @@ pub struct World {
     pub submitted: HashSet<u64>,
     /// Addresses at or above this index are not nodes (the adversary) and get nothing.
     pub nodes: usize,
+    /// Per node: the desired state or the membership changed since its executor was told.
+    pub placement_changed: Vec<bool>,
 }
 
 pub struct NodeSink<'a> {
@@ -82,7 +84,13 @@ impl Sink for NodeSink<'_> {
 
     fn event(&mut self, event: Event) {
         match event {
-            Event::MemberDead(id) => self.world.trace = mix(self.world.trace, id),
+            Event::MemberDead(id) => {
+                self.world.trace = mix(self.world.trace, id);
+                self.world.placement_changed[self.from] = true;
+            }
+            Event::MemberJoined(_) | Event::MemberAlive(_) | Event::EntryChanged { .. } => {
+                self.world.placement_changed[self.from] = true;
+            }
             Event::Durable { ticket } => {
                 let from = self.from as u16;
                 let acks = &mut self.world.acks;

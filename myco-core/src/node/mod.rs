@@ -436,28 +436,36 @@ impl Node {
 
     /// The entries this node should run, in key-hash order: each live entry whose placement
     /// includes this node, as its index record and encoded bytes (decode with `Entry::decode`).
-    /// Lazy and allocation-free; each entry costs one decode and at most one score per
-    /// candidate, less when enough candidates outrank this node early. The host calls it when
+    /// Lazy and allocation-free; each entry costs at most one score per candidate (its
+    /// requirements are kept in the index), less when enough candidates outrank this node early;
+    /// only the entries placed here are decoded. The host calls it when
     /// the state or the membership changes, not every tick (`docs/algorithm.md`, section 7).
     pub fn placed_here(&self) -> impl Iterator<Item = (&Slot, &[u8])> + '_ {
+        self.placed_entries()
+            .map(|(slot, _)| (slot, self.store.bytes(slot)))
+    }
+
+    /// `placed_here` with each entry decoded, for a caller that reads it (the executor): the
+    /// decode placement needs is not done twice.
+    pub fn placed_entries(&self) -> impl Iterator<Item = (&Slot, Entry<'_>)> + '_ {
         let me = Candidate {
             id: self.id,
             meta: self.meta,
         };
         let live = self.store.slots().iter().filter(|s| !s.tombstone);
         live.filter_map(move |slot| {
-            let bytes = self.store.bytes(slot);
-            let entry = Entry::decode(bytes).expect("stored entries were validated");
-            let spec = entry.body.spec.as_ref()?;
-            let (requires, replicas) = (&spec.requires, spec.replicas);
+            let (requires, replicas) = slot.placement.as_ref()?;
             let here = place::wins(
                 slot.key_hash,
                 requires,
-                replicas,
+                *replicas,
                 me,
                 self.live_candidates(),
             );
-            here.then_some((slot, bytes))
+            let bytes = self.store.bytes(slot);
+            // Only the entries placed here are decoded.
+            let entry = here.then(|| Entry::decode(bytes).expect("stored entries were validated"));
+            Some((slot, entry?))
         })
     }
 
@@ -707,6 +715,27 @@ impl Node {
             sink.event(Event::Revoked { height });
         }
         Ok(self.out.trust.revocation_block)
+    }
+
+    /// Members other than this box that are not dead: what `engine::mode` counts to tell a box
+    /// cut off from every peer.
+    pub fn live_peers(&self) -> usize {
+        self.members.list().iter().filter(|m| m.is_live()).count()
+    }
+
+    /// Whether this node's own certificate still stands under the current RevocationBlock: the
+    /// same rule `new` and `install_cert` apply, for a host that raised the block from a saved
+    /// record after boot.
+    pub fn check_own_cert(&self) -> Result<(), CertError> {
+        let issued_at = self.out.creds.cert().issued_at;
+        let revocation_block = self.out.trust.revocation_block;
+        if issued_at < revocation_block {
+            return Err(CertError::Revoked {
+                issued_at,
+                revocation_block,
+            });
+        }
+        Ok(())
     }
 
     /// Installs a new certificate for this node's key (after a rotation).

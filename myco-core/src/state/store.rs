@@ -18,7 +18,7 @@
 
 use crate::config::{BUCKETS, TOMBSTONE_RETENTION_MS};
 use crate::hash::{digest, DOMAIN_ENTRY, DOMAIN_KEY, DOMAIN_STATE};
-use crate::schema::entry::{encoded_name, lww_cmp, Entry, EntryError, Version};
+use crate::schema::entry::{encoded_name, lww_cmp, Entry, EntryError, Requirements, Version};
 use core::cmp::Ordering;
 use heapless::Vec;
 
@@ -29,9 +29,15 @@ pub struct Slot {
     pub digest: u64,
     pub version: Version,
     pub tombstone: bool,
+    /// What placement reads of a live entry (requirements, replicas), kept here so placing every
+    /// entry does not decode every entry; `None` for a tombstone.
+    pub placement: Option<(Requirements, u8)>,
     offset: u32,
     len: u16,
 }
+
+// The entry index's line of the memory budget in `config.rs`.
+const _: () = assert!(core::mem::size_of::<Slot>() <= 48);
 
 impl Slot {
     fn order(&self) -> (Version, bool, u64) {
@@ -201,6 +207,7 @@ impl<const N: usize, const A: usize> Store<N, A> {
             digest: digest(DOMAIN_ENTRY, bytes),
             version: entry.body.version,
             tombstone: entry.body.is_tombstone(),
+            placement: entry.body.spec.as_ref().map(|s| (s.requires, s.replicas)),
             offset: 0,
             len: bytes.len() as u16,
         };

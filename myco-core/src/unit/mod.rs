@@ -157,6 +157,13 @@ pub fn unit_name(name: &str) -> Result<heapless::String<UNIT_NAME_BYTES_MAX>, Un
     Ok(s)
 }
 
+/// The service a unit file name belongs to: `web` for `myco-web.service`; `None` for any other
+/// name, so a unit that is not Myco's is never taken for one. The inverse of [`unit_name`].
+pub fn service_of(unit: &str) -> Option<&str> {
+    let name = unit.strip_prefix("myco-")?.strip_suffix(".service")?;
+    valid_name(name).then_some(name)
+}
+
 /// Writes the unit for service `name` running `spec` into `out` and returns its length. Checks
 /// every token first (see the module comment), so an error other than `TooLong` means the spec,
 /// not the buffer, is at fault.

@@ -144,6 +144,9 @@ WantedBy=multi-user.target
 ";
     assert_eq!(text, expected);
     assert_eq!(unit_name("web").unwrap(), "myco-web.service");
+    assert_eq!(service_of("myco-web.service"), Some("web"));
+    assert_eq!(service_of("web.service"), None, "not ours");
+    assert_eq!(service_of("myco-.service"), None, "no service name");
 }
 
 /// Characters that mean something to systemd are written so that they mean nothing: quotes and

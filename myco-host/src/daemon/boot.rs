@@ -15,7 +15,7 @@ use myco_core::time::Instant;
 use myco_core::{Node, NodeConfig, PeerAddr};
 use nix::fcntl::{Flock, FlockArg};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
 
@@ -271,9 +271,5 @@ pub fn peers(dir: &Path, log: &Logger) -> (PeersFile, Vec<std::net::SocketAddr>)
 
 /// Writes the revocation record the node now holds, atomically, so a restart enforces it.
 pub fn save_revocation(dir: &Path, record: &[u8]) -> io::Result<()> {
-    let tmp = dir.join("revocation.tmp");
-    fs::write(&tmp, record)?;
-    File::open(&tmp)?.sync_all()?;
-    fs::rename(&tmp, dir.join(REVOCATION_FILE_NAME))?;
-    File::open(dir)?.sync_all()
+    crate::atomic::replace_file(&dir.join(REVOCATION_FILE_NAME), |f| f.write_all(record))
 }

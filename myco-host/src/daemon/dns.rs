@@ -1,5 +1,6 @@
 //! `*.myco` DNS for workloads on this box: a UDP and a TCP listener (default 127.0.0.1:53) that
-//! answer from the gossiped state through `myco_core::dns`. `NAME.myco` lists the boxes that run
+//! answer from the gossiped state through `myco_core::dns`, with the core's `executor::Names`
+//! as the directory. `NAME.myco` lists the boxes that run
 //! NAME healthily right now: placement's boxes whose unit is running (this box: what systemd
 //! says; a peer: its gossiped status lists nothing wrong with it). A peer that has not reported
 //! is left out, so a name never points at a box that is not known to serve it.
@@ -9,10 +10,10 @@
 //! loop. A connection answers its queries in order, pipelined ones too (RFC 7766), and stays
 //! open for the next until it has been idle for `TCP_TIMEOUT_MS`.
 
-use super::executor::{health_on, Executor, Health};
+use super::executor::Executor;
 use super::udp_batch::{UdpBatch, BATCH};
-use myco_core::dns::{answer, Directory, Transport, UDP_BYTES_MAX};
-use myco_core::schema::entry::{Entry, Protocol};
+use myco_core::dns::{answer, Transport, UDP_BYTES_MAX};
+use myco_core::executor::Names;
 use myco_core::{Node, PeerAddr};
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -71,70 +72,6 @@ pub struct Dns {
     pub stats: DnsStats,
 }
 
-/// The directory the core answers from.
-pub struct Names<'a> {
-    pub node: &'a Node,
-    pub executor: Option<&'a Executor>,
-    pub own: PeerAddr,
-}
-
-impl Directory for Names<'_> {
-    fn instances(&self, name: &str, out: &mut dyn FnMut(PeerAddr)) -> bool {
-        let Some(slot) = self.node.store().live_by_name(name) else {
-            return false;
-        };
-        let key = slot.key_hash;
-        for id in self.node.placement(key) {
-            if let Some(addr) = self.healthy_at(id, key, name) {
-                out(addr);
-            }
-        }
-        true
-    }
-
-    fn exists(&self, name: &str) -> bool {
-        self.node.store().live_by_name(name).is_some()
-    }
-
-    fn ports(&self, name: &str, out: &mut dyn FnMut(u16, Protocol)) {
-        let Some(entry) = self.live(name) else {
-            return;
-        };
-        for p in entry.body.spec.iter().flat_map(|s| s.ports.iter()) {
-            out(p.number, p.protocol);
-        }
-    }
-}
-
-impl Names<'_> {
-    /// Service `name`'s entry, unless it is removed (a tombstone).
-    fn live(&self, name: &str) -> Option<Entry<'_>> {
-        self.node
-            .store()
-            .get_by_name(name)
-            .filter(|e| !e.body.is_tombstone())
-    }
-
-    /// Where node `id` serves the service, if it runs it healthily.
-    fn healthy_at(&self, id: u64, key: u64, name: &str) -> Option<PeerAddr> {
-        if health_on(self.node, self.executor, id, key, name) != Some(Health::Running) {
-            return None;
-        }
-        if id == self.node.id() {
-            return Some(self.own);
-        }
-        let member = self
-            .node
-            .members()
-            .iter()
-            .find(|m| m.id == id && m.is_live())?;
-        Some(PeerAddr {
-            port: 0,
-            ..member.addr
-        })
-    }
-}
-
 impl Dns {
     /// Binds a UDP and a TCP listener, non-blocking, on each of `addrs`. One that cannot be
     /// bound is reported through `refused` and left out (IPv6 may be off on this box); `None`
@@ -191,7 +128,7 @@ impl Dns {
     pub fn serve_udp(&mut self, i: usize, node: &Node, executor: Option<&Executor>) {
         let names = Names {
             node,
-            executor,
+            executor: executor.map(|e| &**e),
             own: self.own,
         };
         let Some(fd) = self.listeners.get(i).map(|l| l.udp.as_raw_fd()) else {
@@ -267,7 +204,7 @@ impl Dns {
     ) {
         let names = Names {
             node,
-            executor,
+            executor: executor.map(|e| &**e),
             own: self.own,
         };
         let c = &mut self.conns[slot];

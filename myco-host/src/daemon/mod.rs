@@ -25,6 +25,7 @@ use api::Api;
 use boot::BootError;
 use config::Config;
 use host::Host;
+use myco_core::crypto::CertError;
 use myco_core::node::Storage;
 use myco_core::node::TICK_MS_MAX;
 use myco_core::time::Instant;
@@ -58,8 +59,6 @@ const HOUSEKEEPING_MS: u64 = 1_000;
 const RESERVE_RETRY_MS: u64 = 5_000;
 /// Membership changes are written at most this often (and only when the set changed).
 const PEERS_SAVE_MS: u64 = 2_000;
-/// Placement is re-applied at most this often.
-const RECONCILE_MS: u64 = 1_000;
 
 pub struct Daemon {
     node: Box<Node>,
@@ -88,9 +87,6 @@ pub struct Daemon {
     executor: Option<executor::Executor>,
     /// `*.myco` DNS; `None` with `--dns off` or when its address could not be bound.
     dns: Option<dns::Dns>,
-    /// Join addresses or remembered peers exist: alone means cut off (`engine::mode`).
-    has_peers_configured: bool,
-    next_reconcile_ms: u64,
     _lock: nix::fcntl::Flock<File>,
 }
 
@@ -128,7 +124,6 @@ impl Daemon {
         let seed = boot::read_node_seed(&config.key)?;
         let cert = boot::read_cert(&config.cert)?;
         let revocation = boot::read_revocation(config)?;
-        check_own_cert(&cert, revocation.as_ref().map_or(0, |r| r.0))?;
         let (peers, remembered) = boot::peers(&config.state_dir, &log);
         let join = boot::join_list(config, &remembered);
         let mut node = boot::node(config, seed, &cert, &join, random_u64())?;
@@ -160,6 +155,7 @@ impl Daemon {
             node.handle_revocation(record, &mut host)
                 .map_err(|e| BootError(format!("revocation refused: {e:?}")))?;
         }
+        check_own_cert(&node)?;
         let mut listen = heapless::String::new();
         let _ = core::fmt::write(
             &mut listen,
@@ -176,13 +172,19 @@ impl Daemon {
                 None
             }
             Some(e) => Some(
-                executor::Executor::new(e.unit_dir.clone(), &e.systemctl, &e.journalctl, log)
-                    .map_err(|err| {
-                        BootError(format!(
-                            "cannot read the unit directory {}: {err}",
-                            e.unit_dir.display()
-                        ))
-                    })?,
+                executor::Executor::new(
+                    e.unit_dir.clone(),
+                    &e.systemctl,
+                    &e.journalctl,
+                    !join.is_empty(),
+                    log,
+                )
+                .map_err(|err| {
+                    BootError(format!(
+                        "cannot read the unit directory {}: {err}",
+                        e.unit_dir.display()
+                    ))
+                })?,
             ),
             None => None,
         };
@@ -220,8 +222,6 @@ impl Daemon {
             stop: false,
             executor,
             dns,
-            has_peers_configured: !join.is_empty(),
-            next_reconcile_ms: 0,
             _lock: lock,
         });
         daemon.after_calls();
@@ -435,20 +435,16 @@ impl Daemon {
         }
     }
 
-    /// Lets the executor reconcile (at most once a second, so a burst of membership changes
-    /// moves units once) and drive its `systemctl` commands.
+    /// Tells the executor of placement changes (it reconciles at most once a second, so a burst
+    /// of membership changes moves units once) and lets it drive its commands.
     fn execute(&mut self, now: u64) {
         let Some(executor) = self.executor.as_mut() else {
             return;
         };
-        if self.host.placement_changed && now >= self.next_reconcile_ms {
-            self.host.placement_changed = false;
-            self.next_reconcile_ms = now + RECONCILE_MS;
-            executor.dirty = true;
+        if std::mem::take(&mut self.host.placement_changed) {
+            executor.handle_placement_changed();
         }
-        let live_peers = self.node.members().iter().filter(|m| m.is_live()).count();
-        let mode = myco_core::engine::mode(live_peers, self.has_peers_configured);
-        executor.step(&self.node, now, mode);
+        executor.step(&self.node, now);
         while let Some(c) = executor.take_changes() {
             let kind = if c.placement {
                 events::Kind::Placement
@@ -593,14 +589,19 @@ fn systemd_runs(unit_dir: &std::path::Path) -> bool {
         || std::path::Path::new("/run/systemd/system").is_dir()
 }
 
-fn check_own_cert(cert: &[u8], block: u64) -> Result<(), BootError> {
-    let issued_at = myco_core::crypto::Cert::decode(cert).map_or(0, |c| c.body.issued_at);
-    if issued_at < block {
-        return Err(BootError(format!(
-            "this node's certificate was issued at {issued_at}, below the RevocationBlock {block}: ask the operator for a new one ('myco cert --issued-at {block}')"
-        )));
+/// Refuses to start on a certificate the saved RevocationBlock revokes, by the core's rule, with
+/// what to do about it.
+fn check_own_cert(node: &Node) -> Result<(), BootError> {
+    match node.check_own_cert() {
+        Err(CertError::Revoked {
+            issued_at,
+            revocation_block,
+        }) => Err(BootError(format!(
+            "this node's certificate was issued at {issued_at}, below the RevocationBlock {revocation_block}: ask the operator for a new one ('myco cert --issued-at {revocation_block}')"
+        ))),
+        Err(e) => Err(BootError(format!("this node's certificate is refused: {}", e.message()))),
+        Ok(()) => Ok(()),
     }
-    Ok(())
 }
 
 /// SIGTERM and SIGINT arrive through a descriptor the loop polls, so a stop request is handled

@@ -4,7 +4,7 @@
 
 use super::net::{display_addr, peer_addr};
 use myco_core::PeerAddr;
-use std::fs::{self, File};
+use std::fs;
 use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -48,16 +48,12 @@ impl PeersFile {
         if d == self.saved {
             return Ok(false);
         }
-        let tmp = self.path.with_extension("tmp");
-        let mut file = File::create(&tmp)?;
-        for p in peers.take(PEERS_MAX) {
-            writeln!(file, "{}", display_addr(p))?;
-        }
-        file.sync_data()?;
-        fs::rename(&tmp, &self.path)?;
-        if let Some(dir) = self.path.parent() {
-            File::open(dir)?.sync_all()?;
-        }
+        crate::atomic::replace_file(&self.path, |file| {
+            for p in peers.take(PEERS_MAX) {
+                writeln!(file, "{}", display_addr(p))?;
+            }
+            Ok(())
+        })?;
         self.saved = d;
         Ok(true)
     }

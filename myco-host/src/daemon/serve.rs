@@ -355,7 +355,7 @@ fn logs(
     if !deployed {
         return error(conn, 404, "no such service; 'myco ls' lists them");
     }
-    let Some(executor) = executor.filter(|e| e.health_of(service).is_some()) else {
+    let Some(executor) = executor.filter(|e| e.unit(service).is_some()) else {
         return error(conn, 404, &runs_elsewhere(node, service));
     };
     match executor.spawn_logs(service, follow, lines) {

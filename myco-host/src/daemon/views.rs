@@ -1,13 +1,14 @@
 //! The API's answers, written into a connection's answer buffer without allocating: JSON for
 //! services, nodes, health and deploys, and the Prometheus text for `/metrics`.
 
-use super::executor::{health_on, Executor, Health};
+use super::executor::{Executor, UnitHealth as Health};
 use super::net::display_addr;
 use crate::api::json::Json;
 use crate::api::prometheus::{MetricKind, Prometheus};
 use crate::api::response::{Cursor, Full};
 use core::fmt::Write;
 use myco_core::config::FLAKE_REV_BYTES;
+use myco_core::executor::health_on;
 use myco_core::gossip::members::Member;
 use myco_core::hex::{Hex, HexU64};
 use myco_core::schema::entry::{Entry, Source, Version};
@@ -70,9 +71,10 @@ pub struct Running<'a> {
     pub placed_on: &'a [u64],
 }
 
-/// How the service does on node `id` (`executor::health_on`), by name.
+/// How the service does on node `id` (the core's `executor::health_on`), by name.
 fn state_on(r: &Running<'_>, id: u64, name: &str) -> &'static str {
-    health_on(r.node, r.executor, id, r.key, name).map_or("unknown", Health::name)
+    let executor = r.executor.map(|e| &**e);
+    health_on(r.node, executor, id, r.key, name).map_or("unknown", Health::name)
 }
 
 /// One service as `/services` lists it.
@@ -114,7 +116,7 @@ pub fn service(
     }
     json.end_array()?;
     json.key("restarts_here")?;
-    match running.executor.and_then(|e| e.health_of(body.name)) {
+    match running.executor.and_then(|e| e.unit(body.name)) {
         Some(unit) => json.u64(unit.restarts.into())?,
         None => json.null()?,
     }

@@ -1,0 +1,747 @@
+//! The executor: runs this box's share of the desired state as systemd units, as a sans-IO
+//! machine. The host asks [`Executor::poll_command`] for the next command, runs it (writes or
+//! deletes a unit file, spawns `systemctl`), and reports its outcome through
+//! [`Executor::handle_command_done`]; this module decides everything else: what to change
+//! (`engine::reconcile` over `Node::placed_here`), in which order, when to retry, when to read
+//! health, and how each unit does. The simulator drives the same machine against a simulated
+//! systemd, so every rule here is checked there.
+//!
+//! One round of changes runs in this order: write the unit files of new and changed services,
+//! delete the files of units systemd has disabled, `disable --now` the units no longer placed,
+//! `daemon-reload` after any file changed, `enable --now` the new, `restart` the changed; with
+//! nothing pending, `show` reads health every `HEALTH_INTERVAL_MS`, a sweep of more than
+//! `UNITS_PER_COMMAND` units taking several commands back to back.
+//!
+//! Invariants:
+//! - At most one command is in flight; its outcome carries the command's token, and an outcome
+//!   with any other token (a stale one) changes nothing.
+//! - The unit table does not change while a command is in flight, so an outcome applies to the
+//!   units the command named (`systemctl` commands name the first `count` units that match).
+//! - A unit file is deleted only after `systemctl disable --now` of that unit succeeded: a failed
+//!   disable keeps the unit and is retried after `COMMAND_RETRY_MS`, like every failed command.
+//! - A unit `show` reports disabled while nothing is left to do for it (found at boot after a
+//!   crash between a disable and its deletion) is enabled again.
+//! - A full table is a decision: a new unit is not planned while the table is full (the next
+//!   round tries again), and the oldest change gives way in the changes ring.
+
+mod names;
+mod systemd;
+#[cfg(test)]
+mod tests;
+
+pub use names::{health_on, Names};
+pub use systemd::{parse_show, Shown, UnitHealth, SHOW_PROPERTIES};
+
+use crate::config::{
+    COMMAND_RETRY_MS, HEALTH_AFTER_START_MS, HEALTH_INTERVAL_MS, NAME_BYTES_MAX,
+    RECONCILE_INTERVAL_MS, UNITS_MAX, UNITS_PER_COMMAND, UNIT_CHANGES_MAX, UNIT_PLAN_MAX,
+};
+use crate::engine::{self, Action, Unit};
+use crate::hash::{digest, DOMAIN_ENTRY};
+use crate::node::Node;
+use crate::schema::entry::Entry;
+use crate::schema::message::UnitState;
+use crate::state::store::key_hash;
+use crate::time::Instant;
+use crate::unit::{self, UnitContext, UnitError};
+use heapless::{Deque, String, Vec};
+
+/// A service name.
+pub type Name = String<NAME_BYTES_MAX>;
+
+/// What is left to do for an installed unit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Todo {
+    None,
+    /// Written for the first time: enable and start it.
+    Start,
+    /// A new version was written: restart it.
+    Restart,
+    /// No longer placed here: disable and stop it.
+    Disable,
+    /// Disabled and stopped: delete its file.
+    Delete,
+}
+
+#[derive(Clone, Debug)]
+pub struct Installed {
+    pub name: Name,
+    /// `key_hash(name)`, compared first when looking a unit up (DNS does it per query).
+    pub key: u64,
+    /// The digest of the entry the unit was rendered from ([`unit_digest`]).
+    pub digest: u64,
+    pub health: UnitHealth,
+    /// systemd's `NRestarts`, as last read.
+    pub restarts: u32,
+    todo: Todo,
+}
+
+/// A unit was placed here or removed, or its health changed (`what` is the new health's name).
+#[derive(Clone, Debug)]
+pub struct Change {
+    pub name: Name,
+    pub placement: bool,
+    pub what: &'static str,
+}
+
+/// The `systemctl` verbs the executor uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verb {
+    Disable,
+    Reload,
+    Enable,
+    Restart,
+    Show,
+}
+
+impl Verb {
+    /// The arguments after `systemctl`, before the unit names.
+    pub fn args(self) -> &'static [&'static str] {
+        match self {
+            Verb::Disable => &["disable", "--now"],
+            Verb::Reload => &["daemon-reload"],
+            Verb::Enable => &["enable", "--now"],
+            Verb::Restart => &["restart"],
+            Verb::Show => &["show", SHOW_PROPERTIES],
+        }
+    }
+
+    /// The command in an operator's words, for logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Verb::Disable => "systemctl disable --now",
+            Verb::Reload => "systemctl daemon-reload",
+            Verb::Enable => "systemctl enable --now",
+            Verb::Restart => "systemctl restart",
+            Verb::Show => "systemctl show",
+        }
+    }
+}
+
+/// The units a `systemctl` command names, as unit names (`myco-web.service`), in table order.
+#[derive(Clone, Debug)]
+pub struct Units<'a> {
+    units: &'a [Installed],
+    /// Only units with this todo; every unit for `show`.
+    todo: Option<Todo>,
+    at: usize,
+    left: usize,
+}
+
+impl Iterator for Units<'_> {
+    type Item = String<{ unit::UNIT_NAME_BYTES_MAX }>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        while self.left > 0 && self.at < self.units.len() {
+            let u = &self.units[self.at];
+            self.at += 1;
+            if self.todo.is_none_or(|t| u.todo == t) {
+                self.left -= 1;
+                return Some(unit::unit_name(&u.name).expect("installed names are service names"));
+            }
+        }
+        None
+    }
+}
+
+/// What the host is asked to do next.
+///
+/// Later kinds of work join as variants of their own (`Build` for a flake, `Gc` for the Nix
+/// store, `HealthProbe` for a service's own check), each with the same token and outcome rules.
+#[derive(Clone, Debug)]
+pub enum Command<'a> {
+    /// Render `entry` with [`render_unit`] and replace `myco-<name>.service` with it atomically,
+    /// its first line recording `digest` (read back at boot with [`Executor::handle_installed`]).
+    /// `start`: a new unit (else a new version); `clock`: the version's clock, for the log.
+    WriteUnit {
+        name: &'a str,
+        entry: &'a [u8],
+        digest: u64,
+        start: bool,
+        clock: u64,
+    },
+    /// Delete `myco-<name>.service`: systemd has disabled and stopped it.
+    RemoveUnitFile { name: &'a str },
+    /// Run `systemctl`, `verb.args()` then `units`; for `show`, report its standard output.
+    Systemctl { verb: Verb, units: Units<'a> },
+}
+
+/// A command and the token its outcome must carry.
+#[derive(Clone, Debug)]
+pub struct Issued<'a> {
+    pub token: u64,
+    pub command: Command<'a>,
+}
+
+/// How a command ended: `ok` is success (exit status 0, file written or deleted); `stdout` is
+/// what a `systemctl` printed (only `show`'s is read).
+#[derive(Clone, Copy, Debug)]
+pub struct Outcome<'a> {
+    pub ok: bool,
+    pub stdout: &'a [u8],
+}
+
+impl Outcome<'_> {
+    pub const OK: Outcome<'static> = Outcome {
+        ok: true,
+        stdout: b"",
+    };
+    pub const FAILED: Outcome<'static> = Outcome {
+        ok: false,
+        stdout: b"",
+    };
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExecutorStats {
+    pub units_written: u64,
+    pub units_removed: u64,
+    pub systemctl_runs: u64,
+    pub systemctl_failures: u64,
+}
+
+/// The steps of one round, in the order they are taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Step {
+    Write,
+    Delete,
+    Systemctl(Verb),
+}
+
+#[derive(Clone, Copy, Debug)]
+struct InFlight {
+    token: u64,
+    step: Step,
+    /// Units the command names.
+    count: usize,
+    /// For a write: the digest recorded when it succeeds.
+    digest: u64,
+}
+
+pub struct Executor {
+    units: Vec<Installed, UNITS_MAX>,
+    /// Services whose unit file is to be written this round, in order.
+    writes: Vec<Name, UNIT_PLAN_MAX>,
+    in_flight: Option<InFlight>,
+    next_token: u64,
+    /// A unit file was written or deleted since the last `daemon-reload`.
+    needs_reload: bool,
+    /// State or membership changed since the last reconcile.
+    dirty: bool,
+    /// The next reconcile may not start before this (`RECONCILE_INTERVAL_MS` after the last),
+    /// unless the last one left changes for the next round.
+    next_reconcile_ms: u64,
+    /// A unit's health changed since the node was last told (`take_health_changed`).
+    health_changed: bool,
+    next_health_ms: u64,
+    /// Where the next `systemctl show` starts in `units`.
+    show_from: usize,
+    retry_at_ms: u64,
+    /// Nothing can be due before this: set when a poll found nothing to do, cleared by every
+    /// input. Spares the scans of the table on the many polls of a box at rest.
+    idle_until_ms: u64,
+    /// Join addresses or remembered peers exist: alone means cut off (`engine::mode`).
+    has_peers_configured: bool,
+    /// Placements and health changes not yet taken (`take_changes`).
+    changes: Deque<Change, UNIT_CHANGES_MAX>,
+    pub stats: ExecutorStats,
+}
+
+impl Executor {
+    /// An executor with no unit installed yet; tell it the units an earlier run left with
+    /// [`Executor::handle_installed`] before the first poll.
+    pub fn new(has_peers_configured: bool) -> Executor {
+        Executor {
+            units: Vec::new(),
+            writes: Vec::new(),
+            in_flight: None,
+            next_token: 1,
+            needs_reload: false,
+            dirty: true,
+            next_reconcile_ms: 0,
+            health_changed: true,
+            next_health_ms: 0,
+            show_from: 0,
+            retry_at_ms: 0,
+            idle_until_ms: 0,
+            has_peers_configured,
+            changes: Deque::new(),
+            stats: ExecutorStats::default(),
+        }
+    }
+
+    /// A unit file found at boot, written by an earlier run from an entry of digest `digest`: it
+    /// is neither rewritten nor lost. Returns false, changing nothing, for a name that is not a
+    /// service name, one already known, or a full table.
+    pub fn handle_installed(&mut self, name: &str, digest: u64) -> bool {
+        let Ok(name) = Name::try_from(name) else {
+            return false;
+        };
+        if !crate::schema::entry::valid_name(&name) || self.unit(&name).is_some() {
+            return false;
+        }
+        let unit = Installed {
+            key: key_hash(&name),
+            name,
+            digest,
+            health: UnitHealth::Pending,
+            restarts: 0,
+            todo: Todo::None,
+        };
+        self.idle_until_ms = 0;
+        self.units.push(unit).is_ok()
+    }
+
+    /// The desired state or the membership changed: reconcile before the next command, at most
+    /// once every `RECONCILE_INTERVAL_MS`.
+    pub fn handle_placement_changed(&mut self) {
+        self.dirty = true;
+        self.idle_until_ms = 0;
+    }
+
+    /// The next command to run, if any is due. `None` while one is in flight.
+    pub fn poll_command<'a>(&'a mut self, now: Instant, node: &'a Node) -> Option<Issued<'a>> {
+        if self.in_flight.is_some() || now.0 < self.idle_until_ms {
+            return None;
+        }
+        if self.dirty && now.0 >= self.next_reconcile_ms {
+            self.dirty = false;
+            self.next_reconcile_ms = now.0 + RECONCILE_INTERVAL_MS;
+            self.reconcile(node);
+        }
+        let Some(step) = self.next_step(now, node) else {
+            // Waiting out a failure, work resumes at the retry; otherwise only the health read
+            // or a throttled reconcile can come due without an input.
+            let due = if now.0 < self.retry_at_ms {
+                self.retry_at_ms
+            } else {
+                self.next_health_ms
+            };
+            self.idle_until_ms = if self.dirty {
+                due.min(self.next_reconcile_ms)
+            } else {
+                due
+            };
+            return None;
+        };
+        Some(self.issue(step, node))
+    }
+
+    /// The command with token `token` ended. Returns false, changing nothing, for a stale token.
+    pub fn handle_command_done(&mut self, now: Instant, token: u64, outcome: Outcome<'_>) -> bool {
+        let Some(done) = self.in_flight.filter(|f| f.token == token) else {
+            return false;
+        };
+        self.in_flight = None;
+        self.idle_until_ms = 0;
+        match done.step {
+            Step::Write => self.written(outcome.ok, done.digest),
+            Step::Delete => self.deleted(),
+            Step::Systemctl(verb) => self.ran(now, verb, done.count, outcome),
+        }
+        assert!(self.in_flight.is_none());
+        assert!(self.show_from <= self.units.len());
+        true
+    }
+
+    /// Whether a command is in flight.
+    pub fn busy(&self) -> bool {
+        self.in_flight.is_some()
+    }
+
+    /// Whether nothing is left to do but the periodic health read: no change planned, pending
+    /// or in flight (a `show` may be), no reload owed.
+    pub fn at_rest(&self) -> bool {
+        let reading = |f: &InFlight| f.step == Step::Systemctl(Verb::Show);
+        self.in_flight.as_ref().is_none_or(reading)
+            && !self.dirty
+            && !self.needs_reload
+            && self.writes.is_empty()
+            && self.units.iter().all(|u| u.todo == Todo::None)
+    }
+
+    /// The placements and health changes since the last call, oldest first.
+    pub fn take_changes(&mut self) -> Option<Change> {
+        let change = self.changes.pop_front();
+        if change.is_none() {
+            // Back to the first slot: a ring left to wander through all of its slots would touch
+            // (and keep resident) all of its memory though it is drained every step.
+            self.changes.clear();
+        }
+        change
+    }
+
+    /// Whether health changed since the last call: the node's status must be reported again.
+    pub fn take_health_changed(&mut self) -> bool {
+        core::mem::take(&mut self.health_changed)
+    }
+
+    /// The units not running, as the node's status lists them (`Node::set_status`).
+    pub fn not_running(&self) -> impl Iterator<Item = (u64, UnitState)> + '_ {
+        self.units
+            .iter()
+            .filter_map(|u| Some((u.key, u.health.state()?)))
+    }
+
+    /// Units by health, in `UnitHealth::ALL` order.
+    pub fn census(&self) -> [u64; UnitHealth::ALL.len()] {
+        let mut counts = [0; UnitHealth::ALL.len()];
+        for u in self.units.iter() {
+            counts[u.health.index()] += 1;
+        }
+        counts
+    }
+
+    /// The installed units, in table order.
+    pub fn units(&self) -> &[Installed] {
+        &self.units
+    }
+
+    /// The installed unit of service `name`.
+    pub fn unit(&self, name: &str) -> Option<&Installed> {
+        let key = key_hash(name);
+        self.units.iter().find(|u| u.key == key && u.name == name)
+    }
+
+    /// Plans one round: the writes of new and changed units, the removal of units no longer
+    /// placed here, at most `UNIT_PLAN_MAX` changes; a full plan leaves the rest for the next.
+    fn reconcile(&mut self, node: &Node) {
+        let mode = engine::mode(node.live_peers(), self.has_peers_configured);
+        // Collected once: the engine walks the list for each installed unit.
+        // The store keeps each entry's digest ([`unit_digest`]), so nothing is hashed here.
+        let wanted: Vec<Unit<'_>, UNITS_MAX> = node
+            .placed_entries()
+            .map(|(slot, e)| Unit {
+                name: e.body.name,
+                digest: slot.digest,
+            })
+            .collect();
+        self.writes.clear();
+        // A removal not yet started is planned again below if the unit is still unwanted.
+        for u in self.units.iter_mut().filter(|u| u.todo == Todo::Disable) {
+            u.todo = Todo::None;
+        }
+        // A disabled unit waiting for its file to go counts as gone: placed again, it is
+        // written again and enabled (`written`).
+        let installed = self.units.iter().filter(|u| u.todo != Todo::Delete);
+        let installed = installed.map(|u| Unit {
+            name: u.name.as_str(),
+            digest: u.digest,
+        });
+        let mut plan: Vec<(Name, bool), UNIT_PLAN_MAX> = Vec::new();
+        let mut room = UNITS_MAX - self.units.len();
+        let mut left_out = false;
+        engine::reconcile(mode, wanted.iter().copied(), installed, |a| {
+            let (name, remove) = match a {
+                Action::Install(_) if room == 0 => {
+                    left_out = true;
+                    return;
+                }
+                Action::Install(n) => {
+                    room -= 1;
+                    (n, false)
+                }
+                Action::Replace(n) => (n, false),
+                Action::Remove(n) => (n, true),
+            };
+            let name = Name::try_from(name).expect("service names fit NAME_BYTES_MAX");
+            left_out |= plan.push((name, remove)).is_err();
+        });
+        // A full plan or table leaves the rest for the next round, which is not throttled.
+        if left_out {
+            self.dirty = true;
+            self.next_reconcile_ms = 0;
+        }
+        for (name, remove) in plan {
+            if remove {
+                self.mark_disable(&name);
+            } else {
+                self.writes.push(name).expect("the plan fits the writes");
+            }
+        }
+    }
+
+    fn mark_disable(&mut self, name: &str) {
+        let unit = self.units.iter_mut().find(|u| u.name == name);
+        let unit = unit.expect("removals name installed units");
+        if unit.todo != Todo::Delete {
+            unit.todo = Todo::Disable;
+        }
+    }
+
+    /// The next step due: file work first, then `systemctl` in round order unless a failed
+    /// command is being waited out, then a health read when due.
+    fn next_step(&mut self, now: Instant, node: &Node) -> Option<Step> {
+        while let Some(name) = self.writes.first() {
+            if placed_entry(node, name).is_some() {
+                return Some(Step::Write);
+            }
+            // Removed or turned into a tombstone since the plan: nothing to write.
+            self.writes.remove(0);
+        }
+        if self.pending(Todo::Delete) {
+            return Some(Step::Delete);
+        }
+        if now.0 < self.retry_at_ms {
+            return None;
+        }
+        let verb = if self.pending(Todo::Disable) {
+            Verb::Disable
+        } else if self.needs_reload {
+            Verb::Reload
+        } else if self.pending(Todo::Start) {
+            Verb::Enable
+        } else if self.pending(Todo::Restart) {
+            Verb::Restart
+        } else if !self.units.is_empty() && now.0 >= self.next_health_ms {
+            self.next_health_ms = now.0 + HEALTH_INTERVAL_MS;
+            Verb::Show
+        } else {
+            return None;
+        };
+        Some(Step::Systemctl(verb))
+    }
+
+    fn pending(&self, todo: Todo) -> bool {
+        self.units.iter().any(|u| u.todo == todo)
+    }
+
+    fn issue<'a>(&'a mut self, step: Step, node: &'a Node) -> Issued<'a> {
+        let token = self.next_token;
+        self.next_token += 1;
+        let write = (step == Step::Write)
+            .then(|| placed_entry(node, &self.writes[0]).expect("checked by next_step"));
+        let count = match step {
+            Step::Systemctl(verb) => {
+                self.stats.systemctl_runs += 1;
+                self.units_for(verb).left
+            }
+            Step::Write | Step::Delete => 0,
+        };
+        assert!(count <= UNITS_PER_COMMAND);
+        self.in_flight = Some(InFlight {
+            token,
+            step,
+            count,
+            digest: write.map_or(0, |(entry, _)| unit_digest(entry)),
+        });
+        let command = match step {
+            Step::Write => {
+                let name = self.writes[0].as_str();
+                let (entry, clock) = write.expect("computed above");
+                let start = self
+                    .unit(name)
+                    .is_none_or(|u| matches!(u.todo, Todo::Start | Todo::Delete));
+                Command::WriteUnit {
+                    name,
+                    entry,
+                    digest: unit_digest(entry),
+                    start,
+                    clock,
+                }
+            }
+            Step::Delete => {
+                let unit = self.units.iter().find(|u| u.todo == Todo::Delete);
+                let name = unit.expect("checked by next_step").name.as_str();
+                Command::RemoveUnitFile { name }
+            }
+            Step::Systemctl(verb) => Command::Systemctl {
+                verb,
+                units: self.units_for(verb),
+            },
+        };
+        Issued { token, command }
+    }
+
+    /// The units `verb` names: those with its todo, or for `show` the sweep's next ones.
+    fn units_for(&self, verb: Verb) -> Units<'_> {
+        let (todo, at) = match verb {
+            Verb::Disable => (Some(Todo::Disable), 0),
+            Verb::Enable => (Some(Todo::Start), 0),
+            Verb::Restart => (Some(Todo::Restart), 0),
+            Verb::Show => (None, self.show_from),
+            Verb::Reload => (None, self.units.len()),
+        };
+        let matching = self.units[at..]
+            .iter()
+            .filter(|u| todo.is_none_or(|t| u.todo == t))
+            .count();
+        Units {
+            units: &self.units,
+            todo,
+            at,
+            left: matching.min(UNITS_PER_COMMAND),
+        }
+    }
+
+    /// A unit file was written (or not): record the new unit or version.
+    fn written(&mut self, ok: bool, digest: u64) {
+        let name = self.writes.remove(0);
+        if !ok {
+            return;
+        }
+        self.stats.units_written += 1;
+        note(&mut self.changes, &name, true, "placed");
+        self.needs_reload = true;
+        self.health_changed = true;
+        let key = key_hash(&name);
+        match self
+            .units
+            .iter_mut()
+            .find(|u| u.key == key && u.name == name)
+        {
+            Some(u) => {
+                u.digest = digest;
+                // A unit not yet enabled, or already disabled, is enabled; a running one is
+                // restarted.
+                u.todo = match u.todo {
+                    Todo::Start | Todo::Delete => Todo::Start,
+                    Todo::None | Todo::Restart | Todo::Disable => Todo::Restart,
+                };
+            }
+            None => {
+                let unit = Installed {
+                    key,
+                    name,
+                    digest,
+                    health: UnitHealth::Pending,
+                    restarts: 0,
+                    todo: Todo::Start,
+                };
+                let full = "reconcile plans no install into a full table";
+                self.units.push(unit).map_err(|_| ()).expect(full);
+            }
+        }
+    }
+
+    /// A disabled unit's file was deleted (or could not be, which the host reported): the unit
+    /// is gone either way, since systemd no longer runs it.
+    fn deleted(&mut self) {
+        let i = self.units.iter().position(|u| u.todo == Todo::Delete);
+        let unit = self.units.swap_remove(i.expect("a delete was in flight"));
+        // The sweep may skip a unit once; the next sweep reads it.
+        self.show_from = self.show_from.min(self.units.len());
+        self.stats.units_removed += 1;
+        note(&mut self.changes, &unit.name, true, "removed");
+        self.needs_reload = true;
+        self.health_changed = true;
+    }
+
+    /// A `systemctl` command ended: take note of what it did.
+    fn ran(&mut self, now: Instant, verb: Verb, count: usize, outcome: Outcome<'_>) {
+        if !outcome.ok {
+            self.stats.systemctl_failures += 1;
+            self.retry_at_ms = now.0 + COMMAND_RETRY_MS;
+        }
+        match verb {
+            Verb::Disable => self.settle(Todo::Disable, Todo::Delete, count, outcome.ok),
+            Verb::Reload => self.needs_reload &= !outcome.ok,
+            Verb::Enable => self.settle(Todo::Start, Todo::None, count, outcome.ok),
+            Verb::Restart => self.settle(Todo::Restart, Todo::None, count, outcome.ok),
+            Verb::Show => {
+                self.read_health(outcome.stdout);
+                self.show_from += count;
+                if self.show_from >= self.units.len() || count == 0 {
+                    self.show_from = 0;
+                } else {
+                    // The sweep goes on with the next units now, not a health interval later.
+                    self.next_health_ms = now.0;
+                }
+            }
+        }
+        if matches!(verb, Verb::Enable | Verb::Restart) {
+            self.next_health_ms = now.0 + HEALTH_AFTER_START_MS;
+        }
+    }
+
+    /// The first `count` units with todo `from` move on to `to`, if the command succeeded.
+    fn settle(&mut self, from: Todo, to: Todo, count: usize, ok: bool) {
+        if !ok {
+            return;
+        }
+        let units = self.units.iter_mut().filter(|u| u.todo == from);
+        let mut settled = 0;
+        for u in units.take(count) {
+            u.todo = to;
+            settled += 1;
+        }
+        assert_eq!(settled, count, "the table did not change while in flight");
+    }
+
+    /// Sets each unit's health from `systemctl show` output.
+    fn read_health(&mut self, stdout: &[u8]) {
+        let (units, changes) = (&mut self.units, &mut self.changes);
+        let mut changed = false;
+        parse_show(stdout, |shown| {
+            let Some(name) = core::str::from_utf8(shown.id)
+                .ok()
+                .and_then(unit::service_of)
+            else {
+                return;
+            };
+            let key = key_hash(name);
+            let Some(u) = units.iter_mut().find(|u| u.key == key && u.name == name) else {
+                return;
+            };
+            u.restarts = shown.restarts;
+            // Installed but not enabled, though nothing is left to do for it: enable it.
+            if shown.disabled && u.todo == Todo::None {
+                u.todo = Todo::Start;
+            }
+            if u.health != shown.health {
+                u.health = shown.health;
+                note(changes, &u.name, false, u.health.name());
+                changed = true;
+            }
+        });
+        self.health_changed |= changed;
+    }
+}
+
+/// Renders the unit of a placed entry (as `Command::WriteUnit` carries it) into `out` and returns
+/// its length. An error means the unit cannot run on this box (see `UnitError::message`).
+pub fn render_unit(entry: &[u8], out: &mut [u8]) -> Result<usize, UnitError> {
+    let entry = Entry::decode(entry).map_err(|_| UnitError::Name)?;
+    let spec = entry.body.spec.as_ref().ok_or(UnitError::Name)?;
+    let ctx = UnitContext {
+        version: entry.body.version,
+        program: None,
+    };
+    unit::render(entry.body.name, spec, &ctx, out)
+}
+
+/// The digest a unit is compared by: of the entry it was rendered from (the text is a function
+/// of it).
+pub fn unit_digest(entry: &[u8]) -> u64 {
+    digest(DOMAIN_ENTRY, entry)
+}
+
+/// Service `name`'s live entry in `node`'s store and its version's clock; `None` for a removed
+/// (tombstoned) or unknown service.
+fn placed_entry<'a>(node: &'a Node, name: &str) -> Option<(&'a [u8], u64)> {
+    let bytes = node.store().get(key_hash(name))?;
+    let entry = Entry::decode(bytes).ok()?;
+    entry.body.spec.as_ref()?;
+    Some((bytes, entry.body.version.clock))
+}
+
+fn note(
+    changes: &mut Deque<Change, UNIT_CHANGES_MAX>,
+    name: &str,
+    placement: bool,
+    what: &'static str,
+) {
+    if changes.is_full() {
+        changes.pop_front();
+    }
+    let name = Name::try_from(name).expect("service names fit NAME_BYTES_MAX");
+    let change = Change {
+        name,
+        placement,
+        what,
+    };
+    changes
+        .push_back(change)
+        .map_err(|_| ())
+        .expect("room was made");
+}

@@ -1,0 +1,97 @@
+//! How a service does on any node, and the DNS directory built on it: the one answer both the
+//! API's `/services` and `*.myco` DNS give, so the simulator checks what clients are told.
+//!
+//! A node's own units are as its executor last read them; a peer's are as its gossiped status
+//! says, where a placed service it does not list is running (a status lists only the units that
+//! are not). Nothing here changes state.
+
+use super::{Executor, UnitHealth};
+use crate::dns::Directory;
+use crate::node::Node;
+use crate::schema::addr::PeerAddr;
+use crate::schema::entry::Protocol;
+
+/// How service `name` (key hash `key`) does on node `id`, as `node` knows it: its own unit as
+/// systemd reports it (`Pending` until written and read back); a peer's from its gossiped status,
+/// where a placed service it does not list is running. `None` when unknown: no executor here, or
+/// a peer that has reported nothing or listed too many to say.
+pub fn health_on(
+    node: &Node,
+    executor: Option<&Executor>,
+    id: u64,
+    key: u64,
+    name: &str,
+) -> Option<UnitHealth> {
+    if id == node.id() {
+        let unit = executor?.unit(name);
+        return Some(unit.map_or(UnitHealth::Pending, |u| u.health));
+    }
+    let status = node.status_of(id)?;
+    match status.units.iter().find(|(k, _)| k.0 == key) {
+        Some((_, state)) => Some(UnitHealth::from(*state)),
+        None if status.more => None,
+        None => Some(UnitHealth::Running),
+    }
+}
+
+/// The directory DNS answers from: a service's instances are its placed boxes where it runs, at
+/// the member's address (port 0), and this box at `own`.
+pub struct Names<'a> {
+    pub node: &'a Node,
+    pub executor: Option<&'a Executor>,
+    /// What this box answers for itself: the host's listen address, or loopback when it listens
+    /// on a wildcard.
+    pub own: PeerAddr,
+}
+
+impl Directory for Names<'_> {
+    fn instances(&self, name: &str, out: &mut dyn FnMut(PeerAddr)) -> bool {
+        let Some(slot) = self.node.store().live_by_name(name) else {
+            return false;
+        };
+        let key = slot.key_hash;
+        for id in self.node.placement(key) {
+            if let Some(addr) = self.healthy_at(id, key, name) {
+                out(addr);
+            }
+        }
+        true
+    }
+
+    fn exists(&self, name: &str) -> bool {
+        self.node.store().live_by_name(name).is_some()
+    }
+
+    fn ports(&self, name: &str, out: &mut dyn FnMut(u16, Protocol)) {
+        let Some(entry) = self.node.store().get_by_name(name) else {
+            return;
+        };
+        if entry.body.is_tombstone() {
+            return;
+        }
+        for p in entry.body.spec.iter().flat_map(|s| s.ports.iter()) {
+            out(p.number, p.protocol);
+        }
+    }
+}
+
+impl Names<'_> {
+    /// Where node `id` serves the service, if it runs it healthily.
+    pub fn healthy_at(&self, id: u64, key: u64, name: &str) -> Option<PeerAddr> {
+        if health_on(self.node, self.executor, id, key, name) != Some(UnitHealth::Running) {
+            return None;
+        }
+        if id == self.node.id() {
+            return Some(self.own);
+        }
+        let member = self
+            .node
+            .members()
+            .iter()
+            .find(|m| m.id == id && m.is_live())?;
+        Some(PeerAddr {
+            port: 0,
+            ..member.addr
+        })
+    }
+}
