@@ -12,7 +12,7 @@ LOSS ?= 0.5
 MINUTES ?= 10
 FUZZ_SECONDS ?= 30
 
-# DESIGN.md's budget for each of the two shipped binaries: 2 MiB stripped.
+# The budget for each of the two shipped binaries: 2 MiB stripped (docs/benchmarks.md).
 BINARY_SIZE_BYTES_MAX := 2097152
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 NOSTD_TARGET := thumbv7em-none-eabihf

@@ -1,6 +1,6 @@
 # shellcheck shell=bash
 # Shell library: real systemd as PID 1 in systemd-nspawn containers on a host whose PID 1 is not
-# systemd (../shared/TESTBED.md). Sourced by systemd/nspawn-test.sh (one container) and
+# systemd (docs/testbed.md). Sourced by systemd/nspawn-test.sh (one container) and
 # tests/testbed/lib.sh (a cluster of them); it defines functions and constants and runs nothing.
 #
 # - nspawn_tools installs debootstrap, systemd-nspawn and zstd when they are missing.
