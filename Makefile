@@ -127,7 +127,7 @@ aarch64-release: aarch64-tools
 
 aarch64-tools:
 	command -v aarch64-linux-gnu-gcc >/dev/null && command -v qemu-aarch64-static >/dev/null \
-		|| (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+		|| (apt-get -o DPkg::Lock::Timeout=600 update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq \
 			gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static)
 	rustup target list --installed | grep -x $(ARM_TARGET) >/dev/null \
 		|| rustup target add $(ARM_TARGET)
@@ -166,7 +166,7 @@ tools: nostd-tools fuzz-tools aarch64-tools deb-tools
 	rustup component add rustfmt clippy
 	command -v curl >/dev/null && command -v promtool >/dev/null \
 		&& command -v nix-instantiate >/dev/null && command -v dig >/dev/null \
-		|| (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+		|| (apt-get -o DPkg::Lock::Timeout=600 update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq \
 			--no-install-recommends curl prometheus nix-bin dnsutils)
 
 # grep without -q reads all of rustup's output, so pipefail never sees rustup die of SIGPIPE.
@@ -267,7 +267,7 @@ deb: deb-tools man aarch64-release
 
 deb-tools:
 	command -v dpkg-deb >/dev/null && command -v lintian >/dev/null && command -v groff >/dev/null \
-		|| (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+		|| (apt-get -o DPkg::Lock::Timeout=600 update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq \
 			--no-install-recommends dpkg-dev lintian groff-base man-db)
 
 # The amd64 package in a testbed box with real systemd: dpkg -i, configure, start, join two

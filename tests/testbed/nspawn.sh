@@ -32,8 +32,8 @@ nspawn_tools() {
 	command -v pgrep >/dev/null || missing+=(procps)
 	((${#missing[@]} == 0)) && return 0
 	log "installing ${missing[*]}"
-	apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" \
+	apt-get -o DPkg::Lock::Timeout=600 update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}" \
 		>/dev/null
 }
 
