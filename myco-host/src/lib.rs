@@ -3,7 +3,7 @@
 //! decision that the simulator would also need belongs in `myco-core`.
 
 pub mod alloc;
-pub mod api;
+pub mod http;
 pub mod atomic;
 pub mod daemon;
 pub mod flight;

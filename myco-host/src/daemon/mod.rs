@@ -3,7 +3,7 @@
 //! connections, the signalfd and the WAL write in flight, and ticks the core at least every
 //! `TICK_MS_MAX`. The core makes every decision; this module moves bytes and keeps time.
 
-pub mod api;
+pub mod conns;
 pub mod boot;
 pub mod config;
 pub mod dns;
@@ -21,7 +21,7 @@ use crate::flight::{Level, Logger};
 use crate::io::{Backend, Completion, Completions, Interest};
 use crate::reserve::ReserveState;
 use crate::systemd::Notifier;
-use api::Api;
+use conns::Connections;
 use boot::BootError;
 use config::Config;
 use host::Host;
@@ -46,10 +46,10 @@ const TOKEN_DNS_BASE: u64 = 3;
 /// DNS TCP connections: 8 and up, below the API's `TOKEN_CONN_BASE`.
 const TOKEN_DNS_CONN_BASE: u64 = 8;
 const _: () = assert!(TOKEN_DNS_BASE + 2 * dns::DNS_LISTENERS_MAX as u64 <= TOKEN_DNS_CONN_BASE);
-const _: () = assert!(TOKEN_DNS_CONN_BASE + dns::DNS_TCP_MAX as u64 <= api::TOKEN_CONN_BASE);
+const _: () = assert!(TOKEN_DNS_CONN_BASE + dns::DNS_TCP_MAX as u64 <= conns::TOKEN_CONN_BASE);
 /// Interests: the daemon's three fds, the DNS listeners and the connections.
 const INTERESTS_MAX: usize =
-    3 + 2 * dns::DNS_LISTENERS_MAX + dns::DNS_TCP_MAX + api::CONNECTIONS_MAX;
+    3 + 2 * dns::DNS_LISTENERS_MAX + dns::DNS_TCP_MAX + conns::CONNECTIONS_MAX;
 /// The start-up thread's stack: the node and its tables are built by value there.
 const BOOT_STACK_BYTES: usize = 8 << 20;
 /// Datagrams read per wake-up, so a flood cannot starve the API and the timers.
@@ -63,7 +63,7 @@ const PEERS_SAVE_MS: u64 = 2_000;
 pub struct Daemon {
     node: Box<Node>,
     host: Host,
-    api: Api,
+    api: Connections,
     signals: SignalFd,
     notifier: Notifier,
     /// Half of systemd's WatchdogSec, when it set one.
@@ -199,10 +199,10 @@ impl Daemon {
         let mut daemon = Box::new(Daemon {
             node,
             host,
-            api: Api {
+            api: Connections {
                 heartbeat_ms: config.stream_heartbeat_ms,
                 request_timeout_ms: config.request_timeout_ms,
-                ..Api::new(listener)
+                ..Connections::new(listener)
             },
             signals,
             notifier,
@@ -310,7 +310,7 @@ impl Daemon {
                 writable: false,
             });
         }
-        let mut conns = heapless::Vec::<Interest, { api::CONNECTIONS_MAX }>::new();
+        let mut conns = heapless::Vec::<Interest, { conns::CONNECTIONS_MAX }>::new();
         self.api.interests(&mut conns);
         out.extend(conns);
         let Some(dns) = &self.dns else {
@@ -354,12 +354,12 @@ impl Daemon {
                 ..
             } => self.signal(),
             Completion::Ready { token, .. }
-                if (TOKEN_DNS_BASE..api::TOKEN_CONN_BASE).contains(&token) =>
+                if (TOKEN_DNS_BASE..conns::TOKEN_CONN_BASE).contains(&token) =>
             {
                 self.dns_ready(token)
             }
             Completion::Ready { token, .. } => {
-                if let Some(slot) = Api::slot_of(token) {
+                if let Some(slot) = Connections::slot_of(token) {
                     self.connection(slot);
                 }
             }

@@ -1,11 +1,11 @@
 //! Answering API requests: read what arrived, answer each complete request in order, write what
 //! the client takes. A deploy is answered only once its WAL record is durable.
 
-use super::api::{range_in, Arrived, Conn, Waiting, DEPLOY_TIMEOUT_MS};
+use super::conns::{range_in, Arrived, Conn, Waiting, DEPLOY_TIMEOUT_MS};
 use super::views::{self, Status};
 use super::Daemon;
-use crate::api::request::{Parse, Route};
-use crate::api::response::{
+use crate::http::request::{Parse, Route};
+use crate::http::response::{
     body_cursor, finish, write_http_error, ContentType, Cursor, Full, Head,
 };
 use crate::reserve::ReserveState;
@@ -62,18 +62,18 @@ impl Daemon {
             };
             api.stats.requests += 1;
             // The request borrows the connection's buffer; copy what outlives the answer.
-            let mut scratch = [0u8; crate::api::request::REQUEST_BODY_BYTES_MAX];
+            let mut scratch = [0u8; crate::http::request::REQUEST_BODY_BYTES_MAX];
             scratch[..body.len()].copy_from_slice(body);
             let body = &scratch[..body.len()];
             let route = owned_route(route);
             let status_code = match route {
                 Owned::Deploy => deploy(node, host, conn, body, now, keep_alive),
-                Owned::Stream { .. } if streams >= super::api::STREAMS_MAX => error(
+                Owned::Stream { .. } if streams >= super::conns::STREAMS_MAX => error(
                     conn,
                     503,
                     "too many /stream subscribers; close one or retry shortly",
                 ),
-                Owned::Logs { .. } if streams >= super::api::STREAMS_MAX => error(
+                Owned::Logs { .. } if streams >= super::conns::STREAMS_MAX => error(
                     conn,
                     503,
                     "too many /stream and /logs followers; close one or retry shortly",

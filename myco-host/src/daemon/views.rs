@@ -3,9 +3,9 @@
 
 use super::executor::{Executor, UnitHealth as Health};
 use super::net::display_addr;
-use crate::api::json::Json;
-use crate::api::prometheus::{MetricKind, Prometheus};
-use crate::api::response::{Cursor, Full};
+use crate::http::json::Json;
+use crate::http::prometheus::{MetricKind, Prometheus};
+use crate::http::response::{Cursor, Full};
 use core::fmt::Write;
 use myco_core::config::FLAKE_REV_BYTES;
 use myco_core::executor::health_on;
@@ -29,7 +29,7 @@ pub struct Status {
     pub wal_writes: u64,
     pub host: super::host::HostStats,
     pub wal_latency: super::host::Histogram,
-    pub api: super::api::ApiStats,
+    pub api: super::conns::ConnStats,
     pub api_open: usize,
     /// Open `/stream` subscribers, and the id the next event gets.
     pub api_streams: usize,
