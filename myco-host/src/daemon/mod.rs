@@ -3,9 +3,9 @@
 //! connections, the signalfd and the WAL write in flight, and ticks the core at least every
 //! `TICK_MS_MAX`. The core makes every decision; this module moves bytes and keeps time.
 
-pub mod conns;
 pub mod boot;
 pub mod config;
+pub mod conns;
 pub mod dns;
 pub mod events;
 pub mod executor;
@@ -21,9 +21,9 @@ use crate::flight::{Level, Logger};
 use crate::io::{Backend, Completion, Completions, Interest};
 use crate::reserve::ReserveState;
 use crate::systemd::Notifier;
-use conns::Connections;
 use boot::BootError;
 use config::Config;
+use conns::Connections;
 use host::Host;
 use myco_core::crypto::CertError;
 use myco_core::node::Storage;
