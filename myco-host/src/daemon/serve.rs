@@ -42,7 +42,7 @@ impl Daemon {
             let Daemon {
                 api,
                 node,
-                host,
+                sink,
                 listen,
                 executor,
                 ..
@@ -67,7 +67,7 @@ impl Daemon {
             let body = &scratch[..body.len()];
             let route = owned_route(route);
             let status_code = match route {
-                Owned::Deploy => deploy(node, host, conn, body, now, keep_alive),
+                Owned::Deploy => deploy(node, sink, conn, body, now, keep_alive),
                 Owned::Stream { .. } if streams >= super::conns::STREAMS_MAX => error(
                     conn,
                     503,
@@ -84,7 +84,7 @@ impl Daemon {
                     lines,
                 } => logs(node, executor.as_mut(), conn, service, follow, lines),
                 Owned::Stream { last_event_id } => {
-                    conn.start_stream(&host.events, last_event_id, now, api.heartbeat_ms);
+                    conn.start_stream(&sink.events, last_event_id, now, api.heartbeat_ms);
                     200
                 }
                 Owned::Other(ref r) => {
@@ -115,7 +115,7 @@ impl Daemon {
             let w = w.clone();
             conn.waiting = None;
             answer_deploy(conn, &w);
-            self.host
+            self.sink
                 .events
                 .push(super::events::Record::deploy(&w.name, w.version, w.applied));
             conn.flush();
@@ -128,7 +128,7 @@ impl Daemon {
     }
 
     pub(super) fn status(&self) -> Status {
-        let (reserve, reserve_bytes) = match self.host.reserve.state() {
+        let (reserve, reserve_bytes) = match self.sink.reserve.state() {
             ReserveState::Present { bytes, .. } => ("present", bytes),
             ReserveState::Released { .. } => ("released", 0),
             ReserveState::Deferred { .. } => ("deferred", 0),
@@ -136,20 +136,20 @@ impl Daemon {
         };
         let allocations = crate::alloc::allocations();
         Status {
-            io: self.host.io.name(),
+            io: self.sink.io.name(),
             io_fallback: self.io_fallback,
-            wal_failing: self.host.wal_failing(),
+            wal_failing: self.sink.wal_failing(),
             reserve,
             reserve_bytes,
-            wal_bytes: self.host.store.wal_bytes(),
-            wal_appends: self.host.wal.appends,
-            wal_writes: self.host.wal.writes,
-            host: self.host.stats,
-            wal_latency: self.host.wal_latency,
+            wal_bytes: self.sink.store.wal_bytes(),
+            wal_appends: self.sink.wal.appends,
+            wal_writes: self.sink.wal.writes,
+            sink: self.sink.stats,
+            wal_latency: self.sink.wal_latency,
             api: self.api.stats,
             api_open: self.api.open_count(),
             api_streams: self.api.stream_count(),
-            events_next_id: self.host.events.next_id(),
+            events_next_id: self.sink.events.next_id(),
             allocations,
             allocations_since_ready: allocations.saturating_sub(self.allocations_at_ready),
             heap_bytes: crate::alloc::live_bytes(),
@@ -285,13 +285,13 @@ fn render(ctx: &Ctx<'_>, route: &OwnedRoute, conn: &mut Conn, keep_alive: bool) 
 /// Submits a signed entry. Refusals change nothing; an accepted entry is answered once durable.
 fn deploy(
     node: &mut myco_core::Node,
-    host: &mut super::host::Host,
+    sink: &mut super::sink::CoreSink,
     conn: &mut Conn,
     body: &[u8],
     now: u64,
     keep_alive: bool,
 ) -> u16 {
-    if host.wal_failing() {
+    if sink.wal_failing() {
         return error(
             conn,
             507,
@@ -303,7 +303,7 @@ fn deploy(
         Err(e) => return error(conn, 400, e.message()),
     };
     assert!(valid_name(entry.body.name), "Entry::decode validates names");
-    let submitted = match node.submit(Instant(now), body, host) {
+    let submitted = match node.submit(Instant(now), body, sink) {
         Ok(s) => s,
         Err(SubmitError::Signature(e)) => {
             return error(conn, 403, SubmitError::Signature(e).message())
@@ -318,7 +318,7 @@ fn deploy(
     };
     // Unchanged still waits for whatever this node logged last: it may hold the same version
     // only in memory so far (gossip merged it a moment ago).
-    let ticket = submitted.ticket.unwrap_or(host.wal.issued());
+    let ticket = submitted.ticket.unwrap_or(sink.wal.issued());
     let waiting = Waiting {
         ticket,
         name: heapless::String::try_from(entry.body.name).expect("valid names fit 64 bytes"),
@@ -327,8 +327,8 @@ fn deploy(
         keep_alive,
         deadline_ms: now + DEPLOY_TIMEOUT_MS,
     };
-    if ticket <= host.wal.durable() {
-        host.events.push(super::events::Record::deploy(
+    if ticket <= sink.wal.durable() {
+        sink.events.push(super::events::Record::deploy(
             &waiting.name,
             waiting.version,
             waiting.applied,

@@ -27,8 +27,8 @@ pub struct Status {
     pub wal_bytes: u64,
     pub wal_appends: u64,
     pub wal_writes: u64,
-    pub host: super::host::HostStats,
-    pub wal_latency: super::host::Histogram,
+    pub sink: super::sink::SinkStats,
+    pub wal_latency: super::sink::Histogram,
     pub api: super::conns::ConnStats,
     pub api_open: usize,
     /// Open `/stream` subscribers, and the id the next event gets.
@@ -483,7 +483,7 @@ fn storage_metrics(p: &mut Prometheus<'_, '_>, s: &Status) -> Result<(), Full> {
         "myco_wal_disk_full_total",
         Counter,
         "WAL writes that found the disk full.",
-        s.host.wal_disk_full,
+        s.sink.wal_disk_full,
     )?;
     single(
         p,
@@ -497,14 +497,14 @@ fn storage_metrics(p: &mut Prometheus<'_, '_>, s: &Status) -> Result<(), Full> {
         "myco_checkpoints_total",
         Counter,
         "Snapshots written.",
-        s.host.checkpoints,
+        s.sink.checkpoints,
     )?;
     single(
         p,
         "myco_wal_truncated_bytes",
         Gauge,
         "Bytes cut from the log by the recovery at start (torn or corrupt tail).",
-        s.host.wal_truncated_bytes,
+        s.sink.wal_truncated_bytes,
     )?;
     wal_latency(p, &s.wal_latency)?;
     single(
@@ -519,11 +519,11 @@ fn storage_metrics(p: &mut Prometheus<'_, '_>, s: &Status) -> Result<(), Full> {
         "myco_reserve_releases_total",
         Counter,
         "Times the reserve was freed for the WAL.",
-        s.host.reserve_releases,
+        s.sink.reserve_releases,
     )
 }
 
-fn wal_latency(p: &mut Prometheus<'_, '_>, h: &super::host::Histogram) -> Result<(), Full> {
+fn wal_latency(p: &mut Prometheus<'_, '_>, h: &super::sink::Histogram) -> Result<(), Full> {
     const NAME: &str = "myco_wal_write_seconds";
     p.family(
         NAME,
@@ -534,7 +534,7 @@ fn wal_latency(p: &mut Prometheus<'_, '_>, h: &super::host::Histogram) -> Result
     for (i, n) in h.buckets.iter().enumerate() {
         cumulative += n;
         let mut le = heapless::String::<16>::new();
-        match super::host::LATENCY_BOUNDS.get(i) {
+        match super::sink::LATENCY_BOUNDS.get(i) {
             Some(bound) => write!(le, "{bound}").expect("a bound fits"),
             None => le.push_str("+Inf").expect("fits"),
         }
@@ -672,21 +672,21 @@ fn process_metrics(p: &mut Prometheus<'_, '_>, s: &Status) -> Result<(), Full> {
         "myco_datagrams_received_total",
         Counter,
         "UDP datagrams read.",
-        s.host.datagrams_received,
+        s.sink.datagrams_received,
     )?;
     single(
         p,
         "myco_sends_dropped_total",
         Counter,
         "Frames dropped because the socket buffer was full.",
-        s.host.sends_dropped,
+        s.sink.sends_dropped,
     )?;
     single(
         p,
         "myco_sends_failed_total",
         Counter,
         "Frames the kernel refused to send.",
-        s.host.sends_failed,
+        s.sink.sends_failed,
     )?;
     single(
         p,
