@@ -3,18 +3,19 @@
 //! connections, the signalfd and the WAL write in flight, and ticks the core at least every
 //! `TICK_MS_MAX`. The core makes every decision; this module moves bytes and keeps time.
 
+pub mod answers;
 pub mod boot;
 pub mod config;
 pub mod conns;
 pub mod dns;
 pub mod events;
 pub mod executor;
+pub mod metrics;
 pub mod net;
 pub mod peers;
 pub mod serve;
 pub mod sink;
 pub mod udp_batch;
-pub mod views;
 pub mod wal;
 
 use crate::flight::{Level, Logger};

@@ -1,8 +1,9 @@
 //! Answering API requests: read what arrived, answer each complete request in order, write what
 //! the client takes. A deploy is answered only once its WAL record is durable.
 
+use super::answers::{self, DaemonSnapshot};
 use super::conns::{range_in, Arrived, Conn, Waiting, DEPLOY_TIMEOUT_MS};
-use super::views::{self, Status};
+use super::metrics;
 use super::Daemon;
 use crate::http::request::{Parse, Route};
 use crate::http::response::{
@@ -127,7 +128,7 @@ impl Daemon {
         }
     }
 
-    pub(super) fn status(&self) -> Status {
+    pub(super) fn status(&self) -> DaemonSnapshot {
         let (reserve, reserve_bytes) = match self.sink.reserve.state() {
             ReserveState::Present { bytes, .. } => ("present", bytes),
             ReserveState::Released { .. } => ("released", 0),
@@ -135,7 +136,7 @@ impl Daemon {
             ReserveState::Unchecked => ("disabled", 0),
         };
         let allocations = crate::alloc::allocations();
-        Status {
+        DaemonSnapshot {
             io: self.sink.io.name(),
             io_fallback: self.io_fallback,
             wal_failing: self.sink.wal_failing(),
@@ -211,7 +212,7 @@ fn owned_route(route: Route<'_>) -> Owned {
 struct Ctx<'a> {
     node: &'a myco_core::Node,
     executor: Option<&'a super::executor::Executor>,
-    status: &'a Status,
+    status: &'a DaemonSnapshot,
     listen: &'a heapless::String<64>,
 }
 
@@ -257,27 +258,27 @@ fn render(ctx: &Ctx<'_>, route: &OwnedRoute, conn: &mut Conn, keep_alive: bool) 
     let store = ctx.node.store();
     match route {
         OwnedRoute::Services => reply(conn, 200, ContentType::Json, keep_alive, |out| {
-            views::services(out, ctx.node, ctx.executor)
+            answers::services(out, ctx.node, ctx.executor)
         }),
         OwnedRoute::Service(name) => match store.get(key_hash(name)).map(Entry::decode) {
             Some(Ok(entry)) if entry.body.name == name.as_str() => {
                 reply(conn, 200, ContentType::Json, keep_alive, |out| {
-                    views::one_service(out, ctx.node, ctx.executor, &entry)
+                    answers::one_service(out, ctx.node, ctx.executor, &entry)
                 })
             }
             _ => error(conn, 404, "no such service; 'myco ls' lists them"),
         },
         OwnedRoute::Nodes => reply(conn, 200, ContentType::Json, keep_alive, |out| {
-            views::nodes(out, ctx.node, ctx.listen)
+            answers::nodes(out, ctx.node, ctx.listen)
         }),
         OwnedRoute::Health => {
             let code = if ctx.status.wal_failing { 503 } else { 200 };
             reply(conn, code, ContentType::Json, keep_alive, |out| {
-                views::health(out, ctx.node, ctx.status)
+                answers::health(out, ctx.node, ctx.status)
             })
         }
         OwnedRoute::Metrics => reply(conn, 200, ContentType::Prometheus, keep_alive, |out| {
-            views::metrics(out, ctx.node, ctx.status)
+            metrics::metrics(out, ctx.node, ctx.status)
         }),
     }
 }
@@ -397,6 +398,6 @@ fn runs_elsewhere(node: &myco_core::Node, service: &str) -> heapless::String<102
 
 pub(super) fn answer_deploy(conn: &mut Conn, w: &Waiting) -> u16 {
     reply(conn, 200, ContentType::Json, w.keep_alive, |out| {
-        views::deploy(out, &w.name, w.version, w.applied)
+        answers::deploy(out, &w.name, w.version, w.applied)
     })
 }
