@@ -69,7 +69,7 @@ pub struct Executors {
     boxes: Vec<SimBox>,
     rng: Prng,
     seed: u64,
-    /// Join addresses name other nodes: alone means cut off (`engine::mode`).
+    /// Join addresses name other nodes: alone means cut off (`executor::reconcile::mode`).
     peers: bool,
     unit_fault_ppm: u64,
     systemctl_fault_ppm: u64,
