@@ -1,7 +1,7 @@
 //! The cluster runner: boots N core nodes on the simulated network, submits the scenario's
 //! operations, injects faults during a safety phase, lifts them for a liveness phase, and checks
 //! invariants until every live node holds the same state. Then it waits for membership to agree,
-//! which the placement invariant (`placement.rs`, checked whenever the cluster has converged)
+//! which the placement invariant (`invariants/placement.rs`, checked whenever the cluster has converged)
 //! needs, and, unless the scenario says otherwise, kills one node that runs services and counts
 //! the gossip rounds until every live node places those services elsewhere.
 //!
@@ -13,8 +13,8 @@ use crate::alloc;
 use crate::disk::SimDisk;
 use crate::executors::Executors;
 use crate::ids::{certify, Identities};
+use crate::invariants::placement::Watch;
 use crate::net::{Faults, Net};
-use crate::placement::Watch;
 use crate::scenario::{operations, Op, Scenario, OPS_START_MS};
 use crate::world::{addr, mix, Acks, World};
 use myco_core::config::REVOCATION_BYTES_MAX;
