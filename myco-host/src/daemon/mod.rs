@@ -37,6 +37,7 @@ use sink::CoreSink;
 use std::fs::File;
 use std::io::ErrorKind;
 use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixListener;
 use std::time::Duration;
 
 const TOKEN_UDP: u64 = 0;
@@ -130,24 +131,8 @@ impl Daemon {
         let mut node = boot::node(config, seed, &cert, &join, random_u64())?;
         let (store, recovery) = boot::replay(&mut node, &config.state_dir, &log)?;
         let reserve = boot::reserve(&config.state_dir, config.reserve_bytes, &log);
-        let udp = net::bind_udp_retrying(config.listen)
-            .map_err(|e| BootError(format!("cannot bind --listen {}: {e}", config.listen)))?;
-        let listener = net::bind_api(&config.socket).map_err(|e| {
-            BootError(format!(
-                "cannot listen on --socket {}: {e}",
-                config.socket.display()
-            ))
-        })?;
-        let (io, fallback) = Backend::new(config.io)
-            .map_err(|e| BootError(format!("cannot start the {:?} event loop: {e}", config.io)))?;
-        if let Some(why) = &fallback {
-            log.log(
-                Level::Warning,
-                format_args!(
-                    "io_uring is unavailable ({why}); using poll(2), which behaves the same"
-                ),
-            );
-        }
+        let (udp, listener) = bind_sockets(config)?;
+        let (io, fallback) = start_backend(config, &log)?;
         let mut sink = CoreSink::new(udp, io, store, reserve, log)
             .map_err(|e| BootError(format!("cannot read the UDP socket's address: {e}")))?;
         sink.stats.wal_truncated_bytes = recovery.clock;
@@ -157,38 +142,8 @@ impl Daemon {
                 .map_err(|e| BootError(format!("revocation refused: {e:?}")))?;
         }
         check_own_cert(&node)?;
-        let mut listen = heapless::String::new();
-        let _ = core::fmt::write(
-            &mut listen,
-            format_args!(
-                "{}",
-                sink.udp
-                    .local_addr()
-                    .map_err(|e| BootError(format!("{e}")))?
-            ),
-        );
-        let executor = match &config.executor {
-            Some(e) if !systemd_runs(&e.unit_dir) => {
-                log.log(Level::Warning, format_args!("systemd is not running here (no /run/systemd/system): services are kept and gossiped but not run; --executor none says so on purpose"));
-                None
-            }
-            Some(e) => Some(
-                executor::Executor::new(
-                    e.unit_dir.clone(),
-                    &e.systemctl,
-                    &e.journalctl,
-                    !join.is_empty(),
-                    log,
-                )
-                .map_err(|err| {
-                    BootError(format!(
-                        "cannot read the unit directory {}: {err}",
-                        e.unit_dir.display()
-                    ))
-                })?,
-            ),
-            None => None,
-        };
+        let listen = listen_text(&sink.udp)?;
+        let executor = start_executor(config, !join.is_empty(), log)?;
         let dns = dns::Dns::bind(&config.dns, config.listen, |addr, e| {
             log.log(
                 Level::Warning,
@@ -620,4 +575,73 @@ fn random_u64() -> u64 {
     let mut bytes = [0u8; 8];
     sink::fill_random(&mut bytes);
     u64::from_le_bytes(bytes)
+}
+
+/// Binds the gossip socket and the API's Unix socket; either failing stops the start.
+fn bind_sockets(config: &Config) -> Result<(std::net::UdpSocket, UnixListener), BootError> {
+    let udp = net::bind_udp_retrying(config.listen)
+        .map_err(|e| BootError(format!("cannot bind --listen {}: {e}", config.listen)))?;
+    let listener = net::bind_api(&config.socket).map_err(|e| {
+        BootError(format!(
+            "cannot listen on --socket {}: {e}",
+            config.socket.display()
+        ))
+    })?;
+    Ok((udp, listener))
+}
+
+/// The event loop's backend, and why io_uring was not used if `auto` fell back to poll (said in
+/// the log too, since it behaves the same and only costs more syscalls).
+fn start_backend(
+    config: &Config,
+    log: &Logger,
+) -> Result<(Backend, Option<std::io::Error>), BootError> {
+    let (io, fallback) = Backend::new(config.io)
+        .map_err(|e| BootError(format!("cannot start the {:?} event loop: {e}", config.io)))?;
+    if let Some(why) = &fallback {
+        log.log(
+            Level::Warning,
+            format_args!("io_uring is unavailable ({why}); using poll(2), which behaves the same"),
+        );
+    }
+    Ok((io, fallback))
+}
+
+/// The gossip address as it is bound (the port too, when `--listen` asked for port 0).
+fn listen_text(udp: &std::net::UdpSocket) -> Result<heapless::String<64>, BootError> {
+    let mut listen = heapless::String::new();
+    let addr = udp.local_addr().map_err(|e| BootError(format!("{e}")))?;
+    let _ = core::fmt::write(&mut listen, format_args!("{addr}"));
+    Ok(listen)
+}
+
+/// The executor, unless `--executor none` or systemd is not running here: then services are
+/// kept and gossiped but not run, which the log says.
+fn start_executor(
+    config: &Config,
+    has_peers_configured: bool,
+    log: Logger,
+) -> Result<Option<executor::Executor>, BootError> {
+    Ok(match &config.executor {
+        Some(e) if !systemd_runs(&e.unit_dir) => {
+            log.log(Level::Warning, format_args!("systemd is not running here (no /run/systemd/system): services are kept and gossiped but not run; --executor none says so on purpose"));
+            None
+        }
+        Some(e) => Some(
+            executor::Executor::new(
+                e.unit_dir.clone(),
+                &e.systemctl,
+                &e.journalctl,
+                has_peers_configured,
+                log,
+            )
+            .map_err(|err| {
+                BootError(format!(
+                    "cannot read the unit directory {}: {err}",
+                    e.unit_dir.display()
+                ))
+            })?,
+        ),
+        None => None,
+    })
 }
