@@ -18,6 +18,7 @@ use crate::invariants::placement::Watch;
 use crate::net::{Faults, Net};
 use crate::scenario::{operations, Op, Scenario, OPS_START_MS};
 use crate::world::{addr, mix, Acks, World};
+use faults::FaultPlan;
 
 mod faults;
 use myco_core::config::REVOCATION_BYTES_MAX;
@@ -455,14 +456,120 @@ impl Cluster {
         Ok(())
     }
 
-    pub fn run(&mut self) -> Report {
-        let ops = operations(&self.s, &self.ids.operator);
+    /// The reference store: every operation merged once, as a node that missed nothing holds
+    /// them. Entries a full table would refuse are refused everywhere alike.
+    fn reference(&mut self, ops: &[Op]) -> Box<BigStore> {
         let mut reference = Box::new(BigStore::new());
-        for op in &ops {
+        for op in ops {
             self.world.submitted.insert(digest(DOMAIN_ENTRY, &op.entry));
-            // Submitted entries that a full table would refuse are refused everywhere alike.
             let _ = reference.merge(&op.entry);
         }
+        reference
+    }
+
+    /// One tick of the world before the checks: faults, disks, the operator's operations, a
+    /// rotation or the adversary's poisoning at `mid_ops`, the attack, delivery and the nodes'
+    /// ticks. Returns the allocations made by the operator's and attacker's own actions, which
+    /// the nodes' count leaves out.
+    fn tick(&mut self, ops: &[Op], next_op: &mut usize, faults: &FaultPlan, mid_ops: u64) -> u64 {
+        // A crash comes before this tick's sync, so the last tick's appends are at risk.
+        self.apply_faults(faults);
+        self.sync_disks();
+        while *next_op < ops.len() && ops[*next_op].at_ms <= self.now {
+            self.submit(&ops[*next_op], *next_op);
+            *next_op += 1;
+        }
+        let outside = alloc::allocations();
+        if self.now == mid_ops && self.s.rotate {
+            self.rotate();
+        }
+        if self.now == mid_ops && self.s.adversary {
+            self.poison_stolen_box(ops);
+        }
+        self.recertify_due();
+        let excluded = alloc::allocations() - outside;
+        self.attack();
+        self.deliver();
+        self.tick_nodes();
+        excluded
+    }
+
+    /// The run's totals into the report: checks made, acknowledged deploys and what was lost,
+    /// the disks' and the adversary's figures, and the refusals of the honest nodes.
+    fn tally(&self, report: &mut Report, ops: &[Op]) {
+        report.placement_checks = self.watch.checks;
+        report.executor_checks = self.exec.checks;
+        report.executor_commands = self.exec.commands;
+        (
+            report.acknowledged_deploys,
+            report.acknowledged_deploys_lost,
+        ) = self.acknowledged_lost(ops);
+        report.wal_truncations = self.wal_truncations;
+        report.checkpoints = self.checkpoints;
+        report.forged_slots_accepted = self.forged_held();
+        if let Some(a) = &self.adversary {
+            report.adversary_frames_sent = a.frames_sent;
+            report.adversary_frames_accepted = a.frames_accepted;
+        }
+        report.revocation_block = self.block;
+        for (i, n) in self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| self.honest[*i])
+        {
+            let _ = i;
+            for (total, r) in report.refusals.iter_mut().zip(n.crypto_refusals()) {
+                *total += r;
+            }
+        }
+        report.refused_frames = self
+            .nodes
+            .iter()
+            .flat_map(|n| n.counters().refused_by_reason())
+            .map(|(_, n)| n)
+            .sum();
+    }
+
+    /// This tick's safety checks: the placement invariant (whether it holds now, or how it
+    /// broke) and the first executor invariant that broke during the tick.
+    fn observe(&mut self) -> Result<bool, Failure> {
+        let placed = self
+            .watch
+            .observe(&self.nodes, &self.up, &self.honest)
+            .map_err(|why| Failure::Safety(format!("placement: {why}")))?;
+        match self.exec_failure.take() {
+            Some(why) => Err(Failure::Safety(why)),
+            None => Ok(placed),
+        }
+    }
+
+    /// Whether every fault has played out: crashes and partitions end at `live_at`, and a
+    /// rotation or an attack is judged only once it has played out.
+    fn faults_over(&self, live_at: u64, mid_ops: u64) -> bool {
+        let faults_over = self.now >= live_at || (self.s.crashes == 0 && !self.s.partitions);
+        faults_over
+            && (!self.s.rotate || self.recertify_at.iter().all(|&t| t < self.now))
+            && (!self.s.adversary || self.now > mid_ops + SAFETY_MS)
+    }
+
+    /// Whether the placement invariant holds (`placed`) and, while settling, the executors have
+    /// settled too with their invariants holding: settling ends only then. An executor invariant
+    /// that broke is the error.
+    fn settled(&mut self, phase: Phase, placed: bool) -> Result<bool, String> {
+        if !matches!(phase, Phase::Settling | Phase::Resettling) {
+            return Ok(placed);
+        }
+        // The settle checks allocate; they are the simulator's, not the nodes'.
+        let outside = alloc::allocations();
+        let settled = self.executors_settled(placed);
+        self.kill_allocations += alloc::allocations() - outside;
+        settled
+    }
+
+    pub fn run(&mut self) -> Report {
+        let ops = operations(&self.s, &self.ids.operator);
+        let reference = self.reference(&ops);
         let ops_end = OPS_START_MS + self.s.ops_window_ms * 2 + TICK_MS;
         // Phase changes happen on tick boundaries.
         let live_at = (ops_end + SAFETY_MS) / TICK_MS * TICK_MS;
@@ -484,45 +591,17 @@ impl Cluster {
         let mut placement_failure = None;
         let mut phase = Phase::Converging;
         while self.now <= deadline {
-            // A crash comes before this tick's sync, so the last tick's appends are at risk.
-            self.apply_faults(&faults);
-            self.sync_disks();
-            while next_op < ops.len() && ops[next_op].at_ms <= self.now {
-                self.submit(&ops[next_op], next_op);
-                next_op += 1;
-            }
-            // The operator's and the attacker's own actions allocate; the nodes must not.
-            let outside = alloc::allocations();
-            if self.now == mid_ops && self.s.rotate {
-                self.rotate();
-            }
-            if self.now == mid_ops && self.s.adversary {
-                self.poison_stolen_box(&ops);
-            }
-            self.recertify_due();
-            excluded += alloc::allocations() - outside;
-            self.attack();
-            self.deliver();
-            self.tick_nodes();
-            let placed = match self.watch.observe(&self.nodes, &self.up, &self.honest) {
-                Ok(holds) => holds,
-                Err(why) => {
-                    placement_failure = Some(Failure::Safety(format!("placement: {why}")));
+            excluded += self.tick(&ops, &mut next_op, &faults, mid_ops);
+            let placed = match self.observe() {
+                Ok(placed) => placed,
+                Err(failure) => {
+                    placement_failure = Some(failure);
                     break;
                 }
             };
-            if let Some(why) = self.exec_failure.take() {
-                placement_failure = Some(Failure::Safety(why));
-                break;
-            }
-            let faults_over = self.now >= live_at || (self.s.crashes == 0 && !self.s.partitions);
-            // A rotation or an attack is judged only once it has played out.
-            let faults_over = faults_over
-                && (!self.s.rotate || self.recertify_at.iter().all(|&t| t < self.now))
-                && (!self.s.adversary || self.now > mid_ops + SAFETY_MS);
             if phase == Phase::Converging
                 && next_op == ops.len()
-                && faults_over
+                && self.faults_over(live_at, mid_ops)
                 && self.converged_to(expected)
             {
                 report.converged = true;
@@ -531,20 +610,12 @@ impl Cluster {
                 self.lift_faults();
                 deadline = self.now + SETTLE_MS_MAX;
             }
-            // Settling ends only once the executors have settled too, and their invariants hold.
-            let placed = if matches!(phase, Phase::Settling | Phase::Resettling) {
-                let outside = alloc::allocations();
-                let settled = self.executors_settled(placed);
-                self.kill_allocations += alloc::allocations() - outside;
-                match settled {
-                    Ok(settled) => settled,
-                    Err(why) => {
-                        placement_failure = Some(Failure::Safety(why));
-                        break;
-                    }
+            let placed = match self.settled(phase, placed) {
+                Ok(placed) => placed,
+                Err(why) => {
+                    placement_failure = Some(Failure::Safety(why));
+                    break;
                 }
-            } else {
-                placed
             };
             let next = self.advance(phase, placed, &mut report);
             if let Err(why) = next {
@@ -560,43 +631,12 @@ impl Cluster {
             }
             self.now += TICK_MS;
         }
-        report.placement_checks = self.watch.checks;
-        report.executor_checks = self.exec.checks;
-        report.executor_commands = self.exec.commands;
         excluded += self.kill_allocations;
         report.heap_allocations_after_boot = alloc::allocations() - allocations_at_boot - excluded;
         // After the count: a message allocates.
         report.placement_stuck = phase.stuck(&report);
-        (
-            report.acknowledged_deploys,
-            report.acknowledged_deploys_lost,
-        ) = self.acknowledged_lost(&ops);
-        report.wal_truncations = self.wal_truncations;
-        report.checkpoints = self.checkpoints;
-        report.forged_slots_accepted = self.forged_held();
-        if let Some(a) = &self.adversary {
-            report.adversary_frames_sent = a.frames_sent;
-            report.adversary_frames_accepted = a.frames_accepted;
-        }
-        report.revocation_block = self.block;
-        for (i, n) in self
-            .nodes
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| self.honest[*i])
-        {
-            let _ = i;
-            for (total, r) in report.refusals.iter_mut().zip(n.crypto_refusals()) {
-                *total += r;
-            }
-        }
+        self.tally(&mut report, &ops);
         report.failure = placement_failure;
-        report.refused_frames = self
-            .nodes
-            .iter()
-            .flat_map(|n| n.counters().refused_by_reason())
-            .map(|(_, n)| n)
-            .sum();
         self.finish(&mut report, first_op, converged_at, &reference)
     }
 
