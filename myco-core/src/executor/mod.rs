@@ -2,7 +2,7 @@
 //! machine. The host asks [`Executor::poll_command`] for the next command, runs it (writes or
 //! deletes a unit file, spawns `systemctl`), and reports its outcome through
 //! [`Executor::handle_command_done`]; this module decides everything else: what to change
-//! (`engine::reconcile` over `Node::placed_here`), in which order, when to retry, when to read
+//! (`reconcile::reconcile` over `Node::placed_here`), in which order, when to retry, when to read
 //! health, and how each unit does. The simulator drives the same machine against a simulated
 //! systemd, so every rule here is checked there.
 //!
@@ -25,6 +25,7 @@
 //!   round tries again), and the oldest change gives way in the changes ring.
 
 mod names;
+pub mod reconcile;
 mod systemd;
 #[cfg(test)]
 mod tests;
@@ -36,7 +37,6 @@ use crate::config::{
     COMMAND_RETRY_MS, HEALTH_AFTER_START_MS, HEALTH_INTERVAL_MS, NAME_BYTES_MAX,
     RECONCILE_INTERVAL_MS, UNITS_MAX, UNITS_PER_COMMAND, UNIT_CHANGES_MAX, UNIT_PLAN_MAX,
 };
-use crate::engine::{self, Action, Unit};
 use crate::hash::{digest, DOMAIN_ENTRY};
 use crate::node::Node;
 use crate::schema::entry::Entry;
@@ -45,6 +45,7 @@ use crate::state::store::key_hash;
 use crate::time::Instant;
 use crate::unit::{self, UnitContext, UnitError};
 use heapless::{Deque, String, Vec};
+use reconcile::{Action, Unit};
 
 /// A service name.
 pub type Name = String<NAME_BYTES_MAX>;
@@ -240,7 +241,7 @@ pub struct Executor {
     /// Nothing can be due before this: set when a poll found nothing to do, cleared by every
     /// input. Spares the scans of the table on the many polls of a box at rest.
     idle_until_ms: u64,
-    /// Join addresses or remembered peers exist: alone means cut off (`engine::mode`).
+    /// Join addresses or remembered peers exist: alone means cut off (`reconcile::mode`).
     has_peers_configured: bool,
     /// Placements and health changes not yet taken (`take_changes`).
     changes: Deque<Change, UNIT_CHANGES_MAX>,
@@ -406,8 +407,8 @@ impl Executor {
     /// Plans one round: the writes of new and changed units, the removal of units no longer
     /// placed here, at most `UNIT_PLAN_MAX` changes; a full plan leaves the rest for the next.
     fn reconcile(&mut self, node: &Node) {
-        let mode = engine::mode(node.live_peers(), self.has_peers_configured);
-        // Collected once: the engine walks the list for each installed unit.
+        let mode = reconcile::mode(node.live_peers(), self.has_peers_configured);
+        // Collected once: reconcile walks the list for each installed unit.
         // The store keeps each entry's digest ([`unit_digest`]), so nothing is hashed here.
         let wanted: Vec<Unit<'_>, UNITS_MAX> = node
             .placed_entries()
@@ -431,7 +432,7 @@ impl Executor {
         let mut plan: Vec<(Name, bool), UNIT_PLAN_MAX> = Vec::new();
         let mut room = UNITS_MAX - self.units.len();
         let mut left_out = false;
-        engine::reconcile(mode, wanted.iter().copied(), installed, |a| {
+        reconcile::reconcile(mode, wanted.iter().copied(), installed, |a| {
             let (name, remove) = match a {
                 Action::Install(_) if room == 0 => {
                     left_out = true;
