@@ -5,6 +5,7 @@
 pub mod alloc;
 pub mod api;
 pub mod atomic;
+pub mod audit;
 pub mod daemon;
 pub mod flight;
 pub mod io;

@@ -9,6 +9,7 @@ pub mod config;
 pub mod dns;
 pub mod events;
 pub mod executor;
+pub mod gc;
 pub mod host;
 pub mod net;
 pub mod peers;
@@ -176,6 +177,13 @@ impl Daemon {
                     e.unit_dir.clone(),
                     &e.systemctl,
                     &e.journalctl,
+                    crate::audit::AuditLog::open(&e.audit_log).map_err(|err| {
+                        BootError(format!(
+                            "cannot open the audit log {}: {err}",
+                            e.audit_log.display()
+                        ))
+                    })?,
+                    e.gc.clone(),
                     !join.is_empty(),
                     log,
                 )
@@ -445,6 +453,9 @@ impl Daemon {
             executor.handle_placement_changed();
         }
         executor.step(&self.node, now);
+        if let Some(done) = executor.take_gc_done() {
+            self.host.events.push(events::Record::gc(done));
+        }
         while let Some(c) = executor.take_changes() {
             let kind = if c.placement {
                 events::Kind::Placement

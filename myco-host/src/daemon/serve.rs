@@ -73,7 +73,7 @@ impl Daemon {
                     503,
                     "too many /stream subscribers; close one or retry shortly",
                 ),
-                Owned::Logs { .. } if streams >= super::api::STREAMS_MAX => error(
+                Owned::Logs { .. } | Owned::Audit { .. } if streams >= super::api::STREAMS_MAX => error(
                     conn,
                     503,
                     "too many /stream and /logs followers; close one or retry shortly",
@@ -83,6 +83,7 @@ impl Daemon {
                     follow,
                     lines,
                 } => logs(node, executor.as_mut(), conn, service, follow, lines),
+                Owned::Audit { follow, lines } => audit(executor.as_mut(), conn, follow, lines),
                 Owned::Stream { last_event_id } => {
                     conn.start_stream(&host.events, last_event_id, now, api.heartbeat_ms);
                     200
@@ -155,6 +156,10 @@ impl Daemon {
             heap_bytes: crate::alloc::live_bytes(),
             uptime_ms: self.now_ms(),
             units: self.executor.as_ref().map(|e| (e.census(), e.stats)),
+            store: self
+                .executor
+                .as_ref()
+                .map(|e| (e.gc_state().stats, e.gc_state().used_permille(), e.audit_lines())),
             dns: self.dns.as_ref().map(|d| (d.stats, d.listeners.len())),
         }
     }
@@ -168,6 +173,10 @@ enum Owned {
     },
     Logs {
         service: heapless::String<64>,
+        follow: bool,
+        lines: Option<u32>,
+    },
+    Audit {
         follow: bool,
         lines: Option<u32>,
     },
@@ -193,6 +202,7 @@ fn owned_route(route: Route<'_>) -> Owned {
         Route::Health => OwnedRoute::Health,
         Route::Metrics => OwnedRoute::Metrics,
         Route::Stream { last_event_id } => return Owned::Stream { last_event_id },
+        Route::Audit { follow, lines } => return Owned::Audit { follow, lines },
         Route::Logs {
             service,
             follow,
@@ -366,6 +376,33 @@ fn logs(
         Err(e) => {
             let mut message = heapless::String::<160>::new();
             let _ = write!(message, "cannot run journalctl: {e}");
+            error(conn, 503, &message)
+        }
+    }
+}
+
+/// `GET /audit`: the tail of this box's audit log, followed on request (`/logs`'s pump).
+fn audit(
+    executor: Option<&mut super::executor::Executor>,
+    conn: &mut Conn,
+    follow: bool,
+    lines: Option<u32>,
+) -> u16 {
+    let Some(executor) = executor else {
+        return error(
+            conn,
+            404,
+            "this box runs no services (--executor none or no systemd), so it keeps no audit log",
+        );
+    };
+    match executor.spawn_audit(follow, lines) {
+        Ok(child) => {
+            conn.start_logs(child);
+            200
+        }
+        Err(e) => {
+            let mut message = heapless::String::<160>::new();
+            let _ = write!(message, "cannot run tail on the audit log: {e}");
             error(conn, 503, &message)
         }
     }

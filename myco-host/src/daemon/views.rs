@@ -41,6 +41,9 @@ pub struct Status {
     /// Units on this box by health (`Health::ALL` order), and the executor's counters; `None`
     /// without an executor.
     pub units: Option<([u64; Health::ALL.len()], super::executor::ExecutorStats)>,
+    /// The garbage collector's counters, the store's usage in permille, and the audit log's
+    /// lines; `None` without an executor.
+    pub store: Option<(myco_core::executor::GcStats, u16, u64)>,
     /// `*.myco` DNS's counters and how many addresses it answers on; `None` with DNS off.
     pub dns: Option<(super::dns::DnsStats, usize)>,
 }
@@ -592,6 +595,49 @@ fn unit_metrics(p: &mut Prometheus<'_, '_>, node: &Node, s: &Status) -> Result<(
         Counter,
         "systemctl commands that failed.",
         stats.systemctl_failures,
+    )?;
+    store_metrics(p, s)
+}
+
+fn store_metrics(p: &mut Prometheus<'_, '_>, s: &Status) -> Result<(), Full> {
+    use MetricKind::{Counter, Gauge};
+    let Some((gc, used_permille, audit_lines)) = &s.store else {
+        return Ok(());
+    };
+    single(
+        p,
+        "myco_store_used_permille",
+        Gauge,
+        "How full the filesystem holding the Nix store is, in permille (last statvfs).",
+        u64::from(*used_permille),
+    )?;
+    single(
+        p,
+        "myco_gc_runs_total",
+        Counter,
+        "nix-collect-garbage runs started.",
+        gc.runs,
+    )?;
+    single(
+        p,
+        "myco_gc_failures_total",
+        Counter,
+        "nix-collect-garbage runs that failed or did not say what they freed.",
+        gc.failures,
+    )?;
+    single(
+        p,
+        "myco_gc_freed_bytes_total",
+        Counter,
+        "Bytes nix-collect-garbage said it freed.",
+        gc.freed_bytes,
+    )?;
+    single(
+        p,
+        "myco_audit_lines_total",
+        Counter,
+        "Lines appended to the audit log since start.",
+        *audit_lines,
     )
 }
 
