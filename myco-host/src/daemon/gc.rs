@@ -16,7 +16,12 @@ use std::ffi::CStr;
 use std::io;
 use std::path::PathBuf;
 
-const ENV: [&CStr; 1] = [c"PATH=/run/current-system/sw/bin:/nix/var/nix/profiles/default/bin:/usr/sbin:/usr/bin:/sbin:/bin"];
+/// `NIX_REMOTE=daemon`: the store is changed by the Nix daemon, since this one's sandbox keeps
+/// `/nix` read-only (`ProtectSystem=strict`). PATH finds Nix on NixOS and on other systems.
+const ENV: [&CStr; 2] = [
+    c"PATH=/run/current-system/sw/bin:/nix/var/nix/profiles/default/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    c"NIX_REMOTE=daemon",
+];
 
 #[derive(Clone, Debug)]
 pub struct GcConfig {
