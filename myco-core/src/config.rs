@@ -236,4 +236,5 @@ const _: () = assert!(EXECUTOR_BUDGET_BYTES <= EXECUTOR_BYTES_MAX);
 const _: () = assert!(UNITS_PER_COMMAND > 0 && UNIT_PLAN_MAX <= UNITS_MAX);
 // The show sweep and the plan must make progress each round.
 const _: () = assert!(HEALTH_AFTER_START_MS <= HEALTH_INTERVAL_MS);
-const _: () = assert!(GC_START_PERMILLE < BUILDS_REFUSED_PERMILLE && BUILDS_REFUSED_PERMILLE <= 1000);
+const _: () =
+    assert!(GC_START_PERMILLE < BUILDS_REFUSED_PERMILLE && BUILDS_REFUSED_PERMILLE <= 1000);

@@ -214,7 +214,7 @@ fn format_line(
     json_hex(out, e.nar_hash.as_ref().map(|h| &h[..]))?;
     out.write_str(",\"store_path\":")?;
     json_str(out, e.store_path)?;
-    write!(out, ",\"outcome\":\"{}\"}}\n", outcome.name())
+    writeln!(out, ",\"outcome\":\"{}\"}}", outcome.name())
 }
 
 fn json_num(out: &mut Cursor<'_>, n: Option<u64>) -> fmt::Result {

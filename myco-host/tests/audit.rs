@@ -36,7 +36,7 @@ fn outcomes_are_audited_durably_and_served() {
     wait_until(Duration::from_secs(10), "web is enabled", || enabled(&d));
     let lines = audit_lines(&d);
     assert_eq!(lines.len(), 1, "{lines:?}");
-    let started = &lines[0];
+    let started = lines[0].clone();
     for field in [
         "\"service\":\"web\"",
         "\"version\":1",
@@ -47,7 +47,11 @@ fn outcomes_are_audited_durably_and_served() {
     }
     d.child.as_mut().unwrap().kill().unwrap();
     d.child.as_mut().unwrap().wait().unwrap();
-    assert_eq!(audit_lines(&d), [started.clone()], "durable through SIGKILL");
+    assert_eq!(
+        audit_lines(&d),
+        [started],
+        "durable through SIGKILL"
+    );
 
     d.start(d.executor_command(&[]));
     assert_eq!(d.deploy(&tombstone(&op, "web", 2)).0, 200);
@@ -70,7 +74,10 @@ fn outcomes_are_audited_durably_and_served() {
         assert!(out.status.success(), "{out:?}");
         String::from_utf8(out.stdout).unwrap()
     };
-    assert_eq!(myco(&["audit", "--json"]), audit_lines(&d).join("\n") + "\n");
+    assert_eq!(
+        myco(&["audit", "--json"]),
+        audit_lines(&d).join("\n") + "\n"
+    );
     let plain = myco(&["audit"]);
     assert!(plain.contains("started       web  v1"), "{plain}");
     assert!(plain.contains("removed       web"), "{plain}");
@@ -122,9 +129,11 @@ fn garbage_is_collected_above_the_threshold() {
         usage.to_str().unwrap(),
     ];
     d.start(d.executor_command(&extra));
-    wait_until(Duration::from_secs(10), "the bytes freed are counted", || {
-        d.metric("myco_gc_freed_bytes_total") == 2.0 * 1024.0 * 1024.0
-    });
+    wait_until(
+        Duration::from_secs(10),
+        "the bytes freed are counted",
+        || d.metric("myco_gc_freed_bytes_total") == 2.0 * 1024.0 * 1024.0,
+    );
     assert_eq!(d.metric("myco_gc_runs_total"), 1.0);
     assert_eq!(d.metric("myco_store_used_permille"), 900.0);
     assert_eq!(fs::read_to_string(&runs).unwrap(), "run\n", "once");

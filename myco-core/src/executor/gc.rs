@@ -187,9 +187,9 @@ impl Gc {
 /// pick the unit: `KiB`, `MiB`, `GiB`, `TiB`, or plain bytes). `None` without such a line.
 pub fn parse_freed(out: &[u8]) -> Option<Freed> {
     out.split(|&b| b == b'\n')
+        .rev()
         .filter_map(|line| core::str::from_utf8(line).ok())
-        .filter_map(|line| parse_summary(line.trim()))
-        .last()
+        .find_map(|line| parse_summary(line.trim()))
 }
 
 fn parse_summary(line: &str) -> Option<Freed> {
@@ -257,7 +257,13 @@ note: currently hard linking saves 0.00 MiB\n\
     #[test]
     fn reads_other_units_and_refuses_noise() {
         let gib = parse_freed(b"7 store paths deleted, 1.5 GiB freed").unwrap();
-        assert_eq!(gib, Freed { paths: 7, bytes: 3 << 29 });
+        assert_eq!(
+            gib,
+            Freed {
+                paths: 7,
+                bytes: 3 << 29
+            }
+        );
         let none = parse_freed(b"0 store paths deleted, 0.00 MiB freed\n").unwrap();
         assert_eq!(none, Freed::default());
         for bad in [
@@ -284,10 +290,19 @@ note: currently hard linking saves 0.00 MiB\n\
         let token = gc.poll_gc(Instant(1)).unwrap();
         assert_eq!(gc.poll_gc(Instant(2)), None, "one at a time");
         let out = b"3 store paths deleted, 2.00 MiB freed\n";
-        let ok = Outcome { ok: true, stdout: out };
+        let ok = Outcome {
+            ok: true,
+            stdout: out,
+        };
         assert_eq!(gc.handle_gc_done(Instant(3), token + 1, ok), None, "stale");
         let done = gc.handle_gc_done(Instant(3), token, ok);
-        assert_eq!(done, Some(GcDone::Freed(Freed { paths: 3, bytes: 2 << 20 })));
+        assert_eq!(
+            done,
+            Some(GcDone::Freed(Freed {
+                paths: 3,
+                bytes: 2 << 20
+            }))
+        );
         assert!(gc.check_due(Instant(3)));
         assert_eq!(gc.stats.freed_bytes, 2 << 20);
         assert_eq!(gc.poll_gc(Instant(GC_INTERVAL_MIN_MS)), None);
@@ -303,7 +318,10 @@ note: currently hard linking saves 0.00 MiB\n\
         assert!(!gc.builds_refused(), "garbage is collected first");
         let token = gc.poll_gc(Instant(0)).unwrap();
         let nothing = b"0 store paths deleted, 0.00 MiB freed\n";
-        let done = Outcome { ok: true, stdout: nothing };
+        let done = Outcome {
+            ok: true,
+            stdout: nothing,
+        };
         gc.handle_gc_done(Instant(1), token, done);
         assert!(gc.builds_refused());
         gc.handle_store_usage(Instant(2), BUILDS_REFUSED_PERMILLE);
@@ -311,7 +329,10 @@ note: currently hard linking saves 0.00 MiB\n\
         gc.handle_store_usage(Instant(3), 1000);
         assert!(gc.builds_refused());
         let token = gc.poll_gc(Instant(1 + GC_INTERVAL_MIN_MS)).unwrap();
-        let some = Outcome { ok: true, stdout: b"1 store paths deleted, 1.00 KiB freed" };
+        let some = Outcome {
+            ok: true,
+            stdout: b"1 store paths deleted, 1.00 KiB freed",
+        };
         gc.handle_gc_done(Instant(2 + GC_INTERVAL_MIN_MS), token, some);
         assert!(!gc.builds_refused());
     }

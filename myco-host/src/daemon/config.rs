@@ -225,8 +225,7 @@ fn executor(args: &mut Arguments) -> Result<Option<ExecutorConfig>, UsageError> 
         path(args, "--unit-dir")?.unwrap_or_else(|| PathBuf::from("/etc/systemd/system"));
     let systemctl = text(args, "--systemctl")?.unwrap_or_else(|| "systemctl".into());
     let journalctl = text(args, "--journalctl")?.unwrap_or_else(|| "journalctl".into());
-    let audit_log =
-        path(args, "--audit-log")?.unwrap_or_else(|| PathBuf::from(AUDIT_LOG_DEFAULT));
+    let audit_log = path(args, "--audit-log")?.unwrap_or_else(|| PathBuf::from(AUDIT_LOG_DEFAULT));
     let gc = super::gc::GcConfig {
         store_dir: path(args, "--store-dir")?.unwrap_or_else(|| PathBuf::from("/nix/store")),
         collect_garbage: text(args, "--nix-collect-garbage")?

@@ -164,7 +164,8 @@ impl Executor {
         }
         let path = self.audit.path().as_os_str().as_encoded_bytes();
         argv.push(&[b"--"]).expect(full);
-        argv.push(&[path]).map_err(|_| io::Error::other("the audit log path is too long"))?;
+        argv.push(&[path])
+            .map_err(|_| io::Error::other("the audit log path is too long"))?;
         spawn::spawn(argv, &ENV)
     }
 
@@ -233,14 +234,26 @@ impl Executor {
                 .inspect(|()| {
                     log_written(&self.log, name, start, clock);
                     let entry = AuditEntry::of(entry, digest);
-                    audit(&mut self.audit, &self.log, name, AuditOutcome::Started, &entry);
+                    audit(
+                        &mut self.audit,
+                        &self.log,
+                        name,
+                        AuditOutcome::Started,
+                        &entry,
+                    );
                 })
                 .is_ok(),
                 Command::RemoveUnitFile { name } => {
                     let removed = remove_unit(&self.unit_dir, &self.log, name);
                     if removed {
                         let entry = AuditEntry::default();
-                        audit(&mut self.audit, &self.log, name, AuditOutcome::Removed, &entry);
+                        audit(
+                            &mut self.audit,
+                            &self.log,
+                            name,
+                            AuditOutcome::Removed,
+                            &entry,
+                        );
                     }
                     removed
                 }

@@ -73,11 +73,13 @@ impl Daemon {
                     503,
                     "too many /stream subscribers; close one or retry shortly",
                 ),
-                Owned::Logs { .. } | Owned::Audit { .. } if streams >= super::api::STREAMS_MAX => error(
-                    conn,
-                    503,
-                    "too many /stream and /logs followers; close one or retry shortly",
-                ),
+                Owned::Logs { .. } | Owned::Audit { .. } if streams >= super::api::STREAMS_MAX => {
+                    error(
+                        conn,
+                        503,
+                        "too many /stream and /logs followers; close one or retry shortly",
+                    )
+                }
                 Owned::Logs {
                     ref service,
                     follow,
@@ -156,10 +158,13 @@ impl Daemon {
             heap_bytes: crate::alloc::live_bytes(),
             uptime_ms: self.now_ms(),
             units: self.executor.as_ref().map(|e| (e.census(), e.stats)),
-            store: self
-                .executor
-                .as_ref()
-                .map(|e| (e.gc_state().stats, e.gc_state().used_permille(), e.audit_lines())),
+            store: self.executor.as_ref().map(|e| {
+                (
+                    e.gc_state().stats,
+                    e.gc_state().used_permille(),
+                    e.audit_lines(),
+                )
+            }),
             dns: self.dns.as_ref().map(|d| (d.stats, d.listeners.len())),
         }
     }
