@@ -47,11 +47,7 @@ fn outcomes_are_audited_durably_and_served() {
     }
     d.child.as_mut().unwrap().kill().unwrap();
     d.child.as_mut().unwrap().wait().unwrap();
-    assert_eq!(
-        audit_lines(&d),
-        [started],
-        "durable through SIGKILL"
-    );
+    assert_eq!(audit_lines(&d), [started], "durable through SIGKILL");
 
     d.start(d.executor_command(&[]));
     assert_eq!(d.deploy(&tombstone(&op, "web", 2)).0, 200);
@@ -137,6 +133,7 @@ fn garbage_is_collected_above_the_threshold() {
     assert_eq!(d.metric("myco_gc_runs_total"), 1.0);
     assert_eq!(d.metric("myco_store_used_permille"), 900.0);
     assert_eq!(fs::read_to_string(&runs).unwrap(), "run\n", "once");
+    promtool_check(&d.get("/metrics").1);
     let stream = Command::new("curl")
         .args(["-sN", "-m", "2", "-H", "Last-Event-ID: 0", "--unix-socket"])
         .arg(&d.socket)
@@ -149,4 +146,31 @@ fn garbage_is_collected_above_the_threshold() {
             && events.contains("\"outcome\":\"freed\",\"freed_bytes\":2097152,\"paths_deleted\":3"),
         "{events}"
     );
+}
+
+/// `promtool check metrics` on `text`, with the executor's families in it (the tests crate checks
+/// a daemon without them). Without promtool the test fails unless
+/// MYCO_TESTS_ALLOW_MISSING_TOOLS=1 says to skip it (`make tools` installs it).
+fn promtool_check(text: &str) {
+    use std::io::Write;
+    let child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Err(e)
+            if e.kind() == std::io::ErrorKind::NotFound
+                && std::env::var("MYCO_TESTS_ALLOW_MISSING_TOOLS").is_ok_and(|v| v == "1") =>
+        {
+            return
+        }
+        other => other.expect("promtool runs (make tools installs it)"),
+    };
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(text.as_bytes()).unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "promtool: {out:?}\n{text}");
 }
