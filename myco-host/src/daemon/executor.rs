@@ -197,20 +197,7 @@ impl Executor {
         if let Some(done) = self.gc.step(now) {
             self.gc_done = Some(done);
         }
-        if let Some(job) = self.job.as_mut() {
-            let Some(exit) = job.child.poll(&mut self.output) else {
-                return;
-            };
-            let (token, verb) = (job.token, job.verb);
-            self.job = None;
-            let ok = exit.success();
-            if !ok {
-                self.log_failure(verb);
-            }
-            let stdout = self.output.bytes();
-            self.core
-                .handle_command_done(now, token, Outcome { ok, stdout });
-        }
+        self.reap(now);
         while self.job.is_none() {
             let Some(issued) = self.core.poll_command(now, node) else {
                 return;
@@ -244,18 +231,7 @@ impl Executor {
                 })
                 .is_ok(),
                 Command::RemoveUnitFile { name } => {
-                    let removed = remove_unit(&self.unit_dir, &self.log, name);
-                    if removed {
-                        let entry = AuditEntry::default();
-                        audit(
-                            &mut self.audit,
-                            &self.log,
-                            name,
-                            AuditOutcome::Removed,
-                            &entry,
-                        );
-                    }
-                    removed
+                    remove_unit(&self.unit_dir, &self.log, &mut self.audit, name)
                 }
                 Command::Systemctl { verb, units } => {
                     match spawn_systemctl(&self.systemctl, &mut self.argv, verb, units) {
@@ -277,6 +253,25 @@ impl Executor {
             let outcome = if ok { Outcome::OK } else { Outcome::FAILED };
             self.core.handle_command_done(now, token, outcome);
         }
+    }
+
+    /// Reports the running `systemctl`'s outcome once it has exited.
+    fn reap(&mut self, now: Instant) {
+        let Some(job) = self.job.as_mut() else {
+            return;
+        };
+        let Some(exit) = job.child.poll(&mut self.output) else {
+            return;
+        };
+        let (token, verb) = (job.token, job.verb);
+        self.job = None;
+        let ok = exit.success();
+        if !ok {
+            self.log_failure(verb);
+        }
+        let stdout = self.output.bytes();
+        self.core
+            .handle_command_done(now, token, Outcome { ok, stdout });
     }
 
     fn log_failure(&self, verb: Verb) {
@@ -376,8 +371,8 @@ fn log_written(log: &Logger, name: &str, start: bool, clock: u64) {
     );
 }
 
-/// Deletes a disabled unit's file; false (logged) if it could not be.
-fn remove_unit(dir: &Path, log: &Logger, name: &str) -> bool {
+/// Deletes a disabled unit's file and audits the removal; false (logged) if it could not be.
+fn remove_unit(dir: &Path, log: &Logger, audit_log: &mut AuditLog, name: &str) -> bool {
     let path = dir.join(
         unit_name(name)
             .expect("installed units have service names")
@@ -394,6 +389,8 @@ fn remove_unit(dir: &Path, log: &Logger, name: &str) -> bool {
         Level::Info,
         format_args!("service {name}: no longer placed here, stopped and removed"),
     );
+    let entry = AuditEntry::default();
+    audit(audit_log, log, name, AuditOutcome::Removed, &entry);
     true
 }
 
