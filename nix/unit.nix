@@ -72,6 +72,8 @@ assert builtins.length dns <= 2
     StateDirectoryMode = "0700";
     RuntimeDirectory = "myco";
     RuntimeDirectoryMode = "0750";
+    LogsDirectory = "myco";
+    LogsDirectoryMode = "0750";
     LoadCredential = [ "node.key:${keyFile}" "node.cert:${certFile}" ];
     UMask = "0077";
 

@@ -69,19 +69,24 @@ pub fn logs(args: Arguments) -> Result<(), Error> {
         target += &format!("&lines={n}");
     }
     let stdout = io::stdout();
-    let safe = stdout.is_terminal();
-    stream(&socket, &target, follow, safe, &mut stdout.lock())
+    let printer = Printer::new(stdout.is_terminal(), None);
+    stream(&socket, &target, follow, printer, &mut stdout.lock())
 }
 
-/// Sends the request and copies the journal to `out` until the daemon closes the connection.
-fn stream(
+/// Sends the request and copies the answer, through `printer`, to `out` until the daemon closes
+/// the connection. `target` is a `/logs` or `/audit` request.
+pub fn stream(
     socket: &Path,
     target: &str,
     follow: bool,
-    safe: bool,
+    mut printer: Printer,
     out: &mut impl Write,
 ) -> Result<(), Error> {
-    assert!(target.starts_with("/logs?service="));
+    let path = if target.starts_with("/audit") {
+        "/audit"
+    } else {
+        "/logs"
+    };
     let shown = socket.display();
     let mut connection = UnixStream::connect(socket).map_err(|e| {
         Error::Unreachable(format!(
@@ -91,7 +96,7 @@ fn stream(
     })?;
     let lost = |e: io::Error| {
         Error::Unreachable(format!(
-            "the connection to myco-d at '{shown}' failed while reading the journal: {e}; check \
+            "the connection to myco-d at '{shown}' failed while reading {path}: {e}; check \
              'journalctl -u myco-d'"
         ))
     };
@@ -108,18 +113,14 @@ fn stream(
         Ok(_) => {
             // An error answer has a length; the connection closes after it.
             let _ = connection.read_to_end(&mut buf);
-            return Err(not_logs(&buf));
+            return Err(not_streamed(&buf, path));
         }
         Err(ReadError::Io(e)) => return Err(lost(e)),
-        Err(ReadError::Closed | ReadError::Answer(_)) => return Err(not_logs(&buf)),
+        Err(ReadError::Closed | ReadError::Answer(_)) => return Err(not_streamed(&buf, path)),
     }
     if follow {
         connection.set_read_timeout(None).map_err(lost)?;
     }
-    let mut printer = Printer {
-        safe,
-        partial: Vec::new(),
-    };
     printer.write(&buf, out)?;
     let mut chunk = vec![0u8; 64 * 1024];
     loop {
@@ -133,16 +134,39 @@ fn stream(
     printer.finish(out)
 }
 
-/// Copies journal bytes to stdout: verbatim, or line by line made terminal-safe.
-struct Printer {
+/// Copies streamed bytes to stdout: verbatim, or line by line rendered by `render` and, for a
+/// terminal, made terminal-safe.
+pub struct Printer {
     safe: bool,
-    /// A terminal-bound line not yet ended.
+    render: Option<fn(&str) -> String>,
+    /// A line not yet ended.
     partial: Vec<u8>,
 }
 
 impl Printer {
+    pub fn new(safe: bool, render: Option<fn(&str) -> String>) -> Printer {
+        Printer {
+            safe,
+            render,
+            partial: Vec::new(),
+        }
+    }
+
+    fn line(&self, bytes: &[u8]) -> String {
+        let text = String::from_utf8_lossy(bytes);
+        let text = match self.render {
+            Some(render) => render(&text),
+            None => text.into_owned(),
+        };
+        if self.safe {
+            terminal_safe(&text)
+        } else {
+            text
+        }
+    }
+
     fn write(&mut self, bytes: &[u8], out: &mut impl Write) -> Result<(), Error> {
-        if !self.safe {
+        if !self.safe && self.render.is_none() {
             return emit(out, bytes);
         }
         self.partial.extend_from_slice(bytes);
@@ -153,7 +177,7 @@ impl Printer {
         let lines = std::mem::replace(&mut self.partial, rest);
         let mut text = String::new();
         for line in lines.split(|&b| b == b'\n') {
-            text += &terminal_safe(&String::from_utf8_lossy(line));
+            text += &self.line(line);
             text.push('\n');
         }
         // `split` yields an empty piece after the final newline.
@@ -165,7 +189,8 @@ impl Printer {
         if self.partial.is_empty() {
             return Ok(());
         }
-        let line = terminal_safe(&String::from_utf8_lossy(&std::mem::take(&mut self.partial)));
+        let partial = std::mem::take(&mut self.partial);
+        let line = self.line(&partial);
         emit(out, format!("{line}\n").as_bytes())
     }
 }
@@ -182,16 +207,20 @@ fn emit(out: &mut impl Write, bytes: &[u8]) -> Result<(), Error> {
     }
 }
 
-/// The error for an answer that is not a 200 journal.
-fn not_logs(bytes: &[u8]) -> Error {
-    const REQUEST: Request<'static> = Request {
+/// The error for an answer that is not a 200 stream of `path`.
+fn not_streamed(bytes: &[u8], path: &'static str) -> Error {
+    let request = Request {
         method: "GET",
-        path: "/logs",
+        path,
         body: b"",
-        what: "the journal",
+        what: if path == "/audit" {
+            "the audit log"
+        } else {
+            "the journal"
+        },
         timeout: QUERY_TIMEOUT,
     };
-    client::stream_error(bytes, &REQUEST)
+    client::stream_error(bytes, &request)
 }
 
 #[cfg(test)]
@@ -203,10 +232,7 @@ mod tests {
     #[test]
     fn printer_escapes_only_for_terminals() {
         let mut out = Vec::new();
-        let mut safe = Printer {
-            safe: true,
-            partial: Vec::new(),
-        };
+        let mut safe = Printer::new(true, None);
         safe.write(b"a\x1b[2Jb\nhal", &mut out).unwrap();
         assert_eq!(out, b"a\\u{1b}[2Jb\n");
         safe.write(b"f\n", &mut out).unwrap();
@@ -218,10 +244,7 @@ mod tests {
         );
 
         let mut out = Vec::new();
-        let mut raw = Printer {
-            safe: false,
-            partial: Vec::new(),
-        };
+        let mut raw = Printer::new(false, None);
         raw.write(b"a\x1b[2Jb\nhal", &mut out).unwrap();
         raw.finish(&mut out).unwrap();
         assert_eq!(out, b"a\x1b[2Jb\nhal");

@@ -16,6 +16,7 @@
 
 mod answers;
 mod args;
+mod audit;
 mod cert;
 mod client;
 mod completions;
@@ -45,7 +46,7 @@ struct Command {
 
 /// Every command, in the order `myco --help` lists them. The top-level help is built from this
 /// table, so it lists exactly the commands that exist.
-const COMMANDS: [Command; 15] = [
+const COMMANDS: [Command; 16] = [
     Command {
         name: "keygen",
         summary: "Make a new operator or node key file",
@@ -130,6 +131,12 @@ const COMMANDS: [Command; 15] = [
         summary: "Print (or follow) a service's journal from the box that runs it",
         help: logs::LOGS_HELP,
         run: logs::logs,
+    },
+    Command {
+        name: "audit",
+        summary: "Print (or follow) this box's audit log of deployment outcomes",
+        help: audit::AUDIT_HELP,
+        run: audit::audit,
     },
     Command {
         name: "completions",

@@ -424,11 +424,13 @@ fn help_lists_exactly_the_commands() {
             "status",
             "events",
             "logs",
+            "audit",
             "completions"
         ]
     );
-    let flags: [(&str, &[&str]); 15] = [
+    let flags: [(&str, &[&str]); 16] = [
         ("events", &["--socket", "--json"]),
+        ("audit", &["--json", "--follow", "--lines", "--socket"]),
         ("logs", &["NAME", "--follow", "--lines", "--socket"]),
         ("keygen", &["--out", "--json"]),
         ("pubkey", &["--key", "--json"]),

@@ -210,6 +210,20 @@ pub const HEALTH_AFTER_START_MS: u64 = 1_000;
 /// After a failed command, the executor waits this long before the next `systemctl`.
 pub const COMMAND_RETRY_MS: u64 = 5_000;
 
+// Nix store garbage collection (`executor::gc`). Usage is in permille of the filesystem that
+// holds `/nix/store`, as statvfs reports it.
+/// Above this the box collects garbage.
+pub const GC_START_PERMILLE: u16 = 850;
+/// Above this, after a collection that freed nothing, builds are refused (`disk-full`).
+pub const BUILDS_REFUSED_PERMILLE: u16 = 950;
+/// The host reads the store's usage at most this often (and after each build).
+pub const STORE_CHECK_INTERVAL_MS: u64 = 60_000;
+/// At most one collection starts in this long: a collection walks the whole store, and one
+/// that freed little will not free more a minute later.
+pub const GC_INTERVAL_MIN_MS: u64 = 10 * 60_000;
+/// A failed `nix-collect-garbage` is tried again after this long.
+pub const GC_RETRY_MS: u64 = 60_000;
+
 // The memory budget of one executor, one line per consumer (bytes, rounded up), checked below and
 // against the real `size_of::<Executor>()` in `executor/tests.rs`.
 pub const EXECUTOR_BUDGET_BYTES: usize = UNITS_MAX * 96 // installed units: name, key, digest, health, restarts, todo
@@ -222,3 +236,5 @@ const _: () = assert!(EXECUTOR_BUDGET_BYTES <= EXECUTOR_BYTES_MAX);
 const _: () = assert!(UNITS_PER_COMMAND > 0 && UNIT_PLAN_MAX <= UNITS_MAX);
 // The show sweep and the plan must make progress each round.
 const _: () = assert!(HEALTH_AFTER_START_MS <= HEALTH_INTERVAL_MS);
+const _: () =
+    assert!(GC_START_PERMILLE < BUILDS_REFUSED_PERMILLE && BUILDS_REFUSED_PERMILLE <= 1000);

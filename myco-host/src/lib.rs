@@ -4,6 +4,7 @@
 
 pub mod alloc;
 pub mod atomic;
+pub mod audit;
 pub mod daemon;
 pub mod flight;
 pub mod http;

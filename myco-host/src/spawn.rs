@@ -144,8 +144,8 @@ pub fn spawn(argv: &Argv, env: &[&std::ffi::CStr]) -> io::Result<Child> {
     }
     let (read, write) = pipe()?;
     // SAFETY: file actions and attributes are initialised before use and destroyed after;
-    // every pointer handed to posix_spawnp points into `argv`, `ptrs`, `env` or `envp`, which
-    // outlive the call (the child gets copies at exec).
+    // every pointer handed to posix_spawnp points into `argv`, `ptrs`, `env`, `envp` or the
+    // attributes' signal set, which outlive the call (the child gets copies at exec).
     unsafe {
         let mut actions: libc::posix_spawn_file_actions_t = std::mem::zeroed();
         check(libc::posix_spawn_file_actions_init(&mut actions))?;
@@ -160,17 +160,31 @@ pub fn spawn(argv: &Argv, env: &[&std::ffi::CStr]) -> io::Result<Child> {
         if result == 0 {
             result = libc::posix_spawn_file_actions_adddup2(&mut actions, write.as_raw_fd(), 1);
         }
+        // The daemon blocks SIGTERM and SIGINT for its signalfd, and a blocked mask is
+        // inherited: without an empty one the child could not be ended by `kill` (a `tail -F`
+        // behind `/audit` would never exit, and `kill_and_reap` would wait for it forever).
+        let mut attr: libc::posix_spawnattr_t = std::mem::zeroed();
+        check(libc::posix_spawnattr_init(&mut attr))?;
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        if result == 0 {
+            result = libc::posix_spawnattr_setsigmask(&mut attr, &empty);
+        }
+        if result == 0 {
+            result = libc::posix_spawnattr_setflags(&mut attr, libc::POSIX_SPAWN_SETSIGMASK as _);
+        }
         let mut pid = 0;
         if result == 0 {
             result = libc::posix_spawnp(
                 &mut pid,
                 ptrs[0],
                 &actions,
-                std::ptr::null(),
+                &attr,
                 ptrs.as_ptr(),
                 envp.as_ptr(),
             );
         }
+        libc::posix_spawnattr_destroy(&mut attr);
         libc::posix_spawn_file_actions_destroy(&mut actions);
         check(result)?;
         drop(write);

@@ -87,8 +87,9 @@ impl Daemon {
         self.args[at] = addr.into();
     }
 
-    /// The daemon's command with the executor on: units go to `<dir>/units`, and the stand-in
-    /// `systemctl` and `journalctl` (written into the directory) run instead of the real ones.
+    /// The daemon's command with the executor on: units go to `<dir>/units`, the audit log to
+    /// `<dir>/audit.log`, and the stand-in `systemctl` and `journalctl` (written into the
+    /// directory) run instead of the real ones.
     pub fn executor_command(&self, extra: &[&str]) -> Command {
         let tool = |name: &str, text: &str| {
             let path = self.dir.write(name, text);
@@ -109,6 +110,9 @@ impl Daemon {
         command.arg("--journalctl").arg(journalctl);
         command.arg("--unit-dir").arg(self.dir.join("units"));
         command.arg("--systemctl").arg(systemctl);
+        command.arg("--audit-log").arg(self.dir.join("audit.log"));
+        // A store that does not exist: no test collects the machine's own Nix store.
+        command.arg("--store-dir").arg(self.dir.join("nix-store"));
         command.stdin(Stdio::null()).stdout(Stdio::null());
         command
     }

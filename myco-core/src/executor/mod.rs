@@ -24,12 +24,14 @@
 //! - A full table is a decision: a new unit is not planned while the table is full (the next
 //!   round tries again), and the oldest change gives way in the changes ring.
 
+pub mod gc;
 mod names;
 pub mod reconcile;
 mod systemd;
 #[cfg(test)]
 mod tests;
 
+pub use gc::{parse_freed, Freed, Gc, GcDone, GcStats};
 pub use names::{health_on, Names};
 pub use systemd::{parse_show, Shown, UnitHealth, SHOW_PROPERTIES};
 

@@ -41,6 +41,9 @@ pub struct DaemonSnapshot {
     /// Units on this box by health (`Health::ALL` order), and the executor's counters; `None`
     /// without an executor.
     pub units: Option<([u64; Health::ALL.len()], super::executor::ExecutorStats)>,
+    /// The garbage collector's counters, the store's usage in permille, and the audit log's
+    /// lines; `None` without an executor.
+    pub store: Option<(myco_core::executor::GcStats, u16, u64)>,
     /// `*.myco` DNS's counters and how many addresses it answers on; `None` with DNS off.
     pub dns: Option<(super::dns::DnsStats, usize)>,
 }

@@ -39,6 +39,12 @@ Options:
   --unit-dir DIR        Where units are written (default /etc/systemd/system)
   --systemctl PATH      The systemctl to run (default: systemctl from PATH)
   --journalctl PATH     The journalctl /logs runs (default: journalctl from PATH)
+  --audit-log FILE      One JSON line per deployment outcome, rotated at 1 MiB, three kept
+                        (default /var/log/myco/audit.log)
+  --store-dir DIR       The Nix store whose disk is watched: above 85% used, garbage is
+                        collected (default /nix/store; none if it does not exist)
+  --nix-collect-garbage PATH
+                        The nix-collect-garbage to run (default: from PATH)
   --dns ADDR|off        Answer *.myco DNS on ADDR, UDP and TCP; repeatable, twice at most
                         (default 127.0.0.1:53 and [::1]:53; an address that cannot be bound is
                         logged and left out; below port 1024 needs CAP_NET_BIND_SERVICE)
@@ -50,6 +56,7 @@ Exit codes: 0 stopped by SIGTERM or SIGINT, 1 failed (the log says why), 2 bad c
 ";
 
 pub const RESERVE_BYTES_DEFAULT: u64 = 500_000_000;
+pub const AUDIT_LOG_DEFAULT: &str = "/var/log/myco/audit.log";
 pub const LISTEN_DEFAULT: &str = "[::]:7946";
 /// Where `*.myco` DNS answers unless `--dns` says otherwise: loopback only, never the network.
 pub const DNS_DEFAULT: [SocketAddr; 2] = [
@@ -64,6 +71,8 @@ pub struct ExecutorConfig {
     pub unit_dir: PathBuf,
     pub systemctl: String,
     pub journalctl: String,
+    pub audit_log: PathBuf,
+    pub gc: super::gc::GcConfig,
 }
 
 #[derive(Clone, Debug)]
@@ -216,11 +225,21 @@ fn executor(args: &mut Arguments) -> Result<Option<ExecutorConfig>, UsageError> 
         path(args, "--unit-dir")?.unwrap_or_else(|| PathBuf::from("/etc/systemd/system"));
     let systemctl = text(args, "--systemctl")?.unwrap_or_else(|| "systemctl".into());
     let journalctl = text(args, "--journalctl")?.unwrap_or_else(|| "journalctl".into());
+    let audit_log = path(args, "--audit-log")?.unwrap_or_else(|| PathBuf::from(AUDIT_LOG_DEFAULT));
+    let gc = super::gc::GcConfig {
+        store_dir: path(args, "--store-dir")?.unwrap_or_else(|| PathBuf::from("/nix/store")),
+        collect_garbage: text(args, "--nix-collect-garbage")?
+            .unwrap_or_else(|| "nix-collect-garbage".into()),
+        // Hidden: a test's stand-in for statvfs (`daemon::gc`), not in --help.
+        usage_file: path(args, "--store-usage-file")?,
+    };
     match kind.as_deref() {
         None | Some("systemd") => Ok(Some(ExecutorConfig {
             unit_dir,
             systemctl,
             journalctl,
+            audit_log,
+            gc,
         })),
         Some("none") => Ok(None),
         Some(other) => Err(usage(format!(

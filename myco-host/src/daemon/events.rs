@@ -42,6 +42,9 @@ pub enum Kind {
     Recovery,
     /// The RevocationBlock rose to `count`.
     Revoked,
+    /// A Nix store garbage collection ended: `word` freed or failed, `count` bytes freed,
+    /// `key` store paths deleted.
+    Gc,
 }
 
 impl Kind {
@@ -55,6 +58,7 @@ impl Kind {
             Kind::Refused => "refused",
             Kind::Recovery => "recovery",
             Kind::Revoked => "revoked",
+            Kind::Gc => "gc",
         }
     }
 }
@@ -98,6 +102,18 @@ impl Record {
                 break;
             }
         }
+        r
+    }
+
+    pub fn gc(done: myco_core::executor::GcDone) -> Record {
+        use myco_core::executor::GcDone;
+        let (word, freed) = match done {
+            GcDone::Freed(f) => ("freed", f),
+            GcDone::Failed => ("failed", Default::default()),
+        };
+        let mut r = Record::new(Kind::Gc, word);
+        r.count = freed.bytes;
+        r.key = freed.paths;
         r
     }
 
@@ -216,6 +232,14 @@ pub fn format(out: &mut Cursor<'_>, r: &Record) -> Result<(), Full> {
     j.begin_object()?;
     j.key("id")?;
     j.u64(r.id)?;
+    kind_fields(&mut j, r)?;
+    j.end_object()?;
+    j.finish();
+    out.put(b"\n\n")
+}
+
+/// The fields that belong to `r`'s kind, inside its JSON object.
+fn kind_fields(j: &mut Json<'_, '_>, r: &Record) -> Result<(), Full> {
     match r.kind {
         Kind::Member => {
             j.key("kind")?;
@@ -270,10 +294,16 @@ pub fn format(out: &mut Cursor<'_>, r: &Record) -> Result<(), Full> {
             j.key("height")?;
             j.u64(r.count)?;
         }
+        Kind::Gc => {
+            j.key("outcome")?;
+            j.string(r.word)?;
+            j.key("freed_bytes")?;
+            j.u64(r.count)?;
+            j.key("paths_deleted")?;
+            j.u64(r.key)?;
+        }
     }
-    j.end_object()?;
-    j.finish();
-    out.put(b"\n\n")
+    Ok(())
 }
 
 /// `event: missed`: the ring overwrote `missed` events this subscriber had not received; it goes

@@ -5,6 +5,7 @@
 //! for `/logs`. What to change, in which order, when to retry and how a unit does are the
 //! core's decisions, which the simulator checks.
 
+use crate::audit::{AuditEntry, AuditLog, AuditOutcome};
 use crate::flight::{Level, Logger};
 use crate::spawn::{self, Argv, Child, Output};
 use myco_core::executor::{self as core, Command, Outcome, Units, Verb};
@@ -44,6 +45,12 @@ pub struct Executor {
     argv: Argv,
     output: Output,
     job: Option<Job>,
+    /// One line per outcome (`crate::audit`).
+    audit: AuditLog,
+    /// The Nix store's garbage collector, run beside the unit commands (`core::gc`).
+    gc: super::gc::Collector,
+    /// How the last collection ended, not yet taken for `/stream`.
+    gc_done: Option<core::GcDone>,
     log: Logger,
 }
 
@@ -67,6 +74,8 @@ impl Executor {
         unit_dir: PathBuf,
         systemctl: &str,
         journalctl: &str,
+        audit: AuditLog,
+        gc: super::gc::GcConfig,
         has_peers_configured: bool,
         log: Logger,
     ) -> io::Result<Executor> {
@@ -98,6 +107,9 @@ impl Executor {
             argv: Argv::new(),
             output: Output::new(),
             job: None,
+            audit,
+            gc: super::gc::Collector::new(gc, log),
+            gc_done: None,
             log,
         })
     }
@@ -135,24 +147,57 @@ impl Executor {
         spawn::spawn(argv, &ENV)
     }
 
+    /// Starts `tail` on the audit log, for `/audit`: the last `lines` lines (100 when `None`),
+    /// and with `follow` every line appended after, across rotations, until the client goes
+    /// away.
+    pub fn spawn_audit(&mut self, follow: bool, lines: Option<u32>) -> io::Result<Child> {
+        let argv = &mut self.logs_argv;
+        argv.clear();
+        let full = "the tail argument list is fixed and fits";
+        let mut digits = heapless::String::<10>::new();
+        write!(digits, "{}", lines.unwrap_or(100)).expect("a u32 fits 10 digits");
+        argv.push(&[b"tail"]).expect(full);
+        argv.push(&[b"--lines=", digits.as_bytes()]).expect(full);
+        if follow {
+            argv.push(&[b"--follow=name"]).expect(full);
+            argv.push(&[b"--retry"]).expect(full);
+        }
+        let path = self.audit.path().as_os_str().as_encoded_bytes();
+        argv.push(&[b"--"]).expect(full);
+        argv.push(&[path])
+            .map_err(|_| io::Error::other("the audit log path is too long"))?;
+        spawn::spawn(argv, &ENV)
+    }
+
+    /// Lines the audit log took since start, for `/metrics`.
+    pub fn audit_lines(&self) -> u64 {
+        self.audit.lines
+    }
+
+    /// The garbage collector's state: `builds_refused()` (status `disk-full`) for the build
+    /// logic, `handle_build_done()` after each build, and its counters.
+    pub fn gc(&mut self) -> &mut core::Gc {
+        &mut self.gc.core
+    }
+
+    /// The garbage collector's state, to read.
+    pub fn gc_state(&self) -> &core::Gc {
+        &self.gc.core
+    }
+
+    /// How the last collection ended, once, for `/stream`.
+    pub fn take_gc_done(&mut self) -> Option<core::GcDone> {
+        self.gc_done.take()
+    }
+
     /// One step of work: reap the running `systemctl`, then run commands until one has to wait
     /// for a child or none is due. Cheap when there is nothing to do.
     pub fn step(&mut self, node: &Node, now_ms: u64) {
         let now = Instant(now_ms);
-        if let Some(job) = self.job.as_mut() {
-            let Some(exit) = job.child.poll(&mut self.output) else {
-                return;
-            };
-            let (token, verb) = (job.token, job.verb);
-            self.job = None;
-            let ok = exit.success();
-            if !ok {
-                self.log_failure(verb);
-            }
-            let stdout = self.output.bytes();
-            self.core
-                .handle_command_done(now, token, Outcome { ok, stdout });
+        if let Some(done) = self.gc.step(now) {
+            self.gc_done = Some(done);
         }
+        self.reap(now);
         while self.job.is_none() {
             let Some(issued) = self.core.poll_command(now, node) else {
                 return;
@@ -173,9 +218,21 @@ impl Executor {
                     entry,
                     digest,
                 )
-                .inspect(|()| log_written(&self.log, name, start, clock))
+                .inspect(|()| {
+                    log_written(&self.log, name, start, clock);
+                    let entry = AuditEntry::of(entry, digest);
+                    audit(
+                        &mut self.audit,
+                        &self.log,
+                        name,
+                        AuditOutcome::Started,
+                        &entry,
+                    );
+                })
                 .is_ok(),
-                Command::RemoveUnitFile { name } => remove_unit(&self.unit_dir, &self.log, name),
+                Command::RemoveUnitFile { name } => {
+                    remove_unit(&self.unit_dir, &self.log, &mut self.audit, name)
+                }
                 Command::Systemctl { verb, units } => {
                     match spawn_systemctl(&self.systemctl, &mut self.argv, verb, units) {
                         Ok(child) => {
@@ -196,6 +253,25 @@ impl Executor {
             let outcome = if ok { Outcome::OK } else { Outcome::FAILED };
             self.core.handle_command_done(now, token, outcome);
         }
+    }
+
+    /// Reports the running `systemctl`'s outcome once it has exited.
+    fn reap(&mut self, now: Instant) {
+        let Some(job) = self.job.as_mut() else {
+            return;
+        };
+        let Some(exit) = job.child.poll(&mut self.output) else {
+            return;
+        };
+        let (token, verb) = (job.token, job.verb);
+        self.job = None;
+        let ok = exit.success();
+        if !ok {
+            self.log_failure(verb);
+        }
+        let stdout = self.output.bytes();
+        self.core
+            .handle_command_done(now, token, Outcome { ok, stdout });
     }
 
     fn log_failure(&self, verb: Verb) {
@@ -264,6 +340,29 @@ fn write_unit(
     })
 }
 
+/// Appends an audit line with the wall-clock time; a failure is logged (the outcome stands:
+/// the audit log records what happened, it does not decide it).
+fn audit(
+    audit: &mut AuditLog,
+    log: &Logger,
+    name: &str,
+    outcome: AuditOutcome,
+    entry: &AuditEntry<'_>,
+) {
+    let unix_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    if let Err(e) = audit.append(unix_ms, name, outcome, entry) {
+        log.log(
+            Level::Error,
+            format_args!(
+                "cannot append to the audit log {}: {e}",
+                audit.path().display()
+            ),
+        );
+    }
+}
+
 fn log_written(log: &Logger, name: &str, start: bool, clock: u64) {
     let what = if start { "starting" } else { "restarting for" };
     log.log(
@@ -272,8 +371,8 @@ fn log_written(log: &Logger, name: &str, start: bool, clock: u64) {
     );
 }
 
-/// Deletes a disabled unit's file; false (logged) if it could not be.
-fn remove_unit(dir: &Path, log: &Logger, name: &str) -> bool {
+/// Deletes a disabled unit's file and audits the removal; false (logged) if it could not be.
+fn remove_unit(dir: &Path, log: &Logger, audit_log: &mut AuditLog, name: &str) -> bool {
     let path = dir.join(
         unit_name(name)
             .expect("installed units have service names")
@@ -290,6 +389,8 @@ fn remove_unit(dir: &Path, log: &Logger, name: &str) -> bool {
         Level::Info,
         format_args!("service {name}: no longer placed here, stopped and removed"),
     );
+    let entry = AuditEntry::default();
+    audit(audit_log, log, name, AuditOutcome::Removed, &entry);
     true
 }
 

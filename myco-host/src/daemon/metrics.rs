@@ -13,6 +13,7 @@ use super::sink::{Histogram, LATENCY_BOUNDS};
 use crate::http::prometheus::{MetricKind, Prometheus, Value};
 use crate::http::response::{Cursor, Full};
 use core::fmt::Write;
+use myco_core::executor::GcStats;
 use myco_core::node::Counters;
 use myco_core::schema::message::MemberState;
 use myco_core::Node;
@@ -27,6 +28,9 @@ struct Sources<'a> {
     snapshot: &'a DaemonSnapshot,
     units: [u64; Health::ALL.len()],
     executor: ExecutorStats,
+    gc: GcStats,
+    store_used_permille: u16,
+    audit_lines: u64,
     dns: DnsStats,
     dns_listeners: u64,
 }
@@ -81,7 +85,7 @@ const fn many(
     }
 }
 
-const SECTIONS: [Section; 6] = [
+const SECTIONS: [Section; 7] = [
     Section {
         families: GOSSIP,
         present: |_| true,
@@ -97,6 +101,10 @@ const SECTIONS: [Section; 6] = [
     Section {
         families: UNITS,
         present: |s| s.units.is_some(),
+    },
+    Section {
+        families: STORE,
+        present: |s| s.store.is_some(),
     },
     Section {
         families: DNS,
@@ -357,6 +365,39 @@ const UNITS: &[Family] = &[
     ),
 ];
 
+const STORE: &[Family] = &[
+    one(
+        "myco_store_used_permille",
+        Gauge,
+        "How full the filesystem holding the Nix store is, in permille (last statvfs).",
+        |s| u64::from(s.store_used_permille).into(),
+    ),
+    one(
+        "myco_gc_runs_total",
+        Counter,
+        "nix-collect-garbage runs started.",
+        |s| s.gc.runs.into(),
+    ),
+    one(
+        "myco_gc_failures_total",
+        Counter,
+        "nix-collect-garbage runs that failed or did not say what they freed.",
+        |s| s.gc.failures.into(),
+    ),
+    one(
+        "myco_gc_freed_bytes_total",
+        Counter,
+        "Bytes nix-collect-garbage said it freed.",
+        |s| s.gc.freed_bytes.into(),
+    ),
+    one(
+        "myco_audit_lines_total",
+        Counter,
+        "Lines appended to the audit log since start.",
+        |s| s.audit_lines.into(),
+    ),
+];
+
 const DNS: &[Family] = &[
     one(
         "myco_dns_listeners",
@@ -484,12 +525,16 @@ const PROCESS: &[Family] = &[
 pub fn metrics(out: &mut Cursor<'_>, node: &Node, snapshot: &DaemonSnapshot) -> Result<(), Full> {
     let (units, executor) = snapshot.units.unwrap_or_default();
     let (dns, dns_listeners) = snapshot.dns.unwrap_or_default();
+    let (gc, store_used_permille, audit_lines) = snapshot.store.unwrap_or_default();
     let sources = Sources {
         node,
         counters: node.counters(),
         snapshot,
         units,
         executor,
+        gc,
+        store_used_permille,
+        audit_lines,
         dns,
         dns_listeners: dns_listeners as u64,
     };

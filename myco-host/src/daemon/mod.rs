@@ -10,6 +10,7 @@ pub mod conns;
 pub mod dns;
 pub mod events;
 pub mod executor;
+pub mod gc;
 pub mod metrics;
 pub mod net;
 pub mod peers;
@@ -401,6 +402,9 @@ impl Daemon {
             executor.handle_placement_changed();
         }
         executor.step(&self.node, now);
+        if let Some(done) = executor.take_gc_done() {
+            self.sink.events.push(events::Record::gc(done));
+        }
         while let Some(c) = executor.take_changes() {
             let kind = if c.placement {
                 events::Kind::Placement
@@ -632,6 +636,13 @@ fn start_executor(
                 e.unit_dir.clone(),
                 &e.systemctl,
                 &e.journalctl,
+                crate::audit::AuditLog::open(&e.audit_log).map_err(|err| {
+                    BootError(format!(
+                        "cannot open the audit log {}: {err}",
+                        e.audit_log.display()
+                    ))
+                })?,
+                e.gc.clone(),
                 has_peers_configured,
                 log,
             )

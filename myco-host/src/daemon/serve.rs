@@ -67,23 +67,16 @@ impl Daemon {
             scratch[..body.len()].copy_from_slice(body);
             let body = &scratch[..body.len()];
             let route = owned_route(route);
+            let full = followers_full(&route, streams);
             let status_code = match route {
+                _ if full.is_some() => error(conn, 503, full.unwrap_or_default()),
                 Owned::Deploy => deploy(node, sink, conn, body, now, keep_alive),
-                Owned::Stream { .. } if streams >= super::conns::STREAMS_MAX => error(
-                    conn,
-                    503,
-                    "too many /stream subscribers; close one or retry shortly",
-                ),
-                Owned::Logs { .. } if streams >= super::conns::STREAMS_MAX => error(
-                    conn,
-                    503,
-                    "too many /stream and /logs followers; close one or retry shortly",
-                ),
                 Owned::Logs {
                     ref service,
                     follow,
                     lines,
                 } => logs(node, executor.as_mut(), conn, service, follow, lines),
+                Owned::Audit { follow, lines } => audit(executor.as_mut(), conn, follow, lines),
                 Owned::Stream { last_event_id } => {
                     conn.start_stream(&sink.events, last_event_id, now, api.heartbeat_ms);
                     200
@@ -156,6 +149,13 @@ impl Daemon {
             heap_bytes: crate::alloc::live_bytes(),
             uptime_ms: self.now_ms(),
             units: self.executor.as_ref().map(|e| (e.census(), e.stats)),
+            store: self.executor.as_ref().map(|e| {
+                (
+                    e.gc_state().stats,
+                    e.gc_state().used_permille(),
+                    e.audit_lines(),
+                )
+            }),
             dns: self.dns.as_ref().map(|d| (d.stats, d.listeners.len())),
         }
     }
@@ -169,6 +169,10 @@ enum Owned {
     },
     Logs {
         service: heapless::String<64>,
+        follow: bool,
+        lines: Option<u32>,
+    },
+    Audit {
         follow: bool,
         lines: Option<u32>,
     },
@@ -194,6 +198,7 @@ fn owned_route(route: Route<'_>) -> Owned {
         Route::Health => OwnedRoute::Health,
         Route::Metrics => OwnedRoute::Metrics,
         Route::Stream { last_event_id } => return Owned::Stream { last_event_id },
+        Route::Audit { follow, lines } => return Owned::Audit { follow, lines },
         Route::Logs {
             service,
             follow,
@@ -372,6 +377,33 @@ fn logs(
     }
 }
 
+/// `GET /audit`: the tail of this box's audit log, followed on request (`/logs`'s pump).
+fn audit(
+    executor: Option<&mut super::executor::Executor>,
+    conn: &mut Conn,
+    follow: bool,
+    lines: Option<u32>,
+) -> u16 {
+    let Some(executor) = executor else {
+        return error(
+            conn,
+            404,
+            "this box runs no services (--executor none or no systemd), so it keeps no audit log",
+        );
+    };
+    match executor.spawn_audit(follow, lines) {
+        Ok(child) => {
+            conn.start_logs(child);
+            200
+        }
+        Err(e) => {
+            let mut message = heapless::String::<160>::new();
+            let _ = write!(message, "cannot run tail on the audit log: {e}");
+            error(conn, 503, &message)
+        }
+    }
+}
+
 /// "web does not run on this box; it runs on 3f2a09c1d4e5b6a7 (10.0.0.2:7946), ...": where to
 /// ask instead.
 fn runs_elsewhere(node: &myco_core::Node, service: &str) -> heapless::String<1024> {
@@ -400,4 +432,19 @@ pub(super) fn answer_deploy(conn: &mut Conn, w: &Waiting) -> u16 {
     reply(conn, 200, ContentType::Json, w.keep_alive, |out| {
         answers::deploy(out, &w.name, w.version, w.applied)
     })
+}
+
+/// Why a request that would follow something (`/stream`, `/logs`, `/audit`) is refused: every
+/// follower slot is taken. `None` for any other request, or while a slot is free.
+fn followers_full(route: &Owned, streams: usize) -> Option<&'static str> {
+    if streams < super::conns::STREAMS_MAX {
+        return None;
+    }
+    match route {
+        Owned::Stream { .. } => Some("too many /stream subscribers; close one or retry shortly"),
+        Owned::Logs { .. } | Owned::Audit { .. } => {
+            Some("too many /stream and /logs followers; close one or retry shortly")
+        }
+        _ => None,
+    }
 }

@@ -60,6 +60,8 @@ pub enum Route<'a> {
         follow: bool,
         lines: Option<u32>,
     },
+    /// `GET /audit?follow=BOOL&lines=N`: this box's audit log.
+    Audit { follow: bool, lines: Option<u32> },
 }
 
 /// One complete request, borrowed from the connection's buffer.
@@ -131,7 +133,7 @@ impl HttpError {
             HttpError::BadRequest(message) => message,
             HttpError::NotFound => {
                 "unknown path: the endpoints are /deploy, /services, /services/NAME, /nodes, \
-                 /health, /metrics, /stream and /logs"
+                 /health, /metrics, /stream, /logs and /audit"
             }
             HttpError::MethodNotAllowed { .. } => {
                 "method not allowed on this path: the Allow header names the one it takes"
@@ -313,6 +315,7 @@ enum Endpoint<'a> {
     Service(&'a str),
     Stream,
     Logs,
+    Audit,
 }
 
 fn route<'a>(
@@ -335,7 +338,8 @@ fn route<'a>(
     }
     match endpoint {
         Endpoint::Logs => logs_route(query),
-        _ if !query.is_empty() => Err(bad("only /logs takes a query string")),
+        Endpoint::Audit => audit_route(query),
+        _ if !query.is_empty() => Err(bad("only /logs and /audit take a query string")),
         Endpoint::Plain(route) => Ok(route),
         Endpoint::Service(name) => service_name(name).map(Route::Service),
         Endpoint::Stream => {
@@ -354,6 +358,7 @@ fn endpoint(path: &str) -> Option<(Endpoint<'_>, &'static str)> {
         "/metrics" => Endpoint::Plain(Route::Metrics),
         "/stream" => Endpoint::Stream,
         "/logs" => Endpoint::Logs,
+        "/audit" => Endpoint::Audit,
         _ => Endpoint::Service(
             path.strip_prefix("/services/")
                 .filter(|name| !name.contains('/'))?,
@@ -398,6 +403,29 @@ fn logs_route(query: &str) -> Result<Route<'_>, HttpError> {
     let service = service.ok_or(bad("/logs needs a service: /logs?service=NAME"))?;
     Ok(Route::Logs {
         service,
+        follow: follow.unwrap_or(false),
+        lines,
+    })
+}
+
+/// `follow=true|false` and `lines=N`, each at most once, in any order.
+fn audit_route(query: &str) -> Result<Route<'_>, HttpError> {
+    let (mut follow, mut lines) = (None, None);
+    for pair in query.split('&').filter(|pair| !pair.is_empty()) {
+        let (key, value) = pair
+            .split_once('=')
+            .ok_or(bad("a query parameter must be KEY=VALUE"))?;
+        match key {
+            "follow" => set_once(&mut follow, follow_flag(value)?)?,
+            "lines" => set_once(&mut lines, line_count(value)?)?,
+            _ => {
+                return Err(bad(
+                    "unknown query parameter: /audit takes follow and lines",
+                ))
+            }
+        }
+    }
+    Ok(Route::Audit {
         follow: follow.unwrap_or(false),
         lines,
     })

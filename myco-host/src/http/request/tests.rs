@@ -120,6 +120,20 @@ fn every_route() {
                 lines: Some(0),
             },
         ),
+        (
+            get("/audit"),
+            Route::Audit {
+                follow: false,
+                lines: None,
+            },
+        ),
+        (
+            get("/audit?lines=5&follow=true"),
+            Route::Audit {
+                follow: true,
+                lines: Some(5),
+            },
+        ),
         (get("/health?"), Route::Health),
     ];
     for (text, route) in &cases {
@@ -200,7 +214,11 @@ fn errors_say_what_was_wrong() {
         ("/services/w%65b", "percent-encoding is not accepted"),
         ("http://localhost/health", "must be a path"),
         ("*", "must be a path"),
-        ("/health?x=1", "only /logs takes a query"),
+        ("/health?x=1", "only /logs and /audit take a query"),
+        ("/audit?follow=1", "follow must be true or false"),
+        ("/audit?lines=10001", "lines must be a number"),
+        ("/audit?service=a", "/audit takes follow and lines"),
+        ("/audit?lines=1&lines=2", "appears twice"),
         ("/logs", "/logs needs a service"),
         ("/logs?follow=true", "/logs needs a service"),
         ("/logs?service=a&service=b", "appears twice"),

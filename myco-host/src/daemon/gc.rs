@@ -1,0 +1,162 @@
+//! The garbage collector's hands: reads how full the filesystem holding the Nix store is
+//! (statvfs) when `myco_core::executor::Gc` says a check is due, and runs the collection it asks
+//! for as `nice -n 19 ionice -c 3 nix-collect-garbage`, lowest CPU and idle I/O priority so the
+//! services on the box do not feel it. When to collect and what the output says are the core's.
+//!
+//! `nix-collect-garbage` runs without `-d`: deleting old profile generations is the owner's
+//! choice (it removes their rollbacks, and the system profile's boot entries on NixOS), not a
+//! daemon's. The store paths myco built are held by its own GC roots, current and previous
+//! output of each placed service, which this never deletes; everything else unrooted is garbage.
+
+use crate::flight::{Level, Logger};
+use crate::spawn::{self, Argv, Child, Output};
+use myco_core::executor::{Gc, GcDone, Outcome};
+use myco_core::time::Instant;
+use std::ffi::CStr;
+use std::io;
+use std::path::PathBuf;
+
+/// `NIX_REMOTE=daemon`: the store is changed by the Nix daemon, since this one's sandbox keeps
+/// `/nix` read-only (`ProtectSystem=strict`). PATH finds Nix on NixOS and on other systems.
+const ENV: [&CStr; 2] = [
+    c"PATH=/run/current-system/sw/bin:/nix/var/nix/profiles/default/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    c"NIX_REMOTE=daemon",
+];
+
+#[derive(Clone, Debug)]
+pub struct GcConfig {
+    /// The store whose filesystem is watched; no collection without it (a box without Nix).
+    pub store_dir: PathBuf,
+    /// The `nix-collect-garbage` to run.
+    pub collect_garbage: String,
+    /// Test hook (hidden flag `--store-usage-file`): the usage in permille is read from this
+    /// file instead of statvfs, so a test can fill a disk without filling one.
+    pub usage_file: Option<PathBuf>,
+}
+
+pub struct Collector {
+    pub core: Gc,
+    config: GcConfig,
+    argv: Argv,
+    output: Output,
+    job: Option<(Child, u64)>,
+    log: Logger,
+}
+
+impl Collector {
+    pub fn new(config: GcConfig, log: Logger) -> Collector {
+        Collector {
+            core: Gc::new(),
+            config,
+            argv: Argv::new(),
+            output: Output::new(),
+            job: None,
+            log,
+        }
+    }
+
+    /// One step: reap a finished collection, read the usage if due, start a collection if due.
+    /// Returns how a collection ended, for `/stream`.
+    pub fn step(&mut self, now: Instant) -> Option<GcDone> {
+        let mut done = None;
+        if let Some((child, token)) = self.job.as_mut() {
+            let exit = child.poll(&mut self.output)?;
+            let token = *token;
+            self.job = None;
+            let outcome = Outcome {
+                ok: exit.success(),
+                stdout: self.output.bytes(),
+            };
+            done = self.core.handle_gc_done(now, token, outcome);
+            self.log_done(done);
+        }
+        if self.core.check_due(now) {
+            match self.used_permille() {
+                Ok(used) => self.core.handle_store_usage(now, used),
+                // No store, no collection: the check is not due again for a minute.
+                Err(_) => self.core.handle_store_usage(now, 0),
+            }
+        }
+        if let Some(token) = self.core.poll_gc(now) {
+            self.start(token);
+        }
+        done
+    }
+
+    fn start(&mut self, token: u64) {
+        let argv = &mut self.argv;
+        argv.clear();
+        let full = "the nix-collect-garbage command line is fixed and fits";
+        for arg in ["nice", "-n", "19", "ionice", "-c", "3"] {
+            argv.push(&[arg.as_bytes()]).expect(full);
+        }
+        argv.push(&[self.config.collect_garbage.as_bytes()])
+            .expect(full);
+        self.output.clear();
+        let used = self.core.used_permille();
+        match spawn::spawn(argv, &ENV) {
+            Ok(child) => {
+                self.log.log(
+                    Level::Info,
+                    format_args!(
+                        "the Nix store's disk is {}.{}% full: collecting garbage",
+                        used / 10,
+                        used % 10
+                    ),
+                );
+                self.job = Some((child, token));
+            }
+            Err(e) => {
+                self.log.log(
+                    Level::Error,
+                    format_args!("cannot run nix-collect-garbage: {e}"),
+                );
+                let done = self.core.handle_gc_done(Instant(0), token, Outcome::FAILED);
+                assert!(done.is_some(), "the token was just issued");
+            }
+        }
+    }
+
+    fn log_done(&self, done: Option<GcDone>) {
+        match done {
+            Some(GcDone::Freed(f)) => self.log.log(
+                Level::Info,
+                format_args!(
+                    "garbage collected: {} store paths deleted, {} bytes freed",
+                    f.paths, f.bytes
+                ),
+            ),
+            Some(GcDone::Failed) => {
+                let out = String::from_utf8_lossy(self.output.bytes());
+                self.log.log(
+                    Level::Warning,
+                    format_args!(
+                        "nix-collect-garbage failed or did not say what it freed; trying again \
+                         later. It said: {}",
+                        out.trim()
+                    ),
+                );
+            }
+            None => {}
+        }
+    }
+
+    /// Permille of the store's filesystem in use, as `df` counts it (blocks not free to
+    /// unprivileged users are used).
+    fn used_permille(&self) -> io::Result<u16> {
+        if let Some(file) = &self.config.usage_file {
+            let text = std::fs::read_to_string(file)?;
+            return text.trim().parse().map_err(io::Error::other);
+        }
+        let stat = nix::sys::statvfs::statvfs(&self.config.store_dir)?;
+        let total = stat.blocks() as u64;
+        let avail = stat.blocks_available() as u64;
+        let free = stat.blocks_free() as u64;
+        let used = total.saturating_sub(free);
+        let usable = used + avail;
+        if usable == 0 {
+            return Ok(0);
+        }
+        Ok((used * 1000 / usable) as u16)
+    }
+}
