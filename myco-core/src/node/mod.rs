@@ -605,10 +605,7 @@ impl Node {
             if let Some(peer) = self.random_live_peer() {
                 let start = self.rng.below(self.members.list().len().max(1) as u64) as usize;
                 self.send_members_page(sink, peer, start);
-                let to = self.members.get(peer).map(|m| m.addr);
-                if let (Some(to), Some(status)) = (to, self.status_for_sync()) {
-                    self.out.send(sink, to, self.store.root(), status);
-                }
+                self.status_to_member(sink, peer);
             }
         }
         self.tick_status(now, sink);

@@ -212,8 +212,14 @@ impl Node {
         }
         let applied = self.members.apply(now, u, reporter);
         match applied {
-            Applied::Joined => sink.event(Event::MemberJoined(u.id)),
-            Applied::Changed(MemberState::Alive) => sink.event(Event::MemberAlive(u.id)),
+            Applied::Joined => {
+                sink.event(Event::MemberJoined(u.id));
+                self.status_to_member(sink, u.id);
+            }
+            Applied::Changed(MemberState::Alive) => {
+                sink.event(Event::MemberAlive(u.id));
+                self.status_to_member(sink, u.id);
+            }
             Applied::Changed(MemberState::Suspect) => sink.event(Event::MemberSuspect(u.id)),
             Applied::Changed(MemberState::Dead) => {
                 self.out.forget_peer(u.id);

@@ -1,8 +1,11 @@
 //! Status: what each node says of the services placed on it. The owner lists its placed services
 //! that are not running (running is the default) and versions the list; peers keep the highest
 //! version per member. A change is sent straight to every live member, again
-//! `STATUS_RESENDS` times a second apart, and a non-empty status also rides on the periodic
-//! membership push, so a lost frame delays a report but cannot hide it for long.
+//! `STATUS_RESENDS` times a second apart; every status (an "all running" one too) rides on the
+//! periodic membership push, and a member that joins or comes back alive is sent it at once. So
+//! a lost frame delays a report but cannot hide it for long, and a new member does not wait
+//! for the next change to hear it: a peer that holds no status of a box leaves the box out of
+//! DNS, so an "all running" status that never spread would hide a healthy box for good.
 //!
 //! The version must grow across restarts of the owner, which has no clock: the host passes a
 //! floor (its wall-clock seconds) with every report.
@@ -81,11 +84,19 @@ impl Node {
         self.push_status(sink);
     }
 
-    /// With the periodic membership push: a status that reports trouble is repeated, so a member
-    /// that missed every resend still hears of it.
+    /// With the periodic membership push: any status once reported is repeated, so a member
+    /// that missed every resend still hears of it, "all running" included.
     pub(super) fn status_for_sync(&self) -> Option<Message<'static>> {
-        let trouble = !self.status.units.is_empty() || self.status.more;
-        trouble.then(|| Message::Status(self.status.clone()))
+        (self.status.version > 0).then(|| Message::Status(self.status.clone()))
+    }
+
+    /// Member `id` joined or came back alive: it may have missed our last status (or never
+    /// heard one), so it gets it now rather than at the next change.
+    pub(super) fn status_to_member(&mut self, sink: &mut impl Sink, id: u64) {
+        let to = self.members.get(id).map(|m| m.addr);
+        if let (Some(to), Some(status)) = (to, self.status_for_sync()) {
+            self.out.send(sink, to, self.store.root(), status);
+        }
     }
 
     /// A member's status arrived (from the member itself: `sender` is authenticated).
