@@ -12,7 +12,9 @@
 //! 2. a unit file is never removed while its unit is enabled or active (disable before delete);
 //! 3. a node never has two commands in flight;
 //! 4. once status has spread, every node's DNS answer set for each service is exactly the placed
-//!    boxes whose unit runs (a box whose status overflowed is answered only for what it listed).
+//!    boxes whose unit runs (a box whose status overflowed is answered only for what it listed);
+//! 5. a box's status, as it reports it, never leaves out (so never lets peers count as running)
+//!    a placed service whose unit the box has not read as running.
 //!
 //! Nothing here allocates while stepping: tables are sized at boot; only the settle checks
 //! allocate, and the run leaves what they allocate out of the nodes' count.
@@ -186,10 +188,11 @@ impl Executors {
         }
         let b = &mut self.boxes[i];
         if b.executor.take_health_changed() {
-            let units = b.executor.not_running();
             // Simulated milliseconds stand in for the daemon's wall-clock floor: they grow across
             // a node's restarts, so its status versions do too.
-            node.set_status(Instant(now), now as u32, units, sink);
+            b.executor
+                .report_status(node, Instant(now), now as u32, sink);
+            check_status_truthful(node, &b.executor)?;
         }
         Ok(())
     }
@@ -226,7 +229,12 @@ impl Executors {
             let b = &self.boxes[i];
             !b.changed && b.executor.at_rest() && health_read(b)
         });
-        if !quiet {
+        // DNS is judged once every live node holds every live box's latest status; a status
+        // that never spreads fails the run at the settle deadline.
+        let spread = live
+            .iter()
+            .all(|&i| live.iter().all(|&j| status_current(nodes, i, j)));
+        if !quiet || !spread {
             return Ok(false);
         }
         check_enabled(nodes, live, &self.boxes)?;
@@ -328,6 +336,30 @@ fn check_one_in_flight(job: &Option<Job>) -> Result<(), String> {
     }
 }
 
+/// Invariant 5: a status just reported leaves out (so peers count as running) only the placed
+/// services whose unit the executor read as running; a status that overflowed (`more`) makes
+/// peers count what it leaves out as unknown, so it claims nothing.
+fn check_status_truthful(node: &Node, executor: &Executor) -> Result<(), String> {
+    let status = node.own_status();
+    if status.more {
+        return Ok(());
+    }
+    for (slot, _) in node.placed_here() {
+        let key = slot.key_hash;
+        let listed = status.units.iter().any(|(k, _)| k.0 == key);
+        let unit = executor.units().iter().find(|u| u.key == key);
+        let running = unit.is_some_and(|u| u.health == UnitHealth::Running);
+        if !listed && !running {
+            let health = unit.map_or("no unit", |u| u.health.name());
+            return Err(format!(
+                "node {}: its status says a placed service runs, but its unit is {health}",
+                node.id()
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Whether the executor's view of every unit is what the simulated systemd holds.
 fn health_read(b: &SimBox) -> bool {
     b.executor.units().iter().all(|u| {
@@ -372,11 +404,10 @@ fn check_enabled(nodes: &[Box<Node>], live: &[usize], boxes: &[SimBox]) -> Resul
     Ok(())
 }
 
-/// Invariant 4: every live node's DNS answers each service with exactly the placed boxes where
-/// its unit runs, among the judged boxes whose latest status it holds (a box whose status has
-/// not spread to it, or that nobody judges, such as an adversary's stolen box, is left out of
-/// both sides). A box whose status overflowed (`more`) is answered
-/// only for what it listed, by the core's rule.
+/// Invariant 4: every live node's DNS answers each service with exactly the placed live boxes
+/// where its unit runs, once every status has spread (`Executors::settled` waits for that). A
+/// box nobody judges, such as an adversary's stolen box, is left out of both sides. A box whose
+/// status overflowed (`more`) is answered only for what it listed, by the core's rule.
 fn check_dns(
     nodes: &[Box<Node>],
     live: &[usize],
@@ -409,7 +440,7 @@ fn check_dns(
                 .collect();
             let stale: HashSet<_> = placed
                 .iter()
-                .filter(|&&j| !live.contains(&j) || !status_current(nodes, i, j))
+                .filter(|&&j| !live.contains(&j))
                 .map(|&j| at(i, j))
                 .collect();
             let runs = |j: usize| {

@@ -34,11 +34,12 @@ pub use systemd::{parse_show, Shown, UnitHealth, SHOW_PROPERTIES};
 
 use crate::config::{
     COMMAND_RETRY_MS, HEALTH_AFTER_START_MS, HEALTH_INTERVAL_MS, NAME_BYTES_MAX,
-    RECONCILE_INTERVAL_MS, UNITS_MAX, UNITS_PER_COMMAND, UNIT_CHANGES_MAX, UNIT_PLAN_MAX,
+    RECONCILE_INTERVAL_MS, STATUS_UNITS_MAX, UNITS_MAX, UNITS_PER_COMMAND, UNIT_CHANGES_MAX,
+    UNIT_PLAN_MAX,
 };
 use crate::engine::{self, Action, Unit};
 use crate::hash::{digest, DOMAIN_ENTRY};
-use crate::node::Node;
+use crate::node::{Node, Sink};
 use crate::schema::entry::Entry;
 use crate::schema::message::UnitState;
 use crate::state::store::key_hash;
@@ -231,7 +232,8 @@ pub struct Executor {
     /// The next reconcile may not start before this (`RECONCILE_INTERVAL_MS` after the last),
     /// unless the last one left changes for the next round.
     next_reconcile_ms: u64,
-    /// A unit's health changed since the node was last told (`take_health_changed`).
+    /// A unit's health or the placement changed since the node was last told
+    /// (`take_health_changed`).
     health_changed: bool,
     next_health_ms: u64,
     /// Where the next `systemctl show` starts in `units`.
@@ -297,6 +299,9 @@ impl Executor {
     pub fn handle_placement_changed(&mut self) {
         self.dirty = true;
         self.idle_until_ms = 0;
+        // The status lists placed services without a unit as pending: it may change now,
+        // before any unit does.
+        self.health_changed = true;
     }
 
     /// The next command to run, if any is due. `None` while one is in flight.
@@ -376,11 +381,33 @@ impl Executor {
         core::mem::take(&mut self.health_changed)
     }
 
-    /// The units not running, as the node's status lists them (`Node::set_status`).
-    pub fn not_running(&self) -> impl Iterator<Item = (u64, UnitState)> + '_ {
-        self.units
-            .iter()
-            .filter_map(|u| Some((u.key, u.health.state()?)))
+    /// The services placed here that are not running, as the node's status lists them
+    /// (`Node::set_status`): an installed unit by its health, a placed service with no unit yet
+    /// (not written, or held back in `Keep` mode) as `Pending`. Peers read a placed service the
+    /// status leaves out as running, so only a unit systemd reports running may be left out.
+    pub fn not_running<'a>(
+        &'a self,
+        node: &'a Node,
+    ) -> impl Iterator<Item = (u64, UnitState)> + 'a {
+        node.placed_entries().filter_map(|(slot, _)| {
+            let key = slot.key_hash;
+            let unit = self.units.iter().find(|u| u.key == key);
+            unit.map_or(Some(UnitState::Pending), |u| u.health.state())
+                .map(|state| (key, state))
+        })
+    }
+
+    /// Reports [`Executor::not_running`] as `node`'s status (`Node::set_status`, which versions
+    /// only a change; `floor` as there). The list is gathered first, since the node changes.
+    pub fn report_status(&self, node: &mut Node, now: Instant, floor: u32, sink: &mut impl Sink) {
+        // One more than a status lists is enough for `set_status` to say `more`.
+        let mut units: Vec<(u64, UnitState), { STATUS_UNITS_MAX + 1 }> = Vec::new();
+        for unit in self.not_running(node) {
+            if units.push(unit).is_err() {
+                break;
+            }
+        }
+        node.set_status(now, floor, units.into_iter(), sink);
     }
 
     /// Units by health, in `UnitHealth::ALL` order.

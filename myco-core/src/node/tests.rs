@@ -39,7 +39,7 @@ fn operator() -> SigningKey {
     SigningKey::from_seed([7; 32]).unwrap()
 }
 
-fn node(wal_checkpoint_bytes: u64) -> Node {
+pub(crate) fn node(wal_checkpoint_bytes: u64) -> Node {
     node_with(1, &[], wal_checkpoint_bytes)
 }
 
@@ -394,7 +394,12 @@ fn an_all_running_status_spreads_after_lost_sends() {
     let mut a = node_with(1, &[addr_b], WAL_CHECKPOINT_BYTES);
     let mut b = node_with(2, &[addr_a], WAL_CHECKPOINT_BYTES);
     run_pair(&mut a, &mut b, 3_000, 0);
-    a.set_status(Instant(3_000), 100, core::iter::empty(), &mut Wire::default());
+    a.set_status(
+        Instant(3_000),
+        100,
+        core::iter::empty(),
+        &mut Wire::default(),
+    );
     // The first send and both resends go to wires nobody reads.
     for t in (3_000..5_500).step_by(10) {
         a.handle_tick(Instant(t), &mut Wire::default());
