@@ -15,6 +15,8 @@
 //! Invariants:
 //! - At most one command is in flight; its outcome carries the command's token, and an outcome
 //!   with any other token (a stale one) changes nothing.
+//! - A `systemctl` in flight for `SYSTEMCTL_TIMEOUT_MS` is cancelled ([`Executor::poll_cancel`]):
+//!   a hung systemd cannot stop the executor for good.
 //! - The unit table does not change while a command is in flight, so an outcome applies to the
 //!   units the command named (`systemctl` commands name the first `count` units that match).
 //! - A unit file is deleted only after `systemctl disable --now` of that unit succeeded: a failed
@@ -34,8 +36,8 @@ pub use systemd::{parse_show, Shown, UnitHealth, SHOW_PROPERTIES};
 
 use crate::config::{
     COMMAND_RETRY_MS, HEALTH_AFTER_START_MS, HEALTH_INTERVAL_MS, NAME_BYTES_MAX,
-    RECONCILE_INTERVAL_MS, STATUS_UNITS_MAX, UNITS_MAX, UNITS_PER_COMMAND, UNIT_CHANGES_MAX,
-    UNIT_PLAN_MAX,
+    RECONCILE_INTERVAL_MS, STATUS_UNITS_MAX, SYSTEMCTL_TIMEOUT_MS, UNITS_MAX, UNITS_PER_COMMAND,
+    UNIT_CHANGES_MAX, UNIT_PLAN_MAX,
 };
 use crate::engine::{self, Action, Unit};
 use crate::hash::{digest, DOMAIN_ENTRY};
@@ -217,6 +219,8 @@ struct InFlight {
     count: usize,
     /// For a write: the digest recorded when it succeeds.
     digest: u64,
+    /// When it was issued, for the `systemctl` timeout.
+    issued_ms: u64,
 }
 
 pub struct Executor {
@@ -329,7 +333,17 @@ impl Executor {
             };
             return None;
         };
-        Some(self.issue(step, node))
+        Some(self.issue(now, step, node))
+    }
+
+    /// The token of a `systemctl` in flight for `SYSTEMCTL_TIMEOUT_MS` or more: the host is to
+    /// kill it (its whole process group) and report it failed with that token, after which the
+    /// usual retry applies. Asked again until that report, so a host may poll it every step.
+    /// File work is never cancelled: it does not wait on systemd.
+    pub fn poll_cancel(&self, now: Instant) -> Option<u64> {
+        let f = self.in_flight.as_ref()?;
+        let overdue = now.0 >= f.issued_ms.saturating_add(SYSTEMCTL_TIMEOUT_MS);
+        (matches!(f.step, Step::Systemctl(_)) && overdue).then_some(f.token)
     }
 
     /// The command with token `token` ended. Returns false, changing nothing, for a stale token.
@@ -533,7 +547,7 @@ impl Executor {
         self.units.iter().any(|u| u.todo == todo)
     }
 
-    fn issue<'a>(&'a mut self, step: Step, node: &'a Node) -> Issued<'a> {
+    fn issue<'a>(&'a mut self, now: Instant, step: Step, node: &'a Node) -> Issued<'a> {
         let token = self.next_token;
         self.next_token += 1;
         let write = (step == Step::Write)
@@ -551,6 +565,7 @@ impl Executor {
             step,
             count,
             digest: write.map_or(0, |(entry, _)| unit_digest(entry)),
+            issued_ms: now.0,
         });
         let command = match step {
             Step::Write => {
