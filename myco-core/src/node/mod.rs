@@ -820,21 +820,34 @@ impl Node {
         sink: &mut impl Sink,
     ) {
         match msg {
-            Message::Ping { seq, me, updates } => {
+            Message::Ping {
+                seq,
+                me,
+                updates,
+                status_seen,
+            } => {
                 let joined = self.learn(now, from, sender, &me, &updates, sink);
                 let updates = self.piggyback_for(sender);
                 let ack = Message::Ack {
                     seq,
                     me: self.me(),
                     updates,
+                    status_seen: self.status_seen(from),
                 };
                 self.out.send(sink, from, self.store.root(), ack);
+                self.handle_status_seen(sink, from, status_seen);
                 if joined {
                     self.send_member_table(sink, from);
                 }
             }
-            Message::Ack { seq, me, updates } => {
+            Message::Ack {
+                seq,
+                me,
+                updates,
+                status_seen,
+            } => {
                 self.learn(now, from, sender, &me, &updates, sink);
+                self.handle_status_seen(sink, from, status_seen);
                 self.handle_ack(sink, seq);
             }
             Message::PingReq {

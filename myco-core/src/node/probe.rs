@@ -76,6 +76,7 @@ impl Node {
             seq: 0,
             me: self.me(),
             updates,
+            status_seen: self.status_seen(addr),
         };
         self.out.send(sink, addr, self.store.root(), msg);
     }
@@ -108,6 +109,7 @@ impl Node {
             seq,
             me: self.me(),
             updates,
+            status_seen: self.status_seen(to),
         };
         self.out.send(sink, to, self.store.root(), msg);
     }
@@ -212,14 +214,8 @@ impl Node {
         }
         let applied = self.members.apply(now, u, reporter);
         match applied {
-            Applied::Joined => {
-                sink.event(Event::MemberJoined(u.id));
-                self.status_to_member(sink, u.id);
-            }
-            Applied::Changed(MemberState::Alive) => {
-                sink.event(Event::MemberAlive(u.id));
-                self.status_to_member(sink, u.id);
-            }
+            Applied::Joined => sink.event(Event::MemberJoined(u.id)),
+            Applied::Changed(MemberState::Alive) => sink.event(Event::MemberAlive(u.id)),
             Applied::Changed(MemberState::Suspect) => sink.event(Event::MemberSuspect(u.id)),
             Applied::Changed(MemberState::Dead) => {
                 self.out.forget_peer(u.id);
@@ -283,6 +279,7 @@ impl Node {
                 seq: r.origin_seq,
                 me: self.me(),
                 updates,
+                status_seen: self.status_seen(r.origin),
             };
             self.out.send(sink, r.origin, self.store.root(), ack);
         }

@@ -383,8 +383,8 @@ fn status_spreads_and_only_grows() {
     assert!(b.status_of(a.id()).unwrap().units.is_empty());
 }
 
-/// An "all running" status whose every send was lost still reaches the peer, with the periodic
-/// membership push: a peer that never hears a box's status leaves the box out of DNS.
+/// An "all running" status whose every send was lost still reaches the peer, by the probes'
+/// `status_seen`: a peer that never hears a box's status leaves the box out of DNS.
 #[test]
 fn an_all_running_status_spreads_after_lost_sends() {
     let (addr_a, addr_b) = (
@@ -406,17 +406,15 @@ fn an_all_running_status_spreads_after_lost_sends() {
     }
     assert!(b.status_of(a.id()).is_none(), "every send was lost");
     run_pair(&mut a, &mut b, 2_500, 5_500);
-    let seen = b.status_of(a.id()).expect("the membership push carried it");
+    let seen = b.status_of(a.id()).expect("a probe exchange brought it");
     assert_eq!((seen.version, seen.units.len()), (100, 0));
 }
 
-/// A status set before a peer joined reaches it when it joins, before any membership push.
+/// A status set before a peer joined reaches it when it joins (its first ping says it holds
+/// none), before any membership push.
 #[test]
 fn a_new_member_hears_the_status_when_it_joins() {
-    let (addr_a, addr_b) = (
-        PeerAddr::v4([127, 0, 0, 1], 1),
-        PeerAddr::v4([127, 0, 0, 2], 1),
-    );
+    let addr_a = PeerAddr::v4([127, 0, 0, 1], 1);
     let mut a = node_with(1, &[], WAL_CHECKPOINT_BYTES);
     let mut b = node_with(2, &[addr_a], WAL_CHECKPOINT_BYTES);
     a.set_status(Instant(0), 100, core::iter::empty(), &mut Wire::default());
