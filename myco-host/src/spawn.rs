@@ -5,7 +5,7 @@
 
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
-use nix::sys::signal::{kill, Signal};
+use nix::sys::signal::{kill, killpg, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{pipe2, Pid};
 use std::io;
@@ -130,7 +130,8 @@ impl Default for Output {
 }
 
 /// Starts `argv[0]` (searched in PATH) with `argv`, stdin from /dev/null, stdout into a pipe,
-/// stderr inherited (the daemon's journal), and an environment of only `env` (`KEY=value`).
+/// stderr inherited (the daemon's journal), and an environment of only `env` (`KEY=value`), in
+/// a process group of its own, so [`Child::kill_group`] reaches whatever it started too.
 pub fn spawn(argv: &Argv, env: &[&std::ffi::CStr]) -> io::Result<Child> {
     assert!(!argv.is_empty());
     let mut ptrs: [*mut libc::c_char; ARGS_MAX] = [std::ptr::null_mut(); ARGS_MAX];
@@ -147,10 +148,24 @@ pub fn spawn(argv: &Argv, env: &[&std::ffi::CStr]) -> io::Result<Child> {
     // every pointer handed to posix_spawnp points into `argv`, `ptrs`, `env` or `envp`, which
     // outlive the call (the child gets copies at exec).
     unsafe {
+        let mut attr: libc::posix_spawnattr_t = std::mem::zeroed();
+        check(libc::posix_spawnattr_init(&mut attr))?;
+        let mut result =
+            libc::posix_spawnattr_setflags(&mut attr, libc::POSIX_SPAWN_SETPGROUP as _);
+        if result == 0 {
+            result = libc::posix_spawnattr_setpgroup(&mut attr, 0);
+        }
+        if result != 0 {
+            libc::posix_spawnattr_destroy(&mut attr);
+            return Err(io::Error::from_raw_os_error(result));
+        }
         let mut actions: libc::posix_spawn_file_actions_t = std::mem::zeroed();
-        check(libc::posix_spawn_file_actions_init(&mut actions))?;
+        if let Err(e) = check(libc::posix_spawn_file_actions_init(&mut actions)) {
+            libc::posix_spawnattr_destroy(&mut attr);
+            return Err(e);
+        }
         let devnull = c"/dev/null";
-        let mut result = libc::posix_spawn_file_actions_addopen(
+        result = libc::posix_spawn_file_actions_addopen(
             &mut actions,
             0,
             devnull.as_ptr(),
@@ -166,12 +181,13 @@ pub fn spawn(argv: &Argv, env: &[&std::ffi::CStr]) -> io::Result<Child> {
                 &mut pid,
                 ptrs[0],
                 &actions,
-                std::ptr::null(),
+                &attr,
                 ptrs.as_ptr(),
                 envp.as_ptr(),
             );
         }
         libc::posix_spawn_file_actions_destroy(&mut actions);
+        libc::posix_spawnattr_destroy(&mut attr);
         check(result)?;
         drop(write);
         Ok(Child { pid, stdout: read })
@@ -239,6 +255,14 @@ impl Child {
         // Our own child, not yet reaped, so the pid is still ours. A child that already exited
         // (a zombie) takes the signal harmlessly; there is nothing else to do about a failure.
         let _ = kill(Pid::from_raw(self.pid), Signal::SIGTERM);
+    }
+
+    /// Kills the child and every process in its group (what it started) with SIGKILL: for a
+    /// command that hung, which may ignore SIGTERM. It is still to be reaped with `poll`.
+    pub fn kill_group(&mut self) {
+        // The child leads its own group (`spawn`) and is not reaped yet, so the group id is
+        // still ours to signal; a group already gone leaves nothing to do.
+        let _ = killpg(Pid::from_raw(self.pid), Signal::SIGKILL);
     }
 
     /// Ends the child and waits for it, so no zombie is left: for children that exit at once on
