@@ -540,6 +540,7 @@ mod tests {
         let running = Some(Job {
             token: 7,
             verb: Verb::Enable,
+            issued_at: 0,
             done_at: 0,
             ok: true,
         });
