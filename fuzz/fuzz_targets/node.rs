@@ -443,10 +443,21 @@ fn message<'b>(
             for _ in 0..input.u8() % 9 {
                 let _ = updates.push(ids.update(input));
             }
+            let status_seen = u32::from(input.u8());
             if input.u8() % 2 == 0 {
-                Message::Ping { seq, me, updates }
+                Message::Ping {
+                    seq,
+                    me,
+                    updates,
+                    status_seen,
+                }
             } else {
-                Message::Ack { seq, me, updates }
+                Message::Ack {
+                    seq,
+                    me,
+                    updates,
+                    status_seen,
+                }
             }
         }
         2 => {

@@ -209,6 +209,11 @@ pub const HEALTH_INTERVAL_MS: u64 = 5_000;
 pub const HEALTH_AFTER_START_MS: u64 = 1_000;
 /// After a failed command, the executor waits this long before the next `systemctl`.
 pub const COMMAND_RETRY_MS: u64 = 5_000;
+/// A `systemctl` still running after this long is hung (systemd stuck, a unit's stop job that
+/// never ends): the host is told to kill it, and it fails and is retried like any failed command.
+/// Generous, since a `disable --now` legitimately waits for units to stop (systemd's default stop
+/// timeout is 90 s per unit, but units run in parallel and ours are short-lived).
+pub const SYSTEMCTL_TIMEOUT_MS: u64 = 60_000;
 
 // Nix store garbage collection (`executor::gc`). Usage is in permille of the filesystem that
 // holds `/nix/store`, as statvfs reports it.

@@ -5,7 +5,7 @@
 
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
-use nix::sys::signal::{kill, Signal};
+use nix::sys::signal::{kill, killpg, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{pipe2, Pid};
 use std::io;
@@ -129,8 +129,35 @@ impl Default for Output {
     }
 }
 
+/// The child's attributes: it leads a process group of its own, so `kill_group` ends what it
+/// started too; and its signal mask is empty. The daemon blocks SIGTERM and SIGINT for its
+/// signalfd, and a blocked mask is inherited: without an empty one the child could not be ended
+/// by `kill` (a `tail -F` behind `/audit` would never exit, and `kill_and_reap` would wait for it
+/// forever). Returns posix_spawnattr's error number, 0 on success.
+///
+/// # Safety
+/// `attr` was initialised by `posix_spawnattr_init` and not yet destroyed.
+unsafe fn set_attributes(attr: &mut libc::posix_spawnattr_t) -> libc::c_int {
+    let flags = libc::POSIX_SPAWN_SETPGROUP | libc::POSIX_SPAWN_SETSIGMASK;
+    // SAFETY: `attr` is initialised (the caller's contract) and `empty` is a valid, initialised
+    // signal set for the duration of the calls, which copy it.
+    unsafe {
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        let mut result = libc::posix_spawnattr_setflags(attr, flags as _);
+        if result == 0 {
+            result = libc::posix_spawnattr_setpgroup(attr, 0);
+        }
+        if result == 0 {
+            result = libc::posix_spawnattr_setsigmask(attr, &empty);
+        }
+        result
+    }
+}
+
 /// Starts `argv[0]` (searched in PATH) with `argv`, stdin from /dev/null, stdout into a pipe,
-/// stderr inherited (the daemon's journal), and an environment of only `env` (`KEY=value`).
+/// stderr inherited (the daemon's journal), and an environment of only `env` (`KEY=value`), in
+/// a process group of its own, so [`Child::kill_group`] reaches whatever it started too.
 pub fn spawn(argv: &Argv, env: &[&std::ffi::CStr]) -> io::Result<Child> {
     assert!(!argv.is_empty());
     let mut ptrs: [*mut libc::c_char; ARGS_MAX] = [std::ptr::null_mut(); ARGS_MAX];
@@ -147,10 +174,20 @@ pub fn spawn(argv: &Argv, env: &[&std::ffi::CStr]) -> io::Result<Child> {
     // every pointer handed to posix_spawnp points into `argv`, `ptrs`, `env`, `envp` or the
     // attributes' signal set, which outlive the call (the child gets copies at exec).
     unsafe {
+        let mut attr: libc::posix_spawnattr_t = std::mem::zeroed();
+        check(libc::posix_spawnattr_init(&mut attr))?;
+        let mut result = set_attributes(&mut attr);
+        if result != 0 {
+            libc::posix_spawnattr_destroy(&mut attr);
+            return Err(io::Error::from_raw_os_error(result));
+        }
         let mut actions: libc::posix_spawn_file_actions_t = std::mem::zeroed();
-        check(libc::posix_spawn_file_actions_init(&mut actions))?;
+        if let Err(e) = check(libc::posix_spawn_file_actions_init(&mut actions)) {
+            libc::posix_spawnattr_destroy(&mut attr);
+            return Err(e);
+        }
         let devnull = c"/dev/null";
-        let mut result = libc::posix_spawn_file_actions_addopen(
+        result = libc::posix_spawn_file_actions_addopen(
             &mut actions,
             0,
             devnull.as_ptr(),
@@ -159,19 +196,6 @@ pub fn spawn(argv: &Argv, env: &[&std::ffi::CStr]) -> io::Result<Child> {
         );
         if result == 0 {
             result = libc::posix_spawn_file_actions_adddup2(&mut actions, write.as_raw_fd(), 1);
-        }
-        // The daemon blocks SIGTERM and SIGINT for its signalfd, and a blocked mask is
-        // inherited: without an empty one the child could not be ended by `kill` (a `tail -F`
-        // behind `/audit` would never exit, and `kill_and_reap` would wait for it forever).
-        let mut attr: libc::posix_spawnattr_t = std::mem::zeroed();
-        check(libc::posix_spawnattr_init(&mut attr))?;
-        let mut empty: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut empty);
-        if result == 0 {
-            result = libc::posix_spawnattr_setsigmask(&mut attr, &empty);
-        }
-        if result == 0 {
-            result = libc::posix_spawnattr_setflags(&mut attr, libc::POSIX_SPAWN_SETSIGMASK as _);
         }
         let mut pid = 0;
         if result == 0 {
@@ -186,6 +210,7 @@ pub fn spawn(argv: &Argv, env: &[&std::ffi::CStr]) -> io::Result<Child> {
         }
         libc::posix_spawnattr_destroy(&mut attr);
         libc::posix_spawn_file_actions_destroy(&mut actions);
+        libc::posix_spawnattr_destroy(&mut attr);
         check(result)?;
         drop(write);
         Ok(Child { pid, stdout: read })
@@ -253,6 +278,14 @@ impl Child {
         // Our own child, not yet reaped, so the pid is still ours. A child that already exited
         // (a zombie) takes the signal harmlessly; there is nothing else to do about a failure.
         let _ = kill(Pid::from_raw(self.pid), Signal::SIGTERM);
+    }
+
+    /// Kills the child and every process in its group (what it started) with SIGKILL: for a
+    /// command that hung, which may ignore SIGTERM. It is still to be reaped with `poll`.
+    pub fn kill_group(&mut self) {
+        // The child leads its own group (`spawn`) and is not reaped yet, so the group id is
+        // still ours to signal; a group already gone leaves nothing to do.
+        let _ = killpg(Pid::from_raw(self.pid), Signal::SIGKILL);
     }
 
     /// Ends the child and waits for it, so no zombie is left: for children that exit at once on

@@ -4,21 +4,28 @@
 //! The simulated systemd keeps, per node, the unit files, the enabled set and each unit's active
 //! state. Faults are drawn from the seed: a unit that fails to start or crash-loops (decided per
 //! node and unit, so it behaves the same on every start), and a `systemctl` that fails or hangs
-//! for `HANG_MS` and then fails. A failed command changes nothing.
+//! until the executor cancels it (the host then kills it, and it fails). A failed command
+//! changes nothing.
 //!
-//! Invariants, each a safety failure (checked by `invariants/executors.rs`):
+//! Invariants, each a safety failure:
 //! 1. once converged and settled, every placed service is enabled on exactly its placed live
 //!    boxes, and no unit is ever enabled while already enabled (enabled exactly once);
 //! 2. a unit file is never removed while its unit is enabled or active (disable before delete);
 //! 3. a node never has two commands in flight;
 //! 4. once status has spread, every node's DNS answer set for each service is exactly the placed
-//!    boxes whose unit runs (a box whose status overflowed is answered only for what it listed).
+//!    boxes whose unit runs (a box whose status overflowed is answered only for what it listed);
+//! 5. a box's status, as it reports it, never leaves out (so never lets peers count as running)
+//!    a placed service whose unit the box has not read as running;
+//! 6. a hung `systemctl` is cancelled within `CANCEL_SLACK_MS` of `SYSTEMCTL_TIMEOUT_MS`.
 //!
 //! Nothing here allocates while stepping: tables are sized at boot; only the settle checks
 //! allocate, and the run leaves what they allocate out of the nodes' count.
 
-use crate::invariants::executors::{check_dns, check_enabled, check_one_in_flight, check_remove};
-use myco_core::config::UNITS_PER_COMMAND;
+use crate::invariants::executors::{
+    check_dns, check_enabled, check_one_in_flight, check_remove, check_status_truthful,
+    status_current,
+};
+use myco_core::config::{SYSTEMCTL_TIMEOUT_MS, UNITS_PER_COMMAND};
 use myco_core::executor::{Command, Executor, Outcome, UnitHealth, Verb};
 use myco_core::random::Prng;
 use myco_core::state::store::key_hash;
@@ -27,8 +34,9 @@ use myco_core::{Instant, Node};
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
-/// How long a hanging `systemctl` takes before it fails.
-pub const HANG_MS: u64 = 20_000;
+/// How late past `SYSTEMCTL_TIMEOUT_MS` the cancel of a hung `systemctl` may come: the
+/// executor is stepped every tick, far more often.
+const CANCEL_SLACK_MS: u64 = 1_000;
 
 /// A unit as the simulated systemd holds it.
 #[derive(Clone, Copy, Debug, Default)]
@@ -45,6 +53,8 @@ pub(crate) struct SimUnit {
 pub(crate) struct Job {
     pub(crate) token: u64,
     pub(crate) verb: Verb,
+    pub(crate) issued_at: u64,
+    /// `u64::MAX` for a hung one: it ends only when cancelled.
     pub(crate) done_at: u64,
     pub(crate) ok: bool,
 }
@@ -73,8 +83,9 @@ pub struct Executors {
     unit_fault_ppm: u64,
     systemctl_fault_ppm: u64,
     stdout: String,
-    /// Commands run and settle checks passed, for the report.
+    /// Commands run, hung commands cancelled and settle checks passed, for the report.
     pub commands: u64,
+    pub cancelled: u64,
     pub checks: u64,
 }
 
@@ -104,6 +115,7 @@ impl Executors {
             stdout: String::with_capacity(UNITS_PER_COMMAND * 192),
             peers: nodes > 1,
             commands: 0,
+            cancelled: 0,
             checks: 0,
         }
     }
@@ -168,12 +180,13 @@ impl Executors {
                     }
                 }
                 Command::Systemctl { verb, units } => {
-                    let done_at = now + if hang { HANG_MS } else { latency_ms };
+                    let done_at = if hang { u64::MAX } else { now + latency_ms };
                     b.job_units.clear();
                     b.job_units.extend(units);
                     b.job = Some(Job {
                         token,
                         verb,
+                        issued_at: now,
                         done_at,
                         ok: !fault,
                     });
@@ -185,10 +198,11 @@ impl Executors {
         }
         let b = &mut self.boxes[i];
         if b.executor.take_health_changed() {
-            let units = b.executor.not_running();
             // Simulated milliseconds stand in for the daemon's wall-clock floor: they grow across
             // a node's restarts, so its status versions do too.
-            node.set_status(Instant(now), now as u32, units, sink);
+            b.executor
+                .report_status(node, Instant(now), now as u32, sink);
+            check_status_truthful(node, &b.executor)?;
         }
         Ok(())
     }
@@ -196,6 +210,7 @@ impl Executors {
     /// Ends node `i`'s `systemctl` if it is due: a successful one acts on the simulated systemd,
     /// a failed one changes nothing; either way the executor hears of it.
     fn finish_job(&mut self, i: usize, now: u64) -> Result<(), String> {
+        self.cancel_job(i, now)?;
         let b = &mut self.boxes[i];
         if b.job.as_ref().is_none_or(|j| j.done_at > now) {
             return Ok(());
@@ -213,6 +228,28 @@ impl Executors {
         Ok(())
     }
 
+    /// Ends node `i`'s `systemctl` now, failed, if the executor cancels it (the host kills it);
+    /// invariant 6: a hung one is cancelled in time.
+    fn cancel_job(&mut self, i: usize, now: u64) -> Result<(), String> {
+        let b = &mut self.boxes[i];
+        let Some(job) = b.job.as_mut() else {
+            return Ok(());
+        };
+        if b.executor.poll_cancel(Instant(now)) == Some(job.token) {
+            job.done_at = now;
+            job.ok = false;
+            self.cancelled += 1;
+        } else if now > job.issued_at + SYSTEMCTL_TIMEOUT_MS + CANCEL_SLACK_MS {
+            return Err(format!(
+                "node {i}: {} (token {}) has run {} ms and was not cancelled",
+                job.verb.name(),
+                job.token,
+                now - job.issued_at
+            ));
+        }
+        Ok(())
+    }
+
     /// Whether every live executor is at rest with health read back; then checks invariants 1
     /// and 4 on the live nodes `live` (which agree on placement) and returns true.
     pub fn settled(
@@ -225,7 +262,12 @@ impl Executors {
             let b = &self.boxes[i];
             !b.changed && b.executor.at_rest() && health_read(b)
         });
-        if !quiet {
+        // DNS is judged once every live node holds every live box's latest status; a status
+        // that never spreads fails the run at the settle deadline.
+        let spread = live
+            .iter()
+            .all(|&i| live.iter().all(|&j| status_current(nodes, i, j)));
+        if !quiet || !spread {
             return Ok(false);
         }
         check_enabled(nodes, live, &self.boxes)?;

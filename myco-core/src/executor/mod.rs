@@ -15,6 +15,8 @@
 //! Invariants:
 //! - At most one command is in flight; its outcome carries the command's token, and an outcome
 //!   with any other token (a stale one) changes nothing.
+//! - A `systemctl` in flight for `SYSTEMCTL_TIMEOUT_MS` is cancelled ([`Executor::poll_cancel`]):
+//!   a hung systemd cannot stop the executor for good.
 //! - The unit table does not change while a command is in flight, so an outcome applies to the
 //!   units the command named (`systemctl` commands name the first `count` units that match).
 //! - A unit file is deleted only after `systemctl disable --now` of that unit succeeded: a failed
@@ -37,10 +39,11 @@ pub use systemd::{parse_show, Shown, UnitHealth, SHOW_PROPERTIES};
 
 use crate::config::{
     COMMAND_RETRY_MS, HEALTH_AFTER_START_MS, HEALTH_INTERVAL_MS, NAME_BYTES_MAX,
-    RECONCILE_INTERVAL_MS, UNITS_MAX, UNITS_PER_COMMAND, UNIT_CHANGES_MAX, UNIT_PLAN_MAX,
+    RECONCILE_INTERVAL_MS, STATUS_UNITS_MAX, SYSTEMCTL_TIMEOUT_MS, UNITS_MAX, UNITS_PER_COMMAND,
+    UNIT_CHANGES_MAX, UNIT_PLAN_MAX,
 };
 use crate::hash::{digest, DOMAIN_ENTRY};
-use crate::node::Node;
+use crate::node::{Node, Sink};
 use crate::schema::entry::Entry;
 use crate::schema::message::UnitState;
 use crate::state::store::key_hash;
@@ -219,6 +222,8 @@ struct InFlight {
     count: usize,
     /// For a write: the digest recorded when it succeeds.
     digest: u64,
+    /// When it was issued, for the `systemctl` timeout.
+    issued_ms: u64,
 }
 
 pub struct Executor {
@@ -234,7 +239,8 @@ pub struct Executor {
     /// The next reconcile may not start before this (`RECONCILE_INTERVAL_MS` after the last),
     /// unless the last one left changes for the next round.
     next_reconcile_ms: u64,
-    /// A unit's health changed since the node was last told (`take_health_changed`).
+    /// A unit's health or the placement changed since the node was last told
+    /// (`take_health_changed`).
     health_changed: bool,
     next_health_ms: u64,
     /// Where the next `systemctl show` starts in `units`.
@@ -300,6 +306,9 @@ impl Executor {
     pub fn handle_placement_changed(&mut self) {
         self.dirty = true;
         self.idle_until_ms = 0;
+        // The status lists placed services without a unit as pending: it may change now,
+        // before any unit does.
+        self.health_changed = true;
     }
 
     /// The next command to run, if any is due. `None` while one is in flight.
@@ -327,7 +336,17 @@ impl Executor {
             };
             return None;
         };
-        Some(self.issue(step, node))
+        Some(self.issue(now, step, node))
+    }
+
+    /// The token of a `systemctl` in flight for `SYSTEMCTL_TIMEOUT_MS` or more: the host is to
+    /// kill it (its whole process group) and report it failed with that token, after which the
+    /// usual retry applies. Asked again until that report, so a host may poll it every step.
+    /// File work is never cancelled: it does not wait on systemd.
+    pub fn poll_cancel(&self, now: Instant) -> Option<u64> {
+        let f = self.in_flight.as_ref()?;
+        let overdue = now.0 >= f.issued_ms.saturating_add(SYSTEMCTL_TIMEOUT_MS);
+        (matches!(f.step, Step::Systemctl(_)) && overdue).then_some(f.token)
     }
 
     /// The command with token `token` ended. Returns false, changing nothing, for a stale token.
@@ -379,11 +398,33 @@ impl Executor {
         core::mem::take(&mut self.health_changed)
     }
 
-    /// The units not running, as the node's status lists them (`Node::set_status`).
-    pub fn not_running(&self) -> impl Iterator<Item = (u64, UnitState)> + '_ {
-        self.units
-            .iter()
-            .filter_map(|u| Some((u.key, u.health.state()?)))
+    /// The services placed here that are not running, as the node's status lists them
+    /// (`Node::set_status`): an installed unit by its health, a placed service with no unit yet
+    /// (not written, or held back in `Keep` mode) as `Pending`. Peers read a placed service the
+    /// status leaves out as running, so only a unit systemd reports running may be left out.
+    pub fn not_running<'a>(
+        &'a self,
+        node: &'a Node,
+    ) -> impl Iterator<Item = (u64, UnitState)> + 'a {
+        node.placed_entries().filter_map(|(slot, _)| {
+            let key = slot.key_hash;
+            let unit = self.units.iter().find(|u| u.key == key);
+            unit.map_or(Some(UnitState::Pending), |u| u.health.state())
+                .map(|state| (key, state))
+        })
+    }
+
+    /// Reports [`Executor::not_running`] as `node`'s status (`Node::set_status`, which versions
+    /// only a change; `floor` as there). The list is gathered first, since the node changes.
+    pub fn report_status(&self, node: &mut Node, now: Instant, floor: u32, sink: &mut impl Sink) {
+        // One more than a status lists is enough for `set_status` to say `more`.
+        let mut units: Vec<(u64, UnitState), { STATUS_UNITS_MAX + 1 }> = Vec::new();
+        for unit in self.not_running(node) {
+            if units.push(unit).is_err() {
+                break;
+            }
+        }
+        node.set_status(now, floor, units.into_iter(), sink);
     }
 
     /// Units by health, in `UnitHealth::ALL` order.
@@ -509,7 +550,7 @@ impl Executor {
         self.units.iter().any(|u| u.todo == todo)
     }
 
-    fn issue<'a>(&'a mut self, step: Step, node: &'a Node) -> Issued<'a> {
+    fn issue<'a>(&'a mut self, now: Instant, step: Step, node: &'a Node) -> Issued<'a> {
         let token = self.next_token;
         self.next_token += 1;
         let write = (step == Step::Write)
@@ -527,6 +568,7 @@ impl Executor {
             step,
             count,
             digest: write.map_or(0, |(entry, _)| unit_digest(entry)),
+            issued_ms: now.0,
         });
         let command = match step {
             Step::Write => {

@@ -2,8 +2,8 @@
 //! API's `/services` and `*.myco` DNS give, so the simulator checks what clients are told.
 //!
 //! A node's own units are as its executor last read them; a peer's are as its gossiped status
-//! says, where a placed service it does not list is running (a status lists only the units that
-//! are not). Nothing here changes state.
+//! says, where a placed service it does not list is running (a status lists every placed service
+//! that is not, a service with no unit yet as pending). Nothing here changes state.
 
 use super::{Executor, UnitHealth};
 use crate::dns::Directory;

@@ -42,7 +42,7 @@ fn health_maps_to_the_wire_and_back() {
 }
 
 /// An outcome without a command in flight, or with another token, changes nothing; units found
-/// at boot are known once and start pending.
+/// at boot are known once and start pending, and one not placed here is not in the status.
 #[test]
 fn stale_outcomes_and_boot_units() {
     let mut e = Executor::new(false);
@@ -55,5 +55,44 @@ fn stale_outcomes_and_boot_units() {
         Some((7, UnitHealth::Pending))
     );
     assert_eq!(e.census()[UnitHealth::Pending.index()], 1);
-    assert_eq!(e.not_running().count(), 1);
+    let node = crate::node::tests::node(crate::config::WAL_CHECKPOINT_BYTES);
+    assert_eq!(e.not_running(&node).count(), 0);
+}
+
+/// A `systemctl` in flight for `SYSTEMCTL_TIMEOUT_MS` is to be cancelled, and asked again until
+/// its outcome arrives; the failure then waits out the usual retry.
+#[test]
+fn a_hung_systemctl_is_cancelled() {
+    use crate::config::{COMMAND_RETRY_MS, SYSTEMCTL_TIMEOUT_MS, WAL_CHECKPOINT_BYTES};
+    let node = crate::node::tests::node(WAL_CHECKPOINT_BYTES);
+    let mut e = Executor::new(false);
+    // A unit left from an earlier run and placed nowhere now: it is to be disabled.
+    assert!(e.handle_installed("web", 7));
+    let issued = e.poll_command(Instant(0), &node).expect("a disable is due");
+    let token = issued.token;
+    assert!(matches!(
+        issued.command,
+        Command::Systemctl {
+            verb: Verb::Disable,
+            ..
+        }
+    ));
+    assert_eq!(e.poll_cancel(Instant(SYSTEMCTL_TIMEOUT_MS - 1)), None);
+    assert_eq!(e.poll_cancel(Instant(SYSTEMCTL_TIMEOUT_MS)), Some(token));
+    assert_eq!(
+        e.poll_cancel(Instant(SYSTEMCTL_TIMEOUT_MS + 10)),
+        Some(token)
+    );
+    let killed_at = Instant(SYSTEMCTL_TIMEOUT_MS + 10);
+    assert!(e.handle_command_done(killed_at, token, Outcome::FAILED));
+    assert_eq!(e.poll_cancel(killed_at), None);
+    assert_eq!(e.stats.systemctl_failures, 1);
+    assert!(
+        e.poll_command(killed_at, &node).is_none(),
+        "waits out the retry"
+    );
+    let retry = Instant(killed_at.0 + COMMAND_RETRY_MS);
+    assert!(e
+        .poll_command(retry, &node)
+        .is_some_and(|i| i.token != token));
 }

@@ -605,10 +605,7 @@ impl Node {
             if let Some(peer) = self.random_live_peer() {
                 let start = self.rng.below(self.members.list().len().max(1) as u64) as usize;
                 self.send_members_page(sink, peer, start);
-                let to = self.members.get(peer).map(|m| m.addr);
-                if let (Some(to), Some(status)) = (to, self.status_for_sync()) {
-                    self.out.send(sink, to, self.store.root(), status);
-                }
+                self.status_to_member(sink, peer);
             }
         }
         self.tick_status(now, sink);
@@ -814,6 +811,53 @@ impl Node {
         sink.event(Event::Refused(why));
     }
 
+    /// Acks a ping (with what we hold of the sender's status), sends the sender our status if it
+    /// holds an older one, and the member table to a member that just joined.
+    fn answer_ping(
+        &mut self,
+        sink: &mut impl Sink,
+        from: PeerAddr,
+        sender: u64,
+        seq: u32,
+        status_seen: u32,
+        joined: bool,
+    ) {
+        let updates = self.piggyback_for(sender);
+        let ack = Message::Ack {
+            seq,
+            me: self.me(),
+            updates,
+            status_seen: self.status_seen(from),
+        };
+        self.out.send(sink, from, self.store.root(), ack);
+        self.handle_status_seen(sink, from, status_seen);
+        if joined {
+            self.send_member_table(sink, from);
+        }
+    }
+
+    /// Probes `target_addr` for the member at `from` that asked (an indirect probe).
+    fn relay_ping(
+        &mut self,
+        now: Instant,
+        sink: &mut impl Sink,
+        from: PeerAddr,
+        seq: u32,
+        target_addr: PeerAddr,
+    ) {
+        self.seq = self.seq.wrapping_add(1);
+        let relay = Relay {
+            seq: self.seq,
+            origin: from,
+            origin_seq: seq,
+            expires: now.add_ms(PROBE_INTERVAL_MS),
+        };
+        // A full relay table refuses new relays; the origin's other helpers still try.
+        if self.relays.push(relay).is_ok() {
+            self.send_ping(sink, target_addr, self.seq);
+        }
+    }
+
     fn dispatch(
         &mut self,
         now: Instant,
@@ -823,40 +867,30 @@ impl Node {
         sink: &mut impl Sink,
     ) {
         match msg {
-            Message::Ping { seq, me, updates } => {
+            Message::Ping {
+                seq,
+                me,
+                updates,
+                status_seen,
+            } => {
                 let joined = self.learn(now, from, sender, &me, &updates, sink);
-                let updates = self.piggyback_for(sender);
-                let ack = Message::Ack {
-                    seq,
-                    me: self.me(),
-                    updates,
-                };
-                self.out.send(sink, from, self.store.root(), ack);
-                if joined {
-                    self.send_member_table(sink, from);
-                }
+                self.answer_ping(sink, from, sender, seq, status_seen, joined);
             }
-            Message::Ack { seq, me, updates } => {
+            Message::Ack {
+                seq,
+                me,
+                updates,
+                status_seen,
+            } => {
                 self.learn(now, from, sender, &me, &updates, sink);
+                self.handle_status_seen(sink, from, status_seen);
                 self.handle_ack(sink, seq);
             }
             Message::PingReq {
                 seq,
                 target: _,
                 target_addr,
-            } => {
-                self.seq = self.seq.wrapping_add(1);
-                let relay = Relay {
-                    seq: self.seq,
-                    origin: from,
-                    origin_seq: seq,
-                    expires: now.add_ms(PROBE_INTERVAL_MS),
-                };
-                // A full relay table refuses new relays; the origin's other helpers still try.
-                if self.relays.push(relay).is_ok() {
-                    self.send_ping(sink, target_addr, self.seq);
-                }
-            }
+            } => self.relay_ping(now, sink, from, seq, target_addr),
             Message::Members { list } => {
                 for u in &list {
                     self.apply_member(now, u, sender, sink);
@@ -889,4 +923,4 @@ impl Node {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

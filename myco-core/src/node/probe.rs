@@ -76,6 +76,7 @@ impl Node {
             seq: 0,
             me: self.me(),
             updates,
+            status_seen: self.status_seen(addr),
         };
         self.out.send(sink, addr, self.store.root(), msg);
     }
@@ -108,6 +109,7 @@ impl Node {
             seq,
             me: self.me(),
             updates,
+            status_seen: self.status_seen(to),
         };
         self.out.send(sink, to, self.store.root(), msg);
     }
@@ -277,6 +279,7 @@ impl Node {
                 seq: r.origin_seq,
                 me: self.me(),
                 updates,
+                status_seen: self.status_seen(r.origin),
             };
             self.out.send(sink, r.origin, self.store.root(), ack);
         }

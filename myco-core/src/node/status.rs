@@ -2,13 +2,18 @@
 //! that are not running (running is the default) and versions the list; peers keep the highest
 //! version per member. A change is sent straight to every live member, again
 //! `STATUS_RESENDS` times a second apart, and a non-empty status also rides on the periodic
-//! membership push, so a lost frame delays a report but cannot hide it for long.
+//! membership push. Every ping and ack carries the version of the receiver's status the sender
+//! holds (`status_seen`); a receiver whose status is newer sends it. Probes reach every member
+//! in turn, so a member that missed every send, or joined after them, hears the latest status
+//! within a probe round, an "all running" one too: a peer that holds no status of a box leaves
+//! the box out of DNS, so a status that never spread would hide a healthy box for good.
 //!
 //! The version must grow across restarts of the owner, which has no clock: the host passes a
 //! floor (its wall-clock seconds) with every report.
 
 use super::{Node, Sink};
 use crate::config::{STATUS_RESENDS, STATUS_UNITS_MAX};
+use crate::schema::addr::PeerAddr;
 use crate::schema::message::{Digest, Message, Status, UnitState};
 use crate::time::Instant;
 use heapless::Vec;
@@ -82,10 +87,34 @@ impl Node {
     }
 
     /// With the periodic membership push: a status that reports trouble is repeated, so a member
-    /// that missed every resend still hears of it.
+    /// that missed every resend still hears of it soon.
     pub(super) fn status_for_sync(&self) -> Option<Message<'static>> {
         let trouble = !self.status.units.is_empty() || self.status.more;
         trouble.then(|| Message::Status(self.status.clone()))
+    }
+
+    /// Member `id` is sent our status if it reports trouble (the membership push).
+    pub(super) fn status_to_member(&mut self, sink: &mut impl Sink, id: u64) {
+        let to = self.members.get(id).map(|m| m.addr);
+        if let (Some(to), Some(status)) = (to, self.status_for_sync()) {
+            self.out.send(sink, to, self.store.root(), status);
+        }
+    }
+
+    /// The version of the status of the member at `addr` this node holds, for the pings and
+    /// acks sent there (0: none, or not a member yet).
+    pub(super) fn status_seen(&self, addr: PeerAddr) -> u32 {
+        let member = self.members.list().iter().find(|m| m.addr == addr);
+        member.map_or(0, |m| m.status.version)
+    }
+
+    /// A ping or ack from `from` says which version of our status it holds: an older one gets
+    /// the current status.
+    pub(super) fn handle_status_seen(&mut self, sink: &mut impl Sink, from: PeerAddr, seen: u32) {
+        if seen < self.status.version {
+            let msg = Message::Status(self.status.clone());
+            self.out.send(sink, from, self.store.root(), msg);
+        }
     }
 
     /// A member's status arrived (from the member itself: `sender` is authenticated).

@@ -39,7 +39,7 @@ fn operator() -> SigningKey {
     SigningKey::from_seed([7; 32]).unwrap()
 }
 
-fn node(wal_checkpoint_bytes: u64) -> Node {
+pub(crate) fn node(wal_checkpoint_bytes: u64) -> Node {
     node_with(1, &[], wal_checkpoint_bytes)
 }
 
@@ -381,6 +381,49 @@ fn status_spreads_and_only_grows() {
     };
     b.handle_status(a.id(), stale);
     assert!(b.status_of(a.id()).unwrap().units.is_empty());
+}
+
+/// An "all running" status whose every send was lost still reaches the peer, by the probes'
+/// `status_seen`: a peer that never hears a box's status leaves the box out of DNS.
+#[test]
+fn an_all_running_status_spreads_after_lost_sends() {
+    let (addr_a, addr_b) = (
+        PeerAddr::v4([127, 0, 0, 1], 1),
+        PeerAddr::v4([127, 0, 0, 2], 1),
+    );
+    let mut a = node_with(1, &[addr_b], WAL_CHECKPOINT_BYTES);
+    let mut b = node_with(2, &[addr_a], WAL_CHECKPOINT_BYTES);
+    run_pair(&mut a, &mut b, 3_000, 0);
+    a.set_status(
+        Instant(3_000),
+        100,
+        core::iter::empty(),
+        &mut Wire::default(),
+    );
+    // The first send and both resends go to wires nobody reads.
+    for t in (3_000..5_500).step_by(10) {
+        a.handle_tick(Instant(t), &mut Wire::default());
+    }
+    assert!(b.status_of(a.id()).is_none(), "every send was lost");
+    run_pair(&mut a, &mut b, 2_500, 5_500);
+    let seen = b.status_of(a.id()).expect("a probe exchange brought it");
+    assert_eq!((seen.version, seen.units.len()), (100, 0));
+}
+
+/// A status set before a peer joined reaches it when it joins (its first ping says it holds
+/// none), before any membership push.
+#[test]
+fn a_new_member_hears_the_status_when_it_joins() {
+    let addr_a = PeerAddr::v4([127, 0, 0, 1], 1);
+    let mut a = node_with(1, &[], WAL_CHECKPOINT_BYTES);
+    let mut b = node_with(2, &[addr_a], WAL_CHECKPOINT_BYTES);
+    a.set_status(Instant(0), 100, core::iter::empty(), &mut Wire::default());
+    for t in (0..3_000).step_by(10) {
+        a.handle_tick(Instant(t), &mut Wire::default());
+    }
+    // Less than a membership push's interval after the join: only the join can have sent it.
+    run_pair(&mut a, &mut b, MEMBER_SYNC_INTERVAL_MS / 2, 3_000);
+    assert_eq!(b.status_of(a.id()).map(|s| s.version), Some(100));
 }
 
 /// A node that leaves is dead to its peer at once, not after a suspicion timeout.

@@ -60,17 +60,22 @@ pub type GroupBuckets = (u8, [Digest; BUCKETS_PER_GROUP]);
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Message<'a> {
-    /// SWIM probe. `me` describes the sender as the sender sees itself.
+    /// SWIM probe. `me` describes the sender as the sender sees itself; `status_seen` is the
+    /// version of the receiver's status the sender holds (0: none), so a receiver whose status
+    /// is newer sends it.
     Ping {
         seq: u32,
         me: MemberUpdate,
         updates: Vec<MemberUpdate, MEMBER_UPDATES_PER_FRAME>,
+        status_seen: u32,
     },
-    /// Answer to a ping, or relayed answer to an indirect probe (same `seq` as the request).
+    /// Answer to a ping, or relayed answer to an indirect probe (same `seq` as the request);
+    /// `status_seen` as in `Ping`.
     Ack {
         seq: u32,
         me: MemberUpdate,
         updates: Vec<MemberUpdate, MEMBER_UPDATES_PER_FRAME>,
+        status_seen: u32,
     },
     /// "Probe `target` for me and relay its ack."
     PingReq {
@@ -201,11 +206,13 @@ mod tests {
             seq: u32::MAX,
             me: member(),
             updates: updates.clone(),
+            status_seen: u32::MAX,
         });
         fits(Message::Ack {
             seq: u32::MAX,
             me: member(),
             updates,
+            status_seen: u32::MAX,
         });
         fits(Message::PingReq {
             seq: u32::MAX,

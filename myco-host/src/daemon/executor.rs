@@ -30,6 +30,8 @@ struct Job {
     child: Child,
     token: u64,
     verb: Verb,
+    /// The core asked to cancel it and its group was killed: it ends failed.
+    killed: bool,
 }
 
 /// The core machine with the files and processes it asks for. Derefs to the core executor for
@@ -237,7 +239,12 @@ impl Executor {
                     match spawn_systemctl(&self.systemctl, &mut self.argv, verb, units) {
                         Ok(child) => {
                             self.output.clear();
-                            self.job = Some(Job { child, token, verb });
+                            self.job = Some(Job {
+                                child,
+                                token,
+                                verb,
+                                killed: false,
+                            });
                             return;
                         }
                         Err(e) => {
@@ -261,6 +268,7 @@ impl Executor {
             return;
         };
         let Some(exit) = job.child.poll(&mut self.output) else {
+            self.cancel_if_hung(now);
             return;
         };
         let (token, verb) = (job.token, job.verb);
@@ -272,6 +280,27 @@ impl Executor {
         let stdout = self.output.bytes();
         self.core
             .handle_command_done(now, token, Outcome { ok, stdout });
+    }
+
+    /// Kills the running `systemctl` (and what it started) once the core says it hung; the
+    /// next polls reap it, and its failure is reported as usual.
+    fn cancel_if_hung(&mut self, now: Instant) {
+        let Some(job) = self.job.as_mut() else {
+            return;
+        };
+        if job.killed || self.core.poll_cancel(now) != Some(job.token) {
+            return;
+        }
+        job.child.kill_group();
+        job.killed = true;
+        self.log.log(
+            Level::Warning,
+            format_args!(
+                "{} did not finish within {} seconds; killed it",
+                job.verb.name(),
+                myco_core::config::SYSTEMCTL_TIMEOUT_MS / 1000
+            ),
+        );
     }
 
     fn log_failure(&self, verb: Verb) {

@@ -420,9 +420,7 @@ impl Daemon {
             let floor = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs() as u32);
-            let units = executor.not_running();
-            self.node
-                .set_status(Instant(now), floor, units, &mut self.sink);
+            executor.report_status(&mut self.node, Instant(now), floor, &mut self.sink);
         }
     }
 

@@ -5,7 +5,7 @@
 use crate::executors::{Job, SimBox, SimUnit};
 use crate::world::addr;
 use myco_core::dns::Directory;
-use myco_core::executor::{Names, UnitHealth};
+use myco_core::executor::{Executor, Names, UnitHealth};
 use myco_core::Node;
 use std::collections::{HashMap, HashSet};
 
@@ -31,8 +31,32 @@ pub(crate) fn check_one_in_flight(job: &Option<Job>) -> Result<(), String> {
     }
 }
 
+/// Invariant 5: a status just reported leaves out (so peers count as running) only the placed
+/// services whose unit the executor read as running; a status that overflowed (`more`) makes
+/// peers count what it leaves out as unknown, so it claims nothing.
+pub(crate) fn check_status_truthful(node: &Node, executor: &Executor) -> Result<(), String> {
+    let status = node.own_status();
+    if status.more {
+        return Ok(());
+    }
+    for (slot, _) in node.placed_here() {
+        let key = slot.key_hash;
+        let listed = status.units.iter().any(|(k, _)| k.0 == key);
+        let unit = executor.units().iter().find(|u| u.key == key);
+        let running = unit.is_some_and(|u| u.health == UnitHealth::Running);
+        if !listed && !running {
+            let health = unit.map_or("no unit", |u| u.health.name());
+            return Err(format!(
+                "node {}: its status says a placed service runs, but its unit is {health}",
+                node.id()
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Whether node `i` holds node `j`'s latest status: `j`'s status has spread to `i`.
-fn status_current(nodes: &[Box<Node>], i: usize, j: usize) -> bool {
+pub(crate) fn status_current(nodes: &[Box<Node>], i: usize, j: usize) -> bool {
     let own = nodes[j].own_status().version;
     i == j || nodes[i].status_of(nodes[j].id()).map(|s| s.version) == Some(own)
 }
@@ -67,11 +91,10 @@ pub(crate) fn check_enabled(
     Ok(())
 }
 
-/// Invariant 4: every live node's DNS answers each service with exactly the placed boxes where
-/// its unit runs, among the judged boxes whose latest status it holds (a box whose status has
-/// not spread to it, or that nobody judges, such as an adversary's stolen box, is left out of
-/// both sides). A box whose status overflowed (`more`) is answered
-/// only for what it listed, by the core's rule.
+/// Invariant 4: every live node's DNS answers each service with exactly the placed live boxes
+/// where its unit runs, once every status has spread (`Executors::settled` waits for that). A
+/// box nobody judges, such as an adversary's stolen box, is left out of both sides. A box whose
+/// status overflowed (`more`) is answered only for what it listed, by the core's rule.
 pub(crate) fn check_dns(
     nodes: &[Box<Node>],
     live: &[usize],
@@ -104,7 +127,7 @@ pub(crate) fn check_dns(
                 .collect();
             let stale: HashSet<_> = placed
                 .iter()
-                .filter(|&&j| !live.contains(&j) || !status_current(nodes, i, j))
+                .filter(|&&j| !live.contains(&j))
                 .map(|&j| at(i, j))
                 .collect();
             let runs = |j: usize| {
@@ -174,6 +197,7 @@ mod tests {
         let running = Some(Job {
             token: 7,
             verb: Verb::Enable,
+            issued_at: 0,
             done_at: 0,
             ok: true,
         });

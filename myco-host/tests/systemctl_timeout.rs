@@ -1,0 +1,127 @@
+//! A hung `systemctl` is killed: the host's executor, driven with a clock past the core's
+//! `SYSTEMCTL_TIMEOUT_MS`, kills the stand-in's whole process group (the stand-in and the
+//! `sleep` it started), reports the command failed, and the core retries it after the usual
+//! wait. The clock is passed in, so the test does not wait out the minute.
+
+use myco_core::config::{COMMAND_RETRY_MS, SYSTEMCTL_TIMEOUT_MS, WAL_CHECKPOINT_BYTES};
+use myco_core::crypto::cert::certify;
+use myco_core::schema::entry::Arch;
+use myco_core::{Instant, Node, NodeConfig};
+use myco_host::audit::AuditLog;
+use myco_host::daemon::executor::Executor;
+use myco_host::daemon::gc::GcConfig;
+use myco_host::flight::Logger;
+use myco_testkit::dir::TempDir;
+use myco_testkit::keys::{key, operator, seed};
+use myco_testkit::wait_until;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+/// A stand-in that records its start, starts a `sleep` that would outlive it, writes the
+/// sleep's pid, and waits for it: a systemctl stuck on a stop job. The sleep is short enough
+/// that a failed run leaves nothing behind for long.
+const HANGING_SYSTEMCTL: &str = "#!/bin/sh
+echo \"$*\" >> \"$(dirname \"$0\")/calls\"
+sleep 30 &
+echo $! > \"$(dirname \"$0\")/sleep.pid\"
+wait
+";
+
+fn node() -> Box<Node> {
+    let op = operator();
+    let node_seed = seed("timeout-node");
+    let cert = certify(
+        &op,
+        &key("timeout-node").public_key(),
+        0,
+        Arch::X86_64,
+        false,
+        0,
+    );
+    let config = NodeConfig {
+        node_seed,
+        cert: &cert,
+        operator: op.public_key(),
+        revocation_block: 0,
+        seed: 1,
+        join: &[],
+        wal_checkpoint_bytes: WAL_CHECKPOINT_BYTES,
+    };
+    Box::new(Node::new(&config, Instant(0)).expect("a valid identity"))
+}
+
+/// Whether process `pid` is gone (or a zombie its new parent has yet to reap).
+fn gone(pid: &str) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| {
+        s.rsplit(')')
+            .next()
+            .is_some_and(|r| r.trim_start().starts_with('Z'))
+    })
+}
+
+#[test]
+fn a_hung_systemctl_is_killed_and_retried() {
+    let dir = TempDir::new("systemctl-timeout");
+    let systemctl = dir.write("systemctl", HANGING_SYSTEMCTL);
+    fs::set_permissions(&systemctl, fs::Permissions::from_mode(0o755)).unwrap();
+    // A unit left by an earlier run and placed nowhere now: the core disables it first.
+    fs::create_dir_all(dir.join("units")).unwrap();
+    dir.write("units/myco-web.service", "# myco: 0000000000000007\n");
+    let node = node();
+    let mut e = Executor::new(
+        dir.join("units"),
+        systemctl.to_str().unwrap(),
+        "journalctl",
+        AuditLog::open(&dir.join("audit.log")).unwrap(),
+        // No store here: the collector never runs.
+        GcConfig {
+            store_dir: dir.join("no-store"),
+            collect_garbage: "nix-collect-garbage".into(),
+            usage_file: None,
+        },
+        false,
+        Logger::new(false),
+    )
+    .unwrap();
+    e.step(&node, 0);
+    let pid_file = dir.join("sleep.pid");
+    wait_until(
+        Duration::from_secs(10),
+        "the stand-in started its sleep",
+        || fs::read_to_string(&pid_file).is_ok_and(|p| p.ends_with('\n')),
+    );
+    let sleep_pid = fs::read_to_string(&pid_file).unwrap().trim().to_owned();
+    e.step(&node, SYSTEMCTL_TIMEOUT_MS - 1);
+    assert!(e.busy() && !gone(&sleep_pid), "not yet hung");
+    let killed_at = SYSTEMCTL_TIMEOUT_MS;
+    wait_until(
+        Duration::from_secs(10),
+        "the hung command is reaped",
+        || {
+            e.step(&node, killed_at);
+            !e.busy()
+        },
+    );
+    assert_eq!(e.stats.systemctl_failures, 1, "reported failed");
+    wait_until(
+        Duration::from_secs(10),
+        "what it started is killed too",
+        || gone(&sleep_pid),
+    );
+    e.step(&node, killed_at + COMMAND_RETRY_MS - 1);
+    assert!(!e.busy(), "the failure is waited out");
+    e.step(&node, killed_at + COMMAND_RETRY_MS);
+    let disables = || {
+        let calls = fs::read_to_string(dir.join("calls")).unwrap_or_default();
+        calls.lines().filter(|l| l.starts_with("disable")).count()
+    };
+    wait_until(Duration::from_secs(10), "the disable is retried", || {
+        disables() == 2
+    });
+    // The retry hangs too; the test's directory goes with it, so end it here.
+    wait_until(Duration::from_secs(10), "the retry is reaped", || {
+        e.step(&node, killed_at + COMMAND_RETRY_MS + SYSTEMCTL_TIMEOUT_MS);
+        !e.busy()
+    });
+}
