@@ -132,6 +132,16 @@ impl Default for Output {
 /// Starts `argv[0]` (searched in PATH) with `argv`, stdin from /dev/null, stdout into a pipe,
 /// stderr inherited (the daemon's journal), and an environment of only `env` (`KEY=value`).
 pub fn spawn(argv: &Argv, env: &[&std::ffi::CStr]) -> io::Result<Child> {
+    spawn_with_stderr(argv, env, None)
+}
+
+/// As [`spawn`], with stderr written to the file `stderr` (created or truncated, mode 0600)
+/// when given: a build's log goes there, not into the daemon's journal.
+pub fn spawn_with_stderr(
+    argv: &Argv,
+    env: &[&std::ffi::CStr],
+    stderr: Option<&std::ffi::CStr>,
+) -> io::Result<Child> {
     assert!(!argv.is_empty());
     let mut ptrs: [*mut libc::c_char; ARGS_MAX] = [std::ptr::null_mut(); ARGS_MAX];
     for (i, &start) in argv.starts[..argv.count].iter().enumerate() {
@@ -159,6 +169,16 @@ pub fn spawn(argv: &Argv, env: &[&std::ffi::CStr]) -> io::Result<Child> {
         );
         if result == 0 {
             result = libc::posix_spawn_file_actions_adddup2(&mut actions, write.as_raw_fd(), 1);
+        }
+        if let (0, Some(path)) = (result, stderr) {
+            let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC;
+            result = libc::posix_spawn_file_actions_addopen(
+                &mut actions,
+                2,
+                path.as_ptr(),
+                flags,
+                0o600,
+            );
         }
         let mut pid = 0;
         if result == 0 {

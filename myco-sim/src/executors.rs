@@ -4,7 +4,10 @@
 //! The simulated systemd keeps, per node, the unit files, the enabled set and each unit's active
 //! state. Faults are drawn from the seed: a unit that fails to start or crash-loops (decided per
 //! node and unit, so it behaves the same on every start), and a `systemctl` that fails or hangs
-//! for `HANG_MS` and then fails. A failed command changes nothing.
+//! for `HANG_MS` and then fails. A failed command changes nothing. A simulated nix builds flake
+//! services: a build takes a few hundred milliseconds, and with the `systemctl` fault rate it
+//! fails (exits non-zero, or prints garbage) or hangs for `HANG_MS` and then fails, drawn per
+//! attempt, so retries succeed in the end.
 //!
 //! Invariants, each a safety failure:
 //! 1. once converged and settled, every placed service is enabled on exactly its placed live
@@ -12,7 +15,9 @@
 //! 2. a unit file is never removed while its unit is enabled or active (disable before delete);
 //! 3. a node never has two commands in flight;
 //! 4. once status has spread, every node's DNS answer set for each service is exactly the placed
-//!    boxes whose unit runs (a box whose status overflowed is answered only for what it listed).
+//!    boxes whose unit runs (a box whose status overflowed is answered only for what it listed);
+//! 5. a flake service's unit is never written without the program of a successful build, and a
+//!    failed build is not retried before its backoff (`retry_delay_ms`) has passed.
 //!
 //! Nothing here allocates while stepping: tables are sized at boot; only the settle checks
 //! allocate, and the run leaves what they allocate out of the nodes' count.
@@ -20,8 +25,9 @@
 use crate::world::addr;
 use myco_core::config::UNITS_PER_COMMAND;
 use myco_core::dns::Directory;
-use myco_core::executor::{Command, Executor, Names, Outcome, UnitHealth, Verb};
+use myco_core::executor::{retry_delay_ms, Command, Executor, Names, Outcome, UnitHealth, Verb};
 use myco_core::random::Prng;
+use myco_core::schema::entry::{Entry, Source};
 use myco_core::state::store::key_hash;
 use myco_core::unit::{service_of, UNIT_NAME_BYTES_MAX};
 use myco_core::{Instant, Node};
@@ -42,6 +48,20 @@ struct SimUnit {
     restarts: u32,
 }
 
+/// A build running on one node: what it prints, when it ends.
+struct BuildJob {
+    token: u64,
+    key: u64,
+    done_at: u64,
+    ok: bool,
+    stdout: &'static [u8],
+}
+
+/// What the simulated nix prints for a successful build (the store path's hash does not matter
+/// to the executor, which appends `bin/<name>`).
+const BUILT: &[u8] =
+    br#"[{"drvPath":"/nix/store/0000-sim.drv","outputs":{"out":"/nix/store/0000-sim"}}]"#;
+
 /// A `systemctl` running on one node.
 struct Job {
     token: u64,
@@ -60,6 +80,9 @@ struct SimBox {
     /// same for the same seed.
     units: HashMap<u64, (heapless::String<63>, SimUnit), Fixed>,
     job: Option<Job>,
+    build: Option<BuildJob>,
+    /// Per service key: when its last build failed and how many failed in a row (invariant 5).
+    failed_builds: HashMap<u64, (u64, u32), Fixed>,
     /// The units the running job names; allocated once.
     job_units: Vec<UnitName>,
     changed: bool,
@@ -92,6 +115,8 @@ impl Executors {
                 executor: Box::new(Executor::new(nodes > 1)),
                 units: HashMap::with_capacity_and_hasher(services + 16, Fixed::default()),
                 job: None,
+                build: None,
+                failed_builds: HashMap::with_capacity_and_hasher(services + 16, Fixed::default()),
                 job_units: Vec::with_capacity(UNITS_PER_COMMAND),
                 changed: true,
             })
@@ -120,6 +145,8 @@ impl Executors {
         let b = &mut self.boxes[i];
         *b.executor = Executor::new(self.peers);
         b.job = None;
+        b.build = None;
+        b.failed_builds.clear();
         b.changed = true;
         for (name, u) in b.units.values() {
             if u.file {
@@ -141,6 +168,7 @@ impl Executors {
             self.boxes[i].executor.handle_placement_changed();
         }
         self.finish_job(i, now)?;
+        self.step_build(i, node, now)?;
         loop {
             let b = &mut self.boxes[i];
             let Some(issued) = b.executor.poll_command(Instant(now), node) else {
@@ -153,7 +181,14 @@ impl Executors {
             let hang = fault && self.rng.chance(1, 2);
             let latency_ms = 10 + self.rng.below(40);
             match issued.command {
-                Command::WriteUnit { name, digest, .. } => {
+                Command::WriteUnit {
+                    name,
+                    digest,
+                    entry,
+                    program,
+                    ..
+                } => {
+                    check_program(name, entry, program)?;
                     let (_, u) = b.units.entry(key_hash(name)).or_insert_with(|| {
                         let name = heapless::String::try_from(name).expect("service names fit");
                         (name, SimUnit::default())
@@ -168,6 +203,7 @@ impl Executors {
                         u.file = false;
                     }
                 }
+                Command::Build { .. } => return Err("a build issued by poll_command".into()),
                 Command::Systemctl { verb, units } => {
                     let done_at = now + if hang { HANG_MS } else { latency_ms };
                     b.job_units.clear();
@@ -191,6 +227,54 @@ impl Executors {
             // a node's restarts, so its status versions do too.
             node.set_status(Instant(now), now as u32, units, sink);
         }
+        Ok(())
+    }
+
+    /// Node `i`'s build lane: ends the running build when due, then starts the next one.
+    fn step_build(&mut self, i: usize, node: &Node, now: u64) -> Result<(), String> {
+        let b = &mut self.boxes[i];
+        if let Some(job) = b.build.take_if(|j| j.done_at <= now) {
+            if job.ok {
+                b.failed_builds.remove(&job.key);
+            } else {
+                let failures = b.failed_builds.get(&job.key).map_or(0, |f| f.1) + 1;
+                b.failed_builds.insert(job.key, (now, failures));
+            }
+            let outcome = Outcome {
+                ok: job.ok || job.stdout != BUILT,
+                stdout: job.stdout,
+            };
+            b.executor
+                .handle_command_done(Instant(now), job.token, outcome);
+        }
+        if b.build.is_some() {
+            return Ok(());
+        }
+        let Some(issued) = b.executor.poll_build(Instant(now), node) else {
+            return Ok(());
+        };
+        let Command::Build { name, .. } = issued.command else {
+            return Err("poll_build issued something other than a build".into());
+        };
+        let key = key_hash(name);
+        if let Some(&(at, failures)) = b.failed_builds.get(&key) {
+            if now < at + retry_delay_ms(failures) {
+                return Err(format!("build of {name} retried before its backoff"));
+            }
+        }
+        self.commands += 1;
+        let fault = self.rng.below(1_000_000) < self.systemctl_fault_ppm;
+        let hang = fault && self.rng.chance(1, 3);
+        let garbage = fault && !hang && self.rng.chance(1, 2);
+        let latency_ms = 100 + self.rng.below(900);
+        b.build = Some(BuildJob {
+            token: issued.token,
+            key,
+            done_at: now + if hang { HANG_MS } else { latency_ms },
+            ok: !fault,
+            // Garbage exits 0 (the outcome says ok) but names no store path.
+            stdout: if garbage { b"error: not json" } else { BUILT },
+        });
         Ok(())
     }
 
@@ -236,6 +320,21 @@ impl Executors {
     }
 }
 
+/// Invariant 5: a flake service's unit carries a built program.
+fn check_program(name: &str, entry: &[u8], program: Option<&str>) -> Result<(), String> {
+    let flake = Entry::decode(entry)
+        .ok()
+        .and_then(|e| e.body.spec)
+        .is_some_and(|s| matches!(s.source, Source::Flake { .. }));
+    let names_it = |p: &str| p.strip_suffix(name).is_some_and(|p| p.ends_with("/bin/"));
+    if flake && !program.is_some_and(names_it) {
+        return Err(format!(
+            "unit of flake service {name} written before its build"
+        ));
+    }
+    Ok(())
+}
+
 /// What a successful command does to the simulated systemd; `show` writes its report.
 fn apply(
     b: &mut SimBox,
@@ -277,6 +376,9 @@ fn apply(
                     Some(UnitHealth::Starting) => ("activating", "start"),
                     Some(UnitHealth::Restarting) => ("activating", "auto-restart"),
                     Some(UnitHealth::Failed) => ("failed", "failed"),
+                    Some(UnitHealth::Building | UnitHealth::BuildFailed) => {
+                        return Err(format!("unit {unit} holds a build's state"))
+                    }
                 };
                 if u.active == Some(UnitHealth::Restarting) {
                     u.restarts += 1;

@@ -1,6 +1,7 @@
 //! `myco-d`'s command line, checked whole before anything is touched. Defaults follow the
 //! directories systemd hands the service (`docs/daemon.md`).
 
+use super::build::{BuildConfig, BUILD_TIMEOUT_MS_DEFAULT, GCROOT_DIR_DEFAULT};
 use super::dns::DNS_LISTENERS_MAX;
 use crate::io::Choice;
 use crate::systemd;
@@ -39,6 +40,11 @@ Options:
   --unit-dir DIR        Where units are written (default /etc/systemd/system)
   --systemctl PATH      The systemctl to run (default: systemctl from PATH)
   --journalctl PATH     The journalctl /logs runs (default: journalctl from PATH)
+  --nix PATH            The nix that builds flake services (default: nix from PATH); builds
+                        run under nice -n 19 and ionice -c 3, one at a time
+  --gcroot-dir DIR      Where the GC roots of built services go, one per version (default
+                        /nix/var/nix/gcroots/myco)
+  --build-timeout SECS  A build running longer is killed and retried later (default 1800)
   --dns ADDR|off        Answer *.myco DNS on ADDR, UDP and TCP; repeatable, twice at most
                         (default 127.0.0.1:53 and [::1]:53; an address that cannot be bound is
                         logged and left out; below port 1024 needs CAP_NET_BIND_SERVICE)
@@ -64,6 +70,7 @@ pub struct ExecutorConfig {
     pub unit_dir: PathBuf,
     pub systemctl: String,
     pub journalctl: String,
+    pub build: BuildConfig,
 }
 
 #[derive(Clone, Debug)]
@@ -216,11 +223,22 @@ fn executor(args: &mut Arguments) -> Result<Option<ExecutorConfig>, UsageError> 
         path(args, "--unit-dir")?.unwrap_or_else(|| PathBuf::from("/etc/systemd/system"));
     let systemctl = text(args, "--systemctl")?.unwrap_or_else(|| "systemctl".into());
     let journalctl = text(args, "--journalctl")?.unwrap_or_else(|| "journalctl".into());
+    let build = BuildConfig {
+        nix: text(args, "--nix")?.unwrap_or_else(|| "nix".into()),
+        gcroot_dir: path(args, "--gcroot-dir")?
+            .unwrap_or_else(|| PathBuf::from(GCROOT_DIR_DEFAULT)),
+        timeout_ms: match number(args, "--build-timeout")? {
+            Some(0) => return Err(usage("--build-timeout must be at least 1 second".into())),
+            Some(secs) => secs.saturating_mul(1000),
+            None => BUILD_TIMEOUT_MS_DEFAULT,
+        },
+    };
     match kind.as_deref() {
         None | Some("systemd") => Ok(Some(ExecutorConfig {
             unit_dir,
             systemctl,
             journalctl,
+            build,
         })),
         Some("none") => Ok(None),
         Some(other) => Err(usage(format!(

@@ -2,9 +2,10 @@
 //! the unit files an earlier run wrote (their first line records the entry digest); then each
 //! step it asks the core for the next command, writes or deletes a unit file atomically or
 //! spawns `systemctl`, polls the child, and reports the outcome. It also spawns `journalctl`
-//! for `/logs`. What to change, in which order, when to retry and how a unit does are the
+//! for `/logs`, and runs builds beside the systemd commands (`build.rs`). What to change, in which order, when to retry and how a unit does are the
 //! core's decisions, which the simulator checks.
 
+use super::build::{BuildConfig, Builder};
 use crate::flight::{Level, Logger};
 use crate::spawn::{self, Argv, Child, Output};
 use myco_core::executor::{self as core, Command, Outcome, Units, Verb};
@@ -44,6 +45,7 @@ pub struct Executor {
     argv: Argv,
     output: Output,
     job: Option<Job>,
+    builder: Builder,
     log: Logger,
 }
 
@@ -68,9 +70,11 @@ impl Executor {
         systemctl: &str,
         journalctl: &str,
         has_peers_configured: bool,
+        build: (BuildConfig, &Path),
         log: Logger,
     ) -> io::Result<Executor> {
         fs::create_dir_all(&unit_dir)?;
+        let builder = Builder::new(build.0, build.1, log)?;
         let mut core = Box::new(core::Executor::new(has_peers_configured));
         for e in fs::read_dir(&unit_dir)? {
             let e = e?;
@@ -98,6 +102,7 @@ impl Executor {
             argv: Argv::new(),
             output: Output::new(),
             job: None,
+            builder,
             log,
         })
     }
@@ -138,6 +143,7 @@ impl Executor {
     /// One step of work: reap the running `systemctl`, then run commands until one has to wait
     /// for a child or none is due. Cheap when there is nothing to do.
     pub fn step(&mut self, node: &Node, now_ms: u64) {
+        self.step_build(node, now_ms);
         let now = Instant(now_ms);
         if let Some(job) = self.job.as_mut() {
             let Some(exit) = job.child.poll(&mut self.output) else {
@@ -165,17 +171,22 @@ impl Executor {
                     digest,
                     start,
                     clock,
+                    program,
                 } => write_unit(
                     &self.unit_dir,
                     &mut self.text,
                     &self.log,
-                    name,
+                    (name, program),
                     entry,
                     digest,
                 )
                 .inspect(|()| log_written(&self.log, name, start, clock))
                 .is_ok(),
-                Command::RemoveUnitFile { name } => remove_unit(&self.unit_dir, &self.log, name),
+                Command::RemoveUnitFile { name } => {
+                    self.builder.drop_roots(name);
+                    remove_unit(&self.unit_dir, &self.log, name)
+                }
+                Command::Build { .. } => unreachable!("builds are issued by poll_build"),
                 Command::Systemctl { verb, units } => {
                     match spawn_systemctl(&self.systemctl, &mut self.argv, verb, units) {
                         Ok(child) => {
@@ -196,6 +207,47 @@ impl Executor {
             let outcome = if ok { Outcome::OK } else { Outcome::FAILED };
             self.core.handle_command_done(now, token, outcome);
         }
+    }
+
+    /// The build lane: reap the running build and report it, then start the next one due.
+    fn step_build(&mut self, node: &Node, now_ms: u64) {
+        let now = Instant(now_ms);
+        if let Some(ended) = self.builder.poll(now_ms) {
+            let outcome = Outcome {
+                ok: ended.ok,
+                stdout: ended.stdout,
+            };
+            self.core.handle_command_done(now, ended.token, outcome);
+        }
+        if self.builder.busy() {
+            return;
+        }
+        let Some(issued) = self.core.poll_build(now, node) else {
+            return;
+        };
+        let Command::Build {
+            name,
+            uri,
+            attr,
+            root,
+        } = issued.command
+        else {
+            unreachable!("poll_build issues builds only");
+        };
+        let token = issued.token;
+        if let Err(e) = self.builder.start(token, now_ms, name, uri, attr, &root) {
+            self.log.log(
+                Level::Error,
+                format_args!("service {name}: cannot start nix build: {e}"),
+            );
+            self.core.handle_command_done(now, token, Outcome::FAILED);
+        }
+    }
+
+    /// Where the log of service `name`'s last build is, if it has one.
+    pub fn build_log(&self, name: &str) -> Option<PathBuf> {
+        let path = self.builder.log_path(name);
+        path.exists().then_some(path)
     }
 
     fn log_failure(&self, verb: Verb) {
@@ -236,11 +288,11 @@ fn write_unit(
     dir: &Path,
     text: &mut [u8],
     log: &Logger,
-    name: &str,
+    (name, program): (&str, Option<&str>),
     entry: &[u8],
     digest: u64,
 ) -> Result<(), ()> {
-    let len = core::render_unit(entry, text).map_err(|e| {
+    let len = core::render_unit(entry, program, text).map_err(|e| {
         let why = e.message();
         log.log(
             Level::Warning,

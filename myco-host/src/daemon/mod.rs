@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod boot;
+pub mod build;
 pub mod config;
 pub mod dns;
 pub mod events;
@@ -177,6 +178,7 @@ impl Daemon {
                     &e.systemctl,
                     &e.journalctl,
                     !join.is_empty(),
+                    (e.build.clone(), &config.state_dir),
                     log,
                 )
                 .map_err(|err| {
