@@ -52,6 +52,7 @@ struct SimUnit {
 struct BuildJob {
     token: u64,
     key: u64,
+    digest: u64,
     done_at: u64,
     ok: bool,
     stdout: &'static [u8],
@@ -81,8 +82,9 @@ struct SimBox {
     units: HashMap<u64, (heapless::String<63>, SimUnit), Fixed>,
     job: Option<Job>,
     build: Option<BuildJob>,
-    /// Per service key: when its last build failed and how many failed in a row (invariant 5).
-    failed_builds: HashMap<u64, (u64, u32), Fixed>,
+    /// Per service key: the digest whose build failed, when it last failed and how many failed
+    /// in a row (invariant 5), while the executor keeps the service's build record.
+    failed_builds: HashMap<u64, (u64, u64, u32), Fixed>,
     /// The units the running job names; allocated once.
     job_units: Vec<UnitName>,
     changed: bool,
@@ -237,8 +239,9 @@ impl Executors {
             if job.ok {
                 b.failed_builds.remove(&job.key);
             } else {
-                let failures = b.failed_builds.get(&job.key).map_or(0, |f| f.1) + 1;
-                b.failed_builds.insert(job.key, (now, failures));
+                let before = b.failed_builds.get(&job.key).filter(|f| f.0 == job.digest);
+                let failures = before.map_or(0, |f| f.2) + 1;
+                b.failed_builds.insert(job.key, (job.digest, now, failures));
             }
             let outcome = Outcome {
                 ok: job.ok || job.stdout != BUILT,
@@ -250,16 +253,28 @@ impl Executors {
         if b.build.is_some() {
             return Ok(());
         }
+        // A record the executor dropped (a new version, or no longer placed here) starts over.
+        let executor = &b.executor;
+        let kept = |key: &u64, f: &mut (u64, u64, u32)| {
+            let mut builds = executor.builds().iter();
+            builds.any(|x| x.key == *key && x.digest == f.0)
+        };
+        b.failed_builds.retain(kept);
         let Some(issued) = b.executor.poll_build(Instant(now), node) else {
             return Ok(());
         };
+        let token = issued.token;
         let Command::Build { name, .. } = issued.command else {
             return Err("poll_build issued something other than a build".into());
         };
         let key = key_hash(name);
-        if let Some(&(at, failures)) = b.failed_builds.get(&key) {
+        let building = b.executor.builds().iter().find(|x| x.key == key);
+        let digest = building.map_or(0, |x| x.digest);
+        if let Some(&(_, at, failures)) = b.failed_builds.get(&key).filter(|f| f.0 == digest) {
             if now < at + retry_delay_ms(failures) {
-                return Err(format!("build of {name} retried before its backoff"));
+                return Err(format!(
+                    "build of service {key:x} retried before its backoff"
+                ));
             }
         }
         self.commands += 1;
@@ -268,8 +283,9 @@ impl Executors {
         let garbage = fault && !hang && self.rng.chance(1, 2);
         let latency_ms = 100 + self.rng.below(900);
         b.build = Some(BuildJob {
-            token: issued.token,
+            token,
             key,
+            digest,
             done_at: now + if hang { HANG_MS } else { latency_ms },
             ok: !fault,
             // Garbage exits 0 (the outcome says ok) but names no store path.
