@@ -180,17 +180,45 @@ pub fn spawn_with_stderr(
                 0o600,
             );
         }
+        // The daemon blocks the signals its signalfd reads; a child must not inherit that mask
+        // (a build killed at its timeout would live on), and it leads a process group of its
+        // own, so a kill reaches what it started too (Nix's builders).
+        let mut attr: libc::posix_spawnattr_t = std::mem::zeroed();
+        check(libc::posix_spawnattr_init(&mut attr))?;
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        let mut defaults: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut defaults);
+        for signal in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGPIPE] {
+            libc::sigaddset(&mut defaults, signal);
+        }
+        let flags = libc::POSIX_SPAWN_SETSIGMASK
+            | libc::POSIX_SPAWN_SETSIGDEF
+            | libc::POSIX_SPAWN_SETPGROUP;
+        if result == 0 {
+            result = libc::posix_spawnattr_setsigmask(&mut attr, &empty);
+        }
+        if result == 0 {
+            result = libc::posix_spawnattr_setsigdefault(&mut attr, &defaults);
+        }
+        if result == 0 {
+            result = libc::posix_spawnattr_setpgroup(&mut attr, 0);
+        }
+        if result == 0 {
+            result = libc::posix_spawnattr_setflags(&mut attr, flags as libc::c_short);
+        }
         let mut pid = 0;
         if result == 0 {
             result = libc::posix_spawnp(
                 &mut pid,
                 ptrs[0],
                 &actions,
-                std::ptr::null(),
+                &attr,
                 ptrs.as_ptr(),
                 envp.as_ptr(),
             );
         }
+        libc::posix_spawnattr_destroy(&mut attr);
         libc::posix_spawn_file_actions_destroy(&mut actions);
         check(result)?;
         drop(write);
@@ -254,11 +282,15 @@ impl Child {
         }
     }
 
-    /// Ends a child that must not outlive its purpose (a client that went away).
+    /// Ends a child that must not outlive its purpose (a client that went away, a build past
+    /// its timeout), and what it started: the signal goes to its process group.
     pub fn kill(&mut self) {
-        // Our own child, not yet reaped, so the pid is still ours. A child that already exited
-        // (a zombie) takes the signal harmlessly; there is nothing else to do about a failure.
-        let _ = kill(Pid::from_raw(self.pid), Signal::SIGTERM);
+        // Our own child, not yet reaped, so the pid (and the group it leads) is still ours. A
+        // child that already exited (a zombie) takes the signal harmlessly; there is nothing
+        // else to do about a failure.
+        if kill(Pid::from_raw(-self.pid), Signal::SIGTERM).is_err() {
+            let _ = kill(Pid::from_raw(self.pid), Signal::SIGTERM);
+        }
     }
 
     /// Ends the child and waits for it, so no zombie is left: for children that exit at once on

@@ -402,6 +402,11 @@ impl Executor {
         Some(Issued { token, command })
     }
 
+    /// How service `name`'s build does, while one is waiting, running or failed.
+    pub fn build_health(&self, name: &str) -> Option<UnitHealth> {
+        Some(UnitHealth::from(self.builds.get(name)?.state.state()?))
+    }
+
     /// The builds of flake services placed here that have no unit of that version yet.
     pub fn builds(&self) -> &[Build] {
         &self.builds.table
