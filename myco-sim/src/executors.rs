@@ -25,7 +25,9 @@
 use crate::world::addr;
 use myco_core::config::UNITS_PER_COMMAND;
 use myco_core::dns::Directory;
-use myco_core::executor::{retry_delay_ms, Command, Executor, Names, Outcome, UnitHealth, Verb};
+use myco_core::executor::{
+    retry_delay_ms, Build, BuildState, Command, Executor, Names, Outcome, UnitHealth, Verb,
+};
 use myco_core::random::Prng;
 use myco_core::schema::entry::{Entry, Source};
 use myco_core::state::store::key_hash;
@@ -236,30 +238,38 @@ impl Executors {
     fn step_build(&mut self, i: usize, node: &Node, now: u64) -> Result<(), String> {
         let b = &mut self.boxes[i];
         if let Some(job) = b.build.take_if(|j| j.done_at <= now) {
-            if job.ok {
-                b.failed_builds.remove(&job.key);
-            } else {
-                let before = b.failed_builds.get(&job.key).filter(|f| f.0 == job.digest);
-                let failures = before.map_or(0, |f| f.2) + 1;
-                b.failed_builds.insert(job.key, (job.digest, now, failures));
-            }
             let outcome = Outcome {
                 ok: job.ok || job.stdout != BUILT,
                 stdout: job.stdout,
             };
             b.executor
                 .handle_command_done(Instant(now), job.token, outcome);
+            // A failure counts only where it applied: a record dropped and made again while the
+            // build ran starts over, as it should.
+            let failed = |x: &&Build| {
+                x.key == job.key && x.digest == job.digest && x.state != BuildState::Building
+            };
+            let applied = b.executor.builds().iter().find(failed).is_some();
+            if job.ok {
+                b.failed_builds.remove(&job.key);
+            } else if applied {
+                let before = b.failed_builds.get(&job.key).filter(|f| f.0 == job.digest);
+                let failures = before.map_or(0, |f| f.2) + 1;
+                b.failed_builds.insert(job.key, (job.digest, now, failures));
+            }
         }
-        if b.build.is_some() {
-            return Ok(());
-        }
-        // A record the executor dropped (a new version, or no longer placed here) starts over.
+        // A record the executor dropped (a new version, or no longer placed here) starts over;
+        // checked on every step, since a record can be dropped and made again while another
+        // service builds.
         let executor = &b.executor;
         let kept = |key: &u64, f: &mut (u64, u64, u32)| {
             let mut builds = executor.builds().iter();
             builds.any(|x| x.key == *key && x.digest == f.0)
         };
         b.failed_builds.retain(kept);
+        if b.build.is_some() {
+            return Ok(());
+        }
         let Some(issued) = b.executor.poll_build(Instant(now), node) else {
             return Ok(());
         };

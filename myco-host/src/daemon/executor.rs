@@ -244,6 +244,30 @@ impl Executor {
         }
     }
 
+    /// Starts `tail` on a build log for `/logs`: the last `lines` lines (200 when `None`), and
+    /// with `follow` what the build writes after, until the client goes away.
+    pub fn spawn_build_log(
+        &mut self,
+        log: &Path,
+        follow: bool,
+        lines: Option<u32>,
+    ) -> io::Result<Child> {
+        let argv = &mut self.logs_argv;
+        argv.clear();
+        let full = "the tail argument list is fixed and fits";
+        let mut digits = heapless::String::<10>::new();
+        write!(digits, "{}", lines.unwrap_or(200)).expect("a u32 fits 10 digits");
+        argv.push(&[b"tail"]).expect(full);
+        argv.push(&[b"-n", digits.as_bytes()]).expect(full);
+        if follow {
+            argv.push(&[b"-f"]).expect(full);
+        }
+        argv.push(&[b"--"]).expect(full);
+        argv.push(&[log.as_os_str().as_encoded_bytes()])
+            .map_err(|_| io::ErrorKind::InvalidInput)?;
+        spawn::spawn(argv, &ENV)
+    }
+
     /// Where the log of service `name`'s last build is, if it has one.
     pub fn build_log(&self, name: &str) -> Option<PathBuf> {
         let path = self.builder.log_path(name);
