@@ -247,7 +247,9 @@ impl Executors {
             // A failure counts only where it applied: a record dropped and made again while the
             // build ran starts over, as it should.
             let failed = |x: &&Build| {
-                x.key == job.key && x.digest == job.digest && x.state != BuildState::Building
+                x.key == job.key
+                    && x.digest == job.digest
+                    && matches!(x.state, BuildState::Failed { .. })
             };
             let applied = b.executor.builds().iter().find(failed).is_some();
             if job.ok {
