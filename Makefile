@@ -12,7 +12,7 @@ LOSS ?= 0.5
 MINUTES ?= 10
 FUZZ_SECONDS ?= 30
 
-# DESIGN.md's budget for each of the two shipped binaries: 2 MiB stripped.
+# The budget for each of the two shipped binaries: 2 MiB stripped (docs/benchmarks.md).
 BINARY_SIZE_BYTES_MAX := 2097152
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 NOSTD_TARGET := thumbv7em-none-eabihf
@@ -22,6 +22,8 @@ ARM_ENV := CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
 	CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64-static -L /usr/aarch64-linux-gnu"
 FUZZ_TARGETS := $(basename $(notdir $(wildcard fuzz/fuzz_targets/*.rs)))
 SIM := cargo run --profile sim -p myco-sim --
+# apt-get waits for the package lock (unattended upgrades may hold it) instead of failing.
+APT := DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600
 
 .PHONY: ci check test test-root sim gauntlet gauntlet-short gauntlet-ci bench size size-check nostd aarch64 aarch64-release aarch64-tools fmt fmt-check lint \
 	fuzz fuzz-build tools nostd-tools fuzz-tools systemd-check systemd-test units-check nix-check \
@@ -127,7 +129,7 @@ aarch64-release: aarch64-tools
 
 aarch64-tools:
 	command -v aarch64-linux-gnu-gcc >/dev/null && command -v qemu-aarch64-static >/dev/null \
-		|| (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+		|| ($(APT) update -qq && $(APT) install -y -qq \
 			gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static)
 	rustup target list --installed | grep -x $(ARM_TARGET) >/dev/null \
 		|| rustup target add $(ARM_TARGET)
@@ -166,7 +168,7 @@ tools: nostd-tools fuzz-tools aarch64-tools deb-tools
 	rustup component add rustfmt clippy
 	command -v curl >/dev/null && command -v promtool >/dev/null \
 		&& command -v nix-instantiate >/dev/null && command -v dig >/dev/null \
-		|| (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+		|| ($(APT) update -qq && $(APT) install -y -qq \
 			--no-install-recommends curl prometheus nix-bin dnsutils)
 
 # grep without -q reads all of rustup's output, so pipefail never sees rustup die of SIGPIPE.
@@ -267,7 +269,7 @@ deb: deb-tools man aarch64-release
 
 deb-tools:
 	command -v dpkg-deb >/dev/null && command -v lintian >/dev/null && command -v groff >/dev/null \
-		|| (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+		|| ($(APT) update -qq && $(APT) install -y -qq \
 			--no-install-recommends dpkg-dev lintian groff-base man-db)
 
 # The amd64 package in a testbed box with real systemd: dpkg -i, configure, start, join two

@@ -18,7 +18,7 @@ threshold=${2:?usage: check.sh MYCO_D_BINARY THRESHOLD}
 unit=$(cd "$(dirname "$0")" && pwd)/myco-d.service
 
 if ! command -v systemd-analyze >/dev/null; then
-	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd
+	apt-get -o DPkg::Lock::Timeout=600 update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq systemd
 fi
 [[ -x $binary ]] || { echo "check.sh: $binary is not an executable; build it first" >&2; exit 1; }
 units=$(pkg-config --variable=systemdsystemunitdir systemd 2>/dev/null \

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs systemd/myco-d.service under a real systemd (`make systemd-test`): a Debian bookworm
-# container booted with systemd-nspawn (TESTBED.md), the release myco-d and the unit bound in,
+# container booted with systemd-nspawn (docs/testbed.md), the release myco-d and the unit bound in,
 # keys and a certificate made with the release `myco`, then:
 #
 # - `systemctl start` returns and the unit is active: Type=notify's READY=1 arrived;
@@ -16,7 +16,7 @@
 # - `systemctl stop` ends it cleanly (Result=success).
 #
 # The container has its own network namespace with only loopback: nothing leaves this machine.
-# Needs root and a cgroup v1 or hybrid host like the project's machines (TESTBED.md). The root
+# Needs root and a cgroup v1 or hybrid host like the project's machines (docs/testbed.md). The root
 # filesystem is built once with debootstrap (~50 s) and kept in $MYCO_TEST_CACHE (default
 # /var/cache/myco-test) as a zstd tarball and as the unpacked tree that every run boots read-only.
 #

@@ -22,7 +22,7 @@ corpus=$(realpath "${3:-$(dirname "$0")/../tests/units}")
 gate="$((threshold / 10)).$((threshold % 10))"
 
 if ! command -v systemd-analyze >/dev/null; then
-	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd
+	apt-get -o DPkg::Lock::Timeout=600 update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq systemd
 fi
 [[ -x $myco ]] || { echo "units-check.sh: $myco is not an executable; build it first" >&2; exit 1; }
 units=$(pkg-config --variable=systemdsystemunitdir systemd 2>/dev/null \

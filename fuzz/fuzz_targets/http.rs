@@ -1,4 +1,4 @@
-//! Fuzzes the API's HTTP/1.1 request parser (`myco_host::api::request`) on arbitrary bytes.
+//! Fuzzes the API's HTTP/1.1 request parser (`myco_host::http::request`) on arbitrary bytes.
 //!
 //! The input's first byte says how many of the following bytes are chunk sizes (0 to 7, each 1 to
 //! 256 bytes, used in turn); the rest is what a client sends. Proves: no input panics the parser
@@ -10,10 +10,10 @@
 
 use libfuzzer_sys::fuzz_target;
 use myco_core::schema::entry::valid_name;
-use myco_host::api::request::{
+use myco_host::http::request::{
     parse, Parse, Request, RequestBuffer, Route, REQUEST_BODY_BYTES_MAX, REQUEST_BYTES_MAX,
 };
-use myco_host::api::response::write_http_error;
+use myco_host::http::response::write_http_error;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&count, rest)) = data.split_first() else {

@@ -9,7 +9,7 @@
 //! With `--wait`, the command then follows the service until it runs on every box placement
 //! chose, or is removed (progress.rs).
 
-use crate::api::{self, Deployed};
+use crate::answers::{self, Deployed};
 use crate::args::{self, Error, Flags};
 use crate::client::{self, Request, DEPLOY_TIMEOUT, SOCKET_ENV};
 use crate::files;
@@ -257,7 +257,7 @@ fn post(socket: &Path, entry: &[u8], what: &'static str, json: bool) -> Result<(
     };
     let body = client::call_ok(socket, &request)?;
     let answer: Deployed = client::parse_json(&body, &request)?;
-    let version = api::Version {
+    let version = answers::Version {
         clock: sent.body.version.clock,
         key_id: sent.body.version.key_id,
     };

@@ -14,7 +14,7 @@
 //!
 //! Errors go to stderr as `myco: what happened; what to do`.
 
-mod api;
+mod answers;
 mod args;
 mod cert;
 mod client;

@@ -8,7 +8,7 @@
 //! end, so logs and pipes see one plain line and no escape codes. The line is cleared before the
 //! final line or error is printed, so it never mixes with them.
 
-use crate::api::Service;
+use crate::answers::Service;
 use crate::args::Error;
 use crate::client::{self, Request, QUERY_TIMEOUT};
 use crate::output::terminal_safe;
@@ -353,7 +353,7 @@ pub fn wait(socket: &Path, name: &str, goal: Goal, how: Wait) -> Result<(), Erro
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{Placed, Version};
+    use crate::answers::{Placed, Version};
 
     fn service(deleted: bool, replicas: u64, placed: &[(&str, &str)]) -> Service {
         Service {

@@ -3,7 +3,7 @@
 //! that it has the documented shape, so scripts get every field, including ones `myco` does not
 //! show.
 
-use crate::api::{Health, Nodes, Placed, Services};
+use crate::answers::{HealthAnswer, Nodes, Placed, Services};
 use crate::args::{Error, Flags};
 use crate::client::{self, Request, QUERY_TIMEOUT, SOCKET_ENV};
 use crate::output::{self, terminal_safe, Field, Value};
@@ -170,11 +170,11 @@ pub fn status(args: Arguments) -> Result<(), Error> {
     let answer = client::call(&flags.socket, &request)?;
     // A degraded daemon answers 503 with its health; any other 503 is an error body.
     let degraded =
-        answer.status == 503 && client::parse_json::<Health>(&answer.body, &request).is_ok();
+        answer.status == 503 && client::parse_json::<HealthAnswer>(&answer.body, &request).is_ok();
     if answer.status != 200 && !degraded {
         return Err(client::status_error(&answer, &request));
     }
-    let health: Health = client::parse_json(&answer.body, &request)?;
+    let health: HealthAnswer = client::parse_json(&answer.body, &request)?;
     if flags.json {
         output::print_text(&client::json_line(&answer.body)?)?;
     } else {

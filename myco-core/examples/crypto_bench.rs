@@ -48,20 +48,41 @@ fn main() {
         revocation_block: 1,
         zone: 0,
     };
+    let rates = Rates {
+        handshake: handshake_rates(&operator, &a, &b, &trust),
+        frame: frame_rates(&a, &b, &trust),
+    };
+    print(&rates);
+}
 
+/// Calls per second of each measured operation.
+struct Rates {
+    /// Full handshakes, a responder's answer to one Hello, certificate verifications.
+    handshake: (f64, f64, f64),
+    /// Frames sealed and opened, forged frames refused.
+    frame: (f64, f64),
+}
+
+/// Full handshakes, the responder's cost of one Hello, and certificate verifications.
+fn handshake_rates(
+    operator: &SigningKey,
+    a: &Credentials,
+    b: &Credentials,
+    trust: &Trust,
+) -> (f64, f64, f64) {
     let handshakes = rate(|n| {
-        let (i, hello) = Initiator::new(&a, &trust, fill(n, 1), fill(n, 2)).unwrap();
-        let (r, reply) = Responder::handle_hello(&hello, &b, &trust, fill(n, 3), fill(n, 4))
+        let (i, hello) = Initiator::new(a, trust, fill(n, 1), fill(n, 2)).unwrap();
+        let (r, reply) = Responder::handle_hello(&hello, b, trust, fill(n, 3), fill(n, 4))
             .expect("honest hello");
-        let (ki, finish, _) = i.handle_reply(&reply, &a, &trust).unwrap();
-        let (kr, _) = r.handle_finish(&finish, &trust).unwrap();
+        let (ki, finish, _) = i.handle_reply(&reply, a, trust).unwrap();
+        let (kr, _) = r.handle_finish(&finish, trust).unwrap();
         assert_eq!(ki.tx, kr.rx);
         black_box((ki, kr));
     });
 
-    let (_, hello) = Initiator::new(&a, &trust, fill(0, 1), fill(0, 2)).unwrap();
+    let (_, hello) = Initiator::new(a, trust, fill(0, 1), fill(0, 2)).unwrap();
     let hellos = rate(|n| {
-        black_box(Responder::handle_hello(&hello, &b, &trust, fill(n, 3), fill(n, 4)).unwrap());
+        black_box(Responder::handle_hello(&hello, b, trust, fill(n, 3), fill(n, 4)).unwrap());
     });
 
     let cert = a.cert_bytes();
@@ -70,10 +91,15 @@ fn main() {
         black_box(c.verify(&operator.public_key(), 1)).unwrap();
     });
 
-    let (i, hello) = Initiator::new(&a, &trust, fill(0, 1), fill(0, 2)).unwrap();
-    let (r, reply) = Responder::handle_hello(&hello, &b, &trust, fill(0, 3), fill(0, 4)).unwrap();
-    let (ki, finish, _) = i.handle_reply(&reply, &a, &trust).unwrap();
-    let (kr, _) = r.handle_finish(&finish, &trust).unwrap();
+    (handshakes, hellos, verifies)
+}
+
+/// Frames sealed and opened over one session, and forged frames refused.
+fn frame_rates(a: &Credentials, b: &Credentials, trust: &Trust) -> (f64, f64) {
+    let (i, hello) = Initiator::new(a, trust, fill(0, 1), fill(0, 2)).unwrap();
+    let (r, reply) = Responder::handle_hello(&hello, b, trust, fill(0, 3), fill(0, 4)).unwrap();
+    let (ki, finish, _) = i.handle_reply(&reply, a, trust).unwrap();
+    let (kr, _) = r.handle_finish(&finish, trust).unwrap();
     let (mut tx, mut rx) = (Session::new(&ki), Session::new(&kr));
     let mut header = [0x11u8; HEADER_BYTES];
     let mut body = [0x22u8; BODY_BYTES_MAX];
@@ -91,6 +117,12 @@ fn main() {
         assert!(refused.is_err());
     });
 
+    (frames, forged)
+}
+
+fn print(rates: &Rates) {
+    let (handshakes, hellos, verifies) = rates.handshake;
+    let (frames, forged) = rates.frame;
     // What the node's tables pay per peer.
     println!(
         "bytes: Initiator {}, Responder {}, Session {}, Credentials {}",

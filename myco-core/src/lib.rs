@@ -10,7 +10,6 @@
 pub mod config;
 pub mod crypto;
 pub mod dns;
-pub mod engine;
 pub mod executor;
 pub mod gossip;
 pub mod hash;

@@ -3,10 +3,10 @@
 //! decision that the simulator would also need belongs in `myco-core`.
 
 pub mod alloc;
-pub mod api;
 pub mod atomic;
 pub mod daemon;
 pub mod flight;
+pub mod http;
 pub mod io;
 pub mod reserve;
 pub mod spawn;

@@ -180,32 +180,10 @@ pub fn spawn_with_stderr(
                 0o600,
             );
         }
-        // The daemon blocks the signals its signalfd reads; a child must not inherit that mask
-        // (a build killed at its timeout would live on), and it leads a process group of its
-        // own, so a kill reaches what it started too (Nix's builders).
         let mut attr: libc::posix_spawnattr_t = std::mem::zeroed();
         check(libc::posix_spawnattr_init(&mut attr))?;
-        let mut empty: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut empty);
-        let mut defaults: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut defaults);
-        for signal in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGPIPE] {
-            libc::sigaddset(&mut defaults, signal);
-        }
-        let flags = libc::POSIX_SPAWN_SETSIGMASK
-            | libc::POSIX_SPAWN_SETSIGDEF
-            | libc::POSIX_SPAWN_SETPGROUP;
         if result == 0 {
-            result = libc::posix_spawnattr_setsigmask(&mut attr, &empty);
-        }
-        if result == 0 {
-            result = libc::posix_spawnattr_setsigdefault(&mut attr, &defaults);
-        }
-        if result == 0 {
-            result = libc::posix_spawnattr_setpgroup(&mut attr, 0);
-        }
-        if result == 0 {
-            result = libc::posix_spawnattr_setflags(&mut attr, flags as libc::c_short);
+            result = child_attributes(&mut attr);
         }
         let mut pid = 0;
         if result == 0 {
@@ -223,6 +201,39 @@ pub fn spawn_with_stderr(
         check(result)?;
         drop(write);
         Ok(Child { pid, stdout: read })
+    }
+}
+
+/// The daemon blocks the signals its signalfd reads; a child must not inherit that mask (a build
+/// killed at its timeout would live on), and it leads a process group of its own, so a kill
+/// reaches what it started too (Nix's builders). Returns the first error, 0 if none.
+///
+/// # Safety
+/// `attr` was initialised by `posix_spawnattr_init`.
+unsafe fn child_attributes(attr: &mut libc::posix_spawnattr_t) -> libc::c_int {
+    // SAFETY: the sets are initialised by sigemptyset before use; `attr` is initialised.
+    unsafe {
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        let mut defaults: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut defaults);
+        for signal in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGPIPE] {
+            libc::sigaddset(&mut defaults, signal);
+        }
+        let flags = libc::POSIX_SPAWN_SETSIGMASK
+            | libc::POSIX_SPAWN_SETSIGDEF
+            | libc::POSIX_SPAWN_SETPGROUP;
+        let mut result = libc::posix_spawnattr_setsigmask(attr, &empty);
+        if result == 0 {
+            result = libc::posix_spawnattr_setsigdefault(attr, &defaults);
+        }
+        if result == 0 {
+            result = libc::posix_spawnattr_setpgroup(attr, 0);
+        }
+        if result == 0 {
+            result = libc::posix_spawnattr_setflags(attr, flags as libc::c_short);
+        }
+        result
     }
 }
 

@@ -1,9 +1,10 @@
 //! The cluster runner: boots N core nodes on the simulated network, submits the scenario's
 //! operations, injects faults during a safety phase, lifts them for a liveness phase, and checks
 //! invariants until every live node holds the same state. Then it waits for membership to agree,
-//! which the placement invariant (`placement.rs`, checked whenever the cluster has converged)
-//! needs, and, unless the scenario says otherwise, kills one node that runs services and counts
-//! the gossip rounds until every live node places those services elsewhere.
+//! which the placement invariant (`invariants/placement.rs`, checked whenever the cluster has
+//! converged) needs, and, unless the scenario says otherwise, kills one node that runs services and
+//! counts the gossip rounds until every live node places those services elsewhere. The faults
+//! themselves (when to crash, restart, partition, kill) are `cluster/faults.rs`.
 //!
 //! Time is discrete (`TICK_MS`); nothing reads the OS clock or OS randomness, so a seed replays
 //! exactly, and the trace hash proves it.
@@ -13,10 +14,13 @@ use crate::alloc;
 use crate::disk::SimDisk;
 use crate::executors::Executors;
 use crate::ids::{certify, Identities};
+use crate::invariants::placement::Watch;
 use crate::net::{Faults, Net};
-use crate::placement::Watch;
 use crate::scenario::{operations, Op, Scenario, OPS_START_MS};
 use crate::world::{addr, mix, Acks, World};
+use faults::FaultPlan;
+
+mod faults;
 use myco_core::config::REVOCATION_BYTES_MAX;
 use myco_core::config::{ARENA_BYTES, GOSSIP_INTERVAL_MS, SERVICES_MAX};
 use myco_core::crypto::revocation::encode_revocation;
@@ -107,13 +111,6 @@ pub struct Report {
 }
 
 type BigStore = Store<SERVICES_MAX, ARENA_BYTES>;
-
-struct Crash {
-    node: usize,
-    down: u64,
-    up: u64,
-    wipe: bool,
-}
 
 pub struct Cluster {
     s: Scenario,
@@ -459,123 +456,54 @@ impl Cluster {
         Ok(())
     }
 
-    pub fn run(&mut self) -> Report {
-        let ops = operations(&self.s, &self.ids.operator);
+    /// The reference store: every operation merged once, as a node that missed nothing holds
+    /// them. Entries a full table would refuse are refused everywhere alike.
+    fn reference(&mut self, ops: &[Op]) -> Box<BigStore> {
         let mut reference = Box::new(BigStore::new());
-        for op in &ops {
+        for op in ops {
             self.world.submitted.insert(digest(DOMAIN_ENTRY, &op.entry));
-            // Submitted entries that a full table would refuse are refused everywhere alike.
             let _ = reference.merge(&op.entry);
         }
-        let ops_end = OPS_START_MS + self.s.ops_window_ms * 2 + TICK_MS;
-        // Phase changes happen on tick boundaries.
-        let live_at = (ops_end + SAFETY_MS) / TICK_MS * TICK_MS;
-        let crashes = self.crash_schedule(live_at);
-        let partition = self.partition_schedule(live_at);
-        let first_op = ops.first().map_or(0, |o| o.at_ms);
-        let mut next_op = 0;
-        let mut report = Report {
-            node_state_bytes: std::mem::size_of::<Node>(),
-            ..Report::default()
-        };
-        self.world.acks.pending.reserve(ops.len());
-        self.world.acks.acked = vec![None; ops.len()];
-        let mid_ops = (OPS_START_MS + self.s.ops_window_ms / 2) / TICK_MS * TICK_MS;
-        let mut excluded = 0;
-        let allocations_at_boot = alloc::allocations();
-        let expected = (self.s.crashes == 0).then(|| reference.state_hash());
-        let mut deadline = self.s.time_ms_max;
-        let mut converged_at = None;
-        let mut placement_failure = None;
-        let mut phase = Phase::Converging;
-        while self.now <= deadline {
-            // A crash comes before this tick's sync, so the last tick's appends are at risk.
-            self.apply_faults(&crashes, partition, live_at);
-            self.sync_disks();
-            while next_op < ops.len() && ops[next_op].at_ms <= self.now {
-                self.submit(&ops[next_op], next_op);
-                next_op += 1;
-            }
-            // The operator's and the attacker's own actions allocate; the nodes must not.
-            let outside = alloc::allocations();
-            if self.now == mid_ops && self.s.rotate {
-                self.rotate();
-            }
-            if self.now == mid_ops && self.s.adversary {
-                self.poison_stolen_box(&ops);
-            }
-            self.recertify_due();
-            excluded += alloc::allocations() - outside;
-            self.attack();
-            self.deliver();
-            self.tick_nodes();
-            let placed = match self.watch.observe(&self.nodes, &self.up, &self.honest) {
-                Ok(holds) => holds,
-                Err(why) => {
-                    placement_failure = Some(Failure::Safety(format!("placement: {why}")));
-                    break;
-                }
-            };
-            if let Some(why) = self.exec_failure.take() {
-                placement_failure = Some(Failure::Safety(why));
-                break;
-            }
-            let faults_over = self.now >= live_at || (self.s.crashes == 0 && !self.s.partitions);
-            // A rotation or an attack is judged only once it has played out.
-            let faults_over = faults_over
-                && (!self.s.rotate || self.recertify_at.iter().all(|&t| t < self.now))
-                && (!self.s.adversary || self.now > mid_ops + SAFETY_MS);
-            if phase == Phase::Converging
-                && next_op == ops.len()
-                && faults_over
-                && self.converged_to(expected)
-            {
-                report.converged = true;
-                converged_at = Some(self.now);
-                phase = Phase::Settling;
-                self.lift_faults();
-                deadline = self.now + SETTLE_MS_MAX;
-            }
-            // Settling ends only once the executors have settled too, and their invariants hold.
-            let placed = if matches!(phase, Phase::Settling | Phase::Resettling) {
-                let outside = alloc::allocations();
-                let settled = self.executors_settled(placed);
-                self.kill_allocations += alloc::allocations() - outside;
-                match settled {
-                    Ok(settled) => settled,
-                    Err(why) => {
-                        placement_failure = Some(Failure::Safety(why));
-                        break;
-                    }
-                }
-            } else {
-                placed
-            };
-            let next = self.advance(phase, placed, &mut report);
-            if let Err(why) = next {
-                placement_failure = Some(Failure::Safety(format!("placement: {why}")));
-                break;
-            }
-            if next != Ok(phase) {
-                phase = next.expect("checked above");
-                deadline = self.now + phase.time_ms_max();
-            }
-            if phase == Phase::Done {
-                break;
-            }
-            self.now += TICK_MS;
+        reference
+    }
+
+    /// One tick of the world before the checks: faults, disks, the operator's operations, a
+    /// rotation or the adversary's poisoning at `mid_ops`, the attack, delivery and the nodes'
+    /// ticks. Returns the allocations made by the operator's and attacker's own actions, which
+    /// the nodes' count leaves out.
+    fn tick(&mut self, ops: &[Op], next_op: &mut usize, faults: &FaultPlan, mid_ops: u64) -> u64 {
+        // A crash comes before this tick's sync, so the last tick's appends are at risk.
+        self.apply_faults(faults);
+        self.sync_disks();
+        while *next_op < ops.len() && ops[*next_op].at_ms <= self.now {
+            self.submit(&ops[*next_op], *next_op);
+            *next_op += 1;
         }
+        let outside = alloc::allocations();
+        if self.now == mid_ops && self.s.rotate {
+            self.rotate();
+        }
+        if self.now == mid_ops && self.s.adversary {
+            self.poison_stolen_box(ops);
+        }
+        self.recertify_due();
+        let excluded = alloc::allocations() - outside;
+        self.attack();
+        self.deliver();
+        self.tick_nodes();
+        excluded
+    }
+
+    /// The run's totals into the report: checks made, acknowledged deploys and what was lost,
+    /// the disks' and the adversary's figures, and the refusals of the honest nodes.
+    fn tally(&self, report: &mut Report, ops: &[Op]) {
         report.placement_checks = self.watch.checks;
         report.executor_checks = self.exec.checks;
         report.executor_commands = self.exec.commands;
-        excluded += self.kill_allocations;
-        report.heap_allocations_after_boot = alloc::allocations() - allocations_at_boot - excluded;
-        // After the count: a message allocates.
-        report.placement_stuck = phase.stuck(&report);
         (
             report.acknowledged_deploys,
             report.acknowledged_deploys_lost,
-        ) = self.acknowledged_lost(&ops);
+        ) = self.acknowledged_lost(ops);
         report.wal_truncations = self.wal_truncations;
         report.checkpoints = self.checkpoints;
         report.forged_slots_accepted = self.forged_held();
@@ -595,19 +523,120 @@ impl Cluster {
                 *total += r;
             }
         }
-        report.failure = placement_failure;
         report.refused_frames = self
             .nodes
             .iter()
-            .map(|n| {
-                let c = n.counters();
-                c.refused_frame
-                    + c.refused_zone
-                    + c.refused_body
-                    + c.refused_entry
-                    + c.refused_crypto
-            })
+            .flat_map(|n| n.counters().refused_by_reason())
+            .map(|(_, n)| n)
             .sum();
+    }
+
+    /// This tick's safety checks: the placement invariant (whether it holds now, or how it
+    /// broke) and the first executor invariant that broke during the tick.
+    fn observe(&mut self) -> Result<bool, Failure> {
+        let placed = self
+            .watch
+            .observe(&self.nodes, &self.up, &self.honest)
+            .map_err(|why| Failure::Safety(format!("placement: {why}")))?;
+        match self.exec_failure.take() {
+            Some(why) => Err(Failure::Safety(why)),
+            None => Ok(placed),
+        }
+    }
+
+    /// Whether every fault has played out: crashes and partitions end at `live_at`, and a
+    /// rotation or an attack is judged only once it has played out.
+    fn faults_over(&self, live_at: u64, mid_ops: u64) -> bool {
+        let faults_over = self.now >= live_at || (self.s.crashes == 0 && !self.s.partitions);
+        faults_over
+            && (!self.s.rotate || self.recertify_at.iter().all(|&t| t < self.now))
+            && (!self.s.adversary || self.now > mid_ops + SAFETY_MS)
+    }
+
+    /// Whether the placement invariant holds (`placed`) and, while settling, the executors have
+    /// settled too with their invariants holding: settling ends only then. An executor invariant
+    /// that broke is the error.
+    fn settled(&mut self, phase: Phase, placed: bool) -> Result<bool, String> {
+        if !matches!(phase, Phase::Settling | Phase::Resettling) {
+            return Ok(placed);
+        }
+        // The settle checks allocate; they are the simulator's, not the nodes'.
+        let outside = alloc::allocations();
+        let settled = self.executors_settled(placed);
+        self.kill_allocations += alloc::allocations() - outside;
+        settled
+    }
+
+    pub fn run(&mut self) -> Report {
+        let ops = operations(&self.s, &self.ids.operator);
+        let reference = self.reference(&ops);
+        let ops_end = OPS_START_MS + self.s.ops_window_ms * 2 + TICK_MS;
+        // Phase changes happen on tick boundaries.
+        let live_at = (ops_end + SAFETY_MS) / TICK_MS * TICK_MS;
+        let faults = self.plan_faults(live_at);
+        let first_op = ops.first().map_or(0, |o| o.at_ms);
+        let mut next_op = 0;
+        let mut report = Report {
+            node_state_bytes: std::mem::size_of::<Node>(),
+            ..Report::default()
+        };
+        self.world.acks.pending.reserve(ops.len());
+        self.world.acks.acked = vec![None; ops.len()];
+        let mid_ops = (OPS_START_MS + self.s.ops_window_ms / 2) / TICK_MS * TICK_MS;
+        let mut excluded = 0;
+        let allocations_at_boot = alloc::allocations();
+        let expected = (self.s.crashes == 0).then(|| reference.state_hash());
+        let mut deadline = self.s.time_ms_max;
+        let mut converged_at = None;
+        let mut placement_failure = None;
+        let mut phase = Phase::Converging;
+        while self.now <= deadline {
+            excluded += self.tick(&ops, &mut next_op, &faults, mid_ops);
+            let placed = match self.observe() {
+                Ok(placed) => placed,
+                Err(failure) => {
+                    placement_failure = Some(failure);
+                    break;
+                }
+            };
+            if phase == Phase::Converging
+                && next_op == ops.len()
+                && self.faults_over(live_at, mid_ops)
+                && self.converged_to(expected)
+            {
+                report.converged = true;
+                converged_at = Some(self.now);
+                phase = Phase::Settling;
+                self.lift_faults();
+                deadline = self.now + SETTLE_MS_MAX;
+            }
+            let placed = match self.settled(phase, placed) {
+                Ok(placed) => placed,
+                Err(why) => {
+                    placement_failure = Some(Failure::Safety(why));
+                    break;
+                }
+            };
+            let next = self.advance(phase, placed, &mut report);
+            if let Err(why) = next {
+                placement_failure = Some(Failure::Safety(format!("placement: {why}")));
+                break;
+            }
+            if next != Ok(phase) {
+                phase = next.expect("checked above");
+                deadline = self.now + phase.time_ms_max();
+            }
+            if phase == Phase::Done {
+                break;
+            }
+            self.now += TICK_MS;
+        }
+        excluded += self.kill_allocations;
+        report.heap_allocations_after_boot = alloc::allocations() - allocations_at_boot - excluded;
+        // After the count: a message allocates.
+        report.placement_stuck = phase.stuck(&report);
+        self.tally(&mut report, &ops);
+        report.failure = placement_failure;
         self.finish(&mut report, first_op, converged_at, &reference)
     }
 
@@ -649,36 +678,6 @@ impl Cluster {
             Phase::Resettling if placed => Phase::Done,
             other => other,
         })
-    }
-
-    /// Loss and duplication stop, so membership can converge and the invariant be checked.
-    /// SWIM under heavy loss keeps declaring some live members dead (at 50% loss about a tenth
-    /// of all views at any moment), and the invariant is stated for converged membership.
-    fn lift_faults(&mut self) {
-        self.world.net.faults.loss_ppm = 0;
-        self.world.net.faults.duplicate_ppm = 0;
-    }
-
-    /// Kills for good one honest node that runs services (drawn from the seed), under the
-    /// scenario's own loss and duplication, unless the scenario keeps every node, that would
-    /// leave no honest node, or none runs anything. Returns it.
-    fn kill_one(&mut self) -> Option<usize> {
-        let judged: Vec<usize> = (0..self.nodes.len()).filter(|&i| self.judged(i)).collect();
-        let holders: Vec<usize> = judged
-            .iter()
-            .copied()
-            .filter(|&i| self.watch.held(i) > 0)
-            .collect();
-        if !self.s.kill || judged.len() < 2 || holders.is_empty() {
-            return None;
-        }
-        let victim = holders[self.rng.below(holders.len() as u64) as usize];
-        let from = *judged.iter().find(|&&i| i != victim).expect("two judged");
-        self.watch.mark_affected(&self.nodes, victim, from);
-        self.crash(victim, false);
-        self.killed = Some((victim, self.now));
-        self.world.net.faults = self.faults;
-        Some(victim)
     }
 
     /// The nodes and their executor world, for checks after a run.
@@ -823,101 +822,6 @@ impl Cluster {
             }
             if checkpointed {
                 self.nodes[i].handle_storage(now, Storage::Checkpointed, &mut sink);
-            }
-        }
-    }
-
-    /// Each crash, all within the safety phase. One in four loses its disk too (a replaced box):
-    /// the node restarts empty and must resync everything from its peers.
-    fn crash_schedule(&mut self, live_at: u64) -> Vec<Crash> {
-        let mut v = Vec::with_capacity(self.s.crashes);
-        for _ in 0..self.s.crashes {
-            let node = self.rng.below(self.s.nodes as u64) as usize;
-            let down = self.rng.below(live_at / TICK_MS) * TICK_MS;
-            let up = down + self.rng.below((live_at - down) / TICK_MS + 1) * TICK_MS;
-            v.push(Crash {
-                node,
-                down,
-                up,
-                wipe: self.rng.chance(1, 4),
-            });
-        }
-        v
-    }
-
-    fn partition_schedule(&mut self, live_at: u64) -> Option<(u64, u64)> {
-        self.s.partitions.then(|| {
-            let at = self.rng.below(live_at / TICK_MS) * TICK_MS;
-            (at, self.rng.next_u64())
-        })
-    }
-
-    fn crash(&mut self, i: usize, wipe: bool) {
-        self.up[i] = false;
-        self.world.disks[i].crash(&mut self.rng);
-        if wipe {
-            self.world.disks[i].wipe();
-            // An acknowledgement promises durability on that box's disk; the disk is gone.
-            for a in self
-                .world
-                .acks
-                .acked
-                .iter_mut()
-                .filter(|a| **a == Some(i as u16))
-            {
-                *a = None;
-            }
-        }
-        // Whatever was not durable when the power went is not acknowledged, ever.
-        self.world
-            .acks
-            .pending
-            .retain(|&(n, _, _)| usize::from(n) != i);
-    }
-
-    /// A crashed node boots from its disk: snapshot, then log up to the last good record.
-    fn restart(&mut self, i: usize) {
-        // A node boots with the block it knew, unless its certificate predates it (it crashed
-        // between a rotation and its new certificate): then it relearns the block from peers.
-        let block = self.nodes[i].revocation_block().min(self.ids.issued_at[i]);
-        *self.nodes[i] = boot(i, &self.s, &self.ids, block, self.now, self.now);
-        let node = &mut self.nodes[i];
-        let recovery = self.world.disks[i].recover(|e| {
-            node.restore(e)
-                .expect("a node's own log holds only entries it accepted");
-        });
-        self.wal_truncations += u64::from(recovery.truncated);
-        let mut sink = self.world.sink(i, self.now);
-        let done = Storage::Recovered {
-            wal_bytes: recovery.wal_bytes,
-            truncated: recovery.truncated,
-        };
-        self.nodes[i].handle_storage(Instant(self.now), done, &mut sink);
-        self.exec.restart(i);
-        self.up[i] = true;
-    }
-
-    fn apply_faults(&mut self, crashes: &[Crash], partition: Option<(u64, u64)>, live_at: u64) {
-        for c in crashes {
-            if self.now == c.down && self.up[c.node] {
-                self.crash(c.node, c.wipe);
-            } else if self.now == c.up && !self.up[c.node] {
-                self.restart(c.node);
-            }
-        }
-        if let Some((at, mask)) = partition {
-            if self.now == at {
-                for i in 0..self.s.nodes {
-                    self.world.net.side[i] = (mask >> (i % 64) & 1) as u8;
-                }
-            }
-        }
-        if self.now == live_at {
-            self.world.net.side.iter_mut().for_each(|s| *s = 0);
-            for i in 0..self.nodes.len() {
-                if !self.up[i] && self.killed.is_none_or(|(k, _)| k != i) {
-                    self.restart(i);
-                }
             }
         }
     }

@@ -9,7 +9,7 @@
 //! fails (exits non-zero, or prints garbage) or hangs for `HANG_MS` and then fails, at most once
 //! per version, so the retry succeeds.
 //!
-//! Invariants, each a safety failure:
+//! Invariants, each a safety failure (checked by `invariants/executors.rs`):
 //! 1. once converged and settled, every placed service is enabled on exactly its placed live
 //!    boxes, and no unit is ever enabled while already enabled (enabled exactly once);
 //! 2. a unit file is never removed while its unit is enabled or active (disable before delete);
@@ -22,18 +22,18 @@
 //! Nothing here allocates while stepping: tables are sized at boot; only the settle checks
 //! allocate, and the run leaves what they allocate out of the nodes' count.
 
-use crate::world::addr;
+use crate::invariants::executors::{
+    check_dns, check_enabled, check_one_in_flight, check_program, check_remove,
+};
 use myco_core::config::UNITS_PER_COMMAND;
-use myco_core::dns::Directory;
 use myco_core::executor::{
-    retry_delay_ms, Build, BuildState, Command, Executor, Names, Outcome, UnitHealth, Verb,
+    retry_delay_ms, Build, BuildState, Command, Executor, Outcome, UnitHealth, Verb,
 };
 use myco_core::random::Prng;
-use myco_core::schema::entry::{Entry, Source};
 use myco_core::state::store::key_hash;
 use myco_core::unit::{service_of, UNIT_NAME_BYTES_MAX};
 use myco_core::{Instant, Node};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fmt::Write as _;
 
 /// How long a hanging `systemctl` takes before it fails.
@@ -41,13 +41,13 @@ pub const HANG_MS: u64 = 20_000;
 
 /// A unit as the simulated systemd holds it.
 #[derive(Clone, Copy, Debug, Default)]
-struct SimUnit {
-    file: bool,
+pub(crate) struct SimUnit {
+    pub(crate) file: bool,
     /// The digest written in the file's header, read back by a restarted executor.
-    digest: u64,
-    enabled: bool,
-    active: Option<UnitHealth>,
-    restarts: u32,
+    pub(crate) digest: u64,
+    pub(crate) enabled: bool,
+    pub(crate) active: Option<UnitHealth>,
+    pub(crate) restarts: u32,
 }
 
 /// A build running on one node: what it prints, when it ends.
@@ -66,23 +66,23 @@ const BUILT: &[u8] =
     br#"[{"drvPath":"/nix/store/0000-sim.drv","outputs":{"out":"/nix/store/0000-sim"}}]"#;
 
 /// A `systemctl` running on one node.
-struct Job {
-    token: u64,
-    verb: Verb,
-    done_at: u64,
-    ok: bool,
+pub(crate) struct Job {
+    pub(crate) token: u64,
+    pub(crate) verb: Verb,
+    pub(crate) done_at: u64,
+    pub(crate) ok: bool,
 }
 
 type Fixed = std::hash::BuildHasherDefault<std::collections::hash_map::DefaultHasher>;
 type UnitName = heapless::String<UNIT_NAME_BYTES_MAX>;
 
 /// One simulated box: the core executor and the systemd it drives.
-struct SimBox {
-    executor: Box<Executor>,
+pub(crate) struct SimBox {
+    pub(crate) executor: Box<Executor>,
     /// Keyed by the service's key hash; a fixed hasher keeps iteration, and so the run, the
     /// same for the same seed.
-    units: HashMap<u64, (heapless::String<63>, SimUnit), Fixed>,
-    job: Option<Job>,
+    pub(crate) units: HashMap<u64, (heapless::String<63>, SimUnit), Fixed>,
+    pub(crate) job: Option<Job>,
     build: Option<BuildJob>,
     /// Per service key: the digest whose build failed, when it last failed and how many failed
     /// in a row (invariant 5), while the executor keeps the service's build record.
@@ -93,10 +93,10 @@ struct SimBox {
 }
 
 pub struct Executors {
-    boxes: Vec<SimBox>,
+    pub(crate) boxes: Vec<SimBox>,
     rng: Prng,
     seed: u64,
-    /// Join addresses name other nodes: alone means cut off (`engine::mode`).
+    /// Join addresses name other nodes: alone means cut off (`executor::reconcile::mode`).
     peers: bool,
     unit_fault_ppm: u64,
     systemctl_fault_ppm: u64,
@@ -354,21 +354,6 @@ impl Executors {
     }
 }
 
-/// Invariant 5: a flake service's unit carries a built program.
-fn check_program(name: &str, entry: &[u8], program: Option<&str>) -> Result<(), String> {
-    let flake = Entry::decode(entry)
-        .ok()
-        .and_then(|e| e.body.spec)
-        .is_some_and(|s| matches!(s.source, Source::Flake { .. }));
-    let names_it = |p: &str| p.strip_suffix(name).is_some_and(|p| p.ends_with("/bin/"));
-    if flake && !program.is_some_and(names_it) {
-        return Err(format!(
-            "unit of flake service {name} written before its build"
-        ));
-    }
-    Ok(())
-}
-
 /// What a successful command does to the simulated systemd; `show` writes its report.
 fn apply(
     b: &mut SimBox,
@@ -442,28 +427,6 @@ fn start(seed: u64, key: u64, fault_ppm: u64) -> UnitHealth {
     }
 }
 
-/// Invariant 2: a unit file goes only once its unit is disabled and stopped.
-fn check_remove(name: &str, unit: Option<&SimUnit>) -> Result<(), String> {
-    match unit {
-        Some(u) if u.enabled || u.active.is_some() => Err(format!(
-            "the unit file of {name} was removed while its unit is still enabled or active"
-        )),
-        _ => Ok(()),
-    }
-}
-
-/// Invariant 3: at most one command in flight per node.
-fn check_one_in_flight(job: &Option<Job>) -> Result<(), String> {
-    match job {
-        Some(j) => Err(format!(
-            "a command was issued while {} (token {}) was still running",
-            j.verb.name(),
-            j.token
-        )),
-        None => Ok(()),
-    }
-}
-
 /// Whether the executor's view of every unit is what the simulated systemd holds.
 fn health_read(b: &SimBox) -> bool {
     b.executor.units().iter().all(|u| {
@@ -474,190 +437,4 @@ fn health_read(b: &SimBox) -> bool {
             .unwrap_or(UnitHealth::Stopped);
         u.health == truth
     })
-}
-
-/// Whether node `i` holds node `j`'s latest status: `j`'s status has spread to `i`.
-fn status_current(nodes: &[Box<Node>], i: usize, j: usize) -> bool {
-    let own = nodes[j].own_status().version;
-    i == j || nodes[i].status_of(nodes[j].id()).map(|s| s.version) == Some(own)
-}
-
-/// The services placement puts on node `i`, as `i` sees it.
-fn placed_on(node: &Node) -> HashSet<u64> {
-    node.placed_here().map(|(slot, _)| slot.key_hash).collect()
-}
-
-/// Invariant 1: every live node has enabled exactly the services placed on it.
-fn check_enabled(nodes: &[Box<Node>], live: &[usize], boxes: &[SimBox]) -> Result<(), String> {
-    for &i in live {
-        let placed = placed_on(&nodes[i]);
-        let enabled: HashSet<u64> = boxes[i]
-            .units
-            .iter()
-            .filter(|(_, (_, u))| u.enabled)
-            .map(|(k, _)| *k)
-            .collect();
-        if placed != enabled {
-            let missing = placed.difference(&enabled).count();
-            let extra = enabled.difference(&placed).count();
-            return Err(format!(
-                "node {i}: {missing} placed services are not enabled and {extra} enabled units are not placed there"
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// Invariant 4: every live node's DNS answers each service with exactly the placed boxes where
-/// its unit runs, among the judged boxes whose latest status it holds (a box whose status has
-/// not spread to it, or that nobody judges, such as an adversary's stolen box, is left out of
-/// both sides). A box whose status overflowed (`more`) is answered
-/// only for what it listed, by the core's rule.
-fn check_dns(
-    nodes: &[Box<Node>],
-    live: &[usize],
-    up: &[usize],
-    boxes: &[SimBox],
-) -> Result<(), String> {
-    let by_id: HashMap<u64, usize> = up.iter().map(|&j| (nodes[j].id(), j)).collect();
-    let at = |i: usize, j: usize| {
-        if i == j {
-            addr(i)
-        } else {
-            myco_core::PeerAddr { port: 0, ..addr(j) }
-        }
-    };
-    for &i in live {
-        let node = &nodes[i];
-        let names = Names {
-            node,
-            executor: Some(&boxes[i].executor),
-            own: addr(i),
-        };
-        for slot in node.store().slots().iter().filter(|s| !s.tombstone) {
-            let bytes = node.store().bytes(slot);
-            let entry = myco_core::schema::entry::Entry::decode(bytes).expect("stored");
-            let name = entry.body.name;
-            let placed: Vec<usize> = node
-                .placement(slot.key_hash)
-                .into_iter()
-                .filter_map(|id| by_id.get(&id).copied())
-                .collect();
-            let stale: HashSet<_> = placed
-                .iter()
-                .filter(|&&j| !live.contains(&j) || !status_current(nodes, i, j))
-                .map(|&j| at(i, j))
-                .collect();
-            let runs = |j: usize| {
-                let running = boxes[j].units.get(&slot.key_hash).map(|(_, u)| u.active);
-                let known = j == i || !nodes[j].own_status().more;
-                running == Some(Some(UnitHealth::Running)) && known
-            };
-            let mut expected: Vec<_> = placed
-                .iter()
-                .filter(|&&j| runs(j))
-                .map(|&j| at(i, j))
-                .filter(|a| !stale.contains(a))
-                .collect();
-            let mut answered = Vec::new();
-            names.instances(name, &mut |a| {
-                if !stale.contains(&a) {
-                    answered.push(a)
-                }
-            });
-            expected.sort_by_key(|a| (a.ip, a.port));
-            answered.sort_by_key(|a| (a.ip, a.port));
-            if expected != answered {
-                return Err(format!(
-                    "node {i}: DNS answers {name} with {} boxes, but {} placed boxes run it",
-                    answered.len(),
-                    expected.len()
-                ));
-            }
-        }
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::cluster::Cluster;
-    use crate::scenario::Scenario;
-
-    /// Invariant 2's checker is not vacuous: removing the file of an enabled or active unit is a
-    /// violation; of a disabled, stopped one it is not.
-    #[test]
-    fn remove_check_detects_an_enabled_unit() {
-        let enabled = SimUnit {
-            file: true,
-            enabled: true,
-            ..SimUnit::default()
-        };
-        assert!(check_remove("web", Some(&enabled)).is_err());
-        let active = SimUnit {
-            file: true,
-            active: Some(UnitHealth::Running),
-            ..SimUnit::default()
-        };
-        assert!(check_remove("web", Some(&active)).is_err());
-        let stopped = SimUnit {
-            file: true,
-            ..SimUnit::default()
-        };
-        assert!(check_remove("web", Some(&stopped)).is_ok());
-    }
-
-    /// Invariant 3's checker is not vacuous: a command issued while one runs is a violation.
-    #[test]
-    fn in_flight_check_detects_a_second_command() {
-        let running = Some(Job {
-            token: 7,
-            verb: Verb::Enable,
-            done_at: 0,
-            ok: true,
-        });
-        assert!(check_one_in_flight(&running).is_err());
-        assert!(check_one_in_flight(&None).is_ok());
-    }
-
-    /// Invariants 1 and 4's checkers are not vacuous: after a settled run, a unit enabled where
-    /// it is not placed, or a placed one not enabled, breaks invariant 1, and a unit that stopped
-    /// behind the executor's back breaks invariant 4's DNS answer set.
-    #[test]
-    fn enabled_and_dns_checks_detect_disagreement() {
-        let mut s = Scenario::standard(3, 5, 20, 0.0);
-        s.kill = false;
-        let mut c = Cluster::new(&s);
-        let report = c.run();
-        assert_eq!(report.failure, None);
-        assert!(
-            report.executor_checks > 0,
-            "the run settled and was checked"
-        );
-        let (nodes, exec) = c.parts();
-        let live: Vec<usize> = (0..nodes.len()).collect();
-        assert!(check_enabled(nodes, &live, &exec.boxes).is_ok());
-        assert!(check_dns(nodes, &live, &live, &exec.boxes).is_ok());
-        let holder = (0..nodes.len())
-            .find(|&i| exec.boxes[i].units.values().any(|(_, u)| u.enabled))
-            .expect("some node runs a unit");
-        let (key, (_, unit)) = exec.boxes[holder]
-            .units
-            .iter()
-            .find(|(_, (_, u))| u.enabled)
-            .map(|(k, v)| (*k, v.clone()))
-            .unwrap();
-        let mut stopped = unit;
-        stopped.active = Some(UnitHealth::Failed);
-        exec.boxes[holder].units.get_mut(&key).unwrap().1 = stopped;
-        assert!(
-            check_dns(nodes, &live, &live, &exec.boxes).is_err(),
-            "a unit that no longer runs is still answered"
-        );
-        let mut disabled = unit;
-        disabled.enabled = false;
-        exec.boxes[holder].units.get_mut(&key).unwrap().1 = disabled;
-        assert!(check_enabled(nodes, &live, &exec.boxes).is_err());
-    }
 }

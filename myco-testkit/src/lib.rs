@@ -59,5 +59,5 @@ esac
 
 /// Lower-case hex of `bytes`, as key files and the API write keys.
 pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    myco_core::hex::Hex(bytes).to_string()
 }

@@ -3,6 +3,7 @@
 use crate::wait::wait_exit;
 use serde_json::Value;
 use std::io::Read;
+use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::thread;
 use std::time::Duration;
@@ -62,5 +63,17 @@ pub fn run(mut command: Command) -> Run {
         code: status.code(),
         stdout: out_reader.join().expect("reader"),
         stderr: err_reader.join().expect("reader"),
+    }
+}
+
+/// Makes `command`'s child die with the thread that spawns it (PR_SET_PDEATHSIG), so a test or
+/// bench killed by a timeout leaves no daemons behind.
+pub fn die_with_parent(command: &mut Command) {
+    // SAFETY: prctl is async-signal-safe and touches only the child's own state.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
     }
 }

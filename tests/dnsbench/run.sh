@@ -51,8 +51,8 @@ trap cleanup EXIT
 # dnsmasq-base is the binary alone: the dnsmasq package would also install and start the service.
 if ! command -v dnsperf >/dev/null || ! command -v dnsmasq >/dev/null || ! command -v dig >/dev/null; then
 	log "installing dnsperf, dnsmasq-base and dig"
-	apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	apt-get -o DPkg::Lock::Timeout=600 update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends \
 		dnsperf dnsmasq-base dnsutils >/dev/null
 fi
 

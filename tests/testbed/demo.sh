@@ -8,7 +8,7 @@
 # powers off one of the boxes that run it, shows it running again on the others, prints a
 # summary with the timings, and removes everything it made.
 #
-# Needs root, and a cgroup v1 or hybrid host (TESTBED.md). Usage: tests/testbed/demo.sh
+# Needs root, and a cgroup v1 or hybrid host (docs/testbed.md). Usage: tests/testbed/demo.sh
 
 set -euo pipefail
 

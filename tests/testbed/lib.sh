@@ -112,7 +112,7 @@ box_alive_count() {
 testbed_tools() {
 	[[ $(id -u) -eq 0 ]] || fail "run as root: network namespaces, bridges and systemd-nspawn need it"
 	[[ -d /sys/fs/cgroup/memory ]] || fail "no cgroup v1 memory controller at /sys/fs/cgroup/memory:
-the testbed needs a cgroup v1 or hybrid host (TESTBED.md), where bookworm's systemd 252 runs"
+the testbed needs a cgroup v1 or hybrid host (docs/testbed.md), where bookworm's systemd 252 runs"
 	nspawn_tools
 	local binary
 	for binary in myco-d myco; do

@@ -1,6 +1,6 @@
 # shellcheck shell=bash
 # Shell library: real systemd as PID 1 in systemd-nspawn containers on a host whose PID 1 is not
-# systemd (../shared/TESTBED.md). Sourced by systemd/nspawn-test.sh (one container) and
+# systemd (docs/testbed.md). Sourced by systemd/nspawn-test.sh (one container) and
 # tests/testbed/lib.sh (a cluster of them); it defines functions and constants and runs nothing.
 #
 # - nspawn_tools installs debootstrap, systemd-nspawn and zstd when they are missing.
@@ -32,8 +32,8 @@ nspawn_tools() {
 	command -v pgrep >/dev/null || missing+=(procps)
 	((${#missing[@]} == 0)) && return 0
 	log "installing ${missing[*]}"
-	apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" \
+	apt-get -o DPkg::Lock::Timeout=600 update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}" \
 		>/dev/null
 }
 

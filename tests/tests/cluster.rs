@@ -56,11 +56,8 @@ fn replayed_services(d: &Daemon) -> u64 {
         .unwrap_or_else(|_| panic!("no service count in: {line}"))
 }
 
-/// Proves that deploys reach every node with one version, that a killed node is declared dead,
-/// and that a restarted node recovers what it held from its own WAL (before it could hear
-/// anyone) and catches up on what it missed. One node runs the poll(2) backend.
-#[test]
-fn five_nodes_converge_and_survive_a_kill() {
+/// Five daemons, the last on the poll(2) backend, each healthy and seeing the four others alive.
+fn start_five_with_one_on_poll() -> Cluster {
     let mut c = Cluster::new("five_nodes_converge_and_survive_a_kill");
     for i in 0..5 {
         let io = (i == 4).then_some("poll");
@@ -85,6 +82,75 @@ fn five_nodes_converge_and_survive_a_kill() {
     wait_until(CONVERGE, "every node sees the four others alive", || {
         c.daemons.iter().all(|d| sees_all(d, &ids, "alive"))
     });
+    c
+}
+
+/// Node 3 comes back on the same state directory: `web` comes from its WAL (before it could hear
+/// anyone), `api` from the others, and membership sees it alive again both ways.
+fn restart_node_3(c: &mut Cluster, ids: &[&str], web_row: &ServiceRow, both: &[ServiceRow]) {
+    let others = [0, 1, 2, 4];
+    let victim = ids[3];
+    c.daemons[3].start();
+    let first = c.daemons[3].services();
+    assert!(
+        first.contains(web_row),
+        "node 3 lost web across SIGKILL: {first:?}"
+    );
+    assert_eq!(
+        replayed_services(&c.daemons[3]),
+        1,
+        "node 3 must replay exactly web from its WAL (api was deployed while it was down):\n{}",
+        c.daemons[3].run_log()
+    );
+    c.wait_services(&[3], both, CONVERGE, "node 3 catches up on api");
+    wait_until(
+        FAILURE_DETECTION,
+        "every node sees node 3 alive again",
+        || {
+            others
+                .iter()
+                .all(|&i| c.daemons[i].state_of(victim).as_deref() == Some("alive"))
+        },
+    );
+    wait_until(CONVERGE, "node 3 sees the four others alive", || {
+        sees_all(&c.daemons[3], ids, "alive")
+    });
+}
+
+/// `myco ls` (JSON and table) shows what node 3's API holds, and `myco status` says it is ok.
+fn myco_ls_and_status_match_the_api(c: &Cluster, both: &[ServiceRow]) {
+    let socket3 = c.daemons[3].socket.to_str().unwrap().to_string();
+    let ls = c.myco(&["ls", "--socket", &socket3, "--json"]).json();
+    assert_eq!(
+        myco_testkit::json::services_of(&ls),
+        both.to_vec(),
+        "myco ls --json: {ls}"
+    );
+    let table = c.myco(&["ls", "--socket", &socket3]);
+    for r in both {
+        let line = table
+            .ok()
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(&r.name));
+        let line =
+            line.unwrap_or_else(|| panic!("myco ls does not list {}:\n{}", r.name, table.stdout));
+        assert!(
+            line.contains(&r.clock.to_string()) && line.contains("deployed"),
+            "{line}"
+        );
+    }
+    let status = c.myco(&["status", "--socket", &socket3, "--json"]).json();
+    assert_eq!(status["status"], "ok", "{status}");
+}
+
+/// Proves that deploys reach every node with one version, that a killed node is declared dead,
+/// and that a restarted node recovers what it held from its own WAL (before it could hear
+/// anyone) and catches up on what it missed. One node runs the poll(2) backend.
+#[test]
+fn five_nodes_converge_and_survive_a_kill() {
+    let mut c = start_five_with_one_on_poll();
+    let ids = c.ids();
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
 
     let web = c.write("web.json", r#"{"name": "web", "exec": "/usr/bin/true"}"#);
     let deployed = c.deploy(0, &web);
@@ -126,56 +192,9 @@ fn five_nodes_converge_and_survive_a_kill() {
         "the four live nodes list api and web",
     );
 
-    // Node 3 comes back on the same state directory: web comes from its WAL, api from the others.
-    c.daemons[3].start();
-    let first = c.daemons[3].services();
-    assert!(
-        first.contains(&web_row),
-        "node 3 lost web across SIGKILL: {first:?}"
-    );
-    assert_eq!(
-        replayed_services(&c.daemons[3]),
-        1,
-        "node 3 must replay exactly web from its WAL (api was deployed while it was down):\n{}",
-        c.daemons[3].run_log()
-    );
-    c.wait_services(&[3], &both, CONVERGE, "node 3 catches up on api");
-    wait_until(
-        FAILURE_DETECTION,
-        "every node sees node 3 alive again",
-        || {
-            others
-                .iter()
-                .all(|&i| c.daemons[i].state_of(victim).as_deref() == Some("alive"))
-        },
-    );
-    wait_until(CONVERGE, "node 3 sees the four others alive", || {
-        sees_all(&c.daemons[3], &ids, "alive")
-    });
+    restart_node_3(&mut c, &ids, &web_row, &both);
 
-    // `myco ls` shows what the API holds.
-    let socket3 = c.daemons[3].socket.to_str().unwrap().to_string();
-    let ls = c.myco(&["ls", "--socket", &socket3, "--json"]).json();
-    assert_eq!(
-        myco_testkit::json::services_of(&ls),
-        both.to_vec(),
-        "myco ls --json: {ls}"
-    );
-    let table = c.myco(&["ls", "--socket", &socket3]);
-    for r in &both {
-        let line = table
-            .ok()
-            .lines()
-            .find(|l| l.split_whitespace().next() == Some(&r.name));
-        let line =
-            line.unwrap_or_else(|| panic!("myco ls does not list {}:\n{}", r.name, table.stdout));
-        assert!(
-            line.contains(&r.clock.to_string()) && line.contains("deployed"),
-            "{line}"
-        );
-    }
-    let status = c.myco(&["status", "--socket", &socket3, "--json"]).json();
-    assert_eq!(status["status"], "ok", "{status}");
+    myco_ls_and_status_match_the_api(&c, &both);
 
     // `myco rm` from node 0 reaches every node as a tombstone.
     let socket0 = c.daemons[0].socket.to_str().unwrap().to_string();
@@ -201,11 +220,9 @@ fn five_nodes_converge_and_survive_a_kill() {
     );
 }
 
-/// Proves that membership needs a certificate from this cluster's operator that is not revoked:
-/// a daemon refuses to start with a certificate it cannot use, and live nodes refuse (and count)
-/// peers presenting a foreign or revoked one, never listing them.
-#[test]
-fn wrong_and_revoked_certificates_are_refused() {
+/// Three nodes certified at height 5 and given the revocation record of height 5, seeing each
+/// other alive; returns the cluster and the record's path.
+fn three_honest_nodes_past_revocation_5() -> (Cluster, std::path::PathBuf) {
     let mut c = Cluster::new("wrong_and_revoked_certificates_are_refused");
     let operator = c.operator.path.to_str().unwrap().to_string();
     let revocation = c.dir.join("revocation-5");
@@ -238,6 +255,64 @@ fn wrong_and_revoked_certificates_are_refused() {
     for d in &c.daemons {
         assert_eq!(d.metric("myco_revocation_block"), 5.0, "node {}", d.index);
     }
+    (c, revocation)
+}
+
+/// The honest nodes (0, 1, 2) never list the foreign node, nor the revoked one alive, and their
+/// refusal counters keep growing while both keep knocking.
+fn outsiders_are_never_admitted(
+    c: &Cluster,
+    foreign_id: &str,
+    revoked_id: &str,
+    before: (&[f64], &[f64]),
+) {
+    let (unknown_before, revoked_before) = before;
+    let never_admitted = |c: &Cluster| {
+        for i in 0..3 {
+            let nodes = c.daemons[i].nodes();
+            assert!(
+                !nodes.iter().any(|(id, _)| *id == foreign_id),
+                "node {i} lists the foreign node {foreign_id}: {nodes:?}"
+            );
+            assert!(
+                !nodes
+                    .iter()
+                    .any(|(id, s)| *id == revoked_id && s == "alive"),
+                "node {i} lists the revoked node {revoked_id} alive: {nodes:?}"
+            );
+        }
+    };
+    wait_until(
+        CONVERGE,
+        "the honest nodes count unknown_key and revoked_key refusals",
+        || {
+            never_admitted(c);
+            let unknown = refusals(c, "unknown_key");
+            let revoked = refusals(c, "revoked_key");
+            (0..3).all(|i| unknown[i] > unknown_before[i] && revoked[i] > revoked_before[i])
+        },
+    );
+    // Refusing once is not enough: they keep knocking, and keep being refused. Waiting for the
+    // counters to grow again proves both without guessing how long that takes.
+    let (unknown_mid, revoked_mid) = (refusals(c, "unknown_key"), refusals(c, "revoked_key"));
+    wait_until(
+        CONVERGE,
+        "the outsiders keep knocking and keep being refused",
+        || {
+            never_admitted(c);
+            let unknown = refusals(c, "unknown_key");
+            let revoked = refusals(c, "revoked_key");
+            (0..3).all(|i| unknown[i] > unknown_mid[i] && revoked[i] > revoked_mid[i])
+        },
+    );
+}
+
+/// Proves that membership needs a certificate from this cluster's operator that is not revoked:
+/// a daemon refuses to start with a certificate it cannot use, and live nodes refuse (and count)
+/// peers presenting a foreign or revoked one, never listing them.
+#[test]
+fn wrong_and_revoked_certificates_are_refused() {
+    let (mut c, revocation) = three_honest_nodes_past_revocation_5();
 
     // A certificate from another operator, with this cluster's --operator: no start.
     let other = c.keygen("other");
@@ -276,45 +351,17 @@ fn wrong_and_revoked_certificates_are_refused() {
     let foreign_id = c.daemons[foreign].key.node_id.clone();
     let revoked_id = c.daemons[revoked].key.node_id.clone();
 
-    let never_admitted = |c: &Cluster| {
-        for i in 0..3 {
-            let nodes = c.daemons[i].nodes();
-            assert!(
-                !nodes.iter().any(|(id, _)| *id == foreign_id),
-                "node {i} lists the foreign node {foreign_id}: {nodes:?}"
-            );
-            assert!(
-                !nodes
-                    .iter()
-                    .any(|(id, s)| *id == revoked_id && s == "alive"),
-                "node {i} lists the revoked node {revoked_id} alive: {nodes:?}"
-            );
-        }
-    };
-    wait_until(
-        CONVERGE,
-        "the honest nodes count unknown_key and revoked_key refusals",
-        || {
-            never_admitted(&c);
-            let unknown = refusals(&c, "unknown_key");
-            let revoked = refusals(&c, "revoked_key");
-            (0..3).all(|i| unknown[i] > unknown_before[i] && revoked[i] > revoked_before[i])
-        },
-    );
-    // Refusing once is not enough: they keep knocking, and keep being refused. Waiting for the
-    // counters to grow again proves both without guessing how long that takes.
-    let (unknown_mid, revoked_mid) = (refusals(&c, "unknown_key"), refusals(&c, "revoked_key"));
-    wait_until(
-        CONVERGE,
-        "the outsiders keep knocking and keep being refused",
-        || {
-            never_admitted(&c);
-            let unknown = refusals(&c, "unknown_key");
-            let revoked = refusals(&c, "revoked_key");
-            (0..3).all(|i| unknown[i] > unknown_mid[i] && revoked[i] > revoked_mid[i])
-        },
+    outsiders_are_never_admitted(
+        &c,
+        &foreign_id,
+        &revoked_id,
+        (&unknown_before, &revoked_before),
     );
     assert!(c.daemons[foreign].is_running() && c.daemons[revoked].is_running());
+    let honest_ids: Vec<&str> = c.daemons[..3]
+        .iter()
+        .map(|d| d.key.node_id.as_str())
+        .collect();
     for i in 0..3 {
         assert!(
             sees_all(&c.daemons[i], &honest_ids, "alive"),
@@ -356,7 +403,17 @@ fn api_over_curl_and_promtool() {
     let c = Cluster::started("api_over_curl_and_promtool", 1);
     let other_key = c.keygen("other");
     let d = &c.daemons[0];
+    health_services_and_nodes_answer(d);
+    unknown_paths_and_wrong_methods_are_refused(d);
+    let manifest = c.write("web.json", r#"{"name": "web", "exec": "/usr/bin/true"}"#);
+    refused_deploys_change_nothing(&c, &manifest, &other_key.path);
+    signed_deploy_applies_once(&c, &manifest);
+    metrics_pass_promtool(d);
+    slow_client_stalls_nothing(d);
+}
 
+/// `/health`, `/services` and `/nodes` of a fresh single node, as docs/api.md specifies them.
+fn health_services_and_nodes_answer(d: &Daemon) {
     let health = d.get("/health");
     assert_eq!(health.status, 200, "{health:?}");
     assert!(
@@ -385,7 +442,10 @@ fn api_over_curl_and_promtool() {
         (&d.key.node_id.clone().into(), &"alive".into(), &true.into()),
         "{nodes}"
     );
+}
 
+/// An unknown path is 404 naming the real ones; a wrong method is 405 with `Allow`.
+fn unknown_paths_and_wrong_methods_are_refused(d: &Daemon) {
     let unknown = d.get("/nosuch");
     assert_eq!(unknown.status, 404, "{unknown:?}");
     assert_eq!(unknown.json()["status"], 404, "{unknown:?}");
@@ -410,20 +470,24 @@ fn api_over_curl_and_promtool() {
         "{wrong_method:?}"
     );
     assert_eq!(wrong_method.json()["status"], 405);
+}
 
+/// Garbage (400), an entry signed by another operator (403) and oversized bodies (413) are
+/// refused, and none of them changes the state or writes to the WAL.
+fn refused_deploys_change_nothing(c: &Cluster, manifest: &Path, other_key: &Path) {
+    let d = &c.daemons[0];
     let wal_before = d.metric("myco_wal_bytes");
     let garbage = c.write("garbage.entry", "this is not a signed entry");
     let refused = post_file(d, &garbage);
     assert_eq!(refused.status, 400, "{refused:?}");
     assert_eq!(refused.json()["status"], 400);
 
-    let manifest = c.write("web.json", r#"{"name": "web", "exec": "/usr/bin/true"}"#);
     let foreign_entry = c.dir.join("foreign.entry");
     let signed = c.myco(&[
         "sign",
         manifest.to_str().unwrap(),
         "--operator-key",
-        other_key.path.to_str().unwrap(),
+        other_key.to_str().unwrap(),
         "--out",
         foreign_entry.to_str().unwrap(),
     ]);
@@ -457,9 +521,13 @@ fn api_over_curl_and_promtool() {
         wal_before,
         "a refusal wrote to the WAL"
     );
+}
 
-    // The same manifest signed by the cluster's operator is accepted: the refusals above were
-    // about the signer, not the entry.
+/// The same manifest signed by the cluster's operator is applied, and applying it again is
+/// `unchanged`.
+fn signed_deploy_applies_once(c: &Cluster, manifest: &Path) {
+    let d = &c.daemons[0];
+    // The refusals before were about the signer, not the entry.
     let entry = c.dir.join("web.entry");
     c.myco(&[
         "sign",
@@ -486,7 +554,10 @@ fn api_over_curl_and_promtool() {
         "unchanged",
         "deploys are idempotent: {again:?}"
     );
+}
 
+/// `/metrics` is Prometheus text 0.0.4 that `promtool check metrics` accepts.
+fn metrics_pass_promtool(d: &Daemon) {
     let metrics = d.get("/metrics");
     assert_eq!(metrics.status, 200);
     assert!(
@@ -503,8 +574,11 @@ fn api_over_curl_and_promtool() {
         metrics.body
     );
     promtool_check(&metrics.body);
+}
 
-    // A client that sends half a request and waits holds one connection, not the loop.
+/// A client that sends half a request and waits holds one connection, not the loop, and is
+/// dropped at its deadline.
+fn slow_client_stalls_nothing(d: &Daemon) {
     let mut slow = UnixStream::connect(&d.socket).expect("connect");
     slow.write_all(b"GET /health HTTP/1.1\r\nHost: local")
         .expect("half a request");

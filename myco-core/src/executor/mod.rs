@@ -2,7 +2,7 @@
 //! machine. The host asks [`Executor::poll_command`] for the next command, runs it (writes or
 //! deletes a unit file, spawns `systemctl`), and reports its outcome through
 //! [`Executor::handle_command_done`]; this module decides everything else: what to change
-//! (`engine::reconcile` over `Node::placed_here`), in which order, when to retry, when to read
+//! (`reconcile::reconcile` over `Node::placed_here`), in which order, when to retry, when to read
 //! health, and how each unit does. The simulator drives the same machine against a simulated
 //! systemd, so every rule here is checked there.
 //!
@@ -28,6 +28,7 @@
 
 mod build;
 mod names;
+pub mod reconcile;
 mod systemd;
 #[cfg(test)]
 mod tests;
@@ -42,7 +43,6 @@ use crate::config::{
     COMMAND_RETRY_MS, HEALTH_AFTER_START_MS, HEALTH_INTERVAL_MS, NAME_BYTES_MAX,
     RECONCILE_INTERVAL_MS, UNITS_MAX, UNITS_PER_COMMAND, UNIT_CHANGES_MAX, UNIT_PLAN_MAX,
 };
-use crate::engine::{self, Action, Unit};
 use crate::hash::{digest, DOMAIN_ENTRY};
 use crate::node::Node;
 use crate::schema::entry::{Entry, Source};
@@ -52,6 +52,7 @@ use crate::time::Instant;
 use crate::unit::{self, UnitContext, UnitError};
 use build::{BuildFlight, Builds};
 use heapless::{Deque, String, Vec};
+use reconcile::{Action, Unit};
 
 /// A service name.
 pub type Name = String<NAME_BYTES_MAX>;
@@ -259,7 +260,7 @@ pub struct Executor {
     /// Nothing can be due before this: set when a poll found nothing to do, cleared by every
     /// input. Spares the scans of the table on the many polls of a box at rest.
     idle_until_ms: u64,
-    /// Join addresses or remembered peers exist: alone means cut off (`engine::mode`).
+    /// Join addresses or remembered peers exist: alone means cut off (`reconcile::mode`).
     has_peers_configured: bool,
     /// Placements and health changes not yet taken (`take_changes`).
     changes: Deque<Change, UNIT_CHANGES_MAX>,
@@ -493,8 +494,8 @@ impl Executor {
     /// Plans one round: the writes of new and changed units, the removal of units no longer
     /// placed here, at most `UNIT_PLAN_MAX` changes; a full plan leaves the rest for the next.
     fn reconcile(&mut self, node: &Node) {
-        let mode = engine::mode(node.live_peers(), self.has_peers_configured);
-        // Collected once: the engine walks the list for each installed unit.
+        let mode = reconcile::mode(node.live_peers(), self.has_peers_configured);
+        // Collected once: reconcile walks the list for each installed unit.
         // The store keeps each entry's digest ([`unit_digest`]), so nothing is hashed here.
         let wanted: Vec<Unit<'_>, UNITS_MAX> = node
             .placed_entries()
@@ -518,7 +519,7 @@ impl Executor {
         let mut plan: Vec<(Name, bool), UNIT_PLAN_MAX> = Vec::new();
         let mut room = UNITS_MAX - self.units.len();
         let mut left_out = false;
-        engine::reconcile(mode, wanted.iter().copied(), installed, |a| {
+        reconcile::reconcile(mode, wanted.iter().copied(), installed, |a| {
             let (name, remove) = match a {
                 Action::Install(_) if room == 0 => {
                     left_out = true;

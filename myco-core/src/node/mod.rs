@@ -717,8 +717,8 @@ impl Node {
         Ok(self.out.trust.revocation_block)
     }
 
-    /// Members other than this box that are not dead: what `engine::mode` counts to tell a box
-    /// cut off from every peer.
+    /// Members other than this box that are not dead: what `executor::reconcile::mode` counts to
+    /// tell a box cut off from every peer.
     pub fn live_peers(&self) -> usize {
         self.members.list().iter().filter(|m| m.is_live()).count()
     }

@@ -57,6 +57,10 @@ fn exec(path: &str) -> ServiceSpec<'_> {
 /// The whole unit of a small exec service, as the executor would install it: the mandatory
 /// directives and the sandbox, with the user's words quoted.
 #[test]
+#[allow(
+    clippy::too_many_lines,
+    reason = "the expected unit is one literal text, compared whole"
+)]
 fn minimal_exec_unit() {
     let mut spec = exec("/usr/bin/web");
     spec.args = Vec::from_slice(&["--port", "8080"]).unwrap();
@@ -213,6 +217,10 @@ fn hostile_words_are_quoted() {
 /// control characters, noncharacters, bad variable names, and executable paths systemd would
 /// not run as written.
 #[test]
+#[allow(
+    clippy::too_many_lines,
+    reason = "one row per refused input and the error it must give"
+)]
 fn refuses_what_cannot_be_quoted() {
     let mut out = [0u8; UNIT_BYTES_MAX];
     let c = ctx(1);

@@ -150,10 +150,10 @@ pub fn parse(mut args: Arguments) -> Result<Parsed, UsageError> {
     let dns = dns_addrs(&mut args)?;
     let verbose = args.contains("--verbose");
     let stream_heartbeat_ms = number(&mut args, "--stream-heartbeat-ms")?
-        .unwrap_or(super::api::HEARTBEAT_MS)
+        .unwrap_or(super::conns::HEARTBEAT_MS)
         .max(1);
     let request_timeout_ms = number(&mut args, "--request-timeout-ms")?
-        .unwrap_or(super::api::REQUEST_TIMEOUT_MS)
+        .unwrap_or(super::conns::REQUEST_TIMEOUT_MS)
         .max(1);
     refuse_leftovers(args)?;
     Ok(Parsed::Run(Box::new(Config {

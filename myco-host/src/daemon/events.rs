@@ -11,8 +11,8 @@
 //! millisecond). A `Last-Event-ID` below this run's first id, or above its newest, is from
 //! another run: the client is told so with `event: reset` and gets everything still held.
 
-use crate::api::json::Json;
-use crate::api::response::{Cursor, Full};
+use crate::http::json::Json;
+use crate::http::response::{Cursor, Full};
 use myco_core::hex::HexU64;
 use myco_core::schema::entry::Version;
 

@@ -64,7 +64,7 @@ impl DerefMut for Executor {
 
 impl Executor {
     /// Reads the units an earlier run wrote (`myco-*.service` with our header), so a restart
-    /// neither rewrites nor loses them. `has_peers_configured`: see `engine::mode`.
+    /// neither rewrites nor loses them. `has_peers_configured`: see `executor::reconcile::mode`.
     pub fn new(
         unit_dir: PathBuf,
         systemctl: &str,

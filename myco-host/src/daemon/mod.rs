@@ -3,29 +3,29 @@
 //! connections, the signalfd and the WAL write in flight, and ticks the core at least every
 //! `TICK_MS_MAX`. The core makes every decision; this module moves bytes and keeps time.
 
-pub mod api;
+pub mod answers;
 pub mod boot;
 pub mod build;
 pub mod config;
+pub mod conns;
 pub mod dns;
 pub mod events;
 pub mod executor;
-pub mod host;
+pub mod metrics;
 pub mod net;
 pub mod peers;
 pub mod serve;
+pub mod sink;
 pub mod udp_batch;
-pub mod views;
 pub mod wal;
 
 use crate::flight::{Level, Logger};
 use crate::io::{Backend, Completion, Completions, Interest};
 use crate::reserve::ReserveState;
 use crate::systemd::Notifier;
-use api::Api;
 use boot::BootError;
 use config::Config;
-use host::Host;
+use conns::Connections;
 use myco_core::crypto::CertError;
 use myco_core::node::Storage;
 use myco_core::node::TICK_MS_MAX;
@@ -34,9 +34,11 @@ use myco_core::Node;
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use peers::PeersFile;
+use sink::CoreSink;
 use std::fs::File;
 use std::io::ErrorKind;
 use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixListener;
 use std::time::Duration;
 
 const TOKEN_UDP: u64 = 0;
@@ -47,10 +49,10 @@ const TOKEN_DNS_BASE: u64 = 3;
 /// DNS TCP connections: 8 and up, below the API's `TOKEN_CONN_BASE`.
 const TOKEN_DNS_CONN_BASE: u64 = 8;
 const _: () = assert!(TOKEN_DNS_BASE + 2 * dns::DNS_LISTENERS_MAX as u64 <= TOKEN_DNS_CONN_BASE);
-const _: () = assert!(TOKEN_DNS_CONN_BASE + dns::DNS_TCP_MAX as u64 <= api::TOKEN_CONN_BASE);
+const _: () = assert!(TOKEN_DNS_CONN_BASE + dns::DNS_TCP_MAX as u64 <= conns::TOKEN_CONN_BASE);
 /// Interests: the daemon's three fds, the DNS listeners and the connections.
 const INTERESTS_MAX: usize =
-    3 + 2 * dns::DNS_LISTENERS_MAX + dns::DNS_TCP_MAX + api::CONNECTIONS_MAX;
+    3 + 2 * dns::DNS_LISTENERS_MAX + dns::DNS_TCP_MAX + conns::CONNECTIONS_MAX;
 /// The start-up thread's stack: the node and its tables are built by value there.
 const BOOT_STACK_BYTES: usize = 8 << 20;
 /// Datagrams read per wake-up, so a flood cannot starve the API and the timers.
@@ -63,8 +65,8 @@ const PEERS_SAVE_MS: u64 = 2_000;
 
 pub struct Daemon {
     node: Box<Node>,
-    host: Host,
-    api: Api,
+    sink: CoreSink,
+    api: Connections,
     signals: SignalFd,
     notifier: Notifier,
     /// Half of systemd's WatchdogSec, when it set one.
@@ -130,66 +132,19 @@ impl Daemon {
         let mut node = boot::node(config, seed, &cert, &join, random_u64())?;
         let (store, recovery) = boot::replay(&mut node, &config.state_dir, &log)?;
         let reserve = boot::reserve(&config.state_dir, config.reserve_bytes, &log);
-        let udp = net::bind_udp_retrying(config.listen)
-            .map_err(|e| BootError(format!("cannot bind --listen {}: {e}", config.listen)))?;
-        let listener = net::bind_api(&config.socket).map_err(|e| {
-            BootError(format!(
-                "cannot listen on --socket {}: {e}",
-                config.socket.display()
-            ))
-        })?;
-        let (io, fallback) = Backend::new(config.io)
-            .map_err(|e| BootError(format!("cannot start the {:?} event loop: {e}", config.io)))?;
-        if let Some(why) = &fallback {
-            log.log(
-                Level::Warning,
-                format_args!(
-                    "io_uring is unavailable ({why}); using poll(2), which behaves the same"
-                ),
-            );
-        }
-        let mut host = Host::new(udp, io, store, reserve, log)
+        let (udp, listener) = bind_sockets(config)?;
+        let (io, fallback) = start_backend(config, &log)?;
+        let mut sink = CoreSink::new(udp, io, store, reserve, log)
             .map_err(|e| BootError(format!("cannot read the UDP socket's address: {e}")))?;
-        host.stats.wal_truncated_bytes = recovery.clock;
-        host.events.push(recovery);
+        sink.stats.wal_truncated_bytes = recovery.clock;
+        sink.events.push(recovery);
         if let Some((_, record)) = &revocation {
-            node.handle_revocation(record, &mut host)
+            node.handle_revocation(record, &mut sink)
                 .map_err(|e| BootError(format!("revocation refused: {e:?}")))?;
         }
         check_own_cert(&node)?;
-        let mut listen = heapless::String::new();
-        let _ = core::fmt::write(
-            &mut listen,
-            format_args!(
-                "{}",
-                host.udp
-                    .local_addr()
-                    .map_err(|e| BootError(format!("{e}")))?
-            ),
-        );
-        let executor = match &config.executor {
-            Some(e) if !systemd_runs(&e.unit_dir) => {
-                log.log(Level::Warning, format_args!("systemd is not running here (no /run/systemd/system): services are kept and gossiped but not run; --executor none says so on purpose"));
-                None
-            }
-            Some(e) => Some(
-                executor::Executor::new(
-                    e.unit_dir.clone(),
-                    &e.systemctl,
-                    &e.journalctl,
-                    !join.is_empty(),
-                    (e.build.clone(), &config.state_dir),
-                    log,
-                )
-                .map_err(|err| {
-                    BootError(format!(
-                        "cannot read the unit directory {}: {err}",
-                        e.unit_dir.display()
-                    ))
-                })?,
-            ),
-            None => None,
-        };
+        let listen = listen_text(&sink.udp)?;
+        let executor = start_executor(config, !join.is_empty(), log)?;
         let dns = dns::Dns::bind(&config.dns, config.listen, |addr, e| {
             log.log(
                 Level::Warning,
@@ -200,11 +155,11 @@ impl Daemon {
             .map_err(|e| BootError(format!("cannot reach systemd's NOTIFY_SOCKET: {e}")))?;
         let mut daemon = Box::new(Daemon {
             node,
-            host,
-            api: Api {
+            sink,
+            api: Connections {
                 heartbeat_ms: config.stream_heartbeat_ms,
                 request_timeout_ms: config.request_timeout_ms,
-                ..Api::new(listener)
+                ..Connections::new(listener)
             },
             signals,
             notifier,
@@ -241,13 +196,13 @@ impl Daemon {
             self.node.id(),
             self.listen,
             self.node.store().len(),
-            self.host.io.name()
+            self.sink.io.name()
         );
-        self.host
+        self.sink
             .log
             .log(Level::Info, format_args!("ready: {ready}"));
         if let Err(e) = self.notifier.ready(Some(&ready)) {
-            self.host.log.log(
+            self.sink.log.log(
                 Level::Warning,
                 format_args!("cannot tell systemd READY=1: {e}"),
             );
@@ -262,15 +217,15 @@ impl Daemon {
                     .saturating_sub(self.now_ms())
                     .min(TICK_MS_MAX),
             );
-            self.host.io.wait(&interests, timeout, &mut done)?;
+            self.sink.io.wait(&interests, timeout, &mut done)?;
             for c in core::mem::take(&mut done) {
                 self.handle(c);
             }
             self.timers();
             self.after_calls();
-            self.api.pump_streams(&self.host.events, self.now_ms());
+            self.api.pump_streams(&self.sink.events, self.now_ms());
         }
-        self.host
+        self.sink
             .log
             .log(Level::Info, format_args!("stopping on signal"));
         let _ = self.notifier.stopping();
@@ -282,25 +237,25 @@ impl Daemon {
     /// after the process exits, and a poll still armed on the UDP socket would keep its port bound
     /// for a few milliseconds: long enough to fail an immediate `systemctl restart`.
     fn shutdown(&mut self) {
-        self.node.leave(&mut self.host);
+        self.node.leave(&mut self.sink);
         for token in [TOKEN_UDP, TOKEN_LISTENER, TOKEN_SIGNALS] {
-            self.host.io.forget(token);
+            self.sink.io.forget(token);
         }
         let dns_tokens = TOKEN_DNS_BASE..TOKEN_DNS_CONN_BASE + dns::DNS_TCP_MAX as u64;
         for token in dns_tokens {
-            self.host.io.forget(token);
+            self.sink.io.forget(token);
         }
         for c in self.api.conns.iter_mut() {
             c.close();
         }
-        self.api.reap(&mut self.host.io);
+        self.api.reap(&mut self.sink.io);
         let _ = std::fs::remove_file(&self.socket);
     }
 
     fn interests(&self, out: &mut heapless::Vec<Interest, INTERESTS_MAX>) {
         out.clear();
         let fixed = [
-            (self.host.udp.as_raw_fd(), TOKEN_UDP),
+            (self.sink.udp.as_raw_fd(), TOKEN_UDP),
             (self.api.listener.as_raw_fd(), TOKEN_LISTENER),
             (self.signals.as_raw_fd(), TOKEN_SIGNALS),
         ];
@@ -312,7 +267,7 @@ impl Daemon {
                 writable: false,
             });
         }
-        let mut conns = heapless::Vec::<Interest, { api::CONNECTIONS_MAX }>::new();
+        let mut conns = heapless::Vec::<Interest, { conns::CONNECTIONS_MAX }>::new();
         self.api.interests(&mut conns);
         out.extend(conns);
         let Some(dns) = &self.dns else {
@@ -343,7 +298,7 @@ impl Daemon {
 
     fn handle(&mut self, c: Completion) {
         match c {
-            Completion::Written { buf, result } => self.host.handle_written(buf, result),
+            Completion::Written { buf, result } => self.sink.handle_written(buf, result),
             Completion::Ready {
                 token: TOKEN_UDP, ..
             } => self.receive(),
@@ -356,12 +311,12 @@ impl Daemon {
                 ..
             } => self.signal(),
             Completion::Ready { token, .. }
-                if (TOKEN_DNS_BASE..api::TOKEN_CONN_BASE).contains(&token) =>
+                if (TOKEN_DNS_BASE..conns::TOKEN_CONN_BASE).contains(&token) =>
             {
                 self.dns_ready(token)
             }
             Completion::Ready { token, .. } => {
-                if let Some(slot) = Api::slot_of(token) {
+                if let Some(slot) = Connections::slot_of(token) {
                     self.connection(slot);
                 }
             }
@@ -388,28 +343,28 @@ impl Daemon {
     fn receive(&mut self) {
         let mut buf = [0u8; 2 * myco_core::config::FRAME_BYTES];
         for _ in 0..DATAGRAMS_PER_WAKE {
-            let (n, from) = match self.host.udp.recv_from(&mut buf) {
+            let (n, from) = match self.sink.udp.recv_from(&mut buf) {
                 Ok(got) => got,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => {
                     // ICMP errors surface here (ECONNREFUSED from a peer that is gone).
-                    self.host
+                    self.sink
                         .log
                         .log(Level::Debug, format_args!("UDP receive: {e}"));
                     continue;
                 }
             };
-            self.host.stats.datagrams_received += 1;
+            self.sink.stats.datagrams_received += 1;
             let now = Instant(self.now_ms());
             self.node
-                .handle_datagram(now, net::peer_addr(from), &buf[..n], &mut self.host);
+                .handle_datagram(now, net::peer_addr(from), &buf[..n], &mut self.sink);
         }
     }
 
     fn signal(&mut self) {
         while let Ok(Some(info)) = self.signals.read_signal() {
-            self.host.log.log(
+            self.sink.log.log(
                 Level::Info,
                 format_args!("received signal {}", info.ssi_signo),
             );
@@ -422,7 +377,7 @@ impl Daemon {
         let now = self.now_ms();
         if now >= self.next_tick_ms {
             self.next_tick_ms = now + TICK_MS_MAX;
-            self.node.handle_tick(Instant(now), &mut self.host);
+            self.node.handle_tick(Instant(now), &mut self.sink);
         }
         if let Some(interval) = self.watchdog {
             if now >= self.next_watchdog_ms {
@@ -443,7 +398,7 @@ impl Daemon {
         let Some(executor) = self.executor.as_mut() else {
             return;
         };
-        if std::mem::take(&mut self.host.placement_changed) {
+        if std::mem::take(&mut self.sink.placement_changed) {
             executor.handle_placement_changed();
         }
         executor.step(&self.node, now);
@@ -453,7 +408,7 @@ impl Daemon {
             } else {
                 events::Kind::Unit
             };
-            self.host
+            self.sink
                 .events
                 .push(events::Record::named(kind, c.what, &c.name));
         }
@@ -464,7 +419,7 @@ impl Daemon {
                 .map_or(0, |d| d.as_secs() as u32);
             let units = executor.not_running();
             self.node
-                .set_status(Instant(now), floor, units, &mut self.host);
+                .set_status(Instant(now), floor, units, &mut self.sink);
         }
     }
 
@@ -473,15 +428,15 @@ impl Daemon {
         if let Some(dns) = self.dns.as_mut() {
             dns.expire(now);
         }
-        self.host.events.flush_refused();
-        self.host.retry_parked();
+        self.sink.events.flush_refused();
+        self.sink.retry_parked();
         if now >= self.next_reserve_ms {
             self.next_reserve_ms = now + RESERVE_RETRY_MS;
             self.restore_reserve();
         }
-        if self.host.members_changed && now >= self.next_peers_ms {
+        if self.sink.members_changed && now >= self.next_peers_ms {
             self.next_peers_ms = now + PEERS_SAVE_MS;
-            self.host.members_changed = false;
+            self.sink.members_changed = false;
             self.save_peers();
         }
     }
@@ -490,14 +445,14 @@ impl Daemon {
     /// reserve is missing, so a node at rest writes nothing here.
     fn restore_reserve(&mut self) {
         let missing = matches!(
-            self.host.reserve.state(),
+            self.sink.reserve.state(),
             ReserveState::Released { .. } | ReserveState::Deferred { .. }
         );
-        if !missing || self.host.wal_failing() {
+        if !missing || self.sink.wal_failing() {
             return;
         }
-        if let Ok(ReserveState::Present { bytes, .. }) = self.host.reserve.ensure() {
-            self.host.log.log(
+        if let Ok(ReserveState::Present { bytes, .. }) = self.sink.reserve.ensure() {
+            self.sink.log.log(
                 Level::Info,
                 format_args!("disk has room again: the {bytes}-byte reserve is back"),
             );
@@ -513,11 +468,11 @@ impl Daemon {
             .map(|m| m.addr);
         match self.peers.save(live) {
             Ok(true) => self
-                .host
+                .sink
                 .log
                 .log(Level::Debug, format_args!("peers file updated")),
             Ok(false) => {}
-            Err(e) => self.host.log.log(
+            Err(e) => self.sink.log.log(
                 Level::Warning,
                 format_args!("cannot write the peers file: {e}"),
             ),
@@ -527,31 +482,31 @@ impl Daemon {
     /// After any call into the core: persist what it asked for, report durability, answer
     /// deploys that became durable, start the next WAL write.
     fn after_calls(&mut self) {
-        if self.host.checkpoint_requested && !self.host.wal.in_flight() {
+        if self.sink.checkpoint_requested && !self.sink.wal.in_flight() {
             self.checkpoint();
         }
-        let durable = self.host.wal.durable();
+        let durable = self.sink.wal.durable();
         if durable > self.durable_reported {
             self.durable_reported = durable;
             let now = Instant(self.now_ms());
             self.node
-                .handle_storage(now, Storage::Durable { ticket: durable }, &mut self.host);
+                .handle_storage(now, Storage::Durable { ticket: durable }, &mut self.sink);
             self.answer_durable(durable);
         }
-        if self.host.revoked {
-            self.host.revoked = false;
-            let dir = self.host.store.dir().to_path_buf();
+        if self.sink.revoked {
+            self.sink.revoked = false;
+            let dir = self.sink.store.dir().to_path_buf();
             if let Err(e) = boot::save_revocation(&dir, self.node.revocation_record()) {
-                self.host.log.log(
+                self.sink.log.log(
                     Level::Error,
                     format_args!("cannot keep the revocation record: {e}"),
                 );
             }
         }
-        self.host.start_write();
-        self.api.reap(&mut self.host.io);
+        self.sink.start_write();
+        self.api.reap(&mut self.sink.io);
         if let Some(dns) = self.dns.as_mut() {
-            let io = &mut self.host.io;
+            let io = &mut self.sink.io;
             dns.reap(|slot| io.forget(TOKEN_DNS_CONN_BASE + slot as u64));
         }
     }
@@ -561,18 +516,18 @@ impl Daemon {
     fn checkpoint(&mut self) {
         let store = self.node.store();
         let entries = store.slots().iter().map(|s| store.bytes(s));
-        match self.host.store.checkpoint(entries, store.state_hash()) {
+        match self.sink.store.checkpoint(entries, store.state_hash()) {
             Ok(()) => {
-                self.host.checkpoint_requested = false;
-                self.host.stats.checkpoints += 1;
-                self.host.wal.checkpointed();
+                self.sink.checkpoint_requested = false;
+                self.sink.stats.checkpoints += 1;
+                self.sink.wal.checkpointed();
                 let now = Instant(self.now_ms());
                 self.node
-                    .handle_storage(now, Storage::Checkpointed, &mut self.host);
+                    .handle_storage(now, Storage::Checkpointed, &mut self.sink);
             }
             Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
                 // Retried after the next write or tick; the log keeps growing meanwhile.
-                self.host
+                self.sink
                     .log
                     .log(Level::Warning, format_args!("checkpoint postponed: {e}"));
             }
@@ -619,6 +574,76 @@ fn signal_fd() -> nix::Result<SignalFd> {
 /// Seeds the core's PRNG (peer choice and jitter; keys use `fill_random`).
 fn random_u64() -> u64 {
     let mut bytes = [0u8; 8];
-    host::fill_random(&mut bytes);
+    sink::fill_random(&mut bytes);
     u64::from_le_bytes(bytes)
+}
+
+/// Binds the gossip socket and the API's Unix socket; either failing stops the start.
+fn bind_sockets(config: &Config) -> Result<(std::net::UdpSocket, UnixListener), BootError> {
+    let udp = net::bind_udp_retrying(config.listen)
+        .map_err(|e| BootError(format!("cannot bind --listen {}: {e}", config.listen)))?;
+    let listener = net::bind_api(&config.socket).map_err(|e| {
+        BootError(format!(
+            "cannot listen on --socket {}: {e}",
+            config.socket.display()
+        ))
+    })?;
+    Ok((udp, listener))
+}
+
+/// The event loop's backend, and why io_uring was not used if `auto` fell back to poll (said in
+/// the log too, since it behaves the same and only costs more syscalls).
+fn start_backend(
+    config: &Config,
+    log: &Logger,
+) -> Result<(Backend, Option<std::io::Error>), BootError> {
+    let (io, fallback) = Backend::new(config.io)
+        .map_err(|e| BootError(format!("cannot start the {:?} event loop: {e}", config.io)))?;
+    if let Some(why) = &fallback {
+        log.log(
+            Level::Warning,
+            format_args!("io_uring is unavailable ({why}); using poll(2), which behaves the same"),
+        );
+    }
+    Ok((io, fallback))
+}
+
+/// The gossip address as it is bound (the port too, when `--listen` asked for port 0).
+fn listen_text(udp: &std::net::UdpSocket) -> Result<heapless::String<64>, BootError> {
+    let mut listen = heapless::String::new();
+    let addr = udp.local_addr().map_err(|e| BootError(format!("{e}")))?;
+    let _ = core::fmt::write(&mut listen, format_args!("{addr}"));
+    Ok(listen)
+}
+
+/// The executor, unless `--executor none` or systemd is not running here: then services are
+/// kept and gossiped but not run, which the log says.
+fn start_executor(
+    config: &Config,
+    has_peers_configured: bool,
+    log: Logger,
+) -> Result<Option<executor::Executor>, BootError> {
+    Ok(match &config.executor {
+        Some(e) if !systemd_runs(&e.unit_dir) => {
+            log.log(Level::Warning, format_args!("systemd is not running here (no /run/systemd/system): services are kept and gossiped but not run; --executor none says so on purpose"));
+            None
+        }
+        Some(e) => Some(
+            executor::Executor::new(
+                e.unit_dir.clone(),
+                &e.systemctl,
+                &e.journalctl,
+                has_peers_configured,
+                (e.build.clone(), &config.state_dir),
+                log,
+            )
+            .map_err(|err| {
+                BootError(format!(
+                    "cannot read the unit directory {}: {err}",
+                    e.unit_dir.display()
+                ))
+            })?,
+        ),
+        None => None,
+    })
 }

@@ -1,11 +1,12 @@
 //! Answering API requests: read what arrived, answer each complete request in order, write what
 //! the client takes. A deploy is answered only once its WAL record is durable.
 
-use super::api::{range_in, Arrived, Conn, Waiting, DEPLOY_TIMEOUT_MS};
-use super::views::{self, Status};
+use super::answers::{self, DaemonSnapshot};
+use super::conns::{range_in, Arrived, Conn, Waiting, DEPLOY_TIMEOUT_MS};
+use super::metrics;
 use super::Daemon;
-use crate::api::request::{Parse, Route};
-use crate::api::response::{
+use crate::http::request::{Parse, Route};
+use crate::http::response::{
     body_cursor, finish, write_http_error, ContentType, Cursor, Full, Head,
 };
 use crate::reserve::ReserveState;
@@ -42,7 +43,7 @@ impl Daemon {
             let Daemon {
                 api,
                 node,
-                host,
+                sink,
                 listen,
                 executor,
                 ..
@@ -62,18 +63,18 @@ impl Daemon {
             };
             api.stats.requests += 1;
             // The request borrows the connection's buffer; copy what outlives the answer.
-            let mut scratch = [0u8; crate::api::request::REQUEST_BODY_BYTES_MAX];
+            let mut scratch = [0u8; crate::http::request::REQUEST_BODY_BYTES_MAX];
             scratch[..body.len()].copy_from_slice(body);
             let body = &scratch[..body.len()];
             let route = owned_route(route);
             let status_code = match route {
-                Owned::Deploy => deploy(node, host, conn, body, now, keep_alive),
-                Owned::Stream { .. } if streams >= super::api::STREAMS_MAX => error(
+                Owned::Deploy => deploy(node, sink, conn, body, now, keep_alive),
+                Owned::Stream { .. } if streams >= super::conns::STREAMS_MAX => error(
                     conn,
                     503,
                     "too many /stream subscribers; close one or retry shortly",
                 ),
-                Owned::Logs { .. } if streams >= super::api::STREAMS_MAX => error(
+                Owned::Logs { .. } if streams >= super::conns::STREAMS_MAX => error(
                     conn,
                     503,
                     "too many /stream and /logs followers; close one or retry shortly",
@@ -84,7 +85,7 @@ impl Daemon {
                     lines,
                 } => logs(node, executor.as_mut(), conn, service, follow, lines),
                 Owned::Stream { last_event_id } => {
-                    conn.start_stream(&host.events, last_event_id, now, api.heartbeat_ms);
+                    conn.start_stream(&sink.events, last_event_id, now, api.heartbeat_ms);
                     200
                 }
                 Owned::Other(ref r) => {
@@ -115,7 +116,7 @@ impl Daemon {
             let w = w.clone();
             conn.waiting = None;
             answer_deploy(conn, &w);
-            self.host
+            self.sink
                 .events
                 .push(super::events::Record::deploy(&w.name, w.version, w.applied));
             conn.flush();
@@ -127,29 +128,29 @@ impl Daemon {
         }
     }
 
-    pub(super) fn status(&self) -> Status {
-        let (reserve, reserve_bytes) = match self.host.reserve.state() {
+    pub(super) fn status(&self) -> DaemonSnapshot {
+        let (reserve, reserve_bytes) = match self.sink.reserve.state() {
             ReserveState::Present { bytes, .. } => ("present", bytes),
             ReserveState::Released { .. } => ("released", 0),
             ReserveState::Deferred { .. } => ("deferred", 0),
             ReserveState::Unchecked => ("disabled", 0),
         };
         let allocations = crate::alloc::allocations();
-        Status {
-            io: self.host.io.name(),
+        DaemonSnapshot {
+            io: self.sink.io.name(),
             io_fallback: self.io_fallback,
-            wal_failing: self.host.wal_failing(),
+            wal_failing: self.sink.wal_failing(),
             reserve,
             reserve_bytes,
-            wal_bytes: self.host.store.wal_bytes(),
-            wal_appends: self.host.wal.appends,
-            wal_writes: self.host.wal.writes,
-            host: self.host.stats,
-            wal_latency: self.host.wal_latency,
+            wal_bytes: self.sink.store.wal_bytes(),
+            wal_appends: self.sink.wal.appends,
+            wal_writes: self.sink.wal.writes,
+            sink: self.sink.stats,
+            wal_latency: self.sink.wal_latency,
             api: self.api.stats,
             api_open: self.api.open_count(),
             api_streams: self.api.stream_count(),
-            events_next_id: self.host.events.next_id(),
+            events_next_id: self.sink.events.next_id(),
             allocations,
             allocations_since_ready: allocations.saturating_sub(self.allocations_at_ready),
             heap_bytes: crate::alloc::live_bytes(),
@@ -211,7 +212,7 @@ fn owned_route(route: Route<'_>) -> Owned {
 struct Ctx<'a> {
     node: &'a myco_core::Node,
     executor: Option<&'a super::executor::Executor>,
-    status: &'a Status,
+    status: &'a DaemonSnapshot,
     listen: &'a heapless::String<64>,
 }
 
@@ -257,27 +258,27 @@ fn render(ctx: &Ctx<'_>, route: &OwnedRoute, conn: &mut Conn, keep_alive: bool) 
     let store = ctx.node.store();
     match route {
         OwnedRoute::Services => reply(conn, 200, ContentType::Json, keep_alive, |out| {
-            views::services(out, ctx.node, ctx.executor)
+            answers::services(out, ctx.node, ctx.executor)
         }),
         OwnedRoute::Service(name) => match store.get(key_hash(name)).map(Entry::decode) {
             Some(Ok(entry)) if entry.body.name == name.as_str() => {
                 reply(conn, 200, ContentType::Json, keep_alive, |out| {
-                    views::one_service(out, ctx.node, ctx.executor, &entry)
+                    answers::one_service(out, ctx.node, ctx.executor, &entry)
                 })
             }
             _ => error(conn, 404, "no such service; 'myco ls' lists them"),
         },
         OwnedRoute::Nodes => reply(conn, 200, ContentType::Json, keep_alive, |out| {
-            views::nodes(out, ctx.node, ctx.listen)
+            answers::nodes(out, ctx.node, ctx.listen)
         }),
         OwnedRoute::Health => {
             let code = if ctx.status.wal_failing { 503 } else { 200 };
             reply(conn, code, ContentType::Json, keep_alive, |out| {
-                views::health(out, ctx.node, ctx.status)
+                answers::health(out, ctx.node, ctx.status)
             })
         }
         OwnedRoute::Metrics => reply(conn, 200, ContentType::Prometheus, keep_alive, |out| {
-            views::metrics(out, ctx.node, ctx.status)
+            metrics::metrics(out, ctx.node, ctx.status)
         }),
     }
 }
@@ -285,13 +286,13 @@ fn render(ctx: &Ctx<'_>, route: &OwnedRoute, conn: &mut Conn, keep_alive: bool) 
 /// Submits a signed entry. Refusals change nothing; an accepted entry is answered once durable.
 fn deploy(
     node: &mut myco_core::Node,
-    host: &mut super::host::Host,
+    sink: &mut super::sink::CoreSink,
     conn: &mut Conn,
     body: &[u8],
     now: u64,
     keep_alive: bool,
 ) -> u16 {
-    if host.wal_failing() {
+    if sink.wal_failing() {
         return error(
             conn,
             507,
@@ -303,7 +304,7 @@ fn deploy(
         Err(e) => return error(conn, 400, e.message()),
     };
     assert!(valid_name(entry.body.name), "Entry::decode validates names");
-    let submitted = match node.submit(Instant(now), body, host) {
+    let submitted = match node.submit(Instant(now), body, sink) {
         Ok(s) => s,
         Err(SubmitError::Signature(e)) => {
             return error(conn, 403, SubmitError::Signature(e).message())
@@ -318,7 +319,7 @@ fn deploy(
     };
     // Unchanged still waits for whatever this node logged last: it may hold the same version
     // only in memory so far (gossip merged it a moment ago).
-    let ticket = submitted.ticket.unwrap_or(host.wal.issued());
+    let ticket = submitted.ticket.unwrap_or(sink.wal.issued());
     let waiting = Waiting {
         ticket,
         name: heapless::String::try_from(entry.body.name).expect("valid names fit 64 bytes"),
@@ -327,8 +328,8 @@ fn deploy(
         keep_alive,
         deadline_ms: now + DEPLOY_TIMEOUT_MS,
     };
-    if ticket <= host.wal.durable() {
-        host.events.push(super::events::Record::deploy(
+    if ticket <= sink.wal.durable() {
+        sink.events.push(super::events::Record::deploy(
             &waiting.name,
             waiting.version,
             waiting.applied,
@@ -404,6 +405,6 @@ fn runs_elsewhere(node: &myco_core::Node, service: &str) -> heapless::String<102
 
 pub(super) fn answer_deploy(conn: &mut Conn, w: &Waiting) -> u16 {
     reply(conn, 200, ContentType::Json, w.keep_alive, |out| {
-        views::deploy(out, &w.name, w.version, w.applied)
+        answers::deploy(out, &w.name, w.version, w.applied)
     })
 }

@@ -21,7 +21,6 @@ use myco_testkit::{hex, http as kit_http, json, keys, TempDir};
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::net::UdpSocket;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
@@ -210,13 +209,7 @@ impl Cluster {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);
-        // SAFETY: prctl is async-signal-safe and touches no memory of this process.
-        unsafe {
-            command.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
+        myco_testkit::run::die_with_parent(&mut command);
         let child = command
             .spawn()
             .map_err(|e| format!("{}: {e}", self.daemon.display()))?;

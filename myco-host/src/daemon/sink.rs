@@ -1,4 +1,4 @@
-//! `Host`: what the core's effects touch on this box. It is the node's `Sink` (UDP sends, WAL
+//! `CoreSink`: what the core's effects touch on this box. It is the node's `Sink` (UDP sends, WAL
 //! appends, events, randomness) and owns the event loop's backend, because a WAL batch that fills
 //! up must be written before the append that overflowed it returns.
 
@@ -18,7 +18,7 @@ use std::time::Duration;
 
 /// Counters the host keeps beside the core's own.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct HostStats {
+pub struct SinkStats {
     pub datagrams_received: u64,
     /// Sends the kernel refused: a full socket buffer (dropped, as UDP would) or an unreachable
     /// address.
@@ -59,7 +59,7 @@ impl Histogram {
     }
 }
 
-pub struct Host {
+pub struct CoreSink {
     pub udp: UdpSocket,
     pub ipv6: bool,
     pub io: Backend,
@@ -67,7 +67,7 @@ pub struct Host {
     pub wal: WalQueue,
     pub reserve: Reserve,
     pub log: Logger,
-    pub stats: HostStats,
+    pub stats: SinkStats,
     /// The core asked for a snapshot; taken between writes.
     pub checkpoint_requested: bool,
     /// The RevocationBlock rose; the record goes to disk after the current call.
@@ -86,16 +86,16 @@ pub struct Host {
     parked_len: usize,
 }
 
-impl Host {
+impl CoreSink {
     pub fn new(
         udp: UdpSocket,
         io: Backend,
         store: FileStore,
         reserve: Reserve,
         log: Logger,
-    ) -> io::Result<Host> {
+    ) -> io::Result<CoreSink> {
         let ipv6 = udp.local_addr()?.is_ipv6();
-        Ok(Host {
+        Ok(CoreSink {
             udp,
             ipv6,
             io,
@@ -103,7 +103,7 @@ impl Host {
             wal: WalQueue::new(),
             reserve,
             log,
-            stats: HostStats::default(),
+            stats: SinkStats::default(),
             checkpoint_requested: false,
             revoked: false,
             members_changed: false,
@@ -210,7 +210,7 @@ impl Host {
     }
 }
 
-impl Sink for Host {
+impl Sink for CoreSink {
     fn send(&mut self, to: PeerAddr, frame: &[u8; FRAME_BYTES]) {
         let Some(addr) = socket_addr(to, self.ipv6) else {
             self.stats.sends_failed += 1;
@@ -297,7 +297,7 @@ pub fn fill_random(buf: &mut [u8]) {
     }
 }
 
-impl Host {
+impl CoreSink {
     fn member(&mut self, id: u64, what: &'static str) {
         self.members_changed = true;
         self.placement_changed = true;

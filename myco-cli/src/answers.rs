@@ -71,7 +71,7 @@ pub struct Node {
 /// `GET /health`, the 200 and the 503 answer alike. The counts and the node id came later than
 /// the rest, so an answer without them is still read.
 #[derive(Debug, Deserialize)]
-pub struct Health {
+pub struct HealthAnswer {
     /// `ok` or `degraded`.
     pub status: String,
     /// `ok` or `failing`.

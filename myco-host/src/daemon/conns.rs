@@ -4,8 +4,8 @@
 //! deadline and never the loop.
 
 use super::events::{self, Ring};
-use crate::api::request::{Parse, RequestBuffer};
-use crate::api::response::{write_error, write_head, ContentType, Cursor, Head};
+use crate::http::request::{Parse, RequestBuffer};
+use crate::http::response::{write_error, write_head, ContentType, Cursor, Head};
 use crate::io::{Backend, Interest};
 use crate::spawn::Child;
 use myco_core::schema::entry::Version;
@@ -63,13 +63,13 @@ pub struct Conn {
     logs: Option<Child>,
     heartbeat_ms: u64,
     deadline_ms: u64,
-    /// Closed, but the fd stays open until `Api::reap` has told the backend to forget it: an
+    /// Closed, but the fd stays open until `Connections::reap` has told the backend to forget it: an
     /// io_uring poll armed on a closed fd would outlive it.
     dead: bool,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
-pub struct ApiStats {
+pub struct ConnStats {
     pub accepted: u64,
     pub refused_busy: u64,
     pub requests: u64,
@@ -77,10 +77,10 @@ pub struct ApiStats {
     pub timeouts: u64,
 }
 
-pub struct Api {
+pub struct Connections {
     pub listener: UnixListener,
     pub conns: Box<[Conn]>,
-    pub stats: ApiStats,
+    pub stats: ConnStats,
     /// `HEARTBEAT_MS` except in tests.
     pub heartbeat_ms: u64,
     /// `REQUEST_TIMEOUT_MS` except in tests, which must not wait out ten real seconds to see a
@@ -276,12 +276,12 @@ pub enum Arrived {
     Closed,
 }
 
-impl Api {
-    pub fn new(listener: UnixListener) -> Api {
-        Api {
+impl Connections {
+    pub fn new(listener: UnixListener) -> Connections {
+        Connections {
             listener,
             conns: (0..CONNECTIONS_MAX).map(|_| Conn::new()).collect(),
-            stats: ApiStats::default(),
+            stats: ConnStats::default(),
             heartbeat_ms: HEARTBEAT_MS,
             request_timeout_ms: REQUEST_TIMEOUT_MS,
         }

@@ -1,0 +1,519 @@
+//! `/metrics`: the Prometheus text, written from a table of metric families (name, kind, help and
+//! how to read the value) instead of one hand-written call per family, so adding a metric is one
+//! row and the names, kinds and help texts can be read in one place.
+//!
+//! Invariants: families are written in table order, sections in `SECTIONS` order, and a section
+//! whose part of the daemon is off (no executor, DNS off) is left out whole, so no family is ever
+//! written with made-up zeroes. Every family has `# HELP` and `# TYPE` (`Prometheus::family`).
+
+use super::answers::{state_name, DaemonSnapshot};
+use super::dns::DnsStats;
+use super::executor::{ExecutorStats, UnitHealth as Health};
+use super::sink::{Histogram, LATENCY_BOUNDS};
+use crate::http::prometheus::{MetricKind, Prometheus, Value};
+use crate::http::response::{Cursor, Full};
+use core::fmt::Write;
+use myco_core::node::Counters;
+use myco_core::schema::message::MemberState;
+use myco_core::Node;
+
+use MetricKind::{Counter, Gauge};
+
+/// What a family's value is read from. The optional parts of the snapshot are flattened to
+/// defaults here; their sections are skipped when the part is off (`Section::present`).
+struct Sources<'a> {
+    node: &'a Node,
+    counters: Counters,
+    snapshot: &'a DaemonSnapshot,
+    units: [u64; Health::ALL.len()],
+    executor: ExecutorStats,
+    dns: DnsStats,
+    dns_listeners: u64,
+}
+
+type WriteSamples = fn(&mut Prometheus<'_, '_>, &'static str, &Sources<'_>) -> Result<(), Full>;
+
+enum Samples {
+    /// One sample without labels.
+    One(fn(&Sources<'_>) -> Value),
+    /// Labelled samples, or a histogram's series, written under the family's name.
+    Many(WriteSamples),
+}
+
+struct Family {
+    name: &'static str,
+    kind: MetricKind,
+    help: &'static str,
+    samples: Samples,
+}
+
+struct Section {
+    families: &'static [Family],
+    /// Whether the part of the daemon these families describe is on.
+    present: fn(&DaemonSnapshot) -> bool,
+}
+
+const fn one(
+    name: &'static str,
+    kind: MetricKind,
+    help: &'static str,
+    read: fn(&Sources<'_>) -> Value,
+) -> Family {
+    Family {
+        name,
+        kind,
+        help,
+        samples: Samples::One(read),
+    }
+}
+
+const fn many(
+    name: &'static str,
+    kind: MetricKind,
+    help: &'static str,
+    write: WriteSamples,
+) -> Family {
+    Family {
+        name,
+        kind,
+        help,
+        samples: Samples::Many(write),
+    }
+}
+
+const SECTIONS: [Section; 6] = [
+    Section {
+        families: GOSSIP,
+        present: |_| true,
+    },
+    Section {
+        families: STATE,
+        present: |_| true,
+    },
+    Section {
+        families: STORAGE,
+        present: |_| true,
+    },
+    Section {
+        families: UNITS,
+        present: |s| s.units.is_some(),
+    },
+    Section {
+        families: DNS,
+        present: |s| s.dns.is_some(),
+    },
+    Section {
+        families: PROCESS,
+        present: |_| true,
+    },
+];
+
+const GOSSIP: &[Family] = &[
+    one(
+        "myco_frames_received_total",
+        Counter,
+        "Gossip frames received.",
+        |s| s.counters.frames_in.into(),
+    ),
+    one(
+        "myco_frames_accepted_total",
+        Counter,
+        "Sealed frames opened and accepted.",
+        |s| s.counters.frames_accepted.into(),
+    ),
+    one(
+        "myco_frames_sent_total",
+        Counter,
+        "Gossip frames sent.",
+        |s| s.counters.frames_out.into(),
+    ),
+    one(
+        "myco_sent_bytes_total",
+        Counter,
+        "Gossip bytes sent.",
+        |s| s.counters.bytes_out.into(),
+    ),
+    many(
+        "myco_frames_refused_total",
+        Counter,
+        "Frames dropped unchanged, by reason.",
+        |p, name, s| {
+            for (reason, n) in s.counters.refused_by_reason() {
+                p.sample(name, &[("reason", reason)], n)?;
+            }
+            Ok(())
+        },
+    ),
+    many(
+        "myco_crypto_refusals_total",
+        Counter,
+        "Refusals by the security layer, by kind.",
+        |p, name, s| {
+            let kinds = myco_core::crypto::Refusal::ALL.iter();
+            for (kind, n) in kinds.zip(s.node.crypto_refusals()) {
+                p.sample(name, &[("kind", kind.name())], n)?;
+            }
+            Ok(())
+        },
+    ),
+    one(
+        "myco_handshakes_started_total",
+        Counter,
+        "Handshakes this node started.",
+        |s| s.counters.handshakes_started.into(),
+    ),
+    one(
+        "myco_handshakes_completed_total",
+        Counter,
+        "Handshakes completed.",
+        |s| s.counters.handshakes_completed.into(),
+    ),
+    one(
+        "myco_gossip_rounds_total",
+        Counter,
+        "Gossip rounds run.",
+        |s| s.counters.gossip_rounds.into(),
+    ),
+    one(
+        "myco_sync_steps_total",
+        Counter,
+        "Anti-entropy steps run.",
+        |s| s.counters.sync_steps.into(),
+    ),
+    one("myco_probes_total", Counter, "SWIM probes sent.", |s| {
+        s.counters.probes.into()
+    }),
+    one(
+        "myco_entries_changed_total",
+        Counter,
+        "Entries stored new or newer.",
+        |s| s.counters.entries_changed.into(),
+    ),
+];
+
+fn tombstones(node: &Node) -> u64 {
+    node.store().slots().iter().filter(|s| s.tombstone).count() as u64
+}
+
+const STATE: &[Family] = &[
+    one(
+        "myco_services",
+        Gauge,
+        "Services in the desired state.",
+        |s| (s.node.store().slots().len() as u64 - tombstones(s.node)).into(),
+    ),
+    one(
+        "myco_tombstones",
+        Gauge,
+        "Deleted services still remembered.",
+        |s| tombstones(s.node).into(),
+    ),
+    one(
+        "myco_sessions",
+        Gauge,
+        "Open encrypted sessions with peers.",
+        |s| (s.node.link_count() as u64).into(),
+    ),
+    one(
+        "myco_revocation_block",
+        Gauge,
+        "The RevocationBlock this node enforces.",
+        |s| s.node.revocation_block().into(),
+    ),
+    many(
+        "myco_members",
+        Gauge,
+        "Known members, by SWIM state.",
+        |p, name, s| {
+            for state in [MemberState::Alive, MemberState::Suspect, MemberState::Dead] {
+                let n = s.node.members().iter().filter(|m| m.state == state).count() as u64;
+                p.sample(name, &[("state", state_name(state))], n)?;
+            }
+            Ok(())
+        },
+    ),
+];
+
+const STORAGE: &[Family] = &[
+    one(
+        "myco_wal_bytes",
+        Gauge,
+        "Bytes in the current WAL file.",
+        |s| s.snapshot.wal_bytes.into(),
+    ),
+    one(
+        "myco_wal_appends_total",
+        Counter,
+        "Entries appended to the WAL.",
+        |s| s.snapshot.wal_appends.into(),
+    ),
+    one(
+        "myco_wal_writes_total",
+        Counter,
+        "WAL writes, each one write and one fdatasync.",
+        |s| s.snapshot.wal_writes.into(),
+    ),
+    one(
+        "myco_wal_disk_full_total",
+        Counter,
+        "WAL writes that found the disk full.",
+        |s| s.snapshot.sink.wal_disk_full.into(),
+    ),
+    one(
+        "myco_wal_failing",
+        Gauge,
+        "1 while the WAL cannot write (deploys answer 507).",
+        |s| u64::from(s.snapshot.wal_failing).into(),
+    ),
+    one(
+        "myco_checkpoints_total",
+        Counter,
+        "Snapshots written.",
+        |s| s.snapshot.sink.checkpoints.into(),
+    ),
+    one(
+        "myco_wal_truncated_bytes",
+        Gauge,
+        "Bytes cut from the log by the recovery at start (torn or corrupt tail).",
+        |s| s.snapshot.sink.wal_truncated_bytes.into(),
+    ),
+    many(
+        "myco_wal_write_seconds",
+        MetricKind::Histogram,
+        "WAL batch latency: one write and its fdatasync.",
+        |p, _, s| histogram(p, &s.snapshot.wal_latency),
+    ),
+    one(
+        "myco_reserve_bytes",
+        Gauge,
+        "Bytes held by the disk reserve file.",
+        |s| s.snapshot.reserve_bytes.into(),
+    ),
+    one(
+        "myco_reserve_releases_total",
+        Counter,
+        "Times the reserve was freed for the WAL.",
+        |s| s.snapshot.sink.reserve_releases.into(),
+    ),
+];
+
+/// The WAL latency histogram: cumulative buckets up to `+Inf`, then the sum and the count.
+fn histogram(p: &mut Prometheus<'_, '_>, h: &Histogram) -> Result<(), Full> {
+    let mut cumulative = 0;
+    for (i, n) in h.buckets.iter().enumerate() {
+        cumulative += n;
+        let mut le = heapless::String::<16>::new();
+        match LATENCY_BOUNDS.get(i) {
+            Some(bound) => write!(le, "{bound}").expect("a bound fits"),
+            None => le.push_str("+Inf").expect("fits"),
+        }
+        p.sample("myco_wal_write_seconds_bucket", &[("le", &le)], cumulative)?;
+    }
+    p.sample("myco_wal_write_seconds_sum", &[], h.sum)?;
+    p.sample("myco_wal_write_seconds_count", &[], h.count)
+}
+
+const UNITS: &[Family] = &[
+    one(
+        "myco_services_placed_here",
+        Gauge,
+        "Services placement puts on this box.",
+        |s| (s.node.placed_here().count() as u64).into(),
+    ),
+    many(
+        "myco_units",
+        Gauge,
+        "Units this box runs, by what systemd reports.",
+        |p, name, s| {
+            for (health, n) in Health::ALL.iter().zip(s.units) {
+                p.sample(name, &[("state", health.name())], n)?;
+            }
+            Ok(())
+        },
+    ),
+    one(
+        "myco_units_written_total",
+        Counter,
+        "Unit files written (new or new version).",
+        |s| s.executor.units_written.into(),
+    ),
+    one(
+        "myco_units_removed_total",
+        Counter,
+        "Units stopped and removed (no longer placed here).",
+        |s| s.executor.units_removed.into(),
+    ),
+    one(
+        "myco_systemctl_runs_total",
+        Counter,
+        "systemctl commands run.",
+        |s| s.executor.systemctl_runs.into(),
+    ),
+    one(
+        "myco_systemctl_failures_total",
+        Counter,
+        "systemctl commands that failed.",
+        |s| s.executor.systemctl_failures.into(),
+    ),
+    one(
+        "myco_builds_total",
+        Counter,
+        "Flake builds started (nix build).",
+        |s| s.executor.builds_run.into(),
+    ),
+    one(
+        "myco_build_failures_total",
+        Counter,
+        "Flake builds that failed, hung past --build-timeout, or named no output.",
+        |s| s.executor.build_failures.into(),
+    ),
+];
+
+const DNS: &[Family] = &[
+    one(
+        "myco_dns_listeners",
+        Gauge,
+        "Addresses *.myco DNS answers on (UDP and TCP each).",
+        |s| s.dns_listeners.into(),
+    ),
+    many(
+        "myco_dns_queries_total",
+        Counter,
+        "*.myco DNS queries received, by transport.",
+        |p, name, s| {
+            p.sample(name, &[("transport", "udp")], s.dns.udp_queries)?;
+            p.sample(name, &[("transport", "tcp")], s.dns.tcp_queries)
+        },
+    ),
+    one(
+        "myco_dns_unanswered_total",
+        Counter,
+        "DNS packets given no answer: shorter than a header, or themselves responses.",
+        |s| s.dns.dropped.into(),
+    ),
+];
+
+const PROCESS: &[Family] = &[
+    many(
+        "myco_io_backend",
+        Gauge,
+        "The event loop backend in use (1).",
+        |p, name, s| p.sample(name, &[("backend", s.snapshot.io)], 1),
+    ),
+    one(
+        "myco_io_uring_fallback",
+        Gauge,
+        "1 if io_uring was unavailable and poll(2) is used.",
+        |s| u64::from(s.snapshot.io_fallback).into(),
+    ),
+    one(
+        "myco_heap_allocations_total",
+        Counter,
+        "Heap allocations since the process started.",
+        |s| s.snapshot.allocations.into(),
+    ),
+    one(
+        "myco_heap_allocations_since_ready_total",
+        Counter,
+        "Heap allocations since start-up finished; flat at rest.",
+        |s| s.snapshot.allocations_since_ready.into(),
+    ),
+    one(
+        "myco_heap_bytes",
+        Gauge,
+        "Heap bytes allocated and not freed.",
+        |s| s.snapshot.heap_bytes.into(),
+    ),
+    one(
+        "myco_datagrams_received_total",
+        Counter,
+        "UDP datagrams read.",
+        |s| s.snapshot.sink.datagrams_received.into(),
+    ),
+    one(
+        "myco_sends_dropped_total",
+        Counter,
+        "Frames dropped because the socket buffer was full.",
+        |s| s.snapshot.sink.sends_dropped.into(),
+    ),
+    one(
+        "myco_sends_failed_total",
+        Counter,
+        "Frames the kernel refused to send.",
+        |s| s.snapshot.sink.sends_failed.into(),
+    ),
+    one(
+        "myco_api_connections",
+        Gauge,
+        "Open API connections.",
+        |s| (s.snapshot.api_open as u64).into(),
+    ),
+    one(
+        "myco_api_streams",
+        Gauge,
+        "Open /stream subscribers.",
+        |s| (s.snapshot.api_streams as u64).into(),
+    ),
+    one(
+        "myco_events_next_id",
+        Gauge,
+        "The id the next /stream event gets.",
+        |s| s.snapshot.events_next_id.into(),
+    ),
+    one(
+        "myco_api_requests_total",
+        Counter,
+        "API requests answered.",
+        |s| s.snapshot.api.requests.into(),
+    ),
+    one(
+        "myco_api_errors_total",
+        Counter,
+        "API requests answered with an error.",
+        |s| s.snapshot.api.errors.into(),
+    ),
+    one(
+        "myco_api_busy_total",
+        Counter,
+        "API connections refused with 503 (all slots busy).",
+        |s| s.snapshot.api.refused_busy.into(),
+    ),
+    one(
+        "myco_api_timeouts_total",
+        Counter,
+        "API connections closed at their deadline.",
+        |s| s.snapshot.api.timeouts.into(),
+    ),
+    one(
+        "myco_uptime_seconds",
+        Gauge,
+        "Seconds since the daemon started.",
+        |s| (s.snapshot.uptime_ms as f64 / 1000.0).into(),
+    ),
+];
+
+/// Writes every family of every present section, in table order.
+pub fn metrics(out: &mut Cursor<'_>, node: &Node, snapshot: &DaemonSnapshot) -> Result<(), Full> {
+    let (units, executor) = snapshot.units.unwrap_or_default();
+    let (dns, dns_listeners) = snapshot.dns.unwrap_or_default();
+    let sources = Sources {
+        node,
+        counters: node.counters(),
+        snapshot,
+        units,
+        executor,
+        dns,
+        dns_listeners: dns_listeners as u64,
+    };
+    let mut p = Prometheus::new(out);
+    for section in SECTIONS.iter().filter(|s| (s.present)(snapshot)) {
+        for family in section.families {
+            p.family(family.name, family.kind, family.help)?;
+            match family.samples {
+                Samples::One(read) => p.sample(family.name, &[], read(&sources))?,
+                Samples::Many(write) => write(&mut p, family.name, &sources)?,
+            }
+        }
+    }
+    Ok(())
+}
