@@ -128,6 +128,17 @@ impl Watch {
                  when one joins; check 'myco nodes' and the manifest's constraints"
             ));
         }
+        // A failed build is retried 30 s later at the soonest, doubling: waiting will not see it
+        // run, so it ends the wait at once.
+        if let Some(placed) = service.placed_on.iter().find(|p| p.state == "build-failed") {
+            return Verdict::Failed(format!(
+                "{name} failed to build on {} ({}); read the build log on that box with \
+                 'myco logs {name}' (the box retries the build with backoff; a version that \
+                 does not build leaves the one before it running)",
+                short_id(&placed.id),
+                summary(service),
+            ));
+        }
         let failing = |state: &str| state == "failed" || state == "restarting";
         self.failing_since.retain(|(id, _)| {
             service
@@ -401,6 +412,25 @@ mod tests {
             line.contains("3 replicas asked, 2 boxes eligible"),
             "{line}"
         );
+    }
+
+    /// A box building keeps the wait going; one whose build failed ends it at once, naming the
+    /// box and how to read the build log.
+    #[test]
+    fn a_failed_build_ends_the_wait() {
+        let mut w = watch(Goal::Running);
+        let t = Instant::now();
+        let building = service(false, 1, &[("3f2a09c1d4e5b6a7", "building")]);
+        let Verdict::Waiting(line) = w.handle_service(Some(&building), t) else {
+            panic!("not waiting")
+        };
+        assert!(line.contains("3f2a09c1 building"), "{line}");
+        let failed = service(false, 1, &[("3f2a09c1d4e5b6a7", "build-failed")]);
+        let Verdict::Failed(message) = w.handle_service(Some(&failed), t) else {
+            panic!("still waiting")
+        };
+        assert!(message.contains("failed to build on 3f2a09c1"), "{message}");
+        assert!(message.contains("myco logs web"), "{message}");
     }
 
     /// A box failing or restarting ends the wait only once it has stayed so for the grace

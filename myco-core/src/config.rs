@@ -234,6 +234,7 @@ pub const GC_RETRY_MS: u64 = 60_000;
 pub const EXECUTOR_BUDGET_BYTES: usize = UNITS_MAX * 96 // installed units: name, key, digest, health, restarts, todo
     + UNIT_CHANGES_MAX * 96 // changes ring: name, kind, health name
     + UNIT_PLAN_MAX * 72 // unit files to write this round
+    + BUILDS_BUDGET_BYTES // flake services on their way to a built program
     + 256; // flags, timers, token, counters, command in flight
 pub const EXECUTOR_BYTES_MAX: usize = 512 * 1024;
 
@@ -243,3 +244,18 @@ const _: () = assert!(UNITS_PER_COMMAND > 0 && UNIT_PLAN_MAX <= UNITS_MAX);
 const _: () = assert!(HEALTH_AFTER_START_MS <= HEALTH_INTERVAL_MS);
 const _: () =
     assert!(GC_START_PERMILLE < BUILDS_REFUSED_PERMILLE && BUILDS_REFUSED_PERMILLE <= 1000);
+
+// Builds
+/// Flake services one box tracks between placement and the unit that runs their output: waiting
+/// for a build, building, failed, or built and not yet written. The rest wait for the next round.
+pub const BUILDS_MAX: usize = 64;
+/// The longest store path a build may report (`/nix/store/<32>-<name>`; Nix allows a name of
+/// 211 bytes, flake outputs use short ones). A longer one is a failed build.
+pub const STORE_PATH_BYTES_MAX: usize = 160;
+/// A failed build is retried after this long, doubling per failure up to `BUILD_RETRY_MAX_MS`.
+pub const BUILD_RETRY_FIRST_MS: u64 = 30_000;
+pub const BUILD_RETRY_MAX_MS: u64 = 600_000;
+/// The builds table: name, key, digest, state and failures, and the program (a store path, then
+/// `/bin/` and the name again).
+pub const BUILDS_BUDGET_BYTES: usize =
+    BUILDS_MAX * (128 + STORE_PATH_BYTES_MAX + 2 * NAME_BYTES_MAX) + 32;

@@ -159,6 +159,16 @@ unsafe fn set_attributes(attr: &mut libc::posix_spawnattr_t) -> libc::c_int {
 /// stderr inherited (the daemon's journal), and an environment of only `env` (`KEY=value`), in
 /// a process group of its own, so [`Child::kill_group`] reaches whatever it started too.
 pub fn spawn(argv: &Argv, env: &[&std::ffi::CStr]) -> io::Result<Child> {
+    spawn_with_stderr(argv, env, None)
+}
+
+/// As [`spawn`], with stderr written to the file `stderr` (created or truncated, mode 0600)
+/// when given: a build's log goes there, not into the daemon's journal.
+pub fn spawn_with_stderr(
+    argv: &Argv,
+    env: &[&std::ffi::CStr],
+    stderr: Option<&std::ffi::CStr>,
+) -> io::Result<Child> {
     assert!(!argv.is_empty());
     let mut ptrs: [*mut libc::c_char; ARGS_MAX] = [std::ptr::null_mut(); ARGS_MAX];
     for (i, &start) in argv.starts[..argv.count].iter().enumerate() {
@@ -197,6 +207,21 @@ pub fn spawn(argv: &Argv, env: &[&std::ffi::CStr]) -> io::Result<Child> {
         if result == 0 {
             result = libc::posix_spawn_file_actions_adddup2(&mut actions, write.as_raw_fd(), 1);
         }
+        if let (0, Some(path)) = (result, stderr) {
+            let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC;
+            result = libc::posix_spawn_file_actions_addopen(
+                &mut actions,
+                2,
+                path.as_ptr(),
+                flags,
+                0o600,
+            );
+        }
+        let mut attr: libc::posix_spawnattr_t = std::mem::zeroed();
+        check(libc::posix_spawnattr_init(&mut attr))?;
+        if result == 0 {
+            result = child_attributes(&mut attr);
+        }
         let mut pid = 0;
         if result == 0 {
             result = libc::posix_spawnp(
@@ -214,6 +239,39 @@ pub fn spawn(argv: &Argv, env: &[&std::ffi::CStr]) -> io::Result<Child> {
         check(result)?;
         drop(write);
         Ok(Child { pid, stdout: read })
+    }
+}
+
+/// The daemon blocks the signals its signalfd reads; a child must not inherit that mask (a build
+/// killed at its timeout would live on), and it leads a process group of its own, so a kill
+/// reaches what it started too (Nix's builders). Returns the first error, 0 if none.
+///
+/// # Safety
+/// `attr` was initialised by `posix_spawnattr_init`.
+unsafe fn child_attributes(attr: &mut libc::posix_spawnattr_t) -> libc::c_int {
+    // SAFETY: the sets are initialised by sigemptyset before use; `attr` is initialised.
+    unsafe {
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        let mut defaults: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut defaults);
+        for signal in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGPIPE] {
+            libc::sigaddset(&mut defaults, signal);
+        }
+        let flags = libc::POSIX_SPAWN_SETSIGMASK
+            | libc::POSIX_SPAWN_SETSIGDEF
+            | libc::POSIX_SPAWN_SETPGROUP;
+        let mut result = libc::posix_spawnattr_setsigmask(attr, &empty);
+        if result == 0 {
+            result = libc::posix_spawnattr_setsigdefault(attr, &defaults);
+        }
+        if result == 0 {
+            result = libc::posix_spawnattr_setpgroup(attr, 0);
+        }
+        if result == 0 {
+            result = libc::posix_spawnattr_setflags(attr, flags as libc::c_short);
+        }
+        result
     }
 }
 
@@ -273,11 +331,15 @@ impl Child {
         }
     }
 
-    /// Ends a child that must not outlive its purpose (a client that went away).
+    /// Ends a child that must not outlive its purpose (a client that went away, a build past
+    /// its timeout), and what it started: the signal goes to its process group.
     pub fn kill(&mut self) {
-        // Our own child, not yet reaped, so the pid is still ours. A child that already exited
-        // (a zombie) takes the signal harmlessly; there is nothing else to do about a failure.
-        let _ = kill(Pid::from_raw(self.pid), Signal::SIGTERM);
+        // Our own child, not yet reaped, so the pid (and the group it leads) is still ours. A
+        // child that already exited (a zombie) takes the signal harmlessly; there is nothing
+        // else to do about a failure.
+        if kill(Pid::from_raw(-self.pid), Signal::SIGTERM).is_err() {
+            let _ = kill(Pid::from_raw(self.pid), Signal::SIGTERM);
+        }
     }
 
     /// Kills the child and every process in its group (what it started) with SIGKILL: for a

@@ -8,7 +8,8 @@ use myco_core::crypto::cert::certify;
 use myco_core::schema::entry::Arch;
 use myco_core::{Instant, Node, NodeConfig};
 use myco_host::audit::AuditLog;
-use myco_host::daemon::executor::Executor;
+use myco_host::daemon::build::BuildConfig;
+use myco_host::daemon::executor::{Executor, NixSetup};
 use myco_host::daemon::gc::GcConfig;
 use myco_host::flight::Logger;
 use myco_testkit::dir::TempDir;
@@ -74,11 +75,19 @@ fn a_hung_systemctl_is_killed_and_retried() {
         systemctl.to_str().unwrap(),
         "journalctl",
         AuditLog::open(&dir.join("audit.log")).unwrap(),
-        // No store here: the collector never runs.
-        GcConfig {
-            store_dir: dir.join("no-store"),
-            collect_garbage: "nix-collect-garbage".into(),
-            usage_file: None,
+        // No store here: the collector never runs, and nothing is built.
+        NixSetup {
+            build: BuildConfig {
+                nix: "nix".into(),
+                gcroot_dir: dir.join("gcroots"),
+                timeout_ms: 1_000,
+            },
+            gc: GcConfig {
+                store_dir: dir.join("no-store"),
+                collect_garbage: "nix-collect-garbage".into(),
+                usage_file: None,
+            },
+            state_dir: dir.path(),
         },
         false,
         Logger::new(false),

@@ -5,7 +5,9 @@
 //! state. Faults are drawn from the seed: a unit that fails to start or crash-loops (decided per
 //! node and unit, so it behaves the same on every start), and a `systemctl` that fails or hangs
 //! until the executor cancels it (the host then kills it, and it fails). A failed command
-//! changes nothing.
+//! changes nothing. A simulated nix builds flake services: a build takes up to 100 ms, and
+//! with the `systemctl` fault rate it fails (exits non-zero, or prints garbage) or hangs for
+//! `BUILD_HANG_MS` and then fails, at most once per version, so the retry succeeds.
 //!
 //! Invariants, each a safety failure:
 //! 1. once converged and settled, every placed service is enabled on exactly its placed live
@@ -17,22 +19,29 @@
 //! 5. a box's status, as it reports it, never leaves out (so never lets peers count as running)
 //!    a placed service whose unit the box has not read as running;
 //! 6. a hung `systemctl` is cancelled within `CANCEL_SLACK_MS` of `SYSTEMCTL_TIMEOUT_MS`.
+//! 7. a flake service's unit is never written without the program of a successful build, and a
+//!    failed build is not retried before its backoff (`retry_delay_ms`) has passed.
 //!
 //! Nothing here allocates while stepping: tables are sized at boot; only the settle checks
 //! allocate, and the run leaves what they allocate out of the nodes' count.
 
 use crate::invariants::executors::{
-    check_dns, check_enabled, check_one_in_flight, check_remove, check_status_truthful,
-    status_current,
+    check_dns, check_enabled, check_one_in_flight, check_program, check_remove,
+    check_status_truthful, status_current,
 };
 use myco_core::config::{SYSTEMCTL_TIMEOUT_MS, UNITS_PER_COMMAND};
-use myco_core::executor::{Command, Executor, Outcome, UnitHealth, Verb};
+use myco_core::executor::{
+    retry_delay_ms, Build, BuildState, Command, Executor, Outcome, UnitHealth, Verb,
+};
 use myco_core::random::Prng;
 use myco_core::state::store::key_hash;
 use myco_core::unit::{service_of, UNIT_NAME_BYTES_MAX};
 use myco_core::{Instant, Node};
 use std::collections::HashMap;
 use std::fmt::Write as _;
+
+/// How long a hanging build takes before it fails (the host's `--build-timeout` ends a real one).
+pub const BUILD_HANG_MS: u64 = 20_000;
 
 /// How late past `SYSTEMCTL_TIMEOUT_MS` the cancel of a hung `systemctl` may come: the
 /// executor is stepped every tick, far more often.
@@ -48,6 +57,21 @@ pub(crate) struct SimUnit {
     pub(crate) active: Option<UnitHealth>,
     pub(crate) restarts: u32,
 }
+
+/// A build running on one node: what it prints, when it ends.
+struct BuildJob {
+    token: u64,
+    key: u64,
+    digest: u64,
+    done_at: u64,
+    ok: bool,
+    stdout: &'static [u8],
+}
+
+/// What the simulated nix prints for a successful build (the store path's hash does not matter
+/// to the executor, which appends `bin/<name>`).
+const BUILT: &[u8] =
+    br#"[{"drvPath":"/nix/store/0000-sim.drv","outputs":{"out":"/nix/store/0000-sim"}}]"#;
 
 /// A `systemctl` running on one node.
 pub(crate) struct Job {
@@ -69,6 +93,10 @@ pub(crate) struct SimBox {
     /// same for the same seed.
     pub(crate) units: HashMap<u64, (heapless::String<63>, SimUnit), Fixed>,
     pub(crate) job: Option<Job>,
+    build: Option<BuildJob>,
+    /// Per service key: the digest whose build failed, when it last failed and how many failed
+    /// in a row (invariant 5), while the executor keeps the service's build record.
+    failed_builds: HashMap<u64, (u64, u64, u32), Fixed>,
     /// The units the running job names; allocated once.
     job_units: Vec<UnitName>,
     changed: bool,
@@ -102,6 +130,8 @@ impl Executors {
                 executor: Box::new(Executor::new(nodes > 1)),
                 units: HashMap::with_capacity_and_hasher(services + 16, Fixed::default()),
                 job: None,
+                build: None,
+                failed_builds: HashMap::with_capacity_and_hasher(services + 16, Fixed::default()),
                 job_units: Vec::with_capacity(UNITS_PER_COMMAND),
                 changed: true,
             })
@@ -131,6 +161,8 @@ impl Executors {
         let b = &mut self.boxes[i];
         *b.executor = Executor::new(self.peers);
         b.job = None;
+        b.build = None;
+        b.failed_builds.clear();
         b.changed = true;
         for (name, u) in b.units.values() {
             if u.file {
@@ -152,6 +184,7 @@ impl Executors {
             self.boxes[i].executor.handle_placement_changed();
         }
         self.finish_job(i, now)?;
+        self.step_build(i, node, now)?;
         loop {
             let b = &mut self.boxes[i];
             let Some(issued) = b.executor.poll_command(Instant(now), node) else {
@@ -164,7 +197,14 @@ impl Executors {
             let hang = fault && self.rng.chance(1, 2);
             let latency_ms = 10 + self.rng.below(40);
             match issued.command {
-                Command::WriteUnit { name, digest, .. } => {
+                Command::WriteUnit {
+                    name,
+                    digest,
+                    entry,
+                    program,
+                    ..
+                } => {
+                    check_program(name, entry, program)?;
                     let (_, u) = b.units.entry(key_hash(name)).or_insert_with(|| {
                         let name = heapless::String::try_from(name).expect("service names fit");
                         (name, SimUnit::default())
@@ -179,6 +219,7 @@ impl Executors {
                         u.file = false;
                     }
                 }
+                Command::Build { .. } => return Err("a build issued by poll_command".into()),
                 Command::Systemctl { verb, units } => {
                     let done_at = if hang { u64::MAX } else { now + latency_ms };
                     b.job_units.clear();
@@ -204,6 +245,84 @@ impl Executors {
                 .report_status(node, Instant(now), now as u32, sink);
             check_status_truthful(node, &b.executor)?;
         }
+        Ok(())
+    }
+
+    /// Node `i`'s build lane: ends the running build when due, then starts the next one.
+    fn step_build(&mut self, i: usize, node: &Node, now: u64) -> Result<(), String> {
+        let b = &mut self.boxes[i];
+        if let Some(job) = b.build.take_if(|j| j.done_at <= now) {
+            let outcome = Outcome {
+                ok: job.ok || job.stdout != BUILT,
+                stdout: job.stdout,
+            };
+            b.executor
+                .handle_command_done(Instant(now), job.token, outcome);
+            // A failure counts only where it applied: a record dropped and made again while the
+            // build ran starts over, as it should.
+            let failed = |x: &&Build| {
+                x.key == job.key
+                    && x.digest == job.digest
+                    && matches!(x.state, BuildState::Failed { .. })
+            };
+            let applied = b.executor.builds().iter().find(failed).is_some();
+            if job.ok {
+                b.failed_builds.remove(&job.key);
+            } else if applied {
+                let before = b.failed_builds.get(&job.key).filter(|f| f.0 == job.digest);
+                let failures = before.map_or(0, |f| f.2) + 1;
+                b.failed_builds.insert(job.key, (job.digest, now, failures));
+            }
+        }
+        // A record the executor dropped (a new version, or no longer placed here) starts over;
+        // checked on every step, since a record can be dropped and made again while another
+        // service builds.
+        let executor = &b.executor;
+        let kept = |key: &u64, f: &mut (u64, u64, u32)| {
+            let mut builds = executor.builds().iter();
+            builds.any(|x| x.key == *key && x.digest == f.0)
+        };
+        b.failed_builds.retain(kept);
+        if b.build.is_some() {
+            return Ok(());
+        }
+        let Some(issued) = b.executor.poll_build(Instant(now), node) else {
+            return Ok(());
+        };
+        let token = issued.token;
+        let Command::Build { name, .. } = issued.command else {
+            return Err("poll_build issued something other than a build".into());
+        };
+        let key = key_hash(name);
+        let building = b.executor.builds().iter().find(|x| x.key == key);
+        let digest = building.map_or(0, |x| x.digest);
+        if let Some(&(_, at, failures)) = b.failed_builds.get(&key).filter(|f| f.0 == digest) {
+            if now < at + retry_delay_ms(failures) {
+                return Err(format!(
+                    "build of service {key:x} retried before its backoff"
+                ));
+            }
+        }
+        self.commands += 1;
+        // A version fails to build at most once (a fetch that failed, a builder killed): a
+        // version that never builds is never enabled, which invariant 1 would call a failure,
+        // and the backoff (30 s, doubling) would outlast the settle window.
+        let failed_before = b.failed_builds.get(&key).is_some_and(|f| f.0 == digest);
+        let fault = !failed_before && self.rng.below(1_000_000) < self.systemctl_fault_ppm;
+        let hang = fault && self.rng.chance(1, 3);
+        let garbage = fault && !hang && self.rng.chance(1, 2);
+        // Short, as a build of a rev already in a cache is: the simulation checks the order of
+        // builds and units, and a box of many services builds them one after another.
+        let latency_ms = 10 + self.rng.below(90);
+        b.build = Some(BuildJob {
+            token,
+            key,
+            digest,
+            done_at: now + if hang { BUILD_HANG_MS } else { latency_ms },
+            ok: !fault,
+            // Garbage exits 0 (the outcome says ok) but names no store path.
+            stdout: if garbage { b"error: not json" } else { BUILT },
+        });
         Ok(())
     }
 
@@ -318,6 +437,9 @@ fn apply(
                     Some(UnitHealth::Starting) => ("activating", "start"),
                     Some(UnitHealth::Restarting) => ("activating", "auto-restart"),
                     Some(UnitHealth::Failed) => ("failed", "failed"),
+                    Some(UnitHealth::Building | UnitHealth::BuildFailed) => {
+                        return Err(format!("unit {unit} holds a build's state"))
+                    }
                 };
                 if u.active == Some(UnitHealth::Restarting) {
                     u.restarts += 1;

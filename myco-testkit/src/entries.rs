@@ -125,3 +125,31 @@ pub fn service_entry(i: u32, clock: u64) -> Vec<u8> {
     let len = encode_entry(&body, &[0x5a; 64], &mut out).expect("a valid sample entry");
     out[..len].to_vec()
 }
+
+/// A signed entry for service `name` built from the locked flake reference `uri` (which names
+/// `rev`, 40 hex digits) and attribute `attr`.
+pub fn flake_entry(
+    operator: &SigningKey,
+    name: &str,
+    clock: u64,
+    (uri, attr, rev): (&str, &str, &str),
+) -> Vec<u8> {
+    assert_eq!(rev.len(), 2 * FLAKE_REV_BYTES, "a rev is 40 hex digits");
+    let rev: [u8; FLAKE_REV_BYTES] = core::array::from_fn(|i| {
+        u8::from_str_radix(&rev[2 * i..2 * i + 2], 16).expect("a rev is hex")
+    });
+    let spec = ServiceSpec::minimal(Source::Flake {
+        uri,
+        attr,
+        rev,
+        nar_hash: [0; NAR_HASH_BYTES],
+    });
+    signed(
+        operator,
+        &EntryBody {
+            name,
+            version: version(operator, clock),
+            spec: Some(spec),
+        },
+    )
+}

@@ -25,7 +25,10 @@
 //!   crash between a disable and its deletion) is enabled again.
 //! - A full table is a decision: a new unit is not planned while the table is full (the next
 //!   round tries again), and the oldest change gives way in the changes ring.
+//! - A flake service's unit is written only with the program its build produced for the entry
+//!   being written (`build.rs`, which also says why builds have a lane of their own).
 
+mod build;
 pub mod gc;
 mod names;
 pub mod reconcile;
@@ -33,6 +36,9 @@ mod systemd;
 #[cfg(test)]
 mod tests;
 
+pub use build::{
+    is_root_of, parse_build_json, retry_delay_ms, root_name, Build, BuildState, Program, RootName,
+};
 pub use gc::{parse_freed, Freed, Gc, GcDone, GcStats};
 pub use names::{health_on, Names};
 pub use systemd::{parse_show, Shown, UnitHealth, SHOW_PROPERTIES};
@@ -44,11 +50,12 @@ use crate::config::{
 };
 use crate::hash::{digest, DOMAIN_ENTRY};
 use crate::node::{Node, Sink};
-use crate::schema::entry::Entry;
+use crate::schema::entry::{Entry, Source};
 use crate::schema::message::UnitState;
 use crate::state::store::key_hash;
 use crate::time::Instant;
 use crate::unit::{self, UnitContext, UnitError};
+use build::{BuildFlight, Builds};
 use heapless::{Deque, String, Vec};
 use reconcile::{Action, Unit};
 
@@ -152,8 +159,8 @@ impl Iterator for Units<'_> {
 
 /// What the host is asked to do next.
 ///
-/// Later kinds of work join as variants of their own (`Build` for a flake, `Gc` for the Nix
-/// store, `HealthProbe` for a service's own check), each with the same token and outcome rules.
+/// Later kinds of work join as variants of their own (`Gc` for the Nix store, `HealthProbe`
+/// for a service's own check), each with the same token and outcome rules.
 #[derive(Clone, Debug)]
 pub enum Command<'a> {
     /// Render `entry` with [`render_unit`] and replace `myco-<name>.service` with it atomically,
@@ -165,6 +172,16 @@ pub enum Command<'a> {
         digest: u64,
         start: bool,
         clock: u64,
+        /// For a flake: the built program, `<out>/bin/<name>`.
+        program: Option<&'a str>,
+    },
+    /// Build `<uri>#<attr>` (a locked reference) at the lowest priority, with the out-link (the
+    /// GC root) `root` in the GC root directory; report what `nix build --json` printed.
+    Build {
+        name: &'a str,
+        uri: &'a str,
+        attr: &'a str,
+        root: RootName,
     },
     /// Delete `myco-<name>.service`: systemd has disabled and stopped it.
     RemoveUnitFile { name: &'a str },
@@ -204,6 +221,8 @@ pub struct ExecutorStats {
     pub units_removed: u64,
     pub systemctl_runs: u64,
     pub systemctl_failures: u64,
+    pub builds_run: u64,
+    pub build_failures: u64,
 }
 
 /// The steps of one round, in the order they are taken.
@@ -253,6 +272,7 @@ pub struct Executor {
     has_peers_configured: bool,
     /// Placements and health changes not yet taken (`take_changes`).
     changes: Deque<Change, UNIT_CHANGES_MAX>,
+    builds: Builds,
     pub stats: ExecutorStats,
 }
 
@@ -275,6 +295,7 @@ impl Executor {
             idle_until_ms: 0,
             has_peers_configured,
             changes: Deque::new(),
+            builds: Builds::default(),
             stats: ExecutorStats::default(),
         }
     }
@@ -351,6 +372,10 @@ impl Executor {
 
     /// The command with token `token` ended. Returns false, changing nothing, for a stale token.
     pub fn handle_command_done(&mut self, now: Instant, token: u64, outcome: Outcome<'_>) -> bool {
+        if let Some(flight) = self.builds.in_flight.filter(|f| f.token == token) {
+            self.built(now, flight, outcome);
+            return true;
+        }
         let Some(done) = self.in_flight.filter(|f| f.token == token) else {
             return false;
         };
@@ -364,6 +389,54 @@ impl Executor {
         assert!(self.in_flight.is_none());
         assert!(self.show_from <= self.units.len());
         true
+    }
+
+    /// The next build to run, if one is due: builds have a lane of their own (`build.rs`), so
+    /// this is asked beside [`Executor::poll_command`]. `None` while a build is in flight.
+    pub fn poll_build<'a>(&'a mut self, now: Instant, node: &'a Node) -> Option<Issued<'a>> {
+        let i = self.builds.due(now)?;
+        let (key, digest) = (self.builds.table[i].key, self.builds.table[i].digest);
+        let source = placed_entry(node, &self.builds.table[i].name)
+            .filter(|(bytes, _)| unit_digest(bytes) == digest)
+            .and_then(|(bytes, _)| Some(Entry::decode(bytes).ok()?.body.spec?.source));
+        let Some(Source::Flake { uri, attr, rev, .. }) = source else {
+            // Replaced or removed since the round that recorded it: the next round records what
+            // is placed now.
+            self.builds.table.swap_remove(i);
+            self.dirty = true;
+            self.idle_until_ms = 0;
+            return None;
+        };
+        let token = self.next_token;
+        self.next_token += 1;
+        self.builds.table[i].state = BuildState::Building;
+        self.builds.in_flight = Some(BuildFlight { token, key, digest });
+        self.stats.builds_run += 1;
+        self.health_changed = true;
+        let b = &self.builds.table[i];
+        note(&mut self.changes, &b.name, false, "building");
+        let command = Command::Build {
+            name: b.name.as_str(),
+            uri,
+            attr,
+            root: root_name(&b.name, &rev),
+        };
+        Some(Issued { token, command })
+    }
+
+    /// How service `name`'s build does, while one is waiting, running or failed.
+    pub fn build_health(&self, name: &str) -> Option<UnitHealth> {
+        Some(UnitHealth::from(self.builds.get(name)?.state.state()?))
+    }
+
+    /// The builds of flake services placed here that have no unit of that version yet.
+    pub fn builds(&self) -> &[Build] {
+        &self.builds.table
+    }
+
+    /// Whether a build is in flight.
+    pub fn building(&self) -> bool {
+        self.builds.in_flight.is_some()
     }
 
     /// Whether a command is in flight.
@@ -380,6 +453,8 @@ impl Executor {
             && !self.needs_reload
             && self.writes.is_empty()
             && self.units.iter().all(|u| u.todo == Todo::None)
+            && self.builds.in_flight.is_none()
+            && self.builds.table.is_empty()
     }
 
     /// The placements and health changes since the last call, oldest first.
@@ -399,18 +474,26 @@ impl Executor {
     }
 
     /// The services placed here that are not running, as the node's status lists them
-    /// (`Node::set_status`): an installed unit by its health, a placed service with no unit yet
-    /// (not written, or held back in `Keep` mode) as `Pending`. Peers read a placed service the
-    /// status leaves out as running, so only a unit systemd reports running may be left out.
+    /// (`Node::set_status`): a flake service on its way to a new version by its build's state
+    /// (`building`, `build-failed`: the running unit is the version being replaced), an installed
+    /// unit by its health, a placed service with no unit yet (not written, or held back in `Keep`
+    /// mode) as `Pending`. Peers read a placed service the status leaves out as running, so only
+    /// a unit systemd reports running may be left out.
     pub fn not_running<'a>(
         &'a self,
         node: &'a Node,
     ) -> impl Iterator<Item = (u64, UnitState)> + 'a {
         node.placed_entries().filter_map(|(slot, _)| {
             let key = slot.key_hash;
-            let unit = self.units.iter().find(|u| u.key == key);
-            unit.map_or(Some(UnitState::Pending), |u| u.health.state())
-                .map(|state| (key, state))
+            let build = self.builds.table.iter().find(|b| b.key == key);
+            let state = match build.and_then(|b| b.state.state()) {
+                Some(state) => Some(state),
+                None => {
+                    let unit = self.units.iter().find(|u| u.key == key);
+                    unit.map_or(Some(UnitState::Pending), |u| u.health.state())
+                }
+            };
+            state.map(|state| (key, state))
         })
     }
 
@@ -432,6 +515,11 @@ impl Executor {
         let mut counts = [0; UnitHealth::ALL.len()];
         for u in self.units.iter() {
             counts[u.health.index()] += 1;
+        }
+        for b in self.builds.table.iter() {
+            if let Some(state) = b.state.state() {
+                counts[UnitHealth::from(state).index()] += 1;
+            }
         }
         counts
     }
@@ -496,13 +584,63 @@ impl Executor {
             self.dirty = true;
             self.next_reconcile_ms = 0;
         }
+        // A build for a version no longer placed here is of no use.
+        let placed = |key, name: &str, digest| {
+            let mut w = wanted.iter();
+            w.any(|u| u.digest == digest && key_hash(u.name) == key && u.name == name)
+        };
+        self.builds.retain(placed);
         for (name, remove) in plan {
             if remove {
                 self.mark_disable(&name);
+            } else if let Some(digest) = self.unbuilt(node, &wanted, &name) {
+                if !self.builds.want(&name, digest) {
+                    // The builds table is full: the next round tries again.
+                    self.dirty = true;
+                }
+                self.health_changed = true;
             } else {
                 self.writes.push(name).expect("the plan fits the writes");
             }
         }
+    }
+
+    /// For a flake service whose entry (of digest `digest` in `wanted`) has no built program
+    /// yet: that digest. `None` for an `Exec` service or a built one, whose unit can be written.
+    fn unbuilt(&self, node: &Node, wanted: &[Unit<'_>], name: &str) -> Option<u64> {
+        let (bytes, _) = placed_entry(node, name)?;
+        let entry = Entry::decode(bytes).ok()?;
+        let Source::Flake { .. } = entry.body.spec?.source else {
+            return None;
+        };
+        let digest = wanted.iter().find(|u| u.name == name)?.digest;
+        self.builds
+            .program(name, digest)
+            .is_none()
+            .then_some(digest)
+    }
+
+    /// The build in flight ended: record its program or its failure, and reconcile soon so a
+    /// built service's unit is written without waiting out the throttle.
+    fn built(&mut self, now: Instant, flight: BuildFlight, outcome: Outcome<'_>) {
+        let out = if outcome.ok {
+            parse_build_json(outcome.stdout)
+        } else {
+            None
+        };
+        let change = self.builds.done(now, flight, out);
+        if let Some(change) = change {
+            if change.what == "built" {
+                self.dirty = true;
+                self.next_reconcile_ms = 0;
+            } else {
+                self.stats.build_failures += 1;
+            }
+            push_change(&mut self.changes, change);
+        }
+        self.health_changed = true;
+        self.idle_until_ms = 0;
+        assert!(self.builds.in_flight.is_none());
     }
 
     fn mark_disable(&mut self, name: &str) {
@@ -577,12 +715,14 @@ impl Executor {
                 let start = self
                     .unit(name)
                     .is_none_or(|u| matches!(u.todo, Todo::Start | Todo::Delete));
+                let digest = unit_digest(entry);
                 Command::WriteUnit {
                     name,
                     entry,
-                    digest: unit_digest(entry),
+                    digest,
                     start,
                     clock,
+                    program: self.builds.program(name, digest),
                 }
             }
             Step::Delete => {
@@ -625,6 +765,7 @@ impl Executor {
         if !ok {
             return;
         }
+        self.builds.forget(&name);
         self.stats.units_written += 1;
         note(&mut self.changes, &name, true, "placed");
         self.needs_reload = true;
@@ -743,14 +884,19 @@ impl Executor {
     }
 }
 
-/// Renders the unit of a placed entry (as `Command::WriteUnit` carries it) into `out` and returns
-/// its length. An error means the unit cannot run on this box (see `UnitError::message`).
-pub fn render_unit(entry: &[u8], out: &mut [u8]) -> Result<usize, UnitError> {
+/// Renders the unit of a placed entry (as `Command::WriteUnit` carries it, with its built
+/// `program` for a flake) into `out` and returns its length. An error means the unit cannot run
+/// on this box (see `UnitError::message`).
+pub fn render_unit(
+    entry: &[u8],
+    program: Option<&str>,
+    out: &mut [u8],
+) -> Result<usize, UnitError> {
     let entry = Entry::decode(entry).map_err(|_| UnitError::Name)?;
     let spec = entry.body.spec.as_ref().ok_or(UnitError::Name)?;
     let ctx = UnitContext {
         version: entry.body.version,
-        program: None,
+        program,
     };
     unit::render(entry.body.name, spec, &ctx, out)
 }
@@ -776,15 +922,20 @@ fn note(
     placement: bool,
     what: &'static str,
 ) {
-    if changes.is_full() {
-        changes.pop_front();
-    }
     let name = Name::try_from(name).expect("service names fit NAME_BYTES_MAX");
     let change = Change {
         name,
         placement,
         what,
     };
+    push_change(changes, change);
+}
+
+/// Adds a change; the oldest gives way when the ring is full.
+fn push_change(changes: &mut Deque<Change, UNIT_CHANGES_MAX>, change: Change) {
+    if changes.is_full() {
+        changes.pop_front();
+    }
     changes
         .push_back(change)
         .map_err(|_| ())

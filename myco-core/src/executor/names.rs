@@ -76,9 +76,18 @@ impl Directory for Names<'_> {
 }
 
 impl Names<'_> {
-    /// Where node `id` serves the service, if it runs it healthily.
+    /// Where node `id` serves the service, if it runs it healthily. This box's own unit is
+    /// judged by what systemd says of it; another box that reports a build (`building`,
+    /// `build-failed`) is answered, because the version it ran before keeps running until the new
+    /// one is built, and dropping every box of a service while they all build a new version
+    /// would take the service off the air at each rollout.
     pub fn healthy_at(&self, id: u64, key: u64, name: &str) -> Option<PeerAddr> {
-        if health_on(self.node, self.executor, id, key, name) != Some(UnitHealth::Running) {
+        let serving = match health_on(self.node, self.executor, id, key, name) {
+            Some(UnitHealth::Running) => true,
+            Some(UnitHealth::Building | UnitHealth::BuildFailed) => id != self.node.id(),
+            _ => false,
+        };
+        if !serving {
             return None;
         }
         if id == self.node.id() {

@@ -18,16 +18,22 @@ pub enum UnitHealth {
     Restarting,
     Failed,
     Stopped,
+    /// A flake service waiting for or running its build; no unit of this version yet.
+    Building,
+    /// A flake service whose last build failed.
+    BuildFailed,
 }
 
 impl UnitHealth {
-    pub const ALL: [UnitHealth; 6] = [
+    pub const ALL: [UnitHealth; 8] = [
         UnitHealth::Pending,
         UnitHealth::Running,
         UnitHealth::Starting,
         UnitHealth::Restarting,
         UnitHealth::Failed,
         UnitHealth::Stopped,
+        UnitHealth::Building,
+        UnitHealth::BuildFailed,
     ];
 
     pub fn name(self) -> &'static str {
@@ -38,6 +44,8 @@ impl UnitHealth {
             UnitHealth::Restarting => "restarting",
             UnitHealth::Failed => "failed",
             UnitHealth::Stopped => "stopped",
+            UnitHealth::Building => "building",
+            UnitHealth::BuildFailed => "build-failed",
         }
     }
 
@@ -55,6 +63,8 @@ impl UnitHealth {
             UnitHealth::Restarting => Some(UnitState::Restarting),
             UnitHealth::Failed => Some(UnitState::Failed),
             UnitHealth::Stopped => Some(UnitState::Stopped),
+            UnitHealth::Building => Some(UnitState::Building),
+            UnitHealth::BuildFailed => Some(UnitState::BuildFailed),
         }
     }
 
@@ -79,6 +89,8 @@ impl From<UnitState> for UnitHealth {
             UnitState::Restarting => UnitHealth::Restarting,
             UnitState::Failed => UnitHealth::Failed,
             UnitState::Stopped => UnitHealth::Stopped,
+            UnitState::Building => UnitHealth::Building,
+            UnitState::BuildFailed => UnitHealth::BuildFailed,
         }
     }
 }

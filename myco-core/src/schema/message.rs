@@ -126,6 +126,11 @@ pub enum UnitState {
     Restarting,
     Failed,
     Stopped,
+    /// A flake service waiting for or running its build (`nix build`).
+    Building,
+    /// Its last build failed; it is retried with backoff. Distinct from a unit that fails: no
+    /// unit of this version was written.
+    BuildFailed,
 }
 
 /// What a node reports of the services placed on it: every one not running, up to

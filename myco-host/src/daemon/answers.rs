@@ -77,6 +77,11 @@ pub struct Running<'a> {
 /// How the service does on node `id` (the core's `executor::health_on`), by name.
 fn state_on(r: &Running<'_>, id: u64, name: &str) -> &'static str {
     let executor = r.executor.map(|e| &**e);
+    // This box's build of a new version is reported before the unit of the old one.
+    let building = executor.filter(|_| id == r.node.id());
+    if let Some(health) = building.and_then(|e| e.build_health(name)) {
+        return health.name();
+    }
     health_on(r.node, executor, id, r.key, name).map_or("unknown", Health::name)
 }
 

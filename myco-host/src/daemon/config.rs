@@ -1,6 +1,7 @@
 //! `myco-d`'s command line, checked whole before anything is touched. Defaults follow the
 //! directories systemd hands the service (`docs/daemon.md`).
 
+use super::build::{BuildConfig, BUILD_TIMEOUT_MS_DEFAULT, GCROOT_DIR_DEFAULT};
 use super::dns::DNS_LISTENERS_MAX;
 use crate::io::Choice;
 use crate::systemd;
@@ -45,6 +46,11 @@ Options:
                         collected (default /nix/store; none if it does not exist)
   --nix-collect-garbage PATH
                         The nix-collect-garbage to run (default: from PATH)
+  --nix PATH            The nix that builds flake services (default: nix from PATH); builds
+                        run under nice -n 19 and ionice -c 3, one at a time
+  --gcroot-dir DIR      Where the GC roots of built services go, one per version (default
+                        /nix/var/nix/gcroots/myco)
+  --build-timeout SECS  A build running longer is killed and retried later (default 1800)
   --dns ADDR|off        Answer *.myco DNS on ADDR, UDP and TCP; repeatable, twice at most
                         (default 127.0.0.1:53 and [::1]:53; an address that cannot be bound is
                         logged and left out; below port 1024 needs CAP_NET_BIND_SERVICE)
@@ -73,6 +79,7 @@ pub struct ExecutorConfig {
     pub journalctl: String,
     pub audit_log: PathBuf,
     pub gc: super::gc::GcConfig,
+    pub build: BuildConfig,
 }
 
 #[derive(Clone, Debug)]
@@ -233,6 +240,16 @@ fn executor(args: &mut Arguments) -> Result<Option<ExecutorConfig>, UsageError> 
         // Hidden: a test's stand-in for statvfs (`daemon::gc`), not in --help.
         usage_file: path(args, "--store-usage-file")?,
     };
+    let build = BuildConfig {
+        nix: text(args, "--nix")?.unwrap_or_else(|| "nix".into()),
+        gcroot_dir: path(args, "--gcroot-dir")?
+            .unwrap_or_else(|| PathBuf::from(GCROOT_DIR_DEFAULT)),
+        timeout_ms: match number(args, "--build-timeout")? {
+            Some(0) => return Err(usage("--build-timeout must be at least 1 second".into())),
+            Some(secs) => secs.saturating_mul(1000),
+            None => BUILD_TIMEOUT_MS_DEFAULT,
+        },
+    };
     match kind.as_deref() {
         None | Some("systemd") => Ok(Some(ExecutorConfig {
             unit_dir,
@@ -240,6 +257,7 @@ fn executor(args: &mut Arguments) -> Result<Option<ExecutorConfig>, UsageError> 
             journalctl,
             audit_log,
             gc,
+            build,
         })),
         Some("none") => Ok(None),
         Some(other) => Err(usage(format!(

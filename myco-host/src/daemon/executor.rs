@@ -2,9 +2,10 @@
 //! the unit files an earlier run wrote (their first line records the entry digest); then each
 //! step it asks the core for the next command, writes or deletes a unit file atomically or
 //! spawns `systemctl`, polls the child, and reports the outcome. It also spawns `journalctl`
-//! for `/logs`. What to change, in which order, when to retry and how a unit does are the
+//! for `/logs`, and runs builds beside the systemd commands (`build.rs`). What to change, in which order, when to retry and how a unit does are the
 //! core's decisions, which the simulator checks.
 
+use super::build::{BuildConfig, Builder};
 use crate::audit::{AuditEntry, AuditLog, AuditOutcome};
 use crate::flight::{Level, Logger};
 use crate::spawn::{self, Argv, Child, Output};
@@ -34,6 +35,14 @@ struct Job {
     killed: bool,
 }
 
+/// How this box builds flake services and collects its Nix store.
+pub struct NixSetup<'a> {
+    pub build: BuildConfig,
+    pub gc: super::gc::GcConfig,
+    /// Where build logs go (`<state-dir>/builds`).
+    pub state_dir: &'a Path,
+}
+
 /// The core machine with the files and processes it asks for. Derefs to the core executor for
 /// its queries (`unit`, `census`, `stats`).
 pub struct Executor {
@@ -53,6 +62,7 @@ pub struct Executor {
     gc: super::gc::Collector,
     /// How the last collection ended, not yet taken for `/stream`.
     gc_done: Option<core::GcDone>,
+    builder: Builder,
     log: Logger,
 }
 
@@ -77,11 +87,12 @@ impl Executor {
         systemctl: &str,
         journalctl: &str,
         audit: AuditLog,
-        gc: super::gc::GcConfig,
+        nix: NixSetup<'_>,
         has_peers_configured: bool,
         log: Logger,
     ) -> io::Result<Executor> {
         fs::create_dir_all(&unit_dir)?;
+        let builder = Builder::new(nix.build, nix.state_dir, log)?;
         let mut core = Box::new(core::Executor::new(has_peers_configured));
         for e in fs::read_dir(&unit_dir)? {
             let e = e?;
@@ -110,8 +121,9 @@ impl Executor {
             output: Output::new(),
             job: None,
             audit,
-            gc: super::gc::Collector::new(gc, log),
+            gc: super::gc::Collector::new(nix.gc, log),
             gc_done: None,
+            builder,
             log,
         })
     }
@@ -195,6 +207,7 @@ impl Executor {
     /// One step of work: reap the running `systemctl`, then run commands until one has to wait
     /// for a child or none is due. Cheap when there is nothing to do.
     pub fn step(&mut self, node: &Node, now_ms: u64) {
+        self.step_build(node, now_ms);
         let now = Instant(now_ms);
         if let Some(done) = self.gc.step(now) {
             self.gc_done = Some(done);
@@ -212,11 +225,12 @@ impl Executor {
                     digest,
                     start,
                     clock,
+                    program,
                 } => write_unit(
                     &self.unit_dir,
                     &mut self.text,
                     &self.log,
-                    name,
+                    (name, program),
                     entry,
                     digest,
                 )
@@ -233,8 +247,10 @@ impl Executor {
                 })
                 .is_ok(),
                 Command::RemoveUnitFile { name } => {
+                    self.builder.drop_roots(name);
                     remove_unit(&self.unit_dir, &self.log, &mut self.audit, name)
                 }
+                Command::Build { .. } => unreachable!("builds are issued by poll_build"),
                 Command::Systemctl { verb, units } => {
                     match spawn_systemctl(&self.systemctl, &mut self.argv, verb, units) {
                         Ok(child) => {
@@ -303,6 +319,71 @@ impl Executor {
         );
     }
 
+    /// The build lane: reap the running build and report it, then start the next one due.
+    fn step_build(&mut self, node: &Node, now_ms: u64) {
+        let now = Instant(now_ms);
+        if let Some(ended) = self.builder.poll(now_ms) {
+            let outcome = Outcome {
+                ok: ended.ok,
+                stdout: ended.stdout,
+            };
+            self.core.handle_command_done(now, ended.token, outcome);
+        }
+        if self.builder.busy() {
+            return;
+        }
+        let Some(issued) = self.core.poll_build(now, node) else {
+            return;
+        };
+        let Command::Build {
+            name,
+            uri,
+            attr,
+            root,
+        } = issued.command
+        else {
+            unreachable!("poll_build issues builds only");
+        };
+        let token = issued.token;
+        if let Err(e) = self.builder.start(token, now_ms, name, uri, attr, &root) {
+            self.log.log(
+                Level::Error,
+                format_args!("service {name}: cannot start nix build: {e}"),
+            );
+            self.core.handle_command_done(now, token, Outcome::FAILED);
+        }
+    }
+
+    /// Starts `tail` on a build log for `/logs`: the last `lines` lines (200 when `None`), and
+    /// with `follow` what the build writes after, until the client goes away.
+    pub fn spawn_build_log(
+        &mut self,
+        log: &Path,
+        follow: bool,
+        lines: Option<u32>,
+    ) -> io::Result<Child> {
+        let argv = &mut self.logs_argv;
+        argv.clear();
+        let full = "the tail argument list is fixed and fits";
+        let mut digits = heapless::String::<10>::new();
+        write!(digits, "{}", lines.unwrap_or(200)).expect("a u32 fits 10 digits");
+        argv.push(&[b"tail"]).expect(full);
+        argv.push(&[b"-n", digits.as_bytes()]).expect(full);
+        if follow {
+            argv.push(&[b"-f"]).expect(full);
+        }
+        argv.push(&[b"--"]).expect(full);
+        argv.push(&[log.as_os_str().as_encoded_bytes()])
+            .map_err(|_| io::ErrorKind::InvalidInput)?;
+        spawn::spawn(argv, &ENV)
+    }
+
+    /// Where the log of service `name`'s last build is, if it has one.
+    pub fn build_log(&self, name: &str) -> Option<PathBuf> {
+        let path = self.builder.log_path(name);
+        path.exists().then_some(path)
+    }
+
     fn log_failure(&self, verb: Verb) {
         let out = String::from_utf8_lossy(self.output.bytes());
         let out = out.trim();
@@ -341,11 +422,11 @@ fn write_unit(
     dir: &Path,
     text: &mut [u8],
     log: &Logger,
-    name: &str,
+    (name, program): (&str, Option<&str>),
     entry: &[u8],
     digest: u64,
 ) -> Result<(), ()> {
-    let len = core::render_unit(entry, text).map_err(|e| {
+    let len = core::render_unit(entry, program, text).map_err(|e| {
         let why = e.message();
         log.log(
             Level::Warning,

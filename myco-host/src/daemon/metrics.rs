@@ -363,6 +363,18 @@ const UNITS: &[Family] = &[
         "systemctl commands that failed.",
         |s| s.executor.systemctl_failures.into(),
     ),
+    one(
+        "myco_builds_total",
+        Counter,
+        "Flake builds started (nix build).",
+        |s| s.executor.builds_run.into(),
+    ),
+    one(
+        "myco_build_failures_total",
+        Counter,
+        "Flake builds that failed, hung past --build-timeout, or named no output.",
+        |s| s.executor.build_failures.into(),
+    ),
 ];
 
 const STORE: &[Family] = &[

@@ -5,6 +5,7 @@
 
 pub mod answers;
 pub mod boot;
+pub mod build;
 pub mod config;
 pub mod conns;
 pub mod dns;
@@ -640,7 +641,11 @@ fn start_executor(
                         e.audit_log.display()
                     ))
                 })?,
-                e.gc.clone(),
+                executor::NixSetup {
+                    build: e.build.clone(),
+                    gc: e.gc.clone(),
+                    state_dir: &config.state_dir,
+                },
                 has_peers_configured,
                 log,
             )

@@ -345,7 +345,8 @@ fn deploy(
     200
 }
 
-/// `GET /logs`: the journal of this box's unit for `service`, or where it runs instead.
+/// `GET /logs`: the journal of this box's unit for `service`, the log of its build while it
+/// builds or failed to, or where it runs instead.
 fn logs(
     node: &myco_core::Node,
     executor: Option<&mut super::executor::Executor>,
@@ -361,10 +362,16 @@ fn logs(
     if !deployed {
         return error(conn, 404, "no such service; 'myco ls' lists them");
     }
-    let Some(executor) = executor.filter(|e| e.unit(service).is_some()) else {
+    // A service building or failing to build here shows its build's log (nix's stderr).
+    let building = |e: &super::executor::Executor| e.build_health(service).is_some();
+    let Some(executor) = executor.filter(|e| e.unit(service).is_some() || building(e)) else {
         return error(conn, 404, &runs_elsewhere(node, service));
     };
-    match executor.spawn_logs(service, follow, lines) {
+    let spawned = match executor.build_log(service).filter(|_| building(executor)) {
+        Some(log) => executor.spawn_build_log(&log, follow, lines),
+        None => executor.spawn_logs(service, follow, lines),
+    };
+    match spawned {
         Ok(child) => {
             conn.start_logs(child);
             200

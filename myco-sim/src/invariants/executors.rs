@@ -6,6 +6,7 @@ use crate::executors::{Job, SimBox, SimUnit};
 use crate::world::addr;
 use myco_core::dns::Directory;
 use myco_core::executor::{Executor, Names, UnitHealth};
+use myco_core::schema::entry::{Entry, Source};
 use myco_core::Node;
 use std::collections::{HashMap, HashSet};
 
@@ -157,6 +158,21 @@ pub(crate) fn check_dns(
                 ));
             }
         }
+    }
+    Ok(())
+}
+
+/// Invariant 5: a flake service's unit carries a built program.
+pub(crate) fn check_program(name: &str, entry: &[u8], program: Option<&str>) -> Result<(), String> {
+    let flake = Entry::decode(entry)
+        .ok()
+        .and_then(|e| e.body.spec)
+        .is_some_and(|s| matches!(s.source, Source::Flake { .. }));
+    let names_it = |p: &str| p.strip_suffix(name).is_some_and(|p| p.ends_with("/bin/"));
+    if flake && !program.is_some_and(names_it) {
+        return Err(format!(
+            "unit of flake service {name} written before its build"
+        ));
     }
     Ok(())
 }
