@@ -369,6 +369,12 @@ impl Executors {
         Ok(())
     }
 
+    /// From now on no `systemctl` or build fails or hangs (faults are lifted for the liveness
+    /// phase); commands already hung still wait for their cancel.
+    pub fn lift_command_faults(&mut self) {
+        self.systemctl_fault_ppm = 0;
+    }
+
     /// Whether every live executor is at rest with health read back; then checks invariants 1
     /// and 4 on the live nodes `live` (which agree on placement) and returns true.
     pub fn settled(

@@ -148,6 +148,11 @@ impl Cluster {
     pub(super) fn lift_faults(&mut self) {
         self.world.net.faults.loss_ppm = 0;
         self.world.net.faults.duplicate_ppm = 0;
+        // Transient command faults end with the network's: a `systemctl` that hangs costs a
+        // minute before it is cancelled, so hangs drawn in the liveness phase could outlast the
+        // settle window, which measures convergence, not fault handling. Units that fail or
+        // crash-loop stay as they are: that is their state, which the invariants judge.
+        self.exec.lift_command_faults();
     }
 
     /// Kills for good one honest node that runs services (drawn from the seed), under the
