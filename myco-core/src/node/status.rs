@@ -60,7 +60,7 @@ impl Node {
     fn push_change_when_due(&mut self, now: Instant, sink: &mut impl Sink) -> bool {
         let due = self
             .last_status_push
-            .map_or(true, |last| now >= last.add_ms(STATUS_PUSH_INTERVAL_MS));
+            .is_none_or(|last| now >= last.add_ms(STATUS_PUSH_INTERVAL_MS));
         if !self.status_unpushed || !due {
             return false;
         }
@@ -71,7 +71,7 @@ impl Node {
         self.next_status_resend = now.add_ms(STATUS_RESEND_MS);
         self.push_status(sink);
         // Coalescing is the point: no two pushes of a change may be closer than the interval.
-        assert!(previous.map_or(true, |p| now >= p.add_ms(STATUS_PUSH_INTERVAL_MS)));
+        assert!(previous.is_none_or(|p| now >= p.add_ms(STATUS_PUSH_INTERVAL_MS)));
         true
     }
 
