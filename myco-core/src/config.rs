@@ -104,6 +104,11 @@ pub const STATUS_UNITS_MAX: usize = 8;
 /// A changed status is sent to every live member this many times more, a second apart, so a
 /// lost frame does not hide a failing service.
 pub const STATUS_RESENDS: u8 = 2;
+/// A changed status is pushed to every member at most this often; changes in between are
+/// coalesced into the next push. While services are installed each unit steps through several
+/// states, and pushing each step to every member made convergence traffic grow with members times
+/// transitions; a second is short next to a probe round, which repairs any peer that missed one.
+pub const STATUS_PUSH_INTERVAL_MS: u64 = 1_000;
 /// Piggybacked updates are retransmitted `mult x ceil(log10(members + 1))` times.
 pub const RETRANSMIT_MULT: u8 = 4;
 /// A node that knows no live peer retries its join addresses this often.

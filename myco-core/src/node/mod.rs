@@ -295,10 +295,14 @@ pub struct Node {
     wal_checkpoint_bytes: u64,
     /// After a truncated log, sync with random peers even where roots seem to agree.
     full_sync_rounds: u8,
-    /// This node's own status, and the resends of its last change still due.
+    /// This node's own status, and the resends of its last push still due.
     status: Status,
     status_resends: u8,
     next_status_resend: Instant,
+    /// A change of the status not pushed yet (it waits for `STATUS_PUSH_INTERVAL_MS`).
+    status_unpushed: bool,
+    /// When the status was last pushed to every member for a change (None: never).
+    last_status_push: Option<Instant>,
 }
 
 // The budget in `config` is a sum of estimates; the real node must fit inside it, so a table that
@@ -371,6 +375,8 @@ impl Node {
             status: Status::default(),
             status_resends: 0,
             next_status_resend: now,
+            status_unpushed: false,
+            last_status_push: None,
         })
     }
 

@@ -1,6 +1,7 @@
 //! Status: what each node says of the services placed on it. The owner lists its placed services
 //! that are not running (running is the default) and versions the list; peers keep the highest
-//! version per member. A change is sent straight to every live member, again
+//! version per member. A change is versioned at once but pushed to every live member at most
+//! once per `STATUS_PUSH_INTERVAL_MS` (changes in between ride on the next push), then again
 //! `STATUS_RESENDS` times a second apart, and a non-empty status also rides on the periodic
 //! membership push. Every ping and ack carries the version of the receiver's status the sender
 //! holds (`status_seen`); a receiver whose status is newer sends it. Probes reach every member
@@ -12,7 +13,7 @@
 //! floor (its wall-clock seconds) with every report.
 
 use super::{Node, Sink};
-use crate::config::{STATUS_RESENDS, STATUS_UNITS_MAX};
+use crate::config::{STATUS_PUSH_INTERVAL_MS, STATUS_RESENDS, STATUS_UNITS_MAX};
 use crate::schema::addr::PeerAddr;
 use crate::schema::message::{Digest, Message, Status, UnitState};
 use crate::time::Instant;
@@ -23,7 +24,8 @@ const STATUS_RESEND_MS: u64 = 1_000;
 
 impl Node {
     /// Reports this node's placed services that are not running, as `(key hash, state)`. Only a
-    /// change is versioned and sent. `floor` (the host's wall-clock seconds) keeps versions
+    /// change is versioned; it is pushed at once unless a push went out less than
+    /// `STATUS_PUSH_INTERVAL_MS` ago, else with the next push (`tick_status`). `floor` (the host's wall-clock seconds) keeps versions
     /// growing across restarts; more than `STATUS_UNITS_MAX` units are cut, with `more` set.
     pub fn set_status(
         &mut self,
@@ -49,9 +51,28 @@ impl Node {
         // Peers keep the highest version they saw, so a status that went backwards would be
         // ignored everywhere.
         assert!(self.status.version > 0 && self.status.version >= version_before);
+        self.status_unpushed = true;
+        self.push_change_when_due(now, sink);
+    }
+
+    /// Pushes an unpushed change if the last push is `STATUS_PUSH_INTERVAL_MS` old, and restarts
+    /// the resends from this push. Returns whether it pushed.
+    fn push_change_when_due(&mut self, now: Instant, sink: &mut impl Sink) -> bool {
+        let due = self
+            .last_status_push
+            .is_none_or(|last| now >= last.add_ms(STATUS_PUSH_INTERVAL_MS));
+        if !self.status_unpushed || !due {
+            return false;
+        }
+        let previous = self.last_status_push;
+        self.status_unpushed = false;
+        self.last_status_push = Some(now);
         self.status_resends = STATUS_RESENDS;
         self.next_status_resend = now.add_ms(STATUS_RESEND_MS);
         self.push_status(sink);
+        // Coalescing is the point: no two pushes of a change may be closer than the interval.
+        assert!(previous.is_none_or(|p| now >= p.add_ms(STATUS_PUSH_INTERVAL_MS)));
+        true
     }
 
     /// This node's own status, as it last reported it.
@@ -76,9 +97,13 @@ impl Node {
         }
     }
 
-    /// Resends a changed status on schedule.
+    /// Pushes a coalesced change once its interval is over, else resends the last push on
+    /// schedule.
     pub(super) fn tick_status(&mut self, now: Instant, sink: &mut impl Sink) {
-        if self.status_resends == 0 || now < self.next_status_resend {
+        if self.push_change_when_due(now, sink)
+            || self.status_resends == 0
+            || now < self.next_status_resend
+        {
             return;
         }
         self.status_resends -= 1;

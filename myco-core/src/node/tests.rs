@@ -410,6 +410,52 @@ fn an_all_running_status_spreads_after_lost_sends() {
     assert_eq!((seen.version, seen.units.len()), (100, 0));
 }
 
+/// A burst of 10 status changes within `STATUS_PUSH_INTERVAL_MS` is pushed once at once and
+/// once more, coalesced, when the interval is over: every version is set at once, but the peer
+/// hears only those two pushes, and ends up holding the last status.
+#[test]
+fn a_burst_of_status_changes_is_coalesced_into_one_push() {
+    use crate::config::STATUS_PUSH_INTERVAL_MS;
+    use crate::schema::message::UnitState;
+    let (addr_a, addr_b) = (
+        PeerAddr::v4([127, 0, 0, 1], 1),
+        PeerAddr::v4([127, 0, 0, 2], 1),
+    );
+    let mut a = node_with(1, &[addr_b], WAL_CHECKPOINT_BYTES);
+    let mut b = node_with(2, &[addr_a], WAL_CHECKPOINT_BYTES);
+    run_pair(&mut a, &mut b, 3_000, 0);
+    let deliver = |b: &mut Node, wire: Wire, now: Instant| {
+        for (_, frame) in wire.frames {
+            b.handle_datagram(now, addr_a, &frame, &mut Wire::default());
+        }
+    };
+    let start = 3_000;
+    let step_ms = STATUS_PUSH_INTERVAL_MS / 20;
+    for i in 0..10u64 {
+        let now = Instant(start + i * step_ms);
+        let units = [(i + 1, UnitState::Starting)];
+        let mut wire = Wire::default();
+        a.set_status(now, 100, units.into_iter(), &mut wire);
+        assert_eq!(wire.frames.len(), usize::from(i == 0), "change {i} pushed");
+        deliver(&mut b, wire, now);
+    }
+    assert_eq!(a.own_status().version, 109, "every change is versioned");
+    assert_eq!(b.status_of(a.id()).map(|s| s.version), Some(100));
+    // Until the interval is over, ticks push nothing (the probes' frames do not carry statuses).
+    let due = start + STATUS_PUSH_INTERVAL_MS;
+    for t in (start + 10 * step_ms..due).step_by(10) {
+        let mut wire = Wire::default();
+        a.handle_tick(Instant(t), &mut wire);
+        deliver(&mut b, wire, Instant(t));
+    }
+    assert_eq!(b.status_of(a.id()).map(|s| s.version), Some(100));
+    let mut wire = Wire::default();
+    a.handle_tick(Instant(due), &mut wire);
+    deliver(&mut b, wire, Instant(due));
+    let seen = b.status_of(a.id()).expect("the coalesced push arrived");
+    assert_eq!((seen.version, seen.units[0].0), (109, Digest(10)));
+}
+
 /// A status set before a peer joined reaches it when it joins (its first ping says it holds
 /// none), before any membership push.
 #[test]
