@@ -30,33 +30,15 @@ garbage; 2 bad command line; 3 cannot reach myco-d; 4 myco-d refused (4xx): this
 services, so it keeps no audit log.
 ";
 
-const LINES_MAX: u32 = 10_000;
-
 pub fn audit(args: Arguments) -> Result<(), Error> {
     let mut flags = Flags::new(args, "audit");
     let json = flags.switch("--json");
-    let (follow_long, follow_short) = (flags.switch("--follow"), flags.switch("-f"));
-    let follow = follow_long || follow_short;
-    let lines = match (flags.string("--lines")?, flags.string("-n")?) {
-        (Some(_), Some(_)) => {
-            return Err(Error::Usage(
-                "--lines and -n are the same flag; give it once".into(),
-            ))
-        }
-        (lines, n) => lines.or(n),
-    };
+    let (follow, lines) = logs::follow_and_lines(&mut flags)?;
     let socket = flags.path("--socket")?;
     flags.finish()?;
     let mut target = format!("/audit?follow={follow}");
     if let Some(text) = lines {
-        match text.parse::<u32>() {
-            Ok(n) if n <= LINES_MAX => target += &format!("&lines={n}"),
-            _ => {
-                return Err(Error::Usage(format!(
-                    "--lines must be a whole number from 0 to {LINES_MAX}, got '{text}'"
-                )))
-            }
-        }
+        target += &format!("&lines={}", logs::lines_value(&text)?);
     }
     let socket = client::socket_path(socket, std::env::var_os(SOCKET_ENV));
     let stdout = io::stdout();

@@ -38,10 +38,10 @@ or there is no such service.
 /// `GET /logs`'s `lines` bound (docs/api.md).
 const LINES_MAX: u32 = 10_000;
 
-pub fn logs(args: Arguments) -> Result<(), Error> {
-    let mut flags = Flags::new(args, "logs");
+/// `--follow`/`-f` and `--lines`/`-n`, as `myco logs` and `myco audit` read them; the count is
+/// checked by [`lines_value`] once the command line is known to be whole.
+pub fn follow_and_lines(flags: &mut Flags) -> Result<(bool, Option<String>), Error> {
     let (follow_long, follow_short) = (flags.switch("--follow"), flags.switch("-f"));
-    let follow = follow_long || follow_short;
     let lines = match (flags.string("--lines")?, flags.string("-n")?) {
         (Some(_), Some(_)) => {
             return Err(Error::Usage(
@@ -50,19 +50,25 @@ pub fn logs(args: Arguments) -> Result<(), Error> {
         }
         (lines, n) => lines.or(n),
     };
+    Ok((follow_long || follow_short, lines))
+}
+
+/// A `--lines` value: a whole number up to the API's bound, `LINES_MAX`.
+pub fn lines_value(text: &str) -> Result<u32, Error> {
+    match text.parse::<u32>() {
+        Ok(n) if n <= LINES_MAX => Ok(n),
+        _ => Err(Error::Usage(format!(
+            "--lines must be a whole number from 0 to {LINES_MAX}, got '{text}'"
+        ))),
+    }
+}
+
+pub fn logs(args: Arguments) -> Result<(), Error> {
+    let mut flags = Flags::new(args, "logs");
+    let (follow, lines) = follow_and_lines(&mut flags)?;
     let socket = flags.path("--socket")?;
     let name = flags.finish_with_service("NAME, the service whose journal to print")?;
-    let lines = match lines {
-        None => None,
-        Some(text) => match text.parse::<u32>() {
-            Ok(n) if n <= LINES_MAX => Some(n),
-            _ => {
-                return Err(Error::Usage(format!(
-                    "--lines must be a whole number from 0 to {LINES_MAX}, got '{text}'"
-                )))
-            }
-        },
-    };
+    let lines = lines.as_deref().map(lines_value).transpose()?;
     let socket = client::socket_path(socket, std::env::var_os(SOCKET_ENV));
     let mut target = format!("/logs?service={name}&follow={follow}");
     if let Some(n) = lines {
