@@ -8,6 +8,7 @@
 use myco_testkit::daemon::Daemon;
 use myco_testkit::entries::{entry, tombstone};
 use myco_testkit::keys::operator;
+use myco_testkit::metrics::promtool_check;
 use myco_testkit::{bins, wait_until};
 use std::fs;
 use std::io::{BufRead, BufReader};
@@ -146,31 +147,4 @@ fn garbage_is_collected_above_the_threshold() {
             && events.contains("\"outcome\":\"freed\",\"freed_bytes\":2097152,\"paths_deleted\":3"),
         "{events}"
     );
-}
-
-/// `promtool check metrics` on `text`, with the executor's families in it (the tests crate checks
-/// a daemon without them). Without promtool the test fails unless
-/// MYCO_TESTS_ALLOW_MISSING_TOOLS=1 says to skip it (`make tools` installs it).
-fn promtool_check(text: &str) {
-    use std::io::Write;
-    let child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn();
-    let mut child = match child {
-        Err(e)
-            if e.kind() == std::io::ErrorKind::NotFound
-                && std::env::var("MYCO_TESTS_ALLOW_MISSING_TOOLS").is_ok_and(|v| v == "1") =>
-        {
-            return
-        }
-        other => other.expect("promtool runs (make tools installs it)"),
-    };
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(text.as_bytes()).unwrap();
-    drop(stdin);
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "promtool: {out:?}\n{text}");
 }

@@ -33,6 +33,46 @@ pub fn family_sum(text: &str, name: &str) -> Option<f64> {
     found
 }
 
+/// `promtool check metrics` on `text`. Without promtool the test fails, unless
+/// MYCO_TESTS_ALLOW_MISSING_TOOLS=1 says to skip this check (`make tools` installs it).
+pub fn promtool_check(text: &str) {
+    let child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(child) => child,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && allow_missing_tools() => {
+            eprintln!("\n!!! myco-tests: promtool is not installed: /metrics NOT checked (MYCO_TESTS_ALLOW_MISSING_TOOLS=1) !!!\n");
+            return;
+        }
+        Err(e) => panic!(
+            "cannot run promtool ({e}); install it with 'make tools' (Debian: apt-get install prometheus), or set MYCO_TESTS_ALLOW_MISSING_TOOLS=1 to skip this check"
+        ),
+    };
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .expect("promtool reads stdin");
+    let out = child.wait_with_output().expect("promtool runs");
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed ({}):\n{}{}\n--- /metrics ---\n{text}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn allow_missing_tools() -> bool {
+    std::env::var("MYCO_TESTS_ALLOW_MISSING_TOOLS").is_ok_and(|v| v == "1")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,13 +8,13 @@
 //! daemons' logs (see `myco_testkit::cluster`).
 
 use myco_testkit::http::raw_request;
-use myco_testkit::metrics::metric;
+use myco_testkit::metrics::{metric, promtool_check};
 use myco_testkit::{wait_until, Cluster, Daemon, NodeOptions, ServiceRow};
 use serde_json::Value;
 use std::io::{ErrorKind, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const CONVERGE: Duration = Duration::from_secs(20);
@@ -634,45 +634,6 @@ fn post_file(d: &Daemon, file: &Path) -> myco_testkit::Answer {
         ],
         "/deploy",
     )
-}
-
-/// `promtool check metrics` on `text`. Without promtool the test fails, unless
-/// MYCO_TESTS_ALLOW_MISSING_TOOLS=1 says to skip this check (`make tools` installs it).
-fn promtool_check(text: &str) {
-    let child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn();
-    let mut child = match child {
-        Ok(child) => child,
-        Err(e) if e.kind() == ErrorKind::NotFound && allow_missing_tools() => {
-            eprintln!("\n!!! myco-tests: promtool is not installed: /metrics NOT checked (MYCO_TESTS_ALLOW_MISSING_TOOLS=1) !!!\n");
-            return;
-        }
-        Err(e) => panic!(
-            "cannot run promtool ({e}); install it with 'make tools' (Debian: apt-get install prometheus), or set MYCO_TESTS_ALLOW_MISSING_TOOLS=1 to skip this check"
-        ),
-    };
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .expect("promtool reads stdin");
-    let out = child.wait_with_output().expect("promtool runs");
-    assert!(
-        out.status.success(),
-        "promtool check metrics failed ({}):\n{}{}\n--- /metrics ---\n{text}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn allow_missing_tools() -> bool {
-    std::env::var("MYCO_TESTS_ALLOW_MISSING_TOOLS").is_ok_and(|v| v == "1")
 }
 
 /// Proves that a converged cluster at rest neither allocates nor writes its state directory:
