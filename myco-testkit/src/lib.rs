@@ -57,6 +57,19 @@ case "$*" in
 esac
 "#;
 
+/// A stand-in `systemd-run`: records its command line in `systemd-run.calls` beside it, then runs
+/// the command after `--` directly, with each `--setenv=KEY=VALUE` exported (the real one runs it
+/// in a transient unit; `myco-d` runs builds and collections that way).
+pub const FAKE_SYSTEMD_RUN: &str = r#"#!/bin/sh
+echo "$*" >> "$(dirname "$0")/systemd-run.calls"
+while [ $# -gt 0 ] && [ "$1" != -- ]; do
+    case "$1" in --setenv=*) export "${1#--setenv=}" ;; esac
+    shift
+done
+shift
+exec "$@"
+"#;
+
 /// Lower-case hex of `bytes`, as key files and the API write keys.
 pub fn hex(bytes: &[u8]) -> String {
     myco_core::hex::Hex(bytes).to_string()

@@ -37,7 +37,8 @@ mod systemd;
 mod tests;
 
 pub use build::{
-    is_root_of, parse_build_json, retry_delay_ms, root_name, Build, BuildState, Program, RootName,
+    is_root_of, out_of_program, parse_build_json, retry_delay_ms, root_name, Build, BuildState,
+    Program, RootName,
 };
 pub use gc::{parse_freed, Freed, Gc, GcDone, GcStats};
 pub use names::{health_on, Names};
@@ -155,6 +156,15 @@ impl Iterator for Units<'_> {
         }
         None
     }
+}
+
+/// How a build ended ([`Executor::build_outcome`]): the signed entry it built, its digest, and
+/// the output's store path (`None`: it failed).
+#[derive(Clone, Copy, Debug)]
+pub struct BuildOutcome<'a> {
+    pub entry: &'a [u8],
+    pub digest: u64,
+    pub store_path: Option<&'a str>,
 }
 
 /// What the host is asked to do next.
@@ -422,6 +432,23 @@ impl Executor {
             root: root_name(&b.name, &rev),
         };
         Some(Issued { token, command })
+    }
+
+    /// How service `name`'s last build ended, with the entry it built, for the audit log: `None`
+    /// while it waits or runs, or when the record moved on (a new version, no longer placed).
+    pub fn build_outcome<'a>(&'a self, node: &'a Node, name: &str) -> Option<BuildOutcome<'a>> {
+        let b = self.builds.get(name)?;
+        let (entry, _) = placed_entry(node, name).filter(|(e, _)| unit_digest(e) == b.digest)?;
+        let store_path = match b.state {
+            build::BuildState::Built => Some(build::out_of_program(&b.program, name)?),
+            build::BuildState::Failed { .. } => None,
+            build::BuildState::Wanted | build::BuildState::Building => return None,
+        };
+        Some(BuildOutcome {
+            entry,
+            digest: b.digest,
+            store_path,
+        })
     }
 
     /// How service `name`'s build does, while one is waiting, running or failed.

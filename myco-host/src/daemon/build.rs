@@ -1,6 +1,7 @@
 //! The builder: runs the `Command::Build` the core decides on, one at a time, beside the systemd
 //! commands. `nice -n 19 ionice -c 3 nix build --json -L --out-link <gcroots>/<name>-<rev12>
-//! '<uri>#<attr>'` is spawned without a shell; its stdout (the `--json` answer) is read through
+//! '<uri>#<attr>'` runs without a shell in the transient unit `myco-build-<name>.service`
+//! (`super::transient` says why not as the daemon's own child); its stdout (the `--json` answer) is read through
 //! the fixed output buffer and parsed by the core; its stderr (the build log) goes to
 //! `<state>/builds/<name>.log`, truncated per build, whose tail `/logs` serves for a service
 //! that failed to build and the daemon's log repeats on failure. A build that outlives
@@ -8,6 +9,7 @@
 //! service other than the new one and the newest before it are deleted: the running version and
 //! the one before it stay rooted, for a rollback.
 
+use super::transient::{self, Unit};
 use crate::flight::{Level, Logger};
 use crate::spawn::{self, Argv, Child, Output};
 use myco_core::executor::{is_root_of, parse_build_json};
@@ -17,21 +19,26 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
-/// The GC root directory when `--gcroot-dir` names none.
-pub const GCROOT_DIR_DEFAULT: &str = "/nix/var/nix/gcroots/myco";
+/// The GC root directory, below the state directory, when `--gcroot-dir` names none: it must be
+/// writable by the daemon, which deletes the roots of versions it no longer needs (Nix links each
+/// one from `/nix/var/nix/gcroots/auto`, so the collector sees them).
+pub const GCROOT_DIR_IN_STATE: &str = "gcroots";
 /// A build is killed after this long when `--build-timeout` says nothing: 30 minutes.
 pub const BUILD_TIMEOUT_MS_DEFAULT: u64 = 30 * 60 * 1000;
 /// The tail of a failed build's log repeated in the daemon's log.
 const LOG_TAIL_BYTES: u64 = 2048;
-/// Variables passed from the daemon's environment to `nix`, when set: where its configuration
-/// and caches are (tests and offline boxes point them elsewhere).
-const PASSED_ENV: [&str; 4] = ["NIX_CONF_DIR", "XDG_CACHE_HOME", "HOME", "NIX_REMOTE"];
+/// A build the unit's `RuntimeMaxSec=` should have stopped is killed here this much later, in
+/// case systemd did not (the daemon then reports the build failed either way).
+const KILL_GRACE_MS: u64 = 10_000;
 
 /// How builds run on this box.
 #[derive(Clone, Debug)]
 pub struct BuildConfig {
     pub nix: String,
-    pub gcroot_dir: PathBuf,
+    /// `systemd-run` (`--systemd-run`), which runs each build in a unit of its own.
+    pub systemd_run: String,
+    /// `None`: `<state-dir>/gcroots`.
+    pub gcroot_dir: Option<PathBuf>,
     pub timeout_ms: u64,
 }
 
@@ -45,15 +52,18 @@ struct Job {
     killed: bool,
 }
 
-/// A build that ended: its token, whether `nix` succeeded, and what it printed on stdout.
+/// A build that ended: its token and service, whether `nix` succeeded, and what it printed on
+/// stdout.
 pub struct Ended<'a> {
     pub token: u64,
+    pub name: String,
     pub ok: bool,
     pub stdout: &'a [u8],
 }
 
 pub struct Builder {
     config: BuildConfig,
+    gcroot_dir: PathBuf,
     log_dir: PathBuf,
     env: Vec<CString>,
     argv: Argv,
@@ -66,18 +76,14 @@ impl Builder {
     pub fn new(config: BuildConfig, state_dir: &Path, log: Logger) -> io::Result<Builder> {
         let log_dir = state_dir.join("builds");
         fs::create_dir_all(&log_dir)?;
-        let mut env = vec![CString::new("PATH=/usr/sbin:/usr/bin:/sbin:/bin").expect("no NUL")];
-        for key in PASSED_ENV {
-            if let Some(value) = std::env::var_os(key) {
-                let mut kv = format!("{key}=").into_bytes();
-                kv.extend_from_slice(value.as_bytes());
-                env.extend(CString::new(kv).ok());
-            }
-        }
+        let gcroot_dir =
+            (config.gcroot_dir.clone()).unwrap_or_else(|| state_dir.join(GCROOT_DIR_IN_STATE));
+        fs::create_dir_all(&gcroot_dir)?;
         Ok(Builder {
             config,
+            gcroot_dir,
             log_dir,
-            env,
+            env: transient::environment(),
             argv: Argv::new(),
             output: Output::new(),
             job: None,
@@ -111,11 +117,14 @@ impl Builder {
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in a path"))?;
         let argv = &mut self.argv;
         argv.clear();
-        let link = self.config.gcroot_dir.join(root);
+        let link = self.gcroot_dir.join(root);
         let full = "a build's command line is a few hundred bytes";
-        for arg in [&b"nice"[..], b"-n", b"19", b"ionice", b"-c", b"3"] {
-            argv.push(&[arg]).expect(full);
-        }
+        let unit = Unit {
+            systemd_run: &self.config.systemd_run,
+            name: &[b"myco-build-", name.as_bytes()],
+            runtime_max_s: Some(self.config.timeout_ms.div_ceil(1000)),
+        };
+        transient::push_prefix(argv, &unit, &self.env).expect(full);
         argv.push(&[self.config.nix.as_bytes()]).expect(full);
         for arg in [&b"build"[..], b"--json", b"-L", b"--out-link"] {
             argv.push(&[arg]).expect(full);
@@ -123,7 +132,6 @@ impl Builder {
         argv.push(&[link.as_os_str().as_bytes()]).expect(full);
         argv.push(&[uri.as_bytes(), b"#", attr.as_bytes()])
             .expect(full);
-        fs::create_dir_all(&self.config.gcroot_dir)?;
         let env: Vec<&CStr> = self.env.iter().map(|c| c.as_c_str()).collect();
         let child = spawn::spawn_with_stderr(argv, &env, Some(&log))?;
         self.output.clear();
@@ -136,7 +144,7 @@ impl Builder {
             token,
             name: name.to_owned(),
             root: root.to_owned(),
-            deadline_ms: now_ms.saturating_add(self.config.timeout_ms),
+            deadline_ms: now_ms.saturating_add(self.config.timeout_ms + KILL_GRACE_MS),
             killed: false,
         });
         Ok(())
@@ -165,12 +173,13 @@ impl Builder {
                     Level::Info,
                     format_args!("service {}: built {out}", job.name),
                 );
-                prune_roots(&self.config.gcroot_dir, &job.name, &job.root, &self.log);
+                prune_roots(&self.gcroot_dir, &job.name, &job.root, &self.log);
             }
             None => self.log_failure(&job.name, exit.0),
         }
         Some(Ended {
             token: job.token,
+            name: job.name,
             ok: out.is_some(),
             stdout: self.output.bytes(),
         })
@@ -193,7 +202,7 @@ impl Builder {
 
     /// Deletes every GC root of service `name` (no longer placed here).
     pub fn drop_roots(&self, name: &str) {
-        prune_roots(&self.config.gcroot_dir, name, "", &self.log);
+        prune_roots(&self.gcroot_dir, name, "", &self.log);
     }
 }
 

@@ -17,6 +17,7 @@ pub mod net;
 pub mod peers;
 pub mod serve;
 pub mod sink;
+pub mod transient;
 pub mod udp_batch;
 pub mod wal;
 
