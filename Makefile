@@ -223,10 +223,14 @@ nix-check:
 # Three boxes with real systemd in containers on a bridge, each running myco-d installed from
 # systemd/myco-d.service; a service deployed with 2 replicas, one box cut off and healed, a new
 # version rolled out (see tests/testbed/engine-test.sh and docs/testbed.md). Prints the timings on
-# a `TESTBED ...` line. Needs root. ~25 s, or ~80 s the first time on a machine (debootstrap).
+# a `TESTBED ...` line. Then the golden path (tests/testbed/golden-test.sh): `myco init python`
+# committed, deployed, built with Nix in the boxes, served by name, rolled out, a broken commit
+# refused; a `GOLDEN ...` line. Needs root. ~40 s, or ~2 min the first time on a machine
+# (debootstrap).
 testbed-test:
 	cargo build --release --bin myco-d --bin myco
 	tests/testbed/engine-test.sh $(TARGET_DIR)/release
+	tests/testbed/golden-test.sh $(TARGET_DIR)/release
 
 # The README's first command: installs what it needs, builds, boots three boxes, deploys a
 # service, powers off a box that runs it, shows it running elsewhere, cleans up. Needs root.

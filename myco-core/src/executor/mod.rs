@@ -53,7 +53,7 @@ use crate::hash::{digest, DOMAIN_ENTRY};
 use crate::node::{Node, Sink};
 use crate::schema::entry::{Entry, Source};
 use crate::schema::message::UnitState;
-use crate::state::store::key_hash;
+use crate::state::store::{key_hash, Slot};
 use crate::time::Instant;
 use crate::unit::{self, UnitContext, UnitError};
 use build::{BuildFlight, Builds};
@@ -510,7 +510,16 @@ impl Executor {
         &'a self,
         node: &'a Node,
     ) -> impl Iterator<Item = (u64, UnitState)> + 'a {
-        node.placed_entries().filter_map(|(slot, _)| {
+        self.placed_states(node)
+            .filter_map(|(slot, state)| Some((slot.key_hash, state?)))
+    }
+
+    /// Each entry placed here with its state if it is not running ([`Executor::not_running`]).
+    fn placed_states<'a>(
+        &'a self,
+        node: &'a Node,
+    ) -> impl Iterator<Item = (&'a Slot, Option<UnitState>)> + 'a {
+        node.placed_entries().map(|(slot, _)| {
             let key = slot.key_hash;
             let build = self.builds.table.iter().find(|b| b.key == key);
             let state = match build.and_then(|b| b.state.state()) {
@@ -520,7 +529,7 @@ impl Executor {
                     unit.map_or(Some(UnitState::Pending), |u| u.health.state())
                 }
             };
-            state.map(|state| (key, state))
+            (slot, state)
         })
     }
 
@@ -529,12 +538,15 @@ impl Executor {
     pub fn report_status(&self, node: &mut Node, now: Instant, floor: u32, sink: &mut impl Sink) {
         // One more than a status lists is enough for `set_status` to say `more`.
         let mut units: Vec<(u64, UnitState), { STATUS_UNITS_MAX + 1 }> = Vec::new();
-        for unit in self.not_running(node) {
-            if units.push(unit).is_err() {
-                break;
+        let mut placed = 0;
+        for (slot, state) in self.placed_states(node) {
+            placed ^= slot.digest;
+            if let Some(state) = state {
+                // Past one more than fits, the list is only counted into the digest.
+                let _ = units.push((slot.key_hash, state));
             }
         }
-        node.set_status(now, floor, units.into_iter(), sink);
+        node.set_status(now, floor, placed, units.into_iter(), sink);
     }
 
     /// Units by health, in `UnitHealth::ALL` order.

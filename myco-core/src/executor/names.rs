@@ -7,7 +7,7 @@
 
 use super::{Executor, UnitHealth};
 use crate::dns::Directory;
-use crate::node::Node;
+use crate::node::{Node, PlacedDigests};
 use crate::schema::addr::PeerAddr;
 use crate::schema::entry::Protocol;
 
@@ -15,13 +15,20 @@ use crate::schema::entry::Protocol;
 /// systemd reports it (`Pending` until written and read back); a peer's from its gossiped status,
 /// where a placed service it does not list is running. `None` when unknown: no executor here, or
 /// a peer that has reported nothing or listed too many to say.
+///
+/// With `placed` (`Node::placed_digests`, for answers that must not run ahead of the truth, such
+/// as the API a `deploy --wait` polls), a service a peer does not list counts as running only if
+/// the peer's status speaks of the entries this node places on it; a status made before the peer
+/// held the new version leaves it out too, and it is `Pending` until a newer status arrives.
+/// Without (DNS), a service left out is running: the version before keeps serving meanwhile.
 pub fn health_on(
     node: &Node,
     executor: Option<&Executor>,
-    id: u64,
-    key: u64,
+    at: (u64, u64),
     name: &str,
+    placed: Option<&PlacedDigests>,
 ) -> Option<UnitHealth> {
+    let (id, key) = at;
     if id == node.id() {
         let unit = executor?.unit(name);
         return Some(unit.map_or(UnitHealth::Pending, |u| u.health));
@@ -30,6 +37,7 @@ pub fn health_on(
     match status.units.iter().find(|(k, _)| k.0 == key) {
         Some((_, state)) => Some(UnitHealth::from(*state)),
         None if status.more => None,
+        None if placed.is_some_and(|p| !node.status_covers(id, p)) => Some(UnitHealth::Pending),
         None => Some(UnitHealth::Running),
     }
 }
@@ -82,7 +90,7 @@ impl Names<'_> {
     /// one is built, and dropping every box of a service while they all build a new version
     /// would take the service off the air at each rollout.
     pub fn healthy_at(&self, id: u64, key: u64, name: &str) -> Option<PeerAddr> {
-        let serving = match health_on(self.node, self.executor, id, key, name) {
+        let serving = match health_on(self.node, self.executor, (id, key), name, None) {
             Some(UnitHealth::Running) => true,
             Some(UnitHealth::Building | UnitHealth::BuildFailed) => id != self.node.id(),
             _ => false,

@@ -312,6 +312,7 @@ const _: () = assert!(core::mem::size_of::<Node>() <= NODE_BYTES_MAX);
 
 mod probe;
 mod status;
+pub use status::PlacedDigests;
 mod sync;
 mod transport;
 

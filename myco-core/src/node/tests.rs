@@ -5,8 +5,10 @@ use super::*;
 use crate::config::WAL_CHECKPOINT_BYTES;
 use crate::crypto::cert::certify;
 use crate::crypto::sign_entry;
+use crate::executor::UnitHealth;
 use crate::schema::entry::{Arch, EntryBody, Version};
 use crate::schema::frame::{body_mut, write_frame, Header};
+use crate::state::store::key_hash;
 use heapless::Vec as HVec;
 
 #[derive(Default)]
@@ -354,6 +356,7 @@ fn status_spreads_and_only_grows() {
     a.set_status(
         Instant(3_000),
         100,
+        0,
         failing.into_iter(),
         &mut Wire::default(),
     );
@@ -363,9 +366,21 @@ fn status_spreads_and_only_grows() {
     run_pair(&mut a, &mut b, 1_500, 3_000);
     let seen = b.status_of(a.id()).expect("the status arrived");
     assert_eq!((seen.version, seen.units.len()), (version, 1));
-    a.set_status(Instant(4_500), 0, failing.into_iter(), &mut Wire::default());
+    a.set_status(
+        Instant(4_500),
+        0,
+        0,
+        failing.into_iter(),
+        &mut Wire::default(),
+    );
     assert_eq!(a.own_status().version, version, "no change, no new version");
-    a.set_status(Instant(4_500), 0, core::iter::empty(), &mut Wire::default());
+    a.set_status(
+        Instant(4_500),
+        0,
+        0,
+        core::iter::empty(),
+        &mut Wire::default(),
+    );
     assert_eq!(a.own_status().version, version + 1);
     run_pair(&mut a, &mut b, 1_500, 4_500);
     let seen = b.status_of(a.id()).unwrap();
@@ -378,6 +393,7 @@ fn status_spreads_and_only_grows() {
         version: 1,
         units: HVec::from_slice(&[(Digest(1), UnitState::Failed)]).unwrap(),
         more: false,
+        placed: Digest(0),
     };
     b.handle_status(a.id(), stale);
     assert!(b.status_of(a.id()).unwrap().units.is_empty());
@@ -397,6 +413,7 @@ fn an_all_running_status_spreads_after_lost_sends() {
     a.set_status(
         Instant(3_000),
         100,
+        0,
         core::iter::empty(),
         &mut Wire::default(),
     );
@@ -435,7 +452,7 @@ fn a_burst_of_status_changes_is_coalesced_into_one_push() {
         let now = Instant(start + i * step_ms);
         let units = [(i + 1, UnitState::Starting)];
         let mut wire = Wire::default();
-        a.set_status(now, 100, units.into_iter(), &mut wire);
+        a.set_status(now, 100, 0, units.into_iter(), &mut wire);
         assert_eq!(wire.frames.len(), usize::from(i == 0), "change {i} pushed");
         deliver(&mut b, wire, now);
     }
@@ -463,7 +480,13 @@ fn a_new_member_hears_the_status_when_it_joins() {
     let addr_a = PeerAddr::v4([127, 0, 0, 1], 1);
     let mut a = node_with(1, &[], WAL_CHECKPOINT_BYTES);
     let mut b = node_with(2, &[addr_a], WAL_CHECKPOINT_BYTES);
-    a.set_status(Instant(0), 100, core::iter::empty(), &mut Wire::default());
+    a.set_status(
+        Instant(0),
+        100,
+        0,
+        core::iter::empty(),
+        &mut Wire::default(),
+    );
     for t in (0..3_000).step_by(10) {
         a.handle_tick(Instant(t), &mut Wire::default());
     }
@@ -492,4 +515,73 @@ fn a_leaving_node_is_dead_at_once() {
     }
     assert_eq!(b.members()[0].state, MemberState::Dead);
     assert!(events.events.contains(&Event::MemberDead(a.id())));
+}
+
+/// A peer's status speaks only of the entries it had placed when it made it: a new version
+/// deployed elsewhere is not read as running there (which `deploy --wait` would take for done)
+/// until the peer reports with that version in hand, and DNS's lenient reading is unchanged.
+#[test]
+fn a_status_made_before_a_deploy_does_not_cover_it() {
+    use crate::executor::health_on;
+    use crate::schema::entry::{ServiceSpec, Source};
+    let (addr_a, addr_b) = (
+        PeerAddr::v4([127, 0, 0, 1], 1),
+        PeerAddr::v4([127, 0, 0, 2], 1),
+    );
+    let mut a = node_with(1, &[addr_b], WAL_CHECKPOINT_BYTES);
+    let mut b = node_with(2, &[addr_a], WAL_CHECKPOINT_BYTES);
+    run_pair(&mut a, &mut b, 3_000, 0);
+    // B reports "all running" while it has nothing placed.
+    b.set_status(
+        Instant(3_000),
+        100,
+        b.own_placed_digest(),
+        core::iter::empty(),
+        &mut Wire::default(),
+    );
+    run_pair(&mut a, &mut b, 1_500, 3_000);
+    assert!(a.status_of(b.id()).is_some());
+    // A deploys a service with two replicas: it is placed on both.
+    let op = operator();
+    let spec = ServiceSpec {
+        replicas: 2,
+        ..ServiceSpec::minimal(Source::Exec { path: "/bin/true" })
+    };
+    let body = EntryBody {
+        name: "web",
+        version: Version {
+            clock: 7,
+            key_id: op.public_key().key_id(),
+        },
+        spec: Some(spec),
+    };
+    let mut e = [0u8; 256];
+    let len = sign_entry(&op, &body, &mut e).unwrap();
+    a.submit(Instant(4_500), &e[..len], &mut Wire::default())
+        .unwrap();
+    let key = key_hash("web");
+    assert!(a.placement(key).contains(&b.id()));
+    let placed = a.placed_digests();
+    let b_id = b.id();
+    let strict = |a: &Node, placed| health_on(a, None, (b_id, key), "web", Some(placed));
+    assert_eq!(
+        strict(&a, &placed),
+        Some(UnitHealth::Pending),
+        "B's status predates the deploy"
+    );
+    let lenient = health_on(&a, None, (b_id, key), "web", None);
+    assert_eq!(lenient, Some(UnitHealth::Running), "DNS reads as before");
+    // B receives the entry and reports again, with the entry placed there.
+    run_pair(&mut a, &mut b, 1_500, 4_500);
+    assert!(b.store().get(key).is_some(), "the entry spread");
+    b.set_status(
+        Instant(6_000),
+        100,
+        b.own_placed_digest(),
+        core::iter::empty(),
+        &mut Wire::default(),
+    );
+    run_pair(&mut a, &mut b, 1_500, 6_000);
+    let placed = a.placed_digests();
+    assert_eq!(strict(&a, &placed), Some(UnitHealth::Running));
 }

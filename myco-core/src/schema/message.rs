@@ -134,12 +134,16 @@ pub enum UnitState {
 }
 
 /// What a node reports of the services placed on it: every one not running, up to
-/// `STATUS_UNITS_MAX` (`more` says some were left out). Versioned by its owner.
+/// `STATUS_UNITS_MAX` (`more` says some were left out). Versioned by its owner. `placed` is the
+/// XOR of the digests of the entries placed on the owner as it saw them (`Node::own_placed_digest`):
+/// a peer that places a different set there knows the status does not yet speak of what it
+/// holds, so it cannot read a service left out as running.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Status {
     pub version: u32,
     pub units: Vec<(Digest, UnitState), STATUS_UNITS_MAX>,
     pub more: bool,
+    pub placed: Digest,
 }
 
 /// A frame body: the sender's Merkle root rides on every frame, so any exchange tells a peer
@@ -255,6 +259,7 @@ mod tests {
             units: Vec::from_slice(&[(Digest(u64::MAX), UnitState::Restarting); STATUS_UNITS_MAX])
                 .unwrap(),
             more: true,
+            placed: Digest(u64::MAX),
         }));
     }
 

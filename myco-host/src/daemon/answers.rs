@@ -10,6 +10,7 @@ use myco_core::config::FLAKE_REV_BYTES;
 use myco_core::executor::health_on;
 use myco_core::gossip::members::Member;
 use myco_core::hex::{Hex, HexU64};
+use myco_core::node::PlacedDigests;
 use myco_core::schema::entry::{Entry, Source, Version};
 use myco_core::schema::message::{MemberMeta, MemberState};
 use myco_core::state::store::key_hash;
@@ -72,6 +73,9 @@ pub struct Running<'a> {
     pub executor: Option<&'a Executor>,
     pub key: u64,
     pub placed_on: &'a [u64],
+    /// What this node places on each member (`Node::placed_digests`), once per answer: a peer's
+    /// status counts only for the versions it speaks of.
+    pub digests: &'a PlacedDigests,
 }
 
 /// How the service does on node `id` (the core's `executor::health_on`), by name.
@@ -82,7 +86,7 @@ fn state_on(r: &Running<'_>, id: u64, name: &str) -> &'static str {
     if let Some(health) = building.and_then(|e| e.build_health(name)) {
         return health.name();
     }
-    health_on(r.node, executor, id, r.key, name).map_or("unknown", Health::name)
+    health_on(r.node, executor, (id, r.key), name, Some(r.digests)).map_or("unknown", Health::name)
 }
 
 /// One service as `/services` lists it.
@@ -141,6 +145,7 @@ pub fn services(
     json.begin_object()?;
     json.key("services")?;
     json.begin_array()?;
+    let digests = node.placed_digests();
     for slot in store.slots() {
         // The store holds only entries it decoded; one that no longer decodes would be a bug.
         let entry = Entry::decode(store.bytes(slot)).expect("stored entries decode");
@@ -150,6 +155,7 @@ pub fn services(
             executor,
             key: slot.key_hash,
             placed_on: &placed,
+            digests: &digests,
         };
         service(&mut json, &entry, &running)?;
     }
@@ -167,11 +173,13 @@ pub fn one_service(
 ) -> Result<(), Full> {
     let key = key_hash(entry.body.name);
     let placed = node.placement(key);
+    let digests = node.placed_digests();
     let running = Running {
         node,
         executor,
         key,
         placed_on: &placed,
+        digests: &digests,
     };
     let mut json = Json::new(out);
     service(&mut json, entry, &running)?;
