@@ -31,16 +31,16 @@
 set -euo pipefail
 
 TESTBED_RELEASE=$(realpath "${1:-$(dirname "$0")/../../target/release}")
-NIX_FIXTURES=$(realpath "$(dirname "$0")/../nix")
+# shellcheck source=SCRIPTDIR/flake.sh
+source "$(dirname "$0")/flake.sh"
 # The repositories live outside the testbed's work directory because the boxes bind them at boot,
 # before testbed_up makes that directory.
-GOLDEN=$(mktemp -d /tmp/myco-golden.XXXXXX)
-TESTBED_BINDS=(--bind-ro="$GOLDEN/repos" --bind-ro="$NIX_FIXTURES/conf/nix.conf:/etc/nix/nix.conf")
+golden=$(mktemp -d /tmp/myco-golden.XXXXXX)
 # shellcheck source=SCRIPTDIR/lib.sh
 source "$(dirname "$0")/lib.sh"
 golden_down() {
 	testbed_down
-	rm -rf "$GOLDEN"
+	rm -rf "$golden"
 }
 trap golden_down EXIT
 trap 'exit 130' INT TERM
@@ -48,39 +48,15 @@ trap 'exit 130' INT TERM
 service=web
 wait_s=120
 
-# --- the operator's repository ----------------------------------------------------------------
-
-command -v nix >/dev/null || {
-	log "installing nix-bin (myco sign locks flake references with nix)"
-	DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq \
-		--no-install-recommends nix-bin git >/dev/null
-}
-# The host's Nix, offline, with caches of this run's own.
-export NIX_CONF_DIR=$NIX_FIXTURES/conf XDG_CACHE_HOME=$GOLDEN/cache
-git_in() { git -C "$1" -c user.name=golden -c user.email=golden@myco.invalid "${@:2}"; }
-commit() { git_in "$GOLDEN/repos/$service" add -A && git_in "$GOLDEN/repos/$service" commit -qm "$1"; }
-
-mkdir -p "$GOLDEN/repos"
-cp -r "$NIX_FIXTURES/nixpkgs-stub" "$GOLDEN/repos/nixpkgs"
-git_in "$GOLDEN/repos/nixpkgs" init -q -b master
-git_in "$GOLDEN/repos/nixpkgs" add -A
-git_in "$GOLDEN/repos/nixpkgs" commit -qm "stand-in nixpkgs"
-
-repo=$GOLDEN/repos/$service
-"$TESTBED_RELEASE/myco" init python "$repo" --name "$service" >/dev/null
-sed -i "s|inputs.nixpkgs.url = .*|inputs.nixpkgs.url = \"git+file://$GOLDEN/repos/nixpkgs?ref=master\";|" \
-	"$repo/flake.nix"
-sed -i "s|\"flake\": .*|\"flake\": \"git+file://$repo?ref=master\",|" "$repo/myco.json"
-git_in "$repo" init -q -b master
-# Nix sees only the files git tracks.
-git_in "$repo" add -A
-nix flake lock "$repo" 2>"$GOLDEN/lock.log" || fail "nix flake lock failed: $(cat "$GOLDEN/lock.log")"
-commit "web, as myco init made it"
+flake_setup "$golden"
+TESTBED_BINDS=("${FLAKE_BINDS[@]}")
+flake_init "$service" "$TESTBED_RELEASE/myco"
+repo=$FLAKE_REPO
 log "the operator's repository: $repo (myco init python, nixpkgs locked to the stand-in)"
 
 testbed_up 3
 
-# The third box's programs resolve names through its own myco-d.
+# Programs in the boxes resolve names through their own myco-d.
 for ((i = 0; i < 3; i++)); do
 	box_exec "$i" sh -c 'echo "nameserver 127.0.0.1" > /etc/resolv.conf'
 done
@@ -101,6 +77,14 @@ sign_deploy() {
 		--socket "$(box_socket 0)" 2>&1) || deploy_ok=
 }
 
+# myco-d's resident set on box I, in KiB: builds run in units of their own and Nix's output is
+# read through fixed buffers, so it must not grow with builds.
+daemon_rss_kib() {
+	local pid
+	pid=$(box_exec "$1" systemctl show -p MainPID --value myco-d.service)
+	box_exec "$1" sed -nE 's/^VmRSS:[[:space:]]*([0-9]+) kB/\1/p' "/proc/$pid/status"
+}
+
 # The store path box I's unit runs (its ExecStart program without /bin/NAME).
 store_path_on() {
 	service_show "$1" "$service" ExecStart | sed -nE "s|.*path=(/nix/store/[^ ;]*)/bin/$service .*|\1|p"
@@ -118,6 +102,8 @@ audit_ms() {
 	[[ -n $t ]] && date -d "$t" +%s%3N || echo 0
 }
 
+declare -A rss_before
+for i in 0 1 2; do rss_before[$i]=$(daemon_rss_kib "$i"); done
 sign_deploy v1
 [[ -n $deploy_ok ]] || fail "myco deploy --wait failed: $deploy_out"
 first_deploy_at=$deployed_at
@@ -156,7 +142,7 @@ log "box $third: curl http://$service.myco:8080/ answers '$greeting' (resolved b
 # --- a new commit rolls out ----------------------------------------------------------------------
 
 sed -i "s/hello from {NAME}/hello again from {NAME}/" "$repo/server.py"
-commit "a new greeting"
+flake_commit "a new greeting"
 sign_deploy v2
 [[ -n $deploy_ok ]] || fail "the second deploy --wait failed: $deploy_out"
 rolled_out() {
@@ -177,7 +163,7 @@ log "rolled out in $(ms_as_s "$rollout_ms") s: $v2_path"
 broken='(derivation { name = "broken"; system = pkgs.stdenv.hostPlatform.system; builder = "/bin/false"; })'
 sed -i "s|runtimeInputs = \[ pkgs.python3 \];|runtimeInputs = [ pkgs.python3 $broken ];|" "$repo/flake.nix"
 grep -q '/bin/false' "$repo/flake.nix" || fail "could not break the template's flake.nix"
-commit "a runtime input that does not build"
+flake_commit "a runtime input that does not build"
 sign_deploy v3
 [[ -z $deploy_ok ]] || fail "myco deploy --wait succeeded for a commit that does not build: $deploy_out"
 [[ $deploy_out == *build-failed* && $deploy_out == *"myco logs $service"* ]] \
@@ -191,7 +177,10 @@ log "a commit that does not build: --wait failed ($(echo "$deploy_out" | tail -n
 
 # --- the audit log -------------------------------------------------------------------------------
 
+# --wait fails at the first box that reports the failed build; the other may still be building.
+build_failed_on() { box_exec "$1" grep -q '"outcome":"build-failed"' /var/log/myco/audit.log; }
 for i in "${placed[@]}"; do
+	wait_for "$wait_s" "box $i logs the failed build" build_failed_on "$i"
 	audit=$(box_exec "$i" cat /var/log/myco/audit.log)
 	for outcome in built started; do
 		lines=$(grep -c "\"outcome\":\"$outcome\"" <<<"$audit" || true)
@@ -203,6 +192,9 @@ for i in "${placed[@]}"; do
 		|| fail "box $i: no build-failed line naming the commit: $audit"
 done
 log "the audit logs of boxes ${placed[*]} have built, started and build-failed lines with rev and store path"
+for i in "${placed[@]}"; do
+	log "box $i: myco-d's VmRSS ${rss_before[$i]} KiB before the builds, $(daemon_rss_kib "$i") KiB after three builds (two built, one failed)"
+done
 
 echo "GOLDEN lock_s=$(ms_as_s "$lock_ms") build_s=$(ms_as_s $((built_at - first_deploy_at))) \
 start_s=$(ms_as_s $((running_at - built_at))) serving_s=$(ms_as_s $((serving_at - first_deploy_at))) \
