@@ -503,8 +503,8 @@ impl Executor {
     /// The services placed here that are not running, as the node's status lists them
     /// (`Node::set_status`): a flake service on its way to a new version by its build's state
     /// (`building`, `build-failed`: the running unit is the version being replaced), an installed
-    /// unit by its health, a placed service with no unit yet (not written, or held back in `Keep`
-    /// mode) as `Pending`. Peers read a placed service the status leaves out as running, so only
+    /// unit of the placed version by its health, a placed service with no unit of that version
+    /// yet (not written, not restarted, or held back in `Keep` mode) as `Pending`. Peers read a placed service the status leaves out as running, so only
     /// a unit systemd reports running may be left out.
     pub fn not_running<'a>(
         &'a self,
@@ -524,10 +524,12 @@ impl Executor {
             let build = self.builds.table.iter().find(|b| b.key == key);
             let state = match build.and_then(|b| b.state.state()) {
                 Some(state) => Some(state),
-                None => {
-                    let unit = self.units.iter().find(|u| u.key == key);
-                    unit.map_or(Some(UnitState::Pending), |u| u.health.state())
-                }
+                // A unit of another version (the new one not written or not restarted yet)
+                // does not run this one: peers must not read the new version as running.
+                None => match self.units.iter().find(|u| u.key == key) {
+                    Some(u) if u.digest == slot.digest => u.health.state(),
+                    _ => Some(UnitState::Pending),
+                },
             };
             (slot, state)
         })
