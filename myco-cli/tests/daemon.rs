@@ -200,7 +200,7 @@ fn nodes_renders_members() {
     assert_eq!(json, format!("{body}\n"));
 }
 
-const HEALTH_OK: &str = r#"{"status":"ok","wal":"ok","reserve":"present","io":"io_uring","services":12,"members_alive":3,"node_id":"00ab00ab00ab00ab"}"#;
+const HEALTH_OK: &str = r#"{"status":"ok","wal":"ok","reserve":"present","io":"io_uring","services":12,"peers_alive":3,"node_id":"00ab00ab00ab00ab"}"#;
 
 /// `myco status` prints every field of GET /health and exits 0 when healthy; a degraded daemon
 /// (503 with its health) is printed too and exits 1 with what to check.
@@ -212,8 +212,8 @@ fn status_renders_health() {
     assert_eq!(daemon.request().line, "GET /health HTTP/1.1");
     assert_eq!(
         text,
-        "status         ok\nwal            ok\nreserve        present\nio             io_uring\n\
-         services       12\nmembers_alive  3\nnode_id        00ab00ab00ab00ab\n"
+        "status       ok\nwal          ok\nreserve      present\nio           io_uring\n\
+         services     12\npeers_alive  3\nnode_id      00ab00ab00ab00ab\n"
     );
     let daemon = ScriptedDaemon::answering(&dir, answer("200 OK", HEALTH_OK));
     let json = myco_ok(&dir, &["status", "--json", "--socket", &daemon.socket()]);

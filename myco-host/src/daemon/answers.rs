@@ -260,7 +260,9 @@ fn addr_text(m: &Member) -> heapless::String<64> {
     s
 }
 
-pub fn live_members(node: &Node) -> usize {
+/// `/health`'s `peers_alive`: the other nodes seen alive. The member table never holds the node
+/// itself, so it is not counted.
+pub fn live_peers(node: &Node) -> usize {
     node.members()
         .iter()
         .filter(|m| m.state == MemberState::Alive)
@@ -280,8 +282,8 @@ pub fn health(out: &mut Cursor<'_>, node: &Node, status: &DaemonSnapshot) -> Res
     json.string(status.io)?;
     json.key("services")?;
     json.u64(node.store().slots().iter().filter(|s| !s.tombstone).count() as u64)?;
-    json.key("members_alive")?;
-    json.u64(live_members(node) as u64)?;
+    json.key("peers_alive")?;
+    json.u64(live_peers(node) as u64)?;
     json.key("node_id")?;
     json.string(HexU64::new(node.id()).as_str())?;
     json.key("state_hash")?;
