@@ -3,19 +3,26 @@
 //! arrived and writes what the client takes, so a slow or stuck client holds one slot until its
 //! deadline and never the loop.
 
+use super::answers::{self, ServicesCursor};
 use super::events::{self, Ring};
+use super::executor::Executor;
 use crate::http::request::{Parse, RequestBuffer};
-use crate::http::response::{write_error, write_head, ContentType, Cursor, Head};
+use crate::http::response::{
+    frame_chunk, head_before, write_error, write_head, ContentType, Cursor, Full, Head, Length,
+    CHUNK_SIZE_LINE_BYTES_MAX, CHUNK_TAIL_BYTES_MAX, RESPONSE_HEAD_BYTES_MAX,
+};
 use crate::io::{Backend, Interest};
 use crate::spawn::Child;
 use myco_core::schema::entry::Version;
+use myco_core::Node;
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 
 /// Connections served at once; one more is answered 503 and closed.
 pub const CONNECTIONS_MAX: usize = 16;
-/// An answer: `/services` with every one of `SERVICES_MAX` entries fits.
+/// A connection's answer buffer. An answer longer than this (`/services` past about 800
+/// services) is sent in parts through it (`pump_listing`), so no answer is ever too long.
 pub const ANSWER_BYTES: usize = 192 * 1024;
 /// A request must arrive whole, and an answer be taken, within this; an idle connection is
 /// closed after it.
@@ -55,6 +62,8 @@ pub struct Conn {
     /// Close once the answer is sent.
     close_after: bool,
     pub waiting: Option<Waiting>,
+    /// A `/services` answer that did not fit the buffer at once, written part by part.
+    listing: Option<Listing>,
     /// A `/stream` subscriber: the id of the next event it is to get. It is never idle again and
     /// has no deadline; it ends when the client closes.
     stream_next: Option<u64>,
@@ -98,6 +107,7 @@ impl Conn {
             end: 0,
             close_after: false,
             waiting: None,
+            listing: None,
             stream_next: None,
             logs: None,
             heartbeat_ms: 0,
@@ -111,6 +121,7 @@ impl Conn {
         self.is_open()
             && self.start == self.end
             && self.waiting.is_none()
+            && self.listing.is_none()
             && !self.close_after
             && self.stream_next.is_none()
             && self.logs.is_none()
@@ -131,7 +142,7 @@ impl Conn {
             allow: None,
         };
         let mut out = Cursor::new(&mut self.answer);
-        write_head(&mut out, &head, None).expect("a head fits the answer buffer");
+        write_head(&mut out, &head, Length::UntilClose).expect("a head fits the answer buffer");
         let len = out.len();
         self.queue((0, len), true);
         self.logs = Some(child);
@@ -176,7 +187,7 @@ impl Conn {
         };
         let mut out = Cursor::new(&mut self.answer);
         let (next, reset) = ring.resume(last_event_id);
-        let written = write_head(&mut out, &head, None)
+        let written = write_head(&mut out, &head, Length::UntilClose)
             .and_then(|()| out.put(b": myco events from id "))
             .and_then(|()| out.put_u64(next))
             .and_then(|()| out.put(b"\n\n"))
@@ -232,6 +243,51 @@ impl Conn {
         }
     }
 
+    /// Answers `GET /services`: whole with its length when it fits the answer buffer, else in
+    /// parts as the client takes them (`pump_listing`).
+    pub fn start_listing(
+        &mut self,
+        keep_alive: bool,
+        http11: bool,
+        node: &Node,
+        executor: Option<&Executor>,
+    ) {
+        assert!(self.idle());
+        self.listing = Some(Listing {
+            cursor: ServicesCursor::default(),
+            keep_alive,
+            chunked: http11,
+            started: false,
+        });
+        self.pump_listing(node, executor);
+    }
+
+    /// Writes the next parts of a listing while the client takes them, each once the last has
+    /// drained; the connection is writable again when the client stops taking.
+    pub fn pump_listing(&mut self, node: &Node, executor: Option<&Executor>) {
+        while self.is_open() && self.start == self.end {
+            let Some(listing) = self.listing.as_mut() else {
+                return;
+            };
+            let at = listing.body_at();
+            let limit = ANSWER_BYTES - CHUNK_TAIL_BYTES_MAX;
+            let (len, done) = answers::services_part(
+                &mut self.answer[at..limit],
+                &mut listing.cursor,
+                node,
+                executor,
+            );
+            let (range, keep_alive) = listing
+                .frame(&mut self.answer, (at, at + len), done)
+                .expect("the listing leaves room for its framing");
+            if done {
+                self.listing = None;
+            }
+            self.queue(range, keep_alive);
+            self.flush();
+        }
+    }
+
     /// Queues `answer`, a slice of `self.answer` (as the response writers return it).
     pub fn queue(&mut self, range: (usize, usize), keep_alive: bool) {
         (self.start, self.end) = range;
@@ -258,6 +314,73 @@ impl Conn {
             readable,
             writable,
         })
+    }
+}
+
+/// A `/services` answer on its way out in parts: where it goes on, and how it is framed.
+struct Listing {
+    cursor: ServicesCursor,
+    keep_alive: bool,
+    /// The client speaks HTTP/1.1 and reads chunks. An HTTP/1.0 client gets a long answer without
+    /// framing, ended by the close.
+    chunked: bool,
+    /// The head is sent: the answer is longer than the buffer, and goes on in parts.
+    started: bool,
+}
+
+impl Listing {
+    /// Where a part's body starts in the answer buffer: after room for the head and a chunk's size
+    /// line on the first part, for a size line on the others.
+    fn body_at(&self) -> usize {
+        let line = if self.chunked {
+            CHUNK_SIZE_LINE_BYTES_MAX
+        } else {
+            0
+        };
+        if self.started {
+            line
+        } else {
+            RESPONSE_HEAD_BYTES_MAX + line
+        }
+    }
+
+    /// Frames the part `buf[body.0..body.1]` in place: a first part that is the whole answer gets
+    /// a head with its length, the same answer as before parts existed; a longer answer gets a
+    /// chunked head (or, for HTTP/1.0, one without a length and the close) and its parts become
+    /// chunks. Returns the bytes to send and whether the connection stays open after them.
+    fn frame(
+        &mut self,
+        buf: &mut [u8],
+        body: (usize, usize),
+        done: bool,
+    ) -> Result<((usize, usize), bool), Full> {
+        let head = |keep_alive| Head {
+            status: 200,
+            content_type: ContentType::Json,
+            keep_alive,
+            allow: None,
+        };
+        if !self.started && done {
+            let length = Length::Exactly((body.1 - body.0) as u64);
+            let start = head_before(buf, body.0, &head(self.keep_alive), length)?;
+            return Ok(((start, body.1), self.keep_alive));
+        }
+        let framed = match self.chunked {
+            true => frame_chunk(buf, body, done)?,
+            false => body,
+        };
+        if !self.started {
+            self.started = true;
+            self.keep_alive &= self.chunked;
+            let length = if self.chunked {
+                Length::Chunked
+            } else {
+                Length::UntilClose
+            };
+            let start = head_before(buf, framed.0, &head(self.keep_alive), length)?;
+            return Ok(((start, framed.1), true));
+        }
+        Ok((framed, !done || self.keep_alive))
     }
 }
 
@@ -400,6 +523,7 @@ impl Conn {
         self.end = 0;
         self.close_after = false;
         self.waiting = None;
+        self.listing = None;
         self.stream_next = None;
         self.deadline_ms = now_ms + timeout_ms;
         let buffered = self.request.buffered();
@@ -411,6 +535,7 @@ impl Conn {
     pub fn close(&mut self) {
         self.dead = self.stream.is_some();
         self.waiting = None;
+        self.listing = None;
         self.stream_next = None;
         if let Some(child) = self.logs.take() {
             child.kill_and_reap();
