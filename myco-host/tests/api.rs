@@ -1,6 +1,7 @@
 //! The API at full size and under abuse: `/services` with the store full (longer than a
 //! connection's answer buffer, so it goes out in chunks) read by the kit's client, curl over
-//! HTTP/1.1 and HTTP/1.0 and `myco ls`.
+//! HTTP/1.1 and HTTP/1.0 and `myco ls`; and `/health` answering while more slow clients than
+//! there are connection slots trickle their requests.
 
 use myco_core::config::{NAME_BYTES_MAX, SERVICES_MAX};
 use myco_testkit::bins;
@@ -9,10 +10,14 @@ use myco_testkit::entries::entry;
 use myco_testkit::http::{curl, request};
 use myco_testkit::keys::operator;
 use myco_testkit::run::run;
+use myco_testkit::trickle::Tricklers;
+use myco_testkit::wait_until;
 use serde_json::Value;
 use std::collections::BTreeSet;
+use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 /// Service `i`'s name, as long as a name may be, so the listing is long.
 fn long_name(i: usize) -> String {
@@ -111,4 +116,43 @@ fn services_at_full_capacity_are_listed_by_every_client() {
     assert!(expected.iter().all(|n| listed.contains(n.as_str())));
     let json: Value = serde_json::from_str(&myco(&d.socket, &["ls", "--json"])).expect("JSON");
     assert_eq!(names(&json), expected);
+}
+
+/// More slow clients than the API has connection slots (16), each sending a request a byte a
+/// second and reconnecting when closed, cannot lock an operator out: every `/health` gets its
+/// 200 (it used to get 503 nearly every time for as long as they trickled), because a newcomer
+/// takes the slot of the connection slowest longest. The clients are kept at it throughout, and
+/// the daemon counts the connections that gave way.
+#[test]
+fn slow_clients_cannot_lock_the_operator_out() {
+    let op = operator();
+    let mut d = Daemon::new("api-slow", &op, 42);
+    d.start(d.command(&["--reserve-bytes", "0"]));
+    let socket = d.socket.clone();
+    let slow = Tricklers::start(
+        20,
+        Duration::from_secs(1),
+        b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n",
+        move || UnixStream::connect(&socket),
+    );
+    wait_until(
+        Duration::from_secs(10),
+        "every slow client connected",
+        || slow.connections() >= 20,
+    );
+    for i in 0..20 {
+        let answer = request(&d.socket, "GET", "/health", b"").expect("the API answers");
+        assert_eq!(answer.status, 200, "request {i}: {}", answer.body);
+        // Spread over two seconds, so the requests meet the slow clients' bytes and reconnects
+        // rather than one moment of them; nothing waits on this pause.
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        slow.connections() > 20,
+        "slow clients were closed and came back"
+    );
+    let (_, metrics) = d.get("/metrics");
+    let evicted = myco_testkit::metrics::metric(&metrics, "myco_api_evicted_total");
+    // Some requests found a slot just freed by another, so fewer than one eviction each.
+    assert!(evicted.is_some_and(|n| n >= 1.0), "{evicted:?}");
 }

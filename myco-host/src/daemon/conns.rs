@@ -1,11 +1,13 @@
 //! The API's connections: a fixed table of slots, each with a request buffer and an answer
 //! buffer allocated at start-up. Sockets are non-blocking and the loop only reads what has
 //! arrived and writes what the client takes, so a slow or stuck client holds one slot until its
-//! deadline and never the loop.
+//! deadline and never the loop. When every slot is taken, a new client takes the slot of the
+//! connection idle or slowest longest (`seat`), so slow clients cannot lock an operator out.
 
 use super::answers::{self, ServicesCursor};
 use super::events::{self, Ring};
 use super::executor::Executor;
+use super::seat::{seat, Occupant, Seat};
 use crate::http::request::{Parse, RequestBuffer};
 use crate::http::response::{
     frame_chunk, head_before, write_error, write_head, ContentType, Cursor, Full, Head, Length,
@@ -19,7 +21,8 @@ use std::io::{ErrorKind, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 
-/// Connections served at once; one more is answered 503 and closed.
+/// Connections served at once. One more takes the slot of the connection idle or slowest
+/// longest; it is answered 503 and closed only while every slot holds a stream or a deploy.
 pub const CONNECTIONS_MAX: usize = 16;
 /// A connection's answer buffer. An answer longer than this (`/services` past about 800
 /// services) is sent in parts through it (`pump_listing`), so no answer is ever too long.
@@ -72,6 +75,8 @@ pub struct Conn {
     logs: Option<Child>,
     heartbeat_ms: u64,
     deadline_ms: u64,
+    /// This connection's place in the order of acceptance (`seat` breaks ties with it).
+    number: u64,
     /// Closed, but the fd stays open until `Connections::reap` has told the backend to forget it: an
     /// io_uring poll armed on a closed fd would outlive it.
     dead: bool,
@@ -81,6 +86,8 @@ pub struct Conn {
 pub struct ConnStats {
     pub accepted: u64,
     pub refused_busy: u64,
+    /// Connections closed to seat a new client (`seat`).
+    pub evicted: u64,
     pub requests: u64,
     pub errors: u64,
     pub timeouts: u64,
@@ -89,6 +96,9 @@ pub struct ConnStats {
 pub struct Connections {
     pub listener: UnixListener,
     pub conns: Box<[Conn]>,
+    /// A client accepted while every slot was taken, and when: it takes the slot of the
+    /// connection that gave way to it once `reap` has freed that slot.
+    pub pending: Option<(UnixStream, u64)>,
     pub stats: ConnStats,
     /// `HEARTBEAT_MS` except in tests.
     pub heartbeat_ms: u64,
@@ -112,6 +122,7 @@ impl Conn {
             logs: None,
             heartbeat_ms: 0,
             deadline_ms: 0,
+            number: 0,
             dead: false,
         }
     }
@@ -404,6 +415,7 @@ impl Connections {
         Connections {
             listener,
             conns: (0..CONNECTIONS_MAX).map(|_| Conn::new()).collect(),
+            pending: None,
             stats: ConnStats::default(),
             heartbeat_ms: HEARTBEAT_MS,
             request_timeout_ms: REQUEST_TIMEOUT_MS,
@@ -432,12 +444,20 @@ impl Connections {
         }
     }
 
-    /// Closes the fds of closed connections, after the backend forgot them.
+    /// Closes the fds of closed connections, after the backend forgot them; then a client that
+    /// waited for a slot takes one.
     pub fn reap(&mut self, io: &mut Backend) {
         for (i, c) in self.conns.iter_mut().enumerate().filter(|(_, c)| c.dead) {
             io.forget(TOKEN_CONN_BASE + i as u64);
             c.stream = None;
             c.dead = false;
+        }
+        if let Some((stream, accepted_ms)) = self.pending.take() {
+            let number = self.stats.accepted;
+            match self.conns.iter_mut().find(|c| c.stream.is_none()) {
+                Some(c) => c.open(stream, accepted_ms, self.request_timeout_ms, number),
+                None => self.refuse_busy(stream),
+            }
         }
     }
 
@@ -446,9 +466,17 @@ impl Connections {
         (i < CONNECTIONS_MAX).then_some(i)
     }
 
-    /// Accepts what is waiting. Beyond `CONNECTIONS_MAX` a client gets 503 and is closed.
+    /// Accepts what is waiting, into free slots. With none free, the connection idle or slowest
+    /// longest gives way to the client just accepted, which takes its slot once reaped (at the
+    /// end of this turn of the loop); only while every slot is kept is a client answered 503 and
+    /// closed. A connection gives way only to a client that is there.
     pub fn accept(&mut self, now_ms: u64) {
         loop {
+            let timeout_ms = self.request_timeout_ms;
+            let seat = seat(self.conns.iter().map(|c| c.occupant(timeout_ms)));
+            if seat == Seat::Wait {
+                return;
+            }
             let stream = match self.listener.accept() {
                 Ok((s, _)) => s,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
@@ -460,10 +488,22 @@ impl Connections {
                 continue;
             }
             self.stats.accepted += 1;
-            let timeout_ms = self.request_timeout_ms;
-            match self.conns.iter_mut().find(|c| c.stream.is_none()) {
-                Some(c) => c.open(stream, now_ms, timeout_ms),
-                None => self.refuse_busy(stream),
+            match seat {
+                Seat::Take(slot) => {
+                    let number = self.stats.accepted;
+                    self.conns[slot].open(stream, now_ms, timeout_ms, number);
+                }
+                Seat::Evict(slot) => {
+                    self.conns[slot].give_way();
+                    self.stats.evicted += 1;
+                    assert!(
+                        self.pending.is_none(),
+                        "a slot closing makes the next seat Wait"
+                    );
+                    self.pending = Some((stream, now_ms));
+                }
+                Seat::Refuse => self.refuse_busy(stream),
+                Seat::Wait => unreachable!("returned above"),
             }
         }
     }
@@ -474,7 +514,7 @@ impl Connections {
         if let Ok(answer) = write_error(
             &mut buf,
             503,
-            "too many API connections; retry shortly",
+            "every API connection is a stream or a deploy waiting for the disk; retry shortly",
             false,
         ) {
             // Best effort: a client that cannot take 200 bytes at once gets only the close.
@@ -517,8 +557,9 @@ impl Connections {
 }
 
 impl Conn {
-    fn open(&mut self, stream: UnixStream, now_ms: u64, timeout_ms: u64) {
+    fn open(&mut self, stream: UnixStream, now_ms: u64, timeout_ms: u64, number: u64) {
         self.stream = Some(stream);
+        self.number = number;
         self.start = 0;
         self.end = 0;
         self.close_after = false;
@@ -540,6 +581,35 @@ impl Conn {
         if let Some(child) = self.logs.take() {
             child.kill_and_reap();
         }
+    }
+
+    /// How seating a new client sees this slot: streams and deploys waiting for the WAL are kept;
+    /// any other connection may give way, held since its last answer or its accept.
+    fn occupant(&self, timeout_ms: u64) -> Occupant {
+        match self.stream {
+            None => Occupant::Free,
+            Some(_) if self.dead => Occupant::Closing,
+            Some(_) if self.is_streaming() || self.waiting.is_some() => Occupant::Kept,
+            Some(_) => Occupant::Held {
+                since_ms: self.deadline_ms.saturating_sub(timeout_ms),
+                number: self.number,
+            },
+        }
+    }
+
+    /// Closes this connection to seat a new client. A request it had begun is answered 503, as
+    /// far as the socket takes it, so its client learns why; an idle one is only closed, as HTTP
+    /// lets a server close an idle connection.
+    fn give_way(&mut self) {
+        if self.start == self.end && self.request.buffered() > 0 {
+            self.answer_error(
+                503,
+                "every API connection was taken and this one had waited longest for its request; \
+                 send the request whole and retry",
+            );
+            self.flush();
+        }
+        self.close();
     }
 
     pub fn answer_error(&mut self, status: u16, message: &str) {
