@@ -155,7 +155,7 @@ fn rm_posts_a_tombstone() {
 }
 
 /// `myco ls` renders GET /services as a table, deleted entries included, ignoring fields it does
-/// not show; `--json` prints the answer itself on one line.
+/// not show; `--json` prints the answer itself on one line, whether it came whole or chunked.
 #[test]
 fn ls_renders_services() {
     let dir = TempDir::new("ls");
@@ -176,6 +176,16 @@ fn ls_renders_services() {
     let json = myco_ok(&dir, &["ls", "--json", "--socket", &daemon.socket()]);
     assert_eq!(json, "{  \"services\": [],  \"extra\": {\"x\": \"a b\"}}\n");
     let daemon = ScriptedDaemon::answering(&dir, answer("200 OK", body));
+    let json = myco_ok(&dir, &["ls", "--json", "--socket", &daemon.socket()]);
+    assert_eq!(json, format!("{body}\n"));
+
+    // A list longer than the daemon's answer buffer comes chunked, split anywhere.
+    let mut chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for part in [&body[..10], &body[10..]] {
+        chunked.extend_from_slice(format!("{:x}\r\n{part}\r\n", part.len()).as_bytes());
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let daemon = ScriptedDaemon::answering(&dir, chunked);
     let json = myco_ok(&dir, &["ls", "--json", "--socket", &daemon.socket()]);
     assert_eq!(json, format!("{body}\n"));
 }
@@ -354,7 +364,7 @@ fn broken_answers_exit_1() {
             "larger than myco reads",
         ),
         (
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".to_vec(),
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n0\r\n\r\n".to_vec(),
             "Transfer-Encoding",
         ),
         (answer("200 OK", "<html>"), "not what myco expects"),
