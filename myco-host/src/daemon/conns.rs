@@ -453,6 +453,7 @@ impl Connections {
             c.dead = false;
         }
         if let Some((stream, accepted_ms)) = self.pending.take() {
+            // Nothing is accepted while a client waits, so it was the last one accepted.
             let number = self.stats.accepted;
             match self.conns.iter_mut().find(|c| c.stream.is_none()) {
                 Some(c) => c.open(stream, accepted_ms, self.request_timeout_ms, number),

@@ -287,7 +287,8 @@ impl Dns {
         }
         if let Some((stream, accepted_ms)) = self.pending.take() {
             // The connection that gave way was just reaped, so a slot is free; were none, the
-            // client would only be closed, as a full server may.
+            // client would only be closed, as a full server may. Nothing is accepted while a
+            // client waits, so it was the last one accepted.
             if let Some(c) = self.conns.iter_mut().find(|c| c.stream.is_none()) {
                 c.open(stream, accepted_ms, self.accepted);
             }
