@@ -188,8 +188,8 @@ pub fn status(args: Arguments) -> Result<(), Error> {
         if let Some(n) = health.services {
             fields.push(("services", Value::Number(n)));
         }
-        if let Some(n) = health.members_alive {
-            fields.push(("members_alive", Value::Number(n)));
+        if let Some(n) = health.peers_alive {
+            fields.push(("peers_alive", Value::Number(n)));
         }
         if let Some(id) = &health.node_id {
             fields.push(("node_id", text(id)));

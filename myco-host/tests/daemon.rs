@@ -313,7 +313,7 @@ fn a_restarted_node_finds_the_cluster_from_its_peers_file() {
     let mut b = Daemon::new("peers-b", &op, 15);
     let a_addr = listen_addr(&a);
     b.start(b.command(&["--reserve-bytes", "0", "--join", &a_addr]));
-    let alive = |d: &Daemon| d.get("/health").1.contains("\"members_alive\":1");
+    let alive = |d: &Daemon| d.get("/health").1.contains("\"peers_alive\":1");
     wait_until(
         Duration::from_secs(20),
         "the two nodes see each other",

@@ -12,6 +12,7 @@
 //! - `entries`: signed entries, through `myco_core::crypto::sign_entry`.
 //! - `daemon`: one `myco-d` with in-process keys; `cluster`: daemons made with the real `myco`.
 //! - `scripted`: a stand-in daemon that answers `myco` with canned bytes.
+//! - `trickle`: slow clients that send a byte a second to hold a server's connection slots.
 //! - `man`: manual pages in roff from the help texts and the docs (the `manpages` binary).
 //!
 //! The one thing made here that ships is what the `manpages` binary writes: the man pages.
@@ -32,6 +33,7 @@ pub mod man;
 pub mod metrics;
 pub mod run;
 pub mod scripted;
+pub mod trickle;
 pub mod wait;
 
 pub use cluster::{Cluster, Daemon, Key, NodeOptions};

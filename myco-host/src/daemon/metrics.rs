@@ -432,6 +432,12 @@ const DNS: &[Family] = &[
         "DNS packets given no answer: shorter than a header, or themselves responses.",
         |s| s.dns.dropped.into(),
     ),
+    one(
+        "myco_dns_tcp_evicted_total",
+        Counter,
+        "DNS TCP connections closed, idle or slowest longest, to seat a new client.",
+        |s| s.dns.tcp_evicted.into(),
+    ),
 ];
 
 const PROCESS: &[Family] = &[
@@ -516,8 +522,14 @@ const PROCESS: &[Family] = &[
     one(
         "myco_api_busy_total",
         Counter,
-        "API connections refused with 503 (all slots busy).",
+        "API connections refused with 503 (every slot a stream or a deploy waiting for the WAL).",
         |s| s.snapshot.api.refused_busy.into(),
+    ),
+    one(
+        "myco_api_evicted_total",
+        Counter,
+        "API connections closed, idle or slowest longest, to seat a new client (all slots busy).",
+        |s| s.snapshot.api.evicted.into(),
     ),
     one(
         "myco_api_timeouts_total",

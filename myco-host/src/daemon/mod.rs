@@ -15,6 +15,7 @@ pub mod gc;
 pub mod metrics;
 pub mod net;
 pub mod peers;
+pub mod seat;
 pub mod serve;
 pub mod sink;
 pub mod transient;
