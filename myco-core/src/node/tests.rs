@@ -247,6 +247,22 @@ fn node_with(seed: u8, join: &[PeerAddr], wal_checkpoint_bytes: u64) -> Node {
 }
 
 /// Two nodes on a perfect wire: runs `ms` of ticks from `start`, delivering every frame.
+/// Declares two nodes `$a` and `$b` that joined each other and ran three seconds (handshakes
+/// done, members alive), and their addresses. A macro, not a function: two nodes returned by
+/// value would not fit a test thread's stack, and the crate has no `Box`.
+macro_rules! joined_pair {
+    ($a:ident, $b:ident, $addr_a:pat, $addr_b:pat) => {
+        let (addr_a, addr_b) = (
+            PeerAddr::v4([127, 0, 0, 1], 1),
+            PeerAddr::v4([127, 0, 0, 2], 1),
+        );
+        let mut $a = node_with(1, &[addr_b], WAL_CHECKPOINT_BYTES);
+        let mut $b = node_with(2, &[addr_a], WAL_CHECKPOINT_BYTES);
+        run_pair(&mut $a, &mut $b, 3_000, 0);
+        let ($addr_a, $addr_b) = (addr_a, addr_b);
+    };
+}
+
 fn run_pair(a: &mut Node, b: &mut Node, ms: u64, start: u64) {
     let (addr_a, addr_b) = (
         PeerAddr::v4([127, 0, 0, 1], 1),
@@ -276,13 +292,7 @@ fn run_pair(a: &mut Node, b: &mut Node, ms: u64, start: u64) {
 /// after; a frame for a foreign zone is refused. Only the genuine frame changes state.
 #[test]
 fn tampered_replayed_and_foreign_frames_change_nothing() {
-    let (addr_a, addr_b) = (
-        PeerAddr::v4([127, 0, 0, 1], 1),
-        PeerAddr::v4([127, 0, 0, 2], 1),
-    );
-    let mut a = node_with(1, &[addr_b], WAL_CHECKPOINT_BYTES);
-    let mut b = node_with(2, &[addr_a], WAL_CHECKPOINT_BYTES);
-    run_pair(&mut a, &mut b, 3_000, 0);
+    joined_pair!(a, b, addr_a, addr_b);
     assert!(
         a.link_count() == 1 && b.link_count() == 1,
         "the handshake completed"
@@ -344,13 +354,7 @@ fn tampered_replayed_and_foreign_frames_change_nothing() {
 #[test]
 fn status_spreads_and_only_grows() {
     use crate::schema::message::UnitState;
-    let (addr_a, addr_b) = (
-        PeerAddr::v4([127, 0, 0, 1], 1),
-        PeerAddr::v4([127, 0, 0, 2], 1),
-    );
-    let mut a = node_with(1, &[addr_b], WAL_CHECKPOINT_BYTES);
-    let mut b = node_with(2, &[addr_a], WAL_CHECKPOINT_BYTES);
-    run_pair(&mut a, &mut b, 3_000, 0);
+    joined_pair!(a, b, _, _);
     assert!(b.status_of(a.id()).is_none(), "nothing reported yet");
     let failing = [(key_hash("web"), UnitState::Restarting)];
     a.set_status(
@@ -403,13 +407,7 @@ fn status_spreads_and_only_grows() {
 /// `status_seen`: a peer that never hears a box's status leaves the box out of DNS.
 #[test]
 fn an_all_running_status_spreads_after_lost_sends() {
-    let (addr_a, addr_b) = (
-        PeerAddr::v4([127, 0, 0, 1], 1),
-        PeerAddr::v4([127, 0, 0, 2], 1),
-    );
-    let mut a = node_with(1, &[addr_b], WAL_CHECKPOINT_BYTES);
-    let mut b = node_with(2, &[addr_a], WAL_CHECKPOINT_BYTES);
-    run_pair(&mut a, &mut b, 3_000, 0);
+    joined_pair!(a, b, _, _);
     a.set_status(
         Instant(3_000),
         100,
@@ -434,13 +432,7 @@ fn an_all_running_status_spreads_after_lost_sends() {
 fn a_burst_of_status_changes_is_coalesced_into_one_push() {
     use crate::config::STATUS_PUSH_INTERVAL_MS;
     use crate::schema::message::UnitState;
-    let (addr_a, addr_b) = (
-        PeerAddr::v4([127, 0, 0, 1], 1),
-        PeerAddr::v4([127, 0, 0, 2], 1),
-    );
-    let mut a = node_with(1, &[addr_b], WAL_CHECKPOINT_BYTES);
-    let mut b = node_with(2, &[addr_a], WAL_CHECKPOINT_BYTES);
-    run_pair(&mut a, &mut b, 3_000, 0);
+    joined_pair!(a, b, addr_a, _);
     let deliver = |b: &mut Node, wire: Wire, now: Instant| {
         for (_, frame) in wire.frames {
             b.handle_datagram(now, addr_a, &frame, &mut Wire::default());
@@ -498,13 +490,7 @@ fn a_new_member_hears_the_status_when_it_joins() {
 /// A node that leaves is dead to its peer at once, not after a suspicion timeout.
 #[test]
 fn a_leaving_node_is_dead_at_once() {
-    let (addr_a, addr_b) = (
-        PeerAddr::v4([127, 0, 0, 1], 1),
-        PeerAddr::v4([127, 0, 0, 2], 1),
-    );
-    let mut a = node_with(1, &[addr_b], WAL_CHECKPOINT_BYTES);
-    let mut b = node_with(2, &[addr_a], WAL_CHECKPOINT_BYTES);
-    run_pair(&mut a, &mut b, 3_000, 0);
+    joined_pair!(a, b, addr_a, addr_b);
     assert_eq!(b.members()[0].state, MemberState::Alive);
     let mut wire = Wire::default();
     a.leave(&mut wire);
@@ -524,13 +510,7 @@ fn a_leaving_node_is_dead_at_once() {
 fn a_status_made_before_a_deploy_does_not_cover_it() {
     use crate::executor::health_on;
     use crate::schema::entry::{ServiceSpec, Source};
-    let (addr_a, addr_b) = (
-        PeerAddr::v4([127, 0, 0, 1], 1),
-        PeerAddr::v4([127, 0, 0, 2], 1),
-    );
-    let mut a = node_with(1, &[addr_b], WAL_CHECKPOINT_BYTES);
-    let mut b = node_with(2, &[addr_a], WAL_CHECKPOINT_BYTES);
-    run_pair(&mut a, &mut b, 3_000, 0);
+    joined_pair!(a, b, _, _);
     // B reports "all running" while it has nothing placed.
     b.set_status(
         Instant(3_000),
