@@ -503,25 +503,9 @@ fn a_leaving_node_is_dead_at_once() {
     assert!(events.events.contains(&Event::MemberDead(a.id())));
 }
 
-/// A peer's status speaks only of the entries it had placed when it made it: a new version
-/// deployed elsewhere is not read as running there (which `deploy --wait` would take for done)
-/// until the peer reports with that version in hand, and DNS's lenient reading is unchanged.
-#[test]
-fn a_status_made_before_a_deploy_does_not_cover_it() {
-    use crate::executor::health_on;
+/// Submits service `web` with two replicas (`/bin/true`) to `a`.
+fn deploy_two_replicas(a: &mut Node, now: Instant) {
     use crate::schema::entry::{ServiceSpec, Source};
-    joined_pair!(a, b, _, _);
-    // B reports "all running" while it has nothing placed.
-    b.set_status(
-        Instant(3_000),
-        100,
-        b.own_placed_digest(),
-        core::iter::empty(),
-        &mut Wire::default(),
-    );
-    run_pair(&mut a, &mut b, 1_500, 3_000);
-    assert!(a.status_of(b.id()).is_some());
-    // A deploys a service with two replicas: it is placed on both.
     let op = operator();
     let spec = ServiceSpec {
         replicas: 2,
@@ -537,8 +521,28 @@ fn a_status_made_before_a_deploy_does_not_cover_it() {
     };
     let mut e = [0u8; 256];
     let len = sign_entry(&op, &body, &mut e).unwrap();
-    a.submit(Instant(4_500), &e[..len], &mut Wire::default())
-        .unwrap();
+    a.submit(now, &e[..len], &mut Wire::default()).unwrap();
+}
+
+/// A peer's status speaks only of the entries it had placed when it made it: a new version
+/// deployed elsewhere is not read as running there (which `deploy --wait` would take for done)
+/// until the peer reports with that version in hand, and DNS's lenient reading is unchanged.
+#[test]
+fn a_status_made_before_a_deploy_does_not_cover_it() {
+    use crate::executor::health_on;
+    joined_pair!(a, b, _, _);
+    // B reports "all running" while it has nothing placed.
+    b.set_status(
+        Instant(3_000),
+        100,
+        b.own_placed_digest(),
+        core::iter::empty(),
+        &mut Wire::default(),
+    );
+    run_pair(&mut a, &mut b, 1_500, 3_000);
+    assert!(a.status_of(b.id()).is_some());
+    // A deploys a service with two replicas: it is placed on both.
+    deploy_two_replicas(&mut a, Instant(4_500));
     let key = key_hash("web");
     assert!(a.placement(key).contains(&b.id()));
     let placed = a.placed_digests();
@@ -564,4 +568,46 @@ fn a_status_made_before_a_deploy_does_not_cover_it() {
     run_pair(&mut a, &mut b, 1_500, 6_000);
     let placed = a.placed_digests();
     assert_eq!(strict(&a, &placed), Some(UnitHealth::Running));
+}
+
+/// DNS answers a peer that builds a new version (the version before still runs there), and not
+/// one that builds, or failed to build, the first version it would run: nothing runs there.
+#[test]
+fn dns_leaves_out_a_peer_whose_first_build_failed() {
+    use crate::executor::Names;
+    use crate::schema::message::UnitState;
+    joined_pair!(a, b, addr_a, _);
+    deploy_two_replicas(&mut a, Instant(3_000));
+    run_pair(&mut a, &mut b, 1_500, 3_000);
+    let key = key_hash("web");
+    let b_id = b.id();
+    let names = |a: &Node| {
+        let own = addr_a;
+        Names {
+            node: a,
+            executor: None,
+            own,
+        }
+        .healthy_at(b_id, key, "web")
+    };
+    let mut now = 4_500;
+    for (state, answered) in [
+        (UnitState::FirstBuildFailed, false),
+        (UnitState::FirstBuilding, false),
+        (UnitState::BuildFailed, true),
+        (UnitState::Building, true),
+    ] {
+        let placed = b.own_placed_digest();
+        let units = [(key, state)];
+        b.set_status(
+            Instant(now),
+            100,
+            placed,
+            units.into_iter(),
+            &mut Wire::default(),
+        );
+        run_pair(&mut a, &mut b, 1_500, now);
+        now += 1_500;
+        assert_eq!(names(&a).is_some(), answered, "{state:?}");
+    }
 }
