@@ -6,13 +6,13 @@
 //! `<state>/builds/<name>.log`, truncated per build, whose tail `/logs` serves for a service
 //! that failed to build and the daemon's log repeats on failure. A build that outlives
 //! `--build-timeout` is killed and reported failed. After a build succeeds, the GC roots of that
-//! service other than the new one and the newest before it are deleted: the running version and
-//! the one before it stay rooted, for a rollback.
+//! service other than the new one and the one its unit runs now are deleted: the version about
+//! to run and the one it replaces stay rooted, for a rollback.
 
 use super::transient::{self, Unit};
 use crate::flight::{Level, Logger};
 use crate::spawn::{self, Argv, Child, Output};
-use myco_core::executor::{is_root_of, parse_build_json};
+use myco_core::executor::{is_root_of, out_of_program, parse_build_json};
 use std::ffi::{CStr, CString};
 use std::fs;
 use std::io::{self, Read, Seek, SeekFrom};
@@ -64,6 +64,8 @@ pub struct Ended<'a> {
 pub struct Builder {
     config: BuildConfig,
     gcroot_dir: PathBuf,
+    /// Where the units are: the running version's root is the one its unit's program is in.
+    unit_dir: PathBuf,
     log_dir: PathBuf,
     env: Vec<CString>,
     argv: Argv,
@@ -73,7 +75,11 @@ pub struct Builder {
 }
 
 impl Builder {
-    pub fn new(config: BuildConfig, state_dir: &Path, log: Logger) -> io::Result<Builder> {
+    pub fn new(
+        config: BuildConfig,
+        (state_dir, unit_dir): (&Path, &Path),
+        log: Logger,
+    ) -> io::Result<Builder> {
         let log_dir = state_dir.join("builds");
         fs::create_dir_all(&log_dir)?;
         let gcroot_dir =
@@ -82,6 +88,7 @@ impl Builder {
         Ok(Builder {
             config,
             gcroot_dir,
+            unit_dir: unit_dir.to_owned(),
             log_dir,
             env: transient::environment(),
             argv: Argv::new(),
@@ -173,7 +180,12 @@ impl Builder {
                     Level::Info,
                     format_args!("service {}: built {out}", job.name),
                 );
-                prune_roots(&self.gcroot_dir, &job.name, &job.root, &self.log);
+                let running = running_out(&self.unit_dir, &job.name);
+                let keep = Keep {
+                    root: &job.root,
+                    running: running.as_deref(),
+                };
+                prune_roots(&self.gcroot_dir, &job.name, keep, &self.log);
             }
             None => self.log_failure(&job.name, exit.0),
         }
@@ -202,7 +214,11 @@ impl Builder {
 
     /// Deletes every GC root of service `name` (no longer placed here).
     pub fn drop_roots(&self, name: &str) {
-        prune_roots(&self.gcroot_dir, name, "", &self.log);
+        let keep = Keep {
+            root: "",
+            running: None,
+        };
+        prune_roots(&self.gcroot_dir, name, keep, &self.log);
     }
 }
 
@@ -216,32 +232,87 @@ pub fn read_tail(path: &Path, bytes: u64) -> io::Result<Vec<u8>> {
     Ok(tail)
 }
 
-/// Deletes the GC roots of `name` but `keep` and the newest other one (the version running
-/// before `keep`); with `keep` empty, deletes them all. Failures are logged and left for the
-/// next build.
-fn prune_roots(dir: &Path, name: &str, keep: &str, log: &Logger) {
+/// The GC roots of a service to keep: the new version's, and the one the service's unit runs now
+/// (the version being replaced, kept for a rollback).
+struct Keep<'a> {
+    root: &'a str,
+    /// The store path the service's unit runs (`running_out`), if it runs one.
+    running: Option<&'a Path>,
+}
+
+/// Deletes the GC roots of `name` but those `keep` names; failures are logged and left for the
+/// next build. A root is a symlink to a store path, so "the one the unit runs" is the root that
+/// points where the unit's `ExecStart=` does, whatever its name or age.
+fn prune_roots(dir: &Path, name: &str, keep: Keep<'_>, log: &Logger) {
     let Ok(entries) = fs::read_dir(dir) else {
         return;
     };
-    let mut roots: Vec<(std::time::SystemTime, PathBuf)> = entries
-        .flatten()
-        .filter(|e| {
-            e.file_name()
-                .to_str()
-                .is_some_and(|f| is_root_of(f, name) && f != keep)
-        })
-        .filter_map(|e| Some((e.path().symlink_metadata().ok()?.modified().ok()?, e.path())))
-        .collect();
-    roots.sort();
-    if !keep.is_empty() {
-        roots.pop();
-    }
-    for (_, path) in roots {
-        if let Err(e) = fs::remove_file(&path) {
+    for e in entries.flatten() {
+        let file = e.file_name();
+        let Some(file) = file.to_str().filter(|f| is_root_of(f, name)) else {
+            continue;
+        };
+        let target = fs::read_link(e.path()).ok();
+        if file == keep.root || (keep.running.is_some() && target.as_deref() == keep.running) {
+            continue;
+        }
+        if let Err(err) = fs::remove_file(e.path()) {
             log.log(
                 Level::Warning,
-                format_args!("cannot delete the GC root {}: {e}", path.display()),
+                format_args!("cannot delete the GC root {}: {err}", e.path().display()),
             );
         }
+    }
+}
+
+/// The store path service `name`'s unit in `unit_dir` runs: its `ExecStart=` program,
+/// `<out>/bin/<name>`, without `/bin/<name>`. `None` without a unit or for an `exec` service.
+fn running_out(unit_dir: &Path, name: &str) -> Option<PathBuf> {
+    let text = fs::read_to_string(unit_dir.join(format!("myco-{name}.service"))).ok()?;
+    let line = text.lines().find_map(|l| l.strip_prefix("ExecStart=\""))?;
+    let program = &line[..line.find('"')?];
+    out_of_program(program, name).map(PathBuf::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// After a build, the new version's root and the root of the store path the unit runs stay;
+    /// older roots of that service go, whatever their age, and other services' roots stay.
+    #[test]
+    fn prune_keeps_the_new_root_and_the_running_one() {
+        let dir = std::env::temp_dir().join(format!("myco-prune-{}", std::process::id()));
+        let (roots, units) = (dir.join("gcroots"), dir.join("units"));
+        fs::create_dir_all(&roots).unwrap();
+        fs::create_dir_all(&units).unwrap();
+        for (root, out) in [
+            ("web-aaaaaaaaaaaa", "/nix/store/a-web"),
+            ("web-bbbbbbbbbbbb", "/nix/store/b-web"),
+            ("web-cccccccccccc", "/nix/store/c-web"),
+            ("api-aaaaaaaaaaaa", "/nix/store/a-api"),
+        ] {
+            std::os::unix::fs::symlink(out, roots.join(root)).unwrap();
+        }
+        let unit = "[Service]\nExecStart=\"/nix/store/b-web/bin/web\" \"--port\" \"8080\"\n";
+        fs::write(units.join("myco-web.service"), unit).unwrap();
+        let running = running_out(&units, "web");
+        assert_eq!(running.as_deref(), Some(Path::new("/nix/store/b-web")));
+        let keep = Keep {
+            root: "web-cccccccccccc",
+            running: running.as_deref(),
+        };
+        prune_roots(&roots, "web", keep, &Logger::new(false));
+        let mut left: Vec<String> = fs::read_dir(&roots)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            ["api-aaaaaaaaaaaa", "web-bbbbbbbbbbbb", "web-cccccccccccc"]
+        );
+        assert_eq!(running_out(&units, "api"), None, "no unit");
+        fs::remove_dir_all(&dir).unwrap();
     }
 }
