@@ -13,6 +13,7 @@
 //! - `daemon`: one `myco-d` with in-process keys; `cluster`: daemons made with the real `myco`.
 //! - `scripted`: a stand-in daemon that answers `myco` with canned bytes.
 //! - `man`: manual pages in roff from the help texts and the docs (the `manpages` binary).
+//! - `tmpfs`: a small mounted filesystem and a filler, for the full-disk tests (root only).
 //!
 //! The one thing made here that ships is what the `manpages` binary writes: the man pages.
 //!
@@ -32,6 +33,7 @@ pub mod man;
 pub mod metrics;
 pub mod run;
 pub mod scripted;
+pub mod tmpfs;
 pub mod wait;
 
 pub use cluster::{Cluster, Daemon, Key, NodeOptions};
