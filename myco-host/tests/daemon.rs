@@ -458,6 +458,18 @@ fn a_reserve_without_room_is_deferred_and_says_why() {
     );
     assert!(d.log().contains("bytes deferred: only "), "{}", d.log());
     assert!(!d.state.join("reserve").exists());
+    let status = Command::new(myco_testkit::bins::cli())
+        .arg("status")
+        .arg("--socket")
+        .arg(&d.socket)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&status.stdout);
+    let why = text.lines().find(|l| l.starts_with("reserve_why"));
+    assert!(
+        why.is_some_and(|l| l.contains(" only ")),
+        "myco status says why: {text}"
+    );
 }
 
 /// Fault 6 of the full-disk faults: `--reserve-bytes 0` deletes a reserve an earlier run left,
