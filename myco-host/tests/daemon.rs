@@ -348,6 +348,17 @@ fn state_hash(d: &Daemon) -> String {
     health[at..].split('"').next().unwrap().to_owned()
 }
 
+/// What `dig` prints for a name outside `*.myco` asked of the daemon's DNS on `port`: REFUSED
+/// when it answers, a timeout when it does not.
+fn dig_refused(port: u16) -> String {
+    let out = Command::new("dig")
+        .args(["@127.0.0.1", "-p", &port.to_string(), "+time=2", "+tries=1"])
+        .args(["example.com", "A"])
+        .output()
+        .expect("dig runs (make tools installs dnsutils)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Fails the test at once, with its log, if the daemon has stopped.
 #[track_caller]
 fn assert_running(d: &mut Daemon) {
@@ -357,9 +368,9 @@ fn assert_running(d: &mut Daemon) {
 
 /// Fault 1 of the full-disk faults: with the state directory's disk full from the start, gossip
 /// that brings more entries than two WAL batches hold (every service, then a new version of each)
-/// does not stop the daemon. It keeps them in memory and answers reads, refuses deploys (507),
-/// says `/health` is degraded, reports the reserve it had no room for as deferred (nothing was
-/// released), and counts and logs one disk-full episode however many times it retries. Once
+/// does not stop the daemon. It keeps them in memory and answers reads and DNS, refuses deploys
+/// (507), says `/health` is degraded, reports the reserve it had no room for as deferred (nothing
+/// was released), and counts and logs one disk-full episode however many times it retries. Once
 /// space returns it stores everything it holds, so that a restart without its peer still has it.
 #[test]
 fn a_full_disk_never_stops_the_daemon_and_loses_nothing() {
@@ -373,7 +384,12 @@ fn a_full_disk_never_stops_the_daemon_and_loses_nothing() {
     let _fs = Tmpfs::mount(&b.state, 4096);
     let filler = b.state.join("filler");
     fill(&filler);
-    b.start(b.command(&["--reserve-bytes", "1048576"]));
+    let dns_port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .unwrap()
+        .port();
+    let dns = format!("127.0.0.1:{dns_port}");
+    b.start(b.command(&["--reserve-bytes", "1048576", "--dns", &dns]));
     a.start(a.command(&["--reserve-bytes", "0", "--join", &listen_addr(&b)]));
     let all = format!("\"services\":{LARGE_ENTRIES}");
     wait_until(Duration::from_secs(60), "b holds every entry", || {
@@ -397,6 +413,8 @@ fn a_full_disk_never_stops_the_daemon_and_loses_nothing() {
     assert!(health.contains("\"wal\":\"failing\""), "{health}");
     assert!(health.contains("\"reserve\":\"deferred\""), "{health}");
     assert_eq!(b.get("/services/big-0000").0, 200, "reads go on");
+    let answer = dig_refused(dns_port);
+    assert!(answer.contains("status: REFUSED"), "DNS answers: {answer}");
     assert_eq!(b.deploy(&entry(&op, "web", 1)).0, 507);
     assert_eq!(b.metric("myco_wal_disk_full_total"), 1.0, "one episode");
     let log = b.log();
