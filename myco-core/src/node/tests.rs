@@ -179,6 +179,20 @@ fn checkpoint_is_requested_once_per_bound() {
     assert_eq!(sink.checkpoints, 2);
 }
 
+/// Appends the host could not log make the node ask for a checkpoint (its snapshot holds them),
+/// once, however often they are reported before it is done.
+#[test]
+fn unlogged_appends_ask_for_one_checkpoint() {
+    let mut n = node(WAL_CHECKPOINT_BYTES);
+    let mut sink = Recorder::default();
+    n.handle_storage(Instant(0), Storage::Unlogged, &mut sink);
+    n.handle_storage(Instant(1), Storage::Unlogged, &mut sink);
+    assert_eq!(sink.checkpoints, 1);
+    n.handle_storage(Instant(2), Storage::Checkpointed, &mut sink);
+    n.handle_storage(Instant(3), Storage::Unlogged, &mut sink);
+    assert_eq!(sink.checkpoints, 2);
+}
+
 /// Entries signed by any key but the operator's, or altered after signing, are refused by
 /// `submit` and change nothing.
 #[test]
