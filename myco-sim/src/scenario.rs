@@ -203,6 +203,7 @@ pub fn encode(
             protocol: Protocol::Tcp,
         }])
         .expect("fits"),
+        limits: Default::default(),
     };
     let body = EntryBody {
         name,
