@@ -143,7 +143,8 @@ pub fn services(
     json.begin_array()?;
     for slot in store.slots() {
         // The store holds only entries it decoded; one that no longer decodes would be a bug.
-        let entry = Entry::decode(store.bytes(slot)).expect("stored entries decode");
+        let bytes = store.entry(slot);
+        let entry = bytes.decode();
         let placed = node.placement(slot.key_hash);
         let running = Running {
             node,

@@ -517,7 +517,7 @@ impl Daemon {
     /// with it.
     fn checkpoint(&mut self) {
         let store = self.node.store();
-        let entries = store.slots().iter().map(|s| store.bytes(s));
+        let entries = store.slots().iter().map(|s| store.entry(s));
         match self.sink.store.checkpoint(entries, store.state_hash()) {
             Ok(()) => {
                 self.sink.checkpoint_requested = false;

@@ -265,14 +265,16 @@ fn render(ctx: &Ctx<'_>, route: &OwnedRoute, conn: &mut Conn, keep_alive: bool) 
         OwnedRoute::Services => reply(conn, 200, ContentType::Json, keep_alive, |out| {
             answers::services(out, ctx.node, ctx.executor)
         }),
-        OwnedRoute::Service(name) => match store.get(key_hash(name)).map(Entry::decode) {
-            Some(Ok(entry)) if entry.body.name == name.as_str() => {
-                reply(conn, 200, ContentType::Json, keep_alive, |out| {
-                    answers::one_service(out, ctx.node, ctx.executor, &entry)
-                })
+        OwnedRoute::Service(name) => {
+            match store.get(key_hash(name)).as_deref().map(Entry::decode) {
+                Some(Ok(entry)) if entry.body.name == name.as_str() => {
+                    reply(conn, 200, ContentType::Json, keep_alive, |out| {
+                        answers::one_service(out, ctx.node, ctx.executor, &entry)
+                    })
+                }
+                _ => error(conn, 404, "no such service; 'myco ls' lists them"),
             }
-            _ => error(conn, 404, "no such service; 'myco ls' lists them"),
-        },
+        }
         OwnedRoute::Nodes => reply(conn, 200, ContentType::Json, keep_alive, |out| {
             answers::nodes(out, ctx.node, ctx.listen)
         }),
@@ -358,7 +360,7 @@ fn logs(
     let deployed = node
         .store()
         .get_by_name(service)
-        .is_some_and(|e| !e.body.is_tombstone());
+        .is_some_and(|e| !e.decode().body.is_tombstone());
     if !deployed {
         return error(conn, 404, "no such service; 'myco ls' lists them");
     }
