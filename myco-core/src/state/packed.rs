@@ -1,28 +1,39 @@
 //! An entry as the store keeps it: its encoding with the texts it shares with other entries
 //! replaced by references into the shared strings (`state::strings`).
 //!
-//! Layout: `count: u8`, then `count` references `(gap, id)` (both LEB128 varints), then the
-//! literal bytes: the encoded entry without the referenced texts. `gap` is the number of literal
-//! bytes that come before the reference's text, counted from the end of the previous one.
-//! Reading copies `gap` literal bytes, then the text, for each reference, then the rest, which
-//! gives back the encoded entry byte for byte (`unpack`): the entry's digest, signature and
-//! everything gossip or the log sees are those of its encoding, never of this form.
+//! Layout: `count: u8`, then `count` references `(gap, code)` (LEB128 varints), then the
+//! literal bytes: the encoded entry without the referenced pieces. `gap` is the number of literal
+//! bytes that come before the reference's piece, counted from the end of the previous one.
+//! `code` is a shared text's id plus one, or `REV_HEX` followed by a varint `distance`: the
+//! piece is the 40 lowercase hex digits of the 20 bytes that stand `distance` bytes further in
+//! the encoding (a locked flake reference names its rev, and the rev follows it as raw bytes).
+//! Reading copies `gap` literal bytes, then the piece, for each reference, then the rest, and
+//! writes the hex digits last, once the rev bytes are in place; that gives back the encoded entry
+//! byte for byte (`unpack`): the entry's digest, signature and everything gossip or the log sees
+//! are those of its encoding, never of this form.
 //!
 //! What is shared: every text of a live entry but its name, which stays literal so the store
-//! can read it without rebuilding the entry, and the revision a locked flake reference names,
-//! which is cut out of the reference so services of one repository share the rest of it at any
-//! commit. A text is shared only when its reference is shorter than the text, so a packed entry
-//! is never longer than its encoding plus the count byte.
+//! can read it without rebuilding the entry; a flake reference is shared without its rev (so
+//! services of one repository share it at any commit), and its rev and narHash (52 raw bytes)
+//! are shared as one more text (services at one commit share them). A text is shared only when
+//! its reference is shorter than it, so a packed entry is never longer than its encoding plus
+//! the count byte.
 
 use super::strings::Strings;
-use crate::config::{ARGS_MAX, ENTRY_BYTES_MAX, ENV_MAX, PRE_ARGS_MAX, PRE_MAX};
+use crate::config::{
+    ARGS_MAX, ENTRY_BYTES_MAX, ENV_MAX, FLAKE_REV_BYTES, NAR_HASH_BYTES, PRE_ARGS_MAX, PRE_MAX,
+};
 use crate::schema::entry::{rev_at, Entry, Source};
 use core::ops::Deref;
 use heapless::Vec;
 
-/// The most texts one entry can share: the flake reference (in two pieces around its rev) and
-/// attribute, or the executable; every argument, variable name and value, and migration token.
-pub const REFS_MAX: usize = 2 + ARGS_MAX + 2 * ENV_MAX + PRE_MAX * PRE_ARGS_MAX;
+/// The most pieces one entry can share: the flake reference (in two pieces around its rev), its
+/// rev, attribute and rev with narHash, or the executable; every argument, variable name and
+/// value, and migration token.
+pub const REFS_MAX: usize = 5 + ARGS_MAX + 2 * ENV_MAX + PRE_MAX * PRE_ARGS_MAX;
+/// The code of a reference to the hex digits of a rev; shared texts are `id + 1`.
+const REV_HEX: usize = 0;
+const HEX_BYTES: usize = 2 * FLAKE_REV_BYTES;
 /// A packed entry is at most its encoding and the count byte.
 pub const PACKED_BYTES_MAX: usize = ENTRY_BYTES_MAX + 1;
 
@@ -61,38 +72,83 @@ impl EntryBytes {
     }
 }
 
-/// Where the texts of `entry` lie in `bytes` (its encoding), in encoding order: `(start, len)`.
-fn texts(bytes: &[u8], entry: &Entry<'_>) -> Vec<(usize, usize), REFS_MAX> {
+/// A part of an encoded entry that a reference can stand for.
+#[derive(Clone, Copy, Debug)]
+enum Piece {
+    /// `len` bytes at `start`, shared through the strings table.
+    Text { start: usize, len: usize },
+    /// The hex digits at `start` of the rev that stands at `rev`.
+    RevHex { start: usize, rev: usize },
+}
+
+impl Piece {
+    fn start(self) -> usize {
+        match self {
+            Piece::Text { start, .. } | Piece::RevHex { start, .. } => start,
+        }
+    }
+    fn len(self) -> usize {
+        match self {
+            Piece::Text { len, .. } => len,
+            Piece::RevHex { .. } => HEX_BYTES,
+        }
+    }
+}
+
+/// The pieces of `entry` in `bytes` (its encoding), in encoding order.
+fn pieces(bytes: &[u8], entry: &Entry<'_>) -> Vec<Piece, REFS_MAX> {
     let base = bytes.as_ptr() as usize;
     // The decoded strings borrow from `bytes`, so their addresses give their offsets.
-    let span = |t: &str| {
+    let text = |t: &str| {
         let start = (t.as_ptr() as usize).wrapping_sub(base);
         assert!(
             start + t.len() <= bytes.len(),
             "decoded texts borrow from the encoding"
         );
-        (start, t.len())
+        Piece::Text {
+            start,
+            len: t.len(),
+        }
     };
-    let mut out = Vec::new();
+    let mut out: Vec<Piece, REFS_MAX> = Vec::new();
     let Some(spec) = &entry.body.spec else {
         return out;
     };
-    let mut push = |t: &str| out.push(span(t)).expect("REFS_MAX counts every text");
+    let mut add = |p: Piece| out.push(p).expect("REFS_MAX counts every piece");
     match spec.source {
-        Source::Flake { uri, attr, rev, .. } => {
+        Source::Flake {
+            uri,
+            attr,
+            rev,
+            nar_hash,
+        } => {
             let at = rev_at(uri, &rev).expect("a stored flake names its rev");
-            push(&uri[..at]);
-            push(&uri[at + 2 * rev.len()..]);
-            push(attr);
+            // Postcard writes the rev and the narHash as raw bytes right after the attribute.
+            let raw = text(attr).start() + attr.len();
+            let raw_len = FLAKE_REV_BYTES + NAR_HASH_BYTES;
+            assert!(bytes[raw..raw + FLAKE_REV_BYTES] == rev);
+            assert!(bytes[raw + FLAKE_REV_BYTES..raw + raw_len] == nar_hash);
+            add(text(&uri[..at]));
+            let hex = text(&uri[at..at + HEX_BYTES]).start();
+            add(Piece::RevHex {
+                start: hex,
+                rev: raw,
+            });
+            add(text(&uri[at + HEX_BYTES..]));
+            add(text(attr));
+            add(Piece::Text {
+                start: raw,
+                len: raw_len,
+            });
         }
-        Source::Exec { path } => push(path),
+        Source::Exec { path } => add(text(path)),
     }
-    spec.args.iter().for_each(|a| push(a));
+    spec.args.iter().for_each(|a| add(text(a)));
     for (k, v) in &spec.env {
-        push(k);
-        push(v);
+        add(text(k));
+        add(text(v));
     }
-    spec.pre.iter().flatten().for_each(|t| push(t));
+    spec.pre.iter().flatten().for_each(|t| add(text(t)));
     out
 }
 
@@ -133,23 +189,31 @@ pub fn pack<const S: usize, const B: usize>(
     strings: &mut Strings<S, B>,
     out: &mut [u8; PACKED_BYTES_MAX],
 ) -> usize {
-    let mut refs: Vec<(usize, u16), REFS_MAX> = Vec::new();
+    let mut refs: Vec<(usize, usize, usize), REFS_MAX> = Vec::new();
     let mut literal = [0u8; ENTRY_BYTES_MAX];
     let (mut lit_len, mut from) = (0, 0);
-    for (start, len) in texts(bytes, entry) {
+    for piece in pieces(bytes, entry) {
+        let (start, len) = (piece.start(), piece.len());
         let gap = start - from;
-        let text = &bytes[start..start + len];
-        let Some(id) = (len > 2).then(|| strings.intern(text)).flatten() else {
-            continue;
+        let (code, distance) = match piece {
+            Piece::RevHex { start, rev } => (REV_HEX, rev - start),
+            Piece::Text { .. } => {
+                let text = &bytes[start..start + len];
+                let Some(id) = (len > 2).then(|| strings.intern(text)).flatten() else {
+                    continue;
+                };
+                if varint_len(gap) + varint_len(usize::from(id) + 1) >= len {
+                    // A reference this long saves nothing.
+                    strings.release(id);
+                    continue;
+                }
+                (usize::from(id) + 1, 0)
+            }
         };
-        if varint_len(gap) + varint_len(usize::from(id)) >= len {
-            // A reference this long saves nothing.
-            strings.release(id);
-            continue;
-        }
         literal[lit_len..lit_len + gap].copy_from_slice(&bytes[from..start]);
         lit_len += gap;
-        refs.push((gap, id)).expect("one reference per text");
+        refs.push((gap, code, distance))
+            .expect("one reference per piece");
         from = start + len;
     }
     let rest = bytes.len() - from;
@@ -157,9 +221,12 @@ pub fn pack<const S: usize, const B: usize>(
     lit_len += rest;
     let mut at = 1;
     out[0] = refs.len() as u8;
-    for &(gap, id) in &refs {
+    for &(gap, code, distance) in &refs {
         put_varint(out, &mut at, gap);
-        put_varint(out, &mut at, usize::from(id));
+        put_varint(out, &mut at, code);
+        if code == REV_HEX {
+            put_varint(out, &mut at, distance);
+        }
     }
     out[at..at + lit_len].copy_from_slice(&literal[..lit_len]);
     assert!(
@@ -169,14 +236,30 @@ pub fn pack<const S: usize, const B: usize>(
     at + lit_len
 }
 
+/// A reference of a packed entry: literal bytes before it, then what it stands for.
+#[derive(Clone, Copy, Debug)]
+enum Ref {
+    Text { gap: usize, id: u16 },
+    RevHex { gap: usize, distance: usize },
+}
+
 /// The references of a packed entry, in order, and where its literal bytes start.
-fn refs(stored: &[u8]) -> (Vec<(usize, u16), REFS_MAX>, usize) {
+fn refs(stored: &[u8]) -> (Vec<Ref, REFS_MAX>, usize) {
     let mut out = Vec::new();
     let mut at = 1;
     for _ in 0..stored[0] {
         let gap = take_varint(stored, &mut at);
-        let id = take_varint(stored, &mut at) as u16;
-        out.push((gap, id)).expect("REFS_MAX bounds the count");
+        let r = match take_varint(stored, &mut at) {
+            REV_HEX => Ref::RevHex {
+                gap,
+                distance: take_varint(stored, &mut at),
+            },
+            code => Ref::Text {
+                gap,
+                id: (code - 1) as u16,
+            },
+        };
+        out.push(r).expect("REFS_MAX bounds the count");
     }
     (out, at)
 }
@@ -192,24 +275,46 @@ pub fn unpack<const S: usize, const B: usize>(
     };
     let (list, mut from) = refs(stored);
     let mut to = 0;
-    let mut copy = |buf: &mut [u8; ENTRY_BYTES_MAX], bytes: &[u8]| {
-        buf[to..to + bytes.len()].copy_from_slice(bytes);
-        to += bytes.len();
-    };
-    for (gap, id) in list {
-        copy(&mut e.buf, &stored[from..from + gap]);
-        from += gap;
-        copy(&mut e.buf, strings.text(id));
+    let mut hex = None;
+    for r in list {
+        let (Ref::Text { gap, .. } | Ref::RevHex { gap, .. }) = r;
+        e.buf[to..to + gap].copy_from_slice(&stored[from..from + gap]);
+        (from, to) = (from + gap, to + gap);
+        let piece = match r {
+            Ref::Text { id, .. } => strings.text(id),
+            Ref::RevHex { distance, .. } => {
+                hex = Some((to, distance));
+                &[0; HEX_BYTES]
+            }
+        };
+        e.buf[to..to + piece.len()].copy_from_slice(piece);
+        to += piece.len();
     }
-    copy(&mut e.buf, &stored[from..]);
-    e.len = to as u16;
+    let rest = stored.len() - from;
+    e.buf[to..to + rest].copy_from_slice(&stored[from..]);
+    e.len = (to + rest) as u16;
+    if let Some((at, distance)) = hex {
+        write_hex(&mut e.buf, at, at + distance);
+    }
     e
+}
+
+/// Writes the hex digits of the rev at `rev` over the placeholder at `at`.
+fn write_hex(buf: &mut [u8; ENTRY_BYTES_MAX], at: usize, rev: usize) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for i in 0..FLAKE_REV_BYTES {
+        let b = buf[rev + i];
+        buf[at + 2 * i] = DIGITS[usize::from(b >> 4)];
+        buf[at + 2 * i + 1] = DIGITS[usize::from(b & 0xf)];
+    }
 }
 
 /// Gives back the references `pack` took.
 pub fn release<const S: usize, const B: usize>(stored: &[u8], strings: &mut Strings<S, B>) {
-    for (_, id) in refs(stored).0 {
-        strings.release(id);
+    for r in refs(stored).0 {
+        if let Ref::Text { id, .. } = r {
+            strings.release(id);
+        }
     }
 }
 
