@@ -14,6 +14,7 @@ use myco_core::schema::entry::{rev_at, Entry, Source};
 use myco_core::state::store::{Store, StoreError};
 use pico_args::Arguments;
 use std::collections::HashMap;
+use std::time::Instant;
 
 type NodeStore = Store<SERVICES_MAX, ARENA_BYTES>;
 
@@ -138,6 +139,33 @@ fn describe(what: &str, f: &Fill) -> String {
     )
 }
 
+/// Wall time of merging `entries` into an empty store and of reading each back, per entry: a
+/// benchmark figure, printed, never judged.
+fn costs(entries: &[Vec<u8>]) {
+    let passes = 20;
+    let (mut merge_ns, mut read_ns, mut bytes) = (0, 0, 0);
+    for _ in 0..passes {
+        let mut store: Box<NodeStore> = Box::new(Store::new());
+        let start = Instant::now();
+        for e in entries {
+            store.merge(e).expect("the realistic fleet fits");
+        }
+        merge_ns += start.elapsed().as_nanos();
+        let start = Instant::now();
+        for slot in store.slots() {
+            bytes += store.entry(slot).len();
+        }
+        read_ns += start.elapsed().as_nanos();
+    }
+    let per = passes * entries.len() as u128;
+    println!(
+        "  merge {} ns per entry, read back {} ns per entry ({} bytes read), mean of {passes} passes",
+        merge_ns / per,
+        read_ns / per,
+        bytes / passes as usize,
+    );
+}
+
 pub fn command(mut args: Arguments) -> Result<u8, String> {
     let seed = args
         .opt_value_from_str("--seed")
@@ -147,8 +175,10 @@ pub fn command(mut args: Arguments) -> Result<u8, String> {
     if !rest.is_empty() {
         return Err(format!("unexpected arguments {rest:?}"));
     }
-    let realistic = fill(&entries(seed, 1000, false));
+    let thousand = entries(seed, 1000, false);
+    let realistic = fill(&thousand);
     println!("{}", describe("1000 realistic services", &realistic));
+    costs(&thousand);
     let limit = fill(&entries(seed, SERVICES_MAX + 1, false));
     println!("{}", describe("realistic services until a refusal", &limit));
     let distinct = fill(&entries(seed, SERVICES_MAX + 1, true));
