@@ -95,16 +95,16 @@ fn commit(seed: u64, repo: u64, v: u64) -> ([u8; FLAKE_REV_BYTES], [u8; NAR_HASH
     (rev, nar)
 }
 
-/// The texts of service `index` (named `name`) of the fleet of `seed`, for requirements
-/// `requires`; `r` draws what changes between versions.
-pub fn texts(
-    seed: u64,
-    index: u64,
-    name: &str,
-    requires: &Requirements,
-    distinct: bool,
-    r: &mut Prng,
-) -> Texts {
+/// Where service `index` of the fleet of `seed` comes from; fixed for all its versions.
+struct Home {
+    mono: bool,
+    repo: u64,
+    component: &'static str,
+    team: &'static str,
+    port: u16,
+}
+
+fn home(seed: u64, index: u64) -> Home {
     let mut own = Prng::new(seed ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let mono = own.below(100) < MONOREPO_PERCENT;
     let repo = if mono {
@@ -113,19 +113,39 @@ pub fn texts(
         MONOREPOS + own.below(REPOS - MONOREPOS)
     };
     let component = COMPONENTS[own.below(COMPONENTS.len() as u64) as usize];
-    let team = TEAMS[(repo % TEAMS.len() as u64) as usize];
     let port = match own.below(PORTS.len() as u64 + 1) as usize {
         i if i < PORTS.len() => PORTS[i],
         _ => 8100 + (index % 400) as u16,
     };
+    Home {
+        mono,
+        repo,
+        component,
+        team: TEAMS[(repo % TEAMS.len() as u64) as usize],
+        port,
+    }
+}
+
+type Flake = (String, String, [u8; FLAKE_REV_BYTES], [u8; NAR_HASH_BYTES]);
+
+/// The locked reference, attribute, rev and narHash of a version of service `index`.
+fn flake(
+    seed: u64,
+    index: u64,
+    h: &Home,
+    requires: &Requirements,
+    distinct: bool,
+    r: &mut Prng,
+) -> Flake {
     // A distinct fleet gives every service a repository and a commit of its own.
     let (repo, v) = if distinct {
         (REPOS + index, 0)
     } else {
-        (repo, r.below(REVS_PER_REPO))
+        (h.repo, r.below(REVS_PER_REPO))
     };
     let (rev, nar_hash) = commit(seed, repo, v);
-    let uri = if mono {
+    let (team, component) = (h.team, h.component);
+    let uri = if h.mono {
         format!(
             "git+https://git.example-fleet.internal/{team}/services-{repo}.git?ref=refs/heads/main&rev={}",
             hex(&rev)
@@ -140,11 +160,27 @@ pub fn texts(
         Arch::Aarch64 => "aarch64-linux",
         Arch::X86_64 | Arch::Any => "x86_64-linux",
     };
-    let attr = if mono {
+    let attr = if h.mono {
         format!("packages.{system}.{component}")
     } else {
         format!("packages.{system}.default")
     };
+    (uri, attr, rev, nar_hash)
+}
+
+/// The texts of service `index` (named `name`) of the fleet of `seed`, for requirements
+/// `requires`; `r` draws what changes between versions.
+pub fn texts(
+    seed: u64,
+    index: u64,
+    name: &str,
+    requires: &Requirements,
+    distinct: bool,
+    r: &mut Prng,
+) -> Texts {
+    let h = home(seed, index);
+    let (uri, attr, rev, nar_hash) = flake(seed, index, &h, requires, distinct, r);
+    let (component, port) = (h.component, h.port);
     let unique = |t: &str| {
         if distinct {
             format!("{t}-{index}")
