@@ -4,9 +4,10 @@
 //! with the texts many entries repeat (flake URLs, attribute paths, environment names and values,
 //! arguments) kept once in a table of shared strings (`state::strings`, `state::packed`). Reading
 //! an entry rebuilds its encoding byte for byte, so sharing is a storage concern only: digests,
-//! buckets, the root and the state hash are computed over encoded entries. The index order makes a Merkle bucket (the top byte of the key hash) a contiguous range, so
-//! anti-entropy can page through a bucket by key-hash ranges. Every insert or replace updates the
-//! bucket digest and the root in O(1) by XOR of non-linear entry digests.
+//! buckets, the root and the state hash are computed over encoded entries. The index order makes
+//! a Merkle bucket (the top byte of the key hash) a contiguous range, so anti-entropy can page
+//! through a bucket by key-hash ranges. Every insert or replace updates the bucket digest and the
+//! root in O(1) by XOR of non-linear entry digests.
 //!
 //! Merge order (`lww_cmp`): higher version wins; on a tie a tombstone wins; on a full tie the higher
 //! entry digest wins. Merging is therefore commutative, associative and idempotent: nodes that saw
@@ -16,9 +17,12 @@
 //! `TOMBSTONE_RETENTION_MS` older than the newest clock this store has seen, and a tombstone that
 //! old is refused on arrival. A full index refuses new keys (`Full`); it never evicts a tombstone
 //! to make room, because forgetting a delete early would let a late copy of the deleted service
-//! come back. A full table of shared strings is not a refusal: the text stays inline in its
-//! entry, and only a full arena refuses (`ArenaFull`). A node partitioned for longer than the retention must be reset, or it may resurrect
+//! come back. A node partitioned for longer than the retention must be reset, or it may resurrect
 //! a deleted service; `docs/algorithm.md` explains why this is the price of bounded memory.
+//!
+//! A full table of shared strings is not a refusal: the text stays inline in its entry, and only
+//! a full arena refuses (`ArenaFull`). A refused entry gives back the references it took, so a
+//! refusal changes nothing but where the table keeps its texts.
 
 use super::packed::{self, EntryBytes, PACKED_BYTES_MAX};
 use super::strings::Strings;
@@ -85,7 +89,7 @@ impl StoreError {
                 "desired-state table is full (deletes keep their slot for the retention window): raise SERVICES_MAX"
             }
             StoreError::ArenaFull => {
-                "entry arena is full: shrink service specs or raise ARENA_BYTES"
+                "entry arena is full (texts services share are stored once; what each service has alone fills it): remove services, shrink their specs or raise ARENA_BYTES"
             }
             StoreError::KeyCollision => "service name collides with another name's hash; rename it",
             StoreError::Expired => "tombstone is older than the retention window",
