@@ -125,7 +125,7 @@ pub const TOMBSTONE_RETENTION_MS: u64 = 7 * 24 * 3600 * 1000;
 // The memory budget of one node, one line per consumer (bytes, rounded up), checked below against
 // the bound, and in `node/mod.rs` against the real `size_of::<Node>()`, which must fit inside it.
 pub const BUDGET_BYTES: usize = ARENA_BYTES // packed entries
-    + STRINGS_BYTES + STRINGS_MAX * 10 + 16 // shared strings: texts, symbols, order by text
+    + STRINGS_BYTES + STRINGS_MAX * 10 + 32 // shared strings: texts, symbols, order by text, counts
     + SERVICES_MAX * 48 // entry index: key hash, digest, version, placement inputs, arena span
     + BUCKETS * 8 // Merkle bucket digests
     + MEMBERS_MAX * 96 // member records with addresses, timers and last-seen roots
@@ -248,6 +248,7 @@ pub const EXECUTOR_BUDGET_BYTES: usize = UNITS_MAX * 96 // installed units: name
     + UNIT_CHANGES_MAX * 96 // changes ring: name, kind, health name
     + UNIT_PLAN_MAX * 72 // unit files to write this round
     + BUILDS_BUDGET_BYTES // flake services on their way to a built program
+    + ENTRY_BYTES_MAX + 8 // the entry, rebuilt from the store, that a write or build borrows
     + 256; // flags, timers, token, counters, command in flight
 pub const EXECUTOR_BYTES_MAX: usize = 512 * 1024;
 

@@ -14,6 +14,7 @@
 //! no room for the text after compaction) is not an error: `intern` answers `None` and the caller
 //! keeps the text inline in its entry.
 
+use crate::config::{STRINGS_BYTES, STRINGS_MAX};
 use heapless::Vec;
 
 /// No free id: the end of the free chain.
@@ -34,9 +35,13 @@ const FREE: Symbol = Symbol {
     refs: 0,
 };
 
-// The shared strings' lines of the memory budget in `config.rs`: 8 bytes a symbol, 2 in
-// `by_text`.
+// The shared strings' line of the memory budget in `config.rs`: 8 bytes a symbol, 2 in `by_text`,
+// 32 for the counts.
 const _: () = assert!(core::mem::size_of::<Symbol>() == 8);
+const _: () = assert!(
+    core::mem::size_of::<Strings<STRINGS_MAX, STRINGS_BYTES>>()
+        <= STRINGS_BYTES + STRINGS_MAX * 10 + 32
+);
 
 pub struct Strings<const S: usize, const B: usize> {
     symbols: [Symbol; S],
