@@ -636,6 +636,39 @@ mod tests {
         );
     }
 
+    /// A store whose arena and string table are both tiny: fleet entries share what fits in the
+    /// table and keep the rest inline; the entry that does not fit the arena is refused with
+    /// `ArenaFull`, its references are given back, and the store reads exactly as before.
+    #[test]
+    fn arena_full_refusal_gives_back_its_references() {
+        let mut s: Store<8, 1500, 6, 80> = Store::new();
+        let mut i = 0;
+        let refused = loop {
+            let e = fleet_entry(i, 1 + i, false);
+            let before = (s.state_hash(), s.strings(), s.arena_live());
+            match s.merge(&e) {
+                Ok(Merge::Inserted) => assert_eq!(
+                    &s.get(key_hash(&std::format!("svc-{i}"))).unwrap()[..],
+                    &e[..]
+                ),
+                Ok(other) => panic!("{other:?}"),
+                Err(err) => {
+                    assert_eq!((s.state_hash(), s.strings(), s.arena_live()), before);
+                    break err;
+                }
+            }
+            i += 1;
+        };
+        assert_eq!(refused, StoreError::ArenaFull);
+        assert!(i >= 2, "{i} stored");
+        let (texts, bytes) = s.strings();
+        assert!(
+            texts > 0 && bytes <= 80,
+            "shared what fit: {texts} texts, {bytes} bytes"
+        );
+        assert!(s.check_digests());
+    }
+
     /// Old tombstones are evicted once the newest clock passes the retention, and refused after.
     #[test]
     fn tombstones_expire_after_retention() {
