@@ -78,9 +78,14 @@ pub struct HealthAnswer {
     pub wal: String,
     /// `present`, `released`, `deferred` or `disabled`.
     pub reserve: String,
+    /// Why the reserve is `deferred` (the free space and what it needs); null otherwise.
+    pub reserve_why: Option<String>,
     /// `io_uring` or `poll`.
     pub io: String,
     pub services: Option<u64>,
-    pub members_alive: Option<u64>,
+    /// The other nodes seen alive, the node itself not counted. Daemons before this name called
+    /// it `members_alive` (the same count), and are still read.
+    #[serde(alias = "members_alive")]
+    pub peers_alive: Option<u64>,
     pub node_id: Option<String>,
 }

@@ -9,11 +9,15 @@
 //! accepts more than `RESPONSE_HEAD_BYTES_MAX + RESPONSE_BODY_BYTES_MAX` bytes, so a client that
 //! reads until the parser stops holds at most that much.
 //!
-//! Strict because the daemon is ours: it always sends `Content-Length` (chunked and
-//! close-delimited bodies are refused), lines end with CRLF, and the bytes after the body must be
-//! none, since every request asks for `Connection: close`.
+//! Strict because the daemon is ours: it sends `Content-Length`, or for an answer longer than its
+//! buffer (`/services` with many services) `Transfer-Encoding: chunked` with plain hex sizes, no
+//! extensions and no trailers (close-delimited bodies and other framings are refused), lines end
+//! with CRLF, and the bytes after the body must be none, since every request asks for
+//! `Connection: close`. A chunked answer counts against the limits with its framing, so the bytes
+//! held stay bounded however small its chunks.
 
 use core::fmt;
+use std::borrow::Cow;
 use std::io;
 
 /// The status line and headers, blank line included. The daemon's heads are a few hundred bytes.
@@ -32,8 +36,8 @@ pub struct Response<'a> {
     pub status: u16,
     /// The reason phrase, possibly empty. Not UTF-8 necessarily: HTTP allows any octet above 0x7f.
     pub reason: &'a [u8],
-    /// Exactly `Content-Length` bytes.
-    pub body: &'a [u8],
+    /// Exactly `Content-Length` bytes, or a chunked body's data joined.
+    pub body: Cow<'a, [u8]>,
 }
 
 /// Why bytes are not (yet) an answer.
@@ -73,6 +77,8 @@ pub struct Head {
     /// The body's length, if the head gives one. An event or journal stream gives none and ends
     /// with the connection.
     pub content_length: Option<usize>,
+    /// The body comes in chunks (`Transfer-Encoding: chunked`), and gives no length.
+    pub chunked: bool,
 }
 
 /// The most headers an answer may have: the daemon sends four or five.
@@ -113,13 +119,15 @@ pub fn parse_head(bytes: &[u8]) -> Result<Head, ResponseError> {
             "the answer's status is not between 100 and 599",
         ));
     }
-    let content_length = body_length(response.headers)?;
+    let (content_length, chunked) = body_length(response.headers)?;
     assert!(len <= RESPONSE_HEAD_BYTES_MAX);
     assert!(content_length.is_none_or(|n| n <= RESPONSE_BODY_BYTES_MAX));
+    assert!(!(chunked && content_length.is_some()));
     Ok(Head {
         status,
         len,
         content_length,
+        chunked,
     })
 }
 
@@ -134,10 +142,11 @@ fn httparse_refusal(e: httparse::Error) -> &'static str {
     }
 }
 
-/// The body's length from the headers: one `Content-Length` (repeats must agree), and no
-/// `Transfer-Encoding`, which `myco` does not read.
-fn body_length(headers: &[httparse::Header<'_>]) -> Result<Option<usize>, ResponseError> {
+/// The body's length from the headers: one `Content-Length` (repeats must agree), or
+/// `Transfer-Encoding: chunked` alone (true), the only transfer coding `myco` reads.
+fn body_length(headers: &[httparse::Header<'_>]) -> Result<(Option<usize>, bool), ResponseError> {
     let mut content_length = None;
+    let mut chunked = false;
     for header in headers {
         if header.name.eq_ignore_ascii_case("content-length") {
             let length = parse_content_length(header.value.trim_ascii())?;
@@ -148,19 +157,33 @@ fn body_length(headers: &[httparse::Header<'_>]) -> Result<Option<usize>, Respon
             }
             content_length = Some(length);
         } else if header.name.eq_ignore_ascii_case("transfer-encoding") {
-            return Err(ResponseError::Malformed(
-                "the answer has a Transfer-Encoding, which myco does not read",
-            ));
+            if chunked || !header.value.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+                return Err(ResponseError::Malformed(
+                    "the answer has a Transfer-Encoding other than one 'chunked', which myco \
+                     does not read",
+                ));
+            }
+            chunked = true;
         }
     }
-    Ok(content_length)
+    if chunked && content_length.is_some() {
+        return Err(ResponseError::Malformed(
+            "the answer has both a Content-Length and a Transfer-Encoding",
+        ));
+    }
+    Ok((content_length, chunked))
 }
 
 /// Parses `bytes` as exactly one answer; see the module comment for the promises.
 pub fn parse_response(bytes: &[u8]) -> Result<Response<'_>, ResponseError> {
     let head = parse_head(bytes)?;
+    if head.chunked {
+        return parse_chunked(bytes, &head);
+    }
     let Some(length) = head.content_length else {
-        return Err(ResponseError::Malformed("the answer has no Content-Length"));
+        return Err(ResponseError::Malformed(
+            "the answer has neither a Content-Length nor chunks",
+        ));
     };
     let body = &bytes[head.len..];
     if body.len() < length {
@@ -175,8 +198,82 @@ pub fn parse_response(bytes: &[u8]) -> Result<Response<'_>, ResponseError> {
     Ok(Response {
         status: head.status,
         reason: reason(bytes),
-        body,
+        body: Cow::Borrowed(body),
     })
+}
+
+/// A chunked answer, once its empty last chunk and the blank line after it have arrived. Its
+/// bytes, framing included, must stay within the limits, and its framing is walked twice: once
+/// to see it whole, then to join the data, so a partial answer costs no copy.
+fn parse_chunked<'a>(bytes: &'a [u8], head: &Head) -> Result<Response<'a>, ResponseError> {
+    if bytes.len() > RESPONSE_HEAD_BYTES_MAX + RESPONSE_BODY_BYTES_MAX {
+        return Err(ResponseError::TooLarge);
+    }
+    let framed = &bytes[head.len..];
+    let mut len = 0;
+    walk_chunks(framed, |data| len += data.len())?;
+    let mut body = Vec::with_capacity(len);
+    walk_chunks(framed, |data| body.extend_from_slice(data))?;
+    assert!(body.len() <= RESPONSE_BODY_BYTES_MAX);
+    Ok(Response {
+        status: head.status,
+        reason: reason(bytes),
+        body: Cow::Owned(body),
+    })
+}
+
+/// A chunk's size line: at most 8 hex digits (the daemon's chunks are under 4 GiB) and CRLF.
+const CHUNK_SIZE_LINE_BYTES_MAX: usize = 10;
+
+/// Hands each chunk's data of `framed` to `each`, in order: `Ok` at the empty last chunk and the
+/// blank line after it (no trailers, nothing after), `Incomplete` on any prefix of that.
+fn walk_chunks(mut framed: &[u8], mut each: impl FnMut(&[u8])) -> Result<(), ResponseError> {
+    const BAD_SIZE: ResponseError =
+        ResponseError::Malformed("a chunk's size line is not 1 to 8 hex digits and CRLF");
+    let mut total = 0usize;
+    loop {
+        let line = &framed[..framed.len().min(CHUNK_SIZE_LINE_BYTES_MAX)];
+        let Some(digits_len) = line.windows(2).position(|w| w == b"\r\n") else {
+            let digits = line.strip_suffix(b"\r").unwrap_or(line);
+            let partial = line.len() < CHUNK_SIZE_LINE_BYTES_MAX && digits.len() <= 8;
+            return match partial && digits.iter().all(u8::is_ascii_hexdigit) {
+                true => Err(ResponseError::Incomplete),
+                false => Err(BAD_SIZE),
+            };
+        };
+        let digits = &line[..digits_len];
+        if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_hexdigit) {
+            return Err(BAD_SIZE);
+        }
+        let size = digits.iter().fold(0usize, |n, &d| {
+            n * 16 + (d as char).to_digit(16).unwrap_or(0) as usize
+        });
+        total += size;
+        if total > RESPONSE_BODY_BYTES_MAX {
+            return Err(ResponseError::TooLarge);
+        }
+        let rest = &framed[digits_len + 2..];
+        let Some(data) = rest.get(..size) else {
+            return Err(ResponseError::Incomplete);
+        };
+        let after = &rest[size..];
+        match after.get(..2) {
+            Some(b"\r\n") => {}
+            Some(_) => return Err(ResponseError::Malformed("a chunk does not end with CRLF")),
+            None if b"\r\n".starts_with(after) => return Err(ResponseError::Incomplete),
+            None => return Err(ResponseError::Malformed("a chunk does not end with CRLF")),
+        }
+        if size == 0 {
+            return match after.len() {
+                2 => Ok(()),
+                _ => Err(ResponseError::Malformed(
+                    "the answer has bytes after its last chunk (myco-d sends no trailers)",
+                )),
+            };
+        }
+        each(data);
+        framed = &after[2..];
+    }
 }
 
 /// The reason phrase of a whole head's status line, `HTTP/1.x NNN reason`, as raw bytes: httparse
@@ -291,10 +388,10 @@ mod tests {
         let response = ok(bytes);
         assert_eq!(response.status, 200);
         assert_eq!(response.reason, b"OK");
-        assert_eq!(response.body, b"{\"status\":1}\n");
+        assert_eq!(&*response.body, b"{\"status\":1}\n");
 
         let response = ok(b"HTTP/1.0 507 Insufficient Storage\r\nContent-Length: 0\r\n\r\n");
-        assert_eq!((response.status, response.body), (507, &b""[..]));
+        assert_eq!((response.status, &*response.body), (507, &b""[..]));
         assert_eq!(ok(b"HTTP/1.1 204\r\nContent-Length: 0\r\n\r\n").reason, b"");
         assert_eq!(
             ok(b"HTTP/1.1 404 \r\nContent-Length: 0\r\n\r\n").reason,
@@ -302,7 +399,7 @@ mod tests {
         );
         // Equal repeated lengths are one length.
         let twice = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nhi";
-        assert_eq!(ok(twice).body, b"hi");
+        assert_eq!(&*ok(twice).body, b"hi");
     }
 
     /// Every strict prefix of an answer is Incomplete, and a byte more is refused: the client can
@@ -358,7 +455,7 @@ mod tests {
             b"HTTP/1.1 200 OK\r\nContent-Length: 1, 1\r\n\r\nx",
             b"HTTP/1.1 200 OK\r\nContent-Length: 0x1\r\n\r\nx",
             b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nxx",
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
             b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nhello",
             b"HTTP/1.1 200 OK\r\nNo-Colon\r\nContent-Length: 0\r\n\r\n",
         ];
@@ -408,5 +505,70 @@ mod tests {
             b"POST /deploy HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
               Content-Type: application/octet-stream\r\nContent-Length: 3\r\n\r\n\x00\x01\x02"
         );
+    }
+
+    const CHUNKED: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
+        Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
+        f\r\n{\"services\":[1,\r\na\r\n2,3,4,5]}\n\r\n0\r\n\r\n";
+
+    /// A chunked answer, as myco-d sends a long `/services`, is read whole: its chunks' data
+    /// joined, every strict prefix `Incomplete`, a byte more refused.
+    #[test]
+    fn chunked_answers_are_joined() {
+        let response = ok(CHUNKED);
+        assert_eq!(response.status, 200);
+        assert_eq!(&*response.body, b"{\"services\":[1,2,3,4,5]}\n");
+        let head = parse_head(CHUNKED).unwrap();
+        assert!(head.chunked && head.content_length.is_none());
+        for n in 0..CHUNKED.len() {
+            assert_eq!(
+                parse_response(&CHUNKED[..n]),
+                Err(ResponseError::Incomplete),
+                "{n}"
+            );
+        }
+        let mut longer = CHUNKED.to_vec();
+        longer.push(b'x');
+        assert!(matches!(refused(&longer), ResponseError::Malformed(_)));
+    }
+
+    /// Chunk framing myco-d never writes is refused with a reason: sizes that are not hex,
+    /// extensions, a chunk longer than its size, trailers, and a Content-Length beside the chunks.
+    #[test]
+    fn malformed_chunks_refused() {
+        let head = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+        for framing in [
+            "x\r\nab\r\n0\r\n\r\n",
+            "2;ext=1\r\nab\r\n0\r\n\r\n",
+            "-2\r\nab\r\n0\r\n\r\n",
+            "\r\nab\r\n0\r\n\r\n",
+            "000000002\r\nab\r\n0\r\n\r\n",
+            "2\r\nabc\r\n0\r\n\r\n",
+            "2\nab\r\n0\r\n\r\n",
+            "2\r\nab\r\n0\r\nX-Trailer: 1\r\n\r\n",
+        ] {
+            let bytes = format!("{head}{framing}");
+            assert!(
+                matches!(refused(bytes.as_bytes()), ResponseError::Malformed(_)),
+                "{framing:?}"
+            );
+        }
+        let both = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert!(matches!(refused(both), ResponseError::Malformed(_)));
+    }
+
+    /// A chunked body counts against the limit by its data and by its framing: a declared size
+    /// past 4 MiB is refused before the data arrives, and so are more bytes than a Content-Length
+    /// answer may have, however small the chunks.
+    #[test]
+    fn oversized_chunked_answers_refused() {
+        let head = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let big = format!("{head}{:x}\r\n", RESPONSE_BODY_BYTES_MAX + 1);
+        assert_eq!(refused(big.as_bytes()), ResponseError::TooLarge);
+        let mut tiny = head.as_bytes().to_vec();
+        while tiny.len() <= RESPONSE_HEAD_BYTES_MAX + RESPONSE_BODY_BYTES_MAX {
+            tiny.extend_from_slice(b"1\r\nx\r\n");
+        }
+        assert_eq!(refused(&tiny), ResponseError::TooLarge);
     }
 }

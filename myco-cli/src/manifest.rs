@@ -225,7 +225,7 @@ impl Manifest {
             )));
         }
         let Object(raw) =
-            serde_json::from_slice::<Object<Raw>>(bytes).map_err(|e| error(e.to_string()))?;
+            serde_json::from_slice::<Object<Raw>>(bytes).map_err(|e| json_refusal(bytes, &e))?;
         let manifest = Manifest::check_shape(raw)?;
         let stand_in = manifest.flake().map(stand_in_lock);
         manifest.check_entry(stand_in.as_ref())?;
@@ -560,6 +560,82 @@ fn bounded<T, const N: usize>(items: impl Iterator<Item = T>) -> Option<heapless
         out.push(item).ok()?;
     }
     Some(out)
+}
+
+/// Why serde refused `bytes`, in plain words where serde's are vague: a UTF-8 byte order mark
+/// ("expected value at line 1 column 1") and an escaped half of a UTF-16 surrogate pair
+/// ("unexpected end of hex escape") say what is wrong and where. Anything else is serde's own
+/// message, which names the line and column.
+fn json_refusal(bytes: &[u8], e: &serde_json::Error) -> ManifestError {
+    if bytes.starts_with(b"\xEF\xBB\xBF") {
+        return error(
+            "line 1 column 1: the manifest starts with a UTF-8 byte order mark (the bytes EF BB \
+             BF), which JSON does not allow; save the file as UTF-8 without a BOM"
+                .to_string(),
+        );
+    }
+    // Only a lone surrogate at or before the place serde stopped is what serde refused.
+    let lone = lone_surrogate(bytes).filter(|s| (s.line, s.column) <= (e.line(), e.column()));
+    match lone {
+        Some(s) => error(format!(
+            "line {} column {}: the escape {} is half of a UTF-16 surrogate pair without its \
+             other half, which is no character; write the character itself, or a high \
+             (\\ud800-\\udbff) and a low (\\udc00-\\udfff) escape together",
+            s.line, s.column, s.escape
+        )),
+        None => error(e.to_string()),
+    }
+}
+
+/// An escape in a JSON string that is half of a surrogate pair on its own, and where it starts
+/// (1-based, columns in bytes as serde counts them).
+#[derive(Debug, PartialEq, Eq)]
+struct LoneSurrogate {
+    line: usize,
+    column: usize,
+    /// As written, `\ud800` or `\uDC00`.
+    escape: String,
+}
+
+/// The first lone surrogate escape in the strings of `bytes`, if any. It only looks at escapes
+/// inside strings; whether the rest is JSON is serde's business.
+fn lone_surrogate(bytes: &[u8]) -> Option<LoneSurrogate> {
+    let (mut line, mut line_start, mut in_string, mut at) = (1, 0, false, 0);
+    while let Some(&b) = bytes.get(at) {
+        match b {
+            b'\n' => (line, line_start) = (line + 1, at + 1),
+            b'"' => in_string = !in_string,
+            b'\\' if in_string && bytes.get(at + 1) == Some(&b'u') => {
+                let unit = hex_unit(bytes, at + 2)?;
+                let paired = (0xd800..0xdc00).contains(&unit)
+                    && bytes.get(at + 6..at + 8) == Some(b"\\u")
+                    && hex_unit(bytes, at + 8).is_some_and(|low| (0xdc00..0xe000).contains(&low));
+                if (0xd800..0xe000).contains(&unit) && !paired {
+                    let escape = String::from_utf8_lossy(&bytes[at..at + 6]).into_owned();
+                    let column = at - line_start + 1;
+                    return Some(LoneSurrogate {
+                        line,
+                        column,
+                        escape,
+                    });
+                }
+                at += if paired { 12 } else { 6 };
+                continue;
+            }
+            b'\\' if in_string => at += 1,
+            _ => {}
+        }
+        at += 1;
+    }
+    None
+}
+
+/// The four hex digits at `at`, as a UTF-16 code unit.
+fn hex_unit(bytes: &[u8], at: usize) -> Option<u16> {
+    let digits = core::str::from_utf8(bytes.get(at..at + 4)?).ok()?;
+    u16::from_str_radix(digits, 16)
+        .ok()
+        .filter(|_| digits.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 #[cfg(test)]
@@ -946,5 +1022,50 @@ mod tests {
             let text = format!(r#"{{"name": "a", "exec": "/a", "env": {{"X": "a{bad}b"}}}}"#);
             assert_refused(&text, &["env \"X\": the value holds a control character"]);
         }
+    }
+
+    /// A UTF-8 byte order mark before a valid manifest is refused by name and place, not with
+    /// serde's "expected value at line 1 column 1".
+    #[test]
+    fn a_byte_order_mark_is_named() {
+        let text = "\u{feff}{\"name\": \"web\", \"exec\": \"/bin/web\"}";
+        let message = refused(text);
+        assert_eq!(
+            message,
+            "line 1 column 1: the manifest starts with a UTF-8 byte order mark (the bytes EF BB BF), \
+             which JSON does not allow; save the file as UTF-8 without a BOM"
+        );
+    }
+
+    /// A lone `\ud800` (or a lone low half) is refused with the escape, its line and column and
+    /// what to write instead, not serde's "unexpected end of hex escape"; a whole pair is a
+    /// character and is taken.
+    #[test]
+    fn a_lone_surrogate_escape_is_named() {
+        let message = refused("{\"name\": \"web\",\n \"exec\": \"/bin/\\ud800\"}");
+        assert!(
+            message.starts_with(
+                "line 2 column 16: the escape \\ud800 is half of a UTF-16 surrogate pair without \
+                 its other half"
+            ),
+            "{message}"
+        );
+        assert_refused(
+            r#"{"name": "web", "exec": "/bin/x", "args": ["\uDC00"]}"#,
+            &[
+                "line 1 column 45: the escape \\uDC00 is half",
+                "\\ud800-\\udbff",
+            ],
+        );
+        assert_refused(
+            r#"{"name": "web", "exec": "/bin/x", "args": ["\ud800\u0041"]}"#,
+            &["column 45: the escape \\ud800 is half"],
+        );
+        // An escaped backslash before "ud800" is no escape; serde's own refusal stands.
+        let m = parse(r#"{"name": "web", "exec": "/bin/x", "args": ["\\ud800", "\ud83d\ude00"]}"#);
+        assert_eq!(
+            m.unwrap().service(Version::default()).spec.unwrap().args[1],
+            "\u{1f600}"
+        );
     }
 }

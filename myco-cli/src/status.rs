@@ -183,13 +183,16 @@ pub fn status(args: Arguments) -> Result<(), Error> {
             ("status", text(&health.status)),
             ("wal", text(&health.wal)),
             ("reserve", text(&health.reserve)),
-            ("io", text(&health.io)),
         ];
+        if let Some(why) = &health.reserve_why {
+            fields.push(("reserve_why", text(why)));
+        }
+        fields.push(("io", text(&health.io)));
         if let Some(n) = health.services {
             fields.push(("services", Value::Number(n)));
         }
-        if let Some(n) = health.members_alive {
-            fields.push(("members_alive", Value::Number(n)));
+        if let Some(n) = health.peers_alive {
+            fields.push(("peers_alive", Value::Number(n)));
         }
         if let Some(id) = &health.node_id {
             fields.push(("node_id", text(id)));

@@ -155,7 +155,7 @@ fn rm_posts_a_tombstone() {
 }
 
 /// `myco ls` renders GET /services as a table, deleted entries included, ignoring fields it does
-/// not show; `--json` prints the answer itself on one line.
+/// not show; `--json` prints the answer itself on one line, whether it came whole or chunked.
 #[test]
 fn ls_renders_services() {
     let dir = TempDir::new("ls");
@@ -176,6 +176,16 @@ fn ls_renders_services() {
     let json = myco_ok(&dir, &["ls", "--json", "--socket", &daemon.socket()]);
     assert_eq!(json, "{  \"services\": [],  \"extra\": {\"x\": \"a b\"}}\n");
     let daemon = ScriptedDaemon::answering(&dir, answer("200 OK", body));
+    let json = myco_ok(&dir, &["ls", "--json", "--socket", &daemon.socket()]);
+    assert_eq!(json, format!("{body}\n"));
+
+    // A list longer than the daemon's answer buffer comes chunked, split anywhere.
+    let mut chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for part in [&body[..10], &body[10..]] {
+        chunked.extend_from_slice(format!("{:x}\r\n{part}\r\n", part.len()).as_bytes());
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let daemon = ScriptedDaemon::answering(&dir, chunked);
     let json = myco_ok(&dir, &["ls", "--json", "--socket", &daemon.socket()]);
     assert_eq!(json, format!("{body}\n"));
 }
@@ -200,7 +210,7 @@ fn nodes_renders_members() {
     assert_eq!(json, format!("{body}\n"));
 }
 
-const HEALTH_OK: &str = r#"{"status":"ok","wal":"ok","reserve":"present","io":"io_uring","services":12,"members_alive":3,"node_id":"00ab00ab00ab00ab"}"#;
+const HEALTH_OK: &str = r#"{"status":"ok","wal":"ok","reserve":"present","io":"io_uring","services":12,"peers_alive":3,"node_id":"00ab00ab00ab00ab"}"#;
 
 /// `myco status` prints every field of GET /health and exits 0 when healthy; a degraded daemon
 /// (503 with its health) is printed too and exits 1 with what to check.
@@ -212,8 +222,8 @@ fn status_renders_health() {
     assert_eq!(daemon.request().line, "GET /health HTTP/1.1");
     assert_eq!(
         text,
-        "status         ok\nwal            ok\nreserve        present\nio             io_uring\n\
-         services       12\nmembers_alive  3\nnode_id        00ab00ab00ab00ab\n"
+        "status       ok\nwal          ok\nreserve      present\nio           io_uring\n\
+         services     12\npeers_alive  3\nnode_id      00ab00ab00ab00ab\n"
     );
     let daemon = ScriptedDaemon::answering(&dir, answer("200 OK", HEALTH_OK));
     let json = myco_ok(&dir, &["status", "--json", "--socket", &daemon.socket()]);
@@ -354,7 +364,7 @@ fn broken_answers_exit_1() {
             "larger than myco reads",
         ),
         (
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".to_vec(),
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n0\r\n\r\n".to_vec(),
             "Transfer-Encoding",
         ),
         (answer("200 OK", "<html>"), "not what myco expects"),

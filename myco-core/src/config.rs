@@ -129,7 +129,7 @@ pub const BUDGET_BYTES: usize = ARENA_BYTES // packed entries
     + SERVICES_MAX * 48 // entry index: key hash, digest, version, placement inputs, arena span
     + BUCKETS * 8 // Merkle bucket digests
     + MEMBERS_MAX * 96 // member records with addresses, timers and last-seen roots
-    + MEMBERS_MAX * (STATUS_UNITS_MAX * 16 + 16) // each member's last status
+    + MEMBERS_MAX * (STATUS_UNITS_MAX * 16 + 24) // each member's last status and placed digest
     + MEMBER_UPDATES_MAX * 64 // piggyback queue
     + GOSSIP_QUEUE_DEPTH * (RUMOR_KEYS_PER_FRAME * 8 + 16) // rumor queue
     + RELAYS_MAX * 48 // indirect probes relayed for others
@@ -159,6 +159,16 @@ pub const WAL_REPLAY_WINDOW_BYTES: usize = 2048;
 /// Once the log passes this size it is compacted into a snapshot, so disk use stays bounded by
 /// about one log plus two snapshots whatever the history.
 pub const WAL_CHECKPOINT_BYTES: u64 = 1024 * 1024;
+
+// The local API, shared by the daemon and the CLI
+/// A deploy waits this long for its WAL record to become durable; then the daemon answers 507
+/// (not acknowledged: retry), a disk that filled up meanwhile being the usual reason.
+pub const DEPLOY_DURABLE_TIMEOUT_MS: u64 = 30_000;
+/// How much longer than `DEPLOY_DURABLE_TIMEOUT_MS` the CLI waits for a deploy's answer. The
+/// daemon checks deadlines once a second and its loop may be slowed by the very disk that failed,
+/// so its 507 can come a little late; the CLI must still be listening, or the operator would get
+/// "did not answer" instead of the daemon's reason.
+pub const DEPLOY_ANSWER_MARGIN_MS: u64 = 5_000;
 
 // A window that cannot hold one whole record could never make progress.
 const _: () = assert!(WAL_RECORD_BYTES_MAX <= WAL_REPLAY_WINDOW_BYTES);

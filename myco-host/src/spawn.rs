@@ -73,6 +73,16 @@ impl Argv {
     pub fn is_empty(&self) -> bool {
         self.count == 0
     }
+
+    /// The arguments as text, for tests that check a command line.
+    #[cfg(test)]
+    pub fn args(&self) -> Vec<String> {
+        self.bytes[..self.len]
+            .split(|&b| b == 0)
+            .take(self.count)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect()
+    }
 }
 
 impl Default for Argv {

@@ -1,6 +1,7 @@
 //! Flake services are built before they run: with the real Nix (offline, `tests/nix/conf`) a
-//! placed flake service is built at the lowest priority (nice 19, I/O class idle, as the nix it
-//! runs sees itself), its unit runs the built store path, and
+//! placed flake service is built in a transient unit `myco-build-NAME` (a stand-in `systemd-run`
+//! records that and runs the command) at the lowest priority (nice 19, I/O class idle, as the
+//! nix it runs sees itself), its unit runs the built store path, and
 //! its version is rooted; with stand-in `nix` programs that fail, print garbage or hang (killed
 //! by `--build-timeout`), the service reports `build-failed` and no unit is written. Tests that
 //! need Nix print `SKIPPED:` where it is not installed.
@@ -129,6 +130,27 @@ fn a_flake_service_runs_its_built_store_path() {
         ["19", "idle"],
         "{seen}"
     );
+    // The build ran in a transient unit of its own, bounded by the build timeout.
+    let calls = fs::read_to_string(d.dir.path().join("systemd-run.calls")).unwrap();
+    assert!(
+        calls.contains("--unit=myco-build-hello ")
+            && calls.contains("--property=RuntimeMaxSec=1800 ")
+            && calls.contains(" -- nice -n 19 ionice -c 3 "),
+        "{calls}"
+    );
+    // The audit log names the build and the start with the commit and the store path.
+    let audit = fs::read_to_string(d.dir.path().join("audit.log")).unwrap();
+    let store_path = format!("\"store_path\":\"{}\"", target.display());
+    for outcome in ["built", "started"] {
+        let line = audit
+            .lines()
+            .find(|l| l.contains(&format!("\"outcome\":\"{outcome}\"")))
+            .unwrap_or_else(|| panic!("no {outcome} line in {audit}"));
+        assert!(
+            line.contains(&store_path) && line.contains(&format!("\"rev\":\"{rev}\"")),
+            "{line}"
+        );
+    }
     // For docs/benchmarks.md, not judged: deploy to a running unit, the build included.
     println!("deploy_to_running_ms={}", deployed.elapsed().as_millis());
     assert!(
@@ -166,6 +188,12 @@ fn a_build_that_fails_hangs_or_prints_garbage_is_build_failed() {
         assert!(
             d.get("/metrics").1.contains("myco_build_failures_total 1"),
             "{stand_in}"
+        );
+        let audit = fs::read_to_string(d.dir.path().join("audit.log")).unwrap();
+        assert!(
+            audit.contains("\"store_path\":null,\"outcome\":\"build-failed\"")
+                && audit.contains(&format!("\"rev\":\"{rev}\"")),
+            "{stand_in}: {audit}"
         );
     }
 }

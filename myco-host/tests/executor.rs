@@ -412,3 +412,40 @@ fn dns_tcp_idle_connections_give_way() {
     }
     assert_eq!((closed, open), (1, 3), "one silent connection gave way");
 }
+
+/// More clients than DNS has TCP slots (4), each holding a half-sent query that grows by a byte a
+/// second and reconnecting when closed, cannot lock a resolver out: every query gets its answer
+/// (half of `dig +tcp` used to time out), because a newcomer takes the slot of the connection
+/// slowest longest, half-sent queries included.
+#[test]
+fn dns_tcp_slow_clients_cannot_lock_a_resolver_out() {
+    use myco_testkit::trickle::Tricklers;
+    let op = operator();
+    let mut d = Daemon::new("executor-dns-slow", &op, 29);
+    let port = free_port();
+    start_with(&mut d, &["--dns", &format!("127.0.0.1:{port}")]);
+    // A 2-byte length announcing a 40-byte query, then its bytes: never whole in the test.
+    let mut partial = 40u16.to_be_bytes().to_vec();
+    partial.extend_from_slice(&[0x55; 40]);
+    let slow = Tricklers::start(8, Duration::from_secs(1), &partial, move || {
+        std::net::TcpStream::connect(("127.0.0.1", port))
+    });
+    wait_until(
+        Duration::from_secs(10),
+        "every slow client connected",
+        || slow.connections() >= 8,
+    );
+    for id in 0..20 {
+        assert_eq!(
+            pipelined(port, &[(id, "nope")]),
+            [(id, 3)],
+            "NXDOMAIN, id {id}"
+        );
+        // Spread over two seconds, so the queries meet the slow clients' bytes and reconnects;
+        // nothing waits on this pause.
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let tcp = dig(port, &["+tcp", "nope.myco", "A"]);
+    assert!(tcp.contains("status: NXDOMAIN"), "{tcp}");
+    assert!(d.metric("myco_dns_tcp_evicted_total") >= 1.0);
+}

@@ -79,12 +79,14 @@ fn a_hung_systemctl_is_killed_and_retried() {
         NixSetup {
             build: BuildConfig {
                 nix: "nix".into(),
-                gcroot_dir: dir.join("gcroots"),
+                systemd_run: "systemd-run".into(),
+                gcroot_dir: Some(dir.join("gcroots")),
                 timeout_ms: 1_000,
             },
             gc: GcConfig {
                 store_dir: dir.join("no-store"),
                 collect_garbage: "nix-collect-garbage".into(),
+                systemd_run: "systemd-run".into(),
                 usage_file: None,
             },
             state_dir: dir.path(),

@@ -17,7 +17,7 @@ use crate::json::{services_of, ServiceRow};
 use crate::metrics::metric;
 use crate::run::{run, Run};
 use crate::wait::{wait_exit, wait_until};
-use crate::{bins, keys, FAKE_SYSTEMCTL};
+use crate::{bins, keys, FAKE_SYSTEMCTL, FAKE_SYSTEMD_RUN};
 use serde_json::Value;
 use std::ffi::OsString;
 use std::fs::{self, OpenOptions};
@@ -465,7 +465,11 @@ impl Cluster {
         }
         let systemctl = self.write(&format!("{name}-systemctl"), FAKE_SYSTEMCTL);
         fs::set_permissions(&systemctl, fs::Permissions::from_mode(0o755)).unwrap();
+        let systemd_run = self.write(&format!("{name}-systemd-run"), FAKE_SYSTEMD_RUN);
+        fs::set_permissions(&systemd_run, fs::Permissions::from_mode(0o755)).unwrap();
         let units = self.dir.join(format!("{name}-units"));
+        // A store that does not exist: no test collects the machine's own Nix store.
+        let store = self.dir.join(format!("{name}-nix-store"));
         vec![
             "--executor".into(),
             "systemd".into(),
@@ -473,6 +477,10 @@ impl Cluster {
             units.into(),
             "--systemctl".into(),
             systemctl.into(),
+            "--systemd-run".into(),
+            systemd_run.into(),
+            "--store-dir".into(),
+            store.into(),
         ]
     }
 

@@ -7,7 +7,7 @@ use crate::dir::TempDir;
 use crate::http::{healthy, request};
 use crate::metrics::metric;
 use crate::wait::wait_until;
-use crate::{bins, hex, keys, FAKE_JOURNALCTL, FAKE_SYSTEMCTL};
+use crate::{bins, hex, keys, FAKE_JOURNALCTL, FAKE_SYSTEMCTL, FAKE_SYSTEMD_RUN};
 use myco_core::crypto::cert::certify;
 use myco_core::crypto::SigningKey;
 use myco_core::schema::entry::Arch;
@@ -98,6 +98,7 @@ impl Daemon {
         };
         let systemctl = tool("systemctl", FAKE_SYSTEMCTL);
         let journalctl = tool("journalctl", FAKE_JOURNALCTL);
+        let systemd_run = tool("systemd-run", FAKE_SYSTEMD_RUN);
         let args = self
             .args
             .iter()
@@ -110,6 +111,7 @@ impl Daemon {
         command.arg("--journalctl").arg(journalctl);
         command.arg("--unit-dir").arg(self.dir.join("units"));
         command.arg("--systemctl").arg(systemctl);
+        command.arg("--systemd-run").arg(systemd_run);
         command.arg("--audit-log").arg(self.dir.join("audit.log"));
         // A store that does not exist: no test collects the machine's own Nix store.
         command.arg("--store-dir").arg(self.dir.join("nix-store"));

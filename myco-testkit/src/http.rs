@@ -113,12 +113,38 @@ pub fn request(socket: &Path, method: &str, path: &str, body: &[u8]) -> std::io:
     .into_bytes();
     bytes.extend_from_slice(body);
     let answer = exchange(socket, &bytes, Duration::from_secs(30))?;
-    parse_answer(&answer).ok_or_else(|| {
+    let invalid = |what: &str| {
         std::io::Error::new(
             std::io::ErrorKind::InvalidData,
-            format!("not an HTTP answer: {:?}", String::from_utf8_lossy(&answer)),
+            format!("{what}: {:?}", String::from_utf8_lossy(&answer)),
         )
-    })
+    };
+    let mut parsed = parse_answer(&answer).ok_or_else(|| invalid("not an HTTP answer"))?;
+    // A long `/services` comes in chunks (curl decodes them itself; this client reads raw bytes).
+    if parsed.header("transfer-encoding") == Some("chunked") {
+        let body = dechunk(&answer[parsed.head.len() + 4..])
+            .ok_or_else(|| invalid("not a whole chunked body"))?;
+        parsed.body = String::from_utf8_lossy(&body).into_owned();
+    }
+    Ok(parsed)
+}
+
+/// The data of a whole chunked body (hex sizes, no extensions or trailers, as the daemon writes
+/// them), or `None` if it is cut short or malformed.
+pub fn dechunk(mut framed: &[u8]) -> Option<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let line_end = framed.windows(2).position(|w| w == b"\r\n")?;
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&framed[..line_end]).ok()?, 16).ok()?;
+        let data = framed.get(line_end + 2..line_end + 2 + size)?;
+        body.extend_from_slice(data);
+        framed = &framed[line_end + 2 + size..];
+        framed = framed.strip_prefix(b"\r\n")?;
+        if size == 0 {
+            return framed.is_empty().then_some(body);
+        }
+    }
 }
 
 /// True once the daemon on `socket` answers `GET /health` with 200.

@@ -12,7 +12,9 @@
 //! - `entries`: signed entries, through `myco_core::crypto::sign_entry`.
 //! - `daemon`: one `myco-d` with in-process keys; `cluster`: daemons made with the real `myco`.
 //! - `scripted`: a stand-in daemon that answers `myco` with canned bytes.
+//! - `trickle`: slow clients that send a byte a second to hold a server's connection slots.
 //! - `man`: manual pages in roff from the help texts and the docs (the `manpages` binary).
+//! - `tmpfs`: a small mounted filesystem and a filler, for the full-disk tests (root only).
 //!
 //! The one thing made here that ships is what the `manpages` binary writes: the man pages.
 //!
@@ -32,6 +34,8 @@ pub mod man;
 pub mod metrics;
 pub mod run;
 pub mod scripted;
+pub mod tmpfs;
+pub mod trickle;
 pub mod wait;
 
 pub use cluster::{Cluster, Daemon, Key, NodeOptions};
@@ -55,6 +59,19 @@ case "$*" in
     while :; do echo tick; sleep 0.1; done
     ;;
 esac
+"#;
+
+/// A stand-in `systemd-run`: records its command line in `systemd-run.calls` beside it, then runs
+/// the command after `--` directly, with each `--setenv=KEY=VALUE` exported (the real one runs it
+/// in a transient unit; `myco-d` runs builds and collections that way).
+pub const FAKE_SYSTEMD_RUN: &str = r#"#!/bin/sh
+echo "$*" >> "$(dirname "$0")/systemd-run.calls"
+while [ $# -gt 0 ] && [ "$1" != -- ]; do
+    case "$1" in --setenv=*) export "${1#--setenv=}" ;; esac
+    shift
+done
+shift
+exec "$@"
 "#;
 
 /// Lower-case hex of `bytes`, as key files and the API write keys.

@@ -4,9 +4,12 @@
 # Installs what this machine lacks (debootstrap, systemd-nspawn, zstd, iproute2), builds the
 # release binaries, boots three boxes with real systemd (tests/testbed/lib.sh), deploys a sample
 # service with two replicas the way an operator would (`myco sign` where the operator key is,
-# `myco deploy --entry` on a box), shows where placement put it and the dynamic user it runs as,
-# powers off one of the boxes that run it, shows it running again on the others, prints a
-# summary with the timings, and removes everything it made.
+# `myco deploy --entry` on a box), shows where placement put it and the dynamic user it runs as;
+# then a service made by `myco init python`, committed to git and deployed with `--wait`: the
+# boxes placed to run it build it with Nix and start it, and the third box reaches it by name
+# (`curl http://web.myco:8080/`); then powers off one of the boxes that run the first service,
+# shows it running again on the others, prints a summary with the timings, and removes
+# everything it made.
 #
 # Needs root, and a cgroup v1 or hybrid host (docs/testbed.md). Usage: tests/testbed/demo.sh
 
@@ -18,6 +21,8 @@ build=${TESTBED_RELEASE:+no}
 TESTBED_RELEASE=${TESTBED_RELEASE:-${CARGO_TARGET_DIR:-$repo/target}/release}
 # shellcheck source=SCRIPTDIR/lib.sh
 source "$repo/tests/testbed/lib.sh"
+# shellcheck source=SCRIPTDIR/flake.sh
+source "$repo/tests/testbed/flake.sh"
 
 service=hello
 replicas=2
@@ -62,8 +67,15 @@ if [[ $build != no ]]; then
 	log "built $TESTBED_RELEASE/myco-d and $TESTBED_RELEASE/myco"
 fi
 
-trap testbed_down EXIT
+flakes=$(mktemp -d /tmp/myco-demo.XXXXXX)
+demo_down() {
+	testbed_down
+	rm -rf "$flakes"
+}
+trap demo_down EXIT
 trap 'exit 130' INT TERM
+flake_setup "$flakes"
+TESTBED_BINDS=("${FLAKE_BINDS[@]}")
 
 step "Three boxes: Debian with systemd, myco-d installed from systemd/myco-d.service"
 nspawn_rootfs
@@ -99,6 +111,31 @@ log "running on $replicas boxes $(ms_as_s "$deploy_ms") s after the deploy"
 on_box 0 myco ls
 where
 
+step "A flake service: myco init python web, committed, deployed, built by the boxes"
+prompt host "myco init python web && git commit (nixpkgs: an offline stand-in)"
+flake_init web "$TESTBED_RELEASE/myco"
+ls "$FLAKE_REPO"
+prompt host "myco sign web/myco.json --operator-key operator.key --out web.entry"
+(cd "$TESTBED_WORK" && bin/myco sign "$FLAKE_REPO/myco.json" --operator-key operator.key --out web.entry)
+cp "$TESTBED_WORK/web.entry" "/proc/${BOX_LEADER[0]}/root/tmp/"
+flake_started=$(now_ms)
+on_box 0 myco deploy --entry /tmp/web.entry --wait
+flake_ms=$(($(now_ms) - flake_started))
+web_boxes=$(service_boxes web)
+for ((reader = 0; reader < 3; reader++)); do
+	[[ " $web_boxes " == *" $reader "* ]] || break
+done
+# The box's programs resolve names through its own myco-d.
+box_exec "$reader" sh -c 'echo "nameserver 127.0.0.1" > /etc/resolv.conf'
+for ((i = 0; i < 50; i++)); do
+	box_exec "$reader" curl -sf --max-time 2 http://web.myco:8080/ >/dev/null 2>&1 && break
+	sleep 0.1
+done
+on_box "$reader" curl -sS http://web.myco:8080/
+first=${web_boxes%% *}
+prompt "box$first" "systemctl show -p ExecStart myco-web.service"
+service_show "$first" web ExecStart | sed -E 's/.*path=([^ ;]*).*/  \1/'
+
 # Power off a box that runs it; box 0 stays, since the commands above talk to its daemon.
 victim=${running##* }
 step "Power off box$victim"
@@ -117,5 +154,6 @@ summary "three boxes booted, myco-d up, all alive" "$(ms_as_s "$up_ms") s"
 summary "deploy to running on $replicas boxes" "$(ms_as_s "$deploy_ms") s (placed on box${placed// /, box})"
 summary "box$victim powered off to running elsewhere" "$(ms_as_s "$death_ms") s (now on box${running// /, box})"
 summary "each copy runs as a dynamic user" "$(service_dynamic_user "${running%% *}" "$service")"
-echo "TESTBED demo up_s=$(ms_as_s "$up_ms") deploy_to_running_s=$(ms_as_s "$deploy_ms") death_to_replaced_s=$(ms_as_s "$death_ms")"
+summary "myco init python web: deploy to running" "$(ms_as_s "$flake_ms") s, built with Nix on box${web_boxes// /, box}"
+echo "TESTBED demo up_s=$(ms_as_s "$up_ms") deploy_to_running_s=$(ms_as_s "$deploy_ms") death_to_replaced_s=$(ms_as_s "$death_ms") flake_to_running_s=$(ms_as_s "$flake_ms")"
 step "Cleaning up"

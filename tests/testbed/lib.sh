@@ -25,6 +25,8 @@
 # (no myco-d, myco, unit or /etc/myco bound in) and testbed_up neither starts nor counts them;
 # their work directory, which holds the etc-myco an operator would copy in, is bound read-only at
 # /myco-testbed, for a caller that installs Myco itself (package-test.sh installs the .deb).
+# TESTBED_BINDS, an array of systemd-nspawn --bind/--bind-ro arguments, is given to every box
+# (golden-test.sh binds its git repositories and the boxes' Nix configuration).
 
 TESTBED_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 # shellcheck source=SCRIPTDIR/nspawn.sh
@@ -34,6 +36,7 @@ TESTBED_RELEASE=${TESTBED_RELEASE:-$TESTBED_REPO/target/release}
 # The unit every box installs; another file tries a change to the unit on the whole testbed.
 TESTBED_UNIT=${TESTBED_UNIT:-$TESTBED_REPO/systemd/myco-d.service}
 TESTBED_BARE=${TESTBED_BARE:-}
+[[ -v TESTBED_BINDS ]] || TESTBED_BINDS=()
 TESTBED_ID=$$
 TESTBED_SUBNET=10.77.0
 TESTBED_PORT=7946
@@ -200,7 +203,7 @@ box_boot() {
 	fi
 	nspawn_boot "$name" "$dir/console.log" --hostname="box$i" \
 		--network-namespace-path="/run/netns/$name" "${myco[@]}" \
-		--bind-ro="$dir/hostname:/etc/hostname" \
+		--bind-ro="$dir/hostname:/etc/hostname" "${TESTBED_BINDS[@]}" \
 		--bind-ro="$TESTBED_WORK/init:/myco-testbed-init" \
 		/myco-testbed-init
 	BOX_PID[i]=$NSPAWN_PID

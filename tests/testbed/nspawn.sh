@@ -18,8 +18,12 @@
 # The cache of root filesystems, shared by every script and run on the machine.
 NSPAWN_CACHE=${MYCO_TEST_CACHE:-/var/cache/myco-test}
 # curl talks to the API socket; libnss-systemd resolves dynamic users' names; iproute2 and procps
-# show addresses and processes inside a box. Changing this list builds a new cached tree.
-NSPAWN_PACKAGES=systemd,systemd-sysv,dbus,libnss-systemd,iproute2,procps,curl
+# show addresses and processes inside a box; nix-bin (single-user Nix, each box its own store),
+# git (Nix fetches git+file:// flakes with it) and python3 (the `myco init python` service, run
+# through the stand-in nixpkgs of tests/nix) let boxes build and run flake services.
+# (libdbi-perl: debootstrap does not resolve the virtual package perl-dbdabi-94 that nix-bin
+# needs through libdbd-sqlite3-perl.) Changing this list builds a new cached tree.
+NSPAWN_PACKAGES=systemd,systemd-sysv,dbus,libnss-systemd,iproute2,procps,curl,nix-bin,libdbi-perl,git,python3
 NSPAWN_SUITE=bookworm
 
 nspawn_tools() {

@@ -239,6 +239,11 @@ fn program_of(out: &str, name: &str) -> Option<Program> {
     Some(p)
 }
 
+/// The output store path a program `<out>/bin/<name>` (as [`program_of`] made it) runs from.
+pub fn out_of_program<'a>(program: &'a str, name: &str) -> Option<&'a str> {
+    program.strip_suffix(name)?.strip_suffix("/bin/")
+}
+
 /// The `out` store path from what `nix build --json` printed for one installable:
 /// `[{"drvPath":"/nix/store/…drv","outputs":{"out":"/nix/store/…"}}]` (Nix 2.8 has no
 /// `--print-out-paths`). `None` for anything else: no output named `out`, a path with an escape,

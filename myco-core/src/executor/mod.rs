@@ -37,7 +37,8 @@ mod systemd;
 mod tests;
 
 pub use build::{
-    is_root_of, parse_build_json, retry_delay_ms, root_name, Build, BuildState, Program, RootName,
+    is_root_of, out_of_program, parse_build_json, retry_delay_ms, root_name, Build, BuildState,
+    Program, RootName,
 };
 pub use gc::{parse_freed, Freed, Gc, GcDone, GcStats};
 pub use names::{health_on, Names};
@@ -53,7 +54,7 @@ use crate::node::{Node, Sink};
 use crate::schema::entry::{Entry, Source};
 use crate::schema::message::UnitState;
 use crate::state::packed::EntryBytes;
-use crate::state::store::key_hash;
+use crate::state::store::{key_hash, Slot};
 use crate::time::Instant;
 use crate::unit::{self, UnitContext, UnitError};
 use build::{BuildFlight, Builds};
@@ -156,6 +157,16 @@ impl Iterator for Units<'_> {
         }
         None
     }
+}
+
+/// How a build ended ([`Executor::build_outcome`]): the signed entry it built, its digest, and
+/// the output's store path (`None`: it failed).
+#[derive(Clone, Debug)]
+pub struct BuildOutcome<'a> {
+    /// Rebuilt from the store.
+    pub entry: EntryBytes,
+    pub digest: u64,
+    pub store_path: Option<&'a str>,
 }
 
 /// What the host is asked to do next.
@@ -433,6 +444,23 @@ impl Executor {
         Some(Issued { token, command })
     }
 
+    /// How service `name`'s last build ended, with the entry it built, for the audit log: `None`
+    /// while it waits or runs, or when the record moved on (a new version, no longer placed).
+    pub fn build_outcome<'a>(&'a self, node: &'a Node, name: &str) -> Option<BuildOutcome<'a>> {
+        let b = self.builds.get(name)?;
+        let (entry, _) = placed_entry(node, name).filter(|(e, _)| unit_digest(e) == b.digest)?;
+        let store_path = match b.state {
+            build::BuildState::Built => Some(build::out_of_program(&b.program, name)?),
+            build::BuildState::Failed { .. } => None,
+            build::BuildState::Wanted | build::BuildState::Building => return None,
+        };
+        Some(BuildOutcome {
+            entry,
+            digest: b.digest,
+            store_path,
+        })
+    }
+
     /// How service `name`'s build does, while one is waiting, running or failed.
     pub fn build_health(&self, name: &str) -> Option<UnitHealth> {
         Some(UnitHealth::from(self.builds.get(name)?.state.state()?))
@@ -485,24 +513,39 @@ impl Executor {
     /// The services placed here that are not running, as the node's status lists them
     /// (`Node::set_status`): a flake service on its way to a new version by its build's state
     /// (`building`, `build-failed`: the running unit is the version being replaced), an installed
-    /// unit by its health, a placed service with no unit yet (not written, or held back in `Keep`
-    /// mode) as `Pending`. Peers read a placed service the status leaves out as running, so only
+    /// unit of the placed version by its health, a placed service with no unit of that version
+    /// yet (not written, not restarted, or held back in `Keep` mode) as `Pending`. Peers read a placed service the status leaves out as running, so only
     /// a unit systemd reports running may be left out.
     pub fn not_running<'a>(
         &'a self,
         node: &'a Node,
     ) -> impl Iterator<Item = (u64, UnitState)> + 'a {
-        node.placed_here().filter_map(|slot| {
+        self.placed_states(node)
+            .filter_map(|(slot, state)| Some((slot.key_hash, state?)))
+    }
+
+    /// Each entry placed here with its state if it is not running ([`Executor::not_running`]).
+    fn placed_states<'a>(
+        &'a self,
+        node: &'a Node,
+    ) -> impl Iterator<Item = (&'a Slot, Option<UnitState>)> + 'a {
+        node.placed_here().map(|slot| {
             let key = slot.key_hash;
             let build = self.builds.table.iter().find(|b| b.key == key);
+            let installed = || self.units.iter().any(|u| u.key == key);
             let state = match build.and_then(|b| b.state.state()) {
+                // A build on a box where no version runs yet: peers must not send clients here.
+                Some(UnitState::Building) if !installed() => Some(UnitState::FirstBuilding),
+                Some(UnitState::BuildFailed) if !installed() => Some(UnitState::FirstBuildFailed),
                 Some(state) => Some(state),
-                None => {
-                    let unit = self.units.iter().find(|u| u.key == key);
-                    unit.map_or(Some(UnitState::Pending), |u| u.health.state())
-                }
+                // A unit of another version (the new one not written or not restarted yet)
+                // does not run this one: peers must not read the new version as running.
+                None => match self.units.iter().find(|u| u.key == key) {
+                    Some(u) if u.digest == slot.digest => u.health.state(),
+                    _ => Some(UnitState::Pending),
+                },
             };
-            state.map(|state| (key, state))
+            (slot, state)
         })
     }
 
@@ -511,12 +554,15 @@ impl Executor {
     pub fn report_status(&self, node: &mut Node, now: Instant, floor: u32, sink: &mut impl Sink) {
         // One more than a status lists is enough for `set_status` to say `more`.
         let mut units: Vec<(u64, UnitState), { STATUS_UNITS_MAX + 1 }> = Vec::new();
-        for unit in self.not_running(node) {
-            if units.push(unit).is_err() {
-                break;
+        let mut placed = 0;
+        for (slot, state) in self.placed_states(node) {
+            placed ^= slot.digest;
+            if let Some(state) = state {
+                // Past one more than fits, the list is only counted into the digest.
+                let _ = units.push((slot.key_hash, state));
             }
         }
-        node.set_status(now, floor, units.into_iter(), sink);
+        node.set_status(now, floor, placed, units.into_iter(), sink);
     }
 
     /// Units by health, in `UnitHealth::ALL` order.

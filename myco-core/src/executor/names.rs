@@ -7,21 +7,29 @@
 
 use super::{Executor, UnitHealth};
 use crate::dns::Directory;
-use crate::node::Node;
+use crate::node::{Node, PlacedDigests};
 use crate::schema::addr::PeerAddr;
 use crate::schema::entry::Protocol;
+use crate::schema::message::UnitState;
 
 /// How service `name` (key hash `key`) does on node `id`, as `node` knows it: its own unit as
 /// systemd reports it (`Pending` until written and read back); a peer's from its gossiped status,
 /// where a placed service it does not list is running. `None` when unknown: no executor here, or
 /// a peer that has reported nothing or listed too many to say.
+///
+/// With `placed` (`Node::placed_digests`, for answers that must not run ahead of the truth, such
+/// as the API a `deploy --wait` polls), a service a peer does not list counts as running only if
+/// the peer's status speaks of the entries this node places on it; a status made before the peer
+/// held the new version leaves it out too, and it is `Pending` until a newer status arrives.
+/// Without (DNS), a service left out is running: the version before keeps serving meanwhile.
 pub fn health_on(
     node: &Node,
     executor: Option<&Executor>,
-    id: u64,
-    key: u64,
+    at: (u64, u64),
     name: &str,
+    placed: Option<&PlacedDigests>,
 ) -> Option<UnitHealth> {
+    let (id, key) = at;
     if id == node.id() {
         let unit = executor?.unit(name);
         return Some(unit.map_or(UnitHealth::Pending, |u| u.health));
@@ -30,6 +38,7 @@ pub fn health_on(
     match status.units.iter().find(|(k, _)| k.0 == key) {
         Some((_, state)) => Some(UnitHealth::from(*state)),
         None if status.more => None,
+        None if placed.is_some_and(|p| !node.status_covers(id, p)) => Some(UnitHealth::Pending),
         None => Some(UnitHealth::Running),
     }
 }
@@ -77,15 +86,34 @@ impl Directory for Names<'_> {
 }
 
 impl Names<'_> {
+    /// Whether peer `id`'s status says it builds the service's first version there.
+    fn first_build_at(&self, id: u64, key: u64) -> bool {
+        let listed = self
+            .node
+            .status_of(id)
+            .into_iter()
+            .flat_map(|s| s.units.iter());
+        listed.into_iter().any(|(k, state)| {
+            k.0 == key
+                && matches!(
+                    state,
+                    UnitState::FirstBuilding | UnitState::FirstBuildFailed
+                )
+        })
+    }
+
     /// Where node `id` serves the service, if it runs it healthily. This box's own unit is
-    /// judged by what systemd says of it; another box that reports a build (`building`,
-    /// `build-failed`) is answered, because the version it ran before keeps running until the new
-    /// one is built, and dropping every box of a service while they all build a new version
-    /// would take the service off the air at each rollout.
+    /// judged by what systemd says of it; another box that reports the build of a new version
+    /// (`building`, `build-failed`) is answered, because the version it ran before keeps running
+    /// until the new one is built, and dropping every box of a service while they all build a
+    /// new version would take the service off the air at each rollout; a box that builds the
+    /// first version it will run (`FirstBuilding`, `FirstBuildFailed`) runs nothing, and is not.
     pub fn healthy_at(&self, id: u64, key: u64, name: &str) -> Option<PeerAddr> {
-        let serving = match health_on(self.node, self.executor, id, key, name) {
+        let serving = match health_on(self.node, self.executor, (id, key), name, None) {
             Some(UnitHealth::Running) => true,
-            Some(UnitHealth::Building | UnitHealth::BuildFailed) => id != self.node.id(),
+            Some(UnitHealth::Building | UnitHealth::BuildFailed) => {
+                id != self.node.id() && !self.first_build_at(id, key)
+            }
             _ => false,
         };
         if !serving {

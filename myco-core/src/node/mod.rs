@@ -90,6 +90,10 @@ pub enum Storage {
     Checkpointed,
     /// Boot replay finished: the log holds `wal_bytes`; `truncated` if a bad record cut it.
     Recovered { wal_bytes: u64, truncated: bool },
+    /// The host could not log some appends (its disk was full and its batch too): those entries
+    /// are held in memory only. The node asks for a checkpoint, whose snapshot of `store()` holds
+    /// them; the host writes it once the disk has room again.
+    Unlogged,
 }
 
 /// What `submit` did: `ticket` names the append to wait for before acknowledging.
@@ -312,6 +316,7 @@ const _: () = assert!(core::mem::size_of::<Node>() <= NODE_BYTES_MAX);
 
 mod probe;
 mod status;
+pub use status::PlacedDigests;
 mod sync;
 mod transport;
 
@@ -540,6 +545,13 @@ impl Node {
                 if truncated {
                     self.full_sync_rounds = FULL_SYNC_ROUNDS;
                 }
+            }
+            Storage::Unlogged => {
+                if !self.checkpoint_requested {
+                    self.checkpoint_requested = true;
+                    sink.checkpoint();
+                }
+                assert!(self.checkpoint_requested);
             }
         }
     }

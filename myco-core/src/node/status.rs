@@ -13,17 +13,24 @@
 //! floor (its wall-clock seconds) with every report.
 
 use super::{Node, Sink};
-use crate::config::{STATUS_PUSH_INTERVAL_MS, STATUS_RESENDS, STATUS_UNITS_MAX};
+use crate::config::{MEMBERS_MAX, STATUS_PUSH_INTERVAL_MS, STATUS_RESENDS, STATUS_UNITS_MAX};
+use crate::place;
 use crate::schema::addr::PeerAddr;
 use crate::schema::message::{Digest, Message, Status, UnitState};
 use crate::time::Instant;
 use heapless::Vec;
 
+/// Per member placement may choose: its id and the XOR of the digests of the entries placed on
+/// it ([`Node::placed_digests`]).
+pub type PlacedDigests = Vec<(u64, u64), { MEMBERS_MAX + 1 }>;
+
 /// Delay between the resends of a changed status.
 const STATUS_RESEND_MS: u64 = 1_000;
 
 impl Node {
-    /// Reports this node's placed services that are not running, as `(key hash, state)`. Only a
+    /// Reports this node's placed services that are not running, as `(key hash, state)`, and the
+    /// digest of what is placed here (`own_placed_digest`, which the caller has gathered in the
+    /// same walk over the placed entries). Only a
     /// change is versioned; it is pushed at once unless a push went out less than
     /// `STATUS_PUSH_INTERVAL_MS` ago, else with the next push (`tick_status`). `floor` (the host's wall-clock seconds) keeps versions
     /// growing across restarts; more than `STATUS_UNITS_MAX` units are cut, with `more` set.
@@ -31,6 +38,7 @@ impl Node {
         &mut self,
         now: Instant,
         floor: u32,
+        placed: u64,
         units: impl Iterator<Item = (u64, UnitState)>,
         sink: &mut impl Sink,
     ) {
@@ -39,7 +47,9 @@ impl Node {
         for (key, state) in units {
             more |= listed.push((Digest(key), state)).is_err();
         }
-        if listed == self.status.units && more == self.status.more && self.status.version != 0 {
+        let placed = Digest(placed);
+        let same = listed == self.status.units && more == self.status.more;
+        if same && placed == self.status.placed && self.status.version != 0 {
             return;
         }
         let version_before = self.status.version;
@@ -47,6 +57,7 @@ impl Node {
             version: self.status.version.saturating_add(1).max(floor),
             units: listed,
             more,
+            placed,
         };
         // Peers keep the highest version they saw, so a status that went backwards would be
         // ignored everywhere.
@@ -73,6 +84,44 @@ impl Node {
         // Coalescing is the point: no two pushes of a change may be closer than the interval.
         assert!(previous.is_none_or(|p| now >= p.add_ms(STATUS_PUSH_INTERVAL_MS)));
         true
+    }
+
+    /// The XOR of the store digests of the entries placed on this node ([`Node::placed_here`]),
+    /// which its status carries: a peer whose placement puts the same entries here computes the
+    /// same value ([`Node::placed_digests`]).
+    pub fn own_placed_digest(&self) -> u64 {
+        self.placed_here().fold(0, |acc, slot| acc ^ slot.digest)
+    }
+
+    /// For each member placement may choose, this node included: the XOR of the store digests of
+    /// the live entries placed on it as this node sees the cluster. One placement per entry: the
+    /// API computes it once per answer, DNS never.
+    pub fn placed_digests(&self) -> PlacedDigests {
+        let mut out: PlacedDigests = self.placement_candidates().map(|c| (c.id, 0)).collect();
+        for slot in self.store().slots().iter().filter(|s| !s.tombstone) {
+            let Some((requires, replicas)) = slot.placement.as_ref() else {
+                continue;
+            };
+            let chosen = place::place(
+                slot.key_hash,
+                requires,
+                *replicas,
+                self.placement_candidates(),
+            );
+            for id in chosen {
+                if let Some(acc) = out.iter_mut().find(|(m, _)| *m == id) {
+                    acc.1 ^= slot.digest;
+                }
+            }
+        }
+        out
+    }
+
+    /// Whether member `id`'s status speaks of the entries this node places on it: the digest it
+    /// carries equals the one `placed` (from [`Node::placed_digests`]) computes here.
+    pub fn status_covers(&self, id: u64, placed: &PlacedDigests) -> bool {
+        let mine = placed.iter().find(|(m, _)| *m == id).map(|(_, d)| *d);
+        self.status_of(id).is_some_and(|s| Some(s.placed.0) == mine)
     }
 
     /// This node's own status, as it last reported it.

@@ -6,8 +6,10 @@ use super::*;
 use crate::config::WAL_CHECKPOINT_BYTES;
 use crate::crypto::cert::certify;
 use crate::crypto::sign_entry;
+use crate::executor::UnitHealth;
 use crate::schema::entry::{Arch, EntryBody, Version};
 use crate::schema::frame::{body_mut, write_frame, Header};
+use crate::state::store::key_hash;
 use heapless::Vec as HVec;
 use std::boxed::Box;
 
@@ -179,6 +181,20 @@ fn checkpoint_is_requested_once_per_bound() {
     assert_eq!(sink.checkpoints, 2);
 }
 
+/// Appends the host could not log make the node ask for a checkpoint (its snapshot holds them),
+/// once, however often they are reported before it is done.
+#[test]
+fn unlogged_appends_ask_for_one_checkpoint() {
+    let mut n = node(WAL_CHECKPOINT_BYTES);
+    let mut sink = Recorder::default();
+    n.handle_storage(Instant(0), Storage::Unlogged, &mut sink);
+    n.handle_storage(Instant(1), Storage::Unlogged, &mut sink);
+    assert_eq!(sink.checkpoints, 1);
+    n.handle_storage(Instant(2), Storage::Checkpointed, &mut sink);
+    n.handle_storage(Instant(3), Storage::Unlogged, &mut sink);
+    assert_eq!(sink.checkpoints, 2);
+}
+
 /// Entries signed by any key but the operator's, or altered after signing, are refused by
 /// `submit` and change nothing.
 #[test]
@@ -249,6 +265,22 @@ fn node_with(seed: u8, join: &[PeerAddr], wal_checkpoint_bytes: u64) -> Box<Node
 }
 
 /// Two nodes on a perfect wire: runs `ms` of ticks from `start`, delivering every frame.
+/// Declares two nodes `$a` and `$b` that joined each other and ran three seconds (handshakes
+/// done, members alive), and their addresses. A macro, not a function: two nodes returned by
+/// value would not fit a test thread's stack, and the crate has no `Box`.
+macro_rules! joined_pair {
+    ($a:ident, $b:ident, $addr_a:pat, $addr_b:pat) => {
+        let (addr_a, addr_b) = (
+            PeerAddr::v4([127, 0, 0, 1], 1),
+            PeerAddr::v4([127, 0, 0, 2], 1),
+        );
+        let mut $a = node_with(1, &[addr_b], WAL_CHECKPOINT_BYTES);
+        let mut $b = node_with(2, &[addr_a], WAL_CHECKPOINT_BYTES);
+        run_pair(&mut $a, &mut $b, 3_000, 0);
+        let ($addr_a, $addr_b) = (addr_a, addr_b);
+    };
+}
+
 fn run_pair(a: &mut Node, b: &mut Node, ms: u64, start: u64) {
     let (addr_a, addr_b) = (
         PeerAddr::v4([127, 0, 0, 1], 1),
@@ -278,13 +310,7 @@ fn run_pair(a: &mut Node, b: &mut Node, ms: u64, start: u64) {
 /// after; a frame for a foreign zone is refused. Only the genuine frame changes state.
 #[test]
 fn tampered_replayed_and_foreign_frames_change_nothing() {
-    let (addr_a, addr_b) = (
-        PeerAddr::v4([127, 0, 0, 1], 1),
-        PeerAddr::v4([127, 0, 0, 2], 1),
-    );
-    let mut a = node_with(1, &[addr_b], WAL_CHECKPOINT_BYTES);
-    let mut b = node_with(2, &[addr_a], WAL_CHECKPOINT_BYTES);
-    run_pair(&mut a, &mut b, 3_000, 0);
+    joined_pair!(a, b, addr_a, addr_b);
     assert!(
         a.link_count() == 1 && b.link_count() == 1,
         "the handshake completed"
@@ -346,18 +372,13 @@ fn tampered_replayed_and_foreign_frames_change_nothing() {
 #[test]
 fn status_spreads_and_only_grows() {
     use crate::schema::message::UnitState;
-    let (addr_a, addr_b) = (
-        PeerAddr::v4([127, 0, 0, 1], 1),
-        PeerAddr::v4([127, 0, 0, 2], 1),
-    );
-    let mut a = node_with(1, &[addr_b], WAL_CHECKPOINT_BYTES);
-    let mut b = node_with(2, &[addr_a], WAL_CHECKPOINT_BYTES);
-    run_pair(&mut a, &mut b, 3_000, 0);
+    joined_pair!(a, b, _, _);
     assert!(b.status_of(a.id()).is_none(), "nothing reported yet");
     let failing = [(key_hash("web"), UnitState::Restarting)];
     a.set_status(
         Instant(3_000),
         100,
+        0,
         failing.into_iter(),
         &mut Wire::default(),
     );
@@ -367,9 +388,21 @@ fn status_spreads_and_only_grows() {
     run_pair(&mut a, &mut b, 1_500, 3_000);
     let seen = b.status_of(a.id()).expect("the status arrived");
     assert_eq!((seen.version, seen.units.len()), (version, 1));
-    a.set_status(Instant(4_500), 0, failing.into_iter(), &mut Wire::default());
+    a.set_status(
+        Instant(4_500),
+        0,
+        0,
+        failing.into_iter(),
+        &mut Wire::default(),
+    );
     assert_eq!(a.own_status().version, version, "no change, no new version");
-    a.set_status(Instant(4_500), 0, core::iter::empty(), &mut Wire::default());
+    a.set_status(
+        Instant(4_500),
+        0,
+        0,
+        core::iter::empty(),
+        &mut Wire::default(),
+    );
     assert_eq!(a.own_status().version, version + 1);
     run_pair(&mut a, &mut b, 1_500, 4_500);
     let seen = b.status_of(a.id()).unwrap();
@@ -382,6 +415,7 @@ fn status_spreads_and_only_grows() {
         version: 1,
         units: HVec::from_slice(&[(Digest(1), UnitState::Failed)]).unwrap(),
         more: false,
+        placed: Digest(0),
     };
     b.handle_status(a.id(), stale);
     assert!(b.status_of(a.id()).unwrap().units.is_empty());
@@ -391,16 +425,11 @@ fn status_spreads_and_only_grows() {
 /// `status_seen`: a peer that never hears a box's status leaves the box out of DNS.
 #[test]
 fn an_all_running_status_spreads_after_lost_sends() {
-    let (addr_a, addr_b) = (
-        PeerAddr::v4([127, 0, 0, 1], 1),
-        PeerAddr::v4([127, 0, 0, 2], 1),
-    );
-    let mut a = node_with(1, &[addr_b], WAL_CHECKPOINT_BYTES);
-    let mut b = node_with(2, &[addr_a], WAL_CHECKPOINT_BYTES);
-    run_pair(&mut a, &mut b, 3_000, 0);
+    joined_pair!(a, b, _, _);
     a.set_status(
         Instant(3_000),
         100,
+        0,
         core::iter::empty(),
         &mut Wire::default(),
     );
@@ -421,13 +450,7 @@ fn an_all_running_status_spreads_after_lost_sends() {
 fn a_burst_of_status_changes_is_coalesced_into_one_push() {
     use crate::config::STATUS_PUSH_INTERVAL_MS;
     use crate::schema::message::UnitState;
-    let (addr_a, addr_b) = (
-        PeerAddr::v4([127, 0, 0, 1], 1),
-        PeerAddr::v4([127, 0, 0, 2], 1),
-    );
-    let mut a = node_with(1, &[addr_b], WAL_CHECKPOINT_BYTES);
-    let mut b = node_with(2, &[addr_a], WAL_CHECKPOINT_BYTES);
-    run_pair(&mut a, &mut b, 3_000, 0);
+    joined_pair!(a, b, addr_a, _);
     let deliver = |b: &mut Node, wire: Wire, now: Instant| {
         for (_, frame) in wire.frames {
             b.handle_datagram(now, addr_a, &frame, &mut Wire::default());
@@ -439,7 +462,7 @@ fn a_burst_of_status_changes_is_coalesced_into_one_push() {
         let now = Instant(start + i * step_ms);
         let units = [(i + 1, UnitState::Starting)];
         let mut wire = Wire::default();
-        a.set_status(now, 100, units.into_iter(), &mut wire);
+        a.set_status(now, 100, 0, units.into_iter(), &mut wire);
         assert_eq!(wire.frames.len(), usize::from(i == 0), "change {i} pushed");
         deliver(&mut b, wire, now);
     }
@@ -467,7 +490,13 @@ fn a_new_member_hears_the_status_when_it_joins() {
     let addr_a = PeerAddr::v4([127, 0, 0, 1], 1);
     let mut a = node_with(1, &[], WAL_CHECKPOINT_BYTES);
     let mut b = node_with(2, &[addr_a], WAL_CHECKPOINT_BYTES);
-    a.set_status(Instant(0), 100, core::iter::empty(), &mut Wire::default());
+    a.set_status(
+        Instant(0),
+        100,
+        0,
+        core::iter::empty(),
+        &mut Wire::default(),
+    );
     for t in (0..3_000).step_by(10) {
         a.handle_tick(Instant(t), &mut Wire::default());
     }
@@ -479,13 +508,7 @@ fn a_new_member_hears_the_status_when_it_joins() {
 /// A node that leaves is dead to its peer at once, not after a suspicion timeout.
 #[test]
 fn a_leaving_node_is_dead_at_once() {
-    let (addr_a, addr_b) = (
-        PeerAddr::v4([127, 0, 0, 1], 1),
-        PeerAddr::v4([127, 0, 0, 2], 1),
-    );
-    let mut a = node_with(1, &[addr_b], WAL_CHECKPOINT_BYTES);
-    let mut b = node_with(2, &[addr_a], WAL_CHECKPOINT_BYTES);
-    run_pair(&mut a, &mut b, 3_000, 0);
+    joined_pair!(a, b, addr_a, addr_b);
     assert_eq!(b.members()[0].state, MemberState::Alive);
     let mut wire = Wire::default();
     a.leave(&mut wire);
@@ -496,4 +519,113 @@ fn a_leaving_node_is_dead_at_once() {
     }
     assert_eq!(b.members()[0].state, MemberState::Dead);
     assert!(events.events.contains(&Event::MemberDead(a.id())));
+}
+
+/// Submits service `web` with two replicas (`/bin/true`) to `a`.
+fn deploy_two_replicas(a: &mut Node, now: Instant) {
+    use crate::schema::entry::{ServiceSpec, Source};
+    let op = operator();
+    let spec = ServiceSpec {
+        replicas: 2,
+        ..ServiceSpec::minimal(Source::Exec { path: "/bin/true" })
+    };
+    let body = EntryBody {
+        name: "web",
+        version: Version {
+            clock: 7,
+            key_id: op.public_key().key_id(),
+        },
+        spec: Some(spec),
+    };
+    let mut e = [0u8; 256];
+    let len = sign_entry(&op, &body, &mut e).unwrap();
+    a.submit(now, &e[..len], &mut Wire::default()).unwrap();
+}
+
+/// A peer's status speaks only of the entries it had placed when it made it: a new version
+/// deployed elsewhere is not read as running there (which `deploy --wait` would take for done)
+/// until the peer reports with that version in hand, and DNS's lenient reading is unchanged.
+#[test]
+fn a_status_made_before_a_deploy_does_not_cover_it() {
+    use crate::executor::health_on;
+    joined_pair!(a, b, _, _);
+    // B reports "all running" while it has nothing placed.
+    b.set_status(
+        Instant(3_000),
+        100,
+        b.own_placed_digest(),
+        core::iter::empty(),
+        &mut Wire::default(),
+    );
+    run_pair(&mut a, &mut b, 1_500, 3_000);
+    assert!(a.status_of(b.id()).is_some());
+    // A deploys a service with two replicas: it is placed on both.
+    deploy_two_replicas(&mut a, Instant(4_500));
+    let key = key_hash("web");
+    assert!(a.placement(key).contains(&b.id()));
+    let placed = a.placed_digests();
+    let b_id = b.id();
+    let strict = |a: &Node, placed| health_on(a, None, (b_id, key), "web", Some(placed));
+    assert_eq!(
+        strict(&a, &placed),
+        Some(UnitHealth::Pending),
+        "B's status predates the deploy"
+    );
+    let lenient = health_on(&a, None, (b_id, key), "web", None);
+    assert_eq!(lenient, Some(UnitHealth::Running), "DNS reads as before");
+    // B receives the entry and reports again, with the entry placed there.
+    run_pair(&mut a, &mut b, 1_500, 4_500);
+    assert!(b.store().get(key).is_some(), "the entry spread");
+    b.set_status(
+        Instant(6_000),
+        100,
+        b.own_placed_digest(),
+        core::iter::empty(),
+        &mut Wire::default(),
+    );
+    run_pair(&mut a, &mut b, 1_500, 6_000);
+    let placed = a.placed_digests();
+    assert_eq!(strict(&a, &placed), Some(UnitHealth::Running));
+}
+
+/// DNS answers a peer that builds a new version (the version before still runs there), and not
+/// one that builds, or failed to build, the first version it would run: nothing runs there.
+#[test]
+fn dns_leaves_out_a_peer_whose_first_build_failed() {
+    use crate::executor::Names;
+    use crate::schema::message::UnitState;
+    joined_pair!(a, b, addr_a, _);
+    deploy_two_replicas(&mut a, Instant(3_000));
+    run_pair(&mut a, &mut b, 1_500, 3_000);
+    let key = key_hash("web");
+    let b_id = b.id();
+    let names = |a: &Node| {
+        let own = addr_a;
+        Names {
+            node: a,
+            executor: None,
+            own,
+        }
+        .healthy_at(b_id, key, "web")
+    };
+    let mut now = 4_500;
+    for (state, answered) in [
+        (UnitState::FirstBuildFailed, false),
+        (UnitState::FirstBuilding, false),
+        (UnitState::BuildFailed, true),
+        (UnitState::Building, true),
+    ] {
+        let placed = b.own_placed_digest();
+        let units = [(key, state)];
+        b.set_status(
+            Instant(now),
+            100,
+            placed,
+            units.into_iter(),
+            &mut Wire::default(),
+        );
+        run_pair(&mut a, &mut b, 1_500, now);
+        now += 1_500;
+        assert_eq!(names(&a).is_some(), answered, "{state:?}");
+    }
 }

@@ -126,20 +126,29 @@ pub enum UnitState {
     Restarting,
     Failed,
     Stopped,
-    /// A flake service waiting for or running its build (`nix build`).
+    /// A flake service waiting for or running the build of a new version (`nix build`), while
+    /// the version before keeps running (DNS still answers the box).
     Building,
-    /// Its last build failed; it is retried with backoff. Distinct from a unit that fails: no
-    /// unit of this version was written.
+    /// The last build of a new version failed; it is retried with backoff, and the version
+    /// before keeps running. Distinct from a unit that fails: no unit of this version was written.
     BuildFailed,
+    /// As `Building`, on a box where no version of the service runs yet (DNS leaves it out).
+    FirstBuilding,
+    /// As `BuildFailed`, on a box where no version of the service runs (DNS leaves it out).
+    FirstBuildFailed,
 }
 
 /// What a node reports of the services placed on it: every one not running, up to
-/// `STATUS_UNITS_MAX` (`more` says some were left out). Versioned by its owner.
+/// `STATUS_UNITS_MAX` (`more` says some were left out). Versioned by its owner. `placed` is the
+/// XOR of the digests of the entries placed on the owner as it saw them (`Node::own_placed_digest`):
+/// a peer that places a different set there knows the status does not yet speak of what it
+/// holds, so it cannot read a service left out as running.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Status {
     pub version: u32,
     pub units: Vec<(Digest, UnitState), STATUS_UNITS_MAX>,
     pub more: bool,
+    pub placed: Digest,
 }
 
 /// A frame body: the sender's Merkle root rides on every frame, so any exchange tells a peer
@@ -255,6 +264,7 @@ mod tests {
             units: Vec::from_slice(&[(Digest(u64::MAX), UnitState::Restarting); STATUS_UNITS_MAX])
                 .unwrap(),
             more: true,
+            placed: Digest(u64::MAX),
         }));
     }
 

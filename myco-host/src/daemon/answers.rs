@@ -4,15 +4,16 @@
 use super::executor::{Executor, UnitHealth as Health};
 use super::net::display_addr;
 use crate::http::json::Json;
-use crate::http::response::{Cursor, Full};
+use crate::http::response::{Cursor, Full, RESPONSE_HEAD_BYTES_MAX};
 use core::fmt::Write;
-use myco_core::config::FLAKE_REV_BYTES;
+use myco_core::config::{FLAKE_REV_BYTES, MEMBERS_MAX};
 use myco_core::executor::health_on;
 use myco_core::gossip::members::Member;
 use myco_core::hex::{Hex, HexU64};
+use myco_core::node::PlacedDigests;
 use myco_core::schema::entry::{Entry, Source, Version};
 use myco_core::schema::message::{MemberMeta, MemberState};
-use myco_core::state::store::key_hash;
+use myco_core::state::store::{key_hash, Slot};
 use myco_core::Node;
 
 /// The daemon's side of `/health` and `/metrics`: everything they show besides the node's own
@@ -23,6 +24,8 @@ pub struct DaemonSnapshot {
     pub io_fallback: bool,
     pub wal_failing: bool,
     pub reserve: &'static str,
+    /// Why the reserve is deferred (`/health` says it); `None` in any other state.
+    pub reserve_why: Option<crate::reserve::DeferredWhy>,
     pub reserve_bytes: u64,
     pub wal_bytes: u64,
     pub wal_appends: u64,
@@ -72,6 +75,9 @@ pub struct Running<'a> {
     pub executor: Option<&'a Executor>,
     pub key: u64,
     pub placed_on: &'a [u64],
+    /// What this node places on each member (`Node::placed_digests`), once per answer: a peer's
+    /// status counts only for the versions it speaks of.
+    pub digests: &'a PlacedDigests,
 }
 
 /// How the service does on node `id` (the core's `executor::health_on`), by name.
@@ -82,7 +88,7 @@ fn state_on(r: &Running<'_>, id: u64, name: &str) -> &'static str {
     if let Some(health) = building.and_then(|e| e.build_health(name)) {
         return health.name();
     }
-    health_on(r.node, executor, id, r.key, name).map_or("unknown", Health::name)
+    health_on(r.node, executor, (id, r.key), name, Some(r.digests)).map_or("unknown", Health::name)
 }
 
 /// One service as `/services` lists it.
@@ -131,31 +137,79 @@ pub fn service(
     json.end_object()
 }
 
-pub fn services(
-    out: &mut Cursor<'_>,
+/// Where a `/services` answer written in parts (`services_part`) goes on.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ServicesCursor {
+    /// The opening `{"services":[` is written.
+    opened: bool,
+    /// The key hash of the last service written; the next part starts after it. The store is
+    /// sorted by key hash, so services added or removed between two parts shift nothing: each is
+    /// listed at most once, and every one held throughout the listing is listed.
+    after: Option<u64>,
+}
+
+/// Writes the next part of the `/services` answer into `buf`, and says how many bytes it took
+/// and whether the answer is complete: the opening on the first part, then as many whole
+/// services as fit, then the closing. A part holds at least one service or the closing, so a
+/// listing always moves on; services are listed in key-hash order, resuming from `cursor`.
+pub fn services_part(
+    buf: &mut [u8],
+    cursor: &mut ServicesCursor,
     node: &Node,
     executor: Option<&Executor>,
-) -> Result<(), Full> {
-    let store = node.store();
-    let mut json = Json::new(out);
-    json.begin_object()?;
-    json.key("services")?;
-    json.begin_array()?;
-    for slot in store.slots() {
-        // The store holds only entries it decoded; one that no longer decodes would be a bug.
-        let bytes = store.entry(slot);
-        let entry = bytes.decode();
-        let placed = node.placement(slot.key_hash);
-        let running = Running {
-            node,
-            executor,
-            key: slot.key_hash,
-            placed_on: &placed,
-        };
-        service(&mut json, &entry, &running)?;
+) -> (usize, bool) {
+    let mut len = 0;
+    if !cursor.opened {
+        const OPENING: &[u8] = b"{\"services\":[";
+        buf[..OPENING.len()].copy_from_slice(OPENING);
+        (len, cursor.opened) = (OPENING.len(), true);
     }
-    json.end_array()?;
-    json.end_object()?;
+    let slots = node.store().slots();
+    let from = cursor
+        .after
+        .map_or(0, |after| slots.partition_point(|s| s.key_hash <= after));
+    // Once per part: what this node places on each member, against which peers' statuses count.
+    let digests = node.placed_digests();
+    for slot in &slots[from..] {
+        let mut out = Cursor::new(&mut buf[len..]);
+        let comma = cursor.after.is_some();
+        if listed_service(&mut out, slot, comma, node, (executor, &digests)).is_err() {
+            assert!(len > 0, "one service fits an empty answer buffer");
+            return (len, false);
+        }
+        len += out.len();
+        cursor.after = Some(slot.key_hash);
+    }
+    match Cursor::new(&mut buf[len..]).put(b"]}") {
+        Ok(()) => (len + 2, true),
+        Err(Full) => (len, false),
+    }
+}
+
+/// One service of `/services`, after a comma unless it is the first.
+fn listed_service(
+    out: &mut Cursor<'_>,
+    slot: &Slot,
+    comma: bool,
+    node: &Node,
+    (executor, digests): (Option<&Executor>, &PlacedDigests),
+) -> Result<(), Full> {
+    if comma {
+        out.put(b",")?;
+    }
+    // The store holds only entries it decoded; one that no longer decodes would be a bug.
+    let bytes = node.store().entry(slot);
+    let entry = bytes.decode();
+    let placed = node.placement(slot.key_hash);
+    let running = Running {
+        node,
+        executor,
+        key: slot.key_hash,
+        placed_on: &placed,
+        digests,
+    };
+    let mut json = Json::new(out);
+    service(&mut json, &entry, &running)?;
     json.finish();
     Ok(())
 }
@@ -168,11 +222,13 @@ pub fn one_service(
 ) -> Result<(), Full> {
     let key = key_hash(entry.body.name);
     let placed = node.placement(key);
+    let digests = node.placed_digests();
     let running = Running {
         node,
         executor,
         key,
         placed_on: &placed,
+        digests: &digests,
     };
     let mut json = Json::new(out);
     service(&mut json, entry, &running)?;
@@ -221,6 +277,16 @@ fn node_row(json: &mut Json<'_, '_>, row: &NodeRow<'_>) -> Result<(), Full> {
     json.end_object()
 }
 
+/// The longest `/nodes` row: every field at its longest, the address escaped at worst (a test
+/// measures it).
+const NODE_ROW_BYTES_MAX: usize = 320;
+// `/nodes` is one answer with its length, never in parts: this node and `MEMBERS_MAX` members,
+// each row at its longest with its comma, and the wrapping fit the answer buffer.
+const _: () = assert!(
+    RESPONSE_HEAD_BYTES_MAX + 16 + (MEMBERS_MAX + 1) * (NODE_ROW_BYTES_MAX + 1)
+        <= super::conns::ANSWER_BYTES
+);
+
 /// `/nodes`: this node first (its address as it listens), then every member it knows.
 pub fn nodes(out: &mut Cursor<'_>, node: &Node, listen: &heapless::String<64>) -> Result<(), Full> {
     let me = node.own_record();
@@ -261,7 +327,9 @@ fn addr_text(m: &Member) -> heapless::String<64> {
     s
 }
 
-pub fn live_members(node: &Node) -> usize {
+/// `/health`'s `peers_alive`: the other nodes seen alive. The member table never holds the node
+/// itself, so it is not counted.
+pub fn live_peers(node: &Node) -> usize {
     node.members()
         .iter()
         .filter(|m| m.state == MemberState::Alive)
@@ -277,12 +345,21 @@ pub fn health(out: &mut Cursor<'_>, node: &Node, status: &DaemonSnapshot) -> Res
     json.string(if status.wal_failing { "failing" } else { "ok" })?;
     json.key("reserve")?;
     json.string(status.reserve)?;
+    json.key("reserve_why")?;
+    match status.reserve_why {
+        Some(why) => {
+            let mut text = heapless::String::<256>::new();
+            write!(text, "{why}").expect("the sentence fits 256 bytes");
+            json.string(&text)?;
+        }
+        None => json.null()?,
+    }
     json.key("io")?;
     json.string(status.io)?;
     json.key("services")?;
     json.u64(node.store().slots().iter().filter(|s| !s.tombstone).count() as u64)?;
-    json.key("members_alive")?;
-    json.u64(live_members(node) as u64)?;
+    json.key("peers_alive")?;
+    json.u64(live_peers(node) as u64)?;
     json.key("node_id")?;
     json.string(HexU64::new(node.id()).as_str())?;
     json.key("state_hash")?;
@@ -306,4 +383,35 @@ pub fn deploy(out: &mut Cursor<'_>, name: &str, v: Version, applied: bool) -> Re
     json.end_object()?;
     json.finish();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use myco_core::schema::entry::Arch;
+
+    /// The longest `/nodes` row fits `NODE_ROW_BYTES_MAX`, the bound that proves `/nodes` always
+    /// fits the answer buffer.
+    #[test]
+    fn the_longest_node_row_fits_its_bound() {
+        let address: heapless::String<64> = "\"".repeat(64).as_str().try_into().unwrap();
+        let row = NodeRow {
+            id: u64::MAX,
+            address: Some(&address),
+            state: MemberState::Suspect,
+            incarnation: u32::MAX,
+            meta: MemberMeta {
+                arch: Arch::Aarch64,
+                zone: u8::MAX,
+                gpu: false,
+            },
+            this: false,
+        };
+        let mut buf = [0u8; 1024];
+        let mut out = Cursor::new(&mut buf);
+        let mut json = Json::new(&mut out);
+        node_row(&mut json, &row).unwrap();
+        json.finish();
+        assert!(out.len() <= NODE_ROW_BYTES_MAX, "{} bytes", out.len());
+    }
 }

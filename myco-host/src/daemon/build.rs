@@ -1,37 +1,44 @@
 //! The builder: runs the `Command::Build` the core decides on, one at a time, beside the systemd
 //! commands. `nice -n 19 ionice -c 3 nix build --json -L --out-link <gcroots>/<name>-<rev12>
-//! '<uri>#<attr>'` is spawned without a shell; its stdout (the `--json` answer) is read through
+//! '<uri>#<attr>'` runs without a shell in the transient unit `myco-build-<name>.service`
+//! (`super::transient` says why not as the daemon's own child); its stdout (the `--json` answer) is read through
 //! the fixed output buffer and parsed by the core; its stderr (the build log) goes to
 //! `<state>/builds/<name>.log`, truncated per build, whose tail `/logs` serves for a service
 //! that failed to build and the daemon's log repeats on failure. A build that outlives
 //! `--build-timeout` is killed and reported failed. After a build succeeds, the GC roots of that
-//! service other than the new one and the newest before it are deleted: the running version and
-//! the one before it stay rooted, for a rollback.
+//! service other than the new one and the one its unit runs now are deleted: the version about
+//! to run and the one it replaces stay rooted, for a rollback.
 
+use super::transient::{self, Unit};
 use crate::flight::{Level, Logger};
 use crate::spawn::{self, Argv, Child, Output};
-use myco_core::executor::{is_root_of, parse_build_json};
+use myco_core::executor::{is_root_of, out_of_program, parse_build_json};
 use std::ffi::{CStr, CString};
 use std::fs;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
-/// The GC root directory when `--gcroot-dir` names none.
-pub const GCROOT_DIR_DEFAULT: &str = "/nix/var/nix/gcroots/myco";
+/// The GC root directory, below the state directory, when `--gcroot-dir` names none: it must be
+/// writable by the daemon, which deletes the roots of versions it no longer needs (Nix links each
+/// one from `/nix/var/nix/gcroots/auto`, so the collector sees them).
+pub const GCROOT_DIR_IN_STATE: &str = "gcroots";
 /// A build is killed after this long when `--build-timeout` says nothing: 30 minutes.
 pub const BUILD_TIMEOUT_MS_DEFAULT: u64 = 30 * 60 * 1000;
 /// The tail of a failed build's log repeated in the daemon's log.
 const LOG_TAIL_BYTES: u64 = 2048;
-/// Variables passed from the daemon's environment to `nix`, when set: where its configuration
-/// and caches are (tests and offline boxes point them elsewhere).
-const PASSED_ENV: [&str; 4] = ["NIX_CONF_DIR", "XDG_CACHE_HOME", "HOME", "NIX_REMOTE"];
+/// A build the unit's `RuntimeMaxSec=` should have stopped is killed here this much later, in
+/// case systemd did not (the daemon then reports the build failed either way).
+const KILL_GRACE_MS: u64 = 10_000;
 
 /// How builds run on this box.
 #[derive(Clone, Debug)]
 pub struct BuildConfig {
     pub nix: String,
-    pub gcroot_dir: PathBuf,
+    /// `systemd-run` (`--systemd-run`), which runs each build in a unit of its own.
+    pub systemd_run: String,
+    /// `None`: `<state-dir>/gcroots`.
+    pub gcroot_dir: Option<PathBuf>,
     pub timeout_ms: u64,
 }
 
@@ -45,15 +52,20 @@ struct Job {
     killed: bool,
 }
 
-/// A build that ended: its token, whether `nix` succeeded, and what it printed on stdout.
+/// A build that ended: its token and service, whether `nix` succeeded, and what it printed on
+/// stdout.
 pub struct Ended<'a> {
     pub token: u64,
+    pub name: String,
     pub ok: bool,
     pub stdout: &'a [u8],
 }
 
 pub struct Builder {
     config: BuildConfig,
+    gcroot_dir: PathBuf,
+    /// Where the units are: the running version's root is the one its unit's program is in.
+    unit_dir: PathBuf,
     log_dir: PathBuf,
     env: Vec<CString>,
     argv: Argv,
@@ -63,21 +75,22 @@ pub struct Builder {
 }
 
 impl Builder {
-    pub fn new(config: BuildConfig, state_dir: &Path, log: Logger) -> io::Result<Builder> {
+    pub fn new(
+        config: BuildConfig,
+        (state_dir, unit_dir): (&Path, &Path),
+        log: Logger,
+    ) -> io::Result<Builder> {
         let log_dir = state_dir.join("builds");
         fs::create_dir_all(&log_dir)?;
-        let mut env = vec![CString::new("PATH=/usr/sbin:/usr/bin:/sbin:/bin").expect("no NUL")];
-        for key in PASSED_ENV {
-            if let Some(value) = std::env::var_os(key) {
-                let mut kv = format!("{key}=").into_bytes();
-                kv.extend_from_slice(value.as_bytes());
-                env.extend(CString::new(kv).ok());
-            }
-        }
+        let gcroot_dir =
+            (config.gcroot_dir.clone()).unwrap_or_else(|| state_dir.join(GCROOT_DIR_IN_STATE));
+        fs::create_dir_all(&gcroot_dir)?;
         Ok(Builder {
             config,
+            gcroot_dir,
+            unit_dir: unit_dir.to_owned(),
             log_dir,
-            env,
+            env: transient::environment(),
             argv: Argv::new(),
             output: Output::new(),
             job: None,
@@ -111,11 +124,14 @@ impl Builder {
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in a path"))?;
         let argv = &mut self.argv;
         argv.clear();
-        let link = self.config.gcroot_dir.join(root);
+        let link = self.gcroot_dir.join(root);
         let full = "a build's command line is a few hundred bytes";
-        for arg in [&b"nice"[..], b"-n", b"19", b"ionice", b"-c", b"3"] {
-            argv.push(&[arg]).expect(full);
-        }
+        let unit = Unit {
+            systemd_run: &self.config.systemd_run,
+            name: &[b"myco-build-", name.as_bytes()],
+            runtime_max_s: Some(self.config.timeout_ms.div_ceil(1000)),
+        };
+        transient::push_prefix(argv, &unit, &self.env).expect(full);
         argv.push(&[self.config.nix.as_bytes()]).expect(full);
         for arg in [&b"build"[..], b"--json", b"-L", b"--out-link"] {
             argv.push(&[arg]).expect(full);
@@ -123,7 +139,6 @@ impl Builder {
         argv.push(&[link.as_os_str().as_bytes()]).expect(full);
         argv.push(&[uri.as_bytes(), b"#", attr.as_bytes()])
             .expect(full);
-        fs::create_dir_all(&self.config.gcroot_dir)?;
         let env: Vec<&CStr> = self.env.iter().map(|c| c.as_c_str()).collect();
         let child = spawn::spawn_with_stderr(argv, &env, Some(&log))?;
         self.output.clear();
@@ -136,7 +151,7 @@ impl Builder {
             token,
             name: name.to_owned(),
             root: root.to_owned(),
-            deadline_ms: now_ms.saturating_add(self.config.timeout_ms),
+            deadline_ms: now_ms.saturating_add(self.config.timeout_ms + KILL_GRACE_MS),
             killed: false,
         });
         Ok(())
@@ -165,12 +180,18 @@ impl Builder {
                     Level::Info,
                     format_args!("service {}: built {out}", job.name),
                 );
-                prune_roots(&self.config.gcroot_dir, &job.name, &job.root, &self.log);
+                let running = running_out(&self.unit_dir, &job.name);
+                let keep = Keep {
+                    root: &job.root,
+                    running: running.as_deref(),
+                };
+                prune_roots(&self.gcroot_dir, &job.name, keep, &self.log);
             }
             None => self.log_failure(&job.name, exit.0),
         }
         Some(Ended {
             token: job.token,
+            name: job.name,
             ok: out.is_some(),
             stdout: self.output.bytes(),
         })
@@ -193,7 +214,11 @@ impl Builder {
 
     /// Deletes every GC root of service `name` (no longer placed here).
     pub fn drop_roots(&self, name: &str) {
-        prune_roots(&self.config.gcroot_dir, name, "", &self.log);
+        let keep = Keep {
+            root: "",
+            running: None,
+        };
+        prune_roots(&self.gcroot_dir, name, keep, &self.log);
     }
 }
 
@@ -207,32 +232,87 @@ pub fn read_tail(path: &Path, bytes: u64) -> io::Result<Vec<u8>> {
     Ok(tail)
 }
 
-/// Deletes the GC roots of `name` but `keep` and the newest other one (the version running
-/// before `keep`); with `keep` empty, deletes them all. Failures are logged and left for the
-/// next build.
-fn prune_roots(dir: &Path, name: &str, keep: &str, log: &Logger) {
+/// The GC roots of a service to keep: the new version's, and the one the service's unit runs now
+/// (the version being replaced, kept for a rollback).
+struct Keep<'a> {
+    root: &'a str,
+    /// The store path the service's unit runs (`running_out`), if it runs one.
+    running: Option<&'a Path>,
+}
+
+/// Deletes the GC roots of `name` but those `keep` names; failures are logged and left for the
+/// next build. A root is a symlink to a store path, so "the one the unit runs" is the root that
+/// points where the unit's `ExecStart=` does, whatever its name or age.
+fn prune_roots(dir: &Path, name: &str, keep: Keep<'_>, log: &Logger) {
     let Ok(entries) = fs::read_dir(dir) else {
         return;
     };
-    let mut roots: Vec<(std::time::SystemTime, PathBuf)> = entries
-        .flatten()
-        .filter(|e| {
-            e.file_name()
-                .to_str()
-                .is_some_and(|f| is_root_of(f, name) && f != keep)
-        })
-        .filter_map(|e| Some((e.path().symlink_metadata().ok()?.modified().ok()?, e.path())))
-        .collect();
-    roots.sort();
-    if !keep.is_empty() {
-        roots.pop();
-    }
-    for (_, path) in roots {
-        if let Err(e) = fs::remove_file(&path) {
+    for e in entries.flatten() {
+        let file = e.file_name();
+        let Some(file) = file.to_str().filter(|f| is_root_of(f, name)) else {
+            continue;
+        };
+        let target = fs::read_link(e.path()).ok();
+        if file == keep.root || (keep.running.is_some() && target.as_deref() == keep.running) {
+            continue;
+        }
+        if let Err(err) = fs::remove_file(e.path()) {
             log.log(
                 Level::Warning,
-                format_args!("cannot delete the GC root {}: {e}", path.display()),
+                format_args!("cannot delete the GC root {}: {err}", e.path().display()),
             );
         }
+    }
+}
+
+/// The store path service `name`'s unit in `unit_dir` runs: its `ExecStart=` program,
+/// `<out>/bin/<name>`, without `/bin/<name>`. `None` without a unit or for an `exec` service.
+fn running_out(unit_dir: &Path, name: &str) -> Option<PathBuf> {
+    let text = fs::read_to_string(unit_dir.join(format!("myco-{name}.service"))).ok()?;
+    let line = text.lines().find_map(|l| l.strip_prefix("ExecStart=\""))?;
+    let program = &line[..line.find('"')?];
+    out_of_program(program, name).map(PathBuf::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// After a build, the new version's root and the root of the store path the unit runs stay;
+    /// older roots of that service go, whatever their age, and other services' roots stay.
+    #[test]
+    fn prune_keeps_the_new_root_and_the_running_one() {
+        let dir = std::env::temp_dir().join(format!("myco-prune-{}", std::process::id()));
+        let (roots, units) = (dir.join("gcroots"), dir.join("units"));
+        fs::create_dir_all(&roots).unwrap();
+        fs::create_dir_all(&units).unwrap();
+        for (root, out) in [
+            ("web-aaaaaaaaaaaa", "/nix/store/a-web"),
+            ("web-bbbbbbbbbbbb", "/nix/store/b-web"),
+            ("web-cccccccccccc", "/nix/store/c-web"),
+            ("api-aaaaaaaaaaaa", "/nix/store/a-api"),
+        ] {
+            std::os::unix::fs::symlink(out, roots.join(root)).unwrap();
+        }
+        let unit = "[Service]\nExecStart=\"/nix/store/b-web/bin/web\" \"--port\" \"8080\"\n";
+        fs::write(units.join("myco-web.service"), unit).unwrap();
+        let running = running_out(&units, "web");
+        assert_eq!(running.as_deref(), Some(Path::new("/nix/store/b-web")));
+        let keep = Keep {
+            root: "web-cccccccccccc",
+            running: running.as_deref(),
+        };
+        prune_roots(&roots, "web", keep, &Logger::new(false));
+        let mut left: Vec<String> = fs::read_dir(&roots)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            ["api-aaaaaaaaaaaa", "web-bbbbbbbbbbbb", "web-cccccccccccc"]
+        );
+        assert_eq!(running_out(&units, "api"), None, "no unit");
+        fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -1,7 +1,7 @@
 //! `myco-d`'s command line, checked whole before anything is touched. Defaults follow the
 //! directories systemd hands the service (`docs/daemon.md`).
 
-use super::build::{BuildConfig, BUILD_TIMEOUT_MS_DEFAULT, GCROOT_DIR_DEFAULT};
+use super::build::{BuildConfig, BUILD_TIMEOUT_MS_DEFAULT};
 use super::dns::DNS_LISTENERS_MAX;
 use crate::io::Choice;
 use crate::systemd;
@@ -48,8 +48,10 @@ Options:
                         The nix-collect-garbage to run (default: from PATH)
   --nix PATH            The nix that builds flake services (default: nix from PATH); builds
                         run under nice -n 19 and ionice -c 3, one at a time
+  --systemd-run PATH    The systemd-run that runs builds and collections in transient units
+                        myco-build-NAME and myco-gc (default: systemd-run from PATH)
   --gcroot-dir DIR      Where the GC roots of built services go, one per version (default
-                        /nix/var/nix/gcroots/myco)
+                        STATE_DIR/gcroots)
   --build-timeout SECS  A build running longer is killed and retried later (default 1800)
   --dns ADDR|off        Answer *.myco DNS on ADDR, UDP and TCP; repeatable, twice at most
                         (default 127.0.0.1:53 and [::1]:53; an address that cannot be bound is
@@ -233,17 +235,19 @@ fn executor(args: &mut Arguments) -> Result<Option<ExecutorConfig>, UsageError> 
     let systemctl = text(args, "--systemctl")?.unwrap_or_else(|| "systemctl".into());
     let journalctl = text(args, "--journalctl")?.unwrap_or_else(|| "journalctl".into());
     let audit_log = path(args, "--audit-log")?.unwrap_or_else(|| PathBuf::from(AUDIT_LOG_DEFAULT));
+    let systemd_run = text(args, "--systemd-run")?.unwrap_or_else(|| "systemd-run".into());
     let gc = super::gc::GcConfig {
         store_dir: path(args, "--store-dir")?.unwrap_or_else(|| PathBuf::from("/nix/store")),
         collect_garbage: text(args, "--nix-collect-garbage")?
             .unwrap_or_else(|| "nix-collect-garbage".into()),
+        systemd_run: systemd_run.clone(),
         // Hidden: a test's stand-in for statvfs (`daemon::gc`), not in --help.
         usage_file: path(args, "--store-usage-file")?,
     };
     let build = BuildConfig {
         nix: text(args, "--nix")?.unwrap_or_else(|| "nix".into()),
-        gcroot_dir: path(args, "--gcroot-dir")?
-            .unwrap_or_else(|| PathBuf::from(GCROOT_DIR_DEFAULT)),
+        systemd_run,
+        gcroot_dir: path(args, "--gcroot-dir")?,
         timeout_ms: match number(args, "--build-timeout")? {
             Some(0) => return Err(usage("--build-timeout must be at least 1 second".into())),
             Some(secs) => secs.saturating_mul(1000),

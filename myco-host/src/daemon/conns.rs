@@ -1,27 +1,37 @@
 //! The API's connections: a fixed table of slots, each with a request buffer and an answer
 //! buffer allocated at start-up. Sockets are non-blocking and the loop only reads what has
 //! arrived and writes what the client takes, so a slow or stuck client holds one slot until its
-//! deadline and never the loop.
+//! deadline and never the loop. When every slot is taken, a new client takes the slot of the
+//! connection idle or slowest longest (`seat`), so slow clients cannot lock an operator out.
 
+use super::answers::{self, ServicesCursor};
 use super::events::{self, Ring};
+use super::executor::Executor;
+use super::seat::{seat, Occupant, Seat};
 use crate::http::request::{Parse, RequestBuffer};
-use crate::http::response::{write_error, write_head, ContentType, Cursor, Head};
+use crate::http::response::{
+    frame_chunk, head_before, write_error, write_head, ContentType, Cursor, Full, Head, Length,
+    CHUNK_SIZE_LINE_BYTES_MAX, CHUNK_TAIL_BYTES_MAX, RESPONSE_HEAD_BYTES_MAX,
+};
 use crate::io::{Backend, Interest};
 use crate::spawn::Child;
 use myco_core::schema::entry::Version;
+use myco_core::Node;
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 
-/// Connections served at once; one more is answered 503 and closed.
+/// Connections served at once. One more takes the slot of the connection idle or slowest
+/// longest; it is answered 503 and closed only while every slot holds a stream or a deploy.
 pub const CONNECTIONS_MAX: usize = 16;
-/// An answer: `/services` with every one of `SERVICES_MAX` entries fits.
+/// A connection's answer buffer. An answer longer than this (`/services` past about 800
+/// services) is sent in parts through it (`pump_listing`), so no answer is ever too long.
 pub const ANSWER_BYTES: usize = 192 * 1024;
 /// A request must arrive whole, and an answer be taken, within this; an idle connection is
 /// closed after it.
 pub const REQUEST_TIMEOUT_MS: u64 = 10_000;
-/// A deploy waits this long for its WAL write before it is answered 507.
-pub const DEPLOY_TIMEOUT_MS: u64 = 30_000;
+/// A deploy waits this long for its WAL write before it is answered 507 (the CLI waits longer).
+pub const DEPLOY_TIMEOUT_MS: u64 = myco_core::config::DEPLOY_DURABLE_TIMEOUT_MS;
 
 /// `/stream` subscribers at once; one more is answered 503, so requests always have slots.
 pub const STREAMS_MAX: usize = 8;
@@ -55,6 +65,8 @@ pub struct Conn {
     /// Close once the answer is sent.
     close_after: bool,
     pub waiting: Option<Waiting>,
+    /// A `/services` answer that did not fit the buffer at once, written part by part.
+    listing: Option<Listing>,
     /// A `/stream` subscriber: the id of the next event it is to get. It is never idle again and
     /// has no deadline; it ends when the client closes.
     stream_next: Option<u64>,
@@ -63,6 +75,8 @@ pub struct Conn {
     logs: Option<Child>,
     heartbeat_ms: u64,
     deadline_ms: u64,
+    /// This connection's place in the order of acceptance (`seat` breaks ties with it).
+    number: u64,
     /// Closed, but the fd stays open until `Connections::reap` has told the backend to forget it: an
     /// io_uring poll armed on a closed fd would outlive it.
     dead: bool,
@@ -72,6 +86,8 @@ pub struct Conn {
 pub struct ConnStats {
     pub accepted: u64,
     pub refused_busy: u64,
+    /// Connections closed to seat a new client (`seat`).
+    pub evicted: u64,
     pub requests: u64,
     pub errors: u64,
     pub timeouts: u64,
@@ -80,6 +96,9 @@ pub struct ConnStats {
 pub struct Connections {
     pub listener: UnixListener,
     pub conns: Box<[Conn]>,
+    /// A client accepted while every slot was taken, and when: it takes the slot of the
+    /// connection that gave way to it once `reap` has freed that slot.
+    pub pending: Option<(UnixStream, u64)>,
     pub stats: ConnStats,
     /// `HEARTBEAT_MS` except in tests.
     pub heartbeat_ms: u64,
@@ -98,10 +117,12 @@ impl Conn {
             end: 0,
             close_after: false,
             waiting: None,
+            listing: None,
             stream_next: None,
             logs: None,
             heartbeat_ms: 0,
             deadline_ms: 0,
+            number: 0,
             dead: false,
         }
     }
@@ -111,6 +132,7 @@ impl Conn {
         self.is_open()
             && self.start == self.end
             && self.waiting.is_none()
+            && self.listing.is_none()
             && !self.close_after
             && self.stream_next.is_none()
             && self.logs.is_none()
@@ -131,7 +153,7 @@ impl Conn {
             allow: None,
         };
         let mut out = Cursor::new(&mut self.answer);
-        write_head(&mut out, &head, None).expect("a head fits the answer buffer");
+        write_head(&mut out, &head, Length::UntilClose).expect("a head fits the answer buffer");
         let len = out.len();
         self.queue((0, len), true);
         self.logs = Some(child);
@@ -176,7 +198,7 @@ impl Conn {
         };
         let mut out = Cursor::new(&mut self.answer);
         let (next, reset) = ring.resume(last_event_id);
-        let written = write_head(&mut out, &head, None)
+        let written = write_head(&mut out, &head, Length::UntilClose)
             .and_then(|()| out.put(b": myco events from id "))
             .and_then(|()| out.put_u64(next))
             .and_then(|()| out.put(b"\n\n"))
@@ -232,6 +254,51 @@ impl Conn {
         }
     }
 
+    /// Answers `GET /services`: whole with its length when it fits the answer buffer, else in
+    /// parts as the client takes them (`pump_listing`).
+    pub fn start_listing(
+        &mut self,
+        keep_alive: bool,
+        http11: bool,
+        node: &Node,
+        executor: Option<&Executor>,
+    ) {
+        assert!(self.idle());
+        self.listing = Some(Listing {
+            cursor: ServicesCursor::default(),
+            keep_alive,
+            chunked: http11,
+            started: false,
+        });
+        self.pump_listing(node, executor);
+    }
+
+    /// Writes the next parts of a listing while the client takes them, each once the last has
+    /// drained; the connection is writable again when the client stops taking.
+    pub fn pump_listing(&mut self, node: &Node, executor: Option<&Executor>) {
+        while self.is_open() && self.start == self.end {
+            let Some(listing) = self.listing.as_mut() else {
+                return;
+            };
+            let at = listing.body_at();
+            let limit = ANSWER_BYTES - CHUNK_TAIL_BYTES_MAX;
+            let (len, done) = answers::services_part(
+                &mut self.answer[at..limit],
+                &mut listing.cursor,
+                node,
+                executor,
+            );
+            let (range, keep_alive) = listing
+                .frame(&mut self.answer, (at, at + len), done)
+                .expect("the listing leaves room for its framing");
+            if done {
+                self.listing = None;
+            }
+            self.queue(range, keep_alive);
+            self.flush();
+        }
+    }
+
     /// Queues `answer`, a slice of `self.answer` (as the response writers return it).
     pub fn queue(&mut self, range: (usize, usize), keep_alive: bool) {
         (self.start, self.end) = range;
@@ -261,6 +328,73 @@ impl Conn {
     }
 }
 
+/// A `/services` answer on its way out in parts: where it goes on, and how it is framed.
+struct Listing {
+    cursor: ServicesCursor,
+    keep_alive: bool,
+    /// The client speaks HTTP/1.1 and reads chunks. An HTTP/1.0 client gets a long answer without
+    /// framing, ended by the close.
+    chunked: bool,
+    /// The head is sent: the answer is longer than the buffer, and goes on in parts.
+    started: bool,
+}
+
+impl Listing {
+    /// Where a part's body starts in the answer buffer: after room for the head and a chunk's size
+    /// line on the first part, for a size line on the others.
+    fn body_at(&self) -> usize {
+        let line = if self.chunked {
+            CHUNK_SIZE_LINE_BYTES_MAX
+        } else {
+            0
+        };
+        if self.started {
+            line
+        } else {
+            RESPONSE_HEAD_BYTES_MAX + line
+        }
+    }
+
+    /// Frames the part `buf[body.0..body.1]` in place: a first part that is the whole answer gets
+    /// a head with its length, the same answer as before parts existed; a longer answer gets a
+    /// chunked head (or, for HTTP/1.0, one without a length and the close) and its parts become
+    /// chunks. Returns the bytes to send and whether the connection stays open after them.
+    fn frame(
+        &mut self,
+        buf: &mut [u8],
+        body: (usize, usize),
+        done: bool,
+    ) -> Result<((usize, usize), bool), Full> {
+        let head = |keep_alive| Head {
+            status: 200,
+            content_type: ContentType::Json,
+            keep_alive,
+            allow: None,
+        };
+        if !self.started && done {
+            let length = Length::Exactly((body.1 - body.0) as u64);
+            let start = head_before(buf, body.0, &head(self.keep_alive), length)?;
+            return Ok(((start, body.1), self.keep_alive));
+        }
+        let framed = match self.chunked {
+            true => frame_chunk(buf, body, done)?,
+            false => body,
+        };
+        if !self.started {
+            self.started = true;
+            self.keep_alive &= self.chunked;
+            let length = if self.chunked {
+                Length::Chunked
+            } else {
+                Length::UntilClose
+            };
+            let start = head_before(buf, framed.0, &head(self.keep_alive), length)?;
+            return Ok(((start, framed.1), true));
+        }
+        Ok((framed, !done || self.keep_alive))
+    }
+}
+
 /// Where `slice` sits in the buffer that starts at address `base` (response writers return a
 /// slice of the buffer they were given).
 pub fn range_in(base: usize, slice: &[u8]) -> (usize, usize) {
@@ -281,6 +415,7 @@ impl Connections {
         Connections {
             listener,
             conns: (0..CONNECTIONS_MAX).map(|_| Conn::new()).collect(),
+            pending: None,
             stats: ConnStats::default(),
             heartbeat_ms: HEARTBEAT_MS,
             request_timeout_ms: REQUEST_TIMEOUT_MS,
@@ -309,12 +444,21 @@ impl Connections {
         }
     }
 
-    /// Closes the fds of closed connections, after the backend forgot them.
+    /// Closes the fds of closed connections, after the backend forgot them; then a client that
+    /// waited for a slot takes one.
     pub fn reap(&mut self, io: &mut Backend) {
         for (i, c) in self.conns.iter_mut().enumerate().filter(|(_, c)| c.dead) {
             io.forget(TOKEN_CONN_BASE + i as u64);
             c.stream = None;
             c.dead = false;
+        }
+        if let Some((stream, accepted_ms)) = self.pending.take() {
+            // Nothing is accepted while a client waits, so it was the last one accepted.
+            let number = self.stats.accepted;
+            match self.conns.iter_mut().find(|c| c.stream.is_none()) {
+                Some(c) => c.open(stream, accepted_ms, self.request_timeout_ms, number),
+                None => self.refuse_busy(stream),
+            }
         }
     }
 
@@ -323,9 +467,17 @@ impl Connections {
         (i < CONNECTIONS_MAX).then_some(i)
     }
 
-    /// Accepts what is waiting. Beyond `CONNECTIONS_MAX` a client gets 503 and is closed.
+    /// Accepts what is waiting, into free slots. With none free, the connection idle or slowest
+    /// longest gives way to the client just accepted, which takes its slot once reaped (at the
+    /// end of this turn of the loop); only while every slot is kept is a client answered 503 and
+    /// closed. A connection gives way only to a client that is there.
     pub fn accept(&mut self, now_ms: u64) {
         loop {
+            let timeout_ms = self.request_timeout_ms;
+            let seat = seat(self.conns.iter().map(|c| c.occupant(timeout_ms)));
+            if seat == Seat::Wait {
+                return;
+            }
             let stream = match self.listener.accept() {
                 Ok((s, _)) => s,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
@@ -337,10 +489,22 @@ impl Connections {
                 continue;
             }
             self.stats.accepted += 1;
-            let timeout_ms = self.request_timeout_ms;
-            match self.conns.iter_mut().find(|c| c.stream.is_none()) {
-                Some(c) => c.open(stream, now_ms, timeout_ms),
-                None => self.refuse_busy(stream),
+            match seat {
+                Seat::Take(slot) => {
+                    let number = self.stats.accepted;
+                    self.conns[slot].open(stream, now_ms, timeout_ms, number);
+                }
+                Seat::Evict(slot) => {
+                    self.conns[slot].give_way();
+                    self.stats.evicted += 1;
+                    assert!(
+                        self.pending.is_none(),
+                        "a slot closing makes the next seat Wait"
+                    );
+                    self.pending = Some((stream, now_ms));
+                }
+                Seat::Refuse => self.refuse_busy(stream),
+                Seat::Wait => unreachable!("returned above"),
             }
         }
     }
@@ -351,7 +515,7 @@ impl Connections {
         if let Ok(answer) = write_error(
             &mut buf,
             503,
-            "too many API connections; retry shortly",
+            "every API connection is a stream or a deploy waiting for the disk; retry shortly",
             false,
         ) {
             // Best effort: a client that cannot take 200 bytes at once gets only the close.
@@ -394,12 +558,14 @@ impl Connections {
 }
 
 impl Conn {
-    fn open(&mut self, stream: UnixStream, now_ms: u64, timeout_ms: u64) {
+    fn open(&mut self, stream: UnixStream, now_ms: u64, timeout_ms: u64, number: u64) {
         self.stream = Some(stream);
+        self.number = number;
         self.start = 0;
         self.end = 0;
         self.close_after = false;
         self.waiting = None;
+        self.listing = None;
         self.stream_next = None;
         self.deadline_ms = now_ms + timeout_ms;
         let buffered = self.request.buffered();
@@ -411,10 +577,40 @@ impl Conn {
     pub fn close(&mut self) {
         self.dead = self.stream.is_some();
         self.waiting = None;
+        self.listing = None;
         self.stream_next = None;
         if let Some(child) = self.logs.take() {
             child.kill_and_reap();
         }
+    }
+
+    /// How seating a new client sees this slot: streams and deploys waiting for the WAL are kept;
+    /// any other connection may give way, held since its last answer or its accept.
+    fn occupant(&self, timeout_ms: u64) -> Occupant {
+        match self.stream {
+            None => Occupant::Free,
+            Some(_) if self.dead => Occupant::Closing,
+            Some(_) if self.is_streaming() || self.waiting.is_some() => Occupant::Kept,
+            Some(_) => Occupant::Held {
+                since_ms: self.deadline_ms.saturating_sub(timeout_ms),
+                number: self.number,
+            },
+        }
+    }
+
+    /// Closes this connection to seat a new client. A request it had begun is answered 503, as
+    /// far as the socket takes it, so its client learns why; an idle one is only closed, as HTTP
+    /// lets a server close an idle connection.
+    fn give_way(&mut self) {
+        if self.start == self.end && self.request.buffered() > 0 {
+            self.answer_error(
+                503,
+                "every API connection was taken and this one had waited longest for its request; \
+                 send the request whole and retry",
+            );
+            self.flush();
+        }
+        self.close();
     }
 
     pub fn answer_error(&mut self, status: u16, message: &str) {

@@ -8,9 +8,12 @@
 //! UDP queries are taken and answered in batches (`udp_batch`). TCP serves a fixed table of
 //! connections with non-blocking reads and writes, so a slow client holds a slot and never the
 //! loop. A connection answers its queries in order, pipelined ones too (RFC 7766), and stays
-//! open for the next until it has been idle for `TCP_TIMEOUT_MS`.
+//! open for the next until it has been idle for `TCP_TIMEOUT_MS`. When every slot is taken, the
+//! connection idle or slowest longest gives way to a new client (`seat`, the API's policy too),
+//! so clients holding half-sent queries cannot lock a resolver out.
 
 use super::executor::Executor;
+use super::seat::{seat, Occupant, Seat};
 use super::udp_batch::{UdpBatch, BATCH};
 use myco_core::dns::{answer, Transport, UDP_BYTES_MAX};
 use myco_core::executor::Names;
@@ -38,6 +41,8 @@ pub struct DnsStats {
     pub tcp_queries: u64,
     /// Packets that got no answer (not even a header to answer).
     pub dropped: u64,
+    /// TCP connections closed to seat a new client (`seat`).
+    pub tcp_evicted: u64,
 }
 
 struct TcpConn {
@@ -52,6 +57,8 @@ struct TcpConn {
     sent: usize,
     len: usize,
     deadline_ms: u64,
+    /// This connection's place in the order of acceptance (`seat` breaks ties with it).
+    number: u64,
     /// Closed; the fd stays until the backend forgot it (as for API connections).
     dead: bool,
 }
@@ -65,6 +72,11 @@ pub struct Listener {
 pub struct Dns {
     pub listeners: heapless::Vec<Listener, DNS_LISTENERS_MAX>,
     conns: Box<[TcpConn]>,
+    /// A client accepted while every slot was taken, and when: it takes the slot of the
+    /// connection that gave way to it once `reap` has freed that slot.
+    pending: Option<(TcpStream, u64)>,
+    /// TCP connections accepted so far.
+    accepted: u64,
     batch: UdpBatch,
     /// What this box answers for itself: its listen address, or loopback when it listens on a
     /// wildcard (a workload on this box reaches a service on this box there).
@@ -112,12 +124,15 @@ impl Dns {
                 sent: 0,
                 len: 0,
                 deadline_ms: 0,
+                number: 0,
                 dead: false,
             })
             .collect();
         Some(Dns {
             listeners,
             conns,
+            pending: None,
+            accepted: 0,
             batch: UdpBatch::new(UDP_QUERY_BYTES_MAX, UDP_BYTES_MAX),
             own,
             stats: DnsStats::default(),
@@ -152,38 +167,46 @@ impl Dns {
         }
     }
 
-    /// Accepts TCP connections waiting on listener `i`, while slots are free.
+    /// Accepts TCP connections waiting on listener `i`, into free slots. With none free, the
+    /// connection idle or slowest longest gives way to the client just accepted (RFC 7766 6.2.3
+    /// lets a server close idle connections under pressure; a half-sent query is treated alike),
+    /// which takes its slot once reaped, at the end of this turn of the loop.
     pub fn accept(&mut self, i: usize, now_ms: u64) {
         let Some(listener) = self.listeners.get(i) else {
             return;
         };
-        if !self.conns.iter().any(|c| c.stream.is_none()) {
-            // Under pressure the connection idle longest between queries gives way (RFC 7766
-            // 6.2.3); its slot is free once reaped, and the waiting client is taken then.
-            let idle = self.conns.iter_mut().filter(|c| c.is_idle());
-            if let Some(c) = idle.min_by_key(|c| c.deadline_ms) {
-                c.close();
+        loop {
+            let seat = seat(self.conns.iter().map(TcpConn::occupant));
+            if matches!(seat, Seat::Wait | Seat::Refuse) {
+                return;
             }
-            return;
-        }
-        while let Some(slot) = self.conns.iter().position(|c| c.stream.is_none()) {
             let Ok((stream, _)) = listener.tcp.accept() else {
                 return;
             };
             if stream.set_nonblocking(true).is_err() {
                 continue;
             }
-            let c = &mut self.conns[slot];
-            (c.filled, c.sent, c.len, c.dead, c.eof) = (0, 0, 0, false, false);
-            c.deadline_ms = now_ms + TCP_TIMEOUT_MS;
-            c.stream = Some(stream);
+            self.accepted += 1;
+            match seat {
+                Seat::Take(slot) => self.conns[slot].open(stream, now_ms, self.accepted),
+                Seat::Evict(slot) => {
+                    self.conns[slot].close();
+                    self.stats.tcp_evicted += 1;
+                    self.pending = Some((stream, now_ms));
+                }
+                Seat::Wait | Seat::Refuse => unreachable!("returned above"),
+            }
         }
     }
 
-    /// Whether the TCP listeners are worth watching: a slot is free, or an idle connection can
-    /// give way. While neither holds, a waiting client would wake the loop on every turn.
+    /// Whether the TCP listeners are worth watching: a slot is free, or a connection can give
+    /// way. Not while a slot is closing (it is free after this turn's reap), or a waiting client
+    /// would wake the loop on every turn until then.
     pub fn watch_tcp(&self) -> bool {
-        self.conns.iter().any(|c| c.stream.is_none() || c.is_idle())
+        matches!(
+            seat(self.conns.iter().map(TcpConn::occupant)),
+            Seat::Take(_) | Seat::Evict(_)
+        )
     }
 
     /// The fds to watch: the TCP connections, readable until the query is in, then writable.
@@ -254,12 +277,21 @@ impl Dns {
         }
     }
 
-    /// Closes the fds of closed connections after `forget` ran for each (by slot).
+    /// Closes the fds of closed connections after `forget` ran for each (by slot); then a client
+    /// that waited for a slot takes one.
     pub fn reap(&mut self, mut forget: impl FnMut(usize)) {
         for (i, c) in self.conns.iter_mut().enumerate().filter(|(_, c)| c.dead) {
             forget(i);
             c.stream = None;
             c.dead = false;
+        }
+        if let Some((stream, accepted_ms)) = self.pending.take() {
+            // The connection that gave way was just reaped, so a slot is free; were none, the
+            // client would only be closed, as a full server may. Nothing is accepted while a
+            // client waits, so it was the last one accepted.
+            if let Some(c) = self.conns.iter_mut().find(|c| c.stream.is_none()) {
+                c.open(stream, accepted_ms, self.accepted);
+            }
         }
     }
 }
@@ -284,13 +316,28 @@ enum Progress {
 }
 
 impl TcpConn {
+    fn open(&mut self, stream: TcpStream, now_ms: u64, number: u64) {
+        (self.filled, self.sent, self.len, self.dead, self.eof) = (0, 0, 0, false, false);
+        self.deadline_ms = now_ms + TCP_TIMEOUT_MS;
+        self.number = number;
+        self.stream = Some(stream);
+    }
+
     fn close(&mut self) {
         self.dead = self.stream.is_some();
     }
 
-    /// Open, between two queries: nothing read, nothing to send.
-    fn is_idle(&self) -> bool {
-        self.stream.is_some() && !self.dead && self.filled == 0 && self.len == 0
+    /// How seating a new client sees this slot: any open connection may give way, held since
+    /// it was accepted or last finished an answer.
+    fn occupant(&self) -> Occupant {
+        match self.stream {
+            None => Occupant::Free,
+            Some(_) if self.dead => Occupant::Closing,
+            Some(_) => Occupant::Held {
+                since_ms: self.deadline_ms.saturating_sub(TCP_TIMEOUT_MS),
+                number: self.number,
+            },
+        }
     }
 
     /// Reads what arrived, as far as the buffer holds; false on a read error or when the buffer

@@ -92,7 +92,7 @@ impl Executor {
         log: Logger,
     ) -> io::Result<Executor> {
         fs::create_dir_all(&unit_dir)?;
-        let builder = Builder::new(nix.build, nix.state_dir, log)?;
+        let builder = Builder::new(nix.build, (nix.state_dir, &unit_dir), log)?;
         let mut core = Box::new(core::Executor::new(has_peers_configured));
         for e in fs::read_dir(&unit_dir)? {
             let e = e?;
@@ -236,7 +236,8 @@ impl Executor {
                 )
                 .inspect(|()| {
                     log_written(&self.log, name, start, clock);
-                    let entry = AuditEntry::of(entry, digest);
+                    let mut entry = AuditEntry::of(entry, digest);
+                    entry.store_path = program.and_then(|p| core::out_of_program(p, name));
                     audit(
                         &mut self.audit,
                         &self.log,
@@ -328,6 +329,8 @@ impl Executor {
                 stdout: ended.stdout,
             };
             self.core.handle_command_done(now, ended.token, outcome);
+            let name = ended.name;
+            self.audit_build(node, &name);
         }
         if self.builder.busy() {
             return;
@@ -352,6 +355,21 @@ impl Executor {
             );
             self.core.handle_command_done(now, token, Outcome::FAILED);
         }
+    }
+
+    /// Appends `built` (with the store path) or `build-failed` for the build of `name` that just
+    /// ended, unless the outcome applied to nothing (a new version or a removal meanwhile).
+    fn audit_build(&mut self, node: &Node, name: &str) {
+        let Some(done) = self.core.build_outcome(node, name) else {
+            return;
+        };
+        let mut entry = AuditEntry::of(&done.entry, done.digest);
+        entry.store_path = done.store_path;
+        let outcome = match done.store_path {
+            Some(_) => AuditOutcome::Built,
+            None => AuditOutcome::BuildFailed,
+        };
+        audit(&mut self.audit, &self.log, name, outcome, &entry);
     }
 
     /// Starts `tail` on a build log for `/logs`: the last `lines` lines (200 when `None`), and

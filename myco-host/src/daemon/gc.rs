@@ -1,27 +1,23 @@
 //! The garbage collector's hands: reads how full the filesystem holding the Nix store is
 //! (statvfs) when `myco_core::executor::Gc` says a check is due, and runs the collection it asks
 //! for as `nice -n 19 ionice -c 3 nix-collect-garbage`, lowest CPU and idle I/O priority so the
-//! services on the box do not feel it. When to collect and what the output says are the core's.
+//! services on the box do not feel it, in the transient unit `myco-gc.service` (the daemon's own
+//! sandbox keeps `/nix` read-only: `super::transient`). When to collect and what the output says
+//! are the core's.
 //!
 //! `nix-collect-garbage` runs without `-d`: deleting old profile generations is the owner's
 //! choice (it removes their rollbacks, and the system profile's boot entries on NixOS), not a
 //! daemon's. The store paths myco built are held by its own GC roots, current and previous
 //! output of each placed service, which this never deletes; everything else unrooted is garbage.
 
+use super::transient::{self, Unit};
 use crate::flight::{Level, Logger};
 use crate::spawn::{self, Argv, Child, Output};
 use myco_core::executor::{Gc, GcDone, Outcome};
 use myco_core::time::Instant;
-use std::ffi::CStr;
+use std::ffi::{CStr, CString};
 use std::io;
 use std::path::PathBuf;
-
-/// `NIX_REMOTE=daemon`: the store is changed by the Nix daemon, since this one's sandbox keeps
-/// `/nix` read-only (`ProtectSystem=strict`). PATH finds Nix on NixOS and on other systems.
-const ENV: [&CStr; 2] = [
-    c"PATH=/run/current-system/sw/bin:/nix/var/nix/profiles/default/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-    c"NIX_REMOTE=daemon",
-];
 
 #[derive(Clone, Debug)]
 pub struct GcConfig {
@@ -29,6 +25,8 @@ pub struct GcConfig {
     pub store_dir: PathBuf,
     /// The `nix-collect-garbage` to run.
     pub collect_garbage: String,
+    /// `systemd-run` (`--systemd-run`), which runs the collection in a unit of its own.
+    pub systemd_run: String,
     /// Test hook (hidden flag `--store-usage-file`): the usage in permille is read from this
     /// file instead of statvfs, so a test can fill a disk without filling one.
     pub usage_file: Option<PathBuf>,
@@ -38,6 +36,7 @@ pub struct Collector {
     pub core: Gc,
     config: GcConfig,
     argv: Argv,
+    env: Vec<CString>,
     output: Output,
     job: Option<(Child, u64)>,
     log: Logger,
@@ -49,6 +48,7 @@ impl Collector {
             core: Gc::new(),
             config,
             argv: Argv::new(),
+            env: transient::environment(),
             output: Output::new(),
             job: None,
             log,
@@ -87,14 +87,18 @@ impl Collector {
         let argv = &mut self.argv;
         argv.clear();
         let full = "the nix-collect-garbage command line is fixed and fits";
-        for arg in ["nice", "-n", "19", "ionice", "-c", "3"] {
-            argv.push(&[arg.as_bytes()]).expect(full);
-        }
+        let unit = Unit {
+            systemd_run: &self.config.systemd_run,
+            name: &[b"myco-gc"],
+            runtime_max_s: None,
+        };
+        transient::push_prefix(argv, &unit, &self.env).expect(full);
         argv.push(&[self.config.collect_garbage.as_bytes()])
             .expect(full);
         self.output.clear();
         let used = self.core.used_permille();
-        match spawn::spawn(argv, &ENV) {
+        let env: Vec<&CStr> = self.env.iter().map(|c| c.as_c_str()).collect();
+        match spawn::spawn(argv, &env) {
             Ok(child) => {
                 self.log.log(
                     Level::Info,

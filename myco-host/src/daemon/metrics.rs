@@ -264,8 +264,14 @@ const STORAGE: &[Family] = &[
     one(
         "myco_wal_disk_full_total",
         Counter,
-        "WAL writes that found the disk full.",
+        "Times the WAL found the disk full after it had room (episodes, not retries).",
         |s| s.snapshot.sink.wal_disk_full.into(),
+    ),
+    one(
+        "myco_wal_unlogged_total",
+        Counter,
+        "Entries kept in memory only because the disk and the WAL batch were full; the next checkpoint stores them.",
+        |s| s.snapshot.sink.wal_unlogged.into(),
     ),
     one(
         "myco_wal_failing",
@@ -432,6 +438,12 @@ const DNS: &[Family] = &[
         "DNS packets given no answer: shorter than a header, or themselves responses.",
         |s| s.dns.dropped.into(),
     ),
+    one(
+        "myco_dns_tcp_evicted_total",
+        Counter,
+        "DNS TCP connections closed, idle or slowest longest, to seat a new client.",
+        |s| s.dns.tcp_evicted.into(),
+    ),
 ];
 
 const PROCESS: &[Family] = &[
@@ -516,8 +528,14 @@ const PROCESS: &[Family] = &[
     one(
         "myco_api_busy_total",
         Counter,
-        "API connections refused with 503 (all slots busy).",
+        "API connections refused with 503 (every slot a stream or a deploy waiting for the WAL).",
         |s| s.snapshot.api.refused_busy.into(),
+    ),
+    one(
+        "myco_api_evicted_total",
+        Counter,
+        "API connections closed, idle or slowest longest, to seat a new client (all slots busy).",
+        |s| s.snapshot.api.evicted.into(),
     ),
     one(
         "myco_api_timeouts_total",

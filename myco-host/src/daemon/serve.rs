@@ -49,7 +49,9 @@ impl Daemon {
                 ..
             } = self;
             let conn = &mut api.conns[slot];
-            let (consumed, keep_alive, route, body) = match conn.poll() {
+            // A long `/services` goes on first: the next request waits for its end.
+            conn.pump_listing(node, executor.as_ref());
+            let (consumed, keep_alive, http11, route, body) = match conn.poll() {
                 None | Some(Parse::Incomplete) => break,
                 Some(Parse::Error(e)) => {
                     api.stats.errors += 1;
@@ -59,7 +61,7 @@ impl Daemon {
                     conn.queue(range, false);
                     break;
                 }
-                Some(Parse::Complete(r)) => (r.consumed, r.keep_alive, r.route, r.body),
+                Some(Parse::Complete(r)) => (r.consumed, r.keep_alive, r.http11, r.route, r.body),
             };
             api.stats.requests += 1;
             // The request borrows the connection's buffer; copy what outlives the answer.
@@ -87,6 +89,7 @@ impl Daemon {
                         executor: executor.as_ref(),
                         status: &status,
                         listen,
+                        http11,
                     };
                     render(&ctx, r, conn, keep_alive)
                 }
@@ -126,7 +129,7 @@ impl Daemon {
             ReserveState::Present { bytes, .. } => ("present", bytes),
             ReserveState::Released { .. } => ("released", 0),
             ReserveState::Deferred { .. } => ("deferred", 0),
-            ReserveState::Unchecked => ("disabled", 0),
+            ReserveState::Unchecked | ReserveState::Disabled => ("disabled", 0),
         };
         let allocations = crate::alloc::allocations();
         DaemonSnapshot {
@@ -134,6 +137,7 @@ impl Daemon {
             io_fallback: self.io_fallback,
             wal_failing: self.sink.wal_failing(),
             reserve,
+            reserve_why: self.sink.reserve.state().deferred_why(),
             reserve_bytes,
             wal_bytes: self.sink.store.wal_bytes(),
             wal_appends: self.sink.wal.appends,
@@ -219,6 +223,8 @@ struct Ctx<'a> {
     executor: Option<&'a super::executor::Executor>,
     status: &'a DaemonSnapshot,
     listen: &'a heapless::String<64>,
+    /// The request is HTTP/1.1: a long answer may be chunked.
+    http11: bool,
 }
 
 /// Writes a 200 (or the error that replaces it) with the body `write` produces.
@@ -262,9 +268,10 @@ fn error(conn: &mut Conn, status: u16, message: &str) -> u16 {
 fn render(ctx: &Ctx<'_>, route: &OwnedRoute, conn: &mut Conn, keep_alive: bool) -> u16 {
     let store = ctx.node.store();
     match route {
-        OwnedRoute::Services => reply(conn, 200, ContentType::Json, keep_alive, |out| {
-            answers::services(out, ctx.node, ctx.executor)
-        }),
+        OwnedRoute::Services => {
+            conn.start_listing(keep_alive, ctx.http11, ctx.node, ctx.executor);
+            200
+        }
         OwnedRoute::Service(name) => {
             match store.get(key_hash(name)).as_deref().map(Entry::decode) {
                 Some(Ok(entry)) if entry.body.name == name.as_str() => {

@@ -73,6 +73,8 @@ pub struct Request<'a> {
     /// False when the client asked to close (`Connection: close`, or HTTP/1.0 without
     /// `keep-alive`): answer with `Connection: close`, then close.
     pub keep_alive: bool,
+    /// HTTP/1.1, which reads a chunked answer; HTTP/1.0 does not.
+    pub http11: bool,
     /// Bytes of the buffer this request used; a pipelined request starts right after.
     pub consumed: usize,
 }
@@ -263,6 +265,7 @@ fn parse_request(buf: &[u8]) -> Result<Option<Request<'_>>, HttpError> {
         route,
         body: &buf[head_len..end],
         keep_alive: keep_alive(version, head.headers),
+        http11: version == 1,
         consumed: end,
     }))
 }

@@ -12,7 +12,7 @@
 
 use super::json::Json;
 use super::request::HttpError;
-use core::fmt;
+use core::fmt::{self, Write};
 
 /// Room reserved for the head in front of the body: the longest head, with the longest
 /// Content-Type, a 20-digit Content-Length and an `Allow` header, is under 200 bytes.
@@ -146,24 +146,41 @@ pub fn reason(status: u16) -> &'static str {
     }
 }
 
-/// Writes a head. `content_length` is `None` for a streamed body (`/stream`, `/logs`), which ends
-/// when the connection closes, so such a head must not promise keep-alive.
-pub fn write_head(
-    out: &mut Cursor<'_>,
-    head: &Head,
-    content_length: Option<u64>,
-) -> Result<(), Full> {
+/// How the client learns where a body ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Length {
+    /// `Content-Length`: the body was written whole before the head.
+    Exactly(u64),
+    /// `Transfer-Encoding: chunked`: a body written part by part through one buffer (a long
+    /// `/services`), each part a chunk (`frame_chunk`), the last followed by the empty chunk.
+    Chunked,
+    /// Neither: the body ends when the connection closes (`/stream`, `/logs`, or a long answer to
+    /// an HTTP/1.0 client, which does not read chunks), so the head must not promise keep-alive.
+    UntilClose,
+}
+
+/// Bytes a chunk's size line may take in front of its data: up to 8 hex digits and CRLF.
+pub const CHUNK_SIZE_LINE_BYTES_MAX: usize = 10;
+/// Bytes a chunk may take after its data: its CRLF and, for the last, the empty chunk `0\r\n\r\n`.
+pub const CHUNK_TAIL_BYTES_MAX: usize = 2 + 5;
+
+/// Writes a head.
+pub fn write_head(out: &mut Cursor<'_>, head: &Head, length: Length) -> Result<(), Full> {
     assert!((100..=599).contains(&head.status));
-    assert!(content_length.is_some() || !head.keep_alive);
+    assert!(length != Length::UntilClose || !head.keep_alive);
     out.put(b"HTTP/1.1 ")?;
     out.put_u64(u64::from(head.status))?;
     out.put(b" ")?;
     out.put(reason(head.status).as_bytes())?;
     out.put(b"\r\nContent-Type: ")?;
     out.put(head.content_type.as_str().as_bytes())?;
-    if let Some(length) = content_length {
-        out.put(b"\r\nContent-Length: ")?;
-        out.put_u64(length)?;
+    match length {
+        Length::Exactly(n) => {
+            out.put(b"\r\nContent-Length: ")?;
+            out.put_u64(n)?;
+        }
+        Length::Chunked => out.put(b"\r\nTransfer-Encoding: chunked")?,
+        Length::UntilClose => {}
     }
     out.put(b"\r\nConnection: ")?;
     out.put(if head.keep_alive {
@@ -197,13 +214,44 @@ pub fn finish<'b>(body: Cursor<'b>, head: &Head) -> Result<&'b [u8], Full> {
         body.start, RESPONSE_HEAD_BYTES_MAX,
         "the body comes from body_cursor"
     );
+    let length = Length::Exactly(body.len() as u64);
+    let Cursor { buf, start, end } = body;
+    let head_start = head_before(buf, start, head, length)?;
+    Ok(&buf[head_start..end])
+}
+
+/// Writes `head` so that it ends right where `buf[at..]` begins (a body, or a first chunk's size
+/// line), and returns where the head starts. `Full` if it does not fit in front.
+pub fn head_before(buf: &mut [u8], at: usize, head: &Head, length: Length) -> Result<usize, Full> {
     let mut scratch = [0u8; RESPONSE_HEAD_BYTES_MAX];
     let mut head_out = Cursor::new(&mut scratch);
-    write_head(&mut head_out, head, Some(body.len() as u64))?;
+    write_head(&mut head_out, head, length)?;
     let head_len = head_out.len();
-    let Cursor { buf, start, end } = body;
-    buf[start - head_len..start].copy_from_slice(&scratch[..head_len]);
-    Ok(&buf[start - head_len..end])
+    let head_start = at.checked_sub(head_len).ok_or(Full)?;
+    buf[head_start..at].copy_from_slice(&scratch[..head_len]);
+    Ok(head_start)
+}
+
+/// Frames the data `buf[start..end]` as one chunk of a chunked body, in place: its size line in
+/// the `CHUNK_SIZE_LINE_BYTES_MAX` bytes in front, CRLF after, and when `last` the empty chunk
+/// that ends the body. Returns the framed bytes' range. The data must not be empty (an empty
+/// chunk would end the body) and must leave that room on both sides, or it is `Full`.
+pub fn frame_chunk(
+    buf: &mut [u8],
+    (start, end): (usize, usize),
+    last: bool,
+) -> Result<(usize, usize), Full> {
+    assert!(start < end, "an empty chunk would end the body");
+    let mut line = [0u8; CHUNK_SIZE_LINE_BYTES_MAX];
+    let mut line_out = Cursor::new(&mut line);
+    write!(line_out, "{:x}\r\n", end - start).map_err(|_| Full)?;
+    let line_len = line_out.len();
+    let framed_start = start.checked_sub(line_len).ok_or(Full)?;
+    buf[framed_start..start].copy_from_slice(&line[..line_len]);
+    let tail: &[u8] = if last { b"\r\n0\r\n\r\n" } else { b"\r\n" };
+    let mut out = Cursor::new(buf.get_mut(end..).ok_or(Full)?);
+    out.put(tail)?;
+    Ok((framed_start, end + tail.len()))
 }
 
 /// A complete response with `body`.
@@ -368,7 +416,7 @@ mod tests {
             keep_alive: false,
             allow: None,
         };
-        write_head(&mut out, &head, None).unwrap();
+        write_head(&mut out, &head, Length::UntilClose).unwrap();
         assert_eq!(
             out.written(),
             b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n"
@@ -405,5 +453,29 @@ mod tests {
         assert_eq!(out.put_u64(12_345), Err(Full));
         out.put_u64(12).unwrap();
         assert_eq!(out.written(), b"ab12");
+    }
+
+    // Pins a chunked answer byte for byte: a head with Transfer-Encoding and no length, chunks
+    // framed in place with their hex size, and the empty chunk after the last; and proves framing
+    // without room on either side is `Full`, not a panic.
+    #[test]
+    fn chunks_are_framed_in_place() {
+        let data = b"{\"a\":[1,2]}";
+        let mut buf = [b'.'; 512];
+        buf[300..311].copy_from_slice(data);
+        let (start, end) = frame_chunk(&mut buf, (300, 311), true).unwrap();
+        assert_eq!(&buf[start..end], b"b\r\n{\"a\":[1,2]}\r\n0\r\n\r\n");
+        let head_start = head_before(&mut buf, start, &json_head(200, true), Length::Chunked);
+        assert_eq!(
+            &buf[head_start.unwrap()..end],
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\
+              Connection: keep-alive\r\n\r\nb\r\n{\"a\":[1,2]}\r\n0\r\n\r\n"
+        );
+        let (start, end) = frame_chunk(&mut buf, (300, 311), false).unwrap();
+        assert_eq!(&buf[start..end], b"b\r\n{\"a\":[1,2]}\r\n");
+        let head = json_head(200, true);
+        assert_eq!(head_before(&mut buf, 40, &head, Length::Chunked), Err(Full));
+        assert_eq!(frame_chunk(&mut buf, (1, 5), false), Err(Full));
+        assert_eq!(frame_chunk(&mut buf, (20, 508), true), Err(Full));
     }
 }

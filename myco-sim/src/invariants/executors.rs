@@ -35,8 +35,20 @@ pub(crate) fn check_one_in_flight(job: &Option<Job>) -> Result<(), String> {
 /// Invariant 5: a status just reported leaves out (so peers count as running) only the placed
 /// services whose unit the executor read as running; a status that overflowed (`more`) makes
 /// peers count what it leaves out as unknown, so it claims nothing.
+///
+/// The status's `placed` digest names exactly the entries it speaks of, so a peer that places the
+/// same entries here may read what it leaves out as running these versions, and a unit of another
+/// version than the placed one does not count as running (`deploy --wait` relies on both).
 pub(crate) fn check_status_truthful(node: &Node, executor: &Executor) -> Result<(), String> {
     let status = node.own_status();
+    let placed = node.placed_here().fold(0, |acc, slot| acc ^ slot.digest);
+    if status.placed.0 != placed {
+        return Err(format!(
+            "node {}: its status speaks of placed entries {:016x}, but {placed:016x} are placed",
+            node.id(),
+            status.placed.0
+        ));
+    }
     if status.more {
         return Ok(());
     }
@@ -44,9 +56,14 @@ pub(crate) fn check_status_truthful(node: &Node, executor: &Executor) -> Result<
         let key = slot.key_hash;
         let listed = status.units.iter().any(|(k, _)| k.0 == key);
         let unit = executor.units().iter().find(|u| u.key == key);
-        let running = unit.is_some_and(|u| u.health == UnitHealth::Running);
+        let running =
+            unit.is_some_and(|u| u.health == UnitHealth::Running && u.digest == slot.digest);
         if !listed && !running {
-            let health = unit.map_or("no unit", |u| u.health.name());
+            let health = match unit {
+                None => "no unit",
+                Some(u) if u.digest != slot.digest => "of another version",
+                Some(u) => u.health.name(),
+            };
             return Err(format!(
                 "node {}: its status says a placed service runs, but its unit is {health}",
                 node.id()

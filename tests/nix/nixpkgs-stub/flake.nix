@@ -5,7 +5,10 @@
 #                                                 functions and types the NixOS module uses
 #   legacyPackages.<system>.python3               bin/python3, a link to the host's /usr/bin/python3
 #   legacyPackages.<system>.writeShellApplication bin/NAME, a /bin/sh script running `text` with
-#                                                 each runtime input's bin on PATH
+#                                                 each runtime input's bin on PATH; and
+#                                                 build-priority, the builder's nice value and
+#                                                 I/O class as `nice` and `ionice` print them, so
+#                                                 tests see the priority builds ran at
 #   legacyPackages.<system>.writeShellScriptBin  the same, without runtime inputs
 #   legacyPackages.<system>.rustPlatform.buildRustPackage, mkShell, runCommand
 #                                                 derivations with the same arguments as nixpkgs'
@@ -66,7 +69,7 @@
             '';
             args = [
               "-c"
-              "/bin/mkdir -p $out/bin && printf '%s' \"$script\" > $out/bin/${name} && /bin/chmod +x $out/bin/${name}"
+              "/bin/mkdir -p $out/bin && printf '%s' \"$script\" > $out/bin/${name} && /bin/chmod +x $out/bin/${name} && { /usr/bin/nice; /usr/bin/ionice; } > $out/build-priority"
             ];
           };
       }; in pkgs;

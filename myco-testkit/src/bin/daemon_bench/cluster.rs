@@ -60,7 +60,7 @@ pub struct Cluster {
 }
 
 /// How formation went: per node, when it first listed every other node alive, and its
-/// `members_alive` at the end; when all did at once.
+/// `peers_alive` at the end; when all did at once.
 pub struct Formation {
     pub all_at: Option<Duration>,
     pub first_complete: Vec<Option<Duration>>,
@@ -286,7 +286,7 @@ impl Cluster {
         loop {
             self.check_all_alive()?;
             let alive: Vec<u64> = (0..count)
-                .map(|i| self.health(i, "members_alive"))
+                .map(|i| self.health(i, "peers_alive"))
                 .collect::<Result<_>>()?;
             let now = start.elapsed();
             for (first, &a) in first_complete.iter_mut().zip(&alive) {
@@ -299,7 +299,7 @@ impl Cluster {
             if large && (done || timed_out || last_progress.elapsed() >= PROGRESS_EVERY) {
                 last_progress = Instant::now();
                 println!(
-                    "  {:5.1} s: {} of {count} nodes at members_alive = {target}; min / median / max {} / {} / {}",
+                    "  {:5.1} s: {} of {count} nodes at peers_alive = {target}; min / median / max {} / {} / {}",
                     now.as_secs_f64(),
                     alive.iter().filter(|&&a| a == target).count(),
                     alive.iter().min().unwrap_or(&0),
@@ -310,7 +310,7 @@ impl Cluster {
             if done || timed_out {
                 if timed_out && !done && !large {
                     return Err(format!(
-                        "the cluster did not form within {timeout:?}: members_alive {alive:?}"
+                        "the cluster did not form within {timeout:?}: peers_alive {alive:?}"
                     ));
                 }
                 return Ok(Formation {

@@ -20,7 +20,7 @@
 //! nodes or fewer, nodes 1.. join node 0 and start together. With more, the start is staggered:
 //! each node starts once the one before answers /health (and `STAGGER` later), joining node 0 and
 //! `JOINS_RANDOM` random earlier nodes; formation is then awaited through every node's /health
-//! (`members_alive` = N-1) with a generous timeout, after which the bench goes on and reports how
+//! (`peers_alive` = N-1) with a generous timeout, after which the bench goes on and reports how
 //! far it got. Every daemon gets SIGTERM (then SIGKILL if it lingers) and the directory is removed
 //! when the bench ends, on error, on SIGINT/SIGTERM/SIGHUP (checked between steps), and on panic
 //! (a panic hook, since the release profile aborts); a daemon also dies with this process

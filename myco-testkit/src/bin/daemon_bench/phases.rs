@@ -191,9 +191,9 @@ fn formation_rows(bench: &mut Bench, s: &Started) {
     let formed = &s.formed;
     let Some(at) = formed.all_at else {
         report.row(
-            format!("until every node's /health says members_alive = {target}"),
+            format!("until every node's /health says peers_alive = {target}"),
             format!(
-                "NOT reached in {:.0} s: {} of {n} nodes at {target} at the end ({} ever were); members_alive min / median / max {} / {} / {}",
+                "NOT reached in {:.0} s: {} of {n} nodes at {target} at the end ({} ever were); peers_alive min / median / max {} / {} / {}",
                 formed.waited.as_secs_f64(),
                 formed.alive.iter().filter(|&&a| a == target as u64).count(),
                 formed.first_complete.iter().flatten().count(),
@@ -207,7 +207,7 @@ fn formation_rows(bench: &mut Bench, s: &Started) {
     };
     let since_first = at + (s.last_start - s.first_start);
     report.row(
-        format!("until every node's /health says members_alive = {target} (polled every {} ms): from the last start / from the first", formed.poll.as_millis()),
+        format!("until every node's /health says peers_alive = {target} (polled every {} ms): from the last start / from the first", formed.poll.as_millis()),
         format!(
             "{:.1} s / {:.1} s; single nodes first complete after median {:.1} s, the last {:.1} s",
             at.as_secs_f64(),
@@ -454,11 +454,11 @@ fn heal(bench: &mut Bench, cluster: &mut Cluster) -> Result<()> {
     let healed = cluster.wait_formed(true)?;
     let report = &mut bench.report;
     report.row(
-        format!("then until every node's /health says members_alive = {target} again"),
+        format!("then until every node's /health says peers_alive = {target} again"),
         match healed.all_at {
             Some(at) => format!("{:.1} s", at.as_secs_f64()),
             None => format!(
-                "NOT reached in {:.0} s: members_alive min / median / max {} / {} / {}",
+                "NOT reached in {:.0} s: peers_alive min / median / max {} / {} / {}",
                 healed.waited.as_secs_f64(),
                 healed.alive.iter().min().unwrap_or(&0),
                 median_u64(&healed.alive),
