@@ -410,11 +410,16 @@ fn validate_spec(spec: &ServiceSpec<'_>) -> Result<(), EntryError> {
 /// reference Nix prints does (`?rev=` for git and Mercurial, a path component for `github:`).
 /// A box builds `uri` as written, so a reference without its rev could move under it.
 pub fn names_rev(uri: &str, rev: &[u8; FLAKE_REV_BYTES]) -> bool {
+    rev_at(uri, rev).is_some()
+}
+
+/// Where in `uri` the first copy of `rev` (as `names_rev` reads it) starts.
+pub fn rev_at(uri: &str, rev: &[u8; FLAKE_REV_BYTES]) -> Option<usize> {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let digit = |i: usize| HEX[usize::from(rev[i / 2] >> (4 * (1 - i % 2)) & 0xf)];
     uri.as_bytes()
         .windows(2 * FLAKE_REV_BYTES)
-        .any(|w| w.iter().enumerate().all(|(i, &c)| c == digit(i)))
+        .position(|w| w.iter().enumerate().all(|(i, &c)| c == digit(i)))
 }
 
 /// The last-writer-wins order of two versions of one key. Higher version wins; on a version tie a

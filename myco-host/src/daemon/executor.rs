@@ -363,7 +363,7 @@ impl Executor {
         let Some(done) = self.core.build_outcome(node, name) else {
             return;
         };
-        let mut entry = AuditEntry::of(done.entry, done.digest);
+        let mut entry = AuditEntry::of(&done.entry, done.digest);
         entry.store_path = done.store_path;
         let outcome = match done.store_path {
             Some(_) => AuditOutcome::Built,
