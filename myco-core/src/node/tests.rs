@@ -521,6 +521,13 @@ fn a_leaving_node_is_dead_at_once() {
     assert!(events.events.contains(&Event::MemberDead(a.id())));
 }
 
+/// `n` reports `units` as not running, with what is placed on it as it sees it.
+fn report(n: &mut Node, now: u64, units: &[(u64, crate::schema::message::UnitState)]) {
+    let placed = n.own_placed_digest();
+    let units = units.iter().copied();
+    n.set_status(Instant(now), 100, placed, units, &mut Wire::default());
+}
+
 /// Submits service `web` with two replicas (`/bin/true`) to `a`.
 fn deploy_two_replicas(a: &mut Node, now: Instant) {
     use crate::schema::entry::{ServiceSpec, Source};
@@ -550,13 +557,7 @@ fn a_status_made_before_a_deploy_does_not_cover_it() {
     use crate::executor::health_on;
     joined_pair!(a, b, _, _);
     // B reports "all running" while it has nothing placed.
-    b.set_status(
-        Instant(3_000),
-        100,
-        b.own_placed_digest(),
-        core::iter::empty(),
-        &mut Wire::default(),
-    );
+    report(&mut b, 3_000, &[]);
     run_pair(&mut a, &mut b, 1_500, 3_000);
     assert!(a.status_of(b.id()).is_some());
     // A deploys a service with two replicas: it is placed on both.
@@ -576,13 +577,7 @@ fn a_status_made_before_a_deploy_does_not_cover_it() {
     // B receives the entry and reports again, with the entry placed there.
     run_pair(&mut a, &mut b, 1_500, 4_500);
     assert!(b.store().get(key).is_some(), "the entry spread");
-    b.set_status(
-        Instant(6_000),
-        100,
-        b.own_placed_digest(),
-        core::iter::empty(),
-        &mut Wire::default(),
-    );
+    report(&mut b, 6_000, &[]);
     run_pair(&mut a, &mut b, 1_500, 6_000);
     let placed = a.placed_digests();
     assert_eq!(strict(&a, &placed), Some(UnitHealth::Running));
@@ -615,15 +610,7 @@ fn dns_leaves_out_a_peer_whose_first_build_failed() {
         (UnitState::BuildFailed, true),
         (UnitState::Building, true),
     ] {
-        let placed = b.own_placed_digest();
-        let units = [(key, state)];
-        b.set_status(
-            Instant(now),
-            100,
-            placed,
-            units.into_iter(),
-            &mut Wire::default(),
-        );
+        report(&mut b, now, &[(key, state)]);
         run_pair(&mut a, &mut b, 1_500, now);
         now += 1_500;
         assert_eq!(names(&a).is_some(), answered, "{state:?}");

@@ -533,50 +533,26 @@ mod tests {
                 "{name:?}"
             );
         }
+        let mut encode = |s: ServiceSpec<'_>| {
+            let body = EntryBody {
+                name: "a",
+                version: Version::default(),
+                spec: Some(s),
+            };
+            encode_entry(&body, &[0; 64], &mut buf).map(|_| ())
+        };
         let mut s = spec();
         s.source = Source::Exec { path: "bin/sh" };
-        let body = EntryBody {
-            name: "a",
-            version: Version::default(),
-            spec: Some(s),
-        };
-        assert_eq!(
-            encode_entry(&body, &[0; 64], &mut buf),
-            Err(EntryError::Path)
-        );
+        assert_eq!(encode(s), Err(EntryError::Path));
         let mut s = spec();
         s.env = Vec::from_slice(&[("A=B", "x")]).unwrap();
-        let body = EntryBody {
-            name: "a",
-            version: Version::default(),
-            spec: Some(s),
-        };
-        assert_eq!(
-            encode_entry(&body, &[0; 64], &mut buf),
-            Err(EntryError::Env)
-        );
+        assert_eq!(encode(s), Err(EntryError::Env));
         let mut s = spec();
         s.replicas = 0;
-        let body = EntryBody {
-            name: "a",
-            version: Version::default(),
-            spec: Some(s),
-        };
-        assert_eq!(
-            encode_entry(&body, &[0; 64], &mut buf),
-            Err(EntryError::Replicas)
-        );
+        assert_eq!(encode(s), Err(EntryError::Replicas));
         let mut s = spec();
         s.limits.tasks_max = Some(TASKS_MAX + 1);
-        let body = EntryBody {
-            name: "a",
-            version: Version::default(),
-            spec: Some(s),
-        };
-        assert_eq!(
-            encode_entry(&body, &[0; 64], &mut buf),
-            Err(EntryError::Limits)
-        );
+        assert_eq!(encode(s), Err(EntryError::Limits));
     }
 
     /// A maximal spec either encodes within one frame's entry budget or is refused as too long;
