@@ -148,7 +148,7 @@ impl Daemon {
             api_streams: self.api.stream_count(),
             events_next_id: self.sink.events.next_id(),
             allocations,
-            allocations_since_ready: allocations.saturating_sub(self.allocations_at_ready),
+            allocations_since_ready: crate::alloc::allocations_since_ready(),
             heap_bytes: crate::alloc::live_bytes(),
             uptime_ms: self.now_ms(),
             units: self.executor.as_ref().map(|e| (e.census(), e.stats)),
