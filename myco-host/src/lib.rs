@@ -9,6 +9,7 @@ pub mod daemon;
 pub mod flight;
 pub mod http;
 pub mod io;
+pub mod path;
 pub mod reserve;
 pub mod spawn;
 pub mod store;

@@ -11,12 +11,15 @@
 
 use super::transient::{self, Unit};
 use crate::flight::{Level, Logger};
+use crate::path::{Lossy, StackPath};
 use crate::spawn::{self, Argv, Child, Output};
-use myco_core::executor::{is_root_of, parse_build_json};
-use std::ffi::{CStr, CString};
+use myco_core::executor::{is_root_of, parse_build_json, Name, RootName};
+use nix::fcntl::AtFlags;
+use nix::sys::stat::fstatat;
+use nix::unistd::{unlinkat, UnlinkatFlags};
+use std::ffi::CString;
 use std::fs;
 use std::io::{self, Read, Seek, SeekFrom};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
 /// The GC root directory, below the state directory, when `--gcroot-dir` names none: it must be
@@ -26,7 +29,7 @@ pub const GCROOT_DIR_IN_STATE: &str = "gcroots";
 /// A build is killed after this long when `--build-timeout` says nothing: 30 minutes.
 pub const BUILD_TIMEOUT_MS_DEFAULT: u64 = 30 * 60 * 1000;
 /// The tail of a failed build's log repeated in the daemon's log.
-const LOG_TAIL_BYTES: u64 = 2048;
+const LOG_TAIL_BYTES: usize = 2048;
 /// A build the unit's `RuntimeMaxSec=` should have stopped is killed here this much later, in
 /// case systemd did not (the daemon then reports the build failed either way).
 const KILL_GRACE_MS: u64 = 10_000;
@@ -46,8 +49,8 @@ pub struct BuildConfig {
 struct Job {
     child: Child,
     token: u64,
-    name: String,
-    root: String,
+    name: Name,
+    root: RootName,
     deadline_ms: u64,
     killed: bool,
 }
@@ -56,7 +59,7 @@ struct Job {
 /// stdout.
 pub struct Ended<'a> {
     pub token: u64,
-    pub name: String,
+    pub name: Name,
     pub ok: bool,
     pub stdout: &'a [u8],
 }
@@ -64,6 +67,8 @@ pub struct Ended<'a> {
 pub struct Builder {
     config: BuildConfig,
     gcroot_dir: PathBuf,
+    /// The GC root directory, open, so that pruning lists it without allocating.
+    gcroot_handle: fs::File,
     log_dir: PathBuf,
     env: Vec<CString>,
     argv: Argv,
@@ -79,9 +84,11 @@ impl Builder {
         let gcroot_dir =
             (config.gcroot_dir.clone()).unwrap_or_else(|| state_dir.join(GCROOT_DIR_IN_STATE));
         fs::create_dir_all(&gcroot_dir)?;
+        let gcroot_handle = fs::File::open(&gcroot_dir)?;
         Ok(Builder {
             config,
             gcroot_dir,
+            gcroot_handle,
             log_dir,
             env: transient::environment(),
             argv: Argv::new(),
@@ -97,8 +104,8 @@ impl Builder {
     }
 
     /// Where the log of service `name`'s last build is.
-    pub fn log_path(&self, name: &str) -> PathBuf {
-        self.log_dir.join(format!("{name}.log"))
+    pub fn log_path(&self, name: &str) -> io::Result<StackPath> {
+        StackPath::join(&self.log_dir, &[name.as_bytes(), b".log"])
     }
 
     /// Spawns the build of `<uri>#<attr>` for service `name`, rooted at `root`. An error means
@@ -113,11 +120,12 @@ impl Builder {
         root: &str,
     ) -> io::Result<()> {
         assert!(self.job.is_none(), "one build at a time");
-        let log = CString::new(self.log_path(name).into_os_string().into_vec())
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in a path"))?;
+        let log = self.log_path(name)?;
+        let job_name = Name::try_from(name).map_err(|_| io::ErrorKind::InvalidInput)?;
+        let job_root = RootName::try_from(root).map_err(|_| io::ErrorKind::InvalidInput)?;
         let argv = &mut self.argv;
         argv.clear();
-        let link = self.gcroot_dir.join(root);
+        let link = StackPath::join(&self.gcroot_dir, &[root.as_bytes()])?;
         let full = "a build's command line is a few hundred bytes";
         let unit = Unit {
             systemd_run: &self.config.systemd_run,
@@ -129,11 +137,11 @@ impl Builder {
         for arg in [&b"build"[..], b"--json", b"-L", b"--out-link"] {
             argv.push(&[arg]).expect(full);
         }
-        argv.push(&[link.as_os_str().as_bytes()]).expect(full);
+        argv.push(&[link.as_bytes()]).expect(full);
         argv.push(&[uri.as_bytes(), b"#", attr.as_bytes()])
             .expect(full);
-        let env: Vec<&CStr> = self.env.iter().map(|c| c.as_c_str()).collect();
-        let child = spawn::spawn_with_stderr(argv, &env, Some(&log))?;
+        let env = transient::env_refs(&self.env);
+        let child = spawn::spawn_with_stderr(argv, &env, Some(log.as_c_str()))?;
         self.output.clear();
         self.log.log(
             Level::Info,
@@ -142,8 +150,8 @@ impl Builder {
         self.job = Some(Job {
             child,
             token,
-            name: name.to_owned(),
-            root: root.to_owned(),
+            name: job_name,
+            root: job_root,
             deadline_ms: now_ms.saturating_add(self.config.timeout_ms + KILL_GRACE_MS),
             killed: false,
         });
@@ -173,7 +181,7 @@ impl Builder {
                     Level::Info,
                     format_args!("service {}: built {out}", job.name),
                 );
-                prune_roots(&self.gcroot_dir, &job.name, &job.root, &self.log);
+                prune_roots(&self.gcroot_handle, &job.name, &job.root, &self.log);
             }
             None => self.log_failure(&job.name, exit.0),
         }
@@ -186,62 +194,86 @@ impl Builder {
     }
 
     fn log_failure(&self, name: &str, code: i32) {
-        let tail = read_tail(&self.log_path(name), LOG_TAIL_BYTES).unwrap_or_default();
-        let tail = String::from_utf8_lossy(&tail);
-        let retry = "it is tried again later; 'myco logs ".to_owned()
-            + name
-            + "' on this box shows its log";
+        let mut tail = [0u8; LOG_TAIL_BYTES];
+        let tail = match self.log_path(name) {
+            Ok(path) => read_tail(path.as_path(), &mut tail).unwrap_or_default(),
+            Err(_) => &[],
+        };
         self.log.log(
             Level::Warning,
             format_args!(
-                "service {name}: build failed (exit {code}); {retry}. It said: {}",
-                tail.trim()
+                "service {name}: build failed (exit {code}); it is tried again later; 'myco logs {name}' on this box shows its log. It said: {}",
+                Lossy(tail.trim_ascii())
             ),
         );
     }
 
     /// Deletes every GC root of service `name` (no longer placed here).
     pub fn drop_roots(&self, name: &str) {
-        prune_roots(&self.gcroot_dir, name, "", &self.log);
+        prune_roots(&self.gcroot_handle, name, "", &self.log);
     }
 }
 
-/// The last `bytes` bytes of the file at `path`.
-pub fn read_tail(path: &Path, bytes: u64) -> io::Result<Vec<u8>> {
+/// The last bytes of the file at `path`, as many as `buf` holds (fewer if the file is shorter).
+pub fn read_tail<'b>(path: &Path, buf: &'b mut [u8]) -> io::Result<&'b [u8]> {
     let mut f = fs::File::open(path)?;
     let len = f.metadata()?.len();
-    f.seek(SeekFrom::Start(len.saturating_sub(bytes)))?;
-    let mut tail = Vec::new();
-    f.take(bytes).read_to_end(&mut tail)?;
-    Ok(tail)
+    f.seek(SeekFrom::Start(len.saturating_sub(buf.len() as u64)))?;
+    let mut filled = 0;
+    while filled < buf.len() {
+        match f.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(&buf[..filled])
 }
 
 /// Deletes the GC roots of `name` but `keep` and the newest other one (the version running
 /// before `keep`); with `keep` empty, deletes them all. Failures are logged and left for the
-/// next build.
-fn prune_roots(dir: &Path, name: &str, keep: &str, log: &Logger) {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return;
-    };
-    let mut roots: Vec<(std::time::SystemTime, PathBuf)> = entries
-        .flatten()
-        .filter(|e| {
-            e.file_name()
-                .to_str()
-                .is_some_and(|f| is_root_of(f, name) && f != keep)
-        })
-        .filter_map(|e| Some((e.path().symlink_metadata().ok()?.modified().ok()?, e.path())))
-        .collect();
-    roots.sort();
+/// next build. The directory is listed through its open handle (`crate::path::for_each_name`),
+/// so pruning allocates nothing.
+fn prune_roots(dir: &fs::File, name: &str, keep: &str, log: &Logger) {
+    let is_other_root = |file: &str| is_root_of(file, name) && file != keep;
+    let mut newest: Option<((i64, i64), RootName)> = None;
     if !keep.is_empty() {
-        roots.pop();
+        let _ = crate::path::for_each_name(dir, |file| {
+            let Some(text) = file.to_str().ok().filter(|f| is_other_root(f)) else {
+                return;
+            };
+            let Ok(stat) = fstatat(dir, file, AtFlags::AT_SYMLINK_NOFOLLOW) else {
+                return;
+            };
+            let Ok(text) = RootName::try_from(text) else {
+                return;
+            };
+            let candidate = ((stat.st_mtime, stat.st_mtime_nsec), text);
+            if newest.as_ref().is_none_or(|n| candidate > *n) {
+                newest = Some(candidate);
+            }
+        });
     }
-    for (_, path) in roots {
-        if let Err(e) = fs::remove_file(&path) {
+    let newest = newest.as_ref().map(|(_, n)| n.as_str());
+    let listed = crate::path::for_each_name(dir, |file| {
+        let Some(text) = file.to_str().ok().filter(|f| is_other_root(f)) else {
+            return;
+        };
+        if Some(text) == newest {
+            return;
+        }
+        if let Err(e) = unlinkat(dir, file, UnlinkatFlags::NoRemoveDir) {
             log.log(
                 Level::Warning,
-                format_args!("cannot delete the GC root {}: {e}", path.display()),
+                format_args!("cannot delete the GC root {text}: {e}"),
             );
         }
+    });
+    if let Err(e) = listed {
+        log.log(
+            Level::Warning,
+            format_args!("cannot list the GC roots of {name}: {e}"),
+        );
     }
 }

@@ -507,8 +507,8 @@ impl Daemon {
         }
         if self.sink.revoked {
             self.sink.revoked = false;
-            let dir = self.sink.store.dir().to_path_buf();
-            if let Err(e) = boot::save_revocation(&dir, self.node.revocation_record()) {
+            let record = self.node.revocation_record();
+            if let Err(e) = boot::save_revocation(self.sink.store.dir(), record) {
                 self.sink.log.log(
                     Level::Error,
                     format_args!("cannot keep the revocation record: {e}"),

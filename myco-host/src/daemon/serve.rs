@@ -374,7 +374,7 @@ fn logs(
         return error(conn, 404, &runs_elsewhere(node, service));
     };
     let spawned = match executor.build_log(service).filter(|_| building(executor)) {
-        Some(log) => executor.spawn_build_log(&log, follow, lines),
+        Some(log) => executor.spawn_build_log(log.as_path(), follow, lines),
         None => executor.spawn_logs(service, follow, lines),
     };
     match spawned {
