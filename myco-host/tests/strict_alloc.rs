@@ -10,7 +10,13 @@
 //! succeed and fail through a stand-in `nix`, GC roots pruned, a garbage collection), checkpoints
 //! (a small `--wal-checkpoint-bytes`), a second daemon joining, dying and returning with a
 //! revocation that the first takes from gossip and keeps (the peers file rewritten), `/stream` subscribers coming and going, `/logs` and `/audit` followed and not,
-//! DNS over UDP and TCP, every endpoint and every refusal of the API.
+//! DNS over UDP and TCP, every endpoint and every refusal of the API, and the stop on SIGTERM.
+//! A second daemon, without the executor and on the poll(2) loop, takes a thousand services and
+//! their removals, lists them in chunks, and keeps answering under slow API and DNS clients.
+//!
+//! Not driven here: a full disk (it needs a tmpfs, so root, and the daemon.rs root test covers
+//! the path without the strict mode), and `systemctl` commands that fail or hang
+//! (`systemctl_timeout.rs`), whose handling formats its log line without allocating.
 
 use myco_core::config::REVOCATION_BYTES_MAX;
 use myco_core::crypto::cert::certify;
@@ -21,7 +27,8 @@ use myco_testkit::daemon::Daemon;
 use myco_testkit::entries::{entry, entry_with_port, flake_entry, tombstone};
 use myco_testkit::http::{raw_request, request};
 use myco_testkit::keys::operator;
-use myco_testkit::wait_until;
+use myco_testkit::trickle::Tricklers;
+use myco_testkit::{wait_exit, wait_until};
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{TcpStream, UdpSocket};
@@ -130,19 +137,7 @@ fn nothing_allocates_after_ready() {
         dns(dns_port);
         membership_churn(&a, &op);
     }));
-    let alive = a.child.as_mut().expect("started").try_wait().expect("wait");
-    if outcome.is_err() || alive.is_some() {
-        panic!(
-            "myco-d --strict-alloc ended {alive:?}; its log:\n{}",
-            a.log()
-        );
-    }
-    assert_eq!(
-        a.metric("myco_heap_allocations_since_ready_total"),
-        0.0,
-        "{}",
-        a.log()
-    );
+    assert_alive(&mut a, outcome.is_ok());
     assert!(
         a.metric("myco_checkpoints_total") >= 1.0,
         "no checkpoint ran"
@@ -162,6 +157,107 @@ fn nothing_allocates_after_ready() {
         a.state.join("revocation").exists(),
         "the revocation is kept"
     );
+    stop_cleanly(&mut a);
+}
+
+/// A thousand services deployed, listed (in chunks: the list outgrows the answer buffer) and
+/// removed, checkpoints among them, while slow clients hold the API's and DNS's connections.
+#[test]
+fn a_thousand_services_and_slow_clients_allocate_nothing() {
+    let op = operator();
+    let mut d = Daemon::new("strict-many", &op, 63);
+    let dns_port = free_port();
+    let dns = format!("127.0.0.1:{dns_port}");
+    d.start(d.command(&[
+        "--strict-alloc",
+        "--io",
+        "poll",
+        "--reserve-bytes",
+        "0",
+        "--wal-checkpoint-bytes",
+        "65536",
+        "--request-timeout-ms",
+        "300",
+        "--dns",
+        &dns,
+    ]));
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        let names: Vec<String> = (0..1000).map(|i| format!("s{i:04}")).collect();
+        // Flake references as long as locked ones get, so that the list passes the buffer.
+        let uri = format!(
+            "git+https://git.example.com/fleet/{}?ref=main&rev={REV}",
+            "x".repeat(20)
+        );
+        for name in &names {
+            let e = flake_entry(&op, name, 1, (&uri, "packages.x86_64-linux.default", REV));
+            assert_eq!(d.deploy(&e).0, 200, "{name}");
+        }
+        let listed = request(&d.socket, "GET", "/services", b"").expect("the API answers");
+        assert_eq!(listed.header("transfer-encoding"), Some("chunked"));
+        assert_eq!(listed.body.matches("\"name\":").count(), 1000);
+        slow_clients(&d, dns_port);
+        for name in &names {
+            assert_eq!(d.deploy(&tombstone(&op, name, 2)).0, 200, "{name}");
+        }
+        assert!(d.metric("myco_checkpoints_total") >= 2.0, "no checkpoints");
+    }));
+    assert_alive(&mut d, outcome.is_ok());
+    stop_cleanly(&mut d);
+}
+
+/// Panics with the daemon's log (which holds a strict-mode report) unless the phases passed, it
+/// still runs, and it counts no allocation after ready.
+fn assert_alive(d: &mut Daemon, phases_passed: bool) {
+    let ended = d.child.as_mut().expect("started").try_wait().expect("wait");
+    if !phases_passed || ended.is_some() {
+        panic!(
+            "myco-d --strict-alloc ended {ended:?}; its log:\n{}",
+            d.log()
+        );
+    }
+    let after_ready = d.metric("myco_heap_allocations_since_ready_total");
+    assert_eq!(after_ready, 0.0, "{}", d.log());
+}
+
+/// SIGTERM: the daemon leaves the cluster, closes everything and exits 0 without allocating
+/// (strict mode would have aborted it).
+fn stop_cleanly(d: &mut Daemon) {
+    let child = d.child.as_mut().expect("started");
+    let pid = i32::try_from(child.id()).expect("a pid");
+    // SAFETY: kill(2) on the pid of a child this test spawned and has not reaped.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let status = wait_exit(child, Duration::from_secs(10));
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", d.log());
+}
+
+/// More slow clients than the API has slots, a request that never ends (408), and DNS TCP
+/// connections holding half a query: the operator and a resolver still get through.
+fn slow_clients(d: &Daemon, dns_port: u16) {
+    let socket = d.socket.clone();
+    let slow = Tricklers::start(
+        20,
+        Duration::from_secs(1),
+        b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n",
+        move || UnixStream::connect(&socket),
+    );
+    wait_until(Duration::from_secs(10), "the slow clients connect", || {
+        slow.connections() >= 20
+    });
+    for _ in 0..10 {
+        assert_eq!(d.get("/health").0, 200);
+    }
+    let half = raw_request(&d.socket, b"GET /hea", Duration::from_secs(10)).expect("answered");
+    assert!(half.is_empty() || half.contains(" 408 "), "{half}");
+    let held: Vec<TcpStream> = (0..6)
+        .map(|_| {
+            let mut t = TcpStream::connect(("127.0.0.1", dns_port)).expect("connects");
+            t.write_all(&[0, 40, 1]).expect("half a query");
+            t
+        })
+        .collect();
+    dns(dns_port);
+    drop(held);
+    drop(slow);
 }
 
 /// Rounds of deploys, new versions and removals of exec services (one with a port, one that
