@@ -24,13 +24,19 @@ pub struct StackPath {
 }
 
 impl StackPath {
-    /// `dir/` followed by `parts` concatenated.
-    pub fn join(dir: &Path, parts: &[&[u8]]) -> io::Result<StackPath> {
-        let mut path = StackPath {
+    /// A copy of `path`.
+    pub fn new(path: &Path) -> io::Result<StackPath> {
+        let mut copy = StackPath {
             bytes: [0; PATH_BYTES_MAX + 1],
             len: 0,
         };
-        path.push(dir.as_os_str().as_bytes())?;
+        copy.push(path.as_os_str().as_bytes())?;
+        Ok(copy)
+    }
+
+    /// `dir/` followed by `parts` concatenated.
+    pub fn join(dir: &Path, parts: &[&[u8]]) -> io::Result<StackPath> {
+        let mut path = StackPath::new(dir)?;
         if !path.as_bytes().ends_with(b"/") {
             path.push(b"/")?;
         }
