@@ -25,7 +25,7 @@ pub const ROTATE_BYTES: u64 = 1024 * 1024;
 /// Rotated files kept: `audit.log.1` (newest) to `audit.log.3`.
 pub const ROTATED_KEPT: u32 = 3;
 /// One line at most: an entry is at most 900 bytes, so its fields fit even fully escaped.
-const LINE_BYTES_MAX: usize = 8 * 1024;
+pub(crate) const LINE_BYTES_MAX: usize = 8 * 1024;
 
 /// What happened to a service on this box.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

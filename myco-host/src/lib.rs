@@ -5,6 +5,7 @@
 pub mod alloc;
 pub mod atomic;
 pub mod audit;
+pub mod budget;
 pub mod daemon;
 pub mod flight;
 pub mod http;

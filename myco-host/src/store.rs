@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 const READ_WINDOW_BYTES: usize = 64 * 1024;
 /// Snapshot records are encoded into this buffer and written when it is full; appends encode into
 /// its front. Allocated once, at open.
-const WRITE_BUFFER_BYTES: usize = 64 * 1024;
+pub(crate) const WRITE_BUFFER_BYTES: usize = 64 * 1024;
 /// Digits of a generation in a file name: enough for any u64.
 const GENERATION_DIGITS: usize = 20;
 const TMP_SUFFIX: &str = ".tmp";

@@ -14,6 +14,9 @@
 //! A second daemon, without the executor and on the poll(2) loop, takes a thousand services and
 //! their removals, lists them in chunks, and keeps answering under slow API and DNS clients.
 //!
+//! Both also check the heap against the budget (`myco_host::budget`): with no allocation after
+//! ready, what start-up laid out is the ceiling for the daemon's life.
+//!
 //! Not driven here: a full disk (it needs a tmpfs, so root, and the daemon.rs root test covers
 //! the path without the strict mode), and `systemctl` commands that fail or hang
 //! (`systemctl_timeout.rs`), whose handling formats its log line without allocating.
@@ -23,6 +26,7 @@ use myco_core::crypto::cert::certify;
 use myco_core::crypto::revocation::encode_revocation;
 use myco_core::crypto::SigningKey;
 use myco_core::schema::entry::Arch;
+use myco_host::budget::HEAP_BYTES_MAX;
 use myco_testkit::daemon::Daemon;
 use myco_testkit::entries::{entry, entry_with_port, flake_entry, tombstone};
 use myco_testkit::http::{raw_request, request};
@@ -217,6 +221,11 @@ fn assert_alive(d: &mut Daemon, phases_passed: bool) {
     }
     let after_ready = d.metric("myco_heap_allocations_since_ready_total");
     assert_eq!(after_ready, 0.0, "{}", d.log());
+    // With nothing allocated after ready, the heap never passes what start-up laid out, which
+    // the budget bounds.
+    let heap = d.metric("myco_heap_bytes");
+    assert!(heap <= HEAP_BYTES_MAX as f64, "{heap} > {HEAP_BYTES_MAX}");
+    println!("myco_heap_bytes={heap} budget={HEAP_BYTES_MAX}");
 }
 
 /// SIGTERM: the daemon leaves the cluster, closes everything and exits 0 without allocating
