@@ -8,38 +8,35 @@
 //!
 //! Invariants: nothing here allocates on the allocation path (the report is formatted on the stack
 //! and written with write(2); the frames land in a static), except once the process is dying,
-//! when every allocation is let through so that the panic hook can write the flight recorder. The
-//! counters are plain atomics; `Relaxed` suffices because no other memory is published through
-//! them, and the one-shot report is claimed by a compare-exchange and published by a release store.
+//! when every allocation is let through so that the panic hook can write the flight recorder.
+//! What is counted and refused is decided in `accounting`, whose own invariants loom checks.
 
+mod accounting;
+
+pub use accounting::FRAMES_MAX;
+use accounting::{Accounting, First, Verdict, MODE_STARTING};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// Return addresses kept for a report: enough to get from the allocator through std into the
-/// daemon's own frame that asked.
-pub const FRAMES_MAX: usize = 24;
+/// The atomics `accounting` is written against: std's here, loom's in `tests/loom.rs`.
+mod atomics {
+    pub use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+}
 
-/// Start-up: allocations are counted and allowed.
-const MODE_STARTING: u8 = 0;
-/// After ready, production: counted, the first one reported once.
-const MODE_COUNTING: u8 = 1;
-/// After ready, `--strict-alloc`: the first one aborts.
-const MODE_STRICT: u8 = 2;
-/// Aborting: everything is let through so that the panic hook can write its file.
-const MODE_DYING: u8 = 3;
-
-static MODE: AtomicU8 = AtomicU8::new(MODE_STARTING);
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-static AFTER_READY: AtomicU64 = AtomicU64::new(0);
-static LIVE_BYTES: AtomicU64 = AtomicU64::new(0);
+static ACCOUNTING: Accounting = Accounting {
+    mode: atomics::AtomicU8::new(MODE_STARTING),
+    allocations: atomics::AtomicU64::new(0),
+    after_ready: atomics::AtomicU64::new(0),
+    live_bytes: atomics::AtomicU64::new(0),
+    first_claimed: atomics::AtomicBool::new(false),
+    first_ready: atomics::AtomicBool::new(false),
+    first_size: AtomicUsize::new(0),
+    first_len: AtomicUsize::new(0),
+    first_frames: [const { AtomicUsize::new(0) }; FRAMES_MAX],
+};
 /// Where the executable is loaded, so that return addresses print as offsets `addr2line` reads.
 static LOAD_BIAS: AtomicUsize = AtomicUsize::new(0);
-/// Set by the allocation that claims the one-shot report; `FIRST_READY` once it is filled in.
-static FIRST_CLAIMED: AtomicBool = AtomicBool::new(false);
-static FIRST_READY: AtomicBool = AtomicBool::new(false);
-static FIRST_SIZE: AtomicUsize = AtomicUsize::new(0);
-static FIRST_FRAMES: [AtomicUsize; FRAMES_MAX] = [const { AtomicUsize::new(0) }; FRAMES_MAX];
 
 /// `System`, counting every allocation (a `realloc` counts as one) and the bytes live, and
 /// refusing after [`mark_ready`] as the module says.
@@ -62,14 +59,14 @@ unsafe impl GlobalAlloc for Counting {
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE_BYTES.fetch_sub(layout.size() as u64, Ordering::Relaxed);
+        ACCOUNTING.freed(layout.size());
         // SAFETY: forwarded as received.
         unsafe { System.dealloc(ptr, layout) }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         counted(new_size);
-        LIVE_BYTES.fetch_sub(layout.size() as u64, Ordering::Relaxed);
+        ACCOUNTING.freed(layout.size());
         // SAFETY: forwarded as received.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -77,43 +74,22 @@ unsafe impl GlobalAlloc for Counting {
 
 /// The bookkeeping of one allocation of `size` bytes, and the refusal after ready.
 fn counted(size: usize) {
-    ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-    LIVE_BYTES.fetch_add(size as u64, Ordering::Relaxed);
-    let mode = MODE.load(Ordering::Relaxed);
-    // A panic is already the failure, and its message and payload need the heap: let it through.
-    if mode == MODE_STARTING || mode == MODE_DYING || std::thread::panicking() {
-        return;
-    }
-    AFTER_READY.fetch_add(1, Ordering::Relaxed);
-    if mode == MODE_STRICT {
+    if ACCOUNTING.count(size, std::thread::panicking(), capture) == Verdict::Refuse {
         refuse(size);
-    }
-    if FIRST_CLAIMED
-        .compare_exchange(false, true, Ordering::Relaxed, Ordering::Relaxed)
-        .is_ok()
-    {
-        let mut frames = [0usize; FRAMES_MAX];
-        let n = capture(&mut frames);
-        for (slot, frame) in FIRST_FRAMES.iter().zip(&frames[..n]) {
-            slot.store(*frame, Ordering::Relaxed);
-        }
-        FIRST_SIZE.store(size, Ordering::Relaxed);
-        FIRST_READY.store(true, Ordering::Release);
     }
 }
 
 /// Strict mode's end: the report on stderr without allocating, then a panic (caught here, so it
 /// never unwinds out of the allocator) whose hook records the same report in the flight recorder
-/// and writes its file, then the abort.
+/// and writes its file, then the abort. The mode is already dying, so the panic may allocate.
 fn refuse(size: usize) -> ! {
-    MODE.store(MODE_DYING, Ordering::Relaxed);
     let mut frames = [0usize; FRAMES_MAX];
-    let n = capture(&mut frames);
-    let report = Report {
+    let frames_len = capture(&mut frames);
+    let report = Report(First {
         size,
         frames,
-        frames_len: n,
-    };
+        frames_len,
+    });
     let mut text = StackText::default();
     let _ = writeln!(text, "<2>myco-d: --strict-alloc: {report}");
     write_stderr(text.as_bytes());
@@ -123,69 +99,55 @@ fn refuse(size: usize) -> ! {
 
 /// Ends start-up: from now on an allocation is counted as after ready, and aborts the process
 /// if `strict`. Warms what a report needs (glibc's `backtrace` loads its unwinder on first use,
-/// which allocates) so that reporting itself allocates nothing.
+/// which allocates) so that reporting itself allocates nothing. Called once.
 pub fn mark_ready(strict: bool) {
     let mut frames = [0usize; FRAMES_MAX];
     capture(&mut frames);
     LOAD_BIAS.store(load_bias(), Ordering::Relaxed);
-    let mode = if strict { MODE_STRICT } else { MODE_COUNTING };
-    MODE.store(mode, Ordering::Relaxed);
-    assert!(AFTER_READY.load(Ordering::Relaxed) == 0);
+    ACCOUNTING.mark_ready(strict);
 }
 
 /// Allocations since the process started (zero unless `Counting` is the global allocator).
 pub fn allocations() -> u64 {
-    ALLOCATIONS.load(Ordering::Relaxed)
+    ACCOUNTING.allocations.load(Ordering::Relaxed)
 }
 
 /// Allocations since [`mark_ready`]; zero before it.
 pub fn allocations_since_ready() -> u64 {
-    AFTER_READY.load(Ordering::Relaxed)
+    ACCOUNTING.after_ready.load(Ordering::Relaxed)
 }
 
 /// Bytes allocated and not yet freed.
 pub fn live_bytes() -> u64 {
-    LIVE_BYTES.load(Ordering::Relaxed)
+    ACCOUNTING.live_bytes.load(Ordering::Relaxed)
 }
 
 /// The first allocation after ready, once: `Some` the first time it is asked after that
 /// allocation happened, `None` before and ever after. The event loop logs it.
 pub fn take_first_after_ready() -> Option<Report> {
-    if !FIRST_READY.swap(false, Ordering::Acquire) {
-        return None;
-    }
-    let mut frames = [0usize; FRAMES_MAX];
-    for (frame, slot) in frames.iter_mut().zip(&FIRST_FRAMES) {
-        *frame = slot.load(Ordering::Relaxed);
-    }
-    let frames_len = frames.iter().position(|&f| f == 0).unwrap_or(FRAMES_MAX);
-    Some(Report {
-        size: FIRST_SIZE.load(Ordering::Relaxed),
-        frames,
-        frames_len,
-    })
+    ACCOUNTING.take_first().map(Report)
 }
 
 /// One allocation after ready: its size and its callers' return addresses.
 #[derive(Clone, Copy, Debug)]
-pub struct Report {
-    pub size: usize,
-    frames: [usize; FRAMES_MAX],
-    frames_len: usize,
-}
+pub struct Report(First);
 
 impl std::fmt::Display for Report {
     /// One line: the size, then each return address as an offset into the executable, innermost
     /// first, which `addr2line -f -C -e myco-d OFFSET...` turns into functions and lines on a
     /// build with debug information (frames in shared libraries show as large offsets).
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let First {
+            size,
+            frames,
+            frames_len,
+        } = self.0;
         write!(
             f,
-            "heap allocation of {} bytes after ready; return addresses (addr2line -f -C -e myco-d):",
-            self.size
+            "heap allocation of {size} bytes after ready; return addresses (addr2line -f -C -e myco-d):"
         )?;
         let bias = LOAD_BIAS.load(Ordering::Relaxed);
-        for frame in &self.frames[..self.frames_len] {
+        for frame in &frames[..frames_len] {
             write!(f, " {:#x}", frame.wrapping_sub(bias))?;
         }
         Ok(())
