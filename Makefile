@@ -25,7 +25,7 @@ SIM := cargo run --profile sim -p myco-sim --
 # apt-get waits for the package lock (unattended upgrades may hold it) instead of failing.
 APT := DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600
 
-.PHONY: ci check test test-root sim gauntlet gauntlet-short gauntlet-ci bench size size-check nostd aarch64 aarch64-release aarch64-tools fmt fmt-check lint \
+.PHONY: ci check test test-root loom sim gauntlet gauntlet-short gauntlet-ci bench size size-check nostd aarch64 aarch64-release aarch64-tools fmt fmt-check lint \
 	fuzz fuzz-build tools nostd-tools fuzz-tools systemd-check systemd-test units-check nix-check \
 	testbed-test demo man install deb deb-tools package-test
 
@@ -34,7 +34,7 @@ APT := DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600
 # unit checks (systemd-analyze verify/security against a throwaway root need no privileges) and
 # the offline Nix checks (a throwaway Nix store needs none either).
 # The first run may fetch rustup components and cargo-fuzz into the user's own toolchain.
-CHECKS := fmt-check lint nostd test size fuzz-build systemd-check units-check nix-check
+CHECKS := fmt-check lint nostd test loom size fuzz-build systemd-check units-check nix-check
 check: $(CHECKS) gauntlet-short
 
 # What CI runs: the checks of `check` with the full 10-minute gauntlet instead of the short one,
@@ -64,6 +64,13 @@ test-root:
 	else \
 		cargo test -p myco-host --test daemon -- --exact $(ROOT_TEST); \
 	fi
+
+# loom models of where the daemon's threads meet (myco-host/tests/loom.rs). `--cfg loom` changes
+# every crate's flags, so they build in a target directory of their own rather than rebuild the
+# main one; LOOM_MAX_PREEMPTIONS bounds the interleavings explored (loom's advice: 2 or 3).
+loom:
+	RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 CARGO_TARGET_DIR=$(TARGET_DIR)/loom \
+		cargo test -p myco-host --test loom
 
 sim:
 	$(SIM) run --seed $(SEED) --nodes $(NODES) --services $(SERVICES) --loss $(LOSS)
