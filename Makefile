@@ -48,21 +48,29 @@ ci: tools $(CHECKS) gauntlet-ci test-root aarch64 systemd-test testbed-test pack
 # nextest runs test binaries in parallel and reports better; plain cargo test is the fallback for
 # machines without it. The crates have no doctests (nextest skips those); examples are checked by
 # `lint`, which builds all targets. `test` is every test an ordinary user can run; `test-root`
-# runs the ones that need root, named in ROOT_TEST (the full-disk test mounts a tmpfs).
-ROOT_TEST := a_full_disk_frees_the_reserve_and_the_wal_keeps_working
+# runs the ones that need root, named in ROOT_TESTS (the full-disk tests mount a tmpfs), from the
+# myco-host test binaries in ROOT_TEST_BINARIES.
+ROOT_TESTS := a_full_disk_frees_the_reserve_and_the_wal_keeps_working \
+	a_full_disk_never_stops_the_daemon_and_loses_nothing \
+	a_deploy_in_flight_when_the_disk_fills_gets_the_daemons_507 \
+	the_flight_recorder_is_written_on_a_full_disk
+ROOT_TEST_BINARIES := daemon flight_recorder_full_disk
+EMPTY :=
+SPACE := $(EMPTY) $(EMPTY)
+ROOT_FILTER := $(subst $(SPACE), | ,$(foreach t,$(ROOT_TESTS),test(=$(t))))
 
 test:
 	if cargo nextest --version >/dev/null 2>&1; then \
-		cargo nextest run --workspace -E 'not test(=$(ROOT_TEST))'; \
+		cargo nextest run --workspace -E 'not ($(ROOT_FILTER))'; \
 	else \
-		cargo test --workspace -- --skip $(ROOT_TEST); \
+		cargo test --workspace -- $(addprefix --skip ,$(ROOT_TESTS)); \
 	fi
 
 test-root:
 	if cargo nextest --version >/dev/null 2>&1; then \
-		cargo nextest run -p myco-host --test daemon -E 'test(=$(ROOT_TEST))'; \
+		cargo nextest run -p myco-host $(addprefix --test ,$(ROOT_TEST_BINARIES)) -E '$(ROOT_FILTER)'; \
 	else \
-		cargo test -p myco-host --test daemon -- --exact $(ROOT_TEST); \
+		cargo test -p myco-host $(addprefix --test ,$(ROOT_TEST_BINARIES)) -- --exact $(ROOT_TESTS); \
 	fi
 
 # loom models of where the daemon's threads meet (myco-host/tests/loom.rs). `--cfg loom` changes

@@ -29,6 +29,8 @@ binfmt=/proc/sys/fs/binfmt_misc
 repo=$(cd "$(dirname "$0")/.." && pwd)
 bin_dir=${CARGO_TARGET_DIR:-$repo/target}/$target/debug
 skip=(--skip a_full_disk_frees_the_reserve_and_the_wal_keeps_working
+	--skip a_full_disk_never_stops_the_daemon_and_loses_nothing
+	--skip a_deploy_in_flight_when_the_disk_fills_gets_the_daemons_507
 	--skip falls_back_to_poll_when_seccomp_blocks_io_uring
 	--skip empty_environment_disables_everything)
 mounted='' registered='' wrappers=''

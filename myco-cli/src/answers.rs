@@ -78,6 +78,8 @@ pub struct HealthAnswer {
     pub wal: String,
     /// `present`, `released`, `deferred` or `disabled`.
     pub reserve: String,
+    /// Why the reserve is `deferred` (the free space and what it needs); null otherwise.
+    pub reserve_why: Option<String>,
     /// `io_uring` or `poll`.
     pub io: String,
     pub services: Option<u64>,

@@ -11,6 +11,7 @@
 use crate::args::Error;
 use crate::output::terminal_safe;
 use myco_cli::http::{self, parse_response, ReadError};
+use myco_core::config::{DEPLOY_ANSWER_MARGIN_MS, DEPLOY_DURABLE_TIMEOUT_MS};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use std::ffi::OsString;
@@ -25,8 +26,10 @@ pub const SOCKET_DEFAULT: &str = "/run/myco/myco.sock";
 /// Names the socket when --socket does not.
 pub const SOCKET_ENV: &str = "MYCO_SOCKET";
 
-/// A deploy waits for the daemon's fdatasync, which a busy or failing disk can stretch.
-pub const DEPLOY_TIMEOUT: Duration = Duration::from_secs(30);
+/// A deploy waits for the daemon's fdatasync, which a busy or failing disk can stretch: as long
+/// as the daemon waits before it answers 507, plus a margin, so that its answer arrives first.
+pub const DEPLOY_TIMEOUT: Duration =
+    Duration::from_millis(DEPLOY_DURABLE_TIMEOUT_MS + DEPLOY_ANSWER_MARGIN_MS);
 /// Queries only read the daemon's memory.
 pub const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -327,6 +330,18 @@ mod tests {
             "{\"a\": 1, \"b\":\"x y\"}\n"
         );
         assert!(json_line(b"\xff").is_err());
+    }
+
+    /// The CLI waits for a deploy's answer longer than the daemon waits before it answers 507,
+    /// by at least two of the daemon's once-a-second deadline checks: a deploy the disk could not
+    /// take gets the daemon's reason, not "did not answer".
+    #[test]
+    fn deploys_wait_longer_than_the_daemons_deadline() {
+        let daemon = Duration::from_millis(DEPLOY_DURABLE_TIMEOUT_MS);
+        assert!(
+            DEPLOY_TIMEOUT >= daemon + Duration::from_secs(2),
+            "{DEPLOY_TIMEOUT:?}"
+        );
     }
 
     /// Read timeouts, which Linux reports as EAGAIN, count as timeouts.

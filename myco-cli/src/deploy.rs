@@ -31,8 +31,8 @@ commit with 'nix flake metadata', and signs it with the operator key, exactly as
 does ('myco sign --help' for MYCO_NIX and MYCO_NIX_TIMEOUT_MS), then sends it to the local
 myco-d, which stores it and gossips it to the cluster. With --entry, sends an entry file signed
 earlier with 'myco sign', so the operator key can stay on another machine. Returns once myco-d
-has stored the entry on disk (at most 30 s). The manifest format is described in
-docs/myco-json.md.
+has stored the entry on disk (it answers within 30 s, 507 if its disk could not take the entry;
+myco waits 35 s, so that answer arrives). The manifest format is described in docs/myco-json.md.
 
 Options:
   --operator-key FILE  The cluster's operator key (mode 0600)

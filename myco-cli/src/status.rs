@@ -183,8 +183,11 @@ pub fn status(args: Arguments) -> Result<(), Error> {
             ("status", text(&health.status)),
             ("wal", text(&health.wal)),
             ("reserve", text(&health.reserve)),
-            ("io", text(&health.io)),
         ];
+        if let Some(why) = &health.reserve_why {
+            fields.push(("reserve_why", text(why)));
+        }
+        fields.push(("io", text(&health.io)));
         if let Some(n) = health.services {
             fields.push(("services", Value::Number(n)));
         }

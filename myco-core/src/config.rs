@@ -152,6 +152,16 @@ pub const WAL_REPLAY_WINDOW_BYTES: usize = 2048;
 /// about one log plus two snapshots whatever the history.
 pub const WAL_CHECKPOINT_BYTES: u64 = 1024 * 1024;
 
+// The local API, shared by the daemon and the CLI
+/// A deploy waits this long for its WAL record to become durable; then the daemon answers 507
+/// (not acknowledged: retry), a disk that filled up meanwhile being the usual reason.
+pub const DEPLOY_DURABLE_TIMEOUT_MS: u64 = 30_000;
+/// How much longer than `DEPLOY_DURABLE_TIMEOUT_MS` the CLI waits for a deploy's answer. The
+/// daemon checks deadlines once a second and its loop may be slowed by the very disk that failed,
+/// so its 507 can come a little late; the CLI must still be listening, or the operator would get
+/// "did not answer" instead of the daemon's reason.
+pub const DEPLOY_ANSWER_MARGIN_MS: u64 = 5_000;
+
 // A window that cannot hold one whole record could never make progress.
 const _: () = assert!(WAL_RECORD_BYTES_MAX <= WAL_REPLAY_WINDOW_BYTES);
 // The on-disk length field is a u32.

@@ -34,11 +34,13 @@ pub const DNS_BYTES: usize = DNS_TCP_MAX * (2 + UDP_QUERY_BYTES_MAX + 2 + MESSAG
 pub const WAL_BYTES: usize = 2 * crate::daemon::wal::BATCH_BYTES + crate::store::WRITE_BUFFER_BYTES;
 /// `/stream`'s ring of events.
 pub const EVENTS_BYTES: usize = EVENTS_MAX * size_of::<Record>();
-/// The executor: the core's executor, one rendered unit, an argument list for `systemctl` and
-/// one for `/logs`, and the builder's and the collector's, a child's output for each of the
-/// three lanes, and the audit log's line.
+/// The executor: the core's executor, one rendered unit, one unit file read back (the builder's,
+/// to find what a unit runs), an argument list for `systemctl` and one for `/logs`, and the
+/// builder's and the collector's, a child's output for each of the three lanes, and the audit
+/// log's line.
 pub const EXECUTOR_BYTES: usize = size_of::<myco_core::executor::Executor>()
     + UNIT_BYTES_MAX
+    + crate::daemon::build::UNIT_FILE_BYTES_MAX
     + 4 * ARGV_BYTES
     + 3 * OUTPUT_BYTES
     + crate::audit::LINE_BYTES_MAX;

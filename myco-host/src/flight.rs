@@ -3,17 +3,24 @@
 //! dies. Debug lines never reach the journal (unless `--verbose`), so after a crash in the field
 //! this file is the only record of what led to it.
 //!
+//! The file is opened when the hook is installed, at start, and its blocks are allocated then
+//! (`FLIGHT_RECORDER_BYTES`, beyond its end, so the last crash's record stays readable): the hook
+//! overwrites it in place from the start and cuts it to what it wrote, so a full disk cannot keep
+//! the record from being written.
+//!
 //! Invariants: the ring is allocated once, when the recorder is made, and recording only copies
 //! bytes; every recorded line ends in `\n`; the recorder's output never starts with a torn line.
 //! Lines go to stderr with sd-daemon(3) priority prefixes (`<3>` error ... `<7>` debug), which
 //! journald turns into priorities, so one line of text is one journal entry: newlines inside a
 //! message become spaces.
 
+use nix::fcntl::{fallocate, FallocateFlags};
 use nix::sys::time::TimeValLike;
 use nix::time::{clock_gettime, ClockId};
 use std::fmt::{self, Write as _};
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
 use std::panic::{self, PanicHookInfo};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError, TryLockError};
@@ -270,18 +277,45 @@ impl fmt::Write for LogLine {
 /// was installed before (by default the one that prints the panic to stderr). Release builds
 /// abort on panic (`panic = "abort"`), but the hook runs before the abort, so the file is written
 /// there too. Also allocates the recorder, so a panic before the first log line finds one.
-pub fn install_panic_hook(path: PathBuf) {
+///
+/// The file is opened and its blocks allocated now. The hook is installed whatever happens; the
+/// error says why the file could not be prepared (the hook then still tries, by path, at panic).
+pub fn install_panic_hook(path: PathBuf) -> io::Result<()> {
     recorder();
+    let (file, prepared) = match open_recorder_file(&path) {
+        Ok(file) => {
+            let allocated = allocate_recorder_file(&file);
+            (Some(file), allocated)
+        }
+        Err(e) => (None, Err(e)),
+    };
     let previous = panic::take_hook();
     panic::set_hook(Box::new(move |info| {
-        flush_on_panic(&path, info);
+        flush_on_panic(&path, file.as_ref(), info);
         previous(info);
     }));
+    prepared
 }
 
-fn flush_on_panic(path: &Path, info: &PanicHookInfo<'_>) {
+/// Opens the file without truncating it: it holds the last crash's record until the next one.
+fn open_recorder_file(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+}
+
+/// Allocates blocks for everything the hook may write, without changing the file's length.
+fn allocate_recorder_file(file: &File) -> io::Result<()> {
+    let len = FLIGHT_RECORDER_BYTES as nix::libc::off_t;
+    fallocate(file, FallocateFlags::FALLOC_FL_KEEP_SIZE, 0, len)?;
+    file.sync_all()
+}
+
+fn flush_on_panic(path: &Path, file: Option<&File>, info: &PanicHookInfo<'_>) {
     let line = LogLine::format(monotonic_ms(), Level::Error, format_args!("{info}"));
-    if let Err(error) = write_recorder(path, line.recorded()) {
+    if let Err(error) = write_recorder(path, file, line.recorded()) {
         // The process is dying; stderr is the last place left to say why the file is missing.
         let _ = writeln!(
             io::stderr(),
@@ -291,27 +325,60 @@ fn flush_on_panic(path: &Path, info: &PanicHookInfo<'_>) {
     }
 }
 
-fn write_recorder(path: &Path, panic_line: &[u8]) -> io::Result<()> {
-    let mut file = File::create(path)?;
+/// Overwrites the file from its start with the recorded lines and the panic, then cuts it to
+/// what was written. Writing into allocated blocks needs no free space.
+fn write_recorder(path: &Path, kept: Option<&File>, panic_line: &[u8]) -> io::Result<()> {
+    let opened;
+    let file = match kept {
+        Some(file) => file,
+        None => {
+            opened = open_recorder_file(path)?;
+            &opened
+        }
+    };
+    let mut out = AtOffset { file, offset: 0 };
     match recorder().try_lock() {
-        Ok(mut guard) => record_and_write(&mut guard, panic_line, &mut file)?,
+        Ok(mut guard) => record_and_write(&mut guard, panic_line, &mut out)?,
         Err(TryLockError::Poisoned(poisoned)) => {
-            record_and_write(&mut poisoned.into_inner(), panic_line, &mut file)?
+            record_and_write(&mut poisoned.into_inner(), panic_line, &mut out)?
         }
         // Held by the panicking frame itself (a panic inside `record`) or by another thread:
         // waiting could deadlock, and the ring may be mid-update, so only the panic is written.
         Err(TryLockError::WouldBlock) => {
-            file.write_all(RECORDER_BUSY)?;
-            file.write_all(panic_line)?;
-            file.write_all(b"\n")?;
+            out.write_all(RECORDER_BUSY)?;
+            out.write_all(panic_line)?;
+            out.write_all(b"\n")?;
         }
     }
+    file.set_len(out.offset)?;
     file.sync_all()
 }
 
-fn record_and_write(recorder: &mut FlightRecorder, line: &[u8], file: &mut File) -> io::Result<()> {
+/// Writes `file` from `offset` on, whatever its current position.
+struct AtOffset<'f> {
+    file: &'f File,
+    offset: u64,
+}
+
+impl Write for AtOffset<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let written = self.file.write_at(buf, self.offset)?;
+        self.offset += written as u64;
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+fn record_and_write(
+    recorder: &mut FlightRecorder,
+    line: &[u8],
+    out: &mut impl Write,
+) -> io::Result<()> {
     recorder.record(line);
-    recorder.write_to(file)
+    recorder.write_to(out)
 }
 
 #[cfg(test)]

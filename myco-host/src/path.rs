@@ -115,6 +115,26 @@ pub fn for_each_name(dir: &std::fs::File, mut f: impl FnMut(&CStr)) -> io::Resul
     }
 }
 
+/// The target of the symbolic link `name` in the open directory `dir`, read with readlinkat(2)
+/// into `buf`; `None` if it is not a link, cannot be read, or does not fit `buf` (std's and nix's
+/// `read_link` allocate the target).
+pub fn read_link_at<'b>(dir: &std::fs::File, name: &CStr, buf: &'b mut [u8]) -> Option<&'b [u8]> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `name` is NUL-terminated; the kernel writes at most `buf.len()` bytes into `buf`,
+    // which we own, and returns how many, or -1.
+    let n = unsafe {
+        libc::readlinkat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    // A target that fills the buffer may have been cut.
+    let n = usize::try_from(n).ok().filter(|&n| n < buf.len())?;
+    Some(&buf[..n])
+}
+
 /// The names in one getdents64 batch: each record is `d_ino` (8 bytes), `d_off` (8),
 /// `d_reclen` (2), `d_type` (1), then the NUL-terminated name, padded to `d_reclen`.
 fn each_record(mut bytes: &[u8], f: &mut impl FnMut(&CStr)) {

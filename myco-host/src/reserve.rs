@@ -5,13 +5,15 @@
 //! Invariants: a reserve reported `Present` has exactly `bytes` bytes, all allocated (never a
 //! sparse file, which would hold no space), and is durable: the file and the directory are synced.
 //! Creating the reserve never fills the disk: it waits until the free space exceeds the missing
-//! blocks plus `RESERVE_MARGIN_BYTES`, and if the allocation still hits ENOSPC it deletes what it
-//! allocated.
+//! blocks plus `RESERVE_MARGIN_BYTES` (reported `Deferred`, with both numbers), and if the
+//! allocation still hits ENOSPC it deletes what it allocated. `Released` means a file was deleted;
+//! a disabled reserve (`disable`, for a size of 0) leaves no file behind from an earlier run.
 
 use nix::errno::Errno;
 use nix::fcntl::{fallocate, FallocateFlags};
 use nix::libc::off_t;
 use nix::sys::statvfs::statvfs;
+use std::fmt;
 use std::fs::{self, File, Metadata, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
@@ -49,10 +51,47 @@ pub enum ReserveState {
     Released {
         bytes: u64,
     },
-    /// Not (re)created: the filesystem had only `available_bytes` free for unprivileged users.
+    /// Not (re)created: the filesystem had only `available_bytes` free for unprivileged users,
+    /// and creating it needs more than `needed_bytes` (the missing blocks plus the margin).
     Deferred {
         available_bytes: u64,
+        needed_bytes: u64,
     },
+    /// No reserve is kept (a size of 0), and none is left on disk.
+    Disabled,
+}
+
+impl ReserveState {
+    /// Why the reserve is deferred, for the log and `/health`; `None` in any other state.
+    pub fn deferred_why(self) -> Option<DeferredWhy> {
+        match self {
+            ReserveState::Deferred {
+                available_bytes,
+                needed_bytes,
+            } => Some(DeferredWhy {
+                available_bytes,
+                needed_bytes,
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// A deferred reserve's numbers, displayed as one sentence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeferredWhy {
+    pub available_bytes: u64,
+    pub needed_bytes: u64,
+}
+
+impl fmt::Display for DeferredWhy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "only {} bytes are free on the state directory's filesystem, and making the reserve needs more than {} (the bytes it lacks plus a margin of {RESERVE_MARGIN_BYTES}, so that it never fills the disk)",
+            self.available_bytes, self.needed_bytes
+        )
+    }
 }
 
 pub struct Reserve {
@@ -78,6 +117,11 @@ impl Reserve {
         self.state
     }
 
+    /// The size asked for; 0 keeps no reserve.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -89,9 +133,11 @@ impl Reserve {
         let allocated = metadata_if_exists(&self.path)?.map_or(0, |m| allocated_bytes(&m));
         let missing = self.bytes.saturating_sub(allocated);
         let available = available_bytes(&self.dir)?;
-        self.state = if missing > 0 && available <= missing.saturating_add(RESERVE_MARGIN_BYTES) {
+        let needed = missing.saturating_add(RESERVE_MARGIN_BYTES);
+        self.state = if missing > 0 && available <= needed {
             ReserveState::Deferred {
                 available_bytes: available,
+                needed_bytes: needed,
             }
         } else {
             self.allocate()?
@@ -102,9 +148,20 @@ impl Reserve {
     /// Deletes the reserve, durably, and returns the bytes it held (0 if there was none). Call it
     /// when a write fails with ENOSPC, then retry the write. The directory is synced so that a
     /// crash cannot bring the reserve back and fill the disk again before the WAL replays.
+    /// A reserve that was never made (deferred, disabled) stays as it is reported: nothing was
+    /// released.
     pub fn release(&mut self) -> io::Result<u64> {
         let freed = self.remove()?;
-        self.state = ReserveState::Released { bytes: freed };
+        if freed > 0 || matches!(self.state, ReserveState::Present { .. }) {
+            self.state = ReserveState::Released { bytes: freed };
+        }
+        Ok(freed)
+    }
+
+    /// Keeps no reserve: deletes one an earlier run left (durably) and returns the bytes it held.
+    pub fn disable(&mut self) -> io::Result<u64> {
+        let freed = self.remove()?;
+        self.state = ReserveState::Disabled;
         Ok(freed)
     }
 
@@ -120,8 +177,10 @@ impl Reserve {
             Err(error) if error.raw_os_error() == Some(Errno::ENOSPC as i32) => {
                 drop(file);
                 self.remove()?;
-                let available_bytes = available_bytes(&self.dir)?;
-                return Ok(ReserveState::Deferred { available_bytes });
+                return Ok(ReserveState::Deferred {
+                    available_bytes: available_bytes(&self.dir)?,
+                    needed_bytes: self.bytes.saturating_add(RESERVE_MARGIN_BYTES),
+                });
             }
             Err(error) => return Err(error),
         };

@@ -32,7 +32,8 @@ fn run_child(test: &str, dir: &Path) -> Output {
 #[test]
 fn strict_allocation_after_ready_aborts_with_a_report() {
     if let Some(dir) = std::env::var_os(CHILD) {
-        install_panic_hook(Path::new(&dir).join(FLIGHT_RECORDER_FILE_NAME));
+        install_panic_hook(Path::new(&dir).join(FLIGHT_RECORDER_FILE_NAME))
+            .expect("the recorder file is prepared");
         mark_ready(true);
         black_box(vec![7u8; 12_345]);
         unreachable!("the allocation above aborts the process");

@@ -6,6 +6,7 @@ use myco_testkit::daemon::Daemon;
 use myco_testkit::entries::entry;
 use myco_testkit::http::request;
 use myco_testkit::keys::operator;
+use myco_testkit::tmpfs::{fill, Tmpfs};
 use myco_testkit::wait_until;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -137,43 +138,11 @@ fn falls_back_to_poll_when_seccomp_blocks_io_uring() {
     assert_eq!(plain.metric("myco_io_uring_fallback"), 0.0);
 }
 
-/// Mounts a small tmpfs for the state directory; unmounted on drop.
-struct Tmpfs(std::path::PathBuf);
-
-impl Tmpfs {
-    fn mount(path: &std::path::Path, mib: u32) -> Tmpfs {
-        fs::create_dir_all(path).unwrap();
-        let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
-            .arg(path)
-            .status()
-            .expect("mount runs");
-        assert!(
-            status.success(),
-            "mounting a tmpfs needs root (CI runs as root)"
-        );
-        Tmpfs(path.to_path_buf())
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
-/// Writes zeros until the filesystem refuses.
-fn fill(path: &std::path::Path) {
-    let chunk = vec![0u8; 1 << 20];
-    let mut file = fs::File::create(path).unwrap();
-    while std::io::Write::write_all(&mut file, &chunk).is_ok() {}
-}
-
 #[test]
 fn a_full_disk_frees_the_reserve_and_the_wal_keeps_working() {
     let op = operator();
     let mut d = Daemon::new("diskfull", &op, 10);
-    let _fs = Tmpfs::mount(&d.state, 80);
+    let _fs = Tmpfs::mount(&d.state, 80 * 1024);
     d.start(d.command(&["--reserve-bytes", "8388608"]));
     assert!(d.get("/health").1.contains("\"reserve\":\"present\""));
     let filler = d.state.join("filler");
@@ -333,4 +302,222 @@ fn a_restarted_node_finds_the_cluster_from_its_peers_file() {
     wait_until(Duration::from_secs(10), "b has a's deploy", || {
         b.get("/services/web").0 == 200
     });
+}
+
+/// Services in the full-disk gossip test: their entries pass the WAL's 256 KiB batch, and fit the
+/// store's 320 KiB arena.
+const LARGE_ENTRIES: usize = 380;
+
+/// Service `big-NNNN` at operator clock `clock`: an entry of about 770 bytes (twelve long
+/// arguments), so that `LARGE_ENTRIES` of them pass the WAL's batch.
+fn large_entry(op: &SigningKey, i: usize, clock: u64) -> Vec<u8> {
+    use myco_core::schema::entry::{EntryBody, ServiceSpec, Source};
+    let name = format!("big-{i:04}");
+    let args: Vec<String> = (0..12)
+        .map(|a| format!("--arg-{a:02}={}", "v".repeat(40)))
+        .collect();
+    let mut spec = ServiceSpec::minimal(Source::Exec {
+        path: myco_testkit::entries::TRUE_PATH,
+    });
+    for arg in &args {
+        spec.args.push(arg.as_str()).expect("twelve arguments fit");
+    }
+    let body = EntryBody {
+        name: &name,
+        version: myco_testkit::entries::version(op, clock),
+        spec: Some(spec),
+    };
+    myco_testkit::entries::signed(op, &body)
+}
+
+/// Deploys every large entry at `clock` to `d`.
+fn deploy_large(d: &Daemon, op: &SigningKey, clock: u64) {
+    for i in 0..LARGE_ENTRIES {
+        let (status, body) = d.deploy(&large_entry(op, i, clock));
+        assert_eq!(status, 200, "deploy {i} at {clock}: {body}");
+    }
+}
+
+/// The `state_hash` field of a daemon's `/health`.
+fn state_hash(d: &Daemon) -> String {
+    let (_, health) = d.get("/health");
+    let at = health
+        .find("\"state_hash\":\"")
+        .expect("/health has state_hash")
+        + 14;
+    health[at..].split('"').next().unwrap().to_owned()
+}
+
+/// What `dig` prints for a name outside `*.myco` asked of the daemon's DNS on `port`: REFUSED
+/// when it answers, a timeout when it does not.
+fn dig_refused(port: u16) -> String {
+    let out = Command::new("dig")
+        .args(["@127.0.0.1", "-p", &port.to_string(), "+time=2", "+tries=1"])
+        .args(["example.com", "A"])
+        .output()
+        .expect("dig runs (make tools installs dnsutils)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Fails the test at once, with its log, if the daemon has stopped.
+#[track_caller]
+fn assert_running(d: &mut Daemon) {
+    let exited = d.child.as_mut().unwrap().try_wait().unwrap();
+    assert!(exited.is_none(), "myco-d stopped ({exited:?}): {}", d.log());
+}
+
+/// Fault 1 of the full-disk faults: with the state directory's disk full from the start, gossip
+/// that brings more entries than two WAL batches hold (every service, then a new version of each)
+/// does not stop the daemon. It keeps them in memory and answers reads and DNS, refuses deploys
+/// (507), says `/health` is degraded, reports the reserve it had no room for as deferred (nothing
+/// was released), and counts and logs one disk-full episode however many times it retries. Once
+/// space returns it stores everything it holds, so that a restart without its peer still has it.
+#[test]
+fn a_full_disk_never_stops_the_daemon_and_loses_nothing() {
+    let op = operator();
+    let mut a = Daemon::new("fullgossip-a", &op, 16);
+    a.start(a.command(&["--reserve-bytes", "0"]));
+    deploy_large(&a, &op, 1);
+    a.child.as_mut().unwrap().kill().unwrap();
+    a.child.as_mut().unwrap().wait().unwrap();
+    let mut b = Daemon::new("fullgossip-b", &op, 17);
+    let _fs = Tmpfs::mount(&b.state, 4096);
+    let filler = b.state.join("filler");
+    fill(&filler);
+    let dns_port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .unwrap()
+        .port();
+    let dns = format!("127.0.0.1:{dns_port}");
+    b.start(b.command(&["--reserve-bytes", "1048576", "--dns", &dns]));
+    a.start(a.command(&["--reserve-bytes", "0", "--join", &listen_addr(&b)]));
+    let all = format!("\"services\":{LARGE_ENTRIES}");
+    wait_until(Duration::from_secs(60), "b holds every entry", || {
+        assert_running(&mut b);
+        b.get("/health").1.contains(&all)
+    });
+    deploy_large(&a, &op, 2);
+    let expected = state_hash(&a);
+    wait_until(Duration::from_secs(60), "b holds every new version", || {
+        assert_running(&mut b);
+        state_hash(&b) == expected
+    });
+    assert!(
+        b.metric("myco_wal_unlogged_total") > 0.0,
+        "both batches filled"
+    );
+    // The parked batch is written again once a second: at least two retries.
+    std::thread::sleep(Duration::from_secs(3));
+    let (status, health) = b.get("/health");
+    assert_eq!(status, 503, "{health}");
+    assert!(health.contains("\"wal\":\"failing\""), "{health}");
+    assert!(health.contains("\"reserve\":\"deferred\""), "{health}");
+    assert_eq!(b.get("/services/big-0000").0, 200, "reads go on");
+    let answer = dig_refused(dns_port);
+    assert!(answer.contains("status: REFUSED"), "DNS answers: {answer}");
+    assert_eq!(b.deploy(&entry(&op, "web", 1)).0, 507);
+    assert_eq!(b.metric("myco_wal_disk_full_total"), 1.0, "one episode");
+    let log = b.log();
+    let said = log.matches("disk full and no reserve left").count();
+    assert_eq!(said, 1, "{log}");
+    fs::remove_file(&filler).unwrap();
+    wait_until(Duration::from_secs(30), "b stores what it holds", || {
+        b.get("/health").0 == 200 && b.metric("myco_checkpoints_total") >= 1.0
+    });
+    assert_eq!(b.log().matches("the disk has room again").count(), 1);
+    // Alone, from its own disk only.
+    drop(a);
+    b.child.as_mut().unwrap().kill().unwrap();
+    b.child.as_mut().unwrap().wait().unwrap();
+    b.start(b.command(&["--reserve-bytes", "1048576"]));
+    assert_eq!(state_hash(&b), expected);
+}
+
+/// Fault 4 of the full-disk faults: a deploy in flight when the disk fills is answered 507 by the
+/// daemon once its deadline passes, while `myco deploy` still waits, so the operator reads the
+/// daemon's reason (exit 1) instead of exit 3 "did not answer".
+#[test]
+fn a_deploy_in_flight_when_the_disk_fills_gets_the_daemons_507() {
+    let op = operator();
+    let mut d = Daemon::new("inflight", &op, 18);
+    let _fs = Tmpfs::mount(&d.state, 4096);
+    d.start(d.command(&["--reserve-bytes", "0"]));
+    fill(&d.state.join("filler"));
+    let entry_file = d.dir.write("web.entry", entry(&op, "web", 1));
+    let out = Command::new(myco_testkit::bins::cli())
+        .arg("deploy")
+        .arg("--entry")
+        .arg(&entry_file)
+        .arg("--socket")
+        .arg(&d.socket)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("507"), "{stderr}");
+    assert!(
+        stderr.contains("did not make the deploy durable"),
+        "{stderr}"
+    );
+}
+
+/// Fault 6 of the full-disk faults, at start: a reserve the disk has no room for (with the
+/// margin) is reported `deferred` on `/health` with the reason, and the log says so.
+#[test]
+fn a_reserve_without_room_is_deferred_and_says_why() {
+    let op = operator();
+    let mut d = Daemon::new("deferred", &op, 19);
+    d.start(d.command(&["--reserve-bytes", "1000000000000000000"]));
+    let (_, health) = d.get("/health");
+    assert!(health.contains("\"reserve\":\"deferred\""), "{health}");
+    assert!(
+        health.contains("\"reserve_why\":\"only ") && health.contains("bytes are free"),
+        "{health}"
+    );
+    assert!(d.log().contains("bytes deferred: only "), "{}", d.log());
+    assert!(!d.state.join("reserve").exists());
+    let status = Command::new(myco_testkit::bins::cli())
+        .arg("status")
+        .arg("--socket")
+        .arg(&d.socket)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&status.stdout);
+    let why = text.lines().find(|l| l.starts_with("reserve_why"));
+    assert!(
+        why.is_some_and(|l| l.contains(" only ")),
+        "myco status says why: {text}"
+    );
+}
+
+/// Fault 6 of the full-disk faults: `--reserve-bytes 0` deletes a reserve an earlier run left,
+/// and a start that fails leaves no reserve behind.
+#[test]
+fn no_reserve_is_left_by_size_zero_or_a_failed_start() {
+    let op = operator();
+    let mut d = Daemon::new("reserve-zero", &op, 20);
+    d.start(d.command(&["--reserve-bytes", "1048576"]));
+    assert!(d.get("/health").1.contains("\"reserve\":\"present\""));
+    d.child.as_mut().unwrap().kill().unwrap();
+    d.child.as_mut().unwrap().wait().unwrap();
+    d.start(d.command(&["--reserve-bytes", "0"]));
+    assert!(d.get("/health").1.contains("\"reserve\":\"disabled\""));
+    assert!(!d.state.join("reserve").exists(), "{}", d.log());
+    assert!(d
+        .log()
+        .contains("deleted the 1048576-byte reserve an earlier run left"));
+
+    let failed = Daemon::new("reserve-failed", &op, 21);
+    // Not a socket: binding the API fails, after the state directory is set up.
+    fs::write(&failed.socket, "not a socket").unwrap();
+    let out = failed
+        .command(&["--reserve-bytes", "1048576"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        failed.state.is_dir(),
+        "the start got as far as the state directory"
+    );
+    assert!(!failed.state.join("reserve").exists(), "{out:?}");
 }

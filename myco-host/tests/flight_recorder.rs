@@ -26,7 +26,7 @@ fn recorder_allocates_nothing_then_survives_a_panic() {
 fn panic_hook_writes_the_recorder_to_disk() {
     let dir = TempDir::new("flight-recorder");
     let path = dir.path().join(FLIGHT_RECORDER_FILE_NAME);
-    install_panic_hook(path.clone());
+    install_panic_hook(path.clone()).expect("the recorder's file is allocated");
     let logger = Logger::new(false);
     logger.log(Level::Info, format_args!("flight test: started"));
     logger.log(Level::Debug, format_args!("flight test: probe {}", 42));

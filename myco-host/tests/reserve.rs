@@ -57,16 +57,32 @@ fn release_frees_the_reserve_and_ensure_restores_it() {
     assert_allocated(dir.path(), RESERVE_BYTES);
 }
 
-/// A reserve larger than the free space is deferred and leaves no file; nothing panics on a size
-/// near the top of the range.
+/// A reserve larger than the free space is deferred, says why, and leaves no file; releasing it
+/// frees nothing and it stays deferred (nothing was released); nothing panics on a size near the
+/// top of the range.
 #[test]
 fn reserve_larger_than_the_disk_is_deferred() {
     let dir = TempDir::new("reserve-deferred");
     let mut reserve = Reserve::new(dir.path(), u64::MAX / 4);
     let state = reserve.ensure().unwrap();
     assert!(matches!(state, ReserveState::Deferred { .. }), "{state:?}");
+    let why = state.deferred_why().expect("deferred says why").to_string();
+    assert!(why.starts_with("only ") && why.contains("margin"), "{why}");
     assert!(!reserve.path().exists());
     assert_eq!(reserve.release().unwrap(), 0);
+    assert_eq!(reserve.state(), state);
+}
+
+/// A size of 0 keeps no reserve: `disable` deletes one an earlier run left and reports its bytes.
+#[test]
+fn disable_deletes_an_earlier_reserve() {
+    let dir = TempDir::new("reserve-disable");
+    Reserve::new(dir.path(), RESERVE_BYTES).ensure().unwrap();
+    let mut reserve = Reserve::new(dir.path(), 0);
+    assert_eq!(reserve.disable().unwrap(), RESERVE_BYTES);
+    assert_eq!(reserve.state(), ReserveState::Disabled);
+    assert!(!reserve.path().exists());
+    assert_eq!(reserve.disable().unwrap(), 0);
 }
 
 /// A sparse file of the right length (no space held) is not taken for a reserve: `ensure`

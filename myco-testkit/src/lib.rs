@@ -14,6 +14,7 @@
 //! - `scripted`: a stand-in daemon that answers `myco` with canned bytes.
 //! - `trickle`: slow clients that send a byte a second to hold a server's connection slots.
 //! - `man`: manual pages in roff from the help texts and the docs (the `manpages` binary).
+//! - `tmpfs`: a small mounted filesystem and a filler, for the full-disk tests (root only).
 //!
 //! The one thing made here that ships is what the `manpages` binary writes: the man pages.
 //!
@@ -33,6 +34,7 @@ pub mod man;
 pub mod metrics;
 pub mod run;
 pub mod scripted;
+pub mod tmpfs;
 pub mod trickle;
 pub mod wait;
 

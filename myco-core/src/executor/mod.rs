@@ -522,7 +522,11 @@ impl Executor {
         node.placed_entries().map(|(slot, _)| {
             let key = slot.key_hash;
             let build = self.builds.table.iter().find(|b| b.key == key);
+            let installed = || self.units.iter().any(|u| u.key == key);
             let state = match build.and_then(|b| b.state.state()) {
+                // A build on a box where no version runs yet: peers must not send clients here.
+                Some(UnitState::Building) if !installed() => Some(UnitState::FirstBuilding),
+                Some(UnitState::BuildFailed) if !installed() => Some(UnitState::FirstBuildFailed),
                 Some(state) => Some(state),
                 // A unit of another version (the new one not written or not restarted yet)
                 // does not run this one: peers must not read the new version as running.

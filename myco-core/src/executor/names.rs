@@ -10,6 +10,7 @@ use crate::dns::Directory;
 use crate::node::{Node, PlacedDigests};
 use crate::schema::addr::PeerAddr;
 use crate::schema::entry::Protocol;
+use crate::schema::message::UnitState;
 
 /// How service `name` (key hash `key`) does on node `id`, as `node` knows it: its own unit as
 /// systemd reports it (`Pending` until written and read back); a peer's from its gossiped status,
@@ -84,15 +85,34 @@ impl Directory for Names<'_> {
 }
 
 impl Names<'_> {
+    /// Whether peer `id`'s status says it builds the service's first version there.
+    fn first_build_at(&self, id: u64, key: u64) -> bool {
+        let listed = self
+            .node
+            .status_of(id)
+            .into_iter()
+            .flat_map(|s| s.units.iter());
+        listed.into_iter().any(|(k, state)| {
+            k.0 == key
+                && matches!(
+                    state,
+                    UnitState::FirstBuilding | UnitState::FirstBuildFailed
+                )
+        })
+    }
+
     /// Where node `id` serves the service, if it runs it healthily. This box's own unit is
-    /// judged by what systemd says of it; another box that reports a build (`building`,
-    /// `build-failed`) is answered, because the version it ran before keeps running until the new
-    /// one is built, and dropping every box of a service while they all build a new version
-    /// would take the service off the air at each rollout.
+    /// judged by what systemd says of it; another box that reports the build of a new version
+    /// (`building`, `build-failed`) is answered, because the version it ran before keeps running
+    /// until the new one is built, and dropping every box of a service while they all build a
+    /// new version would take the service off the air at each rollout; a box that builds the
+    /// first version it will run (`FirstBuilding`, `FirstBuildFailed`) runs nothing, and is not.
     pub fn healthy_at(&self, id: u64, key: u64, name: &str) -> Option<PeerAddr> {
         let serving = match health_on(self.node, self.executor, (id, key), name, None) {
             Some(UnitHealth::Running) => true,
-            Some(UnitHealth::Building | UnitHealth::BuildFailed) => id != self.node.id(),
+            Some(UnitHealth::Building | UnitHealth::BuildFailed) => {
+                id != self.node.id() && !self.first_build_at(id, key)
+            }
             _ => false,
         };
         if !serving {

@@ -89,8 +89,8 @@ impl From<UnitState> for UnitHealth {
             UnitState::Restarting => UnitHealth::Restarting,
             UnitState::Failed => UnitHealth::Failed,
             UnitState::Stopped => UnitHealth::Stopped,
-            UnitState::Building => UnitHealth::Building,
-            UnitState::BuildFailed => UnitHealth::BuildFailed,
+            UnitState::Building | UnitState::FirstBuilding => UnitHealth::Building,
+            UnitState::BuildFailed | UnitState::FirstBuildFailed => UnitHealth::BuildFailed,
         }
     }
 }

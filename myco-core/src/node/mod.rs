@@ -90,6 +90,10 @@ pub enum Storage {
     Checkpointed,
     /// Boot replay finished: the log holds `wal_bytes`; `truncated` if a bad record cut it.
     Recovered { wal_bytes: u64, truncated: bool },
+    /// The host could not log some appends (its disk was full and its batch too): those entries
+    /// are held in memory only. The node asks for a checkpoint, whose snapshot of `store()` holds
+    /// them; the host writes it once the disk has room again.
+    Unlogged,
 }
 
 /// What `submit` did: `ticket` names the append to wait for before acknowledging.
@@ -550,6 +554,13 @@ impl Node {
                 if truncated {
                     self.full_sync_rounds = FULL_SYNC_ROUNDS;
                 }
+            }
+            Storage::Unlogged => {
+                if !self.checkpoint_requested {
+                    self.checkpoint_requested = true;
+                    sink.checkpoint();
+                }
+                assert!(self.checkpoint_requested);
             }
         }
     }

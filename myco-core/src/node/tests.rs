@@ -179,6 +179,20 @@ fn checkpoint_is_requested_once_per_bound() {
     assert_eq!(sink.checkpoints, 2);
 }
 
+/// Appends the host could not log make the node ask for a checkpoint (its snapshot holds them),
+/// once, however often they are reported before it is done.
+#[test]
+fn unlogged_appends_ask_for_one_checkpoint() {
+    let mut n = node(WAL_CHECKPOINT_BYTES);
+    let mut sink = Recorder::default();
+    n.handle_storage(Instant(0), Storage::Unlogged, &mut sink);
+    n.handle_storage(Instant(1), Storage::Unlogged, &mut sink);
+    assert_eq!(sink.checkpoints, 1);
+    n.handle_storage(Instant(2), Storage::Checkpointed, &mut sink);
+    n.handle_storage(Instant(3), Storage::Unlogged, &mut sink);
+    assert_eq!(sink.checkpoints, 2);
+}
+
 /// Entries signed by any key but the operator's, or altered after signing, are refused by
 /// `submit` and change nothing.
 #[test]
@@ -247,6 +261,22 @@ fn node_with(seed: u8, join: &[PeerAddr], wal_checkpoint_bytes: u64) -> Node {
 }
 
 /// Two nodes on a perfect wire: runs `ms` of ticks from `start`, delivering every frame.
+/// Declares two nodes `$a` and `$b` that joined each other and ran three seconds (handshakes
+/// done, members alive), and their addresses. A macro, not a function: two nodes returned by
+/// value would not fit a test thread's stack, and the crate has no `Box`.
+macro_rules! joined_pair {
+    ($a:ident, $b:ident, $addr_a:pat, $addr_b:pat) => {
+        let (addr_a, addr_b) = (
+            PeerAddr::v4([127, 0, 0, 1], 1),
+            PeerAddr::v4([127, 0, 0, 2], 1),
+        );
+        let mut $a = node_with(1, &[addr_b], WAL_CHECKPOINT_BYTES);
+        let mut $b = node_with(2, &[addr_a], WAL_CHECKPOINT_BYTES);
+        run_pair(&mut $a, &mut $b, 3_000, 0);
+        let ($addr_a, $addr_b) = (addr_a, addr_b);
+    };
+}
+
 fn run_pair(a: &mut Node, b: &mut Node, ms: u64, start: u64) {
     let (addr_a, addr_b) = (
         PeerAddr::v4([127, 0, 0, 1], 1),
@@ -276,13 +306,7 @@ fn run_pair(a: &mut Node, b: &mut Node, ms: u64, start: u64) {
 /// after; a frame for a foreign zone is refused. Only the genuine frame changes state.
 #[test]
 fn tampered_replayed_and_foreign_frames_change_nothing() {
-    let (addr_a, addr_b) = (
-        PeerAddr::v4([127, 0, 0, 1], 1),
-        PeerAddr::v4([127, 0, 0, 2], 1),
-    );
-    let mut a = node_with(1, &[addr_b], WAL_CHECKPOINT_BYTES);
-    let mut b = node_with(2, &[addr_a], WAL_CHECKPOINT_BYTES);
-    run_pair(&mut a, &mut b, 3_000, 0);
+    joined_pair!(a, b, addr_a, addr_b);
     assert!(
         a.link_count() == 1 && b.link_count() == 1,
         "the handshake completed"
@@ -344,13 +368,7 @@ fn tampered_replayed_and_foreign_frames_change_nothing() {
 #[test]
 fn status_spreads_and_only_grows() {
     use crate::schema::message::UnitState;
-    let (addr_a, addr_b) = (
-        PeerAddr::v4([127, 0, 0, 1], 1),
-        PeerAddr::v4([127, 0, 0, 2], 1),
-    );
-    let mut a = node_with(1, &[addr_b], WAL_CHECKPOINT_BYTES);
-    let mut b = node_with(2, &[addr_a], WAL_CHECKPOINT_BYTES);
-    run_pair(&mut a, &mut b, 3_000, 0);
+    joined_pair!(a, b, _, _);
     assert!(b.status_of(a.id()).is_none(), "nothing reported yet");
     let failing = [(key_hash("web"), UnitState::Restarting)];
     a.set_status(
@@ -403,13 +421,7 @@ fn status_spreads_and_only_grows() {
 /// `status_seen`: a peer that never hears a box's status leaves the box out of DNS.
 #[test]
 fn an_all_running_status_spreads_after_lost_sends() {
-    let (addr_a, addr_b) = (
-        PeerAddr::v4([127, 0, 0, 1], 1),
-        PeerAddr::v4([127, 0, 0, 2], 1),
-    );
-    let mut a = node_with(1, &[addr_b], WAL_CHECKPOINT_BYTES);
-    let mut b = node_with(2, &[addr_a], WAL_CHECKPOINT_BYTES);
-    run_pair(&mut a, &mut b, 3_000, 0);
+    joined_pair!(a, b, _, _);
     a.set_status(
         Instant(3_000),
         100,
@@ -434,13 +446,7 @@ fn an_all_running_status_spreads_after_lost_sends() {
 fn a_burst_of_status_changes_is_coalesced_into_one_push() {
     use crate::config::STATUS_PUSH_INTERVAL_MS;
     use crate::schema::message::UnitState;
-    let (addr_a, addr_b) = (
-        PeerAddr::v4([127, 0, 0, 1], 1),
-        PeerAddr::v4([127, 0, 0, 2], 1),
-    );
-    let mut a = node_with(1, &[addr_b], WAL_CHECKPOINT_BYTES);
-    let mut b = node_with(2, &[addr_a], WAL_CHECKPOINT_BYTES);
-    run_pair(&mut a, &mut b, 3_000, 0);
+    joined_pair!(a, b, addr_a, _);
     let deliver = |b: &mut Node, wire: Wire, now: Instant| {
         for (_, frame) in wire.frames {
             b.handle_datagram(now, addr_a, &frame, &mut Wire::default());
@@ -498,13 +504,7 @@ fn a_new_member_hears_the_status_when_it_joins() {
 /// A node that leaves is dead to its peer at once, not after a suspicion timeout.
 #[test]
 fn a_leaving_node_is_dead_at_once() {
-    let (addr_a, addr_b) = (
-        PeerAddr::v4([127, 0, 0, 1], 1),
-        PeerAddr::v4([127, 0, 0, 2], 1),
-    );
-    let mut a = node_with(1, &[addr_b], WAL_CHECKPOINT_BYTES);
-    let mut b = node_with(2, &[addr_a], WAL_CHECKPOINT_BYTES);
-    run_pair(&mut a, &mut b, 3_000, 0);
+    joined_pair!(a, b, addr_a, addr_b);
     assert_eq!(b.members()[0].state, MemberState::Alive);
     let mut wire = Wire::default();
     a.leave(&mut wire);
@@ -517,31 +517,9 @@ fn a_leaving_node_is_dead_at_once() {
     assert!(events.events.contains(&Event::MemberDead(a.id())));
 }
 
-/// A peer's status speaks only of the entries it had placed when it made it: a new version
-/// deployed elsewhere is not read as running there (which `deploy --wait` would take for done)
-/// until the peer reports with that version in hand, and DNS's lenient reading is unchanged.
-#[test]
-fn a_status_made_before_a_deploy_does_not_cover_it() {
-    use crate::executor::health_on;
+/// Submits service `web` with two replicas (`/bin/true`) to `a`.
+fn deploy_two_replicas(a: &mut Node, now: Instant) {
     use crate::schema::entry::{ServiceSpec, Source};
-    let (addr_a, addr_b) = (
-        PeerAddr::v4([127, 0, 0, 1], 1),
-        PeerAddr::v4([127, 0, 0, 2], 1),
-    );
-    let mut a = node_with(1, &[addr_b], WAL_CHECKPOINT_BYTES);
-    let mut b = node_with(2, &[addr_a], WAL_CHECKPOINT_BYTES);
-    run_pair(&mut a, &mut b, 3_000, 0);
-    // B reports "all running" while it has nothing placed.
-    b.set_status(
-        Instant(3_000),
-        100,
-        b.own_placed_digest(),
-        core::iter::empty(),
-        &mut Wire::default(),
-    );
-    run_pair(&mut a, &mut b, 1_500, 3_000);
-    assert!(a.status_of(b.id()).is_some());
-    // A deploys a service with two replicas: it is placed on both.
     let op = operator();
     let spec = ServiceSpec {
         replicas: 2,
@@ -557,8 +535,28 @@ fn a_status_made_before_a_deploy_does_not_cover_it() {
     };
     let mut e = [0u8; 256];
     let len = sign_entry(&op, &body, &mut e).unwrap();
-    a.submit(Instant(4_500), &e[..len], &mut Wire::default())
-        .unwrap();
+    a.submit(now, &e[..len], &mut Wire::default()).unwrap();
+}
+
+/// A peer's status speaks only of the entries it had placed when it made it: a new version
+/// deployed elsewhere is not read as running there (which `deploy --wait` would take for done)
+/// until the peer reports with that version in hand, and DNS's lenient reading is unchanged.
+#[test]
+fn a_status_made_before_a_deploy_does_not_cover_it() {
+    use crate::executor::health_on;
+    joined_pair!(a, b, _, _);
+    // B reports "all running" while it has nothing placed.
+    b.set_status(
+        Instant(3_000),
+        100,
+        b.own_placed_digest(),
+        core::iter::empty(),
+        &mut Wire::default(),
+    );
+    run_pair(&mut a, &mut b, 1_500, 3_000);
+    assert!(a.status_of(b.id()).is_some());
+    // A deploys a service with two replicas: it is placed on both.
+    deploy_two_replicas(&mut a, Instant(4_500));
     let key = key_hash("web");
     assert!(a.placement(key).contains(&b.id()));
     let placed = a.placed_digests();
@@ -584,4 +582,46 @@ fn a_status_made_before_a_deploy_does_not_cover_it() {
     run_pair(&mut a, &mut b, 1_500, 6_000);
     let placed = a.placed_digests();
     assert_eq!(strict(&a, &placed), Some(UnitHealth::Running));
+}
+
+/// DNS answers a peer that builds a new version (the version before still runs there), and not
+/// one that builds, or failed to build, the first version it would run: nothing runs there.
+#[test]
+fn dns_leaves_out_a_peer_whose_first_build_failed() {
+    use crate::executor::Names;
+    use crate::schema::message::UnitState;
+    joined_pair!(a, b, addr_a, _);
+    deploy_two_replicas(&mut a, Instant(3_000));
+    run_pair(&mut a, &mut b, 1_500, 3_000);
+    let key = key_hash("web");
+    let b_id = b.id();
+    let names = |a: &Node| {
+        let own = addr_a;
+        Names {
+            node: a,
+            executor: None,
+            own,
+        }
+        .healthy_at(b_id, key, "web")
+    };
+    let mut now = 4_500;
+    for (state, answered) in [
+        (UnitState::FirstBuildFailed, false),
+        (UnitState::FirstBuilding, false),
+        (UnitState::BuildFailed, true),
+        (UnitState::Building, true),
+    ] {
+        let placed = b.own_placed_digest();
+        let units = [(key, state)];
+        b.set_status(
+            Instant(now),
+            100,
+            placed,
+            units.into_iter(),
+            &mut Wire::default(),
+        );
+        run_pair(&mut a, &mut b, 1_500, now);
+        now += 1_500;
+        assert_eq!(names(&a).is_some(), answered, "{state:?}");
+    }
 }

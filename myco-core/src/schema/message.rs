@@ -126,11 +126,16 @@ pub enum UnitState {
     Restarting,
     Failed,
     Stopped,
-    /// A flake service waiting for or running its build (`nix build`).
+    /// A flake service waiting for or running the build of a new version (`nix build`), while
+    /// the version before keeps running (DNS still answers the box).
     Building,
-    /// Its last build failed; it is retried with backoff. Distinct from a unit that fails: no
-    /// unit of this version was written.
+    /// The last build of a new version failed; it is retried with backoff, and the version
+    /// before keeps running. Distinct from a unit that fails: no unit of this version was written.
     BuildFailed,
+    /// As `Building`, on a box where no version of the service runs yet (DNS leaves it out).
+    FirstBuilding,
+    /// As `BuildFailed`, on a box where no version of the service runs (DNS leaves it out).
+    FirstBuildFailed,
 }
 
 /// What a node reports of the services placed on it: every one not running, up to

@@ -24,6 +24,8 @@ pub struct DaemonSnapshot {
     pub io_fallback: bool,
     pub wal_failing: bool,
     pub reserve: &'static str,
+    /// Why the reserve is deferred (`/health` says it); `None` in any other state.
+    pub reserve_why: Option<crate::reserve::DeferredWhy>,
     pub reserve_bytes: u64,
     pub wal_bytes: u64,
     pub wal_appends: u64,
@@ -342,6 +344,15 @@ pub fn health(out: &mut Cursor<'_>, node: &Node, status: &DaemonSnapshot) -> Res
     json.string(if status.wal_failing { "failing" } else { "ok" })?;
     json.key("reserve")?;
     json.string(status.reserve)?;
+    json.key("reserve_why")?;
+    match status.reserve_why {
+        Some(why) => {
+            let mut text = heapless::String::<256>::new();
+            write!(text, "{why}").expect("the sentence fits 256 bytes");
+            json.string(&text)?;
+        }
+        None => json.null()?,
+    }
     json.key("io")?;
     json.string(status.io)?;
     json.key("services")?;

@@ -222,28 +222,47 @@ impl myco_core::Sink for NoSink {
     }
 }
 
-pub fn reserve(dir: &Path, bytes: u64, log: &Logger) -> Reserve {
-    let mut reserve = Reserve::new(dir, bytes);
-    if bytes == 0 {
-        return reserve;
+/// Makes the disk reserve, or says why not; with a size of 0, deletes one an earlier run left.
+/// Called last at start, once nothing can fail any more, so a failed start leaves no reserve.
+pub fn reserve(reserve: &mut Reserve, log: &Logger) {
+    if reserve.bytes() == 0 {
+        match reserve.disable() {
+            Ok(0) => {}
+            Ok(freed) => log.log(
+                Level::Info,
+                format_args!(
+                    "--reserve-bytes 0: deleted the {freed}-byte reserve an earlier run left"
+                ),
+            ),
+            Err(e) => log.log(
+                Level::Warning,
+                format_args!(
+                    "--reserve-bytes 0: cannot delete the reserve an earlier run left: {e}"
+                ),
+            ),
+        }
+        return;
     }
+    let bytes = reserve.bytes();
     match reserve.ensure() {
-        Ok(ReserveState::Present { bytes, .. }) => log.log(
+        Ok(ReserveState::Present { .. }) => log.log(
             Level::Info,
             format_args!("disk reserve of {bytes} bytes in place"),
         ),
-        Ok(state) => log.log(
-            Level::Warning,
-            format_args!(
-                "disk reserve not created: {state:?}; it is retried while the daemon runs"
-            ),
-        ),
+        // `ensure` makes the reserve or defers it.
+        Ok(state) => {
+            if let Some(why) = state.deferred_why() {
+                log.log(
+                    Level::Warning,
+                    format_args!("disk reserve of {bytes} bytes deferred: {why}; it is made once there is room (checked every 5 s)"),
+                );
+            }
+        }
         Err(e) => log.log(
             Level::Warning,
             format_args!("disk reserve not created: {e}; it is retried while the daemon runs"),
         ),
     }
-    reserve
 }
 
 /// `--join` first, then remembered peers, at most what the core keeps.

@@ -6,16 +6,15 @@
 //! `<state>/builds/<name>.log`, truncated per build, whose tail `/logs` serves for a service
 //! that failed to build and the daemon's log repeats on failure. A build that outlives
 //! `--build-timeout` is killed and reported failed. After a build succeeds, the GC roots of that
-//! service other than the new one and the newest before it are deleted: the running version and
-//! the one before it stay rooted, for a rollback.
+//! service other than the new one and the one its unit runs now are deleted: the version about
+//! to run and the one it replaces stay rooted, for a rollback.
 
 use super::transient::{self, Unit};
 use crate::flight::{Level, Logger};
-use crate::path::{Lossy, StackPath};
+use crate::path::{read_link_at, Lossy, StackPath, PATH_BYTES_MAX};
 use crate::spawn::{self, Argv, Child, Output};
-use myco_core::executor::{is_root_of, parse_build_json, Name, RootName};
-use nix::fcntl::AtFlags;
-use nix::sys::stat::fstatat;
+use myco_core::executor::{is_root_of, out_of_program, parse_build_json, Name, RootName};
+use myco_core::unit::{unit_name, UNIT_BYTES_MAX};
 use nix::unistd::{unlinkat, UnlinkatFlags};
 use std::ffi::CString;
 use std::fs;
@@ -30,6 +29,8 @@ pub const GCROOT_DIR_IN_STATE: &str = "gcroots";
 pub const BUILD_TIMEOUT_MS_DEFAULT: u64 = 30 * 60 * 1000;
 /// The tail of a failed build's log repeated in the daemon's log.
 const LOG_TAIL_BYTES: usize = 2048;
+/// A unit file as the executor writes it: its `# myco: <digest>` line, then the rendered unit.
+pub const UNIT_FILE_BYTES_MAX: usize = 64 + UNIT_BYTES_MAX;
 /// A build the unit's `RuntimeMaxSec=` should have stopped is killed here this much later, in
 /// case systemd did not (the daemon then reports the build failed either way).
 const KILL_GRACE_MS: u64 = 10_000;
@@ -69,6 +70,10 @@ pub struct Builder {
     gcroot_dir: PathBuf,
     /// The GC root directory, open, so that pruning lists it without allocating.
     gcroot_handle: fs::File,
+    /// Where the units are: the running version's root is the one its unit's program is in.
+    unit_dir: PathBuf,
+    /// A unit file read back to find that program (`running_out`).
+    unit_text: Box<[u8]>,
     log_dir: PathBuf,
     env: Vec<CString>,
     argv: Argv,
@@ -78,7 +83,11 @@ pub struct Builder {
 }
 
 impl Builder {
-    pub fn new(config: BuildConfig, state_dir: &Path, log: Logger) -> io::Result<Builder> {
+    pub fn new(
+        config: BuildConfig,
+        (state_dir, unit_dir): (&Path, &Path),
+        log: Logger,
+    ) -> io::Result<Builder> {
         let log_dir = state_dir.join("builds");
         fs::create_dir_all(&log_dir)?;
         let gcroot_dir =
@@ -89,6 +98,8 @@ impl Builder {
             config,
             gcroot_dir,
             gcroot_handle,
+            unit_dir: unit_dir.to_owned(),
+            unit_text: vec![0; UNIT_FILE_BYTES_MAX].into_boxed_slice(),
             log_dir,
             env: transient::environment(),
             argv: Argv::new(),
@@ -181,7 +192,12 @@ impl Builder {
                     Level::Info,
                     format_args!("service {}: built {out}", job.name),
                 );
-                prune_roots(&self.gcroot_handle, &job.name, &job.root, &self.log);
+                let running = running_out(&self.unit_dir, &job.name, &mut self.unit_text);
+                let keep = Keep {
+                    root: &job.root,
+                    running,
+                };
+                prune_roots(&self.gcroot_handle, &job.name, keep, &self.log);
             }
             None => self.log_failure(&job.name, exit.0),
         }
@@ -210,7 +226,11 @@ impl Builder {
 
     /// Deletes every GC root of service `name` (no longer placed here).
     pub fn drop_roots(&self, name: &str) {
-        prune_roots(&self.gcroot_handle, name, "", &self.log);
+        let keep = Keep {
+            root: "",
+            running: None,
+        };
+        prune_roots(&self.gcroot_handle, name, keep, &self.log);
     }
 }
 
@@ -231,36 +251,28 @@ pub fn read_tail<'b>(path: &Path, buf: &'b mut [u8]) -> io::Result<&'b [u8]> {
     Ok(&buf[..filled])
 }
 
-/// Deletes the GC roots of `name` but `keep` and the newest other one (the version running
-/// before `keep`); with `keep` empty, deletes them all. Failures are logged and left for the
-/// next build. The directory is listed through its open handle (`crate::path::for_each_name`),
-/// so pruning allocates nothing.
-fn prune_roots(dir: &fs::File, name: &str, keep: &str, log: &Logger) {
-    let is_other_root = |file: &str| is_root_of(file, name) && file != keep;
-    let mut newest: Option<((i64, i64), RootName)> = None;
-    if !keep.is_empty() {
-        let _ = crate::path::for_each_name(dir, |file| {
-            let Some(text) = file.to_str().ok().filter(|f| is_other_root(f)) else {
-                return;
-            };
-            let Ok(stat) = fstatat(dir, file, AtFlags::AT_SYMLINK_NOFOLLOW) else {
-                return;
-            };
-            let Ok(text) = RootName::try_from(text) else {
-                return;
-            };
-            let candidate = ((stat.st_mtime, stat.st_mtime_nsec), text);
-            if newest.as_ref().is_none_or(|n| candidate > *n) {
-                newest = Some(candidate);
-            }
-        });
-    }
-    let newest = newest.as_ref().map(|(_, n)| n.as_str());
+/// The GC roots of a service to keep: the new version's, and the one the service's unit runs now
+/// (the version being replaced, kept for a rollback).
+struct Keep<'a> {
+    root: &'a str,
+    /// The store path the service's unit runs (`running_out`), if it runs one.
+    running: Option<&'a str>,
+}
+
+/// Deletes the GC roots of `name` but those `keep` names; failures are logged and left for the
+/// next build. A root is a symlink to a store path, so "the one the unit runs" is the root that
+/// points where the unit's `ExecStart=` does, whatever its name or age. The directory is listed
+/// and its links read through its open handle (`crate::path`), so pruning allocates nothing.
+fn prune_roots(dir: &fs::File, name: &str, keep: Keep<'_>, log: &Logger) {
     let listed = crate::path::for_each_name(dir, |file| {
-        let Some(text) = file.to_str().ok().filter(|f| is_other_root(f)) else {
+        let Some(text) = file.to_str().ok().filter(|f| is_root_of(f, name)) else {
             return;
         };
-        if Some(text) == newest {
+        let mut target = [0u8; PATH_BYTES_MAX];
+        let target = read_link_at(dir, file, &mut target);
+        if text == keep.root
+            || (keep.running.is_some() && target == keep.running.map(str::as_bytes))
+        {
             return;
         }
         if let Err(e) = unlinkat(dir, file, UnlinkatFlags::NoRemoveDir) {
@@ -275,5 +287,66 @@ fn prune_roots(dir: &fs::File, name: &str, keep: &str, log: &Logger) {
             Level::Warning,
             format_args!("cannot list the GC roots of {name}: {e}"),
         );
+    }
+}
+
+/// The store path service `name`'s unit in `unit_dir` runs: its `ExecStart=` program,
+/// `<out>/bin/<name>`, without `/bin/<name>`, read through `buf`. `None` without a unit, for an
+/// `exec` service, or for a file longer than `buf` (the executor writes none).
+fn running_out<'b>(unit_dir: &Path, name: &str, buf: &'b mut [u8]) -> Option<&'b str> {
+    let unit = unit_name(name).ok()?;
+    let path = StackPath::join(unit_dir, &[unit.as_bytes()]).ok()?;
+    let len = fs::symlink_metadata(path.as_path()).ok()?.len();
+    if len > buf.len() as u64 {
+        return None;
+    }
+    let text = std::str::from_utf8(read_tail(path.as_path(), buf).ok()?).ok()?;
+    let line = text.lines().find_map(|l| l.strip_prefix("ExecStart=\""))?;
+    let program = &line[..line.find('"')?];
+    out_of_program(program, name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// After a build, the new version's root and the root of the store path the unit runs stay;
+    /// older roots of that service go, whatever their age, and other services' roots stay.
+    #[test]
+    fn prune_keeps_the_new_root_and_the_running_one() {
+        let dir = std::env::temp_dir().join(format!("myco-prune-{}", std::process::id()));
+        let (roots, units) = (dir.join("gcroots"), dir.join("units"));
+        fs::create_dir_all(&roots).unwrap();
+        fs::create_dir_all(&units).unwrap();
+        for (root, out) in [
+            ("web-aaaaaaaaaaaa", "/nix/store/a-web"),
+            ("web-bbbbbbbbbbbb", "/nix/store/b-web"),
+            ("web-cccccccccccc", "/nix/store/c-web"),
+            ("api-aaaaaaaaaaaa", "/nix/store/a-api"),
+        ] {
+            std::os::unix::fs::symlink(out, roots.join(root)).unwrap();
+        }
+        let unit = "[Service]\nExecStart=\"/nix/store/b-web/bin/web\" \"--port\" \"8080\"\n";
+        fs::write(units.join("myco-web.service"), unit).unwrap();
+        let mut buf = [0u8; UNIT_FILE_BYTES_MAX];
+        let running = running_out(&units, "web", &mut buf);
+        assert_eq!(running, Some("/nix/store/b-web"));
+        let keep = Keep {
+            root: "web-cccccccccccc",
+            running,
+        };
+        let handle = fs::File::open(&roots).unwrap();
+        prune_roots(&handle, "web", keep, &Logger::new(false));
+        let mut left: Vec<String> = fs::read_dir(&roots)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            ["api-aaaaaaaaaaaa", "web-bbbbbbbbbbbb", "web-cccccccccccc"]
+        );
+        assert_eq!(running_out(&units, "api", &mut buf), None, "no unit");
+        fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -30,8 +30,8 @@ pub const ANSWER_BYTES: usize = 192 * 1024;
 /// A request must arrive whole, and an answer be taken, within this; an idle connection is
 /// closed after it.
 pub const REQUEST_TIMEOUT_MS: u64 = 10_000;
-/// A deploy waits this long for its WAL write before it is answered 507.
-pub const DEPLOY_TIMEOUT_MS: u64 = 30_000;
+/// A deploy waits this long for its WAL write before it is answered 507 (the CLI waits longer).
+pub const DEPLOY_TIMEOUT_MS: u64 = myco_core::config::DEPLOY_DURABLE_TIMEOUT_MS;
 
 /// `/stream` subscribers at once; one more is answered 503, so requests always have slots.
 pub const STREAMS_MAX: usize = 8;

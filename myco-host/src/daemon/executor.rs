@@ -93,7 +93,7 @@ impl Executor {
         log: Logger,
     ) -> io::Result<Executor> {
         fs::create_dir_all(&unit_dir)?;
-        let builder = Builder::new(nix.build, nix.state_dir, log)?;
+        let builder = Builder::new(nix.build, (nix.state_dir, &unit_dir), log)?;
         let mut core = Box::new(core::Executor::new(has_peers_configured));
         for e in fs::read_dir(&unit_dir)? {
             let e = e?;

@@ -264,8 +264,14 @@ const STORAGE: &[Family] = &[
     one(
         "myco_wal_disk_full_total",
         Counter,
-        "WAL writes that found the disk full.",
+        "Times the WAL found the disk full after it had room (episodes, not retries).",
         |s| s.snapshot.sink.wal_disk_full.into(),
+    ),
+    one(
+        "myco_wal_unlogged_total",
+        Counter,
+        "Entries kept in memory only because the disk and the WAL batch were full; the next checkpoint stores them.",
+        |s| s.snapshot.sink.wal_unlogged.into(),
     ),
     one(
         "myco_wal_failing",

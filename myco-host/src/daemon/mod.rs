@@ -24,7 +24,7 @@ pub mod wal;
 
 use crate::flight::{Level, Logger};
 use crate::io::{Backend, Completion, Completions, Interest};
-use crate::reserve::ReserveState;
+use crate::reserve::{Reserve, ReserveState};
 use crate::systemd::Notifier;
 use boot::BootError;
 use config::Config;
@@ -62,6 +62,8 @@ const BOOT_STACK_BYTES: usize = 8 << 20;
 const DATAGRAMS_PER_WAKE: usize = 64;
 /// Disk-full retries, reserve re-creation and the peers file run this often.
 const HOUSEKEEPING_MS: u64 = 1_000;
+// Deploy deadlines are checked in housekeeping: the 507 must still come within the CLI's margin.
+const _: () = assert!(2 * HOUSEKEEPING_MS <= myco_core::config::DEPLOY_ANSWER_MARGIN_MS);
 const RESERVE_RETRY_MS: u64 = 5_000;
 /// Membership changes are written at most this often (and only when the set changed).
 const PEERS_SAVE_MS: u64 = 2_000;
@@ -86,6 +88,9 @@ pub struct Daemon {
     next_watchdog_ms: u64,
     next_reserve_ms: u64,
     next_peers_ms: u64,
+    /// A checkpoint that found the disk full waits until then, and was logged once.
+    next_checkpoint_ms: u64,
+    checkpoint_postponed: bool,
     /// The highest durable ticket the core has been told of.
     durable_reported: u64,
     stop: bool,
@@ -122,11 +127,12 @@ impl Daemon {
     fn build(config: &Config, log: Logger, signals: SignalFd) -> Result<Box<Daemon>, BootError> {
         let started = std::time::Instant::now();
         let lock = boot::lock_state_dir(&config.state_dir)?;
-        crate::flight::install_panic_hook(
-            config
-                .state_dir
-                .join(crate::flight::FLIGHT_RECORDER_FILE_NAME),
-        );
+        let recorder = config
+            .state_dir
+            .join(crate::flight::FLIGHT_RECORDER_FILE_NAME);
+        if let Err(e) = crate::flight::install_panic_hook(recorder.clone()) {
+            log.log(Level::Warning, format_args!("cannot allocate the flight recorder's file {} ({e}): a crash on a full disk may leave no record", recorder.display()));
+        }
         let seed = boot::read_node_seed(&config.key)?;
         let cert = boot::read_cert(&config.cert)?;
         let revocation = boot::read_revocation(config)?;
@@ -134,7 +140,7 @@ impl Daemon {
         let join = boot::join_list(config, &remembered);
         let mut node = boot::node(config, seed, &cert, &join, random_u64())?;
         let (store, recovery) = boot::replay(&mut node, &config.state_dir, &log)?;
-        let reserve = boot::reserve(&config.state_dir, config.reserve_bytes, &log);
+        let reserve = Reserve::new(&config.state_dir, config.reserve_bytes);
         let (udp, listener) = bind_sockets(config)?;
         let (io, fallback) = start_backend(config, &log)?;
         let mut sink = CoreSink::new(udp, io, store, reserve, log)
@@ -178,12 +184,16 @@ impl Daemon {
             next_watchdog_ms: 0,
             next_reserve_ms: RESERVE_RETRY_MS,
             next_peers_ms: 0,
+            next_checkpoint_ms: 0,
+            checkpoint_postponed: false,
             durable_reported: 0,
             stop: false,
             executor,
             dns,
             _lock: lock,
         });
+        // Last, once nothing can fail: a failed start leaves no reserve behind.
+        boot::reserve(&mut daemon.sink.reserve, &log);
         daemon.after_calls();
         Ok(daemon)
     }
@@ -494,7 +504,13 @@ impl Daemon {
     /// After any call into the core: persist what it asked for, report durability, answer
     /// deploys that became durable, start the next WAL write.
     fn after_calls(&mut self) {
-        if self.sink.checkpoint_requested && !self.sink.wal.in_flight() {
+        if self.sink.take_unlogged() {
+            let now = Instant(self.now_ms());
+            self.node
+                .handle_storage(now, Storage::Unlogged, &mut self.sink);
+        }
+        let due = self.now_ms() >= self.next_checkpoint_ms;
+        if self.sink.checkpoint_requested && !self.sink.wal.in_flight() && due {
             self.checkpoint();
         }
         let durable = self.sink.wal.durable();
@@ -530,6 +546,12 @@ impl Daemon {
         let entries = store.slots().iter().map(|s| store.bytes(s));
         match self.sink.store.checkpoint(entries, store.state_hash()) {
             Ok(()) => {
+                if std::mem::take(&mut self.checkpoint_postponed) {
+                    self.sink.log.log(
+                        Level::Info,
+                        format_args!("the postponed checkpoint is written"),
+                    );
+                }
                 self.sink.checkpoint_requested = false;
                 self.sink.stats.checkpoints += 1;
                 self.sink.wal.checkpointed();
@@ -538,10 +560,14 @@ impl Daemon {
                     .handle_storage(now, Storage::Checkpointed, &mut self.sink);
             }
             Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
-                // Retried after the next write or tick; the log keeps growing meanwhile.
-                self.sink
-                    .log
-                    .log(Level::Warning, format_args!("checkpoint postponed: {e}"));
+                // Retried once a second, and said once: the log keeps growing meanwhile.
+                self.next_checkpoint_ms = self.now_ms() + HOUSEKEEPING_MS;
+                if !std::mem::replace(&mut self.checkpoint_postponed, true) {
+                    self.sink.log.log(
+                        Level::Warning,
+                        format_args!("checkpoint postponed until the disk has room: {e}"),
+                    );
+                }
             }
             Err(e) => panic!(
                 "fatal: checkpoint failed: {e}; restarting to recover from the state directory"

@@ -129,7 +129,7 @@ impl Daemon {
             ReserveState::Present { bytes, .. } => ("present", bytes),
             ReserveState::Released { .. } => ("released", 0),
             ReserveState::Deferred { .. } => ("deferred", 0),
-            ReserveState::Unchecked => ("disabled", 0),
+            ReserveState::Unchecked | ReserveState::Disabled => ("disabled", 0),
         };
         let allocations = crate::alloc::allocations();
         DaemonSnapshot {
@@ -137,6 +137,7 @@ impl Daemon {
             io_fallback: self.io_fallback,
             wal_failing: self.sink.wal_failing(),
             reserve,
+            reserve_why: self.sink.reserve.state().deferred_why(),
             reserve_bytes,
             wal_bytes: self.sink.store.wal_bytes(),
             wal_appends: self.sink.wal.appends,

@@ -1,6 +1,15 @@
 //! `CoreSink`: what the core's effects touch on this box. It is the node's `Sink` (UDP sends, WAL
 //! appends, events, randomness) and owns the event loop's backend, because a WAL batch that fills
 //! up must be written before the append that overflowed it returns.
+//!
+//! A full disk is an episode, not a stream of failures: the first ENOSPC frees the reserve (if
+//! there is one) and writes again; if the disk is still full the batch is parked and written again
+//! about once a second until it fits. The episode is counted and logged once when it starts and
+//! once when it ends, never per retry. Meanwhile appends collect in the other batch; once that is
+//! full too, further appends are skipped: their entries stay in memory (served, placed, gossiped)
+//! and the core is told (`Storage::Unlogged`), so it asks for a checkpoint whose snapshot stores
+//! them once the disk has room. A skipped append is never reported durable before that snapshot,
+//! so nothing is acknowledged that is not on disk, and the daemon never stops for a full disk.
 
 use super::events::{Kind, Record, Ring};
 use super::net::socket_addr;
@@ -24,7 +33,11 @@ pub struct SinkStats {
     /// address.
     pub sends_dropped: u64,
     pub sends_failed: u64,
+    /// Full-disk episodes: times a WAL write found the disk full after the last one succeeded.
     pub wal_disk_full: u64,
+    /// Appends skipped because the disk and the batch were full: kept in memory only until the
+    /// next checkpoint.
+    pub wal_unlogged: u64,
     pub reserve_releases: u64,
     pub checkpoints: u64,
     pub members_dead: u64,
@@ -84,6 +97,13 @@ pub struct CoreSink {
     /// A batch the disk had no room for, waiting to be written again at the same offset.
     parked: Option<Box<[u8]>>,
     parked_len: usize,
+    /// From the first ENOSPC of an episode until a write succeeds again.
+    disk_full: bool,
+    /// From the moment a batch was parked (the reserve could not help) until a write succeeds:
+    /// the WAL cannot write, deploys are refused.
+    stalled: bool,
+    /// Appends were skipped since the core was last told (`take_unlogged`).
+    unlogged: bool,
 }
 
 impl CoreSink {
@@ -113,12 +133,22 @@ impl CoreSink {
             wal_latency: Histogram::default(),
             parked: None,
             parked_len: 0,
+            disk_full: false,
+            stalled: false,
+            unlogged: false,
         })
     }
 
-    /// The log cannot take writes now (the disk is full even after freeing the reserve).
+    /// The log cannot take writes now (the disk is full even after freeing the reserve). Stays
+    /// true while a parked batch is being written again, until a write succeeds.
     pub fn wal_failing(&self) -> bool {
-        self.parked.is_some()
+        self.stalled
+    }
+
+    /// Whether appends were skipped since the last call: the core must then be told
+    /// (`Storage::Unlogged`), so that a checkpoint stores what the log lacks.
+    pub fn take_unlogged(&mut self) -> bool {
+        core::mem::take(&mut self.unlogged)
     }
 
     /// Starts writing the pending batch if no write is in flight.
@@ -147,14 +177,20 @@ impl CoreSink {
                 if let Some(started) = self.write_started.take() {
                     self.wal_latency.observe(started.elapsed().as_secs_f64());
                 }
+                self.disk_has_room();
             }
             Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => self.handle_disk_full(buf),
             Err(e) => panic!("fatal: the WAL write or fdatasync failed: {e}; restarting to recover from the state directory"),
         }
     }
 
+    /// A write found the disk full: the episode is counted once, the reserve freed if there is
+    /// one (then the batch is written again), else the batch is parked.
     fn handle_disk_full(&mut self, buf: Box<[u8]>) {
-        self.stats.wal_disk_full += 1;
+        if !self.disk_full {
+            self.disk_full = true;
+            self.stats.wal_disk_full += 1;
+        }
         let len = self.wal.inflight_len();
         match self.reserve.release() {
             Ok(freed) if freed > 0 => {
@@ -163,14 +199,27 @@ impl CoreSink {
                 self.submit_write(buf, len);
             }
             Ok(_) => {
-                if self.parked.is_none() {
-                    self.log.log(Level::Error, format_args!("disk full and no reserve left: deploys are refused (507) until space is freed"));
+                if !self.stalled {
+                    self.stalled = true;
+                    self.log.log(Level::Error, format_args!("disk full and no reserve left: deploys are refused (507) until space is freed; gossip, reads, DNS and units go on, and entries that do not fit the WAL's batch are kept in memory until a checkpoint can store them"));
                 }
                 self.parked = Some(buf);
                 self.parked_len = len;
             }
             Err(e) => panic!("fatal: cannot delete the disk reserve: {e}"),
         }
+    }
+
+    /// A write succeeded: a full-disk episode, if one was on, is over.
+    fn disk_has_room(&mut self) {
+        if self.stalled {
+            self.log.log(
+                Level::Info,
+                format_args!("the disk has room again: the WAL writes again"),
+            );
+        }
+        self.disk_full = false;
+        self.stalled = false;
     }
 
     /// Writes a parked batch again (called about once a second while the disk is full).
@@ -198,15 +247,17 @@ impl CoreSink {
         }
     }
 
-    fn make_room(&mut self, entry: &[u8]) {
+    /// Writes batches until `entry` fits the pending one. False when it cannot: the batch is full
+    /// and the disk has no room for the one before it.
+    fn make_room(&mut self, entry: &[u8]) -> bool {
         while !self.wal.fits(entry) {
             self.await_write();
-            assert!(
-                self.parked.is_none(),
-                "fatal: the disk is full and the WAL batch is full; restarting (peers resend what was not logged)"
-            );
+            if self.parked.is_some() {
+                return false;
+            }
             self.start_write();
         }
+        true
     }
 }
 
@@ -256,9 +307,16 @@ impl Sink for CoreSink {
         }
     }
 
+    /// Logs `entry`, or skips it when the disk and the batch are full (the module says why that
+    /// loses nothing acknowledged).
     fn append(&mut self, entry: &[u8], ticket: u64) {
-        self.make_room(entry);
-        self.wal.push(entry, ticket);
+        if self.make_room(entry) {
+            self.wal.push(entry, ticket);
+        } else {
+            self.wal.skip(ticket);
+            self.stats.wal_unlogged += 1;
+            self.unlogged = true;
+        }
     }
 
     fn checkpoint(&mut self) {

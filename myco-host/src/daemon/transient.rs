@@ -17,6 +17,7 @@
 
 use crate::spawn::{Argv, ArgvFull};
 use std::ffi::{CStr, CString};
+use std::fmt::Write as _;
 
 /// PATH inside the unit: systemd's default finds Nix and `nice` on Debian-like systems; NixOS
 /// keeps them under `/run/current-system/sw/bin`, and a single-user install under the profile.
@@ -70,8 +71,9 @@ pub fn push_prefix(argv: &mut Argv, unit: &Unit<'_>, env: &[CString]) -> Result<
     argv.push(&prefixed(b"--unit=", unit.name))?;
     argv.push(&prefixed(b"--description=myco: ", unit.name))?;
     if let Some(secs) = unit.runtime_max_s {
-        let mut digits = itoa_buf();
-        argv.push(&[b"--property=RuntimeMaxSec=", format_u64(secs, &mut digits)])?;
+        let mut digits = heapless::String::<20>::new();
+        write!(digits, "{secs}").expect("a u64 fits 20 digits");
+        argv.push(&[b"--property=RuntimeMaxSec=", digits.as_bytes()])?;
     }
     for kv in env {
         argv.push(&[b"--setenv=", kv.as_bytes()])?;
@@ -90,23 +92,6 @@ fn prefixed<'a>(first: &'a [u8], parts: &[&'a [u8]]) -> [&'a [u8]; 4] {
     all[0] = first;
     all[1..=parts.len()].copy_from_slice(parts);
     all
-}
-
-fn itoa_buf() -> [u8; 20] {
-    [0; 20]
-}
-
-/// `n` in decimal, written into `buf` (no allocation).
-fn format_u64(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
-    let mut at = buf.len();
-    loop {
-        at -= 1;
-        buf[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            return &buf[at..];
-        }
-    }
 }
 
 #[cfg(test)]
@@ -148,12 +133,5 @@ mod tests {
                 "nix"
             ]
         );
-    }
-
-    #[test]
-    fn decimal_without_allocation() {
-        let mut buf = itoa_buf();
-        assert_eq!(format_u64(0, &mut buf), b"0");
-        assert_eq!(format_u64(u64::MAX, &mut buf), b"18446744073709551615");
     }
 }

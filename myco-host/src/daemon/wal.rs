@@ -2,6 +2,10 @@
 //! the loop writes all of them with one write and one fdatasync (through io_uring, or inline with
 //! poll), while the next batch collects in the other buffer. A ticket is durable when the write
 //! that carried it completed, and only then is its deploy acknowledged.
+//!
+//! On a full disk with a full batch, an append is skipped instead (`skip`): its entry is held in
+//! memory only, and no ticket from the first skipped one on is reported durable until a snapshot
+//! holding the whole store (`checkpointed`) makes them all durable.
 
 use myco_core::wal::{encode_record, RecordKind};
 
@@ -21,6 +25,8 @@ pub struct WalQueue {
     /// Highest ticket appended, and highest durable.
     issued: u64,
     durable: u64,
+    /// The first ticket skipped since the last snapshot: later writes do not make it durable.
+    unlogged_from: Option<u64>,
     pub appends: u64,
     pub writes: u64,
 }
@@ -42,6 +48,7 @@ impl WalQueue {
             inflight_len: 0,
             issued: 0,
             durable: 0,
+            unlogged_from: None,
             appends: 0,
             writes: 0,
         }
@@ -65,6 +72,15 @@ impl WalQueue {
         self.pending_ticket = ticket;
         self.issued = ticket;
         self.appends += 1;
+    }
+
+    /// Takes note of an append that is not logged (the disk and the batch are full): `ticket` and
+    /// every later one stay not durable until `checkpointed`.
+    pub fn skip(&mut self, ticket: u64) {
+        assert!(ticket > self.issued, "tickets grow");
+        self.issued = ticket;
+        self.unlogged_from.get_or_insert(ticket);
+        assert!(self.durable() < ticket);
     }
 
     pub fn has_pending(&self) -> bool {
@@ -111,14 +127,19 @@ impl WalQueue {
         assert!(!self.in_flight());
         self.pending_len = 0;
         self.durable = self.issued;
+        self.unlogged_from = None;
     }
 
     pub fn issued(&self) -> u64 {
         self.issued
     }
 
+    /// The highest ticket below which every append is on disk.
     pub fn durable(&self) -> u64 {
-        self.durable
+        match self.unlogged_from {
+            Some(first) => self.durable.min(first - 1),
+            None => self.durable,
+        }
     }
 }
 
@@ -163,6 +184,25 @@ mod tests {
         q.checkpointed();
         assert!(!q.has_pending());
         assert_eq!(q.durable(), 1);
+    }
+
+    /// A skipped append holds back every later ticket, however many writes complete, until a
+    /// snapshot makes all of them durable.
+    #[test]
+    fn a_skipped_append_is_durable_only_after_a_snapshot() {
+        let mut q = WalQueue::new();
+        q.push(b"a", 1);
+        q.skip(2);
+        q.push(b"c", 3);
+        let batch = q.take().expect("pending");
+        q.written(batch.buf);
+        assert_eq!((q.durable(), q.issued()), (1, 3));
+        q.checkpointed();
+        assert_eq!(q.durable(), 3);
+        q.push(b"d", 4);
+        let batch = q.take().expect("pending");
+        q.written(batch.buf);
+        assert_eq!(q.durable(), 4);
     }
 
     #[test]
