@@ -53,8 +53,9 @@ ci: tools $(CHECKS) gauntlet-ci test-root aarch64 systemd-test testbed-test pack
 ROOT_TESTS := a_full_disk_frees_the_reserve_and_the_wal_keeps_working \
 	a_full_disk_never_stops_the_daemon_and_loses_nothing \
 	a_deploy_in_flight_when_the_disk_fills_gets_the_daemons_507 \
-	the_flight_recorder_is_written_on_a_full_disk
-ROOT_TEST_BINARIES := daemon flight_recorder_full_disk
+	the_flight_recorder_is_written_on_a_full_disk \
+	a_full_disk_allocates_nothing
+ROOT_TEST_BINARIES := daemon flight_recorder_full_disk strict_alloc
 EMPTY :=
 SPACE := $(EMPTY) $(EMPTY)
 ROOT_FILTER := $(subst $(SPACE), | ,$(foreach t,$(ROOT_TESTS),test(=$(t))))

@@ -18,11 +18,13 @@
 //! Both also check the heap against the budget (`myco_host::budget`): with no allocation after
 //! ready, what start-up laid out is the ceiling for the daemon's life.
 //!
-//! Not driven here: a full disk (it needs a tmpfs, so root; `tests/daemon.rs` covers the path
-//! without the strict mode); `systemctl` commands that fail or hang (`systemctl_timeout.rs`),
+//! A third test, for root only (it mounts a tmpfs), fills and empties the disk under the strict
+//! mode.
+//!
+//! Not driven here: `systemctl` commands that fail or hang (`systemctl_timeout.rs`),
 //! whose handling formats its log line without allocating; the audit log's rotation at 1 MiB
-//! (its names are built on the stack like the others); and the refusals 409 (key hashes that
-//! collide) and 507 (a WAL that cannot take a deploy).
+//! (its names are built on the stack like the others); and the refusal 409 (key hashes that
+//! collide).
 
 use myco_core::config::REVOCATION_BYTES_MAX;
 use myco_core::crypto::cert::certify;
@@ -34,6 +36,7 @@ use myco_testkit::daemon::Daemon;
 use myco_testkit::entries::{entry, entry_with_port, flake_entry, tombstone};
 use myco_testkit::http::{raw_request, request};
 use myco_testkit::keys::operator;
+use myco_testkit::tmpfs::{fill, Tmpfs};
 use myco_testkit::trickle::Tricklers;
 use myco_testkit::{wait_exit, wait_until};
 use std::fs;
@@ -219,6 +222,63 @@ fn a_thousand_services_and_slow_clients_allocate_nothing() {
             assert_eq!(d.deploy(&tombstone(&op, name, 2)).0, 200, "{name}");
         }
         assert!(d.metric("myco_checkpoints_total") >= 2.0, "no checkpoints");
+    }));
+    assert_alive(&mut d, outcome.is_ok());
+    stop_cleanly(&mut d);
+}
+
+/// Root only (it mounts a tmpfs; `ROOT_TESTS` in the Makefile): the disk filling and emptying
+/// under the strict mode. The reserve is freed for a deploy; with the disk full again, deploys
+/// are refused (507), gossip from a peer is held but cannot be logged and its batch is retried,
+/// reads and `/health` go on; once space returns everything is stored and the reserve is back.
+#[test]
+fn a_full_disk_allocates_nothing() {
+    let op = operator();
+    let mut d = Daemon::new("strict-full", &op, 64);
+    let _fs = Tmpfs::mount(&d.state, 80 * 1024);
+    d.start(d.command(&[
+        "--strict-alloc",
+        "--reserve-bytes",
+        "8388608",
+        "--wal-checkpoint-bytes",
+        "16384",
+    ]));
+    let mut peer = Daemon::new("strict-full-peer", &op, 65);
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        let filler = d.state.join("filler");
+        fill(&filler);
+        assert_eq!(
+            d.deploy(&entry(&op, "web", 1)).0,
+            200,
+            "the reserve is freed"
+        );
+        fill(&d.state.join("filler-2"));
+        // The log's last page may still take a few records; then deploys are refused.
+        let refused = (2..400).find(|&clock| d.deploy(&entry(&op, "web", clock)).0 == 507);
+        let refused = refused.expect("a deploy is refused once the disk is full");
+        assert_eq!(d.deploy(&entry(&op, "web", refused + 1)).0, 507);
+        peer.start(peer.command(&["--reserve-bytes", "0", "--join", &listen_addr(&d)]));
+        for i in 0..200 {
+            assert_eq!(peer.deploy(&entry(&op, &format!("g{i:03}"), 1)).0, 200);
+        }
+        wait_until(
+            Duration::from_secs(30),
+            "the full box holds the gossip",
+            || d.get("/health").1.contains("\"services\":201"),
+        );
+        assert_eq!(d.get("/health").0, 503, "degraded while the disk is full");
+        assert_eq!(d.get("/services/g199").0, 200);
+        fs::remove_file(&filler).expect("removed");
+        fs::remove_file(d.state.join("filler-2")).expect("removed");
+        wait_until(
+            Duration::from_secs(30),
+            "stored and the reserve back",
+            || {
+                let (status, health) = d.get("/health");
+                status == 200 && health.contains("\"reserve\":\"present\"")
+            },
+        );
+        assert_eq!(d.deploy(&entry(&op, "web", 1_000)).0, 200);
     }));
     assert_alive(&mut d, outcome.is_ok());
     stop_cleanly(&mut d);
