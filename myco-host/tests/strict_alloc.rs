@@ -253,7 +253,8 @@ fn a_full_disk_allocates_nothing() {
             "the reserve is freed"
         );
         fill(&d.state.join("filler-2"));
-        // The log's last page may still take a few records; then deploys are refused.
+        // The log's last page may still take a few records; the deploy in flight when the write
+        // fails is answered 507 at the daemon's 30 s deadline, and those after it at once.
         let refused = (2..400).find(|&clock| d.deploy(&entry(&op, "web", clock)).0 == 507);
         let refused = refused.expect("a deploy is refused once the disk is full");
         assert_eq!(d.deploy(&entry(&op, "web", refused + 1)).0, 507);
