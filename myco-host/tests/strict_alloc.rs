@@ -23,8 +23,7 @@
 //!
 //! Not driven here: `systemctl` commands that fail or hang (`systemctl_timeout.rs`),
 //! whose handling formats its log line without allocating; the audit log's rotation at 1 MiB
-//! (its names are built on the stack like the others); and the refusal 409 (key hashes that
-//! collide).
+//! (`audit_alloc.rs` drives it directly); and the refusal 409 (key hashes that collide).
 
 use myco_core::config::REVOCATION_BYTES_MAX;
 use myco_core::crypto::cert::certify;
