@@ -21,8 +21,8 @@
 //! A third test, for root only (it mounts a tmpfs), fills and empties the disk under the strict
 //! mode.
 //!
-//! Not driven here: `systemctl` commands that fail or hang (`systemctl_timeout.rs`),
-//! whose handling formats its log line without allocating; the audit log's rotation at 1 MiB
+//! Not driven here: a `systemctl` that hangs and is killed (`systemctl_timeout.rs` drives the
+//! executor through it with its clock, counting allocations); the audit log's rotation at 1 MiB
 //! (`audit_alloc.rs` drives it directly); and the refusal 409 (key hashes that collide).
 
 use myco_core::config::REVOCATION_BYTES_MAX;
