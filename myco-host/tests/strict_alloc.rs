@@ -262,7 +262,7 @@ fn a_full_disk_allocates_nothing() {
             assert_eq!(peer.deploy(&entry(&op, &format!("g{i:03}"), 1)).0, 200);
         }
         wait_until(
-            Duration::from_secs(30),
+            Duration::from_secs(60),
             "the full box holds the gossip",
             || d.get("/health").1.contains("\"services\":201"),
         );
@@ -275,7 +275,7 @@ fn a_full_disk_allocates_nothing() {
         fs::remove_file(&filler).expect("removed");
         fs::remove_file(d.state.join("filler-2")).expect("removed");
         wait_until(
-            Duration::from_secs(30),
+            Duration::from_secs(60),
             "stored and the reserve back",
             || {
                 let (status, health) = d.get("/health");
