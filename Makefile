@@ -25,7 +25,7 @@ SIM := cargo run --profile sim -p myco-sim --
 # apt-get waits for the package lock (unattended upgrades may hold it) instead of failing.
 APT := DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600
 
-.PHONY: ci check test test-root sim gauntlet gauntlet-short gauntlet-ci bench size size-check nostd aarch64 aarch64-release aarch64-tools fmt fmt-check lint \
+.PHONY: ci check test test-root loom sim gauntlet gauntlet-short gauntlet-ci bench size size-check nostd aarch64 aarch64-release aarch64-tools fmt fmt-check lint \
 	fuzz fuzz-build tools nostd-tools fuzz-tools systemd-check systemd-test units-check nix-check \
 	testbed-test demo man install deb deb-tools package-test
 
@@ -34,7 +34,7 @@ APT := DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600
 # unit checks (systemd-analyze verify/security against a throwaway root need no privileges) and
 # the offline Nix checks (a throwaway Nix store needs none either).
 # The first run may fetch rustup components and cargo-fuzz into the user's own toolchain.
-CHECKS := fmt-check lint nostd test size fuzz-build systemd-check units-check nix-check
+CHECKS := fmt-check lint nostd test loom size fuzz-build systemd-check units-check nix-check
 check: $(CHECKS) gauntlet-short
 
 # What CI runs: the checks of `check` with the full 10-minute gauntlet instead of the short one,
@@ -53,8 +53,9 @@ ci: tools $(CHECKS) gauntlet-ci test-root aarch64 systemd-test testbed-test pack
 ROOT_TESTS := a_full_disk_frees_the_reserve_and_the_wal_keeps_working \
 	a_full_disk_never_stops_the_daemon_and_loses_nothing \
 	a_deploy_in_flight_when_the_disk_fills_gets_the_daemons_507 \
-	the_flight_recorder_is_written_on_a_full_disk
-ROOT_TEST_BINARIES := daemon flight_recorder_full_disk
+	the_flight_recorder_is_written_on_a_full_disk \
+	a_full_disk_allocates_nothing
+ROOT_TEST_BINARIES := daemon flight_recorder_full_disk strict_alloc
 EMPTY :=
 SPACE := $(EMPTY) $(EMPTY)
 ROOT_FILTER := $(subst $(SPACE), | ,$(foreach t,$(ROOT_TESTS),test(=$(t))))
@@ -72,6 +73,13 @@ test-root:
 	else \
 		cargo test -p myco-host $(addprefix --test ,$(ROOT_TEST_BINARIES)) -- --exact $(ROOT_TESTS); \
 	fi
+
+# loom models of where the daemon's threads meet (myco-host/tests/loom.rs). `--cfg loom` changes
+# every crate's flags, so they build in a target directory of their own rather than rebuild the
+# main one; LOOM_MAX_PREEMPTIONS bounds the interleavings explored (loom's advice: 2 or 3).
+loom:
+	RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 CARGO_TARGET_DIR=$(TARGET_DIR)/loom \
+		cargo test -p myco-host --test loom
 
 sim:
 	$(SIM) run --seed $(SEED) --nodes $(NODES) --services $(SERVICES) --loss $(LOSS)

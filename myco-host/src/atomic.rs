@@ -1,10 +1,11 @@
 //! Replacing a small file atomically: whoever reads it (systemd, a restarted daemon) sees the old
 //! contents or the new, never half, and after a crash the new contents are there only if the
-//! rename is on disk.
+//! rename is on disk. Nothing here allocates: the temporary name is built on the stack.
 
-use std::ffi::OsString;
+use crate::path::StackPath;
 use std::fs::{self, File};
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 /// Replaces `path` with what `write` puts into a fresh file: written to `.<name>.tmp` beside it,
@@ -21,10 +22,7 @@ pub fn replace_file(
     let name = path
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a file path"))?;
-    let mut tmp_name = OsString::from(".");
-    tmp_name.push(name);
-    tmp_name.push(".tmp");
-    let tmp = dir.join(tmp_name);
+    let tmp = StackPath::join(dir, &[b".", name.as_bytes(), b".tmp"])?;
     let mut file = File::create(&tmp)?;
     write(&mut file)?;
     file.sync_all()?;

@@ -13,6 +13,7 @@
 //!   to `audit.log.3`, and the oldest is dropped; at most `4 * ROTATE_BYTES` are on disk.
 //! - Nothing is written at rest: lines come only from outcomes.
 
+use crate::path::StackPath;
 use myco_core::config::{FLAKE_REV_BYTES, NAR_HASH_BYTES};
 use std::fmt::{self, Write as _};
 use std::fs::{self, File, OpenOptions};
@@ -24,7 +25,7 @@ pub const ROTATE_BYTES: u64 = 1024 * 1024;
 /// Rotated files kept: `audit.log.1` (newest) to `audit.log.3`.
 pub const ROTATED_KEPT: u32 = 3;
 /// One line at most: an entry is at most 900 bytes, so its fields fit even fully escaped.
-const LINE_BYTES_MAX: usize = 8 * 1024;
+pub(crate) const LINE_BYTES_MAX: usize = 8 * 1024;
 
 /// What happened to a service on this box.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -114,6 +115,8 @@ impl AuditLog {
         if let Some(dir) = path.parent() {
             fs::create_dir_all(dir)?;
         }
+        // Refused now if the rotated names would not fit the stack, not at the first rotation.
+        numbered(path, ROTATED_KEPT)?;
         let file = open_append(path)?;
         let size = file.metadata()?.len();
         Ok(AuditLog {
@@ -159,12 +162,12 @@ impl AuditLog {
     /// `audit.log.2` → `.3`, `.1` → `.2`, `audit.log` → `.1`, and a new empty `audit.log`.
     fn rotate(&mut self) -> io::Result<()> {
         for n in (1..ROTATED_KEPT).rev() {
-            match fs::rename(numbered(&self.path, n), numbered(&self.path, n + 1)) {
+            match fs::rename(numbered(&self.path, n)?, numbered(&self.path, n + 1)?) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
                 _ => {}
             }
         }
-        fs::rename(&self.path, numbered(&self.path, 1))?;
+        fs::rename(&self.path, numbered(&self.path, 1)?)?;
         self.file = open_append(&self.path)?;
         self.size = 0;
         Ok(())
@@ -180,11 +183,11 @@ fn open_append(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
-/// `audit.log.N`.
-pub fn numbered(path: &Path, n: u32) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push(format!(".{n}"));
-    PathBuf::from(name)
+/// `audit.log.N`, built on the stack: rotation happens long after start-up.
+pub fn numbered(path: &Path, n: u32) -> io::Result<StackPath> {
+    let mut numbered = StackPath::new(path)?;
+    write!(numbered, ".{n}").map_err(|_| io::Error::from_raw_os_error(libc::ENAMETOOLONG))?;
+    Ok(numbered)
 }
 
 fn format_line(
@@ -352,10 +355,13 @@ mod tests {
             log.append(0, "web", AuditOutcome::Started, &entry).unwrap();
         }
         for n in 1..=ROTATED_KEPT {
-            let len = fs::metadata(numbered(&path, n)).unwrap().len();
+            let len = fs::metadata(numbered(&path, n).unwrap()).unwrap().len();
             assert!(len <= ROTATE_BYTES && len % line_len == 0, "whole lines");
         }
-        assert!(!numbered(&path, ROTATED_KEPT + 1).exists());
+        assert!(!numbered(&path, ROTATED_KEPT + 1)
+            .unwrap()
+            .as_path()
+            .exists());
         assert!(fs::metadata(&path).unwrap().len() <= ROTATE_BYTES);
         fs::remove_dir_all(&dir).unwrap();
     }

@@ -5,10 +5,12 @@
 pub mod alloc;
 pub mod atomic;
 pub mod audit;
+pub mod budget;
 pub mod daemon;
 pub mod flight;
 pub mod http;
 pub mod io;
+pub mod path;
 pub mod reserve;
 pub mod spawn;
 pub mod store;

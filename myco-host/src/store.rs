@@ -11,6 +11,8 @@
 //! refuses further writes: the kernel may have dropped the dirty pages and cleared the error, so
 //! only a fresh `open`, which replays what is really on disk, knows the state.
 
+use crate::path::StackPath;
+use core::fmt::Write as _;
 use myco_core::config::WAL_RECORD_BYTES_MAX;
 use myco_core::wal::{
     encode_record, CheckpointEnd, RecordError, RecordKind, RecordView, Replayer, SnapshotEncoder,
@@ -27,7 +29,7 @@ use std::path::{Path, PathBuf};
 const READ_WINDOW_BYTES: usize = 64 * 1024;
 /// Snapshot records are encoded into this buffer and written when it is full; appends encode into
 /// its front. Allocated once, at open.
-const WRITE_BUFFER_BYTES: usize = 64 * 1024;
+pub(crate) const WRITE_BUFFER_BYTES: usize = 64 * 1024;
 /// Digits of a generation in a file name: enough for any u64.
 const GENERATION_DIGITS: usize = 20;
 const TMP_SUFFIX: &str = ".tmp";
@@ -52,12 +54,19 @@ impl FileKind {
     }
 }
 
-fn file_name(kind: FileKind, generation: u64) -> String {
-    format!(
+/// A store file's name, on the stack: checkpoints name files after start-up.
+type FileName = heapless::String<{ "snapshot-".len() + GENERATION_DIGITS + TMP_SUFFIX.len() }>;
+
+fn file_name(kind: FileKind, generation: u64) -> FileName {
+    let mut name = FileName::new();
+    write!(
+        name,
         "{}{generation:0width$}",
         kind.prefix(),
         width = GENERATION_DIGITS
     )
+    .expect("the longest prefix and a u64 fit");
+    name
 }
 
 /// Reads a store file name: its kind, generation, and whether it is an unfinished `.tmp`. Any
@@ -114,7 +123,7 @@ impl Listing {
             generations
                 .iter()
                 .filter(move |&&g| g < base)
-                .map(move |&g| dir.join(file_name(kind, g)))
+                .map(move |&g| dir.join(file_name(kind, g).as_str()))
         };
         let snapshots = old(FileKind::Snapshot, &self.snapshots);
         self.tmps
@@ -188,12 +197,16 @@ impl FileStore {
         mut on_entry: impl FnMut(&[u8]),
     ) -> io::Result<(FileStore, OpenReport)> {
         let dir_handle = open_dir(dir)?;
+        // Checkpoints build their paths on the stack: a directory too long for that is refused
+        // now rather than at the first checkpoint.
+        let longest = file_name(FileKind::Snapshot, u64::MAX);
+        StackPath::join(dir, &[longest.as_bytes(), TMP_SUFFIX.as_bytes()])?;
         let listing = Listing::read(dir)?;
         let mut report = OpenReport::new(listing.generations().max().unwrap_or(0));
         let base = replay_snapshot(dir, &listing.snapshots, &mut on_entry, &mut report)?;
         let mut last = None;
         for &generation in listing.wals.iter().filter(|&&g| g >= base) {
-            let path = dir.join(file_name(FileKind::Wal, generation));
+            let path = dir.join(file_name(FileKind::Wal, generation).as_str());
             last = Some((generation, replay_wal(&path, &mut on_entry, &mut report)?));
         }
         remove_stale(&dir_handle, listing.stale(dir, base))?;
@@ -201,7 +214,7 @@ impl FileStore {
         let (wal, wal_bytes) = match last {
             Some((generation, replayed)) if generation == report.generation => replayed,
             _ => {
-                let path = dir.join(file_name(FileKind::Wal, report.generation));
+                let path = dir.join(file_name(FileKind::Wal, report.generation).as_str());
                 (create_file(&dir_handle, &path)?, 0)
             }
         };
@@ -246,16 +259,16 @@ impl FileStore {
     ) -> io::Result<()> {
         self.check_usable()?;
         let next = self.generation + 1;
-        let tmp = self
-            .dir
-            .join(file_name(FileKind::Snapshot, next) + TMP_SUFFIX);
-        if let Err(e) = self.write_snapshot(&tmp, entries, state_hash) {
+        let name = file_name(FileKind::Snapshot, next);
+        let tmp = StackPath::join(&self.dir, &[name.as_bytes(), TMP_SUFFIX.as_bytes()])?;
+        let tmp = tmp.as_path();
+        if let Err(e) = self.write_snapshot(tmp, entries, state_hash) {
             // Nothing visible changed: the old generation still holds the state. A stray `.tmp`
             // is harmless, and the next open deletes it, so a failed removal changes nothing.
-            let _ = fs::remove_file(&tmp);
+            let _ = fs::remove_file(tmp);
             return Err(e);
         }
-        let result = self.swap_to(next, &tmp);
+        let result = self.swap_to(next, tmp);
         self.failed |= result.is_err();
         result
     }
@@ -283,8 +296,8 @@ impl FileStore {
         &self.dir
     }
 
-    fn path(&self, kind: FileKind, generation: u64) -> PathBuf {
-        self.dir.join(file_name(kind, generation))
+    fn path(&self, kind: FileKind, generation: u64) -> io::Result<StackPath> {
+        StackPath::join(&self.dir, &[file_name(kind, generation).as_bytes()])
     }
 
     fn check_usable(&self) -> io::Result<()> {
@@ -318,14 +331,14 @@ impl FileStore {
 
     /// Makes the synced snapshot `next` the recovery point, then retires the older generations.
     fn swap_to(&mut self, next: u64, tmp: &Path) -> io::Result<()> {
-        fs::rename(tmp, self.path(FileKind::Snapshot, next))?;
+        fs::rename(tmp, self.path(FileKind::Snapshot, next)?)?;
         self.dir_handle.sync_all()?;
-        self.wal = create_file(&self.dir_handle, &self.path(FileKind::Wal, next))?;
+        self.wal = create_file(&self.dir_handle, self.path(FileKind::Wal, next)?.as_path())?;
         self.wal_bytes = 0;
         self.generation = next;
         for generation in self.oldest_generation..next {
             for kind in FileKind::ALL {
-                remove_if_present(&self.path(kind, generation))?;
+                remove_if_present(self.path(kind, generation)?.as_path())?;
             }
         }
         self.dir_handle.sync_all()?;
@@ -426,7 +439,7 @@ fn replay_snapshot(
     report: &mut OpenReport,
 ) -> io::Result<u64> {
     for &generation in snapshots.iter().rev() {
-        let mut file = File::open(dir.join(file_name(FileKind::Snapshot, generation)))?;
+        let mut file = File::open(dir.join(file_name(FileKind::Snapshot, generation).as_str()))?;
         let checked = replay_file(&mut file, |_| {})?;
         if !checked.is_valid_snapshot() {
             report.snapshots_rejected += 1;

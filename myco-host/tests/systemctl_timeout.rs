@@ -1,7 +1,8 @@
 //! A hung `systemctl` is killed: the host's executor, driven with a clock past the core's
 //! `SYSTEMCTL_TIMEOUT_MS`, kills the stand-in's whole process group (the stand-in and the
 //! `sleep` it started), reports the command failed, and the core retries it after the usual
-//! wait. The clock is passed in, so the test does not wait out the minute.
+//! wait. The clock is passed in, so the test does not wait out the minute. No step allocates:
+//! the daemon steps the executor after ready, under its refusing allocator.
 
 use myco_core::config::{COMMAND_RETRY_MS, SYSTEMCTL_TIMEOUT_MS, WAL_CHECKPOINT_BYTES};
 use myco_core::crypto::cert::certify;
@@ -12,12 +13,24 @@ use myco_host::daemon::build::BuildConfig;
 use myco_host::daemon::executor::{Executor, NixSetup};
 use myco_host::daemon::gc::GcConfig;
 use myco_host::flight::Logger;
+use myco_testkit::alloc::{allocations, CountingAllocator};
 use myco_testkit::dir::TempDir;
 use myco_testkit::keys::{key, operator, seed};
 use myco_testkit::wait_until;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
+
+/// Counts per thread, so the harness's other threads do not count.
+#[global_allocator]
+static ALLOCATOR: CountingAllocator = CountingAllocator;
+
+/// Steps the executor at `now_ms` and adds what the step allocated to `allocated`.
+fn step(e: &mut Executor, node: &Node, now_ms: u64, allocated: &mut u64) {
+    let before = allocations();
+    e.step(node, now_ms);
+    *allocated += allocations() - before;
+}
 
 /// A stand-in that records its start, starts a `sleep` that would outlive it, writes the
 /// sleep's pid, and waits for it: a systemctl stuck on a stop job. The sleep is short enough
@@ -61,16 +74,10 @@ fn gone(pid: &str) -> bool {
     })
 }
 
-#[test]
-fn a_hung_systemctl_is_killed_and_retried() {
-    let dir = TempDir::new("systemctl-timeout");
-    let systemctl = dir.write("systemctl", HANGING_SYSTEMCTL);
-    fs::set_permissions(&systemctl, fs::Permissions::from_mode(0o755)).unwrap();
-    // A unit left by an earlier run and placed nowhere now: the core disables it first.
-    fs::create_dir_all(dir.join("units")).unwrap();
-    dir.write("units/myco-web.service", "# myco: 0000000000000007\n");
-    let node = node();
-    let mut e = Executor::new(
+/// The host's executor with units in `<dir>/units`, `systemctl` as given, no store (the
+/// collector never runs) and nothing to build.
+fn executor(dir: &TempDir, systemctl: &std::path::Path) -> Executor {
+    Executor::new(
         dir.join("units"),
         systemctl.to_str().unwrap(),
         "journalctl",
@@ -94,8 +101,21 @@ fn a_hung_systemctl_is_killed_and_retried() {
         false,
         Logger::new(false),
     )
-    .unwrap();
-    e.step(&node, 0);
+    .unwrap()
+}
+
+#[test]
+fn a_hung_systemctl_is_killed_and_retried() {
+    let dir = TempDir::new("systemctl-timeout");
+    let systemctl = dir.write("systemctl", HANGING_SYSTEMCTL);
+    fs::set_permissions(&systemctl, fs::Permissions::from_mode(0o755)).unwrap();
+    // A unit left by an earlier run and placed nowhere now: the core disables it first.
+    fs::create_dir_all(dir.join("units")).unwrap();
+    dir.write("units/myco-web.service", "# myco: 0000000000000007\n");
+    let node = node();
+    let mut e = executor(&dir, &systemctl);
+    let mut allocated = 0;
+    step(&mut e, &node, 0, &mut allocated);
     let pid_file = dir.join("sleep.pid");
     wait_until(
         Duration::from_secs(10),
@@ -103,14 +123,14 @@ fn a_hung_systemctl_is_killed_and_retried() {
         || fs::read_to_string(&pid_file).is_ok_and(|p| p.ends_with('\n')),
     );
     let sleep_pid = fs::read_to_string(&pid_file).unwrap().trim().to_owned();
-    e.step(&node, SYSTEMCTL_TIMEOUT_MS - 1);
+    step(&mut e, &node, SYSTEMCTL_TIMEOUT_MS - 1, &mut allocated);
     assert!(e.busy() && !gone(&sleep_pid), "not yet hung");
     let killed_at = SYSTEMCTL_TIMEOUT_MS;
     wait_until(
         Duration::from_secs(10),
         "the hung command is reaped",
         || {
-            e.step(&node, killed_at);
+            step(&mut e, &node, killed_at, &mut allocated);
             !e.busy()
         },
     );
@@ -120,9 +140,14 @@ fn a_hung_systemctl_is_killed_and_retried() {
         "what it started is killed too",
         || gone(&sleep_pid),
     );
-    e.step(&node, killed_at + COMMAND_RETRY_MS - 1);
+    step(
+        &mut e,
+        &node,
+        killed_at + COMMAND_RETRY_MS - 1,
+        &mut allocated,
+    );
     assert!(!e.busy(), "the failure is waited out");
-    e.step(&node, killed_at + COMMAND_RETRY_MS);
+    step(&mut e, &node, killed_at + COMMAND_RETRY_MS, &mut allocated);
     let disables = || {
         let calls = fs::read_to_string(dir.join("calls")).unwrap_or_default();
         calls.lines().filter(|l| l.starts_with("disable")).count()
@@ -132,7 +157,9 @@ fn a_hung_systemctl_is_killed_and_retried() {
     });
     // The retry hangs too; the test's directory goes with it, so end it here.
     wait_until(Duration::from_secs(10), "the retry is reaped", || {
-        e.step(&node, killed_at + COMMAND_RETRY_MS + SYSTEMCTL_TIMEOUT_MS);
+        let now = killed_at + COMMAND_RETRY_MS + SYSTEMCTL_TIMEOUT_MS;
+        step(&mut e, &node, now, &mut allocated);
         !e.busy()
     });
+    assert_eq!(allocated, 0, "the executor's steps allocated");
 }

@@ -112,7 +112,11 @@ pub fn request(socket: &Path, method: &str, path: &str, body: &[u8]) -> std::io:
     )
     .into_bytes();
     bytes.extend_from_slice(body);
-    let answer = exchange(socket, &bytes, Duration::from_secs(30))?;
+    // Longer than the daemon's own deadline for a deploy: one in flight when the disk fills is
+    // answered 507 only when that deadline passes, and the client must still be listening.
+    let timeout =
+        myco_core::config::DEPLOY_DURABLE_TIMEOUT_MS + myco_core::config::DEPLOY_ANSWER_MARGIN_MS;
+    let answer = exchange(socket, &bytes, Duration::from_millis(timeout))?;
     let invalid = |what: &str| {
         std::io::Error::new(
             std::io::ErrorKind::InvalidData,

@@ -7,7 +7,7 @@ use super::peers::PeersFile;
 use crate::flight::{Level, Logger};
 use crate::reserve::{Reserve, ReserveState};
 use crate::store::FileStore;
-use myco_core::config::{REVOCATION_BYTES_MAX, WAL_CHECKPOINT_BYTES};
+use myco_core::config::REVOCATION_BYTES_MAX;
 use myco_core::crypto::keys::{key_file_exposed, parse_key_file, KEY_FILE_BYTES_MAX};
 use myco_core::crypto::{Cert, Revocation};
 use myco_core::node::Storage;
@@ -157,7 +157,7 @@ pub fn node(
         revocation_block: 0,
         seed: random,
         join,
-        wal_checkpoint_bytes: WAL_CHECKPOINT_BYTES,
+        wal_checkpoint_bytes: config.wal_checkpoint_bytes,
     };
     let node = Node::new(&node_config, Instant(0)).map_err(|e| BootError(format!("cannot start the node with --key and --cert: {e:?}; the certificate must be for this key and signed by --operator")))?;
     Ok(Box::new(node))
@@ -290,5 +290,6 @@ pub fn peers(dir: &Path, log: &Logger) -> (PeersFile, Vec<std::net::SocketAddr>)
 
 /// Writes the revocation record the node now holds, atomically, so a restart enforces it.
 pub fn save_revocation(dir: &Path, record: &[u8]) -> io::Result<()> {
-    crate::atomic::replace_file(&dir.join(REVOCATION_FILE_NAME), |f| f.write_all(record))
+    let path = crate::path::StackPath::join(dir, &[REVOCATION_FILE_NAME.as_bytes()])?;
+    crate::atomic::replace_file(path.as_path(), |f| f.write_all(record))
 }

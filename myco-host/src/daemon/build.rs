@@ -11,12 +11,14 @@
 
 use super::transient::{self, Unit};
 use crate::flight::{Level, Logger};
+use crate::path::{read_link_at, Lossy, StackPath, PATH_BYTES_MAX};
 use crate::spawn::{self, Argv, Child, Output};
-use myco_core::executor::{is_root_of, out_of_program, parse_build_json};
-use std::ffi::{CStr, CString};
+use myco_core::executor::{is_root_of, out_of_program, parse_build_json, Name, RootName};
+use myco_core::unit::{unit_name, UNIT_BYTES_MAX};
+use nix::unistd::{unlinkat, UnlinkatFlags};
+use std::ffi::CString;
 use std::fs;
 use std::io::{self, Read, Seek, SeekFrom};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
 /// The GC root directory, below the state directory, when `--gcroot-dir` names none: it must be
@@ -26,7 +28,9 @@ pub const GCROOT_DIR_IN_STATE: &str = "gcroots";
 /// A build is killed after this long when `--build-timeout` says nothing: 30 minutes.
 pub const BUILD_TIMEOUT_MS_DEFAULT: u64 = 30 * 60 * 1000;
 /// The tail of a failed build's log repeated in the daemon's log.
-const LOG_TAIL_BYTES: u64 = 2048;
+const LOG_TAIL_BYTES: usize = 2048;
+/// A unit file as the executor writes it: its `# myco: <digest>` line, then the rendered unit.
+pub const UNIT_FILE_BYTES_MAX: usize = 64 + UNIT_BYTES_MAX;
 /// A build the unit's `RuntimeMaxSec=` should have stopped is killed here this much later, in
 /// case systemd did not (the daemon then reports the build failed either way).
 const KILL_GRACE_MS: u64 = 10_000;
@@ -46,8 +50,8 @@ pub struct BuildConfig {
 struct Job {
     child: Child,
     token: u64,
-    name: String,
-    root: String,
+    name: Name,
+    root: RootName,
     deadline_ms: u64,
     killed: bool,
 }
@@ -56,7 +60,7 @@ struct Job {
 /// stdout.
 pub struct Ended<'a> {
     pub token: u64,
-    pub name: String,
+    pub name: Name,
     pub ok: bool,
     pub stdout: &'a [u8],
 }
@@ -64,8 +68,12 @@ pub struct Ended<'a> {
 pub struct Builder {
     config: BuildConfig,
     gcroot_dir: PathBuf,
+    /// The GC root directory, open, so that pruning lists it without allocating.
+    gcroot_handle: fs::File,
     /// Where the units are: the running version's root is the one its unit's program is in.
     unit_dir: PathBuf,
+    /// A unit file read back to find that program (`running_out`).
+    unit_text: Box<[u8]>,
     log_dir: PathBuf,
     env: Vec<CString>,
     argv: Argv,
@@ -85,10 +93,13 @@ impl Builder {
         let gcroot_dir =
             (config.gcroot_dir.clone()).unwrap_or_else(|| state_dir.join(GCROOT_DIR_IN_STATE));
         fs::create_dir_all(&gcroot_dir)?;
+        let gcroot_handle = fs::File::open(&gcroot_dir)?;
         Ok(Builder {
             config,
             gcroot_dir,
+            gcroot_handle,
             unit_dir: unit_dir.to_owned(),
+            unit_text: vec![0; UNIT_FILE_BYTES_MAX].into_boxed_slice(),
             log_dir,
             env: transient::environment(),
             argv: Argv::new(),
@@ -104,8 +115,8 @@ impl Builder {
     }
 
     /// Where the log of service `name`'s last build is.
-    pub fn log_path(&self, name: &str) -> PathBuf {
-        self.log_dir.join(format!("{name}.log"))
+    pub fn log_path(&self, name: &str) -> io::Result<StackPath> {
+        StackPath::join(&self.log_dir, &[name.as_bytes(), b".log"])
     }
 
     /// Spawns the build of `<uri>#<attr>` for service `name`, rooted at `root`. An error means
@@ -120,11 +131,12 @@ impl Builder {
         root: &str,
     ) -> io::Result<()> {
         assert!(self.job.is_none(), "one build at a time");
-        let log = CString::new(self.log_path(name).into_os_string().into_vec())
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in a path"))?;
+        let log = self.log_path(name)?;
+        let job_name = Name::try_from(name).map_err(|_| io::ErrorKind::InvalidInput)?;
+        let job_root = RootName::try_from(root).map_err(|_| io::ErrorKind::InvalidInput)?;
         let argv = &mut self.argv;
         argv.clear();
-        let link = self.gcroot_dir.join(root);
+        let link = StackPath::join(&self.gcroot_dir, &[root.as_bytes()])?;
         let full = "a build's command line is a few hundred bytes";
         let unit = Unit {
             systemd_run: &self.config.systemd_run,
@@ -136,11 +148,11 @@ impl Builder {
         for arg in [&b"build"[..], b"--json", b"-L", b"--out-link"] {
             argv.push(&[arg]).expect(full);
         }
-        argv.push(&[link.as_os_str().as_bytes()]).expect(full);
+        argv.push(&[link.as_bytes()]).expect(full);
         argv.push(&[uri.as_bytes(), b"#", attr.as_bytes()])
             .expect(full);
-        let env: Vec<&CStr> = self.env.iter().map(|c| c.as_c_str()).collect();
-        let child = spawn::spawn_with_stderr(argv, &env, Some(&log))?;
+        let env = transient::env_refs(&self.env);
+        let child = spawn::spawn_with_stderr(argv, &env, Some(log.as_c_str()))?;
         self.output.clear();
         self.log.log(
             Level::Info,
@@ -149,8 +161,8 @@ impl Builder {
         self.job = Some(Job {
             child,
             token,
-            name: name.to_owned(),
-            root: root.to_owned(),
+            name: job_name,
+            root: job_root,
             deadline_ms: now_ms.saturating_add(self.config.timeout_ms + KILL_GRACE_MS),
             killed: false,
         });
@@ -180,12 +192,12 @@ impl Builder {
                     Level::Info,
                     format_args!("service {}: built {out}", job.name),
                 );
-                let running = running_out(&self.unit_dir, &job.name);
+                let running = running_out(&self.unit_dir, &job.name, &mut self.unit_text);
                 let keep = Keep {
                     root: &job.root,
-                    running: running.as_deref(),
+                    running,
                 };
-                prune_roots(&self.gcroot_dir, &job.name, keep, &self.log);
+                prune_roots(&self.gcroot_handle, &job.name, keep, &self.log);
             }
             None => self.log_failure(&job.name, exit.0),
         }
@@ -198,16 +210,16 @@ impl Builder {
     }
 
     fn log_failure(&self, name: &str, code: i32) {
-        let tail = read_tail(&self.log_path(name), LOG_TAIL_BYTES).unwrap_or_default();
-        let tail = String::from_utf8_lossy(&tail);
-        let retry = "it is tried again later; 'myco logs ".to_owned()
-            + name
-            + "' on this box shows its log";
+        let mut tail = [0u8; LOG_TAIL_BYTES];
+        let tail = match self.log_path(name) {
+            Ok(path) => read_tail(path.as_path(), &mut tail).unwrap_or_default(),
+            Err(_) => &[],
+        };
         self.log.log(
             Level::Warning,
             format_args!(
-                "service {name}: build failed (exit {code}); {retry}. It said: {}",
-                tail.trim()
+                "service {name}: build failed (exit {code}); it is tried again later; 'myco logs {name}' on this box shows its log. It said: {}",
+                Lossy(tail.trim_ascii())
             ),
         );
     }
@@ -218,18 +230,25 @@ impl Builder {
             root: "",
             running: None,
         };
-        prune_roots(&self.gcroot_dir, name, keep, &self.log);
+        prune_roots(&self.gcroot_handle, name, keep, &self.log);
     }
 }
 
-/// The last `bytes` bytes of the file at `path`.
-pub fn read_tail(path: &Path, bytes: u64) -> io::Result<Vec<u8>> {
+/// The last bytes of the file at `path`, as many as `buf` holds (fewer if the file is shorter).
+pub fn read_tail<'b>(path: &Path, buf: &'b mut [u8]) -> io::Result<&'b [u8]> {
     let mut f = fs::File::open(path)?;
     let len = f.metadata()?.len();
-    f.seek(SeekFrom::Start(len.saturating_sub(bytes)))?;
-    let mut tail = Vec::new();
-    f.take(bytes).read_to_end(&mut tail)?;
-    Ok(tail)
+    f.seek(SeekFrom::Start(len.saturating_sub(buf.len() as u64)))?;
+    let mut filled = 0;
+    while filled < buf.len() {
+        match f.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(&buf[..filled])
 }
 
 /// The GC roots of a service to keep: the new version's, and the one the service's unit runs now
@@ -237,41 +256,54 @@ pub fn read_tail(path: &Path, bytes: u64) -> io::Result<Vec<u8>> {
 struct Keep<'a> {
     root: &'a str,
     /// The store path the service's unit runs (`running_out`), if it runs one.
-    running: Option<&'a Path>,
+    running: Option<&'a str>,
 }
 
 /// Deletes the GC roots of `name` but those `keep` names; failures are logged and left for the
 /// next build. A root is a symlink to a store path, so "the one the unit runs" is the root that
-/// points where the unit's `ExecStart=` does, whatever its name or age.
-fn prune_roots(dir: &Path, name: &str, keep: Keep<'_>, log: &Logger) {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let file = e.file_name();
-        let Some(file) = file.to_str().filter(|f| is_root_of(f, name)) else {
-            continue;
+/// points where the unit's `ExecStart=` does, whatever its name or age. The directory is listed
+/// and its links read through its open handle (`crate::path`), so pruning allocates nothing.
+fn prune_roots(dir: &fs::File, name: &str, keep: Keep<'_>, log: &Logger) {
+    let listed = crate::path::for_each_name(dir, |file| {
+        let Some(text) = file.to_str().ok().filter(|f| is_root_of(f, name)) else {
+            return;
         };
-        let target = fs::read_link(e.path()).ok();
-        if file == keep.root || (keep.running.is_some() && target.as_deref() == keep.running) {
-            continue;
+        let mut target = [0u8; PATH_BYTES_MAX];
+        let target = read_link_at(dir, file, &mut target);
+        if text == keep.root
+            || (keep.running.is_some() && target == keep.running.map(str::as_bytes))
+        {
+            return;
         }
-        if let Err(err) = fs::remove_file(e.path()) {
+        if let Err(e) = unlinkat(dir, file, UnlinkatFlags::NoRemoveDir) {
             log.log(
                 Level::Warning,
-                format_args!("cannot delete the GC root {}: {err}", e.path().display()),
+                format_args!("cannot delete the GC root {text}: {e}"),
             );
         }
+    });
+    if let Err(e) = listed {
+        log.log(
+            Level::Warning,
+            format_args!("cannot list the GC roots of {name}: {e}"),
+        );
     }
 }
 
 /// The store path service `name`'s unit in `unit_dir` runs: its `ExecStart=` program,
-/// `<out>/bin/<name>`, without `/bin/<name>`. `None` without a unit or for an `exec` service.
-fn running_out(unit_dir: &Path, name: &str) -> Option<PathBuf> {
-    let text = fs::read_to_string(unit_dir.join(format!("myco-{name}.service"))).ok()?;
+/// `<out>/bin/<name>`, without `/bin/<name>`, read through `buf`. `None` without a unit, for an
+/// `exec` service, or for a file longer than `buf` (the executor writes none).
+fn running_out<'b>(unit_dir: &Path, name: &str, buf: &'b mut [u8]) -> Option<&'b str> {
+    let unit = unit_name(name).ok()?;
+    let path = StackPath::join(unit_dir, &[unit.as_bytes()]).ok()?;
+    let len = fs::symlink_metadata(path.as_path()).ok()?.len();
+    if len > buf.len() as u64 {
+        return None;
+    }
+    let text = std::str::from_utf8(read_tail(path.as_path(), buf).ok()?).ok()?;
     let line = text.lines().find_map(|l| l.strip_prefix("ExecStart=\""))?;
     let program = &line[..line.find('"')?];
-    out_of_program(program, name).map(PathBuf::from)
+    out_of_program(program, name)
 }
 
 #[cfg(test)]
@@ -296,13 +328,15 @@ mod tests {
         }
         let unit = "[Service]\nExecStart=\"/nix/store/b-web/bin/web\" \"--port\" \"8080\"\n";
         fs::write(units.join("myco-web.service"), unit).unwrap();
-        let running = running_out(&units, "web");
-        assert_eq!(running.as_deref(), Some(Path::new("/nix/store/b-web")));
+        let mut buf = [0u8; UNIT_FILE_BYTES_MAX];
+        let running = running_out(&units, "web", &mut buf);
+        assert_eq!(running, Some("/nix/store/b-web"));
         let keep = Keep {
             root: "web-cccccccccccc",
-            running: running.as_deref(),
+            running,
         };
-        prune_roots(&roots, "web", keep, &Logger::new(false));
+        let handle = fs::File::open(&roots).unwrap();
+        prune_roots(&handle, "web", keep, &Logger::new(false));
         let mut left: Vec<String> = fs::read_dir(&roots)
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -312,7 +346,7 @@ mod tests {
             left,
             ["api-aaaaaaaaaaaa", "web-bbbbbbbbbbbb", "web-cccccccccccc"]
         );
-        assert_eq!(running_out(&units, "api"), None, "no unit");
+        assert_eq!(running_out(&units, "api", &mut buf), None, "no unit");
         fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -108,6 +108,13 @@ pub struct Config {
     /// change it (`--request-timeout-ms`, not in the help), so that they see the deadline pass
     /// without waiting ten real seconds.
     pub request_timeout_ms: u64,
+    /// `--strict-alloc`: a heap allocation after ready aborts the process with its size and
+    /// return addresses (`crate::alloc`). Not in the help: it turns a bug into a crash, which
+    /// tests want and a fleet does not (`docs/daemon.md`, "Memory").
+    pub strict_alloc: bool,
+    /// The WAL size that asks for a checkpoint; only tests change it (`--wal-checkpoint-bytes`,
+    /// not in the help), so that they see checkpoints without writing a mebibyte of deploys.
+    pub wal_checkpoint_bytes: u64,
 }
 
 /// What the command line asked for besides running.
@@ -160,6 +167,10 @@ pub fn parse(mut args: Arguments) -> Result<Parsed, UsageError> {
     let executor = executor(&mut args)?;
     let dns = dns_addrs(&mut args)?;
     let verbose = args.contains("--verbose");
+    let strict_alloc = args.contains("--strict-alloc");
+    let wal_checkpoint_bytes = number(&mut args, "--wal-checkpoint-bytes")?
+        .unwrap_or(myco_core::config::WAL_CHECKPOINT_BYTES)
+        .max(1);
     let stream_heartbeat_ms = number(&mut args, "--stream-heartbeat-ms")?
         .unwrap_or(super::conns::HEARTBEAT_MS)
         .max(1);
@@ -183,6 +194,8 @@ pub fn parse(mut args: Arguments) -> Result<Parsed, UsageError> {
         verbose,
         stream_heartbeat_ms,
         request_timeout_ms,
+        strict_alloc,
+        wal_checkpoint_bytes,
     })))
 }
 

@@ -30,10 +30,10 @@ pub const DNS_LISTENERS_MAX: usize = 2;
 const UDP_BATCHES_PER_WAKE: usize = 4;
 /// Queries are a question and an OPT record, well under this; a longer datagram arrives cut and
 /// is answered FORMERR when the cut leaves it unreadable.
-const UDP_QUERY_BYTES_MAX: usize = 512;
+pub(crate) const UDP_QUERY_BYTES_MAX: usize = 512;
 /// A TCP query must arrive, and its answer be taken, within this.
 const TCP_TIMEOUT_MS: u64 = 5_000;
-const MESSAGE_BYTES_MAX: usize = 65_535;
+pub(crate) const MESSAGE_BYTES_MAX: usize = 65_535;
 
 #[derive(Clone, Copy, Debug, Default)]
 pub struct DnsStats {
@@ -117,7 +117,7 @@ impl Dns {
         let conns = (0..DNS_TCP_MAX)
             .map(|_| TcpConn {
                 stream: None,
-                input: vec![0; 2 + 512].into_boxed_slice(),
+                input: vec![0; 2 + UDP_QUERY_BYTES_MAX].into_boxed_slice(),
                 filled: 0,
                 eof: false,
                 output: vec![0; 2 + MESSAGE_BYTES_MAX].into_boxed_slice(),

@@ -8,6 +8,7 @@
 use super::build::{BuildConfig, Builder};
 use crate::audit::{AuditEntry, AuditLog, AuditOutcome};
 use crate::flight::{Level, Logger};
+use crate::path::{Lossy, StackPath};
 use crate::spawn::{self, Argv, Child, Output};
 use myco_core::executor::{self as core, Command, Outcome, Verb};
 use myco_core::time::Instant;
@@ -393,14 +394,13 @@ impl Executor {
     }
 
     /// Where the log of service `name`'s last build is, if it has one.
-    pub fn build_log(&self, name: &str) -> Option<PathBuf> {
-        let path = self.builder.log_path(name);
-        path.exists().then_some(path)
+    pub fn build_log(&self, name: &str) -> Option<StackPath> {
+        let path = self.builder.log_path(name).ok()?;
+        path.as_path().exists().then_some(path)
     }
 
     fn log_failure(&self, verb: Verb) {
-        let out = String::from_utf8_lossy(self.output.bytes());
-        let out = out.trim();
+        let out = Lossy(self.output.bytes().trim_ascii());
         self.log.log(
             Level::Warning,
             format_args!(
@@ -463,14 +463,12 @@ fn write_unit(
             format_args!("service {name} cannot run here: {why}"),
         );
     })?;
-    let path = dir.join(
-        unit_name(name)
-            .expect("placed services have service names")
-            .as_str(),
-    );
-    let written = crate::atomic::replace_file(&path, |f| {
-        writeln!(f, "{HEADER}{digest:016x}")?;
-        f.write_all(&text[..len])
+    let unit = unit_name(name).expect("placed services have service names");
+    let written = StackPath::join(dir, &[unit.as_bytes()]).and_then(|path| {
+        crate::atomic::replace_file(path.as_path(), |f| {
+            writeln!(f, "{HEADER}{digest:016x}")?;
+            f.write_all(&text[..len])
+        })
     });
     written.map_err(|e| {
         log.log(
@@ -513,15 +511,11 @@ fn log_written(log: &Logger, name: &str, start: bool, clock: u64) {
 
 /// Deletes a disabled unit's file and audits the removal; false (logged) if it could not be.
 fn remove_unit(dir: &Path, log: &Logger, audit_log: &mut AuditLog, name: &str) -> bool {
-    let path = dir.join(
-        unit_name(name)
-            .expect("installed units have service names")
-            .as_str(),
-    );
-    if let Err(e) = fs::remove_file(&path) {
+    let unit = unit_name(name).expect("installed units have service names");
+    if let Err(e) = StackPath::join(dir, &[unit.as_bytes()]).and_then(fs::remove_file) {
         log.log(
             Level::Error,
-            format_args!("cannot delete {}: {e}", path.display()),
+            format_args!("cannot delete {}/{unit}: {e}", dir.display()),
         );
         return false;
     }

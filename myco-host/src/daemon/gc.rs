@@ -12,10 +12,11 @@
 
 use super::transient::{self, Unit};
 use crate::flight::{Level, Logger};
+use crate::path::Lossy;
 use crate::spawn::{self, Argv, Child, Output};
 use myco_core::executor::{Gc, GcDone, Outcome};
 use myco_core::time::Instant;
-use std::ffi::{CStr, CString};
+use std::ffi::CString;
 use std::io;
 use std::path::PathBuf;
 
@@ -97,7 +98,7 @@ impl Collector {
             .expect(full);
         self.output.clear();
         let used = self.core.used_permille();
-        let env: Vec<&CStr> = self.env.iter().map(|c| c.as_c_str()).collect();
+        let env = transient::env_refs(&self.env);
         match spawn::spawn(argv, &env) {
             Ok(child) => {
                 self.log.log(
@@ -131,13 +132,12 @@ impl Collector {
                 ),
             ),
             Some(GcDone::Failed) => {
-                let out = String::from_utf8_lossy(self.output.bytes());
+                let out = Lossy(self.output.bytes().trim_ascii());
                 self.log.log(
                     Level::Warning,
                     format_args!(
                         "nix-collect-garbage failed or did not say what it freed; trying again \
-                         later. It said: {}",
-                        out.trim()
+                         later. It said: {out}"
                     ),
                 );
             }
@@ -149,8 +149,11 @@ impl Collector {
     /// unprivileged users are used).
     fn used_permille(&self) -> io::Result<u16> {
         if let Some(file) = &self.config.usage_file {
-            let text = std::fs::read_to_string(file)?;
-            return text.trim().parse().map_err(io::Error::other);
+            let mut buf = [0u8; 16];
+            let text = super::build::read_tail(file, &mut buf)?;
+            let invalid = || io::Error::from(io::ErrorKind::InvalidData);
+            let text = std::str::from_utf8(text.trim_ascii()).map_err(|_| invalid())?;
+            return text.parse().map_err(|_| invalid());
         }
         let stat = nix::sys::statvfs::statvfs(&self.config.store_dir)?;
         let total = stat.blocks() as u64;

@@ -149,7 +149,7 @@ impl Daemon {
             api_streams: self.api.stream_count(),
             events_next_id: self.sink.events.next_id(),
             allocations,
-            allocations_since_ready: allocations.saturating_sub(self.allocations_at_ready),
+            allocations_since_ready: crate::alloc::allocations_since_ready(),
             heap_bytes: crate::alloc::live_bytes(),
             uptime_ms: self.now_ms(),
             units: self.executor.as_ref().map(|e| (e.census(), e.stats)),
@@ -377,7 +377,7 @@ fn logs(
         return error(conn, 404, &runs_elsewhere(node, service));
     };
     let spawned = match executor.build_log(service).filter(|_| building(executor)) {
-        Some(log) => executor.spawn_build_log(&log, follow, lines),
+        Some(log) => executor.spawn_build_log(log.as_path(), follow, lines),
         None => executor.spawn_logs(service, follow, lines),
     };
     match spawned {

@@ -16,7 +16,7 @@
 //! them, `/etc/systemd/system/myco-build-.service.d/*.conf` (`MemoryMax=`, `CPUQuota=`).
 
 use crate::spawn::{Argv, ArgvFull};
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::fmt::Write as _;
 
 /// PATH inside the unit: systemd's default finds Nix and `nice` on Debian-like systems; NixOS
@@ -40,6 +40,15 @@ pub fn environment() -> Vec<CString> {
         }
     }
     env
+}
+
+/// Variables in [`environment`]: PATH and the passed ones.
+pub const ENV_MAX: usize = 1 + PASSED_ENV.len();
+
+/// The variables of [`environment`] as the spawner takes them, on the stack.
+pub fn env_refs(env: &[CString]) -> heapless::Vec<&CStr, ENV_MAX> {
+    assert!(env.len() <= ENV_MAX, "environment() makes at most ENV_MAX");
+    env.iter().map(CString::as_c_str).collect()
 }
 
 /// What the unit is called and how long it may run.
