@@ -70,7 +70,9 @@ expect() {
 	fi
 }
 expect "both boxes alive in 'myco nodes'" '127\.0\.0\.1:794[67] +alive' 2
+expect "'myco events' saying what it follows" 'following the events of myco-d at'
 expect "the deploy in 'myco events', by name" 'deploy +name=hello outcome=applied'
+expect "the entry in 'myco events', by name" 'Z entry +name=hello$'
 expect "hello in both daemons' 'myco ls'" '^hello +[0-9]+ ' 2
 if ((status != 0)); then
 	echo "readme-walk: the README's local example ran, but printed:" >&2

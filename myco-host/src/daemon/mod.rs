@@ -236,6 +236,11 @@ impl Daemon {
             }
             self.timers();
             self.after_calls();
+            let store = self.node.store();
+            self.sink.events.name_entries(|key| {
+                let entry = myco_core::schema::entry::Entry::decode(store.get(key)?).ok()?;
+                Some(entry.body.name)
+            });
             self.api.pump_streams(&self.sink.events, self.now_ms());
         }
         self.sink

@@ -360,7 +360,7 @@ impl CoreSink {
         self.members_changed = true;
         self.placement_changed = true;
         let mut r = Record::new(Kind::Member, what);
-        r.node = id;
+        r.key = id;
         self.events.push(r);
         self.log
             .log(Level::Info, format_args!("member {id:016x} is {what}"));
