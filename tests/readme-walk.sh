@@ -74,6 +74,8 @@ expect "'myco events' saying what it follows" 'following the events of myco-d at
 expect "the deploy in 'myco events', by name" 'deploy +name=hello outcome=applied'
 expect "the entry in 'myco events', by name" 'Z entry +name=hello$'
 expect "hello in both daemons' 'myco ls'" '^hello +[0-9]+ ' 2
+expect "'myco ls' saying the boxes run no executor" '^no-executor: this box runs no services' 2
+expect "'myco logs' saying the box runs no services" 'this box runs no services \(myco-d --executor none\), so it has no journal of hello'
 if ((status != 0)); then
 	echo "readme-walk: the README's local example ran, but printed:" >&2
 	cat "$out" >&2

@@ -3,7 +3,7 @@
 //! that it has the documented shape, so scripts get every field, including ones `myco` does not
 //! show.
 
-use crate::answers::{HealthAnswer, Nodes, Placed, Services};
+use crate::answers::{HealthAnswer, Nodes, Placed, Service, Services};
 use crate::args::{Error, Flags};
 use crate::client::{self, Request, QUERY_TIMEOUT, SOCKET_ENV};
 use crate::output::{self, terminal_safe, Field, Value};
@@ -113,10 +113,29 @@ pub fn ls(args: Arguments) -> Result<(), Error> {
             ]
         })
         .collect();
-    output::print_text(&output::table(
+    let table = output::table(
         &["NAME", "VERSION", "REV", "STATUS", "REPLICAS", "RUNNING ON"],
         &rows,
-    ))
+    );
+    output::print_text(&(table + &state_notes(&services.services)))
+}
+
+/// A line under the table for each state in it that does not explain itself.
+fn state_notes(services: &[Service]) -> String {
+    let shown = |state: &str| {
+        services
+            .iter()
+            .any(|s| s.placed_on.iter().any(|p| p.state == state))
+    };
+    let mut notes = String::new();
+    if shown("no-executor") {
+        notes += "no-executor: this box runs no services (its myco-d runs with --executor none)\n";
+    }
+    if shown("unknown") {
+        notes += "unknown: that box has reported no status yet (a box whose myco-d runs with \
+                  --executor none never does)\n";
+    }
+    notes
 }
 
 /// `3f2a09c1 running, 11aa22bb restarting`: each placed node's id, cut to 8 digits as `git` cuts
@@ -208,4 +227,39 @@ pub fn status(args: Arguments) -> Result<(), Error> {
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service(states: &[&str]) -> Service {
+        serde_json::from_value(serde_json::json!({
+            "name": "web",
+            "version": {"clock": 1, "key_id": 1},
+            "deleted": false,
+            "replicas": states.len(),
+            "placed_on": states
+                .iter()
+                .map(|s| serde_json::json!({"id": "aaaaaaaabbbbbbbb", "state": s}))
+                .collect::<Vec<_>>(),
+        }))
+        .unwrap()
+    }
+
+    /// `myco ls` explains `no-executor` and `unknown` under its table when they appear, and adds
+    /// nothing when every state speaks for itself.
+    #[test]
+    fn unclear_states_are_explained_under_the_table() {
+        let notes = state_notes(&[service(&["no-executor", "unknown"])]);
+        assert!(
+            notes.starts_with("no-executor: this box runs no services"),
+            "{notes}"
+        );
+        assert!(
+            notes.contains("\nunknown: that box has reported no status yet"),
+            "{notes}"
+        );
+        assert_eq!(state_notes(&[service(&["running", "pending"])]), "");
+    }
 }

@@ -68,6 +68,9 @@ fn version(json: &mut Json<'_, '_>, v: Version) -> Result<(), Full> {
     json.end_object()
 }
 
+/// The state of a service placed on this box when it was started with `--executor none`.
+pub const NO_EXECUTOR: &str = "no-executor";
+
 /// Where a service runs, for `/services`: placement's answer as this node sees the cluster,
 /// and what each of those nodes says of its unit.
 pub struct Running<'a> {
@@ -80,8 +83,12 @@ pub struct Running<'a> {
     pub digests: &'a PlacedDigests,
 }
 
-/// How the service does on node `id` (the core's `executor::health_on`), by name.
+/// How the service does on node `id` (the core's `executor::health_on`), by name. This box, when
+/// it runs no executor, says so (`no-executor`) rather than `unknown`: nothing will ever run here.
 fn state_on(r: &Running<'_>, id: u64, name: &str) -> &'static str {
+    if id == r.node.id() && r.executor.is_none() {
+        return NO_EXECUTOR;
+    }
     let executor = r.executor.map(|e| &**e);
     // This box's build of a new version is reported before the unit of the old one.
     let building = executor.filter(|_| id == r.node.id());
