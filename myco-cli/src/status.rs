@@ -163,6 +163,11 @@ pub fn nodes(args: Arguments) -> Result<(), Error> {
     }
     // '*' in a first column of its own, as `git branch` marks the current branch, keeps every
     // other column one word.
+    let peer = nodes
+        .nodes
+        .iter()
+        .find(|n| !n.is_self && n.state == "alive")
+        .map(|n| n.address.as_str());
     let rows: Vec<Vec<String>> = nodes
         .nodes
         .iter()
@@ -170,7 +175,11 @@ pub fn nodes(args: Arguments) -> Result<(), Error> {
             vec![
                 if n.is_self { "*" } else { "" }.to_string(),
                 terminal_safe(&n.id),
-                terminal_safe(&n.address),
+                terminal_safe(&if n.is_self {
+                    shown_address(&n.address, peer)
+                } else {
+                    n.address.clone()
+                }),
                 terminal_safe(&n.state),
                 terminal_safe(&n.arch),
                 n.zone.to_string(),
@@ -181,6 +190,41 @@ pub fn nodes(args: Arguments) -> Result<(), Error> {
         &["", "ID", "ADDRESS", "STATE", "ARCH", "ZONE"],
         &rows,
     ))
+}
+
+/// This box's address as `myco nodes` shows it. A daemon listening on a wildcard reports it as
+/// bound (`[::]:7946`), which no peer can reach it at. Then the address this box sends from
+/// towards `peer` (an alive member; the kernel's route, found by connecting a UDP socket, which
+/// sends nothing) is the one that peer sees, and is shown with the wildcard's meaning after it.
+fn shown_address(address: &str, peer: Option<&str>) -> String {
+    let Ok(bound) = address.parse::<std::net::SocketAddr>() else {
+        return address.to_string();
+    };
+    if !bound.ip().is_unspecified() {
+        return address.to_string();
+    }
+    let all = if bound.is_ipv4() {
+        "all IPv4 addresses"
+    } else {
+        "all addresses"
+    };
+    let port = bound.port();
+    match peer.and_then(|p| p.parse().ok()).and_then(source_towards) {
+        Some(ip) => format!("{} ({all})", std::net::SocketAddr::new(ip, port)),
+        None => format!("({all}):{port}"),
+    }
+}
+
+/// The source address the kernel picks to reach `peer`, or `None` without a route.
+fn source_towards(peer: std::net::SocketAddr) -> Option<std::net::IpAddr> {
+    let any: std::net::SocketAddr = if peer.is_ipv4() {
+        ([0, 0, 0, 0], 0).into()
+    } else {
+        ([0u16; 8], 0).into()
+    };
+    let socket = std::net::UdpSocket::bind(any).ok()?;
+    socket.connect(peer).ok()?;
+    Some(socket.local_addr().ok()?.ip())
 }
 
 pub fn status(args: Arguments) -> Result<(), Error> {
@@ -261,5 +305,29 @@ mod tests {
             "{notes}"
         );
         assert_eq!(state_notes(&[service(&["running", "pending"])]), "");
+    }
+
+    /// A wildcard listen address reads as what it is; any other address is shown as it came.
+    #[test]
+    fn wildcard_addresses_read_as_all_addresses() {
+        assert_eq!(shown_address("[::]:7946", None), "(all addresses):7946");
+        assert_eq!(
+            shown_address("0.0.0.0:7946", None),
+            "(all IPv4 addresses):7946"
+        );
+        assert_eq!(shown_address("127.0.0.1:7946", None), "127.0.0.1:7946");
+        assert_eq!(
+            shown_address("[fd00::2]:7946", Some("127.0.0.1:7947")),
+            "[fd00::2]:7946"
+        );
+    }
+
+    /// With a peer, a wildcard shows the address that peer reaches this box at.
+    #[test]
+    fn wildcard_addresses_show_where_a_peer_reaches_this_box() {
+        assert_eq!(
+            shown_address("[::]:7946", Some("127.0.0.1:7947")),
+            "127.0.0.1:7946 (all addresses)"
+        );
     }
 }
