@@ -10,7 +10,7 @@ use crate::store::FileStore;
 use myco_core::config::{REVOCATION_BYTES_MAX, WAL_CHECKPOINT_BYTES};
 use myco_core::crypto::keys::{key_file_exposed, parse_key_file, KEY_FILE_BYTES_MAX};
 use myco_core::crypto::{Cert, Revocation};
-use myco_core::node::Storage;
+use myco_core::node::{ConfigError, Storage};
 use myco_core::time::Instant;
 use myco_core::{Node, NodeConfig, PeerAddr};
 use nix::fcntl::{Flock, FlockArg};
@@ -130,8 +130,9 @@ pub fn read_revocation(config: &Config) -> Result<Option<(u64, Vec<u8>)>, BootEr
             .and_then(|r| r.verify(&config.operator))
             .map_err(|e| {
                 BootError(format!(
-                    "{} is not a revocation signed by --operator: {e:?}",
-                    path.display()
+                    "{} is not a revocation signed by --operator: {}",
+                    path.display(),
+                    e.message()
                 ))
             })?;
         if best.as_ref().is_none_or(|(h, _)| height > *h) {
@@ -159,7 +160,19 @@ pub fn node(
         join,
         wal_checkpoint_bytes: WAL_CHECKPOINT_BYTES,
     };
-    let node = Node::new(&node_config, Instant(0)).map_err(|e| BootError(format!("cannot start the node with --key and --cert: {e:?}; the certificate must be for this key and signed by --operator")))?;
+    let node = Node::new(&node_config, Instant(0)).map_err(|e| match e {
+        ConfigError::NodeSeed => BootError(format!(
+            "--key {} holds no usable node key; make one with 'myco keygen'",
+            config.key.display()
+        )),
+        ConfigError::Cert(e) => BootError(format!(
+            "--cert {} is refused: {}; it must certify the node key in --key {} and be signed \
+             by the key --operator names ('myco cert --operator-key ... --node-pubkey ...')",
+            config.cert.display(),
+            e.message(),
+            config.key.display()
+        )),
+    })?;
     Ok(Box::new(node))
 }
 

@@ -149,7 +149,7 @@ impl Daemon {
         sink.events.push(recovery);
         if let Some((_, record)) = &revocation {
             node.handle_revocation(record, &mut sink)
-                .map_err(|e| BootError(format!("revocation refused: {e:?}")))?;
+                .map_err(|e| BootError(format!("the revocation is refused: {}", e.message())))?;
         }
         check_own_cert(&node)?;
         let listen = listen_text(&sink.udp)?;
@@ -632,8 +632,13 @@ fn start_backend(
     config: &Config,
     log: &Logger,
 ) -> Result<(Backend, Option<std::io::Error>), BootError> {
+    let name = match config.io {
+        crate::io::Choice::Auto => "auto",
+        crate::io::Choice::Uring => "uring",
+        crate::io::Choice::Poll => "poll",
+    };
     let (io, fallback) = Backend::new(config.io)
-        .map_err(|e| BootError(format!("cannot start the {:?} event loop: {e}", config.io)))?;
+        .map_err(|e| BootError(format!("cannot start the event loop of --io {name}: {e}")))?;
     if let Some(why) = &fallback {
         log.log(
             Level::Warning,

@@ -368,7 +368,16 @@ impl CoreSink {
 
     fn refused(&mut self, why: Refusal) {
         self.events.refused(why.name());
-        self.log
-            .log(Level::Debug, format_args!("refused a frame: {why:?}"));
+        let detail = match why {
+            Refusal::Frame(_) => "not a well-formed frame",
+            Refusal::Crypto(r) => r.name(),
+            Refusal::WrongZone => "from another zone",
+            Refusal::Body => "its body does not decode",
+            Refusal::Entry(e) => e.message(),
+        };
+        self.log.log(
+            Level::Debug,
+            format_args!("refused a frame ({}): {detail}", why.name()),
+        );
     }
 }
