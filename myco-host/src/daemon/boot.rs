@@ -9,7 +9,7 @@ use crate::reserve::{Reserve, ReserveState};
 use crate::store::FileStore;
 use myco_core::config::{REVOCATION_BYTES_MAX, WAL_CHECKPOINT_BYTES};
 use myco_core::crypto::keys::{key_file_exposed, parse_key_file, KEY_FILE_BYTES_MAX};
-use myco_core::crypto::{Cert, Revocation};
+use myco_core::crypto::{Cert, Credentials, Revocation, SigningKey};
 use myco_core::node::{ConfigError, Storage};
 use myco_core::time::Instant;
 use myco_core::{Node, NodeConfig, PeerAddr};
@@ -160,7 +160,22 @@ pub fn node(
         join,
         wal_checkpoint_bytes: WAL_CHECKPOINT_BYTES,
     };
-    let node = Node::new(&node_config, Instant(0)).map_err(|e| match e {
+    let node = Node::new(&node_config, Instant(0)).map_err(|e| credentials_refused(config, e))?;
+    Ok(Box::new(node))
+}
+
+/// Checks that the key and certificate admit this node under --operator, with nothing written:
+/// the start checks this before it creates the state directory, and `node` again as it builds.
+pub fn check_credentials(config: &Config, seed: [u8; 32], cert: &[u8]) -> Result<(), BootError> {
+    let key = SigningKey::from_seed(seed)
+        .map_err(|_| credentials_refused(config, ConfigError::NodeSeed))?;
+    Credentials::new(key, cert, &config.operator)
+        .map_err(|e| credentials_refused(config, ConfigError::Cert(e)))?;
+    Ok(())
+}
+
+fn credentials_refused(config: &Config, e: ConfigError) -> BootError {
+    match e {
         ConfigError::NodeSeed => BootError(format!(
             "--key {} holds no usable node key; make one with 'myco keygen'",
             config.key.display()
@@ -172,8 +187,7 @@ pub fn node(
             e.message(),
             config.key.display()
         )),
-    })?;
-    Ok(Box::new(node))
+    }
 }
 
 /// Replays the state directory into the node.

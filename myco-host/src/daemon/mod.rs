@@ -126,6 +126,13 @@ impl Daemon {
 
     fn build(config: &Config, log: Logger, signals: SignalFd) -> Result<Box<Daemon>, BootError> {
         let started = std::time::Instant::now();
+        // Everything that can be checked without writing is checked before the state directory
+        // and its WAL are made, so a start that fails on a bad key, a missing socket directory
+        // or a port in use leaves the disk as it was.
+        let seed = boot::read_node_seed(&config.key)?;
+        let cert = boot::read_cert(&config.cert)?;
+        boot::check_credentials(config, seed, &cert)?;
+        let (udp, listener) = bind_sockets(config)?;
         let lock = boot::lock_state_dir(&config.state_dir)?;
         let recorder = config
             .state_dir
@@ -133,15 +140,12 @@ impl Daemon {
         if let Err(e) = crate::flight::install_panic_hook(recorder.clone()) {
             log.log(Level::Warning, format_args!("cannot allocate the flight recorder's file {} ({e}): a crash on a full disk may leave no record", recorder.display()));
         }
-        let seed = boot::read_node_seed(&config.key)?;
-        let cert = boot::read_cert(&config.cert)?;
         let revocation = boot::read_revocation(config)?;
         let (peers, remembered) = boot::peers(&config.state_dir, &log);
         let join = boot::join_list(config, &remembered);
         let mut node = boot::node(config, seed, &cert, &join, random_u64())?;
         let (store, recovery) = boot::replay(&mut node, &config.state_dir, &log)?;
         let reserve = Reserve::new(&config.state_dir, config.reserve_bytes);
-        let (udp, listener) = bind_sockets(config)?;
         let (io, fallback) = start_backend(config, &log)?;
         let mut sink = CoreSink::new(udp, io, store, reserve, log)
             .map_err(|e| BootError(format!("cannot read the UDP socket's address: {e}")))?;
@@ -618,10 +622,20 @@ fn bind_sockets(config: &Config) -> Result<(std::net::UdpSocket, UnixListener), 
     let udp = net::bind_udp_retrying(config.listen)
         .map_err(|e| BootError(format!("cannot bind --listen {}: {e}", config.listen)))?;
     let listener = net::bind_api(&config.socket).map_err(|e| {
-        BootError(format!(
-            "cannot listen on --socket {}: {e}",
-            config.socket.display()
-        ))
+        let dir = config.socket.parent().filter(|d| !d.as_os_str().is_empty());
+        match dir.filter(|d| !d.is_dir()) {
+            Some(dir) => BootError(format!(
+                "cannot listen on --socket {}: its directory {} does not exist; create it \
+                 (under systemd, the unit's RuntimeDirectory=myco makes /run/myco) or pass \
+                 another --socket",
+                config.socket.display(),
+                dir.display()
+            )),
+            None => BootError(format!(
+                "cannot listen on --socket {}: {e}",
+                config.socket.display()
+            )),
+        }
     })?;
     Ok((udp, listener))
 }
