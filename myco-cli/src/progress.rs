@@ -121,33 +121,8 @@ impl Watch {
                 service.version.clock
             ));
         }
-        if service.placed_on.is_empty() {
-            return Verdict::Failed(format!(
-                "no box is eligible to run {name}: placement is empty (no live member has the \
-                 arch, zone or GPU its manifest asks for); the entry is stored and will be placed \
-                 when one joins; check 'myco nodes' and the manifest's constraints"
-            ));
-        }
-        // A box that runs no executor never runs anything: waiting cannot help.
-        if let Some(placed) = service.placed_on.iter().find(|p| p.state == "no-executor") {
-            return Verdict::Failed(format!(
-                "{name} will never run on {}: that box runs no services (myco-d --executor none), \
-                 yet placement counts it ({}); the entry is stored and runs on the other boxes \
-                 placed; start that box's myco-d with the executor to run it there",
-                short_id(&placed.id),
-                summary(service),
-            ));
-        }
-        // A failed build is retried 30 s later at the soonest, doubling: waiting will not see it
-        // run, so it ends the wait at once.
-        if let Some(placed) = service.placed_on.iter().find(|p| p.state == "build-failed") {
-            return Verdict::Failed(format!(
-                "{name} failed to build on {} ({}); read the build log on that box with \
-                 'myco logs {name}' (the box retries the build with backoff; a version that \
-                 does not build leaves the one before it running)",
-                short_id(&placed.id),
-                summary(service),
-            ));
+        if let Some(why) = fails_at_once(name, service) {
+            return Verdict::Failed(why);
         }
         let failing = |state: &str| state == "failed" || state == "restarting";
         self.failing_since.retain(|(id, _)| {
@@ -196,6 +171,40 @@ impl Watch {
         }
         Verdict::Waiting(summary(service))
     }
+}
+
+/// Why waiting for `service` to run cannot succeed, when that shows in one answer: no box is
+/// eligible, a placed box runs no executor, or a build failed.
+fn fails_at_once(name: &str, service: &Service) -> Option<String> {
+    if service.placed_on.is_empty() {
+        return Some(format!(
+            "no box is eligible to run {name}: placement is empty (no live member has the \
+                 arch, zone or GPU its manifest asks for); the entry is stored and will be placed \
+                 when one joins; check 'myco nodes' and the manifest's constraints"
+        ));
+    }
+    // A box that runs no executor never runs anything: waiting cannot help.
+    if let Some(placed) = service.placed_on.iter().find(|p| p.state == "no-executor") {
+        return Some(format!(
+            "{name} will never run on {}: that box runs no services (myco-d --executor none), \
+                 yet placement counts it ({}); the entry is stored and runs on the other boxes \
+                 placed; start that box's myco-d with the executor to run it there",
+            short_id(&placed.id),
+            summary(service),
+        ));
+    }
+    // A failed build is retried 30 s later at the soonest, doubling: waiting will not see it
+    // run, so it ends the wait at once.
+    if let Some(placed) = service.placed_on.iter().find(|p| p.state == "build-failed") {
+        return Some(format!(
+            "{name} failed to build on {} ({}); read the build log on that box with \
+                 'myco logs {name}' (the box retries the build with backoff; a version that \
+                 does not build leaves the one before it running)",
+            short_id(&placed.id),
+            summary(service),
+        ));
+    }
+    None
 }
 
 /// `2/3 running: 3f2a09c1 running, 11aa22bb pending`.

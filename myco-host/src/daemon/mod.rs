@@ -126,13 +126,7 @@ impl Daemon {
 
     fn build(config: &Config, log: Logger, signals: SignalFd) -> Result<Box<Daemon>, BootError> {
         let started = std::time::Instant::now();
-        // Everything that can be checked without writing is checked before the state directory
-        // and its WAL are made, so a start that fails on a bad key, a missing socket directory
-        // or a port in use leaves the disk as it was.
-        let seed = boot::read_node_seed(&config.key)?;
-        let cert = boot::read_cert(&config.cert)?;
-        boot::check_credentials(config, seed, &cert)?;
-        let (udp, listener) = bind_sockets(config)?;
+        let (seed, cert, (udp, listener)) = preflight(config)?;
         let lock = boot::lock_state_dir(&config.state_dir)?;
         let recorder = config
             .state_dir
@@ -615,6 +609,18 @@ fn random_u64() -> u64 {
     let mut bytes = [0u8; 8];
     sink::fill_random(&mut bytes);
     u64::from_le_bytes(bytes)
+}
+
+/// What can be checked without writing, checked before the state directory and its WAL are made,
+/// so a start that fails on a bad key, a missing socket directory or a port in use leaves the
+/// disk as it was: the node key and certificate (under --operator), and both sockets, bound.
+type Preflight = ([u8; 32], Vec<u8>, (std::net::UdpSocket, UnixListener));
+
+fn preflight(config: &Config) -> Result<Preflight, BootError> {
+    let seed = boot::read_node_seed(&config.key)?;
+    let cert = boot::read_cert(&config.cert)?;
+    boot::check_credentials(config, seed, &cert)?;
+    Ok((seed, cert, bind_sockets(config)?))
 }
 
 /// Binds the gossip socket and the API's Unix socket; either failing stops the start.
