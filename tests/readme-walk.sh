@@ -70,6 +70,8 @@ expect() {
 	fi
 }
 expect "both boxes alive in 'myco nodes'" '127\.0\.0\.1:794[67] +alive' 2
+expect "box b left after its clean stop, in 'myco nodes'" '127\.0\.0\.1:7947 +left'
+expect "box b's leaving in 'myco events'" 'member +kind=left node='
 expect "'myco events' saying what it follows" 'following the events of myco-d at'
 expect "the deploy in 'myco events', by name" 'deploy +name=hello outcome=applied'
 expect "the entry in 'myco events', by name" 'Z entry +name=hello$'

@@ -254,6 +254,8 @@ struct NodeRow<'a> {
     id: u64,
     address: Option<&'a heapless::String<64>>,
     state: MemberState,
+    /// Dead by its own notice (a clean stop): shown as `left`.
+    left: bool,
     incarnation: u32,
     meta: MemberMeta,
     this: bool,
@@ -269,7 +271,11 @@ fn node_row(json: &mut Json<'_, '_>, row: &NodeRow<'_>) -> Result<(), Full> {
         None => json.null()?,
     }
     json.key("state")?;
-    json.string(state_name(row.state))?;
+    json.string(if row.left && row.state == MemberState::Dead {
+        "left"
+    } else {
+        state_name(row.state)
+    })?;
     json.key("incarnation")?;
     json.u64(row.incarnation.into())?;
     json.key("arch")?;
@@ -304,6 +310,7 @@ pub fn nodes(out: &mut Cursor<'_>, node: &Node, listen: &heapless::String<64>) -
         id: me.id,
         address: Some(listen),
         state: me.state,
+        left: false,
         incarnation: me.incarnation,
         meta: me.meta,
         this: true,
@@ -315,6 +322,7 @@ pub fn nodes(out: &mut Cursor<'_>, node: &Node, listen: &heapless::String<64>) -
             id: m.id,
             address: Some(&address),
             state: m.state,
+            left: m.left,
             incarnation: m.incarnation,
             meta: m.meta,
             this: false,
@@ -405,6 +413,7 @@ mod tests {
             id: u64::MAX,
             address: Some(&address),
             state: MemberState::Suspect,
+            left: false,
             incarnation: u32::MAX,
             meta: MemberMeta {
                 arch: Arch::Aarch64,

@@ -287,6 +287,7 @@ impl Sink for CoreSink {
                 self.stats.members_dead += 1;
                 self.member(id, "dead");
             }
+            Event::MemberLeft(id) => self.member(id, "left"),
             Event::EntryChanged { key_hash } => {
                 self.placement_changed = true;
                 let mut r = Record::new(Kind::Entry, "");
@@ -362,8 +363,15 @@ impl CoreSink {
         let mut r = Record::new(Kind::Member, what);
         r.key = id;
         self.events.push(r);
-        self.log
-            .log(Level::Info, format_args!("member {id:016x} is {what}"));
+        if what == "left" {
+            self.log.log(
+                Level::Info,
+                format_args!("member {id:016x} left: it stopped cleanly and said so"),
+            );
+        } else {
+            self.log
+                .log(Level::Info, format_args!("member {id:016x} is {what}"));
+        }
     }
 
     fn refused(&mut self, why: Refusal) {
