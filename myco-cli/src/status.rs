@@ -117,10 +117,13 @@ pub fn ls(args: Arguments) -> Result<(), Error> {
         &["NAME", "VERSION", "REV", "STATUS", "REPLICAS", "RUNNING ON"],
         &rows,
     );
-    output::print_text(&(table + &state_notes(&services.services)))
+    output::print_text(&table)?;
+    // On stderr, so that stdout stays the table alone for whatever reads it.
+    eprint!("{}", state_notes(&services.services));
+    Ok(())
 }
 
-/// A line under the table for each state in it that does not explain itself.
+/// A line under the table, on stderr, for each state in it that does not explain itself.
 fn state_notes(services: &[Service]) -> String {
     let shown = |state: &str| {
         services

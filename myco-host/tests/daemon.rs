@@ -550,13 +550,22 @@ fn no_reserve_is_left_by_size_zero_or_a_failed_start() {
         .contains("deleted the 1048576-byte reserve an earlier run left"));
 
     let failed = Daemon::new("reserve-failed", &op, 21);
-    // Not a socket: binding the API fails, after the state directory is set up.
-    fs::write(&failed.socket, "not a socket").unwrap();
+    // A revocation above the node's certificate: the start fails on it after the state directory
+    // is set up and the WAL replayed (what can be refused earlier is, and writes nothing).
+    let mut revocation = [0u8; myco_core::config::REVOCATION_BYTES_MAX];
+    let n = myco_core::crypto::revocation::encode_revocation(&op, 5, &mut revocation);
+    let revocation_file = failed.dir.path().join("revocation-5");
+    fs::write(&revocation_file, &revocation[..n]).unwrap();
     let out = failed
-        .command(&["--reserve-bytes", "1048576"])
+        .command(&["--reserve-bytes", "1048576", "--revocation"])
+        .arg(&revocation_file)
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("below the RevocationBlock 5"),
+        "{out:?}"
+    );
     assert!(
         failed.state.is_dir(),
         "the start got as far as the state directory"

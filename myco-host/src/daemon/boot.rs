@@ -53,12 +53,27 @@ pub fn lock_state_dir(dir: &Path) -> Result<Flock<File>, BootError> {
         .write(true)
         .open(&path)
         .map_err(|e| BootError(format!("cannot open {}: {e}", path.display())))?;
-    Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|_| {
-        BootError(format!(
-            "another myco-d uses the state directory {} (its lock is held); stop it or pass another --state-dir",
-            dir.display()
-        ))
-    })
+    Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|_| state_dir_in_use(dir))
+}
+
+fn state_dir_in_use(dir: &Path) -> BootError {
+    BootError(format!(
+        "another myco-d uses the state directory {} (its lock is held); stop it or pass another --state-dir",
+        dir.display()
+    ))
+}
+
+/// The error for a start that cannot bind a socket while another myco-d holds the state
+/// directory's lock: that daemon is why, and saying so beats "address in use". Creates nothing.
+pub fn held_by_another(dir: &Path) -> Option<BootError> {
+    let file = OpenOptions::new()
+        .write(true)
+        .open(dir.join(LOCK_FILE_NAME))
+        .ok()?;
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(_) => None,
+        Err(_) => Some(state_dir_in_use(dir)),
+    }
 }
 
 /// Reads the node key; refuses a file others may read, as `myco` does.

@@ -625,8 +625,10 @@ fn preflight(config: &Config) -> Result<Preflight, BootError> {
 
 /// Binds the gossip socket and the API's Unix socket; either failing stops the start.
 fn bind_sockets(config: &Config) -> Result<(std::net::UdpSocket, UnixListener), BootError> {
-    let udp = net::bind_udp_retrying(config.listen)
-        .map_err(|e| BootError(format!("cannot bind --listen {}: {e}", config.listen)))?;
+    let udp = net::bind_udp_retrying(config.listen).map_err(|e| {
+        boot::held_by_another(&config.state_dir)
+            .unwrap_or_else(|| BootError(format!("cannot bind --listen {}: {e}", config.listen)))
+    })?;
     let listener = net::bind_api(&config.socket).map_err(|e| {
         let dir = config.socket.parent().filter(|d| !d.as_os_str().is_empty());
         match dir.filter(|d| !d.is_dir()) {
