@@ -42,6 +42,7 @@ trap 'rm -rf "$work"' EXIT
 {
 	echo 'set -euo pipefail'
 	# Whatever happens, the daemons and `myco events` the block left running are stopped.
+	# shellcheck disable=SC2016 # written for walk.sh to expand, not this script
 	echo 'trap '\''kill $(jobs -p) 2>/dev/null || true'\'' EXIT'
 	echo "$block"
 } >"$work/walk.sh"
