@@ -108,7 +108,9 @@ fn merge_all<'a>(store: &mut Small, list: impl Iterator<Item = &'a Vec<u8>>) -> 
         order_free &= matches!(result, Ok(_) | Err(StoreError::Entry(_)));
     }
     for s in store.slots() {
-        let e = myco_core::schema::entry::Entry::decode(store.bytes(s)).expect("stored is valid");
+        let bytes = store.entry(s);
+        let e = myco_core::schema::entry::Entry::decode(&bytes).expect("stored is valid");
+        assert_eq!(store.name(s), e.body.name);
         assert!(store.get_by_name(e.body.name).is_some());
     }
     order_free

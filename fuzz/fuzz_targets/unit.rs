@@ -14,7 +14,7 @@ use myco_core::config::{
     ARGS_MAX, ENV_MAX, FLAKE_REV_BYTES, NAR_HASH_BYTES, PORTS_MAX, PRE_ARGS_MAX, PRE_MAX,
 };
 use myco_core::schema::entry::{
-    valid_name, Arch, Entry, Port, Protocol, Requirements, ServiceSpec, Source, Version,
+    valid_name, Arch, Entry, Limits, Port, Protocol, Requirements, ServiceSpec, Source, Version,
 };
 use myco_core::unit::check::check;
 use myco_core::unit::{render, valid_exec_path, Field, UnitContext, UnitError, UNIT_BYTES_MAX};
@@ -53,6 +53,7 @@ fn exercise(name: &str, spec: &ServiceSpec<'_>, ctx: &UnitContext<'_>) {
             assert!(!first_ok || !bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_'));
         }
         Err(UnitError::EmptyCommand(i)) => assert!(spec.pre[i].is_empty()),
+        Err(UnitError::Limits) => assert!(!spec.limits.valid()),
         // Tokens cut from a long input can outgrow the buffer a valid entry needs: then the same
         // spec must render, and check, in a buffer with room for every token quoted.
         Err(UnitError::TooLong) => {
@@ -181,6 +182,14 @@ impl Tokens {
             },
             replicas: 1,
             ports,
+            // In and out of bounds: an out-of-bounds limit must be refused, never rendered.
+            limits: Limits {
+                memory_max: (flags & 8 == 8).then_some(u64::from(clock) << 16),
+                cpu_weight: (flags & 16 == 16).then_some(u16::from(key) * 40),
+                cpu_quota: (flags & 32 == 32).then_some(u16::from(clock) * 40),
+                tasks_max: (flags & 64 == 64).then_some(u16::from(key)),
+                io_weight: None,
+            },
         };
         let ctx = UnitContext {
             version: Version {

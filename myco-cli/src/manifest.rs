@@ -25,8 +25,8 @@ use myco_core::config::{
     PRE_MAX, SIGNATURE_BYTES,
 };
 use myco_core::schema::entry::{
-    encode_entry, Arch, EntryBody, EntryError, Port, Protocol, Requirements, ServiceSpec, Source,
-    Version,
+    encode_entry, Arch, EntryBody, EntryError, Limits, Port, Protocol, Requirements, ServiceSpec,
+    Source, Version, CPU_QUOTA_MAX, MEMORY_MAX_MAX, MEMORY_MAX_MIN, TASKS_MAX, WEIGHT_MAX,
 };
 use serde::de::value::MapAccessDeserializer;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
@@ -87,6 +87,112 @@ struct Raw {
     replicas: Option<u64>,
     #[serde(default)]
     ports: Vec<Object<RawPort>>,
+    memory_max: Option<NumberOrText>,
+    cpu_weight: Option<u64>,
+    cpu_quota: Option<NumberOrText>,
+    tasks_max: Option<u64>,
+    io_weight: Option<u64>,
+}
+
+/// A limit written as a number or as text with a unit (`"256M"`, `"50%"`).
+enum NumberOrText {
+    Number(u64),
+    Text(String),
+}
+
+impl<'de> Deserialize<'de> for NumberOrText {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct LimitVisitor;
+        impl Visitor<'_> for LimitVisitor {
+            type Value = NumberOrText;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(
+                    "a limit: a whole number, or text with its unit such as \"256M\" or \"50%\"",
+                )
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<NumberOrText, E> {
+                Ok(NumberOrText::Number(n))
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<NumberOrText, E> {
+                Ok(NumberOrText::Text(text.to_owned()))
+            }
+        }
+        deserializer.deserialize_any(LimitVisitor)
+    }
+}
+
+/// `memory_max`: bytes, or a size with a suffix K, M, G or T (powers of 1024, as systemd reads
+/// `MemoryMax=`).
+fn memory_max(value: &NumberOrText) -> Result<u64, ManifestError> {
+    let text = match value {
+        NumberOrText::Number(n) => return Ok(*n),
+        NumberOrText::Text(t) => t,
+    };
+    let (digits, shift) = match text.as_bytes().last() {
+        Some(b'K') => (&text[..text.len() - 1], 10),
+        Some(b'M') => (&text[..text.len() - 1], 20),
+        Some(b'G') => (&text[..text.len() - 1], 30),
+        Some(b'T') => (&text[..text.len() - 1], 40),
+        _ => (text.as_str(), 0),
+    };
+    let n: Option<u64> = digits
+        .bytes()
+        .all(|b| b.is_ascii_digit())
+        .then(|| digits.parse().ok())
+        .flatten();
+    n.and_then(|n| n.checked_mul(1 << shift)).ok_or_else(|| {
+        error(format!(
+            "memory_max must be bytes (a number) or a size like \"256M\" (K, M, G, T: powers of \
+             1024), got {text:?}"
+        ))
+    })
+}
+
+/// `cpu_quota`: percent of one CPU, as a number or as text ending in `%`.
+fn cpu_quota(value: &NumberOrText) -> Result<u64, ManifestError> {
+    let text = match value {
+        NumberOrText::Number(n) => return Ok(*n),
+        NumberOrText::Text(t) => t,
+    };
+    let digits = text.strip_suffix('%').unwrap_or(text);
+    digits
+        .bytes()
+        .all(|b| b.is_ascii_digit())
+        .then(|| digits.parse().ok())
+        .flatten()
+        .ok_or_else(|| {
+            error(format!(
+                "cpu_quota must be percent of one CPU, like 50 or \"50%\" (200 is two CPUs), \
+                 got {text:?}"
+            ))
+        })
+}
+
+/// The resource limits of `raw`, each checked against its bounds with a message naming it.
+fn limits(raw: &Raw) -> Result<Limits, ManifestError> {
+    let bounded =
+        |field: &str, value: Option<u64>, max: u16| -> Result<Option<u16>, ManifestError> {
+            match value {
+                None => Ok(None),
+                Some(v) if (1..=u64::from(max)).contains(&v) => Ok(Some(v as u16)),
+                Some(v) => Err(error(format!("{field} must be 1 to {max}, got {v}"))),
+            }
+        };
+    let memory_max = raw.memory_max.as_ref().map(memory_max).transpose()?;
+    if let Some(m) = memory_max.filter(|m| !(MEMORY_MAX_MIN..=MEMORY_MAX_MAX).contains(m)) {
+        return Err(error(format!(
+            "memory_max must be 1M to 1024T ({MEMORY_MAX_MIN} to {MEMORY_MAX_MAX} bytes): below, \
+             nothing starts; got {m} bytes"
+        )));
+    }
+    let quota = raw.cpu_quota.as_ref().map(cpu_quota).transpose()?;
+    Ok(Limits {
+        memory_max,
+        cpu_weight: bounded("cpu_weight", raw.cpu_weight, WEIGHT_MAX)?,
+        cpu_quota: bounded("cpu_quota (percent)", quota, CPU_QUOTA_MAX)?,
+        tasks_max: bounded("tasks_max", raw.tasks_max, TASKS_MAX)?,
+        io_weight: bounded("io_weight", raw.io_weight, WEIGHT_MAX)?,
+    })
 }
 
 /// Names are read as plain strings: a derived enum would also accept `{"x86_64": null}`, a second
@@ -211,6 +317,7 @@ pub struct Manifest {
     replicas: u8,
     zone: Option<u8>,
     ports: heapless::Vec<Port, PORTS_MAX>,
+    limits: Limits,
     /// The flake reference's lock, once `locked` gave it.
     lock: Option<FlakeLock>,
 }
@@ -345,11 +452,13 @@ impl Manifest {
             });
             assert!(pushed.is_ok(), "the count was checked above");
         }
+        let limits = limits(&raw)?;
         Ok(Manifest {
             raw,
             replicas,
             zone,
             ports,
+            limits,
             lock: None,
         })
     }
@@ -402,6 +511,7 @@ impl Manifest {
             },
             replicas: self.replicas,
             ports: self.ports.clone(),
+            limits: self.limits,
         })
     }
 
@@ -427,6 +537,7 @@ impl Manifest {
                 },
             )),
             EntryError::Unlocked => error(format!("flake: {what}")),
+            EntryError::Limits => error(format!("limits: {what}")),
             EntryError::Env => self.env_refusal(),
             EntryError::Token | EntryError::Path => match self.culprit(e) {
                 Some(field) => error(format!("{field}: {what}")),
@@ -761,6 +872,74 @@ mod tests {
                 (9090, Protocol::Tcp)
             ]
         );
+    }
+
+    /// Resource limits are read as numbers or with their units (`"256M"`, `"50%"`), and each
+    /// one out of its bounds is refused naming the field and the bounds.
+    #[test]
+    fn limits_are_read_and_bounded() {
+        let m = parse(
+            r#"{"name": "a", "exec": "/a", "memory_max": "256M", "cpu_weight": 200,
+                "cpu_quota": "50%", "tasks_max": 20, "io_weight": 300}"#,
+        )
+        .unwrap();
+        let limits = m.service(Version::default()).spec.unwrap().limits;
+        assert_eq!(
+            limits,
+            Limits {
+                memory_max: Some(256 << 20),
+                cpu_weight: Some(200),
+                cpu_quota: Some(50),
+                tasks_max: Some(20),
+                io_weight: Some(300),
+            }
+        );
+        let m = parse(r#"{"name": "a", "exec": "/a", "memory_max": 2097152, "cpu_quota": 150}"#);
+        let limits = m.unwrap().service(Version::default()).spec.unwrap().limits;
+        assert_eq!(
+            (limits.memory_max, limits.cpu_quota),
+            (Some(2 << 20), Some(150))
+        );
+        for (field, needles) in [
+            (
+                r#""tasks_max": 101"#,
+                &["tasks_max must be 1 to 100, got 101"][..],
+            ),
+            (r#""tasks_max": 0"#, &["tasks_max must be 1 to 100"]),
+            (r#""cpu_weight": 10001"#, &["cpu_weight must be 1 to 10000"]),
+            (r#""io_weight": 0"#, &["io_weight must be 1 to 10000"]),
+            (
+                r#""cpu_quota": "50 %""#,
+                &["cpu_quota must be percent", "\"50 %\""],
+            ),
+            (
+                r#""cpu_quota": 0"#,
+                &["cpu_quota (percent) must be 1 to 10000"],
+            ),
+            (
+                r#""memory_max": "12X""#,
+                &["memory_max must be bytes", "\"12X\""],
+            ),
+            (
+                r#""memory_max": "99999999999T""#,
+                &["memory_max must be bytes"],
+            ),
+            (
+                r#""memory_max": 1000"#,
+                &["memory_max must be 1M to 1024T", "1000 bytes"],
+            ),
+            (
+                r#""memory_max": "1025T""#,
+                &["memory_max must be 1M to 1024T"],
+            ),
+            (
+                r#""memory_max": -1"#,
+                &["-1", "a limit: a whole number, or text with its unit"],
+            ),
+        ] {
+            let text = format!(r#"{{"name": "a", "exec": "/a", {field}}}"#);
+            assert_refused(&text, needles);
+        }
     }
 
     /// The order env is written in does not change the entry's bytes.

@@ -156,6 +156,7 @@ fn refusal(manifest: &Path, spec: &ServiceSpec<'_>, e: UnitError) -> Error {
         UnitError::EnvName(i) => env_field(spec, i),
         UnitError::EmptyCommand(i) => format!("migrations[{i}]"),
         UnitError::Name => "name".into(),
+        UnitError::Limits => "limits".into(),
         UnitError::TooLong => unreachable!("UNIT_BYTES_MAX holds the unit of any valid entry"),
     };
     Error::Failed(format!(

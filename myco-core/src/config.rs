@@ -28,8 +28,14 @@ pub const ENTRY_ENVELOPE_BYTES_MAX: usize = 14;
 
 /// Desired-state table: services plus tombstones. The gauntlet's 1000 services fit.
 pub const SERVICES_MAX: usize = 1024;
-/// Encoded entries live packed in one byte arena; a full arena refuses new deploys.
-pub const ARENA_BYTES: usize = 320 * 1024;
+/// Entries live packed in one byte arena (`state::packed`: their encoding without the texts they
+/// share); a full arena refuses new deploys.
+pub const ARENA_BYTES: usize = 248 * 1024;
+/// Texts entries share (flake URLs, attribute paths, environment names and values, arguments),
+/// kept once each with a reference count (`state::strings`). A full table keeps a text inline in
+/// its entry, so it limits sharing, never what the store accepts.
+pub const STRINGS_MAX: usize = 1536;
+pub const STRINGS_BYTES: usize = 56 * 1024;
 /// Members a node tracks, itself included.
 pub const MEMBERS_MAX: usize = 256;
 /// Join addresses given at boot.
@@ -118,7 +124,8 @@ pub const TOMBSTONE_RETENTION_MS: u64 = 7 * 24 * 3600 * 1000;
 
 // The memory budget of one node, one line per consumer (bytes, rounded up), checked below against
 // the bound, and in `node/mod.rs` against the real `size_of::<Node>()`, which must fit inside it.
-pub const BUDGET_BYTES: usize = ARENA_BYTES // packed encoded entries
+pub const BUDGET_BYTES: usize = ARENA_BYTES // packed entries
+    + STRINGS_BYTES + STRINGS_MAX * 10 + 32 // shared strings: texts, symbols, order by text, counts
     + SERVICES_MAX * 48 // entry index: key hash, digest, version, placement inputs, arena span
     + BUCKETS * 8 // Merkle bucket digests
     + MEMBERS_MAX * 96 // member records with addresses, timers and last-seen roots
@@ -138,6 +145,7 @@ const _: () = assert!(HEADER_BYTES + BODY_BYTES_MAX + TAG_BYTES == FRAME_BYTES);
 const _: () = assert!(ENTRY_BYTES_MAX + ENTRY_ENVELOPE_BYTES_MAX <= BODY_BYTES_MAX);
 const _: () = assert!(BUCKETS == GROUPS * BUCKETS_PER_GROUP);
 const _: () = assert!(ARENA_BYTES <= u32::MAX as usize);
+const _: () = assert!(STRINGS_MAX < u16::MAX as usize && STRINGS_BYTES <= u32::MAX as usize);
 
 // WAL
 /// Record header: magic `"MW"`, kind, reserved, payload length u32, CRC32C u32. Layout in
@@ -250,6 +258,7 @@ pub const EXECUTOR_BUDGET_BYTES: usize = UNITS_MAX * 96 // installed units: name
     + UNIT_CHANGES_MAX * 96 // changes ring: name, kind, health name
     + UNIT_PLAN_MAX * 72 // unit files to write this round
     + BUILDS_BUDGET_BYTES // flake services on their way to a built program
+    + ENTRY_BYTES_MAX + 8 // the entry, rebuilt from the store, that a write or build borrows
     + 256; // flags, timers, token, counters, command in flight
 pub const EXECUTOR_BYTES_MAX: usize = 512 * 1024;
 

@@ -239,9 +239,9 @@ impl FileStore {
     /// Compacts the state into a snapshot of the next generation and starts an empty log for it.
     /// `entries` must be the whole live state, so that the old generation's files are redundant
     /// once the new snapshot is durable.
-    pub fn checkpoint<'e>(
+    pub fn checkpoint(
         &mut self,
-        entries: impl IntoIterator<Item = &'e [u8]>,
+        entries: impl IntoIterator<Item = impl AsRef<[u8]>>,
         state_hash: u64,
     ) -> io::Result<()> {
         self.check_usable()?;
@@ -297,10 +297,10 @@ impl FileStore {
     }
 
     /// Writes and syncs the whole snapshot under its `.tmp` name.
-    fn write_snapshot<'e>(
+    fn write_snapshot(
         &mut self,
         tmp: &Path,
-        entries: impl IntoIterator<Item = &'e [u8]>,
+        entries: impl IntoIterator<Item = impl AsRef<[u8]>>,
         state_hash: u64,
     ) -> io::Result<()> {
         let mut writer = BatchWriter {
@@ -310,7 +310,7 @@ impl FileStore {
         };
         let mut encoder = SnapshotEncoder::new(state_hash);
         for payload in entries {
-            writer.push(|out| encoder.encode_entry(payload, out))?;
+            writer.push(|out| encoder.encode_entry(payload.as_ref(), out))?;
         }
         writer.push(|out| encoder.encode_end(out))?;
         writer.finish()

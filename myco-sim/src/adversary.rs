@@ -139,7 +139,7 @@ pub fn forged_entries(seed: u64, names: &[&str], genuine: &[&[u8]]) -> Vec<Vec<u
     let mut out = Vec::new();
     for (i, name) in names.iter().enumerate() {
         out.push(crate::scenario::encode(
-            name,
+            (seed, i as u64, name),
             u64::MAX / 2,
             i % 2 == 1,
             &mut rng,

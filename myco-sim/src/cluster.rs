@@ -422,7 +422,7 @@ impl Cluster {
                 n.store()
                     .slots()
                     .iter()
-                    .map(|s| digest(DOMAIN_ENTRY, n.store().bytes(s)))
+                    .map(|s| digest(DOMAIN_ENTRY, &n.store().entry(s)))
             })
             .filter(|d| !self.world.submitted.contains(d))
             .count()
@@ -445,7 +445,7 @@ impl Cluster {
                 if !self
                     .world
                     .submitted
-                    .contains(&digest(DOMAIN_ENTRY, n.store().bytes(slot)))
+                    .contains(&digest(DOMAIN_ENTRY, &n.store().entry(slot)))
                 {
                     return Err(Failure::Safety(format!(
                         "node {i}: holds an entry no operator submitted"
@@ -841,7 +841,9 @@ impl Cluster {
         {
             acked += 1;
             let e = Entry::decode(&op.entry).expect("simulated entries are valid");
-            let held = store.get_by_name(e.body.name).map(|h| h.body.version);
+            let held = store
+                .get_by_name(e.body.name)
+                .map(|h| h.decode().body.version);
             lost += usize::from(held.is_none_or(|v| v < e.body.version));
         }
         (acked, lost)
@@ -1023,7 +1025,8 @@ mod tests {
         let (mut limited, mut arm) = (0, 0);
         let n = c.node(live.clone().next().unwrap());
         for slot in n.store().slots() {
-            let e = Entry::decode(n.store().bytes(slot)).unwrap();
+            let bytes = n.store().entry(slot);
+            let e = bytes.decode();
             let spec = e.body.spec.expect("no deletes in this scenario");
             let placed = n.placement(slot.key_hash);
             assert!(!placed.contains(&victim_id));

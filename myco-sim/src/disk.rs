@@ -72,7 +72,7 @@ impl SimDisk {
         let mut encoder = SnapshotEncoder::new(store.state_hash());
         for slot in store.slots() {
             let n = encoder
-                .encode_entry(store.bytes(slot), &mut record)
+                .encode_entry(&store.entry(slot), &mut record)
                 .expect("fits");
             self.snapshot.extend_from_slice(&record[..n]);
         }

@@ -2,14 +2,17 @@
 //!
 //! `myco-sim run` runs one scenario and prints a summary (or one JSON object with `--json`);
 //! `myco-sim gauntlet` runs seed after seed with swarm parameters drawn from each seed;
-//! `myco-sim bench` prints the convergence figures recorded in docs/benchmarks.md.
+//! `myco-sim bench` prints the convergence figures recorded in docs/benchmarks.md, and
+//! `myco-sim capacity` how many services of realistic size one node's store holds.
 
 mod adversary;
 mod alloc;
 mod bench;
+mod capacity;
 mod cluster;
 mod disk;
 mod executors;
+mod fleet;
 mod gauntlet;
 mod ids;
 mod invariants;
@@ -31,6 +34,7 @@ USAGE:
                [--scenario rotate]
   myco-sim gauntlet --seconds T [--seed S]
   myco-sim bench [--seeds N] [--placement]
+  myco-sim capacity [--seed S]
 
 RUN OPTIONS:
   --seed S          seed for everything (default 1)
@@ -74,6 +78,7 @@ fn main() -> ExitCode {
         Ok(Some(cmd)) if cmd == "run" => report::run_command(args),
         Ok(Some(cmd)) if cmd == "gauntlet" => gauntlet::command(args),
         Ok(Some(cmd)) if cmd == "bench" => bench::command(args),
+        Ok(Some(cmd)) if cmd == "capacity" => capacity::command(args),
         Ok(Some(cmd)) => Err(format!("unknown command '{cmd}'; see 'myco-sim --help'")),
         Ok(None) => Err("missing command; see 'myco-sim --help'".to_string()),
         Err(e) => Err(format!("{e}; see 'myco-sim --help'")),

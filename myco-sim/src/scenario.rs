@@ -1,16 +1,14 @@
 //! Scenarios: the named parameters of one simulated run, and the operations it submits.
 //!
-//! Everything is drawn from the seed: which node receives each deploy, update or delete, and when.
-//! Entries are encoded at boot so the run itself allocates nothing.
+//! Everything is drawn from the seed: which node receives each deploy, update or delete, and when,
+//! and what each service runs (`fleet`: entries of realistic size, with the texts a fleet
+//! repeats). Entries are encoded at boot so the run itself allocates nothing.
 
-use myco_core::config::{
-    ENTRY_BYTES_MAX, FLAKE_REV_BYTES, NAR_HASH_BYTES, REPLICAS_MAX, WAL_CHECKPOINT_BYTES,
-};
+use crate::fleet;
+use myco_core::config::{ENTRY_BYTES_MAX, REPLICAS_MAX, WAL_CHECKPOINT_BYTES};
 use myco_core::crypto::{sign_entry, SigningKey};
 use myco_core::random::Prng;
-use myco_core::schema::entry::{
-    Arch, EntryBody, Port, Protocol, Requirements, ServiceSpec, Source, Version,
-};
+use myco_core::schema::entry::{Arch, EntryBody, Requirements, Version};
 
 #[derive(Clone, Debug)]
 pub struct Scenario {
@@ -167,43 +165,24 @@ fn requirements(r: &mut Prng) -> Requirements {
     }
 }
 
-/// The fleet's flake, locked as `myco sign` locks it: the reference names its rev.
-const FLEET_URI: &str =
-    "git+https://example.invalid/fleet?ref=main&rev=5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e";
-const FLEET_REV: [u8; FLAKE_REV_BYTES] = [0x5e; FLAKE_REV_BYTES];
-
-/// A valid entry signed by `operator` (or by any key: the adversary forges with its own).
+/// A valid entry for service `index` (named `name`) of the fleet of `seed`, signed by `operator`
+/// (or by any key: the adversary forges with its own): a realistic spec (`fleet`).
 pub fn encode(
-    name: &str,
+    (seed, index, name): (u64, u64, &str),
     clock: u64,
     tombstone: bool,
     r: &mut Prng,
     operator: &SigningKey,
 ) -> Vec<u8> {
-    let arg = format!("--instance={}", r.below(1000));
-    let spec = ServiceSpec {
-        source: Source::Flake {
-            uri: FLEET_URI,
-            attr: name,
-            rev: FLEET_REV,
-            nar_hash: [0x3c; NAR_HASH_BYTES],
-        },
-        args: heapless::Vec::from_slice(&["--port", "8080", &arg]).expect("3 args fit"),
-        env: heapless::Vec::from_slice(&[("RUST_LOG", "info")]).expect("1 var fits"),
-        pre: heapless::Vec::new(),
-        requires: requirements(r),
-        // Mostly 1 to 3; now and then more than a small cluster has eligible boxes.
-        replicas: if r.chance(1, 20) {
-            4 + r.below(u64::from(REPLICAS_MAX) - 3) as u8
-        } else {
-            1 + r.below(3) as u8
-        },
-        ports: heapless::Vec::from_slice(&[Port {
-            number: 8080,
-            protocol: Protocol::Tcp,
-        }])
-        .expect("fits"),
+    let requires = requirements(r);
+    // Mostly 1 to 3; now and then more than a small cluster has eligible boxes.
+    let replicas = if r.chance(1, 20) {
+        4 + r.below(u64::from(REPLICAS_MAX) - 3) as u8
+    } else {
+        1 + r.below(3) as u8
     };
+    let texts = fleet::texts(seed, index, name, &requires, false, r);
+    let spec = texts.spec(requires, replicas);
     let body = EntryBody {
         name,
         version: Version {
@@ -228,7 +207,7 @@ pub fn operations(s: &Scenario, operator: &SigningKey) -> Vec<Op> {
         let at_ms = OPS_START_MS + r.below(window);
         deployed_at.push(at_ms);
         let entry = encode(
-            &format!("svc-{i}"),
+            (s.seed, i as u64, &format!("svc-{i}")),
             at_ms * 1000 + 1,
             false,
             &mut r,
@@ -248,7 +227,14 @@ pub fn operations(s: &Scenario, operator: &SigningKey) -> Vec<Op> {
         let at_ms = deployed_at[i] + 1 + r.below(window);
         // The op index keeps clocks unique when two ops on one service share a millisecond.
         let clock = at_ms * 1000 + 2 + k as u64 % 997;
-        let entry = encode(&format!("svc-{i}"), clock, k >= s.updates, &mut r, operator);
+        let name = format!("svc-{i}");
+        let entry = encode(
+            (s.seed, i as u64, &name),
+            clock,
+            k >= s.updates,
+            &mut r,
+            operator,
+        );
         ops.push(Op {
             at_ms,
             node: r.below(s.nodes as u64) as usize,

@@ -20,6 +20,8 @@
 #   follows the service when it moves;
 # - a service that crash-loops (`/usr/bin/false`) is reported as restarting or failed by every
 #   box's `myco ls`, including the boxes that do not run it;
+# - a service past its manifest's `memory_max` (python filling 256 MiB under MemoryMax=32M) is
+#   killed by the kernel, and myco-d on its box stays active;
 # `TESTBED boxes=3 up_s=... deploy_to_running_s=... death_to_replaced_s=... heal_to_settled_s=...
 # rollout_s=...`. The waits' bounds (60 s) only catch an engine that never gets there.
 #
@@ -231,6 +233,39 @@ events=$(box_exec 0 curl -sN --max-time 2 --unix-socket /run/myco/myco.sock \
 	-H 'Last-Event-ID: 0' http://localhost/stream || true)
 grep -q '^event: ' <<<"$events" || fail "/stream on box 0 said nothing: $events"
 log "/stream on box 0: $(grep -c '^event: ' <<<"$events") events, kinds: $(grep '^event: ' <<<"$events" | sort -u | cut -d' ' -f2 | tr '\n' ' ')"
+
+# A service past its manifest's memory_max is killed by the kernel, and only it: its unit carries
+# MemoryMax=, systemd reports the kill, and myco-d on its box runs on.
+hog=$TESTBED_WORK/hog.json
+cat >"$hog" <<'EOF'
+{"name": "hog", "exec": "/usr/bin/python3", "replicas": 1, "memory_max": "32M",
+ "args": ["-c", "import time; b = b'x' * (256 * 1024 * 1024); time.sleep(3600)"]}
+EOF
+"$TESTBED_WORK/bin/myco" deploy "$hog" --operator-key "$TESTBED_WORK/operator.key" \
+	--socket "$(box_socket 0)" >/dev/null
+hog_box=
+hog_placed() {
+	local i
+	for ((i = 0; i < box_count; i++)); do
+		[[ $(box_exec "$i" systemctl is-enabled myco-hog.service 2>/dev/null || true) == enabled ]] \
+			&& hog_box=$i && return 0
+	done
+	return 1
+}
+wait_for "$wait_s" "myco-hog.service enabled on a box" hog_placed
+[[ $(service_show "$hog_box" hog MemoryMax) == $((32 * 1024 * 1024)) ]] \
+	|| fail "box $hog_box: myco-hog.service has MemoryMax=$(service_show "$hog_box" hog MemoryMax), not 32M"
+# On a cgroup v1 host systemd cannot tell an OOM kill from another SIGKILL: either counts.
+hog_killed() {
+	local result status
+	result=$(service_show "$hog_box" hog Result)
+	status=$(service_show "$hog_box" hog ExecMainStatus)
+	[[ $result == oom-kill || ($result == signal && $status == 9) ]]
+}
+wait_for "$wait_s" "the kernel kills myco-hog.service past its memory_max" hog_killed
+[[ $(box_exec "$hog_box" systemctl is-active myco-d.service) == active ]] \
+	|| fail "box $hog_box: myco-d is not active after the hog was killed"
+log "box $hog_box: myco-hog.service killed past MemoryMax=32M ($(service_show "$hog_box" hog Result)); myco-d still active"
 
 echo "TESTBED boxes=$box_count up_s=$(ms_as_s "$up_ms") deploy_to_running_s=$(ms_as_s "$deploy_ms")" \
 	"death_to_replaced_s=$(ms_as_s "$death_ms") heal_to_settled_s=$(ms_as_s "$heal_ms")" \

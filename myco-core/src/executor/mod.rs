@@ -53,6 +53,7 @@ use crate::hash::{digest, DOMAIN_ENTRY};
 use crate::node::{Node, Sink};
 use crate::schema::entry::{Entry, Source};
 use crate::schema::message::UnitState;
+use crate::state::packed::EntryBytes;
 use crate::state::store::{key_hash, Slot};
 use crate::time::Instant;
 use crate::unit::{self, UnitContext, UnitError};
@@ -160,9 +161,10 @@ impl Iterator for Units<'_> {
 
 /// How a build ended ([`Executor::build_outcome`]): the signed entry it built, its digest, and
 /// the output's store path (`None`: it failed).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct BuildOutcome<'a> {
-    pub entry: &'a [u8],
+    /// Rebuilt from the store.
+    pub entry: EntryBytes,
     pub digest: u64,
     pub store_path: Option<&'a str>,
 }
@@ -283,6 +285,9 @@ pub struct Executor {
     /// Placements and health changes not yet taken (`take_changes`).
     changes: Deque<Change, UNIT_CHANGES_MAX>,
     builds: Builds,
+    /// The entry the last issued write or build was made from, rebuilt from the store: the
+    /// command borrows it until the next poll.
+    lent: Option<EntryBytes>,
     pub stats: ExecutorStats,
 }
 
@@ -306,6 +311,7 @@ impl Executor {
             has_peers_configured,
             changes: Deque::new(),
             builds: Builds::default(),
+            lent: None,
             stats: ExecutorStats::default(),
         }
     }
@@ -406,9 +412,13 @@ impl Executor {
     pub fn poll_build<'a>(&'a mut self, now: Instant, node: &'a Node) -> Option<Issued<'a>> {
         let i = self.builds.due(now)?;
         let (key, digest) = (self.builds.table[i].key, self.builds.table[i].digest);
-        let source = placed_entry(node, &self.builds.table[i].name)
+        self.lent = placed_entry(node, &self.builds.table[i].name)
             .filter(|(bytes, _)| unit_digest(bytes) == digest)
-            .and_then(|(bytes, _)| Some(Entry::decode(bytes).ok()?.body.spec?.source));
+            .map(|(bytes, _)| bytes);
+        let source = self
+            .lent
+            .as_ref()
+            .and_then(|b| b.decode().body.spec.map(|s| s.source));
         let Some(Source::Flake { uri, attr, rev, .. }) = source else {
             // Replaced or removed since the round that recorded it: the next round records what
             // is placed now.
@@ -519,7 +529,7 @@ impl Executor {
         &'a self,
         node: &'a Node,
     ) -> impl Iterator<Item = (&'a Slot, Option<UnitState>)> + 'a {
-        node.placed_entries().map(|(slot, _)| {
+        node.placed_here().map(|slot| {
             let key = slot.key_hash;
             let build = self.builds.table.iter().find(|b| b.key == key);
             let installed = || self.units.iter().any(|u| u.key == key);
@@ -587,9 +597,9 @@ impl Executor {
         // Collected once: reconcile walks the list for each installed unit.
         // The store keeps each entry's digest ([`unit_digest`]), so nothing is hashed here.
         let wanted: Vec<Unit<'_>, UNITS_MAX> = node
-            .placed_entries()
-            .map(|(slot, e)| Unit {
-                name: e.body.name,
+            .placed_here()
+            .map(|slot| Unit {
+                name: node.store().name(slot),
                 digest: slot.digest,
             })
             .collect();
@@ -654,8 +664,7 @@ impl Executor {
     /// yet: that digest. `None` for an `Exec` service or a built one, whose unit can be written.
     fn unbuilt(&self, node: &Node, wanted: &[Unit<'_>], name: &str) -> Option<u64> {
         let (bytes, _) = placed_entry(node, name)?;
-        let entry = Entry::decode(bytes).ok()?;
-        let Source::Flake { .. } = entry.body.spec?.source else {
+        let Source::Flake { .. } = bytes.decode().body.spec?.source else {
             return None;
         };
         let digest = wanted.iter().find(|u| u.name == name)?.digest;
@@ -736,8 +745,11 @@ impl Executor {
     fn issue<'a>(&'a mut self, now: Instant, step: Step, node: &'a Node) -> Issued<'a> {
         let token = self.next_token;
         self.next_token += 1;
-        let write = (step == Step::Write)
-            .then(|| placed_entry(node, &self.writes[0]).expect("checked by next_step"));
+        let write = (step == Step::Write).then(|| {
+            let (entry, clock) = placed_entry(node, &self.writes[0]).expect("checked by next_step");
+            self.lent = Some(entry);
+            clock
+        });
         let count = match step {
             Step::Systemctl(verb) => {
                 self.stats.systemctl_runs += 1;
@@ -750,13 +762,18 @@ impl Executor {
             token,
             step,
             count,
-            digest: write.map_or(0, |(entry, _)| unit_digest(entry)),
+            digest: self
+                .lent
+                .as_ref()
+                .filter(|_| write.is_some())
+                .map_or(0, |e| unit_digest(e)),
             issued_ms: now.0,
         });
         let command = match step {
             Step::Write => {
                 let name = self.writes[0].as_str();
-                let (entry, clock) = write.expect("computed above");
+                let clock = write.expect("computed above");
+                let entry: &[u8] = self.lent.as_ref().expect("set above");
                 let start = self
                     .unit(name)
                     .is_none_or(|u| matches!(u.todo, Todo::Start | Todo::Delete));
@@ -954,11 +971,13 @@ pub fn unit_digest(entry: &[u8]) -> u64 {
 
 /// Service `name`'s live entry in `node`'s store and its version's clock; `None` for a removed
 /// (tombstoned) or unknown service.
-fn placed_entry<'a>(node: &'a Node, name: &str) -> Option<(&'a [u8], u64)> {
-    let bytes = node.store().get(key_hash(name))?;
-    let entry = Entry::decode(bytes).ok()?;
-    entry.body.spec.as_ref()?;
-    Some((bytes, entry.body.version.clock))
+fn placed_entry(node: &Node, name: &str) -> Option<(EntryBytes, u64)> {
+    let bytes = node.store().get_by_name(name)?;
+    let clock = {
+        let body = bytes.decode().body;
+        body.spec.is_some().then_some(body.version.clock)
+    }?;
+    Some((bytes, clock))
 }
 
 fn note(

@@ -72,9 +72,10 @@ impl Directory for Names<'_> {
     }
 
     fn ports(&self, name: &str, out: &mut dyn FnMut(u16, Protocol)) {
-        let Some(entry) = self.node.store().get_by_name(name) else {
+        let Some(bytes) = self.node.store().get_by_name(name) else {
             return;
         };
+        let entry = bytes.decode();
         if entry.body.is_tombstone() {
             return;
         }

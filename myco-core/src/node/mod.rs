@@ -438,29 +438,23 @@ impl Node {
     /// The members that should run the service stored under `key_hash` (`key_hash(name)` in
     /// `state::store`), best first, as this node sees the cluster now: empty for a tombstone or
     /// a key it does not hold. Nodes that agree on the state and on who is not dead agree on it.
-    /// Costs one entry decode and one score per candidate; allocates nothing.
+    /// Costs one score per candidate (the entry's requirements are kept in its index record, so
+    /// nothing is decoded); allocates nothing.
     pub fn placement(&self, key_hash: u64) -> Placement {
-        let Some(bytes) = self.store.get(key_hash) else {
+        let slot = self.store.range(key_hash, key_hash).first();
+        let Some((requires, replicas)) = slot.and_then(|s| s.placement.as_ref()) else {
             return Placement::new();
         };
-        let entry = Entry::decode(bytes).expect("stored entries were validated");
-        place::place_entry(key_hash, &entry.body, self.placement_candidates())
+        place::place(key_hash, requires, *replicas, self.placement_candidates())
     }
 
     /// The entries this node should run, in key-hash order: each live entry whose placement
-    /// includes this node, as its index record and encoded bytes (decode with `Entry::decode`).
-    /// Lazy and allocation-free; each entry costs at most one score per candidate (its
-    /// requirements are kept in the index), less when enough candidates outrank this node early;
-    /// only the entries placed here are decoded. The host calls it when
-    /// the state or the membership changes, not every tick (`docs/algorithm.md`, section 7).
-    pub fn placed_here(&self) -> impl Iterator<Item = (&Slot, &[u8])> + '_ {
-        self.placed_entries()
-            .map(|(slot, _)| (slot, self.store.bytes(slot)))
-    }
-
-    /// `placed_here` with each entry decoded, for a caller that reads it (the executor): the
-    /// decode placement needs is not done twice.
-    pub fn placed_entries(&self) -> impl Iterator<Item = (&Slot, Entry<'_>)> + '_ {
+    /// includes this node, as its index record (its name is `store().name(slot)`, its entry
+    /// `store().entry(slot)`). Lazy and allocation-free; each entry costs at most one score per
+    /// candidate (its requirements are kept in the index), less when enough candidates outrank
+    /// this node early; nothing is decoded. The host calls it when the state or the membership
+    /// changes, not every tick (`docs/algorithm.md`, section 7).
+    pub fn placed_here(&self) -> impl Iterator<Item = &Slot> + '_ {
         let me = Candidate {
             id: self.id,
             meta: self.meta,
@@ -475,10 +469,7 @@ impl Node {
                 me,
                 self.live_candidates(),
             );
-            let bytes = self.store.bytes(slot);
-            // Only the entries placed here are decoded.
-            let entry = here.then(|| Entry::decode(bytes).expect("stored entries were validated"));
-            Some((slot, entry?))
+            here.then_some(slot)
         })
     }
 

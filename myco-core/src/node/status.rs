@@ -86,12 +86,11 @@ impl Node {
         true
     }
 
-    /// The XOR of the store digests of the entries placed on this node ([`Node::placed_entries`]),
+    /// The XOR of the store digests of the entries placed on this node ([`Node::placed_here`]),
     /// which its status carries: a peer whose placement puts the same entries here computes the
     /// same value ([`Node::placed_digests`]).
     pub fn own_placed_digest(&self) -> u64 {
-        self.placed_entries()
-            .fold(0, |acc, (slot, _)| acc ^ slot.digest)
+        self.placed_here().fold(0, |acc, slot| acc ^ slot.digest)
     }
 
     /// For each member placement may choose, this node included: the XOR of the store digests of

@@ -254,34 +254,38 @@ fn send_entry_frames<'s>(
     frames_max: usize,
 ) -> usize {
     use crate::config::{BODY_BYTES_MAX, ENTRY_ENVELOPE_BYTES_MAX, RUMOR_KEYS_PER_FRAME};
+    // Entries are rebuilt from the store one after another into one frame's worth of bytes;
+    // `spans` says where each lies.
+    let mut buf = [0u8; BODY_BYTES_MAX];
+    let mut spans: Vec<(usize, usize), RUMOR_KEYS_PER_FRAME> = Vec::new();
+    let mut used = 0;
     let mut sent = 0;
-    let mut list: Vec<&[u8], RUMOR_KEYS_PER_FRAME> = Vec::new();
     let mut bytes = ENTRY_ENVELOPE_BYTES_MAX;
+    let mut flush = |buf: &[u8], spans: &mut Vec<(usize, usize), RUMOR_KEYS_PER_FRAME>| {
+        let list = spans.iter().map(|&(at, len)| &buf[at..at + len]).collect();
+        spans.clear();
+        out.send(sink, to, store.root(), Message::Entries { list });
+    };
     for s in slots {
         if sent == frames_max {
             return sent;
         }
-        let e = store.bytes(s);
-        if list.is_full() || bytes + e.len() + 3 > BODY_BYTES_MAX {
-            out.send(
-                sink,
-                to,
-                store.root(),
-                Message::Entries {
-                    list: core::mem::take(&mut list),
-                },
-            );
+        let e = store.entry(s);
+        if spans.is_full() || bytes + e.len() + 3 > BODY_BYTES_MAX {
+            flush(&buf, &mut spans);
             sent += 1;
-            bytes = ENTRY_ENVELOPE_BYTES_MAX;
+            (bytes, used) = (ENTRY_ENVELOPE_BYTES_MAX, 0);
             if sent == frames_max {
                 return sent;
             }
         }
-        list.push(e).expect("checked not full");
+        buf[used..used + e.len()].copy_from_slice(&e);
+        spans.push((used, e.len())).expect("checked not full");
+        used += e.len();
         bytes += e.len() + 3;
     }
-    if !list.is_empty() {
-        out.send(sink, to, store.root(), Message::Entries { list });
+    if !spans.is_empty() {
+        flush(&buf, &mut spans);
         sent += 1;
     }
     // The caller's frame budget is spent by this count, so it must never exceed the budget.

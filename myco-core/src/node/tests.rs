@@ -1,6 +1,7 @@
 //! Node-level tests with a recording sink. Convergence is MycoSim's job; these pin down what a
 //! single node does with bad input, forged entries and its storage completions.
 
+extern crate std;
 use super::*;
 use crate::config::WAL_CHECKPOINT_BYTES;
 use crate::crypto::cert::certify;
@@ -10,6 +11,7 @@ use crate::schema::entry::{Arch, EntryBody, Version};
 use crate::schema::frame::{body_mut, write_frame, Header};
 use crate::state::store::key_hash;
 use heapless::Vec as HVec;
+use std::boxed::Box;
 
 #[derive(Default)]
 struct Recorder {
@@ -41,7 +43,7 @@ fn operator() -> SigningKey {
     SigningKey::from_seed([7; 32]).unwrap()
 }
 
-pub(crate) fn node(wal_checkpoint_bytes: u64) -> Node {
+pub(crate) fn node(wal_checkpoint_bytes: u64) -> Box<Node> {
     node_with(1, &[], wal_checkpoint_bytes)
 }
 
@@ -244,7 +246,9 @@ impl Sink for Wire {
     }
 }
 
-fn node_with(seed: u8, join: &[PeerAddr], wal_checkpoint_bytes: u64) -> Node {
+/// Boxed: a test holds two nodes of half a megabyte each, more than a test thread's stack
+/// comfortably carries beside their construction.
+fn node_with(seed: u8, join: &[PeerAddr], wal_checkpoint_bytes: u64) -> Box<Node> {
     let op = operator();
     let node_pk = SigningKey::from_seed([seed; 32]).unwrap().public_key();
     let cert = certify(&op, &node_pk, 0, Arch::X86_64, false, 0);
@@ -257,7 +261,7 @@ fn node_with(seed: u8, join: &[PeerAddr], wal_checkpoint_bytes: u64) -> Node {
         join,
         wal_checkpoint_bytes,
     };
-    Node::new(&config, Instant(0)).unwrap()
+    Box::new(Node::new(&config, Instant(0)).unwrap())
 }
 
 /// Two nodes on a perfect wire: runs `ms` of ticks from `start`, delivering every frame.

@@ -109,6 +109,45 @@ pub struct ServiceSpec<'a> {
     pub requires: Requirements,
     pub replicas: u8,
     pub ports: Vec<Port, PORTS_MAX>,
+    pub limits: Limits,
+}
+
+/// What systemd lets the service's unit use; `None` keeps the default (for tasks, the hardened
+/// unit's 100). Bounds are checked when the entry is validated ([`Limits::valid`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// `MemoryMax=` in bytes: past it the kernel kills the service (and only it).
+    pub memory_max: Option<u64>,
+    /// `CPUWeight=`, 1 to 10000 (systemd's default 100): the share of CPU under contention.
+    pub cpu_weight: Option<u16>,
+    /// `CPUQuota=` in percent of one CPU, 1 to 10000: a hard ceiling even on an idle box.
+    pub cpu_quota: Option<u16>,
+    /// `TasksMax=`, 1 to 100: at most the hardened default, never above it.
+    pub tasks_max: Option<u16>,
+    /// `IOWeight=`, 1 to 10000 (systemd's default 100).
+    pub io_weight: Option<u16>,
+}
+
+/// The bounds of [`Limits`]: the smallest `MemoryMax=` a service may ask for (below it nothing
+/// starts) and the largest (1 PiB: systemd refuses values near 2^64, which mean "infinity"), and
+/// the largest weight, quota and task count.
+pub const MEMORY_MAX_MIN: u64 = 1024 * 1024;
+pub const MEMORY_MAX_MAX: u64 = 1 << 50;
+pub const WEIGHT_MAX: u16 = 10_000;
+pub const CPU_QUOTA_MAX: u16 = 10_000;
+pub const TASKS_MAX: u16 = 100;
+
+impl Limits {
+    /// Whether every limit set is within its bounds.
+    pub fn valid(&self) -> bool {
+        let within = |v: Option<u16>, max: u16| v.is_none_or(|v| (1..=max).contains(&v));
+        self.memory_max
+            .is_none_or(|m| (MEMORY_MAX_MIN..=MEMORY_MAX_MAX).contains(&m))
+            && within(self.cpu_weight, WEIGHT_MAX)
+            && within(self.cpu_quota, CPU_QUOTA_MAX)
+            && within(self.tasks_max, TASKS_MAX)
+            && within(self.io_weight, WEIGHT_MAX)
+    }
 }
 
 impl<'a> ServiceSpec<'a> {
@@ -127,6 +166,7 @@ impl<'a> ServiceSpec<'a> {
             },
             replicas: 1,
             ports: Vec::new(),
+            limits: Limits::default(),
         }
     }
 }
@@ -159,6 +199,7 @@ pub enum EntryError {
     Replicas,
     Port,
     Unlocked,
+    Limits,
 }
 
 impl EntryError {
@@ -179,6 +220,9 @@ impl EntryError {
             EntryError::Port => "ports must be non-zero and unique",
             EntryError::Unlocked => {
                 "a flake must be locked to one commit: its reference must name its rev in lowercase hex"
+            }
+            EntryError::Limits => {
+                "limits out of bounds: memory_max 1 MiB to 1 PiB, cpu_weight and io_weight 1 to 10000, cpu_quota 1 to 10000 percent, tasks_max 1 to 100"
             }
         }
     }
@@ -334,6 +378,9 @@ fn validate_spec(spec: &ServiceSpec<'_>) -> Result<(), EntryError> {
     if !spec.args.iter().all(|a| valid_word(a)) {
         return Err(EntryError::Token);
     }
+    if !spec.limits.valid() {
+        return Err(EntryError::Limits);
+    }
     for (k, v) in &spec.env {
         if !valid_env_name(k) || !valid_word(v) {
             return Err(EntryError::Env);
@@ -363,11 +410,16 @@ fn validate_spec(spec: &ServiceSpec<'_>) -> Result<(), EntryError> {
 /// reference Nix prints does (`?rev=` for git and Mercurial, a path component for `github:`).
 /// A box builds `uri` as written, so a reference without its rev could move under it.
 pub fn names_rev(uri: &str, rev: &[u8; FLAKE_REV_BYTES]) -> bool {
+    rev_at(uri, rev).is_some()
+}
+
+/// Where in `uri` the first copy of `rev` (as `names_rev` reads it) starts.
+pub fn rev_at(uri: &str, rev: &[u8; FLAKE_REV_BYTES]) -> Option<usize> {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let digit = |i: usize| HEX[usize::from(rev[i / 2] >> (4 * (1 - i % 2)) & 0xf)];
     uri.as_bytes()
         .windows(2 * FLAKE_REV_BYTES)
-        .any(|w| w.iter().enumerate().all(|(i, &c)| c == digit(i)))
+        .position(|w| w.iter().enumerate().all(|(i, &c)| c == digit(i)))
 }
 
 /// The last-writer-wins order of two versions of one key. Higher version wins; on a version tie a
@@ -407,6 +459,7 @@ mod tests {
             },
             replicas: 2,
             ports: Vec::new(),
+            limits: Limits::default(),
         }
     }
 
@@ -512,6 +565,17 @@ mod tests {
         assert_eq!(
             encode_entry(&body, &[0; 64], &mut buf),
             Err(EntryError::Replicas)
+        );
+        let mut s = spec();
+        s.limits.tasks_max = Some(TASKS_MAX + 1);
+        let body = EntryBody {
+            name: "a",
+            version: Version::default(),
+            spec: Some(s),
+        };
+        assert_eq!(
+            encode_entry(&body, &[0; 64], &mut buf),
+            Err(EntryError::Limits)
         );
     }
 

@@ -1,3 +1,5 @@
-//! Replicated state: the desired-state CRDT.
+//! Replicated state: the desired-state CRDT, and how it keeps entries compactly.
 
+pub mod packed;
 pub mod store;
+pub mod strings;

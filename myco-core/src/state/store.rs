@@ -1,9 +1,13 @@
 //! The desired-state CRDT: a last-writer-wins map from service name to encoded entry.
 //!
-//! Entries are kept sorted by key hash in a fixed index; their bytes live packed in one arena. The
-//! index order makes a Merkle bucket (the top byte of the key hash) a contiguous range, so
-//! anti-entropy can page through a bucket by key-hash ranges. Every insert or replace updates the
-//! bucket digest and the root in O(1) by XOR of non-linear entry digests.
+//! Entries are kept sorted by key hash in a fixed index; their bytes live packed in one arena,
+//! with the texts many entries repeat (flake URLs, attribute paths, environment names and values,
+//! arguments) kept once in a table of shared strings (`state::strings`, `state::packed`). Reading
+//! an entry rebuilds its encoding byte for byte, so sharing is a storage concern only: digests,
+//! buckets, the root and the state hash are computed over encoded entries. The index order makes
+//! a Merkle bucket (the top byte of the key hash) a contiguous range, so anti-entropy can page
+//! through a bucket by key-hash ranges. Every insert or replace updates the bucket digest and the
+//! root in O(1) by XOR of non-linear entry digests.
 //!
 //! Merge order (`lww_cmp`): higher version wins; on a tie a tombstone wins; on a full tie the higher
 //! entry digest wins. Merging is therefore commutative, associative and idempotent: nodes that saw
@@ -15,10 +19,16 @@
 //! to make room, because forgetting a delete early would let a late copy of the deleted service
 //! come back. A node partitioned for longer than the retention must be reset, or it may resurrect
 //! a deleted service; `docs/algorithm.md` explains why this is the price of bounded memory.
+//!
+//! A full table of shared strings is not a refusal: the text stays inline in its entry, and only
+//! a full arena refuses (`ArenaFull`). A refused entry gives back the references it took, so a
+//! refusal changes nothing but where the table keeps its texts.
 
-use crate::config::{BUCKETS, TOMBSTONE_RETENTION_MS};
+use super::packed::{self, EntryBytes, PACKED_BYTES_MAX};
+use super::strings::Strings;
+use crate::config::{BUCKETS, STRINGS_BYTES, STRINGS_MAX, TOMBSTONE_RETENTION_MS};
 use crate::hash::{digest, DOMAIN_ENTRY, DOMAIN_KEY, DOMAIN_STATE};
-use crate::schema::entry::{encoded_name, lww_cmp, Entry, EntryError, Requirements, Version};
+use crate::schema::entry::{lww_cmp, Entry, EntryError, Requirements, Version};
 use core::cmp::Ordering;
 use heapless::Vec;
 
@@ -32,6 +42,7 @@ pub struct Slot {
     /// What placement reads of a live entry (requirements, replicas), kept here so placing every
     /// entry does not decode every entry; `None` for a tombstone.
     pub placement: Option<(Requirements, u8)>,
+    /// The packed entry's place in the arena (`state::packed`).
     offset: u32,
     len: u16,
 }
@@ -78,7 +89,7 @@ impl StoreError {
                 "desired-state table is full (deletes keep their slot for the retention window): raise SERVICES_MAX"
             }
             StoreError::ArenaFull => {
-                "entry arena is full: shrink service specs or raise ARENA_BYTES"
+                "entry arena is full (texts services share are stored once; what each service has alone fills it): remove services, shrink their specs or raise ARENA_BYTES"
             }
             StoreError::KeyCollision => "service name collides with another name's hash; rename it",
             StoreError::Expired => "tombstone is older than the retention window",
@@ -94,12 +105,19 @@ pub fn bucket_of(key_hash: u64) -> usize {
     (key_hash >> 56) as usize
 }
 
-pub struct Store<const N: usize, const A: usize> {
+/// `N` index slots, `A` arena bytes, and `S` shared strings of at most `B` bytes in all.
+pub struct Store<
+    const N: usize,
+    const A: usize,
+    const S: usize = STRINGS_MAX,
+    const B: usize = STRINGS_BYTES,
+> {
     index: Vec<Slot, N>,
     arena: [u8; A],
     arena_used: usize,
     /// Bytes of live entries; `arena_used - arena_live` is garbage that compaction reclaims.
     arena_live: usize,
+    strings: Strings<S, B>,
     buckets: [u64; BUCKETS],
     root: u64,
     clock_max: u64,
@@ -107,19 +125,20 @@ pub struct Store<const N: usize, const A: usize> {
     tombstone_clock_min: u64,
 }
 
-impl<const N: usize, const A: usize> Default for Store<N, A> {
+impl<const N: usize, const A: usize, const S: usize, const B: usize> Default for Store<N, A, S, B> {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl<const N: usize, const A: usize> Store<N, A> {
+impl<const N: usize, const A: usize, const S: usize, const B: usize> Store<N, A, S, B> {
     pub const fn new() -> Self {
         Store {
             index: Vec::new(),
             arena: [0; A],
             arena_used: 0,
             arena_live: 0,
+            strings: Strings::new(),
             buckets: [0; BUCKETS],
             root: 0,
             clock_max: 0,
@@ -142,8 +161,17 @@ impl<const N: usize, const A: usize> Store<N, A> {
     pub fn slots(&self) -> &[Slot] {
         &self.index
     }
+    /// Arena bytes taken, garbage included.
     pub fn arena_used(&self) -> usize {
         self.arena_used
+    }
+    /// Arena bytes of stored entries.
+    pub fn arena_live(&self) -> usize {
+        self.arena_live
+    }
+    /// Shared strings and their bytes.
+    pub fn strings(&self) -> (usize, usize) {
+        (self.strings.len(), self.strings.live_bytes())
     }
 
     /// Equal on two stores exactly when they hold the same entries (up to 64-bit collisions).
@@ -154,10 +182,10 @@ impl<const N: usize, const A: usize> Store<N, A> {
         digest(DOMAIN_STATE, &bytes)
     }
 
-    /// The encoded entry stored under `key_hash`.
-    pub fn get(&self, key_hash: u64) -> Option<&[u8]> {
+    /// The encoded entry stored under `key_hash`, rebuilt.
+    pub fn get(&self, key_hash: u64) -> Option<EntryBytes> {
         let i = self.find(key_hash).ok()?;
-        Some(self.bytes(&self.index[i]))
+        Some(self.entry(&self.index[i]))
     }
 
     /// True if exactly these entry bytes are stored under `key_hash`: receiving them again
@@ -171,15 +199,13 @@ impl<const N: usize, const A: usize> Store<N, A> {
     /// decoding the entry: cheap enough to ask per DNS query.
     pub fn live_by_name(&self, name: &str) -> Option<&Slot> {
         let slot = &self.index[self.find(key_hash(name)).ok()?];
-        let stored = encoded_name(self.bytes(slot));
-        (!slot.tombstone && stored == Some(name)).then_some(slot)
+        (!slot.tombstone && self.name(slot) == name).then_some(slot)
     }
 
-    /// The decoded entry named `name`.
-    pub fn get_by_name(&self, name: &str) -> Option<Entry<'_>> {
-        let bytes = self.get(key_hash(name))?;
-        let entry = Entry::decode(bytes).expect("stored entries were validated");
-        (entry.body.name == name).then_some(entry)
+    /// The encoded entry named `name`, rebuilt (decode with `EntryBytes::decode`).
+    pub fn get_by_name(&self, name: &str) -> Option<EntryBytes> {
+        let slot = &self.index[self.find(key_hash(name)).ok()?];
+        (self.name(slot) == name).then(|| self.entry(slot))
     }
 
     /// Index records with key hash in `from..=to`.
@@ -189,7 +215,17 @@ impl<const N: usize, const A: usize> Store<N, A> {
         &self.index[lo..hi.max(lo)]
     }
 
-    pub fn bytes(&self, slot: &Slot) -> &[u8] {
+    /// The encoded entry of `slot`, rebuilt byte for byte from its packed form.
+    pub fn entry(&self, slot: &Slot) -> EntryBytes {
+        packed::unpack(self.packed(slot), &self.strings)
+    }
+
+    /// The service name of `slot`, read in place.
+    pub fn name(&self, slot: &Slot) -> &str {
+        packed::name(self.packed(slot))
+    }
+
+    fn packed(&self, slot: &Slot) -> &[u8] {
         let start = slot.offset as usize;
         &self.arena[start..start + usize::from(slot.len)]
     }
@@ -209,14 +245,14 @@ impl<const N: usize, const A: usize> Store<N, A> {
             tombstone: entry.body.is_tombstone(),
             placement: entry.body.spec.as_ref().map(|s| (s.requires, s.replicas)),
             offset: 0,
-            len: bytes.len() as u16,
+            len: 0,
         };
         if incoming.tombstone && self.expired(incoming.version.clock) {
             return Err(StoreError::Expired);
         }
         let result = match self.find(kh) {
-            Ok(i) => self.replace(i, incoming, entry.body.name, bytes),
-            Err(_) => self.insert(incoming, bytes),
+            Ok(i) => self.replace(i, incoming, &entry, bytes),
+            Err(_) => self.insert(incoming, &entry, bytes),
         };
         if matches!(result, Ok(Merge::Inserted | Merge::Replaced)) {
             self.note_clock(incoming.version.clock, incoming.tombstone);
@@ -232,34 +268,34 @@ impl<const N: usize, const A: usize> Store<N, A> {
     fn replace(
         &mut self,
         i: usize,
-        mut new: Slot,
-        name: &str,
+        new: Slot,
+        entry: &Entry<'_>,
         bytes: &[u8],
     ) -> Result<Merge, StoreError> {
         let old = self.index[i];
         if lww_cmp(new.order(), old.order()) != Ordering::Greater {
             return Ok(Merge::Stale);
         }
-        let same_name = Entry::decode(self.bytes(&old))
-            .expect("stored entries were validated")
-            .body
-            .name
-            == name;
-        if !same_name {
+        if self.name(&old) != entry.body.name {
             return Err(StoreError::KeyCollision);
         }
-        if self.arena_live - usize::from(old.len) + bytes.len() > A {
+        let mut stored = [0u8; PACKED_BYTES_MAX];
+        let len = packed::pack(bytes, entry, &mut self.strings, &mut stored);
+        if self.arena_live - usize::from(old.len) + len > A {
+            packed::release(&stored[..len], &mut self.strings);
             return Err(StoreError::ArenaFull);
         }
-        // The old bytes become garbage; compaction may reclaim them to fit the new ones.
+        // The old entry's shared strings are released (after the new one took its references,
+        // so a text both versions hold stays where it is), and its bytes become garbage that
+        // compaction may reclaim to fit the new ones.
+        let old_packed = (old.offset as usize, usize::from(old.len));
+        packed::release(
+            &self.arena[old_packed.0..old_packed.0 + old_packed.1],
+            &mut self.strings,
+        );
         self.index[i].len = 0;
         self.arena_live -= usize::from(old.len);
-        let offset = self
-            .alloc(bytes.len())
-            .expect("live bytes fit, so compaction makes room");
-        new.offset = offset as u32;
-        self.arena[offset..offset + bytes.len()].copy_from_slice(bytes);
-        self.index[i] = new;
+        self.index[i] = self.place(new, &stored[..len]);
         self.xor_digest(new.key_hash, old.digest ^ new.digest);
         // Last writer wins: a slot only ever moves forward, so a replayed or late entry can never
         // take a key back to an older version.
@@ -274,18 +310,19 @@ impl<const N: usize, const A: usize> Store<N, A> {
         Ok(Merge::Replaced)
     }
 
-    fn insert(&mut self, mut new: Slot, bytes: &[u8]) -> Result<Merge, StoreError> {
-        if self.arena_live + bytes.len() > A {
-            return Err(StoreError::ArenaFull);
+    fn insert(&mut self, new: Slot, entry: &Entry<'_>, bytes: &[u8]) -> Result<Merge, StoreError> {
+        let mut stored = [0u8; PACKED_BYTES_MAX];
+        let len = packed::pack(bytes, entry, &mut self.strings, &mut stored);
+        let refused = if self.arena_live + len > A {
+            Some(StoreError::ArenaFull)
+        } else {
+            self.index.is_full().then_some(StoreError::Full)
+        };
+        if let Some(refused) = refused {
+            packed::release(&stored[..len], &mut self.strings);
+            return Err(refused);
         }
-        if self.index.is_full() {
-            return Err(StoreError::Full);
-        }
-        let offset = self
-            .alloc(bytes.len())
-            .expect("live bytes fit, so compaction makes room");
-        new.offset = offset as u32;
-        self.arena[offset..offset + bytes.len()].copy_from_slice(bytes);
+        let new = self.place(new, &stored[..len]);
         let at = self.find(new.key_hash).expect_err("checked absent");
         self.index.insert(at, new).expect("room checked above");
         self.xor_digest(new.key_hash, new.digest);
@@ -298,6 +335,18 @@ impl<const N: usize, const A: usize> Store<N, A> {
         Ok(Merge::Inserted)
     }
 
+    /// Copies a packed entry into the arena and returns `slot` pointing at it. The caller checked
+    /// that the live bytes fit.
+    fn place(&mut self, mut slot: Slot, stored: &[u8]) -> Slot {
+        let offset = self
+            .alloc(stored.len())
+            .expect("live bytes fit, so compaction makes room");
+        self.arena[offset..offset + stored.len()].copy_from_slice(stored);
+        slot.offset = offset as u32;
+        slot.len = stored.len() as u16;
+        slot
+    }
+
     fn xor_digest(&mut self, key_hash: u64, delta: u64) {
         self.buckets[bucket_of(key_hash)] ^= delta;
         self.root ^= delta;
@@ -307,6 +356,11 @@ impl<const N: usize, const A: usize> Store<N, A> {
         let live_before = self.arena_live;
         let s = self.index.remove(i);
         assert!(s.tombstone, "only expired tombstones leave the store");
+        let start = s.offset as usize;
+        packed::release(
+            &self.arena[start..start + usize::from(s.len)],
+            &mut self.strings,
+        );
         self.arena_live -= usize::from(s.len);
         self.xor_digest(s.key_hash, s.digest);
         assert_eq!(self.arena_live + usize::from(s.len), live_before);
@@ -377,7 +431,8 @@ impl<const N: usize, const A: usize> Store<N, A> {
         assert!(self.index.len() <= N);
     }
 
-    /// Recomputes every digest from scratch and compares; O(n), for tests and the simulator.
+    /// Recomputes every digest from the rebuilt entries and compares, and checks the shared
+    /// strings' counts; O(n), for tests and the simulator.
     pub fn check_digests(&self) -> bool {
         let mut buckets = [0u64; BUCKETS];
         for w in self.index.windows(2) {
@@ -386,18 +441,19 @@ impl<const N: usize, const A: usize> Store<N, A> {
             }
         }
         for s in self.index.iter() {
-            if digest(DOMAIN_ENTRY, self.bytes(s)) != s.digest {
+            if digest(DOMAIN_ENTRY, &self.entry(s)) != s.digest {
                 return false;
             }
             buckets[bucket_of(s.key_hash)] ^= s.digest;
         }
         let root = buckets.iter().fold(0, |a, b| a ^ b);
-        buckets == self.buckets && root == self.root
+        buckets == self.buckets && root == self.root && self.strings.check()
     }
 }
 
 #[cfg(test)]
 mod tests {
+    extern crate std;
     use super::*;
     use crate::config::ENTRY_BYTES_MAX;
     use crate::schema::entry::{encode_entry, EntryBody, ServiceSpec, Source};
@@ -433,7 +489,7 @@ mod tests {
         }
         assert_eq!(x.state_hash(), y.state_hash());
         assert!(x.check_digests() && y.check_digests());
-        assert!(x.get_by_name("a").unwrap().body.is_tombstone());
+        assert!(x.get_by_name("a").unwrap().decode().body.is_tombstone());
         let before = x.state_hash();
         assert_eq!(x.merge(&bufs[1][..lens[1]]), Ok(Merge::Stale));
         assert_eq!(x.state_hash(), before);
@@ -459,7 +515,7 @@ mod tests {
         assert_eq!(s.merge(&b[..len]), Err(StoreError::Full));
         let len = entry("b", 2, false, &mut b);
         assert_eq!(s.merge(&b[..len]), Ok(Merge::Stale));
-        assert!(s.get_by_name("b").unwrap().body.is_tombstone());
+        assert!(s.get_by_name("b").unwrap().decode().body.is_tombstone());
         assert!(s.check_digests());
     }
 
@@ -474,7 +530,8 @@ mod tests {
             s.merge(&b[..len]).unwrap();
         }
         for name in ["web", "db", "web-2", "we", "web-", "cache", ""] {
-            let decoded = s.get_by_name(name).filter(|e| !e.body.is_tombstone());
+            let bytes = s.get_by_name(name);
+            let decoded = bytes.as_ref().filter(|e| !e.decode().body.is_tombstone());
             let slot = s.live_by_name(name);
             assert_eq!(slot.is_some(), decoded.is_some(), "{name}");
             assert!(slot.is_none_or(|sl| sl.key_hash == key_hash(name)));
@@ -494,6 +551,123 @@ mod tests {
         assert!(s.check_digests());
         assert_eq!(s.len(), 3);
         assert!(s.arena_used() <= 512);
+    }
+
+    /// A fleet-like entry: one of three locked flake references (each at its own rev), an attr
+    /// per kind, two shared and two own arguments, four variables (three shared), two ports.
+    fn fleet_entry(i: u64, clock: u64, tomb: bool) -> std::vec::Vec<u8> {
+        use crate::config::{FLAKE_REV_BYTES, NAR_HASH_BYTES};
+        use crate::schema::entry::{Port, Protocol};
+        use std::format;
+        let repo = i % 3;
+        let rev = [0x10 + repo as u8; FLAKE_REV_BYTES];
+        let hex: std::string::String = rev.iter().map(|b| format!("{b:02x}")).collect();
+        let uri =
+            format!("git+https://git.example.com/team-{repo}/services.git?ref=main&rev={hex}");
+        let attr = format!("packages.x86_64-linux.kind-{}", i % 5);
+        let (own_arg, own_env, name) = (format!("--id={i}"), format!("db-{i}"), format!("svc-{i}"));
+        let mut spec = ServiceSpec::minimal(Source::Flake {
+            uri: &uri,
+            attr: &attr,
+            rev,
+            nar_hash: [0x20 + repo as u8; NAR_HASH_BYTES],
+        });
+        spec.args = Vec::from_slice(&["--config", "/etc/app.toml", &own_arg, "-v"]).unwrap();
+        let env = [
+            ("RUST_LOG", "info"),
+            ("REGION", "eu"),
+            ("DB", &own_env),
+            ("TZ", "UTC"),
+        ];
+        spec.env = Vec::from_slice(&env).unwrap();
+        for number in [8000 + i as u16, 9100] {
+            spec.ports
+                .push(Port {
+                    number,
+                    protocol: Protocol::Tcp,
+                })
+                .unwrap();
+        }
+        let body = EntryBody {
+            name: &name,
+            version: Version { clock, key_id: 7 },
+            spec: (!tomb).then_some(spec),
+        };
+        let mut out = [0u8; ENTRY_BYTES_MAX];
+        let n = encode_entry(&body, &[i as u8; 64], &mut out).unwrap();
+        out[..n].to_vec()
+    }
+
+    /// Interning is a storage concern only: for the same entries, every entry reads back byte for
+    /// byte, and the entry digests, the Merkle buckets, the root and the state hash are exactly
+    /// what the store computed before strings were shared (the constants were recorded then, and
+    /// again when specs gained resource limits, which changed every encoding), and what a direct
+    /// computation over the encoded bytes gives.
+    #[test]
+    fn digests_and_buckets_are_those_of_the_encoded_entries() {
+        let mut s: Store<64, 16384> = Store::new();
+        let mut all = std::vec::Vec::new();
+        for i in 0..40 {
+            all.push(fleet_entry(i, 100 + i, false));
+        }
+        // Replacements and deletes, so strings are released and shared again.
+        for i in 0..10 {
+            all.push(fleet_entry(i * 3, 500 + i, i % 2 == 0));
+        }
+        for e in &all {
+            assert!(matches!(s.merge(e), Ok(Merge::Inserted | Merge::Replaced)));
+        }
+        let mut buckets = [0u64; BUCKETS];
+        for slot in s.slots() {
+            let stored = s.entry(slot);
+            let original = all
+                .iter()
+                .rev()
+                .find(|e| digest(DOMAIN_ENTRY, e) == slot.digest);
+            assert_eq!(Some(&&stored[..]), original.map(|e| &e[..]).as_ref());
+            buckets[bucket_of(slot.key_hash)] ^= digest(DOMAIN_ENTRY, &stored);
+        }
+        for (b, d) in buckets.iter().enumerate() {
+            assert_eq!(s.bucket(b), *d, "bucket {b}");
+        }
+        assert!(s.check_digests());
+        assert_eq!(
+            (s.root(), s.state_hash()),
+            (0xa8bc_343b_593c_fa58, 0xd28b_b2c4_c89e_0894)
+        );
+    }
+
+    /// A store whose arena and string table are both tiny: fleet entries share what fits in the
+    /// table and keep the rest inline; the entry that does not fit the arena is refused with
+    /// `ArenaFull`, its references are given back, and the store reads exactly as before.
+    #[test]
+    fn arena_full_refusal_gives_back_its_references() {
+        let mut s: Store<8, 1500, 6, 80> = Store::new();
+        let mut i = 0;
+        let refused = loop {
+            let e = fleet_entry(i, 1 + i, false);
+            let before = (s.state_hash(), s.strings(), s.arena_live());
+            match s.merge(&e) {
+                Ok(Merge::Inserted) => assert_eq!(
+                    &s.get(key_hash(&std::format!("svc-{i}"))).unwrap()[..],
+                    &e[..]
+                ),
+                Ok(other) => panic!("{other:?}"),
+                Err(err) => {
+                    assert_eq!((s.state_hash(), s.strings(), s.arena_live()), before);
+                    break err;
+                }
+            }
+            i += 1;
+        };
+        assert_eq!(refused, StoreError::ArenaFull);
+        assert!(i >= 2, "{i} stored");
+        let (texts, bytes) = s.strings();
+        assert!(
+            texts > 0 && bytes <= 80,
+            "shared what fit: {texts} texts, {bytes} bytes"
+        );
+        assert!(s.check_digests());
     }
 
     /// Old tombstones are evicted once the newest clock passes the retention, and refused after.

@@ -18,7 +18,7 @@
 //! exactly what it means to this reader.
 
 use super::{quotable, Facts, UnitContext, FLAKE_PROFILE_DIR};
-use crate::schema::entry::{Protocol, ServiceSpec, Source};
+use crate::schema::entry::{Limits, Protocol, ServiceSpec, Source, TASKS_MAX};
 use core::fmt;
 
 /// Why unit text is not the unit of a spec: the line (counted from 1; 0 for the whole text) and
@@ -61,6 +61,32 @@ enum Rule {
     ExecStartPre,
     ExecStart,
     Environment,
+    /// A resource limit: one line with the spec's value when it sets one, none otherwise;
+    /// `TasksMax=` is always there, 100 unless the spec lowers it.
+    Limit(Limit),
+}
+
+/// Which of the spec's [`Limits`] a line renders.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Limit {
+    Tasks,
+    Memory,
+    CpuWeight,
+    CpuQuota,
+    IoWeight,
+}
+
+impl Limit {
+    /// The value the unit must give, and the unit suffix after it.
+    fn expected(self, limits: &Limits) -> (Option<u64>, &'static str) {
+        match self {
+            Limit::Tasks => (Some(u64::from(limits.tasks_max.unwrap_or(TASKS_MAX))), ""),
+            Limit::Memory => (limits.memory_max, ""),
+            Limit::CpuWeight => (limits.cpu_weight.map(u64::from), ""),
+            Limit::CpuQuota => (limits.cpu_quota.map(u64::from), "%"),
+            Limit::IoWeight => (limits.io_weight.map(u64::from), ""),
+        }
+    }
 }
 
 const YES: &[&str] = &["yes"];
@@ -94,7 +120,11 @@ const RULES: &[(Section, &str, Rule)] = &[
     (Section::Service, "TimeoutStopSec", Rule::Is(&["30s"])),
     (Section::Service, "KillMode", Rule::Is(&["control-group"])),
     (Section::Service, "DynamicUser", Rule::Is(YES)),
-    (Section::Service, "TasksMax", Rule::Is(&["100"])),
+    (Section::Service, "TasksMax", Rule::Limit(Limit::Tasks)),
+    (Section::Service, "MemoryMax", Rule::Limit(Limit::Memory)),
+    (Section::Service, "CPUWeight", Rule::Limit(Limit::CpuWeight)),
+    (Section::Service, "CPUQuota", Rule::Limit(Limit::CpuQuota)),
+    (Section::Service, "IOWeight", Rule::Limit(Limit::IoWeight)),
     (Section::Service, "OOMScoreAdjust", Rule::Is(&["500"])),
     (Section::Service, "StateDirectory", Rule::Named("myco-")),
     (Section::Service, "StateDirectoryMode", Rule::Is(&["0700"])),
@@ -268,6 +298,7 @@ fn expected_count(rule: Rule, spec: &ServiceSpec<'_>, facts: &Facts) -> usize {
         Rule::Source => usize::from(facts.flake),
         Rule::ExecStartPre => spec.pre.len(),
         Rule::Environment => spec.env.len(),
+        Rule::Limit(limit) => usize::from(limit.expected(&spec.limits).0.is_some()),
     }
 }
 
@@ -339,6 +370,14 @@ fn check_line(
                 Dollar::Keep,
                 &mut [&[*key, "=", *val] as &[&str]].into_iter(),
             )
+        }
+        Rule::Limit(limit) => {
+            let (expected, unit) = limit.expected(&spec.limits);
+            let expected = expected.ok_or("a resource limit the spec does not set")?;
+            let digits = value
+                .strip_suffix(unit)
+                .ok_or("a resource limit lacks its unit")?;
+            number(digits, expected).map_err(|_| "a resource limit differs from the spec")
         }
     }
 }

@@ -26,7 +26,8 @@ mod tests;
 use crate::config::{ARGS_MAX, ENTRY_BYTES_MAX, ENV_MAX, NAME_BYTES_MAX, PRE_ARGS_MAX, PRE_MAX};
 pub use crate::schema::entry::{quotable, valid_exec_path};
 use crate::schema::entry::{
-    valid_env_name, valid_name, EntryError, Protocol, ServiceSpec, Source, Version,
+    valid_env_name, valid_name, EntryError, Limits, Protocol, ServiceSpec, Source, Version,
+    TASKS_MAX,
 };
 use core::fmt;
 
@@ -120,6 +121,8 @@ pub enum UnitError {
     EnvName(usize),
     /// A migration has no words.
     EmptyCommand(usize),
+    /// A resource limit is out of its bounds (`Limits::valid`).
+    Limits,
     /// The unit does not fit `out`. Never for a valid entry and `UNIT_BYTES_MAX` bytes.
     TooLong,
 }
@@ -140,6 +143,7 @@ impl UnitError {
             }
             UnitError::EnvName(_) => "environment names must match [A-Za-z_][A-Za-z0-9_]*",
             UnitError::EmptyCommand(_) => "a migration has no executable",
+            UnitError::Limits => EntryError::Limits.message(),
             UnitError::TooLong => "the unit does not fit the output buffer",
         }
     }
@@ -256,6 +260,9 @@ fn check_spec(name: &str, spec: &ServiceSpec<'_>, ctx: &UnitContext<'_>) -> Resu
             check_token(arg, Field::Pre { command, word })?;
         }
     }
+    if !spec.limits.valid() {
+        return Err(UnitError::Limits);
+    }
     Ok(())
 }
 
@@ -371,6 +378,8 @@ fn write_unit(
     w.lines(&["", "[Service]", "Type=exec"], name)?;
     write_commands(w, name, spec, ctx)?;
     w.lines(SERVICE_LINES, name)?;
+    write_limits(w, &spec.limits)?;
+    w.lines(IDENTITY_LINES, name)?;
     write_sandbox(w, name, Facts::of(spec))?;
     w.lines(INSTALL_LINES, name)
 }
@@ -468,7 +477,10 @@ const SERVICE_LINES: &[&str] = &[
     "",
     "# Mandatory limits and identity.",
     "DynamicUser=yes",
-    "TasksMax=100",
+];
+
+/// After the limits (`write_limits`): the identity and the directories.
+const IDENTITY_LINES: &[&str] = &[
     "OOMScoreAdjust=500",
     "StateDirectory=myco-{name}",
     "StateDirectoryMode=0700",
@@ -478,6 +490,27 @@ const SERVICE_LINES: &[&str] = &[
     "",
     "# Sandbox.",
 ];
+
+/// `TasksMax=` (100 unless the spec lowers it) and each resource limit the spec sets.
+fn write_limits(w: &mut Writer<'_>, limits: &Limits) -> Result<(), UnitError> {
+    let tasks = limits.tasks_max.unwrap_or(TASKS_MAX);
+    let lines = [
+        ("TasksMax=", Some(u64::from(tasks)), ""),
+        ("MemoryMax=", limits.memory_max, ""),
+        ("CPUWeight=", limits.cpu_weight.map(u64::from), ""),
+        ("CPUQuota=", limits.cpu_quota.map(u64::from), "%"),
+        ("IOWeight=", limits.io_weight.map(u64::from), ""),
+    ];
+    for (key, value, unit) in lines {
+        if let Some(value) = value {
+            w.text(key)?;
+            w.number(value)?;
+            w.text(unit)?;
+            w.text("\n")?;
+        }
+    }
+    Ok(())
+}
 
 /// The sandbox: binding low ports and GPUs are the only holes, each only when the spec asks.
 fn write_sandbox(w: &mut Writer<'_>, name: &str, facts: Facts) -> Result<(), UnitError> {

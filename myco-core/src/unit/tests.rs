@@ -375,6 +375,78 @@ fn gpu_and_low_ports_change_only_their_lines() {
     );
 }
 
+/// Every limit set, at its longest.
+const LARGEST_LIMITS: Limits = Limits {
+    memory_max: Some(crate::schema::entry::MEMORY_MAX_MAX),
+    cpu_weight: Some(10_000),
+    cpu_quota: Some(10_000),
+    tasks_max: Some(100),
+    io_weight: Some(10_000),
+};
+
+/// Each limit the spec sets is one line of the unit with its value (`TasksMax=` is always there,
+/// 100 unless lowered), the checker refuses a unit whose limit differs from the spec or that
+/// drops one, and limits out of their bounds render nothing.
+#[test]
+fn limits_render_as_their_lines_and_are_checked() {
+    let plain = rendered("a", &exec("/bin/a"), &ctx(1));
+    assert_eq!(line(&plain, "TasksMax"), ["100"]);
+    assert!(line(&plain, "MemoryMax").is_empty() && line(&plain, "CPUQuota").is_empty());
+    let mut spec = exec("/bin/a");
+    spec.limits = Limits {
+        memory_max: Some(64 << 20),
+        cpu_weight: Some(200),
+        cpu_quota: Some(50),
+        tasks_max: Some(20),
+        io_weight: Some(300),
+    };
+    let limited = rendered("a", &spec, &ctx(1));
+    assert_eq!(line(&limited, "TasksMax"), ["20"]);
+    assert_eq!(line(&limited, "MemoryMax"), ["67108864"]);
+    assert_eq!(line(&limited, "CPUWeight"), ["200"]);
+    assert_eq!(line(&limited, "CPUQuota"), ["50%"]);
+    assert_eq!(line(&limited, "IOWeight"), ["300"]);
+    let limits = ["TasksMax", "MemoryMax", "CPUWeight", "CPUQuota", "IOWeight"];
+    assert_eq!(without(&limited, &limits), without(&plain, &limits));
+    for (from, to) in [
+        ("CPUQuota=50%", "CPUQuota=50"),
+        ("MemoryMax=67108864", "MemoryMax=67108865"),
+        ("TasksMax=20\n", "TasksMax=100\n"),
+        ("IOWeight=300\n", ""),
+    ] {
+        let tampered = limited.replace(from, to);
+        assert!(
+            check(tampered.as_bytes(), "a", &spec, &ctx(1)).is_err(),
+            "{to}"
+        );
+    }
+    let mut out = [0u8; UNIT_BYTES_MAX];
+    for bad in [
+        Limits {
+            tasks_max: Some(101),
+            ..Limits::default()
+        },
+        Limits {
+            tasks_max: Some(0),
+            ..Limits::default()
+        },
+        Limits {
+            memory_max: Some(1000),
+            ..Limits::default()
+        },
+        Limits {
+            cpu_quota: Some(10_001),
+            ..Limits::default()
+        },
+    ] {
+        spec.limits = bad;
+        assert_eq!(
+            render("a", &spec, &ctx(1), &mut out),
+            Err(UnitError::Limits)
+        );
+    }
+}
+
 fn without(text: &str, keys: &[&str]) -> String {
     let mut out = String::new();
     for l in text.lines() {
@@ -517,6 +589,7 @@ fn worst_spec<'a>(carrier: usize, padding: &'a str) -> ServiceSpec<'a> {
     };
     let mut spec = ServiceSpec::minimal(flake_source(uri, "a"));
     spec.requires.gpu = true;
+    spec.limits = LARGEST_LIMITS;
     spec.args = (0..ARGS_MAX).map(pick).collect();
     spec.env = (0..ENV_MAX)
         .map(|i| (ENV_NAMES[i], pick(ARGS_MAX + i)))
@@ -686,6 +759,22 @@ struct Generated {
     pre: StdVec<StdVec<Token>>,
     gpu: bool,
     ports: StdVec<u16>,
+    limits: Limits,
+}
+
+/// Limits within their bounds, each set half the time.
+fn limits(rng: &mut Prng) -> Limits {
+    let mut some = |max: u64| rng.chance(1, 2).then(|| 1 + rng.below(max) as u16);
+    let (cpu_weight, cpu_quota) = (some(10_000), some(10_000));
+    let (tasks_max, io_weight) = (some(100), some(10_000));
+    let memory_max = rng.chance(1, 2).then(|| (1 << 20) + rng.below(1 << 49));
+    Limits {
+        memory_max,
+        cpu_weight,
+        cpu_quota,
+        tasks_max,
+        io_weight,
+    }
 }
 
 impl Generated {
@@ -716,7 +805,9 @@ impl Generated {
         let ports = (0..rng.below(PORTS_MAX as u64 + 1))
             .map(|_| 1 + rng.below(65535) as u16)
             .collect();
+        let limits = limits(rng);
         Generated {
+            limits,
             name,
             flake,
             exec,
@@ -763,6 +854,7 @@ impl Generated {
                     protocol: crate::schema::entry::Protocol::Tcp,
                 })
                 .collect(),
+            limits: self.limits,
         }
     }
 

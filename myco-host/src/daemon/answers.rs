@@ -205,7 +205,8 @@ fn listed_service(
         out.put(b",")?;
     }
     // The store holds only entries it decoded; one that no longer decodes would be a bug.
-    let entry = Entry::decode(node.store().bytes(slot)).expect("stored entries decode");
+    let bytes = node.store().entry(slot);
+    let entry = bytes.decode();
     let placed = node.placement(slot.key_hash);
     let running = Running {
         node,

@@ -9,7 +9,7 @@ use super::build::{BuildConfig, Builder};
 use crate::audit::{AuditEntry, AuditLog, AuditOutcome};
 use crate::flight::{Level, Logger};
 use crate::spawn::{self, Argv, Child, Output};
-use myco_core::executor::{self as core, Command, Outcome, Units, Verb};
+use myco_core::executor::{self as core, Command, Outcome, Verb};
 use myco_core::time::Instant;
 use myco_core::unit::{self, unit_name, UNIT_BYTES_MAX};
 use myco_core::Node;
@@ -238,13 +238,8 @@ impl Executor {
                     log_written(&self.log, name, start, clock);
                     let mut entry = AuditEntry::of(entry, digest);
                     entry.store_path = program.and_then(|p| core::out_of_program(p, name));
-                    audit(
-                        &mut self.audit,
-                        &self.log,
-                        name,
-                        AuditOutcome::Started,
-                        &entry,
-                    );
+                    let started = AuditOutcome::Started;
+                    audit(&mut self.audit, &self.log, name, started, &entry);
                 })
                 .is_ok(),
                 Command::RemoveUnitFile { name } => {
@@ -253,7 +248,8 @@ impl Executor {
                 }
                 Command::Build { .. } => unreachable!("builds are issued by poll_build"),
                 Command::Systemctl { verb, units } => {
-                    match spawn_systemctl(&self.systemctl, &mut self.argv, verb, units) {
+                    let runtime = self.unit_dir.starts_with("/run");
+                    match spawn_systemctl(&self.systemctl, &mut self.argv, (verb, runtime), units) {
                         Ok(child) => {
                             self.output.clear();
                             self.job = Some(Job {
@@ -363,7 +359,7 @@ impl Executor {
         let Some(done) = self.core.build_outcome(node, name) else {
             return;
         };
-        let mut entry = AuditEntry::of(done.entry, done.digest);
+        let mut entry = AuditEntry::of(&done.entry, done.digest);
         entry.store_path = done.store_path;
         let outcome = match done.store_path {
             Some(_) => AuditOutcome::Built,
@@ -417,22 +413,38 @@ impl Executor {
 }
 
 /// `systemctl <verb args> <units>`, spawned.
-fn spawn_systemctl(
+fn spawn_systemctl<S: Deref<Target = str>>(
     systemctl: &[u8],
     argv: &mut Argv,
-    verb: Verb,
-    units: Units<'_>,
+    verb: (Verb, bool),
+    units: impl IntoIterator<Item = S>,
 ) -> io::Result<Child> {
+    systemctl_argv(argv, systemctl, verb, units);
+    spawn::spawn(argv, &ENV)
+}
+
+/// `systemctl VERB UNITS...` into `argv`. With `runtime` (units written under `/run`, as on
+/// NixOS, whose `/etc/systemd/system` is read-only), `enable` and `disable` take `--runtime`:
+/// their symlinks go under `/run/systemd/system` too, and a reboot starts from a clean slate,
+/// which the daemon rebuilds from its WAL.
+fn systemctl_argv<S: Deref<Target = str>>(
+    argv: &mut Argv,
+    systemctl: &[u8],
+    (verb, runtime): (Verb, bool),
+    units: impl IntoIterator<Item = S>,
+) {
     argv.clear();
     let full = "a systemctl command line of UNITS_PER_COMMAND units fits";
     argv.push(&[systemctl]).expect(full);
     for arg in verb.args() {
         argv.push(&[arg.as_bytes()]).expect(full);
     }
+    if runtime && matches!(verb, Verb::Enable | Verb::Disable) {
+        argv.push(&[b"--runtime"]).expect(full);
+    }
     for unit in units {
         argv.push(&[unit.as_bytes()]).expect(full);
     }
-    spawn::spawn(argv, &ENV)
 }
 
 /// Renders and writes one unit; an error is logged here and means nothing changed.
@@ -526,4 +538,33 @@ fn read_header(path: &Path) -> Option<u64> {
     let text = fs::read_to_string(path).ok()?;
     let first = text.lines().next()?.strip_prefix(HEADER)?;
     u64::from_str_radix(first, 16).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `enable` and `disable` take `--runtime` when the units live under `/run`; nothing else
+    /// changes, and units under `/etc` get the plain command.
+    #[test]
+    fn units_under_run_are_enabled_for_this_boot_only() {
+        let mut argv = Argv::new();
+        for (verb, runtime, expected) in [
+            (
+                Verb::Enable,
+                true,
+                "systemctl enable --now --runtime myco-a.service",
+            ),
+            (
+                Verb::Disable,
+                true,
+                "systemctl disable --now --runtime myco-a.service",
+            ),
+            (Verb::Restart, true, "systemctl restart myco-a.service"),
+            (Verb::Enable, false, "systemctl enable --now myco-a.service"),
+        ] {
+            systemctl_argv(&mut argv, b"systemctl", (verb, runtime), ["myco-a.service"]);
+            assert_eq!(argv.args().join(" "), expected);
+        }
+    }
 }

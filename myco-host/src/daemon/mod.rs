@@ -538,7 +538,7 @@ impl Daemon {
     /// with it.
     fn checkpoint(&mut self) {
         let store = self.node.store();
-        let entries = store.slots().iter().map(|s| store.bytes(s));
+        let entries = store.slots().iter().map(|s| store.entry(s));
         match self.sink.store.checkpoint(entries, store.state_hash()) {
             Ok(()) => {
                 if std::mem::take(&mut self.checkpoint_postponed) {

@@ -272,14 +272,16 @@ fn render(ctx: &Ctx<'_>, route: &OwnedRoute, conn: &mut Conn, keep_alive: bool) 
             conn.start_listing(keep_alive, ctx.http11, ctx.node, ctx.executor);
             200
         }
-        OwnedRoute::Service(name) => match store.get(key_hash(name)).map(Entry::decode) {
-            Some(Ok(entry)) if entry.body.name == name.as_str() => {
-                reply(conn, 200, ContentType::Json, keep_alive, |out| {
-                    answers::one_service(out, ctx.node, ctx.executor, &entry)
-                })
+        OwnedRoute::Service(name) => {
+            match store.get(key_hash(name)).as_deref().map(Entry::decode) {
+                Some(Ok(entry)) if entry.body.name == name.as_str() => {
+                    reply(conn, 200, ContentType::Json, keep_alive, |out| {
+                        answers::one_service(out, ctx.node, ctx.executor, &entry)
+                    })
+                }
+                _ => error(conn, 404, "no such service; 'myco ls' lists them"),
             }
-            _ => error(conn, 404, "no such service; 'myco ls' lists them"),
-        },
+        }
         OwnedRoute::Nodes => reply(conn, 200, ContentType::Json, keep_alive, |out| {
             answers::nodes(out, ctx.node, ctx.listen)
         }),
@@ -365,7 +367,7 @@ fn logs(
     let deployed = node
         .store()
         .get_by_name(service)
-        .is_some_and(|e| !e.body.is_tombstone());
+        .is_some_and(|e| !e.decode().body.is_tombstone());
     if !deployed {
         return error(conn, 404, "no such service; 'myco ls' lists them");
     }

@@ -41,9 +41,7 @@ pub(crate) fn check_one_in_flight(job: &Option<Job>) -> Result<(), String> {
 /// version than the placed one does not count as running (`deploy --wait` relies on both).
 pub(crate) fn check_status_truthful(node: &Node, executor: &Executor) -> Result<(), String> {
     let status = node.own_status();
-    let placed = node
-        .placed_here()
-        .fold(0, |acc, (slot, _)| acc ^ slot.digest);
+    let placed = node.placed_here().fold(0, |acc, slot| acc ^ slot.digest);
     if status.placed.0 != placed {
         return Err(format!(
             "node {}: its status speaks of placed entries {:016x}, but {placed:016x} are placed",
@@ -54,7 +52,7 @@ pub(crate) fn check_status_truthful(node: &Node, executor: &Executor) -> Result<
     if status.more {
         return Ok(());
     }
-    for (slot, _) in node.placed_here() {
+    for slot in node.placed_here() {
         let key = slot.key_hash;
         let listed = status.units.iter().any(|(k, _)| k.0 == key);
         let unit = executor.units().iter().find(|u| u.key == key);
@@ -83,7 +81,7 @@ fn status_current(nodes: &[Box<Node>], i: usize, j: usize) -> bool {
 
 /// The services placement puts on node `i`, as `i` sees it.
 fn placed_on(node: &Node) -> HashSet<u64> {
-    node.placed_here().map(|(slot, _)| slot.key_hash).collect()
+    node.placed_here().map(|slot| slot.key_hash).collect()
 }
 
 /// Invariant 1: every live node has enabled exactly the services placed on it.
@@ -137,8 +135,8 @@ pub(crate) fn check_dns(
             own: addr(i),
         };
         for slot in node.store().slots().iter().filter(|s| !s.tombstone) {
-            let bytes = node.store().bytes(slot);
-            let entry = myco_core::schema::entry::Entry::decode(bytes).expect("stored");
+            let bytes = node.store().entry(slot);
+            let entry = bytes.decode();
             let name = entry.body.name;
             let placed: Vec<usize> = node
                 .placement(slot.key_hash)

@@ -20,7 +20,6 @@
 use crate::world::mix;
 use myco_core::config::SERVICES_MAX;
 use myco_core::place::{self, eligible, Candidate};
-use myco_core::schema::entry::Entry;
 use myco_core::schema::message::MemberMeta;
 use myco_core::Node;
 use std::collections::HashMap;
@@ -197,7 +196,8 @@ impl Watch {
         self.held.fill(0);
         let store = nodes[first].store();
         for slot in store.slots() {
-            let entry = Entry::decode(store.bytes(slot)).expect("stored entries are valid");
+            let bytes = store.entry(slot);
+            let entry = bytes.decode();
             let name = entry.body.name;
             let expected =
                 place::place_entry(slot.key_hash, &entry.body, self.candidates.iter().copied());
@@ -233,7 +233,7 @@ impl Watch {
         for i in (0..nodes.len()).filter(|&i| judged(i)) {
             let me = self.ids[i];
             let mut here = 0;
-            for (slot, _) in nodes[i].placed_here() {
+            for slot in nodes[i].placed_here() {
                 if !nodes[i].placement(slot.key_hash).contains(&me) {
                     return Err(format!(
                         "node {i} runs key {:016x}, which is placed elsewhere",
