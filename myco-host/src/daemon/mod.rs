@@ -236,8 +236,10 @@ impl Daemon {
             self.after_calls();
             let store = self.node.store();
             self.sink.events.name_entries(|key| {
-                let entry = myco_core::schema::entry::Entry::decode(store.get(key)?).ok()?;
-                Some(entry.body.name)
+                // The index is in key-hash order; a name is read without rebuilding the entry.
+                let slots = store.slots();
+                let i = slots.binary_search_by_key(&key, |s| s.key_hash).ok()?;
+                Some(store.name(&slots[i]))
             });
             self.api.pump_streams(&self.sink.events, self.now_ms());
         }
