@@ -27,14 +27,14 @@ APT := DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600
 
 .PHONY: ci check test test-root loom sim gauntlet gauntlet-short gauntlet-ci bench size size-check nostd aarch64 aarch64-release aarch64-tools fmt fmt-check lint \
 	fuzz fuzz-build tools nostd-tools fuzz-tools systemd-check systemd-test units-check nix-check \
-	testbed-test demo man install deb deb-tools package-test
+	testbed-test demo readme-walk man install deb deb-tools package-test
 
 # Everything CI checks that any developer can run as an ordinary user: formatting, lints, the
 # no_std build, the tests, a 2-minute gauntlet, the size gates, the fuzz build and the offline
 # unit checks (systemd-analyze verify/security against a throwaway root need no privileges) and
 # the offline Nix checks (a throwaway Nix store needs none either).
 # The first run may fetch rustup components and cargo-fuzz into the user's own toolchain.
-CHECKS := fmt-check lint nostd test loom size fuzz-build systemd-check units-check nix-check
+CHECKS := fmt-check lint nostd test loom readme-walk size fuzz-build systemd-check units-check nix-check
 check: $(CHECKS) gauntlet-short
 
 # What CI runs: the checks of `check` with the full 10-minute gauntlet instead of the short one,
@@ -80,6 +80,13 @@ test-root:
 loom:
 	RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 CARGO_TARGET_DIR=$(TARGET_DIR)/loom \
 		cargo test -p myco-host --test loom
+
+# The README's local example ("Two daemons on this machine"), read from README.md and run as
+# written against the debug binaries, on loopback in a temporary directory; it fails if a step
+# fails or prints something else than the README says, so the README cannot rot.
+readme-walk:
+	cargo build --bin myco-d --bin myco
+	tests/readme-walk.sh $(TARGET_DIR)/debug
 
 sim:
 	$(SIM) run --seed $(SEED) --nodes $(NODES) --services $(SERVICES) --loss $(LOSS)

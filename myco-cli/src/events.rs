@@ -18,7 +18,8 @@ Usage: myco events [--socket PATH] [--json]
 
 Follows the local myco-d's events as they happen: deploys, entries changed by gossip, units
 placed or removed here and their health, members joining, suspected and dead, refused frames
-and the WAL recovery at start-up. One line per event: its id, its kind and its fields. When the
+and the WAL recovery at start-up. On connecting it says on stderr which daemon it follows; then
+one line per event on stdout: when it happened (UTC), its kind and its fields. When the
 connection ends, myco reconnects and asks for the events after the last one it printed; a
 'missed' line says how many the daemon no longer held, a 'reset' line that it restarted.
 
@@ -127,6 +128,7 @@ fn follow_once(
         // Silence, a reset or an early close before the head: whatever came explains it.
         Err(_) => return Err(not_a_stream(&buf)),
     }
+    eprintln!("{}", following(socket, *last_id, *connected));
     *connected = true;
     print_events(&mut stream, buf, json, last_id, out)
 }
@@ -198,6 +200,20 @@ fn print_block(
     Ok(true)
 }
 
+/// The line that says what this connection follows, so that a quiet stream does not look hung.
+fn following(socket: &Path, last_id: Option<u64>, reconnect: bool) -> String {
+    let socket = terminal_safe(&socket.display().to_string());
+    match (reconnect, last_id) {
+        (false, _) => format!(
+            "myco: following the events of myco-d at '{socket}' from now on (Ctrl-C to stop)"
+        ),
+        (true, Some(id)) => {
+            format!("myco: reconnected to myco-d at '{socket}'; following the events after id {id}")
+        }
+        (true, None) => format!("myco: reconnected to myco-d at '{socket}'"),
+    }
+}
+
 /// The error for an answer that is not a 200 event stream.
 fn not_a_stream(bytes: &[u8]) -> Error {
     client::stream_error(bytes, &REQUEST)
@@ -242,15 +258,27 @@ fn parse_event(block: &str) -> Option<Event> {
     has_data.then_some(event)
 }
 
-/// `ID KIND key=value ...`, with nested objects flattened (`version.clock=7`) and every string
-/// made terminal-safe.
+/// `TIME KIND key=value ...`, with nested objects flattened (`version.clock=7`) and every string
+/// made terminal-safe. The id is left out (it is for reconnecting; `--json` has it), and so is an
+/// entry's key hash when the daemon named its service.
 fn readable(event: &Event) -> String {
-    let id = event.id.map_or("-".to_string(), |id| id.to_string());
-    let mut line = format!("{id:>6} {:<9}", terminal_safe(&event.name));
-    match serde_json::from_str::<serde_json::Value>(&event.data) {
+    let parsed = serde_json::from_str::<serde_json::Value>(&event.data);
+    let time = match &parsed {
+        Ok(serde_json::Value::Object(fields)) => fields.get("time").and_then(|t| t.as_str()),
+        _ => None,
+    };
+    // RFC 3339 with milliseconds is 24 characters; events without a time (missed, reset) line up.
+    let mut line = format!(
+        "{:<24} {:<9}",
+        terminal_safe(time.unwrap_or("-")),
+        terminal_safe(&event.name)
+    );
+    match parsed {
         Ok(serde_json::Value::Object(fields)) => {
+            let named = fields.contains_key("name");
             for (key, value) in &fields {
-                if key != "id" {
+                let hidden = key == "id" || key == "time" || (named && key == "key_hash");
+                if !hidden {
                     flatten(&mut line, key, value);
                 }
             }
@@ -299,7 +327,10 @@ mod tests {
         assert!(parse_event(": keep-alive\n\n").is_none());
         let missed = parse_event("event: missed\ndata: {\"missed\":3,\"next\":9}\n\n").unwrap();
         assert_eq!(missed.id, None);
-        assert_eq!(readable(&missed), "     - missed    missed=3 next=9\n");
+        assert_eq!(
+            readable(&missed),
+            format!("{:<24} missed    missed=3 next=9\n", "-")
+        );
     }
 
     /// Readable lines flatten nested fields and escape control characters from the daemon.
@@ -308,12 +339,50 @@ mod tests {
         let e = Event {
             id: Some(12),
             name: "deploy".into(),
-            data: r#"{"id":12,"name":"w\u001beb","outcome":"applied","version":{"clock":7,"key_id":1}}"#
+            data: r#"{"id":12,"time":"2026-12-02T06:35:51.921Z","name":"w\u001beb","outcome":"applied","version":{"clock":7,"key_id":1}}"#
                 .into(),
         };
         assert_eq!(
             readable(&e),
-            "    12 deploy    name=w\\u{1b}eb outcome=applied version.clock=7 version.key_id=1\n"
+            "2026-12-02T06:35:51.921Z deploy    name=w\\u{1b}eb outcome=applied version.clock=7 version.key_id=1\n"
+        );
+    }
+
+    /// An entry the daemon named shows its service, not its key hash; one it could not name
+    /// (the store no longer held it) keeps the hash, the only thing that identifies it.
+    #[test]
+    fn entries_read_by_service_name() {
+        let entry = |data: &str| Event {
+            id: Some(3),
+            name: "entry".into(),
+            data: data.into(),
+        };
+        let named = entry(
+            r#"{"id":3,"time":"2026-12-02T06:35:51.921Z","name":"web","key_hash":"0000000000000007"}"#,
+        );
+        assert_eq!(
+            readable(&named),
+            "2026-12-02T06:35:51.921Z entry     name=web\n"
+        );
+        let unnamed =
+            entry(r#"{"id":3,"time":"2026-12-02T06:35:51.921Z","key_hash":"0000000000000007"}"#);
+        assert_eq!(
+            readable(&unnamed),
+            "2026-12-02T06:35:51.921Z entry     key_hash=0000000000000007\n"
+        );
+    }
+
+    /// The line on connecting says which daemon is followed, and after a reconnect from where.
+    #[test]
+    fn connecting_says_what_it_follows() {
+        let socket = Path::new("/run/myco/myco.sock");
+        assert_eq!(
+            following(socket, None, false),
+            "myco: following the events of myco-d at '/run/myco/myco.sock' from now on (Ctrl-C to stop)"
+        );
+        assert_eq!(
+            following(socket, Some(41), true),
+            "myco: reconnected to myco-d at '/run/myco/myco.sock'; following the events after id 41"
         );
     }
 

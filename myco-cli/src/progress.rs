@@ -121,23 +121,8 @@ impl Watch {
                 service.version.clock
             ));
         }
-        if service.placed_on.is_empty() {
-            return Verdict::Failed(format!(
-                "no box is eligible to run {name}: placement is empty (no live member has the \
-                 arch, zone or GPU its manifest asks for); the entry is stored and will be placed \
-                 when one joins; check 'myco nodes' and the manifest's constraints"
-            ));
-        }
-        // A failed build is retried 30 s later at the soonest, doubling: waiting will not see it
-        // run, so it ends the wait at once.
-        if let Some(placed) = service.placed_on.iter().find(|p| p.state == "build-failed") {
-            return Verdict::Failed(format!(
-                "{name} failed to build on {} ({}); read the build log on that box with \
-                 'myco logs {name}' (the box retries the build with backoff; a version that \
-                 does not build leaves the one before it running)",
-                short_id(&placed.id),
-                summary(service),
-            ));
+        if let Some(why) = fails_at_once(name, service) {
+            return Verdict::Failed(why);
         }
         let failing = |state: &str| state == "failed" || state == "restarting";
         self.failing_since.retain(|(id, _)| {
@@ -188,6 +173,40 @@ impl Watch {
     }
 }
 
+/// Why waiting for `service` to run cannot succeed, when that shows in one answer: no box is
+/// eligible, a placed box runs no executor, or a build failed.
+fn fails_at_once(name: &str, service: &Service) -> Option<String> {
+    if service.placed_on.is_empty() {
+        return Some(format!(
+            "no box is eligible to run {name}: placement is empty (no live member has the \
+                 arch, zone or GPU its manifest asks for); the entry is stored and will be placed \
+                 when one joins; check 'myco nodes' and the manifest's constraints"
+        ));
+    }
+    // A box that runs no executor never runs anything: waiting cannot help.
+    if let Some(placed) = service.placed_on.iter().find(|p| p.state == "no-executor") {
+        return Some(format!(
+            "{name} will never run on {}: that box runs no services (myco-d --executor none), \
+                 yet placement counts it ({}); the entry is stored and runs on the other boxes \
+                 placed; start that box's myco-d with the executor to run it there",
+            short_id(&placed.id),
+            summary(service),
+        ));
+    }
+    // A failed build is retried 30 s later at the soonest, doubling: waiting will not see it
+    // run, so it ends the wait at once.
+    if let Some(placed) = service.placed_on.iter().find(|p| p.state == "build-failed") {
+        return Some(format!(
+            "{name} failed to build on {} ({}); read the build log on that box with \
+                 'myco logs {name}' (the box retries the build with backoff; a version that \
+                 does not build leaves the one before it running)",
+            short_id(&placed.id),
+            summary(service),
+        ));
+    }
+    None
+}
+
 /// `2/3 running: 3f2a09c1 running, 11aa22bb pending`.
 pub fn summary(service: &Service) -> String {
     let running = service
@@ -205,6 +224,17 @@ pub fn summary(service: &Service) -> String {
         service.placed_on.len(),
         each.join(", ")
     )
+}
+
+/// What `unknown` in a summary means, when it is there: the box has sent no status, which is
+/// also what a box started with `--executor none` looks like from elsewhere.
+pub fn unknown_means(summary: &str) -> &'static str {
+    if summary.contains(" unknown") {
+        "; 'unknown' means that box has reported no status yet (a box whose myco-d runs with \
+         --executor none never does)"
+    } else {
+        ""
+    }
 }
 
 /// A node id cut to 8 digits, as `myco ls` shows it.
@@ -333,8 +363,9 @@ pub fn wait(socket: &Path, name: &str, goal: Goal, how: Wait) -> Result<(), Erro
             break Verdict::Failed(format!(
                 "{name} is not {what} after {} s ({last}); the entry is stored and the cluster \
                  keeps working on it: follow it with 'myco ls' and 'myco events', or wait longer \
-                 with --timeout",
-                how.timeout.as_secs()
+                 with --timeout{}",
+                how.timeout.as_secs(),
+                unknown_means(&last)
             ));
         }
         std::thread::sleep(POLL_INTERVAL);
@@ -412,6 +443,26 @@ mod tests {
             line.contains("3 replicas asked, 2 boxes eligible"),
             "{line}"
         );
+    }
+
+    /// A box without an executor ends the wait at once, and says why; `unknown` is explained.
+    #[test]
+    fn a_box_without_an_executor_ends_the_wait() {
+        let mut w = watch(Goal::Running);
+        let s = service(
+            false,
+            2,
+            &[("aaaaaaaa11", "no-executor"), ("bbbbbbbb22", "unknown")],
+        );
+        match w.handle_service(Some(&s), Instant::now()) {
+            Verdict::Failed(m) => {
+                assert!(m.contains("will never run on aaaaaaaa"), "{m}");
+                assert!(m.contains("--executor none"), "{m}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(unknown_means(&summary(&s)).contains("--executor none"));
+        assert_eq!(unknown_means("1/1 running: aaaaaaaa running"), "");
     }
 
     /// A box building keeps the wait going; one whose build failed ends it at once, naming the

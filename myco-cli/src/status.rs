@@ -3,7 +3,7 @@
 //! that it has the documented shape, so scripts get every field, including ones `myco` does not
 //! show.
 
-use crate::answers::{HealthAnswer, Nodes, Placed, Services};
+use crate::answers::{HealthAnswer, Nodes, Placed, Service, Services};
 use crate::args::{Error, Flags};
 use crate::client::{self, Request, QUERY_TIMEOUT, SOCKET_ENV};
 use crate::output::{self, terminal_safe, Field, Value};
@@ -113,10 +113,32 @@ pub fn ls(args: Arguments) -> Result<(), Error> {
             ]
         })
         .collect();
-    output::print_text(&output::table(
+    let table = output::table(
         &["NAME", "VERSION", "REV", "STATUS", "REPLICAS", "RUNNING ON"],
         &rows,
-    ))
+    );
+    output::print_text(&table)?;
+    // On stderr, so that stdout stays the table alone for whatever reads it.
+    eprint!("{}", state_notes(&services.services));
+    Ok(())
+}
+
+/// A line under the table, on stderr, for each state in it that does not explain itself.
+fn state_notes(services: &[Service]) -> String {
+    let shown = |state: &str| {
+        services
+            .iter()
+            .any(|s| s.placed_on.iter().any(|p| p.state == state))
+    };
+    let mut notes = String::new();
+    if shown("no-executor") {
+        notes += "no-executor: this box runs no services (its myco-d runs with --executor none)\n";
+    }
+    if shown("unknown") {
+        notes += "unknown: that box has reported no status yet (a box whose myco-d runs with \
+                  --executor none never does)\n";
+    }
+    notes
 }
 
 /// `3f2a09c1 running, 11aa22bb restarting`: each placed node's id, cut to 8 digits as `git` cuts
@@ -144,6 +166,11 @@ pub fn nodes(args: Arguments) -> Result<(), Error> {
     }
     // '*' in a first column of its own, as `git branch` marks the current branch, keeps every
     // other column one word.
+    let peer = nodes
+        .nodes
+        .iter()
+        .find(|n| !n.is_self && n.state == "alive")
+        .map(|n| n.address.as_str());
     let rows: Vec<Vec<String>> = nodes
         .nodes
         .iter()
@@ -151,7 +178,11 @@ pub fn nodes(args: Arguments) -> Result<(), Error> {
             vec![
                 if n.is_self { "*" } else { "" }.to_string(),
                 terminal_safe(&n.id),
-                terminal_safe(&n.address),
+                terminal_safe(&if n.is_self {
+                    shown_address(&n.address, peer)
+                } else {
+                    n.address.clone()
+                }),
                 terminal_safe(&n.state),
                 terminal_safe(&n.arch),
                 n.zone.to_string(),
@@ -162,6 +193,41 @@ pub fn nodes(args: Arguments) -> Result<(), Error> {
         &["", "ID", "ADDRESS", "STATE", "ARCH", "ZONE"],
         &rows,
     ))
+}
+
+/// This box's address as `myco nodes` shows it. A daemon listening on a wildcard reports it as
+/// bound (`[::]:7946`), which no peer can reach it at. Then the address this box sends from
+/// towards `peer` (an alive member; the kernel's route, found by connecting a UDP socket, which
+/// sends nothing) is the one that peer sees, and is shown with the wildcard's meaning after it.
+fn shown_address(address: &str, peer: Option<&str>) -> String {
+    let Ok(bound) = address.parse::<std::net::SocketAddr>() else {
+        return address.to_string();
+    };
+    if !bound.ip().is_unspecified() {
+        return address.to_string();
+    }
+    let all = if bound.is_ipv4() {
+        "all IPv4 addresses"
+    } else {
+        "all addresses"
+    };
+    let port = bound.port();
+    match peer.and_then(|p| p.parse().ok()).and_then(source_towards) {
+        Some(ip) => format!("{} ({all})", std::net::SocketAddr::new(ip, port)),
+        None => format!("({all}):{port}"),
+    }
+}
+
+/// The source address the kernel picks to reach `peer`, or `None` without a route.
+fn source_towards(peer: std::net::SocketAddr) -> Option<std::net::IpAddr> {
+    let any: std::net::SocketAddr = if peer.is_ipv4() {
+        ([0, 0, 0, 0], 0).into()
+    } else {
+        ([0u16; 8], 0).into()
+    };
+    let socket = std::net::UdpSocket::bind(any).ok()?;
+    socket.connect(peer).ok()?;
+    Some(socket.local_addr().ok()?.ip())
 }
 
 pub fn status(args: Arguments) -> Result<(), Error> {
@@ -208,4 +274,63 @@ pub fn status(args: Arguments) -> Result<(), Error> {
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service(states: &[&str]) -> Service {
+        serde_json::from_value(serde_json::json!({
+            "name": "web",
+            "version": {"clock": 1, "key_id": 1},
+            "deleted": false,
+            "replicas": states.len(),
+            "placed_on": states
+                .iter()
+                .map(|s| serde_json::json!({"id": "aaaaaaaabbbbbbbb", "state": s}))
+                .collect::<Vec<_>>(),
+        }))
+        .unwrap()
+    }
+
+    /// `myco ls` explains `no-executor` and `unknown` under its table when they appear, and adds
+    /// nothing when every state speaks for itself.
+    #[test]
+    fn unclear_states_are_explained_under_the_table() {
+        let notes = state_notes(&[service(&["no-executor", "unknown"])]);
+        assert!(
+            notes.starts_with("no-executor: this box runs no services"),
+            "{notes}"
+        );
+        assert!(
+            notes.contains("\nunknown: that box has reported no status yet"),
+            "{notes}"
+        );
+        assert_eq!(state_notes(&[service(&["running", "pending"])]), "");
+    }
+
+    /// A wildcard listen address reads as what it is; any other address is shown as it came.
+    #[test]
+    fn wildcard_addresses_read_as_all_addresses() {
+        assert_eq!(shown_address("[::]:7946", None), "(all addresses):7946");
+        assert_eq!(
+            shown_address("0.0.0.0:7946", None),
+            "(all IPv4 addresses):7946"
+        );
+        assert_eq!(shown_address("127.0.0.1:7946", None), "127.0.0.1:7946");
+        assert_eq!(
+            shown_address("[fd00::2]:7946", Some("127.0.0.1:7947")),
+            "[fd00::2]:7946"
+        );
+    }
+
+    /// With a peer, a wildcard shows the address that peer reaches this box at.
+    #[test]
+    fn wildcard_addresses_show_where_a_peer_reaches_this_box() {
+        assert_eq!(
+            shown_address("[::]:7946", Some("127.0.0.1:7947")),
+            "127.0.0.1:7946 (all addresses)"
+        );
+    }
 }

@@ -256,7 +256,7 @@ fn json_str(out: &mut Cursor<'_>, text: Option<&str>) -> fmt::Result {
 
 /// `2026-12-02T03:55:28.123Z` from milliseconds since the Unix epoch (civil-from-days, proleptic
 /// Gregorian).
-fn rfc3339(out: &mut Cursor<'_>, unix_ms: u64) -> fmt::Result {
+pub(crate) fn rfc3339(out: &mut impl fmt::Write, unix_ms: u64) -> fmt::Result {
     let secs = unix_ms / 1000;
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;

@@ -204,6 +204,48 @@ fn start_up_refusals_say_what_to_fix() {
         String::from_utf8_lossy(&out.stderr).contains("another myco-d uses the state directory"),
         "{out:?}"
     );
+    a_refused_start_writes_nothing(&op);
+}
+
+/// A start refused for what can be checked without writing (a missing socket directory, a
+/// certificate from another operator) says so in words and leaves no state directory or WAL.
+fn a_refused_start_writes_nothing(op: &SigningKey) {
+    let d = Daemon::new("nothing-written", op, 13);
+    let socket = d.socket.display().to_string();
+    let missing = d.dir.path().join("missing").join("api.sock");
+    let missing = missing.display().to_string();
+    let args = d
+        .args
+        .iter()
+        .map(|a| if *a == socket { &missing } else { a });
+    let out = Command::new(myco_testkit::bins::daemon())
+        .args(args)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("does not exist; create it"), "{stderr}");
+    assert!(!d.state.exists(), "the state directory was made: {stderr}");
+    // The same node key, certified by an operator this cluster does not trust.
+    let other = Daemon::new("other-operator", &myco_testkit::keys::key("other"), 13);
+    let other_cert = other.dir.path().join("node.cert").display().to_string();
+    let cert = d.dir.path().join("node.cert").display().to_string();
+    let args = d
+        .args
+        .iter()
+        .map(|a| if *a == cert { &other_cert } else { a });
+    let out = Command::new(myco_testkit::bins::daemon())
+        .args(args)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("is refused: certificate was issued by a key this cluster does not trust"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("Cert("), "{stderr}");
+    assert!(!d.state.exists(), "the state directory was made: {stderr}");
 }
 
 /// Caps the size of files the daemon may write (RLIMIT_FSIZE) and ignores SIGXFSZ, so a WAL write
@@ -508,13 +550,22 @@ fn no_reserve_is_left_by_size_zero_or_a_failed_start() {
         .contains("deleted the 1048576-byte reserve an earlier run left"));
 
     let failed = Daemon::new("reserve-failed", &op, 21);
-    // Not a socket: binding the API fails, after the state directory is set up.
-    fs::write(&failed.socket, "not a socket").unwrap();
+    // A revocation above the node's certificate: the start fails on it after the state directory
+    // is set up and the WAL replayed (what can be refused earlier is, and writes nothing).
+    let mut revocation = [0u8; myco_core::config::REVOCATION_BYTES_MAX];
+    let n = myco_core::crypto::revocation::encode_revocation(&op, 5, &mut revocation);
+    let revocation_file = failed.dir.path().join("revocation-5");
+    fs::write(&revocation_file, &revocation[..n]).unwrap();
     let out = failed
-        .command(&["--reserve-bytes", "1048576"])
+        .command(&["--reserve-bytes", "1048576", "--revocation"])
+        .arg(&revocation_file)
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("below the RevocationBlock 5"),
+        "{out:?}"
+    );
     assert!(
         failed.state.is_dir(),
         "the start got as far as the state directory"

@@ -98,7 +98,8 @@ fn stream_shows_deploys_and_replays_after_last_event_id() {
         .iter()
         .any(|l| *l == format!("data: {{\"last_event_id\":0,\"next\":{first}}}")));
     assert_eq!(d.deploy(&entry(&op, "web", 1)).0, 200);
-    let web = f.wait_for("\"name\":\"web\"");
+    // The deploy's event, not the entry's, which names the service too.
+    let web = f.wait_for("\"name\":\"web\",\"version\"");
     assert!(web.starts_with("data: "), "{web}");
     assert!(web.contains("\"outcome\":\"applied\""), "{web}");
     assert!(f.seen.iter().any(|l| l == "event: deploy"), "{:?}", f.seen);

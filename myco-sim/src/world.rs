@@ -84,7 +84,7 @@ impl Sink for NodeSink<'_> {
 
     fn event(&mut self, event: Event) {
         match event {
-            Event::MemberDead(id) => {
+            Event::MemberDead(id) | Event::MemberLeft(id) => {
                 self.world.trace = mix(self.world.trace, id);
                 self.world.placement_changed[self.from] = true;
             }

@@ -57,7 +57,7 @@ where() {
 	done
 }
 
-[[ $(id -u) -eq 0 ]] || fail "run as root (sudo make demo): network namespaces, bridges and systemd-nspawn need it"
+testbed_host_check
 
 step "Tools and binaries"
 nspawn_tools

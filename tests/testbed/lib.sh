@@ -112,10 +112,21 @@ box_alive_count() {
 	box_myco "$1" nodes --json 2>/dev/null | grep -o '"state":"alive"' | wc -l || true
 }
 
+# What this host must be before anything is installed, built or bootstrapped: root, and a cgroup
+# v1 or hybrid layout. Checked first so that an unsuitable host is told so in a second, not after
+# a build and a debootstrap of minutes.
+testbed_host_check() {
+	[[ $(id -u) -eq 0 ]] || fail "run as root (sudo): network namespaces, bridges and systemd-nspawn need it"
+	[[ -d /sys/fs/cgroup/memory ]] || fail "this host mounts only the unified (cgroup v2) hierarchy: there is no
+cgroup v1 memory controller at /sys/fs/cgroup/memory. The testbed (make demo, make testbed-test,
+make package-test) needs a cgroup v1 or hybrid host, where the boxes' systemd 252 runs
+(docs/testbed.md says how to boot one with systemd.unified_cgroup_hierarchy=0). Nothing was
+installed or built. The rest of the README (make check, the local two-daemon example) needs no
+such host."
+}
+
 testbed_tools() {
-	[[ $(id -u) -eq 0 ]] || fail "run as root: network namespaces, bridges and systemd-nspawn need it"
-	[[ -d /sys/fs/cgroup/memory ]] || fail "no cgroup v1 memory controller at /sys/fs/cgroup/memory:
-the testbed needs a cgroup v1 or hybrid host (docs/testbed.md), where bookworm's systemd 252 runs"
+	testbed_host_check
 	nspawn_tools
 	local binary
 	for binary in myco-d myco; do

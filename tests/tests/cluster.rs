@@ -376,7 +376,8 @@ fn refusals(c: &Cluster, kind: &str) -> Vec<f64> {
     (0..3).map(|i| c.daemons[i].metric(&series)).collect()
 }
 
-/// Spawns `d`, which must exit 1 within 10 s and say why, naming `expected`.
+/// Spawns `d`, which must exit 1 within 10 s and say why, naming `expected`, in words: no Rust
+/// debug value (`Cert(UnknownKey)`) reaches the operator.
 fn refuses_to_start(d: &mut Daemon, expected: &str) {
     d.spawn();
     let status = d.wait_exit(Duration::from_secs(10));
@@ -387,6 +388,11 @@ fn refuses_to_start(d: &mut Daemon, expected: &str) {
     assert!(
         log.contains("cannot start") && log.contains(expected),
         "node {} must say why it cannot start, naming '{expected}':\n{log}",
+        d.index
+    );
+    assert!(
+        !log.contains("Cert(") && !log.contains("UnknownKey") && !log.contains("Revoked {"),
+        "node {} must say why in words:\n{log}",
         d.index
     );
     assert!(

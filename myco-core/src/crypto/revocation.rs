@@ -42,6 +42,20 @@ impl RevocationError {
             RevocationError::BadSignature => Refusal::BadSignature,
         }
     }
+
+    /// What an operator reads when a revocation they gave is refused.
+    pub fn message(self) -> &'static str {
+        match self {
+            RevocationError::TooLong => "it is longer than any revocation",
+            RevocationError::Truncated => "it is shorter than its signature",
+            RevocationError::Malformed => "its body does not decode to exactly one encoding",
+            RevocationError::UnknownKey => {
+                "it was signed by a key this cluster does not trust; sign it with the cluster's \
+                 operator key ('myco revoke --operator-key')"
+            }
+            RevocationError::BadSignature => "its signature does not verify",
+        }
+    }
 }
 
 /// A decoded revocation borrowing its bytes. Call `verify` before acting on it.

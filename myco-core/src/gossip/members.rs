@@ -43,6 +43,10 @@ pub struct Member {
     /// The highest-versioned status this member sent (its services that are not running).
     pub status: Status,
     pub suspicion: Option<Suspicion>,
+    /// The member is dead by its own notice (`Node::leave`, a clean stop): it left rather than
+    /// failed. Only `Node` sets it, for a death it heard from the member itself; any change of
+    /// state clears it.
+    pub left: bool,
 }
 
 impl Member {
@@ -171,6 +175,9 @@ impl Members {
             m.addr = u.addr;
         }
         let changed = m.state != u.state;
+        if changed {
+            m.left = false;
+        }
         m.state = u.state;
         m.changed_at = now;
         m.suspicion = (u.state == MemberState::Suspect).then(|| Suspicion {
@@ -222,6 +229,7 @@ impl Members {
                 since: now,
                 reporters: Vec::from_slice(&[reporter]).expect("capacity >= 1"),
             }),
+            left: false,
         };
         assert!(self.get(u.id).is_none(), "a member has one record");
         self.list.push(member).expect("room made above");

@@ -110,6 +110,8 @@ pub enum Event {
     MemberAlive(u64),
     MemberSuspect(u64),
     MemberDead(u64),
+    /// A member said it was leaving (a clean stop) and is dead now; placement treats it as dead.
+    MemberLeft(u64),
     /// A new entry or a newer version of one was stored.
     EntryChanged {
         key_hash: u64,

@@ -213,13 +213,27 @@ impl Node {
             return Applied::Ignored;
         }
         let applied = self.members.apply(now, u, reporter);
+        // A death notice from the member itself, over its own authenticated session, is a clean
+        // stop (`Node::leave`): it left. Anyone else's is a failure detected.
+        let left = u.state == MemberState::Dead && reporter == u.id;
+        if applied == Applied::Changed(MemberState::Dead) && left {
+            let m = self
+                .members
+                .get_mut(u.id)
+                .expect("a changed member is in the table");
+            m.left = true;
+        }
         match applied {
             Applied::Joined => sink.event(Event::MemberJoined(u.id)),
             Applied::Changed(MemberState::Alive) => sink.event(Event::MemberAlive(u.id)),
             Applied::Changed(MemberState::Suspect) => sink.event(Event::MemberSuspect(u.id)),
             Applied::Changed(MemberState::Dead) => {
                 self.out.forget_peer(u.id);
-                sink.event(Event::MemberDead(u.id));
+                sink.event(if left {
+                    Event::MemberLeft(u.id)
+                } else {
+                    Event::MemberDead(u.id)
+                });
             }
             Applied::Full => self.out.counters.members_refused += 1,
             Applied::Ignored => {}

@@ -505,7 +505,9 @@ fn a_new_member_hears_the_status_when_it_joins() {
     assert_eq!(b.status_of(a.id()).map(|s| s.version), Some(100));
 }
 
-/// A node that leaves is dead to its peer at once, not after a suspicion timeout.
+/// A node that leaves is dead to its peer at once, not after a suspicion timeout, and marked as
+/// having left (its own notice), not failed. Coming back alive clears the mark, and a later death
+/// found by failure detection is a plain death.
 #[test]
 fn a_leaving_node_is_dead_at_once() {
     joined_pair!(a, b, addr_a, addr_b);
@@ -518,7 +520,22 @@ fn a_leaving_node_is_dead_at_once() {
         b.handle_datagram(Instant(3_001), addr_a, &frame, &mut events);
     }
     assert_eq!(b.members()[0].state, MemberState::Dead);
+    assert!(b.members()[0].left);
+    assert!(events.events.contains(&Event::MemberLeft(a.id())));
+    assert!(!events.events.contains(&Event::MemberDead(a.id())));
+    // `a` goes on (as a restart would) and refutes its death with a higher incarnation.
+    run_pair(&mut a, &mut b, 3_000, 3_010);
+    assert_eq!(b.members()[0].state, MemberState::Alive);
+    assert!(!b.members()[0].left, "alive again clears the mark");
+    // Then it goes silent: failure detection finds it dead, which is not leaving.
+    let mut events = Recorder::default();
+    for t in (6_010..30_000).step_by(10) {
+        b.handle_tick(Instant(t), &mut events);
+    }
+    assert_eq!(b.members()[0].state, MemberState::Dead);
+    assert!(!b.members()[0].left);
     assert!(events.events.contains(&Event::MemberDead(a.id())));
+    assert!(!events.events.contains(&Event::MemberLeft(a.id())));
 }
 
 /// `n` reports `units` as not running, with what is placed on it as it sees it.

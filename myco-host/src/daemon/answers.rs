@@ -68,6 +68,9 @@ fn version(json: &mut Json<'_, '_>, v: Version) -> Result<(), Full> {
     json.end_object()
 }
 
+/// The state of a service placed on this box when it was started with `--executor none`.
+pub const NO_EXECUTOR: &str = "no-executor";
+
 /// Where a service runs, for `/services`: placement's answer as this node sees the cluster,
 /// and what each of those nodes says of its unit.
 pub struct Running<'a> {
@@ -80,8 +83,12 @@ pub struct Running<'a> {
     pub digests: &'a PlacedDigests,
 }
 
-/// How the service does on node `id` (the core's `executor::health_on`), by name.
+/// How the service does on node `id` (the core's `executor::health_on`), by name. This box, when
+/// it runs no executor, says so (`no-executor`) rather than `unknown`: nothing will ever run here.
 fn state_on(r: &Running<'_>, id: u64, name: &str) -> &'static str {
+    if id == r.node.id() && r.executor.is_none() {
+        return NO_EXECUTOR;
+    }
     let executor = r.executor.map(|e| &**e);
     // This box's build of a new version is reported before the unit of the old one.
     let building = executor.filter(|_| id == r.node.id());
@@ -248,6 +255,8 @@ struct NodeRow<'a> {
     id: u64,
     address: Option<&'a heapless::String<64>>,
     state: MemberState,
+    /// Dead by its own notice (a clean stop): shown as `left`.
+    left: bool,
     incarnation: u32,
     meta: MemberMeta,
     this: bool,
@@ -263,7 +272,11 @@ fn node_row(json: &mut Json<'_, '_>, row: &NodeRow<'_>) -> Result<(), Full> {
         None => json.null()?,
     }
     json.key("state")?;
-    json.string(state_name(row.state))?;
+    json.string(if row.left && row.state == MemberState::Dead {
+        "left"
+    } else {
+        state_name(row.state)
+    })?;
     json.key("incarnation")?;
     json.u64(row.incarnation.into())?;
     json.key("arch")?;
@@ -298,6 +311,7 @@ pub fn nodes(out: &mut Cursor<'_>, node: &Node, listen: &heapless::String<64>) -
         id: me.id,
         address: Some(listen),
         state: me.state,
+        left: false,
         incarnation: me.incarnation,
         meta: me.meta,
         this: true,
@@ -309,6 +323,7 @@ pub fn nodes(out: &mut Cursor<'_>, node: &Node, listen: &heapless::String<64>) -
             id: m.id,
             address: Some(&address),
             state: m.state,
+            left: m.left,
             incarnation: m.incarnation,
             meta: m.meta,
             this: false,
@@ -399,6 +414,7 @@ mod tests {
             id: u64::MAX,
             address: Some(&address),
             state: MemberState::Suspect,
+            left: false,
             incarnation: u32::MAX,
             meta: MemberMeta {
                 arch: Arch::Aarch64,

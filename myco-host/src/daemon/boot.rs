@@ -9,8 +9,8 @@ use crate::reserve::{Reserve, ReserveState};
 use crate::store::FileStore;
 use myco_core::config::REVOCATION_BYTES_MAX;
 use myco_core::crypto::keys::{key_file_exposed, parse_key_file, KEY_FILE_BYTES_MAX};
-use myco_core::crypto::{Cert, Revocation};
-use myco_core::node::Storage;
+use myco_core::crypto::{Cert, Credentials, Revocation, SigningKey};
+use myco_core::node::{ConfigError, Storage};
 use myco_core::time::Instant;
 use myco_core::{Node, NodeConfig, PeerAddr};
 use nix::fcntl::{Flock, FlockArg};
@@ -53,12 +53,27 @@ pub fn lock_state_dir(dir: &Path) -> Result<Flock<File>, BootError> {
         .write(true)
         .open(&path)
         .map_err(|e| BootError(format!("cannot open {}: {e}", path.display())))?;
-    Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|_| {
-        BootError(format!(
-            "another myco-d uses the state directory {} (its lock is held); stop it or pass another --state-dir",
-            dir.display()
-        ))
-    })
+    Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|_| state_dir_in_use(dir))
+}
+
+fn state_dir_in_use(dir: &Path) -> BootError {
+    BootError(format!(
+        "another myco-d uses the state directory {} (its lock is held); stop it or pass another --state-dir",
+        dir.display()
+    ))
+}
+
+/// The error for a start that cannot bind a socket while another myco-d holds the state
+/// directory's lock: that daemon is why, and saying so beats "address in use". Creates nothing.
+pub fn held_by_another(dir: &Path) -> Option<BootError> {
+    let file = OpenOptions::new()
+        .write(true)
+        .open(dir.join(LOCK_FILE_NAME))
+        .ok()?;
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(_) => None,
+        Err(_) => Some(state_dir_in_use(dir)),
+    }
 }
 
 /// Reads the node key; refuses a file others may read, as `myco` does.
@@ -130,8 +145,9 @@ pub fn read_revocation(config: &Config) -> Result<Option<(u64, Vec<u8>)>, BootEr
             .and_then(|r| r.verify(&config.operator))
             .map_err(|e| {
                 BootError(format!(
-                    "{} is not a revocation signed by --operator: {e:?}",
-                    path.display()
+                    "{} is not a revocation signed by --operator: {}",
+                    path.display(),
+                    e.message()
                 ))
             })?;
         if best.as_ref().is_none_or(|(h, _)| height > *h) {
@@ -159,8 +175,34 @@ pub fn node(
         join,
         wal_checkpoint_bytes: config.wal_checkpoint_bytes,
     };
-    let node = Node::new(&node_config, Instant(0)).map_err(|e| BootError(format!("cannot start the node with --key and --cert: {e:?}; the certificate must be for this key and signed by --operator")))?;
+    let node = Node::new(&node_config, Instant(0)).map_err(|e| credentials_refused(config, e))?;
     Ok(Box::new(node))
+}
+
+/// Checks that the key and certificate admit this node under --operator, with nothing written:
+/// the start checks this before it creates the state directory, and `node` again as it builds.
+pub fn check_credentials(config: &Config, seed: [u8; 32], cert: &[u8]) -> Result<(), BootError> {
+    let key = SigningKey::from_seed(seed)
+        .map_err(|_| credentials_refused(config, ConfigError::NodeSeed))?;
+    Credentials::new(key, cert, &config.operator)
+        .map_err(|e| credentials_refused(config, ConfigError::Cert(e)))?;
+    Ok(())
+}
+
+fn credentials_refused(config: &Config, e: ConfigError) -> BootError {
+    match e {
+        ConfigError::NodeSeed => BootError(format!(
+            "--key {} holds no usable node key; make one with 'myco keygen'",
+            config.key.display()
+        )),
+        ConfigError::Cert(e) => BootError(format!(
+            "--cert {} is refused: {}; it must certify the node key in --key {} and be signed \
+             by the key --operator names ('myco cert --operator-key ... --node-pubkey ...')",
+            config.cert.display(),
+            e.message(),
+            config.key.display()
+        )),
+    }
 }
 
 /// Replays the state directory into the node.

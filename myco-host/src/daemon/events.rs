@@ -10,6 +10,11 @@
 //! run are above those of an earlier one (unless the earlier one averaged more than one event a
 //! millisecond). A `Last-Event-ID` below this run's first id, or above its newest, is from
 //! another run: the client is told so with `event: reset` and gets everything still held.
+//!
+//! Each event carries the wall-clock time it was pushed, written as RFC 3339 like the audit log's,
+//! so a reader sees when it happened without decoding the id. An `entry` event is pushed by the
+//! core's sink, which cannot see the store while the core holds it; the loop names it afterwards
+//! (`name_entries`), before any subscriber is pumped, so every subscriber sees the service's name.
 
 use crate::http::json::Json;
 use crate::http::response::{Cursor, Full};
@@ -26,9 +31,10 @@ const _: () = assert!(core::mem::size_of::<Record>() <= 128);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
-    /// `word` is joined, alive, suspect or dead; `node` is the member.
+    /// `word` is joined, alive, suspect or dead; `key` is the member's node id.
     Member,
-    /// An entry of the desired state changed (a deploy here or by gossip); `key` is its hash.
+    /// An entry of the desired state changed (a deploy here or by gossip); `key` is its hash,
+    /// `name` the service's name once `Ring::name_entries` has looked it up.
     Entry,
     /// A deploy through this API became durable; `name`, `clock`/`key_id`, `word` the outcome.
     Deploy,
@@ -69,7 +75,8 @@ pub struct Record {
     pub id: u64,
     pub kind: Kind,
     pub word: &'static str,
-    pub node: u64,
+    /// When the event was pushed, in milliseconds since the Unix epoch (`Ring::push` sets it).
+    pub time_ms: u64,
     pub key: u64,
     pub count: u64,
     pub clock: u64,
@@ -85,7 +92,7 @@ impl Record {
             id: 0,
             kind,
             word,
-            node: 0,
+            time_ms: 0,
             key: 0,
             count: 0,
             clock: 0,
@@ -96,13 +103,18 @@ impl Record {
 
     pub fn named(kind: Kind, word: &'static str, name: &str) -> Record {
         let mut r = Record::new(kind, word);
+        r.set_name(name);
+        r
+    }
+
+    fn set_name(&mut self, name: &str) {
+        self.name.clear();
         // Service names are at most 63 bytes; a longer one is cut rather than dropped.
         for c in name.chars() {
-            if r.name.push(c).is_err() {
+            if self.name.push(c).is_err() {
                 break;
             }
         }
-        r
     }
 
     pub fn gc(done: myco_core::executor::GcDone) -> Record {
@@ -137,6 +149,8 @@ pub struct Ring {
     first_id: u64,
     /// The id the next event gets; ids `oldest()..next_id` are held.
     next_id: u64,
+    /// Events from this id on have not been through `name_entries` yet.
+    unnamed_from: u64,
     /// Refused frames since the last `flush_refused`, and the last reason.
     refused: u64,
     refused_why: &'static str,
@@ -150,6 +164,7 @@ impl Ring {
             records: Vec::with_capacity(EVENTS_MAX),
             first_id,
             next_id: first_id,
+            unnamed_from: first_id,
             refused: 0,
             refused_why: "",
         }
@@ -180,6 +195,7 @@ impl Ring {
     pub fn push(&mut self, mut record: Record) -> u64 {
         let id = self.next_id;
         record.id = id;
+        record.time_ms = unix_ms();
         let slot = self.slot(id);
         if slot == self.records.len() {
             self.records.push(record);
@@ -205,6 +221,22 @@ impl Ring {
         Some(r)
     }
 
+    /// Names the `entry` events pushed since the last call by their service, as `name_of` finds
+    /// it from the key hash (`None`: the store no longer holds it, and the event keeps only its
+    /// hash). The loop calls it before it pumps subscribers.
+    pub fn name_entries<'s>(&mut self, name_of: impl Fn(u64) -> Option<&'s str>) {
+        for id in self.unnamed_from.max(self.oldest())..self.next_id {
+            let slot = self.slot(id);
+            let r = &mut self.records[slot];
+            if r.kind == Kind::Entry && r.name.is_empty() {
+                if let Some(name) = name_of(r.key) {
+                    r.set_name(name);
+                }
+            }
+        }
+        self.unnamed_from = self.next_id;
+    }
+
     /// Counts a refused frame; `flush_refused` turns the count into one event, so a flood of bad
     /// frames costs one event a second instead of the whole ring.
     pub fn refused(&mut self, why: &'static str) {
@@ -221,6 +253,13 @@ impl Ring {
     }
 }
 
+/// Milliseconds since the Unix epoch by the wall clock (0 if it is set before 1970).
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 /// Writes one event in SSE form: `id:`, `event:`, one `data:` line of JSON, a blank line.
 pub fn format(out: &mut Cursor<'_>, r: &Record) -> Result<(), Full> {
     out.put(b"id: ")?;
@@ -232,6 +271,12 @@ pub fn format(out: &mut Cursor<'_>, r: &Record) -> Result<(), Full> {
     j.begin_object()?;
     j.key("id")?;
     j.u64(r.id)?;
+    j.key("time")?;
+    let mut time = heapless::String::<32>::new();
+    // 24 bytes until the year 10000; a time that does not fit is a broken clock, not a reason
+    // to lose the event.
+    let _ = crate::audit::rfc3339(&mut time, r.time_ms);
+    j.string(&time)?;
     kind_fields(&mut j, r)?;
     j.end_object()?;
     j.finish();
@@ -245,9 +290,13 @@ fn kind_fields(j: &mut Json<'_, '_>, r: &Record) -> Result<(), Full> {
             j.key("kind")?;
             j.string(r.word)?;
             j.key("node")?;
-            j.string(HexU64::new(r.node).as_str())?;
+            j.string(HexU64::new(r.key).as_str())?;
         }
         Kind::Entry => {
+            if !r.name.is_empty() {
+                j.key("name")?;
+                j.string(&r.name)?;
+            }
             j.key("key_hash")?;
             j.string(HexU64::new(r.key).as_str())?;
         }
@@ -372,12 +421,39 @@ mod tests {
         ring.flush_refused();
         ring.flush_refused();
         assert_eq!(ring.next_id(), 2);
+        let mut r = ring.get(1).unwrap().clone();
+        assert!(r.time_ms > 0, "push stamps the wall-clock time");
+        r.time_ms = 1_796_193_351_921;
+        let mut buf = [0u8; EVENT_BYTES_MAX];
+        let mut out = Cursor::new(&mut buf);
+        format(&mut out, &r).unwrap();
+        assert_eq!(
+            out.written(),
+            b"id: 1\nevent: refused\ndata: {\"id\":1,\"time\":\"2026-12-02T06:35:51.921Z\",\"count\":1000,\"last_reason\":\"BadSignature\"}\n\n"
+        );
+    }
+
+    /// `entry` events are named by their service once the loop looks them up, each exactly once;
+    /// one whose entry the store no longer holds keeps only its hash.
+    #[test]
+    fn entry_events_are_named_by_their_service() {
+        let mut ring = Ring::new(1);
+        for key in [7, 8] {
+            let mut r = Record::new(Kind::Entry, "");
+            r.key = key;
+            ring.push(r);
+        }
+        ring.name_entries(|key| (key == 7).then_some("web"));
+        ring.name_entries(|_| Some("not-looked-up-twice"));
+        assert_eq!(ring.get(1).unwrap().name.as_str(), "web");
+        assert_eq!(ring.get(2).unwrap().name.as_str(), "");
         let mut buf = [0u8; EVENT_BYTES_MAX];
         let mut out = Cursor::new(&mut buf);
         format(&mut out, ring.get(1).unwrap()).unwrap();
-        assert_eq!(
-            out.written(),
-            b"id: 1\nevent: refused\ndata: {\"id\":1,\"count\":1000,\"last_reason\":\"BadSignature\"}\n\n"
+        let text = String::from_utf8_lossy(out.written()).into_owned();
+        assert!(
+            text.contains(",\"name\":\"web\",\"key_hash\":\"0000000000000007\"}"),
+            "{text}"
         );
     }
 
@@ -387,6 +463,7 @@ mod tests {
         let name = "\u{1}".repeat(63);
         let mut r = Record::named(Kind::Deploy, "unchanged", &name);
         r.id = u64::MAX;
+        r.time_ms = u64::MAX;
         r.clock = u64::MAX;
         r.key_id = u32::MAX;
         let mut buf = [0u8; EVENT_BYTES_MAX];

@@ -126,6 +126,7 @@ impl Daemon {
 
     fn build(config: &Config, log: Logger, signals: SignalFd) -> Result<Box<Daemon>, BootError> {
         let started = std::time::Instant::now();
+        let (seed, cert, (udp, listener)) = preflight(config)?;
         let lock = boot::lock_state_dir(&config.state_dir)?;
         let recorder = config
             .state_dir
@@ -133,15 +134,12 @@ impl Daemon {
         if let Err(e) = crate::flight::install_panic_hook(recorder.clone()) {
             log.log(Level::Warning, format_args!("cannot allocate the flight recorder's file {} ({e}): a crash on a full disk may leave no record", recorder.display()));
         }
-        let seed = boot::read_node_seed(&config.key)?;
-        let cert = boot::read_cert(&config.cert)?;
         let revocation = boot::read_revocation(config)?;
         let (peers, remembered) = boot::peers(&config.state_dir, &log);
         let join = boot::join_list(config, &remembered);
         let mut node = boot::node(config, seed, &cert, &join, random_u64())?;
         let (store, recovery) = boot::replay(&mut node, &config.state_dir, &log)?;
         let reserve = Reserve::new(&config.state_dir, config.reserve_bytes);
-        let (udp, listener) = bind_sockets(config)?;
         let (io, fallback) = start_backend(config, &log)?;
         let mut sink = CoreSink::new(udp, io, store, reserve, log)
             .map_err(|e| BootError(format!("cannot read the UDP socket's address: {e}")))?;
@@ -149,7 +147,7 @@ impl Daemon {
         sink.events.push(recovery);
         if let Some((_, record)) = &revocation {
             node.handle_revocation(record, &mut sink)
-                .map_err(|e| BootError(format!("revocation refused: {e:?}")))?;
+                .map_err(|e| BootError(format!("the revocation is refused: {}", e.message())))?;
         }
         check_own_cert(&node)?;
         let listen = listen_text(&sink.udp)?;
@@ -236,6 +234,13 @@ impl Daemon {
             }
             self.timers();
             self.after_calls();
+            let store = self.node.store();
+            self.sink.events.name_entries(|key| {
+                // The index is in key-hash order; a name is read without rebuilding the entry.
+                let slots = store.slots();
+                let i = slots.binary_search_by_key(&key, |s| s.key_hash).ok()?;
+                Some(store.name(&slots[i]))
+            });
             self.api.pump_streams(&self.sink.events, self.now_ms());
         }
         self.sink
@@ -616,15 +621,39 @@ fn random_u64() -> u64 {
     u64::from_le_bytes(bytes)
 }
 
+/// What can be checked without writing, checked before the state directory and its WAL are made,
+/// so a start that fails on a bad key, a missing socket directory or a port in use leaves the
+/// disk as it was: the node key and certificate (under --operator), and both sockets, bound.
+type Preflight = ([u8; 32], Vec<u8>, (std::net::UdpSocket, UnixListener));
+
+fn preflight(config: &Config) -> Result<Preflight, BootError> {
+    let seed = boot::read_node_seed(&config.key)?;
+    let cert = boot::read_cert(&config.cert)?;
+    boot::check_credentials(config, seed, &cert)?;
+    Ok((seed, cert, bind_sockets(config)?))
+}
+
 /// Binds the gossip socket and the API's Unix socket; either failing stops the start.
 fn bind_sockets(config: &Config) -> Result<(std::net::UdpSocket, UnixListener), BootError> {
-    let udp = net::bind_udp_retrying(config.listen)
-        .map_err(|e| BootError(format!("cannot bind --listen {}: {e}", config.listen)))?;
+    let udp = net::bind_udp_retrying(config.listen).map_err(|e| {
+        boot::held_by_another(&config.state_dir)
+            .unwrap_or_else(|| BootError(format!("cannot bind --listen {}: {e}", config.listen)))
+    })?;
     let listener = net::bind_api(&config.socket).map_err(|e| {
-        BootError(format!(
-            "cannot listen on --socket {}: {e}",
-            config.socket.display()
-        ))
+        let dir = config.socket.parent().filter(|d| !d.as_os_str().is_empty());
+        match dir.filter(|d| !d.is_dir()) {
+            Some(dir) => BootError(format!(
+                "cannot listen on --socket {}: its directory {} does not exist; create it \
+                 (under systemd, the unit's RuntimeDirectory=myco makes /run/myco) or pass \
+                 another --socket",
+                config.socket.display(),
+                dir.display()
+            )),
+            None => BootError(format!(
+                "cannot listen on --socket {}: {e}",
+                config.socket.display()
+            )),
+        }
     })?;
     Ok((udp, listener))
 }
@@ -635,8 +664,13 @@ fn start_backend(
     config: &Config,
     log: &Logger,
 ) -> Result<(Backend, Option<std::io::Error>), BootError> {
+    let name = match config.io {
+        crate::io::Choice::Auto => "auto",
+        crate::io::Choice::Uring => "uring",
+        crate::io::Choice::Poll => "poll",
+    };
     let (io, fallback) = Backend::new(config.io)
-        .map_err(|e| BootError(format!("cannot start the {:?} event loop: {e}", config.io)))?;
+        .map_err(|e| BootError(format!("cannot start the event loop of --io {name}: {e}")))?;
     if let Some(why) = &fallback {
         log.log(
             Level::Warning,

@@ -373,8 +373,9 @@ fn logs(
     }
     // A service building or failing to build here shows its build's log (nix's stderr).
     let building = |e: &super::executor::Executor| e.build_health(service).is_some();
+    let has_executor = executor.is_some();
     let Some(executor) = executor.filter(|e| e.unit(service).is_some() || building(e)) else {
-        return error(conn, 404, &runs_elsewhere(node, service));
+        return error(conn, 404, &runs_elsewhere(node, service, has_executor));
     };
     let spawned = match executor.build_log(service).filter(|_| building(executor)) {
         Some(log) => executor.spawn_build_log(log.as_path(), follow, lines),
@@ -421,14 +422,36 @@ fn audit(
 }
 
 /// "web does not run on this box; it runs on 3f2a09c1d4e5b6a7 (10.0.0.2:7946), ...": where to
-/// ask instead.
-fn runs_elsewhere(node: &myco_core::Node, service: &str) -> heapless::String<1024> {
+/// ask instead. A box without an executor says that it runs nothing at all, and a box that
+/// placement chose but whose unit is not written yet says so, rather than sending the operator
+/// to itself.
+fn runs_elsewhere(
+    node: &myco_core::Node,
+    service: &str,
+    has_executor: bool,
+) -> heapless::String<1024> {
     let mut m = heapless::String::new();
-    let _ = write!(m, "{service} does not run on this box; it runs on");
     let placed = node.placement(key_hash(service));
+    let _ = if !has_executor {
+        write!(
+            m,
+            "this box runs no services (myco-d --executor none), so it has no journal of \
+             {service}; placement put it on"
+        )
+    } else if placed.contains(&node.id()) {
+        write!(
+            m,
+            "{service} has no unit on this box yet; placement put it on"
+        )
+    } else {
+        write!(m, "{service} does not run on this box; it runs on")
+    };
     for (i, id) in placed.iter().enumerate() {
         let sep = if i == 0 { " " } else { ", " };
         match node.members().iter().find(|x| x.id == *id) {
+            _ if *id == node.id() => {
+                let _ = write!(m, "{sep}{id:016x} (this box)");
+            }
             Some(x) => {
                 let _ = write!(m, "{sep}{id:016x} ({})", super::net::display_addr(x.addr));
             }
@@ -440,7 +463,11 @@ fn runs_elsewhere(node: &myco_core::Node, service: &str) -> heapless::String<102
     if placed.is_empty() {
         let _ = write!(m, " no box now (none is eligible)");
     }
-    let _ = write!(m, ": ask the myco-d there");
+    let _ = if has_executor {
+        write!(m, ": ask the myco-d there")
+    } else {
+        write!(m, ": ask the myco-d of one that runs services")
+    };
     m
 }
 

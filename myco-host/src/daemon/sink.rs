@@ -287,6 +287,7 @@ impl Sink for CoreSink {
                 self.stats.members_dead += 1;
                 self.member(id, "dead");
             }
+            Event::MemberLeft(id) => self.member(id, "left"),
             Event::EntryChanged { key_hash } => {
                 self.placement_changed = true;
                 let mut r = Record::new(Kind::Entry, "");
@@ -360,15 +361,31 @@ impl CoreSink {
         self.members_changed = true;
         self.placement_changed = true;
         let mut r = Record::new(Kind::Member, what);
-        r.node = id;
+        r.key = id;
         self.events.push(r);
-        self.log
-            .log(Level::Info, format_args!("member {id:016x} is {what}"));
+        if what == "left" {
+            self.log.log(
+                Level::Info,
+                format_args!("member {id:016x} left: it stopped cleanly and said so"),
+            );
+        } else {
+            self.log
+                .log(Level::Info, format_args!("member {id:016x} is {what}"));
+        }
     }
 
     fn refused(&mut self, why: Refusal) {
         self.events.refused(why.name());
-        self.log
-            .log(Level::Debug, format_args!("refused a frame: {why:?}"));
+        let detail = match why {
+            Refusal::Frame(_) => "not a well-formed frame",
+            Refusal::Crypto(r) => r.name(),
+            Refusal::WrongZone => "from another zone",
+            Refusal::Body => "its body does not decode",
+            Refusal::Entry(e) => e.message(),
+        };
+        self.log.log(
+            Level::Debug,
+            format_args!("refused a frame ({}): {detail}", why.name()),
+        );
     }
 }
