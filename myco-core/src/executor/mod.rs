@@ -542,6 +542,8 @@ impl Executor {
                 // does not run this one: peers must not read the new version as running.
                 None => match self.units.iter().find(|u| u.key == key) {
                     Some(u) if u.digest == slot.digest => u.health.state(),
+                    // The version before still serves until the new one is written and started.
+                    Some(u) if u.health == UnitHealth::Running => Some(UnitState::Updating),
                     _ => Some(UnitState::Pending),
                 },
             };

@@ -86,20 +86,17 @@ impl Directory for Names<'_> {
 }
 
 impl Names<'_> {
-    /// Whether peer `id`'s status says it builds the service's first version there.
-    fn first_build_at(&self, id: u64, key: u64) -> bool {
+    /// What peer `id`'s status lists for the service, if it lists it.
+    fn listed_at(&self, id: u64, key: u64) -> Option<UnitState> {
         let listed = self
             .node
             .status_of(id)
             .into_iter()
             .flat_map(|s| s.units.iter());
-        listed.into_iter().any(|(k, state)| {
-            k.0 == key
-                && matches!(
-                    state,
-                    UnitState::FirstBuilding | UnitState::FirstBuildFailed
-                )
-        })
+        listed
+            .into_iter()
+            .find(|(k, _)| k.0 == key)
+            .map(|(_, state)| *state)
     }
 
     /// Where node `id` serves the service, if it runs it healthily. This box's own unit is
@@ -108,12 +105,20 @@ impl Names<'_> {
     /// until the new one is built, and dropping every box of a service while they all build a
     /// new version would take the service off the air at each rollout; a box that builds the
     /// first version it will run (`FirstBuilding`, `FirstBuildFailed`) runs nothing, and is not.
+    /// A box about to restart into a new version (`Updating`) still serves the one before.
     pub fn healthy_at(&self, id: u64, key: u64, name: &str) -> Option<PeerAddr> {
+        let peer = id != self.node.id();
+        let listed = self.listed_at(id, key);
         let serving = match health_on(self.node, self.executor, (id, key), name, None) {
             Some(UnitHealth::Running) => true,
             Some(UnitHealth::Building | UnitHealth::BuildFailed) => {
-                id != self.node.id() && !self.first_build_at(id, key)
+                let first = matches!(
+                    listed,
+                    Some(UnitState::FirstBuilding | UnitState::FirstBuildFailed)
+                );
+                peer && !first
             }
+            Some(UnitHealth::Pending) => peer && listed == Some(UnitState::Updating),
             _ => false,
         };
         if !serving {

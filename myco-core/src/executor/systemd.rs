@@ -84,7 +84,8 @@ impl UnitHealth {
 impl From<UnitState> for UnitHealth {
     fn from(state: UnitState) -> UnitHealth {
         match state {
-            UnitState::Pending => UnitHealth::Pending,
+            // Updating is pending for the placed version; DNS tells it apart (`Names`).
+            UnitState::Pending | UnitState::Updating => UnitHealth::Pending,
             UnitState::Starting => UnitHealth::Starting,
             UnitState::Restarting => UnitHealth::Restarting,
             UnitState::Failed => UnitHealth::Failed,

@@ -600,8 +600,9 @@ fn a_status_made_before_a_deploy_does_not_cover_it() {
     assert_eq!(strict(&a, &placed), Some(UnitHealth::Running));
 }
 
-/// DNS answers a peer that builds a new version (the version before still runs there), and not
-/// one that builds, or failed to build, the first version it would run: nothing runs there.
+/// DNS answers a peer that builds a new version or is about to restart into one (the version
+/// before still runs there), and not one that builds, or failed to build, the first version it
+/// would run, or has nothing of it running yet: nothing runs there.
 #[test]
 fn dns_leaves_out_a_peer_whose_first_build_failed() {
     use crate::executor::Names;
@@ -626,6 +627,8 @@ fn dns_leaves_out_a_peer_whose_first_build_failed() {
         (UnitState::FirstBuilding, false),
         (UnitState::BuildFailed, true),
         (UnitState::Building, true),
+        (UnitState::Pending, false),
+        (UnitState::Updating, true),
     ] {
         report(&mut b, now, &[(key, state)]);
         run_pair(&mut a, &mut b, 1_500, now);

@@ -136,6 +136,9 @@ pub enum UnitState {
     FirstBuilding,
     /// As `BuildFailed`, on a box where no version of the service runs (DNS leaves it out).
     FirstBuildFailed,
+    /// A new version is placed here and not running yet (not written, or not restarted), while
+    /// the unit of the version before still runs: pending for the new version, serving for DNS.
+    Updating,
 }
 
 /// What a node reports of the services placed on it: every one not running, up to
