@@ -39,22 +39,42 @@ on_box() {
 	prompt "box$i" "$*"
 	box_exec "$i" "$@"
 }
-# Prints, for every box, whether it runs the service and as which user.
+# Each box's node id as `myco ls` and `myco nodes` show it (the first 8 hex digits), read once
+# while all are up, so that a box powered off later is still named.
+BOX_NODE=()
+read_node_ids() {
+	local i
+	for ((i = 0; i < TESTBED_BOXES; i++)); do
+		BOX_NODE[i]=$(box_exec "$i" curl -s --unix-socket /run/myco/myco.sock http://localhost/health \
+			| json_field node_id | cut -c1-8)
+	done
+}
+# Prints, for every box, its node id, and whether it runs the service and as which user.
 where() {
 	local i state
 	for ((i = 0; i < TESTBED_BOXES; i++)); do
 		if [[ -z ${BOX_LEADER[i]:-} ]]; then
-			printf '  box%s  %-11s  powered off\n' "$i" "${BOX_ADDR[i]}"
+			printf '  box%s  %-11s  %s  powered off\n' "$i" "${BOX_ADDR[i]}" "${BOX_NODE[i]}"
 			continue
 		fi
 		state=$(box_exec "$i" systemctl is-active "myco-$service.service" 2>/dev/null || true)
 		if [[ $state == active ]]; then
-			printf '  box%s  %-11s  myco-%s.service active, as %s\n' "$i" "${BOX_ADDR[i]}" \
-				"$service" "$(service_dynamic_user "$i" "$service")"
+			printf '  box%s  %-11s  %s  myco-%s.service active, as %s\n' "$i" "${BOX_ADDR[i]}" \
+				"${BOX_NODE[i]}" "$service" "$(service_dynamic_user "$i" "$service")"
 		else
-			printf '  box%s  %-11s  -\n' "$i" "${BOX_ADDR[i]}"
+			printf '  box%s  %-11s  %s  -\n' "$i" "${BOX_ADDR[i]}" "${BOX_NODE[i]}"
 		fi
 	done
+}
+# Whether box 0's `myco ls` (Myco's own view, from the boxes' gossiped statuses) shows the service
+# running on REPLICAS boxes: it follows systemd by up to a status push (about a second).
+ls_shows_running() {
+	box_myco 0 ls --json | python3 -c '
+import json, sys
+found = [s for s in json.load(sys.stdin)["services"] if s["name"] == sys.argv[1]]
+running = [p for p in found[0]["placed_on"] if p["state"] == "running"] if found else []
+sys.exit(0 if len(running) == int(sys.argv[2]) else 1)
+' "$service" "$replicas"
 }
 
 testbed_host_check
@@ -84,6 +104,7 @@ testbed_up 3
 up_ms=$(($(now_ms) - started))
 testbed_has_executor || fail "this myco-d has no systemd executor ('--executor' in 'myco-d --help'): it \
 keeps and gossips services but does not run them yet"
+read_node_ids
 on_box 0 myco nodes
 
 step "Deploy '$service': two replicas of a program every box has"
@@ -98,7 +119,7 @@ prompt host "myco sign $service.json --operator-key operator.key --out $service.
 prompt host "cp $service.entry box0:/tmp/"
 cp "$TESTBED_WORK/$service.entry" "/proc/${BOX_LEADER[0]}/root/tmp/"
 deployed=$(now_ms)
-on_box 0 myco deploy --entry "/tmp/$service.entry"
+on_box 0 myco deploy --entry "/tmp/$service.entry" --wait
 running=
 runs_on_replicas() {
 	running=$(service_boxes "$service")
@@ -146,6 +167,8 @@ wait_for "$wait_s" "myco-$service.service running on $replicas boxes again" runs
 death_ms=$(($(now_ms) - stopped))
 log "running on $replicas boxes again $(ms_as_s "$death_ms") s after box$victim went down"
 on_box 0 myco nodes
+wait_for "$wait_s" "box 0's myco ls shows $service running on $replicas boxes" ls_shows_running
+on_box 0 myco ls
 where
 
 step "Summary"
