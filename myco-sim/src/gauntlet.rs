@@ -31,7 +31,7 @@ pub fn command(mut args: Arguments) -> Result<u8, String> {
         runs += 1;
         match &r.failure {
             None => println!(
-                "seed {seed}: ok ({} nodes, {} services, loss {:.0}%, crashes {}, partition {}, adversary {}, rotate {}) {} rounds, rounds_to_replace {}, {wall_ms} ms",
+                "seed {seed}: ok ({} nodes, {} services, loss {:.0}%, crashes {}, partition {}, adversary {}, rotate {}) converged in {} rounds, {}, {wall_ms} ms",
                 s.nodes,
                 s.services,
                 s.loss_ppm as f64 / 1e4,
@@ -40,8 +40,9 @@ pub fn command(mut args: Arguments) -> Result<u8, String> {
                 s.adversary,
                 s.rotate,
                 r.rounds,
-                r.rounds_to_replace
-                    .map_or("-".to_string(), |n| n.to_string())
+                r.rounds_to_replace.map_or("no node killed".to_string(), |n| {
+                    format!("a killed node's services placed elsewhere in {n} rounds")
+                })
             ),
             Some(f) => {
                 failures += 1;

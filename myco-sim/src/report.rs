@@ -176,7 +176,7 @@ fn summary(s: &Scenario, r: &Report, wall_ms: u128) -> String {
         Some(f) => format!("FAILED: {f:?}\nreproduce with: {}", s.command()),
     };
     format!(
-        "{verdict}\n  {} nodes, {} services, loss {:.0}%: {} rounds ({} simulated ms), {} distinct state hash(es)\n  frames sent {} ({} bytes), lost {}, rumor frames dropped {}\n  placement: {} invariant check(s), {}\n  executors: {} commands, {} settle check(s) of enabled units and DNS answers\n  node state {} bytes, heap allocations after boot {}, trace hash {:016x}, wall {} ms",
+        "{verdict}\n  {} nodes, {} services, loss {:.0}%: converged {} gossip rounds (200 ms each) after the first deploy; {} ms simulated in all, boot and joins included; {} distinct state hash(es)\n  frames sent {} ({} bytes), lost {}, rumor frames dropped {}\n  placement: {} invariant check(s), {}\n  executors: {} commands, {} settle check(s) of enabled units and DNS answers\n  node state {} bytes, heap allocations after boot {}, trace hash {:016x}, wall {} ms",
         s.nodes,
         s.services,
         s.loss_ppm as f64 / 1e4,
