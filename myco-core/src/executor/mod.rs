@@ -532,11 +532,15 @@ impl Executor {
         node.placed_here().map(|slot| {
             let key = slot.key_hash;
             let build = self.builds.table.iter().find(|b| b.key == key);
-            let installed = || self.units.iter().any(|u| u.key == key);
+            // A unit of any version of it that runs: what serves while a new one is on its way.
+            let serving = || {
+                let unit = self.units.iter().find(|u| u.key == key);
+                unit.is_some_and(|u| u.health == UnitHealth::Running)
+            };
             let state = match build.and_then(|b| b.state.state()) {
-                // A build on a box where no version runs yet: peers must not send clients here.
-                Some(UnitState::Building) if !installed() => Some(UnitState::FirstBuilding),
-                Some(UnitState::BuildFailed) if !installed() => Some(UnitState::FirstBuildFailed),
+                // A build on a box where no version runs: peers must not send clients here.
+                Some(UnitState::Building) if !serving() => Some(UnitState::FirstBuilding),
+                Some(UnitState::BuildFailed) if !serving() => Some(UnitState::FirstBuildFailed),
                 Some(state) => Some(state),
                 // A unit of another version (the new one not written or not restarted yet)
                 // does not run this one: peers must not read the new version as running.

@@ -41,7 +41,7 @@ pub(crate) fn check_one_in_flight(job: &Option<Job>) -> Result<(), String> {
 /// version than the placed one does not count as running (`deploy --wait` relies on both).
 pub(crate) fn check_status_truthful(node: &Node, executor: &Executor) -> Result<(), String> {
     let status = node.own_status();
-    let placed = node.placed_here().fold(0, |acc, slot| acc ^ slot.digest);
+    let placed = node.own_placed_digest();
     if status.placed.0 != placed {
         return Err(format!(
             "node {}: its status speaks of placed entries {:016x}, but {placed:016x} are placed",
