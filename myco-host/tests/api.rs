@@ -14,7 +14,6 @@ use myco_testkit::trickle::Tricklers;
 use myco_testkit::wait_until;
 use serde_json::Value;
 use std::collections::BTreeSet;
-use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -129,12 +128,7 @@ fn slow_clients_cannot_lock_the_operator_out() {
     let mut d = Daemon::new("api-slow", &op, 42);
     d.start(d.command(&["--reserve-bytes", "0"]));
     let socket = d.socket.clone();
-    let slow = Tricklers::start(
-        20,
-        Duration::from_secs(1),
-        b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n",
-        move || UnixStream::connect(&socket),
-    );
+    let slow = Tricklers::api_health(20, socket);
     wait_until(
         Duration::from_secs(10),
         "every slow client connected",

@@ -322,12 +322,7 @@ fn stop_cleanly(d: &mut Daemon) {
 /// connections holding half a query: the operator and a resolver still get through.
 fn slow_clients(d: &Daemon, dns_port: u16) {
     let socket = d.socket.clone();
-    let slow = Tricklers::start(
-        20,
-        Duration::from_secs(1),
-        b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n",
-        move || UnixStream::connect(&socket),
-    );
+    let slow = Tricklers::api_health(20, socket);
     wait_until(Duration::from_secs(10), "the slow clients connect", || {
         slow.connections() >= 20
     });

@@ -27,17 +27,25 @@ pub fn version(operator: &SigningKey, clock: u64) -> Version {
     }
 }
 
+/// A signed entry for service `name` at operator clock `clock`: `spec`, or a tombstone.
+pub fn signed_service(
+    operator: &SigningKey,
+    name: &str,
+    clock: u64,
+    spec: Option<ServiceSpec<'_>>,
+) -> Vec<u8> {
+    let body = EntryBody {
+        name,
+        version: version(operator, clock),
+        spec,
+    };
+    signed(operator, &body)
+}
+
 /// A signed entry for service `name` that runs `path`.
 pub fn exec_entry(operator: &SigningKey, name: &str, clock: u64, path: &str) -> Vec<u8> {
     let spec = ServiceSpec::minimal(Source::Exec { path });
-    signed(
-        operator,
-        &EntryBody {
-            name,
-            version: version(operator, clock),
-            spec: Some(spec),
-        },
-    )
+    signed_service(operator, name, clock, Some(spec))
 }
 
 /// A signed entry for service `name` that runs `/usr/bin/true`.
@@ -53,26 +61,12 @@ pub fn entry_with_port(operator: &SigningKey, name: &str, clock: u64, port: u16)
         protocol: Protocol::Tcp,
     };
     spec.ports.push(tcp).expect("one port fits");
-    signed(
-        operator,
-        &EntryBody {
-            name,
-            version: version(operator, clock),
-            spec: Some(spec),
-        },
-    )
+    signed_service(operator, name, clock, Some(spec))
 }
 
 /// A signed tombstone for service `name`.
 pub fn tombstone(operator: &SigningKey, name: &str, clock: u64) -> Vec<u8> {
-    signed(
-        operator,
-        &EntryBody {
-            name,
-            version: version(operator, clock),
-            spec: None,
-        },
-    )
+    signed_service(operator, name, clock, None)
 }
 
 /// Service `svc-<i>` at operator clock `clock`, for the store's tests and benchmark: a flake with
@@ -145,12 +139,5 @@ pub fn flake_entry(
         rev,
         nar_hash: [0; NAR_HASH_BYTES],
     });
-    signed(
-        operator,
-        &EntryBody {
-            name,
-            version: version(operator, clock),
-            spec: Some(spec),
-        },
-    )
+    signed_service(operator, name, clock, Some(spec))
 }

@@ -20,6 +20,16 @@ pub struct Tricklers {
 }
 
 impl Tricklers {
+    /// `count` clients trickling `GET /health` into the API socket at `socket`, a byte a second.
+    pub fn api_health(count: usize, socket: std::path::PathBuf) -> Tricklers {
+        Tricklers::start(
+            count,
+            Duration::from_secs(1),
+            b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n",
+            move || std::os::unix::net::UnixStream::connect(&socket),
+        )
+    }
+
     /// Starts `count` clients that connect with `connect` and send `request` a byte every
     /// `interval`, reconnecting when a connect or a write fails.
     pub fn start<S, C>(count: usize, interval: Duration, request: &[u8], connect: C) -> Tricklers
