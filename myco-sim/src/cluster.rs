@@ -634,7 +634,10 @@ impl Cluster {
         excluded += self.kill_allocations;
         report.heap_allocations_after_boot = alloc::allocations() - allocations_at_boot - excluded;
         // After the count: a message allocates.
-        report.placement_stuck = phase.stuck(&report);
+        report.placement_stuck = phase.stuck(&report).map(|why| match phase {
+            Phase::Replacing { victim, .. } => format!("{why}; {}", self.holdouts(victim)),
+            _ => why,
+        });
         self.tally(&mut report, &ops);
         report.failure = placement_failure;
         self.finish(&mut report, first_op, converged_at, &reference)
@@ -678,6 +681,26 @@ impl Cluster {
             Phase::Resettling if placed => Phase::Done,
             other => other,
         })
+    }
+
+    /// Which judged nodes still hold the killed node live, and as what: what a stuck replacement
+    /// needs to be understood.
+    fn holdouts(&self, victim: usize) -> String {
+        let id = self.watch.id(victim);
+        let seen: Vec<String> = (0..self.nodes.len())
+            .filter(|&i| self.up[i] && self.honest[i])
+            .filter_map(|i| {
+                let m = self.nodes[i]
+                    .members()
+                    .iter()
+                    .find(|m| m.id == id && m.is_live())?;
+                Some(format!(
+                    "node {i} ({:?}, incarnation {}, since {} ms)",
+                    m.state, m.incarnation, m.changed_at.0
+                ))
+            })
+            .collect();
+        format!("still live to {}", seen.join(", "))
     }
 
     /// The nodes and their executor world, for checks after a run.

@@ -288,6 +288,9 @@ pub struct Node {
     revocation: Vec<u8, REVOCATION_BYTES_MAX>,
     seq: u32,
     probe: Option<Probe>,
+    /// A member picked for a probe with no session to it: the handshake started then is the
+    /// probe, judged when it times out (`Node::judge_handshake_probe`).
+    handshake_probe: Option<(u64, Instant)>,
     relays: Vec<Relay, RELAYS_MAX>,
     next_probe: Instant,
     next_gossip: Instant,
@@ -368,6 +371,7 @@ impl Node {
             revocation: Vec::new(),
             seq: 0,
             probe: None,
+            handshake_probe: None,
             relays: Vec::new(),
             next_probe: now.add_ms(jitter),
             next_gossip: now.add_ms(jitter),

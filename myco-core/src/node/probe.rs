@@ -4,6 +4,7 @@
 //! believes this node suspect or dead hears it first in its next piggyback, so it can refute.
 
 use super::*;
+use crate::config::HANDSHAKE_TIMEOUT_MS;
 
 impl Node {
     pub(super) fn tick_probe(&mut self, now: Instant, sink: &mut impl Sink) {
@@ -19,6 +20,7 @@ impl Node {
                 });
             }
         }
+        self.judge_handshake_probe(now, sink);
         if now < self.next_probe {
             return;
         }
@@ -37,10 +39,15 @@ impl Node {
         let m = self.members.get(target).expect("picked from the table");
         let addr = m.addr;
         if !self.out.has_link(addr) {
-            // A probe without a session would be dropped and read as a failure. A dead member
-            // cannot complete the handshake, so it is never probed this way; members that had a
-            // session with it detect it.
+            // A ping without a session would be dropped and read as a failure, so the handshake
+            // is the probe. Were such a member never judged, one that nobody holds a session with
+            // would stay live for good: a member that refuted a suspicion just before it died is
+            // brought back by that refutation (alive, higher incarnation) on nodes whose sessions
+            // with it were dropped at its death, and none of them would ever suspect it again.
             self.out.ensure_handshake(sink, addr);
+            if self.handshake_probe.is_none() && self.out.handshaking(addr) {
+                self.handshake_probe = Some((target, now));
+            }
             return;
         }
         self.seq = self.seq.wrapping_add(1);
@@ -53,6 +60,29 @@ impl Node {
         });
         self.out.counters.probes += 1;
         self.send_ping(sink, addr, self.seq);
+    }
+
+    /// A handshake probe is over once its handshake has had `HANDSHAKE_TIMEOUT_MS` (with a resend
+    /// every `HANDSHAKE_RESEND_MS`, so under heavy loss it still completes with a live member): a
+    /// session to the member by then proves it alive; none makes it suspect, as an unanswered
+    /// ping does, and it can refute as ever.
+    fn judge_handshake_probe(&mut self, now: Instant, sink: &mut impl Sink) {
+        let Some((target, at)) = self.handshake_probe else {
+            return;
+        };
+        if now.since_ms(at) < HANDSHAKE_TIMEOUT_MS {
+            return;
+        }
+        self.handshake_probe = None;
+        let Some(addr) = self.members.get(target).map(|m| m.addr) else {
+            return;
+        };
+        if self.out.has_link(addr) {
+            return;
+        }
+        if self.members.suspect(now, target, self.id) == Applied::Changed(MemberState::Suspect) {
+            sink.event(Event::MemberSuspect(target));
+        }
     }
 
     /// Pings one member believed dead, telling it so: if it is alive (a healed partition), it

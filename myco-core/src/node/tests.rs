@@ -636,3 +636,31 @@ fn dns_leaves_out_a_peer_whose_first_build_failed() {
         assert_eq!(names(&a).is_some(), answered, "{state:?}");
     }
 }
+
+/// A member brought back by a rumor (alive at a higher incarnation, as a refutation sent just
+/// before its death arrives late) after this node dropped its session with it is still probed,
+/// through a handshake, and found dead when it never answers: it does not stay live for good.
+#[test]
+fn a_member_with_no_session_is_still_probed_and_found_dead() {
+    joined_pair!(a, b, addr_a, _addr_b);
+    let mut wire = Wire::default();
+    a.leave(&mut wire);
+    for (_, frame) in wire.frames {
+        b.handle_datagram(Instant(3_001), addr_a, &frame, &mut Recorder::default());
+    }
+    assert_eq!(b.members()[0].state, MemberState::Dead);
+    assert!(!b.out.has_link(addr_a), "a death drops the session");
+    let revived = MemberUpdate {
+        state: MemberState::Alive,
+        incarnation: b.members()[0].incarnation + 1,
+        ..b.members()[0].update()
+    };
+    b.members.apply(Instant(3_002), &revived, b.id());
+    assert_eq!(b.members()[0].state, MemberState::Alive);
+    let mut events = Recorder::default();
+    for t in (3_010..40_000).step_by(10) {
+        b.handle_tick(Instant(t), &mut events);
+    }
+    assert_eq!(b.members()[0].state, MemberState::Dead);
+    assert!(events.events.contains(&Event::MemberSuspect(a.id())));
+}

@@ -258,6 +258,13 @@ impl Transport {
         self.links.retain(|l| l.peer != peer);
     }
 
+    /// Whether a handshake with `addr` is under way (started and not timed out).
+    pub fn handshaking(&self, addr: PeerAddr) -> bool {
+        self.pending
+            .iter()
+            .any(|p| p.addr == addr && self.now.since_ms(p.started) < HANDSHAKE_TIMEOUT_MS)
+    }
+
     pub fn has_link(&self, addr: PeerAddr) -> bool {
         self.links.iter().any(|l| l.addr == addr)
     }

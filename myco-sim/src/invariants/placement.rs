@@ -98,6 +98,11 @@ impl Watch {
         })
     }
 
+    /// The member id of node `i`.
+    pub fn id(&self, i: usize) -> u64 {
+        self.ids[i]
+    }
+
     /// The literal form of `replaced`, asked of every judged node for every affected service.
     pub fn confirm_replaced(
         &self,
