@@ -634,10 +634,7 @@ impl Cluster {
         excluded += self.kill_allocations;
         report.heap_allocations_after_boot = alloc::allocations() - allocations_at_boot - excluded;
         // After the count: a message allocates.
-        report.placement_stuck = phase.stuck(&report).map(|why| match phase {
-            Phase::Replacing { victim, .. } => format!("{why}; {}", self.holdouts(victim)),
-            _ => why,
-        });
+        report.placement_stuck = self.stuck(phase, &report);
         self.tally(&mut report, &ops);
         report.failure = placement_failure;
         self.finish(&mut report, first_op, converged_at, &reference)
@@ -680,6 +677,16 @@ impl Cluster {
             }
             Phase::Resettling if placed => Phase::Done,
             other => other,
+        })
+    }
+
+    /// The liveness failure of a run that ended in `phase`; a stuck replacement names the nodes
+    /// that still hold the killed one live.
+    fn stuck(&self, phase: Phase, report: &Report) -> Option<String> {
+        let why = phase.stuck(report)?;
+        Some(match phase {
+            Phase::Replacing { victim, .. } => format!("{why}; {}", self.holdouts(victim)),
+            _ => why,
         })
     }
 
