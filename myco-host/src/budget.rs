@@ -68,7 +68,7 @@ const _: () = assert!(crate::arena::ARENA_BYTES <= ARENA_BUDGET_BYTES + LAYOUT_S
 
 /// The heap's ceiling: what start-up allocates in passing and keeps (the parsed command line,
 /// paths, the environment handed to builds, the `systemctl` and `journalctl` paths, std's
-/// thread and I/O state; measured at about 7 KiB with the executor and DNS on, in
+/// thread and I/O state; 1.8 to 3.0 KiB measured by `tests/strict_alloc.rs`, in
 /// docs/benchmarks.md; the margin covers long paths and many `--join` flags).
 pub const HEAP_BYTES_MAX: usize = 64 * 1024;
 
