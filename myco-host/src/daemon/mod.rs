@@ -110,7 +110,10 @@ impl Daemon {
     /// hundreds of KiB before it is moved into the arena; pages the main thread's stack touches
     /// stay resident for the daemon's life, while a finished thread's stack is given back. The
     /// thread builds the daemon in the arena and hands it over (`arena::hand_over`); the caller,
-    /// which runs the loop, takes it in `run`.
+    /// which runs the loop, takes it in `run`. The daemon is never dropped: `shutdown` does what
+    /// must happen before the process ends (cancel the ring's watches, close connections, remove
+    /// the socket), and the end of the process closes the rest; the WAL buffer a write may still
+    /// hold is the arena's, never freed.
     pub fn start(config: &Config, log: Logger) -> Result<&'static mut Daemon, BootError> {
         // Blocked here, before the thread exists, so both threads have SIGTERM and SIGINT
         // blocked and they only ever arrive through the descriptor.
