@@ -1,7 +1,7 @@
 //! The event ring behind `GET /stream`: the last `EVENTS_MAX` things that happened on this node
 //! (members, entries, deploys, placements, unit health, refused frames, the WAL recovery), each
-//! with an id that grows by one. It is allocated once at start-up; pushing overwrites the oldest
-//! record, so the ring never refuses an event and never allocates. Subscribers keep only a cursor
+//! with an id that grows by one. It lies in the arena, sized at build time; pushing overwrites
+//! the oldest record, so the ring never refuses an event and never allocates. Subscribers keep only a cursor
 //! (the next id they want) and format records into their own answer buffer when it has drained:
 //! a subscriber that does not read falls behind and is told how many it missed, but never holds
 //! the loop or the others.
@@ -69,7 +69,7 @@ impl Kind {
     }
 }
 
-/// One event; small and fixed-size, so the ring is one allocation.
+/// One event; small and fixed-size, so the ring is one array in the arena.
 #[derive(Clone, Debug)]
 pub struct Record {
     pub id: u64,

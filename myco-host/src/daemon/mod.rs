@@ -1,7 +1,8 @@
-//! The daemon: one thread, one event loop. Start-up (`Daemon::start`) allocates everything and
-//! replays the WAL; `run` then waits on the backend for the gossip socket, the API socket and its
-//! connections, the signalfd and the WAL write in flight, and ticks the core at least every
-//! `TICK_MS_MAX`. The core makes every decision; this module moves bytes and keeps time.
+//! The daemon: one thread, one event loop. Start-up (`Daemon::start`) builds everything in the
+//! arena (`crate::arena`) and replays the WAL; `run` then waits on the backend for the gossip
+//! socket, the API socket and its connections, the signalfd and the WAL write in flight, and
+//! ticks the core at least every `TICK_MS_MAX`. The core makes every decision; this module moves
+//! bytes and keeps time.
 
 pub mod answers;
 pub mod boot;
