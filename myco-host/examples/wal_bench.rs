@@ -5,7 +5,8 @@
 //! subdirectory of DIR and removes it afterwards. DIR should be on the disk being measured (not
 //! tmpfs, where fdatasync costs nothing).
 
-use myco_host::store::FileStore;
+use myco_host::arena::leak_bytes;
+use myco_host::store::{FileStore, WRITE_BUFFER_BYTES};
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -41,7 +42,7 @@ fn run(dir: &Path) -> std::io::Result<()> {
         payload_bytes / entries.len()
     );
 
-    let (mut store, _) = FileStore::open(dir, |_| {})?;
+    let (mut store, _) = FileStore::open(dir, leak_bytes(WRITE_BUFFER_BYTES), |_| {})?;
     let mut latencies = Vec::with_capacity(entries.len());
     for entry in &entries {
         let start = Instant::now();
@@ -60,7 +61,7 @@ fn run(dir: &Path) -> std::io::Result<()> {
     drop(store);
     report_replay("replay of the log", dir)?;
 
-    let (mut store, _) = FileStore::open(dir, |_| {})?;
+    let (mut store, _) = FileStore::open(dir, leak_bytes(WRITE_BUFFER_BYTES), |_| {})?;
     let start = Instant::now();
     store.checkpoint(entries.iter().map(Vec::as_slice), 0)?;
     println!(
@@ -77,7 +78,7 @@ fn report_replay(what: &str, dir: &Path) -> std::io::Result<()> {
     for _ in 0..REPLAY_ROUNDS {
         let mut records = 0u32;
         let start = Instant::now();
-        let (_, report) = FileStore::open(dir, |_| records += 1)?;
+        let (_, report) = FileStore::open(dir, leak_bytes(WRITE_BUFFER_BYTES), |_| records += 1)?;
         times.push(start.elapsed());
         assert!(!report.needs_full_sync());
         assert_eq!(records, SERVICES);

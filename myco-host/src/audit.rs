@@ -25,7 +25,7 @@ pub const ROTATE_BYTES: u64 = 1024 * 1024;
 /// Rotated files kept: `audit.log.1` (newest) to `audit.log.3`.
 pub const ROTATED_KEPT: u32 = 3;
 /// One line at most: an entry is at most 900 bytes, so its fields fit even fully escaped.
-pub(crate) const LINE_BYTES_MAX: usize = 8 * 1024;
+pub const LINE_BYTES_MAX: usize = 8 * 1024;
 
 /// What happened to a service on this box.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -100,18 +100,25 @@ pub struct AuditLog {
     size: u64,
     /// `ROTATE_BYTES`, smaller in tests (each line costs an `fdatasync`).
     rotate_bytes: u64,
-    line: Box<[u8]>,
+    /// `LINE_BYTES_MAX`, the arena's.
+    line: &'static mut [u8],
     /// Lines written since start, for `/metrics`.
     pub lines: u64,
 }
 
 impl AuditLog {
-    /// Opens (creating it and its directory) the log at `path` for appending.
-    pub fn open(path: &Path) -> io::Result<AuditLog> {
-        AuditLog::open_rotating_at(path, ROTATE_BYTES)
+    /// Opens (creating it and its directory) the log at `path` for appending; lines are
+    /// formatted in `line` (at least `LINE_BYTES_MAX`).
+    pub fn open(path: &Path, line: &'static mut [u8]) -> io::Result<AuditLog> {
+        AuditLog::open_rotating_at(path, ROTATE_BYTES, line)
     }
 
-    fn open_rotating_at(path: &Path, rotate_bytes: u64) -> io::Result<AuditLog> {
+    fn open_rotating_at(
+        path: &Path,
+        rotate_bytes: u64,
+        line: &'static mut [u8],
+    ) -> io::Result<AuditLog> {
+        assert!(line.len() >= LINE_BYTES_MAX);
         if let Some(dir) = path.parent() {
             fs::create_dir_all(dir)?;
         }
@@ -124,7 +131,7 @@ impl AuditLog {
             file,
             size,
             rotate_bytes,
-            line: vec![0; LINE_BYTES_MAX].into_boxed_slice(),
+            line,
             lines: 0,
         })
     }
@@ -143,7 +150,7 @@ impl AuditLog {
         entry: &AuditEntry<'_>,
     ) -> io::Result<()> {
         let mut out = Cursor {
-            buf: &mut self.line,
+            buf: self.line,
             len: 0,
         };
         format_line(&mut out, unix_ms, service, outcome, entry)
@@ -310,7 +317,7 @@ mod tests {
     fn a_line_is_one_json_object() {
         let dir = temp_dir("line");
         let path = dir.join("audit.log");
-        let mut log = AuditLog::open(&path).unwrap();
+        let mut log = AuditLog::open(&path, crate::arena::leak_bytes(LINE_BYTES_MAX)).unwrap();
         let entry = AuditEntry {
             version: Some(3),
             key_id: Some(7),
@@ -344,7 +351,12 @@ mod tests {
         const ROTATE_BYTES: u64 = 4096;
         let dir = temp_dir("rotate");
         let path = dir.join("audit.log");
-        let mut log = AuditLog::open_rotating_at(&path, ROTATE_BYTES).unwrap();
+        let mut log = AuditLog::open_rotating_at(
+            &path,
+            ROTATE_BYTES,
+            crate::arena::leak_bytes(LINE_BYTES_MAX),
+        )
+        .unwrap();
         let entry = AuditEntry::default();
         let line_len = {
             log.append(0, "web", AuditOutcome::Started, &entry).unwrap();

@@ -1,14 +1,16 @@
-//! The daemon's memory budget: every buffer and table `myco-d` lays out on the heap at start-up,
-//! as one sum with one commented line per consumer, checked at compile time. Nothing is allocated
-//! after ready (`crate::alloc` counts, and refuses under `--strict-alloc`), so this sum is the
-//! ceiling of the daemon's heap for its whole life, whatever its peers and clients send. Pages
-//! never touched stay unmapped, so the resident size is usually far below it (docs/benchmarks.md).
+//! The daemon's memory budget: every table, buffer and ring `myco-d` needs, as one sum with one
+//! commented line per consumer, checked at compile time against the arena that holds them
+//! (`arena.rs`). They are carved from one preallocated arena of statics, so they cannot grow: the
+//! sum is fixed at link time and lives in `.bss`, whose pages become resident only when the
+//! daemon first writes them (docs/benchmarks.md has the resident size at rest and under load).
 //!
-//! The buffers are allocated one by one where they are used (`Box`, `vec!` in each module's
-//! constructor), not carved from one static region: the sum is what keeps them honest, and
-//! `tests/strict_alloc.rs` checks the heap at ready against it.
+//! The heap holds only what start-up allocates in passing and keeps (paths, the parsed command
+//! line, the environment handed to builds, std's own state). Nothing is allocated after ready
+//! (`crate::alloc` counts, and refuses under `--strict-alloc`), so `HEAP_BYTES_MAX` bounds the
+//! heap for the daemon's whole life, and `MEMORY_BYTES_MAX` everything the daemon's own data can
+//! take, whatever its peers and clients send; `tests/strict_alloc.rs` checks the heap at ready.
 
-use crate::daemon::conns::{Conn, ANSWER_BYTES, CONNECTIONS_MAX};
+use crate::daemon::conns::{ANSWER_BYTES, CONNECTIONS_MAX};
 use crate::daemon::dns::{DNS_TCP_MAX, MESSAGE_BYTES_MAX, UDP_QUERY_BYTES_MAX};
 use crate::daemon::events::{Record, EVENTS_MAX};
 use crate::daemon::udp_batch::BATCH;
@@ -23,9 +25,8 @@ use myco_core::Node;
 
 /// The core node: every table of the desired state, membership, sessions and sync.
 pub const NODE_BYTES: usize = size_of::<Node>();
-/// The API: per connection a request buffer, an answer buffer, and its slot.
-pub const API_BYTES: usize =
-    CONNECTIONS_MAX * (size_of::<RequestBuffer>() + ANSWER_BYTES + size_of::<Conn>());
+/// The API: per connection a request buffer and an answer buffer.
+pub const API_BYTES: usize = CONNECTIONS_MAX * (size_of::<RequestBuffer>() + ANSWER_BYTES);
 /// DNS: per TCP connection a query and a whole answer (each behind its 2-byte length), and one
 /// batch of UDP queries and answers.
 pub const DNS_BYTES: usize = DNS_TCP_MAX * (2 + UDP_QUERY_BYTES_MAX + 2 + MESSAGE_BYTES_MAX)
@@ -41,29 +42,44 @@ pub const EVENTS_BYTES: usize = EVENTS_MAX * size_of::<Record>();
 pub const EXECUTOR_BYTES: usize = size_of::<myco_core::executor::Executor>()
     + UNIT_BYTES_MAX
     + crate::daemon::build::UNIT_FILE_BYTES_MAX
-    + 4 * ARGV_BYTES
-    + 3 * OUTPUT_BYTES
+    + crate::arena::ARGVS * ARGV_BYTES
+    + crate::arena::OUTPUTS * OUTPUT_BYTES
     + crate::audit::LINE_BYTES_MAX;
-/// What start-up allocates in passing and keeps: the daemon's own struct, paths and the parsed
-/// command line, the environment handed to builds, and std's thread and I/O state (measured
-/// at under 20 KiB with the executor and DNS on; the margin covers long paths).
-pub const LEFTOVERS_BYTES: usize = size_of::<Daemon>() + 64 * 1024;
+/// The daemon's own struct: the API's and DNS's connection slots, the sink, the timers.
+pub const DAEMON_BYTES: usize = size_of::<Daemon>();
 
-/// The heap's ceiling: everything above, summed.
-pub const HEAP_BYTES_MAX: usize = NODE_BYTES
+/// The arena: everything above, summed.
+pub const ARENA_BUDGET_BYTES: usize = NODE_BYTES
     + API_BYTES
     + DNS_BYTES
     + WAL_BYTES
     + EVENTS_BYTES
     + FLIGHT_RECORDER_BYTES
     + EXECUTOR_BYTES
-    + LEFTOVERS_BYTES;
+    + DAEMON_BYTES;
 
-/// The aim for the daemon's resident memory (docs/benchmarks.md): the heap's ceiling stays under
-/// it, with room for the binary, the stacks and the kernel's io_uring rings.
+/// What the arena's layout adds to the sum: the event ring's length word and alignment padding
+/// between fields.
+const LAYOUT_SLACK_BYTES: usize = 16;
+// The arena as laid out holds exactly the budget, give or take the layout's slack: a buffer
+// added to the arena without a line here (or the reverse) fails the build.
+const _: () = assert!(crate::arena::ARENA_BYTES >= ARENA_BUDGET_BYTES);
+const _: () = assert!(crate::arena::ARENA_BYTES <= ARENA_BUDGET_BYTES + LAYOUT_SLACK_BYTES);
+
+/// The heap's ceiling: what start-up allocates in passing and keeps (the parsed command line,
+/// paths, the environment handed to builds, the `systemctl` and `journalctl` paths, std's
+/// thread and I/O state; 1.8 to 3.0 KiB measured by `tests/strict_alloc.rs`, in
+/// docs/benchmarks.md; the margin covers long paths and many `--join` flags).
+pub const HEAP_BYTES_MAX: usize = 64 * 1024;
+
+/// Everything the daemon's own data can take: the arena and the heap.
+pub const MEMORY_BYTES_MAX: usize = crate::arena::ARENA_BYTES + HEAP_BYTES_MAX;
+
+/// The aim for the daemon's resident memory (docs/benchmarks.md): the ceiling stays under it,
+/// with room for the binary, the stacks and the kernel's io_uring rings.
 pub const RSS_AIM_BYTES: usize = 16 * 1024 * 1024;
 
-const _: () = assert!(HEAP_BYTES_MAX <= RSS_AIM_BYTES / 2);
+const _: () = assert!(MEMORY_BYTES_MAX <= RSS_AIM_BYTES / 2);
 // The two largest consumers, so that growing one of them is a visible decision.
 const _: () = assert!(API_BYTES <= 4 * 1024 * 1024);
 const _: () = assert!(NODE_BYTES <= 512 * 1024);

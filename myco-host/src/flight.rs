@@ -8,7 +8,10 @@
 //! overwrites it in place from the start and cuts it to what it wrote, so a full disk cannot keep
 //! the record from being written.
 //!
-//! Invariants: the ring is allocated once, when the recorder is made, and recording only copies
+//! The ring (`ring`) is the arena's, taken when the recorder is first asked for; where threads
+//! meet over it (every logger, and the panic hook) is `shared`, which loom checks.
+//!
+//! Invariants: the ring is taken once, when the recorder is made, and recording only copies
 //! bytes; every recorded line ends in `\n`; the recorder's output never starts with a torn line.
 //! Lines go to stderr with sd-daemon(3) priority prefixes (`<3>` error ... `<7>` debug), which
 //! journald turns into priorities, so one line of text is one journal entry: newlines inside a
@@ -23,7 +26,18 @@ use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::panic::{self, PanicHookInfo};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError, TryLockError};
+use std::sync::OnceLock;
+
+mod ring;
+mod shared;
+
+/// The lock `shared` is written against: std's here, loom's in `tests/loom.rs`.
+mod sync {
+    pub use std::sync::{Mutex, PoisonError, TryLockError};
+}
+
+pub use ring::FlightRecorder;
+use shared::Shared;
 
 /// The ring's size: at ~100 bytes a line, the last ten thousand lines.
 pub const FLIGHT_RECORDER_BYTES: usize = 1024 * 1024;
@@ -35,123 +49,15 @@ pub const LOG_LINE_BYTES: usize = 512;
 const ELLIPSIS: &str = "…";
 /// Text stops here so that the ellipsis and the newline that stderr needs always fit after it.
 const LINE_TEXT_BYTES_MAX: usize = LOG_LINE_BYTES - ELLIPSIS.len() - 1;
-/// What the panic hook writes when another frame or thread held the recorder's lock.
-const RECORDER_BUSY: &[u8] =
-    b"flight recorder busy: its lock was held when the panic happened; only the panic follows\n";
+/// The process's recorder. Behind a lock although the daemon's loop is one thread: the panic
+/// hook runs on whichever thread panics (the start-up thread, a test's, a helper's), and a global
+/// mutable value needs a lock to be safe (`shared` says how the hook takes it).
+static RECORDER: OnceLock<Shared> = OnceLock::new();
 
-/// The last `FLIGHT_RECORDER_BYTES` bytes of the log, oldest overwritten first.
-pub struct FlightRecorder {
-    buffer: Box<[u8]>,
-    /// Where the next byte goes; once wrapped, also where the oldest byte is.
-    position: usize,
-    wrapped: bool,
-    /// Once wrapped: whether the oldest byte continues a line whose start was overwritten. The
-    /// ring alone cannot tell, because the byte before the oldest one is gone.
-    oldest_torn: bool,
-}
-
-impl Default for FlightRecorder {
-    fn default() -> FlightRecorder {
-        FlightRecorder::new()
-    }
-}
-
-impl FlightRecorder {
-    pub fn new() -> FlightRecorder {
-        FlightRecorder::with_capacity(FLIGHT_RECORDER_BYTES)
-    }
-
-    /// Tests use small rings so that a few lines wrap them.
-    fn with_capacity(bytes: usize) -> FlightRecorder {
-        assert!(
-            bytes >= 2,
-            "a ring must hold at least one byte and its newline"
-        );
-        FlightRecorder {
-            buffer: vec![0; bytes].into_boxed_slice(),
-            position: 0,
-            wrapped: false,
-            oldest_torn: false,
-        }
-    }
-
-    /// Appends `line` and a newline (one trailing newline in `line` is not doubled), overwriting
-    /// the oldest bytes. A line longer than the ring keeps its start, cut to fit with its newline.
-    /// Only copies: never allocates.
-    pub fn record(&mut self, line: &[u8]) {
-        let capacity = self.buffer.len();
-        let line = line.strip_suffix(b"\n").unwrap_or(line);
-        let body = &line[..line.len().min(capacity - 1)];
-        let end = self.position + body.len() + 1;
-        // After this write the oldest byte is the one at `end % capacity`. It begins a line exactly
-        // when the byte before it in the stream, which this write overwrites at `end - 1`, was a
-        // newline. While the ring fills for the first time (`end <= capacity`) it is byte 0,
-        // which always begins a line.
-        if self.wrapped || end > capacity {
-            self.oldest_torn = self.buffer[(end - 1) % capacity] != b'\n';
-        }
-        self.copy_in(body);
-        self.copy_in(b"\n");
-        assert!(self.position == end % capacity);
-        assert!(self.buffer[(self.position + capacity - 1) % capacity] == b'\n');
-    }
-
-    fn copy_in(&mut self, bytes: &[u8]) {
-        let capacity = self.buffer.len();
-        assert!(bytes.len() <= capacity);
-        let first = bytes.len().min(capacity - self.position);
-        self.buffer[self.position..self.position + first].copy_from_slice(&bytes[..first]);
-        self.buffer[..bytes.len() - first].copy_from_slice(&bytes[first..]);
-        self.wrapped |= self.position + bytes.len() >= capacity;
-        self.position = (self.position + bytes.len()) % capacity;
-    }
-
-    /// Writes the recorded lines oldest first, from the first complete line.
-    pub fn write_to(&self, w: &mut impl Write) -> io::Result<()> {
-        let (older, newer) = self.oldest_first();
-        w.write_all(older)?;
-        w.write_all(newer)
-    }
-
-    /// The contents in two pieces, oldest first, without a torn first line.
-    fn oldest_first(&self) -> (&[u8], &[u8]) {
-        // `front` holds what was written since the last wrap (all of it before the first), `back`
-        // what is left of the lap before.
-        let (front, back) = self.buffer.split_at(self.position);
-        if !self.wrapped {
-            return (front, &[]);
-        }
-        if !self.oldest_torn {
-            return (back, front);
-        }
-        if let Some(start) = after_first_newline(back) {
-            return (&back[start..], front);
-        }
-        // The torn line crossed the ring's end, so its newline is in `front` (which always ends in
-        // one, so the fallback is never taken).
-        let start = after_first_newline(front).unwrap_or(front.len());
-        (&[], &front[start..])
-    }
-}
-
-fn after_first_newline(bytes: &[u8]) -> Option<usize> {
-    bytes.iter().position(|&b| b == b'\n').map(|i| i + 1)
-}
-
-/// The process's recorder. A mutex although the daemon has one thread: the panic hook runs on
-/// whichever thread panics (a test's, a helper's), and a global mutable value needs a lock to be
-/// safe. Uncontended, it costs an atomic operation per line. A lock poisoned by an earlier panic
-/// still guards bytes worth reading, so normal use takes it anyway ([`lock_recorder`]); the hook
-/// only tries it, so a panic while the lock is held cannot deadlock.
-static RECORDER: OnceLock<Mutex<FlightRecorder>> = OnceLock::new();
-
-/// The process's recorder, allocated by its first caller (the logger or the hook, at start-up).
-fn recorder() -> &'static Mutex<FlightRecorder> {
-    RECORDER.get_or_init(|| Mutex::new(FlightRecorder::new()))
-}
-
-fn lock_recorder() -> MutexGuard<'static, FlightRecorder> {
-    recorder().lock().unwrap_or_else(PoisonError::into_inner)
+/// The process's recorder, made by its first caller (the logger or the hook, at start-up) over
+/// the arena's ring.
+fn recorder() -> &'static Shared {
+    RECORDER.get_or_init(|| Shared::new(FlightRecorder::new(crate::arena::flight_ring())))
 }
 
 /// Journald priorities, as sd-daemon(3) prefixes on stderr lines.
@@ -193,7 +99,7 @@ impl Logger {
     /// in seconds and milliseconds, the clock of `journalctl -o short-monotonic`.
     pub fn log(&self, level: Level, args: fmt::Arguments<'_>) {
         let mut line = LogLine::format(monotonic_ms(), level, args);
-        lock_recorder().record(line.recorded());
+        recorder().record(line.recorded());
         if level != Level::Debug || self.verbose {
             // A log line that cannot be written has nowhere to be reported; the recorder has it.
             let _ = io::stderr().write_all(line.for_stderr());
@@ -337,19 +243,7 @@ fn write_recorder(path: &Path, kept: Option<&File>, panic_line: &[u8]) -> io::Re
         }
     };
     let mut out = AtOffset { file, offset: 0 };
-    match recorder().try_lock() {
-        Ok(mut guard) => record_and_write(&mut guard, panic_line, &mut out)?,
-        Err(TryLockError::Poisoned(poisoned)) => {
-            record_and_write(&mut poisoned.into_inner(), panic_line, &mut out)?
-        }
-        // Held by the panicking frame itself (a panic inside `record`) or by another thread:
-        // waiting could deadlock, and the ring may be mid-update, so only the panic is written.
-        Err(TryLockError::WouldBlock) => {
-            out.write_all(RECORDER_BUSY)?;
-            out.write_all(panic_line)?;
-            out.write_all(b"\n")?;
-        }
-    }
+    recorder().write_on_panic(panic_line, &mut out)?;
     file.set_len(out.offset)?;
     file.sync_all()
 }
@@ -372,98 +266,9 @@ impl Write for AtOffset<'_> {
     }
 }
 
-fn record_and_write(
-    recorder: &mut FlightRecorder,
-    line: &[u8],
-    out: &mut impl Write,
-) -> io::Result<()> {
-    recorder.record(line);
-    recorder.write_to(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn contents(recorder: &FlightRecorder) -> Vec<u8> {
-        let mut out = Vec::new();
-        recorder
-            .write_to(&mut out)
-            .expect("writing to a Vec cannot fail");
-        out
-    }
-
-    fn recorder_with(capacity: usize, lines: &[&str]) -> FlightRecorder {
-        let mut recorder = FlightRecorder::with_capacity(capacity);
-        for line in lines {
-            recorder.record(line.as_bytes());
-        }
-        recorder
-    }
-
-    /// After a wrap the output is oldest first and drops the line whose start was overwritten.
-    #[test]
-    fn wrap_drops_the_torn_line() {
-        let recorder = recorder_with(16, &["aaaa", "bbbb", "cccc", "dd"]);
-        assert_eq!(contents(&recorder), b"bbbb\ncccc\ndd\n");
-    }
-
-    /// When the oldest byte begins a line, that complete line is kept: exactly filling the ring
-    /// and then overwriting exactly one line loses nothing else.
-    #[test]
-    fn wrap_on_a_line_boundary_keeps_the_oldest_line() {
-        let mut recorder = recorder_with(15, &["aaaa", "bbbb", "cccc"]);
-        assert_eq!(contents(&recorder), b"aaaa\nbbbb\ncccc\n");
-        recorder.record(b"dddd");
-        assert_eq!(contents(&recorder), b"bbbb\ncccc\ndddd\n");
-    }
-
-    /// A line longer than the ring keeps its start and its newline, and fills the ring exactly;
-    /// a trailing newline in the input is not doubled.
-    #[test]
-    fn oversized_line_is_cut_to_the_ring() {
-        let mut recorder = recorder_with(16, &[]);
-        recorder.record(&[b'x'; 100]);
-        assert_eq!(contents(&recorder), [&[b'x'; 15][..], b"\n"].concat());
-        recorder.record(b"y\n");
-        assert_eq!(contents(&recorder), b"y\n");
-    }
-
-    /// Over many wraps with lines of every length, the output equals the longest suffix of
-    /// everything recorded that fits the ring and starts at a line.
-    #[test]
-    fn output_matches_a_model_across_many_wraps() {
-        let capacity = 64;
-        let mut recorder = FlightRecorder::with_capacity(capacity);
-        let mut stream = Vec::new();
-        let mut seed = 1u64;
-        for i in 0..2_000u32 {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            let len = (seed >> 33) as usize % (capacity + 8);
-            let line: Vec<u8> = (0..len)
-                .map(|j| b'a' + ((i as usize + j) % 26) as u8)
-                .collect();
-            recorder.record(&line);
-            stream.extend_from_slice(&line[..len.min(capacity - 1)]);
-            stream.push(b'\n');
-            assert_eq!(
-                contents(&recorder),
-                model(&stream, capacity),
-                "after line {i}"
-            );
-        }
-    }
-
-    fn model(stream: &[u8], capacity: usize) -> &[u8] {
-        let start = stream.len().saturating_sub(capacity);
-        if start == 0 || stream[start - 1] == b'\n' {
-            return &stream[start..];
-        }
-        let skip = stream[start..].iter().position(|&b| b == b'\n').unwrap() + 1;
-        &stream[start + skip..]
-    }
 
     /// The recorder's line carries the timestamp; stderr's starts at the priority prefix and ends
     /// in one newline; newlines inside the message become spaces.

@@ -3,6 +3,7 @@
 //! decision that the simulator would also need belongs in `myco-core`.
 
 pub mod alloc;
+pub mod arena;
 pub mod atomic;
 pub mod audit;
 pub mod budget;

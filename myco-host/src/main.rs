@@ -29,7 +29,7 @@ fn main() -> ExitCode {
         }
     };
     let log = Logger::new(config.verbose);
-    let mut daemon = match Daemon::start(&config, log) {
+    let daemon = match Daemon::start(&config, log) {
         Ok(d) => d,
         Err(e) => {
             log.log(Level::Error, format_args!("cannot start: {}", e.0));

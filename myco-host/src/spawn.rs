@@ -19,7 +19,8 @@ pub const OUTPUT_BYTES: usize = 64 * 1024;
 
 /// A command line under construction, in a fixed buffer.
 pub struct Argv {
-    bytes: Box<[u8]>,
+    /// `ARGV_BYTES`, the arena's.
+    bytes: &'static mut [u8],
     len: usize,
     starts: [usize; ARGS_MAX],
     count: usize,
@@ -30,9 +31,11 @@ pub struct Argv {
 pub struct ArgvFull;
 
 impl Argv {
-    pub fn new() -> Argv {
+    /// An empty list over `bytes` (at least `ARGV_BYTES`).
+    pub fn new(bytes: &'static mut [u8]) -> Argv {
+        assert!(bytes.len() >= ARGV_BYTES);
         Argv {
-            bytes: vec![0; ARGV_BYTES].into_boxed_slice(),
+            bytes,
             len: 0,
             starts: [0; ARGS_MAX],
             count: 0,
@@ -85,9 +88,11 @@ impl Argv {
     }
 }
 
-impl Default for Argv {
-    fn default() -> Self {
-        Argv::new()
+#[cfg(test)]
+impl Argv {
+    /// A list over a leaked buffer, for tests (the daemon's come from the arena).
+    pub fn leaked() -> Argv {
+        Argv::new(crate::arena::leak_bytes(ARGV_BYTES))
     }
 }
 
@@ -107,17 +112,20 @@ impl Exit {
     }
 }
 
-/// Output of one child, in a buffer allocated once and reused for every run.
+/// Output of one child, in a buffer of the arena reused for every run.
 pub struct Output {
-    buf: Box<[u8]>,
+    /// `OUTPUT_BYTES`.
+    buf: &'static mut [u8],
     len: usize,
     pub dropped: u64,
 }
 
 impl Output {
-    pub fn new() -> Output {
+    /// Empty, over `buf` (at least `OUTPUT_BYTES`).
+    pub fn new(buf: &'static mut [u8]) -> Output {
+        assert!(buf.len() >= OUTPUT_BYTES);
         Output {
-            buf: vec![0; OUTPUT_BYTES].into_boxed_slice(),
+            buf,
             len: 0,
             dropped: 0,
         }
@@ -133,9 +141,11 @@ impl Output {
     }
 }
 
-impl Default for Output {
-    fn default() -> Self {
-        Output::new()
+#[cfg(test)]
+impl Output {
+    /// Over a leaked buffer, for tests.
+    pub fn leaked() -> Output {
+        Output::new(crate::arena::leak_bytes(OUTPUT_BYTES))
     }
 }
 
@@ -395,7 +405,7 @@ mod tests {
 
     fn run(argv: &Argv) -> (Exit, Vec<u8>) {
         let mut child = spawn(argv, &[c"PATH=/usr/bin:/bin"]).unwrap();
-        let mut out = Output::new();
+        let mut out = Output::leaked();
         loop {
             if let Some(exit) = child.poll(&mut out) {
                 return (exit, out.bytes().to_vec());
@@ -406,7 +416,7 @@ mod tests {
 
     #[test]
     fn runs_a_command_and_reads_its_output() {
-        let mut argv = Argv::new();
+        let mut argv = Argv::leaked();
         argv.push(&[b"printf"]).unwrap();
         argv.push(&[b"%s-%s", b""]).unwrap();
         argv.push(&[b"my", b"co"]).unwrap();
@@ -418,7 +428,7 @@ mod tests {
 
     #[test]
     fn reports_exit_codes_and_missing_programs() {
-        let mut argv = Argv::new();
+        let mut argv = Argv::leaked();
         argv.push(&[b"sh"]).unwrap();
         argv.push(&[b"-c"]).unwrap();
         argv.push(&[b"exit 3"]).unwrap();
@@ -428,7 +438,7 @@ mod tests {
         let missing = spawn(&argv, &[c"PATH=/usr/bin:/bin"]);
         // glibc reports a failed exec either from posix_spawnp or as exit 127.
         if let Ok(mut child) = missing {
-            let mut out = Output::new();
+            let mut out = Output::leaked();
             let exit = loop {
                 if let Some(e) = child.poll(&mut out) {
                     break e;
@@ -440,7 +450,7 @@ mod tests {
 
     #[test]
     fn a_full_argument_list_says_so() {
-        let mut argv = Argv::new();
+        let mut argv = Argv::leaked();
         let long = vec![b'x'; 1000];
         let mut pushed = 0;
         while argv.push(&[&long]).is_ok() {
@@ -451,13 +461,13 @@ mod tests {
 
     #[test]
     fn large_output_is_capped_and_counted() {
-        let mut argv = Argv::new();
+        let mut argv = Argv::leaked();
         argv.push(&[b"head"]).unwrap();
         argv.push(&[b"-c"]).unwrap();
         argv.push(&[b"100000"]).unwrap();
         argv.push(&[b"/dev/zero"]).unwrap();
         let mut child = spawn(&argv, &[c"PATH=/usr/bin:/bin"]).unwrap();
-        let mut out = Output::new();
+        let mut out = Output::leaked();
         while child.poll(&mut out).is_none() {
             std::thread::sleep(std::time::Duration::from_millis(1));
         }

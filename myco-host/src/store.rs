@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 const READ_WINDOW_BYTES: usize = 64 * 1024;
 /// Snapshot records are encoded into this buffer and written when it is full; appends encode into
 /// its front. Allocated once, at open.
-pub(crate) const WRITE_BUFFER_BYTES: usize = 64 * 1024;
+pub const WRITE_BUFFER_BYTES: usize = 64 * 1024;
 /// Digits of a generation in a file name: enough for any u64.
 const GENERATION_DIGITS: usize = 20;
 const TMP_SUFFIX: &str = ".tmp";
@@ -183,7 +183,8 @@ pub struct FileStore {
     /// The lowest generation that may still have files; the next checkpoint deletes from here.
     oldest_generation: u64,
     wal_bytes: u64,
-    buffer: Box<[u8]>,
+    /// `WRITE_BUFFER_BYTES`, the arena's.
+    buffer: &'static mut [u8],
     /// A write or sync failed; only a fresh `open` may judge the files now.
     failed: bool,
 }
@@ -191,11 +192,14 @@ pub struct FileStore {
 impl FileStore {
     /// Opens (creating if needed) the state directory and replays it: every entry of the highest
     /// whole snapshot, then of each log from that generation up, in order, through `on_entry`.
-    /// Logs are cut back to their last good record before this returns.
+    /// Logs are cut back to their last good record before this returns. `buffer` (at least
+    /// `WRITE_BUFFER_BYTES`) is where snapshots and appends are encoded.
     pub fn open(
         dir: &Path,
+        buffer: &'static mut [u8],
         mut on_entry: impl FnMut(&[u8]),
     ) -> io::Result<(FileStore, OpenReport)> {
+        assert!(buffer.len() >= WRITE_BUFFER_BYTES);
         let dir_handle = open_dir(dir)?;
         // Checkpoints build their paths on the stack: a directory too long for that is refused
         // now rather than at the first checkpoint.
@@ -226,7 +230,7 @@ impl FileStore {
             generation: report.generation,
             oldest_generation: oldest.unwrap_or(report.generation),
             wal_bytes,
-            buffer: vec![0; WRITE_BUFFER_BYTES].into_boxed_slice(),
+            buffer,
             failed: false,
         };
         assert!(store.oldest_generation <= store.generation);
@@ -237,8 +241,7 @@ impl FileStore {
     /// deploy be acknowledged.
     pub fn append(&mut self, payload: &[u8]) -> io::Result<()> {
         self.check_usable()?;
-        let len =
-            encode_record(RecordKind::Entry, payload, &mut self.buffer).map_err(invalid_input)?;
+        let len = encode_record(RecordKind::Entry, payload, self.buffer).map_err(invalid_input)?;
         let result = self
             .wal
             .write_all_at(&self.buffer[..len], self.wal_bytes)
@@ -318,7 +321,7 @@ impl FileStore {
     ) -> io::Result<()> {
         let mut writer = BatchWriter {
             file: create_file(&self.dir_handle, tmp)?,
-            buffer: &mut self.buffer,
+            buffer: self.buffer,
             used: 0,
         };
         let mut encoder = SnapshotEncoder::new(state_hash);

@@ -3,7 +3,8 @@
 //! (`strict_alloc.rs`) does not write a mebibyte of lines, so this drives the log directly.
 //! Its own test binary, for its global allocator (counts are per thread).
 
-use myco_host::audit::{AuditEntry, AuditLog, AuditOutcome, ROTATED_KEPT, ROTATE_BYTES};
+use myco_host::audit::{AuditEntry, AuditLog, AuditOutcome, LINE_BYTES_MAX};
+use myco_host::audit::{ROTATED_KEPT, ROTATE_BYTES};
 use myco_testkit::alloc::{allocations, CountingAllocator};
 use myco_testkit::TempDir;
 
@@ -16,7 +17,8 @@ static ALLOCATOR: CountingAllocator = CountingAllocator;
 fn appending_and_rotating_allocate_nothing() {
     let dir = TempDir::new("audit-alloc");
     let path = dir.join("audit.log");
-    let mut log = AuditLog::open(&path).expect("the log opens");
+    let mut log =
+        AuditLog::open(&path, myco_host::arena::leak_bytes(LINE_BYTES_MAX)).expect("the log opens");
     let locked_ref = format!("git+https://example.com/{}?rev=0", "r".repeat(7_000));
     let entry = AuditEntry {
         version: Some(1),

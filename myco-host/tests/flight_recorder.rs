@@ -47,7 +47,7 @@ fn panic_hook_writes_the_recorder_to_disk() {
 
 /// Recording and logging allocate nothing once the recorder exists, even across many wraps.
 fn recording_and_logging_do_not_allocate() {
-    let mut recorder = FlightRecorder::new();
+    let mut recorder = FlightRecorder::new(myco_host::arena::leak_bytes(FLIGHT_RECORDER_BYTES));
     let logger = Logger::new(false);
     let line = [b'x'; 300];
     let before = allocations();

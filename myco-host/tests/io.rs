@@ -20,7 +20,7 @@ fn steady_state_allocates_nothing(choice: Choice) {
     let (p, _q) = UnixDatagram::pair().unwrap();
     let dir = myco_testkit::TempDir::new("io-alloc");
     let file = File::create(dir.join("file")).unwrap();
-    let mut buf: Option<Box<[u8]>> = Some(vec![7; 4096].into());
+    let mut buf: Option<&'static mut [u8]> = Some(myco_host::arena::leak_bytes(4096));
     let mut out = Completions::new();
     let mut datagram = [0; 16];
     let interests = |token| {
@@ -40,7 +40,7 @@ fn steady_state_allocates_nothing(choice: Choice) {
         ]
     };
 
-    let mut turn = |round: u64, out: &mut Completions, buf: &mut Option<Box<[u8]>>| {
+    let mut turn = |round: u64, out: &mut Completions, buf: &mut Option<&'static mut [u8]>| {
         y.send(b"x").unwrap();
         backend
             .wait(&interests(100 + round), Duration::from_millis(1), out)

@@ -1,29 +1,49 @@
-//! loom models of the daemon's allocator bookkeeping (`myco-host/src/alloc/accounting.rs`),
-//! compiled here against loom's atomics and run under every interleaving loom explores: the event
-//! loop allocating while another thread does (the start-up thread before it ends, a helper that
-//! panics), ready being marked while an allocation is counted, the one-shot report being filled
-//! on one thread and taken on another. Built and run only by `make loom` (`--cfg loom`).
+//! loom models of the places where the daemon's threads meet, each compiled here from the daemon's
+//! own source file against loom's atomics or lock and run under every interleaving loom explores:
 //!
-//! The other places where threads meet are not modelled here, each for a reason: the start-up
-//! thread hands the daemon to the loop through `std::thread::scope`'s join, whose ordering is
-//! std's to prove; the flight recorder is a `Mutex` that the panic hook only `try_lock`s, with no
-//! lock-free protocol of its own to check.
+//! - the allocator's bookkeeping (`src/alloc/accounting.rs`): the event loop allocating while
+//!   another thread does (the start-up thread before it ends, a helper that panics), ready being
+//!   marked while an allocation is counted, the one-shot report filled on one thread and taken
+//!   on another;
+//! - the arena's hand-off (`src/arena/handoff.rs`): the start-up thread claims the arena, builds
+//!   the daemon in it and hands it over, while the loop's thread waits to take it and a second
+//!   start in the same process is refused;
+//! - the flight recorder (`src/flight/shared.rs` over `src/flight/ring.rs`): the panic hook
+//!   reads the ring while another thread is logging into it.
+//!
+//! Built and run only by `make loom` (`--cfg loom`).
 #![cfg(loom)]
 
 use loom::sync::Arc;
 use loom::thread;
 
-/// What `accounting` is written against: loom's atomics here, std's in the daemon.
+/// What `accounting` and `handoff` are written against: loom's atomics here, std's in the daemon.
 mod atomics {
     pub use loom::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+}
+
+/// What the flight recorder's `shared` is written against: loom's lock here, std's in the daemon.
+mod sync {
+    pub use loom::sync::Mutex;
+    pub use std::sync::{PoisonError, TryLockError};
 }
 
 #[path = "../src/alloc/accounting.rs"]
 #[allow(dead_code)]
 mod accounting;
 
+#[path = "../src/arena/handoff.rs"]
+mod handoff;
+
+#[path = "../src/flight/ring.rs"]
+mod ring;
+
+#[path = "../src/flight/shared.rs"]
+mod shared;
+
 use accounting::{Accounting, Verdict, FRAMES_MAX, MODE_STARTING};
 use atomics::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use loom::cell::UnsafeCell;
 
 fn fresh() -> Accounting {
     Accounting {
@@ -131,5 +151,100 @@ fn ready_while_another_thread_allocates() {
         assert_eq!(a.allocations.load(Ordering::Relaxed), 2);
         a.freed(16);
         assert_eq!(a.live_bytes.load(Ordering::Relaxed), 0);
+    });
+}
+
+/// Two threads try to start a daemon in one process (the real start-up thread, and a second
+/// start that must be refused) while the loop's thread waits for the arena: exactly one claims
+/// it, and the loop takes it once, after the hand-over, and reads what that builder wrote, never
+/// a half-built arena (loom's cell reports any read not ordered after the write).
+#[test]
+fn the_arena_goes_from_one_builder_to_the_loop() {
+    loom::model(|| {
+        let handoff = Arc::new(handoff::Handoff {
+            state: AtomicU8::new(handoff::FREE),
+        });
+        // Stands in for the arena: the builder writes it, the loop reads it.
+        let arena = Arc::new(UnsafeCell::new(0u64));
+        let builders: Vec<_> = [1u64, 2]
+            .into_iter()
+            .map(|id| {
+                let (handoff, arena) = (handoff.clone(), arena.clone());
+                thread::spawn(move || {
+                    if !handoff.claim() {
+                        return false;
+                    }
+                    // SAFETY: the claim makes this thread the arena's only user until `publish`.
+                    arena.with_mut(|p| unsafe { *p = id });
+                    handoff.publish();
+                    true
+                })
+            })
+            .collect();
+        let looped = {
+            let (handoff, arena) = (handoff.clone(), arena.clone());
+            thread::spawn(move || {
+                while !handoff.take() {
+                    thread::yield_now();
+                }
+                // SAFETY: `take` succeeded: the builder is done and published what it wrote.
+                arena.with(|p| unsafe { *p })
+            })
+        };
+        let won: Vec<bool> = builders.into_iter().map(|t| t.join().unwrap()).collect();
+        let seen = looped.join().unwrap();
+        assert_eq!(won.iter().filter(|w| **w).count(), 1, "{won:?}");
+        let winner = if won[0] { 1 } else { 2 };
+        assert_eq!(seen, winner, "the loop saw the builder's arena");
+        assert!(!handoff.take(), "the loop takes the arena once");
+        assert!(!handoff.claim(), "no start after the first");
+    });
+}
+
+/// A ring of `capacity` bytes for one model run (loom runs the closure many times; each leaks a
+/// few bytes, as the daemon's ring is the arena's and never freed).
+fn recorder(capacity: usize) -> shared::Shared {
+    let ring: &'static mut [u8] = Box::leak(vec![0u8; capacity].into_boxed_slice());
+    shared::Shared::new(ring::FlightRecorder::new(ring))
+}
+
+/// The panic hook runs on one thread while another logs two lines. It writes either the whole
+/// ring, oldest first, with only complete lines (the ones logged before it took the lock) and
+/// the panic last, or, when the logger held the lock, that the lock was busy and the panic; it
+/// never blocks. The logger's lines are all recorded in the end.
+#[test]
+fn the_panic_hook_reads_the_recorder_while_another_thread_logs() {
+    loom::model(|| {
+        let shared = Arc::new(recorder(64));
+        shared.record(b"boot");
+        let logger = {
+            let shared = shared.clone();
+            thread::spawn(move || {
+                shared.record(b"aa");
+                shared.record(b"bbbb");
+            })
+        };
+        let mut hook = Vec::new();
+        shared.write_on_panic(b"panic", &mut hook).unwrap();
+        logger.join().unwrap();
+        let busy = [shared::RECORDER_BUSY, b"panic\n"].concat();
+        let whole = [
+            &b"boot\npanic\n"[..],
+            b"boot\naa\npanic\n",
+            b"boot\naa\nbbbb\npanic\n",
+        ];
+        assert!(
+            hook == busy || whole.contains(&&hook[..]),
+            "{}",
+            String::from_utf8_lossy(&hook)
+        );
+        let mut after = Vec::new();
+        shared.write_on_panic(b"end", &mut after).unwrap();
+        let after = String::from_utf8(after).unwrap();
+        let lines: Vec<&str> = after.lines().collect();
+        for line in ["boot", "aa", "bbbb", "end"] {
+            assert!(lines.contains(&line), "{after}");
+        }
+        assert_eq!(lines.last(), Some(&"end"));
     });
 }

@@ -2,7 +2,8 @@
 //! crash between every two steps of the checkpoint swap.
 
 use myco_core::wal::{CheckpointEnd, RecordError, Stop};
-use myco_host::store::{FileStore, OpenReport};
+use myco_host::arena::leak_bytes;
+use myco_host::store::{FileStore, OpenReport, WRITE_BUFFER_BYTES};
 use myco_testkit::entries::service_entry;
 use myco_testkit::TempDir;
 use std::fs::{self, OpenOptions};
@@ -20,7 +21,10 @@ fn snapshot(dir: &Path, generation: u64) -> PathBuf {
 /// Opens the store, collecting every entry it replays.
 fn open(dir: &Path) -> (FileStore, OpenReport, Vec<Vec<u8>>) {
     let mut replayed = Vec::new();
-    let (store, report) = FileStore::open(dir, |payload| replayed.push(payload.to_vec())).unwrap();
+    let (store, report) = FileStore::open(dir, leak_bytes(WRITE_BUFFER_BYTES), |payload| {
+        replayed.push(payload.to_vec())
+    })
+    .unwrap();
     (store, report, replayed)
 }
 
@@ -324,7 +328,7 @@ fn damaged_newest_snapshot_falls_back_to_the_previous_generation() {
     damaged[40] ^= 0x10;
     fs::write(snapshot(dir.path(), 2), &damaged).unwrap();
     let late = service_entry(42, 7);
-    let (mut store, _, _) = FileStore::open(dir.path(), |_| {})
+    let (mut store, _, _) = FileStore::open(dir.path(), leak_bytes(WRITE_BUFFER_BYTES), |_| {})
         .map(|(s, r)| (s, r, ()))
         .unwrap();
     store.append(&late).unwrap();

@@ -8,7 +8,8 @@ use myco_core::config::{COMMAND_RETRY_MS, SYSTEMCTL_TIMEOUT_MS, WAL_CHECKPOINT_B
 use myco_core::crypto::cert::certify;
 use myco_core::schema::entry::Arch;
 use myco_core::{Instant, Node, NodeConfig};
-use myco_host::audit::AuditLog;
+use myco_host::arena::{leak_bytes, ExecutorArena};
+use myco_host::audit::{AuditLog, LINE_BYTES_MAX};
 use myco_host::daemon::build::BuildConfig;
 use myco_host::daemon::executor::{Executor, NixSetup};
 use myco_host::daemon::gc::GcConfig;
@@ -79,9 +80,8 @@ fn gone(pid: &str) -> bool {
 fn executor(dir: &TempDir, systemctl: &std::path::Path) -> Executor {
     Executor::new(
         dir.join("units"),
-        systemctl.to_str().unwrap(),
-        "journalctl",
-        AuditLog::open(&dir.join("audit.log")).unwrap(),
+        (systemctl.to_str().unwrap(), "journalctl"),
+        AuditLog::open(&dir.join("audit.log"), leak_bytes(LINE_BYTES_MAX)).unwrap(),
         // No store here: the collector never runs, and nothing is built.
         NixSetup {
             build: BuildConfig {
@@ -100,6 +100,7 @@ fn executor(dir: &TempDir, systemctl: &std::path::Path) -> Executor {
         },
         false,
         Logger::new(false),
+        ExecutorArena::leaked(),
     )
     .unwrap()
 }

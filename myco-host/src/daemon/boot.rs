@@ -16,6 +16,7 @@ use myco_core::{Node, NodeConfig, PeerAddr};
 use nix::fcntl::{Flock, FlockArg};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
+use std::mem::MaybeUninit;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
 
@@ -157,15 +158,15 @@ pub fn read_revocation(config: &Config) -> Result<Option<(u64, Vec<u8>)>, BootEr
     Ok(best)
 }
 
-/// Builds the node: `Node` is large (its tables are sized at compile time), so it lives in one
-/// boxed allocation made here.
+/// Builds the node into `slot`, the arena's: `Node` is large (its tables are sized at compile
+/// time), so it is built on the start-up thread's stack and moved there once.
 pub fn node(
     config: &Config,
-    seed: [u8; 32],
-    cert: &[u8],
+    (seed, cert): ([u8; 32], &[u8]),
     join: &[PeerAddr],
     random: u64,
-) -> Result<Box<Node>, BootError> {
+    slot: &'static mut MaybeUninit<Node>,
+) -> Result<&'static mut Node, BootError> {
     let node_config = NodeConfig {
         node_seed: seed,
         cert,
@@ -176,7 +177,7 @@ pub fn node(
         wal_checkpoint_bytes: config.wal_checkpoint_bytes,
     };
     let node = Node::new(&node_config, Instant(0)).map_err(|e| credentials_refused(config, e))?;
-    Ok(Box::new(node))
+    Ok(slot.write(node))
 }
 
 /// Checks that the key and certificate admit this node under --operator, with nothing written:
@@ -205,15 +206,16 @@ fn credentials_refused(config: &Config, e: ConfigError) -> BootError {
     }
 }
 
-/// Replays the state directory into the node.
-/// Replays the WAL into `node`; returns the store and the `recovery` event that reports it.
+/// Replays the WAL into `node`; returns the store, which writes through `buffer`, and the
+/// `recovery` event that reports it.
 pub fn replay(
     node: &mut Node,
     dir: &Path,
     log: &Logger,
+    buffer: &'static mut [u8],
 ) -> Result<(FileStore, super::events::Record), BootError> {
     let mut refused = 0u64;
-    let (store, report) = FileStore::open(dir, |entry| {
+    let (store, report) = FileStore::open(dir, buffer, |entry| {
         refused += u64::from(node.restore(entry).is_err());
     })
     .map_err(|e| BootError(format!("cannot open the WAL in {}: {e}", dir.display())))?;

@@ -73,7 +73,8 @@ pub struct Builder {
     /// Where the units are: the running version's root is the one its unit's program is in.
     unit_dir: PathBuf,
     /// A unit file read back to find that program (`running_out`).
-    unit_text: Box<[u8]>,
+    /// `UNIT_FILE_BYTES_MAX`, the arena's.
+    unit_text: &'static mut [u8],
     log_dir: PathBuf,
     env: Vec<CString>,
     argv: Argv,
@@ -83,11 +84,14 @@ pub struct Builder {
 }
 
 impl Builder {
+    /// `buffers`: a unit file's text, the argument list and the output, from the arena.
     pub fn new(
         config: BuildConfig,
         (state_dir, unit_dir): (&Path, &Path),
         log: Logger,
+        (unit_text, argv, output): (&'static mut [u8], Argv, Output),
     ) -> io::Result<Builder> {
+        assert!(unit_text.len() >= UNIT_FILE_BYTES_MAX);
         let log_dir = state_dir.join("builds");
         fs::create_dir_all(&log_dir)?;
         let gcroot_dir =
@@ -99,11 +103,11 @@ impl Builder {
             gcroot_dir,
             gcroot_handle,
             unit_dir: unit_dir.to_owned(),
-            unit_text: vec![0; UNIT_FILE_BYTES_MAX].into_boxed_slice(),
+            unit_text,
             log_dir,
             env: transient::environment(),
-            argv: Argv::new(),
-            output: Output::new(),
+            argv,
+            output,
             job: None,
             log,
         })
@@ -192,7 +196,7 @@ impl Builder {
                     Level::Info,
                     format_args!("service {}: built {out}", job.name),
                 );
-                let running = running_out(&self.unit_dir, &job.name, &mut self.unit_text);
+                let running = running_out(&self.unit_dir, &job.name, self.unit_text);
                 let keep = Keep {
                     root: &job.root,
                     running,

@@ -1,5 +1,5 @@
 //! The API's connections: a fixed table of slots, each with a request buffer and an answer
-//! buffer allocated at start-up. Sockets are non-blocking and the loop only reads what has
+//! buffer from the arena. Sockets are non-blocking and the loop only reads what has
 //! arrived and writes what the client takes, so a slow or stuck client holds one slot until its
 //! deadline and never the loop. When every slot is taken, a new client takes the slot of the
 //! connection idle or slowest longest (`seat`), so slow clients cannot lock an operator out.
@@ -8,6 +8,7 @@ use super::answers::{self, ServicesCursor};
 use super::events::{self, Ring};
 use super::executor::Executor;
 use super::seat::{seat, Occupant, Seat};
+use crate::arena::ApiSlot;
 use crate::http::request::{Parse, RequestBuffer};
 use crate::http::response::{
     frame_chunk, head_before, write_error, write_head, ContentType, Cursor, Full, Head, Length,
@@ -57,8 +58,9 @@ pub struct Waiting {
 
 pub struct Conn {
     pub stream: Option<UnixStream>,
-    pub request: Box<RequestBuffer>,
-    pub answer: Box<[u8]>,
+    /// The arena's buffers for this slot (`ApiSlot`).
+    pub request: &'static mut RequestBuffer,
+    pub answer: &'static mut [u8],
     /// The unsent part of the answer is `answer[start..end]`.
     start: usize,
     end: usize,
@@ -95,7 +97,7 @@ pub struct ConnStats {
 
 pub struct Connections {
     pub listener: UnixListener,
-    pub conns: Box<[Conn]>,
+    pub conns: heapless::Vec<Conn, CONNECTIONS_MAX>,
     /// A client accepted while every slot was taken, and when: it takes the slot of the
     /// connection that gave way to it once `reap` has freed that slot.
     pub pending: Option<(UnixStream, u64)>,
@@ -108,11 +110,11 @@ pub struct Connections {
 }
 
 impl Conn {
-    fn new() -> Conn {
+    fn new(buffers: &'static mut ApiSlot) -> Conn {
         Conn {
             stream: None,
-            request: Box::new(RequestBuffer::new()),
-            answer: vec![0; ANSWER_BYTES].into_boxed_slice(),
+            request: &mut buffers.request,
+            answer: &mut buffers.answer,
             start: 0,
             end: 0,
             close_after: false,
@@ -152,7 +154,7 @@ impl Conn {
             keep_alive: false,
             allow: None,
         };
-        let mut out = Cursor::new(&mut self.answer);
+        let mut out = Cursor::new(self.answer);
         write_head(&mut out, &head, Length::UntilClose).expect("a head fits the answer buffer");
         let len = out.len();
         self.queue((0, len), true);
@@ -167,7 +169,7 @@ impl Conn {
         let Some(child) = self.logs.as_mut() else {
             return;
         };
-        match child.read_into(&mut self.answer) {
+        match child.read_into(self.answer) {
             Some(0) => {}
             Some(n) => {
                 self.queue((0, n), true);
@@ -196,7 +198,7 @@ impl Conn {
             keep_alive: false,
             allow: None,
         };
-        let mut out = Cursor::new(&mut self.answer);
+        let mut out = Cursor::new(self.answer);
         let (next, reset) = ring.resume(last_event_id);
         let written = write_head(&mut out, &head, Length::UntilClose)
             .and_then(|()| out.put(b": myco events from id "))
@@ -226,7 +228,7 @@ impl Conn {
         }
         let mut len = 0;
         if next < ring.oldest() {
-            let mut out = Cursor::new(&mut self.answer);
+            let mut out = Cursor::new(self.answer);
             events::format_missed(&mut out, ring.oldest() - next, ring.oldest())
                 .expect("a notice fits an empty buffer");
             len = out.len();
@@ -289,7 +291,7 @@ impl Conn {
                 executor,
             );
             let (range, keep_alive) = listing
-                .frame(&mut self.answer, (at, at + len), done)
+                .frame(self.answer, (at, at + len), done)
                 .expect("the listing leaves room for its framing");
             if done {
                 self.listing = None;
@@ -411,10 +413,14 @@ pub enum Arrived {
 }
 
 impl Connections {
-    pub fn new(listener: UnixListener) -> Connections {
+    /// The table over `slots`, the arena's buffers, one per connection.
+    pub fn new(
+        listener: UnixListener,
+        slots: &'static mut [ApiSlot; CONNECTIONS_MAX],
+    ) -> Connections {
         Connections {
             listener,
-            conns: (0..CONNECTIONS_MAX).map(|_| Conn::new()).collect(),
+            conns: slots.iter_mut().map(Conn::new).collect(),
             pending: None,
             stats: ConnStats::default(),
             heartbeat_ms: HEARTBEAT_MS,
@@ -615,7 +621,7 @@ impl Conn {
 
     pub fn answer_error(&mut self, status: u16, message: &str) {
         let base = self.answer.as_ptr() as usize;
-        let answer = write_error(&mut self.answer, status, message, false)
+        let answer = write_error(self.answer, status, message, false)
             .expect("an error answer fits the answer buffer");
         let range = range_in(base, answer);
         self.queue(range, false);

@@ -15,6 +15,7 @@
 use super::executor::Executor;
 use super::seat::{seat, Occupant, Seat};
 use super::udp_batch::{UdpBatch, BATCH};
+use crate::arena::DnsSlot;
 use myco_core::dns::{answer, Transport, UDP_BYTES_MAX};
 use myco_core::executor::Names;
 use myco_core::{Node, PeerAddr};
@@ -48,12 +49,12 @@ pub struct DnsStats {
 struct TcpConn {
     stream: Option<TcpStream>,
     /// Framed queries as read: a 2-byte length and the query, maybe more than one.
-    input: Box<[u8]>,
+    input: &'static mut [u8],
     filled: usize,
     /// The client closed its side: answer what arrived, then close.
     eof: bool,
     /// The framed answer and how much of it is sent.
-    output: Box<[u8]>,
+    output: &'static mut [u8],
     sent: usize,
     len: usize,
     deadline_ms: u64,
@@ -61,6 +62,13 @@ struct TcpConn {
     number: u64,
     /// Closed; the fd stays until the backend forgot it (as for API connections).
     dead: bool,
+}
+
+/// DNS's buffers in the arena: the TCP connections' and one UDP batch's.
+pub struct DnsBuffers {
+    pub tcp: &'static mut [DnsSlot; DNS_TCP_MAX],
+    pub queries: &'static mut [u8],
+    pub answers: &'static mut [u8],
 }
 
 /// One address's sockets.
@@ -71,7 +79,7 @@ pub struct Listener {
 
 pub struct Dns {
     pub listeners: heapless::Vec<Listener, DNS_LISTENERS_MAX>,
-    conns: Box<[TcpConn]>,
+    conns: heapless::Vec<TcpConn, DNS_TCP_MAX>,
     /// A client accepted while every slot was taken, and when: it takes the slot of the
     /// connection that gave way to it once `reap` has freed that slot.
     pending: Option<(TcpStream, u64)>,
@@ -87,10 +95,10 @@ pub struct Dns {
 impl Dns {
     /// Binds a UDP and a TCP listener, non-blocking, on each of `addrs`. One that cannot be
     /// bound is reported through `refused` and left out (IPv6 may be off on this box); `None`
-    /// when none could be bound.
+    /// when none could be bound. The buffers are the arena's.
     pub fn bind(
-        addrs: &[SocketAddr],
-        gossip: SocketAddr,
+        (addrs, gossip): (&[SocketAddr], SocketAddr),
+        buffers: DnsBuffers,
         mut refused: impl FnMut(SocketAddr, io::Error),
     ) -> Option<Dns> {
         let mut listeners = heapless::Vec::new();
@@ -114,13 +122,15 @@ impl Dns {
                 ..super::net::peer_addr(gossip)
             }
         };
-        let conns = (0..DNS_TCP_MAX)
-            .map(|_| TcpConn {
+        let conns = buffers
+            .tcp
+            .iter_mut()
+            .map(|slot| TcpConn {
                 stream: None,
-                input: vec![0; 2 + UDP_QUERY_BYTES_MAX].into_boxed_slice(),
+                input: &mut slot.input,
                 filled: 0,
                 eof: false,
-                output: vec![0; 2 + MESSAGE_BYTES_MAX].into_boxed_slice(),
+                output: &mut slot.output,
                 sent: 0,
                 len: 0,
                 deadline_ms: 0,
@@ -133,7 +143,10 @@ impl Dns {
             conns,
             pending: None,
             accepted: 0,
-            batch: UdpBatch::new(UDP_QUERY_BYTES_MAX, UDP_BYTES_MAX),
+            batch: UdpBatch::new(
+                (buffers.queries, UDP_QUERY_BYTES_MAX),
+                (buffers.answers, UDP_BYTES_MAX),
+            ),
             own,
             stats: DnsStats::default(),
         })

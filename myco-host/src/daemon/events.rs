@@ -1,7 +1,7 @@
 //! The event ring behind `GET /stream`: the last `EVENTS_MAX` things that happened on this node
 //! (members, entries, deploys, placements, unit health, refused frames, the WAL recovery), each
-//! with an id that grows by one. It is allocated once at start-up; pushing overwrites the oldest
-//! record, so the ring never refuses an event and never allocates. Subscribers keep only a cursor
+//! with an id that grows by one. It lies in the arena, sized at build time; pushing overwrites
+//! the oldest record, so the ring never refuses an event and never allocates. Subscribers keep only a cursor
 //! (the next id they want) and format records into their own answer buffer when it has drained:
 //! a subscriber that does not read falls behind and is told how many it missed, but never holds
 //! the loop or the others.
@@ -25,8 +25,8 @@ use myco_core::schema::entry::Version;
 pub const EVENTS_MAX: usize = 4096;
 /// The longest formatted event: a 63-byte name escaped at worst six bytes a byte, plus fields.
 pub const EVENT_BYTES_MAX: usize = 640;
-/// The ring's one allocation: `EVENTS_MAX` records of at most 128 bytes, 512 KiB, resident only
-/// as far as events have filled it.
+/// The ring's records in the arena: `EVENTS_MAX` records of at most 128 bytes, 512 KiB, resident
+/// only as far as events have filled it.
 const _: () = assert!(core::mem::size_of::<Record>() <= 128);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,7 +69,7 @@ impl Kind {
     }
 }
 
-/// One event; small and fixed-size, so the ring is one allocation.
+/// One event; small and fixed-size, so the ring is one array in the arena.
 #[derive(Clone, Debug)]
 pub struct Record {
     pub id: u64,
@@ -141,10 +141,13 @@ impl Record {
     }
 }
 
+/// The ring's records: `EVENTS_MAX` of them, in the arena.
+pub type Records = heapless::Vec<Record, EVENTS_MAX>;
+
 pub struct Ring {
-    /// Allocated whole at start but filled as events come, so a quiet daemon's ring costs no
-    /// resident memory: untouched pages of the allocation stay unmapped.
-    records: Vec<Record>,
+    /// Laid out whole in the arena but filled as events come, so a quiet daemon's ring costs no
+    /// resident memory: untouched pages stay unmapped.
+    records: &'static mut Records,
     /// The id of this run's first event.
     first_id: u64,
     /// The id the next event gets; ids `oldest()..next_id` are held.
@@ -158,10 +161,11 @@ pub struct Ring {
 
 impl Ring {
     /// A ring whose first event gets `first_id` (at least 1: a client with no event sends 0).
-    pub fn new(first_id: u64) -> Ring {
+    pub fn new(first_id: u64, records: &'static mut Records) -> Ring {
         let first_id = first_id.max(1);
+        records.clear();
         Ring {
-            records: Vec::with_capacity(EVENTS_MAX),
+            records,
             first_id,
             next_id: first_id,
             unnamed_from: first_id,
@@ -198,7 +202,10 @@ impl Ring {
         record.time_ms = unix_ms();
         let slot = self.slot(id);
         if slot == self.records.len() {
-            self.records.push(record);
+            // `slot` is below `EVENTS_MAX`, so the ring has room for it.
+            self.records
+                .push(record)
+                .expect("the ring holds EVENTS_MAX records");
         } else {
             self.records[slot] = record;
         }
@@ -382,7 +389,7 @@ mod tests {
     /// The ring keeps the newest `EVENTS_MAX` ids and forgets older ones.
     #[test]
     fn ring_overwrites_the_oldest() {
-        let mut ring = Ring::new(1);
+        let mut ring = Ring::new(1, Box::leak(Box::default()));
         assert_eq!(ring.oldest(), 1);
         assert!(ring.get(1).is_none());
         for _ in 0..EVENTS_MAX + 10 {
@@ -398,7 +405,7 @@ mod tests {
     /// ids from another run, below the first or past the newest, reset.
     #[test]
     fn resume_tells_this_run_from_another() {
-        let mut ring = Ring::new(1000);
+        let mut ring = Ring::new(1000, Box::leak(Box::default()));
         for _ in 0..3 {
             ring.push(Record::new(Kind::Entry, ""));
         }
@@ -414,7 +421,7 @@ mod tests {
     /// A refused-frame flood becomes one event with its count.
     #[test]
     fn refused_frames_are_aggregated() {
-        let mut ring = Ring::new(1);
+        let mut ring = Ring::new(1, Box::leak(Box::default()));
         for _ in 0..1000 {
             ring.refused("BadSignature");
         }
@@ -437,7 +444,7 @@ mod tests {
     /// one whose entry the store no longer holds keeps only its hash.
     #[test]
     fn entry_events_are_named_by_their_service() {
-        let mut ring = Ring::new(1);
+        let mut ring = Ring::new(1, Box::leak(Box::default()));
         for key in [7, 8] {
             let mut r = Record::new(Kind::Entry, "");
             r.key = key;

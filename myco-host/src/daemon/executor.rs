@@ -6,13 +6,14 @@
 //! core's decisions, which the simulator checks.
 
 use super::build::{BuildConfig, Builder};
+use crate::arena::{ExecutorArena, ExecutorBuffers};
 use crate::audit::{AuditEntry, AuditLog, AuditOutcome};
 use crate::flight::{Level, Logger};
 use crate::path::{Lossy, StackPath};
 use crate::spawn::{self, Argv, Child, Output};
 use myco_core::executor::{self as core, Command, Outcome, Verb};
 use myco_core::time::Instant;
-use myco_core::unit::{self, unit_name, UNIT_BYTES_MAX};
+use myco_core::unit::{self, unit_name};
 use myco_core::Node;
 use std::ffi::CStr;
 use std::fmt::Write as _;
@@ -47,13 +48,15 @@ pub struct NixSetup<'a> {
 /// The core machine with the files and processes it asks for. Derefs to the core executor for
 /// its queries (`unit`, `census`, `stats`).
 pub struct Executor {
-    core: Box<core::Executor>,
+    /// The core's executor, in the arena.
+    core: &'static mut core::Executor,
     unit_dir: PathBuf,
     systemctl: Vec<u8>,
     journalctl: Vec<u8>,
     /// `/logs` commands, built here so the systemctl job's arguments are untouched.
     logs_argv: Argv,
-    text: Box<[u8]>,
+    /// `UNIT_BYTES_MAX`, the arena's.
+    text: &'static mut [u8],
     argv: Argv,
     output: Output,
     job: Option<Job>,
@@ -70,31 +73,43 @@ pub struct Executor {
 impl Deref for Executor {
     type Target = core::Executor;
     fn deref(&self) -> &core::Executor {
-        &self.core
+        self.core
     }
 }
 
 impl DerefMut for Executor {
     fn deref_mut(&mut self) -> &mut core::Executor {
-        &mut self.core
+        self.core
     }
 }
 
 impl Executor {
     /// Reads the units an earlier run wrote (`myco-*.service` with our header), so a restart
     /// neither rewrites nor loses them. `has_peers_configured`: see `executor::reconcile::mode`.
+    /// The core's executor is built in `arena`, and every buffer comes from it.
     pub fn new(
         unit_dir: PathBuf,
-        systemctl: &str,
-        journalctl: &str,
+        (systemctl, journalctl): (&str, &str),
         audit: AuditLog,
         nix: NixSetup<'_>,
         has_peers_configured: bool,
         log: Logger,
+        arena: ExecutorArena,
     ) -> io::Result<Executor> {
         fs::create_dir_all(&unit_dir)?;
-        let builder = Builder::new(nix.build, (nix.state_dir, &unit_dir), log)?;
-        let mut core = Box::new(core::Executor::new(has_peers_configured));
+        let ExecutorBuffers {
+            unit: text,
+            unit_file,
+            argv: [argv, logs_argv, build_argv, gc_argv],
+            output: [output, build_output, gc_output],
+        } = arena.buffers;
+        let build_buffers = (
+            &mut unit_file[..],
+            Argv::new(build_argv),
+            Output::new(build_output),
+        );
+        let builder = Builder::new(nix.build, (nix.state_dir, &unit_dir), log, build_buffers)?;
+        let core = arena.core.write(core::Executor::new(has_peers_configured));
         for e in fs::read_dir(&unit_dir)? {
             let e = e?;
             let file = e.file_name();
@@ -116,13 +131,17 @@ impl Executor {
             unit_dir,
             systemctl: systemctl.as_bytes().to_vec(),
             journalctl: journalctl.as_bytes().to_vec(),
-            logs_argv: Argv::new(),
-            text: vec![0; UNIT_BYTES_MAX].into_boxed_slice(),
-            argv: Argv::new(),
-            output: Output::new(),
+            logs_argv: Argv::new(logs_argv),
+            text,
+            argv: Argv::new(argv),
+            output: Output::new(output),
             job: None,
             audit,
-            gc: super::gc::Collector::new(nix.gc, log),
+            gc: super::gc::Collector::new(
+                nix.gc,
+                log,
+                (Argv::new(gc_argv), Output::new(gc_output)),
+            ),
             gc_done: None,
             builder,
             log,
@@ -229,7 +248,7 @@ impl Executor {
                     program,
                 } => write_unit(
                     &self.unit_dir,
-                    &mut self.text,
+                    self.text,
                     &self.log,
                     (name, program),
                     entry,
@@ -542,7 +561,7 @@ mod tests {
     /// changes, and units under `/etc` get the plain command.
     #[test]
     fn units_under_run_are_enabled_for_this_boot_only() {
-        let mut argv = Argv::new();
+        let mut argv = Argv::leaked();
         for (verb, runtime, expected) in [
             (
                 Verb::Enable,

@@ -44,13 +44,14 @@ pub struct Collector {
 }
 
 impl Collector {
-    pub fn new(config: GcConfig, log: Logger) -> Collector {
+    /// `argv` and `output` are the arena's.
+    pub fn new(config: GcConfig, log: Logger, (argv, output): (Argv, Output)) -> Collector {
         Collector {
             core: Gc::new(),
             config,
-            argv: Argv::new(),
+            argv,
             env: transient::environment(),
-            output: Output::new(),
+            output,
             job: None,
             log,
         }

@@ -1,7 +1,8 @@
-//! The daemon: one thread, one event loop. Start-up (`Daemon::start`) allocates everything and
-//! replays the WAL; `run` then waits on the backend for the gossip socket, the API socket and its
-//! connections, the signalfd and the WAL write in flight, and ticks the core at least every
-//! `TICK_MS_MAX`. The core makes every decision; this module moves bytes and keeps time.
+//! The daemon: one thread, one event loop. Start-up (`Daemon::start`) builds everything in the
+//! arena (`crate::arena`) and replays the WAL; `run` then waits on the backend for the gossip
+//! socket, the API socket and its connections, the signalfd and the WAL write in flight, and
+//! ticks the core at least every `TICK_MS_MAX`. The core makes every decision; this module moves
+//! bytes and keeps time.
 
 pub mod answers;
 pub mod boot;
@@ -22,6 +23,7 @@ pub mod transient;
 pub mod udp_batch;
 pub mod wal;
 
+use crate::arena::{Arena, ExecutorArena};
 use crate::flight::{Level, Logger};
 use crate::io::{Backend, Completion, Completions, Interest};
 use crate::reserve::{Reserve, ReserveState};
@@ -69,7 +71,7 @@ const RESERVE_RETRY_MS: u64 = 5_000;
 const PEERS_SAVE_MS: u64 = 2_000;
 
 pub struct Daemon {
-    node: Box<Node>,
+    node: &'static mut Node,
     sink: CoreSink,
     api: Connections,
     signals: SignalFd,
@@ -105,10 +107,15 @@ impl Daemon {
     /// Everything that can fail at start: flags already parsed, files read, WAL replayed, sockets
     /// bound. Returns a daemon ready to serve.
     ///
-    /// Start-up runs on a short-lived thread. Building the node and the tables by value makes
-    /// stack frames of hundreds of KiB; pages the main thread's stack touches stay resident for
-    /// the daemon's life, while a finished thread's stack is given back.
-    pub fn start(config: &Config, log: Logger) -> Result<Box<Daemon>, BootError> {
+    /// Start-up runs on a short-lived thread. Building the node by value makes stack frames of
+    /// hundreds of KiB before it is moved into the arena; pages the main thread's stack touches
+    /// stay resident for the daemon's life, while a finished thread's stack is given back. The
+    /// thread builds the daemon in the arena and hands it over (`arena::hand_over`); the caller,
+    /// which runs the loop, takes it in `run`. The daemon is never dropped: `shutdown` does what
+    /// must happen before the process ends (cancel the ring's watches, close connections, remove
+    /// the socket), and the end of the process closes the rest; the WAL buffer a write may still
+    /// hold is the arena's, never freed.
+    pub fn start(config: &Config, log: Logger) -> Result<&'static mut Daemon, BootError> {
         // Blocked here, before the thread exists, so both threads have SIGTERM and SIGINT
         // blocked and they only ever arrive through the descriptor.
         let signals =
@@ -124,24 +131,26 @@ impl Daemon {
         })
     }
 
-    fn build(config: &Config, log: Logger, signals: SignalFd) -> Result<Box<Daemon>, BootError> {
+    fn build(
+        config: &Config,
+        log: Logger,
+        signals: SignalFd,
+    ) -> Result<&'static mut Daemon, BootError> {
         let started = std::time::Instant::now();
+        let arena = Arena::take()
+            .ok_or_else(|| BootError("this process started a daemon already".into()))?;
         let (seed, cert, (udp, listener)) = preflight(config)?;
         let lock = boot::lock_state_dir(&config.state_dir)?;
-        let recorder = config
-            .state_dir
-            .join(crate::flight::FLIGHT_RECORDER_FILE_NAME);
-        if let Err(e) = crate::flight::install_panic_hook(recorder.clone()) {
-            log.log(Level::Warning, format_args!("cannot allocate the flight recorder's file {} ({e}): a crash on a full disk may leave no record", recorder.display()));
-        }
+        install_recorder(config, &log);
         let revocation = boot::read_revocation(config)?;
         let (peers, remembered) = boot::peers(&config.state_dir, &log);
         let join = boot::join_list(config, &remembered);
-        let mut node = boot::node(config, seed, &cert, &join, random_u64())?;
-        let (store, recovery) = boot::replay(&mut node, &config.state_dir, &log)?;
+        let node = boot::node(config, (seed, &cert), &join, random_u64(), arena.node)?;
+        let (store, recovery) = boot::replay(node, &config.state_dir, &log, arena.store)?;
         let reserve = Reserve::new(&config.state_dir, config.reserve_bytes);
         let (io, fallback) = start_backend(config, &log)?;
-        let mut sink = CoreSink::new(udp, io, store, reserve, log)
+        let wal = wal::WalQueue::new(arena.wal);
+        let mut sink = CoreSink::new(udp, io, store, reserve, log, (wal, arena.events))
             .map_err(|e| BootError(format!("cannot read the UDP socket's address: {e}")))?;
         sink.stats.wal_truncated_bytes = recovery.clock;
         sink.events.push(recovery);
@@ -149,10 +158,11 @@ impl Daemon {
             node.handle_revocation(record, &mut sink)
                 .map_err(|e| BootError(format!("the revocation is refused: {}", e.message())))?;
         }
-        check_own_cert(&node)?;
+        check_own_cert(node)?;
         let listen = listen_text(&sink.udp)?;
-        let executor = start_executor(config, !join.is_empty(), log)?;
-        let dns = dns::Dns::bind(&config.dns, config.listen, |addr, e| {
+        let executor_parts = (arena.executor, arena.audit_line);
+        let executor = start_executor(config, !join.is_empty(), log, executor_parts)?;
+        let dns = dns::Dns::bind((&config.dns, config.listen), arena.dns, |addr, e| {
             log.log(
                 Level::Warning,
                 format_args!("*.myco DNS does not answer on {addr}: cannot bind it: {e}"),
@@ -160,13 +170,13 @@ impl Daemon {
         });
         let notifier = Notifier::from_env()
             .map_err(|e| BootError(format!("cannot reach systemd's NOTIFY_SOCKET: {e}")))?;
-        let mut daemon = Box::new(Daemon {
+        let daemon = arena.daemon.write(Daemon {
             node,
             sink,
             api: Connections {
                 heartbeat_ms: config.stream_heartbeat_ms,
                 request_timeout_ms: config.request_timeout_ms,
-                ..Connections::new(listener)
+                ..Connections::new(listener, arena.api)
             },
             signals,
             notifier,
@@ -193,6 +203,7 @@ impl Daemon {
         // Last, once nothing can fail: a failed start leaves no reserve behind.
         boot::reserve(&mut daemon.sink.reserve, &log);
         daemon.after_calls();
+        crate::arena::hand_over();
         Ok(daemon)
     }
 
@@ -202,6 +213,7 @@ impl Daemon {
 
     /// Tells systemd the daemon is ready, then serves until SIGTERM or SIGINT.
     pub fn run(&mut self) -> std::io::Result<()> {
+        crate::arena::enter_loop();
         let ready = format!(
             "node {:016x} on {} with {} services, {} loop",
             self.node.id(),
@@ -349,11 +361,11 @@ impl Daemon {
         let executor = self.executor.as_ref();
         if token >= TOKEN_DNS_CONN_BASE {
             let slot = (token - TOKEN_DNS_CONN_BASE) as usize;
-            return dns.serve_tcp(slot, &self.node, executor, now);
+            return dns.serve_tcp(slot, self.node, executor, now);
         }
         let listener = ((token - TOKEN_DNS_BASE) / 2) as usize;
         match (token - TOKEN_DNS_BASE) % 2 {
-            0 => dns.serve_udp(listener, &self.node, executor),
+            0 => dns.serve_udp(listener, self.node, executor),
             _ => dns.accept(listener, now),
         }
     }
@@ -419,7 +431,7 @@ impl Daemon {
         if std::mem::take(&mut self.sink.placement_changed) {
             executor.handle_placement_changed();
         }
-        executor.step(&self.node, now);
+        executor.step(self.node, now);
         if let Some(done) = executor.take_gc_done() {
             self.sink.events.push(events::Record::gc(done));
         }
@@ -438,7 +450,7 @@ impl Daemon {
             let floor = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs() as u32);
-            executor.report_status(&mut self.node, Instant(now), floor, &mut self.sink);
+            executor.report_status(self.node, Instant(now), floor, &mut self.sink);
         }
     }
 
@@ -589,6 +601,17 @@ fn systemd_runs(unit_dir: &std::path::Path) -> bool {
         || std::path::Path::new("/run/systemd/system").is_dir()
 }
 
+/// The panic hook and its file in the state directory; without the file a crash is still
+/// recorded if the disk has room, which the log says.
+fn install_recorder(config: &Config, log: &Logger) {
+    let recorder = config
+        .state_dir
+        .join(crate::flight::FLIGHT_RECORDER_FILE_NAME);
+    if let Err(e) = crate::flight::install_panic_hook(recorder.clone()) {
+        log.log(Level::Warning, format_args!("cannot allocate the flight recorder's file {} ({e}): a crash on a full disk may leave no record", recorder.display()));
+    }
+}
+
 /// Refuses to start on a certificate the saved RevocationBlock revokes, by the core's rule, with
 /// what to do about it.
 fn check_own_cert(node: &Node) -> Result<(), BootError> {
@@ -694,6 +717,7 @@ fn start_executor(
     config: &Config,
     has_peers_configured: bool,
     log: Logger,
+    (arena, audit_line): (ExecutorArena, &'static mut [u8]),
 ) -> Result<Option<executor::Executor>, BootError> {
     Ok(match &config.executor {
         Some(e) if !systemd_runs(&e.unit_dir) => {
@@ -703,9 +727,8 @@ fn start_executor(
         Some(e) => Some(
             executor::Executor::new(
                 e.unit_dir.clone(),
-                &e.systemctl,
-                &e.journalctl,
-                crate::audit::AuditLog::open(&e.audit_log).map_err(|err| {
+                (&e.systemctl, &e.journalctl),
+                crate::audit::AuditLog::open(&e.audit_log, audit_line).map_err(|err| {
                     BootError(format!(
                         "cannot open the audit log {}: {err}",
                         e.audit_log.display()
@@ -718,6 +741,7 @@ fn start_executor(
                 },
                 has_peers_configured,
                 log,
+                arena,
             )
             .map_err(|err| {
                 BootError(format!(

@@ -56,7 +56,7 @@ impl Daemon {
                 Some(Parse::Error(e)) => {
                     api.stats.errors += 1;
                     let base = conn.answer.as_ptr() as usize;
-                    let answer = write_http_error(&mut conn.answer, e).expect("errors fit");
+                    let answer = write_http_error(conn.answer, e).expect("errors fit");
                     let range = range_in(base, answer);
                     conn.queue(range, false);
                     break;
@@ -242,7 +242,7 @@ fn reply(
         allow: None,
     };
     let base = conn.answer.as_ptr() as usize;
-    let answer = body_cursor(&mut conn.answer).and_then(|mut out| {
+    let answer = body_cursor(conn.answer).and_then(|mut out| {
         write(&mut out)?;
         finish(out, &head)
     });

@@ -11,7 +11,7 @@
 //! them once the disk has room. A skipped append is never reported durable before that snapshot,
 //! so nothing is acknowledged that is not on disk, and the daemon never stops for a full disk.
 
-use super::events::{Kind, Record, Ring};
+use super::events::{Kind, Record, Records, Ring};
 use super::net::socket_addr;
 use super::wal::{Batch, WalQueue};
 use crate::flight::{Level, Logger};
@@ -89,13 +89,13 @@ pub struct CoreSink {
     pub members_changed: bool,
     /// The desired state or the set of live members changed: placement may differ.
     pub placement_changed: bool,
-    /// What `/stream` subscribers are sent; allocated here, at start-up.
+    /// What `/stream` subscribers are sent; its records are the arena's.
     pub events: Ring,
     /// When the write in flight was submitted, and how long writes took (write + fdatasync).
     write_started: Option<std::time::Instant>,
     pub wal_latency: Histogram,
     /// A batch the disk had no room for, waiting to be written again at the same offset.
-    parked: Option<Box<[u8]>>,
+    parked: Option<&'static mut [u8]>,
     parked_len: usize,
     /// From the first ENOSPC of an episode until a write succeeds again.
     disk_full: bool,
@@ -113,6 +113,7 @@ impl CoreSink {
         store: FileStore,
         reserve: Reserve,
         log: Logger,
+        (wal, events): (WalQueue, &'static mut Records),
     ) -> io::Result<CoreSink> {
         let ipv6 = udp.local_addr()?.is_ipv6();
         Ok(CoreSink {
@@ -120,7 +121,7 @@ impl CoreSink {
             ipv6,
             io,
             store,
-            wal: WalQueue::new(),
+            wal,
             reserve,
             log,
             stats: SinkStats::default(),
@@ -128,7 +129,7 @@ impl CoreSink {
             revoked: false,
             members_changed: false,
             placement_changed: true,
-            events: Ring::new(first_event_id()),
+            events: Ring::new(first_event_id(), events),
             write_started: None,
             wal_latency: Histogram::default(),
             parked: None,
@@ -158,7 +159,7 @@ impl CoreSink {
         }
     }
 
-    fn submit_write(&mut self, buf: Box<[u8]>, len: usize) {
+    fn submit_write(&mut self, buf: &'static mut [u8], len: usize) {
         self.write_started = Some(std::time::Instant::now());
         let (fd, offset) = (self.store.wal_fd(), self.store.wal_bytes());
         if self.io.write_durable(fd, buf, len, offset).is_err() {
@@ -169,7 +170,7 @@ impl CoreSink {
     /// A write finished. Disk full: free the reserve and write again, or park the batch until
     /// space returns. Any other failure is fatal: after a failed fdatasync the page cache may no
     /// longer say what the disk holds, so the process restarts and replays what is on disk.
-    pub fn handle_written(&mut self, buf: Box<[u8]>, result: io::Result<()>) {
+    pub fn handle_written(&mut self, buf: &'static mut [u8], result: io::Result<()>) {
         match result {
             Ok(()) => {
                 let len = self.wal.written(buf);
@@ -186,7 +187,7 @@ impl CoreSink {
 
     /// A write found the disk full: the episode is counted once, the reserve freed if there is
     /// one (then the batch is written again), else the batch is parked.
-    fn handle_disk_full(&mut self, buf: Box<[u8]>) {
+    fn handle_disk_full(&mut self, buf: &'static mut [u8]) {
         if !self.disk_full {
             self.disk_full = true;
             self.stats.wal_disk_full += 1;

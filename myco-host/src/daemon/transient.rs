@@ -102,7 +102,7 @@ mod tests {
     /// command niced after `--`.
     #[test]
     fn prefix_runs_the_command_in_a_named_bounded_unit() {
-        let mut argv = Argv::new();
+        let mut argv = Argv::leaked();
         let env = [CString::new("NIX_CONF_DIR=/etc/nix").unwrap()];
         let unit = Unit {
             systemd_run: "systemd-run",

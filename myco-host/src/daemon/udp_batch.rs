@@ -2,7 +2,7 @@
 //! `sendmmsg` sends their answers in one more, instead of two calls per query. Under load the
 //! calls, not the answering, were most of DNS's cost (`docs/benchmarks.md`).
 //!
-//! The buffers are allocated once; the message headers that point into them are built on the
+//! The buffers are the arena's; the message headers that point into them are built on the
 //! stack per call, so nothing here holds a raw pointer between calls.
 
 use std::io;
@@ -14,9 +14,9 @@ pub const BATCH: usize = 16;
 
 pub struct UdpBatch {
     /// `BATCH` slots of `query_max` bytes each.
-    queries: Box<[u8]>,
+    queries: &'static mut [u8],
     /// `BATCH` slots of `answer_max` bytes each, one per query slot.
-    answers: Box<[u8]>,
+    answers: &'static mut [u8],
     query_max: usize,
     answer_max: usize,
     peers: [libc::sockaddr_storage; BATCH],
@@ -37,12 +37,17 @@ pub struct Sent {
 }
 
 impl UdpBatch {
-    /// Buffers for `BATCH` queries of up to `query_max` bytes (longer ones arrive cut) and their
-    /// answers of up to `answer_max` bytes. Pages are touched only as far as datagrams fill them.
-    pub fn new(query_max: usize, answer_max: usize) -> UdpBatch {
+    /// Over `queries`, `BATCH` slots of up to `query_max` bytes (longer queries arrive cut), and
+    /// `answers`, `BATCH` slots of up to `answer_max` bytes. Pages are touched only as far as
+    /// datagrams fill them.
+    pub fn new(
+        (queries, query_max): (&'static mut [u8], usize),
+        (answers, answer_max): (&'static mut [u8], usize),
+    ) -> UdpBatch {
+        assert!(queries.len() >= BATCH * query_max && answers.len() >= BATCH * answer_max);
         UdpBatch {
-            queries: vec![0; BATCH * query_max].into_boxed_slice(),
-            answers: vec![0; BATCH * answer_max].into_boxed_slice(),
+            queries,
+            answers,
             query_max,
             answer_max,
             // SAFETY: sockaddr_storage is plain data; all zeros is a valid (AF_UNSPEC) value.
@@ -187,7 +192,8 @@ mod tests {
             clients[i % 2].send_to(&[i as u8; 3], to).unwrap();
         }
         clients[0].send_to(&[0xEE; 40], to).unwrap();
-        let mut batch = UdpBatch::new(32, 8);
+        let leak = crate::arena::leak_bytes;
+        let mut batch = UdpBatch::new((leak(BATCH * 32), 32), (leak(BATCH * 8), 8));
         let mut seen = 0;
         while seen < total + 1 {
             let got = batch.receive(server.as_raw_fd());

@@ -14,10 +14,10 @@ use myco_core::wal::{encode_record, RecordKind};
 pub const BATCH_BYTES: usize = 256 * 1024;
 
 pub struct WalQueue {
-    pending: Box<[u8]>,
+    pending: &'static mut [u8],
     pending_len: usize,
     /// The buffer not in `pending`; `None` while the backend holds it for a write.
-    spare: Option<Box<[u8]>>,
+    spare: Option<&'static mut [u8]>,
     /// Highest ticket in `pending`, and in the write in flight.
     pending_ticket: u64,
     inflight_ticket: u64,
@@ -33,16 +33,18 @@ pub struct WalQueue {
 
 /// The batch to write: give `buf` to the backend and `len` bytes of it go to the log.
 pub struct Batch {
-    pub buf: Box<[u8]>,
+    pub buf: &'static mut [u8],
     pub len: usize,
 }
 
 impl WalQueue {
-    pub fn new() -> WalQueue {
+    /// A queue over two batch buffers of at least `BATCH_BYTES` (the arena's).
+    pub fn new([pending, spare]: [&'static mut [u8]; 2]) -> WalQueue {
+        assert!(pending.len() >= BATCH_BYTES && spare.len() >= BATCH_BYTES);
         WalQueue {
-            pending: vec![0; BATCH_BYTES].into_boxed_slice(),
+            pending,
             pending_len: 0,
-            spare: Some(vec![0; BATCH_BYTES].into_boxed_slice()),
+            spare: Some(spare),
             pending_ticket: 0,
             inflight_ticket: 0,
             inflight_len: 0,
@@ -113,7 +115,7 @@ impl WalQueue {
 
     /// The write in flight is durable: returns its length (for the store's offset) and takes the
     /// buffer back.
-    pub fn written(&mut self, buf: Box<[u8]>) -> usize {
+    pub fn written(&mut self, buf: &'static mut [u8]) -> usize {
         assert!(self.in_flight());
         self.spare = Some(buf);
         self.durable = self.inflight_ticket;
@@ -143,20 +145,19 @@ impl WalQueue {
     }
 }
 
-impl Default for WalQueue {
-    fn default() -> Self {
-        WalQueue::new()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use myco_core::wal::{RecordView, Records};
 
+    fn queue() -> WalQueue {
+        let leak = crate::arena::leak_bytes;
+        WalQueue::new([leak(BATCH_BYTES), leak(BATCH_BYTES)])
+    }
+
     #[test]
     fn batches_alternate_buffers_and_tickets_follow_writes() {
-        let mut q = WalQueue::new();
+        let mut q = queue();
         q.push(b"abc", 1);
         q.push(b"defg", 2);
         let batch = q.take().expect("pending");
@@ -179,7 +180,7 @@ mod tests {
 
     #[test]
     fn a_checkpoint_makes_the_pending_batch_durable() {
-        let mut q = WalQueue::new();
+        let mut q = queue();
         q.push(&[7; 900], 1);
         q.checkpointed();
         assert!(!q.has_pending());
@@ -190,7 +191,7 @@ mod tests {
     /// snapshot makes all of them durable.
     #[test]
     fn a_skipped_append_is_durable_only_after_a_snapshot() {
-        let mut q = WalQueue::new();
+        let mut q = queue();
         q.push(b"a", 1);
         q.skip(2);
         q.push(b"c", 3);
@@ -207,7 +208,7 @@ mod tests {
 
     #[test]
     fn a_full_batch_says_so() {
-        let mut q = WalQueue::new();
+        let mut q = queue();
         let entry = [1u8; 900];
         let mut ticket = 0;
         while q.fits(&entry) {

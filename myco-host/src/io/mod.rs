@@ -56,7 +56,7 @@ pub enum Completion {
     },
     /// The write+fdatasync started by `write_durable` finished; the buffer comes back.
     Written {
-        buf: Box<[u8]>,
+        buf: &'static mut [u8],
         result: io::Result<()>,
     },
 }
@@ -134,10 +134,10 @@ impl Backend {
     pub fn write_durable(
         &mut self,
         fd: RawFd,
-        buf: Box<[u8]>,
+        buf: &'static mut [u8],
         len: usize,
         offset: u64,
-    ) -> Result<(), Box<[u8]>> {
+    ) -> Result<(), &'static mut [u8]> {
         assert!(
             len <= buf.len(),
             "write_durable: len {len} > buffer {}",
@@ -217,7 +217,7 @@ fn ready(token: u64, revents: i16) -> Completion {
 }
 
 /// A finished write waiting to be handed out. Both backends report it before any readiness.
-type Written = (Box<[u8]>, io::Result<()>);
+type Written = (&'static mut [u8], io::Result<()>);
 
 /// Moves a finished write into `out` if there is room; otherwise it waits for the next call.
 fn emit_written(finished: &mut Option<Written>, out: &mut Completions) {
@@ -238,7 +238,7 @@ const WRITE_CHUNK_BYTES_MAX: usize = 0x7fff_f000;
 /// Both backends write the rest until nothing is left, however short each write comes back.
 struct WriteProgress {
     fd: RawFd,
-    buf: Box<[u8]>,
+    buf: &'static mut [u8],
     len: usize,
     offset: u64,
     done: usize,

@@ -63,8 +63,15 @@ fn ready_tokens(out: &Completions) -> Vec<u64> {
         .collect()
 }
 
+/// `content` in a buffer of its own, as the backend takes them (the daemon's come from the arena).
+fn bytes(content: &[u8]) -> &'static mut [u8] {
+    let buf = crate::arena::leak_bytes(content.len());
+    buf.copy_from_slice(content);
+    buf
+}
+
 /// Waits until the write in flight comes back; returns its buffer and result.
-fn wait_written(backend: &mut Backend) -> (Box<[u8]>, io::Result<()>) {
+fn wait_written(backend: &mut Backend) -> (&'static mut [u8], io::Result<()>) {
     let start = Instant::now();
     while start.elapsed() < PATIENCE {
         for completion in wait(backend, &[], Duration::from_millis(100)) {
@@ -237,13 +244,13 @@ fn write_durable_writes_exactly_the_bytes(mut backend: Backend) {
         .create_new(true)
         .open(&path.0)
         .unwrap();
-    let buf: Box<[u8]> = Box::new(*b"helloXXX");
+    let buf = bytes(b"helloXXX");
     let address = buf.as_ptr();
     backend
         .write_durable(file.as_raw_fd(), buf, 5, 4096)
         .unwrap();
     assert!(backend.write_in_flight());
-    let refused = backend.write_durable(file.as_raw_fd(), Box::new(*b"second"), 6, 0);
+    let refused = backend.write_durable(file.as_raw_fd(), bytes(b"second"), 6, 0);
     assert_eq!(&*refused.expect_err("a second write is refused"), b"second");
 
     let (buf, result) = wait_written(&mut backend);
@@ -262,7 +269,7 @@ fn write_error_is_reported_in_the_result(mut backend: Backend) {
     File::create(&path.0).unwrap();
     let file = File::open(&path.0).unwrap();
     backend
-        .write_durable(file.as_raw_fd(), Box::new([7; 16]), 16, 0)
+        .write_durable(file.as_raw_fd(), bytes(&[7; 16]), 16, 0)
         .unwrap();
     let (buf, result) = wait_written(&mut backend);
     assert_eq!(&*buf, &[7; 16]);
@@ -401,7 +408,7 @@ fn uring_completion_overflow_loses_nothing() {
     let path = TempPath::new();
     let file = File::create(&path.0).unwrap();
     backend
-        .write_durable(file.as_raw_fd(), Box::new(*b"durable"), 7, 0)
+        .write_durable(file.as_raw_fd(), bytes(b"durable"), 7, 0)
         .unwrap();
 
     let (mut seen, mut written) = (BTreeSet::new(), None);

@@ -351,10 +351,10 @@ impl Uring {
                 .build()
                 .user_data(Op::Fsync.user_data()),
         ];
-        // SAFETY: the Write points into `write.progress.buf`, a heap buffer owned by
+        // SAFETY: the Write points into `write.progress.buf`, a static buffer owned by
         // `self.table.write` until both completions of this pair are reaped: only `settle_write`
         // takes it out, and only when neither is pending; `Drop` waits for them too. Moving the
-        // Box moves the pointer, not the bytes. The Fsync points at no memory.
+        // reference moves the pointer, not the bytes. The Fsync points at no memory.
         let pushed = unsafe { self.ring.submission().push_multiple(&pair) };
         assert!(pushed.is_ok(), "make_room left two free entries");
         write.queued = false;
@@ -447,8 +447,9 @@ impl Uring {
 }
 
 impl Drop for Uring {
-    /// The kernel may still be reading the write's buffer: wait for the pair before freeing it.
-    /// If waiting fails, leak the buffer rather than free memory the kernel may read.
+    /// The kernel may still be reading the write's buffer: wait for the pair before the buffer
+    /// goes back to anyone. If waiting fails, the buffer is dropped with the ring: it is the
+    /// arena's, never freed, and nobody writes it again once the backend is gone.
     fn drop(&mut self) {
         while self
             .table
@@ -460,9 +461,8 @@ impl Drop for Uring {
                 Ok(_) => self.drain(),
                 Err(error) if is_busy(&error) => self.drain(),
                 Err(_) => {
-                    if let Some(write) = self.table.write.take() {
-                        Box::leak(write.progress.buf);
-                    }
+                    // Forgets the buffer: no one else holds it, so no one writes it again.
+                    self.table.write = None;
                     return;
                 }
             }
@@ -699,7 +699,7 @@ mod tests {
         };
         let progress = WriteProgress {
             fd: -1,
-            buf: vec![0; len].into(),
+            buf: crate::arena::leak_bytes(len),
             len,
             offset: 0,
             done: 0,
