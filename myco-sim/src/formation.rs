@@ -245,7 +245,9 @@ pub fn command(mut args: Arguments) -> Result<u8, String> {
         p.stagger_ms,
         p.loss,
     );
-    Ok(u8::from(f.all_alive_ms.is_none() && p.slow_ms == 0 || f.false_dead > 0))
+    Ok(u8::from(
+        f.all_alive_ms.is_none() && p.slow_ms == 0 || f.false_dead > 0,
+    ))
 }
 
 #[cfg(test)]
@@ -264,15 +266,22 @@ mod tests {
         assert_eq!(f.false_dead, 0);
     }
 
-    /// One node receives everything 3 s late. Its local health rises, and no healthy member
-    /// is declared dead, by it or by anyone.
+    /// One node of ten receives everything a second or a second and a half late. Its local
+    /// health rises, and no healthy member is declared dead, by it or by anyone. Without local
+    /// health and the direct word to the accused (`AWARENESS_MAX` 0, no `tell_suspect`), these
+    /// seeds declared 3 to 12 healthy members dead; with local health alone, up to 1. From 2 s
+    /// on, the slow node completes no handshake within `HANDSHAKE_TIMEOUT_MS` and probes nobody.
     #[test]
     fn a_slow_node_accuses_nobody() {
-        let mut p = Params::new(2, 30);
-        p.slow_ms = 3_000;
-        p.run_ms = 60_000;
-        let f = run(&p);
-        assert_eq!(f.false_dead, 0, "{f:?}");
-        assert!(f.slow_health > 0, "{f:?}");
+        for seed in 1..=2 {
+            for slow_ms in [1_000, 1_500] {
+                let mut p = Params::new(seed, 10);
+                p.slow_ms = slow_ms;
+                p.run_ms = 40_000;
+                let f = run(&p);
+                assert_eq!(f.false_dead, 0, "{p:?}: {f:?}");
+                assert!(f.slow_health > 0, "{p:?}: {f:?}");
+            }
+        }
     }
 }

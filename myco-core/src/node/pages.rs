@@ -40,7 +40,9 @@ impl Node {
         let Some(m) = self.members.get_mut(peer) else {
             return;
         };
-        if m.paged_at.is_some_and(|t| now.since_ms(t) < MEMBER_PULL_MIN_MS) {
+        if m.paged_at
+            .is_some_and(|t| now.since_ms(t) < MEMBER_PULL_MIN_MS)
+        {
             return;
         }
         m.paged_at = Some(now);
@@ -59,7 +61,10 @@ impl Node {
             start = end;
             pages += 1;
         }
-        assert!(pages <= MEMBER_PAGES_MAX, "a table is at most MEMBER_PAGES_MAX pages");
+        assert!(
+            pages <= MEMBER_PAGES_MAX,
+            "a table is at most MEMBER_PAGES_MAX pages"
+        );
     }
 
     fn send_page(

@@ -69,6 +69,7 @@ impl Node {
                 let applied = self.members.suspect(now, p.target, self.id);
                 if applied == Applied::Changed(MemberState::Suspect) {
                     sink.event(Event::MemberSuspect(p.target));
+                    self.tell_suspect(sink, p.target);
                 }
             }
         }
@@ -316,6 +317,21 @@ impl Node {
             }
         }
         updates
+    }
+
+    /// Tells a member this node has just suspected so at once, in one frame, rather than when a
+    /// random probe next picks it: the accused refutes before the suspicion can ripen anywhere,
+    /// which is what keeps a slow prober's mistakes from killing healthy members.
+    fn tell_suspect(&mut self, sink: &mut impl Sink, id: u64) {
+        let Some(m) = self.members.get(id) else {
+            return;
+        };
+        let (to, list) = (
+            m.addr,
+            Vec::from_slice(&[m.update()]).expect("capacity >= 1"),
+        );
+        self.out
+            .send(sink, to, self.store.root(), Message::Members { list });
     }
 
     /// Membership news (joins, suspicions, deaths, refutations) also goes out each gossip round

@@ -698,10 +698,7 @@ fn a_missing_member_is_pulled_after_a_sync_page() {
     assert!(!lists(&b, phantom(0).id));
     run_pair(&mut a, &mut b, 2 * MEMBER_SYNC_INTERVAL_MS + 500, 3_000);
     assert!(lists(&b, phantom(0).id));
-    assert_eq!(
-        a.members.live_digest(a.id()),
-        b.members.live_digest(b.id())
-    );
+    assert_eq!(a.members.live_digest(a.id()), b.members.live_digest(b.id()));
 }
 
 /// A peer that keeps asking for the table gets it once per `MEMBER_PULL_MIN_MS`, however many
@@ -717,7 +714,11 @@ fn pulls_are_answered_once_per_interval() {
         a.handle_page(t, b.id(), PageKind::Pull, Digest(0), &[], &mut wire);
     }
     assert_eq!(a.counters().tables_sent, before + 1);
-    assert_eq!(wire.frames.len(), 3, "two pages of phantoms and one more record: three pages");
+    assert_eq!(
+        wire.frames.len(),
+        3,
+        "two pages of phantoms and one more record: three pages"
+    );
     let later = t.add_ms(crate::config::MEMBER_PULL_MIN_MS);
     a.out.now = later;
     a.handle_page(later, b.id(), PageKind::Pull, Digest(0), &[], &mut wire);

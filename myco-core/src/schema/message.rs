@@ -6,8 +6,8 @@
 
 use crate::config::{
     BODY_BYTES_MAX, BUCKETS_PER_GROUP, MEMBERS_PER_FRAME, MEMBER_PAGE_RECORDS,
-    MEMBER_UPDATES_PER_FRAME, RUMOR_KEYS_PER_FRAME, STATUS_UNITS_MAX, SYNC_GROUPS_PER_FRAME, SYNC_KEYS_PER_FRAME,
-    WANT_PER_FRAME,
+    MEMBER_UPDATES_PER_FRAME, RUMOR_KEYS_PER_FRAME, STATUS_UNITS_MAX, SYNC_GROUPS_PER_FRAME,
+    SYNC_KEYS_PER_FRAME, WANT_PER_FRAME,
 };
 use crate::schema::addr::PeerAddr;
 use crate::schema::entry::Arch;
@@ -311,7 +311,10 @@ mod tests {
         let mut out = [0u8; BODY_BYTES_MAX];
         let n = page.encode(&mut out).unwrap();
         let record = postcard::to_slice(&member(), &mut [0u8; 64]).unwrap().len();
-        assert!(n + record > BODY_BYTES_MAX, "{n} + {record} would still fit");
+        assert!(
+            n + record > BODY_BYTES_MAX,
+            "{n} + {record} would still fit"
+        );
     }
 
     /// Garbage and trailing bytes never decode.

@@ -71,10 +71,9 @@ pub fn formation_only(opts: &Options, slot: &mut Option<Cluster>) -> Result<()> 
     let count = |what: &str| events.get(what).map_or((0, 0), |(l, ids)| (*l, ids.len()));
     let (dead_lines, false_dead) = count("is dead");
     let (_, suspected) = count("is suspect");
-    let formed = s
-        .formed
-        .all_at
-        .map_or("not-reached".to_string(), |d| format!("{:.2}", d.as_secs_f64()));
+    let formed = s.formed.all_at.map_or("not-reached".to_string(), |d| {
+        format!("{:.2}", d.as_secs_f64())
+    });
     println!(
         "FORMED nodes={} last_start_to_all_alive_s={formed} false_dead={false_dead} dead_lines={dead_lines} suspected={suspected} starts_s={:.1} cpu_s={:.2} machine_busy_pct={:.0}",
         bench.n,
