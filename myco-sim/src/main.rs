@@ -34,7 +34,7 @@ USAGE:
   myco-sim run [--seed S] [--nodes N] [--services K] [--loss P] [--json] [FAULTS] [--adversary]
                [--scenario rotate]
   myco-sim gauntlet --seconds T [--seed S]
-  myco-sim bench [--seeds N] [--placement]
+  myco-sim bench [--seeds N] [--placement | --at-rest]
   myco-sim capacity [--seed S]
   myco-sim formation [--seed S] [--nodes N] [--loss P] [--stagger-ms MS] [--slow-ms MS]
                      [--seconds T]
