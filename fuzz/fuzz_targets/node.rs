@@ -7,8 +7,8 @@
 //! 1024-byte chunks of the input, handshake kinds included) or a sealed frame around arbitrary body
 //! bytes; structured ones seal a valid message of a fuzz-chosen kind built from a few peers,
 //! service names and the node's own bucket digests and key hashes, so the fuzzer gets past the
-//! header, the AEAD and the body checks into membership, rumors, revocation and every anti-entropy
-//! step. Time advances by fuzz-chosen ticks, then for ten simulated seconds more so probes,
+//! header, the AEAD and the body checks into membership (member pages of every kind included),
+//! rumors, revocation and every anti-entropy step. Time advances by fuzz-chosen ticks, then for ten simulated seconds more so probes,
 //! suspicions and gossip rounds fire.
 //!
 //! Proves: no panic on any input; the frames the node sends are valid, and those sealed for a
@@ -36,7 +36,9 @@ use myco_core::schema::entry::{
     encode_entry, Arch, Entry, EntryBody, ServiceSpec, Source, Version,
 };
 use myco_core::schema::frame::{body_mut, write_frame, Frame, Header, Kind};
-use myco_core::schema::message::{Body, Digest, MemberMeta, MemberState, MemberUpdate, Message};
+use myco_core::schema::message::{
+    Body, Digest, MemberMeta, MemberState, MemberUpdate, Message, PageKind,
+};
 use myco_core::state::store::key_hash;
 use myco_core::sync::merkle::bucket_range;
 use myco_core::{Event, Instant, Node, NodeConfig, PeerAddr, Sink};
@@ -435,7 +437,7 @@ fn message<'b>(
     ids: &Ids,
     entry_bufs: &'b mut [[u8; ENTRY_BYTES_MAX]; 4],
 ) -> Message<'b> {
-    match input.u8() % 9 {
+    match input.u8() % 10 {
         0 | 1 => {
             let seq = u32::from(input.u8());
             let me = ids.update(input);
@@ -557,6 +559,24 @@ fn message<'b>(
                 let _ = keys.push(ids.digest(input, node));
             }
             Message::Want { keys }
+        }
+        9 => {
+            let mut list = heapless::Vec::new();
+            for _ in 0..input.u8() % 25 {
+                let _ = list.push(ids.update(input));
+            }
+            let kind = match input.u8() % 3 {
+                0 => PageKind::Sync,
+                1 => PageKind::Pull,
+                _ => PageKind::Push,
+            };
+            // The true live digest half the time, so both answers to a sync page run.
+            let live = if input.u8() % 2 == 0 {
+                Digest(input.u64())
+            } else {
+                Digest(node.members().iter().filter(|m| m.is_live()).fold(node.id(), |d, m| d ^ m.id))
+            };
+            Message::MemberPage { kind, live, list }
         }
         _ => {
             let signed = if input.u8() % 2 == 0 {

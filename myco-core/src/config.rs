@@ -73,8 +73,13 @@ pub const RUMOR_TRANSMITS: u8 = 3;
 pub const MEMBER_UPDATES_MAX: usize = 64;
 /// Membership updates carried by one ping or ack.
 pub const MEMBER_UPDATES_PER_FRAME: usize = 8;
-/// Member records in one membership-sync frame.
+/// Member records in one `Members` frame (a leave notice; older nodes' join pushes).
 pub const MEMBERS_PER_FRAME: usize = 16;
+/// Member records in one page of a push-pull (`Message::MemberPage`): as many as fit one body
+/// (a maximal record is 38 bytes; the message test builds a full page).
+pub const MEMBER_PAGE_RECORDS: usize = 25;
+/// Pages of a whole member table, the most one push-pull sends.
+pub const MEMBER_PAGES_MAX: usize = MEMBERS_MAX.div_ceil(MEMBER_PAGE_RECORDS);
 /// Helpers asked to probe a silent member indirectly.
 pub const INDIRECT_PROBES: usize = 3;
 /// Outstanding indirect probes this node relays for others.
@@ -103,8 +108,15 @@ pub const SUSPICION_MAX_FACTOR: u64 = 4;
 pub const SUSPICION_CONFIRMATIONS: u32 = 3;
 /// Dead members are remembered this long, so their death spreads, then forgotten.
 pub const DEAD_RETENTION_MS: u64 = 60_000;
-/// A full membership page is pushed to a random peer this often.
+/// A membership page with the sender's live-set digest goes to a random peer this often; a
+/// receiver whose digest differs starts a push-pull of whole tables with it.
 pub const MEMBER_SYNC_INTERVAL_MS: u64 = 2_000;
+/// A node sends one member its whole table at most this often, so a peer that keeps asking gets
+/// no more than one table per interval (a pull is answered, never amplified).
+pub const MEMBER_PULL_MIN_MS: u64 = MEMBER_SYNC_INTERVAL_MS;
+/// Lifeguard's local health: the highest score. A node scales its probe interval, probe timeout
+/// and suspicion timeouts by `1 + score`; missed acks and refutations raise it, acks lower it.
+pub const AWARENESS_MAX: u8 = 8;
 /// Services a node lists as not running in its status; beyond, its status says "more".
 pub const STATUS_UNITS_MAX: usize = 8;
 /// A changed status is sent to every live member this many times more, a second apart, so a
@@ -128,7 +140,7 @@ pub const BUDGET_BYTES: usize = ARENA_BYTES // packed entries
     + STRINGS_BYTES + STRINGS_MAX * 10 + 32 // shared strings: texts, symbols, order by text, counts
     + SERVICES_MAX * 48 // entry index: key hash, digest, version, placement inputs, arena span
     + BUCKETS * 8 // Merkle bucket digests
-    + MEMBERS_MAX * 96 // member records with addresses, timers and last-seen roots
+    + MEMBERS_MAX * 112 // member records with addresses, timers, last-seen roots, last push-pull
     + MEMBERS_MAX * (STATUS_UNITS_MAX * 16 + 24) // each member's last status and placed digest
     + MEMBER_UPDATES_MAX * 64 // piggyback queue
     + GOSSIP_QUEUE_DEPTH * (RUMOR_KEYS_PER_FRAME * 8 + 16) // rumor queue
@@ -144,6 +156,8 @@ const _: () = assert!(BUDGET_BYTES <= NODE_BYTES_MAX);
 const _: () = assert!(HEADER_BYTES + BODY_BYTES_MAX + TAG_BYTES == FRAME_BYTES);
 const _: () = assert!(ENTRY_BYTES_MAX + ENTRY_ENVELOPE_BYTES_MAX <= BODY_BYTES_MAX);
 const _: () = assert!(BUCKETS == GROUPS * BUCKETS_PER_GROUP);
+// A piggyback's worth of updates is gossiped as one `Members` frame.
+const _: () = assert!(MEMBER_UPDATES_PER_FRAME <= MEMBERS_PER_FRAME);
 const _: () = assert!(ARENA_BYTES <= u32::MAX as usize);
 const _: () = assert!(STRINGS_MAX < u16::MAX as usize && STRINGS_BYTES <= u32::MAX as usize);
 

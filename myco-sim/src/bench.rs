@@ -153,14 +153,19 @@ pub fn command(mut args: Arguments) -> Result<u8, String> {
         .map_err(|e| format!("--seeds: {e}"))?
         .unwrap_or(20);
     let only_placement = args.contains("--placement");
+    let only_at_rest = args.contains("--at-rest");
     let rest = args.finish();
     if !rest.is_empty() || seeds == 0 {
         return Err(format!(
-            "usage: myco-sim bench [--seeds N] [--placement] (N > 0), got {rest:?}"
+            "usage: myco-sim bench [--seeds N] [--placement | --at-rest] (N > 0), got {rest:?}"
         ));
     }
     if only_placement {
         placement_cost();
+        return Ok(0);
+    }
+    if only_at_rest {
+        at_rest();
         return Ok(0);
     }
     table(1, seeds);

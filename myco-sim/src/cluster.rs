@@ -11,13 +11,12 @@
 
 use crate::adversary::Adversary;
 use crate::alloc;
-use crate::disk::SimDisk;
 use crate::executors::Executors;
 use crate::ids::{certify, Identities};
 use crate::invariants::placement::Watch;
-use crate::net::{Faults, Net};
+use crate::net::Faults;
 use crate::scenario::{operations, Op, Scenario, OPS_START_MS};
-use crate::world::{addr, mix, Acks, World};
+use crate::world::{addr, mix, World};
 use faults::FaultPlan;
 
 mod faults;
@@ -31,8 +30,7 @@ use myco_core::random::Prng;
 use myco_core::schema::entry::Entry;
 use myco_core::schema::frame::Kind;
 use myco_core::state::store::Store;
-use myco_core::{Instant, Node, NodeConfig};
-use std::collections::{HashMap, HashSet};
+use myco_core::{Instant, Node, NodeConfig, PeerAddr};
 
 pub const TICK_MS: u64 = 10;
 /// Faults stop this long after the last operation; then the liveness phase begins.
@@ -191,13 +189,26 @@ fn boot(
     now: u64,
 ) -> Node {
     let join = [addr(0), addr((i + 1) % s.nodes)];
+    boot_joining(i, s, ids, (revocation_block, incarnation), now, &join)
+}
+
+/// Node `i` of scenario `s`, booted at `now` with these join addresses; `(block, incarnation)`
+/// are the RevocationBlock it knows and how many times it booted before (which seeds its PRNG).
+pub fn boot_joining(
+    i: usize,
+    s: &Scenario,
+    ids: &Identities,
+    (revocation_block, incarnation): (u64, u64),
+    now: u64,
+    join: &[PeerAddr],
+) -> Node {
     let config = NodeConfig {
         node_seed: ids.node_seeds[i],
         cert: &ids.certs[i],
         operator: ids.operator.public_key(),
         revocation_block,
         seed: s.seed ^ incarnation ^ (i as u64) << 20,
-        join: &join,
+        join,
         wal_checkpoint_bytes: s.wal_checkpoint_bytes,
     };
     Node::new(&config, Instant(now)).expect("simulated identities are valid")
@@ -217,22 +228,7 @@ impl Cluster {
         if s.adversary {
             honest[s.nodes - 1] = false;
         }
-        let ops_max = s.services + s.updates + s.deletes + 1;
-        let world = World {
-            // One extra address for the adversary.
-            net: Net::new(s.nodes + 1, faults, s.seed ^ 0x004e_4554, NET_SLOTS),
-            disks: (0..s.nodes).map(|_| SimDisk::new()).collect(),
-            acks: Acks {
-                pending: Vec::new(),
-                acked: Vec::new(),
-            },
-            trace: s.seed,
-            entropy: Prng::new(s.seed ^ 0x454e_5452),
-            memo: HashMap::with_capacity(ops_max),
-            submitted: HashSet::with_capacity(ops_max),
-            nodes: s.nodes,
-            placement_changed: vec![true; s.nodes],
-        };
+        let world = World::new(s, faults, NET_SLOTS);
         let nodes: Vec<Box<Node>> = (0..s.nodes)
             .map(|i| Box::new(boot(i, s, &ids, block, 0, 0)))
             .collect();

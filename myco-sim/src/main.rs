@@ -13,6 +13,7 @@ mod cluster;
 mod disk;
 mod executors;
 mod fleet;
+mod formation;
 mod gauntlet;
 mod ids;
 mod invariants;
@@ -33,8 +34,10 @@ USAGE:
   myco-sim run [--seed S] [--nodes N] [--services K] [--loss P] [--json] [FAULTS] [--adversary]
                [--scenario rotate]
   myco-sim gauntlet --seconds T [--seed S]
-  myco-sim bench [--seeds N] [--placement]
+  myco-sim bench [--seeds N] [--placement | --at-rest]
   myco-sim capacity [--seed S]
+  myco-sim formation [--seed S] [--nodes N] [--loss P] [--stagger-ms MS] [--slow-ms MS]
+                     [--seconds T]
 
 RUN OPTIONS:
   --seed S          seed for everything (default 1)
@@ -62,6 +65,13 @@ INVARIANTS:
   whenever every live node holds the same state and sees the same members alive, each places
   every service on the same min(replicas, eligible live) members (a violation is exit 2)
 
+FORMATION OPTIONS:
+  nodes (default 250) start STAGGER ms apart (default 50), each joining node 0 and two random
+  earlier nodes, until every node lists every other alive (at most T seconds after the last
+  start, default 60); prints FORMED with the simulated time from the last start. --slow-ms
+  delays every frame to the middle node (a stalled box) and runs the whole T seconds; exit 1 if
+  the cluster did not form (no slow node) or a healthy member was declared dead.
+
 EXIT CODES:
   0 converged; 1 liveness failure (incl. membership not converging or services not replaced);
   2 safety failure (incl. a lost acknowledged deploy or a placement disagreement);
@@ -79,6 +89,7 @@ fn main() -> ExitCode {
         Ok(Some(cmd)) if cmd == "gauntlet" => gauntlet::command(args),
         Ok(Some(cmd)) if cmd == "bench" => bench::command(args),
         Ok(Some(cmd)) if cmd == "capacity" => capacity::command(args),
+        Ok(Some(cmd)) if cmd == "formation" => formation::command(args),
         Ok(Some(cmd)) => Err(format!("unknown command '{cmd}'; see 'myco-sim --help'")),
         Ok(None) => Err("missing command; see 'myco-sim --help'".to_string()),
         Err(e) => Err(format!("{e}; see 'myco-sim --help'")),

@@ -37,6 +37,9 @@ pub struct Net {
     seq: u64,
     /// Partition side per node; frames between different sides are dropped.
     pub side: Vec<u8>,
+    /// A slow node and by how much: every frame to it arrives this many ms late, as if its
+    /// process were stalled or its CPU saturated (its own timers still fire on time).
+    pub slow: Option<(u16, u64)>,
     pub sent: u64,
     pub lost: u64,
     pub congested: u64,
@@ -60,6 +63,7 @@ impl Net {
             heap: BinaryHeap::with_capacity(slots),
             seq: 0,
             side: vec![0; nodes],
+            slow: None,
             sent: 0,
             lost: 0,
             congested: 0,
@@ -91,7 +95,8 @@ impl Net {
             };
             self.frames[slot as usize] = *frame;
             let span = self.faults.latency_ms_max - self.faults.latency_ms_min + 1;
-            let deliver_at = now + self.faults.latency_ms_min + self.rng.below(span);
+            let stall = self.slow.filter(|&(n, _)| n == to).map_or(0, |(_, ms)| ms);
+            let deliver_at = now + self.faults.latency_ms_min + self.rng.below(span) + stall;
             self.seq += 1;
             self.heap.push(Reverse(InFlight {
                 deliver_at,

@@ -4,7 +4,8 @@
 //! `World::sink(i, now)` is node `i`'s view of it: the `Sink` the core writes its effects to.
 
 use crate::disk::SimDisk;
-use crate::net::Net;
+use crate::net::{Faults, Net};
+use crate::scenario::Scenario;
 use myco_core::config::FRAME_BYTES;
 use myco_core::crypto::{check_entry, EntrySignatureError, PublicKey};
 use myco_core::hash::{digest, DOMAIN_ENTRY};
@@ -59,6 +60,26 @@ pub struct NodeSink<'a> {
 }
 
 impl World {
+    /// The world of scenario `s` with a network of `slots` frames in flight; one address more
+    /// than the nodes, for the adversary.
+    pub fn new(s: &Scenario, faults: Faults, slots: usize) -> World {
+        let ops_max = s.services + s.updates + s.deletes + 1;
+        World {
+            net: Net::new(s.nodes + 1, faults, s.seed ^ 0x004e_4554, slots),
+            disks: (0..s.nodes).map(|_| SimDisk::new()).collect(),
+            acks: Acks {
+                pending: Vec::new(),
+                acked: Vec::new(),
+            },
+            trace: s.seed,
+            entropy: Prng::new(s.seed ^ 0x454e_5452),
+            memo: HashMap::with_capacity(ops_max),
+            submitted: HashSet::with_capacity(ops_max),
+            nodes: s.nodes,
+            placement_changed: vec![true; s.nodes],
+        }
+    }
+
     pub fn sink(&mut self, from: usize, now: u64) -> NodeSink<'_> {
         NodeSink {
             world: self,

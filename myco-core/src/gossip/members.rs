@@ -43,6 +43,9 @@ pub struct Member {
     /// The highest-versioned status this member sent (its services that are not running).
     pub status: Status,
     pub suspicion: Option<Suspicion>,
+    /// When this node last sent the member its whole table (a push-pull), which it does at most
+    /// once per `MEMBER_PULL_MIN_MS`.
+    pub paged_at: Option<Instant>,
     /// The member is dead by its own notice (`Node::leave`, a clean stop): it left rather than
     /// failed. Only `Node` sets it, for a death it heard from the member itself; any change of
     /// state clears it.
@@ -119,6 +122,15 @@ impl Members {
     }
     pub fn live_count(&self) -> usize {
         self.list.iter().filter(|m| m.is_live()).count()
+    }
+
+    /// XOR of the ids of every member not dead and of `me`: equal on two nodes exactly when they
+    /// hold the same live set (up to 64-bit accidents), whatever the order or the states.
+    pub fn live_digest(&self, me: u64) -> u64 {
+        self.list
+            .iter()
+            .filter(|m| m.is_live())
+            .fold(me, |d, m| d ^ m.id)
     }
 
     /// Shortest suspicion timeout for the current cluster size.
@@ -229,6 +241,7 @@ impl Members {
                 since: now,
                 reporters: Vec::from_slice(&[reporter]).expect("capacity >= 1"),
             }),
+            paged_at: None,
             left: false,
         };
         assert!(self.get(u.id).is_none(), "a member has one record");
@@ -252,9 +265,10 @@ impl Members {
         self.apply(now, &u, me)
     }
 
-    /// Suspects whose timeout ran out become dead; dead members past retention are forgotten.
+    /// Suspects whose timeout, stretched by `scale` (Lifeguard's local health: a slow node waits
+    /// longer before it accuses), ran out become dead; dead members past retention are forgotten.
     /// Calls `f` for each member declared dead.
-    pub fn expire(&mut self, now: Instant, mut f: impl FnMut(u64)) {
+    pub fn expire(&mut self, now: Instant, scale: u64, mut f: impl FnMut(u64)) {
         let mut i = 0;
         while i < self.list.len() {
             let m = &self.list[i];
@@ -263,7 +277,7 @@ impl Members {
                 continue;
             }
             if let Some(s) = &m.suspicion {
-                if now.since_ms(s.since) >= self.suspicion_timeout_ms(s) {
+                if now.since_ms(s.since) >= self.suspicion_timeout_ms(s) * scale.max(1) {
                     let u = MemberUpdate {
                         state: MemberState::Dead,
                         ..m.update()
@@ -397,7 +411,7 @@ mod tests {
         ms.apply(Instant(0), &up(1, 0, MemberState::Suspect), 9);
         let mut dead = 0;
         let max = ms.suspicion_min_ms() * SUSPICION_MAX_FACTOR;
-        ms.expire(Instant(max), |_| dead += 1);
+        ms.expire(Instant(max), 1, |_| dead += 1);
         assert_eq!(dead, 1);
     }
 
@@ -410,16 +424,46 @@ mod tests {
         ms.apply(Instant(0), &up(1, 0, MemberState::Suspect), 10);
         let min = ms.suspicion_min_ms();
         let mut dead = 0;
-        ms.expire(Instant(min), |_| dead += 1);
+        ms.expire(Instant(min), 1, |_| dead += 1);
         assert_eq!(dead, 0, "one report waits for the maximum timeout");
         for r in 11..11 + u64::from(SUSPICION_CONFIRMATIONS) {
             ms.apply(Instant(0), &up(1, 0, MemberState::Suspect), r);
         }
-        ms.expire(Instant(min), |_| dead += 1);
+        ms.expire(Instant(min), 1, |_| dead += 1);
         assert_eq!(dead, 1);
         assert_eq!(ms.get(1).unwrap().state, MemberState::Dead);
-        ms.expire(Instant(min + DEAD_RETENTION_MS + 1), |_| {});
+        ms.expire(Instant(min + DEAD_RETENTION_MS + 1), 1, |_| {});
         assert!(ms.get(1).is_none());
+    }
+
+    /// A stretched suspicion (a node of poor local health) waits `scale` times as long.
+    #[test]
+    fn a_scaled_suspicion_waits_longer() {
+        let mut ms = Members::new();
+        ms.apply(Instant(0), &up(1, 0, MemberState::Suspect), 9);
+        let max = ms.suspicion_min_ms() * SUSPICION_MAX_FACTOR;
+        let mut dead = 0;
+        ms.expire(Instant(max), 3, |_| dead += 1);
+        assert_eq!(dead, 0);
+        ms.expire(Instant(3 * max - 1), 3, |_| dead += 1);
+        assert_eq!(dead, 0);
+        ms.expire(Instant(3 * max), 3, |_| dead += 1);
+        assert_eq!(dead, 1);
+    }
+
+    /// The live digest names the live set: suspects count, the dead do not, order does not matter.
+    #[test]
+    fn live_digest_is_the_live_set() {
+        let (mut a, mut b) = (Members::new(), Members::new());
+        a.apply(Instant(0), &up(1, 0, MemberState::Alive), 9);
+        a.apply(Instant(0), &up(2, 0, MemberState::Alive), 9);
+        b.apply(Instant(0), &up(2, 3, MemberState::Suspect), 9);
+        assert_ne!(a.live_digest(7), b.live_digest(7));
+        b.apply(Instant(0), &up(1, 0, MemberState::Alive), 9);
+        assert_eq!(a.live_digest(7), b.live_digest(7));
+        assert_ne!(a.live_digest(7), a.live_digest(8));
+        a.apply(Instant(0), &up(1, 1, MemberState::Dead), 9);
+        assert_ne!(a.live_digest(7), b.live_digest(7));
     }
 
     /// The piggyback queue keeps one update per member, drops the most-sent when full, and

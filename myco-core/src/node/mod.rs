@@ -13,9 +13,9 @@
 use crate::config::WAL_HEADER_BYTES;
 use crate::config::{
     ARENA_BYTES, BUCKETS, BUCKETS_PER_GROUP, BUDGET_BYTES, FRAME_BYTES, GOSSIP_FANOUT,
-    GOSSIP_INTERVAL_MS, GROUPS, INDIRECT_PROBES, JOIN_MAX, JOIN_RETRY_MS, MEMBERS_PER_FRAME,
-    MEMBER_SYNC_INTERVAL_MS, NODE_BYTES_MAX, PROBE_INTERVAL_MS, PROBE_TIMEOUT_MS, RELAYS_MAX,
-    SERVICES_MAX, SYNC_FRAMES_PER_STEP, SYNC_KEYS_PER_FRAME, WANT_PER_FRAME,
+    GOSSIP_INTERVAL_MS, GROUPS, INDIRECT_PROBES, JOIN_MAX, JOIN_RETRY_MS, MEMBER_SYNC_INTERVAL_MS,
+    NODE_BYTES_MAX, PROBE_INTERVAL_MS, PROBE_TIMEOUT_MS, RELAYS_MAX, SERVICES_MAX,
+    SYNC_FRAMES_PER_STEP, SYNC_KEYS_PER_FRAME, WANT_PER_FRAME,
 };
 use crate::config::{BODY_BYTES_MAX, REVOCATION_BYTES_MAX};
 use crate::crypto::handshake::{Credentials, Trust};
@@ -31,7 +31,7 @@ use crate::schema::addr::PeerAddr;
 use crate::schema::entry::Entry;
 use crate::schema::frame::{Frame, FrameError, Kind};
 use crate::schema::message::{
-    Body, Digest, MemberMeta, MemberState, MemberUpdate, Message, Status,
+    Body, Digest, MemberMeta, MemberState, MemberUpdate, Message, PageKind, Status,
 };
 use crate::state::store::{bucket_of, key_hash, Merge, Slot, Store, StoreError};
 use crate::sync::merkle::{bucket_range, group_buckets};
@@ -190,6 +190,8 @@ pub struct Counters {
     pub handshakes_deferred: u64,
     /// Sealed frames opened and accepted.
     pub frames_accepted: u64,
+    /// Whole member tables sent (push-pull: each is up to `MEMBER_PAGES_MAX` pages).
+    pub tables_sent: u64,
 }
 
 impl Counters {
@@ -291,6 +293,9 @@ pub struct Node {
     /// A member picked for a probe with no session to it: the handshake started then is the
     /// probe, judged when it times out (`Node::judge_handshake_probe`).
     handshake_probe: Option<(u64, Instant)>,
+    /// Lifeguard's local health score, 0 (healthy) to `AWARENESS_MAX`: raised by this node's
+    /// own missed acks and refutations, lowered by acks. See `Node::awareness_scale`.
+    health: u8,
     relays: Vec<Relay, RELAYS_MAX>,
     next_probe: Instant,
     next_gossip: Instant,
@@ -319,6 +324,7 @@ pub struct Node {
 const _: () = assert!(core::mem::size_of::<Node>() <= BUDGET_BYTES);
 const _: () = assert!(core::mem::size_of::<Node>() <= NODE_BYTES_MAX);
 
+mod pages;
 mod probe;
 mod status;
 pub use status::PlacedDigests;
@@ -372,6 +378,7 @@ impl Node {
             seq: 0,
             probe: None,
             handshake_probe: None,
+            health: 0,
             relays: Vec::new(),
             next_probe: now.add_ms(jitter),
             next_gossip: now.add_ms(jitter),
@@ -601,8 +608,9 @@ impl Node {
     }
 
     pub fn handle_tick(&mut self, now: Instant, sink: &mut impl Sink) {
+        let scale = self.awareness_scale();
         let out = &mut self.out;
-        self.members.expire(now, |id| {
+        self.members.expire(now, scale, |id| {
             out.forget_peer(id);
             sink.event(Event::MemberDead(id));
         });
@@ -617,9 +625,11 @@ impl Node {
         }
         if now >= self.next_member_sync {
             self.next_member_sync = now.add_ms(MEMBER_SYNC_INTERVAL_MS);
-            if let Some(peer) = self.random_live_peer() {
-                let start = self.rng.below(self.members.list().len().max(1) as u64) as usize;
-                self.send_members_page(sink, peer, start);
+            // A peer with a session: a page to any other would be dropped for its handshake.
+            let peer = self.random_live_peers::<1>(false).first().copied();
+            let peer = peer.and_then(|a| self.members.list().iter().find(|m| m.addr == a));
+            if let Some(peer) = peer.map(|m| m.id) {
+                self.send_sync_page(sink, peer);
                 self.status_to_member(sink, peer);
             }
         }
@@ -634,7 +644,7 @@ impl Node {
             for i in 0..self.join.len() {
                 if alone || !self.join_heard[i] {
                     let to = self.join[i];
-                    self.send_ping(sink, to, 0);
+                    self.send_ping(sink, to, 0, None);
                 }
             }
         }
@@ -698,7 +708,11 @@ impl Node {
             m.root = body.root.0;
         }
         if let Some(i) = self.join.iter().position(|&a| a == from) {
-            self.join_heard[i] = true;
+            // The first word from a join address: trade whole tables with it (memberlist's join),
+            // so this node lists the cluster after one exchange.
+            if !core::mem::replace(&mut self.join_heard[i], true) {
+                self.send_table(sink, sender, PageKind::Pull);
+            }
         }
         if opened.revocation_block < self.out.trust.revocation_block {
             // The peer missed a rotation: tell it (it then drops sessions it must not keep).
@@ -847,7 +861,7 @@ impl Node {
         self.out.send(sink, from, self.store.root(), ack);
         self.handle_status_seen(sink, from, status_seen);
         if joined {
-            self.send_member_table(sink, from);
+            self.send_table(sink, sender, PageKind::Push);
         }
     }
 
@@ -858,6 +872,7 @@ impl Node {
         sink: &mut impl Sink,
         from: PeerAddr,
         seq: u32,
+        target: u64,
         target_addr: PeerAddr,
     ) {
         self.seq = self.seq.wrapping_add(1);
@@ -869,7 +884,7 @@ impl Node {
         };
         // A full relay table refuses new relays; the origin's other helpers still try.
         if self.relays.push(relay).is_ok() {
-            self.send_ping(sink, target_addr, self.seq);
+            self.send_ping(sink, target_addr, self.seq, Some(target));
         }
     }
 
@@ -903,9 +918,9 @@ impl Node {
             }
             Message::PingReq {
                 seq,
-                target: _,
+                target,
                 target_addr,
-            } => self.relay_ping(now, sink, from, seq, target_addr),
+            } => self.relay_ping(now, sink, from, seq, target, target_addr),
             Message::Members { list } => {
                 for u in &list {
                     self.apply_member(now, u, sender, sink);
@@ -933,6 +948,9 @@ impl Node {
                 }
             }
             Message::Status(status) => self.handle_status(sender, status),
+            Message::MemberPage { kind, live, list } => {
+                self.handle_page(now, sender, kind, live, &list, sink);
+            }
         }
     }
 }

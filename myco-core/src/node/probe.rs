@@ -1,16 +1,46 @@
-//! SWIM on the wire: probes, indirect probes, probing the dead, joins and membership pages.
+//! SWIM on the wire: probes, indirect probes, probing the dead, joins, and Lifeguard's local
+//! health awareness.
 //!
 //! Every frame from a peer carries its own record (`me`) and piggybacked updates; a peer that
-//! believes this node suspect or dead hears it first in its next piggyback, so it can refute.
+//! believes this node suspect or dead hears it first in its next piggyback, so it can refute, and
+//! a probe of a suspect carries the suspicion (Lifeguard's buddy system).
+//!
+//! Local health (memberlist's "awareness"): a node that misses acks, or has to refute suspicions
+//! of itself, is more likely slow itself (CPU saturated, a stall) than surrounded by failures. Its
+//! score rises by one for each (a missed ack only from a member it still held alive), falls by one
+//! for each acked probe, and stretches its probe interval, probe timeout and suspicion timeouts by
+//! `1 + score`, so a slow node accuses late and seldom.
 
 use super::*;
+use crate::config::AWARENESS_MAX;
 use crate::config::HANDSHAKE_TIMEOUT_MS;
 
 impl Node {
+    /// Lifeguard's multiplier of this node's probe interval, probe timeout and suspicion timeouts.
+    pub(super) fn awareness_scale(&self) -> u64 {
+        1 + u64::from(self.health)
+    }
+
+    /// Raises (`worse`) or lowers the local health score within `0..=AWARENESS_MAX`.
+    pub(super) fn adjust_health(&mut self, worse: bool) {
+        self.health = if worse {
+            (self.health + 1).min(AWARENESS_MAX)
+        } else {
+            self.health.saturating_sub(1)
+        };
+    }
+
+    /// The local health score (0: healthy), for metrics and tests.
+    pub fn local_health(&self) -> u8 {
+        self.health
+    }
+
     pub(super) fn tick_probe(&mut self, now: Instant, sink: &mut impl Sink) {
+        let scale = self.awareness_scale();
         if let Some(p) = self.probe {
             let addr = self.members.get(p.target).map(|m| m.addr);
-            if !p.acked && !p.indirect_sent && now.since_ms(p.sent_at) >= PROBE_TIMEOUT_MS {
+            let timed_out = now.since_ms(p.sent_at) >= PROBE_TIMEOUT_MS * scale;
+            if !p.acked && !p.indirect_sent && timed_out {
                 if let Some(target_addr) = addr {
                     self.send_indirect(sink, p, target_addr);
                 }
@@ -24,12 +54,24 @@ impl Node {
         if now < self.next_probe {
             return;
         }
-        self.next_probe = now.add_ms(PROBE_INTERVAL_MS);
+        self.next_probe = now.add_ms(PROBE_INTERVAL_MS * scale);
         if let Some(p) = self.probe.take() {
+            // Only a miss of a member still believed alive counts: probing a suspect again and
+            // again (a box that really died, the only peer of a two-node cluster) says nothing
+            // new about this node's own health. Lifeguard counts missed nacks for this; Myco's
+            // helpers send none.
+            let was_alive = self
+                .members
+                .get(p.target)
+                .is_some_and(|m| m.state == MemberState::Alive);
+            if p.acked || was_alive {
+                self.adjust_health(!p.acked);
+            }
             if !p.acked {
                 let applied = self.members.suspect(now, p.target, self.id);
                 if applied == Applied::Changed(MemberState::Suspect) {
                     sink.event(Event::MemberSuspect(p.target));
+                    self.tell_suspect(sink, p.target);
                 }
             }
         }
@@ -59,7 +101,7 @@ impl Node {
             acked: false,
         });
         self.out.counters.probes += 1;
-        self.send_ping(sink, addr, self.seq);
+        self.send_ping(sink, addr, self.seq, Some(target));
     }
 
     /// A handshake probe is over once its handshake has had `HANDSHAKE_TIMEOUT_MS` (with a resend
@@ -133,8 +175,19 @@ impl Node {
         }
     }
 
-    pub(super) fn send_ping(&mut self, sink: &mut impl Sink, to: PeerAddr, seq: u32) {
-        let updates = self.members.take_piggyback();
+    /// Pings `to`; when it is member `target`, what this node believes of it goes first (the
+    /// buddy system: a suspect hears of its suspicion in the probe itself and refutes at once).
+    pub(super) fn send_ping(
+        &mut self,
+        sink: &mut impl Sink,
+        to: PeerAddr,
+        seq: u32,
+        target: Option<u64>,
+    ) {
+        let updates = match target {
+            Some(id) => self.piggyback_for(id),
+            None => self.members.take_piggyback(),
+        };
         let msg = Message::Ping {
             seq,
             me: self.me(),
@@ -186,20 +239,6 @@ impl Node {
             }
         }
         out
-    }
-
-    pub(super) fn send_members_page(&mut self, sink: &mut impl Sink, peer: u64, start: usize) {
-        let Some(to) = self.members.get(peer).map(|m| m.addr) else {
-            return;
-        };
-        let all = self.members.list();
-        let mut list = Vec::new();
-        for i in 0..all.len().min(MEMBERS_PER_FRAME) {
-            let m = &all[(start + i) % all.len()];
-            list.push(m.update()).expect("at most a page");
-        }
-        self.out
-            .send(sink, to, self.store.root(), Message::Members { list });
     }
 
     /// Learns the sender's own record and piggybacked updates; true if the sender is new.
@@ -277,6 +316,7 @@ impl Node {
         if u.state != MemberState::Alive && u.incarnation >= self.incarnation {
             self.incarnation = u.incarnation.saturating_add(1);
             self.out.counters.refutations += 1;
+            self.adjust_health(true);
             self.members.enqueue(self.me());
         }
         // Peers keep the highest incarnation they heard; a lower one would never be believed.
@@ -309,6 +349,40 @@ impl Node {
         updates
     }
 
+    /// Tells a member this node has just suspected so at once, in one frame, rather than when a
+    /// random probe next picks it: the accused refutes before the suspicion can ripen anywhere,
+    /// which is what keeps a slow prober's mistakes from killing healthy members.
+    fn tell_suspect(&mut self, sink: &mut impl Sink, id: u64) {
+        let Some(m) = self.members.get(id) else {
+            return;
+        };
+        let (to, list) = (
+            m.addr,
+            Vec::from_slice(&[m.update()]).expect("capacity >= 1"),
+        );
+        self.out
+            .send(sink, to, self.store.root(), Message::Members { list });
+    }
+
+    /// Membership news (joins, suspicions, deaths, refutations) also goes out each gossip round
+    /// to `GOSSIP_FANOUT` random peers, as memberlist's gossip does, not only on the two or so
+    /// probe frames a second: a cluster forming at many joins a second makes news faster than
+    /// probes can carry it, and the piggyback queue would drop it. Each frame takes its updates
+    /// from the same queue, so an update is still sent its `RETRANSMIT_MULT` share of times in
+    /// all. A cluster at rest has no news and sends nothing here.
+    pub(super) fn gossip_members(&mut self, sink: &mut impl Sink) {
+        let peers = self.random_live_peers::<GOSSIP_FANOUT>(false);
+        let root = self.store.root();
+        for peer in peers {
+            let news = self.members.take_piggyback();
+            if news.is_empty() {
+                break;
+            }
+            let list = news.iter().copied().collect();
+            self.out.send(sink, peer, root, Message::Members { list });
+        }
+    }
+
     pub(super) fn handle_ack(&mut self, sink: &mut impl Sink, seq: u32) {
         if let Some(p) = &mut self.probe {
             if p.seq == seq {
@@ -326,20 +400,6 @@ impl Node {
                 status_seen: self.status_seen(r.origin),
             };
             self.out.send(sink, r.origin, self.store.root(), ack);
-        }
-    }
-
-    pub(super) fn send_member_table(&mut self, sink: &mut impl Sink, to: PeerAddr) {
-        let n = self.members.list().len();
-        let mut start = 0;
-        while start < n {
-            let list = self.members.list()[start..n.min(start + MEMBERS_PER_FRAME)]
-                .iter()
-                .map(Member::update)
-                .collect();
-            self.out
-                .send(sink, to, self.store.root(), Message::Members { list });
-            start += MEMBERS_PER_FRAME;
         }
     }
 }

@@ -3,7 +3,7 @@
 
 extern crate std;
 use super::*;
-use crate::config::WAL_CHECKPOINT_BYTES;
+use crate::config::{MEMBER_PAGE_RECORDS, WAL_CHECKPOINT_BYTES};
 use crate::crypto::cert::certify;
 use crate::crypto::sign_entry;
 use crate::executor::UnitHealth;
@@ -663,4 +663,117 @@ fn a_member_with_no_session_is_still_probed_and_found_dead() {
     }
     assert_eq!(b.members()[0].state, MemberState::Dead);
     assert!(events.events.contains(&Event::MemberSuspect(a.id())));
+}
+
+/// A member record for a box that exists only in tables (it never answers).
+fn phantom(i: u64) -> MemberUpdate {
+    MemberUpdate {
+        id: 0xface_0000 + i,
+        incarnation: 0,
+        state: MemberState::Alive,
+        addr: PeerAddr::v4([10, 9, (i >> 8) as u8, i as u8], 7946),
+        meta: MemberMeta {
+            arch: Arch::X86_64,
+            zone: 0,
+            gpu: false,
+        },
+    }
+}
+
+/// Puts `count` phantom members into `n`'s table without queueing them for piggybacks, so only
+/// a push-pull can tell a peer about them.
+fn add_phantoms(n: &mut Node, first: u64, count: u64) {
+    for i in first..first + count {
+        n.apply_member(Instant(0), &phantom(i), 0, &mut Wire::default());
+    }
+    while n.members.pending_len() > 0 {
+        n.members.take_piggyback();
+    }
+}
+
+fn lists(n: &Node, id: u64) -> bool {
+    n.members()
+        .iter()
+        .any(|m| m.id == id && m.state == MemberState::Alive)
+}
+
+/// A joiner learns a table of more than a page from the node it joined in one push-pull, within
+/// a second and a half of simulated time, though nothing was piggybacked.
+#[test]
+fn a_joiner_learns_the_whole_table_in_one_exchange() {
+    let (addr_a, addr_b) = (
+        PeerAddr::v4([127, 0, 0, 1], 1),
+        PeerAddr::v4([127, 0, 0, 2], 1),
+    );
+    let mut a = node_with(1, &[], WAL_CHECKPOINT_BYTES);
+    let mut b = node_with(2, &[addr_a], WAL_CHECKPOINT_BYTES);
+    let phantoms = MEMBER_PAGE_RECORDS as u64 + 10;
+    add_phantoms(&mut a, 0, phantoms);
+    run_pair(&mut a, &mut b, 1_500, 0);
+    assert!((0..phantoms).all(|i| lists(&b, phantom(i).id)));
+    assert!(lists(&b, a.id()) && lists(&a, b.id()));
+    assert_eq!(a.counters().tables_sent, 1, "one push answers the join");
+    let _ = addr_b;
+}
+
+/// Two nodes that already know each other: a member only one of them holds reaches the other
+/// through the periodic sync page (their live sets differ, so a push-pull follows), within two
+/// sync intervals.
+#[test]
+fn a_missing_member_is_pulled_after_a_sync_page() {
+    joined_pair!(a, b, _addr_a, _addr_b);
+    add_phantoms(&mut a, 0, 1);
+    assert!(!lists(&b, phantom(0).id));
+    run_pair(&mut a, &mut b, 2 * MEMBER_SYNC_INTERVAL_MS + 500, 3_000);
+    // The phantom never answers the handshake probes, so by now both may have found it dead:
+    // what matters is that `b` learned of it at all, and holds the same live set as `a`.
+    let id = phantom(0).id;
+    assert!(b.members().iter().any(|m| m.id == id));
+    assert_eq!(a.members.live_digest(a.id()), b.members.live_digest(b.id()));
+}
+
+/// A peer that keeps asking for the table gets it once per `MEMBER_PULL_MIN_MS`, however many
+/// pulls it sends: each pull answered costs at most `MEMBER_PAGES_MAX` frames.
+#[test]
+fn pulls_are_answered_once_per_interval() {
+    joined_pair!(a, b, _addr_a, _addr_b);
+    add_phantoms(&mut a, 0, 2 * MEMBER_PAGE_RECORDS as u64);
+    let before = a.counters().tables_sent;
+    let mut wire = Wire::default();
+    let t = a.out.now;
+    for _ in 0..5 {
+        a.handle_page(t, b.id(), PageKind::Pull, Digest(0), &[], &mut wire);
+    }
+    assert_eq!(a.counters().tables_sent, before + 1);
+    assert_eq!(
+        wire.frames.len(),
+        3,
+        "two pages of phantoms and one more record: three pages"
+    );
+    let later = t.add_ms(crate::config::MEMBER_PULL_MIN_MS);
+    a.out.now = later;
+    a.handle_page(later, b.id(), PageKind::Pull, Digest(0), &[], &mut wire);
+    assert_eq!(a.counters().tables_sent, before + 2);
+}
+
+/// Lifeguard's local health: a node whose probes go unanswered raises its score (once per
+/// member it held alive), one that must refute a suspicion of itself too; acks bring it back
+/// to 0, and a score stretches the suspicion timeout.
+#[test]
+fn missed_acks_and_refutations_raise_local_health() {
+    joined_pair!(a, b, _addr_a, _addr_b);
+    assert_eq!((a.local_health(), b.local_health()), (0, 0));
+    // `a` goes silent: `b`'s next probe of it fails.
+    for t in (3_000..5_000).step_by(10) {
+        b.handle_tick(Instant(t), &mut Wire::default());
+    }
+    assert_eq!(b.local_health(), 1, "one miss of a member held alive");
+    let suspect = b.members()[0].update();
+    assert_eq!(suspect.state, MemberState::Suspect);
+    // `a` hears that it is suspect and refutes: that counts against its own health too.
+    a.apply_member(Instant(5_000), &suspect, b.id(), &mut Wire::default());
+    assert_eq!(a.local_health(), 1);
+    run_pair(&mut a, &mut b, 5_000, 5_000);
+    assert_eq!((a.local_health(), b.local_health()), (0, 0));
+    assert!(lists(&b, a.id()));
 }

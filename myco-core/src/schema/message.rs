@@ -5,9 +5,9 @@
 //! a varint would cost 10 bytes each.
 
 use crate::config::{
-    BODY_BYTES_MAX, BUCKETS_PER_GROUP, MEMBERS_PER_FRAME, MEMBER_UPDATES_PER_FRAME,
-    RUMOR_KEYS_PER_FRAME, STATUS_UNITS_MAX, SYNC_GROUPS_PER_FRAME, SYNC_KEYS_PER_FRAME,
-    WANT_PER_FRAME,
+    BODY_BYTES_MAX, BUCKETS_PER_GROUP, MEMBERS_PER_FRAME, MEMBER_PAGE_RECORDS,
+    MEMBER_UPDATES_PER_FRAME, RUMOR_KEYS_PER_FRAME, STATUS_UNITS_MAX, SYNC_GROUPS_PER_FRAME,
+    SYNC_KEYS_PER_FRAME, WANT_PER_FRAME,
 };
 use crate::schema::addr::PeerAddr;
 use crate::schema::entry::Arch;
@@ -114,6 +114,27 @@ pub enum Message<'a> {
     /// The sender's own status: its placed services that are not running, by key hash. Only the
     /// owner sends it; a higher `version` replaces a lower one.
     Status(Status),
+    /// One page of the sender's member table (appended last, so the kinds above keep their
+    /// numbers). `live` is the XOR of the ids of every member the sender holds not dead, itself
+    /// included: two nodes that hold the same live set have the same value. See `PageKind`.
+    MemberPage {
+        kind: PageKind,
+        live: Digest,
+        list: Vec<MemberUpdate, MEMBER_PAGE_RECORDS>,
+    },
+}
+
+/// Why a member page was sent, which says how the receiver answers it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PageKind {
+    /// The periodic page to one random member: part of the table. A receiver whose live set
+    /// differs (`live`) answers with a `Pull`: one of the two misses members.
+    Sync,
+    /// The sender's whole table, page after page, asking for the receiver's (a join, or a `Sync`
+    /// that showed a difference). Answered with the receiver's whole table as `Push` pages.
+    Pull,
+    /// A whole table answering a `Pull`; never answered.
+    Push,
 }
 
 /// How a unit that is not running is doing. Running is the default and is not listed.
@@ -239,6 +260,11 @@ mod tests {
         fits(Message::Members {
             list: Vec::from_slice(&[member(); MEMBERS_PER_FRAME]).unwrap(),
         });
+        fits(Message::MemberPage {
+            kind: PageKind::Push,
+            live: Digest(u64::MAX),
+            list: Vec::from_slice(&[member(); MEMBER_PAGE_RECORDS]).unwrap(),
+        });
         let g = (255u8, [Digest(u64::MAX); BUCKETS_PER_GROUP]);
         fits(Message::SyncBuckets {
             list: Vec::from_slice(&[g; SYNC_GROUPS_PER_FRAME]).unwrap(),
@@ -269,6 +295,26 @@ mod tests {
             more: true,
             placed: Digest(u64::MAX),
         }));
+    }
+
+    /// A member page holds as many records as fit: one more maximal record would not.
+    #[test]
+    fn a_member_page_is_as_full_as_a_body_allows() {
+        let page = Body {
+            root: Digest(u64::MAX),
+            msg: Message::MemberPage {
+                kind: PageKind::Push,
+                live: Digest(u64::MAX),
+                list: Vec::from_slice(&[member(); MEMBER_PAGE_RECORDS]).unwrap(),
+            },
+        };
+        let mut out = [0u8; BODY_BYTES_MAX];
+        let n = page.encode(&mut out).unwrap();
+        let record = postcard::to_slice(&member(), &mut [0u8; 64]).unwrap().len();
+        assert!(
+            n + record > BODY_BYTES_MAX,
+            "{n} + {record} would still fit"
+        );
     }
 
     /// Garbage and trailing bytes never decode.

@@ -192,6 +192,12 @@ const GOSSIP: &[Family] = &[
         s.counters.probes.into()
     }),
     one(
+        "myco_member_tables_sent_total",
+        Counter,
+        "Whole member tables sent in push-pulls (joins, and peers whose live set differed).",
+        |s| s.counters.tables_sent.into(),
+    ),
+    one(
         "myco_entries_changed_total",
         Counter,
         "Entries stored new or newer.",
@@ -215,6 +221,12 @@ const STATE: &[Family] = &[
         Gauge,
         "Deleted services still remembered.",
         |s| tombstones(s.node).into(),
+    ),
+    one(
+        "myco_local_health",
+        Gauge,
+        "Lifeguard local health score, 0 (healthy) to 8; stretches probe and suspicion timeouts.",
+        |s| u64::from(s.node.local_health()).into(),
     ),
     one(
         "myco_sessions",

@@ -59,6 +59,9 @@ pub struct Cluster {
     log_read: Vec<usize>,
 }
 
+/// Per kind of member event (`is dead`, ...): the log lines and the distinct members named.
+pub type MemberEvents = BTreeMap<String, (usize, std::collections::BTreeSet<String>)>;
+
 /// How formation went: per node, when it first listed every other node alive, and its
 /// `peers_alive` at the end; when all did at once.
 pub struct Formation {
@@ -476,11 +479,25 @@ impl Cluster {
             .collect()
     }
 
-    /// The `member ID WHAT` lines every node wrote to stderr since the last call: per WHAT, the
-    /// lines (summed over the nodes) and the distinct members they name.
+    /// The `member ID WHAT` lines every node wrote to stderr since the last call, as `log_events`
+    /// prints them.
     pub fn log_events(&mut self) -> String {
-        let mut events: BTreeMap<String, (usize, std::collections::BTreeSet<String>)> =
-            BTreeMap::new();
+        let events = self.member_events();
+        if events.is_empty() {
+            return "none".into();
+        }
+        events
+            .iter()
+            .map(|(what, (lines, ids))| format!("{what} {lines} / {}", ids.len()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// The `member ID WHAT` lines every node wrote to stderr since the last call: per WHAT (`is
+    /// dead`, `is suspect`, ...), the lines (summed over the nodes) and the distinct members they
+    /// name.
+    pub fn member_events(&mut self) -> MemberEvents {
+        let mut events = MemberEvents::new();
         for (node, read) in self.nodes.iter().zip(&mut self.log_read) {
             let text = fs::read(&node.log).unwrap_or_default();
             let new = String::from_utf8_lossy(&text[(*read).min(text.len())..]).into_owned();
@@ -500,14 +517,7 @@ impl Cluster {
                 e.1.insert(id.to_string());
             }
         }
-        if events.is_empty() {
-            return "none".into();
-        }
         events
-            .iter()
-            .map(|(what, (lines, ids))| format!("{what} {lines} / {}", ids.len()))
-            .collect::<Vec<_>>()
-            .join(", ")
     }
 
     /// Every daemon's stderr lines, counted by shape (level kept, any word with a digit as #),

@@ -4,8 +4,9 @@
 //! latency (acknowledged, and visible on every node), the time 1000 services take to reach every
 //! node, and the binaries' sizes.
 //!
-//! Run: `cargo run --release -p myco-testkit --bin daemon_bench -- [--seconds S] [--nodes N]`
-//! (`make bench` does). `S` is the length of each at-rest window (default 20), `N` the number of
+//! Run: `cargo run --release -p myco-testkit --bin daemon_bench -- [--seconds S] [--nodes N]
+//! [--formation-only]` (`make bench` does; `make bench-formation NODES=N` runs only the start and
+//! formation and prints one `FORMED nodes=N last_start_to_all_alive_s=.. false_dead=..` line). `S` is the length of each at-rest window (default 20), `N` the number of
 //! daemons (default 5, at most `MEMBERS_MAX + 1`). The daemons are the `myco-d` next to this
 //! binary (`target/release`), found, and built if missing or stale, by `myco_testkit::bins`;
 //! `myco deploy` is timed if `target/release/myco` has that command.
@@ -93,11 +94,13 @@ pub const MIB: f64 = 1024.0 * 1024.0;
 
 pub type Result<T> = std::result::Result<T, String>;
 
-const USAGE: &str = "usage: daemon_bench [--seconds S] [--nodes N]";
+const USAGE: &str = "usage: daemon_bench [--seconds S] [--nodes N] [--formation-only]";
 
 pub struct Options {
     pub window: Duration,
     pub nodes: usize,
+    /// Only start the cluster and measure formation (`make bench-formation`).
+    pub formation_only: bool,
 }
 
 fn main() -> ExitCode {
@@ -110,7 +113,11 @@ fn main() -> ExitCode {
     };
     live::install_cleanup_handlers();
     let mut cluster = None;
-    let result = phases::run(&opts, &mut cluster);
+    let result = if opts.formation_only {
+        phases::formation_only(&opts, &mut cluster)
+    } else {
+        phases::run(&opts, &mut cluster)
+    };
     if let (Err(_), Some(c)) = (&result, &cluster) {
         c.print_logs();
     }
@@ -128,6 +135,7 @@ fn parse_args() -> Result<Options> {
     let mut opts = Options {
         window: Duration::from_secs(WINDOW_DEFAULT_SECONDS),
         nodes: NODES_DEFAULT,
+        formation_only: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -152,6 +160,7 @@ fn parse_args() -> Result<Options> {
                         MEMBERS_MAX + 1
                     ))?;
             }
+            "--formation-only" => opts.formation_only = true,
             other => return Err(format!("unknown argument {other}")),
         }
     }

@@ -60,6 +60,30 @@ pub fn run(opts: &Options, slot: &mut Option<Cluster>) -> Result<()> {
     Ok(())
 }
 
+/// `--formation-only` (`make bench-formation`): starts the cluster as `run` does, waits until
+/// every node lists every other alive, and prints one line comparable from run to run. A member
+/// declared dead meanwhile is a false death: nothing was stopped.
+pub fn formation_only(opts: &Options, slot: &mut Option<Cluster>) -> Result<()> {
+    let bench = Bench::new(opts)?;
+    let cluster = slot.insert(Cluster::create(bins::daemon(), opts.nodes)?);
+    let s = start(&bench, cluster)?;
+    let events = cluster.member_events();
+    let count = |what: &str| events.get(what).map_or((0, 0), |(l, ids)| (*l, ids.len()));
+    let (dead_lines, false_dead) = count("is dead");
+    let (_, suspected) = count("is suspect");
+    let formed = s.formed.all_at.map_or("not-reached".to_string(), |d| {
+        format!("{:.2}", d.as_secs_f64())
+    });
+    println!(
+        "FORMED nodes={} last_start_to_all_alive_s={formed} false_dead={false_dead} dead_lines={dead_lines} suspected={suspected} starts_s={:.1} cpu_s={:.2} machine_busy_pct={:.0}",
+        bench.n,
+        (s.last_start - s.first_start).as_secs_f64(),
+        s.cpu_ns as f64 / 1e9,
+        s.machine,
+    );
+    Ok(())
+}
+
 impl Bench<'_> {
     /// Finds the binaries and prints the limits and the load the run starts with.
     fn new(opts: &Options) -> Result<Bench<'_>> {
