@@ -19,7 +19,10 @@
 //! reference as written with an all-zero rev: enough for `myco render`'s preview, and refused by
 //! the core's entry rules, so it can never be signed.
 
+mod health;
+
 use crate::flake::FlakeLock;
+use health::{HealthSpec, RawHealth};
 use myco_core::config::{
     ARGS_MAX, ENTRY_BYTES_MAX, ENV_MAX, FLAKE_REV_BYTES, NAR_HASH_BYTES, PORTS_MAX, PRE_ARGS_MAX,
     PRE_MAX, SIGNATURE_BYTES,
@@ -92,6 +95,7 @@ struct Raw {
     cpu_quota: Option<NumberOrText>,
     tasks_max: Option<u64>,
     io_weight: Option<u64>,
+    health: Option<Object<RawHealth>>,
 }
 
 /// A limit written as a number or as text with a unit (`"256M"`, `"50%"`).
@@ -318,6 +322,7 @@ pub struct Manifest {
     zone: Option<u8>,
     ports: heapless::Vec<Port, PORTS_MAX>,
     limits: Limits,
+    health: Option<HealthSpec>,
     /// The flake reference's lock, once `locked` gave it.
     lock: Option<FlakeLock>,
 }
@@ -453,12 +458,14 @@ impl Manifest {
             assert!(pushed.is_ok(), "the count was checked above");
         }
         let limits = limits(&raw)?;
+        let health = raw.health.as_ref().map(|h| HealthSpec::check(&h.0));
         Ok(Manifest {
             raw,
             replicas,
             zone,
             ports,
             limits,
+            health: health.transpose()?,
             lock: None,
         })
     }
@@ -512,6 +519,10 @@ impl Manifest {
             replicas: self.replicas,
             ports: self.ports.clone(),
             limits: self.limits,
+            health: match &self.health {
+                Some(h) => Some(h.spec()?),
+                None => None,
+            },
         })
     }
 
@@ -538,6 +549,7 @@ impl Manifest {
             )),
             EntryError::Unlocked => error(format!("flake: {what}")),
             EntryError::Limits => error(format!("limits: {what}")),
+            EntryError::Health => error(format!("health: {what}")),
             EntryError::Env => self.env_refusal(),
             EntryError::Token | EntryError::Path => match self.culprit(e) {
                 Some(field) => error(format!("{field}: {what}")),

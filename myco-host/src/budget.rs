@@ -36,14 +36,15 @@ pub const WAL_BYTES: usize = 2 * crate::daemon::wal::BATCH_BYTES + crate::store:
 pub const EVENTS_BYTES: usize = EVENTS_MAX * size_of::<Record>();
 /// The executor: the core's executor, one rendered unit, one unit file read back (the builder's,
 /// to find what a unit runs), an argument list for `systemctl` and one for `/logs`, and the
-/// builder's and the collector's, a child's output for each of the three lanes, and the audit
-/// log's line.
+/// builder's and the collector's, a child's output for each of the three lanes, the audit
+/// log's line, and the health checks' slots and argument list.
 pub const EXECUTOR_BYTES: usize = size_of::<myco_core::executor::Executor>()
     + UNIT_BYTES_MAX
     + crate::daemon::build::UNIT_FILE_BYTES_MAX
     + 4 * ARGV_BYTES
     + 3 * OUTPUT_BYTES
-    + crate::audit::LINE_BYTES_MAX;
+    + crate::audit::LINE_BYTES_MAX
+    + crate::daemon::health::CHECKS_BYTES;
 /// What start-up allocates in passing and keeps: the daemon's own struct, paths and the parsed
 /// command line, the environment handed to builds, and std's thread and I/O state (measured
 /// at under 20 KiB with the executor and DNS on; the margin covers long paths).

@@ -100,6 +100,7 @@ pub fn service_entry(i: u32, clock: u64) -> Vec<u8> {
         replicas: 3,
         ports: Default::default(),
         limits: Default::default(),
+        health: None,
     };
     spec.args.extend_from_slice(&["--port", &port_arg]).unwrap();
     spec.env

@@ -64,6 +64,8 @@ pub struct Executor {
     /// How the last collection ended, not yet taken for `/stream`.
     gc_done: Option<core::GcDone>,
     builder: Builder,
+    /// The health checks in hand (`health.rs`).
+    checks: super::health::Checks,
     log: Logger,
 }
 
@@ -93,6 +95,7 @@ impl Executor {
         log: Logger,
     ) -> io::Result<Executor> {
         fs::create_dir_all(&unit_dir)?;
+        let checks = super::health::Checks::new(&nix.build.systemd_run, log);
         let builder = Builder::new(nix.build, (nix.state_dir, &unit_dir), log)?;
         let mut core = Box::new(core::Executor::new(has_peers_configured));
         for e in fs::read_dir(&unit_dir)? {
@@ -125,6 +128,7 @@ impl Executor {
             gc: super::gc::Collector::new(nix.gc, log),
             gc_done: None,
             builder,
+            checks,
             log,
         })
     }
@@ -247,7 +251,9 @@ impl Executor {
                     self.builder.drop_roots(name);
                     remove_unit(&self.unit_dir, &self.log, &mut self.audit, name)
                 }
-                Command::Build { .. } => unreachable!("builds are issued by poll_build"),
+                Command::Build { .. } | Command::HealthCheck { .. } => {
+                    unreachable!("builds and checks have lanes of their own")
+                }
                 Command::Systemctl { verb, units } => {
                     let runtime = self.unit_dir.starts_with("/run");
                     match spawn_systemctl(&self.systemctl, &mut self.argv, (verb, runtime), units) {
@@ -274,6 +280,17 @@ impl Executor {
             let outcome = if ok { Outcome::OK } else { Outcome::FAILED };
             self.core.handle_command_done(now, token, outcome);
         }
+    }
+
+    /// The health checks' lane: advance the checks in hand, report those that ended, start
+    /// those due (`health.rs`). `io` forgets a finished check's socket before it closes.
+    pub fn step_checks(&mut self, node: &Node, now_ms: u64, io: &mut crate::io::Backend) {
+        self.checks.step(&mut self.core, node, now_ms, io);
+    }
+
+    /// The check slots' sockets the loop watches this turn; `watched` once they are named.
+    pub fn checks(&mut self) -> &mut super::health::Checks {
+        &mut self.checks
     }
 
     /// Reports the running `systemctl`'s outcome once it has exited.
