@@ -261,7 +261,7 @@ pub const EXECUTOR_BUDGET_BYTES: usize = UNITS_MAX * 96 // installed units: name
     + UNIT_PLAN_MAX * 72 // unit files to write this round
     + BUILDS_BUDGET_BYTES // flake services on their way to a built program
     + ENTRY_BYTES_MAX + 8 // the entry, rebuilt from the store, that a write or build borrows
-    + UNITS_MAX * 88 // each unit's health probe: schedule, count, token, last reason (40)
+    + UNITS_MAX * 104 // each unit's health probe: schedule, grace, count, token, last reason (40)
     + ENTRY_BYTES_MAX + 16 // the entry a health check borrows, and the probes' idle time
     + 256; // flags, timers, token, counters, command in flight
 pub const EXECUTOR_BYTES_MAX: usize = 512 * 1024;

@@ -54,6 +54,8 @@ pub(super) struct Probe {
     failed: u8,
     pub(super) unhealthy: bool,
     next_ms: u64,
+    /// When systemd was first read running it: the grace counts from there.
+    seen_ms: Option<u64>,
     in_flight: Option<u64>,
     reason: String<REASON_BYTES_MAX>,
 }
@@ -84,8 +86,15 @@ impl Probe {
         }
     }
 
-    /// Reads the schedule of `health` (the unit's entry's), the first check one interval from
-    /// now.
+    /// systemd reads the unit as `health` at `now`: the grace starts when it first runs.
+    pub(super) fn saw(&mut self, now: Instant, health: UnitHealth) {
+        if checkable(health) && self.seen_ms.is_none() {
+            self.seen_ms = Some(now.0);
+        }
+    }
+
+    /// Reads the schedule of `health` (the unit's entry's), the first check one interval after
+    /// the unit was first read running.
     fn learn(&mut self, now: Instant, health: Option<&Health<'_>>) {
         let (interval_s, timeout_s, failures) =
             health.map_or((0, 0, 0), |h| (h.interval_s, h.timeout_s, h.failures));
@@ -94,7 +103,7 @@ impl Probe {
         self.interval_ms = u32::from(interval_s) * 1000;
         self.timeout_ms = u32::from(timeout_s) * 1000;
         self.failures_max = failures;
-        self.next_ms = now.0 + u64::from(self.interval_ms);
+        self.next_ms = self.seen_ms.unwrap_or(now.0) + u64::from(self.interval_ms);
     }
 
     fn due(&self, now: Instant) -> bool {
@@ -205,20 +214,20 @@ impl Executor {
     }
 
     /// The first unit whose check is due, reading the schedule of a unit seen for the first time
-    /// from its placed entry (a unit of a version no longer placed is left alone: its
-    /// replacement is on its way).
+    /// from its placed entry. A unit whose version is no longer the placed one (replaced or
+    /// removed, the change not yet carried out) is not checked.
     fn due_unit(&mut self, now: Instant, node: &Node) -> Option<usize> {
         for (i, u) in self.units.iter_mut().enumerate() {
-            if !ready(u.health, u.todo) {
+            if !ready(u.health, u.todo) || u.probe.known && !u.probe.due(now) {
                 continue;
             }
+            let store = node.store();
+            let placed = store.live_by_name(&u.name).filter(|s| s.digest == u.digest);
+            let Some(slot) = placed else {
+                continue;
+            };
             if !u.probe.known {
-                let Some((bytes, _)) = placed_entry(node, &u.name) else {
-                    continue;
-                };
-                if super::unit_digest(&bytes) != u.digest {
-                    continue;
-                }
+                let bytes = store.entry(slot);
                 let spec = bytes.decode().body.spec;
                 u.probe.learn(now, spec.and_then(|s| s.health).as_ref());
             }
@@ -251,4 +260,184 @@ fn cut(why: &str) -> String<REASON_BYTES_MAX> {
         end -= 1;
     }
     String::try_from(&why[..end]).expect("cut to fit")
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::super::{Outcome, Verb};
+    use super::*;
+    use crate::config::WAL_CHECKPOINT_BYTES;
+    use crate::crypto::sign_entry;
+    use crate::node::tests::{node, operator, Recorder};
+    use crate::schema::entry::{EntryBody, ServiceSpec, Source, Version};
+    use crate::schema::message::UnitState;
+    use std::boxed::Box;
+    use std::vec::Vec;
+
+    const RUNNING: &[u8] = b"Id=myco-web.service\nActiveState=active\nSubState=running\n\
+NRestarts=0\nUnitFileState=enabled\n\n";
+
+    /// A node with service `web` deployed, its HTTP check every 10 s, 3 failures in a row.
+    fn deployed() -> Box<Node> {
+        let mut n = node(WAL_CHECKPOINT_BYTES);
+        let op = operator();
+        let spec = ServiceSpec {
+            health: Some(Health {
+                check: Check::Http {
+                    path: "/healthz",
+                    port: 8080,
+                },
+                interval_s: 10,
+                timeout_s: 2,
+                failures: 3,
+            }),
+            ..ServiceSpec::minimal(Source::Exec { path: "/bin/web" })
+        };
+        let version = Version {
+            clock: 7,
+            key_id: op.public_key().key_id(),
+        };
+        let body = EntryBody {
+            name: "web",
+            version,
+            spec: Some(spec),
+        };
+        let mut e = [0u8; 256];
+        let len = sign_entry(&op, &body, &mut e).unwrap();
+        n.submit(Instant(0), &e[..len], &mut Recorder::default())
+            .unwrap();
+        n
+    }
+
+    /// Runs every command due at `now`, each succeeding, `show` reporting the unit running;
+    /// returns the `systemctl` verbs run.
+    fn run_commands(e: &mut Executor, node: &Node, now: u64) -> Vec<Verb> {
+        let mut verbs = Vec::new();
+        while let Some(issued) = e.poll_command(Instant(now), node) {
+            let token = issued.token;
+            let stdout = match issued.command {
+                Command::Systemctl { verb, .. } => {
+                    verbs.push(verb);
+                    if verb == Verb::Show {
+                        RUNNING
+                    } else {
+                        b""
+                    }
+                }
+                _ => b"",
+            };
+            e.handle_command_done(Instant(now), token, Outcome { ok: true, stdout });
+        }
+        verbs
+    }
+
+    /// The token of the check due at `now`, if one is, after checking what it checks.
+    fn check_due(e: &mut Executor, node: &Node, now: u64) -> Option<u64> {
+        let issued = e.poll_check(Instant(now), node)?;
+        let Command::HealthCheck {
+            name,
+            entry,
+            timeout_ms,
+        } = issued.command
+        else {
+            panic!("poll_check issues checks");
+        };
+        assert_eq!((name, timeout_ms), ("web", 2_000));
+        let (check, _) = check_of(entry).unwrap();
+        assert_eq!(
+            check,
+            Check::Http {
+                path: "/healthz",
+                port: 8080
+            }
+        );
+        Some(issued.token)
+    }
+
+    /// The unit installed, started and read running at 1 s.
+    fn running() -> (Box<Node>, Box<Executor>) {
+        let n = deployed();
+        let mut e = Box::new(Executor::new(false));
+        run_commands(&mut e, &n, 0);
+        run_commands(&mut e, &n, 1_000);
+        assert_eq!(e.unit("web").unwrap().health, UnitHealth::Running);
+        (n, e)
+    }
+
+    /// The first check waits one interval after the unit was first seen running (its grace),
+    /// one check is in flight at a time, the next comes an interval after the last, and a
+    /// stale token changes nothing.
+    #[test]
+    fn checks_wait_their_grace_and_their_interval() {
+        let (n, mut e) = running();
+        assert_eq!(check_due(&mut e, &n, 1_000), None, "the grace starts now");
+        assert_eq!(check_due(&mut e, &n, 10_999), None);
+        let token = check_due(&mut e, &n, 11_000).expect("one interval later");
+        assert_eq!(check_due(&mut e, &n, 30_000), None, "one at a time");
+        assert!(!e.handle_check_done(Instant(11_001), token + 100, CheckResult::Passed));
+        assert!(e.handle_check_done(Instant(11_001), token, CheckResult::Passed));
+        assert!(!e.handle_check_done(Instant(11_002), token, CheckResult::Passed));
+        assert_eq!(check_due(&mut e, &n, 20_999), None);
+        assert!(check_due(&mut e, &n, 21_000).is_some());
+        assert_eq!(e.stats.checks_run, 2);
+    }
+
+    /// Three failures in a row make the unit unhealthy: the status lists it so, it is restarted
+    /// through the command lane, it stays unhealthy though systemd reads it running, and one
+    /// passed check makes it healthy again. A pass between failures starts the count over.
+    #[test]
+    fn failures_in_a_row_restart_an_unhealthy_unit_until_a_check_passes() {
+        let (n, mut e) = running();
+        let mut now = 11_000;
+        let mut fail = |e: &mut Executor, now: &mut u64, result: CheckResult<'_>| {
+            let token = check_due(e, &n, *now).unwrap_or_else(|| panic!("a check is due at {now}"));
+            assert!(e.handle_check_done(Instant(*now + 5), token, result));
+            *now += 10_000;
+        };
+        fail(&mut e, &mut now, CheckResult::Failed("status 5xx"));
+        fail(&mut e, &mut now, CheckResult::Failed("status 5xx"));
+        fail(&mut e, &mut now, CheckResult::Passed);
+        fail(&mut e, &mut now, CheckResult::Failed("timed out"));
+        fail(&mut e, &mut now, CheckResult::Failed("timed out"));
+        assert_eq!(e.unit("web").unwrap().health, UnitHealth::Running);
+        assert_eq!(e.check_failure("web"), Some("timed out"));
+        fail(&mut e, &mut now, CheckResult::Failed("timed out"));
+        assert_eq!(e.unit("web").unwrap().health, UnitHealth::Unhealthy);
+        let states: Vec<_> = e.not_running(&n).map(|(_, s)| s).collect();
+        assert_eq!(states, [UnitState::Unhealthy]);
+        assert_eq!(e.census()[UnitHealth::Unhealthy.index()], 1);
+        assert_eq!(e.stats.health_restarts, 1);
+        // The restart goes out at once; systemd then reads the unit running again.
+        let restarted_at = now - 10_000 + 5;
+        let verbs = run_commands(&mut e, &n, restarted_at);
+        assert_eq!(verbs, [Verb::Restart]);
+        assert_eq!(run_commands(&mut e, &n, restarted_at + 1_000), [Verb::Show]);
+        assert_eq!(e.unit("web").unwrap().health, UnitHealth::Unhealthy);
+        // The restarted unit has its grace: no check for one interval.
+        assert_eq!(check_due(&mut e, &n, restarted_at + 9_000), None);
+        let token = check_due(&mut e, &n, restarted_at + 10_000).expect("after the grace");
+        assert!(e.handle_check_done(Instant(restarted_at + 10_001), token, CheckResult::Passed));
+        assert_eq!(e.unit("web").unwrap().health, UnitHealth::Running);
+        assert_eq!(e.check_failure("web"), None);
+        assert_eq!(e.not_running(&n).count(), 0);
+    }
+
+    /// A unit that is not running is not checked, and its failures are systemd's to report.
+    #[test]
+    fn only_running_units_are_checked() {
+        let n = deployed();
+        let mut e = Box::new(Executor::new(false));
+        run_commands(&mut e, &n, 0);
+        assert_eq!(e.unit("web").unwrap().health, UnitHealth::Pending);
+        assert_eq!(check_due(&mut e, &n, 100_000), None);
+    }
+
+    /// Reasons are cut to fit, at a character boundary.
+    #[test]
+    fn reasons_are_cut_at_a_character_boundary() {
+        let long = "é".repeat(REASON_BYTES_MAX);
+        let cut = cut(&long);
+        assert!(cut.len() <= REASON_BYTES_MAX && cut.chars().all(|c| c == 'é'));
+    }
 }

@@ -916,7 +916,7 @@ impl Executor {
             Verb::Enable => self.settle(Todo::Start, Todo::None, count, outcome.ok),
             Verb::Restart => self.settle(Todo::Restart, Todo::None, count, outcome.ok),
             Verb::Show => {
-                self.read_health(outcome.stdout);
+                self.read_health(now, outcome.stdout);
                 self.show_from += count;
                 if self.show_from >= self.units.len() || count == 0 {
                     self.show_from = 0;
@@ -946,7 +946,7 @@ impl Executor {
     }
 
     /// Sets each unit's health from `systemctl show` output.
-    fn read_health(&mut self, stdout: &[u8]) {
+    fn read_health(&mut self, now: Instant, stdout: &[u8]) {
         self.probes.wake();
         let (units, changes) = (&mut self.units, &mut self.changes);
         let mut changed = false;
@@ -967,6 +967,7 @@ impl Executor {
                 u.todo = Todo::Start;
             }
             // Running but failing its checks is unhealthy until a check passes.
+            u.probe.saw(now, shown.health);
             let health = u.probe.judge(shown.health);
             if u.health != health {
                 u.health = health;

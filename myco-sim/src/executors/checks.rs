@@ -34,6 +34,12 @@ pub(crate) fn sick(seed: u64, key: u64, fault_ppm: u64) -> bool {
 }
 
 impl Executors {
+    /// Restarts of unhealthy units, as the executors count them.
+    pub fn health_restarts(&self) -> u64 {
+        let boxes = self.boxes.iter();
+        boxes.map(|b| b.executor.stats.health_restarts).sum()
+    }
+
     /// Node `i`'s check lane: ends the checks due, then starts those the executor has due.
     pub(super) fn step_checks(&mut self, i: usize, node: &Node, now: u64) -> Result<(), String> {
         let b = &mut self.boxes[i];
@@ -125,4 +131,99 @@ fn count(u: &mut SimUnit, node: &Node, job: &CheckJob, i: usize) -> Result<(), S
         u.restart_owed = true;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::Cluster;
+    use crate::scenario::Scenario;
+    use crate::world::addr;
+    use myco_core::dns::Directory;
+    use myco_core::executor::{Names, UnitHealth};
+
+    /// A settled run of 5 boxes and 20 services, and the node and key of a running unit.
+    fn settled(unit_fault_ppm: u64) -> (Cluster, usize, u64) {
+        let mut s = Scenario::standard(3, 5, 20, 0.0);
+        s.kill = false;
+        s.unit_fault_ppm = unit_fault_ppm;
+        let mut c = Cluster::new(&s);
+        let report = c.run();
+        assert_eq!(report.failure, None);
+        let (_, exec) = c.parts();
+        let (i, key) = (0..exec.boxes.len())
+            .find_map(|i| {
+                let units = exec.boxes[i].units.iter();
+                let mut running = units.filter(|(_, (_, u))| u.active == Some(UnitHealth::Running));
+                running.next().map(|(k, _)| (i, *k))
+            })
+            .expect("some node runs a unit");
+        (c, i, key)
+    }
+
+    /// Sick units (drawn at the unit fault rate) go unhealthy, are restarted and come back: the
+    /// run settles, which needs every unit read back healthy, after restarting some.
+    #[test]
+    fn sick_units_are_restarted_and_come_back() {
+        let mut s = Scenario::standard(2, 10, 100, 0.5);
+        s.unit_fault_ppm = 100_000;
+        let report = Cluster::new(&s).run();
+        assert_eq!(report.failure, None);
+        assert!(report.health_checks > 0);
+        assert!(
+            report.health_restarts > 0,
+            "some unit was sick and restarted"
+        );
+    }
+
+    /// A unit that stops answering is unhealthy after its entry's failures in a row, and its box
+    /// no longer answers it in DNS; checking it again before its owed restart breaks invariant 8.
+    #[test]
+    fn unhealthy_leaves_dns_and_a_check_before_the_restart_is_refused() {
+        let (mut c, i, key) = settled(0);
+        let (nodes, exec) = c.parts();
+        let node = &nodes[i];
+        let name = exec.boxes[i].units[&key].0.clone();
+        let answered = |exec: &Executors| {
+            let names = Names {
+                node,
+                executor: Some(&exec.boxes[i].executor),
+                own: addr(i),
+            };
+            let mut own = false;
+            names.instances(&name, &mut |a| own |= a == addr(i));
+            own
+        };
+        assert!(answered(exec), "a healthy unit is answered");
+        exec.boxes[i].units.get_mut(&key).unwrap().1.sick = true;
+        // Only the check lane runs: the restart the executor owes is not carried out.
+        let mut now = 400_000;
+        while exec.boxes[i].executor.unit(&name).unwrap().health != UnitHealth::Unhealthy {
+            exec.step_checks(i, node, now).unwrap();
+            now += 100;
+            assert!(now < 420_000, "the unit never became unhealthy");
+        }
+        assert!(!answered(exec), "an unhealthy unit is not answered");
+        assert!(exec.boxes[i].units[&key].1.restart_owed);
+        exec.boxes[i].units.get_mut(&key).unwrap().1.sick = false;
+        let (nodes, exec) = c.parts();
+        let mut checked_early = Ok(());
+        for t in 0..200 {
+            checked_early = checked_early.and(exec.step_checks(i, &nodes[i], now + t * 100));
+        }
+        assert!(
+            checked_early.is_ok(),
+            "the executor waits for the restart before checking again"
+        );
+        // The checker itself: on another settled run, a check of a unit said to owe a restart
+        // is refused.
+        let (mut c, i, key) = settled(0);
+        let (nodes, exec) = c.parts();
+        exec.boxes[i].units.get_mut(&key).unwrap().1.restart_owed = true;
+        let mut refused = false;
+        for t in 0..400 {
+            refused |= exec.step_checks(i, &nodes[i], 400_000 + t * 100).is_err();
+        }
+        assert!(refused, "a check before an owed restart is a violation");
+    }
 }
