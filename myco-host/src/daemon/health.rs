@@ -235,9 +235,13 @@ impl Slot {
     fn advance(&mut self, now_ms: u64) -> Option<CheckResult<'static>> {
         let result = match &mut self.work {
             Work::Idle => return None,
-            Work::Exec { child } => child.poll_quiet().map(|exit| match exit.success() {
-                true => CheckResult::Passed,
-                false => CheckResult::Failed("command failed"),
+            Work::Exec { child } => child.poll_quiet().map(|exit| {
+                // Reaped: nothing is left to kill.
+                self.work = Work::Idle;
+                match exit.success() {
+                    true => CheckResult::Passed,
+                    false => CheckResult::Failed("command failed"),
+                }
             }),
             Work::Socket { .. } => self.advance_socket(),
         };
@@ -306,15 +310,11 @@ impl Slot {
             io.forget(TOKEN_CHECK_BASE + i as u64);
             self.watched = false;
         }
-        if let Work::Exec { child } = &mut self.work {
-            if child.poll_quiet().is_none() {
-                child.kill_group();
-                // A killed `systemd-run --wait` exits at once; its unit is stopped by systemd
-                // when the client goes away (`--wait` without `--no-block`).
-                while child.poll_quiet().is_none() {
-                    std::thread::yield_now();
-                }
-            }
+        // A check still running at its timeout: its `systemd-run` is killed and reaped (it
+        // exits at once on SIGKILL); `RuntimeMaxSec=` ends its unit on systemd's side.
+        if let Work::Exec { mut child } = std::mem::replace(&mut self.work, Work::Idle) {
+            child.kill_group();
+            child.kill_and_reap();
         }
         self.work = Work::Idle;
     }
