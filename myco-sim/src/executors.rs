@@ -245,9 +245,8 @@ impl Executors {
                         u.file = false;
                     }
                 }
-                Command::Build { .. } => return Err("a build issued by poll_command".into()),
-                Command::HealthCheck { .. } => {
-                    return Err("a health check issued by poll_command".into())
+                Command::Build { .. } | Command::HealthCheck { .. } => {
+                    return Err("a build or a check issued by poll_command".into())
                 }
                 Command::Systemctl { verb, units } => {
                     let done_at = if hang { u64::MAX } else { now + latency_ms };

@@ -47,13 +47,8 @@ impl HealthSpec {
     /// Checks `raw`: exactly one kind of check, each number in its bounds.
     pub(super) fn check(raw: &RawHealth) -> Result<HealthSpec, ManifestError> {
         let kind = kind(raw)?;
-        let interval_s = within(
-            "interval_s",
-            raw.interval_s,
-            INTERVAL_S_DEFAULT.into(),
-            1,
-            { HEALTH_INTERVAL_S_MAX.into() },
-        )?;
+        let max = HEALTH_INTERVAL_S_MAX.into();
+        let interval_s = within("interval_s", raw.interval_s, INTERVAL_S_DEFAULT.into(), max)?;
         let timeout_max = u64::from(HEALTH_TIMEOUT_S_MAX).min(interval_s);
         let timeout_default = u64::from(TIMEOUT_S_DEFAULT).min(interval_s);
         let timeout_s = raw.timeout_s.unwrap_or(timeout_default);
@@ -63,9 +58,8 @@ impl HealthSpec {
                  health.interval_s ({interval_s}), got {timeout_s}"
             )));
         }
-        let failures = within("failures", raw.failures, FAILURES_DEFAULT.into(), 1, {
-            HEALTH_FAILURES_MAX.into()
-        })?;
+        let max = HEALTH_FAILURES_MAX.into();
+        let failures = within("failures", raw.failures, FAILURES_DEFAULT.into(), max)?;
         Ok(HealthSpec {
             kind,
             interval_s: interval_s as u16,
@@ -134,20 +128,12 @@ fn kind(raw: &RawHealth) -> Result<Kind, ManifestError> {
     }
 }
 
-/// `value` (or `default`) when within `min..=max`, else an error naming `health.<field>`.
-fn within(
-    field: &str,
-    value: Option<u64>,
-    default: u64,
-    min: u64,
-    max: u64,
-) -> Result<u64, ManifestError> {
+/// `value` (or `default`) when within `1..=max`, else an error naming `health.<field>`.
+fn within(field: &str, value: Option<u64>, default: u64, max: u64) -> Result<u64, ManifestError> {
     let v = value.unwrap_or(default);
-    if (min..=max).contains(&v) {
+    if (1..=max).contains(&v) {
         Ok(v)
     } else {
-        Err(error(format!(
-            "health.{field} must be {min} to {max}, got {v}"
-        )))
+        Err(error(format!("health.{field} must be 1 to {max}, got {v}")))
     }
 }

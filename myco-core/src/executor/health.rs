@@ -390,7 +390,7 @@ NRestarts=0\nUnitFileState=enabled\n\n";
     fn failures_in_a_row_restart_an_unhealthy_unit_until_a_check_passes() {
         let (n, mut e) = running();
         let mut now = 11_000;
-        let mut fail = |e: &mut Executor, now: &mut u64, result: CheckResult<'_>| {
+        let fail = |e: &mut Executor, now: &mut u64, result: CheckResult<'_>| {
             let token = check_due(e, &n, *now).unwrap_or_else(|| panic!("a check is due at {now}"));
             assert!(e.handle_check_done(Instant(*now + 5), token, result));
             *now += 10_000;
