@@ -90,6 +90,11 @@ fn a_service_that_answers_500_is_restarted_leaves_dns_and_comes_back() {
         restarts(&d, "myco-web.service") >= 1
     });
     assert!(d.metric("myco_health_restarts_total") >= 1.0);
+    let log = fs::read_to_string(d.dir.join("log")).unwrap();
+    assert!(
+        log.contains("service web: health check failed (status 5xx): unhealthy, restarting it"),
+        "{log}"
+    );
     assert!(d.metric("myco_units{state=\"unhealthy\"}") == 1.0);
     // systemd reads the restarted unit running, but it stays unhealthy while checks fail.
     std::thread::sleep(Duration::from_secs(2));

@@ -19,7 +19,7 @@
 use crate::flight::{Level, Logger};
 use crate::io::{Backend, Interest};
 use crate::spawn::{self, Argv, Child};
-use myco_core::executor::{check_of, CheckResult, Command};
+use myco_core::executor::{check_of, CheckResult, Command, UnitHealth};
 use myco_core::schema::entry::{Check, HEALTH_PATH_BYTES_MAX};
 use myco_core::time::Instant;
 use myco_core::unit::{sandbox_lines, Facts};
@@ -62,8 +62,10 @@ enum Phase {
 struct Slot {
     token: u64,
     deadline_ms: u64,
-    /// `None` for a TCP check: connected is passed.
+    /// An HTTP check (false: TCP, where connected is passed).
     http: bool,
+    /// The service checked, for the log.
+    name: heapless::String<{ myco_core::config::NAME_BYTES_MAX }>,
     work: Work,
     request: [u8; REQUEST_BYTES],
     request_len: usize,
@@ -140,7 +142,7 @@ impl Checks {
             };
             let token = self.slots[i].token;
             self.slots[i].finish(i, io);
-            core.handle_check_done(Instant(now_ms), token, result);
+            self.report(core, (now_ms, token), &self.slots[i].name, result);
         }
         while let Some(i) = self.slots.iter().position(|s| matches!(s.work, Work::Idle)) {
             let Some(issued) = core.poll_check(Instant(now_ms), node) else {
@@ -151,9 +153,38 @@ impl Checks {
             if !self.start(i, now_ms, issued.command) {
                 self.slots[i].finish(i, io);
                 let why = CheckResult::Failed("could not start");
-                core.handle_check_done(Instant(now_ms), token, why);
+                self.report(core, (now_ms, token), &self.slots[i].name, why);
             }
         }
+    }
+
+    /// Hands `result` to the core and logs a failure: at warning level when it made the service
+    /// unhealthy, at info level otherwise (one line per failed check).
+    fn report(
+        &self,
+        core: &mut myco_core::executor::Executor,
+        (now_ms, token): (u64, u64),
+        name: &str,
+        result: CheckResult<'_>,
+    ) {
+        let health = |core: &myco_core::executor::Executor| core.unit(name).map(|u| u.health);
+        let before = health(core);
+        if !core.handle_check_done(Instant(now_ms), token, result) {
+            return;
+        }
+        let CheckResult::Failed(why) = result else {
+            return;
+        };
+        let after = health(core);
+        let (level, what) = if after == Some(UnitHealth::Unhealthy) && before != after {
+            (Level::Warning, ": unhealthy, restarting it")
+        } else {
+            (Level::Info, "")
+        };
+        self.log.log(
+            level,
+            format_args!("service {name}: health check failed ({why}){what}"),
+        );
     }
 
     /// Starts `command` in slot `i`; false (logged) if it could not be.
@@ -169,6 +200,7 @@ impl Checks {
         let (check, facts) = check_of(entry).expect("a checked unit's entry declares a check");
         let slot = &mut self.slots[i];
         slot.deadline_ms = now_ms + timeout_ms;
+        slot.name = heapless::String::try_from(name).expect("service names fit NAME_BYTES_MAX");
         let started = match check {
             Check::Http { path, port } => slot.connect(port, Some(path)),
             Check::Tcp { port } => slot.connect(port, None),
@@ -195,6 +227,7 @@ impl Slot {
             token: 0,
             deadline_ms: 0,
             http: false,
+            name: heapless::String::new(),
             work: Work::Idle,
             request: [0; REQUEST_BYTES],
             request_len: 0,
