@@ -155,6 +155,15 @@ fn tcp_and_exec_checks() {
     ] {
         assert!(check.contains(&format!("--property={property}")), "{check}");
     }
+    let log = fs::read_to_string(d.dir.join("log")).unwrap();
+    assert!(
+        log.contains("service closed: health check failed (connection refused)"),
+        "{log}"
+    );
+    assert!(
+        log.contains("service probed: health check failed (command failed)"),
+        "{log}"
+    );
     fs::write(&marker, "").unwrap();
     wait_until(Duration::from_secs(15), "the exec check passes", || {
         !state(&d, "probed").contains("unhealthy")

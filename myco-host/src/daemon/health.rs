@@ -64,6 +64,8 @@ struct Slot {
     deadline_ms: u64,
     /// An HTTP check (false: TCP, where connected is passed).
     http: bool,
+    /// A result known when the check started (a connection refused at once).
+    early: Option<CheckResult<'static>>,
     /// The service checked, for the log.
     name: heapless::String<{ myco_core::config::NAME_BYTES_MAX }>,
     work: Work,
@@ -227,6 +229,7 @@ impl Slot {
             token: 0,
             deadline_ms: 0,
             http: false,
+            early: None,
             name: heapless::String::new(),
             work: Work::Idle,
             request: [0; REQUEST_BYTES],
@@ -254,9 +257,9 @@ impl Slot {
             )
         };
         let e = io::Error::last_os_error();
-        if r != 0 && e.raw_os_error() != Some(libc::EINPROGRESS) {
-            return Err(e);
-        }
+        // Loopback often refuses at once: a failed check, not a check that could not start.
+        self.early = (r != 0 && e.raw_os_error() != Some(libc::EINPROGRESS))
+            .then_some(CheckResult::Failed("connection refused"));
         self.work = Work::Socket {
             fd,
             phase: Phase::Connecting,
@@ -266,6 +269,9 @@ impl Slot {
 
     /// Moves the check on as far as it goes without blocking: `Some` once it has a result.
     fn advance(&mut self, now_ms: u64) -> Option<CheckResult<'static>> {
+        if self.early.is_some() {
+            return self.early.take();
+        }
         let result = match &mut self.work {
             Work::Idle => return None,
             Work::Exec { child } => child.poll_quiet().map(|exit| {
