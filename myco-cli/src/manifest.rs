@@ -886,9 +886,9 @@ mod tests {
     }
 
     /// `health` gives one check with its schedule (10 s, 2 s, 3 failures by default, the
-    /// timeout never above the interval); each mistake is refused naming the field.
+    /// timeout never above the interval).
     #[test]
-    fn health_is_read_and_bounded() {
+    fn health_is_read_with_its_defaults() {
         use myco_core::schema::entry::{Check, Health};
         let with = |text: &str| {
             parse(&format!(
@@ -922,6 +922,11 @@ mod tests {
             failures: 1,
         };
         assert_eq!(h, want);
+    }
+
+    /// Each mistake in `health` is refused naming the field.
+    #[test]
+    fn health_mistakes_are_refused_by_field() {
         for (text, needles) in [
             (
                 r#"{"http": "/h"}"#,
