@@ -255,12 +255,14 @@ nix-check:
 # version rolled out (see tests/testbed/engine-test.sh and docs/testbed.md). Prints the timings on
 # a `TESTBED ...` line. Then the golden path (tests/testbed/golden-test.sh): `myco init python`
 # committed, deployed, built with Nix in the boxes, served by name, rolled out, a broken commit
-# refused; a `GOLDEN ...` line. Needs root. ~40 s, or ~2 min the first time on a machine
-# (debootstrap).
+# refused; a `GOLDEN ...` line. Then health checks (tests/testbed/health-test.sh): a service whose
+# /healthz turns to 500 is restarted, leaves DNS and comes back; a `HEALTH ...` line. Needs root.
+# ~40 s, or ~2 min the first time on a machine (debootstrap).
 testbed-test:
 	cargo build --release --bin myco-d --bin myco
 	tests/testbed/engine-test.sh $(TARGET_DIR)/release
 	tests/testbed/golden-test.sh $(TARGET_DIR)/release
+	tests/testbed/health-test.sh $(TARGET_DIR)/release
 
 # The README's first command: installs what it needs, builds, boots three boxes, deploys a
 # service, powers off a box that runs it, shows it running elsewhere, cleans up. Needs root.

@@ -190,6 +190,7 @@ impl Tokens {
                 tasks_max: (flags & 64 == 64).then_some(u16::from(key)),
                 io_weight: None,
             },
+            health: None,
         };
         let ctx = UnitContext {
             version: Version {

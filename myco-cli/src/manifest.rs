@@ -19,7 +19,10 @@
 //! reference as written with an all-zero rev: enough for `myco render`'s preview, and refused by
 //! the core's entry rules, so it can never be signed.
 
+mod health;
+
 use crate::flake::FlakeLock;
+use health::{HealthSpec, RawHealth};
 use myco_core::config::{
     ARGS_MAX, ENTRY_BYTES_MAX, ENV_MAX, FLAKE_REV_BYTES, NAR_HASH_BYTES, PORTS_MAX, PRE_ARGS_MAX,
     PRE_MAX, SIGNATURE_BYTES,
@@ -92,6 +95,7 @@ struct Raw {
     cpu_quota: Option<NumberOrText>,
     tasks_max: Option<u64>,
     io_weight: Option<u64>,
+    health: Option<Object<RawHealth>>,
 }
 
 /// A limit written as a number or as text with a unit (`"256M"`, `"50%"`).
@@ -318,6 +322,7 @@ pub struct Manifest {
     zone: Option<u8>,
     ports: heapless::Vec<Port, PORTS_MAX>,
     limits: Limits,
+    health: Option<HealthSpec>,
     /// The flake reference's lock, once `locked` gave it.
     lock: Option<FlakeLock>,
 }
@@ -452,13 +457,14 @@ impl Manifest {
             });
             assert!(pushed.is_ok(), "the count was checked above");
         }
-        let limits = limits(&raw)?;
+        let health = raw.health.as_ref().map(|h| HealthSpec::check(&h.0));
         Ok(Manifest {
+            limits: limits(&raw)?,
+            health: health.transpose()?,
             raw,
             replicas,
             zone,
             ports,
-            limits,
             lock: None,
         })
     }
@@ -512,6 +518,10 @@ impl Manifest {
             replicas: self.replicas,
             ports: self.ports.clone(),
             limits: self.limits,
+            health: match &self.health {
+                Some(h) => Some(h.spec()?),
+                None => None,
+            },
         })
     }
 
@@ -538,6 +548,7 @@ impl Manifest {
             )),
             EntryError::Unlocked => error(format!("flake: {what}")),
             EntryError::Limits => error(format!("limits: {what}")),
+            EntryError::Health => error(format!("health: {what}")),
             EntryError::Env => self.env_refusal(),
             EntryError::Token | EntryError::Path => match self.culprit(e) {
                 Some(field) => error(format!("{field}: {what}")),
@@ -872,6 +883,89 @@ mod tests {
                 (9090, Protocol::Tcp)
             ]
         );
+    }
+
+    /// `health` gives one check with its schedule (10 s, 2 s, 3 failures by default, the
+    /// timeout never above the interval).
+    #[test]
+    fn health_is_read_with_its_defaults() {
+        use myco_core::schema::entry::{Check, Health};
+        let with = |text: &str| {
+            parse(&format!(
+                r#"{{"name": "a", "exec": "/a", "health": {text}}}"#
+            ))
+            .unwrap()
+        };
+        fn health(m: &Manifest) -> Option<Health<'_>> {
+            m.service(Version::default()).spec.unwrap().health
+        }
+        let http = Check::Http {
+            path: "/healthz",
+            port: 8080,
+        };
+        let m = with(r#"{"http": "/healthz", "port": 8080}"#);
+        let h = health(&m).unwrap();
+        assert_eq!(
+            (h.check, h.interval_s, h.timeout_s, h.failures),
+            (http, 10, 2, 3)
+        );
+        let m = with(r#"{"tcp": 5432, "interval_s": 1}"#);
+        let h = health(&m).unwrap();
+        assert_eq!((h.check, h.timeout_s), (Check::Tcp { port: 5432 }, 1));
+        let m = with(r#"{"exec": ["/bin/check", "--quick"], "failures": 1, "timeout_s": 5}"#);
+        let h = health(&m).unwrap();
+        let argv = heapless::Vec::from_slice(&["/bin/check", "--quick"]).unwrap();
+        let want = Health {
+            check: Check::Exec { argv },
+            interval_s: 10,
+            timeout_s: 5,
+            failures: 1,
+        };
+        assert_eq!(h, want);
+    }
+
+    /// Each mistake in `health` is refused naming the field.
+    #[test]
+    fn health_mistakes_are_refused_by_field() {
+        for (text, needles) in [
+            (
+                r#"{"http": "/h"}"#,
+                &["health.http \"/h\" needs health.port"][..],
+            ),
+            (
+                r#"{"http": "/h", "port": 0}"#,
+                &["health.port must be a port"],
+            ),
+            (r#"{"tcp": 70000}"#, &["health.tcp must be a port"]),
+            (
+                r#"{"tcp": 1, "port": 2}"#,
+                &["health.port goes with health.http"],
+            ),
+            (r#"{"tcp": 1, "exec": ["/x"]}"#, &["exactly one check"]),
+            (r#"{}"#, &["exactly one check"]),
+            (r#"{"exec": []}"#, &["health.exec has 0 words"]),
+            (
+                r#"{"tcp": 1, "interval_s": 0}"#,
+                &["health.interval_s must be 1 to 3600"],
+            ),
+            (
+                r#"{"tcp": 1, "interval_s": 5, "timeout_s": 6}"#,
+                &["at most health.interval_s (5)"],
+            ),
+            (
+                r#"{"tcp": 1, "failures": 21}"#,
+                &["health.failures must be 1 to 20, got 21"],
+            ),
+            (r#"{"tcp": 1, "retries": 2}"#, &["unknown field `retries`"]),
+            (
+                r#"{"http": "healthz", "port": 1}"#,
+                &["health:", "starting with '/'"],
+            ),
+            (r#"{"exec": ["check"]}"#, &["health:", "absolute path"]),
+        ] {
+            let manifest = format!(r#"{{"name": "a", "exec": "/a", "health": {text}}}"#);
+            assert_refused(&manifest, needles);
+        }
     }
 
     /// Resource limits are read as numbers or with their units (`"256M"`, `"50%"`), and each

@@ -124,7 +124,7 @@ impl Watch {
         if let Some(why) = fails_at_once(name, service) {
             return Verdict::Failed(why);
         }
-        let failing = |state: &str| state == "failed" || state == "restarting";
+        let failing = |state: &str| matches!(state, "failed" | "restarting" | "unhealthy");
         self.failing_since.retain(|(id, _)| {
             service
                 .placed_on
@@ -484,8 +484,8 @@ mod tests {
         assert!(message.contains("myco logs web"), "{message}");
     }
 
-    /// A box failing or restarting ends the wait only once it has stayed so for the grace
-    /// period; one that recovers in between starts its count again.
+    /// A box failing, restarting or unhealthy ends the wait only once it has stayed so for the
+    /// grace period; one that recovers in between starts its count again.
     #[test]
     fn failing_ends_the_wait_after_the_grace() {
         let mut w = watch(Goal::Running);
@@ -510,6 +510,17 @@ mod tests {
         };
         assert!(message.contains("failed on 3f2a09c1"), "{message}");
         assert!(message.contains("logs?service=web"), "{message}");
+        // A box whose health checks fail is failing too.
+        let mut w = watch(Goal::Running);
+        let unhealthy = service(false, 1, &[("3f2a09c1d4e5b6a7", "unhealthy")]);
+        assert!(matches!(
+            w.handle_service(Some(&unhealthy), t),
+            Verdict::Waiting(_)
+        ));
+        let Verdict::Failed(message) = w.handle_service(Some(&unhealthy), t + FAILING_GRACE) else {
+            panic!("still waiting")
+        };
+        assert!(message.contains("unhealthy on 3f2a09c1"), "{message}");
     }
 
     /// Empty placement, a tombstone and a 404 end a deploy's wait; a removal is done on a

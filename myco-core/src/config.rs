@@ -48,6 +48,8 @@ pub const ENV_MAX: usize = 16;
 pub const PRE_MAX: usize = 4;
 pub const PRE_ARGS_MAX: usize = 8;
 pub const PORTS_MAX: usize = 4;
+/// Words of a health check command (`Check::Exec`): the executable and its arguments.
+pub const HEALTH_ARGS_MAX: usize = 8;
 /// The most replicas a service may ask for: entry validation refuses more (`EntryError::Replicas`),
 /// and a placement holds at most this many member ids (`place::Placement`).
 pub const REPLICAS_MAX: u8 = 64;
@@ -273,6 +275,8 @@ pub const EXECUTOR_BUDGET_BYTES: usize = UNITS_MAX * 96 // installed units: name
     + UNIT_PLAN_MAX * 72 // unit files to write this round
     + BUILDS_BUDGET_BYTES // flake services on their way to a built program
     + ENTRY_BYTES_MAX + 8 // the entry, rebuilt from the store, that a write or build borrows
+    + UNITS_MAX * 104 // each unit's health probe: schedule, grace, count, token, last reason (40)
+    + ENTRY_BYTES_MAX + 16 // the entry a health check borrows, and the probes' idle time
     + 256; // flags, timers, token, counters, command in flight
 pub const EXECUTOR_BYTES_MAX: usize = 512 * 1024;
 

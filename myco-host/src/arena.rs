@@ -48,7 +48,8 @@ pub struct DnsSlot {
 }
 
 /// The executor's buffers: one rendered unit, one unit file read back (the builder's, to find
-/// what a unit runs), argument lists for `systemctl`, `/logs`, the builder and the collector,
+/// what a unit runs), argument lists for `systemctl`, `/logs`, the builder, the collector and
+/// the exec health checks,
 /// and a child's output for each of the three lanes (units, builds, collection).
 pub struct ExecutorBuffers {
     pub unit: [u8; UNIT_BYTES_MAX],
@@ -80,8 +81,9 @@ impl ExecutorArena {
     }
 }
 
-/// Argument lists: `systemctl`, `/logs`, the builder's and the collector's.
-pub const ARGVS: usize = 4;
+/// Argument lists: `systemctl`, `/logs`, the builder's, the collector's and the exec health
+/// checks'.
+pub const ARGVS: usize = 5;
 /// Children's outputs: the unit lane, the builder and the collector.
 pub const OUTPUTS: usize = 3;
 

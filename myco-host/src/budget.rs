@@ -37,8 +37,8 @@ pub const WAL_BYTES: usize = 2 * crate::daemon::wal::BATCH_BYTES + crate::store:
 pub const EVENTS_BYTES: usize = EVENTS_MAX * size_of::<Record>();
 /// The executor: the core's executor, one rendered unit, one unit file read back (the builder's,
 /// to find what a unit runs), an argument list for `systemctl` and one for `/logs`, and the
-/// builder's and the collector's, a child's output for each of the three lanes, and the audit
-/// log's line.
+/// builder's and the collector's, a child's output for each of the three lanes, the audit
+/// log's line, and the health checks' slots and argument list.
 pub const EXECUTOR_BYTES: usize = size_of::<myco_core::executor::Executor>()
     + UNIT_BYTES_MAX
     + crate::daemon::build::UNIT_FILE_BYTES_MAX

@@ -332,6 +332,22 @@ impl Child {
         Some(Exit(code))
     }
 
+    /// As [`Child::poll`] for a child whose output nobody reads (a health check's): what it
+    /// wrote is drained and dropped, so it never blocks on a full pipe.
+    pub fn poll_quiet(&mut self) -> Option<Exit> {
+        let mut scratch = [0u8; 512];
+        while let Some(n) = self.read_into(&mut scratch) {
+            if n == 0 {
+                break;
+            }
+        }
+        match waitpid(Pid::from_raw(self.pid), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(_, code)) => Some(Exit(code)),
+            Ok(WaitStatus::Signaled(_, signal, _)) => Some(Exit(128 + signal as i32)),
+            _ => None,
+        }
+    }
+
     /// Reads until the pipe is empty; true at end of file.
     fn drain(&mut self, out: &mut Output) -> bool {
         let mut scratch = [0u8; 4096];

@@ -7,7 +7,9 @@
 //!
 //! The paths: hundreds of deploys and removals of exec and flake services (units written and
 //! removed through the stand-in `systemctl`, health sweeps, a unit that keeps failing, builds that
-//! succeed and fail through a stand-in `nix`, GC roots pruned, a garbage collection), checkpoints
+//! succeed and fail through a stand-in `nix`, GC roots pruned, a garbage collection), health
+//! checks (HTTP against a server that turns to 500 and back, TCP refused, an exec check through
+//! the stand-in `systemd-run`: unhealthy units restarted, healthy again), checkpoints
 //! (a small `--wal-checkpoint-bytes`), a second daemon joining, dying and returning with a
 //! revocation that the first takes from gossip and keeps (the peers file rewritten), `/stream`
 //! subscribers coming and going, `/logs` and `/audit` followed and not, DNS over UDP and TCP,
@@ -31,10 +33,12 @@ use myco_core::crypto::cert::certify;
 use myco_core::crypto::revocation::encode_revocation;
 use myco_core::crypto::SigningKey;
 use myco_core::schema::entry::Arch;
+use myco_core::schema::entry::{Check, Health};
 use myco_host::budget::HEAP_BYTES_MAX;
 use myco_testkit::daemon::Daemon;
-use myco_testkit::entries::{entry, entry_with_port, flake_entry, tombstone};
-use myco_testkit::http::{raw_request, request};
+use myco_testkit::entries::TRUE_PATH;
+use myco_testkit::entries::{checked_entry, entry, entry_with_port, flake_entry, tombstone};
+use myco_testkit::http::{raw_request, request, status_server};
 use myco_testkit::keys::operator;
 use myco_testkit::tmpfs::{fill, Tmpfs};
 use myco_testkit::trickle::Tricklers;
@@ -141,6 +145,7 @@ fn nothing_allocates_after_ready() {
     start_strict(&mut a, dns_port, &[]);
     let outcome = catch_unwind(AssertUnwindSafe(|| {
         deploys_and_removals(&a, &op);
+        health_checks(&a, &op);
         api_endpoints_and_refusals(&a);
         streams_come_and_go(&a);
         logs_and_audit(&a);
@@ -155,6 +160,8 @@ fn nothing_allocates_after_ready() {
         "myco_build_failures_total",
         "myco_units_written_total",
         "myco_units_removed_total",
+        "myco_health_checks_total",
+        "myco_health_restarts_total",
         "myco_checkpoints_total",
         "myco_events_next_id",
     ] {
@@ -388,6 +395,42 @@ fn deploys_and_removals(d: &Daemon, op: &SigningKey) {
     });
     wait_until(Duration::from_secs(20), "a unit is removed", || {
         d.metric("myco_units_removed_total") >= 1.0
+    });
+}
+
+/// Services with each kind of health check: an HTTP one whose server answers 500 for a while,
+/// a TCP one on a port nothing listens on, and an exec one that fails: each goes unhealthy and
+/// is restarted; the HTTP one is healthy again once its server answers 200.
+fn health_checks(d: &Daemon, op: &SigningKey) {
+    let (port, status) = status_server();
+    let every_second = |check| Health {
+        check,
+        interval_s: 1,
+        timeout_s: 1,
+        failures: 2,
+    };
+    let http = every_second(Check::Http {
+        path: "/healthz",
+        port,
+    });
+    let closed = free_port();
+    let tcp = every_second(Check::Tcp { port: closed });
+    let argv = heapless::Vec::from_slice(&["/bin/sh", "-c", "exit 1"]).expect("fits");
+    let exec = every_second(Check::Exec { argv });
+    for (name, port, health) in [("hc", port, http), ("tc", closed, tcp), ("ec", 9000, exec)] {
+        let e = checked_entry(op, (name, 1), TRUE_PATH, port, health);
+        assert_eq!(d.deploy(&e).0, 200);
+    }
+    wait_until(Duration::from_secs(20), "hc is checked", || {
+        d.metric("myco_health_checks_total") >= 3.0
+    });
+    status.store(500, std::sync::atomic::Ordering::SeqCst);
+    wait_until(Duration::from_secs(20), "all three are restarted", || {
+        d.metric("myco_health_restarts_total") >= 3.0
+    });
+    status.store(200, std::sync::atomic::Ordering::SeqCst);
+    wait_until(Duration::from_secs(20), "hc is healthy again", || {
+        d.metric("myco_units{state=\"unhealthy\"}") <= 2.0
     });
 }
 

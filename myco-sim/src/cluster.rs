@@ -97,6 +97,10 @@ pub struct Report {
     pub executor_checks: u64,
     /// Commands the executors ran (file writes and deletes, `systemctl`).
     pub executor_commands: u64,
+    /// Health checks the boxes ran, and restarts of units their checks found unhealthy (as the
+    /// executors count them; a crashed node's count starts again).
+    pub health_checks: u64,
+    pub health_restarts: u64,
     /// The node killed once the cluster had converged, and the services it ran.
     pub killed: Option<usize>,
     pub services_replaced: usize,
@@ -496,6 +500,8 @@ impl Cluster {
         report.placement_checks = self.watch.checks;
         report.executor_checks = self.exec.checks;
         report.executor_commands = self.exec.commands;
+        report.health_checks = self.exec.health_checks;
+        report.health_restarts = self.exec.health_restarts();
         (
             report.acknowledged_deploys,
             report.acknowledged_deploys_lost,

@@ -21,6 +21,8 @@
 //! 6. a hung `systemctl` is cancelled within `CANCEL_SLACK_MS` of `SYSTEMCTL_TIMEOUT_MS`.
 //! 7. a flake service's unit is never written without the program of a successful build, and a
 //!    failed build is not retried before its backoff (`retry_delay_ms`) has passed.
+//! 8. a unit that failed its health checks is restarted before it is checked again, and is out
+//!    of DNS until a check passes (`checks.rs`).
 //!
 //! Nothing here allocates while stepping: tables are sized at boot; only the settle checks
 //! allocate, and the run leaves what they allocate out of the nodes' count.
@@ -38,6 +40,8 @@ use myco_core::state::store::key_hash;
 use myco_core::unit::{service_of, UNIT_NAME_BYTES_MAX};
 use myco_core::{Instant, Node};
 use std::collections::HashMap;
+
+mod checks;
 use std::fmt::Write as _;
 
 /// How long a hanging build takes before it fails (the host's `--build-timeout` ends a real one).
@@ -56,6 +60,12 @@ pub(crate) struct SimUnit {
     pub(crate) enabled: bool,
     pub(crate) active: Option<UnitHealth>,
     pub(crate) restarts: u32,
+    /// Runs but does not answer its health checks until restarted (`checks::sick`).
+    pub(crate) sick: bool,
+    /// Health checks failed in a row, as the executor counts them.
+    pub(crate) failed_checks: u8,
+    /// It failed its entry's `failures` checks in a row: a restart is owed (invariant 8).
+    pub(crate) restart_owed: bool,
 }
 
 /// A build running on one node: what it prints, when it ends.
@@ -99,6 +109,8 @@ pub(crate) struct SimBox {
     failed_builds: HashMap<u64, (u64, u64, u32), Fixed>,
     /// The units the running job names; allocated once.
     job_units: Vec<UnitName>,
+    /// Health checks under way, at most `checks::CHECK_SLOTS`.
+    checks: Vec<checks::CheckJob>,
     changed: bool,
 }
 
@@ -115,6 +127,8 @@ pub struct Executors {
     pub commands: u64,
     pub cancelled: u64,
     pub checks: u64,
+    /// Health checks run.
+    pub health_checks: u64,
 }
 
 impl Executors {
@@ -133,6 +147,7 @@ impl Executors {
                 build: None,
                 failed_builds: HashMap::with_capacity_and_hasher(services + 16, Fixed::default()),
                 job_units: Vec::with_capacity(UNITS_PER_COMMAND),
+                checks: Vec::with_capacity(checks::CHECK_SLOTS),
                 changed: true,
             })
             .collect();
@@ -147,6 +162,7 @@ impl Executors {
             commands: 0,
             cancelled: 0,
             checks: 0,
+            health_checks: 0,
         }
     }
 
@@ -163,7 +179,12 @@ impl Executors {
         b.job = None;
         b.build = None;
         b.failed_builds.clear();
+        b.checks.clear();
         b.changed = true;
+        // The new executor counts checks from nothing.
+        for (_, u) in b.units.values_mut() {
+            (u.failed_checks, u.restart_owed) = (0, false);
+        }
         for (name, u) in b.units.values() {
             if u.file {
                 b.executor.handle_installed(name, u.digest);
@@ -185,6 +206,7 @@ impl Executors {
         }
         self.finish_job(i, now)?;
         self.step_build(i, node, now)?;
+        self.step_checks(i, node, now)?;
         loop {
             let b = &mut self.boxes[i];
             let Some(issued) = b.executor.poll_command(Instant(now), node) else {
@@ -210,6 +232,10 @@ impl Executors {
                         (name, SimUnit::default())
                     });
                     u.file = true;
+                    if u.digest != digest {
+                        // A new version's checks are counted from nothing.
+                        (u.failed_checks, u.restart_owed) = (0, false);
+                    }
                     u.digest = digest;
                 }
                 Command::RemoveUnitFile { name } => {
@@ -219,7 +245,9 @@ impl Executors {
                         u.file = false;
                     }
                 }
-                Command::Build { .. } => return Err("a build issued by poll_command".into()),
+                Command::Build { .. } | Command::HealthCheck { .. } => {
+                    return Err("a build or a check issued by poll_command".into())
+                }
                 Command::Systemctl { verb, units } => {
                     let done_at = if hang { u64::MAX } else { now + latency_ms };
                     b.job_units.clear();
@@ -425,6 +453,7 @@ fn apply(
             Verb::Disable => {
                 u.enabled = false;
                 u.active = None;
+                (u.failed_checks, u.restart_owed) = (0, false);
             }
             Verb::Enable => {
                 if u.enabled {
@@ -432,8 +461,15 @@ fn apply(
                 }
                 u.enabled = true;
                 u.active = Some(start(seed, key, fault_ppm));
+                u.sick = checks::sick(seed, key, fault_ppm);
+                (u.failed_checks, u.restart_owed) = (0, false);
             }
-            Verb::Restart => u.active = Some(start(seed, key, fault_ppm)),
+            Verb::Restart => {
+                u.active = Some(start(seed, key, fault_ppm));
+                // A restart cures a service that stopped answering.
+                u.sick = false;
+                (u.failed_checks, u.restart_owed) = (0, false);
+            }
             Verb::Reload => {}
             Verb::Show => {
                 let (active, sub) = match u.active {
@@ -442,9 +478,9 @@ fn apply(
                     Some(UnitHealth::Starting) => ("activating", "start"),
                     Some(UnitHealth::Restarting) => ("activating", "auto-restart"),
                     Some(UnitHealth::Failed) => ("failed", "failed"),
-                    Some(UnitHealth::Building | UnitHealth::BuildFailed) => {
-                        return Err(format!("unit {unit} holds a build's state"))
-                    }
+                    Some(
+                        UnitHealth::Building | UnitHealth::BuildFailed | UnitHealth::Unhealthy,
+                    ) => return Err(format!("unit {unit} holds a build's state")),
                 };
                 if u.active == Some(UnitHealth::Restarting) {
                     u.restarts += 1;
@@ -475,6 +511,7 @@ fn start(seed: u64, key: u64, fault_ppm: u64) -> UnitHealth {
 }
 
 /// Whether the executor's view of every unit is what the simulated systemd holds.
+/// An unhealthy unit is not read back yet: it has a check to pass (or a restart to get).
 fn health_read(b: &SimBox) -> bool {
     b.executor.units().iter().all(|u| {
         let truth = b

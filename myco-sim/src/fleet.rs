@@ -16,7 +16,9 @@
 
 use myco_core::config::{FLAKE_REV_BYTES, NAR_HASH_BYTES};
 use myco_core::random::Prng;
-use myco_core::schema::entry::{Arch, Port, Protocol, Requirements, ServiceSpec, Source};
+use myco_core::schema::entry::{
+    Arch, Check, Health, Port, Protocol, Requirements, ServiceSpec, Source,
+};
 
 /// Repositories in the fleet; the first `MONOREPOS` hold most services.
 pub const REPOS: u64 = 40;
@@ -249,6 +251,17 @@ impl Texts {
         }
         spec.requires = requires;
         spec.replicas = replicas;
+        // Every service answers an HTTP check on its port; short, so a sick one (a unit fault,
+        // `executors/checks.rs`) is found, restarted and back within a few simulated seconds.
+        spec.health = Some(Health {
+            check: Check::Http {
+                path: "/healthz",
+                port: self.port,
+            },
+            interval_s: 1,
+            timeout_s: 1,
+            failures: 2,
+        });
         spec
     }
 }

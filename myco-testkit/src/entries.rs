@@ -5,7 +5,8 @@ use myco_core::config::{ENTRY_BYTES_MAX, FLAKE_REV_BYTES, NAR_HASH_BYTES};
 use myco_core::crypto::{sign_entry, SigningKey};
 use myco_core::hex::Hex;
 use myco_core::schema::entry::{
-    encode_entry, Arch, EntryBody, Port, Protocol, Requirements, ServiceSpec, Source, Version,
+    encode_entry, Arch, EntryBody, Health, Port, Protocol, Requirements, ServiceSpec, Source,
+    Version,
 };
 
 /// The program of `entry`'s services: present on every test machine, exits at once.
@@ -64,6 +65,25 @@ pub fn entry_with_port(operator: &SigningKey, name: &str, clock: u64, port: u16)
     signed_service(operator, name, clock, Some(spec))
 }
 
+/// A signed entry for service `name` that runs `path`, declares TCP port `port` and the health
+/// check `health`.
+pub fn checked_entry(
+    operator: &SigningKey,
+    (name, clock): (&str, u64),
+    path: &str,
+    port: u16,
+    health: Health<'_>,
+) -> Vec<u8> {
+    let mut spec = ServiceSpec::minimal(Source::Exec { path });
+    let tcp = Port {
+        number: port,
+        protocol: Protocol::Tcp,
+    };
+    spec.ports.push(tcp).expect("one port fits");
+    spec.health = Some(health);
+    signed_service(operator, name, clock, Some(spec))
+}
+
 /// A signed tombstone for service `name`.
 pub fn tombstone(operator: &SigningKey, name: &str, clock: u64) -> Vec<u8> {
     signed_service(operator, name, clock, None)
@@ -100,6 +120,7 @@ pub fn service_entry(i: u32, clock: u64) -> Vec<u8> {
         replicas: 3,
         ports: Default::default(),
         limits: Default::default(),
+        health: None,
     };
     spec.args.extend_from_slice(&["--port", &port_arg]).unwrap();
     spec.env

@@ -177,3 +177,27 @@ pub fn curl(socket: &Path, args: &[&str], path: &str) -> Answer {
     parse_answer(out.stdout.as_bytes())
         .unwrap_or_else(|| panic!("curl {path}: not an HTTP answer: {:?}", out.stdout))
 }
+
+/// A service's stand-in on a loopback TCP port, for health checks: answers every request with
+/// the status its handle holds (200 at first), then closes. Runs until the test process ends.
+pub fn status_server() -> (u16, std::sync::Arc<std::sync::atomic::AtomicU16>) {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bound");
+    let port = listener.local_addr().expect("bound").port();
+    let status = std::sync::Arc::new(AtomicU16::new(200));
+    let answer = std::sync::Arc::clone(&status);
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut buf = [0u8; 512];
+            let _ = conn.set_read_timeout(Some(Duration::from_secs(1)));
+            let _ = conn.read(&mut buf);
+            let code = answer.load(Ordering::SeqCst);
+            let _ = write!(
+                conn,
+                "HTTP/1.0 {code} Whatever\r\nContent-Length: 0\r\n\r\n"
+            );
+        }
+    });
+    (port, status)
+}

@@ -184,11 +184,11 @@ mod tests {
 
     /// The entry above as signed before `sign_entry` existed (Ed25519 signatures are
     /// deterministic, so the same key and body always give these bytes), since specs carry
-    /// resource limits (the five zero bytes before the signature: none set).
+    /// resource limits and a health check (the six zero bytes before the signature: none set).
     const EXPECTED_HEX: &str = concat!(
         "0377656280d095ffbc31b788cad30801010d2f7573722f62696e2f747275650000000000000100000000",
-        "000065ebc4aa6e0df7e3cb92d119ac90c8319691c860d584d5b85e666f6cc7f87a22274ff33daa19879e",
-        "0c72bf96d3e4ae59fdff53b408c9707a414ddfcc31fb720b",
+        "000000fa0fa4f099c8bd2deb7610c3608ea1938f6d8bc176a34a9dd28a165cec5206a24ca975802a9ca0",
+        "4f35b9754871a7bb88738e0b46ab98b19d4623475091f78f0d",
     );
 
     fn hex(bytes: &[u8]) -> heapless::String<{ 2 * ENTRY_BYTES_MAX }> {

@@ -30,6 +30,7 @@
 
 mod build;
 pub mod gc;
+mod health;
 mod names;
 pub mod reconcile;
 mod systemd;
@@ -41,6 +42,7 @@ pub use build::{
     Program, RootName,
 };
 pub use gc::{parse_freed, Freed, Gc, GcDone, GcStats};
+pub use health::{check_of, CheckResult, REASON_BYTES_MAX};
 pub use names::{health_on, Names};
 pub use systemd::{parse_show, Shown, UnitHealth, SHOW_PROPERTIES};
 
@@ -89,6 +91,8 @@ pub struct Installed {
     /// systemd's `NRestarts`, as last read.
     pub restarts: u32,
     todo: Todo,
+    /// Its health checks (`health.rs`).
+    probe: health::Probe,
 }
 
 /// A unit was placed here or removed, or its health changed (`what` is the new health's name).
@@ -171,8 +175,8 @@ pub struct BuildOutcome<'a> {
 
 /// What the host is asked to do next.
 ///
-/// Later kinds of work join as variants of their own (`Gc` for the Nix store, `HealthProbe`
-/// for a service's own check), each with the same token and outcome rules.
+/// Kinds of work on lanes of their own are variants too (`Build` from [`Executor::poll_build`],
+/// `HealthCheck` from [`Executor::poll_check`]), each with the same token and outcome rules.
 #[derive(Clone, Debug)]
 pub enum Command<'a> {
     /// Render `entry` with [`render_unit`] and replace `myco-<name>.service` with it atomically,
@@ -199,6 +203,14 @@ pub enum Command<'a> {
     RemoveUnitFile { name: &'a str },
     /// Run `systemctl`, `verb.args()` then `units`; for `show`, report its standard output.
     Systemctl { verb: Verb, units: Units<'a> },
+    /// Run service `name`'s health check, for at most `timeout_ms`, and report it with
+    /// [`Executor::handle_check_done`] (`health.rs`).
+    /// The check is the one `entry` (the unit's signed entry) declares: [`check_of`] reads it.
+    HealthCheck {
+        name: &'a str,
+        entry: &'a [u8],
+        timeout_ms: u64,
+    },
 }
 
 /// A command and the token its outcome must carry.
@@ -235,6 +247,10 @@ pub struct ExecutorStats {
     pub systemctl_failures: u64,
     pub builds_run: u64,
     pub build_failures: u64,
+    pub checks_run: u64,
+    pub checks_failed: u64,
+    /// Restarts of units found unhealthy by their checks.
+    pub health_restarts: u64,
 }
 
 /// The steps of one round, in the order they are taken.
@@ -285,6 +301,8 @@ pub struct Executor {
     /// Placements and health changes not yet taken (`take_changes`).
     changes: Deque<Change, UNIT_CHANGES_MAX>,
     builds: Builds,
+    /// The units' health checks (`health.rs`).
+    probes: health::Probes,
     /// The entry the last issued write or build was made from, rebuilt from the store: the
     /// command borrows it until the next poll.
     lent: Option<EntryBytes>,
@@ -311,6 +329,7 @@ impl Executor {
             has_peers_configured,
             changes: Deque::new(),
             builds: Builds::default(),
+            probes: health::Probes::default(),
             lent: None,
             stats: ExecutorStats::default(),
         }
@@ -333,6 +352,7 @@ impl Executor {
             health: UnitHealth::Pending,
             restarts: 0,
             todo: Todo::None,
+            probe: health::Probe::default(),
         };
         self.idle_until_ms = 0;
         self.units.push(unit).is_ok()
@@ -846,6 +866,8 @@ impl Executor {
         {
             Some(u) => {
                 u.digest = digest;
+                // A new version's checks start over, with their grace.
+                u.probe = health::Probe::default();
                 // A unit not yet enabled, or already disabled, is enabled; a running one is
                 // restarted.
                 u.todo = match u.todo {
@@ -861,6 +883,7 @@ impl Executor {
                     health: UnitHealth::Pending,
                     restarts: 0,
                     todo: Todo::Start,
+                    probe: health::Probe::default(),
                 };
                 let full = "reconcile plans no install into a full table";
                 self.units.push(unit).map_err(|_| ()).expect(full);
@@ -893,7 +916,7 @@ impl Executor {
             Verb::Enable => self.settle(Todo::Start, Todo::None, count, outcome.ok),
             Verb::Restart => self.settle(Todo::Restart, Todo::None, count, outcome.ok),
             Verb::Show => {
-                self.read_health(outcome.stdout);
+                self.read_health(now, outcome.stdout);
                 self.show_from += count;
                 if self.show_from >= self.units.len() || count == 0 {
                     self.show_from = 0;
@@ -923,7 +946,8 @@ impl Executor {
     }
 
     /// Sets each unit's health from `systemctl show` output.
-    fn read_health(&mut self, stdout: &[u8]) {
+    fn read_health(&mut self, now: Instant, stdout: &[u8]) {
+        self.probes.wake();
         let (units, changes) = (&mut self.units, &mut self.changes);
         let mut changed = false;
         parse_show(stdout, |shown| {
@@ -942,8 +966,11 @@ impl Executor {
             if shown.disabled && u.todo == Todo::None {
                 u.todo = Todo::Start;
             }
-            if u.health != shown.health {
-                u.health = shown.health;
+            // Running but failing its checks is unhealthy until a check passes.
+            u.probe.saw(now, shown.health);
+            let health = u.probe.judge(shown.health);
+            if u.health != health {
+                u.health = health;
                 note(changes, &u.name, false, u.health.name());
                 changed = true;
             }

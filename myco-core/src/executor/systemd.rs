@@ -22,10 +22,13 @@ pub enum UnitHealth {
     Building,
     /// A flake service whose last build failed.
     BuildFailed,
+    /// systemd runs it, but its health check failed `failures` times in a row (`health.rs`);
+    /// until a check passes.
+    Unhealthy,
 }
 
 impl UnitHealth {
-    pub const ALL: [UnitHealth; 8] = [
+    pub const ALL: [UnitHealth; 9] = [
         UnitHealth::Pending,
         UnitHealth::Running,
         UnitHealth::Starting,
@@ -34,6 +37,7 @@ impl UnitHealth {
         UnitHealth::Stopped,
         UnitHealth::Building,
         UnitHealth::BuildFailed,
+        UnitHealth::Unhealthy,
     ];
 
     pub fn name(self) -> &'static str {
@@ -46,6 +50,7 @@ impl UnitHealth {
             UnitHealth::Stopped => "stopped",
             UnitHealth::Building => "building",
             UnitHealth::BuildFailed => "build-failed",
+            UnitHealth::Unhealthy => "unhealthy",
         }
     }
 
@@ -65,6 +70,7 @@ impl UnitHealth {
             UnitHealth::Stopped => Some(UnitState::Stopped),
             UnitHealth::Building => Some(UnitState::Building),
             UnitHealth::BuildFailed => Some(UnitState::BuildFailed),
+            UnitHealth::Unhealthy => Some(UnitState::Unhealthy),
         }
     }
 
@@ -92,6 +98,7 @@ impl From<UnitState> for UnitHealth {
             UnitState::Stopped => UnitHealth::Stopped,
             UnitState::Building | UnitState::FirstBuilding => UnitHealth::Building,
             UnitState::BuildFailed | UnitState::FirstBuildFailed => UnitHealth::BuildFailed,
+            UnitState::Unhealthy => UnitHealth::Unhealthy,
         }
     }
 }

@@ -8,8 +8,8 @@
 //! `ENTRY_BYTES_MAX`, which `config` proves fits one frame.
 
 use crate::config::{
-    ARGS_MAX, ENTRY_BYTES_MAX, ENV_MAX, FLAKE_REV_BYTES, NAME_BYTES_MAX, NAR_HASH_BYTES, PORTS_MAX,
-    PRE_ARGS_MAX, PRE_MAX, REPLICAS_MAX, SIGNATURE_BYTES,
+    ARGS_MAX, ENTRY_BYTES_MAX, ENV_MAX, FLAKE_REV_BYTES, HEALTH_ARGS_MAX, NAME_BYTES_MAX,
+    NAR_HASH_BYTES, PORTS_MAX, PRE_ARGS_MAX, PRE_MAX, REPLICAS_MAX, SIGNATURE_BYTES,
 };
 use crate::crypto::signed::decode_exact;
 use core::cmp::Ordering;
@@ -110,6 +110,71 @@ pub struct ServiceSpec<'a> {
     pub replicas: u8,
     pub ports: Vec<Port, PORTS_MAX>,
     pub limits: Limits,
+    /// How the box checks that the running service answers; `None`: systemd's word alone.
+    #[serde(borrow)]
+    pub health: Option<Health<'a>>,
+}
+
+/// What a health check does (docs/myco-json.md). Ports are on the box's loopback: a check asks
+/// the service on its own box, never across the network.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Check<'a> {
+    /// `GET <path> HTTP/1.0` to 127.0.0.1:`port`; a 2xx or 3xx status passes.
+    Http { path: &'a str, port: u16 },
+    /// A TCP connect to 127.0.0.1:`port`; an accepted connection passes.
+    Tcp { port: u16 },
+    /// A command (an absolute executable and its arguments) run in the service's sandbox; exit
+    /// status 0 passes.
+    Exec {
+        #[serde(borrow)]
+        argv: Vec<&'a str, HEALTH_ARGS_MAX>,
+    },
+}
+
+/// A service's health check and its schedule: every `interval_s` once the unit runs (the first
+/// one interval after it started: its grace), each allowed `timeout_s`; `failures` failed in a
+/// row make the service unhealthy. Bounds in [`Health::valid`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health<'a> {
+    #[serde(borrow)]
+    pub check: Check<'a>,
+    pub interval_s: u16,
+    pub timeout_s: u16,
+    pub failures: u8,
+}
+
+/// The bounds of [`Health`]: an interval of 1 s to 1 h, a timeout of 1 to 60 s and no longer
+/// than the interval (checks of one service never overlap), 1 to 20 failures, an HTTP path of at
+/// most 128 bytes (it is sent in one small request).
+pub const HEALTH_INTERVAL_S_MAX: u16 = 3600;
+pub const HEALTH_TIMEOUT_S_MAX: u16 = 60;
+pub const HEALTH_FAILURES_MAX: u8 = 20;
+pub const HEALTH_PATH_BYTES_MAX: usize = 128;
+
+impl Health<'_> {
+    /// Whether the schedule is within its bounds and the check can be run as written.
+    pub fn valid(&self) -> bool {
+        let schedule = (1..=HEALTH_INTERVAL_S_MAX).contains(&self.interval_s)
+            && (1..=HEALTH_TIMEOUT_S_MAX.min(self.interval_s)).contains(&self.timeout_s)
+            && (1..=HEALTH_FAILURES_MAX).contains(&self.failures);
+        schedule
+            && match &self.check {
+                Check::Http { path, port } => *port != 0 && valid_http_path(path),
+                Check::Tcp { port } => *port != 0,
+                Check::Exec { argv } => {
+                    argv.first().is_some_and(|p| valid_path(p))
+                        && argv.iter().all(|a| valid_word(a))
+                }
+            }
+    }
+}
+
+/// A path an HTTP request line carries as written: starts with `/`, at most
+/// `HEALTH_PATH_BYTES_MAX` bytes of printable ASCII without spaces.
+pub fn valid_http_path(path: &str) -> bool {
+    path.starts_with('/')
+        && path.len() <= HEALTH_PATH_BYTES_MAX
+        && path.bytes().all(|b| b.is_ascii_graphic())
 }
 
 /// What systemd lets the service's unit use; `None` keeps the default (for tasks, the hardened
@@ -167,6 +232,7 @@ impl<'a> ServiceSpec<'a> {
             replicas: 1,
             ports: Vec::new(),
             limits: Limits::default(),
+            health: None,
         }
     }
 }
@@ -200,6 +266,7 @@ pub enum EntryError {
     Port,
     Unlocked,
     Limits,
+    Health,
 }
 
 impl EntryError {
@@ -223,6 +290,9 @@ impl EntryError {
             }
             EntryError::Limits => {
                 "limits out of bounds: memory_max 1 MiB to 1 PiB, cpu_weight and io_weight 1 to 10000, cpu_quota 1 to 10000 percent, tasks_max 1 to 100"
+            }
+            EntryError::Health => {
+                "health check out of bounds: interval_s 1 to 3600, timeout_s 1 to 60 and at most interval_s, failures 1 to 20, a non-zero port, an http path of printable ASCII starting with '/' (at most 128 bytes), an exec command starting with an absolute path"
             }
         }
     }
@@ -381,6 +451,9 @@ fn validate_spec(spec: &ServiceSpec<'_>) -> Result<(), EntryError> {
     if !spec.limits.valid() {
         return Err(EntryError::Limits);
     }
+    if !spec.health.as_ref().is_none_or(Health::valid) {
+        return Err(EntryError::Health);
+    }
     for (k, v) in &spec.env {
         if !valid_env_name(k) || !valid_word(v) {
             return Err(EntryError::Env);
@@ -460,6 +533,15 @@ mod tests {
             replicas: 2,
             ports: Vec::new(),
             limits: Limits::default(),
+            health: Some(Health {
+                check: Check::Http {
+                    path: "/healthz",
+                    port: 8080,
+                },
+                interval_s: 10,
+                timeout_s: 2,
+                failures: 3,
+            }),
         }
     }
 

@@ -160,6 +160,9 @@ pub enum UnitState {
     /// A new version is placed here and not running yet (not written, or not restarted), while
     /// the unit of the version before still runs: pending for the new version, serving for DNS.
     Updating,
+    /// systemd runs the unit but its health check failed `failures` times in a row (the box
+    /// restarts it); DNS leaves the box out until a check passes.
+    Unhealthy,
 }
 
 /// What a node reports of the services placed on it: every one not running, up to

@@ -514,47 +514,47 @@ fn write_limits(w: &mut Writer<'_>, limits: &Limits) -> Result<(), UnitError> {
 
 /// The sandbox: binding low ports and GPUs are the only holes, each only when the spec asks.
 fn write_sandbox(w: &mut Writer<'_>, name: &str, facts: Facts) -> Result<(), UnitError> {
+    let mut written = Ok(());
+    sandbox_lines(facts, |lines| {
+        if written.is_ok() {
+            written = w.lines(lines, name);
+        }
+    });
+    written
+}
+
+/// The sandbox's directives (none names the service), in the unit's order, a group at a time:
+/// the unit and a health check's transient unit (`Command::HealthCheck`) get the same.
+pub fn sandbox_lines(facts: Facts, mut f: impl FnMut(&'static [&'static str])) {
     if facts.low_port {
-        w.lines(
-            &[
-                "CapabilityBoundingSet=CAP_NET_BIND_SERVICE",
-                "AmbientCapabilities=CAP_NET_BIND_SERVICE",
-                "PrivateUsers=no",
-            ],
-            name,
-        )?;
+        f(&[
+            "CapabilityBoundingSet=CAP_NET_BIND_SERVICE",
+            "AmbientCapabilities=CAP_NET_BIND_SERVICE",
+            "PrivateUsers=no",
+        ]);
     } else {
-        w.lines(
-            &[
-                "CapabilityBoundingSet=",
-                "AmbientCapabilities=",
-                "PrivateUsers=yes",
-            ],
-            name,
-        )?;
+        f(&[
+            "CapabilityBoundingSet=",
+            "AmbientCapabilities=",
+            "PrivateUsers=yes",
+        ]);
     }
-    w.lines(
-        &[
-            "NoNewPrivileges=yes",
-            "ProtectSystem=strict",
-            "ProtectHome=yes",
-            "PrivateTmp=yes",
-            "PrivateDevices=yes",
-            "DevicePolicy=closed",
-        ],
-        name,
-    )?;
+    f(&[
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "ProtectHome=yes",
+        "PrivateTmp=yes",
+        "PrivateDevices=yes",
+        "DevicePolicy=closed",
+    ]);
     if facts.gpu {
-        w.lines(
-            &[
-                "BindPaths=/dev/dri",
-                "DeviceAllow=char-drm rw",
-                "SupplementaryGroups=render video",
-            ],
-            name,
-        )?;
+        f(&[
+            "BindPaths=/dev/dri",
+            "DeviceAllow=char-drm rw",
+            "SupplementaryGroups=render video",
+        ]);
     }
-    w.lines(SANDBOX_TAIL_LINES, name)
+    f(SANDBOX_TAIL_LINES);
 }
 
 /// The rest of the sandbox, the same for every unit.

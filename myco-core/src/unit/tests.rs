@@ -855,6 +855,7 @@ impl Generated {
                 })
                 .collect(),
             limits: self.limits,
+            health: None,
         }
     }
 

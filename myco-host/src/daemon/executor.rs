@@ -67,6 +67,8 @@ pub struct Executor {
     /// How the last collection ended, not yet taken for `/stream`.
     gc_done: Option<core::GcDone>,
     builder: Builder,
+    /// The health checks in hand (`health.rs`).
+    checks: super::health::Checks,
     log: Logger,
 }
 
@@ -100,7 +102,7 @@ impl Executor {
         let ExecutorBuffers {
             unit: text,
             unit_file,
-            argv: [argv, logs_argv, build_argv, gc_argv],
+            argv: [argv, logs_argv, build_argv, gc_argv, check_argv],
             output: [output, build_output, gc_output],
         } = arena.buffers;
         let build_buffers = (
@@ -108,6 +110,7 @@ impl Executor {
             Argv::new(build_argv),
             Output::new(build_output),
         );
+        let checks = super::health::Checks::new(&nix.build.systemd_run, log, Argv::new(check_argv));
         let builder = Builder::new(nix.build, (nix.state_dir, &unit_dir), log, build_buffers)?;
         let core = arena.core.write(core::Executor::new(has_peers_configured));
         for e in fs::read_dir(&unit_dir)? {
@@ -144,6 +147,7 @@ impl Executor {
             ),
             gc_done: None,
             builder,
+            checks,
             log,
         })
     }
@@ -266,7 +270,9 @@ impl Executor {
                     self.builder.drop_roots(name);
                     remove_unit(&self.unit_dir, &self.log, &mut self.audit, name)
                 }
-                Command::Build { .. } => unreachable!("builds are issued by poll_build"),
+                Command::Build { .. } | Command::HealthCheck { .. } => {
+                    unreachable!("builds and checks have lanes of their own")
+                }
                 Command::Systemctl { verb, units } => {
                     let runtime = self.unit_dir.starts_with("/run");
                     match spawn_systemctl(&self.systemctl, &mut self.argv, (verb, runtime), units) {
@@ -293,6 +299,17 @@ impl Executor {
             let outcome = if ok { Outcome::OK } else { Outcome::FAILED };
             self.core.handle_command_done(now, token, outcome);
         }
+    }
+
+    /// The health checks' lane: advance the checks in hand, report those that ended, start
+    /// those due (`health.rs`). `io` forgets a finished check's socket before it closes.
+    pub fn step_checks(&mut self, node: &Node, now_ms: u64, io: &mut crate::io::Backend) {
+        self.checks.step(self.core, node, now_ms, io);
+    }
+
+    /// The check slots' sockets the loop watches this turn; `watched` once they are named.
+    pub fn checks(&mut self) -> &mut super::health::Checks {
+        &mut self.checks
     }
 
     /// Reports the running `systemctl`'s outcome once it has exited.

@@ -349,7 +349,7 @@ const UNITS: &[Family] = &[
     many(
         "myco_units",
         Gauge,
-        "Units this box runs, by what systemd reports.",
+        "Units this box runs, by what systemd reports (unhealthy: running, failing its checks).",
         |p, name, s| {
             for (health, n) in Health::ALL.iter().zip(s.units) {
                 p.sample(name, &[("state", health.name())], n)?;
@@ -392,6 +392,24 @@ const UNITS: &[Family] = &[
         Counter,
         "Flake builds that failed, hung past --build-timeout, or named no output.",
         |s| s.executor.build_failures.into(),
+    ),
+    one(
+        "myco_health_checks_total",
+        Counter,
+        "Health checks run (myco.json's health).",
+        |s| s.executor.checks_run.into(),
+    ),
+    one(
+        "myco_health_check_failures_total",
+        Counter,
+        "Health checks that failed or timed out.",
+        |s| s.executor.checks_failed.into(),
+    ),
+    one(
+        "myco_health_restarts_total",
+        Counter,
+        "Units restarted because their health checks failed too many times in a row.",
+        |s| s.executor.health_restarts.into(),
     ),
 ];
 

@@ -13,6 +13,7 @@ pub mod dns;
 pub mod events;
 pub mod executor;
 pub mod gc;
+pub mod health;
 pub mod metrics;
 pub mod net;
 pub mod peers;
@@ -55,9 +56,15 @@ const TOKEN_DNS_BASE: u64 = 3;
 const TOKEN_DNS_CONN_BASE: u64 = 8;
 const _: () = assert!(TOKEN_DNS_BASE + 2 * dns::DNS_LISTENERS_MAX as u64 <= TOKEN_DNS_CONN_BASE);
 const _: () = assert!(TOKEN_DNS_CONN_BASE + dns::DNS_TCP_MAX as u64 <= conns::TOKEN_CONN_BASE);
-/// Interests: the daemon's three fds, the DNS listeners and the connections.
-const INTERESTS_MAX: usize =
-    3 + 2 * dns::DNS_LISTENERS_MAX + dns::DNS_TCP_MAX + conns::CONNECTIONS_MAX;
+const _: () =
+    assert!(conns::TOKEN_CONN_BASE + conns::CONNECTIONS_MAX as u64 <= health::TOKEN_CHECK_BASE);
+/// Interests: the daemon's three fds, the DNS listeners, the connections and the health checks.
+const INTERESTS_MAX: usize = 3
+    + 2 * dns::DNS_LISTENERS_MAX
+    + dns::DNS_TCP_MAX
+    + conns::CONNECTIONS_MAX
+    + health::CHECK_SLOTS;
+const _: () = assert!(INTERESTS_MAX <= crate::io::TOKENS_MAX);
 /// The start-up thread's stack: the node and its tables are built by value there.
 const BOOT_STACK_BYTES: usize = 8 << 20;
 /// Datagrams read per wake-up, so a flood cannot starve the API and the timers.
@@ -272,7 +279,8 @@ impl Daemon {
             self.sink.io.forget(token);
         }
         let dns_tokens = TOKEN_DNS_BASE..TOKEN_DNS_CONN_BASE + dns::DNS_TCP_MAX as u64;
-        for token in dns_tokens {
+        let check_tokens = (0..health::CHECK_SLOTS as u64).map(|i| health::TOKEN_CHECK_BASE + i);
+        for token in dns_tokens.chain(check_tokens) {
             self.sink.io.forget(token);
         }
         for c in self.api.conns.iter_mut() {
@@ -282,8 +290,15 @@ impl Daemon {
         let _ = std::fs::remove_file(&self.socket);
     }
 
-    fn interests(&self, out: &mut heapless::Vec<Interest, INTERESTS_MAX>) {
+    fn interests(&mut self, out: &mut heapless::Vec<Interest, INTERESTS_MAX>) {
         out.clear();
+        if let Some(executor) = self.executor.as_mut() {
+            let checks = executor.checks();
+            checks.interests(|i| {
+                let _ = out.push(i);
+            });
+            checks.watched();
+        }
         let fixed = [
             (self.sink.udp.as_raw_fd(), TOKEN_UDP),
             (self.api.listener.as_raw_fd(), TOKEN_LISTENER),
@@ -340,6 +355,8 @@ impl Daemon {
                 token: TOKEN_SIGNALS,
                 ..
             } => self.signal(),
+            // A check's socket is ready: the step after this turn's completions advances it.
+            Completion::Ready { token, .. } if health::Checks::owns(token) => {}
             Completion::Ready { token, .. }
                 if (TOKEN_DNS_BASE..conns::TOKEN_CONN_BASE).contains(&token) =>
             {
@@ -432,6 +449,7 @@ impl Daemon {
             executor.handle_placement_changed();
         }
         executor.step(self.node, now);
+        executor.step_checks(self.node, now, &mut self.sink.io);
         if let Some(done) = executor.take_gc_done() {
             self.sink.events.push(events::Record::gc(done));
         }

@@ -148,10 +148,14 @@ pub(crate) fn check_dns(
                 .filter(|&&j| !live.contains(&j) || !status_current(nodes, i, j))
                 .map(|&j| at(i, j))
                 .collect();
+            // A unit its box found unhealthy (its checks failed) does not serve, though systemd
+            // runs it.
             let runs = |j: usize| {
                 let running = boxes[j].units.get(&slot.key_hash).map(|(_, u)| u.active);
                 let known = j == i || !nodes[j].own_status().more;
-                running == Some(Some(UnitHealth::Running)) && known
+                let unit = boxes[j].executor.unit(name);
+                let unhealthy = unit.is_some_and(|u| u.health == UnitHealth::Unhealthy);
+                running == Some(Some(UnitHealth::Running)) && known && !unhealthy
             };
             let mut expected: Vec<_> = placed
                 .iter()

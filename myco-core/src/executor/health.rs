@@ -1,0 +1,443 @@
+//! Health checks: when each running unit whose entry declares a check (`schema::entry::Health`)
+//! is due, what a result means, and when the service is unhealthy and restarted.
+//!
+//! systemd says whether a unit's process runs; a check says whether it answers. The host asks
+//! [`Executor::poll_check`] for the next check due (beside `poll_command` and `poll_build`, as
+//! many at a time as it has check slots), runs it without blocking, and reports how it went with
+//! [`Executor::handle_check_done`]. The host only runs checks; every rule is here, so the
+//! simulator checks them.
+//!
+//! Rules:
+//! - A unit is checked only while systemd reports it running (or it is unhealthy) and nothing
+//!   is left to do for it. Its first check comes one interval after it was first read running:
+//!   a service in its first seconds is given that long to start answering (its grace).
+//! - A check of one unit is never issued while another of it is in flight; the next is due one
+//!   interval after the last was issued (the timeout is at most the interval).
+//! - `failures` failed checks in a row make the unit unhealthy: it is restarted through the
+//!   command lane (`Todo::Restart`), its count starts again, and the next check comes one
+//!   interval later (the grace again). It stays unhealthy, whatever systemd says, until a check
+//!   passes; meanwhile the status lists it `Unhealthy` and DNS leaves the box out.
+//! - A probe belongs to one version of a unit: a new version or a removal forgets it, and a
+//!   result for a forgotten probe (a stale token) changes nothing.
+
+use super::{note, placed_entry, Command, Executor, Issued, Todo, UnitHealth};
+use crate::node::Node;
+use crate::schema::entry::{Check, Entry, Health};
+use crate::state::packed::EntryBytes;
+use crate::time::Instant;
+use crate::unit::Facts;
+use heapless::String;
+
+/// The longest failure reason kept per unit (longer ones are cut at a character boundary).
+pub const REASON_BYTES_MAX: usize = 40;
+
+/// How a check ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CheckResult<'a> {
+    Passed,
+    /// Failed, with a short reason for the log and the API ("status 500", "timed out").
+    Failed(&'a str),
+}
+
+/// One unit's checks: its schedule, read once from its entry, and its count of failures. Kept
+/// in the unit's row (`Installed::probe`); a new version starts a new one.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Probe {
+    /// The schedule was read from the unit's entry.
+    known: bool,
+    /// The entry declares a check.
+    checked: bool,
+    interval_ms: u32,
+    timeout_ms: u32,
+    failures_max: u8,
+    /// Failed checks in a row.
+    failed: u8,
+    pub(super) unhealthy: bool,
+    next_ms: u64,
+    /// When systemd was first read running it: the grace counts from there.
+    seen_ms: Option<u64>,
+    in_flight: Option<u64>,
+    reason: String<REASON_BYTES_MAX>,
+}
+
+/// The probes' idle time, and the entry the check in hand borrows.
+#[derive(Default)]
+pub(super) struct Probes {
+    /// No check can be due before this: set when a poll found none, cleared by every input.
+    idle_until_ms: u64,
+    lent: Option<EntryBytes>,
+}
+
+impl Probes {
+    /// Something changed (health read, a check ended): look again at the next poll.
+    pub(super) fn wake(&mut self) {
+        self.idle_until_ms = 0;
+    }
+}
+
+impl Probe {
+    /// What systemd's word `shown` means for this unit: a running unit that is unhealthy stays
+    /// so until a check passes.
+    pub(super) fn judge(&self, shown: UnitHealth) -> UnitHealth {
+        if self.unhealthy && shown == UnitHealth::Running {
+            UnitHealth::Unhealthy
+        } else {
+            shown
+        }
+    }
+
+    /// systemd reads the unit as `health` at `now`: the grace starts when it first runs.
+    pub(super) fn saw(&mut self, now: Instant, health: UnitHealth) {
+        if checkable(health) && self.seen_ms.is_none() {
+            self.seen_ms = Some(now.0);
+        }
+    }
+
+    /// Reads the schedule of `health` (the unit's entry's), the first check one interval after
+    /// the unit was first read running.
+    fn learn(&mut self, now: Instant, health: Option<&Health<'_>>) {
+        let (interval_s, timeout_s, failures) =
+            health.map_or((0, 0, 0), |h| (h.interval_s, h.timeout_s, h.failures));
+        self.known = true;
+        self.checked = health.is_some();
+        self.interval_ms = u32::from(interval_s) * 1000;
+        self.timeout_ms = u32::from(timeout_s) * 1000;
+        self.failures_max = failures;
+        self.next_ms = self.seen_ms.unwrap_or(now.0) + u64::from(self.interval_ms);
+    }
+
+    fn due(&self, now: Instant) -> bool {
+        self.checked && self.in_flight.is_none() && now.0 >= self.next_ms
+    }
+
+    /// When this probe's next check can come due, if it can without an input.
+    fn next(&self) -> Option<u64> {
+        (self.checked && self.in_flight.is_none()).then_some(self.next_ms)
+    }
+}
+
+/// Whether a unit of this health can answer a check.
+fn checkable(health: UnitHealth) -> bool {
+    matches!(health, UnitHealth::Running | UnitHealth::Unhealthy)
+}
+
+impl Executor {
+    /// The next health check due, if any: the host runs it (at most `timeout_ms`) and reports
+    /// it with [`Executor::handle_check_done`]. Asked while the host has a free check slot;
+    /// several may be in flight, at most one per unit.
+    pub fn poll_check<'a>(&'a mut self, now: Instant, node: &'a Node) -> Option<Issued<'a>> {
+        if now.0 < self.probes.idle_until_ms {
+            return None;
+        }
+        let Some(i) = self.due_unit(now, node) else {
+            let units = self.units.iter().filter(|u| ready(u.health, u.todo));
+            let next = units.filter_map(|u| u.probe.next()).min();
+            self.probes.idle_until_ms = next.unwrap_or(u64::MAX);
+            return None;
+        };
+        let token = self.next_token;
+        self.next_token += 1;
+        self.stats.checks_run += 1;
+        let u = &mut self.units[i];
+        u.probe.in_flight = Some(token);
+        u.probe.next_ms = now.0 + u64::from(u.probe.interval_ms);
+        let timeout_ms = u64::from(u.probe.timeout_ms);
+        let name = self.units[i].name.as_str();
+        self.probes.lent = placed_entry(node, name).map(|(bytes, _)| bytes);
+        let entry = self
+            .probes
+            .lent
+            .as_deref()
+            .expect("due_unit found it placed");
+        let command = Command::HealthCheck {
+            name,
+            entry,
+            timeout_ms,
+        };
+        Some(Issued { token, command })
+    }
+
+    /// The check with token `token` ended. Returns false, changing nothing, for a stale token
+    /// (the unit was replaced or removed since).
+    pub fn handle_check_done(&mut self, now: Instant, token: u64, result: CheckResult<'_>) -> bool {
+        let Some(u) = self
+            .units
+            .iter_mut()
+            .find(|u| u.probe.in_flight == Some(token))
+        else {
+            return false;
+        };
+        self.probes.wake();
+        let p = &mut u.probe;
+        p.in_flight = None;
+        let was = u.health;
+        match result {
+            CheckResult::Passed => {
+                p.failed = 0;
+                p.unhealthy = false;
+                if u.health == UnitHealth::Unhealthy {
+                    u.health = UnitHealth::Running;
+                }
+            }
+            CheckResult::Failed(why) => {
+                self.stats.checks_failed += 1;
+                p.reason = cut(why);
+                p.failed += 1;
+                if p.failed >= p.failures_max {
+                    p.unhealthy = true;
+                    p.failed = 0;
+                    // The restarted unit's grace: one interval from now.
+                    p.next_ms = now.0 + u64::from(p.interval_ms);
+                    if u.health == UnitHealth::Running {
+                        u.health = UnitHealth::Unhealthy;
+                    }
+                    if u.todo == Todo::None {
+                        u.todo = Todo::Restart;
+                        self.stats.health_restarts += 1;
+                        self.idle_until_ms = 0;
+                    }
+                }
+            }
+        }
+        if u.health != was {
+            note(&mut self.changes, &u.name, false, u.health.name());
+            self.health_changed = true;
+        }
+        true
+    }
+
+    /// Why the last failed check of service `name`'s unit failed, while failures are counted or
+    /// it is unhealthy; `None` when its last check passed or it has none.
+    pub fn check_failure(&self, name: &str) -> Option<&str> {
+        let p = &self.unit(name)?.probe;
+        (p.failed > 0 || p.unhealthy).then_some(p.reason.as_str())
+    }
+
+    /// The first unit whose check is due, reading the schedule of a unit seen for the first time
+    /// from its placed entry. A unit whose version is no longer the placed one (replaced or
+    /// removed, the change not yet carried out) is not checked.
+    fn due_unit(&mut self, now: Instant, node: &Node) -> Option<usize> {
+        for (i, u) in self.units.iter_mut().enumerate() {
+            if !ready(u.health, u.todo) || u.probe.known && !u.probe.due(now) {
+                continue;
+            }
+            let store = node.store();
+            let placed = store.live_by_name(&u.name).filter(|s| s.digest == u.digest);
+            let Some(slot) = placed else {
+                continue;
+            };
+            if !u.probe.known {
+                let bytes = store.entry(slot);
+                let spec = bytes.decode().body.spec;
+                u.probe.learn(now, spec.and_then(|s| s.health).as_ref());
+            }
+            if u.probe.due(now) {
+                return Some(i);
+            }
+        }
+        None
+    }
+}
+
+/// The check a `Command::HealthCheck`'s entry declares, and what the service's sandbox holds
+/// (`unit::sandbox_lines`: an `Exec` check runs in it).
+pub fn check_of(entry: &[u8]) -> Option<(Check<'_>, Facts)> {
+    let spec = Entry::decode(entry).ok()?.body.spec?;
+    let facts = Facts::of(&spec);
+    Some((spec.health?.check, facts))
+}
+
+/// Whether a unit can be checked now: systemd runs it (healthy or not) and nothing is left to
+/// do for it.
+fn ready(health: UnitHealth, todo: Todo) -> bool {
+    checkable(health) && todo == Todo::None
+}
+
+/// `why`, cut to `REASON_BYTES_MAX` bytes at a character boundary.
+fn cut(why: &str) -> String<REASON_BYTES_MAX> {
+    let mut end = why.len().min(REASON_BYTES_MAX);
+    while !why.is_char_boundary(end) {
+        end -= 1;
+    }
+    String::try_from(&why[..end]).expect("cut to fit")
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::super::{Outcome, Verb};
+    use super::*;
+    use crate::config::WAL_CHECKPOINT_BYTES;
+    use crate::crypto::sign_entry;
+    use crate::node::tests::{node, operator, Recorder};
+    use crate::schema::entry::{EntryBody, ServiceSpec, Source, Version};
+    use crate::schema::message::UnitState;
+    use std::boxed::Box;
+    use std::vec::Vec;
+
+    const RUNNING: &[u8] = b"Id=myco-web.service\nActiveState=active\nSubState=running\n\
+NRestarts=0\nUnitFileState=enabled\n\n";
+
+    /// A node with service `web` deployed, its HTTP check every 10 s, 3 failures in a row.
+    fn deployed() -> Box<Node> {
+        let mut n = node(WAL_CHECKPOINT_BYTES);
+        let op = operator();
+        let spec = ServiceSpec {
+            health: Some(Health {
+                check: Check::Http {
+                    path: "/healthz",
+                    port: 8080,
+                },
+                interval_s: 10,
+                timeout_s: 2,
+                failures: 3,
+            }),
+            ..ServiceSpec::minimal(Source::Exec { path: "/bin/web" })
+        };
+        let version = Version {
+            clock: 7,
+            key_id: op.public_key().key_id(),
+        };
+        let body = EntryBody {
+            name: "web",
+            version,
+            spec: Some(spec),
+        };
+        let mut e = [0u8; 256];
+        let len = sign_entry(&op, &body, &mut e).unwrap();
+        n.submit(Instant(0), &e[..len], &mut Recorder::default())
+            .unwrap();
+        n
+    }
+
+    /// Runs every command due at `now`, each succeeding, `show` reporting the unit running;
+    /// returns the `systemctl` verbs run.
+    fn run_commands(e: &mut Executor, node: &Node, now: u64) -> Vec<Verb> {
+        let mut verbs = Vec::new();
+        while let Some(issued) = e.poll_command(Instant(now), node) {
+            let token = issued.token;
+            let stdout = match issued.command {
+                Command::Systemctl { verb, .. } => {
+                    verbs.push(verb);
+                    if verb == Verb::Show {
+                        RUNNING
+                    } else {
+                        b""
+                    }
+                }
+                _ => b"",
+            };
+            e.handle_command_done(Instant(now), token, Outcome { ok: true, stdout });
+        }
+        verbs
+    }
+
+    /// The token of the check due at `now`, if one is, after checking what it checks.
+    fn check_due(e: &mut Executor, node: &Node, now: u64) -> Option<u64> {
+        let issued = e.poll_check(Instant(now), node)?;
+        let Command::HealthCheck {
+            name,
+            entry,
+            timeout_ms,
+        } = issued.command
+        else {
+            panic!("poll_check issues checks");
+        };
+        assert_eq!((name, timeout_ms), ("web", 2_000));
+        let (check, _) = check_of(entry).unwrap();
+        assert_eq!(
+            check,
+            Check::Http {
+                path: "/healthz",
+                port: 8080
+            }
+        );
+        Some(issued.token)
+    }
+
+    /// The unit installed, started and read running at 1 s.
+    fn running() -> (Box<Node>, Box<Executor>) {
+        let n = deployed();
+        let mut e = Box::new(Executor::new(false));
+        run_commands(&mut e, &n, 0);
+        run_commands(&mut e, &n, 1_000);
+        assert_eq!(e.unit("web").unwrap().health, UnitHealth::Running);
+        (n, e)
+    }
+
+    /// The first check waits one interval after the unit was first seen running (its grace),
+    /// one check is in flight at a time, the next comes an interval after the last, and a
+    /// stale token changes nothing.
+    #[test]
+    fn checks_wait_their_grace_and_their_interval() {
+        let (n, mut e) = running();
+        assert_eq!(check_due(&mut e, &n, 1_000), None, "the grace starts now");
+        assert_eq!(check_due(&mut e, &n, 10_999), None);
+        let token = check_due(&mut e, &n, 11_000).expect("one interval later");
+        assert_eq!(check_due(&mut e, &n, 30_000), None, "one at a time");
+        assert!(!e.handle_check_done(Instant(11_001), token + 100, CheckResult::Passed));
+        assert!(e.handle_check_done(Instant(11_001), token, CheckResult::Passed));
+        assert!(!e.handle_check_done(Instant(11_002), token, CheckResult::Passed));
+        assert_eq!(check_due(&mut e, &n, 20_999), None);
+        assert!(check_due(&mut e, &n, 21_000).is_some());
+        assert_eq!(e.stats.checks_run, 2);
+    }
+
+    /// Three failures in a row make the unit unhealthy: the status lists it so, it is restarted
+    /// through the command lane, it stays unhealthy though systemd reads it running, and one
+    /// passed check makes it healthy again. A pass between failures starts the count over.
+    #[test]
+    fn failures_in_a_row_restart_an_unhealthy_unit_until_a_check_passes() {
+        let (n, mut e) = running();
+        let mut now = 11_000;
+        let fail = |e: &mut Executor, now: &mut u64, result: CheckResult<'_>| {
+            let token = check_due(e, &n, *now).unwrap_or_else(|| panic!("a check is due at {now}"));
+            assert!(e.handle_check_done(Instant(*now + 5), token, result));
+            *now += 10_000;
+        };
+        fail(&mut e, &mut now, CheckResult::Failed("status 5xx"));
+        fail(&mut e, &mut now, CheckResult::Failed("status 5xx"));
+        fail(&mut e, &mut now, CheckResult::Passed);
+        fail(&mut e, &mut now, CheckResult::Failed("timed out"));
+        fail(&mut e, &mut now, CheckResult::Failed("timed out"));
+        assert_eq!(e.unit("web").unwrap().health, UnitHealth::Running);
+        assert_eq!(e.check_failure("web"), Some("timed out"));
+        fail(&mut e, &mut now, CheckResult::Failed("timed out"));
+        assert_eq!(e.unit("web").unwrap().health, UnitHealth::Unhealthy);
+        let states: Vec<_> = e.not_running(&n).map(|(_, s)| s).collect();
+        assert_eq!(states, [UnitState::Unhealthy]);
+        assert_eq!(e.census()[UnitHealth::Unhealthy.index()], 1);
+        assert_eq!(e.stats.health_restarts, 1);
+        // The restart goes out at once; systemd then reads the unit running again.
+        let restarted_at = now - 10_000 + 5;
+        let verbs = run_commands(&mut e, &n, restarted_at);
+        assert_eq!(verbs, [Verb::Restart]);
+        assert_eq!(run_commands(&mut e, &n, restarted_at + 1_000), [Verb::Show]);
+        assert_eq!(e.unit("web").unwrap().health, UnitHealth::Unhealthy);
+        // The restarted unit has its grace: no check for one interval.
+        assert_eq!(check_due(&mut e, &n, restarted_at + 9_000), None);
+        let token = check_due(&mut e, &n, restarted_at + 10_000).expect("after the grace");
+        assert!(e.handle_check_done(Instant(restarted_at + 10_001), token, CheckResult::Passed));
+        assert_eq!(e.unit("web").unwrap().health, UnitHealth::Running);
+        assert_eq!(e.check_failure("web"), None);
+        assert_eq!(e.not_running(&n).count(), 0);
+    }
+
+    /// A unit that is not running is not checked, and its failures are systemd's to report.
+    #[test]
+    fn only_running_units_are_checked() {
+        let n = deployed();
+        let mut e = Box::new(Executor::new(false));
+        run_commands(&mut e, &n, 0);
+        assert_eq!(e.unit("web").unwrap().health, UnitHealth::Pending);
+        assert_eq!(check_due(&mut e, &n, 100_000), None);
+    }
+
+    /// Reasons are cut to fit, at a character boundary.
+    #[test]
+    fn reasons_are_cut_at_a_character_boundary() {
+        let long = "é".repeat(REASON_BYTES_MAX);
+        let cut = cut(&long);
+        assert!(cut.len() <= REASON_BYTES_MAX && cut.chars().all(|c| c == 'é'));
+    }
+}
