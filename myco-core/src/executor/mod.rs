@@ -32,6 +32,7 @@ mod build;
 pub mod gc;
 mod names;
 pub mod reconcile;
+pub mod rollout;
 mod systemd;
 #[cfg(test)]
 mod tests;
@@ -50,7 +51,7 @@ use crate::config::{
     UNIT_CHANGES_MAX, UNIT_PLAN_MAX,
 };
 use crate::hash::{digest, DOMAIN_ENTRY};
-use crate::node::{Node, Sink};
+use crate::node::{Node, PlacedDigests, Sink};
 use crate::schema::entry::{Entry, Source};
 use crate::schema::message::UnitState;
 use crate::state::packed::EntryBytes;
@@ -60,6 +61,7 @@ use crate::unit::{self, UnitContext, UnitError};
 use build::{BuildFlight, Builds};
 use heapless::{Deque, String, Vec};
 use reconcile::{Action, Unit};
+use rollout::{Kept, Rollouts};
 
 /// A service name.
 pub type Name = String<NAME_BYTES_MAX>;
@@ -242,6 +244,8 @@ pub struct ExecutorStats {
 enum Step {
     Write,
     Delete,
+    /// Write back the version a held trial replaced (`rollout.rs`).
+    Rollback,
     Systemctl(Verb),
 }
 
@@ -285,6 +289,8 @@ pub struct Executor {
     /// Placements and health changes not yet taken (`take_changes`).
     changes: Deque<Change, UNIT_CHANGES_MAX>,
     builds: Builds,
+    /// Versions on trial here and the versions they may go back to (`rollout.rs`).
+    rollouts: Rollouts,
     /// The entry the last issued write or build was made from, rebuilt from the store: the
     /// command borrows it until the next poll.
     lent: Option<EntryBytes>,
@@ -311,6 +317,7 @@ impl Executor {
             has_peers_configured,
             changes: Deque::new(),
             builds: Builds::default(),
+            rollouts: Rollouts::default(),
             lent: None,
             stats: ExecutorStats::default(),
         }
@@ -400,6 +407,7 @@ impl Executor {
         match done.step {
             Step::Write => self.written(outcome.ok, done.digest),
             Step::Delete => self.deleted(),
+            Step::Rollback => self.rolled_back(now, outcome.ok, done.digest),
             Step::Systemctl(verb) => self.ran(now, verb, done.count, outcome),
         }
         assert!(self.in_flight.is_none());
@@ -492,6 +500,7 @@ impl Executor {
             && self.units.iter().all(|u| u.todo == Todo::None)
             && self.builds.in_flight.is_none()
             && self.builds.table.is_empty()
+            && self.rollouts.at_rest()
     }
 
     /// The placements and health changes since the last call, oldest first.
@@ -531,6 +540,10 @@ impl Executor {
     ) -> impl Iterator<Item = (&'a Slot, Option<UnitState>)> + 'a {
         node.placed_here().map(|slot| {
             let key = slot.key_hash;
+            let unit = self.units.iter().find(|u| u.key == key);
+            if let Some(state) = self.rollouts.state(key, slot.digest, unit) {
+                return (slot, Some(state));
+            }
             let build = self.builds.table.iter().find(|b| b.key == key);
             // A unit of any version of it that runs: what serves while a new one is on its way.
             let serving = || {
@@ -645,15 +658,24 @@ impl Executor {
             self.dirty = true;
             self.next_reconcile_ms = 0;
         }
-        // A build for a version no longer placed here is of no use.
+        // A trial of a version no longer placed here is over (an entry's digest names it alone);
+        // a build for such a version, or for one held here, is of no use.
+        self.rollouts
+            .retain(|_, digest| wanted.iter().any(|u| u.digest == digest));
+        let rollouts = &self.rollouts;
         let placed = |key, name: &str, digest| {
             let mut w = wanted.iter();
             w.any(|u| u.digest == digest && key_hash(u.name) == key && u.name == name)
+                && !rollouts.held_here(name, digest)
         };
         self.builds.retain(placed);
+        self.rollouts.waiting = false;
+        let mut digests = None;
         for (name, remove) in plan {
             if remove {
                 self.mark_disable(&name);
+            } else if !self.admit(node, &wanted, &name, &mut digests) {
+                // Held, or waiting for its wave (reconciled again soon, below).
             } else if let Some(digest) = self.unbuilt(node, &wanted, &name) {
                 if !self.builds.want(&name, digest) {
                     // The builds table is full: the next round tries again.
@@ -664,6 +686,95 @@ impl Executor {
                 self.writes.push(name).expect("the plan fits the writes");
             }
         }
+        if self.rollouts.waiting {
+            self.dirty = true;
+        }
+    }
+
+    /// Whether the placed version of `name` (in `wanted`) may be installed or replace the
+    /// unit here now (`rollout.rs`): a new trial is noted. `digests`: `Node::placed_digests`,
+    /// computed on first need and kept for the round.
+    fn admit(
+        &mut self,
+        node: &Node,
+        wanted: &[Unit<'_>],
+        name: &str,
+        digests: &mut Option<PlacedDigests>,
+    ) -> bool {
+        let new = wanted.iter().find(|u| u.name == name).map_or(0, |u| u.digest);
+        let old = self.unit(name).filter(|u| u.todo != Todo::Delete);
+        let old = old.map(|u| u.digest);
+        let key = key_hash(name);
+        let known = self.rollouts.trial(key, new).is_some();
+        let gate = || {
+            let placement = node.placement(key);
+            rollout::gate(node.id(), &placement, |id| {
+                let placed = digests.get_or_insert_with(|| node.placed_digests());
+                rollout::said_by(node, placed, id, key)
+            })
+        };
+        let admitted = self.rollouts.admit(name, new, old, gate);
+        if admitted && !known {
+            note(&mut self.changes, name, false, "on-trial");
+            self.health_changed = true;
+        }
+        admitted
+    }
+
+    /// Judges the trials after a health read or a build's end (`Rollouts::judge`); a decided
+    /// one changes the status, and a held one may have a unit to write back.
+    fn judge(&mut self, now: Instant) {
+        let changes = &mut self.changes;
+        let mut decided = false;
+        self.rollouts
+            .judge(now.0, &self.units, &self.builds, |name, verdict| {
+                decided = true;
+                note(changes, name, false, verdict.word());
+            });
+        if decided {
+            self.health_changed = true;
+            self.idle_until_ms = 0;
+        }
+    }
+
+    /// Keeps the version a unit is about to be written from, with its built program, so that
+    /// the unit can go back to it (`rollout.rs`).
+    fn keep(&mut self, entry: &EntryBytes) {
+        let digest = unit_digest(entry);
+        let name = entry.decode().body.name;
+        let program = self.builds.program(name, digest);
+        let program = program.and_then(|p| build::Program::try_from(p).ok());
+        let version = Kept {
+            key: key_hash(name),
+            digest,
+            entry: entry.clone(),
+            program,
+        };
+        self.rollouts.keep(version, &self.units);
+    }
+
+    /// The version before was written back (or not: retried after `COMMAND_RETRY_MS`): the
+    /// unit runs it after the restart that follows.
+    fn rolled_back(&mut self, now: Instant, ok: bool, digest: u64) {
+        let (trial, _) = self.rollouts.rollback().expect("a rollback was in flight");
+        let name = trial.name.clone();
+        self.rollouts.rolled_back(&name, ok);
+        if !ok {
+            self.retry_at_ms = now.0 + COMMAND_RETRY_MS;
+            return;
+        }
+        self.stats.units_written += 1;
+        note(&mut self.changes, &name, true, "rolled-back");
+        self.needs_reload = true;
+        self.health_changed = true;
+        let key = key_hash(&name);
+        let unit = self.units.iter_mut().find(|u| u.key == key);
+        let unit = unit.expect("a held trial's unit is installed");
+        unit.digest = digest;
+        unit.todo = match unit.todo {
+            Todo::Start | Todo::Delete => Todo::Start,
+            Todo::None | Todo::Restart | Todo::Disable => Todo::Restart,
+        };
     }
 
     /// For a flake service whose entry (of digest `digest` in `wanted`) has no built program
@@ -698,6 +809,7 @@ impl Executor {
             }
             push_change(&mut self.changes, change);
         }
+        self.judge(now);
         self.health_changed = true;
         self.idle_until_ms = 0;
         assert!(self.builds.in_flight.is_none());
@@ -727,6 +839,9 @@ impl Executor {
         if now.0 < self.retry_at_ms {
             return None;
         }
+        if self.rollouts.rollback().is_some() {
+            return Some(Step::Rollback);
+        }
         let verb = if self.pending(Todo::Disable) {
             Verb::Disable
         } else if self.needs_reload {
@@ -753,6 +868,7 @@ impl Executor {
         self.next_token += 1;
         let write = (step == Step::Write).then(|| {
             let (entry, clock) = placed_entry(node, &self.writes[0]).expect("checked by next_step");
+            self.keep(&entry);
             self.lent = Some(entry);
             clock
         });
@@ -761,18 +877,21 @@ impl Executor {
                 self.stats.systemctl_runs += 1;
                 self.units_for(verb).left
             }
-            Step::Write | Step::Delete => 0,
+            Step::Write | Step::Delete | Step::Rollback => 0,
         };
         assert!(count <= UNITS_PER_COMMAND);
         self.in_flight = Some(InFlight {
             token,
             step,
             count,
-            digest: self
-                .lent
-                .as_ref()
-                .filter(|_| write.is_some())
-                .map_or(0, |e| unit_digest(e)),
+            digest: match self.rollouts.rollback() {
+                Some((_, kept)) if step == Step::Rollback => kept.digest,
+                _ => self
+                    .lent
+                    .as_ref()
+                    .filter(|_| write.is_some())
+                    .map_or(0, |e| unit_digest(e)),
+            },
             issued_ms: now.0,
         });
         let command = match step {
@@ -797,6 +916,17 @@ impl Executor {
                 let unit = self.units.iter().find(|u| u.todo == Todo::Delete);
                 let name = unit.expect("checked by next_step").name.as_str();
                 Command::RemoveUnitFile { name }
+            }
+            Step::Rollback => {
+                let (trial, kept) = self.rollouts.rollback().expect("checked by next_step");
+                Command::WriteUnit {
+                    name: trial.name.as_str(),
+                    entry: &kept.entry,
+                    digest: kept.digest,
+                    start: false,
+                    clock: kept.entry.decode().body.version.clock,
+                    program: kept.program.as_deref(),
+                }
             }
             Step::Systemctl(verb) => Command::Systemctl {
                 verb,
@@ -894,6 +1024,7 @@ impl Executor {
             Verb::Restart => self.settle(Todo::Restart, Todo::None, count, outcome.ok),
             Verb::Show => {
                 self.read_health(outcome.stdout);
+                self.judge(now);
                 self.show_from += count;
                 if self.show_from >= self.units.len() || count == 0 {
                     self.show_from = 0;

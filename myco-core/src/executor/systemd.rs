@@ -85,7 +85,12 @@ impl From<UnitState> for UnitHealth {
     fn from(state: UnitState) -> UnitHealth {
         match state {
             // Updating is pending for the placed version; DNS tells it apart (`Names`).
-            UnitState::Pending | UnitState::Updating => UnitHealth::Pending,
+            // So is a held one; DNS answers it while it serves the version before (`Names`).
+            UnitState::Pending | UnitState::Updating | UnitState::Held { .. } => {
+                UnitHealth::Pending
+            }
+            // A version on trial runs.
+            UnitState::Settling => UnitHealth::Running,
             UnitState::Starting => UnitHealth::Starting,
             UnitState::Restarting => UnitHealth::Restarting,
             UnitState::Failed => UnitHealth::Failed,
