@@ -701,7 +701,10 @@ impl Executor {
         name: &str,
         digests: &mut Option<PlacedDigests>,
     ) -> bool {
-        let new = wanted.iter().find(|u| u.name == name).map_or(0, |u| u.digest);
+        let new = wanted
+            .iter()
+            .find(|u| u.name == name)
+            .map_or(0, |u| u.digest);
         let old = self.unit(name).filter(|u| u.todo != Todo::Delete);
         let old = old.map(|u| u.digest);
         let key = key_hash(name);

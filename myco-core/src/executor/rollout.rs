@@ -94,7 +94,12 @@ pub fn gate(
 
 /// What box `id` (this node or a peer) reports of service `key` for the entries this node places
 /// on it (`placed`, `Node::placed_digests`), in [`gate`]'s terms.
-pub fn said_by(node: &Node, placed: &PlacedDigests, id: u64, key: u64) -> Option<Option<UnitState>> {
+pub fn said_by(
+    node: &Node,
+    placed: &PlacedDigests,
+    id: u64,
+    key: u64,
+) -> Option<Option<UnitState>> {
     let status = if id == node.id() {
         Some(node.own_status()).filter(|s| s.version > 0)
     } else {
@@ -307,7 +312,10 @@ impl Rollouts {
     ) {
         let kept = &self.kept;
         for t in self.trials.iter_mut().filter(|t| t.held.is_none()) {
-            let build = builds.table.iter().find(|b| b.key == t.key && b.digest == t.new);
+            let build = builds
+                .table
+                .iter()
+                .find(|b| b.key == t.key && b.digest == t.new);
             if build.is_some_and(|b| matches!(b.state, BuildState::Failed { .. })) {
                 t.held = Some(HoldReason::BuildFailed);
                 verdict(&t.name, Verdict::Held(HoldReason::BuildFailed));
@@ -327,8 +335,7 @@ impl Rollouts {
                 None => {}
             }
         }
-        self.trials
-            .retain(|t| t.held.is_some() || !t.settled(now));
+        self.trials.retain(|t| t.held.is_some() || !t.settled(now));
     }
 
     /// Whether every trial is decided: nothing settles or waits for a wave.
@@ -368,7 +375,9 @@ impl Rollouts {
         let trials = &self.trials;
         let needed = |k: &Kept| {
             units.iter().any(|u| u.key == k.key && u.digest == k.digest)
-                || trials.iter().any(|t| t.key == k.key && t.old == Some(k.digest))
+                || trials
+                    .iter()
+                    .any(|t| t.key == k.key && t.old == Some(k.digest))
         };
         if self.kept.is_full() {
             if let Some(i) = self.kept.iter().position(|k| !needed(k)) {
@@ -388,7 +397,11 @@ impl Rollouts {
     /// The rollback of `name` was written (or failed: it is retried, like any failed command).
     pub fn rolled_back(&mut self, name: &str, ok: bool) {
         let key = key_hash(name);
-        if let Some(t) = self.trials.iter_mut().find(|t| t.key == key && t.rollback_due) {
+        if let Some(t) = self
+            .trials
+            .iter_mut()
+            .find(|t| t.key == key && t.rollback_due)
+        {
             t.rollback_due = !ok;
         }
     }
@@ -446,7 +459,11 @@ mod tests {
         assert_eq!(gate(A, &placement, |_| None), Gate::Go);
         // The rest wait while the canary has not spoken of the new entry, is on its way, or
         // settles.
-        for said in [None, Some(Some(UnitState::Updating)), Some(Some(UnitState::Settling))] {
+        for said in [
+            None,
+            Some(Some(UnitState::Updating)),
+            Some(Some(UnitState::Settling)),
+        ] {
             assert_eq!(gate(B, &placement, |_| said), Gate::Wait, "{said:?}");
         }
         // The canary runs it settled: the rest go, without asking each other.
@@ -502,10 +519,7 @@ mod tests {
 
     #[test]
     fn failing_is_a_failed_build_or_unit_or_a_crash() {
-        assert_eq!(
-            fails(UnitState::BuildFailed),
-            Some(HoldReason::BuildFailed)
-        );
+        assert_eq!(fails(UnitState::BuildFailed), Some(HoldReason::BuildFailed));
         assert_eq!(
             fails(UnitState::FirstBuildFailed),
             Some(HoldReason::BuildFailed)

@@ -14,7 +14,7 @@ use heapless::Vec as HVec;
 use std::boxed::Box;
 
 #[derive(Default)]
-struct Recorder {
+pub(crate) struct Recorder {
     sent: usize,
     appended: HVec<u64, 64>,
     checkpoints: usize,
@@ -39,7 +39,7 @@ impl Sink for Recorder {
     }
 }
 
-fn operator() -> SigningKey {
+pub(crate) fn operator() -> SigningKey {
     SigningKey::from_seed([7; 32]).unwrap()
 }
 

@@ -145,7 +145,10 @@ pub enum UnitState {
     /// The placed version failed here (`reason`) while this box tried it, and the box went back
     /// to the version before, or never left it (a failed build), until a newer entry arrives:
     /// the rollout is held. `serving`: a unit of the version before runs here (DNS answers it).
-    Held { reason: HoldReason, serving: bool },
+    Held {
+        reason: HoldReason,
+        serving: bool,
+    },
 }
 
 /// Why a box held a rollout: how the new version failed there (`executor::rollout::fails`).
