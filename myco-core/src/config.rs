@@ -256,6 +256,9 @@ pub const GC_RETRY_MS: u64 = 60_000;
 /// A new version runs this long on a box before it counts as settled there: the first wave
 /// settled lets the next wave take it, and a failure before settling holds the rollout.
 pub const ROLLOUT_SETTLE_MS: u64 = 10_000;
+/// Failed builds in a row that hold a version (backoff as `BUILD_RETRY_FIRST_MS`): one may be a
+/// fetch that failed, so it is retried once first.
+pub const ROLLOUT_BUILD_FAILURES: u32 = 2;
 /// One box of the first wave per this many placed boxes (rounded up): one for ten or fewer.
 pub const ROLLOUT_WAVE_EVERY: usize = 10;
 /// Versions on trial on one box (taken, not yet settled, or held until a newer entry): a new

@@ -40,6 +40,9 @@ pub enum AuditOutcome {
     Removed,
     /// A new version failed and the previous one runs again.
     RolledBack,
+    /// A step of a rollout on this box (`executor::rollout::is_step`): `on-trial`, `settled`,
+    /// `held-<reason>`.
+    Rollout(&'static str),
 }
 
 impl AuditOutcome {
@@ -50,6 +53,7 @@ impl AuditOutcome {
             AuditOutcome::BuildFailed => "build-failed",
             AuditOutcome::Removed => "removed",
             AuditOutcome::RolledBack => "rolled-back",
+            AuditOutcome::Rollout(step) => step,
         }
     }
 }

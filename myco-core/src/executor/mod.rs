@@ -188,6 +188,8 @@ pub enum Command<'a> {
         clock: u64,
         /// For a flake: the built program, `<out>/bin/<name>`.
         program: Option<&'a str>,
+        /// The version before a held one, written back (`rollout.rs`).
+        rollback: bool,
     },
     /// Build `<uri>#<attr>` (a locked reference) at the lowest priority, with the out-link (the
     /// GC root) `root` in the GC root directory; report what `nix build --json` printed.
@@ -735,6 +737,8 @@ impl Executor {
                 note(changes, name, false, verdict.word());
             });
         if decided {
+            // A held version's build, if any, is dropped by the next round.
+            self.dirty = true;
             self.health_changed = true;
             self.idle_until_ms = 0;
         }
@@ -913,6 +917,7 @@ impl Executor {
                     start,
                     clock,
                     program: self.builds.program(name, digest),
+                    rollback: false,
                 }
             }
             Step::Delete => {
@@ -929,6 +934,7 @@ impl Executor {
                     start: false,
                     clock: kept.entry.decode().body.version.clock,
                     program: kept.program.as_deref(),
+                    rollback: true,
                 }
             }
             Step::Systemctl(verb) => Command::Systemctl {

@@ -24,9 +24,11 @@
 //! settle or are held meanwhile). A full kept table keeps no more versions; a unit whose version
 //! was not kept cannot go back, and its box holds the rollout on the failing version.
 
-use super::build::{BuildState, Builds, Program};
+use super::build::{Build, BuildState, Builds, Program};
 use super::{Installed, Name, UnitHealth};
-use crate::config::{KEPT_MAX, ROLLOUT_SETTLE_MS, ROLLOUT_WAVE_EVERY, TRIALS_MAX};
+use crate::config::{
+    KEPT_MAX, ROLLOUT_BUILD_FAILURES, ROLLOUT_SETTLE_MS, ROLLOUT_WAVE_EVERY, TRIALS_MAX,
+};
 use crate::node::{Node, PlacedDigests};
 use crate::schema::message::{HoldReason, UnitState};
 use crate::state::packed::EntryBytes;
@@ -34,7 +36,7 @@ use crate::state::store::key_hash;
 use heapless::Vec;
 
 /// Whether a new version's state on a box means it fails there. The one place that says what
-/// failing is: a build that failed, a unit that failed or is waiting to be restarted after a
+/// failing is: a build that failed (`ROLLOUT_BUILD_FAILURES` times in a row), a unit that failed or is waiting to be restarted after a
 /// crash (a crash loop), a failed health check.
 pub fn fails(state: UnitState) -> Option<HoldReason> {
     match state {
@@ -220,6 +222,12 @@ pub enum Verdict {
     Held(HoldReason),
 }
 
+/// Whether an executor change (`Change::what`) is a step of a rollout on this box: a version put
+/// on trial, settled or held (a rollback is a unit written, audited as such).
+pub fn is_step(what: &str) -> bool {
+    what == "on-trial" || what == "settled" || what.starts_with("held-")
+}
+
 impl Verdict {
     /// The word `/stream` and the audit log show.
     pub fn word(self) -> &'static str {
@@ -316,7 +324,9 @@ impl Rollouts {
                 .table
                 .iter()
                 .find(|b| b.key == t.key && b.digest == t.new);
-            if build.is_some_and(|b| matches!(b.state, BuildState::Failed { .. })) {
+            let failed = |b: &&Build| matches!(b.state, BuildState::Failed { .. });
+            // One failure may be the network's: the build is retried once before it holds.
+            if build.filter(failed).is_some_and(|b| b.failures >= ROLLOUT_BUILD_FAILURES) {
                 t.held = Some(HoldReason::BuildFailed);
                 verdict(&t.name, Verdict::Held(HoldReason::BuildFailed));
                 continue;

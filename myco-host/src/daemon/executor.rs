@@ -227,6 +227,7 @@ impl Executor {
                     start,
                     clock,
                     program,
+                    rollback,
                 } => write_unit(
                     &self.unit_dir,
                     &mut self.text,
@@ -239,8 +240,12 @@ impl Executor {
                     log_written(&self.log, name, start, clock);
                     let mut entry = AuditEntry::of(entry, digest);
                     entry.store_path = program.and_then(|p| core::out_of_program(p, name));
-                    let started = AuditOutcome::Started;
-                    audit(&mut self.audit, &self.log, name, started, &entry);
+                    let outcome = if rollback {
+                        AuditOutcome::RolledBack
+                    } else {
+                        AuditOutcome::Started
+                    };
+                    audit(&mut self.audit, &self.log, name, outcome, &entry);
                 })
                 .is_ok(),
                 Command::RemoveUnitFile { name } => {
@@ -274,6 +279,15 @@ impl Executor {
             let outcome = if ok { Outcome::OK } else { Outcome::FAILED };
             self.core.handle_command_done(now, token, outcome);
         }
+    }
+
+    /// Audits a step of a rollout on this box (`rollout::is_step`), with the entry placed here.
+    pub fn audit_rollout(&mut self, node: &Node, name: &str, step: &'static str) {
+        let Some(bytes) = node.store().get_by_name(name) else {
+            return;
+        };
+        let entry = AuditEntry::of(&bytes, core::unit_digest(&bytes));
+        audit(&mut self.audit, &self.log, name, AuditOutcome::Rollout(step), &entry);
     }
 
     /// Reports the running `systemctl`'s outcome once it has exited.

@@ -98,6 +98,12 @@ pub(crate) fn check_enabled(
             .filter(|(_, (_, u))| u.enabled)
             .map(|(k, _)| *k)
             .collect();
+        // A node that sees a rollout held may lack its unit: it did not start the held version.
+        let held = |k: u64| crate::invariants::rollout::held_here(&nodes[i], k);
+        let placed: HashSet<u64> = placed
+            .into_iter()
+            .filter(|&k| enabled.contains(&k) || !held(k))
+            .collect();
         if placed != enabled {
             let missing = placed.difference(&enabled).count();
             let extra = enabled.difference(&placed).count();

@@ -1,0 +1,95 @@
+//! Invariant 8 of the executor world (`executors.rs`): progressive rollouts
+//! (`myco_core::executor::rollout`). A bad version's unit fails or crash-loops on every box (and
+//! a flake's build fails), so its rollout must hold at the first wave; a good one must reach
+//! every placed box unless a box of the first wave failed it for a reason of its own (the
+//! simulated unit fault of that box and service).
+
+use crate::executors::{start, Executors, SimUnit};
+use myco_core::executor::rollout::{first_wave, progress, Progress};
+use myco_core::executor::UnitHealth;
+use myco_core::Node;
+use std::collections::HashMap;
+
+/// At the write of version `(key, digest, clock)` of a service over `unit` on `node`'s box: a
+/// bad version replaces an enabled unit of another version only on a box of the first wave (as
+/// the box sees placement), and a box goes back to an older version only to the one its unit ran
+/// before (a rollback); a box that crashed may have lost newer versions from its store and is
+/// not judged on that.
+pub(crate) fn check_write(
+    node: &Node,
+    (key, digest, clock): (u64, u64, u64),
+    unit: &SimUnit,
+    bad: bool,
+    crashed: bool,
+) -> Result<(), String> {
+    let replaces = unit.file && unit.enabled && unit.digest != digest;
+    if bad && replaces {
+        let placement = node.placement(key);
+        let wave = &placement[..first_wave(placement.len())];
+        if !wave.contains(&node.id()) {
+            return Err(format!(
+                "node {:x}: a bad version of service {key:x} replaced an earlier one outside the first wave",
+                node.id()
+            ));
+        }
+    }
+    let rollback = unit.before == Some((digest, clock));
+    if replaces && clock < unit.clock && !crashed && !rollback {
+        return Err(format!(
+            "node {:x}: service {key:x} went to version {clock}, older than {} and not the one it ran before",
+            node.id(),
+            unit.clock
+        ));
+    }
+    Ok(())
+}
+
+/// Once every live executor is at rest: on every live node, each service placed there runs the
+/// placed version, or its rollout is held as the node sees it, by a box where it really failed.
+pub(crate) fn check_rollouts(
+    nodes: &[Box<Node>],
+    live: &[usize],
+    ex: &Executors,
+) -> Result<(), String> {
+    let index: HashMap<u64, usize> = nodes.iter().enumerate().map(|(j, n)| (n.id(), j)).collect();
+    for &i in live {
+        let node = &nodes[i];
+        let digests = node.placed_digests();
+        for slot in node.placed_here() {
+            let key = slot.key_hash;
+            let unit = ex.boxes[i].units.get(&key).map(|(_, u)| u);
+            if unit.is_some_and(|u| u.enabled && u.digest == slot.digest) {
+                continue;
+            }
+            let placement = node.placement(key);
+            let Progress::Held { at, reason } = progress(node, &digests, key, &placement) else {
+                return Err(format!(
+                    "node {i}: a version of service {key:x} neither reached it nor was held"
+                ));
+            };
+            let Some(&j) = index.get(&at) else {
+                continue;
+            };
+            let bad = ex.bad.contains(&slot.digest);
+            let fault = start(ex.seed ^ j as u64, key, ex.unit_fault_ppm, false);
+            if !bad && fault == UnitHealth::Running {
+                return Err(format!(
+                    "node {i}: a good version of service {key:x} was held by node {j} ({}), where it did not fail",
+                    reason.name()
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether node `i` sees the rollout of service `key` held: it may then lack the placed
+/// version, or any unit (invariant 1).
+pub(crate) fn held_here(node: &Node, key: u64) -> bool {
+    let digests = node.placed_digests();
+    let placement = node.placement(key);
+    matches!(
+        progress(node, &digests, key, &placement),
+        Progress::Held { .. }
+    )
+}
