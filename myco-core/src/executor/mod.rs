@@ -505,6 +505,14 @@ impl Executor {
             && self.rollouts.at_rest()
     }
 
+    pub fn debug_rest(&self) -> heapless::String<512> {
+        use core::fmt::Write;
+        let mut s = heapless::String::new();
+        let _ = write!(s, "dirty {} reload {} writes {} todo {} builds {} waiting {} trials:", self.dirty, self.needs_reload, self.writes.len(), self.units.iter().filter(|u| u.todo != Todo::None).count(), self.builds.table.len(), self.rollouts.waiting);
+        for t in self.rollouts.trials.iter() { let _ = write!(s, " [{} held {:?} due {}]", t.name, t.held, t.rollback_due); }
+        s
+    }
+
     /// The placements and health changes since the last call, oldest first.
     pub fn take_changes(&mut self) -> Option<Change> {
         let change = self.changes.pop_front();
@@ -576,14 +584,33 @@ impl Executor {
         // One more than a status lists is enough for `set_status` to say `more`.
         let mut units: Vec<(u64, UnitState), { STATUS_UNITS_MAX + 1 }> = Vec::new();
         let mut placed = 0;
+        // Services with a trial or a build first, so that a status cut short still tells the
+        // next wave about them (`Status::trials_listed`).
+        let mut first = 0;
         for (slot, state) in self.placed_states(node) {
             placed ^= slot.digest;
-            if let Some(state) = state {
+            if let Some(state) = state.filter(|_| self.on_trial(node, slot)) {
+                first += 1;
                 // Past one more than fits, the list is only counted into the digest.
                 let _ = units.push((slot.key_hash, state));
             }
         }
-        node.set_status(now, floor, placed, units.into_iter(), sink);
+        for (slot, state) in self.placed_states(node) {
+            if let Some(state) = state.filter(|_| !self.on_trial(node, slot)) {
+                let _ = units.push((slot.key_hash, state));
+            }
+        }
+        let listing = (placed, first <= STATUS_UNITS_MAX);
+        node.set_status_listing(now, floor, listing, units.into_iter(), sink);
+    }
+
+    /// Whether the placed entry of `slot` is on trial here or being built, on a box of its first
+    /// wave (whose status the next wave reads).
+    fn on_trial(&self, node: &Node, slot: &Slot) -> bool {
+        let key = slot.key_hash;
+        let trial = self.rollouts.trial(key, slot.digest).is_some()
+            || self.builds.table.iter().any(|b| b.key == key);
+        trial && rollout::in_first_wave(&node.placement(key), node.id())
     }
 
     /// Units by health, in `UnitHealth::ALL` order.
@@ -715,7 +742,7 @@ impl Executor {
             let placement = node.placement(key);
             rollout::gate(node.id(), &placement, |id| {
                 let placed = digests.get_or_insert_with(|| node.placed_digests());
-                rollout::said_by(node, placed, id, key)
+                rollout::said_by(node, placed, (id, key), &placement)
             })
         };
         let admitted = self.rollouts.admit(name, new, old, gate);

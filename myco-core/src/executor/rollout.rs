@@ -48,6 +48,11 @@ pub fn fails(state: UnitState) -> Option<HoldReason> {
     }
 }
 
+/// Whether box `id` is in the first wave of `placement`.
+pub fn in_first_wave(placement: &[u64], id: u64) -> bool {
+    placement[..first_wave(placement.len())].contains(&id)
+}
+
 /// How many of `placed` boxes (in placement order) form the first wave: one per
 /// `ROLLOUT_WAVE_EVERY`, rounded up.
 pub fn first_wave(placed: usize) -> usize {
@@ -75,10 +80,10 @@ pub fn gate(
     placement: &[u64],
     mut said: impl FnMut(u64) -> Option<Option<UnitState>>,
 ) -> Gate {
-    let wave = &placement[..first_wave(placement.len())];
-    if wave.contains(&me) {
+    if in_first_wave(placement, me) {
         return Gate::Go;
     }
+    let wave = &placement[..first_wave(placement.len())];
     let mut go = true;
     for &id in wave {
         match said(id) {
@@ -94,13 +99,13 @@ pub fn gate(
     }
 }
 
-/// What box `id` (this node or a peer) reports of service `key` for the entries this node places
-/// on it (`placed`, `Node::placed_digests`), in [`gate`]'s terms.
+/// What box `id` (this node or a peer) reports of service `key` (placed on `placement`) for the
+/// entries this node places on it (`placed`, `Node::placed_digests`), in [`gate`]'s terms.
 pub fn said_by(
     node: &Node,
     placed: &PlacedDigests,
-    id: u64,
-    key: u64,
+    (id, key): (u64, u64),
+    placement: &[u64],
 ) -> Option<Option<UnitState>> {
     let status = if id == node.id() {
         Some(node.own_status()).filter(|s| s.version > 0)
@@ -113,7 +118,9 @@ pub fn said_by(
     }
     match status.units.iter().find(|(k, _)| k.0 == key) {
         Some((_, state)) => Some(Some(*state)),
-        None if status.more => None,
+        // A status cut short lists first the trials of the services whose first wave its owner
+        // is in: a first-wave box that leaves one out has no trial of it (it settled).
+        None if status.more && !(status.trials_listed && in_first_wave(placement, id)) => None,
         None => Some(None),
     }
 }
@@ -145,7 +152,7 @@ impl Progress {
 pub fn progress(node: &Node, placed: &PlacedDigests, key: u64, placement: &[u64]) -> Progress {
     let mut rolling = false;
     for &id in placement {
-        match said_by(node, placed, id, key) {
+        match said_by(node, placed, (id, key), placement) {
             Some(Some(UnitState::Held { reason, .. })) => return Progress::Held { at: id, reason },
             Some(None) => {}
             Some(Some(state)) => rolling |= on_its_way(state),

@@ -184,6 +184,10 @@ pub struct Status {
     pub units: Vec<(Digest, UnitState), STATUS_UNITS_MAX>,
     pub more: bool,
     pub placed: Digest,
+    /// Every service with a version on trial or a build here is listed, even if `more` cut
+    /// others: one it leaves out has none (`executor::rollout::said_by`). The owner lists those
+    /// first.
+    pub trials_listed: bool,
 }
 
 /// A frame body: the sender's Merkle root rides on every frame, so any exchange tells a peer
@@ -304,6 +308,7 @@ mod tests {
             units: Vec::from_slice(&[(Digest(u64::MAX), held); STATUS_UNITS_MAX]).unwrap(),
             more: true,
             placed: Digest(u64::MAX),
+            trials_listed: true,
         }));
     }
 

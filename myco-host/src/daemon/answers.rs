@@ -135,7 +135,8 @@ pub fn service(
         json.key("state")?;
         json.string(state_on(running, id, body.name))?;
         json.key("version")?;
-        let said = rollout::said_by(running.node, running.digests, id, running.key);
+        let at = (id, running.key);
+        let said = rollout::said_by(running.node, running.digests, at, running.placed_on);
         match rollout::runs_placed(said) {
             Some(true) => json.string("placed")?,
             Some(false) => json.string("previous")?,
