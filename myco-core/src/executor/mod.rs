@@ -627,6 +627,11 @@ impl Executor {
         counts
     }
 
+    /// Why version `digest` (entry digest) of service `key` was held on this box, if it was.
+    pub fn held(&self, key: u64, digest: u64) -> Option<crate::schema::message::HoldReason> {
+        self.rollouts.trial(key, digest)?.held
+    }
+
     /// The installed units, in table order.
     pub fn units(&self) -> &[Installed] {
         &self.units
@@ -698,7 +703,7 @@ impl Executor {
                 && !rollouts.held_here(name, digest)
         };
         self.builds.retain(placed);
-        self.rollouts.waiting = false;
+        (self.rollouts.waiting, self.rollouts.unheard) = (false, false);
         let mut digests = None;
         for (name, remove) in plan {
             if remove {
@@ -1061,6 +1066,8 @@ impl Executor {
             Verb::Show => {
                 self.read_health(outcome.stdout);
                 self.judge(now);
+                // A version waiting on a first-wave box that has not spoken of it.
+                self.dirty |= self.rollouts.unheard;
                 self.show_from += count;
                 if self.show_from >= self.units.len() || count == 0 {
                     self.show_from = 0;

@@ -64,8 +64,11 @@ pub fn first_wave(placed: usize) -> usize {
 pub enum Gate {
     /// Take it: this box is in the first wave, or the first wave runs it settled.
     Go,
-    /// Keep the version it runs: the first wave has not settled yet.
-    Wait,
+    /// Keep the version it runs: the first wave has not settled yet. `heard`: every box of the
+    /// first wave has spoken of the new version (it is on its way there); otherwise some status
+    /// does not speak of it (not arrived yet, or cut short by too much trouble on its box), and
+    /// nothing may change here until it does.
+    Wait { heard: bool },
     /// Keep the version it runs: first-wave box `at` held the rollout for `reason`.
     Held { at: u64, reason: HoldReason },
 }
@@ -84,18 +87,19 @@ pub fn gate(
         return Gate::Go;
     }
     let wave = &placement[..first_wave(placement.len())];
-    let mut go = true;
+    let (mut go, mut heard) = (true, true);
     for &id in wave {
         match said(id) {
             Some(Some(UnitState::Held { reason, .. })) => return Gate::Held { at: id, reason },
             Some(None) => {}
-            _ => go = false,
+            Some(Some(_)) => go = false,
+            None => (go, heard) = (false, false),
         }
     }
     if go {
         Gate::Go
     } else {
-        Gate::Wait
+        Gate::Wait { heard }
     }
 }
 
@@ -253,11 +257,17 @@ impl Verdict {
 pub(super) struct Rollouts {
     pub trials: Vec<Trial, TRIALS_MAX>,
     pub kept: Vec<Kept, KEPT_MAX>,
-    /// Some version waited for its wave at the last reconcile: reconcile again soon.
+    /// Some version waited at the last reconcile for a first wave on its way: reconcile again
+    /// soon.
     pub waiting: bool,
+    /// Some version waited at the last reconcile for a first-wave box whose status does not
+    /// speak of it: look again at the next health read (a box cut short by trouble may stay so
+    /// for long, and waiting on it is the rest this box can reach).
+    pub unheard: bool,
 }
 
 impl Rollouts {
+    /// The trial of version `new` (entry digest) of service `key` on this box, if any.
     pub fn trial(&self, key: u64, new: u64) -> Option<&Trial> {
         self.trials.iter().find(|t| t.key == key && t.new == new)
     }
@@ -292,11 +302,12 @@ impl Rollouts {
         }
         match (gate(), old) {
             (Gate::Held { .. }, _) => return false,
-            (Gate::Wait, Some(_)) => {
-                self.waiting = true;
+            (Gate::Wait { heard }, Some(_)) => {
+                self.waiting |= heard;
+                self.unheard |= !heard;
                 return false;
             }
-            (Gate::Wait | Gate::Go, _) => {}
+            (Gate::Wait { .. } | Gate::Go, _) => {}
         }
         self.trials.retain(|t| t.key != key);
         let trial = Trial {
@@ -476,12 +487,10 @@ mod tests {
         assert_eq!(gate(A, &placement, |_| None), Gate::Go);
         // The rest wait while the canary has not spoken of the new entry, is on its way, or
         // settles.
-        for said in [
-            None,
-            Some(Some(UnitState::Updating)),
-            Some(Some(UnitState::Settling)),
-        ] {
-            assert_eq!(gate(B, &placement, |_| said), Gate::Wait, "{said:?}");
+        assert_eq!(gate(B, &placement, |_| None), Gate::Wait { heard: false });
+        for said in [Some(Some(UnitState::Updating)), Some(Some(UnitState::Settling))] {
+            let g = gate(B, &placement, |_| said);
+            assert_eq!(g, Gate::Wait { heard: true }, "{said:?}");
         }
         // The canary runs it settled: the rest go, without asking each other.
         let mut asked = Vec::<u64, 4>::new();
@@ -531,7 +540,7 @@ mod tests {
         );
         // Both must settle.
         let g = gate(5, &placement, |id| (id == 1).then_some(None));
-        assert_eq!(g, Gate::Wait);
+        assert_eq!(g, Gate::Wait { heard: false });
     }
 
     #[test]

@@ -99,7 +99,8 @@ pub(crate) fn check_enabled(
             .map(|(k, _)| *k)
             .collect();
         // A node that sees a rollout held may lack its unit: it did not start the held version.
-        let held = |k: u64| crate::invariants::rollout::held_here(&nodes[i], k);
+        let executor = &boxes[i].executor;
+        let held = |k: u64| crate::invariants::rollout::held_here(&nodes[i], executor, k);
         let placed: HashSet<u64> = placed
             .into_iter()
             .filter(|&k| enabled.contains(&k) || !held(k))
