@@ -508,8 +508,19 @@ impl Executor {
     pub fn debug_rest(&self) -> heapless::String<512> {
         use core::fmt::Write;
         let mut s = heapless::String::new();
-        let _ = write!(s, "dirty {} reload {} writes {} todo {} builds {} waiting {} trials:", self.dirty, self.needs_reload, self.writes.len(), self.units.iter().filter(|u| u.todo != Todo::None).count(), self.builds.table.len(), self.rollouts.waiting);
-        for t in self.rollouts.trials.iter() { let _ = write!(s, " [{} held {:?} due {}]", t.name, t.held, t.rollback_due); }
+        let _ = write!(
+            s,
+            "dirty {} reload {} writes {} todo {} builds {} waiting {} trials:",
+            self.dirty,
+            self.needs_reload,
+            self.writes.len(),
+            self.units.iter().filter(|u| u.todo != Todo::None).count(),
+            self.builds.table.len(),
+            self.rollouts.waiting
+        );
+        for t in self.rollouts.trials.iter() {
+            let _ = write!(s, " [{} held {:?} due {}]", t.name, t.held, t.rollback_due);
+        }
         s
     }
 

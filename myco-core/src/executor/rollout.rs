@@ -344,7 +344,10 @@ impl Rollouts {
                 .find(|b| b.key == t.key && b.digest == t.new);
             let failed = |b: &&Build| matches!(b.state, BuildState::Failed { .. });
             // One failure may be the network's: the build is retried once before it holds.
-            if build.filter(failed).is_some_and(|b| b.failures >= ROLLOUT_BUILD_FAILURES) {
+            if build
+                .filter(failed)
+                .is_some_and(|b| b.failures >= ROLLOUT_BUILD_FAILURES)
+            {
                 t.held = Some(HoldReason::BuildFailed);
                 verdict(&t.name, Verdict::Held(HoldReason::BuildFailed));
                 continue;
@@ -488,7 +491,10 @@ mod tests {
         // The rest wait while the canary has not spoken of the new entry, is on its way, or
         // settles.
         assert_eq!(gate(B, &placement, |_| None), Gate::Wait { heard: false });
-        for said in [Some(Some(UnitState::Updating)), Some(Some(UnitState::Settling))] {
+        for said in [
+            Some(Some(UnitState::Updating)),
+            Some(Some(UnitState::Settling)),
+        ] {
             let g = gate(B, &placement, |_| said);
             assert_eq!(g, Gate::Wait { heard: true }, "{said:?}");
         }

@@ -287,7 +287,13 @@ impl Executor {
             return;
         };
         let entry = AuditEntry::of(&bytes, core::unit_digest(&bytes));
-        audit(&mut self.audit, &self.log, name, AuditOutcome::Rollout(step), &entry);
+        audit(
+            &mut self.audit,
+            &self.log,
+            name,
+            AuditOutcome::Rollout(step),
+            &entry,
+        );
     }
 
     /// Reports the running `systemctl`'s outcome once it has exited.

@@ -6,8 +6,8 @@
 
 use crate::executors::{start, Executors, SimUnit};
 use myco_core::executor::rollout::{first_wave, gate, progress, said_by, Gate, Progress};
-use myco_core::schema::message::HoldReason;
 use myco_core::executor::{Executor, UnitHealth};
+use myco_core::schema::message::HoldReason;
 use myco_core::Node;
 use std::collections::HashMap;
 
