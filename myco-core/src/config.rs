@@ -262,8 +262,9 @@ pub const ROLLOUT_BUILD_FAILURES: u32 = 2;
 /// One box of the first wave per this many placed boxes (rounded up): one for ten or fewer.
 pub const ROLLOUT_WAVE_EVERY: usize = 10;
 /// Versions on trial on one box (taken, not yet settled, or held until a newer entry): a new
-/// version that finds no room waits for the next round.
-pub const TRIALS_MAX: usize = 64;
+/// version that finds no room waits for the next round, unless nothing of it runs here (then it
+/// goes without a trial).
+pub const TRIALS_MAX: usize = 256;
 /// Versions a box keeps to go back to (the entry a unit was written from and its program): a
 /// unit whose version found no room cannot go back.
 pub const KEPT_MAX: usize = 64;

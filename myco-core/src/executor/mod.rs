@@ -61,7 +61,7 @@ use crate::unit::{self, UnitContext, UnitError};
 use build::{BuildFlight, Builds};
 use heapless::{Deque, String, Vec};
 use reconcile::{Action, Unit};
-use rollout::{Kept, Rollouts};
+use rollout::{Admit, Kept, Rollouts};
 
 /// A service name.
 pub type Name = String<NAME_BYTES_MAX>;
@@ -362,6 +362,9 @@ impl Executor {
         if self.in_flight.is_some() || now.0 < self.idle_until_ms {
             return None;
         }
+        // Versions that wait on what other boxes say (an unheard first wave, a failed build that
+        // a first wave may have held meanwhile) are looked at again now and then.
+        self.dirty |= self.rollouts.recheck_due(now.0, &self.builds);
         if self.dirty && now.0 >= self.next_reconcile_ms {
             self.dirty = false;
             self.next_reconcile_ms = now.0 + RECONCILE_INTERVAL_MS;
@@ -375,6 +378,7 @@ impl Executor {
             } else {
                 self.next_health_ms
             };
+            let due = due.min(self.rollouts.next_recheck_ms(&self.builds));
             self.idle_until_ms = if self.dirty {
                 due.min(self.next_reconcile_ms)
             } else {
@@ -753,20 +757,27 @@ impl Executor {
         let old = self.unit(name).filter(|u| u.todo != Todo::Delete);
         let old = old.map(|u| u.digest);
         let key = key_hash(name);
-        let known = self.rollouts.trial(key, new).is_some();
+        let placement = node.placement(key);
+        let first = rollout::in_first_wave(&placement, node.id());
         let gate = || {
-            let placement = node.placement(key);
             rollout::gate(node.id(), &placement, |id| {
                 let placed = digests.get_or_insert_with(|| node.placed_digests());
                 rollout::said_by(node, placed, (id, key), &placement)
             })
         };
-        let admitted = self.rollouts.admit(name, new, old, gate);
-        if admitted && !known {
-            note(&mut self.changes, name, false, "on-trial");
-            self.health_changed = true;
+        match self.rollouts.admit((name, new, old), first, gate) {
+            Admit::Go => true,
+            Admit::Trial => {
+                note(&mut self.changes, name, false, "on-trial");
+                self.health_changed = true;
+                true
+            }
+            Admit::No => {
+                // A build waits for its version to be admitted; a held one never is.
+                self.builds.forget(name);
+                false
+            }
         }
-        admitted
     }
 
     /// Judges the trials after a health read or a build's end (`Rollouts::judge`); a decided
@@ -1077,8 +1088,6 @@ impl Executor {
             Verb::Show => {
                 self.read_health(outcome.stdout);
                 self.judge(now);
-                // A version waiting on a first-wave box that has not spoken of it.
-                self.dirty |= self.rollouts.unheard;
                 self.show_from += count;
                 if self.show_from >= self.units.len() || count == 0 {
                     self.show_from = 0;

@@ -27,7 +27,8 @@
 use super::build::{Build, BuildState, Builds, Program};
 use super::{Installed, Name, UnitHealth};
 use crate::config::{
-    KEPT_MAX, ROLLOUT_BUILD_FAILURES, ROLLOUT_SETTLE_MS, ROLLOUT_WAVE_EVERY, TRIALS_MAX,
+    HEALTH_INTERVAL_MS, KEPT_MAX, ROLLOUT_BUILD_FAILURES, ROLLOUT_SETTLE_MS, ROLLOUT_WAVE_EVERY,
+    TRIALS_MAX,
 };
 use crate::node::{Node, PlacedDigests};
 use crate::schema::message::{HoldReason, UnitState};
@@ -252,6 +253,17 @@ impl Verdict {
     }
 }
 
+/// What [`Rollouts::admit`] decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admit {
+    /// Take the version: already on trial, or with no trial.
+    Go,
+    /// Take the version, on a trial made now.
+    Trial,
+    /// Not now: held, or waiting for the first wave or for room.
+    No,
+}
+
 /// This box's trials and kept versions.
 #[derive(Default)]
 pub(super) struct Rollouts {
@@ -264,6 +276,8 @@ pub(super) struct Rollouts {
     /// speak of it: look again at the next health read (a box cut short by trouble may stay so
     /// for long, and waiting on it is the rest this box can reach).
     pub unheard: bool,
+    /// When versions waiting on what other boxes say are next looked at again.
+    recheck_ms: u64,
 }
 
 impl Rollouts {
@@ -291,22 +305,38 @@ impl Rollouts {
     /// without room, is not.
     pub fn admit(
         &mut self,
-        name: &str,
-        new: u64,
-        old: Option<u64>,
+        (name, new, old): (&str, u64, Option<u64>),
+        first_wave: bool,
         gate: impl FnOnce() -> Gate,
-    ) -> bool {
+    ) -> Admit {
         let key = key_hash(name);
         if let Some(t) = self.trial(key, new) {
-            return t.held.is_none();
+            return if t.held.is_none() {
+                Admit::Go
+            } else {
+                Admit::No
+            };
+        }
+        // A version that must wait for room waits before asking the fleet.
+        if old.is_some() && self.trials.is_full() {
+            self.waiting = true;
+            return Admit::No;
         }
         match (gate(), old) {
-            (Gate::Held { .. }, _) => return false,
+            (Gate::Held { .. }, _) => return Admit::No,
             (Gate::Wait { heard }, Some(_)) => {
                 self.waiting |= heard;
                 self.unheard |= !heard;
-                return false;
+                return Admit::No;
             }
+            // A box with nothing of the service has nothing to protect: outside the first wave
+            // (which the next wave reads) it takes the version with no trial once the first
+            // wave has spoken of it (so not a version the first wave holds).
+            (Gate::Wait { heard: false }, None) if !first_wave => {
+                self.unheard = true;
+                return Admit::No;
+            }
+            (_, None) if !first_wave => return Admit::Go,
             (Gate::Wait { .. } | Gate::Go, _) => {}
         }
         self.trials.retain(|t| t.key != key);
@@ -320,10 +350,11 @@ impl Rollouts {
             running_since_ms: None,
             restarts_base: None,
         };
-        // No room: the next round tries again.
-        self.trials.push(trial).is_ok() || {
-            self.waiting = true;
-            false
+        match self.trials.push(trial) {
+            Ok(()) => Admit::Trial,
+            // No room for a first-wave box's first version: it goes without a trial (its
+            // settling and a hold go unreported), as before rollouts.
+            Err(_) => Admit::Go,
         }
     }
 
@@ -367,6 +398,27 @@ impl Rollouts {
             }
         }
         self.trials.retain(|t| t.held.is_some() || !t.settled(now));
+    }
+
+    /// When a reconcile is next due to look again at versions that wait on what other boxes say:
+    /// one waiting on an unheard first wave, or a build that failed (the first wave may have held
+    /// its version meanwhile, and then it is dropped). `u64::MAX`: none.
+    pub fn next_recheck_ms(&self, builds: &Builds) -> u64 {
+        let failed = |b: &Build| matches!(b.state, BuildState::Failed { .. });
+        if self.unheard || builds.table.iter().any(failed) {
+            self.recheck_ms
+        } else {
+            u64::MAX
+        }
+    }
+
+    /// Whether that look is due at `now`; the next one is `HEALTH_INTERVAL_MS` later.
+    pub fn recheck_due(&mut self, now: u64, builds: &Builds) -> bool {
+        if now < self.next_recheck_ms(builds) {
+            return false;
+        }
+        self.recheck_ms = now + HEALTH_INTERVAL_MS;
+        true
     }
 
     /// Whether every trial is decided: nothing settles or waits for a wave.

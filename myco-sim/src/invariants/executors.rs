@@ -98,9 +98,9 @@ pub(crate) fn check_enabled(
             .filter(|(_, (_, u))| u.enabled)
             .map(|(k, _)| *k)
             .collect();
-        // A node that sees a rollout held may lack its unit: it did not start the held version.
+        // A node that sees a rollout held (or waits unheard) may lack its unit.
         let executor = &boxes[i].executor;
-        let held = |k: u64| crate::invariants::rollout::held_here(&nodes[i], executor, k);
+        let held = |k: u64| crate::invariants::rollout::excused(&nodes[i], executor, k);
         let placed: HashSet<u64> = placed
             .into_iter()
             .filter(|&k| enabled.contains(&k) || !held(k))

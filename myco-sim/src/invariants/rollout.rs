@@ -7,6 +7,7 @@
 use crate::executors::{start, Executors, SimUnit};
 use myco_core::executor::rollout::{first_wave, gate, progress, said_by, Gate, Progress};
 use myco_core::executor::{Executor, UnitHealth};
+use myco_core::node::PlacedDigests;
 use myco_core::schema::message::HoldReason;
 use myco_core::Node;
 use std::collections::HashMap;
@@ -68,10 +69,7 @@ pub(crate) fn check_rollouts(
             }
             let placement = node.placement(key);
             let Progress::Held { at, reason } = progress(node, &digests, key, &placement) else {
-                // Waiting on a first-wave box whose status does not speak of the version (cut
-                // short by the trouble on its box) is the one rest short of both.
-                let said = |id| said_by(node, &digests, (id, key), &placement);
-                if gate(node.id(), &placement, said) == (Gate::Wait { heard: false }) {
+                if unheard(node, &digests, key, &placement) {
                     continue;
                 }
                 return Err(format!(
@@ -102,17 +100,25 @@ fn check_cause(
     ))
 }
 
-/// Whether node `i` sees the rollout of service `key` held: it may then lack the placed
-/// version, or any unit (invariant 1).
-pub(crate) fn held_here(node: &Node, executor: &Executor, key: u64) -> bool {
+/// Whether the node waits for a first-wave box whose status does not speak of the version (cut
+/// short by the trouble on its box): the one rest short of both reaching and holding it.
+fn unheard(node: &Node, digests: &PlacedDigests, key: u64, placement: &[u64]) -> bool {
+    let said = |id| said_by(node, digests, (id, key), placement);
+    gate(node.id(), placement, said) == (Gate::Wait { heard: false })
+}
+
+/// Whether node `i` holds the placed version of service `key`, sees its rollout held, or waits
+/// unheard: it may then lack the placed version, or any unit (invariant 1).
+pub(crate) fn excused(node: &Node, executor: &Executor, key: u64) -> bool {
     let digest = node.store().range(key, key).first().map(|s| s.digest);
     if digest.is_some_and(|d| executor.held(key, d).is_some()) {
         return true;
     }
     let digests = node.placed_digests();
     let placement = node.placement(key);
-    matches!(
+    let held = matches!(
         progress(node, &digests, key, &placement),
         Progress::Held { .. }
-    )
+    );
+    held || unheard(node, &digests, key, &placement)
 }
