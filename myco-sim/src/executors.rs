@@ -420,50 +420,6 @@ impl Executors {
         // simulator still finds a box whose latest status never reaches one peer (an open fault of
         // the status repair, docs/algorithm.md section 8), which would fail the run here.
         if !quiet {
-            if std::env::var("SIMDBG").is_ok() {
-                for &i in live {
-                    let b = &self.boxes[i];
-                    if !(!b.changed && b.executor.at_rest() && health_read(b)) {
-                        eprintln!(
-                            "box {i}: changed {} at_rest {} read {} {}",
-                            b.changed,
-                            b.executor.at_rest(),
-                            health_read(b),
-                            b.executor.debug_rest()
-                        );
-                        let dg = nodes[i].placed_digests();
-                        for (k, st) in b.executor.not_running(&nodes[i]) {
-                            let pl = nodes[i].placement(k);
-                            let w: Vec<String> = pl
-                                .iter()
-                                .map(|&id| {
-                                    let j = nodes.iter().position(|n| n.id() == id).unwrap();
-                                    format!(
-                                        "{j}:{:?}/own {:?} ver {:?}/{} placed {:?}/{:x} mine {:?}",
-                                        myco_core::executor::rollout::said_by(
-                                            &nodes[i],
-                                            &dg,
-                                            (id, k),
-                                            &pl
-                                        ),
-                                        nodes[j]
-                                            .own_status()
-                                            .units
-                                            .iter()
-                                            .find(|(kk, _)| kk.0 == k),
-                                        nodes[i].status_of(id).map(|s| (s.version, s.more)),
-                                        nodes[j].own_status().version,
-                                        nodes[i].status_of(id).map(|s| s.placed.0),
-                                        nodes[j].own_status().placed.0,
-                                        dg.iter().find(|(m, _)| *m == id)
-                                    )
-                                })
-                                .collect();
-                            eprintln!("   {k:x} {st:?} {w:?}");
-                        }
-                    }
-                }
-            }
             return Ok(false);
         }
         check_enabled(nodes, live, &self.boxes)?;

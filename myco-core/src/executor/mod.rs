@@ -509,25 +509,6 @@ impl Executor {
             && self.rollouts.at_rest()
     }
 
-    pub fn debug_rest(&self) -> heapless::String<512> {
-        use core::fmt::Write;
-        let mut s = heapless::String::new();
-        let _ = write!(
-            s,
-            "dirty {} reload {} writes {} todo {} builds {} waiting {} trials:",
-            self.dirty,
-            self.needs_reload,
-            self.writes.len(),
-            self.units.iter().filter(|u| u.todo != Todo::None).count(),
-            self.builds.table.len(),
-            self.rollouts.waiting
-        );
-        for t in self.rollouts.trials.iter() {
-            let _ = write!(s, " [{} held {:?} due {}]", t.name, t.held, t.rollback_due);
-        }
-        s
-    }
-
     /// The placements and health changes since the last call, oldest first.
     pub fn take_changes(&mut self) -> Option<Change> {
         let change = self.changes.pop_front();

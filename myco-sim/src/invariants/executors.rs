@@ -178,22 +178,6 @@ pub(crate) fn check_dns(
             expected.sort_by_key(|a| (a.ip, a.port));
             answered.sort_by_key(|a| (a.ip, a.port));
             if expected != answered {
-                if std::env::var("SIMDBG").is_ok() {
-                    for &j in &placed {
-                        let st = nodes[i].status_of(nodes[j].id()).and_then(|s| {
-                            s.units.iter().find(|(k, _)| k.0 == slot.key_hash).copied()
-                        });
-                        let u = boxes[j]
-                            .units
-                            .get(&slot.key_hash)
-                            .map(|(_, u)| (u.digest == slot.digest, u.active, u.enabled));
-                        let eu = boxes[j]
-                            .executor
-                            .unit(name)
-                            .map(|u| (u.digest == slot.digest, u.health));
-                        eprintln!("  placed {j}: listed at {i}: {st:?}; sim unit (placed digest, active, enabled) {u:?}; exec {eu:?} trial {}", boxes[j].executor.debug_rest());
-                    }
-                }
                 return Err(format!(
                     "node {i}: DNS answers {name} with {} boxes, but {} placed boxes run it",
                     answered.len(),

@@ -122,3 +122,90 @@ pub(crate) fn excused(node: &Node, executor: &Executor, key: u64) -> bool {
     );
     held || unheard(node, &digests, key, &placement)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use myco_core::config::WAL_CHECKPOINT_BYTES;
+
+    struct Null;
+
+    impl myco_core::Sink for Null {
+        fn send(&mut self, _: myco_core::PeerAddr, _: &[u8; myco_core::config::FRAME_BYTES]) {}
+        fn event(&mut self, _: myco_core::Event) {}
+        fn append(&mut self, _: &[u8], _: u64) {}
+        fn checkpoint(&mut self) {}
+        fn fill_random(&mut self, buf: &mut [u8]) {
+            buf.fill(7);
+        }
+    }
+
+    /// A lone node: every placement is it alone, so it is the first wave of everything.
+    fn lone() -> Box<Node> {
+        let ids = crate::ids::Identities::new(1, 1, 0);
+        let config = myco_core::NodeConfig {
+            node_seed: ids.node_seeds[0],
+            cert: &ids.certs[0],
+            operator: ids.operator.public_key(),
+            revocation_block: 0,
+            seed: 1,
+            join: &[],
+            wal_checkpoint_bytes: WAL_CHECKPOINT_BYTES,
+        };
+        Box::new(Node::new(&config, myco_core::Instant(0)).unwrap())
+    }
+
+    fn enabled(digest: u64, clock: u64, before: Option<(u64, u64)>) -> SimUnit {
+        SimUnit {
+            file: true,
+            enabled: true,
+            digest,
+            clock,
+            before,
+            ..SimUnit::default()
+        }
+    }
+
+    /// Invariant 8's write check is not vacuous: a box that goes back to a version other than
+    /// the one its unit ran before breaks it, and going back to exactly that one does not.
+    #[test]
+    fn write_check_detects_a_version_older_than_the_one_before() {
+        let node = lone();
+        let unit = enabled(30, 300, Some((20, 200)));
+        assert!(check_write(&node, (7, 20, 200), &unit, false, false).is_ok());
+        assert!(check_write(&node, (7, 40, 400), &unit, false, false).is_ok());
+        assert!(check_write(&node, (7, 10, 100), &unit, false, false).is_err());
+        assert!(
+            check_write(&node, (7, 10, 100), &unit, false, true).is_ok(),
+            "a crashed box may have lost newer versions"
+        );
+    }
+
+    /// A bad version replacing an enabled unit outside the first wave breaks invariant 8; on a
+    /// box of the first wave, or on a box with no unit of the service, it does not.
+    #[test]
+    fn write_check_detects_a_bad_version_beyond_the_first_wave() {
+        use myco_core::schema::entry::{EntryBody, ServiceSpec, Source, Version};
+        let ids = crate::ids::Identities::new(1, 1, 0);
+        let mut node = lone();
+        let unit = enabled(30, 300, None);
+        // Not placed anywhere yet: this node is no first wave of it.
+        let key = myco_core::state::store::key_hash("web");
+        assert!(check_write(&node, (key, 40, 400), &unit, true, false).is_err());
+        assert!(check_write(&node, (key, 40, 400), &SimUnit::default(), true, false).is_ok());
+        let body = EntryBody {
+            name: "web",
+            version: Version {
+                clock: 400,
+                key_id: ids.operator.public_key().key_id(),
+            },
+            spec: Some(ServiceSpec::minimal(Source::Exec { path: "/bin/web" })),
+        };
+        let mut bytes = [0u8; 256];
+        let n = myco_core::crypto::sign_entry(&ids.operator, &body, &mut bytes).unwrap();
+        let mut sink = Null;
+        node.submit(myco_core::Instant(1), &bytes[..n], &mut sink)
+            .unwrap();
+        assert!(check_write(&node, (key, 40, 400), &unit, true, false).is_ok());
+    }
+}
