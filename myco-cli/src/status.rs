@@ -15,8 +15,9 @@ Usage: myco ls [--socket PATH] [--json]
 
 Lists every service in the cluster's desired state, as the local myco-d holds it: its name, its
 version (the clock it was signed with), the commit a flake is locked to (short rev; '-' for an
-exec source), whether it is deployed or deleted (a tombstone, kept for a while after 'myco rm')
-and how many boxes should run it.
+exec source), whether it is deployed or deleted (a tombstone, kept for a while after 'myco rm'),
+how many boxes should run it, how its rollout does (done, rolling, or held with the box that
+held it and why) and each placed box with its state ('previous' where the version before runs).
 
 Options:
   --socket PATH  myco-d's API socket (default: $MYCO_SOCKET, else /run/myco/myco.sock)
