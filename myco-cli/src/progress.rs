@@ -183,7 +183,9 @@ fn held(name: &str, service: &Service) -> Option<String> {
     let at = rollout.at.as_deref().unwrap_or("?");
     let reason = rollout.reason.as_deref().unwrap_or("failed");
     Some(format!(
-        "the rollout of {name} version {} is held: it failed on {} ({}), which went back to the          version before, and the other boxes keep that version ({}); read its journal there with          'myco logs {name}', then deploy a fixed version (a newer --clock)",
+        "the rollout of {name} version {} is held: it failed on {} ({}), which went back to the \
+         version before, and the other boxes keep that version ({}); read its journal there \
+         with 'myco logs {name}', then deploy a fixed version (a newer --clock)",
         service.version.clock,
         short_id(at),
         terminal_safe(reason),

@@ -46,6 +46,15 @@ pub enum AuditOutcome {
 }
 
 impl AuditOutcome {
+    /// A unit file was written: a version started, or the version before a held one again.
+    pub fn written(rollback: bool) -> AuditOutcome {
+        if rollback {
+            AuditOutcome::RolledBack
+        } else {
+            AuditOutcome::Started
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             AuditOutcome::Built => "built",

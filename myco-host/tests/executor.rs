@@ -42,7 +42,9 @@ fn a_failing_version_goes_back_and_the_rollout_holds() {
     let unit = d.dir.path().join("units/myco-web.service");
     assert_eq!(d.deploy(&entry(&op, "web", 1)).0, 200);
     wait_until(Duration::from_secs(30), "version 1 settles", || {
-        d.get("/services/web").1.contains(r#""rollout":{"state":"done"}"#)
+        d.get("/services/web")
+            .1
+            .contains(r#""rollout":{"state":"done"}"#)
     });
     let v1 = fs::read_to_string(&unit).unwrap();
 
@@ -52,13 +54,25 @@ fn a_failing_version_goes_back_and_the_rollout_holds() {
     });
     let services = d.get("/services/web").1;
     assert!(services.contains(r#""reason":"unit-failed""#), "{services}");
-    assert!(services.contains(r#""version":"previous""#), "{services}");
-    wait_until(Duration::from_secs(10), "the version before is written back", || {
-        fs::read_to_string(&unit).is_ok_and(|t| t == v1)
-    });
+    wait_until(
+        Duration::from_secs(10),
+        "the box serves the version before",
+        || {
+            let s = d.get("/services/web").1;
+            s.contains(r#""state":"pending","version":"previous""#)
+        },
+    );
+    wait_until(
+        Duration::from_secs(10),
+        "the version before is written back",
+        || fs::read_to_string(&unit).is_ok_and(|t| t == v1),
+    );
     let restarts = || {
         let calls = calls(d.dir.path());
-        calls.iter().filter(|c| *c == "restart myco-web.service").count()
+        calls
+            .iter()
+            .filter(|c| *c == "restart myco-web.service")
+            .count()
     };
     wait_until(Duration::from_secs(10), "and restarted", || restarts() == 2);
     let audit = fs::read_to_string(d.dir.path().join("audit.log")).unwrap();
@@ -68,11 +82,19 @@ fn a_failing_version_goes_back_and_the_rollout_holds() {
     }
 
     assert_eq!(d.deploy(&entry(&op, "web", 3)).0, 200);
-    wait_until(Duration::from_secs(30), "version 3 rolls out and settles", || {
-        let s = d.get("/services/web").1;
-        s.contains(r#""clock":3"#) && s.contains(r#""rollout":{"state":"done"}"#)
-    });
-    assert_eq!(restarts(), 3, "version 3 is started once; version 2 is not tried again");
+    wait_until(
+        Duration::from_secs(30),
+        "version 3 rolls out and settles",
+        || {
+            let s = d.get("/services/web").1;
+            s.contains(r#""clock":3"#) && s.contains(r#""rollout":{"state":"done"}"#)
+        },
+    );
+    assert_eq!(
+        restarts(),
+        3,
+        "version 3 is started once; version 2 is not tried again"
+    );
 }
 
 #[test]

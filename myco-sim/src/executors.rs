@@ -224,18 +224,9 @@ impl Executors {
                     ..
                 } => {
                     check_program(name, entry, program)?;
-                    let (_, u) = b.units.entry(key_hash(name)).or_insert_with(|| {
-                        let name = heapless::String::try_from(name).expect("service names fit");
-                        (name, SimUnit::default())
-                    });
                     let bad = self.bad.contains(&digest);
-                    check_write(node, (key_hash(name), digest, clock), u, bad, b.crashed)?;
-                    if u.file && u.digest != digest {
-                        u.before = Some((u.digest, u.clock));
-                    }
-                    u.file = true;
-                    u.digest = digest;
-                    u.clock = clock;
+                    let units = &mut b.units;
+                    write(units, node, (name, digest, clock), (bad, b.crashed))?;
                 }
                 Command::RemoveUnitFile { name } => {
                     let u = b.units.get_mut(&key_hash(name)).map(|(_, u)| u);
@@ -430,6 +421,28 @@ impl Executors {
     }
 }
 
+/// Writes the unit file of version `(name, digest, clock)` among a box's `units`, after
+/// invariant 8's check (`bad`: a bad version; `crashed`: the box crashed once).
+fn write(
+    units: &mut HashMap<u64, (heapless::String<63>, SimUnit), Fixed>,
+    node: &Node,
+    (name, digest, clock): (&str, u64, u64),
+    (bad, crashed): (bool, bool),
+) -> Result<(), String> {
+    let (_, u) = units.entry(key_hash(name)).or_insert_with(|| {
+        let name = heapless::String::try_from(name).expect("service names fit");
+        (name, SimUnit::default())
+    });
+    check_write(node, (key_hash(name), digest, clock), u, bad, crashed)?;
+    if u.file && u.digest != digest {
+        u.before = Some((u.digest, u.clock));
+    }
+    u.file = true;
+    u.digest = digest;
+    u.clock = clock;
+    Ok(())
+}
+
 /// What a successful command does to the simulated systemd; `show` writes its report.
 fn apply(
     b: &mut SimBox,
@@ -496,7 +509,7 @@ fn apply(
 /// wherever it starts.
 pub(crate) fn start(seed: u64, key: u64, fault_ppm: u64, bad: bool) -> UnitHealth {
     if bad {
-        return if key % 2 == 0 {
+        return if key.is_multiple_of(2) {
             UnitHealth::Failed
         } else {
             UnitHealth::Restarting

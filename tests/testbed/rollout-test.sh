@@ -164,7 +164,10 @@ wait_status=0
 wait "$waiter" || wait_status=$?
 wait_said=$(cat "$wait_out")
 log "myco deploy --wait for the bad version exited $wait_status: $(tail -n 1 <<<"$wait_said")"
-((wait_status != 0)) || fail "myco deploy --wait succeeded for a version that exits at once"
+if ((wait_status == 0)); then
+	box_myco 0 ls --json
+	fail "myco deploy --wait succeeded for a version that exits at once"
+fi
 [[ $wait_said == *"is held"* ]] || fail "--wait did not say the rollout is held: $wait_said"
 canary_id=
 for id in "${!box_of[@]}"; do ((box_of[$id] == canary)) && canary_id=$id; done

@@ -960,24 +960,27 @@ impl Executor {
                 let name = unit.expect("checked by next_step").name.as_str();
                 Command::RemoveUnitFile { name }
             }
-            Step::Rollback => {
-                let (trial, kept) = self.rollouts.rollback().expect("checked by next_step");
-                Command::WriteUnit {
-                    name: trial.name.as_str(),
-                    entry: &kept.entry,
-                    digest: kept.digest,
-                    start: false,
-                    clock: kept.entry.decode().body.version.clock,
-                    program: kept.program.as_deref(),
-                    rollback: true,
-                }
-            }
+            Step::Rollback => self.rollback_command(),
             Step::Systemctl(verb) => Command::Systemctl {
                 verb,
                 units: self.units_for(verb),
             },
         };
         Issued { token, command }
+    }
+
+    /// The write of the kept version a held trial goes back to.
+    fn rollback_command(&self) -> Command<'_> {
+        let (trial, kept) = self.rollouts.rollback().expect("checked by next_step");
+        Command::WriteUnit {
+            name: trial.name.as_str(),
+            entry: &kept.entry,
+            digest: kept.digest,
+            start: false,
+            clock: kept.entry.decode().body.version.clock,
+            program: kept.program.as_deref(),
+            rollback: true,
+        }
     }
 
     /// The units `verb` names: those with its todo, or for `show` the sweep's next ones.

@@ -32,7 +32,14 @@ pub fn health_on(
     let (id, key) = at;
     if id == node.id() {
         let unit = executor?.unit(name);
-        return Some(unit.map_or(UnitHealth::Pending, |u| u.health));
+        // Read strictly, a unit of another version (the one before, kept while the rollout
+        // waits or holds) does not run the placed one.
+        let placed_digest = node.store().live_by_name(name).map(|s| s.digest);
+        let other = |digest| placed.is_some() && placed_digest.is_some_and(|d| d != digest);
+        return Some(match unit {
+            Some(u) if !other(u.digest) => u.health,
+            _ => UnitHealth::Pending,
+        });
     }
     let status = node.status_of(id)?;
     match status.units.iter().find(|(k, _)| k.0 == key) {

@@ -240,11 +240,7 @@ impl Executor {
                     log_written(&self.log, name, start, clock);
                     let mut entry = AuditEntry::of(entry, digest);
                     entry.store_path = program.and_then(|p| core::out_of_program(p, name));
-                    let outcome = if rollback {
-                        AuditOutcome::RolledBack
-                    } else {
-                        AuditOutcome::Started
-                    };
+                    let outcome = AuditOutcome::written(rollback);
                     audit(&mut self.audit, &self.log, name, outcome, &entry);
                 })
                 .is_ok(),
