@@ -268,8 +268,10 @@ pub const TRIALS_MAX: usize = 256;
 /// Versions a box keeps to go back to (the entry a unit was written from and its program): a
 /// unit whose version found no room cannot go back.
 pub const KEPT_MAX: usize = 64;
-/// A kept version: key, digest, the entry, the program (`executor::build::Program`).
-pub const KEPT_BYTES: usize = 16 + ENTRY_BYTES_MAX + 8 + STORE_PATH_BYTES_MAX + 8 + NAME_BYTES_MAX;
+/// A kept version: key, digest, the entry and its length, the program (`executor::build::Program`)
+/// and its length, rounded up.
+pub const KEPT_BYTES: usize =
+    16 + ENTRY_BYTES_MAX + 8 + STORE_PATH_BYTES_MAX + 8 + NAME_BYTES_MAX + 16;
 
 // The memory budget of one executor, one line per consumer (bytes, rounded up), checked below and
 // against the real `size_of::<Executor>()` in `executor/tests.rs`.
@@ -277,7 +279,7 @@ pub const EXECUTOR_BUDGET_BYTES: usize = UNITS_MAX * 96 // installed units: name
     + UNIT_CHANGES_MAX * 96 // changes ring: name, kind, health name
     + UNIT_PLAN_MAX * 72 // unit files to write this round
     + BUILDS_BUDGET_BYTES // flake services on their way to a built program
-    + TRIALS_MAX * 120 // versions on trial: name, key, digests, verdict, read times
+    + TRIALS_MAX * 136 // versions on trial: name, key, digests, verdict, read times
     + KEPT_MAX * KEPT_BYTES // versions to go back to
     + ENTRY_BYTES_MAX + 8 // the entry, rebuilt from the store, that a write or build borrows
     + 256; // flags, timers, token, counters, command in flight
