@@ -623,6 +623,12 @@ impl Executor {
         counts
     }
 
+    /// Whether some version waited at the last reconcile for a first-wave box whose status does
+    /// not speak of it (looked at again every health interval, so it may have spoken since).
+    pub fn waits_unheard(&self) -> bool {
+        self.rollouts.unheard
+    }
+
     /// Why version `digest` (entry digest) of service `key` was held on this box, if it was.
     pub fn held(&self, key: u64, digest: u64) -> Option<crate::schema::message::HoldReason> {
         self.rollouts.trial(key, digest)?.held

@@ -69,7 +69,8 @@ pub(crate) fn check_rollouts(
             }
             let placement = node.placement(key);
             let Progress::Held { at, reason } = progress(node, &digests, key, &placement) else {
-                if unheard(node, &digests, key, &placement) {
+                if ex.boxes[i].executor.waits_unheard() || unheard(node, &digests, key, &placement)
+                {
                     continue;
                 }
                 return Err(format!(
@@ -120,7 +121,9 @@ pub(crate) fn excused(node: &Node, executor: &Executor, key: u64) -> bool {
         progress(node, &digests, key, &placement),
         Progress::Held { .. }
     );
-    held || unheard(node, &digests, key, &placement)
+    // An unheard wait is looked at again only every health interval: the first wave may have
+    // spoken since.
+    held || executor.waits_unheard() || unheard(node, &digests, key, &placement)
 }
 
 #[cfg(test)]
