@@ -75,11 +75,6 @@ fn a_failing_version_goes_back_and_the_rollout_holds() {
             .count()
     };
     wait_until(Duration::from_secs(10), "and restarted", || restarts() == 2);
-    let audit = fs::read_to_string(d.dir.path().join("audit.log")).unwrap();
-    for outcome in ["on-trial", "settled", "held-unit-failed", "rolled-back"] {
-        let line = format!(r#""outcome":"{outcome}""#);
-        assert!(audit.contains(&line), "no {outcome} line: {audit}");
-    }
 
     assert_eq!(d.deploy(&entry(&op, "web", 3)).0, 200);
     wait_until(
@@ -95,6 +90,24 @@ fn a_failing_version_goes_back_and_the_rollout_holds() {
         3,
         "version 3 is started once; version 2 is not tried again"
     );
+    // Version 1 was the first here: its trial is no step of a rollout, and is not audited.
+    let audit = fs::read_to_string(d.dir.path().join("audit.log")).unwrap();
+    let outcomes: Vec<&str> = audit
+        .lines()
+        .filter_map(|l| l.split(r#""outcome":""#).nth(1)?.split('"').next())
+        .collect();
+    let expected = [
+        "started",
+        "started",
+        "on-trial",
+        // The write back is audited as it happens, the verdict with the step's changes.
+        "rolled-back",
+        "held-unit-failed",
+        "started",
+        "on-trial",
+        "settled",
+    ];
+    assert_eq!(outcomes, expected, "{audit}");
 }
 
 #[test]

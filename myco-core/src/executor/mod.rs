@@ -61,7 +61,7 @@ use crate::unit::{self, UnitContext, UnitError};
 use build::{BuildFlight, Builds};
 use heapless::{Deque, String, Vec};
 use reconcile::{Action, Unit};
-use rollout::{Admit, Kept, Rollouts};
+use rollout::{Admit, Kept, Rollouts, Verdict};
 
 /// A service name.
 pub type Name = String<NAME_BYTES_MAX>;
@@ -755,7 +755,10 @@ impl Executor {
         match self.rollouts.admit((name, new, old), first, gate) {
             Admit::Go => true,
             Admit::Trial => {
-                note(&mut self.changes, name, false, "on-trial");
+                // A first version on trial is no step of a rollout here: only a replacement is.
+                if old.is_some() {
+                    note(&mut self.changes, name, false, "on-trial");
+                }
                 self.health_changed = true;
                 true
             }
@@ -773,9 +776,12 @@ impl Executor {
         let changes = &mut self.changes;
         let mut decided = false;
         self.rollouts
-            .judge(now.0, &self.units, &self.builds, |name, verdict| {
+            .judge(now.0, &self.units, &self.builds, |trial, verdict| {
                 decided = true;
-                note(changes, name, false, verdict.word());
+                // A first version that settles is no step of a rollout here.
+                if trial.old.is_some() || verdict != Verdict::Settled {
+                    note(changes, &trial.name, false, verdict.word());
+                }
             });
         if decided {
             // A held version's build, if any, is dropped by the next round.

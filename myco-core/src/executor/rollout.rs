@@ -365,7 +365,7 @@ impl Rollouts {
         now: u64,
         units: &[Installed],
         builds: &Builds,
-        mut verdict: impl FnMut(&str, Verdict),
+        mut verdict: impl FnMut(&Trial, Verdict),
     ) {
         let kept = &self.kept;
         for t in self.trials.iter_mut().filter(|t| t.held.is_none()) {
@@ -380,7 +380,7 @@ impl Rollouts {
                 .is_some_and(|b| b.failures >= ROLLOUT_BUILD_FAILURES)
             {
                 t.held = Some(HoldReason::BuildFailed);
-                verdict(&t.name, Verdict::Held(HoldReason::BuildFailed));
+                verdict(t, Verdict::Held(HoldReason::BuildFailed));
                 continue;
             }
             let unit = units.iter().find(|u| u.key == t.key && u.digest == t.new);
@@ -391,9 +391,9 @@ impl Rollouts {
                 Some(Verdict::Held(reason)) => {
                     t.held = Some(reason);
                     t.rollback_due = t.old.is_some_and(|old| find(kept, t.key, old).is_some());
-                    verdict(&t.name, Verdict::Held(reason));
+                    verdict(t, Verdict::Held(reason));
                 }
-                Some(Verdict::Settled) => verdict(&t.name, Verdict::Settled),
+                Some(Verdict::Settled) => verdict(t, Verdict::Settled),
                 None => {}
             }
         }
