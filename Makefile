@@ -253,7 +253,8 @@ nix-check:
 # Three boxes with real systemd in containers on a bridge, each running myco-d installed from
 # systemd/myco-d.service; a service deployed with 2 replicas, one box cut off and healed, a new
 # version rolled out (see tests/testbed/engine-test.sh and docs/testbed.md). Prints the timings on
-# a `TESTBED ...` line. Then the golden path (tests/testbed/golden-test.sh): `myco init python`
+# a `TESTBED ...` line. Then a good version rolled out in waves and a bad one held after the first
+# (tests/testbed/rollout-test.sh): a `ROLLOUT ...` line. Then the golden path (tests/testbed/golden-test.sh): `myco init python`
 # committed, deployed, built with Nix in the boxes, served by name, rolled out, a broken commit
 # refused; a `GOLDEN ...` line. Then health checks (tests/testbed/health-test.sh): a service whose
 # /healthz turns to 500 is restarted, leaves DNS and comes back; a `HEALTH ...` line. Needs root.
@@ -261,6 +262,7 @@ nix-check:
 testbed-test:
 	cargo build --release --bin myco-d --bin myco
 	tests/testbed/engine-test.sh $(TARGET_DIR)/release
+	tests/testbed/rollout-test.sh $(TARGET_DIR)/release
 	tests/testbed/golden-test.sh $(TARGET_DIR)/release
 	tests/testbed/health-test.sh $(TARGET_DIR)/release
 

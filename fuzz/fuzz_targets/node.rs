@@ -574,7 +574,12 @@ fn message<'b>(
             let live = if input.u8() % 2 == 0 {
                 Digest(input.u64())
             } else {
-                Digest(node.members().iter().filter(|m| m.is_live()).fold(node.id(), |d, m| d ^ m.id))
+                Digest(
+                    node.members()
+                        .iter()
+                        .filter(|m| m.is_live())
+                        .fold(node.id(), |d, m| d ^ m.id),
+                )
             };
             Message::MemberPage { kind, live, list }
         }

@@ -41,12 +41,29 @@ pub struct Service {
     /// The nodes placement chose and how the service does on each (absent from older daemons).
     #[serde(default)]
     pub placed_on: Vec<Placed>,
+    /// How its rollout does (absent from older daemons, and for a tombstone).
+    #[serde(default)]
+    pub rollout: Option<Rollout>,
 }
 
 #[derive(Debug, Deserialize)]
 pub struct Placed {
     pub id: String,
     pub state: String,
+    /// `placed` or `previous`: which version runs there, where that is known (absent from older
+    /// daemons).
+    #[serde(default)]
+    pub version: Option<String>,
+}
+
+/// A service's rollout: `rolling`, `done`, or `held` by box `at` for `reason` (docs/api.md).
+#[derive(Debug, Deserialize)]
+pub struct Rollout {
+    pub state: String,
+    #[serde(rename = "box", default)]
+    pub at: Option<String>,
+    #[serde(default)]
+    pub reason: Option<String>,
 }
 
 /// `GET /nodes`.

@@ -121,6 +121,9 @@ impl Watch {
                 service.version.clock
             ));
         }
+        if let Some(why) = held(name, service) {
+            return Verdict::Failed(why);
+        }
         if let Some(why) = fails_at_once(name, service) {
             return Verdict::Failed(why);
         }
@@ -171,6 +174,23 @@ impl Watch {
         }
         Verdict::Waiting(summary(service))
     }
+}
+
+/// Why a held rollout ends the wait: the new version failed on a box of the first wave, which
+/// went back to the version before, and the rest keep it until a newer version is deployed.
+fn held(name: &str, service: &Service) -> Option<String> {
+    let rollout = service.rollout.as_ref().filter(|r| r.state == "held")?;
+    let at = rollout.at.as_deref().unwrap_or("?");
+    let reason = rollout.reason.as_deref().unwrap_or("failed");
+    Some(format!(
+        "the rollout of {name} version {} is held: it failed on {} ({}), which went back to the \
+         version before, and the other boxes keep that version ({}); read its journal there \
+         with 'myco logs {name}', then deploy a fixed version (a newer --clock)",
+        service.version.clock,
+        short_id(at),
+        terminal_safe(reason),
+        summary(service),
+    ))
 }
 
 /// Why waiting for `service` to run cannot succeed, when that shows in one answer: no box is
@@ -401,8 +421,10 @@ mod tests {
                 .map(|(id, state)| Placed {
                     id: id.to_string(),
                     state: state.to_string(),
+                    version: None,
                 })
                 .collect(),
+            rollout: None,
         }
     }
 

@@ -15,8 +15,9 @@ Usage: myco ls [--socket PATH] [--json]
 
 Lists every service in the cluster's desired state, as the local myco-d holds it: its name, its
 version (the clock it was signed with), the commit a flake is locked to (short rev; '-' for an
-exec source), whether it is deployed or deleted (a tombstone, kept for a while after 'myco rm')
-and how many boxes should run it.
+exec source), whether it is deployed or deleted (a tombstone, kept for a while after 'myco rm'),
+how many boxes should run it, how its rollout does (done, rolling, or held with the box that
+held it and why) and each placed box with its state ('previous' where the version before runs).
 
 Options:
   --socket PATH  myco-d's API socket (default: $MYCO_SOCKET, else /run/myco/myco.sock)
@@ -109,12 +110,21 @@ pub fn ls(args: Arguments) -> Result<(), Error> {
                 s.rev.as_deref().map_or("-".into(), terminal_safe),
                 status.to_string(),
                 s.replicas.to_string(),
+                rollout(s),
                 running_on(&s.placed_on),
             ]
         })
         .collect();
     let table = output::table(
-        &["NAME", "VERSION", "REV", "STATUS", "REPLICAS", "RUNNING ON"],
+        &[
+            "NAME",
+            "VERSION",
+            "REV",
+            "STATUS",
+            "REPLICAS",
+            "ROLLOUT",
+            "RUNNING ON",
+        ],
         &rows,
     );
     output::print_text(&table)?;
@@ -141,12 +151,33 @@ fn state_notes(services: &[Service]) -> String {
     notes
 }
 
-/// `3f2a09c1 running, 11aa22bb restarting`: each placed node's id, cut to 8 digits as `git` cuts
-/// hashes, and what it reports.
+/// `done`, `rolling`, or `held 3f2a09c1 crash-loop` (the box that held it, and why); `-` for a
+/// tombstone or an older daemon.
+fn rollout(s: &Service) -> String {
+    let Some(r) = s.rollout.as_ref() else {
+        return "-".into();
+    };
+    match (r.at.as_deref(), r.reason.as_deref()) {
+        (Some(at), Some(reason)) if r.state == "held" => format!(
+            "held {} {}",
+            terminal_safe(at.get(..8).unwrap_or(at)),
+            terminal_safe(reason)
+        ),
+        _ => terminal_safe(&r.state),
+    }
+}
+
+/// `3f2a09c1 running, 11aa22bb previous`: each placed node's id, cut to 8 digits as `git` cuts
+/// hashes, and what it reports; `previous` where the version before the placed one runs (a box
+/// waiting for its wave, or one that held the rollout), so old and new show where both run.
 fn running_on(placed: &[Placed]) -> String {
     let each = placed.iter().map(|p| {
         let id = p.id.get(..8).unwrap_or(&p.id);
-        format!("{} {}", terminal_safe(id), terminal_safe(&p.state))
+        let state = match p.version.as_deref() {
+            Some("previous") => "previous",
+            _ => &p.state,
+        };
+        format!("{} {}", terminal_safe(id), terminal_safe(state))
     });
     let text = each.collect::<Vec<_>>().join(", ");
     if text.is_empty() {

@@ -154,20 +154,20 @@ fn rm_posts_a_tombstone() {
     assert_eq!(text_field(&text, "outcome"), "unchanged");
 }
 
-/// `myco ls` renders GET /services as a table, deleted entries included, ignoring fields it does
-/// not show; `--json` prints the answer itself on one line, whether it came whole or chunked.
+/// `myco ls` renders GET /services as a table, deleted entries included, with a held rollout and
+/// the box that runs the previous version, ignoring fields it does not show; `--json` prints the answer itself on one line, whether it came whole or chunked.
 #[test]
 fn ls_renders_services() {
     let dir = TempDir::new("ls");
-    let body = r#"{"services":[{"name":"web","version":{"clock":7,"key_id":1},"deleted":false,"replicas":3,"source":"flake","rev":"152b279","placed_on":[{"id":"3f2a09c1d4e5b6a7","state":"running"},{"id":"11aa22bb33cc44dd","state":"restarting"}]},{"name":"old-db","version":{"clock":1700000000000,"key_id":1},"deleted":true,"replicas":0,"source":null,"rev":null}]}"#;
+    let body = r#"{"services":[{"name":"web","version":{"clock":7,"key_id":1},"deleted":false,"replicas":3,"source":"flake","rev":"152b279","placed_on":[{"id":"3f2a09c1d4e5b6a7","state":"running","version":"placed"},{"id":"11aa22bb33cc44dd","state":"pending","version":"previous"}],"rollout":{"state":"held","box":"3f2a09c1d4e5b6a7","reason":"crash-loop"}},{"name":"old-db","version":{"clock":1700000000000,"key_id":1},"deleted":true,"replicas":0,"source":null,"rev":null}]}"#;
     let daemon = ScriptedDaemon::answering(&dir, answer("200 OK", body));
     let text = myco_ok(&dir, &["ls", "--socket", &daemon.socket()]);
     assert_eq!(daemon.request().line, "GET /services HTTP/1.1");
     assert_eq!(
         text,
-        "NAME    VERSION        REV      STATUS    REPLICAS  RUNNING ON\n\
-         web     7              152b279  deployed  3         3f2a09c1 running, 11aa22bb restarting\n\
-         old-db  1700000000000  -        deleted   0         -\n"
+        "NAME    VERSION        REV      STATUS    REPLICAS  ROLLOUT                   RUNNING ON\n\
+         web     7              152b279  deployed  3         held 3f2a09c1 crash-loop  3f2a09c1 running, 11aa22bb previous\n\
+         old-db  1700000000000  -        deleted   0         -                         -\n"
     );
 
     // A pretty-printed answer is printed on one line, otherwise as it came.

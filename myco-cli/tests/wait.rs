@@ -171,6 +171,39 @@ fn deploy_wait_fails_early_on_a_failed_unit() {
     assert_plain(&err);
 }
 
+/// A held rollout (the new version failed on the first box, which went back to the version
+/// before) ends the wait at once with exit 1, naming the box and the failure, though no box
+/// reports `failed`: they all serve the version before.
+#[test]
+fn deploy_wait_fails_on_a_held_rollout() {
+    let (dir, deployed) = setup("wait-held");
+    let (status, rolling) = web(false, &[(A, "running"), (B, "pending")]);
+    let held = rolling.replace(
+        r#""state":"running"}"#,
+        r#""state":"pending","version":"previous"}"#,
+    );
+    let held = held.replacen(
+        r#","restarts_here""#,
+        &format!(
+            r#","rollout":{{"state":"held","box":"{A}","reason":"crash-loop"}},"restarts_here""#
+        ),
+        1,
+    );
+    let daemon = scripted(&dir, deployed, vec![(status, rolling), (status, held)]);
+    let out = deploy_wait(&dir, &daemon, &["--timeout", "30"]);
+    let polls = request_lines(daemon).len() - 1;
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("rollout of web"), "{err}");
+    assert!(
+        err.contains("is held: it failed on 3f2a09c1 (crash-loop)"),
+        "{err}"
+    );
+    assert!(!err.contains("after 30 s"), "not the timeout: {err}");
+    assert!(polls <= POLLS_UNTIL_FAILED_MAX, "{polls} polls: {err}");
+    assert_plain(&err);
+}
+
 /// Empty placement means no box can run the service: exit 1 at once, saying so.
 #[test]
 fn deploy_wait_stops_when_no_box_is_eligible() {

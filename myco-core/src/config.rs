@@ -268,17 +268,42 @@ pub const GC_INTERVAL_MIN_MS: u64 = 10 * 60_000;
 /// A failed `nix-collect-garbage` is tried again after this long.
 pub const GC_RETRY_MS: u64 = 60_000;
 
+// Rollouts (`executor::rollout`)
+/// A new version runs this long on a box before it counts as settled there: the first wave
+/// settled lets the next wave take it, and a failure before settling holds the rollout.
+pub const ROLLOUT_SETTLE_MS: u64 = 10_000;
+/// Failed builds in a row that hold a version (backoff as `BUILD_RETRY_FIRST_MS`): one may be a
+/// fetch that failed, so it is retried once first.
+pub const ROLLOUT_BUILD_FAILURES: u32 = 2;
+/// One box of the first wave per this many placed boxes (rounded up): one for ten or fewer.
+pub const ROLLOUT_WAVE_EVERY: usize = 10;
+/// Versions on trial on one box (taken, not yet settled, or held until a newer entry): a new
+/// version that finds no room waits for the next round, unless nothing of it runs here (then it
+/// goes without a trial).
+pub const TRIALS_MAX: usize = 256;
+/// Versions a box keeps to go back to (the entry a unit was written from and its program): a
+/// unit whose version found no room cannot go back.
+pub const KEPT_MAX: usize = 64;
+/// A kept version: key, digest, the entry and its length, the program (`executor::build::Program`)
+/// and its length, rounded up.
+pub const KEPT_BYTES: usize =
+    16 + ENTRY_BYTES_MAX + 8 + STORE_PATH_BYTES_MAX + 8 + NAME_BYTES_MAX + 16;
+
 // The memory budget of one executor, one line per consumer (bytes, rounded up), checked below and
 // against the real `size_of::<Executor>()` in `executor/tests.rs`.
 pub const EXECUTOR_BUDGET_BYTES: usize = UNITS_MAX * 96 // installed units: name, key, digest, health, restarts, todo
     + UNIT_CHANGES_MAX * 96 // changes ring: name, kind, health name
     + UNIT_PLAN_MAX * 72 // unit files to write this round
     + BUILDS_BUDGET_BYTES // flake services on their way to a built program
+    + TRIALS_MAX * 136 // versions on trial: name, key, digests, verdict, read times
+    + KEPT_MAX * KEPT_BYTES // versions to go back to
     + ENTRY_BYTES_MAX + 8 // the entry, rebuilt from the store, that a write or build borrows
     + UNITS_MAX * 104 // each unit's health probe: schedule, grace, count, token, last reason (40)
     + ENTRY_BYTES_MAX + 16 // the entry a health check borrows, and the probes' idle time
     + 256; // flags, timers, token, counters, command in flight
-pub const EXECUTOR_BYTES_MAX: usize = 512 * 1024;
+/// Raised from 512 KiB when health checks (a probe per unit) and rollouts (trials, kept versions)
+/// joined the executor.
+pub const EXECUTOR_BYTES_MAX: usize = 640 * 1024;
 
 const _: () = assert!(EXECUTOR_BUDGET_BYTES <= EXECUTOR_BYTES_MAX);
 const _: () = assert!(UNITS_PER_COMMAND > 0 && UNIT_PLAN_MAX <= UNITS_MAX);

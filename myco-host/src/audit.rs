@@ -40,9 +40,21 @@ pub enum AuditOutcome {
     Removed,
     /// A new version failed and the previous one runs again.
     RolledBack,
+    /// A step of a rollout on this box (`executor::rollout::is_step`): `on-trial`, `settled`,
+    /// `held-<reason>`.
+    Rollout(&'static str),
 }
 
 impl AuditOutcome {
+    /// A unit file was written: a version started, or the version before a held one again.
+    pub fn written(rollback: bool) -> AuditOutcome {
+        if rollback {
+            AuditOutcome::RolledBack
+        } else {
+            AuditOutcome::Started
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             AuditOutcome::Built => "built",
@@ -50,6 +62,7 @@ impl AuditOutcome {
             AuditOutcome::BuildFailed => "build-failed",
             AuditOutcome::Removed => "removed",
             AuditOutcome::RolledBack => "rolled-back",
+            AuditOutcome::Rollout(step) => step,
         }
     }
 }

@@ -29,6 +29,87 @@ fn start_with(d: &mut Daemon, extra: &[&str]) {
     d.start(d.executor_command(extra));
 }
 
+/// A new version that fails (the stand-in reports a unit running /bin/false failed) on this box,
+/// alone and so the first wave, goes back to the version before: the unit file is written again
+/// from the kept entry and restarted, `/services` says the rollout is held here with the reason,
+/// the audit log records each step, and a newer version rolls out again.
+#[test]
+fn a_failing_version_goes_back_and_the_rollout_holds() {
+    use myco_testkit::entries::exec_entry;
+    let op = operator();
+    let mut d = Daemon::new("rollback", &op, 22);
+    start(&mut d);
+    let unit = d.dir.path().join("units/myco-web.service");
+    assert_eq!(d.deploy(&entry(&op, "web", 1)).0, 200);
+    wait_until(Duration::from_secs(30), "version 1 settles", || {
+        d.get("/services/web")
+            .1
+            .contains(r#""rollout":{"state":"done"}"#)
+    });
+    let v1 = fs::read_to_string(&unit).unwrap();
+
+    assert_eq!(d.deploy(&exec_entry(&op, "web", 2, "/bin/false")).0, 200);
+    wait_until(Duration::from_secs(30), "the rollout holds", || {
+        d.get("/services/web").1.contains(r#""state":"held""#)
+    });
+    let services = d.get("/services/web").1;
+    assert!(services.contains(r#""reason":"unit-failed""#), "{services}");
+    wait_until(
+        Duration::from_secs(10),
+        "the box serves the version before",
+        || {
+            let s = d.get("/services/web").1;
+            s.contains(r#""state":"pending","version":"previous""#)
+        },
+    );
+    wait_until(
+        Duration::from_secs(10),
+        "the version before is written back",
+        || fs::read_to_string(&unit).is_ok_and(|t| t == v1),
+    );
+    let restarts = || {
+        let calls = calls(d.dir.path());
+        calls
+            .iter()
+            .filter(|c| *c == "restart myco-web.service")
+            .count()
+    };
+    wait_until(Duration::from_secs(10), "and restarted", || restarts() == 2);
+
+    assert_eq!(d.deploy(&entry(&op, "web", 3)).0, 200);
+    wait_until(
+        Duration::from_secs(30),
+        "version 3 rolls out and settles",
+        || {
+            let s = d.get("/services/web").1;
+            s.contains(r#""clock":3"#) && s.contains(r#""rollout":{"state":"done"}"#)
+        },
+    );
+    assert_eq!(
+        restarts(),
+        3,
+        "version 3 is started once; version 2 is not tried again"
+    );
+    // Version 1 was the first here: its trial is no step of a rollout, and is not audited.
+    let audit = fs::read_to_string(d.dir.path().join("audit.log")).unwrap();
+    let outcomes: Vec<&str> = audit
+        .lines()
+        .filter_map(|l| l.split(r#""outcome":""#).nth(1)?.split('"').next())
+        .collect();
+    let expected = [
+        "started",
+        "started",
+        "on-trial",
+        // The write back is audited as it happens, the verdict with the step's changes.
+        "rolled-back",
+        "held-unit-failed",
+        "started",
+        "on-trial",
+        "settled",
+    ];
+    assert_eq!(outcomes, expected, "{audit}");
+}
+
 #[test]
 fn units_follow_the_desired_state() {
     let op = operator();

@@ -23,6 +23,7 @@ mod faults;
 use myco_core::config::REVOCATION_BYTES_MAX;
 use myco_core::config::{ARENA_BYTES, GOSSIP_INTERVAL_MS, SERVICES_MAX};
 use myco_core::crypto::revocation::encode_revocation;
+use myco_core::executor::unit_digest;
 use myco_core::hash::{digest, DOMAIN_ENTRY};
 use myco_core::node::Counters;
 use myco_core::node::{Storage, Submitted};
@@ -571,6 +572,8 @@ impl Cluster {
 
     pub fn run(&mut self) -> Report {
         let ops = operations(&self.s, &self.ids.operator);
+        let bad = ops.iter().filter(|o| o.bad).map(|o| unit_digest(&o.entry));
+        self.exec.bad.extend(bad);
         let reference = self.reference(&ops);
         let ops_end = OPS_START_MS + self.s.ops_window_ms * 2 + TICK_MS;
         // Phase changes happen on tick boundaries.

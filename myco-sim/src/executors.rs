@@ -23,6 +23,12 @@
 //!    failed build is not retried before its backoff (`retry_delay_ms`) has passed.
 //! 8. a unit that failed its health checks is restarted before it is checked again, and is out
 //!    of DNS until a check passes (`checks.rs`).
+//! 9. rollouts (`myco_core::executor::rollout`): a bad version (`Scenario::bad_update_ppm`: its
+//!    unit fails or crash-loops and its build fails on every box) replaces a unit of an earlier
+//!    version only on a box of the first wave; a box never writes a version older than its unit's
+//!    but to go back to exactly the version it ran before; once settled, a rollout that is not
+//!    held has reached every placed box, and one that is held was held by a box where the version
+//!    really failed (a bad version, or the box's own unit fault).
 //!
 //! Nothing here allocates while stepping: tables are sized at boot; only the settle checks
 //! allocate, and the run leaves what they allocate out of the nodes' count.
@@ -31,6 +37,7 @@ use crate::invariants::executors::{
     check_dns, check_enabled, check_one_in_flight, check_program, check_remove,
     check_status_truthful,
 };
+use crate::invariants::rollout::{check_rollouts, check_write};
 use myco_core::config::{SYSTEMCTL_TIMEOUT_MS, UNITS_PER_COMMAND};
 use myco_core::executor::{
     retry_delay_ms, Build, BuildState, Command, Executor, Outcome, UnitHealth, Verb,
@@ -39,7 +46,7 @@ use myco_core::random::Prng;
 use myco_core::state::store::key_hash;
 use myco_core::unit::{service_of, UNIT_NAME_BYTES_MAX};
 use myco_core::{Instant, Node};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 mod checks;
 use std::fmt::Write as _;
@@ -66,6 +73,9 @@ pub(crate) struct SimUnit {
     pub(crate) failed_checks: u8,
     /// It failed its entry's `failures` checks in a row: a restart is owed (invariant 8).
     pub(crate) restart_owed: bool,
+    /// The clock of the version written, and the digest and clock of the one written before it.
+    pub(crate) clock: u64,
+    pub(crate) before: Option<(u64, u64)>,
 }
 
 /// A build running on one node: what it prints, when it ends.
@@ -112,16 +122,21 @@ pub(crate) struct SimBox {
     /// Health checks under way, at most `checks::CHECK_SLOTS`.
     checks: Vec<checks::CheckJob>,
     changed: bool,
+    /// The node crashed once: its store may have lost versions its units run (invariant 9 then
+    /// allows an older write).
+    pub(crate) crashed: bool,
 }
 
 pub struct Executors {
     pub(crate) boxes: Vec<SimBox>,
     rng: Prng,
-    seed: u64,
+    pub(crate) seed: u64,
     /// Join addresses name other nodes: alone means cut off (`executor::reconcile::mode`).
     peers: bool,
-    unit_fault_ppm: u64,
+    pub(crate) unit_fault_ppm: u64,
     systemctl_fault_ppm: u64,
+    /// The digests of the bad versions (invariant 9).
+    pub(crate) bad: HashSet<u64, Fixed>,
     stdout: String,
     /// Commands run, hung commands cancelled and settle checks passed, for the report.
     pub commands: u64,
@@ -149,6 +164,7 @@ impl Executors {
                 job_units: Vec::with_capacity(UNITS_PER_COMMAND),
                 checks: Vec::with_capacity(checks::CHECK_SLOTS),
                 changed: true,
+                crashed: false,
             })
             .collect();
         Executors {
@@ -157,6 +173,7 @@ impl Executors {
             seed,
             unit_fault_ppm,
             systemctl_fault_ppm,
+            bad: HashSet::default(),
             stdout: String::with_capacity(UNITS_PER_COMMAND * 192),
             peers: nodes > 1,
             commands: 0,
@@ -185,6 +202,7 @@ impl Executors {
         for (_, u) in b.units.values_mut() {
             (u.failed_checks, u.restart_owed) = (0, false);
         }
+        b.crashed = true;
         for (name, u) in b.units.values() {
             if u.file {
                 b.executor.handle_installed(name, u.digest);
@@ -224,19 +242,13 @@ impl Executors {
                     digest,
                     entry,
                     program,
+                    clock,
                     ..
                 } => {
                     check_program(name, entry, program)?;
-                    let (_, u) = b.units.entry(key_hash(name)).or_insert_with(|| {
-                        let name = heapless::String::try_from(name).expect("service names fit");
-                        (name, SimUnit::default())
-                    });
-                    u.file = true;
-                    if u.digest != digest {
-                        // A new version's checks are counted from nothing.
-                        (u.failed_checks, u.restart_owed) = (0, false);
-                    }
-                    u.digest = digest;
+                    let bad = self.bad.contains(&digest);
+                    let units = &mut b.units;
+                    write(units, node, (name, digest, clock), (bad, b.crashed))?;
                 }
                 Command::RemoveUnitFile { name } => {
                     let u = b.units.get_mut(&key_hash(name)).map(|(_, u)| u);
@@ -342,6 +354,8 @@ impl Executors {
         // Short, as a build of a rev already in a cache is: the simulation checks the order of
         // builds and units, and a box of many services builds them one after another.
         let latency_ms = 10 + self.rng.below(90);
+        // A bad version never builds.
+        let fault = fault || self.bad.contains(&digest);
         b.build = Some(BuildJob {
             token,
             key,
@@ -366,7 +380,8 @@ impl Executors {
         self.stdout.clear();
         if job.ok {
             let seed = self.seed ^ i as u64;
-            apply(b, &job, &mut self.stdout, seed, self.unit_fault_ppm)?;
+            let faults = (seed, self.unit_fault_ppm, &self.bad);
+            apply(b, &job, &mut self.stdout, faults)?;
         }
         let stdout = self.stdout.as_bytes();
         let outcome = Outcome { ok: job.ok, stdout };
@@ -424,9 +439,36 @@ impl Executors {
         }
         check_enabled(nodes, live, &self.boxes)?;
         check_dns(nodes, live, up, &self.boxes)?;
+        check_rollouts(nodes, live, self)?;
         self.checks += 1;
         Ok(true)
     }
+}
+
+/// Writes the unit file of version `(name, digest, clock)` among a box's `units`, after
+/// invariant 9's check (`bad`: a bad version; `crashed`: the box crashed once).
+fn write(
+    units: &mut HashMap<u64, (heapless::String<63>, SimUnit), Fixed>,
+    node: &Node,
+    (name, digest, clock): (&str, u64, u64),
+    (bad, crashed): (bool, bool),
+) -> Result<(), String> {
+    let (_, u) = units.entry(key_hash(name)).or_insert_with(|| {
+        let name = heapless::String::try_from(name).expect("service names fit");
+        (name, SimUnit::default())
+    });
+    check_write(node, (key_hash(name), digest, clock), u, bad, crashed)?;
+    if u.file && u.digest != digest {
+        u.before = Some((u.digest, u.clock));
+    }
+    if u.digest != digest {
+        // A new version's checks are counted from nothing.
+        (u.failed_checks, u.restart_owed) = (0, false);
+    }
+    u.file = true;
+    u.digest = digest;
+    u.clock = clock;
+    Ok(())
 }
 
 /// What a successful command does to the simulated systemd; `show` writes its report.
@@ -434,8 +476,7 @@ fn apply(
     b: &mut SimBox,
     job: &Job,
     stdout: &mut String,
-    seed: u64,
-    fault_ppm: u64,
+    (seed, fault_ppm, bad): (u64, u64, &HashSet<u64, Fixed>),
 ) -> Result<(), String> {
     for unit in &b.job_units {
         let name = service_of(unit).expect("the executor names its own units");
@@ -460,12 +501,12 @@ fn apply(
                     return Err(format!("unit {unit} enabled while already enabled"));
                 }
                 u.enabled = true;
-                u.active = Some(start(seed, key, fault_ppm));
+                u.active = Some(start(seed, key, fault_ppm, bad.contains(&u.digest)));
                 u.sick = checks::sick(seed, key, fault_ppm);
                 (u.failed_checks, u.restart_owed) = (0, false);
             }
             Verb::Restart => {
-                u.active = Some(start(seed, key, fault_ppm));
+                u.active = Some(start(seed, key, fault_ppm, bad.contains(&u.digest)));
                 // A restart cures a service that stopped answering.
                 u.sick = false;
                 (u.failed_checks, u.restart_owed) = (0, false);
@@ -498,8 +539,16 @@ fn apply(
 }
 
 /// How a unit does once started: its fault is a function of the node and the unit, so it
-/// behaves the same on every start.
-fn start(seed: u64, key: u64, fault_ppm: u64) -> UnitHealth {
+/// behaves the same on every start; a bad version fails or crash-loops (one in two of each)
+/// wherever it starts.
+pub(crate) fn start(seed: u64, key: u64, fault_ppm: u64, bad: bool) -> UnitHealth {
+    if bad {
+        return if key.is_multiple_of(2) {
+            UnitHealth::Failed
+        } else {
+            UnitHealth::Restarting
+        };
+    }
     let draw = Prng::new(seed ^ key).below(1_000_000);
     if draw < fault_ppm / 2 {
         UnitHealth::Failed

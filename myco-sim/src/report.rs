@@ -46,6 +46,7 @@ pub fn parse_scenario(args: &mut Arguments) -> Result<Scenario, String> {
         "--systemctl-faults",
         opt(args, "--systemctl-faults", 0.0f64)?,
     )?;
+    s.bad_update_ppm = probability("--bad-updates", opt(args, "--bad-updates", 0.0f64)?)?;
     s.ops_window_ms = opt(args, "--ops-window", s.ops_window_ms)?;
     s.adversary = args.contains("--adversary");
     match args

@@ -43,6 +43,9 @@ pub struct Scenario {
     pub unit_fault_ppm: u64,
     /// `systemctl` commands that fail or hang and then fail, per million (half each).
     pub systemctl_fault_ppm: u64,
+    /// New versions (updates) that are bad, per million: their unit fails or crash-loops, and
+    /// a flake's build fails, on every box (`executors.rs`), so their rollout must hold.
+    pub bad_update_ppm: u64,
 }
 
 impl Scenario {
@@ -66,6 +69,7 @@ impl Scenario {
             kill: true,
             unit_fault_ppm: 0,
             systemctl_fault_ppm: 0,
+            bad_update_ppm: 0,
         }
     }
 
@@ -104,6 +108,7 @@ impl Scenario {
             // Drawn last, so every earlier dimension of a seed stays what it was.
             unit_fault_ppm: r.below(100_001),
             systemctl_fault_ppm: r.below(100_001),
+            bad_update_ppm: r.below(500_001),
         }
     }
 
@@ -122,11 +127,12 @@ impl Scenario {
             self.partitions,
             self.crashes,
         ) + &format!(
-            " --ops-window {} --wal-checkpoint-bytes {} --unit-faults {} --systemctl-faults {}{}{}{}",
+            " --ops-window {} --wal-checkpoint-bytes {} --unit-faults {} --systemctl-faults {} --bad-updates {}{}{}{}",
             self.ops_window_ms,
             self.wal_checkpoint_bytes,
             self.unit_fault_ppm as f64 / 1e6,
             self.systemctl_fault_ppm as f64 / 1e6,
+            self.bad_update_ppm as f64 / 1e6,
             if self.adversary { " --adversary" } else { "" },
             if self.rotate { " --scenario rotate" } else { "" },
             if self.kill { "" } else { " --kill false" },
@@ -139,6 +145,8 @@ pub struct Op {
     pub at_ms: u64,
     pub node: usize,
     pub entry: Vec<u8>,
+    /// A bad new version (`Scenario::bad_update_ppm`).
+    pub bad: bool,
 }
 
 /// Operations start once membership has formed and are spread over this window.
@@ -217,8 +225,11 @@ pub fn operations(s: &Scenario, operator: &SigningKey) -> Vec<Op> {
             at_ms,
             node: r.below(s.nodes as u64) as usize,
             entry,
+            bad: false,
         });
     }
+    // Drawn apart, so the operations of a seed are what they were before bad versions existed.
+    let mut badness = Prng::new(s.seed ^ 0x4241_4456);
     for k in 0..(s.updates + s.deletes) {
         if s.services == 0 {
             break;
@@ -239,6 +250,7 @@ pub fn operations(s: &Scenario, operator: &SigningKey) -> Vec<Op> {
             at_ms,
             node: r.below(s.nodes as u64) as usize,
             entry,
+            bad: k < s.updates && badness.below(1_000_000) < s.bad_update_ppm,
         });
     }
     ops.sort_by_key(|o| o.at_ms);

@@ -106,6 +106,17 @@ impl Probe {
         self.next_ms = self.seen_ms.unwrap_or(now.0) + u64::from(self.interval_ms);
     }
 
+    /// How long a running unit's checks may take to find it unhealthy: the grace (one interval),
+    /// then `failures` failed checks an interval apart, the last up to its timeout. 0 without
+    /// checks.
+    pub(super) fn verdict_ms(&self) -> u64 {
+        if !self.checked {
+            return 0;
+        }
+        let interval = u64::from(self.interval_ms);
+        interval * (u64::from(self.failures_max) + 1) + u64::from(self.timeout_ms)
+    }
+
     fn due(&self, now: Instant) -> bool {
         self.checked && self.in_flight.is_none() && now.0 >= self.next_ms
     }
@@ -278,6 +289,25 @@ mod tests {
     const RUNNING: &[u8] = b"Id=myco-web.service\nActiveState=active\nSubState=running\n\
 NRestarts=0\nUnitFileState=enabled\n\n";
 
+    /// A version on trial settles no sooner than its checks can find it unhealthy: the grace,
+    /// then `failures` checks an interval apart, the last up to its timeout; without checks the
+    /// rollout's own settle time alone.
+    #[test]
+    fn a_probe_says_how_long_its_verdict_takes() {
+        let mut p = Probe::default();
+        p.learn(Instant(0), None);
+        assert_eq!(p.verdict_ms(), 0);
+        let health = Health {
+            check: Check::Tcp { port: 8080 },
+            interval_s: 10,
+            timeout_s: 2,
+            failures: 3,
+        };
+        p.learn(Instant(0), Some(&health));
+        assert_eq!(p.verdict_ms(), 42_000);
+        assert!(p.verdict_ms() > crate::config::ROLLOUT_SETTLE_MS);
+    }
+
     /// A node with service `web` deployed, its HTTP check every 10 s, 3 failures in a row.
     fn deployed() -> Box<Node> {
         let mut n = node(WAL_CHECKPOINT_BYTES);
@@ -395,6 +425,14 @@ NRestarts=0\nUnitFileState=enabled\n\n";
             assert!(e.handle_check_done(Instant(*now + 5), token, result));
             *now += 10_000;
         };
+        // First past its trial: a version settles once it has run as long as its checks need to
+        // find it unhealthy (42 s here), so the failures below are health's alone, not a rollout
+        // held (`rollout::settle_ms`).
+        for _ in 0..4 {
+            fail(&mut e, &mut now, CheckResult::Passed);
+        }
+        assert_eq!(run_commands(&mut e, &n, now - 1_000), [Verb::Show]);
+        assert_eq!(e.not_running(&n).count(), 0, "settled");
         fail(&mut e, &mut now, CheckResult::Failed("status 5xx"));
         fail(&mut e, &mut now, CheckResult::Failed("status 5xx"));
         fail(&mut e, &mut now, CheckResult::Passed);

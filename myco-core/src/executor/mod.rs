@@ -33,6 +33,7 @@ pub mod gc;
 mod health;
 mod names;
 pub mod reconcile;
+pub mod rollout;
 mod systemd;
 #[cfg(test)]
 mod tests;
@@ -52,7 +53,7 @@ use crate::config::{
     UNIT_CHANGES_MAX, UNIT_PLAN_MAX,
 };
 use crate::hash::{digest, DOMAIN_ENTRY};
-use crate::node::{Node, Sink};
+use crate::node::{Node, PlacedDigests, Sink};
 use crate::schema::entry::{Entry, Source};
 use crate::schema::message::UnitState;
 use crate::state::packed::EntryBytes;
@@ -62,6 +63,7 @@ use crate::unit::{self, UnitContext, UnitError};
 use build::{BuildFlight, Builds};
 use heapless::{Deque, String, Vec};
 use reconcile::{Action, Unit};
+use rollout::{Admit, Kept, Rollouts, Verdict};
 
 /// A service name.
 pub type Name = String<NAME_BYTES_MAX>;
@@ -190,6 +192,8 @@ pub enum Command<'a> {
         clock: u64,
         /// For a flake: the built program, `<out>/bin/<name>`.
         program: Option<&'a str>,
+        /// The version before a held one, written back (`rollout.rs`).
+        rollback: bool,
     },
     /// Build `<uri>#<attr>` (a locked reference) at the lowest priority, with the out-link (the
     /// GC root) `root` in the GC root directory; report what `nix build --json` printed.
@@ -258,6 +262,8 @@ pub struct ExecutorStats {
 enum Step {
     Write,
     Delete,
+    /// Write back the version a held trial replaced (`rollout.rs`).
+    Rollback,
     Systemctl(Verb),
 }
 
@@ -303,6 +309,8 @@ pub struct Executor {
     builds: Builds,
     /// The units' health checks (`health.rs`).
     probes: health::Probes,
+    /// Versions on trial here and the versions they may go back to (`rollout.rs`).
+    rollouts: Rollouts,
     /// The entry the last issued write or build was made from, rebuilt from the store: the
     /// command borrows it until the next poll.
     lent: Option<EntryBytes>,
@@ -330,6 +338,7 @@ impl Executor {
             changes: Deque::new(),
             builds: Builds::default(),
             probes: health::Probes::default(),
+            rollouts: Rollouts::default(),
             lent: None,
             stats: ExecutorStats::default(),
         }
@@ -373,6 +382,9 @@ impl Executor {
         if self.in_flight.is_some() || now.0 < self.idle_until_ms {
             return None;
         }
+        // Versions that wait on what other boxes say (an unheard first wave, a failed build that
+        // a first wave may have held meanwhile) are looked at again now and then.
+        self.dirty |= self.rollouts.recheck_due(now.0, &self.builds);
         if self.dirty && now.0 >= self.next_reconcile_ms {
             self.dirty = false;
             self.next_reconcile_ms = now.0 + RECONCILE_INTERVAL_MS;
@@ -386,6 +398,7 @@ impl Executor {
             } else {
                 self.next_health_ms
             };
+            let due = due.min(self.rollouts.next_recheck_ms(&self.builds));
             self.idle_until_ms = if self.dirty {
                 due.min(self.next_reconcile_ms)
             } else {
@@ -420,6 +433,7 @@ impl Executor {
         match done.step {
             Step::Write => self.written(outcome.ok, done.digest),
             Step::Delete => self.deleted(),
+            Step::Rollback => self.rolled_back(now, outcome.ok, done.digest),
             Step::Systemctl(verb) => self.ran(now, verb, done.count, outcome),
         }
         assert!(self.in_flight.is_none());
@@ -512,6 +526,7 @@ impl Executor {
             && self.units.iter().all(|u| u.todo == Todo::None)
             && self.builds.in_flight.is_none()
             && self.builds.table.is_empty()
+            && self.rollouts.at_rest()
     }
 
     /// The placements and health changes since the last call, oldest first.
@@ -551,6 +566,10 @@ impl Executor {
     ) -> impl Iterator<Item = (&'a Slot, Option<UnitState>)> + 'a {
         node.placed_here().map(|slot| {
             let key = slot.key_hash;
+            let unit = self.units.iter().find(|u| u.key == key);
+            if let Some(state) = self.rollouts.state(key, slot.digest, unit) {
+                return (slot, Some(state));
+            }
             let build = self.builds.table.iter().find(|b| b.key == key);
             // A unit of any version of it that runs: what serves while a new one is on its way.
             let serving = || {
@@ -581,14 +600,33 @@ impl Executor {
         // One more than a status lists is enough for `set_status` to say `more`.
         let mut units: Vec<(u64, UnitState), { STATUS_UNITS_MAX + 1 }> = Vec::new();
         let mut placed = 0;
+        // Services with a trial or a build first, so that a status cut short still tells the
+        // next wave about them (`Status::trials_listed`).
+        let mut first = 0;
         for (slot, state) in self.placed_states(node) {
             placed ^= slot.digest;
-            if let Some(state) = state {
+            if let Some(state) = state.filter(|_| self.on_trial(node, slot)) {
+                first += 1;
                 // Past one more than fits, the list is only counted into the digest.
                 let _ = units.push((slot.key_hash, state));
             }
         }
-        node.set_status(now, floor, placed, units.into_iter(), sink);
+        for (slot, state) in self.placed_states(node) {
+            if let Some(state) = state.filter(|_| !self.on_trial(node, slot)) {
+                let _ = units.push((slot.key_hash, state));
+            }
+        }
+        let listing = (placed, first <= STATUS_UNITS_MAX);
+        node.set_status_listing(now, floor, listing, units.into_iter(), sink);
+    }
+
+    /// Whether the placed entry of `slot` is on trial here or being built, on a box of its first
+    /// wave (whose status the next wave reads).
+    fn on_trial(&self, node: &Node, slot: &Slot) -> bool {
+        let key = slot.key_hash;
+        let trial = self.rollouts.trial(key, slot.digest).is_some()
+            || self.builds.table.iter().any(|b| b.key == key);
+        trial && rollout::in_first_wave(&node.placement(key), node.id())
     }
 
     /// Units by health, in `UnitHealth::ALL` order.
@@ -603,6 +641,17 @@ impl Executor {
             }
         }
         counts
+    }
+
+    /// Whether some version waited at the last reconcile for a first-wave box whose status does
+    /// not speak of it (looked at again every health interval, so it may have spoken since).
+    pub fn waits_unheard(&self) -> bool {
+        self.rollouts.unheard
+    }
+
+    /// Why version `digest` (entry digest) of service `key` was held on this box, if it was.
+    pub fn held(&self, key: u64, digest: u64) -> Option<crate::schema::message::HoldReason> {
+        self.rollouts.trial(key, digest)?.held
     }
 
     /// The installed units, in table order.
@@ -665,15 +714,24 @@ impl Executor {
             self.dirty = true;
             self.next_reconcile_ms = 0;
         }
-        // A build for a version no longer placed here is of no use.
+        // A trial of a version no longer placed here is over (an entry's digest names it alone);
+        // a build for such a version, or for one held here, is of no use.
+        self.rollouts
+            .retain(|_, digest| wanted.iter().any(|u| u.digest == digest));
+        let rollouts = &self.rollouts;
         let placed = |key, name: &str, digest| {
             let mut w = wanted.iter();
             w.any(|u| u.digest == digest && key_hash(u.name) == key && u.name == name)
+                && !rollouts.held_here(name, digest)
         };
         self.builds.retain(placed);
+        (self.rollouts.waiting, self.rollouts.unheard) = (false, false);
+        let mut digests = None;
         for (name, remove) in plan {
             if remove {
                 self.mark_disable(&name);
+            } else if !self.admit(node, &wanted, &name, &mut digests) {
+                // Held, or waiting for its wave (reconciled again soon, below).
             } else if let Some(digest) = self.unbuilt(node, &wanted, &name) {
                 if !self.builds.want(&name, digest) {
                     // The builds table is full: the next round tries again.
@@ -684,6 +742,113 @@ impl Executor {
                 self.writes.push(name).expect("the plan fits the writes");
             }
         }
+        if self.rollouts.waiting {
+            self.dirty = true;
+        }
+    }
+
+    /// Whether the placed version of `name` (in `wanted`) may be installed or replace the
+    /// unit here now (`rollout.rs`): a new trial is noted. `digests`: `Node::placed_digests`,
+    /// computed on first need and kept for the round.
+    fn admit(
+        &mut self,
+        node: &Node,
+        wanted: &[Unit<'_>],
+        name: &str,
+        digests: &mut Option<PlacedDigests>,
+    ) -> bool {
+        let new = wanted
+            .iter()
+            .find(|u| u.name == name)
+            .map_or(0, |u| u.digest);
+        let old = self.unit(name).filter(|u| u.todo != Todo::Delete);
+        let old = old.map(|u| u.digest);
+        let key = key_hash(name);
+        let placement = node.placement(key);
+        let first = rollout::in_first_wave(&placement, node.id());
+        let gate = || {
+            rollout::gate(node.id(), &placement, |id| {
+                let placed = digests.get_or_insert_with(|| node.placed_digests());
+                rollout::said_by(node, placed, (id, key), &placement)
+            })
+        };
+        match self.rollouts.admit((name, new, old), first, gate) {
+            Admit::Go => true,
+            Admit::Trial => {
+                // A first version on trial is no step of a rollout here: only a replacement is.
+                if old.is_some() {
+                    note(&mut self.changes, name, false, "on-trial");
+                }
+                self.health_changed = true;
+                true
+            }
+            Admit::No => {
+                // A build waits for its version to be admitted; a held one never is.
+                self.builds.forget(name);
+                false
+            }
+        }
+    }
+
+    /// Judges the trials after a health read or a build's end (`Rollouts::judge`); a decided
+    /// one changes the status, and a held one may have a unit to write back.
+    fn judge(&mut self, now: Instant) {
+        let changes = &mut self.changes;
+        let mut decided = false;
+        self.rollouts
+            .judge(now.0, &self.units, &self.builds, |trial, verdict| {
+                decided = true;
+                // A first version that settles is no step of a rollout here.
+                if trial.old.is_some() || verdict != Verdict::Settled {
+                    note(changes, &trial.name, false, verdict.word());
+                }
+            });
+        if decided {
+            // A held version's build, if any, is dropped by the next round.
+            self.dirty = true;
+            self.health_changed = true;
+            self.idle_until_ms = 0;
+        }
+    }
+
+    /// Keeps the version a unit is about to be written from, with its built program, so that
+    /// the unit can go back to it (`rollout.rs`).
+    fn keep(&mut self, entry: &EntryBytes) {
+        let digest = unit_digest(entry);
+        let name = entry.decode().body.name;
+        let program = self.builds.program(name, digest);
+        let program = program.and_then(|p| build::Program::try_from(p).ok());
+        let version = Kept {
+            key: key_hash(name),
+            digest,
+            entry: entry.clone(),
+            program,
+        };
+        self.rollouts.keep(version, &self.units);
+    }
+
+    /// The version before was written back (or not: retried after `COMMAND_RETRY_MS`): the
+    /// unit runs it after the restart that follows.
+    fn rolled_back(&mut self, now: Instant, ok: bool, digest: u64) {
+        let (trial, _) = self.rollouts.rollback().expect("a rollback was in flight");
+        let name = trial.name.clone();
+        self.rollouts.rolled_back(&name, ok);
+        if !ok {
+            self.retry_at_ms = now.0 + COMMAND_RETRY_MS;
+            return;
+        }
+        self.stats.units_written += 1;
+        note(&mut self.changes, &name, true, "rolled-back");
+        self.needs_reload = true;
+        self.health_changed = true;
+        let key = key_hash(&name);
+        let unit = self.units.iter_mut().find(|u| u.key == key);
+        let unit = unit.expect("a held trial's unit is installed");
+        unit.digest = digest;
+        unit.todo = match unit.todo {
+            Todo::Start | Todo::Delete => Todo::Start,
+            Todo::None | Todo::Restart | Todo::Disable => Todo::Restart,
+        };
     }
 
     /// For a flake service whose entry (of digest `digest` in `wanted`) has no built program
@@ -718,6 +883,7 @@ impl Executor {
             }
             push_change(&mut self.changes, change);
         }
+        self.judge(now);
         self.health_changed = true;
         self.idle_until_ms = 0;
         assert!(self.builds.in_flight.is_none());
@@ -747,6 +913,9 @@ impl Executor {
         if now.0 < self.retry_at_ms {
             return None;
         }
+        if self.rollouts.rollback().is_some() {
+            return Some(Step::Rollback);
+        }
         let verb = if self.pending(Todo::Disable) {
             Verb::Disable
         } else if self.needs_reload {
@@ -773,6 +942,7 @@ impl Executor {
         self.next_token += 1;
         let write = (step == Step::Write).then(|| {
             let (entry, clock) = placed_entry(node, &self.writes[0]).expect("checked by next_step");
+            self.keep(&entry);
             self.lent = Some(entry);
             clock
         });
@@ -781,18 +951,21 @@ impl Executor {
                 self.stats.systemctl_runs += 1;
                 self.units_for(verb).left
             }
-            Step::Write | Step::Delete => 0,
+            Step::Write | Step::Delete | Step::Rollback => 0,
         };
         assert!(count <= UNITS_PER_COMMAND);
         self.in_flight = Some(InFlight {
             token,
             step,
             count,
-            digest: self
-                .lent
-                .as_ref()
-                .filter(|_| write.is_some())
-                .map_or(0, |e| unit_digest(e)),
+            digest: match self.rollouts.rollback() {
+                Some((_, kept)) if step == Step::Rollback => kept.digest,
+                _ => self
+                    .lent
+                    .as_ref()
+                    .filter(|_| write.is_some())
+                    .map_or(0, |e| unit_digest(e)),
+            },
             issued_ms: now.0,
         });
         let command = match step {
@@ -811,6 +984,7 @@ impl Executor {
                     start,
                     clock,
                     program: self.builds.program(name, digest),
+                    rollback: false,
                 }
             }
             Step::Delete => {
@@ -818,12 +992,27 @@ impl Executor {
                 let name = unit.expect("checked by next_step").name.as_str();
                 Command::RemoveUnitFile { name }
             }
+            Step::Rollback => self.rollback_command(),
             Step::Systemctl(verb) => Command::Systemctl {
                 verb,
                 units: self.units_for(verb),
             },
         };
         Issued { token, command }
+    }
+
+    /// The write of the kept version a held trial goes back to.
+    fn rollback_command(&self) -> Command<'_> {
+        let (trial, kept) = self.rollouts.rollback().expect("checked by next_step");
+        Command::WriteUnit {
+            name: trial.name.as_str(),
+            entry: &kept.entry,
+            digest: kept.digest,
+            start: false,
+            clock: kept.entry.decode().body.version.clock,
+            program: kept.program.as_deref(),
+            rollback: true,
+        }
     }
 
     /// The units `verb` names: those with its todo, or for `show` the sweep's next ones.
@@ -917,6 +1106,7 @@ impl Executor {
             Verb::Restart => self.settle(Todo::Restart, Todo::None, count, outcome.ok),
             Verb::Show => {
                 self.read_health(now, outcome.stdout);
+                self.judge(now);
                 self.show_from += count;
                 if self.show_from >= self.units.len() || count == 0 {
                     self.show_from = 0;

@@ -32,7 +32,14 @@ pub fn health_on(
     let (id, key) = at;
     if id == node.id() {
         let unit = executor?.unit(name);
-        return Some(unit.map_or(UnitHealth::Pending, |u| u.health));
+        // Read strictly, a unit of another version (the one before, kept while the rollout
+        // waits or holds) does not run the placed one.
+        let placed_digest = node.store().live_by_name(name).map(|s| s.digest);
+        let other = |digest| placed.is_some() && placed_digest.is_some_and(|d| d != digest);
+        return Some(match unit {
+            Some(u) if !other(u.digest) => u.health,
+            _ => UnitHealth::Pending,
+        });
     }
     let status = node.status_of(id)?;
     match status.units.iter().find(|(k, _)| k.0 == key) {
@@ -105,7 +112,8 @@ impl Names<'_> {
     /// until the new one is built, and dropping every box of a service while they all build a
     /// new version would take the service off the air at each rollout; a box that builds the
     /// first version it will run (`FirstBuilding`, `FirstBuildFailed`) runs nothing, and is not.
-    /// A box about to restart into a new version (`Updating`) still serves the one before.
+    /// A box about to restart into a new version (`Updating`) still serves the one before, and
+    /// so does a box that held a rollout and serves the version before (`Held`, `serving`).
     pub fn healthy_at(&self, id: u64, key: u64, name: &str) -> Option<PeerAddr> {
         let peer = id != self.node.id();
         let listed = self.listed_at(id, key);
@@ -118,7 +126,13 @@ impl Names<'_> {
                 );
                 peer && !first
             }
-            Some(UnitHealth::Pending) => peer && listed == Some(UnitState::Updating),
+            Some(UnitHealth::Pending) => {
+                let before = matches!(
+                    listed,
+                    Some(UnitState::Updating | UnitState::Held { serving: true, .. })
+                );
+                peer && before
+            }
             _ => false,
         };
         if !serving {

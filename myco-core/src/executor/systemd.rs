@@ -91,7 +91,14 @@ impl From<UnitState> for UnitHealth {
     fn from(state: UnitState) -> UnitHealth {
         match state {
             // Updating is pending for the placed version; DNS tells it apart (`Names`).
-            UnitState::Pending | UnitState::Updating => UnitHealth::Pending,
+            // So is a held one that serves the version before (DNS answers it, `Names`); one
+            // where nothing serves is down.
+            UnitState::Pending | UnitState::Updating | UnitState::Held { serving: true, .. } => {
+                UnitHealth::Pending
+            }
+            UnitState::Held { serving: false, .. } => UnitHealth::Failed,
+            // A version on trial runs.
+            UnitState::Settling => UnitHealth::Running,
             UnitState::Starting => UnitHealth::Starting,
             UnitState::Restarting => UnitHealth::Restarting,
             UnitState::Failed => UnitHealth::Failed,

@@ -1,3 +1,4 @@
+extern crate std;
 use super::*;
 use crate::config::EXECUTOR_BUDGET_BYTES;
 
@@ -95,4 +96,166 @@ fn a_hung_systemctl_is_cancelled() {
     assert!(e
         .poll_command(retry, &node)
         .is_some_and(|i| i.token != token));
+}
+
+/// A box with a stand-in systemd: a unit runs unless it was written from a version in `bad`, which
+/// fails as soon as it starts.
+struct Bench {
+    node: std::boxed::Box<crate::node::Node>,
+    e: Executor,
+    now: u64,
+    /// The digests of the unit files written, in order.
+    written: heapless::Vec<u64, 16>,
+    /// The digest of the unit file, and whether systemd has (re)started it since it was written.
+    file: Option<(u64, bool)>,
+    bad: heapless::Vec<u64, 4>,
+}
+
+impl Bench {
+    fn new() -> Bench {
+        let node = crate::node::tests::node(crate::config::WAL_CHECKPOINT_BYTES);
+        Bench {
+            node,
+            e: Executor::new(false),
+            now: 1_000,
+            written: heapless::Vec::new(),
+            file: None,
+            bad: heapless::Vec::new(),
+        }
+    }
+
+    /// Signs and submits `web` at `clock`, running `path`; returns its digest.
+    fn deploy(&mut self, clock: u64, path: &'static str) -> u64 {
+        use crate::schema::entry::{EntryBody, ServiceSpec, Source, Version};
+        let op = crate::node::tests::operator();
+        let body = EntryBody {
+            name: "web",
+            version: Version {
+                clock,
+                key_id: op.public_key().key_id(),
+            },
+            spec: Some(ServiceSpec::minimal(Source::Exec { path })),
+        };
+        let mut bytes = [0u8; 256];
+        let len = crate::crypto::sign_entry(&op, &body, &mut bytes).unwrap();
+        let mut sink = crate::node::tests::Recorder::default();
+        self.node
+            .submit(Instant(self.now), &bytes[..len], &mut sink)
+            .unwrap();
+        self.e.handle_placement_changed();
+        unit_digest(&bytes[..len])
+    }
+
+    /// Runs every command due, as systemd would, for `ms` of time in steps of 100 ms.
+    fn run(&mut self, ms: u64) {
+        let end = self.now + ms;
+        while self.now < end {
+            self.now += 100;
+            while let Some(issued) = self.e.poll_command(Instant(self.now), &self.node) {
+                let token = issued.token;
+                let mut stdout: heapless::String<256> = heapless::String::new();
+                match issued.command {
+                    Command::WriteUnit { digest, .. } => {
+                        self.written.push(digest).unwrap();
+                        self.file = Some((digest, false));
+                    }
+                    Command::Systemctl { verb, .. } => self.systemctl(verb, &mut stdout),
+                    Command::RemoveUnitFile { .. }
+                    | Command::Build { .. }
+                    | Command::HealthCheck { .. } => {
+                        unreachable!("an exec service placed for good, with no health check")
+                    }
+                }
+                let outcome = Outcome {
+                    ok: true,
+                    stdout: stdout.as_bytes(),
+                };
+                assert!(self
+                    .e
+                    .handle_command_done(Instant(self.now), token, outcome));
+            }
+            if self.e.take_health_changed() {
+                let mut sink = crate::node::tests::Recorder::default();
+                let now = Instant(self.now);
+                self.e.report_status(&mut self.node, now, 0, &mut sink);
+            }
+        }
+    }
+
+    fn systemctl(&mut self, verb: Verb, stdout: &mut heapless::String<256>) {
+        use core::fmt::Write;
+        let Some((digest, started)) = self.file.as_mut() else {
+            return;
+        };
+        match verb {
+            Verb::Enable | Verb::Restart => *started = true,
+            Verb::Show => {
+                let failed = *started && self.bad.contains(digest);
+                let (active, sub) = if failed {
+                    ("failed", "failed")
+                } else {
+                    ("active", "running")
+                };
+                write!(
+                    stdout,
+                    "Id=myco-web.service\nActiveState={active}\nSubState={sub}\nNRestarts=0\nUnitFileState=enabled\n\n"
+                )
+                .unwrap();
+            }
+            Verb::Disable | Verb::Reload => {}
+        }
+    }
+
+    /// What this box's status lists for `web`.
+    fn listed(&self) -> Option<UnitState> {
+        let key = key_hash("web");
+        let status = self.node.own_status();
+        status
+            .units
+            .iter()
+            .find(|(k, _)| k.0 == key)
+            .map(|(_, s)| *s)
+    }
+}
+
+/// A new version that fails on the first wave (this box, alone in its cluster) goes back to the
+/// version before, which the box kept: the unit file is written again from it and restarted,
+/// the status says `held` with the reason while the old version serves, the operator's entry
+/// stays as signed, and a newer entry ends the hold and rolls out.
+#[test]
+fn a_failing_version_goes_back_and_holds_until_the_next_deploy() {
+    use crate::config::ROLLOUT_SETTLE_MS;
+    use crate::schema::message::HoldReason;
+    let mut b = Bench::new();
+    let v1 = b.deploy(10, "/bin/v1");
+    b.run(2_000);
+    assert_eq!(b.listed(), Some(UnitState::Settling), "on trial");
+    b.run(ROLLOUT_SETTLE_MS + crate::config::HEALTH_INTERVAL_MS);
+    assert_eq!(b.listed(), None, "settled: running, not listed");
+    assert!(b.e.at_rest());
+
+    let v2 = b.deploy(20, "/bin/v2");
+    b.bad.push(v2).unwrap();
+    b.run(5_000);
+    assert_eq!(b.written, [v1, v2, v1], "back to the kept version");
+    let held = UnitState::Held {
+        reason: HoldReason::UnitFailed,
+        serving: true,
+    };
+    assert_eq!(b.listed(), Some(held));
+    assert_eq!(b.e.unit("web").map(|u| u.digest), Some(v1));
+    let stored = b.node.store().get_by_name("web").map(|e| unit_digest(&e));
+    assert_eq!(stored, Some(v2), "the operator's entry is never rewritten");
+    b.run(ROLLOUT_SETTLE_MS * 2);
+    assert_eq!(
+        b.written.len(),
+        3,
+        "held: the failing version is not tried again"
+    );
+    assert!(b.e.at_rest(), "a held rollout is at rest");
+
+    let v3 = b.deploy(30, "/bin/v3");
+    b.run(2_000 + ROLLOUT_SETTLE_MS + crate::config::HEALTH_INTERVAL_MS);
+    assert_eq!(b.written, [v1, v2, v1, v3]);
+    assert_eq!(b.listed(), None, "the next deploy rolls out and settles");
 }

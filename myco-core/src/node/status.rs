@@ -42,13 +42,28 @@ impl Node {
         units: impl Iterator<Item = (u64, UnitState)>,
         sink: &mut impl Sink,
     ) {
+        self.set_status_listing(now, floor, (placed, false), units, sink);
+    }
+
+    /// As [`Node::set_status`], saying whether every service with a version on trial or a build
+    /// here is among `units` (`Status::trials_listed`), which then lists those first.
+    pub fn set_status_listing(
+        &mut self,
+        now: Instant,
+        floor: u32,
+        (placed, trials_listed): (u64, bool),
+        units: impl Iterator<Item = (u64, UnitState)>,
+        sink: &mut impl Sink,
+    ) {
         let mut listed: Vec<(Digest, UnitState), STATUS_UNITS_MAX> = Vec::new();
         let mut more = false;
         for (key, state) in units {
             more |= listed.push((Digest(key), state)).is_err();
         }
         let placed = Digest(placed);
-        let same = listed == self.status.units && more == self.status.more;
+        let same = listed == self.status.units
+            && more == self.status.more
+            && trials_listed == self.status.trials_listed;
         if same && placed == self.status.placed && self.status.version != 0 {
             return;
         }
@@ -58,6 +73,7 @@ impl Node {
             units: listed,
             more,
             placed,
+            trials_listed,
         };
         // Peers keep the highest version they saw, so a status that went backwards would be
         // ignored everywhere.

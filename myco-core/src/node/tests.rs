@@ -416,6 +416,7 @@ fn status_spreads_and_only_grows() {
         units: HVec::from_slice(&[(Digest(1), UnitState::Failed)]).unwrap(),
         more: false,
         placed: Digest(0),
+        trials_listed: false,
     };
     b.handle_status(a.id(), stale);
     assert!(b.status_of(a.id()).unwrap().units.is_empty());

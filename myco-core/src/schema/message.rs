@@ -163,6 +163,38 @@ pub enum UnitState {
     /// systemd runs the unit but its health check failed `failures` times in a row (the box
     /// restarts it); DNS leaves the box out until a check passes.
     Unhealthy,
+    /// The placed version runs here but has not run for `ROLLOUT_SETTLE_MS` yet
+    /// (`executor::rollout`): serving, and the boxes of the next wave wait for it.
+    Settling,
+    /// The placed version failed here (`reason`) while this box tried it, and the box went back
+    /// to the version before, or never left it (a failed build), until a newer entry arrives:
+    /// the rollout is held. `serving`: a unit of the version before runs here (DNS answers it).
+    Held {
+        reason: HoldReason,
+        serving: bool,
+    },
+}
+
+/// Why a box held a rollout: how the new version failed there (`executor::rollout::fails`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HoldReason {
+    BuildFailed,
+    UnitFailed,
+    /// Restarted by systemd while on trial.
+    CrashLoop,
+    /// Failed its health check.
+    Unhealthy,
+}
+
+impl HoldReason {
+    pub fn name(self) -> &'static str {
+        match self {
+            HoldReason::BuildFailed => "build-failed",
+            HoldReason::UnitFailed => "unit-failed",
+            HoldReason::CrashLoop => "crash-loop",
+            HoldReason::Unhealthy => "unhealthy",
+        }
+    }
 }
 
 /// What a node reports of the services placed on it: every one not running, up to
@@ -176,6 +208,10 @@ pub struct Status {
     pub units: Vec<(Digest, UnitState), STATUS_UNITS_MAX>,
     pub more: bool,
     pub placed: Digest,
+    /// Every service with a version on trial or a build here is listed, even if `more` cut
+    /// others: one it leaves out has none (`executor::rollout::said_by`). The owner lists those
+    /// first.
+    pub trials_listed: bool,
 }
 
 /// A frame body: the sender's Merkle root rides on every frame, so any exchange tells a peer
@@ -291,12 +327,17 @@ mod tests {
         fits(Message::Revocation {
             signed: &revocation,
         });
+        // The largest state a status lists.
+        let held = UnitState::Held {
+            reason: HoldReason::Unhealthy,
+            serving: true,
+        };
         fits(Message::Status(Status {
             version: u32::MAX,
-            units: Vec::from_slice(&[(Digest(u64::MAX), UnitState::Restarting); STATUS_UNITS_MAX])
-                .unwrap(),
+            units: Vec::from_slice(&[(Digest(u64::MAX), held); STATUS_UNITS_MAX]).unwrap(),
             more: true,
             placed: Digest(u64::MAX),
+            trials_listed: true,
         }));
     }
 

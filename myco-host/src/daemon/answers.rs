@@ -8,6 +8,7 @@ use crate::http::response::{Cursor, Full, RESPONSE_HEAD_BYTES_MAX};
 use core::fmt::Write;
 use myco_core::config::{FLAKE_REV_BYTES, MEMBERS_MAX};
 use myco_core::executor::health_on;
+use myco_core::executor::rollout::{self, Progress};
 use myco_core::gossip::members::Member;
 use myco_core::hex::{Hex, HexU64};
 use myco_core::node::PlacedDigests;
@@ -133,13 +134,41 @@ pub fn service(
         json.string(HexU64::new(id).as_str())?;
         json.key("state")?;
         json.string(state_on(running, id, body.name))?;
+        json.key("version")?;
+        let at = (id, running.key);
+        let said = rollout::said_by(running.node, running.digests, at, running.placed_on);
+        match rollout::runs_placed(said) {
+            Some(true) => json.string("placed")?,
+            Some(false) => json.string("previous")?,
+            None => json.null()?,
+        }
         json.end_object()?;
     }
     json.end_array()?;
+    if !body.is_tombstone() {
+        json.key("rollout")?;
+        rollout_progress(json, running)?;
+    }
     json.key("restarts_here")?;
     match running.executor.and_then(|e| e.unit(body.name)) {
         Some(unit) => json.u64(unit.restarts.into())?,
         None => json.null()?,
+    }
+    json.end_object()
+}
+
+/// The service's rollout (`executor::rollout::progress`): `{"state": "rolling"|"done"}`, or
+/// `{"state": "held", "box": ID, "reason": WHY}` until the operator deploys again.
+fn rollout_progress(json: &mut Json<'_, '_>, r: &Running<'_>) -> Result<(), Full> {
+    let progress = rollout::progress(r.node, r.digests, r.key, r.placed_on);
+    json.begin_object()?;
+    json.key("state")?;
+    json.string(progress.name())?;
+    if let Progress::Held { at, reason } = progress {
+        json.key("box")?;
+        json.string(HexU64::new(at).as_str())?;
+        json.key("reason")?;
+        json.string(reason.name())?;
     }
     json.end_object()
 }

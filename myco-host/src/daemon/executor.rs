@@ -250,6 +250,7 @@ impl Executor {
                     start,
                     clock,
                     program,
+                    rollback,
                 } => write_unit(
                     &self.unit_dir,
                     self.text,
@@ -262,8 +263,8 @@ impl Executor {
                     log_written(&self.log, name, start, clock);
                     let mut entry = AuditEntry::of(entry, digest);
                     entry.store_path = program.and_then(|p| core::out_of_program(p, name));
-                    let started = AuditOutcome::Started;
-                    audit(&mut self.audit, &self.log, name, started, &entry);
+                    let outcome = AuditOutcome::written(rollback);
+                    audit(&mut self.audit, &self.log, name, outcome, &entry);
                 })
                 .is_ok(),
                 Command::RemoveUnitFile { name } => {
@@ -310,6 +311,21 @@ impl Executor {
     /// The check slots' sockets the loop watches this turn; `watched` once they are named.
     pub fn checks(&mut self) -> &mut super::health::Checks {
         &mut self.checks
+    }
+
+    /// Audits a step of a rollout on this box (`rollout::is_step`), with the entry placed here.
+    pub fn audit_rollout(&mut self, node: &Node, name: &str, step: &'static str) {
+        let Some(bytes) = node.store().get_by_name(name) else {
+            return;
+        };
+        let entry = AuditEntry::of(&bytes, core::unit_digest(&bytes));
+        audit(
+            &mut self.audit,
+            &self.log,
+            name,
+            AuditOutcome::Rollout(step),
+            &entry,
+        );
     }
 
     /// Reports the running `systemctl`'s outcome once it has exited.

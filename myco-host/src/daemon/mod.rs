@@ -454,6 +454,9 @@ impl Daemon {
             self.sink.events.push(events::Record::gc(done));
         }
         while let Some(c) = executor.take_changes() {
+            if myco_core::executor::rollout::is_step(c.what) {
+                executor.audit_rollout(self.node, &c.name, c.what);
+            }
             let kind = if c.placement {
                 events::Kind::Placement
             } else {

@@ -98,6 +98,13 @@ pub(crate) fn check_enabled(
             .filter(|(_, (_, u))| u.enabled)
             .map(|(k, _)| *k)
             .collect();
+        // A node that sees a rollout held (or waits unheard) may lack its unit.
+        let executor = &boxes[i].executor;
+        let held = |k: u64| crate::invariants::rollout::excused(&nodes[i], executor, k);
+        let placed: HashSet<u64> = placed
+            .into_iter()
+            .filter(|&k| enabled.contains(&k) || !held(k))
+            .collect();
         if placed != enabled {
             let missing = placed.difference(&enabled).count();
             let extra = enabled.difference(&placed).count();
@@ -152,7 +159,10 @@ pub(crate) fn check_dns(
             // runs it.
             let runs = |j: usize| {
                 let running = boxes[j].units.get(&slot.key_hash).map(|(_, u)| u.active);
-                let known = j == i || !nodes[j].own_status().more;
+                // A status cut short (`more`) still speaks of what it lists.
+                let status = nodes[j].own_status();
+                let listed = status.units.iter().any(|(k, _)| k.0 == slot.key_hash);
+                let known = j == i || !status.more || listed;
                 let unit = boxes[j].executor.unit(name);
                 let unhealthy = unit.is_some_and(|u| u.health == UnitHealth::Unhealthy);
                 running == Some(Some(UnitHealth::Running)) && known && !unhealthy

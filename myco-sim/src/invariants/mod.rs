@@ -4,3 +4,4 @@
 
 pub mod executors;
 pub mod placement;
+pub mod rollout;
