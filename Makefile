@@ -259,12 +259,17 @@ nix-check:
 # refused; a `GOLDEN ...` line. Then health checks (tests/testbed/health-test.sh): a service whose
 # /healthz turns to 500 is restarted, leaves DNS and comes back; a `HEALTH ...` line. Needs root.
 # ~40 s, or ~2 min the first time on a machine (debootstrap).
+# Ends with the self-healing summary (tests/testbed/rollout-line.sh): one ROLLOUT line from the
+# figures the engine, rollout and health tests printed.
+TESTBED_LOGS := $(TARGET_DIR)/testbed-logs
 testbed-test:
 	cargo build --release --bin myco-d --bin myco
-	tests/testbed/engine-test.sh $(TARGET_DIR)/release
-	tests/testbed/rollout-test.sh $(TARGET_DIR)/release
+	mkdir -p $(TESTBED_LOGS)
+	tests/testbed/engine-test.sh $(TARGET_DIR)/release | tee $(TESTBED_LOGS)/engine.log
+	tests/testbed/rollout-test.sh $(TARGET_DIR)/release | tee $(TESTBED_LOGS)/rollout.log
 	tests/testbed/golden-test.sh $(TARGET_DIR)/release
-	tests/testbed/health-test.sh $(TARGET_DIR)/release
+	tests/testbed/health-test.sh $(TARGET_DIR)/release | tee $(TESTBED_LOGS)/health.log
+	tests/testbed/rollout-line.sh $(TESTBED_LOGS)
 
 # The README's first command: installs what it needs, builds, boots three boxes, deploys a
 # service, powers off a box that runs it, shows it running elsewhere, cleans up. Needs root.

@@ -269,5 +269,5 @@ log "box $hog_box: myco-hog.service killed past MemoryMax=32M ($(service_show "$
 
 echo "TESTBED boxes=$box_count up_s=$(ms_as_s "$up_ms") deploy_to_running_s=$(ms_as_s "$deploy_ms")" \
 	"death_to_replaced_s=$(ms_as_s "$death_ms") heal_to_settled_s=$(ms_as_s "$heal_ms")" \
-	"rollout_s=$(ms_as_s "$rollout_ms")"
+	"rollout_s=$(ms_as_s "$rollout_ms") memory_max_killed=1"
 log "PASS in $SECONDS s"
