@@ -461,6 +461,32 @@ NRestarts=0\nUnitFileState=enabled\n\n";
         assert_eq!(e.not_running(&n).count(), 0);
     }
 
+    /// A version that fails its checks while on trial holds its rollout: it cannot settle before
+    /// its checks have had their say, and unhealthy is a failure of the version there.
+    #[test]
+    fn a_version_unhealthy_on_trial_holds_its_rollout() {
+        use crate::schema::message::HoldReason;
+        let (n, mut e) = running();
+        for now in [11_000, 21_000, 31_000] {
+            let token = check_due(&mut e, &n, now).expect("a check is due");
+            assert!(e.handle_check_done(Instant(now + 5), token, CheckResult::Failed("status 5xx")));
+        }
+        assert_eq!(e.unit("web").unwrap().health, UnitHealth::Unhealthy);
+        run_commands(&mut e, &n, 31_010);
+        run_commands(&mut e, &n, 33_000);
+        let states: Vec<_> = e.not_running(&n).map(|(_, s)| s).collect();
+        assert!(
+            states.iter().any(|s| matches!(
+                s,
+                UnitState::Held {
+                    reason: HoldReason::Unhealthy,
+                    ..
+                }
+            )),
+            "held for unhealthy: {states:?}"
+        );
+    }
+
     /// A unit that is not running is not checked, and its failures are systemd's to report.
     #[test]
     fn only_running_units_are_checked() {
