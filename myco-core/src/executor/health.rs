@@ -469,7 +469,11 @@ NRestarts=0\nUnitFileState=enabled\n\n";
         let (n, mut e) = running();
         for now in [11_000, 21_000, 31_000] {
             let token = check_due(&mut e, &n, now).expect("a check is due");
-            assert!(e.handle_check_done(Instant(now + 5), token, CheckResult::Failed("status 5xx")));
+            assert!(e.handle_check_done(
+                Instant(now + 5),
+                token,
+                CheckResult::Failed("status 5xx")
+            ));
         }
         assert_eq!(e.unit("web").unwrap().health, UnitHealth::Unhealthy);
         run_commands(&mut e, &n, 31_010);
