@@ -501,6 +501,13 @@ impl Trial {
         let base = *self.restarts_base.get_or_insert(unit.restarts);
         let state = unit.health.state();
         if let Some(reason) = state.and_then(fails) {
+            // A first version has nothing to go back to: when its checks fail, health restarts
+            // it and DNS leaves it out until a check passes, where a hold would keep it out
+            // until the next deploy. It settles once it has run healthy for its settle time.
+            if reason == HoldReason::Unhealthy && self.old.is_none() {
+                self.running_since_ms = None;
+                return None;
+            }
             return Some(Verdict::Held(reason));
         }
         // A crash between two reads shows only in the restart count.
@@ -623,6 +630,7 @@ mod tests {
         );
         assert_eq!(fails(UnitState::Failed), Some(HoldReason::UnitFailed));
         assert_eq!(fails(UnitState::Restarting), Some(HoldReason::CrashLoop));
+        assert_eq!(fails(UnitState::Unhealthy), Some(HoldReason::Unhealthy));
         for fine in [
             UnitState::Pending,
             UnitState::Starting,
