@@ -105,21 +105,6 @@ for i in $running; do
 	log "box $i runs myco-$service.service as $(service_dynamic_user "$i" "$service")"
 done
 
-# *.myco DNS, as a workload on box I sees it (dig from inside the box's network namespace, to
-# the daemon on its 127.0.0.1:53): every box that runs the service healthily, this box as
-# 127.0.0.1. Sorted, one per line.
-dns_answer() {
-	ip netns exec "$(box_name "$1")" dig +short +time=1 +tries=1 @127.0.0.1 "$service.myco" A | sort
-}
-dns_expected() {
-	local i=$1 j
-	for j in $2; do
-		if ((j == i)); then echo 127.0.0.1; else echo "$TESTBED_SUBNET.$((10 + j))"; fi
-	done | sort
-}
-dns_is() {
-	[[ $(dns_answer "$1") == "$(dns_expected "$1" "$2")" ]]
-}
 for ((i = 0; i < box_count; i++)); do
 	wait_for "$wait_s" "box $i resolves $service.myco to the boxes that run it ($running)" dns_is "$i" "$running"
 done

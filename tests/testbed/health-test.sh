@@ -54,17 +54,6 @@ EOF
 
 both() { [[ $(service_boxes "$service") == "0 1" ]]; }
 wait_for "$wait_s" "myco-$service.service active on both boxes" both
-# DNS from inside box I: the boxes that serve the service, this box as 127.0.0.1, sorted.
-dns_answer() {
-	ip netns exec "$(box_name "$1")" dig +short +time=1 +tries=1 @127.0.0.1 "$service.myco" A | sort
-}
-dns_expected() {
-	local i=$1 j
-	for j in $2; do
-		if ((j == i)); then echo 127.0.0.1; else echo "$TESTBED_SUBNET.$((10 + j))"; fi
-	done | sort
-}
-dns_is() { [[ $(dns_answer "$1") == "$(dns_expected "$1" "$2")" ]]; }
 for i in 0 1; do
 	wait_for "$wait_s" "box $i resolves $service.myco to both boxes" dns_is "$i" "0 1"
 done

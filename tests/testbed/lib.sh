@@ -382,3 +382,21 @@ wait_for() {
 		sleep 0.1
 	done
 }
+
+# *.myco DNS for the caller's $service, as a workload on box I sees it (dig from inside the box's
+# network namespace, to the daemon on its 127.0.0.1:53): every box that runs the service
+# healthily, this box as 127.0.0.1. Sorted, one per line.
+dns_answer() {
+	ip netns exec "$(box_name "$1")" dig +short +time=1 +tries=1 @127.0.0.1 "$service.myco" A | sort
+}
+# What box I should get from dns_answer when the boxes BOXES (indices) serve the service.
+dns_expected() {
+	local i=$1 j
+	for j in $2; do
+		if ((j == i)); then echo 127.0.0.1; else echo "$TESTBED_SUBNET.$((10 + j))"; fi
+	done | sort
+}
+# dns_is I BOXES: box I's DNS answers exactly the boxes BOXES.
+dns_is() {
+	[[ $(dns_answer "$1") == "$(dns_expected "$1" "$2")" ]]
+}
