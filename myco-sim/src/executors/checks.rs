@@ -116,6 +116,11 @@ fn count(u: &mut SimUnit, node: &Node, job: &CheckJob, i: usize) -> Result<(), S
         return Ok(());
     };
     let entry = node.store().entry(&slots[at]);
+    // The store moved on (a newer version, or a deletion) while the check ran: the unit's count
+    // starts over with the new version's unit, or ends with its removal.
+    if myco_core::executor::unit_digest(&entry) != job.digest {
+        return Ok(());
+    }
     let failures = entry
         .decode()
         .body
