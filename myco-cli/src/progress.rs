@@ -161,7 +161,11 @@ impl Watch {
                 self.socket_shown,
             ));
         }
-        if service.placed_on.iter().all(|p| p.state == "running") {
+        // A box that still runs the version before (`previous`) does not run this one yet.
+        let runs_this = |p: &crate::answers::Placed| {
+            p.state == "running" && p.version.as_deref() != Some("previous")
+        };
+        if service.placed_on.iter().all(runs_this) {
             let mut line = format!("{name}: {}", summary(service));
             if (service.placed_on.len() as u64) < service.replicas {
                 line += &format!(
