@@ -48,7 +48,7 @@ use myco_core::unit::{service_of, UNIT_NAME_BYTES_MAX};
 use myco_core::{Instant, Node};
 use std::collections::{HashMap, HashSet};
 
-mod checks;
+pub(crate) mod checks;
 use std::fmt::Write as _;
 
 /// How long a hanging build takes before it fails (the host's `--build-timeout` ends a real one).

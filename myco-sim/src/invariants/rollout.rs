@@ -4,6 +4,7 @@
 //! every placed box unless a box of the first wave failed it for a reason of its own (the
 //! simulated unit fault of that box and service).
 
+use crate::executors::checks::sick;
 use crate::executors::{start, Executors, SimUnit};
 use myco_core::executor::rollout::{first_wave, gate, progress, said_by, Gate, Progress};
 use myco_core::executor::{Executor, UnitHealth};
@@ -85,14 +86,18 @@ pub(crate) fn check_rollouts(
     Ok(())
 }
 
-/// A version held by node `j` failed there: it is bad, or `j`'s unit of the service has a fault.
+/// A version held by node `j` failed there: it is bad, or `j`'s unit of the service has a fault,
+/// or, held unhealthy, `j`'s unit of the service is drawn sick when enabled: a box of the first
+/// wave that fails a good version's checks for a reason of its own holds it, as a bad one.
 fn check_cause(
     ex: &Executors,
     (j, key, digest): (usize, u64, u64),
     reason: HoldReason,
 ) -> Result<(), String> {
-    let fault = start(ex.seed ^ j as u64, key, ex.unit_fault_ppm, false);
-    if ex.bad.contains(&digest) || fault != UnitHealth::Running {
+    let seed = ex.seed ^ j as u64;
+    let fault = start(seed, key, ex.unit_fault_ppm, false);
+    let sick = reason == HoldReason::Unhealthy && sick(seed, key, ex.unit_fault_ppm);
+    if ex.bad.contains(&digest) || fault != UnitHealth::Running || sick {
         return Ok(());
     }
     Err(format!(
