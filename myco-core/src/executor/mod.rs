@@ -311,6 +311,9 @@ pub struct Executor {
     probes: health::Probes,
     /// Versions on trial here and the versions they may go back to (`rollout.rs`).
     rollouts: Rollouts,
+    /// Where in the placed units the next reconcile begins its installs and replacements: past
+    /// those the last round planned, when it planned `UNIT_PLAN_MAX` and left some out.
+    plan_from: usize,
     /// The entry the last issued write or build was made from, rebuilt from the store: the
     /// command borrows it until the next poll.
     lent: Option<EntryBytes>,
@@ -322,6 +325,7 @@ impl Executor {
     /// [`Executor::handle_installed`] before the first poll.
     pub fn new(has_peers_configured: bool) -> Executor {
         Executor {
+            plan_from: 0,
             units: Vec::new(),
             writes: Vec::new(),
             in_flight: None,
@@ -679,41 +683,8 @@ impl Executor {
             })
             .collect();
         self.writes.clear();
-        // A removal not yet started is planned again below if the unit is still unwanted.
-        for u in self.units.iter_mut().filter(|u| u.todo == Todo::Disable) {
-            u.todo = Todo::None;
-        }
-        // A disabled unit waiting for its file to go counts as gone: placed again, it is
-        // written again and enabled (`written`).
-        let installed = self.units.iter().filter(|u| u.todo != Todo::Delete);
-        let installed = installed.map(|u| Unit {
-            name: u.name.as_str(),
-            digest: u.digest,
-        });
-        let mut plan: Vec<(Name, bool), UNIT_PLAN_MAX> = Vec::new();
-        let mut room = UNITS_MAX - self.units.len();
-        let mut left_out = false;
-        reconcile::reconcile(mode, wanted.iter().copied(), installed, |a| {
-            let (name, remove) = match a {
-                Action::Install(_) if room == 0 => {
-                    left_out = true;
-                    return;
-                }
-                Action::Install(n) => {
-                    room -= 1;
-                    (n, false)
-                }
-                Action::Replace(n) => (n, false),
-                Action::Remove(n) => (n, true),
-            };
-            let name = Name::try_from(name).expect("service names fit NAME_BYTES_MAX");
-            left_out |= plan.push((name, remove)).is_err();
-        });
-        // A full plan or table leaves the rest for the next round, which is not throttled.
-        if left_out {
-            self.dirty = true;
-            self.next_reconcile_ms = 0;
-        }
+        let from = self.plan_from.min(wanted.len());
+        let plan = self.plan(mode, &wanted, from);
         // A trial of a version no longer placed here is over (an entry's digest names it alone);
         // a build for such a version, or for one held here, is of no use.
         self.rollouts
@@ -725,7 +696,11 @@ impl Executor {
                 && !rollouts.held_here(name, digest)
         };
         self.builds.retain(placed);
-        (self.rollouts.waiting, self.rollouts.unheard) = (false, false);
+        // A round that goes on where the last stopped adds to what the rounds before it found
+        // waiting: their versions are looked at again only if these flags say so.
+        if from == 0 {
+            (self.rollouts.waiting, self.rollouts.unheard) = (false, false);
+        }
         let mut digests = None;
         for (name, remove) in plan {
             if remove {
@@ -745,6 +720,59 @@ impl Executor {
         if self.rollouts.waiting {
             self.dirty = true;
         }
+    }
+
+    /// The changes of one round, installs and replacements from `wanted`'s `from`th on: at most
+    /// `UNIT_PLAN_MAX` of them, and installs only while the units table has room.
+    fn plan(
+        &mut self,
+        mode: reconcile::Mode,
+        wanted: &[Unit<'_>],
+        from: usize,
+    ) -> Vec<(Name, bool), UNIT_PLAN_MAX> {
+        // A removal not yet started is planned again below if the unit is still unwanted.
+        for u in self.units.iter_mut().filter(|u| u.todo == Todo::Disable) {
+            u.todo = Todo::None;
+        }
+        // A disabled unit waiting for its file to go counts as gone: placed again, it is
+        // written again and enabled (`written`).
+        let installed = self.units.iter().filter(|u| u.todo != Todo::Delete);
+        let installed = installed.map(|u| Unit {
+            name: u.name.as_str(),
+            digest: u.digest,
+        });
+        let mut plan: Vec<(Name, bool), UNIT_PLAN_MAX> = Vec::new();
+        let mut room = UNITS_MAX - self.units.len();
+        // Where in `wanted` the first action left out of this round's plan is.
+        let mut left_out: Option<usize> = None;
+        reconcile::reconcile(mode, wanted.iter().copied(), installed, from, |a| {
+            let (name, remove) = match a {
+                Action::Install(n) | Action::Replace(n) => (n, false),
+                Action::Remove(n) => (n, true),
+            };
+            let fits = match a {
+                Action::Install(_) => room > 0 && !plan.is_full(),
+                _ => !plan.is_full(),
+            };
+            if !fits {
+                let at = wanted.iter().position(|u| u.name == name);
+                left_out = left_out.or(Some(at.unwrap_or(wanted.len())));
+                return;
+            }
+            room -= usize::from(matches!(a, Action::Install(_)));
+            let name = Name::try_from(name).expect("service names fit NAME_BYTES_MAX");
+            plan.push((name, remove))
+                .expect("checked: the plan has room");
+        });
+        // A full plan or table leaves the rest for the next round, which is not throttled and
+        // begins where this one stopped: actions it cannot take now (a held or waiting version
+        // refused below) would otherwise fill every plan, and the units after them would starve.
+        self.plan_from = left_out.unwrap_or(0);
+        if left_out.is_some() {
+            self.dirty = true;
+            self.next_reconcile_ms = 0;
+        }
+        plan
     }
 
     /// Whether the placed version of `name` (in `wanted`) may be installed or replace the

@@ -45,17 +45,20 @@ pub fn mode(live_peers: usize, has_peers_configured: bool) -> Mode {
 }
 
 /// Calls `act` for each action that turns `installed` into `desired`: installs and replacements
-/// in `desired`'s order, then removals in `installed`'s order. Both lists name each unit once.
+/// in `desired`'s order from its `from`th unit on, then removals in `installed`'s order. Both
+/// lists name each unit once. `from` lets a caller that plans a bounded number of actions go on
+/// where its last plan stopped, so the first units cannot starve the rest.
 pub fn reconcile<'a>(
     mode: Mode,
     desired: impl Iterator<Item = Unit<'a>> + Clone,
     installed: impl Iterator<Item = Unit<'a>> + Clone,
+    from: usize,
     mut act: impl FnMut(Action<'a>),
 ) {
     if mode == Mode::Keep {
         return;
     }
-    for want in desired.clone() {
+    for want in desired.clone().skip(from) {
         match installed.clone().find(|u| u.name == want.name) {
             None => act(Action::Install(want.name)),
             Some(have) if have.digest != want.digest => act(Action::Replace(want.name)),
@@ -80,6 +83,7 @@ mod tests {
             mode,
             desired.iter().copied(),
             installed.iter().copied(),
+            0,
             |a| out.push(a).unwrap(),
         );
         out

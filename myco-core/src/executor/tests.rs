@@ -105,10 +105,11 @@ struct Bench {
     e: Executor,
     now: u64,
     /// The digests of the unit files written, in order.
-    written: heapless::Vec<u64, 16>,
-    /// The digest of the unit file, and whether systemd has (re)started it since it was written.
-    file: Option<(u64, bool)>,
-    bad: heapless::Vec<u64, 4>,
+    written: std::vec::Vec<u64>,
+    /// Each service's unit file: its digest, and whether systemd has (re)started it since it was
+    /// written.
+    files: std::collections::BTreeMap<std::string::String, (u64, bool)>,
+    bad: std::vec::Vec<u64>,
 }
 
 impl Bench {
@@ -118,18 +119,23 @@ impl Bench {
             node,
             e: Executor::new(false),
             now: 1_000,
-            written: heapless::Vec::new(),
-            file: None,
-            bad: heapless::Vec::new(),
+            written: std::vec::Vec::new(),
+            files: std::collections::BTreeMap::new(),
+            bad: std::vec::Vec::new(),
         }
     }
 
     /// Signs and submits `web` at `clock`, running `path`; returns its digest.
     fn deploy(&mut self, clock: u64, path: &'static str) -> u64 {
+        self.deploy_named("web", clock, path)
+    }
+
+    /// Signs and submits service `name` at `clock`, running `path`; returns its digest.
+    fn deploy_named(&mut self, name: &str, clock: u64, path: &'static str) -> u64 {
         use crate::schema::entry::{EntryBody, ServiceSpec, Source, Version};
         let op = crate::node::tests::operator();
         let body = EntryBody {
-            name: "web",
+            name,
             version: Version {
                 clock,
                 key_id: op.public_key().key_id(),
@@ -153,17 +159,21 @@ impl Bench {
             self.now += 100;
             while let Some(issued) = self.e.poll_command(Instant(self.now), &self.node) {
                 let token = issued.token;
-                let mut stdout: heapless::String<256> = heapless::String::new();
+                let mut stdout = std::string::String::new();
                 match issued.command {
-                    Command::WriteUnit { digest, .. } => {
-                        self.written.push(digest).unwrap();
-                        self.file = Some((digest, false));
+                    Command::WriteUnit { name, digest, .. } => {
+                        self.written.push(digest);
+                        self.files.insert(name.into(), (digest, false));
                     }
-                    Command::Systemctl { verb, .. } => self.systemctl(verb, &mut stdout),
+                    Command::Systemctl { verb, units } => {
+                        for unit in units {
+                            systemctl(&mut self.files, &self.bad, (verb, &unit), &mut stdout);
+                        }
+                    }
                     Command::RemoveUnitFile { .. }
                     | Command::Build { .. }
                     | Command::HealthCheck { .. } => {
-                        unreachable!("an exec service placed for good, with no health check")
+                        unreachable!("exec services placed for good, with no health check")
                     }
                 }
                 let outcome = Outcome {
@@ -182,28 +192,10 @@ impl Bench {
         }
     }
 
-    fn systemctl(&mut self, verb: Verb, stdout: &mut heapless::String<256>) {
-        use core::fmt::Write;
-        let Some((digest, started)) = self.file.as_mut() else {
-            return;
-        };
-        match verb {
-            Verb::Enable | Verb::Restart => *started = true,
-            Verb::Show => {
-                let failed = *started && self.bad.contains(digest);
-                let (active, sub) = if failed {
-                    ("failed", "failed")
-                } else {
-                    ("active", "running")
-                };
-                write!(
-                    stdout,
-                    "Id=myco-web.service\nActiveState={active}\nSubState={sub}\nNRestarts=0\nUnitFileState=enabled\n\n"
-                )
-                .unwrap();
-            }
-            Verb::Disable | Verb::Reload => {}
-        }
+    /// The digest of the entry of `name` in the store.
+    fn digest_of(&self, name: &str) -> u64 {
+        let entry = self.node.store().get_by_name(name).unwrap();
+        unit_digest(&entry)
     }
 
     /// What this box's status lists for `web`.
@@ -215,6 +207,40 @@ impl Bench {
             .iter()
             .find(|(k, _)| k.0 == key)
             .map(|(_, s)| *s)
+    }
+}
+
+/// What the stand-in systemd does with `unit` (`myco-<name>.service`) for `verb`, over the unit
+/// `files` (a unit written from a version in `bad` fails once started).
+fn systemctl(
+    files: &mut std::collections::BTreeMap<std::string::String, (u64, bool)>,
+    bad: &[u64],
+    (verb, unit): (Verb, &str),
+    stdout: &mut std::string::String,
+) {
+    use core::fmt::Write;
+    let name = unit
+        .trim_start_matches("myco-")
+        .trim_end_matches(".service");
+    let Some((digest, started)) = files.get_mut(name) else {
+        return;
+    };
+    match verb {
+        Verb::Enable | Verb::Restart => *started = true,
+        Verb::Show => {
+            let failed = *started && bad.contains(digest);
+            let (active, sub) = if failed {
+                ("failed", "failed")
+            } else {
+                ("active", "running")
+            };
+            write!(
+                    stdout,
+                    "Id={unit}\nActiveState={active}\nSubState={sub}\nNRestarts=0\nUnitFileState=enabled\n\n"
+                )
+                .unwrap();
+        }
+        Verb::Disable | Verb::Reload => {}
     }
 }
 
@@ -235,7 +261,7 @@ fn a_failing_version_goes_back_and_holds_until_the_next_deploy() {
     assert!(b.e.at_rest());
 
     let v2 = b.deploy(20, "/bin/v2");
-    b.bad.push(v2).unwrap();
+    b.bad.push(v2);
     b.run(5_000);
     assert_eq!(b.written, [v1, v2, v1], "back to the kept version");
     let held = UnitState::Held {
@@ -258,4 +284,39 @@ fn a_failing_version_goes_back_and_holds_until_the_next_deploy() {
     b.run(2_000 + ROLLOUT_SETTLE_MS + crate::config::HEALTH_INTERVAL_MS);
     assert_eq!(b.written, [v1, v2, v1, v3]);
     assert_eq!(b.listed(), None, "the next deploy rolls out and settles");
+}
+
+/// More held rollouts than one reconcile plans (`UNIT_PLAN_MAX`) do not starve the services after
+/// them: a new service placed behind them in the placement order is still installed. (MycoSim
+/// found boxes whose plan was filled, round after round, by the same refused replacements.)
+#[test]
+fn held_rollouts_do_not_starve_the_services_after_them() {
+    use crate::config::{ROLLOUT_SETTLE_MS, UNIT_PLAN_MAX};
+    let mut b = Bench::new();
+    let names: std::vec::Vec<std::string::String> = (0..UNIT_PLAN_MAX + 16)
+        .map(|i| std::format!("svc-{i}"))
+        .collect();
+    for name in &names {
+        b.deploy_named(name, 10, "/bin/v1");
+    }
+    b.run(3 * ROLLOUT_SETTLE_MS);
+    assert!(b.e.at_rest(), "every first version settled");
+    for name in &names {
+        let v2 = b.deploy_named(name, 20, "/bin/v2");
+        b.bad.push(v2);
+    }
+    b.run(3 * ROLLOUT_SETTLE_MS);
+    let held = names
+        .iter()
+        .filter(|n| b.e.rollouts.held_here(n, b.digest_of(n)));
+    assert_eq!(held.count(), names.len(), "every bad version held");
+    // A service placed after every held one in the order reconcile walks.
+    let last = b.node.placed_here().last().map(|s| s.key_hash);
+    let mut late = (0..).map(|i| std::format!("late-{i}"));
+    let late = late
+        .find(|n| key_hash(n) > last.unwrap())
+        .expect("some name sorts last");
+    let digest = b.deploy_named(&late, 30, "/bin/late");
+    b.run(2_000);
+    assert_eq!(b.files.get(late.as_str()).map(|f| f.0), Some(digest));
 }
