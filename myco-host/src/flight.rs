@@ -37,6 +37,26 @@ mod sync {
 }
 
 pub use ring::FlightRecorder;
+
+/// An I/O error as a log line shows it, without allocating: std's `Display` of an OS error builds
+/// a `String` from `strerror_r`, which the daemon may not do after ready (a full disk's
+/// `ENOSPC` logged from the loop aborted `--strict-alloc`). The text is the C library's
+/// description, as std's, from nix's static table.
+pub struct IoError<'a>(pub &'a io::Error);
+
+impl fmt::Display for IoError<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.0.raw_os_error(), self.0.get_ref()) {
+            (Some(code), _) => {
+                let desc = nix::errno::Errno::from_raw(code).desc();
+                write!(f, "{desc} (os error {code})")
+            }
+            (None, Some(inner)) => write!(f, "{inner}"),
+            (None, None) => write!(f, "{:?}", self.0.kind()),
+        }
+    }
+}
+
 use shared::Shared;
 
 /// The ring's size: at ~100 bytes a line, the last ten thousand lines.
@@ -92,6 +112,11 @@ impl Logger {
     pub fn new(verbose: bool) -> Logger {
         recorder();
         Logger { verbose }
+    }
+
+    /// Logs `what: <the error>`, the error read without allocating ([`IoError`]).
+    pub fn failed(&self, level: Level, what: &str, e: &io::Error) {
+        self.log(level, format_args!("{what}: {}", IoError(e)));
     }
 
     /// Logs one line, e.g. `logger.log(Level::Info, format_args!("bound {addr}"))`. Formats on
@@ -269,6 +294,20 @@ impl Write for AtOffset<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An OS error reads as the C library says it, with its number, and a custom one as its
+    /// message: the text std's `Display` gives, without its allocation.
+    #[test]
+    fn io_errors_read_as_std_reads_them() {
+        let full = io::Error::from_raw_os_error(28);
+        let text = format!("{}", IoError(&full));
+        assert_eq!(text, "No space left on device (os error 28)");
+        assert_eq!(text, full.to_string());
+        let custom = io::Error::new(io::ErrorKind::InvalidData, "short read");
+        assert_eq!(format!("{}", IoError(&custom)), "short read");
+        let bare = io::Error::from(io::ErrorKind::TimedOut);
+        assert_eq!(format!("{}", IoError(&bare)), "TimedOut");
+    }
 
     /// The recorder's line carries the timestamp; stderr's starts at the priority prefix and ends
     /// in one newline; newlines inside the message become spaces.

@@ -374,11 +374,18 @@ impl Executor {
     /// The desired state or the membership changed: reconcile before the next command, at most
     /// once every `RECONCILE_INTERVAL_MS`.
     pub fn handle_placement_changed(&mut self) {
-        self.dirty = true;
+        self.mark_dirty();
         self.idle_until_ms = 0;
         // The status lists placed services without a unit as pending: it may change now,
         // before any unit does.
         self.health_changed = true;
+    }
+
+    /// Something changed that the next round must see wherever it is placed: that round
+    /// starts from the first placed unit.
+    fn mark_dirty(&mut self) {
+        self.dirty = true;
+        self.plan_from = 0;
     }
 
     /// The next command to run, if any is due. `None` while one is in flight.
@@ -388,8 +395,13 @@ impl Executor {
         }
         // Versions that wait on what other boxes say (an unheard first wave, a failed build that
         // a first wave may have held meanwhile) are looked at again now and then.
-        self.dirty |= self.rollouts.recheck_due(now.0, &self.builds);
-        if self.dirty && now.0 >= self.next_reconcile_ms {
+        if self.rollouts.recheck_due(now.0, &self.builds) {
+            self.mark_dirty();
+        }
+        // A round that goes on where the last one stopped waits for that one's writes: it
+        // would drop them, and nothing plans them again before a round from the start.
+        let going_on = self.plan_from > 0 && !self.writes.is_empty();
+        if self.dirty && now.0 >= self.next_reconcile_ms && !going_on {
             self.dirty = false;
             self.next_reconcile_ms = now.0 + RECONCILE_INTERVAL_MS;
             self.reconcile(node);
@@ -461,7 +473,7 @@ impl Executor {
             // Replaced or removed since the round that recorded it: the next round records what
             // is placed now.
             self.builds.table.swap_remove(i);
-            self.dirty = true;
+            (self.dirty, self.plan_from) = (true, 0);
             self.idle_until_ms = 0;
             return None;
         };
@@ -709,8 +721,8 @@ impl Executor {
                 // Held, or waiting for its wave (reconciled again soon, below).
             } else if let Some(digest) = self.unbuilt(node, &wanted, &name) {
                 if !self.builds.want(&name, digest) {
-                    // The builds table is full: the next round tries again.
-                    self.dirty = true;
+                    // The builds table is full: a round after this cycle tries again.
+                    self.rollouts.waiting = true;
                 }
                 self.health_changed = true;
             } else {
@@ -833,7 +845,7 @@ impl Executor {
             });
         if decided {
             // A held version's build, if any, is dropped by the next round.
-            self.dirty = true;
+            self.mark_dirty();
             self.health_changed = true;
             self.idle_until_ms = 0;
         }
@@ -904,7 +916,7 @@ impl Executor {
         let change = self.builds.done(now, flight, out);
         if let Some(change) = change {
             if change.what == "built" {
-                self.dirty = true;
+                self.mark_dirty();
                 self.next_reconcile_ms = 0;
             } else {
                 self.stats.build_failures += 1;

@@ -299,6 +299,12 @@ fn held_rollouts_do_not_starve_the_services_after_them() {
     for name in &names {
         b.deploy_named(name, 10, "/bin/v1");
     }
+    b.run(1_000);
+    assert_eq!(
+        b.files.len(),
+        names.len(),
+        "more than one plan's units, written at once"
+    );
     b.run(3 * ROLLOUT_SETTLE_MS);
     assert!(b.e.at_rest(), "every first version settled");
     for name in &names {

@@ -289,7 +289,10 @@ fn prune_roots(dir: &fs::File, name: &str, keep: Keep<'_>, log: &Logger) {
     if let Err(e) = listed {
         log.log(
             Level::Warning,
-            format_args!("cannot list the GC roots of {name}: {e}"),
+            format_args!(
+                "cannot list the GC roots of {name}: {}",
+                crate::flight::IoError(&e)
+            ),
         );
     }
 }

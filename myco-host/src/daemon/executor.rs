@@ -288,10 +288,8 @@ impl Executor {
                             return;
                         }
                         Err(e) => {
-                            self.log.log(
-                                Level::Error,
-                                format_args!("cannot run systemctl: {e}; trying again shortly"),
-                            );
+                            let what = "cannot run systemctl (trying again shortly)";
+                            self.log.failed(Level::Error, what, &e);
                             false
                         }
                     }
@@ -400,7 +398,10 @@ impl Executor {
         if let Err(e) = self.builder.start(token, now_ms, name, uri, attr, &root) {
             self.log.log(
                 Level::Error,
-                format_args!("service {name}: cannot start nix build: {e}"),
+                format_args!(
+                    "service {name}: cannot start nix build: {}",
+                    crate::flight::IoError(&e)
+                ),
             );
             self.core.handle_command_done(now, token, Outcome::FAILED);
         }
@@ -525,7 +526,10 @@ fn write_unit(
     written.map_err(|e| {
         log.log(
             Level::Error,
-            format_args!("cannot write the unit of {name}: {e}"),
+            format_args!(
+                "cannot write the unit of {name}: {}",
+                crate::flight::IoError(&e)
+            ),
         );
     })
 }
@@ -546,8 +550,9 @@ fn audit(
         log.log(
             Level::Error,
             format_args!(
-                "cannot append to the audit log {}: {e}",
-                audit.path().display()
+                "cannot append to the audit log {}: {}",
+                audit.path().display(),
+                crate::flight::IoError(&e)
             ),
         );
     }
@@ -567,7 +572,11 @@ fn remove_unit(dir: &Path, log: &Logger, audit_log: &mut AuditLog, name: &str) -
     if let Err(e) = StackPath::join(dir, &[unit.as_bytes()]).and_then(fs::remove_file) {
         log.log(
             Level::Error,
-            format_args!("cannot delete {}/{unit}: {e}", dir.display()),
+            format_args!(
+                "cannot delete {}/{unit}: {}",
+                dir.display(),
+                crate::flight::IoError(&e)
+            ),
         );
         return false;
     }

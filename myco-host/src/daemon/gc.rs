@@ -115,7 +115,10 @@ impl Collector {
             Err(e) => {
                 self.log.log(
                     Level::Error,
-                    format_args!("cannot run nix-collect-garbage: {e}"),
+                    format_args!(
+                        "cannot run nix-collect-garbage: {}",
+                        crate::flight::IoError(&e)
+                    ),
                 );
                 let done = self.core.handle_gc_done(Instant(0), token, Outcome::FAILED);
                 assert!(done.is_some(), "the token was just issued");

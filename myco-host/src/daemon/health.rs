@@ -213,7 +213,10 @@ impl Checks {
         if let Err(e) = &started {
             self.log.log(
                 Level::Warning,
-                format_args!("service {name}: cannot start its health check: {e}"),
+                format_args!(
+                    "service {name}: cannot start its health check: {}",
+                    crate::flight::IoError(e)
+                ),
             );
         }
         started.is_ok()

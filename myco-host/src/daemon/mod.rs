@@ -396,9 +396,10 @@ impl Daemon {
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => {
                     // ICMP errors surface here (ECONNREFUSED from a peer that is gone).
-                    self.sink
-                        .log
-                        .log(Level::Debug, format_args!("UDP receive: {e}"));
+                    self.sink.log.log(
+                        Level::Debug,
+                        format_args!("UDP receive: {}", crate::flight::IoError(&e)),
+                    );
                     continue;
                 }
             };
@@ -534,7 +535,10 @@ impl Daemon {
             Ok(false) => {}
             Err(e) => self.sink.log.log(
                 Level::Warning,
-                format_args!("cannot write the peers file: {e}"),
+                format_args!(
+                    "cannot write the peers file: {}",
+                    crate::flight::IoError(&e)
+                ),
             ),
         }
     }
@@ -565,7 +569,10 @@ impl Daemon {
             if let Err(e) = boot::save_revocation(self.sink.store.dir(), record) {
                 self.sink.log.log(
                     Level::Error,
-                    format_args!("cannot keep the revocation record: {e}"),
+                    format_args!(
+                        "cannot keep the revocation record: {}",
+                        crate::flight::IoError(&e)
+                    ),
                 );
             }
         }
@@ -603,7 +610,10 @@ impl Daemon {
                 if !std::mem::replace(&mut self.checkpoint_postponed, true) {
                     self.sink.log.log(
                         Level::Warning,
-                        format_args!("checkpoint postponed until the disk has room: {e}"),
+                        format_args!(
+                            "checkpoint postponed until the disk has room: {}",
+                            crate::flight::IoError(&e)
+                        ),
                     );
                 }
             }

@@ -388,7 +388,11 @@ fn logs(
         }
         Err(e) => {
             let mut message = heapless::String::<160>::new();
-            let _ = write!(message, "cannot run journalctl: {e}");
+            let _ = write!(
+                message,
+                "cannot run journalctl: {}",
+                crate::flight::IoError(&e)
+            );
             error(conn, 503, &message)
         }
     }
@@ -415,7 +419,11 @@ fn audit(
         }
         Err(e) => {
             let mut message = heapless::String::<160>::new();
-            let _ = write!(message, "cannot run tail on the audit log: {e}");
+            let _ = write!(
+                message,
+                "cannot run tail on the audit log: {}",
+                crate::flight::IoError(&e)
+            );
             error(conn, 503, &message)
         }
     }

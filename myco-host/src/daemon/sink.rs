@@ -273,8 +273,10 @@ impl Sink for CoreSink {
             Err(e) if e.kind() == ErrorKind::WouldBlock => self.stats.sends_dropped += 1,
             Err(e) => {
                 self.stats.sends_failed += 1;
-                self.log
-                    .log(Level::Debug, format_args!("send to {addr} failed: {e}"));
+                self.log.log(
+                    Level::Debug,
+                    format_args!("send to {addr} failed: {}", crate::flight::IoError(&e)),
+                );
             }
         }
     }
