@@ -124,8 +124,8 @@ impl Members {
         self.profile.suspicion_min_ms(self.list.len() + 1)
     }
 
-    /// Lifeguard's timeout: from the profile's `suspicion_max_factor` times the minimum down to the minimum as
-    /// independent confirmations arrive. A small cluster cannot produce `SUSPICION_CONFIRMATIONS`
+    /// Lifeguard's timeout: from the profile's `suspicion_max_factor` times the minimum down to
+    /// the minimum as independent confirmations arrive. A small cluster cannot produce `SUSPICION_CONFIRMATIONS`
     /// of them (with three nodes, one survivor is the only other witness), so the confirmations
     /// needed are capped by the members that could send one; otherwise a box in a small cluster
     /// would always wait the longest timeout.

@@ -866,3 +866,28 @@ fn a_pair_at_rest_sends_what_its_profile_says() {
         );
     }
 }
+
+/// A node given its own address to join (every box handed the same list) finds out when its own
+/// Hello comes back, and stops: before, it started a handshake with itself every second and
+/// repeated the Hello ten times a second, forever.
+#[test]
+fn a_node_does_not_join_itself() {
+    let me = PeerAddr::v4([127, 0, 0, 1], 1);
+    let other = PeerAddr::v4([127, 0, 0, 9], 1);
+    let mut a = node_with(1, &[other, me], WAL_CHECKPOINT_BYTES);
+    let mut sent_to_me = 0;
+    for t in (0..10_000).step_by(10) {
+        let now = Instant(t);
+        let mut wire = Wire::default();
+        a.handle_tick(now, &mut wire);
+        while let Some((to, frame)) = wire.frames.pop() {
+            if to == me {
+                sent_to_me += 1;
+                a.handle_datagram(now, me, &frame, &mut Wire::default());
+            }
+        }
+    }
+    assert_eq!(sent_to_me, 1, "one Hello, back at once");
+    assert_eq!(&a.join[..], &[other], "the other join address stays");
+    assert!(!a.join_heard[0]);
+}

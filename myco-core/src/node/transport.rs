@@ -267,6 +267,18 @@ impl Transport {
         self.links.retain(|l| l.peer != peer);
     }
 
+    /// Whether `hello` is the Hello this node sent to `from` itself, back again: `from` is this
+    /// node's own address. Drops that handshake, which nobody will ever answer.
+    pub fn own_hello_returned(&mut self, from: PeerAddr, hello: &[u8]) -> bool {
+        let sent = digest(DOMAIN_HELLO, hello);
+        let before = self.pending.len();
+        self.pending.retain(|p| {
+            let initiated = matches!(p.state, PendingState::Handshake(Handshake::AwaitReply(_)));
+            !(initiated && p.addr == from && p.hello == sent)
+        });
+        self.pending.len() < before
+    }
+
     /// Whether a handshake with `addr` is under way (started and not timed out).
     pub fn handshaking(&self, addr: PeerAddr) -> bool {
         self.pending
