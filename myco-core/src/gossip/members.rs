@@ -125,10 +125,10 @@ impl Members {
     }
 
     /// Lifeguard's timeout: from the profile's `suspicion_max_factor` times the minimum down to
-    /// the minimum as independent confirmations arrive. A small cluster cannot produce `SUSPICION_CONFIRMATIONS`
-    /// of them (with three nodes, one survivor is the only other witness), so the confirmations
-    /// needed are capped by the members that could send one; otherwise a box in a small cluster
-    /// would always wait the longest timeout.
+    /// the minimum as independent confirmations arrive. A small cluster cannot produce
+    /// `SUSPICION_CONFIRMATIONS` of them (with three nodes, one survivor is the only other
+    /// witness), so the confirmations needed are capped by the members that could send one;
+    /// otherwise a box in a small cluster would always wait the longest timeout.
     fn suspicion_timeout_ms(&self, s: &Suspicion) -> u64 {
         let min = self.suspicion_min_ms();
         let max = self.profile.suspicion_max_ms(self.list.len() + 1);

@@ -660,14 +660,13 @@ impl Node {
     /// Drops join address `addr`, this node's own (every box of a cluster is often given the same
     /// list, itself included): retried, it would start a handshake with itself every second,
     /// and repeat its Hello every `HANDSHAKE_RESEND_MS`, about ten frames a second for nothing.
+    /// Every copy goes: the host may hand the same address twice.
     fn forget_join(&mut self, addr: PeerAddr) {
-        let Some(i) = self.join.iter().position(|&a| a == addr) else {
-            return;
-        };
-        self.join.remove(i);
-        self.join_heard.copy_within(i + 1.., i);
-        self.join_heard[JOIN_MAX - 1] = false;
-        assert!(!self.join.contains(&addr), "join addresses are distinct");
+        while let Some(i) = self.join.iter().position(|&a| a == addr) {
+            self.join.remove(i);
+            self.join_heard.copy_within(i + 1.., i);
+            self.join_heard[JOIN_MAX - 1] = false;
+        }
     }
 
     /// Handles one datagram from `from`. Any bytes are safe: bad frames are counted and dropped.
@@ -894,9 +893,9 @@ impl Node {
 
     /// The first sealed frame of a session this node answered: an ack to no ping (sequence 0, as
     /// the answers to join pings carry) with this node's record and piggyback. Until a sealed
-    /// frame from this side opens, the initiator repeats its Finish every `HANDSHAKE_RESEND_MS` for up to
-    /// `HANDSHAKE_TIMEOUT_MS`; waiting for gossip to pick the peer cost about 20 frames per
-    /// handshake, the bulk of a fresh cluster's traffic while its sessions open.
+    /// frame from this side opens, the initiator repeats its Finish every `HANDSHAKE_RESEND_MS`
+    /// for up to `HANDSHAKE_TIMEOUT_MS`; waiting for gossip to pick the peer cost about 20
+    /// frames per handshake, the bulk of a fresh cluster's traffic while its sessions open.
     fn confirm_session(&mut self, sink: &mut impl Sink, to: PeerAddr, peer: u64) {
         let ack = Message::Ack {
             seq: 0,
