@@ -648,6 +648,7 @@ fuzz_target!(|data: &[u8]| {
         join: &join,
         // Small, so a few entries already ask for a checkpoint.
         wal_checkpoint_bytes: 4096,
+        profile: myco_core::config::Profile::ALL[usize::from(flags >> 5) % 3],
     };
     let mut now = Instant(u64::from(input.u16()));
     let fresh = Node::new(&config, now).expect("the fixture configuration is valid");

@@ -97,25 +97,18 @@ pub const WANT_PER_FRAME: usize = 100;
 /// buckets again, and those repaired meanwhile drop out.
 pub const SYNC_FRAMES_PER_STEP: usize = 8;
 
-/// A gossip round: rumors are pushed and one anti-entropy exchange starts.
-pub const GOSSIP_INTERVAL_MS: u64 = 200;
-/// SWIM probe period and direct-ack timeout.
-pub const PROBE_INTERVAL_MS: u64 = 500;
-pub const PROBE_TIMEOUT_MS: u64 = 200;
-/// Lifeguard suspicion: timeout = multiplier x max(1, log10 members) x probe interval, shrinking
-/// from `SUSPICION_MAX_FACTOR` times that towards it as independent suspicions arrive.
-pub const SUSPICION_MULT: u64 = 3;
-pub const SUSPICION_MAX_FACTOR: u64 = 4;
+/// Lifeguard suspicion: a suspect is declared dead after a timeout that starts at the profile's
+/// `suspicion_max_factor` times its minimum and shrinks towards that minimum as independent
+/// suspicions arrive; the minimum is the profile's `suspicion_unit_ms` times max(1, log10 members).
 /// Independent confirmations that bring a suspicion to its minimum timeout.
 pub const SUSPICION_CONFIRMATIONS: u32 = 3;
 /// Dead members are remembered this long, so their death spreads, then forgotten.
 pub const DEAD_RETENTION_MS: u64 = 60_000;
-/// A membership page with the sender's live-set digest goes to a random peer this often; a
-/// receiver whose digest differs starts a push-pull of whole tables with it.
-pub const MEMBER_SYNC_INTERVAL_MS: u64 = 2_000;
 /// A node sends one member its whole table at most this often, so a peer that keeps asking gets
-/// no more than one table per interval (a pull is answered, never amplified).
-pub const MEMBER_PULL_MIN_MS: u64 = MEMBER_SYNC_INTERVAL_MS;
+/// no more than one table per interval (a pull is answered, never amplified). The same under
+/// every profile: it limits answers, it sets no rate of its own, and a box that restarts must get
+/// its table at once.
+pub const MEMBER_PULL_MIN_MS: u64 = 2_000;
 /// Lifeguard's local health: the highest score. A node scales its probe interval, probe timeout
 /// and suspicion timeouts by `1 + score`; missed acks and refutations raise it, acks lower it.
 pub const AWARENESS_MAX: u8 = 8;
@@ -136,6 +129,174 @@ pub const JOIN_RETRY_MS: u64 = 1_000;
 /// Operator-clock milliseconds a tombstone is kept after the newest version seen.
 pub const TOMBSTONE_RETENTION_MS: u64 = 7 * 24 * 3600 * 1000;
 
+// Network profiles (`--profile`)
+/// The rates and timeouts of membership and gossip, chosen for the link a cluster runs on. Frames
+/// are always `FRAME_BYTES`, so a profile changes how often a node talks, never what it says:
+/// nodes under different profiles understand each other (`docs/daemon.md`, "Network profiles").
+/// A cluster at rest sends only probes, their acks and the member-sync page, which is what
+/// `rest_frames_per_s_milli` counts; sessions have no idle timeout, so no keepalive is needed
+/// beyond the probes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Profile {
+    pub name: &'static str,
+    /// A gossip round: rumors are pushed, membership news goes out and one anti-entropy exchange
+    /// starts. At rest a round sends nothing.
+    pub gossip_interval_ms: u64,
+    /// SWIM probe period: one ping to a random live member (and, on average, one ack to another's
+    /// ping). A missed ack makes the member suspect at the next period.
+    pub probe_interval_ms: u64,
+    /// A ping unanswered this long goes to `INDIRECT_PROBES` helpers.
+    pub probe_timeout_ms: u64,
+    /// The shortest suspicion timeout per log10 of the cluster's size.
+    pub suspicion_unit_ms: u64,
+    /// A suspicion no other member confirms waits this many times the shortest timeout.
+    pub suspicion_max_factor: u64,
+    /// A `Sync` member page (with the sender's live-set digest) goes to a random peer this often;
+    /// a receiver whose digest differs starts a push-pull of whole tables.
+    pub member_sync_interval_ms: u64,
+    /// A member believed dead is pinged this often, so healed partitions merge again.
+    pub dead_probe_interval_ms: u64,
+    /// The goals the timings are checked against (unit tests below): bytes each box sends per
+    /// second at rest, and milliseconds from a box's death to a member declaring it dead, in a
+    /// cluster of up to `DETECTION_CLUSTER` boxes.
+    pub rest_bytes_per_s_goal: u64,
+    pub detection_ms_goal: u64,
+}
+
+/// The cluster size the detection goals are stated for.
+pub const DETECTION_CLUSTER: usize = 100;
+
+impl Profile {
+    /// Today's timings, for boxes on one LAN: fast detection, about 4.6 KB/s per box at rest.
+    pub const LAN: Profile = Profile {
+        name: "lan",
+        gossip_interval_ms: 200,
+        probe_interval_ms: 500,
+        probe_timeout_ms: 200,
+        suspicion_unit_ms: 1_500,
+        suspicion_max_factor: 4,
+        member_sync_interval_ms: 2_000,
+        dead_probe_interval_ms: 2_000,
+        rest_bytes_per_s_goal: 4_608,
+        detection_ms_goal: 15_000,
+    };
+    /// Boxes across the internet: longer round trips, about a quarter of LAN's traffic.
+    pub const WAN: Profile = Profile {
+        name: "wan",
+        gossip_interval_ms: 500,
+        probe_interval_ms: 2_000,
+        probe_timeout_ms: 800,
+        suspicion_unit_ms: 2_000,
+        suspicion_max_factor: 3,
+        member_sync_interval_ms: 10_000,
+        dead_probe_interval_ms: 5_000,
+        rest_bytes_per_s_goal: 1_200,
+        detection_ms_goal: 25_000,
+    };
+    /// Boxes on a link paid by the byte (cellular): at most 400 bytes/s at rest (about 1 GB a
+    /// month), a dead box still declared dead within 30 s.
+    pub const METERED: Profile = Profile {
+        name: "metered",
+        gossip_interval_ms: 1_000,
+        probe_interval_ms: 6_000,
+        probe_timeout_ms: 1_500,
+        suspicion_unit_ms: 2_000,
+        suspicion_max_factor: 2,
+        member_sync_interval_ms: 60_000,
+        dead_probe_interval_ms: 20_000,
+        rest_bytes_per_s_goal: 400,
+        detection_ms_goal: 30_000,
+    };
+    pub const ALL: [Profile; 3] = [Profile::LAN, Profile::WAN, Profile::METERED];
+    /// The names `--profile` takes, for usage messages.
+    pub const NAMES: &'static str = "lan, wan, metered";
+
+    /// The profile called `name`; None for any other text.
+    pub fn named(name: &str) -> Option<Profile> {
+        Profile::ALL.into_iter().find(|p| p.name == name)
+    }
+
+    /// The shortest suspicion timeout in a cluster of `cluster` boxes (this one included).
+    pub const fn suspicion_min_ms(&self, cluster: usize) -> u64 {
+        self.suspicion_unit_ms * log10_ceil(cluster)
+    }
+
+    /// The longest: a suspicion nobody else confirms.
+    pub const fn suspicion_max_ms(&self, cluster: usize) -> u64 {
+        self.suspicion_min_ms(cluster) * self.suspicion_max_factor
+    }
+
+    /// Frames a box sends per second at rest, in thousandths: its own ping each probe period, on
+    /// average one ack to another member's ping, and the member-sync page.
+    pub const fn rest_frames_per_s_milli(&self) -> u64 {
+        2 * 1_000_000 / self.probe_interval_ms + 1_000_000 / self.member_sync_interval_ms
+    }
+
+    /// Bytes a box sends per second at rest.
+    pub const fn rest_bytes_per_s(&self) -> u64 {
+        self.rest_frames_per_s_milli() * FRAME_BYTES as u64 / 1000
+    }
+
+    /// Milliseconds from a box's death until a member declares it dead, in a cluster of `cluster`
+    /// boxes, nine times in ten: the cluster's probes pick members at random, so the wait for the
+    /// first probe of the dead box is exponential with a mean of one probe period (2.3 periods at
+    /// the 90th percentile); the miss is judged one period after that ping; the prober's
+    /// unconfirmed suspicion then runs its longest timeout.
+    pub const fn detection_ms(&self, cluster: usize) -> u64 {
+        self.probe_interval_ms * 23 / 10
+            + self.probe_interval_ms
+            + self.suspicion_max_ms(cluster)
+            + self.gossip_interval_ms
+    }
+}
+
+/// max(1, ceil(log10 n)): how suspicion timeouts and retransmissions grow with the cluster.
+pub const fn log10_ceil(n: usize) -> u64 {
+    let mut x = 1usize;
+    let mut d = 0u64;
+    while x < n {
+        x = x.saturating_mul(10);
+        d += 1;
+    }
+    if d == 0 {
+        1
+    } else {
+        d
+    }
+}
+
+/// Bounds every profile keeps; a profile that breaks one fails the build.
+const fn profile_is_sound(p: &Profile) -> bool {
+    // Timers fire at tick granularity; a probe must be judged inside its own period.
+    p.gossip_interval_ms >= 50
+        && p.probe_timeout_ms >= 50
+        && p.probe_timeout_ms < p.probe_interval_ms
+        && p.suspicion_max_factor >= 1
+        && p.member_sync_interval_ms >= p.probe_interval_ms
+        && refutes_in_time(p)
+}
+
+/// A box told it is suspect refutes in its next gossip round; that must leave it well within the
+/// shortest unconfirmed suspicion of every profile (in a cluster of ten or fewer), so a box of a
+/// slower profile is not declared dead by a faster one for the time it takes to answer.
+const fn refutes_in_time(p: &Profile) -> bool {
+    let mut i = 0;
+    while i < Profile::ALL.len() {
+        if 3 * p.gossip_interval_ms > Profile::ALL[i].suspicion_max_ms(1) {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+const _: () = assert!(profile_is_sound(&Profile::LAN));
+const _: () = assert!(profile_is_sound(&Profile::WAN));
+const _: () = assert!(profile_is_sound(&Profile::METERED));
+// Issue 19's goal for metered links: about 1 GB a month, a dead box found within 30 s.
+const _: () = assert!(
+    Profile::METERED.rest_bytes_per_s_goal <= 400 && Profile::METERED.detection_ms_goal <= 30_000
+);
+
 // The memory budget of one node, one line per consumer (bytes, rounded up), checked below against
 // the bound, and in `node/mod.rs` against the real `size_of::<Node>()`, which must fit inside it.
 pub const BUDGET_BYTES: usize = ARENA_BYTES // packed entries
@@ -151,7 +312,8 @@ pub const BUDGET_BYTES: usize = ARENA_BYTES // packed entries
     + SESSIONS_MAX * 136 // established sessions: two AEAD keys, replay window, peer, address
     + HANDSHAKES_MAX * 620 // pending handshakes: initiator state or responder keys, last message
     + 512 // this node's credentials and trust
-    + 4096; // counters, timers, PRNG, configuration
+    + 4096 // counters, timers, PRNG, configuration
+    + 2 * core::mem::size_of::<Profile>(); // the network profile, in the node and its member table
 pub const NODE_BYTES_MAX: usize = 512 * 1024;
 
 const _: () = assert!(BUDGET_BYTES <= NODE_BYTES_MAX);
@@ -326,3 +488,70 @@ pub const BUILD_RETRY_MAX_MS: u64 = 600_000;
 /// `/bin/` and the name again).
 pub const BUILDS_BUDGET_BYTES: usize =
     BUILDS_MAX * (128 + STORE_PATH_BYTES_MAX + 2 * NAME_BYTES_MAX) + 32;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `lan` is the behaviour from before profiles existed, value for value.
+    #[test]
+    fn lan_is_the_old_timing() {
+        let lan = Profile::LAN;
+        assert_eq!(lan.gossip_interval_ms, 200);
+        assert_eq!(lan.probe_interval_ms, 500);
+        assert_eq!(lan.probe_timeout_ms, 200);
+        // Was SUSPICION_MULT (3) x the probe interval, with SUSPICION_MAX_FACTOR 4.
+        assert_eq!(lan.suspicion_min_ms(100), 3 * 2 * 500);
+        assert_eq!(lan.suspicion_max_ms(100), 4 * 3 * 2 * 500);
+        assert_eq!(lan.member_sync_interval_ms, 2_000);
+        assert_eq!(lan.dead_probe_interval_ms, 2_000);
+    }
+
+    /// Every profile's traffic at rest meets its goal: metered 400 bytes/s (one frame every 2.5
+    /// s), lan no more than the 4.5 frames/s measured before profiles.
+    #[test]
+    fn rest_traffic_meets_each_goal() {
+        for p in Profile::ALL {
+            let bytes = p.rest_bytes_per_s();
+            assert!(bytes <= p.rest_bytes_per_s_goal, "{}: {bytes} B/s", p.name);
+        }
+        assert!(Profile::METERED.rest_frames_per_s_milli() <= 400);
+        assert_eq!(Profile::LAN.rest_frames_per_s_milli(), 4_500);
+    }
+
+    /// Every profile declares a dead box dead within its goal in a cluster of 100, metered within
+    /// 30 s; and the slower the profile, the less it sends.
+    #[test]
+    fn detection_meets_each_goal() {
+        for p in Profile::ALL {
+            let ms = p.detection_ms(DETECTION_CLUSTER);
+            assert!(ms <= p.detection_ms_goal, "{}: {ms} ms", p.name);
+        }
+        let [lan, wan, metered] = Profile::ALL;
+        assert!(lan.rest_bytes_per_s() > wan.rest_bytes_per_s());
+        assert!(wan.rest_bytes_per_s() > metered.rest_bytes_per_s());
+        assert!(lan.detection_ms(100) < wan.detection_ms(100));
+    }
+
+    /// Only the three names are profiles, spelled exactly.
+    #[test]
+    fn profiles_by_name() {
+        for p in Profile::ALL {
+            assert_eq!(Profile::named(p.name), Some(p));
+            assert!(Profile::NAMES.contains(p.name));
+        }
+        for bad in ["", "LAN", "Lan", "lan ", "metred", "wan,lan"] {
+            assert_eq!(Profile::named(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn log10_ceil_steps() {
+        assert_eq!(log10_ceil(0), 1);
+        assert_eq!(log10_ceil(10), 1);
+        assert_eq!(log10_ceil(11), 2);
+        assert_eq!(log10_ceil(100), 2);
+        assert_eq!(log10_ceil(101), 3);
+        assert_eq!(log10_ceil(MEMBERS_MAX), 3);
+    }
+}

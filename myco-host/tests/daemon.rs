@@ -177,6 +177,16 @@ fn start_up_refusals_say_what_to_fix() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "a bad command line is exit 2");
+    let out = d.command(&["--profile", "cellular"]).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "an unknown profile is a bad command line"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is not one of lan, wan, metered"),
+        "{out:?}"
+    );
     let key = d.dir.path().join("node.key");
     fs::set_permissions(&key, fs::Permissions::from_mode(0o644)).unwrap();
     let out = d.command(&[]).output().unwrap();

@@ -62,6 +62,7 @@ fn node() -> Box<Node> {
         seed: 1,
         join: &[],
         wal_checkpoint_bytes: WAL_CHECKPOINT_BYTES,
+        profile: myco_core::config::Profile::LAN,
     };
     Box::new(Node::new(&config, Instant(0)).expect("a valid identity"))
 }

@@ -1,15 +1,16 @@
 //! `myco-sim bench`: the convergence figures recorded in docs/benchmarks.md.
 //!
-//! Rounds are gossip rounds (`GOSSIP_INTERVAL_MS`) from the submission to the moment every node
-//! holds the same state. Deploys are submitted all at once at random nodes, so the figure is the
+//! Rounds are gossip rounds (`Profile::LAN.gossip_interval_ms`) from the submission to the moment
+//! every node holds the same state. Deploys are submitted all at once at random nodes, so the figure is the
 //! spread time, not the submission window. Medians over `--seeds` seeds (default 20).
 //! Convergence runs keep every node (`kill: false`); `rounds_to_replace` has its own table.
-//! `--placement` prints only the cost of computing placement on a converged 250-node cluster.
+//! `--placement` prints only the cost of computing placement on a converged 250-node cluster;
+//! `--profiles` only each network profile's traffic at rest and death-to-replaced time.
 
 use crate::cluster::Cluster;
 use crate::report::run;
 use crate::scenario::Scenario;
-use myco_core::config::{FRAME_BYTES, GOSSIP_INTERVAL_MS};
+use myco_core::config::{Profile, FRAME_BYTES};
 use pico_args::Arguments;
 use std::time::Instant as WallClock;
 
@@ -140,11 +141,67 @@ fn at_rest() {
     let written = c.disk_written_bytes();
     let frames = c.frames_at_rest(60_000);
     println!(
-        "\nat rest (50 nodes, 100 services, converged, 60 s more): {frames:.2} frames = {:.0} bytes per node per round ({} ms); {} bytes written to disk",
+        "\nat rest (50 nodes, 100 services, converged, 60 s more): {frames:.2} frames = {:.0} bytes per node per second; {} bytes written to disk",
         frames * FRAME_BYTES as f64,
-        GOSSIP_INTERVAL_MS,
         c.disk_written_bytes() - written
     );
+}
+
+/// Nodes, services and seeds of the profiles table.
+const PROFILE_NODES: usize = 50;
+const PROFILE_SERVICES: usize = 100;
+const PROFILE_SEEDS: u64 = 5;
+/// Long enough for several of metered's member-sync pages (one a minute). A converged cluster runs
+/// this long before the window too: the tail of convergence (anti-entropy with members whose last
+/// root was seen before the last deploys, sessions still opening) is not rest.
+const PROFILE_REST_MS: u64 = 300_000;
+
+/// Per profile, in one run: bytes each box sends per second at rest (a converged cluster,
+/// `PROFILE_REST_MS` more) beside the profile's own arithmetic, and seconds from killing a box
+/// that runs services until every live box places them elsewhere (median and max over seeds).
+fn profiles() {
+    println!(
+        "\nprofiles: {PROFILE_NODES} nodes, {PROFILE_SERVICES} services, no loss; at rest: {} s from {} s after convergence (seed 1); death to replaced over seeds 1 to {PROFILE_SEEDS}",
+        PROFILE_REST_MS / 1000,
+        PROFILE_REST_MS / 1000
+    );
+    println!("| profile | bytes/s per box at rest: measured (arithmetic, goal) | death to replaced, s: median / max | detection bound, s (`Profile::detection_ms`) |");
+    println!("|---|---|---|---|");
+    for p in Profile::ALL {
+        let mut s = Scenario::standard(1, PROFILE_NODES, PROFILE_SERVICES, 0.0);
+        s.kill = false;
+        s.profile = p;
+        let mut c = Cluster::new(&s);
+        let r = c.run();
+        assert!(r.failure.is_none(), "{}: {:?}", s.command(), r.failure);
+        c.frames_at_rest(PROFILE_REST_MS);
+        let bytes = c.frames_at_rest(PROFILE_REST_MS) * FRAME_BYTES as f64;
+        let mut replaced = Vec::new();
+        for seed in 1..=PROFILE_SEEDS {
+            let mut s = Scenario::standard(seed, PROFILE_NODES, PROFILE_SERVICES, 0.0);
+            s.profile = p;
+            let (r, _) = run(&s);
+            match (&r.failure, r.ms_to_replace) {
+                (None, Some(ms)) => replaced.push(ms),
+                _ => eprintln!("bench run failed; reproduce with: {}", s.command()),
+            }
+        }
+        let cell = match replaced.iter().max() {
+            Some(&max) if replaced.len() as u64 == PROFILE_SEEDS => format!(
+                "{:.1} / {:.1}",
+                median(replaced.clone()) as f64 / 1000.0,
+                max as f64 / 1000.0
+            ),
+            _ => "FAILED".to_string(),
+        };
+        println!(
+            "| {} | {bytes:.0} ({}, {}) | {cell} | {:.1} |",
+            p.name,
+            p.rest_bytes_per_s(),
+            p.rest_bytes_per_s_goal,
+            p.detection_ms(PROFILE_NODES) as f64 / 1000.0
+        );
+    }
 }
 
 pub fn command(mut args: Arguments) -> Result<u8, String> {
@@ -154,10 +211,11 @@ pub fn command(mut args: Arguments) -> Result<u8, String> {
         .unwrap_or(20);
     let only_placement = args.contains("--placement");
     let only_at_rest = args.contains("--at-rest");
+    let only_profiles = args.contains("--profiles");
     let rest = args.finish();
     if !rest.is_empty() || seeds == 0 {
         return Err(format!(
-            "usage: myco-sim bench [--seeds N] [--placement | --at-rest] (N > 0), got {rest:?}"
+            "usage: myco-sim bench [--seeds N] [--placement | --at-rest | --profiles] (N > 0), got {rest:?}"
         ));
     }
     if only_placement {
@@ -168,11 +226,16 @@ pub fn command(mut args: Arguments) -> Result<u8, String> {
         at_rest();
         return Ok(0);
     }
+    if only_profiles {
+        profiles();
+        return Ok(0);
+    }
     table(1, seeds);
     table(1000, seeds);
     standard_wall_time(seeds);
     replacement(seeds);
     placement_cost();
     at_rest();
+    profiles();
     Ok(0)
 }

@@ -21,7 +21,7 @@ use faults::FaultPlan;
 
 mod faults;
 use myco_core::config::REVOCATION_BYTES_MAX;
-use myco_core::config::{ARENA_BYTES, GOSSIP_INTERVAL_MS, SERVICES_MAX};
+use myco_core::config::{ARENA_BYTES, SERVICES_MAX};
 use myco_core::crypto::revocation::encode_revocation;
 use myco_core::executor::unit_digest;
 use myco_core::hash::{digest, DOMAIN_ENTRY};
@@ -108,6 +108,9 @@ pub struct Report {
     /// Gossip rounds from the kill until every live node placed its services elsewhere, with the
     /// invariant holding again.
     pub rounds_to_replace: Option<u64>,
+    /// The same in simulated milliseconds: from the kill to the last live node placing its
+    /// services elsewhere (detection, the spread of the death, placement).
+    pub ms_to_replace: Option<u64>,
     /// Why the placement phase after convergence did not finish, if it did not.
     pub placement_stuck: Option<String>,
     pub failure: Option<Failure>,
@@ -215,6 +218,7 @@ pub fn boot_joining(
         seed: s.seed ^ incarnation ^ (i as u64) << 20,
         join,
         wal_checkpoint_bytes: s.wal_checkpoint_bytes,
+        profile: s.profile,
     };
     Node::new(&config, Instant(now)).expect("simulated identities are valid")
 }
@@ -676,7 +680,9 @@ impl Cluster {
             {
                 self.watch
                     .confirm_replaced(&self.nodes, &self.up, &self.honest, victim)?;
-                report.rounds_to_replace = Some((self.now - at).div_ceil(GOSSIP_INTERVAL_MS));
+                let round_ms = self.s.profile.gossip_interval_ms;
+                report.rounds_to_replace = Some((self.now - at).div_ceil(round_ms));
+                report.ms_to_replace = Some(self.now - at);
                 self.lift_faults();
                 Phase::Resettling
             }
@@ -731,7 +737,8 @@ impl Cluster {
         self.world.disks.iter().map(|d| d.written_bytes).sum()
     }
 
-    /// Runs `ms` more with no operations and no faults; returns frames sent per node per round.
+    /// Runs `ms` more with no operations and no faults; returns frames sent per live node per
+    /// second.
     pub fn frames_at_rest(&mut self, ms: u64) -> f64 {
         let before: u64 = self.nodes.iter().map(|n| n.counters().frames_out).sum();
         let end = self.now + ms;
@@ -742,7 +749,8 @@ impl Cluster {
             self.tick_nodes();
         }
         let after: u64 = self.nodes.iter().map(|n| n.counters().frames_out).sum();
-        (after - before) as f64 / self.nodes.len() as f64 / (ms / GOSSIP_INTERVAL_MS) as f64
+        let live = self.up.iter().filter(|&&up| up).count().max(1);
+        (after - before) as f64 / live as f64 / (ms as f64 / 1000.0)
     }
 
     fn finish(
@@ -768,7 +776,9 @@ impl Cluster {
         let end = converged_at.unwrap_or(self.now);
         report.time_ms = end;
         report.ticks = end / TICK_MS;
-        report.rounds = end.saturating_sub(first_op).div_ceil(GOSSIP_INTERVAL_MS);
+        report.rounds = end
+            .saturating_sub(first_op)
+            .div_ceil(self.s.profile.gossip_interval_ms);
         report.distinct_state_hashes = self.distinct_hashes();
         report.entries = self.nodes[0].store().len();
         for (i, n) in self.nodes.iter().enumerate() {
@@ -888,6 +898,7 @@ impl Cluster {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use myco_core::config::Profile;
 
     fn run(s: &Scenario) -> Report {
         Cluster::new(s).run()
@@ -941,8 +952,9 @@ mod tests {
         assert_eq!(r.failure, None, "{}", s.command());
     }
 
-    /// A converged cluster sends only probes, acks and the periodic membership page (about one
-    /// frame per node per round, no anti-entropy) and writes nothing to disk.
+    /// A converged cluster sends only probes, acks and the periodic membership page (the `lan`
+    /// profile's 4.5 frames per node per second, within a tenth for the tail of convergence; no
+    /// anti-entropy) and writes nothing to disk.
     #[test]
     fn cluster_at_rest_stays_quiet() {
         let mut s = Scenario::standard(3, 20, 50, 0.0);
@@ -952,12 +964,34 @@ mod tests {
         let written = c.disk_written_bytes();
         assert!(written > 0, "the deploys were logged");
         let frames = c.frames_at_rest(20_000);
-        assert!(frames < 1.5, "{frames} frames per node per round at rest");
+        let arithmetic = Profile::LAN.rest_frames_per_s_milli() as f64 / 1000.0;
+        assert!(
+            frames <= arithmetic * 1.1,
+            "{frames} frames per node per second at rest"
+        );
         assert_eq!(
             c.disk_written_bytes(),
             written,
             "a cluster at rest writes nothing"
         );
+    }
+
+    /// Under `metered` (a probe every 6 s), a killed box's services are placed elsewhere by every
+    /// live box within the profile's detection bound plus a few gossip rounds for the death to
+    /// spread, and nothing else goes wrong; seeds 1 to 3.
+    #[test]
+    fn metered_replaces_a_killed_box_within_its_bound() {
+        let p = Profile::METERED;
+        for seed in 1..=3 {
+            let mut s = Scenario::standard(seed, 20, 40, 0.0);
+            s.profile = p;
+            let r = run(&s);
+            assert_eq!(r.failure, None, "{}", s.command());
+            let ms = r.ms_to_replace.expect("a box was killed and replaced");
+            let bound = p.detection_ms(s.nodes) + 5 * p.gossip_interval_ms;
+            assert!(ms <= bound, "{ms} ms > {bound} ms: {}", s.command());
+            assert!(bound <= p.detection_ms_goal + 5 * p.gossip_interval_ms);
+        }
     }
 
     /// Nodes crashed during the safety phase restart from their disks and resync: the cluster

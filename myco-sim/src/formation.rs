@@ -11,7 +11,6 @@ use crate::ids::Identities;
 use crate::net::Faults;
 use crate::scenario::Scenario;
 use crate::world::{addr, World};
-use myco_core::config::GOSSIP_INTERVAL_MS;
 use myco_core::random::Prng;
 use myco_core::schema::message::MemberState;
 use myco_core::{Instant, Node, PeerAddr};
@@ -35,7 +34,16 @@ pub struct Params {
     /// How long the run goes on after the last start: until formed, or the whole time with a
     /// slow node (which may never list everyone alive, and whose accusations are what counts).
     pub run_ms: u64,
+    /// Every node's network profile (`--profile`).
+    pub profile: myco_core::config::Profile,
+    /// Once formed, the run settles `SETTLE_MS` and then counts the frames sent in this long
+    /// (`--rest-seconds`; 0: not measured): `make bench`'s 0-service window, taken while the
+    /// sessions of a cluster that formed in seconds are still opening.
+    pub rest_ms: u64,
 }
+
+/// How long a formed cluster runs before its traffic at rest is counted, as `daemon_bench` waits.
+const SETTLE_MS: u64 = 3_000;
 
 impl Params {
     pub fn new(seed: u64, nodes: usize) -> Params {
@@ -46,6 +54,8 @@ impl Params {
             stagger_ms: 50,
             slow_ms: 0,
             run_ms: 60_000,
+            profile: myco_core::config::Profile::LAN,
+            rest_ms: 0,
         }
     }
 
@@ -65,12 +75,16 @@ pub struct Formed {
     /// The slow node's local health score at the end (0: healthy).
     pub slow_health: u8,
     pub frames_sent: u64,
+    /// The profile's gossip round, the unit of `rounds`.
+    pub round_ms: u64,
+    /// Frames each node sent per second in the window after formation (`Params::rest_ms`).
+    pub rest_frames_per_s: Option<f64>,
 }
 
 impl Formed {
     /// Gossip rounds from the last start to all-alive: the figure tests compare, not wall time.
     pub fn rounds(&self) -> Option<u64> {
-        self.all_alive_ms.map(|ms| ms.div_ceil(GOSSIP_INTERVAL_MS))
+        self.all_alive_ms.map(|ms| ms.div_ceil(self.round_ms))
     }
 }
 
@@ -88,6 +102,7 @@ struct Run {
 pub fn run(p: &Params) -> Formed {
     let mut s = Scenario::standard(p.seed, p.nodes, 0, p.loss);
     s.kill = false;
+    s.profile = p.profile;
     let faults = Faults {
         loss_ppm: s.loss_ppm,
         duplicate_ppm: 0,
@@ -112,7 +127,10 @@ pub fn run(p: &Params) -> Formed {
 impl Run {
     fn go(&mut self) -> Formed {
         let last_start = (self.p.nodes as u64 - 1) * self.p.stagger_ms;
-        let mut out = Formed::default();
+        let mut out = Formed {
+            round_ms: self.p.profile.gossip_interval_ms,
+            ..Formed::default()
+        };
         while self.now <= last_start + self.p.run_ms {
             self.start_due();
             self.deliver();
@@ -127,6 +145,9 @@ impl Run {
             }
             self.now += TICK_MS;
         }
+        if out.all_alive_ms.is_some() && self.p.rest_ms > 0 {
+            out.rest_frames_per_s = Some(self.frames_at_rest(&mut out));
+        }
         out.frames_sent = self.world.net.sent;
         out.slow_health = self
             .p
@@ -134,6 +155,25 @@ impl Run {
             .and_then(|i| self.nodes[i].as_ref())
             .map_or(0, |n| n.local_health());
         out
+    }
+
+    /// Runs `SETTLE_MS`, then `rest_ms` more; returns frames sent per node per second in the
+    /// second part. Deaths meanwhile still count as false.
+    fn frames_at_rest(&mut self, out: &mut Formed) -> f64 {
+        let mut sent_before = self.world.net.sent;
+        let settled = self.now + SETTLE_MS;
+        let end = settled + self.p.rest_ms;
+        while self.now < end {
+            self.now += TICK_MS;
+            if self.now == settled {
+                sent_before = self.world.net.sent;
+            }
+            self.deliver();
+            self.tick();
+            self.count_deaths(out);
+        }
+        let sent = self.world.net.sent - sent_before;
+        sent as f64 / self.p.nodes as f64 / (self.p.rest_ms as f64 / 1000.0)
     }
 
     /// Starts every node due by now, joining node 0 and `JOINS_RANDOM` random earlier nodes.
@@ -223,6 +263,8 @@ pub fn command(mut args: Arguments) -> Result<u8, String> {
     p.stagger_ms = get(&mut args, "--stagger-ms")?.map_or(p.stagger_ms, |v| v as u64);
     p.slow_ms = get(&mut args, "--slow-ms")?.map_or(0, |v| v as u64);
     p.run_ms = get(&mut args, "--seconds")?.map_or(p.run_ms, |v| (v * 1000.0) as u64);
+    p.profile = crate::scenario::profile_arg(&mut args)?;
+    p.rest_ms = get(&mut args, "--rest-seconds")?.map_or(0, |v| (v * 1000.0) as u64);
     let rest = args.finish();
     if !rest.is_empty() {
         return Err(format!("unexpected arguments: {rest:?}"));
@@ -232,7 +274,7 @@ pub fn command(mut args: Arguments) -> Result<u8, String> {
     }
     let f = run(&p);
     println!(
-        "FORMED nodes={} last_start_to_all_alive_s={} rounds={} false_dead={} slow_ms={} slow_declared_dead={} slow_health={} frames_sent={} (simulated; started {} ms apart, loss {})",
+        "FORMED nodes={} last_start_to_all_alive_s={} rounds={} false_dead={} slow_ms={} slow_declared_dead={} slow_health={} frames_sent={} rest_frames_per_node_s={} profile={} (simulated; started {} ms apart, loss {})",
         p.nodes,
         f.all_alive_ms
             .map_or("not-reached".to_string(), |ms| format!("{:.2}", ms as f64 / 1000.0)),
@@ -242,6 +284,9 @@ pub fn command(mut args: Arguments) -> Result<u8, String> {
         f.slow_declared_dead,
         f.slow_health,
         f.frames_sent,
+        f.rest_frames_per_s
+            .map_or("-".to_string(), |r| format!("{r:.2}")),
+        p.profile.name,
         p.stagger_ms,
         p.loss,
     );

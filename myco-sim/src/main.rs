@@ -32,12 +32,12 @@ myco-sim: MycoSim, the deterministic simulator of a Myco cluster
 
 USAGE:
   myco-sim run [--seed S] [--nodes N] [--services K] [--loss P] [--json] [FAULTS] [--adversary]
-               [--scenario rotate]
+               [--scenario rotate] [--profile lan|wan|metered]
   myco-sim gauntlet --seconds T [--seed S]
-  myco-sim bench [--seeds N] [--placement | --at-rest]
+  myco-sim bench [--seeds N] [--placement | --at-rest | --profiles]
   myco-sim capacity [--seed S]
   myco-sim formation [--seed S] [--nodes N] [--loss P] [--stagger-ms MS] [--slow-ms MS]
-                     [--seconds T]
+                     [--seconds T] [--rest-seconds R] [--profile lan|wan|metered]
 
 RUN OPTIONS:
   --seed S          seed for everything (default 1)
@@ -59,6 +59,7 @@ RUN OPTIONS:
   --adversary       an attacker replays, flips bits, sends self-signed, revoked and foreign-zone
                     handshakes and frames; a stolen box gossips forged slots and tombstones
   --scenario rotate the operator raises the RevocationBlock and re-certifies every node mid-run
+  --profile NAME    every node's network profile: lan (default), wan or metered (docs/daemon.md)
   --json            print one JSON object instead of a summary
 
 INVARIANTS:
@@ -70,7 +71,9 @@ FORMATION OPTIONS:
   earlier nodes, until every node lists every other alive (at most T seconds after the last
   start, default 60); prints FORMED with the simulated time from the last start. --slow-ms
   delays every frame to the middle node (a stalled box) and runs the whole T seconds; exit 1 if
-  the cluster did not form (no slow node) or a healthy member was declared dead.
+  the cluster did not form (no slow node) or a healthy member was declared dead. With
+  --rest-seconds R, a formed cluster runs 3 s more and then R s, and prints the frames each
+  node sent per second in those R s (rest_frames_per_node_s).
 
 EXIT CODES:
   0 converged; 1 liveness failure (incl. membership not converging or services not replaced);

@@ -49,6 +49,7 @@ pub fn parse_scenario(args: &mut Arguments) -> Result<Scenario, String> {
     s.bad_update_ppm = probability("--bad-updates", opt(args, "--bad-updates", 0.0f64)?)?;
     s.ops_window_ms = opt(args, "--ops-window", s.ops_window_ms)?;
     s.adversary = args.contains("--adversary");
+    s.profile = crate::scenario::profile_arg(args)?;
     match args
         .opt_value_from_str::<_, String>("--scenario")
         .map_err(|e| format!("--scenario: {e}"))?
@@ -115,7 +116,7 @@ pub fn json(s: &Scenario, r: &Report, wall_ms: u128) -> String {
             "\"acknowledged_deploys\":{},\"acknowledged_deploys_lost\":{},\"wal_truncations\":{},\"checkpoints\":{},",
             "\"adversary_frames_sent\":{},\"adversary_frames_accepted\":{},\"forged_slots_accepted\":{},",
             "\"refused_frames\":{},\"revocation_block\":{},\"refused_by_reason\":{{{}}},",
-            "\"placement_checks\":{},\"executor_checks\":{},\"executor_commands\":{},\"health_checks\":{},\"health_restarts\":{},\"killed_node\":{},\"services_replaced\":{},\"rounds_to_replace\":{},",
+            "\"placement_checks\":{},\"executor_checks\":{},\"executor_commands\":{},\"health_checks\":{},\"health_restarts\":{},\"killed_node\":{},\"services_replaced\":{},\"rounds_to_replace\":{},\"ms_to_replace\":{},\"profile\":\"{}\",",
             "\"trace_hash\":\"{:016x}\",\"wall_ms\":{},\"failure\":{}}}"
         ),
         s.seed,
@@ -153,6 +154,8 @@ pub fn json(s: &Scenario, r: &Report, wall_ms: u128) -> String {
         null_or(r.killed),
         r.services_replaced,
         null_or(r.rounds_to_replace),
+        null_or(r.ms_to_replace),
+        s.profile.name,
         r.trace_hash,
         wall_ms,
         failure
@@ -160,13 +163,14 @@ pub fn json(s: &Scenario, r: &Report, wall_ms: u128) -> String {
 }
 
 fn replacement(r: &Report) -> String {
-    match (r.killed, r.rounds_to_replace) {
-        (None, _) => "no node killed".to_string(),
-        (Some(k), Some(rounds)) => format!(
-            "node {k} killed, its {} services placed elsewhere in {rounds} rounds (rounds_to_replace)",
-            r.services_replaced
+    match (r.killed, r.rounds_to_replace, r.ms_to_replace) {
+        (None, ..) => "no node killed".to_string(),
+        (Some(k), Some(rounds), Some(ms)) => format!(
+            "node {k} killed, its {} services placed elsewhere in {rounds} rounds (rounds_to_replace), {:.1} s",
+            r.services_replaced,
+            ms as f64 / 1000.0
         ),
-        (Some(k), None) => format!(
+        (Some(k), ..) => format!(
             "node {k} killed, its {} services NOT placed elsewhere",
             r.services_replaced
         ),
@@ -179,11 +183,13 @@ fn summary(s: &Scenario, r: &Report, wall_ms: u128) -> String {
         Some(f) => format!("FAILED: {f:?}\nreproduce with: {}", s.command()),
     };
     format!(
-        "{verdict}\n  {} nodes, {} services, loss {:.0}%: converged {} gossip rounds (200 ms each) after the first deploy; {} ms simulated in all, boot and joins included; {} distinct state hash(es)\n  frames sent {} ({} bytes), lost {}, rumor frames dropped {}\n  placement: {} invariant check(s), {}\n  executors: {} commands, {} settle check(s) of enabled units and DNS answers, {} health checks, {} unhealthy units restarted\n  node state {} bytes, heap allocations after boot {}, trace hash {:016x}, wall {} ms",
+        "{verdict}\n  {} nodes, {} services, loss {:.0}%: converged {} gossip rounds ({} ms each, profile {}) after the first deploy; {} ms simulated in all, boot and joins included; {} distinct state hash(es)\n  frames sent {} ({} bytes), lost {}, rumor frames dropped {}\n  placement: {} invariant check(s), {}\n  executors: {} commands, {} settle check(s) of enabled units and DNS answers, {} health checks, {} unhealthy units restarted\n  node state {} bytes, heap allocations after boot {}, trace hash {:016x}, wall {} ms",
         s.nodes,
         s.services,
         s.loss_ppm as f64 / 1e4,
         r.rounds,
+        s.profile.gossip_interval_ms,
+        s.profile.name,
         r.time_ms,
         r.distinct_state_hashes,
         r.frames_sent,

@@ -5,7 +5,7 @@
 //! repeats). Entries are encoded at boot so the run itself allocates nothing.
 
 use crate::fleet;
-use myco_core::config::{ENTRY_BYTES_MAX, REPLICAS_MAX, WAL_CHECKPOINT_BYTES};
+use myco_core::config::{Profile, ENTRY_BYTES_MAX, REPLICAS_MAX, WAL_CHECKPOINT_BYTES};
 use myco_core::crypto::{sign_entry, SigningKey};
 use myco_core::random::Prng;
 use myco_core::schema::entry::{Arch, EntryBody, Requirements, Version};
@@ -46,6 +46,20 @@ pub struct Scenario {
     /// New versions (updates) that are bad, per million: their unit fails or crash-loops, and
     /// a flake's build fails, on every box (`executors.rs`), so their rollout must hold.
     pub bad_update_ppm: u64,
+    /// Every node's network profile (`--profile`). The gauntlet keeps `lan`, whose timings its
+    /// time limits were set for.
+    pub profile: Profile,
+}
+
+/// `--profile NAME` from a command line: `lan` when absent, a usage error for an unknown name.
+pub fn profile_arg(args: &mut pico_args::Arguments) -> Result<Profile, String> {
+    let name: Option<String> = args
+        .opt_value_from_str("--profile")
+        .map_err(|e| format!("--profile: {e}"))?;
+    name.map_or(Ok(Profile::LAN), |name| {
+        Profile::named(&name)
+            .ok_or_else(|| format!("--profile '{name}' is not one of {}", Profile::NAMES))
+    })
 }
 
 impl Scenario {
@@ -70,6 +84,7 @@ impl Scenario {
             unit_fault_ppm: 0,
             systemctl_fault_ppm: 0,
             bad_update_ppm: 0,
+            profile: Profile::LAN,
         }
     }
 
@@ -109,6 +124,7 @@ impl Scenario {
             unit_fault_ppm: r.below(100_001),
             systemctl_fault_ppm: r.below(100_001),
             bad_update_ppm: r.below(500_001),
+            profile: Profile::LAN,
         }
     }
 
@@ -136,7 +152,11 @@ impl Scenario {
             if self.adversary { " --adversary" } else { "" },
             if self.rotate { " --scenario rotate" } else { "" },
             if self.kill { "" } else { " --kill false" },
-        )
+        ) + &if self.profile == Profile::LAN {
+            String::new()
+        } else {
+            format!(" --profile {}", self.profile.name)
+        }
     }
 }
 

@@ -5,18 +5,17 @@
 //! `Alive(j)` and `Suspect(j)` for `i >= j`. Only the member itself raises its incarnation, to
 //! refute a suspicion or a death notice about itself (done by `Node`).
 //!
-//! Suspicion follows Lifeguard: a suspect is declared dead after a timeout that starts at
-//! `SUSPICION_MAX_FACTOR` times the minimum and shrinks linearly towards the minimum as independent
-//! members report the same suspicion; the minimum grows with log10 of the cluster size.
+//! Suspicion follows Lifeguard: a suspect is declared dead after a timeout that starts at the
+//! profile's `suspicion_max_factor` times the minimum and shrinks linearly towards the minimum as
+//! independent members report the same suspicion; the minimum grows with log10 of the cluster size.
 //!
 //! Accepted updates are re-broadcast by piggybacking on probes, each `RETRANSMIT_MULT *
 //! ceil(log10(n + 1))` times. The piggyback queue holds at most one update per member; when full,
 //! the update with the fewest transmits left is dropped.
 
 use crate::config::{
-    DEAD_RETENTION_MS, MEMBERS_MAX, MEMBER_UPDATES_MAX, MEMBER_UPDATES_PER_FRAME,
-    PROBE_INTERVAL_MS, RETRANSMIT_MULT, SUSPICION_CONFIRMATIONS, SUSPICION_MAX_FACTOR,
-    SUSPICION_MULT,
+    log10_ceil, Profile, DEAD_RETENTION_MS, MEMBERS_MAX, MEMBER_UPDATES_MAX,
+    MEMBER_UPDATES_PER_FRAME, RETRANSMIT_MULT, SUSPICION_CONFIRMATIONS,
 };
 use crate::schema::addr::PeerAddr;
 use crate::schema::message::{MemberMeta, MemberState, MemberUpdate, Status};
@@ -81,30 +80,17 @@ pub struct Members {
     list: Vec<Member, MEMBERS_MAX>,
     pending: Vec<(MemberUpdate, u8), MEMBER_UPDATES_MAX>,
     pub dropped_updates: u64,
-}
-
-impl Default for Members {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-fn log10_ceil(n: usize) -> u64 {
-    let mut x = 1usize;
-    let mut d = 0u64;
-    while x < n {
-        x = x.saturating_mul(10);
-        d += 1;
-    }
-    d.max(1)
+    /// Where the suspicion timeouts come from.
+    profile: Profile,
 }
 
 impl Members {
-    pub const fn new() -> Self {
+    pub const fn new(profile: Profile) -> Self {
         Members {
             list: Vec::new(),
             pending: Vec::new(),
             dropped_updates: 0,
+            profile,
         }
     }
 
@@ -133,19 +119,19 @@ impl Members {
             .fold(me, |d, m| d ^ m.id)
     }
 
-    /// Shortest suspicion timeout for the current cluster size.
+    /// Shortest suspicion timeout for the current cluster size (the table and this node).
     pub fn suspicion_min_ms(&self) -> u64 {
-        SUSPICION_MULT * log10_ceil(self.list.len() + 1) * PROBE_INTERVAL_MS
+        self.profile.suspicion_min_ms(self.list.len() + 1)
     }
 
-    /// Lifeguard's timeout: from `SUSPICION_MAX_FACTOR` times the minimum down to the minimum as
-    /// independent confirmations arrive. A small cluster cannot produce `SUSPICION_CONFIRMATIONS`
-    /// of them (with three nodes, one survivor is the only other witness), so the confirmations
-    /// needed are capped by the members that could send one; otherwise a box in a small cluster
-    /// would always wait the longest timeout.
+    /// Lifeguard's timeout: from the profile's `suspicion_max_factor` times the minimum down to
+    /// the minimum as independent confirmations arrive. A small cluster cannot produce
+    /// `SUSPICION_CONFIRMATIONS` of them (with three nodes, one survivor is the only other
+    /// witness), so the confirmations needed are capped by the members that could send one;
+    /// otherwise a box in a small cluster would always wait the longest timeout.
     fn suspicion_timeout_ms(&self, s: &Suspicion) -> u64 {
         let min = self.suspicion_min_ms();
-        let max = min * SUSPICION_MAX_FACTOR;
+        let max = self.profile.suspicion_max_ms(self.list.len() + 1);
         // Witnesses besides the first reporter: every live member except the suspect.
         let witnesses = self.live_count().saturating_sub(1) as u64;
         let needed = u64::from(SUSPICION_CONFIRMATIONS).min(witnesses).max(1);
@@ -359,7 +345,7 @@ mod tests {
     /// The SWIM precedence table, case by case.
     #[test]
     fn precedence() {
-        let mut ms = Members::new();
+        let mut ms = Members::new(Profile::LAN);
         let t = Instant(0);
         assert_eq!(
             ms.apply(t, &up(1, 0, MemberState::Alive), 9),
@@ -407,10 +393,10 @@ mod tests {
     /// Regression (fuzz): a member first heard of as suspect still expires to dead.
     #[test]
     fn member_first_heard_as_suspect_expires() {
-        let mut ms = Members::new();
+        let mut ms = Members::new(Profile::LAN);
         ms.apply(Instant(0), &up(1, 0, MemberState::Suspect), 9);
         let mut dead = 0;
-        let max = ms.suspicion_min_ms() * SUSPICION_MAX_FACTOR;
+        let max = ms.suspicion_min_ms() * Profile::LAN.suspicion_max_factor;
         ms.expire(Instant(max), 1, |_| dead += 1);
         assert_eq!(dead, 1);
     }
@@ -419,7 +405,7 @@ mod tests {
     /// dead member is forgotten after the retention.
     #[test]
     fn suspicion_shrinks_and_expires() {
-        let mut ms = Members::new();
+        let mut ms = Members::new(Profile::LAN);
         ms.apply(Instant(0), &up(1, 0, MemberState::Alive), 9);
         ms.apply(Instant(0), &up(1, 0, MemberState::Suspect), 10);
         let min = ms.suspicion_min_ms();
@@ -439,9 +425,9 @@ mod tests {
     /// A stretched suspicion (a node of poor local health) waits `scale` times as long.
     #[test]
     fn a_scaled_suspicion_waits_longer() {
-        let mut ms = Members::new();
+        let mut ms = Members::new(Profile::LAN);
         ms.apply(Instant(0), &up(1, 0, MemberState::Suspect), 9);
-        let max = ms.suspicion_min_ms() * SUSPICION_MAX_FACTOR;
+        let max = ms.suspicion_min_ms() * Profile::LAN.suspicion_max_factor;
         let mut dead = 0;
         ms.expire(Instant(max), 3, |_| dead += 1);
         assert_eq!(dead, 0);
@@ -454,7 +440,7 @@ mod tests {
     /// The live digest names the live set: suspects count, the dead do not, order does not matter.
     #[test]
     fn live_digest_is_the_live_set() {
-        let (mut a, mut b) = (Members::new(), Members::new());
+        let (mut a, mut b) = (Members::new(Profile::LAN), Members::new(Profile::LAN));
         a.apply(Instant(0), &up(1, 0, MemberState::Alive), 9);
         a.apply(Instant(0), &up(2, 0, MemberState::Alive), 9);
         b.apply(Instant(0), &up(2, 3, MemberState::Suspect), 9);
@@ -470,7 +456,7 @@ mod tests {
     /// retires updates after their transmits.
     #[test]
     fn piggyback_queue_is_bounded() {
-        let mut ms = Members::new();
+        let mut ms = Members::new(Profile::LAN);
         for id in 0..(MEMBER_UPDATES_MAX as u64 + 10) {
             ms.enqueue(up(id, 0, MemberState::Alive));
         }

@@ -12,9 +12,8 @@
 
 use crate::config::WAL_HEADER_BYTES;
 use crate::config::{
-    ARENA_BYTES, BUCKETS, BUCKETS_PER_GROUP, BUDGET_BYTES, FRAME_BYTES, GOSSIP_FANOUT,
-    GOSSIP_INTERVAL_MS, GROUPS, INDIRECT_PROBES, JOIN_MAX, JOIN_RETRY_MS, MEMBER_SYNC_INTERVAL_MS,
-    NODE_BYTES_MAX, PROBE_INTERVAL_MS, PROBE_TIMEOUT_MS, RELAYS_MAX, SERVICES_MAX,
+    Profile, ARENA_BYTES, BUCKETS, BUCKETS_PER_GROUP, BUDGET_BYTES, FRAME_BYTES, GOSSIP_FANOUT,
+    GROUPS, INDIRECT_PROBES, JOIN_MAX, JOIN_RETRY_MS, NODE_BYTES_MAX, RELAYS_MAX, SERVICES_MAX,
     SYNC_FRAMES_PER_STEP, SYNC_KEYS_PER_FRAME, WANT_PER_FRAME,
 };
 use crate::config::{BODY_BYTES_MAX, REVOCATION_BYTES_MAX};
@@ -45,9 +44,6 @@ const SESSIONS_WARM: usize = 16;
 
 /// Rounds of unconditional anti-entropy after recovering from a truncated log.
 const FULL_SYNC_ROUNDS: u8 = 3;
-
-/// How often a member believed dead is pinged, so healed partitions merge again.
-const DEAD_PROBE_INTERVAL_MS: u64 = 2_000;
 
 /// Frames one queued rumor frame may become when its entries grew since they were queued.
 const RUMOR_FRAMES_MAX: usize = 2;
@@ -252,6 +248,8 @@ pub struct NodeConfig<'a> {
     pub join: &'a [PeerAddr],
     /// Log size that triggers a checkpoint: `WAL_CHECKPOINT_BYTES`, or less to test compaction.
     pub wal_checkpoint_bytes: u64,
+    /// Rates and timeouts of membership and gossip (`--profile`; `Profile::LAN` unless told).
+    pub profile: Profile,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -274,6 +272,8 @@ struct Relay {
 pub struct Node {
     id: u64,
     meta: MemberMeta,
+    /// Every rate and timeout of probes, gossip and member sync.
+    profile: Profile,
     incarnation: u32,
     rng: Prng,
     store: Store<SERVICES_MAX, ARENA_BYTES>,
@@ -360,15 +360,17 @@ impl Node {
             join.push(*a).expect("taken at most JOIN_MAX");
         }
         let mut rng = Prng::new(config.seed);
+        let profile = config.profile;
         // Spread timers so nodes booted together do not probe in lockstep.
-        let jitter = rng.below(GOSSIP_INTERVAL_MS);
+        let jitter = rng.below(profile.gossip_interval_ms);
         Ok(Node {
             id,
             meta,
+            profile,
             incarnation: 0,
             rng,
             store: Store::new(),
-            members: Members::new(),
+            members: Members::new(profile),
             rumors: RumorQueue::new(),
             join,
             join_heard: [false; JOIN_MAX],
@@ -382,9 +384,9 @@ impl Node {
             relays: Vec::new(),
             next_probe: now.add_ms(jitter),
             next_gossip: now.add_ms(jitter),
-            next_member_sync: now.add_ms(MEMBER_SYNC_INTERVAL_MS + jitter),
+            next_member_sync: now.add_ms(profile.member_sync_interval_ms + jitter),
             next_join: now,
-            next_dead_probe: now.add_ms(DEAD_PROBE_INTERVAL_MS + jitter),
+            next_dead_probe: now.add_ms(profile.dead_probe_interval_ms + jitter),
             next_ticket: 1,
             wal_bytes: 0,
             checkpoint_requested: false,
@@ -400,6 +402,11 @@ impl Node {
 
     pub fn id(&self) -> u64 {
         self.id
+    }
+
+    /// The profile this node was started with.
+    pub fn profile(&self) -> Profile {
+        self.profile
     }
 
     pub fn state_hash(&self) -> u64 {
@@ -620,11 +627,11 @@ impl Node {
         self.warm_sessions(sink);
         self.tick_probe(now, sink);
         if now >= self.next_gossip {
-            self.next_gossip = now.add_ms(GOSSIP_INTERVAL_MS);
+            self.next_gossip = now.add_ms(self.profile.gossip_interval_ms);
             self.gossip_round(sink);
         }
         if now >= self.next_member_sync {
-            self.next_member_sync = now.add_ms(MEMBER_SYNC_INTERVAL_MS);
+            self.next_member_sync = now.add_ms(self.profile.member_sync_interval_ms);
             // A peer with a session: a page to any other would be dropped for its handshake.
             let peer = self.random_live_peers::<1>(false).first().copied();
             let peer = peer.and_then(|a| self.members.list().iter().find(|m| m.addr == a));
@@ -635,7 +642,7 @@ impl Node {
         }
         self.tick_status(now, sink);
         if now >= self.next_dead_probe {
-            self.next_dead_probe = now.add_ms(DEAD_PROBE_INTERVAL_MS);
+            self.next_dead_probe = now.add_ms(self.profile.dead_probe_interval_ms);
             self.probe_the_dead(sink);
         }
         if now >= self.next_join {
@@ -647,6 +654,18 @@ impl Node {
                     self.send_ping(sink, to, 0, None);
                 }
             }
+        }
+    }
+
+    /// Drops join address `addr`, this node's own (every box of a cluster is often given the same
+    /// list, itself included): retried, it would start a handshake with itself every second,
+    /// and repeat its Hello every `HANDSHAKE_RESEND_MS`, about ten frames a second for nothing.
+    /// Every copy goes: the host may hand the same address twice.
+    fn forget_join(&mut self, addr: PeerAddr) {
+        while let Some(i) = self.join.iter().position(|&a| a == addr) {
+            self.join.remove(i);
+            self.join_heard.copy_within(i + 1.., i);
+            self.join_heard[JOIN_MAX - 1] = false;
         }
     }
 
@@ -668,12 +687,16 @@ impl Node {
             return self.refuse(sink, Refusal::WrongZone);
         }
         if frame.sender() == self.id {
+            if frame.kind() == Kind::Hello && self.out.own_hello_returned(from, frame.body()) {
+                self.forget_join(from);
+            }
             return;
         }
         if frame.kind() != Kind::Data {
-            if let Some(peer) = self.out.handle_handshake(sink, from, &frame) {
+            if let Some(done) = self.out.handle_handshake(sink, from, &frame) {
                 // A completed handshake proves the peer's identity and certificate: it is a
                 // member, at its lowest incarnation until its own frames say more.
+                let peer = done.peer;
                 let c = peer.cert;
                 let meta = MemberMeta {
                     arch: c.arch,
@@ -689,6 +712,9 @@ impl Node {
                     meta,
                 };
                 self.apply_member(now, &u, peer.node_id, sink);
+                if done.responder {
+                    self.confirm_session(sink, from, peer.node_id);
+                }
             }
             return;
         }
@@ -865,6 +891,21 @@ impl Node {
         }
     }
 
+    /// The first sealed frame of a session this node answered: an ack to no ping (sequence 0, as
+    /// the answers to join pings carry) with this node's record and piggyback. Until a sealed
+    /// frame from this side opens, the initiator repeats its Finish every `HANDSHAKE_RESEND_MS`
+    /// for up to `HANDSHAKE_TIMEOUT_MS`; waiting for gossip to pick the peer cost about 20
+    /// frames per handshake, the bulk of a fresh cluster's traffic while its sessions open.
+    fn confirm_session(&mut self, sink: &mut impl Sink, to: PeerAddr, peer: u64) {
+        let ack = Message::Ack {
+            seq: 0,
+            me: self.me(),
+            updates: self.piggyback_for(peer),
+            status_seen: self.status_seen(to),
+        };
+        self.out.send(sink, to, self.store.root(), ack);
+    }
+
     /// Probes `target_addr` for the member at `from` that asked (an indirect probe).
     fn relay_ping(
         &mut self,
@@ -880,7 +921,7 @@ impl Node {
             seq: self.seq,
             origin: from,
             origin_seq: seq,
-            expires: now.add_ms(PROBE_INTERVAL_MS),
+            expires: now.add_ms(self.profile.probe_interval_ms),
         };
         // A full relay table refuses new relays; the origin's other helpers still try.
         if self.relays.push(relay).is_ok() {

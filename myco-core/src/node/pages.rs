@@ -3,10 +3,11 @@
 //!
 //! - A node that hears from one of its join addresses for the first time sends that node its whole
 //!   table as `Pull` pages; the join node answers with its own whole table as `Push` pages.
-//! - Every `MEMBER_SYNC_INTERVAL_MS` a node sends one `Sync` page (part of its table, and the
-//!   digest of its live set) to a random live member. A receiver whose live set differs starts a
-//!   push-pull with the sender, so a node that misses members (or holds a death the other has not
-//!   heard of) is repaired within about one interval instead of waiting for piggybacks.
+//! - Every `member_sync_interval_ms` of its profile a node sends one `Sync` page (part of its
+//!   table, and the digest of its live set) to a random live member. A receiver whose live set
+//!   differs starts a push-pull with the sender, so a node that misses members (or holds a death
+//!   the other has not heard of) is repaired within about one interval instead of waiting for
+//!   piggybacks.
 //!
 //! A whole table is at most `MEMBER_PAGES_MAX` frames and goes to one member at most once per
 //! `MEMBER_PULL_MIN_MS`, so a peer that keeps asking is answered, never amplified. Every record

@@ -39,7 +39,7 @@ impl Node {
         let scale = self.awareness_scale();
         if let Some(p) = self.probe {
             let addr = self.members.get(p.target).map(|m| m.addr);
-            let timed_out = now.since_ms(p.sent_at) >= PROBE_TIMEOUT_MS * scale;
+            let timed_out = now.since_ms(p.sent_at) >= self.profile.probe_timeout_ms * scale;
             if !p.acked && !p.indirect_sent && timed_out {
                 if let Some(target_addr) = addr {
                     self.send_indirect(sink, p, target_addr);
@@ -54,7 +54,7 @@ impl Node {
         if now < self.next_probe {
             return;
         }
-        self.next_probe = now.add_ms(PROBE_INTERVAL_MS * scale);
+        self.next_probe = now.add_ms(self.profile.probe_interval_ms * scale);
         if let Some(p) = self.probe.take() {
             // Only a miss of a member still believed alive counts: probing a suspect again and
             // again (a box that really died, the only peer of a two-node cluster) says nothing

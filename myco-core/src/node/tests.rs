@@ -249,6 +249,15 @@ impl Sink for Wire {
 /// Boxed: a test holds two nodes of half a megabyte each, more than a test thread's stack
 /// comfortably carries beside their construction.
 fn node_with(seed: u8, join: &[PeerAddr], wal_checkpoint_bytes: u64) -> Box<Node> {
+    node_profiled(seed, join, wal_checkpoint_bytes, Profile::LAN)
+}
+
+fn node_profiled(
+    seed: u8,
+    join: &[PeerAddr],
+    wal_checkpoint_bytes: u64,
+    profile: Profile,
+) -> Box<Node> {
     let op = operator();
     let node_pk = SigningKey::from_seed([seed; 32]).unwrap().public_key();
     let cert = certify(&op, &node_pk, 0, Arch::X86_64, false, 0);
@@ -260,6 +269,7 @@ fn node_with(seed: u8, join: &[PeerAddr], wal_checkpoint_bytes: u64) -> Box<Node
         seed: u64::from(seed),
         join,
         wal_checkpoint_bytes,
+        profile,
     };
     Box::new(Node::new(&config, Instant(0)).unwrap())
 }
@@ -502,7 +512,12 @@ fn a_new_member_hears_the_status_when_it_joins() {
         a.handle_tick(Instant(t), &mut Wire::default());
     }
     // Less than a membership push's interval after the join: only the join can have sent it.
-    run_pair(&mut a, &mut b, MEMBER_SYNC_INTERVAL_MS / 2, 3_000);
+    run_pair(
+        &mut a,
+        &mut b,
+        Profile::LAN.member_sync_interval_ms / 2,
+        3_000,
+    );
     assert_eq!(b.status_of(a.id()).map(|s| s.version), Some(100));
 }
 
@@ -725,7 +740,12 @@ fn a_missing_member_is_pulled_after_a_sync_page() {
     joined_pair!(a, b, _addr_a, _addr_b);
     add_phantoms(&mut a, 0, 1);
     assert!(!lists(&b, phantom(0).id));
-    run_pair(&mut a, &mut b, 2 * MEMBER_SYNC_INTERVAL_MS + 500, 3_000);
+    run_pair(
+        &mut a,
+        &mut b,
+        2 * Profile::LAN.member_sync_interval_ms + 500,
+        3_000,
+    );
     // The phantom never answers the handshake probes, so by now both may have found it dead:
     // what matters is that `b` learned of it at all, and holds the same live set as `a`.
     let id = phantom(0).id;
@@ -777,4 +797,101 @@ fn missed_acks_and_refutations_raise_local_health() {
     run_pair(&mut a, &mut b, 5_000, 5_000);
     assert_eq!((a.local_health(), b.local_health()), (0, 0));
     assert!(lists(&b, a.id()));
+}
+
+/// The answering side of a handshake sends a sealed frame at once, so on a perfect wire the
+/// initiator sends its Finish once; it used to repeat it every `HANDSHAKE_RESEND_MS` until gossip
+/// happened to pick it, the bulk of a fresh cluster's traffic at rest.
+#[test]
+fn a_handshake_sends_one_finish() {
+    joined_pair!(a, b, addr_a, addr_b);
+    // Between probes (A's are at 40 ms past each half second with these seeds, B's at 20), A
+    // loses its session with B, which both already list: nothing but the handshake is news.
+    run_pair(&mut a, &mut b, 150, 3_000);
+    a.out.forget_peer(b.id());
+    let mut finishes = 0;
+    for t in (3_150..5_000).step_by(10) {
+        let now = Instant(t);
+        let mut wire = Wire::default();
+        a.handle_tick(now, &mut wire);
+        b.handle_tick(now, &mut wire);
+        while let Some((to, frame)) = wire.frames.pop() {
+            finishes += usize::from(frame[3] == Kind::Finish as u8);
+            let mut next = Wire::default();
+            if to == addr_b {
+                b.handle_datagram(now, addr_a, &frame, &mut next);
+            } else {
+                a.handle_datagram(now, addr_b, &frame, &mut next);
+            }
+            for f in next.frames {
+                wire.frames.push(f).unwrap();
+            }
+        }
+    }
+    assert_eq!(
+        (a.link_count(), b.link_count()),
+        (1, 1),
+        "the handshake completed"
+    );
+    assert_eq!(finishes, 1);
+}
+
+/// Two nodes at rest send what their profile's arithmetic says (`Profile::rest_bytes_per_s`),
+/// within a frame of rounding: metered stays under its 400 bytes/s.
+#[test]
+fn a_pair_at_rest_sends_what_its_profile_says() {
+    let (addr_a, addr_b) = (
+        PeerAddr::v4([127, 0, 0, 1], 1),
+        PeerAddr::v4([127, 0, 0, 2], 1),
+    );
+    for profile in Profile::ALL {
+        let mut a = node_profiled(1, &[addr_b], WAL_CHECKPOINT_BYTES, profile);
+        let mut b = node_profiled(2, &[addr_a], WAL_CHECKPOINT_BYTES, profile);
+        run_pair(&mut a, &mut b, 10_000, 0);
+        let before = a.counters().bytes_out + b.counters().bytes_out;
+        let secs = 120;
+        run_pair(&mut a, &mut b, secs * 1000, 10_000);
+        let sent = a.counters().bytes_out + b.counters().bytes_out - before;
+        let per_node = sent / secs / 2;
+        let frame_per_window = FRAME_BYTES as u64 / secs;
+        assert!(
+            per_node <= profile.rest_bytes_per_s() + frame_per_window,
+            "{}: {per_node} B/s",
+            profile.name
+        );
+        assert!(
+            per_node <= profile.rest_bytes_per_s_goal,
+            "{}",
+            profile.name
+        );
+    }
+}
+
+/// A node given its own address to join (every box handed the same list) finds out when its own
+/// Hello comes back, and stops: before, it started a handshake with itself every second and
+/// repeated the Hello ten times a second, forever.
+#[test]
+fn a_node_does_not_join_itself() {
+    let me = PeerAddr::v4([127, 0, 0, 1], 1);
+    let other = PeerAddr::v4([127, 0, 0, 9], 1);
+    let mut a = node_with(1, &[me, other, me], WAL_CHECKPOINT_BYTES);
+    let mut sent_to_me = 0;
+    for t in (0..10_000).step_by(10) {
+        let now = Instant(t);
+        let mut wire = Wire::default();
+        a.handle_tick(now, &mut wire);
+        while let Some((to, frame)) = wire.frames.pop() {
+            if to == me {
+                sent_to_me += 1;
+                a.handle_datagram(now, me, &frame, &mut Wire::default());
+            }
+        }
+    }
+    assert_eq!(sent_to_me, 1, "one Hello, back at once");
+    assert_eq!(
+        &a.join[..],
+        &[other],
+        "the other join address stays, each copy of its own goes"
+    );
+    assert!(!a.join_heard[0]);
 }

@@ -64,6 +64,15 @@ struct Pending {
     next_resend: Instant,
 }
 
+/// A session just established by a handshake frame.
+pub struct Established {
+    pub peer: Peer,
+    /// This side answered the handshake (it received the Finish). The initiator repeats its
+    /// Finish every `HANDSHAKE_RESEND_MS` until this side's first sealed frame opens, so this
+    /// side should send one at once rather than when gossip next picks the peer.
+    pub responder: bool,
+}
+
 /// Why an incoming frame was dropped by the transport.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Drop {
@@ -258,6 +267,18 @@ impl Transport {
         self.links.retain(|l| l.peer != peer);
     }
 
+    /// Whether `hello` is the Hello this node sent to `from` itself, back again: `from` is this
+    /// node's own address. Drops that handshake, which nobody will ever answer.
+    pub fn own_hello_returned(&mut self, from: PeerAddr, hello: &[u8]) -> bool {
+        let sent = digest(DOMAIN_HELLO, hello);
+        let before = self.pending.len();
+        self.pending.retain(|p| {
+            let initiated = matches!(p.state, PendingState::Handshake(Handshake::AwaitReply(_)));
+            !(initiated && p.addr == from && p.hello == sent)
+        });
+        self.pending.len() < before
+    }
+
     /// Whether a handshake with `addr` is under way (started and not timed out).
     pub fn handshaking(&self, addr: PeerAddr) -> bool {
         self.pending
@@ -269,13 +290,13 @@ impl Transport {
         self.links.iter().any(|l| l.addr == addr)
     }
 
-    /// Handles a handshake frame; returns the peer id if a session was just established.
+    /// Handles a handshake frame; returns the peer if a session was just established.
     pub fn handle_handshake(
         &mut self,
         sink: &mut impl Sink,
         from: PeerAddr,
         frame: &Frame<'_>,
-    ) -> Option<Peer> {
+    ) -> Option<Established> {
         let (msg, sender) = (frame.body(), frame.sender());
         let result = match frame.kind() {
             Kind::Hello => self.handle_hello(sink, from, sender, msg),
@@ -296,7 +317,7 @@ impl Transport {
         from: PeerAddr,
         sender: u64,
         hello: &[u8],
-    ) -> Result<Option<Peer>, CryptoRefusal> {
+    ) -> Result<Option<Established>, CryptoRefusal> {
         let hello_digest = digest(DOMAIN_HELLO, hello);
         let repeat = self.pending.iter().find(|p| {
             p.addr == from
@@ -346,7 +367,7 @@ impl Transport {
         from: PeerAddr,
         sender: u64,
         msg: &[u8],
-    ) -> Result<Option<Peer>, CryptoRefusal> {
+    ) -> Result<Option<Established>, CryptoRefusal> {
         let Some(i) = self.pending.iter().position(|p| p.addr == from) else {
             // A Reply or Finish nobody asked for: a replay, or a Finish repeated after success.
             return if MsgKind::of(msg) == Some(MsgKind::Finish) {
@@ -371,6 +392,7 @@ impl Transport {
             peer.cert.issued_at,
             Session::new(&done.keys),
         );
+        let responder = done.send.is_none();
         match done.send {
             Some(finish) => {
                 self.send_handshake(sink, from, &finish, Kind::Finish);
@@ -386,7 +408,7 @@ impl Transport {
             }
         }
         self.counters.handshakes_completed += 1;
-        Ok(Some(peer))
+        Ok(Some(Established { peer, responder }))
     }
 
     fn install(&mut self, addr: PeerAddr, peer: u64, issued_at: u64, session: Session) {

@@ -159,6 +159,7 @@ mod tests {
             seed: 1,
             join: &[],
             wal_checkpoint_bytes: WAL_CHECKPOINT_BYTES,
+            profile: myco_core::config::Profile::LAN,
         };
         Box::new(Node::new(&config, myco_core::Instant(0)).unwrap())
     }
