@@ -277,3 +277,13 @@ impl TokenBucket {
         self.held = self.held.saturating_add(added).min(self.capacity);
     }
 }
+
+/// The store path with hash `hash` in `closure`, the output of `nix-store --query --requisites`
+/// over this box's GC roots (one full path a line): the only paths the cache serves. `None` for
+/// any other hash, whatever else the store holds.
+pub fn closure_path<'c>(closure: &'c [u8], hash: &StoreHash) -> Option<&'c [u8]> {
+    closure.split(|&b| b == b'\n').find(|line| {
+        line.strip_prefix(b"/nix/store/")
+            .is_some_and(|base| base.len() > STORE_HASH_CHARS + 1 && base[..STORE_HASH_CHARS] == hash[..] && base[STORE_HASH_CHARS] == b'-')
+    })
+}

@@ -58,6 +58,9 @@ impl Daemon {
             // Units go nowhere unless a test asks for the executor (`executor_command`).
             "--executor".into(),
             "none".into(),
+            // No binary cache on the default [::]:7947 unless a test asks (`set_cache_listen`).
+            "--cache-listen".into(),
+            "off".into(),
         ];
         Daemon {
             dir,
@@ -83,6 +86,17 @@ impl Daemon {
             .iter()
             .position(|a| a == "--listen")
             .expect("--listen is set")
+            + 1;
+        self.args[at] = addr.into();
+    }
+
+    /// Serve the binary cache on `addr` instead of not at all.
+    pub fn set_cache_listen(&mut self, addr: &str) {
+        let at = self
+            .args
+            .iter()
+            .position(|a| a == "--cache-listen")
+            .expect("--cache-listen is set")
             + 1;
         self.args[at] = addr.into();
     }

@@ -195,3 +195,17 @@ sha256:1grbbmyhk32gz6c1dg0m1jy6h9wlxczrgg3rcnl30m1x42yl7an9;464;\
     assert_eq!(write_narinfo(&facts, &mut out[..100]), None);
     assert_eq!(write_fingerprint(&r, &mut fp[..100]), None);
 }
+
+#[test]
+fn only_paths_of_the_closure_are_found() {
+    let closure = b"/nix/store/3pfgh1bvpzwp75ng9cpdyqyqv7afi7nj-hello\n\
+/nix/store/1z74b6lybsvj5dg2fghbfzvcbmgm26h1-glibc\n";
+    let hash: StoreHash = HASH.try_into().unwrap();
+    assert_eq!(
+        closure_path(closure, &hash),
+        Some(&b"/nix/store/3pfgh1bvpzwp75ng9cpdyqyqv7afi7nj-hello"[..])
+    );
+    let other: StoreHash = *b"0000000000000000000000000000000a";
+    assert_eq!(closure_path(closure, &other), None);
+    assert_eq!(closure_path(b"/nix/store/3pfgh1bvpzwp75ng9cpdyqyqv7afi7nj\n", &hash), None);
+}

@@ -1,0 +1,400 @@
+//! The cache's slots: reading a request, answering it from the closure table and `nix-store`,
+//! and passing a NAR on under the throttle; and the closure table's refresh.
+
+use super::*;
+use myco_core::cache::{closure_path, parse_registration, write_fingerprint, write_narinfo};
+
+impl Slot {
+    pub(super) fn new(buf: &'static mut [u8; SLOT_BYTES]) -> Slot {
+        Slot {
+            stream: None,
+            buf,
+            filled: 0,
+            start: 0,
+            end: 0,
+            phase: Phase::Reading,
+            deadline_ms: 0,
+            idle_ms: IDLE_MS,
+            dead: false,
+        }
+    }
+
+    pub(super) fn open(&mut self, stream: TcpStream, now_ms: u64, idle_ms: u64) {
+        (self.filled, self.start, self.end) = (0, 0, 0);
+        self.phase = Phase::Reading;
+        self.idle_ms = idle_ms;
+        self.deadline_ms = now_ms + idle_ms;
+        self.stream = Some(stream);
+    }
+
+    /// Open, between requests, with nothing buffered: may give way to a new client.
+    pub(super) fn idle(&self) -> bool {
+        self.is_open() && matches!(self.phase, Phase::Reading) && self.filled == 0
+    }
+
+    pub(super) fn is_open(&self) -> bool {
+        self.stream.is_some() && !self.dead
+    }
+
+    /// Closes the connection: its child is told to stop now; the fds close in `reap`, once the
+    /// loop has forgotten them.
+    pub(super) fn close(&mut self) {
+        if let Phase::Facts { child, .. } | Phase::Nar { child: Some(child) } = &mut self.phase {
+            child.kill();
+        }
+        self.dead = self.stream.is_some();
+    }
+
+    /// Ends what `close` began: the child is reaped and the socket closed.
+    pub(super) fn reap(&mut self) {
+        match std::mem::replace(&mut self.phase, Phase::Reading) {
+            Phase::Facts { child, .. } | Phase::Nar { child: Some(child) } => {
+                child.kill_and_reap()
+            }
+            _ => {}
+        }
+        self.stream = None;
+        self.dead = false;
+        (self.filled, self.start, self.end) = (0, 0, 0);
+    }
+
+    /// Says `r` without waiting (a timeout: the client may not read at all).
+    pub(super) fn refuse_now(&mut self, r: Refusal) {
+        let n = refusal_answer(r, &mut self.buf[..]);
+        if let Some(stream) = self.stream.as_mut() {
+            let _ = stream.write(&self.buf[..n]);
+        }
+    }
+
+    /// Queues `r`'s answer: a 404 keeps the connection open, other refusals close it.
+    fn refuse(&mut self, r: Refusal, keep_alive: bool, now_ms: u64) {
+        let n = refusal_answer(r, &mut self.buf[..]);
+        let keep_alive = keep_alive && r == Refusal::NotFound;
+        self.queue((0, n), keep_alive, now_ms);
+    }
+
+    /// A 500 with `why`: this box could not read a path it serves.
+    fn fail(&mut self, why: &str, now_ms: u64) {
+        let n = write_head(&mut self.buf[..], 500, "text/plain", Some(why.len()), false);
+        self.buf[n..n + why.len()].copy_from_slice(why.as_bytes());
+        self.queue((0, n + why.len()), false, now_ms);
+    }
+
+    fn queue(&mut self, (start, end): (usize, usize), keep_alive: bool, now_ms: u64) {
+        (self.start, self.end) = (start, end);
+        self.phase = Phase::Answering { keep_alive };
+        self.answer(now_ms);
+    }
+
+    /// Sends what the client takes of the answer; then waits for the next request, or closes.
+    pub(super) fn answer(&mut self, now_ms: u64) {
+        let Phase::Answering { keep_alive } = self.phase else {
+            return;
+        };
+        if self.send(now_ms, usize::MAX).is_err() {
+            return self.close();
+        }
+        if self.start < self.end {
+            return;
+        }
+        if !keep_alive {
+            return self.close();
+        }
+        (self.filled, self.start, self.end) = (0, 0, 0);
+        self.phase = Phase::Reading;
+    }
+
+    /// Writes up to `most` bytes of `buf[start..end]`; the bytes written. `Err`: the client is
+    /// gone.
+    fn send(&mut self, now_ms: u64, most: usize) -> Result<usize, ()> {
+        let stream = self.stream.as_mut().ok_or(())?;
+        let mut sent = 0;
+        while self.start < self.end && sent < most {
+            let upto = self.end.min(self.start + (most - sent));
+            match stream.write(&self.buf[self.start..upto]) {
+                Ok(0) => return Err(()),
+                Ok(n) => {
+                    (self.start, sent) = (self.start + n, sent + n);
+                    self.deadline_ms = now_ms + self.idle_ms;
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => return Err(()),
+            }
+        }
+        Ok(sent)
+    }
+
+    /// Reads what arrived of a request head; false when the client went away.
+    fn read_head(&mut self) -> bool {
+        let Some(stream) = self.stream.as_mut() else {
+            return false;
+        };
+        while self.filled < rules::REQUEST_HEAD_BYTES_MAX {
+            match stream.read(&mut self.buf[self.filled..rules::REQUEST_HEAD_BYTES_MAX]) {
+                Ok(0) => return false,
+                Ok(n) => self.filled += n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => return false,
+            }
+        }
+        true
+    }
+}
+
+impl Cache {
+    pub(super) fn read_request(&mut self, i: usize, now_ms: u64) {
+        let s = &mut self.slots[i];
+        if !s.read_head() {
+            return s.close();
+        }
+        if s.filled == 0 {
+            return;
+        }
+        match rules::parse_request(&s.buf[..s.filled]) {
+            Parse::Incomplete => {}
+            Parse::Refused(r) => {
+                self.stats.refused += 1;
+                s.refuse(r, false, now_ms);
+            }
+            Parse::Complete(request) => {
+                self.stats.requests += 1;
+                // Pipelined requests are not read: answer this one and close.
+                let keep_alive = request.keep_alive && request.consumed == s.filled;
+                self.route(i, request.route, (request.head_only, keep_alive), now_ms);
+            }
+        }
+    }
+
+    fn route(&mut self, i: usize, route: Route, (head_only, keep_alive): (bool, bool), now_ms: u64) {
+        let hash = match route {
+            Route::CacheInfo => {
+                let s = &mut self.slots[i];
+                let body = rules::CACHE_INFO;
+                let kind = "text/x-nix-cache-info";
+                let n = write_head(&mut s.buf[..], 200, kind, Some(body.len()), keep_alive);
+                s.buf[n..n + body.len()].copy_from_slice(body);
+                let end = if head_only { n } else { n + body.len() };
+                return s.queue((0, end), keep_alive, now_ms);
+            }
+            Route::NarInfo(hash) | Route::Nar(hash) => hash,
+        };
+        let table = &self.closure.table[..self.closure.len];
+        let Some(path) = closure_path(table, &hash) else {
+            self.stats.not_found += 1;
+            return self.slots[i].refuse(Refusal::NotFound, keep_alive, now_ms);
+        };
+        let nar = matches!(route, Route::Nar(_));
+        let spawned = spawn_nix_store(
+            (&mut self.argv, &self.nix_store, &self.env),
+            if nar { "--dump" } else { "--dump-db" },
+            path,
+        );
+        let s = &mut self.slots[i];
+        let child = match spawned {
+            Ok(child) => child,
+            Err(e) => {
+                self.log.log(Level::Error, format_args!("binary cache: cannot run nix-store: {e}"));
+                return s.fail("cannot run nix-store on this box\n", now_ms);
+            }
+        };
+        if nar {
+            self.stats.nars += 1;
+            let n = write_head(&mut s.buf[..], 200, "application/x-nix-archive", None, false);
+            (s.start, s.end) = (0, n);
+            s.phase = Phase::Nar { child: Some(child) };
+        } else {
+            self.stats.narinfos += 1;
+            s.filled = FACTS_AT;
+            s.phase = Phase::Facts { child, head_only, keep_alive };
+        }
+    }
+
+    /// Reads `nix-store --dump-db`'s output; once it ended, answers the signed narinfo.
+    pub(super) fn read_facts(&mut self, i: usize, now_ms: u64) {
+        let s = &mut self.slots[i];
+        let Phase::Facts { child, head_only, keep_alive } = &mut s.phase else {
+            return;
+        };
+        let (head_only, keep_alive) = (*head_only, *keep_alive);
+        loop {
+            if s.filled == SLOT_BYTES {
+                return s.fail("the path's facts are too long for this box's cache\n", now_ms);
+            }
+            match child.read_into(&mut s.buf[s.filled..]) {
+                Some(0) => return,
+                Some(n) => s.filled += n,
+                None => break,
+            }
+        }
+        let Phase::Facts { child, .. } = std::mem::replace(&mut s.phase, Phase::Reading) else {
+            unreachable!("matched above");
+        };
+        self.closed |= 1 << (2 + 2 * i);
+        child.kill_and_reap();
+        let signer = (&self.key, self.key_name.as_str().as_bytes());
+        match narinfo(s.buf, s.filled, signer) {
+            Some((start, len)) => {
+                let end = if head_only { HEAD_ROOM } else { HEAD_ROOM + len };
+                let mut head = [0u8; HEAD_ROOM];
+                let h = write_head(&mut head, 200, "text/x-nix-narinfo", Some(len), keep_alive);
+                s.buf[start - h..start].copy_from_slice(&head[..h]);
+                s.queue((start - h, end), keep_alive, now_ms);
+            }
+            None => s.fail("nix-store did not give this path's facts\n", now_ms),
+        }
+    }
+
+    /// Passes the NAR on: what the throttle allows of what is buffered, then more from
+    /// `nix-store --dump`; closes once it all went, or when the client went away.
+    pub(super) fn pump_nar(&mut self, i: usize, now_ms: u64) {
+        let s = &mut self.slots[i];
+        for _ in 0..NAR_ROUNDS {
+            if s.start == s.end {
+                let Phase::Nar { child } = &mut s.phase else {
+                    return;
+                };
+                let Some(c) = child.as_mut() else {
+                    return s.close();
+                };
+                match c.read_into(&mut s.buf[..]) {
+                    Some(0) => return,
+                    Some(n) => (s.start, s.end) = (0, n),
+                    None => {
+                        self.closed |= 1 << (2 + 2 * i);
+                        child.take().expect("checked").kill_and_reap();
+                        continue;
+                    }
+                }
+            }
+            let granted = self.bucket.take(now_ms, s.end - s.start);
+            if granted == 0 {
+                // Waiting for the throttle is not the client's idleness.
+                s.deadline_ms = now_ms + s.idle_ms;
+                return;
+            }
+            let Ok(sent) = s.send(now_ms, granted) else {
+                self.bucket.give_back(granted);
+                return s.close();
+            };
+            self.bucket.give_back(granted - sent);
+            self.stats.nar_bytes += sent as u64;
+            if sent < granted {
+                return;
+            }
+        }
+    }
+
+    /// Starts reading the closure table again when the GC root directory changed.
+    pub(super) fn refresh_closure(&mut self) {
+        let c = &mut self.closure;
+        let Some((dir, seen)) = c.roots.as_mut() else {
+            return;
+        };
+        let Ok(stat) = nix::sys::stat::fstat(&*dir) else {
+            return;
+        };
+        let mtime = (stat.st_mtime, stat.st_mtime_nsec);
+        if mtime != *seen {
+            *seen = mtime;
+            c.stale = true;
+        }
+        if !c.stale || c.child.is_some() {
+            return;
+        }
+        c.stale = false;
+        match spawn_requisites(&mut self.argv, (&self.nix_store, &self.env), dir) {
+            Ok(Some(child)) => {
+                c.len = 0;
+                c.child = Some(child);
+            }
+            Ok(None) => c.len = 0,
+            Err(e) => self.log.log(
+                Level::Warning,
+                format_args!("binary cache: cannot list what this box built: {e}"),
+            ),
+        }
+    }
+
+    /// Reads the refresh's output into the table; whole lines only, and what does not fit is
+    /// left out (and said).
+    pub(super) fn read_closure(&mut self) {
+        let c = &mut self.closure;
+        let Some(child) = c.child.as_mut() else {
+            return;
+        };
+        let mut scratch = [0u8; 4096];
+        loop {
+            let full = c.len == c.table.len();
+            let buf = if full { &mut scratch[..] } else { &mut c.table[c.len..] };
+            match child.read_into(buf) {
+                Some(0) => return,
+                Some(_) if full => c.stale = true,
+                Some(n) => c.len += n,
+                None => break,
+            }
+        }
+        self.closed |= 1 << TOKENS;
+        c.child.take().expect("checked").kill_and_reap();
+        c.len = c.table[..c.len].iter().rposition(|&b| b == b'\n').map_or(0, |at| at + 1);
+        if c.len == c.table.len() || c.stale {
+            c.stale = false;
+            self.log.log(
+                Level::Warning,
+                format_args!("binary cache: the closure of this box's builds is over {CLOSURE_BYTES} bytes of paths; the rest is not served"),
+            );
+        }
+        let paths = c.table[..c.len].iter().filter(|&&b| b == b'\n').count();
+        self.log.log(Level::Info, format_args!("binary cache: serving {paths} store paths"));
+    }
+}
+
+/// The narinfo of the facts in `buf[FACTS_AT..filled]`, signed, written at `HEAD_ROOM`: its
+/// start and length.
+fn narinfo(buf: &mut [u8; SLOT_BYTES], filled: usize, (key, name): (&SigningKey, &[u8])) -> Option<(usize, usize)> {
+    let (answer, facts) = buf.split_at_mut(FACTS_AT);
+    let registration = parse_registration(&facts[..filled - FACTS_AT])?;
+    let n = write_fingerprint(&registration, answer)?;
+    let signature = key.sign(&answer[..n]);
+    let facts = NarInfoFacts { registration, key_name: name, signature: &signature };
+    let len = write_narinfo(&facts, &mut answer[HEAD_ROOM..])?;
+    Some((HEAD_ROOM, len))
+}
+
+/// `nix-store OP PATH`, its stdout to be read.
+fn spawn_nix_store((argv, nix_store, env): (&mut Argv, &str, &[CString]), op: &str, path: &[u8]) -> std::io::Result<Child> {
+    argv.clear();
+    let fits = "three short arguments fit";
+    argv.push(&[nix_store.as_bytes()]).expect(fits);
+    argv.push(&[op.as_bytes()]).expect(fits);
+    argv.push(&[path]).expect(fits);
+    spawn::spawn(argv, &super::super::transient::env_refs(env))
+}
+
+/// `nix-store --query --requisites ROOT...` over the GC roots in `dir`; `None` without roots.
+fn spawn_requisites(argv: &mut Argv, (nix_store, env): (&str, &[CString]), dir: &File) -> std::io::Result<Option<Child>> {
+    argv.clear();
+    let fits = "two short arguments fit";
+    argv.push(&[nix_store.as_bytes()]).expect(fits);
+    argv.push(&[b"--query"]).expect(fits);
+    argv.push(&[b"--requisites"]).expect(fits);
+    let mut target = [0u8; crate::path::PATH_BYTES_MAX];
+    let mut full = false;
+    crate::path::for_each_name(dir, |name| {
+        // A root that is not a store path would fail the whole query: left out.
+        let Some(path) = crate::path::read_link_at(dir, name, &mut target)
+            .filter(|p| p.starts_with(b"/nix/store/"))
+        else {
+            return;
+        };
+        full |= argv.push(&[path]).is_err();
+    })?;
+    if full {
+        return Err(std::io::Error::other("more GC roots than one nix-store command line takes"));
+    }
+    if argv.count() == 3 {
+        return Ok(None);
+    }
+    spawn::spawn(argv, &super::super::transient::env_refs(env)).map(Some)
+}
