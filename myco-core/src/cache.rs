@@ -283,7 +283,10 @@ impl TokenBucket {
 /// any other hash, whatever else the store holds.
 pub fn closure_path<'c>(closure: &'c [u8], hash: &StoreHash) -> Option<&'c [u8]> {
     closure.split(|&b| b == b'\n').find(|line| {
-        line.strip_prefix(b"/nix/store/")
-            .is_some_and(|base| base.len() > STORE_HASH_CHARS + 1 && base[..STORE_HASH_CHARS] == hash[..] && base[STORE_HASH_CHARS] == b'-')
+        line.strip_prefix(b"/nix/store/").is_some_and(|base| {
+            base.len() > STORE_HASH_CHARS + 1
+                && base[..STORE_HASH_CHARS] == hash[..]
+                && base[STORE_HASH_CHARS] == b'-'
+        })
     })
 }

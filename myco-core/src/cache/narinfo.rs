@@ -200,9 +200,10 @@ pub fn write_narinfo(facts: &NarInfoFacts<'_>, out: &mut [u8]) -> Option<usize> 
     ])?;
     o.put(&[b"Compression: none\nNarHash: sha256:", hash, b"\nNarSize: "])?;
     o.put_u64(r.nar_size)?;
-    o.put(&[b"\nReferences:"])?;
-    for reference in r.references() {
-        o.put(&[b" ", base_name(reference)])?;
+    // "References: " keeps its space when empty: Nix reads a value from two bytes past the colon.
+    o.put(&[b"\nReferences: "])?;
+    for (i, reference) in r.references().enumerate() {
+        o.put(&[if i == 0 { b"" } else { b" " }, base_name(reference)])?;
     }
     if !r.deriver.is_empty() {
         o.put(&[b"\nDeriver: ", base_name(r.deriver)])?;

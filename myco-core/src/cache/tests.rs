@@ -164,6 +164,16 @@ fn a_registration_reads_whole_or_not_at_all() {
 c9aa43bd203d5430a86579bc973feb942768bc0c15bc1698f94f8c097d5d2bbf\n1\n\n0\n";
     let r = parse_registration(no_refs).unwrap();
     assert_eq!((r.references().count(), r.deriver), (0, &b""[..]));
+    let facts = NarInfoFacts {
+        registration: r,
+        key_name: b"k",
+        signature: &[0; 64],
+    };
+    let mut out = [0u8; 1024];
+    let n = write_narinfo(&facts, &mut out).unwrap();
+    assert!(core::str::from_utf8(&out[..n])
+        .unwrap()
+        .contains("\nReferences: \nSig: k:"));
     let traversal = b"/nix/store/../../etc/passwd\n";
     assert_eq!(parse_registration(traversal), None);
 }
@@ -207,5 +217,8 @@ fn only_paths_of_the_closure_are_found() {
     );
     let other: StoreHash = *b"0000000000000000000000000000000a";
     assert_eq!(closure_path(closure, &other), None);
-    assert_eq!(closure_path(b"/nix/store/3pfgh1bvpzwp75ng9cpdyqyqv7afi7nj\n", &hash), None);
+    assert_eq!(
+        closure_path(b"/nix/store/3pfgh1bvpzwp75ng9cpdyqyqv7afi7nj\n", &hash),
+        None
+    );
 }

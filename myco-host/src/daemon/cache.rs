@@ -214,9 +214,7 @@ impl Cache {
                 Phase::Nar { .. } if pending && tokens => {
                     push(stream.as_raw_fd(), sock, false, true)
                 }
-                Phase::Nar { child: Some(c) } if !pending => {
-                    push(c.stdout_fd(), pipe, true, false)
-                }
+                Phase::Nar { child: Some(c) } if !pending => push(c.stdout_fd(), pipe, true, false),
                 Phase::Nar { .. } => {}
             }
         }
@@ -331,7 +329,13 @@ fn busy(mut stream: TcpStream) {
 }
 
 /// A response head; `length` `None`: the body ends when the connection closes.
-fn write_head(out: &mut [u8], status: u16, kind: &str, length: Option<usize>, keep_alive: bool) -> usize {
+fn write_head(
+    out: &mut [u8],
+    status: u16,
+    kind: &str,
+    length: Option<usize>,
+    keep_alive: bool,
+) -> usize {
     let mut c = std::io::Cursor::new(out);
     let connection = if keep_alive { "keep-alive" } else { "close" };
     let written = match length {

@@ -177,8 +177,8 @@ pub fn parse(mut args: Arguments) -> Result<Parsed, UsageError> {
     let executor = executor(&mut args)?;
     let dns = dns_addrs(&mut args)?;
     let cache_listen = cache_listen(text(&mut args, "--cache-listen")?)?;
-    let cache_upload_rate = number(&mut args, "--cache-upload-rate")?
-        .unwrap_or(super::cache::UPLOAD_RATE_DEFAULT);
+    let cache_upload_rate =
+        number(&mut args, "--cache-upload-rate")?.unwrap_or(super::cache::UPLOAD_RATE_DEFAULT);
     let verbose = args.contains("--verbose");
     let strict_alloc = args.contains("--strict-alloc");
     let wal_checkpoint_bytes = number(&mut args, "--wal-checkpoint-bytes")?

@@ -785,7 +785,10 @@ fn start_cache(
 ) -> Option<cache::Cache> {
     let listen = config.cache_listen?;
     // The node was built from this seed, so it is a valid key.
-    let key = (myco_core::crypto::SigningKey::from_seed(seed).ok()?, node_id);
+    let key = (
+        myco_core::crypto::SigningKey::from_seed(seed).ok()?,
+        node_id,
+    );
     let gcroot_dir = config.executor.as_ref().map(|e| {
         (e.build.gcroot_dir.clone())
             .unwrap_or_else(|| config.state_dir.join(build::GCROOT_DIR_IN_STATE))
@@ -807,7 +810,10 @@ fn start_cache(
             Some(cache)
         }
         Err(e) => {
-            log.log(Level::Warning, format_args!("the binary cache does not listen on {listen}: cannot bind it: {e}"));
+            log.log(
+                Level::Warning,
+                format_args!("the binary cache does not listen on {listen}: cannot bind it: {e}"),
+            );
             None
         }
     }

@@ -48,9 +48,7 @@ impl Slot {
     /// Ends what `close` began: the child is reaped and the socket closed.
     pub(super) fn reap(&mut self) {
         match std::mem::replace(&mut self.phase, Phase::Reading) {
-            Phase::Facts { child, .. } | Phase::Nar { child: Some(child) } => {
-                child.kill_and_reap()
-            }
+            Phase::Facts { child, .. } | Phase::Nar { child: Some(child) } => child.kill_and_reap(),
             _ => {}
         }
         self.stream = None;
@@ -110,7 +108,7 @@ impl Slot {
         let stream = self.stream.as_mut().ok_or(())?;
         let mut sent = 0;
         while self.start < self.end && sent < most {
-            let upto = self.end.min(self.start + (most - sent));
+            let upto = self.end.min(self.start.saturating_add(most - sent));
             match stream.write(&self.buf[self.start..upto]) {
                 Ok(0) => return Err(()),
                 Ok(n) => {
@@ -167,7 +165,13 @@ impl Cache {
         }
     }
 
-    fn route(&mut self, i: usize, route: Route, (head_only, keep_alive): (bool, bool), now_ms: u64) {
+    fn route(
+        &mut self,
+        i: usize,
+        route: Route,
+        (head_only, keep_alive): (bool, bool),
+        now_ms: u64,
+    ) {
         let hash = match route {
             Route::CacheInfo => {
                 let s = &mut self.slots[i];
@@ -195,32 +199,53 @@ impl Cache {
         let child = match spawned {
             Ok(child) => child,
             Err(e) => {
-                self.log.log(Level::Error, format_args!("binary cache: cannot run nix-store: {e}"));
+                self.log.log(
+                    Level::Error,
+                    format_args!("binary cache: cannot run nix-store: {e}"),
+                );
                 return s.fail("cannot run nix-store on this box\n", now_ms);
             }
         };
         if nar {
             self.stats.nars += 1;
-            let n = write_head(&mut s.buf[..], 200, "application/x-nix-archive", None, false);
+            let n = write_head(
+                &mut s.buf[..],
+                200,
+                "application/x-nix-archive",
+                None,
+                false,
+            );
             (s.start, s.end) = (0, n);
             s.phase = Phase::Nar { child: Some(child) };
         } else {
             self.stats.narinfos += 1;
             s.filled = FACTS_AT;
-            s.phase = Phase::Facts { child, head_only, keep_alive };
+            s.phase = Phase::Facts {
+                child,
+                head_only,
+                keep_alive,
+            };
         }
     }
 
     /// Reads `nix-store --dump-db`'s output; once it ended, answers the signed narinfo.
     pub(super) fn read_facts(&mut self, i: usize, now_ms: u64) {
         let s = &mut self.slots[i];
-        let Phase::Facts { child, head_only, keep_alive } = &mut s.phase else {
+        let Phase::Facts {
+            child,
+            head_only,
+            keep_alive,
+        } = &mut s.phase
+        else {
             return;
         };
         let (head_only, keep_alive) = (*head_only, *keep_alive);
         loop {
             if s.filled == SLOT_BYTES {
-                return s.fail("the path's facts are too long for this box's cache\n", now_ms);
+                return s.fail(
+                    "the path's facts are too long for this box's cache\n",
+                    now_ms,
+                );
             }
             match child.read_into(&mut s.buf[s.filled..]) {
                 Some(0) => return,
@@ -236,7 +261,11 @@ impl Cache {
         let signer = (&self.key, self.key_name.as_str().as_bytes());
         match narinfo(s.buf, s.filled, signer) {
             Some((start, len)) => {
-                let end = if head_only { HEAD_ROOM } else { HEAD_ROOM + len };
+                let end = if head_only {
+                    HEAD_ROOM
+                } else {
+                    HEAD_ROOM + len
+                };
                 let mut head = [0u8; HEAD_ROOM];
                 let h = write_head(&mut head, 200, "text/x-nix-narinfo", Some(len), keep_alive);
                 s.buf[start - h..start].copy_from_slice(&head[..h]);
@@ -327,7 +356,11 @@ impl Cache {
         let mut scratch = [0u8; 4096];
         loop {
             let full = c.len == c.table.len();
-            let buf = if full { &mut scratch[..] } else { &mut c.table[c.len..] };
+            let buf = if full {
+                &mut scratch[..]
+            } else {
+                &mut c.table[c.len..]
+            };
             match child.read_into(buf) {
                 Some(0) => return,
                 Some(_) if full => c.stale = true,
@@ -337,7 +370,10 @@ impl Cache {
         }
         self.closed |= 1 << TOKENS;
         c.child.take().expect("checked").kill_and_reap();
-        c.len = c.table[..c.len].iter().rposition(|&b| b == b'\n').map_or(0, |at| at + 1);
+        c.len = c.table[..c.len]
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |at| at + 1);
         if c.len == c.table.len() || c.stale {
             c.stale = false;
             self.log.log(
@@ -346,24 +382,39 @@ impl Cache {
             );
         }
         let paths = c.table[..c.len].iter().filter(|&&b| b == b'\n').count();
-        self.log.log(Level::Info, format_args!("binary cache: serving {paths} store paths"));
+        self.log.log(
+            Level::Info,
+            format_args!("binary cache: serving {paths} store paths"),
+        );
     }
 }
 
 /// The narinfo of the facts in `buf[FACTS_AT..filled]`, signed, written at `HEAD_ROOM`: its
 /// start and length.
-fn narinfo(buf: &mut [u8; SLOT_BYTES], filled: usize, (key, name): (&SigningKey, &[u8])) -> Option<(usize, usize)> {
+fn narinfo(
+    buf: &mut [u8; SLOT_BYTES],
+    filled: usize,
+    (key, name): (&SigningKey, &[u8]),
+) -> Option<(usize, usize)> {
     let (answer, facts) = buf.split_at_mut(FACTS_AT);
     let registration = parse_registration(&facts[..filled - FACTS_AT])?;
     let n = write_fingerprint(&registration, answer)?;
     let signature = key.sign(&answer[..n]);
-    let facts = NarInfoFacts { registration, key_name: name, signature: &signature };
+    let facts = NarInfoFacts {
+        registration,
+        key_name: name,
+        signature: &signature,
+    };
     let len = write_narinfo(&facts, &mut answer[HEAD_ROOM..])?;
     Some((HEAD_ROOM, len))
 }
 
 /// `nix-store OP PATH`, its stdout to be read.
-fn spawn_nix_store((argv, nix_store, env): (&mut Argv, &str, &[CString]), op: &str, path: &[u8]) -> std::io::Result<Child> {
+fn spawn_nix_store(
+    (argv, nix_store, env): (&mut Argv, &str, &[CString]),
+    op: &str,
+    path: &[u8],
+) -> std::io::Result<Child> {
     argv.clear();
     let fits = "three short arguments fit";
     argv.push(&[nix_store.as_bytes()]).expect(fits);
@@ -373,7 +424,11 @@ fn spawn_nix_store((argv, nix_store, env): (&mut Argv, &str, &[CString]), op: &s
 }
 
 /// `nix-store --query --requisites ROOT...` over the GC roots in `dir`; `None` without roots.
-fn spawn_requisites(argv: &mut Argv, (nix_store, env): (&str, &[CString]), dir: &File) -> std::io::Result<Option<Child>> {
+fn spawn_requisites(
+    argv: &mut Argv,
+    (nix_store, env): (&str, &[CString]),
+    dir: &File,
+) -> std::io::Result<Option<Child>> {
     argv.clear();
     let fits = "two short arguments fit";
     argv.push(&[nix_store.as_bytes()]).expect(fits);
@@ -391,7 +446,9 @@ fn spawn_requisites(argv: &mut Argv, (nix_store, env): (&str, &[CString]), dir: 
         full |= argv.push(&[path]).is_err();
     })?;
     if full {
-        return Err(std::io::Error::other("more GC roots than one nix-store command line takes"));
+        return Err(std::io::Error::other(
+            "more GC roots than one nix-store command line takes",
+        ));
     }
     if argv.count() == 3 {
         return Ok(None);
