@@ -79,22 +79,12 @@ fn start(d: &mut Daemon, root: &str, extra: &[&str]) -> u16 {
     command.env("NIX_CONF_DIR", nix_conf());
     command.env("XDG_CACHE_HOME", d.dir.join("xdg"));
     d.start(command);
-    let mut port = 0;
     wait_until(
         Duration::from_secs(10),
         "the cache serves the closure",
-        || {
-            let log = d.log();
-            port = log
-                .split("binary cache on http://127.0.0.1:")
-                .nth(1)
-                .and_then(|rest| rest.split(',').next())
-                .and_then(|p| p.parse().ok())
-                .unwrap_or(0);
-            log.contains("binary cache: serving 2 store paths")
-        },
+        || d.log().contains("binary cache: serving 2 store paths"),
     );
-    port
+    d.cache_port().expect("the log names the cache's port")
 }
 
 /// Sends `request` as it is and reads until the daemon closes: the status and the whole answer.

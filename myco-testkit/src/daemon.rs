@@ -101,6 +101,19 @@ impl Daemon {
         self.args[at] = addr.into();
     }
 
+    /// The port the binary cache listens on, as the log names it once started; `None` before.
+    pub fn cache_port(&self) -> Option<u16> {
+        self.log()
+            .split("binary cache on http://")
+            .nth(1)?
+            .split(',')
+            .next()?
+            .rsplit(':')
+            .next()?
+            .parse()
+            .ok()
+    }
+
     /// The daemon's command with the executor on: units go to `<dir>/units`, the audit log to
     /// `<dir>/audit.log`, and the stand-in `systemctl` and `journalctl` (written into the
     /// directory) run instead of the real ones.

@@ -437,9 +437,10 @@ fn spawn_requisites(
     let mut target = [0u8; crate::path::PATH_BYTES_MAX];
     let mut full = false;
     crate::path::for_each_name(dir, |name| {
-        // A root that is not a store path would fail the whole query: left out.
+        // A root that is not a store path, or whose path is gone, would fail the whole query:
+        // left out. (`stat` takes the bytes through a stack buffer.)
         let Some(path) = crate::path::read_link_at(dir, name, &mut target)
-            .filter(|p| p.starts_with(b"/nix/store/"))
+            .filter(|p| p.starts_with(b"/nix/store/") && nix::sys::stat::stat(*p).is_ok())
         else {
             return;
         };
