@@ -13,8 +13,8 @@ mod narinfo;
 mod tests;
 
 pub use narinfo::{
-    base64, nix32, parse_registration, write_fingerprint, write_narinfo, NarInfoFacts,
-    Registration, KEY_NAME_BYTES,
+    base64, next_registration, nix32, parse_registration, write_fingerprint, write_narinfo,
+    NarInfoFacts, Registration, KEY_NAME_BYTES,
 };
 
 /// A store path's hash part: 32 nix32 characters (160 bits).
@@ -278,15 +278,26 @@ impl TokenBucket {
     }
 }
 
-/// The store path with hash `hash` in `closure`, the output of `nix-store --query --requisites`
-/// over this box's GC roots (one full path a line): the only paths the cache serves. `None` for
-/// any other hash, whatever else the store holds.
-pub fn closure_path<'c>(closure: &'c [u8], hash: &StoreHash) -> Option<&'c [u8]> {
-    closure.split(|&b| b == b'\n').find(|line| {
-        line.strip_prefix(b"/nix/store/").is_some_and(|base| {
-            base.len() > STORE_HASH_CHARS + 1
-                && base[..STORE_HASH_CHARS] == hash[..]
-                && base[STORE_HASH_CHARS] == b'-'
-        })
-    })
+/// The registration of the store path with hash `hash` in `table`, the facts of this box's
+/// GC roots' closure (`nix-store --dump-db` over `nix-store --query --requisites`): the only
+/// paths the cache serves. `None` for any other hash, whatever else the store holds.
+pub fn find_registration<'t>(table: &'t [u8], hash: &StoreHash) -> Option<Registration<'t>> {
+    let mut rest = table;
+    while let Some((r, used)) = narinfo::next_registration(rest) {
+        if r.path.get(11..11 + STORE_HASH_CHARS) == Some(&hash[..]) {
+            return Some(r);
+        }
+        rest = &rest[used..];
+    }
+    None
+}
+
+/// How many registrations lead `table`, and the bytes they take: a table cut short (its
+/// buffer was full) keeps only those.
+pub fn whole_registrations(table: &[u8]) -> (usize, usize) {
+    let (mut count, mut len) = (0, 0);
+    while let Some((_, used)) = narinfo::next_registration(&table[len..]) {
+        (count, len) = (count + 1, len + used);
+    }
+    (count, len)
 }

@@ -3,7 +3,8 @@
 //! `nix copy` from the daemon into a separate chroot store, signatures checked against the node
 //! key; with another key trusted, Nix refuses it. Paths outside the roots' closure are 404 even
 //! though the store holds them; bad requests get their 4xx; connections beyond the slots get 503;
-//! a client that goes away mid-NAR frees its slot and its `nix-store` is killed and reaped.
+//! NARs beyond `NARS_MAX` get 503; a client that goes away mid-NAR frees its slot and its
+//! `nix-store` is killed and reaped.
 //! Tests print `SKIPPED:` where Nix is not installed.
 
 use myco_core::cache::base64;
@@ -21,6 +22,7 @@ use std::time::Duration;
 
 const SEED: u8 = 47;
 const SLOTS: usize = myco_host::daemon::cache::CACHE_SLOTS;
+const NARS: usize = myco_host::daemon::cache::NARS_MAX;
 
 fn nix_conf() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/nix/conf")
@@ -160,6 +162,9 @@ fn a_stock_nix_substitutes_the_closure_and_checks_its_signatures() {
         "{err}"
     );
     assert!(!bad.join(&root[1..]).exists());
+    // The closure's facts were read in a transient unit, as builds run.
+    let calls = fs::read_to_string(d.dir.join("systemd-run.calls")).unwrap();
+    assert!(calls.contains("--unit=myco-cache-closure"), "{calls}");
 }
 
 #[test]
@@ -232,15 +237,21 @@ fn slots_are_bounded_and_a_client_gone_mid_nar_frees_its_own() {
     ];
     let port = start(&mut d, &root, &extra);
     let pid = d.child.as_ref().unwrap().id();
-    let mut nar = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    let request = format!("GET /nar/{}.nar HTTP/1.1\r\n\r\n", hash_of(&payload));
-    nar.write_all(request.as_bytes()).unwrap();
-    let mut first = [0u8; 4096];
-    let n = nar.read(&mut first).unwrap();
-    assert!(String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200 OK"));
-    assert_eq!(nix_store_children(pid), 1, "the NAR's nix-store runs");
+    let nar_request = format!("GET /nar/{}.nar HTTP/1.1\r\n\r\n", hash_of(&payload));
+    let mut nars: Vec<TcpStream> = (0..NARS)
+        .map(|_| {
+            let mut nar = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            nar.write_all(nar_request.as_bytes()).unwrap();
+            let mut first = [0u8; 4096];
+            let n = nar.read(&mut first).unwrap();
+            assert!(String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200 OK"));
+            nar
+        })
+        .collect();
+    assert_eq!(nix_store_children(pid), NARS, "each NAR's nix-store runs");
+    assert_eq!(raw(port, nar_request.as_bytes()).0, 503, "one NAR too many");
     // Every other slot holds a half-sent request, which is not idle: one more client is 503.
-    let held: Vec<TcpStream> = (1..SLOTS)
+    let held: Vec<TcpStream> = (NARS..SLOTS)
         .map(|_| {
             let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
             s.write_all(b"GET /nix-cache-info HTTP/1.1\r\n").unwrap();
@@ -249,17 +260,18 @@ fn slots_are_bounded_and_a_client_gone_mid_nar_frees_its_own() {
         .collect();
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(get(port, "/nix-cache-info").0, 503);
-    drop(nar);
+    drop(nars.pop());
     wait_until(
         Duration::from_secs(5),
         "the NAR's nix-store is reaped",
-        || nix_store_children(pid) == 0,
+        || nix_store_children(pid) == NARS - 1,
     );
-    assert_eq!(
-        get(port, "/nix-cache-info").0,
-        200,
-        "the slot is free again"
-    );
+    let again = get(port, "/nix-cache-info").0;
+    assert_eq!(again, 200, "the slot is free again");
+    drop(nars);
+    wait_until(Duration::from_secs(5), "every nix-store is reaped", || {
+        nix_store_children(pid) == 0
+    });
     // The half-sent requests time out with 408 and free their slots.
     for mut s in held {
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();

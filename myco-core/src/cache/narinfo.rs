@@ -40,35 +40,49 @@ pub struct NarInfoFacts<'a> {
 
 /// The first registration in `text`, when it is whole and every line is what it should be.
 pub fn parse_registration(text: &[u8]) -> Option<Registration<'_>> {
-    // Only whole lines: output cut inside the last one (a full buffer) must not read as a
-    // shorter path.
-    let text = &text[..=text.iter().rposition(|&b| b == b'\n')?];
-    let mut lines = text.split(|&b| b == b'\n');
+    next_registration(text).map(|(r, _)| r)
+}
+
+/// The first registration in `text` and the bytes it takes (through its last newline), when it
+/// is whole and every line is what it should be. Registrations follow one another in
+/// `nix-store --dump-db`'s output, so this walks a table of them.
+pub fn next_registration(text: &[u8]) -> Option<(Registration<'_>, usize)> {
+    let mut lines = Lines { text, at: 0 };
     let path = lines.next().filter(|p| is_store_path(p))?;
     let nar_hash = parse_hex32(lines.next()?).ok()?;
     let nar_size = decimal(lines.next()?)?;
     let deriver = lines.next().filter(|d| d.is_empty() || is_store_path(d))?;
     let count = decimal(lines.next()?)?;
-    let (mut start, mut end) = (0, 0);
-    for i in 0..count {
-        let reference = lines.next().filter(|r| is_store_path(r))?;
-        if i == 0 {
-            start = offset_of(text, reference);
-        }
-        end = offset_of(text, reference) + reference.len();
+    let start = lines.at;
+    for _ in 0..count {
+        lines.next().filter(|r| is_store_path(r))?;
     }
-    Some(Registration {
+    // The references' lines without the last one's newline.
+    let references = &text[start..lines.at.saturating_sub(1).max(start)];
+    let registration = Registration {
         path,
         nar_hash,
         nar_size,
         deriver,
-        references: &text[start..end],
-    })
+        references,
+    };
+    Some((registration, lines.at))
 }
 
-/// Where `part`, a subslice of `whole`, starts in it.
-fn offset_of(whole: &[u8], part: &[u8]) -> usize {
-    part.as_ptr() as usize - whole.as_ptr() as usize
+/// Whole lines only, each ended by a newline: output cut inside its last line (a full buffer)
+/// must not read as a shorter path.
+struct Lines<'a> {
+    text: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Lines<'a> {
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let rest = &self.text[self.at..];
+        let len = rest.iter().position(|&b| b == b'\n')?;
+        self.at += len + 1;
+        Some(&rest[..len])
+    }
 }
 
 fn decimal(text: &[u8]) -> Option<u64> {

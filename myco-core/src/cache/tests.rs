@@ -207,18 +207,20 @@ sha256:1grbbmyhk32gz6c1dg0m1jy6h9wlxczrgg3rcnl30m1x42yl7an9;464;\
 }
 
 #[test]
-fn only_paths_of_the_closure_are_found() {
-    let closure = b"/nix/store/3pfgh1bvpzwp75ng9cpdyqyqv7afi7nj-hello\n\
-/nix/store/1z74b6lybsvj5dg2fghbfzvcbmgm26h1-glibc\n";
-    let hash: StoreHash = HASH.try_into().unwrap();
-    assert_eq!(
-        closure_path(closure, &hash),
-        Some(&b"/nix/store/3pfgh1bvpzwp75ng9cpdyqyqv7afi7nj-hello"[..])
-    );
+fn only_paths_of_the_table_are_found_and_a_cut_table_keeps_whole_records() {
+    let mut table = DUMP.to_vec();
+    let second = b"/nix/store/1z74b6lybsvj5dg2fghbfzvcbmgm26h1-glibc\n\
+c9aa43bd203d5430a86579bc973feb942768bc0c15bc1698f94f8c097d5d2bbf\n7\n\n0\n";
+    table.extend_from_slice(second);
+    let hash: StoreHash = *b"1z74b6lybsvj5dg2fghbfzvcbmgm26h1";
+    let found = find_registration(&table, &hash).unwrap();
+    assert_eq!(found.nar_size, 7);
+    let first: StoreHash = HASH.try_into().unwrap();
+    assert_eq!(find_registration(&table, &first).unwrap().nar_size, 464);
     let other: StoreHash = *b"0000000000000000000000000000000a";
-    assert_eq!(closure_path(closure, &other), None);
-    assert_eq!(
-        closure_path(b"/nix/store/3pfgh1bvpzwp75ng9cpdyqyqv7afi7nj\n", &hash),
-        None
-    );
+    assert_eq!(find_registration(&table, &other), None);
+    assert_eq!(whole_registrations(&table), (2, table.len()));
+    let cut = &table[..table.len() - 3];
+    assert_eq!(whole_registrations(cut), (1, DUMP.len()));
+    assert_eq!(find_registration(cut, &hash), None);
 }

@@ -4,12 +4,14 @@
 //! this module moves the bytes.
 //!
 //! - Only the closures of this box's GC roots (the Nix engine's, one per built version) are
-//!   served: `nix-store --query --requisites` over the roots is read into a fixed table, again
-//!   whenever the root directory changes, and any other hash is 404.
-//! - A narinfo's facts come from `nix-store --dump-db PATH`, spawned per request into the slot's
-//!   buffer, then signed with the node key. A NAR is `nix-store --dump PATH`, its stdout passed on
-//!   through the slot's buffer as the box's one token bucket allows, so memory does not move
-//!   with a NAR's size.
+//!   served: the facts of every path in them (`nix-store --dump-db` over `nix-store --query
+//!   --requisites`) are read into a fixed table whenever the root directory changes, and any
+//!   other hash is 404. That query reads the store's database, which the daemon's sandbox keeps
+//!   read-only, so it runs in the transient unit `myco-cache-closure` as builds do.
+//! - A narinfo is answered from the table, signed with the node key. A NAR is `nix-store --dump
+//!   PATH` (which reads only the path's files), its stdout passed on through the slot's buffer as
+//!   the box's one token bucket allows, so memory does not move with a NAR's size; at most
+//!   `NARS_MAX` at once.
 //! - A fixed table of slots, in the arena: a client beyond it takes the slot of an idle
 //!   keep-alive connection, or is answered 503. A slot idle, or a client that takes nothing, for
 //!   `IDLE_MS` is closed (408 if a request was half sent); a client that goes away mid-NAR frees
@@ -29,24 +31,28 @@ use std::path::Path;
 
 /// Connections served at once: each holds a download or a request. `nix` opens several.
 pub const CACHE_SLOTS: usize = 8;
-/// A slot's buffer: a request head, a narinfo's facts and answer, or a stretch of a NAR.
-pub const SLOT_BYTES: usize = 64 * 1024;
-/// The closure table: the store paths this box serves, one a line (about 800 paths).
-pub const CLOSURE_BYTES: usize = 64 * 1024;
+/// NARs sent at once (each a `nix-store --dump`): one more is 503. The shipped unit allows the
+/// daemon 16 tasks, and health checks and `/logs` spawn too.
+pub const NARS_MAX: usize = 4;
+/// A slot's buffer: a request head, a narinfo, or a stretch of a NAR.
+pub const SLOT_BYTES: usize = 32 * 1024;
+/// The closure table: the registrations (`nix-store --dump-db`) of the store paths this box
+/// serves, about 400 bytes each with a few references: a thousand paths or so.
+pub const CLOSURE_BYTES: usize = 512 * 1024;
 /// A connection that sends no request, or takes nothing of its answer, for this long is closed.
 pub const IDLE_MS: u64 = super::conns::REQUEST_TIMEOUT_MS;
 /// The default `--cache-upload-rate`: 5 MB/s for the whole box.
 pub const UPLOAD_RATE_DEFAULT: u64 = 5_000_000;
+/// The closure's facts are read within this, or the unit is stopped and nothing is served.
+const CLOSURE_TIMEOUT_S: u64 = 300;
 /// The default `--cache-listen`.
 pub const LISTEN_DEFAULT: &str = "[::]:7947";
-/// Where `nix-store --dump-db` writes a path's facts in a slot's buffer; the answer goes before.
-const FACTS_AT: usize = SLOT_BYTES / 2;
 /// Room for a response head before its body.
 const HEAD_ROOM: usize = 256;
 /// Reads and writes of one NAR per wake-up, so one fast client cannot hold the loop.
 const NAR_ROUNDS: usize = 8;
 
-const _: () = assert!(rules::REQUEST_HEAD_BYTES_MAX + HEAD_ROOM <= FACTS_AT);
+const _: () = assert!(rules::REQUEST_HEAD_BYTES_MAX + HEAD_ROOM <= SLOT_BYTES);
 
 /// The cache's buffers in the arena.
 pub struct CacheBuffers {
@@ -61,8 +67,9 @@ pub struct CacheConfig<'a> {
     /// Bytes a second for all uploads; 0: unlimited.
     pub upload_rate: u64,
     pub nix_store: &'a str,
-    /// The Nix engine's GC roots; `None` without an executor (nothing to serve).
-    pub gcroot_dir: Option<&'a Path>,
+    /// The Nix engine's GC roots, and the `systemd-run` that reads their closure's facts;
+    /// `None` without an executor (nothing to serve).
+    pub roots: Option<(&'a Path, &'a str)>,
     /// `IDLE_MS` but in tests (`--request-timeout-ms`, as for the API).
     pub idle_ms: u64,
 }
@@ -81,12 +88,6 @@ pub struct CacheStats {
 enum Phase {
     /// Reading a request head into `buf[..filled]`.
     Reading,
-    /// `nix-store --dump-db` writes a path's facts into `buf[FACTS_AT..]`.
-    Facts {
-        child: Child,
-        head_only: bool,
-        keep_alive: bool,
-    },
     /// Sending `buf[start..end]`; then reading the next request, or closing.
     Answering { keep_alive: bool },
     /// Passing on `nix-store --dump`'s output; `None` once it ended.
@@ -113,6 +114,7 @@ struct Closure {
     len: usize,
     /// The GC root directory, open, and its modification time when last read.
     roots: Option<(File, (i64, i64))>,
+    systemd_run: String,
     /// A refresh's `nix-store --query --requisites`, its output going into `table`.
     child: Option<Child>,
     stale: bool,
@@ -149,7 +151,8 @@ impl Cache {
     ) -> std::io::Result<Cache> {
         let listener = TcpListener::bind(config.listen)?;
         listener.set_nonblocking(true)?;
-        let roots = config.gcroot_dir.and_then(|d| File::open(d).ok());
+        let roots = config.roots.and_then(|(d, _)| File::open(d).ok());
+        let systemd_run = config.roots.map_or("", |(_, run)| run).to_owned();
         let slots = buffers.slots.iter_mut().map(Slot::new).collect();
         Ok(Cache {
             listener,
@@ -158,6 +161,7 @@ impl Cache {
                 table: buffers.closure,
                 len: 0,
                 roots: roots.map(|f| (f, (-1, -1))),
+                systemd_run,
                 child: None,
                 stale: true,
             },
@@ -209,7 +213,6 @@ impl Cache {
             let pending = s.start < s.end;
             match &s.phase {
                 Phase::Reading => push(stream.as_raw_fd(), sock, true, false),
-                Phase::Facts { child, .. } => push(child.stdout_fd(), pipe, true, false),
                 Phase::Answering { .. } => push(stream.as_raw_fd(), sock, false, true),
                 Phase::Nar { .. } if pending && tokens => {
                     push(stream.as_raw_fd(), sock, false, true)
@@ -314,7 +317,6 @@ impl Cache {
         }
         match self.slots[i].phase {
             Phase::Reading => self.read_request(i, now_ms),
-            Phase::Facts { .. } => self.read_facts(i, now_ms),
             Phase::Answering { .. } => self.slots[i].answer(now_ms),
             Phase::Nar { .. } => self.pump_nar(i, now_ms),
         }

@@ -789,15 +789,16 @@ fn start_cache(
         myco_core::crypto::SigningKey::from_seed(seed).ok()?,
         node_id,
     );
-    let gcroot_dir = config.executor.as_ref().map(|e| {
-        (e.build.gcroot_dir.clone())
-            .unwrap_or_else(|| config.state_dir.join(build::GCROOT_DIR_IN_STATE))
+    let roots = config.executor.as_ref().map(|e| {
+        let dir = (e.build.gcroot_dir.clone())
+            .unwrap_or_else(|| config.state_dir.join(build::GCROOT_DIR_IN_STATE));
+        (dir, e.build.systemd_run.as_str())
     });
     let cache_config = cache::CacheConfig {
         listen,
         upload_rate: config.cache_upload_rate,
         nix_store: "nix-store",
-        gcroot_dir: gcroot_dir.as_deref(),
+        roots: roots.as_ref().map(|(dir, run)| (dir.as_path(), *run)),
         idle_ms: config.request_timeout_ms,
     };
     match cache::Cache::bind(&cache_config, key, buffers, log) {

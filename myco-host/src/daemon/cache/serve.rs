@@ -2,7 +2,9 @@
 //! and passing a NAR on under the throttle; and the closure table's refresh.
 
 use super::*;
-use myco_core::cache::{closure_path, parse_registration, write_fingerprint, write_narinfo};
+use myco_core::cache::{
+    find_registration, whole_registrations, write_fingerprint, write_narinfo, Registration,
+};
 
 impl Slot {
     pub(super) fn new(buf: &'static mut [u8; SLOT_BYTES]) -> Slot {
@@ -39,7 +41,7 @@ impl Slot {
     /// Closes the connection: its child is told to stop now; the fds close in `reap`, once the
     /// loop has forgotten them.
     pub(super) fn close(&mut self) {
-        if let Phase::Facts { child, .. } | Phase::Nar { child: Some(child) } = &mut self.phase {
+        if let Phase::Nar { child: Some(child) } = &mut self.phase {
             child.kill();
         }
         self.dead = self.stream.is_some();
@@ -47,9 +49,9 @@ impl Slot {
 
     /// Ends what `close` began: the child is reaped and the socket closed.
     pub(super) fn reap(&mut self) {
-        match std::mem::replace(&mut self.phase, Phase::Reading) {
-            Phase::Facts { child, .. } | Phase::Nar { child: Some(child) } => child.kill_and_reap(),
-            _ => {}
+        let phase = std::mem::replace(&mut self.phase, Phase::Reading);
+        if let Phase::Nar { child: Some(child) } = phase {
+            child.kill_and_reap();
         }
         self.stream = None;
         self.dead = false;
@@ -76,6 +78,40 @@ impl Slot {
         let n = write_head(&mut self.buf[..], 500, "text/plain", Some(why.len()), false);
         self.buf[n..n + why.len()].copy_from_slice(why.as_bytes());
         self.queue((0, n + why.len()), false, now_ms);
+    }
+
+    /// Answers `registration`'s narinfo, signed by `key` under `name`.
+    fn narinfo(
+        &mut self,
+        registration: &Registration<'_>,
+        (key, name): (&SigningKey, &[u8]),
+        (head_only, keep_alive): (bool, bool),
+        now_ms: u64,
+    ) {
+        let Some(n) = write_fingerprint(registration, &mut self.buf[..]) else {
+            return self.fail(
+                "the path's references are too long for this cache\n",
+                now_ms,
+            );
+        };
+        let signature = key.sign(&self.buf[..n]);
+        let facts = NarInfoFacts {
+            registration: *registration,
+            key_name: name,
+            signature: &signature,
+        };
+        let Some(len) = write_narinfo(&facts, &mut self.buf[HEAD_ROOM..]) else {
+            return self.fail("the path's narinfo is too long for this cache\n", now_ms);
+        };
+        let mut head = [0u8; HEAD_ROOM];
+        let h = write_head(&mut head, 200, "text/x-nix-narinfo", Some(len), keep_alive);
+        self.buf[HEAD_ROOM - h..HEAD_ROOM].copy_from_slice(&head[..h]);
+        let end = if head_only {
+            HEAD_ROOM
+        } else {
+            HEAD_ROOM + len
+        };
+        self.queue((HEAD_ROOM - h, end), keep_alive, now_ms);
     }
 
     fn queue(&mut self, (start, end): (usize, usize), keep_alive: bool, now_ms: u64) {
@@ -185,93 +221,37 @@ impl Cache {
             Route::NarInfo(hash) | Route::Nar(hash) => hash,
         };
         let table = &self.closure.table[..self.closure.len];
-        let Some(path) = closure_path(table, &hash) else {
+        let Some(registration) = find_registration(table, &hash) else {
             self.stats.not_found += 1;
             return self.slots[i].refuse(Refusal::NotFound, keep_alive, now_ms);
         };
-        let nar = matches!(route, Route::Nar(_));
-        let spawned = spawn_nix_store(
-            (&mut self.argv, &self.nix_store, &self.env),
-            if nar { "--dump" } else { "--dump-db" },
-            path,
-        );
-        let s = &mut self.slots[i];
-        let child = match spawned {
-            Ok(child) => child,
-            Err(e) => {
-                self.log.log(
-                    Level::Error,
-                    format_args!("binary cache: cannot run nix-store: {e}"),
-                );
-                return s.fail("cannot run nix-store on this box\n", now_ms);
-            }
-        };
-        if nar {
-            self.stats.nars += 1;
-            let n = write_head(
-                &mut s.buf[..],
-                200,
-                "application/x-nix-archive",
-                None,
-                false,
-            );
-            (s.start, s.end) = (0, n);
-            s.phase = Phase::Nar { child: Some(child) };
-        } else {
+        if let Route::NarInfo(_) = route {
             self.stats.narinfos += 1;
-            s.filled = FACTS_AT;
-            s.phase = Phase::Facts {
-                child,
-                head_only,
-                keep_alive,
-            };
+            let signer = (&self.key, self.key_name.as_str().as_bytes());
+            let how = (head_only, keep_alive);
+            return self.slots[i].narinfo(&registration, signer, how, now_ms);
         }
-    }
-
-    /// Reads `nix-store --dump-db`'s output; once it ended, answers the signed narinfo.
-    pub(super) fn read_facts(&mut self, i: usize, now_ms: u64) {
+        let nar = |s: &Slot| s.is_open() && matches!(s.phase, Phase::Nar { .. });
+        if self.slots.iter().filter(|s| nar(s)).count() >= NARS_MAX {
+            self.stats.busy += 1;
+            return self.slots[i].refuse(Refusal::Busy, false, now_ms);
+        }
+        let tools = (&mut self.argv, self.nix_store.as_str(), &self.env[..]);
+        let spawned = spawn_dump(tools, registration.path);
         let s = &mut self.slots[i];
-        let Phase::Facts {
-            child,
-            head_only,
-            keep_alive,
-        } = &mut s.phase
-        else {
-            return;
-        };
-        let (head_only, keep_alive) = (*head_only, *keep_alive);
-        loop {
-            if s.filled == SLOT_BYTES {
-                return s.fail(
-                    "the path's facts are too long for this box's cache\n",
-                    now_ms,
-                );
+        match spawned {
+            Ok(child) => {
+                self.stats.nars += 1;
+                let kind = "application/x-nix-archive";
+                let n = write_head(&mut s.buf[..], 200, kind, None, false);
+                (s.start, s.end) = (0, n);
+                s.phase = Phase::Nar { child: Some(child) };
             }
-            match child.read_into(&mut s.buf[s.filled..]) {
-                Some(0) => return,
-                Some(n) => s.filled += n,
-                None => break,
+            Err(e) => {
+                let e = format_args!("binary cache: cannot run nix-store --dump: {e}");
+                self.log.log(Level::Error, e);
+                s.fail("cannot run nix-store on this box\n", now_ms);
             }
-        }
-        let Phase::Facts { child, .. } = std::mem::replace(&mut s.phase, Phase::Reading) else {
-            unreachable!("matched above");
-        };
-        self.closed |= 1 << (2 + 2 * i);
-        child.kill_and_reap();
-        let signer = (&self.key, self.key_name.as_str().as_bytes());
-        match narinfo(s.buf, s.filled, signer) {
-            Some((start, len)) => {
-                let end = if head_only {
-                    HEAD_ROOM
-                } else {
-                    HEAD_ROOM + len
-                };
-                let mut head = [0u8; HEAD_ROOM];
-                let h = write_head(&mut head, 200, "text/x-nix-narinfo", Some(len), keep_alive);
-                s.buf[start - h..start].copy_from_slice(&head[..h]);
-                s.queue((start - h, end), keep_alive, now_ms);
-            }
-            None => s.fail("nix-store did not give this path's facts\n", now_ms),
         }
     }
 
@@ -333,7 +313,12 @@ impl Cache {
             return;
         }
         c.stale = false;
-        match spawn_requisites(&mut self.argv, (&self.nix_store, &self.env), dir) {
+        let tools = (
+            c.systemd_run.as_str(),
+            self.nix_store.as_str(),
+            &self.env[..],
+        );
+        match spawn_closure(&mut self.argv, tools, dir) {
             Ok(Some(child)) => {
                 c.len = 0;
                 c.child = Some(child);
@@ -370,18 +355,16 @@ impl Cache {
         }
         self.closed |= 1 << TOKENS;
         c.child.take().expect("checked").kill_and_reap();
-        c.len = c.table[..c.len]
-            .iter()
-            .rposition(|&b| b == b'\n')
-            .map_or(0, |at| at + 1);
-        if c.len == c.table.len() || c.stale {
-            c.stale = false;
+        let overflow = c.len == c.table.len() || c.stale;
+        let (paths, len) = whole_registrations(&c.table[..c.len]);
+        c.len = len;
+        c.stale = false;
+        if overflow {
             self.log.log(
                 Level::Warning,
-                format_args!("binary cache: the closure of this box's builds is over {CLOSURE_BYTES} bytes of paths; the rest is not served"),
+                format_args!("binary cache: the facts of this box's builds' closure are over {CLOSURE_BYTES} bytes; only {paths} store paths are served"),
             );
         }
-        let paths = c.table[..c.len].iter().filter(|&&b| b == b'\n').count();
         self.log.log(
             Level::Info,
             format_args!("binary cache: serving {paths} store paths"),
@@ -389,51 +372,42 @@ impl Cache {
     }
 }
 
-/// The narinfo of the facts in `buf[FACTS_AT..filled]`, signed, written at `HEAD_ROOM`: its
-/// start and length.
-fn narinfo(
-    buf: &mut [u8; SLOT_BYTES],
-    filled: usize,
-    (key, name): (&SigningKey, &[u8]),
-) -> Option<(usize, usize)> {
-    let (answer, facts) = buf.split_at_mut(FACTS_AT);
-    let registration = parse_registration(&facts[..filled - FACTS_AT])?;
-    let n = write_fingerprint(&registration, answer)?;
-    let signature = key.sign(&answer[..n]);
-    let facts = NarInfoFacts {
-        registration,
-        key_name: name,
-        signature: &signature,
-    };
-    let len = write_narinfo(&facts, &mut answer[HEAD_ROOM..])?;
-    Some((HEAD_ROOM, len))
-}
-
-/// `nix-store OP PATH`, its stdout to be read.
-fn spawn_nix_store(
+/// `nix-store --dump PATH`, its stdout to be read. It reads the path from the filesystem, not
+/// the store's database, so it runs as the daemon's own child, under the daemon's read-only view
+/// of `/nix`.
+fn spawn_dump(
     (argv, nix_store, env): (&mut Argv, &str, &[CString]),
-    op: &str,
     path: &[u8],
 ) -> std::io::Result<Child> {
     argv.clear();
     let fits = "three short arguments fit";
     argv.push(&[nix_store.as_bytes()]).expect(fits);
-    argv.push(&[op.as_bytes()]).expect(fits);
+    argv.push(&[b"--dump"]).expect(fits);
     argv.push(&[path]).expect(fits);
     spawn::spawn(argv, &super::super::transient::env_refs(env))
 }
 
-/// `nix-store --query --requisites ROOT...` over the GC roots in `dir`; `None` without roots.
-fn spawn_requisites(
+/// The facts of the closure of the GC roots in `dir`, in the transient unit
+/// `myco-cache-closure`: `nix-store --query --requisites ROOT... | xargs nix-store --dump-db`
+/// (the roots are the script's arguments, never parsed by the shell). `None` without roots.
+fn spawn_closure(
     argv: &mut Argv,
-    (nix_store, env): (&str, &[CString]),
+    (systemd_run, nix_store, env): (&str, &str, &[CString]),
     dir: &File,
 ) -> std::io::Result<Option<Child>> {
+    const SCRIPT: &[u8] = b"nix_store=$1; shift; \"$nix_store\" --query --requisites \"$@\" | xargs -r \"$nix_store\" --dump-db";
     argv.clear();
-    let fits = "two short arguments fit";
-    argv.push(&[nix_store.as_bytes()]).expect(fits);
-    argv.push(&[b"--query"]).expect(fits);
-    argv.push(&[b"--requisites"]).expect(fits);
+    let unit = super::super::transient::Unit {
+        systemd_run,
+        name: &[b"myco-cache-closure"],
+        runtime_max_s: Some(CLOSURE_TIMEOUT_S),
+    };
+    let fits = "the prefix and the script fit";
+    super::super::transient::push_prefix(argv, &unit, env).expect(fits);
+    for arg in [&b"sh"[..], b"-c", SCRIPT, b"sh", nix_store.as_bytes()] {
+        argv.push(&[arg]).expect(fits);
+    }
+    let prefix = argv.count();
     let mut target = [0u8; crate::path::PATH_BYTES_MAX];
     let mut full = false;
     crate::path::for_each_name(dir, |name| {
@@ -451,7 +425,7 @@ fn spawn_requisites(
             "more GC roots than one nix-store command line takes",
         ));
     }
-    if argv.count() == 3 {
+    if argv.count() == prefix {
         return Ok(None);
     }
     spawn::spawn(argv, &super::super::transient::env_refs(env)).map(Some)
