@@ -128,6 +128,14 @@ fn a_stock_nix_substitutes_the_closure_and_checks_its_signatures() {
     let mut d = Daemon::new("cache-nix", &operator(), SEED);
     let (payload, root) = store_paths(&d, 3000);
     let port = start(&mut d, &root, &["--cache-upload-rate", "0"]);
+    let said = format!(
+        "public key {}, uploads at most 0 bytes/s",
+        public_key(false)
+    );
+    assert!(
+        d.log().contains(&said),
+        "the log names the key nix is told to trust"
+    );
     let url = format!("http://127.0.0.1:{port}");
     let cache = d.dir.join("client-cache");
     let copy = |to: &Path, key: &str| {
