@@ -316,6 +316,11 @@ impl Child {
         self.stdout.as_raw_fd()
     }
 
+    /// The pipe, borrowed, for calls that set its options.
+    pub fn stdout(&self) -> std::os::fd::BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(&self.stdout)
+    }
+
     /// Reads what the child wrote so far; reaps it once it has exited and its output is drained.
     /// `None` while it runs.
     pub fn poll(&mut self, out: &mut Output) -> Option<Exit> {

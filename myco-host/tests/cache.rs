@@ -170,6 +170,9 @@ fn a_stock_nix_substitutes_the_closure_and_checks_its_signatures() {
         "{err}"
     );
     assert!(!bad.join(&root[1..]).exists());
+    assert_eq!(d.metric("myco_cache_paths"), 2.0);
+    assert!(d.metric("myco_cache_requests_total{answer=\"narinfo\"}") >= 2.0);
+    assert!(d.metric("myco_cache_nar_bytes_total") >= 3000.0);
     // The closure's facts were read in a transient unit, as builds run.
     let calls = fs::read_to_string(d.dir.join("systemd-run.calls")).unwrap();
     assert!(calls.contains("--unit=myco-cache-closure"), "{calls}");

@@ -49,8 +49,10 @@ const CLOSURE_TIMEOUT_S: u64 = 300;
 pub const LISTEN_DEFAULT: &str = "[::]:7947";
 /// Room for a response head before its body.
 const HEAD_ROOM: usize = 256;
-/// Reads and writes of one NAR per wake-up, so one fast client cannot hold the loop.
-const NAR_ROUNDS: usize = 8;
+/// Reads and writes of one NAR per wake-up (half a MiB), so one fast client cannot hold the loop.
+const NAR_ROUNDS: usize = 16;
+/// The pipe `nix-store --dump` writes into, asked of the kernel (the default is 64 KiB).
+const NAR_PIPE_BYTES: libc::c_int = 1 << 20;
 
 const _: () = assert!(rules::REQUEST_HEAD_BYTES_MAX + HEAD_ROOM <= SLOT_BYTES);
 
@@ -76,6 +78,8 @@ pub struct CacheConfig<'a> {
 
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CacheStats {
+    /// Store paths in the closure table.
+    pub paths: u64,
     pub requests: u64,
     pub narinfos: u64,
     pub nars: u64,

@@ -5,6 +5,7 @@ use super::*;
 use myco_core::cache::{
     find_registration, whole_registrations, write_fingerprint, write_narinfo, Registration,
 };
+use nix::fcntl::FcntlArg;
 
 impl Slot {
     pub(super) fn new(buf: &'static mut [u8; SLOT_BYTES]) -> Slot {
@@ -358,6 +359,7 @@ impl Cache {
         let overflow = c.len == c.table.len() || c.stale;
         let (paths, len) = whole_registrations(&c.table[..c.len]);
         c.len = len;
+        self.stats.paths = paths as u64;
         c.stale = false;
         if overflow {
             self.log.log(
@@ -384,7 +386,12 @@ fn spawn_dump(
     argv.push(&[nix_store.as_bytes()]).expect(fits);
     argv.push(&[b"--dump"]).expect(fits);
     argv.push(&[path]).expect(fits);
-    spawn::spawn(argv, &super::super::transient::env_refs(env))
+    let child = spawn::spawn(argv, &super::super::transient::env_refs(env))?;
+    // A larger pipe lets `nix-store` run ahead of the socket by more than the default 64 KiB,
+    // so the loop and it wake each other less often. Kernel memory, not the daemon's; a box
+    // whose limit (fs.pipe-max-size) is lower keeps the default.
+    let _ = nix::fcntl::fcntl(child.stdout(), FcntlArg::F_SETPIPE_SZ(NAR_PIPE_BYTES));
+    Ok(child)
 }
 
 /// The facts of the closure of the GC roots in `dir`, in the transient unit
