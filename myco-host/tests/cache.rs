@@ -2,7 +2,7 @@
 //! where the Nix engine keeps the GC roots of the services it built, is substituted by a stock
 //! `nix copy` from the daemon into a separate chroot store, signatures checked against the node
 //! key; with another key trusted, Nix refuses it. Paths outside the roots' closure are 404 even
-//! though the store holds them; bad requests get their 4xx; connections beyond the slots get 503;
+//! though the store holds them, and served once rooted; bad requests get their 4xx; connections beyond the slots get 503;
 //! NARs beyond `NARS_MAX` get 503; a client that goes away mid-NAR frees its slot and its
 //! `nix-store` is killed and reaped.
 //! Tests print `SKIPPED:` where Nix is not installed.
@@ -200,6 +200,18 @@ fn only_the_closure_is_served_and_bad_requests_are_refused() {
     assert!(narinfo.1.contains(&format!("StorePath: {payload}\n")));
     assert_eq!(get(port, &format!("/{}.narinfo", hash_of(&other))).0, 404);
     assert_eq!(get(port, &format!("/nar/{}.nar", hash_of(&other))).0, 404);
+    // Rooted as another built version's: the table is read again, and it is served; unrooted
+    // (the version pruned), it is 404 again.
+    let link = d.dir.join("gcroots/other-bbbbbbbbbbbb");
+    std::os::unix::fs::symlink(&other, &link).unwrap();
+    let other_narinfo = format!("/{}.narinfo", hash_of(&other));
+    wait_until(Duration::from_secs(10), "the new root is served", || {
+        get(port, &other_narinfo).0 == 200
+    });
+    fs::remove_file(&link).unwrap();
+    wait_until(Duration::from_secs(10), "the pruned root is not", || {
+        get(port, &other_narinfo).0 == 404
+    });
     assert_eq!(get(port, "/../../etc/passwd").0, 400);
     assert_eq!(get(port, "/nar/..%2f..%2fetc%2fpasswd").0, 400);
     assert_eq!(get(port, "/etc/passwd").0, 404);
@@ -269,7 +281,8 @@ fn slots_are_bounded_and_a_client_gone_mid_nar_frees_its_own() {
             s
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(300));
+    // Accepted within a turn of the loop; a second leaves room for a loaded machine.
+    std::thread::sleep(Duration::from_millis(1000));
     assert_eq!(get(port, "/nix-cache-info").0, 503);
     drop(nars.pop());
     wait_until(

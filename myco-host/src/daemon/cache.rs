@@ -121,7 +121,10 @@ struct Closure {
     systemd_run: String,
     /// A refresh's `nix-store --query --requisites`, its output going into `table`.
     child: Option<Child>,
+    /// The roots changed since the last refresh started: another is due.
     stale: bool,
+    /// The running refresh wrote more than the table holds.
+    overflow: bool,
 }
 
 pub struct Cache {
@@ -168,6 +171,7 @@ impl Cache {
                 systemd_run,
                 child: None,
                 stale: true,
+                overflow: false,
             },
             bucket: TokenBucket::new(config.upload_rate, 0),
             key,

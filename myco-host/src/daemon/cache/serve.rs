@@ -324,7 +324,7 @@ impl Cache {
                 c.len = 0;
                 c.child = Some(child);
             }
-            Ok(None) => c.len = 0,
+            Ok(None) => (c.len, self.stats.paths) = (0, 0),
             Err(e) => self.log.log(
                 Level::Warning,
                 format_args!("binary cache: cannot list what this box built: {e}"),
@@ -332,8 +332,9 @@ impl Cache {
         }
     }
 
-    /// Reads the refresh's output into the table; whole lines only, and what does not fit is
-    /// left out (and said).
+    /// Reads the refresh's output into the table; whole registrations only, and what does not
+    /// fit is left out (and said). While it runs the table holds what has arrived so far: a path
+    /// not yet read is 404 for those few milliseconds.
     pub(super) fn read_closure(&mut self) {
         let c = &mut self.closure;
         let Some(child) = c.child.as_mut() else {
@@ -349,18 +350,17 @@ impl Cache {
             };
             match child.read_into(buf) {
                 Some(0) => return,
-                Some(_) if full => c.stale = true,
+                Some(_) if full => c.overflow = true,
                 Some(n) => c.len += n,
                 None => break,
             }
         }
         self.closed |= 1 << TOKENS;
         c.child.take().expect("checked").kill_and_reap();
-        let overflow = c.len == c.table.len() || c.stale;
+        let overflow = std::mem::take(&mut c.overflow);
         let (paths, len) = whole_registrations(&c.table[..c.len]);
         c.len = len;
         self.stats.paths = paths as u64;
-        c.stale = false;
         if overflow {
             self.log.log(
                 Level::Warning,
