@@ -256,7 +256,7 @@ fn slots_are_bounded_and_a_client_gone_mid_nar_frees_its_own() {
         "--cache-upload-rate",
         "20000",
         "--request-timeout-ms",
-        "3000",
+        "5000",
     ];
     let port = start(&mut d, &root, &extra);
     let pid = d.child.as_ref().unwrap().id();
