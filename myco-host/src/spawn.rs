@@ -398,6 +398,15 @@ impl Child {
         while waitpid(Pid::from_raw(self.pid), None) == Err(Errno::EINTR) {}
     }
 
+    /// Ends the child and its group with SIGKILL, then waits for it: for a child with nothing to
+    /// clean up that may be blocked writing to a pipe nobody will read again (`nix-store --dump`
+    /// for a client that went away), so the loop's wait does not depend on how the child
+    /// handles SIGTERM.
+    pub fn kill_now_and_reap(mut self) {
+        self.kill_group();
+        while waitpid(Pid::from_raw(self.pid), None) == Err(Errno::EINTR) {}
+    }
+
     /// Reads what the child wrote into `buf` (for output passed straight on, as `/logs` does):
     /// `Some(n)` bytes (0: nothing yet), `None` at end of output.
     pub fn read_into(&mut self, buf: &mut [u8]) -> Option<usize> {

@@ -250,8 +250,9 @@ fn slots_are_bounded_and_a_client_gone_mid_nar_frees_its_own() {
         return;
     }
     let mut d = Daemon::new("cache-slots", &operator(), SEED);
-    let (payload, root) = store_paths(&d, 400_000);
-    // Slow enough that the NAR is still going when the client leaves.
+    // Larger than the pipe and the socket's buffers, so `nix-store --dump` is blocked writing
+    // when its client leaves; slow enough that the NAR is still going then.
+    let (payload, root) = store_paths(&d, 4_000_000);
     let extra = [
         "--cache-upload-rate",
         "20000",

@@ -203,7 +203,9 @@ fn binary_cache(d: &Daemon) {
             s
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(200));
+    // Their bytes read within a turn of the loop (until then a slot looks idle and gives way);
+    // a second leaves room for a loaded machine.
+    std::thread::sleep(Duration::from_millis(1000));
     let info = format!("GET /nix-cache-info {close}");
     assert_eq!(cache_request(port, info.as_bytes(), usize::MAX), 503);
     drop(held);

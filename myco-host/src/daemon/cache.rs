@@ -301,9 +301,13 @@ impl Cache {
             if stream.set_nonblocking(true).is_err() {
                 continue;
             }
-            // A free slot, else one idle between requests (its client reconnects if it wants).
+            // A free slot, else the one idle between requests longest (its client reconnects
+            // if it wants).
             let free = self.slots.iter().position(|s| s.stream.is_none());
-            let idle = || self.slots.iter().position(Slot::idle);
+            let idle = || {
+                let idle = self.slots.iter().enumerate().filter(|(_, s)| s.idle());
+                idle.min_by_key(|(_, s)| s.deadline_ms).map(|(i, _)| i)
+            };
             let Some(i) = free.or_else(idle) else {
                 self.stats.busy += 1;
                 busy(stream);
@@ -336,6 +340,7 @@ fn busy(mut stream: TcpStream) {
     let mut out = [0u8; 512];
     let n = refusal_answer(Refusal::Busy, &mut out);
     let _ = stream.write(&out[..n]);
+    serve::linger(stream, &mut out);
 }
 
 /// A response head; `length` `None`: the body ends when the connection closes.

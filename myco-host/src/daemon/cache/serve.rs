@@ -43,7 +43,7 @@ impl Slot {
     /// loop has forgotten them.
     pub(super) fn close(&mut self) {
         if let Phase::Nar { child: Some(child) } = &mut self.phase {
-            child.kill();
+            child.kill_group();
         }
         self.dead = self.stream.is_some();
     }
@@ -52,9 +52,11 @@ impl Slot {
     pub(super) fn reap(&mut self) {
         let phase = std::mem::replace(&mut self.phase, Phase::Reading);
         if let Phase::Nar { child: Some(child) } = phase {
-            child.kill_and_reap();
+            child.kill_now_and_reap();
         }
-        self.stream = None;
+        if let Some(stream) = self.stream.take() {
+            linger(stream, &mut self.buf[..]);
+        }
         self.dead = false;
         (self.filled, self.start, self.end) = (0, 0, 0);
     }
@@ -273,7 +275,7 @@ impl Cache {
                     Some(n) => (s.start, s.end) = (0, n),
                     None => {
                         self.closed |= 1 << (2 + 2 * i);
-                        child.take().expect("checked").kill_and_reap();
+                        child.take().expect("checked").kill_now_and_reap();
                         continue;
                     }
                 }
@@ -371,6 +373,20 @@ impl Cache {
             Level::Info,
             format_args!("binary cache: serving {paths} store paths"),
         );
+    }
+}
+
+/// Closes `stream` after reading what the client sent that was not read (the rest of a head
+/// too large, a request beyond a refusal), as far as it has arrived: closing a socket with unread
+/// input resets the connection, and the reset can overtake the answer just sent. Best effort,
+/// never waiting.
+pub(super) fn linger(mut stream: TcpStream, scratch: &mut [u8]) {
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    for _ in 0..4 {
+        match stream.read(scratch) {
+            Ok(n) if n > 0 => {}
+            _ => return,
+        }
     }
 }
 
