@@ -25,7 +25,7 @@ SIM := cargo run --profile sim -p myco-sim --
 # apt-get waits for the package lock (unattended upgrades may hold it) instead of failing.
 APT := DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600
 
-.PHONY: ci check test test-root loom sim gauntlet gauntlet-short gauntlet-ci bench bench-formation size size-check nostd aarch64 aarch64-release aarch64-tools fmt fmt-check lint \
+.PHONY: ci check test test-root loom sim gauntlet gauntlet-short gauntlet-ci bench bench-cache bench-formation size size-check nostd aarch64 aarch64-release aarch64-tools fmt fmt-check lint \
 	fuzz fuzz-build tools nostd-tools fuzz-tools systemd-check systemd-test units-check nix-check \
 	testbed-test demo readme-walk man install deb deb-tools package-test
 
@@ -116,6 +116,13 @@ bench:
 	# death to replaced (needs root; docs/testbed.md).
 	$(MAKE) --no-print-directory testbed-test
 	tests/dnsbench/run.sh
+
+# The binary cache against a static one (`nix copy --to file://` + python3 -m http.server), with
+# the real Nix on loopback: prints CACHE size_mb=.. myco_s=.. static_s=.. rss_max_kb=..
+# throttle_one_mb_s=.. (docs/benchmarks.md). SIZE_MB (default 100) and RUNS (default 3).
+bench-cache:
+	cargo build --release -p myco-host -p myco-cli
+	tests/bench-cache.sh
 
 # Formation of NODES real daemons on loopback (staggered start, as in `make bench`): prints
 # FORMED nodes=.. last_start_to_all_alive_s=.. false_dead=.. (docs/benchmarks.md).

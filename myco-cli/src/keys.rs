@@ -26,11 +26,12 @@ pub const PUBKEY_HELP: &str = "\
 Usage: myco pubkey --key FILE [--json]
 
 Prints the public key of a key file in hex, its key id (how certificates, revocations and entries
-name an operator key) and its node id (how the cluster names a node with this key).
+name an operator key), its node id (how the cluster names a node with this key) and, for a node
+key, the key its binary cache signs with in Nix's NAME:BASE64 form (for trusted-public-keys).
 
 Options:
   --key FILE  The key file, as written by 'myco keygen' (must be mode 0600)
-  --json      Print {\"public_key\",\"key_id\",\"node_id\"} as one JSON line
+  --json      Print {\"public_key\",\"key_id\",\"node_id\",\"nix_cache_key\"} as one JSON line
   -h, --help  Print this help
 
 Exit status: 0 printed; 1 the key file is refused (missing, readable by others, not a key);
@@ -71,6 +72,14 @@ pub fn pubkey(args: Arguments) -> Result<(), Error> {
         ("public_key", Value::Text(hex(&public.0))),
         ("key_id", Value::Number(public.key_id().into())),
         ("node_id", Value::Text(format!("{:016x}", public.node_id()))),
+        ("nix_cache_key", Value::Text(nix_cache_key(&public))),
     ];
     output::print(&fields, json)
+}
+
+/// The node's binary cache key as Nix's `trusted-public-keys` names it: `<node id>:<base64>`.
+fn nix_cache_key(public: &myco_core::crypto::PublicKey) -> String {
+    let mut b64 = [0u8; 44];
+    let b64 = myco_core::cache::base64(&public.0, &mut b64);
+    format!("{:016x}:{b64}", public.node_id())
 }

@@ -61,6 +61,11 @@ fn pubkey_matches_keygen() {
         json_field(&json, "node_id"),
         format!("{:016x}", public.node_id())
     );
+    let mut b64 = [0u8; 44];
+    let b64 = myco_core::cache::base64(&public.0, &mut b64);
+    let cache_key = format!("{:016x}:{b64}", public.node_id());
+    assert_eq!(json_field(&json, "nix_cache_key"), cache_key);
+    assert_eq!(cache_key.len(), 16 + 1 + 44);
     let text = myco_ok(&dir, &["pubkey", "--key", "node.key"]);
     assert_eq!(text_field(&text, "public_key"), hex(&public.0));
     assert_eq!(

@@ -7,6 +7,7 @@
 #![no_std]
 #![forbid(unsafe_code)]
 
+pub mod cache;
 pub mod config;
 pub mod crypto;
 pub mod dns;

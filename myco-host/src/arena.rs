@@ -16,6 +16,7 @@
 
 pub mod handoff;
 
+use crate::daemon::cache;
 use crate::daemon::conns::{ANSWER_BYTES, CONNECTIONS_MAX};
 use crate::daemon::dns::{DNS_TCP_MAX, MESSAGE_BYTES_MAX, UDP_QUERY_BYTES_MAX};
 use crate::daemon::events::{Record, EVENTS_MAX};
@@ -103,6 +104,15 @@ pub struct Buffers {
     pub executor: ExecutorBuffers,
     /// The audit log's line.
     pub audit_line: [u8; crate::audit::LINE_BYTES_MAX],
+    pub cache: CacheSlots,
+}
+
+/// The binary cache's buffers: one per connection slot, the closure table, and the argument
+/// list of the `nix-store` it runs.
+pub struct CacheSlots {
+    pub slots: [[u8; cache::SLOT_BYTES]; cache::CACHE_SLOTS],
+    pub closure: [u8; cache::CLOSURE_BYTES],
+    pub argv: [u8; ARGV_BYTES],
 }
 
 impl Buffers {
@@ -131,6 +141,11 @@ impl Buffers {
             output: [[0; OUTPUT_BYTES]; OUTPUTS],
         },
         audit_line: [0; crate::audit::LINE_BYTES_MAX],
+        cache: CacheSlots {
+            slots: [[0; cache::SLOT_BYTES]; cache::CACHE_SLOTS],
+            closure: [0; cache::CLOSURE_BYTES],
+            argv: [0; ARGV_BYTES],
+        },
     };
 }
 
@@ -156,6 +171,7 @@ pub struct Arena {
     pub events: &'static mut crate::daemon::events::Records,
     pub executor: ExecutorArena,
     pub audit_line: &'static mut [u8],
+    pub cache: cache::CacheBuffers,
 }
 
 impl Arena {
@@ -184,6 +200,11 @@ impl Arena {
                 buffers: &mut b.executor,
             },
             audit_line: &mut b.audit_line,
+            cache: cache::CacheBuffers {
+                slots: &mut b.cache.slots,
+                closure: &mut b.cache.closure,
+                argv: &mut b.cache.argv,
+            },
         })
     }
 }

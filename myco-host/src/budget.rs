@@ -45,6 +45,11 @@ pub const EXECUTOR_BYTES: usize = size_of::<myco_core::executor::Executor>()
     + crate::arena::ARGVS * ARGV_BYTES
     + crate::arena::OUTPUTS * OUTPUT_BYTES
     + crate::audit::LINE_BYTES_MAX;
+/// The binary cache: per connection slot a buffer (a request, a narinfo, a stretch of a NAR),
+/// the closure table of the paths it serves, and the argument list of its `nix-store`.
+pub const CACHE_BYTES: usize = crate::daemon::cache::CACHE_SLOTS * crate::daemon::cache::SLOT_BYTES
+    + crate::daemon::cache::CLOSURE_BYTES
+    + ARGV_BYTES;
 /// The daemon's own struct: the API's and DNS's connection slots, the sink, the timers.
 pub const DAEMON_BYTES: usize = size_of::<Daemon>();
 
@@ -56,6 +61,7 @@ pub const ARENA_BUDGET_BYTES: usize = NODE_BYTES
     + EVENTS_BYTES
     + FLIGHT_RECORDER_BYTES
     + EXECUTOR_BYTES
+    + CACHE_BYTES
     + DAEMON_BYTES;
 
 /// What the arena's layout adds to the sum: the event ring's length word and alignment padding

@@ -316,6 +316,11 @@ impl Child {
         self.stdout.as_raw_fd()
     }
 
+    /// The pipe, borrowed, for calls that set its options.
+    pub fn stdout(&self) -> std::os::fd::BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(&self.stdout)
+    }
+
     /// Reads what the child wrote so far; reaps it once it has exited and its output is drained.
     /// `None` while it runs.
     pub fn poll(&mut self, out: &mut Output) -> Option<Exit> {
@@ -390,6 +395,15 @@ impl Child {
     /// SIGTERM (`journalctl -f`).
     pub fn kill_and_reap(mut self) {
         self.kill();
+        while waitpid(Pid::from_raw(self.pid), None) == Err(Errno::EINTR) {}
+    }
+
+    /// Ends the child and its group with SIGKILL, then waits for it: for a child with nothing to
+    /// clean up that may be blocked writing to a pipe nobody will read again (`nix-store --dump`
+    /// for a client that went away), so the loop's wait does not depend on how the child
+    /// handles SIGTERM.
+    pub fn kill_now_and_reap(mut self) {
+        self.kill_group();
         while waitpid(Pid::from_raw(self.pid), None) == Err(Errno::EINTR) {}
     }
 

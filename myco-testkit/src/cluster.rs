@@ -426,6 +426,9 @@ impl Cluster {
         let dns = options.dns.then(|| free_port_on(addr));
         args.push("--dns".into());
         args.push(dns.map_or("off".into(), |a| a.to_string()).into());
+        // No binary cache: the default [::]:7947 is one port for the whole machine.
+        args.push("--cache-listen".into());
+        args.push("off".into());
         let join = options.join.unwrap_or_else(|| (0..index.min(3)).collect());
         for j in join {
             args.push("--join".into());

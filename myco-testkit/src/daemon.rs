@@ -58,6 +58,9 @@ impl Daemon {
             // Units go nowhere unless a test asks for the executor (`executor_command`).
             "--executor".into(),
             "none".into(),
+            // No binary cache on the default [::]:7947 unless a test asks (`set_cache_listen`).
+            "--cache-listen".into(),
+            "off".into(),
         ];
         Daemon {
             dir,
@@ -85,6 +88,30 @@ impl Daemon {
             .expect("--listen is set")
             + 1;
         self.args[at] = addr.into();
+    }
+
+    /// Serve the binary cache on `addr` instead of not at all.
+    pub fn set_cache_listen(&mut self, addr: &str) {
+        let at = self
+            .args
+            .iter()
+            .position(|a| a == "--cache-listen")
+            .expect("--cache-listen is set")
+            + 1;
+        self.args[at] = addr.into();
+    }
+
+    /// The port the binary cache listens on, as the log names it once started; `None` before.
+    pub fn cache_port(&self) -> Option<u16> {
+        self.log()
+            .split("binary cache on http://")
+            .nth(1)?
+            .split(',')
+            .next()?
+            .rsplit(':')
+            .next()?
+            .parse()
+            .ok()
     }
 
     /// The daemon's command with the executor on: units go to `<dir>/units`, the audit log to

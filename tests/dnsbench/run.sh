@@ -76,7 +76,7 @@ mkdir -p "$work/state" "$work/units"
 
 "$bin/myco-d" --operator "$operator" --key "$work/node.key" --cert "$work/node.cert" \
 	--state-dir "$work/state" --socket "$work/myco.sock" --reserve-bytes 0 \
-	--listen "127.0.0.1:$gossip_port" --dns "127.0.0.1:$myco_dns_port" \
+	--listen "127.0.0.1:$gossip_port" --dns "127.0.0.1:$myco_dns_port" --cache-listen off \
 	--executor systemd --unit-dir "$work/units" --systemctl "$work/fake-systemctl" \
 	2>"$work/myco-d.log" &
 daemon_pid=$!

@@ -50,6 +50,8 @@ pub struct DaemonSnapshot {
     pub store: Option<(myco_core::executor::GcStats, u16, u64)>,
     /// `*.myco` DNS's counters and how many addresses it answers on; `None` with DNS off.
     pub dns: Option<(super::dns::DnsStats, usize)>,
+    /// The binary cache's counters; `None` with the cache off.
+    pub cache: Option<super::cache::CacheStats>,
 }
 
 /// A flake's locked commit as `git log --oneline` shows it: its first 7 hex digits.

@@ -63,6 +63,12 @@ Options:
   --dns ADDR|off        Answer *.myco DNS on ADDR, UDP and TCP; repeatable, twice at most
                         (default 127.0.0.1:53 and [::1]:53; an address that cannot be bound is
                         logged and left out; below port 1024 needs CAP_NET_BIND_SERVICE)
+  --cache-listen ADDR|off
+                        Serve the closures of the services this box built as a read-only Nix
+                        binary cache over HTTP on ADDR (default [::]:7947; off: none), signed
+                        with the node key; an address that cannot be bound is logged and left out
+  --cache-upload-rate BYTES_PER_S
+                        The box's total upload rate for the cache (default 5000000; 0: unlimited)
   --verbose             Also print debug lines on stderr (the flight recorder always has them)
   -h, --help            Print this help and exit
   -V, --version         Print the version and exit
@@ -109,6 +115,10 @@ pub struct Config {
     pub executor: Option<ExecutorConfig>,
     /// Where `*.myco` DNS listens (UDP and TCP); empty with `--dns off`.
     pub dns: Vec<SocketAddr>,
+    /// Where the binary cache listens; `None` with `--cache-listen off`.
+    pub cache_listen: Option<SocketAddr>,
+    /// `--cache-upload-rate`, bytes a second; 0: unlimited.
+    pub cache_upload_rate: u64,
     pub verbose: bool,
     /// `/stream`'s heartbeat interval; only tests change it (`--stream-heartbeat-ms`, not in the
     /// help).
@@ -176,6 +186,9 @@ pub fn parse(mut args: Arguments) -> Result<Parsed, UsageError> {
     let profile = profile(text(&mut args, "--profile")?)?;
     let executor = executor(&mut args)?;
     let dns = dns_addrs(&mut args)?;
+    let cache_listen = cache_listen(text(&mut args, "--cache-listen")?)?;
+    let cache_upload_rate =
+        number(&mut args, "--cache-upload-rate")?.unwrap_or(super::cache::UPLOAD_RATE_DEFAULT);
     let verbose = args.contains("--verbose");
     let strict_alloc = args.contains("--strict-alloc");
     let wal_checkpoint_bytes = number(&mut args, "--wal-checkpoint-bytes")?
@@ -202,6 +215,8 @@ pub fn parse(mut args: Arguments) -> Result<Parsed, UsageError> {
         profile,
         executor,
         dns,
+        cache_listen,
+        cache_upload_rate,
         verbose,
         stream_heartbeat_ms,
         request_timeout_ms,
@@ -352,6 +367,19 @@ fn dns_addrs(args: &mut Arguments) -> Result<Vec<SocketAddr>, UsageError> {
             })
         })
         .collect()
+}
+
+/// `--cache-listen`: an address, or `off`; by default `[::]:7947`.
+fn cache_listen(value: Option<String>) -> Result<Option<SocketAddr>, UsageError> {
+    let value = value.unwrap_or_else(|| super::cache::LISTEN_DEFAULT.into());
+    if value == "off" {
+        return Ok(None);
+    }
+    value.parse().map(Some).map_err(|_| {
+        usage(format!(
+            "--cache-listen '{value}' is not IP:PORT or off, e.g. [::]:7947 or 10.0.0.2:7947"
+        ))
+    })
 }
 
 /// Every value of a repeatable flag, in order.

@@ -33,6 +33,7 @@ struct Sources<'a> {
     audit_lines: u64,
     dns: DnsStats,
     dns_listeners: u64,
+    cache: super::cache::CacheStats,
 }
 
 type WriteSamples = fn(&mut Prometheus<'_, '_>, &'static str, &Sources<'_>) -> Result<(), Full>;
@@ -85,7 +86,7 @@ const fn many(
     }
 }
 
-const SECTIONS: [Section; 7] = [
+const SECTIONS: [Section; 8] = [
     Section {
         families: GOSSIP,
         present: |_| true,
@@ -109,6 +110,10 @@ const SECTIONS: [Section; 7] = [
     Section {
         families: DNS,
         present: |s| s.dns.is_some(),
+    },
+    Section {
+        families: CACHE,
+        present: |s| s.cache.is_some(),
     },
     Section {
         families: PROCESS,
@@ -476,6 +481,34 @@ const DNS: &[Family] = &[
     ),
 ];
 
+const CACHE: &[Family] = &[
+    one(
+        "myco_cache_paths",
+        Gauge,
+        "Store paths the binary cache serves: the closure of the services this box built.",
+        |s| s.cache.paths.into(),
+    ),
+    many(
+        "myco_cache_requests_total",
+        Counter,
+        "Binary cache requests answered, by what was asked and the outcome.",
+        |p, name, s| {
+            let c = &s.cache;
+            p.sample(name, &[("answer", "narinfo")], c.narinfos)?;
+            p.sample(name, &[("answer", "nar")], c.nars)?;
+            p.sample(name, &[("answer", "not-found")], c.not_found)?;
+            p.sample(name, &[("answer", "refused")], c.refused)?;
+            p.sample(name, &[("answer", "busy")], c.busy)
+        },
+    ),
+    one(
+        "myco_cache_nar_bytes_total",
+        Counter,
+        "NAR bytes the binary cache sent (what --cache-upload-rate bounds).",
+        |s| s.cache.nar_bytes.into(),
+    ),
+];
+
 const PROCESS: &[Family] = &[
     many(
         "myco_io_backend",
@@ -597,6 +630,7 @@ pub fn metrics(out: &mut Cursor<'_>, node: &Node, snapshot: &DaemonSnapshot) -> 
         audit_lines,
         dns,
         dns_listeners: dns_listeners as u64,
+        cache: snapshot.cache.unwrap_or_default(),
     };
     let mut p = Prometheus::new(out);
     for section in SECTIONS.iter().filter(|s| (s.present)(snapshot)) {

@@ -7,6 +7,7 @@
 pub mod answers;
 pub mod boot;
 pub mod build;
+pub mod cache;
 pub mod config;
 pub mod conns;
 pub mod dns;
@@ -58,12 +59,19 @@ const _: () = assert!(TOKEN_DNS_BASE + 2 * dns::DNS_LISTENERS_MAX as u64 <= TOKE
 const _: () = assert!(TOKEN_DNS_CONN_BASE + dns::DNS_TCP_MAX as u64 <= conns::TOKEN_CONN_BASE);
 const _: () =
     assert!(conns::TOKEN_CONN_BASE + conns::CONNECTIONS_MAX as u64 <= health::TOKEN_CHECK_BASE);
-/// Interests: the daemon's three fds, the DNS listeners, the connections and the health checks.
+/// The binary cache's tokens: its listener, its slots' sockets and pipes, and its refresh's pipe
+/// (`cache::TOKENS` is the last offset).
+const TOKEN_CACHE_BASE: u64 = 64;
+const _: () = assert!(health::TOKEN_CHECK_BASE + health::CHECK_SLOTS as u64 <= TOKEN_CACHE_BASE);
+/// Interests: the daemon's three fds, the DNS listeners, the connections, the health checks and
+/// the binary cache.
 const INTERESTS_MAX: usize = 3
     + 2 * dns::DNS_LISTENERS_MAX
     + dns::DNS_TCP_MAX
     + conns::CONNECTIONS_MAX
-    + health::CHECK_SLOTS;
+    + health::CHECK_SLOTS
+    + cache::TOKENS
+    + 1;
 const _: () = assert!(INTERESTS_MAX <= crate::io::TOKENS_MAX);
 /// The start-up thread's stack: the node and its tables are built by value there.
 const BOOT_STACK_BYTES: usize = 8 << 20;
@@ -107,6 +115,8 @@ pub struct Daemon {
     executor: Option<executor::Executor>,
     /// `*.myco` DNS; `None` with `--dns off` or when its address could not be bound.
     dns: Option<dns::Dns>,
+    /// The binary cache; `None` with `--cache-listen off` or when it could not be bound.
+    cache: Option<cache::Cache>,
     _lock: nix::fcntl::Flock<File>,
 }
 
@@ -175,6 +185,7 @@ impl Daemon {
                 format_args!("*.myco DNS does not answer on {addr}: cannot bind it: {e}"),
             );
         });
+        let cache = start_cache(config, (seed, node.id()), arena.cache, log);
         let notifier = Notifier::from_env()
             .map_err(|e| BootError(format!("cannot reach systemd's NOTIFY_SOCKET: {e}")))?;
         let daemon = arena.daemon.write(Daemon {
@@ -205,6 +216,7 @@ impl Daemon {
             stop: false,
             executor,
             dns,
+            cache,
             _lock: lock,
         });
         // Last, once nothing can fail: a failed start leaves no reserve behind.
@@ -287,6 +299,12 @@ impl Daemon {
             c.close();
         }
         self.api.reap(&mut self.sink.io);
+        if let Some(cache) = self.cache.as_mut() {
+            cache.close_all();
+            let io = &mut self.sink.io;
+            cache.reap(|offset| io.forget(TOKEN_CACHE_BASE + offset));
+            io.forget(TOKEN_CACHE_BASE);
+        }
         let _ = std::fs::remove_file(&self.socket);
     }
 
@@ -315,6 +333,18 @@ impl Daemon {
         let mut conns = heapless::Vec::<Interest, { conns::CONNECTIONS_MAX }>::new();
         self.api.interests(&mut conns);
         out.extend(conns);
+        let now = self.now_ms();
+        if let Some(cache) = self.cache.as_mut() {
+            cache.interests(now, |fd, offset, readable, writable| {
+                let token = TOKEN_CACHE_BASE + offset;
+                let _ = out.push(Interest {
+                    fd,
+                    token,
+                    readable,
+                    writable,
+                });
+            });
+        }
         let Some(dns) = &self.dns else {
             return;
         };
@@ -357,6 +387,12 @@ impl Daemon {
             } => self.signal(),
             // A check's socket is ready: the step after this turn's completions advances it.
             Completion::Ready { token, .. } if health::Checks::owns(token) => {}
+            Completion::Ready { token, .. } if token >= TOKEN_CACHE_BASE => {
+                let now = self.now_ms();
+                if let Some(cache) = self.cache.as_mut() {
+                    cache.ready(token - TOKEN_CACHE_BASE, now);
+                }
+            }
             Completion::Ready { token, .. }
                 if (TOKEN_DNS_BASE..conns::TOKEN_CONN_BASE).contains(&token) =>
             {
@@ -434,6 +470,9 @@ impl Daemon {
             }
         }
         self.execute(now);
+        if let Some(cache) = self.cache.as_mut() {
+            cache.step(now);
+        }
         if now >= self.next_housekeeping_ms {
             self.next_housekeeping_ms = now + HOUSEKEEPING_MS;
             self.housekeeping(now);
@@ -581,6 +620,10 @@ impl Daemon {
         if let Some(dns) = self.dns.as_mut() {
             let io = &mut self.sink.io;
             dns.reap(|slot| io.forget(TOKEN_DNS_CONN_BASE + slot as u64));
+        }
+        if let Some(cache) = self.cache.as_mut() {
+            let io = &mut self.sink.io;
+            cache.reap(|offset| io.forget(TOKEN_CACHE_BASE + offset));
         }
     }
 
@@ -740,6 +783,51 @@ fn listen_text(udp: &std::net::UdpSocket) -> Result<heapless::String<64>, BootEr
     let addr = udp.local_addr().map_err(|e| BootError(format!("{e}")))?;
     let _ = core::fmt::write(&mut listen, format_args!("{addr}"));
     Ok(listen)
+}
+
+/// The binary cache on `--cache-listen`, serving the closures of the Nix engine's GC roots;
+/// `None` when it is off or its address cannot be bound, which the log says (the box runs on).
+fn start_cache(
+    config: &Config,
+    (seed, node_id): ([u8; 32], u64),
+    buffers: cache::CacheBuffers,
+    log: Logger,
+) -> Option<cache::Cache> {
+    let listen = config.cache_listen?;
+    // The node was built from this seed, so it is a valid key.
+    let key = (
+        myco_core::crypto::SigningKey::from_seed(seed).ok()?,
+        node_id,
+    );
+    let roots = config.executor.as_ref().map(|e| {
+        let dir = (e.build.gcroot_dir.clone())
+            .unwrap_or_else(|| config.state_dir.join(build::GCROOT_DIR_IN_STATE));
+        (dir, e.build.systemd_run.as_str())
+    });
+    let cache_config = cache::CacheConfig {
+        listen,
+        upload_rate: config.cache_upload_rate,
+        nix_store: "nix-store",
+        roots: roots.as_ref().map(|(dir, run)| (dir.as_path(), *run)),
+        idle_ms: config.request_timeout_ms,
+    };
+    match cache::Cache::bind(&cache_config, key, buffers, log) {
+        Ok(cache) => {
+            let mut public = [0u8; 64 + cache::KEY_TEXT_BYTES];
+            let n = cache.public_key(&mut public);
+            let addr = cache.local_addr().unwrap_or(listen);
+            let rate = config.cache_upload_rate;
+            log.log(Level::Info, format_args!("binary cache on http://{addr}, public key {}, uploads at most {rate} bytes/s (0: unlimited)", crate::path::Lossy(&public[..n])));
+            Some(cache)
+        }
+        Err(e) => {
+            log.log(
+                Level::Warning,
+                format_args!("the binary cache does not listen on {listen}: cannot bind it: {e}"),
+            );
+            None
+        }
+    }
 }
 
 /// The executor, unless `--executor none` or systemd is not running here: then services are

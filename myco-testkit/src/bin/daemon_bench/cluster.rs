@@ -201,7 +201,14 @@ impl Cluster {
             .arg(RESERVE_BYTES)
             // The bench measures the store, gossip and API; units would go to the host's
             // /etc/systemd/system.
-            .args(["--executor", "none", "--dns", "off"]);
+            .args([
+                "--executor",
+                "none",
+                "--dns",
+                "off",
+                "--cache-listen",
+                "off",
+            ]);
         for &j in joins {
             command.arg("--join").arg(addr(&self.nodes[j]));
         }
