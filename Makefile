@@ -153,8 +153,11 @@ size-check:
 # built and size-gated for aarch64 (edge boxes are x86_64 and aarch64). qemu-user does not emulate
 # io_uring, so the io tests' uring variants are skipped there (MYCO_NO_IO_URING) and the poll
 # variants carry the shared behaviour. docs/install.md lists what is left out and why.
+# Test threads get 16 MiB of stack: unoptimized tests build a node and an executor (about 1.2 MB)
+# on the stack, which the default 2 MiB does not hold under qemu's aarch64 frames. The daemon
+# keeps both in its static arena.
 aarch64: aarch64-tools
-	$(ARM_ENV) MYCO_NO_IO_URING=1 cargo test -p myco-core -p myco-host --target $(ARM_TARGET) \
+	$(ARM_ENV) MYCO_NO_IO_URING=1 RUST_MIN_STACK=16777216 cargo test -p myco-core -p myco-host --target $(ARM_TARGET) \
 		--lib --test store --test reserve --test flight_recorder --test io
 	$(ARM_ENV) tests/aarch64-processes.sh
 	$(MAKE) --no-print-directory aarch64-release

@@ -697,8 +697,21 @@ impl Cluster {
         let why = phase.stuck(report)?;
         Some(match phase {
             Phase::Replacing { victim, .. } => format!("{why}; {}", self.holdouts(victim)),
+            Phase::Settling | Phase::Resettling => format!("{why}; {}", self.unsettled()),
             _ => why,
         })
+    }
+
+    /// What keeps the cluster from settled: a membership that is not the up set, or a box
+    /// whose executor is not at rest.
+    fn unsettled(&self) -> String {
+        let live: Vec<usize> = (0..self.nodes.len()).filter(|&i| self.judged(i)).collect();
+        let membership = self
+            .watch
+            .membership_gap(&self.nodes, &self.up, &self.honest);
+        membership
+            .or_else(|| self.exec.unquiet(&live))
+            .unwrap_or_else(|| "membership and executors settled at the end".into())
     }
 
     /// Which judged nodes still hold the killed node live, and as what: what a stuck replacement

@@ -445,6 +445,28 @@ impl Executors {
     }
 }
 
+impl Executors {
+    /// The first live box whose executor is not at rest, and why: what a run stuck before
+    /// placement was checked needs to be understood.
+    pub fn unquiet(&self, live: &[usize]) -> Option<String> {
+        live.iter().find_map(|&i| {
+            let b = &self.boxes[i];
+            let why = if b.changed {
+                "a change not yet reported"
+            } else if !b.executor.at_rest() {
+                "its executor is not at rest"
+            } else if let Some((unit, read, truth)) = unread(b) {
+                return Some(format!(
+                    "box {i}: unit {unit:x} reads {read:?}, systemd says {truth:?}"
+                ));
+            } else {
+                return None;
+            };
+            Some(format!("box {i}: {why}"))
+        })
+    }
+}
+
 /// Writes the unit file of version `(name, digest, clock)` among a box's `units`, after
 /// invariant 9's check (`bad`: a bad version; `crashed`: the box crashed once).
 fn write(
@@ -562,12 +584,18 @@ pub(crate) fn start(seed: u64, key: u64, fault_ppm: u64, bad: bool) -> UnitHealt
 /// Whether the executor's view of every unit is what the simulated systemd holds.
 /// An unhealthy unit is not read back yet: it has a check to pass (or a restart to get).
 fn health_read(b: &SimBox) -> bool {
-    b.executor.units().iter().all(|u| {
+    unread(b).is_none()
+}
+
+/// The first unit whose health the executor reads otherwise than the simulated systemd holds:
+/// its key, what the executor read, and the truth.
+fn unread(b: &SimBox) -> Option<(u64, UnitHealth, UnitHealth)> {
+    b.executor.units().iter().find_map(|u| {
         let truth = b
             .units
             .get(&u.key)
             .and_then(|(_, s)| s.active)
             .unwrap_or(UnitHealth::Stopped);
-        u.health == truth
+        (u.health != truth).then_some((u.key, u.health, truth))
     })
 }

@@ -20,7 +20,8 @@
 //! - A probe belongs to one version of a unit: a new version or a removal forgets it, and a
 //!   result for a forgotten probe (a stale token) changes nothing.
 
-use super::{note, placed_entry, Command, Executor, Issued, Todo, UnitHealth};
+use super::rollout::{self, Kept};
+use super::{note, Command, Executor, Installed, Issued, Todo, UnitHealth};
 use crate::node::Node;
 use crate::schema::entry::{Check, Entry, Health};
 use crate::state::packed::EntryBytes;
@@ -154,12 +155,12 @@ impl Executor {
         u.probe.next_ms = now.0 + u64::from(u.probe.interval_ms);
         let timeout_ms = u64::from(u.probe.timeout_ms);
         let name = self.units[i].name.as_str();
-        self.probes.lent = placed_entry(node, name).map(|(bytes, _)| bytes);
+        self.probes.lent = running_entry(node, &self.rollouts.kept, &self.units[i]);
         let entry = self
             .probes
             .lent
             .as_deref()
-            .expect("due_unit found it placed");
+            .expect("due_unit found the entry it runs");
         let command = Command::HealthCheck {
             name,
             entry,
@@ -228,17 +229,15 @@ impl Executor {
     /// from its placed entry. A unit whose version is no longer the placed one (replaced or
     /// removed, the change not yet carried out) is not checked.
     fn due_unit(&mut self, now: Instant, node: &Node) -> Option<usize> {
+        let kept = &self.rollouts.kept;
         for (i, u) in self.units.iter_mut().enumerate() {
             if !ready(u.health, u.todo) || u.probe.known && !u.probe.due(now) {
                 continue;
             }
-            let store = node.store();
-            let placed = store.live_by_name(&u.name).filter(|s| s.digest == u.digest);
-            let Some(slot) = placed else {
+            let Some(bytes) = running_entry(node, kept, u) else {
                 continue;
             };
             if !u.probe.known {
-                let bytes = store.entry(slot);
                 let spec = bytes.decode().body.spec;
                 u.probe.learn(now, spec.and_then(|s| s.health).as_ref());
             }
@@ -247,6 +246,19 @@ impl Executor {
             }
         }
         None
+    }
+}
+
+/// The signed entry unit `u` runs: the placed one, or the kept one while the unit runs the
+/// version before the placed one (waiting for its wave, or gone back after a hold). Its checks
+/// are that entry's: a unit found unhealthy must be checked again to be healthy, whichever
+/// version it runs. `None` when neither is at hand.
+fn running_entry(node: &Node, kept: &[Kept], u: &Installed) -> Option<EntryBytes> {
+    let store = node.store();
+    let placed = store.live_by_name(&u.name).filter(|s| s.digest == u.digest);
+    match placed {
+        Some(slot) => Some(store.entry(slot)),
+        None => rollout::find(kept, u.key, u.digest).map(|k| k.entry.clone()),
     }
 }
 
@@ -311,6 +323,12 @@ NRestarts=0\nUnitFileState=enabled\n\n";
     /// A node with service `web` deployed, its HTTP check every 10 s, 3 failures in a row.
     fn deployed() -> Box<Node> {
         let mut n = node(WAL_CHECKPOINT_BYTES);
+        submit_web(&mut n, 7);
+        n
+    }
+
+    /// Signs and submits version `clock` of `web`, with that check.
+    fn submit_web(n: &mut Node, clock: u64) {
         let op = operator();
         let spec = ServiceSpec {
             health: Some(Health {
@@ -325,7 +343,7 @@ NRestarts=0\nUnitFileState=enabled\n\n";
             ..ServiceSpec::minimal(Source::Exec { path: "/bin/web" })
         };
         let version = Version {
-            clock: 7,
+            clock,
             key_id: op.public_key().key_id(),
         };
         let body = EntryBody {
@@ -337,7 +355,6 @@ NRestarts=0\nUnitFileState=enabled\n\n";
         let len = sign_entry(&op, &body, &mut e).unwrap();
         n.submit(Instant(0), &e[..len], &mut Recorder::default())
             .unwrap();
-        n
     }
 
     /// Runs every command due at `now`, each succeeding, `show` reporting the unit running;
@@ -393,6 +410,27 @@ NRestarts=0\nUnitFileState=enabled\n\n";
         run_commands(&mut e, &n, 1_000);
         assert_eq!(e.unit("web").unwrap().health, UnitHealth::Running);
         (n, e)
+    }
+
+    /// A unit that runs a version other than the placed one (waiting for its wave, or gone
+    /// back after a hold) is still checked, with the check of the version it runs: found
+    /// unhealthy, it is found healthy again only by a check. (MycoSim found such a unit
+    /// unhealthy for good: restarted and answering, never checked again.)
+    #[test]
+    fn a_unit_running_the_version_before_is_still_checked() {
+        let (mut n, mut e) = running();
+        submit_web(&mut n, 8);
+        let mut now = 11_000;
+        for _ in 0..3 {
+            let token = check_due(&mut e, &n, now).expect("checked as the version it runs");
+            assert!(e.handle_check_done(Instant(now), token, CheckResult::Failed("timed out")));
+            now += 10_000;
+        }
+        assert_eq!(e.unit("web").unwrap().health, UnitHealth::Unhealthy);
+        assert_eq!(run_commands(&mut e, &n, now), [Verb::Restart]);
+        let token = check_due(&mut e, &n, now + 10_000).expect("after the restart's grace");
+        assert!(e.handle_check_done(Instant(now + 10_000), token, CheckResult::Passed));
+        assert_eq!(e.unit("web").unwrap().health, UnitHealth::Running);
     }
 
     /// The first check waits one interval after the unit was first seen running (its grace),

@@ -536,7 +536,7 @@ fn settle_ms(unit: &Installed) -> u64 {
     ROLLOUT_SETTLE_MS.max(unit.probe.verdict_ms())
 }
 
-fn find(kept: &[Kept], key: u64, digest: u64) -> Option<&Kept> {
+pub(super) fn find(kept: &[Kept], key: u64, digest: u64) -> Option<&Kept> {
     kept.iter().find(|k| k.key == key && k.digest == digest)
 }
 

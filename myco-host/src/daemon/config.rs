@@ -158,11 +158,7 @@ pub fn parse(mut args: Arguments) -> Result<Parsed, UsageError> {
     if args.contains(["-V", "--version"]) {
         return Ok(Parsed::Version);
     }
-    let operator = text(&mut args, "--operator")?
-        .ok_or_else(|| usage("--operator HEX is required: the cluster's operator public key ('myco pubkey --key operator.key')".into()))?;
-    let operator = parse_hex32(operator.as_bytes())
-        .map(PublicKey)
-        .map_err(|e| usage(format!("--operator '{operator}' is not a public key: {e}")))?;
+    let operator = operator(&mut args)?;
     let credentials = systemd::credentials_dir();
     let key = path(&mut args, "--key")?
         .unwrap_or_else(|| default_in(&credentials, "/etc/myco", "node.key"));
@@ -223,6 +219,15 @@ pub fn parse(mut args: Arguments) -> Result<Parsed, UsageError> {
         strict_alloc,
         wal_checkpoint_bytes,
     })))
+}
+
+/// `--operator HEX`, required: the cluster's operator public key.
+fn operator(args: &mut Arguments) -> Result<PublicKey, UsageError> {
+    let operator = text(args, "--operator")?
+        .ok_or_else(|| usage("--operator HEX is required: the cluster's operator public key ('myco pubkey --key operator.key')".into()))?;
+    parse_hex32(operator.as_bytes())
+        .map(PublicKey)
+        .map_err(|e| usage(format!("--operator '{operator}' is not a public key: {e}")))
 }
 
 fn refuse_leftovers(args: Arguments) -> Result<(), UsageError> {

@@ -158,6 +158,33 @@ impl Watch {
         Ok(true)
     }
 
+    /// The first judged node whose membership is not the up set, and how: what a run stuck
+    /// before placement was checked needs to be understood.
+    pub fn membership_gap(
+        &self,
+        nodes: &[Box<Node>],
+        up: &[bool],
+        honest: &[bool],
+    ) -> Option<String> {
+        for (i, n) in nodes
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| up[i] && honest[i])
+        {
+            for m in n.members() {
+                let j = self.index.get(&m.id).copied();
+                if m.is_live() != j.is_some_and(|j| up[j]) {
+                    return Some(format!("node {i} holds member {j:?} as {:?}", m.state));
+                }
+            }
+            let listed = |j: usize| n.members().iter().any(|m| m.id == self.ids[j]);
+            if let Some(j) = (0..nodes.len()).find(|&j| j != i && up[j] && !listed(j)) {
+                return Some(format!("node {i} does not list up node {j}"));
+            }
+        }
+        None
+    }
+
     /// Every judged node sees exactly the up nodes as not dead.
     fn membership_converged(&mut self, nodes: &[Box<Node>], up: &[bool], honest: &[bool]) -> bool {
         for (i, n) in nodes.iter().enumerate() {
