@@ -292,16 +292,28 @@ macro_rules! joined_pair {
 }
 
 fn run_pair(a: &mut Node, b: &mut Node, ms: u64, start: u64) {
+    run_pair_watching(a, b, (start, start + ms), |_| {});
+}
+
+/// Runs nodes `a` and `b` on a perfect wire over `[from, to)` ms in 10 ms ticks; `seen` is shown
+/// every frame sent.
+fn run_pair_watching(
+    a: &mut Node,
+    b: &mut Node,
+    (from, to): (u64, u64),
+    mut seen: impl FnMut(&[u8]),
+) {
     let (addr_a, addr_b) = (
         PeerAddr::v4([127, 0, 0, 1], 1),
         PeerAddr::v4([127, 0, 0, 2], 1),
     );
-    for t in (start..start + ms).step_by(10) {
+    for t in (from..to).step_by(10) {
         let now = Instant(t);
         let mut wire = Wire::default();
         a.handle_tick(now, &mut wire);
         b.handle_tick(now, &mut wire);
         while let Some((to, frame)) = wire.frames.pop() {
+            seen(&frame[..]);
             let mut next = Wire::default();
             if to == addr_b {
                 b.handle_datagram(now, addr_a, &frame, &mut next);
@@ -804,30 +816,15 @@ fn missed_acks_and_refutations_raise_local_health() {
 /// happened to pick it, the bulk of a fresh cluster's traffic at rest.
 #[test]
 fn a_handshake_sends_one_finish() {
-    joined_pair!(a, b, addr_a, addr_b);
+    joined_pair!(a, b, _addr_a, _addr_b);
     // Between probes (A's are at 40 ms past each half second with these seeds, B's at 20), A
     // loses its session with B, which both already list: nothing but the handshake is news.
     run_pair(&mut a, &mut b, 150, 3_000);
     a.out.forget_peer(b.id());
     let mut finishes = 0;
-    for t in (3_150..5_000).step_by(10) {
-        let now = Instant(t);
-        let mut wire = Wire::default();
-        a.handle_tick(now, &mut wire);
-        b.handle_tick(now, &mut wire);
-        while let Some((to, frame)) = wire.frames.pop() {
-            finishes += usize::from(frame[3] == Kind::Finish as u8);
-            let mut next = Wire::default();
-            if to == addr_b {
-                b.handle_datagram(now, addr_a, &frame, &mut next);
-            } else {
-                a.handle_datagram(now, addr_b, &frame, &mut next);
-            }
-            for f in next.frames {
-                wire.frames.push(f).unwrap();
-            }
-        }
-    }
+    run_pair_watching(&mut a, &mut b, (3_150, 5_000), |frame| {
+        finishes += usize::from(frame[3] == Kind::Finish as u8);
+    });
     assert_eq!(
         (a.link_count(), b.link_count()),
         (1, 1),
