@@ -331,15 +331,7 @@ NRestarts=0\nUnitFileState=enabled\n\n";
     fn submit_web(n: &mut Node, clock: u64) {
         let op = operator();
         let spec = ServiceSpec {
-            health: Some(Health {
-                check: Check::Http {
-                    path: "/healthz",
-                    port: 8080,
-                },
-                interval_s: 10,
-                timeout_s: 2,
-                failures: 3,
-            }),
+            health: Some(Health::healthz()),
             ..ServiceSpec::minimal(Source::Exec { path: "/bin/web" })
         };
         let version = Version {

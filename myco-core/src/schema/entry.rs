@@ -143,6 +143,23 @@ pub struct Health<'a> {
     pub failures: u8,
 }
 
+#[cfg(test)]
+impl Health<'static> {
+    /// What the tests deploy: the templates' HTTP check of `/healthz` on 8080, every 10 s,
+    /// 2 s each, 3 failures in a row.
+    pub(crate) fn healthz() -> Self {
+        Health {
+            check: Check::Http {
+                path: "/healthz",
+                port: 8080,
+            },
+            interval_s: 10,
+            timeout_s: 2,
+            failures: 3,
+        }
+    }
+}
+
 /// The bounds of [`Health`]: an interval of 1 s to 1 h, a timeout of 1 to 60 s and no longer
 /// than the interval (checks of one service never overlap), 1 to 20 failures, an HTTP path of at
 /// most 128 bytes (it is sent in one small request).
@@ -533,15 +550,7 @@ mod tests {
             replicas: 2,
             ports: Vec::new(),
             limits: Limits::default(),
-            health: Some(Health {
-                check: Check::Http {
-                    path: "/healthz",
-                    port: 8080,
-                },
-                interval_s: 10,
-                timeout_s: 2,
-                failures: 3,
-            }),
+            health: Some(Health::healthz()),
         }
     }
 
