@@ -25,7 +25,7 @@ SIM := cargo run --profile sim -p myco-sim --
 # apt-get waits for the package lock (unattended upgrades may hold it) instead of failing.
 APT := DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600
 
-.PHONY: ci check test test-root loom sim gauntlet gauntlet-short gauntlet-ci bench bench-cache bench-formation size size-check nostd aarch64 aarch64-release aarch64-tools fmt fmt-check lint \
+.PHONY: ci check test test-root loom sim gauntlet gauntlet-short gauntlet-ci bench bench-cache bench-formation bench-loss size size-check nostd aarch64 aarch64-release aarch64-tools fmt fmt-check lint \
 	fuzz fuzz-build tools nostd-tools fuzz-tools systemd-check systemd-test units-check nix-check \
 	testbed-test demo readme-walk man install deb deb-tools package-test
 
@@ -38,7 +38,8 @@ CHECKS := fmt-check lint nostd test loom readme-walk size fuzz-build systemd-che
 check: $(CHECKS) gauntlet-short
 
 # What CI runs: the checks of `check` with the full 10-minute gauntlet instead of the short one,
-# then what needs root: `tools` (apt-get), the tests that mount a filesystem (test-root), the
+# then what needs root: `tools` (apt-get), the tests that mount a filesystem or drop packets with
+# nftables (test-root), the
 # aarch64 run (Debian's cross toolchain and qemu-user, installed by apt-get), real systemd in
 # containers (systemd-test, testbed-test), the Debian packages with lintian (deb) and the amd64
 # package installed, used and removed in a testbed box (package-test). docs/install.md records
@@ -49,12 +50,13 @@ ci: tools $(CHECKS) gauntlet-ci test-root aarch64 systemd-test testbed-test pack
 # machines without it. The crates have no doctests (nextest skips those); examples are checked by
 # `lint`, which builds all targets. `test` is every test an ordinary user can run; `test-root`
 # runs the ones that need root, named in ROOT_TESTS (the full-disk tests mount a tmpfs), from the
-# myco-host test binaries in ROOT_TEST_BINARIES.
+# myco-host test binaries in ROOT_TEST_BINARIES, and the real-loss test (nftables) from myco-tests.
 ROOT_TESTS := a_full_disk_frees_the_reserve_and_the_wal_keeps_working \
 	a_full_disk_never_stops_the_daemon_and_loses_nothing \
 	a_deploy_in_flight_when_the_disk_fills_gets_the_daemons_507 \
 	the_flight_recorder_is_written_on_a_full_disk \
-	a_full_disk_allocates_nothing
+	a_full_disk_allocates_nothing \
+	twenty_daemons_at_30_percent_loss_converge_and_replace_a_killed_box
 ROOT_TEST_BINARIES := daemon flight_recorder_full_disk strict_alloc
 EMPTY :=
 SPACE := $(EMPTY) $(EMPTY)
@@ -69,9 +71,11 @@ test:
 
 test-root:
 	if cargo nextest --version >/dev/null 2>&1; then \
-		cargo nextest run -p myco-host $(addprefix --test ,$(ROOT_TEST_BINARIES)) -E '$(ROOT_FILTER)'; \
+		cargo nextest run -p myco-host $(addprefix --test ,$(ROOT_TEST_BINARIES)) -E '$(ROOT_FILTER)' \
+		&& cargo nextest run -p myco-tests --test lossy -E '$(ROOT_FILTER)'; \
 	else \
-		cargo test -p myco-host $(addprefix --test ,$(ROOT_TEST_BINARIES)) -- --exact $(ROOT_TESTS); \
+		cargo test -p myco-host $(addprefix --test ,$(ROOT_TEST_BINARIES)) -- --exact $(ROOT_TESTS) \
+		&& cargo test -p myco-tests --test lossy -- --exact $(ROOT_TESTS); \
 	fi
 
 # loom models of where the daemon's threads meet (myco-host/tests/loom.rs). `--cfg loom` changes
@@ -130,6 +134,14 @@ NODES ?= 100
 bench-formation:
 	cargo build --release -p myco-host -p myco-cli
 	cargo run --release -p myco-testkit --bin daemon_bench -- --nodes $(NODES) --formation-only
+
+# Real packet loss (nftables on loopback; needs root and `nft`): 20 daemons at 30% and 50% loss
+# take 100 deploys and replace a killed box, beside MycoSim's runs of the same size, one
+# LOSS nodes=.. loss_pct=.. real_*=.. sim_*=.. line per loss (docs/benchmarks.md).
+bench-loss:
+	cargo build --release -p myco-host -p myco-cli
+	cargo build --profile sim -p myco-sim
+	cargo run --release -p myco-testkit --bin loss_bench
 
 size:
 	cargo build --release --bin myco-d --bin myco
@@ -208,8 +220,9 @@ tools: nostd-tools fuzz-tools aarch64-tools deb-tools
 	rustup component add rustfmt clippy
 	command -v curl >/dev/null && command -v promtool >/dev/null \
 		&& command -v nix-instantiate >/dev/null && command -v dig >/dev/null \
+		&& command -v nft >/dev/null \
 		|| ($(APT) update -qq && $(APT) install -y -qq \
-			--no-install-recommends curl prometheus nix-bin dnsutils)
+			--no-install-recommends curl prometheus nix-bin dnsutils nftables)
 
 # grep without -q reads all of rustup's output, so pipefail never sees rustup die of SIGPIPE.
 nostd-tools:

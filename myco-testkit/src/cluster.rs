@@ -487,6 +487,12 @@ impl Cluster {
         ]
     }
 
+    /// The cluster's loopback network, `127.A.B.0/24`: every node's address is in it, and no
+    /// other cluster's (a `loss::Loss` on it touches this cluster alone).
+    pub fn network(&self) -> String {
+        format!("127.{}.{}.0/24", self.net[0], self.net[1])
+    }
+
     /// An address for node `index` on loopback with a port the kernel had free.
     fn free_addr(&self, index: usize) -> SocketAddr {
         assert!(index < 250, "one cluster has at most 250 nodes");

@@ -30,6 +30,8 @@ pub mod entries;
 pub mod http;
 pub mod json;
 pub mod keys;
+pub mod loss;
+pub mod lossy;
 pub mod man;
 pub mod metrics;
 pub mod run;
