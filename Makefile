@@ -39,8 +39,8 @@ check: $(CHECKS) gauntlet-short
 
 # What CI runs: the checks of `check` with the full 10-minute gauntlet instead of the short one,
 # then what needs root: `tools` (apt-get), the tests that mount a filesystem or drop packets with
-# nftables (test-root), the
-# aarch64 run (Debian's cross toolchain and qemu-user, installed by apt-get), real systemd in
+# nftables (test-root), the aarch64 run (Debian's cross toolchain and qemu-user, installed by
+# apt-get), real systemd in
 # containers (systemd-test, testbed-test), the Debian packages with lintian (deb) and the amd64
 # package installed, used and removed in a testbed box (package-test). docs/install.md records
 # how long it takes.

@@ -65,6 +65,12 @@ pub struct NodeOptions {
     pub dns: bool,
 }
 
+/// The member and the change of a daemon's `member ID WHAT` log line (`is dead`, `is suspect`,
+/// ...) after its `<N>` priority prefix; None for any other line.
+pub fn member_event(line: &str) -> Option<(&str, &str)> {
+    line.get(3..)?.strip_prefix("member ")?.split_once(' ')
+}
+
 /// A port free for UDP on `addr`'s IP (bound and released; a daemon binds it next).
 fn free_port_on(addr: SocketAddr) -> SocketAddr {
     let probe = UdpSocket::bind((addr.ip(), 0)).expect("a free port on loopback");
@@ -579,5 +585,25 @@ impl Drop for Cluster {
                 eprintln!("{line}");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::member_event;
+
+    /// The daemon's lines as it writes them to stderr: a `<N>` priority, then the message.
+    #[test]
+    fn member_lines_give_the_member_and_the_change() {
+        let dead = "<6>member 00112233aabbccdd is dead";
+        assert_eq!(member_event(dead), Some(("00112233aabbccdd", "is dead")));
+        let suspect = "<5>member 00112233aabbccdd is suspect";
+        assert_eq!(
+            member_event(suspect),
+            Some(("00112233aabbccdd", "is suspect"))
+        );
+        assert_eq!(member_event("<6>deploy web applied"), None);
+        assert_eq!(member_event("<6>a member 00 is dead"), None);
+        assert_eq!(member_event(""), None);
     }
 }

@@ -3,6 +3,7 @@
 //! box killed with SIGKILL. Shared by the root-only test that asserts the outcomes
 //! (`tests/tests/lossy.rs`) and `make bench-loss`, which prints the times next to MycoSim's.
 
+use crate::cluster::member_event;
 use crate::loss::Loss;
 use crate::{wait_until, Cluster, Daemon, NodeOptions};
 use serde_json::Value;
@@ -141,14 +142,9 @@ fn victim(observer: &Daemon) -> (String, usize) {
 fn declared_dead_besides(c: &Cluster, victim: &str) -> usize {
     let mut named = std::collections::BTreeSet::new();
     for d in &c.daemons {
-        for line in d.log_text().lines() {
-            let Some((_, rest)) = line.split_once("member ") else {
-                continue;
-            };
-            if let Some(id) = rest.strip_suffix(" is dead") {
-                if id != victim {
-                    named.insert(id.to_string());
-                }
+        for (id, what) in d.log_text().lines().filter_map(member_event) {
+            if what == "is dead" && id != victim {
+                named.insert(id.to_string());
             }
         }
     }

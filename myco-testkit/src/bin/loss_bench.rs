@@ -10,6 +10,7 @@
 
 use myco_core::config::Profile;
 use myco_testkit::lossy::{run, Scenario};
+use std::ops::RangeInclusive;
 use std::process::{Command, ExitCode};
 
 const SIM_SEEDS: u64 = 5;
@@ -86,27 +87,9 @@ fn args() -> Result<(usize, usize, Vec<u8>), String> {
         let value = it.next().ok_or(format!("{flag} needs a value"))?;
         let bad = |what: &str| format!("{flag} {value}: not {what}");
         match flag.as_str() {
-            "--nodes" => {
-                nodes = value
-                    .parse()
-                    .ok()
-                    .filter(|n| (2..=200).contains(n))
-                    .ok_or(bad("2 to 200"))?
-            }
-            "--services" => {
-                services = value
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=1000).contains(n))
-                    .ok_or(bad("1 to 1000"))?
-            }
-            "--loss" => losses.push(
-                value
-                    .parse()
-                    .ok()
-                    .filter(|p| (1..100).contains(p))
-                    .ok_or(bad("1 to 99"))?,
-            ),
+            "--nodes" => nodes = within(&value, 2..=200).ok_or(bad("2 to 200"))?,
+            "--services" => services = within(&value, 1..=1000).ok_or(bad("1 to 1000"))?,
+            "--loss" => losses.push(within(&value, 1..=99).ok_or(bad("1 to 99"))?),
             _ => return Err(format!("unknown flag {flag}")),
         }
     }
@@ -114,4 +97,9 @@ fn args() -> Result<(usize, usize, Vec<u8>), String> {
         losses = vec![30, 50];
     }
     Ok((nodes, services, losses))
+}
+
+/// `value` as a whole number inside `range`; None for any other text.
+fn within<T: std::str::FromStr + PartialOrd>(value: &str, range: RangeInclusive<T>) -> Option<T> {
+    value.parse().ok().filter(|n| range.contains(n))
 }

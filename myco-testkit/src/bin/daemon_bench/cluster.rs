@@ -16,6 +16,7 @@ use myco_core::config::CERT_BYTES_MAX;
 use myco_core::crypto::cert::issue_cert;
 use myco_core::crypto::{CertBody, SigningKey};
 use myco_core::schema::entry::Arch;
+use myco_testkit::cluster::member_event;
 use myco_testkit::metrics::{family_sum, metric};
 use myco_testkit::{hex, http as kit_http, json, keys, TempDir};
 use std::collections::BTreeMap;
@@ -511,14 +512,7 @@ impl Cluster {
             // Only whole lines; a partial one is read next time.
             let whole = new.rfind('\n').map_or(0, |i| i + 1);
             *read += whole;
-            for line in new[..whole].lines() {
-                let message = line.get(3..).unwrap_or("");
-                let Some(rest) = message.strip_prefix("member ") else {
-                    continue;
-                };
-                let Some((id, what)) = rest.split_once(' ') else {
-                    continue;
-                };
+            for (id, what) in new[..whole].lines().filter_map(member_event) {
                 let e = events.entry(what.to_string()).or_default();
                 e.0 += 1;
                 e.1.insert(id.to_string());
