@@ -13,7 +13,7 @@ use common::*;
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 const LANGUAGES: [(&str, &[&str]); 3] = [
@@ -239,21 +239,32 @@ fn get(port: u16, path: &str) -> String {
 #[test]
 fn servers_answer_on_port() {
     let dir = TempDir::new("init-serve");
-    let runs: [(&str, &str, &[&str]); 3] = [
-        ("python", "python3", &["server.py"]),
-        ("node", "node", &["server.js"]),
-        ("go", "go", &["run", "."]),
+    // Go's server is built first and run as itself: killing `go run` would leave its child
+    // listening after the test.
+    let runs: [(&str, &str, &[&str], &str, &[&str]); 3] = [
+        ("python", "python3", &[], "python3", &["server.py"]),
+        ("node", "node", &[], "node", &["server.js"]),
+        ("go", "go", &["build", "-o", "server", "."], "server", &[]),
     ];
-    for (language, program, args) in runs {
-        if !installed(program) {
-            skipped(&format!("running the {language} server"), program);
+    for (language, tool, build, program, args) in runs {
+        if !installed(tool) {
+            skipped(&format!("running the {language} server"), tool);
             continue;
         }
         let service = format!("svc-{language}");
         myco_ok(&dir, &["init", language, &service]);
         let cwd = dir.join(&service);
+        if !build.is_empty() {
+            let built = Command::new(tool).args(build).current_dir(&cwd).output().unwrap();
+            assert!(built.status.success(), "{}", stderr(&built));
+        }
+        let program = if build.is_empty() {
+            PathBuf::from(program)
+        } else {
+            cwd.join(program)
+        };
 
-        let without = Command::new(program)
+        let without = Command::new(&program)
             .args(args)
             .current_dir(&cwd)
             .env_remove("PORT")
@@ -263,7 +274,7 @@ fn servers_answer_on_port() {
         assert!(stderr(&without).contains("PORT"), "{}", stderr(&without));
 
         let port = free_port();
-        let mut server = Command::new(program)
+        let mut server = Command::new(&program)
             .args(args)
             .current_dir(&cwd)
             .env("PORT", port.to_string())

@@ -8,6 +8,7 @@ package main
 import (
 	"fmt"
 	"log"
+	"net"
 	"net/http"
 	"os"
 	"strconv"
@@ -31,6 +32,11 @@ func main() {
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, "ok")
 	})
-	log.Printf("%s: listening on port %s", name, port)
-	log.Fatal(http.ListenAndServe(":"+port, mux))
+	// Bind first, then say so on stdout: whoever waits for the line can connect at once.
+	listener, err := net.Listen("tcp", ":"+port)
+	if err != nil {
+		log.Fatalf("%s: cannot listen on port %s: %v", name, port, err)
+	}
+	fmt.Printf("%s: listening on port %s\n", name, port)
+	log.Fatal(http.Serve(listener, mux))
 }
