@@ -234,6 +234,16 @@ fn get(port: u16, path: &str) -> String {
     answer
 }
 
+/// How a template's server runs: language, the tool it needs, that tool's build arguments (none:
+/// no build), the program and its arguments.
+type ServerRun = (
+    &'static str,
+    &'static str,
+    &'static [&'static str],
+    &'static str,
+    &'static [&'static str],
+);
+
 /// Each server whose runtime is installed listens on the port in PORT once it says so, answers
 /// GET / with its name and GET /healthz with "ok", and refuses to start without PORT.
 #[test]
@@ -241,7 +251,7 @@ fn servers_answer_on_port() {
     let dir = TempDir::new("init-serve");
     // Go's server is built first and run as itself: killing `go run` would leave its child
     // listening after the test.
-    let runs: [(&str, &str, &[&str], &str, &[&str]); 3] = [
+    let runs: [ServerRun; 3] = [
         ("python", "python3", &[], "python3", &["server.py"]),
         ("node", "node", &[], "node", &["server.js"]),
         ("go", "go", &["build", "-o", "server", "."], "server", &[]),
@@ -255,7 +265,11 @@ fn servers_answer_on_port() {
         myco_ok(&dir, &["init", language, &service]);
         let cwd = dir.join(&service);
         if !build.is_empty() {
-            let built = Command::new(tool).args(build).current_dir(&cwd).output().unwrap();
+            let built = Command::new(tool)
+                .args(build)
+                .current_dir(&cwd)
+                .output()
+                .unwrap();
             assert!(built.status.success(), "{}", stderr(&built));
         }
         let program = if build.is_empty() {

@@ -302,6 +302,8 @@ const _: () = assert!(
 pub const BUDGET_BYTES: usize = ARENA_BYTES // packed entries
     + STRINGS_BYTES + STRINGS_MAX * 10 + 32 // shared strings: texts, symbols, order by text, counts
     + SERVICES_MAX * 48 // entry index: key hash, digest, version, placement inputs, arena span
+    + SERVICES_MAX / 8 + 32 // which entries are placed here, and the inputs of that answer
+    + (MEMBERS_MAX + 1) * 16 + 48 // the placed digest of every candidate, and its inputs
     + BUCKETS * 8 // Merkle bucket digests
     + MEMBERS_MAX * 112 // member records with addresses, timers, last-seen roots, last push-pull
     + MEMBERS_MAX * (STATUS_UNITS_MAX * 16 + 24) // each member's last status and placed digest

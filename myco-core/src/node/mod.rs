@@ -36,6 +36,7 @@ use crate::state::store::{bucket_of, key_hash, Merge, Slot, Store, StoreError};
 use crate::sync::merkle::{bucket_range, group_buckets};
 use crate::time::Instant;
 use crate::wal::checkpoint_due;
+use core::cell::Cell;
 use heapless::Vec;
 use transport::{Drop as TransportDrop, Transport};
 
@@ -317,6 +318,11 @@ pub struct Node {
     status_unpushed: bool,
     /// When the status was last pushed to every member for a change (None: never).
     last_status_push: Option<Instant>,
+    /// Which entries are placed here, and the inputs that answer was computed from
+    /// (`Node::placed_here`): a `Cell` because reading the answer is `&self`.
+    placed: Cell<placed::PlacedCache>,
+    /// The last answer of `Node::placed_digests`, with its inputs.
+    digests: Cell<Option<(placed::Inputs, PlacedDigests)>>,
 }
 
 // The budget in `config` is a sum of estimates; the real node must fit inside it, so a table that
@@ -325,6 +331,7 @@ const _: () = assert!(core::mem::size_of::<Node>() <= BUDGET_BYTES);
 const _: () = assert!(core::mem::size_of::<Node>() <= NODE_BYTES_MAX);
 
 mod pages;
+mod placed;
 mod probe;
 mod status;
 pub use status::PlacedDigests;
@@ -397,6 +404,8 @@ impl Node {
             next_status_resend: now,
             status_unpushed: false,
             last_status_push: None,
+            placed: Cell::new(placed::PlacedCache::EMPTY),
+            digests: Cell::new(None),
         })
     }
 
@@ -464,31 +473,6 @@ impl Node {
             return Placement::new();
         };
         place::place(key_hash, requires, *replicas, self.placement_candidates())
-    }
-
-    /// The entries this node should run, in key-hash order: each live entry whose placement
-    /// includes this node, as its index record (its name is `store().name(slot)`, its entry
-    /// `store().entry(slot)`). Lazy and allocation-free; each entry costs at most one score per
-    /// candidate (its requirements are kept in the index), less when enough candidates outrank
-    /// this node early; nothing is decoded. The host calls it when the state or the membership
-    /// changes, not every tick (`docs/algorithm.md`, section 7).
-    pub fn placed_here(&self) -> impl Iterator<Item = &Slot> + '_ {
-        let me = Candidate {
-            id: self.id,
-            meta: self.meta,
-        };
-        let live = self.store.slots().iter().filter(|s| !s.tombstone);
-        live.filter_map(move |slot| {
-            let (requires, replicas) = slot.placement.as_ref()?;
-            let here = place::wins(
-                slot.key_hash,
-                requires,
-                *replicas,
-                me,
-                self.live_candidates(),
-            );
-            here.then_some(slot)
-        })
     }
 
     fn me(&self) -> MemberUpdate {

@@ -110,9 +110,9 @@ impl Node {
     }
 
     /// For each member placement may choose, this node included: the XOR of the store digests of
-    /// the live entries placed on it as this node sees the cluster. One placement per entry: the
-    /// API computes it once per answer, DNS never.
-    pub fn placed_digests(&self) -> PlacedDigests {
+    /// the live entries placed on it as this node sees the cluster. One placement per entry, once
+    /// per change of its inputs ([`Node::placed_digests`] keeps the answer).
+    pub(super) fn compute_placed_digests(&self) -> PlacedDigests {
         let mut out: PlacedDigests = self.placement_candidates().map(|c| (c.id, 0)).collect();
         for slot in self.store().slots().iter().filter(|s| !s.tombstone) {
             let Some((requires, replicas)) = slot.placement.as_ref() else {
