@@ -947,7 +947,7 @@ mod tests {
         assert!(r.converged);
         assert_eq!(r.distinct_state_hashes, 1);
         assert_eq!(r.entries, 1000);
-        assert!(r.node_state_bytes <= 512 * 1024);
+        assert!(r.node_state_bytes <= myco_core::config::NODE_BYTES_MAX);
         assert_eq!(r.heap_allocations_after_boot, 0);
     }
 

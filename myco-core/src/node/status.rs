@@ -13,10 +13,12 @@
 //! floor (its wall-clock seconds) with every report.
 
 use super::{Node, Sink};
-use crate::config::{MEMBERS_MAX, STATUS_PUSH_INTERVAL_MS, STATUS_RESENDS, STATUS_UNITS_MAX};
+use crate::config::{
+    MEMBERS_MAX, OFFER_KEYS_MAX, STATUS_PUSH_INTERVAL_MS, STATUS_RESENDS, STATUS_UNITS_MAX,
+};
 use crate::place;
 use crate::schema::addr::PeerAddr;
-use crate::schema::message::{Digest, Message, Status, UnitState};
+use crate::schema::message::{Digest, Message, Offer, Status, UnitState};
 use crate::time::Instant;
 use heapless::Vec;
 
@@ -60,20 +62,60 @@ impl Node {
         for (key, state) in units {
             more |= listed.push((Digest(key), state)).is_err();
         }
-        let placed = Digest(placed);
-        let same = listed == self.status.units
-            && more == self.status.more
-            && trials_listed == self.status.trials_listed;
-        if same && placed == self.status.placed && self.status.version != 0 {
-            return;
-        }
-        let version_before = self.status.version;
-        self.status = Status {
-            version: self.status.version.saturating_add(1).max(floor),
+        let status = Status {
+            version: 0,
             units: listed,
             more,
-            placed,
+            placed: Digest(placed),
             trials_listed,
+            offer: self.status.offer.clone(),
+        };
+        self.publish(now, floor, status, sink);
+    }
+
+    /// Says what this node's binary cache serves: `cache_port` (0: no cache) and the build keys
+    /// of the versions it roots ([`crate::executor::build_key`]). More than `OFFER_KEYS_MAX`
+    /// keys are cut to the lowest, so the offer does not depend on the order they came in; a
+    /// change is versioned and pushed as [`Node::set_status`]'s are.
+    pub fn set_offer(
+        &mut self,
+        now: Instant,
+        floor: u32,
+        cache_port: u16,
+        keys: impl Iterator<Item = u64>,
+        sink: &mut impl Sink,
+    ) {
+        let mut offer = Offer {
+            cache_port,
+            keys: Vec::new(),
+        };
+        if cache_port != 0 {
+            for key in keys {
+                insert_lowest(&mut offer.keys, Digest(key));
+            }
+        }
+        let status = Status {
+            version: 0,
+            offer,
+            ..self.status.clone()
+        };
+        self.publish(now, floor, status, sink);
+    }
+
+    /// Makes `status` (its version ignored) this node's own if it differs from the current one:
+    /// versioned above the last and `floor`, and pushed when due.
+    fn publish(&mut self, now: Instant, floor: u32, status: Status, sink: &mut impl Sink) {
+        let version_before = self.status.version;
+        let same = Status {
+            version: version_before,
+            ..status.clone()
+        } == self.status;
+        if same && version_before != 0 {
+            return;
+        }
+        self.status = Status {
+            version: version_before.saturating_add(1).max(floor),
+            ..status
         };
         // Peers keep the highest version they saw, so a status that went backwards would be
         // ignored everywhere.
@@ -215,4 +257,18 @@ impl Node {
             }
         }
     }
+}
+
+/// Adds `key` to the ascending `keys`, keeping the `OFFER_KEYS_MAX` lowest; a repeat is ignored.
+fn insert_lowest(keys: &mut Vec<Digest, OFFER_KEYS_MAX>, key: Digest) {
+    let Err(at) = keys.binary_search(&key) else {
+        return;
+    };
+    if at == keys.len() && keys.is_full() {
+        return;
+    }
+    if keys.is_full() {
+        keys.pop();
+    }
+    keys.insert(at, key).expect("room made above");
 }

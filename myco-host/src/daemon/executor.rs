@@ -390,6 +390,7 @@ impl Executor {
             uri,
             attr,
             root,
+            ..
         } = issued.command
         else {
             unreachable!("poll_build issues builds only");
