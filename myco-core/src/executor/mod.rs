@@ -46,7 +46,7 @@ pub use build::{
 pub use gc::{parse_freed, Freed, Gc, GcDone, GcStats};
 pub use health::{check_of, CheckResult, REASON_BYTES_MAX};
 pub use names::{health_on, Names};
-pub use substitute::{build_key, offer_key, Substitute, Substitutes};
+pub use substitute::{build_key, offer_key, LogScan, Provenance, Substitute, Substitutes};
 pub use systemd::{parse_show, Shown, UnitHealth, SHOW_PROPERTIES};
 
 use crate::config::{
@@ -260,6 +260,9 @@ pub struct ExecutorStats {
     pub systemctl_failures: u64,
     pub builds_run: u64,
     pub build_failures: u64,
+    /// Builds whose output was substituted from peers' caches rather than built here: counted by
+    /// whoever runs the build (the daemon reads it from the build's log, `substitute::LogScan`).
+    pub builds_from_peers: u64,
     pub checks_run: u64,
     pub checks_failed: u64,
     /// Restarts of units found unhealthy by their checks.

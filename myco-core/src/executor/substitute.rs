@@ -136,6 +136,98 @@ fn cache_addr(m: &Member, port: u16) -> PeerAddr {
     }
 }
 
+/// Where a finished build's output came from, as its log says ([`LogScan`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Provenance {
+    /// Nix built at least one derivation here.
+    Built,
+    /// Nix built nothing and copied paths from an `http://` binary cache: a peer's (the public
+    /// cache and other configured ones are `https://`).
+    FromPeers,
+    /// Neither: the output was already in the store, or came from another cache.
+    Neither,
+}
+
+/// Reads a build's log (`nix build -L`'s standard error) in pieces of any size, without keeping
+/// it: Nix 2.8 starts a line `building '<drv>'...` for each derivation it builds and `copying path
+/// '<path>' from '<cache>'...` for each path it substitutes, while the builders' own lines carry a
+/// `<name>> ` prefix under `-L`, so a builder cannot print a line that counts.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LogScan {
+    /// Bytes into the current line (counted up to the longest prefix).
+    col: usize,
+    /// The current line still matches `building '` / `copying path '` so far.
+    not_build: bool,
+    not_copy: bool,
+    /// The current line is a copy: how much of `' from 'http://` it has matched.
+    copy_line: bool,
+    matched: usize,
+    built: bool,
+    fetched: bool,
+}
+
+const BUILD_LINE: &[u8] = b"building '";
+const COPY_LINE: &[u8] = b"copying path '";
+const FROM_HTTP: &[u8] = b"' from 'http://";
+
+/// Bytes of `FROM_HTTP` matched after `b`, given `matched` before it (Knuth-Morris-Pratt): the
+/// only prefix of the needle that is also a suffix of a longer prefix is `'`, which ends the
+/// prefix `' from '`, so after a mismatch there the match goes on from one byte.
+fn next_match(mut matched: usize, b: u8) -> usize {
+    loop {
+        if FROM_HTTP[matched] == b {
+            return matched + 1;
+        }
+        if matched == 0 {
+            return 0;
+        }
+        matched = usize::from(matched > 1 && FROM_HTTP[matched - 1] == b'\'');
+    }
+}
+
+impl LogScan {
+    pub fn feed(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.byte(b);
+        }
+    }
+
+    fn byte(&mut self, b: u8) {
+        if b == b'\n' {
+            *self = LogScan {
+                built: self.built,
+                fetched: self.fetched,
+                ..LogScan::default()
+            };
+            return;
+        }
+        let col = self.col;
+        self.not_build |= BUILD_LINE.get(col).is_some_and(|&c| c != b);
+        self.not_copy |= COPY_LINE.get(col).is_some_and(|&c| c != b);
+        self.built |= !self.not_build && col + 1 == BUILD_LINE.len();
+        self.copy_line |= !self.not_copy && col + 1 == COPY_LINE.len();
+        self.col = col.saturating_add(1);
+        if self.copy_line && col >= COPY_LINE.len() {
+            self.matched = next_match(self.matched, b);
+            if self.matched == FROM_HTTP.len() {
+                self.fetched = true;
+                self.matched = 0;
+            }
+        }
+    }
+
+    /// What the log read so far says.
+    pub fn provenance(&self) -> Provenance {
+        if self.built {
+            Provenance::Built
+        } else if self.fetched {
+            Provenance::FromPeers
+        } else {
+            Provenance::Neither
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     extern crate std;
@@ -195,6 +287,42 @@ mod tests {
             ids(&again),
             ids(&choose(3, 77, peers.iter().rev().copied()))
         );
+    }
+
+    fn scan(log: &[u8]) -> Provenance {
+        let mut s = LogScan::default();
+        s.feed(log);
+        s.provenance()
+    }
+
+    /// The lines Nix 2.8 prints: a copy from a peer, a build, a copy from the public cache, and
+    /// builder output that imitates them; the answer is the same however the log is cut.
+    #[test]
+    fn build_logs() {
+        let fetched = b"copying path '/nix/store/3r57-hello' from 'http://127.0.0.1:7947'...\n";
+        let built = b"building '/nix/store/mx-hello.drv'...\nhello> building 'x'\n";
+        let public = b"copying path '/nix/store/3r57-hello' from 'https://cache.nixos.org'...\n";
+        let fake = b"hello> copying path 'x' from 'http://y'\n";
+        assert_eq!(scan(fetched), Provenance::FromPeers);
+        assert_eq!(scan(built), Provenance::Built);
+        assert_eq!(scan(&[&fetched[..], built].concat()), Provenance::Built);
+        assert_eq!(scan(public), Provenance::Neither);
+        assert_eq!(scan(fake), Provenance::Neither);
+        assert_eq!(scan(b""), Provenance::Neither);
+        assert_eq!(scan(b"copying path '' from 'http:/"), Provenance::Neither);
+        let restart = b"copying path 'x' from ' from 'http://peer'\n";
+        assert_eq!(
+            scan(restart),
+            Provenance::FromPeers,
+            "the match restarts at the quote"
+        );
+        let log = [&public[..], fake, fetched].concat();
+        for cut in 0..log.len() {
+            let mut s = LogScan::default();
+            s.feed(&log[..cut]);
+            s.feed(&log[cut..]);
+            assert_eq!(s.provenance(), Provenance::FromPeers, "cut at {cut}");
+        }
     }
 
     /// No candidate, no substitute; a peer listed twice is chosen once.
