@@ -271,17 +271,7 @@ fn node_profiled(
         wal_checkpoint_bytes,
         profile,
     };
-    // An unoptimised `Node::new` holds the node (over 512 KiB) by value in several frames at
-    // once, more than a test thread's 2 MiB stack: build it on a thread with room, as the
-    // daemon builds it on a start-up thread of its own.
-    std::thread::scope(|s| {
-        std::thread::Builder::new()
-            .stack_size(16 << 20)
-            .spawn_scoped(s, || Box::new(Node::new(&config, Instant(0)).unwrap()))
-            .expect("a thread to build the node on")
-            .join()
-            .expect("building the node")
-    })
+    Box::new(Node::new(&config, Instant(0)).unwrap())
 }
 
 /// Two nodes on a perfect wire: runs `ms` of ticks from `start`, delivering every frame.
