@@ -115,7 +115,7 @@ pub const AWARENESS_MAX: u8 = 8;
 /// Services a node lists as not running in its status; beyond, its status says "more".
 pub const STATUS_UNITS_MAX: usize = 8;
 /// Build keys a node's status offers from its binary cache (`schema::message::Offer`): the
-/// versions it built or fetched and serves. Beyond, the lowest keys are offered.
+/// versions it built or fetched and serves. Beyond, the first the host names (its newest roots).
 pub const OFFER_KEYS_MAX: usize = 8;
 /// Peers a build may substitute from (`executor::substitute`): Nix tries them in order, then
 /// builds itself, so more would only lengthen a failing build's wait.

@@ -13,9 +13,7 @@
 //! floor (its wall-clock seconds) with every report.
 
 use super::{Node, Sink};
-use crate::config::{
-    MEMBERS_MAX, OFFER_KEYS_MAX, STATUS_PUSH_INTERVAL_MS, STATUS_RESENDS, STATUS_UNITS_MAX,
-};
+use crate::config::{MEMBERS_MAX, STATUS_PUSH_INTERVAL_MS, STATUS_RESENDS, STATUS_UNITS_MAX};
 use crate::place;
 use crate::schema::addr::PeerAddr;
 use crate::schema::message::{Digest, Message, Offer, Status, UnitState};
@@ -74,9 +72,10 @@ impl Node {
     }
 
     /// Says what this node's binary cache serves: `cache_port` (0: no cache) and the build keys
-    /// of the versions it roots ([`crate::executor::build_key`]). More than `OFFER_KEYS_MAX`
-    /// keys are cut to the lowest, so the offer does not depend on the order they came in; a
-    /// change is versioned and pushed as [`Node::set_status`]'s are.
+    /// of the versions it roots ([`crate::executor::build_key`]), the ones peers most likely want
+    /// first (the host passes the newest roots first: a rollout's new version). The first
+    /// `OFFER_KEYS_MAX` distinct keys are offered, kept in ascending order so that the same set
+    /// is the same offer; a change is versioned and pushed as [`Node::set_status`]'s are.
     pub fn set_offer(
         &mut self,
         now: Instant,
@@ -91,7 +90,12 @@ impl Node {
         };
         if cache_port != 0 {
             for key in keys {
-                insert_lowest(&mut offer.keys, Digest(key));
+                if offer.keys.is_full() {
+                    break;
+                }
+                if let Err(at) = offer.keys.binary_search(&Digest(key)) {
+                    offer.keys.insert(at, Digest(key)).expect("not full");
+                }
             }
         }
         let status = Status {
@@ -257,18 +261,4 @@ impl Node {
             }
         }
     }
-}
-
-/// Adds `key` to the ascending `keys`, keeping the `OFFER_KEYS_MAX` lowest; a repeat is ignored.
-fn insert_lowest(keys: &mut Vec<Digest, OFFER_KEYS_MAX>, key: Digest) {
-    let Err(at) = keys.binary_search(&key) else {
-        return;
-    };
-    if at == keys.len() && keys.is_full() {
-        return;
-    }
-    if keys.is_full() {
-        keys.pop();
-    }
-    keys.insert(at, key).expect("room made above");
 }

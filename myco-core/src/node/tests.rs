@@ -954,17 +954,20 @@ fn offers_spread_and_pick_certified_peers() {
     );
 }
 
-/// More than `OFFER_KEYS_MAX` keys are cut to the lowest, whatever their order.
+/// Of more than `OFFER_KEYS_MAX` keys, the first given are offered (repeats counted once), in
+/// ascending order: the same set in another order is the same offer, not a change.
 #[test]
-fn an_offer_keeps_the_lowest_keys() {
+fn an_offer_keeps_the_first_keys_given() {
     let mut a = node(WAL_CHECKPOINT_BYTES);
-    let many = crate::config::OFFER_KEYS_MAX as u64 + 5;
-    a.set_offer(Instant(0), 0, 1, (0..many).rev(), &mut Wire::default());
+    let max = crate::config::OFFER_KEYS_MAX as u64;
+    let newest_first = [100, 100].into_iter().chain((0..max + 5).rev());
+    a.set_offer(Instant(0), 0, 1, newest_first, &mut Wire::default());
     let kept: std::vec::Vec<u64> = a.own_status().offer.keys.iter().map(|d| d.0).collect();
-    let lowest: std::vec::Vec<u64> = (0..crate::config::OFFER_KEYS_MAX as u64).collect();
-    assert_eq!(kept, lowest);
+    let first: std::vec::Vec<u64> = (6..max + 5).chain([100]).collect();
+    assert_eq!(kept, first);
     let version = a.own_status().version;
-    a.set_offer(Instant(0), 0, 1, 0..many, &mut Wire::default());
+    let same = [100].into_iter().chain(6..max + 5);
+    a.set_offer(Instant(0), 0, 1, same, &mut Wire::default());
     assert_eq!(
         a.own_status().version,
         version,

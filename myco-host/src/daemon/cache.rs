@@ -272,21 +272,25 @@ impl Cache {
     }
 
     /// After a refresh of the closure table: the build keys of the GC roots it now serves
-    /// (`myco_core::executor::offer_key`), for the node's status to offer. `None` until the
-    /// next refresh ends. The first `OFFER_ROOTS_MAX` roots listed are read; the node keeps the
-    /// lowest keys of those.
+    /// (`myco_core::executor::offer_key`), newest root first (a rollout's new version is what
+    /// peers are about to want), for the node's status to offer (`Node::set_offer` keeps the
+    /// first few). `None` until the next refresh ends. At most `OFFER_ROOTS_MAX` roots are read.
     pub fn take_offer(&mut self) -> Option<heapless::Vec<u64, OFFER_ROOTS_MAX>> {
         let c = &mut self.closure;
         if !std::mem::take(&mut c.offer_due) {
             return None;
         }
-        let mut keys = heapless::Vec::new();
+        let mut roots: heapless::Vec<((i64, i64), u64), OFFER_ROOTS_MAX> = heapless::Vec::new();
         if let Some((dir, _)) = c.roots.as_ref() {
             let listed = crate::path::for_each_name(dir, |file| {
-                let key = file.to_str().ok().and_then(myco_core::executor::offer_key);
-                if let Some(key) = key {
-                    let _ = keys.push(key);
-                }
+                let Some(key) = file.to_str().ok().and_then(myco_core::executor::offer_key) else {
+                    return;
+                };
+                // The link's own time: Nix replaces an out-link when it builds or fetches it.
+                let flags = nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW;
+                let made = nix::sys::stat::fstatat(dir, file, flags)
+                    .map_or((0, 0), |st| (st.st_mtime, st.st_mtime_nsec));
+                let _ = roots.push((made, key));
             });
             if let Err(e) = listed {
                 let e = crate::flight::IoError(&e);
@@ -296,7 +300,8 @@ impl Cache {
                 );
             }
         }
-        Some(keys)
+        roots.sort_unstable_by(|a, b| b.cmp(a));
+        Some(roots.iter().map(|(_, key)| *key).collect())
     }
 
     /// Closes every connection and ends every child, at shutdown; `reap` then closes the fds.

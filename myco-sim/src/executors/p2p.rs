@@ -58,7 +58,8 @@ impl Executors {
 /// The node offers what the box's store holds, when that changed.
 pub(super) fn offer(b: &mut SimBox, node: &mut Node, now: u64, sink: &mut impl myco_core::Sink) {
     if std::mem::take(&mut b.offer_changed) {
-        let keys = b.store.iter().copied();
+        // Newest first, as the daemon offers its roots.
+        let keys = b.store.iter().rev().copied();
         node.set_offer(Instant(now), now as u32, SIM_CACHE_PORT, keys, sink);
     }
 }
