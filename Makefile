@@ -49,15 +49,17 @@ ci: tools $(CHECKS) gauntlet-ci test-root aarch64 systemd-test testbed-test pack
 # nextest runs test binaries in parallel and reports better; plain cargo test is the fallback for
 # machines without it. The crates have no doctests (nextest skips those); examples are checked by
 # `lint`, which builds all targets. `test` is every test an ordinary user can run; `test-root`
-# runs the ones that need root, named in ROOT_TESTS (the full-disk tests mount a tmpfs), from the
+# runs the ones that need root, named in ROOT_TESTS (the full-disk tests mount a tmpfs, the p2p
+# test gives each daemon its own /nix in a mount namespace), from the
 # myco-host test binaries in ROOT_TEST_BINARIES, and the real-loss test (nftables) from myco-tests.
 ROOT_TESTS := a_full_disk_frees_the_reserve_and_the_wal_keeps_working \
 	a_full_disk_never_stops_the_daemon_and_loses_nothing \
 	a_deploy_in_flight_when_the_disk_fills_gets_the_daemons_507 \
 	the_flight_recorder_is_written_on_a_full_disk \
 	a_full_disk_allocates_nothing \
-	twenty_daemons_at_30_percent_loss_converge_and_replace_a_killed_box
-ROOT_TEST_BINARIES := daemon flight_recorder_full_disk strict_alloc
+	twenty_daemons_at_30_percent_loss_converge_and_replace_a_killed_box \
+	boxes_substitute_from_peers_and_refuse_tampered_paths
+ROOT_TEST_BINARIES := daemon flight_recorder_full_disk strict_alloc p2p
 EMPTY :=
 SPACE := $(EMPTY) $(EMPTY)
 ROOT_FILTER := $(subst $(SPACE), | ,$(foreach t,$(ROOT_TESTS),test(=$(t))))

@@ -114,6 +114,12 @@ pub const MEMBER_PULL_MIN_MS: u64 = 2_000;
 pub const AWARENESS_MAX: u8 = 8;
 /// Services a node lists as not running in its status; beyond, its status says "more".
 pub const STATUS_UNITS_MAX: usize = 8;
+/// Build keys a node's status offers from its binary cache (`schema::message::Offer`): the
+/// versions it built or fetched and serves. Beyond, the first the host names (its newest roots).
+pub const OFFER_KEYS_MAX: usize = 8;
+/// Peers a build may substitute from (`executor::substitute`): Nix tries them in order, then
+/// builds itself, so more would only lengthen a failing build's wait.
+pub const SUBSTITUTES_MAX: usize = 3;
 /// A changed status is sent to every live member this many times more, a second apart, so a
 /// lost frame does not hide a failing service.
 pub const STATUS_RESENDS: u8 = 2;
@@ -307,16 +313,17 @@ pub const BUDGET_BYTES: usize = ARENA_BYTES // packed entries
     + BUCKETS * 8 // Merkle bucket digests
     + MEMBERS_MAX * 112 // member records with addresses, timers, last-seen roots, last push-pull
     + MEMBERS_MAX * (STATUS_UNITS_MAX * 16 + 24) // each member's last status and placed digest
+    + MEMBERS_MAX * (OFFER_KEYS_MAX * 8 + 24) // each member's offer: build keys, their count, the port
     + MEMBER_UPDATES_MAX * 64 // piggyback queue
     + GOSSIP_QUEUE_DEPTH * (RUMOR_KEYS_PER_FRAME * 8 + 16) // rumor queue
     + RELAYS_MAX * 48 // indirect probes relayed for others
     + JOIN_MAX * 24 // join addresses
-    + SESSIONS_MAX * 136 // established sessions: two AEAD keys, replay window, peer, address
+    + SESSIONS_MAX * 168 // established sessions: two AEAD keys, replay window, peer, address, certified key
     + HANDSHAKES_MAX * 620 // pending handshakes: initiator state or responder keys, last message
     + 512 // this node's credentials and trust
     + 4096 // counters, timers, PRNG, configuration
     + 2 * core::mem::size_of::<Profile>(); // the network profile, in the node and its member table
-pub const NODE_BYTES_MAX: usize = 512 * 1024;
+pub const NODE_BYTES_MAX: usize = 576 * 1024;
 
 const _: () = assert!(BUDGET_BYTES <= NODE_BYTES_MAX);
 const _: () = assert!(HEADER_BYTES + BODY_BYTES_MAX + TAG_BYTES == FRAME_BYTES);

@@ -15,6 +15,10 @@ pub const DOMAIN_STATE: u64 = 0x03;
 pub const DOMAIN_HELLO: u64 = 0x04;
 /// Rendezvous placement scores: `SipHash(DOMAIN_PLACE, key hash || member id)` (`place`).
 pub const DOMAIN_PLACE: u64 = 0x05;
+/// Build keys: `SipHash(DOMAIN_BUILD, GC root name)` (`executor::substitute`).
+pub const DOMAIN_BUILD: u64 = 0x06;
+/// Which peers a build asks first: `SipHash(DOMAIN_SUBSTITUTE, own id || build key || peer id)`.
+pub const DOMAIN_SUBSTITUTE: u64 = 0x07;
 
 #[derive(Clone, Copy)]
 pub struct SipHasher {

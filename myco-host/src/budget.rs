@@ -88,4 +88,4 @@ pub const RSS_AIM_BYTES: usize = 16 * 1024 * 1024;
 const _: () = assert!(MEMORY_BYTES_MAX <= RSS_AIM_BYTES / 2);
 // The two largest consumers, so that growing one of them is a visible decision.
 const _: () = assert!(API_BYTES <= 4 * 1024 * 1024);
-const _: () = assert!(NODE_BYTES <= 512 * 1024);
+const _: () = assert!(NODE_BYTES <= myco_core::config::NODE_BYTES_MAX);

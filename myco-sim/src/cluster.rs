@@ -102,6 +102,11 @@ pub struct Report {
     /// executors count them; a crashed node's count starts again).
     pub health_checks: u64,
     pub health_restarts: u64,
+    /// Flake builds made on their box, and substituted from a peer's cache; builds made on their
+    /// box while an up peer held the version (`executors/p2p.rs`).
+    pub builds_local: u64,
+    pub builds_fetched: u64,
+    pub builds_local_held_by_peer: u64,
     /// The node killed once the cluster had converged, and the services it ran.
     pub killed: Option<usize>,
     pub services_replaced: usize,
@@ -374,7 +379,8 @@ impl Cluster {
                     self.exec.placement_changed(i);
                 }
                 let mut sink = self.world.sink(i, self.now);
-                let stepped = self.exec.step(i, &mut self.nodes[i], &mut sink, self.now);
+                let at = (i, &self.up[..]);
+                let stepped = self.exec.step(at, &mut self.nodes[i], &mut sink, self.now);
                 if let (Err(why), None) = (stepped, &self.exec_failure) {
                     self.exec_failure = Some(format!("executor on node {i}: {why}"));
                 }
@@ -507,6 +513,9 @@ impl Cluster {
         report.executor_commands = self.exec.commands;
         report.health_checks = self.exec.health_checks;
         report.health_restarts = self.exec.health_restarts();
+        report.builds_local = self.exec.builds_local;
+        report.builds_fetched = self.exec.builds_fetched;
+        report.builds_local_held_by_peer = self.exec.builds_local_held_by_peer;
         (
             report.acknowledged_deploys,
             report.acknowledged_deploys_lost,
@@ -947,7 +956,7 @@ mod tests {
         assert!(r.converged);
         assert_eq!(r.distinct_state_hashes, 1);
         assert_eq!(r.entries, 1000);
-        assert!(r.node_state_bytes <= 512 * 1024);
+        assert!(r.node_state_bytes <= myco_core::config::NODE_BYTES_MAX);
         assert_eq!(r.heap_allocations_after_boot, 0);
     }
 

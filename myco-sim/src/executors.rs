@@ -29,6 +29,9 @@
 //!    but to go back to exactly the version it ran before; once settled, a rollout that is not
 //!    held has reached every placed box, and one that is held was held by a box where the version
 //!    really failed (a bad version, or the box's own unit fault).
+//! 10. a build starts with only substitutes that offered the version under their certified
+//!     keys, and with none only if no live, certified peer of its architecture had offered it in
+//!     a status the box received (`p2p.rs`, which also simulates the fetch).
 //!
 //! Nothing here allocates while stepping: tables are sized at boot; only the settle checks
 //! allocate, and the run leaves what they allocate out of the nodes' count.
@@ -49,6 +52,7 @@ use myco_core::{Instant, Node};
 use std::collections::{HashMap, HashSet};
 
 pub(crate) mod checks;
+mod p2p;
 use std::fmt::Write as _;
 
 /// How long a hanging build takes before it fails (the host's `--build-timeout` ends a real one).
@@ -86,7 +90,14 @@ struct BuildJob {
     done_at: u64,
     ok: bool,
     stdout: &'static [u8],
+    /// The build key of the version (`myco_core::executor::build_key`).
+    build_key: u64,
+    /// Nix substituted it from a peer's cache rather than building it.
+    fetched: bool,
 }
+
+/// The port every simulated box's binary cache offers (only that it is not 0 matters).
+const SIM_CACHE_PORT: u16 = 7947;
 
 /// What the simulated nix prints for a successful build (the store path's hash does not matter
 /// to the executor, which appends `bin/<name>`).
@@ -125,6 +136,10 @@ pub(crate) struct SimBox {
     /// The node crashed once: its store may have lost versions its units run (invariant 9 then
     /// allows an older write).
     pub(crate) crashed: bool,
+    /// The build keys of the versions in this box's store, which its cache serves (`p2p.rs`).
+    store: Vec<u64>,
+    /// `store` changed since the node's offer was last set.
+    offer_changed: bool,
 }
 
 pub struct Executors {
@@ -144,6 +159,13 @@ pub struct Executors {
     pub checks: u64,
     /// Health checks run.
     pub health_checks: u64,
+    /// Each box's node id, as its node says, by index (0 until first stepped).
+    ids: Vec<u64>,
+    /// Successful builds made here and substituted from peers, and builds made here although an
+    /// up peer's store held the version when the build started (`p2p.rs`).
+    pub builds_local: u64,
+    pub builds_fetched: u64,
+    pub builds_local_held_by_peer: u64,
 }
 
 impl Executors {
@@ -165,6 +187,8 @@ impl Executors {
                 checks: Vec::with_capacity(checks::CHECK_SLOTS),
                 changed: true,
                 crashed: false,
+                store: Vec::with_capacity(services + 16),
+                offer_changed: false,
             })
             .collect();
         Executors {
@@ -180,6 +204,10 @@ impl Executors {
             cancelled: 0,
             checks: 0,
             health_checks: 0,
+            ids: vec![0; nodes],
+            builds_local: 0,
+            builds_fetched: 0,
+            builds_local_held_by_peer: 0,
         }
     }
 
@@ -212,18 +240,21 @@ impl Executors {
 
     /// One step of node `i`'s executor at `now`. The executor is polled even while a command
     /// runs: whatever it issues then is a second command in flight (invariant 3).
+    /// `up`: which nodes run (a down box's cache serves nothing).
     pub fn step(
         &mut self,
-        i: usize,
+        (i, up): (usize, &[bool]),
         node: &mut Node,
         sink: &mut impl myco_core::Sink,
         now: u64,
     ) -> Result<(), String> {
+        self.ids[i] = node.id();
         if std::mem::take(&mut self.boxes[i].changed) {
             self.boxes[i].executor.handle_placement_changed();
         }
         self.finish_job(i, now)?;
-        self.step_build(i, node, now)?;
+        self.step_build(i, up, node, now)?;
+        p2p::offer(&mut self.boxes[i], node, now, sink);
         self.step_checks(i, node, now)?;
         loop {
             let b = &mut self.boxes[i];
@@ -288,32 +319,40 @@ impl Executors {
         Ok(())
     }
 
-    /// Node `i`'s build lane: ends the running build when due, then starts the next one.
-    fn step_build(&mut self, i: usize, node: &Node, now: u64) -> Result<(), String> {
+    /// Ends node `i`'s build if it is due, and tells the executor.
+    fn end_build(&mut self, i: usize, now: u64) {
+        let Some(job) = self.boxes[i].build.take_if(|j| j.done_at <= now) else {
+            return;
+        };
+        let outcome = Outcome {
+            ok: job.ok || job.stdout != BUILT,
+            stdout: job.stdout,
+        };
+        self.stored(i, &job);
         let b = &mut self.boxes[i];
-        if let Some(job) = b.build.take_if(|j| j.done_at <= now) {
-            let outcome = Outcome {
-                ok: job.ok || job.stdout != BUILT,
-                stdout: job.stdout,
-            };
-            b.executor
-                .handle_command_done(Instant(now), job.token, outcome);
-            // A failure counts only where it applied: a record dropped and made again while the
-            // build ran starts over, as it should.
-            let failed = |x: &&Build| {
-                x.key == job.key
-                    && x.digest == job.digest
-                    && matches!(x.state, BuildState::Failed { .. })
-            };
-            let applied = b.executor.builds().iter().find(failed).is_some();
-            if job.ok {
-                b.failed_builds.remove(&job.key);
-            } else if applied {
-                let before = b.failed_builds.get(&job.key).filter(|f| f.0 == job.digest);
-                let failures = before.map_or(0, |f| f.2) + 1;
-                b.failed_builds.insert(job.key, (job.digest, now, failures));
-            }
+        b.executor
+            .handle_command_done(Instant(now), job.token, outcome);
+        // A failure counts only where it applied: a record dropped and made again while the
+        // build ran starts over, as it should.
+        let failed = |x: &&Build| {
+            x.key == job.key
+                && x.digest == job.digest
+                && matches!(x.state, BuildState::Failed { .. })
+        };
+        let applied = b.executor.builds().iter().find(failed).is_some();
+        if job.ok {
+            b.failed_builds.remove(&job.key);
+        } else if applied {
+            let before = b.failed_builds.get(&job.key).filter(|f| f.0 == job.digest);
+            let failures = before.map_or(0, |f| f.2) + 1;
+            b.failed_builds.insert(job.key, (job.digest, now, failures));
         }
+    }
+
+    /// Node `i`'s build lane: ends the running build when due, then starts the next one.
+    fn step_build(&mut self, i: usize, up: &[bool], node: &Node, now: u64) -> Result<(), String> {
+        self.end_build(i, now);
+        let b = &mut self.boxes[i];
         // A record the executor dropped (a new version, or no longer placed here) starts over;
         // checked on every step, since a record can be dropped and made again while another
         // service builds.
@@ -330,10 +369,18 @@ impl Executors {
             return Ok(());
         };
         let token = issued.token;
-        let Command::Build { name, .. } = issued.command else {
+        let Command::Build {
+            name,
+            root,
+            substitutes,
+            ..
+        } = issued.command
+        else {
             return Err("poll_build issued something other than a build".into());
         };
         let key = key_hash(name);
+        let (build_key, fetched) = self.substitution(node, up, &root, &substitutes)?;
+        let b = &mut self.boxes[i];
         let building = b.executor.builds().iter().find(|x| x.key == key);
         let digest = building.map_or(0, |x| x.digest);
         if let Some(&(_, at, failures)) = b.failed_builds.get(&key).filter(|f| f.0 == digest) {
@@ -364,6 +411,8 @@ impl Executors {
             ok: !fault,
             // Garbage exits 0 (the outcome says ok) but names no store path.
             stdout: if garbage { b"error: not json" } else { BUILT },
+            build_key,
+            fetched,
         });
         Ok(())
     }

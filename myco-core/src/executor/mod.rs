@@ -34,6 +34,7 @@ mod health;
 mod names;
 pub mod reconcile;
 pub mod rollout;
+pub mod substitute;
 mod systemd;
 #[cfg(test)]
 mod tests;
@@ -45,6 +46,7 @@ pub use build::{
 pub use gc::{parse_freed, Freed, Gc, GcDone, GcStats};
 pub use health::{check_of, CheckResult, REASON_BYTES_MAX};
 pub use names::{health_on, Names};
+pub use substitute::{build_key, offer_key, LogScan, Provenance, Substitute, Substitutes};
 pub use systemd::{parse_show, Shown, UnitHealth, SHOW_PROPERTIES};
 
 use crate::config::{
@@ -179,6 +181,10 @@ pub struct BuildOutcome<'a> {
 ///
 /// Kinds of work on lanes of their own are variants too (`Build` from [`Executor::poll_build`],
 /// `HealthCheck` from [`Executor::poll_check`]), each with the same token and outcome rules.
+// A command is polled out one at a time and never kept in a table, so the size of its largest
+// variant (a build's substitutes, about 200 bytes) costs one stack slot; there is no heap to box
+// into.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub enum Command<'a> {
     /// Render `entry` with [`render_unit`] and replace `myco-<name>.service` with it atomically,
@@ -202,6 +208,9 @@ pub enum Command<'a> {
         uri: &'a str,
         attr: &'a str,
         root: RootName,
+        /// Peers whose caches offer this version, best first (`substitute.rs`): Nix is to try
+        /// them, trusting their certified keys only, and build itself if none serves it.
+        substitutes: Substitutes,
     },
     /// Delete `myco-<name>.service`: systemd has disabled and stopped it.
     RemoveUnitFile { name: &'a str },
@@ -251,6 +260,9 @@ pub struct ExecutorStats {
     pub systemctl_failures: u64,
     pub builds_run: u64,
     pub build_failures: u64,
+    /// Builds whose output was substituted from peers' caches rather than built here: counted by
+    /// whoever runs the build (the daemon reads it from the build's log, `substitute::LogScan`).
+    pub builds_from_peers: u64,
     pub checks_run: u64,
     pub checks_failed: u64,
     /// Restarts of units found unhealthy by their checks.
@@ -485,11 +497,13 @@ impl Executor {
         self.health_changed = true;
         let b = &self.builds.table[i];
         note(&mut self.changes, &b.name, false, "building");
+        let root = root_name(&b.name, &rev);
         let command = Command::Build {
             name: b.name.as_str(),
             uri,
             attr,
-            root: root_name(&b.name, &rev),
+            substitutes: substitute::substitutes(node, substitute::build_key(&root)),
+            root,
         };
         Some(Issued { token, command })
     }

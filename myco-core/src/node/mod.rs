@@ -759,6 +759,15 @@ impl Node {
         self.members.list().iter().filter(|m| m.is_live()).count()
     }
 
+    /// The node key member `id`'s certificate certifies, as the handshake of the session with it
+    /// verified: `None` without a session (never handshaken, or revoked, since a revocation ends
+    /// the sessions of the certificates below it). A peer's cache is trusted by this key only.
+    pub fn certified_key(&self, id: u64) -> Option<&[u8; 32]> {
+        let link = self.out.links.iter().find(|l| l.peer == id)?;
+        assert!(link.issued_at >= self.out.trust.revocation_block);
+        Some(&link.node_pk)
+    }
+
     /// Whether this node's own certificate still stands under the current RevocationBlock: the
     /// same rule `new` and `install_cert` apply, for a host that raised the block from a saved
     /// record after boot.

@@ -16,7 +16,7 @@ use super::{Node, Sink};
 use crate::config::{MEMBERS_MAX, STATUS_PUSH_INTERVAL_MS, STATUS_RESENDS, STATUS_UNITS_MAX};
 use crate::place;
 use crate::schema::addr::PeerAddr;
-use crate::schema::message::{Digest, Message, Status, UnitState};
+use crate::schema::message::{Digest, Message, Offer, Status, UnitState};
 use crate::time::Instant;
 use heapless::Vec;
 
@@ -60,20 +60,66 @@ impl Node {
         for (key, state) in units {
             more |= listed.push((Digest(key), state)).is_err();
         }
-        let placed = Digest(placed);
-        let same = listed == self.status.units
-            && more == self.status.more
-            && trials_listed == self.status.trials_listed;
-        if same && placed == self.status.placed && self.status.version != 0 {
-            return;
-        }
-        let version_before = self.status.version;
-        self.status = Status {
-            version: self.status.version.saturating_add(1).max(floor),
+        let status = Status {
+            version: 0,
             units: listed,
             more,
-            placed,
+            placed: Digest(placed),
             trials_listed,
+            offer: self.status.offer.clone(),
+        };
+        self.publish(now, floor, status, sink);
+    }
+
+    /// Says what this node's binary cache serves: `cache_port` (0: no cache) and the build keys
+    /// of the versions it roots ([`crate::executor::build_key`]), the ones peers most likely want
+    /// first (the host passes the newest roots first: a rollout's new version). The first
+    /// `OFFER_KEYS_MAX` distinct keys are offered, kept in ascending order so that the same set
+    /// is the same offer; a change is versioned and pushed as [`Node::set_status`]'s are.
+    pub fn set_offer(
+        &mut self,
+        now: Instant,
+        floor: u32,
+        cache_port: u16,
+        keys: impl Iterator<Item = u64>,
+        sink: &mut impl Sink,
+    ) {
+        let mut offer = Offer {
+            cache_port,
+            keys: Vec::new(),
+        };
+        if cache_port != 0 {
+            for key in keys {
+                if offer.keys.is_full() {
+                    break;
+                }
+                if let Err(at) = offer.keys.binary_search(&Digest(key)) {
+                    offer.keys.insert(at, Digest(key)).expect("not full");
+                }
+            }
+        }
+        let status = Status {
+            version: 0,
+            offer,
+            ..self.status.clone()
+        };
+        self.publish(now, floor, status, sink);
+    }
+
+    /// Makes `status` (its version ignored) this node's own if it differs from the current one:
+    /// versioned above the last and `floor`, and pushed when due.
+    fn publish(&mut self, now: Instant, floor: u32, status: Status, sink: &mut impl Sink) {
+        let version_before = self.status.version;
+        let same = Status {
+            version: version_before,
+            ..status.clone()
+        } == self.status;
+        if same && version_before != 0 {
+            return;
+        }
+        self.status = Status {
+            version: version_before.saturating_add(1).max(floor),
+            ..status
         };
         // Peers keep the highest version they saw, so a status that went backwards would be
         // ignored everywhere.

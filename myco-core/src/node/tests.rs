@@ -439,6 +439,7 @@ fn status_spreads_and_only_grows() {
         more: false,
         placed: Digest(0),
         trials_listed: false,
+        offer: Default::default(),
     };
     b.handle_status(a.id(), stale);
     assert!(b.status_of(a.id()).unwrap().units.is_empty());
@@ -891,4 +892,85 @@ fn a_node_does_not_join_itself() {
         "the other join address stays, each copy of its own goes"
     );
     assert!(!a.join_heard[0]);
+}
+
+/// A node's offer reaches its peer in its status; the peer then picks it as a substitute for
+/// that build, with the node key the handshake verified (the key of seed 1), at the offered port
+/// on the node's address. An offer without a cache, or of another build, picks nobody; after a
+/// revocation ends the session, the node is no longer picked.
+#[test]
+fn offers_spread_and_pick_certified_peers() {
+    use crate::crypto::revocation::encode_revocation;
+    use crate::executor::substitute::substitutes;
+    joined_pair!(a, b, addr_a, _);
+    let key = crate::executor::build_key("web-0123456789ab");
+    let keys = [9, key, 3, key];
+    a.set_offer(
+        Instant(3_000),
+        0,
+        7947,
+        keys.into_iter(),
+        &mut Wire::default(),
+    );
+    let offer = &a.own_status().offer;
+    assert_eq!(offer.keys.len(), 3, "ascending, once each: {offer:?}");
+    assert!(offer.keys.windows(2).all(|w| w[0] < w[1]));
+    run_pair(&mut a, &mut b, 3_000, 3_000);
+    assert!(b.status_of(a.id()).unwrap().offer.offers(key));
+    let picked = substitutes(&b, key);
+    assert_eq!(picked.len(), 1);
+    assert_eq!(picked[0].id, a.id());
+    assert_eq!(
+        picked[0].cache,
+        PeerAddr {
+            port: 7947,
+            ..addr_a
+        }
+    );
+    let a_pk = SigningKey::from_seed([1; 32]).unwrap().public_key();
+    assert_eq!(picked[0].key, a_pk.0);
+    assert!(substitutes(&b, key ^ 1).is_empty(), "not offered");
+    a.set_offer(Instant(6_000), 0, 0, keys.into_iter(), &mut Wire::default());
+    assert!(a.own_status().offer.keys.is_empty(), "no cache, no keys");
+    run_pair(&mut a, &mut b, 3_000, 6_000);
+    assert!(substitutes(&b, key).is_empty(), "the cache is off");
+    a.set_offer(
+        Instant(9_000),
+        0,
+        7947,
+        keys.into_iter(),
+        &mut Wire::default(),
+    );
+    run_pair(&mut a, &mut b, 3_000, 9_000);
+    assert_eq!(substitutes(&b, key).len(), 1);
+    let mut record = [0u8; crate::config::REVOCATION_BYTES_MAX];
+    let n = encode_revocation(&operator(), 1, &mut record);
+    b.handle_revocation(&record[..n], &mut Wire::default())
+        .unwrap();
+    assert_eq!(b.certified_key(a.id()), None, "the session ended");
+    assert!(
+        substitutes(&b, key).is_empty(),
+        "a revoked peer is not trusted"
+    );
+}
+
+/// Of more than `OFFER_KEYS_MAX` keys, the first given are offered (repeats counted once), in
+/// ascending order: the same set in another order is the same offer, not a change.
+#[test]
+fn an_offer_keeps_the_first_keys_given() {
+    let mut a = node(WAL_CHECKPOINT_BYTES);
+    let max = crate::config::OFFER_KEYS_MAX as u64;
+    let newest_first = [100, 100].into_iter().chain((0..max + 5).rev());
+    a.set_offer(Instant(0), 0, 1, newest_first, &mut Wire::default());
+    let kept: std::vec::Vec<u64> = a.own_status().offer.keys.iter().map(|d| d.0).collect();
+    let first: std::vec::Vec<u64> = (6..max + 5).chain([100]).collect();
+    assert_eq!(kept, first);
+    let version = a.own_status().version;
+    let same = [100].into_iter().chain(6..max + 5);
+    a.set_offer(Instant(0), 0, 1, same, &mut Wire::default());
+    assert_eq!(
+        a.own_status().version,
+        version,
+        "the same offer is not a change"
+    );
 }

@@ -37,6 +37,9 @@ pub struct Link {
     pub addr: PeerAddr,
     /// The RevocationBlock height the peer's certificate was issued at.
     pub issued_at: u64,
+    /// The node key the peer's certificate (verified in the handshake) certifies: the key its
+    /// binary cache signs with, which a build trusts (`executor::substitute`).
+    pub node_pk: [u8; 32],
     session: Session,
     last_rx: Instant,
 }
@@ -386,12 +389,7 @@ impl Transport {
         if peer.node_id != sender {
             return Err(CryptoRefusal::MalformedHandshake);
         }
-        self.install(
-            from,
-            peer.node_id,
-            peer.cert.issued_at,
-            Session::new(&done.keys),
-        );
+        self.install(from, &peer, Session::new(&done.keys));
         let responder = done.send.is_none();
         match done.send {
             Some(finish) => {
@@ -411,7 +409,8 @@ impl Transport {
         Ok(Some(Established { peer, responder }))
     }
 
-    fn install(&mut self, addr: PeerAddr, peer: u64, issued_at: u64, session: Session) {
+    fn install(&mut self, addr: PeerAddr, certified: &Peer, session: Session) {
+        let peer = certified.node_id;
         self.links.retain(|l| l.peer != peer && l.addr != addr);
         if self.links.is_full() {
             let lru = (0..self.links.len()).min_by_key(|&i| self.links[i].last_rx);
@@ -421,7 +420,8 @@ impl Transport {
         let link = Link {
             peer,
             addr,
-            issued_at,
+            issued_at: certified.cert.issued_at,
+            node_pk: certified.cert.node_pk,
             session,
             last_rx: self.now,
         };

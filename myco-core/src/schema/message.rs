@@ -6,8 +6,8 @@
 
 use crate::config::{
     BODY_BYTES_MAX, BUCKETS_PER_GROUP, MEMBERS_PER_FRAME, MEMBER_PAGE_RECORDS,
-    MEMBER_UPDATES_PER_FRAME, RUMOR_KEYS_PER_FRAME, STATUS_UNITS_MAX, SYNC_GROUPS_PER_FRAME,
-    SYNC_KEYS_PER_FRAME, WANT_PER_FRAME,
+    MEMBER_UPDATES_PER_FRAME, OFFER_KEYS_MAX, RUMOR_KEYS_PER_FRAME, STATUS_UNITS_MAX,
+    SYNC_GROUPS_PER_FRAME, SYNC_KEYS_PER_FRAME, WANT_PER_FRAME,
 };
 use crate::schema::addr::PeerAddr;
 use crate::schema::entry::Arch;
@@ -212,6 +212,25 @@ pub struct Status {
     /// others: one it leaves out has none (`executor::rollout::said_by`). The owner lists those
     /// first.
     pub trials_listed: bool,
+    /// What the owner's binary cache serves (appended last: the fields above keep their places).
+    pub offer: Offer,
+}
+
+/// What a node's binary cache offers its peers (`docs/nix.md`, "Boxes fetch from each other"):
+/// the cache's TCP port on the node's gossip address (0: no cache), and the build keys
+/// ([`crate::executor::build_key`]) of the versions whose outputs it serves, at most
+/// `OFFER_KEYS_MAX`, in ascending order.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Offer {
+    pub cache_port: u16,
+    pub keys: Vec<Digest, OFFER_KEYS_MAX>,
+}
+
+impl Offer {
+    /// Whether the cache is on and offers `key`.
+    pub fn offers(&self, key: u64) -> bool {
+        self.cache_port != 0 && self.keys.contains(&Digest(key))
+    }
 }
 
 /// A frame body: the sender's Merkle root rides on every frame, so any exchange tells a peer
@@ -338,6 +357,10 @@ mod tests {
             more: true,
             placed: Digest(u64::MAX),
             trials_listed: true,
+            offer: Offer {
+                cache_port: u16::MAX,
+                keys: Vec::from_slice(&[Digest(u64::MAX); OFFER_KEYS_MAX]).unwrap(),
+            },
         }));
     }
 

@@ -13,7 +13,7 @@ use myco_core::gossip::members::Member;
 use myco_core::hex::{Hex, HexU64};
 use myco_core::node::PlacedDigests;
 use myco_core::schema::entry::{Entry, Source, Version};
-use myco_core::schema::message::{MemberMeta, MemberState};
+use myco_core::schema::message::{MemberMeta, MemberState, Offer};
 use myco_core::state::store::{key_hash, Slot};
 use myco_core::Node;
 
@@ -291,6 +291,8 @@ struct NodeRow<'a> {
     incarnation: u32,
     meta: MemberMeta,
     this: bool,
+    /// What the node's binary cache offers, as its status says (`None`: no status heard).
+    offer: Option<&'a Offer>,
 }
 
 fn node_row(json: &mut Json<'_, '_>, row: &NodeRow<'_>) -> Result<(), Full> {
@@ -318,12 +320,28 @@ fn node_row(json: &mut Json<'_, '_>, row: &NodeRow<'_>) -> Result<(), Full> {
     json.bool(row.meta.gpu)?;
     json.key("self")?;
     json.bool(row.this)?;
+    offer_fields(json, row.offer)
+}
+
+/// `cache_port` (null: nothing heard, 0: no cache) and `offers`, the build keys its cache serves.
+fn offer_fields(json: &mut Json<'_, '_>, offer: Option<&Offer>) -> Result<(), Full> {
+    json.key("cache_port")?;
+    match offer {
+        Some(o) => json.u64(o.cache_port.into())?,
+        None => json.null()?,
+    }
+    json.key("offers")?;
+    json.begin_array()?;
+    for key in offer.map_or(&[][..], |o| &o.keys[..]) {
+        json.string(HexU64::new(key.0).as_str())?;
+    }
+    json.end_array()?;
     json.end_object()
 }
 
 /// The longest `/nodes` row: every field at its longest, the address escaped at worst (a test
 /// measures it).
-const NODE_ROW_BYTES_MAX: usize = 320;
+const NODE_ROW_BYTES_MAX: usize = 512;
 // `/nodes` is one answer with its length, never in parts: this node and `MEMBERS_MAX` members,
 // each row at its longest with its comma, and the wrapping fit the answer buffer.
 const _: () = assert!(
@@ -346,6 +364,7 @@ pub fn nodes(out: &mut Cursor<'_>, node: &Node, listen: &heapless::String<64>) -
         incarnation: me.incarnation,
         meta: me.meta,
         this: true,
+        offer: Some(&node.own_status().offer),
     };
     node_row(&mut json, &this)?;
     for m in node.members() {
@@ -358,6 +377,7 @@ pub fn nodes(out: &mut Cursor<'_>, node: &Node, listen: &heapless::String<64>) -
             incarnation: m.incarnation,
             meta: m.meta,
             this: false,
+            offer: node.status_of(m.id).map(|s| &s.offer),
         };
         node_row(&mut json, &row)?;
     }
@@ -434,7 +454,9 @@ pub fn deploy(out: &mut Cursor<'_>, name: &str, v: Version, applied: bool) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
+    use myco_core::config::OFFER_KEYS_MAX;
     use myco_core::schema::entry::Arch;
+    use myco_core::schema::message::Digest;
 
     /// The longest `/nodes` row fits `NODE_ROW_BYTES_MAX`, the bound that proves `/nodes` always
     /// fits the answer buffer.
@@ -453,6 +475,10 @@ mod tests {
                 gpu: false,
             },
             this: false,
+            offer: Some(&Offer {
+                cache_port: u16::MAX,
+                keys: heapless::Vec::from_slice(&[Digest(u64::MAX); OFFER_KEYS_MAX]).unwrap(),
+            }),
         };
         let mut buf = [0u8; 1024];
         let mut out = Cursor::new(&mut buf);

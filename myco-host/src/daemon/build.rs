@@ -13,7 +13,9 @@ use super::transient::{self, Unit};
 use crate::flight::{Level, Logger};
 use crate::path::{read_link_at, Lossy, StackPath, PATH_BYTES_MAX};
 use crate::spawn::{self, Argv, Child, Output};
-use myco_core::executor::{is_root_of, out_of_program, parse_build_json, Name, RootName};
+use myco_core::executor::{
+    is_root_of, out_of_program, parse_build_json, LogScan, Name, Provenance, RootName, Substitute,
+};
 use myco_core::unit::{unit_name, UNIT_BYTES_MAX};
 use nix::unistd::{unlinkat, UnlinkatFlags};
 use std::ffi::CString;
@@ -54,6 +56,8 @@ struct Job {
     root: RootName,
     deadline_ms: u64,
     killed: bool,
+    /// Peers were offered to Nix as substituters.
+    asked_peers: bool,
 }
 
 /// A build that ended: its token and service, whether `nix` succeeded, and what it printed on
@@ -63,6 +67,9 @@ pub struct Ended<'a> {
     pub name: Name,
     pub ok: bool,
     pub stdout: &'a [u8],
+    /// It succeeded with peers offered, and its log shows paths copied from a peer's cache and
+    /// no derivation built (`LogScan`).
+    pub from_peers: bool,
 }
 
 pub struct Builder {
@@ -123,16 +130,16 @@ impl Builder {
         StackPath::join(&self.log_dir, &[name.as_bytes(), b".log"])
     }
 
-    /// Spawns the build of `<uri>#<attr>` for service `name`, rooted at `root`. An error means
-    /// nothing runs (the caller reports the build failed).
+    /// Spawns the build of `<uri>#<attr>` for service `name`, rooted at `root`, substituting from
+    /// the caches of `peers` first. An error means nothing runs (the caller reports the build
+    /// failed).
     pub fn start(
         &mut self,
-        token: u64,
-        now_ms: u64,
+        (token, now_ms): (u64, u64),
         name: &str,
-        uri: &str,
-        attr: &str,
+        (uri, attr): (&str, &str),
         root: &str,
+        peers: &[Substitute],
     ) -> io::Result<()> {
         assert!(self.job.is_none(), "one build at a time");
         let log = self.log_path(name)?;
@@ -153,6 +160,7 @@ impl Builder {
             argv.push(&[arg]).expect(full);
         }
         argv.push(&[link.as_bytes()]).expect(full);
+        push_substituters(argv, peers).expect(full);
         argv.push(&[uri.as_bytes(), b"#", attr.as_bytes()])
             .expect(full);
         let env = transient::env_refs(&self.env);
@@ -169,6 +177,7 @@ impl Builder {
             root: job_root,
             deadline_ms: now_ms.saturating_add(self.config.timeout_ms + KILL_GRACE_MS),
             killed: false,
+            asked_peers: !peers.is_empty(),
         });
         Ok(())
     }
@@ -190,6 +199,7 @@ impl Builder {
         let exit = job.child.poll(&mut self.output)?;
         let job = self.job.take().expect("polled above");
         let out = parse_build_json(self.output.bytes()).filter(|_| exit.success() && !job.killed);
+        let from_peers = out.is_some() && job.asked_peers && self.fetched(&job.name);
         match out {
             Some(out) => {
                 self.log.log(
@@ -210,7 +220,30 @@ impl Builder {
             name: job.name,
             ok: out.is_some(),
             stdout: self.output.bytes(),
+            from_peers,
         })
+    }
+
+    /// Whether the log of `name`'s build says its output came from peers: read in pieces through
+    /// a stack buffer, however long it is.
+    fn fetched(&self, name: &str) -> bool {
+        let Ok(mut file) = self
+            .log_path(name)
+            .and_then(|p| fs::File::open(p.as_path()))
+        else {
+            return false;
+        };
+        let mut scan = LogScan::default();
+        let mut buf = [0u8; 4096];
+        loop {
+            match file.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => scan.feed(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return false,
+            }
+        }
+        scan.provenance() == Provenance::FromPeers
     }
 
     fn log_failure(&self, name: &str, code: i32) {
@@ -236,6 +269,57 @@ impl Builder {
         };
         prune_roots(&self.gcroot_handle, name, keep, &self.log);
     }
+}
+
+/// Nix's options to substitute from `peers` first (nothing without peers): their caches as extra
+/// substituters, their certified node keys as extra trusted keys (`<node id>:<base64>`, the name
+/// and key their narinfos are signed with), a short connect timeout (a peer that stopped
+/// answering should cost seconds, not the system's minutes), and `fallback`, so that when every
+/// peer fails Nix builds here.
+fn push_substituters(argv: &mut Argv, peers: &[Substitute]) -> Result<(), spawn::ArgvFull> {
+    if peers.is_empty() {
+        return Ok(());
+    }
+    let mut urls = [0u8; 256];
+    let mut keys = [0u8; 256];
+    let (mut urls_len, mut keys_len) = (0, 0);
+    for (i, p) in peers.iter().enumerate() {
+        let sep = if i == 0 { "" } else { " " };
+        let addr = super::net::display_addr(p.cache);
+        urls_len += write_at(&mut urls[urls_len..], format_args!("{sep}http://{addr}"));
+        let mut b64 = [0u8; 44];
+        let key = myco_core::cache::base64(&p.key, &mut b64);
+        let id = myco_core::hex::HexU64::new(p.id);
+        keys_len += write_at(
+            &mut keys[keys_len..],
+            format_args!("{sep}{}:{key}", id.as_str()),
+        );
+    }
+    argv.push(&[b"--option"])?;
+    argv.push(&[b"extra-substituters"])?;
+    argv.push(&[&urls[..urls_len]])?;
+    argv.push(&[b"--option"])?;
+    argv.push(&[b"extra-trusted-public-keys"])?;
+    argv.push(&[&keys[..keys_len]])?;
+    for arg in [
+        &b"--option"[..],
+        b"connect-timeout",
+        b"5",
+        b"--option",
+        b"fallback",
+        b"true",
+    ] {
+        argv.push(&[arg])?;
+    }
+    Ok(())
+}
+
+/// Writes `args` at the start of `out`, returning how many bytes it took. Three URLs of at most
+/// 54 bytes and three keys of 61 fit the 256-byte buffers above.
+fn write_at(out: &mut [u8], args: std::fmt::Arguments<'_>) -> usize {
+    let mut cursor = io::Cursor::new(out);
+    io::Write::write_fmt(&mut cursor, args).expect("sized for three peers");
+    cursor.position() as usize
 }
 
 /// The last bytes of the file at `path`, as many as `buf` holds (fewer if the file is shorter).

@@ -125,7 +125,12 @@ struct Closure {
     stale: bool,
     /// The running refresh wrote more than the table holds.
     overflow: bool,
+    /// A refresh ended since the offer was last taken (`Cache::take_offer`).
+    offer_due: bool,
 }
+
+/// GC roots read for an offer (`Cache::take_offer`): a box keeps a root or two per service.
+pub const OFFER_ROOTS_MAX: usize = 256;
 
 pub struct Cache {
     listener: TcpListener,
@@ -172,6 +177,7 @@ impl Cache {
                 child: None,
                 stale: true,
                 overflow: false,
+                offer_due: false,
             },
             bucket: TokenBucket::new(config.upload_rate, 0),
             key,
@@ -263,6 +269,39 @@ impl Cache {
         }
         self.next_pump = (self.next_pump + 1) % n;
         self.refresh_closure();
+    }
+
+    /// After a refresh of the closure table: the build keys of the GC roots it now serves
+    /// (`myco_core::executor::offer_key`), newest root first (a rollout's new version is what
+    /// peers are about to want), for the node's status to offer (`Node::set_offer` keeps the
+    /// first few). `None` until the next refresh ends. At most `OFFER_ROOTS_MAX` roots are read.
+    pub fn take_offer(&mut self) -> Option<heapless::Vec<u64, OFFER_ROOTS_MAX>> {
+        let c = &mut self.closure;
+        if !std::mem::take(&mut c.offer_due) {
+            return None;
+        }
+        let mut roots: heapless::Vec<((i64, i64), u64), OFFER_ROOTS_MAX> = heapless::Vec::new();
+        if let Some((dir, _)) = c.roots.as_ref() {
+            let listed = crate::path::for_each_name(dir, |file| {
+                let Some(key) = file.to_str().ok().and_then(myco_core::executor::offer_key) else {
+                    return;
+                };
+                // The link's own time: Nix replaces an out-link when it builds or fetches it.
+                let flags = nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW;
+                let made = nix::sys::stat::fstatat(dir, file, flags)
+                    .map_or((0, 0), |st| (st.st_mtime, st.st_mtime_nsec));
+                let _ = roots.push((made, key));
+            });
+            if let Err(e) = listed {
+                let e = crate::flight::IoError(&e);
+                (self.log).log(
+                    Level::Warning,
+                    format_args!("binary cache: cannot list the GC roots to offer: {e}"),
+                );
+            }
+        }
+        roots.sort_unstable_by(|a, b| b.cmp(a));
+        Some(roots.iter().map(|(_, key)| *key).collect())
     }
 
     /// Closes every connection and ends every child, at shutdown; `reap` then closes the fds.

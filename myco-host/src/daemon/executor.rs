@@ -375,6 +375,7 @@ impl Executor {
                 ok: ended.ok,
                 stdout: ended.stdout,
             };
+            self.core.stats.builds_from_peers += u64::from(ended.from_peers);
             self.core.handle_command_done(now, ended.token, outcome);
             let name = ended.name;
             self.audit_build(node, &name);
@@ -390,12 +391,14 @@ impl Executor {
             uri,
             attr,
             root,
+            substitutes,
         } = issued.command
         else {
             unreachable!("poll_build issues builds only");
         };
         let token = issued.token;
-        if let Err(e) = self.builder.start(token, now_ms, name, uri, attr, &root) {
+        let started = (self.builder).start((token, now_ms), name, (uri, attr), &root, &substitutes);
+        if let Err(e) = started {
             self.log.log(
                 Level::Error,
                 format_args!(

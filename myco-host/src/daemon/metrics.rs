@@ -393,6 +393,12 @@ const UNITS: &[Family] = &[
         |s| s.executor.builds_run.into(),
     ),
     one(
+        "myco_builds_from_peers_total",
+        Counter,
+        "Flake builds whose output was substituted from peers' binary caches, nothing built here.",
+        |s| s.executor.builds_from_peers.into(),
+    ),
+    one(
         "myco_build_failures_total",
         Counter,
         "Flake builds that failed, hung past --build-timeout, or named no output.",

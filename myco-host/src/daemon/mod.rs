@@ -472,6 +472,12 @@ impl Daemon {
         self.execute(now);
         if let Some(cache) = self.cache.as_mut() {
             cache.step(now);
+            if let Some(keys) = cache.take_offer() {
+                let port = cache.local_addr().map_or(0, |a| a.port());
+                let (now, floor) = (Instant(now), wall_seconds());
+                let keys = keys.iter().copied();
+                (self.node).set_offer(now, floor, port, keys, &mut self.sink);
+            }
         }
         if now >= self.next_housekeeping_ms {
             self.next_housekeeping_ms = now + HOUSEKEEPING_MS;
@@ -507,10 +513,7 @@ impl Daemon {
                 .push(events::Record::named(kind, c.what, &c.name));
         }
         if executor.take_health_changed() {
-            // Wall-clock seconds keep the status version growing across restarts.
-            let floor = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs() as u32);
+            let floor = wall_seconds();
             executor.report_status(self.node, Instant(now), floor, &mut self.sink);
         }
     }
@@ -783,6 +786,13 @@ fn listen_text(udp: &std::net::UdpSocket) -> Result<heapless::String<64>, BootEr
     let addr = udp.local_addr().map_err(|e| BootError(format!("{e}")))?;
     let _ = core::fmt::write(&mut listen, format_args!("{addr}"));
     Ok(listen)
+}
+
+/// Wall-clock seconds: the floor that keeps the status version growing across restarts.
+fn wall_seconds() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as u32)
 }
 
 /// The binary cache on `--cache-listen`, serving the closures of the Nix engine's GC roots;

@@ -132,7 +132,7 @@ pub(crate) fn excused(node: &Node, executor: &Executor, key: u64) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use myco_core::config::WAL_CHECKPOINT_BYTES;
 
@@ -149,7 +149,7 @@ mod tests {
     }
 
     /// A lone node: every placement is it alone, so it is the first wave of everything.
-    fn lone() -> Box<Node> {
+    pub(crate) fn lone() -> Box<Node> {
         let ids = crate::ids::Identities::new(1, 1, 0);
         let config = myco_core::NodeConfig {
             node_seed: ids.node_seeds[0],

@@ -326,7 +326,10 @@ impl Cache {
                 c.len = 0;
                 c.child = Some(child);
             }
-            Ok(None) => (c.len, self.stats.paths) = (0, 0),
+            Ok(None) => {
+                (c.len, self.stats.paths) = (0, 0);
+                c.offer_due = true;
+            }
             Err(e) => self.log.log(
                 Level::Warning,
                 format_args!("binary cache: cannot list what this box built: {e}"),
@@ -362,6 +365,7 @@ impl Cache {
         let overflow = std::mem::take(&mut c.overflow);
         let (paths, len) = whole_registrations(&c.table[..c.len]);
         c.len = len;
+        c.offer_due = true;
         self.stats.paths = paths as u64;
         if overflow {
             self.log.log(

@@ -1,0 +1,263 @@
+//! Boxes fetch builds from each other (issue 16, part 2), with the real Nix: two daemons, each in
+//! a mount namespace of its own with an empty directory on `/nix` (two independent stores on one
+//! machine), gossip on loopback and serve their binary caches there. Box A builds a no-input
+//! flake; once its status offers that version, box B, placed the same version, substitutes it
+//! from A's cache (trusting A's certified node key only) without running the builder. Then A's
+//! output of a second version is tampered with in A's store: B refuses A's NAR (its hash is not
+//! the one A's signed narinfo states) and builds the version itself (`fallback`).
+//!
+//! The builder appends a line to a file outside the stores on every run, which counts the builds.
+//! The test prints `P2P substituted_boxes=N builds_on_fetchers=N tampered_refused=N`. It needs
+//! root (mount namespaces) and Nix, and prints `SKIPPED:` without them.
+
+use myco_core::crypto::cert::certify;
+use myco_core::crypto::SigningKey;
+use myco_core::schema::entry::{Arch, ServiceSpec, Source};
+use myco_testkit::daemon::Daemon;
+use myco_testkit::entries::signed_service;
+use myco_testkit::keys::operator;
+use myco_testkit::wait_until;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const SERVICE: &str = "hello";
+/// Long enough for a handshake, a build, a closure refresh and a status push or two.
+const WAIT: Duration = Duration::from_secs(60);
+
+fn run(dir: &Path, program: &str, args: &[&str]) -> String {
+    let out = Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{program} {args:?}: {err}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A no-input flake whose builder appends `version` to `marker` on every run, committed to a
+/// git repository in `dir`: its locked reference and rev.
+fn commit_flake(repo: &Path, marker: &Path, version: u32) -> (String, String) {
+    let flake = format!(
+        r#"{{
+  outputs = {{ self }}: {{
+    packages.x86_64-linux.default = derivation {{
+      name = "hello";
+      system = "x86_64-linux";
+      builder = "/bin/sh";
+      args = [ "-c" "echo {version} >> {marker}; /bin/mkdir -p $out/bin; printf '#!/bin/sh\\necho hello {version}\\n' > $out/bin/hello; /bin/chmod +x $out/bin/hello" ];
+    }};
+  }};
+}}
+"#,
+        marker = marker.display()
+    );
+    fs::create_dir_all(repo).unwrap();
+    fs::write(repo.join("flake.nix"), flake).unwrap();
+    if !repo.join(".git").exists() {
+        run(repo, "git", &["init", "-q", "-b", "master"]);
+    }
+    run(repo, "git", &["add", "flake.nix"]);
+    let who = ["-c", "user.name=t", "-c", "user.email=t@t"];
+    let msg = format!("v{version}");
+    run(
+        repo,
+        "git",
+        &[who[0], who[1], who[2], who[3], "commit", "-qm", &msg],
+    );
+    let rev = run(repo, "git", &["rev-parse", "HEAD"]).trim().to_owned();
+    let uri = format!("git+file://{}?ref=master&rev={rev}", repo.display());
+    (uri, rev)
+}
+
+/// The service's entry at `clock` for the flake at `(uri, rev)`, on two boxes; `gpu_only`: only
+/// a box with a GPU is eligible (box A), so A builds a version before B is placed it.
+fn entry(clock: u64, (uri, rev): (&str, &str), gpu_only: bool) -> Vec<u8> {
+    let rev: [u8; 20] =
+        core::array::from_fn(|i| u8::from_str_radix(&rev[2 * i..2 * i + 2], 16).unwrap());
+    let mut spec = ServiceSpec::minimal(Source::Flake {
+        uri,
+        attr: "default",
+        rev,
+        nar_hash: [0; 32],
+    });
+    spec.replicas = 2;
+    spec.requires.gpu = gpu_only;
+    signed_service(&operator(), SERVICE, clock, Some(spec))
+}
+
+/// `command` run in a mount namespace of its own with `store` bind-mounted on `/nix`, so the
+/// daemon and every child (builds, `nix-store`) see a store of their own.
+fn in_own_store(command: &Command, store: &Path) -> Command {
+    fs::create_dir_all(store).unwrap();
+    let mut c = Command::new("unshare");
+    let script = "mount --bind \"$0\" /nix && exec \"$@\"";
+    c.args(["-m", "--propagation", "private", "sh", "-c", script]);
+    c.arg(store)
+        .arg(command.get_program())
+        .args(command.get_args());
+    for (k, v) in command.get_envs() {
+        if let Some(v) = v {
+            c.env(k, v);
+        }
+    }
+    c.stdin(Stdio::null()).stdout(Stdio::null());
+    c
+}
+
+/// Starts `d` with the executor, builds through the real `nix`, the cache on loopback, in a
+/// store of its own; `join`: a peer's gossip address.
+fn start(d: &mut Daemon, join: Option<&str>) {
+    d.set_cache_listen("127.0.0.1:0");
+    let join: Vec<&str> = join.map(|a| vec!["--join", a]).unwrap_or_default();
+    let mut command = d.executor_command(&join);
+    command.arg("--nix").arg("nix");
+    command.arg("--gcroot-dir").arg(d.dir.join("gcroots"));
+    let conf = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/nix/conf");
+    command.env("NIX_CONF_DIR", conf);
+    command.env("XDG_CACHE_HOME", d.dir.join("xdg"));
+    let store = d.dir.join("nix");
+    d.start(in_own_store(&command, &store));
+}
+
+fn gossip_addr(d: &Daemon) -> String {
+    let (_, nodes) = d.get("/nodes");
+    let at = nodes
+        .find("\"address\":\"")
+        .expect("the first row is this node")
+        + 11;
+    nodes[at..].split('"').next().unwrap().to_owned()
+}
+
+/// Whether `d`'s `/nodes` shows a box offering the version of `rev` (its build key, as the GC
+/// root's name makes it).
+fn offered(d: &Daemon, rev: &str) -> bool {
+    let key = myco_core::executor::build_key(&format!("{SERVICE}-{}", &rev[..12]));
+    d.get("/nodes").1.contains(&format!("\"{key:016x}\""))
+}
+
+fn builds(marker: &Path) -> usize {
+    fs::read_to_string(marker).map_or(0, |t| t.lines().count())
+}
+
+/// The store path the unit of `SERVICE` on `d` runs, once written.
+fn unit_out(d: &Daemon) -> Option<String> {
+    let unit = fs::read_to_string(d.dir.join("units").join("myco-hello.service")).ok()?;
+    let line = unit.lines().find_map(|l| l.strip_prefix("ExecStart=\""))?;
+    Some(line.split("/bin/").next()?.to_owned())
+}
+
+fn skip() -> Option<&'static str> {
+    let uid = Command::new("id").arg("-u").output().map(|o| o.stdout);
+    if uid.map_or(true, |u| u.trim_ascii() != b"0") {
+        return Some("needs root for mount namespaces");
+    }
+    let found = |p: &str| Command::new(p).arg("--version").output().is_ok();
+    if !found("nix") || !found("unshare") {
+        return Some("needs nix and unshare");
+    }
+    None
+}
+
+/// The two boxes: A (with a GPU, so an entry can be placed on it alone) and B joined to it, both
+/// with their caches on; A's cache port.
+fn two_boxes() -> (Daemon, Daemon, u16) {
+    let op = operator();
+    let mut a = Daemon::new("p2p-a", &op, 61);
+    let a_key = SigningKey::from_seed([61; 32]).unwrap().public_key();
+    let cert = certify(&op, &a_key, 0, Arch::Any, true, 0);
+    fs::write(a.dir.join("node.cert"), cert).unwrap();
+    let mut b = Daemon::new("p2p-b", &op, 62);
+    start(&mut a, None);
+    start(&mut b, Some(&gossip_addr(&a)));
+    let alive = |d: &Daemon| d.get("/health").1.contains("\"peers_alive\":1");
+    wait_until(WAIT, "the two boxes see each other", || {
+        alive(&a) && alive(&b)
+    });
+    let a_port = a.cache_port().expect("A's cache listens");
+    (a, b, a_port)
+}
+
+/// A builds the version of `(uri, rev)` (placed on A alone, at `clock`), and B hears A offer it.
+fn built_on_a(a: &Daemon, b: &Daemon, clock: u64, (uri, rev): (&str, &str)) {
+    let before = unit_out(a);
+    a.deploy(&entry(clock, (uri, rev), true));
+    wait_until(WAIT, "A runs its build", || unit_out(a) != before);
+    wait_until(WAIT, "B hears A's offer", || offered(b, rev));
+}
+
+/// The version of `(uri, rev)` placed on both boxes at `clock`: B runs it once this returns.
+fn placed_on_b(a: &Daemon, b: &Daemon, clock: u64, (uri, rev): (&str, &str)) {
+    let before = unit_out(b);
+    a.deploy(&entry(clock, (uri, rev), false));
+    wait_until(WAIT, "B runs the version", || unit_out(b) != before);
+}
+
+/// A's output of the version its unit runs, changed in A's store behind Nix's back.
+fn tamper(a: &Daemon) -> std::path::PathBuf {
+    let out = unit_out(a).unwrap();
+    let store = a.dir.join("nix").join(out.trim_start_matches("/nix/"));
+    let program = store.join("bin/hello");
+    let mode = |m: u32| fs::Permissions::from_mode(m);
+    fs::set_permissions(program.parent().unwrap(), mode(0o755)).unwrap();
+    fs::set_permissions(&program, mode(0o755)).unwrap();
+    fs::write(&program, "#!/bin/sh\necho tampered\n").unwrap();
+    program
+}
+
+#[test]
+fn boxes_substitute_from_peers_and_refuse_tampered_paths() {
+    if let Some(why) = skip() {
+        println!("SKIPPED: {why}");
+        return;
+    }
+    let (a, b, a_port) = two_boxes();
+    let marker = a.dir.join("builder-runs");
+    let repo = a.dir.join("repo");
+    let (uri, rev) = commit_flake(&repo, &marker, 1);
+    built_on_a(&a, &b, 1, (&uri, &rev));
+    assert_eq!(builds(&marker), 1, "A ran the builder");
+    placed_on_b(&a, &b, 2, (&uri, &rev));
+    assert_eq!(unit_out(&b), unit_out(&a), "the same store path");
+    let calls = fs::read_to_string(b.dir.join("systemd-run.calls")).unwrap();
+    let peer = format!("--option extra-substituters http://127.0.0.1:{a_port} ");
+    assert!(calls.contains(&peer), "B asked A's cache: {calls}");
+    let a_id =
+        myco_core::crypto::keys::node_id(&SigningKey::from_seed([61; 32]).unwrap().public_key().0);
+    let trusted = format!("--option extra-trusted-public-keys {a_id:016x}:");
+    assert!(
+        calls.contains(&trusted),
+        "B trusts A's certified key: {calls}"
+    );
+    let builds_on_fetchers = builds(&marker) - 1;
+    let fetched = b.metric("myco_builds_from_peers_total");
+    assert_eq!(
+        (builds_on_fetchers, fetched),
+        (0, 1.0),
+        "B substituted, built nothing"
+    );
+
+    // Version 2: A builds it, then its output is tampered with in A's store.
+    let (uri2, rev2) = commit_flake(&repo, &marker, 2);
+    built_on_a(&a, &b, 3, (&uri2, &rev2));
+    assert_eq!(builds(&marker), 2);
+    let program = tamper(&a);
+    placed_on_b(&a, &b, 4, (&uri2, &rev2));
+    let log = fs::read_to_string(b.state.join("builds").join("hello.log")).unwrap();
+    let tried = format!("from 'http://127.0.0.1:{a_port}'");
+    let refused = log.contains(&tried)
+        && log.contains("error: hash mismatch importing path")
+        && builds(&marker) == 3
+        && b.metric("myco_builds_from_peers_total") == 1.0;
+    assert!(refused, "B refused A's tampered NAR and built: {log}");
+    let ran = fs::read_to_string(&program).unwrap();
+    assert!(ran.contains("tampered"), "A's copy stays tampered");
+    println!(
+        "P2P substituted_boxes={} builds_on_fetchers={builds_on_fetchers} tampered_refused={}",
+        fetched as u32,
+        u32::from(refused)
+    );
+}

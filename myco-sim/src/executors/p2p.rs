@@ -1,0 +1,133 @@
+//! Boxes fetch builds from each other (`myco_core::executor::substitute`), simulated: each box's
+//! store holds the build keys of the versions it built or fetched, which its node offers
+//! (`Node::set_offer`) from a cache that serves while the box is up. A build the executor starts
+//! with substitutes is fetched if one of them is up and holds the version (Nix tries each, then
+//! builds: `fallback`), and built here otherwise.
+//!
+//! Invariant 10, checked when each build starts, from the box's own view (all a box can act on):
+//! every substitute is a member whose status, as this box holds it, offers the version, named
+//! with the node key its session certified; and a build starts with no substitute only if no
+//! member this box holds alive, certified and of its architecture had offered that version in a
+//! status this box received before the build started. Whether the peers' offers were true is
+//! the world's to say: the run counts builds made here while an up peer's store held the version
+//! (`builds_local_held_by_peer`: gossip not yet heard, or a version beyond the 8 a status offers).
+
+use super::{BuildJob, Executors, SimBox, BUILT, SIM_CACHE_PORT};
+use myco_core::executor::Substitute;
+use myco_core::schema::message::MemberState;
+use myco_core::{Instant, Node};
+
+impl Executors {
+    /// A build of node `i` ended: if it succeeded, the version is in the box's store, counted as
+    /// built or fetched.
+    pub(super) fn stored(&mut self, i: usize, job: &BuildJob) {
+        if !job.ok || job.stdout != BUILT {
+            return;
+        }
+        let b = &mut self.boxes[i];
+        if job.fetched {
+            self.builds_fetched += 1;
+            b.executor.stats.builds_from_peers += 1;
+        } else {
+            self.builds_local += 1;
+        }
+        if !b.store.contains(&job.build_key) {
+            b.store.push(job.build_key);
+            b.offer_changed = true;
+        }
+    }
+
+    /// A build of the version rooted as `root` starts on `node` with `subs`: invariant 10, and
+    /// whether it is fetched. Returns its build key and that.
+    pub(super) fn substitution(
+        &mut self,
+        node: &Node,
+        up: &[bool],
+        root: &str,
+        subs: &[Substitute],
+    ) -> Result<(u64, bool), String> {
+        let key = myco_core::executor::build_key(root);
+        check_substitutes(node, key, subs)?;
+        let fetched = fetch(&self.boxes, (&self.ids, up), key, subs);
+        let held = held_by_peer(&self.boxes, (&self.ids, up), (node.id(), key));
+        self.builds_local_held_by_peer += u64::from(!fetched && held);
+        Ok((key, fetched))
+    }
+}
+
+/// The node offers what the box's store holds, when that changed.
+pub(super) fn offer(b: &mut SimBox, node: &mut Node, now: u64, sink: &mut impl myco_core::Sink) {
+    if std::mem::take(&mut b.offer_changed) {
+        // Newest first, as the daemon offers its roots.
+        let keys = b.store.iter().rev().copied();
+        node.set_offer(Instant(now), now as u32, SIM_CACHE_PORT, keys, sink);
+    }
+}
+
+/// Invariant 10 for a build of `key` that `node`'s executor starts with `substitutes`.
+pub(super) fn check_substitutes(node: &Node, key: u64, subs: &[Substitute]) -> Result<(), String> {
+    for s in subs {
+        let offered = node.status_of(s.id).is_some_and(|st| st.offer.offers(key));
+        if !offered || node.certified_key(s.id) != Some(&s.key) {
+            return Err(format!(
+                "build {key:x}: substitute {:x} did not offer it, or not under its certified key",
+                s.id
+            ));
+        }
+    }
+    let offered_by_some = node.members().iter().any(|m| {
+        let fits = m.meta.arch == node.meta().arch;
+        m.state == MemberState::Alive
+            && fits
+            && node.certified_key(m.id).is_some()
+            && node.status_of(m.id).is_some_and(|st| st.offer.offers(key))
+    });
+    if subs.is_empty() && offered_by_some {
+        return Err(format!(
+            "build {key:x} started with no substitute while a live peer offered it"
+        ));
+    }
+    Ok(())
+}
+
+/// Whether Nix fetches the version: one of `subs`, in order, is up and holds it.
+pub(super) fn fetch(
+    boxes: &[SimBox],
+    (ids, up): (&[u64], &[bool]),
+    key: u64,
+    subs: &[Substitute],
+) -> bool {
+    subs.iter().any(|s| {
+        let j = ids.iter().position(|&id| id == s.id);
+        j.is_some_and(|j| up[j] && boxes[j].store.contains(&key))
+    })
+}
+
+/// Whether a box other than `own` is up and holds the version of `key`.
+pub(super) fn held_by_peer(
+    boxes: &[SimBox],
+    (ids, up): (&[u64], &[bool]),
+    (own, key): (u64, u64),
+) -> bool {
+    (0..boxes.len()).any(|j| ids[j] != own && up[j] && boxes[j].store.contains(&key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use myco_core::schema::addr::PeerAddr;
+
+    /// The checker is not vacuous: a substitute that offered nothing (a lone node holds no
+    /// member's status) fails it; no substitute where nobody offers passes.
+    #[test]
+    fn a_substitute_that_offered_nothing_fails_invariant_10() {
+        let node = crate::invariants::rollout::tests::lone();
+        let stranger = Substitute {
+            id: 99,
+            cache: PeerAddr::v4([127, 0, 0, 1], 7947),
+            key: [1; 32],
+        };
+        assert!(check_substitutes(&node, 5, &[stranger]).is_err());
+        assert!(check_substitutes(&node, 5, &[]).is_ok());
+    }
+}
