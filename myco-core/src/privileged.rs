@@ -231,8 +231,13 @@ pub fn parse(body: &[u8]) -> Result<Checked<'_>, Refusal> {
     if body.len() > REQUEST_BYTES_MAX {
         return Err(Refusal::TooLong);
     }
-    let request = decode_exact::<Request<'_>, REQUEST_BYTES_MAX>(body).ok_or(Refusal::Malformed)?;
-    check_request(request)
+    check_request(decode_request(body).ok_or(Refusal::Malformed)?)
+}
+
+/// Decodes a request body without checking it: `None` unless it is one request in its one
+/// canonical encoding (no trailing bytes, no overlong numbers).
+pub fn decode_request(body: &[u8]) -> Option<Request<'_>> {
+    decode_exact::<Request<'_>, REQUEST_BYTES_MAX>(body)
 }
 
 /// Checks a decoded request; see the module comment.

@@ -1,0 +1,237 @@
+//! `myco-priv`, the privileged helper (docs/architecture.md, "Least privilege"): a Unix stream
+//! socket on which one user, the daemon's, asks for the few things that need root, one request
+//! per connection.
+//!
+//! Each connection: the peer's uid (SO_PEERCRED, which the peer cannot forge) must be the allowed
+//! one; one frame is read (`myco_core::privileged`: length prefix, postcard body) within
+//! `REQUEST_TIMEOUT`, with at most `FDS_MAX` descriptors passed beside it (SCM_RIGHTS: the pipes
+//! the daemon reads a child's output from, so it keeps its non-blocking loop); the core parses and
+//! checks it; `run.rs` does it; one reply frame says how it ended. A refusal changes nothing.
+//!
+//! Bounds: `CONNECTIONS_MAX` connections at once (each takes one of as many preallocated
+//! command-line buffers; one more is told the helper is busy), `REQUEST_BYTES_MAX` per request,
+//! and every child is waited for by the thread that started it, which kills its process group if
+//! the daemon hangs up first.
+
+mod run;
+
+use crate::spawn::Argv;
+use myco_core::privileged::{
+    body_len, encode_reply, parse, Outcome, Refusal, FRAME_HEADER_BYTES, REPLY_BYTES_MAX,
+    REQUEST_BYTES_MAX,
+};
+use nix::sys::socket::{getsockopt, recvmsg, sockopt, ControlMessageOwned, MsgFlags};
+use std::ffi::CString;
+use std::io::{self, IoSliceMut, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Connections served at once.
+pub const CONNECTIONS_MAX: usize = 8;
+/// Descriptors a request may carry: the child's stdout and stderr.
+pub const FDS_MAX: usize = 2;
+/// How long a connection may take to send its request.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the helper may run and where it writes. Every program is the operator's choice (flags),
+/// never the daemon's.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Where units are written (`/etc/systemd/system`; `/run/systemd/system` on NixOS).
+    pub unit_dir: PathBuf,
+    /// The only uid served: the daemon's.
+    pub allow_uid: u32,
+    pub systemctl: String,
+    pub journalctl: String,
+    pub systemd_run: String,
+    pub nix: String,
+    pub collect_garbage: String,
+    pub nix_store: String,
+    /// Where builds link their results (GC roots), which the closure query reads.
+    pub gcroot_dir: PathBuf,
+}
+
+impl Config {
+    /// The defaults of a Debian or NixOS box, serving `allow_uid`.
+    pub fn new(allow_uid: u32) -> Config {
+        Config {
+            unit_dir: PathBuf::from("/etc/systemd/system"),
+            allow_uid,
+            systemctl: "systemctl".into(),
+            journalctl: "journalctl".into(),
+            systemd_run: "systemd-run".into(),
+            nix: "nix".into(),
+            collect_garbage: "nix-collect-garbage".into(),
+            nix_store: "nix-store".into(),
+            gcroot_dir: PathBuf::from(myco_core::unit::FLAKE_PROFILE_DIR),
+        }
+    }
+}
+
+/// The helper: its configuration, the environment of Nix's transient units, and the free
+/// command-line buffers (one per connection in hand).
+pub struct Helper {
+    config: Config,
+    env: Vec<CString>,
+    argvs: Mutex<Vec<Argv>>,
+}
+
+impl Helper {
+    pub fn new(config: Config) -> Helper {
+        let argvs = (0..CONNECTIONS_MAX)
+            .map(|_| Argv::new(crate::arena::leak_bytes(crate::spawn::ARGV_BYTES)))
+            .collect();
+        Helper {
+            config,
+            env: crate::daemon::transient::environment(),
+            argvs: Mutex::new(argvs),
+        }
+    }
+
+    /// Serves `listener` until it fails: each connection on a thread of its own.
+    pub fn serve(self: Arc<Helper>, listener: &UnixListener) -> io::Result<()> {
+        loop {
+            let (conn, _) = listener.accept()?;
+            let argv = self
+                .argvs
+                .lock()
+                .expect("no thread panics holding it")
+                .pop();
+            let Some(mut argv) = argv else {
+                reply(&conn, Outcome::Failed, "myco-priv is busy: try again");
+                continue;
+            };
+            let helper = Arc::clone(&self);
+            std::thread::spawn(move || {
+                helper.handle(&conn, &mut argv);
+                helper.argvs.lock().expect("no thread panics").push(argv);
+            });
+        }
+    }
+
+    /// One connection: who, what, do it, answer.
+    fn handle(&self, conn: &UnixStream, argv: &mut Argv) {
+        let uid = match getsockopt(conn, sockopt::PeerCredentials) {
+            Ok(cred) => cred.uid(),
+            Err(e) => return eprintln!("myco-priv: cannot read a peer's credentials: {e}"),
+        };
+        if uid != self.config.allow_uid {
+            let why = format!("uid {uid} may not use myco-priv");
+            eprintln!("myco-priv: refused: {why}");
+            return reply(conn, Outcome::Refused, &why);
+        }
+        let (outcome, why) = match read_request(conn) {
+            Ok((body, fds)) => self.answer(conn, &body, fds, argv),
+            Err(why) => (Outcome::Refused, why),
+        };
+        if outcome != Outcome::Exited(0) {
+            eprintln!("myco-priv: {outcome:?}: {why}");
+        }
+        reply(conn, outcome, &why);
+    }
+
+    fn answer(
+        &self,
+        conn: &UnixStream,
+        body: &[u8],
+        fds: Vec<OwnedFd>,
+        argv: &mut Argv,
+    ) -> (Outcome, String) {
+        let checked = match parse(body) {
+            Ok(checked) => checked,
+            Err(refusal) => return (Outcome::Refused, refusal.to_string()),
+        };
+        if !fds.is_empty() && !run::runs_command(&checked) {
+            let why = "a file request takes no descriptors";
+            return (Outcome::Refused, why.into());
+        }
+        let work = run::Work {
+            config: &self.config,
+            env: &self.env,
+            conn,
+        };
+        work.run(&checked, fds, argv)
+    }
+}
+
+/// Reads one request frame and the descriptors sent with it; the reason on refusal.
+fn read_request(conn: &UnixStream) -> Result<(Vec<u8>, Vec<OwnedFd>), String> {
+    let timeout = "no whole request within the timeout";
+    conn.set_read_timeout(Some(REQUEST_TIMEOUT))
+        .map_err(|e| e.to_string())?;
+    let mut buf = vec![0u8; FRAME_HEADER_BYTES + REQUEST_BYTES_MAX + 1];
+    let mut fds = Vec::new();
+    let mut filled = 0;
+    let mut want = FRAME_HEADER_BYTES;
+    while filled < want {
+        let n = match receive(conn.as_raw_fd(), &mut buf[filled..], &mut fds) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(timeout.into()),
+            Err(e) => return Err(e.to_string()),
+        };
+        if n == 0 {
+            return Err(Refusal::Malformed.to_string() + ": it ends early");
+        }
+        filled += n;
+        if want == FRAME_HEADER_BYTES && filled >= FRAME_HEADER_BYTES {
+            let header = buf[..FRAME_HEADER_BYTES].try_into().expect("four bytes");
+            want = FRAME_HEADER_BYTES + body_len(header).map_err(|r| r.to_string())?;
+        }
+    }
+    if filled > want {
+        return Err("more than one request on a connection".into());
+    }
+    if fds.len() > FDS_MAX {
+        return Err(format!("more than {FDS_MAX} descriptors"));
+    }
+    buf.truncate(want);
+    buf.drain(..FRAME_HEADER_BYTES);
+    Ok((buf, fds))
+}
+
+/// One `recvmsg`: the bytes read, with any descriptors appended to `fds` (close-on-exec, so no
+/// child inherits one it was not given).
+fn receive(fd: RawFd, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Result<usize> {
+    let mut space = nix::cmsg_space!([RawFd; FDS_MAX + 1]);
+    let mut iov = [IoSliceMut::new(buf)];
+    let msg = recvmsg::<()>(fd, &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)?;
+    for cmsg in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(raw) = cmsg {
+            // SAFETY: the kernel just installed these descriptors in this process for this
+            // message; nothing else knows them, so each is owned here exactly once.
+            fds.extend(
+                raw.into_iter()
+                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+            );
+        }
+    }
+    if msg.flags.contains(MsgFlags::MSG_CTRUNC) {
+        // The kernel closed the descriptors that did not fit (more than a request may carry);
+        // those that did are closed when the caller drops `fds`.
+        return Err(io::Error::other(format!("more than {FDS_MAX} descriptors")));
+    }
+    Ok(msg.bytes)
+}
+
+/// Writes the reply frame; a peer already gone is no error of ours. Then reads and drops what
+/// the peer sent that was not read (a refused request): closing a Unix socket with unread bytes
+/// resets the connection, and the peer would lose the reply that says why.
+fn reply(mut conn: &UnixStream, outcome: Outcome, why: &str) {
+    let mut out = [0u8; FRAME_HEADER_BYTES + REPLY_BYTES_MAX];
+    let len = encode_reply(outcome, why, &mut out).expect("a clipped reason fits a reply");
+    let _ = conn.write_all(&out[..len]);
+    let _ = conn.shutdown(std::net::Shutdown::Write);
+    if conn.set_nonblocking(true).is_ok() {
+        let mut scratch = [0u8; 4096];
+        let mut left = FRAME_HEADER_BYTES + REQUEST_BYTES_MAX;
+        while left > 0 {
+            match conn.read(&mut scratch) {
+                Ok(n) if n > 0 => left = left.saturating_sub(n),
+                _ => break,
+            }
+        }
+    }
+}
