@@ -27,13 +27,13 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Connections served at once.
 pub const CONNECTIONS_MAX: usize = 8;
 /// Descriptors a request may carry: the child's stdout and stderr.
 pub const FDS_MAX: usize = 2;
-/// How long a connection may take to send its request.
+/// How long a connection may take to send its whole request.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What the helper may run and where it writes. Every program is the operator's choice (flags),
@@ -160,13 +160,20 @@ impl Helper {
 /// Reads one request frame and the descriptors sent with it; the reason on refusal.
 fn read_request(conn: &UnixStream) -> Result<(Vec<u8>, Vec<OwnedFd>), String> {
     let timeout = "no whole request within the timeout";
-    conn.set_read_timeout(Some(REQUEST_TIMEOUT))
-        .map_err(|e| e.to_string())?;
+    // One deadline for the whole request, so a peer trickling a byte at a time cannot hold a
+    // connection slot longer than a silent one.
+    let deadline = Instant::now() + REQUEST_TIMEOUT;
     let mut buf = vec![0u8; FRAME_HEADER_BYTES + REQUEST_BYTES_MAX + 1];
     let mut fds = Vec::new();
     let mut filled = 0;
     let mut want = FRAME_HEADER_BYTES;
     while filled < want {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(timeout.into());
+        }
+        conn.set_read_timeout(Some(left))
+            .map_err(|e| e.to_string())?;
         let n = match receive(conn.as_raw_fd(), &mut buf[filled..], &mut fds) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(timeout.into()),

@@ -9,6 +9,7 @@ use myco_core::privileged::{
     decode_reply, encode_request, Outcome, Request, UnitVerb, FRAME_HEADER_BYTES, REQUEST_BYTES_MAX,
 };
 use myco_core::unit::UNIT_BYTES_MAX;
+use myco_host::privileged::{CONNECTIONS_MAX, REQUEST_TIMEOUT};
 use myco_testkit::dir::TempDir;
 use myco_testkit::entries::{exec_entry, flake_entry};
 use myco_testkit::keys::operator;
@@ -434,4 +435,28 @@ fn a_followed_journal_stops_when_the_daemon_hangs_up() {
     let mut rest = String::new();
     pipe.read_to_string(&mut rest).unwrap();
     assert!(rest.lines().all(|l| l == "tick" || l.is_empty()), "{rest}");
+}
+
+/// Connections past `CONNECTIONS_MAX` are told the helper is busy rather than queued without
+/// bound; a silent connection is dropped after `REQUEST_TIMEOUT` and its slot serves again.
+#[test]
+fn connections_are_bounded_and_silent_ones_time_out() {
+    let h = start("priv-busy", my_uid());
+    let mut silent: Vec<UnixStream> = (0..CONNECTIONS_MAX).map(|_| h.connect()).collect();
+    // Each silent connection is taken by a thread before the next is accepted.
+    std::thread::sleep(Duration::from_millis(200));
+    let (outcome, why) = h.ask(&Request::DaemonReload, &[]);
+    assert_eq!(
+        (outcome, why.as_str()),
+        (Outcome::Failed, "myco-priv is busy: try again")
+    );
+    let (outcome, why) = read_reply(&mut silent[0]);
+    assert_eq!(
+        (outcome, why.as_str()),
+        (Outcome::Refused, "no whole request within the timeout")
+    );
+    wait_until(REQUEST_TIMEOUT, "the slots are free again", || {
+        h.ask(&Request::DaemonReload, &[]).0 == Outcome::Exited(0)
+    });
+    assert_eq!(h.unit_files().len(), 2);
 }
