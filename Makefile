@@ -26,7 +26,7 @@ SIM := cargo run --profile sim -p myco-sim --
 APT := DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600
 
 .PHONY: ci check test test-root loom sim gauntlet gauntlet-short gauntlet-ci bench bench-cache bench-formation bench-loss size size-check nostd aarch64 aarch64-release aarch64-tools fmt fmt-check lint \
-	fuzz fuzz-build tools nostd-tools fuzz-tools systemd-check systemd-test units-check nix-check \
+	fuzz fuzz-build tools nostd-tools fuzz-tools systemd-check systemd-test priv-systemd-test units-check nix-check \
 	testbed-test demo readme-walk man install deb deb-tools package-test
 
 # Everything CI checks that any developer can run as an ordinary user: formatting, lints, the
@@ -41,10 +41,10 @@ check: $(CHECKS) gauntlet-short
 # then what needs root: `tools` (apt-get), the tests that mount a filesystem or drop packets with
 # nftables (test-root), the aarch64 run (Debian's cross toolchain and qemu-user, installed by
 # apt-get), real systemd in
-# containers (systemd-test, testbed-test), the Debian packages with lintian (deb) and the amd64
+# containers (systemd-test, priv-systemd-test, testbed-test), the Debian packages with lintian (deb) and the amd64
 # package installed, used and removed in a testbed box (package-test). docs/install.md records
 # how long it takes.
-ci: tools $(CHECKS) gauntlet-ci test-root aarch64 systemd-test testbed-test package-test
+ci: tools $(CHECKS) gauntlet-ci test-root aarch64 systemd-test priv-systemd-test testbed-test package-test
 
 # nextest runs test binaries in parallel and reports better; plain cargo test is the fallback for
 # machines without it. The crates have no doctests (nextest skips those); examples are checked by
@@ -261,6 +261,15 @@ systemd-check:
 systemd-test:
 	cargo build --release --bin myco-d --bin myco
 	systemd/nspawn-test.sh $(TARGET_DIR)/release
+
+# Boots myco-priv.socket and myco-priv.service under a real systemd in a container and talks to
+# the helper as the daemon's user with the ignored test `under_a_real_systemd`
+# (systemd/priv-nspawn-test.sh). Needs root. ~3 s once the root filesystem is cached.
+PRIV_TEST_BINARY = $(shell cargo test -p myco-host --test privileged --no-run 2>&1 \
+	| sed -n 's/.*Executable tests\/privileged.rs (\(.*\))/\1/p')
+priv-systemd-test:
+	cargo build --release --bin myco-priv
+	systemd/priv-nspawn-test.sh $(TARGET_DIR)/release/myco-priv $(PRIV_TEST_BINARY)
 
 # The exposure, times 10, that no unit `myco render` makes from tests/units may exceed (the issue's
 # bar of 1.5). Measured (systemd 252): 1.1 for most services; 1.4 with a port below 1024

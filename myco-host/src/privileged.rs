@@ -35,6 +35,8 @@ pub const CONNECTIONS_MAX: usize = 8;
 pub const FDS_MAX: usize = 2;
 /// How long a connection may take to send its whole request.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a replied connection is read for what its peer still sends before it is closed.
+const DRAIN_TIMEOUT: Duration = Duration::from_millis(50);
 
 /// What the helper may run and where it writes. Every program is the operator's choice (flags),
 /// never the daemon's.
@@ -224,21 +226,25 @@ fn receive(fd: RawFd, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Result<usiz
 }
 
 /// Writes the reply frame; a peer already gone is no error of ours. Then reads and drops what
-/// the peer sent that was not read (a refused request): closing a Unix socket with unread bytes
-/// resets the connection, and the peer would lose the reply that says why.
+/// the peer sends until it closes (it does once it has the reply), for at most `DRAIN_TIMEOUT` in
+/// all:
+/// closing a Unix socket with unread bytes (a request refused before it was read) resets the
+/// connection, and the peer would lose the reply that says why.
 fn reply(mut conn: &UnixStream, outcome: Outcome, why: &str) {
     let mut out = [0u8; FRAME_HEADER_BYTES + REPLY_BYTES_MAX];
     let len = encode_reply(outcome, why, &mut out).expect("a clipped reason fits a reply");
     let _ = conn.write_all(&out[..len]);
     let _ = conn.shutdown(std::net::Shutdown::Write);
-    if conn.set_nonblocking(true).is_ok() {
-        let mut scratch = [0u8; 4096];
-        let mut left = FRAME_HEADER_BYTES + REQUEST_BYTES_MAX;
-        while left > 0 {
-            match conn.read(&mut scratch) {
-                Ok(n) if n > 0 => left = left.saturating_sub(n),
-                _ => break,
-            }
+    let deadline = Instant::now() + DRAIN_TIMEOUT;
+    let mut scratch = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || conn.set_read_timeout(Some(left)).is_err() {
+            break;
+        }
+        match conn.read(&mut scratch) {
+            Ok(n) if n > 0 => continue,
+            _ => break,
         }
     }
 }

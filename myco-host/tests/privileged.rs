@@ -29,7 +29,7 @@ use std::time::Duration;
 struct Helper {
     dir: TempDir,
     child: Child,
-    socket: PathBuf,
+    client: Client,
 }
 
 impl Drop for Helper {
@@ -88,7 +88,8 @@ fn start(name: &str, allow_uid: u32) -> Helper {
     wait_until(Duration::from_secs(10), "myco-priv listens", || {
         UnixStream::connect(&socket).is_ok()
     });
-    Helper { dir, child, socket }
+    let client = Client { socket };
+    Helper { dir, child, client }
 }
 
 impl Helper {
@@ -112,7 +113,14 @@ impl Helper {
     fn calls(&self) -> String {
         fs::read_to_string(self.dir.join("calls")).unwrap_or_default()
     }
+}
 
+/// Talks to a helper's socket as the daemon would.
+struct Client {
+    socket: PathBuf,
+}
+
+impl Client {
     fn connect(&self) -> UnixStream {
         let conn = UnixStream::connect(&self.socket).unwrap();
         conn.set_read_timeout(Some(Duration::from_secs(20)))
@@ -128,7 +136,12 @@ impl Helper {
         let rights = [ControlMessage::ScmRights(fds)];
         let cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &rights };
         let iov = [IoSlice::new(bytes)];
-        sendmsg::<()>(conn.as_raw_fd(), &iov, cmsgs, MsgFlags::empty(), None).unwrap();
+        // A helper that refuses before reading (busy, another uid) may have answered and closed
+        // already: the send then fails with EPIPE, and the reply is still there to read.
+        match sendmsg::<()>(conn.as_raw_fd(), &iov, cmsgs, MsgFlags::empty(), None) {
+            Ok(_) | Err(nix::errno::Errno::EPIPE) => {}
+            Err(e) => panic!("cannot send to myco-priv: {e}"),
+        }
         if end {
             let _ = conn.shutdown(std::net::Shutdown::Write);
         }
@@ -137,6 +150,13 @@ impl Helper {
 
     fn ask(&self, request: &Request<'_>, fds: &[RawFd]) -> (Outcome, String) {
         self.send(&frame(request), fds, false)
+    }
+}
+
+impl std::ops::Deref for Helper {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        &self.client
     }
 }
 
@@ -442,6 +462,8 @@ fn a_followed_journal_stops_when_the_daemon_hangs_up() {
 #[test]
 fn connections_are_bounded_and_silent_ones_time_out() {
     let h = start("priv-busy", my_uid());
+    // `start`'s probe connection holds a slot until its thread has answered it.
+    std::thread::sleep(Duration::from_millis(300));
     let mut silent: Vec<UnixStream> = (0..CONNECTIONS_MAX).map(|_| h.connect()).collect();
     // Each silent connection is taken by a thread before the next is accepted.
     std::thread::sleep(Duration::from_millis(200));
@@ -459,4 +481,81 @@ fn connections_are_bounded_and_silent_ones_time_out() {
         h.ask(&Request::DaemonReload, &[]).0 == Outcome::Exited(0)
     });
     assert_eq!(h.unit_files().len(), 2);
+}
+
+/// The helper under a real systemd, as `systemd/priv-nspawn-test.sh` runs it in a container
+/// (`MYCO_PRIV_SOCKET` is the container's socket, this process the daemon's user): a unit it
+/// writes is loaded, enabled and runs under its dynamic user, `show` and the journal come back
+/// on the pipe, hostile requests are refused, and disabling and removing it leaves it gone.
+#[test]
+#[ignore = "run by systemd/priv-nspawn-test.sh against a booted container"]
+fn under_a_real_systemd() {
+    use myco_core::schema::entry::{ServiceSpec, Source};
+    let socket = std::env::var_os("MYCO_PRIV_SOCKET").expect("MYCO_PRIV_SOCKET names the socket");
+    let c = Client {
+        socket: socket.into(),
+    };
+    let mut spec = ServiceSpec::minimal(Source::Exec { path: "/bin/sleep" });
+    spec.args.push("infinity").unwrap();
+    let web = myco_testkit::entries::signed_service(&operator(), "web", 1, Some(spec));
+    let text = unit_text(&web);
+    let unit = || heapless::Vec::from_slice(&["myco-web.service"]).unwrap();
+    let ok = |request: &Request<'_>| {
+        let (outcome, why) = c.ask(request, &[]);
+        assert_eq!(outcome, Outcome::Exited(0), "{request:?}: {why}");
+    };
+    ok(&write("myco-web.service", &web, &text));
+    ok(&Request::DaemonReload);
+    let enable = Request::Unit {
+        verb: UnitVerb::Enable,
+        names: unit(),
+    };
+    ok(&enable);
+    let shown = |c: &Client| {
+        let (r, w) = pipe();
+        let show = Request::Unit {
+            verb: UnitVerb::Show,
+            names: unit(),
+        };
+        assert_eq!(c.ask(&show, &[w.as_raw_fd()]).0, Outcome::Exited(0));
+        drop(w);
+        drain(r)
+    };
+    wait_until(Duration::from_secs(10), "myco-web runs", || {
+        shown(&c).contains("SubState=running")
+    });
+    let (r, w) = pipe();
+    let journal = Request::Journal {
+        name: "myco-web.service",
+        follow: false,
+        lines: Some(5),
+    };
+    assert_eq!(c.ask(&journal, &[w.as_raw_fd()]).0, Outcome::Exited(0));
+    drop(w);
+    let lines = drain(r);
+    assert!(
+        lines.contains("Started myco-web.service") || lines.contains("Myco service web"),
+        "{lines}"
+    );
+
+    let root = text.replace("DynamicUser=yes", "DynamicUser=no\nUser=root");
+    assert_eq!(
+        c.ask(&write("myco-web.service", &web, &root), &[]).0,
+        Outcome::Refused
+    );
+    assert_eq!(
+        c.ask(&write("sshd.service", &web, &text), &[]).0,
+        Outcome::Refused
+    );
+
+    ok(&Request::Unit {
+        verb: UnitVerb::Disable,
+        names: unit(),
+    });
+    ok(&Request::RemoveUnit {
+        name: "myco-web.service",
+    });
+    ok(&Request::DaemonReload);
+    let after = shown(&c);
+    assert!(after.contains("ActiveState=inactive"), "{after}");
 }
