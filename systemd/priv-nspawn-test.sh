@@ -7,8 +7,9 @@
 # - the socket is /run/myco-priv.sock, root:myco, mode 0660;
 # - as `myco`, the `under_a_real_systemd` test of myco-host/tests/privileged.rs (bound in,
 #   ignored in ordinary runs) talks to it: a unit it writes is loaded, enabled and running, `show`
-#   and the journal come back on the test's pipe, hostile requests are refused, and disabling and
-#   removing the unit leaves it inactive. So the sandbox of myco-priv.service leaves it what it
+#   and the journal come back on the test's pipe, nix-collect-garbage runs through systemd-run
+#   with its output on that pipe too, hostile requests are refused, and disabling and removing
+#   the unit leaves it inactive. So the sandbox of myco-priv.service leaves it what it
 #   needs (systemctl and journalctl through systemd's sockets, /etc/systemd/system writable);
 # - a user outside the group `myco` cannot connect at all;
 # - the helper socket-activated by that runs as root with no capability and no network interface
@@ -94,7 +95,7 @@ as() {
 	inside setpriv --reuid="$user" --regid="$group" --clear-groups \
 		env MYCO_PRIV_SOCKET=/run/myco-priv.sock "$@"
 }
-log "as myco: write, load, enable, show, journal, refuse, disable, remove"
+log "as myco: write, load, enable, show, journal, collect garbage, refuse, disable, remove"
 as myco myco /opt/myco/privileged-test --ignored --exact under_a_real_systemd --nocapture \
 	|| fail "the helper did not do what the daemon's user asked"
 if as nobody nogroup /opt/myco/privileged-test --ignored --exact under_a_real_systemd >"$work/nobody" 2>&1; then

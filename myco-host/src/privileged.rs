@@ -68,7 +68,9 @@ impl Config {
             nix: "nix".into(),
             collect_garbage: "nix-collect-garbage".into(),
             nix_store: "nix-store".into(),
-            gcroot_dir: PathBuf::from(myco_core::unit::FLAKE_PROFILE_DIR),
+            // The daemon's default (`<state-dir>/gcroots` under `StateDirectory=myco`), where
+            // it deletes the roots of versions it no longer needs.
+            gcroot_dir: PathBuf::from("/var/lib/myco/gcroots"),
         }
     }
 }

@@ -20,7 +20,8 @@ Usage: myco-priv (--allow-uid UID | --allow-user NAME) [OPTIONS]
   --allow-user NAME      the same, by user name
   --listen PATH          listen on this socket instead of systemd's (LISTEN_FDS)
   --unit-dir DIR         where units are written [/etc/systemd/system]
-  --gcroot-dir DIR       where builds link their results [/nix/var/myco/gcroots]
+  --gcroot-dir DIR       where builds link their results (the daemon's --gcroot-dir)
+                         [/var/lib/myco/gcroots]
   --systemctl, --journalctl, --systemd-run, --nix, --nix-collect-garbage, --nix-store PATH
                          the programs run [found on PATH]
   -h, --help             this text
