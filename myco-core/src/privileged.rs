@@ -39,6 +39,8 @@ pub const REQUEST_BYTES_MAX: usize = 16 * 1024;
 pub const REPLY_BYTES_MAX: usize = 512;
 /// The longest reason a reply carries; a longer one is cut (at a character boundary).
 pub const REASON_BYTES_MAX: usize = REPLY_BYTES_MAX - 16;
+/// Descriptors a request may carry (SCM_RIGHTS): its command's stdout and stderr.
+pub const FDS_MAX: usize = 2;
 /// The longest a build may be given (`RuntimeMaxSec=` of its transient unit).
 pub const BUILD_TIMEOUT_S_MAX: u32 = 24 * 60 * 60;
 
@@ -190,6 +192,8 @@ pub enum Refusal {
     FlakeOption,
     /// A build timeout of 0 or above `BUILD_TIMEOUT_S_MAX`.
     Timeout,
+    /// Descriptors with a request that runs no command, or more than `FDS_MAX`.
+    Descriptors,
 }
 
 impl fmt::Display for Refusal {
@@ -213,6 +217,10 @@ impl fmt::Display for Refusal {
             Refusal::NotFlake => f.write_str("only a flake entry is built"),
             Refusal::FlakeOption => f.write_str("a flake reference or attribute starts with '-'"),
             Refusal::Timeout => write!(f, "a build timeout must be 1 to {BUILD_TIMEOUT_S_MAX} s"),
+            Refusal::Descriptors => write!(
+                f,
+                "only a command's request takes descriptors, at most {FDS_MAX}: its stdout and stderr"
+            ),
         }
     }
 }
@@ -275,6 +283,24 @@ pub fn check_request(request: Request<'_>) -> Result<Checked<'_>, Refusal> {
             lines,
         }),
     })
+}
+
+impl Checked<'_> {
+    /// Whether the request runs a command, whose output may go to descriptors the daemon passes.
+    /// A file request takes none: its outcome is all there is to say.
+    pub fn runs_command(&self) -> bool {
+        !matches!(self, Checked::WriteUnit { .. } | Checked::RemoveUnit { .. })
+    }
+
+    /// Refuses `count` descriptors passed with this request unless it runs a command and
+    /// `count` is at most `FDS_MAX`.
+    pub fn check_descriptors(&self, count: usize) -> Result<(), Refusal> {
+        let allowed = if self.runs_command() { FDS_MAX } else { 0 };
+        if count > allowed {
+            return Err(Refusal::Descriptors);
+        }
+        Ok(())
+    }
 }
 
 /// `name` and its service if it is `myco-<service>.service`; the refusal says which rule it broke.

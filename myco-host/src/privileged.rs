@@ -17,7 +17,7 @@ mod run;
 
 use crate::spawn::Argv;
 use myco_core::privileged::{
-    body_len, encode_reply, parse, Outcome, Refusal, FRAME_HEADER_BYTES, REPLY_BYTES_MAX,
+    body_len, encode_reply, parse, Outcome, Refusal, FDS_MAX, FRAME_HEADER_BYTES, REPLY_BYTES_MAX,
     REQUEST_BYTES_MAX,
 };
 use nix::sys::socket::{getsockopt, recvmsg, sockopt, ControlMessageOwned, MsgFlags};
@@ -31,8 +31,6 @@ use std::time::{Duration, Instant};
 
 /// Connections served at once.
 pub const CONNECTIONS_MAX: usize = 8;
-/// Descriptors a request may carry: the child's stdout and stderr.
-pub const FDS_MAX: usize = 2;
 /// How long a connection may take to send its whole request.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a replied connection is read for what its peer still sends before it is closed.
@@ -148,9 +146,8 @@ impl Helper {
             Ok(checked) => checked,
             Err(refusal) => return (Outcome::Refused, refusal.to_string()),
         };
-        if !fds.is_empty() && !run::runs_command(&checked) {
-            let why = "a file request takes no descriptors";
-            return (Outcome::Refused, why.into());
+        if let Err(refusal) = checked.check_descriptors(fds.len()) {
+            return (Outcome::Refused, refusal.to_string());
         }
         let work = run::Work {
             config: &self.config,
@@ -186,6 +183,11 @@ fn read_request(conn: &UnixStream) -> Result<(Vec<u8>, Vec<OwnedFd>), String> {
         if n == 0 {
             return Err(Refusal::Malformed.to_string() + ": it ends early");
         }
+        // Descriptors may come with every piece of the frame: past the most any request takes,
+        // refuse now rather than let them pile up (which requests take any is the core's rule).
+        if fds.len() > FDS_MAX {
+            return Err(Refusal::Descriptors.to_string());
+        }
         filled += n;
         if want == FRAME_HEADER_BYTES && filled >= FRAME_HEADER_BYTES {
             let header = buf[..FRAME_HEADER_BYTES].try_into().expect("four bytes");
@@ -194,9 +196,6 @@ fn read_request(conn: &UnixStream) -> Result<(Vec<u8>, Vec<OwnedFd>), String> {
     }
     if filled > want {
         return Err("more than one request on a connection".into());
-    }
-    if fds.len() > FDS_MAX {
-        return Err(format!("more than {FDS_MAX} descriptors"));
     }
     buf.truncate(want);
     buf.drain(..FRAME_HEADER_BYTES);

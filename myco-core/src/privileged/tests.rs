@@ -333,3 +333,46 @@ fn replies_round_trip_and_clip_reasons() {
     assert!(reply.reason.chars().all(|c| c == 'é'));
     assert_eq!(decode_reply(b"\x09"), None);
 }
+
+/// Descriptors go only with a command's request, at most two; a file request takes none.
+#[test]
+fn only_commands_take_descriptors() {
+    let e = web();
+    let text = unit_text(&e);
+    let files = [
+        Request::WriteUnit {
+            name: "myco-web.service",
+            entry: &e,
+            program: None,
+            text: text.as_bytes(),
+        },
+        Request::RemoveUnit {
+            name: "myco-web.service",
+        },
+    ];
+    for request in files {
+        let checked = check_request(request).unwrap();
+        assert_eq!(checked.check_descriptors(0), Ok(()));
+        assert_eq!(checked.check_descriptors(1), Err(Refusal::Descriptors));
+    }
+    let commands = [
+        Request::DaemonReload,
+        Request::CollectGarbage,
+        Request::CacheClosure,
+        Request::Journal {
+            name: "myco-web.service",
+            follow: true,
+            lines: None,
+        },
+    ];
+    for request in commands {
+        let checked = check_request(request).unwrap();
+        for count in 0..=FDS_MAX {
+            assert_eq!(checked.check_descriptors(count), Ok(()));
+        }
+        assert_eq!(
+            checked.check_descriptors(FDS_MAX + 1),
+            Err(Refusal::Descriptors)
+        );
+    }
+}

@@ -27,14 +27,6 @@ const WAIT_TICK_MS: u16 = 100;
 /// How long a child stopped because the daemon hung up has to end before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(2);
 
-/// True for the requests that run a command (and so may take descriptors for its output).
-pub fn runs_command(checked: &Checked<'_>) -> bool {
-    !matches!(
-        checked,
-        Checked::WriteUnit { .. } | Checked::RemoveUnit { .. }
-    )
-}
-
 /// What one connection's work needs.
 pub struct Work<'a> {
     pub config: &'a Config,
