@@ -26,7 +26,7 @@ use std::io::{self, IoSliceMut, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 /// Connections served at once.
@@ -93,23 +93,38 @@ impl Helper {
         }
     }
 
-    /// Serves `listener` until it fails: each connection on a thread of its own.
+    /// Serves `listener`, each connection on a thread of its own, until the listener itself is
+    /// unusable. A failed accept (a connection reset before it was taken, no descriptor left
+    /// for a moment) is logged and the next one tried.
     pub fn serve(self: Arc<Helper>, listener: &UnixListener) -> io::Result<()> {
         loop {
-            let (conn, _) = listener.accept()?;
-            let argv = self
-                .argvs
-                .lock()
-                .expect("no thread panics holding it")
-                .pop();
-            let Some(mut argv) = argv else {
+            let conn = match listener.accept() {
+                Ok((conn, _)) => conn,
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EBADF | libc::EINVAL | libc::ENOTSOCK)
+                    ) =>
+                {
+                    return Err(e)
+                }
+                Err(e) => {
+                    eprintln!("myco-priv: cannot accept a connection: {e}");
+                    std::thread::sleep(Duration::from_millis(100));
+                    continue;
+                }
+            };
+            let Some(slot) = Slot::take(&self) else {
                 reply(&conn, Outcome::Failed, "myco-priv is busy: try again");
                 continue;
             };
-            let helper = Arc::clone(&self);
             std::thread::spawn(move || {
-                helper.handle(&conn, &mut argv);
-                helper.argvs.lock().expect("no thread panics").push(argv);
+                let mut slot = slot;
+                let argv = slot
+                    .argv
+                    .as_mut()
+                    .expect("a slot holds its buffer until dropped");
+                slot.helper.handle(&conn, argv);
             });
         }
     }
@@ -155,6 +170,41 @@ impl Helper {
             conn,
         };
         work.run(&checked, fds, argv)
+    }
+}
+
+/// One connection's share of the helper: a command-line buffer, given back when the connection
+/// ends, even if its thread panics, so the helper never runs out of slots for good.
+struct Slot {
+    helper: Arc<Helper>,
+    argv: Option<Argv>,
+}
+
+impl Slot {
+    /// A free slot, or `None` when `CONNECTIONS_MAX` connections are in hand.
+    fn take(helper: &Arc<Helper>) -> Option<Slot> {
+        let argv = helper
+            .argvs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop()?;
+        Some(Slot {
+            helper: Arc::clone(helper),
+            argv: Some(argv),
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some(argv) = self.argv.take() {
+            let mut argvs = self
+                .helper
+                .argvs
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            argvs.push(argv);
+        }
     }
 }
 
