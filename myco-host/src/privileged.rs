@@ -142,11 +142,11 @@ impl Helper {
         }
         let (outcome, why) = match read_request(conn) {
             Ok((body, fds)) => self.answer(conn, &body, fds, argv),
-            Err(why) => (Outcome::Refused, why),
+            Err(why) => {
+                eprintln!("myco-priv: refused: {why}");
+                (Outcome::Refused, why)
+            }
         };
-        if outcome != Outcome::Exited(0) {
-            eprintln!("myco-priv: {outcome:?}: {why}");
-        }
         reply(conn, outcome, &why);
     }
 
@@ -157,19 +157,26 @@ impl Helper {
         fds: Vec<OwnedFd>,
         argv: &mut Argv,
     ) -> (Outcome, String) {
+        let refused = |refusal: Refusal| {
+            eprintln!("myco-priv: refused: {refusal}");
+            (Outcome::Refused, refusal.to_string())
+        };
         let checked = match parse(body) {
             Ok(checked) => checked,
-            Err(refusal) => return (Outcome::Refused, refusal.to_string()),
+            Err(refusal) => return refused(refusal),
         };
         if let Err(refusal) = checked.check_descriptors(fds.len()) {
-            return (Outcome::Refused, refusal.to_string());
+            return refused(refusal);
         }
         let work = run::Work {
             config: &self.config,
             env: &self.env,
             conn,
         };
-        work.run(&checked, fds, argv)
+        let (outcome, why) = work.run(&checked, fds, argv);
+        // Every root action the helper took, in the journal: what, on what, and how it ended.
+        eprintln!("myco-priv: {}: {outcome:?}: {why}", run::summary(&checked));
+        (outcome, why)
     }
 }
 

@@ -414,6 +414,15 @@ fn commands_write_to_the_daemons_pipe() {
         link.display()
     );
     assert!(h.calls().contains(&nix), "{}", h.calls());
+    // Every root action is in the helper's log, with how it ended.
+    let log = fs::read_to_string(h.dir.join("log")).unwrap();
+    for line in [
+        "myco-priv: systemctl show myco-web.service myco-api.service: Exited(0): exited with 0",
+        "myco-priv: systemctl daemon-reload: Exited(0)",
+        &format!("myco-priv: build {uri}#default for web: Exited(0)"),
+    ] {
+        assert!(log.contains(line), "{line} in\n{log}");
+    }
 }
 
 /// A followed journal runs until the daemon hangs up; then the helper stops it.

@@ -27,6 +27,22 @@ const WAIT_TICK_MS: u16 = 100;
 /// How long a child stopped because the daemon hung up has to end before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(2);
 
+/// A request in a log line's words: its kind and the units or service it names.
+pub fn summary(checked: &Checked<'_>) -> String {
+    match checked {
+        Checked::WriteUnit { unit, .. } => format!("write {unit}"),
+        Checked::RemoveUnit { unit } => format!("remove {unit}"),
+        Checked::DaemonReload => "systemctl daemon-reload".into(),
+        Checked::Unit { verb, units } => {
+            format!("systemctl {} {}", verb.args()[0], units.join(" "))
+        }
+        Checked::Build(b) => format!("build {}#{} for {}", b.uri, b.attr, b.service),
+        Checked::CollectGarbage => "collect garbage".into(),
+        Checked::CacheClosure => "query the build roots' closure".into(),
+        Checked::Journal(j) => format!("journal of {}", j.unit),
+    }
+}
+
 /// What one connection's work needs.
 pub struct Work<'a> {
     pub config: &'a Config,
