@@ -17,6 +17,7 @@ pub mod hash;
 pub mod hex;
 pub mod node;
 pub mod place;
+pub mod privileged;
 pub mod random;
 pub mod schema;
 pub mod state;

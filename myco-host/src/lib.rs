@@ -12,6 +12,7 @@ pub mod flight;
 pub mod http;
 pub mod io;
 pub mod path;
+pub mod privileged;
 pub mod reserve;
 pub mod spawn;
 pub mod store;

@@ -77,12 +77,15 @@ impl Argv {
         self.count == 0
     }
 
+    /// The arguments, program first, without their NULs.
+    pub fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        self.bytes[..self.len].split(|&b| b == 0).take(self.count)
+    }
+
     /// The arguments as text, for tests that check a command line.
     #[cfg(test)]
     pub fn args(&self) -> Vec<String> {
-        self.bytes[..self.len]
-            .split(|&b| b == 0)
-            .take(self.count)
+        self.iter()
             .map(|a| String::from_utf8_lossy(a).into_owned())
             .collect()
     }

@@ -12,7 +12,7 @@
 use super::transient::{self, Unit};
 use crate::flight::{Level, Logger};
 use crate::path::{read_link_at, Lossy, StackPath, PATH_BYTES_MAX};
-use crate::spawn::{self, Argv, Child, Output};
+use crate::spawn::{self, Argv, ArgvFull, Child, Output};
 use myco_core::executor::{
     is_root_of, out_of_program, parse_build_json, LogScan, Name, Provenance, RootName, Substitute,
 };
@@ -46,6 +46,42 @@ pub struct BuildConfig {
     /// `None`: `<state-dir>/gcroots`.
     pub gcroot_dir: Option<PathBuf>,
     pub timeout_ms: u64,
+}
+
+/// How a build is run: the programs and the time it may take.
+pub struct Command<'a> {
+    pub systemd_run: &'a str,
+    pub nix: &'a str,
+    /// `RuntimeMaxSec=` of its transient unit.
+    pub timeout_s: u64,
+}
+
+impl Command<'_> {
+    /// `systemd-run ... --unit=myco-build-<name> -- nice ... nix build --json -L --out-link
+    /// <link> [the peers as substituters] <uri>#<attr>` into `argv`. The daemon's builder and
+    /// `myco-priv` both build with it.
+    pub fn argv(
+        &self,
+        argv: &mut Argv,
+        env: &[CString],
+        (name, link): (&str, &[u8]),
+        (uri, attr): (&str, &str),
+        peers: &[Substitute],
+    ) -> Result<(), ArgvFull> {
+        argv.clear();
+        let unit = Unit {
+            systemd_run: self.systemd_run,
+            name: &[b"myco-build-", name.as_bytes()],
+            runtime_max_s: Some(self.timeout_s),
+        };
+        transient::push_prefix(argv, &unit, env)?;
+        argv.push(&[self.nix.as_bytes()])?;
+        for arg in [&b"build"[..], b"--json", b"-L", b"--out-link", link] {
+            argv.push(&[arg])?;
+        }
+        push_substituters(argv, peers)?;
+        argv.push(&[uri.as_bytes(), b"#", attr.as_bytes()])
+    }
 }
 
 /// The running build.
@@ -148,21 +184,14 @@ impl Builder {
         let argv = &mut self.argv;
         argv.clear();
         let link = StackPath::join(&self.gcroot_dir, &[root.as_bytes()])?;
-        let full = "a build's command line is a few hundred bytes";
-        let unit = Unit {
+        let command = Command {
             systemd_run: &self.config.systemd_run,
-            name: &[b"myco-build-", name.as_bytes()],
-            runtime_max_s: Some(self.config.timeout_ms.div_ceil(1000)),
+            nix: &self.config.nix,
+            timeout_s: self.config.timeout_ms.div_ceil(1000),
         };
-        transient::push_prefix(argv, &unit, &self.env).expect(full);
-        argv.push(&[self.config.nix.as_bytes()]).expect(full);
-        for arg in [&b"build"[..], b"--json", b"-L", b"--out-link"] {
-            argv.push(&[arg]).expect(full);
-        }
-        argv.push(&[link.as_bytes()]).expect(full);
-        push_substituters(argv, peers).expect(full);
-        argv.push(&[uri.as_bytes(), b"#", attr.as_bytes()])
-            .expect(full);
+        command
+            .argv(argv, &self.env, (name, link.as_bytes()), (uri, attr), peers)
+            .expect("a build's command line is a few hundred bytes");
         let env = transient::env_refs(&self.env);
         let child = spawn::spawn_with_stderr(argv, &env, Some(log.as_c_str()))?;
         self.output.clear();
@@ -276,7 +305,7 @@ impl Builder {
 /// and key their narinfos are signed with), a short connect timeout (a peer that stopped
 /// answering should cost seconds, not the system's minutes), and `fallback`, so that when every
 /// peer fails Nix builds here.
-fn push_substituters(argv: &mut Argv, peers: &[Substitute]) -> Result<(), spawn::ArgvFull> {
+fn push_substituters(argv: &mut Argv, peers: &[Substitute]) -> Result<(), ArgvFull> {
     if peers.is_empty() {
         return Ok(());
     }

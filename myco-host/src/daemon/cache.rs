@@ -410,3 +410,4 @@ fn refusal_answer(r: Refusal, out: &mut [u8]) -> usize {
 }
 
 mod serve;
+pub use serve::closure_argv;

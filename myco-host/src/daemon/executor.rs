@@ -26,7 +26,8 @@ pub use myco_core::executor::{ExecutorStats, UnitHealth};
 
 /// First line of every unit the executor writes: the digest it compares to decide a rewrite.
 const HEADER: &str = "# myco: ";
-const ENV: [&CStr; 2] = [c"PATH=/usr/sbin:/usr/bin:/sbin:/bin", c"SYSTEMD_COLORS=0"];
+/// The environment of `systemctl` and `journalctl`: no colours, no pager, a fixed PATH.
+pub const ENV: [&CStr; 2] = [c"PATH=/usr/sbin:/usr/bin:/sbin:/bin", c"SYSTEMD_COLORS=0"];
 
 /// The running `systemctl`: its child, the token of its command, and its verb (for the log).
 struct Job {
@@ -167,22 +168,8 @@ impl Executor {
     ) -> io::Result<Child> {
         let unit = unit_name(name)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.message()))?;
-        let argv = &mut self.logs_argv;
-        argv.clear();
-        let full = "the journalctl argument list is fixed and fits";
-        argv.push(&[&self.journalctl]).expect(full);
-        argv.push(&[b"--unit=", unit.as_bytes()]).expect(full);
-        argv.push(&[b"--no-pager"]).expect(full);
-        argv.push(&[b"--output=short-iso"]).expect(full);
-        if let Some(n) = lines {
-            let mut digits = heapless::String::<10>::new();
-            write!(digits, "{n}").expect("a u32 fits 10 digits");
-            argv.push(&[b"--lines=", digits.as_bytes()]).expect(full);
-        }
-        if follow {
-            argv.push(&[b"--follow"]).expect(full);
-        }
-        spawn::spawn(argv, &ENV)
+        journal_argv(&mut self.logs_argv, &self.journalctl, &unit, follow, lines);
+        spawn::spawn(&self.logs_argv, &ENV)
     }
 
     /// Starts `tail` on the audit log, for `/audit`: the last `lines` lines (100 when `None`),
@@ -489,17 +476,53 @@ fn systemctl_argv<S: Deref<Target = str>>(
     (verb, runtime): (Verb, bool),
     units: impl IntoIterator<Item = S>,
 ) {
+    let runtime = runtime && matches!(verb, Verb::Enable | Verb::Disable);
+    systemctl_command(argv, systemctl, (verb.args(), runtime), units);
+}
+
+/// `systemctl ARGS [--runtime] UNITS...` into `argv`; `myco-priv` builds its commands with it.
+pub fn systemctl_command<S: Deref<Target = str>>(
+    argv: &mut Argv,
+    systemctl: &[u8],
+    (args, runtime): (&[&str], bool),
+    units: impl IntoIterator<Item = S>,
+) {
     argv.clear();
     let full = "a systemctl command line of UNITS_PER_COMMAND units fits";
     argv.push(&[systemctl]).expect(full);
-    for arg in verb.args() {
+    for arg in args {
         argv.push(&[arg.as_bytes()]).expect(full);
     }
-    if runtime && matches!(verb, Verb::Enable | Verb::Disable) {
+    if runtime {
         argv.push(&[b"--runtime"]).expect(full);
     }
     for unit in units {
         argv.push(&[unit.as_bytes()]).expect(full);
+    }
+}
+
+/// `journalctl --unit=UNIT`: the last `lines` lines (journalctl's default when `None`), and with
+/// `follow` everything after. For `/logs`, and for `myco-priv`.
+pub fn journal_argv(
+    argv: &mut Argv,
+    journalctl: &[u8],
+    unit: &str,
+    follow: bool,
+    lines: Option<u32>,
+) {
+    argv.clear();
+    let full = "the journalctl argument list is fixed and fits";
+    argv.push(&[journalctl]).expect(full);
+    argv.push(&[b"--unit=", unit.as_bytes()]).expect(full);
+    argv.push(&[b"--no-pager"]).expect(full);
+    argv.push(&[b"--output=short-iso"]).expect(full);
+    if let Some(n) = lines {
+        let mut digits = heapless::String::<10>::new();
+        write!(digits, "{n}").expect("a u32 fits 10 digits");
+        argv.push(&[b"--lines=", digits.as_bytes()]).expect(full);
+    }
+    if follow {
+        argv.push(&[b"--follow"]).expect(full);
     }
 }
 

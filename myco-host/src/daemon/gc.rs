@@ -33,6 +33,23 @@ pub struct GcConfig {
     pub usage_file: Option<PathBuf>,
 }
 
+/// `systemd-run ... --unit=myco-gc -- nice ... nix-collect-garbage` into `argv`; the daemon's
+/// collector and `myco-priv` both build with it.
+pub fn gc_argv(
+    argv: &mut Argv,
+    (systemd_run, collect_garbage): (&str, &str),
+    env: &[CString],
+) -> Result<(), crate::spawn::ArgvFull> {
+    argv.clear();
+    let unit = Unit {
+        systemd_run,
+        name: &[b"myco-gc"],
+        runtime_max_s: None,
+    };
+    transient::push_prefix(argv, &unit, env)?;
+    argv.push(&[collect_garbage.as_bytes()])
+}
+
 pub struct Collector {
     pub core: Gc,
     config: GcConfig,
@@ -88,15 +105,12 @@ impl Collector {
     fn start(&mut self, token: u64) {
         let argv = &mut self.argv;
         argv.clear();
-        let full = "the nix-collect-garbage command line is fixed and fits";
-        let unit = Unit {
-            systemd_run: &self.config.systemd_run,
-            name: &[b"myco-gc"],
-            runtime_max_s: None,
-        };
-        transient::push_prefix(argv, &unit, &self.env).expect(full);
-        argv.push(&[self.config.collect_garbage.as_bytes()])
-            .expect(full);
+        let tools = (
+            &self.config.systemd_run[..],
+            &self.config.collect_garbage[..],
+        );
+        gc_argv(argv, tools, &self.env)
+            .expect("the nix-collect-garbage command line is fixed and fits");
         self.output.clear();
         let used = self.core.used_permille();
         let env = transient::env_refs(&self.env);

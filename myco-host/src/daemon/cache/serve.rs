@@ -415,13 +415,26 @@ fn spawn_dump(
 }
 
 /// The facts of the closure of the GC roots in `dir`, in the transient unit
-/// `myco-cache-closure`: `nix-store --query --requisites ROOT... | xargs nix-store --dump-db`
-/// (the roots are the script's arguments, never parsed by the shell). `None` without roots.
+/// `myco-cache-closure`, spawned. `None` without roots.
 fn spawn_closure(
     argv: &mut Argv,
     (systemd_run, nix_store, env): (&str, &str, &[CString]),
     dir: &File,
 ) -> std::io::Result<Option<Child>> {
+    if !closure_argv(argv, (systemd_run, nix_store, env), dir)? {
+        return Ok(None);
+    }
+    spawn::spawn(argv, &super::super::transient::env_refs(env)).map(Some)
+}
+
+/// The command line of the closure query into `argv`: `systemd-run ... -- nix-store --query
+/// --requisites ROOT... | xargs nix-store --dump-db` (the roots are the fixed script's
+/// arguments, never parsed by the shell). False without roots. `myco-priv` runs the same line.
+pub fn closure_argv(
+    argv: &mut Argv,
+    (systemd_run, nix_store, env): (&str, &str, &[CString]),
+    dir: &File,
+) -> std::io::Result<bool> {
     const SCRIPT: &[u8] = b"nix_store=$1; shift; \"$nix_store\" --query --requisites \"$@\" | xargs -r \"$nix_store\" --dump-db";
     argv.clear();
     let unit = super::super::transient::Unit {
@@ -452,8 +465,5 @@ fn spawn_closure(
             "more GC roots than one nix-store command line takes",
         ));
     }
-    if argv.count() == prefix {
-        return Ok(None);
-    }
-    spawn::spawn(argv, &super::super::transient::env_refs(env)).map(Some)
+    Ok(argv.count() > prefix)
 }

@@ -1,0 +1,443 @@
+//! What the daemon may ask of `myco-priv`, the small privileged helper (docs/architecture.md,
+//! "Least privilege"), and the rules the helper checks every request against before it does it.
+//!
+//! The helper trusts nothing the daemon sends: the daemon parses the network, so a bug there
+//! must not turn into root. Every request is therefore parsed strictly (one canonical encoding,
+//! no trailing bytes, a bounded size) and validated here, in the core, where the fuzz target
+//! `privileged_request` reaches it:
+//! - a unit is named only as `myco-<service name>.service`, with the core's service-name rule
+//!   (a DNS label), so no other unit, no `/`, no `..`, no NUL or newline can be named;
+//! - a unit text is written only if the core's independent unit checker (`unit::check`) reads it
+//!   as exactly the unit of the entry sent beside it: the fixed sandbox, `DynamicUser=yes`, no
+//!   directive the renderer does not write, each user token quoted. So a text with
+//!   `ExecStartPre=`, `User=root` or a second `[Service]` the spec does not call for is refused;
+//! - a build names a validated, locked flake entry, and its reference cannot pass for an option;
+//! - anything else is refused with a reason, and refusing changes nothing.
+//!
+//! The frame on the helper's Unix socket, both ways: a little-endian `u32` length, then that many
+//! bytes of postcard (`Request` from the daemon, `Reply` from the helper). One request per
+//! connection; the reply comes when the work is done (for a child, when it exits).
+
+use crate::config::{ENTRY_BYTES_MAX, UNITS_PER_COMMAND};
+use crate::crypto::signed::decode_exact;
+use crate::executor::{root_name, RootName, SHOW_PROPERTIES};
+use crate::schema::entry::{Entry, EntryError, Source, NAME_RULE};
+use crate::unit::check::{check, CheckError};
+use crate::unit::{service_of, valid_exec_path, UnitContext, PROGRAM_BYTES_MAX, UNIT_BYTES_MAX};
+use core::fmt;
+use heapless::Vec;
+use serde::{Deserialize, Serialize};
+
+/// Bytes of the length prefix before every request and reply.
+pub const FRAME_HEADER_BYTES: usize = 4;
+/// The longest unit text: the rendered unit and the executor's one-line header.
+pub const UNIT_TEXT_BYTES_MAX: usize = UNIT_BYTES_MAX + 64;
+/// The longest request body. The largest requests are a unit command naming
+/// `UNITS_PER_COMMAND` units and a unit write (entry, program path and text).
+pub const REQUEST_BYTES_MAX: usize = 16 * 1024;
+/// The longest reply body: the outcome and a reason of a few hundred bytes.
+pub const REPLY_BYTES_MAX: usize = 512;
+/// The longest reason a reply carries; a longer one is cut (at a character boundary).
+pub const REASON_BYTES_MAX: usize = REPLY_BYTES_MAX - 16;
+/// Descriptors a request may carry (SCM_RIGHTS): its command's stdout and stderr.
+pub const FDS_MAX: usize = 2;
+/// The longest a build may be given (`RuntimeMaxSec=` of its transient unit).
+pub const BUILD_TIMEOUT_S_MAX: u32 = 24 * 60 * 60;
+
+// A unit name is at most "myco-" + 63 + ".service" = 76 bytes and a one-byte length.
+const _: () = assert!(UNITS_PER_COMMAND * 77 + 16 <= REQUEST_BYTES_MAX);
+const _: () =
+    assert!(ENTRY_BYTES_MAX + PROGRAM_BYTES_MAX + UNIT_TEXT_BYTES_MAX + 96 <= REQUEST_BYTES_MAX);
+
+/// What `systemctl` does to named `myco-*` units.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum UnitVerb {
+    Start,
+    Stop,
+    Restart,
+    Enable,
+    Disable,
+    Show,
+    ResetFailed,
+}
+
+impl UnitVerb {
+    /// The arguments after `systemctl`, before the unit names. `enable` and `disable` act now,
+    /// as the executor's do; `show` asks for the properties the executor parses.
+    pub fn args(self) -> &'static [&'static str] {
+        match self {
+            UnitVerb::Start => &["start"],
+            UnitVerb::Stop => &["stop"],
+            UnitVerb::Restart => &["restart"],
+            UnitVerb::Enable => &["enable", "--now"],
+            UnitVerb::Disable => &["disable", "--now"],
+            UnitVerb::Show => &["show", SHOW_PROPERTIES],
+            UnitVerb::ResetFailed => &["reset-failed"],
+        }
+    }
+}
+
+/// One request, borrowing from its frame.
+// The unit list makes `Unit` 3 KiB and the rest small; without an allocator nothing can be boxed,
+// and the helper holds one request per connection, on its thread's stack.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request<'a> {
+    /// Write `text` as the unit file `name` (`myco-<service>.service`). `entry` is the encoded
+    /// entry the text was rendered from and `program` the built program a flake runs, which the
+    /// checker needs to know what the text must say.
+    WriteUnit {
+        name: &'a str,
+        entry: &'a [u8],
+        program: Option<&'a str>,
+        text: &'a [u8],
+    },
+    RemoveUnit {
+        name: &'a str,
+    },
+    DaemonReload,
+    Unit {
+        verb: UnitVerb,
+        #[serde(borrow)]
+        names: Vec<&'a str, UNITS_PER_COMMAND>,
+    },
+    /// Build the flake of `entry` (`nix build --out-link <gcroots>/<root>`), in a transient unit
+    /// stopped after `timeout_s`.
+    Build {
+        entry: &'a [u8],
+        timeout_s: u32,
+    },
+    CollectGarbage,
+    /// The store facts of the closure of the build roots (`nix-store --dump-db`).
+    CacheClosure,
+    Journal {
+        name: &'a str,
+        follow: bool,
+        lines: Option<u32>,
+    },
+}
+
+/// A request that passed every check, with what the helper needs to do it.
+#[allow(clippy::large_enum_variant)] // As `Request`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Checked<'a> {
+    WriteUnit {
+        unit: &'a str,
+        text: &'a [u8],
+    },
+    RemoveUnit {
+        unit: &'a str,
+    },
+    DaemonReload,
+    Unit {
+        verb: UnitVerb,
+        units: Vec<&'a str, UNITS_PER_COMMAND>,
+    },
+    Build(Build<'a>),
+    CollectGarbage,
+    CacheClosure,
+    Journal(Journal<'a>),
+}
+
+/// A build to run: `nix build --json -L --out-link <gcroots>/<root> <uri>#<attr>` in the
+/// transient unit `myco-build-<service>`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Build<'a> {
+    pub service: &'a str,
+    pub uri: &'a str,
+    pub attr: &'a str,
+    pub root: RootName,
+    pub timeout_s: u32,
+}
+
+/// `journalctl --unit=<unit>`, the last `lines` lines (journalctl's default when `None`), and
+/// with `follow` what comes after.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Journal<'a> {
+    pub unit: &'a str,
+    pub follow: bool,
+    pub lines: Option<u32>,
+}
+
+/// Why a request was refused. Refusing changes nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The length prefix says more than `REQUEST_BYTES_MAX`.
+    TooLong,
+    /// The body does not decode as one request, in its one canonical encoding.
+    Malformed,
+    /// A unit name holds `/` or `..`: a path, not a name.
+    UnitPath,
+    /// A unit name holds a control character (NUL, newline).
+    UnitControl,
+    /// A unit name is not `myco-<service name>.service`.
+    UnitName,
+    /// A unit command names no unit.
+    NoUnits,
+    /// The entry beside a unit text or a build does not decode or validate.
+    Entry(EntryError),
+    /// The entry is a tombstone: no unit, no build.
+    Tombstone,
+    /// The entry is another service's than the unit named.
+    EntryName,
+    /// The program path is not one systemd runs as written, or too long.
+    Program,
+    /// The unit text is longer than `UNIT_TEXT_BYTES_MAX`.
+    TextTooLong,
+    /// The unit checker refused the text.
+    UnitText(CheckError),
+    /// A build of an entry that runs an executable, not a flake.
+    NotFlake,
+    /// A flake reference or attribute starting with `-`, which `nix` would read as an option.
+    FlakeOption,
+    /// A build timeout of 0 or above `BUILD_TIMEOUT_S_MAX`.
+    Timeout,
+    /// Descriptors with a request that runs no command, or more than `FDS_MAX`.
+    Descriptors,
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::TooLong => write!(f, "the request is longer than {REQUEST_BYTES_MAX} bytes"),
+            Refusal::Malformed => f.write_str("the request does not parse"),
+            Refusal::UnitPath => f.write_str("a unit name holds '/' or '..'"),
+            Refusal::UnitControl => f.write_str("a unit name holds a control character"),
+            Refusal::UnitName => write!(
+                f,
+                "a unit name must be myco-<service>.service, the service name {NAME_RULE}"
+            ),
+            Refusal::NoUnits => f.write_str("a unit command names no unit"),
+            Refusal::Entry(e) => write!(f, "the entry is refused: {}", e.message()),
+            Refusal::Tombstone => f.write_str("the entry removes its service: nothing to run"),
+            Refusal::EntryName => f.write_str("the entry is not the named unit's service"),
+            Refusal::Program => f.write_str("the program path is not absolute and normalized"),
+            Refusal::TextTooLong => write!(f, "the unit is longer than {UNIT_TEXT_BYTES_MAX}"),
+            Refusal::UnitText(e) => write!(f, "the unit is not the entry's: {e}"),
+            Refusal::NotFlake => f.write_str("only a flake entry is built"),
+            Refusal::FlakeOption => f.write_str("a flake reference or attribute starts with '-'"),
+            Refusal::Timeout => write!(f, "a build timeout must be 1 to {BUILD_TIMEOUT_S_MAX} s"),
+            Refusal::Descriptors => write!(
+                f,
+                "only a command's request takes descriptors, at most {FDS_MAX}: its stdout and stderr"
+            ),
+        }
+    }
+}
+
+/// The body length a frame's header announces, or `TooLong`.
+pub fn body_len(header: [u8; FRAME_HEADER_BYTES]) -> Result<usize, Refusal> {
+    let len = u32::from_le_bytes(header) as usize;
+    if len > REQUEST_BYTES_MAX {
+        return Err(Refusal::TooLong);
+    }
+    Ok(len)
+}
+
+/// Decodes a request body (without its length prefix) and checks it.
+pub fn parse(body: &[u8]) -> Result<Checked<'_>, Refusal> {
+    if body.len() > REQUEST_BYTES_MAX {
+        return Err(Refusal::TooLong);
+    }
+    check_request(decode_request(body).ok_or(Refusal::Malformed)?)
+}
+
+/// Decodes a request body without checking it: `None` unless it is one request in its one
+/// canonical encoding (no trailing bytes, no overlong numbers).
+pub fn decode_request(body: &[u8]) -> Option<Request<'_>> {
+    decode_exact::<Request<'_>, REQUEST_BYTES_MAX>(body)
+}
+
+/// Checks a decoded request; see the module comment.
+pub fn check_request(request: Request<'_>) -> Result<Checked<'_>, Refusal> {
+    Ok(match request {
+        Request::WriteUnit {
+            name,
+            entry,
+            program,
+            text,
+        } => check_write(name, entry, program, text)?,
+        Request::RemoveUnit { name } => Checked::RemoveUnit {
+            unit: check_unit(name)?.0,
+        },
+        Request::DaemonReload => Checked::DaemonReload,
+        Request::Unit { verb, names } => {
+            if names.is_empty() {
+                return Err(Refusal::NoUnits);
+            }
+            for name in &names {
+                check_unit(name)?;
+            }
+            Checked::Unit { verb, units: names }
+        }
+        Request::Build { entry, timeout_s } => Checked::Build(check_build(entry, timeout_s)?),
+        Request::CollectGarbage => Checked::CollectGarbage,
+        Request::CacheClosure => Checked::CacheClosure,
+        Request::Journal {
+            name,
+            follow,
+            lines,
+        } => Checked::Journal(Journal {
+            unit: check_unit(name)?.0,
+            follow,
+            lines,
+        }),
+    })
+}
+
+impl Checked<'_> {
+    /// Whether the request runs a command, whose output may go to descriptors the daemon passes.
+    /// A file request takes none: its outcome is all there is to say.
+    pub fn runs_command(&self) -> bool {
+        !matches!(self, Checked::WriteUnit { .. } | Checked::RemoveUnit { .. })
+    }
+
+    /// Refuses `count` descriptors passed with this request unless it runs a command and
+    /// `count` is at most `FDS_MAX`.
+    pub fn check_descriptors(&self, count: usize) -> Result<(), Refusal> {
+        let allowed = if self.runs_command() { FDS_MAX } else { 0 };
+        if count > allowed {
+            return Err(Refusal::Descriptors);
+        }
+        Ok(())
+    }
+}
+
+/// `name` and its service if it is `myco-<service>.service`; the refusal says which rule it broke.
+pub fn check_unit(name: &str) -> Result<(&str, &str), Refusal> {
+    if name.contains('/') || name.contains("..") {
+        return Err(Refusal::UnitPath);
+    }
+    if name.chars().any(char::is_control) {
+        return Err(Refusal::UnitControl);
+    }
+    let service = service_of(name).ok_or(Refusal::UnitName)?;
+    Ok((name, service))
+}
+
+/// A validated entry that runs something (not a tombstone).
+fn live_entry(entry: &[u8]) -> Result<Entry<'_>, Refusal> {
+    let entry = Entry::decode(entry).map_err(Refusal::Entry)?;
+    if entry.body.spec.is_none() {
+        return Err(Refusal::Tombstone);
+    }
+    Ok(entry)
+}
+
+fn check_write<'a>(
+    name: &'a str,
+    entry: &'a [u8],
+    program: Option<&'a str>,
+    text: &'a [u8],
+) -> Result<Checked<'a>, Refusal> {
+    let (unit, service) = check_unit(name)?;
+    let entry = live_entry(entry)?;
+    let spec = entry
+        .body
+        .spec
+        .as_ref()
+        .expect("live_entry refuses tombstones");
+    if entry.body.name != service {
+        return Err(Refusal::EntryName);
+    }
+    if program.is_some_and(|p| p.len() > PROGRAM_BYTES_MAX || !valid_exec_path(p)) {
+        return Err(Refusal::Program);
+    }
+    if text.len() > UNIT_TEXT_BYTES_MAX {
+        return Err(Refusal::TextTooLong);
+    }
+    let ctx = UnitContext {
+        version: entry.body.version,
+        program,
+    };
+    check(text, service, spec, &ctx).map_err(Refusal::UnitText)?;
+    Ok(Checked::WriteUnit { unit, text })
+}
+
+fn check_build(entry: &[u8], timeout_s: u32) -> Result<Build<'_>, Refusal> {
+    let entry = live_entry(entry)?;
+    let spec = entry
+        .body
+        .spec
+        .as_ref()
+        .expect("live_entry refuses tombstones");
+    let Source::Flake { uri, attr, rev, .. } = spec.source else {
+        return Err(Refusal::NotFlake);
+    };
+    // The reference and attribute are one argument, `<uri>#<attr>`; only its start could make
+    // `nix` read it as an option, but an attribute is refused too so neither can ever lead.
+    if uri.starts_with('-') || attr.starts_with('-') {
+        return Err(Refusal::FlakeOption);
+    }
+    if timeout_s == 0 || timeout_s > BUILD_TIMEOUT_S_MAX {
+        return Err(Refusal::Timeout);
+    }
+    Ok(Build {
+        service: entry.body.name,
+        uri,
+        attr,
+        root: root_name(entry.body.name, &rev),
+        timeout_s,
+    })
+}
+
+/// How a request ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// Refused before anything was done (the reason says why).
+    Refused,
+    /// Allowed, but the helper could not do it (a write or a spawn failed; the reason says why).
+    Failed,
+    /// The command ran and exited with this code (0: success; a file operation done is 0).
+    Exited(i32),
+    /// The command was killed by this signal (or by the helper, when the daemon hung up).
+    Signaled(i32),
+}
+
+/// The helper's answer to one request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reply<'a> {
+    pub outcome: Outcome,
+    pub reason: &'a str,
+}
+
+/// `reason` cut to `REASON_BYTES_MAX` at a character boundary.
+pub fn clip(reason: &str) -> &str {
+    let mut end = reason.len().min(REASON_BYTES_MAX);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    &reason[..end]
+}
+
+/// Writes `value` framed (length prefix and postcard) into `out`; the frame's length, or `None`
+/// if it does not fit.
+fn encode<T: Serialize>(value: &T, out: &mut [u8], max: usize) -> Option<usize> {
+    let room = out.len().min(FRAME_HEADER_BYTES + max);
+    let (header, body) = out[..room].split_at_mut_checked(FRAME_HEADER_BYTES)?;
+    let len = postcard::to_slice(value, body).ok()?.len();
+    header.copy_from_slice(&(len as u32).to_le_bytes());
+    Some(FRAME_HEADER_BYTES + len)
+}
+
+/// Frames a request, as the daemon sends it.
+pub fn encode_request(request: &Request<'_>, out: &mut [u8]) -> Option<usize> {
+    encode(request, out, REQUEST_BYTES_MAX)
+}
+
+/// Frames a reply, as the helper sends it; the reason is clipped to fit.
+pub fn encode_reply(outcome: Outcome, reason: &str, out: &mut [u8]) -> Option<usize> {
+    let reply = Reply {
+        outcome,
+        reason: clip(reason),
+    };
+    encode(&reply, out, REPLY_BYTES_MAX)
+}
+
+/// Decodes a reply body (without its length prefix); `None` if it is not one.
+pub fn decode_reply(body: &[u8]) -> Option<Reply<'_>> {
+    decode_exact::<Reply<'_>, REPLY_BYTES_MAX>(body)
+}
+
+#[cfg(test)]
+mod tests;

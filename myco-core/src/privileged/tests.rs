@@ -1,0 +1,378 @@
+//! Every refusal of the privileged helper's checks, each from a request that differs from an
+//! accepted one only in what the refusal names, so each test proves the check itself bites.
+
+extern crate std;
+
+use super::*;
+use crate::config::FLAKE_REV_BYTES;
+use crate::crypto::sign_entry;
+use crate::executor::render_unit;
+use crate::schema::entry::{EntryBody, ServiceSpec, Version};
+use std::string::String;
+use std::vec::Vec as StdVec;
+
+const REV: [u8; FLAKE_REV_BYTES] = [0xa7; FLAKE_REV_BYTES];
+const LOCKED: &str = "git+file:///srv/web?ref=main&rev=a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7";
+
+fn flake(uri: &str) -> Source<'_> {
+    Source::Flake {
+        uri,
+        attr: "default",
+        rev: REV,
+        nar_hash: [0x5c; 32],
+    }
+}
+
+/// Service `name`'s entry at clock 1, signed, running `source` (`None`: a tombstone).
+fn entry(name: &str, source: Option<Source<'_>>) -> StdVec<u8> {
+    let op = crate::node::tests::operator();
+    let body = EntryBody {
+        name,
+        version: Version {
+            clock: 1,
+            key_id: op.public_key().key_id(),
+        },
+        spec: source.map(ServiceSpec::minimal),
+    };
+    let mut bytes = [0u8; ENTRY_BYTES_MAX];
+    let len = sign_entry(&op, &body, &mut bytes).unwrap();
+    bytes[..len].to_vec()
+}
+
+fn web() -> StdVec<u8> {
+    entry("web", Some(Source::Exec { path: "/bin/web" }))
+}
+
+/// The file the executor writes for `entry`: its header line, then the rendered unit.
+fn unit_text(entry: &[u8]) -> String {
+    let mut out = [0u8; UNIT_BYTES_MAX];
+    let len = render_unit(entry, None, &mut out).unwrap();
+    let unit = core::str::from_utf8(&out[..len]).unwrap();
+    std::format!("# myco: 0123456789abcdef\n{unit}")
+}
+
+/// `request` encoded as the daemon sends it, without the length prefix.
+fn body(request: &Request<'_>) -> StdVec<u8> {
+    let mut out = std::vec![0u8; FRAME_HEADER_BYTES + REQUEST_BYTES_MAX];
+    let len = encode_request(request, &mut out).unwrap();
+    let announced = body_len(out[..4].try_into().unwrap()).unwrap();
+    assert_eq!(announced, len - FRAME_HEADER_BYTES);
+    out[FRAME_HEADER_BYTES..len].to_vec()
+}
+
+fn write(name: &str, entry: &[u8], text: &str) -> Result<(), Refusal> {
+    let request = Request::WriteUnit {
+        name,
+        entry,
+        program: None,
+        text: text.as_bytes(),
+    };
+    parse(&body(&request)).map(|_| ())
+}
+
+/// The unit text with `line` added after the line starting with `after`.
+fn with_line(text: &str, after: &str, line: &str) -> String {
+    let at = text.find(after).unwrap();
+    let end = at + text[at..].find('\n').unwrap() + 1;
+    std::format!("{}{line}\n{}", &text[..end], &text[end..])
+}
+
+#[test]
+fn the_executors_unit_is_written() {
+    let e = web();
+    let text = unit_text(&e);
+    let request = Request::WriteUnit {
+        name: "myco-web.service",
+        entry: &e,
+        program: None,
+        text: text.as_bytes(),
+    };
+    let bytes = body(&request);
+    assert_eq!(
+        parse(&bytes),
+        Ok(Checked::WriteUnit {
+            unit: "myco-web.service",
+            text: text.as_bytes()
+        })
+    );
+}
+
+/// Only `myco-<service name>.service` is a unit the helper touches, whatever the request.
+#[test]
+fn other_unit_names_are_refused() {
+    let cases = [
+        ("sshd.service", Refusal::UnitName),
+        ("myco-web.socket", Refusal::UnitName),
+        ("myco-.service", Refusal::UnitName),
+        ("myco-Web.service", Refusal::UnitName),
+        ("myco--web.service", Refusal::UnitName),
+        ("myco-web.service.d", Refusal::UnitName),
+        ("", Refusal::UnitName),
+        ("myco-../x", Refusal::UnitPath),
+        ("myco-a/b.service", Refusal::UnitPath),
+        ("../myco-web.service", Refusal::UnitPath),
+        ("myco-web\n.service", Refusal::UnitControl),
+        ("myco-web\0.service", Refusal::UnitControl),
+    ];
+    for (name, refusal) in cases {
+        let requests = [
+            Request::RemoveUnit { name },
+            Request::Unit {
+                verb: UnitVerb::Restart,
+                names: Vec::from_slice(&["myco-web.service", name]).unwrap(),
+            },
+            Request::Journal {
+                name,
+                follow: true,
+                lines: None,
+            },
+        ];
+        for request in requests {
+            assert_eq!(parse(&body(&request)), Err(refusal), "{name:?}");
+        }
+        let e = web();
+        assert_eq!(write(name, &e, &unit_text(&e)), Err(refusal), "{name:?}");
+    }
+}
+
+/// A text with one directive more, or one changed, than the entry's unit is refused, line and
+/// reason named: the checker, not the daemon, decides what a unit may say.
+#[test]
+fn injected_directives_are_refused() {
+    let e = web();
+    let text = unit_text(&e);
+    assert_eq!(write("myco-web.service", &e, &text), Ok(()));
+    let cases = [
+        with_line(
+            &text,
+            "Type=exec",
+            "ExecStartPre=/bin/sh -c \"id > /tmp/x\"",
+        ),
+        with_line(&text, "Type=exec", "ExecStartPre=\"/bin/sh\""),
+        with_line(&text, "Type=exec", "User=root"),
+        with_line(&text, "Type=exec", "PrivateNetwork=no"),
+        with_line(&text, "WantedBy=", "[Service]"),
+        with_line(&text, "WantedBy=", "[Service]\nUser=root"),
+        text.replace("DynamicUser=yes", "DynamicUser=no"),
+        text.replace("ProtectSystem=strict", "ProtectSystem=no"),
+        text.replace("ExecStart=\"/bin/web\"", "ExecStart=\"/bin/sh\""),
+        text.replace("NoNewPrivileges=yes", "NoNewPrivileges=yes \\"),
+        with_line(&text, "Type=exec", "DynamicUser=yes"),
+        text.replace("[Install]\nWantedBy=multi-user.target\n", ""),
+    ];
+    for bad in cases {
+        assert_ne!(bad, text, "the case changes the text");
+        let refused = write("myco-web.service", &e, &bad);
+        assert!(
+            matches!(refused, Err(Refusal::UnitText(_))),
+            "{refused:?} for\n{bad}"
+        );
+    }
+}
+
+/// The entry beside a text must be a live entry of the named service, and the program sane.
+#[test]
+fn the_entry_must_be_the_units() {
+    let e = web();
+    let text = unit_text(&e);
+    let other = entry("api", Some(Source::Exec { path: "/bin/web" }));
+    assert_eq!(
+        write("myco-web.service", &other, &unit_text(&other)),
+        Err(Refusal::EntryName)
+    );
+    let tomb = entry("web", None);
+    assert_eq!(
+        write("myco-web.service", &tomb, &text),
+        Err(Refusal::Tombstone)
+    );
+    assert_eq!(
+        write("myco-web.service", &e[..e.len() - 1], &text),
+        Err(Refusal::Entry(EntryError::Malformed))
+    );
+    assert_eq!(
+        write("myco-web.service", b"", &text),
+        Err(Refusal::Entry(EntryError::Truncated))
+    );
+    let long = "x".repeat(UNIT_TEXT_BYTES_MAX + 1);
+    assert_eq!(
+        write("myco-web.service", &e, &long),
+        Err(Refusal::TextTooLong)
+    );
+    for program in ["bin/web", "/bin/../sbin/x", "/bin/w\"eb"] {
+        let request = Request::WriteUnit {
+            name: "myco-web.service",
+            entry: &e,
+            program: Some(program),
+            text: text.as_bytes(),
+        };
+        assert_eq!(parse(&body(&request)), Err(Refusal::Program), "{program}");
+    }
+}
+
+/// Bytes that are not one request in its one encoding change nothing.
+#[test]
+fn garbage_is_refused() {
+    let reload = body(&Request::DaemonReload);
+    let mut trailing = reload.clone();
+    trailing.push(0);
+    // Variant 2 (DaemonReload) as an overlong varint: postcard alone would read it.
+    let overlong = [0x82, 0x00];
+    let cases: [&[u8]; 6] = [
+        b"",
+        b"\xff\xff\xff\xff",
+        b"systemctl start sshd\n",
+        &trailing,
+        &overlong,
+        &[8],
+    ];
+    assert_eq!(parse(&reload), Ok(Checked::DaemonReload));
+    for bytes in cases {
+        assert_eq!(parse(bytes), Err(Refusal::Malformed), "{bytes:?}");
+    }
+    let cut = body(&Request::RemoveUnit {
+        name: "myco-web.service",
+    });
+    assert_eq!(parse(&cut[..cut.len() - 1]), Err(Refusal::Malformed));
+    let long = std::vec![0u8; REQUEST_BYTES_MAX + 1];
+    assert_eq!(parse(&long), Err(Refusal::TooLong));
+    let announced = (REQUEST_BYTES_MAX as u32 + 1).to_le_bytes();
+    assert_eq!(body_len(announced), Err(Refusal::TooLong));
+    assert_eq!(body_len(u32::MAX.to_le_bytes()), Err(Refusal::TooLong));
+}
+
+#[test]
+fn unit_commands_name_one_to_a_command_full_of_units() {
+    let empty = Request::Unit {
+        verb: UnitVerb::Show,
+        names: Vec::new(),
+    };
+    assert_eq!(parse(&body(&empty)), Err(Refusal::NoUnits));
+    let names: StdVec<String> = (0..UNITS_PER_COMMAND)
+        .map(|i| std::format!("myco-{}-{i}.service", "s".repeat(50)))
+        .collect();
+    let refs: StdVec<&str> = names.iter().map(String::as_str).collect();
+    let full = Request::Unit {
+        verb: UnitVerb::Show,
+        names: Vec::from_slice(&refs).unwrap(),
+    };
+    let bytes = body(&full);
+    let Ok(Checked::Unit { verb, units }) = parse(&bytes) else {
+        panic!("a full command is accepted");
+    };
+    assert_eq!((verb, units.len()), (UnitVerb::Show, UNITS_PER_COMMAND));
+    // One name more than a command takes is refused, though every name is well formed.
+    // Unit is variant 3, Show verb 5, then the count as a varint (200 is c8 01).
+    assert_eq!(bytes[..4], [3, 5, 0xc8, 0x01]);
+    let mut over = bytes.clone();
+    over[2..4].copy_from_slice(&[0xc9, 0x01]);
+    over.push(14);
+    over.extend_from_slice(b"myco-x.service");
+    assert_eq!(parse(&over), Err(Refusal::Malformed));
+}
+
+#[test]
+fn builds_take_a_locked_flake_and_a_bounded_time() {
+    let e = entry("web", Some(flake(LOCKED)));
+    // What the helper would run, in words, so the result outlives the request's bytes.
+    let build = |entry: &[u8], timeout_s| {
+        parse(&body(&Request::Build { entry, timeout_s })).map(|checked| match checked {
+            Checked::Build(b) => std::format!("{} {}#{} {}", b.service, b.uri, b.attr, b.root),
+            other => panic!("{other:?}"),
+        })
+    };
+    assert_eq!(
+        build(&e, 1800),
+        Ok(std::format!("web {LOCKED}#default web-a7a7a7a7a7a7"))
+    );
+    assert_eq!(build(&e, 0), Err(Refusal::Timeout));
+    assert_eq!(build(&e, BUILD_TIMEOUT_S_MAX + 1), Err(Refusal::Timeout));
+    assert_eq!(build(&web(), 1800), Err(Refusal::NotFlake));
+    assert_eq!(build(&entry("web", None), 1800), Err(Refusal::Tombstone));
+    let option = "--option=a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7";
+    let dashed = entry("web", Some(flake(option)));
+    assert_eq!(build(&dashed, 1800), Err(Refusal::FlakeOption));
+}
+
+#[test]
+fn requests_without_arguments_and_journals() {
+    for (request, checked) in [
+        (Request::DaemonReload, Checked::DaemonReload),
+        (Request::CollectGarbage, Checked::CollectGarbage),
+        (Request::CacheClosure, Checked::CacheClosure),
+    ] {
+        assert_eq!(parse(&body(&request)), Ok(checked));
+    }
+    let journal = Request::Journal {
+        name: "myco-web.service",
+        follow: false,
+        lines: Some(50),
+    };
+    assert_eq!(
+        parse(&body(&journal)),
+        Ok(Checked::Journal(Journal {
+            unit: "myco-web.service",
+            follow: false,
+            lines: Some(50)
+        }))
+    );
+}
+
+/// A reply decodes to what was sent; a reason too long for a frame is cut at a character
+/// boundary, never mid-character.
+#[test]
+fn replies_round_trip_and_clip_reasons() {
+    let mut out = [0u8; FRAME_HEADER_BYTES + REPLY_BYTES_MAX];
+    let len = encode_reply(Outcome::Exited(3), "it said no", &mut out).unwrap();
+    let reply = decode_reply(&out[FRAME_HEADER_BYTES..len]).unwrap();
+    assert_eq!(reply.outcome, Outcome::Exited(3));
+    assert_eq!(reply.reason, "it said no");
+    let long = "é".repeat(REASON_BYTES_MAX);
+    let len = encode_reply(Outcome::Refused, &long, &mut out).unwrap();
+    let reply = decode_reply(&out[FRAME_HEADER_BYTES..len]).unwrap();
+    assert!(reply.reason.len() <= REASON_BYTES_MAX && reply.reason.len() >= REASON_BYTES_MAX - 1);
+    assert!(reply.reason.chars().all(|c| c == 'é'));
+    assert_eq!(decode_reply(b"\x09"), None);
+}
+
+/// Descriptors go only with a command's request, at most two; a file request takes none.
+#[test]
+fn only_commands_take_descriptors() {
+    let e = web();
+    let text = unit_text(&e);
+    let files = [
+        Request::WriteUnit {
+            name: "myco-web.service",
+            entry: &e,
+            program: None,
+            text: text.as_bytes(),
+        },
+        Request::RemoveUnit {
+            name: "myco-web.service",
+        },
+    ];
+    for request in files {
+        let checked = check_request(request).unwrap();
+        assert_eq!(checked.check_descriptors(0), Ok(()));
+        assert_eq!(checked.check_descriptors(1), Err(Refusal::Descriptors));
+    }
+    let commands = [
+        Request::DaemonReload,
+        Request::CollectGarbage,
+        Request::CacheClosure,
+        Request::Journal {
+            name: "myco-web.service",
+            follow: true,
+            lines: None,
+        },
+    ];
+    for request in commands {
+        let checked = check_request(request).unwrap();
+        for count in 0..=FDS_MAX {
+            assert_eq!(checked.check_descriptors(count), Ok(()));
+        }
+        assert_eq!(
+            checked.check_descriptors(FDS_MAX + 1),
+            Err(Refusal::Descriptors)
+        );
+    }
+}

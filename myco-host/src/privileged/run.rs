@@ -1,0 +1,248 @@
+//! Doing a request the core accepted: a unit file written or removed (atomically, with fsync), or
+//! one fixed command line run with the daemon's descriptors as its stdout and stderr, and waited
+//! for. Command lines are built by the same functions the daemon uses today (`executor`,
+//! `build`, `gc`, `cache`, `transient`), from the helper's own program paths and the checked
+//! request; they are exec'd directly, never through a shell that would parse them.
+
+use super::Config;
+use crate::daemon::executor::{journal_argv, systemctl_command, ENV};
+use crate::spawn::{Argv, ArgvFull};
+use myco_core::privileged::{Checked, Outcome, UnitVerb};
+use nix::poll::{poll, PollFd, PollFlags};
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use std::ffi::{CStr, CString, OsStr};
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// How often a waiting thread looks whether its child ended or the daemon hung up.
+const WAIT_TICK_MS: u16 = 100;
+/// How long a child stopped because the daemon hung up has to end before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(2);
+
+/// A request in a log line's words: its kind and the units or service it names.
+pub fn summary(checked: &Checked<'_>) -> String {
+    match checked {
+        Checked::WriteUnit { unit, .. } => format!("write {unit}"),
+        Checked::RemoveUnit { unit } => format!("remove {unit}"),
+        Checked::DaemonReload => "systemctl daemon-reload".into(),
+        Checked::Unit { verb, units } => {
+            format!("systemctl {} {}", verb.args()[0], units.join(" "))
+        }
+        Checked::Build(b) => format!("build {}#{} for {}", b.uri, b.attr, b.service),
+        Checked::CollectGarbage => "collect garbage".into(),
+        Checked::CacheClosure => "query the build roots' closure".into(),
+        Checked::Journal(j) => format!("journal of {}", j.unit),
+    }
+}
+
+/// What one connection's work needs.
+pub struct Work<'a> {
+    pub config: &'a Config,
+    /// The transient units' environment (`transient::environment`).
+    pub env: &'a [CString],
+    /// The daemon's connection: hanging up stops the child.
+    pub conn: &'a UnixStream,
+}
+
+impl Work<'_> {
+    /// Does `checked`; the outcome and a reason for the reply.
+    pub fn run(
+        &self,
+        checked: &Checked<'_>,
+        fds: Vec<OwnedFd>,
+        argv: &mut Argv,
+    ) -> (Outcome, String) {
+        let done = |r: io::Result<()>, what: &str| match r {
+            Ok(()) => (Outcome::Exited(0), what.to_owned()),
+            Err(e) => (Outcome::Failed, format!("cannot {what}: {e}")),
+        };
+        match checked {
+            Checked::WriteUnit { unit, text } => {
+                done(self.write_unit(unit, text), "write the unit")
+            }
+            Checked::RemoveUnit { unit } => done(self.remove_unit(unit), "remove the unit"),
+            _ => match self.command(checked, argv) {
+                Ok(Some(env)) => self.spawn_and_wait(argv, &env, fds),
+                Ok(None) => (Outcome::Exited(0), "nothing to run: no build roots".into()),
+                Err(e) => (
+                    Outcome::Failed,
+                    format!("cannot build the command line: {e}"),
+                ),
+            },
+        }
+    }
+
+    fn write_unit(&self, unit: &str, text: &[u8]) -> io::Result<()> {
+        let path = self.config.unit_dir.join(unit);
+        crate::atomic::replace_file(&path, |f| {
+            f.write_all(text)?;
+            // systemd reads units as any user may; the helper's umask must not hide one.
+            f.set_permissions(fs::Permissions::from_mode(0o644))
+        })
+    }
+
+    fn remove_unit(&self, unit: &str) -> io::Result<()> {
+        fs::remove_file(self.config.unit_dir.join(unit))?;
+        File::open(&self.config.unit_dir)?.sync_all()
+    }
+
+    /// The command line of `checked` into `argv`, and the environment it runs with; `None` if
+    /// there is nothing to run (a closure query without roots).
+    fn command(&self, checked: &Checked<'_>, argv: &mut Argv) -> io::Result<Option<Vec<&CStr>>> {
+        let c = self.config;
+        let full = |_: ArgvFull| io::Error::other("the command line does not fit");
+        let transient_env = self.env.iter().map(CString::as_c_str).collect();
+        match checked {
+            Checked::DaemonReload => {
+                systemctl_command(
+                    argv,
+                    c.systemctl.as_bytes(),
+                    (&["daemon-reload"], false),
+                    [""; 0],
+                );
+            }
+            Checked::Unit { verb, units } => {
+                let enabling = matches!(verb, UnitVerb::Enable | UnitVerb::Disable);
+                // Units under /run are enabled for this boot only (as the executor does).
+                let runtime = enabling && c.unit_dir.starts_with("/run");
+                let units = units.iter().copied();
+                systemctl_command(argv, c.systemctl.as_bytes(), (verb.args(), runtime), units);
+            }
+            Checked::Journal(j) => {
+                journal_argv(argv, c.journalctl.as_bytes(), j.unit, j.follow, j.lines);
+            }
+            Checked::Build(b) => {
+                let link = crate::path::StackPath::join(&c.gcroot_dir, &[b.root.as_bytes()])?;
+                let build = crate::daemon::build::Command {
+                    systemd_run: &c.systemd_run,
+                    nix: &c.nix,
+                    timeout_s: u64::from(b.timeout_s),
+                };
+                build
+                    .argv(
+                        argv,
+                        self.env,
+                        (b.service, link.as_bytes()),
+                        (b.uri, b.attr),
+                        // Substituters are not in the request vocabulary yet (phase 2).
+                        &[],
+                    )
+                    .map_err(full)?;
+                return Ok(Some(transient_env));
+            }
+            Checked::CollectGarbage => {
+                crate::daemon::gc::gc_argv(argv, (&c.systemd_run, &c.collect_garbage), self.env)
+                    .map_err(full)?;
+                return Ok(Some(transient_env));
+            }
+            Checked::CacheClosure => {
+                let dir = File::open(&c.gcroot_dir)?;
+                let tools = (c.systemd_run.as_str(), c.nix_store.as_str(), self.env);
+                let any = crate::daemon::cache::closure_argv(argv, tools, &dir)?;
+                return Ok(any.then_some(transient_env));
+            }
+            Checked::WriteUnit { .. } | Checked::RemoveUnit { .. } => {
+                unreachable!("file requests run no command")
+            }
+        }
+        Ok(Some(ENV.to_vec()))
+    }
+
+    /// Runs `argv` with `env`, its stdout the first descriptor and its stderr the second (or the
+    /// first again; /dev/null without any), in a process group of its own, and waits for it.
+    fn spawn_and_wait(&self, argv: &Argv, env: &[&CStr], fds: Vec<OwnedFd>) -> (Outcome, String) {
+        let mut args = argv.iter().map(OsStr::from_bytes);
+        let program = args.next().expect("every command line has a program");
+        let mut command = Command::new(program);
+        command.args(args).env_clear().stdin(Stdio::null());
+        for kv in env {
+            let kv = kv.to_bytes();
+            if let Some(at) = kv.iter().position(|&b| b == b'=') {
+                command.env(
+                    OsStr::from_bytes(&kv[..at]),
+                    OsStr::from_bytes(&kv[at + 1..]),
+                );
+            }
+        }
+        let mut fds = fds.into_iter();
+        let (stdout, stderr) = match (fds.next(), fds.next()) {
+            (Some(out), Some(err)) => (Stdio::from(out), Stdio::from(err)),
+            (Some(out), None) => match out.try_clone() {
+                Ok(err) => (Stdio::from(out), Stdio::from(err)),
+                Err(e) => return (Outcome::Failed, format!("cannot share stdout: {e}")),
+            },
+            _ => (Stdio::null(), Stdio::null()),
+        };
+        command.stdout(stdout).stderr(stderr).process_group(0);
+        let child = command.spawn();
+        // The daemon's descriptors now belong to the child alone: dropping the command closes
+        // ours, so the daemon sees end-of-file when the child exits.
+        drop(command);
+        match child {
+            Ok(child) => self.wait(child),
+            Err(e) => (
+                Outcome::Failed,
+                format!("cannot run {}: {e}", program.to_string_lossy()),
+            ),
+        }
+    }
+
+    /// Waits for `child`; if the daemon hangs up first (a `/logs` client gone, a build
+    /// cancelled), stops its whole process group, then kills it after `STOP_GRACE`.
+    fn wait(&self, mut child: std::process::Child) -> (Outcome, String) {
+        let group = Pid::from_raw(child.id() as i32);
+        let mut stopping: Option<Instant> = None;
+        loop {
+            match child.try_wait() {
+                Ok(Some(status)) => return outcome_of(status, stopping.is_some()),
+                Ok(None) => {}
+                Err(e) => return (Outcome::Failed, format!("cannot wait for the command: {e}")),
+            }
+            match stopping {
+                None if self.hung_up() => {
+                    let _ = killpg(group, Signal::SIGTERM);
+                    stopping = Some(Instant::now());
+                }
+                Some(since) if since.elapsed() > STOP_GRACE => {
+                    let _ = killpg(group, Signal::SIGKILL);
+                }
+                _ => std::thread::sleep(Duration::from_millis(u64::from(WAIT_TICK_MS) / 4)),
+            }
+        }
+    }
+
+    /// Whether the daemon closed its end (or sent more than its one request), waiting at most
+    /// one tick.
+    fn hung_up(&self) -> bool {
+        let mut fds = [PollFd::new(self.conn.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, WAIT_TICK_MS) {
+            Ok(0) => false,
+            Ok(_) => true,
+            Err(_) => false,
+        }
+    }
+}
+
+fn outcome_of(status: ExitStatus, stopped: bool) -> (Outcome, String) {
+    let after = if stopped {
+        " after the daemon hung up"
+    } else {
+        ""
+    };
+    match (status.code(), status.signal()) {
+        (Some(code), _) => (Outcome::Exited(code), format!("exited with {code}{after}")),
+        (None, Some(signal)) => (
+            Outcome::Signaled(signal),
+            format!("killed by signal {signal}{after}"),
+        ),
+        (None, None) => (Outcome::Failed, "ended without a status".into()),
+    }
+}

@@ -1,0 +1,572 @@
+//! `myco-priv` on its own (`--listen`, a temporary unit directory, the kit's stand-in
+//! `systemctl`, `journalctl` and `systemd-run`), talked to directly as a compromised daemon
+//! could: every hostile request is refused with a reason and leaves the unit directory and the
+//! commands run unchanged; good requests write and remove units and run commands with the
+//! daemon's descriptors as their output.
+
+use myco_core::executor::render_unit;
+use myco_core::privileged::{
+    decode_reply, encode_request, Outcome, Request, UnitVerb, FRAME_HEADER_BYTES, REQUEST_BYTES_MAX,
+};
+use myco_core::unit::UNIT_BYTES_MAX;
+use myco_host::privileged::{CONNECTIONS_MAX, REQUEST_TIMEOUT};
+use myco_testkit::dir::TempDir;
+use myco_testkit::entries::{exec_entry, flake_entry};
+use myco_testkit::keys::operator;
+use myco_testkit::{wait_until, FAKE_JOURNALCTL, FAKE_SYSTEMCTL, FAKE_SYSTEMD_RUN};
+use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{BufRead, BufReader, IoSlice, Read};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// A running helper and its directory (`units`, the stand-ins, `calls` they record).
+struct Helper {
+    dir: TempDir,
+    child: Child,
+    client: Client,
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn my_uid() -> u32 {
+    nix::unistd::getuid().as_raw()
+}
+
+/// Starts `myco-priv` serving `allow_uid`, with a unit directory holding another program's unit
+/// and one of Myco's, so a refusal that touched either would show.
+fn start(name: &str, allow_uid: u32) -> Helper {
+    let dir = TempDir::new(name);
+    let tool = |name: &str, text: &str| {
+        let path = dir.write(name, text);
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    };
+    let nix = tool(
+        "nix",
+        "#!/bin/sh\necho \"nix $*\" >> \"$(dirname \"$0\")/calls\"\necho '[]'\n",
+    );
+    let units = dir.join("units");
+    fs::create_dir_all(&units).unwrap();
+    fs::write(
+        units.join("sshd.service"),
+        "[Service]\nExecStart=/usr/sbin/sshd\n",
+    )
+    .unwrap();
+    fs::write(units.join("myco-old.service"), "# an earlier unit\n").unwrap();
+    fs::create_dir_all(dir.join("gcroots")).unwrap();
+    let socket = dir.join("priv.sock");
+    let child = Command::new(env!("CARGO_BIN_EXE_myco-priv"))
+        .args(["--allow-uid", &allow_uid.to_string(), "--listen"])
+        .arg(&socket)
+        .arg("--unit-dir")
+        .arg(&units)
+        .arg("--gcroot-dir")
+        .arg(dir.join("gcroots"))
+        .arg("--systemctl")
+        .arg(tool("systemctl", FAKE_SYSTEMCTL))
+        .arg("--journalctl")
+        .arg(tool("journalctl", FAKE_JOURNALCTL))
+        .arg("--systemd-run")
+        .arg(tool("systemd-run", FAKE_SYSTEMD_RUN))
+        .arg("--nix")
+        .arg(nix)
+        .stdin(Stdio::null())
+        .stderr(fs::File::create(dir.join("log")).unwrap())
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(10), "myco-priv listens", || {
+        UnixStream::connect(&socket).is_ok()
+    });
+    let client = Client { socket };
+    Helper { dir, child, client }
+}
+
+impl Helper {
+    fn units(&self) -> PathBuf {
+        self.dir.join("units")
+    }
+
+    /// Every file of the unit directory and its contents.
+    fn unit_files(&self) -> BTreeMap<String, Vec<u8>> {
+        fs::read_dir(self.units())
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let name = e.file_name().into_string().unwrap();
+                (name, fs::read(e.path()).unwrap())
+            })
+            .collect()
+    }
+
+    /// The command lines the stand-ins recorded.
+    fn calls(&self) -> String {
+        fs::read_to_string(self.dir.join("calls")).unwrap_or_default()
+    }
+}
+
+/// Talks to a helper's socket as the daemon would.
+struct Client {
+    socket: PathBuf,
+}
+
+impl Client {
+    fn connect(&self) -> UnixStream {
+        let conn = UnixStream::connect(&self.socket).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        conn
+    }
+
+    /// Sends `bytes` (a whole frame, or anything) with `fds` beside them and reads the reply.
+    /// With `end`, says nothing more will come (a frame cut short must end for the helper to see
+    /// it is short; a whole one must not, or the helper would take it for a hang-up).
+    fn send(&self, bytes: &[u8], fds: &[RawFd], end: bool) -> (Outcome, String) {
+        let mut conn = self.connect();
+        let rights = [ControlMessage::ScmRights(fds)];
+        let cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &rights };
+        let iov = [IoSlice::new(bytes)];
+        // A helper that refuses before reading (busy, another uid) may have answered and closed
+        // already: the send then fails with EPIPE, and the reply is still there to read.
+        match sendmsg::<()>(conn.as_raw_fd(), &iov, cmsgs, MsgFlags::empty(), None) {
+            Ok(_) | Err(nix::errno::Errno::EPIPE) => {}
+            Err(e) => panic!("cannot send to myco-priv: {e}"),
+        }
+        if end {
+            let _ = conn.shutdown(std::net::Shutdown::Write);
+        }
+        read_reply(&mut conn)
+    }
+
+    fn ask(&self, request: &Request<'_>, fds: &[RawFd]) -> (Outcome, String) {
+        self.send(&frame(request), fds, false)
+    }
+
+    /// What a command wrote to the pipe passed with `request`, which must succeed.
+    fn output(&self, request: &Request<'_>) -> String {
+        let (r, w) = pipe();
+        let (outcome, why) = self.ask(request, &[w.as_raw_fd()]);
+        drop(w);
+        let out = drain(r);
+        assert_eq!(outcome, Outcome::Exited(0), "{request:?}: {why}: {out}");
+        out
+    }
+}
+
+impl std::ops::Deref for Helper {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+fn read_reply(conn: &mut UnixStream) -> (Outcome, String) {
+    let mut reply = Vec::new();
+    conn.read_to_end(&mut reply).unwrap();
+    let body = reply.get(FRAME_HEADER_BYTES..).expect("a reply frame");
+    let reply = decode_reply(body).expect("a reply decodes");
+    (reply.outcome, reply.reason.to_owned())
+}
+
+fn frame(request: &Request<'_>) -> Vec<u8> {
+    let mut out = vec![0u8; FRAME_HEADER_BYTES + REQUEST_BYTES_MAX];
+    let len = encode_request(request, &mut out).unwrap();
+    out.truncate(len);
+    out
+}
+
+/// The file the executor writes for `entry`: its header line, then the rendered unit.
+fn unit_text(entry: &[u8]) -> String {
+    let mut out = [0u8; UNIT_BYTES_MAX];
+    let len = render_unit(entry, None, &mut out).unwrap();
+    format!(
+        "# myco: 0123456789abcdef\n{}",
+        std::str::from_utf8(&out[..len]).unwrap()
+    )
+}
+
+fn write<'a>(name: &'a str, entry: &'a [u8], text: &'a str) -> Request<'a> {
+    Request::WriteUnit {
+        name,
+        entry,
+        program: None,
+        text: text.as_bytes(),
+    }
+}
+
+fn pipe() -> (OwnedFd, OwnedFd) {
+    nix::unistd::pipe().unwrap()
+}
+
+/// Units with injected directives and names of other units or paths, in every request that
+/// names a unit, each refused with its reason; afterwards the unit directory holds exactly what
+/// it held and no command ran.
+#[test]
+fn hostile_units_and_names_are_refused_and_change_nothing() {
+    let h = start("priv-hostile", my_uid());
+    let before = h.unit_files();
+    let op = operator();
+    let web = exec_entry(&op, "web", 1, "/bin/web");
+    let text = unit_text(&web);
+    let inject = |after: &str, line: &str| {
+        let at = text.find(after).unwrap();
+        let end = at + text[at..].find('\n').unwrap() + 1;
+        format!("{}{line}\n{}", &text[..end], &text[end..])
+    };
+    let texts = [
+        inject("Type=exec", "ExecStartPre=/bin/sh -c \"id > /tmp/owned\""),
+        inject("Type=exec", "User=root"),
+        inject("Type=exec", "PrivateNetwork=no"),
+        inject("WantedBy=", "[Service]\nExecStart=/bin/sh"),
+        text.replace("DynamicUser=yes", "DynamicUser=no"),
+    ];
+    for bad in &texts {
+        let (outcome, why) = h.ask(&write("myco-web.service", &web, bad), &[]);
+        assert_eq!(outcome, Outcome::Refused, "{bad}");
+        assert!(why.contains("the unit is not the entry's"), "{why}");
+    }
+    for name in [
+        "sshd.service",
+        "myco-../x",
+        "myco-a/b.service",
+        "../myco-old.service",
+    ] {
+        let requests = [
+            write(name, &web, &text),
+            Request::RemoveUnit { name },
+            Request::Unit {
+                verb: UnitVerb::Stop,
+                names: heapless::Vec::from_slice(&[name]).unwrap(),
+            },
+            Request::Journal {
+                name,
+                follow: false,
+                lines: None,
+            },
+        ];
+        for request in requests {
+            let (outcome, why) = h.ask(&request, &[]);
+            assert_eq!(outcome, Outcome::Refused, "{request:?}");
+            assert!(why.contains("unit name"), "{why}");
+        }
+    }
+    assert_eq!(
+        h.unit_files(),
+        before,
+        "a refusal changed the unit directory"
+    );
+    assert_eq!(h.calls(), "", "a refused request ran a command");
+}
+
+/// Bytes that are no request (oversize, garbage, cut short) and descriptors sent with a file
+/// request are refused; nothing changes.
+#[test]
+fn garbage_and_stray_descriptors_are_refused() {
+    let h = start("priv-garbage", my_uid());
+    let before = h.unit_files();
+    let (r, w) = pipe();
+    let (outcome, why) = h.ask(
+        &Request::RemoveUnit {
+            name: "myco-old.service",
+        },
+        &[w.as_raw_fd()],
+    );
+    assert_eq!(outcome, Outcome::Refused);
+    assert!(
+        why.starts_with("only a command's request takes descriptors"),
+        "{why}"
+    );
+    let three = [w.as_raw_fd(); 3];
+    let (outcome, why) = h.ask(&Request::DaemonReload, &three);
+    assert_eq!(outcome, Outcome::Refused);
+    assert!(why.starts_with("only a command's request"), "{why}");
+    drop((r, w));
+
+    let mut oversize = (REQUEST_BYTES_MAX as u32 + 1).to_le_bytes().to_vec();
+    oversize.extend(vec![0u8; 1024]);
+    let garbage: [&[u8]; 4] = [
+        &oversize,
+        b"\x10\x00\x00\x00systemctl start sshd.service",
+        b"\x05\x00\x00\x00\xff\xff\xff\xff\xff",
+        b"\x01\x00",
+    ];
+    for bytes in garbage {
+        let (outcome, why) = h.send(bytes, &[], true);
+        assert_eq!(outcome, Outcome::Refused, "{bytes:?}: {why}");
+    }
+    assert_eq!(
+        h.unit_files(),
+        before,
+        "a refusal changed the unit directory"
+    );
+    assert_eq!(h.calls(), "", "a refused request ran a command");
+}
+
+/// A peer whose uid is not the allowed one gets nothing, however good its request.
+#[test]
+fn another_uid_is_refused() {
+    let h = start("priv-uid", my_uid().wrapping_add(1));
+    let before = h.unit_files();
+    let web = exec_entry(&operator(), "web", 1, "/bin/web");
+    let text = unit_text(&web);
+    let (outcome, why) = h.ask(&write("myco-web.service", &web, &text), &[]);
+    assert_eq!(outcome, Outcome::Refused);
+    assert_eq!(why, format!("uid {} may not use myco-priv", my_uid()));
+    assert_eq!(h.unit_files(), before);
+}
+
+/// The executor's unit is written whole, readable by systemd, without a temporary file left
+/// over, and removed again.
+#[test]
+fn a_good_unit_is_written_and_removed() {
+    let h = start("priv-good", my_uid());
+    let web = exec_entry(&operator(), "web", 1, "/bin/web");
+    let text = unit_text(&web);
+    let (outcome, why) = h.ask(&write("myco-web.service", &web, &text), &[]);
+    assert_eq!(outcome, Outcome::Exited(0), "{why}");
+    let path = h.units().join("myco-web.service");
+    assert_eq!(fs::read_to_string(&path).unwrap(), text);
+    assert_eq!(
+        fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o644
+    );
+    let names: Vec<String> = h.unit_files().into_keys().collect();
+    assert_eq!(
+        names,
+        ["myco-old.service", "myco-web.service", "sshd.service"]
+    );
+
+    let (outcome, why) = h.ask(
+        &Request::RemoveUnit {
+            name: "myco-web.service",
+        },
+        &[],
+    );
+    assert_eq!(outcome, Outcome::Exited(0), "{why}");
+    assert!(!path.exists());
+    let (outcome, why) = h.ask(
+        &Request::RemoveUnit {
+            name: "myco-web.service",
+        },
+        &[],
+    );
+    assert_eq!(
+        outcome,
+        Outcome::Failed,
+        "removing a unit that is not there: {why}"
+    );
+}
+
+/// Reads what the helper's child wrote to the pipe until it closes.
+fn drain(read: OwnedFd) -> String {
+    let mut text = String::new();
+    fs::File::from(read).read_to_string(&mut text).unwrap();
+    text
+}
+
+/// `systemctl` and a build run with the fixed command lines, their output on the daemon's pipe
+/// and their exit status in the reply.
+#[test]
+fn commands_write_to_the_daemons_pipe() {
+    let h = start("priv-commands", my_uid());
+    let names = heapless::Vec::from_slice(&["myco-web.service", "myco-api.service"]).unwrap();
+    let out = h.output(&Request::Unit {
+        verb: UnitVerb::Show,
+        names,
+    });
+    assert!(
+        out.contains("Id=myco-web.service\nActiveState=active"),
+        "{out}"
+    );
+    assert!(out.contains("Id=myco-api.service"), "{out}");
+    assert_eq!(h.ask(&Request::DaemonReload, &[]).0, Outcome::Exited(0));
+    let calls = h.calls();
+    assert!(calls.starts_with("show --property="), "{calls}");
+    assert!(
+        calls.ends_with("myco-web.service myco-api.service\ndaemon-reload\n"),
+        "{calls}"
+    );
+
+    let rev = "a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7";
+    let uri = format!("git+file:///srv/web?rev={rev}");
+    let web = flake_entry(&operator(), "web", 1, (&uri, "default", rev));
+    let build = Request::Build {
+        entry: &web,
+        timeout_s: 60,
+    };
+    assert_eq!(h.output(&build), "[]\n");
+    let run = fs::read_to_string(h.dir.join("systemd-run.calls")).unwrap();
+    assert!(run.contains("--unit=myco-build-web "), "{run}");
+    assert!(run.contains("--property=RuntimeMaxSec=60 "), "{run}");
+    let link = h.dir.join("gcroots/web-a7a7a7a7a7a7");
+    let nix = format!(
+        "nix build --json -L --out-link {} {uri}#default",
+        link.display()
+    );
+    assert!(h.calls().contains(&nix), "{}", h.calls());
+    // Every root action is in the helper's log, with how it ended.
+    let log = fs::read_to_string(h.dir.join("log")).unwrap();
+    for line in [
+        "myco-priv: systemctl show myco-web.service myco-api.service: Exited(0): exited with 0",
+        "myco-priv: systemctl daemon-reload: Exited(0)",
+        &format!("myco-priv: build {uri}#default for web: Exited(0)"),
+    ] {
+        assert!(log.contains(line), "{line} in\n{log}");
+    }
+}
+
+/// A followed journal runs until the daemon hangs up; then the helper stops it.
+#[test]
+fn a_followed_journal_stops_when_the_daemon_hangs_up() {
+    let h = start("priv-journal", my_uid());
+    let (r, w) = pipe();
+    let journal = Request::Journal {
+        name: "myco-web.service",
+        follow: true,
+        lines: Some(5),
+    };
+    let mut conn = h.connect();
+    let bytes = frame(&journal);
+    let rights = [ControlMessage::ScmRights(&[w.as_raw_fd()])];
+    sendmsg::<()>(
+        conn.as_raw_fd(),
+        &[IoSlice::new(&bytes)],
+        &rights,
+        MsgFlags::empty(),
+        None,
+    )
+    .unwrap();
+    drop(w);
+    let mut pipe = BufReader::new(fs::File::from(r));
+    let mut first = String::new();
+    pipe.read_line(&mut first).unwrap();
+    assert!(
+        first.starts_with("journal of --unit=myco-web.service"),
+        "{first}"
+    );
+    assert!(first.ends_with(" --lines=5 --follow\n"), "{first}");
+    let pid_file = h.dir.join("journal.pid");
+    wait_until(Duration::from_secs(10), "journalctl follows", || {
+        pid_file.exists()
+    });
+    let pid: i32 = fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    drop(conn.shutdown(std::net::Shutdown::Write));
+    let (outcome, why) = read_reply(&mut conn);
+    assert_eq!(outcome, Outcome::Signaled(15), "{why}");
+    let gone = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err();
+    assert!(gone, "journalctl {pid} still runs");
+    let mut rest = String::new();
+    pipe.read_to_string(&mut rest).unwrap();
+    assert!(rest.lines().all(|l| l == "tick" || l.is_empty()), "{rest}");
+}
+
+/// Connections past `CONNECTIONS_MAX` are told the helper is busy rather than queued without
+/// bound; a silent connection is dropped after `REQUEST_TIMEOUT` and its slot serves again.
+#[test]
+fn connections_are_bounded_and_silent_ones_time_out() {
+    let h = start("priv-busy", my_uid());
+    // `start`'s probe connection holds a slot until its thread has answered it.
+    std::thread::sleep(Duration::from_millis(300));
+    let mut silent: Vec<UnixStream> = (0..CONNECTIONS_MAX).map(|_| h.connect()).collect();
+    // Each silent connection is taken by a thread before the next is accepted.
+    std::thread::sleep(Duration::from_millis(200));
+    let (outcome, why) = h.ask(&Request::DaemonReload, &[]);
+    assert_eq!(
+        (outcome, why.as_str()),
+        (Outcome::Failed, "myco-priv is busy: try again")
+    );
+    let (outcome, why) = read_reply(&mut silent[0]);
+    assert_eq!(
+        (outcome, why.as_str()),
+        (Outcome::Refused, "no whole request within the timeout")
+    );
+    wait_until(REQUEST_TIMEOUT, "the slots are free again", || {
+        h.ask(&Request::DaemonReload, &[]).0 == Outcome::Exited(0)
+    });
+    assert_eq!(h.unit_files().len(), 2);
+}
+
+/// The helper under a real systemd, as `systemd/priv-nspawn-test.sh` runs it in a container
+/// (`MYCO_PRIV_SOCKET` is the container's socket, this process the daemon's user): a unit it
+/// writes is loaded, enabled and runs under its dynamic user, `show` and the journal come back
+/// on the pipe, a garbage collection runs through systemd-run, hostile requests are refused,
+/// and disabling and removing it leaves it gone.
+#[test]
+#[ignore = "run by systemd/priv-nspawn-test.sh against a booted container"]
+fn under_a_real_systemd() {
+    use myco_core::schema::entry::{ServiceSpec, Source};
+    let socket = std::env::var_os("MYCO_PRIV_SOCKET").expect("MYCO_PRIV_SOCKET names the socket");
+    let c = Client {
+        socket: socket.into(),
+    };
+    let mut spec = ServiceSpec::minimal(Source::Exec { path: "/bin/sleep" });
+    spec.args.push("infinity").unwrap();
+    let web = myco_testkit::entries::signed_service(&operator(), "web", 1, Some(spec));
+    let text = unit_text(&web);
+    let unit = || heapless::Vec::from_slice(&["myco-web.service"]).unwrap();
+    let ok = |request: &Request<'_>| {
+        let (outcome, why) = c.ask(request, &[]);
+        assert_eq!(outcome, Outcome::Exited(0), "{request:?}: {why}");
+    };
+    ok(&write("myco-web.service", &web, &text));
+    ok(&Request::DaemonReload);
+    let enable = Request::Unit {
+        verb: UnitVerb::Enable,
+        names: unit(),
+    };
+    ok(&enable);
+    let unit_output = |verb| {
+        c.output(&Request::Unit {
+            verb,
+            names: unit(),
+        })
+    };
+    wait_until(Duration::from_secs(10), "myco-web runs", || {
+        unit_output(UnitVerb::Show).contains("SubState=running")
+    });
+    let lines = c.output(&Request::Journal {
+        name: "myco-web.service",
+        follow: false,
+        lines: Some(5),
+    });
+    assert!(lines.contains("Myco service web"), "{lines}");
+    // Nix's work goes through systemd-run from inside the helper's sandbox, its output still on
+    // the daemon's pipe.
+    let collected = c.output(&Request::CollectGarbage);
+    assert!(collected.contains("store paths deleted"), "{collected}");
+
+    let root = text.replace("DynamicUser=yes", "DynamicUser=no\nUser=root");
+    assert_eq!(
+        c.ask(&write("myco-web.service", &web, &root), &[]).0,
+        Outcome::Refused
+    );
+    assert_eq!(
+        c.ask(&write("sshd.service", &web, &text), &[]).0,
+        Outcome::Refused
+    );
+
+    ok(&Request::Unit {
+        verb: UnitVerb::Disable,
+        names: unit(),
+    });
+    ok(&Request::RemoveUnit {
+        name: "myco-web.service",
+    });
+    ok(&Request::DaemonReload);
+    let after = unit_output(UnitVerb::Show);
+    assert!(after.contains("ActiveState=inactive"), "{after}");
+}

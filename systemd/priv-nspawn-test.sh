@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# Runs systemd/myco-priv.socket and myco-priv.service under a real systemd (`make
+# priv-systemd-test`): a Debian bookworm container booted with systemd-nspawn, as
+# systemd/nspawn-test.sh boots myco-d's, with the release myco-priv and both units bound in, and
+# a system user `myco` for the daemon. Then:
+#
+# - the socket is /run/myco-priv.sock, root:myco, mode 0660;
+# - as `myco`, the `under_a_real_systemd` test of myco-host/tests/privileged.rs (bound in,
+#   ignored in ordinary runs) talks to it: a unit it writes is loaded, enabled and running, `show`
+#   and the journal come back on the test's pipe, nix-collect-garbage runs through systemd-run
+#   with its output on that pipe too, hostile requests are refused, and disabling and removing
+#   the unit leaves it inactive. So the sandbox of myco-priv.service leaves it what it
+#   needs (systemctl and journalctl through systemd's sockets, /etc/systemd/system writable);
+# - a user outside the group `myco` cannot connect at all;
+# - the helper socket-activated by that runs as root with no capability and no network interface
+#   but loopback.
+#
+# Needs root (docs/testbed.md). The container has only loopback: nothing leaves this machine.
+#
+# Usage: systemd/priv-nspawn-test.sh MYCO_PRIV_BINARY PRIVILEGED_TEST_BINARY
+
+set -euo pipefail
+
+binary=$(realpath "${1:?usage: priv-nspawn-test.sh MYCO_PRIV_BINARY PRIVILEGED_TEST_BINARY}")
+tests=$(realpath "${2:?usage: priv-nspawn-test.sh MYCO_PRIV_BINARY PRIVILEGED_TEST_BINARY}")
+repo=$(cd "$(dirname "$0")/.." && pwd)
+
+log() { printf '[%s] %s\n' "$(date +%T)" "$*"; }
+fail() {
+	log "FAIL: $*" >&2
+	exit 1
+}
+
+[[ $(id -u) -eq 0 ]] || fail "run as root: systemd-nspawn needs it"
+[[ -x $binary && -x $tests ]] || fail "build myco-priv and the privileged test binary first"
+
+# shellcheck source=SCRIPTDIR/../tests/testbed/nspawn.sh
+source "$repo/tests/testbed/nspawn.sh"
+nspawn_tools
+nspawn_rootfs
+
+work=$(mktemp -d /var/tmp/myco-priv-test.XXXXXX)
+machine=myco-priv-$$
+nspawn_pid=
+NSPAWN_CGROUPS=()
+
+cleanup() {
+	local status=$?
+	if [[ -n $nspawn_pid ]] && kill -0 "$nspawn_pid" 2>/dev/null; then
+		if [[ $status -ne 0 && -n ${leader:-} ]]; then
+			inside systemctl status --no-pager -l myco-priv.service myco-web.service >&2 || true
+			inside journalctl --no-pager -n 40 >&2 || true
+		fi
+		nspawn_stop "$nspawn_pid"
+	fi
+	nspawn_cgroups_remove "${NSPAWN_CGROUPS[@]}"
+	rm -rf "$work"
+	exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+nspawn_init_wrapper "$work/init"
+mkdir "$work/bin"
+cp "$binary" "$work/bin/myco-priv"
+cp "$tests" "$work/bin/privileged-test"
+chmod 0755 "$work/bin" "$work/bin/"*
+
+log "booting $machine"
+nspawn_boot "$machine" "$work/console.log" --private-network \
+	--bind-ro="$work/bin/myco-priv:/usr/bin/myco-priv" \
+	--bind-ro="$work/bin/privileged-test:/opt/myco/privileged-test" \
+	--bind-ro="$repo/systemd/myco-priv.socket:/etc/systemd/system/myco-priv.socket" \
+	--bind-ro="$repo/systemd/myco-priv.service:/etc/systemd/system/myco-priv.service" \
+	--bind-ro="$work/init:/myco-test-init" \
+	/myco-test-init
+nspawn_pid=$NSPAWN_PID
+leader=$(nspawn_leader "$nspawn_pid" "$work/console.log")
+inside() { nsenter -t "$leader" -a -- "$@"; }
+nspawn_wait_running "$leader"
+log "container up, leader pid $leader"
+
+# The daemon's user, as the packages will create it (issue 22, phase 2).
+inside useradd --system --user-group --no-create-home --shell /usr/sbin/nologin myco
+uid=$(inside id -u myco)
+inside systemctl daemon-reload
+inside systemctl start myco-priv.socket
+owner=$(inside stat -c '%a %U %G' /run/myco-priv.sock)
+[[ $owner == "660 root myco" ]] || fail "the socket is '$owner', not '660 root myco'"
+log "socket: /run/myco-priv.sock $owner; myco is uid $uid"
+
+as() {
+	local user=$1 group=$2
+	shift 2
+	inside setpriv --reuid="$user" --regid="$group" --clear-groups \
+		env MYCO_PRIV_SOCKET=/run/myco-priv.sock "$@"
+}
+log "as myco: write, load, enable, show, journal, collect garbage, refuse, disable, remove"
+as myco myco /opt/myco/privileged-test --ignored --exact under_a_real_systemd --nocapture \
+	|| fail "the helper did not do what the daemon's user asked"
+if as nobody nogroup /opt/myco/privileged-test --ignored --exact under_a_real_systemd >"$work/nobody" 2>&1; then
+	fail "nobody (not in group myco) was served"
+fi
+grep -q 'Permission denied' "$work/nobody" || fail "nobody failed otherwise: $(tail -n 5 "$work/nobody")"
+log "nobody: connect refused by the socket's mode"
+
+pid=$(inside systemctl show -p MainPID --value myco-priv.service)
+((pid > 0)) || fail "myco-priv.service is not running after serving"
+helper_uid=$(inside stat -c %u "/proc/$pid")
+caps=$(inside awk '/^CapEff/ {print $2}' "/proc/$pid/status")
+links=$(inside nsenter -t "$pid" -n ip -o link show | awk -F': ' '{print $2}' | tr '\n' ' ')
+log "myco-priv: pid $pid uid $helper_uid CapEff=$caps links: $links"
+((helper_uid == 0)) || fail "myco-priv runs as uid $helper_uid, not root"
+[[ $caps == 0000000000000000 ]] || fail "myco-priv holds capabilities $caps"
+[[ $links == "lo " ]] || fail "myco-priv sees network interfaces: $links"
+log "PASS in $SECONDS s"
