@@ -255,7 +255,11 @@ fn servers_answer_on_port() {
         myco_ok(&dir, &["init", language, &service]);
         let cwd = dir.join(&service);
         if !build.is_empty() {
-            let built = Command::new(tool).args(build).current_dir(&cwd).output().unwrap();
+            let built = Command::new(tool)
+                .args(build)
+                .current_dir(&cwd)
+                .output()
+                .unwrap();
             assert!(built.status.success(), "{}", stderr(&built));
         }
         let program = if build.is_empty() {
