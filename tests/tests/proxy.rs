@@ -153,6 +153,10 @@ fn tools_work_through_the_proxy() {
     assert!(services.contains("\"web\""), "{services}");
     assert!(d.metric("myco_proxy_tunnels_opened_total") >= 6.0);
     assert_eq!(d.metric("myco_proxy_bad_records_total"), 0.0);
+    // Every tunnel closed with its local connection (curl's, myco's, the killed events').
+    wait_until(WAIT, "every tunnel closed", || {
+        d.metric("myco_proxy_tunnels") == 0.0
+    });
     // Tunnels, their handshakes and the bytes they carried took nothing from the heap.
     assert_eq!(d.metric("myco_heap_allocations_since_ready_total"), 0.0);
 }

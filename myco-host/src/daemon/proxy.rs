@@ -89,6 +89,9 @@ struct Slot {
     outb: &'static mut [u8; BUF_BYTES],
     out: (usize, usize),
     deadline_ms: u64,
+    /// The handshake completed: the tunnel counts in `ProxyStats::open` until it closes, whatever
+    /// phase it closes from.
+    proven: bool,
     /// Closed; the sockets stay open until the loop forgot their tokens (`reap`).
     dead: bool,
 }
@@ -144,6 +147,7 @@ impl Proxy {
                 outb,
                 out: (0, 0),
                 deadline_ms: 0,
+                proven: false,
                 dead: false,
             })
             .collect();
@@ -230,7 +234,8 @@ impl Proxy {
                 forget(2 + 2 * i as u64);
                 s.client = None;
                 s.phase = Phase::AwaitOpen;
-                (s.filled, s.plain, s.out, s.dead) = (0, (0, 0), (0, 0), false);
+                (s.filled, s.plain, s.out) = (0, (0, 0), (0, 0));
+                (s.proven, s.dead) = (false, false);
             }
         }
     }
@@ -238,7 +243,10 @@ impl Proxy {
     fn close(&mut self, i: usize) {
         let s = &mut self.slots[i];
         assert!(s.client.is_some(), "only an occupied slot closes");
-        if matches!(s.phase, Phase::Open { .. }) {
+        if s.dead {
+            return;
+        }
+        if s.proven {
             self.stats.open -= 1;
         }
         s.dead = true;
@@ -355,6 +363,7 @@ impl Proxy {
                 let s = &mut self.slots[i];
                 s.phase = Phase::Open { session, api };
                 s.deadline_ms = now_ms + IDLE_MS;
+                s.proven = true;
                 self.stats.opened += 1;
                 self.stats.open += 1;
             }
