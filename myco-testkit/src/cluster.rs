@@ -57,8 +57,9 @@ pub struct NodeOptions {
     pub io: Option<&'static str>,
     /// Nodes (by index) to `--join`; default: up to three nodes made before this one.
     pub join: Option<Vec<usize>>,
-    /// Run the executor with a stand-in systemctl that reports every unit running (units go to
-    /// the node's own directory); default: `--executor none`.
+    /// Run the executor with a stand-in systemctl that reports every unit running and a stand-in
+    /// journalctl (`FAKE_JOURNALCTL`; units go to the node's own directory); default:
+    /// `--executor none`.
     pub executor: bool,
     /// Answer `*.myco` DNS on the node's own address, at a free port (`Daemon::dns`); default:
     /// `--dns off`.
@@ -493,6 +494,8 @@ impl Cluster {
         fs::set_permissions(&systemctl, fs::Permissions::from_mode(0o755)).unwrap();
         let systemd_run = self.write(&format!("{name}-systemd-run"), FAKE_SYSTEMD_RUN);
         fs::set_permissions(&systemd_run, fs::Permissions::from_mode(0o755)).unwrap();
+        let journalctl = self.write(&format!("{name}-journalctl"), crate::FAKE_JOURNALCTL);
+        fs::set_permissions(&journalctl, fs::Permissions::from_mode(0o755)).unwrap();
         let units = self.dir.join(format!("{name}-units"));
         // A store that does not exist: no test collects the machine's own Nix store.
         let store = self.dir.join(format!("{name}-nix-store"));
@@ -505,6 +508,8 @@ impl Cluster {
             systemctl.into(),
             "--systemd-run".into(),
             systemd_run.into(),
+            "--journalctl".into(),
+            journalctl.into(),
             "--store-dir".into(),
             store.into(),
         ]

@@ -303,3 +303,52 @@ fn silent_clients_cannot_hold_the_slots() {
     assert!(curl(&p.socket, "/health").contains("\"ok\""));
     drop(silent);
 }
+
+/// `myco logs web -f` through the proxy: the journal's lines stream through the tunnel as the
+/// (stand-in) journalctl writes them, and when the follower goes away its tunnel closes and its
+/// journalctl ends.
+#[test]
+fn logs_follow_through_the_proxy() {
+    let options = NodeOptions {
+        executor: true,
+        ..NodeOptions::default()
+    };
+    let c = proxied_box("logs_follow_through_the_proxy", options);
+    let d = &c.daemons[0];
+    let op = c.operator.path.to_str().unwrap();
+    let p = start_proxy(&c, d, "op", &["--operator-key", op]);
+    let sock = p.socket.to_str().unwrap();
+    let manifest = c.write("web.json", r#"{"name": "web", "exec": "/usr/bin/true"}"#);
+    let manifest = manifest.to_str().unwrap();
+    c.myco(&["deploy", manifest, "--operator-key", op, "--socket", sock])
+        .ok();
+    wait_until(WAIT, "the box serves web's journal", || {
+        c.myco(&["logs", "web", "--socket", sock]).code == Some(0)
+    });
+    let mut logs = Command::new(bins::cli());
+    logs.args(["logs", "web", "-f", "--socket", sock])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    die_with_parent(&mut logs);
+    let mut logs = logs.spawn().unwrap();
+    let lines = BufReader::new(logs.stdout.take().unwrap()).lines();
+    let ticks = lines
+        .map_while(Result::ok)
+        .filter(|l| l == "tick")
+        .take(3)
+        .count();
+    assert_eq!(ticks, 3, "the followed journal streams through the tunnel");
+    let pid: i32 = std::fs::read_to_string(c.dir.join("journal.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let _ = logs.kill();
+    let _ = logs.wait();
+    // SAFETY: signal 0 only asks whether the process exists.
+    let alive = || unsafe { libc::kill(pid, 0) } == 0;
+    wait_until(WAIT, "journalctl ends with its follower", || !alive());
+    wait_until(WAIT, "the tunnel closed", || {
+        d.metric("myco_proxy_tunnels") == 0.0
+    });
+}
