@@ -1,8 +1,8 @@
 //! `myco proxy` against real `myco-d` processes on loopback: the operator's tools work unchanged
-//! through the tunnel (curl, `myco ls`, `myco deploy`, `myco events`) without the box allocating,
-//! and a box refuses every
-//! tunnel without this cluster's operator authority (no credential, garbage, another operator's,
-//! expired, revoked, another box's), and more tunnels than its slots.
+//! through the tunnel (curl, `myco ls`, `myco deploy`, `myco events`, `myco logs -f`) without the
+//! box allocating, and a box refuses every tunnel without this cluster's operator authority (no
+//! credential, garbage, another operator's, expired, revoked, another box's), and more tunnels
+//! than its slots.
 
 use myco_testkit::run::die_with_parent;
 use myco_testkit::{bins, wait_until, Cluster, Daemon, NodeOptions};
