@@ -188,7 +188,11 @@ fn tunnels_without_authority_are_refused() {
     let mut open = vec![0, 66, 0x11, 0];
     open.extend_from_slice(&[7; 64]);
     assert_eq!(raw_refusal(d, &open), Some(1));
-    assert_eq!(raw_refusal(d, &[0xff, 0xff]), None, "an impossible length");
+    assert_eq!(
+        raw_refusal(d, &[0xff, 0xff]),
+        Some(1),
+        "an impossible length"
+    );
 
     let other = c.keygen("other");
     let (code, err) = refused_proxy(
@@ -233,7 +237,7 @@ fn tunnels_without_authority_are_refused() {
 
     let refused =
         |reason: &str| d.metric(&format!("myco_proxy_refused_total{{reason=\"{reason}\"}}"));
-    assert_eq!(refused("malformed"), 2.0);
+    assert_eq!(refused("malformed"), 3.0);
     assert_eq!(refused("unknown_key"), 1.0);
     assert_eq!(refused("wrong_node"), 1.0);
     assert_eq!(refused("expired"), 1.0);

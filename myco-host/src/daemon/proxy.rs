@@ -105,6 +105,12 @@ pub struct Proxy {
     pub stats: ProxyStats,
 }
 
+/// Why a client's message could not be read.
+enum ReadFail {
+    Gone,
+    Malformed,
+}
+
 /// What a pass over a slot found.
 enum Step {
     Progress,
@@ -259,9 +265,15 @@ impl Proxy {
         }
         while let Ok((mut stream, _)) = self.listener.accept() {
             let Some(s) = self.slots.iter_mut().find(|s| s.client.is_none()) else {
-                // Best effort: the refusal fits any socket buffer, and the client is closed.
+                // Best effort: the refusal fits any socket buffer, and the client is closed. The
+                // Open it may have sent already is read first: closing with unread bytes resets
+                // the connection, and a reset can overtake the refusal.
                 let refuse = framed_refusal(RefuseReason::Busy);
-                let _ = stream.set_nonblocking(true).map(|()| stream.write(&refuse));
+                let mut open = [0u8; LENGTH_BYTES + TUNNEL_HANDSHAKE_BYTES_MAX];
+                let _ = stream
+                    .set_nonblocking(true)
+                    .map(|()| stream.read(&mut open));
+                let _ = stream.write(&refuse);
                 self.stats.refused[RefuseReason::Busy as usize - 1] += 1;
                 continue;
             };
@@ -297,7 +309,11 @@ impl Proxy {
                 self.handle_message(i, n, node, now_ms);
             }
             Ok(None) => {}
-            Err(()) => return Step::Gone,
+            Err(ReadFail::Malformed) if !matches!(s.phase, Phase::Open { .. }) => {
+                progress = true;
+                self.refuse(i, RefuseReason::Malformed);
+            }
+            Err(_) => return Step::Gone,
         }
         let s = &mut self.slots[i];
         match s.read_api(&mut self.stats) {
@@ -439,8 +455,9 @@ impl Slot {
     }
 
     /// Reads the client's next message, the length prefix first. `Some(n)`: a whole message of
-    /// `n` bytes is in `inb`. `Err`: the client is gone or announced a length no message has.
-    fn read_client(&mut self) -> Result<Option<usize>, ()> {
+    /// `n` bytes is in `inb`. `Err(Gone)`: the client is gone; `Err(Malformed)`: it announced a
+    /// length no message has.
+    fn read_client(&mut self) -> Result<Option<usize>, ReadFail> {
         let max = match self.phase {
             Phase::AwaitOpen | Phase::AwaitProve(_) if self.out.0 == self.out.1 => {
                 TUNNEL_HANDSHAKE_BYTES_MAX
@@ -453,7 +470,7 @@ impl Slot {
                 LENGTH_BYTES
             } else {
                 let prefix = [self.inb[0], self.inb[1]];
-                LENGTH_BYTES + frame_len(prefix, max).map_err(|_| ())?
+                LENGTH_BYTES + frame_len(prefix, max).map_err(|_| ReadFail::Malformed)?
             };
             if self.filled == need && need > LENGTH_BYTES {
                 return Ok(Some(need));
@@ -461,11 +478,11 @@ impl Slot {
             let (filled, inb) = (self.filled, &mut *self.inb);
             let client = self.client.as_mut().expect("an occupied slot");
             match client.read(&mut inb[filled..need]) {
-                Ok(0) => return Err(()),
+                Ok(0) => return Err(ReadFail::Gone),
                 Ok(n) => self.filled += n,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(None),
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(_) => return Err(()),
+                Err(_) => return Err(ReadFail::Gone),
             }
         }
     }
