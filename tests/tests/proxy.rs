@@ -242,6 +242,7 @@ fn tunnels_without_authority_are_refused() {
     assert_eq!(refused("wrong_node"), 1.0);
     assert_eq!(refused("expired"), 1.0);
     assert_eq!(d.metric("myco_proxy_tunnels_opened_total"), 0.0);
+    assert_eq!(d.metric("myco_heap_allocations_since_ready_total"), 0.0);
 }
 
 /// A box at RevocationBlock 1 (its own certificate re-issued at 1) refuses a credential issued at
@@ -306,6 +307,7 @@ fn silent_clients_cannot_hold_the_slots() {
     let p = start_proxy(&c, d, "after", &["--operator-key", op]);
     assert!(curl(&p.socket, "/health").contains("\"ok\""));
     drop(silent);
+    assert_eq!(d.metric("myco_heap_allocations_since_ready_total"), 0.0);
 }
 
 /// `myco logs web -f` through the proxy: the journal's lines stream through the tunnel as the
