@@ -25,9 +25,10 @@ use myco_core::crypto::tunnel::{
 use myco_core::Node;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Tunnels open at once (handshakes included). An operator needs one or two; four leave room
 /// for a second operator without letting tunnels weigh on the box.
@@ -370,10 +371,7 @@ impl Proxy {
 
     /// The tunnel is proven: its bytes go to a connection of this box's API socket.
     fn connect(&mut self, i: usize, session: TunnelSession, now_ms: u64) {
-        let api = UnixStream::connect(&self.api_socket).and_then(|api| {
-            api.set_nonblocking(true)?;
-            Ok(api)
-        });
+        let api = connect_nonblocking(&self.api_socket);
         match api {
             Ok(api) => {
                 let s = &mut self.slots[i];
@@ -398,6 +396,44 @@ impl Proxy {
         s.queue(&reason.encode());
         s.phase = Phase::Closing;
     }
+}
+
+/// A connection to the API socket, made without blocking the loop: std's `UnixStream::connect`
+/// would wait while the API's backlog is full, and the API only drains it from this same loop.
+/// A full backlog (EAGAIN) is an error, and the tunnel is refused as unavailable.
+fn connect_nonblocking(path: &Path) -> std::io::Result<UnixStream> {
+    let kind = libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+    // SAFETY: socket(2) takes no pointers; a negative result is checked before the fd is used.
+    let fd = unsafe { libc::socket(libc::AF_UNIX, kind, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a socket just made and owned by no one else; the stream closes it.
+    let stream = unsafe { UnixStream::from_raw_fd(fd) };
+    // SAFETY: sockaddr_un is plain data; all-zero is a valid value.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    let bytes = path.as_os_str().as_bytes();
+    // One byte stays zero: the path's terminator.
+    if bytes.len() >= addr.sun_path.len() {
+        return Err(ErrorKind::InvalidInput.into());
+    }
+    for (to, from) in addr.sun_path.iter_mut().zip(bytes) {
+        *to = *from as libc::c_char;
+    }
+    let len = std::mem::offset_of!(libc::sockaddr_un, sun_path) + bytes.len() + 1;
+    // SAFETY: `addr` is a valid sockaddr_un of at least `len` bytes for the call's duration.
+    let r = unsafe {
+        libc::connect(
+            fd,
+            (&addr as *const libc::sockaddr_un).cast(),
+            len as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(stream)
 }
 
 /// A Refuse with its length prefix.
