@@ -46,9 +46,14 @@ fn proxy_args<'a>(d: &Daemon, socket: &'a str, to: &'a mut String) -> Vec<&'a st
 /// Starts `myco proxy --to BOX --listen DIR/NAME.sock AUTH...` and waits until it serves.
 fn start_proxy(c: &Cluster, d: &Daemon, name: &str, auth: &[&str]) -> Proxy {
     let socket = c.dir.join(format!("{name}.sock"));
+    let child = spawn_proxy(c, d, socket.to_str().unwrap(), auth);
+    Proxy { child, socket }
+}
+
+/// Starts `myco proxy --to BOX --listen LISTEN AUTH...` and waits for its first line.
+fn spawn_proxy(c: &Cluster, d: &Daemon, listen: &str, auth: &[&str]) -> Child {
     let mut to = String::new();
-    let socket_text = socket.to_str().unwrap().to_string();
-    let mut args = proxy_args(d, &socket_text, &mut to);
+    let mut args = proxy_args(d, listen, &mut to);
     args.extend_from_slice(auth);
     let mut command = Command::new(bins::cli());
     command
@@ -69,7 +74,7 @@ fn start_proxy(c: &Cluster, d: &Daemon, name: &str, auth: &[&str]) -> Proxy {
         panic!("myco proxy did not start: {line} {err}");
     }
     assert!(line.contains(&d.key.node_id), "{line}");
-    Proxy { child, socket }
+    child
 }
 
 /// `myco proxy` that must be refused: its exit code and stderr.
@@ -130,6 +135,20 @@ fn tools_work_through_the_proxy() {
     let _ = events.kill();
     let _ = events.wait();
 
+    credential_on_a_loopback_port(&c, d, op);
+    assert!(d.metric("myco_proxy_tunnels_opened_total") >= 6.0);
+    assert_eq!(d.metric("myco_proxy_bad_records_total"), 0.0);
+    // Every tunnel closed with its local connection (curl's, myco's, the killed events').
+    wait_until(WAIT, "every tunnel closed", || {
+        d.metric("myco_proxy_tunnels") == 0.0
+    });
+    // Tunnels, their handshakes and the bytes they carried took nothing from the heap.
+    assert_eq!(d.metric("myco_heap_allocations_since_ready_total"), 0.0);
+}
+
+/// A credential from `myco credential` for this box opens a proxy on a loopback TCP port, which
+/// curl reaches; a proxy asked to listen beyond loopback is refused as a bad command line.
+fn credential_on_a_loopback_port(c: &Cluster, d: &Daemon, op: &str) {
     let holder = c.keygen("holder");
     let cred = c.dir.join("holder.cred");
     c.myco(&[
@@ -148,17 +167,32 @@ fn tools_work_through_the_proxy() {
     .ok();
     let holder_key = holder.path.to_str().unwrap();
     let auth = ["--credential", cred.to_str().unwrap(), "--key", holder_key];
-    let q = start_proxy(&c, d, "cred", &auth);
-    let services = curl(&q.socket, "/services");
-    assert!(services.contains("\"web\""), "{services}");
-    assert!(d.metric("myco_proxy_tunnels_opened_total") >= 6.0);
-    assert_eq!(d.metric("myco_proxy_bad_records_total"), 0.0);
-    // Every tunnel closed with its local connection (curl's, myco's, the killed events').
-    wait_until(WAIT, "every tunnel closed", || {
-        d.metric("myco_proxy_tunnels") == 0.0
-    });
-    // Tunnels, their handshakes and the bytes they carried took nothing from the heap.
-    assert_eq!(d.metric("myco_heap_allocations_since_ready_total"), 0.0);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut q = spawn_proxy(c, d, &port.to_string(), &auth);
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "10",
+            &format!("http://{port}/services"),
+        ])
+        .output()
+        .unwrap();
+    let services = String::from_utf8_lossy(&out.stdout);
+    assert!(services.contains("\"web\""), "{out:?}");
+    let _ = (q.kill(), q.wait());
+    let mut to = String::new();
+    let (code, err) = {
+        let mut args = proxy_args(d, "0.0.0.0:7999", &mut to);
+        args.extend_from_slice(&auth);
+        let run = c.myco(&args);
+        (run.code, run.stderr)
+    };
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("not a loopback address"), "{err}");
 }
 
 /// Reads the box's answer to raw bytes sent on a fresh tunnel connection: a Refuse's reason byte,
