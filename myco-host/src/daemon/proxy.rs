@@ -278,7 +278,11 @@ impl Proxy {
                 self.stats.refused[RefuseReason::Busy as usize - 1] += 1;
                 continue;
             };
-            if stream.set_nonblocking(true).is_err() {
+            // Each record is written whole; Nagle's algorithm would only delay the next one.
+            let ready = stream
+                .set_nonblocking(true)
+                .and_then(|()| stream.set_nodelay(true));
+            if ready.is_err() {
                 continue;
             }
             s.client = Some(stream);
