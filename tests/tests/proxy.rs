@@ -8,6 +8,7 @@ use myco_testkit::run::die_with_parent;
 use myco_testkit::{bins, wait_until, Cluster, Daemon, NodeOptions};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
+use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -316,8 +317,10 @@ fn revoked_credentials_are_refused() {
     );
 }
 
-/// Four silent connections take every tunnel slot: the fifth, and `myco proxy`, are refused as
-/// busy; the handshake timeout frees the slots, and a proxy then gets through.
+/// An idle tunnel (a local connection that sends nothing) and three silent clients that never
+/// finish a handshake take every tunnel slot: a fifth client, and `myco proxy`, are refused as
+/// busy; the handshake timeout closes the three, the API's request timeout closes the idle
+/// tunnel, and a proxy then gets through.
 #[test]
 fn silent_clients_cannot_hold_the_slots() {
     let c = proxied_box(
@@ -325,22 +328,32 @@ fn silent_clients_cannot_hold_the_slots() {
         NodeOptions::default(),
     );
     let d = &c.daemons[0];
-    let silent: Vec<TcpStream> = (0..4)
+    let op = c.operator.path.to_str().unwrap();
+    let first = start_proxy(&c, d, "first", &["--operator-key", op]);
+    let idle = UnixStream::connect(&first.socket).unwrap();
+    wait_until(WAIT, "the idle connection's tunnel is open", || {
+        d.metric("myco_proxy_tunnels") == 1.0
+    });
+    let silent: Vec<TcpStream> = (0..3)
         .map(|_| TcpStream::connect(d.proxy.unwrap()).unwrap())
         .collect();
-    wait_until(WAIT, "the box took the four", || {
+    wait_until(WAIT, "the box took the three", || {
         raw_refusal(d, &[]) == Some(7)
     });
-    let op = c.operator.path.to_str().unwrap();
     let (code, err) = refused_proxy(&c, d, "busy", &["--operator-key", op]);
     assert_eq!(code, Some(4), "{err}");
     assert!(err.contains("every tunnel slot"), "{err}");
-    wait_until(WAIT, "the handshake timeout frees the slots", || {
-        d.metric("myco_proxy_timeouts_total") >= 4.0
+    wait_until(WAIT, "the handshake timeout frees three slots", || {
+        d.metric("myco_proxy_timeouts_total") >= 3.0
     });
+    wait_until(
+        WAIT,
+        "the API's request timeout ends the idle tunnel",
+        || d.metric("myco_proxy_tunnels") == 0.0,
+    );
     let p = start_proxy(&c, d, "after", &["--operator-key", op]);
     assert!(curl(&p.socket, "/health").contains("\"ok\""));
-    drop(silent);
+    drop((silent, idle));
     assert_eq!(d.metric("myco_heap_allocations_since_ready_total"), 0.0);
 }
 
