@@ -38,7 +38,8 @@ socket of mode 0600 only.
 
 Options:
   --to HOST:PORT        The box's tunnel listener
-  --listen ADDR|PATH    A loopback IP:PORT, or a Unix socket path (must not exist)
+  --listen ADDR|PATH    A loopback IP:PORT, or a Unix socket path (a stale socket nothing
+                        answers on is replaced; any other file there is an error)
   --operator-key FILE   Sign a short-lived credential with the operator key (mode 0600)
   --credential FILE     A credential from 'myco credential', with --key its holder's key
   --key FILE            The holder's key (mode 0600)
@@ -139,11 +140,30 @@ fn bind(listen: &str) -> Result<Local, Error> {
         return Ok(Local::Tcp(l));
     }
     let path = PathBuf::from(listen);
-    let l = UnixListener::bind(&path)
-        .map_err(|e| Error::Failed(format!("cannot listen on {listen}: {e}")))?;
+    let l =
+        bind_unix(&path).map_err(|e| Error::Failed(format!("cannot listen on {listen}: {e}")))?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
         .map_err(|e| Error::Failed(format!("cannot make {listen} owner-only: {e}")))?;
     Ok(Local::Unix(l, path))
+}
+
+/// Binds a Unix socket at `path`, replacing a stale socket a stopped proxy left (a signal ends it
+/// before it can remove its socket): only a socket nothing answers on is removed, never a file.
+fn bind_unix(path: &std::path::Path) -> io::Result<UnixListener> {
+    match UnixListener::bind(path) {
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
+            let is_socket = std::fs::symlink_metadata(path)
+                .is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()));
+            let refused = UnixStream::connect(path)
+                .is_err_and(|e| e.kind() == io::ErrorKind::ConnectionRefused);
+            if !(is_socket && refused) {
+                return Err(e);
+            }
+            std::fs::remove_file(path)?;
+            UnixListener::bind(path)
+        }
+        other => other,
+    }
 }
 
 pub fn proxy(args: Arguments) -> Result<(), Error> {

@@ -136,6 +136,10 @@ fn tools_work_through_the_proxy() {
     let _ = events.kill();
     let _ = events.wait();
 
+    // A proxy ended by a signal leaves its socket; the next one on that path replaces it.
+    drop(p);
+    let p = start_proxy(&c, d, "op", &["--operator-key", op]);
+    assert!(curl(&p.socket, "/health").contains("\"ok\""));
     credential_on_a_loopback_port(&c, d, op);
     assert!(d.metric("myco_proxy_tunnels_opened_total") >= 6.0);
     assert_eq!(d.metric("myco_proxy_bad_records_total"), 0.0);
