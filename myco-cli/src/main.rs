@@ -20,6 +20,7 @@ mod audit;
 mod cert;
 mod client;
 mod completions;
+mod credential;
 mod deploy;
 mod events;
 mod files;
@@ -28,6 +29,7 @@ mod keys;
 mod logs;
 mod output;
 mod progress;
+mod proxy;
 mod render;
 mod sign;
 mod status;
@@ -46,7 +48,7 @@ struct Command {
 
 /// Every command, in the order `myco --help` lists them. The top-level help is built from this
 /// table, so it lists exactly the commands that exist.
-const COMMANDS: [Command; 16] = [
+const COMMANDS: [Command; 18] = [
     Command {
         name: "keygen",
         summary: "Make a new operator or node key file",
@@ -70,6 +72,12 @@ const COMMANDS: [Command; 16] = [
         summary: "Sign a revocation of every certificate issued below a height",
         help: cert::REVOKE_HELP,
         run: cert::revoke,
+    },
+    Command {
+        name: "credential",
+        summary: "Sign an access credential that lets a key open tunnels to boxes' APIs",
+        help: credential::CREDENTIAL_HELP,
+        run: credential::credential,
     },
     Command {
         name: "init",
@@ -137,6 +145,12 @@ const COMMANDS: [Command; 16] = [
         summary: "Print (or follow) this box's audit log of deployment outcomes",
         help: audit::AUDIT_HELP,
         run: audit::audit,
+    },
+    Command {
+        name: "proxy",
+        summary: "Serve a remote box's API here, through an authenticated, encrypted tunnel",
+        help: proxy::PROXY_HELP,
+        run: proxy::proxy,
     },
     Command {
         name: "completions",

@@ -419,6 +419,7 @@ fn help_lists_exactly_the_commands() {
             "pubkey",
             "cert",
             "revoke",
+            "credential",
             "init",
             "sign",
             "render",
@@ -430,10 +431,11 @@ fn help_lists_exactly_the_commands() {
             "events",
             "logs",
             "audit",
+            "proxy",
             "completions"
         ]
     );
-    let flags: [(&str, &[&str]); 16] = [
+    let flags: [(&str, &[&str]); 18] = [
         ("events", &["--socket", "--json"]),
         ("audit", &["--json", "--follow", "--lines", "--socket"]),
         ("logs", &["NAME", "--follow", "--lines", "--socket"]),
@@ -492,6 +494,28 @@ fn help_lists_exactly_the_commands() {
         ("nodes", &["--socket", "--json"]),
         ("status", &["--socket", "--json"]),
         ("completions", &["bash|zsh"]),
+        (
+            "credential",
+            &[
+                "--operator-key",
+                "--holder-pubkey",
+                "--expires-in",
+                "--node",
+                "--issued-at",
+                "--out",
+            ],
+        ),
+        (
+            "proxy",
+            &[
+                "--to",
+                "--listen",
+                "--operator-key",
+                "--credential",
+                "--key",
+                "--node",
+            ],
+        ),
     ];
     for (command, names) in flags {
         let help = myco_ok(&dir, &[command, "--help"]);

@@ -373,6 +373,12 @@ pub const CERT_BYTES_MAX: usize = CERT_BODY_BYTES_MAX + SIGNATURE_BYTES;
 /// 10).
 pub const REVOCATION_BODY_BYTES_MAX: usize = 15;
 pub const REVOCATION_BYTES_MAX: usize = REVOCATION_BODY_BYTES_MAX + SIGNATURE_BYTES;
+/// An access credential's signed body, worst case: operator public key (32), holder public key
+/// (32), expiry in Unix seconds (varint u64, 10), issue height (varint u64, 10), scope (an
+/// optional node id: 1 + varint u64, 11). A test encodes the maximal body and checks its length.
+pub const ACCESS_BODY_BYTES_MAX: usize = 95;
+/// An encoded access credential: body followed by the operator's signature.
+pub const ACCESS_BYTES_MAX: usize = ACCESS_BODY_BYTES_MAX + SIGNATURE_BYTES;
 /// X25519 public keys and handshake challenges.
 pub const EPHEMERAL_BYTES: usize = 32;
 pub const CHALLENGE_BYTES: usize = 32;

@@ -105,6 +105,8 @@ pub struct Buffers {
     /// The audit log's line.
     pub audit_line: [u8; crate::audit::LINE_BYTES_MAX],
     pub cache: CacheSlots,
+    /// The proxy's tunnel slots: a record from the client and one to it, each.
+    pub proxy: [[[u8; crate::daemon::proxy::BUF_BYTES]; 2]; crate::daemon::proxy::PROXY_SLOTS],
 }
 
 /// The binary cache's buffers: one per connection slot, the closure table, and the argument
@@ -146,6 +148,7 @@ impl Buffers {
             closure: [0; cache::CLOSURE_BYTES],
             argv: [0; ARGV_BYTES],
         },
+        proxy: [[[0; crate::daemon::proxy::BUF_BYTES]; 2]; crate::daemon::proxy::PROXY_SLOTS],
     };
 }
 
@@ -172,6 +175,7 @@ pub struct Arena {
     pub executor: ExecutorArena,
     pub audit_line: &'static mut [u8],
     pub cache: cache::CacheBuffers,
+    pub proxy: crate::daemon::proxy::ProxyBuffers,
 }
 
 impl Arena {
@@ -205,6 +209,7 @@ impl Arena {
                 closure: &mut b.cache.closure,
                 argv: &mut b.cache.argv,
             },
+            proxy: &mut b.proxy,
         })
     }
 }

@@ -50,6 +50,9 @@ pub const EXECUTOR_BYTES: usize = size_of::<myco_core::executor::Executor>()
 pub const CACHE_BYTES: usize = crate::daemon::cache::CACHE_SLOTS * crate::daemon::cache::SLOT_BYTES
     + crate::daemon::cache::CLOSURE_BYTES
     + ARGV_BYTES;
+/// The proxy: per tunnel slot the largest record from the client and the largest to it.
+pub const PROXY_BYTES: usize =
+    crate::daemon::proxy::PROXY_SLOTS * 2 * crate::daemon::proxy::BUF_BYTES;
 /// The daemon's own struct: the API's and DNS's connection slots, the sink, the timers.
 pub const DAEMON_BYTES: usize = size_of::<Daemon>();
 
@@ -62,6 +65,7 @@ pub const ARENA_BUDGET_BYTES: usize = NODE_BYTES
     + FLIGHT_RECORDER_BYTES
     + EXECUTOR_BYTES
     + CACHE_BYTES
+    + PROXY_BYTES
     + DAEMON_BYTES;
 
 /// What the arena's layout adds to the sum: the event ring's length word and alignment padding

@@ -57,12 +57,16 @@ pub struct NodeOptions {
     pub io: Option<&'static str>,
     /// Nodes (by index) to `--join`; default: up to three nodes made before this one.
     pub join: Option<Vec<usize>>,
-    /// Run the executor with a stand-in systemctl that reports every unit running (units go to
-    /// the node's own directory); default: `--executor none`.
+    /// Run the executor with a stand-in systemctl that reports every unit running and a stand-in
+    /// journalctl (`FAKE_JOURNALCTL`; units go to the node's own directory); default:
+    /// `--executor none`.
     pub executor: bool,
     /// Answer `*.myco` DNS on the node's own address, at a free port (`Daemon::dns`); default:
     /// `--dns off`.
     pub dns: bool,
+    /// Accept `myco proxy` tunnels on the node's own address, at a free TCP port
+    /// (`Daemon::proxy`); default: no `--proxy-listen`.
+    pub proxy: bool,
 }
 
 /// The member and the change of a daemon's `member ID WHAT` log line (`is dead`, `is suspect`,
@@ -72,6 +76,12 @@ pub fn member_event(line: &str) -> Option<(&str, &str)> {
 }
 
 /// A port free for UDP on `addr`'s IP (bound and released; a daemon binds it next).
+/// A TCP port free on `addr`'s address now.
+fn free_tcp_port_on(addr: SocketAddr) -> SocketAddr {
+    let probe = std::net::TcpListener::bind((addr.ip(), 0)).expect("a free port on loopback");
+    probe.local_addr().expect("bound")
+}
+
 fn free_port_on(addr: SocketAddr) -> SocketAddr {
     let probe = UdpSocket::bind((addr.ip(), 0)).expect("a free port on loopback");
     probe.local_addr().expect("bound")
@@ -85,6 +95,8 @@ pub struct Daemon {
     pub addr: SocketAddr,
     /// Where it answers DNS (`NodeOptions::dns`).
     pub dns: Option<SocketAddr>,
+    /// Where it accepts tunnels (`NodeOptions::proxy`).
+    pub proxy: Option<SocketAddr>,
     pub key: Key,
     pub cert: PathBuf,
     /// stderr of every run, appended, each run after a `=== start N ===` line.
@@ -435,6 +447,11 @@ impl Cluster {
         // No binary cache: the default [::]:7947 is one port for the whole machine.
         args.push("--cache-listen".into());
         args.push("off".into());
+        let proxy = options.proxy.then(|| free_tcp_port_on(addr));
+        if let Some(proxy) = proxy {
+            args.push("--proxy-listen".into());
+            args.push(proxy.to_string().into());
+        }
         let join = options.join.unwrap_or_else(|| (0..index.min(3)).collect());
         for j in join {
             args.push("--join".into());
@@ -454,6 +471,7 @@ impl Cluster {
             socket,
             addr,
             dns,
+            proxy,
             key,
             cert,
             log: self.dir.join(format!("{name}.log")),
@@ -476,6 +494,8 @@ impl Cluster {
         fs::set_permissions(&systemctl, fs::Permissions::from_mode(0o755)).unwrap();
         let systemd_run = self.write(&format!("{name}-systemd-run"), FAKE_SYSTEMD_RUN);
         fs::set_permissions(&systemd_run, fs::Permissions::from_mode(0o755)).unwrap();
+        let journalctl = self.write(&format!("{name}-journalctl"), crate::FAKE_JOURNALCTL);
+        fs::set_permissions(&journalctl, fs::Permissions::from_mode(0o755)).unwrap();
         let units = self.dir.join(format!("{name}-units"));
         // A store that does not exist: no test collects the machine's own Nix store.
         let store = self.dir.join(format!("{name}-nix-store"));
@@ -488,6 +508,8 @@ impl Cluster {
             systemctl.into(),
             "--systemd-run".into(),
             systemd_run.into(),
+            "--journalctl".into(),
+            journalctl.into(),
             "--store-dir".into(),
             store.into(),
         ]

@@ -147,6 +147,11 @@ impl Credentials {
         &self.body
     }
 
+    /// This node key's signature of `msg`: the tunnel's Accept signs its transcript with it.
+    pub(crate) fn sign(&self, msg: &[u8]) -> [u8; SIGNATURE_BYTES] {
+        self.key.sign(msg)
+    }
+
     /// The encoded certificate, as it travels in handshakes.
     pub fn cert_bytes(&self) -> &[u8] {
         &self.cert
@@ -309,12 +314,22 @@ fn derive_keys(
     peer_eph: [u8; EPHEMERAL_BYTES],
     finish_transcript: &[u8; HASH_BYTES],
 ) -> Result<([u8; 32], [u8; 32]), HandshakeError> {
+    derive_keys_for(DOMAIN_SESSION_KEYS, secret, peer_eph, finish_transcript)
+}
+
+/// `derive_keys` under the key-derivation domain `info` (the tunnel's is its own).
+pub(crate) fn derive_keys_for(
+    info: &[u8],
+    secret: &StaticSecret,
+    peer_eph: [u8; EPHEMERAL_BYTES],
+    finish_transcript: &[u8; HASH_BYTES],
+) -> Result<([u8; 32], [u8; 32]), HandshakeError> {
     let shared = secret.diffie_hellman(&EphemeralPublic::from(peer_eph));
     // A low-order point from the peer gives an all-zero secret that anyone can compute.
     if !shared.was_contributory() {
         return Err(HandshakeError::WeakKey);
     }
-    let mut okm = hkdf_sha512_64(finish_transcript, shared.as_bytes(), DOMAIN_SESSION_KEYS);
+    let mut okm = hkdf_sha512_64(finish_transcript, shared.as_bytes(), info);
     let mut i2r = [0u8; 32];
     let mut r2i = [0u8; 32];
     i2r.copy_from_slice(&okm[..32]);
@@ -339,7 +354,7 @@ fn push_postcard<T: Serialize>(msg: &mut HandshakeMsg, body: &T) {
 }
 
 /// The caller's randomness must be filled in: an all-zero buffer is an unseeded source, a bug.
-fn assert_random(bytes: &[u8; 32]) {
+pub(crate) fn assert_random(bytes: &[u8; 32]) {
     assert!(bytes.iter().any(|&b| b != 0), "randomness from the caller");
 }
 

@@ -30,6 +30,7 @@
 //!   read to refuse overlong varints.
 //! - Refusing peer input never changes state; each error type says so.
 
+pub mod access;
 pub mod cert;
 pub mod entry;
 pub mod handshake;
@@ -38,6 +39,7 @@ pub mod keys;
 pub mod revocation;
 pub mod session;
 pub(crate) mod signed;
+pub mod tunnel;
 
 pub use cert::{Cert, CertBody, CertError};
 pub use entry::{check_entry, sign_entry, sign_entry_body, verify_entry, EntrySignatureError};
@@ -57,6 +59,13 @@ pub const DOMAIN_REVOCATION: &[u8] = b"\0myco-revocation-v1";
 pub const DOMAIN_HS_REPLY: &[u8] = b"myco-hs-reply";
 pub const DOMAIN_HS_FINISH: &[u8] = b"myco-hs-finish";
 pub const DOMAIN_SESSION_KEYS: &[u8] = b"myco-session-v1";
+/// Domain of an access credential's signature: `DOMAIN_ACCESS || postcard(AccessBody)`.
+pub const DOMAIN_ACCESS: &[u8] = b"\0myco-access-v1";
+/// Domains of the tunnel handshake's two transcript hashes and of its key derivation: distinct
+/// from the wire's, so no signature or key of one can serve the other.
+pub const DOMAIN_TUNNEL_ACCEPT: &[u8] = b"myco-tunnel-accept";
+pub const DOMAIN_TUNNEL_PROVE: &[u8] = b"myco-tunnel-prove";
+pub const DOMAIN_TUNNEL_KEYS: &[u8] = b"myco-tunnel-v1";
 
 /// Why a frame, a handshake message or an entry was refused: one counter each for the metrics the
 /// daemon exports. A refusal never changed state.
@@ -136,6 +145,10 @@ mod tests {
             DOMAIN_HS_REPLY,
             DOMAIN_HS_FINISH,
             DOMAIN_SESSION_KEYS,
+            DOMAIN_ACCESS,
+            DOMAIN_TUNNEL_ACCEPT,
+            DOMAIN_TUNNEL_PROVE,
+            DOMAIN_TUNNEL_KEYS,
         ];
         for (i, a) in all.iter().enumerate() {
             for (j, b) in all.iter().enumerate() {
@@ -146,5 +159,6 @@ mod tests {
         }
         assert_eq!(DOMAIN_CERT[0], 0);
         assert_eq!(DOMAIN_REVOCATION[0], 0);
+        assert_eq!(DOMAIN_ACCESS[0], 0);
     }
 }

@@ -18,6 +18,7 @@ use crate::config::{
 };
 use crate::config::{BODY_BYTES_MAX, REVOCATION_BYTES_MAX};
 use crate::crypto::handshake::{Credentials, Trust};
+use crate::crypto::tunnel::{TunnelError, TunnelMsg, TunnelResponder, TunnelSession};
 use crate::crypto::{
     check_entry, CertError, EntrySignatureError, PublicKey, Refusal as CryptoRefusal, Revocation,
     RevocationError, SigningKey,
@@ -751,6 +752,32 @@ impl Node {
             sink.event(Event::Revoked { height });
         }
         Ok(self.out.trust.revocation_block)
+    }
+
+    /// Answers the Open of a tunnel to this box's API (`myco proxy`): the client's access
+    /// credential is checked against this cluster's operator key, the RevocationBlock this node
+    /// holds now, the Unix time `now_s` and this node's id. The host keeps the responder until
+    /// the client's Prove, which `finish_tunnel` checks. `eph_secret` and `challenge` come from
+    /// the OS random source.
+    pub fn answer_tunnel(
+        &self,
+        open: &[u8],
+        now_s: u64,
+        eph_secret: [u8; 32],
+        challenge: [u8; 32],
+    ) -> Result<(TunnelResponder, TunnelMsg), TunnelError> {
+        let (creds, trust) = (&self.out.creds, &self.out.trust);
+        TunnelResponder::handle_open(open, creds, trust, now_s, eph_secret, challenge)
+    }
+
+    /// Checks a tunnel's Prove under the trust of now (a revocation since the Open counts).
+    pub fn finish_tunnel(
+        &self,
+        responder: &TunnelResponder,
+        prove: &[u8],
+        now_s: u64,
+    ) -> Result<TunnelSession, TunnelError> {
+        responder.handle_prove(prove, &self.out.trust, now_s)
     }
 
     /// Members other than this box that are not dead: what `executor::reconcile::mode` counts to

@@ -974,3 +974,52 @@ fn an_offer_keeps_the_first_keys_given() {
         "the same offer is not a change"
     );
 }
+
+/// A tunnel's Open is checked with the node's own identity and trust: a credential scoped to this
+/// node opens, one scoped to another is refused, and once a revocation raises the block past this
+/// node's own certificate the node refuses every tunnel (it cannot prove itself).
+#[test]
+fn answer_tunnel_uses_the_nodes_trust_of_now() {
+    use crate::crypto::access::{issue_access, AccessBody};
+    use crate::crypto::revocation::encode_revocation;
+    use crate::crypto::tunnel::{RefuseReason, TunnelClient};
+    let mut n = node(WAL_CHECKPOINT_BYTES);
+    let op = operator();
+    let holder = SigningKey::from_seed([40; 32]).unwrap();
+    let now_s = 1_800_000_000;
+    let open_for = |scope: u64| {
+        let body = AccessBody {
+            operator_pk: op.public_key().0,
+            holder_pk: holder.public_key().0,
+            expires_at_s: now_s + 60,
+            issued_at: 0,
+            node: Some(scope),
+        };
+        let access = issue_access(&op, &body);
+        TunnelClient::new(&access, &holder, None, [3; 32], [4; 32]).unwrap()
+    };
+    let (client, open) = open_for(n.id());
+    let (responder, accept) = n.answer_tunnel(&open, now_s, [5; 32], [6; 32]).unwrap();
+    let (_, prove, cert) = client.handle_accept(&accept, &holder).unwrap();
+    assert_eq!(cert.node_id(), n.id());
+    assert!(n.finish_tunnel(&responder, &prove, now_s).is_ok());
+    let (_, elsewhere) = open_for(n.id() ^ 1);
+    let refused = n.answer_tunnel(&elsewhere, now_s, [5; 32], [6; 32]);
+    assert_eq!(
+        refused.err().map(|e| e.reason()),
+        Some(RefuseReason::WrongNode)
+    );
+    let mut rev = [0u8; crate::config::REVOCATION_BYTES_MAX];
+    let len = encode_revocation(&op, 1, &mut rev);
+    n.handle_revocation(&rev[..len], &mut Recorder::default())
+        .unwrap();
+    let refused = n.answer_tunnel(&open, now_s, [5; 32], [6; 32]);
+    assert_eq!(
+        refused.err().map(|e| e.reason()),
+        Some(RefuseReason::Unavailable)
+    );
+    assert!(
+        n.finish_tunnel(&responder, &prove, now_s).is_err(),
+        "revoked since its Open"
+    );
+}

@@ -52,6 +52,8 @@ pub struct DaemonSnapshot {
     pub dns: Option<(super::dns::DnsStats, usize)>,
     /// The binary cache's counters; `None` with the cache off.
     pub cache: Option<super::cache::CacheStats>,
+    /// The tunnel listener's counters; `None` without `--proxy-listen`.
+    pub proxy: Option<super::proxy::ProxyStats>,
 }
 
 /// A flake's locked commit as `git log --oneline` shows it: its first 7 hex digits.

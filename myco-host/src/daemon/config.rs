@@ -69,6 +69,9 @@ Options:
                         with the node key; an address that cannot be bound is logged and left out
   --cache-upload-rate BYTES_PER_S
                         The box's total upload rate for the cache (default 5000000; 0: unlimited)
+  --proxy-listen ADDR   Accept 'myco proxy' tunnels to this box's API on ADDR over TCP, e.g.
+                        [::]:7948 (default: off); only holders of an access credential from
+                        the operator key get through ('myco credential')
   --verbose             Also print debug lines on stderr (the flight recorder always has them)
   -h, --help            Print this help and exit
   -V, --version         Print the version and exit
@@ -119,6 +122,8 @@ pub struct Config {
     pub cache_listen: Option<SocketAddr>,
     /// `--cache-upload-rate`, bytes a second; 0: unlimited.
     pub cache_upload_rate: u64,
+    /// Where `myco proxy` tunnels are accepted; `None` (the default): nowhere.
+    pub proxy_listen: Option<SocketAddr>,
     pub verbose: bool,
     /// `/stream`'s heartbeat interval; only tests change it (`--stream-heartbeat-ms`, not in the
     /// help).
@@ -185,6 +190,7 @@ pub fn parse(mut args: Arguments) -> Result<Parsed, UsageError> {
     let cache_listen = cache_listen(text(&mut args, "--cache-listen")?)?;
     let cache_upload_rate =
         number(&mut args, "--cache-upload-rate")?.unwrap_or(super::cache::UPLOAD_RATE_DEFAULT);
+    let proxy_listen = proxy_listen(text(&mut args, "--proxy-listen")?)?;
     let verbose = args.contains("--verbose");
     let strict_alloc = args.contains("--strict-alloc");
     let wal_checkpoint_bytes = number(&mut args, "--wal-checkpoint-bytes")?
@@ -213,6 +219,7 @@ pub fn parse(mut args: Arguments) -> Result<Parsed, UsageError> {
         dns,
         cache_listen,
         cache_upload_rate,
+        proxy_listen,
         verbose,
         stream_heartbeat_ms,
         request_timeout_ms,
@@ -383,6 +390,19 @@ fn cache_listen(value: Option<String>) -> Result<Option<SocketAddr>, UsageError>
     value.parse().map(Some).map_err(|_| {
         usage(format!(
             "--cache-listen '{value}' is not IP:PORT or off, e.g. [::]:7947 or 10.0.0.2:7947"
+        ))
+    })
+}
+
+/// `--proxy-listen`: an address; off unless given.
+fn proxy_listen(value: Option<String>) -> Result<Option<SocketAddr>, UsageError> {
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    value.parse().map(Some).map_err(|_| {
+        usage(format!(
+            "--proxy-listen '{value}' is not IP:PORT, e.g. {} or 10.0.0.2:7948",
+            super::proxy::LISTEN_EXAMPLE
         ))
     })
 }

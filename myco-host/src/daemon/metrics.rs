@@ -13,6 +13,7 @@ use super::sink::{Histogram, LATENCY_BOUNDS};
 use crate::http::prometheus::{MetricKind, Prometheus, Value};
 use crate::http::response::{Cursor, Full};
 use core::fmt::Write;
+use myco_core::crypto::tunnel::RefuseReason;
 use myco_core::executor::GcStats;
 use myco_core::node::Counters;
 use myco_core::schema::message::MemberState;
@@ -34,6 +35,7 @@ struct Sources<'a> {
     dns: DnsStats,
     dns_listeners: u64,
     cache: super::cache::CacheStats,
+    proxy: super::proxy::ProxyStats,
 }
 
 type WriteSamples = fn(&mut Prometheus<'_, '_>, &'static str, &Sources<'_>) -> Result<(), Full>;
@@ -86,7 +88,7 @@ const fn many(
     }
 }
 
-const SECTIONS: [Section; 8] = [
+const SECTIONS: [Section; 9] = [
     Section {
         families: GOSSIP,
         present: |_| true,
@@ -114,6 +116,10 @@ const SECTIONS: [Section; 8] = [
     Section {
         families: CACHE,
         present: |s| s.cache.is_some(),
+    },
+    Section {
+        families: PROXY,
+        present: |s| s.proxy.is_some(),
     },
     Section {
         families: PROCESS,
@@ -515,6 +521,57 @@ const CACHE: &[Family] = &[
     ),
 ];
 
+const PROXY: &[Family] = &[
+    one(
+        "myco_proxy_tunnels",
+        Gauge,
+        "Tunnels from myco proxy open now (handshake done), of the proxy's fixed slots.",
+        |s| s.proxy.open.into(),
+    ),
+    one(
+        "myco_proxy_tunnels_opened_total",
+        Counter,
+        "Tunnels whose client proved an access credential this box accepts.",
+        |s| s.proxy.opened.into(),
+    ),
+    many(
+        "myco_proxy_refused_total",
+        Counter,
+        "Tunnels refused, by reason (busy: every slot taken).",
+        |p, name, s| {
+            for r in RefuseReason::ALL {
+                p.sample(
+                    name,
+                    &[("reason", r.name())],
+                    s.proxy.refused[r as usize - 1],
+                )?;
+            }
+            Ok(())
+        },
+    ),
+    one(
+        "myco_proxy_timeouts_total",
+        Counter,
+        "Tunnels closed for a handshake not done in time or for carrying nothing too long.",
+        |s| s.proxy.timeouts.into(),
+    ),
+    one(
+        "myco_proxy_bad_records_total",
+        Counter,
+        "Tunnels closed on a record that failed its tag (altered, replayed or reordered).",
+        |s| s.proxy.bad_records.into(),
+    ),
+    many(
+        "myco_proxy_bytes_total",
+        Counter,
+        "API bytes carried through tunnels, by direction (in: to the API).",
+        |p, name, s| {
+            p.sample(name, &[("direction", "in")], s.proxy.bytes_in)?;
+            p.sample(name, &[("direction", "out")], s.proxy.bytes_out)
+        },
+    ),
+];
+
 const PROCESS: &[Family] = &[
     many(
         "myco_io_backend",
@@ -637,6 +694,7 @@ pub fn metrics(out: &mut Cursor<'_>, node: &Node, snapshot: &DaemonSnapshot) -> 
         dns,
         dns_listeners: dns_listeners as u64,
         cache: snapshot.cache.unwrap_or_default(),
+        proxy: snapshot.proxy.unwrap_or_default(),
     };
     let mut p = Prometheus::new(out);
     for section in SECTIONS.iter().filter(|s| (s.present)(snapshot)) {

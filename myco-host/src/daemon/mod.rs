@@ -18,6 +18,7 @@ pub mod health;
 pub mod metrics;
 pub mod net;
 pub mod peers;
+pub mod proxy;
 pub mod seat;
 pub mod serve;
 pub mod sink;
@@ -63,15 +64,18 @@ const _: () =
 /// (`cache::TOKENS` is the last offset).
 const TOKEN_CACHE_BASE: u64 = 64;
 const _: () = assert!(health::TOKEN_CHECK_BASE + health::CHECK_SLOTS as u64 <= TOKEN_CACHE_BASE);
-/// Interests: the daemon's three fds, the DNS listeners, the connections, the health checks and
-/// the binary cache.
+/// The proxy's tokens: its listener and its slots' two sockets each, after the cache's.
+const TOKEN_PROXY_BASE: u64 = TOKEN_CACHE_BASE + cache::TOKENS as u64 + 1;
+/// Interests: the daemon's three fds, the DNS listeners, the connections, the health checks,
+/// the binary cache and the proxy.
 const INTERESTS_MAX: usize = 3
     + 2 * dns::DNS_LISTENERS_MAX
     + dns::DNS_TCP_MAX
     + conns::CONNECTIONS_MAX
     + health::CHECK_SLOTS
     + cache::TOKENS
-    + 1;
+    + 1
+    + proxy::TOKENS;
 const _: () = assert!(INTERESTS_MAX <= crate::io::TOKENS_MAX);
 /// The start-up thread's stack: the node and its tables are built by value there.
 const BOOT_STACK_BYTES: usize = 8 << 20;
@@ -117,6 +121,8 @@ pub struct Daemon {
     dns: Option<dns::Dns>,
     /// The binary cache; `None` with `--cache-listen off` or when it could not be bound.
     cache: Option<cache::Cache>,
+    /// The tunnel listener for `myco proxy`; `None` without `--proxy-listen`.
+    proxy: Option<proxy::Proxy>,
     _lock: nix::fcntl::Flock<File>,
 }
 
@@ -179,13 +185,9 @@ impl Daemon {
         let listen = listen_text(&sink.udp)?;
         let executor_parts = (arena.executor, arena.audit_line);
         let executor = start_executor(config, !join.is_empty(), log, executor_parts)?;
-        let dns = dns::Dns::bind((&config.dns, config.listen), arena.dns, |addr, e| {
-            log.log(
-                Level::Warning,
-                format_args!("*.myco DNS does not answer on {addr}: cannot bind it: {e}"),
-            );
-        });
+        let dns = start_dns(config, arena.dns, log);
         let cache = start_cache(config, (seed, node.id()), arena.cache, log);
+        let proxy = start_proxy(config, arena.proxy, log)?;
         let notifier = Notifier::from_env()
             .map_err(|e| BootError(format!("cannot reach systemd's NOTIFY_SOCKET: {e}")))?;
         let daemon = arena.daemon.write(Daemon {
@@ -217,6 +219,7 @@ impl Daemon {
             executor,
             dns,
             cache,
+            proxy,
             _lock: lock,
         });
         // Last, once nothing can fail: a failed start leaves no reserve behind.
@@ -305,6 +308,12 @@ impl Daemon {
             cache.reap(|offset| io.forget(TOKEN_CACHE_BASE + offset));
             io.forget(TOKEN_CACHE_BASE);
         }
+        if let Some(proxy) = self.proxy.as_mut() {
+            proxy.close_all();
+            let io = &mut self.sink.io;
+            proxy.reap(|offset| io.forget(TOKEN_PROXY_BASE + offset));
+            io.forget(TOKEN_PROXY_BASE);
+        }
         let _ = std::fs::remove_file(&self.socket);
     }
 
@@ -335,15 +344,10 @@ impl Daemon {
         out.extend(conns);
         let now = self.now_ms();
         if let Some(cache) = self.cache.as_mut() {
-            cache.interests(now, |fd, offset, readable, writable| {
-                let token = TOKEN_CACHE_BASE + offset;
-                let _ = out.push(Interest {
-                    fd,
-                    token,
-                    readable,
-                    writable,
-                });
-            });
+            cache.interests(now, push_at(out, TOKEN_CACHE_BASE));
+        }
+        if let Some(proxy) = self.proxy.as_ref() {
+            proxy.interests(push_at(out, TOKEN_PROXY_BASE));
         }
         let Some(dns) = &self.dns else {
             return;
@@ -387,6 +391,12 @@ impl Daemon {
             } => self.signal(),
             // A check's socket is ready: the step after this turn's completions advances it.
             Completion::Ready { token, .. } if health::Checks::owns(token) => {}
+            Completion::Ready { token, .. } if token >= TOKEN_PROXY_BASE => {
+                let now = self.now_ms();
+                if let Some(proxy) = self.proxy.as_mut() {
+                    proxy.ready(token - TOKEN_PROXY_BASE, self.node, now);
+                }
+            }
             Completion::Ready { token, .. } if token >= TOKEN_CACHE_BASE => {
                 let now = self.now_ms();
                 if let Some(cache) = self.cache.as_mut() {
@@ -478,6 +488,9 @@ impl Daemon {
                 let keys = keys.iter().copied();
                 (self.node).set_offer(now, floor, port, keys, &mut self.sink);
             }
+        }
+        if let Some(proxy) = self.proxy.as_mut() {
+            proxy.step(now);
         }
         if now >= self.next_housekeeping_ms {
             self.next_housekeeping_ms = now + HOUSEKEEPING_MS;
@@ -627,6 +640,10 @@ impl Daemon {
         if let Some(cache) = self.cache.as_mut() {
             let io = &mut self.sink.io;
             cache.reap(|offset| io.forget(TOKEN_CACHE_BASE + offset));
+        }
+        if let Some(proxy) = self.proxy.as_mut() {
+            let io = &mut self.sink.io;
+            proxy.reap(|offset| io.forget(TOKEN_PROXY_BASE + offset));
         }
     }
 
@@ -838,6 +855,53 @@ fn start_cache(
             None
         }
     }
+}
+
+/// A sink for a part's interests named by token offsets from `base`.
+fn push_at(
+    out: &mut heapless::Vec<Interest, INTERESTS_MAX>,
+    base: u64,
+) -> impl FnMut(std::os::fd::RawFd, u64, bool, bool) + '_ {
+    move |fd, offset, readable, writable| {
+        let token = base + offset;
+        let _ = out.push(Interest {
+            fd,
+            token,
+            readable,
+            writable,
+        });
+    }
+}
+
+/// `*.myco` DNS on `--dns`; an address that cannot be bound is logged and left out.
+fn start_dns(config: &Config, buffers: dns::DnsBuffers, log: Logger) -> Option<dns::Dns> {
+    dns::Dns::bind((&config.dns, config.listen), buffers, |addr, e| {
+        log.log(
+            Level::Warning,
+            format_args!("*.myco DNS does not answer on {addr}: cannot bind it: {e}"),
+        );
+    })
+}
+
+/// The tunnel listener on `--proxy-listen`. Unlike the cache, an address asked for that cannot
+/// be bound stops the start: the operator asked to reach this box through it.
+fn start_proxy(
+    config: &Config,
+    buffers: proxy::ProxyBuffers,
+    log: Logger,
+) -> Result<Option<proxy::Proxy>, BootError> {
+    let Some(listen) = config.proxy_listen else {
+        return Ok(None);
+    };
+    let socket = config.socket.clone();
+    let proxy = proxy::Proxy::bind(listen, socket, config.request_timeout_ms, buffers, log)
+        .map_err(|e| BootError(format!("cannot listen for tunnels on {listen}: {e}")))?;
+    let addr = proxy.local_addr().unwrap_or(listen);
+    log.log(
+        Level::Info,
+        format_args!("tunnels for myco proxy on {addr}"),
+    );
+    Ok(Some(proxy))
 }
 
 /// The executor, unless `--executor none` or systemd is not running here: then services are

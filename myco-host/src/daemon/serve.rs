@@ -162,6 +162,7 @@ impl Daemon {
             }),
             dns: self.dns.as_ref().map(|d| (d.stats, d.listeners.len())),
             cache: self.cache.as_ref().map(|c| c.stats),
+            proxy: self.proxy.as_ref().map(|p| p.stats),
         }
     }
 }
