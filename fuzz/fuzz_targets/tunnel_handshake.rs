@@ -7,39 +7,24 @@
 //! one itself (the fuzzer cannot forge either).
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
-use myco_core::crypto::access::{issue_access, AccessBody};
-use myco_core::crypto::cert::certify;
-use myco_core::crypto::handshake::{Credentials, Trust};
-use myco_core::crypto::tunnel::{TunnelClient, TunnelResponder};
-use myco_core::crypto::SigningKey;
-use myco_core::schema::entry::Arch;
+#[path = "common/tunnel.rs"]
+mod tunnel;
 
-const NOW: u64 = 1_800_000_000;
+use libfuzzer_sys::fuzz_target;
+use myco_core::crypto::tunnel::TunnelResponder;
+use tunnel::{parties, Parties, NOW};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&step, msg)) = data.split_first() else {
         return;
     };
-    let operator = SigningKey::from_seed([7; 32]).unwrap();
-    let key = SigningKey::from_seed([1; 32]).unwrap();
-    let cert = certify(&operator, &key.public_key(), 0, Arch::X86_64, false, 0);
-    let me = Credentials::new(key, &cert, &operator.public_key()).unwrap();
-    let trust = Trust {
-        operator: operator.public_key(),
-        revocation_block: 0,
-        zone: 0,
-    };
-    let holder = SigningKey::from_seed([2; 32]).unwrap();
-    let body = AccessBody {
-        operator_pk: operator.public_key().0,
-        holder_pk: holder.public_key().0,
-        expires_at_s: NOW + 60,
-        issued_at: 0,
-        node: None,
-    };
-    let access = issue_access(&operator, &body);
-    let (client, open) = TunnelClient::new(&access, &holder, None, [3; 32], [4; 32]).unwrap();
+    let Parties {
+        me,
+        trust,
+        holder,
+        client,
+        open,
+    } = parties();
     let answer =
         |open: &[u8]| TunnelResponder::handle_open(open, &me, &trust, NOW, [5; 32], [6; 32]);
     match step % 3 {

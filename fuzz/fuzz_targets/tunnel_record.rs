@@ -5,18 +5,14 @@
 //! never accepted twice.
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
-use myco_core::crypto::access::{issue_access, AccessBody};
-use myco_core::crypto::cert::certify;
-use myco_core::crypto::handshake::{Credentials, Trust};
-use myco_core::crypto::tunnel::{
-    frame_len, TunnelClient, TunnelResponder, LENGTH_BYTES, RECORD_BYTES_MAX,
-    RECORD_FRAME_BYTES_MAX,
-};
-use myco_core::crypto::SigningKey;
-use myco_core::schema::entry::Arch;
+#[path = "common/tunnel.rs"]
+mod tunnel;
 
-const NOW: u64 = 1_800_000_000;
+use libfuzzer_sys::fuzz_target;
+use myco_core::crypto::tunnel::{
+    frame_len, TunnelResponder, LENGTH_BYTES, RECORD_BYTES_MAX, RECORD_FRAME_BYTES_MAX,
+};
+use tunnel::{parties, Parties, NOW};
 
 fuzz_target!(|data: &[u8]| {
     if data.len() >= LENGTH_BYTES {
@@ -25,25 +21,13 @@ fuzz_target!(|data: &[u8]| {
     if data.len() > RECORD_FRAME_BYTES_MAX {
         return;
     }
-    let operator = SigningKey::from_seed([7; 32]).unwrap();
-    let key = SigningKey::from_seed([1; 32]).unwrap();
-    let cert = certify(&operator, &key.public_key(), 0, Arch::X86_64, false, 0);
-    let me = Credentials::new(key, &cert, &operator.public_key()).unwrap();
-    let trust = Trust {
-        operator: operator.public_key(),
-        revocation_block: 0,
-        zone: 0,
-    };
-    let holder = SigningKey::from_seed([2; 32]).unwrap();
-    let body = AccessBody {
-        operator_pk: operator.public_key().0,
-        holder_pk: holder.public_key().0,
-        expires_at_s: NOW + 60,
-        issued_at: 0,
-        node: None,
-    };
-    let access = issue_access(&operator, &body);
-    let (client, open) = TunnelClient::new(&access, &holder, None, [3; 32], [4; 32]).unwrap();
+    let Parties {
+        me,
+        trust,
+        holder,
+        client,
+        open,
+    } = parties();
     let (responder, accept) =
         TunnelResponder::handle_open(&open, &me, &trust, NOW, [5; 32], [6; 32]).unwrap();
     let (mut c, prove, _) = client.handle_accept(&accept, &holder).unwrap();
