@@ -88,6 +88,19 @@ const fn many(
     }
 }
 
+/// A family broken down by one label (reason, kind, state): a sample for each of its values.
+fn by_label(
+    p: &mut Prometheus<'_, '_>,
+    name: &'static str,
+    label: &str,
+    counts: impl IntoIterator<Item = (&'static str, u64)>,
+) -> Result<(), Full> {
+    for (value, n) in counts {
+        p.sample(name, &[(label, value)], n)?;
+    }
+    Ok(())
+}
+
 const SECTIONS: [Section; 9] = [
     Section {
         families: GOSSIP,
@@ -156,23 +169,15 @@ const GOSSIP: &[Family] = &[
         "myco_frames_refused_total",
         Counter,
         "Frames dropped unchanged, by reason.",
-        |p, name, s| {
-            for (reason, n) in s.counters.refused_by_reason() {
-                p.sample(name, &[("reason", reason)], n)?;
-            }
-            Ok(())
-        },
+        |p, name, s| by_label(p, name, "reason", s.counters.refused_by_reason()),
     ),
     many(
         "myco_crypto_refusals_total",
         Counter,
         "Refusals by the security layer, by kind.",
         |p, name, s| {
-            let kinds = myco_core::crypto::Refusal::ALL.iter();
-            for (kind, n) in kinds.zip(s.node.crypto_refusals()) {
-                p.sample(name, &[("kind", kind.name())], n)?;
-            }
-            Ok(())
+            let kinds = myco_core::crypto::Refusal::ALL.iter().map(|k| k.name());
+            by_label(p, name, "kind", kinds.zip(s.node.crypto_refusals()))
         },
     ),
     one(
@@ -256,11 +261,12 @@ const STATE: &[Family] = &[
         Gauge,
         "Known members, by SWIM state.",
         |p, name, s| {
-            for state in [MemberState::Alive, MemberState::Suspect, MemberState::Dead] {
+            let states = [MemberState::Alive, MemberState::Suspect, MemberState::Dead];
+            let counts = states.map(|state| {
                 let n = s.node.members().iter().filter(|m| m.state == state).count() as u64;
-                p.sample(name, &[("state", state_name(state))], n)?;
-            }
-            Ok(())
+                (state_name(state), n)
+            });
+            by_label(p, name, "state", counts)
         },
     ),
 ];
@@ -362,10 +368,8 @@ const UNITS: &[Family] = &[
         Gauge,
         "Units this box runs, by what systemd reports (unhealthy: running, failing its checks).",
         |p, name, s| {
-            for (health, n) in Health::ALL.iter().zip(s.units) {
-                p.sample(name, &[("state", health.name())], n)?;
-            }
-            Ok(())
+            let states = Health::ALL.iter().map(|h| h.name());
+            by_label(p, name, "state", states.zip(s.units))
         },
     ),
     one(
@@ -539,14 +543,8 @@ const PROXY: &[Family] = &[
         Counter,
         "Tunnels refused, by reason (busy: every slot taken).",
         |p, name, s| {
-            for r in RefuseReason::ALL {
-                p.sample(
-                    name,
-                    &[("reason", r.name())],
-                    s.proxy.refused[r as usize - 1],
-                )?;
-            }
-            Ok(())
+            let counts = RefuseReason::ALL.map(|r| (r.name(), s.proxy.refused[r as usize - 1]));
+            by_label(p, name, "reason", counts)
         },
     ),
     one(
