@@ -316,23 +316,13 @@ fn a_fatal_storage_error_leaves_the_flight_recorder_on_disk() {
     );
 }
 
-/// The address a daemon listens on, from its own row in `/nodes`.
-fn listen_addr(d: &Daemon) -> String {
-    let (_, nodes) = d.get("/nodes");
-    let at = nodes
-        .find("\"address\":\"")
-        .expect("the first row is this node")
-        + 11;
-    nodes[at..].split('"').next().unwrap().to_owned()
-}
-
 #[test]
 fn a_restarted_node_finds_the_cluster_from_its_peers_file() {
     let op = operator();
     let mut a = Daemon::new("peers-a", &op, 14);
     a.start(a.command(&["--reserve-bytes", "0"]));
     let mut b = Daemon::new("peers-b", &op, 15);
-    let a_addr = listen_addr(&a);
+    let a_addr = a.listen_addr();
     b.start(b.command(&["--reserve-bytes", "0", "--join", &a_addr]));
     let alive = |d: &Daemon| d.get("/health").1.contains("\"peers_alive\":1");
     wait_until(
@@ -442,7 +432,7 @@ fn a_full_disk_never_stops_the_daemon_and_loses_nothing() {
         .port();
     let dns = format!("127.0.0.1:{dns_port}");
     b.start(b.command(&["--reserve-bytes", "1048576", "--dns", &dns]));
-    a.start(a.command(&["--reserve-bytes", "0", "--join", &listen_addr(&b)]));
+    a.start(a.command(&["--reserve-bytes", "0", "--join", &b.listen_addr()]));
     let all = format!("\"services\":{LARGE_ENTRIES}");
     wait_until(Duration::from_secs(60), "b holds every entry", || {
         assert_running(&mut b);

@@ -123,15 +123,6 @@ fn start(d: &mut Daemon, join: Option<&str>) {
     d.start(in_own_store(&command, &store));
 }
 
-fn gossip_addr(d: &Daemon) -> String {
-    let (_, nodes) = d.get("/nodes");
-    let at = nodes
-        .find("\"address\":\"")
-        .expect("the first row is this node")
-        + 11;
-    nodes[at..].split('"').next().unwrap().to_owned()
-}
-
 /// Whether `d`'s `/nodes` shows a box offering the version of `rev` (its build key, as the GC
 /// root's name makes it).
 fn offered(d: &Daemon, rev: &str) -> bool {
@@ -172,7 +163,7 @@ fn two_boxes() -> (Daemon, Daemon, u16) {
     fs::write(a.dir.join("node.cert"), cert).unwrap();
     let mut b = Daemon::new("p2p-b", &op, 62);
     start(&mut a, None);
-    start(&mut b, Some(&gossip_addr(&a)));
+    start(&mut b, Some(&a.listen_addr()));
     let alive = |d: &Daemon| d.get("/health").1.contains("\"peers_alive\":1");
     wait_until(WAIT, "the two boxes see each other", || {
         alive(&a) && alive(&b)

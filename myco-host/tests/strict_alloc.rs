@@ -360,7 +360,7 @@ fn a_full_disk_allocates_nothing() {
         // later, smaller batch, so the next one is not sure to be refused).
         let refused = (2..400).any(|clock| d.deploy(&entry(&op, "web", clock)).0 == 507);
         assert!(refused, "a deploy is refused once the disk is full");
-        peer.start(peer.command(&["--reserve-bytes", "0", "--join", &listen_addr(&d)]));
+        peer.start(peer.command(&["--reserve-bytes", "0", "--join", &d.listen_addr()]));
         for i in 0..200 {
             assert_eq!(peer.deploy(&entry(&op, &format!("g{i:03}"), 1)).0, 200);
         }
@@ -705,7 +705,7 @@ fn membership_churn(a: &Daemon, op: &SigningKey) {
         .write("revocation", &record[..n])
         .display()
         .to_string();
-    let a_addr = listen_addr(a);
+    let a_addr = a.listen_addr();
     for round in 0..2 {
         let mut args = vec!["--reserve-bytes", "0", "--join", &a_addr];
         if round == 1 {
@@ -730,15 +730,4 @@ fn membership_churn(a: &Daemon, op: &SigningKey) {
             a.get("/health").1.contains("\"peers_alive\":0")
         });
     }
-}
-
-/// The address a daemon listens on, from its own row in `/nodes`.
-fn listen_addr(d: &Daemon) -> String {
-    let (_, nodes) = d.get("/nodes");
-    let at = nodes.find("\"address\":\"").expect("this node's row") + 11;
-    nodes[at..]
-        .split('"')
-        .next()
-        .expect("an address")
-        .to_owned()
 }

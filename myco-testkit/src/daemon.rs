@@ -177,6 +177,22 @@ impl Daemon {
         (answer.status, answer.body)
     }
 
+    /// The gossip address this daemon listens on, from its own row (the first) in `/nodes`: what
+    /// another daemon's `--join` takes.
+    #[track_caller]
+    pub fn listen_addr(&self) -> String {
+        let (_, nodes) = self.get("/nodes");
+        let at = nodes
+            .find("\"address\":\"")
+            .expect("the first row is this node")
+            + 11;
+        nodes[at..]
+            .split('"')
+            .next()
+            .expect("an address")
+            .to_owned()
+    }
+
     /// The value of one series of `/metrics`; panics if the daemon does not export it.
     #[track_caller]
     pub fn metric(&self, series: &str) -> f64 {
