@@ -8,29 +8,15 @@
 
 use myco_testkit::daemon::Daemon;
 use myco_testkit::entries::flake_entry;
+use myco_testkit::git::commit_flake;
 use myco_testkit::keys::operator;
 use myco_testkit::wait_until;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 fn nix_tests() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/nix")
-}
-
-fn run(dir: &Path, program: &str, args: &[&str]) -> String {
-    let out = Command::new(program)
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap_or_else(|e| panic!("{program}: {e}"));
-    assert!(
-        out.status.success(),
-        "{program} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 /// The `hello` fixture committed to a git repository in `dir`: its locked reference and rev.
@@ -38,17 +24,7 @@ fn hello_repo(dir: &Path) -> (String, String) {
     let repo = dir.join("hello-repo");
     fs::create_dir_all(&repo).unwrap();
     fs::copy(nix_tests().join("hello/flake.nix"), repo.join("flake.nix")).unwrap();
-    run(&repo, "git", &["init", "-q", "-b", "master"]);
-    run(&repo, "git", &["add", "flake.nix"]);
-    let who = ["-c", "user.name=t", "-c", "user.email=t@t"];
-    run(
-        &repo,
-        "git",
-        &[who[0], who[1], who[2], who[3], "commit", "-qm", "hello"],
-    );
-    let rev = run(&repo, "git", &["rev-parse", "HEAD"]).trim().to_owned();
-    let uri = format!("git+file://{}?ref=master&rev={rev}", repo.display());
-    (uri, rev)
+    commit_flake(&repo, "hello")
 }
 
 /// A daemon with the executor on and builds through `nix`, offline.

@@ -15,6 +15,7 @@ use myco_core::crypto::SigningKey;
 use myco_core::schema::entry::{Arch, ServiceSpec, Source};
 use myco_testkit::daemon::Daemon;
 use myco_testkit::entries::signed_service;
+use myco_testkit::git;
 use myco_testkit::keys::operator;
 use myco_testkit::wait_until;
 use std::fs;
@@ -26,17 +27,6 @@ use std::time::Duration;
 const SERVICE: &str = "hello";
 /// Long enough for a handshake, a build, a closure refresh and a status push or two.
 const WAIT: Duration = Duration::from_secs(60);
-
-fn run(dir: &Path, program: &str, args: &[&str]) -> String {
-    let out = Command::new(program)
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap_or_else(|e| panic!("{program}: {e}"));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{program} {args:?}: {err}");
-    String::from_utf8(out.stdout).unwrap()
-}
 
 /// A no-input flake whose builder appends `version` to `marker` on every run, committed to a
 /// git repository in `dir`: its locked reference and rev.
@@ -57,20 +47,7 @@ fn commit_flake(repo: &Path, marker: &Path, version: u32) -> (String, String) {
     );
     fs::create_dir_all(repo).unwrap();
     fs::write(repo.join("flake.nix"), flake).unwrap();
-    if !repo.join(".git").exists() {
-        run(repo, "git", &["init", "-q", "-b", "master"]);
-    }
-    run(repo, "git", &["add", "flake.nix"]);
-    let who = ["-c", "user.name=t", "-c", "user.email=t@t"];
-    let msg = format!("v{version}");
-    run(
-        repo,
-        "git",
-        &[who[0], who[1], who[2], who[3], "commit", "-qm", &msg],
-    );
-    let rev = run(repo, "git", &["rev-parse", "HEAD"]).trim().to_owned();
-    let uri = format!("git+file://{}?ref=master&rev={rev}", repo.display());
-    (uri, rev)
+    git::commit_flake(repo, &format!("v{version}"))
 }
 
 /// The service's entry at `clock` for the flake at `(uri, rev)`, on two boxes; `gpu_only`: only

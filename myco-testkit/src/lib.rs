@@ -10,6 +10,7 @@
 //! - `alloc`: a counting allocator for tests that prove a path allocates nothing.
 //! - `keys`: keys from fixed seeds, so every run of a test uses the same keys.
 //! - `entries`: signed entries, through `myco_core::crypto::sign_entry`.
+//! - `git`: a flake committed to a git repository, for the tests that build flakes.
 //! - `daemon`: one `myco-d` with in-process keys; `cluster`: daemons made with the real `myco`.
 //! - `scripted`: a stand-in daemon that answers `myco` with canned bytes.
 //! - `trickle`: slow clients that send a byte a second to hold a server's connection slots.
@@ -27,6 +28,7 @@ pub mod cluster;
 pub mod daemon;
 pub mod dir;
 pub mod entries;
+pub mod git;
 pub mod http;
 pub mod json;
 pub mod keys;
