@@ -151,27 +151,25 @@ fn tools_work_through_the_proxy() {
     assert_eq!(d.metric("myco_heap_allocations_since_ready_total"), 0.0);
 }
 
+/// A credential from `myco credential` (with `scope`: its expiry and box) for the key `holder`:
+/// the `--credential` and `--key` arguments that make `myco proxy` use it.
+fn holder_credential(c: &Cluster, op: &str, scope: &[&str]) -> [String; 4] {
+    let holder = c.keygen("holder");
+    let cred = c.dir.join("holder.cred");
+    let cred = cred.to_str().unwrap();
+    let mut args = vec!["credential", "--operator-key", op];
+    args.extend_from_slice(&["--holder-pubkey", &holder.public_hex, "--out", cred]);
+    args.extend_from_slice(scope);
+    c.myco(&args).ok();
+    let key = holder.path.to_str().unwrap();
+    ["--credential", cred, "--key", key].map(str::to_owned)
+}
+
 /// A credential from `myco credential` for this box opens a proxy on a loopback TCP port, which
 /// curl reaches; a proxy asked to listen beyond loopback is refused as a bad command line.
 fn credential_on_a_loopback_port(c: &Cluster, d: &Daemon, op: &str) {
-    let holder = c.keygen("holder");
-    let cred = c.dir.join("holder.cred");
-    c.myco(&[
-        "credential",
-        "--operator-key",
-        op,
-        "--holder-pubkey",
-        &holder.public_hex,
-        "--expires-in",
-        "1h",
-        "--node",
-        &d.key.node_id,
-        "--out",
-        cred.to_str().unwrap(),
-    ])
-    .ok();
-    let holder_key = holder.path.to_str().unwrap();
-    let auth = ["--credential", cred.to_str().unwrap(), "--key", holder_key];
+    let auth = holder_credential(c, op, &["--expires-in", "1h", "--node", &d.key.node_id]);
+    let auth = auth.each_ref().map(String::as_str);
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -249,27 +247,9 @@ fn tunnels_without_authority_are_refused() {
     assert_eq!(code, Some(4), "{err}");
     assert!(err.contains("another box"), "{err}");
 
-    let holder = c.keygen("holder");
-    let cred = c.dir.join("short.cred");
-    c.myco(&[
-        "credential",
-        "--operator-key",
-        op,
-        "--holder-pubkey",
-        &holder.public_hex,
-        "--expires-in",
-        "1",
-        "--out",
-        cred.to_str().unwrap(),
-    ])
-    .ok();
+    let auth = holder_credential(&c, op, &["--expires-in", "1"]);
     std::thread::sleep(Duration::from_millis(2100));
-    let auth = [
-        "--credential",
-        cred.to_str().unwrap(),
-        "--key",
-        holder.path.to_str().unwrap(),
-    ];
+    let auth = auth.each_ref().map(String::as_str);
     let (code, err) = refused_proxy(&c, d, "expired", &auth);
     assert_eq!(code, Some(4), "{err}");
     assert!(err.contains("expired"), "{err}");
