@@ -113,6 +113,14 @@ impl Helper {
     fn calls(&self) -> String {
         fs::read_to_string(self.dir.join("calls")).unwrap_or_default()
     }
+
+    /// Refusals changed nothing: the unit directory is still `before` and no command ran.
+    #[track_caller]
+    fn assert_unchanged(&self, before: &BTreeMap<String, Vec<u8>>) {
+        let now = self.unit_files();
+        assert_eq!(&now, before, "a refusal changed the unit directory");
+        assert_eq!(self.calls(), "", "a refused request ran a command");
+    }
 }
 
 /// Talks to a helper's socket as the daemon would.
@@ -260,12 +268,7 @@ fn hostile_units_and_names_are_refused_and_change_nothing() {
             assert!(why.contains("unit name"), "{why}");
         }
     }
-    assert_eq!(
-        h.unit_files(),
-        before,
-        "a refusal changed the unit directory"
-    );
-    assert_eq!(h.calls(), "", "a refused request ran a command");
+    h.assert_unchanged(&before);
 }
 
 /// Bytes that are no request (oversize, garbage, cut short) and descriptors sent with a file
@@ -304,12 +307,7 @@ fn garbage_and_stray_descriptors_are_refused() {
         let (outcome, why) = h.send(bytes, &[], true);
         assert_eq!(outcome, Outcome::Refused, "{bytes:?}: {why}");
     }
-    assert_eq!(
-        h.unit_files(),
-        before,
-        "a refusal changed the unit directory"
-    );
-    assert_eq!(h.calls(), "", "a refused request ran a command");
+    h.assert_unchanged(&before);
 }
 
 /// A peer whose uid is not the allowed one gets nothing, however good its request.
