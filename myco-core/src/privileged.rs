@@ -21,7 +21,7 @@
 use crate::config::{ENTRY_BYTES_MAX, UNITS_PER_COMMAND};
 use crate::crypto::signed::decode_exact;
 use crate::executor::{root_name, RootName, SHOW_PROPERTIES};
-use crate::schema::entry::{Entry, EntryError, Source, NAME_RULE};
+use crate::schema::entry::{Entry, EntryBody, EntryError, ServiceSpec, Source, NAME_RULE};
 use crate::unit::check::{check, CheckError};
 use crate::unit::{service_of, valid_exec_path, UnitContext, PROGRAM_BYTES_MAX, UNIT_BYTES_MAX};
 use core::fmt;
@@ -315,13 +315,12 @@ pub fn check_unit(name: &str) -> Result<(&str, &str), Refusal> {
     Ok((name, service))
 }
 
-/// A validated entry that runs something (not a tombstone).
-fn live_entry(entry: &[u8]) -> Result<Entry<'_>, Refusal> {
-    let entry = Entry::decode(entry).map_err(Refusal::Entry)?;
-    if entry.body.spec.is_none() {
-        return Err(Refusal::Tombstone);
-    }
-    Ok(entry)
+/// The body of a validated entry that runs something (not a tombstone), and its spec, taken out
+/// of the body so that no caller has to unwrap it again.
+fn live_entry(entry: &[u8]) -> Result<(EntryBody<'_>, ServiceSpec<'_>), Refusal> {
+    let mut body = Entry::decode(entry).map_err(Refusal::Entry)?.body;
+    let spec = body.spec.take().ok_or(Refusal::Tombstone)?;
+    Ok((body, spec))
 }
 
 fn check_write<'a>(
@@ -331,13 +330,8 @@ fn check_write<'a>(
     text: &'a [u8],
 ) -> Result<Checked<'a>, Refusal> {
     let (unit, service) = check_unit(name)?;
-    let entry = live_entry(entry)?;
-    let spec = entry
-        .body
-        .spec
-        .as_ref()
-        .expect("live_entry refuses tombstones");
-    if entry.body.name != service {
+    let (body, spec) = live_entry(entry)?;
+    if body.name != service {
         return Err(Refusal::EntryName);
     }
     if program.is_some_and(|p| p.len() > PROGRAM_BYTES_MAX || !valid_exec_path(p)) {
@@ -347,20 +341,15 @@ fn check_write<'a>(
         return Err(Refusal::TextTooLong);
     }
     let ctx = UnitContext {
-        version: entry.body.version,
+        version: body.version,
         program,
     };
-    check(text, service, spec, &ctx).map_err(Refusal::UnitText)?;
+    check(text, service, &spec, &ctx).map_err(Refusal::UnitText)?;
     Ok(Checked::WriteUnit { unit, text })
 }
 
 fn check_build(entry: &[u8], timeout_s: u32) -> Result<Build<'_>, Refusal> {
-    let entry = live_entry(entry)?;
-    let spec = entry
-        .body
-        .spec
-        .as_ref()
-        .expect("live_entry refuses tombstones");
+    let (body, spec) = live_entry(entry)?;
     let Source::Flake { uri, attr, rev, .. } = spec.source else {
         return Err(Refusal::NotFlake);
     };
@@ -373,10 +362,10 @@ fn check_build(entry: &[u8], timeout_s: u32) -> Result<Build<'_>, Refusal> {
         return Err(Refusal::Timeout);
     }
     Ok(Build {
-        service: entry.body.name,
+        service: body.name,
         uri,
         attr,
-        root: root_name(entry.body.name, &rev),
+        root: root_name(body.name, &rev),
         timeout_s,
     })
 }
