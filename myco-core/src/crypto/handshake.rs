@@ -577,5 +577,27 @@ impl Handshake {
     }
 }
 
+/// The credentials of the node key `test_key(seed)`, certified by `operator` for `zone` at
+/// `issued_at`: the handshake's and the tunnel's tests build their boxes with it.
+#[cfg(test)]
+pub(crate) fn test_credentials(
+    operator: &SigningKey,
+    seed: u8,
+    zone: u8,
+    issued_at: u64,
+) -> Credentials {
+    let key = crate::crypto::keys::test_key(seed);
+    let cert = crate::crypto::cert::test_cert(operator, &key, zone, issued_at);
+    Credentials::new(key, &cert, &operator.public_key()).unwrap()
+}
+
+/// Distinct "random" buffers for tests, never all zero (which `assert_random` refuses).
+#[cfg(test)]
+pub(crate) fn test_random(n: u8) -> [u8; 32] {
+    let mut r = [n; 32];
+    r[0] = 0xa5;
+    r
+}
+
 #[cfg(test)]
 mod tests;
