@@ -1,3 +1,4 @@
+use super::test_random as rand;
 use super::*;
 use crate::crypto::cert::{encode_cert, sign_cert};
 use crate::crypto::keys::test_key;
@@ -41,11 +42,9 @@ struct Transcript {
 }
 
 fn run(w: &World, a: &Credentials, b: &Credentials, n: u8) -> Transcript {
-    let (initiator, hello) =
-        Initiator::new(a, &w.trust, test_random(n), test_random(n + 1)).unwrap();
+    let (initiator, hello) = Initiator::new(a, &w.trust, rand(n), rand(n + 1)).unwrap();
     let (responder, reply) =
-        Responder::handle_hello(&hello, b, &w.trust, test_random(n + 2), test_random(n + 3))
-            .unwrap();
+        Responder::handle_hello(&hello, b, &w.trust, rand(n + 2), rand(n + 3)).unwrap();
     let (_, finish, _) = initiator.handle_reply(&reply, a, &w.trust).unwrap();
     Transcript {
         initiator,
@@ -61,10 +60,9 @@ fn run(w: &World, a: &Credentials, b: &Credentials, n: u8) -> Transcript {
 #[test]
 fn honest_handshake_agrees_on_keys() {
     let w = world();
-    let (i, hello) = Initiator::new(&w.a, &w.trust, test_random(1), test_random(2)).unwrap();
+    let (i, hello) = Initiator::new(&w.a, &w.trust, rand(1), rand(2)).unwrap();
     assert_eq!(MsgKind::of(&hello), Some(MsgKind::Hello));
-    let (r, reply) =
-        Responder::handle_hello(&hello, &w.b, &w.trust, test_random(3), test_random(4)).unwrap();
+    let (r, reply) = Responder::handle_hello(&hello, &w.b, &w.trust, rand(3), rand(4)).unwrap();
     assert_eq!(r.peer().node_id, w.a.node_id());
     let (ki, finish, peer_b) = i.handle_reply(&reply, &w.a, &w.trust).unwrap();
     let (kr, peer_a) = r.handle_finish(&finish, &w.trust).unwrap();
@@ -126,7 +124,7 @@ fn enum_names_expected_message() {
         );
     }
     assert_eq!(
-        Responder::handle_hello(&t.reply, &w.b, &w.trust, test_random(1), test_random(2)).err(),
+        Responder::handle_hello(&t.reply, &w.b, &w.trust, rand(1), rand(2)).err(),
         Some(HandshakeError::Unexpected {
             expected: MsgKind::Hello,
             got: MsgKind::Reply
@@ -153,8 +151,7 @@ fn enum_names_expected_message() {
 fn malformed_refused() {
     let w = world();
     let t = run(&w, &w.a, &w.b, 10);
-    let hello =
-        |m: &[u8]| Responder::handle_hello(m, &w.b, &w.trust, test_random(1), test_random(2)).err();
+    let hello = |m: &[u8]| Responder::handle_hello(m, &w.b, &w.trust, rand(1), rand(2)).err();
     let reply = |m: &[u8]| t.initiator.handle_reply(m, &w.a, &w.trust).err();
     let finish = |m: &[u8]| t.responder.handle_finish(m, &w.trust).err();
     let bad = Some(HandshakeError::Malformed);
@@ -188,9 +185,7 @@ fn every_bit_flip_stops_the_handshake() {
     for i in 0..t.hello.len() * 8 {
         let mut bad = t.hello.clone();
         bad[i / 8] ^= 1 << (i % 8);
-        if let Ok((_, reply)) =
-            Responder::handle_hello(&bad, &w.b, &w.trust, test_random(3), test_random(4))
-        {
+        if let Ok((_, reply)) = Responder::handle_hello(&bad, &w.b, &w.trust, rand(3), rand(4)) {
             // Only the ephemeral key and challenge can change undetected by the responder; the
             // initiator's transcript then differs from the one the responder signed.
             assert!(
@@ -234,15 +229,13 @@ fn replayed_messages_cannot_complete() {
     let old = run(&w, &w.a, &w.b, 10);
 
     let (replayed_hello, _) =
-        Responder::handle_hello(&old.hello, &w.b, &w.trust, test_random(40), test_random(41))
-            .unwrap();
+        Responder::handle_hello(&old.hello, &w.b, &w.trust, rand(40), rand(41)).unwrap();
     assert_eq!(
         replayed_hello.handle_finish(&old.finish, &w.trust).err(),
         Some(HandshakeError::BadSignature)
     );
 
-    let (fresh_initiator, _) =
-        Initiator::new(&w.a, &w.trust, test_random(50), test_random(51)).unwrap();
+    let (fresh_initiator, _) = Initiator::new(&w.a, &w.trust, rand(50), rand(51)).unwrap();
     assert_eq!(
         fresh_initiator
             .handle_reply(&old.reply, &w.a, &w.trust)
@@ -273,7 +266,7 @@ fn revoked_cert_refused() {
     });
     // The initiator's own cert is revoked: refused locally before anything is sent.
     assert_eq!(
-        Initiator::new(&old_a, &w.trust, test_random(1), test_random(2)).err(),
+        Initiator::new(&old_a, &w.trust, rand(1), rand(2)).err(),
         Some(HandshakeError::OwnCert(CertError::Revoked {
             issued_at: BLOCK - 1,
             revocation_block: BLOCK
@@ -284,16 +277,14 @@ fn revoked_cert_refused() {
         revocation_block: 0,
         ..w.trust
     };
-    let (_, hello) = Initiator::new(&old_a, &before, test_random(1), test_random(2)).unwrap();
-    let refused =
-        Responder::handle_hello(&hello, &w.b, &w.trust, test_random(3), test_random(4)).err();
+    let (_, hello) = Initiator::new(&old_a, &before, rand(1), rand(2)).unwrap();
+    let refused = Responder::handle_hello(&hello, &w.b, &w.trust, rand(3), rand(4)).err();
     assert_eq!(refused, revoked);
     assert_eq!(refused.unwrap().refusal(), Some(Refusal::RevokedKey));
     // A responder with a revoked cert (answering under the old trust) is refused by the initiator.
     let old_b = test_credentials(&w.operator, 11, ZONE, BLOCK - 1);
-    let (i, hello) = Initiator::new(&w.a, &w.trust, test_random(1), test_random(2)).unwrap();
-    let (_, reply) =
-        Responder::handle_hello(&hello, &old_b, &before, test_random(3), test_random(4)).unwrap();
+    let (i, hello) = Initiator::new(&w.a, &w.trust, rand(1), rand(2)).unwrap();
+    let (_, reply) = Responder::handle_hello(&hello, &old_b, &before, rand(3), rand(4)).unwrap();
     assert_eq!(
         i.handle_reply(&reply, &w.a, &w.trust).err(),
         Some(HandshakeError::Revoked {
@@ -330,17 +321,16 @@ fn wrong_zone_refused() {
         expected: ZONE,
         got: ZONE + 1,
     });
-    let (_, hello) = Initiator::new(&other, &other_trust, test_random(1), test_random(2)).unwrap();
-    let refused =
-        Responder::handle_hello(&hello, &w.b, &w.trust, test_random(3), test_random(4)).err();
+    let (_, hello) = Initiator::new(&other, &other_trust, rand(1), rand(2)).unwrap();
+    let refused = Responder::handle_hello(&hello, &w.b, &w.trust, rand(3), rand(4)).err();
     assert_eq!(refused, wrong);
     assert_eq!(refused.unwrap().refusal(), Some(Refusal::WrongZone));
     // A zone-4 node answering a zone-3 Hello (an honest one would refuse it first).
-    let (i, hello) = Initiator::new(&w.a, &w.trust, test_random(1), test_random(2)).unwrap();
+    let (i, hello) = Initiator::new(&w.a, &w.trust, rand(1), rand(2)).unwrap();
     let reply = reply_unchecked(&hello, &other);
     assert_eq!(i.handle_reply(&reply, &w.a, &w.trust).err(), wrong);
     assert_eq!(
-        Initiator::new(&w.a, &other_trust, test_random(1), test_random(2)).err(),
+        Initiator::new(&w.a, &other_trust, rand(1), rand(2)).err(),
         Some(HandshakeError::OwnZone {
             certified: ZONE,
             expected: ZONE + 1
@@ -392,12 +382,11 @@ fn foreign_and_self_signed_certs_refused() {
     for (evil, why) in &cases {
         let hello = hello_unchecked(evil);
         assert_eq!(
-            Responder::handle_hello(&hello, &w.b, &w.trust, test_random(3), test_random(4)).err(),
+            Responder::handle_hello(&hello, &w.b, &w.trust, rand(3), rand(4)).err(),
             Some(*why)
         );
         // And as a responder, answering an honest Hello.
-        let (honest, hello) =
-            Initiator::new(&w.a, &w.trust, test_random(5), test_random(6)).unwrap();
+        let (honest, hello) = Initiator::new(&w.a, &w.trust, rand(5), rand(6)).unwrap();
         let reply = reply_unchecked(&hello, evil);
         assert_eq!(
             honest.handle_reply(&reply, &w.a, &w.trust).err(),
@@ -414,7 +403,7 @@ fn foreign_and_self_signed_certs_refused() {
         operator: foreign.public_key(),
         ..w.trust
     };
-    let own = Initiator::new(&w.a, &elsewhere, test_random(1), test_random(2)).err();
+    let own = Initiator::new(&w.a, &elsewhere, rand(1), rand(2)).err();
     assert_eq!(own, Some(HandshakeError::OwnCert(CertError::UnknownKey)));
     assert_eq!(own.unwrap().refusal(), None);
 }
@@ -427,8 +416,8 @@ fn hello_unchecked(me: &Credentials) -> HandshakeMsg {
         &mut hello,
         &HelloBody {
             cert: &me.cert,
-            eph: EphemeralPublic::from(&StaticSecret::from(test_random(1))).to_bytes(),
-            challenge: test_random(2),
+            eph: EphemeralPublic::from(&StaticSecret::from(rand(1))).to_bytes(),
+            challenge: rand(2),
         },
     );
     hello
@@ -436,7 +425,7 @@ fn hello_unchecked(me: &Credentials) -> HandshakeMsg {
 
 /// A correctly signed Reply from `me` to `hello`, built without checking either certificate.
 fn reply_unchecked(hello: &[u8], me: &Credentials) -> HandshakeMsg {
-    let eph = StaticSecret::from(test_random(3));
+    let eph = StaticSecret::from(rand(3));
     let mut reply = HandshakeMsg::new();
     push(&mut reply, &[MsgKind::Reply as u8]);
     push_postcard(
@@ -444,7 +433,7 @@ fn reply_unchecked(hello: &[u8], me: &Credentials) -> HandshakeMsg {
         &ReplyBody {
             cert: &me.cert,
             eph: EphemeralPublic::from(&eph).to_bytes(),
-            challenge: test_random(4),
+            challenge: rand(4),
         },
     );
     let t = sha512(&[DOMAIN_HS_REPLY, hello, &reply]);
@@ -467,18 +456,16 @@ fn stolen_cert_without_key_refused() {
         ..w.b.clone()
     };
     // As responder: its Reply signature is not by the certified key.
-    let (i, hello) = Initiator::new(&w.a, &w.trust, test_random(1), test_random(2)).unwrap();
+    let (i, hello) = Initiator::new(&w.a, &w.trust, rand(1), rand(2)).unwrap();
     let (_, reply) =
-        Responder::handle_hello(&hello, &impostor, &w.trust, test_random(3), test_random(4))
-            .unwrap();
+        Responder::handle_hello(&hello, &impostor, &w.trust, rand(3), rand(4)).unwrap();
     assert_eq!(
         i.handle_reply(&reply, &w.a, &w.trust).err(),
         Some(HandshakeError::BadSignature)
     );
     // As initiator: its Finish signature is not by the certified key.
-    let (i, hello) = Initiator::new(&impostor, &w.trust, test_random(1), test_random(2)).unwrap();
-    let (r, reply) =
-        Responder::handle_hello(&hello, &w.a, &w.trust, test_random(3), test_random(4)).unwrap();
+    let (i, hello) = Initiator::new(&impostor, &w.trust, rand(1), rand(2)).unwrap();
+    let (r, reply) = Responder::handle_hello(&hello, &w.a, &w.trust, rand(3), rand(4)).unwrap();
     let (_, finish, _) = i.handle_reply(&reply, &impostor, &w.trust).unwrap();
     assert_eq!(
         r.handle_finish(&finish, &w.trust).err(),
@@ -490,9 +477,9 @@ fn stolen_cert_without_key_refused() {
 #[test]
 fn reflection_refused() {
     let w = world();
-    let (i, hello) = Initiator::new(&w.a, &w.trust, test_random(1), test_random(2)).unwrap();
+    let (i, hello) = Initiator::new(&w.a, &w.trust, rand(1), rand(2)).unwrap();
     assert_eq!(
-        Responder::handle_hello(&hello, &w.a, &w.trust, test_random(3), test_random(4)).err(),
+        Responder::handle_hello(&hello, &w.a, &w.trust, rand(3), rand(4)).err(),
         Some(HandshakeError::Reflected)
     );
     let reply = reply_unchecked(&hello, &w.a);
@@ -514,11 +501,10 @@ fn low_order_ephemeral_refused() {
         &HelloBody {
             cert: &w.a.cert,
             eph: [0; 32],
-            challenge: test_random(2),
+            challenge: rand(2),
         },
     );
-    let refused =
-        Responder::handle_hello(&hello, &w.b, &w.trust, test_random(3), test_random(4)).err();
+    let refused = Responder::handle_hello(&hello, &w.b, &w.trust, rand(3), rand(4)).err();
     assert_eq!(refused, Some(HandshakeError::WeakKey));
     assert_eq!(
         refused.unwrap().refusal(),

@@ -1,6 +1,6 @@
 use super::*;
 use crate::crypto::access::issue_access;
-use crate::crypto::handshake::{test_credentials, test_random};
+use crate::crypto::handshake::{test_credentials, test_random as rand};
 use crate::crypto::keys::test_key;
 
 const NOW: u64 = 1_800_000_000;
@@ -52,16 +52,8 @@ fn good(w: &World) -> heapless::Vec<u8, ACCESS_BYTES_MAX> {
 
 /// The box's answer to an Open made with `access`.
 fn open_with(w: &World, access: &[u8]) -> Result<(TunnelResponder, TunnelMsg), TunnelError> {
-    let (_, open) =
-        TunnelClient::new(access, &w.holder, None, test_random(1), test_random(2)).unwrap();
-    TunnelResponder::handle_open(
-        &open,
-        &w.boxed,
-        &w.trust,
-        NOW,
-        test_random(3),
-        test_random(4),
-    )
+    let (_, open) = TunnelClient::new(access, &w.holder, None, rand(1), rand(2)).unwrap();
+    TunnelResponder::handle_open(&open, &w.boxed, &w.trust, NOW, rand(3), rand(4))
 }
 
 /// An honest tunnel: both sides get the same keys in opposite directions; records cross both
@@ -71,17 +63,9 @@ fn honest_tunnel_carries_records_both_ways() {
     let w = world();
     let access = good(&w);
     let node = Some(w.boxed.node_id());
-    let (client, open) =
-        TunnelClient::new(&access, &w.holder, node, test_random(1), test_random(2)).unwrap();
-    let (resp, accept) = TunnelResponder::handle_open(
-        &open,
-        &w.boxed,
-        &w.trust,
-        NOW,
-        test_random(3),
-        test_random(4),
-    )
-    .unwrap();
+    let (client, open) = TunnelClient::new(&access, &w.holder, node, rand(1), rand(2)).unwrap();
+    let (resp, accept) =
+        TunnelResponder::handle_open(&open, &w.boxed, &w.trust, NOW, rand(3), rand(4)).unwrap();
     let (mut c, prove, cert) = client.handle_accept(&accept, &w.holder).unwrap();
     assert_eq!(cert.node_id(), w.boxed.node_id());
     let mut b = resp.handle_prove(&prove, &w.trust, NOW).unwrap();
@@ -131,18 +115,11 @@ fn open_refusals() {
         &mut open,
         &OpenBody {
             access: &[],
-            eph: test_random(1),
-            challenge: test_random(2),
+            eph: rand(1),
+            challenge: rand(2),
         },
     );
-    let err = TunnelResponder::handle_open(
-        &open,
-        &w.boxed,
-        &w.trust,
-        NOW,
-        test_random(3),
-        test_random(4),
-    );
+    let err = TunnelResponder::handle_open(&open, &w.boxed, &w.trust, NOW, rand(3), rand(4));
     assert_eq!(
         err.err().map(TunnelError::reason),
         Some(RefuseReason::Malformed)
@@ -153,8 +130,7 @@ fn open_refusals() {
 #[test]
 fn garbage_opens_are_refused() {
     let w = world();
-    let (_, open) =
-        TunnelClient::new(&good(&w), &w.holder, None, test_random(1), test_random(2)).unwrap();
+    let (_, open) = TunnelClient::new(&good(&w), &w.holder, None, rand(1), rand(2)).unwrap();
     let mut long = open.clone();
     long.push(0).unwrap();
     for msg in [
@@ -164,14 +140,7 @@ fn garbage_opens_are_refused() {
         &long[..],
         &[0x13; 65],
     ] {
-        let r = TunnelResponder::handle_open(
-            msg,
-            &w.boxed,
-            &w.trust,
-            NOW,
-            test_random(3),
-            test_random(4),
-        );
+        let r = TunnelResponder::handle_open(msg, &w.boxed, &w.trust, NOW, rand(3), rand(4));
         assert!(r.is_err());
     }
 }
@@ -184,34 +153,18 @@ fn prove_refusals() {
     let w = world();
     let access = good(&w);
     let thief = test_key(30);
-    let (client, open) =
-        TunnelClient::new(&access, &w.holder, None, test_random(1), test_random(2)).unwrap();
-    let (resp, accept) = TunnelResponder::handle_open(
-        &open,
-        &w.boxed,
-        &w.trust,
-        NOW,
-        test_random(3),
-        test_random(4),
-    )
-    .unwrap();
+    let (client, open) = TunnelClient::new(&access, &w.holder, None, rand(1), rand(2)).unwrap();
+    let (resp, accept) =
+        TunnelResponder::handle_open(&open, &w.boxed, &w.trust, NOW, rand(3), rand(4)).unwrap();
     let (_, forged, _) = client.handle_accept(&accept, &thief).unwrap();
     assert_eq!(
         resp.handle_prove(&forged, &w.trust, NOW).err(),
         Some(TunnelError::BadSignature)
     );
     // A second tunnel's Prove, replayed into the first.
-    let (client2, open2) =
-        TunnelClient::new(&access, &w.holder, None, test_random(5), test_random(6)).unwrap();
-    let (_, accept2) = TunnelResponder::handle_open(
-        &open2,
-        &w.boxed,
-        &w.trust,
-        NOW,
-        test_random(7),
-        test_random(8),
-    )
-    .unwrap();
+    let (client2, open2) = TunnelClient::new(&access, &w.holder, None, rand(5), rand(6)).unwrap();
+    let (_, accept2) =
+        TunnelResponder::handle_open(&open2, &w.boxed, &w.trust, NOW, rand(7), rand(8)).unwrap();
     let (_, prove2, _) = client2.handle_accept(&accept2, &w.holder).unwrap();
     assert_eq!(
         resp.handle_prove(&prove2, &w.trust, NOW).err(),
@@ -239,17 +192,9 @@ fn prove_refusals() {
 fn client_refusals() {
     let w = world();
     let access = good(&w);
-    let (client, open) =
-        TunnelClient::new(&access, &w.holder, None, test_random(1), test_random(2)).unwrap();
-    let (_, accept) = TunnelResponder::handle_open(
-        &open,
-        &w.boxed,
-        &w.trust,
-        NOW,
-        test_random(3),
-        test_random(4),
-    )
-    .unwrap();
+    let (client, open) = TunnelClient::new(&access, &w.holder, None, rand(1), rand(2)).unwrap();
+    let (_, accept) =
+        TunnelResponder::handle_open(&open, &w.boxed, &w.trust, NOW, rand(3), rand(4)).unwrap();
     let mut altered = accept.clone();
     let last = altered.len() - 1;
     altered[last] ^= 1;
@@ -257,8 +202,7 @@ fn client_refusals() {
         client.handle_accept(&altered, &w.holder).err(),
         Some(TunnelError::BadSignature)
     );
-    let (picky, _) =
-        TunnelClient::new(&access, &w.holder, Some(9), test_random(1), test_random(2)).unwrap();
+    let (picky, _) = TunnelClient::new(&access, &w.holder, Some(9), rand(1), rand(2)).unwrap();
     assert!(matches!(
         picky.handle_accept(&accept, &w.holder).err(),
         Some(TunnelError::WrongNode { expected: 9, .. })
@@ -270,14 +214,7 @@ fn client_refusals() {
         ..w.trust
     };
     // The rogue box cannot verify the credential, but an impostor answers anyway.
-    let r = TunnelResponder::handle_open(
-        &open,
-        &rogue,
-        &rogue_trust,
-        NOW,
-        test_random(3),
-        test_random(4),
-    );
+    let r = TunnelResponder::handle_open(&open, &rogue, &rogue_trust, NOW, rand(3), rand(4));
     assert!(r.is_err());
     let refuse = RefuseReason::Busy.encode();
     assert_eq!(
@@ -289,9 +226,7 @@ fn client_refusals() {
         Some(TunnelError::Malformed)
     );
     // A credential for another holder is refused before anything is sent.
-    assert!(
-        TunnelClient::new(&access, &test_key(31), None, test_random(1), test_random(2)).is_err()
-    );
+    assert!(TunnelClient::new(&access, &test_key(31), None, rand(1), rand(2)).is_err());
 }
 
 /// A record replayed, reordered, altered or cut is refused and leaves the session as it was.
@@ -299,17 +234,9 @@ fn client_refusals() {
 fn records_refuse_replay_and_tampering() {
     let w = world();
     let access = good(&w);
-    let (client, open) =
-        TunnelClient::new(&access, &w.holder, None, test_random(1), test_random(2)).unwrap();
-    let (resp, accept) = TunnelResponder::handle_open(
-        &open,
-        &w.boxed,
-        &w.trust,
-        NOW,
-        test_random(3),
-        test_random(4),
-    )
-    .unwrap();
+    let (client, open) = TunnelClient::new(&access, &w.holder, None, rand(1), rand(2)).unwrap();
+    let (resp, accept) =
+        TunnelResponder::handle_open(&open, &w.boxed, &w.trust, NOW, rand(3), rand(4)).unwrap();
     let (mut c, prove, _) = client.handle_accept(&accept, &w.holder).unwrap();
     let mut b = resp.handle_prove(&prove, &w.trust, NOW).unwrap();
     let seal = |c: &mut TunnelSession, text: &[u8]| {
