@@ -11,42 +11,33 @@
 mod tunnel;
 
 use libfuzzer_sys::fuzz_target;
-use myco_core::crypto::tunnel::TunnelResponder;
-use tunnel::{parties, Parties, NOW};
+use tunnel::{parties, NOW};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&step, msg)) = data.split_first() else {
         return;
     };
-    let Parties {
-        me,
-        trust,
-        holder,
-        client,
-        open,
-    } = parties();
-    let answer =
-        |open: &[u8]| TunnelResponder::handle_open(open, &me, &trust, NOW, [5; 32], [6; 32]);
+    let p = parties();
     match step % 3 {
         0 => {
-            if let Ok((_, accept)) = answer(msg) {
+            if let Ok((_, accept)) = p.answer(msg) {
                 assert!(!accept.is_empty());
             }
         }
         1 => {
-            let (_, accept) = answer(&open).unwrap();
-            if client.handle_accept(msg, &holder).is_ok() {
+            let (_, accept) = p.answer(&p.open).unwrap();
+            if p.client.handle_accept(msg, &p.holder).is_ok() {
                 assert_eq!(msg, &accept[..], "only the genuine Accept completes");
             }
-            assert!(client.handle_accept(&accept, &holder).is_ok());
+            assert!(p.client.handle_accept(&accept, &p.holder).is_ok());
         }
         _ => {
-            let (responder, accept) = answer(&open).unwrap();
-            let (_, prove, _) = client.handle_accept(&accept, &holder).unwrap();
-            if responder.handle_prove(msg, &trust, NOW).is_ok() {
+            let (responder, accept) = p.answer(&p.open).unwrap();
+            let (_, prove, _) = p.client.handle_accept(&accept, &p.holder).unwrap();
+            if responder.handle_prove(msg, &p.trust, NOW).is_ok() {
                 assert_eq!(msg, &prove[..], "only the genuine Prove completes");
             }
-            assert!(responder.handle_prove(&prove, &trust, NOW).is_ok());
+            assert!(responder.handle_prove(&prove, &p.trust, NOW).is_ok());
         }
     }
 });

@@ -10,9 +10,9 @@ mod tunnel;
 
 use libfuzzer_sys::fuzz_target;
 use myco_core::crypto::tunnel::{
-    frame_len, TunnelResponder, LENGTH_BYTES, RECORD_BYTES_MAX, RECORD_FRAME_BYTES_MAX,
+    frame_len, LENGTH_BYTES, RECORD_BYTES_MAX, RECORD_FRAME_BYTES_MAX,
 };
-use tunnel::{parties, Parties, NOW};
+use tunnel::{parties, NOW};
 
 fuzz_target!(|data: &[u8]| {
     if data.len() >= LENGTH_BYTES {
@@ -21,17 +21,10 @@ fuzz_target!(|data: &[u8]| {
     if data.len() > RECORD_FRAME_BYTES_MAX {
         return;
     }
-    let Parties {
-        me,
-        trust,
-        holder,
-        client,
-        open,
-    } = parties();
-    let (responder, accept) =
-        TunnelResponder::handle_open(&open, &me, &trust, NOW, [5; 32], [6; 32]).unwrap();
-    let (mut c, prove, _) = client.handle_accept(&accept, &holder).unwrap();
-    let mut b = responder.handle_prove(&prove, &trust, NOW).unwrap();
+    let p = parties();
+    let (responder, accept) = p.answer(&p.open).unwrap();
+    let (mut c, prove, _) = p.client.handle_accept(&accept, &p.holder).unwrap();
+    let mut b = responder.handle_prove(&prove, &p.trust, NOW).unwrap();
     let mut genuine = [0u8; 64];
     genuine[LENGTH_BYTES..LENGTH_BYTES + 5].copy_from_slice(b"hello");
     let n = c.seal(&mut genuine, 5).unwrap();

@@ -4,7 +4,7 @@
 use myco_core::crypto::access::{issue_access, AccessBody};
 use myco_core::crypto::cert::certify;
 use myco_core::crypto::handshake::{Credentials, Trust};
-use myco_core::crypto::tunnel::{TunnelClient, TunnelMsg};
+use myco_core::crypto::tunnel::{TunnelClient, TunnelError, TunnelMsg, TunnelResponder};
 use myco_core::crypto::SigningKey;
 use myco_core::schema::entry::Arch;
 
@@ -51,5 +51,12 @@ pub fn parties() -> Parties {
         holder,
         client,
         open,
+    }
+}
+
+impl Parties {
+    /// The box's answer to `open` (the genuine Open or the fuzzer's bytes), with fixed randomness.
+    pub fn answer(&self, open: &[u8]) -> Result<(TunnelResponder, TunnelMsg), TunnelError> {
+        TunnelResponder::handle_open(open, &self.me, &self.trust, NOW, [5; 32], [6; 32])
     }
 }
