@@ -1,0 +1,119 @@
+//! Myco's daemons (`myco-d`, release build, `MYCO_BIN_DIR`) on loopback, NODES of them on
+//! `127.A.B.0/24` (`--net A.B`), measured as `bench/peers/run.sh` measures memberlist and chitchat
+//! (run.sh installs the nftables loss on that network and counts its bytes):
+//!
+//! - `JOIN s=..`: from the first spawn until every node lists every other alive (each node joins
+//!   the first three, as `myco-testkit`'s clusters do);
+//! - `KV s=..`: the key/value is a deploy, one operator-signed entry submitted to node 0 with
+//!   `myco deploy`, until every node lists it;
+//! - `REST begin` / `REST end`: after `--settle-seconds`, `--rest-seconds` with nothing to
+//!   spread;
+//! - `DETECT s=..`: the last node is killed (SIGKILL), until every live node lists it dead;
+//! - `FALSE n=..`: distinct members other than the killed one some node logged dead.
+
+use myco_testkit::lossy::declared_dead_besides;
+use myco_testkit::{wait_until, Cluster, NodeOptions};
+use std::time::{Duration, Instant};
+
+/// Generous, for a loaded two-core machine; the figures are the measured times.
+const LIMIT: Duration = Duration::from_secs(120);
+
+struct Args {
+    net: [u8; 2],
+    nodes: usize,
+    settle: Duration,
+    rest: Duration,
+}
+
+fn args() -> Result<Args, String> {
+    let mut args = pico_args::Arguments::from_env();
+    let net: String = args
+        .value_from_str("--net")
+        .map_err(|e| format!("--net A.B: {e}"))?;
+    let mut octets = net.split('.').map(str::parse::<u8>);
+    let (Some(Ok(a)), Some(Ok(b)), None) = (octets.next(), octets.next(), octets.next()) else {
+        return Err(format!("--net A.B, not {net}"));
+    };
+    let nodes: usize = args
+        .opt_value_from_str("--nodes")
+        .map_err(|e| e.to_string())?
+        .unwrap_or(50);
+    let mut seconds = |name: &'static str, default: f64| -> Result<f64, String> {
+        let v = args
+            .opt_value_from_str(name)
+            .map_err(|e| format!("{name}: {e}"));
+        Ok(v?.unwrap_or(default))
+    };
+    let (settle, rest) = (
+        seconds("--settle-seconds", 10.0)?,
+        seconds("--rest-seconds", 20.0)?,
+    );
+    if !(2..250).contains(&nodes) || settle < 0.0 || rest <= 0.0 || !args.finish().is_empty() {
+        return Err("--nodes 2..250, --settle-seconds >= 0, --rest-seconds > 0".into());
+    }
+    Ok(Args {
+        net: [a, b],
+        nodes,
+        settle: Duration::from_secs_f64(settle),
+        rest: Duration::from_secs_f64(rest),
+    })
+}
+
+fn main() -> std::process::ExitCode {
+    let Args {
+        net,
+        nodes,
+        settle,
+        rest,
+    } = match args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("myco-loopback: {e}");
+            return std::process::ExitCode::from(64);
+        }
+    };
+    let mut c = Cluster::on_network("peers", net);
+    for _ in 0..nodes {
+        c.add(NodeOptions::default());
+    }
+    let start = Instant::now();
+    c.start_all();
+    let everyone = "every node lists every other alive";
+    wait_until(LIMIT, everyone, || {
+        c.daemons.iter().all(|d| {
+            let alive = d
+                .nodes()
+                .iter()
+                .skip(1)
+                .filter(|(_, s)| s == "alive")
+                .count();
+            alive + 1 == nodes
+        })
+    });
+    println!("JOIN s={:.2}", start.elapsed().as_secs_f64());
+
+    let manifest = c.write("kv.json", r#"{"name": "kv", "exec": "/usr/bin/true"}"#);
+    let start = Instant::now();
+    let answer = c.deploy(0, &manifest);
+    assert_eq!(answer["outcome"], "applied", "deploy: {answer}");
+    wait_until(LIMIT, "every node lists the deploy", || {
+        c.daemons.iter().all(|d| d.services().len() == 1)
+    });
+    println!("KV s={:.2}", start.elapsed().as_secs_f64());
+
+    std::thread::sleep(settle);
+    println!("REST begin");
+    std::thread::sleep(rest);
+    println!("REST end");
+
+    let victim = c.daemons[nodes - 1].key.node_id.clone();
+    c.daemons[nodes - 1].kill();
+    let live = &c.daemons[..nodes - 1];
+    let took = wait_until(LIMIT, "every live node lists the killed one dead", || {
+        live.iter()
+            .all(|d| d.state_of(&victim).as_deref() == Some("dead"))
+    });
+    println!("DETECT s={:.2}", took.as_secs_f64());
+    println!("FALSE n={}", declared_dead_besides(&c, &victim));
+    std::process::ExitCode::SUCCESS
+}
