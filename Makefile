@@ -145,8 +145,8 @@ bench-loss:
 	cargo build --profile sim -p myco-sim
 	cargo run --release -p myco-testkit --bin loss_bench
 
-# Myco side by side with foca (in MycoSim's network) and memberlist (loopback, nftables loss;
-# needs root), one table, one line per system and figure (docs/benchmarks.md, "Side by side").
+# Myco side by side with foca (in MycoSim's network), memberlist and chitchat (loopback,
+# nftables loss; needs root), one table, one line per system and figure (docs/benchmarks.md, "Side by side").
 # The harnesses are bench/peers, a workspace of its own; not part of make ci.
 bench-peers:
 	bench/peers/run.sh

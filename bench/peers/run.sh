@@ -8,7 +8,8 @@
 #
 # On loopback with real loss (nftables, as myco-testkit's loss.rs: `numgen random` drops of UDP
 # on the input hook; needs root and nft): memberlist (Debian's Go package, built offline in
-# GOPATH mode; apt-get installs it if missing) and Myco's daemons, NODES each on its own
+# GOPATH mode; apt-get installs it if missing), chitchat (quickwit's scuttlebutt, crates.io;
+# bench/peers/chitchat-loopback) and Myco's daemons, NODES each on its own
 # 127.201.X.0/24. Bytes on the wire are counted the same way for all: an nft counter ahead of the
 # drop rule, on every packet (UDP and TCP) to the system's network, so it counts what was sent,
 # IP and transport headers included.
@@ -123,6 +124,8 @@ loopback() {
 
 loopback memberlist 201.1 "$repo/bench/peers/target/memberlist-bench" -net 127.201.1 \
     -nodes "$nodes" -settle "${settle_s}s" -rest "${rest_s}s"
+loopback chitchat 201.2 "$repo/bench/peers/target/release/chitchat-loopback" --net 127.201.2 \
+    --nodes "$nodes" --settle-seconds "$settle_s" --rest-seconds "$rest_s"
 MYCO_BIN_DIR=$repo/target/release loopback myco 201.3 \
     "$repo/bench/peers/target/release/myco-loopback" --net 201.3 --nodes "$nodes" \
     --settle-seconds "$settle_s" --rest-seconds "$rest_s"
