@@ -18,7 +18,8 @@ set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 nodes=${NODES:-50}
 seed=${SEED:-1}
-loss_pct=${LOSS_PCT:-10}
+# One loopback run of each system per loss percentage in LOSS_PCT (a list).
+losses=${LOSS_PCT:-10}
 settle_s=${SETTLE_SECONDS:-10}
 rest_s=${REST_SECONDS:-20}
 work=$(mktemp -d)
@@ -93,42 +94,61 @@ counter() {
         | sed -n "${1}p"
 }
 
+# fig FIGURE VALUE WHERE: a row of the current loopback system, noted as seen.
+fig() {
+    seen="$seen $1"
+    row "$system" "$@"
+}
+
 # loopback SYSTEM NET COMMAND...: runs one harness under loss and turns its lines into rows.
 loopback() {
-    local system=$1 net=$2 where before=0 line
+    local system=$1 net=$2 where before=0 line seen="" figure
     shift 2
     where="loopback, $nodes nodes, ${loss_pct}% UDP loss (nft)"
     loss_table "$net" "$loss_pct"
+    rm -f "$work/$system.out"
     mkfifo "$work/$system.out"
     "$@" >"$work/$system.out" 2>"$work/$system.err" &
     pids+=($!)
     while IFS= read -r line; do
         case $line in
-        "JOIN "*) row "$system" join_s "$(kv " $line" s)" "$where" ;;
-        "KV "*) row "$system" kv_to_all_s "$(kv " $line" s)" "$where" ;;
+        "JOIN "*)
+            fig join_s "$(kv " $line" s)" "$where"
+            # Myco's daemons are processes: also from the moment the last one was ready.
+            [ -z "$(kv "$line" after_ready_s)" ] ||
+                fig join_after_ready_s "$(kv "$line" after_ready_s)" "$where"
+            ;;
+        "KV "*) fig kv_to_all_s "$(kv " $line" s)" "$where" ;;
         "REST begin") before=$(counter 1 | cut -d' ' -f2) ;;
         "REST end")
             local after
             after=$(counter 1 | cut -d' ' -f2)
-            row "$system" rest_bytes_per_node_s \
+            fig rest_bytes_per_node_s \
                 "$(awk -v b="$((after - before))" -v n="$nodes" -v s="$rest_s" 'BEGIN { printf "%.0f", b / n / s }')" "$where"
             ;;
-        "DETECT "*) row "$system" detect_all_s "$(kv " $line" s)" "$where" ;;
-        "FALSE "*) row "$system" false_dead "$(kv " $line" n)" "$where" ;;
+        "DETECT "*) fig detect_all_s "$(kv " $line" s)" "$where" ;;
+        "FALSE "*) fig false_dead "$(kv " $line" n)" "$where" ;;
         esac
     done <"$work/$system.out"
     wait "${pids[-1]}" || { echo "bench-peers: $system failed:" >&2; tail -20 "$work/$system.err" >&2; }
+    # A harness that gave up (a figure not reached in its limit) still has a line per figure.
+    for figure in join_s kv_to_all_s rest_bytes_per_node_s detect_all_s false_dead; do
+        [[ " $seen " == *" $figure "* ]] || row "$system" "$figure" - "$where"
+    done
     row "$system" dropped_datagrams "$(counter 2 | cut -d' ' -f1)" "$where"
     nft delete table inet "$table"
 }
 
-loopback memberlist 201.1 "$repo/bench/peers/target/memberlist-bench" -net 127.201.1 \
-    -nodes "$nodes" -settle "${settle_s}s" -rest "${rest_s}s"
-loopback chitchat 201.2 "$repo/bench/peers/target/release/chitchat-loopback" --net 127.201.2 \
-    --nodes "$nodes" --settle-seconds "$settle_s" --rest-seconds "$rest_s"
-MYCO_BIN_DIR=$repo/target/release loopback myco 201.3 \
-    "$repo/bench/peers/target/release/myco-loopback" --net 201.3 --nodes "$nodes" \
-    --settle-seconds "$settle_s" --rest-seconds "$rest_s"
+for loss_pct in $losses; do
+    loopback memberlist 201.1 "$repo/bench/peers/target/memberlist-bench" -net 127.201.1 \
+        -nodes "$nodes" -settle "${settle_s}s" -rest "${rest_s}s"
+    loopback chitchat 201.2 "$repo/bench/peers/target/release/chitchat-loopback" --net 127.201.2 \
+        --nodes "$nodes" --settle-seconds "$settle_s" --rest-seconds "$rest_s"
+    MYCO_BIN_DIR=$repo/target/release loopback myco 201.3 \
+        "$repo/bench/peers/target/release/myco-loopback" --net 201.3 --nodes "$nodes" \
+        --settle-seconds "$settle_s" --rest-seconds "$rest_s"
+done
 
+echo "bench-peers: $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, $(sed -n 's/^model name[^:]*: //p' /proc/cpuinfo | head -1)"
 printf '%-10s %-34s %10s   %s\n' system figure value where
 cat "$rows"

@@ -75,10 +75,11 @@ FORMATION OPTIONS:
   start, default 60); prints FORMED with the simulated time from the last start. --slow-ms
   delays every frame to the middle node (a stalled box) and runs the whole T seconds; exit 1 if
   the cluster did not form (no slow node) or a healthy member was declared dead. With
-  --rest-seconds R, a formed cluster (or one not formed in T) runs 3 s (--settle-seconds) more and then R s, and prints the frames each
-  node sent per second in those R s (rest_frames_per_node_s). With --kill, the last node then
-  dies for good and KILLED prints the seconds until the first and until every live node listed
-  it dead (at most T seconds; its death is not counted in false_dead).
+  --rest-seconds R, a formed cluster (or one not formed in T) runs S s more (--settle-seconds,
+  default 3) and then R s, and prints the frames each node sent per second in those R s
+  (rest_frames_per_node_s). With --kill, the last node then dies for good and KILLED prints the
+  seconds until the first and until every live node listed it dead (at most T seconds; its death
+  is not counted in false_dead).
 
 EXIT CODES:
   0 converged; 1 liveness failure (incl. membership not converging or services not replaced);
