@@ -25,7 +25,7 @@ SIM := cargo run --profile sim -p myco-sim --
 # apt-get waits for the package lock (unattended upgrades may hold it) instead of failing.
 APT := DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600
 
-.PHONY: ci check test test-root loom sim gauntlet gauntlet-short gauntlet-ci bench bench-cache bench-formation bench-loss size size-check nostd aarch64 aarch64-release aarch64-tools fmt fmt-check lint \
+.PHONY: ci check test test-root loom sim gauntlet gauntlet-short gauntlet-ci bench bench-cache bench-formation bench-loss bench-peers size size-check nostd aarch64 aarch64-release aarch64-tools fmt fmt-check lint \
 	fuzz fuzz-build tools nostd-tools fuzz-tools systemd-check systemd-test priv-systemd-test units-check nix-check \
 	testbed-test demo readme-walk man install deb deb-tools package-test
 
@@ -144,6 +144,12 @@ bench-loss:
 	cargo build --release -p myco-host -p myco-cli
 	cargo build --profile sim -p myco-sim
 	cargo run --release -p myco-testkit --bin loss_bench
+
+# Myco side by side with foca (in MycoSim's network), memberlist and chitchat (loopback,
+# nftables loss; needs root), one table, one line per system and figure (docs/benchmarks.md, "Side by side").
+# The harnesses are bench/peers, a workspace of its own; not part of make ci.
+bench-peers:
+	bench/peers/run.sh
 
 size:
 	cargo build --release --bin myco-d --bin myco

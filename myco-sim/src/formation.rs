@@ -36,13 +36,19 @@ pub struct Params {
     pub run_ms: u64,
     /// Every node's network profile (`--profile`).
     pub profile: myco_core::config::Profile,
-    /// Once formed, the run settles `SETTLE_MS` and then counts the frames sent in this long
-    /// (`--rest-seconds`; 0: not measured): `make bench`'s 0-service window, taken while the
+    /// Once formed (or after `run_ms` if not), the run settles `settle_ms` and then counts the
+    /// frames sent in this long (`--rest-seconds`; 0: not measured): `make bench`'s 0-service window, taken while the
     /// sessions of a cluster that formed in seconds are still opening.
     pub rest_ms: u64,
+    /// After formation (or `run_ms`) and the window at rest, the last node dies for good and the
+    /// run goes on until every live node lists it dead, at most `run_ms` more (`--kill`).
+    pub kill: bool,
+    /// How long the run settles before the window at rest (`--settle-seconds`).
+    pub settle_ms: u64,
 }
 
-/// How long a formed cluster runs before its traffic at rest is counted, as `daemon_bench` waits.
+/// How long a formed cluster runs before its traffic at rest is counted, as `daemon_bench` waits
+/// (the default of `--settle-seconds`).
 const SETTLE_MS: u64 = 3_000;
 
 impl Params {
@@ -56,6 +62,8 @@ impl Params {
             run_ms: 60_000,
             profile: myco_core::config::Profile::LAN,
             rest_ms: 0,
+            kill: false,
+            settle_ms: SETTLE_MS,
         }
     }
 
@@ -79,6 +87,9 @@ pub struct Formed {
     pub round_ms: u64,
     /// Frames each node sent per second in the window after formation (`Params::rest_ms`).
     pub rest_frames_per_s: Option<f64>,
+    /// From the kill until the first live node, and until every live node, listed it dead.
+    pub first_detect_ms: Option<u64>,
+    pub all_detect_ms: Option<u64>,
 }
 
 impl Formed {
@@ -97,6 +108,8 @@ struct Run {
     index: HashMap<u64, usize>,
     rng: Prng,
     now: u64,
+    /// The killed node's id: its death is the one that is not false.
+    killed: Option<u64>,
 }
 
 pub fn run(p: &Params) -> Formed {
@@ -119,6 +132,7 @@ pub fn run(p: &Params) -> Formed {
         index: HashMap::with_capacity(p.nodes),
         rng: Prng::new(p.seed ^ 0x464f_524d),
         now: 0,
+        killed: None,
         s,
     };
     r.go()
@@ -145,8 +159,13 @@ impl Run {
             }
             self.now += TICK_MS;
         }
-        if out.all_alive_ms.is_some() && self.p.rest_ms > 0 {
+        // A cluster that did not form in `run_ms` (heavy loss) is still measured at rest and on a
+        // kill: what it sends and how it detects a death while members still flap.
+        if self.p.rest_ms > 0 {
             out.rest_frames_per_s = Some(self.frames_at_rest(&mut out));
+        }
+        if self.p.kill {
+            self.kill_last(&mut out);
         }
         out.frames_sent = self.world.net.sent;
         out.slow_health = self
@@ -157,11 +176,11 @@ impl Run {
         out
     }
 
-    /// Runs `SETTLE_MS`, then `rest_ms` more; returns frames sent per node per second in the
+    /// Runs `settle_ms`, then `rest_ms` more; returns frames sent per node per second in the
     /// second part. Deaths meanwhile still count as false.
     fn frames_at_rest(&mut self, out: &mut Formed) -> f64 {
         let mut sent_before = self.world.net.sent;
-        let settled = self.now + SETTLE_MS;
+        let settled = self.now + self.p.settle_ms;
         let end = settled + self.p.rest_ms;
         while self.now < end {
             self.now += TICK_MS;
@@ -174,6 +193,35 @@ impl Run {
         }
         let sent = self.world.net.sent - sent_before;
         sent as f64 / self.p.nodes as f64 / (self.p.rest_ms as f64 / 1000.0)
+    }
+
+    /// Kills the last node and runs until every live node lists it dead, at most `run_ms`.
+    fn kill_last(&mut self, out: &mut Formed) {
+        let victim = self.nodes[self.p.nodes - 1]
+            .take()
+            .expect("every node started before the kill");
+        let id = victim.id();
+        self.killed = Some(id);
+        let killed_at = self.now;
+        while self.now < killed_at + self.p.run_ms && out.all_detect_ms.is_none() {
+            self.now += TICK_MS;
+            self.deliver();
+            self.tick();
+            self.count_deaths(out);
+            let dead = |n: &Node| {
+                n.members()
+                    .iter()
+                    .any(|m| m.id == id && m.state == MemberState::Dead)
+            };
+            let live = self.nodes.iter().flatten();
+            let (listing, all) = live.fold((0, 0), |(d, a), n| (d + usize::from(dead(n)), a + 1));
+            if listing > 0 && out.first_detect_ms.is_none() {
+                out.first_detect_ms = Some(self.now - killed_at);
+            }
+            if listing == all {
+                out.all_detect_ms = Some(self.now - killed_at);
+            }
+        }
     }
 
     /// Starts every node due by now, joining node 0 and `JOINS_RANDOM` random earlier nodes.
@@ -239,7 +287,10 @@ impl Run {
         let slow = self.p.slow_node();
         for node in self.nodes.iter().flatten() {
             for m in node.members() {
-                if m.state != MemberState::Dead || m.changed_at != Instant(self.now) {
+                if m.state != MemberState::Dead
+                    || m.changed_at != Instant(self.now)
+                    || Some(m.id) == self.killed
+                {
                     continue;
                 }
                 if self.index.get(&m.id).copied() == slow {
@@ -265,6 +316,8 @@ pub fn command(mut args: Arguments) -> Result<u8, String> {
     p.run_ms = get(&mut args, "--seconds")?.map_or(p.run_ms, |v| (v * 1000.0) as u64);
     p.profile = crate::scenario::profile_arg(&mut args)?;
     p.rest_ms = get(&mut args, "--rest-seconds")?.map_or(0, |v| (v * 1000.0) as u64);
+    p.kill = args.contains("--kill");
+    p.settle_ms = get(&mut args, "--settle-seconds")?.map_or(p.settle_ms, |v| (v * 1000.0) as u64);
     let rest = args.finish();
     if !rest.is_empty() {
         return Err(format!("unexpected arguments: {rest:?}"));
@@ -290,9 +343,22 @@ pub fn command(mut args: Arguments) -> Result<u8, String> {
         p.stagger_ms,
         p.loss,
     );
+    if p.kill {
+        print_killed(&f);
+    }
     Ok(u8::from(
         f.all_alive_ms.is_none() && p.slow_ms == 0 || f.false_dead > 0,
     ))
+}
+
+/// The `--kill` line: seconds from the kill to its first and to its last detection (`-`: none).
+fn print_killed(f: &Formed) {
+    let s = |ms: Option<u64>| ms.map_or("-".to_string(), |ms| format!("{:.2}", ms as f64 / 1000.0));
+    println!(
+        "KILLED first_detect_s={} all_detect_s={} (simulated; the last node, after formation)",
+        s(f.first_detect_ms),
+        s(f.all_detect_ms)
+    );
 }
 
 #[cfg(test)]
@@ -309,6 +375,20 @@ mod tests {
         let rounds = f.rounds().expect("the cluster forms");
         assert!(rounds <= 50, "formed after {rounds} rounds");
         assert_eq!(f.false_dead, 0);
+    }
+
+    /// `--kill`: the last of ten nodes dies once they formed; every live node lists it dead, the
+    /// first no sooner than its suspicion allows, and its death is not counted as a false one.
+    #[test]
+    fn a_killed_node_is_detected_by_every_live_node() {
+        let mut p = Params::new(1, 10);
+        p.run_ms = 30_000;
+        p.kill = true;
+        let f = run(&p);
+        let (first, all) = (f.first_detect_ms.expect("detected"), f.all_detect_ms);
+        assert!(all.expect("detected by all") >= first);
+        assert!(first >= p.profile.suspicion_unit_ms, "{f:?}");
+        assert_eq!(f.false_dead, 0, "{f:?}");
     }
 
     /// One node of ten receives everything a second or a second and a half late. Its local

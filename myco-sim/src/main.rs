@@ -17,10 +17,12 @@ mod formation;
 mod gauntlet;
 mod ids;
 mod invariants;
-mod net;
 mod report;
 mod scenario;
 mod world;
+
+// The network model is the library's, so harnesses outside the simulator share it.
+use myco_sim::net;
 
 use std::process::ExitCode;
 
@@ -37,7 +39,8 @@ USAGE:
   myco-sim bench [--seeds N] [--placement | --at-rest | --profiles]
   myco-sim capacity [--seed S]
   myco-sim formation [--seed S] [--nodes N] [--loss P] [--stagger-ms MS] [--slow-ms MS]
-                     [--seconds T] [--rest-seconds R] [--profile lan|wan|metered]
+                     [--seconds T] [--rest-seconds R] [--profile lan|wan|metered] [--kill]
+                     [--settle-seconds S]
 
 RUN OPTIONS:
   --seed S          seed for everything (default 1)
@@ -72,8 +75,11 @@ FORMATION OPTIONS:
   start, default 60); prints FORMED with the simulated time from the last start. --slow-ms
   delays every frame to the middle node (a stalled box) and runs the whole T seconds; exit 1 if
   the cluster did not form (no slow node) or a healthy member was declared dead. With
-  --rest-seconds R, a formed cluster runs 3 s more and then R s, and prints the frames each
-  node sent per second in those R s (rest_frames_per_node_s).
+  --rest-seconds R, a formed cluster (or one not formed in T) runs S s more (--settle-seconds,
+  default 3) and then R s, and prints the frames each node sent per second in those R s
+  (rest_frames_per_node_s). With --kill, the last node then dies for good and KILLED prints the
+  seconds until the first and until every live node listed it dead (at most T seconds; its death
+  is not counted in false_dead).
 
 EXIT CODES:
   0 converged; 1 liveness failure (incl. membership not converging or services not replaced);

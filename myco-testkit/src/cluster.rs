@@ -349,6 +349,14 @@ impl Cluster {
         cluster
     }
 
+    /// An empty cluster on the network `127.A.B.0/24` given as `[A, B]`, for a harness that
+    /// installs its own nftables rules on that network (`make bench-peers`).
+    pub fn on_network(test: &str, net: [u8; 2]) -> Cluster {
+        let mut cluster = Cluster::new(test);
+        cluster.net = net;
+        cluster
+    }
+
     /// `n` nodes with default options, all started and serving.
     pub fn started(test: &str, n: usize) -> Cluster {
         let mut cluster = Cluster::new(test);

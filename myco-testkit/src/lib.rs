@@ -47,7 +47,7 @@ pub use dir::TempDir;
 pub use http::Answer;
 pub use json::ServiceRow;
 pub use run::Run;
-pub use wait::{wait_exit, wait_until, POLL_INTERVAL};
+pub use wait::{poll_until, wait_exit, wait_until, POLL_INTERVAL};
 
 /// The stand-in `systemctl` daemons run instead of the real one in tests: it records each command
 /// line in `calls` beside it and reports every unit `show` asks about as running.

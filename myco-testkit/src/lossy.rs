@@ -139,7 +139,7 @@ fn victim(observer: &Daemon) -> (String, usize) {
 }
 
 /// Distinct members other than `victim` that any node logged as `member ID is dead`.
-fn declared_dead_besides(c: &Cluster, victim: &str) -> usize {
+pub fn declared_dead_besides(c: &Cluster, victim: &str) -> usize {
     let mut named = std::collections::BTreeSet::new();
     for d in &c.daemons {
         for (id, what) in d.log_text().lines().filter_map(member_event) {

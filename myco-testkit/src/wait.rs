@@ -11,19 +11,27 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
 /// Polls `condition` every `POLL_INTERVAL` until it holds; panics naming `what` after `timeout`.
 /// Returns how long it took, which it also prints, so that deadlines can be tuned from CI logs.
 #[track_caller]
-pub fn wait_until(timeout: Duration, what: &str, mut condition: impl FnMut() -> bool) -> Duration {
+pub fn wait_until(timeout: Duration, what: &str, condition: impl FnMut() -> bool) -> Duration {
+    let Some(took) = poll_until(timeout, condition) else {
+        panic!(
+            "timed out after {:.1} s waiting for: {what}",
+            timeout.as_secs_f64()
+        );
+    };
+    eprintln!("myco-testkit: {what}: after {:.2} s", took.as_secs_f64());
+    took
+}
+
+/// Polls `condition` every `POLL_INTERVAL` until it holds: how long it took, or `None` once
+/// `timeout` has passed. For a benchmark that reports a figure as not reached and goes on.
+pub fn poll_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> Option<Duration> {
     let start = Instant::now();
     loop {
         if condition() {
-            let took = start.elapsed();
-            eprintln!("myco-testkit: {what}: after {:.2} s", took.as_secs_f64());
-            return took;
+            return Some(start.elapsed());
         }
         if start.elapsed() >= timeout {
-            panic!(
-                "timed out after {:.1} s waiting for: {what}",
-                timeout.as_secs_f64()
-            );
+            return None;
         }
         thread::sleep(POLL_INTERVAL);
     }
