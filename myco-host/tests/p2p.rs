@@ -158,10 +158,15 @@ fn built_on_a(a: &Daemon, b: &Daemon, clock: u64, (uri, rev): (&str, &str)) {
 }
 
 /// The version of `(uri, rev)` placed on both boxes at `clock`: B runs it once this returns.
+/// B may still be removing its unit of the previous entry (placed on A alone) when this starts,
+/// so a unit that went away is not the new version: only a unit naming another output is.
 fn placed_on_b(a: &Daemon, b: &Daemon, clock: u64, (uri, rev): (&str, &str)) {
     let before = unit_out(b);
     a.deploy(&entry(clock, (uri, rev), false));
-    wait_until(WAIT, "B runs the version", || unit_out(b) != before);
+    wait_until(WAIT, "B runs the version", || {
+        let now = unit_out(b);
+        now.is_some() && now != before
+    });
 }
 
 /// A's output of the version its unit runs, changed in A's store behind Nix's back.
