@@ -627,6 +627,11 @@ impl Executor {
         taken
     }
 
+    /// The requests accepted as a builder, waiting or running (`remote.rs`).
+    pub fn peer_builds(&self) -> &[remote::PeerBuild] {
+        &self.peer_builds.table
+    }
+
     /// A build request for the host to send ([`Node::send_build_request`]).
     pub fn take_build_request(&mut self) -> Option<(u64, BuildRequest)> {
         self.outbox.take()

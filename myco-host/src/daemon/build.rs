@@ -69,9 +69,17 @@ pub fn build_mode(config: &BuildConfig, own: Arch, log: &Logger) -> BuildMode {
     }
     let own_bit = system_bit(own);
     let runs_own = systems == 0 || own_bit == 0 || systems & own_bit != 0;
+    // A builder builds for its own system only: `nix build` of a peer's reference resolves its
+    // attribute for this box's system, and the output is offered under a build key that does
+    // not name a system (docs/nix.md, "Remote builders").
+    let for_peers = if own_bit == 0 {
+        systems
+    } else {
+        systems & own_bit
+    };
     let mode = BuildMode {
         local: config.local && runs_own,
-        builds: if config.builder { systems } else { 0 },
+        builds: if config.builder { for_peers } else { 0 },
     };
     log.log(
         Level::Info,
