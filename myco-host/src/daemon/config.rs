@@ -488,6 +488,38 @@ mod tests {
         }
     }
 
+    fn build_of(extra: &[&str]) -> Result<(bool, bool), UsageError> {
+        let operator = "ab".repeat(32);
+        let mut args = vec!["--operator", &operator];
+        args.extend_from_slice(extra);
+        let os = args.into_iter().map(std::ffi::OsString::from).collect();
+        match parse(Arguments::from_vec(os))? {
+            Parsed::Run(config) => {
+                let b = &config.executor.expect("the systemd executor").build;
+                Ok((b.local, b.builder))
+            }
+            _ => panic!("not a run"),
+        }
+    }
+
+    /// `--build`: local by default, remote; anything else names the choices. `--builder` needs
+    /// the cache.
+    #[test]
+    fn build_flags() {
+        assert_eq!(build_of(&[]).unwrap(), (true, false));
+        assert_eq!(build_of(&["--build", "remote"]).unwrap(), (false, false));
+        assert_eq!(
+            build_of(&["--build", "local", "--builder"]).unwrap(),
+            (true, true)
+        );
+        let e = build_of(&["--build", "nowhere"]).unwrap_err().0;
+        assert!(e.contains("local, remote"), "{e}");
+        let e = build_of(&["--builder", "--cache-listen", "off"])
+            .unwrap_err()
+            .0;
+        assert!(e.contains("--cache-listen"), "{e}");
+    }
+
     /// `--profile`: lan by default, each name, and a usage error naming the choices for anything
     /// else, a missing value included.
     #[test]
