@@ -257,7 +257,10 @@ impl Cluster {
             faults,
             kill_allocations: 0,
             exec: Executors::new(
-                &ids.metas.iter().map(|m| m.arch).collect::<Vec<_>>(),
+                (
+                    &ids.metas.iter().map(|m| m.arch).collect::<Vec<_>>(),
+                    s.bad_update_ppm == 0,
+                ),
                 s.services,
                 s.seed,
                 s.unit_fault_ppm,

@@ -187,7 +187,7 @@ pub struct Executors {
 impl Executors {
     /// `arches`: each box's architecture, as its certificate says (`p2p::mode_of`).
     pub fn new(
-        arches: &[Arch],
+        (arches, remote_builders): (&[Arch], bool),
         services: usize,
         seed: u64,
         unit_fault_ppm: u64,
@@ -196,7 +196,7 @@ impl Executors {
         let nodes = arches.len();
         let boxes = (0..nodes)
             .map(|i| SimBox {
-                executor: Box::new(p2p::executor(arches, i)),
+                executor: Box::new(p2p::executor(arches, remote_builders, i)),
                 units: HashMap::with_capacity_and_hasher(services + 16, Fixed::default()),
                 job: None,
                 build: None,
@@ -208,7 +208,7 @@ impl Executors {
                 store: Vec::with_capacity(services + 16),
                 // The cache's port is offered from the start, as the daemon's is.
                 offer_changed: true,
-                mode: p2p::mode_of(arches, i),
+                mode: p2p::mode_of(arches, remote_builders, i),
                 building: (0, 0),
             })
             .collect();
@@ -426,7 +426,12 @@ impl Executors {
         let building = b.executor.builds().iter().find(|x| x.key == key);
         let digest = peer.map_or(building.map_or(0, |x| x.digest), |p| p.digest);
         let for_peer = peer.is_some();
-        if let Some(&(_, at, failures)) = b.failed_builds.get(&key).filter(|f| f.0 == digest) {
+        // A builder's build for a peer has no backoff of its own here (the requester's counts).
+        let own = b
+            .failed_builds
+            .get(&key)
+            .filter(|f| f.0 == digest && !for_peer);
+        if let Some(&(_, at, failures)) = own {
             if now < at + retry_delay_ms(failures) {
                 return Err(format!(
                     "build of service {key:x} retried before its backoff"

@@ -194,9 +194,7 @@ impl Builds {
                 "built"
             }
             None => {
-                b.failures = b.failures.saturating_add(1);
-                let retry_at_ms = now.0 + retry_delay_ms(b.failures);
-                b.state = BuildState::Failed { retry_at_ms };
+                failed(b, now);
                 "build-failed"
             }
         };
@@ -206,6 +204,27 @@ impl Builds {
             placement: false,
             what,
         })
+    }
+}
+
+/// Record `b`'s attempt as failed at `now`: the next waits its backoff.
+fn failed(b: &mut Build, now: Instant) {
+    b.failures = b.failures.saturating_add(1);
+    let retry_at_ms = now.0 + retry_delay_ms(b.failures);
+    b.state = BuildState::Failed { retry_at_ms };
+}
+
+impl Builds {
+    /// The builder asked for record `i` built it and offers nothing (`remote.rs`): a failed
+    /// attempt, as if it had failed here. Returns the change to report.
+    pub fn failed_remotely(&mut self, i: usize, now: Instant) -> Change {
+        let b = &mut self.table[i];
+        failed(b, now);
+        Change {
+            name: b.name.clone(),
+            placement: false,
+            what: "build-failed",
+        }
     }
 }
 

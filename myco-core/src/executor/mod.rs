@@ -500,11 +500,7 @@ impl Executor {
         self.lent = placed_entry(node, &self.builds.table[i].name)
             .filter(|(bytes, _)| unit_digest(bytes) == digest)
             .map(|(bytes, _)| bytes);
-        let source = self
-            .lent
-            .as_ref()
-            .and_then(|b| b.decode().body.spec.map(|s| s.source));
-        let Some(Source::Flake { uri, attr, rev, .. }) = source else {
+        let Some(rev) = self.lent.as_ref().and_then(flake_rev) else {
             // Replaced or removed since the round that recorded it: the next round records what
             // is placed now.
             self.builds.table.swap_remove(i);
@@ -514,30 +510,34 @@ impl Executor {
         };
         let root = root_name(&self.builds.table[i].name, &rev);
         let build = substitute::build_key(&root);
-        let b = &mut self.builds.table[i];
         let version = remote::Version {
             key: build,
             now_ms: now.0,
-            asked: &mut b.remote,
+            asked: &mut self.builds.table[i].remote,
         };
         let substitutes = match remote::decide(node, self.mode, version) {
             remote::Decision::Run(substitutes) => substitutes,
+            remote::Decision::Failed => {
+                let change = self.builds.failed_remotely(i, now);
+                self.stats.build_failures += 1;
+                push_change(&mut self.changes, change);
+                self.judge(now);
+                self.health_changed = true;
+                return None;
+            }
             remote::Decision::Wait(to) => {
-                let first_wait = b.remote.waiting_since_ms == now.0.max(1) && to.is_none();
-                let newly_asked = b.remote.builder.is_some_and(|(_, since)| since == now.0);
-                b.state = BuildState::Waiting {
-                    check_at_ms: remote::check_at(now.0),
-                };
-                self.stats.build_waits += u64::from(first_wait);
-                let system = node.meta().arch;
-                let request = self.lent.as_ref().and_then(|e| remote::request(e, system));
-                if let (Some(to), Some(request)) = (to, request) {
-                    self.stats.builds_requested += u64::from(newly_asked);
-                    self.outbox = Some((to, request));
-                }
+                self.wait_for_peers(i, now, node, to);
                 return None;
             }
         };
+        let source = self
+            .lent
+            .as_ref()
+            .and_then(|b| b.decode().body.spec.map(|s| s.source));
+        let Some(Source::Flake { uri, attr, .. }) = source else {
+            unreachable!("a flake, as its rev said above");
+        };
+        let b = &mut self.builds.table[i];
         let token = self.next_token;
         self.next_token += 1;
         b.state = BuildState::Building;
@@ -560,6 +560,23 @@ impl Executor {
             local: self.mode.local,
         };
         Some(Issued { token, command })
+    }
+
+    /// Record `i` waits for a peer or a builder (`remote.rs`); `to`: the builder to ask now.
+    fn wait_for_peers(&mut self, i: usize, now: Instant, node: &Node, to: Option<u64>) {
+        let b = &mut self.builds.table[i];
+        let first_wait = b.remote.waiting_since_ms == now.0.max(1) && to.is_none();
+        let newly_asked = b.remote.builder.is_some_and(|(_, since)| since == now.0);
+        b.state = BuildState::Waiting {
+            check_at_ms: remote::check_at(now.0),
+        };
+        self.stats.build_waits += u64::from(first_wait);
+        let system = node.meta().arch;
+        let request = self.lent.as_ref().and_then(|e| remote::request(e, system));
+        if let (Some(to), Some(request)) = (to, request) {
+            self.stats.builds_requested += u64::from(newly_asked);
+            self.outbox = Some((to, request));
+        }
     }
 
     /// The next build a peer asked for (`remote.rs`), once no placed service's build is due.
@@ -1392,6 +1409,14 @@ pub fn unit_digest(entry: &[u8]) -> u64 {
 
 /// Service `name`'s live entry in `node`'s store and its version's clock; `None` for a removed
 /// (tombstoned) or unknown service.
+/// The locked revision of a flake entry; `None` for any other.
+fn flake_rev(entry: &EntryBytes) -> Option<[u8; crate::config::FLAKE_REV_BYTES]> {
+    match entry.decode().body.spec?.source {
+        Source::Flake { rev, .. } => Some(rev),
+        Source::Exec { .. } => None,
+    }
+}
+
 fn placed_entry(node: &Node, name: &str) -> Option<(EntryBytes, u64)> {
     let bytes = node.store().get_by_name(name)?;
     let clock = {

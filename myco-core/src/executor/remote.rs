@@ -8,9 +8,11 @@
 //! builds for this box's system, with a session: its cache is what the result is fetched from,
 //! under its certified key). The builder is chosen as substitutes are: the same zone, then idle,
 //! then by a hash of (this box, build key, builder), so requesters spread over equal builders.
-//! The request is sent again every `REMOTE_CHECK_MS` while unanswered; a builder that is not
-//! building the version within `REQUEST_ANSWER_MS`, or not done within `REMOTE_BUILD_MAX_MS`, or
-//! that died, is left for the next one (at most `BUILDERS_TRIED_MAX` remembered, then all are
+//! The request is sent again every `REMOTE_CHECK_MS` while unanswered; a builder that neither
+//! builds nor offers the version for `REQUEST_ANSWER_MS`, or is not done within
+//! `REMOTE_BUILD_MAX_MS`, or that died, is left for the next one; one that built the version and
+//! then offers nothing failed to build it, which counts as a failed build here (with its backoff,
+//! and as a rollout's failure) (at most `BUILDERS_TRIED_MAX` remembered, then all are
 //! tried again). A box that does not build never builds: its build command carries
 //! `local: false`, and the host runs Nix with `--max-jobs 0`, so Nix may only substitute.
 //!
@@ -59,6 +61,8 @@ pub struct Asked {
     pub tried: Vec<u64, BUILDERS_TRIED_MAX>,
     /// When this box began waiting for a peer building the same version (0: not waiting).
     pub waiting_since_ms: u64,
+    /// When the builder asked was last seen building the version (0: not seen).
+    pub seen_building_ms: u64,
 }
 
 /// What to do with a version now.
@@ -68,6 +72,8 @@ pub enum Decision {
     Run(Substitutes),
     /// Check again later: a peer builds it, or a builder was asked (`Some`: send it this).
     Wait(Option<u64>),
+    /// The builder asked built it and offers nothing: a failed build, with its backoff.
+    Failed,
 }
 
 /// The facts `decide` reads about one version.
@@ -85,16 +91,25 @@ pub fn decide(node: &Node, mode: BuildMode, v: Version<'_>) -> Decision {
         return Decision::Run(offered);
     }
     if let Some((builder, since)) = asked.builder {
-        let bound = if peer_building(node, builder, key) {
-            REMOTE_BUILD_MAX_MS
-        } else {
-            REQUEST_ANSWER_MS
-        };
+        if peer_building(node, builder, key) {
+            asked.seen_building_ms = now_ms;
+        }
+        // The builder has `REQUEST_ANSWER_MS` from the request, or from when it was last seen
+        // building the version, to offer it (its cache lists a new root a moment after the
+        // build), and `REMOTE_BUILD_MAX_MS` in all.
+        let last = since.max(asked.seen_building_ms);
         let live = candidates(node).any(|c| c.peer.id == builder);
-        if live && now_ms < since.saturating_add(bound) {
+        let in_time = now_ms < last.saturating_add(REQUEST_ANSWER_MS)
+            && now_ms < since.saturating_add(REMOTE_BUILD_MAX_MS);
+        if live && in_time {
             return Decision::Wait(Some(builder));
         }
+        let built_there = asked.seen_building_ms != 0;
         give_up(asked, builder);
+        if live && built_there {
+            // It built the version and offers nothing: the build failed, as it would here.
+            return Decision::Failed;
+        }
     }
     let waiting = asked.waiting_since_ms;
     let patient = !mode.local || waiting == 0 || now_ms < waiting + BUILD_WAIT_MAX_MS;
@@ -129,6 +144,7 @@ pub fn check_at(now_ms: u64) -> u64 {
 
 fn give_up(asked: &mut Asked, builder: u64) {
     asked.builder = None;
+    asked.seen_building_ms = 0;
     if asked.tried.is_full() {
         asked.tried.remove(0);
     }

@@ -1216,3 +1216,42 @@ fn run_a_peer_build(e: &mut crate::executor::Executor, n: &Node, requests: &[Bui
     assert_eq!(e.building_key(), 0);
     assert_eq!(e.handle_build_request(n, last), Ok(()), "room again");
 }
+
+/// A builder seen building the version that then offers nothing within `REQUEST_ANSWER_MS`
+/// failed to build it: a failed build for the requester (with its backoff, and a rollout's
+/// failure), not a wait for ever.
+#[test]
+fn a_builder_that_built_and_offers_nothing_failed() {
+    use crate::config::REQUEST_ANSWER_MS;
+    use crate::executor::remote::{Asked, Decision};
+    use crate::executor::BuildMode;
+    use crate::schema::message::system_bit;
+    joined_pair!(a, b, _, _);
+    let key = crate::executor::build_key("web-0123456789ab");
+    let remote = BuildMode {
+        local: false,
+        builds: 0,
+    };
+    let mut w = Wire::default();
+    a.set_offer(Instant(3_000), 0, 7947, core::iter::empty(), &mut w);
+    a.set_building(Instant(3_000), 0, system_bit(Arch::X86_64), 0, &mut w);
+    run_pair(&mut a, &mut b, 3_000, 3_000);
+    let mut asked = Asked::default();
+    let ask_a = Decision::Wait(Some(a.id()));
+    assert_eq!(decide_at(&b, remote, key, 6_000, &mut asked), ask_a);
+    a.set_building(Instant(6_000), 0, system_bit(Arch::X86_64), key, &mut w);
+    run_pair(&mut a, &mut b, 3_000, 6_000);
+    assert_eq!(decide_at(&b, remote, key, 9_000, &mut asked), ask_a);
+    assert_eq!(asked.seen_building_ms, 9_000);
+    a.set_building(Instant(9_000), 0, system_bit(Arch::X86_64), 0, &mut w);
+    run_pair(&mut a, &mut b, 3_000, 9_000);
+    // Its cache lists a new root a moment after the build: the offer gets its time.
+    let gone = 9_000 + REQUEST_ANSWER_MS;
+    assert_eq!(decide_at(&b, remote, key, gone - 1, &mut asked), ask_a);
+    assert_eq!(
+        decide_at(&b, remote, key, gone, &mut asked),
+        Decision::Failed
+    );
+    assert_eq!(asked.tried.as_slice(), &[a.id()]);
+    assert!(asked.builder.is_none());
+}
