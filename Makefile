@@ -58,7 +58,8 @@ ROOT_TESTS := a_full_disk_frees_the_reserve_and_the_wal_keeps_working \
 	the_flight_recorder_is_written_on_a_full_disk \
 	a_full_disk_allocates_nothing \
 	twenty_daemons_at_30_percent_loss_converge_and_replace_a_killed_box \
-	boxes_substitute_from_peers_and_refuse_tampered_paths
+	boxes_substitute_from_peers_and_refuse_tampered_paths \
+	a_remote_box_gets_its_build_from_the_builder
 ROOT_TEST_BINARIES := daemon flight_recorder_full_disk strict_alloc p2p
 EMPTY :=
 SPACE := $(EMPTY) $(EMPTY)

@@ -120,6 +120,20 @@ pub const OFFER_KEYS_MAX: usize = 8;
 /// Peers a build may substitute from (`executor::substitute`): Nix tries them in order, then
 /// builds itself, so more would only lengthen a failing build's wait.
 pub const SUBSTITUTES_MAX: usize = 3;
+/// Build requests a builder holds at once (`executor::remote`); more are refused and counted.
+pub const PEER_BUILDS_MAX: usize = 4;
+/// Builders a requester remembers having given up on, so it asks others first.
+pub const BUILDERS_TRIED_MAX: usize = 4;
+/// A version waiting for a builder or a building peer is looked at again this often (and an
+/// unanswered request sent again).
+pub const REMOTE_CHECK_MS: u64 = 1_000;
+/// A builder that is neither building nor offering the version this long after it was first
+/// asked refused it or lost it: the next builder is asked.
+pub const REQUEST_ANSWER_MS: u64 = 15_000;
+/// A builder building the version gets this long to offer it before the next one is asked.
+pub const REMOTE_BUILD_MAX_MS: u64 = 30 * 60_000;
+/// A box that builds waits at most this long for a peer building the same version, then builds.
+pub const BUILD_WAIT_MAX_MS: u64 = 10 * 60_000;
 /// A changed status is sent to every live member this many times more, a second apart, so a
 /// lost frame does not hide a failing service.
 pub const STATUS_RESENDS: u8 = 2;
@@ -313,7 +327,7 @@ pub const BUDGET_BYTES: usize = ARENA_BYTES // packed entries
     + BUCKETS * 8 // Merkle bucket digests
     + MEMBERS_MAX * 112 // member records with addresses, timers, last-seen roots, last push-pull
     + MEMBERS_MAX * (STATUS_UNITS_MAX * 16 + 24) // each member's last status and placed digest
-    + MEMBERS_MAX * (OFFER_KEYS_MAX * 8 + 24) // each member's offer: build keys, their count, the port
+    + MEMBERS_MAX * (OFFER_KEYS_MAX * 8 + 40) // each member's offer: build keys, their count, the port, builds, building
     + MEMBER_UPDATES_MAX * 64 // piggyback queue
     + GOSSIP_QUEUE_DEPTH * (RUMOR_KEYS_PER_FRAME * 8 + 16) // rumor queue
     + RELAYS_MAX * 48 // indirect probes relayed for others
@@ -499,10 +513,14 @@ pub const STORE_PATH_BYTES_MAX: usize = 160;
 /// A failed build is retried after this long, doubling per failure up to `BUILD_RETRY_MAX_MS`.
 pub const BUILD_RETRY_FIRST_MS: u64 = 30_000;
 pub const BUILD_RETRY_MAX_MS: u64 = 600_000;
-/// The builds table: name, key, digest, state and failures, and the program (a store path, then
-/// `/bin/` and the name again).
-pub const BUILDS_BUDGET_BYTES: usize =
-    BUILDS_MAX * (128 + STORE_PATH_BYTES_MAX + 2 * NAME_BYTES_MAX) + 32;
+/// The builds table: name, key, digest, state and failures, the program (a store path, then
+/// `/bin/` and the name again), and what asking builders did (`executor::remote::Asked`: the
+/// builder asked, the ones tried, the wait's start); the requests accepted as a builder and the
+/// one to send.
+pub const BUILDS_BUDGET_BYTES: usize = BUILDS_MAX
+    * (128 + STORE_PATH_BYTES_MAX + 2 * NAME_BYTES_MAX + 40 + BUILDERS_TRIED_MAX * 8)
+    + PEER_BUILDS_MAX * 32
+    + 96;
 
 #[cfg(test)]
 mod tests {

@@ -6,9 +6,14 @@
 //! output of a second version is tampered with in A's store: B refuses A's NAR (its hash is not
 //! the one A's signed narinfo states) and builds the version itself (`fallback`).
 //!
+//! Remote builders (issue 16, part 3): a `--builder` box builds a version for a `--build remote`
+//! box it is not placed on, which substitutes it from the builder's cache and could not have
+//! built it (`--max-jobs 0`).
+//!
 //! The builder appends a line to a file outside the stores on every run, which counts the builds.
-//! The test prints `P2P substituted_boxes=N builds_on_fetchers=N tampered_refused=N`. It needs
-//! root (mount namespaces) and Nix, and prints `SKIPPED:` without them.
+//! The tests print `P2P substituted_boxes=N builds_on_fetchers=N tampered_refused=N` and `P2P
+//! remote_build_ok=N`. They need root (mount namespaces) and Nix, and print `SKIPPED:` without
+//! them.
 
 use myco_core::crypto::cert::certify;
 use myco_core::crypto::SigningKey;
@@ -87,10 +92,11 @@ fn in_own_store(command: &Command, store: &Path) -> Command {
 
 /// Starts `d` with the executor, builds through the real `nix`, the cache on loopback, in a
 /// store of its own; `join`: a peer's gossip address.
-fn start(d: &mut Daemon, join: Option<&str>) {
+fn start(d: &mut Daemon, join: Option<&str>, flags: &[&str]) {
     d.set_cache_listen("127.0.0.1:0");
-    let join: Vec<&str> = join.map(|a| vec!["--join", a]).unwrap_or_default();
-    let mut command = d.executor_command(&join);
+    let mut args: Vec<&str> = join.map(|a| vec!["--join", a]).unwrap_or_default();
+    args.extend_from_slice(flags);
+    let mut command = d.executor_command(&args);
     command.arg("--nix").arg("nix");
     command.arg("--gcroot-dir").arg(d.dir.join("gcroots"));
     let conf = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/nix/conf");
@@ -139,8 +145,8 @@ fn two_boxes() -> (Daemon, Daemon, u16) {
     let cert = certify(&op, &a_key, 0, Arch::Any, true, 0);
     fs::write(a.dir.join("node.cert"), cert).unwrap();
     let mut b = Daemon::new("p2p-b", &op, 62);
-    start(&mut a, None);
-    start(&mut b, Some(&a.listen_addr()));
+    start(&mut a, None, &[]);
+    start(&mut b, Some(&a.listen_addr()), &[]);
     let alive = |d: &Daemon| d.get("/health").1.contains("\"peers_alive\":1");
     wait_until(WAIT, "the two boxes see each other", || {
         alive(&a) && alive(&b)
@@ -233,4 +239,60 @@ fn boxes_substitute_from_peers_and_refuse_tampered_paths() {
         fetched as u32,
         u32::from(refused)
     );
+}
+
+/// A `--builder` box A and a `--build remote` box B (with a GPU, so an entry can be placed on
+/// it alone), joined and seeing each other.
+fn builder_and_remote() -> (Daemon, Daemon) {
+    let op = operator();
+    let mut a = Daemon::new("remote-a", &op, 63);
+    let mut b = Daemon::new("remote-b", &op, 64);
+    let b_key = SigningKey::from_seed([64; 32]).unwrap().public_key();
+    let cert = certify(&op, &b_key, 0, Arch::Any, true, 0);
+    fs::write(b.dir.join("node.cert"), cert).unwrap();
+    start(&mut a, None, &["--builder"]);
+    start(&mut b, Some(&a.listen_addr()), &["--build", "remote"]);
+    let alive = |d: &Daemon| d.get("/health").1.contains("\"peers_alive\":1");
+    wait_until(WAIT, "the two boxes see each other", || {
+        alive(&a) && alive(&b)
+    });
+    (a, b)
+}
+
+/// Issue 16's remote builder: B, which never builds, is placed a version no box offers. It asks
+/// A, the builder; A builds it (the builder runs once, in A's store) though the service is not
+/// placed on A, offers it, and B substitutes it from A's cache with `--max-jobs 0`, so Nix on B
+/// could not have built it. Prints `P2P remote_build_ok=1`.
+#[test]
+fn a_remote_box_gets_its_build_from_the_builder() {
+    if let Some(why) = skip() {
+        println!("SKIPPED: {why}");
+        return;
+    }
+    let (a, b) = builder_and_remote();
+    let marker = a.dir.join("builder-runs");
+    let (uri, rev) = commit_flake(&a.dir.join("repo"), &marker, 7);
+    let before = unit_out(&b);
+    a.deploy(&entry(1, (&uri, &rev), true));
+    wait_until(WAIT, "B runs the version A built for it", || {
+        unit_out(&b) != before
+    });
+    assert_eq!(builds(&marker), 1, "the builder ran once, on A");
+    assert_eq!(unit_out(&a), None, "the service is not placed on A");
+    let a_calls = fs::read_to_string(a.dir.join("systemd-run.calls")).unwrap();
+    let b_calls = fs::read_to_string(b.dir.join("systemd-run.calls")).unwrap();
+    assert!(!a_calls.contains("--max-jobs 0"), "A builds: {a_calls}");
+    assert!(
+        b_calls.contains("--max-jobs 0"),
+        "B may only fetch: {b_calls}"
+    );
+    assert!(
+        b_calls.contains("extra-substituters http://127.0.0.1:"),
+        "B fetched from A's cache: {b_calls}"
+    );
+    let ok = a.metric("myco_builds_for_peers_total") == 1.0
+        && b.metric("myco_builds_requested_total") >= 1.0
+        && b.metric("myco_builds_from_peers_total") == 1.0;
+    assert!(ok, "A built for B, B asked and fetched");
+    println!("P2P remote_build_ok={}", u32::from(ok));
 }

@@ -90,6 +90,8 @@ fn executor(dir: &TempDir, systemctl: &std::path::Path) -> Executor {
                 systemd_run: "systemd-run".into(),
                 gcroot_dir: Some(dir.join("gcroots")),
                 timeout_ms: 1_000,
+                local: true,
+                builder: false,
             },
             gc: GcConfig {
                 store_dir: dir.join("no-store"),

@@ -107,6 +107,10 @@ pub struct Report {
     pub builds_local: u64,
     pub builds_fetched: u64,
     pub builds_local_held_by_peer: u64,
+    /// Builds fetched by boxes started `--build remote`, and builds builders ran for peers'
+    /// requests (`executors/p2p.rs`).
+    pub builds_remote: u64,
+    pub builds_for_peers: u64,
     /// The node killed once the cluster had converged, and the services it ran.
     pub killed: Option<usize>,
     pub services_replaced: usize,
@@ -253,7 +257,10 @@ impl Cluster {
             faults,
             kill_allocations: 0,
             exec: Executors::new(
-                s.nodes,
+                (
+                    &ids.metas.iter().map(|m| m.arch).collect::<Vec<_>>(),
+                    s.bad_update_ppm == 0,
+                ),
                 s.services,
                 s.seed,
                 s.unit_fault_ppm,
@@ -378,6 +385,8 @@ impl Cluster {
                 if std::mem::take(&mut self.world.placement_changed[i]) {
                     self.exec.placement_changed(i);
                 }
+                let requests = std::mem::take(&mut self.world.build_requests[i]);
+                self.exec.build_requests(i, &self.nodes[i], &requests);
                 let mut sink = self.world.sink(i, self.now);
                 let at = (i, &self.up[..]);
                 let stepped = self.exec.step(at, &mut self.nodes[i], &mut sink, self.now);
@@ -516,6 +525,8 @@ impl Cluster {
         report.builds_local = self.exec.builds_local;
         report.builds_fetched = self.exec.builds_fetched;
         report.builds_local_held_by_peer = self.exec.builds_local_held_by_peer;
+        report.builds_remote = self.exec.builds_remote;
+        report.builds_for_peers = self.exec.builds_for_peers;
         (
             report.acknowledged_deploys,
             report.acknowledged_deploys_lost,

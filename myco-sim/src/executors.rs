@@ -32,6 +32,11 @@
 //! 10. a build starts with only substitutes that offered the version under their certified
 //!     keys, and with none only if no live, certified peer of its architecture had offered it in
 //!     a status the box received (`p2p.rs`, which also simulates the fetch).
+//! 11. a box started `--build remote` (`p2p::mode_of`: in clusters of eight or more, every
+//!     fourth box where two builders of its system exist) never issues a build that may build:
+//!     it fetches from peers or from the builder it asked (`myco_core::executor::remote`), and
+//!     a fetch that finds nothing fails. That every placed service still runs on it (invariant 1)
+//!     shows its requests were answered, by another builder when one died (`--kill`).
 //!
 //! Nothing here allocates while stepping: tables are sized at boot; only the settle checks
 //! allocate, and the run leaves what they allocate out of the nodes' count.
@@ -43,9 +48,11 @@ use crate::invariants::executors::{
 use crate::invariants::rollout::{check_rollouts, check_write};
 use myco_core::config::{SYSTEMCTL_TIMEOUT_MS, UNITS_PER_COMMAND};
 use myco_core::executor::{
-    retry_delay_ms, Build, BuildState, Command, Executor, Outcome, UnitHealth, Verb,
+    retry_delay_ms, Build, BuildMode, BuildState, Command, Executor, Outcome, UnitHealth, Verb,
 };
 use myco_core::random::Prng;
+use myco_core::schema::entry::Arch;
+use myco_core::schema::message::BuildRequest;
 use myco_core::state::store::key_hash;
 use myco_core::unit::{service_of, UNIT_NAME_BYTES_MAX};
 use myco_core::{Instant, Node};
@@ -94,6 +101,8 @@ struct BuildJob {
     build_key: u64,
     /// Nix substituted it from a peer's cache rather than building it.
     fetched: bool,
+    /// Run for a peer's request (`p2p.rs`, remote builders), not for a service placed here.
+    for_peer: bool,
 }
 
 /// The port every simulated box's binary cache offers (only that it is not 0 matters).
@@ -138,6 +147,9 @@ pub(crate) struct SimBox {
     pub(crate) crashed: bool,
     /// The build keys of the versions in this box's store, which its cache serves (`p2p.rs`).
     store: Vec<u64>,
+    /// `--builder`, `--build remote` (`p2p::mode_of`), and what its status last said of them.
+    mode: BuildMode,
+    building: (u8, u64),
     /// `store` changed since the node's offer was last set.
     offer_changed: bool,
 }
@@ -166,19 +178,25 @@ pub struct Executors {
     pub builds_local: u64,
     pub builds_fetched: u64,
     pub builds_local_held_by_peer: u64,
+    /// Builds fetched by boxes that do not build (`--build remote`), and builds run by builders
+    /// for peers' requests.
+    pub builds_remote: u64,
+    pub builds_for_peers: u64,
 }
 
 impl Executors {
+    /// `arches`: each box's architecture, as its certificate says (`p2p::mode_of`).
     pub fn new(
-        nodes: usize,
+        (arches, remote_builders): (&[Arch], bool),
         services: usize,
         seed: u64,
         unit_fault_ppm: u64,
         systemctl_fault_ppm: u64,
     ) -> Executors {
+        let nodes = arches.len();
         let boxes = (0..nodes)
-            .map(|_| SimBox {
-                executor: Box::new(Executor::new(nodes > 1)),
+            .map(|i| SimBox {
+                executor: Box::new(p2p::executor(arches, remote_builders, i)),
                 units: HashMap::with_capacity_and_hasher(services + 16, Fixed::default()),
                 job: None,
                 build: None,
@@ -188,7 +206,10 @@ impl Executors {
                 changed: true,
                 crashed: false,
                 store: Vec::with_capacity(services + 16),
-                offer_changed: false,
+                // The cache's port is offered from the start, as the daemon's is.
+                offer_changed: true,
+                mode: p2p::mode_of(arches, remote_builders, i),
+                building: (0, 0),
             })
             .collect();
         Executors {
@@ -208,7 +229,14 @@ impl Executors {
             builds_local: 0,
             builds_fetched: 0,
             builds_local_held_by_peer: 0,
+            builds_remote: 0,
+            builds_for_peers: 0,
         }
+    }
+
+    /// Build requests that reached node `i` (`p2p.rs`).
+    pub fn build_requests(&mut self, i: usize, node: &Node, requests: &[BuildRequest]) {
+        p2p::take_requests(&mut self.boxes[i], node, requests);
     }
 
     /// The desired state or membership changed on node `i`.
@@ -221,6 +249,7 @@ impl Executors {
     pub fn restart(&mut self, i: usize) {
         let b = &mut self.boxes[i];
         *b.executor = Executor::new(self.peers);
+        b.executor.set_build_mode(b.mode);
         b.job = None;
         b.build = None;
         b.failed_builds.clear();
@@ -255,6 +284,7 @@ impl Executors {
         self.finish_job(i, now)?;
         self.step_build(i, up, node, now)?;
         p2p::offer(&mut self.boxes[i], node, now, sink);
+        p2p::ask_and_tell(&mut self.boxes[i], node, now, sink);
         self.step_checks(i, node, now)?;
         loop {
             let b = &mut self.boxes[i];
@@ -332,6 +362,10 @@ impl Executors {
         let b = &mut self.boxes[i];
         b.executor
             .handle_command_done(Instant(now), job.token, outcome);
+        if job.for_peer {
+            // The requester asks again, or another builder: no backoff of this box's own.
+            return;
+        }
         // A failure counts only where it applied: a record dropped and made again while the
         // build ran starts over, as it should.
         let failed = |x: &&Build| {
@@ -373,17 +407,31 @@ impl Executors {
             name,
             root,
             substitutes,
+            local,
             ..
         } = issued.command
         else {
             return Err("poll_build issued something other than a build".into());
         };
+        // Invariant 11: a box that does not build never runs a build that may build.
+        if local && !b.mode.local {
+            return Err(format!(
+                "box {i} (--build remote) issued a build that may build"
+            ));
+        }
         let key = key_hash(name);
         let (build_key, fetched) = self.substitution(node, up, &root, &substitutes)?;
         let b = &mut self.boxes[i];
+        let peer = b.executor.peer_builds().iter().find(|p| p.running);
         let building = b.executor.builds().iter().find(|x| x.key == key);
-        let digest = building.map_or(0, |x| x.digest);
-        if let Some(&(_, at, failures)) = b.failed_builds.get(&key).filter(|f| f.0 == digest) {
+        let digest = peer.map_or(building.map_or(0, |x| x.digest), |p| p.digest);
+        let for_peer = peer.is_some();
+        // A builder's build for a peer has no backoff of its own here (the requester's counts).
+        let own = b
+            .failed_builds
+            .get(&key)
+            .filter(|f| f.0 == digest && !for_peer);
+        if let Some(&(_, at, failures)) = own {
             if now < at + retry_delay_ms(failures) {
                 return Err(format!(
                     "build of service {key:x} retried before its backoff"
@@ -401,8 +449,8 @@ impl Executors {
         // Short, as a build of a rev already in a cache is: the simulation checks the order of
         // builds and units, and a box of many services builds them one after another.
         let latency_ms = 10 + self.rng.below(90);
-        // A bad version never builds.
-        let fault = fault || self.bad.contains(&digest);
+        // A bad version never builds; nor does a box that may only fetch, when no peer has it.
+        let fault = fault || self.bad.contains(&digest) || !(local || fetched);
         b.build = Some(BuildJob {
             token,
             key,
@@ -413,6 +461,7 @@ impl Executors {
             stdout: if garbage { b"error: not json" } else { BUILT },
             build_key,
             fetched,
+            for_peer,
         });
         Ok(())
     }

@@ -6,11 +6,12 @@
 use crate::disk::SimDisk;
 use crate::net::{Faults, Net};
 use crate::scenario::Scenario;
-use myco_core::config::FRAME_BYTES;
+use myco_core::config::{FRAME_BYTES, PEER_BUILDS_MAX};
 use myco_core::crypto::{check_entry, EntrySignatureError, PublicKey};
 use myco_core::hash::{digest, DOMAIN_ENTRY};
 use myco_core::random::Prng;
 use myco_core::schema::entry::Entry;
+use myco_core::schema::message::BuildRequest;
 use myco_core::{Event, PeerAddr, Sink};
 use std::collections::{HashMap, HashSet};
 
@@ -51,6 +52,9 @@ pub struct World {
     pub nodes: usize,
     /// Per node: the desired state or the membership changed since its executor was told.
     pub placement_changed: Vec<bool>,
+    /// Per node: build requests its node received since its executor was last stepped; more
+    /// than `PEER_BUILDS_MAX` in one step are dropped, as the daemon's sink drops them.
+    pub build_requests: Vec<heapless::Vec<BuildRequest, PEER_BUILDS_MAX>>,
 }
 
 pub struct NodeSink<'a> {
@@ -77,6 +81,7 @@ impl World {
             submitted: HashSet::with_capacity(ops_max),
             nodes: s.nodes,
             placement_changed: vec![true; s.nodes],
+            build_requests: vec![heapless::Vec::new(); s.nodes],
         }
     }
 
@@ -111,6 +116,9 @@ impl Sink for NodeSink<'_> {
             }
             Event::MemberJoined(_) | Event::MemberAlive(_) | Event::EntryChanged { .. } => {
                 self.world.placement_changed[self.from] = true;
+            }
+            Event::BuildRequest { request, .. } => {
+                let _ = self.world.build_requests[self.from].push(request);
             }
             Event::Durable { ticket } => {
                 let from = self.from as u16;

@@ -47,7 +47,9 @@ impl BuildState {
     /// reported by its unit, written next.
     pub fn state(self) -> Option<UnitState> {
         match self {
-            BuildState::Wanted | BuildState::Building => Some(UnitState::Building),
+            BuildState::Wanted | BuildState::Building | BuildState::Waiting { .. } => {
+                Some(UnitState::Building)
+            }
             BuildState::Failed { .. } => Some(UnitState::BuildFailed),
             BuildState::Built => None,
         }
@@ -60,6 +62,10 @@ pub enum BuildState {
     /// Placed here, no build started yet.
     Wanted,
     Building,
+    /// Waiting for a peer or a builder (`remote.rs`): decided again at `check_at_ms`.
+    Waiting {
+        check_at_ms: u64,
+    },
     /// The last attempt failed; the next is due at `retry_at_ms`.
     Failed {
         retry_at_ms: u64,
@@ -79,6 +85,8 @@ pub struct Build {
     pub failures: u32,
     /// Set when built.
     pub program: Program,
+    /// What asking builders and waiting for peers has done so far (`remote.rs`).
+    pub remote: super::remote::Asked,
 }
 
 /// The build in flight: its outcome applies only to a record still naming this digest.
@@ -87,6 +95,10 @@ pub(super) struct BuildFlight {
     pub token: u64,
     pub key: u64,
     pub digest: u64,
+    /// The version's build key, which the status names while it runs (`Offer::building`).
+    pub build: u64,
+    /// Built for a peer's request (`remote.rs`), not for a service placed here.
+    pub for_peer: bool,
 }
 
 /// The flake services on their way to a program.
@@ -124,6 +136,7 @@ impl Builds {
                 b.state = BuildState::Wanted;
                 b.failures = 0;
                 b.program.clear();
+                b.remote = super::remote::Asked::default();
             }
             return true;
         }
@@ -134,6 +147,7 @@ impl Builds {
             state: BuildState::Wanted,
             failures: 0,
             program: Program::new(),
+            remote: super::remote::Asked::default(),
         };
         self.table.push(build).is_ok()
     }
@@ -157,6 +171,7 @@ impl Builds {
         self.table.iter().position(|b| match b.state {
             BuildState::Wanted => true,
             BuildState::Failed { retry_at_ms } => now.0 >= retry_at_ms,
+            BuildState::Waiting { check_at_ms } => now.0 >= check_at_ms,
             BuildState::Building | BuildState::Built => false,
         })
     }
@@ -179,9 +194,7 @@ impl Builds {
                 "built"
             }
             None => {
-                b.failures = b.failures.saturating_add(1);
-                let retry_at_ms = now.0 + retry_delay_ms(b.failures);
-                b.state = BuildState::Failed { retry_at_ms };
+                failed(b, now);
                 "build-failed"
             }
         };
@@ -191,6 +204,27 @@ impl Builds {
             placement: false,
             what,
         })
+    }
+}
+
+/// Record `b`'s attempt as failed at `now`: the next waits its backoff.
+fn failed(b: &mut Build, now: Instant) {
+    b.failures = b.failures.saturating_add(1);
+    let retry_at_ms = now.0 + retry_delay_ms(b.failures);
+    b.state = BuildState::Failed { retry_at_ms };
+}
+
+impl Builds {
+    /// The builder asked for record `i` built it and offers nothing (`remote.rs`): a failed
+    /// attempt, as if it had failed here. Returns the change to report.
+    pub fn failed_remotely(&mut self, i: usize, now: Instant) -> Change {
+        let b = &mut self.table[i];
+        failed(b, now);
+        Change {
+            name: b.name.clone(),
+            placement: false,
+            what: "build-failed",
+        }
     }
 }
 
@@ -391,6 +425,8 @@ mod tests {
                 token: 1,
                 key: b.table[i].key,
                 digest: b.table[i].digest,
+                build: 9,
+                for_peer: false,
             };
             b.in_flight = Some(flight);
             flight

@@ -33,6 +33,7 @@ pub mod gc;
 mod health;
 mod names;
 pub mod reconcile;
+pub mod remote;
 pub mod rollout;
 pub mod substitute;
 mod systemd;
@@ -46,6 +47,7 @@ pub use build::{
 pub use gc::{parse_freed, Freed, Gc, GcDone, GcStats};
 pub use health::{check_of, CheckResult, REASON_BYTES_MAX};
 pub use names::{health_on, Names};
+pub use remote::{BuildMode, Refused};
 pub use substitute::{build_key, offer_key, LogScan, Provenance, Substitute, Substitutes};
 pub use systemd::{parse_show, Shown, UnitHealth, SHOW_PROPERTIES};
 
@@ -57,7 +59,7 @@ use crate::config::{
 use crate::hash::{digest, DOMAIN_ENTRY};
 use crate::node::{Node, PlacedDigests, Sink};
 use crate::schema::entry::{Entry, Source};
-use crate::schema::message::UnitState;
+use crate::schema::message::{BuildRequest, UnitState};
 use crate::state::packed::EntryBytes;
 use crate::state::store::{key_hash, Slot};
 use crate::time::Instant;
@@ -211,6 +213,9 @@ pub enum Command<'a> {
         /// Peers whose caches offer this version, best first (`substitute.rs`): Nix is to try
         /// them, trusting their certified keys only, and build itself if none serves it.
         substitutes: Substitutes,
+        /// Nix may build here; false: only substitute (`--max-jobs 0`), as a box that does not
+        /// build fetches what a builder built for it (`remote.rs`).
+        local: bool,
     },
     /// Delete `myco-<name>.service`: systemd has disabled and stopped it.
     RemoveUnitFile { name: &'a str },
@@ -263,6 +268,13 @@ pub struct ExecutorStats {
     /// Builds whose output was substituted from peers' caches rather than built here: counted by
     /// whoever runs the build (the daemon reads it from the build's log, `substitute::LogScan`).
     pub builds_from_peers: u64,
+    /// Build requests sent to builders (each builder asked counts once per version).
+    pub builds_requested: u64,
+    /// Builds run for peers' requests (`remote.rs`), and requests refused (`Refused`).
+    pub builds_for_peers: u64,
+    pub build_requests_refused: u64,
+    /// Times a version waited for a peer building it instead of building it too.
+    pub build_waits: u64,
     pub checks_run: u64,
     pub checks_failed: u64,
     /// Restarts of units found unhealthy by their checks.
@@ -319,6 +331,11 @@ pub struct Executor {
     /// Placements and health changes not yet taken (`take_changes`).
     changes: Deque<Change, UNIT_CHANGES_MAX>,
     builds: Builds,
+    /// How this box builds, and the requests it accepted as a builder (`remote.rs`).
+    mode: BuildMode,
+    peer_builds: remote::PeerBuilds,
+    /// A build request to send (`take_build_request`).
+    outbox: Option<(u64, BuildRequest)>,
     /// The units' health checks (`health.rs`).
     probes: health::Probes,
     /// Versions on trial here and the versions they may go back to (`rollout.rs`).
@@ -353,6 +370,9 @@ impl Executor {
             has_peers_configured,
             changes: Deque::new(),
             builds: Builds::default(),
+            mode: BuildMode::default(),
+            peer_builds: remote::PeerBuilds::default(),
+            outbox: None,
             probes: health::Probes::default(),
             rollouts: Rollouts::default(),
             lent: None,
@@ -470,18 +490,17 @@ impl Executor {
     }
 
     /// The next build to run, if one is due: builds have a lane of their own (`build.rs`), so
-    /// this is asked beside [`Executor::poll_command`]. `None` while a build is in flight.
+    /// this is asked beside [`Executor::poll_command`]. `None` while a build is in flight, or when
+    /// the version waits for a peer or a builder (`remote.rs`).
     pub fn poll_build<'a>(&'a mut self, now: Instant, node: &'a Node) -> Option<Issued<'a>> {
-        let i = self.builds.due(now)?;
+        let Some(i) = self.builds.due(now) else {
+            return self.poll_peer_build(node);
+        };
         let (key, digest) = (self.builds.table[i].key, self.builds.table[i].digest);
         self.lent = placed_entry(node, &self.builds.table[i].name)
             .filter(|(bytes, _)| unit_digest(bytes) == digest)
             .map(|(bytes, _)| bytes);
-        let source = self
-            .lent
-            .as_ref()
-            .and_then(|b| b.decode().body.spec.map(|s| s.source));
-        let Some(Source::Flake { uri, attr, rev, .. }) = source else {
+        let Some(rev) = self.lent.as_ref().and_then(flake_rev) else {
             // Replaced or removed since the round that recorded it: the next round records what
             // is placed now.
             self.builds.table.swap_remove(i);
@@ -489,23 +508,155 @@ impl Executor {
             self.idle_until_ms = 0;
             return None;
         };
+        let root = root_name(&self.builds.table[i].name, &rev);
+        let build = substitute::build_key(&root);
+        let version = remote::Version {
+            key: build,
+            now_ms: now.0,
+            asked: &mut self.builds.table[i].remote,
+        };
+        let substitutes = match remote::decide(node, self.mode, version) {
+            remote::Decision::Run(substitutes) => substitutes,
+            remote::Decision::Failed => {
+                let change = self.builds.failed_remotely(i, now);
+                self.stats.build_failures += 1;
+                push_change(&mut self.changes, change);
+                self.judge(now);
+                self.health_changed = true;
+                return None;
+            }
+            remote::Decision::Wait(to) => {
+                self.wait_for_peers(i, now, node, to);
+                return None;
+            }
+        };
+        let source = self
+            .lent
+            .as_ref()
+            .and_then(|b| b.decode().body.spec.map(|s| s.source));
+        let Some(Source::Flake { uri, attr, .. }) = source else {
+            unreachable!("a flake, as its rev said above");
+        };
+        let b = &mut self.builds.table[i];
         let token = self.next_token;
         self.next_token += 1;
-        self.builds.table[i].state = BuildState::Building;
-        self.builds.in_flight = Some(BuildFlight { token, key, digest });
+        b.state = BuildState::Building;
+        self.builds.in_flight = Some(BuildFlight {
+            token,
+            key,
+            digest,
+            build,
+            for_peer: false,
+        });
         self.stats.builds_run += 1;
         self.health_changed = true;
-        let b = &self.builds.table[i];
         note(&mut self.changes, &b.name, false, "building");
-        let root = root_name(&b.name, &rev);
         let command = Command::Build {
             name: b.name.as_str(),
             uri,
             attr,
-            substitutes: substitute::substitutes(node, substitute::build_key(&root)),
             root,
+            substitutes,
+            local: self.mode.local,
         };
         Some(Issued { token, command })
+    }
+
+    /// Record `i` waits for a peer or a builder (`remote.rs`); `to`: the builder to ask now.
+    fn wait_for_peers(&mut self, i: usize, now: Instant, node: &Node, to: Option<u64>) {
+        let b = &mut self.builds.table[i];
+        let first_wait = b.remote.waiting_since_ms == now.0.max(1) && to.is_none();
+        let newly_asked = b.remote.builder.is_some_and(|(_, since)| since == now.0);
+        b.state = BuildState::Waiting {
+            check_at_ms: remote::check_at(now.0),
+        };
+        self.stats.build_waits += u64::from(first_wait);
+        let system = node.meta().arch;
+        let request = self.lent.as_ref().and_then(|e| remote::request(e, system));
+        if let (Some(to), Some(request)) = (to, request) {
+            self.stats.builds_requested += u64::from(newly_asked);
+            self.outbox = Some((to, request));
+        }
+    }
+
+    /// The next build a peer asked for (`remote.rs`), once no placed service's build is due.
+    fn poll_peer_build<'a>(&'a mut self, node: &'a Node) -> Option<Issued<'a>> {
+        if self.builds.in_flight.is_some() {
+            return None;
+        }
+        let i = self.peer_builds.next()?;
+        let p = self.peer_builds.table[i];
+        self.lent = node
+            .store()
+            .get(p.service)
+            .filter(|e| unit_digest(e) == p.digest);
+        let body = self.lent.as_ref().map(|e| e.decode().body);
+        let Some((name, Some(Source::Flake { uri, attr, rev, .. }))) =
+            body.map(|b| (b.name, b.spec.map(|s| s.source)))
+        else {
+            // The entry changed since the request: the requester asks again for the new one.
+            self.peer_builds.done(p.service, p.digest);
+            return None;
+        };
+        let token = self.next_token;
+        self.next_token += 1;
+        self.peer_builds.table[i].running = true;
+        self.builds.in_flight = Some(BuildFlight {
+            token,
+            key: p.service,
+            digest: p.digest,
+            build: p.build,
+            for_peer: true,
+        });
+        self.stats.builds_run += 1;
+        let root = root_name(name, &rev);
+        let command = Command::Build {
+            name,
+            uri,
+            attr,
+            // A version another box offers already is fetched rather than built again.
+            substitutes: substitute::substitutes(node, p.build),
+            root,
+            local: true,
+        };
+        Some(Issued { token, command })
+    }
+
+    /// How this box builds (`--build`, `--builder`, what Nix builds): set before the first poll.
+    pub fn set_build_mode(&mut self, mode: BuildMode) {
+        self.mode = mode;
+    }
+
+    pub fn build_mode(&self) -> BuildMode {
+        self.mode
+    }
+
+    /// Member `from` asks this box to build a version ([`crate::node::Event::BuildRequest`]).
+    /// A refusal changes nothing but its counter; the requester asks another builder when its
+    /// bound runs out.
+    pub fn handle_build_request(
+        &mut self,
+        node: &Node,
+        request: &BuildRequest,
+    ) -> Result<(), Refused> {
+        let taken = self.peer_builds.accept(node, self.mode, request);
+        self.stats.build_requests_refused += u64::from(taken.is_err());
+        taken
+    }
+
+    /// The requests accepted as a builder, waiting or running (`remote.rs`).
+    pub fn peer_builds(&self) -> &[remote::PeerBuild] {
+        &self.peer_builds.table
+    }
+
+    /// A build request for the host to send ([`Node::send_build_request`]).
+    pub fn take_build_request(&mut self) -> Option<(u64, BuildRequest)> {
+        self.outbox.take()
+    }
+
+    /// The build key of the build in flight (0: none), for the status (`Node::set_building`).
+    pub fn building_key(&self) -> u64 {
+        self.builds.in_flight.map_or(0, |f| f.build)
     }
 
     /// How service `name`'s last build ended, with the entry it built, for the audit log: `None`
@@ -516,7 +667,9 @@ impl Executor {
         let store_path = match b.state {
             build::BuildState::Built => Some(build::out_of_program(&b.program, name)?),
             build::BuildState::Failed { .. } => None,
-            build::BuildState::Wanted | build::BuildState::Building => return None,
+            build::BuildState::Wanted
+            | build::BuildState::Building
+            | build::BuildState::Waiting { .. } => return None,
         };
         Some(BuildOutcome {
             entry,
@@ -927,6 +1080,14 @@ impl Executor {
         } else {
             None
         };
+        if flight.for_peer {
+            self.builds.in_flight = None;
+            self.peer_builds.done(flight.key, flight.digest);
+            self.stats.builds_for_peers += u64::from(out.is_some());
+            self.stats.build_failures += u64::from(out.is_none());
+            self.idle_until_ms = 0;
+            return;
+        }
         let change = self.builds.done(now, flight, out);
         if let Some(change) = change {
             if change.what == "built" {
@@ -1248,6 +1409,14 @@ pub fn unit_digest(entry: &[u8]) -> u64 {
 
 /// Service `name`'s live entry in `node`'s store and its version's clock; `None` for a removed
 /// (tombstoned) or unknown service.
+/// The locked revision of a flake entry; `None` for any other.
+fn flake_rev(entry: &EntryBytes) -> Option<[u8; crate::config::FLAKE_REV_BYTES]> {
+    match entry.decode().body.spec?.source {
+        Source::Flake { rev, .. } => Some(rev),
+        Source::Exec { .. } => None,
+    }
+}
+
 fn placed_entry(node: &Node, name: &str) -> Option<(EntryBytes, u64)> {
     let bytes = node.store().get_by_name(name)?;
     let clock = {

@@ -31,7 +31,7 @@ use crate::schema::addr::PeerAddr;
 use crate::schema::entry::Entry;
 use crate::schema::frame::{Frame, FrameError, Kind};
 use crate::schema::message::{
-    Body, Digest, MemberMeta, MemberState, MemberUpdate, Message, PageKind, Status,
+    Body, BuildRequest, Digest, MemberMeta, MemberState, MemberUpdate, Message, PageKind, Status,
 };
 use crate::state::store::{bucket_of, key_hash, Merge, Slot, Store, StoreError};
 use crate::sync::merkle::{bucket_range, group_buckets};
@@ -123,6 +123,12 @@ pub enum Event {
     /// The RevocationBlock rose: sessions with older certificates ended.
     Revoked {
         height: u64,
+    },
+    /// Member `from` (authenticated) asks this box to build a version
+    /// (`Executor::handle_build_request` decides whether it does).
+    BuildRequest {
+        from: u64,
+        request: BuildRequest,
     },
 }
 
@@ -429,6 +435,16 @@ impl Node {
 
     pub fn members(&self) -> &[Member] {
         self.members.list()
+    }
+
+    /// Sends `request` to member `to` (`Executor::poll_build_request` chose it); nothing if it
+    /// is not a live member. A lost frame is made good by the executor asking again.
+    pub fn send_build_request(&mut self, to: u64, request: BuildRequest, sink: &mut impl Sink) {
+        let live = self.members.get(to).filter(|m| m.is_live());
+        if let Some(addr) = live.map(|m| m.addr) {
+            let msg = Message::BuildRequest(request);
+            self.out.send(sink, addr, self.store.root(), msg);
+        }
     }
 
     pub fn counters(&self) -> Counters {
@@ -1012,6 +1028,10 @@ impl Node {
             Message::MemberPage { kind, live, list } => {
                 self.handle_page(now, sender, kind, live, &list, sink);
             }
+            Message::BuildRequest(request) => sink.event(Event::BuildRequest {
+                from: sender,
+                request,
+            }),
         }
     }
 }

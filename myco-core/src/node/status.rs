@@ -87,6 +87,7 @@ impl Node {
         let mut offer = Offer {
             cache_port,
             keys: Vec::new(),
+            ..self.status.offer.clone()
         };
         if cache_port != 0 {
             for key in keys {
@@ -98,6 +99,30 @@ impl Node {
                 }
             }
         }
+        let status = Status {
+            version: 0,
+            offer,
+            ..self.status.clone()
+        };
+        self.publish(now, floor, status, sink);
+    }
+
+    /// Says which systems this box builds for peers (`builds`, [`crate::schema::message::system_bit`]s;
+    /// 0: not a builder) and the build key of the build running here (0: none), from the
+    /// executor (`Executor::building_key`); a change is versioned and pushed as the offer's are.
+    pub fn set_building(
+        &mut self,
+        now: Instant,
+        floor: u32,
+        builds: u8,
+        building: u64,
+        sink: &mut impl Sink,
+    ) {
+        let offer = Offer {
+            builds,
+            building: Digest(building),
+            ..self.status.offer.clone()
+        };
         let status = Status {
             version: 0,
             offer,

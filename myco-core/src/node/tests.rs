@@ -1023,3 +1023,235 @@ fn answer_tunnel_uses_the_nodes_trust_of_now() {
         "revoked since its Open"
     );
 }
+
+/// Signs service `name` at `clock` as a flake locked at `rev` (one byte repeated); the entry.
+fn flake_service(name: &str, clock: u64, rev: u8) -> std::vec::Vec<u8> {
+    use crate::config::{FLAKE_REV_BYTES, NAR_HASH_BYTES};
+    use crate::schema::entry::{ServiceSpec, Source};
+    let hex: std::string::String = std::format!("{rev:02x}").repeat(FLAKE_REV_BYTES);
+    let uri = std::format!("git+file:///srv/{name}?rev={hex}");
+    let op = operator();
+    let source = Source::Flake {
+        uri: &uri,
+        attr: "default",
+        rev: [rev; FLAKE_REV_BYTES],
+        nar_hash: [0x5c; NAR_HASH_BYTES],
+    };
+    let body = EntryBody {
+        name,
+        version: Version {
+            clock,
+            key_id: op.public_key().key_id(),
+        },
+        spec: Some(ServiceSpec::minimal(source)),
+    };
+    let mut e = [0u8; 512];
+    let len = sign_entry(&op, &body, &mut e).unwrap();
+    e[..len].to_vec()
+}
+
+/// Decides for `node` in `mode` about build key `key` at `now_ms`.
+fn decide_at(
+    node: &Node,
+    mode: crate::executor::BuildMode,
+    key: u64,
+    now_ms: u64,
+    asked: &mut crate::executor::remote::Asked,
+) -> crate::executor::remote::Decision {
+    use crate::executor::remote::{decide, Version};
+    let v = Version { key, now_ms, asked };
+    decide(node, mode, v)
+}
+
+/// A box that does not build asks the builder its gossip names, again while unanswered, and
+/// gives it up after `REQUEST_ANSWER_MS`; it waits while the builder builds that version and
+/// fetches once its cache offers it. It never decides to build. A box that builds does, unless
+/// a peer builds the same version, for at most `BUILD_WAIT_MAX_MS`.
+#[test]
+fn remote_builds_are_decided_from_gossip() {
+    use crate::config::{BUILD_WAIT_MAX_MS, REQUEST_ANSWER_MS};
+    use crate::executor::remote::{Asked, Decision};
+    use crate::executor::BuildMode;
+    use crate::schema::message::system_bit;
+    joined_pair!(a, b, _, _);
+    let key = crate::executor::build_key("web-0123456789ab");
+    let remote = BuildMode {
+        local: false,
+        builds: 0,
+    };
+    let mut asked = Asked::default();
+    let wait_none = Decision::Wait(None);
+    assert_eq!(decide_at(&b, remote, key, 3_000, &mut asked), wait_none);
+    // `a` becomes a builder for x86_64 with a cache.
+    let mut w = Wire::default();
+    a.set_offer(Instant(3_000), 0, 7947, core::iter::empty(), &mut w);
+    a.set_building(Instant(3_000), 0, system_bit(Arch::X86_64), 0, &mut w);
+    run_pair(&mut a, &mut b, 3_000, 3_000);
+    let ask_a = Decision::Wait(Some(a.id()));
+    assert_eq!(decide_at(&b, remote, key, 6_000, &mut asked), ask_a);
+    assert_eq!(asked.builder, Some((a.id(), 6_000)));
+    let still = 6_000 + REQUEST_ANSWER_MS - 1;
+    assert_eq!(decide_at(&b, remote, key, still, &mut asked), ask_a);
+    // Not answered in time: given up, and with no other builder, all are tried again later.
+    let late = 6_000 + REQUEST_ANSWER_MS;
+    assert_eq!(decide_at(&b, remote, key, late, &mut asked), wait_none);
+    assert!(asked.builder.is_none() && asked.tried.is_empty());
+    // Asked again; now `a` builds that version: no bound of an unanswered request applies.
+    assert_eq!(decide_at(&b, remote, key, late, &mut asked), ask_a);
+    a.set_building(Instant(6_000), 0, system_bit(Arch::X86_64), key, &mut w);
+    run_pair(&mut a, &mut b, 3_000, 9_000);
+    let later = late + REQUEST_ANSWER_MS + 1;
+    assert_eq!(decide_at(&b, remote, key, later, &mut asked), ask_a);
+    // A box that builds waits for `a`'s build, then builds itself once the wait is too long.
+    let local = BuildMode::default();
+    let mut own = Asked::default();
+    assert_eq!(decide_at(&b, local, key, 12_000, &mut own), wait_none);
+    let end = 12_000 + BUILD_WAIT_MAX_MS;
+    assert_eq!(decide_at(&b, local, key, end - 1, &mut own), wait_none);
+    let build_here = Decision::Run(Default::default());
+    assert_eq!(decide_at(&b, local, key, end, &mut own), build_here);
+    // `a` offers the result: both fetch it from `a`.
+    a.set_offer(Instant(12_000), 0, 7947, [key].into_iter(), &mut w);
+    a.set_building(Instant(12_000), 0, system_bit(Arch::X86_64), 0, &mut w);
+    run_pair(&mut a, &mut b, 3_000, 12_000);
+    for mode in [remote, local] {
+        let Decision::Run(from) = decide_at(&b, mode, key, 15_000, &mut Asked::default()) else {
+            panic!("a offers it");
+        };
+        assert_eq!(
+            from.iter().map(|s| s.id).collect::<std::vec::Vec<_>>(),
+            [a.id()]
+        );
+    }
+    // A builder for another system is not asked.
+    a.set_offer(Instant(15_000), 0, 7947, core::iter::empty(), &mut w);
+    a.set_building(Instant(15_000), 0, system_bit(Arch::Aarch64), 0, &mut w);
+    run_pair(&mut a, &mut b, 3_000, 15_000);
+    let mut fresh = Asked::default();
+    assert_eq!(decide_at(&b, remote, key, 18_000, &mut fresh), wait_none);
+}
+
+/// A builder takes a request only for an entry it holds with that digest and build key, for a
+/// system it builds; a repeat changes nothing; beyond `PEER_BUILDS_MAX` it refuses. The request
+/// runs on the build lane as a build that may build, and once done is forgotten and counted.
+#[test]
+fn a_builder_takes_bounded_requests_for_versions_it_holds() {
+    use crate::config::PEER_BUILDS_MAX;
+    use crate::executor::remote::request;
+    use crate::executor::{BuildMode, Executor, Refused};
+    use crate::schema::message::{system_bit, Digest};
+    let mut n = node(WAL_CHECKPOINT_BYTES);
+    let mut requests = std::vec::Vec::new();
+    for i in 0..=PEER_BUILDS_MAX {
+        let name = std::format!("web{i}");
+        let bytes = flake_service(&name, 1, 0x10 + i as u8);
+        n.submit(Instant(0), &bytes, &mut Wire::default()).unwrap();
+        let entry = n.store().get_by_name(&name).unwrap();
+        requests.push(request(&entry, Arch::X86_64).unwrap());
+    }
+    let mut e = Executor::new(false);
+    assert_eq!(
+        e.handle_build_request(&n, &requests[0]),
+        Err(Refused::NotBuilder)
+    );
+    e.set_build_mode(BuildMode {
+        local: true,
+        builds: system_bit(Arch::X86_64),
+    });
+    let aarch = BuildRequest {
+        system: Arch::Aarch64,
+        ..requests[0]
+    };
+    assert_eq!(e.handle_build_request(&n, &aarch), Err(Refused::NotBuilder));
+    for wrong in [
+        BuildRequest {
+            digest: Digest(requests[0].digest.0 ^ 1),
+            ..requests[0]
+        },
+        BuildRequest {
+            build: Digest(requests[0].build.0 ^ 1),
+            ..requests[0]
+        },
+        BuildRequest {
+            service: Digest(7),
+            ..requests[0]
+        },
+    ] {
+        assert_eq!(e.handle_build_request(&n, &wrong), Err(Refused::Unknown));
+    }
+    for r in &requests[..PEER_BUILDS_MAX] {
+        assert_eq!(e.handle_build_request(&n, r), Ok(()));
+    }
+    assert_eq!(e.handle_build_request(&n, &requests[0]), Ok(()), "a repeat");
+    let last = &requests[PEER_BUILDS_MAX];
+    assert_eq!(e.handle_build_request(&n, last), Err(Refused::Full));
+    assert_eq!(e.stats.build_requests_refused, 6);
+    run_a_peer_build(&mut e, &n, &requests);
+}
+
+/// Runs the first of `requests`, accepted by `e`: a build that may build, for that version; one
+/// at a time; once done it is counted and its room is free for the last request.
+fn run_a_peer_build(e: &mut crate::executor::Executor, n: &Node, requests: &[BuildRequest]) {
+    use crate::executor::{Command, Outcome};
+    let last = requests.last().unwrap();
+    let issued = e.poll_build(Instant(1), n).expect("a request is due");
+    let token = issued.token;
+    let Command::Build {
+        name, local, root, ..
+    } = issued.command
+    else {
+        panic!("a build");
+    };
+    assert_eq!((name, local), ("web0", true));
+    assert_eq!(crate::executor::build_key(&root), requests[0].build.0);
+    assert_eq!(e.building_key(), requests[0].build.0);
+    assert!(e.poll_build(Instant(2), n).is_none(), "one build at a time");
+    let json = br#"[{"outputs":{"out":"/nix/store/xyz-web0"}}]"#;
+    let out = Outcome {
+        ok: true,
+        stdout: json,
+    };
+    assert!(e.handle_command_done(Instant(3), token, out));
+    assert_eq!(e.stats.builds_for_peers, 1);
+    assert_eq!(e.building_key(), 0);
+    assert_eq!(e.handle_build_request(n, last), Ok(()), "room again");
+}
+
+/// A builder seen building the version that then offers nothing within `REQUEST_ANSWER_MS`
+/// failed to build it: a failed build for the requester (with its backoff, and a rollout's
+/// failure), not a wait for ever.
+#[test]
+fn a_builder_that_built_and_offers_nothing_failed() {
+    use crate::config::REQUEST_ANSWER_MS;
+    use crate::executor::remote::{Asked, Decision};
+    use crate::executor::BuildMode;
+    use crate::schema::message::system_bit;
+    joined_pair!(a, b, _, _);
+    let key = crate::executor::build_key("web-0123456789ab");
+    let remote = BuildMode {
+        local: false,
+        builds: 0,
+    };
+    let mut w = Wire::default();
+    a.set_offer(Instant(3_000), 0, 7947, core::iter::empty(), &mut w);
+    a.set_building(Instant(3_000), 0, system_bit(Arch::X86_64), 0, &mut w);
+    run_pair(&mut a, &mut b, 3_000, 3_000);
+    let mut asked = Asked::default();
+    let ask_a = Decision::Wait(Some(a.id()));
+    assert_eq!(decide_at(&b, remote, key, 6_000, &mut asked), ask_a);
+    a.set_building(Instant(6_000), 0, system_bit(Arch::X86_64), key, &mut w);
+    run_pair(&mut a, &mut b, 3_000, 6_000);
+    assert_eq!(decide_at(&b, remote, key, 9_000, &mut asked), ask_a);
+    assert_eq!(asked.seen_building_ms, 9_000);
+    a.set_building(Instant(9_000), 0, system_bit(Arch::X86_64), 0, &mut w);
+    run_pair(&mut a, &mut b, 3_000, 9_000);
+    // Its cache lists a new root a moment after the build: the offer gets its time.
+    let gone = 9_000 + REQUEST_ANSWER_MS;
+    assert_eq!(decide_at(&b, remote, key, gone - 1, &mut asked), ask_a);
+    assert_eq!(
+        decide_at(&b, remote, key, gone, &mut asked),
+        Decision::Failed
+    );
+    assert_eq!(asked.tried.as_slice(), &[a.id()]);
+    assert!(asked.builder.is_none());
+}

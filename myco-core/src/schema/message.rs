@@ -122,6 +122,22 @@ pub enum Message<'a> {
         live: Digest,
         list: Vec<MemberUpdate, MEMBER_PAGE_RECORDS>,
     },
+    /// "Build this version for me" (`executor::remote`, `docs/nix.md` "Remote builders"): sent
+    /// by a box that does not build to a member whose offer says it builds for `system`.
+    /// Appended last, so the kinds above keep their numbers.
+    BuildRequest(BuildRequest),
+}
+
+/// A request to build one locked version of a flake service: the service by key hash, the entry
+/// by its digest (`executor::unit_digest`: the builder builds only the entry it holds too), the
+/// version's build key (what the builder's offer will list once built), and the system the
+/// requester runs. Nothing in it is trusted: the builder checks each field against its own store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuildRequest {
+    pub service: Digest,
+    pub digest: Digest,
+    pub build: Digest,
+    pub system: Arch,
 }
 
 /// Why a member page was sent, which says how the receiver answers it.
@@ -224,9 +240,34 @@ pub struct Status {
 pub struct Offer {
     pub cache_port: u16,
     pub keys: Vec<Digest, OFFER_KEYS_MAX>,
+    /// The systems this box builds for peers (`--builder`), one bit each ([`system_bit`]); 0:
+    /// not a builder. Appended last, as the offer was.
+    pub builds: u8,
+    /// The build key of the build running here now (0: none), so a peer that wants the same
+    /// version waits for it instead of building it too.
+    pub building: Digest,
+}
+
+/// The bit of `system` in [`Offer::builds`]; `Any` has none (no builder builds "any").
+pub fn system_bit(system: Arch) -> u8 {
+    match system {
+        Arch::Any => 0,
+        Arch::X86_64 => 1,
+        Arch::Aarch64 => 2,
+    }
 }
 
 impl Offer {
+    /// Whether the box builds for peers of `system` (`Any`: for any system it builds) and has a
+    /// cache to serve the result from.
+    pub fn builds_for(&self, system: Arch) -> bool {
+        let fits = match system_bit(system) {
+            0 => self.builds != 0,
+            bit => self.builds & bit != 0,
+        };
+        self.cache_port != 0 && fits
+    }
+
     /// Whether the cache is on and offers `key`.
     pub fn offers(&self, key: u64) -> bool {
         self.cache_port != 0 && self.keys.contains(&Digest(key))
@@ -360,8 +401,33 @@ mod tests {
             offer: Offer {
                 cache_port: u16::MAX,
                 keys: Vec::from_slice(&[Digest(u64::MAX); OFFER_KEYS_MAX]).unwrap(),
+                builds: u8::MAX,
+                building: Digest(u64::MAX),
             },
         }));
+    }
+
+    /// A build request is a few dozen bytes; it decodes back, and a system byte out of range or
+    /// a short request does not decode.
+    #[test]
+    fn a_build_request_fits_and_decodes_back() {
+        let request = BuildRequest {
+            service: Digest(u64::MAX),
+            digest: Digest(u64::MAX),
+            build: Digest(u64::MAX),
+            system: Arch::Aarch64,
+        };
+        fits(Message::BuildRequest(request));
+        let body = Body {
+            root: Digest(1),
+            msg: Message::BuildRequest(request),
+        };
+        let mut out = [0u8; BODY_BYTES_MAX];
+        let n = body.encode(&mut out).unwrap();
+        assert!(n < 48, "{n} bytes");
+        assert_eq!(Body::decode(&out[..n - 1]), None, "short");
+        out[n - 1] = 3;
+        assert_eq!(Body::decode(&out[..n]), None, "no such system");
     }
 
     /// A member page holds as many records as fit: one more maximal record would not.

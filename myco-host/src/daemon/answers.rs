@@ -12,8 +12,8 @@ use myco_core::executor::rollout::{self, Progress};
 use myco_core::gossip::members::Member;
 use myco_core::hex::{Hex, HexU64};
 use myco_core::node::PlacedDigests;
-use myco_core::schema::entry::{Entry, Source, Version};
-use myco_core::schema::message::{MemberMeta, MemberState, Offer};
+use myco_core::schema::entry::{Arch, Entry, Source, Version};
+use myco_core::schema::message::{system_bit, MemberMeta, MemberState, Offer};
 use myco_core::state::store::{key_hash, Slot};
 use myco_core::Node;
 
@@ -338,6 +338,19 @@ fn offer_fields(json: &mut Json<'_, '_>, offer: Option<&Offer>) -> Result<(), Fu
         json.string(HexU64::new(key.0).as_str())?;
     }
     json.end_array()?;
+    // The systems it builds for peers (`--builder`).
+    json.key("builds")?;
+    json.begin_array()?;
+    let bits = offer.map_or(0, |o| o.builds);
+    for (system, name) in [
+        (Arch::X86_64, "x86_64-linux"),
+        (Arch::Aarch64, "aarch64-linux"),
+    ] {
+        if bits & system_bit(system) != 0 {
+            json.string(name)?;
+        }
+    }
+    json.end_array()?;
     json.end_object()
 }
 
@@ -480,6 +493,8 @@ mod tests {
             offer: Some(&Offer {
                 cache_port: u16::MAX,
                 keys: heapless::Vec::from_slice(&[Digest(u64::MAX); OFFER_KEYS_MAX]).unwrap(),
+                builds: u8::MAX,
+                building: Digest(u64::MAX),
             }),
         };
         let mut buf = [0u8; 1024];

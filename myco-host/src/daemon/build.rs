@@ -13,9 +13,13 @@ use super::transient::{self, Unit};
 use crate::flight::{Level, Logger};
 use crate::path::{read_link_at, Lossy, StackPath, PATH_BYTES_MAX};
 use crate::spawn::{self, Argv, ArgvFull, Child, Output};
+use myco_core::executor::remote::parse_systems;
+use myco_core::executor::BuildMode;
 use myco_core::executor::{
     is_root_of, out_of_program, parse_build_json, LogScan, Name, Provenance, RootName, Substitute,
 };
+use myco_core::schema::entry::Arch;
+use myco_core::schema::message::system_bit;
 use myco_core::unit::{unit_name, UNIT_BYTES_MAX};
 use nix::unistd::{unlinkat, UnlinkatFlags};
 use std::ffi::CString;
@@ -46,6 +50,67 @@ pub struct BuildConfig {
     /// `None`: `<state-dir>/gcroots`.
     pub gcroot_dir: Option<PathBuf>,
     pub timeout_ms: u64,
+    /// `--build local` (the default): Nix may build here; `remote`: never.
+    pub local: bool,
+    /// `--builder`: build for peers that ask.
+    pub builder: bool,
+}
+
+/// How this box builds (`executor::remote::BuildMode`): `--build`, `--builder`, and the systems
+/// its Nix builds for, read once at start from `nix show-config`. A box whose own system (`own`,
+/// from its certificate) is not among them builds nothing itself; a builder builds for them.
+pub fn build_mode(config: &BuildConfig, own: Arch, log: &Logger) -> BuildMode {
+    let systems = nix_systems(&config.nix);
+    if systems == 0 {
+        log.log(
+            Level::Warning,
+            format_args!("'{} show-config' names no system this fleet runs (x86_64-linux, aarch64-linux): builds here as --build says; no builds for peers", config.nix),
+        );
+    }
+    let own_bit = system_bit(own);
+    let runs_own = systems == 0 || own_bit == 0 || systems & own_bit != 0;
+    // A builder builds for its own system only: `nix build` of a peer's reference resolves its
+    // attribute for this box's system, and the output is offered under a build key that does
+    // not name a system (docs/nix.md, "Remote builders").
+    let for_peers = if own_bit == 0 {
+        systems
+    } else {
+        systems & own_bit
+    };
+    let mode = BuildMode {
+        local: config.local && runs_own,
+        builds: if config.builder { for_peers } else { 0 },
+    };
+    log.log(
+        Level::Info,
+        format_args!(
+            "builds: {} here; for peers: {}",
+            if mode.local { "local" } else { "none (remote)" },
+            match mode.builds {
+                0 => "no",
+                1 => "x86_64-linux",
+                2 => "aarch64-linux",
+                _ => "x86_64-linux, aarch64-linux",
+            }
+        ),
+    );
+    mode
+}
+
+/// The systems `nix show-config` names ([`parse_systems`]); 0 if it cannot run. Once, at start.
+fn nix_systems(nix: &str) -> u8 {
+    let out = std::process::Command::new(nix)
+        .args([
+            "--extra-experimental-features",
+            "nix-command",
+            "show-config",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output();
+    out.ok()
+        .filter(|o| o.status.success())
+        .map_or(0, |o| parse_systems(&o.stdout))
 }
 
 /// How a build is run: the programs and the time it may take.
@@ -54,6 +119,9 @@ pub struct Command<'a> {
     pub nix: &'a str,
     /// `RuntimeMaxSec=` of its transient unit.
     pub timeout_s: u64,
+    /// Nix may build here. False (a box started `--build remote`, or whose system no local Nix
+    /// builds) adds `--max-jobs 0`: Nix may then only substitute, so the box never builds.
+    pub local: bool,
 }
 
 impl Command<'_> {
@@ -78,6 +146,10 @@ impl Command<'_> {
         argv.push(&[self.nix.as_bytes()])?;
         for arg in [&b"build"[..], b"--json", b"-L", b"--out-link", link] {
             argv.push(&[arg])?;
+        }
+        if !self.local {
+            argv.push(&[b"--max-jobs"])?;
+            argv.push(&[b"0"])?;
         }
         push_substituters(argv, peers)?;
         argv.push(&[uri.as_bytes(), b"#", attr.as_bytes()])
@@ -174,7 +246,7 @@ impl Builder {
         (token, now_ms): (u64, u64),
         name: &str,
         (uri, attr): (&str, &str),
-        root: &str,
+        (root, local): (&str, bool),
         peers: &[Substitute],
     ) -> io::Result<()> {
         assert!(self.job.is_none(), "one build at a time");
@@ -188,6 +260,7 @@ impl Builder {
             systemd_run: &self.config.systemd_run,
             nix: &self.config.nix,
             timeout_s: self.config.timeout_ms.div_ceil(1000),
+            local,
         };
         command
             .argv(argv, &self.env, (name, link.as_bytes()), (uri, attr), peers)

@@ -60,6 +60,11 @@ Options:
   --gcroot-dir DIR      Where the GC roots of built services go, one per version (default
                         STATE_DIR/gcroots)
   --build-timeout SECS  A build running longer is killed and retried later (default 1800)
+  --build local|remote  local (default): build here what no peer offers; remote: never build
+                        (a small board), fetch from peers or ask a --builder box to build
+  --builder             Build for peers of this box's system that ask, if 'nix show-config'
+                        names it (system, extra-platforms); the results are served from the
+                        cache, so --cache-listen must not be off
   --dns ADDR|off        Answer *.myco DNS on ADDR, UDP and TCP; repeatable, twice at most
                         (default 127.0.0.1:53 and [::1]:53; an address that cannot be bound is
                         logged and left out; below port 1024 needs CAP_NET_BIND_SERVICE)
@@ -190,6 +195,7 @@ pub fn parse(mut args: Arguments) -> Result<Parsed, UsageError> {
     let cache_listen = cache_listen(text(&mut args, "--cache-listen")?)?;
     let cache_upload_rate =
         number(&mut args, "--cache-upload-rate")?.unwrap_or(super::cache::UPLOAD_RATE_DEFAULT);
+    builder_has_cache(executor.as_ref(), cache_listen)?;
     let proxy_listen = proxy_listen(text(&mut args, "--proxy-listen")?)?;
     let verbose = args.contains("--verbose");
     let strict_alloc = args.contains("--strict-alloc");
@@ -226,6 +232,20 @@ pub fn parse(mut args: Arguments) -> Result<Parsed, UsageError> {
         strict_alloc,
         wal_checkpoint_bytes,
     })))
+}
+
+/// `--builder` serves what it builds from the binary cache, so it needs one.
+fn builder_has_cache(
+    executor: Option<&ExecutorConfig>,
+    cache_listen: Option<SocketAddr>,
+) -> Result<(), UsageError> {
+    if executor.is_some_and(|e| e.build.builder) && cache_listen.is_none() {
+        return Err(usage(
+            "--builder serves what it builds from the binary cache: --cache-listen cannot be off"
+                .into(),
+        ));
+    }
+    Ok(())
 }
 
 /// `--operator HEX`, required: the cluster's operator public key.
@@ -304,6 +324,16 @@ fn executor(args: &mut Arguments) -> Result<Option<ExecutorConfig>, UsageError> 
             Some(secs) => secs.saturating_mul(1000),
             None => BUILD_TIMEOUT_MS_DEFAULT,
         },
+        local: match text(args, "--build")?.as_deref() {
+            None | Some("local") => true,
+            Some("remote") => false,
+            Some(other) => {
+                return Err(usage(format!(
+                    "--build '{other}' is not one of local, remote"
+                )))
+            }
+        },
+        builder: args.contains("--builder"),
     };
     match kind.as_deref() {
         None | Some("systemd") => Ok(Some(ExecutorConfig {
@@ -456,6 +486,38 @@ mod tests {
             Parsed::Run(config) => Ok(config.profile),
             _ => panic!("not a run"),
         }
+    }
+
+    fn build_of(extra: &[&str]) -> Result<(bool, bool), UsageError> {
+        let operator = "ab".repeat(32);
+        let mut args = vec!["--operator", &operator];
+        args.extend_from_slice(extra);
+        let os = args.into_iter().map(std::ffi::OsString::from).collect();
+        match parse(Arguments::from_vec(os))? {
+            Parsed::Run(config) => {
+                let b = &config.executor.expect("the systemd executor").build;
+                Ok((b.local, b.builder))
+            }
+            _ => panic!("not a run"),
+        }
+    }
+
+    /// `--build`: local by default, remote; anything else names the choices. `--builder` needs
+    /// the cache.
+    #[test]
+    fn build_flags() {
+        assert_eq!(build_of(&[]).unwrap(), (true, false));
+        assert_eq!(build_of(&["--build", "remote"]).unwrap(), (false, false));
+        assert_eq!(
+            build_of(&["--build", "local", "--builder"]).unwrap(),
+            (true, true)
+        );
+        let e = build_of(&["--build", "nowhere"]).unwrap_err().0;
+        assert!(e.contains("local, remote"), "{e}");
+        let e = build_of(&["--builder", "--cache-listen", "off"])
+            .unwrap_err()
+            .0;
+        assert!(e.contains("--cache-listen"), "{e}");
     }
 
     /// `--profile`: lan by default, each name, and a usage error naming the choices for anything

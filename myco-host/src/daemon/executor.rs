@@ -379,12 +379,19 @@ impl Executor {
             attr,
             root,
             substitutes,
+            local,
         } = issued.command
         else {
             unreachable!("poll_build issues builds only");
         };
         let token = issued.token;
-        let started = (self.builder).start((token, now_ms), name, (uri, attr), &root, &substitutes);
+        let started = (self.builder).start(
+            (token, now_ms),
+            name,
+            (uri, attr),
+            (&root, local),
+            &substitutes,
+        );
         if let Err(e) = started {
             self.log.log(
                 Level::Error,

@@ -409,6 +409,30 @@ const UNITS: &[Family] = &[
         |s| s.executor.builds_from_peers.into(),
     ),
     one(
+        "myco_builds_requested_total",
+        Counter,
+        "Build requests sent to --builder boxes (each builder asked counts once per version).",
+        |s| s.executor.builds_requested.into(),
+    ),
+    one(
+        "myco_builds_for_peers_total",
+        Counter,
+        "Builds this --builder box ran for peers' requests and that succeeded.",
+        |s| s.executor.builds_for_peers.into(),
+    ),
+    one(
+        "myco_build_requests_refused_total",
+        Counter,
+        "Build requests refused: not a builder for that system, an unknown version, or full.",
+        |s| (s.executor.build_requests_refused + s.snapshot.sink.build_requests_dropped).into(),
+    ),
+    one(
+        "myco_build_waits_total",
+        Counter,
+        "Versions that waited for a peer already building them instead of building them too.",
+        |s| s.executor.build_waits.into(),
+    ),
+    one(
         "myco_build_failures_total",
         Counter,
         "Flake builds that failed, hung past --build-timeout, or named no output.",

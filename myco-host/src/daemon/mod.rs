@@ -92,6 +92,9 @@ const PEERS_SAVE_MS: u64 = 2_000;
 pub struct Daemon {
     node: &'static mut Node,
     sink: CoreSink,
+    /// The systems this box builds for peers and the build key it builds now, as its status
+    /// last said (`Node::set_building`).
+    building: (u8, u64),
     api: Connections,
     signals: SignalFd,
     notifier: Notifier,
@@ -184,7 +187,8 @@ impl Daemon {
         check_own_cert(node)?;
         let listen = listen_text(&sink.udp)?;
         let executor_parts = (arena.executor, arena.audit_line);
-        let executor = start_executor(config, !join.is_empty(), log, executor_parts)?;
+        let peers_and_arch = (!join.is_empty(), node.meta().arch);
+        let executor = start_executor(config, peers_and_arch, log, executor_parts)?;
         let dns = start_dns(config, arena.dns, log);
         let cache = start_cache(config, (seed, node.id()), arena.cache, log);
         let proxy = start_proxy(config, arena.proxy, log)?;
@@ -193,6 +197,7 @@ impl Daemon {
         let daemon = arena.daemon.write(Daemon {
             node,
             sink,
+            building: (0, 0),
             api: Connections {
                 heartbeat_ms: config.stream_heartbeat_ms,
                 request_timeout_ms: config.request_timeout_ms,
@@ -507,7 +512,20 @@ impl Daemon {
         if std::mem::take(&mut self.sink.placement_changed) {
             executor.handle_placement_changed();
         }
+        for request in core::mem::take(&mut self.sink.build_requests) {
+            // A refusal is counted by the executor; the requester asks elsewhere in time.
+            let _ = executor.handle_build_request(self.node, &request);
+        }
         executor.step(self.node, now);
+        while let Some((to, request)) = executor.take_build_request() {
+            (self.node).send_build_request(to, request, &mut self.sink);
+        }
+        let (builds, building) = (executor.build_mode().builds, executor.building_key());
+        if (builds, building) != self.building {
+            self.building = (builds, building);
+            let floor = wall_seconds();
+            (self.node).set_building(Instant(now), floor, builds, building, &mut self.sink);
+        }
         executor.step_checks(self.node, now, &mut self.sink.io);
         if let Some(done) = executor.take_gc_done() {
             self.sink.events.push(events::Record::gc(done));
@@ -908,7 +926,7 @@ fn start_proxy(
 /// kept and gossiped but not run, which the log says.
 fn start_executor(
     config: &Config,
-    has_peers_configured: bool,
+    (has_peers_configured, arch): (bool, myco_core::schema::entry::Arch),
     log: Logger,
     (arena, audit_line): (ExecutorArena, &'static mut [u8]),
 ) -> Result<Option<executor::Executor>, BootError> {
@@ -941,6 +959,10 @@ fn start_executor(
                     "cannot read the unit directory {}: {err}",
                     e.unit_dir.display()
                 ))
+            })
+            .map(|mut ex| {
+                ex.set_build_mode(build::build_mode(&e.build, arch, &log));
+                ex
             })?,
         ),
         None => None,

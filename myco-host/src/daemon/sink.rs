@@ -18,8 +18,9 @@ use crate::flight::{Level, Logger};
 use crate::io::{Backend, Completion, Completions};
 use crate::reserve::Reserve;
 use crate::store::FileStore;
-use myco_core::config::FRAME_BYTES;
+use myco_core::config::{FRAME_BYTES, PEER_BUILDS_MAX};
 use myco_core::node::Refusal;
+use myco_core::schema::message::BuildRequest;
 use myco_core::{Event, PeerAddr, Sink};
 use std::io::{self, ErrorKind};
 use std::net::UdpSocket;
@@ -43,6 +44,9 @@ pub struct SinkStats {
     pub members_dead: u64,
     /// Bytes cut from the log by the recovery at start (a torn or corrupt tail).
     pub wal_truncated_bytes: u64,
+    /// Build requests dropped before the executor saw them: more arrived in one step than
+    /// `PEER_BUILDS_MAX` (the executor's own table is the bound that counts).
+    pub build_requests_dropped: u64,
 }
 
 /// Upper bounds, in seconds, of the WAL write latency buckets: from a fast SSD's fdatasync to an
@@ -89,6 +93,9 @@ pub struct CoreSink {
     pub members_changed: bool,
     /// The desired state or the set of live members changed: placement may differ.
     pub placement_changed: bool,
+    /// Build requests from peers (`Event::BuildRequest`), for the executor to judge; at most
+    /// `PEER_BUILDS_MAX` between two steps, the rest dropped and counted.
+    pub build_requests: heapless::Vec<BuildRequest, PEER_BUILDS_MAX>,
     /// What `/stream` subscribers are sent; its records are the arena's.
     pub events: Ring,
     /// When the write in flight was submitted, and how long writes took (write + fdatasync).
@@ -129,6 +136,7 @@ impl CoreSink {
             revoked: false,
             members_changed: false,
             placement_changed: true,
+            build_requests: heapless::Vec::new(),
             events: Ring::new(first_event_id(), events),
             write_started: None,
             wal_latency: Histogram::default(),
@@ -300,6 +308,15 @@ impl Sink for CoreSink {
                     .log(Level::Debug, format_args!("entry {key_hash:016x} changed"));
             }
             Event::Durable { .. } => {}
+            Event::BuildRequest { from, request } => {
+                self.log.log(
+                    Level::Debug,
+                    format_args!("member {from:016x} asks for a build"),
+                );
+                if self.build_requests.push(request).is_err() {
+                    self.stats.build_requests_dropped += 1;
+                }
+            }
             Event::Refused(why) => self.refused(why),
             Event::Revoked { height } => {
                 self.revoked = true;

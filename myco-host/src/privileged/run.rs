@@ -125,6 +125,7 @@ impl Work<'_> {
                     systemd_run: &c.systemd_run,
                     nix: &c.nix,
                     timeout_s: u64::from(b.timeout_s),
+                    local: true,
                 };
                 build
                     .argv(

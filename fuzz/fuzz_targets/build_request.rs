@@ -1,0 +1,117 @@
+//! Fuzzes `remote::parse_systems` (what `nix show-config` printed) and the build request (`Message::BuildRequest`) as a builder receives it: the input is a
+//! frame body, decoded with `Body::decode`; a request is then handed to a builder's executor
+//! (`Executor::handle_build_request`) whose node holds one flake service, with the builder's
+//! systems chosen by the first input byte.
+//!
+//! Proves: no input panics; a decoded request re-encodes to the very bytes it came from (one
+//! encoding per request); the builder accepts a request only if it is exactly the one the
+//! entry it holds gives (`remote::request`) for a system it builds, so no forged digest, build
+//! key or service gets a build; and however many requests arrive, at most `PEER_BUILDS_MAX` wait.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use myco_core::config::{BODY_BYTES_MAX, FLAKE_REV_BYTES, FRAME_BYTES, NAR_HASH_BYTES};
+use myco_core::crypto::cert::certify;
+use myco_core::crypto::{sign_entry, SigningKey};
+use myco_core::executor::remote::{parse_systems, request};
+use myco_core::executor::{BuildMode, Executor};
+use myco_core::schema::entry::{Arch, EntryBody, ServiceSpec, Source, Version};
+use myco_core::schema::message::{system_bit, Body, Message};
+use myco_core::time::Instant;
+use myco_core::{Event, Node, NodeConfig, PeerAddr, Sink};
+
+struct Quiet;
+
+impl Sink for Quiet {
+    fn send(&mut self, _: PeerAddr, _: &[u8; FRAME_BYTES]) {}
+    fn event(&mut self, _: Event) {}
+    fn append(&mut self, _: &[u8], _: u64) {}
+    fn checkpoint(&mut self) {}
+    fn fill_random(&mut self, buf: &mut [u8]) {
+        buf.fill(0x5a);
+    }
+}
+
+/// A node holding service `web`, a flake locked at rev a7a7...
+fn builder_node() -> Box<Node> {
+    let operator = SigningKey::from_seed([1; 32]).expect("fixture seed");
+    let key = SigningKey::from_seed([2; 32]).expect("fixture seed");
+    let cert = certify(&operator, &key.public_key(), 0, Arch::X86_64, false, 0);
+    let config = NodeConfig {
+        node_seed: [2; 32],
+        cert: &cert,
+        operator: operator.public_key(),
+        revocation_block: 0,
+        seed: 1,
+        join: &[],
+        wal_checkpoint_bytes: 1 << 20,
+        profile: myco_core::config::Profile::LAN,
+    };
+    let mut node = Box::new(Node::new(&config, Instant(0)).expect("a valid fixture"));
+    let uri = "git+file:///srv/web?rev=a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7";
+    let source = Source::Flake {
+        uri,
+        attr: "default",
+        rev: [0xa7; FLAKE_REV_BYTES],
+        nar_hash: [0x5c; NAR_HASH_BYTES],
+    };
+    let body = EntryBody {
+        name: "web",
+        version: Version {
+            clock: 1,
+            key_id: operator.public_key().key_id(),
+        },
+        spec: Some(ServiceSpec::minimal(source)),
+    };
+    let mut entry = [0u8; 512];
+    let len = sign_entry(&operator, &body, &mut entry).expect("a valid entry");
+    node.submit(Instant(0), &entry[..len], &mut Quiet)
+        .expect("a valid entry");
+    node
+}
+
+fuzz_target!(|data: &[u8]| {
+    // The same bytes as `nix show-config` output: only the two systems' bits can come out.
+    assert_eq!(parse_systems(data) & !3, 0);
+    let Some((&systems, mut rest)) = data.split_first() else {
+        return;
+    };
+    let node = builder_node();
+    let held = node.store().get_by_name("web").expect("submitted");
+    let mut e = Executor::new(false);
+    let mode = BuildMode {
+        local: true,
+        builds: systems & 3,
+    };
+    e.set_build_mode(mode);
+    // Up to eight bodies, each prefixed by its length.
+    for _ in 0..8 {
+        let Some((&len, tail)) = rest.split_first() else {
+            return;
+        };
+        let len = usize::from(len).min(tail.len());
+        let (bytes, tail) = tail.split_at(len);
+        rest = tail;
+        let Some(Body {
+            msg: Message::BuildRequest(r),
+            root,
+        }) = Body::decode(bytes)
+        else {
+            continue;
+        };
+        let mut out = [0u8; BODY_BYTES_MAX];
+        let again = Body {
+            root,
+            msg: Message::BuildRequest(r),
+        };
+        let n = again.encode(&mut out).expect("a request fits");
+        assert_eq!(&out[..n], bytes, "one encoding");
+        let builds = match system_bit(r.system) {
+            0 => mode.builds != 0,
+            bit => mode.builds & bit != 0,
+        };
+        let genuine = request(&held, r.system) == Some(r);
+        let taken = e.handle_build_request(&node, &r).is_ok();
+        assert_eq!(taken, genuine && builds, "{r:?}");
+    }
+});

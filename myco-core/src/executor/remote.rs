@@ -1,0 +1,340 @@
+//! Remote builders (`docs/nix.md`, "Remote builders"): what a box does with a flake version it
+//! is to run, decided from gossip facts each time the version's build record comes due.
+//!
+//! In order: fetch it from peers whose caches offer it (`substitute.rs`); else wait while a live
+//! peer of this box's system is building that very version (its status names the build key in
+//! `Offer::building`), up to `BUILD_WAIT_MAX_MS` for a box that may build itself; else build here
+//! if this box builds (`BuildMode::local`); else ask a builder (a live member whose offer says it
+//! builds for this box's system, with a session: its cache is what the result is fetched from,
+//! under its certified key). The builder is chosen as substitutes are: the same zone, then idle,
+//! then by a hash of (this box, build key, builder), so requesters spread over equal builders.
+//! The request is sent again every `REMOTE_CHECK_MS` while unanswered; a builder that neither
+//! builds nor offers the version for `REQUEST_ANSWER_MS`, or is not done within
+//! `REMOTE_BUILD_MAX_MS`, or that died, is left for the next one; one that built the version and
+//! then offers nothing failed to build it, which counts as a failed build here (with its backoff,
+//! and as a rollout's failure) (at most `BUILDERS_TRIED_MAX` remembered, then all are
+//! tried again). A box that does not build never builds: its build command carries
+//! `local: false`, and the host runs Nix with `--max-jobs 0`, so Nix may only substitute.
+//!
+//! The builder's side: a request is accepted only for an entry the builder holds with the same
+//! digest and build key, by a builder of that system; at most `PEER_BUILDS_MAX` wait at once
+//! (the rest are refused and counted: a flood of requests cannot queue unbounded builds), and
+//! they run on the build lane after the builds of services placed here.
+
+use super::build::root_name;
+use super::substitute::{self, build_key, Candidate, Substitute, Substitutes};
+use super::unit_digest;
+use crate::config::{
+    BUILDERS_TRIED_MAX, BUILD_WAIT_MAX_MS, PEER_BUILDS_MAX, REMOTE_BUILD_MAX_MS, REMOTE_CHECK_MS,
+    REQUEST_ANSWER_MS,
+};
+use crate::node::Node;
+use crate::schema::entry::{Arch, Source};
+use crate::schema::message::{system_bit, BuildRequest, Digest, MemberState};
+use crate::state::packed::EntryBytes;
+use heapless::Vec;
+
+/// How this box builds: set once by the host from its flags and `nix show-config`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BuildMode {
+    /// It may build here (not `--build remote`, and Nix builds this box's own system).
+    pub local: bool,
+    /// The systems it builds for peers (`--builder`), `system_bit`s; 0: none.
+    pub builds: u8,
+}
+
+impl Default for BuildMode {
+    fn default() -> Self {
+        BuildMode {
+            local: true,
+            builds: 0,
+        }
+    }
+}
+
+/// A build record's dealings with builders and building peers.
+#[derive(Clone, Debug, Default)]
+pub struct Asked {
+    /// The builder asked, and when it was first asked.
+    pub builder: Option<(u64, u64)>,
+    /// Builders given up on, oldest first.
+    pub tried: Vec<u64, BUILDERS_TRIED_MAX>,
+    /// When this box began waiting for a peer building the same version (0: not waiting).
+    pub waiting_since_ms: u64,
+    /// When the builder asked was last seen building the version (0: not seen).
+    pub seen_building_ms: u64,
+}
+
+/// What to do with a version now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Run the build: with substitutes, a fetch; without, a build here (only if `local`).
+    Run(Substitutes),
+    /// Check again later: a peer builds it, or a builder was asked (`Some`: send it this).
+    Wait(Option<u64>),
+    /// The builder asked built it and offers nothing: a failed build, with its backoff.
+    Failed,
+}
+
+/// The facts `decide` reads about one version.
+pub struct Version<'a> {
+    pub key: u64,
+    pub now_ms: u64,
+    pub asked: &'a mut Asked,
+}
+
+/// What `node` does with the version of build key `v.key` now; updates `v.asked`.
+pub fn decide(node: &Node, mode: BuildMode, v: Version<'_>) -> Decision {
+    let Version { key, now_ms, asked } = v;
+    let offered = substitute::substitutes(node, key);
+    if !offered.is_empty() {
+        return Decision::Run(offered);
+    }
+    if let Some((builder, since)) = asked.builder {
+        if peer_building(node, builder, key) {
+            asked.seen_building_ms = now_ms;
+        }
+        // The builder has `REQUEST_ANSWER_MS` from the request, or from when it was last seen
+        // building the version, to offer it (its cache lists a new root a moment after the
+        // build), and `REMOTE_BUILD_MAX_MS` in all.
+        let last = since.max(asked.seen_building_ms);
+        let live = candidates(node).any(|c| c.peer.id == builder);
+        let in_time = now_ms < last.saturating_add(REQUEST_ANSWER_MS)
+            && now_ms < since.saturating_add(REMOTE_BUILD_MAX_MS);
+        if live && in_time {
+            return Decision::Wait(Some(builder));
+        }
+        let built_there = asked.seen_building_ms != 0;
+        give_up(asked, builder);
+        if live && built_there {
+            // It built the version and offers nothing: the build failed, as it would here.
+            return Decision::Failed;
+        }
+    }
+    let waiting = asked.waiting_since_ms;
+    let patient = !mode.local || waiting == 0 || now_ms < waiting + BUILD_WAIT_MAX_MS;
+    if patient && someone_building(node, key) {
+        if waiting == 0 {
+            asked.waiting_since_ms = now_ms.max(1);
+        }
+        return Decision::Wait(None);
+    }
+    if mode.local {
+        return Decision::Run(Substitutes::new());
+    }
+    let tried = &asked.tried;
+    let fresh = candidates(node).filter(|c| !tried.contains(&c.peer.id));
+    match substitute::choose(node.id(), key, fresh).first() {
+        Some(b) => {
+            asked.builder = Some((b.id, now_ms));
+            Decision::Wait(Some(b.id))
+        }
+        None => {
+            // Every builder was tried: they may have come back, or built meanwhile.
+            asked.tried.clear();
+            Decision::Wait(None)
+        }
+    }
+}
+
+/// When a waiting record is decided again.
+pub fn check_at(now_ms: u64) -> u64 {
+    now_ms + REMOTE_CHECK_MS
+}
+
+fn give_up(asked: &mut Asked, builder: u64) {
+    asked.builder = None;
+    asked.seen_building_ms = 0;
+    if asked.tried.is_full() {
+        asked.tried.remove(0);
+    }
+    asked.tried.push(builder).expect("room made above");
+}
+
+/// Live builders for this box's system that it has a session with, as substitute candidates.
+fn candidates(node: &Node) -> impl Iterator<Item = Candidate> + '_ {
+    let own = node.meta();
+    node.members().iter().filter_map(move |m| {
+        let status = node.status_of(m.id)?;
+        let usable = m.state == MemberState::Alive && status.offer.builds_for(own.arch);
+        if !usable {
+            return None;
+        }
+        Some(Candidate {
+            peer: Substitute {
+                id: m.id,
+                cache: crate::schema::addr::PeerAddr {
+                    ip: m.addr.ip,
+                    port: status.offer.cache_port,
+                },
+                key: *node.certified_key(m.id)?,
+            },
+            same_zone: m.meta.zone == own.zone,
+            building: status.offer.building != Digest(0),
+        })
+    })
+}
+
+fn peer_building(node: &Node, peer: u64, key: u64) -> bool {
+    node.status_of(peer)
+        .is_some_and(|s| s.offer.building == Digest(key))
+}
+
+/// A live member of this box's system (or `Any`) is building the version of `key`.
+fn someone_building(node: &Node, key: u64) -> bool {
+    let own = node.meta().arch;
+    node.members().iter().any(|m| {
+        let fits = own == m.meta.arch || own == Arch::Any || m.meta.arch == Arch::Any;
+        m.state == MemberState::Alive && fits && peer_building(node, m.id, key)
+    })
+}
+
+/// The request for the version of `name` in `entry` (digest `digest`), from a box of `system`.
+pub fn request(entry: &EntryBytes, system: Arch) -> Option<BuildRequest> {
+    let body = entry.decode().body;
+    let Source::Flake { rev, .. } = body.spec?.source else {
+        return None;
+    };
+    Some(BuildRequest {
+        service: Digest(crate::state::store::key_hash(body.name)),
+        digest: Digest(unit_digest(entry)),
+        build: Digest(build_key(&root_name(body.name, &rev))),
+        system,
+    })
+}
+
+/// Why a builder did not take a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// This box does not build for that system.
+    NotBuilder,
+    /// No entry here with that key, digest and build key, or not a flake.
+    Unknown,
+    /// `PEER_BUILDS_MAX` requests wait already.
+    Full,
+}
+
+/// A request accepted, waiting for or on the build lane.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerBuild {
+    pub service: u64,
+    pub digest: u64,
+    pub build: u64,
+    pub running: bool,
+}
+
+/// The requests this builder accepted.
+#[derive(Default)]
+pub struct PeerBuilds {
+    pub table: Vec<PeerBuild, PEER_BUILDS_MAX>,
+}
+
+impl PeerBuilds {
+    /// Takes `r` if this box builds for its system, holds that very version, and has room; a
+    /// request already taken, or whose result this box already offers, is accepted again and
+    /// changes nothing.
+    pub fn accept(
+        &mut self,
+        node: &Node,
+        mode: BuildMode,
+        r: &BuildRequest,
+    ) -> Result<(), Refused> {
+        let bit = system_bit(r.system);
+        let builds = if bit == 0 {
+            mode.builds
+        } else {
+            mode.builds & bit
+        };
+        if builds == 0 {
+            return Err(Refused::NotBuilder);
+        }
+        let entry = node.store().get(r.service.0).ok_or(Refused::Unknown)?;
+        if request(&entry, r.system).as_ref() != Some(r) {
+            return Err(Refused::Unknown);
+        }
+        let same = |p: &PeerBuild| p.service == r.service.0 && p.digest == r.digest.0;
+        if self.table.iter().any(same) || node.own_status().offer.offers(r.build.0) {
+            return Ok(());
+        }
+        let build = PeerBuild {
+            service: r.service.0,
+            digest: r.digest.0,
+            build: r.build.0,
+            running: false,
+        };
+        self.table.push(build).map_err(|_| Refused::Full)
+    }
+
+    /// The next accepted request to build, if none runs.
+    pub fn next(&self) -> Option<usize> {
+        self.table.iter().position(|p| !p.running)
+    }
+
+    /// The build of `service` for peers ended (either way): the requester fetches the result or
+    /// asks elsewhere.
+    pub fn done(&mut self, service: u64, digest: u64) {
+        self.table
+            .retain(|p| !(p.service == service && p.digest == digest));
+    }
+}
+
+/// The systems a Nix builds for, as `system_bit`s, from what `nix show-config` prints: the
+/// words of its `system = ...` and `extra-platforms = ...` lines that are `x86_64-linux` or
+/// `aarch64-linux` (others, such as `i686-linux`, no box of a fleet runs). Anything else is
+/// ignored, so a garbled output builds for nothing rather than for a wrong system.
+pub fn parse_systems(text: &[u8]) -> u8 {
+    let mut bits = 0;
+    for line in text.split(|&b| b == b'\n') {
+        let Some(at) = line.iter().position(|&b| b == b'=') else {
+            continue;
+        };
+        let (key, words) = (trim(&line[..at]), &line[at + 1..]);
+        if key != b"system" && key != b"extra-platforms" {
+            continue;
+        }
+        for word in words.split(|&b| b == b' ' || b == b'\t') {
+            bits |= match trim(word) {
+                b"x86_64-linux" => system_bit(Arch::X86_64),
+                b"aarch64-linux" => system_bit(Arch::Aarch64),
+                _ => 0,
+            };
+        }
+    }
+    bits
+}
+
+fn trim(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = s {
+        s = rest;
+    }
+    while let [rest @ .., b' ' | b'\t' | b'\r'] = s {
+        s = rest;
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Nix 2.8's lines on an x86_64 box, an aarch64 box that emulates x86_64, and lines that
+    /// only look alike.
+    #[test]
+    fn systems_from_show_config() {
+        let x86 = b"extra-platforms = i686-linux x86_64-v1-linux x86_64-v2-linux\n\
+fallback = false\nsystem = x86_64-linux\nsystem-features = benchmark big-parallel kvm\n";
+        assert_eq!(parse_systems(x86), system_bit(Arch::X86_64));
+        let arm = b"system = aarch64-linux\nextra-platforms = x86_64-linux\n";
+        assert_eq!(parse_systems(arm), 3);
+        for nothing in [
+            &b""[..],
+            b"system-features = x86_64-linux\n",
+            b"system x86_64-linux\n",
+            b"system = x86_64-linuxx\n",
+            b"systems = aarch64-linux\n",
+        ] {
+            assert_eq!(parse_systems(nothing), 0);
+        }
+        assert_eq!(parse_systems(b" system\t=  aarch64-linux\r\n"), 2);
+    }
+}
