@@ -225,8 +225,12 @@ impl Cache {
         };
         let table = &self.closure.table[..self.closure.len];
         let Some(registration) = find_registration(table, &hash) else {
-            self.stats.not_found += 1;
-            return self.slots[i].refuse(Refusal::NotFound, keep_alive, now_ms);
+            let miss = Refusal::miss(self.closure.child.is_some());
+            match miss {
+                Refusal::NotFound => self.stats.not_found += 1,
+                _ => self.stats.busy += 1,
+            }
+            return self.slots[i].refuse(miss, keep_alive, now_ms);
         };
         if let Route::NarInfo(_) = route {
             self.stats.narinfos += 1;
@@ -339,7 +343,7 @@ impl Cache {
 
     /// Reads the refresh's output into the table; whole registrations only, and what does not
     /// fit is left out (and said). While it runs the table holds what has arrived so far: a path
-    /// not yet read is 404 for those few milliseconds.
+    /// not yet read is 503 until it ends (`Refusal::miss`), which Nix retries.
     pub(super) fn read_closure(&mut self) {
         let c = &mut self.closure;
         let Some(child) = c.child.as_mut() else {
