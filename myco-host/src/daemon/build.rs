@@ -97,20 +97,72 @@ pub fn build_mode(config: &BuildConfig, own: Arch, log: &Logger) -> BuildMode {
     mode
 }
 
-/// The systems `nix show-config` names ([`parse_systems`]); 0 if it cannot run. Once, at start.
+/// The systems `nix show-config` names ([`parse_systems`]); 0 if it cannot run or does not answer
+/// within `SHOW_CONFIG_WAIT`. Once, at start, before the daemon is ready: a Nix that hangs (a
+/// stuck store lock, a broken daemon socket) must delay the start by seconds, not forever.
 fn nix_systems(nix: &str) -> u8 {
-    let out = std::process::Command::new(nix)
+    let child = std::process::Command::new(nix)
         .args([
             "--extra-experimental-features",
             "nix-command",
             "show-config",
         ])
         .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
-        .output();
-    out.ok()
-        .filter(|o| o.status.success())
-        .map_or(0, |o| parse_systems(&o.stdout))
+        .spawn();
+    child
+        .ok()
+        .and_then(output_within)
+        .map_or(0, |out| parse_systems(&out))
+}
+
+/// How long start-up waits for `nix show-config`.
+const SHOW_CONFIG_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The child's whole stdout if it exits successfully within `SHOW_CONFIG_WAIT`; otherwise it is
+/// killed and reaped. Its stdout is read as it comes (non-blocking), so a long output cannot
+/// stall it on a full pipe.
+fn output_within(mut child: std::process::Child) -> Option<Vec<u8>> {
+    let mut stdout = child.stdout.take()?;
+    let fd = std::os::fd::AsFd::as_fd(&stdout);
+    let flags = nix::fcntl::OFlag::from_bits_truncate(
+        nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFL).ok()?,
+    );
+    let nonblocking = nix::fcntl::FcntlArg::F_SETFL(flags | nix::fcntl::OFlag::O_NONBLOCK);
+    nix::fcntl::fcntl(fd, nonblocking).ok()?;
+    let deadline = std::time::Instant::now() + SHOW_CONFIG_WAIT;
+    let mut out = Vec::new();
+    loop {
+        let drained = drain(&mut stdout, &mut out);
+        match child.try_wait() {
+            Ok(Some(status)) if drained => {
+                let _ = drain(&mut stdout, &mut out);
+                return status.success().then_some(out);
+            }
+            Ok(_) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+        }
+    }
+}
+
+/// Reads what `pipe` holds into `out`; true once the pipe reached its end.
+fn drain(pipe: &mut std::process::ChildStdout, out: &mut Vec<u8>) -> bool {
+    let mut buf = [0u8; 4096];
+    loop {
+        match pipe.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return false,
+        }
+    }
 }
 
 /// How a build is run: the programs and the time it may take.
