@@ -50,7 +50,8 @@ ci: tools $(CHECKS) gauntlet-ci test-root aarch64 systemd-test priv-systemd-test
 # machines without it. The crates have no doctests (nextest skips those); examples are checked by
 # `lint`, which builds all targets. `test` is every test an ordinary user can run; `test-root`
 # runs the ones that need root, named in ROOT_TESTS (the full-disk tests mount a tmpfs, the p2p
-# test gives each daemon its own /nix in a mount namespace), from the
+# test gives each daemon its own /nix in a mount namespace, the privileged_daemon tests run the
+# daemon as nobody beside a root myco-priv), from the
 # myco-host test binaries in ROOT_TEST_BINARIES, and the real-loss test (nftables) from myco-tests.
 ROOT_TESTS := a_full_disk_frees_the_reserve_and_the_wal_keeps_working \
 	a_full_disk_never_stops_the_daemon_and_loses_nothing \
@@ -58,8 +59,10 @@ ROOT_TESTS := a_full_disk_frees_the_reserve_and_the_wal_keeps_working \
 	the_flight_recorder_is_written_on_a_full_disk \
 	a_full_disk_allocates_nothing \
 	twenty_daemons_at_30_percent_loss_converge_and_replace_a_killed_box \
-	boxes_substitute_from_peers_and_refuse_tampered_paths
-ROOT_TEST_BINARIES := daemon flight_recorder_full_disk strict_alloc p2p
+	boxes_substitute_from_peers_and_refuse_tampered_paths \
+	an_unprivileged_daemon_runs_services_through_myco_priv \
+	refusals_are_logged_and_counted
+ROOT_TEST_BINARIES := daemon flight_recorder_full_disk strict_alloc p2p privileged_daemon
 EMPTY :=
 SPACE := $(EMPTY) $(EMPTY)
 ROOT_FILTER := $(subst $(SPACE), | ,$(foreach t,$(ROOT_TESTS),test(=$(t))))

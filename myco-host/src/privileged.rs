@@ -13,6 +13,7 @@
 //! and every child is waited for by the thread that started it, which kills its process group if
 //! the daemon hangs up first.
 
+pub mod client;
 mod run;
 
 use crate::spawn::Argv;

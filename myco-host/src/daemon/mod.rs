@@ -917,7 +917,7 @@ fn start_executor(
             log.log(Level::Warning, format_args!("systemd is not running here (no /run/systemd/system): services are kept and gossiped but not run; --executor none says so on purpose"));
             None
         }
-        Some(e) => Some(
+        Some(e) => Some(with_helper(
             executor::Executor::new(
                 e.unit_dir.clone(),
                 (&e.systemctl, &e.journalctl),
@@ -942,7 +942,27 @@ fn start_executor(
                     e.unit_dir.display()
                 ))
             })?,
-        ),
+            e.privileged.as_deref(),
+            log,
+        )?),
         None => None,
     })
+}
+
+/// `executor`, asking `myco-priv` at `socket` for its unit work if `--privileged` names one.
+fn with_helper(
+    mut executor: executor::Executor,
+    socket: Option<&std::path::Path>,
+    log: Logger,
+) -> Result<executor::Executor, BootError> {
+    if let Some(socket) = socket {
+        let client = crate::privileged::client::Client::new(socket, log)
+            .map_err(|err| BootError(format!("--privileged {}: {err}", socket.display())))?;
+        executor.ask_privileged(client);
+        log.log(
+            Level::Info,
+            format_args!("unit work is asked of myco-priv on {}", socket.display()),
+        );
+    }
+    Ok(executor)
 }

@@ -1,0 +1,176 @@
+//! `myco-d --privileged`: the daemon runs as an unprivileged user (nobody) and asks `myco-priv`,
+//! running as root, for its unit work. The unit directory is root's (the daemon cannot write it),
+//! and the daemon's own `systemctl` and `journalctl` are traps that record any call: a deploy
+//! still writes the unit, runs the helper's (stand-in) `systemctl` in order, reads the unit's
+//! state back through the pipe the daemon passed, and `/logs` still reads the journal. A helper
+//! serving another uid refuses everything, and the daemon logs and counts each refusal.
+//!
+//! Needs root (to run the daemon as another user): in `make test-root`.
+
+use myco_testkit::daemon::Daemon;
+use myco_testkit::dir::TempDir;
+use myco_testkit::entries::entry;
+use myco_testkit::keys::operator;
+use myco_testkit::{wait_until, FAKE_JOURNALCTL, FAKE_SYSTEMCTL};
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// The unprivileged user the daemon runs as.
+const NOBODY: u32 = 65534;
+
+/// A trap for the daemon's own tools: records that it was called, and fails.
+const TRAP: &str = "#!/bin/sh\necho \"$0 $*\" >> \"$(dirname \"$0\")/daemon-calls\"\nexit 1\n";
+
+/// `myco-priv` as root, serving `allow_uid`, writing units to `<dir>/units` and running the
+/// kit's stand-ins from `<dir>` (so the stand-in `systemctl` reports on the units it wrote).
+struct Helper {
+    child: Child,
+    socket: PathBuf,
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn tool(dir: &TempDir, name: &str, text: &str) -> PathBuf {
+    let path = dir.write(name, text);
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+fn start_helper(dir: &TempDir, allow_uid: u32) -> Helper {
+    let socket = dir.join("priv.sock");
+    let child = Command::new(env!("CARGO_BIN_EXE_myco-priv"))
+        .args(["--allow-uid", &allow_uid.to_string(), "--listen"])
+        .arg(&socket)
+        .arg("--unit-dir")
+        .arg(dir.join("units"))
+        .arg("--systemctl")
+        .arg(tool(dir, "systemctl", FAKE_SYSTEMCTL))
+        .arg("--journalctl")
+        .arg(tool(dir, "journalctl", FAKE_JOURNALCTL))
+        .stdin(Stdio::null())
+        .stderr(fs::File::create(dir.join("priv.log")).unwrap())
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(10), "myco-priv listens", || {
+        UnixStream::connect(&socket).is_ok()
+    });
+    // The packaged socket's group grants the daemon's user access; here, ownership does.
+    std::os::unix::fs::chown(&socket, Some(NOBODY), Some(NOBODY)).unwrap();
+    Helper { child, socket }
+}
+
+/// The daemon of `d` as nobody, asking the helper at `socket`: everything in its directory is
+/// nobody's but the unit directory, which stays root's (0755), as `/etc/systemd/system` is.
+fn start_daemon(d: &mut Daemon, socket: &Path) {
+    let units = d.dir.join("units");
+    fs::create_dir_all(&units).unwrap();
+    let trap_systemctl = tool(&d.dir, "daemon-systemctl", TRAP);
+    let trap_journalctl = tool(&d.dir, "daemon-journalctl", TRAP);
+    let status = Command::new("chown")
+        .args(["-R", &format!("{NOBODY}:{NOBODY}")])
+        .arg(d.dir.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::os::unix::fs::chown(&units, Some(0), Some(0)).unwrap();
+    fs::set_permissions(&units, fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(d.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let privileged = ["--dns", "off", "--privileged", socket.to_str().unwrap()];
+    let mut command = d.executor_command_with(&privileged, (&trap_systemctl, &trap_journalctl));
+    command
+        .uid(NOBODY)
+        // As root, std also drops the supplementary groups when it sets the uid.
+        .gid(NOBODY);
+    d.start(command);
+}
+
+fn calls(d: &Daemon) -> Vec<String> {
+    let text = fs::read_to_string(d.dir.join("calls")).unwrap_or_default();
+    text.lines()
+        .filter(|l| !l.starts_with("show"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A deploy and `/logs` through the helper, from a daemon that could do neither itself.
+#[test]
+fn an_unprivileged_daemon_runs_services_through_myco_priv() {
+    let op = operator();
+    let mut d = Daemon::new("priv-daemon", &op, 31);
+    let helper = start_helper(&d.dir, NOBODY);
+    start_daemon(&mut d, &helper.socket);
+    let pid = d.child.as_ref().unwrap().id();
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert!(
+        uid_line.split_whitespace().skip(1).all(|u| u == "65534"),
+        "the daemon runs as nobody: {uid_line}"
+    );
+
+    assert_eq!(d.deploy(&entry(&op, "web", 1)).0, 200);
+    let unit = d.dir.join("units/myco-web.service");
+    wait_until(Duration::from_secs(30), "the unit runs", || {
+        d.get("/services/web")
+            .1
+            .contains(r#""rollout":{"state":"done"}"#)
+    });
+    let text = fs::read_to_string(&unit).unwrap();
+    assert!(text.starts_with("# myco: "), "{text}");
+    assert!(text.contains("DynamicUser=yes"), "{text}");
+    assert_eq!(
+        calls(&d)[..2],
+        ["daemon-reload", "enable --now myco-web.service"],
+        "the helper's systemctl ran in order"
+    );
+    // The state came back through the daemon's pipe: `show` ran in the helper, and the daemon
+    // parsed its output.
+    let services = d.get("/services/web").1;
+    assert!(services.contains(r#""state":"running""#), "{services}");
+
+    let (status, body) = d.get("/logs?service=web&lines=2");
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("journal of --unit=myco-web.service"),
+        "{body}"
+    );
+
+    assert!(
+        !d.dir.join("daemon-calls").exists(),
+        "the daemon ran a tool itself"
+    );
+    assert_eq!(d.metric("myco_privileged_refusals_total"), 0.0);
+    assert_eq!(d.metric("myco_privileged_failures_total"), 0.0);
+}
+
+/// A helper that serves another uid refuses the daemon; the daemon logs the reason, counts the
+/// refusal, and nothing is written.
+#[test]
+fn refusals_are_logged_and_counted() {
+    let op = operator();
+    let mut d = Daemon::new("priv-refused", &op, 32);
+    let helper = start_helper(&d.dir, NOBODY - 1);
+    start_daemon(&mut d, &helper.socket);
+    assert_eq!(d.deploy(&entry(&op, "web", 1)).0, 200);
+    wait_until(Duration::from_secs(30), "the refusal is counted", || {
+        d.metric("myco_privileged_refusals_total") >= 1.0
+    });
+    assert!(
+        d.log()
+            .contains("myco-priv refused a request: uid 65534 may not use myco-priv"),
+        "{}",
+        d.log()
+    );
+    assert!(!d.dir.join("units/myco-web.service").exists());
+    assert!(calls(&d).is_empty(), "{:?}", calls(&d));
+    assert!(!d.dir.join("daemon-calls").exists());
+}
