@@ -2,7 +2,8 @@
 //! running as root, for its unit work. The unit directory is root's (the daemon cannot write it),
 //! and the daemon's own `systemctl` and `journalctl` are traps that record any call: a deploy
 //! still writes the unit, runs the helper's (stand-in) `systemctl` in order, reads the unit's
-//! state back through the pipe the daemon passed, and `/logs` still reads the journal. A helper
+//! state back through the pipe the daemon passed, `/logs` still reads the journal, and a full
+//! store is still collected. A helper
 //! serving another uid refuses everything, and the daemon logs and counts each refusal.
 //!
 //! Needs root (to run the daemon as another user): in `make test-root`.
@@ -11,7 +12,7 @@ use myco_testkit::daemon::Daemon;
 use myco_testkit::dir::TempDir;
 use myco_testkit::entries::entry;
 use myco_testkit::keys::operator;
-use myco_testkit::{wait_until, FAKE_JOURNALCTL, FAKE_SYSTEMCTL};
+use myco_testkit::{wait_until, FAKE_JOURNALCTL, FAKE_SYSTEMCTL, FAKE_SYSTEMD_RUN};
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
@@ -25,6 +26,10 @@ const NOBODY: u32 = 65534;
 
 /// A trap for the daemon's own tools: records that it was called, and fails.
 const TRAP: &str = "#!/bin/sh\necho \"$0 $*\" >> \"$(dirname \"$0\")/daemon-calls\"\nexit 1\n";
+
+/// A stand-in collector: records its run and says what it freed.
+const COLLECTOR: &str = "#!/bin/sh\necho run >> \"$(dirname \"$0\")/gc-runs\"\n\
+                         echo '3 store paths deleted, 2.00 MiB freed'\n";
 
 /// `myco-priv` as root, serving `allow_uid`, writing units to `<dir>/units` and running the
 /// kit's stand-ins from `<dir>` (so the stand-in `systemctl` reports on the units it wrote).
@@ -57,6 +62,10 @@ fn start_helper(dir: &TempDir, allow_uid: u32) -> Helper {
         .arg(tool(dir, "systemctl", FAKE_SYSTEMCTL))
         .arg("--journalctl")
         .arg(tool(dir, "journalctl", FAKE_JOURNALCTL))
+        .arg("--systemd-run")
+        .arg(tool(dir, "systemd-run", FAKE_SYSTEMD_RUN))
+        .arg("--nix-collect-garbage")
+        .arg(tool(dir, "nix-collect-garbage", COLLECTOR))
         .stdin(Stdio::null())
         .stderr(fs::File::create(dir.join("priv.log")).unwrap())
         .spawn()
@@ -76,6 +85,9 @@ fn start_daemon(d: &mut Daemon, socket: &Path) {
     fs::create_dir_all(&units).unwrap();
     let trap_systemctl = tool(&d.dir, "daemon-systemctl", TRAP);
     let trap_journalctl = tool(&d.dir, "daemon-journalctl", TRAP);
+    let trap_collector = tool(&d.dir, "daemon-nix-collect-garbage", TRAP);
+    // Above 85% of the store's disk in use: a collection is due at once.
+    let usage = d.dir.write("usage", "900\n");
     let status = Command::new("chown")
         .args(["-R", &format!("{NOBODY}:{NOBODY}")])
         .arg(d.dir.path())
@@ -85,7 +97,16 @@ fn start_daemon(d: &mut Daemon, socket: &Path) {
     std::os::unix::fs::chown(&units, Some(0), Some(0)).unwrap();
     fs::set_permissions(&units, fs::Permissions::from_mode(0o755)).unwrap();
     fs::set_permissions(d.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
-    let privileged = ["--dns", "off", "--privileged", socket.to_str().unwrap()];
+    let privileged = [
+        "--dns",
+        "off",
+        "--privileged",
+        socket.to_str().unwrap(),
+        "--nix-collect-garbage",
+        trap_collector.to_str().unwrap(),
+        "--store-usage-file",
+        usage.to_str().unwrap(),
+    ];
     let mut command = d.executor_command_with(&privileged, (&trap_systemctl, &trap_journalctl));
     command
         .uid(NOBODY)
@@ -143,6 +164,16 @@ fn an_unprivileged_daemon_runs_services_through_myco_priv() {
         body.contains("journal of --unit=myco-web.service"),
         "{body}"
     );
+
+    // The collection ran in the helper (in a transient unit) and its output came back.
+    wait_until(
+        Duration::from_secs(10),
+        "the bytes freed are counted",
+        || d.metric("myco_gc_freed_bytes_total") == 2.0 * 1024.0 * 1024.0,
+    );
+    assert_eq!(fs::read_to_string(d.dir.join("gc-runs")).unwrap(), "run\n");
+    let transient = fs::read_to_string(d.dir.join("systemd-run.calls")).unwrap();
+    assert!(transient.contains("--unit=myco-gc"), "{transient}");
 
     assert!(
         !d.dir.join("daemon-calls").exists(),

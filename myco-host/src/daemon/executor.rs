@@ -164,9 +164,11 @@ impl Executor {
         })
     }
 
-    /// From now on, asks `myco-priv` through `client` to write and remove units and to run
-    /// `systemctl` and `journalctl` (`--privileged`), instead of doing it as this process.
+    /// From now on, asks `myco-priv` through `client` to write and remove units, to run
+    /// `systemctl` and `journalctl`, and to collect garbage (`--privileged`), instead of doing
+    /// it as this process.
     pub fn ask_privileged(&mut self, client: crate::privileged::client::Client) {
+        self.gc.ask_privileged(client.clone());
         self.privileged = Some(client);
     }
 
