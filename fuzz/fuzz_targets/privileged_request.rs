@@ -3,7 +3,8 @@
 //!
 //! Proves that no input panics it, that whatever it accepts is the one canonical encoding of a
 //! request (encoding the decoded request gives the input back), and that every unit it accepts
-//! to touch is `myco-<service name>.service`, the only names the helper may act on.
+//! to touch is `myco-<service name>.service`, the only names the helper may act on, and every
+//! substitute a build offers has a port.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -45,6 +46,9 @@ fuzz_target!(|data: &[u8]| {
         Checked::Build(b) => {
             assert!(!b.uri.starts_with('-') && !b.attr.starts_with('-'));
             assert!(b.root.starts_with(b.service));
+            // At most SUBSTITUTES_MAX (the type's bound), each a host's port the helper
+            // writes as http://<ip>:<port> itself.
+            assert!(b.substitutes.iter().all(|s| s.cache.port != 0));
         }
         Checked::DaemonReload | Checked::CollectGarbage | Checked::CacheClosure => {}
     }

@@ -18,9 +18,10 @@
 //! bytes of postcard (`Request` from the daemon, `Reply` from the helper). One request per
 //! connection; the reply comes when the work is done (for a child, when it exits).
 
-use crate::config::{ENTRY_BYTES_MAX, UNITS_PER_COMMAND};
+use crate::config::{ENTRY_BYTES_MAX, SUBSTITUTES_MAX, UNITS_PER_COMMAND};
 use crate::crypto::signed::decode_exact;
-use crate::executor::{root_name, RootName, SHOW_PROPERTIES};
+use crate::executor::{root_name, RootName, Substitutes, SHOW_PROPERTIES};
+use crate::schema::addr::PeerAddr;
 use crate::schema::entry::{Entry, EntryBody, EntryError, ServiceSpec, Source, NAME_RULE};
 use crate::unit::check::{check, CheckError};
 use crate::unit::{service_of, valid_exec_path, UnitContext, PROGRAM_BYTES_MAX, UNIT_BYTES_MAX};
@@ -48,6 +49,8 @@ pub const BUILD_TIMEOUT_S_MAX: u32 = 24 * 60 * 60;
 const _: () = assert!(UNITS_PER_COMMAND * 77 + 16 <= REQUEST_BYTES_MAX);
 const _: () =
     assert!(ENTRY_BYTES_MAX + PROGRAM_BYTES_MAX + UNIT_TEXT_BYTES_MAX + 96 <= REQUEST_BYTES_MAX);
+// A build: the entry, the timeout, and each substitute's id, address and key (at most 70 bytes).
+const _: () = assert!(ENTRY_BYTES_MAX + 8 + SUBSTITUTES_MAX * 70 <= REQUEST_BYTES_MAX);
 
 /// What `systemctl` does to named `myco-*` units.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,10 +105,14 @@ pub enum Request<'a> {
         names: Vec<&'a str, UNITS_PER_COMMAND>,
     },
     /// Build the flake of `entry` (`nix build --out-link <gcroots>/<root>`), in a transient unit
-    /// stopped after `timeout_s`.
+    /// stopped after `timeout_s`, offering Nix the peers' caches in `substitutes` (at most
+    /// `SUBSTITUTES_MAX`: more does not decode). A substitute is an address and a key, not text:
+    /// the helper writes the URL `http://<ip>:<port>` and the key `<id hex>:<base64>` itself, so
+    /// nothing the daemon sends becomes a Nix option of its choosing.
     Build {
         entry: &'a [u8],
         timeout_s: u32,
+        substitutes: Substitutes,
     },
     CollectGarbage,
     /// The store facts of the closure of the build roots (`nix-store --dump-db`).
@@ -148,6 +155,7 @@ pub struct Build<'a> {
     pub attr: &'a str,
     pub root: RootName,
     pub timeout_s: u32,
+    pub substitutes: Substitutes,
 }
 
 /// `journalctl --unit=<unit>`, the last `lines` lines (journalctl's default when `None`), and
@@ -194,6 +202,9 @@ pub enum Refusal {
     Timeout,
     /// Descriptors with a request that runs no command, or more than `FDS_MAX`.
     Descriptors,
+    /// A substitute whose address is no unicast host's (unspecified, multicast, broadcast) or
+    /// whose port is 0.
+    Substitute,
 }
 
 impl fmt::Display for Refusal {
@@ -217,6 +228,9 @@ impl fmt::Display for Refusal {
             Refusal::NotFlake => f.write_str("only a flake entry is built"),
             Refusal::FlakeOption => f.write_str("a flake reference or attribute starts with '-'"),
             Refusal::Timeout => write!(f, "a build timeout must be 1 to {BUILD_TIMEOUT_S_MAX} s"),
+            Refusal::Substitute => f.write_str(
+                "a substitute's cache must be a unicast address and a port other than 0",
+            ),
             Refusal::Descriptors => write!(
                 f,
                 "only a command's request takes descriptors, at most {FDS_MAX}: its stdout and stderr"
@@ -270,7 +284,11 @@ pub fn check_request(request: Request<'_>) -> Result<Checked<'_>, Refusal> {
             }
             Checked::Unit { verb, units: names }
         }
-        Request::Build { entry, timeout_s } => Checked::Build(check_build(entry, timeout_s)?),
+        Request::Build {
+            entry,
+            timeout_s,
+            substitutes,
+        } => Checked::Build(check_build(entry, timeout_s, substitutes)?),
         Request::CollectGarbage => Checked::CollectGarbage,
         Request::CacheClosure => Checked::CacheClosure,
         Request::Journal {
@@ -348,7 +366,11 @@ fn check_write<'a>(
     Ok(Checked::WriteUnit { unit, text })
 }
 
-fn check_build(entry: &[u8], timeout_s: u32) -> Result<Build<'_>, Refusal> {
+fn check_build(
+    entry: &[u8],
+    timeout_s: u32,
+    substitutes: Substitutes,
+) -> Result<Build<'_>, Refusal> {
     let (body, spec) = live_entry(entry)?;
     let Source::Flake { uri, attr, rev, .. } = spec.source else {
         return Err(Refusal::NotFlake);
@@ -361,13 +383,32 @@ fn check_build(entry: &[u8], timeout_s: u32) -> Result<Build<'_>, Refusal> {
     if timeout_s == 0 || timeout_s > BUILD_TIMEOUT_S_MAX {
         return Err(Refusal::Timeout);
     }
+    if !substitutes.iter().all(|s| unicast_cache(s.cache)) {
+        return Err(Refusal::Substitute);
+    }
     Ok(Build {
         service: body.name,
         uri,
         attr,
         root: root_name(body.name, &rev),
         timeout_s,
+        substitutes,
     })
+}
+
+/// Whether `addr` names one host's port: not 0, not the unspecified address (which means this
+/// box), not multicast or broadcast. The key Nix checks guards the content; this keeps a build
+/// from being pointed at something that is no peer.
+fn unicast_cache(addr: PeerAddr) -> bool {
+    let ip = addr.ip;
+    let v4 = ip[..10] == [0; 10] && ip[10..12] == [0xff, 0xff];
+    let bad = if v4 {
+        let o = [ip[12], ip[13], ip[14], ip[15]];
+        o == [0; 4] || o == [255; 4] || (224..=239).contains(&o[0])
+    } else {
+        ip == [0; 16] || ip[0] == 0xff
+    };
+    addr.port != 0 && !bad
 }
 
 /// How a request ended.

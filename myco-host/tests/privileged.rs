@@ -5,9 +5,11 @@
 //! daemon's descriptors as their output.
 
 use myco_core::executor::render_unit;
+use myco_core::executor::Substitute;
 use myco_core::privileged::{
     decode_reply, encode_request, Outcome, Request, UnitVerb, FRAME_HEADER_BYTES, REQUEST_BYTES_MAX,
 };
+use myco_core::schema::addr::PeerAddr;
 use myco_core::unit::UNIT_BYTES_MAX;
 use myco_host::privileged::{CONNECTIONS_MAX, REQUEST_TIMEOUT};
 use myco_testkit::dir::TempDir;
@@ -401,17 +403,30 @@ fn commands_write_to_the_daemons_pipe() {
     let build = Request::Build {
         entry: &web,
         timeout_s: 60,
+        substitutes: heapless::Vec::from_slice(&[Substitute {
+            id: 7,
+            cache: PeerAddr::v4([10, 0, 0, 2], 7947),
+            key: [9; 32],
+        }])
+        .unwrap(),
     };
     assert_eq!(h.output(&build), "[]\n");
     let run = fs::read_to_string(h.dir.join("systemd-run.calls")).unwrap();
     assert!(run.contains("--unit=myco-build-web "), "{run}");
     assert!(run.contains("--property=RuntimeMaxSec=60 "), "{run}");
     let link = h.dir.join("gcroots/web-a7a7a7a7a7a7");
+    // The helper wrote the substituter's URL and key from the address and key sent.
     let nix = format!(
-        "nix build --json -L --out-link {} {uri}#default",
+        "nix build --json -L --out-link {} --option extra-substituters http://10.0.0.2:7947 \
+         --option extra-trusted-public-keys 0000000000000007:CQkJ",
         link.display()
     );
     assert!(h.calls().contains(&nix), "{}", h.calls());
+    assert!(
+        h.calls().contains(&format!(" {uri}#default\n")),
+        "{}",
+        h.calls()
+    );
     // Every root action is in the helper's log, with how it ended.
     let log = fs::read_to_string(h.dir.join("log")).unwrap();
     for line in [

@@ -2,15 +2,15 @@
 //! running as root, for its unit work. The unit directory is root's (the daemon cannot write it),
 //! and the daemon's own `systemctl` and `journalctl` are traps that record any call: a deploy
 //! still writes the unit, runs the helper's (stand-in) `systemctl` in order, reads the unit's
-//! state back through the pipe the daemon passed, `/logs` still reads the journal, and a full
-//! store is still collected. A helper
+//! state back through the pipe the daemon passed, `/logs` still reads the journal, a flake
+//! version is built (its log in the daemon's file) and run, and a full store is still collected. A helper
 //! serving another uid refuses everything, and the daemon logs and counts each refusal.
 //!
 //! Needs root (to run the daemon as another user): in `make test-root`.
 
 use myco_testkit::daemon::Daemon;
 use myco_testkit::dir::TempDir;
-use myco_testkit::entries::entry;
+use myco_testkit::entries::{entry, flake_entry};
 use myco_testkit::keys::operator;
 use myco_testkit::{wait_until, FAKE_JOURNALCTL, FAKE_SYSTEMCTL, FAKE_SYSTEMD_RUN};
 use std::fs;
@@ -30,6 +30,13 @@ const TRAP: &str = "#!/bin/sh\necho \"$0 $*\" >> \"$(dirname \"$0\")/daemon-call
 /// A stand-in collector: records its run and says what it freed.
 const COLLECTOR: &str = "#!/bin/sh\necho run >> \"$(dirname \"$0\")/gc-runs\"\n\
                          echo '3 store paths deleted, 2.00 MiB freed'\n";
+
+/// A stand-in `nix`: records its command line, says it is building on stderr (the build log),
+/// and prints one built output.
+const NIX: &str = "#!/bin/sh\necho \"nix $*\" >> \"$(dirname \"$0\")/calls\"\n\
+                   echo 'building web' >&2\n\
+                   echo '[{\"drvPath\":\"/nix/store/0123456789abcdfghijklmnpqrsvwxyz-web.drv\",\
+                   \"outputs\":{\"out\":\"/nix/store/0123456789abcdfghijklmnpqrsvwxyz-web\"}}]'\n";
 
 /// `myco-priv` as root, serving `allow_uid`, writing units to `<dir>/units` and running the
 /// kit's stand-ins from `<dir>` (so the stand-in `systemctl` reports on the units it wrote).
@@ -66,6 +73,10 @@ fn start_helper(dir: &TempDir, allow_uid: u32) -> Helper {
         .arg(tool(dir, "systemd-run", FAKE_SYSTEMD_RUN))
         .arg("--nix-collect-garbage")
         .arg(tool(dir, "nix-collect-garbage", COLLECTOR))
+        .arg("--nix")
+        .arg(tool(dir, "nix", NIX))
+        .arg("--gcroot-dir")
+        .arg(dir.join("gcroots"))
         .stdin(Stdio::null())
         .stderr(fs::File::create(dir.join("priv.log")).unwrap())
         .spawn()
@@ -86,6 +97,10 @@ fn start_daemon(d: &mut Daemon, socket: &Path) {
     let trap_systemctl = tool(&d.dir, "daemon-systemctl", TRAP);
     let trap_journalctl = tool(&d.dir, "daemon-journalctl", TRAP);
     let trap_collector = tool(&d.dir, "daemon-nix-collect-garbage", TRAP);
+    let trap_nix = tool(&d.dir, "daemon-nix", TRAP);
+    // The helper links builds here as root; the daemon, which prunes old versions, owns it.
+    let gcroots = d.dir.join("gcroots");
+    fs::create_dir_all(&gcroots).unwrap();
     // Above 85% of the store's disk in use: a collection is due at once.
     let usage = d.dir.write("usage", "900\n");
     let status = Command::new("chown")
@@ -106,6 +121,10 @@ fn start_daemon(d: &mut Daemon, socket: &Path) {
         trap_collector.to_str().unwrap(),
         "--store-usage-file",
         usage.to_str().unwrap(),
+        "--nix",
+        trap_nix.to_str().unwrap(),
+        "--gcroot-dir",
+        gcroots.to_str().unwrap(),
     ];
     let mut command = d.executor_command_with(&privileged, (&trap_systemctl, &trap_journalctl));
     command
@@ -164,6 +183,30 @@ fn an_unprivileged_daemon_runs_services_through_myco_priv() {
         body.contains("journal of --unit=myco-web.service"),
         "{body}"
     );
+
+    // A flake version is built by the helper's nix from the signed entry, its log in the
+    // daemon's file, and its unit runs the built program.
+    let rev = "a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7";
+    let uri = format!("git+file:///srv/web?rev={rev}");
+    let flake = flake_entry(&op, "web", 2, (&uri, "default", rev));
+    assert_eq!(d.deploy(&flake).0, 200);
+    let program = "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-web/bin/web";
+    wait_until(Duration::from_secs(30), "the built version runs", || {
+        fs::read_to_string(&unit).is_ok_and(|t| t.contains(program))
+    });
+    let nix = calls(&d)
+        .into_iter()
+        .find(|c| c.starts_with("nix build"))
+        .unwrap();
+    let link = d.dir.join("gcroots/web-a7a7a7a7a7a7");
+    assert!(
+        nix.contains(&format!("--out-link {} {uri}#default", link.display())),
+        "{nix}"
+    );
+    let build_log = fs::read_to_string(d.state.join("builds/web.log")).unwrap();
+    assert_eq!(build_log, "building web\n");
+    let transient = fs::read_to_string(d.dir.join("systemd-run.calls")).unwrap();
+    assert!(transient.contains("--unit=myco-build-web"), "{transient}");
 
     // The collection ran in the helper (in a transient unit) and its output came back.
     wait_until(

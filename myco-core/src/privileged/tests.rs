@@ -275,7 +275,13 @@ fn builds_take_a_locked_flake_and_a_bounded_time() {
     let e = entry("web", Some(flake(LOCKED)));
     // What the helper would run, in words, so the result outlives the request's bytes.
     let build = |entry: &[u8], timeout_s| {
-        parse(&body(&Request::Build { entry, timeout_s })).map(|checked| match checked {
+        let substitutes = Vec::new();
+        let request = Request::Build {
+            entry,
+            timeout_s,
+            substitutes,
+        };
+        parse(&body(&request)).map(|checked| match checked {
             Checked::Build(b) => std::format!("{} {}#{} {}", b.service, b.uri, b.attr, b.root),
             other => panic!("{other:?}"),
         })
@@ -291,6 +297,75 @@ fn builds_take_a_locked_flake_and_a_bounded_time() {
     let option = "--option=a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7";
     let dashed = entry("web", Some(flake(option)));
     assert_eq!(build(&dashed, 1800), Err(Refusal::FlakeOption));
+}
+
+/// Substitutes are an address and a key each, at most `SUBSTITUTES_MAX` (more does not decode);
+/// one that is no unicast host's port is refused, the others pass through to the build.
+#[test]
+fn builds_offer_at_most_three_unicast_substitutes() {
+    use crate::config::SUBSTITUTES_MAX;
+    use crate::executor::Substitute;
+    let e = entry("web", Some(flake(LOCKED)));
+    let peer = |cache: PeerAddr| Substitute {
+        id: 7,
+        cache,
+        key: [9; 32],
+    };
+    let build = |subs: &[Substitute]| {
+        let request = Request::Build {
+            entry: &e,
+            timeout_s: 60,
+            substitutes: Vec::from_slice(subs).unwrap(),
+        };
+        parse(&body(&request)).map(|checked| match checked {
+            Checked::Build(b) => b.substitutes.len(),
+            other => panic!("{other:?}"),
+        })
+    };
+    let good = peer(PeerAddr::v4([10, 0, 0, 2], 7947));
+    let mut v6 = [0u8; 16];
+    v6[0] = 0xfd;
+    v6[15] = 2;
+    let good_v6 = peer(PeerAddr { ip: v6, port: 7947 });
+    assert_eq!(build(&[good, good_v6]), Ok(2));
+    for bad in [
+        PeerAddr::v4([10, 0, 0, 2], 0),
+        PeerAddr::v4([0, 0, 0, 0], 7947),
+        PeerAddr::v4([255, 255, 255, 255], 7947),
+        PeerAddr::v4([224, 0, 0, 1], 7947),
+        PeerAddr {
+            ip: [0; 16],
+            port: 7947,
+        },
+        PeerAddr {
+            ip: [0xff; 16],
+            port: 7947,
+        },
+    ] {
+        assert_eq!(
+            build(&[good, peer(bad)]),
+            Err(Refusal::Substitute),
+            "{bad:?}"
+        );
+    }
+    // One more than the bound: the list's length is the request's first word after the entry
+    // and timeout; a longer one does not decode.
+    let request = Request::Build {
+        entry: &e,
+        timeout_s: 60,
+        substitutes: Vec::from_slice(&[good; SUBSTITUTES_MAX]).unwrap(),
+    };
+    let mut bytes = body(&request);
+    let at = bytes.len() - SUBSTITUTES_MAX * encoded_len(&good) - 1;
+    assert_eq!(usize::from(bytes[at]), SUBSTITUTES_MAX);
+    bytes[at] += 1;
+    let one = bytes[bytes.len() - encoded_len(&good)..].to_vec();
+    bytes.extend_from_slice(&one);
+    assert_eq!(parse(&bytes), Err(Refusal::Malformed));
+}
+
+fn encoded_len(s: &crate::executor::Substitute) -> usize {
+    postcard::to_slice(s, &mut [0u8; 128]).unwrap().len()
 }
 
 #[test]

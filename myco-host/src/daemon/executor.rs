@@ -169,6 +169,7 @@ impl Executor {
     /// it as this process.
     pub fn ask_privileged(&mut self, client: crate::privileged::client::Client) {
         self.gc.ask_privileged(client.clone());
+        self.builder.ask_privileged();
         self.privileged = Some(client);
     }
 
@@ -189,14 +190,12 @@ impl Executor {
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.message()))?;
         if let Some(client) = &self.privileged {
             let name = &unit;
-            return client.start(
-                &Request::Journal {
-                    name,
-                    follow,
-                    lines,
-                },
-                self.frame,
-            );
+            let request = Request::Journal {
+                name,
+                follow,
+                lines,
+            };
+            return client.start(&request, self.frame, None);
         }
         journal_argv(&mut self.logs_argv, &self.journalctl, &unit, follow, lines);
         spawn::spawn(&self.logs_argv, &ENV)
@@ -429,7 +428,19 @@ impl Executor {
             unreachable!("poll_build issues builds only");
         };
         let token = issued.token;
-        let started = (self.builder).start((token, now_ms), name, (uri, attr), &root, &substitutes);
+        // The helper builds from the signed entry itself, not from names the daemon passes.
+        let entry = node.store().get_by_name(name);
+        let ask = match (&self.privileged, &entry) {
+            (Some(client), Some(entry)) => Some((client, &mut *self.frame, &entry[..])),
+            _ => None,
+        };
+        let started = (self.builder).start(
+            (token, now_ms),
+            name,
+            (uri, attr),
+            (&root, &substitutes),
+            ask,
+        );
         if let Err(e) = started {
             self.log.log(
                 Level::Error,
@@ -522,7 +533,7 @@ fn ask_systemctl<S: Deref<Target = str>>(
     units: impl IntoIterator<Item = S>,
 ) -> io::Result<Child> {
     let unit_verb = match verb {
-        Verb::Reload => return client.start(&Request::DaemonReload, frame),
+        Verb::Reload => return client.start(&Request::DaemonReload, frame, None),
         Verb::Disable => UnitVerb::Disable,
         Verb::Enable => UnitVerb::Enable,
         Verb::Restart => UnitVerb::Restart,
@@ -540,7 +551,7 @@ fn ask_systemctl<S: Deref<Target = str>>(
         verb: unit_verb,
         names,
     };
-    client.start(&request, frame)
+    client.start(&request, frame, None)
 }
 
 /// `systemctl VERB UNITS...` into `argv`. With `runtime` (units written under `/run`, as on

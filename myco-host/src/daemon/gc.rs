@@ -90,7 +90,7 @@ impl Collector {
         if let Some(client) = &self.privileged {
             // The request has no fields: a few bytes of frame.
             let mut frame = [0u8; 16];
-            return client.start(&Request::CollectGarbage, &mut frame);
+            return client.start(&Request::CollectGarbage, &mut frame, None);
         }
         let argv = &mut self.argv;
         let tools = (

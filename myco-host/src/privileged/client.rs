@@ -68,16 +68,22 @@ impl Client {
     }
 
     /// Sends `request`, a command, and returns it as a child: its stdout the pipe it writes to,
-    /// its exit the helper's reply. `frame` holds the encoded request (`REQUEST_BYTES_MAX` and
-    /// its header).
-    pub fn start(&self, request: &Request<'_>, frame: &mut [u8]) -> io::Result<Child> {
+    /// its stderr `stderr` (a build's log file) or the daemon's own, its exit the helper's
+    /// reply. `frame` holds the encoded request (`REQUEST_BYTES_MAX` and its header).
+    pub fn start(
+        &self,
+        request: &Request<'_>,
+        frame: &mut [u8],
+        stderr: Option<BorrowedFd<'_>>,
+    ) -> io::Result<Child> {
         let len = encode_request(request, frame)
             .ok_or_else(|| io::Error::other("the request does not fit a frame"))?;
         let (read, write) = crate::spawn::pipe()?;
         let conn = self.connect()?;
         // SAFETY: descriptor 2 is the daemon's stderr for its whole life; it is only lent to
         // the kernel for this one message.
-        let stderr = unsafe { BorrowedFd::borrow_raw(libc::STDERR_FILENO) };
+        let stderr =
+            stderr.unwrap_or_else(|| unsafe { BorrowedFd::borrow_raw(libc::STDERR_FILENO) });
         send(
             &conn,
             &frame[..len],

@@ -132,8 +132,7 @@ impl Work<'_> {
                         self.env,
                         (b.service, link.as_bytes()),
                         (b.uri, b.attr),
-                        // Substituters are not in the request vocabulary yet (phase 2).
-                        &[],
+                        &b.substitutes,
                     )
                     .map_err(full)?;
                 return Ok(Some(transient_env));
