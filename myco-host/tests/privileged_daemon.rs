@@ -38,6 +38,14 @@ const NIX: &str = "#!/bin/sh\necho \"nix $*\" >> \"$(dirname \"$0\")/calls\"\n\
                    echo '[{\"drvPath\":\"/nix/store/0123456789abcdfghijklmnpqrsvwxyz-web.drv\",\
                    \"outputs\":{\"out\":\"/nix/store/0123456789abcdfghijklmnpqrsvwxyz-web\"}}]'\n";
 
+/// A stand-in `nix-store` for the cache's closure query: the requisites of any root are the
+/// stand-in `nix`'s output, and its registration is one whole `--dump-db` record.
+const NIX_STORE: &str = "#!/bin/sh\nout=/nix/store/0123456789abcdfghijklmnpqrsvwxyz-web\n\
+                         case \"$1\" in\n--query) echo $out ;;\n\
+                         --dump-db) printf '%s\\n%s\\n1234\\n\\n0\\n' $out \
+                         abababababababababababababababababababababababababababababababab ;;\n\
+                         esac\n";
+
 /// `myco-priv` as root, serving `allow_uid`, writing units to `<dir>/units` and running the
 /// kit's stand-ins from `<dir>` (so the stand-in `systemctl` reports on the units it wrote).
 struct Helper {
@@ -77,6 +85,8 @@ fn start_helper(dir: &TempDir, allow_uid: u32) -> Helper {
         .arg(tool(dir, "nix", NIX))
         .arg("--gcroot-dir")
         .arg(dir.join("gcroots"))
+        .arg("--nix-store")
+        .arg(tool(dir, "nix-store", NIX_STORE))
         .stdin(Stdio::null())
         .stderr(fs::File::create(dir.join("priv.log")).unwrap())
         .spawn()
@@ -142,11 +152,60 @@ fn calls(d: &Daemon) -> Vec<String> {
         .collect()
 }
 
-/// A deploy and `/logs` through the helper, from a daemon that could do neither itself.
+/// A flake version is built by the helper's nix from the signed entry, its log in the daemon's
+/// file, and its unit runs the built program; the cache's closure query is asked of the helper.
+fn built_and_served_through_the_helper(d: &Daemon, unit: &Path) {
+    let rev = "a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7";
+    let uri = format!("git+file:///srv/web?rev={rev}");
+    let flake = flake_entry(&operator(), "web", 2, (&uri, "default", rev));
+    assert_eq!(d.deploy(&flake).0, 200);
+    let program = "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-web/bin/web";
+    wait_until(Duration::from_secs(30), "the built version runs", || {
+        fs::read_to_string(unit).is_ok_and(|t| t.contains(program))
+    });
+    let nix = calls(d)
+        .into_iter()
+        .find(|c| c.starts_with("nix build"))
+        .unwrap();
+    let link = d.dir.join("gcroots/web-a7a7a7a7a7a7");
+    assert!(
+        nix.contains(&format!("--out-link {} {uri}#default", link.display())),
+        "{nix}"
+    );
+    // The cache's closure query of the roots: asked of the helper, its output read back. The
+    // query leaves out a root whose path is gone, so the root names a path this machine has.
+    let present = fs::read_dir("/nix/store")
+        .ok()
+        .and_then(|mut d| d.find_map(Result::ok));
+    match present {
+        Some(path) => {
+            std::os::unix::fs::symlink(path.path(), &link).unwrap();
+            wait_until(
+                Duration::from_secs(10),
+                "the cache serves the build",
+                || d.metric("myco_cache_paths") == 1.0,
+            );
+            let transient = fs::read_to_string(d.dir.join("systemd-run.calls")).unwrap();
+            assert!(
+                transient.contains("--unit=myco-cache-closure"),
+                "{transient}"
+            );
+        }
+        None => println!("SKIPPED the cache's closure query: no /nix/store here"),
+    }
+    let build_log = fs::read_to_string(d.state.join("builds/web.log")).unwrap();
+    assert_eq!(build_log, "building web\n");
+    let transient = fs::read_to_string(d.dir.join("systemd-run.calls")).unwrap();
+    assert!(transient.contains("--unit=myco-build-web"), "{transient}");
+}
+
+/// A deploy, `/logs`, a build, the cache's query and a collection through the helper, from a
+/// daemon that could do none of them itself.
 #[test]
 fn an_unprivileged_daemon_runs_services_through_myco_priv() {
     let op = operator();
     let mut d = Daemon::new("priv-daemon", &op, 31);
+    d.set_cache_listen("127.0.0.1:0");
     let helper = start_helper(&d.dir, NOBODY);
     start_daemon(&mut d, &helper.socket);
     let pid = d.child.as_ref().unwrap().id();
@@ -184,29 +243,7 @@ fn an_unprivileged_daemon_runs_services_through_myco_priv() {
         "{body}"
     );
 
-    // A flake version is built by the helper's nix from the signed entry, its log in the
-    // daemon's file, and its unit runs the built program.
-    let rev = "a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7";
-    let uri = format!("git+file:///srv/web?rev={rev}");
-    let flake = flake_entry(&op, "web", 2, (&uri, "default", rev));
-    assert_eq!(d.deploy(&flake).0, 200);
-    let program = "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-web/bin/web";
-    wait_until(Duration::from_secs(30), "the built version runs", || {
-        fs::read_to_string(&unit).is_ok_and(|t| t.contains(program))
-    });
-    let nix = calls(&d)
-        .into_iter()
-        .find(|c| c.starts_with("nix build"))
-        .unwrap();
-    let link = d.dir.join("gcroots/web-a7a7a7a7a7a7");
-    assert!(
-        nix.contains(&format!("--out-link {} {uri}#default", link.display())),
-        "{nix}"
-    );
-    let build_log = fs::read_to_string(d.state.join("builds/web.log")).unwrap();
-    assert_eq!(build_log, "building web\n");
-    let transient = fs::read_to_string(d.dir.join("systemd-run.calls")).unwrap();
-    assert!(transient.contains("--unit=myco-build-web"), "{transient}");
+    built_and_served_through_the_helper(&d, &unit);
 
     // The collection ran in the helper (in a transient unit) and its output came back.
     wait_until(

@@ -839,7 +839,15 @@ fn start_cache(
         idle_ms: config.request_timeout_ms,
     };
     match cache::Cache::bind(&cache_config, key, buffers, log) {
-        Ok(cache) => {
+        Ok(mut cache) => {
+            let socket = config
+                .executor
+                .as_ref()
+                .and_then(|e| e.privileged.as_deref());
+            if let Some(Ok(client)) = socket.map(|s| crate::privileged::client::Client::new(s, log))
+            {
+                cache.ask_privileged(client);
+            }
             let mut public = [0u8; 64 + cache::KEY_TEXT_BYTES];
             let n = cache.public_key(&mut public);
             let addr = cache.local_addr().unwrap_or(listen);
