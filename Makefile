@@ -61,7 +61,8 @@ ROOT_TESTS := a_full_disk_frees_the_reserve_and_the_wal_keeps_working \
 	twenty_daemons_at_30_percent_loss_converge_and_replace_a_killed_box \
 	boxes_substitute_from_peers_and_refuse_tampered_paths \
 	an_unprivileged_daemon_runs_services_through_myco_priv \
-	refusals_are_logged_and_counted
+	refusals_are_logged_and_counted \
+	exec_health_checks_run_through_myco_priv
 ROOT_TEST_BINARIES := daemon flight_recorder_full_disk strict_alloc p2p privileged_daemon
 EMPTY :=
 SPACE := $(EMPTY) $(EMPTY)

@@ -12,6 +12,7 @@ use myco_core::privileged::{
     body_len, check_unit, decode_request, encode_request, parse, Checked, Request,
     FRAME_HEADER_BYTES, REQUEST_BYTES_MAX,
 };
+use myco_core::schema::entry::Check;
 use myco_core::unit::service_of;
 
 fuzz_target!(|data: &[u8]| {
@@ -49,6 +50,12 @@ fuzz_target!(|data: &[u8]| {
             // At most SUBSTITUTES_MAX (the type's bound), each a host's port the helper
             // writes as http://<ip>:<port> itself.
             assert!(b.substitutes.iter().all(|s| s.cache.port != 0));
+        }
+        Checked::HealthCheck { service, entry, .. } => {
+            // Only the entry's own exec check, for the service the unit named.
+            named(&format!("myco-{service}.service"));
+            let check = myco_core::executor::check_of(entry).map(|(c, _)| c);
+            assert!(matches!(check, Some(Check::Exec { .. })));
         }
         Checked::DaemonReload | Checked::CollectGarbage | Checked::CacheClosure => {}
     }

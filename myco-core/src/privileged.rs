@@ -22,7 +22,7 @@ use crate::config::{ENTRY_BYTES_MAX, SUBSTITUTES_MAX, UNITS_PER_COMMAND};
 use crate::crypto::signed::decode_exact;
 use crate::executor::{root_name, RootName, Substitutes, SHOW_PROPERTIES};
 use crate::schema::addr::PeerAddr;
-use crate::schema::entry::{Entry, EntryBody, EntryError, ServiceSpec, Source, NAME_RULE};
+use crate::schema::entry::{Check, Entry, EntryBody, EntryError, ServiceSpec, Source, NAME_RULE};
 use crate::unit::check::{check, CheckError};
 use crate::unit::{service_of, valid_exec_path, UnitContext, PROGRAM_BYTES_MAX, UNIT_BYTES_MAX};
 use core::fmt;
@@ -122,7 +122,18 @@ pub enum Request<'a> {
         follow: bool,
         lines: Option<u32>,
     },
+    /// Run the exec health check `entry` declares for its unit `name`, in a transient unit with
+    /// the service's dynamic user and sandbox, stopped after `timeout_ms`. The command is the
+    /// entry's, read by the helper; the daemon names only the entry.
+    HealthCheck {
+        name: &'a str,
+        entry: &'a [u8],
+        timeout_ms: u32,
+    },
 }
+
+/// The longest an exec health check may be given.
+pub const CHECK_TIMEOUT_MS_MAX: u32 = 10 * 60 * 1000;
 
 /// A request that passed every check, with what the helper needs to do it.
 #[allow(clippy::large_enum_variant)] // As `Request`.
@@ -144,6 +155,12 @@ pub enum Checked<'a> {
     CollectGarbage,
     CacheClosure,
     Journal(Journal<'a>),
+    /// The entry's exec check, to run for `service` (`check_of(entry)` is an exec check).
+    HealthCheck {
+        service: &'a str,
+        entry: &'a [u8],
+        timeout_ms: u32,
+    },
 }
 
 /// A build to run: `nix build --json -L --out-link <gcroots>/<root> <uri>#<attr>` in the
@@ -202,6 +219,10 @@ pub enum Refusal {
     Timeout,
     /// Descriptors with a request that runs no command, or more than `FDS_MAX`.
     Descriptors,
+    /// A health check request whose entry declares no exec check.
+    NotExecCheck,
+    /// A health check timeout of 0 or above `CHECK_TIMEOUT_MS_MAX`.
+    CheckTimeout,
     /// A substitute whose address is no unicast host's (unspecified, multicast, broadcast) or
     /// whose port is 0.
     Substitute,
@@ -228,6 +249,11 @@ impl fmt::Display for Refusal {
             Refusal::NotFlake => f.write_str("only a flake entry is built"),
             Refusal::FlakeOption => f.write_str("a flake reference or attribute starts with '-'"),
             Refusal::Timeout => write!(f, "a build timeout must be 1 to {BUILD_TIMEOUT_S_MAX} s"),
+            Refusal::NotExecCheck => f.write_str("the entry declares no exec health check"),
+            Refusal::CheckTimeout => write!(
+                f,
+                "a health check timeout must be 1 to {CHECK_TIMEOUT_MS_MAX} ms"
+            ),
             Refusal::Substitute => f.write_str(
                 "a substitute's cache must be a unicast address and a port other than 0",
             ),
@@ -300,6 +326,34 @@ pub fn check_request(request: Request<'_>) -> Result<Checked<'_>, Refusal> {
             follow,
             lines,
         }),
+        Request::HealthCheck {
+            name,
+            entry,
+            timeout_ms,
+        } => check_health(name, entry, timeout_ms)?,
+    })
+}
+
+fn check_health<'a>(
+    name: &'a str,
+    entry: &'a [u8],
+    timeout_ms: u32,
+) -> Result<Checked<'a>, Refusal> {
+    let (_, service) = check_unit(name)?;
+    let (body, spec) = live_entry(entry)?;
+    if body.name != service {
+        return Err(Refusal::EntryName);
+    }
+    if !matches!(spec.health.map(|h| h.check), Some(Check::Exec { .. })) {
+        return Err(Refusal::NotExecCheck);
+    }
+    if timeout_ms == 0 || timeout_ms > CHECK_TIMEOUT_MS_MAX {
+        return Err(Refusal::CheckTimeout);
+    }
+    Ok(Checked::HealthCheck {
+        service,
+        entry,
+        timeout_ms,
     })
 }
 

@@ -8,9 +8,10 @@
 //!
 //! Needs root (to run the daemon as another user): in `make test-root`.
 
+use myco_core::schema::entry::{Check, Health};
 use myco_testkit::daemon::Daemon;
 use myco_testkit::dir::TempDir;
-use myco_testkit::entries::{entry, flake_entry};
+use myco_testkit::entries::{checked_entry, entry, flake_entry, TRUE_PATH};
 use myco_testkit::keys::operator;
 use myco_testkit::{wait_until, FAKE_JOURNALCTL, FAKE_SYSTEMCTL, FAKE_SYSTEMD_RUN};
 use std::fs;
@@ -283,5 +284,42 @@ fn refusals_are_logged_and_counted() {
     );
     assert!(!d.dir.join("units/myco-web.service").exists());
     assert!(calls(&d).is_empty(), "{:?}", calls(&d));
+    assert!(!d.dir.join("daemon-calls").exists());
+}
+
+/// An exec health check is asked of the helper, which reads the command and the sandbox from the
+/// signed entry and runs it in the service's transient unit; its exit reaches the daemon.
+#[test]
+fn exec_health_checks_run_through_myco_priv() {
+    let op = operator();
+    let mut d = Daemon::new("priv-check", &op, 33);
+    let helper = start_helper(&d.dir, NOBODY);
+    start_daemon(&mut d, &helper.socket);
+    let marker = d.dir.join("checked");
+    let script = format!("echo ran >> {}", marker.display());
+    let argv = heapless::Vec::from_slice(&["/bin/sh", "-c", &script]).unwrap();
+    let health = Health {
+        check: Check::Exec { argv },
+        interval_s: 1,
+        timeout_s: 1,
+        failures: 2,
+    };
+    let exec = checked_entry(&op, ("probed", 1), TRUE_PATH, 9000, health);
+    assert_eq!(d.deploy(&exec).0, 200);
+    wait_until(Duration::from_secs(15), "the check ran twice", || {
+        fs::read_to_string(&marker).is_ok_and(|t| t.lines().count() >= 2)
+    });
+    let runs = fs::read_to_string(d.dir.join("systemd-run.calls")).unwrap();
+    let check = runs
+        .lines()
+        .find(|l| l.contains("--unit=myco-check-probed"))
+        .expect("the exec check ran through the helper's systemd-run");
+    for property in ["DynamicUser=yes", "User=myco-probed", "RuntimeMaxSec=1"] {
+        assert!(check.contains(&format!("--property={property}")), "{check}");
+    }
+    // It passes: the service is not marked unhealthy, and nothing was refused.
+    let services = d.get("/services/probed").1;
+    assert!(!services.contains("unhealthy"), "{services}");
+    assert_eq!(d.metric("myco_privileged_refusals_total"), 0.0);
     assert!(!d.dir.join("daemon-calls").exists());
 }

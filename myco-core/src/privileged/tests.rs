@@ -368,6 +368,77 @@ fn encoded_len(s: &crate::executor::Substitute) -> usize {
     postcard::to_slice(s, &mut [0u8; 128]).unwrap().len()
 }
 
+/// Service `name`'s entry, running /bin/web, with `check` as its health check.
+fn checked(name: &str, check: Check<'_>) -> StdVec<u8> {
+    let op = crate::node::tests::operator();
+    let mut spec = ServiceSpec::minimal(Source::Exec { path: "/bin/web" });
+    spec.health = Some(crate::schema::entry::Health {
+        check,
+        interval_s: 10,
+        timeout_s: 2,
+        failures: 3,
+    });
+    let body = EntryBody {
+        name,
+        version: Version {
+            clock: 1,
+            key_id: op.public_key().key_id(),
+        },
+        spec: Some(spec),
+    };
+    let mut bytes = [0u8; ENTRY_BYTES_MAX];
+    let len = sign_entry(&op, &body, &mut bytes).unwrap();
+    bytes[..len].to_vec()
+}
+
+/// A health check request names a unit and its entry; only an entry of that service with an
+/// exec check, and a timeout up to `CHECK_TIMEOUT_MS_MAX`, is run.
+#[test]
+fn health_checks_run_only_the_entrys_exec_check() {
+    let argv = Vec::from_slice(&["/bin/check", "--quick"]).unwrap();
+    let exec = checked("web", Check::Exec { argv });
+    let check = |name, entry: &[u8], timeout_ms| {
+        let request = Request::HealthCheck {
+            name,
+            entry,
+            timeout_ms,
+        };
+        parse(&body(&request)).map(|checked| match checked {
+            Checked::HealthCheck { service, .. } => String::from(service),
+            other => panic!("{other:?}"),
+        })
+    };
+    assert_eq!(check("myco-web.service", &exec, 2000), Ok("web".into()));
+    assert_eq!(
+        check("myco-api.service", &exec, 2000),
+        Err(Refusal::EntryName)
+    );
+    assert_eq!(check("sshd.service", &exec, 2000), Err(Refusal::UnitName));
+    assert_eq!(
+        check("myco-web.service", &exec, 0),
+        Err(Refusal::CheckTimeout)
+    );
+    let over = CHECK_TIMEOUT_MS_MAX + 1;
+    assert_eq!(
+        check("myco-web.service", &exec, over),
+        Err(Refusal::CheckTimeout)
+    );
+    let tcp = checked("web", Check::Tcp { port: 80 });
+    assert_eq!(
+        check("myco-web.service", &tcp, 2000),
+        Err(Refusal::NotExecCheck)
+    );
+    assert_eq!(
+        check("myco-web.service", &web(), 2000),
+        Err(Refusal::NotExecCheck)
+    );
+    let gone = entry("web", None);
+    assert_eq!(
+        check("myco-web.service", &gone, 2000),
+        Err(Refusal::Tombstone)
+    );
+}
+
 #[test]
 fn requests_without_arguments_and_journals() {
     for (request, checked) in [

@@ -334,7 +334,8 @@ impl Executor {
     /// The health checks' lane: advance the checks in hand, report those that ended, start
     /// those due (`health.rs`). `io` forgets a finished check's socket before it closes.
     pub fn step_checks(&mut self, node: &Node, now_ms: u64, io: &mut crate::io::Backend) {
-        self.checks.step(self.core, node, now_ms, io);
+        let ask = self.privileged.as_ref().map(|c| (c, &mut *self.frame));
+        self.checks.step(self.core, node, now_ms, io, ask);
     }
 
     /// The check slots' sockets the loop watches this turn; `watched` once they are named.
