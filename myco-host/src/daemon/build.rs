@@ -102,16 +102,12 @@ fn ask_build(
     let request = Request::Build {
         entry,
         timeout_s: u32::try_from(timeout_s).unwrap_or(u32::MAX),
-        substitutes: heapless::Vec::from_slice(peers)
-            .map_err(|_| io::Error::other("more substitutes than a build offers"))?,
+        substitutes: heapless::Vec::from_slice(peers).map_err(|_| io::ErrorKind::InvalidInput)?,
     };
+    // Bare kinds, not messages: nothing allocates after start. The caller logs the kind.
     match check_request(request.clone()) {
         Ok(Checked::Build(b)) if b.root.as_str() == root => {}
-        _ => {
-            return Err(io::Error::other(
-                "the store's entry is not the version to build",
-            ))
-        }
+        _ => return Err(io::ErrorKind::InvalidData.into()),
     }
     let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_TRUNC | OFlag::O_CLOEXEC;
     let file = nix::fcntl::open(log.as_c_str(), flags, Mode::from_bits_truncate(0o600))?;
@@ -231,9 +227,7 @@ impl Builder {
         let timeout_s = self.config.timeout_ms.div_ceil(1000);
         let child = match ask {
             Some(ask) => ask_build(ask, &log, (root, peers), timeout_s)?,
-            None if self.privileged => {
-                return Err(io::Error::other("no entry to ask myco-priv to build"))
-            }
+            None if self.privileged => return Err(io::ErrorKind::NotFound.into()),
             None => self.spawn((name, root), (uri, attr), peers, &log)?,
         };
         self.output.clear();

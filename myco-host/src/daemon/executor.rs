@@ -544,9 +544,7 @@ fn ask_systemctl<S: Deref<Target = str>>(
     let mut names = heapless::Vec::new();
     for unit in argv.iter().skip(1 + verb.args().len()) {
         let unit = std::str::from_utf8(unit).map_err(|_| io::ErrorKind::InvalidData)?;
-        names
-            .push(unit)
-            .map_err(|_| io::Error::other("more units than one request names"))?;
+        names.push(unit).map_err(|_| io::ErrorKind::InvalidInput)?;
     }
     let request = Request::Unit {
         verb: unit_verb,

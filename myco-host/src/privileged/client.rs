@@ -12,6 +12,9 @@
 //! frame is encoded into a buffer the caller owns (the arena's), and the reply is peeked at in the
 //! socket until it is whole, then read onto the stack.
 //!
+//! Errors are bare kinds (`io::ErrorKind`), not messages: a message would allocate, and these
+//! paths run after start. The helper's reasons are logged where they arrive.
+//!
 //! Every refusal and failure the helper reports is logged with its reason and counted
 //! (`refusals`, `failures`, in `/metrics`).
 
@@ -19,14 +22,13 @@ use crate::flight::{Level, Logger};
 use crate::path::Lossy;
 use crate::spawn::{Child, Exit};
 use myco_core::privileged::{
-    decode_reply, encode_request, Outcome, Request, FRAME_HEADER_BYTES, REPLY_BYTES_MAX,
+    decode_reply, encode_request, Outcome, Request, FDS_MAX, FRAME_HEADER_BYTES, REPLY_BYTES_MAX,
 };
 use nix::poll::{poll, PollFd, PollFlags};
 use nix::sys::socket::{
-    connect, recv, sendmsg, socket, AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType,
-    UnixAddr,
+    connect, recv, socket, AddressFamily, MsgFlags, SockFlag, SockType, UnixAddr,
 };
-use std::io::{self, IoSlice};
+use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -76,8 +78,7 @@ impl Client {
         frame: &mut [u8],
         stderr: Option<BorrowedFd<'_>>,
     ) -> io::Result<Child> {
-        let len = encode_request(request, frame)
-            .ok_or_else(|| io::Error::other("the request does not fit a frame"))?;
+        let len = encode_request(request, frame).ok_or(io::ErrorKind::InvalidInput)?;
         let (read, write) = crate::spawn::pipe()?;
         let conn = self.connect()?;
         // SAFETY: descriptor 2 is the daemon's stderr for its whole life; it is only lent to
@@ -97,8 +98,7 @@ impl Client {
     /// Sends `request`, a file request, and waits at most `FILE_TIMEOUT` for its reply: `Ok` if
     /// it was done. A refusal or failure is logged (with the helper's reason) and counted here.
     pub fn file(&self, request: &Request<'_>, frame: &mut [u8]) -> io::Result<()> {
-        let len = encode_request(request, frame)
-            .ok_or_else(|| io::Error::other("the request does not fit a frame"))?;
+        let len = encode_request(request, frame).ok_or(io::ErrorKind::InvalidInput)?;
         let conn = self.connect()?;
         send(&conn, &frame[..len], &[])?;
         let mut pending = Pending::new(conn, self.log);
@@ -133,19 +133,53 @@ impl Client {
 
 /// Sends the whole frame, the descriptors with its first byte. A frame (at most 16 KiB) fits an
 /// empty socket's buffer, so a send that cannot finish means the helper is not reading: an
-/// error, not a wait.
+/// error, not a wait. `sendmsg` by hand, with the control message on the stack: nix's wrapper
+/// allocates its control buffer, and this runs after start.
 fn send(conn: &OwnedFd, frame: &[u8], fds: &[RawFd]) -> io::Result<()> {
-    let rights = [ControlMessage::ScmRights(fds)];
-    let cmsgs: &[ControlMessage<'_>] = if fds.is_empty() { &[] } else { &rights };
+    assert!(
+        fds.len() <= FDS_MAX,
+        "a request carries at most FDS_MAX descriptors"
+    );
+    // CMSG_SPACE of FDS_MAX descriptors, 8-aligned as cmsghdr needs.
+    let mut control = [0u64; 8];
     let mut sent = 0;
     while sent < frame.len() {
-        let iov = [IoSlice::new(&frame[sent..])];
-        let cmsgs = if sent == 0 { cmsgs } else { &[] };
-        match sendmsg::<()>(conn.as_raw_fd(), &iov, cmsgs, MsgFlags::MSG_NOSIGNAL, None) {
-            Ok(n) => sent += n,
-            Err(nix::errno::Errno::EINTR) => {}
-            Err(e) => return Err(e.into()),
+        let rest = &frame[sent..];
+        let mut iov = libc::iovec {
+            iov_base: rest.as_ptr() as *mut libc::c_void,
+            iov_len: rest.len(),
+        };
+        // SAFETY: an all-zero msghdr is a valid empty one; the fields set below point at `iov`
+        // and `control`, which outlive the call.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        if sent == 0 && !fds.is_empty() {
+            let bytes = std::mem::size_of_val(fds) as u32;
+            // SAFETY: CMSG_SPACE/LEN are arithmetic; `control` (64 bytes) holds the space of
+            // FDS_MAX descriptors (24 bytes), so the header and data written through
+            // CMSG_FIRSTHDR and CMSG_DATA stay inside it.
+            unsafe {
+                msg.msg_control = control.as_mut_ptr().cast();
+                msg.msg_controllen = libc::CMSG_SPACE(bytes) as usize;
+                let cmsg = libc::CMSG_FIRSTHDR(&msg);
+                (*cmsg).cmsg_level = libc::SOL_SOCKET;
+                (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+                (*cmsg).cmsg_len = libc::CMSG_LEN(bytes) as usize;
+                let data = libc::CMSG_DATA(cmsg).cast::<RawFd>();
+                std::ptr::copy_nonoverlapping(fds.as_ptr(), data, fds.len());
+            }
         }
+        // SAFETY: `msg` is valid for the call (see above); the kernel only reads it.
+        let n = unsafe { libc::sendmsg(conn.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        sent += n as usize;
     }
     Ok(())
 }
