@@ -48,8 +48,10 @@ Options:
   --systemctl PATH      The systemctl to run (default: systemctl from PATH)
   --journalctl PATH     The journalctl /logs runs (default: journalctl from PATH)
   --privileged PATH     Ask myco-priv on this socket (e.g. /run/myco-priv.sock) to write and
-                        remove units and run systemctl and journalctl, so this daemon needs no
-                        root for them (default: do it itself)
+                        remove units, run systemctl and journalctl, builds, garbage collection,
+                        the cache's closure query and exec health checks, so this daemon needs
+                        no root for them (default: do it itself); --unit-dir and --gcroot-dir
+                        must be the helper's
   --audit-log FILE      One JSON line per deployment outcome, rotated at 1 MiB, three kept
                         (default /var/log/myco/audit.log)
   --store-dir DIR       The Nix store whose disk is watched: above 85% used, garbage is
