@@ -5,6 +5,15 @@
 //! must not turn into root. Every request is therefore parsed strictly (one canonical encoding,
 //! no trailing bytes, a bounded size) and validated here, in the core, where the fuzz target
 //! `privileged_request` reaches it:
+//! - an entry (sent with a unit write, a build or a health check) must be signed by the cluster's
+//!   operator key, the helper's own trust anchor, checked as the nodes check gossiped entries
+//!   (`crypto::check_entry`: the key id, then the signature over the body) before anything else
+//!   is read from it. So the daemon can name only what the operator once signed, not make an
+//!   entry up. What this does not check: whether the entry is still the current one (the helper
+//!   has no store: an older or since-removed entry of the operator's is accepted), and whether
+//!   this box should run it (placement). Revocations (the RevocationBlock) concern node
+//!   certificates, not entries, so none applies here; a new operator key is a new cluster
+//!   (docs/protocol.md), given to the helper and the daemon alike;
 //! - a unit is named only as `myco-<service name>.service`, with the core's service-name rule
 //!   (a DNS label), so no other unit, no `/`, no `..`, no NUL or newline can be named;
 //! - a unit text is written only if the core's independent unit checker (`unit::check`) reads it
@@ -20,6 +29,7 @@
 
 use crate::config::{ENTRY_BYTES_MAX, SUBSTITUTES_MAX, UNITS_PER_COMMAND};
 use crate::crypto::signed::decode_exact;
+use crate::crypto::{check_entry, EntrySignatureError, PublicKey};
 use crate::executor::{root_name, RootName, Substitutes, SHOW_PROPERTIES};
 use crate::schema::addr::PeerAddr;
 use crate::schema::entry::{Check, Entry, EntryBody, EntryError, ServiceSpec, Source, NAME_RULE};
@@ -201,6 +211,8 @@ pub enum Refusal {
     NoUnits,
     /// The entry beside a unit text or a build does not decode or validate.
     Entry(EntryError),
+    /// The entry is not signed by the cluster's operator key: made up, altered, or another key's.
+    Unsigned(EntrySignatureError),
     /// The entry is a tombstone: no unit, no build.
     Tombstone,
     /// The entry is another service's than the unit named.
@@ -241,6 +253,13 @@ impl fmt::Display for Refusal {
             ),
             Refusal::NoUnits => f.write_str("a unit command names no unit"),
             Refusal::Entry(e) => write!(f, "the entry is refused: {}", e.message()),
+            Refusal::Unsigned(EntrySignatureError::UnknownKey { key_id }) => write!(
+                f,
+                "the entry names key {key_id:08x}, not the cluster's operator key"
+            ),
+            Refusal::Unsigned(EntrySignatureError::BadSignature) => {
+                f.write_str("the entry's signature is not the operator's")
+            }
             Refusal::Tombstone => f.write_str("the entry removes its service: nothing to run"),
             Refusal::EntryName => f.write_str("the entry is not the named unit's service"),
             Refusal::Program => f.write_str("the program path is not absolute and normalized"),
@@ -274,12 +293,13 @@ pub fn body_len(header: [u8; FRAME_HEADER_BYTES]) -> Result<usize, Refusal> {
     Ok(len)
 }
 
-/// Decodes a request body (without its length prefix) and checks it.
-pub fn parse(body: &[u8]) -> Result<Checked<'_>, Refusal> {
+/// Decodes a request body (without its length prefix) and checks it, its entry against the
+/// cluster's `operator` key.
+pub fn parse<'a>(body: &'a [u8], operator: &PublicKey) -> Result<Checked<'a>, Refusal> {
     if body.len() > REQUEST_BYTES_MAX {
         return Err(Refusal::TooLong);
     }
-    check_request(decode_request(body).ok_or(Refusal::Malformed)?)
+    check_request(decode_request(body).ok_or(Refusal::Malformed)?, operator)
 }
 
 /// Decodes a request body without checking it: `None` unless it is one request in its one
@@ -288,15 +308,19 @@ pub fn decode_request(body: &[u8]) -> Option<Request<'_>> {
     decode_exact::<Request<'_>, REQUEST_BYTES_MAX>(body)
 }
 
-/// Checks a decoded request; see the module comment.
-pub fn check_request(request: Request<'_>) -> Result<Checked<'_>, Refusal> {
+/// Checks a decoded request, its entry against the cluster's `operator` key; see the module
+/// comment.
+pub fn check_request<'a>(
+    request: Request<'a>,
+    operator: &PublicKey,
+) -> Result<Checked<'a>, Refusal> {
     Ok(match request {
         Request::WriteUnit {
             name,
             entry,
             program,
             text,
-        } => check_write(name, entry, program, text)?,
+        } => check_write(name, (entry, operator), program, text)?,
         Request::RemoveUnit { name } => Checked::RemoveUnit {
             unit: check_unit(name)?.0,
         },
@@ -314,7 +338,7 @@ pub fn check_request(request: Request<'_>) -> Result<Checked<'_>, Refusal> {
             entry,
             timeout_s,
             substitutes,
-        } => Checked::Build(check_build(entry, timeout_s, substitutes)?),
+        } => Checked::Build(check_build((entry, operator), timeout_s, substitutes)?),
         Request::CollectGarbage => Checked::CollectGarbage,
         Request::CacheClosure => Checked::CacheClosure,
         Request::Journal {
@@ -330,17 +354,17 @@ pub fn check_request(request: Request<'_>) -> Result<Checked<'_>, Refusal> {
             name,
             entry,
             timeout_ms,
-        } => check_health(name, entry, timeout_ms)?,
+        } => check_health(name, (entry, operator), timeout_ms)?,
     })
 }
 
 fn check_health<'a>(
     name: &'a str,
-    entry: &'a [u8],
+    (entry, operator): (&'a [u8], &PublicKey),
     timeout_ms: u32,
 ) -> Result<Checked<'a>, Refusal> {
     let (_, service) = check_unit(name)?;
-    let (body, spec) = live_entry(entry)?;
+    let (body, spec) = live_entry(entry, operator)?;
     if body.name != service {
         return Err(Refusal::EntryName);
     }
@@ -387,22 +411,29 @@ pub fn check_unit(name: &str) -> Result<(&str, &str), Refusal> {
     Ok((name, service))
 }
 
-/// The body of a validated entry that runs something (not a tombstone), and its spec, taken out
-/// of the body so that no caller has to unwrap it again.
-fn live_entry(entry: &[u8]) -> Result<(EntryBody<'_>, ServiceSpec<'_>), Refusal> {
-    let mut body = Entry::decode(entry).map_err(Refusal::Entry)?.body;
+/// The body of a validated entry the operator signed that runs something (not a tombstone), and
+/// its spec, taken out of the body so that no caller has to unwrap it again.
+fn live_entry<'a>(
+    entry: &'a [u8],
+    operator: &PublicKey,
+) -> Result<(EntryBody<'a>, ServiceSpec<'a>), Refusal> {
+    // Decoding only finds the signed bytes and the key id (the core's strict decoder, safe on
+    // any bytes); the signature is checked before any field is used.
+    let decoded = Entry::decode(entry).map_err(Refusal::Entry)?;
+    check_entry(operator, &decoded).map_err(Refusal::Unsigned)?;
+    let mut body = decoded.body;
     let spec = body.spec.take().ok_or(Refusal::Tombstone)?;
     Ok((body, spec))
 }
 
 fn check_write<'a>(
     name: &'a str,
-    entry: &'a [u8],
+    (entry, operator): (&'a [u8], &PublicKey),
     program: Option<&'a str>,
     text: &'a [u8],
 ) -> Result<Checked<'a>, Refusal> {
     let (unit, service) = check_unit(name)?;
-    let (body, spec) = live_entry(entry)?;
+    let (body, spec) = live_entry(entry, operator)?;
     if body.name != service {
         return Err(Refusal::EntryName);
     }
@@ -420,12 +451,12 @@ fn check_write<'a>(
     Ok(Checked::WriteUnit { unit, text })
 }
 
-fn check_build(
-    entry: &[u8],
+fn check_build<'a>(
+    (entry, operator): (&'a [u8], &PublicKey),
     timeout_s: u32,
     substitutes: Substitutes,
-) -> Result<Build<'_>, Refusal> {
-    let (body, spec) = live_entry(entry)?;
+) -> Result<Build<'a>, Refusal> {
+    let (body, spec) = live_entry(entry, operator)?;
     let Source::Flake { uri, attr, rev, .. } = spec.source else {
         return Err(Refusal::NotFlake);
     };

@@ -17,6 +17,7 @@ pub mod client;
 mod run;
 
 use crate::spawn::Argv;
+use myco_core::crypto::PublicKey;
 use myco_core::privileged::{
     body_len, encode_reply, parse, Outcome, Refusal, FDS_MAX, FRAME_HEADER_BYTES, REPLY_BYTES_MAX,
     REQUEST_BYTES_MAX,
@@ -45,6 +46,8 @@ pub struct Config {
     pub unit_dir: PathBuf,
     /// The only uid served: the daemon's.
     pub allow_uid: u32,
+    /// The cluster's operator key: an entry in a request must be signed by it.
+    pub operator: PublicKey,
     pub systemctl: String,
     pub journalctl: String,
     pub systemd_run: String,
@@ -56,11 +59,12 @@ pub struct Config {
 }
 
 impl Config {
-    /// The defaults of a Debian or NixOS box, serving `allow_uid`.
-    pub fn new(allow_uid: u32) -> Config {
+    /// The defaults of a Debian or NixOS box, serving `allow_uid` for the cluster of `operator`.
+    pub fn new(allow_uid: u32, operator: PublicKey) -> Config {
         Config {
             unit_dir: PathBuf::from("/etc/systemd/system"),
             allow_uid,
+            operator,
             systemctl: "systemctl".into(),
             journalctl: "journalctl".into(),
             systemd_run: "systemd-run".into(),
@@ -162,7 +166,7 @@ impl Helper {
             eprintln!("myco-priv: refused: {refusal}");
             (Outcome::Refused, refusal.to_string())
         };
-        let checked = match parse(body) {
+        let checked = match parse(body, &self.config.operator) {
             Ok(checked) => checked,
             Err(refusal) => return refused(refusal),
         };

@@ -3,17 +3,20 @@
 //! and the daemon's own `systemctl` and `journalctl` are traps that record any call: a deploy
 //! still writes the unit, runs the helper's (stand-in) `systemctl` in order, reads the unit's
 //! state back through the pipe the daemon passed, `/logs` still reads the journal, a flake
-//! version is built (its log in the daemon's file) and run, and a full store is still collected. A helper
-//! serving another uid refuses everything, and the daemon logs and counts each refusal.
+//! version is built (its log in the daemon's file) and run, and a full store is still collected:
+//! the helper verifies the operator's signature on every entry the daemon sends, so these show
+//! the daemon sends the signed bytes from its store. A helper serving another uid, or trusting
+//! another operator key than the daemon's, refuses, and the daemon logs and counts each refusal.
 //!
 //! Needs root (to run the daemon as another user): in `make test-root`.
 
+use myco_core::crypto::SigningKey;
 use myco_core::schema::entry::{Check, Health};
 use myco_testkit::daemon::Daemon;
 use myco_testkit::dir::TempDir;
 use myco_testkit::entries::{checked_entry, entry, flake_entry, TRUE_PATH};
-use myco_testkit::keys::operator;
-use myco_testkit::{wait_until, FAKE_JOURNALCTL, FAKE_SYSTEMCTL, FAKE_SYSTEMD_RUN};
+use myco_testkit::keys::{key, operator};
+use myco_testkit::{hex, wait_until, FAKE_JOURNALCTL, FAKE_SYSTEMCTL, FAKE_SYSTEMD_RUN};
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
@@ -47,7 +50,7 @@ const NIX_STORE: &str = "#!/bin/sh\nout=/nix/store/0123456789abcdfghijklmnpqrsvw
                          abababababababababababababababababababababababababababababababab ;;\n\
                          esac\n";
 
-/// `myco-priv` as root, serving `allow_uid`, writing units to `<dir>/units` and running the
+/// `myco-priv` as root, serving `allow_uid` for the cluster of `operator`, writing units to `<dir>/units` and running the
 /// kit's stand-ins from `<dir>` (so the stand-in `systemctl` reports on the units it wrote).
 struct Helper {
     child: Child,
@@ -67,9 +70,10 @@ fn tool(dir: &TempDir, name: &str, text: &str) -> PathBuf {
     path
 }
 
-fn start_helper(dir: &TempDir, allow_uid: u32) -> Helper {
+fn start_helper(dir: &TempDir, allow_uid: u32, operator: &SigningKey) -> Helper {
     let socket = dir.join("priv.sock");
     let child = Command::new(env!("CARGO_BIN_EXE_myco-priv"))
+        .args(["--operator", &hex(&operator.public_key().0)])
         .args(["--allow-uid", &allow_uid.to_string(), "--listen"])
         .arg(&socket)
         .arg("--unit-dir")
@@ -210,7 +214,7 @@ fn an_unprivileged_daemon_runs_services_through_myco_priv() {
     let op = operator();
     let mut d = Daemon::new("priv-daemon", &op, 31);
     d.set_cache_listen("127.0.0.1:0");
-    let helper = start_helper(&d.dir, NOBODY);
+    let helper = start_helper(&d.dir, NOBODY, &op);
     start_daemon(&mut d, &helper.socket);
     let pid = d.child.as_ref().unwrap().id();
     let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -273,7 +277,7 @@ fn an_unprivileged_daemon_runs_services_through_myco_priv() {
 fn refusals_are_logged_and_counted() {
     let op = operator();
     let mut d = Daemon::new("priv-refused", &op, 32);
-    let helper = start_helper(&d.dir, NOBODY - 1);
+    let helper = start_helper(&d.dir, NOBODY - 1, &op);
     start_daemon(&mut d, &helper.socket);
     assert_eq!(d.deploy(&entry(&op, "web", 1)).0, 200);
     wait_until(Duration::from_secs(30), "the refusal is counted", || {
@@ -290,13 +294,37 @@ fn refusals_are_logged_and_counted() {
     assert!(!d.dir.join("daemon-calls").exists());
 }
 
+/// A daemon whose operator key is not the helper's (as a compromised daemon told to trust its
+/// own key would be) deploys an entry that key signed: the helper refuses the well-formed unit
+/// write, the daemon logs and counts the refusal, and the unit directory stays empty.
+#[test]
+fn entries_of_another_operator_are_refused() {
+    let forger = key("forger");
+    let mut d = Daemon::new("priv-forged", &forger, 34);
+    let helper = start_helper(&d.dir, NOBODY, &operator());
+    start_daemon(&mut d, &helper.socket);
+    assert_eq!(d.deploy(&entry(&forger, "web", 1)).0, 200);
+    wait_until(Duration::from_secs(30), "the refusal is counted", || {
+        d.metric("myco_privileged_refusals_total") >= 1.0
+    });
+    let why = format!(
+        "myco-priv refused a request: the entry names key {:08x}, not the cluster's operator key",
+        forger.public_key().key_id()
+    );
+    assert!(d.log().contains(&why), "{}", d.log());
+    let units: Vec<_> = fs::read_dir(d.dir.join("units")).unwrap().collect();
+    assert!(units.is_empty(), "{units:?}");
+    assert!(calls(&d).is_empty(), "{:?}", calls(&d));
+    assert!(!d.dir.join("daemon-calls").exists());
+}
+
 /// An exec health check is asked of the helper, which reads the command and the sandbox from the
 /// signed entry and runs it in the service's transient unit; its exit reaches the daemon.
 #[test]
 fn exec_health_checks_run_through_myco_priv() {
     let op = operator();
     let mut d = Daemon::new("priv-check", &op, 33);
-    let helper = start_helper(&d.dir, NOBODY);
+    let helper = start_helper(&d.dir, NOBODY, &op);
     start_daemon(&mut d, &helper.socket);
     let marker = d.dir.join("checked");
     let script = format!("echo ran >> {}", marker.display());

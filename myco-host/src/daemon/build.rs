@@ -17,7 +17,7 @@ use crate::spawn::{self, Argv, ArgvFull, Child, Output};
 use myco_core::executor::{
     is_root_of, out_of_program, parse_build_json, LogScan, Name, Provenance, RootName, Substitute,
 };
-use myco_core::privileged::{check_request, Checked, Request};
+use myco_core::privileged::{Checked, Request};
 use myco_core::unit::{unit_name, UNIT_BYTES_MAX};
 use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
@@ -105,7 +105,7 @@ fn ask_build(
         substitutes: heapless::Vec::from_slice(peers).map_err(|_| io::ErrorKind::InvalidInput)?,
     };
     // Bare kinds, not messages: nothing allocates after start. The caller logs the kind.
-    match check_request(request.clone()) {
+    match client.check(request.clone()) {
         Ok(Checked::Build(b)) if b.root.as_str() == root => {}
         _ => return Err(io::ErrorKind::InvalidData.into()),
     }

@@ -235,8 +235,9 @@ pub fn parse(mut args: Arguments) -> Result<Parsed, UsageError> {
     })))
 }
 
-/// `--operator HEX`, required: the cluster's operator public key.
-fn operator(args: &mut Arguments) -> Result<PublicKey, UsageError> {
+/// `--operator HEX`, required: the cluster's operator public key. `myco-priv` takes it the same
+/// way, so both read it from the box's one env file.
+pub fn operator(args: &mut Arguments) -> Result<PublicKey, UsageError> {
     let operator = text(args, "--operator")?
         .ok_or_else(|| usage("--operator HEX is required: the cluster's operator public key ('myco pubkey --key operator.key')".into()))?;
     parse_hex32(operator.as_bytes())

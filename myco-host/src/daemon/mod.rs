@@ -844,8 +844,8 @@ fn start_cache(
                 .executor
                 .as_ref()
                 .and_then(|e| e.privileged.as_deref());
-            if let Some(Ok(client)) = socket.map(|s| crate::privileged::client::Client::new(s, log))
-            {
+            let client = |s| crate::privileged::client::Client::new(s, config.operator, log);
+            if let Some(Ok(client)) = socket.map(client) {
                 cache.ask_privileged(client);
             }
             let mut public = [0u8; 64 + cache::KEY_TEXT_BYTES];
@@ -950,7 +950,7 @@ fn start_executor(
                     e.unit_dir.display()
                 ))
             })?,
-            e.privileged.as_deref(),
+            (e.privileged.as_deref(), config.operator),
             log,
         )?),
         None => None,
@@ -960,11 +960,11 @@ fn start_executor(
 /// `executor`, asking `myco-priv` at `socket` for its unit work if `--privileged` names one.
 fn with_helper(
     mut executor: executor::Executor,
-    socket: Option<&std::path::Path>,
+    (socket, operator): (Option<&std::path::Path>, myco_core::crypto::PublicKey),
     log: Logger,
 ) -> Result<executor::Executor, BootError> {
     if let Some(socket) = socket {
-        let client = crate::privileged::client::Client::new(socket, log)
+        let client = crate::privileged::client::Client::new(socket, operator, log)
             .map_err(|err| BootError(format!("--privileged {}: {err}", socket.display())))?;
         executor.ask_privileged(client);
         log.log(

@@ -21,8 +21,10 @@
 use crate::flight::{Level, Logger};
 use crate::path::Lossy;
 use crate::spawn::{Child, Exit};
+use myco_core::crypto::PublicKey;
 use myco_core::privileged::{
-    decode_reply, encode_request, Outcome, Request, FDS_MAX, FRAME_HEADER_BYTES, REPLY_BYTES_MAX,
+    check_request, decode_reply, encode_request, Checked, Outcome, Refusal, Request, FDS_MAX,
+    FRAME_HEADER_BYTES, REPLY_BYTES_MAX,
 };
 use nix::poll::{poll, PollFd, PollFlags};
 use nix::sys::socket::{
@@ -53,20 +55,29 @@ pub fn failures() -> u64 {
     FAILURES.load(Ordering::Relaxed)
 }
 
-/// Where the helper listens, and the log its refusals go to.
+/// Where the helper listens, the cluster's operator key it checks entries against, and the log
+/// its refusals go to.
 #[derive(Clone, Debug)]
 pub struct Client {
     addr: UnixAddr,
+    operator: PublicKey,
     log: Logger,
 }
 
 impl Client {
-    /// A client of the helper's socket at `path` (nothing is connected until a request).
-    pub fn new(path: &Path, log: Logger) -> io::Result<Client> {
+    /// A client of the helper's socket at `path` for the cluster of `operator` (nothing is
+    /// connected until a request).
+    pub fn new(path: &Path, operator: PublicKey, log: Logger) -> io::Result<Client> {
         Ok(Client {
             addr: UnixAddr::new(path)?,
+            operator,
             log,
         })
+    }
+
+    /// What the helper will make of `request`: the core's check, with the same operator key.
+    pub fn check<'a>(&self, request: Request<'a>) -> Result<Checked<'a>, Refusal> {
+        check_request(request, &self.operator)
     }
 
     /// Sends `request`, a command, and returns it as a child: its stdout the pipe it writes to,
