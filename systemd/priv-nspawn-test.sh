@@ -73,9 +73,9 @@ chmod 0755 "$work/bin" "$work/bin/"*
 # throwaway test key, readable by both test users, so that nobody's run fails at the socket only.
 mkdir "$work/etc-myco"
 "$myco" keygen --out "$work/bin/operator.key" >/dev/null
-chmod 0644 "$work/bin/operator.key"
 operator=$("$myco" pubkey --key "$work/bin/operator.key" --json \
 	| sed -nE 's/.*"public_key" *: *"([0-9a-f]+)".*/\1/p')
+chmod 0644 "$work/bin/operator.key"
 [[ ${#operator} -eq 64 ]] || fail "could not read the operator's public key from 'myco pubkey'"
 sed -E "s/^MYCO_OPERATOR=.*/MYCO_OPERATOR=$operator/" "$repo/systemd/myco-d.env.example" \
 	>"$work/etc-myco/myco-d.env"

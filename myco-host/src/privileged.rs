@@ -6,7 +6,8 @@
 //! one; one frame is read (`myco_core::privileged`: length prefix, postcard body) within
 //! `REQUEST_TIMEOUT`, with at most `FDS_MAX` descriptors passed beside it (SCM_RIGHTS: the pipes
 //! the daemon reads a child's output from, so it keeps its non-blocking loop); the core parses and
-//! checks it; `run.rs` does it; one reply frame says how it ended. A refusal changes nothing.
+//! checks it, an entry in it against the operator key the helper was started with; `run.rs` does
+//! it; one reply frame says how it ended. A refusal changes nothing.
 //!
 //! Bounds: `CONNECTIONS_MAX` connections at once (each takes one of as many preallocated
 //! command-line buffers; one more is told the helper is busy), `REQUEST_BYTES_MAX` per request,

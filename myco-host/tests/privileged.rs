@@ -615,8 +615,8 @@ fn connections_are_bounded_and_silent_ones_time_out() {
 /// (`MYCO_PRIV_SOCKET` is the container's socket, `MYCO_PRIV_OPERATOR_KEY` the key file of the
 /// operator key the helper trusts, this process the daemon's user): a unit it
 /// writes is loaded, enabled and runs under its dynamic user, `show` and the journal come back
-/// on the pipe, a garbage collection runs through systemd-run, hostile requests are refused,
-/// and disabling and removing it leaves it gone.
+/// on the pipe, a garbage collection runs through systemd-run, hostile requests (and an entry
+/// another key signed) are refused, and disabling and removing it leaves it gone.
 #[test]
 #[ignore = "run by systemd/priv-nspawn-test.sh against a booted container"]
 fn under_a_real_systemd() {
@@ -673,6 +673,15 @@ fn under_a_real_systemd() {
         c.ask(&write("sshd.service", &web, &text), &[]).0,
         Outcome::Refused
     );
+    // A well-formed unit of an entry another key signed: the helper trusts only this box's
+    // operator key, read from the daemon's env file.
+    let forged = exec_entry(&key("forger"), "web", 1, "/bin/sleep");
+    let (outcome, why) = c.ask(
+        &write("myco-web.service", &forged, &unit_text(&forged)),
+        &[],
+    );
+    assert_eq!(outcome, Outcome::Refused);
+    assert!(why.contains("not the cluster's operator key"), "{why}");
 
     ok(&Request::Unit {
         verb: UnitVerb::Disable,

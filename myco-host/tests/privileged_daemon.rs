@@ -50,8 +50,9 @@ const NIX_STORE: &str = "#!/bin/sh\nout=/nix/store/0123456789abcdfghijklmnpqrsvw
                          abababababababababababababababababababababababababababababababab ;;\n\
                          esac\n";
 
-/// `myco-priv` as root, serving `allow_uid` for the cluster of `operator`, writing units to `<dir>/units` and running the
-/// kit's stand-ins from `<dir>` (so the stand-in `systemctl` reports on the units it wrote).
+/// `myco-priv` as root, serving `allow_uid` for the cluster of `operator`, writing units to
+/// `<dir>/units` and running the kit's stand-ins from `<dir>` (so the stand-in `systemctl`
+/// reports on the units it wrote).
 struct Helper {
     child: Child,
     socket: PathBuf,
