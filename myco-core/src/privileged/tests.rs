@@ -663,3 +663,32 @@ fn unsigned_refusals_say_why() {
         "the entry's signature is not the operator's"
     );
 }
+
+/// What the daemon sends is the entry as its store rebuilds it from the packed form, with the
+/// texts several entries share kept once: those bytes are the operator's signed bytes, so the
+/// helper accepts a build of each entry read back, as it does the entry as signed.
+#[test]
+fn entries_read_back_from_the_store_verify() {
+    let mut store: crate::state::store::Store<8, 4096> = crate::state::store::Store::new();
+    let names = ["web", "api", "db"];
+    let signed: StdVec<StdVec<u8>> = names
+        .iter()
+        .map(|n| entry(n, Some(flake(LOCKED))))
+        .collect();
+    for e in &signed {
+        store.merge(e).unwrap();
+    }
+    for (name, e) in names.iter().zip(&signed) {
+        let stored = store.get_by_name(name).unwrap();
+        assert_eq!(&stored[..], &e[..], "{name}");
+        let request = Request::Build {
+            entry: &stored,
+            timeout_s: 60,
+            substitutes: Vec::new(),
+        };
+        assert!(
+            matches!(parse(&body(&request)), Ok(Checked::Build(_))),
+            "{name}"
+        );
+    }
+}

@@ -51,7 +51,7 @@ Options:
                         remove units, run systemctl and journalctl, builds, garbage collection,
                         the cache's closure query and exec health checks, so this daemon needs
                         no root for them (default: do it itself); --unit-dir and --gcroot-dir
-                        must be the helper's
+                        must be the helper's, and its --operator this daemon's
   --audit-log FILE      One JSON line per deployment outcome, rotated at 1 MiB, three kept
                         (default /var/log/myco/audit.log)
   --store-dir DIR       The Nix store whose disk is watched: above 85% used, garbage is
