@@ -417,8 +417,8 @@ fn live_entry<'a>(
     entry: &'a [u8],
     operator: &PublicKey,
 ) -> Result<(EntryBody<'a>, ServiceSpec<'a>), Refusal> {
-    // Decoding only finds the signed bytes and the key id (the core's strict decoder, safe on
-    // any bytes); the signature is checked before any field is used.
+    // Decoding (the core's strict decoder and validator, safe on any bytes) only finds the
+    // signed bytes and the key id: no field is acted on before the signature is checked.
     let decoded = Entry::decode(entry).map_err(Refusal::Entry)?;
     check_entry(operator, &decoded).map_err(Refusal::Unsigned)?;
     let mut body = decoded.body;
