@@ -28,8 +28,11 @@ use std::time::Duration;
 /// The unprivileged user the daemon runs as.
 const NOBODY: u32 = 65534;
 
-/// A trap for the daemon's own tools: records that it was called, and fails.
-const TRAP: &str = "#!/bin/sh\necho \"$0 $*\" >> \"$(dirname \"$0\")/daemon-calls\"\nexit 1\n";
+/// A trap for the daemon's own tools: records that it was called, and fails. Reading Nix's
+/// configuration at start (`nix show-config`, the systems it builds for) is the daemon's own, as
+/// `nix-store --dump` is: read-only, nothing the helper guards; it fails here without a record.
+const TRAP: &str = "#!/bin/sh\ncase \"$*\" in *show-config*) exit 1;; esac\n\
+echo \"$0 $*\" >> \"$(dirname \"$0\")/daemon-calls\"\nexit 1\n";
 
 /// A stand-in collector: records its run and says what it freed.
 const COLLECTOR: &str = "#!/bin/sh\necho run >> \"$(dirname \"$0\")/gc-runs\"\n\
