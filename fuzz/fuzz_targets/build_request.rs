@@ -111,7 +111,7 @@ fuzz_target!(|data: &[u8]| {
             bit => mode.builds & bit != 0,
         };
         let genuine = request(&held, r.system) == Some(r);
-        let taken = e.handle_build_request(&node, &r).is_ok();
+        let taken = e.handle_build_request(Instant(0), &node, &r).is_ok();
         assert_eq!(taken, genuine && builds, "{r:?}");
     }
 });

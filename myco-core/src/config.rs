@@ -124,6 +124,8 @@ pub const SUBSTITUTES_MAX: usize = 3;
 pub const PEER_BUILDS_MAX: usize = 4;
 /// Builders a requester remembers having given up on, so it asks others first.
 pub const BUILDERS_TRIED_MAX: usize = 4;
+/// Versions a builder remembers having failed to build for peers, refused during their backoff.
+pub const PEER_FAILURES_MAX: usize = 16;
 /// A version waiting for a builder or a building peer is looked at again this often (and an
 /// unanswered request sent again).
 pub const REMOTE_CHECK_MS: u64 = 1_000;
@@ -515,11 +517,12 @@ pub const BUILD_RETRY_FIRST_MS: u64 = 30_000;
 pub const BUILD_RETRY_MAX_MS: u64 = 600_000;
 /// The builds table: name, key, digest, state and failures, the program (a store path, then
 /// `/bin/` and the name again), and what asking builders did (`executor::remote::Asked`: the
-/// builder asked, the ones tried, the wait's start); the requests accepted as a builder and the
-/// one to send.
+/// builder asked, the ones tried, the wait's start); the requests accepted as a builder, the
+/// versions it failed to build for them, and the one to send.
 pub const BUILDS_BUDGET_BYTES: usize = BUILDS_MAX
     * (128 + STORE_PATH_BYTES_MAX + 2 * NAME_BYTES_MAX + 40 + BUILDERS_TRIED_MAX * 8)
     + PEER_BUILDS_MAX * 32
+    + PEER_FAILURES_MAX * 24
     + 96;
 
 #[cfg(test)]

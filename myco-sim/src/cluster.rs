@@ -257,10 +257,7 @@ impl Cluster {
             faults,
             kill_allocations: 0,
             exec: Executors::new(
-                (
-                    &ids.metas.iter().map(|m| m.arch).collect::<Vec<_>>(),
-                    s.bad_update_ppm == 0,
-                ),
+                &ids.metas.iter().map(|m| m.arch).collect::<Vec<_>>(),
                 s.services,
                 s.seed,
                 s.unit_fault_ppm,
@@ -386,7 +383,8 @@ impl Cluster {
                     self.exec.placement_changed(i);
                 }
                 let requests = std::mem::take(&mut self.world.build_requests[i]);
-                self.exec.build_requests(i, &self.nodes[i], &requests);
+                self.exec
+                    .build_requests(i, &self.nodes[i], self.now, &requests);
                 let mut sink = self.world.sink(i, self.now);
                 let at = (i, &self.up[..]);
                 let stepped = self.exec.step(at, &mut self.nodes[i], &mut sink, self.now);

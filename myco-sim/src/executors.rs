@@ -187,7 +187,7 @@ pub struct Executors {
 impl Executors {
     /// `arches`: each box's architecture, as its certificate says (`p2p::mode_of`).
     pub fn new(
-        (arches, remote_builders): (&[Arch], bool),
+        arches: &[Arch],
         services: usize,
         seed: u64,
         unit_fault_ppm: u64,
@@ -196,7 +196,7 @@ impl Executors {
         let nodes = arches.len();
         let boxes = (0..nodes)
             .map(|i| SimBox {
-                executor: Box::new(p2p::executor(arches, remote_builders, i)),
+                executor: Box::new(p2p::executor(arches, i)),
                 units: HashMap::with_capacity_and_hasher(services + 16, Fixed::default()),
                 job: None,
                 build: None,
@@ -208,7 +208,7 @@ impl Executors {
                 store: Vec::with_capacity(services + 16),
                 // The cache's port is offered from the start, as the daemon's is.
                 offer_changed: true,
-                mode: p2p::mode_of(arches, remote_builders, i),
+                mode: p2p::mode_of(arches, i),
                 building: (0, 0),
             })
             .collect();
@@ -235,8 +235,8 @@ impl Executors {
     }
 
     /// Build requests that reached node `i` (`p2p.rs`).
-    pub fn build_requests(&mut self, i: usize, node: &Node, requests: &[BuildRequest]) {
-        p2p::take_requests(&mut self.boxes[i], node, requests);
+    pub fn build_requests(&mut self, i: usize, node: &Node, now: u64, requests: &[BuildRequest]) {
+        p2p::take_requests(&mut self.boxes[i], node, now, requests);
     }
 
     /// The desired state or membership changed on node `i`.
@@ -426,7 +426,8 @@ impl Executors {
         let building = b.executor.builds().iter().find(|x| x.key == key);
         let digest = peer.map_or(building.map_or(0, |x| x.digest), |p| p.digest);
         let for_peer = peer.is_some();
-        // A builder's build for a peer has no backoff of its own here (the requester's counts).
+        // Checked for a box's own builds; a builder's build for a peer has the backoff of its
+        // failures for peers (`remote::PeerBuilds`), which refuses requests instead.
         let own = b
             .failed_builds
             .get(&key)

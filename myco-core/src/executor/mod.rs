@@ -634,12 +634,24 @@ impl Executor {
     /// Member `from` asks this box to build a version ([`crate::node::Event::BuildRequest`]).
     /// A refusal changes nothing but its counter; the requester asks another builder when its
     /// bound runs out.
+    /// A version whose own build here failed is refused as well during its backoff: building
+    /// it for a peer would only fail again.
     pub fn handle_build_request(
         &mut self,
+        now: Instant,
         node: &Node,
         request: &BuildRequest,
     ) -> Result<(), Refused> {
-        let taken = self.peer_builds.accept(node, self.mode, request);
+        let backing_off = |b: &&Build| {
+            let failed =
+                matches!(b.state, BuildState::Failed { retry_at_ms } if now.0 < retry_at_ms);
+            b.key == request.service.0 && b.digest == request.digest.0 && failed
+        };
+        let taken = if self.builds.table.iter().any(|b| backing_off(&b)) {
+            Err(Refused::Failed)
+        } else {
+            self.peer_builds.accept(node, (self.mode, now.0), request)
+        };
         self.stats.build_requests_refused += u64::from(taken.is_err());
         taken
     }
@@ -1083,6 +1095,7 @@ impl Executor {
         if flight.for_peer {
             self.builds.in_flight = None;
             self.peer_builds.done(flight.key, flight.digest);
+            self.peer_builds.ended(flight.build, out.is_some(), now.0);
             self.stats.builds_for_peers += u64::from(out.is_some());
             self.stats.build_failures += u64::from(out.is_none());
             self.idle_until_ms = 0;

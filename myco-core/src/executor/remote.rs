@@ -21,12 +21,12 @@
 //! (the rest are refused and counted: a flood of requests cannot queue unbounded builds), and
 //! they run on the build lane after the builds of services placed here.
 
-use super::build::root_name;
+use super::build::{retry_delay_ms, root_name};
 use super::substitute::{self, build_key, Candidate, Substitute, Substitutes};
 use super::unit_digest;
 use crate::config::{
-    BUILDERS_TRIED_MAX, BUILD_WAIT_MAX_MS, PEER_BUILDS_MAX, REMOTE_BUILD_MAX_MS, REMOTE_CHECK_MS,
-    REQUEST_ANSWER_MS,
+    BUILDERS_TRIED_MAX, BUILD_WAIT_MAX_MS, PEER_BUILDS_MAX, PEER_FAILURES_MAX, REMOTE_BUILD_MAX_MS,
+    REMOTE_CHECK_MS, REQUEST_ANSWER_MS,
 };
 use crate::node::Node;
 use crate::schema::entry::{Arch, Source};
@@ -125,14 +125,19 @@ pub fn decide(node: &Node, mode: BuildMode, v: Version<'_>) -> Decision {
     let tried = &asked.tried;
     let fresh = candidates(node).filter(|c| !tried.contains(&c.peer.id));
     match substitute::choose(node.id(), key, fresh).first() {
-        Some(b) => {
+        Some(b) if !asked.tried.is_full() => {
             asked.builder = Some((b.id, now_ms));
             Decision::Wait(Some(b.id))
         }
-        None => {
-            // Every builder was tried: they may have come back, or built meanwhile.
+        // No builder at all: wait for one to come.
+        _ if asked.tried.is_empty() => Decision::Wait(None),
+        _ => {
+            // Every builder asked (or `BUILDERS_TRIED_MAX` of them) gave nothing: a builder
+            // whose build of the version failed refuses it during its backoff, so this is a
+            // failed build, with the backoff and the rollout's judgement of one built here.
+            // Asking again at once would loop for ever on a version that never builds.
             asked.tried.clear();
-            Decision::Wait(None)
+            Decision::Failed
         }
     }
 }
@@ -212,6 +217,8 @@ pub enum Refused {
     Unknown,
     /// `PEER_BUILDS_MAX` requests wait already.
     Full,
+    /// This box's last build of that version failed and its backoff has not run out.
+    Failed,
 }
 
 /// A request accepted, waiting for or on the build lane.
@@ -223,20 +230,31 @@ pub struct PeerBuild {
     pub running: bool,
 }
 
-/// The requests this builder accepted.
+/// A version this builder failed to build for peers: refused until `retry_at_ms`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerFailure {
+    pub build: u64,
+    /// Failed builds in a row.
+    pub failures: u32,
+    pub retry_at_ms: u64,
+}
+
+/// The requests this builder accepted, and the versions it failed to build for them.
 #[derive(Default)]
 pub struct PeerBuilds {
     pub table: Vec<PeerBuild, PEER_BUILDS_MAX>,
+    /// Oldest first; a full table forgets the oldest failure (it is then built once more).
+    pub failed: Vec<PeerFailure, PEER_FAILURES_MAX>,
 }
 
 impl PeerBuilds {
-    /// Takes `r` if this box builds for its system, holds that very version, and has room; a
-    /// request already taken, or whose result this box already offers, is accepted again and
-    /// changes nothing.
+    /// Takes `r` at `now_ms` if this box builds for its system, holds that very version, did
+    /// not fail to build it within its backoff, and has room; a request already taken, or whose
+    /// result this box already offers, is accepted again and changes nothing.
     pub fn accept(
         &mut self,
         node: &Node,
-        mode: BuildMode,
+        (mode, now_ms): (BuildMode, u64),
         r: &BuildRequest,
     ) -> Result<(), Refused> {
         let bit = system_bit(r.system);
@@ -255,6 +273,9 @@ impl PeerBuilds {
         let same = |p: &PeerBuild| p.service == r.service.0 && p.digest == r.digest.0;
         if self.table.iter().any(same) || node.own_status().offer.offers(r.build.0) {
             return Ok(());
+        }
+        if self.backing_off(r.build.0, now_ms) {
+            return Err(Refused::Failed);
         }
         let build = PeerBuild {
             service: r.service.0,
@@ -275,6 +296,33 @@ impl PeerBuilds {
     pub fn done(&mut self, service: u64, digest: u64) {
         self.table
             .retain(|p| !(p.service == service && p.digest == digest));
+    }
+
+    /// The build of version `build` for peers ended at `now_ms`: a failure is refused for its
+    /// backoff (doubling, as a build here), so requesters that keep asking for a version that
+    /// never builds do not make this box build it for every request; a success forgets it.
+    pub fn ended(&mut self, build: u64, ok: bool, now_ms: u64) {
+        let at = self.failed.iter().position(|f| f.build == build);
+        let before = at.map(|i| self.failed.remove(i));
+        if ok {
+            return;
+        }
+        let failures = before.map_or(0, |f| f.failures).saturating_add(1);
+        if self.failed.is_full() {
+            self.failed.remove(0);
+        }
+        let failure = PeerFailure {
+            build,
+            failures,
+            retry_at_ms: now_ms.saturating_add(retry_delay_ms(failures)),
+        };
+        self.failed.push(failure).expect("room made above");
+    }
+
+    /// Whether this box's last build of `build` for peers failed and its backoff runs at `now_ms`.
+    pub fn backing_off(&self, build: u64, now_ms: u64) -> bool {
+        let failed = self.failed.iter().find(|f| f.build == build);
+        failed.is_some_and(|f| now_ms < f.retry_at_ms)
     }
 }
 

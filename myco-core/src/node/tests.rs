@@ -1092,9 +1092,13 @@ fn remote_builds_are_decided_from_gossip() {
     assert_eq!(asked.builder, Some((a.id(), 6_000)));
     let still = 6_000 + REQUEST_ANSWER_MS - 1;
     assert_eq!(decide_at(&b, remote, key, still, &mut asked), ask_a);
-    // Not answered in time: given up, and with no other builder, all are tried again later.
+    // Not answered in time: given up, and with no other builder, a failed build (its backoff
+    // comes before the next ask); all are tried again then.
     let late = 6_000 + REQUEST_ANSWER_MS;
-    assert_eq!(decide_at(&b, remote, key, late, &mut asked), wait_none);
+    assert_eq!(
+        decide_at(&b, remote, key, late, &mut asked),
+        Decision::Failed
+    );
     assert!(asked.builder.is_none() && asked.tried.is_empty());
     // Asked again; now `a` builds that version: no bound of an unanswered request applies.
     assert_eq!(decide_at(&b, remote, key, late, &mut asked), ask_a);
@@ -1151,7 +1155,7 @@ fn a_builder_takes_bounded_requests_for_versions_it_holds() {
     }
     let mut e = Executor::new(false);
     assert_eq!(
-        e.handle_build_request(&n, &requests[0]),
+        e.handle_build_request(Instant(0), &n, &requests[0]),
         Err(Refused::NotBuilder)
     );
     e.set_build_mode(BuildMode {
@@ -1162,7 +1166,10 @@ fn a_builder_takes_bounded_requests_for_versions_it_holds() {
         system: Arch::Aarch64,
         ..requests[0]
     };
-    assert_eq!(e.handle_build_request(&n, &aarch), Err(Refused::NotBuilder));
+    assert_eq!(
+        e.handle_build_request(Instant(0), &n, &aarch),
+        Err(Refused::NotBuilder)
+    );
     for wrong in [
         BuildRequest {
             digest: Digest(requests[0].digest.0 ^ 1),
@@ -1177,14 +1184,24 @@ fn a_builder_takes_bounded_requests_for_versions_it_holds() {
             ..requests[0]
         },
     ] {
-        assert_eq!(e.handle_build_request(&n, &wrong), Err(Refused::Unknown));
+        assert_eq!(
+            e.handle_build_request(Instant(0), &n, &wrong),
+            Err(Refused::Unknown)
+        );
     }
     for r in &requests[..PEER_BUILDS_MAX] {
-        assert_eq!(e.handle_build_request(&n, r), Ok(()));
+        assert_eq!(e.handle_build_request(Instant(0), &n, r), Ok(()));
     }
-    assert_eq!(e.handle_build_request(&n, &requests[0]), Ok(()), "a repeat");
+    assert_eq!(
+        e.handle_build_request(Instant(0), &n, &requests[0]),
+        Ok(()),
+        "a repeat"
+    );
     let last = &requests[PEER_BUILDS_MAX];
-    assert_eq!(e.handle_build_request(&n, last), Err(Refused::Full));
+    assert_eq!(
+        e.handle_build_request(Instant(0), &n, last),
+        Err(Refused::Full)
+    );
     assert_eq!(e.stats.build_requests_refused, 6);
     run_a_peer_build(&mut e, &n, &requests);
 }
@@ -1214,7 +1231,11 @@ fn run_a_peer_build(e: &mut crate::executor::Executor, n: &Node, requests: &[Bui
     assert!(e.handle_command_done(Instant(3), token, out));
     assert_eq!(e.stats.builds_for_peers, 1);
     assert_eq!(e.building_key(), 0);
-    assert_eq!(e.handle_build_request(n, last), Ok(()), "room again");
+    assert_eq!(
+        e.handle_build_request(Instant(4), n, last),
+        Ok(()),
+        "room again"
+    );
 }
 
 /// A builder seen building the version that then offers nothing within `REQUEST_ANSWER_MS`
@@ -1254,4 +1275,84 @@ fn a_builder_that_built_and_offers_nothing_failed() {
     );
     assert_eq!(asked.tried.as_slice(), &[a.id()]);
     assert!(asked.builder.is_none());
+}
+
+/// Issue 16: a version that never builds, asked of a builder by a box that does not build. The
+/// builder's build fails (too fast for the requester to see it building); it refuses that version
+/// during its backoff instead of building it for every request, and the requester, having asked
+/// every builder for nothing, counts a failed build (with its backoff) instead of asking again
+/// at once, for ever.
+#[test]
+fn a_version_that_fails_on_the_builder_is_not_built_for_every_request() {
+    use crate::config::{BUILD_RETRY_FIRST_MS, REQUEST_ANSWER_MS};
+    use crate::executor::remote::{request, Asked, Decision};
+    use crate::executor::{BuildMode, Command, Executor, Outcome, Refused};
+    use crate::schema::message::system_bit;
+    joined_pair!(a, b, _, _);
+    let bytes = flake_service("web", 1, 0x10);
+    a.submit(Instant(0), &bytes, &mut Wire::default()).unwrap();
+    let r = request(&a.store().get_by_name("web").unwrap(), Arch::X86_64).unwrap();
+    let mut builder = Executor::new(false);
+    builder.set_build_mode(BuildMode {
+        local: true,
+        builds: system_bit(Arch::X86_64),
+    });
+    let mut w = Wire::default();
+    a.set_offer(Instant(3_000), 0, 7947, core::iter::empty(), &mut w);
+    a.set_building(Instant(3_000), 0, system_bit(Arch::X86_64), 0, &mut w);
+    run_pair(&mut a, &mut b, 3_000, 3_000);
+    let remote = BuildMode {
+        local: false,
+        builds: 0,
+    };
+    let mut asked = Asked::default();
+    let ask_a = Decision::Wait(Some(a.id()));
+    assert_eq!(decide_at(&b, remote, r.build.0, 6_000, &mut asked), ask_a);
+    // The builder takes the request; its build fails.
+    assert_eq!(builder.handle_build_request(Instant(6_100), &a, &r), Ok(()));
+    let issued = builder
+        .poll_build(Instant(6_100), &a)
+        .expect("the request is due");
+    assert!(matches!(issued.command, Command::Build { name: "web", .. }));
+    let token = issued.token;
+    let failed = Outcome {
+        ok: false,
+        stdout: b"",
+    };
+    assert!(builder.handle_command_done(Instant(6_200), token, failed));
+    // Asked again (the requester sends it every second): refused during the backoff.
+    for at in [7_000, 6_200 + BUILD_RETRY_FIRST_MS - 1] {
+        let again = builder.handle_build_request(Instant(at), &a, &r);
+        assert_eq!(again, Err(Refused::Failed));
+        assert!(
+            builder.poll_build(Instant(at), &a).is_none(),
+            "no build at {at}"
+        );
+    }
+    assert_eq!(builder.stats.builds_run, 1);
+    // The requester never saw it building: after `REQUEST_ANSWER_MS` it has asked every
+    // builder for nothing, which is a failed build here.
+    let late = 6_000 + REQUEST_ANSWER_MS;
+    assert_eq!(
+        decide_at(&b, remote, r.build.0, late - 1, &mut asked),
+        ask_a
+    );
+    let verdict = decide_at(&b, remote, r.build.0, late, &mut asked);
+    assert_eq!(verdict, Decision::Failed);
+    // After its backoff the builder tries once more, and after a second failure waits twice
+    // as long.
+    let retry = 6_200 + BUILD_RETRY_FIRST_MS;
+    assert_eq!(builder.handle_build_request(Instant(retry), &a, &r), Ok(()));
+    let token = builder
+        .poll_build(Instant(retry), &a)
+        .expect("due again")
+        .token;
+    assert!(builder.handle_command_done(Instant(retry), token, failed));
+    let doubled = retry + 2 * BUILD_RETRY_FIRST_MS;
+    let refused = builder.handle_build_request(Instant(doubled - 1), &a, &r);
+    assert_eq!(refused, Err(Refused::Failed));
+    assert_eq!(
+        builder.handle_build_request(Instant(doubled), &a, &r),
+        Ok(())
+    );
 }

@@ -514,7 +514,7 @@ impl Daemon {
         }
         for request in core::mem::take(&mut self.sink.build_requests) {
             // A refusal is counted by the executor; the requester asks elsewhere in time.
-            let _ = executor.handle_build_request(self.node, &request);
+            let _ = executor.handle_build_request(Instant(now), self.node, &request);
         }
         executor.step(self.node, now);
         while let Some((to, request)) = executor.take_build_request() {
