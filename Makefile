@@ -50,7 +50,8 @@ ci: tools $(CHECKS) gauntlet-ci test-root aarch64 systemd-test priv-systemd-test
 # machines without it. The crates have no doctests (nextest skips those); examples are checked by
 # `lint`, which builds all targets. `test` is every test an ordinary user can run; `test-root`
 # runs the ones that need root, named in ROOT_TESTS (the full-disk tests mount a tmpfs, the p2p
-# test gives each daemon its own /nix in a mount namespace), from the
+# test gives each daemon its own /nix in a mount namespace, the privileged_daemon tests run the
+# daemon as nobody beside a root myco-priv), from the
 # myco-host test binaries in ROOT_TEST_BINARIES, and the real-loss test (nftables) from myco-tests.
 # The throttle test needs no root but takes ~25 s. Ends with issue 16's summary line
 # (tests/p2p-line.sh) from the figures the p2p and cache tests wrote in $(TARGET_DIR)/test-figures.
@@ -63,8 +64,11 @@ ROOT_TESTS := a_full_disk_frees_the_reserve_and_the_wal_keeps_working \
 	boxes_substitute_from_peers_and_refuse_tampered_paths \
 	a_remote_box_gets_its_build_from_the_builder \
 	a_revoked_box_s_cache_is_not_trusted \
-	the_default_throttle_holds_for_one_client_and_two_share_it
-ROOT_TEST_BINARIES := daemon flight_recorder_full_disk strict_alloc p2p cache
+	the_default_throttle_holds_for_one_client_and_two_share_it \
+	an_unprivileged_daemon_runs_services_through_myco_priv \
+	refusals_are_logged_and_counted \
+	exec_health_checks_run_through_myco_priv
+ROOT_TEST_BINARIES := daemon flight_recorder_full_disk strict_alloc p2p cache privileged_daemon
 EMPTY :=
 SPACE := $(EMPTY) $(EMPTY)
 ROOT_FILTER := $(subst $(SPACE), | ,$(foreach t,$(ROOT_TESTS),test(=$(t))))
@@ -283,8 +287,9 @@ systemd-test:
 PRIV_TEST_BINARY = $(shell cargo test -p myco-host --test privileged --no-run 2>&1 \
 	| sed -n 's/.*Executable tests\/privileged.rs (\(.*\))/\1/p')
 priv-systemd-test:
-	cargo build --release --bin myco-priv
-	systemd/priv-nspawn-test.sh $(TARGET_DIR)/release/myco-priv $(PRIV_TEST_BINARY)
+	cargo build --release --bin myco-priv --bin myco
+	systemd/priv-nspawn-test.sh $(TARGET_DIR)/release/myco-priv $(PRIV_TEST_BINARY) \
+		$(TARGET_DIR)/release/myco
 
 # The exposure, times 10, that no unit `myco render` makes from tests/units may exceed (the issue's
 # bar of 1.5). Measured (systemd 252): 1.1 for most services; 1.4 with a port below 1024

@@ -2,7 +2,8 @@
 # Runs systemd/myco-priv.socket and myco-priv.service under a real systemd (`make
 # priv-systemd-test`): a Debian bookworm container booted with systemd-nspawn, as
 # systemd/nspawn-test.sh boots myco-d's, with the release myco-priv and both units bound in, and
-# a system user `myco` for the daemon. Then:
+# a system user `myco` for the daemon, and /etc/myco/myco-d.env naming a fresh operator key
+# (`myco keygen`), whose key file the test reads to sign its entries. Then:
 #
 # - the socket is /run/myco-priv.sock, root:myco, mode 0660;
 # - as `myco`, the `under_a_real_systemd` test of myco-host/tests/privileged.rs (bound in,
@@ -17,12 +18,14 @@
 #
 # Needs root (docs/testbed.md). The container has only loopback: nothing leaves this machine.
 #
-# Usage: systemd/priv-nspawn-test.sh MYCO_PRIV_BINARY PRIVILEGED_TEST_BINARY
+# Usage: systemd/priv-nspawn-test.sh MYCO_PRIV_BINARY PRIVILEGED_TEST_BINARY MYCO_BINARY
 
 set -euo pipefail
 
-binary=$(realpath "${1:?usage: priv-nspawn-test.sh MYCO_PRIV_BINARY PRIVILEGED_TEST_BINARY}")
-tests=$(realpath "${2:?usage: priv-nspawn-test.sh MYCO_PRIV_BINARY PRIVILEGED_TEST_BINARY}")
+usage="usage: priv-nspawn-test.sh MYCO_PRIV_BINARY PRIVILEGED_TEST_BINARY MYCO_BINARY"
+binary=$(realpath "${1:?$usage}")
+tests=$(realpath "${2:?$usage}")
+myco=$(realpath "${3:?$usage}")
 repo=$(cd "$(dirname "$0")/.." && pwd)
 
 log() { printf '[%s] %s\n' "$(date +%T)" "$*"; }
@@ -32,7 +35,7 @@ fail() {
 }
 
 [[ $(id -u) -eq 0 ]] || fail "run as root: systemd-nspawn needs it"
-[[ -x $binary && -x $tests ]] || fail "build myco-priv and the privileged test binary first"
+[[ -x $binary && -x $tests && -x $myco ]] || fail "build myco-priv, myco and the privileged test binary first"
 
 # shellcheck source=SCRIPTDIR/../tests/testbed/nspawn.sh
 source "$repo/tests/testbed/nspawn.sh"
@@ -66,10 +69,24 @@ cp "$binary" "$work/bin/myco-priv"
 cp "$tests" "$work/bin/privileged-test"
 chmod 0755 "$work/bin" "$work/bin/"*
 
+# The operator key the helper trusts, in the daemon's env file as a box has it. Its key file is a
+# throwaway test key, readable by both test users, so that nobody's run fails at the socket only.
+mkdir "$work/etc-myco"
+"$myco" keygen --out "$work/bin/operator.key" >/dev/null
+operator=$("$myco" pubkey --key "$work/bin/operator.key" --json \
+	| sed -nE 's/.*"public_key" *: *"([0-9a-f]+)".*/\1/p')
+chmod 0644 "$work/bin/operator.key"
+[[ ${#operator} -eq 64 ]] || fail "could not read the operator's public key from 'myco pubkey'"
+sed -E "s/^MYCO_OPERATOR=.*/MYCO_OPERATOR=$operator/" "$repo/systemd/myco-d.env.example" \
+	>"$work/etc-myco/myco-d.env"
+chmod 0644 "$work/etc-myco/myco-d.env"
+
 log "booting $machine"
 nspawn_boot "$machine" "$work/console.log" --private-network \
 	--bind-ro="$work/bin/myco-priv:/usr/bin/myco-priv" \
 	--bind-ro="$work/bin/privileged-test:/opt/myco/privileged-test" \
+	--bind-ro="$work/bin/operator.key:/opt/myco/operator.key" \
+	--bind-ro="$work/etc-myco:/etc/myco" \
 	--bind-ro="$repo/systemd/myco-priv.socket:/etc/systemd/system/myco-priv.socket" \
 	--bind-ro="$repo/systemd/myco-priv.service:/etc/systemd/system/myco-priv.service" \
 	--bind-ro="$work/init:/myco-test-init" \
@@ -93,7 +110,7 @@ as() {
 	local user=$1 group=$2
 	shift 2
 	inside setpriv --reuid="$user" --regid="$group" --clear-groups \
-		env MYCO_PRIV_SOCKET=/run/myco-priv.sock "$@"
+		env MYCO_PRIV_SOCKET=/run/myco-priv.sock MYCO_PRIV_OPERATOR_KEY=/opt/myco/operator.key "$@"
 }
 log "as myco: write, load, enable, show, journal, collect garbage, refuse, disable, remove"
 as myco myco /opt/myco/privileged-test --ignored --exact under_a_real_systemd --nocapture \

@@ -76,6 +76,11 @@ pub enum Refusal {
     HeadTooLarge,
     /// 503: every download slot is busy; try again later.
     Busy,
+    /// 503: a hash not found while the box re-reads what it serves (its GC roots changed). Not
+    /// 404, which Nix remembers as "not there" (`narinfo-cache-negative-ttl`, an hour by
+    /// default): a peer asking in that window would build what this box is about to serve. Nix
+    /// retries a 503 (five tries over about five seconds), by when the table is whole again.
+    Refreshing,
     /// 505: an HTTP version other than 1.0 and 1.1.
     Version,
 }
@@ -88,7 +93,7 @@ impl Refusal {
             Refusal::MethodNotAllowed => 405,
             Refusal::Timeout => 408,
             Refusal::HeadTooLarge => 431,
-            Refusal::Busy => 503,
+            Refusal::Busy | Refusal::Refreshing => 503,
             Refusal::Version => 505,
         }
     }
@@ -106,7 +111,20 @@ impl Refusal {
             Refusal::Timeout => "request timeout: the request did not arrive in time\n",
             Refusal::HeadTooLarge => "request header fields too large\n",
             Refusal::Busy => "busy: every download slot of this box is taken; try again later\n",
+            Refusal::Refreshing => {
+                "refreshing: this box is re-reading what it serves; try again in a second\n"
+            }
             Refusal::Version => "HTTP version not supported: use HTTP/1.1\n",
+        }
+    }
+
+    /// The answer for a store hash the closure table does not hold: 404, or 503 while the table
+    /// is being read again (`refreshing`), when the hash may be among what has not arrived yet.
+    pub fn miss(refreshing: bool) -> Refusal {
+        if refreshing {
+            Refusal::Refreshing
+        } else {
+            Refusal::NotFound
         }
     }
 }

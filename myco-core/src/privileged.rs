@@ -5,6 +5,15 @@
 //! must not turn into root. Every request is therefore parsed strictly (one canonical encoding,
 //! no trailing bytes, a bounded size) and validated here, in the core, where the fuzz target
 //! `privileged_request` reaches it:
+//! - an entry (sent with a unit write, a build or a health check) must be signed by the cluster's
+//!   operator key, the helper's own trust anchor, checked as the nodes check gossiped entries
+//!   (`crypto::check_entry`: the key id, then the signature over the body) before anything else
+//!   is read from it. So the daemon can name only what the operator once signed, not make an
+//!   entry up. What this does not check: whether the entry is still the current one (the helper
+//!   has no store: an older or since-removed entry of the operator's is accepted), and whether
+//!   this box should run it (placement). Revocations (the RevocationBlock) concern node
+//!   certificates, not entries, so none applies here; a new operator key is a new cluster
+//!   (docs/protocol.md), given to the helper and the daemon alike;
 //! - a unit is named only as `myco-<service name>.service`, with the core's service-name rule
 //!   (a DNS label), so no other unit, no `/`, no `..`, no NUL or newline can be named;
 //! - a unit text is written only if the core's independent unit checker (`unit::check`) reads it
@@ -18,10 +27,12 @@
 //! bytes of postcard (`Request` from the daemon, `Reply` from the helper). One request per
 //! connection; the reply comes when the work is done (for a child, when it exits).
 
-use crate::config::{ENTRY_BYTES_MAX, UNITS_PER_COMMAND};
+use crate::config::{ENTRY_BYTES_MAX, SUBSTITUTES_MAX, UNITS_PER_COMMAND};
 use crate::crypto::signed::decode_exact;
-use crate::executor::{root_name, RootName, SHOW_PROPERTIES};
-use crate::schema::entry::{Entry, EntryBody, EntryError, ServiceSpec, Source, NAME_RULE};
+use crate::crypto::{check_entry, EntrySignatureError, PublicKey};
+use crate::executor::{root_name, RootName, Substitutes, SHOW_PROPERTIES};
+use crate::schema::addr::PeerAddr;
+use crate::schema::entry::{Check, Entry, EntryBody, EntryError, ServiceSpec, Source, NAME_RULE};
 use crate::unit::check::{check, CheckError};
 use crate::unit::{service_of, valid_exec_path, UnitContext, PROGRAM_BYTES_MAX, UNIT_BYTES_MAX};
 use core::fmt;
@@ -48,6 +59,8 @@ pub const BUILD_TIMEOUT_S_MAX: u32 = 24 * 60 * 60;
 const _: () = assert!(UNITS_PER_COMMAND * 77 + 16 <= REQUEST_BYTES_MAX);
 const _: () =
     assert!(ENTRY_BYTES_MAX + PROGRAM_BYTES_MAX + UNIT_TEXT_BYTES_MAX + 96 <= REQUEST_BYTES_MAX);
+// A build: the entry, the timeout, and each substitute's id, address and key (at most 70 bytes).
+const _: () = assert!(ENTRY_BYTES_MAX + 8 + SUBSTITUTES_MAX * 70 <= REQUEST_BYTES_MAX);
 
 /// What `systemctl` does to named `myco-*` units.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,10 +115,17 @@ pub enum Request<'a> {
         names: Vec<&'a str, UNITS_PER_COMMAND>,
     },
     /// Build the flake of `entry` (`nix build --out-link <gcroots>/<root>`), in a transient unit
-    /// stopped after `timeout_s`.
+    /// stopped after `timeout_s`, offering Nix the peers' caches in `substitutes` (at most
+    /// `SUBSTITUTES_MAX`: more does not decode). A substitute is an address and a key, not text:
+    /// the helper writes the URL `http://<ip>:<port>` and the key `<id hex>:<base64>` itself, so
+    /// nothing the daemon sends becomes a Nix option of its choosing. `local` false (a box that
+    /// does not build: `--build remote`, or no local Nix for its system) makes it `--max-jobs 0`,
+    /// so Nix may only substitute.
     Build {
         entry: &'a [u8],
         timeout_s: u32,
+        local: bool,
+        substitutes: Substitutes,
     },
     CollectGarbage,
     /// The store facts of the closure of the build roots (`nix-store --dump-db`).
@@ -115,7 +135,18 @@ pub enum Request<'a> {
         follow: bool,
         lines: Option<u32>,
     },
+    /// Run the exec health check `entry` declares for its unit `name`, in a transient unit with
+    /// the service's dynamic user and sandbox, stopped after `timeout_ms`. The command is the
+    /// entry's, read by the helper; the daemon names only the entry.
+    HealthCheck {
+        name: &'a str,
+        entry: &'a [u8],
+        timeout_ms: u32,
+    },
 }
+
+/// The longest an exec health check may be given.
+pub const CHECK_TIMEOUT_MS_MAX: u32 = 10 * 60 * 1000;
 
 /// A request that passed every check, with what the helper needs to do it.
 #[allow(clippy::large_enum_variant)] // As `Request`.
@@ -137,6 +168,12 @@ pub enum Checked<'a> {
     CollectGarbage,
     CacheClosure,
     Journal(Journal<'a>),
+    /// The entry's exec check, to run for `service` (`check_of(entry)` is an exec check).
+    HealthCheck {
+        service: &'a str,
+        entry: &'a [u8],
+        timeout_ms: u32,
+    },
 }
 
 /// A build to run: `nix build --json -L --out-link <gcroots>/<root> <uri>#<attr>` in the
@@ -148,6 +185,8 @@ pub struct Build<'a> {
     pub attr: &'a str,
     pub root: RootName,
     pub timeout_s: u32,
+    pub local: bool,
+    pub substitutes: Substitutes,
 }
 
 /// `journalctl --unit=<unit>`, the last `lines` lines (journalctl's default when `None`), and
@@ -176,6 +215,8 @@ pub enum Refusal {
     NoUnits,
     /// The entry beside a unit text or a build does not decode or validate.
     Entry(EntryError),
+    /// The entry is not signed by the cluster's operator key: made up, altered, or another key's.
+    Unsigned(EntrySignatureError),
     /// The entry is a tombstone: no unit, no build.
     Tombstone,
     /// The entry is another service's than the unit named.
@@ -194,6 +235,13 @@ pub enum Refusal {
     Timeout,
     /// Descriptors with a request that runs no command, or more than `FDS_MAX`.
     Descriptors,
+    /// A health check request whose entry declares no exec check.
+    NotExecCheck,
+    /// A health check timeout of 0 or above `CHECK_TIMEOUT_MS_MAX`.
+    CheckTimeout,
+    /// A substitute whose address is no unicast host's (unspecified, multicast, broadcast) or
+    /// whose port is 0.
+    Substitute,
 }
 
 impl fmt::Display for Refusal {
@@ -209,6 +257,13 @@ impl fmt::Display for Refusal {
             ),
             Refusal::NoUnits => f.write_str("a unit command names no unit"),
             Refusal::Entry(e) => write!(f, "the entry is refused: {}", e.message()),
+            Refusal::Unsigned(EntrySignatureError::UnknownKey { key_id }) => write!(
+                f,
+                "the entry names key {key_id:08x}, not the cluster's operator key"
+            ),
+            Refusal::Unsigned(EntrySignatureError::BadSignature) => {
+                f.write_str("the entry's signature is not the operator's")
+            }
             Refusal::Tombstone => f.write_str("the entry removes its service: nothing to run"),
             Refusal::EntryName => f.write_str("the entry is not the named unit's service"),
             Refusal::Program => f.write_str("the program path is not absolute and normalized"),
@@ -217,6 +272,14 @@ impl fmt::Display for Refusal {
             Refusal::NotFlake => f.write_str("only a flake entry is built"),
             Refusal::FlakeOption => f.write_str("a flake reference or attribute starts with '-'"),
             Refusal::Timeout => write!(f, "a build timeout must be 1 to {BUILD_TIMEOUT_S_MAX} s"),
+            Refusal::NotExecCheck => f.write_str("the entry declares no exec health check"),
+            Refusal::CheckTimeout => write!(
+                f,
+                "a health check timeout must be 1 to {CHECK_TIMEOUT_MS_MAX} ms"
+            ),
+            Refusal::Substitute => f.write_str(
+                "a substitute's cache must be a unicast address and a port other than 0",
+            ),
             Refusal::Descriptors => write!(
                 f,
                 "only a command's request takes descriptors, at most {FDS_MAX}: its stdout and stderr"
@@ -234,12 +297,13 @@ pub fn body_len(header: [u8; FRAME_HEADER_BYTES]) -> Result<usize, Refusal> {
     Ok(len)
 }
 
-/// Decodes a request body (without its length prefix) and checks it.
-pub fn parse(body: &[u8]) -> Result<Checked<'_>, Refusal> {
+/// Decodes a request body (without its length prefix) and checks it, its entry against the
+/// cluster's `operator` key.
+pub fn parse<'a>(body: &'a [u8], operator: &PublicKey) -> Result<Checked<'a>, Refusal> {
     if body.len() > REQUEST_BYTES_MAX {
         return Err(Refusal::TooLong);
     }
-    check_request(decode_request(body).ok_or(Refusal::Malformed)?)
+    check_request(decode_request(body).ok_or(Refusal::Malformed)?, operator)
 }
 
 /// Decodes a request body without checking it: `None` unless it is one request in its one
@@ -248,15 +312,19 @@ pub fn decode_request(body: &[u8]) -> Option<Request<'_>> {
     decode_exact::<Request<'_>, REQUEST_BYTES_MAX>(body)
 }
 
-/// Checks a decoded request; see the module comment.
-pub fn check_request(request: Request<'_>) -> Result<Checked<'_>, Refusal> {
+/// Checks a decoded request, its entry against the cluster's `operator` key; see the module
+/// comment.
+pub fn check_request<'a>(
+    request: Request<'a>,
+    operator: &PublicKey,
+) -> Result<Checked<'a>, Refusal> {
     Ok(match request {
         Request::WriteUnit {
             name,
             entry,
             program,
             text,
-        } => check_write(name, entry, program, text)?,
+        } => check_write(name, (entry, operator), program, text)?,
         Request::RemoveUnit { name } => Checked::RemoveUnit {
             unit: check_unit(name)?.0,
         },
@@ -270,7 +338,16 @@ pub fn check_request(request: Request<'_>) -> Result<Checked<'_>, Refusal> {
             }
             Checked::Unit { verb, units: names }
         }
-        Request::Build { entry, timeout_s } => Checked::Build(check_build(entry, timeout_s)?),
+        Request::Build {
+            entry,
+            timeout_s,
+            local,
+            substitutes,
+        } => Checked::Build(check_build(
+            (entry, operator),
+            (timeout_s, local),
+            substitutes,
+        )?),
         Request::CollectGarbage => Checked::CollectGarbage,
         Request::CacheClosure => Checked::CacheClosure,
         Request::Journal {
@@ -282,6 +359,34 @@ pub fn check_request(request: Request<'_>) -> Result<Checked<'_>, Refusal> {
             follow,
             lines,
         }),
+        Request::HealthCheck {
+            name,
+            entry,
+            timeout_ms,
+        } => check_health(name, (entry, operator), timeout_ms)?,
+    })
+}
+
+fn check_health<'a>(
+    name: &'a str,
+    (entry, operator): (&'a [u8], &PublicKey),
+    timeout_ms: u32,
+) -> Result<Checked<'a>, Refusal> {
+    let (_, service) = check_unit(name)?;
+    let (body, spec) = live_entry(entry, operator)?;
+    if body.name != service {
+        return Err(Refusal::EntryName);
+    }
+    if !matches!(spec.health.map(|h| h.check), Some(Check::Exec { .. })) {
+        return Err(Refusal::NotExecCheck);
+    }
+    if timeout_ms == 0 || timeout_ms > CHECK_TIMEOUT_MS_MAX {
+        return Err(Refusal::CheckTimeout);
+    }
+    Ok(Checked::HealthCheck {
+        service,
+        entry,
+        timeout_ms,
     })
 }
 
@@ -315,22 +420,29 @@ pub fn check_unit(name: &str) -> Result<(&str, &str), Refusal> {
     Ok((name, service))
 }
 
-/// The body of a validated entry that runs something (not a tombstone), and its spec, taken out
-/// of the body so that no caller has to unwrap it again.
-fn live_entry(entry: &[u8]) -> Result<(EntryBody<'_>, ServiceSpec<'_>), Refusal> {
-    let mut body = Entry::decode(entry).map_err(Refusal::Entry)?.body;
+/// The body of a validated entry the operator signed that runs something (not a tombstone), and
+/// its spec, taken out of the body so that no caller has to unwrap it again.
+fn live_entry<'a>(
+    entry: &'a [u8],
+    operator: &PublicKey,
+) -> Result<(EntryBody<'a>, ServiceSpec<'a>), Refusal> {
+    // Decoding (the core's strict decoder and validator, safe on any bytes) only finds the
+    // signed bytes and the key id: no field is acted on before the signature is checked.
+    let decoded = Entry::decode(entry).map_err(Refusal::Entry)?;
+    check_entry(operator, &decoded).map_err(Refusal::Unsigned)?;
+    let mut body = decoded.body;
     let spec = body.spec.take().ok_or(Refusal::Tombstone)?;
     Ok((body, spec))
 }
 
 fn check_write<'a>(
     name: &'a str,
-    entry: &'a [u8],
+    (entry, operator): (&'a [u8], &PublicKey),
     program: Option<&'a str>,
     text: &'a [u8],
 ) -> Result<Checked<'a>, Refusal> {
     let (unit, service) = check_unit(name)?;
-    let (body, spec) = live_entry(entry)?;
+    let (body, spec) = live_entry(entry, operator)?;
     if body.name != service {
         return Err(Refusal::EntryName);
     }
@@ -348,8 +460,12 @@ fn check_write<'a>(
     Ok(Checked::WriteUnit { unit, text })
 }
 
-fn check_build(entry: &[u8], timeout_s: u32) -> Result<Build<'_>, Refusal> {
-    let (body, spec) = live_entry(entry)?;
+fn check_build<'a>(
+    (entry, operator): (&'a [u8], &PublicKey),
+    (timeout_s, local): (u32, bool),
+    substitutes: Substitutes,
+) -> Result<Build<'a>, Refusal> {
+    let (body, spec) = live_entry(entry, operator)?;
     let Source::Flake { uri, attr, rev, .. } = spec.source else {
         return Err(Refusal::NotFlake);
     };
@@ -361,13 +477,33 @@ fn check_build(entry: &[u8], timeout_s: u32) -> Result<Build<'_>, Refusal> {
     if timeout_s == 0 || timeout_s > BUILD_TIMEOUT_S_MAX {
         return Err(Refusal::Timeout);
     }
+    if !substitutes.iter().all(|s| unicast_cache(s.cache)) {
+        return Err(Refusal::Substitute);
+    }
     Ok(Build {
         service: body.name,
         uri,
         attr,
         root: root_name(body.name, &rev),
         timeout_s,
+        local,
+        substitutes,
     })
+}
+
+/// Whether `addr` names one host's port: not 0, not the unspecified address (which means this
+/// box), not multicast or broadcast. The key Nix checks guards the content; this keeps a build
+/// from being pointed at something that is no peer.
+fn unicast_cache(addr: PeerAddr) -> bool {
+    let ip = addr.ip;
+    let v4 = ip[..10] == [0; 10] && ip[10..12] == [0xff, 0xff];
+    let bad = if v4 {
+        let o = [ip[12], ip[13], ip[14], ip[15]];
+        o == [0; 4] || o == [255; 4] || (224..=239).contains(&o[0])
+    } else {
+        ip == [0; 16] || ip[0] == 0xff
+    };
+    addr.port != 0 && !bad
 }
 
 /// How a request ended.

@@ -53,7 +53,9 @@ pub struct DnsSlot {
 /// the exec health checks,
 /// and a child's output for each of the three lanes (units, builds, collection).
 pub struct ExecutorBuffers {
-    pub unit: [u8; UNIT_BYTES_MAX],
+    pub unit: [u8; UNIT_FILE_TEXT_BYTES],
+    /// A request to `myco-priv` (`--privileged`), encoded.
+    pub request: [u8; PRIVILEGED_FRAME_BYTES],
     pub unit_file: [u8; crate::daemon::build::UNIT_FILE_BYTES_MAX],
     pub argv: [[u8; ARGV_BYTES]; ARGVS],
     pub output: [[u8; OUTPUT_BYTES]; OUTPUTS],
@@ -81,6 +83,12 @@ impl ExecutorArena {
         }
     }
 }
+
+/// A unit file: the executor's header line and the rendered unit.
+pub const UNIT_FILE_TEXT_BYTES: usize = crate::daemon::executor::HEADER_BYTES + UNIT_BYTES_MAX;
+/// A framed request to `myco-priv`.
+pub const PRIVILEGED_FRAME_BYTES: usize =
+    myco_core::privileged::FRAME_HEADER_BYTES + myco_core::privileged::REQUEST_BYTES_MAX;
 
 /// Argument lists: `systemctl`, `/logs`, the builder's, the collector's and the exec health
 /// checks'.
@@ -137,7 +145,8 @@ impl Buffers {
         store: [0; crate::store::WRITE_BUFFER_BYTES],
         events: heapless::Vec::new(),
         executor: ExecutorBuffers {
-            unit: [0; UNIT_BYTES_MAX],
+            unit: [0; UNIT_FILE_TEXT_BYTES],
+            request: [0; PRIVILEGED_FRAME_BYTES],
             unit_file: [0; crate::daemon::build::UNIT_FILE_BYTES_MAX],
             argv: [[0; ARGV_BYTES]; ARGVS],
             output: [[0; OUTPUT_BYTES]; OUTPUTS],

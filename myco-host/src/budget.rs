@@ -20,7 +20,6 @@ use crate::http::request::RequestBuffer;
 use crate::spawn::{ARGV_BYTES, OUTPUT_BYTES};
 use core::mem::size_of;
 use myco_core::dns::UDP_BYTES_MAX;
-use myco_core::unit::UNIT_BYTES_MAX;
 use myco_core::Node;
 
 /// The core node: every table of the desired state, membership, sessions and sync.
@@ -35,12 +34,14 @@ pub const DNS_BYTES: usize = DNS_TCP_MAX * (2 + UDP_QUERY_BYTES_MAX + 2 + MESSAG
 pub const WAL_BYTES: usize = 2 * crate::daemon::wal::BATCH_BYTES + crate::store::WRITE_BUFFER_BYTES;
 /// `/stream`'s ring of events.
 pub const EVENTS_BYTES: usize = EVENTS_MAX * size_of::<Record>();
-/// The executor: the core's executor, one rendered unit, one unit file read back (the builder's,
+/// The executor: the core's executor, one unit file written (header and rendered unit), a
+/// request to myco-priv (`--privileged`), one unit file read back (the builder's,
 /// to find what a unit runs), an argument list for `systemctl` and one for `/logs`, and the
 /// builder's and the collector's, a child's output for each of the three lanes, the audit
 /// log's line, and the health checks' slots and argument list.
 pub const EXECUTOR_BYTES: usize = size_of::<myco_core::executor::Executor>()
-    + UNIT_BYTES_MAX
+    + crate::arena::UNIT_FILE_TEXT_BYTES
+    + crate::arena::PRIVILEGED_FRAME_BYTES
     + crate::daemon::build::UNIT_FILE_BYTES_MAX
     + crate::arena::ARGVS * ARGV_BYTES
     + crate::arena::OUTPUTS * OUTPUT_BYTES

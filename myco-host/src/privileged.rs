@@ -6,16 +6,19 @@
 //! one; one frame is read (`myco_core::privileged`: length prefix, postcard body) within
 //! `REQUEST_TIMEOUT`, with at most `FDS_MAX` descriptors passed beside it (SCM_RIGHTS: the pipes
 //! the daemon reads a child's output from, so it keeps its non-blocking loop); the core parses and
-//! checks it; `run.rs` does it; one reply frame says how it ended. A refusal changes nothing.
+//! checks it, an entry in it against the operator key the helper was started with; `run.rs` does
+//! it; one reply frame says how it ended. A refusal changes nothing.
 //!
 //! Bounds: `CONNECTIONS_MAX` connections at once (each takes one of as many preallocated
 //! command-line buffers; one more is told the helper is busy), `REQUEST_BYTES_MAX` per request,
 //! and every child is waited for by the thread that started it, which kills its process group if
 //! the daemon hangs up first.
 
+pub mod client;
 mod run;
 
 use crate::spawn::Argv;
+use myco_core::crypto::PublicKey;
 use myco_core::privileged::{
     body_len, encode_reply, parse, Outcome, Refusal, FDS_MAX, FRAME_HEADER_BYTES, REPLY_BYTES_MAX,
     REQUEST_BYTES_MAX,
@@ -44,6 +47,8 @@ pub struct Config {
     pub unit_dir: PathBuf,
     /// The only uid served: the daemon's.
     pub allow_uid: u32,
+    /// The cluster's operator key: an entry in a request must be signed by it.
+    pub operator: PublicKey,
     pub systemctl: String,
     pub journalctl: String,
     pub systemd_run: String,
@@ -55,11 +60,12 @@ pub struct Config {
 }
 
 impl Config {
-    /// The defaults of a Debian or NixOS box, serving `allow_uid`.
-    pub fn new(allow_uid: u32) -> Config {
+    /// The defaults of a Debian or NixOS box, serving `allow_uid` for the cluster of `operator`.
+    pub fn new(allow_uid: u32, operator: PublicKey) -> Config {
         Config {
             unit_dir: PathBuf::from("/etc/systemd/system"),
             allow_uid,
+            operator,
             systemctl: "systemctl".into(),
             journalctl: "journalctl".into(),
             systemd_run: "systemd-run".into(),
@@ -161,7 +167,7 @@ impl Helper {
             eprintln!("myco-priv: refused: {refusal}");
             (Outcome::Refused, refusal.to_string())
         };
-        let checked = match parse(body) {
+        let checked = match parse(body, &self.config.operator) {
             Ok(checked) => checked,
             Err(refusal) => return refused(refusal),
         };

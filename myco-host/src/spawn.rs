@@ -99,10 +99,16 @@ impl Argv {
     }
 }
 
-/// A running (or finished, not yet reaped) child.
+/// A running (or finished, not yet reaped) child: our own process, or a command `myco-priv`
+/// runs for us (`privileged::client`), whose exit is the helper's reply.
 pub struct Child {
-    pid: libc::pid_t,
+    process: Process,
     stdout: OwnedFd,
+}
+
+enum Process {
+    Own(libc::pid_t),
+    Asked(crate::privileged::client::Pending),
 }
 
 /// How a child ended: its exit code, or the signal that killed it (as 128 + signal, like shells).
@@ -261,7 +267,7 @@ pub fn spawn_with_stderr(
         libc::posix_spawnattr_destroy(&mut attr);
         check(result)?;
         drop(write);
-        Ok(Child { pid, stdout: read })
+        Ok(Child::own(pid, read))
     }
 }
 
@@ -306,7 +312,7 @@ fn check(result: libc::c_int) -> io::Result<()> {
     }
 }
 
-fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let (read, write) = pipe2(OFlag::O_CLOEXEC)?;
     // Only our end is non-blocking: the child writes to a blocking pipe, as programs expect.
     fcntl(&read, FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
@@ -324,20 +330,30 @@ impl Child {
         std::os::fd::AsFd::as_fd(&self.stdout)
     }
 
+    fn own(pid: libc::pid_t, stdout: OwnedFd) -> Child {
+        Child {
+            process: Process::Own(pid),
+            stdout,
+        }
+    }
+
+    /// A command `myco-priv` runs: its output comes on `stdout`, its exit is `pending`'s reply.
+    pub(crate) fn asked(pending: crate::privileged::client::Pending, stdout: OwnedFd) -> Child {
+        Child {
+            process: Process::Asked(pending),
+            stdout,
+        }
+    }
+
     /// Reads what the child wrote so far; reaps it once it has exited and its output is drained.
     /// `None` while it runs.
     pub fn poll(&mut self, out: &mut Output) -> Option<Exit> {
         let eof = self.drain(out);
-        // Errors (ECHILD after a reap elsewhere) and a live child look the same: not ended here.
-        let code = match waitpid(Pid::from_raw(self.pid), Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::Exited(_, code)) => code,
-            Ok(WaitStatus::Signaled(_, signal, _)) => 128 + signal as i32,
-            _ => return None,
-        };
+        let exit = self.ended()?;
         if !eof {
             self.drain(out);
         }
-        Some(Exit(code))
+        Some(exit)
     }
 
     /// As [`Child::poll`] for a child whose output nobody reads (a health check's): what it
@@ -349,7 +365,17 @@ impl Child {
                 break;
             }
         }
-        match waitpid(Pid::from_raw(self.pid), Some(WaitPidFlag::WNOHANG)) {
+        self.ended()
+    }
+
+    /// The exit, once the child has ended (reaped, or the helper replied); `None` before.
+    fn ended(&mut self) -> Option<Exit> {
+        let pid = match &mut self.process {
+            Process::Own(pid) => *pid,
+            Process::Asked(pending) => return pending.poll(),
+        };
+        // Errors (ECHILD after a reap elsewhere) and a live child look the same: not ended here.
+        match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::Exited(_, code)) => Some(Exit(code)),
             Ok(WaitStatus::Signaled(_, signal, _)) => Some(Exit(128 + signal as i32)),
             _ => None,
@@ -376,29 +402,41 @@ impl Child {
     }
 
     /// Ends a child that must not outlive its purpose (a client that went away, a build past
-    /// its timeout), and what it started: the signal goes to its process group.
+    /// its timeout), and what it started: the signal goes to its process group. A command the
+    /// helper runs is stopped by the helper (SIGTERM to its group, SIGKILL 2 s later).
     pub fn kill(&mut self) {
-        // Our own child, not yet reaped, so the pid (and the group it leads) is still ours. A
-        // child that already exited (a zombie) takes the signal harmlessly; there is nothing
-        // else to do about a failure.
-        if kill(Pid::from_raw(-self.pid), Signal::SIGTERM).is_err() {
-            let _ = kill(Pid::from_raw(self.pid), Signal::SIGTERM);
+        match &self.process {
+            // Our own child, not yet reaped, so the pid (and the group it leads) is still ours.
+            // A child that already exited (a zombie) takes the signal harmlessly; there is
+            // nothing else to do about a failure.
+            Process::Own(pid) => {
+                if kill(Pid::from_raw(-pid), Signal::SIGTERM).is_err() {
+                    let _ = kill(Pid::from_raw(*pid), Signal::SIGTERM);
+                }
+            }
+            Process::Asked(pending) => pending.stop(),
         }
     }
 
     /// Kills the child and every process in its group (what it started) with SIGKILL: for a
     /// command that hung, which may ignore SIGTERM. It is still to be reaped with `poll`.
     pub fn kill_group(&mut self) {
-        // The child leads its own group (`spawn`) and is not reaped yet, so the group id is
-        // still ours to signal; a group already gone leaves nothing to do.
-        let _ = killpg(Pid::from_raw(self.pid), Signal::SIGKILL);
+        match &self.process {
+            // The child leads its own group (`spawn`) and is not reaped yet, so the group id is
+            // still ours to signal; a group already gone leaves nothing to do.
+            Process::Own(pid) => {
+                let _ = killpg(Pid::from_raw(*pid), Signal::SIGKILL);
+            }
+            Process::Asked(pending) => pending.stop(),
+        }
     }
 
     /// Ends the child and waits for it, so no zombie is left: for children that exit at once on
-    /// SIGTERM (`journalctl -f`).
+    /// SIGTERM (`journalctl -f`). A command the helper runs is the helper's to wait for: closing
+    /// the connection (dropping `self`) is what stops it.
     pub fn kill_and_reap(mut self) {
         self.kill();
-        while waitpid(Pid::from_raw(self.pid), None) == Err(Errno::EINTR) {}
+        self.reap();
     }
 
     /// Ends the child and its group with SIGKILL, then waits for it: for a child with nothing to
@@ -407,7 +445,13 @@ impl Child {
     /// handles SIGTERM.
     pub fn kill_now_and_reap(mut self) {
         self.kill_group();
-        while waitpid(Pid::from_raw(self.pid), None) == Err(Errno::EINTR) {}
+        self.reap();
+    }
+
+    fn reap(&self) {
+        if let Process::Own(pid) = self.process {
+            while waitpid(Pid::from_raw(pid), None) == Err(Errno::EINTR) {}
+        }
     }
 
     /// Reads what the child wrote into `buf` (for output passed straight on, as `/logs` does):

@@ -4,16 +4,20 @@
 //! commands run unchanged; good requests write and remove units and run commands with the
 //! daemon's descriptors as their output.
 
+use myco_core::crypto::sign_entry_body;
 use myco_core::executor::render_unit;
+use myco_core::executor::Substitute;
 use myco_core::privileged::{
     decode_reply, encode_request, Outcome, Request, UnitVerb, FRAME_HEADER_BYTES, REQUEST_BYTES_MAX,
 };
+use myco_core::schema::addr::PeerAddr;
+use myco_core::schema::entry::{Check, Health};
 use myco_core::unit::UNIT_BYTES_MAX;
 use myco_host::privileged::{CONNECTIONS_MAX, REQUEST_TIMEOUT};
 use myco_testkit::dir::TempDir;
-use myco_testkit::entries::{exec_entry, flake_entry};
-use myco_testkit::keys::operator;
-use myco_testkit::{wait_until, FAKE_JOURNALCTL, FAKE_SYSTEMCTL, FAKE_SYSTEMD_RUN};
+use myco_testkit::entries::{checked_entry, exec_entry, flake_entry};
+use myco_testkit::keys::{key, operator};
+use myco_testkit::{hex, wait_until, FAKE_JOURNALCTL, FAKE_SYSTEMCTL, FAKE_SYSTEMD_RUN};
 use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
 use std::collections::BTreeMap;
 use std::fs;
@@ -43,8 +47,9 @@ fn my_uid() -> u32 {
     nix::unistd::getuid().as_raw()
 }
 
-/// Starts `myco-priv` serving `allow_uid`, with a unit directory holding another program's unit
-/// and one of Myco's, so a refusal that touched either would show.
+/// Starts `myco-priv` serving `allow_uid` for the cluster of the kit's operator key, with a unit
+/// directory holding another program's unit and one of Myco's, so a refusal that touched either
+/// would show.
 fn start(name: &str, allow_uid: u32) -> Helper {
     let dir = TempDir::new(name);
     let tool = |name: &str, text: &str| {
@@ -67,6 +72,7 @@ fn start(name: &str, allow_uid: u32) -> Helper {
     fs::create_dir_all(dir.join("gcroots")).unwrap();
     let socket = dir.join("priv.sock");
     let child = Command::new(env!("CARGO_BIN_EXE_myco-priv"))
+        .args(["--operator", &hex(&operator().public_key().0)])
         .args(["--allow-uid", &allow_uid.to_string(), "--listen"])
         .arg(&socket)
         .arg("--unit-dir")
@@ -271,6 +277,101 @@ fn hostile_units_and_names_are_refused_and_change_nothing() {
     h.assert_unchanged(&before);
 }
 
+/// `entry` with its signature replaced by `signer`'s over the same body: the operator's key id,
+/// another key's signature.
+fn resigned(entry: &[u8], signer: &myco_core::crypto::SigningKey) -> Vec<u8> {
+    let (body, _) = entry.split_at(entry.len() - 64);
+    [body, &sign_entry_body(signer, body)].concat()
+}
+
+/// Well-formed requests for entries the operator did not sign (signed by another key under its
+/// own key id or the operator's, or with no signature at all), each with the unit text rendered
+/// from that very entry, are refused: the unit directory is unchanged and no command ran.
+#[test]
+fn entries_the_operator_did_not_sign_are_refused_and_change_nothing() {
+    let h = start("priv-unsigned", my_uid());
+    let before = h.unit_files();
+    let forger = key("forger");
+    let web = exec_entry(&operator(), "web", 1, "/bin/web");
+    let mut made_up = web.clone();
+    made_up.truncate(web.len() - 64);
+    made_up.extend([0; 64]);
+    let rev = "a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7";
+    let uri = format!("git+file:///srv/evil?rev={rev}");
+    let health = Health {
+        check: Check::Exec {
+            argv: heapless::Vec::from_slice(&["/bin/sh", "-c", "id > /tmp/owned"]).unwrap(),
+        },
+        interval_s: 10,
+        timeout_s: 2,
+        failures: 3,
+    };
+    let checked = checked_entry(&forger, ("web", 1), "/bin/web", 8080, health);
+    let entries = [
+        (exec_entry(&forger, "web", 1, "/bin/web"), "names key"),
+        (resigned(&web, &forger), "signature is not the operator's"),
+        (made_up, "signature is not the operator's"),
+    ];
+    for (entry, why_expected) in &entries {
+        let text = unit_text(entry);
+        let (outcome, why) = h.ask(&write("myco-web.service", entry, &text), &[]);
+        assert_eq!(outcome, Outcome::Refused);
+        assert!(why.contains(why_expected), "{why}");
+    }
+    let evil = flake_entry(&forger, "web", 1, (&uri, "default", rev));
+    let build = Request::Build {
+        entry: &evil,
+        timeout_s: 60,
+        local: true,
+        substitutes: heapless::Vec::new(),
+    };
+    let check = Request::HealthCheck {
+        name: "myco-web.service",
+        entry: &checked,
+        timeout_ms: 1000,
+    };
+    for request in [build, check] {
+        let (r, w) = pipe();
+        let (outcome, why) = h.ask(&request, &[w.as_raw_fd()]);
+        drop((r, w));
+        assert_eq!(outcome, Outcome::Refused, "{request:?}");
+        assert!(why.contains("not the cluster's operator key"), "{why}");
+    }
+    h.assert_unchanged(&before);
+    assert!(
+        !h.dir.join("systemd-run.calls").exists(),
+        "a transient unit ran"
+    );
+    let log = fs::read_to_string(h.dir.join("log")).unwrap();
+    assert_eq!(
+        log.matches("myco-priv: refused: the entry").count(),
+        5,
+        "{log}"
+    );
+}
+
+/// Without the cluster's operator key the helper does not start: it could check no entry.
+#[test]
+fn the_operator_key_is_required() {
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_myco-priv"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["--allow-uid", "0", "--listen", "/nonexistent/priv.sock"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--operator HEX is required"), "{err}");
+    let out = run(&["--operator", "abcd", "--allow-uid", "0"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--operator 'abcd' is not a public key"),
+        "{err}"
+    );
+}
+
 /// Bytes that are no request (oversize, garbage, cut short) and descriptors sent with a file
 /// request are refused; nothing changes.
 #[test]
@@ -401,17 +502,31 @@ fn commands_write_to_the_daemons_pipe() {
     let build = Request::Build {
         entry: &web,
         timeout_s: 60,
+        local: true,
+        substitutes: heapless::Vec::from_slice(&[Substitute {
+            id: 7,
+            cache: PeerAddr::v4([10, 0, 0, 2], 7947),
+            key: [9; 32],
+        }])
+        .unwrap(),
     };
     assert_eq!(h.output(&build), "[]\n");
     let run = fs::read_to_string(h.dir.join("systemd-run.calls")).unwrap();
     assert!(run.contains("--unit=myco-build-web "), "{run}");
     assert!(run.contains("--property=RuntimeMaxSec=60 "), "{run}");
     let link = h.dir.join("gcroots/web-a7a7a7a7a7a7");
+    // The helper wrote the substituter's URL and key from the address and key sent.
     let nix = format!(
-        "nix build --json -L --out-link {} {uri}#default",
+        "nix build --json -L --out-link {} --option extra-substituters http://10.0.0.2:7947 \
+         --option extra-trusted-public-keys 0000000000000007:CQkJ",
         link.display()
     );
     assert!(h.calls().contains(&nix), "{}", h.calls());
+    assert!(
+        h.calls().contains(&format!(" {uri}#default\n")),
+        "{}",
+        h.calls()
+    );
     // Every root action is in the helper's log, with how it ended.
     let log = fs::read_to_string(h.dir.join("log")).unwrap();
     for line in [
@@ -499,10 +614,11 @@ fn connections_are_bounded_and_silent_ones_time_out() {
 }
 
 /// The helper under a real systemd, as `systemd/priv-nspawn-test.sh` runs it in a container
-/// (`MYCO_PRIV_SOCKET` is the container's socket, this process the daemon's user): a unit it
+/// (`MYCO_PRIV_SOCKET` is the container's socket, `MYCO_PRIV_OPERATOR_KEY` the key file of the
+/// operator key the helper trusts, this process the daemon's user): a unit it
 /// writes is loaded, enabled and runs under its dynamic user, `show` and the journal come back
-/// on the pipe, a garbage collection runs through systemd-run, hostile requests are refused,
-/// and disabling and removing it leaves it gone.
+/// on the pipe, a garbage collection runs through systemd-run, hostile requests (and an entry
+/// another key signed) are refused, and disabling and removing it leaves it gone.
 #[test]
 #[ignore = "run by systemd/priv-nspawn-test.sh against a booted container"]
 fn under_a_real_systemd() {
@@ -511,6 +627,9 @@ fn under_a_real_systemd() {
     let c = Client {
         socket: socket.into(),
     };
+    let key_file = std::env::var_os("MYCO_PRIV_OPERATOR_KEY").expect("the operator's key file");
+    let seed = myco_core::crypto::keys::parse_key_file(&fs::read(key_file).unwrap()).unwrap();
+    let operator = || myco_core::crypto::SigningKey::from_seed(seed).unwrap();
     let mut spec = ServiceSpec::minimal(Source::Exec { path: "/bin/sleep" });
     spec.args.push("infinity").unwrap();
     let web = myco_testkit::entries::signed_service(&operator(), "web", 1, Some(spec));
@@ -556,6 +675,15 @@ fn under_a_real_systemd() {
         c.ask(&write("sshd.service", &web, &text), &[]).0,
         Outcome::Refused
     );
+    // A well-formed unit of an entry another key signed: the helper trusts only this box's
+    // operator key, read from the daemon's env file.
+    let forged = exec_entry(&key("forger"), "web", 1, "/bin/sleep");
+    let (outcome, why) = c.ask(
+        &write("myco-web.service", &forged, &unit_text(&forged)),
+        &[],
+    );
+    assert_eq!(outcome, Outcome::Refused);
+    assert!(why.contains("not the cluster's operator key"), "{why}");
 
     ok(&Request::Unit {
         verb: UnitVerb::Disable,

@@ -125,7 +125,18 @@ impl Daemon {
         };
         let systemctl = tool("systemctl", FAKE_SYSTEMCTL);
         let journalctl = tool("journalctl", FAKE_JOURNALCTL);
-        let systemd_run = tool("systemd-run", FAKE_SYSTEMD_RUN);
+        self.executor_command_with(extra, (&systemctl, &journalctl))
+    }
+
+    /// As [`Daemon::executor_command`], with this `systemctl` and `journalctl` (a test of
+    /// `--privileged` gives the daemon traps, and the helper the stand-ins).
+    pub fn executor_command_with(
+        &self,
+        extra: &[&str],
+        (systemctl, journalctl): (&Path, &Path),
+    ) -> Command {
+        let systemd_run = self.dir.write("systemd-run", FAKE_SYSTEMD_RUN);
+        fs::set_permissions(&systemd_run, fs::Permissions::from_mode(0o755)).expect("chmod");
         let args = self
             .args
             .iter()

@@ -243,3 +243,11 @@ c9aa43bd203d5430a86579bc973feb942768bc0c15bc1698f94f8c097d5d2bbf\n7\n\n0\n";
     assert_eq!(whole_registrations(cut), (1, DUMP.len()));
     assert_eq!(find_registration(cut, &hash), None);
 }
+
+#[test]
+fn a_miss_while_the_table_is_read_again_is_retried_not_remembered() {
+    assert_eq!(Refusal::miss(false).status(), 404);
+    let refreshing = Refusal::miss(true);
+    assert_eq!(refreshing.status(), 503);
+    assert!(refreshing.message().starts_with("refreshing"));
+}

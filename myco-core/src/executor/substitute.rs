@@ -26,8 +26,9 @@ use crate::schema::message::{MemberState, UnitState};
 use heapless::Vec;
 
 /// A peer a build may fetch from: its cache's address and the node key its narinfos are signed
-/// with, as its certificate says.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// with, as its certificate says. Serialized in `myco-priv`'s build request
+/// (`crate::privileged`), which rebuilds the URL and key name from these fields alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Substitute {
     pub id: u64,
     /// The peer's gossip address with its cache's port.

@@ -5,10 +5,11 @@ extern crate std;
 
 use super::*;
 use crate::config::FLAKE_REV_BYTES;
-use crate::crypto::sign_entry;
+use crate::crypto::keys::test_key;
+use crate::crypto::{sign_entry, SigningKey};
 use crate::executor::render_unit;
 use crate::schema::entry::{EntryBody, ServiceSpec, Version};
-use std::string::String;
+use std::string::{String, ToString};
 use std::vec::Vec as StdVec;
 
 const REV: [u8; FLAKE_REV_BYTES] = [0xa7; FLAKE_REV_BYTES];
@@ -23,20 +24,48 @@ fn flake(uri: &str) -> Source<'_> {
     }
 }
 
-/// Service `name`'s entry at clock 1, signed, running `source` (`None`: a tombstone).
-fn entry(name: &str, source: Option<Source<'_>>) -> StdVec<u8> {
-    let op = crate::node::tests::operator();
+/// The cluster's operator key, the helper's trust anchor in these tests.
+fn operator() -> PublicKey {
+    crate::node::tests::operator().public_key()
+}
+
+/// The core's `parse` with the operator's key, as the helper calls it.
+fn parse(body: &[u8]) -> Result<Checked<'_>, Refusal> {
+    super::parse(body, &operator())
+}
+
+/// The core's `check_request` with the operator's key.
+fn check_request(request: Request<'_>) -> Result<Checked<'_>, Refusal> {
+    super::check_request(request, &operator())
+}
+
+/// Service `name`'s entry at clock 1 naming key `key_id`, running `spec` (`None`: a tombstone),
+/// signed by `signer`.
+fn signed_by(
+    signer: &SigningKey,
+    key_id: u32,
+    name: &str,
+    spec: Option<ServiceSpec<'_>>,
+) -> StdVec<u8> {
     let body = EntryBody {
         name,
-        version: Version {
-            clock: 1,
-            key_id: op.public_key().key_id(),
-        },
-        spec: source.map(ServiceSpec::minimal),
+        version: Version { clock: 1, key_id },
+        spec,
     };
     let mut bytes = [0u8; ENTRY_BYTES_MAX];
-    let len = sign_entry(&op, &body, &mut bytes).unwrap();
+    let len = sign_entry(signer, &body, &mut bytes).unwrap();
     bytes[..len].to_vec()
+}
+
+/// Service `name`'s entry running `spec`, signed by the operator.
+fn operators(name: &str, spec: Option<ServiceSpec<'_>>) -> StdVec<u8> {
+    let op = crate::node::tests::operator();
+    signed_by(&op, op.public_key().key_id(), name, spec)
+}
+
+/// Service `name`'s entry at clock 1, signed, running `source` (`None`: a tombstone).
+fn entry(name: &str, source: Option<Source<'_>>) -> StdVec<u8> {
+    operators(name, source.map(ServiceSpec::minimal))
 }
 
 fn web() -> StdVec<u8> {
@@ -275,7 +304,14 @@ fn builds_take_a_locked_flake_and_a_bounded_time() {
     let e = entry("web", Some(flake(LOCKED)));
     // What the helper would run, in words, so the result outlives the request's bytes.
     let build = |entry: &[u8], timeout_s| {
-        parse(&body(&Request::Build { entry, timeout_s })).map(|checked| match checked {
+        let substitutes = Vec::new();
+        let request = Request::Build {
+            entry,
+            timeout_s,
+            local: true,
+            substitutes,
+        };
+        parse(&body(&request)).map(|checked| match checked {
             Checked::Build(b) => std::format!("{} {}#{} {}", b.service, b.uri, b.attr, b.root),
             other => panic!("{other:?}"),
         })
@@ -291,6 +327,142 @@ fn builds_take_a_locked_flake_and_a_bounded_time() {
     let option = "--option=a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7";
     let dashed = entry("web", Some(flake(option)));
     assert_eq!(build(&dashed, 1800), Err(Refusal::FlakeOption));
+}
+
+/// Substitutes are an address and a key each, at most `SUBSTITUTES_MAX` (more does not decode);
+/// one that is no unicast host's port is refused, the others pass through to the build.
+#[test]
+fn builds_offer_at_most_three_unicast_substitutes() {
+    use crate::config::SUBSTITUTES_MAX;
+    use crate::executor::Substitute;
+    let e = entry("web", Some(flake(LOCKED)));
+    let peer = |cache: PeerAddr| Substitute {
+        id: 7,
+        cache,
+        key: [9; 32],
+    };
+    let build = |subs: &[Substitute]| {
+        let request = Request::Build {
+            entry: &e,
+            timeout_s: 60,
+            local: true,
+            substitutes: Vec::from_slice(subs).unwrap(),
+        };
+        parse(&body(&request)).map(|checked| match checked {
+            Checked::Build(b) => b.substitutes.len(),
+            other => panic!("{other:?}"),
+        })
+    };
+    let good = peer(PeerAddr::v4([10, 0, 0, 2], 7947));
+    let mut v6 = [0u8; 16];
+    v6[0] = 0xfd;
+    v6[15] = 2;
+    let good_v6 = peer(PeerAddr { ip: v6, port: 7947 });
+    assert_eq!(build(&[good, good_v6]), Ok(2));
+    for bad in [
+        PeerAddr::v4([10, 0, 0, 2], 0),
+        PeerAddr::v4([0, 0, 0, 0], 7947),
+        PeerAddr::v4([255, 255, 255, 255], 7947),
+        PeerAddr::v4([224, 0, 0, 1], 7947),
+        PeerAddr {
+            ip: [0; 16],
+            port: 7947,
+        },
+        PeerAddr {
+            ip: [0xff; 16],
+            port: 7947,
+        },
+    ] {
+        assert_eq!(
+            build(&[good, peer(bad)]),
+            Err(Refusal::Substitute),
+            "{bad:?}"
+        );
+    }
+    // One more than the bound: the list's length is the request's first word after the entry
+    // and timeout; a longer one does not decode.
+    let request = Request::Build {
+        entry: &e,
+        timeout_s: 60,
+        local: true,
+        substitutes: Vec::from_slice(&[good; SUBSTITUTES_MAX]).unwrap(),
+    };
+    let mut bytes = body(&request);
+    let at = bytes.len() - SUBSTITUTES_MAX * encoded_len(&good) - 1;
+    assert_eq!(usize::from(bytes[at]), SUBSTITUTES_MAX);
+    bytes[at] += 1;
+    let one = bytes[bytes.len() - encoded_len(&good)..].to_vec();
+    bytes.extend_from_slice(&one);
+    assert_eq!(parse(&bytes), Err(Refusal::Malformed));
+}
+
+fn encoded_len(s: &crate::executor::Substitute) -> usize {
+    postcard::to_slice(s, &mut [0u8; 128]).unwrap().len()
+}
+
+/// Service `name`'s entry, running /bin/web, with `check` as its health check.
+fn checked(name: &str, check: Check<'_>) -> StdVec<u8> {
+    operators(name, Some(exec_checked(check)))
+}
+
+/// A spec running /bin/web with `check` as its health check.
+fn exec_checked(check: Check<'_>) -> ServiceSpec<'_> {
+    let mut spec = ServiceSpec::minimal(Source::Exec { path: "/bin/web" });
+    spec.health = Some(crate::schema::entry::Health {
+        check,
+        interval_s: 10,
+        timeout_s: 2,
+        failures: 3,
+    });
+    spec
+}
+
+/// A health check request names a unit and its entry; only an entry of that service with an
+/// exec check, and a timeout up to `CHECK_TIMEOUT_MS_MAX`, is run.
+#[test]
+fn health_checks_run_only_the_entrys_exec_check() {
+    let argv = Vec::from_slice(&["/bin/check", "--quick"]).unwrap();
+    let exec = checked("web", Check::Exec { argv });
+    let check = |name, entry: &[u8], timeout_ms| {
+        let request = Request::HealthCheck {
+            name,
+            entry,
+            timeout_ms,
+        };
+        parse(&body(&request)).map(|checked| match checked {
+            Checked::HealthCheck { service, .. } => String::from(service),
+            other => panic!("{other:?}"),
+        })
+    };
+    assert_eq!(check("myco-web.service", &exec, 2000), Ok("web".into()));
+    assert_eq!(
+        check("myco-api.service", &exec, 2000),
+        Err(Refusal::EntryName)
+    );
+    assert_eq!(check("sshd.service", &exec, 2000), Err(Refusal::UnitName));
+    assert_eq!(
+        check("myco-web.service", &exec, 0),
+        Err(Refusal::CheckTimeout)
+    );
+    let over = CHECK_TIMEOUT_MS_MAX + 1;
+    assert_eq!(
+        check("myco-web.service", &exec, over),
+        Err(Refusal::CheckTimeout)
+    );
+    let tcp = checked("web", Check::Tcp { port: 80 });
+    assert_eq!(
+        check("myco-web.service", &tcp, 2000),
+        Err(Refusal::NotExecCheck)
+    );
+    assert_eq!(
+        check("myco-web.service", &web(), 2000),
+        Err(Refusal::NotExecCheck)
+    );
+    let gone = entry("web", None);
+    assert_eq!(
+        check("myco-web.service", &gone, 2000),
+        Err(Refusal::Tombstone)
+    );
 }
 
 #[test]
@@ -373,6 +545,155 @@ fn only_commands_take_descriptors() {
         assert_eq!(
             checked.check_descriptors(FDS_MAX + 1),
             Err(Refusal::Descriptors)
+        );
+    }
+}
+
+/// The three requests that carry an entry.
+#[derive(Clone, Copy, Debug)]
+enum Carrier {
+    WriteUnit,
+    Build,
+    HealthCheck,
+}
+
+impl Carrier {
+    /// A spec this request accepts when the operator signed it.
+    fn spec(self) -> ServiceSpec<'static> {
+        match self {
+            Carrier::WriteUnit => ServiceSpec::minimal(Source::Exec { path: "/bin/web" }),
+            Carrier::Build => ServiceSpec::minimal(flake(LOCKED)),
+            Carrier::HealthCheck => exec_checked(Check::Exec {
+                argv: Vec::from_slice(&["/bin/check"]).unwrap(),
+            }),
+        }
+    }
+
+    /// This request for `entry` of service web, its unit text (for a write) rendered from that
+    /// very entry, so that only the signature can make it differ from an accepted one (a
+    /// tombstone renders none: its write carries an empty text).
+    fn ask(self, entry: &[u8]) -> Result<(), Refusal> {
+        let renders = matches!(self, Carrier::WriteUnit) && !is_tombstone(entry);
+        let text = if renders {
+            unit_text(entry)
+        } else {
+            String::new()
+        };
+        let request = match self {
+            Carrier::WriteUnit => Request::WriteUnit {
+                name: "myco-web.service",
+                entry,
+                program: None,
+                text: text.as_bytes(),
+            },
+            Carrier::Build => Request::Build {
+                entry,
+                timeout_s: 60,
+                local: true,
+                substitutes: Vec::new(),
+            },
+            Carrier::HealthCheck => Request::HealthCheck {
+                name: "myco-web.service",
+                entry,
+                timeout_ms: 1000,
+            },
+        };
+        parse(&body(&request)).map(|_| ())
+    }
+}
+
+fn is_tombstone(entry: &[u8]) -> bool {
+    Entry::decode(entry).unwrap().body.spec.is_none()
+}
+
+/// An entry the operator did not sign is refused by every request that carries one, before
+/// anything is read from it: a made-up entry (no signature), the operator's entry tampered with
+/// (a later clock, or one bit of the signature), an entry signed by another key under its own
+/// key id or under the operator's. The same request with the operator's entry is accepted, so
+/// the signature alone decides; a forged tombstone is refused as unsigned, not as a tombstone.
+#[test]
+fn entries_the_operator_did_not_sign_are_refused() {
+    let op = crate::node::tests::operator().public_key().key_id();
+    let forger = test_key(9);
+    let forger_id = forger.public_key().key_id();
+    let bad = Err(Refusal::Unsigned(EntrySignatureError::BadSignature));
+    for carrier in [Carrier::WriteUnit, Carrier::Build, Carrier::HealthCheck] {
+        let genuine = operators("web", Some(carrier.spec()));
+        assert_eq!(carrier.ask(&genuine), Ok(()), "{carrier:?}");
+        let mut made_up = genuine.clone();
+        let sig_at = made_up.len() - crate::config::SIGNATURE_BYTES;
+        made_up[sig_at..].fill(0);
+        assert_eq!(carrier.ask(&made_up), bad, "{carrier:?} made up");
+        // The clock follows the name ("web", one length byte): 1 becomes 2, still one byte.
+        let mut later = genuine.clone();
+        assert_eq!(later[4], 1);
+        later[4] = 2;
+        assert_eq!(carrier.ask(&later), bad, "{carrier:?} later clock");
+        let mut flipped = genuine.clone();
+        flipped[sig_at] ^= 1;
+        assert_eq!(carrier.ask(&flipped), bad, "{carrier:?} signature bit");
+        let theirs = signed_by(&forger, forger_id, "web", Some(carrier.spec()));
+        assert_eq!(
+            carrier.ask(&theirs),
+            Err(Refusal::Unsigned(EntrySignatureError::UnknownKey {
+                key_id: forger_id
+            })),
+            "{carrier:?} another key"
+        );
+        let posing = signed_by(&forger, op, "web", Some(carrier.spec()));
+        assert_eq!(
+            carrier.ask(&posing),
+            bad,
+            "{carrier:?} posing as the operator"
+        );
+        let tomb = signed_by(&forger, op, "web", None);
+        assert_eq!(carrier.ask(&tomb), bad, "{carrier:?} forged tombstone");
+    }
+}
+
+/// The refusal says which key the entry named, or that its signature is not the operator's.
+#[test]
+fn unsigned_refusals_say_why() {
+    let unknown = Refusal::Unsigned(EntrySignatureError::UnknownKey {
+        key_id: 0xdead_beef,
+    });
+    assert_eq!(
+        unknown.to_string(),
+        "the entry names key deadbeef, not the cluster's operator key"
+    );
+    let bad = Refusal::Unsigned(EntrySignatureError::BadSignature);
+    assert_eq!(
+        bad.to_string(),
+        "the entry's signature is not the operator's"
+    );
+}
+
+/// What the daemon sends is the entry as its store rebuilds it from the packed form, with the
+/// texts several entries share kept once: those bytes are the operator's signed bytes, so the
+/// helper accepts a build of each entry read back, as it does the entry as signed.
+#[test]
+fn entries_read_back_from_the_store_verify() {
+    let mut store: crate::state::store::Store<8, 4096> = crate::state::store::Store::new();
+    let names = ["web", "api", "db"];
+    let signed: StdVec<StdVec<u8>> = names
+        .iter()
+        .map(|n| entry(n, Some(flake(LOCKED))))
+        .collect();
+    for e in &signed {
+        store.merge(e).unwrap();
+    }
+    for (name, e) in names.iter().zip(&signed) {
+        let stored = store.get_by_name(name).unwrap();
+        assert_eq!(&stored[..], &e[..], "{name}");
+        let request = Request::Build {
+            entry: &stored,
+            timeout_s: 60,
+            local: true,
+            substitutes: Vec::new(),
+        };
+        assert!(
+            matches!(parse(&body(&request)), Ok(Checked::Build(_))),
+            "{name}"
         );
     }
 }

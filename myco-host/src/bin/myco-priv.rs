@@ -1,6 +1,7 @@
 //! `myco-priv`, the privileged helper of `myco-d` (docs/architecture.md, "Least privilege"):
 //! socket-activated by `myco-priv.socket`, or listening on `--listen PATH` (tests, hand runs).
 
+use myco_host::daemon::config::operator;
 use myco_host::privileged::{Config, Helper};
 use std::os::fd::FromRawFd;
 use std::os::unix::fs::PermissionsExt;
@@ -14,8 +15,11 @@ myco-priv: does the few things myco-d needs root for (write or remove myco-*.ser
 systemctl on myco-* units, nix build, nix-collect-garbage, the build cache's closure query,
 journalctl of myco-* units), for one user only, checking every request (docs/architecture.md).
 
-Usage: myco-priv (--allow-uid UID | --allow-user NAME) [OPTIONS]
+Usage: myco-priv --operator HEX (--allow-uid UID | --allow-user NAME) [OPTIONS]
 
+  --operator HEX         the cluster's operator public key, as myco-d's --operator: every entry
+                         a request carries (a unit write, a build, a health check) must be
+                         signed by it
   --allow-uid UID        the only uid served (the daemon's)
   --allow-user NAME      the same, by user name
   --listen PATH          listen on this socket instead of systemd's (LISTEN_FDS)
@@ -51,7 +55,8 @@ fn main() -> ExitCode {
         }
     };
     let uid = config.allow_uid;
-    eprintln!("myco-priv: serving uid {uid}");
+    let key_id = config.operator.key_id();
+    eprintln!("myco-priv: serving uid {uid}, entries signed by operator key {key_id:08x}");
     match Arc::new(Helper::new(config)).serve(&listener) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -63,6 +68,7 @@ fn main() -> ExitCode {
 
 fn parse(mut args: pico_args::Arguments) -> Result<(Config, Option<PathBuf>), String> {
     let text = |e: pico_args::Error| e.to_string();
+    let operator = operator(&mut args).map_err(|e| e.0)?;
     let uid: Option<u32> = args.opt_value_from_str("--allow-uid").map_err(text)?;
     let user: Option<String> = args.opt_value_from_str("--allow-user").map_err(text)?;
     let uid = match (uid, user) {
@@ -74,7 +80,7 @@ fn parse(mut args: pico_args::Arguments) -> Result<(Config, Option<PathBuf>), St
         },
         _ => return Err("give exactly one of --allow-uid and --allow-user".into()),
     };
-    let mut config = Config::new(uid);
+    let mut config = Config::new(uid, operator);
     let listen = args.opt_value_from_str("--listen").map_err(text)?;
     for (flag, field) in [
         ("--unit-dir", &mut config.unit_dir),

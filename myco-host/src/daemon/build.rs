@@ -12,19 +12,24 @@
 use super::transient::{self, Unit};
 use crate::flight::{Level, Logger};
 use crate::path::{read_link_at, Lossy, StackPath, PATH_BYTES_MAX};
+use crate::privileged::client::Client;
 use crate::spawn::{self, Argv, ArgvFull, Child, Output};
 use myco_core::executor::remote::parse_systems;
 use myco_core::executor::BuildMode;
 use myco_core::executor::{
     is_root_of, out_of_program, parse_build_json, LogScan, Name, Provenance, RootName, Substitute,
 };
+use myco_core::privileged::{Checked, Request};
 use myco_core::schema::entry::Arch;
 use myco_core::schema::message::system_bit;
 use myco_core::unit::{unit_name, UNIT_BYTES_MAX};
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
 use nix::unistd::{unlinkat, UnlinkatFlags};
 use std::ffi::CString;
 use std::fs;
 use std::io::{self, Read, Seek, SeekFrom};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 /// The GC root directory, below the state directory, when `--gcroot-dir` names none: it must be
@@ -97,20 +102,72 @@ pub fn build_mode(config: &BuildConfig, own: Arch, log: &Logger) -> BuildMode {
     mode
 }
 
-/// The systems `nix show-config` names ([`parse_systems`]); 0 if it cannot run. Once, at start.
+/// The systems `nix show-config` names ([`parse_systems`]); 0 if it cannot run or does not answer
+/// within `SHOW_CONFIG_WAIT`. Once, at start, before the daemon is ready: a Nix that hangs (a
+/// stuck store lock, a broken daemon socket) must delay the start by seconds, not forever.
 fn nix_systems(nix: &str) -> u8 {
-    let out = std::process::Command::new(nix)
+    let child = std::process::Command::new(nix)
         .args([
             "--extra-experimental-features",
             "nix-command",
             "show-config",
         ])
         .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
-        .output();
-    out.ok()
-        .filter(|o| o.status.success())
-        .map_or(0, |o| parse_systems(&o.stdout))
+        .spawn();
+    child
+        .ok()
+        .and_then(output_within)
+        .map_or(0, |out| parse_systems(&out))
+}
+
+/// How long start-up waits for `nix show-config`.
+const SHOW_CONFIG_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The child's whole stdout if it exits successfully within `SHOW_CONFIG_WAIT`; otherwise it is
+/// killed and reaped. Its stdout is read as it comes (non-blocking), so a long output cannot
+/// stall it on a full pipe.
+fn output_within(mut child: std::process::Child) -> Option<Vec<u8>> {
+    let mut stdout = child.stdout.take()?;
+    let fd = std::os::fd::AsFd::as_fd(&stdout);
+    let flags = nix::fcntl::OFlag::from_bits_truncate(
+        nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFL).ok()?,
+    );
+    let nonblocking = nix::fcntl::FcntlArg::F_SETFL(flags | nix::fcntl::OFlag::O_NONBLOCK);
+    nix::fcntl::fcntl(fd, nonblocking).ok()?;
+    let deadline = std::time::Instant::now() + SHOW_CONFIG_WAIT;
+    let mut out = Vec::new();
+    loop {
+        let drained = drain(&mut stdout, &mut out);
+        match child.try_wait() {
+            Ok(Some(status)) if drained => {
+                let _ = drain(&mut stdout, &mut out);
+                return status.success().then_some(out);
+            }
+            Ok(_) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+        }
+    }
+}
+
+/// Reads what `pipe` holds into `out`; true once the pipe reached its end.
+fn drain(pipe: &mut std::process::ChildStdout, out: &mut Vec<u8>) -> bool {
+    let mut buf = [0u8; 4096];
+    loop {
+        match pipe.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return false,
+        }
+    }
 }
 
 /// How a build is run: the programs and the time it may take.
@@ -156,6 +213,32 @@ impl Command<'_> {
     }
 }
 
+/// Asks `myco-priv` to build the signed `entry`, its log into `log` (opened here, as the daemon,
+/// and passed as the command's stderr). The helper derives the version's GC root from the entry
+/// itself; a root other than the core's (the store moved on to another version meanwhile) is
+/// not started, and the core retries with the version it wants then.
+fn ask_build(
+    (client, frame, entry): (&Client, &mut [u8], &[u8]),
+    log: &StackPath,
+    (root, local, peers): (&str, bool, &[Substitute]),
+    timeout_s: u64,
+) -> io::Result<Child> {
+    let request = Request::Build {
+        entry,
+        timeout_s: u32::try_from(timeout_s).unwrap_or(u32::MAX),
+        local,
+        substitutes: heapless::Vec::from_slice(peers).map_err(|_| io::ErrorKind::InvalidInput)?,
+    };
+    // Bare kinds, not messages: nothing allocates after start. The caller logs the kind.
+    match client.check(request.clone()) {
+        Ok(Checked::Build(b)) if b.root.as_str() == root => {}
+        _ => return Err(io::ErrorKind::InvalidData.into()),
+    }
+    let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_TRUNC | OFlag::O_CLOEXEC;
+    let file = nix::fcntl::open(log.as_c_str(), flags, Mode::from_bits_truncate(0o600))?;
+    client.start(&request, frame, Some(file.as_fd()))
+}
+
 /// The running build.
 struct Job {
     child: Child,
@@ -195,8 +278,15 @@ pub struct Builder {
     argv: Argv,
     output: Output,
     job: Option<Job>,
+    /// `--privileged`: every build is asked of `myco-priv`; one without a helper to ask (no
+    /// entry for it in the store) is refused rather than run as this process.
+    privileged: bool,
     log: Logger,
 }
+
+/// What a build asked of `myco-priv` needs: the client, the request's frame buffer, and the
+/// signed entry the helper builds from.
+pub type Ask<'a> = Option<(&'a Client, &'a mut [u8], &'a [u8])>;
 
 impl Builder {
     /// `buffers`: a unit file's text, the argument list and the output, from the arena.
@@ -224,8 +314,14 @@ impl Builder {
             argv,
             output,
             job: None,
+            privileged: false,
             log,
         })
+    }
+
+    /// From now on, builds are asked of `myco-priv` (`--privileged`).
+    pub fn ask_privileged(&mut self) {
+        self.privileged = true;
     }
 
     /// Whether a build runs.
@@ -248,25 +344,18 @@ impl Builder {
         (uri, attr): (&str, &str),
         (root, local): (&str, bool),
         peers: &[Substitute],
+        ask: Ask<'_>,
     ) -> io::Result<()> {
         assert!(self.job.is_none(), "one build at a time");
         let log = self.log_path(name)?;
         let job_name = Name::try_from(name).map_err(|_| io::ErrorKind::InvalidInput)?;
         let job_root = RootName::try_from(root).map_err(|_| io::ErrorKind::InvalidInput)?;
-        let argv = &mut self.argv;
-        argv.clear();
-        let link = StackPath::join(&self.gcroot_dir, &[root.as_bytes()])?;
-        let command = Command {
-            systemd_run: &self.config.systemd_run,
-            nix: &self.config.nix,
-            timeout_s: self.config.timeout_ms.div_ceil(1000),
-            local,
+        let timeout_s = self.config.timeout_ms.div_ceil(1000);
+        let child = match ask {
+            Some(ask) => ask_build(ask, &log, (root, local, peers), timeout_s)?,
+            None if self.privileged => return Err(io::ErrorKind::NotFound.into()),
+            None => self.spawn((name, root, local), (uri, attr), peers, &log)?,
         };
-        command
-            .argv(argv, &self.env, (name, link.as_bytes()), (uri, attr), peers)
-            .expect("a build's command line is a few hundred bytes");
-        let env = transient::env_refs(&self.env);
-        let child = spawn::spawn_with_stderr(argv, &env, Some(log.as_c_str()))?;
         self.output.clear();
         self.log.log(
             Level::Info,
@@ -282,6 +371,29 @@ impl Builder {
             asked_peers: !peers.is_empty(),
         });
         Ok(())
+    }
+
+    /// `nix build` as this process's own child, its stderr into the log file.
+    fn spawn(
+        &mut self,
+        (name, root, local): (&str, &str, bool),
+        (uri, attr): (&str, &str),
+        peers: &[Substitute],
+        log: &StackPath,
+    ) -> io::Result<Child> {
+        let argv = &mut self.argv;
+        let link = StackPath::join(&self.gcroot_dir, &[root.as_bytes()])?;
+        let command = Command {
+            systemd_run: &self.config.systemd_run,
+            nix: &self.config.nix,
+            timeout_s: self.config.timeout_ms.div_ceil(1000),
+            local,
+        };
+        command
+            .argv(argv, &self.env, (name, link.as_bytes()), (uri, attr), peers)
+            .expect("a build's command line is a few hundred bytes");
+        let env = transient::env_refs(&self.env);
+        spawn::spawn_with_stderr(argv, &env, Some(log.as_c_str()))
     }
 
     /// Reads the running build's output; once it ended, logs how, prunes the older GC roots of a

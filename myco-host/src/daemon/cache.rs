@@ -129,6 +129,9 @@ struct Closure {
     overflow: bool,
     /// A refresh ended since the offer was last taken (`Cache::take_offer`).
     offer_due: bool,
+    /// `--privileged`: the query is asked of `myco-priv` (`CacheClosure`), which runs the same
+    /// command line as the store's owner.
+    privileged: Option<crate::privileged::client::Client>,
 }
 
 /// GC roots read for an offer (`Cache::take_offer`): a box keeps a root or two per service.
@@ -180,6 +183,7 @@ impl Cache {
                 stale: true,
                 overflow: false,
                 offer_due: false,
+                privileged: None,
             },
             bucket: TokenBucket::new(config.upload_rate, 0),
             key,
@@ -193,6 +197,11 @@ impl Cache {
             log,
             stats: CacheStats::default(),
         })
+    }
+
+    /// From now on, the closure query is asked of `myco-priv` through `client`.
+    pub fn ask_privileged(&mut self, client: crate::privileged::client::Client) {
+        self.closure.privileged = Some(client);
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {

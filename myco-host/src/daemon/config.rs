@@ -47,6 +47,11 @@ Options:
   --unit-dir DIR        Where units are written (default /etc/systemd/system)
   --systemctl PATH      The systemctl to run (default: systemctl from PATH)
   --journalctl PATH     The journalctl /logs runs (default: journalctl from PATH)
+  --privileged PATH     Ask myco-priv on this socket (e.g. /run/myco-priv.sock) to write and
+                        remove units, run systemctl and journalctl, builds, garbage collection,
+                        the cache's closure query and exec health checks, so this daemon needs
+                        no root for them (default: do it itself); --unit-dir and --gcroot-dir
+                        must be the helper's, and its --operator this daemon's
   --audit-log FILE      One JSON line per deployment outcome, rotated at 1 MiB, three kept
                         (default /var/log/myco/audit.log)
   --store-dir DIR       The Nix store whose disk is watched: above 85% used, garbage is
@@ -100,6 +105,8 @@ pub struct ExecutorConfig {
     pub unit_dir: PathBuf,
     pub systemctl: String,
     pub journalctl: String,
+    /// `--privileged`: the socket of `myco-priv`, which does the unit work instead.
+    pub privileged: Option<PathBuf>,
     pub audit_log: PathBuf,
     pub gc: super::gc::GcConfig,
     pub build: BuildConfig,
@@ -248,8 +255,9 @@ fn builder_has_cache(
     Ok(())
 }
 
-/// `--operator HEX`, required: the cluster's operator public key.
-fn operator(args: &mut Arguments) -> Result<PublicKey, UsageError> {
+/// `--operator HEX`, required: the cluster's operator public key. `myco-priv` takes it the same
+/// way, so both read it from the box's one env file.
+pub fn operator(args: &mut Arguments) -> Result<PublicKey, UsageError> {
     let operator = text(args, "--operator")?
         .ok_or_else(|| usage("--operator HEX is required: the cluster's operator public key ('myco pubkey --key operator.key')".into()))?;
     parse_hex32(operator.as_bytes())
@@ -305,6 +313,7 @@ fn executor(args: &mut Arguments) -> Result<Option<ExecutorConfig>, UsageError> 
         path(args, "--unit-dir")?.unwrap_or_else(|| PathBuf::from("/etc/systemd/system"));
     let systemctl = text(args, "--systemctl")?.unwrap_or_else(|| "systemctl".into());
     let journalctl = text(args, "--journalctl")?.unwrap_or_else(|| "journalctl".into());
+    let privileged = path(args, "--privileged")?;
     let audit_log = path(args, "--audit-log")?.unwrap_or_else(|| PathBuf::from(AUDIT_LOG_DEFAULT));
     let systemd_run = text(args, "--systemd-run")?.unwrap_or_else(|| "systemd-run".into());
     let gc = super::gc::GcConfig {
@@ -340,6 +349,7 @@ fn executor(args: &mut Arguments) -> Result<Option<ExecutorConfig>, UsageError> 
             unit_dir,
             systemctl,
             journalctl,
+            privileged,
             audit_log,
             gc,
             build,

@@ -12,6 +12,7 @@ use crate::flight::{Level, Logger};
 use crate::path::{Lossy, StackPath};
 use crate::spawn::{self, Argv, Child, Output};
 use myco_core::executor::{self as core, Command, Outcome, Verb};
+use myco_core::privileged::{Request, UnitVerb};
 use myco_core::time::Instant;
 use myco_core::unit::{self, unit_name};
 use myco_core::Node;
@@ -26,6 +27,8 @@ pub use myco_core::executor::{ExecutorStats, UnitHealth};
 
 /// First line of every unit the executor writes: the digest it compares to decide a rewrite.
 const HEADER: &str = "# myco: ";
+/// The header line's length: the prefix, 16 hex digits and a newline.
+pub const HEADER_BYTES: usize = HEADER.len() + 17;
 /// The environment of `systemctl` and `journalctl`: no colours, no pager, a fixed PATH.
 pub const ENV: [&CStr; 2] = [c"PATH=/usr/sbin:/usr/bin:/sbin:/bin", c"SYSTEMD_COLORS=0"];
 
@@ -56,8 +59,13 @@ pub struct Executor {
     journalctl: Vec<u8>,
     /// `/logs` commands, built here so the systemctl job's arguments are untouched.
     logs_argv: Argv,
-    /// `UNIT_BYTES_MAX`, the arena's.
+    /// The header line and `UNIT_BYTES_MAX` of unit, the arena's.
     text: &'static mut [u8],
+    /// With `--privileged`: the helper that writes units and runs `systemctl` and `journalctl`
+    /// for this unprivileged daemon; without, the daemon does them itself.
+    privileged: Option<crate::privileged::client::Client>,
+    /// A request to the helper, encoded (the arena's).
+    frame: &'static mut [u8],
     argv: Argv,
     output: Output,
     job: Option<Job>,
@@ -103,6 +111,7 @@ impl Executor {
         let ExecutorBuffers {
             unit: text,
             unit_file,
+            request: frame,
             argv: [argv, logs_argv, build_argv, gc_argv, check_argv],
             output: [output, build_output, gc_output],
         } = arena.buffers;
@@ -137,6 +146,8 @@ impl Executor {
             journalctl: journalctl.as_bytes().to_vec(),
             logs_argv: Argv::new(logs_argv),
             text,
+            privileged: None,
+            frame,
             argv: Argv::new(argv),
             output: Output::new(output),
             job: None,
@@ -151,6 +162,15 @@ impl Executor {
             checks,
             log,
         })
+    }
+
+    /// From now on, asks `myco-priv` through `client` to write and remove units, to run
+    /// `systemctl` and `journalctl`, and to collect garbage (`--privileged`), instead of doing
+    /// it as this process.
+    pub fn ask_privileged(&mut self, client: crate::privileged::client::Client) {
+        self.gc.ask_privileged(client.clone());
+        self.builder.ask_privileged();
+        self.privileged = Some(client);
     }
 
     /// The pipe of the running `systemctl`, for the loop to watch.
@@ -168,6 +188,15 @@ impl Executor {
     ) -> io::Result<Child> {
         let unit = unit_name(name)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.message()))?;
+        if let Some(client) = &self.privileged {
+            let name = &unit;
+            let request = Request::Journal {
+                name,
+                follow,
+                lines,
+            };
+            return client.start(&request, self.frame, None);
+        }
         journal_argv(&mut self.logs_argv, &self.journalctl, &unit, follow, lines);
         spawn::spawn(&self.logs_argv, &ENV)
     }
@@ -243,8 +272,8 @@ impl Executor {
                     self.text,
                     &self.log,
                     (name, program),
-                    entry,
-                    digest,
+                    (entry, digest),
+                    self.privileged.as_ref().map(|c| (c, &mut *self.frame)),
                 )
                 .inspect(|()| {
                     log_written(&self.log, name, start, clock);
@@ -256,30 +285,23 @@ impl Executor {
                 .is_ok(),
                 Command::RemoveUnitFile { name } => {
                     self.builder.drop_roots(name);
-                    remove_unit(&self.unit_dir, &self.log, &mut self.audit, name)
+                    let helper = self.privileged.as_ref().map(|c| (c, &mut *self.frame));
+                    remove_unit(&self.unit_dir, &self.log, &mut self.audit, name, helper)
                 }
                 Command::Build { .. } | Command::HealthCheck { .. } => {
                     unreachable!("builds and checks have lanes of their own")
                 }
                 Command::Systemctl { verb, units } => {
                     let runtime = self.unit_dir.starts_with("/run");
-                    match spawn_systemctl(&self.systemctl, &mut self.argv, (verb, runtime), units) {
-                        Ok(child) => {
-                            self.output.clear();
-                            self.job = Some(Job {
-                                child,
-                                token,
-                                verb,
-                                killed: false,
-                            });
-                            return;
-                        }
-                        Err(e) => {
-                            let what = "cannot run systemctl (trying again shortly)";
-                            self.log.failed(Level::Error, what, &e);
-                            false
-                        }
+                    let (argv, frame) = (&mut self.argv, &mut *self.frame);
+                    let started = match &self.privileged {
+                        Some(client) => ask_systemctl(client, frame, argv, verb, units),
+                        None => spawn_systemctl(&self.systemctl, argv, (verb, runtime), units),
+                    };
+                    if self.take_job(started, token, verb) {
+                        return;
                     }
+                    false
                 }
             };
             let outcome = if ok { Outcome::OK } else { Outcome::FAILED };
@@ -287,10 +309,33 @@ impl Executor {
         }
     }
 
+    /// Makes the `systemctl` just started (ours, or the helper's) the running job; false
+    /// (logged) if it could not be started.
+    fn take_job(&mut self, started: io::Result<Child>, token: u64, verb: Verb) -> bool {
+        match started {
+            Ok(child) => {
+                self.output.clear();
+                self.job = Some(Job {
+                    child,
+                    token,
+                    verb,
+                    killed: false,
+                });
+                true
+            }
+            Err(e) => {
+                let what = "cannot run systemctl (trying again shortly)";
+                self.log.failed(Level::Error, what, &e);
+                false
+            }
+        }
+    }
+
     /// The health checks' lane: advance the checks in hand, report those that ended, start
     /// those due (`health.rs`). `io` forgets a finished check's socket before it closes.
     pub fn step_checks(&mut self, node: &Node, now_ms: u64, io: &mut crate::io::Backend) {
-        self.checks.step(self.core, node, now_ms, io);
+        let ask = self.privileged.as_ref().map(|c| (c, &mut *self.frame));
+        self.checks.step(self.core, node, now_ms, io, ask);
     }
 
     /// The check slots' sockets the loop watches this turn; `watched` once they are named.
@@ -385,12 +430,19 @@ impl Executor {
             unreachable!("poll_build issues builds only");
         };
         let token = issued.token;
+        // The helper builds from the signed entry itself, not from names the daemon passes.
+        let entry = node.store().get_by_name(name);
+        let ask = match (&self.privileged, &entry) {
+            (Some(client), Some(entry)) => Some((client, &mut *self.frame, &entry[..])),
+            _ => None,
+        };
         let started = (self.builder).start(
             (token, now_ms),
             name,
             (uri, attr),
             (&root, local),
             &substitutes,
+            ask,
         );
         if let Err(e) = started {
             self.log.log(
@@ -473,6 +525,36 @@ fn spawn_systemctl<S: Deref<Target = str>>(
     spawn::spawn(argv, &ENV)
 }
 
+/// Asks `myco-priv` for `systemctl <verb> <units>`. The unit names are laid out in `argv` as
+/// for a `systemctl` of our own (no allocation) and borrowed from there into the request; the
+/// helper builds its own command line from the request after checking it.
+fn ask_systemctl<S: Deref<Target = str>>(
+    client: &crate::privileged::client::Client,
+    frame: &mut [u8],
+    argv: &mut Argv,
+    verb: Verb,
+    units: impl IntoIterator<Item = S>,
+) -> io::Result<Child> {
+    let unit_verb = match verb {
+        Verb::Reload => return client.start(&Request::DaemonReload, frame, None),
+        Verb::Disable => UnitVerb::Disable,
+        Verb::Enable => UnitVerb::Enable,
+        Verb::Restart => UnitVerb::Restart,
+        Verb::Show => UnitVerb::Show,
+    };
+    systemctl_argv(argv, b"systemctl", (verb, false), units);
+    let mut names = heapless::Vec::new();
+    for unit in argv.iter().skip(1 + verb.args().len()) {
+        let unit = std::str::from_utf8(unit).map_err(|_| io::ErrorKind::InvalidData)?;
+        names.push(unit).map_err(|_| io::ErrorKind::InvalidInput)?;
+    }
+    let request = Request::Unit {
+        verb: unit_verb,
+        names,
+    };
+    client.start(&request, frame, None)
+}
+
 /// `systemctl VERB UNITS...` into `argv`. With `runtime` (units written under `/run`, as on
 /// NixOS, whose `/etc/systemd/system` is read-only), `enable` and `disable` take `--runtime`:
 /// their symlinks go under `/run/systemd/system` too, and a reboot starts from a clean slate,
@@ -533,29 +615,44 @@ pub fn journal_argv(
     }
 }
 
-/// Renders and writes one unit; an error is logged here and means nothing changed.
+/// The helper and the buffer its request is encoded in, under `--privileged`.
+type Helper<'a> = Option<(&'a crate::privileged::client::Client, &'a mut [u8])>;
+
+/// Renders and writes one unit, or has `helper` write it (which checks it against `entry`
+/// first); an error is logged here and means nothing changed.
 fn write_unit(
     dir: &Path,
     text: &mut [u8],
     log: &Logger,
     (name, program): (&str, Option<&str>),
-    entry: &[u8],
-    digest: u64,
+    (entry, digest): (&[u8], u64),
+    helper: Helper<'_>,
 ) -> Result<(), ()> {
-    let len = core::render_unit(entry, program, text).map_err(|e| {
+    let len = core::render_unit(entry, program, &mut text[HEADER_BYTES..]).map_err(|e| {
         let why = e.message();
         log.log(
             Level::Warning,
             format_args!("service {name} cannot run here: {why}"),
         );
     })?;
+    let mut header = heapless::String::<HEADER_BYTES>::new();
+    writeln!(header, "{HEADER}{digest:016x}").expect("a u64 fits 16 hex digits");
+    text[..HEADER_BYTES].copy_from_slice(header.as_bytes());
+    let text = &text[..HEADER_BYTES + len];
     let unit = unit_name(name).expect("placed services have service names");
-    let written = StackPath::join(dir, &[unit.as_bytes()]).and_then(|path| {
-        crate::atomic::replace_file(path.as_path(), |f| {
-            writeln!(f, "{HEADER}{digest:016x}")?;
-            f.write_all(&text[..len])
-        })
-    });
+    let written = match helper {
+        Some((client, frame)) => {
+            let request = Request::WriteUnit {
+                name: &unit,
+                entry,
+                program,
+                text,
+            };
+            client.file(&request, frame)
+        }
+        None => StackPath::join(dir, &[unit.as_bytes()])
+            .and_then(|path| crate::atomic::replace_file(path.as_path(), |f| f.write_all(text))),
+    };
     written.map_err(|e| {
         log.log(
             Level::Error,
@@ -600,9 +697,19 @@ fn log_written(log: &Logger, name: &str, start: bool, clock: u64) {
 }
 
 /// Deletes a disabled unit's file and audits the removal; false (logged) if it could not be.
-fn remove_unit(dir: &Path, log: &Logger, audit_log: &mut AuditLog, name: &str) -> bool {
+fn remove_unit(
+    dir: &Path,
+    log: &Logger,
+    audit_log: &mut AuditLog,
+    name: &str,
+    helper: Helper<'_>,
+) -> bool {
     let unit = unit_name(name).expect("installed units have service names");
-    if let Err(e) = StackPath::join(dir, &[unit.as_bytes()]).and_then(fs::remove_file) {
+    let removed = match helper {
+        Some((client, frame)) => client.file(&Request::RemoveUnit { name: &unit }, frame),
+        None => StackPath::join(dir, &[unit.as_bytes()]).and_then(fs::remove_file),
+    };
+    if let Err(e) = removed {
         log.log(
             Level::Error,
             format_args!(

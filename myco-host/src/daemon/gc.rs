@@ -13,8 +13,10 @@
 use super::transient::{self, Unit};
 use crate::flight::{Level, Logger};
 use crate::path::Lossy;
+use crate::privileged::client::Client;
 use crate::spawn::{self, Argv, Child, Output};
 use myco_core::executor::{Gc, GcDone, Outcome};
+use myco_core::privileged::Request;
 use myco_core::time::Instant;
 use std::ffi::CString;
 use std::io;
@@ -57,6 +59,8 @@ pub struct Collector {
     env: Vec<CString>,
     output: Output,
     job: Option<(Child, u64)>,
+    /// With `--privileged`: `myco-priv` runs the collection as the store's owner.
+    privileged: Option<Client>,
     log: Logger,
 }
 
@@ -70,8 +74,32 @@ impl Collector {
             env: transient::environment(),
             output,
             job: None,
+            privileged: None,
             log,
         }
+    }
+
+    /// From now on, asks `myco-priv` through `client` to collect (`--privileged`).
+    pub fn ask_privileged(&mut self, client: Client) {
+        self.privileged = Some(client);
+    }
+
+    /// `nix-collect-garbage` started: ours, or the helper's (which builds the same command line
+    /// from its own program paths).
+    fn spawn(&mut self) -> io::Result<Child> {
+        if let Some(client) = &self.privileged {
+            // The request has no fields: a few bytes of frame.
+            let mut frame = [0u8; 16];
+            return client.start(&Request::CollectGarbage, &mut frame, None);
+        }
+        let argv = &mut self.argv;
+        let tools = (
+            &self.config.systemd_run[..],
+            &self.config.collect_garbage[..],
+        );
+        gc_argv(argv, tools, &self.env)
+            .expect("the nix-collect-garbage command line is fixed and fits");
+        spawn::spawn(argv, &transient::env_refs(&self.env))
     }
 
     /// One step: reap a finished collection, read the usage if due, start a collection if due.
@@ -103,18 +131,9 @@ impl Collector {
     }
 
     fn start(&mut self, token: u64) {
-        let argv = &mut self.argv;
-        argv.clear();
-        let tools = (
-            &self.config.systemd_run[..],
-            &self.config.collect_garbage[..],
-        );
-        gc_argv(argv, tools, &self.env)
-            .expect("the nix-collect-garbage command line is fixed and fits");
         self.output.clear();
         let used = self.core.used_permille();
-        let env = transient::env_refs(&self.env);
-        match spawn::spawn(argv, &env) {
+        match self.spawn() {
             Ok(child) => {
                 self.log.log(
                     Level::Info,

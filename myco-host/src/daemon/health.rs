@@ -88,7 +88,7 @@ pub struct Checks {
 }
 
 /// The transient unit's environment: only PATH.
-const ENV: [&CStr; 1] = [c"PATH=/usr/sbin:/usr/bin:/sbin:/bin"];
+pub const ENV: [&CStr; 1] = [c"PATH=/usr/sbin:/usr/bin:/sbin:/bin"];
 
 impl Checks {
     pub fn new(systemd_run: &str, log: Logger, argv: Argv) -> Checks {
@@ -134,6 +134,7 @@ impl Checks {
         node: &Node,
         now_ms: u64,
         io: &mut Backend,
+        mut ask: Ask<'_>,
     ) {
         for i in 0..self.slots.len() {
             let Some(result) = self.slots[i].advance(now_ms) else {
@@ -149,7 +150,8 @@ impl Checks {
             };
             let token = issued.token;
             self.slots[i].token = token;
-            if !self.start(i, now_ms, issued.command) {
+            let ask = ask.as_mut().map(|(c, frame)| (*c, &mut **frame));
+            if !self.start(i, now_ms, issued.command, ask) {
                 self.slots[i].finish(i, io);
                 let why = CheckResult::Failed("could not start");
                 self.report(core, (now_ms, token), &self.slots[i].name, why);
@@ -186,8 +188,9 @@ impl Checks {
         );
     }
 
-    /// Starts `command` in slot `i`; false (logged) if it could not be.
-    fn start(&mut self, i: usize, now_ms: u64, command: Command<'_>) -> bool {
+    /// Starts `command` in slot `i` (an exec check asked of `myco-priv` under `--privileged`);
+    /// false (logged) if it could not be.
+    fn start(&mut self, i: usize, now_ms: u64, command: Command<'_>, ask: Ask<'_>) -> bool {
         let Command::HealthCheck {
             name,
             entry,
@@ -205,9 +208,11 @@ impl Checks {
             Check::Tcp { port } => slot.connect(port, None),
             Check::Exec { argv } => {
                 let unit = (self.systemd_run.as_str(), name, facts);
-                spawn_exec(&mut self.argv, unit, timeout_ms, &argv).map(|child| {
-                    slot.work = Work::Exec { child };
-                })
+                let child = match ask {
+                    Some((client, frame)) => ask_exec(client, frame, (name, entry), timeout_ms),
+                    None => spawn_exec(&mut self.argv, unit, timeout_ms, &argv),
+                };
+                child.map(|child| slot.work = Work::Exec { child })
             }
         };
         if let Err(e) = &started {
@@ -482,13 +487,45 @@ fn tcp_socket() -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// The helper and its request's frame buffer, under `--privileged`.
+pub type Ask<'a> = Option<(&'a crate::privileged::client::Client, &'a mut [u8])>;
+
+/// Asks `myco-priv` to run the exec check the signed `entry` of service `name` declares; the
+/// helper reads the command and the sandbox from the entry itself.
+fn ask_exec(
+    client: &crate::privileged::client::Client,
+    frame: &mut [u8],
+    (name, entry): (&str, &[u8]),
+    timeout_ms: u64,
+) -> io::Result<Child> {
+    let unit = myco_core::unit::unit_name(name).map_err(|_| io::ErrorKind::InvalidInput)?;
+    let request = myco_core::privileged::Request::HealthCheck {
+        name: &unit,
+        entry,
+        timeout_ms: u32::try_from(timeout_ms).unwrap_or(u32::MAX),
+    };
+    client.start(&request, frame, None)
+}
+
 /// `systemd-run` with the service's dynamic user and sandbox, then the check's command.
 fn spawn_exec(
+    argv: &mut Argv,
+    unit: (&str, &str, Facts),
+    timeout_ms: u64,
+    command: &[&str],
+) -> io::Result<Child> {
+    exec_argv(argv, unit, timeout_ms, command)?;
+    spawn::spawn(argv, &ENV)
+}
+
+/// The command line of an exec check into `argv`: `systemd-run` with the service's dynamic user
+/// and sandbox, then the check's command. The daemon and `myco-priv` both build with it.
+pub fn exec_argv(
     argv: &mut Argv,
     (systemd_run, name, facts): (&str, &str, Facts),
     timeout_ms: u64,
     command: &[&str],
-) -> io::Result<Child> {
+) -> io::Result<()> {
     argv.clear();
     let full = || io::Error::other("the check's command line does not fit");
     argv.push(&[systemd_run.as_bytes()]).map_err(|_| full())?;
@@ -522,7 +559,7 @@ fn spawn_exec(
     for word in command {
         argv.push(&[word.as_bytes()]).map_err(|_| full())?;
     }
-    spawn::spawn(argv, &ENV)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -489,6 +489,20 @@ const STORE: &[Family] = &[
         "Lines appended to the audit log since start.",
         |s| s.audit_lines.into(),
     ),
+    // Process-wide counters of the helper's client (`privileged::client`); zero without
+    // `--privileged`, where the daemon asks nothing.
+    one(
+        "myco_privileged_refusals_total",
+        Counter,
+        "Requests myco-priv refused (--privileged); each is logged with its reason.",
+        |_| crate::privileged::client::refusals().into(),
+    ),
+    one(
+        "myco_privileged_failures_total",
+        Counter,
+        "Requests myco-priv could not do, or left without a reply (--privileged); each is logged.",
+        |_| crate::privileged::client::failures().into(),
+    ),
 ];
 
 const DNS: &[Family] = &[

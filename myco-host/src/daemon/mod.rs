@@ -857,7 +857,15 @@ fn start_cache(
         idle_ms: config.request_timeout_ms,
     };
     match cache::Cache::bind(&cache_config, key, buffers, log) {
-        Ok(cache) => {
+        Ok(mut cache) => {
+            let socket = config
+                .executor
+                .as_ref()
+                .and_then(|e| e.privileged.as_deref());
+            let client = |s| crate::privileged::client::Client::new(s, config.operator, log);
+            if let Some(Ok(client)) = socket.map(client) {
+                cache.ask_privileged(client);
+            }
             let mut public = [0u8; 64 + cache::KEY_TEXT_BYTES];
             let n = cache.public_key(&mut public);
             let addr = cache.local_addr().unwrap_or(listen);
@@ -935,7 +943,7 @@ fn start_executor(
             log.log(Level::Warning, format_args!("systemd is not running here (no /run/systemd/system): services are kept and gossiped but not run; --executor none says so on purpose"));
             None
         }
-        Some(e) => Some(
+        Some(e) => Some(with_helper(
             executor::Executor::new(
                 e.unit_dir.clone(),
                 (&e.systemctl, &e.journalctl),
@@ -964,7 +972,27 @@ fn start_executor(
                 ex.set_build_mode(build::build_mode(&e.build, arch, &log));
                 ex
             })?,
-        ),
+            (e.privileged.as_deref(), config.operator),
+            log,
+        )?),
         None => None,
     })
+}
+
+/// `executor`, asking `myco-priv` at `socket` for its unit work if `--privileged` names one.
+fn with_helper(
+    mut executor: executor::Executor,
+    (socket, operator): (Option<&std::path::Path>, myco_core::crypto::PublicKey),
+    log: Logger,
+) -> Result<executor::Executor, BootError> {
+    if let Some(socket) = socket {
+        let client = crate::privileged::client::Client::new(socket, operator, log)
+            .map_err(|err| BootError(format!("--privileged {}: {err}", socket.display())))?;
+        executor.ask_privileged(client);
+        log.log(
+            Level::Info,
+            format_args!("unit work is asked of myco-priv on {}", socket.display()),
+        );
+    }
+    Ok(executor)
 }

@@ -7,7 +7,9 @@
 use super::Config;
 use crate::daemon::executor::{journal_argv, systemctl_command, ENV};
 use crate::spawn::{Argv, ArgvFull};
+use myco_core::executor::check_of;
 use myco_core::privileged::{Checked, Outcome, UnitVerb};
+use myco_core::schema::entry::Check;
 use nix::poll::{poll, PollFd, PollFlags};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
@@ -40,6 +42,7 @@ pub fn summary(checked: &Checked<'_>) -> String {
         Checked::CollectGarbage => "collect garbage".into(),
         Checked::CacheClosure => "query the build roots' closure".into(),
         Checked::Journal(j) => format!("journal of {}", j.unit),
+        Checked::HealthCheck { service, .. } => format!("health check of {service}"),
     }
 }
 
@@ -125,7 +128,7 @@ impl Work<'_> {
                     systemd_run: &c.systemd_run,
                     nix: &c.nix,
                     timeout_s: u64::from(b.timeout_s),
-                    local: true,
+                    local: b.local,
                 };
                 build
                     .argv(
@@ -133,8 +136,7 @@ impl Work<'_> {
                         self.env,
                         (b.service, link.as_bytes()),
                         (b.uri, b.attr),
-                        // Substituters are not in the request vocabulary yet (phase 2).
-                        &[],
+                        &b.substitutes,
                     )
                     .map_err(full)?;
                 return Ok(Some(transient_env));
@@ -149,6 +151,18 @@ impl Work<'_> {
                 let tools = (c.systemd_run.as_str(), c.nix_store.as_str(), self.env);
                 let any = crate::daemon::cache::closure_argv(argv, tools, &dir)?;
                 return Ok(any.then_some(transient_env));
+            }
+            Checked::HealthCheck {
+                service,
+                entry,
+                timeout_ms,
+            } => {
+                let Some((Check::Exec { argv: words }, facts)) = check_of(entry) else {
+                    unreachable!("the core accepted an entry with an exec check")
+                };
+                let unit = (c.systemd_run.as_str(), *service, facts);
+                crate::daemon::health::exec_argv(argv, unit, u64::from(*timeout_ms), &words)?;
+                return Ok(Some(crate::daemon::health::ENV.to_vec()));
             }
             Checked::WriteUnit { .. } | Checked::RemoveUnit { .. } => {
                 unreachable!("file requests run no command")

@@ -226,8 +226,12 @@ impl Cache {
         };
         let table = &self.closure.table[..self.closure.len];
         let Some(registration) = find_registration(table, &hash) else {
-            self.stats.not_found += 1;
-            return self.slots[i].refuse(Refusal::NotFound, keep_alive, now_ms);
+            let miss = Refusal::miss(self.closure.child.is_some());
+            match miss {
+                Refusal::NotFound => self.stats.not_found += 1,
+                _ => self.stats.busy += 1,
+            }
+            return self.slots[i].refuse(miss, keep_alive, now_ms);
         };
         if let Route::NarInfo(_) = route {
             self.stats.narinfos += 1;
@@ -323,7 +327,7 @@ impl Cache {
             self.nix_store.as_str(),
             &self.env[..],
         );
-        match spawn_closure(&mut self.argv, tools, dir) {
+        match spawn_closure(&mut self.argv, tools, dir, c.privileged.as_ref()) {
             Ok(Some(child)) => {
                 c.len = 0;
                 c.child = Some(child);
@@ -341,7 +345,7 @@ impl Cache {
 
     /// Reads the refresh's output into the table; whole registrations only, and what does not
     /// fit is left out (and said). While it runs the table holds what has arrived so far: a path
-    /// not yet read is 404 for those few milliseconds.
+    /// not yet read is 503 until it ends (`Refusal::miss`), which Nix retries.
     pub(super) fn read_closure(&mut self) {
         let c = &mut self.closure;
         let Some(child) = c.child.as_mut() else {
@@ -417,14 +421,21 @@ fn spawn_dump(
 }
 
 /// The facts of the closure of the GC roots in `dir`, in the transient unit
-/// `myco-cache-closure`, spawned. `None` without roots.
+/// `myco-cache-closure`, spawned, or asked of `privileged`, which runs the same line. `None`
+/// without roots.
 fn spawn_closure(
     argv: &mut Argv,
     (systemd_run, nix_store, env): (&str, &str, &[CString]),
     dir: &File,
+    privileged: Option<&crate::privileged::client::Client>,
 ) -> std::io::Result<Option<Child>> {
     if !closure_argv(argv, (systemd_run, nix_store, env), dir)? {
         return Ok(None);
+    }
+    if let Some(client) = privileged {
+        // The request has no fields: a few bytes of frame.
+        let request = myco_core::privileged::Request::CacheClosure;
+        return client.start(&request, &mut [0u8; 16], None).map(Some);
     }
     spawn::spawn(argv, &super::super::transient::env_refs(env)).map(Some)
 }
