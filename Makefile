@@ -53,6 +53,8 @@ ci: tools $(CHECKS) gauntlet-ci test-root aarch64 systemd-test priv-systemd-test
 # test gives each daemon its own /nix in a mount namespace, the privileged_daemon tests run the
 # daemon as nobody beside a root myco-priv), from the
 # myco-host test binaries in ROOT_TEST_BINARIES, and the real-loss test (nftables) from myco-tests.
+# The throttle test needs no root but takes ~25 s. Ends with issue 16's summary line
+# (tests/p2p-line.sh) from the figures the p2p and cache tests wrote in $(TARGET_DIR)/test-figures.
 ROOT_TESTS := a_full_disk_frees_the_reserve_and_the_wal_keeps_working \
 	a_full_disk_never_stops_the_daemon_and_loses_nothing \
 	a_deploy_in_flight_when_the_disk_fills_gets_the_daemons_507 \
@@ -61,10 +63,12 @@ ROOT_TESTS := a_full_disk_frees_the_reserve_and_the_wal_keeps_working \
 	twenty_daemons_at_30_percent_loss_converge_and_replace_a_killed_box \
 	boxes_substitute_from_peers_and_refuse_tampered_paths \
 	a_remote_box_gets_its_build_from_the_builder \
+	a_revoked_box_s_cache_is_not_trusted \
+	the_default_throttle_holds_for_one_client_and_two_share_it \
 	an_unprivileged_daemon_runs_services_through_myco_priv \
 	refusals_are_logged_and_counted \
 	exec_health_checks_run_through_myco_priv
-ROOT_TEST_BINARIES := daemon flight_recorder_full_disk strict_alloc p2p privileged_daemon
+ROOT_TEST_BINARIES := daemon flight_recorder_full_disk strict_alloc p2p cache privileged_daemon
 EMPTY :=
 SPACE := $(EMPTY) $(EMPTY)
 ROOT_FILTER := $(subst $(SPACE), | ,$(foreach t,$(ROOT_TESTS),test(=$(t))))
@@ -77,6 +81,7 @@ test:
 	fi
 
 test-root:
+	rm -rf $(TARGET_DIR)/test-figures
 	if cargo nextest --version >/dev/null 2>&1; then \
 		cargo nextest run -p myco-host $(addprefix --test ,$(ROOT_TEST_BINARIES)) -E '$(ROOT_FILTER)' \
 		&& cargo nextest run -p myco-tests --test lossy -E '$(ROOT_FILTER)'; \
@@ -84,6 +89,7 @@ test-root:
 		cargo test -p myco-host $(addprefix --test ,$(ROOT_TEST_BINARIES)) -- --exact $(ROOT_TESTS) \
 		&& cargo test -p myco-tests --test lossy -- --exact $(ROOT_TESTS); \
 	fi
+	tests/p2p-line.sh $(TARGET_DIR)/test-figures
 
 # loom models of where the daemon's threads meet (myco-host/tests/loom.rs). `--cfg loom` changes
 # every crate's flags, so they build in a target directory of their own rather than rebuild the

@@ -272,6 +272,12 @@ impl TokenBucket {
         usize::try_from(self.held / 1000).unwrap_or(usize::MAX)
     }
 
+    /// Bytes each of `clients` may send now, so that they share the tokens evenly rather than
+    /// the first one served taking them all (`usize::MAX` when unlimited).
+    pub fn share(&mut self, now_ms: u64, clients: usize) -> usize {
+        self.available(now_ms) / clients.max(1)
+    }
+
     /// Takes up to `want` bytes' tokens and returns how many were granted.
     pub fn take(&mut self, now_ms: u64, want: usize) -> usize {
         let granted = want.min(self.available(now_ms));

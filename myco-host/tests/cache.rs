@@ -4,7 +4,9 @@
 //! key; with another key trusted, Nix refuses it. Paths outside the roots' closure are 404 even
 //! though the store holds them, and served once rooted; bad requests get their 4xx; connections beyond the slots get 503;
 //! NARs beyond `NARS_MAX` get 503; a client that goes away mid-NAR frees its slot and its
-//! `nix-store` is killed and reaped.
+//! `nix-store` is killed and reaped. With the default upload rate (5 MB/s), a 100 MB path is
+//! sent at that rate to one client and shared fairly by two (prints `P2P throttle_mb_s=..`;
+//! root-only in `make test-root`, as it takes about 25 s).
 //! Tests print `SKIPPED:` where Nix is not installed.
 
 use myco_core::cache::base64;
@@ -18,7 +20,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const SEED: u8 = 47;
 const SLOTS: usize = myco_host::daemon::cache::CACHE_SLOTS;
@@ -304,4 +306,76 @@ fn slots_are_bounded_and_a_client_gone_mid_nar_frees_its_own() {
         let _ = s.read_to_string(&mut answer);
         assert!(answer.starts_with("HTTP/1.1 408 "), "{answer}");
     }
+}
+
+/// Reads the NAR that `request` asks for from `port` for `window` after the answer's first bytes:
+/// the body's bytes a second over that time.
+fn download_rate(port: u16, request: &str, window: Duration) -> f64 {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut buf = vec![0u8; 1 << 16];
+    let n = s.read(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200 OK"));
+    // Timed from the first bytes, so the handshake and `nix-store`'s start are not counted.
+    let start = Instant::now();
+    let mut bytes = 0;
+    while start.elapsed() < window {
+        let n = s.read(&mut buf).unwrap();
+        assert!(
+            n > 0,
+            "the NAR ended within the window: the path is too small"
+        );
+        bytes += n;
+    }
+    bytes as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Issue 16: the throttle holds. A 100 MB path, the default `--cache-upload-rate` (5 MB/s): one
+/// client gets 5 MB/s ± 10% over 10 s; two at once share it, their sum within ± 10% and each
+/// between 40% and 60% of it.
+#[test]
+fn the_default_throttle_holds_for_one_client_and_two_share_it() {
+    if !have_nix() {
+        return;
+    }
+    const WINDOW: Duration = Duration::from_secs(10);
+    let rate = myco_host::daemon::cache::UPLOAD_RATE_DEFAULT as f64;
+    let mut d = Daemon::new("cache-throttle", &operator(), SEED);
+    let (payload, root) = store_paths(&d, 100_000_000);
+    let port = start(&mut d, &root, &[]);
+    let request = format!("GET /nar/{}.nar HTTP/1.1\r\n\r\n", hash_of(&payload));
+    let one = download_rate(port, &request, WINDOW);
+    let two: Vec<f64> = std::thread::scope(|s| {
+        let clients: Vec<_> = (0..2)
+            .map(|_| s.spawn(|| download_rate(port, &request, WINDOW)))
+            .collect();
+        clients.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    let sum: f64 = two.iter().sum();
+    let within = |r: f64| (r - rate).abs() <= rate / 10.0;
+    assert!(within(one), "one client: {one:.0} B/s, the rate is {rate}");
+    assert!(
+        within(sum),
+        "two clients: {two:?} B/s together, the rate is {rate}"
+    );
+    let fair = two.iter().all(|r| (0.4..=0.6).contains(&(r / sum)));
+    assert!(fair, "two clients share the rate fairly: {two:?} B/s");
+    let mb = |r: f64| r / 1e6;
+    myco_testkit::figures::record(
+        "throttle",
+        &format!(
+            "P2P throttle_mb_s={:.2} throttle_two_mb_s={:.2} ({:.2} + {:.2})",
+            mb(one),
+            mb(sum),
+            mb(two[0]),
+            mb(two[1])
+        ),
+    );
+    // 100 MB less in the machine's store: nothing but this test's symlink roots the two paths.
+    drop(d);
+    let _ = nix(
+        &["nix-store", "--delete", &root, &payload],
+        Path::new("/tmp"),
+    );
 }

@@ -10,9 +10,14 @@
 //! box it is not placed on, which substitutes it from the builder's cache and could not have
 //! built it (`--max-jobs 0`).
 //!
+//! A revoked node's cache (issue 16): B, given the operator's revocation of A's certificate,
+//! refuses A's handshakes, so a version A's cache offers is neither asked of A nor signed by a
+//! key B trusts: B builds it itself.
+//!
 //! The builder appends a line to a file outside the stores on every run, which counts the builds.
 //! The tests print `P2P substituted_boxes=N builds_on_fetchers=N tampered_refused=N` and `P2P
-//! remote_build_ok=N`. They need root (mount namespaces) and Nix, and print `SKIPPED:` without
+//! remote_build_ok=N` and `P2P revoked_cache_refused=N`, and write them under
+//! `target/test-figures` for the summary line (`tests/p2p-line.sh`). They need root (mount namespaces) and Nix, and print `SKIPPED:` without
 //! them.
 
 use myco_core::crypto::cert::certify;
@@ -187,6 +192,11 @@ fn tamper(a: &Daemon) -> std::path::PathBuf {
     program
 }
 
+/// A's node id, which names its key in Nix's trusted keys.
+fn a_id() -> u64 {
+    myco_core::crypto::keys::node_id(&SigningKey::from_seed([61; 32]).unwrap().public_key().0)
+}
+
 #[test]
 fn boxes_substitute_from_peers_and_refuse_tampered_paths() {
     if let Some(why) = skip() {
@@ -204,9 +214,7 @@ fn boxes_substitute_from_peers_and_refuse_tampered_paths() {
     let calls = fs::read_to_string(b.dir.join("systemd-run.calls")).unwrap();
     let peer = format!("--option extra-substituters http://127.0.0.1:{a_port} ");
     assert!(calls.contains(&peer), "B asked A's cache: {calls}");
-    let a_id =
-        myco_core::crypto::keys::node_id(&SigningKey::from_seed([61; 32]).unwrap().public_key().0);
-    let trusted = format!("--option extra-trusted-public-keys {a_id:016x}:");
+    let trusted = format!("--option extra-trusted-public-keys {:016x}:", a_id());
     assert!(
         calls.contains(&trusted),
         "B trusts A's certified key: {calls}"
@@ -234,10 +242,13 @@ fn boxes_substitute_from_peers_and_refuse_tampered_paths() {
     assert!(refused, "B refused A's tampered NAR and built: {log}");
     let ran = fs::read_to_string(&program).unwrap();
     assert!(ran.contains("tampered"), "A's copy stays tampered");
-    println!(
-        "P2P substituted_boxes={} builds_on_fetchers={builds_on_fetchers} tampered_refused={}",
-        fetched as u32,
-        u32::from(refused)
+    myco_testkit::figures::record(
+        "substitute",
+        &format!(
+            "P2P substituted_boxes={} builds_on_fetchers={builds_on_fetchers} tampered_refused={}",
+            fetched as u32,
+            u32::from(refused)
+        ),
     );
 }
 
@@ -294,5 +305,101 @@ fn a_remote_box_gets_its_build_from_the_builder() {
         && b.metric("myco_builds_requested_total") >= 1.0
         && b.metric("myco_builds_from_peers_total") == 1.0;
     assert!(ok, "A built for B, B asked and fetched");
-    println!("P2P remote_build_ok={}", u32::from(ok));
+    myco_testkit::figures::record("remote", &format!("P2P remote_build_ok={}", u32::from(ok)));
+}
+
+/// Box A (with a GPU, certified at 0) alone, its cache on, running and offering the version of
+/// `(uri, rev)`, which it built.
+fn a_offering(uri: &str, rev: &str) -> Daemon {
+    let op = operator();
+    let mut a = Daemon::new("revoked-a", &op, 61);
+    let a_key = SigningKey::from_seed([61; 32]).unwrap().public_key();
+    fs::write(
+        a.dir.join("node.cert"),
+        certify(&op, &a_key, 0, Arch::Any, true, 0),
+    )
+    .unwrap();
+    start(&mut a, None, &[]);
+    a.deploy(&entry(1, (uri, rev), true));
+    wait_until(WAIT, "A runs its build", || unit_out(&a).is_some());
+    wait_until(WAIT, "A offers it", || offered(&a, rev));
+    a
+}
+
+/// A box certified at 1, as the operator re-certifies the boxes it keeps before revoking.
+fn kept_box(name: &str, seed: u8) -> Daemon {
+    let op = operator();
+    let d = Daemon::new(name, &op, seed);
+    let key = SigningKey::from_seed([seed; 32]).unwrap().public_key();
+    fs::write(
+        d.dir.join("node.cert"),
+        certify(&op, &key, 0, Arch::Any, false, 1),
+    )
+    .unwrap();
+    d
+}
+
+/// Box B, started with a revocation of every certificate issued below 1 (A's) and joined to A
+/// and to C, a box kept (which only fetches, `--build remote`, so B has nothing to fetch from
+/// it): once B sees C and refused A's handshake. A box whose peers are all unreachable keeps
+/// what it runs and starts nothing (`reconcile::mode`), hence C.
+fn b_revoking_a(a: &Daemon) -> (Daemon, Daemon) {
+    let mut c = kept_box("revoked-c", 65);
+    start(&mut c, None, &["--build", "remote"]);
+    let mut b = kept_box("revoked-b", 62);
+    let mut record = [0u8; myco_core::config::REVOCATION_BYTES_MAX];
+    let n = myco_core::crypto::revocation::encode_revocation(&operator(), 1, &mut record);
+    let revocation = b.dir.write("revocation-1", &record[..n]);
+    let c_addr = c.listen_addr();
+    let flags = [
+        "--revocation",
+        revocation.to_str().unwrap(),
+        "--join",
+        &c_addr,
+    ];
+    start(&mut b, Some(&a.listen_addr()), &flags);
+    assert_eq!(b.metric("myco_revocation_block"), 1.0);
+    let refused = "myco_crypto_refusals_total{kind=\"revoked_key\"}";
+    wait_until(WAIT, "B sees C and refuses A's revoked certificate", || {
+        b.get("/health").1.contains("\"peers_alive\":1") && b.metric(refused) >= 1.0
+    });
+    (b, c)
+}
+
+/// Issue 16: a revoked node's cache is not trusted. A builds a version and offers it from its
+/// cache; B, given the operator's revocation of A's certificate, joins A. Placed the version, B
+/// neither names A's cache as a substituter nor trusts A's key, and builds the version itself
+/// (with the same setup and no revocation, `boxes_substitute_from_peers_and_refuse_tampered_paths`
+/// shows B fetching it from A). Prints `P2P revoked_cache_refused=1`.
+#[test]
+fn a_revoked_box_s_cache_is_not_trusted() {
+    if let Some(why) = skip() {
+        println!("SKIPPED: {why}");
+        return;
+    }
+    let repo = myco_testkit::dir::TempDir::new("revoked-repo");
+    let marker = repo.join("builder-runs");
+    let (uri, rev) = commit_flake(&repo.join("repo"), &marker, 5);
+    let a = a_offering(&uri, &rev);
+    assert_eq!(builds(&marker), 1, "A ran the builder");
+    let a_port = a.cache_port().expect("A's cache listens");
+    let (b, _c) = b_revoking_a(&a);
+    // A cannot reach B: the entry placed on both goes to B directly.
+    let (status, body) = b.deploy(&entry(2, (&uri, &rev), false));
+    assert_eq!(status, 200, "B takes the entry: {body}");
+    wait_until(WAIT, "B runs the version", || unit_out(&b).is_some());
+    assert_eq!(unit_out(&b), unit_out(&a), "the same store path");
+    let calls = fs::read_to_string(b.dir.join("systemd-run.calls")).unwrap();
+    let peer = format!("http://127.0.0.1:{a_port}");
+    let key = format!("{:016x}:", a_id());
+    let refused = !calls.contains(&peer)
+        && !calls.contains(&key)
+        && builds(&marker) == 2
+        && b.metric("myco_builds_from_peers_total") == 0.0
+        && b.metric("myco_builds_total") >= 1.0;
+    assert!(refused, "B built the version itself, without A: {calls}");
+    myco_testkit::figures::record(
+        "revoked",
+        &format!("P2P revoked_cache_refused={}", u32::from(refused)),
+    );
 }

@@ -28,6 +28,7 @@ pub mod cluster;
 pub mod daemon;
 pub mod dir;
 pub mod entries;
+pub mod figures;
 pub mod git;
 pub mod http;
 pub mod json;

@@ -128,6 +128,25 @@ fn the_bucket_is_shared_and_gives_back_what_was_not_sent() {
 }
 
 #[test]
+fn the_bucket_splits_evenly_between_clients() {
+    let mut b = TokenBucket::new(10_000, 0);
+    assert_eq!(b.share(0, 1), 1000, "one client may take it all");
+    assert_eq!(b.share(0, 3), 333);
+    assert_eq!(b.share(0, 0), 1000, "no client is one");
+    // Two clients served in turn, each at most its share: each gets half.
+    let (mut first, mut second) = (0, 0);
+    for now in (0..10_000).step_by(50) {
+        let share = b.share(now, 2);
+        first += b.take(now, share.min(65_536));
+        second += b.take(now, share.min(65_536));
+    }
+    assert_eq!(first, second);
+    assert!(first + second <= 10_000 * 10 + 1000, "{first} + {second}");
+    let mut free = TokenBucket::new(0, 0);
+    assert_eq!(free.share(0, 2), usize::MAX / 2);
+}
+
+#[test]
 fn nix32_and_base64_match_nix_and_rfc4648() {
     let hex = b"c9aa43bd203d5430a86579bc973feb942768bc0c15bc1698f94f8c097d5d2bbf";
     let bytes = crate::hex::parse_hex32(hex).unwrap();

@@ -107,6 +107,8 @@ struct Slot {
     phase: Phase,
     deadline_ms: u64,
     idle_ms: u64,
+    /// NAR bytes this slot may still send until the next turn shares the tokens again.
+    allowance: usize,
     /// Closed; the socket and the child's pipe stay open until the loop forgot them (`reap`).
     dead: bool,
 }
@@ -237,7 +239,7 @@ impl Cache {
             match &s.phase {
                 Phase::Reading => push(stream.as_raw_fd(), sock, true, false),
                 Phase::Answering { .. } => push(stream.as_raw_fd(), sock, false, true),
-                Phase::Nar { .. } if pending && tokens => {
+                Phase::Nar { .. } if pending && tokens && s.allowance > 0 => {
                     push(stream.as_raw_fd(), sock, false, true)
                 }
                 Phase::Nar { child: Some(c) } if !pending => push(c.stdout_fd(), pipe, true, false),
@@ -268,6 +270,14 @@ impl Cache {
                 }
                 s.close();
             }
+        }
+        // Each turn splits the tokens evenly among the NARs being sent; a slot whose socket is
+        // ready between turns sends no more than its part.
+        let nar = |s: &Slot| s.is_open() && matches!(s.phase, Phase::Nar { .. });
+        let nars = self.slots.iter().filter(|s| nar(s)).count();
+        let share = self.bucket.share(now_ms, nars);
+        for s in self.slots.iter_mut() {
+            s.allowance = share;
         }
         let n = self.slots.len();
         for k in 0..n {

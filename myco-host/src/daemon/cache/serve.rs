@@ -18,6 +18,7 @@ impl Slot {
             phase: Phase::Reading,
             deadline_ms: 0,
             idle_ms: IDLE_MS,
+            allowance: 0,
             dead: false,
         }
     }
@@ -284,7 +285,7 @@ impl Cache {
                     }
                 }
             }
-            let granted = self.bucket.take(now_ms, s.end - s.start);
+            let granted = self.bucket.take(now_ms, (s.end - s.start).min(s.allowance));
             if granted == 0 {
                 // Waiting for the throttle is not the client's idleness.
                 s.deadline_ms = now_ms + s.idle_ms;
@@ -295,6 +296,7 @@ impl Cache {
                 return s.close();
             };
             self.bucket.give_back(granted - sent);
+            s.allowance -= sent;
             self.stats.nar_bytes += sent as u64;
             if sent < granted {
                 return;
