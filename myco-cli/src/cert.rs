@@ -122,6 +122,7 @@ pub fn cert(args: Arguments) -> Result<(), Error> {
         arch: flags.arch,
         gpu: flags.gpu,
         issued_at: flags.issued_at,
+        bridge: None,
     };
     let mut bytes = [0u8; CERT_BYTES_MAX];
     let n = issue_cert(&operator, &body, &mut bytes);

@@ -270,6 +270,7 @@ fn node_profiled(
         join,
         wal_checkpoint_bytes,
         profile,
+        bridge_seeds: &[],
     };
     Box::new(Node::new(&config, Instant(0)).unwrap())
 }
@@ -705,6 +706,7 @@ fn phantom(i: u64) -> MemberUpdate {
             arch: Arch::X86_64,
             zone: 0,
             gpu: false,
+            bridge: false,
         },
     }
 }
@@ -1023,3 +1025,5 @@ fn answer_tunnel_uses_the_nodes_trust_of_now() {
         "revoked since its Open"
     );
 }
+
+mod bridges;

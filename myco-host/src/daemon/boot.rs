@@ -176,6 +176,7 @@ pub fn node(
         join,
         wal_checkpoint_bytes: config.wal_checkpoint_bytes,
         profile: config.profile,
+        bridge_seeds: &[],
     };
     let node = Node::new(&node_config, Instant(0)).map_err(|e| credentials_refused(config, e))?;
     Ok(slot.write(node))

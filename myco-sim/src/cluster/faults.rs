@@ -127,8 +127,15 @@ impl Cluster {
         }
         if let Some((at, mask)) = *partition {
             if self.now == at {
+                // With zones, one whole zone is cut off from the others (deploys made meanwhile
+                // must reach it after the heal); without, a random half of the nodes.
+                let zones = u64::from(self.s.zones);
                 for i in 0..self.s.nodes {
-                    self.world.net.side[i] = (mask >> (i % 64) & 1) as u8;
+                    self.world.net.side[i] = if zones > 1 {
+                        u8::from(u64::from(self.ids.metas[i].zone) == mask % zones)
+                    } else {
+                        (mask >> (i % 64) & 1) as u8
+                    };
                 }
             }
         }
@@ -169,7 +176,10 @@ impl Cluster {
             return None;
         }
         let victim = holders[self.rng.below(holders.len() as u64) as usize];
-        let from = *judged.iter().find(|&&i| i != victim).expect("two judged");
+        // Placement is per zone: only a node of the victim's zone placed its services.
+        let zone = self.ids.metas[victim].zone;
+        let peer = |&&i: &&usize| i != victim && self.ids.metas[i].zone == zone;
+        let &from = judged.iter().find(peer)?;
         self.watch.mark_affected(&self.nodes, victim, from);
         self.crash(victim, false);
         self.killed = Some((victim, self.now));
