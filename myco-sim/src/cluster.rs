@@ -124,6 +124,10 @@ pub struct Report {
     /// Bridge sessions opened and new entries received over them, summed over honest nodes.
     pub bridge_sessions: u64,
     pub bridge_entries: u64,
+    /// Bridges of zone 1 killed for good mid-run (`--kill-bridges`), and the exchanges the
+    /// surviving boxes of zone 1 started as elected bridges after the kill: their replacements'.
+    pub bridges_killed: usize,
+    pub replacement_bridge_syncs: u64,
     pub failure: Option<Failure>,
 }
 
@@ -149,6 +153,10 @@ pub struct Cluster {
     watch: Watch,
     /// The node killed for good once the cluster converged, and when.
     killed: Option<(usize, u64)>,
+    /// The bridges killed for good mid-run (`Scenario::kill_bridges`), and the exchanges the
+    /// other boxes of their zone had started as bridges by then.
+    bridges_killed: Vec<usize>,
+    bridge_syncs_at_kill: u64,
     /// The scenario's network faults, restored for the kill after being lifted to settle.
     faults: Faults,
     /// Allocations by the simulator's own kill, not by the nodes.
@@ -285,6 +293,8 @@ impl Cluster {
             s: s.clone(),
             watch: Watch::new(&nodes, &ids.metas),
             killed: None,
+            bridges_killed: Vec::new(),
+            bridge_syncs_at_kill: 0,
             faults,
             kill_allocations: 0,
             exec: Executors::new(
@@ -532,6 +542,9 @@ impl Cluster {
         if self.now == mid_ops && self.s.adversary {
             self.poison_stolen_box(ops);
         }
+        if self.now == mid_ops && self.s.kill_bridges {
+            self.kill_bridges();
+        }
         self.recertify_due();
         let excluded = alloc::allocations() - outside;
         self.attack();
@@ -581,6 +594,10 @@ impl Cluster {
             .map(|(_, n)| n)
             .sum();
         report.member_records_crossing_zones = self.watch.crossing(&self.nodes, &self.honest);
+        report.bridges_killed = self.bridges_killed.len();
+        if self.s.kill_bridges {
+            report.replacement_bridge_syncs = self.zone_bridge_syncs() - self.bridge_syncs_at_kill;
+        }
         let honest = (0..self.nodes.len()).filter(|&i| self.honest[i]);
         for c in honest.map(|i| self.nodes[i].counters()) {
             report.bridge_sessions += c.bridge_sessions;
@@ -1135,6 +1152,21 @@ mod tests {
         assert_eq!(r.member_records_crossing_zones, 0);
         assert!(r.bridge_entries > 0 && r.placement_checks > 0);
         assert!(r.rounds_to_replace.is_some(), "{}", s.command());
+    }
+
+    /// Zone 1's bridges die for good in the middle of the deploys: the next bridge-capable
+    /// boxes in rendezvous order take over, and the deploys made after the kill reach zone 1.
+    #[test]
+    fn killed_bridges_are_replaced() {
+        let mut s = Scenario::standard(34, 48, 150, 0.1);
+        s.zones = 3;
+        s.kill_bridges = true;
+        s.kill = false;
+        let r = run(&s);
+        assert_eq!(r.failure, None, "{}", s.command());
+        assert_eq!(r.bridges_killed, myco_core::config::BRIDGES_PER_ZONE);
+        assert!(r.replacement_bridge_syncs > 0, "zone 1 elected new bridges");
+        assert!(r.converged && r.distinct_state_hashes == 1);
     }
 
     /// One zone cut off from the others during the deploys catches up after the heal.

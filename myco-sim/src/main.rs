@@ -64,6 +64,8 @@ RUN OPTIONS:
                     bridge-capable; deploys go to random nodes and a fifth name a random zone.
                     Membership must stay in each zone (member_records_crossing_zones, exit 2
                     otherwise); --nodes may then be up to 250 a zone
+  --kill-bridges    with --zones: zone 1's elected bridges die for good mid-deploys; the later
+                    deploys must still reach zone 1 through the next bridges in rendezvous order
   --json            print one JSON object instead of a summary
 
 INVARIANTS:

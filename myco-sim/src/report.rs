@@ -51,6 +51,7 @@ pub fn parse_scenario(args: &mut Arguments) -> Result<Scenario, String> {
     s.adversary = args.contains("--adversary");
     s.profile = crate::scenario::profile_arg(args)?;
     s.zones = opt(args, "--zones", 1u8)?;
+    s.kill_bridges = args.contains("--kill-bridges");
     if !(1..=64).contains(&s.zones) {
         return Err(format!("--zones must be 1..=64, got {}", s.zones));
     }
@@ -126,7 +127,7 @@ pub fn json(s: &Scenario, r: &Report, wall_ms: u128) -> String {
             "\"adversary_frames_sent\":{},\"adversary_frames_accepted\":{},\"forged_slots_accepted\":{},",
             "\"refused_frames\":{},\"revocation_block\":{},\"refused_by_reason\":{{{}}},",
             "\"placement_checks\":{},\"executor_checks\":{},\"executor_commands\":{},\"health_checks\":{},\"health_restarts\":{},\"builds_local\":{},\"builds_fetched\":{},\"builds_local_held_by_peer\":{},\"killed_node\":{},\"services_replaced\":{},\"rounds_to_replace\":{},\"ms_to_replace\":{},\"profile\":\"{}\",",
-            "\"zones\":{},\"member_records_crossing_zones\":{},\"bridge_sessions\":{},\"bridge_entries\":{},",
+            "\"zones\":{},\"member_records_crossing_zones\":{},\"bridge_sessions\":{},\"bridge_entries\":{},\"bridges_killed\":{},\"replacement_bridge_syncs\":{},",
             "\"trace_hash\":\"{:016x}\",\"wall_ms\":{},\"failure\":{}}}"
         ),
         s.seed,
@@ -173,6 +174,8 @@ pub fn json(s: &Scenario, r: &Report, wall_ms: u128) -> String {
         r.member_records_crossing_zones,
         r.bridge_sessions,
         r.bridge_entries,
+        r.bridges_killed,
+        r.replacement_bridge_syncs,
         r.trace_hash,
         wall_ms,
         failure

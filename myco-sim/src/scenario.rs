@@ -52,6 +52,8 @@ pub struct Scenario {
     /// Zones the nodes are spread over, round-robin (`--zones`); each has a few bridge-capable
     /// boxes (`ids::bridge_capable`). 1: one zone, no bridges.
     pub zones: u8,
+    /// In the middle of the deploys, zone 1's elected bridges die for good (`--kill-bridges`).
+    pub kill_bridges: bool,
 }
 
 /// `--profile NAME` from a command line: `lan` when absent, a usage error for an unknown name.
@@ -89,6 +91,7 @@ impl Scenario {
             bad_update_ppm: 0,
             profile: Profile::LAN,
             zones: 1,
+            kill_bridges: false,
         }
     }
 
@@ -135,6 +138,7 @@ impl Scenario {
             } else {
                 1
             },
+            kill_bridges: false,
         }
     }
 
@@ -170,6 +174,10 @@ impl Scenario {
             format!(" --zones {}", self.zones)
         } else {
             String::new()
+        } + if self.kill_bridges {
+            " --kill-bridges"
+        } else {
+            ""
         }
     }
 }
