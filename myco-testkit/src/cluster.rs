@@ -67,6 +67,12 @@ pub struct NodeOptions {
     /// Accept `myco proxy` tunnels on the node's own address, at a free TCP port
     /// (`Daemon::proxy`); default: no `--proxy-listen`.
     pub proxy: bool,
+    /// `myco cert --zone`; default 0.
+    pub zone: u8,
+    /// `myco cert --bridge all`: the node may bridge its zone to every other.
+    pub bridge: bool,
+    /// Nodes (by index) to give as `--bridge-seed`.
+    pub bridge_seeds: Vec<usize>,
 }
 
 /// The member and the change of a daemon's `member ID WHAT` log line (`is dead`, `is suspect`,
@@ -387,26 +393,35 @@ impl Cluster {
         }
     }
 
-    /// Signs a certificate for `node` with `signer`'s key.
+    /// Signs a certificate for `node` with `signer`'s key, for zone 0.
     pub fn cert(&self, signer: &Key, node: &Key, issued_at: u64, out: &Path) {
+        self.cert_in(signer, node, issued_at, (0, false), out);
+    }
+
+    /// Signs a certificate for `node` with `signer`'s key, for `zone`, bridge-capable to every
+    /// zone if `bridge`.
+    pub fn cert_in(&self, signer: &Key, node: &Key, issued_at: u64, zone: (u8, bool), out: &Path) {
         let arch = std::env::consts::ARCH;
-        let issued = issued_at.to_string();
-        self.myco(&[
+        let (issued, zone_text) = (issued_at.to_string(), zone.0.to_string());
+        let mut args = vec![
             "cert",
             "--operator-key",
             signer.path.to_str().unwrap(),
             "--node-pubkey",
             &node.public_hex,
             "--zone",
-            "0",
+            &zone_text,
             "--arch",
             arch,
             "--issued-at",
             &issued,
             "--out",
             out.to_str().unwrap(),
-        ])
-        .ok();
+        ];
+        if zone.1 {
+            args.extend(["--bridge", "all"]);
+        }
+        self.myco(&args).ok();
     }
 
     /// Makes node `len()` (key, certificate, address, command line) without starting it.
@@ -419,7 +434,8 @@ impl Cluster {
             .cert_signer
             .clone()
             .unwrap_or_else(|| self.operator.clone());
-        self.cert(&signer, &key, options.issued_at, &cert);
+        let zone = (options.zone, options.bridge);
+        self.cert_in(&signer, &key, options.issued_at, zone, &cert);
         let addr = self.free_addr(index);
         let operator = options.operator.as_ref().unwrap_or(&self.operator);
         let state_dir = self.dir.join(&name);
@@ -455,6 +471,10 @@ impl Cluster {
         let join = options.join.unwrap_or_else(|| (0..index.min(3)).collect());
         for j in join {
             args.push("--join".into());
+            args.push(self.daemons[j].addr.to_string().into());
+        }
+        for &j in &options.bridge_seeds {
+            args.push("--bridge-seed".into());
             args.push(self.daemons[j].addr.to_string().into());
         }
         if let Some(revocation) = &options.revocation {
