@@ -468,15 +468,7 @@ impl Cluster {
             args.push("--proxy-listen".into());
             args.push(proxy.to_string().into());
         }
-        let join = options.join.unwrap_or_else(|| (0..index.min(3)).collect());
-        for j in join {
-            args.push("--join".into());
-            args.push(self.daemons[j].addr.to_string().into());
-        }
-        for &j in &options.bridge_seeds {
-            args.push("--bridge-seed".into());
-            args.push(self.daemons[j].addr.to_string().into());
-        }
+        args.extend(self.peer_args(&options, index));
         if let Some(revocation) = &options.revocation {
             args.push("--revocation".into());
             args.push(revocation.clone().into());
@@ -501,6 +493,21 @@ impl Cluster {
             starts: 0,
         });
         index
+    }
+
+    /// `--join` for the nodes `options` names (default: up to three made before node `index`) and
+    /// `--bridge-seed` for its bridge seeds.
+    fn peer_args(&self, options: &NodeOptions, index: usize) -> Vec<OsString> {
+        let join = options.join.clone();
+        let join = join.unwrap_or_else(|| (0..index.min(3)).collect());
+        let joins = join.into_iter().map(|j| ("--join", j));
+        let seeds = options.bridge_seeds.iter().map(|&j| ("--bridge-seed", j));
+        let mut args = Vec::new();
+        for (flag, j) in joins.chain(seeds) {
+            args.push(flag.into());
+            args.push(self.daemons[j].addr.to_string().into());
+        }
+        args
     }
 
     /// No systemd here: these tests prove the store, gossip and API (the testbed, in
