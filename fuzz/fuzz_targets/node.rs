@@ -38,7 +38,7 @@ use myco_core::schema::entry::{
 };
 use myco_core::schema::frame::{body_mut, write_frame, Frame, Header, Kind};
 use myco_core::schema::message::{
-    Body, Digest, MemberMeta, MemberState, MemberUpdate, Message, PageKind,
+    Body, BridgeRecord, Digest, MemberMeta, MemberState, MemberUpdate, Message, PageKind,
 };
 use myco_core::state::store::key_hash;
 use myco_core::sync::merkle::bucket_range;
@@ -454,7 +454,20 @@ fn message<'b>(
     ids: &Ids,
     entry_bufs: &'b mut [[u8; ENTRY_BYTES_MAX]; 4],
 ) -> Message<'b> {
-    match input.u8() % 10 {
+    match input.u8() % 11 {
+        10 => {
+            let mut list = heapless::Vec::new();
+            for _ in 0..input.u8() % 9 {
+                let id = input.u64();
+                let r = BridgeRecord {
+                    id,
+                    zone: input.u8() % 3,
+                    addr: ids.addr(id),
+                };
+                let _ = list.push(r);
+            }
+            Message::Bridges { list }
+        }
         0 | 1 => {
             let seq = u32::from(input.u8());
             let me = ids.update(input);

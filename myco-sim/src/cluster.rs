@@ -266,7 +266,7 @@ pub fn boot_joining(
         join,
         wal_checkpoint_bytes: s.wal_checkpoint_bytes,
         profile: s.profile,
-        bridge_seeds: &bridge_seeds(i, s),
+        bridge_seeds: &ids.bridge_seeds[i],
     };
     Node::new(&config, Instant(now)).expect("simulated identities are valid")
 }
@@ -280,7 +280,8 @@ impl Cluster {
             latency_ms_max: s.latency_ms_max.max(1),
         };
         let block = u64::from(s.adversary);
-        let ids = Identities::zoned(s.seed, s.nodes, block, s.zones);
+        let mut ids = Identities::zoned(s.seed, s.nodes, block, s.zones);
+        ids.bridge_seeds = (0..s.nodes).map(|i| bridge_seeds(i, s)).collect();
         let mut honest = vec![true; s.nodes];
         if s.adversary {
             honest[s.nodes - 1] = false;

@@ -10,6 +10,7 @@ use myco_core::crypto::SigningKey;
 use myco_core::random::Prng;
 use myco_core::schema::entry::Arch;
 use myco_core::schema::message::MemberMeta;
+use myco_core::PeerAddr;
 
 /// A non-zero 32-byte seed from the PRNG.
 pub fn seed32(r: &mut Prng) -> [u8; 32] {
@@ -29,6 +30,9 @@ pub struct Identities {
     pub issued_at: Vec<u64>,
     /// What each box's certificate says it is; placement reads it from there.
     pub metas: Vec<MemberMeta>,
+    /// Each node's `--bridge-seed` addresses, made at boot so a restart allocates nothing
+    /// (`cluster::bridge_seeds`; empty until the cluster sets them).
+    pub bridge_seeds: Vec<Vec<PeerAddr>>,
 }
 
 /// An x86_64 box without a GPU in `zone`: the adversary's stolen certificates.
@@ -108,6 +112,7 @@ impl Identities {
             certs,
             issued_at: vec![block; nodes],
             metas,
+            bridge_seeds: vec![Vec::new(); nodes],
         }
     }
 }

@@ -16,6 +16,7 @@ use crate::config::{
     BRIDGES_PER_ZONE, BRIDGE_IDLE_ROUNDS, BRIDGE_PEERS_MAX, BRIDGE_SEEDS_MAX, BRIDGE_STALE_MS,
 };
 use crate::hash::{SipHasher, DOMAIN_BRIDGE};
+use crate::schema::message::{BridgeRecord, BRIDGE_RECORDS_PER_FRAME};
 
 /// A bridge of another zone this node has heard from over a bridge session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,6 +27,9 @@ pub struct BridgePeer {
     /// The root its last frame carried, or this node's own after syncing with it.
     pub root: u64,
     pub heard: Instant,
+    /// Heard from directly (a session with it); otherwise learned from another bridge's
+    /// directory, which never refreshes it, so a dead bridge's record dies out everywhere.
+    pub direct: bool,
 }
 
 /// Where bridges of other zones are: the seed addresses from the configuration and the directory
@@ -49,18 +53,54 @@ impl Bridges {
     /// Records a frame or a handshake from bridge `id` of `zone` at `addr`.
     fn heard(&mut self, id: u64, zone: u8, addr: PeerAddr, root: u64, now: Instant) {
         self.peers.retain(|p| p.id != id);
-        if self.peers.is_full() {
-            let oldest = (0..self.peers.len()).min_by_key(|&i| self.peers[i].heard);
-            self.peers.remove(oldest.expect("full table is not empty"));
-        }
-        let p = BridgePeer {
+        self.insert(BridgePeer {
             id,
             zone,
             addr,
             root,
             heard: now,
-        };
+            direct: true,
+        });
+    }
+
+    /// A record from another bridge's directory: added if unknown, never refreshing one.
+    fn learned(&mut self, r: &BridgeRecord, own_zone: u8, now: Instant) {
+        if r.zone == own_zone || self.peers.iter().any(|p| p.id == r.id || p.addr == r.addr) {
+            return;
+        }
+        self.insert(BridgePeer {
+            id: r.id,
+            zone: r.zone,
+            addr: r.addr,
+            root: 0,
+            heard: now,
+            direct: false,
+        });
+    }
+
+    fn insert(&mut self, p: BridgePeer) {
+        if self.peers.is_full() {
+            let oldest = (0..self.peers.len()).min_by_key(|&i| self.peers[i].heard);
+            self.peers.remove(oldest.expect("full table is not empty"));
+        }
         self.peers.push(p).expect("room made above");
+    }
+
+    /// The freshest records this node heard directly, for a `Bridges` message.
+    fn records(&self) -> Vec<BridgeRecord, BRIDGE_RECORDS_PER_FRAME> {
+        let mut direct: Vec<&BridgePeer, BRIDGE_PEERS_MAX> =
+            self.peers.iter().filter(|p| p.direct).collect();
+        direct.sort_unstable_by_key(|p| core::cmp::Reverse(p.heard));
+        let to_record = |p: &&BridgePeer| BridgeRecord {
+            id: p.id,
+            zone: p.zone,
+            addr: p.addr,
+        };
+        direct
+            .iter()
+            .take(BRIDGE_RECORDS_PER_FRAME)
+            .map(to_record)
+            .collect()
     }
 
     fn knows(&self, addr: PeerAddr) -> bool {
@@ -136,6 +176,13 @@ impl Node {
         };
         self.out.counters.bridge_syncs += 1;
         self.send_all_buckets(sink, target);
+        // With the digests, the bridges this node has heard from: the target meets zones and
+        // bridges it has no seed for.
+        let list = self.bridges.records();
+        if !list.is_empty() {
+            let root = self.store.root();
+            self.out.send(sink, target, root, Message::Bridges { list });
+        }
         // As with members: assume the exchange agrees; the peer's next frame corrects it.
         if let Some(p) = self.bridges.peers.iter_mut().find(|p| p.addr == target) {
             p.root = root;
@@ -186,12 +233,19 @@ impl Node {
                 | Message::Want { .. }
                 | Message::Entries { .. }
                 | Message::Revocation { .. }
+                | Message::Bridges { .. }
         );
         if !allowed {
             return self.refuse(sink, Refusal::Bridge);
         }
         let now = self.out.now;
         self.bridges.heard(sender, zone, from, root, now);
+        if let Message::Bridges { list } = &msg {
+            for r in list {
+                self.bridges.learned(r, self.meta.zone, now);
+            }
+            return;
+        }
         let before = self.out.counters.entries_changed;
         self.dispatch(now, from, sender, msg, sink);
         self.out.counters.bridge_entries += self.out.counters.entries_changed - before;

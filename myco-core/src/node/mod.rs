@@ -1038,6 +1038,9 @@ impl Node {
             Message::MemberPage { kind, live, list } => {
                 self.handle_page(now, sender, kind, live, &list, sink);
             }
+            // A directory means something only on a bridge session (`dispatch_bridge` handles it
+            // before this); from a member of this zone it is ignored.
+            Message::Bridges { .. } => {}
         }
     }
 }

@@ -172,7 +172,24 @@ pub enum Message<'a> {
         live: Digest,
         list: Vec<MemberUpdate, MEMBER_PAGE_RECORDS>,
     },
+    /// Bridges of other zones the sender has heard from itself (appended last, like
+    /// `MemberPage`). Sent only on bridge sessions; a directory record, never a member record
+    /// (docs/protocol.md §8).
+    Bridges {
+        list: Vec<BridgeRecord, BRIDGE_RECORDS_PER_FRAME>,
+    },
 }
+
+/// Where a bridge of another zone listens, as a bridge tells another bridge.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BridgeRecord {
+    pub id: u64,
+    pub zone: u8,
+    pub addr: PeerAddr,
+}
+
+/// Directory records one `Bridges` message carries: a bridge's freshest few.
+pub const BRIDGE_RECORDS_PER_FRAME: usize = 8;
 
 /// Why a member page was sent, which says how the receiver answers it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -364,6 +381,19 @@ mod tests {
             .encode(&mut out)
             .expect("maximal message must fit one frame body");
         assert_eq!(Body::decode(&out[..n]), Some(body));
+    }
+
+    /// A full bridge directory fits one frame body and decodes back.
+    #[test]
+    fn maximal_bridges_fits_one_frame() {
+        let bridge = BridgeRecord {
+            id: u64::MAX,
+            zone: u8::MAX,
+            addr: member().addr,
+        };
+        fits(Message::Bridges {
+            list: Vec::from_slice(&[bridge; BRIDGE_RECORDS_PER_FRAME]).unwrap(),
+        });
     }
 
     /// Each message at its full capacity encodes into one frame body and decodes back.

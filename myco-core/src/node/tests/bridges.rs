@@ -147,3 +147,43 @@ fn the_top_scores_bridge_and_the_next_replaces_a_dead_one() {
     let plain = zoned(2, 0, None, &[]);
     assert!(!plain.is_bridge(), "without a scope a node never bridges");
 }
+
+/// Three zones on a perfect wire: bridge A (zone 0) is seeded with B (zone 1) and C (zone 2) is
+/// seeded with A only, and B contacts nobody. C can know of B only from A's `Bridges` directory;
+/// an entry submitted in zone 1 reaches zone 2, and no node lists another as a member.
+#[test]
+fn a_bridge_learns_other_bridges_from_a_directory() {
+    let addr = |i: u8| PeerAddr::v4([127, 0, 0, i], 1);
+    let mut nodes = [
+        zoned(1, 0, Some(BridgeScope::All), &[addr(2)]),
+        zoned(2, 1, Some(BridgeScope::All), &[]),
+        zoned(3, 2, Some(BridgeScope::All), &[addr(1)]),
+    ];
+    let mut e = [0u8; 128];
+    let len = tombstone("web", 5, &mut e);
+    nodes[1]
+        .submit(Instant(0), &e[..len], &mut Wire::default())
+        .unwrap();
+    for t in (0..20_000).step_by(10) {
+        let now = Instant(t);
+        let mut wire = Wire::default();
+        for n in nodes.iter_mut() {
+            n.handle_tick(now, &mut wire);
+        }
+        while let Some((to, frame)) = wire.frames.pop() {
+            let from = (0..3).find(|&i| frame[16..24] == nodes[i].id().to_le_bytes());
+            let from = addr(from.expect("a node sent it") as u8 + 1);
+            let mut next = Wire::default();
+            let i = usize::from(to.as_v4().unwrap()[3] - 1);
+            nodes[i].handle_datagram(now, from, &frame, &mut next);
+            for f in next.frames {
+                wire.frames.push(f).unwrap();
+            }
+        }
+    }
+    let b = nodes[1].id();
+    let learned = nodes[2].bridge_peers().iter().find(|p| p.id == b);
+    assert!(learned.is_some(), "C knows B from A's directory");
+    assert_eq!(nodes[2].state_hash(), nodes[1].state_hash());
+    assert!(nodes.iter().all(|n| n.members().is_empty()));
+}
