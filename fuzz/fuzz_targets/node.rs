@@ -1,9 +1,10 @@
 //! Fuzzes a whole `Node` through its network input, `handle_datagram`, its clock, `handle_tick`,
 //! and its storage and operator inputs.
 //!
-//! Gossip frames are sealed, so the harness plays up to two certified peers: each completes a real
-//! handshake with the node (Hello, the node's Reply, Finish) and then seals what it sends with its
-//! session. The input is a list of operations. Raw ones hand the node arbitrary datagrams (mostly
+//! Gossip frames are sealed, so the harness plays up to three certified peers: each completes a
+//! real handshake with the node (Hello, the node's Reply, Finish) and then seals what it sends with
+//! its session. The node is bridge-capable; the third peer is a bridge of zone 1, so every message
+//! kind also arrives over a bridge session, where only desired state may pass. The input is a list of operations. Raw ones hand the node arbitrary datagrams (mostly
 //! 1024-byte chunks of the input, handshake kinds included) or a sealed frame around arbitrary body
 //! bytes; structured ones seal a valid message of a fuzz-chosen kind built from a few peers,
 //! service names and the node's own bucket digests and key hashes, so the fuzzer gets past the
@@ -27,7 +28,7 @@ use myco_core::config::{
     BODY_BYTES_MAX, BUCKETS_PER_GROUP, ENTRY_BYTES_MAX, FRAME_BYTES, GROUPS, HEADER_BYTES,
     REVOCATION_BYTES_MAX, SIGNATURE_BYTES, TAG_BYTES,
 };
-use myco_core::crypto::cert::certify;
+use myco_core::crypto::cert::{certify_bridge, BridgeScope};
 use myco_core::crypto::handshake::{Credentials, Initiator, SessionKeys, Trust};
 use myco_core::crypto::revocation::encode_revocation;
 use myco_core::crypto::{check_entry, EntrySignatureError, PublicKey, Session, SigningKey};
@@ -37,7 +38,7 @@ use myco_core::schema::entry::{
 };
 use myco_core::schema::frame::{body_mut, write_frame, Frame, Header, Kind};
 use myco_core::schema::message::{
-    Body, Digest, MemberMeta, MemberState, MemberUpdate, Message, PageKind,
+    Body, BridgeRecord, Digest, MemberMeta, MemberState, MemberUpdate, Message, PageKind,
 };
 use myco_core::state::store::key_hash;
 use myco_core::sync::merkle::bucket_range;
@@ -65,9 +66,19 @@ struct Fixture {
     revocation: Vec<u8>,
 }
 
-fn cert_for(operator: &SigningKey, seed: [u8; 32]) -> (SigningKey, Vec<u8>) {
+/// A certificate for `zone`, bridge-capable to every zone: the node under test is a bridge, its
+/// harness peers of zone 0 are members and the one of zone 1 a bridge of another zone, so every
+/// input can also send it anything over a bridge session.
+fn cert_for(operator: &SigningKey, seed: [u8; 32], zone: u8) -> (SigningKey, Vec<u8>) {
     let key = SigningKey::from_seed(seed).expect("fixture seed");
-    let cert = certify(operator, &key.public_key(), 0, Arch::X86_64, false, 0);
+    let cert = certify_bridge(
+        operator,
+        &key.public_key(),
+        zone,
+        Arch::X86_64,
+        BridgeScope::All,
+        0,
+    );
     (key, cert.to_vec())
 }
 
@@ -76,10 +87,10 @@ fn fixture() -> &'static Fixture {
     FIXTURE.get_or_init(|| {
         let operator = SigningKey::from_seed([1; 32]).expect("fixture seed");
         let node_seed = [2; 32];
-        let (_, node_cert) = cert_for(&operator, node_seed);
-        let peers = (0..2u8)
+        let (_, node_cert) = cert_for(&operator, node_seed, 0);
+        let peers = (0..3u8)
             .map(|i| {
-                let (key, cert) = cert_for(&operator, [3 + i; 32]);
+                let (key, cert) = cert_for(&operator, [3 + i; 32], i / 2);
                 let creds = Credentials::new(key, &cert, &operator.public_key())
                     .expect("fixture certificate");
                 (creds, PeerAddr::v4([10, 0, 1, i], 7946))
@@ -106,6 +117,8 @@ fn fixture() -> &'static Fixture {
 /// A harness peer with an established session.
 struct Link {
     id: u64,
+    /// The peer's certified zone, which its headers carry: 1 for the bridge of another zone.
+    zone: u8,
     addr: PeerAddr,
     session: Session,
 }
@@ -298,6 +311,7 @@ fn meta(b: u8) -> MemberMeta {
         arch,
         zone: 0,
         gpu: b & 4 != 0,
+        bridge: b & 8 != 0,
     }
 }
 
@@ -339,7 +353,7 @@ fn deliver_clear(
     node: &mut Node,
     now: Instant,
     sink: &mut CheckingSink,
-    from: (u64, PeerAddr),
+    ((sender, addr), zone): ((u64, PeerAddr), u8),
     kind: Kind,
     msg: &[u8],
 ) {
@@ -347,13 +361,13 @@ fn deliver_clear(
     body_mut(&mut frame)[..msg.len()].copy_from_slice(msg);
     let header = Header {
         kind,
-        zone: 0,
+        zone,
         revocation_block: 0,
-        sender: from.0,
+        sender,
         counter: 0,
     };
     write_frame(&mut frame, &header, msg.len());
-    node.handle_datagram(now, from.1, &frame, sink);
+    node.handle_datagram(now, addr, &frame, sink);
 }
 
 /// The harness side of a finished handshake: the node's Reply it answered, its Finish and keys.
@@ -368,10 +382,12 @@ fn handshake(node: &mut Node, now: Instant, sink: &mut CheckingSink, i: usize) -
     let fx = fixture();
     let (creds, addr) = &fx.peers[i];
     let from = (creds.node_id(), *addr);
-    let (initiator, hello) = Initiator::new(creds, &fx.trust, [0x5a + i as u8; 32], [0xa5; 32])
+    let zone = creds.cert().zone;
+    let trust = Trust { zone, ..fx.trust };
+    let (initiator, hello) = Initiator::new(creds, &trust, [0x5a + i as u8; 32], [0xa5; 32])
         .expect("fixture credentials are valid");
     sink.capture = Some((*addr, [0; FRAME_BYTES]));
-    deliver_clear(node, now, sink, from, Kind::Hello, &hello);
+    deliver_clear(node, now, sink, (from, zone), Kind::Hello, &hello);
     let (_, reply) = sink.capture.take().expect("set above");
     let mut done = DONE.lock().unwrap_or_else(|e| e.into_inner());
     done.resize(fx.peers.len(), None);
@@ -381,14 +397,14 @@ fn handshake(node: &mut Node, now: Instant, sink: &mut CheckingSink, i: usize) -
         None => {
             let frame = Frame::new_checked(&reply).expect("the node answers a Hello with a Reply");
             let (keys, finish, _) = initiator
-                .handle_reply(frame.body(), creds, &fx.trust)
+                .handle_reply(frame.body(), creds, &trust)
                 .expect("the node's Reply verifies");
             done[i] = Some((reply, finish.to_vec(), keys.clone()));
             (finish.to_vec(), keys)
         }
     };
     let links = node.link_count();
-    deliver_clear(node, now, sink, from, Kind::Finish, &finish);
+    deliver_clear(node, now, sink, (from, zone), Kind::Finish, &finish);
     assert_eq!(
         node.link_count(),
         links + 1,
@@ -396,6 +412,7 @@ fn handshake(node: &mut Node, now: Instant, sink: &mut CheckingSink, i: usize) -
     );
     Link {
         id: from.0,
+        zone,
         addr: *addr,
         session: Session::new(&keys),
     }
@@ -416,7 +433,7 @@ fn deliver_sealed(
     let counter = link.session.next_counter().expect("far from exhausted");
     let header = Header {
         kind: Kind::Data,
-        zone: 0,
+        zone: link.zone,
         revocation_block,
         sender: link.id,
         counter: counter.value(),
@@ -437,7 +454,20 @@ fn message<'b>(
     ids: &Ids,
     entry_bufs: &'b mut [[u8; ENTRY_BYTES_MAX]; 4],
 ) -> Message<'b> {
-    match input.u8() % 10 {
+    match input.u8() % 11 {
+        10 => {
+            let mut list = heapless::Vec::new();
+            for _ in 0..input.u8() % 9 {
+                let id = input.u64();
+                let r = BridgeRecord {
+                    id,
+                    zone: input.u8() % 3,
+                    addr: ids.addr(id),
+                };
+                let _ = list.push(r);
+            }
+            Message::Bridges { list }
+        }
         0 | 1 => {
             let seq = u32::from(input.u8());
             let me = ids.update(input);
@@ -649,6 +679,7 @@ fuzz_target!(|data: &[u8]| {
         // Small, so a few entries already ask for a checkpoint.
         wal_checkpoint_bytes: 4096,
         profile: myco_core::config::Profile::ALL[usize::from(flags >> 5) % 3],
+        bridge_seeds: &[],
     };
     let mut now = Instant(u64::from(input.u16()));
     let fresh = Node::new(&config, now).expect("the fixture configuration is valid");
@@ -668,7 +699,7 @@ fuzz_target!(|data: &[u8]| {
         links: Vec::new(),
     };
     // Handshakes first, while the node's state (and so its randomness) is the same every run.
-    for i in 0..usize::from(flags % 3) {
+    for i in 0..usize::from(flags % 4) {
         let link = handshake(node, now, sink, i);
         sink.links.push(link);
     }

@@ -190,6 +190,28 @@ pub fn parse_zone(value: &str) -> Result<u8, Error> {
     })
 }
 
+/// `--bridge`: `all`, or a comma-separated list of zones 0 to 63 (the scope a certificate can
+/// name one by one; zones from 64 on are bridged with `all`).
+pub fn parse_bridge(value: &str) -> Result<myco_core::crypto::BridgeScope, Error> {
+    use myco_core::crypto::BridgeScope;
+    if value == "all" {
+        return Ok(BridgeScope::All);
+    }
+    let mut bits = 0u64;
+    for z in value.split(',') {
+        match z.trim().parse::<u8>() {
+            Ok(z) if z < 64 => bits |= 1 << z,
+            _ => {
+                return Err(Error::Usage(format!(
+                    "--bridge must be 'all' or zones 0 to 63 separated by commas (e.g. 0,3), got \
+                     '{value}'; use 'all' to bridge zones from 64 on"
+                )))
+            }
+        }
+    }
+    Ok(BridgeScope::Zones(bits))
+}
+
 /// A RevocationBlock height, at least `min`.
 pub fn parse_height(value: &str, flag: &str, min: u64) -> Result<u64, Error> {
     match value.parse::<u64>() {
@@ -240,6 +262,18 @@ pub fn hex(bytes: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
+    /// `--bridge` takes `all` or a list of zones below 64, and refuses anything else.
+    #[test]
+    fn bridge_scopes_parse() {
+        use myco_core::crypto::BridgeScope;
+        assert_eq!(super::parse_bridge("all").ok(), Some(BridgeScope::All));
+        let scope = super::parse_bridge("0,3, 5").ok();
+        assert_eq!(scope, Some(BridgeScope::Zones(0b10_1001)));
+        for bad in ["", "64", "1,,2", "x", "-1", "ALL"] {
+            assert!(super::parse_bridge(bad).is_err(), "{bad}");
+        }
+    }
+
     use super::*;
     use myco_core::hex::HexError;
 

@@ -8,14 +8,14 @@ use crate::output::{self, Value};
 use myco_core::config::{CERT_BYTES_MAX, REVOCATION_BYTES_MAX};
 use myco_core::crypto::cert::issue_cert;
 use myco_core::crypto::revocation::encode_revocation;
-use myco_core::crypto::{Cert, CertBody, Revocation};
+use myco_core::crypto::{BridgeScope, Cert, CertBody, Revocation};
 use myco_core::schema::entry::Arch;
 use pico_args::Arguments;
 use std::path::PathBuf;
 
 pub const CERT_HELP: &str = "\
 Usage: myco cert --operator-key FILE --node-pubkey HEX --zone Z --arch ARCH [--gpu]
-                 [--issued-at N] --out FILE [--json]
+                 [--bridge all|Z,Z...] [--issued-at N] --out FILE [--json]
 
 Signs a certificate that admits one node key to the cluster, and writes it to FILE (raw bytes,
 mode 0644). Get the node's public key with 'myco pubkey --key node.key' on the node.
@@ -26,6 +26,10 @@ Options:
   --zone Z             The node's zone, 0 to 255; nodes talk only within their zone
   --arch ARCH          x86_64, aarch64 or any
   --gpu                The node has a GPU
+  --bridge SCOPE       The node may bridge its zone to other zones: 'all', or zones 0 to 63
+                       separated by commas. Its zone's bridges carry deploys between zones
+                       (start it with myco-d --bridge-seed); membership stays in each zone.
+                       Nodes older than bridges refuse such a certificate
   --issued-at N        The cluster's RevocationBlock height now (default 0). A certificate issued
                        below the RevocationBlock is refused, so after a 'myco revoke --height N'
                        new certificates need --issued-at N or more
@@ -63,6 +67,7 @@ struct CertFlags {
     zone: u8,
     arch: Arch,
     gpu: bool,
+    bridge: Option<BridgeScope>,
     issued_at: u64,
     out: PathBuf,
     json: bool,
@@ -76,6 +81,7 @@ impl CertFlags {
         let zone = flags.string("--zone")?;
         let arch = flags.string("--arch")?;
         let gpu = flags.switch("--gpu");
+        let bridge = flags.string("--bridge")?;
         let issued_at = flags.string("--issued-at")?;
         let out = flags.path("--out")?;
         let json = flags.switch("--json");
@@ -93,6 +99,7 @@ impl CertFlags {
             zone: args::parse_zone(&flags.required(zone, "--zone")?)?,
             arch: args::parse_arch(&flags.required(arch, "--arch")?)?,
             gpu,
+            bridge: bridge.as_deref().map(args::parse_bridge).transpose()?,
             issued_at: match issued_at {
                 Some(n) => args::parse_height(&n, "--issued-at", 0)?,
                 None => 0,
@@ -122,6 +129,7 @@ pub fn cert(args: Arguments) -> Result<(), Error> {
         arch: flags.arch,
         gpu: flags.gpu,
         issued_at: flags.issued_at,
+        bridge: flags.bridge,
     };
     let mut bytes = [0u8; CERT_BYTES_MAX];
     let n = issue_cert(&operator, &body, &mut bytes);
@@ -133,6 +141,7 @@ pub fn cert(args: Arguments) -> Result<(), Error> {
         ("zone", Value::Number(body.zone.into())),
         ("arch", Value::Text(arch_name(body.arch).into())),
         ("gpu", Value::Bool(body.gpu)),
+        ("bridge", Value::Bool(body.bridge.is_some())),
         ("issued_at", Value::Number(body.issued_at)),
         ("issuer_key_id", Value::Number(body.issuer.into())),
         ("size_bytes", Value::Number(n as u64)),

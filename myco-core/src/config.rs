@@ -40,6 +40,18 @@ pub const STRINGS_BYTES: usize = 56 * 1024;
 pub const MEMBERS_MAX: usize = 256;
 /// Join addresses given at boot.
 pub const JOIN_MAX: usize = 8;
+/// Bridges each zone elects among its bridge-capable members (docs/protocol.md §8): two, so one
+/// dying leaves the zone connected while SWIM finds it dead and the next one takes over.
+pub const BRIDGES_PER_ZONE: usize = 2;
+/// `--bridge-seed` addresses a node keeps: bridge-capable boxes of other zones to contact first.
+pub const BRIDGE_SEEDS_MAX: usize = 16;
+/// Bridges of other zones a node remembers having heard from; the least recently heard gives way.
+pub const BRIDGE_PEERS_MAX: usize = 32;
+/// A bridge not heard from for this long leaves the directory: it died or stopped bridging.
+pub const BRIDGE_STALE_MS: u64 = 30_000;
+/// An elected bridge whose directory agrees with it contacts a seed or bridge at random every this
+/// many gossip rounds, to find zones and bridges it has not heard from.
+pub const BRIDGE_IDLE_ROUNDS: u64 = 8;
 
 /// DNS-label rule for service names.
 pub const NAME_BYTES_MAX: usize = 63;
@@ -334,6 +346,7 @@ pub const BUDGET_BYTES: usize = ARENA_BYTES // packed entries
     + GOSSIP_QUEUE_DEPTH * (RUMOR_KEYS_PER_FRAME * 8 + 16) // rumor queue
     + RELAYS_MAX * 48 // indirect probes relayed for others
     + JOIN_MAX * 24 // join addresses
+    + BRIDGE_SEEDS_MAX * 18 + BRIDGE_PEERS_MAX * 48 + 16 // bridge seeds and directory
     + SESSIONS_MAX * 168 // established sessions: two AEAD keys, replay window, peer, address, certified key
     + HANDSHAKES_MAX * 620 // pending handshakes: initiator state or responder keys, last message
     + 512 // this node's credentials and trust
@@ -380,9 +393,10 @@ const _: () = assert!(WAL_PAYLOAD_BYTES_MAX <= u32::MAX as usize);
 
 // Security
 /// A node certificate's signed body, worst case: issuer key id (varint u32, 5), node public key
-/// (32), zone (1), arch (1), gpu (1), issue height (varint u64, 10). A test encodes the maximal
-/// body and checks it is exactly this long.
-pub const CERT_BODY_BYTES_MAX: usize = 50;
+/// (32), zone (1), arch (1), gpu (1), issue height (varint u64, 10), and for a bridge its scope
+/// (variant 1, bitmap varint u64 10). A test encodes the maximal body and checks it is exactly this
+/// long.
+pub const CERT_BODY_BYTES_MAX: usize = 61;
 /// An encoded certificate: body followed by the operator's signature.
 pub const CERT_BYTES_MAX: usize = CERT_BODY_BYTES_MAX + SIGNATURE_BYTES;
 /// A revocation's signed body, worst case: issuer key id (varint u32, 5) and height (varint u64,

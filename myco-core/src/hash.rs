@@ -19,6 +19,8 @@ pub const DOMAIN_PLACE: u64 = 0x05;
 pub const DOMAIN_BUILD: u64 = 0x06;
 /// Which peers a build asks first: `SipHash(DOMAIN_SUBSTITUTE, own id || build key || peer id)`.
 pub const DOMAIN_SUBSTITUTE: u64 = 0x07;
+/// Which members bridge their zone: `SipHash(DOMAIN_BRIDGE, zone || member id)` (`node::bridge`).
+pub const DOMAIN_BRIDGE: u64 = 0x08;
 
 #[derive(Clone, Copy)]
 pub struct SipHasher {

@@ -166,7 +166,12 @@ mod tests {
     };
 
     fn meta(arch: Arch, gpu: bool, zone: u8) -> MemberMeta {
-        MemberMeta { arch, zone, gpu }
+        MemberMeta {
+            arch,
+            zone,
+            gpu,
+            bridge: false,
+        }
     }
 
     fn x86(id: u64) -> Candidate {

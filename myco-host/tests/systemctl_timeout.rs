@@ -63,6 +63,7 @@ fn node() -> Box<Node> {
         join: &[],
         wal_checkpoint_bytes: WAL_CHECKPOINT_BYTES,
         profile: myco_core::config::Profile::LAN,
+        bridge_seeds: &[],
     };
     Box::new(Node::new(&config, Instant(0)).expect("a valid identity"))
 }

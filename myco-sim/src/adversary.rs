@@ -140,7 +140,7 @@ pub fn forged_entries(seed: u64, names: &[&str], genuine: &[&[u8]]) -> Vec<Vec<u
     for (i, name) in names.iter().enumerate() {
         out.push(crate::scenario::encode(
             (seed, i as u64, name),
-            u64::MAX / 2,
+            (u64::MAX / 2, 1),
             i % 2 == 1,
             &mut rng,
             &rogue,

@@ -28,7 +28,7 @@ pub fn entries(seed: u64, services: usize, distinct: bool) -> Vec<Vec<u8>> {
         out.push(if distinct {
             distinct_entry(seed, i, &name, &mut r, &operator)
         } else {
-            crate::scenario::encode((seed, i as u64, &name), 1, false, &mut r, &operator)
+            crate::scenario::encode((seed, i as u64, &name), (1, 1), false, &mut r, &operator)
         });
     }
     out

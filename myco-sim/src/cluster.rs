@@ -12,7 +12,7 @@
 use crate::adversary::Adversary;
 use crate::alloc;
 use crate::executors::Executors;
-use crate::ids::{certify, Identities};
+use crate::ids::{bridge_capable, certify, Identities, BRIDGE_CAPABLE_PER_ZONE};
 use crate::invariants::placement::Watch;
 use crate::net::Faults;
 use crate::scenario::{operations, Op, Scenario, OPS_START_MS};
@@ -20,8 +20,8 @@ use crate::world::{addr, mix, World};
 use faults::FaultPlan;
 
 mod faults;
-use myco_core::config::REVOCATION_BYTES_MAX;
 use myco_core::config::{ARENA_BYTES, SERVICES_MAX};
+use myco_core::config::{BRIDGE_SEEDS_MAX, REVOCATION_BYTES_MAX};
 use myco_core::crypto::revocation::encode_revocation;
 use myco_core::executor::unit_digest;
 use myco_core::hash::{digest, DOMAIN_ENTRY};
@@ -91,7 +91,7 @@ pub struct Report {
     pub refused_frames: u64,
     pub revocation_block: u64,
     /// Security refusals summed over honest nodes, by `crypto::Refusal::index()`.
-    pub refusals: [u64; 7],
+    pub refusals: [u64; 8],
     /// Full placement-invariant checks run (one per converged state and set of live nodes).
     pub placement_checks: u64,
     /// Settle checks of the executor invariants passed (enabled units and DNS answers).
@@ -122,6 +122,16 @@ pub struct Report {
     pub ms_to_replace: Option<u64>,
     /// Why the placement phase after convergence did not finish, if it did not.
     pub placement_stuck: Option<String>,
+    /// Member records in honest nodes' tables of a box of another zone, at the end (any one seen
+    /// during the run fails it as a safety failure): must be 0.
+    pub member_records_crossing_zones: usize,
+    /// Bridge sessions opened and new entries received over them, summed over honest nodes.
+    pub bridge_sessions: u64,
+    pub bridge_entries: u64,
+    /// Bridges of zone 1 killed for good mid-run (`--kill-bridges`), and the exchanges the
+    /// surviving boxes of zone 1 started as elected bridges after the kill: their replacements'.
+    pub bridges_killed: usize,
+    pub replacement_bridge_syncs: u64,
     pub failure: Option<Failure>,
 }
 
@@ -147,6 +157,10 @@ pub struct Cluster {
     watch: Watch,
     /// The node killed for good once the cluster converged, and when.
     killed: Option<(usize, u64)>,
+    /// The bridges killed for good mid-run (`Scenario::kill_bridges`), and the exchanges the
+    /// other boxes of their zone had started as bridges by then.
+    bridges_killed: Vec<usize>,
+    bridge_syncs_at_kill: u64,
     /// The scenario's network faults, restored for the kill after being lifted to settle.
     faults: Faults,
     /// Allocations by the simulator's own kill, not by the nodes.
@@ -205,8 +219,36 @@ fn boot(
     incarnation: u64,
     now: u64,
 ) -> Node {
-    let join = [addr(0), addr((i + 1) % s.nodes)];
+    let zones = usize::from(s.zones.max(1));
+    // The zone's first node and the next one of the zone (zones are round-robin).
+    let next = if i + zones < s.nodes {
+        i + zones
+    } else {
+        i % zones
+    };
+    let join = [addr(i % zones), addr(next)];
     boot_joining(i, s, ids, (revocation_block, incarnation), now, &join)
+}
+
+/// Node `i`'s `--bridge-seed` addresses: for a bridge-capable node, one bridge-capable node of
+/// each other zone (up to `BRIDGE_SEEDS_MAX`), a different one for each of its zone's bridges, so
+/// seeds of one zone do not all lead to the same box.
+pub fn bridge_seeds(i: usize, s: &Scenario) -> Vec<PeerAddr> {
+    let zones = usize::from(s.zones);
+    if !bridge_capable(i, s.zones) {
+        return Vec::new();
+    }
+    let rank = i / zones;
+    (1..zones)
+        .map(|d| {
+            let z = (i % zones + d) % zones;
+            let k = (rank + d) % BRIDGE_CAPABLE_PER_ZONE;
+            z + k * zones
+        })
+        .filter(|&j| j < s.nodes)
+        .take(BRIDGE_SEEDS_MAX)
+        .map(addr)
+        .collect()
 }
 
 /// Node `i` of scenario `s`, booted at `now` with these join addresses; `(block, incarnation)`
@@ -228,6 +270,7 @@ pub fn boot_joining(
         join,
         wal_checkpoint_bytes: s.wal_checkpoint_bytes,
         profile: s.profile,
+        bridge_seeds: &ids.bridge_seeds[i],
     };
     Node::new(&config, Instant(now)).expect("simulated identities are valid")
 }
@@ -241,7 +284,8 @@ impl Cluster {
             latency_ms_max: s.latency_ms_max.max(1),
         };
         let block = u64::from(s.adversary);
-        let ids = Identities::new(s.seed, s.nodes, block);
+        let mut ids = Identities::zoned(s.seed, s.nodes, block, s.zones);
+        ids.bridge_seeds = (0..s.nodes).map(|i| bridge_seeds(i, s)).collect();
         let mut honest = vec![true; s.nodes];
         if s.adversary {
             honest[s.nodes - 1] = false;
@@ -254,6 +298,8 @@ impl Cluster {
             s: s.clone(),
             watch: Watch::new(&nodes, &ids.metas),
             killed: None,
+            bridges_killed: Vec::new(),
+            bridge_syncs_at_kill: 0,
             faults,
             kill_allocations: 0,
             exec: Executors::new(
@@ -504,6 +550,9 @@ impl Cluster {
         if self.now == mid_ops && self.s.adversary {
             self.poison_stolen_box(ops);
         }
+        if self.now == mid_ops && self.s.kill_bridges {
+            self.kill_bridges();
+        }
         self.recertify_due();
         let excluded = alloc::allocations() - outside;
         self.attack();
@@ -554,11 +603,36 @@ impl Cluster {
             .flat_map(|n| n.counters().refused_by_reason())
             .map(|(_, n)| n)
             .sum();
+        report.member_records_crossing_zones = self.watch.crossing(&self.nodes, &self.honest);
+        report.bridges_killed = self.bridges_killed.len();
+        if self.s.kill_bridges {
+            report.replacement_bridge_syncs = self.zone_bridge_syncs() - self.bridge_syncs_at_kill;
+        }
+        let honest = (0..self.nodes.len()).filter(|&i| self.honest[i]);
+        for c in honest.map(|i| self.nodes[i].counters()) {
+            report.bridge_sessions += c.bridge_sessions;
+            report.bridge_entries += c.bridge_entries;
+        }
+    }
+
+    /// Membership stays in its zone: a member record of another zone's box in any honest node's
+    /// table is a safety failure. Checked once a simulated second (a scan of every table).
+    fn check_zones(&self) -> Result<(), Failure> {
+        if self.s.zones <= 1 || !self.now.is_multiple_of(1000) {
+            return Ok(());
+        }
+        match self.watch.crossing(&self.nodes, &self.honest) {
+            0 => Ok(()),
+            n => Err(Failure::Safety(format!(
+                "{n} member records crossed a zone"
+            ))),
+        }
     }
 
     /// This tick's safety checks: the placement invariant (whether it holds now, or how it
     /// broke) and the first executor invariant that broke during the tick.
     fn observe(&mut self) -> Result<bool, Failure> {
+        self.check_zones()?;
         let placed = self
             .watch
             .observe(&self.nodes, &self.up, &self.honest)
@@ -1064,13 +1138,76 @@ mod tests {
         assert!(r.adversary_frames_sent > 100);
         assert_eq!(r.adversary_frames_accepted, 0);
         assert_eq!(r.forged_slots_accepted, 0);
-        for reason in myco_core::crypto::Refusal::ALL {
+        // `not_bridge` needs a bridge-capable node, which only a run with zones has.
+        let kinds = myco_core::crypto::Refusal::ALL.into_iter();
+        for reason in kinds.filter(|&r| r != myco_core::crypto::Refusal::NotBridge) {
             assert!(
                 r.refusals[reason.index()] > 0,
                 "no {} refusal seen",
                 reason.name()
             );
         }
+    }
+
+    /// Zones: deploys submitted in random zones, a fifth naming a zone, reach every zone through
+    /// the bridges; every entry runs in its zone (the placement invariant, per zone); no member
+    /// record crosses a zone; a killed box is replaced within its zone.
+    #[test]
+    fn zones_converge_and_no_member_record_crosses() {
+        let mut s = Scenario::standard(31, 64, 200, 0.1);
+        s.zones = 4;
+        let r = run(&s);
+        assert_eq!(r.failure, None, "{}", s.command());
+        assert!(r.converged && r.distinct_state_hashes == 1);
+        assert_eq!(r.member_records_crossing_zones, 0);
+        assert!(r.bridge_entries > 0 && r.placement_checks > 0);
+        assert!(r.rounds_to_replace.is_some(), "{}", s.command());
+    }
+
+    /// Zone 1's bridges die for good in the middle of the deploys: the next bridge-capable
+    /// boxes in rendezvous order take over, and the deploys made after the kill reach zone 1.
+    #[test]
+    fn killed_bridges_are_replaced() {
+        let mut s = Scenario::standard(34, 48, 150, 0.1);
+        s.zones = 3;
+        s.kill_bridges = true;
+        s.kill = false;
+        let r = run(&s);
+        assert_eq!(r.failure, None, "{}", s.command());
+        assert_eq!(r.bridges_killed, myco_core::config::BRIDGES_PER_ZONE);
+        assert!(r.replacement_bridge_syncs > 0, "zone 1 elected new bridges");
+        assert!(r.converged && r.distinct_state_hashes == 1);
+    }
+
+    /// One zone cut off from the others during the deploys catches up after the heal.
+    #[test]
+    fn a_zone_cut_off_catches_up_after_healing() {
+        let mut s = Scenario::standard(32, 48, 150, 0.05);
+        s.zones = 3;
+        s.partitions = true;
+        s.kill = false;
+        let r = run(&s);
+        assert_eq!(r.failure, None, "{}", s.command());
+        assert!(r.converged && r.distinct_state_hashes == 1);
+        assert_eq!(r.member_records_crossing_zones, 0);
+    }
+
+    /// The stolen box is in zone 0 (node 12 of 13 over 2 zones): it forges nothing anywhere, a
+    /// plain certificate of another zone asking a bridge is refused as `not_bridge`, and both
+    /// zones converge.
+    #[test]
+    fn adversary_in_zone_0_forges_nothing_across_zones() {
+        let mut s = Scenario::standard(33, 13, 80, 0.1);
+        s.zones = 2;
+        s.adversary = true;
+        assert_eq!(crate::ids::zone_of(s.nodes - 1, s.zones), 0);
+        let r = run(&s);
+        assert_eq!(r.failure, None, "{}", s.command());
+        assert_eq!(r.adversary_frames_accepted, 0);
+        assert_eq!(r.forged_slots_accepted, 0);
+        assert_eq!(r.member_records_crossing_zones, 0);
+        let not_bridge = myco_core::crypto::Refusal::NotBridge.index();
+        assert!(r.refusals[not_bridge] > 0);
     }
 
     /// A rotation mid-run: the block rises, every node gets a new certificate, sessions under

@@ -10,6 +10,7 @@ use myco_core::crypto::SigningKey;
 use myco_core::random::Prng;
 use myco_core::schema::entry::Arch;
 use myco_core::schema::message::MemberMeta;
+use myco_core::PeerAddr;
 
 /// A non-zero 32-byte seed from the PRNG.
 pub fn seed32(r: &mut Prng) -> [u8; 32] {
@@ -29,6 +30,9 @@ pub struct Identities {
     pub issued_at: Vec<u64>,
     /// What each box's certificate says it is; placement reads it from there.
     pub metas: Vec<MemberMeta>,
+    /// Each node's `--bridge-seed` addresses, made at boot so a restart allocates nothing
+    /// (`cluster::bridge_seeds`; empty until the cluster sets them).
+    pub bridge_seeds: Vec<Vec<PeerAddr>>,
 }
 
 /// An x86_64 box without a GPU in `zone`: the adversary's stolen certificates.
@@ -37,6 +41,7 @@ pub fn plain(zone: u8) -> MemberMeta {
         arch: Arch::X86_64,
         zone,
         gpu: false,
+        bridge: false,
     }
 }
 
@@ -45,26 +50,55 @@ pub fn certify(operator: &SigningKey, seed: [u8; 32], meta: MemberMeta, issued_a
     let node = SigningKey::from_seed(seed)
         .expect("non-zero seed")
         .public_key();
+    if meta.bridge {
+        let scope = cert::BridgeScope::All;
+        return cert::certify_bridge(operator, &node, meta.zone, meta.arch, scope, issued_at)
+            .to_vec();
+    }
     cert::certify(operator, &node, meta.zone, meta.arch, meta.gpu, issued_at).to_vec()
+}
+
+/// Bridge-capable boxes per zone in a run with zones: the first ones of each zone. More than
+/// `BRIDGES_PER_ZONE`, so a killed bridge has a successor.
+pub const BRIDGE_CAPABLE_PER_ZONE: usize = 4;
+
+/// The zone of node `i` when `zones` zones share the nodes round-robin.
+pub fn zone_of(i: usize, zones: u8) -> u8 {
+    (i % usize::from(zones.max(1))) as u8
+}
+
+/// Whether node `i` is bridge-capable: only with more than one zone, the first
+/// `BRIDGE_CAPABLE_PER_ZONE` of each zone.
+pub fn bridge_capable(i: usize, zones: u8) -> bool {
+    zones > 1 && i / usize::from(zones) < BRIDGE_CAPABLE_PER_ZONE
 }
 
 impl Identities {
     /// Keys for `nodes` nodes, certified at RevocationBlock height `block`.
     pub fn new(seed: u64, nodes: usize, block: u64) -> Identities {
+        Identities::zoned(seed, nodes, block, 1)
+    }
+
+    /// As `new`, with the nodes spread round-robin over `zones` zones (`zone_of`) and a few
+    /// bridge-capable ones in each (`bridge_capable`). One zone gives exactly `new`'s identities.
+    pub fn zoned(seed: u64, nodes: usize, block: u64, zones: u8) -> Identities {
         let mut r = Prng::new(seed ^ 0x4b45_5953);
         let operator = SigningKey::from_seed(seed32(&mut r)).expect("non-zero seed");
         let node_seeds: Vec<[u8; 32]> = (0..nodes).map(|_| seed32(&mut r)).collect();
         // Drawn from their own stream, so the keys above do not depend on them.
         let mut h = Prng::new(seed ^ 0x4857_4152);
         let metas: Vec<MemberMeta> = (0..nodes)
-            .map(|_| MemberMeta {
+            .map(|i| MemberMeta {
                 arch: if h.chance(1, 3) {
                     Arch::Aarch64
                 } else {
                     Arch::X86_64
                 },
-                zone: 0,
-                gpu: h.chance(1, 4),
+                zone: zone_of(i, zones),
+                // A bridge certificate has no GPU (`cert::certify_bridge`); drawn either way so
+                // the stream stays the same.
+                gpu: h.chance(1, 4) && !bridge_capable(i, zones),
+                bridge: bridge_capable(i, zones),
             })
             .collect();
         let certs = node_seeds
@@ -78,6 +112,7 @@ impl Identities {
             certs,
             issued_at: vec![block; nodes],
             metas,
+            bridge_seeds: vec![Vec::new(); nodes],
         }
     }
 }

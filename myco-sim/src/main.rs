@@ -63,6 +63,12 @@ RUN OPTIONS:
                     handshakes and frames; a stolen box gossips forged slots and tombstones
   --scenario rotate the operator raises the RevocationBlock and re-certifies every node mid-run
   --profile NAME    every node's network profile: lan (default), wan or metered (docs/daemon.md)
+  --zones Z         nodes spread round-robin over Z zones (default 1), the first 4 of each
+                    bridge-capable; deploys go to random nodes and a fifth name a random zone.
+                    Membership must stay in each zone (member_records_crossing_zones, exit 2
+                    otherwise); --nodes may then be up to 250 a zone
+  --kill-bridges    with --zones: zone 1's elected bridges die for good mid-deploys; the later
+                    deploys must still reach zone 1 through the next bridges in rendezvous order
   --json            print one JSON object instead of a summary
 
 INVARIANTS:

@@ -50,6 +50,11 @@ pub fn parse_scenario(args: &mut Arguments) -> Result<Scenario, String> {
     s.ops_window_ms = opt(args, "--ops-window", s.ops_window_ms)?;
     s.adversary = args.contains("--adversary");
     s.profile = crate::scenario::profile_arg(args)?;
+    s.zones = opt(args, "--zones", 1u8)?;
+    s.kill_bridges = args.contains("--kill-bridges");
+    if !(1..=64).contains(&s.zones) {
+        return Err(format!("--zones must be 1..=64, got {}", s.zones));
+    }
     match args
         .opt_value_from_str::<_, String>("--scenario")
         .map_err(|e| format!("--scenario: {e}"))?
@@ -69,8 +74,13 @@ pub fn parse_scenario(args: &mut Arguments) -> Result<Scenario, String> {
     if s.wal_checkpoint_bytes < 1024 {
         return Err("--wal-checkpoint-bytes must be at least 1024".to_string());
     }
-    if !(1..=250).contains(&s.nodes) {
-        return Err(format!("--nodes must be 1..=250, got {}", s.nodes));
+    // Each zone is a cluster of its own for membership, so the bound is per zone.
+    let nodes_max = 250 * usize::from(s.zones);
+    if !(1..=nodes_max).contains(&s.nodes) {
+        return Err(format!(
+            "--nodes must be 1..={nodes_max} (250 a zone), got {}",
+            s.nodes
+        ));
     }
     if s.services > 1000 {
         return Err(format!(
@@ -117,6 +127,7 @@ pub fn json(s: &Scenario, r: &Report, wall_ms: u128) -> String {
             "\"adversary_frames_sent\":{},\"adversary_frames_accepted\":{},\"forged_slots_accepted\":{},",
             "\"refused_frames\":{},\"revocation_block\":{},\"refused_by_reason\":{{{}}},",
             "\"placement_checks\":{},\"executor_checks\":{},\"executor_commands\":{},\"health_checks\":{},\"health_restarts\":{},\"builds_local\":{},\"builds_fetched\":{},\"builds_local_held_by_peer\":{},\"builds_remote\":{},\"builds_for_peers\":{},\"killed_node\":{},\"services_replaced\":{},\"rounds_to_replace\":{},\"ms_to_replace\":{},\"profile\":\"{}\",",
+            "\"zones\":{},\"member_records_crossing_zones\":{},\"bridge_sessions\":{},\"bridge_entries\":{},\"bridges_killed\":{},\"replacement_bridge_syncs\":{},",
             "\"trace_hash\":\"{:016x}\",\"wall_ms\":{},\"failure\":{}}}"
         ),
         s.seed,
@@ -161,6 +172,12 @@ pub fn json(s: &Scenario, r: &Report, wall_ms: u128) -> String {
         null_or(r.rounds_to_replace),
         null_or(r.ms_to_replace),
         s.profile.name,
+        s.zones,
+        r.member_records_crossing_zones,
+        r.bridge_sessions,
+        r.bridge_entries,
+        r.bridges_killed,
+        r.replacement_bridge_syncs,
         r.trace_hash,
         wall_ms,
         failure

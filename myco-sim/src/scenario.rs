@@ -49,6 +49,11 @@ pub struct Scenario {
     /// Every node's network profile (`--profile`). The gauntlet keeps `lan`, whose timings its
     /// time limits were set for.
     pub profile: Profile,
+    /// Zones the nodes are spread over, round-robin (`--zones`); each has a few bridge-capable
+    /// boxes (`ids::bridge_capable`). 1: one zone, no bridges.
+    pub zones: u8,
+    /// In the middle of the deploys, zone 1's elected bridges die for good (`--kill-bridges`).
+    pub kill_bridges: bool,
 }
 
 /// `--profile NAME` from a command line: `lan` when absent, a usage error for an unknown name.
@@ -85,6 +90,8 @@ impl Scenario {
             systemctl_fault_ppm: 0,
             bad_update_ppm: 0,
             profile: Profile::LAN,
+            zones: 1,
+            kill_bridges: false,
         }
     }
 
@@ -125,6 +132,13 @@ impl Scenario {
             systemctl_fault_ppm: r.below(100_001),
             bad_update_ppm: r.below(500_001),
             profile: Profile::LAN,
+            // Mostly one zone; a quarter of the seeds spread over 2 to 4, small so runs stay fast.
+            zones: if r.chance(1, 4) {
+                2 + r.below(3) as u8
+            } else {
+                1
+            },
+            kill_bridges: false,
         }
     }
 
@@ -156,6 +170,14 @@ impl Scenario {
             String::new()
         } else {
             format!(" --profile {}", self.profile.name)
+        } + &if self.zones > 1 {
+            format!(" --zones {}", self.zones)
+        } else {
+            String::new()
+        } + if self.kill_bridges {
+            " --kill-bridges"
+        } else {
+            ""
         }
     }
 }
@@ -174,16 +196,21 @@ pub const OPS_START_MS: u64 = 5_000;
 pub const OPS_WINDOW_MS: u64 = 4_000;
 
 /// Where a simulated service may run: mostly anywhere; some need aarch64, x86_64 or a GPU, some
-/// name zone 0 (every box's), and a few name zone 1, where no box is, so they run nowhere.
-fn requirements(r: &mut Prng) -> Requirements {
+/// name a zone that has boxes (zone 0 with one zone, a random one of `zones` with more), and a few
+/// name zone `zones`, where no box is, so they run nowhere.
+fn requirements(r: &mut Prng, zones: u8) -> Requirements {
     let arch = match r.below(10) {
         0 => Arch::X86_64,
         1 | 2 => Arch::Aarch64,
         _ => Arch::Any,
     };
     let zone = match r.below(50) {
-        0 => Some(1),
+        0 => Some(zones),
+        // One zone draws nothing more, so its runs are what they were before zones.
+        1..=5 if zones > 1 => Some(r.below(u64::from(zones)) as u8),
         1..=5 => Some(0),
+        // With zones, a fifth of the services name one: the bridges must carry them there.
+        6..=15 if zones > 1 => Some(r.below(u64::from(zones)) as u8),
         _ => None,
     };
     Requirements {
@@ -197,12 +224,12 @@ fn requirements(r: &mut Prng) -> Requirements {
 /// (or by any key: the adversary forges with its own): a realistic spec (`fleet`).
 pub fn encode(
     (seed, index, name): (u64, u64, &str),
-    clock: u64,
+    (clock, zones): (u64, u8),
     tombstone: bool,
     r: &mut Prng,
     operator: &SigningKey,
 ) -> Vec<u8> {
-    let requires = requirements(r);
+    let requires = requirements(r, zones);
     // Mostly 1 to 3; now and then more than a small cluster has eligible boxes.
     let replicas = if r.chance(1, 20) {
         4 + r.below(u64::from(REPLICAS_MAX) - 3) as u8
@@ -236,7 +263,7 @@ pub fn operations(s: &Scenario, operator: &SigningKey) -> Vec<Op> {
         deployed_at.push(at_ms);
         let entry = encode(
             (s.seed, i as u64, &format!("svc-{i}")),
-            at_ms * 1000 + 1,
+            (at_ms * 1000 + 1, s.zones),
             false,
             &mut r,
             operator,
@@ -261,7 +288,7 @@ pub fn operations(s: &Scenario, operator: &SigningKey) -> Vec<Op> {
         let name = format!("svc-{i}");
         let entry = encode(
             (s.seed, i as u64, &name),
-            clock,
+            (clock, s.zones),
             k >= s.updates,
             &mut r,
             operator,

@@ -67,6 +67,12 @@ pub struct NodeOptions {
     /// Accept `myco proxy` tunnels on the node's own address, at a free TCP port
     /// (`Daemon::proxy`); default: no `--proxy-listen`.
     pub proxy: bool,
+    /// `myco cert --zone`; default 0.
+    pub zone: u8,
+    /// `myco cert --bridge all`: the node may bridge its zone to every other.
+    pub bridge: bool,
+    /// Nodes (by index) to give as `--bridge-seed`.
+    pub bridge_seeds: Vec<usize>,
 }
 
 /// The member and the change of a daemon's `member ID WHAT` log line (`is dead`, `is suspect`,
@@ -395,26 +401,35 @@ impl Cluster {
         }
     }
 
-    /// Signs a certificate for `node` with `signer`'s key.
+    /// Signs a certificate for `node` with `signer`'s key, for zone 0.
     pub fn cert(&self, signer: &Key, node: &Key, issued_at: u64, out: &Path) {
+        self.cert_in(signer, node, issued_at, (0, false), out);
+    }
+
+    /// Signs a certificate for `node` with `signer`'s key, for `zone`, bridge-capable to every
+    /// zone if `bridge`.
+    pub fn cert_in(&self, signer: &Key, node: &Key, issued_at: u64, zone: (u8, bool), out: &Path) {
         let arch = std::env::consts::ARCH;
-        let issued = issued_at.to_string();
-        self.myco(&[
+        let (issued, zone_text) = (issued_at.to_string(), zone.0.to_string());
+        let mut args = vec![
             "cert",
             "--operator-key",
             signer.path.to_str().unwrap(),
             "--node-pubkey",
             &node.public_hex,
             "--zone",
-            "0",
+            &zone_text,
             "--arch",
             arch,
             "--issued-at",
             &issued,
             "--out",
             out.to_str().unwrap(),
-        ])
-        .ok();
+        ];
+        if zone.1 {
+            args.extend(["--bridge", "all"]);
+        }
+        self.myco(&args).ok();
     }
 
     /// Makes node `len()` (key, certificate, address, command line) without starting it.
@@ -427,7 +442,8 @@ impl Cluster {
             .cert_signer
             .clone()
             .unwrap_or_else(|| self.operator.clone());
-        self.cert(&signer, &key, options.issued_at, &cert);
+        let zone = (options.zone, options.bridge);
+        self.cert_in(&signer, &key, options.issued_at, zone, &cert);
         let addr = self.free_addr(index);
         let operator = options.operator.as_ref().unwrap_or(&self.operator);
         let state_dir = self.dir.join(&name);
@@ -460,11 +476,7 @@ impl Cluster {
             args.push("--proxy-listen".into());
             args.push(proxy.to_string().into());
         }
-        let join = options.join.unwrap_or_else(|| (0..index.min(3)).collect());
-        for j in join {
-            args.push("--join".into());
-            args.push(self.daemons[j].addr.to_string().into());
-        }
+        args.extend(self.peer_args(&options, index));
         if let Some(revocation) = &options.revocation {
             args.push("--revocation".into());
             args.push(revocation.clone().into());
@@ -489,6 +501,21 @@ impl Cluster {
             starts: 0,
         });
         index
+    }
+
+    /// `--join` for the nodes `options` names (default: up to three made before node `index`) and
+    /// `--bridge-seed` for its bridge seeds.
+    fn peer_args(&self, options: &NodeOptions, index: usize) -> Vec<OsString> {
+        let join = options.join.clone();
+        let join = join.unwrap_or_else(|| (0..index.min(3)).collect());
+        let joins = join.into_iter().map(|j| ("--join", j));
+        let seeds = options.bridge_seeds.iter().map(|&j| ("--bridge-seed", j));
+        let mut args = Vec::new();
+        for (flag, j) in joins.chain(seeds) {
+            args.push(flag.into());
+            args.push(self.daemons[j].addr.to_string().into());
+        }
+        args
     }
 
     /// No systemd here: these tests prove the store, gossip and API (the testbed, in

@@ -16,8 +16,37 @@ use crate::crypto::{Refusal, DOMAIN_CERT};
 use crate::schema::entry::Arch;
 use serde::{Deserialize, Serialize};
 
-/// What the operator certifies about a node.
+/// Which other zones a node may hold bridge sessions with (docs/protocol.md §8). Encoded after the
+/// other fields of a certificate, and only when present, so every certificate issued before bridges
+/// existed keeps its bytes and its signature.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BridgeScope {
+    /// Every zone.
+    All,
+    /// Zones 0 to 63, one bit each (bit `z` for zone `z`); never 0, which would grant nothing and
+    /// be a second encoding of "not a bridge". Zones from 64 on are bridged with `All` only.
+    Zones(u64),
+}
+
+impl BridgeScope {
+    /// Whether this scope lets its holder hold a bridge session with a node of `zone`.
+    pub fn covers(self, zone: u8) -> bool {
+        match self {
+            BridgeScope::All => true,
+            BridgeScope::Zones(bits) => zone < 64 && bits & (1 << zone) != 0,
+        }
+    }
+}
+
+/// Whether nodes certified as `a` and `b` may hold a bridge session: different zones, and each
+/// certificate grants bridging to the other's zone. The one rule the handshake and the node apply.
+pub fn may_bridge(a: &CertBody, b: &CertBody) -> bool {
+    let covers = |c: &CertBody, zone| c.bridge.is_some_and(|s| s.covers(zone));
+    a.zone != b.zone && covers(a, b.zone) && covers(b, a.zone)
+}
+
+/// What the operator certifies about a node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CertBody {
     /// `key_id` of the operator key that signed this certificate.
     pub issuer: u32,
@@ -28,9 +57,50 @@ pub struct CertBody {
     pub gpu: bool,
     /// The RevocationBlock height at issue. The certificate is revoked once the block rises above.
     pub issued_at: u64,
+    /// `Some`: the node may bridge its zone to the zones of the scope.
+    pub bridge: Option<BridgeScope>,
 }
 
+/// The wire form of a certificate without a bridge scope: the format certificates had first.
+#[derive(Serialize, Deserialize)]
+struct Plain {
+    issuer: u32,
+    node_pk: [u8; PUBLIC_KEY_BYTES],
+    zone: u8,
+    arch: Arch,
+    gpu: bool,
+    issued_at: u64,
+}
+
+/// The wire form of a bridge's certificate: the plain fields, then the scope (a tuple struct
+/// encodes its fields one after the other, so this is the plain encoding with the scope appended).
+#[derive(Serialize, Deserialize)]
+struct Bridged(Plain, BridgeScope);
+
 impl CertBody {
+    fn plain(&self) -> Plain {
+        Plain {
+            issuer: self.issuer,
+            node_pk: self.node_pk,
+            zone: self.zone,
+            arch: self.arch,
+            gpu: self.gpu,
+            issued_at: self.issued_at,
+        }
+    }
+
+    fn from_plain(p: Plain, bridge: Option<BridgeScope>) -> CertBody {
+        CertBody {
+            issuer: p.issuer,
+            node_pk: p.node_pk,
+            zone: p.zone,
+            arch: p.arch,
+            gpu: p.gpu,
+            issued_at: p.issued_at,
+            bridge,
+        }
+    }
+
     pub fn node_id(&self) -> u64 {
         node_id(&self.node_pk)
     }
@@ -101,18 +171,46 @@ pub struct Cert<'a> {
     pub signature: &'a [u8; SIGNATURE_BYTES],
 }
 
+impl Serialize for CertBody {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.bridge {
+            None => self.plain().serialize(s),
+            Some(scope) => Bridged(self.plain(), scope).serialize(s),
+        }
+    }
+}
+
 impl<'a> Cert<'a> {
-    /// Decodes a certificate. Any byte string is safe to pass.
+    /// Decodes a certificate. Any byte string is safe to pass. A body is either the plain fields
+    /// or the plain fields and a bridge scope; the two cannot both decode the same bytes (one
+    /// would leave trailing bytes or run short), so a certificate still has one encoding.
     pub fn decode(bytes: &'a [u8]) -> Result<Cert<'a>, CertError> {
-        let d = signed::decode::<CertBody, CERT_BODY_BYTES_MAX>(bytes).map_err(|e| match e {
+        let shape = |e| match e {
             Shape::TooLong => CertError::TooLong,
             Shape::Truncated => CertError::Truncated,
             Shape::Malformed => CertError::Malformed,
-        })?;
+        };
+        let (body, signed, signature) =
+            match signed::decode::<Plain, CERT_BODY_BYTES_MAX>(bytes).map_err(shape) {
+                Ok(d) => (CertBody::from_plain(d.body, None), d.signed, d.signature),
+                Err(CertError::Malformed) => {
+                    let d = signed::decode::<Bridged, CERT_BODY_BYTES_MAX>(bytes).map_err(shape)?;
+                    let Bridged(plain, scope) = d.body;
+                    if scope == BridgeScope::Zones(0) {
+                        return Err(CertError::Malformed);
+                    }
+                    (
+                        CertBody::from_plain(plain, Some(scope)),
+                        d.signed,
+                        d.signature,
+                    )
+                }
+                Err(e) => return Err(e),
+            };
         Ok(Cert {
-            body: d.body,
-            signed: d.signed,
-            signature: d.signature,
+            body,
+            signed,
+            signature,
         })
     }
 
@@ -189,9 +287,35 @@ pub fn certify(
         arch,
         gpu,
         issued_at,
+        bridge: None,
     };
+    issue(operator, &body)
+}
+
+/// A bridge's certificate: as `certify` (no GPU), with the zones it may bridge to.
+pub fn certify_bridge(
+    operator: &SigningKey,
+    node: &PublicKey,
+    zone: u8,
+    arch: Arch,
+    scope: BridgeScope,
+    issued_at: u64,
+) -> heapless::Vec<u8, CERT_BYTES_MAX> {
+    let body = CertBody {
+        issuer: operator.public_key().key_id(),
+        node_pk: node.0,
+        zone,
+        arch,
+        gpu: false,
+        issued_at,
+        bridge: Some(scope),
+    };
+    issue(operator, &body)
+}
+
+fn issue(operator: &SigningKey, body: &CertBody) -> heapless::Vec<u8, CERT_BYTES_MAX> {
     let mut out = [0u8; CERT_BYTES_MAX];
-    let n = issue_cert(operator, &body, &mut out);
+    let n = issue_cert(operator, body, &mut out);
     heapless::Vec::from_slice(&out[..n]).expect("a certificate fits CERT_BYTES_MAX")
 }
 
@@ -225,6 +349,7 @@ mod tests {
             arch: Arch::Aarch64,
             gpu: true,
             issued_at: 10,
+            bridge: None,
         }
     }
 
@@ -253,6 +378,7 @@ mod tests {
             arch: Arch::Aarch64,
             gpu: true,
             issued_at: u64::MAX,
+            bridge: Some(BridgeScope::Zones(u64::MAX)),
         };
         let mut out = [0u8; CERT_BYTES_MAX];
         assert_eq!(encode_cert(&b, &[9; 64], &mut out), CERT_BYTES_MAX);
@@ -318,14 +444,17 @@ mod tests {
         }
     }
 
-    /// Trailing, missing and overlong-varint encodings never decode: one encoding per cert.
+    /// Trailing, missing and overlong-varint encodings never decode: one encoding per cert. A
+    /// byte appended to a plain certificate can read as a bridge scope (`All` is variant 0), but
+    /// then the signature is shifted by one byte and the certificate never verifies.
     #[test]
     fn one_encoding_per_cert() {
         let (op, node) = (test_key(1), test_key(2));
         let c = test_cert(&op, &node, 3, 10);
         let mut longer = c.clone();
         longer.push(0).unwrap();
-        assert!(Cert::decode(&longer).is_err());
+        let verdict = Cert::decode(&longer).and_then(|x| x.verify(&op.public_key(), 0));
+        assert!(verdict.is_err());
         assert!(Cert::decode(&c[..c.len() - 1]).is_err());
         assert_eq!(Cert::decode(&c[..10]).err(), Some(CertError::Truncated));
         assert_eq!(
@@ -340,5 +469,69 @@ mod tests {
         overlong.extend_from_slice(&[0x8a, 0x00]).unwrap();
         overlong.extend_from_slice(&c[split..]).unwrap();
         assert_eq!(Cert::decode(&overlong).err(), Some(CertError::Malformed));
+    }
+
+    /// A bridge's certificate round-trips with its scope and verifies; a plain certificate's
+    /// bytes are exactly what they were before scopes existed (the scope is absent, not `None`
+    /// encoded), so certificates issued before bridges still verify.
+    #[test]
+    fn bridge_scope_round_trips_and_plain_bytes_unchanged() {
+        let (op, node) = (test_key(1), test_key(2));
+        for scope in [BridgeScope::All, BridgeScope::Zones(0b1010)] {
+            let c = certify_bridge(&op, &node.public_key(), 1, Arch::X86_64, scope, 0);
+            let cert = Cert::decode(&c).unwrap();
+            assert_eq!(cert.body.bridge, Some(scope));
+            assert_eq!(cert.verify(&op.public_key(), 0), Ok(()));
+        }
+        let plain = test_cert(&op, &node, 3, 10);
+        let b = body(&op, &node);
+        let old = Plain {
+            issuer: b.issuer,
+            node_pk: b.node_pk,
+            zone: 3,
+            arch: Arch::X86_64,
+            gpu: false,
+            issued_at: 10,
+        };
+        let mut buf = [0u8; CERT_BODY_BYTES_MAX];
+        let old = postcard::to_slice(&old, &mut buf).unwrap();
+        assert_eq!(&plain[..plain.len() - SIGNATURE_BYTES], &old[..]);
+        assert_eq!(Cert::decode(&plain).unwrap().body.bridge, None);
+    }
+
+    /// An empty zone set grants nothing and would be a second way to say "not a bridge": refused
+    /// even with a valid signature.
+    #[test]
+    fn empty_bridge_scope_refused() {
+        let (op, node) = (test_key(1), test_key(2));
+        let mut b = body(&op, &node);
+        b.bridge = Some(BridgeScope::Zones(0));
+        let mut out = [0u8; CERT_BYTES_MAX];
+        let n = encode_cert(&b, &sign_cert(&op, &b), &mut out);
+        assert_eq!(Cert::decode(&out[..n]).err(), Some(CertError::Malformed));
+    }
+
+    /// `may_bridge` needs two zones and each scope covering the other's zone.
+    #[test]
+    fn may_bridge_needs_both_scopes() {
+        let (op, node) = (test_key(1), test_key(2));
+        let mut a = body(&op, &node);
+        let mut b = a;
+        a.zone = 0;
+        b.zone = 5;
+        assert!(!may_bridge(&a, &b), "plain certificates never bridge");
+        a.bridge = Some(BridgeScope::All);
+        assert!(!may_bridge(&a, &b), "one scope is not enough");
+        b.bridge = Some(BridgeScope::Zones(1 << 1));
+        assert!(!may_bridge(&a, &b), "b's scope does not cover zone 0");
+        b.bridge = Some(BridgeScope::Zones(1 << 0));
+        assert!(may_bridge(&a, &b) && may_bridge(&b, &a));
+        b.zone = 0;
+        assert!(!may_bridge(&a, &b), "a bridge session joins two zones");
+        assert!(
+            !BridgeScope::Zones(u64::MAX).covers(64),
+            "bitmaps name zones 0 to 63"
+        );
+        assert!(BridgeScope::All.covers(200));
     }
 }

@@ -28,7 +28,7 @@
 use crate::config::{
     CERT_BYTES_MAX, CHALLENGE_BYTES, EPHEMERAL_BYTES, HANDSHAKE_BYTES_MAX, SIGNATURE_BYTES,
 };
-use crate::crypto::cert::{Cert, CertBody, CertError};
+use crate::crypto::cert::{may_bridge, Cert, CertBody, CertError};
 use crate::crypto::kdf::{hkdf_sha512_64, sha512, HASH_BYTES};
 use crate::crypto::keys::{PublicKey, SigningKey};
 use crate::crypto::signed::decode_exact;
@@ -227,6 +227,9 @@ pub enum HandshakeError {
     },
     /// The peer is certified for another zone.
     WrongZone { expected: u8, got: u8 },
+    /// The peer, of another zone, asked this bridge-capable node for a bridge session that the
+    /// two certificates do not grant (docs/protocol.md §8).
+    NotBridge { zone: u8 },
     /// The peer's transcript signature does not verify: a replayed or altered message, or an
     /// impostor holding a certificate but not its key.
     BadSignature,
@@ -256,6 +259,7 @@ impl HandshakeError {
             }
             HandshakeError::Revoked { .. } => Refusal::RevokedKey,
             HandshakeError::WrongZone { .. } => Refusal::WrongZone,
+            HandshakeError::NotBridge { .. } => Refusal::NotBridge,
             HandshakeError::OwnCert(_) | HandshakeError::OwnZone { .. } => return None,
         })
     }
@@ -288,17 +292,28 @@ fn expect(msg: &[u8], expected: MsgKind) -> Result<&[u8], HandshakeError> {
     Ok(rest)
 }
 
+/// A peer may be of this node's zone, or of another zone if both certificates grant a bridge
+/// between the two (`cert::may_bridge`). A bridge-capable node counts a refused cross-zone request
+/// apart (`NotBridge`), so a bridge asked by nodes that may not bridge shows it.
+fn check_zone(me: &CertBody, peer: &CertBody, trust: &Trust) -> Result<(), HandshakeError> {
+    if peer.zone == trust.zone || may_bridge(me, peer) {
+        return Ok(());
+    }
+    if me.bridge.is_some() {
+        return Err(HandshakeError::NotBridge { zone: peer.zone });
+    }
+    Err(HandshakeError::WrongZone {
+        expected: trust.zone,
+        got: peer.zone,
+    })
+}
+
 /// Verifies the peer's certificate under `trust` and returns who it is.
 fn check_peer(cert: &[u8], me: &Credentials, trust: &Trust) -> Result<Peer, HandshakeError> {
     let cert = Cert::decode(cert).map_err(HandshakeError::from_peer_cert)?;
     cert.verify(&trust.operator, trust.revocation_block)
         .map_err(HandshakeError::from_peer_cert)?;
-    if cert.body.zone != trust.zone {
-        return Err(HandshakeError::WrongZone {
-            expected: trust.zone,
-            got: cert.body.zone,
-        });
-    }
+    check_zone(me.cert(), &cert.body, trust)?;
     if cert.body.node_pk == me.public_key().0 {
         return Err(HandshakeError::Reflected);
     }
@@ -443,6 +458,8 @@ pub struct Responder {
     keys: SessionKeys,
     t_finish: [u8; HASH_BYTES],
     peer: Peer,
+    /// This node's certificate when it answered: the Finish re-checks the zone rule with it.
+    me: CertBody,
 }
 
 impl Responder {
@@ -481,6 +498,7 @@ impl Responder {
             keys: SessionKeys { tx: r2i, rx: i2r },
             t_finish,
             peer,
+            me: *me.cert(),
         };
         Ok((responder, reply))
     }
@@ -511,12 +529,7 @@ impl Responder {
                 revocation_block: trust.revocation_block,
             });
         }
-        if self.peer.cert.zone != trust.zone {
-            return Err(HandshakeError::WrongZone {
-                expected: trust.zone,
-                got: self.peer.cert.zone,
-            });
-        }
+        check_zone(&self.me, &self.peer.cert, trust)?;
         if !self.peer.cert.node_pk().verify(&self.t_finish, sig_i) {
             return Err(HandshakeError::BadSignature);
         }

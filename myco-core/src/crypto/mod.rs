@@ -41,7 +41,7 @@ pub mod session;
 pub(crate) mod signed;
 pub mod tunnel;
 
-pub use cert::{Cert, CertBody, CertError};
+pub use cert::{may_bridge, BridgeScope, Cert, CertBody, CertError};
 pub use entry::{check_entry, sign_entry, sign_entry_body, verify_entry, EntrySignatureError};
 pub use handshake::{
     Credentials, Established, Handshake, HandshakeError, HandshakeMsg, Initiator, MsgKind, Peer,
@@ -86,11 +86,14 @@ pub enum Refusal {
     /// A handshake message that does not decode, comes out of order, reflects this node's own
     /// identity, or carries a weak ephemeral key.
     MalformedHandshake,
+    /// A node of another zone asked a bridge-capable node for a bridge session the two
+    /// certificates do not grant.
+    NotBridge,
 }
 
 impl Refusal {
     /// Every refusal, in a fixed order, so metrics can be laid out as an array.
-    pub const ALL: [Refusal; 7] = [
+    pub const ALL: [Refusal; 8] = [
         Refusal::BadMac,
         Refusal::Replay,
         Refusal::UnknownKey,
@@ -98,6 +101,7 @@ impl Refusal {
         Refusal::BadSignature,
         Refusal::WrongZone,
         Refusal::MalformedHandshake,
+        Refusal::NotBridge,
     ];
 
     /// The metric name the daemon exports for this refusal.
@@ -110,6 +114,7 @@ impl Refusal {
             Refusal::BadSignature => "bad_signature",
             Refusal::WrongZone => "wrong_zone",
             Refusal::MalformedHandshake => "malformed_handshake",
+            Refusal::NotBridge => "not_bridge",
         }
     }
 

@@ -191,6 +191,7 @@ mod tests {
             arch: Arch::Any,
             gpu: false,
             issued_at: 0,
+            bridge: None,
         };
         let sig = sign_cert(&op, &cert);
         let mut signed = [0u8; 64];

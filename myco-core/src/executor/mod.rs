@@ -17,8 +17,10 @@
 //!   with any other token (a stale one) changes nothing.
 //! - A `systemctl` in flight for `SYSTEMCTL_TIMEOUT_MS` is cancelled ([`Executor::poll_cancel`]):
 //!   a hung systemd cannot stop the executor for good.
-//! - The unit table does not change while a command is in flight, so an outcome applies to the
-//!   units the command named (`systemctl` commands name the first `count` units that match).
+//! - The unit table, rows and todos, does not change while a command is in flight, so an outcome
+//!   applies to the units the command named (`systemctl` commands name the first `count` units
+//!   that match). Health checks end while a command runs: a restart their failures owe becomes a
+//!   todo only between commands (`health.rs`, `owe_restarts`).
 //! - A unit file is deleted only after `systemctl disable --now` of that unit succeeded: a failed
 //!   disable keeps the unit and is retried after `COMMAND_RETRY_MS`, like every failed command.
 //! - A unit `show` reports disabled while nothing is left to do for it (found at boot after a
@@ -425,6 +427,7 @@ impl Executor {
         if self.in_flight.is_some() || now.0 < self.idle_until_ms {
             return None;
         }
+        self.owe_restarts();
         // Versions that wait on what other boxes say (an unheard first wave, a failed build that
         // a first wave may have held meanwhile) are looked at again now and then.
         if self.rollouts.recheck_due(now.0, &self.builds) {
@@ -718,7 +721,10 @@ impl Executor {
             && !self.dirty
             && !self.needs_reload
             && self.writes.is_empty()
-            && self.units.iter().all(|u| u.todo == Todo::None)
+            && self
+                .units
+                .iter()
+                .all(|u| u.todo == Todo::None && !u.probe.owed)
             && self.builds.in_flight.is_none()
             && self.builds.table.is_empty()
             && self.rollouts.at_rest()
@@ -1064,6 +1070,8 @@ impl Executor {
         let unit = self.units.iter_mut().find(|u| u.key == key);
         let unit = unit.expect("a held trial's unit is installed");
         unit.digest = digest;
+        // The restart below is the one its failed checks owed, if any.
+        unit.probe.owed = false;
         unit.todo = match unit.todo {
             Todo::Start | Todo::Delete => Todo::Start,
             Todo::None | Todo::Restart | Todo::Disable => Todo::Restart,

@@ -338,6 +338,7 @@ mod tests {
                 arch: Arch::X86_64,
                 zone: 0,
                 gpu: false,
+                bridge: false,
             },
         }
     }

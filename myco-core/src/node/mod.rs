@@ -20,8 +20,8 @@ use crate::config::{BODY_BYTES_MAX, REVOCATION_BYTES_MAX};
 use crate::crypto::handshake::{Credentials, Trust};
 use crate::crypto::tunnel::{TunnelError, TunnelMsg, TunnelResponder, TunnelSession};
 use crate::crypto::{
-    check_entry, CertError, EntrySignatureError, PublicKey, Refusal as CryptoRefusal, Revocation,
-    RevocationError, SigningKey,
+    check_entry, CertBody, CertError, EntrySignatureError, PublicKey, Refusal as CryptoRefusal,
+    Revocation, RevocationError, SigningKey,
 };
 use crate::gossip::members::{Applied, Member, Members};
 use crate::gossip::rumor::RumorQueue;
@@ -141,12 +141,15 @@ pub enum Refusal {
     WrongZone,
     Body,
     Entry(StoreError),
+    /// A bridge session carried something other than desired state (a member record, a probe, a
+    /// status): membership never crosses a zone.
+    Bridge,
 }
 
 impl Refusal {
     /// Every reason's name, in `index` order: the `reason` label of the daemon's refused-frames
     /// metric and the name its refusal events carry.
-    pub const NAMES: [&'static str; 5] = ["frame", "zone", "body", "entry", "crypto"];
+    pub const NAMES: [&'static str; 6] = ["frame", "zone", "body", "entry", "crypto", "bridge"];
 
     /// This refusal's position in `NAMES` (and in `Counters::refused_by_reason`).
     pub fn index(self) -> usize {
@@ -156,6 +159,7 @@ impl Refusal {
             Refusal::Body => 2,
             Refusal::Entry(_) => 3,
             Refusal::Crypto(_) => 4,
+            Refusal::Bridge => 5,
         }
     }
 
@@ -196,17 +200,26 @@ pub struct Counters {
     pub frames_accepted: u64,
     /// Whole member tables sent (push-pull: each is up to `MEMBER_PAGES_MAX` pages).
     pub tables_sent: u64,
+    /// Frames refused on bridge sessions because they carried something other than desired state.
+    pub refused_bridge: u64,
+    /// Bridge sessions opened (either side) with bridges of other zones.
+    pub bridge_sessions: u64,
+    /// Anti-entropy exchanges this node started as an elected bridge.
+    pub bridge_syncs: u64,
+    /// New entries or versions received over bridge sessions.
+    pub bridge_entries: u64,
 }
 
 impl Counters {
     /// Refused frames by reason, named and ordered as `Refusal::NAMES`.
-    pub fn refused_by_reason(&self) -> [(&'static str, u64); 5] {
+    pub fn refused_by_reason(&self) -> [(&'static str, u64); 6] {
         let counts = [
             self.refused_frame,
             self.refused_zone,
             self.refused_body,
             self.refused_entry,
             self.refused_crypto,
+            self.refused_bridge,
         ];
         core::array::from_fn(|i| (Refusal::NAMES[i], counts[i]))
     }
@@ -258,6 +271,9 @@ pub struct NodeConfig<'a> {
     pub wal_checkpoint_bytes: u64,
     /// Rates and timeouts of membership and gossip (`--profile`; `Profile::LAN` unless told).
     pub profile: Profile,
+    /// `--bridge-seed`: bridge-capable boxes of other zones an elected bridge contacts first
+    /// (at most `BRIDGE_SEEDS_MAX`; the rest are ignored). Empty for a box that never bridges.
+    pub bridge_seeds: &'a [PeerAddr],
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -305,6 +321,8 @@ pub struct Node {
     /// own missed acks and refutations, lowered by acks. See `Node::awareness_scale`.
     health: u8,
     relays: Vec<Relay, RELAYS_MAX>,
+    /// Seeds and the directory of other zones' bridges (`node::bridge`).
+    bridges: bridge::Bridges,
     next_probe: Instant,
     next_gossip: Instant,
     next_member_sync: Instant,
@@ -337,6 +355,8 @@ pub struct Node {
 const _: () = assert!(core::mem::size_of::<Node>() <= BUDGET_BYTES);
 const _: () = assert!(core::mem::size_of::<Node>() <= NODE_BYTES_MAX);
 
+mod bridge;
+pub use bridge::{bridge_score, BridgePeer};
 mod pages;
 mod placed;
 mod probe;
@@ -364,11 +384,7 @@ impl Node {
             zone: cert.zone,
         };
         let id = creds.node_id();
-        let meta = MemberMeta {
-            arch: cert.arch,
-            zone: cert.zone,
-            gpu: cert.gpu,
-        };
+        let meta = meta_of(&cert);
         let mut join = Vec::new();
         for a in config.join.iter().take(JOIN_MAX) {
             join.push(*a).expect("taken at most JOIN_MAX");
@@ -396,6 +412,7 @@ impl Node {
             handshake_probe: None,
             health: 0,
             relays: Vec::new(),
+            bridges: bridge::Bridges::new(config.bridge_seeds),
             next_probe: now.add_ms(jitter),
             next_gossip: now.add_ms(jitter),
             next_member_sync: now.add_ms(profile.member_sync_interval_ms + jitter),
@@ -684,7 +701,7 @@ impl Node {
             Ok(f) => f,
             Err(e) => return self.refuse(sink, Refusal::Frame(e)),
         };
-        if frame.zone() != self.meta.zone {
+        if frame.zone() != self.meta.zone && !self.bridges_to(frame.zone()) {
             return self.refuse(sink, Refusal::WrongZone);
         }
         if frame.sender() == self.id {
@@ -695,15 +712,15 @@ impl Node {
         }
         if frame.kind() != Kind::Data {
             if let Some(done) = self.out.handle_handshake(sink, from, &frame) {
+                if done.peer.cert.zone != self.meta.zone {
+                    // A bridge of another zone: a directory record, never a member record.
+                    let cert = done.peer.cert;
+                    return self.bridge_established(sink, from, &cert, done.responder);
+                }
                 // A completed handshake proves the peer's identity and certificate: it is a
                 // member, at its lowest incarnation until its own frames say more.
                 let peer = done.peer;
-                let c = peer.cert;
-                let meta = MemberMeta {
-                    arch: c.arch,
-                    zone: c.zone,
-                    gpu: c.gpu,
-                };
+                let meta = meta_of(&peer.cert);
                 let state = MemberState::Alive;
                 let u = MemberUpdate {
                     id: peer.node_id,
@@ -720,7 +737,9 @@ impl Node {
             return;
         }
         let mut plain = [0u8; BODY_BYTES_MAX];
-        let known = self.join.contains(&from) || self.members.list().iter().any(|m| m.addr == from);
+        let known = self.join.contains(&from)
+            || self.members.list().iter().any(|m| m.addr == from)
+            || self.bridge_known(from);
         let opened = match self.out.open(sink, from, known, &frame, &mut plain) {
             Ok(o) => o,
             Err(TransportDrop::Crypto(r)) => return self.refuse(sink, Refusal::Crypto(r)),
@@ -731,6 +750,11 @@ impl Node {
         };
         self.out.counters.frames_accepted += 1;
         let sender = opened.sender;
+        if opened.zone != self.meta.zone {
+            self.hint_revocation(sink, from, opened.revocation_block);
+            let peer = (sender, opened.zone, body.root.0);
+            return self.dispatch_bridge(from, peer, body.msg, sink);
+        }
         if let Some(m) = self.members.get_mut(sender) {
             m.root = body.root.0;
         }
@@ -741,17 +765,18 @@ impl Node {
                 self.send_table(sink, sender, PageKind::Pull);
             }
         }
-        if opened.revocation_block < self.out.trust.revocation_block {
-            // The peer missed a rotation: tell it (it then drops sessions it must not keep).
-            let (out, record) = (&mut self.out, &self.revocation);
-            out.send(
-                sink,
-                from,
-                self.store.root(),
-                Message::Revocation { signed: record },
-            );
-        }
+        self.hint_revocation(sink, from, opened.revocation_block);
         self.dispatch(now, from, sender, body.msg, sink);
+    }
+
+    /// A peer whose header shows a lower RevocationBlock missed a rotation: send it the record
+    /// (it then drops sessions it must not keep).
+    fn hint_revocation(&mut self, sink: &mut impl Sink, to: PeerAddr, theirs: u64) {
+        if theirs < self.out.trust.revocation_block {
+            let (out, record) = (&mut self.out, &self.revocation);
+            let msg = Message::Revocation { signed: record };
+            out.send(sink, to, self.store.root(), msg);
+        }
     }
 
     /// Raises the RevocationBlock from an operator-signed record (from the API or a peer).
@@ -883,7 +908,7 @@ impl Node {
     }
 
     /// Refusals by the security layer, indexed by `crypto::Refusal::index()`.
-    pub fn crypto_refusals(&self) -> [u64; 7] {
+    pub fn crypto_refusals(&self) -> [u64; 8] {
         self.out.refusals
     }
 
@@ -898,6 +923,7 @@ impl Node {
                 c.refused_crypto += 1;
                 self.out.refuse(r);
             }
+            Refusal::Bridge => c.refused_bridge += 1,
         }
         sink.event(Event::Refused(why));
     }
@@ -1032,7 +1058,20 @@ impl Node {
                 from: sender,
                 request,
             }),
+            // A directory means something only on a bridge session (`dispatch_bridge` handles it
+            // before this); from a member of this zone it is ignored.
+            Message::Bridges { .. } => {}
         }
+    }
+}
+
+/// What a certificate says about its box, as member records carry it.
+fn meta_of(c: &CertBody) -> MemberMeta {
+    MemberMeta {
+        arch: c.arch,
+        zone: c.zone,
+        gpu: c.gpu,
+        bridge: c.bridge.is_some(),
     }
 }
 

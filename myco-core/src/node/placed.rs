@@ -158,6 +158,7 @@ mod tests {
             arch: Arch::X86_64,
             zone,
             gpu: false,
+            bridge: false,
         };
         Candidate { id, meta }
     }

@@ -18,6 +18,7 @@ impl Node {
         if self.members.pending_len() > 0 {
             self.gossip_members(sink);
         }
+        self.bridge_round(sink);
         // Anti-entropy only with a peer that disagrees: a cluster at rest sends nothing here.
         let forced = self.full_sync_rounds > 0;
         self.full_sync_rounds = self.full_sync_rounds.saturating_sub(1);

@@ -270,6 +270,7 @@ fn node_profiled(
         join,
         wal_checkpoint_bytes,
         profile,
+        bridge_seeds: &[],
     };
     Box::new(Node::new(&config, Instant(0)).unwrap())
 }
@@ -705,6 +706,7 @@ fn phantom(i: u64) -> MemberUpdate {
             arch: Arch::X86_64,
             zone: 0,
             gpu: false,
+            bridge: false,
         },
     }
 }
@@ -1356,3 +1358,5 @@ fn a_version_that_fails_on_the_builder_is_not_built_for_every_request() {
         Ok(())
     );
 }
+
+mod bridges;

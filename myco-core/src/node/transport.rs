@@ -40,6 +40,9 @@ pub struct Link {
     /// The node key the peer's certificate (verified in the handshake) certifies: the key its
     /// binary cache signs with, which a build trusts (`executor::substitute`).
     pub node_pk: [u8; 32],
+    /// The zone the peer's certificate names: this node's own, or another for a bridge session.
+    /// The peer's sealed frames must carry it as their header zone.
+    pub zone: u8,
     session: Session,
     last_rx: Instant,
 }
@@ -94,12 +97,14 @@ pub struct Transport {
     pending: Vec<Pending, HANDSHAKES_MAX>,
     pub counters: Counters,
     /// Refusals by `crypto::Refusal::index()`.
-    pub refusals: [u64; 7],
+    pub refusals: [u64; 8],
 }
 
 /// An opened frame: who sent it and its plaintext body.
 pub struct Opened {
     pub sender: u64,
+    /// The sender's certified zone: another than this node's on a bridge session.
+    pub zone: u8,
     pub revocation_block: u64,
     pub len: usize,
 }
@@ -115,7 +120,7 @@ impl Transport {
             links: Vec::new(),
             pending: Vec::new(),
             counters: Counters::default(),
-            refusals: [0; 7],
+            refusals: [0; 8],
         }
     }
 
@@ -300,7 +305,7 @@ impl Transport {
         from: PeerAddr,
         frame: &Frame<'_>,
     ) -> Option<Established> {
-        let (msg, sender) = (frame.body(), frame.sender());
+        let (msg, sender) = (frame.body(), (frame.sender(), frame.zone()));
         let result = match frame.kind() {
             Kind::Hello => self.handle_hello(sink, from, sender, msg),
             _ => self.continue_handshake(sink, from, sender, msg),
@@ -318,7 +323,7 @@ impl Transport {
         &mut self,
         sink: &mut impl Sink,
         from: PeerAddr,
-        sender: u64,
+        (sender, zone): (u64, u8),
         hello: &[u8],
     ) -> Result<Option<Established>, CryptoRefusal> {
         let hello_digest = digest(DOMAIN_HELLO, hello);
@@ -349,9 +354,13 @@ impl Transport {
         let initiating = self.pending.iter().any(|p| {
             p.addr == from && matches!(p.state, PendingState::Handshake(Handshake::AwaitReply(_)))
         });
-        // The header names the certified node, or the frame lies about who sent it.
+        // The header names the certified node, or the frame lies about who sent it; and its
+        // zone is the certified zone, as every frame of the session's will be.
         if responder.peer().node_id != sender {
             return Err(CryptoRefusal::MalformedHandshake);
+        }
+        if responder.peer().cert.zone != zone {
+            return Err(CryptoRefusal::WrongZone);
         }
         // Simultaneous open: the handshake started by the lower node id continues.
         if initiating && self.id < responder.peer().node_id {
@@ -368,7 +377,7 @@ impl Transport {
         &mut self,
         sink: &mut impl Sink,
         from: PeerAddr,
-        sender: u64,
+        (sender, zone): (u64, u8),
         msg: &[u8],
     ) -> Result<Option<Established>, CryptoRefusal> {
         let Some(i) = self.pending.iter().position(|p| p.addr == from) else {
@@ -388,6 +397,9 @@ impl Transport {
         let peer = done.peer;
         if peer.node_id != sender {
             return Err(CryptoRefusal::MalformedHandshake);
+        }
+        if peer.cert.zone != zone {
+            return Err(CryptoRefusal::WrongZone);
         }
         self.install(from, &peer, Session::new(&done.keys));
         let responder = done.send.is_none();
@@ -422,6 +434,7 @@ impl Transport {
             addr,
             issued_at: certified.cert.issued_at,
             node_pk: certified.cert.node_pk,
+            zone: certified.cert.zone,
             session,
             last_rx: self.now,
         };
@@ -453,6 +466,11 @@ impl Transport {
             }
             return Err(Drop::Crypto(CryptoRefusal::UnknownKey));
         };
+        // A sender writes its own certified zone into every header (authenticated below), so a
+        // frame claiming another zone than its session's is refused before any cryptography.
+        if frame.zone() != self.links[i].zone {
+            return Err(Drop::Crypto(CryptoRefusal::WrongZone));
+        }
         let header: &[u8; HEADER_BYTES] = frame.header().try_into().expect("header length");
         let tag: &[u8; TAG_BYTES] = frame.tag().try_into().expect("tag length");
         plain.copy_from_slice(frame.sealed_body());
@@ -484,6 +502,7 @@ impl Transport {
             .retain(|p| !(p.addr == from && matches!(p.state, PendingState::Finished)));
         Ok(Opened {
             sender,
+            zone: frame.zone(),
             revocation_block: frame.revocation_block(),
             len,
         })

@@ -37,12 +37,62 @@ pub enum MemberState {
     Dead,
 }
 
-/// What placement needs to know about a box.
+/// What placement and bridge election need to know about a box, from its certificate.
+///
+/// On the wire: `arch`, `zone`, then one flags byte, bit 0 `gpu` and bit 1 `bridge` (the box's
+/// certificate has a bridge scope). The byte was a bool before bridges, so an older node reads a
+/// plain box's record as before and refuses only a bridge-capable box's; any other bit is refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "MetaWire", into = "MetaWire")]
 pub struct MemberMeta {
     pub arch: Arch,
     pub zone: u8,
     pub gpu: bool,
+    pub bridge: bool,
+}
+
+#[derive(Clone, Copy, Serialize, Deserialize)]
+struct MetaWire(Arch, u8, MetaFlags);
+
+/// The flags byte; decoding refuses bits it does not know.
+#[derive(Clone, Copy)]
+struct MetaFlags(u8);
+
+const FLAG_GPU: u8 = 1;
+const FLAG_BRIDGE: u8 = 2;
+
+impl Serialize for MetaFlags {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u8(self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for MetaFlags {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<MetaFlags, D::Error> {
+        let b = u8::deserialize(d)?;
+        if b & !(FLAG_GPU | FLAG_BRIDGE) != 0 {
+            return Err(serde::de::Error::custom("unknown member flag"));
+        }
+        Ok(MetaFlags(b))
+    }
+}
+
+impl From<MetaWire> for MemberMeta {
+    fn from(MetaWire(arch, zone, MetaFlags(f)): MetaWire) -> MemberMeta {
+        MemberMeta {
+            arch,
+            zone,
+            gpu: f & FLAG_GPU != 0,
+            bridge: f & FLAG_BRIDGE != 0,
+        }
+    }
+}
+
+impl From<MemberMeta> for MetaWire {
+    fn from(m: MemberMeta) -> MetaWire {
+        let flags = (u8::from(m.gpu) * FLAG_GPU) | (u8::from(m.bridge) * FLAG_BRIDGE);
+        MetaWire(m.arch, m.zone, MetaFlags(flags))
+    }
 }
 
 /// One SWIM membership fact, piggybacked on probes or sent in membership pages.
@@ -126,6 +176,12 @@ pub enum Message<'a> {
     /// by a box that does not build to a member whose offer says it builds for `system`.
     /// Appended last, so the kinds above keep their numbers.
     BuildRequest(BuildRequest),
+    /// Bridges of other zones the sender has heard from itself (appended last, after
+    /// `BuildRequest`). Sent only on bridge sessions; a directory record, never a member record
+    /// (docs/protocol.md §8).
+    Bridges {
+        list: Vec<BridgeRecord, BRIDGE_RECORDS_PER_FRAME>,
+    },
 }
 
 /// A request to build one locked version of a flake service: the service by key hash, the entry
@@ -139,6 +195,17 @@ pub struct BuildRequest {
     pub build: Digest,
     pub system: Arch,
 }
+
+/// Where a bridge of another zone listens, as a bridge tells another bridge.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BridgeRecord {
+    pub id: u64,
+    pub zone: u8,
+    pub addr: PeerAddr,
+}
+
+/// Directory records one `Bridges` message carries: a bridge's freshest few.
+pub const BRIDGE_RECORDS_PER_FRAME: usize = 8;
 
 /// Why a member page was sent, which says how the receiver answers it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -319,8 +386,30 @@ mod tests {
                 arch: Arch::Aarch64,
                 zone: 255,
                 gpu: true,
+                bridge: true,
             },
         }
+    }
+
+    /// The flags byte: a plain box's record is the bytes it was when the byte was a bool (`gpu`),
+    /// bit 1 carries `bridge`, and an unknown bit is refused.
+    #[test]
+    fn member_flags_keep_the_old_bytes_and_refuse_unknown_bits() {
+        let mut m = member().meta;
+        let mut out = [0u8; 8];
+        m.bridge = false;
+        let old = (Arch::Aarch64, 255u8, true);
+        let mut old_out = [0u8; 8];
+        assert_eq!(
+            postcard::to_slice(&m, &mut out).unwrap(),
+            postcard::to_slice(&old, &mut old_out).unwrap()
+        );
+        m.bridge = true;
+        let n = postcard::to_slice(&m, &mut out).unwrap().len();
+        assert_eq!(out[n - 1], 3);
+        assert_eq!(postcard::from_bytes::<MemberMeta>(&out[..n]).unwrap(), m);
+        out[n - 1] = 4;
+        assert!(postcard::from_bytes::<MemberMeta>(&out[..n]).is_err());
     }
 
     fn fits(msg: Message<'_>) {
@@ -333,6 +422,19 @@ mod tests {
             .encode(&mut out)
             .expect("maximal message must fit one frame body");
         assert_eq!(Body::decode(&out[..n]), Some(body));
+    }
+
+    /// A full bridge directory fits one frame body and decodes back.
+    #[test]
+    fn maximal_bridges_fits_one_frame() {
+        let bridge = BridgeRecord {
+            id: u64::MAX,
+            zone: u8::MAX,
+            addr: member().addr,
+        };
+        fits(Message::Bridges {
+            list: Vec::from_slice(&[bridge; BRIDGE_RECORDS_PER_FRAME]).unwrap(),
+        });
     }
 
     /// Each message at its full capacity encodes into one frame body and decodes back.

@@ -488,6 +488,7 @@ mod tests {
                 arch: Arch::Aarch64,
                 zone: u8::MAX,
                 gpu: false,
+                bridge: false,
             },
             this: false,
             offer: Some(&Offer {

@@ -167,6 +167,11 @@ pub fn node(
     random: u64,
     slot: &'static mut MaybeUninit<Node>,
 ) -> Result<&'static mut Node, BootError> {
+    let bridge_seeds: Vec<PeerAddr> = config
+        .bridge_seeds
+        .iter()
+        .map(|&a| net::peer_addr(a))
+        .collect();
     let node_config = NodeConfig {
         node_seed: seed,
         cert,
@@ -176,6 +181,7 @@ pub fn node(
         join,
         wal_checkpoint_bytes: config.wal_checkpoint_bytes,
         profile: config.profile,
+        bridge_seeds: &bridge_seeds,
     };
     let node = Node::new(&node_config, Instant(0)).map_err(|e| credentials_refused(config, e))?;
     Ok(slot.write(node))

@@ -33,6 +33,10 @@ Options:
                         listens on IPv4 only)
   --join ADDR           A peer to contact first, HOST:PORT; repeatable. Peers met since are
                         remembered in the state directory
+  --bridge-seed ADDR    A bridge-capable box of another zone, HOST:PORT; repeatable (up to 16).
+                        Only for a box whose certificate has a bridge scope (myco cert --bridge):
+                        when elected its zone's bridge, it syncs desired state with other zones'
+                        bridges, starting from these
   --profile lan|wan|metered
                         How often this box talks to its peers (default lan): lan probes every
                         0.5 s (about 4.6 KB/s per box at rest, a dead box found in about 3 to 14
@@ -122,6 +126,8 @@ pub struct Config {
     pub socket: PathBuf,
     pub listen: SocketAddr,
     pub join: Vec<SocketAddr>,
+    /// `--bridge-seed`: bridge-capable boxes of other zones (docs/protocol.md §8).
+    pub bridge_seeds: Vec<SocketAddr>,
     pub reserve_bytes: u64,
     pub io: Choice,
     /// Rates and timeouts of membership and gossip (`--profile`, default `lan`).
@@ -193,16 +199,13 @@ pub fn parse(mut args: Arguments) -> Result<Parsed, UsageError> {
             "--listen '{listen}' is not IP:PORT, e.g. [::]:7946 or 0.0.0.0:7946"
         ))
     })?;
-    let join = joins(&mut args)?;
+    let (join, bridge_seeds) = (joins(&mut args)?, bridge_seeds(&mut args)?);
     let reserve_bytes = number(&mut args, "--reserve-bytes")?.unwrap_or(RESERVE_BYTES_DEFAULT);
     let io = io_choice(text(&mut args, "--io")?)?;
     let profile = profile(text(&mut args, "--profile")?)?;
     let executor = executor(&mut args)?;
     let dns = dns_addrs(&mut args)?;
-    let cache_listen = cache_listen(text(&mut args, "--cache-listen")?)?;
-    let cache_upload_rate =
-        number(&mut args, "--cache-upload-rate")?.unwrap_or(super::cache::UPLOAD_RATE_DEFAULT);
-    builder_has_cache(executor.as_ref(), cache_listen)?;
+    let (cache_listen, cache_upload_rate) = cache_options(&mut args, executor.as_ref())?;
     let proxy_listen = proxy_listen(text(&mut args, "--proxy-listen")?)?;
     let verbose = args.contains("--verbose");
     let strict_alloc = args.contains("--strict-alloc");
@@ -225,6 +228,7 @@ pub fn parse(mut args: Arguments) -> Result<Parsed, UsageError> {
         socket,
         listen,
         join,
+        bridge_seeds,
         reserve_bytes,
         io,
         profile,
@@ -239,6 +243,17 @@ pub fn parse(mut args: Arguments) -> Result<Parsed, UsageError> {
         strict_alloc,
         wal_checkpoint_bytes,
     })))
+}
+
+/// `--cache-listen` and `--cache-upload-rate`; a `--builder` needs the cache.
+fn cache_options(
+    args: &mut Arguments,
+    executor: Option<&ExecutorConfig>,
+) -> Result<(Option<SocketAddr>, u64), UsageError> {
+    let listen = cache_listen(text(args, "--cache-listen")?)?;
+    let rate = number(args, "--cache-upload-rate")?.unwrap_or(super::cache::UPLOAD_RATE_DEFAULT);
+    builder_has_cache(executor, listen)?;
+    Ok((listen, rate))
 }
 
 /// `--builder` serves what it builds from the binary cache, so it needs one.
@@ -392,7 +407,19 @@ fn joins(args: &mut Arguments) -> Result<Vec<SocketAddr>, UsageError> {
             "at most {JOINS_MAX} --join addresses; the cluster spreads the rest"
         )));
     }
-    values.iter().map(|v| resolve(v)).collect()
+    values.iter().map(|v| resolve("--join", v)).collect()
+}
+
+/// `--bridge-seed` values, resolved now like `--join`'s.
+fn bridge_seeds(args: &mut Arguments) -> Result<Vec<SocketAddr>, UsageError> {
+    let values = texts(args, "--bridge-seed", "HOST:PORT")?;
+    let max = myco_core::config::BRIDGE_SEEDS_MAX;
+    if values.len() > max {
+        return Err(usage(format!(
+            "at most {max} --bridge-seed addresses; bridges learn the others"
+        )));
+    }
+    values.iter().map(|v| resolve("--bridge-seed", v)).collect()
 }
 
 /// `--dns`, repeatable up to `DNS_LISTENERS_MAX` times, or `off`; by default both loopbacks.
@@ -455,15 +482,15 @@ fn texts(args: &mut Arguments, flag: &'static str, what: &str) -> Result<Vec<Str
     .map_err(|_| usage(format!("{flag} needs {what} in UTF-8")))
 }
 
-fn resolve(value: &str) -> Result<SocketAddr, UsageError> {
+fn resolve(flag: &str, value: &str) -> Result<SocketAddr, UsageError> {
     let mut found = value.to_socket_addrs().map_err(|e| {
         usage(format!(
-            "--join '{value}' cannot be resolved: {e}; give HOST:PORT, e.g. 10.0.0.2:7946"
+            "{flag} '{value}' cannot be resolved: {e}; give HOST:PORT, e.g. 10.0.0.2:7946"
         ))
     })?;
     found
         .next()
-        .ok_or_else(|| usage(format!("--join '{value}' resolves to no address")))
+        .ok_or_else(|| usage(format!("{flag} '{value}' resolves to no address")))
 }
 
 fn default_in(dir: &Option<PathBuf>, fallback: &str, file: &str) -> PathBuf {

@@ -219,6 +219,24 @@ const GOSSIP: &[Family] = &[
         "Entries stored new or newer.",
         |s| s.counters.entries_changed.into(),
     ),
+    one(
+        "myco_bridge_sessions_total",
+        Counter,
+        "Bridge sessions opened with bridges of other zones.",
+        |s| s.counters.bridge_sessions.into(),
+    ),
+    one(
+        "myco_bridge_syncs_total",
+        Counter,
+        "Anti-entropy exchanges started with other zones' bridges as an elected bridge.",
+        |s| s.counters.bridge_syncs.into(),
+    ),
+    one(
+        "myco_bridge_entries_total",
+        Counter,
+        "Entries stored new or newer that arrived over bridge sessions.",
+        |s| s.counters.bridge_entries.into(),
+    ),
 ];
 
 fn tombstones(node: &Node) -> u64 {

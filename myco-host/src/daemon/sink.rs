@@ -402,6 +402,7 @@ impl CoreSink {
             Refusal::WrongZone => "from another zone",
             Refusal::Body => "its body does not decode",
             Refusal::Entry(e) => e.message(),
+            Refusal::Bridge => "a bridge session carried more than desired state",
         };
         self.log.log(
             Level::Debug,

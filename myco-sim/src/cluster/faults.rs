@@ -127,15 +127,24 @@ impl Cluster {
         }
         if let Some((at, mask)) = *partition {
             if self.now == at {
+                // With zones, one whole zone is cut off from the others (deploys made meanwhile
+                // must reach it after the heal); without, a random half of the nodes.
+                let zones = u64::from(self.s.zones);
                 for i in 0..self.s.nodes {
-                    self.world.net.side[i] = (mask >> (i % 64) & 1) as u8;
+                    self.world.net.side[i] = if zones > 1 {
+                        u8::from(u64::from(self.ids.metas[i].zone) == mask % zones)
+                    } else {
+                        (mask >> (i % 64) & 1) as u8
+                    };
                 }
             }
         }
         if self.now == *live_at {
             self.world.net.side.iter_mut().for_each(|s| *s = 0);
             for i in 0..self.nodes.len() {
-                if !self.up[i] && self.killed.is_none_or(|(k, _)| k != i) {
+                let gone =
+                    self.killed.is_some_and(|(k, _)| k == i) || self.bridges_killed.contains(&i);
+                if !self.up[i] && !gone {
                     self.restart(i);
                 }
             }
@@ -158,6 +167,30 @@ impl Cluster {
     /// Kills for good one honest node that runs services (drawn from the seed), under the
     /// scenario's own loss and duplication, unless the scenario keeps every node, that would
     /// leave no honest node, or none runs anything. Returns it.
+    /// Kills for good every node of zone 1 that is a bridge now (by its own election), in the
+    /// middle of the deploys: the deploys after it reach zone 1 only if the next bridge-capable
+    /// boxes in rendezvous order take over.
+    pub(super) fn kill_bridges(&mut self) {
+        let zone = 1 % self.s.zones.max(1);
+        for i in 0..self.nodes.len() {
+            let bridge = self.up[i] && self.nodes[i].is_bridge();
+            if bridge && self.ids.metas[i].zone == zone {
+                self.crash(i, false);
+                self.bridges_killed.push(i);
+            }
+        }
+        self.bridge_syncs_at_kill = self.zone_bridge_syncs();
+    }
+
+    /// Exchanges started as an elected bridge by the boxes of zone 1 not killed as bridges.
+    pub(super) fn zone_bridge_syncs(&self) -> u64 {
+        let zone = 1 % self.s.zones.max(1);
+        (0..self.nodes.len())
+            .filter(|&i| self.ids.metas[i].zone == zone && !self.bridges_killed.contains(&i))
+            .map(|i| self.nodes[i].counters().bridge_syncs)
+            .sum()
+    }
+
     pub(super) fn kill_one(&mut self) -> Option<usize> {
         let judged: Vec<usize> = (0..self.nodes.len()).filter(|&i| self.judged(i)).collect();
         let holders: Vec<usize> = judged
@@ -169,7 +202,10 @@ impl Cluster {
             return None;
         }
         let victim = holders[self.rng.below(holders.len() as u64) as usize];
-        let from = *judged.iter().find(|&&i| i != victim).expect("two judged");
+        // Placement is per zone: only a node of the victim's zone placed its services.
+        let zone = self.ids.metas[victim].zone;
+        let peer = |&&i: &&usize| i != victim && self.ids.metas[i].zone == zone;
+        let &from = judged.iter().find(peer)?;
         self.watch.mark_affected(&self.nodes, victim, from);
         self.crash(victim, false);
         self.killed = Some((victim, self.now));

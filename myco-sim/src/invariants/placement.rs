@@ -3,14 +3,15 @@
 //!
 //! "Converged" means both of:
 //! - state: every judged node (up and honest) holds the same state hash;
-//! - membership: every judged node lists every other up node as not dead (alive or suspect,
-//!   since placement counts suspects), every down node as dead or not at all, and nobody else as
-//!   live.
+//! - membership: every judged node lists every other up node of its zone as not dead (alive or
+//!   suspect, since placement counts suspects), every down node as dead or not at all, and nobody
+//!   else as live; membership is per zone (docs/algorithm.md section 10).
 //!
 //! Then, for every stored service, each judged node's `Node::placement` must equal the answer of
-//! `place::place` over the up boxes with the metadata their certificates carry, and that answer
-//! must hold exactly `min(replicas, eligible up boxes)` ids, counted here independently. Each
-//! judged node's `Node::placed_here` must list exactly the services whose answer names it.
+//! `place::place` over the up boxes of its zone with the metadata their certificates carry, and
+//! that answer must hold exactly `min(replicas, eligible up boxes of the zone)` ids, counted here
+//! independently, every one of them in the zone the service names, if it names one. Each judged
+//! node's `Node::placed_here` must list exactly the services whose answer names it.
 //!
 //! Placement is a function of the state and the member set, so a check runs once per distinct
 //! (state hash, set of up nodes) and is remembered. It allocates nothing (scratch space is
@@ -29,6 +30,8 @@ pub struct Watch {
     index: HashMap<u64, usize>,
     ids: Vec<u64>,
     metas: Vec<MemberMeta>,
+    /// The zones the nodes are in, each once (made at boot: checks allocate nothing).
+    zones: Vec<u8>,
     /// Scratch space, one slot per node, reused by every check.
     seen: Vec<bool>,
     held: Vec<usize>,
@@ -48,9 +51,13 @@ impl Watch {
         for (n, m) in nodes.iter().zip(metas) {
             assert_eq!(n.meta(), *m, "a node's meta comes from its certificate");
         }
+        let mut zones: Vec<u8> = metas.iter().map(|m| m.zone).collect();
+        zones.sort_unstable();
+        zones.dedup();
         Watch {
             index,
             ids,
+            zones,
             metas: metas.to_vec(),
             seen: vec![false; nodes.len()],
             held: vec![0; nodes.len()],
@@ -178,7 +185,8 @@ impl Watch {
                 }
             }
             let listed = |j: usize| n.members().iter().any(|m| m.id == self.ids[j]);
-            if let Some(j) = (0..nodes.len()).find(|&j| j != i && up[j] && !listed(j)) {
+            let peer = |j: usize| j != i && up[j] && self.same_zone(i, j);
+            if let Some(j) = (0..nodes.len()).find(|&j| peer(j) && !listed(j)) {
                 return Some(format!("node {i} does not list up node {j}"));
             }
         }
@@ -194,6 +202,8 @@ impl Watch {
             self.seen.fill(false);
             for m in n.members() {
                 match self.index.get(&m.id) {
+                    // A member of another zone is a record that crossed: never converged.
+                    Some(&j) if !self.same_zone(i, j) => return false,
                     Some(&j) if up[j] && m.is_live() => self.seen[j] = true,
                     Some(&j) if up[j] => return false,
                     // A down node, or an identity no box has, must not be live.
@@ -201,11 +211,15 @@ impl Watch {
                     _ => {}
                 }
             }
-            if (0..nodes.len()).any(|j| j != i && up[j] && !self.seen[j]) {
+            if (0..nodes.len()).any(|j| j != i && up[j] && self.same_zone(i, j) && !self.seen[j]) {
                 return false;
             }
         }
         true
+    }
+
+    fn same_zone(&self, i: usize, j: usize) -> bool {
+        self.metas[i].zone == self.metas[j].zone
     }
 
     pub(crate) fn check(
@@ -218,49 +232,10 @@ impl Watch {
         let first = (0..nodes.len())
             .find(|&i| judged(i))
             .expect("observe found one");
-        self.candidates.clear();
-        for j in (0..nodes.len()).filter(|&j| up[j]) {
-            self.candidates.push(Candidate {
-                id: self.ids[j],
-                meta: self.metas[j],
-            });
-        }
         self.held.fill(0);
-        let store = nodes[first].store();
-        for slot in store.slots() {
-            let bytes = store.entry(slot);
-            let entry = bytes.decode();
-            let name = entry.body.name;
-            let expected =
-                place::place_entry(slot.key_hash, &entry.body, self.candidates.iter().copied());
-            if let Some(spec) = &entry.body.spec {
-                let eligible_up = self
-                    .candidates
-                    .iter()
-                    .filter(|c| eligible(&spec.requires, &c.meta))
-                    .count();
-                let size = usize::from(spec.replicas).min(eligible_up);
-                if expected.len() != size {
-                    return Err(format!(
-                        "service {name} is placed on {} members, not min(replicas {}, eligible live {eligible_up})",
-                        expected.len(),
-                        spec.replicas
-                    ));
-                }
-            }
-            for id in &expected {
-                self.held[self.index[id]] += 1;
-            }
-            for i in (0..nodes.len()).filter(|&i| judged(i)) {
-                let got = nodes[i].placement(slot.key_hash);
-                if got != expected {
-                    return Err(format!(
-                        "node {i} places service {name} on {:x?}; the live eligible winners are {:x?}",
-                        got.as_slice(),
-                        expected.as_slice()
-                    ));
-                }
-            }
+        for k in 0..self.zones.len() {
+            let zone = self.zones[k];
+            self.check_zone(nodes, (up, honest), first, zone)?;
         }
         for i in (0..nodes.len()).filter(|&i| judged(i)) {
             let me = self.ids[i];
@@ -283,10 +258,141 @@ impl Watch {
         }
         Ok(())
     }
+
+    /// Placement as the judged nodes of `zone` see it: over the zone's up boxes only, and every
+    /// box it names in the zone the service requires, if it requires one.
+    fn check_zone(
+        &mut self,
+        nodes: &[Box<Node>],
+        (up, honest): (&[bool], &[bool]),
+        first: usize,
+        zone: u8,
+    ) -> Result<(), String> {
+        let judged = |i: usize| up[i] && honest[i] && self.metas[i].zone == zone;
+        self.candidates.clear();
+        for j in (0..nodes.len()).filter(|&j| up[j] && self.metas[j].zone == zone) {
+            self.candidates.push(Candidate {
+                id: self.ids[j],
+                meta: self.metas[j],
+            });
+        }
+        let store = nodes[first].store();
+        for slot in store.slots() {
+            let bytes = store.entry(slot);
+            let entry = bytes.decode();
+            let name = entry.body.name;
+            let expected =
+                place::place_entry(slot.key_hash, &entry.body, self.candidates.iter().copied());
+            if let Some(spec) = &entry.body.spec {
+                let eligible_up = self
+                    .candidates
+                    .iter()
+                    .filter(|c| eligible(&spec.requires, &c.meta))
+                    .count();
+                let size = usize::from(spec.replicas).min(eligible_up);
+                if expected.len() != size {
+                    return Err(format!(
+                        "service {name} is placed on {} members, not min(replicas {}, eligible live {eligible_up})",
+                        expected.len(),
+                        spec.replicas
+                    ));
+                }
+                let wrong = expected.iter().find(|id| {
+                    let z = self.metas[self.index[*id]].zone;
+                    z != zone || spec.requires.zone.is_some_and(|r| r != z)
+                });
+                if let Some(id) = wrong {
+                    return Err(format!(
+                        "service {name} (zone {:?}) is placed on {id:x}, outside its zone",
+                        spec.requires.zone
+                    ));
+                }
+            }
+            for id in &expected {
+                self.held[self.index[id]] += 1;
+            }
+            for i in (0..nodes.len()).filter(|&i| judged(i)) {
+                let got = nodes[i].placement(slot.key_hash);
+                if got != expected {
+                    return Err(format!(
+                        "node {i} places service {name} on {:x?}; the live eligible winners are {:x?}",
+                        got.as_slice(),
+                        expected.as_slice()
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 fn up_digest(up: &[bool]) -> u64 {
     up.iter()
         .enumerate()
         .fold(0x5550, |h, (i, &u)| mix(h, (i as u64) << 1 | u64::from(u)))
+}
+
+/// Member records that crossed a zone: in node `i`'s member table, records of a box of another
+/// zone (by the simulator's truth, `zone_of`) or claiming another zone than `zone`. Membership
+/// stays in its zone (docs/protocol.md §8), so any such record is a safety failure.
+pub fn crossing_records(
+    zone: u8,
+    members: &[myco_core::gossip::members::Member],
+    zone_of: impl Fn(u64) -> Option<u8>,
+) -> usize {
+    members
+        .iter()
+        .filter(|m| m.meta.zone != zone || zone_of(m.id).is_some_and(|z| z != zone))
+        .count()
+}
+
+impl Watch {
+    /// `crossing_records` summed over every honest node (crashed ones included: a record that
+    /// crossed is one whether or not its holder is up now).
+    pub fn crossing(&self, nodes: &[Box<Node>], honest: &[bool]) -> usize {
+        let zone_of = |id: u64| self.index.get(&id).map(|&j| self.metas[j].zone);
+        (0..nodes.len())
+            .filter(|&i| honest[i])
+            .map(|i| crossing_records(self.metas[i].zone, nodes[i].members(), zone_of))
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use myco_core::config::Profile;
+    use myco_core::gossip::members::Members;
+    use myco_core::schema::entry::Arch;
+    use myco_core::schema::message::{MemberState, MemberUpdate};
+    use myco_core::{Instant, PeerAddr};
+
+    /// The checker finds a record of another zone's box, and one claiming another zone, and
+    /// counts nothing in a table of the zone's own members: it can fail.
+    #[test]
+    fn crossing_records_are_found() {
+        let mut members = Members::new(Profile::LAN);
+        let record = |id: u64, zone: u8| MemberUpdate {
+            id,
+            incarnation: 0,
+            state: MemberState::Alive,
+            addr: PeerAddr::v4([10, 0, 0, id as u8], 7946),
+            meta: MemberMeta {
+                arch: Arch::X86_64,
+                zone,
+                gpu: false,
+                bridge: false,
+            },
+        };
+        // Boxes 1 and 2 are in zone 0, box 3 in zone 1.
+        let truth = |id: u64| Some(u8::from(id == 3));
+        for (id, zone) in [(1, 0), (2, 0)] {
+            members.apply(Instant(0), &record(id, zone), 0);
+        }
+        assert_eq!(crossing_records(0, members.list(), truth), 0);
+        members.apply(Instant(0), &record(3, 1), 0);
+        assert_eq!(crossing_records(0, members.list(), truth), 1);
+        members.apply(Instant(0), &record(4, 2), 0);
+        assert_eq!(crossing_records(0, members.list(), |_| None), 2);
+    }
 }

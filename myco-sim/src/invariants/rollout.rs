@@ -160,6 +160,7 @@ pub(crate) mod tests {
             join: &[],
             wal_checkpoint_bytes: WAL_CHECKPOINT_BYTES,
             profile: myco_core::config::Profile::LAN,
+            bridge_seeds: &[],
         };
         Box::new(Node::new(&config, myco_core::Instant(0)).unwrap())
     }

@@ -1,6 +1,6 @@
 use super::test_random as rand;
 use super::*;
-use crate::crypto::cert::{encode_cert, sign_cert};
+use crate::crypto::cert::{certify_bridge, encode_cert, sign_cert, BridgeScope};
 use crate::crypto::keys::test_key;
 use crate::crypto::session::Session;
 use crate::schema::entry::Arch;
@@ -354,6 +354,7 @@ fn foreign_and_self_signed_certs_refused() {
             arch: Arch::X86_64,
             gpu: false,
             issued_at: BLOCK,
+            bridge: None,
         };
         let n = encode_cert(&body, &sign_cert(issuer, &body), &mut out);
         assert!(Credentials::new(attacker.clone(), &out[..n], &w.operator.public_key()).is_err());
@@ -612,4 +613,49 @@ fn matches_independent_implementation() {
         sha512(&[&frame])[..16],
         hex::<16>("0b6db352c8662cf195f88bbe8cebb1e4")
     );
+}
+
+/// Credentials of `test_key(seed)` for `zone` with a bridge scope.
+fn bridge_credentials(
+    operator: &SigningKey,
+    seed: u8,
+    zone: u8,
+    scope: BridgeScope,
+) -> Credentials {
+    let key = test_key(seed);
+    let cert = certify_bridge(
+        operator,
+        &key.public_key(),
+        zone,
+        Arch::X86_64,
+        scope,
+        BLOCK,
+    );
+    Credentials::new(key, &cert, &operator.public_key()).unwrap()
+}
+
+/// Two bridges of zones 3 and 4 complete a handshake, each under the trust of its own zone; a
+/// plain node of zone 4 asking the bridge of zone 3 is refused as `NotBridge`, and a bridge of
+/// zone 4 asking a plain node of zone 3 as `WrongZone`, as before bridges.
+#[test]
+fn bridges_of_two_zones_handshake_and_plain_nodes_do_not() {
+    let w = world();
+    let here = |zone| Trust { zone, ..w.trust };
+    let a = bridge_credentials(&w.operator, 20, ZONE, BridgeScope::All);
+    let b = bridge_credentials(&w.operator, 21, ZONE + 1, BridgeScope::Zones(1 << ZONE));
+    let (i, hello) = Initiator::new(&b, &here(ZONE + 1), rand(1), rand(2)).unwrap();
+    let (r, reply) = Responder::handle_hello(&hello, &a, &here(ZONE), rand(3), rand(4)).unwrap();
+    let (_, finish, peer_a) = i.handle_reply(&reply, &b, &here(ZONE + 1)).unwrap();
+    let (_, peer_b) = r.handle_finish(&finish, &here(ZONE)).unwrap();
+    assert_eq!((peer_a.cert.zone, peer_b.cert.zone), (ZONE, ZONE + 1));
+
+    let plain = test_credentials(&w.operator, 22, ZONE + 1, BLOCK);
+    let (_, hello) = Initiator::new(&plain, &here(ZONE + 1), rand(5), rand(6)).unwrap();
+    let refused = Responder::handle_hello(&hello, &a, &here(ZONE), rand(7), rand(8)).err();
+    assert_eq!(refused, Some(HandshakeError::NotBridge { zone: ZONE + 1 }));
+    assert_eq!(refused.unwrap().refusal(), Some(Refusal::NotBridge));
+
+    let (_, hello) = Initiator::new(&b, &here(ZONE + 1), rand(9), rand(10)).unwrap();
+    let refused = Responder::handle_hello(&hello, &w.a, &here(ZONE), rand(11), rand(12)).err();
+    assert!(matches!(refused, Some(HandshakeError::WrongZone { .. })));
 }

@@ -116,6 +116,7 @@ impl Cluster {
                 arch,
                 gpu: false,
                 issued_at: 0,
+                bridge: None,
             };
             let mut cert = [0u8; CERT_BYTES_MAX];
             let n = issue_cert(&cluster.operator, &body, &mut cert);
