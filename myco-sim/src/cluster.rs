@@ -240,12 +240,16 @@ pub fn bridge_seeds(i: usize, s: &Scenario) -> Vec<PeerAddr> {
     }
     let rank = i / zones;
     (1..zones)
-        .map(|d| {
+        .filter_map(|d| {
             let z = (i % zones + d) % zones;
-            let k = (rank + d) % BRIDGE_CAPABLE_PER_ZONE;
-            z + k * zones
+            // The pick wraps over the bridge-capable boxes zone z really has: a zone smaller
+            // than BRIDGE_CAPABLE_PER_ZONE would otherwise get seeds naming absent boxes, which
+            // were dropped, and a zone of one box was then seeded by nobody and seeded nobody
+            // (gauntlet seed 55, --nodes 6 --zones 4: zone 2 never heard of).
+            let capable = s.nodes.saturating_sub(z).div_ceil(zones);
+            let capable = capable.min(BRIDGE_CAPABLE_PER_ZONE);
+            (capable > 0).then(|| z + (rank + d) % capable * zones)
         })
-        .filter(|&j| j < s.nodes)
         .take(BRIDGE_SEEDS_MAX)
         .map(addr)
         .collect()
@@ -303,7 +307,10 @@ impl Cluster {
             faults,
             kill_allocations: 0,
             exec: Executors::new(
-                &ids.metas.iter().map(|m| m.arch).collect::<Vec<_>>(),
+                (
+                    &ids.metas.iter().map(|m| m.arch).collect::<Vec<_>>(),
+                    s.zones,
+                ),
                 s.services,
                 s.seed,
                 s.unit_fault_ppm,
@@ -1162,6 +1169,47 @@ mod tests {
         assert_eq!(r.member_records_crossing_zones, 0);
         assert!(r.bridge_entries > 0 && r.placement_checks > 0);
         assert!(r.rounds_to_replace.is_some(), "{}", s.command());
+    }
+
+    /// Every bridge-capable box has a seed in each other zone, on a bridge-capable box of that
+    /// zone, also when zones hold fewer boxes than `BRIDGE_CAPABLE_PER_ZONE` (6 boxes over 4
+    /// zones: zones 2 and 3 have one box each, which seeds once named absent boxes only).
+    #[test]
+    fn small_zones_are_seeded_and_seed_every_other_zone() {
+        for (nodes, zones) in [(6, 4), (3, 3), (5, 4), (2, 2), (9, 4), (40, 3)] {
+            let mut s = Scenario::standard(55, nodes, 10, 0.0);
+            s.zones = zones;
+            let z = usize::from(zones);
+            for i in (0..nodes).filter(|&i| bridge_capable(i, zones)) {
+                let seeds = bridge_seeds(i, &s);
+                let mut seeded: Vec<usize> = (0..nodes)
+                    .filter(|&j| seeds.contains(&addr(j)))
+                    .inspect(|&j| assert!(bridge_capable(j, zones), "{j} of {nodes}/{z}"))
+                    .map(|j| j % z)
+                    .collect();
+                seeded.sort_unstable();
+                let others: Vec<usize> = (0..z).filter(|&o| o != i % z && o < nodes).collect();
+                assert_eq!(seeded, others, "node {i} of {nodes} over {z} zones");
+            }
+        }
+    }
+
+    /// Three zones of one box each (gauntlet seed 55 had two such zones): each box's zone is
+    /// itself alone, which is no cut-off, so it runs what is placed on it; deploys made in any
+    /// zone reach the others through the seeds.
+    #[test]
+    fn a_zone_of_one_box_runs_its_services() {
+        let mut s = Scenario::standard(55, 3, 50, 0.0);
+        s.zones = 3;
+        s.kill = false;
+        let r = run(&s);
+        assert_eq!(r.failure, None, "{}", s.command());
+        assert!(r.converged && r.distinct_state_hashes == 1);
+        assert!(
+            r.executor_checks > 0 && r.executor_commands > 0,
+            "{}",
+            s.command()
+        );
     }
 
     /// Zone 1's bridges die for good in the middle of the deploys: the next bridge-capable

@@ -41,6 +41,7 @@
 //! Nothing here allocates while stepping: tables are sized at boot; only the settle checks
 //! allocate, and the run leaves what they allocate out of the nodes' count.
 
+use crate::ids::zone_of;
 use crate::invariants::executors::{
     check_dns, check_enabled, check_one_in_flight, check_program, check_remove,
     check_status_truthful,
@@ -158,8 +159,10 @@ pub struct Executors {
     pub(crate) boxes: Vec<SimBox>,
     rng: Prng,
     pub(crate) seed: u64,
-    /// Join addresses name other nodes: alone means cut off (`executor::reconcile::mode`).
-    peers: bool,
+    /// Per box, whether its join addresses name other nodes, as the daemon's `--join` and
+    /// remembered members do: those of its own zone only, since membership is per zone. Then
+    /// alone means cut off (`executor::reconcile::mode`); the one box of its zone is never.
+    peers: Vec<bool>,
     pub(crate) unit_fault_ppm: u64,
     systemctl_fault_ppm: u64,
     /// The digests of the bad versions (invariant 9).
@@ -185,18 +188,20 @@ pub struct Executors {
 }
 
 impl Executors {
-    /// `arches`: each box's architecture, as its certificate says (`p2p::mode_of`).
+    /// `arches`: each box's architecture, as its certificate says, and the zones the boxes are
+    /// spread over (`p2p::mode_of`).
     pub fn new(
-        arches: &[Arch],
+        (arches, zones): (&[Arch], u8),
         services: usize,
         seed: u64,
         unit_fault_ppm: u64,
         systemctl_fault_ppm: u64,
     ) -> Executors {
         let nodes = arches.len();
+        let peers: Vec<bool> = (0..nodes).map(|i| zone_has_peer(i, nodes, zones)).collect();
         let boxes = (0..nodes)
             .map(|i| SimBox {
-                executor: Box::new(p2p::executor(arches, i)),
+                executor: Box::new(p2p::executor((arches, zones), i, peers[i])),
                 units: HashMap::with_capacity_and_hasher(services + 16, Fixed::default()),
                 job: None,
                 build: None,
@@ -208,7 +213,7 @@ impl Executors {
                 store: Vec::with_capacity(services + 16),
                 // The cache's port is offered from the start, as the daemon's is.
                 offer_changed: true,
-                mode: p2p::mode_of(arches, i),
+                mode: p2p::mode_of((arches, zones), i),
                 building: (0, 0),
             })
             .collect();
@@ -220,7 +225,7 @@ impl Executors {
             systemctl_fault_ppm,
             bad: HashSet::default(),
             stdout: String::with_capacity(UNITS_PER_COMMAND * 192),
-            peers: nodes > 1,
+            peers,
             commands: 0,
             cancelled: 0,
             checks: 0,
@@ -248,7 +253,7 @@ impl Executors {
     /// systemd runs is untouched (enabled units survive a reboot), a running command is lost.
     pub fn restart(&mut self, i: usize) {
         let b = &mut self.boxes[i];
-        *b.executor = Executor::new(self.peers);
+        *b.executor = Executor::new(self.peers[i]);
         b.executor.set_build_mode(b.mode);
         b.job = None;
         b.build = None;
@@ -662,6 +667,13 @@ fn apply(
 /// How a unit does once started: its fault is a function of the node and the unit, so it
 /// behaves the same on every start; a bad version fails or crash-loops (one in two of each)
 /// wherever it starts.
+/// Whether another of the `nodes` shares node `i`'s zone (`zones` round-robin, as the cluster
+/// spreads them).
+fn zone_has_peer(i: usize, nodes: usize, zones: u8) -> bool {
+    let zone = zone_of(i, zones);
+    (0..nodes).any(|j| j != i && zone_of(j, zones) == zone)
+}
+
 pub(crate) fn start(seed: u64, key: u64, fault_ppm: u64, bad: bool) -> UnitHealth {
     if bad {
         return if key.is_multiple_of(2) {

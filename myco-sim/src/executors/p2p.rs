@@ -13,6 +13,7 @@
 //! (`builds_local_held_by_peer`: gossip not yet heard, or a version beyond the 8 a status offers).
 
 use super::{BuildJob, Executors, SimBox, BUILT, SIM_CACHE_PORT};
+use crate::ids::zone_of;
 use myco_core::executor::{BuildMode, Executor, Substitute};
 use myco_core::schema::entry::Arch;
 use myco_core::schema::message::{system_bit, BuildRequest, MemberState};
@@ -60,17 +61,19 @@ impl Executors {
     }
 }
 
-/// How box `i` builds, given every box's architecture: every fourth box (0, 4, ...) is a
-/// `--builder` for its own system; every fourth from 2 is `--build remote` if at least two
-/// builders of its system are there to ask (one of them may die); the rest build themselves.
+/// How box `i` builds, given every box's architecture and the zones they are spread over: every
+/// fourth box (0, 4, ...) is a `--builder` for its own system; every fourth from 2 is `--build
+/// remote` if at least two builders of its system are in its zone to ask (one of them may die;
+/// a request travels only within a zone, as gossip does); the rest build themselves.
 /// A cluster of fewer than eight boxes builds everywhere, as before. Scenarios with bad versions
 /// have builders too: a version that fails on a builder is refused there during its backoff and
 /// counted as a failed build by its requesters, so its rollout holds as without builders.
-pub(super) fn mode_of(arches: &[Arch], i: usize) -> BuildMode {
+pub(super) fn mode_of((arches, zones): (&[Arch], u8), i: usize) -> BuildMode {
     let big = arches.len() >= REMOTE_CLUSTER_MIN;
     let builder = |j: usize| big && j.is_multiple_of(4);
+    let zone = zone_of(i, zones);
     let builders_of_mine = (0..arches.len())
-        .filter(|&j| builder(j) && arches[j] == arches[i])
+        .filter(|&j| builder(j) && arches[j] == arches[i] && zone_of(j, zones) == zone)
         .count();
     BuildMode {
         local: !(big && i % 4 == 2 && builders_of_mine >= 2),
@@ -81,10 +84,10 @@ pub(super) fn mode_of(arches: &[Arch], i: usize) -> BuildMode {
 /// Clusters this large have builders and boxes that do not build.
 const REMOTE_CLUSTER_MIN: usize = 8;
 
-/// Box `i`'s executor, in its build mode.
-pub(super) fn executor(arches: &[Arch], i: usize) -> Executor {
-    let mut e = Executor::new(arches.len() > 1);
-    e.set_build_mode(mode_of(arches, i));
+/// Box `i`'s executor, in its build mode; `peers`: whether another box shares its zone.
+pub(super) fn executor(cluster: (&[Arch], u8), i: usize, peers: bool) -> Executor {
+    let mut e = Executor::new(peers);
+    e.set_build_mode(mode_of(cluster, i));
     e
 }
 
@@ -184,7 +187,9 @@ mod tests {
         // Builders at 0, 4, 8: x86_64, x86_64, aarch64. Box 2 (x86_64) is remote; box 6
         // (aarch64) is not: one aarch64 builder only.
         let arches = [x, x, x, x, x, x, a, x, a, x];
-        let modes: Vec<BuildMode> = (0..arches.len()).map(|i| mode_of(&arches, i)).collect();
+        let modes: Vec<BuildMode> = (0..arches.len())
+            .map(|i| mode_of((&arches, 1), i))
+            .collect();
         assert_eq!(modes[0].builds, system_bit(x));
         assert_eq!(modes[8].builds, system_bit(a));
         assert_eq!(modes[1].builds, 0);
@@ -192,7 +197,7 @@ mod tests {
         assert!(modes[6].local);
         assert_eq!(modes.iter().filter(|m| !m.local).count(), 1);
         let small = [x; 7];
-        assert!((0..7).all(|i| mode_of(&small, i) == BuildMode::default()));
+        assert!((0..7).all(|i| mode_of((&small, 1), i) == BuildMode::default()));
     }
 
     /// The checker is not vacuous: a substitute that offered nothing (a lone node holds no
