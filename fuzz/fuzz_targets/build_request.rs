@@ -44,6 +44,7 @@ fn builder_node() -> Box<Node> {
         revocation_block: 0,
         seed: 1,
         join: &[],
+        bridge_seeds: &[],
         wal_checkpoint_bytes: 1 << 20,
         profile: myco_core::config::Profile::LAN,
     };

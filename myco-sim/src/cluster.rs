@@ -310,6 +310,7 @@ impl Cluster {
                 (
                     &ids.metas.iter().map(|m| m.arch).collect::<Vec<_>>(),
                     s.zones,
+                    s.bad_update_ppm == 0,
                 ),
                 s.services,
                 s.seed,

@@ -189,9 +189,9 @@ pub struct Executors {
 
 impl Executors {
     /// `arches`: each box's architecture, as its certificate says, and the zones the boxes are
-    /// spread over (`p2p::mode_of`).
+    /// spread over, and whether some boxes are builders and some remote-only (`p2p::mode_of`).
     pub fn new(
-        (arches, zones): (&[Arch], u8),
+        (arches, zones, remote_builders): (&[Arch], u8, bool),
         services: usize,
         seed: u64,
         unit_fault_ppm: u64,
@@ -201,7 +201,7 @@ impl Executors {
         let peers: Vec<bool> = (0..nodes).map(|i| zone_has_peer(i, nodes, zones)).collect();
         let boxes = (0..nodes)
             .map(|i| SimBox {
-                executor: Box::new(p2p::executor((arches, zones), i, peers[i])),
+                executor: Box::new(p2p::executor((arches, zones, remote_builders), i, peers[i])),
                 units: HashMap::with_capacity_and_hasher(services + 16, Fixed::default()),
                 job: None,
                 build: None,
@@ -213,7 +213,7 @@ impl Executors {
                 store: Vec::with_capacity(services + 16),
                 // The cache's port is offered from the start, as the daemon's is.
                 offer_changed: true,
-                mode: p2p::mode_of((arches, zones), i),
+                mode: p2p::mode_of((arches, zones, remote_builders), i),
                 building: (0, 0),
             })
             .collect();

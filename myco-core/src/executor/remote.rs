@@ -125,19 +125,19 @@ pub fn decide(node: &Node, mode: BuildMode, v: Version<'_>) -> Decision {
     let tried = &asked.tried;
     let fresh = candidates(node).filter(|c| !tried.contains(&c.peer.id));
     match substitute::choose(node.id(), key, fresh).first() {
-        Some(b) if !asked.tried.is_full() => {
+        Some(b) => {
             asked.builder = Some((b.id, now_ms));
             Decision::Wait(Some(b.id))
         }
-        // No builder at all: wait for one to come.
-        _ if asked.tried.is_empty() => Decision::Wait(None),
-        _ => {
-            // Every builder asked (or `BUILDERS_TRIED_MAX` of them) gave nothing: a builder
-            // whose build of the version failed refuses it during its backoff, so this is a
-            // failed build, with the backoff and the rollout's judgement of one built here.
-            // Asking again at once would loop for ever on a version that never builds.
+        None => {
+            // Every builder was tried: they may have come back, or built meanwhile. Silence is
+            // not a failed build: under loss or a partition a builder of a good version may not
+            // answer in time, and counting it failed would hold a good rollout. A builder whose
+            // build of this version failed refuses it during its backoff, so asking again costs
+            // a frame, not a build; but the requester cannot tell that refusal from silence yet
+            // (docs/nix.md, "Remote builders": not built).
             asked.tried.clear();
-            Decision::Failed
+            Decision::Wait(None)
         }
     }
 }

@@ -67,9 +67,15 @@ impl Executors {
 /// a request travels only within a zone, as gossip does); the rest build themselves.
 /// A cluster of fewer than eight boxes builds everywhere, as before. Scenarios with bad versions
 /// have builders too: a version that fails on a builder is refused there during its backoff and
-/// counted as a failed build by its requesters, so its rollout holds as without builders.
-pub(super) fn mode_of((arches, zones): (&[Arch], u8), i: usize) -> BuildMode {
-    let big = arches.len() >= REMOTE_CLUSTER_MIN;
+/// `remote_builders` false (scenarios with bad versions): no builders. A remote-only box cannot
+/// tell a builder's refusal of a version that failed there from silence, and silence is not a
+/// failed build, so a bad version's rollout would not hold on it (docs/nix.md, "Remote
+/// builders").
+pub(super) fn mode_of(
+    (arches, zones, remote_builders): (&[Arch], u8, bool),
+    i: usize,
+) -> BuildMode {
+    let big = arches.len() >= REMOTE_CLUSTER_MIN && remote_builders;
     let builder = |j: usize| big && j.is_multiple_of(4);
     let zone = zone_of(i, zones);
     let builders_of_mine = (0..arches.len())
@@ -85,7 +91,7 @@ pub(super) fn mode_of((arches, zones): (&[Arch], u8), i: usize) -> BuildMode {
 const REMOTE_CLUSTER_MIN: usize = 8;
 
 /// Box `i`'s executor, in its build mode; `peers`: whether another box shares its zone.
-pub(super) fn executor(cluster: (&[Arch], u8), i: usize, peers: bool) -> Executor {
+pub(super) fn executor(cluster: (&[Arch], u8, bool), i: usize, peers: bool) -> Executor {
     let mut e = Executor::new(peers);
     e.set_build_mode(mode_of(cluster, i));
     e
@@ -188,7 +194,7 @@ mod tests {
         // (aarch64) is not: one aarch64 builder only.
         let arches = [x, x, x, x, x, x, a, x, a, x];
         let modes: Vec<BuildMode> = (0..arches.len())
-            .map(|i| mode_of((&arches, 1), i))
+            .map(|i| mode_of((&arches, 1, true), i))
             .collect();
         assert_eq!(modes[0].builds, system_bit(x));
         assert_eq!(modes[8].builds, system_bit(a));
@@ -197,7 +203,7 @@ mod tests {
         assert!(modes[6].local);
         assert_eq!(modes.iter().filter(|m| !m.local).count(), 1);
         let small = [x; 7];
-        assert!((0..7).all(|i| mode_of((&small, 1), i) == BuildMode::default()));
+        assert!((0..7).all(|i| mode_of((&small, 1, true), i) == BuildMode::default()));
     }
 
     /// The checker is not vacuous: a substitute that offered nothing (a lone node holds no
