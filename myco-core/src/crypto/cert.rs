@@ -281,13 +281,8 @@ pub fn certify(
     issued_at: u64,
 ) -> heapless::Vec<u8, CERT_BYTES_MAX> {
     let body = CertBody {
-        issuer: operator.public_key().key_id(),
-        node_pk: node.0,
-        zone,
-        arch,
         gpu,
-        issued_at,
-        bridge: None,
+        ..plain_body(operator, node, (zone, arch), issued_at)
     };
     issue(operator, &body)
 }
@@ -302,15 +297,28 @@ pub fn certify_bridge(
     issued_at: u64,
 ) -> heapless::Vec<u8, CERT_BYTES_MAX> {
     let body = CertBody {
+        bridge: Some(scope),
+        ..plain_body(operator, node, (zone, arch), issued_at)
+    };
+    issue(operator, &body)
+}
+
+/// The body both certificates start from: no GPU, no bridge scope.
+fn plain_body(
+    operator: &SigningKey,
+    node: &PublicKey,
+    (zone, arch): (u8, Arch),
+    issued_at: u64,
+) -> CertBody {
+    CertBody {
         issuer: operator.public_key().key_id(),
         node_pk: node.0,
         zone,
         arch,
         gpu: false,
         issued_at,
-        bridge: Some(scope),
-    };
-    issue(operator, &body)
+        bridge: None,
+    }
 }
 
 fn issue(operator: &SigningKey, body: &CertBody) -> heapless::Vec<u8, CERT_BYTES_MAX> {
