@@ -258,19 +258,29 @@ fn node_profiled(
     wal_checkpoint_bytes: u64,
     profile: Profile,
 ) -> Box<Node> {
-    let op = operator();
     let node_pk = SigningKey::from_seed([seed; 32]).unwrap().public_key();
-    let cert = certify(&op, &node_pk, 0, Arch::X86_64, false, 0);
+    let cert = certify(&operator(), &node_pk, 0, Arch::X86_64, false, 0);
+    node_certified(seed, &cert, (join, &[]), (wal_checkpoint_bytes, profile))
+}
+
+/// Node `seed` (its key from `[seed; 32]`) with certificate `cert` from `operator()`, contacting
+/// `join` and, when elected a bridge, `bridge_seeds`.
+fn node_certified(
+    seed: u8,
+    cert: &[u8],
+    (join, bridge_seeds): (&[PeerAddr], &[PeerAddr]),
+    (wal_checkpoint_bytes, profile): (u64, Profile),
+) -> Box<Node> {
     let config = NodeConfig {
         node_seed: [seed; 32],
-        cert: &cert,
-        operator: op.public_key(),
+        cert,
+        operator: operator().public_key(),
         revocation_block: 0,
         seed: u64::from(seed),
         join,
         wal_checkpoint_bytes,
         profile,
-        bridge_seeds: &[],
+        bridge_seeds,
     };
     Box::new(Node::new(&config, Instant(0)).unwrap())
 }

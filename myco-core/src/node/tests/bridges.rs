@@ -12,18 +12,12 @@ fn zoned(seed: u8, zone: u8, scope: Option<BridgeScope>, bridge_seeds: &[PeerAdd
         Some(s) => certify_bridge(&op, &node_pk, zone, Arch::X86_64, s, 0),
         None => certify(&op, &node_pk, zone, Arch::X86_64, false, 0),
     };
-    let config = NodeConfig {
-        node_seed: [seed; 32],
-        cert: &cert,
-        operator: op.public_key(),
-        revocation_block: 0,
-        seed: u64::from(seed),
-        join: &[],
-        wal_checkpoint_bytes: WAL_CHECKPOINT_BYTES,
-        profile: Profile::LAN,
-        bridge_seeds,
-    };
-    Box::new(Node::new(&config, Instant(0)).unwrap())
+    node_certified(
+        seed,
+        &cert,
+        (&[], bridge_seeds),
+        (WAL_CHECKPOINT_BYTES, Profile::LAN),
+    )
 }
 
 /// The addresses `run_pair` gives its first and second node.
