@@ -42,10 +42,14 @@ pub fn health_on(
         });
     }
     let status = node.status_of(id)?;
+    // Read strictly, a status made before the peer had the placed version speaks of the one
+    // before (its unit still running there) or of none: the placed one is not running yet.
+    if placed.is_some_and(|p| !node.status_covers(id, p)) {
+        return Some(UnitHealth::Pending);
+    }
     match status.units.iter().find(|(k, _)| k.0 == key) {
         Some((_, state)) => Some(UnitHealth::from(*state)),
         None if status.more => None,
-        None if placed.is_some_and(|p| !node.status_covers(id, p)) => Some(UnitHealth::Pending),
         None => Some(UnitHealth::Running),
     }
 }

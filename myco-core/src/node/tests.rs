@@ -587,6 +587,11 @@ fn report(n: &mut Node, now: u64, units: &[(u64, crate::schema::message::UnitSta
 
 /// Submits service `web` with two replicas (`/bin/true`) to `a`.
 fn deploy_two_replicas(a: &mut Node, now: Instant) {
+    deploy_two_replicas_at(a, now, 7);
+}
+
+/// Submits version `clock` of service `web` with two replicas (`/bin/true`) to `a`.
+fn deploy_two_replicas_at(a: &mut Node, now: Instant, clock: u64) {
     use crate::schema::entry::{ServiceSpec, Source};
     let op = operator();
     let spec = ServiceSpec {
@@ -596,7 +601,7 @@ fn deploy_two_replicas(a: &mut Node, now: Instant) {
     let body = EntryBody {
         name: "web",
         version: Version {
-            clock: 7,
+            clock,
             key_id: op.public_key().key_id(),
         },
         spec: Some(spec),
@@ -638,6 +643,34 @@ fn a_status_made_before_a_deploy_does_not_cover_it() {
     run_pair(&mut a, &mut b, 1_500, 6_000);
     let placed = a.placed_digests();
     assert_eq!(strict(&a, &placed), Some(UnitHealth::Running));
+}
+
+/// A peer still settling the version before lists its unit (running, for DNS) in a status made
+/// before it had the next version: read strictly, that is not the next version running, so a
+/// `deploy --wait` for a version that fails at once is not taken for done while the second wave
+/// settles the one before.
+#[test]
+fn a_settling_unit_of_the_version_before_is_not_the_new_one_running() {
+    use crate::executor::health_on;
+    use crate::schema::message::UnitState;
+    joined_pair!(a, b, _, _);
+    deploy_two_replicas_at(&mut a, Instant(3_000), 7);
+    run_pair(&mut a, &mut b, 1_500, 3_000);
+    let key = key_hash("web");
+    assert!(b.store().get(key).is_some(), "version 7 spread");
+    report(&mut b, 4_500, &[(key, UnitState::Settling)]);
+    run_pair(&mut a, &mut b, 1_500, 4_500);
+    let b_id = b.id();
+    let strict = |a: &Node| health_on(a, None, (b_id, key), "web", Some(&a.placed_digests()));
+    assert_eq!(strict(&a), Some(UnitHealth::Running), "B runs version 7");
+    deploy_two_replicas_at(&mut a, Instant(6_000), 8);
+    assert_eq!(
+        strict(&a),
+        Some(UnitHealth::Pending),
+        "B's settling unit is version 7's"
+    );
+    let lenient = health_on(&a, None, (b_id, key), "web", None);
+    assert_eq!(lenient, Some(UnitHealth::Running), "DNS still answers B");
 }
 
 /// DNS answers a peer that builds a new version or is about to restart into one (the version
