@@ -87,6 +87,8 @@ pub struct Formed {
     pub round_ms: u64,
     /// Frames each node sent per second in the window after formation (`Params::rest_ms`).
     pub rest_frames_per_s: Option<f64>,
+    /// Of those, the frames of membership news sent on their own (`Counters::member_frames`).
+    pub rest_member_frames_per_s: Option<f64>,
     /// From the kill until the first live node, and until every live node, listed it dead.
     pub first_detect_ms: Option<u64>,
     pub all_detect_ms: Option<u64>,
@@ -162,7 +164,9 @@ impl Run {
         // A cluster that did not form in `run_ms` (heavy loss) is still measured at rest and on a
         // kill: what it sends and how it detects a death while members still flap.
         if self.p.rest_ms > 0 {
-            out.rest_frames_per_s = Some(self.frames_at_rest(&mut out));
+            let (all, members) = self.frames_at_rest(&mut out);
+            out.rest_frames_per_s = Some(all);
+            out.rest_member_frames_per_s = Some(members);
         }
         if self.p.kill {
             self.kill_last(&mut out);
@@ -177,22 +181,34 @@ impl Run {
     }
 
     /// Runs `settle_ms`, then `rest_ms` more; returns frames sent per node per second in the
-    /// second part. Deaths meanwhile still count as false.
-    fn frames_at_rest(&mut self, out: &mut Formed) -> f64 {
-        let mut sent_before = self.world.net.sent;
+    /// second part, all and those of membership news alone. Deaths meanwhile still count as false.
+    fn frames_at_rest(&mut self, out: &mut Formed) -> (f64, f64) {
+        let mut before = (self.world.net.sent, self.member_frames());
         let settled = self.now + self.p.settle_ms;
         let end = settled + self.p.rest_ms;
         while self.now < end {
             self.now += TICK_MS;
             if self.now == settled {
-                sent_before = self.world.net.sent;
+                before = (self.world.net.sent, self.member_frames());
             }
             self.deliver();
             self.tick();
             self.count_deaths(out);
         }
-        let sent = self.world.net.sent - sent_before;
-        sent as f64 / self.p.nodes as f64 / (self.p.rest_ms as f64 / 1000.0)
+        let per_node_s = |n: u64| n as f64 / self.p.nodes as f64 / (self.p.rest_ms as f64 / 1000.0);
+        (
+            per_node_s(self.world.net.sent - before.0),
+            per_node_s(self.member_frames() - before.1),
+        )
+    }
+
+    /// Membership-news frames sent so far by the nodes up now.
+    fn member_frames(&self) -> u64 {
+        self.nodes
+            .iter()
+            .flatten()
+            .map(|n| n.counters().member_frames)
+            .sum()
     }
 
     /// Kills the last node and runs until every live node lists it dead, at most `run_ms`.
@@ -327,7 +343,7 @@ pub fn command(mut args: Arguments) -> Result<u8, String> {
     }
     let f = run(&p);
     println!(
-        "FORMED nodes={} last_start_to_all_alive_s={} rounds={} false_dead={} slow_ms={} slow_declared_dead={} slow_health={} frames_sent={} rest_frames_per_node_s={} profile={} (simulated; started {} ms apart, loss {})",
+        "FORMED nodes={} last_start_to_all_alive_s={} rounds={} false_dead={} slow_ms={} slow_declared_dead={} slow_health={} frames_sent={} rest_frames_per_node_s={} rest_member_frames_per_node_s={} profile={} (simulated; started {} ms apart, loss {})",
         p.nodes,
         f.all_alive_ms
             .map_or("not-reached".to_string(), |ms| format!("{:.2}", ms as f64 / 1000.0)),
@@ -338,6 +354,8 @@ pub fn command(mut args: Arguments) -> Result<u8, String> {
         f.slow_health,
         f.frames_sent,
         f.rest_frames_per_s
+            .map_or("-".to_string(), |r| format!("{r:.2}")),
+        f.rest_member_frames_per_s
             .map_or("-".to_string(), |r| format!("{r:.2}")),
         p.profile.name,
         p.stagger_ms,

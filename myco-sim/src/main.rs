@@ -83,7 +83,8 @@ FORMATION OPTIONS:
   the cluster did not form (no slow node) or a healthy member was declared dead. With
   --rest-seconds R, a formed cluster (or one not formed in T) runs S s more (--settle-seconds,
   default 3) and then R s, and prints the frames each node sent per second in those R s
-  (rest_frames_per_node_s). With --kill, the last node then dies for good and KILLED prints the
+  (rest_frames_per_node_s; rest_member_frames_per_node_s: those of membership news sent on
+  their own, which loss multiplies). With --kill, the last node then dies for good and KILLED prints the
   seconds until the first and until every live node listed it dead (at most T seconds; its death
   is not counted in false_dead).
 

@@ -200,6 +200,10 @@ pub struct Counters {
     pub frames_accepted: u64,
     /// Whole member tables sent (push-pull: each is up to `MEMBER_PAGES_MAX` pages).
     pub tables_sent: u64,
+    /// Frames of membership news sent on their own in a gossip round (`gossip_members`), besides
+    /// what rides on probes and acks: under loss, suspicions and refutations make them most of
+    /// the traffic at rest.
+    pub member_frames: u64,
     /// Frames refused on bridge sessions because they carried something other than desired state.
     pub refused_bridge: u64,
     /// Bridge sessions opened (either side) with bridges of other zones.

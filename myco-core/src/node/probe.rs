@@ -379,6 +379,7 @@ impl Node {
                 break;
             }
             let list = news.iter().copied().collect();
+            self.out.counters.member_frames += 1;
             self.out.send(sink, peer, root, Message::Members { list });
         }
     }

@@ -214,6 +214,12 @@ const GOSSIP: &[Family] = &[
         |s| s.counters.tables_sent.into(),
     ),
     one(
+        "myco_member_news_frames_total",
+        Counter,
+        "Frames of membership news sent on their own, besides what rides on probes and acks.",
+        |s| s.counters.member_frames.into(),
+    ),
+    one(
         "myco_entries_changed_total",
         Counter,
         "Entries stored new or newer.",
