@@ -83,8 +83,8 @@ step "Tools and binaries"
 nspawn_tools
 if [[ $build != no ]]; then
 	command -v cargo >/dev/null || fail "cargo is missing: install Rust (https://rustup.rs), then run 'make demo' again"
-	(cd "$repo" && cargo build --release --quiet --bin myco-d --bin myco)
-	log "built $TESTBED_RELEASE/myco-d and $TESTBED_RELEASE/myco"
+	(cd "$repo" && cargo build --release --quiet --bin myco-d --bin myco-priv --bin myco)
+	log "built $TESTBED_RELEASE/myco-d, myco-priv and myco"
 fi
 
 flakes=$(mktemp -d /tmp/myco-demo.XXXXXX)
