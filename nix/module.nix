@@ -2,7 +2,7 @@
 # systemd/myco-d.service (the unit itself is nix/unit.nix, checked against that file), configured
 # by options instead of /etc/myco/myco-d.env; as the system user myco, beside the privileged helper
 # myco-priv with the units of systemd/myco-priv.socket and .service (nix/priv-unit.nix, checked the
-# same way), as the Debian package installs them (docs/architecture.md, "Least privilege").
+# same way) and with its DNS sockets from systemd (nix/dns-socket.nix, systemd/myco-d-dns.socket), as the Debian package installs them (docs/architecture.md, "Least privilege").
 #
 # Invariant: the module adds nothing to the unit that nix/unit.nix does not declare; what is
 # NixOS-specific lives in the option defaults (the unit directory) and in the settings outside the
@@ -101,6 +101,10 @@ in
       inherit (cfg) package operator joins listen dns stateDir unitDir keyFile certFile extraArgs;
     };
     systemd.sockets.myco-priv = helper.socket;
+    # Port 53 bound by systemd and passed to the daemon, which holds no capability.
+    systemd.sockets.myco-d-dns = lib.mkIf (cfg.dns != [ "off" ]) (import ./dns-socket.nix {
+      inherit (cfg) dns keyFile certFile;
+    });
     systemd.services.myco-priv = helper.service;
     # A fixed system user, as systemd/myco.sysusers makes it elsewhere: the helper serves its uid
     # and its socket belongs to its group.

@@ -11,6 +11,9 @@
 #
 # Returns the list of differences, each a sentence; empty when the two agree.
 #
+# The DNS socket (nix/dns-socket.nix with the default addresses) is compared with
+# systemd/myco-d-dns.socket, every directive.
+#
 # The helper's units (nix/priv-unit.nix) are compared the same way with systemd/myco-priv.socket
 # and systemd/myco-priv.service, with the same reference box: all but EnvironmentFile=, the
 # service's [Install] (Also=: the module enables the socket itself) and ExecStart=, which must be
@@ -20,6 +23,8 @@
 , privSocketText ? builtins.readFile ../systemd/myco-priv.socket
 , privServiceText ? builtins.readFile ../systemd/myco-priv.service
 , privUnit ? import ./priv-unit.nix
+, dnsSocketText ? builtins.readFile ../systemd/myco-d-dns.socket
+, dnsSocket ? import ./dns-socket.nix
 }:
 let
   package = "/nix/store/00000000000000000000000000000000-myco-0.1.0";
@@ -95,6 +100,13 @@ let
       [ "${package}/bin/myco-d" operator args ])
     (shipped.Service.ExecStart or [ ]);
 
+  dnsRendered = dnsSocket { };
+  dnsDeclared = {
+    Unit = asLines (dnsRendered.unitConfig // { Description = dnsRendered.description; });
+    Socket = asLines dnsRendered.socketConfig;
+    Install.WantedBy = [ (builtins.concatStringsSep " " dnsRendered.wantedBy) ];
+  };
+
   privSocket = parse privSocketText;
   privService = parse privServiceText;
   privDeclaredSocket = {
@@ -120,6 +132,7 @@ compareFile "systemd/myco-d.service" shipped declared { Service = [ "Environment
   else [ "[Service] ExecStart=: systemd/myco-d.service with MYCO_OPERATOR and MYCO_ARGS expanded is ${builtins.toJSON expectedExecStart}, nix/unit.nix has ${builtins.toJSON rendered.serviceConfig.ExecStart}" ])
 ++ (if shipped.Service ? EnvironmentFile && !(rendered.serviceConfig ? EnvironmentFile) then [ ]
   else [ "[Service] EnvironmentFile=: expected in systemd/myco-d.service and not in nix/unit.nix" ])
+++ compareFile "systemd/myco-d-dns.socket" (parse dnsSocketText) dnsDeclared { }
 ++ compareFile "systemd/myco-priv.socket" privSocket privDeclaredSocket { }
 ++ compareFile "systemd/myco-priv.service" privService privDeclaredService
   { Service = [ "EnvironmentFile" "ExecStart" ]; Install = [ "Also" ]; }

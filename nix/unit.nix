@@ -46,8 +46,8 @@ assert builtins.length dns <= 2
   || throw "services.myco.dns: myco-d binds at most two DNS addresses, got ${toString (builtins.length dns)}";
 {
   description = "Myco daemon: membership, gossip and service placement for this box";
-  after = [ "network.target" "myco-priv.socket" ];
-  wants = [ "myco-priv.socket" ];
+  after = [ "network.target" "myco-priv.socket" "myco-d-dns.socket" ];
+  wants = [ "myco-priv.socket" "myco-d-dns.socket" ];
   wantedBy = [ "multi-user.target" ];
   unitConfig = {
     StartLimitIntervalSec = "0";
@@ -77,8 +77,8 @@ assert builtins.length dns <= 2
     LoadCredential = [ "node.key:${keyFile}" "node.cert:${certFile}" ];
     UMask = "0077";
 
-    CapabilityBoundingSet = "CAP_NET_BIND_SERVICE";
-    AmbientCapabilities = "CAP_NET_BIND_SERVICE";
+    CapabilityBoundingSet = "";
+    AmbientCapabilities = "";
     NoNewPrivileges = "yes";
     ProtectSystem = "strict";
     ProtectHome = "yes";

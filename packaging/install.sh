@@ -10,7 +10,8 @@
 # BIN_DIR/myco; a cross build passes a myco that runs on this machine). Environment:
 #   DESTDIR   staging root, empty for a real installation
 #   PREFIX    default /usr/local
-#   UNITDIR   where the units go (myco-d.service, myco-priv.socket, myco-priv.service), default
+#   UNITDIR   where the units go (myco-d.service, myco-d-dns.socket, myco-priv.socket,
+#             myco-priv.service), default
 #             PREFIX/lib/systemd/system (systemd reads /usr/local/lib/systemd/system too); the
 #             Debian package passes /lib/systemd/system
 #   SYSUSERSDIR  where the user myco's sysusers.d file goes (as myco.conf), default
@@ -50,7 +51,7 @@ unit() {
 }
 unit myco-d myco-d.service
 unit myco-priv myco-priv.service
-install -m 0644 "$repo/systemd/myco-priv.socket" "$destdir$unitdir/"
+install -m 0644 "$repo/systemd/myco-d-dns.socket" "$repo/systemd/myco-priv.socket" "$destdir$unitdir/"
 install -m 0644 "$repo/systemd/myco.sysusers" "$destdir$sysusersdir/myco.conf"
 install -m 0644 "$repo/systemd/myco-d.env.example" "$repo/systemd/myco-resolved.conf" \
 	"$destdir$docdir/examples/"

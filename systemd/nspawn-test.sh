@@ -6,8 +6,10 @@
 #
 # - systemd-sysusers creates the user myco from systemd/myco.sysusers, and myco-priv.socket starts;
 # - `systemctl start` returns and the unit is active: Type=notify's READY=1 arrived;
-# - it runs as the user myco, not root, with CAP_NET_BIND_SERVICE only (DNS on port 53; what needs
-#   root it asks of myco-priv), with MemoryMax and TasksMax in its cgroup;
+# - it runs as the user myco, not root, with no capability (what needs root it asks of
+#   myco-priv), with MemoryMax and TasksMax in its cgroup;
+# - DNS answers on 127.0.0.1:53 and [::1]:53 (`myco_dns_listeners 2`), on the sockets
+#   myco-d-dns.socket passed: without a capability it could bind neither itself;
 # - the API answers on /run/myco/myco.sock, which is mode 0660, and /health says io_uring (the
 #   unit's syscall filter lets the ring through);
 # - stderr's `<N>` prefixes became journal priorities, not text;
@@ -144,11 +146,10 @@ uid=$(inside stat -c %u "/proc/$pid")
 log "MainPID=$pid uid=$uid User=$(show User) NRestarts=$(show NRestarts)"
 myco=$(inside id -u myco)
 ((uid != 0 && uid == myco)) || fail "uid $uid: myco-d must run as the user myco (uid $myco), not root"
-# One capability, ambient: CAP_NET_BIND_SERVICE (bit 10), for DNS on port 53; nothing may be
-# gained back (bounding set the same).
+# No capability at all, none to gain back: port 53 comes from myco-d-dns.socket.
 caps=$(inside awk '/^Cap(Eff|Amb|Bnd)/ {print $2}' "/proc/$pid/status" | sort -u)
-[[ $caps == 0000000000000400 ]] || fail "capabilities $caps, want CAP_NET_BIND_SERVICE only"
-log "the user myco (uid $uid) with CAP_NET_BIND_SERVICE only (effective, ambient, bounding)"
+[[ $caps == 0000000000000000 ]] || fail "capabilities $caps, want none"
+log "the user myco (uid $uid) with no capability (effective, ambient, bounding)"
 owner=$(inside stat -c '%a %U %G' /run/myco-priv.sock)
 [[ $owner == "660 root myco" ]] || fail "the helper's socket is '$owner', not '660 root myco'"
 [[ $(show NRestarts) == 0 ]] || fail "restarted while starting"
@@ -168,6 +169,11 @@ code=${health##*$'\n'}
 body=${health%$'\n'*}
 log "GET /health -> $code $body"
 [[ $code == 200 ]] || fail "/health answered $code, not 200"
+# DNS on 127.0.0.1:53 and [::1]:53 with no capability: only through the sockets systemd passed.
+listeners=$(inside curl -sS --max-time 5 --unix-socket /run/myco/myco.sock http://localhost/metrics \
+	| sed -n 's/^myco_dns_listeners //p')
+[[ $listeners == 2 ]] || fail "myco_dns_listeners is '$listeners', not 2: the DNS sockets were not passed"
+log "DNS answers on 2 addresses of port 53, from myco-d-dns.socket"
 # The unit's SystemCallFilter must leave io_uring to the daemon (docs/api.md: "io" says which
 # loop runs). Only a kernel with io_uring switched off excuses the poll fallback.
 case $body in

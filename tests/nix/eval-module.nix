@@ -101,6 +101,11 @@ let
       (let s = (unitOf full).serviceConfig;
        in s.StateDirectory == "myco-edge" && (helperOf full).serviceConfig.ReadWritePaths == "/etc/myco-units"
          && s.LoadCredential == [ "node.key:/run/secrets/node.key" "node.cert:/run/secrets/node.cert" ]) ]
+    [ "the DNS socket listens on the daemon's default addresses, on the dns option's, and is not declared with dns off"
+      ((eval { enable = true; inherit operator; }).systemd.sockets.myco-d-dns.socketConfig.ListenStream == [ "127.0.0.1:53" "[::1]:53" ]
+        && (eval full).systemd.sockets.myco-d-dns.socketConfig.ListenDatagram == [ "127.0.0.1:5353" ]
+        && !((eval { enable = true; inherit operator; dns = [ "off" ]; }).systemd.sockets ? myco-d-dns)
+        && (eval full).systemd.sockets.myco-d-dns.unitConfig.ConditionPathExists == [ "/run/secrets/node.key" "/run/secrets/node.cert" ]) ]
     [ "openFirewall opens the UDP port of listen"
       ((eval full).networking.firewall.allowedUDPPorts == [ 7000 ]) ]
     [ "resolvedDomain installs the shipped resolved drop-in"

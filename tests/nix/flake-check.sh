@@ -69,18 +69,21 @@ unit_compare() {
 			-E '{ unitText }: import ./nix/unit-check.nix { inherit unitText; }')
 		[[ $differences == *"$key="* ]] || fail "unit-check missed a changed $key=: $differences"
 	done
-	# The helper's two files, one alteration each.
+	# The helper's two files and the DNS socket, one alteration each.
 	local -A helper=([myco-priv.service]='s/^MemoryMax=32M$/MemoryMax=64M/'
-		[myco-priv.socket]='s/^SocketMode=0660$/SocketMode=0666/')
+		[myco-priv.socket]='s/^SocketMode=0660$/SocketMode=0666/'
+		[myco-d-dns.socket]='s/^FreeBind=yes$/FreeBind=no/')
 	local file
 	for file in "${!helper[@]}"; do
 		sed "${helper[$file]}" "systemd/$file" >"$work/altered"
 		cmp -s "systemd/$file" "$work/altered" && fail "the alteration of $file changed nothing"
 		differences=$(eval_json --arg text "builtins.readFile $work/altered" -E "{ text }: import ./nix/unit-check.nix {
-			$([[ $file == *.socket ]] && echo privSocketText || echo privServiceText) = text; }")
+			$(case $file in myco-d-dns.socket) echo dnsSocketText ;; *.socket) echo privSocketText ;;
+				*) echo privServiceText ;; esac) = text; }")
 		[[ $differences == *"systemd/$file has"* ]] || fail "unit-check missed a change to $file: $differences"
 	done
-	echo "unit-check: nix/unit.nix and nix/priv-unit.nix match systemd/myco-d.service and myco-priv.*," \
+	echo "unit-check: nix/unit.nix, dns-socket.nix and priv-unit.nix match systemd/myco-d.service," \
+		"myco-d-dns.socket and myco-priv.*," \
 		"and $((${#alterations[@]} + ${#helper[@]})) alterations are caught"
 }
 

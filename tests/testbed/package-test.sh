@@ -56,8 +56,8 @@ before=$(files)
 cp "$deb" "$TESTBED_WORK/box$box/myco.deb"
 box_exec "$box" env DEBIAN_FRONTEND=noninteractive dpkg -i /myco-testbed/myco.deb >/dev/null \
 	|| fail "dpkg -i of $(basename "$deb") failed"
-units="/lib/systemd/system/myco-d.service /lib/systemd/system/myco-priv.socket
-	/lib/systemd/system/myco-priv.service"
+units="/lib/systemd/system/myco-d.service /lib/systemd/system/myco-d-dns.socket
+	/lib/systemd/system/myco-priv.socket /lib/systemd/system/myco-priv.service"
 for path in /usr/bin/myco-d /usr/bin/myco-priv /usr/bin/myco $units /usr/lib/sysusers.d/myco.conf \
 	/usr/share/man/man1/myco.1.gz /usr/share/man/man5/myco.json.5.gz /usr/share/man/man8/myco-d.8.gz \
 	/usr/share/man/man8/myco-priv.8.gz /usr/share/bash-completion/completions/myco \
@@ -68,6 +68,8 @@ done
 [[ $(box_exec "$box" systemctl is-enabled myco-d.service) == enabled ]] \
 	|| fail "the package did not enable myco-d.service"
 box_exec "$box" id myco >/dev/null || fail "the package did not create the user myco"
+[[ $(box_exec "$box" systemctl is-enabled myco-d-dns.socket) == enabled ]] \
+	|| fail "the package did not enable myco-d-dns.socket"
 [[ $(box_exec "$box" systemctl is-enabled myco-priv.socket) == enabled \
 	&& $(box_exec "$box" systemctl is-active myco-priv.socket) == active ]] \
 	|| fail "the package did not enable and start myco-priv.socket"
@@ -89,6 +91,8 @@ all_see_three() {
 	for i in 0 1 2; do [[ $(box_alive_count "$i") -eq 3 ]] || return 1; done
 }
 wait_for "$wait_s" "every box sees 3 members alive once the package's box started" all_see_three
+[[ $(box_exec "$box" systemctl is-active myco-d-dns.socket) == active ]] \
+	|| fail "starting myco-d did not start myco-d-dns.socket"
 split=$(box_split_check "$box")
 log "configured and started: myco-d runs as the user myco ($split); the package's box joined, every box sees 3 members alive"
 
@@ -108,7 +112,7 @@ for path in /usr/bin/myco-d /usr/bin/myco-priv /usr/bin/myco $units /usr/lib/sys
 	"/etc/systemd/system/myco-$service.service"; do
 	! box_exec "$box" test -e "$path" || fail "apt-get remove left $path"
 done
-for unit in myco-d.service myco-priv.service myco-priv.socket "myco-$service.service"; do
+for unit in myco-d.service myco-d-dns.socket myco-priv.service myco-priv.socket "myco-$service.service"; do
 	[[ $(box_exec "$box" systemctl is-active "$unit" || true) != active ]] \
 		|| fail "$unit still runs after apt-get remove"
 done

@@ -19,6 +19,7 @@ use crate::arena::DnsSlot;
 use myco_core::dns::{answer, Transport, UDP_BYTES_MAX};
 use myco_core::executor::Names;
 use myco_core::{Node, PeerAddr};
+use nix::fcntl::{fcntl, FcntlArg, FdFlag};
 use nix::sys::socket::{getsockname, getsockopt, sockopt, SockType, SockaddrStorage};
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -355,7 +356,13 @@ impl Passed {
         // SAFETY: systemd passed these descriptors to this process (`listen_fds` checked
         // `$LISTEN_PID`), nothing else in it owns them, and `taken` gives each one owner.
         let own = |i: u32| unsafe { OwnedFd::from_raw_fd(start + i as RawFd) };
-        Some((own(udp), own(tcp)))
+        let (udp, tcp) = (own(udp), own(tcp));
+        // systemd passes them inheritable; the daemon's children (nix-store, journalctl) must
+        // not hold port 53.
+        for fd in [&udp, &tcp] {
+            fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).ok()?;
+        }
+        Some((udp, tcp))
     }
 
     /// The index of the first untaken descriptor of `kind` bound to `addr`.
@@ -473,12 +480,16 @@ mod tests {
         let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = tcp.local_addr().unwrap();
         let udp = UdpSocket::bind(addr).unwrap();
+        // Inheritable, as systemd passes them.
+        fcntl(&udp, FcntlArg::F_SETFD(FdFlag::empty())).unwrap();
+        fcntl(&tcp, FcntlArg::F_SETFD(FdFlag::empty())).unwrap();
         let (a, b) = (udp.into_raw_fd(), tcp.into_raw_fd());
         (addr, a.min(b)..a.max(b) + 1)
     }
 
-    /// The passed pair for an address is taken once, with its two kinds; another address, or a
-    /// second ask, gets nothing, so the daemon binds those itself.
+    /// The passed pair for an address is taken once, with its two kinds, and no longer inherited
+    /// by children; another address, or a second ask, gets nothing, so the daemon binds those
+    /// itself.
     #[test]
     fn passed_sockets_are_found_by_address_and_taken_once() {
         let (addr, fds) = passed_pair();
@@ -486,6 +497,10 @@ mod tests {
         let other = SocketAddr::new(addr.ip(), addr.port().wrapping_add(1));
         assert!(passed.pair(other).is_none());
         let (udp, tcp) = passed.pair(addr).expect("both passed sockets found");
+        for fd in [&udp, &tcp] {
+            let flags = fcntl(fd, FcntlArg::F_GETFD).unwrap();
+            assert!(FdFlag::from_bits_truncate(flags).contains(FdFlag::FD_CLOEXEC));
+        }
         assert_eq!(UdpSocket::from(udp).local_addr().unwrap(), addr);
         assert_eq!(TcpListener::from(tcp).local_addr().unwrap(), addr);
         assert!(passed.pair(addr).is_none());
