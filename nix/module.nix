@@ -1,6 +1,8 @@
 # The NixOS module `services.myco`: myco-d on this machine, under the same hardened unit as
 # systemd/myco-d.service (the unit itself is nix/unit.nix, checked against that file), configured
-# by options instead of /etc/myco/myco-d.env.
+# by options instead of /etc/myco/myco-d.env; as the system user myco, beside the privileged helper
+# myco-priv with the units of systemd/myco-priv.socket and .service (nix/priv-unit.nix, checked the
+# same way) and with its DNS sockets from systemd (nix/dns-socket.nix, systemd/myco-d-dns.socket), as the Debian package installs them (docs/architecture.md, "Least privilege").
 #
 # Invariant: the module adds nothing to the unit that nix/unit.nix does not declare; what is
 # NixOS-specific lives in the option defaults (the unit directory) and in the settings outside the
@@ -13,6 +15,13 @@ let
   cfg = config.services.myco;
   inherit (lib) mkOption types;
   port = builtins.match ".*:([0-9]+)" cfg.listen;
+  helper = import ./priv-unit.nix {
+    inherit (cfg) package operator unitDir;
+    # The system's own systemd, named exactly: NixOS has no /usr/bin/systemctl to fall back on.
+    systemctl = "${config.systemd.package}/bin/systemctl";
+    journalctl = "${config.systemd.package}/bin/journalctl";
+    systemdRun = "${config.systemd.package}/bin/systemd-run";
+  };
 in
 {
   options.services.myco = {
@@ -21,7 +30,7 @@ in
       type = types.package;
       default = self.packages.${pkgs.stdenv.hostPlatform.system}.default;
       defaultText = lib.literalExpression "myco.packages.\${pkgs.stdenv.hostPlatform.system}.default";
-      description = "The package holding bin/myco-d.";
+      description = "The package holding bin/myco-d and bin/myco-priv.";
     };
     operator = mkOption {
       type = types.strMatching "[0-9a-fA-F]{64}";
@@ -63,7 +72,7 @@ in
     unitDir = mkOption {
       type = types.str;
       default = "/run/systemd/system";
-      description = "Where the executor writes the units of the services placed here (`--unit-dir`). NixOS owns /etc/systemd/system (a link into the read-only store), so the default is the runtime unit directory, which systemd also loads.";
+      description = "Where myco-priv writes the units of the services placed here (`--unit-dir` of both the daemon and the helper). NixOS owns /etc/systemd/system (a link into the read-only store), so the default is the runtime unit directory, which systemd also loads.";
     };
     keyFile = mkOption {
       type = types.str;
@@ -90,10 +99,21 @@ in
     }];
     systemd.services.myco-d = import ./unit.nix {
       inherit (cfg) package operator joins listen dns stateDir unitDir keyFile certFile extraArgs;
-      # The system's own systemd, named exactly: NixOS has no /usr/bin/systemctl to fall back on.
-      systemctl = "${config.systemd.package}/bin/systemctl";
-      journalctl = "${config.systemd.package}/bin/journalctl";
     };
+    systemd.sockets.myco-priv = helper.socket;
+    # Port 53 bound by systemd and passed to the daemon, which holds no capability.
+    systemd.sockets.myco-d-dns = lib.mkIf (cfg.dns != [ "off" ]) (import ./dns-socket.nix {
+      inherit (cfg) dns keyFile certFile;
+    });
+    systemd.services.myco-priv = helper.service;
+    # A fixed system user, as systemd/myco.sysusers makes it elsewhere: the helper serves its uid
+    # and its socket belongs to its group.
+    users.users.myco = {
+      isSystemUser = true;
+      group = "myco";
+      description = "Myco daemon";
+    };
+    users.groups.myco = { };
     networking.firewall.allowedUDPPorts =
       lib.optionals (cfg.openFirewall && port != null) [ (builtins.fromJSON (builtins.head port)) ];
     environment.etc."systemd/resolved.conf.d/myco.conf" = lib.mkIf cfg.resolvedDomain {

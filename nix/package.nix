@@ -1,4 +1,4 @@
-# Both binaries, myco-d and myco, built by nixpkgs' Rust toolchain from this repository's sources
+# The three binaries, myco-d, myco-priv and myco, built by nixpkgs' Rust toolchain from this repository's sources
 # and Cargo.lock (every dependency comes from crates.io, so no output hashes are needed).
 { lib, rustPlatform }:
 let
@@ -15,7 +15,7 @@ rustPlatform.buildRustPackage {
     filter = path: _type: !(builtins.elem (baseNameOf path) ignored);
   };
   cargoLock.lockFile = ../Cargo.lock;
-  cargoBuildFlags = [ "--bin" "myco-d" "--bin" "myco" ];
+  cargoBuildFlags = [ "--bin" "myco-d" "--bin" "myco-priv" "--bin" "myco" ];
   # The tests need what a build sandbox lacks: systemd, curl, promtool, root for some, and minutes
   # of simulator time. `make check` runs them; the package is the binaries they tested.
   doCheck = false;

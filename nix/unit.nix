@@ -17,8 +17,6 @@
 , unitDir ? "/run/systemd/system"
 , keyFile ? "/etc/myco/node.key"
 , certFile ? "/etc/myco/node.cert"
-, systemctl ? null
-, journalctl ? null
 , extraArgs ? [ ]
 }:
 let
@@ -36,20 +34,20 @@ let
     else "\"" + builtins.replaceStrings [ "\\" "\"" "%" "$" ] [ "\\\\" "\\\"" "%%" "$$" ] arg + "\"";
   flag = name: values: builtins.concatLists (map (value: [ name value ]) values);
   optionalFlag = name: value: if value == null then [ ] else [ name value ];
-  args = [ "--operator" operator ]
+  # systemctl and journalctl are the helper's to run (nix/priv-unit.nix), not the daemon's.
+  args = [ "--operator" operator "--privileged" "/run/myco-priv.sock" ]
     ++ flag "--listen" [ listen ]
     ++ flag "--join" joins
     ++ flag "--dns" dns
     ++ flag "--unit-dir" [ unitDir ]
-    ++ optionalFlag "--systemctl" systemctl
-    ++ optionalFlag "--journalctl" journalctl
     ++ extraArgs;
 in
 assert builtins.length dns <= 2
   || throw "services.myco.dns: myco-d binds at most two DNS addresses, got ${toString (builtins.length dns)}";
 {
   description = "Myco daemon: membership, gossip and service placement for this box";
-  after = [ "network.target" ];
+  after = [ "network.target" "myco-priv.socket" "myco-d-dns.socket" ];
+  wants = [ "myco-priv.socket" "myco-d-dns.socket" ];
   wantedBy = [ "multi-user.target" ];
   unitConfig = {
     StartLimitIntervalSec = "0";
@@ -68,6 +66,8 @@ assert builtins.length dns <= 2
     TasksMax = "16";
     OOMScoreAdjust = "-500";
 
+    User = "myco";
+    Group = "myco";
     StateDirectory = stateDirectory;
     StateDirectoryMode = "0700";
     RuntimeDirectory = "myco";
@@ -77,11 +77,10 @@ assert builtins.length dns <= 2
     LoadCredential = [ "node.key:${keyFile}" "node.cert:${certFile}" ];
     UMask = "0077";
 
-    CapabilityBoundingSet = "CAP_NET_BIND_SERVICE";
+    CapabilityBoundingSet = "";
     AmbientCapabilities = "";
     NoNewPrivileges = "yes";
     ProtectSystem = "strict";
-    ReadWritePaths = unitDir;
     ProtectHome = "yes";
     PrivateTmp = "yes";
     PrivateDevices = "yes";

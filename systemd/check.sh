@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Checks a unit of systemd/ without a running systemd (`make systemd-check`): myco-d.service, or
-# myco-priv.service with its socket.
+# Checks a unit of systemd/ without a running systemd (`make systemd-check`): myco-d.service with
+# its DNS socket, or myco-priv.service with its socket.
 #
 # 1. `systemd-analyze verify` against a throwaway root laid out like an installed box: the units,
 #    unchanged, in /etc/systemd/system, the release binary in /usr/bin (verify refuses an

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Runs systemd/myco-d.service under a real systemd (`make systemd-test`): a Debian bookworm
-# container booted with systemd-nspawn (docs/testbed.md), the release myco-d and the unit bound in,
-# keys and a certificate made with the release `myco`, then:
+# container booted with systemd-nspawn (docs/testbed.md), the release myco-d and myco-priv with
+# their units and the sysusers file bound in as the packages install them, keys and a certificate
+# made with the release `myco`, then:
 #
+# - systemd-sysusers creates the user myco from systemd/myco.sysusers, and myco-priv.socket starts;
 # - `systemctl start` returns and the unit is active: Type=notify's READY=1 arrived;
-# - it runs as root with CAP_NET_BIND_SERVICE only (it writes units and drives systemctl, and
-#   answers DNS on port 53; the services it starts get dynamic users), with MemoryMax and TasksMax
-#   in its cgroup;
+# - it runs as the user myco, not root, with no capability (what needs root it asks of
+#   myco-priv), with MemoryMax and TasksMax in its cgroup;
+# - DNS answers on 127.0.0.1:53 and [::1]:53 (`myco_dns_listeners 2`), on the sockets
+#   myco-d-dns.socket passed: without a capability it could bind neither itself;
 # - the API answers on /run/myco/myco.sock, which is mode 0660, and /health says io_uring (the
 #   unit's syscall filter lets the ring through);
 # - stderr's `<N>` prefixes became journal priorities, not text;
@@ -20,7 +23,7 @@
 # filesystem is built once with debootstrap (~50 s) and kept in $MYCO_TEST_CACHE (default
 # /var/cache/myco-test) as a zstd tarball and as the unpacked tree that every run boots read-only.
 #
-# Usage: systemd/nspawn-test.sh RELEASE_DIR   (the directory holding myco-d and myco)
+# Usage: systemd/nspawn-test.sh RELEASE_DIR   (the directory holding myco-d, myco-priv and myco)
 
 set -euo pipefail
 
@@ -39,7 +42,7 @@ fail() {
 }
 
 [[ $(id -u) -eq 0 ]] || fail "run as root: systemd-nspawn and debootstrap need it"
-for binary in myco-d myco; do
+for binary in myco-d myco-priv myco; do
 	[[ -x $release/$binary ]] || fail "$release/$binary is missing; run 'cargo build --release'"
 done
 
@@ -99,9 +102,9 @@ EOF
 # --- boot ------------------------------------------------------------------------------------
 
 log "booting $machine"
-nspawn_boot "$machine" "$work/console.log" --private-network \
-	--bind-ro="$release/myco-d:/usr/bin/myco-d" \
-	--bind-ro="$repo/systemd/myco-d.service:/etc/systemd/system/myco-d.service" \
+nspawn_myco_stage "$work/bin" "$release" "$repo/systemd/myco-d.service"
+nspawn_myco_binds "$work/bin"
+nspawn_boot "$machine" "$work/console.log" --private-network "${NSPAWN_MYCO_BINDS[@]}" \
 	--bind-ro="$work/dropin:/etc/systemd/system/myco-d.service.d" \
 	--bind-ro="$work/etc-myco:/etc/myco" \
 	--bind-ro="$work/init:/myco-test-init" \
@@ -130,9 +133,9 @@ log "container up ($state), leader pid $leader"
 
 # --- the checks ------------------------------------------------------------------------------
 
-log "systemctl start myco-d"
+log "systemd-sysusers, then systemctl enable --now myco-priv.socket myco-d"
 started=$SECONDS
-timeout 60 nsenter -t "$leader" -a -- systemctl start myco-d.service \
+timeout 60 nsenter -t "$leader" -a -- sh -c "$NSPAWN_MYCO_START" \
 	|| fail "systemctl start myco-d failed: READY=1 never came, or the daemon exited"
 [[ $(show ActiveState) == active ]] || fail "not active after start"
 log "active after $((SECONDS - started)) s: READY=1 arrived"
@@ -141,11 +144,14 @@ pid=$(show MainPID)
 # /proc/PID belongs to the process's effective uid.
 uid=$(inside stat -c %u "/proc/$pid")
 log "MainPID=$pid uid=$uid User=$(show User) NRestarts=$(show NRestarts)"
-((uid == 0)) || fail "uid $uid: the executor needs root to write units and run systemctl"
-# Root, but with a bounding set of one: CAP_NET_BIND_SERVICE (bit 10), for DNS on port 53.
-caps=$(inside awk '/^CapEff/ {print $2}' "/proc/$pid/status")
-[[ $caps == 0000000000000400 ]] || fail "effective capabilities $caps, want CAP_NET_BIND_SERVICE only"
-log "root with CAP_NET_BIND_SERVICE only (CapEff=$caps)"
+myco=$(inside id -u myco)
+((uid != 0 && uid == myco)) || fail "uid $uid: myco-d must run as the user myco (uid $myco), not root"
+# No capability at all, none to gain back: port 53 comes from myco-d-dns.socket.
+caps=$(inside awk '/^Cap(Eff|Amb|Bnd)/ {print $2}' "/proc/$pid/status" | sort -u)
+[[ $caps == 0000000000000000 ]] || fail "capabilities $caps, want none"
+log "the user myco (uid $uid) with no capability (effective, ambient, bounding)"
+owner=$(inside stat -c '%a %U %G' /run/myco-priv.sock)
+[[ $owner == "660 root myco" ]] || fail "the helper's socket is '$owner', not '660 root myco'"
 [[ $(show NRestarts) == 0 ]] || fail "restarted while starting"
 
 memory_cgroup=/sys/fs/cgroup/memory/system.slice/myco-d.service
@@ -163,6 +169,11 @@ code=${health##*$'\n'}
 body=${health%$'\n'*}
 log "GET /health -> $code $body"
 [[ $code == 200 ]] || fail "/health answered $code, not 200"
+# DNS on 127.0.0.1:53 and [::1]:53 with no capability: only through the sockets systemd passed.
+listeners=$(inside curl -sS --max-time 5 --unix-socket /run/myco/myco.sock http://localhost/metrics \
+	| sed -n 's/^myco_dns_listeners //p')
+[[ $listeners == 2 ]] || fail "myco_dns_listeners is '$listeners', not 2: the DNS sockets were not passed"
+log "DNS answers on 2 addresses of port 53, from myco-d-dns.socket"
 # The unit's SystemCallFilter must leave io_uring to the daemon (docs/api.md: "io" says which
 # loop runs). Only a kernel with io_uring switched off excuses the poll fallback.
 case $body in

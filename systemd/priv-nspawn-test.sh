@@ -2,7 +2,7 @@
 # Runs systemd/myco-priv.socket and myco-priv.service under a real systemd (`make
 # priv-systemd-test`): a Debian bookworm container booted with systemd-nspawn, as
 # systemd/nspawn-test.sh boots myco-d's, with the release myco-priv and both units bound in, and
-# a system user `myco` for the daemon, and /etc/myco/myco-d.env naming a fresh operator key
+# the system user `myco` for the daemon (systemd/myco.sysusers, by systemd-sysusers), and /etc/myco/myco-d.env naming a fresh operator key
 # (`myco keygen`), whose key file the test reads to sign its entries. Then:
 #
 # - the socket is /run/myco-priv.sock, root:myco, mode 0660;
@@ -89,6 +89,7 @@ nspawn_boot "$machine" "$work/console.log" --private-network \
 	--bind-ro="$work/etc-myco:/etc/myco" \
 	--bind-ro="$repo/systemd/myco-priv.socket:/etc/systemd/system/myco-priv.socket" \
 	--bind-ro="$repo/systemd/myco-priv.service:/etc/systemd/system/myco-priv.service" \
+	--bind-ro="$repo/systemd/myco.sysusers:/usr/lib/sysusers.d/myco.conf" \
 	--bind-ro="$work/init:/myco-test-init" \
 	/myco-test-init
 nspawn_pid=$NSPAWN_PID
@@ -97,8 +98,8 @@ inside() { nsenter -t "$leader" -a -- "$@"; }
 nspawn_wait_running "$leader"
 log "container up, leader pid $leader"
 
-# The daemon's user, as the packages will create it (issue 22, phase 2).
-inside useradd --system --user-group --no-create-home --shell /usr/sbin/nologin myco
+# The daemon's user, as the packages create it: systemd/myco.sysusers through systemd-sysusers.
+inside systemd-sysusers /usr/lib/sysusers.d/myco.conf
 uid=$(inside id -u myco)
 inside systemctl daemon-reload
 inside systemctl start myco-priv.socket

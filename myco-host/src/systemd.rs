@@ -1,6 +1,6 @@
 //! What `myco-d` needs from systemd, without libsystemd: the sd_notify(3) protocol (readiness,
-//! status, watchdog pings, stopping) and the directories and watchdog interval that systemd passes
-//! in the environment (systemd.exec(5)).
+//! status, watchdog pings, stopping), the directories and watchdog interval that systemd passes
+//! in the environment (systemd.exec(5)), and the sockets it passes (sd_listen_fds(3)).
 //!
 //! Invariants: the notification socket is created once, at start; sending formats into a fixed
 //! buffer on the stack and allocates nothing, so the event loop can ping the watchdog forever
@@ -12,6 +12,8 @@
 use std::env;
 use std::ffi::{OsStr, OsString};
 use std::io::{self, Write};
+use std::ops::Range;
+use std::os::fd::RawFd;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
@@ -202,6 +204,30 @@ pub fn watchdog_interval_from(
     Some(interval)
 }
 
+/// The first descriptor of the sockets systemd passes (`SD_LISTEN_FDS_START`, sd_listen_fds(3)).
+pub const LISTEN_FDS_START: RawFd = 3;
+
+/// The descriptors of the sockets systemd passed to this process (socket activation:
+/// `$LISTEN_FDS` of them from descriptor 3 on). Empty when none were passed, or when `$LISTEN_PID`
+/// is missing or names another process (the variables were inherited, not meant for us).
+pub fn listen_fds() -> Range<RawFd> {
+    listen_fds_from(
+        env::var_os("LISTEN_FDS").as_deref(),
+        env::var_os("LISTEN_PID").as_deref(),
+        std::process::id(),
+    )
+}
+
+/// `listen_fds` for given variable values and process id.
+pub fn listen_fds_from(fds: Option<&OsStr>, pid: Option<&OsStr>, our_pid: u32) -> Range<RawFd> {
+    let ours = pid.and_then(|p| p.to_str()?.parse::<u32>().ok()) == Some(our_pid);
+    let count = fds.and_then(|n| n.to_str()?.parse::<u16>().ok());
+    match (ours, count) {
+        (true, Some(n)) => LISTEN_FDS_START..LISTEN_FDS_START + RawFd::from(n),
+        _ => LISTEN_FDS_START..LISTEN_FDS_START,
+    }
+}
+
 /// `$CREDENTIALS_DIRECTORY`: where `LoadCredential=` put the node's key and certificate.
 pub fn credentials_dir() -> Option<PathBuf> {
     first_path(env::var_os("CREDENTIALS_DIRECTORY"))
@@ -248,6 +274,18 @@ mod tests {
         );
         assert_eq!(message("", Some("")), b"STATUS=\n");
         assert_eq!(message("WATCHDOG=1\n", None), b"WATCHDOG=1\n");
+    }
+
+    /// Sockets are ours only when `$LISTEN_PID` is this process; anything unparsable is none.
+    #[test]
+    fn listen_fds_are_ours_only_with_our_pid() {
+        let os = |s: &'static str| Some(OsStr::new(s));
+        assert_eq!(listen_fds_from(os("4"), os("77"), 77), 3..7);
+        assert_eq!(listen_fds_from(os("4"), os("78"), 77), 3..3);
+        assert_eq!(listen_fds_from(os("4"), None, 77), 3..3);
+        assert_eq!(listen_fds_from(None, os("77"), 77), 3..3);
+        assert_eq!(listen_fds_from(os("-1"), os("77"), 77), 3..3);
+        assert_eq!(listen_fds_from(os("4 "), os("77"), 77), 3..3);
     }
 
     /// A status text cannot inject an assignment of its own.

@@ -18,6 +18,12 @@ pub fn daemon() -> &'static Path {
     DAEMON.get_or_init(|| find("myco-d", "myco-host", &["myco-core", "myco-host"]))
 }
 
+/// The privileged helper, `myco-priv`, found (and if need be built) once per process.
+pub fn helper() -> &'static Path {
+    static HELPER: OnceLock<PathBuf> = OnceLock::new();
+    HELPER.get_or_init(|| find("myco-priv", "myco-host", &["myco-core", "myco-host"]))
+}
+
 /// The operator's tool, `myco`, found (and if need be built) once per process.
 pub fn cli() -> &'static Path {
     static CLI: OnceLock<PathBuf> = OnceLock::new();

@@ -17,8 +17,10 @@ let
   pkgs = { stdenv.hostPlatform.system = "x86_64-linux"; };
   module = import ../../nix/module.nix { packages.x86_64-linux.default = package; };
   systemd = { type = "derivation"; name = "systemd-257"; outPath = "/nix/store/00000000000000000000000000000000-systemd-257"; };
-  # What every ExecStart= of the module ends its fixed part with.
-  tools = "--systemctl ${systemd.outPath}/bin/systemctl --journalctl ${systemd.outPath}/bin/journalctl";
+  # What the helper's ExecStart= ends with: the system's own systemd.
+  tools = "--systemctl ${systemd.outPath}/bin/systemctl --journalctl ${systemd.outPath}/bin/journalctl"
+    + " --systemd-run ${systemd.outPath}/bin/systemd-run";
+  helperBin = "${package.outPath}/bin/myco-priv";
   operator = "3b6a27bcceb6a42d62a3a8d02a6f0d73653215771de243a63ac048a18b59da29";
 
   # mkIf false leaves nothing behind; derivations and paths are values, not option trees.
@@ -46,6 +48,7 @@ let
     else throw "services.myco has no option ${builtins.concatStringsSep ", " unknown}";
 
   unitOf = settings: (eval settings).systemd.services.myco-d;
+  helperOf = settings: (eval settings).systemd.services.myco-priv;
   refused = settings: !(builtins.tryEval (builtins.deepSeq (eval settings) true)).success;
   failedAssertions = settings:
     map (a: a.message) (builtins.filter (a: !a.assertion) (eval settings).assertions);
@@ -67,27 +70,42 @@ let
   # Each case: a sentence saying what should hold, and whether it does.
   cases = [
     [ "disabled, the module declares nothing" (eval { } == { }) ]
-    [ "enabled with only an operator, myco-d runs from the package with the NixOS unit directory and the system's systemctl and journalctl"
+    [ "enabled with only an operator, myco-d runs from the package through the helper with the NixOS unit directory"
       ((unitOf { enable = true; inherit operator; }).serviceConfig.ExecStart
-        == "${bin} --operator ${operator} --listen [::]:7946 --unit-dir /run/systemd/system ${tools}") ]
+        == "${bin} --operator ${operator} --privileged /run/myco-priv.sock --listen [::]:7946 --unit-dir /run/systemd/system") ]
     [ "enabled with defaults, the unit is nix/unit.nix's with the same settings"
       (unitOf { enable = true; inherit operator; }
-        == import ../../nix/unit.nix {
-          inherit package operator;
-          systemctl = "${systemd}/bin/systemctl";
-          journalctl = "${systemd}/bin/journalctl";
-        }) ]
+        == import ../../nix/unit.nix { inherit package operator; }) ]
+    [ "enabled, myco-priv runs from the package for the user myco, with the same unit directory and the system's systemctl, journalctl and systemd-run"
+      ((helperOf { enable = true; inherit operator; }).serviceConfig.ExecStart
+        == "${helperBin} --operator ${operator} --allow-user myco --unit-dir /run/systemd/system ${tools}") ]
+    [ "enabled, the helper's socket and service are nix/priv-unit.nix's, and the user and group myco exist"
+      (let c = eval { enable = true; inherit operator; };
+           h = import ../../nix/priv-unit.nix {
+             inherit package operator;
+             systemctl = "${systemd}/bin/systemctl";
+             journalctl = "${systemd}/bin/journalctl";
+             systemdRun = "${systemd}/bin/systemd-run";
+           };
+       in c.systemd.sockets.myco-priv == h.socket && c.systemd.services.myco-priv == h.service
+         && c.users.users.myco.isSystemUser && c.users.users.myco.group == "myco"
+         && c.users.groups ? myco && (unitOf { enable = true; inherit operator; }).serviceConfig.User == "myco") ]
     [ "with defaults, no port is opened and no resolved drop-in is installed"
       (let c = eval { enable = true; inherit operator; };
        in c.networking.firewall.allowedUDPPorts == [ ] && !(c.environment.etc ? "systemd/resolved.conf.d/myco.conf")) ]
     [ "every option becomes its flag, in the documented order"
-      ((unitOf full).serviceConfig.ExecStart == "${bin} --operator ${operator} --listen 0.0.0.0:7000"
-        + " --join 192.0.2.10:7946 --join [2001:db8::10]:7946 --dns 127.0.0.1:5353"
-        + " --unit-dir /etc/myco-units ${tools} --reserve-bytes 0 --verbose") ]
+      ((unitOf full).serviceConfig.ExecStart == "${bin} --operator ${operator} --privileged /run/myco-priv.sock"
+        + " --listen 0.0.0.0:7000 --join 192.0.2.10:7946 --join [2001:db8::10]:7946 --dns 127.0.0.1:5353"
+        + " --unit-dir /etc/myco-units --reserve-bytes 0 --verbose") ]
     [ "the state, unit, key and certificate paths reach the sandbox"
       (let s = (unitOf full).serviceConfig;
-       in s.StateDirectory == "myco-edge" && s.ReadWritePaths == "/etc/myco-units"
+       in s.StateDirectory == "myco-edge" && (helperOf full).serviceConfig.ReadWritePaths == "/etc/myco-units"
          && s.LoadCredential == [ "node.key:/run/secrets/node.key" "node.cert:/run/secrets/node.cert" ]) ]
+    [ "the DNS socket listens on the daemon's default addresses, on the dns option's, and is not declared with dns off"
+      ((eval { enable = true; inherit operator; }).systemd.sockets.myco-d-dns.socketConfig.ListenStream == [ "127.0.0.1:53" "[::1]:53" ]
+        && (eval full).systemd.sockets.myco-d-dns.socketConfig.ListenDatagram == [ "127.0.0.1:5353" ]
+        && !((eval { enable = true; inherit operator; dns = [ "off" ]; }).systemd.sockets ? myco-d-dns)
+        && (eval full).systemd.sockets.myco-d-dns.unitConfig.ConditionPathExists == [ "/run/secrets/node.key" "/run/secrets/node.cert" ]) ]
     [ "openFirewall opens the UDP port of listen"
       ((eval full).networking.firewall.allowedUDPPorts == [ 7000 ]) ]
     [ "resolvedDomain installs the shipped resolved drop-in"
@@ -105,7 +123,7 @@ let
       (failedAssertions { enable = true; inherit operator; listen = "[::]"; } != [ ]) ]
     [ "arguments with spaces, % or $ reach myco-d as one word each, unexpanded"
       ((unitOf { enable = true; inherit operator; extraArgs = [ "--revocation" "/etc/my co/r%i$X" ]; }).serviceConfig.ExecStart
-        == "${bin} --operator ${operator} --listen [::]:7946 --unit-dir /run/systemd/system ${tools} --revocation \"/etc/my co/r%%i$$X\"") ]
+        == "${bin} --operator ${operator} --privileged /run/myco-priv.sock --listen [::]:7946 --unit-dir /run/systemd/system --revocation \"/etc/my co/r%%i$$X\"") ]
   ];
 in
 map builtins.head (builtins.filter (case: !(builtins.elemAt case 1)) cases)

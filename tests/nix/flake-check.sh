@@ -4,8 +4,9 @@
 #
 # 1. `nix-instantiate --parse` of every tracked .nix file (the flake, nix/, the `myco init`
 #    templates, these fixtures).
-# 2. nix/unit-check.nix: the unit nix/unit.nix declares equals systemd/myco-d.service, directive by
-#    directive; and it reports a difference for each of a few altered copies of the shipped unit,
+# 2. nix/unit-check.nix: the unit nix/unit.nix declares equals systemd/myco-d.service, and those
+#    nix/priv-unit.nix declares systemd/myco-priv.socket and .service, directive by directive; and
+#    it reports a difference for each of a few altered copies of the shipped units,
 #    so an empty answer means agreement, not a comparison that sees nothing.
 # 3. tests/nix/eval-module.nix: the module's options against a stand-in evaluator; and every flag
 #    the module can pass to myco-d is one docs/daemon.md documents.
@@ -68,7 +69,22 @@ unit_compare() {
 			-E '{ unitText }: import ./nix/unit-check.nix { inherit unitText; }')
 		[[ $differences == *"$key="* ]] || fail "unit-check missed a changed $key=: $differences"
 	done
-	echo "unit-check: nix/unit.nix matches systemd/myco-d.service, and ${#alterations[@]} alterations are caught"
+	# The helper's two files and the DNS socket, one alteration each.
+	local -A helper=([myco-priv.service]='s/^MemoryMax=32M$/MemoryMax=64M/'
+		[myco-priv.socket]='s/^SocketMode=0660$/SocketMode=0666/'
+		[myco-d-dns.socket]='s/^FreeBind=yes$/FreeBind=no/')
+	local file
+	for file in "${!helper[@]}"; do
+		sed "${helper[$file]}" "systemd/$file" >"$work/altered"
+		cmp -s "systemd/$file" "$work/altered" && fail "the alteration of $file changed nothing"
+		differences=$(eval_json --arg text "builtins.readFile $work/altered" -E "{ text }: import ./nix/unit-check.nix {
+			$(case $file in myco-d-dns.socket) echo dnsSocketText ;; *.socket) echo privSocketText ;;
+				*) echo privServiceText ;; esac) = text; }")
+		[[ $differences == *"systemd/$file has"* ]] || fail "unit-check missed a change to $file: $differences"
+	done
+	echo "unit-check: nix/unit.nix, dns-socket.nix and priv-unit.nix match systemd/myco-d.service," \
+		"myco-d-dns.socket and myco-priv.*," \
+		"and $((${#alterations[@]} + ${#helper[@]})) alterations are caught"
 }
 
 module_eval() {
@@ -76,7 +92,7 @@ module_eval() {
 	failures=$(eval_json tests/nix/eval-module.nix)
 	[[ $failures == "[]" ]] || fail "the NixOS module does not do what tests/nix/eval-module.nix expects: $failures"
 	flags=$(eval_json -E '(import ./nix/unit.nix { package = "/p"; operator = "0";
-		joins = [ "a:1" ]; dns = [ "b:2" ]; systemctl = "s"; journalctl = "j"; }).serviceConfig.ExecStart' | grep -oE -- '--[a-z-]+' | sort -u)
+		joins = [ "a:1" ]; dns = [ "b:2" ]; }).serviceConfig.ExecStart' | grep -oE -- '--[a-z-]+' | sort -u)
 	for flag in $flags; do
 		grep -qF -- "| \`$flag " docs/daemon.md || fail "the module passes $flag, which docs/daemon.md does not list"
 	done

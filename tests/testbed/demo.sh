@@ -83,8 +83,8 @@ step "Tools and binaries"
 nspawn_tools
 if [[ $build != no ]]; then
 	command -v cargo >/dev/null || fail "cargo is missing: install Rust (https://rustup.rs), then run 'make demo' again"
-	(cd "$repo" && cargo build --release --quiet --bin myco-d --bin myco)
-	log "built $TESTBED_RELEASE/myco-d and $TESTBED_RELEASE/myco"
+	(cd "$repo" && cargo build --release --quiet --bin myco-d --bin myco-priv --bin myco)
+	log "built $TESTBED_RELEASE/myco-d, myco-priv and myco"
 fi
 
 flakes=$(mktemp -d /tmp/myco-demo.XXXXXX)
@@ -97,7 +97,7 @@ trap 'exit 130' INT TERM
 flake_setup "$flakes"
 TESTBED_BINDS=("${FLAKE_BINDS[@]}")
 
-step "Three boxes: Debian with systemd, myco-d installed from systemd/myco-d.service"
+step "Three boxes: Debian with systemd, myco-d installed from systemd/myco-d.service (user myco) beside myco-priv"
 nspawn_rootfs
 started=$(now_ms)
 testbed_up 3
@@ -177,6 +177,8 @@ summary "three boxes booted, myco-d up, all alive" "$(ms_as_s "$up_ms") s"
 summary "deploy to running on $replicas boxes" "$(ms_as_s "$deploy_ms") s (placed on box${placed// /, box})"
 summary "box$victim powered off to running elsewhere" "$(ms_as_s "$death_ms") s (now on box${running// /, box})"
 summary "each copy runs as a dynamic user" "$(service_dynamic_user "${running%% *}" "$service")"
+split=$(box_split_check 0)
+summary "myco-d runs as the user myco, not root" "$split (myco-priv, root, writes the units)"
 summary "myco init python web: deploy to running" "$(ms_as_s "$flake_ms") s, built with Nix on box${web_boxes// /, box}"
 echo "TESTBED demo up_s=$(ms_as_s "$up_ms") deploy_to_running_s=$(ms_as_s "$deploy_ms") death_to_replaced_s=$(ms_as_s "$death_ms") flake_to_running_s=$(ms_as_s "$flake_ms")"
 step "Cleaning up"

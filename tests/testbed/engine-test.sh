@@ -5,7 +5,10 @@
 # The boxes:
 # - myco-d is active on each box, in a memory cgroup whose limit is the unit's MemoryMax=64M
 #   (67108864 bytes in memory.limit_in_bytes), so the limit is enforced, not just written down;
-# - every box sees all three members alive (checked by testbed_up).
+# - every box sees all three members alive (checked by testbed_up);
+# - myco-d runs as the system user myco, not root, beside myco-priv as root (the split of
+#   docs/architecture.md, "Least privilege"), and the helper's journal shows it wrote the unit of
+#   every box the service below runs on.
 #
 # The engine (placement and the systemd executor):
 # - a service with 2 replicas, deployed with `myco deploy` through box 0's socket, runs as
@@ -103,7 +106,13 @@ settled_on_exactly "$replicas" \
 log "deployed $service (replicas $replicas): active on boxes $running after $(ms_as_s "$deploy_ms") s"
 for i in $running; do
 	log "box $i runs myco-$service.service as $(service_dynamic_user "$i" "$service")"
+	box_priv_wrote "$i" "$service"
 done
+for ((i = 0; i < box_count; i++)); do
+	split=$(box_split_check "$i")
+	log "box $i: myco-d runs as the user myco ($split)"
+done
+log "myco-priv, as root, wrote myco-$service.service on boxes $running"
 
 for ((i = 0; i < box_count; i++)); do
 	wait_for "$wait_s" "box $i resolves $service.myco to the boxes that run it ($running)" dns_is "$i" "$running"

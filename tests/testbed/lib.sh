@@ -2,7 +2,9 @@
 # Shell library: a testbed of N Myco boxes on this machine (docs/testbed.md). Each box is a
 # Debian bookworm container with real systemd as PID 1 (tests/testbed/nspawn.sh), in a network
 # namespace of its own joined to one bridge, running the release `myco-d` as the systemd service
-# systemd/myco-d.service, with its own node key and certificate. Sourced by engine-test.sh and
+# systemd/myco-d.service, as the user myco beside the privileged helper myco-priv (its socket and
+# service from systemd/, the user from systemd/myco.sysusers), with its own node key and
+# certificate. Sourced by engine-test.sh and
 # demo.sh; it defines functions and runs nothing.
 #
 #   testbed_up N      boot N boxes and wait until every box sees N members alive
@@ -19,10 +21,11 @@
 # any other machine. Every name this run creates carries TESTBED_ID (this shell's pid), so runs
 # can overlap, and a run that was killed before its trap ran is swept by the next one.
 #
-# Callers set TESTBED_RELEASE (the directory holding myco-d and myco; default target/release),
+# Callers set TESTBED_RELEASE (the directory holding myco-d, myco-priv and myco; default
+# target/release),
 # may set TESTBED_UNIT (default systemd/myco-d.service), and run as root with `set -euo pipefail`.
 # They may also set TESTBED_BARE, box numbers separated by spaces: those boxes boot without Myco
-# (no myco-d, myco, unit or /etc/myco bound in) and testbed_up neither starts nor counts them;
+# (no myco-d, myco-priv, myco, units or /etc/myco bound in) and testbed_up neither starts nor counts them;
 # their work directory, which holds the etc-myco an operator would copy in, is bound read-only at
 # /myco-testbed, for a caller that installs Myco itself (package-test.sh installs the .deb).
 # TESTBED_BINDS, an array of systemd-nspawn --bind/--bind-ro arguments, is given to every box
@@ -104,7 +107,7 @@ box_kill() {
 box_start() {
 	box_boot "$1"
 	box_wait_booted "$1"
-	box_exec "$1" systemctl enable --now --quiet myco-d.service
+	box_exec "$1" sh -c "$NSPAWN_MYCO_START"
 }
 
 # Number of members box I's daemon lists as alive, itself included; 0 if it does not answer.
@@ -129,9 +132,9 @@ testbed_tools() {
 	testbed_host_check
 	nspawn_tools
 	local binary
-	for binary in myco-d myco; do
+	for binary in myco-d myco-priv myco; do
 		[[ -x $TESTBED_RELEASE/$binary ]] \
-			|| fail "$TESTBED_RELEASE/$binary is missing; run 'cargo build --release --bin myco-d --bin myco'"
+			|| fail "$TESTBED_RELEASE/$binary is missing; run 'cargo build --release --bin myco-d --bin myco-priv --bin myco'"
 	done
 }
 
@@ -207,9 +210,8 @@ box_boot() {
 	if box_is_bare "$i"; then
 		myco=(--bind-ro="$dir:/myco-testbed")
 	else
-		myco=(--bind-ro="$TESTBED_WORK/bin/myco-d:/usr/bin/myco-d"
-			--bind-ro="$TESTBED_WORK/bin/myco:/usr/bin/myco"
-			--bind-ro="$TESTBED_WORK/myco-d.service:/etc/systemd/system/myco-d.service"
+		nspawn_myco_binds "$TESTBED_WORK/bin"
+		myco=("${NSPAWN_MYCO_BINDS[@]}" --bind-ro="$TESTBED_WORK/bin/myco:/usr/bin/myco"
 			--bind-ro="$dir/etc-myco:/etc/myco")
 	fi
 	nspawn_boot "$name" "$dir/console.log" --hostname="box$i" \
@@ -245,9 +247,8 @@ testbed_up() {
 	: >"$TESTBED_WORK/pids"
 	: >"$TESTBED_WORK/cgroups"
 	# Copies, so that a cargo build or an edit during the run cannot change what the boxes run.
-	mkdir "$TESTBED_WORK/bin"
-	cp "$TESTBED_RELEASE/myco-d" "$TESTBED_RELEASE/myco" "$TESTBED_WORK/bin/"
-	cp "$TESTBED_UNIT" "$TESTBED_WORK/myco-d.service"
+	nspawn_myco_stage "$TESTBED_WORK/bin" "$TESTBED_RELEASE" "$TESTBED_UNIT"
+	cp "$TESTBED_RELEASE/myco" "$TESTBED_WORK/bin/"
 	nspawn_init_wrapper "$TESTBED_WORK/init"
 
 	# The operator key stays on the host, as it would stay off real boxes.
@@ -264,7 +265,7 @@ testbed_up() {
 		box_boot "$i"
 	done
 	for ((i = 0; i < n; i++)); do box_wait_booted "$i"; done
-	log "$n containers booted in $(ms_as_s $(($(now_ms) - started))) s; systemctl enable --now myco-d"
+	log "$n containers booted in $(ms_as_s $(($(now_ms) - started))) s; the user myco, then systemctl enable --now myco-priv.socket myco-d"
 
 	# `systemctl start` of a Type=notify unit returns once READY=1 arrived: the API answers.
 	members=$n
@@ -273,7 +274,7 @@ testbed_up() {
 			members=$((members - 1))
 			continue
 		fi
-		timeout 60 nsenter -t "${BOX_LEADER[i]}" -a -- systemctl enable --now --quiet myco-d.service &
+		timeout 60 nsenter -t "${BOX_LEADER[i]}" -a -- sh -c "$NSPAWN_MYCO_START" &
 		pids[i]=$!
 	done
 	for ((i = 0; i < n; i++)); do
@@ -370,6 +371,31 @@ service_dynamic_user() {
 	((uid >= 61184 && uid <= 65519)) || fail "box $i: myco-$name.service runs as uid $uid, not a dynamic user's (61184-65519)"
 	[[ -n $user && $user != "$uid" ]] || fail "box $i: the dynamic user $uid has no name (libnss-systemd)"
 	echo "$user (uid $uid)"
+}
+
+# Checks that box I runs myco-d split (docs/architecture.md, "Least privilege"): its process as
+# the system user myco, not root. Prints "uid UID".
+box_split_check() {
+	local i=$1 pid uid myco
+	pid=$(box_exec "$i" systemctl show -p MainPID --value myco-d.service)
+	((pid > 0)) || fail "box $i: myco-d.service has no main process"
+	uid=$(box_exec "$i" ps -o uid= -p "$pid" | tr -d ' ')
+	myco=$(box_exec "$i" id -u myco)
+	((uid != 0 && uid == myco)) || fail "box $i: myco-d runs as uid $uid, not as the user myco (uid $myco)"
+	echo "uid $uid"
+}
+
+# box_priv_wrote I SERVICE: myco-priv runs as root on box I (socket-activated: once the daemon
+# has asked for something) and its journal says it wrote myco-SERVICE.service, which the daemon,
+# as myco, cannot write into /etc/systemd/system itself.
+box_priv_wrote() {
+	local helper
+	helper=$(box_exec "$1" systemctl show -p MainPID --value myco-priv.service)
+	((helper > 0)) || fail "box $1: myco-priv.service is not running"
+	[[ $(box_exec "$1" ps -o uid= -p "$helper" | tr -d ' ') == 0 ]] || fail "box $1: myco-priv does not run as root"
+	box_exec "$1" journalctl --no-pager -o cat -u myco-priv.service \
+		| grep -q "^myco-priv: write myco-$2.service: Exited(0)" \
+		|| fail "box $1: myco-priv's journal does not say it wrote myco-$2.service"
 }
 
 # wait_for SECONDS WHAT CMD...: runs CMD every 0.1 s until it succeeds; fails after SECONDS.

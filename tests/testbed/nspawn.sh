@@ -12,6 +12,10 @@
 # - nspawn_boot starts one container in the background in cgroups of its own (concurrent
 #   containers collide otherwise) and sets NSPAWN_PID and NSPAWN_CGROUPS; nspawn_leader finds the
 #   container's PID 1, which `nsenter -t LEADER -a` enters; nspawn_stop powers it off.
+# - nspawn_myco_stage and nspawn_myco_binds put Myco in a box as the packages install it, split
+#   (docs/architecture.md, "Least privilege"): myco-d as the user myco beside the root helper
+#   myco-priv, socket-activated; NSPAWN_MYCO_START, run inside the booted box, creates the user and
+#   starts both.
 #
 # Callers provide `log` and `fail` (fail must not return), and run as root with `set -euo pipefail`.
 
@@ -195,3 +199,38 @@ nspawn_stop() {
 		wait "$pid" 2>/dev/null || true
 	done
 }
+
+# nspawn_myco_stage DIR RELEASE UNIT: copies what a box needs of the split Myco into DIR: myco-d
+# and myco-priv from RELEASE, UNIT as myco-d.service, and systemd/'s myco-d-dns.socket,
+# myco-priv.socket, myco-priv.service and myco.sysusers. Copies, so that a build or an edit during a run cannot
+# change what the boxes run.
+nspawn_myco_stage() {
+	local dir=$1 release=$2 unit=$3 systemd_dir
+	systemd_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../systemd" && pwd)
+	mkdir -p "$dir"
+	cp "$release/myco-d" "$release/myco-priv" "$dir/"
+	cp "$unit" "$dir/myco-d.service"
+	cp "$systemd_dir/myco-d-dns.socket" "$systemd_dir/myco-priv.socket" "$systemd_dir/myco-priv.service" \
+		"$systemd_dir/myco.sysusers" "$dir/"
+}
+
+# nspawn_myco_binds DIR: sets NSPAWN_MYCO_BINDS, the systemd-nspawn arguments that bind what
+# nspawn_myco_stage put in DIR where the Debian package installs it (the units in
+# /etc/systemd/system, where an operator's own copies go).
+nspawn_myco_binds() {
+	local dir=$1
+	# shellcheck disable=SC2034 # for the caller
+	NSPAWN_MYCO_BINDS=(--bind-ro="$dir/myco-d:/usr/bin/myco-d"
+		--bind-ro="$dir/myco-priv:/usr/bin/myco-priv"
+		--bind-ro="$dir/myco-d.service:/etc/systemd/system/myco-d.service"
+		--bind-ro="$dir/myco-d-dns.socket:/etc/systemd/system/myco-d-dns.socket"
+		--bind-ro="$dir/myco-priv.socket:/etc/systemd/system/myco-priv.socket"
+		--bind-ro="$dir/myco-priv.service:/etc/systemd/system/myco-priv.service"
+		--bind-ro="$dir/myco.sysusers:/usr/lib/sysusers.d/myco.conf")
+}
+
+# What the Debian package's postinst does, as one command for `sh -c` inside a booted box: the user
+# myco from the sysusers file (before the socket, whose group it is), then the helper's socket, the
+# daemon's DNS sockets and the daemon. Each box boots with a fresh /etc (--volatile=overlay), so every boot runs it.
+# shellcheck disable=SC2034 # for the callers
+NSPAWN_MYCO_START='systemd-sysusers /usr/lib/sysusers.d/myco.conf && systemctl enable --now --quiet myco-priv.socket myco-d-dns.socket myco-d.service'

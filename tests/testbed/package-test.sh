@@ -4,20 +4,27 @@
 # does what an operator does with the package.
 #
 # It proves:
-# - `dpkg -i` installs it with the dependencies a Debian box has, puts the binaries, unit, man
-#   pages and completions in place, makes /etc/myco (mode 0700) with the env file, and enables
-#   myco-d.service without starting a daemon that has no key: the unit's start is skipped on its
-#   ConditionPathExists= (ConditionResult=no), with no failure and no restart loop;
+# - `dpkg -i` installs it with the dependencies a Debian box has, puts the binaries (myco-d,
+#   myco-priv, myco), units, sysusers file, man pages and completions in place, creates the system
+#   user myco, makes /etc/myco (mode 0700) with the env file, enables and starts myco-priv.socket
+#   (root:myco, 0660), and enables myco-d.service without starting a daemon that has no key: the
+#   unit's start is skipped on its ConditionPathExists= (ConditionResult=no), with no failure and
+#   no restart loop;
 # - with the key, the certificate and the env file in /etc/myco, `systemctl start myco-d` starts
-#   it and it joins the two other boxes: every box sees three members alive;
-# - a service deployed with 3 replicas runs on the package's box too, as a myco-NAME.service;
-# - `apt-get remove` stops the daemon and the services it placed, and removes the binaries, the
-#   unit and the services' units, but keeps /etc/myco;
+#   it, as the user myco and not root, and it joins the two other boxes: every box sees three
+#   members alive;
+# - a service deployed with 3 replicas runs on the package's box too, as a myco-NAME.service that
+#   myco-priv (root) wrote for the daemon;
+# - `apt-get remove` stops the daemon, the helper and the services it placed, and removes the
+#   binaries, the units and the services' units, but keeps /etc/myco;
 # - `apt-get purge` removes /etc/myco and /var/lib/myco as well, and afterwards the box's files
-#   are exactly those it had before `dpkg -i` (outside the logs and package manager's records).
+#   are exactly those it had before `dpkg -i` (outside the logs and package manager's records, and
+#   the backups of the user databases systemd-sysusers made: the user myco stays, as Debian's
+#   system users do).
 #
 # Needs root on a cgroup v1 or hybrid host. Usage: tests/testbed/package-test.sh DEB [RELEASE_DIR]
-# (RELEASE_DIR, default target/release, holds the myco-d and myco the two other boxes run).
+# (RELEASE_DIR, default target/release, holds the myco-d, myco-priv and myco the two other boxes
+# run).
 
 set -euo pipefail
 
@@ -49,21 +56,32 @@ before=$(files)
 cp "$deb" "$TESTBED_WORK/box$box/myco.deb"
 box_exec "$box" env DEBIAN_FRONTEND=noninteractive dpkg -i /myco-testbed/myco.deb >/dev/null \
 	|| fail "dpkg -i of $(basename "$deb") failed"
-for path in /usr/bin/myco-d /usr/bin/myco /lib/systemd/system/myco-d.service \
+units="/lib/systemd/system/myco-d.service /lib/systemd/system/myco-d-dns.socket
+	/lib/systemd/system/myco-priv.socket /lib/systemd/system/myco-priv.service"
+for path in /usr/bin/myco-d /usr/bin/myco-priv /usr/bin/myco $units /usr/lib/sysusers.d/myco.conf \
 	/usr/share/man/man1/myco.1.gz /usr/share/man/man5/myco.json.5.gz /usr/share/man/man8/myco-d.8.gz \
-	/usr/share/bash-completion/completions/myco /usr/share/zsh/vendor-completions/_myco \
-	/etc/myco/myco-d.env; do
+	/usr/share/man/man8/myco-priv.8.gz /usr/share/bash-completion/completions/myco \
+	/usr/share/zsh/vendor-completions/_myco /etc/myco/myco-d.env; do
 	box_exec "$box" test -e "$path" || fail "the package did not install $path"
 done
 [[ $(box_exec "$box" stat -c %a /etc/myco) == 700 ]] || fail "/etc/myco is not mode 0700"
 [[ $(box_exec "$box" systemctl is-enabled myco-d.service) == enabled ]] \
 	|| fail "the package did not enable myco-d.service"
+box_exec "$box" id myco >/dev/null || fail "the package did not create the user myco"
+[[ $(box_exec "$box" systemctl is-enabled myco-d-dns.socket) == enabled ]] \
+	|| fail "the package did not enable myco-d-dns.socket"
+[[ $(box_exec "$box" systemctl is-enabled myco-priv.socket) == enabled \
+	&& $(box_exec "$box" systemctl is-active myco-priv.socket) == active ]] \
+	|| fail "the package did not enable and start myco-priv.socket"
+owner=$(box_exec "$box" stat -c '%a %U %G' /run/myco-priv.sock)
+[[ $owner == "660 root myco" ]] || fail "/run/myco-priv.sock is '$owner', not '660 root myco'"
 show=$(box_exec "$box" systemctl show -p ActiveState -p ConditionResult -p NRestarts myco-d.service)
 if ! grep -qx 'ActiveState=inactive' <<<"$show" || ! grep -qx 'ConditionResult=no' <<<"$show" \
 	|| ! grep -qx 'NRestarts=0' <<<"$show"; then
 	fail "without a key myco-d.service should be skipped on its condition: $(tr '\n' ' ' <<<"$show")"
 fi
-log "dpkg -i: files in place, /etc/myco 0700, myco-d enabled and skipped until it has a key"
+log "dpkg -i: files in place, the user myco, /etc/myco 0700, myco-priv.socket listening" \
+	"($owner), myco-d enabled and skipped until it has a key"
 
 # The operator's part: the box's key, certificate and env file (made by testbed_up), then start.
 box_exec "$box" sh -c 'cp /myco-testbed/etc-myco/* /etc/myco/ && chmod 0600 /etc/myco/node.key'
@@ -73,7 +91,10 @@ all_see_three() {
 	for i in 0 1 2; do [[ $(box_alive_count "$i") -eq 3 ]] || return 1; done
 }
 wait_for "$wait_s" "every box sees 3 members alive once the package's box started" all_see_three
-log "configured and started: the package's box joined, every box sees 3 members alive"
+[[ $(box_exec "$box" systemctl is-active myco-d-dns.socket) == active ]] \
+	|| fail "starting myco-d did not start myco-d-dns.socket"
+split=$(box_split_check "$box")
+log "configured and started: myco-d runs as the user myco ($split); the package's box joined, every box sees 3 members alive"
 
 manifest=$TESTBED_WORK/$service.json
 echo "{\"name\": \"$service\", \"exec\": \"/usr/bin/sleep\", \"args\": [\"infinity\"], \"replicas\": 3}" \
@@ -82,20 +103,21 @@ echo "{\"name\": \"$service\", \"exec\": \"/usr/bin/sleep\", \"args\": [\"infini
 	--socket "$(box_socket 0)" >/dev/null
 runs_on_package_box() { [[ $(service_boxes "$service") == "0 1 2" ]]; }
 wait_for "$wait_s" "myco-$service.service active on all three boxes" runs_on_package_box
-log "deployed $service: it runs on the package's box as $(service_dynamic_user "$box" "$service")"
+box_priv_wrote "$box" "$service"
+log "deployed $service: myco-priv wrote its unit; it runs on the package's box as $(service_dynamic_user "$box" "$service")"
 
 box_exec "$box" env DEBIAN_FRONTEND=noninteractive apt-get remove -y -qq myco >/dev/null \
 	|| fail "apt-get remove myco failed"
-for path in /usr/bin/myco-d /usr/bin/myco /lib/systemd/system/myco-d.service \
+for path in /usr/bin/myco-d /usr/bin/myco-priv /usr/bin/myco $units /usr/lib/sysusers.d/myco.conf \
 	"/etc/systemd/system/myco-$service.service"; do
 	! box_exec "$box" test -e "$path" || fail "apt-get remove left $path"
 done
-for unit in myco-d "myco-$service"; do
-	[[ $(box_exec "$box" systemctl is-active "$unit.service" || true) != active ]] \
-		|| fail "$unit.service still runs after apt-get remove"
+for unit in myco-d.service myco-d-dns.socket myco-priv.service myco-priv.socket "myco-$service.service"; do
+	[[ $(box_exec "$box" systemctl is-active "$unit" || true) != active ]] \
+		|| fail "$unit still runs after apt-get remove"
 done
 box_exec "$box" test -s /etc/myco/node.key || fail "apt-get remove did not keep /etc/myco"
-log "apt-get remove: daemon and its service stopped, binaries and units gone, /etc/myco kept"
+log "apt-get remove: daemon, helper and its service stopped, binaries and units gone, /etc/myco kept"
 
 box_exec "$box" env DEBIAN_FRONTEND=noninteractive apt-get purge -y -qq myco >/dev/null \
 	|| fail "apt-get purge myco failed"

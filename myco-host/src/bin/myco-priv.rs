@@ -11,9 +11,12 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 const HELP: &str = "\
-myco-priv: does the few things myco-d needs root for (write or remove myco-*.service units,
-systemctl on myco-* units, nix build, nix-collect-garbage, the build cache's closure query,
-journalctl of myco-* units), for one user only, checking every request (docs/architecture.md).
+myco-priv: the privileged helper of myco-d
+
+Does the few things myco-d needs root for (write or remove myco-*.service units, systemctl on
+myco-* units, nix build, nix-collect-garbage, the build cache's closure query, journalctl of
+myco-* units, exec health checks), for one user only, checking every request
+(docs/architecture.md). systemd starts it from myco-priv.socket.
 
 Usage: myco-priv --operator HEX (--allow-uid UID | --allow-user NAME) [OPTIONS]
 

@@ -19,9 +19,12 @@ use crate::arena::DnsSlot;
 use myco_core::dns::{answer, Transport, UDP_BYTES_MAX};
 use myco_core::executor::Names;
 use myco_core::{Node, PeerAddr};
+use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+use nix::sys::socket::{getsockname, getsockopt, sockopt, SockType, SockaddrStorage};
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::os::fd::{AsRawFd, RawFd};
+use std::ops::Range;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 /// TCP connections answered at once; more wait in the kernel's backlog.
 pub const DNS_TCP_MAX: usize = 4;
@@ -93,17 +96,19 @@ pub struct Dns {
 }
 
 impl Dns {
-    /// Binds a UDP and a TCP listener, non-blocking, on each of `addrs`. One that cannot be
-    /// bound is reported through `refused` and left out (IPv6 may be off on this box); `None`
-    /// when none could be bound. The buffers are the arena's.
+    /// Binds a UDP and a TCP listener, non-blocking, on each of `addrs`, or takes the two that
+    /// systemd passed for it (socket activation, `crate::systemd::listen_fds`: then port 53 needs
+    /// no capability). One that cannot be bound is reported through `refused` and left out (IPv6
+    /// may be off on this box); `None` when none could be bound. The buffers are the arena's.
     pub fn bind(
         (addrs, gossip): (&[SocketAddr], SocketAddr),
         buffers: DnsBuffers,
         mut refused: impl FnMut(SocketAddr, io::Error),
     ) -> Option<Dns> {
         let mut listeners = heapless::Vec::new();
+        let mut passed = Passed::new(crate::systemd::listen_fds());
         for &addr in addrs.iter().take(DNS_LISTENERS_MAX) {
-            match Listener::bind(addr) {
+            match Listener::open(addr, &mut passed) {
                 Ok(l) => listeners
                     .push(l)
                     .ok()
@@ -310,6 +315,17 @@ impl Dns {
 }
 
 impl Listener {
+    /// The UDP and TCP sockets systemd passed for `addr`, if it passed both, else both bound here.
+    fn open(addr: SocketAddr, passed: &mut Passed) -> io::Result<Listener> {
+        if let Some((udp, tcp)) = passed.pair(addr) {
+            let (udp, tcp) = (UdpSocket::from(udp), TcpListener::from(tcp));
+            udp.set_nonblocking(true)?;
+            tcp.set_nonblocking(true)?;
+            return Ok(Listener { udp, tcp });
+        }
+        Listener::bind(addr)
+    }
+
     fn bind(addr: SocketAddr) -> io::Result<Listener> {
         let udp = UdpSocket::bind(addr)?;
         udp.set_nonblocking(true)?;
@@ -317,6 +333,60 @@ impl Listener {
         tcp.set_nonblocking(true)?;
         Ok(Listener { udp, tcp })
     }
+}
+
+/// The sockets systemd passed, each taken at most once (so no descriptor gets two owners).
+struct Passed {
+    fds: Range<RawFd>,
+    /// Bit `i`: descriptor `fds.start + i` is taken. Only the first 64 are looked at.
+    taken: u64,
+}
+
+impl Passed {
+    fn new(fds: Range<RawFd>) -> Passed {
+        Passed { fds, taken: 0 }
+    }
+
+    /// The datagram and the stream socket bound to `addr`, both or neither.
+    fn pair(&mut self, addr: SocketAddr) -> Option<(OwnedFd, OwnedFd)> {
+        let udp = self.find(addr, SockType::Datagram)?;
+        let tcp = self.find(addr, SockType::Stream)?;
+        self.taken |= (1 << udp) | (1 << tcp);
+        let start = self.fds.start;
+        // SAFETY: systemd passed these descriptors to this process (`listen_fds` checked
+        // `$LISTEN_PID`), nothing else in it owns them, and `taken` gives each one owner.
+        let own = |i: u32| unsafe { OwnedFd::from_raw_fd(start + i as RawFd) };
+        let (udp, tcp) = (own(udp), own(tcp));
+        // systemd passes them inheritable; the daemon's children (nix-store, journalctl) must
+        // not hold port 53.
+        for fd in [&udp, &tcp] {
+            fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).ok()?;
+        }
+        Some((udp, tcp))
+    }
+
+    /// The index of the first untaken descriptor of `kind` bound to `addr`.
+    fn find(&self, addr: SocketAddr, kind: SockType) -> Option<u32> {
+        (0..64u32)
+            .zip(self.fds.clone())
+            .filter(|&(i, _)| self.taken & (1 << i) == 0)
+            .find(|&(_, fd)| {
+                // SAFETY: a descriptor systemd passed stays open for the whole call.
+                let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+                getsockopt(&borrowed, sockopt::SockType).ok() == Some(kind)
+                    && local_addr(fd) == Some(addr)
+            })
+            .map(|(i, _)| i)
+    }
+}
+
+/// The address a socket is bound to, if it is an IP socket.
+fn local_addr(fd: RawFd) -> Option<SocketAddr> {
+    let a = getsockname::<SockaddrStorage>(fd).ok()?;
+    if let Some(v4) = a.as_sockaddr_in() {
+        return Some(SocketAddr::V4((*v4).into()));
+    }
+    a.as_sockaddr_in6().map(|v6| SocketAddr::V6((*v6).into()))
 }
 
 /// How far an answer got.
@@ -396,5 +466,63 @@ impl TcpConn {
             }
         }
         Progress::Done
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::IntoRawFd;
+
+    /// A UDP and a TCP socket on one free loopback port, as systemd would pass them, and the
+    /// range of descriptors that holds both.
+    fn passed_pair() -> (SocketAddr, Range<RawFd>) {
+        let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = tcp.local_addr().unwrap();
+        let udp = UdpSocket::bind(addr).unwrap();
+        // Inheritable, as systemd passes them.
+        fcntl(&udp, FcntlArg::F_SETFD(FdFlag::empty())).unwrap();
+        fcntl(&tcp, FcntlArg::F_SETFD(FdFlag::empty())).unwrap();
+        let (a, b) = (udp.into_raw_fd(), tcp.into_raw_fd());
+        (addr, a.min(b)..a.max(b) + 1)
+    }
+
+    /// The passed pair for an address is taken once, with its two kinds, and no longer inherited
+    /// by children; another address, or a second ask, gets nothing, so the daemon binds those
+    /// itself.
+    #[test]
+    fn passed_sockets_are_found_by_address_and_taken_once() {
+        let (addr, fds) = passed_pair();
+        let mut passed = Passed::new(fds);
+        let other = SocketAddr::new(addr.ip(), addr.port().wrapping_add(1));
+        assert!(passed.pair(other).is_none());
+        let (udp, tcp) = passed.pair(addr).expect("both passed sockets found");
+        for fd in [&udp, &tcp] {
+            let flags = fcntl(fd, FcntlArg::F_GETFD).unwrap();
+            assert!(FdFlag::from_bits_truncate(flags).contains(FdFlag::FD_CLOEXEC));
+        }
+        assert_eq!(UdpSocket::from(udp).local_addr().unwrap(), addr);
+        assert_eq!(TcpListener::from(tcp).local_addr().unwrap(), addr);
+        assert!(passed.pair(addr).is_none());
+    }
+
+    /// Without both kinds for an address there is no pair: a lone datagram socket is left.
+    #[test]
+    fn a_lone_datagram_socket_is_no_pair() {
+        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = udp.local_addr().unwrap();
+        let fd = udp.into_raw_fd();
+        let mut passed = Passed::new(fd..fd + 1);
+        assert!(passed.pair(addr).is_none());
+        assert_eq!(passed.taken, 0);
+        // SAFETY: the descriptor was this test's socket, and nothing took it.
+        drop(unsafe { OwnedFd::from_raw_fd(fd) });
+    }
+
+    /// Outside socket activation nothing is passed and nothing is looked at.
+    #[test]
+    fn nothing_passed_is_no_pair() {
+        let mut passed = Passed::new(3..3);
+        assert!(passed.pair("127.0.0.1:53".parse().unwrap()).is_none());
     }
 }

@@ -1,4 +1,4 @@
-//! `manpages OUTDIR`: writes `myco.1`, `myco-d.8` and `myco.json.5` into OUTDIR, made from what the
+//! `manpages OUTDIR`: writes `myco.1`, `myco-d.8`, `myco-priv.8` and `myco.json.5` into OUTDIR, made from what the
 //! real binaries print for `--help` (found as the kit finds them: `MYCO_BIN_DIR`, else built) and
 //! from `docs/myco-json.md`, so the pages say exactly what the help and the docs say
 //! (`myco_testkit::man` describes the conversion). The binaries must run on this machine; the
@@ -16,6 +16,7 @@ fn main() -> ExitCode {
     let pages = [
         ("myco.1", myco_page()),
         ("myco-d.8", daemon_page()),
+        ("myco-priv.8", helper_page()),
         ("myco.json.5", manifest_page()),
     ];
     if let Err(e) = std::fs::create_dir_all(&out) {
@@ -104,6 +105,16 @@ fn daemon_page() -> String {
         );
     }
     page + ".SH \"SEE ALSO\"\n\\fBmyco\\fR(1), \\fBmyco.json\\fR(5), \\fBsystemd.service\\fR(5)\n"
+}
+
+/// myco-priv(8): the helper's help; systemd starts it, nobody runs it by hand.
+fn helper_page() -> String {
+    let help = output(bins::helper(), &["--help"]);
+    let (summary, body) = split_title(&help);
+    let mut page = man::header("myco-priv", 8, &version(), "myco-priv", summary);
+    page += ".SH DESCRIPTION\n";
+    page += &man::help_to_roff(body);
+    page + ".SH \"SEE ALSO\"\n\\fBmyco\\-d\\fR(8), \\fBsystemd.socket\\fR(5)\n"
 }
 
 /// The files of an installed daemon (systemd/myco-d.service and its env example say the same).
