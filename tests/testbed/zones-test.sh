@@ -18,6 +18,9 @@
 # which must be 0; every box listing the entry). The waits' bounds (60 s) only catch an engine
 # that never gets there.
 #
+# `TESTBED_IPV6=yes tests/testbed/zones-test.sh` runs the same on links that carry only IPv6 (the
+# bridges then meet by their IPv6 addresses).
+#
 # Needs root on a cgroup v1 or hybrid host. Usage: tests/testbed/zones-test.sh [RELEASE_DIR]
 # (default target/release, holding myco-d and myco).
 
