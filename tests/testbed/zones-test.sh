@@ -76,6 +76,15 @@ crossing_total() {
 	echo "$total"
 }
 [[ $(crossing_total) == 0 ]] || fail "a box lists a member of the other zone before any deploy"
+# The same lookup finds the members of a box's own zone, so the zero above is not a lookup that
+# never matches.
+for ((i = 0; i < box_count; i++)); do
+	nodes=$(box_myco "$i" nodes --json)
+	for ((j = 0; j < box_count; j++)); do
+		[[ $(box_zone "$j") != "$(box_zone "$i")" || $nodes == *"\"${ids[j]}\""* ]] \
+			|| fail "box $i does not list box $j of its own zone (${ids[j]})"
+	done
+done
 
 # --- a deploy in zone 0 for zone 1 -----------------------------------------------------------
 
