@@ -317,7 +317,11 @@ nix-check:
 # (tests/testbed/rollout-test.sh): a `ROLLOUT ...` line. Then the golden path (tests/testbed/golden-test.sh): `myco init python`
 # committed, deployed, built with Nix in the boxes, served by name, rolled out, a broken commit
 # refused; a `GOLDEN ...` line. Then health checks (tests/testbed/health-test.sh): a service whose
-# /healthz turns to 500 is restarted, leaves DNS and comes back; a `HEALTH ...` line. Needs root.
+# /healthz turns to 500 is restarted, leaves DNS and comes back; a `HEALTH ...` line. Then the
+# links carrying IPv6 only (tests/testbed/ipv6-test.sh): gossip, a deploy, AAAA answers, the Nix
+# cache and `myco proxy` over IPv6; an `IPV6 ...` line. Then two zones that bridge
+# (tests/testbed/zones-test.sh): a deploy in zone 0 for zone 1 runs in zone 1 while membership
+# stays in each zone; a `ZONES ...` line. Needs root.
 # ~40 s, or ~2 min the first time on a machine (debootstrap).
 # Ends with the self-healing summary (tests/testbed/rollout-line.sh): one ROLLOUT line from the
 # figures the engine, rollout and health tests printed.
@@ -329,6 +333,8 @@ testbed-test:
 	tests/testbed/rollout-test.sh $(TARGET_DIR)/release | tee $(TESTBED_LOGS)/rollout.log
 	tests/testbed/golden-test.sh $(TARGET_DIR)/release
 	tests/testbed/health-test.sh $(TARGET_DIR)/release | tee $(TESTBED_LOGS)/health.log
+	tests/testbed/ipv6-test.sh $(TARGET_DIR)/release | tee $(TESTBED_LOGS)/ipv6.log
+	tests/testbed/zones-test.sh $(TARGET_DIR)/release | tee $(TESTBED_LOGS)/zones.log
 	tests/testbed/rollout-line.sh $(TESTBED_LOGS)
 
 # The README's first command: installs what it needs, builds, boots three boxes, deploys a

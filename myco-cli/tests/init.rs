@@ -223,15 +223,19 @@ fn free_port() -> u16 {
 }
 
 fn get(port: u16, path: &str) -> String {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    get_at("127.0.0.1", port, path).unwrap()
+}
+
+/// An error rather than a panic, so that the caller stops its server before it fails.
+fn get_at(host: &str, port: u16, path: &str) -> std::io::Result<String> {
+    let mut stream = TcpStream::connect((host, port))?;
     write!(
         stream,
         "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
+    )?;
     let mut answer = String::new();
-    stream.read_to_string(&mut answer).unwrap();
-    answer
+    stream.read_to_string(&mut answer)?;
+    Ok(answer)
 }
 
 /// How a template's server runs: language, the tool it needs, that tool's build arguments (none:
@@ -245,7 +249,9 @@ type ServerRun = (
 );
 
 /// Each server whose runtime is installed listens on the port in PORT once it says so, answers
-/// GET / with its name and GET /healthz with "ok", and refuses to start without PORT.
+/// GET / with its name and GET /healthz with "ok", on IPv4 and on IPv6 (peers on links that carry
+/// only IPv6 reach it at its IPv6 address; python's used to listen on IPv4 only), and refuses to
+/// start without PORT.
 #[test]
 fn servers_answer_on_port() {
     let dir = TempDir::new("init-serve");
@@ -304,6 +310,7 @@ fn servers_answer_on_port() {
             "{line}"
         );
         let root = get(port, "/");
+        let root_v6 = get_at("::1", port, "/");
         let health = get(port, "/healthz");
         let missing = get(port, "/nope");
         server.kill().unwrap();
@@ -311,6 +318,10 @@ fn servers_answer_on_port() {
         assert!(root.starts_with("HTTP/1."), "{root}");
         assert!(root.contains(" 200 "), "{root}");
         assert!(root.ends_with(&format!("hello from {service}\n")), "{root}");
+        assert!(
+            root_v6.as_ref().is_ok_and(|r| r.contains(" 200 ")),
+            "{language} over IPv6: {root_v6:?}"
+        );
         assert!(
             health.contains(" 200 ") && health.ends_with("ok\n"),
             "{health}"

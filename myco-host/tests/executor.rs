@@ -446,6 +446,25 @@ fn dns_answers_aaaa_on_both_loopbacks() {
     assert!(d.metric("myco_dns_queries_total{transport=\"tcp\"}") >= 1.0);
 }
 
+/// A box that gossips on the dual-stack wildcard `[::]` answers for itself on both loopbacks:
+/// 127.0.0.1 as A and ::1 as AAAA. On a box whose links carry only IPv6, AAAA used to leave the
+/// box itself out (it was answered as 127.0.0.1 only), so a workload there that asks for AAAA
+/// never found the instance next to it (found on the IPv6-only testbed, tests/testbed/ipv6-test.sh).
+#[test]
+fn dns_answers_both_loopbacks_for_a_dual_stack_wildcard() {
+    let op = operator();
+    let mut d = Daemon::new("executor-dns-wild", &op, 27);
+    d.set_listen("[::]:0");
+    let port = free_port();
+    start_with(&mut d, &["--dns", &format!("127.0.0.1:{port}")]);
+    let entry = myco_testkit::entries::entry_with_port(&op, "web", 1, 8080);
+    assert_eq!(d.deploy(&entry).0, 200);
+    wait_until(Duration::from_secs(15), "web runs and resolves", || {
+        dig(port, &["+short", "web.myco", "A"]).trim() == "127.0.0.1"
+    });
+    assert_eq!(dig(port, &["+short", "web.myco", "AAAA"]).trim(), "::1");
+}
+
 /// More units than one `systemctl show` names (200): the health sweep goes on through all of
 /// them, so none stays pending.
 #[test]

@@ -30,6 +30,12 @@
 # /myco-testbed, for a caller that installs Myco itself (package-test.sh installs the .deb).
 # TESTBED_BINDS, an array of systemd-nspawn --bind/--bind-ro arguments, is given to every box
 # (golden-test.sh binds its git repositories and the boxes' Nix configuration).
+# TESTBED_IPV6=yes makes the links IPv6 only: box I has fd00:77::(10+I)/64 and no IPv4 address
+# but loopback, and myco-d listens on [::] and joins by IPv6 address (ipv6-test.sh).
+# TESTBED_ZONES="0 0 1 1" certifies box I into the I-th zone listed (default zone 0), and each box
+# joins only boxes of its own zone; TESTBED_BRIDGES="0 2" certifies those boxes with --bridge all
+# and gives each the other zones' bridge boxes as --bridge-seed (zones-test.sh).
+# TESTBED_ARGS holds further myco-d flags for every box (e.g. --proxy-listen [::]:7948).
 
 TESTBED_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 # shellcheck source=SCRIPTDIR/nspawn.sh
@@ -42,6 +48,11 @@ TESTBED_BARE=${TESTBED_BARE:-}
 [[ -v TESTBED_BINDS ]] || TESTBED_BINDS=()
 TESTBED_ID=$$
 TESTBED_SUBNET=10.77.0
+TESTBED_SUBNET6=fd00:77:
+TESTBED_IPV6=${TESTBED_IPV6:-}
+TESTBED_ZONES=${TESTBED_ZONES:-}
+TESTBED_BRIDGES=${TESTBED_BRIDGES:-}
+TESTBED_ARGS=${TESTBED_ARGS:-}
 TESTBED_PORT=7946
 # Where every run keeps its files; a directory whose owner pid is gone belongs to a killed run.
 TESTBED_RUN_ROOT=/run/myco-testbed
@@ -73,6 +84,27 @@ ms_as_s() { printf '%d.%02d' $(($1 / 1000)) $(($1 % 1000 / 10)); }
 
 box_name() { echo "mtb${TESTBED_ID}b$1"; }
 box_is_bare() { [[ " $TESTBED_BARE " == *" $1 "* ]]; }
+box_is_bridge() { [[ " $TESTBED_BRIDGES " == *" $1 "* ]]; }
+# Box I's address on the bridge, and ADDR:PORT of box I as myco-d and curl take it ([v6]:port).
+box_addr() {
+	if [[ -n $TESTBED_IPV6 ]]; then echo "$TESTBED_SUBNET6:$((10 + $1))"; else echo "$TESTBED_SUBNET.$((10 + $1))"; fi
+}
+box_endpoint() {
+	if [[ -n $TESTBED_IPV6 ]]; then echo "[$(box_addr "$1")]:$2"; else echo "$(box_addr "$1"):$2"; fi
+}
+box_zone() {
+	local zones
+	read -ra zones <<<"$TESTBED_ZONES"
+	echo "${zones[$1]:-0}"
+}
+# How many boxes running myco-d share box I's zone (box I included): the members it should see.
+box_zone_members() {
+	local i=$1 j count=0
+	for ((j = 0; j < TESTBED_BOXES; j++)); do
+		box_is_bare "$j" || [[ $(box_zone "$j") != "$(box_zone "$i")" ]] || count=$((count + 1))
+	done
+	echo "$count"
+}
 
 box_exec() {
 	local i=$1
@@ -166,7 +198,7 @@ testbed_sweep() {
 # from the example with the operator and the flags filled in. Each box joins through up to three
 # others (the lowest-numbered; myco-d takes at most 8 --join), so any two can be down at boot.
 box_files() {
-	local i=$1 dir=$TESTBED_WORK/box$1 node args j
+	local i=$1 dir=$TESTBED_WORK/box$1 node args j bridge=()
 	local -i joins
 	mkdir -p "$dir"
 	# systemd sets the hostname from /etc/hostname, over nspawn's --hostname.
@@ -175,15 +207,22 @@ box_files() {
 	"$TESTBED_WORK/bin/myco" keygen --out "$dir/etc-myco/node.key" >/dev/null
 	node=$("$TESTBED_WORK/bin/myco" pubkey --key "$dir/etc-myco/node.key" --json | json_field public_key)
 	[[ ${#node} -eq 64 ]] || fail "could not read box $i's public key from 'myco pubkey'"
+	box_is_bridge "$i" && bridge=(--bridge all)
 	"$TESTBED_WORK/bin/myco" cert --operator-key "$TESTBED_WORK/operator.key" --node-pubkey "$node" \
-		--zone 0 --arch x86_64 --out "$dir/etc-myco/node.cert" >/dev/null
+		--zone "$(box_zone "$i")" "${bridge[@]}" --arch x86_64 --out "$dir/etc-myco/node.cert" >/dev/null
 	args="--listen 0.0.0.0:$TESTBED_PORT"
+	[[ -z $TESTBED_IPV6 ]] || args="--listen [::]:$TESTBED_PORT"
 	for ((j = 0, joins = 0; j < TESTBED_BOXES && joins < 3; j++)); do
 		((j == i)) && continue
-		args+=" --join $TESTBED_SUBNET.$((10 + j)):$TESTBED_PORT"
+		[[ $(box_zone "$j") == "$(box_zone "$i")" ]] || continue
+		args+=" --join $(box_endpoint "$j" "$TESTBED_PORT")"
 		joins+=1
 	done
-	args+=" --reserve-bytes $TESTBED_RESERVE_BYTES"
+	for ((j = 0; j < TESTBED_BOXES; j++)); do
+		box_is_bridge "$i" && box_is_bridge "$j" && [[ $(box_zone "$j") != "$(box_zone "$i")" ]] \
+			&& args+=" --bridge-seed $(box_endpoint "$j" "$TESTBED_PORT")"
+	done
+	args+=" --reserve-bytes $TESTBED_RESERVE_BYTES${TESTBED_ARGS:+ $TESTBED_ARGS}"
 	sed -E -e "s/^MYCO_OPERATOR=.*/MYCO_OPERATOR=$TESTBED_OPERATOR/" -e "s/^MYCO_ARGS=.*/MYCO_ARGS=$args/" \
 		"$TESTBED_REPO/systemd/myco-d.env.example" >"$dir/etc-myco/myco-d.env"
 	chmod 0644 "$dir/etc-myco/myco-d.env"
@@ -194,12 +233,17 @@ box_files() {
 box_network() {
 	local i=$1 name
 	name=$(box_name "$i")
-	BOX_ADDR[i]=$TESTBED_SUBNET.$((10 + i))
+	BOX_ADDR[i]=$(box_addr "$i")
 	ip netns add "$name"
 	ip link add "$name" type veth peer name eth0 netns "$name"
 	ip link set "$name" master "$TESTBED_BRIDGE" up
 	ip -n "$name" link set lo up
-	ip -n "$name" addr add "${BOX_ADDR[i]}/24" dev eth0
+	if [[ -n $TESTBED_IPV6 ]]; then
+		# No duplicate address detection: the address is usable at once, not tentative for a second.
+		ip -n "$name" addr add "${BOX_ADDR[i]}/64" dev eth0 nodad
+	else
+		ip -n "$name" addr add "${BOX_ADDR[i]}/24" dev eth0
+	fi
 	ip -n "$name" link set eth0 up
 }
 
@@ -258,6 +302,12 @@ testbed_up() {
 	[[ ${#TESTBED_OPERATOR} -eq 64 ]] || fail "could not read the operator's public key from 'myco pubkey'"
 
 	ip link add "$TESTBED_BRIDGE" type bridge
+	if [[ -n $TESTBED_IPV6 ]]; then
+		# Neighbour discovery is multicast: without snooping the bridge floods it, so no MLD querier
+		# is needed; and the host keeps no (link-local) address on the bridge.
+		ip link set "$TESTBED_BRIDGE" type bridge mcast_snooping 0
+		sysctl -qw "net.ipv6.conf.$TESTBED_BRIDGE.disable_ipv6=1"
+	fi
 	ip link set "$TESTBED_BRIDGE" up
 	for ((i = 0; i < n; i++)); do
 		box_files "$i"
@@ -268,12 +318,8 @@ testbed_up() {
 	log "$n containers booted in $(ms_as_s $(($(now_ms) - started))) s; the user myco, then systemctl enable --now myco-priv.socket myco-d"
 
 	# `systemctl start` of a Type=notify unit returns once READY=1 arrived: the API answers.
-	members=$n
 	for ((i = 0; i < n; i++)); do
-		if box_is_bare "$i"; then
-			members=$((members - 1))
-			continue
-		fi
+		box_is_bare "$i" && continue
 		timeout 60 nsenter -t "${BOX_LEADER[i]}" -a -- sh -c "$NSPAWN_MYCO_START" &
 		pids[i]=$!
 	done
@@ -284,6 +330,7 @@ testbed_up() {
 
 	for ((i = 0; i < n; i++)); do
 		box_is_bare "$i" && continue
+		members=$(box_zone_members "$i")
 		for _ in $(seq 300); do
 			alive=$(box_alive_count "$i")
 			((alive == members)) && break
@@ -291,7 +338,7 @@ testbed_up() {
 		done
 		((alive == members)) || fail "box $i sees $alive of $members members alive after 30 s"
 	done
-	log "testbed up: $n boxes, each running myco-d sees $members members alive, in $(ms_as_s $(($(now_ms) - started))) s"
+	log "testbed up: $n boxes, each running myco-d sees every member of its zone alive, in $(ms_as_s $(($(now_ms) - started))) s"
 }
 
 # Prints what the boxes' journals say about myco-d and the services it placed (on a failure).
@@ -419,7 +466,7 @@ dns_answer() {
 dns_expected() {
 	local i=$1 j
 	for j in $2; do
-		if ((j == i)); then echo 127.0.0.1; else echo "$TESTBED_SUBNET.$((10 + j))"; fi
+		if ((j == i)); then echo 127.0.0.1; else box_addr "$j"; fi
 	done | sort
 }
 # dns_is I BOXES: box I's DNS answers exactly the boxes BOXES.

@@ -6,6 +6,7 @@ nothing but python3.
 """
 
 import os
+import socket
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -30,11 +31,24 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
+class Server(ThreadingHTTPServer):
+    """Listens on every address of both families where the box has IPv6, so peers on links that
+    carry only IPv6 reach it (`NAME.myco` answers them its IPv6 addresses); else on IPv4's."""
+
+    address_family = socket.AF_INET6 if socket.has_dualstack_ipv6() else socket.AF_INET
+
+    def server_bind(self):
+        if self.address_family == socket.AF_INET6:
+            self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        super().server_bind()
+
+
 def main():
     port = os.environ.get("PORT", "")
     if not port.isdigit() or not 0 < int(port) < 65536:
         sys.exit(f"{NAME}: PORT must be a port number (1 to 65535), got {port!r}; set it in myco.json's env")
-    server = ThreadingHTTPServer(("", int(port)), Handler)
+    everywhere = "::" if Server.address_family == socket.AF_INET6 else ""
+    server = Server((everywhere, int(port)), Handler)
     print(f"{NAME}: listening on port {port}", flush=True)
     server.serve_forever()
 

@@ -55,13 +55,34 @@ pub fn health_on(
 }
 
 /// The directory DNS answers from: a service's instances are its placed boxes where it runs, at
-/// the member's address (port 0), and this box at `own`.
+/// the member's address (port 0), and this box at the addresses `own_addrs(own)` gives.
 pub struct Names<'a> {
     pub node: &'a Node,
     pub executor: Option<&'a Executor>,
-    /// What this box answers for itself: the host's listen address, or loopback when it listens
-    /// on a wildcard.
+    /// The address this box's gossip socket is bound to (the host passes port 0): a wildcard
+    /// stands for loopback (`own_addrs`).
     pub own: PeerAddr,
+}
+
+/// `::1`.
+const LOOPBACK_V6: PeerAddr = PeerAddr {
+    ip: [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+    port: 0,
+};
+
+/// What DNS answers for this box's own instance when its gossip socket is bound to `own`: that
+/// address itself, or where a workload on this box reaches it when `own` is a wildcard: 127.0.0.1
+/// for `0.0.0.0` (IPv4 only), 127.0.0.1 and ::1 for `[::]` (dual stack), so that on a box whose
+/// links are IPv6 only, AAAA lists this box too and not only its peers.
+pub fn own_addrs(own: PeerAddr) -> [Option<PeerAddr>; 2] {
+    let loopback_v4 = PeerAddr::v4([127, 0, 0, 1], 0);
+    if own.ip == [0; 16] {
+        [Some(loopback_v4), Some(LOOPBACK_V6)]
+    } else if own.as_v4() == Some([0; 4]) {
+        [Some(loopback_v4), None]
+    } else {
+        [Some(own), None]
+    }
 }
 
 impl Directory for Names<'_> {
@@ -71,7 +92,15 @@ impl Directory for Names<'_> {
         };
         let key = slot.key_hash;
         for id in self.node.placement(key) {
-            if let Some(addr) = self.healthy_at(id, key, name) {
+            let Some(addr) = self.healthy_at(id, key, name) else {
+                continue;
+            };
+            if id == self.node.id() {
+                own_addrs(self.own)
+                    .into_iter()
+                    .flatten()
+                    .for_each(&mut *out);
+            } else {
                 out(addr);
             }
         }
@@ -143,7 +172,7 @@ impl Names<'_> {
             return None;
         }
         if id == self.node.id() {
-            return Some(self.own);
+            return own_addrs(self.own)[0];
         }
         let member = self
             .node
@@ -154,5 +183,33 @@ impl Names<'_> {
             port: 0,
             ..member.addr
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A wildcard stands for loopback, in both families when it is IPv6's (dual stack); an
+    /// address the socket is bound to is answered as it is.
+    #[test]
+    fn own_addrs_of_wildcards_are_loopbacks() {
+        let v4 = |o| PeerAddr::v4(o, 0);
+        let v6_unspecified = PeerAddr::default();
+        assert_eq!(
+            own_addrs(v6_unspecified),
+            [Some(v4([127, 0, 0, 1])), Some(LOOPBACK_V6)]
+        );
+        assert_eq!(own_addrs(v4([0; 4])), [Some(v4([127, 0, 0, 1])), None]);
+        let bound_v6 = PeerAddr {
+            ip: [0xfd, 0, 0, 0x77, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10],
+            port: 0,
+        };
+        assert_eq!(own_addrs(bound_v6), [Some(bound_v6), None]);
+        assert_eq!(own_addrs(LOOPBACK_V6), [Some(LOOPBACK_V6), None]);
+        assert_eq!(
+            own_addrs(v4([10, 77, 0, 10])),
+            [Some(v4([10, 77, 0, 10])), None]
+        );
     }
 }

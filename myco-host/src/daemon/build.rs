@@ -614,6 +614,37 @@ fn running_out<'b>(unit_dir: &Path, name: &str, buf: &'b mut [u8]) -> Option<&'b
 #[cfg(test)]
 mod tests {
     use super::*;
+    use myco_core::PeerAddr;
+
+    /// Peers' caches at IPv6 addresses are URLs with the address in brackets, and three of the
+    /// longest (every group four digits) fit the fixed buffers, whose `expect` would otherwise
+    /// take the daemon down on an IPv6-only fleet.
+    #[test]
+    fn substituters_at_ipv6_addresses_are_bracketed_and_fit() {
+        let longest = PeerAddr {
+            ip: [0xfd; 16],
+            port: 65535,
+        };
+        let short = PeerAddr {
+            ip: [0xfd, 0, 0, 0x77, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x11],
+            port: 7947,
+        };
+        let peer = |id, cache| Substitute {
+            id,
+            cache,
+            key: [7; 32],
+        };
+        let peers = [peer(1, short), peer(2, longest), peer(3, longest)];
+        let mut argv = Argv::leaked();
+        push_substituters(&mut argv, &peers).unwrap();
+        let args = argv.args();
+        let at = args.iter().position(|a| a == "extra-substituters").unwrap();
+        let fdfd = "fdfd:fdfd:fdfd:fdfd:fdfd:fdfd:fdfd:fdfd";
+        assert_eq!(
+            args[at + 1],
+            format!("http://[fd00:77::11]:7947 http://[{fdfd}]:65535 http://[{fdfd}]:65535")
+        );
+    }
 
     /// After a build, the new version's root and the root of the store path the unit runs stay;
     /// older roots of that service go, whatever their age, and other services' roots stay.

@@ -89,8 +89,9 @@ pub struct Dns {
     /// TCP connections accepted so far.
     accepted: u64,
     batch: UdpBatch,
-    /// What this box answers for itself: its listen address, or loopback when it listens on a
-    /// wildcard (a workload on this box reaches a service on this box there).
+    /// The gossip socket's address (port 0), from which the core's `own_addrs` tells what this
+    /// box answers for itself: that address, or loopback when it is a wildcard (a workload on
+    /// this box reaches a service on this box there).
     own: PeerAddr,
     pub stats: DnsStats,
 }
@@ -119,13 +120,10 @@ impl Dns {
         if listeners.is_empty() {
             return None;
         }
-        let own = if gossip.ip().is_unspecified() {
-            PeerAddr::v4([127, 0, 0, 1], 0)
-        } else {
-            PeerAddr {
-                port: 0,
-                ..super::net::peer_addr(gossip)
-            }
+        // A wildcard stands for this box's loopback; the core says which (`own_addrs`).
+        let own = PeerAddr {
+            port: 0,
+            ..super::net::peer_addr(gossip)
         };
         let conns = buffers
             .tcp
