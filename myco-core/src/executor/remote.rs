@@ -10,16 +10,22 @@
 //! then by a hash of (this box, build key, builder), so requesters spread over equal builders.
 //! The request is sent again every `REMOTE_CHECK_MS` while unanswered; a builder that neither
 //! builds nor offers the version for `REQUEST_ANSWER_MS`, or is not done within
-//! `REMOTE_BUILD_MAX_MS`, or that died, is left for the next one; one that built the version and
-//! then offers nothing failed to build it, which counts as a failed build here (with its backoff,
-//! and as a rollout's failure) (at most `BUILDERS_TRIED_MAX` remembered, then all are
-//! tried again). A box that does not build never builds: its build command carries
-//! `local: false`, and the host runs Nix with `--max-jobs 0`, so Nix may only substitute.
+//! `REMOTE_BUILD_MAX_MS`, or that died, is left for the next one (at most `BUILDERS_TRIED_MAX`
+//! remembered, then all are tried again). Silence is never a failed build, whatever the
+//! builder was seen doing: under loss a good version's builder may not be heard in time, and
+//! counting that held good rollouts. A failure is counted only when the builder asked says so
+//! (`Message::BuildFailed`, its answer to a request it refuses because its own last build of
+//! that version failed): then it is a failed build here, with its backoff, and a rollout's
+//! failure, as a build that failed here. Once a peer offers the version, the failures builders
+//! reported are forgotten (it builds), as the builder forgets its own at a success.
+//! A box that does not build never builds: its build command carries `local: false`, and the
+//! host runs Nix with `--max-jobs 0`, so Nix may only substitute.
 //!
 //! The builder's side: a request is accepted only for an entry the builder holds with the same
 //! digest and build key, by a builder of that system; at most `PEER_BUILDS_MAX` wait at once
 //! (the rest are refused and counted: a flood of requests cannot queue unbounded builds), and
-//! they run on the build lane after the builds of services placed here.
+//! they run on the build lane after the builds of services placed here. A request for a
+//! version whose build failed here, within its backoff, is refused and answered so.
 
 use super::build::{retry_delay_ms, root_name};
 use super::substitute::{self, build_key, Candidate, Substitute, Substitutes};
@@ -63,6 +69,11 @@ pub struct Asked {
     pub waiting_since_ms: u64,
     /// When the builder asked was last seen building the version (0: not seen).
     pub seen_building_ms: u64,
+    /// The builder asked answered that its build of the version failed (`Message::BuildFailed`),
+    /// not yet counted.
+    pub refused_failed: bool,
+    /// The failures in a row counted so far include one a builder reported.
+    pub failed_on_builder: bool,
 }
 
 /// What to do with a version now.
@@ -72,7 +83,7 @@ pub enum Decision {
     Run(Substitutes),
     /// Check again later: a peer builds it, or a builder was asked (`Some`: send it this).
     Wait(Option<u64>),
-    /// The builder asked built it and offers nothing: a failed build, with its backoff.
+    /// The builder asked said its build of the version failed: a failed build, with its backoff.
     Failed,
 }
 
@@ -91,6 +102,13 @@ pub fn decide(node: &Node, mode: BuildMode, v: Version<'_>) -> Decision {
         return Decision::Run(offered);
     }
     if let Some((builder, since)) = asked.builder {
+        if core::mem::take(&mut asked.refused_failed) {
+            // The builder's build failed, as it would here: a version that fails to build fails
+            // on every box. The builder refuses it during its backoff, so it is asked again
+            // only after this box's own backoff (at least as long) and the others first.
+            give_up(asked, builder);
+            return Decision::Failed;
+        }
         if peer_building(node, builder, key) {
             asked.seen_building_ms = now_ms;
         }
@@ -104,12 +122,9 @@ pub fn decide(node: &Node, mode: BuildMode, v: Version<'_>) -> Decision {
         if live && in_time {
             return Decision::Wait(Some(builder));
         }
-        let built_there = asked.seen_building_ms != 0;
+        // Silent, slow, or dead: not a failure, even if it was seen building (its offer may be
+        // what was lost). A builder whose build failed says so when asked.
         give_up(asked, builder);
-        if live && built_there {
-            // It built the version and offers nothing: the build failed, as it would here.
-            return Decision::Failed;
-        }
     }
     let waiting = asked.waiting_since_ms;
     let patient = !mode.local || waiting == 0 || now_ms < waiting + BUILD_WAIT_MAX_MS;
@@ -133,9 +148,7 @@ pub fn decide(node: &Node, mode: BuildMode, v: Version<'_>) -> Decision {
             // Every builder was tried: they may have come back, or built meanwhile. Silence is
             // not a failed build: under loss or a partition a builder of a good version may not
             // answer in time, and counting it failed would hold a good rollout. A builder whose
-            // build of this version failed refuses it during its backoff, so asking again costs
-            // a frame, not a build; but the requester cannot tell that refusal from silence yet
-            // (docs/nix.md, "Remote builders": not built).
+            // build of this version failed answers so (`Message::BuildFailed`), which counts.
             asked.tried.clear();
             Decision::Wait(None)
         }
@@ -150,6 +163,7 @@ pub fn check_at(now_ms: u64) -> u64 {
 fn give_up(asked: &mut Asked, builder: u64) {
     asked.builder = None;
     asked.seen_building_ms = 0;
+    asked.refused_failed = false;
     if asked.tried.is_full() {
         asked.tried.remove(0);
     }
