@@ -257,14 +257,21 @@ pub struct PeerFailure {
 #[derive(Default)]
 pub struct PeerBuilds {
     pub table: Vec<PeerBuild, PEER_BUILDS_MAX>,
+    /// Versions built for peers, and when, until the offer lists them or `REQUEST_ANSWER_MS`
+    /// passed (the time a requester gives the builder to offer): the cache lists a new root a
+    /// moment after the build, and a request meanwhile would build the version again. Oldest
+    /// first; a full table forgets the oldest.
+    pub built: Vec<(u64, u64), PEER_BUILDS_MAX>,
     /// Oldest first; a full table forgets the oldest failure (it is then built once more).
     pub failed: Vec<PeerFailure, PEER_FAILURES_MAX>,
 }
 
 impl PeerBuilds {
     /// Takes `r` at `now_ms` if this box builds for its system, holds that very version, did
-    /// not fail to build it within its backoff, and has room; a request already taken, or whose
-    /// result this box already offers, is accepted again and changes nothing.
+    /// not fail to build it within its backoff, and has room; a request already taken, whose
+    /// result this box already offers, or that it built for peers less than
+    /// `REQUEST_ANSWER_MS` ago (its cache lists it a moment later), is accepted again and
+    /// changes nothing.
     pub fn accept(
         &mut self,
         node: &Node,
@@ -285,7 +292,11 @@ impl PeerBuilds {
             return Err(Refused::Unknown);
         }
         let same = |p: &PeerBuild| p.service == r.service.0 && p.digest == r.digest.0;
-        if self.table.iter().any(same) || node.own_status().offer.offers(r.build.0) {
+        let offered = node.own_status().offer.offers(r.build.0);
+        self.built
+            .retain(|&(k, at)| !offered_or_old(k, at, (r.build.0, offered), now_ms));
+        let just_built = self.built.iter().any(|&(k, _)| k == r.build.0);
+        if self.table.iter().any(same) || offered || just_built {
             return Ok(());
         }
         if self.backing_off(r.build.0, now_ms) {
@@ -319,6 +330,11 @@ impl PeerBuilds {
         let at = self.failed.iter().position(|f| f.build == build);
         let before = at.map(|i| self.failed.remove(i));
         if ok {
+            self.built.retain(|&(k, _)| k != build);
+            if self.built.is_full() {
+                self.built.remove(0);
+            }
+            self.built.push((build, now_ms)).expect("room made above");
             return;
         }
         let failures = before.map_or(0, |f| f.failures).saturating_add(1);
@@ -338,6 +354,13 @@ impl PeerBuilds {
         let failed = self.failed.iter().find(|f| f.build == build);
         failed.is_some_and(|f| now_ms < f.retry_at_ms)
     }
+}
+
+/// Whether a version built for peers at `at_ms` (build key `key`) no longer needs guarding at
+/// `now_ms`: the offer lists it (`asked`: the key asked for, and whether it is offered), or the
+/// requester's bound for the offer ran out.
+fn offered_or_old(key: u64, at_ms: u64, (asked, offered): (u64, bool), now_ms: u64) -> bool {
+    (key == asked && offered) || now_ms >= at_ms.saturating_add(REQUEST_ANSWER_MS)
 }
 
 /// The systems a Nix builds for, as `system_bit`s, from what `nix show-config` prints: the

@@ -1249,8 +1249,10 @@ fn a_builder_takes_bounded_requests_for_versions_it_holds() {
 }
 
 /// Runs the first of `requests`, accepted by `e`: a build that may build, for that version; one
-/// at a time; once done it is counted and its room is free for the last request.
+/// at a time; once done it is counted and its room is free for the last request; asked again
+/// before its cache can list it, it is not built again until `REQUEST_ANSWER_MS` passed.
 fn run_a_peer_build(e: &mut crate::executor::Executor, n: &Node, requests: &[BuildRequest]) {
+    use crate::config::PEER_BUILDS_MAX;
     use crate::executor::{Command, Outcome};
     let last = requests.last().unwrap();
     let issued = e.poll_build(Instant(1), n).expect("a request is due");
@@ -1278,6 +1280,31 @@ fn run_a_peer_build(e: &mut crate::executor::Executor, n: &Node, requests: &[Bui
         Ok(()),
         "room again"
     );
+    // Asked again before the cache lists it: not built twice, until the offer's bound ran out.
+    let again = (9, &requests[0]);
+    assert_eq!(e.handle_build_request(Instant(4), n, again), Ok(()));
+    let next = |e: &mut crate::executor::Executor, at| {
+        let Some(issued) = e.poll_build(Instant(at), n) else {
+            return std::string::String::new();
+        };
+        let (token, Command::Build { name, .. }) = (issued.token, issued.command) else {
+            panic!("a build");
+        };
+        let name = std::string::String::from(name);
+        e.handle_command_done(Instant(at), token, Outcome::FAILED);
+        name
+    };
+    let drained: std::vec::Vec<_> = (5..5 + 2 * PEER_BUILDS_MAX as u64)
+        .map(|at| next(e, at))
+        .collect();
+    assert!(drained.contains(&"web1".into()), "{drained:?}");
+    assert!(
+        !drained.contains(&"web0".into()),
+        "the version just built is not built again: {drained:?}"
+    );
+    let late = 3 + crate::config::REQUEST_ANSWER_MS;
+    assert_eq!(e.handle_build_request(Instant(late), n, again), Ok(()));
+    assert_eq!(next(e, late), "web0", "built again once the bound ran out");
 }
 
 /// A builder seen building the version that then offers nothing within `REQUEST_ANSWER_MS` is
