@@ -104,8 +104,8 @@ pub fn decide(node: &Node, mode: BuildMode, v: Version<'_>) -> Decision {
     if let Some((builder, since)) = asked.builder {
         if core::mem::take(&mut asked.refused_failed) {
             // The builder's build failed, as it would here: a version that fails to build fails
-            // on every box. The builder refuses it during its backoff, so it is asked again
-            // only after this box's own backoff (at least as long) and the others first.
+            // on every box. Given up, so after this box's backoff the other builders are asked
+            // first (this one refuses the version during a backoff of its own).
             give_up(asked, builder);
             return Decision::Failed;
         }
