@@ -1,12 +1,17 @@
-//! Fuzzes `remote::parse_systems` (what `nix show-config` printed) and the build request (`Message::BuildRequest`) as a builder receives it: the input is a
-//! frame body, decoded with `Body::decode`; a request is then handed to a builder's executor
+//! Fuzzes `remote::parse_systems` (what `nix show-config` printed), the build request
+//! (`Message::BuildRequest`) as a builder receives it, and a builder's answer that a build failed
+//! (`Message::BuildFailed`) as a requester receives it: the input is a frame body, decoded with
+//! `Body::decode`; a request is then handed to a builder's executor
 //! (`Executor::handle_build_request`) whose node holds one flake service, with the builder's
-//! systems chosen by the first input byte.
+//! systems chosen by the first input byte, and an answer to the same executor
+//! (`Executor::handle_build_failed`), which asked no builder for anything.
 //!
-//! Proves: no input panics; a decoded request re-encodes to the very bytes it came from (one
-//! encoding per request); the builder accepts a request only if it is exactly the one the
+//! Proves: no input panics; a decoded request or answer re-encodes to the very bytes it came
+//! from (one encoding each); the builder accepts a request only if it is exactly the one the
 //! entry it holds gives (`remote::request`) for a system it builds, so no forged digest, build
-//! key or service gets a build; and however many requests arrive, at most `PEER_BUILDS_MAX` wait.
+//! key or service gets a build; however many requests arrive, at most `PEER_BUILDS_MAX` wait;
+//! no request is answered as failed where no build failed; and an answer nobody asked for
+//! counts no failed build.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -93,26 +98,34 @@ fuzz_target!(|data: &[u8]| {
         let len = usize::from(len).min(tail.len());
         let (bytes, tail) = tail.split_at(len);
         rest = tail;
-        let Some(Body {
-            msg: Message::BuildRequest(r),
-            root,
-        }) = Body::decode(bytes)
-        else {
+        let Some(Body { msg, root }) = Body::decode(bytes) else {
             continue;
         };
         let mut out = [0u8; BODY_BYTES_MAX];
-        let again = Body {
+        let n = Body {
             root,
-            msg: Message::BuildRequest(r),
+            msg: msg.clone(),
+        }
+        .encode(&mut out)
+        .expect("a request or answer fits");
+        let r = match msg {
+            Message::BuildRequest(r) => r,
+            Message::BuildFailed(r) => {
+                assert_eq!(&out[..n], bytes, "one encoding");
+                assert!(!e.handle_build_failed(Instant(0), 7, &r), "{r:?}");
+                assert_eq!(e.stats.build_failures, 0);
+                continue;
+            }
+            _ => continue,
         };
-        let n = again.encode(&mut out).expect("a request fits");
         assert_eq!(&out[..n], bytes, "one encoding");
         let builds = match system_bit(r.system) {
             0 => mode.builds != 0,
             bit => mode.builds & bit != 0,
         };
         let genuine = request(&held, r.system) == Some(r);
-        let taken = e.handle_build_request(Instant(0), &node, &r).is_ok();
+        let taken = e.handle_build_request(Instant(0), &node, (7, &r)).is_ok();
         assert_eq!(taken, genuine && builds, "{r:?}");
+        assert_eq!(e.take_build_failed(), None, "nothing failed here");
     }
 });

@@ -531,12 +531,15 @@ pub const BUILD_RETRY_FIRST_MS: u64 = 30_000;
 pub const BUILD_RETRY_MAX_MS: u64 = 600_000;
 /// The builds table: name, key, digest, state and failures, the program (a store path, then
 /// `/bin/` and the name again), and what asking builders did (`executor::remote::Asked`: the
-/// builder asked, the ones tried, the wait's start); the requests accepted as a builder, the
-/// versions it failed to build for them, and the one to send.
+/// builder asked, the ones tried, the wait's start, the builder's answer); the requests accepted
+/// as a builder, the versions it built for them and does not offer yet, the versions it failed to
+/// build for them, the answers to requests refused for such a failure, and the request to send.
 pub const BUILDS_BUDGET_BYTES: usize = BUILDS_MAX
     * (128 + STORE_PATH_BYTES_MAX + 2 * NAME_BYTES_MAX + 40 + BUILDERS_TRIED_MAX * 8)
     + PEER_BUILDS_MAX * 32
+    + PEER_BUILDS_MAX * 16
     + PEER_FAILURES_MAX * 24
+    + PEER_BUILDS_MAX * 40
     + 96;
 
 #[cfg(test)]

@@ -41,6 +41,19 @@ const WAIT: Duration = Duration::from_secs(60);
 /// A no-input flake whose builder appends `version` to `marker` on every run, committed to a
 /// git repository in `dir`: its locked reference and rev.
 fn commit_flake(repo: &Path, marker: &Path, version: u32) -> (String, String) {
+    let build = format!(
+        "/bin/mkdir -p $out/bin; printf '#!/bin/sh\\\\necho hello {version}\\\\n' > $out/bin/hello; /bin/chmod +x $out/bin/hello"
+    );
+    commit_flake_building(repo, marker, version, &build)
+}
+
+/// As [`commit_flake`], with `build` as the rest of the builder's script after the marker line.
+fn commit_flake_building(
+    repo: &Path,
+    marker: &Path,
+    version: u32,
+    build: &str,
+) -> (String, String) {
     let flake = format!(
         r#"{{
   outputs = {{ self }}: {{
@@ -48,7 +61,7 @@ fn commit_flake(repo: &Path, marker: &Path, version: u32) -> (String, String) {
       name = "hello";
       system = "x86_64-linux";
       builder = "/bin/sh";
-      args = [ "-c" "echo {version} >> {marker}; /bin/mkdir -p $out/bin; printf '#!/bin/sh\\necho hello {version}\\n' > $out/bin/hello; /bin/chmod +x $out/bin/hello" ];
+      args = [ "-c" "echo {version} >> {marker}; {build}" ];
     }};
   }};
 }}
@@ -306,6 +319,36 @@ fn a_remote_box_gets_its_build_from_the_builder() {
         && b.metric("myco_builds_from_peers_total") == 1.0;
     assert!(ok, "A built for B, B asked and fetched");
     myco_testkit::figures::record("remote", &format!("P2P remote_build_ok={}", u32::from(ok)));
+}
+
+/// Issue 16: the builder's build of a version fails, and B, which never builds, learns it. A
+/// builds it once for B and fails; A refuses B's next request during the failure's backoff and
+/// answers that its build failed (`BuildFailed`); B counts a failed build of its own and reports
+/// the service `build-failed`. B never ran the builder. Prints `P2P remote_build_failed_seen=1`.
+#[test]
+fn a_remote_box_learns_that_the_builder_s_build_failed() {
+    if let Some(why) = skip() {
+        println!("SKIPPED: {why}");
+        return;
+    }
+    let (a, b) = builder_and_remote();
+    let marker = a.dir.join("builder-runs");
+    let (uri, rev) = commit_flake_building(&a.dir.join("repo"), &marker, 8, "exit 1");
+    a.deploy(&entry(1, (&uri, &rev), true));
+    wait_until(WAIT, "B counts the builder's failure", || {
+        b.metric("myco_builds_failed_on_builders_total") >= 1.0
+    });
+    let services = b.get("/services").1;
+    assert!(services.contains("\"build-failed\""), "{services}");
+    assert!(a.metric("myco_build_failed_answers_total") >= 1.0);
+    assert_eq!(
+        builds(&marker),
+        1,
+        "the builder ran once, on A, within its backoff"
+    );
+    let b_calls = fs::read_to_string(b.dir.join("systemd-run.calls")).unwrap_or_default();
+    assert!(!b_calls.contains("nix build"), "B built nothing: {b_calls}");
+    myco_testkit::figures::record("remote-failed", "P2P remote_build_failed_seen=1");
 }
 
 /// Box A (with a GPU, certified at 0) alone, its cache on, running and offering the version of

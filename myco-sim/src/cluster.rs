@@ -111,6 +111,9 @@ pub struct Report {
     /// requests (`executors/p2p.rs`).
     pub builds_remote: u64,
     pub builds_for_peers: u64,
+    /// Invariant 12's holds seen at settle checks (remote-only first-wave boxes holding a bad
+    /// flake version), each counted at every check.
+    pub remote_canary_holds: u64,
     /// The node killed once the cluster had converged, and the services it ran.
     pub killed: Option<usize>,
     pub services_replaced: usize,
@@ -310,7 +313,6 @@ impl Cluster {
                 (
                     &ids.metas.iter().map(|m| m.arch).collect::<Vec<_>>(),
                     s.zones,
-                    s.bad_update_ppm == 0,
                 ),
                 s.services,
                 s.seed,
@@ -437,8 +439,9 @@ impl Cluster {
                     self.exec.placement_changed(i);
                 }
                 let requests = std::mem::take(&mut self.world.build_requests[i]);
+                let failed = std::mem::take(&mut self.world.build_failed[i]);
                 self.exec
-                    .build_requests(i, &self.nodes[i], self.now, &requests);
+                    .build_messages(i, &self.nodes[i], self.now, (&requests, &failed));
                 let mut sink = self.world.sink(i, self.now);
                 let at = (i, &self.up[..]);
                 let stepped = self.exec.step(at, &mut self.nodes[i], &mut sink, self.now);
@@ -582,6 +585,7 @@ impl Cluster {
         report.builds_local_held_by_peer = self.exec.builds_local_held_by_peer;
         report.builds_remote = self.exec.builds_remote;
         report.builds_for_peers = self.exec.builds_for_peers;
+        report.remote_canary_holds = self.exec.remote_canary_holds;
         (
             report.acknowledged_deploys,
             report.acknowledged_deploys_lost,

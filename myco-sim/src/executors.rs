@@ -37,6 +37,9 @@
 //!     it fetches from peers or from the builder it asked (`myco_core::executor::remote`), and
 //!     a fetch that finds nothing fails. That every placed service still runs on it (invariant 1)
 //!     shows its requests were answered, by another builder when one died (`--kill`).
+//! 12. once settled, a box started `--build remote` that is the first wave of a bad flake version
+//!     placed on it holds it, build-failed: it never builds, so the failure it holds on is its
+//!     builder's, told it as `Message::BuildFailed` (`invariants::rollout::check_remote_canary`).
 //!
 //! Nothing here allocates while stepping: tables are sized at boot; only the settle checks
 //! allocate, and the run leaves what they allocate out of the nodes' count.
@@ -46,14 +49,14 @@ use crate::invariants::executors::{
     check_dns, check_enabled, check_one_in_flight, check_program, check_remove,
     check_status_truthful,
 };
-use crate::invariants::rollout::{check_rollouts, check_write};
+use crate::invariants::rollout::{check_remote_canary, check_rollouts, check_write};
+use crate::world::FromPeer;
 use myco_core::config::{SYSTEMCTL_TIMEOUT_MS, UNITS_PER_COMMAND};
 use myco_core::executor::{
     retry_delay_ms, Build, BuildMode, BuildState, Command, Executor, Outcome, UnitHealth, Verb,
 };
 use myco_core::random::Prng;
 use myco_core::schema::entry::Arch;
-use myco_core::schema::message::BuildRequest;
 use myco_core::state::store::key_hash;
 use myco_core::unit::{service_of, UNIT_NAME_BYTES_MAX};
 use myco_core::{Instant, Node};
@@ -185,13 +188,16 @@ pub struct Executors {
     /// for peers' requests.
     pub builds_remote: u64,
     pub builds_for_peers: u64,
+    /// Invariant 12's holds seen at settle checks: remote-only first-wave boxes holding a bad
+    /// flake version (the same hold counts at each check).
+    pub remote_canary_holds: u64,
 }
 
 impl Executors {
     /// `arches`: each box's architecture, as its certificate says, and the zones the boxes are
-    /// spread over, and whether some boxes are builders and some remote-only (`p2p::mode_of`).
+    /// spread over (`p2p::mode_of` makes some boxes builders and some remote-only from them).
     pub fn new(
-        (arches, zones, remote_builders): (&[Arch], u8, bool),
+        (arches, zones): (&[Arch], u8),
         services: usize,
         seed: u64,
         unit_fault_ppm: u64,
@@ -201,7 +207,7 @@ impl Executors {
         let peers: Vec<bool> = (0..nodes).map(|i| zone_has_peer(i, nodes, zones)).collect();
         let boxes = (0..nodes)
             .map(|i| SimBox {
-                executor: Box::new(p2p::executor((arches, zones, remote_builders), i, peers[i])),
+                executor: Box::new(p2p::executor((arches, zones), i, peers[i])),
                 units: HashMap::with_capacity_and_hasher(services + 16, Fixed::default()),
                 job: None,
                 build: None,
@@ -213,7 +219,7 @@ impl Executors {
                 store: Vec::with_capacity(services + 16),
                 // The cache's port is offered from the start, as the daemon's is.
                 offer_changed: true,
-                mode: p2p::mode_of((arches, zones, remote_builders), i),
+                mode: p2p::mode_of((arches, zones), i),
                 building: (0, 0),
             })
             .collect();
@@ -236,12 +242,21 @@ impl Executors {
             builds_local_held_by_peer: 0,
             builds_remote: 0,
             builds_for_peers: 0,
+            remote_canary_holds: 0,
         }
     }
 
-    /// Build requests that reached node `i` (`p2p.rs`).
-    pub fn build_requests(&mut self, i: usize, node: &Node, now: u64, requests: &[BuildRequest]) {
+    /// Build requests, and builders' answers that a build failed, that reached node `i`
+    /// (`p2p.rs`), each with its sender.
+    pub fn build_messages(
+        &mut self,
+        i: usize,
+        node: &Node,
+        now: u64,
+        (requests, failed): (&[FromPeer], &[FromPeer]),
+    ) {
         p2p::take_requests(&mut self.boxes[i], node, now, requests);
+        p2p::take_failed(&mut self.boxes[i], now, failed);
     }
 
     /// The desired state or membership changed on node `i`.
@@ -544,6 +559,12 @@ impl Executors {
         check_enabled(nodes, live, &self.boxes)?;
         check_dns(nodes, live, up, &self.boxes)?;
         check_rollouts(nodes, live, self)?;
+        for &i in live {
+            let b = &self.boxes[i];
+            let bad = |d| self.bad.contains(&d);
+            self.remote_canary_holds +=
+                check_remote_canary(&nodes[i], &b.executor, !b.mode.local, bad)?;
+        }
         self.checks += 1;
         Ok(true)
     }

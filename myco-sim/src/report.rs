@@ -126,7 +126,7 @@ pub fn json(s: &Scenario, r: &Report, wall_ms: u128) -> String {
             "\"acknowledged_deploys\":{},\"acknowledged_deploys_lost\":{},\"wal_truncations\":{},\"checkpoints\":{},",
             "\"adversary_frames_sent\":{},\"adversary_frames_accepted\":{},\"forged_slots_accepted\":{},",
             "\"refused_frames\":{},\"revocation_block\":{},\"refused_by_reason\":{{{}}},",
-            "\"placement_checks\":{},\"executor_checks\":{},\"executor_commands\":{},\"health_checks\":{},\"health_restarts\":{},\"builds_local\":{},\"builds_fetched\":{},\"builds_local_held_by_peer\":{},\"builds_remote\":{},\"builds_for_peers\":{},\"killed_node\":{},\"services_replaced\":{},\"rounds_to_replace\":{},\"ms_to_replace\":{},\"profile\":\"{}\",",
+            "\"placement_checks\":{},\"executor_checks\":{},\"executor_commands\":{},\"health_checks\":{},\"health_restarts\":{},\"builds_local\":{},\"builds_fetched\":{},\"builds_local_held_by_peer\":{},\"builds_remote\":{},\"builds_for_peers\":{},\"remote_canary_holds\":{},\"killed_node\":{},\"services_replaced\":{},\"rounds_to_replace\":{},\"ms_to_replace\":{},\"profile\":\"{}\",",
             "\"zones\":{},\"member_records_crossing_zones\":{},\"bridge_sessions\":{},\"bridge_entries\":{},\"bridges_killed\":{},\"replacement_bridge_syncs\":{},",
             "\"trace_hash\":\"{:016x}\",\"wall_ms\":{},\"failure\":{}}}"
         ),
@@ -167,6 +167,7 @@ pub fn json(s: &Scenario, r: &Report, wall_ms: u128) -> String {
         r.builds_local_held_by_peer,
         r.builds_remote,
         r.builds_for_peers,
+        r.remote_canary_holds,
         null_or(r.killed),
         r.services_replaced,
         null_or(r.rounds_to_replace),

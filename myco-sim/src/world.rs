@@ -52,10 +52,15 @@ pub struct World {
     pub nodes: usize,
     /// Per node: the desired state or the membership changed since its executor was told.
     pub placement_changed: Vec<bool>,
-    /// Per node: build requests its node received since its executor was last stepped; more
-    /// than `PEER_BUILDS_MAX` in one step are dropped, as the daemon's sink drops them.
-    pub build_requests: Vec<heapless::Vec<BuildRequest, PEER_BUILDS_MAX>>,
+    /// Per node: build requests its node received since its executor was last stepped, and
+    /// builders' answers that a build failed (`Event::BuildFailed`), each with its sender; more
+    /// than `PEER_BUILDS_MAX` of either in one step are dropped, as the daemon's sink drops them.
+    pub build_requests: Vec<heapless::Vec<FromPeer, PEER_BUILDS_MAX>>,
+    pub build_failed: Vec<heapless::Vec<FromPeer, PEER_BUILDS_MAX>>,
 }
+
+/// A build request, or a builder's answer that one failed, with the id of the member it came from.
+pub type FromPeer = (u64, BuildRequest);
 
 pub struct NodeSink<'a> {
     world: &'a mut World,
@@ -82,6 +87,7 @@ impl World {
             nodes: s.nodes,
             placement_changed: vec![true; s.nodes],
             build_requests: vec![heapless::Vec::new(); s.nodes],
+            build_failed: vec![heapless::Vec::new(); s.nodes],
         }
     }
 
@@ -117,8 +123,11 @@ impl Sink for NodeSink<'_> {
             Event::MemberJoined(_) | Event::MemberAlive(_) | Event::EntryChanged { .. } => {
                 self.world.placement_changed[self.from] = true;
             }
-            Event::BuildRequest { request, .. } => {
-                let _ = self.world.build_requests[self.from].push(request);
+            Event::BuildRequest { from, request } => {
+                let _ = self.world.build_requests[self.from].push((from, request));
+            }
+            Event::BuildFailed { from, request } => {
+                let _ = self.world.build_failed[self.from].push((from, request));
             }
             Event::Durable { ticket } => {
                 let from = self.from as u16;

@@ -215,15 +215,28 @@ fn failed(b: &mut Build, now: Instant) {
 }
 
 impl Builds {
-    /// The builder asked for record `i` built it and offers nothing (`remote.rs`): a failed
+    /// The builder asked for record `i` said its build of the version failed (`remote.rs`): a failed
     /// attempt, as if it had failed here. Returns the change to report.
     pub fn failed_remotely(&mut self, i: usize, now: Instant) -> Change {
         let b = &mut self.table[i];
         failed(b, now);
+        b.remote.failed_on_builder = true;
         Change {
             name: b.name.clone(),
             placement: false,
             what: "build-failed",
+        }
+    }
+}
+
+impl Builds {
+    /// A peer offers record `i`'s version, which is fetched next: it builds, so the failures a
+    /// builder reported are forgotten (as that builder forgets them at a success), and only
+    /// failed fetches from here on count toward a rollout's hold.
+    pub fn offered(&mut self, i: usize) {
+        let b = &mut self.table[i];
+        if core::mem::take(&mut b.remote.failed_on_builder) {
+            b.failures = 0;
         }
     }
 }

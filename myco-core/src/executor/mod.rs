@@ -54,7 +54,7 @@ pub use substitute::{build_key, offer_key, LogScan, Provenance, Substitute, Subs
 pub use systemd::{parse_show, Shown, UnitHealth, SHOW_PROPERTIES};
 
 use crate::config::{
-    COMMAND_RETRY_MS, HEALTH_AFTER_START_MS, HEALTH_INTERVAL_MS, NAME_BYTES_MAX,
+    COMMAND_RETRY_MS, HEALTH_AFTER_START_MS, HEALTH_INTERVAL_MS, NAME_BYTES_MAX, PEER_BUILDS_MAX,
     RECONCILE_INTERVAL_MS, STATUS_UNITS_MAX, SYSTEMCTL_TIMEOUT_MS, UNITS_MAX, UNITS_PER_COMMAND,
     UNIT_CHANGES_MAX, UNIT_PLAN_MAX,
 };
@@ -277,6 +277,10 @@ pub struct ExecutorStats {
     pub build_requests_refused: u64,
     /// Times a version waited for a peer building it instead of building it too.
     pub build_waits: u64,
+    /// Builds counted failed here because the builder asked said its build of the version
+    /// failed (`Message::BuildFailed`), and such answers this builder sent.
+    pub builds_failed_on_builders: u64,
+    pub build_failed_answers: u64,
     pub checks_run: u64,
     pub checks_failed: u64,
     /// Restarts of units found unhealthy by their checks.
@@ -338,6 +342,10 @@ pub struct Executor {
     peer_builds: remote::PeerBuilds,
     /// A build request to send (`take_build_request`).
     outbox: Option<(u64, BuildRequest)>,
+    /// Requests refused because their version's build failed here, to be answered so
+    /// (`take_build_failed`); beyond `PEER_BUILDS_MAX` between two takes, the requester's next
+    /// request is answered instead.
+    failed_answers: Vec<(u64, BuildRequest), PEER_BUILDS_MAX>,
     /// The units' health checks (`health.rs`).
     probes: health::Probes,
     /// Versions on trial here and the versions they may go back to (`rollout.rs`).
@@ -375,6 +383,7 @@ impl Executor {
             mode: BuildMode::default(),
             peer_builds: remote::PeerBuilds::default(),
             outbox: None,
+            failed_answers: Vec::new(),
             probes: health::Probes::default(),
             rollouts: Rollouts::default(),
             lent: None,
@@ -519,13 +528,14 @@ impl Executor {
             asked: &mut self.builds.table[i].remote,
         };
         let substitutes = match remote::decide(node, self.mode, version) {
-            remote::Decision::Run(substitutes) => substitutes,
+            remote::Decision::Run(substitutes) => {
+                if !substitutes.is_empty() {
+                    self.builds.offered(i);
+                }
+                substitutes
+            }
             remote::Decision::Failed => {
-                let change = self.builds.failed_remotely(i, now);
-                self.stats.build_failures += 1;
-                push_change(&mut self.changes, change);
-                self.judge(now);
-                self.health_changed = true;
+                self.failed_on_builder(i, now);
                 return None;
             }
             remote::Decision::Wait(to) => {
@@ -563,6 +573,17 @@ impl Executor {
             local: self.mode.local,
         };
         Some(Issued { token, command })
+    }
+
+    /// The builder asked for record `i` said its build failed (`remote.rs`): a failed build here,
+    /// judged as one.
+    fn failed_on_builder(&mut self, i: usize, now: Instant) {
+        let change = self.builds.failed_remotely(i, now);
+        self.stats.build_failures += 1;
+        self.stats.builds_failed_on_builders += 1;
+        push_change(&mut self.changes, change);
+        self.judge(now);
+        self.health_changed = true;
     }
 
     /// Record `i` waits for a peer or a builder (`remote.rs`); `to`: the builder to ask now.
@@ -638,12 +659,14 @@ impl Executor {
     /// A refusal changes nothing but its counter; the requester asks another builder when its
     /// bound runs out.
     /// A version whose own build here failed is refused as well during its backoff: building
-    /// it for a peer would only fail again.
+    /// it for a peer would only fail again. A refusal for a failed build (`Refused::Failed`) is
+    /// answered (`take_build_failed`), so the requester counts the failure instead of taking
+    /// the refusal for silence, which it never counts.
     pub fn handle_build_request(
         &mut self,
         now: Instant,
         node: &Node,
-        request: &BuildRequest,
+        (from, request): (u64, &BuildRequest),
     ) -> Result<(), Refused> {
         let backing_off = |b: &&Build| {
             let failed =
@@ -656,7 +679,39 @@ impl Executor {
             self.peer_builds.accept(node, (self.mode, now.0), request)
         };
         self.stats.build_requests_refused += u64::from(taken.is_err());
+        if taken == Err(Refused::Failed) {
+            let fresh = !self.failed_answers.contains(&(from, *request));
+            if fresh && self.failed_answers.push((from, *request)).is_ok() {
+                self.stats.build_failed_answers += 1;
+            }
+        }
         taken
+    }
+
+    /// An answer to send: member `to`'s request, refused because its version's build failed here
+    /// ([`Node::send_build_failed`]).
+    pub fn take_build_failed(&mut self) -> Option<(u64, BuildRequest)> {
+        self.failed_answers.pop()
+    }
+
+    /// Builder `from` answered that its build of the version this box asked it for failed
+    /// ([`crate::node::Event::BuildFailed`]). It counts as a failed build here (decided at the
+    /// record's next look, now) only if `from` is the builder this box is asking for that very
+    /// entry; anything else (an answer to an older request, from a builder given up, for another
+    /// version) is ignored and returns false.
+    pub fn handle_build_failed(&mut self, now: Instant, from: u64, request: &BuildRequest) -> bool {
+        let matches = |b: &&mut Build| {
+            let asked = b.remote.builder.is_some_and(|(id, _)| id == from);
+            let waiting = matches!(b.state, BuildState::Waiting { .. });
+            b.key == request.service.0 && b.digest == request.digest.0 && asked && waiting
+        };
+        let Some(b) = self.builds.table.iter_mut().find(matches) else {
+            return false;
+        };
+        b.remote.refused_failed = true;
+        b.state = BuildState::Waiting { check_at_ms: now.0 };
+        self.idle_until_ms = 0;
+        true
     }
 
     /// The requests accepted as a builder, waiting or running (`remote.rs`).

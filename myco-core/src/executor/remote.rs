@@ -10,16 +10,22 @@
 //! then by a hash of (this box, build key, builder), so requesters spread over equal builders.
 //! The request is sent again every `REMOTE_CHECK_MS` while unanswered; a builder that neither
 //! builds nor offers the version for `REQUEST_ANSWER_MS`, or is not done within
-//! `REMOTE_BUILD_MAX_MS`, or that died, is left for the next one; one that built the version and
-//! then offers nothing failed to build it, which counts as a failed build here (with its backoff,
-//! and as a rollout's failure) (at most `BUILDERS_TRIED_MAX` remembered, then all are
-//! tried again). A box that does not build never builds: its build command carries
-//! `local: false`, and the host runs Nix with `--max-jobs 0`, so Nix may only substitute.
+//! `REMOTE_BUILD_MAX_MS`, or that died, is left for the next one (at most `BUILDERS_TRIED_MAX`
+//! remembered, then all are tried again). Silence is never a failed build, whatever the
+//! builder was seen doing: under loss a good version's builder may not be heard in time, and
+//! counting that held good rollouts. A failure is counted only when the builder asked says so
+//! (`Message::BuildFailed`, its answer to a request it refuses because its own last build of
+//! that version failed): then it is a failed build here, with its backoff, and a rollout's
+//! failure, as a build that failed here. Once a peer offers the version, the failures builders
+//! reported are forgotten (it builds), as the builder forgets its own at a success.
+//! A box that does not build never builds: its build command carries `local: false`, and the
+//! host runs Nix with `--max-jobs 0`, so Nix may only substitute.
 //!
 //! The builder's side: a request is accepted only for an entry the builder holds with the same
 //! digest and build key, by a builder of that system; at most `PEER_BUILDS_MAX` wait at once
 //! (the rest are refused and counted: a flood of requests cannot queue unbounded builds), and
-//! they run on the build lane after the builds of services placed here.
+//! they run on the build lane after the builds of services placed here. A request for a
+//! version whose build failed here, within its backoff, is refused and answered so.
 
 use super::build::{retry_delay_ms, root_name};
 use super::substitute::{self, build_key, Candidate, Substitute, Substitutes};
@@ -63,6 +69,11 @@ pub struct Asked {
     pub waiting_since_ms: u64,
     /// When the builder asked was last seen building the version (0: not seen).
     pub seen_building_ms: u64,
+    /// The builder asked answered that its build of the version failed (`Message::BuildFailed`),
+    /// not yet counted.
+    pub refused_failed: bool,
+    /// The failures in a row counted so far include one a builder reported.
+    pub failed_on_builder: bool,
 }
 
 /// What to do with a version now.
@@ -72,7 +83,7 @@ pub enum Decision {
     Run(Substitutes),
     /// Check again later: a peer builds it, or a builder was asked (`Some`: send it this).
     Wait(Option<u64>),
-    /// The builder asked built it and offers nothing: a failed build, with its backoff.
+    /// The builder asked said its build of the version failed: a failed build, with its backoff.
     Failed,
 }
 
@@ -91,6 +102,13 @@ pub fn decide(node: &Node, mode: BuildMode, v: Version<'_>) -> Decision {
         return Decision::Run(offered);
     }
     if let Some((builder, since)) = asked.builder {
+        if core::mem::take(&mut asked.refused_failed) {
+            // The builder's build failed, as it would here: a version that fails to build fails
+            // on every box. Given up, so after this box's backoff the other builders are asked
+            // first (this one refuses the version during a backoff of its own).
+            give_up(asked, builder);
+            return Decision::Failed;
+        }
         if peer_building(node, builder, key) {
             asked.seen_building_ms = now_ms;
         }
@@ -104,12 +122,9 @@ pub fn decide(node: &Node, mode: BuildMode, v: Version<'_>) -> Decision {
         if live && in_time {
             return Decision::Wait(Some(builder));
         }
-        let built_there = asked.seen_building_ms != 0;
+        // Silent, slow, or dead: not a failure, even if it was seen building (its offer may be
+        // what was lost). A builder whose build failed says so when asked.
         give_up(asked, builder);
-        if live && built_there {
-            // It built the version and offers nothing: the build failed, as it would here.
-            return Decision::Failed;
-        }
     }
     let waiting = asked.waiting_since_ms;
     let patient = !mode.local || waiting == 0 || now_ms < waiting + BUILD_WAIT_MAX_MS;
@@ -133,9 +148,7 @@ pub fn decide(node: &Node, mode: BuildMode, v: Version<'_>) -> Decision {
             // Every builder was tried: they may have come back, or built meanwhile. Silence is
             // not a failed build: under loss or a partition a builder of a good version may not
             // answer in time, and counting it failed would hold a good rollout. A builder whose
-            // build of this version failed refuses it during its backoff, so asking again costs
-            // a frame, not a build; but the requester cannot tell that refusal from silence yet
-            // (docs/nix.md, "Remote builders": not built).
+            // build of this version failed answers so (`Message::BuildFailed`), which counts.
             asked.tried.clear();
             Decision::Wait(None)
         }
@@ -150,6 +163,7 @@ pub fn check_at(now_ms: u64) -> u64 {
 fn give_up(asked: &mut Asked, builder: u64) {
     asked.builder = None;
     asked.seen_building_ms = 0;
+    asked.refused_failed = false;
     if asked.tried.is_full() {
         asked.tried.remove(0);
     }
@@ -243,14 +257,21 @@ pub struct PeerFailure {
 #[derive(Default)]
 pub struct PeerBuilds {
     pub table: Vec<PeerBuild, PEER_BUILDS_MAX>,
+    /// Versions built for peers, and when, until the offer lists them or `REQUEST_ANSWER_MS`
+    /// passed (the time a requester gives the builder to offer): the cache lists a new root a
+    /// moment after the build, and a request meanwhile would build the version again. Oldest
+    /// first; a full table forgets the oldest.
+    pub built: Vec<(u64, u64), PEER_BUILDS_MAX>,
     /// Oldest first; a full table forgets the oldest failure (it is then built once more).
     pub failed: Vec<PeerFailure, PEER_FAILURES_MAX>,
 }
 
 impl PeerBuilds {
     /// Takes `r` at `now_ms` if this box builds for its system, holds that very version, did
-    /// not fail to build it within its backoff, and has room; a request already taken, or whose
-    /// result this box already offers, is accepted again and changes nothing.
+    /// not fail to build it within its backoff, and has room; a request already taken, whose
+    /// result this box already offers, or that it built for peers less than
+    /// `REQUEST_ANSWER_MS` ago (its cache lists it a moment later), is accepted again and
+    /// changes nothing.
     pub fn accept(
         &mut self,
         node: &Node,
@@ -271,7 +292,11 @@ impl PeerBuilds {
             return Err(Refused::Unknown);
         }
         let same = |p: &PeerBuild| p.service == r.service.0 && p.digest == r.digest.0;
-        if self.table.iter().any(same) || node.own_status().offer.offers(r.build.0) {
+        let offered = node.own_status().offer.offers(r.build.0);
+        self.built
+            .retain(|&(k, at)| !offered_or_old(k, at, (r.build.0, offered), now_ms));
+        let just_built = self.built.iter().any(|&(k, _)| k == r.build.0);
+        if self.table.iter().any(same) || offered || just_built {
             return Ok(());
         }
         if self.backing_off(r.build.0, now_ms) {
@@ -305,6 +330,11 @@ impl PeerBuilds {
         let at = self.failed.iter().position(|f| f.build == build);
         let before = at.map(|i| self.failed.remove(i));
         if ok {
+            self.built.retain(|&(k, _)| k != build);
+            if self.built.is_full() {
+                self.built.remove(0);
+            }
+            self.built.push((build, now_ms)).expect("room made above");
             return;
         }
         let failures = before.map_or(0, |f| f.failures).saturating_add(1);
@@ -324,6 +354,13 @@ impl PeerBuilds {
         let failed = self.failed.iter().find(|f| f.build == build);
         failed.is_some_and(|f| now_ms < f.retry_at_ms)
     }
+}
+
+/// Whether a version built for peers at `at_ms` (build key `key`) no longer needs guarding at
+/// `now_ms`: the offer lists it (`asked`: the key asked for, and whether it is offered), or the
+/// requester's bound for the offer ran out.
+fn offered_or_old(key: u64, at_ms: u64, (asked, offered): (u64, bool), now_ms: u64) -> bool {
+    (key == asked && offered) || now_ms >= at_ms.saturating_add(REQUEST_ANSWER_MS)
 }
 
 /// The systems a Nix builds for, as `system_bit`s, from what `nix show-config` prints: the

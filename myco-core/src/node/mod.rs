@@ -130,6 +130,12 @@ pub enum Event {
         from: u64,
         request: BuildRequest,
     },
+    /// Member `from` (authenticated), a builder, refused `request` because its last build of
+    /// that version failed (`Executor::handle_build_failed` decides what that counts for).
+    BuildFailed {
+        from: u64,
+        request: BuildRequest,
+    },
 }
 
 /// Why an incoming frame or entry was dropped. Each has a counter.
@@ -461,9 +467,19 @@ impl Node {
     /// Sends `request` to member `to` (`Executor::poll_build_request` chose it); nothing if it
     /// is not a live member. A lost frame is made good by the executor asking again.
     pub fn send_build_request(&mut self, to: u64, request: BuildRequest, sink: &mut impl Sink) {
+        self.send_to_member(to, Message::BuildRequest(request), sink);
+    }
+
+    /// Tells member `to` that this builder refused its `request` because its own last build of
+    /// that version failed (`Executor::take_build_failed` chose it); nothing if `to` is not a
+    /// live member. A lost frame is made good by the requester asking again.
+    pub fn send_build_failed(&mut self, to: u64, request: BuildRequest, sink: &mut impl Sink) {
+        self.send_to_member(to, Message::BuildFailed(request), sink);
+    }
+
+    fn send_to_member(&mut self, to: u64, msg: Message<'_>, sink: &mut impl Sink) {
         let live = self.members.get(to).filter(|m| m.is_live());
         if let Some(addr) = live.map(|m| m.addr) {
-            let msg = Message::BuildRequest(request);
             self.out.send(sink, addr, self.store.root(), msg);
         }
     }
@@ -1059,6 +1075,10 @@ impl Node {
                 self.handle_page(now, sender, kind, live, &list, sink);
             }
             Message::BuildRequest(request) => sink.event(Event::BuildRequest {
+                from: sender,
+                request,
+            }),
+            Message::BuildFailed(request) => sink.event(Event::BuildFailed {
                 from: sender,
                 request,
             }),

@@ -1197,7 +1197,7 @@ fn a_builder_takes_bounded_requests_for_versions_it_holds() {
     }
     let mut e = Executor::new(false);
     assert_eq!(
-        e.handle_build_request(Instant(0), &n, &requests[0]),
+        e.handle_build_request(Instant(0), &n, (9, &requests[0])),
         Err(Refused::NotBuilder)
     );
     e.set_build_mode(BuildMode {
@@ -1209,7 +1209,7 @@ fn a_builder_takes_bounded_requests_for_versions_it_holds() {
         ..requests[0]
     };
     assert_eq!(
-        e.handle_build_request(Instant(0), &n, &aarch),
+        e.handle_build_request(Instant(0), &n, (9, &aarch)),
         Err(Refused::NotBuilder)
     );
     for wrong in [
@@ -1227,21 +1227,21 @@ fn a_builder_takes_bounded_requests_for_versions_it_holds() {
         },
     ] {
         assert_eq!(
-            e.handle_build_request(Instant(0), &n, &wrong),
+            e.handle_build_request(Instant(0), &n, (9, &wrong)),
             Err(Refused::Unknown)
         );
     }
     for r in &requests[..PEER_BUILDS_MAX] {
-        assert_eq!(e.handle_build_request(Instant(0), &n, r), Ok(()));
+        assert_eq!(e.handle_build_request(Instant(0), &n, (9, r)), Ok(()));
     }
     assert_eq!(
-        e.handle_build_request(Instant(0), &n, &requests[0]),
+        e.handle_build_request(Instant(0), &n, (9, &requests[0])),
         Ok(()),
         "a repeat"
     );
     let last = &requests[PEER_BUILDS_MAX];
     assert_eq!(
-        e.handle_build_request(Instant(0), &n, last),
+        e.handle_build_request(Instant(0), &n, (9, last)),
         Err(Refused::Full)
     );
     assert_eq!(e.stats.build_requests_refused, 6);
@@ -1249,8 +1249,10 @@ fn a_builder_takes_bounded_requests_for_versions_it_holds() {
 }
 
 /// Runs the first of `requests`, accepted by `e`: a build that may build, for that version; one
-/// at a time; once done it is counted and its room is free for the last request.
+/// at a time; once done it is counted and its room is free for the last request; asked again
+/// before its cache can list it, it is not built again until `REQUEST_ANSWER_MS` passed.
 fn run_a_peer_build(e: &mut crate::executor::Executor, n: &Node, requests: &[BuildRequest]) {
+    use crate::config::PEER_BUILDS_MAX;
     use crate::executor::{Command, Outcome};
     let last = requests.last().unwrap();
     let issued = e.poll_build(Instant(1), n).expect("a request is due");
@@ -1274,17 +1276,42 @@ fn run_a_peer_build(e: &mut crate::executor::Executor, n: &Node, requests: &[Bui
     assert_eq!(e.stats.builds_for_peers, 1);
     assert_eq!(e.building_key(), 0);
     assert_eq!(
-        e.handle_build_request(Instant(4), n, last),
+        e.handle_build_request(Instant(4), n, (9, last)),
         Ok(()),
         "room again"
     );
+    // Asked again before the cache lists it: not built twice, until the offer's bound ran out.
+    let again = (9, &requests[0]);
+    assert_eq!(e.handle_build_request(Instant(4), n, again), Ok(()));
+    let next = |e: &mut crate::executor::Executor, at| {
+        let Some(issued) = e.poll_build(Instant(at), n) else {
+            return std::string::String::new();
+        };
+        let (token, Command::Build { name, .. }) = (issued.token, issued.command) else {
+            panic!("a build");
+        };
+        let name = std::string::String::from(name);
+        e.handle_command_done(Instant(at), token, Outcome::FAILED);
+        name
+    };
+    let drained: std::vec::Vec<_> = (5..5 + 2 * PEER_BUILDS_MAX as u64)
+        .map(|at| next(e, at))
+        .collect();
+    assert!(drained.contains(&"web1".into()), "{drained:?}");
+    assert!(
+        !drained.contains(&"web0".into()),
+        "the version just built is not built again: {drained:?}"
+    );
+    let late = 3 + crate::config::REQUEST_ANSWER_MS;
+    assert_eq!(e.handle_build_request(Instant(late), n, again), Ok(()));
+    assert_eq!(next(e, late), "web0", "built again once the bound ran out");
 }
 
-/// A builder seen building the version that then offers nothing within `REQUEST_ANSWER_MS`
-/// failed to build it: a failed build for the requester (with its backoff, and a rollout's
-/// failure), not a wait for ever.
+/// A builder seen building the version that then offers nothing within `REQUEST_ANSWER_MS` is
+/// given up, and that is not a failed build: its offer may be what was lost (silence never
+/// counts, or good versions were held under loss). A builder whose build failed says so.
 #[test]
-fn a_builder_that_built_and_offers_nothing_failed() {
+fn a_builder_seen_building_that_offers_nothing_is_given_up_not_failed() {
     use crate::config::REQUEST_ANSWER_MS;
     use crate::executor::remote::{Asked, Decision};
     use crate::executor::BuildMode;
@@ -1313,25 +1340,26 @@ fn a_builder_that_built_and_offers_nothing_failed() {
     assert_eq!(decide_at(&b, remote, key, gone - 1, &mut asked), ask_a);
     assert_eq!(
         decide_at(&b, remote, key, gone, &mut asked),
-        Decision::Failed
+        Decision::Wait(None),
+        "given up, not failed; every builder tried, all are asked again"
     );
-    assert_eq!(asked.tried.as_slice(), &[a.id()]);
-    assert!(asked.builder.is_none());
+    assert!(asked.builder.is_none() && !asked.failed_on_builder);
+    assert_eq!(decide_at(&b, remote, key, gone + 1, &mut asked), ask_a);
 }
 
-/// Issue 16: a version that never builds, asked of a builder by a box that does not build. The
-/// builder's build fails (too fast for the requester to see it building); it refuses that version
-/// during its backoff instead of building it for every request, and the requester, having asked
-/// every builder for nothing, counts a failed build (with its backoff) instead of asking again
-/// at once, for ever.
+/// Issue 16, the builder's side: a version that never builds, asked of a builder. Its build
+/// fails; it refuses that version during its backoff instead of building it for every request,
+/// and answers each such refusal (`Message::BuildFailed`), once per requester between two takes;
+/// after its backoff it builds once more, and after a second failure waits twice as long.
 #[test]
 fn a_version_that_fails_on_the_builder_is_not_built_for_every_request() {
-    use crate::config::{BUILD_RETRY_FIRST_MS, REQUEST_ANSWER_MS};
-    use crate::executor::remote::{request, Asked, Decision};
+    use crate::config::BUILD_RETRY_FIRST_MS;
+    use crate::executor::remote::request;
     use crate::executor::{BuildMode, Command, Executor, Outcome, Refused};
     use crate::schema::message::system_bit;
-    joined_pair!(a, b, _, _);
+    let a = node(WAL_CHECKPOINT_BYTES);
     let bytes = flake_service("web", 1, 0x10);
+    let mut a = a;
     a.submit(Instant(0), &bytes, &mut Wire::default()).unwrap();
     let r = request(&a.store().get_by_name("web").unwrap(), Arch::X86_64).unwrap();
     let mut builder = Executor::new(false);
@@ -1339,19 +1367,10 @@ fn a_version_that_fails_on_the_builder_is_not_built_for_every_request() {
         local: true,
         builds: system_bit(Arch::X86_64),
     });
-    let mut w = Wire::default();
-    a.set_offer(Instant(3_000), 0, 7947, core::iter::empty(), &mut w);
-    a.set_building(Instant(3_000), 0, system_bit(Arch::X86_64), 0, &mut w);
-    run_pair(&mut a, &mut b, 3_000, 3_000);
-    let remote = BuildMode {
-        local: false,
-        builds: 0,
-    };
-    let mut asked = Asked::default();
-    let ask_a = Decision::Wait(Some(a.id()));
-    assert_eq!(decide_at(&b, remote, r.build.0, 6_000, &mut asked), ask_a);
-    // The builder takes the request; its build fails.
-    assert_eq!(builder.handle_build_request(Instant(6_100), &a, &r), Ok(()));
+    assert_eq!(
+        builder.handle_build_request(Instant(6_100), &a, (9, &r)),
+        Ok(())
+    );
     let issued = builder
         .poll_build(Instant(6_100), &a)
         .expect("the request is due");
@@ -1362,42 +1381,173 @@ fn a_version_that_fails_on_the_builder_is_not_built_for_every_request() {
         stdout: b"",
     };
     assert!(builder.handle_command_done(Instant(6_200), token, failed));
-    // Asked again (the requester sends it every second): refused during the backoff.
+    assert_eq!(builder.take_build_failed(), None, "nobody was refused yet");
+    // Asked again (requesters send it every second): refused during the backoff, and answered.
     for at in [7_000, 6_200 + BUILD_RETRY_FIRST_MS - 1] {
-        let again = builder.handle_build_request(Instant(at), &a, &r);
-        assert_eq!(again, Err(Refused::Failed));
+        for _ in 0..2 {
+            let again = builder.handle_build_request(Instant(at), &a, (9, &r));
+            assert_eq!(again, Err(Refused::Failed));
+        }
+        assert_eq!(
+            builder.take_build_failed(),
+            Some((9, r)),
+            "answered at {at}"
+        );
+        assert_eq!(builder.take_build_failed(), None, "once per requester");
         assert!(
             builder.poll_build(Instant(at), &a).is_none(),
             "no build at {at}"
         );
     }
     assert_eq!(builder.stats.builds_run, 1);
-    // The requester never saw it building: after `REQUEST_ANSWER_MS` it gives the builder up
-    // and, every builder tried, waits: it cannot tell the refusal from silence, which is not a
-    // failed build (a good version's builder may be slow or cut off).
-    let late = 6_000 + REQUEST_ANSWER_MS;
-    assert_eq!(
-        decide_at(&b, remote, r.build.0, late - 1, &mut asked),
-        ask_a
-    );
-    let verdict = decide_at(&b, remote, r.build.0, late, &mut asked);
-    assert_eq!(verdict, Decision::Wait(None));
     // After its backoff the builder tries once more, and after a second failure waits twice
     // as long.
     let retry = 6_200 + BUILD_RETRY_FIRST_MS;
-    assert_eq!(builder.handle_build_request(Instant(retry), &a, &r), Ok(()));
+    assert_eq!(
+        builder.handle_build_request(Instant(retry), &a, (9, &r)),
+        Ok(())
+    );
     let token = builder
         .poll_build(Instant(retry), &a)
         .expect("due again")
         .token;
     assert!(builder.handle_command_done(Instant(retry), token, failed));
     let doubled = retry + 2 * BUILD_RETRY_FIRST_MS;
-    let refused = builder.handle_build_request(Instant(doubled - 1), &a, &r);
+    let refused = builder.handle_build_request(Instant(doubled - 1), &a, (9, &r));
     assert_eq!(refused, Err(Refused::Failed));
     assert_eq!(
-        builder.handle_build_request(Instant(doubled), &a, &r),
+        builder.handle_build_request(Instant(doubled), &a, (9, &r)),
         Ok(())
     );
+    assert_eq!(builder.stats.build_failed_answers, 3);
+}
+
+/// `b`, a box that does not build, placed a flake version, asks `a`, its builder, whose build of
+/// it fails; `b`'s next request is refused and answered.
+struct FailingBuilder {
+    a: Box<Node>,
+    b: Box<Node>,
+    /// `b`'s executor, its request, the service's name, and the frame `a` sent `b`.
+    req: crate::executor::Executor,
+    r: BuildRequest,
+    name: std::string::String,
+    frame: [u8; FRAME_BYTES],
+}
+
+fn a_remote_box_asks_a_failing_builder() -> FailingBuilder {
+    use crate::executor::{BuildMode, Executor, Outcome};
+    use crate::schema::message::system_bit;
+    joined_pair!(a, b, _, addr_b);
+    let mut w = Wire::default();
+    // A service placed on `b` (one replica: on one of the two).
+    let name = (0..)
+        .map(|i| std::format!("web{i}"))
+        .find(|name| {
+            let bytes = flake_service(name, 1, 0x10);
+            a.submit(Instant(3_000), &bytes, &mut w).unwrap();
+            b.submit(Instant(3_000), &bytes, &mut w).unwrap();
+            b.placement(crate::state::store::key_hash(name)).first() == Some(&b.id())
+        })
+        .unwrap();
+    a.set_offer(Instant(3_000), 0, 7947, core::iter::empty(), &mut w);
+    a.set_building(Instant(3_000), 0, system_bit(Arch::X86_64), 0, &mut w);
+    run_pair(&mut a, &mut b, 3_000, 3_000);
+    let mut req = Executor::new(true);
+    req.set_build_mode(BuildMode {
+        local: false,
+        builds: 0,
+    });
+    let mut builder = Executor::new(true);
+    builder.set_build_mode(BuildMode {
+        local: true,
+        builds: system_bit(Arch::X86_64),
+    });
+    req.handle_placement_changed();
+    let _ = req.poll_command(Instant(6_000), &b);
+    assert!(req.poll_build(Instant(6_000), &b).is_none(), "it waits");
+    let (to, r) = req.take_build_request().expect("asks the builder");
+    assert_eq!(to, a.id());
+    let from_b = (b.id(), &r);
+    assert_eq!(
+        builder.handle_build_request(Instant(6_010), &a, from_b),
+        Ok(())
+    );
+    let token = builder.poll_build(Instant(6_010), &a).unwrap().token;
+    assert!(builder.handle_command_done(Instant(6_100), token, Outcome::FAILED));
+    assert!(builder
+        .handle_build_request(Instant(7_000), &a, from_b)
+        .is_err());
+    let (to, answer) = builder.take_build_failed().expect("answered");
+    let mut w = Wire::default();
+    a.send_build_failed(to, answer, &mut w);
+    let (at, frame) = w.frames.pop().expect("sent to b");
+    assert_eq!(at, addr_b);
+    FailingBuilder {
+        a,
+        b,
+        req,
+        r,
+        name,
+        frame,
+    }
+}
+
+/// Issue 16, end to end between two nodes: `b` does not build and is placed a flake version that
+/// fails on `a`, its builder. `a`'s answer (`BuildFailed`, over the sealed session) makes `b`
+/// count a failed build (with its backoff, the state a rollout judges), not silence. A stale or
+/// foreign answer counts nothing, and once a peer offers the version the failure the builder
+/// reported is forgotten.
+#[test]
+fn a_remote_box_counts_the_failure_its_builder_answers() {
+    use crate::executor::{BuildState, Command, UnitHealth};
+    let FailingBuilder {
+        mut a,
+        mut b,
+        mut req,
+        r,
+        name,
+        frame,
+    } = a_remote_box_asks_a_failing_builder();
+    let mut heard = Recorder::default();
+    let from_a = PeerAddr::v4([127, 0, 0, 1], 1);
+    b.handle_datagram(Instant(7_000), from_a, &frame, &mut heard);
+    let got = heard.events.iter().find_map(|e| match e {
+        Event::BuildFailed { from, request } => Some((*from, *request)),
+        _ => None,
+    });
+    assert_eq!(got, Some((a.id(), r)));
+    // From anyone but the builder asked, it counts nothing.
+    assert!(!req.handle_build_failed(Instant(7_000), b.id(), &r));
+    assert!(req.handle_build_failed(Instant(7_000), a.id(), &r));
+    assert!(req.poll_build(Instant(7_000), &b).is_none());
+    let record = |req: &crate::executor::Executor| {
+        let found = req.builds().iter().find(|x| x.name == name.as_str());
+        found.map(|x| (x.failures, x.state)).unwrap()
+    };
+    assert!(matches!(record(&req), (1, BuildState::Failed { .. })));
+    assert_eq!(req.build_health(&name), Some(UnitHealth::BuildFailed));
+    assert_eq!(req.stats.builds_failed_on_builders, 1);
+    // The same answer again (a repeat, or to an older request): the builder is given up.
+    assert!(!req.handle_build_failed(Instant(7_100), a.id(), &r));
+    // `a` builds it after all and offers it: `b` fetches, the builder's failure forgotten.
+    a.set_offer(
+        Instant(8_000),
+        0,
+        7947,
+        [r.build.0].into_iter(),
+        &mut Wire::default(),
+    );
+    run_pair(&mut a, &mut b, 3_000, 8_000);
+    let retry = 7_000 + crate::config::BUILD_RETRY_FIRST_MS;
+    let issued = req.poll_build(Instant(retry), &b).expect("a fetch");
+    let Command::Build {
+        substitutes, local, ..
+    } = issued.command
+    else {
+        panic!("a build");
+    };
+    assert_eq!((substitutes.len(), local), (1, false));
+    assert_eq!(record(&req).0, 0, "forgotten once a peer offers it");
 }
 
 mod bridges;

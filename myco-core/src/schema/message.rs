@@ -182,6 +182,12 @@ pub enum Message<'a> {
     Bridges {
         list: Vec<BridgeRecord, BRIDGE_RECORDS_PER_FRAME>,
     },
+    /// "I will not build this: my last build of that version failed and its backoff runs"
+    /// (`executor::remote`, `docs/nix.md` "Remote builders"): a builder's answer to a
+    /// `BuildRequest` it refuses for that reason, echoing the request. The requester that asked
+    /// this builder for this very version counts a failed build, as if it had failed here; any
+    /// other refusal, and a lost answer, stay silence, which is never a failure. Appended last.
+    BuildFailed(BuildRequest),
 }
 
 /// A request to build one locked version of a flake service: the service by key hash, the entry
@@ -520,6 +526,7 @@ mod tests {
             system: Arch::Aarch64,
         };
         fits(Message::BuildRequest(request));
+        fits(Message::BuildFailed(request));
         let body = Body {
             root: Digest(1),
             msg: Message::BuildRequest(request),

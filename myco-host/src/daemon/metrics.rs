@@ -447,8 +447,20 @@ const UNITS: &[Family] = &[
     one(
         "myco_build_requests_refused_total",
         Counter,
-        "Build requests refused: not a builder for that system, an unknown version, or full.",
+        "Build requests refused: not a builder for that system, an unknown version, full, or failed here.",
         |s| (s.executor.build_requests_refused + s.snapshot.sink.build_requests_dropped).into(),
+    ),
+    one(
+        "myco_builds_failed_on_builders_total",
+        Counter,
+        "Flake builds counted failed here because the builder asked said its build failed.",
+        |s| s.executor.builds_failed_on_builders.into(),
+    ),
+    one(
+        "myco_build_failed_answers_total",
+        Counter,
+        "Build requests this --builder box refused and answered: its build of that version failed.",
+        |s| s.executor.build_failed_answers.into(),
     ),
     one(
         "myco_build_waits_total",

@@ -512,13 +512,21 @@ impl Daemon {
         if std::mem::take(&mut self.sink.placement_changed) {
             executor.handle_placement_changed();
         }
-        for request in core::mem::take(&mut self.sink.build_requests) {
-            // A refusal is counted by the executor; the requester asks elsewhere in time.
-            let _ = executor.handle_build_request(Instant(now), self.node, &request);
+        for (from, request) in core::mem::take(&mut self.sink.build_requests) {
+            // A refusal is counted by the executor, and answered if the version failed here;
+            // otherwise the requester asks elsewhere in time.
+            let _ = executor.handle_build_request(Instant(now), self.node, (from, &request));
+        }
+        for (from, request) in core::mem::take(&mut self.sink.build_failed) {
+            // The executor counts it only from the builder it asks for that very version.
+            executor.handle_build_failed(Instant(now), from, &request);
         }
         executor.step(self.node, now);
         while let Some((to, request)) = executor.take_build_request() {
             (self.node).send_build_request(to, request, &mut self.sink);
+        }
+        while let Some((to, request)) = executor.take_build_failed() {
+            (self.node).send_build_failed(to, request, &mut self.sink);
         }
         let (builds, building) = (executor.build_mode().builds, executor.building_key());
         if (builds, building) != self.building {

@@ -95,7 +95,11 @@ pub struct CoreSink {
     pub placement_changed: bool,
     /// Build requests from peers (`Event::BuildRequest`), for the executor to judge; at most
     /// `PEER_BUILDS_MAX` between two steps, the rest dropped and counted.
-    pub build_requests: heapless::Vec<BuildRequest, PEER_BUILDS_MAX>,
+    pub build_requests: heapless::Vec<(u64, BuildRequest), PEER_BUILDS_MAX>,
+    /// Builders' answers that a build this box asked for failed (`Event::BuildFailed`), with
+    /// their senders, for the executor; as many between two steps, the rest dropped (the
+    /// builder answers the next request again).
+    pub build_failed: heapless::Vec<(u64, BuildRequest), PEER_BUILDS_MAX>,
     /// What `/stream` subscribers are sent; its records are the arena's.
     pub events: Ring,
     /// When the write in flight was submitted, and how long writes took (write + fdatasync).
@@ -137,6 +141,7 @@ impl CoreSink {
             members_changed: false,
             placement_changed: true,
             build_requests: heapless::Vec::new(),
+            build_failed: heapless::Vec::new(),
             events: Ring::new(first_event_id(), events),
             write_started: None,
             wal_latency: Histogram::default(),
@@ -313,9 +318,16 @@ impl Sink for CoreSink {
                     Level::Debug,
                     format_args!("member {from:016x} asks for a build"),
                 );
-                if self.build_requests.push(request).is_err() {
+                if self.build_requests.push((from, request)).is_err() {
                     self.stats.build_requests_dropped += 1;
                 }
+            }
+            Event::BuildFailed { from, request } => {
+                self.log.log(
+                    Level::Info,
+                    format_args!("builder {from:016x} says its build of a version asked failed"),
+                );
+                let _ = self.build_failed.push((from, request));
             }
             Event::Refused(why) => self.refused(why),
             Event::Revoked { height } => {

@@ -66,16 +66,11 @@ impl Executors {
 /// remote` if at least two builders of its system are in its zone to ask (one of them may die;
 /// a request travels only within a zone, as gossip does); the rest build themselves.
 /// A cluster of fewer than eight boxes builds everywhere, as before. Scenarios with bad versions
-/// have builders too: a version that fails on a builder is refused there during its backoff and
-/// `remote_builders` false (scenarios with bad versions): no builders. A remote-only box cannot
-/// tell a builder's refusal of a version that failed there from silence, and silence is not a
-/// failed build, so a bad version's rollout would not hold on it (docs/nix.md, "Remote
-/// builders").
-pub(super) fn mode_of(
-    (arches, zones, remote_builders): (&[Arch], u8, bool),
-    i: usize,
-) -> BuildMode {
-    let big = arches.len() >= REMOTE_CLUSTER_MIN && remote_builders;
+/// have builders too: a builder answers a request for a version whose build failed there
+/// (`Message::BuildFailed`), and the remote-only box counts that as its own failed build, so a
+/// bad version's rollout holds where the first wave is remote-only.
+pub(super) fn mode_of((arches, zones): (&[Arch], u8), i: usize) -> BuildMode {
+    let big = arches.len() >= REMOTE_CLUSTER_MIN;
     let builder = |j: usize| big && j.is_multiple_of(4);
     let zone = zone_of(i, zones);
     let builders_of_mine = (0..arches.len())
@@ -91,17 +86,32 @@ pub(super) fn mode_of(
 const REMOTE_CLUSTER_MIN: usize = 8;
 
 /// Box `i`'s executor, in its build mode; `peers`: whether another box shares its zone.
-pub(super) fn executor(cluster: (&[Arch], u8, bool), i: usize, peers: bool) -> Executor {
+pub(super) fn executor(cluster: (&[Arch], u8), i: usize, peers: bool) -> Executor {
     let mut e = Executor::new(peers);
     e.set_build_mode(mode_of(cluster, i));
     e
 }
 
-/// Build requests that reached box `i`'s node, handed to its executor (refusals are counted
-/// there).
-pub(crate) fn take_requests(b: &mut SimBox, node: &Node, now: u64, requests: &[BuildRequest]) {
-    for r in requests {
-        let _ = b.executor.handle_build_request(Instant(now), node, r);
+/// Build requests that reached box `i`'s node, with their senders, handed to its executor
+/// (refusals are counted there, and a refusal for a failed build is answered).
+pub(crate) fn take_requests(
+    b: &mut SimBox,
+    node: &Node,
+    now: u64,
+    requests: &[(u64, BuildRequest)],
+) {
+    for (from, r) in requests {
+        let _ = b
+            .executor
+            .handle_build_request(Instant(now), node, (*from, r));
+    }
+}
+
+/// Builders' answers that a build this box asked for failed, handed to its executor (which
+/// ignores any but the builder it asks for that very version).
+pub(crate) fn take_failed(b: &mut SimBox, now: u64, failed: &[(u64, BuildRequest)]) {
+    for (from, r) in failed {
+        b.executor.handle_build_failed(Instant(now), *from, r);
     }
 }
 
@@ -115,6 +125,9 @@ pub(super) fn ask_and_tell(
 ) {
     while let Some((to, request)) = b.executor.take_build_request() {
         node.send_build_request(to, request, sink);
+    }
+    while let Some((to, request)) = b.executor.take_build_failed() {
+        node.send_build_failed(to, request, sink);
     }
     let building = (b.mode.builds, b.executor.building_key());
     if building != b.building {
@@ -194,7 +207,7 @@ mod tests {
         // (aarch64) is not: one aarch64 builder only.
         let arches = [x, x, x, x, x, x, a, x, a, x];
         let modes: Vec<BuildMode> = (0..arches.len())
-            .map(|i| mode_of((&arches, 1, true), i))
+            .map(|i| mode_of((&arches, 1), i))
             .collect();
         assert_eq!(modes[0].builds, system_bit(x));
         assert_eq!(modes[8].builds, system_bit(a));
@@ -203,7 +216,7 @@ mod tests {
         assert!(modes[6].local);
         assert_eq!(modes.iter().filter(|m| !m.local).count(), 1);
         let small = [x; 7];
-        assert!((0..7).all(|i| mode_of((&small, 1, true), i) == BuildMode::default()));
+        assert!((0..7).all(|i| mode_of((&small, 1), i) == BuildMode::default()));
     }
 
     /// The checker is not vacuous: a substitute that offered nothing (a lone node holds no

@@ -6,9 +6,12 @@
 
 use crate::executors::checks::sick;
 use crate::executors::{start, Executors, SimUnit};
-use myco_core::executor::rollout::{first_wave, gate, progress, said_by, Gate, Progress};
+use myco_core::executor::rollout::{
+    first_wave, gate, in_first_wave, progress, said_by, Gate, Progress,
+};
 use myco_core::executor::{Executor, UnitHealth};
 use myco_core::node::PlacedDigests;
+use myco_core::schema::entry::Source;
 use myco_core::schema::message::HoldReason;
 use myco_core::Node;
 use std::collections::HashMap;
@@ -84,6 +87,42 @@ pub(crate) fn check_rollouts(
         }
     }
     Ok(())
+}
+
+/// Invariant 12, for one live box at rest: a box started `--build remote` (`remote_only`) that is
+/// in the first wave (as it sees placement) of a bad flake version placed on it holds that
+/// version, build-failed. It never builds, so the failure it holds on is its builder's, which
+/// reached it as `Message::BuildFailed`: silence would have left it asking for ever. Returns
+/// how many such holds it saw.
+pub(crate) fn check_remote_canary(
+    node: &Node,
+    executor: &Executor,
+    remote_only: bool,
+    bad: impl Fn(u64) -> bool,
+) -> Result<u64, String> {
+    if !remote_only {
+        return Ok(0);
+    }
+    let mut holds = 0;
+    for slot in node.placed_here() {
+        let key = slot.key_hash;
+        let flake = node.store().get(key).is_some_and(|e| {
+            let spec = e.decode().body.spec;
+            matches!(spec.map(|s| s.source), Some(Source::Flake { .. }))
+        });
+        let wave = in_first_wave(&node.placement(key), node.id());
+        if !(flake && wave && bad(slot.digest)) {
+            continue;
+        }
+        if executor.held(key, slot.digest) != Some(HoldReason::BuildFailed) {
+            return Err(format!(
+                "node {:x} (--build remote) is the first wave of a bad version of service {key:x} and does not hold it",
+                node.id()
+            ));
+        }
+        holds += 1;
+    }
+    Ok(holds)
 }
 
 /// A version held by node `j` failed there: it is bad, or `j`'s unit of the service has a fault,
@@ -188,6 +227,43 @@ pub(crate) mod tests {
         assert!(
             check_write(&node, (7, 10, 100), &unit, false, true).is_ok(),
             "a crashed box may have lost newer versions"
+        );
+    }
+
+    /// Invariant 12 is not vacuous: a remote-only lone box (the first wave of all it runs)
+    /// placed a bad flake version that its executor does not hold breaks it; the same box
+    /// building for itself, or the version good, does not.
+    #[test]
+    fn remote_canary_check_detects_a_bad_version_not_held() {
+        use myco_core::schema::entry::{EntryBody, ServiceSpec, Version};
+        let ids = crate::ids::Identities::new(1, 1, 0);
+        let mut node = lone();
+        let source = Source::Flake {
+            uri: "git+file:///srv/web?rev=a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7",
+            attr: "default",
+            rev: [0xa7; myco_core::config::FLAKE_REV_BYTES],
+            nar_hash: [0x5c; myco_core::config::NAR_HASH_BYTES],
+        };
+        let body = EntryBody {
+            name: "web",
+            version: Version {
+                clock: 400,
+                key_id: ids.operator.public_key().key_id(),
+            },
+            spec: Some(ServiceSpec::minimal(source)),
+        };
+        let mut bytes = [0u8; 512];
+        let n = myco_core::crypto::sign_entry(&ids.operator, &body, &mut bytes).unwrap();
+        node.submit(myco_core::Instant(1), &bytes[..n], &mut Null)
+            .unwrap();
+        let digest = node.placed_here().next().expect("placed on itself").digest;
+        let executor = Executor::new(false);
+        let bad = |d: u64| d == digest;
+        assert!(check_remote_canary(&node, &executor, true, bad).is_err());
+        assert_eq!(check_remote_canary(&node, &executor, false, bad), Ok(0));
+        assert_eq!(
+            check_remote_canary(&node, &executor, true, |_| false),
+            Ok(0)
         );
     }
 
