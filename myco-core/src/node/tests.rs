@@ -1401,3 +1401,4 @@ fn a_version_that_fails_on_the_builder_is_not_built_for_every_request() {
 }
 
 mod bridges;
+mod placed;
