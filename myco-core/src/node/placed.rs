@@ -78,8 +78,18 @@ impl Node {
     /// this node early (`docs/algorithm.md`, section 7).
     pub fn placed_here(&self) -> impl Iterator<Item = &Slot> + '_ {
         let mask = self.placed_mask();
-        let slots = self.store.slots().iter().enumerate();
-        slots.filter_map(move |(i, slot)| (mask[i / 64] >> (i % 64) & 1 == 1).then_some(slot))
+        let slots = self.store.slots();
+        // The set bits only, lowest first: a node runs a small share of the entries, and this
+        // is walked several times a tick.
+        let set_bits = (0..WORDS).flat_map(move |w| {
+            let mut bits = mask[w];
+            core::iter::from_fn(move || {
+                let low = bits.trailing_zeros() as usize;
+                bits &= bits.wrapping_sub(1);
+                (low < 64).then_some(w * 64 + low)
+            })
+        });
+        set_bits.map(move |i| &slots[i])
     }
 
     /// For each member placement may choose, this node included: the XOR of the store digests of
