@@ -20,6 +20,7 @@
 use super::{Node, PlacedDigests};
 use crate::config::SERVICES_MAX;
 use crate::place::{self, Candidate};
+use crate::schema::entry::Entry;
 use crate::schema::message::MemberMeta;
 use crate::state::store::{Merge, Merged, Slot, StoreError};
 
@@ -179,9 +180,14 @@ impl Node {
     /// Merges an entry into the store ([`crate::state::store::Store::merge`]) and brings the kept
     /// answers of `placed_here` and `placed_digests` along for the record it wrote, so they need
     /// not be recomputed in full. Every store change goes through here.
-    pub(super) fn merge_store(&mut self, bytes: &[u8]) -> Result<Merge, StoreError> {
+    /// `entry` is `bytes` decoded.
+    pub(super) fn merge_store(
+        &mut self,
+        bytes: &[u8],
+        entry: &Entry<'_>,
+    ) -> Result<Merge, StoreError> {
         let before = (self.store.root(), self.store.slots().len());
-        let merged = self.store.merge_traced(bytes)?;
+        let merged = self.store.merge_decoded(bytes, entry)?;
         if merged.merge != Merge::Stale {
             self.follow_merge(before, &merged);
         }
