@@ -859,16 +859,22 @@ impl Executor {
         // Services with a trial or a build first, so that a status cut short still tells the
         // next wave about them (`Status::trials_listed`).
         let mut first = 0;
-        for (slot, state) in self.placed_states(node) {
+        // Which placed entries (by their rank in `placed_here`) are not running and not on
+        // trial, for the second walk: `on_trial` places the entry, so it is asked once each.
+        let mut rest = [0u64; UNITS_MAX.div_ceil(64)];
+        for (i, (slot, state)) in self.placed_states(node).enumerate() {
             placed ^= slot.digest;
-            if let Some(state) = state.filter(|_| self.on_trial(node, slot)) {
+            let Some(state) = state else { continue };
+            if self.on_trial(node, slot) {
                 first += 1;
                 // Past one more than fits, the list is only counted into the digest.
                 let _ = units.push((slot.key_hash, state));
+            } else {
+                rest[i / 64] |= 1 << (i % 64);
             }
         }
-        for (slot, state) in self.placed_states(node) {
-            if let Some(state) = state.filter(|_| !self.on_trial(node, slot)) {
+        for (i, (slot, state)) in self.placed_states(node).enumerate() {
+            if let Some(state) = state.filter(|_| rest[i / 64] >> (i % 64) & 1 == 1) {
                 let _ = units.push((slot.key_hash, state));
             }
         }

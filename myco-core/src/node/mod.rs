@@ -553,7 +553,9 @@ impl Node {
         sink.verify_entry(&self.out.trust.operator, &decoded)
             .map_err(SubmitError::Signature)?;
         let key_hash = key_hash(decoded.body.name);
-        let merge = self.store.merge(entry).map_err(SubmitError::Store)?;
+        let merge = self
+            .merge_store(entry, &decoded)
+            .map_err(SubmitError::Store)?;
         if merge == Merge::Stale {
             return Ok(Submitted {
                 merge,
@@ -575,7 +577,8 @@ impl Node {
     /// Replays one entry from this node's own log or snapshot at boot: stored, not re-logged,
     /// not gossiped (anti-entropy spreads whatever peers lack).
     pub fn restore(&mut self, entry: &[u8]) -> Result<Merge, StoreError> {
-        self.store.merge(entry)
+        let decoded = Entry::decode(entry).map_err(StoreError::Entry)?;
+        self.merge_store(entry, &decoded)
     }
 
     pub fn handle_storage(&mut self, _now: Instant, done: Storage, sink: &mut impl Sink) {

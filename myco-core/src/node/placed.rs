@@ -7,12 +7,22 @@
 //! kept as one bit per store slot with the inputs it came from, and recomputed only when they
 //! differ: the store's root and length (its entries, by their digests) and a fingerprint of this
 //! node and its live candidates with their metadata.
+//!
+//! While entries arrive (a deploy spreading, a node catching up) the store changes between
+//! nearly every two reads, and placing all of it again each time was most of the simulator's
+//! time. A merge changes one record, and an entry's placement depends on that record and the
+//! candidates alone; so a merge through [`Node::merge_store`] updates the kept answers for that
+//! record only (its bit, and the XOR of its digest on the members placing it), when they were
+//! current before the merge and the candidates are those they were computed with. Anything else
+//! (expired tombstones dropped by the merge, candidates changed since) leaves them to be
+//! recomputed in full, as before.
 
 use super::{Node, PlacedDigests};
 use crate::config::SERVICES_MAX;
 use crate::place::{self, Candidate};
+use crate::schema::entry::Entry;
 use crate::schema::message::MemberMeta;
-use crate::state::store::Slot;
+use crate::state::store::{Merge, Merged, Slot, StoreError};
 
 const WORDS: usize = SERVICES_MAX.div_ceil(64);
 
@@ -69,8 +79,18 @@ impl Node {
     /// this node early (`docs/algorithm.md`, section 7).
     pub fn placed_here(&self) -> impl Iterator<Item = &Slot> + '_ {
         let mask = self.placed_mask();
-        let slots = self.store.slots().iter().enumerate();
-        slots.filter_map(move |(i, slot)| (mask[i / 64] >> (i % 64) & 1 == 1).then_some(slot))
+        let slots = self.store.slots();
+        // The set bits only, lowest first: a node runs a small share of the entries, and this
+        // is walked several times a tick.
+        let set_bits = (0..WORDS).flat_map(move |w| {
+            let mut bits = mask[w];
+            core::iter::from_fn(move || {
+                let low = bits.trailing_zeros() as usize;
+                bits &= bits.wrapping_sub(1);
+                (low < 64).then_some(w * 64 + low)
+            })
+        });
+        set_bits.map(move |i| &slots[i])
     }
 
     /// For each member placement may choose, this node included: the XOR of the store digests of
@@ -95,6 +115,12 @@ impl Node {
     pub fn forget_placed(&self) {
         self.placed.set(PlacedCache::EMPTY);
         self.digests.set(None);
+    }
+
+    /// Whether the kept answer of `placed_here` is current (the next read computes nothing).
+    #[cfg(test)]
+    pub(super) fn placed_kept(&self) -> bool {
+        self.placed.get().inputs == Some(self.placed_inputs())
     }
 
     fn placed_inputs(&self) -> Inputs {
@@ -127,24 +153,105 @@ impl Node {
     }
 
     fn compute_placed_mask(&self) -> [u64; WORDS] {
-        let me = self.me_candidate();
         let mut mask = [0u64; WORDS];
         for (i, slot) in self.store.slots().iter().enumerate() {
-            let Some((requires, replicas)) = slot.placement.as_ref().filter(|_| !slot.tombstone)
-            else {
-                continue;
-            };
-            if place::wins(
-                slot.key_hash,
-                requires,
-                *replicas,
-                me,
-                self.live_candidates(),
-            ) {
+            if self.placed_on_me(slot) {
                 mask[i / 64] |= 1 << (i % 64);
             }
         }
         mask
+    }
+
+    /// Whether the entry of `slot` is placed on this node among its live candidates now.
+    fn placed_on_me(&self, slot: &Slot) -> bool {
+        let Some((requires, replicas)) = slot.placement.as_ref().filter(|_| !slot.tombstone) else {
+            return false;
+        };
+        let me = self.me_candidate();
+        place::wins(
+            slot.key_hash,
+            requires,
+            *replicas,
+            me,
+            self.live_candidates(),
+        )
+    }
+
+    /// Merges an entry into the store ([`crate::state::store::Store::merge`]) and brings the kept
+    /// answers of `placed_here` and `placed_digests` along for the record it wrote, so they need
+    /// not be recomputed in full. Every store change goes through here.
+    /// `entry` is `bytes` decoded.
+    pub(super) fn merge_store(
+        &mut self,
+        bytes: &[u8],
+        entry: &Entry<'_>,
+    ) -> Result<Merge, StoreError> {
+        let before = (self.store.root(), self.store.slots().len());
+        let merged = self.store.merge_decoded(bytes, entry)?;
+        if merged.merge != Merge::Stale {
+            self.follow_merge(before, &merged);
+        }
+        Ok(merged.merge)
+    }
+
+    /// Updates the kept answers after `merged` took the store from `before` (root, length).
+    fn follow_merge(&mut self, before: (u64, usize), merged: &Merged) {
+        let grew = usize::from(merged.merge == Merge::Inserted);
+        let at = self.store.position(merged.key_hash);
+        // The inputs the kept answers must have been computed from for a one-record update.
+        let current = Inputs {
+            root: before.0,
+            entries: before.1,
+            candidates: fingerprint(self.me_candidate(), self.live_candidates()),
+        };
+        let after = Inputs {
+            root: self.store.root(),
+            entries: self.store.slots().len(),
+            ..current
+        };
+        let (Some(at), true) = (at, after.entries == before.1 + grew) else {
+            // Expired tombstones left too: every position after them moved.
+            return self.forget_placed();
+        };
+        let slot = self.store.slots()[at];
+        let mut cache = self.placed.get();
+        if cache.inputs == Some(current) {
+            let bit = self.placed_on_me(&slot);
+            set_bit(&mut cache.mask, at, bit, grew == 1);
+            cache.inputs = Some(after);
+        } else {
+            cache = PlacedCache::EMPTY;
+        }
+        self.placed.set(cache);
+        let digests = self.digests.take().filter(|(inputs, _)| *inputs == current);
+        if let Some((_, mut digests)) = digests {
+            if let Some(old) = merged.replaced {
+                self.xor_placed_digest(&mut digests, &old);
+            }
+            self.xor_placed_digest(&mut digests, &slot);
+            self.digests.set(Some((after, digests)));
+        }
+    }
+}
+
+/// Sets bit `at` of `mask` to `bit`; with `insert`, the bits from `at` on move up one first (a
+/// record inserted at `at` moved the records after it).
+fn set_bit(mask: &mut [u64; WORDS], at: usize, bit: bool, insert: bool) {
+    if insert {
+        // Shift the whole mask up by one bit from `at`: word by word from the top, carrying
+        // each word's top bit into the next.
+        let (word, offset) = (at / 64, at % 64);
+        for w in (word + 1..WORDS).rev() {
+            mask[w] = mask[w] << 1 | mask[w - 1] >> 63;
+        }
+        let low = mask[word] & ((1u64 << offset) - 1);
+        mask[word] = (mask[word] & !((1u64 << offset) - 1)) << 1 | low;
+    }
+    let one = 1u64 << (at % 64);
+    if bit {
+        mask[at / 64] |= one;
+    } else {
+        mask[at / 64] &= !one;
     }
 }
 

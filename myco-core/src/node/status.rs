@@ -17,6 +17,7 @@ use crate::config::{MEMBERS_MAX, STATUS_PUSH_INTERVAL_MS, STATUS_RESENDS, STATUS
 use crate::place;
 use crate::schema::addr::PeerAddr;
 use crate::schema::message::{Digest, Message, Offer, Status, UnitState};
+use crate::state::store::Slot;
 use crate::time::Instant;
 use heapless::Vec;
 
@@ -185,23 +186,24 @@ impl Node {
     /// per change of its inputs ([`Node::placed_digests`] keeps the answer).
     pub(super) fn compute_placed_digests(&self) -> PlacedDigests {
         let mut out: PlacedDigests = self.placement_candidates().map(|c| (c.id, 0)).collect();
-        for slot in self.store().slots().iter().filter(|s| !s.tombstone) {
-            let Some((requires, replicas)) = slot.placement.as_ref() else {
-                continue;
-            };
-            let chosen = place::place(
-                slot.key_hash,
-                requires,
-                *replicas,
-                self.placement_candidates(),
-            );
-            for id in chosen {
-                if let Some(acc) = out.iter_mut().find(|(m, _)| *m == id) {
-                    acc.1 ^= slot.digest;
-                }
-            }
+        for slot in self.store().slots() {
+            self.xor_placed_digest(&mut out, slot);
         }
         out
+    }
+
+    /// XORs `slot`'s digest into the entries of `out` of the members its entry is placed on (none
+    /// for a tombstone): adds a record to [`Node::placed_digests`]' answer, or takes it out.
+    pub(super) fn xor_placed_digest(&self, out: &mut PlacedDigests, slot: &Slot) {
+        let Some((requires, replicas)) = slot.placement.as_ref().filter(|_| !slot.tombstone) else {
+            return;
+        };
+        let candidates = self.placement_candidates();
+        for id in place::place(slot.key_hash, requires, *replicas, candidates) {
+            if let Some(acc) = out.iter_mut().find(|(m, _)| *m == id) {
+                acc.1 ^= slot.digest;
+            }
+        }
     }
 
     /// Whether member `id`'s status speaks of the entries this node places on it: the digest it

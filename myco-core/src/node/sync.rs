@@ -78,7 +78,7 @@ impl Node {
         if let Err(e) = sink.verify_entry(&self.out.trust.operator, &entry) {
             return self.refuse(sink, Refusal::Crypto(e.refusal()));
         }
-        match self.store.merge(bytes) {
+        match self.merge_store(bytes, &entry) {
             Ok(Merge::Stale) => self.out.counters.entries_stale += 1,
             Ok(_) => {
                 assert!(

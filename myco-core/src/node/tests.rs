@@ -1551,3 +1551,4 @@ fn a_remote_box_counts_the_failure_its_builder_answers() {
 }
 
 mod bridges;
+mod placed;

@@ -67,6 +67,17 @@ pub enum Merge {
     Stale,
 }
 
+/// What a merge changed, for a caller that keeps answers derived from the index and updates
+/// them slot by slot instead of recomputing them (the node's placement, `node::placed`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Merged {
+    pub merge: Merge,
+    /// The key merged (its record is at `Store::position(key_hash)` unless `Stale`).
+    pub key_hash: u64,
+    /// The record a `Replaced` merge overwrote.
+    pub replaced: Option<Slot>,
+}
+
 /// Why a merge was refused. Refusal never changes the store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StoreError {
@@ -234,9 +245,31 @@ impl<const N: usize, const A: usize, const S: usize, const B: usize> Store<N, A,
         self.index.binary_search_by(|s| s.key_hash.cmp(&key_hash))
     }
 
+    /// Where the record of `key_hash` is in `slots()`, if it is held.
+    pub fn position(&self, key_hash: u64) -> Option<usize> {
+        self.find(key_hash).ok()
+    }
+
     /// Merges one encoded entry (already authenticated by the caller).
     pub fn merge(&mut self, bytes: &[u8]) -> Result<Merge, StoreError> {
+        self.merge_traced(bytes).map(|m| m.merge)
+    }
+
+    /// [`Store::merge`], saying which record it wrote and which it overwrote. A merge may also
+    /// drop expired tombstones (`len` then tells).
+    pub fn merge_traced(&mut self, bytes: &[u8]) -> Result<Merged, StoreError> {
         let entry = Entry::decode(bytes).map_err(StoreError::Entry)?;
+        self.merge_decoded(bytes, &entry)
+    }
+
+    /// [`Store::merge_traced`] of `bytes` that the caller has decoded already into `entry`
+    /// (`Entry::decode(bytes)`, which validates): a node checks an entry's signature on its
+    /// decoded form before merging it, and decoding is a large share of a merge's cost.
+    pub(crate) fn merge_decoded(
+        &mut self,
+        bytes: &[u8],
+        entry: &Entry<'_>,
+    ) -> Result<Merged, StoreError> {
         let kh = key_hash(entry.body.name);
         let incoming = Slot {
             key_hash: kh,
@@ -250,15 +283,24 @@ impl<const N: usize, const A: usize, const S: usize, const B: usize> Store<N, A,
         if incoming.tombstone && self.expired(incoming.version.clock) {
             return Err(StoreError::Expired);
         }
+        let mut replaced = None;
         let result = match self.find(kh) {
-            Ok(i) => self.replace(i, incoming, &entry, bytes),
-            Err(_) => self.insert(incoming, &entry, bytes),
+            Ok(i) => {
+                replaced = Some(self.index[i]);
+                self.replace(i, incoming, entry, bytes)
+            }
+            Err(_) => self.insert(incoming, entry, bytes),
         };
         if matches!(result, Ok(Merge::Inserted | Merge::Replaced)) {
             self.note_clock(incoming.version.clock, incoming.tombstone);
         }
         self.assert_invariants();
-        result
+        let merge = result?;
+        Ok(Merged {
+            merge,
+            key_hash: kh,
+            replaced: replaced.filter(|_| merge == Merge::Replaced),
+        })
     }
 
     fn expired(&self, clock: u64) -> bool {
