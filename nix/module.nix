@@ -21,6 +21,7 @@ let
     systemctl = "${config.systemd.package}/bin/systemctl";
     journalctl = "${config.systemd.package}/bin/journalctl";
     systemdRun = "${config.systemd.package}/bin/systemd-run";
+    nix = config.nix.package;
   };
 in
 {
@@ -99,6 +100,7 @@ in
     }];
     systemd.services.myco-d = import ./unit.nix {
       inherit (cfg) package operator joins listen dns stateDir unitDir keyFile certFile extraArgs;
+      nix = config.nix.package;
     };
     systemd.sockets.myco-priv = helper.socket;
     # Port 53 bound by systemd and passed to the daemon, which holds no capability.

@@ -14,13 +14,21 @@
 , systemctl ? null
 , journalctl ? null
 , systemdRun ? null
+  # The Nix the helper builds and collects with (its bin/nix, nix-store, nix-collect-garbage):
+  # NixOS gives services a PATH without Nix.
+, nix ? null
 }:
 let
   optionalFlag = name: value: if value == null then [ ] else [ name value ];
   args = [ "--operator" operator "--allow-user" "myco" "--unit-dir" unitDir ]
     ++ optionalFlag "--systemctl" systemctl
     ++ optionalFlag "--journalctl" journalctl
-    ++ optionalFlag "--systemd-run" systemdRun;
+    ++ optionalFlag "--systemd-run" systemdRun
+    ++ (if nix == null then [ ] else [
+      "--nix" "${nix}/bin/nix"
+      "--nix-store" "${nix}/bin/nix-store"
+      "--nix-collect-garbage" "${nix}/bin/nix-collect-garbage"
+    ]);
 in
 {
   socket = {

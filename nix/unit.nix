@@ -18,6 +18,9 @@
 , keyFile ? "/etc/myco/node.key"
 , certFile ? "/etc/myco/node.cert"
 , extraArgs ? [ ]
+  # The Nix whose nix-store serves this box's cache and whose `nix show-config` names the systems
+  # it builds for: on the daemon's PATH (NixOS gives services a PATH without Nix).
+, nix ? null
 }:
 let
   stateRoot = "/var/lib/";
@@ -49,6 +52,7 @@ assert builtins.length dns <= 2
   after = [ "network.target" "myco-priv.socket" "myco-d-dns.socket" ];
   wants = [ "myco-priv.socket" "myco-d-dns.socket" ];
   wantedBy = [ "multi-user.target" ];
+  path = if nix == null then [ ] else [ nix ];
   unitConfig = {
     StartLimitIntervalSec = "0";
     # As in the shipped unit: no start, and no restart loop, until the key and certificate exist.

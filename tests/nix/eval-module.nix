@@ -17,9 +17,12 @@ let
   pkgs = { stdenv.hostPlatform.system = "x86_64-linux"; };
   module = import ../../nix/module.nix { packages.x86_64-linux.default = package; };
   systemd = { type = "derivation"; name = "systemd-257"; outPath = "/nix/store/00000000000000000000000000000000-systemd-257"; };
+  nix = { type = "derivation"; name = "nix-2.28"; outPath = "/nix/store/00000000000000000000000000000000-nix-2.28"; };
   # What the helper's ExecStart= ends with: the system's own systemd.
   tools = "--systemctl ${systemd.outPath}/bin/systemctl --journalctl ${systemd.outPath}/bin/journalctl"
-    + " --systemd-run ${systemd.outPath}/bin/systemd-run";
+    + " --systemd-run ${systemd.outPath}/bin/systemd-run"
+    + " --nix ${nix.outPath}/bin/nix --nix-store ${nix.outPath}/bin/nix-store"
+    + " --nix-collect-garbage ${nix.outPath}/bin/nix-collect-garbage";
   helperBin = "${package.outPath}/bin/myco-priv";
   operator = "3b6a27bcceb6a42d62a3a8d02a6f0d73653215771de243a63ac048a18b59da29";
 
@@ -35,7 +38,7 @@ let
 
   eval = settings:
     let
-      evaluated = module { inherit lib pkgs; config = { services.myco = cfg; systemd.package = systemd; }; };
+      evaluated = module { inherit lib pkgs; config = { services.myco = cfg; systemd.package = systemd; nix.package = nix; }; };
       options = evaluated.options.services.myco;
       fill = name: option:
         let value = settings.${name} or option.default or (throw "services.myco.${name} has no value");
@@ -75,8 +78,10 @@ let
         == "${bin} --operator ${operator} --privileged /run/myco-priv.sock --listen [::]:7946 --unit-dir /run/systemd/system") ]
     [ "enabled with defaults, the unit is nix/unit.nix's with the same settings"
       (unitOf { enable = true; inherit operator; }
-        == import ../../nix/unit.nix { inherit package operator; }) ]
-    [ "enabled, myco-priv runs from the package for the user myco, with the same unit directory and the system's systemctl, journalctl and systemd-run"
+        == import ../../nix/unit.nix { inherit package operator nix; }) ]
+    [ "enabled, the system's Nix is on myco-d's PATH (its nix-store serves the cache)"
+      ((unitOf { enable = true; inherit operator; }).path == [ nix ]) ]
+    [ "enabled, myco-priv runs from the package for the user myco, with the same unit directory, the system's systemctl, journalctl and systemd-run, and the system's Nix"
       ((helperOf { enable = true; inherit operator; }).serviceConfig.ExecStart
         == "${helperBin} --operator ${operator} --allow-user myco --unit-dir /run/systemd/system ${tools}") ]
     [ "enabled, the helper's socket and service are nix/priv-unit.nix's, and the user and group myco exist"
@@ -86,6 +91,7 @@ let
              systemctl = "${systemd}/bin/systemctl";
              journalctl = "${systemd}/bin/journalctl";
              systemdRun = "${systemd}/bin/systemd-run";
+             inherit nix;
            };
        in c.systemd.sockets.myco-priv == h.socket && c.systemd.services.myco-priv == h.service
          && c.users.users.myco.isSystemUser && c.users.users.myco.group == "myco"
