@@ -63,6 +63,7 @@ ROOT_TESTS := a_full_disk_frees_the_reserve_and_the_wal_keeps_working \
 	twenty_daemons_at_30_percent_loss_converge_and_replace_a_killed_box \
 	boxes_substitute_from_peers_and_refuse_tampered_paths \
 	a_remote_box_gets_its_build_from_the_builder \
+	a_remote_box_learns_that_the_builder_s_build_failed \
 	a_revoked_box_s_cache_is_not_trusted \
 	the_default_throttle_holds_for_one_client_and_two_share_it \
 	an_unprivileged_daemon_runs_services_through_myco_priv \
