@@ -116,6 +116,9 @@ in
       description = "Myco daemon";
     };
     users.groups.myco = { };
+    # Where the helper's builds link their results, as systemd/myco.tmpfiles makes it: root's, so
+    # the daemon cannot swap it for a link; the group myco deletes old roots in it.
+    systemd.tmpfiles.rules = [ "d /var/lib/myco-gcroots 0770 root myco -" ];
     networking.firewall.allowedUDPPorts =
       lib.optionals (cfg.openFirewall && port != null) [ (builtins.fromJSON (builtins.head port)) ];
     environment.etc."systemd/resolved.conf.d/myco.conf" = lib.mkIf cfg.resolvedDomain {

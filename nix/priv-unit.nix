@@ -20,7 +20,7 @@
 }:
 let
   optionalFlag = name: value: if value == null then [ ] else [ name value ];
-  args = [ "--operator" operator "--allow-user" "myco" "--unit-dir" unitDir ]
+  args = [ "--operator" operator "--allow-user" "myco" "--gcroot-dir" "/var/lib/myco-gcroots" "--unit-dir" unitDir ]
     ++ optionalFlag "--systemctl" systemctl
     ++ optionalFlag "--journalctl" journalctl
     ++ optionalFlag "--systemd-run" systemdRun

@@ -38,7 +38,7 @@ let
   flag = name: values: builtins.concatLists (map (value: [ name value ]) values);
   optionalFlag = name: value: if value == null then [ ] else [ name value ];
   # systemctl and journalctl are the helper's to run (nix/priv-unit.nix), not the daemon's.
-  args = [ "--operator" operator "--privileged" "/run/myco-priv.sock" ]
+  args = [ "--operator" operator "--privileged" "/run/myco-priv.sock" "--gcroot-dir" "/var/lib/myco-gcroots" ]
     ++ flag "--listen" [ listen ]
     ++ flag "--join" joins
     ++ flag "--dns" dns
@@ -85,6 +85,7 @@ assert builtins.length dns <= 2
     AmbientCapabilities = "";
     NoNewPrivileges = "yes";
     ProtectSystem = "strict";
+    ReadWritePaths = "/var/lib/myco-gcroots";
     ProtectHome = "yes";
     PrivateTmp = "yes";
     PrivateDevices = "yes";

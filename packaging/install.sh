@@ -16,11 +16,14 @@
 #             Debian package passes /lib/systemd/system
 #   SYSUSERSDIR  where the user myco's sysusers.d file goes (as myco.conf), default
 #             PREFIX/lib/sysusers.d (systemd-sysusers reads /usr/local/lib/sysusers.d too)
+#   TMPFILESDIR  where the GC root directory's tmpfiles.d file goes (as myco.conf), default
+#             PREFIX/lib/tmpfiles.d (systemd-tmpfiles reads /usr/local/lib/tmpfiles.d too)
 #   DOCDIR    default PREFIX/share/doc/myco
 #   ZSHDIR    default PREFIX/share/zsh/vendor-completions for PREFIX=/usr (Debian's zsh reads it),
 #             else PREFIX/share/zsh/site-functions (zsh's own default for its prefix)
 # The units' ExecStart name PREFIX/bin/myco-d and PREFIX/bin/myco-priv. Nothing under /etc is
-# written and no user is made: the operator makes /etc/myco and runs `systemd-sysusers` (the
+# written and no user is made: the operator makes /etc/myco and runs `systemd-sysusers` and
+# `systemd-tmpfiles --create` (the
 # Debian package's postinst does both; docs/install.md).
 
 set -euo pipefail
@@ -32,13 +35,15 @@ destdir=${DESTDIR:-}
 prefix=${PREFIX:-/usr/local}
 unitdir=${UNITDIR:-$prefix/lib/systemd/system}
 sysusersdir=${SYSUSERSDIR:-$prefix/lib/sysusers.d}
+tmpfilesdir=${TMPFILESDIR:-$prefix/lib/tmpfiles.d}
 docdir=${DOCDIR:-$prefix/share/doc/myco}
 if [[ $prefix == /usr ]]; then zshdir=${ZSHDIR:-$prefix/share/zsh/vendor-completions}; else
 	zshdir=${ZSHDIR:-$prefix/share/zsh/site-functions}; fi
 completions_myco=${COMPLETIONS_MYCO:-$bin_dir/myco}
 root=$destdir$prefix
 
-install -d -m 0755 "$root/bin" "$destdir$unitdir" "$destdir$sysusersdir" "$destdir$docdir/examples" \
+install -d -m 0755 "$root/bin" "$destdir$unitdir" "$destdir$sysusersdir" "$destdir$tmpfilesdir" \
+	"$destdir$docdir/examples" \
 	"$root/share/man/man1" "$root/share/man/man5" "$root/share/man/man8" \
 	"$root/share/bash-completion/completions" "$destdir$zshdir"
 install -m 0755 "$bin_dir/myco-d" "$bin_dir/myco-priv" "$bin_dir/myco" "$root/bin/"
@@ -53,6 +58,7 @@ unit myco-d myco-d.service
 unit myco-priv myco-priv.service
 install -m 0644 "$repo/systemd/myco-d-dns.socket" "$repo/systemd/myco-priv.socket" "$destdir$unitdir/"
 install -m 0644 "$repo/systemd/myco.sysusers" "$destdir$sysusersdir/myco.conf"
+install -m 0644 "$repo/systemd/myco.tmpfiles" "$destdir$tmpfilesdir/myco.conf"
 install -m 0644 "$repo/systemd/myco-d.env.example" "$repo/systemd/myco-resolved.conf" \
 	"$destdir$docdir/examples/"
 install -m 0644 "$man_dir/myco.1" "$root/share/man/man1/"

@@ -72,9 +72,9 @@ impl Config {
             nix: "nix".into(),
             collect_garbage: "nix-collect-garbage".into(),
             nix_store: "nix-store".into(),
-            // The daemon's default (`<state-dir>/gcroots` under `StateDirectory=myco`), where
-            // it deletes the roots of versions it no longer needs.
-            gcroot_dir: PathBuf::from("/var/lib/myco/gcroots"),
+            // Root's, from systemd/myco.tmpfiles; the packaged daemon is given it too and deletes
+            // the roots of versions it no longer needs there.
+            gcroot_dir: PathBuf::from("/var/lib/myco-gcroots"),
         }
     }
 }

@@ -510,6 +510,13 @@ fn commands_write_to_the_daemons_pipe() {
         }])
         .unwrap(),
     };
+    if !nix::unistd::geteuid().is_root() {
+        // The test's directories are not root's: the helper builds into none of them.
+        let (outcome, why) = h.ask(&build, &[]);
+        assert_eq!(outcome, Outcome::Failed, "{why}");
+        assert!(why.contains("GC root directory"), "{why}");
+        return;
+    }
     assert_eq!(h.output(&build), "[]\n");
     let run = fs::read_to_string(h.dir.join("systemd-run.calls")).unwrap();
     assert!(run.contains("--unit=myco-build-web "), "{run}");
@@ -695,4 +702,39 @@ fn under_a_real_systemd() {
     ok(&Request::DaemonReload);
     let after = unit_output(UnitVerb::Show);
     assert!(after.contains("ActiveState=inactive"), "{after}");
+}
+
+/// Builds link their results as root, so the helper builds only into a GC root directory only
+/// root may replace: swapped for a symbolic link (to a directory elsewhere) or given to another
+/// owner, the build fails with the reason, and Nix is never run.
+#[test]
+fn builds_go_only_into_a_gc_root_directory_root_alone_can_replace() {
+    let h = start("priv-gcroots", my_uid());
+    let rev = "a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7";
+    let uri = format!("git+file:///srv/web?rev={rev}");
+    let web = flake_entry(&operator(), "web", 1, (&uri, "default", rev));
+    let build = Request::Build {
+        entry: &web,
+        timeout_s: 60,
+        local: true,
+        substitutes: heapless::Vec::new(),
+    };
+    let gcroots = h.dir.join("gcroots");
+    let elsewhere = h.dir.join("elsewhere");
+    fs::create_dir_all(&elsewhere).unwrap();
+    fs::remove_dir(&gcroots).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &gcroots).unwrap();
+    let (outcome, why) = h.ask(&build, &[]);
+    assert_eq!(outcome, Outcome::Failed, "{why}");
+    assert!(why.contains("GC root directory"), "{why}");
+    fs::remove_file(&gcroots).unwrap();
+    fs::create_dir_all(&gcroots).unwrap();
+    if nix::unistd::geteuid().is_root() {
+        std::os::unix::fs::chown(&gcroots, Some(65534), None).unwrap();
+        let (outcome, why) = h.ask(&build, &[]);
+        assert_eq!(outcome, Outcome::Failed, "{why}");
+        assert!(why.contains("does not belong to root"), "{why}");
+    }
+    assert!(!h.calls().contains("nix build"), "{}", h.calls());
+    assert_eq!(fs::read_dir(&elsewhere).unwrap().count(), 0);
 }

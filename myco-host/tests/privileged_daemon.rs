@@ -59,6 +59,15 @@ const NIX_STORE: &str = "#!/bin/sh\nout=/nix/store/0123456789abcdfghijklmnpqrsvw
 struct Helper {
     child: Child,
     socket: PathBuf,
+    /// Root's directory holding `gcroots`, as `/var/lib` holds `/var/lib/myco-gcroots`.
+    roots: TempDir,
+}
+
+impl Helper {
+    /// Where builds link their results: root's, the daemon's group may write (delete old roots).
+    fn gcroots(&self) -> PathBuf {
+        self.roots.join("gcroots")
+    }
 }
 
 impl Drop for Helper {
@@ -76,6 +85,13 @@ fn tool(dir: &TempDir, name: &str, text: &str) -> PathBuf {
 
 fn start_helper(dir: &TempDir, allow_uid: u32, operator: &SigningKey) -> Helper {
     let socket = dir.join("priv.sock");
+    // The helper builds only into a directory only root may replace (`gcroot_dir_is_roots`).
+    let roots = TempDir::new("priv-roots");
+    fs::set_permissions(roots.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let gcroots = roots.join("gcroots");
+    fs::create_dir_all(&gcroots).unwrap();
+    std::os::unix::fs::chown(&gcroots, Some(0), Some(NOBODY)).unwrap();
+    fs::set_permissions(&gcroots, fs::Permissions::from_mode(0o770)).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_myco-priv"))
         .args(["--operator", &hex(&operator.public_key().0)])
         .args(["--allow-uid", &allow_uid.to_string(), "--listen"])
@@ -93,7 +109,7 @@ fn start_helper(dir: &TempDir, allow_uid: u32, operator: &SigningKey) -> Helper 
         .arg("--nix")
         .arg(tool(dir, "nix", NIX))
         .arg("--gcroot-dir")
-        .arg(dir.join("gcroots"))
+        .arg(&gcroots)
         .arg("--nix-store")
         .arg(tool(dir, "nix-store", NIX_STORE))
         .stdin(Stdio::null())
@@ -105,21 +121,25 @@ fn start_helper(dir: &TempDir, allow_uid: u32, operator: &SigningKey) -> Helper 
     });
     // The packaged socket's group grants the daemon's user access; here, ownership does.
     std::os::unix::fs::chown(&socket, Some(NOBODY), Some(NOBODY)).unwrap();
-    Helper { child, socket }
+    Helper {
+        child,
+        socket,
+        roots,
+    }
 }
 
 /// The daemon of `d` as nobody, asking the helper at `socket`: everything in its directory is
 /// nobody's but the unit directory, which stays root's (0755), as `/etc/systemd/system` is.
-fn start_daemon(d: &mut Daemon, socket: &Path) {
+fn start_daemon(d: &mut Daemon, helper: &Helper) {
+    let socket = &helper.socket;
     let units = d.dir.join("units");
     fs::create_dir_all(&units).unwrap();
     let trap_systemctl = tool(&d.dir, "daemon-systemctl", TRAP);
     let trap_journalctl = tool(&d.dir, "daemon-journalctl", TRAP);
     let trap_collector = tool(&d.dir, "daemon-nix-collect-garbage", TRAP);
     let trap_nix = tool(&d.dir, "daemon-nix", TRAP);
-    // The helper links builds here as root; the daemon, which prunes old versions, owns it.
-    let gcroots = d.dir.join("gcroots");
-    fs::create_dir_all(&gcroots).unwrap();
+    // The helper links builds here as root; the daemon, which prunes old versions, may write it.
+    let gcroots = helper.gcroots();
     // Above 85% of the store's disk in use: a collection is due at once.
     let usage = d.dir.write("usage", "900\n");
     let status = Command::new("chown")
@@ -166,7 +186,7 @@ fn calls(d: &Daemon) -> Vec<String> {
 
 /// A flake version is built by the helper's nix from the signed entry, its log in the daemon's
 /// file, and its unit runs the built program; the cache's closure query is asked of the helper.
-fn built_and_served_through_the_helper(d: &Daemon, unit: &Path) {
+fn built_and_served_through_the_helper(d: &Daemon, unit: &Path, gcroots: &Path) {
     let rev = "a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7";
     let uri = format!("git+file:///srv/web?rev={rev}");
     let flake = flake_entry(&operator(), "web", 2, (&uri, "default", rev));
@@ -179,7 +199,7 @@ fn built_and_served_through_the_helper(d: &Daemon, unit: &Path) {
         .into_iter()
         .find(|c| c.starts_with("nix build"))
         .unwrap();
-    let link = d.dir.join("gcroots/web-a7a7a7a7a7a7");
+    let link = gcroots.join("web-a7a7a7a7a7a7");
     assert!(
         nix.contains(&format!("--out-link {} {uri}#default", link.display())),
         "{nix}"
@@ -219,7 +239,7 @@ fn an_unprivileged_daemon_runs_services_through_myco_priv() {
     let mut d = Daemon::new("priv-daemon", &op, 31);
     d.set_cache_listen("127.0.0.1:0");
     let helper = start_helper(&d.dir, NOBODY, &op);
-    start_daemon(&mut d, &helper.socket);
+    start_daemon(&mut d, &helper);
     let pid = d.child.as_ref().unwrap().id();
     let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
@@ -255,7 +275,7 @@ fn an_unprivileged_daemon_runs_services_through_myco_priv() {
         "{body}"
     );
 
-    built_and_served_through_the_helper(&d, &unit);
+    built_and_served_through_the_helper(&d, &unit, &helper.gcroots());
 
     // The collection ran in the helper (in a transient unit) and its output came back.
     wait_until(
@@ -282,7 +302,7 @@ fn refusals_are_logged_and_counted() {
     let op = operator();
     let mut d = Daemon::new("priv-refused", &op, 32);
     let helper = start_helper(&d.dir, NOBODY - 1, &op);
-    start_daemon(&mut d, &helper.socket);
+    start_daemon(&mut d, &helper);
     assert_eq!(d.deploy(&entry(&op, "web", 1)).0, 200);
     wait_until(Duration::from_secs(30), "the refusal is counted", || {
         d.metric("myco_privileged_refusals_total") >= 1.0
@@ -306,7 +326,7 @@ fn entries_of_another_operator_are_refused() {
     let forger = key("forger");
     let mut d = Daemon::new("priv-forged", &forger, 34);
     let helper = start_helper(&d.dir, NOBODY, &operator());
-    start_daemon(&mut d, &helper.socket);
+    start_daemon(&mut d, &helper);
     assert_eq!(d.deploy(&entry(&forger, "web", 1)).0, 200);
     wait_until(Duration::from_secs(30), "the refusal is counted", || {
         d.metric("myco_privileged_refusals_total") >= 1.0
@@ -329,7 +349,7 @@ fn exec_health_checks_run_through_myco_priv() {
     let op = operator();
     let mut d = Daemon::new("priv-check", &op, 33);
     let helper = start_helper(&d.dir, NOBODY, &op);
-    start_daemon(&mut d, &helper.socket);
+    start_daemon(&mut d, &helper);
     let marker = d.dir.join("checked");
     let script = format!("echo ran >> {}", marker.display());
     let argv = heapless::Vec::from_slice(&["/bin/sh", "-c", &script]).unwrap();

@@ -75,7 +75,7 @@ let
     [ "disabled, the module declares nothing" (eval { } == { }) ]
     [ "enabled with only an operator, myco-d runs from the package through the helper with the NixOS unit directory"
       ((unitOf { enable = true; inherit operator; }).serviceConfig.ExecStart
-        == "${bin} --operator ${operator} --privileged /run/myco-priv.sock --listen [::]:7946 --unit-dir /run/systemd/system") ]
+        == "${bin} --operator ${operator} --privileged /run/myco-priv.sock --gcroot-dir /var/lib/myco-gcroots --listen [::]:7946 --unit-dir /run/systemd/system") ]
     [ "enabled with defaults, the unit is nix/unit.nix's with the same settings"
       (unitOf { enable = true; inherit operator; }
         == import ../../nix/unit.nix { inherit package operator nix; }) ]
@@ -83,7 +83,7 @@ let
       ((unitOf { enable = true; inherit operator; }).path == [ nix ]) ]
     [ "enabled, myco-priv runs from the package for the user myco, with the same unit directory, the system's systemctl, journalctl and systemd-run, and the system's Nix"
       ((helperOf { enable = true; inherit operator; }).serviceConfig.ExecStart
-        == "${helperBin} --operator ${operator} --allow-user myco --unit-dir /run/systemd/system ${tools}") ]
+        == "${helperBin} --operator ${operator} --allow-user myco --gcroot-dir /var/lib/myco-gcroots --unit-dir /run/systemd/system ${tools}") ]
     [ "enabled, the helper's socket and service are nix/priv-unit.nix's, and the user and group myco exist"
       (let c = eval { enable = true; inherit operator; };
            h = import ../../nix/priv-unit.nix {
@@ -95,13 +95,14 @@ let
            };
        in c.systemd.sockets.myco-priv == h.socket && c.systemd.services.myco-priv == h.service
          && c.users.users.myco.isSystemUser && c.users.users.myco.group == "myco"
-         && c.users.groups ? myco && (unitOf { enable = true; inherit operator; }).serviceConfig.User == "myco") ]
+         && c.users.groups ? myco
+         && c.systemd.tmpfiles.rules == [ "d /var/lib/myco-gcroots 0770 root myco -" ] && (unitOf { enable = true; inherit operator; }).serviceConfig.User == "myco") ]
     [ "with defaults, no port is opened and no resolved drop-in is installed"
       (let c = eval { enable = true; inherit operator; };
        in c.networking.firewall.allowedUDPPorts == [ ] && !(c.environment.etc ? "systemd/resolved.conf.d/myco.conf")) ]
     [ "every option becomes its flag, in the documented order"
       ((unitOf full).serviceConfig.ExecStart == "${bin} --operator ${operator} --privileged /run/myco-priv.sock"
-        + " --listen 0.0.0.0:7000 --join 192.0.2.10:7946 --join [2001:db8::10]:7946 --dns 127.0.0.1:5353"
+        + " --gcroot-dir /var/lib/myco-gcroots --listen 0.0.0.0:7000 --join 192.0.2.10:7946 --join [2001:db8::10]:7946 --dns 127.0.0.1:5353"
         + " --unit-dir /etc/myco-units --reserve-bytes 0 --verbose") ]
     [ "the state, unit, key and certificate paths reach the sandbox"
       (let s = (unitOf full).serviceConfig;
@@ -129,7 +130,7 @@ let
       (failedAssertions { enable = true; inherit operator; listen = "[::]"; } != [ ]) ]
     [ "arguments with spaces, % or $ reach myco-d as one word each, unexpanded"
       ((unitOf { enable = true; inherit operator; extraArgs = [ "--revocation" "/etc/my co/r%i$X" ]; }).serviceConfig.ExecStart
-        == "${bin} --operator ${operator} --privileged /run/myco-priv.sock --listen [::]:7946 --unit-dir /run/systemd/system --revocation \"/etc/my co/r%%i$$X\"") ]
+        == "${bin} --operator ${operator} --privileged /run/myco-priv.sock --gcroot-dir /var/lib/myco-gcroots --listen [::]:7946 --unit-dir /run/systemd/system --revocation \"/etc/my co/r%%i$$X\"") ]
   ];
 in
 map builtins.head (builtins.filter (case: !(builtins.elemAt case 1)) cases)

@@ -131,8 +131,14 @@ for i in "${placed[@]}"; do
 	priority=$(box_exec "$i" cat "$path/build-priority" | tr '\n' ' ')
 	[[ $priority == "19 idle " ]] \
 		|| fail "box $i built at priority '$priority', not nice 19 and I/O class idle"
+	# The helper linked the build (its GC root) into root's directory, which the daemon's user
+	# cannot swap for a link to elsewhere (docs/architecture.md, "Least privilege").
+	roots=$(box_exec "$i" stat -c '%a %U %G' /var/lib/myco-gcroots)
+	[[ $roots == "770 root myco" ]] || fail "box $i: /var/lib/myco-gcroots is '$roots', not '770 root myco'"
+	[[ $(box_exec "$i" sh -c "readlink /var/lib/myco-gcroots/$service-*") == "$path" ]] \
+		|| fail "box $i: no GC root in /var/lib/myco-gcroots names $path"
 done
-log "both boxes run $v1_path, built at nice 19 and I/O class idle"
+log "both boxes run $v1_path, built at nice 19 and I/O class idle, rooted in /var/lib/myco-gcroots (root:myco 0770)"
 
 greeting="hello from $service"
 wait_for 30 "box $third gets '$greeting' from http://$service.myco:8080/" answers "$third" "$greeting"

@@ -202,7 +202,7 @@ nspawn_stop() {
 
 # nspawn_myco_stage DIR RELEASE UNIT: copies what a box needs of the split Myco into DIR: myco-d
 # and myco-priv from RELEASE, UNIT as myco-d.service, and systemd/'s myco-d-dns.socket,
-# myco-priv.socket, myco-priv.service and myco.sysusers. Copies, so that a build or an edit during a run cannot
+# myco-priv.socket, myco-priv.service, myco.sysusers and myco.tmpfiles. Copies, so that a build or an edit during a run cannot
 # change what the boxes run.
 nspawn_myco_stage() {
 	local dir=$1 release=$2 unit=$3 systemd_dir
@@ -211,7 +211,7 @@ nspawn_myco_stage() {
 	cp "$release/myco-d" "$release/myco-priv" "$dir/"
 	cp "$unit" "$dir/myco-d.service"
 	cp "$systemd_dir/myco-d-dns.socket" "$systemd_dir/myco-priv.socket" "$systemd_dir/myco-priv.service" \
-		"$systemd_dir/myco.sysusers" "$dir/"
+		"$systemd_dir/myco.sysusers" "$systemd_dir/myco.tmpfiles" "$dir/"
 }
 
 # nspawn_myco_binds DIR: sets NSPAWN_MYCO_BINDS, the systemd-nspawn arguments that bind what
@@ -226,11 +226,13 @@ nspawn_myco_binds() {
 		--bind-ro="$dir/myco-d-dns.socket:/etc/systemd/system/myco-d-dns.socket"
 		--bind-ro="$dir/myco-priv.socket:/etc/systemd/system/myco-priv.socket"
 		--bind-ro="$dir/myco-priv.service:/etc/systemd/system/myco-priv.service"
-		--bind-ro="$dir/myco.sysusers:/usr/lib/sysusers.d/myco.conf")
+		--bind-ro="$dir/myco.sysusers:/usr/lib/sysusers.d/myco.conf"
+		--bind-ro="$dir/myco.tmpfiles:/usr/lib/tmpfiles.d/myco.conf")
 }
 
 # What the Debian package's postinst does, as one command for `sh -c` inside a booted box: the user
-# myco from the sysusers file (before the socket, whose group it is), then the helper's socket, the
+# myco from the sysusers file (before the socket, whose group it is), the GC root directory (group
+# myco) from the tmpfiles file, then the helper's socket, the
 # daemon's DNS sockets and the daemon. Each box boots with a fresh /etc (--volatile=overlay), so every boot runs it.
 # shellcheck disable=SC2034 # for the callers
-NSPAWN_MYCO_START='systemd-sysusers /usr/lib/sysusers.d/myco.conf && systemctl enable --now --quiet myco-priv.socket myco-d-dns.socket myco-d.service'
+NSPAWN_MYCO_START='systemd-sysusers /usr/lib/sysusers.d/myco.conf && systemd-tmpfiles --create /usr/lib/tmpfiles.d/myco.conf && systemctl enable --now --quiet myco-priv.socket myco-d-dns.socket myco-d.service'

@@ -59,7 +59,7 @@ box_exec "$box" env DEBIAN_FRONTEND=noninteractive dpkg -i /myco-testbed/myco.de
 units="/lib/systemd/system/myco-d.service /lib/systemd/system/myco-d-dns.socket
 	/lib/systemd/system/myco-priv.socket /lib/systemd/system/myco-priv.service"
 for path in /usr/bin/myco-d /usr/bin/myco-priv /usr/bin/myco $units /usr/lib/sysusers.d/myco.conf \
-	/usr/share/man/man1/myco.1.gz /usr/share/man/man5/myco.json.5.gz /usr/share/man/man8/myco-d.8.gz \
+	/usr/lib/tmpfiles.d/myco.conf /usr/share/man/man1/myco.1.gz /usr/share/man/man5/myco.json.5.gz /usr/share/man/man8/myco-d.8.gz \
 	/usr/share/man/man8/myco-priv.8.gz /usr/share/bash-completion/completions/myco \
 	/usr/share/zsh/vendor-completions/_myco /etc/myco/myco-d.env; do
 	box_exec "$box" test -e "$path" || fail "the package did not install $path"
@@ -68,6 +68,9 @@ done
 [[ $(box_exec "$box" systemctl is-enabled myco-d.service) == enabled ]] \
 	|| fail "the package did not enable myco-d.service"
 box_exec "$box" id myco >/dev/null || fail "the package did not create the user myco"
+gcroots=$(box_exec "$box" stat -c '%a %U %G' /var/lib/myco-gcroots) \
+	|| fail "the package did not create /var/lib/myco-gcroots"
+[[ $gcroots == "770 root myco" ]] || fail "/var/lib/myco-gcroots is '$gcroots', not '770 root myco'"
 [[ $(box_exec "$box" systemctl is-enabled myco-d-dns.socket) == enabled ]] \
 	|| fail "the package did not enable myco-d-dns.socket"
 [[ $(box_exec "$box" systemctl is-enabled myco-priv.socket) == enabled \
@@ -109,7 +112,7 @@ log "deployed $service: myco-priv wrote its unit; it runs on the package's box a
 box_exec "$box" env DEBIAN_FRONTEND=noninteractive apt-get remove -y -qq myco >/dev/null \
 	|| fail "apt-get remove myco failed"
 for path in /usr/bin/myco-d /usr/bin/myco-priv /usr/bin/myco $units /usr/lib/sysusers.d/myco.conf \
-	"/etc/systemd/system/myco-$service.service"; do
+	/usr/lib/tmpfiles.d/myco.conf "/etc/systemd/system/myco-$service.service"; do
 	! box_exec "$box" test -e "$path" || fail "apt-get remove left $path"
 done
 for unit in myco-d.service myco-d-dns.socket myco-priv.service myco-priv.socket "myco-$service.service"; do

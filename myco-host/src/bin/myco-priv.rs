@@ -28,7 +28,8 @@ Usage: myco-priv --operator HEX (--allow-uid UID | --allow-user NAME) [OPTIONS]
   --listen PATH          listen on this socket instead of systemd's (LISTEN_FDS)
   --unit-dir DIR         where units are written [/etc/systemd/system]
   --gcroot-dir DIR       where builds link their results (the daemon's --gcroot-dir)
-                         [/var/lib/myco/gcroots]
+                         [/var/lib/myco-gcroots]; only root may replace it
+                         (builds into it are refused otherwise)
   --systemctl, --journalctl, --systemd-run, --nix, --nix-collect-garbage, --nix-store PATH
                          the programs run [found on PATH]
   -h, --help             this text

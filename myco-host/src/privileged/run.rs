@@ -29,6 +29,45 @@ const WAIT_TICK_MS: u16 = 100;
 /// How long a child stopped because the daemon hung up has to end before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(2);
 
+/// Whether `dir` is a directory only root can replace, so that the link Nix creates there as
+/// root (`--out-link DIR/<root>`) lands there and nowhere else: `dir` is no symbolic link, belongs
+/// to root and is writable by no one else but its group (the daemon's, which deletes old roots in
+/// it); every directory above it belongs to root and is writable by root alone, or is sticky
+/// (`/tmp`), where no one else may rename root's entries. A directory the daemon's user owns, or
+/// one below a directory it owns (`/var/lib/myco/gcroots`), could be swapped for a link to
+/// anywhere between this check and Nix's, and root would then write a link there.
+pub fn gcroot_dir_is_roots(dir: &std::path::Path) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let refuse = |why: &str| {
+        io::Error::other(format!(
+            "the GC root directory {} {why}: builds link their results there as root \
+             (systemd/myco.tmpfiles makes /var/lib/myco-gcroots root:myco 0770)",
+            dir.display()
+        ))
+    };
+    if !dir.is_absolute() {
+        return Err(refuse("is not an absolute path"));
+    }
+    let own = fs::symlink_metadata(dir)?;
+    if !own.file_type().is_dir() {
+        return Err(refuse("is not a directory (or is a symbolic link)"));
+    }
+    if own.uid() != 0 || own.mode() & 0o002 != 0 {
+        return Err(refuse("does not belong to root, or others may write it"));
+    }
+    for above in dir.ancestors().skip(1) {
+        let m = fs::symlink_metadata(above)?;
+        let sticky = m.mode() & 0o1000 != 0;
+        if !m.file_type().is_dir() || m.uid() != 0 || (m.mode() & 0o022 != 0 && !sticky) {
+            return Err(refuse(&format!(
+                "lies below {}, which is a link, or not root's, or writable by others",
+                above.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// A request in a log line's words: its kind and the units or service it names.
 pub fn summary(checked: &Checked<'_>) -> String {
     match checked {
@@ -123,6 +162,7 @@ impl Work<'_> {
                 journal_argv(argv, c.journalctl.as_bytes(), j.unit, j.follow, j.lines);
             }
             Checked::Build(b) => {
+                gcroot_dir_is_roots(&c.gcroot_dir)?;
                 let link = crate::path::StackPath::join(&c.gcroot_dir, &[b.root.as_bytes()])?;
                 let build = crate::daemon::build::Command {
                     systemd_run: &c.systemd_run,
@@ -259,5 +299,40 @@ fn outcome_of(status: ExitStatus, stopped: bool) -> (Outcome, String) {
             format!("killed by signal {signal}{after}"),
         ),
         (None, None) => (Outcome::Failed, "ended without a status".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::gcroot_dir_is_roots;
+    use std::fs;
+    use std::os::unix::fs::{symlink, PermissionsExt};
+
+    fn mode(path: &std::path::Path, mode: u32) {
+        fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    /// Root's own directory in root's own parent is taken (as root; as anyone else nothing is);
+    /// a link to it, a world-writable one, and one in a group-writable parent are not.
+    #[test]
+    fn only_a_directory_root_alone_can_replace_holds_gc_roots() {
+        let base = std::env::temp_dir().join(format!("myco-gcroots-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&base);
+        let roots = base.join("roots");
+        fs::create_dir_all(&roots).unwrap();
+        mode(&base, 0o755);
+        mode(&roots, 0o770);
+        let root = nix::unistd::geteuid().is_root();
+        assert_eq!(gcroot_dir_is_roots(&roots).is_ok(), root);
+        let link = base.join("link");
+        symlink(&roots, &link).unwrap();
+        let err = gcroot_dir_is_roots(&link).unwrap_err().to_string();
+        assert!(err.contains("symbolic link"), "{err}");
+        mode(&roots, 0o777);
+        assert!(gcroot_dir_is_roots(&roots).is_err());
+        mode(&roots, 0o770);
+        mode(&base, 0o775);
+        assert!(gcroot_dir_is_roots(&roots).is_err());
+        fs::remove_dir_all(&base).unwrap();
     }
 }
