@@ -312,6 +312,8 @@ fn meta(b: u8) -> MemberMeta {
         zone: 0,
         gpu: b & 4 != 0,
         bridge: b & 8 != 0,
+        relay: b & 16 != 0,
+        nat: b & 32 != 0,
     }
 }
 
@@ -680,6 +682,8 @@ fuzz_target!(|data: &[u8]| {
         wal_checkpoint_bytes: 4096,
         profile: myco_core::config::Profile::ALL[usize::from(flags >> 5) % 3],
         bridge_seeds: &[],
+        relay: false,
+        behind_nat: false,
     };
     let mut now = Instant(u64::from(input.u16()));
     let fresh = Node::new(&config, now).expect("the fixture configuration is valid");

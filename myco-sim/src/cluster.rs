@@ -275,6 +275,8 @@ pub fn boot_joining(
         wal_checkpoint_bytes: s.wal_checkpoint_bytes,
         profile: s.profile,
         bridge_seeds: &ids.bridge_seeds[i],
+        relay: false,
+        behind_nat: false,
     };
     Node::new(&config, Instant(now)).expect("simulated identities are valid")
 }

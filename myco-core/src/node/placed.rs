@@ -159,6 +159,8 @@ mod tests {
             zone,
             gpu: false,
             bridge: false,
+            relay: false,
+            nat: false,
         };
         Candidate { id, meta }
     }

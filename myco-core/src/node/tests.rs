@@ -281,6 +281,8 @@ fn node_certified(
         wal_checkpoint_bytes,
         profile,
         bridge_seeds,
+        relay: false,
+        behind_nat: false,
     };
     Box::new(Node::new(&config, Instant(0)).unwrap())
 }
@@ -750,6 +752,8 @@ fn phantom(i: u64) -> MemberUpdate {
             zone: 0,
             gpu: false,
             bridge: false,
+            relay: false,
+            nat: false,
         },
     }
 }
@@ -1401,3 +1405,4 @@ fn a_version_that_fails_on_the_builder_is_not_built_for_every_request() {
 }
 
 mod bridges;
+mod relay;

@@ -45,6 +45,20 @@ pub struct Link {
     pub zone: u8,
     session: Session,
     last_rx: Instant,
+    /// When this node last sealed a frame to the peer: a box behind NAT sends its relays a
+    /// keepalive only when gossip has not (`node::relay`).
+    last_tx: Instant,
+}
+
+impl Link {
+    /// When the peer's last authenticated frame arrived.
+    pub fn last_rx(&self) -> Instant {
+        self.last_rx
+    }
+    /// When this node last sealed a frame to the peer.
+    pub fn last_tx(&self) -> Instant {
+        self.last_tx
+    }
 }
 
 // Entries live in a fixed table, so every slot is as large as the largest variant anyway, and
@@ -180,6 +194,7 @@ impl Transport {
         let head: &[u8; HEADER_BYTES] = (&*head).try_into().expect("split at the header");
         let body: &mut [u8; BODY_BYTES_MAX] = body.try_into().expect("split at the body");
         tag.copy_from_slice(&self.links[i].session.seal_in_place(counter, head, body));
+        self.links[i].last_tx = self.now;
         self.emit(sink, to, &frame);
     }
 
@@ -437,6 +452,7 @@ impl Transport {
             zone: certified.cert.zone,
             session,
             last_rx: self.now,
+            last_tx: self.now,
         };
         if self.links.push(link).is_err() {
             unreachable!("room made above");
@@ -503,7 +519,10 @@ impl Transport {
         Ok(Opened {
             sender,
             zone: frame.zone(),
-            revocation_block: frame.revocation_block(),
+            // A relayed frame carries no block, so it hints at no rotation.
+            revocation_block: frame
+                .revocation_block()
+                .unwrap_or(self.trust.revocation_block),
             len,
         })
     }
