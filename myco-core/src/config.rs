@@ -367,6 +367,7 @@ pub const BUDGET_BYTES: usize = ARENA_BYTES // packed entries
     + GOSSIP_QUEUE_DEPTH * (RUMOR_KEYS_PER_FRAME * 8 + 16) // rumor queue
     + RELAYS_MAX * 48 // indirect probes relayed for others
     + RELAY_SENDERS_MAX * 24 + 24 // relay rate buckets
+    + MEMBERS_MAX * 48 // routes to boxes behind NAT: address, id, relay address
     + JOIN_MAX * 24 // join addresses
     + BRIDGE_SEEDS_MAX * 18 + BRIDGE_PEERS_MAX * 48 + 16 // bridge seeds and directory
     + SESSIONS_MAX * 168 // established sessions: two AEAD keys, replay window, peer, address, certified key

@@ -224,6 +224,8 @@ pub struct Counters {
     pub relay_refused: [u64; 5],
     /// Frames a box behind NAT sent only to keep a relay's mapping open.
     pub relay_keepalives: u64,
+    /// Frames this node sent to a box behind NAT through one of its relays.
+    pub frames_via_relay: u64,
 }
 
 impl Counters {
@@ -425,7 +427,10 @@ impl Node {
             id,
             meta,
             profile,
-            incarnation: 0,
+            // Relay and NAT are configuration, which the handshake's record (incarnation 0, from
+            // the certificate) cannot know: a box with either starts one above, so its own record
+            // wins everywhere, second-hand copies included.
+            incarnation: u32::from(config.relay || config.behind_nat),
             rng,
             store: Store::new(),
             members: Members::new(profile),
@@ -677,6 +682,7 @@ impl Node {
         if now >= self.next_gossip {
             self.next_gossip = now.add_ms(self.profile.gossip_interval_ms);
             self.gossip_round(sink);
+            self.update_routes(sink);
         }
         if now >= self.next_member_sync {
             self.next_member_sync = now.add_ms(self.profile.member_sync_interval_ms);
@@ -734,9 +740,9 @@ impl Node {
         if frame.zone() != self.meta.zone && !self.bridges_to(frame.zone()) {
             return self.refuse(sink, Refusal::WrongZone);
         }
-        if let Some(dest) = frame.relay_to() {
-            return self.handle_relayed(now, from, &frame, dest, sink);
-        }
+        let Some(from) = self.source_of(now, from, &frame, sink) else {
+            return;
+        };
         if frame.sender() == self.id {
             if frame.kind() == Kind::Hello && self.out.own_hello_returned(from, frame.body()) {
                 self.forget_join(from);

@@ -8,7 +8,7 @@
 //! session authenticated last, and the sender and the relay are within their rates: it is never
 //! an open reflector, and it amplifies nothing (one frame in, at most one out).
 
-use super::transport::Link;
+use super::transport::{Link, Route};
 use super::{Node, Refusal, Sink};
 use crate::config::{
     RELAYS_PER_BOX, RELAY_KEEPALIVE_MS, RELAY_LIVE_MS, RELAY_SENDERS_MAX, RELAY_SENDER_BURST,
@@ -17,7 +17,7 @@ use crate::config::{
 use crate::hash::{SipHasher, DOMAIN_RELAY};
 use crate::schema::addr::PeerAddr;
 use crate::schema::frame::Frame;
-use crate::schema::message::Message;
+use crate::schema::message::{Message, PageKind};
 use crate::time::Instant;
 use heapless::Vec;
 
@@ -63,13 +63,13 @@ pub fn choose_relays(
 /// Why a relay did not forward a frame. Counted; the frame changed nothing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RelayRefusal {
-    /// This node was not started `--relay`, or the frame is for this node itself (receiving
-    /// through a relay is not built yet).
+    /// This node was not started `--relay` (or is behind NAT itself).
     NotRelay,
     /// The destination is the sender, or this relay.
     Loop,
     /// No session with the sender, the frame came from another address than the sender's
-    /// session's, or its header zone is not the session's: possibly spoofed.
+    /// session's, or its header zone is not the session's: possibly spoofed. At the destination:
+    /// a sender it does not list.
     Sender,
     /// No live session with the destination, or one of another zone: nowhere safe to send it.
     Destination,
@@ -215,6 +215,37 @@ impl Node {
         }
     }
 
+    /// Where to handle `frame` as coming from: `from` for a direct frame. A frame marked
+    /// relayed: `None` if it was forwarded or refused here; for this node itself, the address of
+    /// its sender. The sender is where its member record
+    /// says, where answers go (through its own relay if it is behind NAT too). A stranger's is
+    /// dropped, but the relay knows it (it holds a session with it): trade tables with the relay
+    /// (at most once per `MEMBER_PULL_MIN_MS`), and the sender's next try is answered.
+    pub(super) fn source_of(
+        &mut self,
+        now: Instant,
+        from: PeerAddr,
+        frame: &Frame<'_>,
+        sink: &mut impl Sink,
+    ) -> Option<PeerAddr> {
+        let Some(dest) = frame.relay_to() else {
+            return Some(from);
+        };
+        if dest != self.id {
+            self.handle_relayed(now, from, frame, dest, sink);
+            return None;
+        }
+        if let Some(m) = self.members.get(frame.sender()) {
+            return Some(m.addr);
+        }
+        let relay = self.members.list().iter().find(|m| m.addr == from);
+        if let Some(relay) = relay.map(|m| m.id) {
+            self.send_table(sink, relay, PageKind::Pull);
+        }
+        self.refuse_relayed(sink, RelayRefusal::Sender);
+        None
+    }
+
     /// A frame marked relayed: forward it unchanged if this relay may, else count why not.
     pub(super) fn handle_relayed(
         &mut self,
@@ -224,7 +255,7 @@ impl Node {
         dest: u64,
         sink: &mut impl Sink,
     ) {
-        let decided = if !self.meta.relay || self.meta.nat || dest == self.id {
+        let decided = if !self.meta.relay || self.meta.nat {
             Err(RelayRefusal::NotRelay)
         } else {
             let f = Forward {
@@ -244,9 +275,39 @@ impl Node {
                 self.out.counters.bytes_out += frame.bytes().len() as u64;
                 sink.send(to, frame.bytes());
             }
-            Err(r) => {
-                self.out.counters.relay_refused[r as usize] += 1;
-                self.refuse(sink, Refusal::Relay(r));
+            Err(r) => self.refuse_relayed(sink, r),
+        }
+    }
+
+    pub(super) fn refuse_relayed(&mut self, sink: &mut impl Sink, r: RelayRefusal) {
+        self.out.counters.relay_refused[r as usize] += 1;
+        self.refuse(sink, Refusal::Relay(r));
+    }
+
+    /// Routes to the live boxes behind NAT: each through its first live relay, as this node
+    /// ranks them, unless this node is one of its relays (the box keeps that mapping open
+    /// itself). Opens a session with a relay it routes through: the relay forwards only for
+    /// senders that hold one.
+    pub(super) fn update_routes(&mut self, sink: &mut impl Sink) {
+        self.out.routes.clear();
+        for i in 0..self.members.list().len() {
+            let m = &self.members.list()[i];
+            if !(m.is_live() && m.meta.nat) {
+                continue;
+            }
+            let (addr, dest) = (m.addr, m.id);
+            let relays = self.relays_of(dest);
+            if relays.contains(&self.id) {
+                continue;
+            }
+            let live = |r: &u64| self.members.get(*r).filter(|r| r.is_live()).map(|r| r.addr);
+            let Some(via) = relays.iter().find_map(live) else {
+                continue;
+            };
+            let route = Route { addr, dest, via };
+            self.out.routes.push(route).expect("one route per member");
+            if !self.out.has_link(via) {
+                self.out.ensure_handshake(sink, via);
             }
         }
     }
