@@ -77,6 +77,11 @@ pub enum RelayRefusal {
     Rate,
 }
 
+impl RelayRefusal {
+    /// Every reason's name, in `Counters::relay_refused` order: the daemon's metric labels.
+    pub const NAMES: [&'static str; 5] = ["not_relay", "loop", "sender", "destination", "rate"];
+}
+
 /// A token bucket counted in thousandths of a frame, so a refill per millisecond is exact.
 #[derive(Clone, Copy, Debug)]
 struct Bucket {
