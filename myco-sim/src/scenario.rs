@@ -54,7 +54,14 @@ pub struct Scenario {
     pub zones: u8,
     /// In the middle of the deploys, zone 1's elected bridges die for good (`--kill-bridges`).
     pub kill_bridges: bool,
+    /// Boxes behind NAT (`--nat N`): the last `nat` honest nodes, with the first
+    /// `RELAYS_PER_ZONE` nodes of each zone started `--relay` (`Scenario::roles`). The gauntlet
+    /// does not draw it yet.
+    pub nat: usize,
 }
+
+/// Relays per zone when a scenario has boxes behind NAT: three, so one dying leaves each box two.
+pub const RELAYS_PER_ZONE: usize = 3;
 
 /// `--profile NAME` from a command line: `lan` when absent, a usage error for an unknown name.
 pub fn profile_arg(args: &mut pico_args::Arguments) -> Result<Profile, String> {
@@ -92,6 +99,7 @@ impl Scenario {
             profile: Profile::LAN,
             zones: 1,
             kill_bridges: false,
+            nat: 0,
         }
     }
 
@@ -139,7 +147,16 @@ impl Scenario {
                 1
             },
             kill_bridges: false,
+            nat: 0,
         }
+    }
+
+    /// Node `i`'s `(relay, behind_nat)`: with boxes behind NAT, the first `RELAYS_PER_ZONE` of
+    /// each zone (zones are round-robin) relay, and the last `nat` honest nodes are behind NAT.
+    pub fn roles(&self, i: usize) -> (bool, bool) {
+        let end = self.nodes - usize::from(self.adversary);
+        let relay = self.nat > 0 && i / usize::from(self.zones) < RELAYS_PER_ZONE;
+        (relay, i < end && i + self.nat >= end)
     }
 
     /// The command line that reproduces this scenario.
@@ -178,6 +195,10 @@ impl Scenario {
             " --kill-bridges"
         } else {
             ""
+        } + &if self.nat > 0 {
+            format!(" --nat {}", self.nat)
+        } else {
+            String::new()
         }
     }
 }

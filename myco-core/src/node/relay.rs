@@ -17,7 +17,7 @@ use crate::config::{
 use crate::hash::{SipHasher, DOMAIN_RELAY};
 use crate::schema::addr::PeerAddr;
 use crate::schema::frame::Frame;
-use crate::schema::message::{Message, PageKind};
+use crate::schema::message::{MemberState, Message, PageKind};
 use crate::time::Instant;
 use heapless::Vec;
 
@@ -289,8 +289,8 @@ impl Node {
         self.refuse(sink, Refusal::Relay(r));
     }
 
-    /// Routes to the live boxes behind NAT: each through its first live relay, as this node
-    /// ranks them, unless this node is one of its relays (the box keeps that mapping open
+    /// Routes to the live boxes behind NAT: each through its first relay alive (else suspect),
+    /// as this node ranks them, unless this node is one of its relays (the box keeps that mapping open
     /// itself). Opens a session with a relay it routes through: the relay forwards only for
     /// senders that hold one.
     pub(super) fn update_routes(&mut self, sink: &mut impl Sink) {
@@ -305,8 +305,18 @@ impl Node {
             if relays.contains(&self.id) {
                 continue;
             }
-            let live = |r: &u64| self.members.get(*r).filter(|r| r.is_live()).map(|r| r.addr);
-            let Some(via) = relays.iter().find_map(live) else {
+            // A suspected relay may be dead: the box keeps a session with its next relay too, so
+            // go through that one at once rather than wait for SWIM's verdict.
+            let state = |r: &u64| self.members.get(*r).map(|r| (r.state, r.addr));
+            let alive = relays
+                .iter()
+                .filter_map(state)
+                .find(|s| s.0 == MemberState::Alive);
+            let suspect = relays
+                .iter()
+                .filter_map(state)
+                .find(|s| s.0 == MemberState::Suspect);
+            let Some((_, via)) = alive.or(suspect) else {
                 continue;
             };
             let route = Route { addr, dest, via };
