@@ -71,7 +71,7 @@ RUN OPTIONS:
                     deploys must still reach zone 1 through the next bridges in rendezvous order
   --nat N           the last N nodes are behind NAT (a box receives only from addresses it sent to
                     within 30 s) and the first 3 of each zone relay for them; the invariants hold
-                    for them like any box (nat_dropped, relayed_frames). Not drawn by the gauntlet
+                    for them like any box (nat_dropped, relayed_frames); the gauntlet draws it
   --json            print one JSON object instead of a summary
 
 INVARIANTS:
