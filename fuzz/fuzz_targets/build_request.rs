@@ -50,6 +50,8 @@ fn builder_node() -> Box<Node> {
         seed: 1,
         join: &[],
         bridge_seeds: &[],
+        relay: false,
+        behind_nat: false,
         wal_checkpoint_bytes: 1 << 20,
         profile: myco_core::config::Profile::LAN,
     };

@@ -138,6 +138,8 @@ struct CheckingSink {
     /// The last Reply frame sent to this address, captured for the harness's handshake.
     capture: Option<(PeerAddr, [u8; FRAME_BYTES])>,
     links: Vec<Link>,
+    /// The node's id: a relayed frame with another sender is one the node forwarded as a relay.
+    me: u64,
 }
 
 const CHECKED_FRAMES: usize = 64;
@@ -150,7 +152,14 @@ impl Sink for CheckingSink {
                 *reply = *frame;
             }
         }
-        let Some(link) = self.links.iter_mut().find(|l| l.addr == to) else {
+        let link = match f.relay_to() {
+            // Forwarded as a relay: sealed by its sender for its destination, not by the node.
+            Some(_) if f.sender() != self.me => return,
+            // Sealed for its destination, whichever relay it goes through.
+            Some(dest) => self.links.iter_mut().find(|l| l.id == dest),
+            None => self.links.iter_mut().find(|l| l.addr == to),
+        };
+        let Some(link) = link else {
             return;
         };
         if f.kind() != Kind::Data || self.checked == CHECKED_FRAMES {
@@ -312,6 +321,8 @@ fn meta(b: u8) -> MemberMeta {
         zone: 0,
         gpu: b & 4 != 0,
         bridge: b & 8 != 0,
+        relay: b & 16 != 0,
+        nat: b & 32 != 0,
     }
 }
 
@@ -680,6 +691,9 @@ fuzz_target!(|data: &[u8]| {
         wal_checkpoint_bytes: 4096,
         profile: myco_core::config::Profile::ALL[usize::from(flags >> 5) % 3],
         bridge_seeds: &[],
+        // Sometimes a relay (relayed frames are forwarded), sometimes behind NAT.
+        relay: flags & 0x18 == 0x08,
+        behind_nat: flags & 0x18 == 0x10,
     };
     let mut now = Instant(u64::from(input.u16()));
     let fresh = Node::new(&config, now).expect("the fixture configuration is valid");
@@ -697,6 +711,7 @@ fuzz_target!(|data: &[u8]| {
         real_signatures: flags & 4 != 0,
         capture: None,
         links: Vec::new(),
+        me: node.id(),
     };
     // Handshakes first, while the node's state (and so its randomness) is the same every run.
     for i in 0..usize::from(flags % 4) {

@@ -53,6 +53,27 @@ pub const BRIDGE_STALE_MS: u64 = 30_000;
 /// many gossip rounds, to find zones and bridges it has not heard from.
 pub const BRIDGE_IDLE_ROUNDS: u64 = 8;
 
+/// Relays a box behind NAT keeps sessions with (docs/protocol.md section 12): two, so one dying
+/// leaves it reachable while SWIM finds the relay dead and the next in its order takes over.
+pub const RELAYS_PER_BOX: usize = 2;
+/// A box behind NAT sends each of its relays a frame at least this often. UDP mappings of home
+/// and carrier NATs last 30 s or more (RFC 4787 asks for 2 minutes; many keep 30 s), so one frame
+/// per 20 s per relay is the least traffic that keeps both mappings open: 2 frames (2 KiB) per
+/// 20 s, and none at all while gossip already sends to the relay.
+pub const RELAY_KEEPALIVE_MS: u64 = 20_000;
+/// A relay forwards to a box only while its last authenticated frame is this recent: an older
+/// NAT mapping may have expired, and its port may now belong to someone else.
+pub const RELAY_LIVE_MS: u64 = 2 * RELAY_KEEPALIVE_MS;
+/// Senders a relay keeps a rate bucket for; the least recently used gives way.
+pub const RELAY_SENDERS_MAX: usize = 32;
+/// Frames per second one sender may have relayed, and its burst: far above a member's gossip
+/// (about 5 frames/s at rest, 40/s in an anti-entropy burst), far below a flood.
+pub const RELAY_SENDER_PER_S: u64 = 100;
+pub const RELAY_SENDER_BURST: u64 = 200;
+/// Frames per second a relay forwards in all (1 MiB/s), and its burst.
+pub const RELAY_TOTAL_PER_S: u64 = 1_000;
+pub const RELAY_TOTAL_BURST: u64 = 2_000;
+
 /// DNS-label rule for service names.
 pub const NAME_BYTES_MAX: usize = 63;
 pub const ARGS_MAX: usize = 16;
@@ -345,6 +366,8 @@ pub const BUDGET_BYTES: usize = ARENA_BYTES // packed entries
     + MEMBER_UPDATES_MAX * 64 // piggyback queue
     + GOSSIP_QUEUE_DEPTH * (RUMOR_KEYS_PER_FRAME * 8 + 16) // rumor queue
     + RELAYS_MAX * 48 // indirect probes relayed for others
+    + RELAY_SENDERS_MAX * 24 + 24 // relay rate buckets
+    + MEMBERS_MAX * 48 // routes to boxes behind NAT: address, id, relay address
     + JOIN_MAX * 24 // join addresses
     + BRIDGE_SEEDS_MAX * 18 + BRIDGE_PEERS_MAX * 48 + 16 // bridge seeds and directory
     + SESSIONS_MAX * 168 // established sessions: two AEAD keys, replay window, peer, address, certified key

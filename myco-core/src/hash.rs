@@ -21,6 +21,9 @@ pub const DOMAIN_BUILD: u64 = 0x06;
 pub const DOMAIN_SUBSTITUTE: u64 = 0x07;
 /// Which members bridge their zone: `SipHash(DOMAIN_BRIDGE, zone || member id)` (`node::bridge`).
 pub const DOMAIN_BRIDGE: u64 = 0x08;
+/// Which relays a box behind NAT keeps: `SipHash(DOMAIN_RELAY, zone || box id || relay id)`
+/// (`node::relay`).
+pub const DOMAIN_RELAY: u64 = 0x09;
 
 #[derive(Clone, Copy)]
 pub struct SipHasher {

@@ -171,6 +171,8 @@ mod tests {
             zone,
             gpu,
             bridge: false,
+            relay: false,
+            nat: false,
         }
     }
 

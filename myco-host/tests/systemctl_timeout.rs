@@ -64,6 +64,8 @@ fn node() -> Box<Node> {
         wal_checkpoint_bytes: WAL_CHECKPOINT_BYTES,
         profile: myco_core::config::Profile::LAN,
         bridge_seeds: &[],
+        relay: false,
+        behind_nat: false,
     };
     Box::new(Node::new(&config, Instant(0)).expect("a valid identity"))
 }

@@ -135,6 +135,10 @@ pub struct Report {
     /// surviving boxes of zone 1 started as elected bridges after the kill: their replacements'.
     pub bridges_killed: usize,
     pub replacement_bridge_syncs: u64,
+    /// Frames the NAT model dropped (to a box behind NAT from an address it had not sent to
+    /// within `NAT_MAPPING_MS`) and frames relays forwarded, summed over honest nodes.
+    pub nat_dropped: u64,
+    pub relayed_frames: u64,
     pub failure: Option<Failure>,
 }
 
@@ -278,6 +282,8 @@ pub fn boot_joining(
         wal_checkpoint_bytes: s.wal_checkpoint_bytes,
         profile: s.profile,
         bridge_seeds: &ids.bridge_seeds[i],
+        relay: s.roles(i).0,
+        behind_nat: s.roles(i).1,
     };
     Node::new(&config, Instant(now)).expect("simulated identities are valid")
 }
@@ -293,11 +299,19 @@ impl Cluster {
         let block = u64::from(s.adversary);
         let mut ids = Identities::zoned(s.seed, s.nodes, block, s.zones);
         ids.bridge_seeds = (0..s.nodes).map(|i| bridge_seeds(i, s)).collect();
+        // Relay and NAT are configuration, which each node's record carries besides its
+        // certificate's facts.
+        for (i, m) in ids.metas.iter_mut().enumerate() {
+            (m.relay, m.nat) = s.roles(i);
+        }
         let mut honest = vec![true; s.nodes];
         if s.adversary {
             honest[s.nodes - 1] = false;
         }
-        let world = World::new(s, faults, NET_SLOTS);
+        let mut world = World::new(s, faults, NET_SLOTS);
+        world
+            .net
+            .behind_nat(&(0..s.nodes).map(|i| s.roles(i).1).collect::<Vec<_>>());
         let nodes: Vec<Box<Node>> = (0..s.nodes)
             .map(|i| Box::new(boot(i, s, &ids, block, 0, 0)))
             .collect();
@@ -624,7 +638,9 @@ impl Cluster {
         for c in honest.map(|i| self.nodes[i].counters()) {
             report.bridge_sessions += c.bridge_sessions;
             report.bridge_entries += c.bridge_entries;
+            report.relayed_frames += c.relayed_frames;
         }
+        report.nat_dropped = self.world.net.nat_dropped;
     }
 
     /// Membership stays in its zone: a member record of another zone's box in any honest node's
@@ -1174,6 +1190,35 @@ mod tests {
         assert_eq!(r.member_records_crossing_zones, 0);
         assert!(r.bridge_entries > 0 && r.placement_checks > 0);
         assert!(r.rounds_to_replace.is_some(), "{}", s.command());
+    }
+
+    /// Boxes behind NAT (`--nat`): they join, get services placed and run them (the placement
+    /// and executor invariants hold for them like any box), and are replaced when killed (seed 2
+    /// kills node 15, behind NAT); when a relay dies (seed 4 kills node 2), every other box
+    /// behind NAT has dropped it from its relays and is alive to every live box.
+    #[test]
+    fn boxes_behind_nat_run_services_and_outlive_a_relay() {
+        for (seed, killed) in [(2, 15), (4, 2)] {
+            let mut s = Scenario::standard(seed, 20, 60, 0.1);
+            s.nat = 5;
+            let mut c = Cluster::new(&s);
+            let r = c.run();
+            assert_eq!(r.failure, None, "{}", s.command());
+            assert!(r.converged && r.relayed_frames > 0 && r.nat_dropped > 0);
+            assert_eq!(r.killed, Some(killed), "{}", s.command());
+            assert!(r.rounds_to_replace.is_some(), "{}", s.command());
+            let dead = c.nodes[killed].id();
+            for i in (15..20).filter(|&i| i != killed) {
+                let id = c.nodes[i].id();
+                let relays = c.nodes[i].relays_of(id);
+                assert_eq!(relays.len(), 2);
+                assert!(!relays.contains(&dead), "{}", s.command());
+                for j in (0..20).filter(|&j| j != killed && j != i) {
+                    let m = c.nodes[j].members().iter().find(|m| m.id == id);
+                    assert!(m.is_some_and(|m| m.is_live()), "{} at {j}", s.command());
+                }
+            }
+        }
     }
 
     /// Every bridge-capable box has a seed in each other zone, on a bridge-capable box of that

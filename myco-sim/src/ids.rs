@@ -42,6 +42,8 @@ pub fn plain(zone: u8) -> MemberMeta {
         zone,
         gpu: false,
         bridge: false,
+        relay: false,
+        nat: false,
     }
 }
 
@@ -99,6 +101,8 @@ impl Identities {
                 // the stream stays the same.
                 gpu: h.chance(1, 4) && !bridge_capable(i, zones),
                 bridge: bridge_capable(i, zones),
+                relay: false,
+                nat: false,
             })
             .collect();
         let certs = node_seeds

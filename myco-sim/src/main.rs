@@ -69,6 +69,9 @@ RUN OPTIONS:
                     otherwise); --nodes may then be up to 250 a zone
   --kill-bridges    with --zones: zone 1's elected bridges die for good mid-deploys; the later
                     deploys must still reach zone 1 through the next bridges in rendezvous order
+  --nat N           the last N nodes are behind NAT (a box receives only from addresses it sent to
+                    within 30 s) and the first 3 of each zone relay for them; the invariants hold
+                    for them like any box (nat_dropped, relayed_frames); the gauntlet draws it
   --json            print one JSON object instead of a summary
 
 INVARIANTS:

@@ -10,6 +10,10 @@ use myco_core::random::Prng;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
+/// How long the NAT model keeps a mapping without outbound traffic: 30 s, the short end of what
+/// home and carrier NATs keep (RFC 4787 asks for 2 minutes).
+pub const NAT_MAPPING_MS: u64 = 30_000;
+
 #[derive(Clone, Copy, Debug)]
 pub struct Faults {
     /// Probability in parts per million.
@@ -40,6 +44,12 @@ pub struct Net {
     /// A slow node and by how much: every frame to it arrives this many ms late, as if its
     /// process were stalled or its CPU saturated (its own timers still fire on time).
     pub slow: Option<(u16, u64)>,
+    /// Nodes behind NAT, and when node `i` last sent to node `j` (at `i * n + j`, plus one: 0 is
+    /// never), allocated only when some node is behind NAT.
+    nat: Vec<bool>,
+    mapped: Vec<u64>,
+    /// Frames to a node behind NAT from an address it had not sent to within `NAT_MAPPING_MS`.
+    pub nat_dropped: u64,
     pub sent: u64,
     pub lost: u64,
     pub congested: u64,
@@ -64,11 +74,41 @@ impl Net {
             seq: 0,
             side: vec![0; nodes],
             slow: None,
+            nat: vec![false; nodes],
+            mapped: Vec::new(),
+            nat_dropped: 0,
             sent: 0,
             lost: 0,
             congested: 0,
             delivered: 0,
         }
+    }
+
+    /// Puts the nodes marked true behind NAT (endpoint-independent mapping, address-dependent
+    /// filtering: what most home and carrier NATs do). Call before the nodes boot.
+    pub fn behind_nat(&mut self, nat: &[bool]) {
+        self.nat[..nat.len()].copy_from_slice(nat);
+        if nat.iter().any(|&b| b) {
+            self.mapped = vec![0; self.nat.len() * self.nat.len()];
+        }
+    }
+
+    /// Whether the frame passes the NAT model: it refreshes the sender's mapping if the sender is
+    /// behind NAT, and reaches a node behind NAT only from an address that node sent to lately.
+    fn nat_passes(&mut self, now: u64, from: usize, to: usize) -> bool {
+        let n = self.nat.len();
+        if self.nat[from] {
+            self.mapped[from * n + to] = now + 1;
+        }
+        if !self.nat[to] {
+            return true;
+        }
+        let at = self.mapped[to * n + from];
+        let open = at > 0 && now + 1 - at < NAT_MAPPING_MS;
+        if !open {
+            self.nat_dropped += 1;
+        }
+        open
     }
 
     fn ppm(&mut self, p: u64) -> bool {
@@ -77,6 +117,9 @@ impl Net {
 
     pub fn send(&mut self, now: u64, from: u16, to: u16, frame: &[u8; FRAME_BYTES]) {
         self.sent += 1;
+        if !self.nat_passes(now, usize::from(from), usize::from(to)) {
+            return;
+        }
         if self.side[usize::from(from)] != self.side[usize::from(to)]
             || self.ppm(self.faults.loss_ppm)
         {
@@ -129,5 +172,36 @@ impl Net {
 
     pub fn release(&mut self, d: Delivery) {
         self.free.push(d.slot);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A node behind NAT receives only from a node it sent to within `NAT_MAPPING_MS`; what it
+    /// sends always leaves, and public nodes receive from anyone.
+    #[test]
+    fn the_nat_model_lets_in_only_answers_to_recent_sends() {
+        let faults = Faults {
+            loss_ppm: 0,
+            duplicate_ppm: 0,
+            latency_ms_min: 1,
+            latency_ms_max: 1,
+        };
+        let mut net = Net::new(3, faults, 1, 16);
+        net.behind_nat(&[false, true, false]);
+        let f = [0u8; FRAME_BYTES];
+        net.send(0, 0, 1, &f);
+        assert_eq!(net.nat_dropped, 1, "nothing sent to 0 yet");
+        net.send(10, 1, 0, &f);
+        net.send(20, 0, 1, &f);
+        net.send(10 + NAT_MAPPING_MS - 1, 0, 1, &f);
+        assert_eq!(net.nat_dropped, 1, "an open mapping lets answers in");
+        net.send(10 + NAT_MAPPING_MS, 0, 1, &f);
+        net.send(30, 2, 1, &f);
+        assert_eq!(net.nat_dropped, 3, "expired, and never sent to 2");
+        net.send(40, 2, 0, &f);
+        assert_eq!(net.nat_dropped, 3, "a public node receives from anyone");
     }
 }

@@ -52,6 +52,7 @@ pub fn parse_scenario(args: &mut Arguments) -> Result<Scenario, String> {
     s.profile = crate::scenario::profile_arg(args)?;
     s.zones = opt(args, "--zones", 1u8)?;
     s.kill_bridges = args.contains("--kill-bridges");
+    s.nat = opt(args, "--nat", 0usize)?;
     if !(1..=64).contains(&s.zones) {
         return Err(format!("--zones must be 1..=64, got {}", s.zones));
     }
@@ -82,6 +83,7 @@ pub fn parse_scenario(args: &mut Arguments) -> Result<Scenario, String> {
             s.nodes
         ));
     }
+    check_nat(&s)?;
     if s.services > 1000 {
         return Err(format!(
             "--services must be at most 1000, got {}",
@@ -92,6 +94,19 @@ pub fn parse_scenario(args: &mut Arguments) -> Result<Scenario, String> {
         return Err("--latency-max must be 1..=1000 ms".to_string());
     }
     Ok(s)
+}
+
+/// `--nat` must leave `RELAYS_PER_ZONE` nodes per zone to relay, besides the adversary.
+fn check_nat(s: &Scenario) -> Result<(), String> {
+    let relays = crate::scenario::RELAYS_PER_ZONE * usize::from(s.zones);
+    if s.nat > 0 && s.nat + relays + usize::from(s.adversary) > s.nodes {
+        return Err(format!(
+            "--nat {} leaves fewer than {relays} nodes to relay ({} a zone)",
+            s.nat,
+            crate::scenario::RELAYS_PER_ZONE
+        ));
+    }
+    Ok(())
 }
 
 /// Runs `s` and returns its report with the wall time it took.
@@ -127,7 +142,7 @@ pub fn json(s: &Scenario, r: &Report, wall_ms: u128) -> String {
             "\"adversary_frames_sent\":{},\"adversary_frames_accepted\":{},\"forged_slots_accepted\":{},",
             "\"refused_frames\":{},\"revocation_block\":{},\"refused_by_reason\":{{{}}},",
             "\"placement_checks\":{},\"executor_checks\":{},\"executor_commands\":{},\"health_checks\":{},\"health_restarts\":{},\"builds_local\":{},\"builds_fetched\":{},\"builds_local_held_by_peer\":{},\"builds_remote\":{},\"builds_for_peers\":{},\"remote_canary_holds\":{},\"killed_node\":{},\"services_replaced\":{},\"rounds_to_replace\":{},\"ms_to_replace\":{},\"profile\":\"{}\",",
-            "\"zones\":{},\"member_records_crossing_zones\":{},\"bridge_sessions\":{},\"bridge_entries\":{},\"bridges_killed\":{},\"replacement_bridge_syncs\":{},",
+            "\"zones\":{},\"member_records_crossing_zones\":{},\"bridge_sessions\":{},\"bridge_entries\":{},\"bridges_killed\":{},\"replacement_bridge_syncs\":{},{}",
             "\"trace_hash\":\"{:016x}\",\"wall_ms\":{},\"failure\":{}}}"
         ),
         s.seed,
@@ -179,9 +194,19 @@ pub fn json(s: &Scenario, r: &Report, wall_ms: u128) -> String {
         r.bridge_entries,
         r.bridges_killed,
         r.replacement_bridge_syncs,
+        nat_json(s, r),
         r.trace_hash,
         wall_ms,
         failure
+    )
+}
+
+/// The NAT fields of the JSON report: boxes behind NAT, frames the NAT model dropped, frames
+/// relays forwarded.
+fn nat_json(s: &Scenario, r: &Report) -> String {
+    format!(
+        "\"nat\":{},\"nat_dropped\":{},\"relayed_frames\":{},",
+        s.nat, r.nat_dropped, r.relayed_frames
     )
 }
 

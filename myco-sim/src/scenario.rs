@@ -54,7 +54,13 @@ pub struct Scenario {
     pub zones: u8,
     /// In the middle of the deploys, zone 1's elected bridges die for good (`--kill-bridges`).
     pub kill_bridges: bool,
+    /// Boxes behind NAT (`--nat N`): the last `nat` honest nodes, with the first
+    /// `RELAYS_PER_ZONE` nodes of each zone started `--relay` (`Scenario::roles`).
+    pub nat: usize,
 }
+
+/// Relays per zone when a scenario has boxes behind NAT: three, so one dying leaves each box two.
+pub const RELAYS_PER_ZONE: usize = 3;
 
 /// `--profile NAME` from a command line: `lan` when absent, a usage error for an unknown name.
 pub fn profile_arg(args: &mut pico_args::Arguments) -> Result<Profile, String> {
@@ -92,6 +98,7 @@ impl Scenario {
             profile: Profile::LAN,
             zones: 1,
             kill_bridges: false,
+            nat: 0,
         }
     }
 
@@ -100,7 +107,7 @@ impl Scenario {
         let mut r = Prng::new(seed ^ 0x5741_524d);
         let nodes = 3 + r.below(98) as usize;
         let services = r.below(1001) as usize;
-        Scenario {
+        let mut s = Scenario {
             seed,
             nodes,
             services,
@@ -139,7 +146,25 @@ impl Scenario {
                 1
             },
             kill_bridges: false,
+            nat: 0,
+        };
+        // Drawn after everything else, so every other dimension of a seed stays what it was: a
+        // quarter of the seeds put up to a quarter of the boxes behind NAT, leaving each zone its
+        // relays.
+        let room = s.nodes - usize::from(s.adversary);
+        let room = room.saturating_sub(RELAYS_PER_ZONE * usize::from(s.zones));
+        if r.chance(1, 4) && room > 0 {
+            s.nat = 1 + r.below((room.min(s.nodes / 4).max(1)) as u64) as usize;
         }
+        s
+    }
+
+    /// Node `i`'s `(relay, behind_nat)`: with boxes behind NAT, the first `RELAYS_PER_ZONE` of
+    /// each zone (zones are round-robin) relay, and the last `nat` honest nodes are behind NAT.
+    pub fn roles(&self, i: usize) -> (bool, bool) {
+        let end = self.nodes - usize::from(self.adversary);
+        let relay = self.nat > 0 && i / usize::from(self.zones) < RELAYS_PER_ZONE;
+        (relay, i < end && i + self.nat >= end)
     }
 
     /// The command line that reproduces this scenario.
@@ -178,6 +203,10 @@ impl Scenario {
             " --kill-bridges"
         } else {
             ""
+        } + &if self.nat > 0 {
+            format!(" --nat {}", self.nat)
+        } else {
+            String::new()
         }
     }
 }
@@ -302,4 +331,33 @@ pub fn operations(s: &Scenario, operator: &SigningKey) -> Vec<Op> {
     }
     ops.sort_by_key(|o| o.at_ms);
     ops
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The gauntlet puts boxes behind NAT in some seeds, never so many that a zone lacks its
+    /// relays, and never the adversary.
+    #[test]
+    fn swarms_draw_nat_and_leave_each_zone_its_relays() {
+        let swarms: Vec<Scenario> = (0..400).map(Scenario::swarm).collect();
+        let with_nat = swarms.iter().filter(|s| s.nat > 0).count();
+        assert!((50..150).contains(&with_nat), "{with_nat} of 400");
+        for s in swarms.iter().filter(|s| s.nat > 0) {
+            let roles: Vec<(bool, bool)> = (0..s.nodes).map(|i| s.roles(i)).collect();
+            assert_eq!(
+                roles.iter().filter(|r| r.1).count(),
+                s.nat,
+                "{}",
+                s.command()
+            );
+            assert!(roles.iter().all(|&(relay, nat)| !(relay && nat)));
+            let relays = roles.iter().filter(|r| r.0).count();
+            assert!(relays >= RELAYS_PER_ZONE * usize::from(s.zones).min(s.nodes));
+            if s.adversary {
+                assert!(!roles[s.nodes - 1].1);
+            }
+        }
+    }
 }

@@ -339,6 +339,8 @@ mod tests {
                 zone: 0,
                 gpu: false,
                 bridge: false,
+                relay: false,
+                nat: false,
             },
         }
     }

@@ -39,6 +39,7 @@ use crate::time::Instant;
 use crate::wal::checkpoint_due;
 use core::cell::Cell;
 use heapless::Vec;
+use relay::RelayRefusal;
 use transport::{Drop as TransportDrop, Transport};
 
 /// Sessions a node keeps open proactively; beyond these, sessions open on demand.
@@ -150,12 +151,16 @@ pub enum Refusal {
     /// A bridge session carried something other than desired state (a member record, a probe, a
     /// status): membership never crosses a zone.
     Bridge,
+    /// A frame marked relayed that this node did not forward (`relay::RelayRefusal` says why).
+    Relay(RelayRefusal),
 }
 
 impl Refusal {
     /// Every reason's name, in `index` order: the `reason` label of the daemon's refused-frames
     /// metric and the name its refusal events carry.
-    pub const NAMES: [&'static str; 6] = ["frame", "zone", "body", "entry", "crypto", "bridge"];
+    pub const NAMES: [&'static str; 7] = [
+        "frame", "zone", "body", "entry", "crypto", "bridge", "relay",
+    ];
 
     /// This refusal's position in `NAMES` (and in `Counters::refused_by_reason`).
     pub fn index(self) -> usize {
@@ -166,6 +171,7 @@ impl Refusal {
             Refusal::Entry(_) => 3,
             Refusal::Crypto(_) => 4,
             Refusal::Bridge => 5,
+            Refusal::Relay(_) => 6,
         }
     }
 
@@ -218,11 +224,19 @@ pub struct Counters {
     pub bridge_syncs: u64,
     /// New entries or versions received over bridge sessions.
     pub bridge_entries: u64,
+    /// Frames this relay forwarded.
+    pub relayed_frames: u64,
+    /// Relayed frames refused, by `RelayRefusal` (not relay, loop, sender, destination, rate).
+    pub relay_refused: [u64; 5],
+    /// Frames a box behind NAT sent only to keep a relay's mapping open.
+    pub relay_keepalives: u64,
+    /// Frames this node sent to a box behind NAT through one of its relays.
+    pub frames_via_relay: u64,
 }
 
 impl Counters {
     /// Refused frames by reason, named and ordered as `Refusal::NAMES`.
-    pub fn refused_by_reason(&self) -> [(&'static str, u64); 6] {
+    pub fn refused_by_reason(&self) -> [(&'static str, u64); 7] {
         let counts = [
             self.refused_frame,
             self.refused_zone,
@@ -230,6 +244,7 @@ impl Counters {
             self.refused_entry,
             self.refused_crypto,
             self.refused_bridge,
+            self.relay_refused.iter().sum(),
         ];
         core::array::from_fn(|i| (Refusal::NAMES[i], counts[i]))
     }
@@ -284,6 +299,10 @@ pub struct NodeConfig<'a> {
     /// `--bridge-seed`: bridge-capable boxes of other zones an elected bridge contacts first
     /// (at most `BRIDGE_SEEDS_MAX`; the rest are ignored). Empty for a box that never bridges.
     pub bridge_seeds: &'a [PeerAddr],
+    /// `--relay`: forward sealed frames for boxes behind NAT (docs/protocol.md section 12).
+    pub relay: bool,
+    /// `--behind-nat`: no peer reaches this box directly; it keeps sessions with relays.
+    pub behind_nat: bool,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -331,6 +350,8 @@ pub struct Node {
     /// own missed acks and refutations, lowered by acks. See `Node::awareness_scale`.
     health: u8,
     relays: Vec<Relay, RELAYS_MAX>,
+    /// What this node forwards as a `--relay`, and at what rate.
+    forwarder: relay::Forwarder,
     /// Seeds and the directory of other zones' bridges (`node::bridge`).
     bridges: bridge::Bridges,
     next_probe: Instant,
@@ -370,6 +391,7 @@ pub use bridge::{bridge_score, BridgePeer};
 mod pages;
 mod placed;
 mod probe;
+pub mod relay;
 mod status;
 pub use status::PlacedDigests;
 mod sync;
@@ -394,7 +416,11 @@ impl Node {
             zone: cert.zone,
         };
         let id = creds.node_id();
-        let meta = meta_of(&cert);
+        let meta = MemberMeta {
+            relay: config.relay,
+            nat: config.behind_nat,
+            ..meta_of(&cert)
+        };
         let mut join = Vec::new();
         for a in config.join.iter().take(JOIN_MAX) {
             join.push(*a).expect("taken at most JOIN_MAX");
@@ -407,7 +433,10 @@ impl Node {
             id,
             meta,
             profile,
-            incarnation: 0,
+            // Relay and NAT are configuration, which the handshake's record (incarnation 0, from
+            // the certificate) cannot know: a box with either starts one above, so its own record
+            // wins everywhere, second-hand copies included.
+            incarnation: u32::from(config.relay || config.behind_nat),
             rng,
             store: Store::new(),
             members: Members::new(profile),
@@ -422,6 +451,7 @@ impl Node {
             handshake_probe: None,
             health: 0,
             relays: Vec::new(),
+            forwarder: relay::Forwarder::new(now),
             bridges: bridge::Bridges::new(config.bridge_seeds),
             next_probe: now.add_ms(jitter),
             next_gossip: now.add_ms(jitter),
@@ -666,10 +696,12 @@ impl Node {
         self.out.now = now;
         self.out.handle_tick(sink);
         self.warm_sessions(sink);
+        self.keep_relays_open(now, sink);
         self.tick_probe(now, sink);
         if now >= self.next_gossip {
             self.next_gossip = now.add_ms(self.profile.gossip_interval_ms);
             self.gossip_round(sink);
+            self.update_routes(sink);
         }
         if now >= self.next_member_sync {
             self.next_member_sync = now.add_ms(self.profile.member_sync_interval_ms);
@@ -727,6 +759,9 @@ impl Node {
         if frame.zone() != self.meta.zone && !self.bridges_to(frame.zone()) {
             return self.refuse(sink, Refusal::WrongZone);
         }
+        let Some(from) = self.source_of(now, from, &frame, sink) else {
+            return;
+        };
         if frame.sender() == self.id {
             if frame.kind() == Kind::Hello && self.out.own_hello_returned(from, frame.body()) {
                 self.forget_join(from);
@@ -947,6 +982,8 @@ impl Node {
                 self.out.refuse(r);
             }
             Refusal::Bridge => c.refused_bridge += 1,
+            // Counted by reason in `relay_refused` where it is decided.
+            Refusal::Relay(_) => {}
         }
         sink.event(Event::Refused(why));
     }
@@ -1099,6 +1136,9 @@ fn meta_of(c: &CertBody) -> MemberMeta {
         zone: c.zone,
         gpu: c.gpu,
         bridge: c.bridge.is_some(),
+        // Configuration, not certificate: a member's own pings say them (`Node::learn`).
+        relay: false,
+        nat: false,
     }
 }
 

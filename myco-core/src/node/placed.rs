@@ -266,6 +266,8 @@ mod tests {
             zone,
             gpu: false,
             bridge: false,
+            relay: false,
+            nat: false,
         };
         Candidate { id, meta }
     }

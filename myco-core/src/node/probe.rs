@@ -263,6 +263,10 @@ impl Node {
         // even when its record did not win (same incarnation).
         if let Some(m) = self.members.get_mut(sender) {
             m.addr = from;
+            // Relay and NAT are the member's configuration, not its certificate: only its own
+            // word says them, also at the incarnation the handshake recorded it at.
+            m.meta.relay = me.meta.relay;
+            m.meta.nat = me.meta.nat;
         }
         for u in updates {
             self.apply_member(now, u, sender, sink);

@@ -281,6 +281,8 @@ fn node_certified(
         wal_checkpoint_bytes,
         profile,
         bridge_seeds,
+        relay: false,
+        behind_nat: false,
     };
     Box::new(Node::new(&config, Instant(0)).unwrap())
 }
@@ -750,6 +752,8 @@ fn phantom(i: u64) -> MemberUpdate {
             zone: 0,
             gpu: false,
             bridge: false,
+            relay: false,
+            nat: false,
         },
     }
 }
@@ -1552,3 +1556,4 @@ fn a_remote_box_counts_the_failure_its_builder_answers() {
 
 mod bridges;
 mod placed;
+mod relay;

@@ -17,7 +17,7 @@
 use super::{Counters, Sink};
 use crate::config::{
     BODY_BYTES_MAX, FRAME_BYTES, HANDSHAKES_MAX, HANDSHAKE_RESEND_MS, HANDSHAKE_TIMEOUT_MS,
-    HEADER_BYTES, SESSIONS_MAX, TAG_BYTES,
+    HEADER_BYTES, MEMBERS_MAX, SESSIONS_MAX, TAG_BYTES,
 };
 use crate::crypto::handshake::{
     Credentials, Handshake, HandshakeMsg, MsgKind, Peer, Responder, Trust,
@@ -25,7 +25,7 @@ use crate::crypto::handshake::{
 use crate::crypto::{Initiator, Refusal as CryptoRefusal, Session};
 use crate::hash::{digest, DOMAIN_HELLO};
 use crate::schema::addr::PeerAddr;
-use crate::schema::frame::{body_mut, write_frame, Frame, Header, Kind};
+use crate::schema::frame::{body_mut, mark_relayed, write_frame, Frame, Header, Kind};
 use crate::schema::message::{Body, Digest, Message};
 use crate::time::Instant;
 
@@ -45,6 +45,20 @@ pub struct Link {
     pub zone: u8,
     session: Session,
     last_rx: Instant,
+    /// When this node last sealed a frame to the peer: a box behind NAT sends its relays a
+    /// keepalive only when gossip has not (`node::relay`).
+    last_tx: Instant,
+}
+
+impl Link {
+    /// When the peer's last authenticated frame arrived.
+    pub fn last_rx(&self) -> Instant {
+        self.last_rx
+    }
+    /// When this node last sealed a frame to the peer.
+    pub fn last_tx(&self) -> Instant {
+        self.last_tx
+    }
 }
 
 // Entries live in a fixed table, so every slot is as large as the largest variant anyway, and
@@ -79,6 +93,15 @@ pub struct Established {
     pub responder: bool,
 }
 
+/// Frames for the box behind NAT at `addr` go to `via`, one of its relays, marked relayed to
+/// `dest` (`Node::update_routes` keeps the table; docs/protocol.md section 12).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Route {
+    pub addr: PeerAddr,
+    pub dest: u64,
+    pub via: PeerAddr,
+}
+
 /// Why an incoming frame was dropped by the transport.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Drop {
@@ -95,6 +118,7 @@ pub struct Transport {
     pub trust: Trust,
     pub links: Vec<Link, SESSIONS_MAX>,
     pending: Vec<Pending, HANDSHAKES_MAX>,
+    pub routes: Vec<Route, MEMBERS_MAX>,
     pub counters: Counters,
     /// Refusals by `crypto::Refusal::index()`.
     pub refusals: [u64; 8],
@@ -119,6 +143,7 @@ impl Transport {
             trust,
             links: Vec::new(),
             pending: Vec::new(),
+            routes: Vec::new(),
             counters: Counters::default(),
             refusals: [0; 8],
         }
@@ -144,12 +169,24 @@ impl Transport {
         sink.send(to, frame);
     }
 
+    /// Where a frame for `to` goes: through a relay, marked relayed, when `to` is a box behind
+    /// NAT with a route; otherwise to `to`. Call it before sealing: the mark is in the header.
+    fn routed(&mut self, to: PeerAddr, frame: &mut [u8; FRAME_BYTES]) -> PeerAddr {
+        let Some(r) = self.routes.iter().find(|r| r.addr == to) else {
+            return to;
+        };
+        mark_relayed(frame, r.dest);
+        self.counters.frames_via_relay += 1;
+        r.via
+    }
+
     /// Sends a handshake message in a cleartext frame.
     fn send_handshake(&mut self, sink: &mut impl Sink, to: PeerAddr, msg: &[u8], kind: Kind) {
         let mut frame = [0u8; FRAME_BYTES];
         body_mut(&mut frame)[..msg.len()].copy_from_slice(msg);
         write_frame(&mut frame, &self.header(kind, 0), msg.len());
-        self.emit(sink, to, &frame);
+        let via = self.routed(to, &mut frame);
+        self.emit(sink, via, &frame);
     }
 
     /// Seals `msg` to `to`, or starts a handshake and drops it if there is no session yet.
@@ -175,12 +212,14 @@ impl Transport {
             return;
         };
         write_frame(&mut frame, &self.header(Kind::Data, counter.value()), len);
+        let via = self.routed(to, &mut frame);
         let (head, rest) = frame.split_at_mut(HEADER_BYTES);
         let (body, tag) = rest.split_at_mut(BODY_BYTES_MAX);
         let head: &[u8; HEADER_BYTES] = (&*head).try_into().expect("split at the header");
         let body: &mut [u8; BODY_BYTES_MAX] = body.try_into().expect("split at the body");
         tag.copy_from_slice(&self.links[i].session.seal_in_place(counter, head, body));
-        self.emit(sink, to, &frame);
+        self.links[i].last_tx = self.now;
+        self.emit(sink, via, &frame);
     }
 
     fn repeat_finish(&mut self, sink: &mut impl Sink, to: PeerAddr) {
@@ -437,6 +476,7 @@ impl Transport {
             zone: certified.cert.zone,
             session,
             last_rx: self.now,
+            last_tx: self.now,
         };
         if self.links.push(link).is_err() {
             unreachable!("room made above");
@@ -503,7 +543,10 @@ impl Transport {
         Ok(Opened {
             sender,
             zone: frame.zone(),
-            revocation_block: frame.revocation_block(),
+            // A relayed frame carries no block, so it hints at no rotation.
+            revocation_block: frame
+                .revocation_block()
+                .unwrap_or(self.trust.revocation_block),
             len,
         })
     }

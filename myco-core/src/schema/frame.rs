@@ -8,9 +8,9 @@
 //! | 2         | protocol version   |
 //! | 3         | kind               |
 //! | 4         | zone id            |
-//! | 5         | flags (must be 0)  |
+//! | 5         | flags: 0, or `FLAG_RELAYED` |
 //! | 6..8      | body length u16    |
-//! | 8..16     | revocation block   |
+//! | 8..16     | revocation block; relayed: the destination node id |
 //! | 16..24    | sender node id     |
 //! | 24..32    | counter (nonce)    |
 //! | 32..1008  | body, zero padded  |
@@ -23,6 +23,10 @@ use crate::config::{BODY_BYTES_MAX, FRAME_BYTES, HEADER_BYTES, TAG_BYTES};
 
 pub const MAGIC: [u8; 2] = *b"MY";
 pub const PROTOCOL_VERSION: u8 = 1;
+/// The frame goes through a relay to the node id in bytes 8..16, which then hold that id instead
+/// of the sender's RevocationBlock (docs/protocol.md section 12). The sender sets it before
+/// sealing, so the destination is authenticated with the rest of the header.
+pub const FLAG_RELAYED: u8 = 1;
 
 mod field {
     use core::ops::Range;
@@ -93,7 +97,7 @@ impl<'a> Frame<'a> {
         if Kind::from_u8(bytes[field::KIND]).is_none() {
             return Err(FrameError::Kind);
         }
-        if bytes[field::FLAGS] != 0 {
+        if bytes[field::FLAGS] & !FLAG_RELAYED != 0 {
             return Err(FrameError::Flags);
         }
         let frame = Frame { bytes };
@@ -120,8 +124,19 @@ impl<'a> Frame<'a> {
     pub fn body_len(&self) -> usize {
         usize::from(u16::from_le_bytes([self.bytes[6], self.bytes[7]]))
     }
-    pub fn revocation_block(&self) -> u64 {
-        read_u64(self.bytes, field::REVOCATION.start)
+    /// The sender's RevocationBlock; a relayed frame carries none (`relay_to` holds its bytes).
+    pub fn revocation_block(&self) -> Option<u64> {
+        let field = read_u64(self.bytes, field::REVOCATION.start);
+        self.relay_to().is_none().then_some(field)
+    }
+    /// The node id a relayed frame is for; `None` for a direct frame.
+    pub fn relay_to(&self) -> Option<u64> {
+        let relayed = self.bytes[field::FLAGS] & FLAG_RELAYED != 0;
+        relayed.then(|| read_u64(self.bytes, field::REVOCATION.start))
+    }
+    /// The whole datagram, for a relay to forward as it came.
+    pub fn bytes(&self) -> &'a [u8; FRAME_BYTES] {
+        self.bytes
     }
     pub fn sender(&self) -> u64 {
         read_u64(self.bytes, field::SENDER.start)
@@ -175,6 +190,13 @@ pub fn write_frame(out: &mut [u8; FRAME_BYTES], header: &Header, body_len: usize
     out[HEADER_BYTES + body_len..].fill(0);
 }
 
+/// Marks a written frame as relayed to `dest`: sets `FLAG_RELAYED` and puts `dest` where the
+/// RevocationBlock was. Call it before sealing: the header is the associated data.
+pub fn mark_relayed(out: &mut [u8; FRAME_BYTES], dest: u64) {
+    out[field::FLAGS] = FLAG_RELAYED;
+    out[field::REVOCATION].copy_from_slice(&dest.to_le_bytes());
+}
+
 /// The body region of a frame being written.
 pub fn body_mut(out: &mut [u8; FRAME_BYTES]) -> &mut [u8] {
     &mut out[HEADER_BYTES..HEADER_BYTES + BODY_BYTES_MAX]
@@ -205,9 +227,26 @@ mod tests {
         let v = Frame::new_checked(&f).unwrap();
         assert_eq!(
             (v.zone(), v.revocation_block(), v.sender(), v.counter()),
-            (7, 9, 42, 5)
+            (7, Some(9), 42, 5)
         );
         assert_eq!(v.body(), b"abc");
+        assert_eq!(v.relay_to(), None);
+    }
+
+    /// A relayed frame names its destination where the RevocationBlock was, and carries no
+    /// block; any other flag bit is still refused.
+    #[test]
+    fn relayed_frames_name_their_destination() {
+        let mut f = sample();
+        mark_relayed(&mut f, 0xfeed);
+        let v = Frame::new_checked(&f).unwrap();
+        assert_eq!((v.relay_to(), v.revocation_block()), (Some(0xfeed), None));
+        assert_eq!((v.sender(), v.counter(), v.body()), (42, 5, &b"abc"[..]));
+        for bit in 1..8 {
+            let mut g = f;
+            g[5] |= 1 << bit;
+            assert_eq!(Frame::new_checked(&g).err(), Some(FrameError::Flags));
+        }
     }
 
     /// Every malformation is refused with its own reason.

@@ -49,6 +49,10 @@ pub struct MemberMeta {
     pub zone: u8,
     pub gpu: bool,
     pub bridge: bool,
+    /// `--relay`: forwards sealed frames to boxes behind NAT that hold a session with it.
+    pub relay: bool,
+    /// `--behind-nat`: no peer reaches it directly; peers send to it through its relays.
+    pub nat: bool,
 }
 
 #[derive(Clone, Copy, Serialize, Deserialize)]
@@ -60,6 +64,9 @@ struct MetaFlags(u8);
 
 const FLAG_GPU: u8 = 1;
 const FLAG_BRIDGE: u8 = 2;
+const FLAG_RELAY: u8 = 4;
+const FLAG_NAT: u8 = 8;
+const FLAGS_KNOWN: u8 = FLAG_GPU | FLAG_BRIDGE | FLAG_RELAY | FLAG_NAT;
 
 impl Serialize for MetaFlags {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -70,7 +77,7 @@ impl Serialize for MetaFlags {
 impl<'de> Deserialize<'de> for MetaFlags {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<MetaFlags, D::Error> {
         let b = u8::deserialize(d)?;
-        if b & !(FLAG_GPU | FLAG_BRIDGE) != 0 {
+        if b & !FLAGS_KNOWN != 0 {
             return Err(serde::de::Error::custom("unknown member flag"));
         }
         Ok(MetaFlags(b))
@@ -84,13 +91,18 @@ impl From<MetaWire> for MemberMeta {
             zone,
             gpu: f & FLAG_GPU != 0,
             bridge: f & FLAG_BRIDGE != 0,
+            relay: f & FLAG_RELAY != 0,
+            nat: f & FLAG_NAT != 0,
         }
     }
 }
 
 impl From<MemberMeta> for MetaWire {
     fn from(m: MemberMeta) -> MetaWire {
-        let flags = (u8::from(m.gpu) * FLAG_GPU) | (u8::from(m.bridge) * FLAG_BRIDGE);
+        let flags = (u8::from(m.gpu) * FLAG_GPU)
+            | (u8::from(m.bridge) * FLAG_BRIDGE)
+            | (u8::from(m.relay) * FLAG_RELAY)
+            | (u8::from(m.nat) * FLAG_NAT);
         MetaWire(m.arch, m.zone, MetaFlags(flags))
     }
 }
@@ -393,17 +405,19 @@ mod tests {
                 zone: 255,
                 gpu: true,
                 bridge: true,
+                relay: true,
+                nat: true,
             },
         }
     }
 
     /// The flags byte: a plain box's record is the bytes it was when the byte was a bool (`gpu`),
-    /// bit 1 carries `bridge`, and an unknown bit is refused.
+    /// bit 1 carries `bridge`, bit 2 `relay`, bit 3 `nat`, and an unknown bit is refused.
     #[test]
     fn member_flags_keep_the_old_bytes_and_refuse_unknown_bits() {
         let mut m = member().meta;
         let mut out = [0u8; 8];
-        m.bridge = false;
+        (m.bridge, m.relay, m.nat) = (false, false, false);
         let old = (Arch::Aarch64, 255u8, true);
         let mut old_out = [0u8; 8];
         assert_eq!(
@@ -414,7 +428,11 @@ mod tests {
         let n = postcard::to_slice(&m, &mut out).unwrap().len();
         assert_eq!(out[n - 1], 3);
         assert_eq!(postcard::from_bytes::<MemberMeta>(&out[..n]).unwrap(), m);
-        out[n - 1] = 4;
+        (m.relay, m.nat) = (true, true);
+        let n = postcard::to_slice(&m, &mut out).unwrap().len();
+        assert_eq!(out[n - 1], 15);
+        assert_eq!(postcard::from_bytes::<MemberMeta>(&out[..n]).unwrap(), m);
+        out[n - 1] = 16;
         assert!(postcard::from_bytes::<MemberMeta>(&out[..n]).is_err());
     }
 

@@ -489,6 +489,8 @@ mod tests {
                 zone: u8::MAX,
                 gpu: false,
                 bridge: false,
+                relay: false,
+                nat: false,
             },
             this: false,
             offer: Some(&Offer {

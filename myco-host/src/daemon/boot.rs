@@ -182,6 +182,8 @@ pub fn node(
         wal_checkpoint_bytes: config.wal_checkpoint_bytes,
         profile: config.profile,
         bridge_seeds: &bridge_seeds,
+        relay: config.relay,
+        behind_nat: config.behind_nat,
     };
     let node = Node::new(&node_config, Instant(0)).map_err(|e| credentials_refused(config, e))?;
     Ok(slot.write(node))

@@ -37,6 +37,10 @@ Options:
                         Only for a box whose certificate has a bridge scope (myco cert --bridge):
                         when elected its zone's bridge, it syncs desired state with other zones'
                         bridges, starting from these
+  --relay               Forward sealed frames between peers and boxes behind NAT of this zone
+                        (for a box every member reaches directly)
+  --behind-nat          No peer reaches this box directly: it keeps sessions with a few relays
+                        of its zone, and peers reach it through them
   --profile lan|wan|metered
                         How often this box talks to its peers (default lan): lan probes every
                         0.5 s (about 4.6 KB/s per box at rest, a dead box found in about 3 to 14
@@ -128,6 +132,9 @@ pub struct Config {
     pub join: Vec<SocketAddr>,
     /// `--bridge-seed`: bridge-capable boxes of other zones (docs/protocol.md §8).
     pub bridge_seeds: Vec<SocketAddr>,
+    /// `--relay` and `--behind-nat` (docs/protocol.md section 12).
+    pub relay: bool,
+    pub behind_nat: bool,
     pub reserve_bytes: u64,
     pub io: Choice,
     /// Rates and timeouts of membership and gossip (`--profile`, default `lan`).
@@ -207,8 +214,8 @@ pub fn parse(mut args: Arguments) -> Result<Parsed, UsageError> {
     let dns = dns_addrs(&mut args)?;
     let (cache_listen, cache_upload_rate) = cache_options(&mut args, executor.as_ref())?;
     let proxy_listen = proxy_listen(text(&mut args, "--proxy-listen")?)?;
-    let verbose = args.contains("--verbose");
-    let strict_alloc = args.contains("--strict-alloc");
+    let (verbose, strict_alloc) = (args.contains("--verbose"), args.contains("--strict-alloc"));
+    let (relay, behind_nat) = relay_roles(&mut args)?;
     let wal_checkpoint_bytes = number(&mut args, "--wal-checkpoint-bytes")?
         .unwrap_or(myco_core::config::WAL_CHECKPOINT_BYTES)
         .max(1);
@@ -229,6 +236,8 @@ pub fn parse(mut args: Arguments) -> Result<Parsed, UsageError> {
         listen,
         join,
         bridge_seeds,
+        relay,
+        behind_nat,
         reserve_bytes,
         io,
         profile,
@@ -410,6 +419,16 @@ fn joins(args: &mut Arguments) -> Result<Vec<SocketAddr>, UsageError> {
     values.iter().map(|v| resolve("--join", v)).collect()
 }
 
+/// `--relay` and `--behind-nat`, which exclude each other: a relay must be reachable directly.
+fn relay_roles(args: &mut Arguments) -> Result<(bool, bool), UsageError> {
+    let (relay, behind_nat) = (args.contains("--relay"), args.contains("--behind-nat"));
+    if relay && behind_nat {
+        let why = "--relay and --behind-nat exclude each other: a relay must be reachable directly";
+        return Err(usage(why.into()));
+    }
+    Ok((relay, behind_nat))
+}
+
 /// `--bridge-seed` values, resolved now like `--join`'s.
 fn bridge_seeds(args: &mut Arguments) -> Result<Vec<SocketAddr>, UsageError> {
     let values = texts(args, "--bridge-seed", "HOST:PORT")?;
@@ -503,40 +522,42 @@ fn default_in(dir: &Option<PathBuf>, fallback: &str, file: &str) -> PathBuf {
 mod tests {
     use super::*;
 
-    fn dns_of(extra: &[&str]) -> Result<Vec<SocketAddr>, UsageError> {
+    /// The configuration `--operator` and `extra` parse to.
+    fn config_of(extra: &[&str]) -> Result<Box<Config>, UsageError> {
         let operator = "ab".repeat(32);
         let mut args = vec!["--operator", &operator];
         args.extend_from_slice(extra);
         let os = args.into_iter().map(std::ffi::OsString::from).collect();
         match parse(Arguments::from_vec(os))? {
-            Parsed::Run(config) => Ok(config.dns),
+            Parsed::Run(config) => Ok(config),
             _ => panic!("not a run"),
         }
+    }
+
+    fn dns_of(extra: &[&str]) -> Result<Vec<SocketAddr>, UsageError> {
+        config_of(extra).map(|c| c.dns)
     }
 
     fn profile_of(extra: &[&str]) -> Result<Profile, UsageError> {
-        let operator = "ab".repeat(32);
-        let mut args = vec!["--operator", &operator];
-        args.extend_from_slice(extra);
-        let os = args.into_iter().map(std::ffi::OsString::from).collect();
-        match parse(Arguments::from_vec(os))? {
-            Parsed::Run(config) => Ok(config.profile),
-            _ => panic!("not a run"),
-        }
+        config_of(extra).map(|c| c.profile)
     }
 
     fn build_of(extra: &[&str]) -> Result<(bool, bool), UsageError> {
-        let operator = "ab".repeat(32);
-        let mut args = vec!["--operator", &operator];
-        args.extend_from_slice(extra);
-        let os = args.into_iter().map(std::ffi::OsString::from).collect();
-        match parse(Arguments::from_vec(os))? {
-            Parsed::Run(config) => {
-                let b = &config.executor.expect("the systemd executor").build;
-                Ok((b.local, b.builder))
-            }
-            _ => panic!("not a run"),
-        }
+        let config = config_of(extra)?;
+        let b = &config.executor.expect("the systemd executor").build;
+        Ok((b.local, b.builder))
+    }
+
+    /// `--relay` and `--behind-nat`: off by default, each alone, never both (a relay must be
+    /// reachable directly).
+    #[test]
+    fn relay_flags() {
+        let roles = |extra: &[&str]| config_of(extra).map(|c| (c.relay, c.behind_nat));
+        assert_eq!(roles(&[]).unwrap(), (false, false));
+        assert_eq!(roles(&["--relay"]).unwrap(), (true, false));
+        assert_eq!(roles(&["--behind-nat"]).unwrap(), (false, true));
+        let e = roles(&["--relay", "--behind-nat"]).unwrap_err().0;
+        assert!(e.contains("exclude each other"), "{e}");
     }
 
     /// `--build`: local by default, remote; anything else names the choices. `--builder` needs

@@ -243,6 +243,38 @@ const GOSSIP: &[Family] = &[
         "Entries stored new or newer that arrived over bridge sessions.",
         |s| s.counters.bridge_entries.into(),
     ),
+    one(
+        "myco_relayed_frames_total",
+        Counter,
+        "Frames this relay forwarded for boxes behind NAT.",
+        |s| s.counters.relayed_frames.into(),
+    ),
+    many(
+        "myco_relay_refused_total",
+        Counter,
+        "Frames marked relayed that were not forwarded, by reason.",
+        |p, name, s| {
+            let names = myco_core::node::relay::RelayRefusal::NAMES;
+            by_label(
+                p,
+                name,
+                "reason",
+                names.into_iter().zip(s.counters.relay_refused),
+            )
+        },
+    ),
+    one(
+        "myco_frames_via_relay_total",
+        Counter,
+        "Frames sent to boxes behind NAT through their relays.",
+        |s| s.counters.frames_via_relay.into(),
+    ),
+    one(
+        "myco_relay_keepalives_total",
+        Counter,
+        "Frames a box behind NAT sent only to keep its relays' NAT mappings open.",
+        |s| s.counters.relay_keepalives.into(),
+    ),
 ];
 
 fn tombstones(node: &Node) -> u64 {

@@ -415,6 +415,7 @@ impl CoreSink {
             Refusal::Body => "its body does not decode",
             Refusal::Entry(e) => e.message(),
             Refusal::Bridge => "a bridge session carried more than desired state",
+            Refusal::Relay(_) => "a relayed frame this box may not forward",
         };
         self.log.log(
             Level::Debug,

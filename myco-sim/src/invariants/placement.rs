@@ -382,6 +382,8 @@ mod tests {
                 zone,
                 gpu: false,
                 bridge: false,
+                relay: false,
+                nat: false,
             },
         };
         // Boxes 1 and 2 are in zone 0, box 3 in zone 1.

@@ -200,6 +200,8 @@ pub(crate) mod tests {
             wal_checkpoint_bytes: WAL_CHECKPOINT_BYTES,
             profile: myco_core::config::Profile::LAN,
             bridge_seeds: &[],
+            relay: false,
+            behind_nat: false,
         };
         Box::new(Node::new(&config, myco_core::Instant(0)).unwrap())
     }

@@ -1,0 +1,372 @@
+//! Relays for boxes behind NAT: who relays for whom, keeping a mapping open, and what a relay
+//! forwards (docs/protocol.md section 12).
+
+use super::*;
+use crate::config::{RELAYS_PER_BOX, RELAY_KEEPALIVE_MS, RELAY_LIVE_MS, RELAY_SENDER_BURST};
+use crate::node::relay::{choose_relays, relay_score};
+use crate::schema::frame::mark_relayed;
+use std::vec::Vec as StdVec;
+
+fn addr(i: usize) -> PeerAddr {
+    PeerAddr::v4([127, 0, 0, i as u8 + 1], 1)
+}
+
+/// Node `i` of a test cluster (key seed `i + 1`), joining node 0 (node 0 joins node 1).
+fn box_node(i: usize, relay: bool, behind_nat: bool) -> Box<Node> {
+    box_node_profiled(i, (relay, behind_nat), Profile::LAN)
+}
+
+fn box_node_profiled(i: usize, (relay, behind_nat): (bool, bool), profile: Profile) -> Box<Node> {
+    let seed = i as u8 + 1;
+    let node_pk = SigningKey::from_seed([seed; 32]).unwrap().public_key();
+    let cert = certify(&operator(), &node_pk, 0, Arch::X86_64, false, 0);
+    let join = [addr(usize::from(i == 0))];
+    let config = NodeConfig {
+        node_seed: [seed; 32],
+        cert: &cert,
+        operator: operator().public_key(),
+        revocation_block: 0,
+        seed: u64::from(seed),
+        join: &join,
+        wal_checkpoint_bytes: WAL_CHECKPOINT_BYTES,
+        profile,
+        bridge_seeds: &[],
+        relay,
+        behind_nat,
+    };
+    Box::new(Node::new(&config, Instant(0)).unwrap())
+}
+
+/// How long the test NAT keeps a mapping: a box behind it receives from an address only within
+/// this long after it sent there (endpoint-independent mapping, address-dependent filtering).
+const NAT_MAPPING_MS: u64 = 30_000;
+
+/// A perfect wire between test nodes, except that a node whose `up` is false neither sends nor
+/// receives (cut off, as if dead), and a node behind NAT receives only from addresses it sent to
+/// within `NAT_MAPPING_MS`.
+struct Net {
+    up: StdVec<bool>,
+    nat: StdVec<bool>,
+    /// When node `i` last sent to node `j`.
+    sent: std::collections::HashMap<(usize, usize), u64>,
+    nat_dropped: u64,
+}
+
+impl Net {
+    fn new(nat: &[bool]) -> Net {
+        Net {
+            up: std::vec![true; nat.len()],
+            nat: nat.to_vec(),
+            sent: std::collections::HashMap::new(),
+            nat_dropped: 0,
+        }
+    }
+
+    fn passes(&mut self, t: u64, src: usize, dst: usize) -> bool {
+        if !(self.up[src] && self.up[dst]) {
+            return false;
+        }
+        self.sent.insert((src, dst), t);
+        let mapped = self
+            .sent
+            .get(&(dst, src))
+            .is_some_and(|&at| t - at < NAT_MAPPING_MS);
+        if self.nat[dst] && !mapped {
+            self.nat_dropped += 1;
+            return false;
+        }
+        true
+    }
+
+    /// Runs `nodes` over `[from, to)` ms in 10 ms ticks.
+    fn run(&mut self, nodes: &mut [Box<Node>], (from, to): (u64, u64)) {
+        for t in (from..to).step_by(10) {
+            let now = Instant(t);
+            let mut queue: StdVec<(usize, PeerAddr, [u8; FRAME_BYTES])> = StdVec::new();
+            for (i, n) in nodes.iter_mut().enumerate() {
+                let mut wire = Wire::default();
+                n.handle_tick(now, &mut wire);
+                queue.extend(wire.frames.iter().map(|&(to, f)| (i, to, f)));
+            }
+            while let Some((src, to, frame)) = queue.pop() {
+                let Some(dst) = (0..nodes.len()).find(|&j| addr(j) == to) else {
+                    continue;
+                };
+                if !self.passes(t, src, dst) {
+                    continue;
+                }
+                let mut next = Wire::default();
+                nodes[dst].handle_datagram(now, addr(src), &frame, &mut next);
+                queue.extend(next.frames.iter().map(|&(to, f)| (dst, to, f)));
+            }
+        }
+    }
+}
+
+/// Runs `nodes` with no NAT on the wire (a box behind NAT is one only by its own word).
+fn run_many(nodes: &mut [Box<Node>], range: (u64, u64), up: &[bool]) {
+    let mut net = Net::new(&std::vec![false; nodes.len()]);
+    net.up = up.to_vec();
+    net.run(nodes, range);
+}
+
+/// A frame from `sender` marked relayed to `dest`, as a relay sees it: the relay never opens it,
+/// so the body need not be sealed for these checks.
+fn relayed(sender: u64, dest: u64) -> [u8; FRAME_BYTES] {
+    let mut f = [0u8; FRAME_BYTES];
+    let header = Header {
+        kind: Kind::Data,
+        zone: 0,
+        revocation_block: 0,
+        sender,
+        counter: 1,
+    };
+    write_frame(&mut f, &header, 8);
+    mark_relayed(&mut f, dest);
+    f
+}
+
+/// A recording sink that keeps the frames sent.
+#[derive(Default)]
+struct Sent(StdVec<(PeerAddr, [u8; FRAME_BYTES])>);
+
+impl Sink for Sent {
+    fn send(&mut self, to: PeerAddr, frame: &[u8; FRAME_BYTES]) {
+        self.0.push((to, *frame));
+    }
+    fn event(&mut self, _: Event) {}
+    fn append(&mut self, _: &[u8], _: u64) {}
+    fn checkpoint(&mut self) {}
+    fn fill_random(&mut self, buf: &mut [u8]) {
+        buf.fill(0x5a);
+    }
+}
+
+/// A box's relays are the highest rendezvous scores among the candidates, whatever order they
+/// come in; without the first, the second moves up and the third joins; the box never picks
+/// itself.
+#[test]
+fn relays_are_chosen_by_rendezvous_hashing() {
+    let candidates: StdVec<u64> = (100..120).collect();
+    let chosen = choose_relays(3, 7, candidates.iter().copied());
+    let mut ranked = candidates.clone();
+    ranked.sort_by_key(|&id| core::cmp::Reverse((relay_score(3, 7, id), id)));
+    assert_eq!(chosen.as_slice(), &ranked[..RELAYS_PER_BOX]);
+    let reversed = choose_relays(3, 7, candidates.iter().rev().copied());
+    assert_eq!(reversed, chosen, "the order of candidates does not matter");
+    let without_first = choose_relays(3, 7, candidates.iter().copied().filter(|&c| c != chosen[0]));
+    assert_eq!(without_first.as_slice(), &ranked[1..=RELAYS_PER_BOX]);
+    let other_box = choose_relays(3, 8, candidates.iter().copied());
+    assert_ne!(other_box, chosen, "boxes spread over the relays");
+    assert_eq!(choose_relays(3, 7, [7, 101].into_iter()).as_slice(), &[101]);
+    assert!(choose_relays(3, 7, core::iter::empty()).is_empty());
+}
+
+/// Three boxes: 0 a relay, 1 plain, 2 behind NAT. Each learns the others' relay and NAT flags
+/// from their own pings, and the box behind NAT keeps a session with its relay.
+#[test]
+fn members_learn_who_relays_and_who_is_behind_nat() {
+    let mut nodes = [
+        box_node(0, true, false),
+        box_node(1, false, false),
+        box_node(2, false, true),
+    ];
+    run_many(&mut nodes, (0, 5_000), &[true; 3]);
+    let relay = nodes[0].id();
+    for n in &nodes[1..] {
+        let r = n.members().iter().find(|m| m.id == relay).unwrap();
+        assert!(r.meta.relay && !r.meta.nat);
+    }
+    let natted = nodes[2].id();
+    let b = nodes[1].members().iter().find(|m| m.id == natted).unwrap();
+    assert!(b.meta.nat && !b.meta.relay);
+    assert_eq!(nodes[2].relays_of(natted).as_slice(), &[relay]);
+    assert_eq!(
+        nodes[1].relays_of(natted).as_slice(),
+        &[relay],
+        "peers agree"
+    );
+    assert!(nodes[2].out.has_link(addr(0)));
+}
+
+/// The relay forwards a frame marked relayed, byte for byte, to the live session of the box it
+/// names, and refuses, counting each reason: a spoofed source, an unknown sender, an unknown
+/// destination, a loop, a destination silent for `RELAY_LIVE_MS`, a sender over its burst. A
+/// box that is not a relay forwards nothing.
+#[test]
+fn a_relay_forwards_only_between_live_sessions_and_within_rates() {
+    let mut nodes = [
+        box_node(0, true, false),
+        box_node(1, false, false),
+        box_node(2, false, true),
+    ];
+    run_many(&mut nodes, (0, 5_000), &[true; 3]);
+    let (r, a, b) = (nodes[0].id(), nodes[1].id(), nodes[2].id());
+    let now = Instant(5_000);
+    let mut sink = Sent::default();
+    // Box 1 already reaches box 2 through the relay; count from here.
+    let base = nodes[0].counters();
+    let refused = |n: &Node| -> [u64; 5] {
+        core::array::from_fn(|i| n.counters().relay_refused[i] - base.relay_refused[i])
+    };
+    let relayed_since = |n: &Node| n.counters().relayed_frames - base.relayed_frames;
+    let good = relayed(a, b);
+    nodes[0].handle_datagram(now, addr(1), &good, &mut sink);
+    assert_eq!(
+        sink.0.as_slice(),
+        &[(addr(2), good)],
+        "forwarded as it came"
+    );
+    let refusals = [
+        (addr(3), relayed(a, b), 2), // the sender's session is at another address
+        (addr(1), relayed(999, b), 2), // no session with the sender
+        (addr(1), relayed(a, 999), 3), // no session with the destination
+        (addr(1), relayed(a, a), 1), // back to the sender
+        (addr(5), relayed(999, r), 2), // for the relay itself, from a stranger (no pull: no member sent it)
+    ];
+    for (from, frame, _) in &refusals {
+        nodes[0].handle_datagram(now, *from, frame, &mut sink);
+    }
+    assert_eq!(relayed_since(&nodes[0]), 1);
+    assert_eq!(refused(&nodes[0]), [0, 1, 3, 1, 0]);
+    let c = nodes[0].counters();
+    assert_eq!(
+        c.refused_by_reason()[6].1,
+        base.relay_refused.iter().sum::<u64>() + 5
+    );
+    assert_eq!(sink.0.len(), 1, "nothing else was sent");
+    // A sender gets its burst, then nothing until its bucket refills.
+    for _ in 0..RELAY_SENDER_BURST + 5 {
+        nodes[0].handle_datagram(now, addr(1), &good, &mut sink);
+    }
+    assert_eq!(relayed_since(&nodes[0]), RELAY_SENDER_BURST);
+    assert_eq!(refused(&nodes[0])[4], 6);
+    // The box behind NAT fell silent: its mapping may be gone, so nothing goes there.
+    let late = Instant(5_000 + RELAY_LIVE_MS + 1_000);
+    nodes[0].handle_datagram(late, addr(1), &good, &mut sink);
+    assert_eq!(refused(&nodes[0])[3], 2);
+    // A plain box is no relay.
+    let mut plain = Sent::default();
+    nodes[1].handle_datagram(now, addr(0), &relayed(r, b), &mut plain);
+    assert_eq!(nodes[1].counters().relay_refused[0], 1);
+    assert!(plain.0.is_empty());
+}
+
+/// A box behind NAT whose gossip has sent nothing to its relay for `RELAY_KEEPALIVE_MS` sends one
+/// keepalive frame, and not another while its last frame is younger than that.
+#[test]
+fn a_box_behind_nat_keeps_its_mapping_open_with_one_frame() {
+    let mut nodes = [
+        box_node(0, true, false),
+        box_node(1, false, false),
+        box_node(2, false, true),
+    ];
+    run_many(&mut nodes, (0, 5_000), &[true; 3]);
+    let b = &mut nodes[2];
+    assert_eq!(
+        b.counters().relay_keepalives,
+        0,
+        "gossip kept it open so far"
+    );
+    let idle = 5_000 + RELAY_KEEPALIVE_MS;
+    let mut sink = Sent::default();
+    b.handle_tick(Instant(idle), &mut sink);
+    assert_eq!(b.counters().relay_keepalives, 1);
+    assert!(sink.0.iter().any(|(to, _)| *to == addr(0)));
+    b.handle_tick(Instant(idle + 10), &mut sink);
+    assert_eq!(b.counters().relay_keepalives, 1);
+}
+
+/// Three relays and a box behind NAT: when one of the box's two relays dies, SWIM declares it
+/// dead, the third relay takes its place, and the box opens a session with it.
+#[test]
+fn a_box_behind_nat_moves_to_the_next_relay_when_one_dies() {
+    let mut nodes = [
+        box_node(0, true, false),
+        box_node(1, true, false),
+        box_node(2, true, false),
+        box_node(3, false, true),
+    ];
+    let mut up = [true; 4];
+    run_many(&mut nodes, (0, 5_000), &up);
+    let natted = nodes[3].id();
+    let before = nodes[3].relays_of(natted);
+    assert_eq!(before.len(), RELAYS_PER_BOX);
+    let ids: StdVec<u64> = nodes.iter().map(|n| n.id()).collect();
+    let index = |id: u64| ids.iter().position(|&i| i == id).unwrap();
+    let dying = index(before[0]);
+    let spare = (0..3).find(|&i| !before.contains(&nodes[i].id())).unwrap();
+    up[dying] = false;
+    run_many(&mut nodes, (5_000, 25_000), &up);
+    let after = nodes[3].relays_of(natted);
+    assert_eq!(after.as_slice(), &[before[1], nodes[spare].id()]);
+    assert!(nodes[3].out.has_link(addr(spare)));
+    assert_eq!(
+        after,
+        nodes[index(before[1])].relays_of(natted),
+        "peers agree"
+    );
+}
+
+/// Eight boxes on the metered profile (probes every 6 s, so a box talks to each of 7 peers
+/// only about every 40 s): the last behind a NAT that drops what comes from an address it has not
+/// sent to for 30 s; box 0 is a relay when `relay`.
+fn metered_with_nat(relay: bool) -> (StdVec<Box<Node>>, Net) {
+    let nodes = (0..8)
+        .map(|i| box_node_profiled(i, (relay && i == 0, i == 7), Profile::METERED))
+        .collect();
+    let mut nat = [false; 8];
+    nat[7] = true;
+    (nodes, Net::new(&nat))
+}
+
+/// Peers reach the box behind NAT through the relay: once they know it is behind NAT, the NAT
+/// drops nothing for two minutes (every frame comes through the relay, which the box keeps its
+/// mapping to open, or from an address the box talks to), it stays alive in every table, and an
+/// entry submitted on a plain box reaches it. Cut off, it is declared dead like any box, within
+/// the profile's bound.
+#[test]
+fn a_box_behind_nat_is_reached_through_its_relay() {
+    let (mut nodes, mut net) = metered_with_nat(true);
+    net.run(&mut nodes, (0, 20_000));
+    let mut e = [0u8; 128];
+    let len = tombstone("web", 5, &mut e);
+    nodes[1]
+        .submit(Instant(20_000), &e[..len], &mut Wire::default())
+        .unwrap();
+    net.nat_dropped = 0;
+    net.run(&mut nodes, (20_000, 140_000));
+    assert_eq!(net.nat_dropped, 0);
+    let natted = nodes[7].id();
+    for n in &nodes[..7] {
+        let b = n.members().iter().find(|m| m.id == natted).unwrap();
+        assert_eq!(b.state, MemberState::Alive, "alive at {}", n.id());
+    }
+    assert_eq!(nodes[7].state_hash(), nodes[1].state_hash());
+    assert!(nodes[0].counters().relayed_frames > 0);
+    assert!(nodes[1].counters().frames_via_relay > 0);
+    assert_eq!(
+        nodes[0].counters().frames_via_relay,
+        0,
+        "its relay sends directly"
+    );
+    net.up[7] = false;
+    let bound = Profile::METERED.detection_ms_goal;
+    net.run(&mut nodes, (140_000, 140_000 + bound));
+    for n in &nodes[..7] {
+        let b = n.members().iter().find(|m| m.id == natted).unwrap();
+        assert_eq!(b.state, MemberState::Dead, "dead at {}", n.id());
+    }
+}
+
+/// Without a relay, the same NAT drops what peers send the box directly (the control for the
+/// test above: the relay is what makes the difference).
+#[test]
+fn without_a_relay_the_nat_drops_what_peers_send() {
+    let (mut nodes, mut net) = metered_with_nat(false);
+    net.run(&mut nodes, (0, 20_000));
+    net.nat_dropped = 0;
+    net.run(&mut nodes, (20_000, 140_000));
+    assert!(net.nat_dropped > 0);
+    assert_eq!(nodes[1].counters().frames_via_relay, 0);
+}
