@@ -142,7 +142,7 @@ pub fn json(s: &Scenario, r: &Report, wall_ms: u128) -> String {
             "\"adversary_frames_sent\":{},\"adversary_frames_accepted\":{},\"forged_slots_accepted\":{},",
             "\"refused_frames\":{},\"revocation_block\":{},\"refused_by_reason\":{{{}}},",
             "\"placement_checks\":{},\"executor_checks\":{},\"executor_commands\":{},\"health_checks\":{},\"health_restarts\":{},\"builds_local\":{},\"builds_fetched\":{},\"builds_local_held_by_peer\":{},\"builds_remote\":{},\"builds_for_peers\":{},\"remote_canary_holds\":{},\"killed_node\":{},\"services_replaced\":{},\"rounds_to_replace\":{},\"ms_to_replace\":{},\"profile\":\"{}\",",
-            "\"zones\":{},\"member_records_crossing_zones\":{},\"bridge_sessions\":{},\"bridge_entries\":{},\"bridges_killed\":{},\"replacement_bridge_syncs\":{},{}",
+            "{}{}",
             "\"trace_hash\":\"{:016x}\",\"wall_ms\":{},\"failure\":{}}}"
         ),
         s.seed,
@@ -188,16 +188,25 @@ pub fn json(s: &Scenario, r: &Report, wall_ms: u128) -> String {
         null_or(r.rounds_to_replace),
         null_or(r.ms_to_replace),
         s.profile.name,
+        zones_json(s, r),
+        nat_json(s, r),
+        r.trace_hash,
+        wall_ms,
+        failure
+    )
+}
+
+/// The zone fields of the JSON report: zones, member records that crossed one (must be 0), and
+/// the bridges' work.
+fn zones_json(s: &Scenario, r: &Report) -> String {
+    format!(
+        "\"zones\":{},\"member_records_crossing_zones\":{},\"bridge_sessions\":{},\"bridge_entries\":{},\"bridges_killed\":{},\"replacement_bridge_syncs\":{},",
         s.zones,
         r.member_records_crossing_zones,
         r.bridge_sessions,
         r.bridge_entries,
         r.bridges_killed,
-        r.replacement_bridge_syncs,
-        nat_json(s, r),
-        r.trace_hash,
-        wall_ms,
-        failure
+        r.replacement_bridge_syncs
     )
 }
 
