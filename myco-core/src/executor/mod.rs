@@ -930,7 +930,7 @@ impl Executor {
     /// Plans one round: the writes of new and changed units, the removal of units no longer
     /// placed here, at most `UNIT_PLAN_MAX` changes; a full plan leaves the rest for the next.
     fn reconcile(&mut self, node: &Node) {
-        let mode = reconcile::mode(node.live_peers(), self.has_peers_configured);
+        let mode = reconcile::mode(node.peers_in_reach(), self.has_peers_configured);
         // Collected once: reconcile walks the list for each installed unit.
         // The store keeps each entry's digest ([`unit_digest`]), so nothing is hashed here.
         let wanted: Vec<Unit<'_>, UNITS_MAX> = node

@@ -34,7 +34,8 @@ pub enum Mode {
     Keep,
 }
 
-/// `live_peers`: members not dead, this box excluded; `has_peers_configured`: join addresses or
+/// `live_peers`: members not dead, this box excluded, and bridges of other zones heard
+/// (`Node::peers_in_reach`); `has_peers_configured`: join addresses or
 /// remembered peers exist, so being alone means being cut off.
 pub fn mode(live_peers: usize, has_peers_configured: bool) -> Mode {
     if live_peers == 0 && has_peers_configured {

@@ -879,10 +879,17 @@ impl Node {
         responder.handle_prove(prove, &self.out.trust, now_s)
     }
 
-    /// Members other than this box that are not dead: what `executor::reconcile::mode` counts to
-    /// tell a box cut off from every peer.
+    /// Members other than this box that are not dead.
     pub fn live_peers(&self) -> usize {
         self.members.list().iter().filter(|m| m.is_live()).count()
+    }
+
+    /// What `executor::reconcile::mode` counts to tell a box cut off from every peer: its live
+    /// members, and the bridges of other zones it heard from directly of late. A box left alone
+    /// in its zone (the other boxes of a small zone dead) that still hears other zones is not cut
+    /// off: its zone-mates are gone, and it must run what placement now gives it.
+    pub fn peers_in_reach(&self) -> usize {
+        self.live_peers() + self.bridge_peers().iter().filter(|p| p.direct).count()
     }
 
     /// The node key member `id`'s certificate certifies, as the handshake of the session with it
