@@ -496,9 +496,7 @@ fn commands_write_to_the_daemons_pipe() {
         "{calls}"
     );
 
-    let rev = "a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7";
-    let uri = format!("git+file:///srv/web?rev={rev}");
-    let web = flake_entry(&operator(), "web", 1, (&uri, "default", rev));
+    let (uri, web) = web_flake();
     let build = Request::Build {
         entry: &web,
         timeout_s: 60,
@@ -704,15 +702,21 @@ fn under_a_real_systemd() {
     assert!(after.contains("ActiveState=inactive"), "{after}");
 }
 
+/// Version 1 of the flake service `web`, signed by the kit's operator, and its flake reference.
+fn web_flake() -> (String, Vec<u8>) {
+    let rev = "a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7";
+    let uri = format!("git+file:///srv/web?rev={rev}");
+    let web = flake_entry(&operator(), "web", 1, (&uri, "default", rev));
+    (uri, web)
+}
+
 /// Builds link their results as root, so the helper builds only into a GC root directory only
 /// root may replace: swapped for a symbolic link (to a directory elsewhere) or given to another
 /// owner, the build fails with the reason, and Nix is never run.
 #[test]
 fn builds_go_only_into_a_gc_root_directory_root_alone_can_replace() {
     let h = start("priv-gcroots", my_uid());
-    let rev = "a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7";
-    let uri = format!("git+file:///srv/web?rev={rev}");
-    let web = flake_entry(&operator(), "web", 1, (&uri, "default", rev));
+    let (_, web) = web_flake();
     let build = Request::Build {
         entry: &web,
         timeout_s: 60,
