@@ -22,7 +22,7 @@
 //! 7. a flake service's unit is never written without the program of a successful build, and a
 //!    failed build is not retried before its backoff (`retry_delay_ms`) has passed.
 //! 8. a unit that failed its health checks is restarted before it is checked again, and is out
-//!    of DNS until a check passes (`checks.rs`).
+//!    of DNS until a check passes, or its restart if it cannot be checked again (`checks.rs`).
 //! 9. rollouts (`myco_core::executor::rollout`): a bad version (`Scenario::bad_update_ppm`: its
 //!    unit fails or crash-loops and its build fails on every box) replaces a unit of an earlier
 //!    version only on a box of the first wave; a box never writes a version older than its unit's
