@@ -697,7 +697,7 @@ impl Cluster {
     pub fn run(&mut self) -> Report {
         let ops = operations(&self.s, &self.ids.operator);
         let bad = ops.iter().filter(|o| o.bad).map(|o| unit_digest(&o.entry));
-        self.exec.bad.extend(bad);
+        self.exec.versions(bad, ops.len());
         let reference = self.reference(&ops);
         let ops_end = OPS_START_MS + self.s.ops_window_ms * 2 + TICK_MS;
         // Phase changes happen on tick boundaries.

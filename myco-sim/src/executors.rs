@@ -22,7 +22,7 @@
 //! 7. a flake service's unit is never written without the program of a successful build, and a
 //!    failed build is not retried before its backoff (`retry_delay_ms`) has passed.
 //! 8. a unit that failed its health checks is restarted before it is checked again, and is out
-//!    of DNS until a check passes (`checks.rs`).
+//!    of DNS until a check passes, or its restart if it cannot be checked again (`checks.rs`).
 //! 9. rollouts (`myco_core::executor::rollout`): a bad version (`Scenario::bad_update_ppm`: its
 //!    unit fails or crash-loops and its build fails on every box) replaces a unit of an earlier
 //!    version only on a box of the first wave; a box never writes a version older than its unit's
@@ -170,6 +170,9 @@ pub struct Executors {
     systemctl_fault_ppm: u64,
     /// The digests of the bad versions (invariant 9).
     pub(crate) bad: HashSet<u64, Fixed>,
+    /// The versions whose build faulted on a builder or a box that does not build (`step_build`).
+    /// Sized at boot (`versions`).
+    shared_build_faults: HashSet<u64, Fixed>,
     stdout: String,
     /// Commands run, hung commands cancelled and settle checks passed, for the report.
     pub commands: u64,
@@ -230,6 +233,7 @@ impl Executors {
             unit_fault_ppm,
             systemctl_fault_ppm,
             bad: HashSet::default(),
+            shared_build_faults: HashSet::default(),
             stdout: String::with_capacity(UNITS_PER_COMMAND * 192),
             peers,
             commands: 0,
@@ -257,6 +261,13 @@ impl Executors {
     ) {
         p2p::take_requests(&mut self.boxes[i], node, now, requests);
         p2p::take_failed(&mut self.boxes[i], now, failed);
+    }
+
+    /// The run's `ops` operations, whose versions include `bad` (invariant 9): tables that record
+    /// versions while stepping are sized here, since stepping must not allocate.
+    pub fn versions(&mut self, bad: impl Iterator<Item = u64>, ops: usize) {
+        self.bad.extend(bad);
+        self.shared_build_faults.reserve(ops);
     }
 
     /// The desired state or membership changed on node `i`.
@@ -465,6 +476,11 @@ impl Executors {
         // and the backoff (30 s, doubling) would outlast the settle window.
         let failed_before = b.failed_builds.get(&key).is_some_and(|f| f.0 == digest);
         let fault = !failed_before && self.rng.below(1_000_000) < self.systemctl_fault_ppm;
+        // A box that does not build counts its builders' failures (`remote.rs`) with its own
+        // fetch's, so on builders and such boxes a version faults at most once in the cluster:
+        // two one-off faults would hold a good version there (gauntlet seed 9101).
+        let shared = !b.mode.local || b.mode.builds != 0;
+        let fault = fault && (!shared || self.shared_build_faults.insert(digest));
         let hang = fault && self.rng.chance(1, 3);
         let garbage = fault && !hang && self.rng.chance(1, 2);
         // Short, as a build of a rev already in a cache is: the simulation checks the order of

@@ -20,6 +20,11 @@
 //!   passes; meanwhile the status lists it `Unhealthy` and DNS leaves the box out.
 //! - A probe belongs to one version of a unit: a new version or a removal forgets it, and a
 //!   result for a forgotten probe (a stale token) changes nothing.
+//! - A unit is checked with the entry of the version it runs, the placed one or a kept one
+//!   (`running_entry`). One whose entry is at hand in neither (replaced in the store, and not
+//!   kept: kept versions are bounded and lost with a restart of `myco-d`) cannot be checked: once
+//!   the restart its failures owed is made, an unhealthy verdict gives way to systemd's word (its
+//!   probe is forgotten), since no check could ever lift it.
 
 use super::rollout::{self, Kept};
 use super::{note, Command, Executor, Installed, Issued, Todo, UnitHealth};
@@ -257,6 +262,10 @@ impl Executor {
                 continue;
             }
             let Some(bytes) = running_entry(node, kept, u) else {
+                if forget_unchecked(u) {
+                    note(&mut self.changes, &u.name, false, u.health.name());
+                    self.health_changed = true;
+                }
                 continue;
             };
             if !u.probe.known {
@@ -282,6 +291,24 @@ fn running_entry(node: &Node, kept: &[Kept], u: &Installed) -> Option<EntryBytes
         Some(slot) => Some(store.entry(slot)),
         None => rollout::find(kept, u.key, u.digest).map(|k| k.entry.clone()),
     }
+}
+
+/// Unit `u`, restarted if its checks owed it (it is `ready`), runs a version whose entry is at
+/// hand neither in the store nor kept: no check can run, so an unhealthy verdict would outlast
+/// the restart for good (until a newer version is written), leaving a running unit out of DNS.
+/// Forgets its probe, as a new version's is; returns whether its health changed (to systemd's
+/// word, running).
+fn forget_unchecked(u: &mut Installed) -> bool {
+    if !u.probe.unhealthy {
+        return false;
+    }
+    u.probe = Probe::default();
+    // `Unhealthy` stands for a unit systemd last read running (`Probe::judge`).
+    let changed = u.health == UnitHealth::Unhealthy;
+    if changed {
+        u.health = UnitHealth::Running;
+    }
+    changed
 }
 
 /// The check a `Command::HealthCheck`'s entry declares, and what the service's sandbox holds
@@ -450,6 +477,44 @@ NRestarts=0\nUnitFileState=enabled\n\n";
         let token = check_due(&mut e, &n, now + 10_000).expect("after the restart's grace");
         assert!(e.handle_check_done(Instant(now + 10_000), token, CheckResult::Passed));
         assert_eq!(e.unit("web").unwrap().health, UnitHealth::Running);
+    }
+
+    /// A unit whose version's entry is at hand neither in the store (a newer version was placed)
+    /// nor kept (here: found at boot by a new `myco-d`, which keeps nothing) cannot be checked:
+    /// found unhealthy before, it is restarted and then reads as systemd says, not unhealthy for
+    /// good. (MycoSim, gauntlet seed 9029: a box that crashed found a unit sick, a newer version
+    /// waited for its wave meanwhile, and the restarted unit was never checked again.)
+    #[test]
+    fn an_unhealthy_unit_that_cannot_be_checked_again_reads_as_systemd_says_once_restarted() {
+        let mut n = deployed();
+        let digest = n.store().live_by_name("web").unwrap().digest;
+        let mut e = Box::new(Executor::new(false));
+        assert!(e.handle_installed("web", digest));
+        assert_eq!(run_commands(&mut e, &n, 0), [Verb::Show]);
+        for now in [10_000, 20_000, 30_000] {
+            let token = check_due(&mut e, &n, now).expect("checked as the placed version");
+            assert!(e.handle_check_done(Instant(now), token, CheckResult::Failed("timed out")));
+        }
+        submit_web(&mut n, 8);
+        // Owed its restart, it stays unhealthy, and no check comes before the restart.
+        assert_eq!(check_due(&mut e, &n, 40_000), None);
+        assert_eq!(e.unit("web").unwrap().health, UnitHealth::Unhealthy);
+        assert_eq!(run_commands(&mut e, &n, 40_000), [Verb::Restart]);
+        assert_eq!(
+            run_commands(&mut e, &n, 41_000),
+            [Verb::Show],
+            "read after its start"
+        );
+        assert_eq!(e.unit("web").unwrap().health, UnitHealth::Unhealthy);
+        e.take_health_changed();
+        assert_eq!(
+            check_due(&mut e, &n, 50_000),
+            None,
+            "nothing to check it with"
+        );
+        assert_eq!(e.unit("web").unwrap().health, UnitHealth::Running);
+        assert_eq!(e.check_failure("web"), None);
+        assert!(e.take_health_changed(), "the status is reported again");
     }
 
     /// The first check waits one interval after the unit was first seen running (its grace),

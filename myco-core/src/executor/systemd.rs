@@ -23,7 +23,7 @@ pub enum UnitHealth {
     /// A flake service whose last build failed.
     BuildFailed,
     /// systemd runs it, but its health check failed `failures` times in a row (`health.rs`);
-    /// until a check passes.
+    /// until a check passes (or, with no entry at hand to check it, until restarted).
     Unhealthy,
 }
 
