@@ -107,7 +107,7 @@ impl Scenario {
         let mut r = Prng::new(seed ^ 0x5741_524d);
         let nodes = 3 + r.below(98) as usize;
         let services = r.below(1001) as usize;
-        let s = Scenario {
+        let mut s = Scenario {
             seed,
             nodes,
             services,
@@ -148,9 +148,14 @@ impl Scenario {
             kill_bridges: false,
             nat: 0,
         };
-        // No boxes behind NAT are drawn yet: with them, seed 2763783642 (`--nat 12`, bad versions,
-        // remote-only boxes) held a good version as build-failed on a remote-only box, not yet
-        // understood. `--nat N` runs them by hand (docs/algorithm.md, section 11).
+        // Drawn after everything else, so every other dimension of a seed stays what it was: a
+        // quarter of the seeds put up to a quarter of the boxes behind NAT, leaving each zone its
+        // relays.
+        let room = s.nodes - usize::from(s.adversary);
+        let room = room.saturating_sub(RELAYS_PER_ZONE * usize::from(s.zones));
+        if r.chance(1, 4) && room > 0 {
+            s.nat = 1 + r.below((room.min(s.nodes / 4).max(1)) as u64) as usize;
+        }
         s
     }
 
@@ -332,20 +337,13 @@ pub fn operations(s: &Scenario, operator: &SigningKey) -> Vec<Op> {
 mod tests {
     use super::*;
 
-    /// Boxes behind NAT (as many as leave each zone its relays, at most a quarter) never include
-    /// a relay or the adversary.
+    /// The gauntlet puts boxes behind NAT in some seeds, never so many that a zone lacks its
+    /// relays, and never the adversary.
     #[test]
-    fn boxes_behind_nat_leave_each_zone_its_relays() {
-        let swarms: Vec<Scenario> = (0..400)
-            .map(|seed| {
-                let mut s = Scenario::swarm(seed);
-                let room = (s.nodes - usize::from(s.adversary))
-                    .saturating_sub(RELAYS_PER_ZONE * usize::from(s.zones));
-                s.nat = room.min(s.nodes / 4);
-                s
-            })
-            .collect();
-        assert!(swarms.iter().filter(|s| s.nat > 0).count() > 300);
+    fn swarms_draw_nat_and_leave_each_zone_its_relays() {
+        let swarms: Vec<Scenario> = (0..400).map(Scenario::swarm).collect();
+        let with_nat = swarms.iter().filter(|s| s.nat > 0).count();
+        assert!((50..150).contains(&with_nat), "{with_nat} of 400");
         for s in swarms.iter().filter(|s| s.nat > 0) {
             let roles: Vec<(bool, bool)> = (0..s.nodes).map(|i| s.roles(i)).collect();
             assert_eq!(

@@ -217,8 +217,15 @@ fn failed(b: &mut Build, now: Instant) {
 impl Builds {
     /// The builder asked for record `i` said its build of the version failed (`remote.rs`): a failed
     /// attempt, as if it had failed here. Returns the change to report.
+    /// Failures in a row not yet a builder's are failed fetches (only a box that does not build
+    /// asks builders, and it only fetches), of a version a peer offered, so one that builds:
+    /// they are forgotten, as [`Builds::offered`] forgets a builder's, so that one failed fetch
+    /// and one builder's failure, in either order, cannot hold a good version.
     pub fn failed_remotely(&mut self, i: usize, now: Instant) -> Change {
         let b = &mut self.table[i];
+        if !b.remote.failed_on_builder {
+            b.failures = 0;
+        }
         failed(b, now);
         b.remote.failed_on_builder = true;
         Change {

@@ -17,7 +17,9 @@
 //! (`Message::BuildFailed`, its answer to a request it refuses because its own last build of
 //! that version failed): then it is a failed build here, with its backoff, and a rollout's
 //! failure, as a build that failed here. Once a peer offers the version, the failures builders
-//! reported are forgotten (it builds), as the builder forgets its own at a success.
+//! reported are forgotten (it builds), as the builder forgets its own at a success; and a
+//! builder's failure forgets the failed fetches before it (`Builds::failed_remotely`), so the
+//! failures in a row that hold a rollout are all fetches or all builders'.
 //! A box that does not build never builds: its build command carries `local: false`, and the
 //! host runs Nix with `--max-jobs 0`, so Nix may only substitute.
 //!

@@ -1438,13 +1438,11 @@ struct FailingBuilder {
     frame: [u8; FRAME_BYTES],
 }
 
-fn a_remote_box_asks_a_failing_builder() -> FailingBuilder {
-    use crate::executor::{BuildMode, Executor, Outcome};
-    use crate::schema::message::system_bit;
-    joined_pair!(a, b, _, addr_b);
+/// A flake service submitted to `a` and `b` at 3 s and placed on `b` (one replica: on one of
+/// the two); its name.
+fn flake_placed_on_b(a: &mut Node, b: &mut Node) -> std::string::String {
     let mut w = Wire::default();
-    // A service placed on `b` (one replica: on one of the two).
-    let name = (0..)
+    (0..)
         .map(|i| std::format!("web{i}"))
         .find(|name| {
             let bytes = flake_service(name, 1, 0x10);
@@ -1452,7 +1450,15 @@ fn a_remote_box_asks_a_failing_builder() -> FailingBuilder {
             b.submit(Instant(3_000), &bytes, &mut w).unwrap();
             b.placement(crate::state::store::key_hash(name)).first() == Some(&b.id())
         })
-        .unwrap();
+        .unwrap()
+}
+
+fn a_remote_box_asks_a_failing_builder() -> FailingBuilder {
+    use crate::executor::{BuildMode, Executor, Outcome};
+    use crate::schema::message::system_bit;
+    joined_pair!(a, b, _, addr_b);
+    let mut w = Wire::default();
+    let name = flake_placed_on_b(&mut a, &mut b);
     a.set_offer(Instant(3_000), 0, 7947, core::iter::empty(), &mut w);
     a.set_building(Instant(3_000), 0, system_bit(Arch::X86_64), 0, &mut w);
     run_pair(&mut a, &mut b, 3_000, 3_000);
@@ -1552,6 +1558,65 @@ fn a_remote_box_counts_the_failure_its_builder_answers() {
     };
     assert_eq!((substitutes.len(), local), (1, false));
     assert_eq!(record(&req).0, 0, "forgotten once a peer offers it");
+}
+
+/// MycoSim seed 2763783642, the other order of the test above: `b`, a box that does not build,
+/// fetches a version `a` offers, and the fetch fails (the network's, or the cache's); `a` no
+/// longer offers it, so `b` asks `a` to build it, and `a`'s build fails (its own transient
+/// trouble: the version built where it was offered). One failed fetch and one builder's failure
+/// are two different troubles, not a version that does not build: `b` counts the builder's
+/// failure alone and the first wave (`b`) does not hold the good version. A second builder's
+/// failure in a row still holds it.
+#[test]
+fn a_failed_fetch_and_a_builder_s_failure_do_not_hold_a_version() {
+    use crate::config::BUILD_RETRY_FIRST_MS;
+    use crate::executor::remote::request;
+    use crate::executor::{BuildMode, Executor, Outcome};
+    use crate::schema::message::{system_bit, HoldReason};
+    joined_pair!(a, b, _, _);
+    let name = flake_placed_on_b(&mut a, &mut b);
+    let r = request(&b.store().get_by_name(&name).unwrap(), Arch::X86_64).unwrap();
+    let mut w = Wire::default();
+    a.set_offer(Instant(3_000), 0, 7947, [r.build.0].into_iter(), &mut w);
+    a.set_building(Instant(3_000), 0, system_bit(Arch::X86_64), 0, &mut w);
+    run_pair(&mut a, &mut b, 3_000, 3_000);
+    let mut req = Executor::new(true);
+    req.set_build_mode(BuildMode {
+        local: false,
+        builds: 0,
+    });
+    req.handle_placement_changed();
+    let _ = req.poll_command(Instant(6_000), &b);
+    let fetch = req.poll_build(Instant(6_000), &b).expect("a fetch").token;
+    assert!(req.handle_command_done(Instant(6_100), fetch, Outcome::FAILED));
+    a.set_offer(Instant(6_100), 0, 7947, core::iter::empty(), &mut w);
+    run_pair(&mut a, &mut b, 3_000, 6_100);
+    let (key, digest) = (r.service.0, r.digest.0);
+    // Asks the builder `a` whenever `b` decides again, as its builder answers (the answer's
+    // matching is `a_remote_box_counts_the_failure_its_builder_answers`'s).
+    let builder_fails = |req: &mut Executor, at: u64| {
+        assert!(
+            req.poll_build(Instant(at), &b).is_none(),
+            "no fetch at {at}"
+        );
+        assert_eq!(
+            req.take_build_request(),
+            Some((a.id(), r)),
+            "asks a at {at}"
+        );
+        assert!(req.handle_build_failed(Instant(at), a.id(), &r));
+        assert!(req.poll_build(Instant(at), &b).is_none());
+        let record = req.builds().iter().find(|x| x.name == name.as_str());
+        (record.unwrap().failures, req.held(key, digest))
+    };
+    let retry = 6_100 + BUILD_RETRY_FIRST_MS;
+    let once = builder_fails(&mut req, retry);
+    assert_eq!(once, (1, None), "the builder's failure alone");
+    // `a` was given up and is the only builder: every builder tried, all are asked again.
+    let again = retry + BUILD_RETRY_FIRST_MS;
+    assert!(req.poll_build(Instant(again), &b).is_none());
+    let held = builder_fails(&mut req, again + crate::config::REMOTE_CHECK_MS);
+    assert_eq!(held, (2, Some(HoldReason::BuildFailed)));
 }
 
 mod bridges;
