@@ -1,0 +1,164 @@
+#!/usr/bin/env bash
+# A box behind NAT on the testbed (`make testbed-test`, docs/testbed.md, docs/protocol.md section
+# 12): four boxes with real systemd, boxes 0 and 1 started `--relay` (TESTBED_RELAYS in lib.sh),
+# box 2 plain, box 3 behind a NAT router (TESTBED_NAT: its own home link, nftables masquerade in
+# the router's namespace, nothing forwarded inbound but replies) and started `--behind-nat`. Box 3
+# joins the public boxes; none of them joins box 3. It checks, in order:
+#
+# - the NAT is real: from box 0's namespace box 3's home address does not answer a ping, neither
+#   as the boxes are (no route) nor with a route through the router (it forwards nothing new
+#   inbound), while box 3 pings box 0; and box 0 lists box 3 at the router's address;
+# - every box sees the four members alive (testbed_up), and still at every check over 30 s;
+# - a service with 4 replicas deployed through box 0's socket runs on box 3 (systemctl is-active
+#   inside box 3), and one deployed through box 3's own socket runs on boxes 0, 1 and 2;
+# - the relays forwarded frames: `myco_relayed_frames_total` of boxes 0 and 1, read from each
+#   box's API metrics endpoint, sums to more than 0;
+# - relay 0 killed (a power cut): box 2 sees box 0 dead, never sees box 3 dead meanwhile nor in
+#   the 20 s after, sees box 3 alive at the end, and relay 1 forwards more frames than before.
+#
+# Prints `NAT reachable_directly=0|1 alive_all=0|1 deploy_to_nat_s=S deploy_from_nat_s=S
+# relayed_frames=N relay_death_box3_alive=0|1 relay0_dead_s=S` (measured; empty, or 0 for the
+# flags, when the step was not reached, and the script fails). The waits' bounds (60 s) only catch a daemon that never
+# gets there.
+#
+# Needs root on a cgroup v1 or hybrid host. Usage: tests/testbed/nat-test.sh [RELEASE_DIR]
+# (default target/release, holding myco-d and myco).
+
+set -euo pipefail
+
+TESTBED_RELEASE=$(realpath "${1:-$(dirname "$0")/../../target/release}")
+TESTBED_NAT="3"
+TESTBED_RELAYS="0 1"
+# shellcheck source=SCRIPTDIR/lib.sh
+source "$(dirname "$0")/lib.sh"
+
+box_count=4
+natted=3
+wait_s=60
+hold_s=30
+after_kill_s=20
+reachable_directly='' alive_all=0 deploy_to_ms='' deploy_from_ms='' relayed_frames='' relay_death=0 dead_ms=''
+report() {
+	echo "NAT reachable_directly=$reachable_directly alive_all=$alive_all" \
+		"deploy_to_nat_s=${deploy_to_ms:+$(ms_as_s "$deploy_to_ms")}" \
+		"deploy_from_nat_s=${deploy_from_ms:+$(ms_as_s "$deploy_from_ms")}" \
+		"relayed_frames=$relayed_frames relay_death_box3_alive=$relay_death" \
+		"relay0_dead_s=${dead_ms:+$(ms_as_s "$dead_ms")}"
+}
+# The result line even on a failure; testbed_down sees the exit status.
+finish() {
+	local status=$?
+	set +e
+	report
+	(exit "$status")
+	testbed_down
+}
+trap finish EXIT
+trap 'exit 130' INT TERM
+
+testbed_up "$box_count"
+testbed_has_executor || fail "the NAT test needs myco-d's systemd executor"
+
+ids=()
+for ((i = 0; i < box_count; i++)); do
+	ids[i]=$(box_myco "$i" status --json | json_field node_id)
+	[[ ${#ids[i]} -eq 16 ]] || fail "box $i: no node id in 'myco status --json'"
+done
+# The state (alive, suspect, dead, left) box I's daemon lists box J in; empty if not listed.
+state_of() {
+	box_myco "$1" nodes --json | grep -o "\"id\":\"${ids[$2]}\",\"address\":[^,]*,\"state\":\"[a-z]*\"" \
+		| sed -E 's/.*"state":"([a-z]*)"/\1/' || true
+}
+# A counter from box I's API metrics endpoint (0 when absent).
+metric() {
+	box_exec "$1" curl -s --unix-socket /run/myco/myco.sock http://box/metrics \
+		| awk -v name="$2" '$1 == name {n = $2} END {print n + 0}'
+}
+pings() { ip netns exec "$(box_name "$1")" ping -q -c 1 -W 1 "$2" >/dev/null 2>&1; }
+
+# --- the NAT is real ---------------------------------------------------------------------------
+
+home=$(box_addr "$natted")
+pings "$natted" "$(box_addr 0)" || fail "box $natted (behind NAT) cannot ping box 0 at $(box_addr 0)"
+reachable_directly=1
+! pings 0 "$home" || fail "box 0 pings box $natted's home address $home: no NAT between them"
+# Even a box that routes the home subnet through the router gets nothing in: the router forwards
+# only replies.
+ip -n "$(box_name 0)" route add "$TESTBED_HOME_SUBNET.0/24" via "$TESTBED_ROUTER_ADDR"
+probe=0
+pings 0 "$home" || probe=$?
+ip -n "$(box_name 0)" route del "$TESTBED_HOME_SUBNET.0/24" via "$TESTBED_ROUTER_ADDR"
+((probe != 0)) || fail "box 0 pings $home through the router: it forwards new inbound traffic"
+reachable_directly=0
+listed=$(box_myco 0 nodes --json | grep -o "\"id\":\"${ids[natted]}\",\"address\":\"[^\"]*\"" || true)
+[[ $listed == *"\"$TESTBED_ROUTER_ADDR:"* ]] \
+	|| fail "box 0 does not list box $natted at the router's address $TESTBED_ROUTER_ADDR: '$listed'"
+log "box $natted reaches box 0; box 0 does not reach $home, routed or not; box 0 lists box $natted as ${listed##*:}"
+
+# --- membership holds ------------------------------------------------------------------------
+
+for ((t = 0; t < hold_s; t++)); do
+	for ((i = 0; i < box_count; i++)); do
+		alive=$(box_alive_count "$i")
+		((alive == box_count)) || fail "box $i sees $alive of $box_count members alive $t s into the hold"
+	done
+	sleep 1
+done
+alive_all=1
+log "every box saw all $box_count members alive at each check for $hold_s s"
+
+# --- deploys to and from the box behind NAT ----------------------------------------------------
+
+# deploy NAME SOCKET_BOX: a service of 4 replicas (every box), deployed through box SOCKET_BOX.
+deploy() {
+	cat >"$TESTBED_WORK/$1.json" <<EOF
+{"name": "$1", "exec": "/usr/bin/sleep", "args": ["infinity"], "replicas": $box_count}
+EOF
+	"$TESTBED_WORK/bin/myco" deploy "$TESTBED_WORK/$1.json" --operator-key "$TESTBED_WORK/operator.key" \
+		--socket "$(box_socket "$2")" >/dev/null
+}
+runs_on() { [[ " $(service_boxes "$1") " == *" $2 "* ]]; }
+runs_on_public() { runs_on "$1" 0 && runs_on "$1" 1 && runs_on "$1" 2; }
+
+deployed=$(now_ms)
+deploy inward 0
+wait_for "$wait_s" "myco-inward.service (deployed through box 0) active on box $natted" runs_on inward "$natted"
+deploy_to_ms=$(($(now_ms) - deployed))
+log "deployed inward through box 0: active on box $natted after $(ms_as_s "$deploy_to_ms") s"
+
+deployed=$(now_ms)
+deploy outward "$natted"
+wait_for "$wait_s" "myco-outward.service (deployed through box $natted) active on boxes 0, 1 and 2" \
+	runs_on_public outward
+deploy_from_ms=$(($(now_ms) - deployed))
+log "deployed outward through box $natted: active on boxes 0, 1 and 2 after $(ms_as_s "$deploy_from_ms") s"
+
+# --- the relays forwarded ----------------------------------------------------------------------
+
+relayed0=$(metric 0 myco_relayed_frames_total)
+relayed1=$(metric 1 myco_relayed_frames_total)
+relayed_frames=$((relayed0 + relayed1))
+((relayed_frames > 0)) || fail "neither relay forwarded a frame: myco_relayed_frames_total is 0 on boxes 0 and 1"
+log "relayed frames: box 0 $relayed0, box 1 $relayed1; box 2 sent $(metric 2 myco_frames_via_relay_total) through a relay"
+
+# --- relay 0 dies ------------------------------------------------------------------------------
+
+killed=$(now_ms)
+box_kill 0
+# Box 2's view every 0.2 s: box 3 must never be dead, until box 0 is and for a while after.
+until [[ $(state_of 2 0) == dead ]]; do
+	[[ $(state_of 2 "$natted") != dead ]] || fail "box 2 declared box $natted dead after relay 0 was killed"
+	(($(now_ms) - killed < wait_s * 1000)) || fail "box 2 does not see box 0 dead $wait_s s after it was killed"
+	sleep 0.2
+done
+dead_ms=$(($(now_ms) - killed))
+log "box 2 sees box 0 dead $(ms_as_s "$dead_ms") s after the power cut; box $natted was never dead meanwhile"
+until (($(now_ms) - killed - dead_ms >= after_kill_s * 1000)); do
+	[[ $(state_of 2 "$natted") != dead ]] || fail "box 2 declared box $natted dead after relay 0's death"
+	sleep 0.2
+done
+[[ $(state_of 2 "$natted") == alive ]] || fail "box 2 lists box $natted as '$(state_of 2 "$natted")', not alive"
+after=$(metric 1 myco_relayed_frames_total)
+((after > relayed1)) || fail "relay 1 forwarded nothing after relay 0 died ($relayed1 before, $after after)"
+relay_death=1
+log "box $natted alive in box 2's view $after_kill_s s after relay 0's death; relay 1 forwarded $((after - relayed1)) more frames"
