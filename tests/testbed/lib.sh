@@ -39,7 +39,7 @@
 # TESTBED_NAT="3" puts those boxes behind a NAT router (nat-test.sh): a network namespace with one
 # leg on the bridge at 10.77.0.250 and one on a home bridge of its own at 10.78.0.1/24, which
 # masquerades what leaves by the testbed bridge (nftables, in the router's namespace only) and
-# forwards nothing inbound but replies (conntrack). Box I behind it has 10.78.0.(10+I)/24 on the
+# forwards nothing inbound but replies (conntrack; an idle mapping lasts 30 s). Box I behind it has 10.78.0.(10+I)/24 on the
 # home bridge and a default route via the router; the public boxes have no route to 10.78.0.0/24.
 # Those boxes run `--behind-nat`, join only public boxes, and no box joins them (their address is
 # unreachable). IPv4 only. TESTBED_RELAYS="0 1" starts those boxes `--relay`.
@@ -290,9 +290,10 @@ box_network() {
 # The NAT router for TESTBED_NAT: a namespace with eth0 on the testbed bridge and `home` on the
 # home bridge. It forwards from home to the testbed subnet, rewriting the source to its own
 # address (masquerade: a box's port is kept while free, so the mapping is endpoint-independent
-# as protocol.md section 12 assumes), and from there back only what conntrack knows as a reply;
-# conntrack forgets an idle UDP mapping after 30 s (120 s once both sides have spoken), like a
-# home NAT.
+# as protocol.md section 12 assumes), and from there back only what conntrack knows as a reply.
+# Its conntrack forgets an idle UDP mapping after 30 s, even once both sides have spoken (Linux's
+# default then is 120 s): the shortest mapping protocol.md section 12 claims to serve, so the
+# testbed's NAT is the harshest one Myco should work behind.
 testbed_router() {
 	local r=$TESTBED_ROUTER
 	ip link add "$TESTBED_HOME" type bridge
@@ -307,7 +308,8 @@ testbed_router() {
 	ip -n "$r" addr add "$TESTBED_HOME_SUBNET.1/24" dev home
 	ip -n "$r" link set eth0 up
 	ip -n "$r" link set home up
-	ip netns exec "$r" sysctl -qw net.ipv4.ip_forward=1
+	ip netns exec "$r" sysctl -qw net.ipv4.ip_forward=1 net.netfilter.nf_conntrack_udp_timeout=30 \
+		net.netfilter.nf_conntrack_udp_timeout_stream=30
 	ip netns exec "$r" nft -f - <<'EOF'
 table ip myco_testbed_nat {
 	chain forward {
@@ -435,6 +437,9 @@ testbed_diagnostics() {
 		echo "---- box $i: journalctl -u 'myco-*' (last 40 lines)" >&2
 		box_exec "$i" journalctl --no-pager -o short-precise -u 'myco-*' -n 40 >&2 || true
 	done
+	[[ -z $TESTBED_NAT ]] && return 0
+	echo "---- the NAT router: its conntrack table (which public port maps which box to which peer)" >&2
+	ip netns exec "$TESTBED_ROUTER" cat /proc/net/nf_conntrack >&2 || true
 }
 
 testbed_down() {
