@@ -39,8 +39,9 @@
 # TESTBED_NAT="3" puts those boxes behind a NAT router (nat-test.sh): a network namespace with one
 # leg on the bridge at 10.77.0.250 and one on a home bridge of its own at 10.78.0.1/24, which
 # masquerades what leaves by the testbed bridge (nftables, in the router's namespace only) and
-# forwards nothing inbound but replies (conntrack; an idle mapping lasts 30 s). Box I behind it has 10.78.0.(10+I)/24 on the
-# home bridge and a default route via the router; the public boxes have no route to 10.78.0.0/24.
+# forwards nothing inbound but replies (conntrack; an idle mapping lasts 30 s). Box I behind it
+# has 10.78.0.(10+I)/24 on the home bridge and a default route via the router; the public boxes
+# have no route to 10.78.0.0/24.
 # Those boxes run `--behind-nat`, join only public boxes, and no box joins them (their address is
 # unreachable). IPv4 only. TESTBED_RELAYS="0 1" starts those boxes `--relay`.
 
