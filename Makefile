@@ -322,7 +322,9 @@ nix-check:
 # links carrying IPv6 only (tests/testbed/ipv6-test.sh): gossip, a deploy, AAAA answers, the Nix
 # cache and `myco proxy` over IPv6; an `IPV6 ...` line. Then two zones that bridge
 # (tests/testbed/zones-test.sh): a deploy in zone 0 for zone 1 runs in zone 1 while membership
-# stays in each zone; a `ZONES ...` line. Needs root.
+# stays in each zone; a `ZONES ...` line. Then a box behind a NAT router with two relays
+# (tests/testbed/nat-test.sh): the NAT holds, deploys reach it and leave it, a relay dies; a
+# `NAT ...` line. Needs root.
 # ~40 s, or ~2 min the first time on a machine (debootstrap).
 # Ends with the self-healing summary (tests/testbed/rollout-line.sh): one ROLLOUT line from the
 # figures the engine, rollout and health tests printed.
@@ -336,6 +338,7 @@ testbed-test:
 	tests/testbed/health-test.sh $(TARGET_DIR)/release | tee $(TESTBED_LOGS)/health.log
 	tests/testbed/ipv6-test.sh $(TARGET_DIR)/release | tee $(TESTBED_LOGS)/ipv6.log
 	tests/testbed/zones-test.sh $(TARGET_DIR)/release | tee $(TESTBED_LOGS)/zones.log
+	tests/testbed/nat-test.sh $(TARGET_DIR)/release | tee $(TESTBED_LOGS)/nat.log
 	tests/testbed/rollout-line.sh $(TESTBED_LOGS)
 
 # The README's first command: installs what it needs, builds, boots three boxes, deploys a

@@ -36,6 +36,14 @@
 # joins only boxes of its own zone; TESTBED_BRIDGES="0 2" certifies those boxes with --bridge all
 # and gives each the other zones' bridge boxes as --bridge-seed (zones-test.sh).
 # TESTBED_ARGS holds further myco-d flags for every box (e.g. --proxy-listen [::]:7948).
+# TESTBED_NAT="3" puts those boxes behind a NAT router (nat-test.sh): a network namespace with one
+# leg on the bridge at 10.77.0.250 and one on a home bridge of its own at 10.78.0.1/24, which
+# masquerades what leaves by the testbed bridge (nftables, in the router's namespace only) and
+# forwards nothing inbound but replies (conntrack; an idle mapping lasts 30 s). Box I behind it
+# has 10.78.0.(10+I)/24 on the home bridge and a default route via the router; the public boxes
+# have no route to 10.78.0.0/24.
+# Those boxes run `--behind-nat`, join only public boxes, and no box joins them (their address is
+# unreachable). IPv4 only. TESTBED_RELAYS="0 1" starts those boxes `--relay`.
 
 TESTBED_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 # shellcheck source=SCRIPTDIR/nspawn.sh
@@ -53,6 +61,14 @@ TESTBED_IPV6=${TESTBED_IPV6:-}
 TESTBED_ZONES=${TESTBED_ZONES:-}
 TESTBED_BRIDGES=${TESTBED_BRIDGES:-}
 TESTBED_ARGS=${TESTBED_ARGS:-}
+TESTBED_NAT=${TESTBED_NAT:-}
+TESTBED_RELAYS=${TESTBED_RELAYS:-}
+# The NAT router: its namespace and its leg on the testbed bridge share a name, as a box's do;
+# its other leg is on the home bridge, where the boxes behind it are.
+TESTBED_ROUTER=mtb${TESTBED_ID}r
+TESTBED_ROUTER_ADDR=10.77.0.250
+TESTBED_HOME=mtb${TESTBED_ID}h
+TESTBED_HOME_SUBNET=10.78.0
 TESTBED_PORT=7946
 # Where every run keeps its files; a directory whose owner pid is gone belongs to a killed run.
 TESTBED_RUN_ROOT=/run/myco-testbed
@@ -85,9 +101,17 @@ ms_as_s() { printf '%d.%02d' $(($1 / 1000)) $(($1 % 1000 / 10)); }
 box_name() { echo "mtb${TESTBED_ID}b$1"; }
 box_is_bare() { [[ " $TESTBED_BARE " == *" $1 "* ]]; }
 box_is_bridge() { [[ " $TESTBED_BRIDGES " == *" $1 "* ]]; }
+box_is_nat() { [[ " $TESTBED_NAT " == *" $1 "* ]]; }
+box_is_relay() { [[ " $TESTBED_RELAYS " == *" $1 "* ]]; }
 # Box I's address on the bridge, and ADDR:PORT of box I as myco-d and curl take it ([v6]:port).
 box_addr() {
-	if [[ -n $TESTBED_IPV6 ]]; then echo "$TESTBED_SUBNET6:$((10 + $1))"; else echo "$TESTBED_SUBNET.$((10 + $1))"; fi
+	if [[ -n $TESTBED_IPV6 ]]; then
+		echo "$TESTBED_SUBNET6:$((10 + $1))"
+	elif box_is_nat "$1"; then
+		echo "$TESTBED_HOME_SUBNET.$((10 + $1))"
+	else
+		echo "$TESTBED_SUBNET.$((10 + $1))"
+	fi
 }
 box_endpoint() {
 	if [[ -n $TESTBED_IPV6 ]]; then echo "[$(box_addr "$1")]:$2"; else echo "$(box_addr "$1"):$2"; fi
@@ -120,7 +144,9 @@ box_myco() {
 }
 
 box_cut() { ip link set "$(box_name "$1")" nomaster; }
-box_heal() { ip link set "$(box_name "$1")" master "$TESTBED_BRIDGE"; }
+box_heal() { ip link set "$(box_name "$1")" master "$(box_link "$1")"; }
+# The bridge box I's veth is on: the home bridge behind the NAT router, or the testbed bridge.
+box_link() { if box_is_nat "$1"; then echo "$TESTBED_HOME"; else echo "$TESTBED_BRIDGE"; fi; }
 
 box_stop() {
 	nspawn_stop "${BOX_PID[$1]}"
@@ -152,6 +178,7 @@ box_alive_count() {
 # a build and a debootstrap of minutes.
 testbed_host_check() {
 	[[ $(id -u) -eq 0 ]] || fail "run as root (sudo): network namespaces, bridges and systemd-nspawn need it"
+	[[ -z $TESTBED_NAT || -z $TESTBED_IPV6 ]] || fail "TESTBED_NAT is IPv4 only; it cannot be combined with TESTBED_IPV6"
 	[[ -d /sys/fs/cgroup/memory ]] || fail "this host mounts only the unified (cgroup v2) hierarchy: there is no
 cgroup v1 memory controller at /sys/fs/cgroup/memory. The testbed (make demo, make testbed-test,
 make package-test) needs a cgroup v1 or hybrid host, where the boxes' systemd 252 runs
@@ -163,6 +190,13 @@ such host."
 testbed_tools() {
 	testbed_host_check
 	nspawn_tools
+	# The NAT router's rules, and the test's reachability probes.
+	if [[ -n $TESTBED_NAT ]] && { ! command -v nft >/dev/null || ! command -v ping >/dev/null; }; then
+		log "installing nftables iputils-ping"
+		apt-get -o DPkg::Lock::Timeout=600 update -qq
+		DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq \
+			--no-install-recommends nftables iputils-ping >/dev/null
+	fi
 	local binary
 	for binary in myco-d myco-priv myco; do
 		[[ -x $TESTBED_RELEASE/$binary ]] \
@@ -184,10 +218,11 @@ testbed_sweep() {
 			grep -qa "mtb${id}b" "/proc/$pid/cmdline" 2>/dev/null && pids+=("$pid")
 		done <"$dir/pids"
 		((${#pids[@]} == 0)) || nspawn_stop "${pids[@]}"
-		for ns in $(ip netns list | awk '{print $1}' | grep -E "^mtb${id}b[0-9]+$" || true); do
+		for ns in $(ip netns list | awk '{print $1}' | grep -E "^mtb${id}(b[0-9]+|r)$" || true); do
 			ip netns delete "$ns" 2>/dev/null || true
 		done
 		ip link delete "mtb$id" 2>/dev/null || true
+		ip link delete "mtb${id}h" 2>/dev/null || true
 		# shellcheck disable=SC2046
 		nspawn_cgroups_remove $(cat "$dir/cgroups")
 		rm -rf "$dir"
@@ -196,7 +231,8 @@ testbed_sweep() {
 
 # Writes box I's /etc/myco: its key, its certificate signed by the operator key, and the env file
 # from the example with the operator and the flags filled in. Each box joins through up to three
-# others (the lowest-numbered; myco-d takes at most 8 --join), so any two can be down at boot.
+# others (the lowest-numbered; myco-d takes at most 8 --join), so any two can be down at boot;
+# never through a box behind NAT, whose address no other box reaches.
 box_files() {
 	local i=$1 dir=$TESTBED_WORK/box$1 node args j bridge=()
 	local -i joins
@@ -215,13 +251,16 @@ box_files() {
 	for ((j = 0, joins = 0; j < TESTBED_BOXES && joins < 3; j++)); do
 		((j == i)) && continue
 		[[ $(box_zone "$j") == "$(box_zone "$i")" ]] || continue
+		box_is_nat "$j" && continue
 		args+=" --join $(box_endpoint "$j" "$TESTBED_PORT")"
 		joins+=1
 	done
 	for ((j = 0; j < TESTBED_BOXES; j++)); do
 		box_is_bridge "$i" && box_is_bridge "$j" && [[ $(box_zone "$j") != "$(box_zone "$i")" ]] \
-			&& args+=" --bridge-seed $(box_endpoint "$j" "$TESTBED_PORT")"
+			&& ! box_is_nat "$j" && args+=" --bridge-seed $(box_endpoint "$j" "$TESTBED_PORT")"
 	done
+	! box_is_relay "$i" || args+=" --relay"
+	! box_is_nat "$i" || args+=" --behind-nat"
 	args+=" --reserve-bytes $TESTBED_RESERVE_BYTES${TESTBED_ARGS:+ $TESTBED_ARGS}"
 	sed -E -e "s/^MYCO_OPERATOR=.*/MYCO_OPERATOR=$TESTBED_OPERATOR/" -e "s/^MYCO_ARGS=.*/MYCO_ARGS=$args/" \
 		"$TESTBED_REPO/systemd/myco-d.env.example" >"$dir/etc-myco/myco-d.env"
@@ -229,14 +268,15 @@ box_files() {
 }
 
 # Box I's network: a namespace with loopback and one end of a veth pair as eth0; the other end,
-# named like the box, on the bridge.
+# named like the box, on the bridge (a box behind NAT: on the home bridge, with a default route
+# via the router).
 box_network() {
 	local i=$1 name
 	name=$(box_name "$i")
 	BOX_ADDR[i]=$(box_addr "$i")
 	ip netns add "$name"
 	ip link add "$name" type veth peer name eth0 netns "$name"
-	ip link set "$name" master "$TESTBED_BRIDGE" up
+	ip link set "$name" master "$(box_link "$i")" up
 	ip -n "$name" link set lo up
 	if [[ -n $TESTBED_IPV6 ]]; then
 		# No duplicate address detection: the address is usable at once, not tentative for a second.
@@ -245,6 +285,45 @@ box_network() {
 		ip -n "$name" addr add "${BOX_ADDR[i]}/24" dev eth0
 	fi
 	ip -n "$name" link set eth0 up
+	! box_is_nat "$i" || ip -n "$name" route add default via "$TESTBED_HOME_SUBNET.1"
+}
+
+# The NAT router for TESTBED_NAT: a namespace with eth0 on the testbed bridge and `home` on the
+# home bridge. It forwards from home to the testbed subnet, rewriting the source to its own
+# address (masquerade: a box's port is kept while free, so the mapping is endpoint-independent
+# as protocol.md section 12 assumes), and from there back only what conntrack knows as a reply.
+# Its conntrack forgets an idle UDP mapping after 30 s, even once both sides have spoken (Linux's
+# default then is 120 s): the shortest mapping protocol.md section 12 claims to serve, so the
+# testbed's NAT is the harshest one Myco should work behind.
+testbed_router() {
+	local r=$TESTBED_ROUTER
+	ip link add "$TESTBED_HOME" type bridge
+	ip link set "$TESTBED_HOME" up
+	ip netns add "$r"
+	ip link add "$r" type veth peer name eth0 netns "$r"
+	ip link set "$r" master "$TESTBED_BRIDGE" up
+	ip link add "${r}h" type veth peer name home netns "$r"
+	ip link set "${r}h" master "$TESTBED_HOME" up
+	ip -n "$r" link set lo up
+	ip -n "$r" addr add "$TESTBED_ROUTER_ADDR/24" dev eth0
+	ip -n "$r" addr add "$TESTBED_HOME_SUBNET.1/24" dev home
+	ip -n "$r" link set eth0 up
+	ip -n "$r" link set home up
+	ip netns exec "$r" sysctl -qw net.ipv4.ip_forward=1 net.netfilter.nf_conntrack_udp_timeout=30 \
+		net.netfilter.nf_conntrack_udp_timeout_stream=30
+	ip netns exec "$r" nft -f - <<'EOF'
+table ip myco_testbed_nat {
+	chain forward {
+		type filter hook forward priority filter; policy drop;
+		ct state established,related accept
+		iifname "home" oifname "eth0" accept
+	}
+	chain postrouting {
+		type nat hook postrouting priority srcnat; policy accept;
+		oifname "eth0" masquerade
+	}
+}
+EOF
 }
 
 # Starts box I's container in the background.
@@ -309,6 +388,7 @@ testbed_up() {
 		sysctl -qw "net.ipv6.conf.$TESTBED_BRIDGE.disable_ipv6=1"
 	fi
 	ip link set "$TESTBED_BRIDGE" up
+	[[ -z $TESTBED_NAT ]] || testbed_router
 	for ((i = 0; i < n; i++)); do
 		box_files "$i"
 		box_network "$i"
@@ -358,6 +438,9 @@ testbed_diagnostics() {
 		echo "---- box $i: journalctl -u 'myco-*' (last 40 lines)" >&2
 		box_exec "$i" journalctl --no-pager -o short-precise -u 'myco-*' -n 40 >&2 || true
 	done
+	[[ -z $TESTBED_NAT ]] && return 0
+	echo "---- the NAT router: its conntrack table (which public port maps which box to which peer)" >&2
+	ip netns exec "$TESTBED_ROUTER" cat /proc/net/nf_conntrack >&2 || true
 }
 
 testbed_down() {
@@ -375,9 +458,13 @@ testbed_down() {
 		# shellcheck disable=SC2086
 		nspawn_cgroups_remove ${BOX_CGROUPS[i]:-}
 	done
+	ip netns delete "$TESTBED_ROUTER" 2>/dev/null || true
+	ip link delete "$TESTBED_ROUTER" 2>/dev/null || true
+	ip link delete "${TESTBED_ROUTER}h" 2>/dev/null || true
+	ip link delete "$TESTBED_HOME" 2>/dev/null || true
 	ip link delete "$TESTBED_BRIDGE" 2>/dev/null || true
 	rm -rf "$TESTBED_WORK"
-	log "testbed down: containers, namespaces, links, bridge and cgroups removed"
+	log "testbed down: containers, namespaces, links, bridges and cgroups removed"
 	[[ -z $TESTBED_FAILURE ]] || log "FAIL: $TESTBED_FAILURE" >&2
 }
 

@@ -168,8 +168,12 @@ impl Members {
         m.incarnation = u.incarnation;
         m.meta = u.meta;
         // A node refuting a rumor does not know its own address; second-hand records of it carry
-        // none, and must not erase the one this node knows.
-        if u.state == MemberState::Alive && u.addr != PeerAddr::default() {
+        // none, and must not erase the one this node knows. Nor does a second-hand record of a
+        // box behind NAT: its NAT may give it another public port for each peer (a port already
+        // taken, a symmetric NAT), so where it is for this node is where its own frames came
+        // from (`Node::handle_datagram`, `Node::learn`), never where another member saw them.
+        let second_hand_nat = u.meta.nat && reporter != u.id;
+        if u.state == MemberState::Alive && u.addr != PeerAddr::default() && !second_hand_nat {
             m.addr = u.addr;
         }
         let changed = m.state != u.state;
@@ -391,6 +395,47 @@ mod tests {
             Applied::Ignored
         );
         assert!(ms.get(7).is_none());
+    }
+
+    /// A box behind NAT may have another public address for each peer: a second-hand record of
+    /// it, even one that wins, keeps the address this node knows; its own word moves it. A box
+    /// not behind NAT moves with any winning record.
+    #[test]
+    fn second_hand_records_of_a_box_behind_nat_keep_its_address() {
+        let mut ms = Members::new(Profile::LAN);
+        let t = Instant(0);
+        let natted = |inc: u32, port: u16| MemberUpdate {
+            addr: PeerAddr::v4([10, 77, 0, 250], port),
+            meta: MemberMeta {
+                nat: true,
+                ..up(1, inc, MemberState::Alive).meta
+            },
+            ..up(1, inc, MemberState::Alive)
+        };
+        ms.apply(t, &natted(1, 7946), 1);
+        assert_eq!(
+            ms.apply(t, &natted(2, 63218), 9),
+            Applied::Ignored,
+            "alive before and after"
+        );
+        assert_eq!(ms.get(1).unwrap().incarnation, 2, "the record wins");
+        assert_eq!(
+            ms.get(1).unwrap().addr,
+            PeerAddr::v4([10, 77, 0, 250], 7946)
+        );
+        ms.apply(t, &natted(3, 40000), 1);
+        assert_eq!(
+            ms.get(1).unwrap().addr,
+            PeerAddr::v4([10, 77, 0, 250], 40000)
+        );
+        ms.apply(t, &up(2, 0, MemberState::Alive), 2);
+        ms.apply(t, &up(2, 1, MemberState::Alive), 9);
+        let moved = MemberUpdate {
+            addr: PeerAddr::v4([127, 0, 0, 9], 9),
+            ..up(2, 2, MemberState::Alive)
+        };
+        ms.apply(t, &moved, 9);
+        assert_eq!(ms.get(2).unwrap().addr, moved.addr);
     }
 
     /// Regression (fuzz): a member first heard of as suspect still expires to dead.

@@ -813,9 +813,7 @@ impl Node {
             let peer = (sender, opened.zone, body.root.0);
             return self.dispatch_bridge(from, peer, body.msg, sink);
         }
-        if let Some(m) = self.members.get_mut(sender) {
-            m.root = body.root.0;
-        }
+        self.heard_from(sender, from, body.root.0);
         if let Some(i) = self.join.iter().position(|&a| a == from) {
             // The first word from a join address: trade whole tables with it (memberlist's join),
             // so this node lists the cluster after one exchange.
@@ -825,6 +823,19 @@ impl Node {
         }
         self.hint_revocation(sink, from, opened.revocation_block);
         self.dispatch(now, from, sender, body.msg, sink);
+    }
+
+    /// What an authenticated frame from a member says of it: the root of its desired state, and
+    /// for a box behind NAT, where it is. Its NAT may give it a public port per peer, and a
+    /// record first heard second-hand names another member's (`Members::apply`). (A relayed
+    /// frame's `from` is the record's address already.)
+    fn heard_from(&mut self, sender: u64, from: PeerAddr, root: u64) {
+        if let Some(m) = self.members.get_mut(sender) {
+            m.root = root;
+            if m.meta.nat {
+                m.addr = from;
+            }
+        }
     }
 
     /// A peer whose header shows a lower RevocationBlock missed a rotation: send it the record

@@ -43,10 +43,14 @@ const NAT_MAPPING_MS: u64 = 30_000;
 
 /// A perfect wire between test nodes, except that a node whose `up` is false neither sends nor
 /// receives (cut off, as if dead), and a node behind NAT receives only from addresses it sent to
-/// within `NAT_MAPPING_MS`.
+/// within `NAT_MAPPING_MS`. With `port_per_peer`, a node behind NAT has another public address
+/// for each peer, as a NAT gives when the box's own port is taken towards some peers (the
+/// testbed's nftables masquerade did) or a symmetric NAT: a peer reaches it only at the address
+/// its frames to that peer come from.
 struct Net {
     up: StdVec<bool>,
     nat: StdVec<bool>,
+    port_per_peer: bool,
     /// When node `i` last sent to node `j`.
     sent: std::collections::HashMap<(usize, usize), u64>,
     nat_dropped: u64,
@@ -57,6 +61,7 @@ impl Net {
         Net {
             up: std::vec![true; nat.len()],
             nat: nat.to_vec(),
+            port_per_peer: false,
             sent: std::collections::HashMap::new(),
             nat_dropped: 0,
         }
@@ -78,6 +83,26 @@ impl Net {
         true
     }
 
+    /// Where `src`'s frames to `dst` come from, as `dst` sees them.
+    fn seen_from(&self, src: usize, dst: usize) -> PeerAddr {
+        if self.port_per_peer && self.nat[src] {
+            PeerAddr::v4([10, 0, 0, 1], 1000 + dst as u16)
+        } else {
+            addr(src)
+        }
+    }
+
+    /// The node a frame from `src` to `to` reaches, if any. A public address the NAT mapped for
+    /// another peer leads nowhere: the NAT drops the frame.
+    fn reached(&mut self, src: usize, to: PeerAddr, nodes: usize) -> Option<usize> {
+        let reached = (0..nodes).find(|&j| self.seen_from(j, src) == to);
+        let mapped = |j: usize| (0..nodes).any(|k| self.seen_from(j, k) == to);
+        if reached.is_none() && (0..nodes).any(mapped) {
+            self.nat_dropped += 1;
+        }
+        reached
+    }
+
     /// Runs `nodes` over `[from, to)` ms in 10 ms ticks.
     fn run(&mut self, nodes: &mut [Box<Node>], (from, to): (u64, u64)) {
         for t in (from..to).step_by(10) {
@@ -89,14 +114,14 @@ impl Net {
                 queue.extend(wire.frames.iter().map(|&(to, f)| (i, to, f)));
             }
             while let Some((src, to, frame)) = queue.pop() {
-                let Some(dst) = (0..nodes.len()).find(|&j| addr(j) == to) else {
+                let Some(dst) = self.reached(src, to, nodes.len()) else {
                     continue;
                 };
                 if !self.passes(t, src, dst) {
                     continue;
                 }
                 let mut next = Wire::default();
-                nodes[dst].handle_datagram(now, addr(src), &frame, &mut next);
+                nodes[dst].handle_datagram(now, self.seen_from(src, dst), &frame, &mut next);
                 queue.extend(next.frames.iter().map(|&(to, f)| (dst, to, f)));
             }
         }
@@ -357,6 +382,50 @@ fn a_box_behind_nat_is_reached_through_its_relay() {
         let b = n.members().iter().find(|m| m.id == natted).unwrap();
         assert_eq!(b.state, MemberState::Dead, "dead at {}", n.id());
     }
+}
+
+/// The same with a NAT that gives the box another public port for each peer: members gossip
+/// the box's record with the address they each see, and the relay must keep sending to the one
+/// the box's own frames come from. Before second-hand records stopped moving a box behind NAT,
+/// the relay took another peer's view of it, its frames to the box were dropped, and the box was
+/// suspected (first seen on the testbed: `NAT_BOXES=8 ... tests/testbed/nat-test.sh`).
+#[test]
+fn a_box_behind_a_nat_with_a_port_per_peer_is_reached_through_its_relay() {
+    let (mut nodes, mut net) = metered_with_nat(true);
+    net.port_per_peer = true;
+    net.run(&mut nodes, (0, 20_000));
+    let natted = nodes[7].id();
+    let joined = nodes[0]
+        .members()
+        .iter()
+        .find(|m| m.id == natted)
+        .unwrap()
+        .incarnation;
+    net.run(&mut nodes, (20_000, 140_000));
+    for n in &nodes[..7] {
+        let b = n.members().iter().find(|m| m.id == natted).unwrap();
+        assert_eq!(b.state, MemberState::Alive, "alive at {}", n.id());
+        assert_eq!(b.incarnation, joined, "not suspected since, at {}", n.id());
+        let link = n.out.links.iter().find(|l| l.peer == natted);
+        assert_eq!(
+            link.map(|l| l.addr),
+            Some(b.addr),
+            "one address for it at {}",
+            n.id()
+        );
+    }
+    let seen = nodes[0]
+        .members()
+        .iter()
+        .find(|m| m.id == natted)
+        .unwrap()
+        .addr;
+    assert_eq!(
+        seen,
+        net.seen_from(7, 0),
+        "the relay sends where the box's frames come from"
+    );
+    assert!(nodes[0].counters().relayed_frames > 0);
 }
 
 /// Without a relay, the same NAT drops what peers send the box directly (the control for the
