@@ -325,7 +325,7 @@ nix-check:
 # stays in each zone; a `ZONES ...` line. Then a box behind a NAT router with two relays
 # (tests/testbed/nat-test.sh): the NAT holds, deploys reach it and leave it, a relay dies; a
 # `NAT ...` line. Needs root.
-# ~40 s, or ~2 min the first time on a machine (debootstrap).
+# About 8 minutes (seven tests, each booting its boxes; docs/install.md), more the first time on a machine (debootstrap).
 # Ends with the self-healing summary (tests/testbed/rollout-line.sh): one ROLLOUT line from the
 # figures the engine, rollout and health tests printed.
 TESTBED_LOGS := $(TARGET_DIR)/testbed-logs
