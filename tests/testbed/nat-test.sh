@@ -11,16 +11,20 @@
 # - every box sees the four members alive (testbed_up), and still at every check over 30 s;
 # - a service with 4 replicas (every box; no manifest field names a box) deployed through box 0's
 #   socket runs on box 3 (systemctl is-active inside box 3), and one deployed through box 3's own
-#   socket runs on boxes 0, 1 and 2; both on all four boxes, each box's time logged;
+#   socket runs on boxes 0, 1 and 2; both on all four boxes, each box's time logged; and box 2's
+#   `myco ls` reports box 3's replica running (its health, gossiped through the relays);
 # - the relays forwarded frames: `myco_relayed_frames_total` of boxes 0 and 1, read from each
 #   box's API metrics endpoint, sums to more than 0;
 # - the relay that carried box 2's frames to box 3 killed (a power cut; box 3's first relay, box 0
 #   or box 1 as the random node keys rank them): box 2 sees it dead, never sees box 3 dead
 #   meanwhile nor in the 20 s after, sees box 3 alive at the end, and the other relay forwards
-#   more frames than before.
+#   more frames than before;
+# - box 3 cut off its home link: box 2 declares it dead, measured from the cut, as it declared the
+#   killed relay dead (the usual bound: both are SWIM's detection).
 #
 # Prints `NAT reachable_directly=0|1 alive_all=0|1 deploy_to_nat_s=S deploy_from_nat_s=S
-# relayed_frames=N relay_death_box3_alive=0|1 relay_dead_s=S` (measured; empty, or 0 for the
+# health_reported=0|1 relayed_frames=N relay_death_box3_alive=0|1 relay_dead_s=S
+# cut_to_dead_s=S` (measured; empty, or 0 for the
 # flags, when the step was not reached, and the script fails). The waits' bounds (60 s) only catch a daemon that never
 # gets there.
 #
@@ -48,12 +52,13 @@ wait_s=60
 hold_s=${NAT_HOLD_S:-30}
 after_kill_s=20
 reachable_directly='' alive_all=0 deploy_to_ms='' deploy_from_ms='' relayed_frames='' relay_death=0 dead_ms=''
+health_reported=0 cut_dead_ms=''
 report() {
 	echo "NAT reachable_directly=$reachable_directly alive_all=$alive_all" \
 		"deploy_to_nat_s=${deploy_to_ms:+$(ms_as_s "$deploy_to_ms")}" \
 		"deploy_from_nat_s=${deploy_from_ms:+$(ms_as_s "$deploy_from_ms")}" \
-		"relayed_frames=$relayed_frames relay_death_box3_alive=$relay_death" \
-		"relay_dead_s=${dead_ms:+$(ms_as_s "$dead_ms")}"
+		"health_reported=$health_reported relayed_frames=$relayed_frames relay_death_box3_alive=$relay_death" \
+		"relay_dead_s=${dead_ms:+$(ms_as_s "$dead_ms")}" "cut_to_dead_s=${cut_dead_ms:+$(ms_as_s "$cut_dead_ms")}"
 }
 # The result line even on a failure; testbed_down sees the exit status.
 finish() {
@@ -157,6 +162,21 @@ wait_everywhere outward "$deployed"
 deploy_from_ms=$(for i in "${!arrived[@]}"; do ((i == natted)) || echo "${arrived[i]}"; done | sort -n | tail -n 1)
 log "deployed outward through box $natted: active on every other box after $(ms_as_s "$deploy_from_ms") s"
 
+# The state box I's `myco ls` reports for service NAME's replica on box J (empty if not placed).
+placed_state() {
+	box_myco "$1" ls --json | python3 -c '
+import json, sys
+name, node = sys.argv[1], sys.argv[2]
+for s in json.load(sys.stdin)["services"]:
+    if s["name"] == name:
+        print(" ".join(p["state"] for p in s["placed_on"] if p["id"] == node))
+' "$2" "${ids[$3]}"
+}
+box3_reported_running() { [[ $(placed_state 2 inward "$natted") == running ]]; }
+wait_for "$wait_s" "box 2 reports box $natted's replica of inward running" box3_reported_running
+health_reported=1
+log "box 2's myco ls: inward on box $natted is $(placed_state 2 inward "$natted")"
+
 # --- the relays forwarded ----------------------------------------------------------------------
 
 relayed0=$(metric 0 myco_relayed_frames_total)
@@ -199,3 +219,15 @@ after=$(metric "$other" myco_relayed_frames_total)
 relay_death=1
 log "box $natted alive in box 2's view $after_kill_s s after relay $dead's death (suspect at $suspect polls of 0.2 s);" \
 	"relay $other forwarded $((after - before)) more frames"
+
+# --- box 3 cut off --------------------------------------------------------------------------
+
+cut=$(now_ms)
+box_cut "$natted"
+until [[ $(state_of 2 "$natted") == dead ]]; do
+	(($(now_ms) - cut < wait_s * 1000)) || fail "box 2 does not see box $natted dead $wait_s s after it was cut off"
+	sleep 0.2
+done
+cut_dead_ms=$(($(now_ms) - cut))
+log "box 2 sees box $natted dead $(ms_as_s "$cut_dead_ms") s after its home link was cut" \
+	"(relay $dead's power cut: $(ms_as_s "$dead_ms") s)"
