@@ -1063,6 +1063,13 @@ impl Node {
             origin_seq: seq,
             expires: now.add_ms(self.profile.probe_interval_ms),
         };
+        // A box behind NAT may have another public address for each peer (a port per peer):
+        // the origin's view of it leads nowhere from here, this node's own does.
+        let target_addr = self
+            .members
+            .get(target)
+            .filter(|m| m.meta.nat)
+            .map_or(target_addr, |m| m.addr);
         // A full relay table refuses new relays; the origin's other helpers still try.
         if self.relays.push(relay).is_ok() {
             self.send_ping(sink, target_addr, self.seq, Some(target));

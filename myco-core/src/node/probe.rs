@@ -154,7 +154,7 @@ impl Node {
     }
 
     pub(super) fn send_indirect(&mut self, sink: &mut impl Sink, p: Probe, target_addr: PeerAddr) {
-        let mut helpers: Vec<PeerAddr, INDIRECT_PROBES> = Vec::new();
+        let mut helpers = self.relays_to_ask(p.target);
         for _ in 0..INDIRECT_PROBES * 2 {
             let Some(h) = self.random_live_peer() else {
                 break;
@@ -173,6 +173,27 @@ impl Node {
             };
             self.out.send(sink, h, root, msg);
         }
+    }
+
+    /// The helpers to ask first when a probe of `target` failed: if it is behind NAT, its relays
+    /// (all of them, not only the one this node's route goes through). Every member reaches such
+    /// a box through its first relay, random helpers too, so when that relay dies every probe of
+    /// the box fails with it and Lifeguard's confirmations soon declare the box dead (issue 18);
+    /// its other relay holds a session with it and pings it directly (`Node::relay_ping`).
+    fn relays_to_ask(&self, target: u64) -> Vec<PeerAddr, INDIRECT_PROBES> {
+        let mut asked = Vec::new();
+        if !self.members.get(target).is_some_and(|m| m.meta.nat) {
+            return asked;
+        }
+        for r in self.relays_of(target).into_iter().filter(|&r| r != self.id) {
+            if let Some(m) = self.members.get(r) {
+                // Random helpers top up what is left; with more relays than helpers, the best.
+                if asked.push(m.addr).is_err() {
+                    break;
+                }
+            }
+        }
+        asked
     }
 
     /// Pings `to`; when it is member `target`, what this node believes of it goes first (the

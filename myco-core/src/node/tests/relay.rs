@@ -439,3 +439,49 @@ fn without_a_relay_the_nat_drops_what_peers_send() {
     assert!(net.nat_dropped > 0);
     assert_eq!(nodes[1].counters().frames_via_relay, 0);
 }
+
+/// Eight boxes on the metered profile, boxes 0 and 1 relays, box 7 behind NAT (with a port per
+/// peer when `port_per_peer`): its first relay is cut off. Every member's probe of box 7 goes
+/// through that relay and fails with its probe of the relay; the indirect probe must still reach
+/// box 7 through its other relay, so no member ever declares box 7 dead (first seen on the
+/// testbed, issue 18), while the relay is declared dead everywhere.
+fn a_relays_death_leaves_the_box_behind_it_alive(port_per_peer: bool) {
+    let mut nodes: StdVec<Box<Node>> = (0..8)
+        .map(|i| box_node_profiled(i, (i < 2, i == 7), Profile::METERED))
+        .collect();
+    let mut nat = [false; 8];
+    nat[7] = true;
+    let mut net = Net::new(&nat);
+    net.port_per_peer = port_per_peer;
+    net.run(&mut nodes, (0, 60_000));
+    let natted = nodes[7].id();
+    let relays = nodes[7].relays_of(natted);
+    assert_eq!(relays.len(), 2, "both relays serve box 7");
+    let first = (0..2).find(|&i| nodes[i].id() == relays[0]).unwrap();
+    net.up[first] = false;
+    let state = |n: &Node, id: u64| n.members().iter().find(|m| m.id == id).unwrap().state;
+    let end = 60_000 + 2 * Profile::METERED.detection_ms_goal;
+    for t in (60_000..end).step_by(10) {
+        net.run(&mut nodes, (t, t + 10));
+        for n in nodes.iter().take(7).filter(|n| n.id() != relays[0]) {
+            let s = state(n, natted);
+            assert_ne!(s, MemberState::Dead, "box 7 dead at {} at {t} ms", n.id());
+        }
+    }
+    for n in nodes.iter().filter(|n| n.id() != relays[0]) {
+        assert_eq!(state(n, relays[0]), MemberState::Dead, "at {}", n.id());
+        if n.id() != natted {
+            assert_eq!(state(n, natted), MemberState::Alive, "at {}", n.id());
+        }
+    }
+}
+
+#[test]
+fn a_relays_death_leaves_the_box_behind_nat_alive() {
+    a_relays_death_leaves_the_box_behind_it_alive(false);
+}
+
+#[test]
+fn a_relays_death_leaves_the_box_behind_a_port_per_peer_nat_alive() {
+    a_relays_death_leaves_the_box_behind_it_alive(true);
+}
