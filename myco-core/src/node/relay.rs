@@ -291,8 +291,8 @@ impl Node {
 
     /// Routes to the live boxes behind NAT: each through its first relay alive (else suspect),
     /// as this node ranks them, unless this node is one of its relays (the box keeps that mapping open
-    /// itself). Opens a session with each of the box's relays: a relay forwards only for senders
-    /// that hold one, and the indirect probes of the box go to them.
+    /// itself). Opens a session with a relay it routes through: the relay forwards only for
+    /// senders that hold one.
     pub(super) fn update_routes(&mut self, sink: &mut impl Sink) {
         self.out.routes.clear();
         for i in 0..self.members.list().len() {
@@ -321,12 +321,8 @@ impl Node {
             };
             let route = Route { addr, dest, via };
             self.out.routes.push(route).expect("one route per member");
-            // Sessions with all the box's relays: the next route, and the indirect probes that
-            // ask them for the box (`Node::send_indirect`), must not wait for a handshake.
-            for r in relays.iter().filter_map(|r| self.members.get(*r)) {
-                if !self.out.has_link(r.addr) {
-                    self.out.ensure_handshake(sink, r.addr);
-                }
+            if !self.out.has_link(via) {
+                self.out.ensure_handshake(sink, via);
             }
         }
     }
