@@ -13,8 +13,9 @@
 #    and the boxes that did not have it never built: the log of their build (nix build -L, run in
 #    the unit myco-build-web) has a path copied from a peer's http:// cache and no derivation
 #    built, and myco_builds_from_peers_total counts the fetch. Nix copies a path only if its
-#    narinfo is signed by a key it was told to trust, and the daemon names only the node keys the
-#    operator certified, so a copy is a verified signature. Box 0, if it built the version for
+#    narinfo is signed by a key it was told to trust (the daemon names only the node keys the
+#    operator certified), and registers that signature: `nix path-info --sigs` in the fetching
+#    box names another box's node id (`myco pubkey`). Box 0, if it built the version for
 #    box 2 in step 1, already holds it: its build neither builds nor copies.
 # 3. Box 2 (--build remote) never built a derivation in any of its builds.
 # 4. A new commit deployed to the 3 replicas (rolled out in waves): every box runs its new store
@@ -22,10 +23,12 @@
 #    who built and who fetched.
 #
 # Prints one line, also on a failure (a field not reached reads 0):
-#   P2P-TESTBED substituted_boxes=N builds_on_fetchers=N remote_build_ok=0|1 built_for_peers=N fetch_s=S
+#   P2P-TESTBED substituted_boxes=N builds_on_fetchers=N remote_build_ok=0|1 remote_from=boxN
+#       built_for_peers=N fetch_s=S
 # substituted_boxes: boxes that got version 1 from a peer's cache (steps 1 and 2);
 # builds_on_fetchers: derivations the boxes that did not get it first built (must be 0);
-# remote_build_ok: step 4 held for box 2; built_for_peers: box 0's myco_builds_for_peers_total at
+# remote_build_ok: step 4 held for box 2; remote_from: whose cache box 2 copied version 2 from
+# (none if it copied nothing); built_for_peers: box 0's myco_builds_for_peers_total at
 # the end (builds it ran because box 2 asked); fetch_s: from the 3-replica deploy until all 3
 # boxes run version 1.
 #
@@ -49,12 +52,13 @@ fetcher_builds=0
 remote_ok=0
 fetch_ms=0
 built_for_peers=0
+remote_from=none
 # The result line even on a failure; testbed_down sees the exit status.
 p2p_down() {
 	local status=$?
 	set +e
 	echo "P2P-TESTBED substituted_boxes=$substituted builds_on_fetchers=$fetcher_builds" \
-		"remote_build_ok=$remote_ok built_for_peers=$built_for_peers fetch_s=$(ms_as_s "$fetch_ms")"
+		"remote_build_ok=$remote_ok remote_from=$remote_from built_for_peers=$built_for_peers fetch_s=$(ms_as_s "$fetch_ms")"
 	(exit "$status")
 	testbed_down
 	rm -rf "$p2p"
@@ -97,9 +101,24 @@ built_here() { build_log "$1" | grep -c "^building '/nix/store/" || true; }
 # Whether box I's last build copied a path from a peer's http:// cache.
 fetched() { build_log "$1" | grep -q "^copying path '/nix/store/[^']*' from 'http://"; }
 
-runs_on() {
-	local want=$1
-	[[ $(service_boxes "$service") == "$want" ]]
+# The boxes (numbers) whose node key signed PATH in box I's store: Nix registers the signatures
+# of the narinfo it verified, named by node id (`myco pubkey`'s nix_cache_key).
+signers() {
+	local sigs j id out=()
+	sigs=$(box_exec "$1" nix --extra-experimental-features nix-command path-info --sigs "$2")
+	for j in 0 1 2; do
+		id=$("$TESTBED_WORK/bin/myco" pubkey --key "$TESTBED_WORK/box$j/etc-myco/node.key" --json \
+			| json_field node_id)
+		[[ $sigs == *" $id:"* ]] && out+=("$j")
+	done
+	echo "${out[*]}"
+}
+# fetched_signed I PATH: box I holds PATH with the signature of another box's node key.
+fetched_signed() {
+	local by
+	by=$(signers "$1" "$2")
+	[[ -n $by && " $by " != *" $1 "* ]] || fail "box $1: $2 carries no signature of another box: $(box_exec "$1" nix --extra-experimental-features nix-command path-info --sigs "$2")"
+	log "box $1: $2 is signed by box $by's node key, which box $1's Nix verified"
 }
 # every box runs store path PATH (or, with PATH empty, a store path other than NOT).
 all_run() {
@@ -126,6 +145,7 @@ if ((first == 2)); then
 	((built_for_peers >= 1)) || fail "box 2 (--build remote) runs $v1, but box 0 built nothing for peers"
 	(($(metric 2 myco_builds_requested_total) >= 1)) || fail "box 2 runs $v1 but asked no builder"
 	{ (($(built_here 2) == 0)) && fetched 2; } || fail "box 2 (--build remote) did not fetch $v1 without building"
+	fetched_signed 2 "$v1"
 	substituted=1
 	log "box 2 (--build remote) asked box 0 (--builder), which built $v1 for it; box 2 fetched it"
 else
@@ -149,6 +169,7 @@ for i in 0 1 2; do
 		continue
 	fi
 	fetched "$i" || fail "box $i runs $v1 but its build log shows no copy from a peer's cache"
+	fetched_signed "$i" "$v1"
 	(($(metric "$i" myco_builds_from_peers_total) >= 1)) || fail "box $i: myco_builds_from_peers_total is 0"
 	((n == 0)) && substituted=$((substituted + 1))
 done
@@ -166,5 +187,8 @@ for i in 0 1 2; do
 	build_log "$i" | sed 's/^/    /' >&2
 done
 built_for_peers=$(metric 0 myco_builds_for_peers_total)
-(($(built_here 2) == 0)) && fetched 2 && remote_ok=1
+(($(built_here 2) == 0)) && fetched 2 && fetched_signed 2 "$v2" && remote_ok=1
+# Which box's cache box 2 copied version 2 from (its address's last octet is 10 + the box).
+octet=$(build_log 2 | sed -nE "s/^copying path .* from 'http:\/\/$TESTBED_SUBNET\.([0-9]+):.*/\1/p" | tail -n 1)
+[[ -z $octet ]] || remote_from=box$((octet - 10))
 ((remote_ok == 1)) || fail "box 2 (--build remote) did not get version 2 from a peer's cache without building"
