@@ -56,7 +56,8 @@ remote_from=none
 # The result line even on a failure; testbed_down sees the exit status.
 p2p_down() {
 	local status=$?
-	set +e
+	# Nothing here may stop testbed_down: a run that leaves its boxes up holds the testbed lock.
+	set +eu
 	echo "P2P-TESTBED substituted_boxes=$substituted builds_on_fetchers=$fetcher_builds" \
 		"remote_build_ok=$remote_ok remote_from=$remote_from built_for_peers=$built_for_peers fetch_s=$(ms_as_s "$fetch_ms")"
 	(exit "$status")
@@ -109,7 +110,7 @@ signers() {
 	for j in 0 1 2; do
 		id=$("$TESTBED_WORK/bin/myco" pubkey --key "$TESTBED_WORK/box$j/etc-myco/node.key" --json \
 			| json_field node_id)
-		[[ $sigs == *" $id:"* ]] && out+=("$j")
+		[[ $sigs == *[[:space:]]"$id:"* ]] && out+=("$j")
 	done
 	echo "${out[*]}"
 }
