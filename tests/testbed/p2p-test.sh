@@ -19,8 +19,9 @@
 #    box 2 in step 1, already holds it: its build neither builds nor copies.
 # 3. Box 2 (--build remote) never built a derivation in any of its builds.
 # 4. A new commit deployed to the 3 replicas (rolled out in waves): every box runs its new store
-#    path, box 2 again without building, from a peer's cache; the build logs of all three say
-#    who built and who fetched.
+#    path, box 2 again without building, from a peer's cache. Each box's log of its last build
+#    of the service is printed (a box that built the version and then ran a build again for a
+#    newer entry shows that later, empty, log).
 #
 # Prints one line, also on a failure (a field not reached reads 0):
 #   P2P-TESTBED substituted_boxes=N builds_on_fetchers=N remote_build_ok=0|1 remote_from=boxN
