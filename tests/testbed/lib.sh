@@ -35,7 +35,9 @@
 # TESTBED_ZONES="0 0 1 1" certifies box I into the I-th zone listed (default zone 0), and each box
 # joins only boxes of its own zone; TESTBED_BRIDGES="0 2" certifies those boxes with --bridge all
 # and gives each the other zones' bridge boxes as --bridge-seed (zones-test.sh).
-# TESTBED_ARGS holds further myco-d flags for every box (e.g. --proxy-listen [::]:7948).
+# TESTBED_ARGS holds further myco-d flags for every box (e.g. --proxy-listen [::]:7948);
+# TESTBED_BOX_ARGS, an array indexed by box number, further flags for that box alone, after
+# TESTBED_ARGS (p2p-test.sh: TESTBED_BOX_ARGS=([0]="--builder" [2]="--build remote")).
 # TESTBED_NAT="3" puts those boxes behind a NAT router (nat-test.sh): a network namespace with one
 # leg on the bridge at 10.77.0.250 and one on a home bridge of its own at 10.78.0.1/24, which
 # masquerades what leaves by the testbed bridge (nftables, in the router's namespace only) and
@@ -61,6 +63,7 @@ TESTBED_IPV6=${TESTBED_IPV6:-}
 TESTBED_ZONES=${TESTBED_ZONES:-}
 TESTBED_BRIDGES=${TESTBED_BRIDGES:-}
 TESTBED_ARGS=${TESTBED_ARGS:-}
+[[ -v TESTBED_BOX_ARGS ]] || TESTBED_BOX_ARGS=()
 TESTBED_NAT=${TESTBED_NAT:-}
 TESTBED_RELAYS=${TESTBED_RELAYS:-}
 # The NAT router: its namespace and its leg on the testbed bridge share a name, as a box's do;
@@ -262,6 +265,7 @@ box_files() {
 	! box_is_relay "$i" || args+=" --relay"
 	! box_is_nat "$i" || args+=" --behind-nat"
 	args+=" --reserve-bytes $TESTBED_RESERVE_BYTES${TESTBED_ARGS:+ $TESTBED_ARGS}"
+	args+="${TESTBED_BOX_ARGS[i]:+ ${TESTBED_BOX_ARGS[i]}}"
 	sed -E -e "s/^MYCO_OPERATOR=.*/MYCO_OPERATOR=$TESTBED_OPERATOR/" -e "s/^MYCO_ARGS=.*/MYCO_ARGS=$args/" \
 		"$TESTBED_REPO/systemd/myco-d.env.example" >"$dir/etc-myco/myco-d.env"
 	chmod 0644 "$dir/etc-myco/myco-d.env"
