@@ -64,7 +64,8 @@ pub(super) struct Probe {
     /// When systemd was first read running it: the grace counts from there.
     seen_ms: Option<u64>,
     in_flight: Option<u64>,
-    /// Its failed checks owe a restart not yet made a todo: it is not checked meanwhile.
+    /// A restart is owed, not yet a todo: its failed checks', or one a removal took the place of
+    /// (`Executor::mark_disable`). It is not checked meanwhile.
     pub(super) owed: bool,
     reason: String<REASON_BYTES_MAX>,
 }
@@ -515,6 +516,55 @@ NRestarts=0\nUnitFileState=enabled\n\n";
         assert_eq!(e.unit("web").unwrap().health, UnitHealth::Running);
         assert_eq!(e.check_failure("web"), None);
         assert!(e.take_health_changed(), "the status is reported again");
+    }
+
+    /// A restart that failed checks owe is made though a removal took its todo's place and was
+    /// dropped before it ran (the unit placed here again): the unit is not checked before it.
+    /// (MycoSim, gauntlet seed 12011: membership moved a sick unit away and back while its
+    /// restart waited, and the unit was checked again, never restarted.)
+    #[test]
+    fn a_restart_owed_outlives_a_removal_dropped_before_it_ran() {
+        let (n, mut e) = running();
+        for now in [11_000, 21_000, 31_000] {
+            let token = check_due(&mut e, &n, now).expect("a check is due");
+            assert!(e.handle_check_done(Instant(now), token, CheckResult::Failed("timed out")));
+        }
+        // Placed elsewhere (a node that places nothing stands for the membership change): the
+        // removal goes first, and its `systemctl disable` fails.
+        let elsewhere = node(WAL_CHECKPOINT_BYTES);
+        e.handle_placement_changed();
+        let issued = e
+            .poll_command(Instant(40_000), &elsewhere)
+            .expect("the removal");
+        assert!(matches!(
+            issued.command,
+            Command::Systemctl {
+                verb: Verb::Disable,
+                ..
+            }
+        ));
+        let token = issued.token;
+        let failed = Outcome {
+            ok: false,
+            stdout: b"",
+        };
+        assert!(e.handle_command_done(Instant(40_010), token, failed));
+        // Placed here again before the removal is tried again: the restart is still owed.
+        e.handle_placement_changed();
+        let mut verbs = Vec::new();
+        for now in (50_000..60_000).step_by(1_000) {
+            assert_eq!(
+                check_due(&mut e, &n, now),
+                None,
+                "checked before its restart"
+            );
+            verbs.extend(run_commands(&mut e, &n, now));
+            if verbs.contains(&Verb::Restart) {
+                break;
+            }
+        }
+        assert!(verbs.contains(&Verb::Restart), "restarted: {verbs:?}");
+        assert_eq!(e.unit("web").unwrap().health, UnitHealth::Unhealthy);
     }
 
     /// The first check waits one interval after the unit was first seen running (its grace),

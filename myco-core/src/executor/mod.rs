@@ -1189,6 +1189,12 @@ impl Executor {
     fn mark_disable(&mut self, name: &str) {
         let unit = self.units.iter_mut().find(|u| u.name == name);
         let unit = unit.expect("removals name installed units");
+        // A restart not yet made (owed by failed checks, or a new version's) is owed again: the
+        // next round drops a removal not yet started (`plan`), and a unit placed here again
+        // must still be restarted, and not checked before it (gauntlet seed 12011).
+        if unit.todo == Todo::Restart {
+            unit.probe.owed = true;
+        }
         if unit.todo != Todo::Delete {
             unit.todo = Todo::Disable;
         }
