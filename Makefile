@@ -328,7 +328,7 @@ nix-check:
 # (tests/testbed/p2p-test.sh): box 0 --builder, box 2 --build remote; the boxes that did not build a
 # version copy it from a peer's cache and build nothing, box 2 gets its builds from peers; a
 # `P2P-TESTBED ...` line. Needs root.
-# About 9 minutes (eight tests, each booting its boxes; docs/install.md), more the first time on a machine (debootstrap).
+# About 5 minutes (eight tests, each booting its boxes; docs/install.md), more the first time on a machine (debootstrap).
 # Ends with the self-healing summary (tests/testbed/rollout-line.sh): one ROLLOUT line from the
 # figures the engine, rollout and health tests printed.
 TESTBED_LOGS := $(TARGET_DIR)/testbed-logs
