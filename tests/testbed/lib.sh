@@ -481,6 +481,30 @@ box_socket() { echo "/proc/${BOX_LEADER[$1]}/root/run/myco/myco.sock"; }
 # Whether the systemd executor exists in this build (myco-d --executor systemd|none).
 testbed_has_executor() { "$TESTBED_WORK/bin/myco-d" --help 2>&1 | grep -q -- '--executor'; }
 
+# For a test script that defines `report` (its one result line): on any exit, prints that line,
+# even after a failure, then takes the testbed down, which sees the script's exit status.
+testbed_report_on_exit() {
+	trap testbed_report_and_down EXIT
+	trap 'exit 130' INT TERM
+}
+testbed_report_and_down() {
+	local status=$?
+	set +e
+	report
+	(exit "$status")
+	testbed_down
+}
+
+# Fills the array `ids` with each box's node id, box I's at I, from `myco status --json`.
+testbed_node_ids() {
+	local i
+	ids=()
+	for ((i = 0; i < TESTBED_BOXES; i++)); do
+		ids[i]=$(box_myco "$i" status --json | json_field node_id)
+		[[ ${#ids[i]} -eq 16 ]] || fail "box $i: no node id in 'myco status --json'"
+	done
+}
+
 # Prints the running boxes on which myco-NAME.service is active, space-separated.
 service_boxes() {
 	local name=$1 i boxes=()

@@ -60,25 +60,12 @@ report() {
 		"health_reported=$health_reported relayed_frames=$relayed_frames relay_death_box3_alive=$relay_death" \
 		"relay_dead_s=${dead_ms:+$(ms_as_s "$dead_ms")}" "cut_to_dead_s=${cut_dead_ms:+$(ms_as_s "$cut_dead_ms")}"
 }
-# The result line even on a failure; testbed_down sees the exit status.
-finish() {
-	local status=$?
-	set +e
-	report
-	(exit "$status")
-	testbed_down
-}
-trap finish EXIT
-trap 'exit 130' INT TERM
+testbed_report_on_exit
 
 testbed_up "$box_count"
 testbed_has_executor || fail "the NAT test needs myco-d's systemd executor"
 
-ids=()
-for ((i = 0; i < box_count; i++)); do
-	ids[i]=$(box_myco "$i" status --json | json_field node_id)
-	[[ ${#ids[i]} -eq 16 ]] || fail "box $i: no node id in 'myco status --json'"
-done
+testbed_node_ids
 # The state (alive, suspect, dead, left) box I's daemon lists box J in; empty if not listed.
 state_of() {
 	box_myco "$1" nodes --json | grep -o "\"id\":\"${ids[$2]}\",\"address\":[^,]*,\"state\":\"[a-z]*\"" \

@@ -42,25 +42,12 @@ entry_everywhere=0
 report() {
 	echo "ZONES deploy_across_s=${deploy_ms:+$(ms_as_s "$deploy_ms")} members_crossing=$members_crossing entry_everywhere=$entry_everywhere"
 }
-# The result line even on a failure; testbed_down sees the exit status.
-finish() {
-	local status=$?
-	set +e
-	report
-	(exit "$status")
-	testbed_down
-}
-trap finish EXIT
-trap 'exit 130' INT TERM
+testbed_report_on_exit
 
 testbed_up "$box_count"
 testbed_has_executor || fail "the zones test needs myco-d's systemd executor"
 
-ids=()
-for ((i = 0; i < box_count; i++)); do
-	ids[i]=$(box_myco "$i" status --json | json_field node_id)
-	[[ ${#ids[i]} -eq 16 ]] || fail "box $i: no node id in 'myco status --json'"
-done
+testbed_node_ids
 # Members of the other zone that box I lists, whatever their state.
 crossing_at() {
 	local i=$1 j nodes count=0
