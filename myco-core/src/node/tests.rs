@@ -1453,20 +1453,33 @@ fn flake_placed_on_b(a: &mut Node, b: &mut Node) -> std::string::String {
         .unwrap()
 }
 
-fn a_remote_box_asks_a_failing_builder() -> FailingBuilder {
-    use crate::executor::{BuildMode, Executor, Outcome};
+/// `a` builds for x86_64 and offers `offers` from its cache; once `b` has heard so, `b`'s
+/// executor, returned, is remote-only (it never builds, it asks builders or fetches).
+fn builder_a_for_remote_only_b(
+    a: &mut Node,
+    b: &mut Node,
+    offers: impl Iterator<Item = u64>,
+) -> crate::executor::Executor {
+    use crate::executor::{BuildMode, Executor};
     use crate::schema::message::system_bit;
-    joined_pair!(a, b, _, addr_b);
     let mut w = Wire::default();
-    let name = flake_placed_on_b(&mut a, &mut b);
-    a.set_offer(Instant(3_000), 0, 7947, core::iter::empty(), &mut w);
+    a.set_offer(Instant(3_000), 0, 7947, offers, &mut w);
     a.set_building(Instant(3_000), 0, system_bit(Arch::X86_64), 0, &mut w);
-    run_pair(&mut a, &mut b, 3_000, 3_000);
+    run_pair(a, b, 3_000, 3_000);
     let mut req = Executor::new(true);
     req.set_build_mode(BuildMode {
         local: false,
         builds: 0,
     });
+    req
+}
+
+fn a_remote_box_asks_a_failing_builder() -> FailingBuilder {
+    use crate::executor::{BuildMode, Executor, Outcome};
+    use crate::schema::message::system_bit;
+    joined_pair!(a, b, _, addr_b);
+    let name = flake_placed_on_b(&mut a, &mut b);
+    let mut req = builder_a_for_remote_only_b(&mut a, &mut b, core::iter::empty());
     let mut builder = Executor::new(true);
     builder.set_build_mode(BuildMode {
         local: true,
@@ -1571,20 +1584,13 @@ fn a_remote_box_counts_the_failure_its_builder_answers() {
 fn a_failed_fetch_and_a_builder_s_failure_do_not_hold_a_version() {
     use crate::config::BUILD_RETRY_FIRST_MS;
     use crate::executor::remote::request;
-    use crate::executor::{BuildMode, Executor, Outcome};
-    use crate::schema::message::{system_bit, HoldReason};
+    use crate::executor::{Executor, Outcome};
+    use crate::schema::message::HoldReason;
     joined_pair!(a, b, _, _);
     let name = flake_placed_on_b(&mut a, &mut b);
     let r = request(&b.store().get_by_name(&name).unwrap(), Arch::X86_64).unwrap();
+    let mut req = builder_a_for_remote_only_b(&mut a, &mut b, [r.build.0].into_iter());
     let mut w = Wire::default();
-    a.set_offer(Instant(3_000), 0, 7947, [r.build.0].into_iter(), &mut w);
-    a.set_building(Instant(3_000), 0, system_bit(Arch::X86_64), 0, &mut w);
-    run_pair(&mut a, &mut b, 3_000, 3_000);
-    let mut req = Executor::new(true);
-    req.set_build_mode(BuildMode {
-        local: false,
-        builds: 0,
-    });
     req.handle_placement_changed();
     let _ = req.poll_command(Instant(6_000), &b);
     let fetch = req.poll_build(Instant(6_000), &b).expect("a fetch").token;
