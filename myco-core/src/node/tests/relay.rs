@@ -199,11 +199,11 @@ fn members_learn_who_relays_and_who_is_behind_nat() {
     run_many(&mut nodes, (0, 5_000), &[true; 3]);
     let relay = nodes[0].id();
     for n in &nodes[1..] {
-        let r = n.members().iter().find(|m| m.id == relay).unwrap();
+        let r = n.members.get(relay).unwrap();
         assert!(r.meta.relay && !r.meta.nat);
     }
     let natted = nodes[2].id();
-    let b = nodes[1].members().iter().find(|m| m.id == natted).unwrap();
+    let b = nodes[1].members.get(natted).unwrap();
     assert!(b.meta.nat && !b.meta.relay);
     assert_eq!(nodes[2].relays_of(natted).as_slice(), &[relay]);
     assert_eq!(
@@ -364,7 +364,7 @@ fn a_box_behind_nat_is_reached_through_its_relay() {
     assert_eq!(net.nat_dropped, 0);
     let natted = nodes[7].id();
     for n in &nodes[..7] {
-        let b = n.members().iter().find(|m| m.id == natted).unwrap();
+        let b = n.members.get(natted).unwrap();
         assert_eq!(b.state, MemberState::Alive, "alive at {}", n.id());
     }
     assert_eq!(nodes[7].state_hash(), nodes[1].state_hash());
@@ -379,7 +379,7 @@ fn a_box_behind_nat_is_reached_through_its_relay() {
     let bound = Profile::METERED.detection_ms_goal;
     net.run(&mut nodes, (140_000, 140_000 + bound));
     for n in &nodes[..7] {
-        let b = n.members().iter().find(|m| m.id == natted).unwrap();
+        let b = n.members.get(natted).unwrap();
         assert_eq!(b.state, MemberState::Dead, "dead at {}", n.id());
     }
 }
@@ -395,15 +395,10 @@ fn a_box_behind_a_nat_with_a_port_per_peer_is_reached_through_its_relay() {
     net.port_per_peer = true;
     net.run(&mut nodes, (0, 20_000));
     let natted = nodes[7].id();
-    let joined = nodes[0]
-        .members()
-        .iter()
-        .find(|m| m.id == natted)
-        .unwrap()
-        .incarnation;
+    let joined = nodes[0].members.get(natted).unwrap().incarnation;
     net.run(&mut nodes, (20_000, 140_000));
     for n in &nodes[..7] {
-        let b = n.members().iter().find(|m| m.id == natted).unwrap();
+        let b = n.members.get(natted).unwrap();
         assert_eq!(b.state, MemberState::Alive, "alive at {}", n.id());
         assert_eq!(b.incarnation, joined, "not suspected since, at {}", n.id());
         let link = n.out.links.iter().find(|l| l.peer == natted);
@@ -414,12 +409,7 @@ fn a_box_behind_a_nat_with_a_port_per_peer_is_reached_through_its_relay() {
             n.id()
         );
     }
-    let seen = nodes[0]
-        .members()
-        .iter()
-        .find(|m| m.id == natted)
-        .unwrap()
-        .addr;
+    let seen = nodes[0].members.get(natted).unwrap().addr;
     assert_eq!(
         seen,
         net.seen_from(7, 0),
@@ -459,7 +449,7 @@ fn a_relays_death_leaves_the_box_behind_it_alive(port_per_peer: bool) {
     assert_eq!(relays.len(), 2, "both relays serve box 7");
     let first = (0..2).find(|&i| nodes[i].id() == relays[0]).unwrap();
     net.up[first] = false;
-    let state = |n: &Node, id: u64| n.members().iter().find(|m| m.id == id).unwrap().state;
+    let state = |n: &Node, id: u64| n.members.get(id).unwrap().state;
     let end = 60_000 + 2 * Profile::METERED.detection_ms_goal;
     for t in (60_000..end).step_by(10) {
         net.run(&mut nodes, (t, t + 10));
