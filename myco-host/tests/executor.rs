@@ -308,6 +308,26 @@ fn free_port() -> u16 {
     udp.local_addr().unwrap().port()
 }
 
+/// A daemon named `name` answering DNS on one free port at each address of `dns_hosts`, gossiping
+/// on `listen` (the kit's default when `None`); returns it and the DNS port.
+fn dns_daemon(name: &str, seed: u8, listen: Option<&str>, dns_hosts: &[&str]) -> (Daemon, u16) {
+    let mut d = Daemon::new(name, &operator(), seed);
+    if let Some(listen) = listen {
+        d.set_listen(listen);
+    }
+    let port = free_port();
+    let dns: Vec<String> = dns_hosts.iter().map(|h| format!("{h}:{port}")).collect();
+    let args: Vec<&str> = dns.iter().flat_map(|a| ["--dns", a.as_str()]).collect();
+    start_with(&mut d, &args);
+    (d, port)
+}
+
+/// Deploys `web`: one replica, port 8080.
+fn deploy_web(d: &Daemon) {
+    let entry = myco_testkit::entries::entry_with_port(&operator(), "web", 1, 8080);
+    assert_eq!(d.deploy(&entry).0, 200);
+}
+
 fn dig(port: u16, args: &[&str]) -> String {
     dig_at("127.0.0.1", port, args)
 }
@@ -331,12 +351,8 @@ fn dig_at(server: &str, port: u16, args: &[&str]) -> String {
 /// NXDOMAIN for an unknown name, REFUSED for another zone; garbage changes nothing.
 #[test]
 fn dns_answers_running_services_by_name() {
-    let op = operator();
-    let mut d = Daemon::new("executor-dns", &op, 25);
-    let port = free_port();
-    start_with(&mut d, &["--dns", &format!("127.0.0.1:{port}")]);
-    let entry = myco_testkit::entries::entry_with_port(&op, "web", 1, 8080);
-    assert_eq!(d.deploy(&entry).0, 200);
+    let (d, port) = dns_daemon("executor-dns", 25, None, &["127.0.0.1"]);
+    deploy_web(&d);
     wait_until(Duration::from_secs(15), "web runs and resolves", || {
         dig(port, &["+short", "web.myco", "A"]).trim() == "127.0.0.1"
     });
@@ -413,18 +429,13 @@ fn pipelined(port: u16, queries: &[(u16, &str)]) -> Vec<(u16, u8)> {
 /// listens on both loopbacks at once (`--dns` twice) and both answer the same.
 #[test]
 fn dns_answers_aaaa_on_both_loopbacks() {
-    let op = operator();
-    let mut d = Daemon::new("executor-dns6", &op, 26);
-    d.set_listen("[::1]:0");
-    let port = free_port();
-    let v4 = format!("127.0.0.1:{port}");
-    let v6 = format!("[::1]:{port}");
-    start_with(&mut d, &["--dns", &v4, "--dns", &v6]);
-    assert_eq!(
-        d.deploy(&myco_testkit::entries::entry_with_port(&op, "web", 1, 8080))
-            .0,
-        200
+    let (d, port) = dns_daemon(
+        "executor-dns6",
+        26,
+        Some("[::1]:0"),
+        &["127.0.0.1", "[::1]"],
     );
+    deploy_web(&d);
     wait_until(
         Duration::from_secs(15),
         "web runs and resolves over IPv6",
@@ -452,13 +463,8 @@ fn dns_answers_aaaa_on_both_loopbacks() {
 /// never found the instance next to it (found on the IPv6-only testbed, tests/testbed/ipv6-test.sh).
 #[test]
 fn dns_answers_both_loopbacks_for_a_dual_stack_wildcard() {
-    let op = operator();
-    let mut d = Daemon::new("executor-dns-wild", &op, 27);
-    d.set_listen("[::]:0");
-    let port = free_port();
-    start_with(&mut d, &["--dns", &format!("127.0.0.1:{port}")]);
-    let entry = myco_testkit::entries::entry_with_port(&op, "web", 1, 8080);
-    assert_eq!(d.deploy(&entry).0, 200);
+    let (d, port) = dns_daemon("executor-dns-wild", 27, Some("[::]:0"), &["127.0.0.1"]);
+    deploy_web(&d);
     wait_until(Duration::from_secs(15), "web runs and resolves", || {
         dig(port, &["+short", "web.myco", "A"]).trim() == "127.0.0.1"
     });
@@ -491,10 +497,7 @@ fn health_is_read_for_every_unit() {
 #[test]
 fn dns_tcp_idle_connections_give_way() {
     use std::io::{ErrorKind, Read};
-    let op = operator();
-    let mut d = Daemon::new("executor-dns-tcp", &op, 28);
-    let port = free_port();
-    start_with(&mut d, &["--dns", &format!("127.0.0.1:{port}")]);
+    let (_d, port) = dns_daemon("executor-dns-tcp", 28, None, &["127.0.0.1"]);
     let silent: Vec<std::net::TcpStream> = (0..4)
         .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap())
         .collect();
@@ -520,10 +523,7 @@ fn dns_tcp_idle_connections_give_way() {
 #[test]
 fn dns_tcp_slow_clients_cannot_lock_a_resolver_out() {
     use myco_testkit::trickle::Tricklers;
-    let op = operator();
-    let mut d = Daemon::new("executor-dns-slow", &op, 29);
-    let port = free_port();
-    start_with(&mut d, &["--dns", &format!("127.0.0.1:{port}")]);
+    let (d, port) = dns_daemon("executor-dns-slow", 29, None, &["127.0.0.1"]);
     // A 2-byte length announcing a 40-byte query, then its bytes: never whole in the test.
     let mut partial = 40u16.to_be_bytes().to_vec();
     partial.extend_from_slice(&[0x55; 40]);
