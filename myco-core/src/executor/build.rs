@@ -217,6 +217,7 @@ fn failed(b: &mut Build, now: Instant) {
 impl Builds {
     /// The builder asked for record `i` said its build of the version failed (`remote.rs`): a failed
     /// attempt, as if it had failed here. Returns the change to report.
+    ///
     /// Failures in a row not yet a builder's are failed fetches (only a box that does not build
     /// asks builders, and it only fetches), of a version a peer offered, so one that builds:
     /// they are forgotten, as [`Builds::offered`] forgets a builder's, so that one failed fetch
