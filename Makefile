@@ -219,8 +219,10 @@ fmt-check:
 	cargo fmt --all -- --check
 	$(if $(FUZZ_TARGETS),rustfmt --check fuzz/fuzz_targets/*.rs)
 
+# Shell too: the testbed and CI scripts are code that runs as root (shellcheck from `make tools`).
 lint:
 	cargo clippy --workspace --all-targets -- -D warnings
+	shellcheck -x -S warning $$(git ls-files '*.sh') .ci/run
 
 fuzz: fuzz-tools
 	$(if $(FUZZ_TARGETS),,@echo "no fuzz targets in fuzz/fuzz_targets")
@@ -240,9 +242,9 @@ tools: nostd-tools fuzz-tools aarch64-tools deb-tools
 	rustup component add rustfmt clippy
 	command -v curl >/dev/null && command -v promtool >/dev/null \
 		&& command -v nix-instantiate >/dev/null && command -v dig >/dev/null \
-		&& command -v nft >/dev/null \
+		&& command -v nft >/dev/null && command -v shellcheck >/dev/null \
 		|| ($(APT) update -qq && $(APT) install -y -qq \
-			--no-install-recommends curl prometheus nix-bin dnsutils nftables)
+			--no-install-recommends curl prometheus nix-bin dnsutils nftables shellcheck)
 
 # grep without -q reads all of rustup's output, so pipefail never sees rustup die of SIGPIPE.
 nostd-tools:

@@ -20,14 +20,15 @@ flake_git() { git -C "$1" -c user.name=myco-test -c user.email=test@myco.invalid
 
 flake_setup() {
 	FLAKE_DIR=$1
-	command -v nix >/dev/null && command -v git >/dev/null || {
+	if ! command -v nix >/dev/null || ! command -v git >/dev/null; then
 		log "installing nix-bin and git (myco sign locks flake references with nix)"
 		DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq \
 			--no-install-recommends nix-bin git >/dev/null
-	}
+	fi
 	# The host's Nix, offline, with caches of this run's own.
 	export NIX_CONF_DIR=$FLAKE_FIXTURES/conf XDG_CACHE_HOME=$FLAKE_DIR/cache
 	mkdir -p "$FLAKE_DIR/repos"
+	# shellcheck disable=SC2034 # read by the scripts that source this file
 	FLAKE_BINDS=(--bind-ro="$FLAKE_DIR/repos" --bind-ro="$FLAKE_FIXTURES/conf/nix.conf:/etc/nix/nix.conf")
 	cp -r "$FLAKE_FIXTURES/nixpkgs-stub" "$FLAKE_DIR/repos/nixpkgs"
 	flake_git "$FLAKE_DIR/repos/nixpkgs" init -q -b master

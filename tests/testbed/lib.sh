@@ -575,6 +575,7 @@ wait_for() {
 # network namespace, to the daemon on its 127.0.0.1:53): every box that runs the service
 # healthily, this box as 127.0.0.1. Sorted, one per line.
 dns_answer() {
+	# shellcheck disable=SC2154 # the caller's
 	ip netns exec "$(box_name "$1")" dig +short +time=1 +tries=1 @127.0.0.1 "$service.myco" A | sort
 }
 # What box I should get from dns_answer when the boxes BOXES (indices) serve the service.
