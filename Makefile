@@ -329,8 +329,8 @@ nix-check:
 # `NAT ...` line. Then issue 16's peer-to-peer Nix cache and remote builder
 # (tests/testbed/p2p-test.sh): box 0 --builder, box 2 --build remote; the boxes that did not build a
 # version copy it from a peer's cache and build nothing, box 2 gets its builds from peers; a
-# `P2P-TESTBED ...` line. Needs root.
-# About 5 minutes (eight tests, each booting its boxes; docs/install.md), more the first time on a machine (debootstrap).
+# `P2P-TESTBED ...` line; then the same on links that carry IPv6 only. Needs root.
+# About 8 minutes (nine runs, each booting its boxes; docs/install.md), more the first time on a machine (debootstrap).
 # Ends with the self-healing summary (tests/testbed/rollout-line.sh): one ROLLOUT line from the
 # figures the engine, rollout and health tests printed.
 TESTBED_LOGS := $(TARGET_DIR)/testbed-logs
@@ -345,6 +345,7 @@ testbed-test:
 	tests/testbed/zones-test.sh $(TARGET_DIR)/release | tee $(TESTBED_LOGS)/zones.log
 	tests/testbed/nat-test.sh $(TARGET_DIR)/release | tee $(TESTBED_LOGS)/nat.log
 	tests/testbed/p2p-test.sh $(TARGET_DIR)/release | tee $(TESTBED_LOGS)/p2p.log
+	TESTBED_IPV6=yes tests/testbed/p2p-test.sh $(TARGET_DIR)/release | tee $(TESTBED_LOGS)/p2p-ipv6.log
 	tests/testbed/rollout-line.sh $(TESTBED_LOGS)
 
 # The README's first command: installs what it needs, builds, boots three boxes, deploys a

@@ -23,8 +23,11 @@
 #    of the service is printed (a box that built the version and then ran a build again for a
 #    newer entry shows that later, empty, log).
 #
+# With TESTBED_IPV6=yes the links carry IPv6 only (as in ipv6-test.sh): Nix substitutes from
+# http://[fd00:77::1J]:7947, the daemons gossip over IPv6.
+#
 # Prints one line, also on a failure (a field not reached reads 0):
-#   P2P-TESTBED substituted_boxes=N builds_on_fetchers=N remote_build_ok=0|1 remote_from=boxN
+#   P2P-TESTBED links=ipv4|ipv6 substituted_boxes=N builds_on_fetchers=N remote_build_ok=0|1 remote_from=boxN
 #       built_for_peers=N fetch_s=S
 # substituted_boxes: boxes that got version 1 from a peer's cache (steps 1 and 2);
 # builds_on_fetchers: derivations the boxes that did not get it first built (must be 0);
@@ -54,12 +57,14 @@ remote_ok=0
 fetch_ms=0
 built_for_peers=0
 remote_from=none
+links=ipv4
+[[ -z $TESTBED_IPV6 ]] || links=ipv6
 # The result line even on a failure; testbed_down sees the exit status.
 p2p_down() {
 	local status=$?
 	# Nothing here may stop testbed_down: a run that leaves its boxes up holds the testbed lock.
 	set +eu
-	echo "P2P-TESTBED substituted_boxes=$substituted builds_on_fetchers=$fetcher_builds" \
+	echo "P2P-TESTBED links=$links substituted_boxes=$substituted builds_on_fetchers=$fetcher_builds" \
 		"remote_build_ok=$remote_ok remote_from=$remote_from built_for_peers=$built_for_peers fetch_s=$(ms_as_s "$fetch_ms")"
 	(exit "$status")
 	testbed_down
@@ -190,7 +195,7 @@ for i in 0 1 2; do
 done
 built_for_peers=$(metric 0 myco_builds_for_peers_total)
 (($(built_here 2) == 0)) && fetched 2 && fetched_signed 2 "$v2" && remote_ok=1
-# Which box's cache box 2 copied version 2 from (its address's last octet is 10 + the box).
-octet=$(build_log 2 | sed -nE "s/^copying path .* from 'http:\/\/$TESTBED_SUBNET\.([0-9]+):.*/\1/p" | tail -n 1)
-[[ -z $octet ]] || remote_from=box$((octet - 10))
+# Which box's cache box 2 copied version 2 from (by its endpoint: IPv4, or IPv6 with TESTBED_IPV6).
+from=$(build_log 2 | sed -nE "s/^copying path .* from 'http:\/\/([^']+)'.*/\1/p" | tail -n 1)
+for j in 0 1; do [[ $from != "$(box_endpoint "$j" 7947)" ]] || remote_from=box$j; done
 ((remote_ok == 1)) || fail "box 2 (--build remote) did not get version 2 from a peer's cache without building"
