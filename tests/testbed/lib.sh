@@ -46,6 +46,8 @@
 # have no route to 10.78.0.0/24.
 # Those boxes run `--behind-nat`, join only public boxes, and no box joins them (their address is
 # unreachable). IPv4 only. TESTBED_RELAYS="0 1" starts those boxes `--relay`.
+# TESTBED_NAT_PORTS=random makes that NAT symmetric: each new flow (each peer a box sends to) gets
+# a random public port (nftables `masquerade fully-random`); the default, kept, keeps a box's port.
 
 TESTBED_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 # shellcheck source=SCRIPTDIR/nspawn.sh
@@ -66,6 +68,7 @@ TESTBED_ARGS=${TESTBED_ARGS:-}
 [[ -v TESTBED_BOX_ARGS ]] || TESTBED_BOX_ARGS=()
 TESTBED_NAT=${TESTBED_NAT:-}
 TESTBED_RELAYS=${TESTBED_RELAYS:-}
+TESTBED_NAT_PORTS=${TESTBED_NAT_PORTS:-kept}
 # The NAT router: its namespace and its leg on the testbed bridge share a name, as a box's do;
 # its other leg is on the home bridge, where the boxes behind it are.
 TESTBED_ROUTER=mtb${TESTBED_ID}r
@@ -295,7 +298,8 @@ box_network() {
 # The NAT router for TESTBED_NAT: a namespace with eth0 on the testbed bridge and `home` on the
 # home bridge. It forwards from home to the testbed subnet, rewriting the source to its own
 # address (masquerade: a box's port is kept while free, so the mapping is endpoint-independent
-# as protocol.md section 12 assumes), and from there back only what conntrack knows as a reply.
+# as protocol.md section 12 assumes; with TESTBED_NAT_PORTS=random each peer sees another port),
+# and from there back only what conntrack knows as a reply.
 # Its conntrack forgets an idle UDP mapping after 30 s, even once both sides have spoken (Linux's
 # default then is 120 s): the shortest mapping protocol.md section 12 claims to serve, so the
 # testbed's NAT is the harshest one Myco should work behind.
@@ -315,7 +319,9 @@ testbed_router() {
 	ip -n "$r" link set home up
 	ip netns exec "$r" sysctl -qw net.ipv4.ip_forward=1 net.netfilter.nf_conntrack_udp_timeout=30 \
 		net.netfilter.nf_conntrack_udp_timeout_stream=30
-	ip netns exec "$r" nft -f - <<'EOF'
+	local masquerade=masquerade
+	[[ $TESTBED_NAT_PORTS != random ]] || masquerade="masquerade fully-random"
+	ip netns exec "$r" nft -f - <<EOF
 table ip myco_testbed_nat {
 	chain forward {
 		type filter hook forward priority filter; policy drop;
@@ -324,7 +330,7 @@ table ip myco_testbed_nat {
 	}
 	chain postrouting {
 		type nat hook postrouting priority srcnat; policy accept;
-		oifname "eth0" masquerade
+		oifname "eth0" $masquerade
 	}
 }
 EOF

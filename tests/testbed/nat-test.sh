@@ -22,7 +22,11 @@
 # - box 3 cut off its home link: box 2 declares it dead, measured from the cut, as it declared the
 #   killed relay dead (the usual bound: both are SWIM's detection).
 #
-# Prints `NAT reachable_directly=0|1 alive_all=0|1 deploy_to_nat_s=S deploy_from_nat_s=S
+# `TESTBED_NAT_PORTS=random tests/testbed/nat-test.sh` makes the router a symmetric NAT (a random
+# public port for each peer box 3 sends to) and checks that boxes 0 and 1 see box 3 at different
+# addresses; everything else is the same.
+#
+# Prints `NAT ports=kept|random reachable_directly=0|1 alive_all=0|1 deploy_to_nat_s=S deploy_from_nat_s=S
 # health_reported=0|1 relayed_frames=N relay_death_box3_alive=0|1 relay_dead_s=S
 # cut_to_dead_s=S` (measured; empty, or 0 for the
 # flags, when the step was not reached, and the script fails). The waits' bounds (60 s) only catch a daemon that never
@@ -54,7 +58,7 @@ after_kill_s=20
 reachable_directly='' alive_all=0 deploy_to_ms='' deploy_from_ms='' relayed_frames='' relay_death=0 dead_ms=''
 health_reported=0 cut_dead_ms=''
 report() {
-	echo "NAT reachable_directly=$reachable_directly alive_all=$alive_all" \
+	echo "NAT ports=$TESTBED_NAT_PORTS reachable_directly=$reachable_directly alive_all=$alive_all" \
 		"deploy_to_nat_s=${deploy_to_ms:+$(ms_as_s "$deploy_to_ms")}" \
 		"deploy_from_nat_s=${deploy_from_ms:+$(ms_as_s "$deploy_from_ms")}" \
 		"health_reported=$health_reported relayed_frames=$relayed_frames relay_death_box3_alive=$relay_death" \
@@ -96,6 +100,14 @@ listed=$(box_myco 0 nodes --json | grep -o "\"id\":\"${ids[natted]}\",\"address\
 [[ $listed == *"\"$TESTBED_ROUTER_ADDR:"* ]] \
 	|| fail "box 0 does not list box $natted at the router's address $TESTBED_ROUTER_ADDR: '$listed'"
 log "box $natted reaches box 0; box 0 does not reach $home, routed or not; box 0 lists box $natted at ${listed##*\"address\":}"
+# A symmetric NAT (TESTBED_NAT_PORTS=random) gives each peer another port: box 1 must list box
+# 3 at the port its own frames come from, not box 0's.
+if [[ $TESTBED_NAT_PORTS == random ]]; then
+	seen=$(box_myco 1 nodes --json | grep -o "\"id\":\"${ids[natted]}\",\"address\":\"[^\"]*\"" || true)
+	[[ -n $seen && $seen != "$listed" ]] \
+		|| fail "boxes 0 and 1 list box $natted at the same address behind a symmetric NAT: '$listed'"
+	log "symmetric NAT: box 1 lists box $natted at ${seen##*\"address\":}"
+fi
 
 # --- membership holds ------------------------------------------------------------------------
 
