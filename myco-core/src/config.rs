@@ -360,7 +360,7 @@ pub const BUDGET_BYTES: usize = ARENA_BYTES // packed entries
     + SERVICES_MAX / 8 + 32 // which entries are placed here, and the inputs of that answer
     + (MEMBERS_MAX + 1) * 16 + 48 // the placed digest of every candidate, and its inputs
     + BUCKETS * 8 // Merkle bucket digests
-    + MEMBERS_MAX * 128 // member records with addresses, timers, last-seen roots, last push-pull, last refutation answered
+    + MEMBERS_MAX * 112 // member records with addresses, timers, last-seen roots, last push-pull
     + MEMBERS_MAX * (STATUS_UNITS_MAX * 16 + 24) // each member's last status and placed digest
     + MEMBERS_MAX * (OFFER_KEYS_MAX * 8 + 40) // each member's offer: build keys, their count, the port, builds, building
     + MEMBER_UPDATES_MAX * 64 // piggyback queue

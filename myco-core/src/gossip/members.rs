@@ -45,9 +45,6 @@ pub struct Member {
     /// When this node last sent the member its whole table (a push-pull), which it does at most
     /// once per `MEMBER_PULL_MIN_MS`.
     pub paged_at: Option<Instant>,
-    /// When this node last answered the member's suspicion or death notice of this node with its
-    /// own record, which it does at most once per probe interval (`Node::answer_accuser`).
-    pub answered_at: Option<Instant>,
     /// The member is dead by its own notice (`Node::leave`, a clean stop): it left rather than
     /// failed. Only `Node` sets it, for a death it heard from the member itself; any change of
     /// state clears it.
@@ -235,7 +232,6 @@ impl Members {
                 reporters: Vec::from_slice(&[reporter]).expect("capacity >= 1"),
             }),
             paged_at: None,
-            answered_at: None,
             left: false,
         };
         assert!(self.get(u.id).is_none(), "a member has one record");

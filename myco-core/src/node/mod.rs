@@ -199,9 +199,6 @@ pub struct Counters {
     pub probes: u64,
     pub members_refused: u64,
     pub refutations: u64,
-    /// Frames that answered a member's suspicion or death notice of this node with its own
-    /// record, straight to that member (`Node::answer_accuser`).
-    pub refutations_told: u64,
     pub refused_crypto: u64,
     /// Messages dropped because no session with the peer existed yet (a handshake started).
     pub frames_unsent: u64,

@@ -304,9 +304,6 @@ impl Node {
     ) -> Applied {
         if u.id == self.id {
             self.refute(u);
-            if u.state != MemberState::Alive {
-                self.answer_accuser(now, sink, reporter);
-            }
             return Applied::Ignored;
         }
         let applied = self.members.apply(now, u, reporter);
@@ -352,28 +349,6 @@ impl Node {
             self.incarnation >= incarnation_before,
             "an incarnation never decreases"
         );
-    }
-
-    /// Sends this node's own record at once, in one frame, to a member that just reported it
-    /// suspect or dead (a fresh suspicion just refuted, or an old one it still holds), as
-    /// `tell_suspect` does the other way: piggybacked only, the refutation reaches the member when
-    /// gossip happens to pick it, and under heavy loss its suspicion timeout may run out first.
-    /// The reporter is authenticated (every caller passes the session's peer), and it is
-    /// answered at most once per probe interval, so a flood of notices costs one frame a period.
-    fn answer_accuser(&mut self, now: Instant, sink: &mut impl Sink, reporter: u64) {
-        let interval = self.profile.probe_interval_ms;
-        let Some(m) = self.members.get_mut(reporter) else {
-            return;
-        };
-        if reporter == self.id || m.answered_at.is_some_and(|t| now.since_ms(t) < interval) {
-            return;
-        }
-        m.answered_at = Some(now);
-        let to = m.addr;
-        let list = Vec::from_slice(&[self.me()]).expect("capacity >= 1");
-        self.out.counters.refutations_told += 1;
-        self.out
-            .send(sink, to, self.store.root(), Message::Members { list });
     }
 
     /// Piggyback for a frame to `peer`. If this node believes `peer` suspect or dead, that belief
