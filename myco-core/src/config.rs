@@ -228,7 +228,7 @@ impl Profile {
         gossip_interval_ms: 200,
         probe_interval_ms: 500,
         probe_timeout_ms: 200,
-        suspicion_unit_ms: 800,
+        suspicion_unit_ms: 1_500,
         suspicion_max_factor: 4,
         member_sync_interval_ms: 2_000,
         dead_probe_interval_ms: 2_000,

@@ -267,7 +267,7 @@ impl Members {
                 continue;
             }
             if let Some(s) = &m.suspicion {
-                if now.since_ms(s.since) >= self.suspicion_timeout_ms(s) * scale.max(1000) / 1000 {
+                if now.since_ms(s.since) >= self.suspicion_timeout_ms(s) * scale.max(1) {
                     let u = MemberUpdate {
                         state: MemberState::Dead,
                         ..m.update()

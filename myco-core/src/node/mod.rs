@@ -349,9 +349,6 @@ pub struct Node {
     /// Lifeguard's local health score, 0 (healthy) to `AWARENESS_MAX`: raised by this node's
     /// own missed acks and refutations, lowered by acks. See `Node::awareness_scale`.
     health: u8,
-    /// Moving average (1/16 per probe) of direct pings not acked in time, permille: the loss this
-    /// node observes, which stretches its suspicion timeouts (`Node::suspicion_scale_pm`).
-    direct_miss_pm: u32,
     relays: Vec<Relay, RELAYS_MAX>,
     /// What this node forwards as a `--relay`, and at what rate.
     forwarder: relay::Forwarder,
@@ -453,7 +450,6 @@ impl Node {
             probe: None,
             handshake_probe: None,
             health: 0,
-            direct_miss_pm: 0,
             relays: Vec::new(),
             forwarder: relay::Forwarder::new(now),
             bridges: bridge::Bridges::new(config.bridge_seeds),
@@ -690,7 +686,7 @@ impl Node {
     }
 
     pub fn handle_tick(&mut self, now: Instant, sink: &mut impl Sink) {
-        let scale = self.suspicion_scale_pm();
+        let scale = self.awareness_scale();
         let out = &mut self.out;
         self.members.expire(now, scale, |id| {
             out.forget_peer(id);

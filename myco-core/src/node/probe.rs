@@ -21,18 +21,6 @@ impl Node {
         1 + u64::from(self.health)
     }
 
-    /// The suspicion timeouts' multiplier, permille: local health, and the direct-ping loss this
-    /// node observes beyond 20%, up to four times more at full loss.
-    pub(super) fn suspicion_scale_pm(&self) -> u64 {
-        let excess = u64::from(self.direct_miss_pm.saturating_sub(200));
-        self.awareness_scale() * (1000 + excess * 8000 / 800)
-    }
-
-    fn observe_direct(&mut self, missed: bool) {
-        let sample = if missed { 1000 } else { 0 };
-        self.direct_miss_pm = (self.direct_miss_pm * 15 + sample) / 16;
-    }
-
     /// Raises (`worse`) or lowers the local health score within `0..=AWARENESS_MAX`.
     pub(super) fn adjust_health(&mut self, worse: bool) {
         self.health = if worse {
@@ -53,7 +41,6 @@ impl Node {
             let addr = self.members.get(p.target).map(|m| m.addr);
             let timed_out = now.since_ms(p.sent_at) >= self.profile.probe_timeout_ms * scale;
             if !p.acked && !p.indirect_sent && timed_out {
-                self.observe_direct(true);
                 if let Some(target_addr) = addr {
                     self.send_indirect(sink, p, target_addr);
                 }
@@ -425,11 +412,7 @@ impl Node {
     pub(super) fn handle_ack(&mut self, sink: &mut impl Sink, seq: u32) {
         if let Some(p) = &mut self.probe {
             if p.seq == seq {
-                let direct = !p.indirect_sent;
                 p.acked = true;
-                if direct {
-                    self.observe_direct(false);
-                }
                 return;
             }
         }
