@@ -50,7 +50,7 @@ assert builtins.length dns <= 2
 {
   description = "Myco daemon: membership, gossip and service placement for this box";
   after = [ "network.target" "myco-priv.socket" "myco-d-dns.socket" ];
-  wants = [ "myco-priv.socket" "myco-d-dns.socket" ];
+  wants = [ "myco-priv.socket" "myco-priv.service" "myco-d-dns.socket" ];
   wantedBy = [ "multi-user.target" ];
   path = if nix == null then [ ] else [ nix ];
   unitConfig = {

@@ -40,6 +40,9 @@
 //! 12. once settled, a box started `--build remote` that is the first wave of a bad flake version
 //!     placed on it holds it, build-failed: it never builds, so the failure it holds on is its
 //!     builder's, told it as `Message::BuildFailed` (`invariants::rollout::check_remote_canary`).
+//! 13. a unit is enabled or restarted only from the file last written, which systemd has loaded
+//!     since (`daemon-reload`, or the reload `systemctl enable` and `disable` do by themselves):
+//!     the executor skips its own reload before an enable, and this checks that it may.
 //!
 //! Nothing here allocates while stepping: tables are sized at boot; only the settle checks
 //! allocate, and the run leaves what they allocate out of the nodes' count.
@@ -79,6 +82,10 @@ pub(crate) struct SimUnit {
     pub(crate) file: bool,
     /// The digest written in the file's header, read back by a restarted executor.
     pub(crate) digest: u64,
+    /// The digest of the file as systemd last loaded it (0: never): `daemon-reload`, and
+    /// `enable` and `disable` (which reload by themselves), load every file; so does a reboot.
+    /// A start or restart runs what is loaded (invariant 13).
+    pub(crate) loaded: u64,
     pub(crate) enabled: bool,
     pub(crate) active: Option<UnitHealth>,
     pub(crate) restarts: u32,
@@ -291,6 +298,7 @@ impl Executors {
             (u.failed_checks, u.restart_owed) = (0, false);
         }
         b.crashed = true;
+        reload(b);
         for (name, u) in b.units.values() {
             if u.file {
                 b.executor.handle_installed(name, u.digest);
@@ -641,6 +649,9 @@ fn apply(
     stdout: &mut String,
     (seed, fault_ppm, bad): (u64, u64, &HashSet<u64, Fixed>),
 ) -> Result<(), String> {
+    if matches!(job.verb, Verb::Reload | Verb::Enable | Verb::Disable) {
+        reload(b);
+    }
     for unit in &b.job_units {
         let name = service_of(unit).expect("the executor names its own units");
         let key = key_hash(name);
@@ -663,12 +674,14 @@ fn apply(
                 if u.enabled {
                     return Err(format!("unit {unit} enabled while already enabled"));
                 }
+                check_loaded(unit, u)?;
                 u.enabled = true;
                 u.active = Some(start(seed, key, fault_ppm, bad.contains(&u.digest)));
                 u.sick = checks::sick(seed, key, fault_ppm);
                 (u.failed_checks, u.restart_owed) = (0, false);
             }
             Verb::Restart => {
+                check_loaded(unit, u)?;
                 u.active = Some(start(seed, key, fault_ppm, bad.contains(&u.digest)));
                 // A restart cures a service that stopped answering.
                 u.sick = false;
@@ -699,6 +712,24 @@ fn apply(
         }
     }
     Ok(())
+}
+
+/// systemd loads every unit file again (a `daemon-reload`, an `enable` or `disable`, a boot).
+fn reload(b: &mut SimBox) {
+    for (_, u) in b.units.values_mut() {
+        u.loaded = if u.file { u.digest } else { 0 };
+    }
+}
+
+/// Invariant 13: a unit is started from the file last written, which systemd has loaded since.
+fn check_loaded(unit: &str, u: &SimUnit) -> Result<(), String> {
+    if u.loaded == u.digest {
+        return Ok(());
+    }
+    Err(format!(
+        "unit {unit} started from version {:016x} while its file holds {:016x}: no reload since the write",
+        u.loaded, u.digest
+    ))
 }
 
 /// How a unit does once started: its fault is a function of the node and the unit, so it

@@ -453,11 +453,28 @@ testbed_diagnostics() {
 	ip netns exec "$TESTBED_ROUTER" cat /proc/net/nf_conntrack >&2 || true
 }
 
+# With TESTBED_JOURNALS=DIR, keeps each running box's journal (short-precise: the host's clock,
+# to the microsecond) and its daemon's event stream in DIR/boxI.journal and DIR/boxI.stream, to
+# time where a deploy's or a death's seconds go (docs/benchmarks.md) after the boxes are gone.
+testbed_keep_journals() {
+	local dir=${TESTBED_JOURNALS:-} i
+	[[ -n $dir ]] || return 0
+	mkdir -p "$dir"
+	for ((i = 0; i < TESTBED_BOXES; i++)); do
+		[[ -n ${BOX_LEADER[i]:-} ]] || continue
+		box_exec "$i" journalctl --no-pager -o short-precise >"$dir/box$i.journal" 2>&1 || true
+		box_exec "$i" curl -sN --max-time 2 --unix-socket /run/myco/myco.sock \
+			-H 'Last-Event-ID: 0' http://localhost/stream >"$dir/box$i.stream" 2>&1 || true
+	done
+	log "journals and event streams kept in $dir"
+}
+
 testbed_down() {
 	local status=$? i pids=()
 	[[ -n $TESTBED_IS_UP ]] || return 0
 	TESTBED_IS_UP=
 	((status == 0)) || testbed_diagnostics
+	testbed_keep_journals
 	for ((i = 0; i < TESTBED_BOXES; i++)); do
 		[[ -n ${BOX_PID[i]:-} ]] && pids+=("${BOX_PID[i]}")
 	done

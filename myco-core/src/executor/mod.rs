@@ -8,9 +8,10 @@
 //!
 //! One round of changes runs in this order: write the unit files of new and changed services,
 //! delete the files of units systemd has disabled, `disable --now` the units no longer placed,
-//! `daemon-reload` after any file changed, `enable --now` the new, `restart` the changed; with
-//! nothing pending, `show` reads health every `HEALTH_INTERVAL_MS`, a sweep of more than
-//! `UNITS_PER_COMMAND` units taking several commands back to back.
+//! `daemon-reload` after any file changed unless an `enable --now` is due (it reloads systemd
+//! itself), `enable --now` the new, `restart` the changed; with nothing pending, `show` reads
+//! health every `HEALTH_INTERVAL_MS`, a sweep of more than `UNITS_PER_COMMAND` units taking
+//! several commands back to back.
 //!
 //! Invariants:
 //! - At most one command is in flight; its outcome carries the command's token, and an outcome
@@ -414,8 +415,8 @@ impl Executor {
         self.units.push(unit).is_ok()
     }
 
-    /// The desired state or the membership changed: reconcile before the next command, at most
-    /// once every `RECONCILE_INTERVAL_MS`.
+    /// The desired state or the membership changed: reconcile before the next command, no
+    /// sooner than `RECONCILE_INTERVAL_MS` after a round that planned a change.
     pub fn handle_placement_changed(&mut self) {
         self.mark_dirty();
         self.idle_until_ms = 0;
@@ -448,7 +449,13 @@ impl Executor {
         if self.dirty && now.0 >= self.next_reconcile_ms && !going_on {
             self.dirty = false;
             self.next_reconcile_ms = now.0 + RECONCILE_INTERVAL_MS;
-            self.reconcile(node);
+            // Only a round that planned a change holds the next one back, so that a burst of
+            // changes moves units once. A round with nothing to do (a member joined or became
+            // suspect, an entry placed elsewhere) holds nothing back: the deploy or the death
+            // right after it is applied at once, not up to a second later.
+            if !self.reconcile(node) {
+                self.next_reconcile_ms = now.0;
+            }
         }
         let Some(step) = self.next_step(now, node) else {
             // Waiting out a failure, work resumes at the retry; otherwise only the health read
@@ -929,7 +936,9 @@ impl Executor {
 
     /// Plans one round: the writes of new and changed units, the removal of units no longer
     /// placed here, at most `UNIT_PLAN_MAX` changes; a full plan leaves the rest for the next.
-    fn reconcile(&mut self, node: &Node) {
+    /// Returns whether the round planned anything (an install, a replacement or a removal, taken
+    /// or refused).
+    fn reconcile(&mut self, node: &Node) -> bool {
         let mode = reconcile::mode(node.peers_in_reach(), self.has_peers_configured);
         // Collected once: reconcile walks the list for each installed unit.
         // The store keeps each entry's digest ([`unit_digest`]), so nothing is hashed here.
@@ -943,6 +952,7 @@ impl Executor {
         self.writes.clear();
         let from = self.plan_from.min(wanted.len());
         let plan = self.plan(mode, &wanted, from);
+        let planned = !plan.is_empty();
         // A trial of a version no longer placed here is over (an entry's digest names it alone);
         // a build for such a version, or for one held here, is of no use.
         self.rollouts
@@ -978,6 +988,7 @@ impl Executor {
         if self.rollouts.waiting {
             self.dirty = true;
         }
+        planned
     }
 
     /// The changes of one round, installs and replacements from `wanted`'s `from`th on: at most
@@ -1219,9 +1230,12 @@ impl Executor {
         if self.rollouts.rollback().is_some() {
             return Some(Step::Rollback);
         }
+        // `systemctl enable` reloads systemd itself before it starts anything (unless told
+        // --no-reload), so a reload of our own is needed only when no unit waits for its enable:
+        // a new service then starts after one reload, not two.
         let verb = if self.pending(Todo::Disable) {
             Verb::Disable
-        } else if self.needs_reload {
+        } else if self.needs_reload && !self.pending(Todo::Start) {
             Verb::Reload
         } else if self.pending(Todo::Start) {
             Verb::Enable
@@ -1405,7 +1419,11 @@ impl Executor {
         match verb {
             Verb::Disable => self.settle(Todo::Disable, Todo::Delete, count, outcome.ok),
             Verb::Reload => self.needs_reload &= !outcome.ok,
-            Verb::Enable => self.settle(Todo::Start, Todo::None, count, outcome.ok),
+            Verb::Enable => {
+                self.settle(Todo::Start, Todo::None, count, outcome.ok);
+                // Its reload read every file written so far: writes come before it in a round.
+                self.needs_reload &= !outcome.ok;
+            }
             Verb::Restart => self.settle(Todo::Restart, Todo::None, count, outcome.ok),
             Verb::Show => {
                 self.read_health(now, outcome.stdout);

@@ -109,6 +109,11 @@ struct Bench {
     /// Each service's unit file: its digest, and whether systemd has (re)started it since it was
     /// written.
     files: std::collections::BTreeMap<std::string::String, (u64, bool)>,
+    /// The digest of each unit as systemd last loaded it: `daemon-reload`, and `enable` and
+    /// `disable` (which reload by themselves), load every file; a start uses what is loaded.
+    loaded: std::collections::BTreeMap<std::string::String, u64>,
+    /// The `systemctl` verbs run, in order.
+    verbs: std::vec::Vec<Verb>,
     bad: std::vec::Vec<u64>,
 }
 
@@ -121,6 +126,8 @@ impl Bench {
             now: 1_000,
             written: std::vec::Vec::new(),
             files: std::collections::BTreeMap::new(),
+            loaded: std::collections::BTreeMap::new(),
+            verbs: std::vec::Vec::new(),
             bad: std::vec::Vec::new(),
         }
     }
@@ -166,7 +173,21 @@ impl Bench {
                         self.files.insert(name.into(), (digest, false));
                     }
                     Command::Systemctl { verb, units } => {
+                        self.verbs.push(verb);
+                        if matches!(verb, Verb::Reload | Verb::Enable | Verb::Disable) {
+                            let files = self.files.iter().map(|(n, f)| (n.clone(), f.0));
+                            self.loaded = files.collect();
+                        }
                         for unit in units {
+                            let name = unit.trim_start_matches("myco-");
+                            let name = name.trim_end_matches(".service");
+                            if matches!(verb, Verb::Enable | Verb::Restart) {
+                                assert_eq!(
+                                    self.loaded.get(name),
+                                    self.files.get(name).map(|f| &f.0),
+                                    "{name} started from a definition systemd had not reloaded"
+                                );
+                            }
                             systemctl(&mut self.files, &self.bad, (verb, &unit), &mut stdout);
                         }
                     }
@@ -325,4 +346,76 @@ fn held_rollouts_do_not_starve_the_services_after_them() {
     let digest = b.deploy_named(&late, 30, "/bin/late");
     b.run(2_000);
     assert_eq!(b.files.get(late.as_str()).map(|f| f.0), Some(digest));
+}
+
+/// A new service starts after one reload of systemd, its `enable`'s own: the executor runs no
+/// `daemon-reload` before it. A new version, which has no enable, is reloaded before its
+/// restart. (The stand-in systemd asserts that nothing starts from a definition it has not
+/// reloaded since its file was written.)
+#[test]
+fn a_new_service_is_enabled_without_a_reload_of_its_own() {
+    use crate::config::{HEALTH_INTERVAL_MS, ROLLOUT_SETTLE_MS};
+    let mut b = Bench::new();
+    b.deploy(10, "/bin/v1");
+    b.run(500);
+    assert_eq!(b.verbs, [Verb::Enable], "enable --now alone");
+    b.run(ROLLOUT_SETTLE_MS + HEALTH_INTERVAL_MS);
+    b.verbs.clear();
+    b.deploy(20, "/bin/v2");
+    b.deploy_named("api", 20, "/bin/api");
+    b.run(500);
+    let started: std::vec::Vec<Verb> = b
+        .verbs
+        .iter()
+        .copied()
+        .filter(|v| *v != Verb::Show)
+        .collect();
+    assert_eq!(
+        started,
+        [Verb::Enable, Verb::Restart],
+        "the new service's enable reloads for the new version's restart too"
+    );
+    b.verbs.clear();
+    b.run(ROLLOUT_SETTLE_MS + HEALTH_INTERVAL_MS);
+    b.verbs.clear();
+    b.deploy(30, "/bin/v3");
+    b.run(500);
+    assert_eq!(
+        b.verbs[..2],
+        [Verb::Reload, Verb::Restart],
+        "no enable: a reload"
+    );
+}
+
+/// A placement change right after a round that had nothing to do is applied at once: the
+/// throttle (`RECONCILE_INTERVAL_MS`) holds back only the round after one that planned a
+/// change. (On the testbed a deploy that came within a second of the members joining, or a
+/// death within a second of a suspicion, waited for the throttle.)
+#[test]
+fn a_deploy_after_a_round_with_nothing_to_do_is_applied_at_once() {
+    use crate::config::RECONCILE_INTERVAL_MS;
+    let mut b = Bench::new();
+    // A member joined, say: a round that finds nothing to change.
+    b.e.handle_placement_changed();
+    b.run(100);
+    assert!(b.files.is_empty());
+    b.deploy(10, "/bin/v1");
+    b.run(100);
+    assert_eq!(
+        b.files.len(),
+        1,
+        "written in the next step, not a second later"
+    );
+    // A round that changed something holds the next one back.
+    b.deploy_named("api", 10, "/bin/api");
+    b.run(RECONCILE_INTERVAL_MS - 200);
+    assert!(
+        !b.files.contains_key("api"),
+        "throttled after a round that acted"
+    );
+    b.run(200);
+    assert!(
+        b.files.contains_key("api"),
+        "applied once the throttle ends"
+    );
 }
