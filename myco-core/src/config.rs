@@ -74,6 +74,16 @@ pub const RELAY_SENDER_BURST: u64 = 200;
 pub const RELAY_TOTAL_PER_S: u64 = 1_000;
 pub const RELAY_TOTAL_BURST: u64 = 2_000;
 
+/// A NAT holds the way in for an address at least this long after the box behind it sent there
+/// (the 30 s of section 12's keepalives): a ping from a peer the box sent nothing to for longer
+/// came in only because the box is reachable directly (`node::natdetect`).
+pub const NAT_OPEN_MS: u64 = 30_000;
+/// Pings a box expects from peers it has not talked to (its window's exposure) before, having
+/// received none and been suspected, it concludes it is behind NAT. At 50% loss a reachable box
+/// receives none of them with odds about e^(-NAT_DETECT_PINGS / 2) = e^-15, 3 in 10 million
+/// (docs/protocol.md section 12).
+pub const NAT_DETECT_PINGS: u64 = 30;
+
 /// DNS-label rule for service names.
 pub const NAME_BYTES_MAX: usize = 63;
 pub const ARGS_MAX: usize = 16;

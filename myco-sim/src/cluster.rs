@@ -139,6 +139,9 @@ pub struct Report {
     /// within `NAT_MAPPING_MS`) and frames relays forwarded, summed over honest nodes.
     pub nat_dropped: u64,
     pub relayed_frames: u64,
+    /// Honest boxes that concluded by themselves they are behind NAT (`--nat-detect`), as their
+    /// counters say at the end (a box restarted since counts afresh).
+    pub nat_detected: u64,
     pub failure: Option<Failure>,
 }
 
@@ -283,7 +286,7 @@ pub fn boot_joining(
         profile: s.profile,
         bridge_seeds: &ids.bridge_seeds[i],
         relay: s.roles(i).0,
-        behind_nat: s.roles(i).1,
+        behind_nat: s.behind_nat_flag(i),
     };
     Node::new(&config, Instant(now)).expect("simulated identities are valid")
 }
@@ -302,7 +305,7 @@ impl Cluster {
         // Relay and NAT are configuration, which each node's record carries besides its
         // certificate's facts.
         for (i, m) in ids.metas.iter_mut().enumerate() {
-            (m.relay, m.nat) = s.roles(i);
+            (m.relay, m.nat) = (s.roles(i).0, s.behind_nat_flag(i));
         }
         let mut honest = vec![true; s.nodes];
         if s.adversary {
@@ -639,6 +642,7 @@ impl Cluster {
             report.bridge_sessions += c.bridge_sessions;
             report.bridge_entries += c.bridge_entries;
             report.relayed_frames += c.relayed_frames;
+            report.nat_detected += c.nat_detected;
         }
         report.nat_dropped = self.world.net.nat_dropped;
     }
@@ -1395,3 +1399,4 @@ mod tests {
         assert!(err.contains("places service"), "{err}");
     }
 }
+

@@ -137,6 +137,11 @@ pub enum Event {
         from: u64,
         request: BuildRequest,
     },
+    /// No peer reached this box directly (not one ping) for `silent_ms` while peers suspected
+    /// it: it is behind NAT and uses relays from now on (`node::natdetect`). Once per run.
+    BehindNat {
+        silent_ms: u64,
+    },
 }
 
 /// Why an incoming frame or entry was dropped. Each has a counter.
@@ -232,6 +237,11 @@ pub struct Counters {
     pub relay_keepalives: u64,
     /// Frames this node sent to a box behind NAT through one of its relays.
     pub frames_via_relay: u64,
+    /// 1 once this box concluded by itself that no peer reaches it directly (`node::natdetect`).
+    pub nat_detected: u64,
+    /// Windows after which this box would have concluded it is behind NAT, but its zone had no
+    /// relay to use: it stays as it is and looks again.
+    pub nat_no_relay: u64,
 }
 
 impl Counters {
@@ -379,6 +389,8 @@ pub struct Node {
     placed: Cell<placed::PlacedCache>,
     /// The last answer of `Node::placed_digests`, with its inputs.
     digests: Cell<Option<(placed::Inputs, PlacedDigests)>>,
+    /// Whether peers reach this box directly (`node::natdetect`).
+    nat_watch: natdetect::NatWatch,
 }
 
 // The budget in `config` is a sum of estimates; the real node must fit inside it, so a table that
@@ -388,6 +400,7 @@ const _: () = assert!(core::mem::size_of::<Node>() <= NODE_BYTES_MAX);
 
 mod bridge;
 pub use bridge::{bridge_score, BridgePeer};
+mod natdetect;
 mod pages;
 mod placed;
 mod probe;
@@ -470,6 +483,7 @@ impl Node {
             last_status_push: None,
             placed: Cell::new(placed::PlacedCache::EMPTY),
             digests: Cell::new(None),
+            nat_watch: natdetect::NatWatch::new(now),
         })
     }
 
@@ -696,6 +710,7 @@ impl Node {
         self.out.now = now;
         self.out.handle_tick(sink);
         self.warm_sessions(sink);
+        self.watch_nat(now, sink);
         self.keep_relays_open(now, sink);
         self.tick_probe(now, sink);
         if now >= self.next_gossip {
@@ -769,30 +784,7 @@ impl Node {
             return;
         }
         if frame.kind() != Kind::Data {
-            if let Some(done) = self.out.handle_handshake(sink, from, &frame) {
-                if done.peer.cert.zone != self.meta.zone {
-                    // A bridge of another zone: a directory record, never a member record.
-                    let cert = done.peer.cert;
-                    return self.bridge_established(sink, from, &cert, done.responder);
-                }
-                // A completed handshake proves the peer's identity and certificate: it is a
-                // member, at its lowest incarnation until its own frames say more.
-                let peer = done.peer;
-                let meta = meta_of(&peer.cert);
-                let state = MemberState::Alive;
-                let u = MemberUpdate {
-                    id: peer.node_id,
-                    incarnation: 0,
-                    state,
-                    addr: from,
-                    meta,
-                };
-                self.apply_member(now, &u, peer.node_id, sink);
-                if done.responder {
-                    self.confirm_session(sink, from, peer.node_id);
-                }
-            }
-            return;
+            return self.handle_handshake_frame(now, from, &frame, sink);
         }
         let mut plain = [0u8; BODY_BYTES_MAX];
         let known = self.join.contains(&from)
@@ -823,6 +815,44 @@ impl Node {
         }
         self.hint_revocation(sink, from, opened.revocation_block);
         self.dispatch(now, from, sender, body.msg, sink);
+    }
+
+    /// A handshake frame: a completed handshake makes the peer a member (or, from another zone,
+    /// a bridge in the directory).
+    fn handle_handshake_frame(
+        &mut self,
+        now: Instant,
+        from: PeerAddr,
+        frame: &Frame<'_>,
+        sink: &mut impl Sink,
+    ) {
+        if frame.kind() == Kind::Hello {
+            // A peer without a session probes by handshaking.
+            self.nat_heard(now, from);
+        }
+        if let Some(done) = self.out.handle_handshake(sink, from, frame) {
+            if done.peer.cert.zone != self.meta.zone {
+                // A bridge of another zone: a directory record, never a member record.
+                let cert = done.peer.cert;
+                return self.bridge_established(sink, from, &cert, done.responder);
+            }
+            // A completed handshake proves the peer's identity and certificate: it is a
+            // member, at its lowest incarnation until its own frames say more.
+            let peer = done.peer;
+            let meta = meta_of(&peer.cert);
+            let state = MemberState::Alive;
+            let u = MemberUpdate {
+                id: peer.node_id,
+                incarnation: 0,
+                state,
+                addr: from,
+                meta,
+            };
+            self.apply_member(now, &u, peer.node_id, sink);
+            if done.responder {
+                self.confirm_session(sink, from, peer.node_id);
+            }
+        }
     }
 
     /// What an authenticated frame from a member says of it: the root of its desired state, and
@@ -1091,6 +1121,7 @@ impl Node {
                 updates,
                 status_seen,
             } => {
+                self.nat_heard(now, from);
                 let joined = self.learn(now, from, sender, &me, &updates, sink);
                 self.answer_ping(sink, from, sender, seq, status_seen, joined);
             }

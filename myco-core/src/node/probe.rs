@@ -341,6 +341,7 @@ impl Node {
         if u.state != MemberState::Alive && u.incarnation >= self.incarnation {
             self.incarnation = u.incarnation.saturating_add(1);
             self.out.counters.refutations += 1;
+            self.nat_refuted();
             self.adjust_health(true);
             self.members.enqueue(self.me());
         }

@@ -275,6 +275,24 @@ const GOSSIP: &[Family] = &[
         "Frames a box behind NAT sent only to keep its relays' NAT mappings open.",
         |s| s.counters.relay_keepalives.into(),
     ),
+    one(
+        "myco_behind_nat",
+        Gauge,
+        "1 if this box is behind NAT: started --behind-nat, or found out (no peer reached it directly).",
+        |s| u64::from(s.node.meta().nat).into(),
+    ),
+    one(
+        "myco_nat_detected_total",
+        Counter,
+        "1 once this box found out by itself that no peer reaches it directly.",
+        |s| s.counters.nat_detected.into(),
+    ),
+    one(
+        "myco_nat_no_relay_total",
+        Counter,
+        "Times this box found no peer reached it directly but its zone had no relay to use.",
+        |s| s.counters.nat_no_relay.into(),
+    ),
 ];
 
 fn tombstones(node: &Node) -> u64 {

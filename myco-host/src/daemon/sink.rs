@@ -330,6 +330,13 @@ impl Sink for CoreSink {
                 let _ = self.build_failed.push((from, request));
             }
             Event::Refused(why) => self.refused(why),
+            Event::BehindNat { silent_ms } => self.log.log(
+                Level::Warning,
+                format_args!(
+                    "behind NAT: no peer reached this box directly for {} s; using relays",
+                    silent_ms / 1000
+                ),
+            ),
             Event::Revoked { height } => {
                 self.revoked = true;
                 let mut r = Record::new(Kind::Revoked, "");

@@ -54,6 +54,9 @@ struct Net {
     /// When node `i` last sent to node `j`.
     sent: std::collections::HashMap<(usize, usize), u64>,
     nat_dropped: u64,
+    /// Frames lost at random, in percent (after the NAT has seen them leave).
+    loss_pct: u64,
+    rng: crate::random::Prng,
 }
 
 impl Net {
@@ -64,6 +67,8 @@ impl Net {
             port_per_peer: false,
             sent: std::collections::HashMap::new(),
             nat_dropped: 0,
+            loss_pct: 0,
+            rng: crate::random::Prng::new(7),
         }
     }
 
@@ -80,7 +85,7 @@ impl Net {
             self.nat_dropped += 1;
             return false;
         }
-        true
+        self.loss_pct == 0 || self.rng.below(100) >= self.loss_pct
     }
 
     /// Where `src`'s frames to `dst` come from, as `dst` sees them.
@@ -337,8 +342,20 @@ fn a_box_behind_nat_moves_to_the_next_relay_when_one_dies() {
 /// only about every 40 s): the last behind a NAT that drops what comes from an address it has not
 /// sent to for 30 s; box 0 is a relay when `relay`.
 fn metered_with_nat(relay: bool) -> (StdVec<Box<Node>>, Net) {
+    metered_behind_nat(relay, (false, true))
+}
+
+/// The same, box 7 started with these `(relay, behind_nat)` flags whatever the NAT.
+fn metered_behind_nat(relay: bool, flags: (bool, bool)) -> (StdVec<Box<Node>>, Net) {
     let nodes = (0..8)
-        .map(|i| box_node_profiled(i, (relay && i == 0, i == 7), Profile::METERED))
+        .map(|i| {
+            let roles = if i == 7 {
+                flags
+            } else {
+                (relay && i == 0, false)
+            };
+            box_node_profiled(i, roles, Profile::METERED)
+        })
         .collect();
     let mut nat = [false; 8];
     nat[7] = true;
@@ -475,3 +492,5 @@ fn a_relays_death_leaves_the_box_behind_nat_alive() {
 fn a_relays_death_leaves_the_box_behind_a_port_per_peer_nat_alive() {
     a_relays_death_leaves_the_box_behind_it_alive(true);
 }
+
+mod natdetect;
