@@ -92,6 +92,9 @@ pub struct Formed {
     /// From the kill until the first live node, and until every live node, listed it dead.
     pub first_detect_ms: Option<u64>,
     pub all_detect_ms: Option<u64>,
+    /// Windows after which nodes concluded they are behind NAT, or would have but for a relay
+    /// (`Counters::nat_detected` and `nat_no_relay`, summed): 0 for boxes every peer reaches.
+    pub nat_concluded: u64,
 }
 
 impl Formed {
@@ -172,6 +175,8 @@ impl Run {
             self.kill_last(&mut out);
         }
         out.frames_sent = self.world.net.sent;
+        let counters = self.nodes.iter().flatten().map(|n| n.counters());
+        out.nat_concluded = counters.map(|c| c.nat_detected + c.nat_no_relay).sum();
         out.slow_health = self
             .p
             .slow_node()
@@ -426,5 +431,19 @@ mod tests {
                 assert!(f.slow_health > 0, "{p:?}: {f:?}");
             }
         }
+    }
+
+    /// The slow node refutes again and again, and its peers' handshakes and pings reach it,
+    /// late: in ten simulated minutes neither it nor any other node concludes it is behind NAT,
+    /// or would but for a relay. A guard, not a proof of the rule: the slow node keeps starting
+    /// handshakes with every peer, so few are closed and its window fills slowly (not counting
+    /// any ping as reaching it, it did not conclude in 30 minutes either).
+    #[test]
+    fn a_slow_node_never_concludes_it_is_behind_nat() {
+        let mut p = Params::new(1, 10);
+        p.slow_ms = 1_500;
+        p.run_ms = 600_000;
+        let f = run(&p);
+        assert_eq!(f.nat_concluded, 0, "{p:?}: {f:?}");
     }
 }

@@ -44,8 +44,8 @@
 # forwards nothing inbound but replies (conntrack; an idle mapping lasts 30 s). Box I behind it
 # has 10.78.0.(10+I)/24 on the home bridge and a default route via the router; the public boxes
 # have no route to 10.78.0.0/24.
-# Those boxes run `--behind-nat`, join only public boxes, and no box joins them (their address is
-# unreachable). IPv4 only. TESTBED_RELAYS="0 1" starts those boxes `--relay`.
+# Those boxes run `--behind-nat` (unless NAT_DETECT=1: then they must find it out), join only
+# public boxes, and no box joins them (their address is unreachable). IPv4 only. TESTBED_RELAYS="0 1" starts those boxes `--relay`.
 
 TESTBED_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 # shellcheck source=SCRIPTDIR/nspawn.sh
@@ -263,7 +263,7 @@ box_files() {
 			&& ! box_is_nat "$j" && args+=" --bridge-seed $(box_endpoint "$j" "$TESTBED_PORT")"
 	done
 	! box_is_relay "$i" || args+=" --relay"
-	! box_is_nat "$i" || args+=" --behind-nat"
+	! box_is_nat "$i" || [[ ${NAT_DETECT:-0} == 1 ]] || args+=" --behind-nat"
 	args+=" --reserve-bytes $TESTBED_RESERVE_BYTES${TESTBED_ARGS:+ $TESTBED_ARGS}"
 	args+="${TESTBED_BOX_ARGS[i]:+ ${TESTBED_BOX_ARGS[i]}}"
 	sed -E -e "s/^MYCO_OPERATOR=.*/MYCO_OPERATOR=$TESTBED_OPERATOR/" -e "s/^MYCO_ARGS=.*/MYCO_ARGS=$args/" \

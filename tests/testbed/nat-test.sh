@@ -5,6 +5,12 @@
 # the router's namespace, nothing forwarded inbound but replies) and started `--behind-nat`. Box 3
 # joins the public boxes; none of them joins box 3. It checks, in order:
 #
+# - with NAT_DETECT=1, box 3 is started without `--behind-nat` and must find it out by itself
+#   (docs/protocol.md section 12): its `myco_behind_nat` metric turns 1 within NAT_DETECT_WAIT_S
+#   (default 1800 s) of its start, measured as `nat_detected_s`; every check below then holds as
+#   for a box started with the flag. It finds out only from peers it has not talked to for 30 s,
+#   so only where there are such peers: with NAT_BOXES=8 and `--profile metered` (below); on the
+#   four LAN boxes it talks to every peer every second or so and no peer's ping is lost to its NAT;
 # - the NAT is real: from box 0's namespace box 3's home address does not answer a ping, neither
 #   as the boxes are (no route) nor with a route through the router (it forwards nothing new
 #   inbound), while box 3 pings box 0; and box 0 lists box 3 at the router's address;
@@ -24,7 +30,7 @@
 #
 # Prints `NAT reachable_directly=0|1 alive_all=0|1 deploy_to_nat_s=S deploy_from_nat_s=S
 # health_reported=0|1 relayed_frames=N relay_death_box3_alive=0|1 relay_dead_s=S
-# cut_to_dead_s=S` (measured; empty, or 0 for the
+# cut_to_dead_s=S nat_detected_s=S` (nat_detected_s only with NAT_DETECT=1; measured; empty, or 0 for the
 # flags, when the step was not reached, and the script fails). The waits' bounds (60 s) only catch a daemon that never
 # gets there.
 #
@@ -50,6 +56,9 @@ natted=3
 wait_s=60
 # NAT_HOLD_S=150 with TESTBED_ARGS="--profile metered" holds long past the NAT's 30 s mappings.
 hold_s=${NAT_HOLD_S:-30}
+nat_detect=${NAT_DETECT:-0}
+detect_wait_s=${NAT_DETECT_WAIT_S:-1800}
+nat_detected_ms=''
 after_kill_s=20
 reachable_directly='' alive_all=0 deploy_to_ms='' deploy_from_ms='' relayed_frames='' relay_death=0 dead_ms=''
 health_reported=0 cut_dead_ms=''
@@ -58,10 +67,12 @@ report() {
 		"deploy_to_nat_s=${deploy_to_ms:+$(ms_as_s "$deploy_to_ms")}" \
 		"deploy_from_nat_s=${deploy_from_ms:+$(ms_as_s "$deploy_from_ms")}" \
 		"health_reported=$health_reported relayed_frames=$relayed_frames relay_death_box3_alive=$relay_death" \
-		"relay_dead_s=${dead_ms:+$(ms_as_s "$dead_ms")}" "cut_to_dead_s=${cut_dead_ms:+$(ms_as_s "$cut_dead_ms")}"
+		"relay_dead_s=${dead_ms:+$(ms_as_s "$dead_ms")}" "cut_to_dead_s=${cut_dead_ms:+$(ms_as_s "$cut_dead_ms")}" \
+		"${NAT_DETECT:+nat_detected_s=${nat_detected_ms:+$(ms_as_s "$nat_detected_ms")}}"
 }
 testbed_report_on_exit
 
+started=$(now_ms)
 testbed_up "$box_count"
 testbed_has_executor || fail "the NAT test needs myco-d's systemd executor"
 
@@ -96,6 +107,22 @@ listed=$(box_myco 0 nodes --json | grep -o "\"id\":\"${ids[natted]}\",\"address\
 [[ $listed == *"\"$TESTBED_ROUTER_ADDR:"* ]] \
 	|| fail "box 0 does not list box $natted at the router's address $TESTBED_ROUTER_ADDR: '$listed'"
 log "box $natted reaches box 0; box 0 does not reach $home, routed or not; box 0 lists box $natted at ${listed##*\"address\":}"
+
+# --- box 3 finds out it is behind NAT (NAT_DETECT=1) -----------------------------------------
+
+if ((nat_detect)); then
+	until (($(metric "$natted" myco_behind_nat) == 1)); do
+		(($(now_ms) - started < detect_wait_s * 1000)) \
+			|| fail "box $natted does not find out it is behind NAT $detect_wait_s s after its start"
+		sleep 2
+	done
+	nat_detected_ms=$(($(now_ms) - started))
+	detected=$(metric "$natted" myco_nat_detected_total)
+	((detected == 1)) || fail "box $natted's myco_nat_detected_total is $detected, not 1"
+	said=$(box_exec "$natted" journalctl --no-pager -o cat -u myco-d.service | grep -c 'behind NAT: no peer' || true)
+	((said == 1)) || fail "box $natted's journal says 'behind NAT: no peer ...' $said times, not once"
+	log "box $natted found out it is behind NAT $(ms_as_s "$nat_detected_ms") s after the boxes started"
+fi
 
 # --- membership holds ------------------------------------------------------------------------
 
