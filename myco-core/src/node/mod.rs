@@ -311,7 +311,8 @@ pub struct NodeConfig<'a> {
     pub bridge_seeds: &'a [PeerAddr],
     /// `--relay`: forward sealed frames for boxes behind NAT (docs/protocol.md section 12).
     pub relay: bool,
-    /// `--behind-nat`: no peer reaches this box directly; it keeps sessions with relays.
+    /// `--behind-nat`: no peer reaches this box directly; it keeps sessions with relays. Without
+    /// it, a box behind NAT finds out by itself (`node::natdetect`); `Node::meta` says which.
     pub behind_nat: bool,
 }
 

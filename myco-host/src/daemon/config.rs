@@ -40,7 +40,9 @@ Options:
   --relay               Forward sealed frames between peers and boxes behind NAT of this zone
                         (for a box every member reaches directly)
   --behind-nat          No peer reaches this box directly: it keeps sessions with a few relays
-                        of its zone, and peers reach it through them
+                        of its zone, and peers reach it through them. Optional: a box behind
+                        NAT finds it out by itself (docs/protocol.md section 12); this skips
+                        the detection
   --profile lan|wan|metered
                         How often this box talks to its peers (default lan): lan probes every
                         0.5 s (about 4.6 KB/s per box at rest, a dead box found in about 3 to 14
