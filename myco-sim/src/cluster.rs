@@ -1246,12 +1246,12 @@ mod tests {
 
     /// On the metered profile (probes every 6 s) a box behind NAT talks to each of 19 peers
     /// only about every 30 s or more, and the peers it did not talk to are dropped by its NAT
-    /// and suspect it. Started without `--behind-nat`, each of the five finds it out within 40
-    /// simulated minutes (measured: all by 1470 s), and is then alive in every table, marked
-    /// `nat`, and reached through the relays.
+    /// and suspect it. Started without `--behind-nat`, each of the five finds it out within an
+    /// hour simulated (measured: all by 2377 s), and is then alive in every table, marked `nat`,
+    /// and reached through the relays.
     #[test]
     fn boxes_behind_nat_find_it_out_by_themselves() {
-        const DETECT_BOUND_MS: u64 = 2_400_000;
+        const DETECT_BOUND_MS: u64 = 3_600_000;
         let mut s = Scenario::standard(3, 20, 30, 0.0);
         (s.nat, s.nat_detect, s.kill) = (5, true, false);
         s.profile = myco_core::config::Profile::METERED;

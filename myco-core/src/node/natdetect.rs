@@ -12,7 +12,7 @@
 //! daemon restarts). State: a few words, no allocation.
 
 use super::{Event, Node, Sink};
-use crate::config::{NAT_DETECT_PINGS, NAT_OPEN_MS};
+use crate::config::{AWARENESS_MAX, NAT_DETECT_PINGS, NAT_OPEN_MS};
 use crate::schema::addr::PeerAddr;
 use crate::time::Instant;
 
@@ -25,6 +25,10 @@ pub(super) struct NatWatch {
     exposure_milli: u64,
     reached: bool,
     refuted: bool,
+    /// Lifeguard's score counted on this node's own probes only (+1 missed, -1 acked): how
+    /// lossy the network is, which is what slows the peers' probes too. The local health score
+    /// also counts refutations, which a box behind NAT makes for every closed peer's probe.
+    misses: u8,
 }
 
 impl NatWatch {
@@ -35,7 +39,16 @@ impl NatWatch {
             exposure_milli: 0,
             reached: false,
             refuted: false,
+            misses: 0,
         }
+    }
+
+    /// A new window from `now`; the probe score carries over.
+    fn restart(&mut self, now: Instant) {
+        *self = NatWatch {
+            misses: self.misses,
+            ..NatWatch::new(now)
+        };
     }
 }
 
@@ -62,9 +75,19 @@ impl Node {
         self.nat_watch.refuted = true;
     }
 
-    /// Once a probe period (stretched as Lifeguard stretches it: peers slowed by loss probe less
-    /// often, and so does this node) adds the closed peers' share of the live ones to the
-    /// window's exposure; ends the window when it is broken or full, and concludes when (a), (b)
+    /// One of this node's probes was acked or missed (as `adjust_health` counts them).
+    pub(super) fn nat_probed(&mut self, acked: bool) {
+        let m = &mut self.nat_watch.misses;
+        *m = if acked {
+            m.saturating_sub(1)
+        } else {
+            (*m + 1).min(AWARENESS_MAX)
+        };
+    }
+
+    /// Once a probe period (stretched as Lifeguard stretches it for missed probes: peers slowed
+    /// by loss probe less often, and the loss this node's probes meet is theirs too) adds the
+    /// closed peers' share of the live ones to the window's exposure; ends the window when it is broken or full, and concludes when (a), (b)
     /// and (c) held. A `--relay` box never concludes (it must be reachable, and says so).
     pub(super) fn watch_nat(&mut self, now: Instant, sink: &mut impl Sink) {
         if self.meta.relay || self.meta.nat || now < self.nat_watch.next_sample {
@@ -72,10 +95,11 @@ impl Node {
         }
         let live = self.members.live_count() as u64;
         if live < 2 || self.nat_watch.reached {
-            self.nat_watch = NatWatch::new(now);
+            self.nat_watch.restart(now);
             return;
         }
-        let period = self.profile.probe_interval_ms * self.awareness_scale();
+        let scale = 1 + u64::from(self.nat_watch.misses);
+        let period = self.profile.probe_interval_ms * scale;
         self.nat_watch.next_sample = now.add_ms(period);
         let closed = self.members.list().iter().filter(|m| m.is_live());
         let closed = closed.filter(|m| self.closed_to(now, m.addr)).count() as u64;
@@ -89,7 +113,7 @@ impl Node {
         if self.relays_of(self.id).is_empty() {
             // Nobody to keep sessions with: stay as is, count it, and look again next window.
             self.out.counters.nat_no_relay += 1;
-            self.nat_watch = NatWatch::new(now);
+            self.nat_watch.restart(now);
             return;
         }
         self.become_behind_nat();

@@ -66,6 +66,7 @@ impl Node {
                 .is_some_and(|m| m.state == MemberState::Alive);
             if p.acked || was_alive {
                 self.adjust_health(!p.acked);
+                self.nat_probed(p.acked);
             }
             if !p.acked {
                 let applied = self.members.suspect(now, p.target, self.id);
