@@ -68,8 +68,8 @@ report() {
 		"deploy_to_nat_s=${deploy_to_ms:+$(ms_as_s "$deploy_to_ms")}" \
 		"deploy_from_nat_s=${deploy_from_ms:+$(ms_as_s "$deploy_from_ms")}" \
 		"health_reported=$health_reported relayed_frames=$relayed_frames relay_death_box3_alive=$relay_death" \
-		"relay_dead_s=${dead_ms:+$(ms_as_s "$dead_ms")}" "cut_to_dead_s=${cut_dead_ms:+$(ms_as_s "$cut_dead_ms")}" \
-		"${NAT_DETECT:+nat_detected_s=${nat_detected_ms:+$(ms_as_s "$nat_detected_ms")}}"
+		"relay_dead_s=${dead_ms:+$(ms_as_s "$dead_ms")}" \
+		"cut_to_dead_s=${cut_dead_ms:+$(ms_as_s "$cut_dead_ms")}${NAT_DETECT:+ nat_detected_s=${nat_detected_ms:+$(ms_as_s "$nat_detected_ms")}}"
 }
 testbed_report_on_exit
 
