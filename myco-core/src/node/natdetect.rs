@@ -87,8 +87,9 @@ impl Node {
 
     /// Once a probe period (stretched as Lifeguard stretches it for missed probes: peers slowed
     /// by loss probe less often, and the loss this node's probes meet is theirs too) adds the
-    /// closed peers' share of the live ones to the window's exposure; ends the window when it is broken or full, and concludes when (a), (b)
-    /// and (c) held. A `--relay` box never concludes (it must be reachable, and says so).
+    /// closed peers' share of the live ones to the window's exposure; restarts the window when
+    /// it is broken, and concludes when (a), (b) and (c) held. A `--relay` box never concludes
+    /// (it must be reachable, and says so).
     pub(super) fn watch_nat(&mut self, now: Instant, sink: &mut impl Sink) {
         if self.meta.relay || self.meta.nat || now < self.nat_watch.next_sample {
             return;
