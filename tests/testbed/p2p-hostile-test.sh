@@ -151,12 +151,13 @@ box_exec "$x" sh -c "chmod u+w $v1/bin $v1/bin/$service && echo 'echo tampered' 
 # Its peers ask its cache only once they see it offer the version.
 wait_for 30 "every box sees box $x offer $v1" new_offer_seen "$x"
 log "box $x built $v1 and offers it; its bin/$service is now altered in its store"
-all_run() {
+# run_on PATH BOX...: each BOX runs store path PATH.
+run_on() {
 	local i
-	for i in 0 1 2; do [[ $(store_path_on "$i") == "$1" ]] || return 1; done
+	for i in "${@:2}"; do [[ $(store_path_on "$i") == "$1" ]] || return 1; done
 }
 flake_deploy v1-three 3
-wait_for "$wait_s" "all 3 boxes run $v1" all_run "$v1"
+wait_for "$wait_s" "all 3 boxes run $v1" run_on "$v1" 0 1 2
 mismatch=0
 for i in 0 1 2; do
 	((i == x)) && continue
@@ -203,11 +204,7 @@ w_gone() {
 }
 wait_for 30 "the kept boxes hold the revocation and see each other only" w_gone
 flake_deploy v2-three 3 "${kept[0]}"
-kept_run() {
-	local i
-	for i in "${kept[@]}"; do [[ $(store_path_on "$i") == "$v2" ]] || return 1; done
-}
-wait_for "$wait_s" "boxes ${kept[*]} run $v2" kept_run
+wait_for "$wait_s" "boxes ${kept[*]} run $v2" run_on "$v2" "${kept[@]}"
 for i in "${kept[@]}"; do
 	log "box $i's build log of $v2:"
 	build_log "$i" | sed 's/^/    /' >&2
