@@ -329,10 +329,14 @@ nix-check:
 # `NAT ...` line; again behind a symmetric NAT (a random public port per peer). Then issue 16's peer-to-peer Nix cache and remote builder
 # (tests/testbed/p2p-test.sh): box 0 --builder, box 2 --build remote; the boxes that did not build a
 # version copy it from a peer's cache and build nothing, box 2 gets its builds from peers; a
-# `P2P-TESTBED ...` line; then the same on links that carry IPv6 only. Needs root.
-# About 10 minutes (ten runs, each booting its boxes; docs/install.md), more the first time on a machine (debootstrap).
+# `P2P-TESTBED ...` line; then the same on links that carry IPv6 only. Then the caches under hostile
+# conditions (tests/testbed/p2p-hostile-test.sh): the default upload throttle for one client and
+# two, the NAR slots of clients cut mid-NAR, a tampered NAR refused, a revoked box's cache not
+# used; a `P2P-HOSTILE ...` line. Needs root.
+# About 11 minutes (eleven runs, each booting its boxes; docs/install.md), more the first time on a machine (debootstrap).
 # Ends with the self-healing summary (tests/testbed/rollout-line.sh): one ROLLOUT line from the
-# figures the engine, rollout and health tests printed.
+# figures the engine, rollout and health tests printed; and issue 16's P2P line from the two P2P
+# tests' (tests/testbed/p2p-line.sh).
 TESTBED_LOGS := $(TARGET_DIR)/testbed-logs
 testbed-test:
 	cargo build --release --bin myco-d --bin myco-priv --bin myco
@@ -347,7 +351,9 @@ testbed-test:
 	TESTBED_NAT_PORTS=random tests/testbed/nat-test.sh $(TARGET_DIR)/release | tee $(TESTBED_LOGS)/nat-symmetric.log
 	tests/testbed/p2p-test.sh $(TARGET_DIR)/release | tee $(TESTBED_LOGS)/p2p.log
 	TESTBED_IPV6=yes tests/testbed/p2p-test.sh $(TARGET_DIR)/release | tee $(TESTBED_LOGS)/p2p-ipv6.log
+	tests/testbed/p2p-hostile-test.sh $(TARGET_DIR)/release | tee $(TESTBED_LOGS)/p2p-hostile.log
 	tests/testbed/rollout-line.sh $(TESTBED_LOGS)
+	tests/testbed/p2p-line.sh $(TESTBED_LOGS)
 
 # The README's first command: installs what it needs, builds, boots three boxes, deploys a
 # service, powers off a box that runs it, shows it running elsewhere, cleans up. Needs root.

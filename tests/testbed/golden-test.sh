@@ -85,11 +85,6 @@ daemon_rss_kib() {
 	box_exec "$1" sed -nE 's/^VmRSS:[[:space:]]*([0-9]+) kB/\1/p' "/proc/$pid/status"
 }
 
-# The store path box I's unit runs (its ExecStart program without /bin/NAME).
-store_path_on() {
-	service_show "$1" "$service" ExecStart | sed -nE "s|.*path=(/nix/store/[^ ;]*)/bin/$service .*|\1|p"
-}
-
 # The body box I gets from http://web.myco:8080/, by name through its own DNS; empty on failure.
 answer_on() { box_exec "$1" curl -sf --max-time 2 "http://$service.myco:8080/" 2>/dev/null || true; }
 answers() { [[ $(answer_on "$1") == "$2" ]]; }

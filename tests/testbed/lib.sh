@@ -4,14 +4,15 @@
 # namespace of its own joined to one bridge, running the release `myco-d` as the systemd service
 # systemd/myco-d.service, as the user myco beside the privileged helper myco-priv (its socket and
 # service from systemd/, the user from systemd/myco.sysusers), with its own node key and
-# certificate. Sourced by engine-test.sh and
-# demo.sh; it defines functions and runs nothing.
+# certificate. Sourced by the testbed's tests and demo.sh; it defines functions and runs nothing.
 #
 #   testbed_up N      boot N boxes and wait until every box sees N members alive
 #   testbed_down      stop and remove everything testbed_up made; safe to call twice, and from a
 #                     trap: `trap testbed_down EXIT`
 #   box_exec I CMD    run CMD inside box I (nsenter into all its namespaces)
 #   box_myco I ARGS   run the `myco` tool inside box I, against that box's daemon socket
+#   box_nix I CMD     run a Nix command inside box I, with the box's own Nix configuration
+#   box_cert I H      write box I's certificate again, issued at height H (a key rotation)
 #   box_cut I         take box I off the bridge (its packets are dropped); box_heal I puts it back
 #   box_stop I        clean poweroff of box I; box_kill I is a power cut; box_start I boots it
 #                     again (fresh state: --volatile=overlay keeps nothing, the keys are the same)
@@ -143,6 +144,14 @@ box_exec() {
 	nsenter -t "${BOX_LEADER[i]}" -a -- "$@"
 }
 
+# Runs a Nix command in box I with the box's own Nix configuration (/etc/nix), not the host's
+# offline settings flake.sh exported, which name files the box does not have.
+box_nix() {
+	local i=$1
+	shift
+	box_exec "$i" env -u NIX_CONF_DIR -u XDG_CACHE_HOME "$@"
+}
+
 box_myco() {
 	local i=$1
 	shift
@@ -240,18 +249,14 @@ testbed_sweep() {
 # others (the lowest-numbered; myco-d takes at most 8 --join), so any two can be down at boot;
 # never through a box behind NAT, whose address no other box reaches.
 box_files() {
-	local i=$1 dir=$TESTBED_WORK/box$1 node args j bridge=()
+	local i=$1 dir=$TESTBED_WORK/box$1 args j
 	local -i joins
 	mkdir -p "$dir"
 	# systemd sets the hostname from /etc/hostname, over nspawn's --hostname.
 	echo "box$i" >"$dir/hostname"
 	mkdir -m 0700 "$dir/etc-myco"
 	"$TESTBED_WORK/bin/myco" keygen --out "$dir/etc-myco/node.key" >/dev/null
-	node=$("$TESTBED_WORK/bin/myco" pubkey --key "$dir/etc-myco/node.key" --json | json_field public_key)
-	[[ ${#node} -eq 64 ]] || fail "could not read box $i's public key from 'myco pubkey'"
-	box_is_bridge "$i" && bridge=(--bridge all)
-	"$TESTBED_WORK/bin/myco" cert --operator-key "$TESTBED_WORK/operator.key" --node-pubkey "$node" \
-		--zone "$(box_zone "$i")" "${bridge[@]}" --arch x86_64 --out "$dir/etc-myco/node.cert" >/dev/null
+	box_cert "$i" 0
 	args="--listen 0.0.0.0:$TESTBED_PORT"
 	[[ -z $TESTBED_IPV6 ]] || args="--listen [::]:$TESTBED_PORT"
 	for ((j = 0, joins = 0; j < TESTBED_BOXES && joins < 3; j++)); do
@@ -272,6 +277,20 @@ box_files() {
 	sed -E -e "s/^MYCO_OPERATOR=.*/MYCO_OPERATOR=$TESTBED_OPERATOR/" -e "s/^MYCO_ARGS=.*/MYCO_ARGS=$args/" \
 		"$TESTBED_REPO/systemd/myco-d.env.example" >"$dir/etc-myco/myco-d.env"
 	chmod 0644 "$dir/etc-myco/myco-d.env"
+}
+
+# box_cert I HEIGHT: box I's certificate, signed by the operator key and issued at HEIGHT (the
+# RevocationBlock it survives; docs/operator.md, "Rotating keys"), in its etc-myco. A running
+# box reads it at the next restart of myco-d.
+box_cert() {
+	local i=$1 dir=$TESTBED_WORK/box$1 node bridge=()
+	node=$("$TESTBED_WORK/bin/myco" pubkey --key "$dir/etc-myco/node.key" --json | json_field public_key)
+	[[ ${#node} -eq 64 ]] || fail "could not read box $i's public key from 'myco pubkey'"
+	box_is_bridge "$i" && bridge=(--bridge all)
+	rm -f "$dir/etc-myco/node.cert"
+	"$TESTBED_WORK/bin/myco" cert --operator-key "$TESTBED_WORK/operator.key" --node-pubkey "$node" \
+		--zone "$(box_zone "$i")" "${bridge[@]}" --arch x86_64 --issued-at "$2" \
+		--out "$dir/etc-myco/node.cert" >/dev/null
 }
 
 # Box I's network: a namespace with loopback and one end of a veth pair as eth0; the other end,
@@ -611,4 +630,65 @@ dns_expected() {
 # dns_is I BOXES: box I's DNS answers exactly the boxes BOXES.
 dns_is() {
 	[[ $(dns_answer "$1") == "$(dns_expected "$1" "$2")" ]]
+}
+
+# --- builds, and the boxes' binary caches (golden-test.sh, nat-test.sh, p2p-*.sh) ---------------
+
+# A counter from box I's metrics (0 when absent).
+metric() {
+	box_exec "$1" curl -s --unix-socket /run/myco/myco.sock http://box/metrics \
+		| awk -v name="$2" '$1 == name {n = $2} END {print n + 0}'
+}
+
+# The store path box I's unit of the caller's $service runs (its ExecStart program without
+# /bin/NAME).
+# shellcheck disable=SC2154 # service is the caller's
+store_path_on() {
+	service_show "$1" "$service" ExecStart | sed -nE "s|.*path=(/nix/store/[^ ;]*)/bin/$service .*|\1|p"
+}
+
+# flake_deploy LABEL REPLICAS [BOX]: signs FLAKE_REPO's myco.json with REPLICAS (locking the
+# branch's commit) and sends the entry through box BOX's socket (default 0).
+flake_deploy() {
+	local entry=$TESTBED_WORK/$1.entry
+	sed -i -E "s/\"replicas\": [0-9]+/\"replicas\": $2/" "$FLAKE_REPO/myco.json"
+	"$TESTBED_WORK/bin/myco" sign "$FLAKE_REPO/myco.json" --operator-key "$TESTBED_WORK/operator.key" \
+		--out "$entry" >/dev/null
+	"$TESTBED_WORK/bin/myco" deploy --entry "$entry" --socket "$(box_socket "${3:-0}")" >/dev/null
+}
+
+# The log of box I's last build of the service (nix build -L's standard error).
+# shellcheck disable=SC2154 # service is the caller's
+build_log() { box_exec "$1" cat "/var/lib/myco/builds/$service.log" 2>/dev/null || true; }
+# Derivations box I's last build built itself (Nix's "building '...drv'" lines).
+built_here() { build_log "$1" | grep -c "^building '/nix/store/" || true; }
+# Whether box I's last build copied a path from a peer's http:// cache.
+fetched() { build_log "$1" | grep -q "^copying path '/nix/store/[^']*' from 'http://"; }
+
+# The boxes (numbers) whose node key signed PATH in box I's store: Nix registers the signatures
+# of the narinfo it verified, named by node id (`myco pubkey`'s nix_cache_key).
+signers() {
+	local sigs j id out=()
+	sigs=$(box_nix "$1" nix --extra-experimental-features nix-command path-info --sigs "$2")
+	for ((j = 0; j < TESTBED_BOXES; j++)); do
+		id=$("$TESTBED_WORK/bin/myco" pubkey --key "$TESTBED_WORK/box$j/etc-myco/node.key" --json \
+			| json_field node_id)
+		[[ $sigs == *[[:space:]]"$id:"* ]] && out+=("$j")
+	done
+	echo "${out[*]}"
+}
+# fetched_signed I PATH: box I holds PATH with the signature of another box's node key.
+fetched_signed() {
+	local by
+	by=$(signers "$1" "$2")
+	[[ -n $by && " $by " != *" $1 "* ]] || fail "box $1: $2 carries no signature of another box: $(box_nix "$1" nix --extra-experimental-features nix-command path-info --sigs "$2")"
+	log "box $1: $2 is signed by box $by's node key, which box $1's Nix verified"
+}
+
+# The value of KEY on the last line starting with PREFIX in LOGDIR/LOG, or 0 (the summary lines
+# of make testbed-test: rollout-line.sh, p2p-line.sh).
+log_figure() {
+	local v
+	v=$(grep -h "^$3 " "$1/$2" 2>/dev/null | tail -n 1 | tr ' ' '\n' | sed -n "s/^$4=//p")
+	echo "${v:-0}"
 }

@@ -75,11 +75,6 @@ state_of() {
 	box_myco "$1" nodes --json | grep -o "\"id\":\"${ids[$2]}\",\"address\":[^,]*,\"state\":\"[a-z]*\"" \
 		| sed -E 's/.*"state":"([a-z]*)"/\1/' || true
 }
-# A counter from box I's API metrics endpoint (0 when absent).
-metric() {
-	box_exec "$1" curl -s --unix-socket /run/myco/myco.sock http://box/metrics \
-		| awk -v name="$2" '$1 == name {n = $2} END {print n + 0}'
-}
 pings() { ip netns exec "$(box_name "$1")" ping -q -c 1 -W 1 "$2" >/dev/null 2>&1; }
 
 # --- the NAT is real ---------------------------------------------------------------------------

@@ -80,53 +80,6 @@ repo=$FLAKE_REPO
 
 testbed_up 3
 
-# deploy LABEL REPLICAS: signs myco.json with REPLICAS (locking the branch's commit) and sends the
-# entry through box 0's socket.
-deploy() {
-	local entry=$TESTBED_WORK/$1.entry
-	sed -i -E "s/\"replicas\": [0-9]+/\"replicas\": $2/" "$repo/myco.json"
-	"$TESTBED_WORK/bin/myco" sign "$repo/myco.json" --operator-key "$TESTBED_WORK/operator.key" \
-		--out "$entry" >/dev/null
-	"$TESTBED_WORK/bin/myco" deploy --entry "$entry" --socket "$(box_socket 0)" >/dev/null
-}
-
-# A counter from box I's metrics (0 when absent).
-metric() {
-	box_exec "$1" curl -s --unix-socket /run/myco/myco.sock http://box/metrics \
-		| awk -v name="$2" '$1 == name {n = $2} END {print n + 0}'
-}
-
-# The store path box I's unit runs (its ExecStart program without /bin/NAME).
-store_path_on() {
-	service_show "$1" "$service" ExecStart | sed -nE "s|.*path=(/nix/store/[^ ;]*)/bin/$service .*|\1|p"
-}
-
-# The log of box I's last build of the service (nix build -L's standard error).
-build_log() { box_exec "$1" cat "/var/lib/myco/builds/$service.log" 2>/dev/null || true; }
-# Derivations box I's last build built itself (Nix's "building '...drv'" lines).
-built_here() { build_log "$1" | grep -c "^building '/nix/store/" || true; }
-# Whether box I's last build copied a path from a peer's http:// cache.
-fetched() { build_log "$1" | grep -q "^copying path '/nix/store/[^']*' from 'http://"; }
-
-# The boxes (numbers) whose node key signed PATH in box I's store: Nix registers the signatures
-# of the narinfo it verified, named by node id (`myco pubkey`'s nix_cache_key).
-signers() {
-	local sigs j id out=()
-	sigs=$(box_exec "$1" nix --extra-experimental-features nix-command path-info --sigs "$2")
-	for j in 0 1 2; do
-		id=$("$TESTBED_WORK/bin/myco" pubkey --key "$TESTBED_WORK/box$j/etc-myco/node.key" --json \
-			| json_field node_id)
-		[[ $sigs == *[[:space:]]"$id:"* ]] && out+=("$j")
-	done
-	echo "${out[*]}"
-}
-# fetched_signed I PATH: box I holds PATH with the signature of another box's node key.
-fetched_signed() {
-	local by
-	by=$(signers "$1" "$2")
-	[[ -n $by && " $by " != *" $1 "* ]] || fail "box $1: $2 carries no signature of another box: $(box_exec "$1" nix --extra-experimental-features nix-command path-info --sigs "$2")"
-	log "box $1: $2 is signed by box $by's node key, which box $1's Nix verified"
-}
 # every box runs store path PATH (or, with PATH empty, a store path other than NOT).
 all_run() {
 	local path=$1 not=${2:-} i p
@@ -138,7 +91,7 @@ all_run() {
 }
 
 # --- 1. one replica: the box placement picks gets it first --------------------------------------
-deploy v1-one 1
+flake_deploy v1-one 1
 one_box() { read -ra placed <<<"$(service_boxes "$service")" && ((${#placed[@]} == 1)); }
 wait_for "$wait_s" "myco-$service.service active on 1 box" one_box
 first=${placed[0]}
@@ -161,7 +114,7 @@ fi
 
 # --- 2. three replicas of the same commit: the other boxes fetch ---------------------------------
 started=$(now_ms)
-deploy v1-three 3
+flake_deploy v1-three 3
 wait_for "$wait_s" "all 3 boxes run $v1" all_run "$v1"
 fetch_ms=$(($(now_ms) - started))
 for i in 0 1 2; do
@@ -185,7 +138,7 @@ log "3 replicas: every box runs $v1 after $(ms_as_s "$fetch_ms") s; $substituted
 # --- 4. a new commit --------------------------------------------------------------------------------
 sed -i "s/hello from {NAME}/hello again from {NAME}/" "$repo/server.py"
 flake_commit "version 2"
-deploy v2 3
+flake_deploy v2 3
 wait_for "$wait_s" "all 3 boxes run version 2" all_run "" "$v1"
 v2=$(store_path_on 0)
 all_run "$v2" || fail "the boxes run different outputs of version 2"

@@ -9,12 +9,9 @@
 set -euo pipefail
 dir=${1:?usage: rollout-line.sh LOGDIR}
 
-# The value of KEY on the line of LOG that starts with PREFIX, or 0.
-figure() {
-	local log=$1 prefix=$2 key=$3 v
-	v=$(grep -h "^$prefix " "$dir/$log" 2>/dev/null | tail -n 1 | tr ' ' '\n' | sed -n "s/^$key=//p")
-	echo "${v:-0}"
-}
+# shellcheck source=SCRIPTDIR/lib.sh
+source "$(dirname "$0")/lib.sh"
+figure() { log_figure "$dir" "$@"; }
 
 waves=$(figure rollout.log ROLLOUT good_waves_ok)
 bad_max=$(figure rollout.log ROLLOUT bad_version_max_boxes)
