@@ -472,6 +472,10 @@ pub const UNIT_CHANGES_MAX: usize = 2 * UNITS_MAX;
 /// Placement is re-applied at most this often, so a burst of membership or state changes moves
 /// units once.
 pub const RECONCILE_INTERVAL_MS: u64 = 1_000;
+/// A round whose versions only wait for their first wave to speak of them is run again when a
+/// member's status arrives, but no sooner than this after the last: a burst of statuses costs at
+/// most one round per this.
+pub const UNHEARD_LOOK_MS: u64 = 100;
 /// How often unit health is read while units are installed.
 pub const HEALTH_INTERVAL_MS: u64 = 5_000;
 /// Health is read this soon after an enable or a restart, to report a unit that fails at once.

@@ -56,8 +56,8 @@ pub use systemd::{parse_show, Shown, UnitHealth, SHOW_PROPERTIES};
 
 use crate::config::{
     COMMAND_RETRY_MS, HEALTH_AFTER_START_MS, HEALTH_INTERVAL_MS, NAME_BYTES_MAX, PEER_BUILDS_MAX,
-    RECONCILE_INTERVAL_MS, STATUS_UNITS_MAX, SYSTEMCTL_TIMEOUT_MS, UNITS_MAX, UNITS_PER_COMMAND,
-    UNIT_CHANGES_MAX, UNIT_PLAN_MAX,
+    RECONCILE_INTERVAL_MS, STATUS_UNITS_MAX, SYSTEMCTL_TIMEOUT_MS, UNHEARD_LOOK_MS, UNITS_MAX,
+    UNITS_PER_COMMAND, UNIT_CHANGES_MAX, UNIT_PLAN_MAX,
 };
 use crate::hash::{digest, DOMAIN_ENTRY};
 use crate::node::{Node, PlacedDigests, Sink};
@@ -310,6 +310,18 @@ struct InFlight {
     issued_ms: u64,
 }
 
+/// What a reconcile round did, which says when the next may run (`Executor::poll_command`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Round {
+    /// Planned an install, a replacement, a removal or a build, or found versions waiting for
+    /// room or for their wave to settle.
+    Moved,
+    /// Nothing but versions waiting for their first wave to speak of them.
+    Unheard,
+    /// Nothing to do.
+    Idle,
+}
+
 pub struct Executor {
     units: Vec<Installed, UNITS_MAX>,
     /// Services whose unit file is to be written this round, in order.
@@ -323,6 +335,9 @@ pub struct Executor {
     /// The next reconcile may not start before this (`RECONCILE_INTERVAL_MS` after the last),
     /// unless the last one left changes for the next round.
     next_reconcile_ms: u64,
+    /// `Node::statuses_heard` when last polled: a version waiting for its first wave to speak of
+    /// it looks again when that moves.
+    statuses_seen: u32,
     /// A unit's health or the placement changed since the node was last told
     /// (`take_health_changed`).
     health_changed: bool,
@@ -373,6 +388,7 @@ impl Executor {
             needs_reload: false,
             dirty: true,
             next_reconcile_ms: 0,
+            statuses_seen: 0,
             health_changed: true,
             next_health_ms: 0,
             show_from: 0,
@@ -432,8 +448,23 @@ impl Executor {
         self.plan_from = 0;
     }
 
+    /// A box outside a service's first wave starts a first version only once the first wave has
+    /// spoken of it (`rollout::gate`): when a member's status arrives, a round refused for that
+    /// alone is run again, rather than at the next periodic look a second or more later.
+    fn look_at_statuses(&mut self, node: &Node) {
+        let heard = node.statuses_heard();
+        if heard != self.statuses_seen {
+            self.statuses_seen = heard;
+            if self.rollouts.unheard {
+                self.mark_dirty();
+                self.idle_until_ms = 0;
+            }
+        }
+    }
+
     /// The next command to run, if any is due. `None` while one is in flight.
     pub fn poll_command<'a>(&'a mut self, now: Instant, node: &'a Node) -> Option<Issued<'a>> {
+        self.look_at_statuses(node);
         if self.in_flight.is_some() || now.0 < self.idle_until_ms {
             return None;
         }
@@ -448,14 +479,21 @@ impl Executor {
         let going_on = self.plan_from > 0 && !self.writes.is_empty();
         if self.dirty && now.0 >= self.next_reconcile_ms && !going_on {
             self.dirty = false;
+            // Only a round that changed something (or found versions waiting for room or for
+            // their wave to settle, which it takes up again at once) holds the next one back, so
+            // that a burst of changes moves units once. A round with nothing to do (a member
+            // joined or became suspect, an entry placed elsewhere) holds nothing back: the deploy
+            // or the death right after it is applied at once, not up to a second later. One whose
+            // versions only wait for their first wave to speak of them looks again at the next
+            // status heard, no sooner than `UNHEARD_LOOK_MS`.
+            // (A round that left part of a full plan out has already made the next one due.)
             self.next_reconcile_ms = now.0 + RECONCILE_INTERVAL_MS;
-            // Only a round that planned a change holds the next one back, so that a burst of
-            // changes moves units once. A round with nothing to do (a member joined or became
-            // suspect, an entry placed elsewhere) holds nothing back: the deploy or the death
-            // right after it is applied at once, not up to a second later.
-            if !self.reconcile(node) {
-                self.next_reconcile_ms = now.0;
-            }
+            let wait = match self.reconcile(node) {
+                Round::Moved => RECONCILE_INTERVAL_MS,
+                Round::Unheard => UNHEARD_LOOK_MS,
+                Round::Idle => 0,
+            };
+            self.next_reconcile_ms = self.next_reconcile_ms.min(now.0 + wait);
         }
         let Some(step) = self.next_step(now, node) else {
             // Waiting out a failure, work resumes at the retry; otherwise only the health read
@@ -936,9 +974,8 @@ impl Executor {
 
     /// Plans one round: the writes of new and changed units, the removal of units no longer
     /// placed here, at most `UNIT_PLAN_MAX` changes; a full plan leaves the rest for the next.
-    /// Returns whether the round planned anything (an install, a replacement or a removal, taken
-    /// or refused).
-    fn reconcile(&mut self, node: &Node) -> bool {
+    /// Says whether the round moved anything (`Round`).
+    fn reconcile(&mut self, node: &Node) -> Round {
         let mode = reconcile::mode(node.peers_in_reach(), self.has_peers_configured);
         // Collected once: reconcile walks the list for each installed unit.
         // The store keeps each entry's digest ([`unit_digest`]), so nothing is hashed here.
@@ -952,7 +989,6 @@ impl Executor {
         self.writes.clear();
         let from = self.plan_from.min(wanted.len());
         let plan = self.plan(mode, &wanted, from);
-        let planned = !plan.is_empty();
         // A trial of a version no longer placed here is over (an entry's digest names it alone);
         // a build for such a version, or for one held here, is of no use.
         self.rollouts
@@ -970,25 +1006,35 @@ impl Executor {
             (self.rollouts.waiting, self.rollouts.unheard) = (false, false);
         }
         let mut digests = None;
+        let mut moved = false;
         for (name, remove) in plan {
+            moved |= remove;
             if remove {
                 self.mark_disable(&name);
             } else if !self.admit(node, &wanted, &name, &mut digests) {
                 // Held, or waiting for its wave (reconciled again soon, below).
             } else if let Some(digest) = self.unbuilt(node, &wanted, &name) {
+                moved = true;
                 if !self.builds.want(&name, digest) {
                     // The builds table is full: a round after this cycle tries again.
                     self.rollouts.waiting = true;
                 }
                 self.health_changed = true;
             } else {
+                moved = true;
                 self.writes.push(name).expect("the plan fits the writes");
             }
         }
         if self.rollouts.waiting {
             self.dirty = true;
         }
-        planned
+        if moved || self.rollouts.waiting {
+            Round::Moved
+        } else if self.rollouts.unheard {
+            Round::Unheard
+        } else {
+            Round::Idle
+        }
     }
 
     /// The changes of one round, installs and replacements from `wanted`'s `from`th on: at most

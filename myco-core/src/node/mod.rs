@@ -372,6 +372,8 @@ pub struct Node {
     next_status_resend: Instant,
     /// A change of the status not pushed yet (it waits for `STATUS_PUSH_INTERVAL_MS`).
     status_unpushed: bool,
+    /// Newer member statuses stored, wrapping (`Node::statuses_heard`).
+    statuses_heard: u32,
     /// When the status was last pushed to every member for a change (None: never).
     last_status_push: Option<Instant>,
     /// Which entries are placed here, and the inputs that answer was computed from
@@ -467,6 +469,7 @@ impl Node {
             status_resends: 0,
             next_status_resend: now,
             status_unpushed: false,
+            statuses_heard: 0,
             last_status_push: None,
             placed: Cell::new(placed::PlacedCache::EMPTY),
             digests: Cell::new(None),

@@ -280,11 +280,18 @@ impl Node {
         }
     }
 
+    /// How many newer member statuses were stored (wrapping): the executor looks again at
+    /// versions that wait on what other boxes say when this moves.
+    pub fn statuses_heard(&self) -> u32 {
+        self.statuses_heard
+    }
+
     /// A member's status arrived (from the member itself: `sender` is authenticated).
     pub(super) fn handle_status(&mut self, sender: u64, status: Status) {
         if let Some(m) = self.members.get_mut(sender) {
             if status.version > m.status.version {
                 m.status = status;
+                self.statuses_heard = self.statuses_heard.wrapping_add(1);
             }
         }
     }
