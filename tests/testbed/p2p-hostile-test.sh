@@ -202,7 +202,9 @@ w_gone() {
 	local i
 	for i in "${kept[@]}"; do revoked_on "$i" && (($(box_alive_count "$i") == 2)) || return 1; done
 }
-wait_for 30 "the kept boxes hold the revocation and see each other only" w_gone
+# 60 s, not 30: restarted together, a box may list the other dead for about 30 s (the other's
+# clean-stop record reached it after their new sessions opened; docs/testbed.md, "open").
+wait_for 60 "the kept boxes hold the revocation and see each other only" w_gone
 flake_deploy v2-three 3 "${kept[0]}"
 wait_for "$wait_s" "boxes ${kept[*]} run $v2" run_on "$v2" "${kept[@]}"
 for i in "${kept[@]}"; do
