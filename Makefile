@@ -333,7 +333,7 @@ nix-check:
 # conditions (tests/testbed/p2p-hostile-test.sh): the default upload throttle for one client and
 # two, the NAR slots of clients cut mid-NAR, a tampered NAR refused, a revoked box's cache not
 # used; a `P2P-HOSTILE ...` line. Needs root.
-# About 11 minutes (eleven runs, each booting its boxes; docs/install.md), more the first time on a machine (debootstrap).
+# About 8 minutes (eleven runs, each booting its boxes; docs/install.md), more the first time on a machine (debootstrap).
 # Ends with the self-healing summary (tests/testbed/rollout-line.sh): one ROLLOUT line from the
 # figures the engine, rollout and health tests printed; and issue 16's P2P line from the two P2P
 # tests' (tests/testbed/p2p-line.sh).

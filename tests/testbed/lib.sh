@@ -657,6 +657,19 @@ flake_deploy() {
 	"$TESTBED_WORK/bin/myco" deploy --entry "$entry" --socket "$(box_socket "${3:-0}")" >/dev/null
 }
 
+# Whether the caller's $service runs on exactly one box; sets one_boxes to it.
+one_box() { read -ra one_boxes <<<"$(service_boxes "$service")" && ((${#one_boxes[@]} == 1)); }
+
+# flake_deploy NAME 1, then waits (the caller's $wait_s) for $service on one box; sets one_boxes
+# to that box and one_path to the store path its unit runs, a built one.
+flake_deploy_one() {
+	flake_deploy "$1" 1
+	# shellcheck disable=SC2154 # the caller's
+	wait_for "$wait_s" "myco-$service.service active on 1 box" one_box
+	one_path=$(store_path_on "${one_boxes[0]}")
+	[[ $one_path == /nix/store/*-$service ]] || fail "box ${one_boxes[0]} does not run a built store path"
+}
+
 # The log of box I's last build of the service (nix build -L's standard error).
 # shellcheck disable=SC2154 # service is the caller's
 build_log() { box_exec "$1" cat "/var/lib/myco/builds/$service.log" 2>/dev/null || true; }

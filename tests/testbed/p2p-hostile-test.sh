@@ -140,12 +140,8 @@ new_offer_seen() {
 	done
 }
 offers_now
-flake_deploy v1-one 1
-one_box() { read -ra placed <<<"$(service_boxes "$service")" && ((${#placed[@]} == 1)); }
-wait_for "$wait_s" "myco-$service.service active on 1 box" one_box
-x=${placed[0]}
-v1=$(store_path_on "$x")
-[[ $v1 == /nix/store/*-$service ]] || fail "box $x does not run a built store path"
+flake_deploy_one v1-one
+x=${one_boxes[0]} v1=$one_path
 box_exec "$x" sh -c "chmod u+w $v1/bin $v1/bin/$service && echo 'echo tampered' >>$v1/bin/$service"
 ! box_nix "$x" nix-store --verify-path "$v1" 2>/dev/null || fail "box $x: $v1 still verifies after tampering"
 # Its peers ask its cache only once they see it offer the version.
@@ -177,9 +173,9 @@ sed -i "s/hello from {NAME}/hello again from {NAME}/" "$FLAKE_REPO/server.py"
 flake_commit "version 2"
 offers_now
 flake_deploy v2-one 1
-one_new() { one_box && [[ $(store_path_on "${placed[0]}") != "$v1" ]]; }
+one_new() { one_box && [[ $(store_path_on "${one_boxes[0]}") != "$v1" ]]; }
 wait_for "$wait_s" "version 2 active on 1 box" one_new
-w=${placed[0]}
+w=${one_boxes[0]}
 v2=$(store_path_on "$w")
 kept=()
 for i in 0 1 2; do ((i == w)) || kept+=("$i"); done

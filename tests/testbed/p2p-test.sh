@@ -91,12 +91,8 @@ all_run() {
 }
 
 # --- 1. one replica: the box placement picks gets it first --------------------------------------
-flake_deploy v1-one 1
-one_box() { read -ra placed <<<"$(service_boxes "$service")" && ((${#placed[@]} == 1)); }
-wait_for "$wait_s" "myco-$service.service active on 1 box" one_box
-first=${placed[0]}
-v1=$(store_path_on "$first")
-[[ $v1 == /nix/store/*-$service ]] || fail "box $first does not run a built store path"
+flake_deploy_one v1-one
+first=${one_boxes[0]} v1=$one_path
 log "1 replica: box $first runs $v1; its build log:"
 build_log "$first" | sed 's/^/    /' >&2
 if ((first == 2)); then
