@@ -531,7 +531,8 @@ testbed_report_on_exit() {
 }
 testbed_report_and_down() {
 	local status=$?
-	set +e
+	# Nothing here may stop testbed_down: a run that leaves its boxes up holds the testbed lock.
+	set +eu
 	report
 	(exit "$status")
 	testbed_down

@@ -59,18 +59,12 @@ built_for_peers=0
 remote_from=none
 links=ipv4
 [[ -z $TESTBED_IPV6 ]] || links=ipv6
-# The result line even on a failure; testbed_down sees the exit status.
-p2p_down() {
-	local status=$?
-	# Nothing here may stop testbed_down: a run that leaves its boxes up holds the testbed lock.
-	set +eu
+# The result line, also on a failure (testbed_report_and_down).
+report() {
 	echo "P2P-TESTBED links=$links substituted_boxes=$substituted builds_on_fetchers=$fetcher_builds" \
 		"remote_build_ok=$remote_ok remote_from=$remote_from built_for_peers=$built_for_peers fetch_s=$(ms_as_s "$fetch_ms")"
-	(exit "$status")
-	testbed_down
-	rm -rf "$p2p"
 }
-trap p2p_down EXIT
+trap 'testbed_report_and_down; rm -rf "$p2p"' EXIT
 trap 'exit 130' INT TERM
 
 flake_setup "$p2p"
