@@ -1008,8 +1008,8 @@ impl Executor {
         let mut digests = None;
         let mut moved = false;
         for (name, remove) in plan {
-            moved |= remove;
             if remove {
+                moved = true;
                 self.mark_disable(&name);
             } else if !self.admit(node, &wanted, &name, &mut digests) {
                 // Held, or waiting for its wave (reconciled again soon, below).
