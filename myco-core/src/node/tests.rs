@@ -1628,3 +1628,4 @@ fn a_failed_fetch_and_a_builder_s_failure_do_not_hold_a_version() {
 mod bridges;
 mod placed;
 mod relay;
+mod restart;
