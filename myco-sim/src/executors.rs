@@ -30,10 +30,12 @@
 //!    held has reached every placed box, and one that is held was held by a box where the version
 //!    really failed (a bad version, or the box's own unit fault).
 //! 10. a build starts with only substitutes that offered the version under their certified
-//!     keys, and with none only if no live, certified peer of its architecture had offered it in
-//!     a status the box received (`p2p.rs`, which also simulates the fetch).
+//!     keys, and with none only if no live, certified peer had offered it in a status the box
+//!     received (`p2p.rs`, which also simulates the fetch); the build key names the system the
+//!     output is for, so the peer may be of any architecture.
 //! 11. a box started `--build remote` (`p2p::mode_of`: in clusters of eight or more, every
-//!     fourth box where two builders of its system exist) never issues a build that may build:
+//!     fourth box where two builders for its system exist, x86_64 builders building for aarch64
+//!     boxes too) never issues a build that may build:
 //!     it fetches from peers or from the builder it asked (`myco_core::executor::remote`), and
 //!     a fetch that finds nothing fails. That every placed service still runs on it (invariant 1)
 //!     shows its requests were answered, by another builder when one died (`--kill`).
