@@ -343,7 +343,10 @@ fn offer_fields(json: &mut Json<'_, '_>, offer: Option<&Offer>) -> Result<(), Fu
     json.begin_array()?;
     let bits = offer.map_or(0, |o| o.builds);
     for system in [Arch::X86_64, Arch::Aarch64] {
-        if let Some(name) = system.nix_system().filter(|_| bits & system_bit(system) != 0) {
+        if let Some(name) = system
+            .nix_system()
+            .filter(|_| bits & system_bit(system) != 0)
+        {
             json.string(name)?;
         }
     }
