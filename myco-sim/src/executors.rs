@@ -116,6 +116,8 @@ struct BuildJob {
     fetched: bool,
     /// Run for a peer's request (`p2p.rs`, remote builders), not for a service placed here.
     for_peer: bool,
+    /// Run for a peer's request for another system than this box's own (`extra-platforms`).
+    other_system: bool,
 }
 
 /// The port every simulated box's binary cache offers (only that it is not 0 matters).
@@ -200,6 +202,8 @@ pub struct Executors {
     /// for peers' requests.
     pub builds_remote: u64,
     pub builds_for_peers: u64,
+    /// Of those, builds for another system than the builder's own.
+    pub builds_for_other_systems: u64,
     /// Invariant 12's holds seen at settle checks: remote-only first-wave boxes holding a bad
     /// flake version (the same hold counts at each check).
     pub remote_canary_holds: u64,
@@ -255,6 +259,7 @@ impl Executors {
             builds_local_held_by_peer: 0,
             builds_remote: 0,
             builds_for_peers: 0,
+            builds_for_other_systems: 0,
             remote_canary_holds: 0,
         }
     }
@@ -509,6 +514,7 @@ impl Executors {
             build_key,
             fetched,
             for_peer,
+            other_system: peer.is_some_and(|p| p.system != b.mode.system),
         });
         Ok(())
     }

@@ -36,6 +36,7 @@ impl Executors {
             self.builds_local += 1;
         }
         self.builds_for_peers += u64::from(job.for_peer);
+        self.builds_for_other_systems += u64::from(job.for_peer && job.other_system);
         // The newest root is offered first (the daemon offers its 8 newest roots, and a build
         // of a version already in the store makes its root anew): a version built again for a
         // peer's request is offered again.
