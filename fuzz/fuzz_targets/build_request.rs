@@ -10,8 +10,8 @@
 //! from (one encoding each); the builder accepts a request only if it is exactly the one the
 //! entry it holds gives (`remote::request`) for a system it builds (never for `Any`, which names
 //! no output), so no forged digest, build key, system or service gets a build; Nix's own system
-//! (`remote::parse_native_system`) is one of the systems parsed; however many requests arrive, at most `PEER_BUILDS_MAX` wait;
-//! no request is answered as failed where no build failed; and an answer nobody asked for
+//! (`remote::parse_native_system`) is one of the systems parsed; however many requests arrive,
+//! at most `PEER_BUILDS_MAX` wait; no request is answered as failed where no build failed; and an answer nobody asked for
 //! counts no failed build.
 #![no_main]
 

@@ -180,8 +180,8 @@ pub enum Checked<'a> {
     },
 }
 
-/// A build to run: `nix build --json -L --out-link <gcroots>/<root> <uri>#<attr>` in the
-/// transient unit `myco-build-<service>`.
+/// A build to run: `nix build --json -L --out-link <gcroots>/<root> [--option system <system>]
+/// <uri>#<attr>` in the transient unit `myco-build-<service>`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Build<'a> {
     pub service: &'a str,

@@ -8,8 +8,9 @@
 //! status names it in `Offer::building`), up to `BUILD_WAIT_MAX_MS` for a box that may build
 //! itself; else build here if this box builds (`BuildMode::local`); else ask a builder (a live
 //! member whose offer says it builds for this box's system, whatever its own, with a session:
-//! its cache is what the result is fetched from, under its certified key). The builder is chosen as substitutes are: the same zone, then idle,
-//! then by a hash of (this box, build key, builder), so requesters spread over equal builders.
+//! its cache is what the result is fetched from, under its certified key). The builder is chosen
+//! as substitutes are: the same zone, then idle, then by a hash of (this box, build key,
+//! builder), so requesters spread over equal builders.
 //! The request is sent again every `REMOTE_CHECK_MS` while unanswered; a builder that neither
 //! builds nor offers the version for `REQUEST_ANSWER_MS`, or is not done within
 //! `REMOTE_BUILD_MAX_MS`, or that died, is left for the next one (at most `BUILDERS_TRIED_MAX`
@@ -27,8 +28,9 @@
 //!
 //! The builder's side: a request is accepted only for an entry the builder holds with the same
 //! digest and the build key of that entry for the system the request names, by a builder whose
-//! Nix builds that system (`extra-platforms` included; the build runs Nix for it); at most `PEER_BUILDS_MAX` wait at once
-//! (the rest are refused and counted: a flood of requests cannot queue unbounded builds), and
+//! Nix builds that system (`extra-platforms` included; the build runs Nix for it); at most
+//! `PEER_BUILDS_MAX` wait at once (the rest are refused and counted: a flood of requests cannot
+//! queue unbounded builds), and
 //! they run on the build lane after the builds of services placed here. A request for a
 //! version whose build failed here, within its backoff, is refused and answered so.
 

@@ -1,8 +1,10 @@
 //! The builder: runs the `Command::Build` the core decides on, one at a time, beside the systemd
-//! commands. `nice -n 19 ionice -c 3 nix build --json -L --out-link <gcroots>/<name>-<rev12>
-//! '<uri>#<attr>'` runs without a shell in the transient unit `myco-build-<name>.service`
-//! (`super::transient` says why not as the daemon's own child); its stdout (the `--json` answer) is read through
-//! the fixed output buffer and parsed by the core; its stderr (the build log) goes to
+//! commands. `nice -n 19 ionice -c 3 nix build --json -L --out-link
+//! <gcroots>/<name>-<rev12>-<system> --option system <system> '<uri>#<attr>'` (the system the
+//! output is for: this box's, or a peer's it builds for) runs without a shell in the transient
+//! unit `myco-build-<name>.service` (`super::transient` says why not as the daemon's own
+//! child); its stdout (the `--json` answer) is read through the fixed output buffer and parsed
+//! by the core; its stderr (the build log) goes to
 //! `<state>/builds/<name>.log`, truncated per build, whose tail `/logs` serves for a service
 //! that failed to build and the daemon's log repeats on failure. A build that outlives
 //! `--build-timeout` is killed and reported failed. After a build succeeds, the GC roots of that
@@ -186,8 +188,8 @@ pub struct Command<'a> {
 
 impl Command<'_> {
     /// `systemd-run ... --unit=myco-build-<name> -- nice ... nix build --json -L --out-link
-    /// <link> [--option system <system>] [the peers as substituters] <uri>#<attr>` into `argv`. The daemon's builder and
-    /// `myco-priv` both build with it.
+    /// <link> [--max-jobs 0] [--option system <system>] [the peers as substituters]
+    /// <uri>#<attr>` into `argv`. The daemon's builder and `myco-priv` both build with it.
     pub fn argv(
         &self,
         argv: &mut Argv,
