@@ -332,8 +332,10 @@ nix-check:
 # `P2P-TESTBED ...` line; then the same on links that carry IPv6 only. Then the caches under hostile
 # conditions (tests/testbed/p2p-hostile-test.sh): the default upload throttle for one client and
 # two, the NAR slots of clients cut mid-NAR, a tampered NAR refused, a revoked box's cache not
-# used; a `P2P-HOSTILE ...` line. Needs root.
-# About 8 minutes (eleven runs, each booting its boxes; docs/install.md), more the first time on a machine (debootstrap).
+# used; a `P2P-HOSTILE ...` line. Then a builder for another system (tests/testbed/xsys-test.sh):
+# an x86_64 --builder with aarch64-linux in extra-platforms builds an aarch64 board's output, which
+# the board (--build remote) fetches; a `P2P-XSYS ...` line. Needs root.
+# About 8 minutes (twelve runs, each booting its boxes; docs/install.md), more the first time on a machine (debootstrap).
 # Ends with the self-healing summary (tests/testbed/rollout-line.sh): one ROLLOUT line from the
 # figures the engine, rollout and health tests printed; and issue 16's P2P line from the two P2P
 # tests' (tests/testbed/p2p-line.sh).
@@ -352,6 +354,7 @@ testbed-test:
 	tests/testbed/p2p-test.sh $(TARGET_DIR)/release | tee $(TESTBED_LOGS)/p2p.log
 	TESTBED_IPV6=yes tests/testbed/p2p-test.sh $(TARGET_DIR)/release | tee $(TESTBED_LOGS)/p2p-ipv6.log
 	tests/testbed/p2p-hostile-test.sh $(TARGET_DIR)/release | tee $(TESTBED_LOGS)/p2p-hostile.log
+	tests/testbed/xsys-test.sh $(TARGET_DIR)/release | tee $(TESTBED_LOGS)/p2p-xsys.log
 	tests/testbed/rollout-line.sh $(TESTBED_LOGS)
 	tests/testbed/p2p-line.sh $(TESTBED_LOGS)
 

@@ -8,9 +8,10 @@
 //!
 //! Proves: no input panics; a decoded request or answer re-encodes to the very bytes it came
 //! from (one encoding each); the builder accepts a request only if it is exactly the one the
-//! entry it holds gives (`remote::request`) for a system it builds, so no forged digest, build
-//! key or service gets a build; however many requests arrive, at most `PEER_BUILDS_MAX` wait;
-//! no request is answered as failed where no build failed; and an answer nobody asked for
+//! entry it holds gives (`remote::request`) for a system it builds (never for `Any`, which names
+//! no output), so no forged digest, build key, system or service gets a build; Nix's own system
+//! (`remote::parse_native_system`) is one of the systems parsed; however many requests arrive,
+//! at most `PEER_BUILDS_MAX` wait; no request is answered as failed where no build failed; and an answer nobody asked for
 //! counts no failed build.
 #![no_main]
 
@@ -18,7 +19,7 @@ use libfuzzer_sys::fuzz_target;
 use myco_core::config::{BODY_BYTES_MAX, FLAKE_REV_BYTES, FRAME_BYTES, NAR_HASH_BYTES};
 use myco_core::crypto::cert::certify;
 use myco_core::crypto::{sign_entry, SigningKey};
-use myco_core::executor::remote::{parse_systems, request};
+use myco_core::executor::remote::{parse_native_system, parse_systems, request};
 use myco_core::executor::{BuildMode, Executor};
 use myco_core::schema::entry::{Arch, EntryBody, ServiceSpec, Source, Version};
 use myco_core::schema::message::{system_bit, Body, Message};
@@ -81,6 +82,8 @@ fn builder_node() -> Box<Node> {
 fuzz_target!(|data: &[u8]| {
     // The same bytes as `nix show-config` output: only the two systems' bits can come out.
     assert_eq!(parse_systems(data) & !3, 0);
+    let native = parse_native_system(data);
+    assert!(native == Arch::Any || parse_systems(data) & system_bit(native) != 0);
     let Some((&systems, mut rest)) = data.split_first() else {
         return;
     };
@@ -90,6 +93,7 @@ fuzz_target!(|data: &[u8]| {
     let mode = BuildMode {
         local: true,
         builds: systems & 3,
+        system: Arch::Any,
     };
     e.set_build_mode(mode);
     // Up to eight bodies, each prefixed by its length.
@@ -121,10 +125,8 @@ fuzz_target!(|data: &[u8]| {
             _ => continue,
         };
         assert_eq!(&out[..n], bytes, "one encoding");
-        let builds = match system_bit(r.system) {
-            0 => mode.builds != 0,
-            bit => mode.builds & bit != 0,
-        };
+        // A request for `Any` names no output: no builder builds it.
+        let builds = mode.builds & system_bit(r.system) != 0;
         let genuine = request(&held, r.system) == Some(r);
         let taken = e.handle_build_request(Instant(0), &node, (7, &r)).is_ok();
         assert_eq!(taken, genuine && builds, "{r:?}");

@@ -32,7 +32,9 @@ use crate::crypto::signed::decode_exact;
 use crate::crypto::{check_entry, EntrySignatureError, PublicKey};
 use crate::executor::{root_name, RootName, Substitutes, SHOW_PROPERTIES};
 use crate::schema::addr::PeerAddr;
-use crate::schema::entry::{Check, Entry, EntryBody, EntryError, ServiceSpec, Source, NAME_RULE};
+use crate::schema::entry::{
+    Arch, Check, Entry, EntryBody, EntryError, ServiceSpec, Source, NAME_RULE,
+};
 use crate::unit::check::{check, CheckError};
 use crate::unit::{service_of, valid_exec_path, UnitContext, PROGRAM_BYTES_MAX, UNIT_BYTES_MAX};
 use core::fmt;
@@ -120,11 +122,13 @@ pub enum Request<'a> {
     /// the helper writes the URL `http://<ip>:<port>` and the key `<id hex>:<base64>` itself, so
     /// nothing the daemon sends becomes a Nix option of its choosing. `local` false (a box that
     /// does not build: `--build remote`, or no local Nix for its system) makes it `--max-jobs 0`,
-    /// so Nix may only substitute.
+    /// so Nix may only substitute. `system`: the system the output is for (`--option system`,
+    /// and the root's name; `Any`: Nix's own), which a builder may take from a peer's request.
     Build {
         entry: &'a [u8],
         timeout_s: u32,
         local: bool,
+        system: Arch,
         substitutes: Substitutes,
     },
     CollectGarbage,
@@ -176,13 +180,15 @@ pub enum Checked<'a> {
     },
 }
 
-/// A build to run: `nix build --json -L --out-link <gcroots>/<root> <uri>#<attr>` in the
-/// transient unit `myco-build-<service>`.
+/// A build to run: `nix build --json -L --out-link <gcroots>/<root> [--option system <system>]
+/// <uri>#<attr>` in the transient unit `myco-build-<service>`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Build<'a> {
     pub service: &'a str,
     pub uri: &'a str,
     pub attr: &'a str,
+    /// The system the output is for: `--option system` (none for `Any`).
+    pub system: Arch,
     pub root: RootName,
     pub timeout_s: u32,
     pub local: bool,
@@ -343,9 +349,10 @@ pub fn check_request<'a>(
             timeout_s,
             local,
             substitutes,
+            system,
         } => Checked::Build(check_build(
             (entry, operator),
-            (timeout_s, local),
+            (timeout_s, local, system),
             substitutes,
         )?),
         Request::CollectGarbage => Checked::CollectGarbage,
@@ -462,7 +469,7 @@ fn check_write<'a>(
 
 fn check_build<'a>(
     (entry, operator): (&'a [u8], &PublicKey),
-    (timeout_s, local): (u32, bool),
+    (timeout_s, local, system): (u32, bool, Arch),
     substitutes: Substitutes,
 ) -> Result<Build<'a>, Refusal> {
     let (body, spec) = live_entry(entry, operator)?;
@@ -484,7 +491,8 @@ fn check_build<'a>(
         service: body.name,
         uri,
         attr,
-        root: root_name(body.name, &rev),
+        system,
+        root: root_name(body.name, &rev, system),
         timeout_s,
         local,
         substitutes,

@@ -125,9 +125,12 @@ fn start(d: &mut Daemon, join: Option<&str>, flags: &[&str]) {
 }
 
 /// Whether `d`'s `/nodes` shows a box offering the version of `rev` (its build key, as the GC
-/// root's name makes it).
+/// root's name makes it: the boxes' certificates say `any`, so their outputs are for the system
+/// of this machine's Nix).
 fn offered(d: &Daemon, rev: &str) -> bool {
-    let key = myco_core::executor::build_key(&format!("{SERVICE}-{}", &rev[..12]));
+    let system = format!("{}-linux", std::env::consts::ARCH);
+    let root = format!("{SERVICE}-{}-{system}", &rev[..12]);
+    let key = myco_core::executor::build_key(&root);
     d.get("/nodes").1.contains(&format!("\"{key:016x}\""))
 }
 

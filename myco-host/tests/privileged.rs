@@ -11,7 +11,7 @@ use myco_core::privileged::{
     decode_reply, encode_request, Outcome, Request, UnitVerb, FRAME_HEADER_BYTES, REQUEST_BYTES_MAX,
 };
 use myco_core::schema::addr::PeerAddr;
-use myco_core::schema::entry::{Check, Health};
+use myco_core::schema::entry::{Arch, Check, Health};
 use myco_core::unit::UNIT_BYTES_MAX;
 use myco_host::privileged::{CONNECTIONS_MAX, REQUEST_TIMEOUT};
 use myco_testkit::dir::TempDir;
@@ -323,6 +323,7 @@ fn entries_the_operator_did_not_sign_are_refused_and_change_nothing() {
         entry: &evil,
         timeout_s: 60,
         local: true,
+        system: Arch::X86_64,
         substitutes: heapless::Vec::new(),
     };
     let check = Request::HealthCheck {
@@ -497,10 +498,12 @@ fn commands_write_to_the_daemons_pipe() {
     );
 
     let (uri, web) = web_flake();
+    // For another system than the host's, as a builder builds for a board.
     let build = Request::Build {
         entry: &web,
         timeout_s: 60,
         local: true,
+        system: Arch::Aarch64,
         substitutes: heapless::Vec::from_slice(&[Substitute {
             id: 7,
             cache: PeerAddr::v4([10, 0, 0, 2], 7947),
@@ -519,10 +522,11 @@ fn commands_write_to_the_daemons_pipe() {
     let run = fs::read_to_string(h.dir.join("systemd-run.calls")).unwrap();
     assert!(run.contains("--unit=myco-build-web "), "{run}");
     assert!(run.contains("--property=RuntimeMaxSec=60 "), "{run}");
-    let link = h.dir.join("gcroots/web-a7a7a7a7a7a7");
+    let link = h.dir.join("gcroots/web-a7a7a7a7a7a7-aarch64-linux");
     // The helper wrote the substituter's URL and key from the address and key sent.
     let nix = format!(
-        "nix build --json -L --out-link {} --option extra-substituters http://10.0.0.2:7947 \
+        "nix build --json -L --out-link {} --option system aarch64-linux \
+         --option extra-substituters http://10.0.0.2:7947 \
          --option extra-trusted-public-keys 0000000000000007:CQkJ",
         link.display()
     );
@@ -721,6 +725,7 @@ fn builds_go_only_into_a_gc_root_directory_root_alone_can_replace() {
         entry: &web,
         timeout_s: 60,
         local: true,
+        system: Arch::X86_64,
         substitutes: heapless::Vec::new(),
     };
     let gcroots = h.dir.join("gcroots");

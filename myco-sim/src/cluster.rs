@@ -111,6 +111,9 @@ pub struct Report {
     /// requests (`executors/p2p.rs`).
     pub builds_remote: u64,
     pub builds_for_peers: u64,
+    /// Of those, builds for another system than the builder's own (x86_64 builders for aarch64
+    /// boxes).
+    pub builds_for_other_systems: u64,
     /// Invariant 12's holds seen at settle checks (remote-only first-wave boxes holding a bad
     /// flake version), each counted at every check.
     pub remote_canary_holds: u64,
@@ -599,6 +602,7 @@ impl Cluster {
         report.builds_local_held_by_peer = self.exec.builds_local_held_by_peer;
         report.builds_remote = self.exec.builds_remote;
         report.builds_for_peers = self.exec.builds_for_peers;
+        report.builds_for_other_systems = self.exec.builds_for_other_systems;
         report.remote_canary_holds = self.exec.remote_canary_holds;
         (
             report.acknowledged_deploys,
@@ -1045,6 +1049,28 @@ mod tests {
         s.partitions = true;
         s.crashes = 2;
         s
+    }
+
+    /// Issue 16, builds for another system: in a cluster of 8 whose builders (boxes 0 and 4) are
+    /// both x86_64 and whose remote-only box 2 is aarch64, box 2's only builders are x86_64 ones
+    /// with aarch64 in `extra-platforms` (`executors::p2p::mode_of`). They build its aarch64
+    /// outputs under the aarch64 keys and it runs every service placed on it (the run settles,
+    /// invariants 1, 10 and 11 hold).
+    #[test]
+    fn x86_64_builders_serve_an_aarch64_board() {
+        use myco_core::schema::entry::Arch;
+        let board = (1..200).find_map(|seed| {
+            let s = Scenario::standard(seed, 8, 80, 0.1);
+            let c = Cluster::new(&s);
+            let arch = |i: usize| c.node(i).meta().arch;
+            let fits = arch(2) == Arch::Aarch64 && [0, 4].iter().all(|&i| arch(i) == Arch::X86_64);
+            fits.then_some((s, c))
+        });
+        let (s, mut c) = board.expect("a seed whose board has only x86_64 builders");
+        let r = c.run();
+        assert_eq!(r.failure, None, "{}", s.command());
+        assert!(r.builds_remote > 0, "{}", s.command());
+        assert!(r.builds_for_other_systems > 0, "{}", s.command());
     }
 
     /// The same seed gives the same trace hash, whatever ran before; another seed differs.

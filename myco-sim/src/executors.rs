@@ -30,10 +30,12 @@
 //!    held has reached every placed box, and one that is held was held by a box where the version
 //!    really failed (a bad version, or the box's own unit fault).
 //! 10. a build starts with only substitutes that offered the version under their certified
-//!     keys, and with none only if no live, certified peer of its architecture had offered it in
-//!     a status the box received (`p2p.rs`, which also simulates the fetch).
+//!     keys, and with none only if no live, certified peer had offered it in a status the box
+//!     received (`p2p.rs`, which also simulates the fetch); the build key names the system the
+//!     output is for, so the peer may be of any architecture.
 //! 11. a box started `--build remote` (`p2p::mode_of`: in clusters of eight or more, every
-//!     fourth box where two builders of its system exist) never issues a build that may build:
+//!     fourth box where two builders for its system exist, x86_64 builders building for aarch64
+//!     boxes too) never issues a build that may build:
 //!     it fetches from peers or from the builder it asked (`myco_core::executor::remote`), and
 //!     a fetch that finds nothing fails. That every placed service still runs on it (invariant 1)
 //!     shows its requests were answered, by another builder when one died (`--kill`).
@@ -114,6 +116,8 @@ struct BuildJob {
     fetched: bool,
     /// Run for a peer's request (`p2p.rs`, remote builders), not for a service placed here.
     for_peer: bool,
+    /// Run for a peer's request for another system than this box's own (`extra-platforms`).
+    other_system: bool,
 }
 
 /// The port every simulated box's binary cache offers (only that it is not 0 matters).
@@ -198,6 +202,8 @@ pub struct Executors {
     /// for peers' requests.
     pub builds_remote: u64,
     pub builds_for_peers: u64,
+    /// Of those, builds for another system than the builder's own.
+    pub builds_for_other_systems: u64,
     /// Invariant 12's holds seen at settle checks: remote-only first-wave boxes holding a bad
     /// flake version (the same hold counts at each check).
     pub remote_canary_holds: u64,
@@ -253,6 +259,7 @@ impl Executors {
             builds_local_held_by_peer: 0,
             builds_remote: 0,
             builds_for_peers: 0,
+            builds_for_other_systems: 0,
             remote_canary_holds: 0,
         }
     }
@@ -507,6 +514,7 @@ impl Executors {
             build_key,
             fetched,
             for_peer,
+            other_system: peer.is_some_and(|p| p.system != b.mode.system),
         });
         Ok(())
     }

@@ -141,7 +141,7 @@ pub fn json(s: &Scenario, r: &Report, wall_ms: u128) -> String {
             "\"acknowledged_deploys\":{},\"acknowledged_deploys_lost\":{},\"wal_truncations\":{},\"checkpoints\":{},",
             "\"adversary_frames_sent\":{},\"adversary_frames_accepted\":{},\"forged_slots_accepted\":{},",
             "\"refused_frames\":{},\"revocation_block\":{},\"refused_by_reason\":{{{}}},",
-            "\"placement_checks\":{},\"executor_checks\":{},\"executor_commands\":{},\"health_checks\":{},\"health_restarts\":{},\"builds_local\":{},\"builds_fetched\":{},\"builds_local_held_by_peer\":{},\"builds_remote\":{},\"builds_for_peers\":{},\"remote_canary_holds\":{},\"killed_node\":{},\"services_replaced\":{},\"rounds_to_replace\":{},\"ms_to_replace\":{},\"profile\":\"{}\",",
+            "\"placement_checks\":{},\"executor_checks\":{},\"executor_commands\":{},\"health_checks\":{},\"health_restarts\":{},\"builds_local\":{},\"builds_fetched\":{},\"builds_local_held_by_peer\":{},\"builds_remote\":{},\"builds_for_peers\":{},\"builds_for_other_systems\":{},\"remote_canary_holds\":{},\"killed_node\":{},\"services_replaced\":{},\"rounds_to_replace\":{},\"ms_to_replace\":{},\"profile\":\"{}\",",
             "{}{}",
             "\"trace_hash\":\"{:016x}\",\"wall_ms\":{},\"failure\":{}}}"
         ),
@@ -182,6 +182,7 @@ pub fn json(s: &Scenario, r: &Report, wall_ms: u128) -> String {
         r.builds_local_held_by_peer,
         r.builds_remote,
         r.builds_for_peers,
+        r.builds_for_other_systems,
         r.remote_canary_holds,
         null_or(r.killed),
         r.services_replaced,

@@ -6,6 +6,11 @@
 #                           arguments that show them to every box read-only at the same path, with
 #                           the offline nix.conf of tests/nix as the boxes' /etc/nix/nix.conf.
 #                           Exports the host's offline Nix settings (myco sign locks with nix).
+#                           FLAKE_REPO_BINDS: the repositories alone, for boxes whose nix.conf
+#                           differs (flake_box_conf).
+#   flake_box_conf I LINE.. box I's own nix.conf: the offline one and LINEs after it (they win,
+#                           e.g. `system = aarch64-linux`); sets TESTBED_BOX_BINDS[I] to bind it
+#                           at /etc/nix/nix.conf (lib.sh). With FLAKE_REPO_BINDS, for every box.
 #   flake_init NAME MYCO    `MYCO init python` into DIR/repos/NAME, its nixpkgs input pointed at
 #                           a git copy of the stand-in nixpkgs of tests/nix (there is no nixpkgs
 #                           offline; the template itself is what gets built), myco.json's flake
@@ -29,11 +34,24 @@ flake_setup() {
 	export NIX_CONF_DIR=$FLAKE_FIXTURES/conf XDG_CACHE_HOME=$FLAKE_DIR/cache
 	mkdir -p "$FLAKE_DIR/repos"
 	# shellcheck disable=SC2034 # read by the scripts that source this file
-	FLAKE_BINDS=(--bind-ro="$FLAKE_DIR/repos" --bind-ro="$FLAKE_FIXTURES/conf/nix.conf:/etc/nix/nix.conf")
+	FLAKE_REPO_BINDS=(--bind-ro="$FLAKE_DIR/repos")
+	# shellcheck disable=SC2034 # read by the scripts that source this file
+	FLAKE_BINDS=("${FLAKE_REPO_BINDS[@]}" --bind-ro="$FLAKE_FIXTURES/conf/nix.conf:/etc/nix/nix.conf")
 	cp -r "$FLAKE_FIXTURES/nixpkgs-stub" "$FLAKE_DIR/repos/nixpkgs"
 	flake_git "$FLAKE_DIR/repos/nixpkgs" init -q -b master
 	flake_git "$FLAKE_DIR/repos/nixpkgs" add -A
 	flake_git "$FLAKE_DIR/repos/nixpkgs" commit -qm "stand-in nixpkgs"
+}
+
+flake_box_conf() {
+	local i=$1 conf=$FLAKE_DIR/nix-box$1.conf
+	shift
+	{
+		cat "$FLAKE_FIXTURES/conf/nix.conf"
+		printf '%s\n' "$@"
+	} >"$conf"
+	# shellcheck disable=SC2034 # read by lib.sh's box_boot
+	TESTBED_BOX_BINDS[i]="--bind-ro=$conf:/etc/nix/nix.conf"
 }
 
 flake_init() {

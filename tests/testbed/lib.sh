@@ -30,7 +30,11 @@
 # their work directory, which holds the etc-myco an operator would copy in, is bound read-only at
 # /myco-testbed, for a caller that installs Myco itself (package-test.sh installs the .deb).
 # TESTBED_BINDS, an array of systemd-nspawn --bind/--bind-ro arguments, is given to every box
-# (golden-test.sh binds its git repositories and the boxes' Nix configuration).
+# (golden-test.sh binds its git repositories and the boxes' Nix configuration); TESTBED_BOX_BINDS,
+# an array indexed by box number, further such arguments for that box alone, separated by spaces
+# (xsys-test.sh: each box's own nix.conf, flake.sh's flake_box_conf).
+# TESTBED_ARCH, an array indexed by box number, the arch box I's certificate names (default
+# x86_64; xsys-test.sh certifies an "aarch64 board").
 # TESTBED_IPV6=yes makes the links IPv6 only: box I has fd00:77::(10+I)/64 and no IPv4 address
 # but loopback, and myco-d listens on [::] and joins by IPv6 address (ipv6-test.sh).
 # TESTBED_ZONES="0 0 1 1" certifies box I into the I-th zone listed (default zone 0), and each box
@@ -59,6 +63,9 @@ TESTBED_RELEASE=${TESTBED_RELEASE:-$TESTBED_REPO/target/release}
 TESTBED_UNIT=${TESTBED_UNIT:-$TESTBED_REPO/systemd/myco-d.service}
 TESTBED_BARE=${TESTBED_BARE:-}
 [[ -v TESTBED_BINDS ]] || TESTBED_BINDS=()
+# (`[[ -v A ]]` asks for A[0]: an array set at another index alone would be emptied.)
+declare -p TESTBED_BOX_BINDS &>/dev/null || TESTBED_BOX_BINDS=()
+declare -p TESTBED_ARCH &>/dev/null || TESTBED_ARCH=()
 TESTBED_ID=$$
 TESTBED_SUBNET=10.77.0
 TESTBED_SUBNET6=fd00:77:
@@ -289,7 +296,7 @@ box_cert() {
 	box_is_bridge "$i" && bridge=(--bridge all)
 	rm -f "$dir/etc-myco/node.cert"
 	"$TESTBED_WORK/bin/myco" cert --operator-key "$TESTBED_WORK/operator.key" --node-pubkey "$node" \
-		--zone "$(box_zone "$i")" "${bridge[@]}" --arch x86_64 --issued-at "$2" \
+		--zone "$(box_zone "$i")" "${bridge[@]}" --arch "${TESTBED_ARCH[i]:-x86_64}" --issued-at "$2" \
 		--out "$dir/etc-myco/node.cert" >/dev/null
 }
 
@@ -357,8 +364,9 @@ EOF
 
 # Starts box I's container in the background.
 box_boot() {
-	local i=$1 name dir=$TESTBED_WORK/box$1 myco=()
+	local i=$1 name dir=$TESTBED_WORK/box$1 myco=() own=()
 	name=$(box_name "$i")
+	read -ra own <<<"${TESTBED_BOX_BINDS[i]:-}"
 	if box_is_bare "$i"; then
 		myco=(--bind-ro="$dir:/myco-testbed")
 	else
@@ -368,7 +376,7 @@ box_boot() {
 	fi
 	nspawn_boot "$name" "$dir/console.log" --hostname="box$i" \
 		--network-namespace-path="/run/netns/$name" "${myco[@]}" \
-		--bind-ro="$dir/hostname:/etc/hostname" "${TESTBED_BINDS[@]}" \
+		--bind-ro="$dir/hostname:/etc/hostname" "${TESTBED_BINDS[@]}" "${own[@]}" \
 		--bind-ro="$TESTBED_WORK/init:/myco-testbed-init" \
 		/myco-testbed-init
 	BOX_PID[i]=$NSPAWN_PID

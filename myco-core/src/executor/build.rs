@@ -29,7 +29,7 @@ use crate::config::{
     BUILDS_MAX, BUILD_RETRY_FIRST_MS, BUILD_RETRY_MAX_MS, FLAKE_REV_BYTES, NAME_BYTES_MAX,
     STORE_PATH_BYTES_MAX,
 };
-use crate::schema::entry::valid_exec_path;
+use crate::schema::entry::{valid_exec_path, Arch};
 use crate::schema::message::UnitState;
 use crate::state::store::key_hash;
 use crate::time::Instant;
@@ -37,8 +37,11 @@ use heapless::{String, Vec};
 
 /// Hex digits of the revision in a GC root's name.
 pub const ROOT_REV_DIGITS: usize = 12;
-/// `<name>-<rev12>`: the name of a version's GC root (and out-link) in the GC root directory.
-pub type RootName = String<{ NAME_BYTES_MAX + 1 + ROOT_REV_DIGITS }>;
+/// The longest system a root names (`aarch64-linux`, [`Arch::nix_system`]).
+const ROOT_SYSTEM_BYTES_MAX: usize = 13;
+/// `<name>-<rev12>-<system>`: the name of a version's GC root (and out-link) in the GC root
+/// directory, for the output of one system.
+pub type RootName = String<{ NAME_BYTES_MAX + 1 + ROOT_REV_DIGITS + 1 + ROOT_SYSTEM_BYTES_MAX }>;
 /// `<out>/bin/<name>`.
 pub type Program = String<{ STORE_PATH_BYTES_MAX + "/bin/".len() + NAME_BYTES_MAX }>;
 
@@ -255,9 +258,12 @@ pub fn retry_delay_ms(failures: u32) -> u64 {
     (BUILD_RETRY_FIRST_MS << doublings).min(BUILD_RETRY_MAX_MS)
 }
 
-/// `<name>-<first 12 hex digits of rev>`: one GC root per version, so a new version is a new
-/// root and the one before it stays until it is pruned.
-pub fn root_name(name: &str, rev: &[u8; FLAKE_REV_BYTES]) -> RootName {
+/// `<name>-<first 12 hex digits of rev>-<system>`: one GC root per version and system, so a new
+/// version is a new root and the one before it stays until it is pruned, and the outputs of one
+/// version for two systems (a builder builds for boards of another, `remote.rs`) are two roots
+/// with two build keys. A root for `Any` (a box that knows no system of its own) names none:
+/// it is offered to no peer ([`super::offer_key`]), as nobody could tell which output it holds.
+pub fn root_name(name: &str, rev: &[u8; FLAKE_REV_BYTES], system: Arch) -> RootName {
     let mut root = RootName::new();
     let fits = "service names fit NAME_BYTES_MAX";
     root.push_str(name).expect(fits);
@@ -269,17 +275,36 @@ pub fn root_name(name: &str, rev: &[u8; FLAKE_REV_BYTES]) -> RootName {
                 .expect(fits);
         }
     }
+    if let Some(system) = system.nix_system() {
+        root.push('-').expect(fits);
+        root.push_str(system).expect(fits);
+    }
     root
 }
 
-/// Whether `file` is a GC root of service `name` as [`root_name`] names them. Another service's
-/// name cannot match: what follows `name-` must be exactly the revision's hex digits.
+/// The system a root's name ends in, and the name without it; `None` for a name that ends in
+/// none (a root of `Any`, or one made before roots named their system).
+pub fn root_system(file: &str) -> Option<(&str, Arch)> {
+    [Arch::X86_64, Arch::Aarch64].into_iter().find_map(|arch| {
+        let system = arch.nix_system()?;
+        let rest = file.strip_suffix(system)?.strip_suffix('-')?;
+        Some((rest, arch))
+    })
+}
+
+/// Whether `file` is a GC root of service `name` as [`root_name`] names them, for any system or
+/// none. Another service's name cannot match: what follows `name-` must be exactly the
+/// revision's hex digits, then a system or nothing.
 pub fn is_root_of(file: &str, name: &str) -> bool {
-    file.strip_prefix(name)
-        .and_then(|rest| rest.strip_prefix('-'))
-        .is_some_and(|rev| {
-            rev.len() == ROOT_REV_DIGITS && rev.bytes().all(|c| c.is_ascii_hexdigit())
-        })
+    let bare = root_system(file).map_or(file, |(rest, _)| rest);
+    let rev_of = |f: &str| {
+        f.strip_prefix(name)
+            .and_then(|rest| rest.strip_prefix('-'))
+            .is_some_and(|rev| {
+                rev.len() == ROOT_REV_DIGITS && rev.bytes().all(|c| c.is_ascii_hexdigit())
+            })
+    };
+    rev_of(bare) || rev_of(file)
 }
 
 /// `<out>/bin/<name>`, if `out` is a store path a unit can run from.
@@ -423,11 +448,37 @@ mod tests {
     /// cap.
     #[test]
     fn roots_and_backoff() {
-        let root = root_name("web", &[0xab; FLAKE_REV_BYTES]);
-        assert_eq!(root, "web-abababababab");
-        assert!(is_root_of(&root, "web"));
+        let root = root_name("web", &[0xab; FLAKE_REV_BYTES], Arch::Aarch64);
+        assert_eq!(root, "web-abababababab-aarch64-linux");
+        assert_eq!(
+            root_system(&root),
+            Some(("web-abababababab", Arch::Aarch64))
+        );
+        let any = root_name("web", &[0xab; FLAKE_REV_BYTES], Arch::Any);
+        assert_eq!(any, "web-abababababab");
+        assert_eq!(root_system(&any), None);
+        let x86 = root_name(
+            &"w".repeat(NAME_BYTES_MAX),
+            &[0xab; FLAKE_REV_BYTES],
+            Arch::X86_64,
+        );
+        assert!(x86.ends_with("-abababababab-x86_64-linux"));
+        for root in [&root, &any, &x86[..]] {
+            let name = if root.starts_with("web") {
+                "web"
+            } else {
+                &x86[..NAME_BYTES_MAX]
+            };
+            assert!(is_root_of(root, name), "{root}");
+        }
         assert!(!is_root_of("web-api-abababababab", "web"));
         assert!(!is_root_of("web-abababababab", "we"));
+        assert!(!is_root_of("web-abababababab-x86_64-linux", "we"));
+        assert!(!is_root_of("web-abababababab-i686-linux", "web"));
+        assert!(!is_root_of(
+            "web-abababababab-abababababab-x86_64-linux",
+            "web"
+        ));
         assert_eq!(retry_delay_ms(1), BUILD_RETRY_FIRST_MS);
         assert_eq!(retry_delay_ms(2), 2 * BUILD_RETRY_FIRST_MS);
         assert_eq!(retry_delay_ms(40), BUILD_RETRY_MAX_MS);

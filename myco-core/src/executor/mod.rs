@@ -61,7 +61,7 @@ use crate::config::{
 };
 use crate::hash::{digest, DOMAIN_ENTRY};
 use crate::node::{Node, PlacedDigests, Sink};
-use crate::schema::entry::{Entry, Source};
+use crate::schema::entry::{Arch, Entry, Source};
 use crate::schema::message::{BuildRequest, UnitState};
 use crate::state::packed::EntryBytes;
 use crate::state::store::{key_hash, Slot};
@@ -212,6 +212,9 @@ pub enum Command<'a> {
         name: &'a str,
         uri: &'a str,
         attr: &'a str,
+        /// The system the output is for (Nix is run for it: `--option system`); `Any`: Nix's
+        /// own, for a box that knows no system.
+        system: Arch,
         root: RootName,
         /// Peers whose caches offer this version, best first (`substitute.rs`): Nix is to try
         /// them, trusting their certified keys only, and build itself if none serves it.
@@ -565,7 +568,10 @@ impl Executor {
             self.idle_until_ms = 0;
             return None;
         };
-        let root = root_name(&self.builds.table[i].name, &rev);
+        // A box's own builds are for its own system; the key names it, so peers of another
+        // system neither offer nor wait for this output, and a builder of another arch can.
+        let system = self.mode.system_of(node);
+        let root = root_name(&self.builds.table[i].name, &rev, system);
         let build = substitute::build_key(&root);
         let version = remote::Version {
             key: build,
@@ -613,6 +619,7 @@ impl Executor {
             name: b.name.as_str(),
             uri,
             attr,
+            system,
             root,
             substitutes,
             local: self.mode.local,
@@ -640,7 +647,7 @@ impl Executor {
             check_at_ms: remote::check_at(now.0),
         };
         self.stats.build_waits += u64::from(first_wait);
-        let system = node.meta().arch;
+        let system = self.mode.system_of(node);
         let request = self.lent.as_ref().and_then(|e| remote::request(e, system));
         if let (Some(to), Some(request)) = (to, request) {
             self.stats.builds_requested += u64::from(newly_asked);
@@ -664,7 +671,7 @@ impl Executor {
             body.map(|b| (b.name, b.spec.map(|s| s.source)))
         else {
             // The entry changed since the request: the requester asks again for the new one.
-            self.peer_builds.done(p.service, p.digest);
+            self.peer_builds.done(p.service, p.digest, p.build);
             return None;
         };
         let token = self.next_token;
@@ -678,11 +685,13 @@ impl Executor {
             for_peer: true,
         });
         self.stats.builds_run += 1;
-        let root = root_name(name, &rev);
+        // For the requester's system, which may not be this box's own (`extra-platforms`).
+        let root = root_name(name, &rev, p.system);
         let command = Command::Build {
             name,
             uri,
             attr,
+            system: p.system,
             // A version another box offers already is fetched rather than built again.
             substitutes: substitute::substitutes(node, p.build),
             root,
@@ -1220,7 +1229,8 @@ impl Executor {
         };
         if flight.for_peer {
             self.builds.in_flight = None;
-            self.peer_builds.done(flight.key, flight.digest);
+            self.peer_builds
+                .done(flight.key, flight.digest, flight.build);
             self.peer_builds.ended(flight.build, out.is_some(), now.0);
             self.stats.builds_for_peers += u64::from(out.is_some());
             self.stats.build_failures += u64::from(out.is_none());

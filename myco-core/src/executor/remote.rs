@@ -1,13 +1,16 @@
 //! Remote builders (`docs/nix.md`, "Remote builders"): what a box does with a flake version it
 //! is to run, decided from gossip facts each time the version's build record comes due.
 //!
-//! In order: fetch it from peers whose caches offer it (`substitute.rs`); else wait while a live
-//! peer of this box's system is building that very version (its status names the build key in
-//! `Offer::building`), up to `BUILD_WAIT_MAX_MS` for a box that may build itself; else build here
-//! if this box builds (`BuildMode::local`); else ask a builder (a live member whose offer says it
-//! builds for this box's system, with a session: its cache is what the result is fetched from,
-//! under its certified key). The builder is chosen as substitutes are: the same zone, then idle,
-//! then by a hash of (this box, build key, builder), so requesters spread over equal builders.
+//! A version is looked at under its build key for this box's own system (`BuildMode::system_of`:
+//! the key names the system, `substitute.rs`), so whatever a peer's own architecture, its offer
+//! or its build of that key is this box's output. In order: fetch it from peers whose caches
+//! offer it (`substitute.rs`); else wait while a live peer is building that very key (its
+//! status names it in `Offer::building`), up to `BUILD_WAIT_MAX_MS` for a box that may build
+//! itself; else build here if this box builds (`BuildMode::local`); else ask a builder (a live
+//! member whose offer says it builds for this box's system, whatever its own, with a session:
+//! its cache is what the result is fetched from, under its certified key). The builder is chosen
+//! as substitutes are: the same zone, then idle, then by a hash of (this box, build key,
+//! builder), so requesters spread over equal builders.
 //! The request is sent again every `REMOTE_CHECK_MS` while unanswered; a builder that neither
 //! builds nor offers the version for `REQUEST_ANSWER_MS`, or is not done within
 //! `REMOTE_BUILD_MAX_MS`, or that died, is left for the next one (at most `BUILDERS_TRIED_MAX`
@@ -24,8 +27,10 @@
 //! host runs Nix with `--max-jobs 0`, so Nix may only substitute.
 //!
 //! The builder's side: a request is accepted only for an entry the builder holds with the same
-//! digest and build key, by a builder of that system; at most `PEER_BUILDS_MAX` wait at once
-//! (the rest are refused and counted: a flood of requests cannot queue unbounded builds), and
+//! digest and the build key of that entry for the system the request names, by a builder whose
+//! Nix builds that system (`extra-platforms` included; the build runs Nix for it); at most
+//! `PEER_BUILDS_MAX` wait at once (the rest are refused and counted: a flood of requests cannot
+//! queue unbounded builds), and
 //! they run on the build lane after the builds of services placed here. A request for a
 //! version whose build failed here, within its backoff, is refused and answered so.
 
@@ -47,8 +52,12 @@ use heapless::Vec;
 pub struct BuildMode {
     /// It may build here (not `--build remote`, and Nix builds this box's own system).
     pub local: bool,
-    /// The systems it builds for peers (`--builder`), `system_bit`s; 0: none.
+    /// The systems it builds for peers (`--builder`), `system_bit`s; 0: none. Every system its
+    /// Nix builds (`system` and `extra-platforms`), whatever its certificate's arch.
     pub builds: u8,
+    /// The system this box's own outputs are for: its certificate's arch, or Nix's `system` if
+    /// the certificate says `any`. `Any`: this box's certificate arch ([`BuildMode::system_of`]).
+    pub system: Arch,
 }
 
 impl Default for BuildMode {
@@ -56,6 +65,17 @@ impl Default for BuildMode {
         BuildMode {
             local: true,
             builds: 0,
+            system: Arch::Any,
+        }
+    }
+}
+
+impl BuildMode {
+    /// The system `node`'s own builds are for: the one the host set, else its certificate's.
+    pub fn system_of(self, node: &Node) -> Arch {
+        match self.system {
+            Arch::Any => node.meta().arch,
+            system => system,
         }
     }
 }
@@ -91,6 +111,7 @@ pub enum Decision {
 
 /// The facts `decide` reads about one version.
 pub struct Version<'a> {
+    /// Its build key, for this box's system.
     pub key: u64,
     pub now_ms: u64,
     pub asked: &'a mut Asked,
@@ -118,7 +139,7 @@ pub fn decide(node: &Node, mode: BuildMode, v: Version<'_>) -> Decision {
         // building the version, to offer it (its cache lists a new root a moment after the
         // build), and `REMOTE_BUILD_MAX_MS` in all.
         let last = since.max(asked.seen_building_ms);
-        let live = candidates(node).any(|c| c.peer.id == builder);
+        let live = candidates(node, mode).any(|c| c.peer.id == builder);
         let in_time = now_ms < last.saturating_add(REQUEST_ANSWER_MS)
             && now_ms < since.saturating_add(REMOTE_BUILD_MAX_MS);
         if live && in_time {
@@ -140,7 +161,7 @@ pub fn decide(node: &Node, mode: BuildMode, v: Version<'_>) -> Decision {
         return Decision::Run(Substitutes::new());
     }
     let tried = &asked.tried;
-    let fresh = candidates(node).filter(|c| !tried.contains(&c.peer.id));
+    let fresh = candidates(node, mode).filter(|c| !tried.contains(&c.peer.id));
     match substitute::choose(node.id(), key, fresh).first() {
         Some(b) => {
             asked.builder = Some((b.id, now_ms));
@@ -172,12 +193,14 @@ fn give_up(asked: &mut Asked, builder: u64) {
     asked.tried.push(builder).expect("room made above");
 }
 
-/// Live builders for this box's system that it has a session with, as substitute candidates.
-fn candidates(node: &Node) -> impl Iterator<Item = Candidate> + '_ {
+/// Live builders for this box's system that it has a session with, as substitute candidates:
+/// of any architecture, as long as their Nix builds this one (`extra-platforms`).
+fn candidates(node: &Node, mode: BuildMode) -> impl Iterator<Item = Candidate> + '_ {
     let own = node.meta();
+    let system = mode.system_of(node);
     node.members().iter().filter_map(move |m| {
         let status = node.status_of(m.id)?;
-        let usable = m.state == MemberState::Alive && status.offer.builds_for(own.arch);
+        let usable = m.state == MemberState::Alive && status.offer.builds_for(system);
         if !usable {
             return None;
         }
@@ -201,16 +224,16 @@ fn peer_building(node: &Node, peer: u64, key: u64) -> bool {
         .is_some_and(|s| s.offer.building == Digest(key))
 }
 
-/// A live member of this box's system (or `Any`) is building the version of `key`.
+/// A live member is building the version of `key`: the key names this box's system, so whatever
+/// the member's own architecture, what it builds is this box's output.
 fn someone_building(node: &Node, key: u64) -> bool {
-    let own = node.meta().arch;
-    node.members().iter().any(|m| {
-        let fits = own == m.meta.arch || own == Arch::Any || m.meta.arch == Arch::Any;
-        m.state == MemberState::Alive && fits && peer_building(node, m.id, key)
-    })
+    node.members()
+        .iter()
+        .any(|m| m.state == MemberState::Alive && peer_building(node, m.id, key))
 }
 
-/// The request for the version of `name` in `entry` (digest `digest`), from a box of `system`.
+/// The request for the version of `entry` (its digest, and the build key of its output for
+/// `system`), from a box whose own builds are for `system`.
 pub fn request(entry: &EntryBytes, system: Arch) -> Option<BuildRequest> {
     let body = entry.decode().body;
     let Source::Flake { rev, .. } = body.spec?.source else {
@@ -219,7 +242,7 @@ pub fn request(entry: &EntryBytes, system: Arch) -> Option<BuildRequest> {
     Some(BuildRequest {
         service: Digest(crate::state::store::key_hash(body.name)),
         digest: Digest(unit_digest(entry)),
-        build: Digest(build_key(&root_name(body.name, &rev))),
+        build: Digest(build_key(&root_name(body.name, &rev, system))),
         system,
     })
 }
@@ -227,7 +250,7 @@ pub fn request(entry: &EntryBytes, system: Arch) -> Option<BuildRequest> {
 /// Why a builder did not take a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Refused {
-    /// This box does not build for that system.
+    /// This box does not build for that system (or the request names none).
     NotBuilder,
     /// No entry here with that key, digest and build key, or not a flake.
     Unknown,
@@ -242,7 +265,10 @@ pub enum Refused {
 pub struct PeerBuild {
     pub service: u64,
     pub digest: u64,
+    /// The build key: of the version's output for `system`.
     pub build: u64,
+    /// The system the requester's output is for: what Nix builds for.
+    pub system: Arch,
     pub running: bool,
 }
 
@@ -269,7 +295,8 @@ pub struct PeerBuilds {
 }
 
 impl PeerBuilds {
-    /// Takes `r` at `now_ms` if this box builds for its system, holds that very version, did
+    /// Takes `r` at `now_ms` if this box builds for its system (a request for `Any` names no
+    /// output: refused), holds that very version and build key for that system, did
     /// not fail to build it within its backoff, and has room; a request already taken, whose
     /// result this box already offers, or that it built for peers less than
     /// `REQUEST_ANSWER_MS` ago (its cache lists it a moment later), is accepted again and
@@ -280,20 +307,15 @@ impl PeerBuilds {
         (mode, now_ms): (BuildMode, u64),
         r: &BuildRequest,
     ) -> Result<(), Refused> {
-        let bit = system_bit(r.system);
-        let builds = if bit == 0 {
-            mode.builds
-        } else {
-            mode.builds & bit
-        };
-        if builds == 0 {
+        if mode.builds & system_bit(r.system) == 0 {
             return Err(Refused::NotBuilder);
         }
         let entry = node.store().get(r.service.0).ok_or(Refused::Unknown)?;
         if request(&entry, r.system).as_ref() != Some(r) {
             return Err(Refused::Unknown);
         }
-        let same = |p: &PeerBuild| p.service == r.service.0 && p.digest == r.digest.0;
+        let same =
+            |p: &PeerBuild| (p.service, p.digest, p.build) == (r.service.0, r.digest.0, r.build.0);
         let offered = node.own_status().offer.offers(r.build.0);
         self.built
             .retain(|&(k, at)| !offered_or_old(k, at, (r.build.0, offered), now_ms));
@@ -308,6 +330,7 @@ impl PeerBuilds {
             service: r.service.0,
             digest: r.digest.0,
             build: r.build.0,
+            system: r.system,
             running: false,
         };
         self.table.push(build).map_err(|_| Refused::Full)
@@ -318,11 +341,11 @@ impl PeerBuilds {
         self.table.iter().position(|p| !p.running)
     }
 
-    /// The build of `service` for peers ended (either way): the requester fetches the result or
-    /// asks elsewhere.
-    pub fn done(&mut self, service: u64, digest: u64) {
+    /// The build of `service`'s entry of digest `digest` for peers, build key `build`, ended
+    /// (either way): the requester fetches the result or asks elsewhere.
+    pub fn done(&mut self, service: u64, digest: u64, build: u64) {
         self.table
-            .retain(|p| !(p.service == service && p.digest == digest));
+            .retain(|p| (p.service, p.digest, p.build) != (service, digest, build));
     }
 
     /// The build of version `build` for peers ended at `now_ms`: a failure is refused for its
@@ -371,6 +394,25 @@ fn offered_or_old(key: u64, at_ms: u64, (asked, offered): (u64, bool), now_ms: u
 /// ignored, so a garbled output builds for nothing rather than for a wrong system.
 pub fn parse_systems(text: &[u8]) -> u8 {
     let mut bits = 0;
+    for_config_words(text, |_, system| bits |= system_bit(system));
+    bits
+}
+
+/// Nix's own system (the `system = ...` line of `nix show-config`), `Any` if it names none of
+/// the fleet's, as [`parse_systems`] reads it.
+pub fn parse_native_system(text: &[u8]) -> Arch {
+    let mut native = Arch::Any;
+    for_config_words(text, |native_line, system| {
+        if native_line {
+            native = system;
+        }
+    });
+    native
+}
+
+/// Calls `f(is the system line, system)` for each fleet system on the `system` and
+/// `extra-platforms` lines of `text`.
+fn for_config_words(text: &[u8], mut f: impl FnMut(bool, Arch)) {
     for line in text.split(|&b| b == b'\n') {
         let Some(at) = line.iter().position(|&b| b == b'=') else {
             continue;
@@ -380,14 +422,14 @@ pub fn parse_systems(text: &[u8]) -> u8 {
             continue;
         }
         for word in words.split(|&b| b == b' ' || b == b'\t') {
-            bits |= match trim(word) {
-                b"x86_64-linux" => system_bit(Arch::X86_64),
-                b"aarch64-linux" => system_bit(Arch::Aarch64),
-                _ => 0,
+            let system = match trim(word) {
+                b"x86_64-linux" => Arch::X86_64,
+                b"aarch64-linux" => Arch::Aarch64,
+                _ => continue,
             };
+            f(key == b"system", system);
         }
     }
-    bits
 }
 
 fn trim(mut s: &[u8]) -> &[u8] {
@@ -411,8 +453,13 @@ mod tests {
         let x86 = b"extra-platforms = i686-linux x86_64-v1-linux x86_64-v2-linux\n\
 fallback = false\nsystem = x86_64-linux\nsystem-features = benchmark big-parallel kvm\n";
         assert_eq!(parse_systems(x86), system_bit(Arch::X86_64));
+        assert_eq!(parse_native_system(x86), Arch::X86_64);
         let arm = b"system = aarch64-linux\nextra-platforms = x86_64-linux\n";
         assert_eq!(parse_systems(arm), 3);
+        assert_eq!(parse_native_system(arm), Arch::Aarch64);
+        let builder = b"extra-platforms = aarch64-linux i686-linux\nsystem = x86_64-linux\n";
+        assert_eq!(parse_systems(builder), 3);
+        assert_eq!(parse_native_system(builder), Arch::X86_64);
         for nothing in [
             &b""[..],
             b"system-features = x86_64-linux\n",
@@ -421,6 +468,7 @@ fallback = false\nsystem = x86_64-linux\nsystem-features = benchmark big-paralle
             b"systems = aarch64-linux\n",
         ] {
             assert_eq!(parse_systems(nothing), 0);
+            assert_eq!(parse_native_system(nothing), Arch::Any);
         }
         assert_eq!(parse_systems(b" system\t=  aarch64-linux\r\n"), 2);
     }

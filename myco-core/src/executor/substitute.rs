@@ -1,15 +1,16 @@
 //! Substitutes: before a box builds a flake version, it asks peers that already serve that
 //! version's output from their binary cache (`docs/nix.md`, "Boxes fetch from each other").
 //!
-//! A version is named by its *build key*, the hash of its GC root's name `<name>-<rev12>`
-//! ([`super::root_name`]): the host offers the keys of the roots its cache serves
-//! (`Node::set_offer`), and a build looks its own root's key up in its peers' offers. 48 bits of
-//! revision and the service name make a collision rare, and harmless: Nix would find no narinfo
-//! for its own output path there, or refuse a signature, and build.
+//! A version's output for one system is named by its *build key*, the hash of its GC root's name
+//! `<name>-<rev12>-<system>` ([`super::root_name`]): the host offers the keys of the roots its
+//! cache serves (`Node::set_offer`), and a build looks its own root's key up in its peers'
+//! offers. 48 bits of revision and the service name make a collision rare, and harmless: Nix
+//! would find no narinfo for its own output path there, or refuse a signature, and build.
 //!
 //! Which peers, at most `SUBSTITUTES_MAX`, in the order Nix tries them: alive members whose
-//! status offers the key from a cache (port not 0), of this box's architecture (another system's
-//! output is another store path), with a session, so with a certificate verified under the
+//! status offers the key from a cache (port not 0), whatever their own architecture (the key
+//! names the system the output is for: an x86_64 builder serves the aarch64 output it built for
+//! a board), with a session, so with a certificate verified under the
 //! current RevocationBlock (its node key is what the build trusts: a revoked node has no session,
 //! so it is never asked nor trusted). Among those, the same zone first, then peers not building
 //! (a box running `nix build` has its CPU and uplink busy), then by a hash of this box's id, the
@@ -21,7 +22,6 @@ use crate::gossip::members::Member;
 use crate::hash::{digest, SipHasher, DOMAIN_BUILD, DOMAIN_SUBSTITUTE};
 use crate::node::Node;
 use crate::schema::addr::PeerAddr;
-use crate::schema::entry::Arch;
 use crate::schema::message::{MemberState, UnitState};
 use heapless::Vec;
 
@@ -54,9 +54,11 @@ pub fn build_key(root: &str) -> u64 {
 }
 
 /// The build key of a file in the GC root directory, if its name is a root as
-/// [`super::root_name`] makes them (`<name>-<12 hex digits>`); other files offer nothing.
+/// [`super::root_name`] makes them for a system (`<name>-<12 hex digits>-<system>`); other files,
+/// and roots that name no system (made for `Any`, or before roots named one), offer nothing.
 pub fn offer_key(file: &str) -> Option<u64> {
-    let (name, _) = file.rsplit_once('-')?;
+    let (bare, _) = super::build::root_system(file)?;
+    let (name, _) = bare.rsplit_once('-')?;
     let root = !name.is_empty() && super::is_root_of(file, name);
     root.then(|| build_key(file))
 }
@@ -66,9 +68,9 @@ pub fn substitutes(node: &Node, key: u64) -> Substitutes {
     let own = node.meta();
     let candidates = node.members().iter().filter_map(|m| {
         let status = node.status_of(m.id)?;
-        let usable = m.state == MemberState::Alive
-            && status.offer.offers(key)
-            && arch_fits(own.arch, m.meta.arch);
+        // The key names the system the output is for, so any peer that offers it serves this
+        // box's output, whatever its own architecture (a builder for boards of another).
+        let usable = m.state == MemberState::Alive && status.offer.offers(key);
         if !usable {
             return None;
         }
@@ -118,12 +120,6 @@ fn spread(own: u64, key: u64, peer: u64) -> u64 {
     h.write_u64(key);
     h.write_u64(peer);
     h.finish()
-}
-
-/// Whether a box of architecture `own` can use an output built on `peer`: the same system, or
-/// one not stated (a certificate that says `Any`).
-fn arch_fits(own: Arch, peer: Arch) -> bool {
-    own == peer || own == Arch::Any || peer == Arch::Any
 }
 
 fn building(s: UnitState) -> bool {
@@ -337,16 +333,21 @@ mod tests {
     /// GC root names offer their key; other files offer nothing.
     #[test]
     fn offer_keys_of_root_names() {
-        assert_eq!(
-            offer_key("web-0123456789ab"),
-            Some(build_key("web-0123456789ab"))
+        for root in [
+            "web-0123456789ab-x86_64-linux",
+            "my-web-0123456789ab-aarch64-linux",
+        ] {
+            assert_eq!(offer_key(root), Some(build_key(root)));
+        }
+        assert_ne!(
+            build_key("web-0123456789ab-x86_64-linux"),
+            build_key("web-0123456789ab-aarch64-linux")
         );
-        assert_eq!(
-            offer_key("my-web-0123456789ab"),
-            Some(build_key("my-web-0123456789ab"))
-        );
-        assert_ne!(build_key("web-0123456789ab"), build_key("web-0123456789ac"));
         for file in [
+            "web-0123456789ab",
+            "my-web-0123456789ab",
+            "web-0123456789ab-i686-linux",
+            "-0123456789ab-x86_64-linux",
             "web",
             "web-",
             "-0123456789ab",
@@ -357,14 +358,5 @@ mod tests {
         ] {
             assert_eq!(offer_key(file), None, "{file}");
         }
-    }
-
-    /// An x86_64 box does not fetch from an aarch64 peer; `Any` fits both.
-    #[test]
-    fn architectures() {
-        assert!(arch_fits(Arch::X86_64, Arch::X86_64));
-        assert!(!arch_fits(Arch::X86_64, Arch::Aarch64));
-        assert!(arch_fits(Arch::Any, Arch::Aarch64));
-        assert!(arch_fits(Arch::Aarch64, Arch::Any));
     }
 }

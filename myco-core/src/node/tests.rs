@@ -1127,6 +1127,7 @@ fn remote_builds_are_decided_from_gossip() {
     let remote = BuildMode {
         local: false,
         builds: 0,
+        system: Arch::Any,
     };
     let mut asked = Asked::default();
     let wait_none = Decision::Wait(None);
@@ -1207,6 +1208,7 @@ fn a_builder_takes_bounded_requests_for_versions_it_holds() {
     e.set_build_mode(BuildMode {
         local: true,
         builds: system_bit(Arch::X86_64),
+        system: Arch::Any,
     });
     let aarch = BuildRequest {
         system: Arch::Aarch64,
@@ -1325,6 +1327,7 @@ fn a_builder_seen_building_that_offers_nothing_is_given_up_not_failed() {
     let remote = BuildMode {
         local: false,
         builds: 0,
+        system: Arch::Any,
     };
     let mut w = Wire::default();
     a.set_offer(Instant(3_000), 0, 7947, core::iter::empty(), &mut w);
@@ -1370,6 +1373,7 @@ fn a_version_that_fails_on_the_builder_is_not_built_for_every_request() {
     builder.set_build_mode(BuildMode {
         local: true,
         builds: system_bit(Arch::X86_64),
+        system: Arch::Any,
     });
     assert_eq!(
         builder.handle_build_request(Instant(6_100), &a, (9, &r)),
@@ -1470,6 +1474,7 @@ fn builder_a_for_remote_only_b(
     req.set_build_mode(BuildMode {
         local: false,
         builds: 0,
+        system: Arch::Any,
     });
     req
 }
@@ -1484,6 +1489,7 @@ fn a_remote_box_asks_a_failing_builder() -> FailingBuilder {
     builder.set_build_mode(BuildMode {
         local: true,
         builds: system_bit(Arch::X86_64),
+        system: Arch::Any,
     });
     req.handle_placement_changed();
     let _ = req.poll_command(Instant(6_000), &b);
@@ -1629,3 +1635,131 @@ mod bridges;
 mod placed;
 mod relay;
 mod restart;
+
+/// `a` (x86_64) and `b`, an aarch64 board, joined on a perfect wire for three seconds.
+fn x86_and_board() -> (Box<Node>, Box<Node>) {
+    let (addr_a, addr_b) = (
+        PeerAddr::v4([127, 0, 0, 1], 1),
+        PeerAddr::v4([127, 0, 0, 2], 1),
+    );
+    let mut a = node_with(1, &[addr_b], WAL_CHECKPOINT_BYTES);
+    let pk = SigningKey::from_seed([2; 32]).unwrap().public_key();
+    let cert = certify(&operator(), &pk, 0, Arch::Aarch64, false, 0);
+    let config = (WAL_CHECKPOINT_BYTES, Profile::LAN);
+    let mut b = node_certified(2, &cert, (&[addr_a], &[]), config);
+    run_pair(&mut a, &mut b, 3_000, 0);
+    (a, b)
+}
+
+/// Issue 16, builds for another system: `b`, an aarch64 board that does not build, is placed a
+/// version whose x86_64 output `a` offers. That offer is not its output: it does not fetch it,
+/// it asks `a`, a builder whose Nix builds both systems (`extra-platforms`), for the aarch64
+/// one. `a` builds it for aarch64 under the aarch64 key (a root that names the system, offered
+/// as that key), a builder without aarch64 refuses, and once `a` offers the aarch64 key `b`
+/// fetches it from `a` though `a` is x86_64.
+#[test]
+fn a_builder_builds_an_aarch64_board_s_output_under_its_key() {
+    use crate::executor::remote::request;
+    use crate::executor::Command;
+    use crate::schema::message::system_bit;
+    let (mut a, mut b) = x86_and_board();
+    let name = flake_placed_on_b(&mut a, &mut b);
+    let entry = b.store().get_by_name(&name).unwrap();
+    let x86 = request(&entry, Arch::X86_64).unwrap();
+    let mut req = builder_a_for_remote_only_b(&mut a, &mut b, [x86.build.0].into_iter());
+    let both = system_bit(Arch::X86_64) | system_bit(Arch::Aarch64);
+    a.set_building(Instant(6_000), 0, both, 0, &mut Wire::default());
+    run_pair(&mut a, &mut b, 3_000, 6_000);
+    req.handle_placement_changed();
+    let _ = req.poll_command(Instant(9_000), &b);
+    assert!(
+        req.poll_build(Instant(9_000), &b).is_none(),
+        "x86_64's output is not fetched"
+    );
+    let (to, r) = req.take_build_request().expect("asks the builder");
+    assert_eq!((to, r.system), (a.id(), Arch::Aarch64));
+    assert_ne!(r.build, x86.build);
+    builder_of_both_takes(&a, b.id(), &r, x86.build);
+    // `a` offers the aarch64 output: `b` fetches it from `a`, never building.
+    let mut w = Wire::default();
+    a.set_offer(
+        Instant(12_000),
+        0,
+        7947,
+        [r.build.0, x86.build.0].into_iter(),
+        &mut w,
+    );
+    run_pair(&mut a, &mut b, 3_000, 12_000);
+    let issued = req.poll_build(Instant(15_000), &b).expect("fetched now");
+    let Command::Build {
+        system,
+        substitutes,
+        local,
+        root,
+        ..
+    } = issued.command
+    else {
+        panic!("a build");
+    };
+    assert_eq!((system, local), (Arch::Aarch64, false));
+    assert_eq!(crate::executor::build_key(&root), r.build.0);
+    assert_eq!(
+        substitutes
+            .iter()
+            .map(|s| s.id)
+            .collect::<std::vec::Vec<_>>(),
+        [a.id()]
+    );
+}
+
+/// `a`'s executor, a builder whose Nix builds only x86_64, refuses board `board`'s request `r`
+/// for aarch64; building both systems, it refuses the request labelled with the x86_64 key
+/// `x86` or for no system, and takes `r`, built for aarch64 under the aarch64 key.
+fn builder_of_both_takes(
+    a: &Node,
+    board: u64,
+    r: &BuildRequest,
+    x86: crate::schema::message::Digest,
+) {
+    use crate::executor::{offer_key, BuildMode, Command, Executor, Refused};
+    use crate::schema::message::system_bit;
+    let both = system_bit(Arch::X86_64) | system_bit(Arch::Aarch64);
+    let mut builder = Executor::new(true);
+    let mode = |builds| BuildMode {
+        local: true,
+        builds,
+        system: Arch::X86_64,
+    };
+    builder.set_build_mode(mode(system_bit(Arch::X86_64)));
+    let from_b = (board, r);
+    let refused = builder.handle_build_request(Instant(9_010), a, from_b);
+    assert_eq!(refused, Err(Refused::NotBuilder));
+    builder.set_build_mode(mode(both));
+    let mislabelled = BuildRequest { build: x86, ..*r };
+    let wrong = builder.handle_build_request(Instant(9_010), a, (board, &mislabelled));
+    assert_eq!(wrong, Err(Refused::Unknown));
+    let any = BuildRequest {
+        system: Arch::Any,
+        ..*r
+    };
+    let none = builder.handle_build_request(Instant(9_010), a, (board, &any));
+    assert_eq!(none, Err(Refused::NotBuilder));
+    assert_eq!(
+        builder.handle_build_request(Instant(9_010), a, from_b),
+        Ok(())
+    );
+    let issued = builder.poll_build(Instant(9_010), a).expect("built for b");
+    let Command::Build {
+        system,
+        root,
+        local,
+        ..
+    } = issued.command
+    else {
+        panic!("a build");
+    };
+    assert_eq!((system, local), (Arch::Aarch64, true));
+    assert!(root.ends_with("-aarch64-linux"), "{root}");
+    assert_eq!(offer_key(&root), Some(r.build.0));
+    assert_eq!(builder.building_key(), r.build.0);
+}

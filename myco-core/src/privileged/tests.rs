@@ -307,6 +307,7 @@ fn builds_take_a_locked_flake_and_a_bounded_time() {
         let substitutes = Vec::new();
         let request = Request::Build {
             entry,
+            system: Arch::X86_64,
             timeout_s,
             local: true,
             substitutes,
@@ -318,7 +319,9 @@ fn builds_take_a_locked_flake_and_a_bounded_time() {
     };
     assert_eq!(
         build(&e, 1800),
-        Ok(std::format!("web {LOCKED}#default web-a7a7a7a7a7a7"))
+        Ok(std::format!(
+            "web {LOCKED}#default web-a7a7a7a7a7a7-x86_64-linux"
+        ))
     );
     assert_eq!(build(&e, 0), Err(Refusal::Timeout));
     assert_eq!(build(&e, BUILD_TIMEOUT_S_MAX + 1), Err(Refusal::Timeout));
@@ -344,6 +347,7 @@ fn builds_offer_at_most_three_unicast_substitutes() {
     let build = |subs: &[Substitute]| {
         let request = Request::Build {
             entry: &e,
+            system: Arch::X86_64,
             timeout_s: 60,
             local: true,
             substitutes: Vec::from_slice(subs).unwrap(),
@@ -383,6 +387,7 @@ fn builds_offer_at_most_three_unicast_substitutes() {
     // and timeout; a longer one does not decode.
     let request = Request::Build {
         entry: &e,
+        system: Arch::X86_64,
         timeout_s: 60,
         local: true,
         substitutes: Vec::from_slice(&[good; SUBSTITUTES_MAX]).unwrap(),
@@ -588,6 +593,7 @@ impl Carrier {
             },
             Carrier::Build => Request::Build {
                 entry,
+                system: Arch::X86_64,
                 timeout_s: 60,
                 local: true,
                 substitutes: Vec::new(),
@@ -687,6 +693,7 @@ fn entries_read_back_from_the_store_verify() {
         assert_eq!(&stored[..], &e[..], "{name}");
         let request = Request::Build {
             entry: &stored,
+            system: Arch::X86_64,
             timeout_s: 60,
             local: true,
             substitutes: Vec::new(),

@@ -49,6 +49,16 @@ impl Arch {
             Arch::Aarch64 => "aarch64",
         }
     }
+
+    /// Nix's name of the system (`nix show-config`'s `system`, a flake's `packages.<system>`);
+    /// `None` for `Any`, which names no system.
+    pub fn nix_system(self) -> Option<&'static str> {
+        match self {
+            Arch::Any => None,
+            Arch::X86_64 => Some("x86_64-linux"),
+            Arch::Aarch64 => Some("aarch64-linux"),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -343,14 +343,10 @@ pub fn system_bit(system: Arch) -> u8 {
 }
 
 impl Offer {
-    /// Whether the box builds for peers of `system` (`Any`: for any system it builds) and has a
-    /// cache to serve the result from.
+    /// Whether the box builds for peers of `system` and has a cache to serve the result from.
+    /// `Any` names no output (a build key names a system), so no builder builds for it.
     pub fn builds_for(&self, system: Arch) -> bool {
-        let fits = match system_bit(system) {
-            0 => self.builds != 0,
-            bit => self.builds & bit != 0,
-        };
-        self.cache_port != 0 && fits
+        self.cache_port != 0 && self.builds & system_bit(system) != 0
     }
 
     /// Whether the cache is on and offers `key`.

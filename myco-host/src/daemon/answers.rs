@@ -342,11 +342,11 @@ fn offer_fields(json: &mut Json<'_, '_>, offer: Option<&Offer>) -> Result<(), Fu
     json.key("builds")?;
     json.begin_array()?;
     let bits = offer.map_or(0, |o| o.builds);
-    for (system, name) in [
-        (Arch::X86_64, "x86_64-linux"),
-        (Arch::Aarch64, "aarch64-linux"),
-    ] {
-        if bits & system_bit(system) != 0 {
+    for system in [Arch::X86_64, Arch::Aarch64] {
+        if let Some(name) = system
+            .nix_system()
+            .filter(|_| bits & system_bit(system) != 0)
+        {
             json.string(name)?;
         }
     }

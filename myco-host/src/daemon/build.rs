@@ -1,8 +1,10 @@
 //! The builder: runs the `Command::Build` the core decides on, one at a time, beside the systemd
-//! commands. `nice -n 19 ionice -c 3 nix build --json -L --out-link <gcroots>/<name>-<rev12>
-//! '<uri>#<attr>'` runs without a shell in the transient unit `myco-build-<name>.service`
-//! (`super::transient` says why not as the daemon's own child); its stdout (the `--json` answer) is read through
-//! the fixed output buffer and parsed by the core; its stderr (the build log) goes to
+//! commands. `nice -n 19 ionice -c 3 nix build --json -L --out-link
+//! <gcroots>/<name>-<rev12>-<system> --option system <system> '<uri>#<attr>'` (the system the
+//! output is for: this box's, or a peer's it builds for) runs without a shell in the transient
+//! unit `myco-build-<name>.service` (`super::transient` says why not as the daemon's own
+//! child); its stdout (the `--json` answer) is read through the fixed output buffer and parsed
+//! by the core; its stderr (the build log) goes to
 //! `<state>/builds/<name>.log`, truncated per build, whose tail `/logs` serves for a service
 //! that failed to build and the daemon's log repeats on failure. A build that outlives
 //! `--build-timeout` is killed and reported failed. After a build succeeds, the GC roots of that
@@ -14,7 +16,7 @@ use crate::flight::{Level, Logger};
 use crate::path::{read_link_at, Lossy, StackPath, PATH_BYTES_MAX};
 use crate::privileged::client::Client;
 use crate::spawn::{self, Argv, ArgvFull, Child, Output};
-use myco_core::executor::remote::parse_systems;
+use myco_core::executor::remote::{parse_native_system, parse_systems};
 use myco_core::executor::BuildMode;
 use myco_core::executor::{
     is_root_of, out_of_program, parse_build_json, LogScan, Name, Provenance, RootName, Substitute,
@@ -62,35 +64,38 @@ pub struct BuildConfig {
 }
 
 /// How this box builds (`executor::remote::BuildMode`): `--build`, `--builder`, and the systems
-/// its Nix builds for, read once at start from `nix show-config`. A box whose own system (`own`,
-/// from its certificate) is not among them builds nothing itself; a builder builds for them.
+/// its Nix builds for, read once at start from `nix show-config`. The box's own outputs are for
+/// its certificate's arch (`own`), or Nix's `system` if that says `any`; a box whose own system
+/// is not among Nix's builds nothing itself. A builder builds for every system its Nix builds
+/// (`system` and `extra-platforms`), whatever its certificate says: the certificate states what
+/// the box runs, and placement follows it; what it compiles for others is the operator's
+/// `--builder` and `extra-platforms` on that box (docs/nix.md, "Which systems").
 pub fn build_mode(config: &BuildConfig, own: Arch, log: &Logger) -> BuildMode {
-    let systems = nix_systems(&config.nix);
+    let shown = nix_show_config(&config.nix).unwrap_or_default();
+    let systems = parse_systems(&shown);
     if systems == 0 {
         log.log(
             Level::Warning,
             format_args!("'{} show-config' names no system this fleet runs (x86_64-linux, aarch64-linux): builds here as --build says; no builds for peers", config.nix),
         );
     }
-    let own_bit = system_bit(own);
-    let runs_own = systems == 0 || own_bit == 0 || systems & own_bit != 0;
-    // A builder builds for its own system only: `nix build` of a peer's reference resolves its
-    // attribute for this box's system, and the output is offered under a build key that does
-    // not name a system (docs/nix.md, "Remote builders").
-    let for_peers = if own_bit == 0 {
-        systems
-    } else {
-        systems & own_bit
+    let system = match own {
+        Arch::Any => parse_native_system(&shown),
+        own => own,
     };
+    let own_bit = system_bit(system);
+    let runs_own = systems == 0 || own_bit == 0 || systems & own_bit != 0;
     let mode = BuildMode {
         local: config.local && runs_own,
-        builds: if config.builder { for_peers } else { 0 },
+        builds: if config.builder { systems } else { 0 },
+        system,
     };
     log.log(
         Level::Info,
         format_args!(
-            "builds: {} here; for peers: {}",
+            "builds: {} here, for {}; for peers: {}",
             if mode.local { "local" } else { "none (remote)" },
+            system.nix_system().unwrap_or("Nix's own system"),
             match mode.builds {
                 0 => "no",
                 1 => "x86_64-linux",
@@ -102,10 +107,10 @@ pub fn build_mode(config: &BuildConfig, own: Arch, log: &Logger) -> BuildMode {
     mode
 }
 
-/// The systems `nix show-config` names ([`parse_systems`]); 0 if it cannot run or does not answer
-/// within `SHOW_CONFIG_WAIT`. Once, at start, before the daemon is ready: a Nix that hangs (a
-/// stuck store lock, a broken daemon socket) must delay the start by seconds, not forever.
-fn nix_systems(nix: &str) -> u8 {
+/// What `nix show-config` prints (read by [`parse_systems`]); `None` if it cannot run or does not
+/// answer within `SHOW_CONFIG_WAIT`. Once, at start, before the daemon is ready: a Nix that hangs
+/// (a stuck store lock, a broken daemon socket) must delay the start by seconds, not forever.
+fn nix_show_config(nix: &str) -> Option<Vec<u8>> {
     let child = std::process::Command::new(nix)
         .args([
             "--extra-experimental-features",
@@ -116,10 +121,7 @@ fn nix_systems(nix: &str) -> u8 {
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn();
-    child
-        .ok()
-        .and_then(output_within)
-        .map_or(0, |out| parse_systems(&out))
+    child.ok().and_then(output_within)
 }
 
 /// How long start-up waits for `nix show-config`.
@@ -179,12 +181,15 @@ pub struct Command<'a> {
     /// Nix may build here. False (a box started `--build remote`, or whose system no local Nix
     /// builds) adds `--max-jobs 0`: Nix may then only substitute, so the box never builds.
     pub local: bool,
+    /// The system the output is for: `--option system <system>`, so that Nix resolves the
+    /// flake's attribute (`packages.<system>.<attr>`) and builds for it; `Any`: Nix's own.
+    pub system: Arch,
 }
 
 impl Command<'_> {
     /// `systemd-run ... --unit=myco-build-<name> -- nice ... nix build --json -L --out-link
-    /// <link> [the peers as substituters] <uri>#<attr>` into `argv`. The daemon's builder and
-    /// `myco-priv` both build with it.
+    /// <link> [--max-jobs 0] [--option system <system>] [the peers as substituters]
+    /// <uri>#<attr>` into `argv`. The daemon's builder and `myco-priv` both build with it.
     pub fn argv(
         &self,
         argv: &mut Argv,
@@ -208,6 +213,11 @@ impl Command<'_> {
             argv.push(&[b"--max-jobs"])?;
             argv.push(&[b"0"])?;
         }
+        if let Some(system) = self.system.nix_system() {
+            argv.push(&[b"--option"])?;
+            argv.push(&[b"system"])?;
+            argv.push(&[system.as_bytes()])?;
+        }
         push_substituters(argv, peers)?;
         argv.push(&[uri.as_bytes(), b"#", attr.as_bytes()])
     }
@@ -221,12 +231,13 @@ fn ask_build(
     (client, frame, entry): (&Client, &mut [u8], &[u8]),
     log: &StackPath,
     (root, local, peers): (&str, bool, &[Substitute]),
-    timeout_s: u64,
+    (timeout_s, system): (u64, Arch),
 ) -> io::Result<Child> {
     let request = Request::Build {
         entry,
         timeout_s: u32::try_from(timeout_s).unwrap_or(u32::MAX),
         local,
+        system,
         substitutes: heapless::Vec::from_slice(peers).map_err(|_| io::ErrorKind::InvalidInput)?,
     };
     // Bare kinds, not messages: nothing allocates after start. The caller logs the kind.
@@ -334,13 +345,13 @@ impl Builder {
         StackPath::join(&self.log_dir, &[name.as_bytes(), b".log"])
     }
 
-    /// Spawns the build of `<uri>#<attr>` for service `name`, rooted at `root`, substituting from
-    /// the caches of `peers` first. An error means nothing runs (the caller reports the build
-    /// failed).
+    /// Spawns the build of `<uri>#<attr>` for service `name` and `system`, rooted at `root`,
+    /// substituting from the caches of `peers` first. An error means nothing runs (the caller
+    /// reports the build failed).
     pub fn start(
         &mut self,
         (token, now_ms): (u64, u64),
-        name: &str,
+        (name, system): (&str, Arch),
         (uri, attr): (&str, &str),
         (root, local): (&str, bool),
         peers: &[Substitute],
@@ -352,14 +363,15 @@ impl Builder {
         let job_root = RootName::try_from(root).map_err(|_| io::ErrorKind::InvalidInput)?;
         let timeout_s = self.config.timeout_ms.div_ceil(1000);
         let child = match ask {
-            Some(ask) => ask_build(ask, &log, (root, local, peers), timeout_s)?,
+            Some(ask) => ask_build(ask, &log, (root, local, peers), (timeout_s, system))?,
             None if self.privileged => return Err(io::ErrorKind::NotFound.into()),
-            None => self.spawn((name, root, local), (uri, attr), peers, &log)?,
+            None => self.spawn((name, root, local), (uri, attr, system), peers, &log)?,
         };
         self.output.clear();
+        let for_system = system.nix_system().unwrap_or("Nix's own system");
         self.log.log(
             Level::Info,
-            format_args!("service {name}: building {uri}#{attr}"),
+            format_args!("service {name}: building {uri}#{attr} for {for_system}"),
         );
         self.job = Some(Job {
             child,
@@ -377,7 +389,7 @@ impl Builder {
     fn spawn(
         &mut self,
         (name, root, local): (&str, &str, bool),
-        (uri, attr): (&str, &str),
+        (uri, attr, system): (&str, &str, Arch),
         peers: &[Substitute],
         log: &StackPath,
     ) -> io::Result<Child> {
@@ -388,6 +400,7 @@ impl Builder {
             nix: &self.config.nix,
             timeout_s: self.config.timeout_ms.div_ceil(1000),
             local,
+            system,
         };
         command
             .argv(argv, &self.env, (name, link.as_bytes()), (uri, attr), peers)

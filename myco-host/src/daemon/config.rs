@@ -75,9 +75,11 @@ Options:
   --build-timeout SECS  A build running longer is killed and retried later (default 1800)
   --build local|remote  local (default): build here what no peer offers; remote: never build
                         (a small board), fetch from peers or ask a --builder box to build
-  --builder             Build for peers of this box's system that ask, if 'nix show-config'
-                        names it (system, extra-platforms); the results are served from the
-                        cache, so --cache-listen must not be off
+  --builder             Build for peers that ask, for every system 'nix show-config' names
+                        (system, extra-platforms), whatever this box's certificate arch: add
+                        'extra-platforms = aarch64-linux' to nix.conf (with binfmt) to build
+                        for aarch64 boards; the results are served from the cache, so
+                        --cache-listen must not be off
   --dns ADDR|off        Answer *.myco DNS on ADDR, UDP and TCP; repeatable, twice at most
                         (default 127.0.0.1:53 and [::1]:53; an address that cannot be bound is
                         logged and left out; below port 1024 needs CAP_NET_BIND_SERVICE)

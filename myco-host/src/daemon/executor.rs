@@ -422,6 +422,7 @@ impl Executor {
             name,
             uri,
             attr,
+            system,
             root,
             substitutes,
             local,
@@ -438,7 +439,7 @@ impl Executor {
         };
         let started = (self.builder).start(
             (token, now_ms),
-            name,
+            (name, system),
             (uri, attr),
             (&root, local),
             &substitutes,

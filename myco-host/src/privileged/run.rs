@@ -169,6 +169,7 @@ impl Work<'_> {
                     nix: &c.nix,
                     timeout_s: u64::from(b.timeout_s),
                     local: b.local,
+                    system: b.system,
                 };
                 build
                     .argv(

@@ -7,7 +7,8 @@
 //! Invariant 10, checked when each build starts, from the box's own view (all a box can act on):
 //! every substitute is a member whose status, as this box holds it, offers the version, named
 //! with the node key its session certified; and a build starts with no substitute only if no
-//! member this box holds alive, certified and of its architecture had offered that version in a
+//! member this box holds alive and certified (of any architecture: the key names the system)
+//! had offered that version in a
 //! status this box received before the build started. Whether the peers' offers were true is
 //! the world's to say: the run counts builds made here while an up peer's store held the version
 //! (`builds_local_held_by_peer`: gossip not yet heard, or a version beyond the 8 a status offers).
@@ -35,6 +36,7 @@ impl Executors {
             self.builds_local += 1;
         }
         self.builds_for_peers += u64::from(job.for_peer);
+        self.builds_for_other_systems += u64::from(job.for_peer && job.other_system);
         // The newest root is offered first (the daemon offers its 8 newest roots, and a build
         // of a version already in the store makes its root anew): a version built again for a
         // peer's request is offered again.
@@ -62,9 +64,12 @@ impl Executors {
 }
 
 /// How box `i` builds, given every box's architecture and the zones they are spread over: every
-/// fourth box (0, 4, ...) is a `--builder` for its own system; every fourth from 2 is `--build
-/// remote` if at least two builders of its system are in its zone to ask (one of them may die;
-/// a request travels only within a zone, as gossip does); the rest build themselves.
+/// fourth box (0, 4, ...) is a `--builder`, for both systems if it is x86_64 (its Nix has
+/// `aarch64-linux` in `extra-platforms`, with binfmt), for its own if aarch64; every fourth from
+/// 2 is `--build remote` if at least two builders for its system are in its zone to ask (one of
+/// them may die; a request travels only within a zone, as gossip does): an aarch64 box may be
+/// served by x86_64 builders alone. The rest build themselves. A box's own outputs are for its
+/// certificate's arch.
 /// A cluster of fewer than eight boxes builds everywhere, as before. Scenarios with bad versions
 /// have builders too: a builder answers a request for a version whose build failed there
 /// (`Message::BuildFailed`), and the remote-only box counts that as its own failed build, so a
@@ -72,13 +77,20 @@ impl Executors {
 pub(super) fn mode_of((arches, zones): (&[Arch], u8), i: usize) -> BuildMode {
     let big = arches.len() >= REMOTE_CLUSTER_MIN;
     let builder = |j: usize| big && j.is_multiple_of(4);
+    let builds = |j: usize| match arches[j] {
+        _ if !builder(j) => 0,
+        Arch::X86_64 => system_bit(Arch::X86_64) | system_bit(Arch::Aarch64),
+        arch => system_bit(arch),
+    };
     let zone = zone_of(i, zones);
+    let mine = system_bit(arches[i]);
     let builders_of_mine = (0..arches.len())
-        .filter(|&j| builder(j) && arches[j] == arches[i] && zone_of(j, zones) == zone)
+        .filter(|&j| builds(j) & mine != 0 && zone_of(j, zones) == zone)
         .count();
     BuildMode {
         local: !(big && i % 4 == 2 && builders_of_mine >= 2),
-        builds: if builder(i) { system_bit(arches[i]) } else { 0 },
+        builds: builds(i),
+        system: arches[i],
     }
 }
 
@@ -156,10 +168,10 @@ pub(super) fn check_substitutes(node: &Node, key: u64, subs: &[Substitute]) -> R
             ));
         }
     }
+    // The key names the system the output is for: a peer of any architecture that offers it
+    // offers this box's output.
     let offered_by_some = node.members().iter().any(|m| {
-        let fits = m.meta.arch == node.meta().arch;
         m.state == MemberState::Alive
-            && fits
             && node.certified_key(m.id).is_some()
             && node.status_of(m.id).is_some_and(|st| st.offer.offers(key))
     });
@@ -198,25 +210,33 @@ mod tests {
     use super::*;
     use myco_core::schema::addr::PeerAddr;
 
-    /// Builders build for their own system; a box is remote-only only where two builders of its
-    /// system exist; small clusters build everywhere.
+    /// x86_64 builders build for both systems, aarch64 ones for their own; a box is remote-only
+    /// only where two builders for its system exist; small clusters build everywhere.
     #[test]
     fn modes_leave_no_remote_box_without_two_builders() {
         let (x, a) = (Arch::X86_64, Arch::Aarch64);
-        // Builders at 0, 4, 8: x86_64, x86_64, aarch64. Box 2 (x86_64) is remote; box 6
-        // (aarch64) is not: one aarch64 builder only.
-        let arches = [x, x, x, x, x, x, a, x, a, x];
+        let both = system_bit(x) | system_bit(a);
+        // Builders at 0, 4, 8: x86_64, aarch64, aarch64. Box 2 (aarch64) is remote, served by
+        // the three; box 6 (x86_64) is not: one builder for x86_64 only.
+        let arches = [x, x, a, x, a, x, x, x, a, x];
         let modes: Vec<BuildMode> = (0..arches.len())
             .map(|i| mode_of((&arches, 1), i))
             .collect();
-        assert_eq!(modes[0].builds, system_bit(x));
-        assert_eq!(modes[8].builds, system_bit(a));
+        assert_eq!(modes[0].builds, both);
+        assert_eq!(modes[4].builds, system_bit(a));
         assert_eq!(modes[1].builds, 0);
-        assert!(!modes[2].local);
+        assert_eq!((modes[2].local, modes[2].system), (false, a));
         assert!(modes[6].local);
         assert_eq!(modes.iter().filter(|m| !m.local).count(), 1);
+        // An aarch64 box whose only builders are x86_64 ones with aarch64 in extra-platforms.
+        let served = [x, x, a, x, x, x, x, x];
+        assert!(!mode_of((&served, 1), 2).local);
         let small = [x; 7];
-        assert!((0..7).all(|i| mode_of((&small, 1), i) == BuildMode::default()));
+        let local = BuildMode {
+            system: x,
+            ..BuildMode::default()
+        };
+        assert!((0..7).all(|i| mode_of((&small, 1), i) == local));
     }
 
     /// The checker is not vacuous: a substitute that offered nothing (a lone node holds no
