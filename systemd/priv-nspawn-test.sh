@@ -7,8 +7,9 @@
 #
 # - the socket is /run/myco-priv.sock, root:myco, mode 0660;
 # - as `myco`, the `under_a_real_systemd` test of myco-host/tests/privileged.rs (bound in,
-#   ignored in ordinary runs) talks to it: a unit it writes is loaded, enabled and running, `show`
-#   and the journal come back on the test's pipe, nix-collect-garbage runs through systemd-run
+#   ignored in ordinary runs) talks to it: a unit it writes is loaded by `show`, enabled with
+#   no reload and running, a new file under it makes `show` say it needs one, `show` and the
+#   journal come back on the test's pipe, nix-collect-garbage runs through systemd-run
 #   with its output on that pipe too, hostile requests are refused, and disabling and removing
 #   the unit leaves it inactive. So the sandbox of myco-priv.service leaves it what it
 #   needs (systemctl and journalctl through systemd's sockets, /etc/systemd/system writable);

@@ -89,8 +89,11 @@ fn check(data: &[u8], key: &myco_core::crypto::PublicKey) {
     };
     match checked {
         Checked::WriteUnit { unit, .. } | Checked::RemoveUnit { unit } => named(unit),
-        Checked::Unit { units, .. } => {
+        Checked::Unit { verb, units } => {
             assert!(!units.is_empty());
+            // Every verb's options (`enable --no-reload --now`, `show --property=...`) are the
+            // verb's own, fixed: nothing the daemon sends becomes an option.
+            assert!(verb.args()[1..].iter().all(|a| a.starts_with("--")));
             units.iter().for_each(|u| named(u));
         }
         Checked::Journal(j) => named(j.unit),

@@ -74,6 +74,10 @@ pub enum UnitVerb {
     Disable,
     Show,
     ResetFailed,
+    /// `enable --no-reload --now`: the daemon's executor asks for it only for units systemd
+    /// holds as their files are now (`show` said so), whose start needs no reload. Last, so that
+    /// the other verbs keep their encoding.
+    EnableNoReload,
 }
 
 impl UnitVerb {
@@ -88,7 +92,17 @@ impl UnitVerb {
             UnitVerb::Disable => &["disable", "--now"],
             UnitVerb::Show => &["show", SHOW_PROPERTIES],
             UnitVerb::ResetFailed => &["reset-failed"],
+            UnitVerb::EnableNoReload => &["enable", "--no-reload", "--now"],
         }
+    }
+
+    /// Whether it makes or removes the unit's links (`enable`, `disable`), which then take
+    /// `--runtime` for units under `/run`.
+    pub fn links(self) -> bool {
+        matches!(
+            self,
+            UnitVerb::Enable | UnitVerb::EnableNoReload | UnitVerb::Disable
+        )
     }
 }
 

@@ -625,7 +625,8 @@ fn connections_are_bounded_and_silent_ones_time_out() {
 /// The helper under a real systemd, as `systemd/priv-nspawn-test.sh` runs it in a container
 /// (`MYCO_PRIV_SOCKET` is the container's socket, `MYCO_PRIV_OPERATOR_KEY` the key file of the
 /// operator key the helper trusts, this process the daemon's user): a unit it
-/// writes is loaded, enabled and runs under its dynamic user, `show` and the journal come back
+/// writes is loaded by `show`, enabled with no reload and runs under its dynamic user, a new file
+/// under it makes `show` say it needs a reload, `show` and the journal come back
 /// on the pipe, a garbage collection runs through systemd-run, hostile requests (and an entry
 /// another key signed) are refused, and disabling and removing it leaves it gone.
 #[test]
@@ -649,18 +650,24 @@ fn under_a_real_systemd() {
         assert_eq!(outcome, Outcome::Exited(0), "{request:?}: {why}");
     };
     ok(&write("myco-web.service", &web, &text));
-    ok(&Request::DaemonReload);
-    let enable = Request::Unit {
-        verb: UnitVerb::Enable,
-        names: unit(),
-    };
-    ok(&enable);
     let unit_output = |verb| {
         c.output(&Request::Unit {
             verb,
             names: unit(),
         })
     };
+    // A unit systemd never held: `show` loads it from its file, and it starts with no reload
+    // (the executor's `enable --no-reload --now`).
+    let shown = unit_output(UnitVerb::Show);
+    assert!(
+        shown.contains("LoadState=loaded\n") && shown.contains("NeedDaemonReload=no\n"),
+        "{shown}"
+    );
+    let enable = Request::Unit {
+        verb: UnitVerb::EnableNoReload,
+        names: unit(),
+    };
+    ok(&enable);
     wait_until(Duration::from_secs(10), "myco-web runs", || {
         unit_output(UnitVerb::Show).contains("SubState=running")
     });
@@ -675,24 +682,14 @@ fn under_a_real_systemd() {
     let collected = c.output(&Request::CollectGarbage);
     assert!(collected.contains("store paths deleted"), "{collected}");
 
-    let root = text.replace("DynamicUser=yes", "DynamicUser=no\nUser=root");
-    assert_eq!(
-        c.ask(&write("myco-web.service", &web, &root), &[]).0,
-        Outcome::Refused
-    );
-    assert_eq!(
-        c.ask(&write("sshd.service", &web, &text), &[]).0,
-        Outcome::Refused
-    );
-    // A well-formed unit of an entry another key signed: the helper trusts only this box's
-    // operator key, read from the daemon's env file.
-    let forged = exec_entry(&key("forger"), "web", 1, "/bin/sleep");
-    let (outcome, why) = c.ask(
-        &write("myco-web.service", &forged, &unit_text(&forged)),
-        &[],
-    );
-    assert_eq!(outcome, Outcome::Refused);
-    assert!(why.contains("not the cluster's operator key"), "{why}");
+    hostile_writes_are_refused(&c, &web, &text);
+    // A new file under the running unit: systemd says the unit it holds needs the reload.
+    let mut spec = ServiceSpec::minimal(Source::Exec { path: "/bin/sleep" });
+    spec.args.push("1000").unwrap();
+    let web2 = myco_testkit::entries::signed_service(&operator(), "web", 2, Some(spec));
+    ok(&write("myco-web.service", &web2, &unit_text(&web2)));
+    let shown = unit_output(UnitVerb::Show);
+    assert!(shown.contains("NeedDaemonReload=yes\n"), "{shown}");
 
     ok(&Request::Unit {
         verb: UnitVerb::Disable,
@@ -704,6 +701,28 @@ fn under_a_real_systemd() {
     ok(&Request::DaemonReload);
     let after = unit_output(UnitVerb::Show);
     assert!(after.contains("ActiveState=inactive"), "{after}");
+}
+
+/// The helper under a real systemd refuses a unit that would run as root, another unit's name,
+/// and a well-formed unit of an entry another key signed: it trusts only this box's operator key,
+/// read from the daemon's env file.
+fn hostile_writes_are_refused(c: &Client, web: &[u8], text: &str) {
+    let root = text.replace("DynamicUser=yes", "DynamicUser=no\nUser=root");
+    assert_eq!(
+        c.ask(&write("myco-web.service", web, &root), &[]).0,
+        Outcome::Refused
+    );
+    assert_eq!(
+        c.ask(&write("sshd.service", web, text), &[]).0,
+        Outcome::Refused
+    );
+    let forged = exec_entry(&key("forger"), "web", 1, "/bin/sleep");
+    let (outcome, why) = c.ask(
+        &write("myco-web.service", &forged, &unit_text(&forged)),
+        &[],
+    );
+    assert_eq!(outcome, Outcome::Refused);
+    assert!(why.contains("not the cluster's operator key"), "{why}");
 }
 
 /// Version 1 of the flake service `web`, signed by the kit's operator, and its flake reference.

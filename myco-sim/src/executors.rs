@@ -43,8 +43,13 @@
 //!     placed on it holds it, build-failed: it never builds, so the failure it holds on is its
 //!     builder's, told it as `Message::BuildFailed` (`invariants::rollout::check_remote_canary`).
 //! 13. a unit is enabled or restarted only from the file last written, which systemd has loaded
-//!     since (`daemon-reload`, or the reload `systemctl enable` and `disable` do by themselves):
-//!     the executor skips its own reload before an enable, and this checks that it may.
+//!     since (`daemon-reload`, the reload `systemctl enable` and `disable` do by themselves, or,
+//!     for a unit systemd did not hold, the load a `show` or a start makes from the file): the
+//!     executor skips its own reload before an enable, and enables with `--no-reload` a unit a
+//!     `show` found loaded from its current file, and this checks that it may. The simulated
+//!     systemd holds a unit as real systemd 252 does (docs/benchmarks.md): from its first load
+//!     until it is stopped and disabled, except a failed one, which it keeps (with its old
+//!     definition, `NeedDaemonReload=yes` once the file changes).
 //!
 //! Nothing here allocates while stepping: tables are sized at boot; only the settle checks
 //! allocate, and the run leaves what they allocate out of the nodes' count.
@@ -84,9 +89,11 @@ pub(crate) struct SimUnit {
     pub(crate) file: bool,
     /// The digest written in the file's header, read back by a restarted executor.
     pub(crate) digest: u64,
-    /// The digest of the file as systemd last loaded it (0: never): `daemon-reload`, and
-    /// `enable` and `disable` (which reload by themselves), load every file; so does a reboot.
-    /// A start or restart runs what is loaded (invariant 13).
+    /// The digest of the file as systemd last loaded it (0: it holds none: never loaded, or
+    /// dropped once stopped and disabled): `daemon-reload`, and `enable` and `disable` (which
+    /// reload by themselves), load every file; so does a reboot; a `show` or a start of a unit
+    /// it holds none of loads that unit's file. A start or restart runs what is loaded
+    /// (invariant 13).
     pub(crate) loaded: u64,
     pub(crate) enabled: bool,
     pub(crate) active: Option<UnitHealth>,
@@ -664,10 +671,10 @@ fn apply(
         let name = service_of(unit).expect("the executor names its own units");
         let key = key_hash(name);
         let Some((_, u)) = b.units.get_mut(&key).filter(|(_, u)| u.file) else {
-            if job.verb == Verb::Show {
+            if matches!(job.verb, Verb::Show | Verb::ShowLoad) {
                 let _ = write!(
                     stdout,
-                    "Id={unit}\nActiveState=inactive\nSubState=dead\nNRestarts=0\n\n"
+                    "Id={unit}\nActiveState=inactive\nSubState=dead\nNRestarts=0\nLoadState=not-found\n\n"
                 );
             }
             continue;
@@ -675,50 +682,65 @@ fn apply(
         match job.verb {
             Verb::Disable => {
                 u.enabled = false;
+                // Stopped, it is dropped; a failed unit stays failed, and held.
+                if u.active != Some(UnitHealth::Failed) {
+                    u.loaded = 0;
+                }
                 u.active = None;
                 (u.failed_checks, u.restart_owed) = (0, false);
             }
-            Verb::Enable => {
+            Verb::Enable | Verb::EnableNoReload => {
                 if u.enabled {
                     return Err(format!("unit {unit} enabled while already enabled"));
                 }
-                check_loaded(unit, u)?;
+                start_loaded(unit, u)?;
                 u.enabled = true;
                 u.active = Some(start(seed, key, fault_ppm, bad.contains(&u.digest)));
                 u.sick = checks::sick(seed, key, fault_ppm);
                 (u.failed_checks, u.restart_owed) = (0, false);
             }
             Verb::Restart => {
-                check_loaded(unit, u)?;
+                start_loaded(unit, u)?;
                 u.active = Some(start(seed, key, fault_ppm, bad.contains(&u.digest)));
                 // A restart cures a service that stopped answering.
                 u.sick = false;
                 (u.failed_checks, u.restart_owed) = (0, false);
             }
             Verb::Reload => {}
-            Verb::Show => {
-                let (active, sub) = match u.active {
-                    None | Some(UnitHealth::Stopped | UnitHealth::Pending) => ("inactive", "dead"),
-                    Some(UnitHealth::Running) => ("active", "running"),
-                    Some(UnitHealth::Starting) => ("activating", "start"),
-                    Some(UnitHealth::Restarting) => ("activating", "auto-restart"),
-                    Some(UnitHealth::Failed) => ("failed", "failed"),
-                    Some(
-                        UnitHealth::Building | UnitHealth::BuildFailed | UnitHealth::Unhealthy,
-                    ) => return Err(format!("unit {unit} holds a build's state")),
-                };
-                if u.active == Some(UnitHealth::Restarting) {
-                    u.restarts += 1;
-                }
-                let n = u.restarts;
-                let file = if u.enabled { "enabled" } else { "disabled" };
+            Verb::ShowLoad => {
+                let stale = if show_loaded(u) { "no" } else { "yes" };
                 let _ = write!(
                     stdout,
-                    "Id={unit}\nActiveState={active}\nSubState={sub}\nNRestarts={n}\nUnitFileState={file}\n\n"
+                    "Id={unit}\nLoadState=loaded\nNeedDaemonReload={stale}\n\n"
                 );
             }
+            Verb::Show => show_health(unit, u, stdout)?,
         }
     }
+    Ok(())
+}
+
+/// The block `show` prints of a unit's health.
+fn show_health(unit: &str, u: &mut SimUnit, stdout: &mut String) -> Result<(), String> {
+    let (active, sub) = match u.active {
+        None | Some(UnitHealth::Stopped | UnitHealth::Pending) => ("inactive", "dead"),
+        Some(UnitHealth::Running) => ("active", "running"),
+        Some(UnitHealth::Starting) => ("activating", "start"),
+        Some(UnitHealth::Restarting) => ("activating", "auto-restart"),
+        Some(UnitHealth::Failed) => ("failed", "failed"),
+        Some(UnitHealth::Building | UnitHealth::BuildFailed | UnitHealth::Unhealthy) => {
+            return Err(format!("unit {unit} holds a build's state"))
+        }
+    };
+    if u.active == Some(UnitHealth::Restarting) {
+        u.restarts += 1;
+    }
+    let n = u.restarts;
+    let file = if u.enabled { "enabled" } else { "disabled" };
+    let _ = write!(
+        stdout,
+        "Id={unit}\nActiveState={active}\nSubState={sub}\nNRestarts={n}\nUnitFileState={file}\n\n"
+    );
     Ok(())
 }
 
@@ -729,9 +751,19 @@ fn reload(b: &mut SimBox) {
     }
 }
 
-/// Invariant 13: a unit is started from the file last written, which systemd has loaded since.
-fn check_loaded(unit: &str, u: &SimUnit) -> Result<(), String> {
-    if u.loaded == u.digest {
+/// What `show` of a unit does to what systemd holds of it: it loads the file of a unit it holds
+/// none of. Returns whether what it holds is the file (`NeedDaemonReload=no`).
+fn show_loaded(u: &mut SimUnit) -> bool {
+    if u.loaded == 0 && u.file {
+        u.loaded = u.digest;
+    }
+    u.loaded == u.digest
+}
+
+/// Invariant 13: a unit is started from the file last written, which systemd has loaded since
+/// (a start of a unit systemd holds none of loads it, as `show` does).
+pub(crate) fn start_loaded(unit: &str, u: &mut SimUnit) -> Result<(), String> {
+    if show_loaded(u) {
         return Ok(());
     }
     Err(format!(

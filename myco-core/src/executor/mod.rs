@@ -13,6 +13,16 @@
 //! health every `HEALTH_INTERVAL_MS`, a sweep of more than `UNITS_PER_COMMAND` units taking
 //! several commands back to back.
 //!
+//! A new unit is started without any reload when systemd allows it: a reload takes 0.2 to 0.5 s
+//! on a loaded box, most of a deploy's or a replacement's time on the box (docs/benchmarks.md).
+//! systemd loads a unit it does not hold from its file when asked for it, so only a unit it holds
+//! from an older file needs the reload. Which one it is, systemd alone knows: the executor asks
+//! (`show` of `LoadState` and `NeedDaemonReload`, [`Verb::ShowLoad`]) and, from the answer,
+//! decides: `enable --no-reload --now` when every unit to enable is loaded from its current file,
+//! else `enable --now`. When another file change awaits a reload anyway (a new version's, a
+//! deletion's), it is `enable --now` without asking. A failed `show` counts as "needs a reload",
+//! never as a reason to wait.
+//!
 //! Invariants:
 //! - At most one command is in flight; its outcome carries the command's token, and an outcome
 //!   with any other token (a stale one) changes nothing.
@@ -89,6 +99,18 @@ enum Todo {
     Delete,
 }
 
+/// What systemd holds of a unit waiting for its enable, as its `show` said.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Load {
+    /// Not asked since the file was written.
+    Unknown,
+    /// Loaded from the file as it is now: it starts without a reload.
+    Fresh,
+    /// Held from an older file, or not known to be loaded (the `show` failed): the enable
+    /// reloads first.
+    Stale,
+}
+
 #[derive(Clone, Debug)]
 pub struct Installed {
     pub name: Name,
@@ -100,6 +122,8 @@ pub struct Installed {
     /// systemd's `NRestarts`, as last read.
     pub restarts: u32,
     todo: Todo,
+    /// Whether systemd holds the unit as its file is now, for an enable due (`Todo::Start`).
+    load: Load,
     /// Its health checks (`health.rs`).
     probe: health::Probe,
 }
@@ -118,8 +142,14 @@ pub enum Verb {
     Disable,
     Reload,
     Enable,
+    /// `enable` without the reload `enable` does first: for units systemd holds as their files
+    /// are now (`ShowLoad` said so).
+    EnableNoReload,
     Restart,
     Show,
+    /// `show` of the units waiting for their enable, to learn whether systemd holds them as their
+    /// files are now (`Shown::fresh`); the same properties as `Show`.
+    ShowLoad,
 }
 
 impl Verb {
@@ -129,8 +159,9 @@ impl Verb {
             Verb::Disable => &["disable", "--now"],
             Verb::Reload => &["daemon-reload"],
             Verb::Enable => &["enable", "--now"],
+            Verb::EnableNoReload => &["enable", "--no-reload", "--now"],
             Verb::Restart => &["restart"],
-            Verb::Show => &["show", SHOW_PROPERTIES],
+            Verb::Show | Verb::ShowLoad => &["show", SHOW_PROPERTIES],
         }
     }
 
@@ -140,8 +171,10 @@ impl Verb {
             Verb::Disable => "systemctl disable --now",
             Verb::Reload => "systemctl daemon-reload",
             Verb::Enable => "systemctl enable --now",
+            Verb::EnableNoReload => "systemctl enable --no-reload --now",
             Verb::Restart => "systemctl restart",
             Verb::Show => "systemctl show",
+            Verb::ShowLoad => "systemctl show (load state)",
         }
     }
 }
@@ -331,7 +364,9 @@ pub struct Executor {
     writes: Vec<Name, UNIT_PLAN_MAX>,
     in_flight: Option<InFlight>,
     next_token: u64,
-    /// A unit file was written or deleted since the last `daemon-reload`.
+    /// A file systemd must read again changed since the last `daemon-reload`: a new version's,
+    /// a rollback's, or a deletion. A new unit's first write does not count: whether its enable
+    /// needs the reload is its `load`.
     needs_reload: bool,
     /// State or membership changed since the last reconcile.
     dirty: bool,
@@ -428,6 +463,7 @@ impl Executor {
             health: UnitHealth::Pending,
             restarts: 0,
             todo: Todo::None,
+            load: Load::Unknown,
             probe: health::Probe::default(),
         };
         self.idle_until_ms = 0;
@@ -1203,6 +1239,7 @@ impl Executor {
             Todo::Start | Todo::Delete => Todo::Start,
             Todo::None | Todo::Restart | Todo::Disable => Todo::Restart,
         };
+        unit.load = Load::Unknown;
     }
 
     /// For a flake service whose entry (of digest `digest` in `wanted`) has no built program
@@ -1288,13 +1325,13 @@ impl Executor {
         }
         // `systemctl enable` reloads systemd itself before it starts anything (unless told
         // --no-reload), so a reload of our own is needed only when no unit waits for its enable:
-        // a new service then starts after one reload, not two.
+        // a new service then starts after one reload at most (`enable_verb`).
         let verb = if self.pending(Todo::Disable) {
             Verb::Disable
         } else if self.needs_reload && !self.pending(Todo::Start) {
             Verb::Reload
         } else if self.pending(Todo::Start) {
-            Verb::Enable
+            self.enable_verb()
         } else if self.pending(Todo::Restart) {
             Verb::Restart
         } else if !self.units.is_empty() && now.0 >= self.next_health_ms {
@@ -1308,6 +1345,30 @@ impl Executor {
 
     fn pending(&self, todo: Todo) -> bool {
         self.units.iter().any(|u| u.todo == todo)
+    }
+
+    /// How the units waiting for their enable (the first `UNITS_PER_COMMAND`, which the enable
+    /// names) are enabled: with the reload `enable` does when another file change awaits one
+    /// anyway; else first ask systemd what it holds of any not asked about since its write, then
+    /// without a reload if systemd holds every one as its file is now.
+    fn enable_verb(&self) -> Verb {
+        if self.needs_reload {
+            return Verb::Enable;
+        }
+        let waiting = self.units.iter().filter(|u| u.todo == Todo::Start);
+        let mut fresh = true;
+        for u in waiting.take(UNITS_PER_COMMAND) {
+            match u.load {
+                Load::Unknown => return Verb::ShowLoad,
+                Load::Stale => fresh = false,
+                Load::Fresh => {}
+            }
+        }
+        if fresh {
+            Verb::EnableNoReload
+        } else {
+            Verb::Enable
+        }
     }
 
     fn issue<'a>(&'a mut self, now: Instant, step: Step, node: &'a Node) -> Issued<'a> {
@@ -1392,7 +1453,7 @@ impl Executor {
     fn units_for(&self, verb: Verb) -> Units<'_> {
         let (todo, at) = match verb {
             Verb::Disable => (Some(Todo::Disable), 0),
-            Verb::Enable => (Some(Todo::Start), 0),
+            Verb::Enable | Verb::EnableNoReload | Verb::ShowLoad => (Some(Todo::Start), 0),
             Verb::Restart => (Some(Todo::Restart), 0),
             Verb::Show => (None, self.show_from),
             Verb::Reload => (None, self.units.len()),
@@ -1418,7 +1479,6 @@ impl Executor {
         self.builds.forget(&name);
         self.stats.units_written += 1;
         note(&mut self.changes, &name, true, "placed");
-        self.needs_reload = true;
         self.health_changed = true;
         let key = key_hash(&name);
         match self
@@ -1431,11 +1491,13 @@ impl Executor {
                 // A new version's checks start over, with their grace.
                 u.probe = health::Probe::default();
                 // A unit not yet enabled, or already disabled, is enabled; a running one is
-                // restarted.
+                // restarted, from the new file, which systemd reads only on a reload.
                 u.todo = match u.todo {
                     Todo::Start | Todo::Delete => Todo::Start,
                     Todo::None | Todo::Restart | Todo::Disable => Todo::Restart,
                 };
+                u.load = Load::Unknown;
+                self.needs_reload |= u.todo == Todo::Restart;
             }
             None => {
                 let unit = Installed {
@@ -1445,6 +1507,7 @@ impl Executor {
                     health: UnitHealth::Pending,
                     restarts: 0,
                     todo: Todo::Start,
+                    load: Load::Unknown,
                     probe: health::Probe::default(),
                 };
                 let full = "reconcile plans no install into a full table";
@@ -1470,7 +1533,10 @@ impl Executor {
     fn ran(&mut self, now: Instant, verb: Verb, count: usize, outcome: Outcome<'_>) {
         if !outcome.ok {
             self.stats.systemctl_failures += 1;
-            self.retry_at_ms = now.0 + COMMAND_RETRY_MS;
+            // A failed look at what systemd holds is no reason to wait: the enable reloads.
+            if verb != Verb::ShowLoad {
+                self.retry_at_ms = now.0 + COMMAND_RETRY_MS;
+            }
         }
         match verb {
             Verb::Disable => self.settle(Todo::Disable, Todo::Delete, count, outcome.ok),
@@ -1480,6 +1546,14 @@ impl Executor {
                 // Its reload read every file written so far: writes come before it in a round.
                 self.needs_reload &= !outcome.ok;
             }
+            Verb::EnableNoReload => {
+                self.settle(Todo::Start, Todo::None, count, outcome.ok);
+                // What systemd holds may have changed under a failed one: the retry reloads.
+                if !outcome.ok {
+                    self.set_loads(count, Load::Stale);
+                }
+            }
+            Verb::ShowLoad => self.read_loads(count, outcome),
             Verb::Restart => self.settle(Todo::Restart, Todo::None, count, outcome.ok),
             Verb::Show => {
                 self.read_health(now, outcome.stdout);
@@ -1493,7 +1567,7 @@ impl Executor {
                 }
             }
         }
-        if matches!(verb, Verb::Enable | Verb::Restart) {
+        if matches!(verb, Verb::Enable | Verb::EnableNoReload | Verb::Restart) {
             self.next_health_ms = now.0 + HEALTH_AFTER_START_MS;
         }
     }
@@ -1512,26 +1586,43 @@ impl Executor {
         assert_eq!(settled, count, "the table did not change while in flight");
     }
 
+    /// The first `count` units waiting for their enable (those a command named) get `load`.
+    fn set_loads(&mut self, count: usize, load: Load) {
+        let waiting = self.units.iter_mut().filter(|u| u.todo == Todo::Start);
+        for u in waiting.take(count) {
+            u.load = load;
+        }
+    }
+
+    /// The `show` of the first `count` units waiting for their enable ended: each is fresh if
+    /// systemd said so; one it did not report, or all after a failed `show`, need the reload.
+    fn read_loads(&mut self, count: usize, outcome: Outcome<'_>) {
+        self.set_loads(count, Load::Stale);
+        if !outcome.ok {
+            return;
+        }
+        parse_show(outcome.stdout, |shown| {
+            let unit = shown_unit(&mut self.units, shown.id);
+            if let Some(u) = unit.filter(|u| u.todo == Todo::Start && shown.fresh) {
+                u.load = Load::Fresh;
+            }
+        });
+    }
+
     /// Sets each unit's health from `systemctl show` output.
     fn read_health(&mut self, now: Instant, stdout: &[u8]) {
         self.probes.wake();
         let (units, changes) = (&mut self.units, &mut self.changes);
         let mut changed = false;
         parse_show(stdout, |shown| {
-            let Some(name) = core::str::from_utf8(shown.id)
-                .ok()
-                .and_then(unit::service_of)
-            else {
-                return;
-            };
-            let key = key_hash(name);
-            let Some(u) = units.iter_mut().find(|u| u.key == key && u.name == name) else {
+            let Some(u) = shown_unit(units, shown.id) else {
                 return;
             };
             u.restarts = shown.restarts;
             // Installed but not enabled, though nothing is left to do for it: enable it.
             if shown.disabled && u.todo == Todo::None {
                 u.todo = Todo::Start;
+                u.load = Load::Unknown;
             }
             // Running but failing its checks is unhealthy until a check passes.
             u.probe.saw(now, shown.health);
@@ -1544,6 +1635,13 @@ impl Executor {
         });
         self.health_changed |= changed;
     }
+}
+
+/// The installed unit a `show` block's `Id=` names, if it is one of ours.
+fn shown_unit<'u>(units: &'u mut [Installed], id: &[u8]) -> Option<&'u mut Installed> {
+    let name = core::str::from_utf8(id).ok().and_then(unit::service_of)?;
+    let key = key_hash(name);
+    units.iter_mut().find(|u| u.key == key && u.name == name)
 }
 
 /// Renders the unit of a placed entry (as `Command::WriteUnit` carries it, with its built

@@ -120,17 +120,24 @@ pub struct Shown<'a> {
     /// `UnitFileState=disabled`: the unit is installed but not enabled (a crash between a
     /// disable and the file's deletion leaves one so). Any other or no value is false.
     pub disabled: bool,
+    /// `LoadState=loaded` and `NeedDaemonReload=no`: what systemd holds of the unit is its file
+    /// as it is now, so starting it needs no `daemon-reload`. `show` itself loads a unit systemd
+    /// did not hold (never loaded, or dropped once stopped), from the file; one it holds from an
+    /// older file (a failed unit stays loaded after its file is removed and written again) says
+    /// `NeedDaemonReload=yes`. Any other or no value is false.
+    pub fresh: bool,
 }
 
 /// The properties the executor asks `systemctl show` for.
-pub const SHOW_PROPERTIES: &str = "--property=Id,ActiveState,SubState,NRestarts,UnitFileState";
+pub const SHOW_PROPERTIES: &str =
+    "--property=Id,ActiveState,SubState,NRestarts,UnitFileState,LoadState,NeedDaemonReload";
 
 /// Calls `f` for each block of `systemctl show` output (`Key=value` lines, blocks separated by
 /// blank lines), in order. A block without `Id=` is skipped; an unreadable `NRestarts` is 0.
 pub fn parse_show<'a>(text: &'a [u8], mut f: impl FnMut(Shown<'a>)) {
     let (mut id, mut active, mut sub, mut restarts): (&[u8], &[u8], &[u8], u32) =
         (b"", b"", b"", 0);
-    let mut disabled = false;
+    let (mut disabled, mut loaded, mut current) = (false, false, false);
     // A blank line ends each block; one more after the text ends the last.
     let lines = text.split(|&b| b == b'\n').chain([&b""[..]]);
     for line in lines {
@@ -142,9 +149,11 @@ pub fn parse_show<'a>(text: &'a [u8], mut f: impl FnMut(Shown<'a>)) {
                     health,
                     restarts,
                     disabled,
+                    fresh: loaded && current,
                 });
             }
-            (id, active, sub, restarts, disabled) = (b"", b"", b"", 0, false);
+            (id, active, sub, restarts) = (b"", b"", b"", 0);
+            (disabled, loaded, current) = (false, false, false);
             continue;
         }
         let Some(eq) = line.iter().position(|&b| b == b'=') else {
@@ -156,6 +165,8 @@ pub fn parse_show<'a>(text: &'a [u8], mut f: impl FnMut(Shown<'a>)) {
             b"ActiveState" => active = value,
             b"SubState" => sub = value,
             b"UnitFileState" => disabled = value == b"disabled",
+            b"LoadState" => loaded = value == b"loaded",
+            b"NeedDaemonReload" => current = value == b"no",
             b"NRestarts" => {
                 restarts = core::str::from_utf8(value)
                     .ok()

@@ -1,6 +1,7 @@
 extern crate std;
 use super::*;
 use crate::config::EXECUTOR_BUDGET_BYTES;
+use core::fmt::Write as _;
 
 /// The executor fits the memory budget written in `config.rs`.
 #[test]
@@ -9,11 +10,11 @@ fn executor_fits_its_budget() {
 }
 
 /// `systemctl show` blocks map to health: running, crash loop, failure, and a block without an
-/// `Id=` or a final blank line.
+/// `Id=` or a final blank line; a unit is fresh only if loaded and needing no reload.
 #[test]
 fn show_output_is_read_block_by_block() {
-    let text = b"Id=myco-a.service\nActiveState=active\nSubState=running\nNRestarts=0\n\n\
-Id=myco-b.service\nActiveState=activating\nSubState=auto-restart\nNRestarts=4\nUnitFileState=disabled\n\n\
+    let text = b"Id=myco-a.service\nActiveState=active\nSubState=running\nNRestarts=0\nLoadState=loaded\nNeedDaemonReload=no\n\n\
+Id=myco-b.service\nActiveState=activating\nSubState=auto-restart\nNRestarts=4\nUnitFileState=disabled\nLoadState=loaded\nNeedDaemonReload=yes\n\n\
 ActiveState=failed\n\n\
 Id=myco-c.service\nActiveState=failed\nSubState=failed\nNRestarts=x";
     let mut seen: heapless::Vec<Shown<'_>, 4> = heapless::Vec::new();
@@ -28,6 +29,12 @@ Id=myco-c.service\nActiveState=failed\nSubState=failed\nNRestarts=x";
         (UnitHealth::Restarting, 4)
     );
     assert_eq!((seen[2].health, seen[2].restarts), (UnitHealth::Failed, 0));
+    let fresh: std::vec::Vec<bool> = seen.iter().map(|s| s.fresh).collect();
+    assert_eq!(
+        fresh,
+        [true, false, false],
+        "loaded from the current file, stale, not said"
+    );
 }
 
 /// Health maps to the wire's unit state and back; running is the state a status leaves out.
@@ -110,10 +117,13 @@ struct Bench {
     /// written.
     files: std::collections::BTreeMap<std::string::String, (u64, bool)>,
     /// The digest of each unit as systemd last loaded it: `daemon-reload`, and `enable` and
-    /// `disable` (which reload by themselves), load every file; a start uses what is loaded.
+    /// `disable` (which reload by themselves), load every file; `show` or a start of a unit it
+    /// does not hold loads that one; a start uses what is loaded.
     loaded: std::collections::BTreeMap<std::string::String, u64>,
     /// The `systemctl` verbs run, in order.
     verbs: std::vec::Vec<Verb>,
+    /// Verbs that fail (exit non-zero, change nothing).
+    failing: std::vec::Vec<Verb>,
     bad: std::vec::Vec<u64>,
 }
 
@@ -128,6 +138,7 @@ impl Bench {
             files: std::collections::BTreeMap::new(),
             loaded: std::collections::BTreeMap::new(),
             verbs: std::vec::Vec::new(),
+            failing: std::vec::Vec::new(),
             bad: std::vec::Vec::new(),
         }
     }
@@ -166,7 +177,7 @@ impl Bench {
             self.now += 100;
             while let Some(issued) = self.e.poll_command(Instant(self.now), &self.node) {
                 let token = issued.token;
-                let mut stdout = std::string::String::new();
+                let (mut stdout, mut ok) = (std::string::String::new(), true);
                 match issued.command {
                     Command::WriteUnit { name, digest, .. } => {
                         self.written.push(digest);
@@ -174,21 +185,11 @@ impl Bench {
                     }
                     Command::Systemctl { verb, units } => {
                         self.verbs.push(verb);
-                        if matches!(verb, Verb::Reload | Verb::Enable | Verb::Disable) {
-                            let files = self.files.iter().map(|(n, f)| (n.clone(), f.0));
-                            self.loaded = files.collect();
-                        }
-                        for unit in units {
-                            let name = unit.trim_start_matches("myco-");
-                            let name = name.trim_end_matches(".service");
-                            if matches!(verb, Verb::Enable | Verb::Restart) {
-                                assert_eq!(
-                                    self.loaded.get(name),
-                                    self.files.get(name).map(|f| &f.0),
-                                    "{name} started from a definition systemd had not reloaded"
-                                );
-                            }
-                            systemctl(&mut self.files, &self.bad, (verb, &unit), &mut stdout);
+                        if self.failing.contains(&verb) {
+                            ok = false;
+                        } else {
+                            let units: std::vec::Vec<_> = units.collect();
+                            self.systemd(verb, &units, &mut stdout);
                         }
                     }
                     Command::RemoveUnitFile { .. }
@@ -198,7 +199,7 @@ impl Bench {
                     }
                 }
                 let outcome = Outcome {
-                    ok: true,
+                    ok,
                     stdout: stdout.as_bytes(),
                 };
                 assert!(self
@@ -209,6 +210,51 @@ impl Bench {
                 let mut sink = crate::node::tests::Recorder::default();
                 let now = Instant(self.now);
                 self.e.report_status(&mut self.node, now, 0, &mut sink);
+            }
+        }
+    }
+
+    /// What the stand-in systemd does for `verb` on `units`, as systemd 252 does (checked on the
+    /// testbed, docs/benchmarks.md): it asserts that nothing starts from a definition older than
+    /// its file.
+    fn systemd<S: AsRef<str>>(
+        &mut self,
+        verb: Verb,
+        units: &[S],
+        stdout: &mut std::string::String,
+    ) {
+        if matches!(verb, Verb::Reload | Verb::Enable | Verb::Disable) {
+            let files = self.files.iter().map(|(n, f)| (n.clone(), f.0));
+            self.loaded = files.collect();
+        }
+        for unit in units {
+            let unit = unit.as_ref();
+            let name = unit.trim_start_matches("myco-");
+            let name = name.trim_end_matches(".service");
+            let file = self.files.get(name).map(|f| f.0);
+            if let (Some(file), Verb::ShowLoad | Verb::EnableNoReload) = (file, verb) {
+                // A unit systemd does not hold is loaded from its file when named.
+                self.loaded.entry(name.into()).or_insert(file);
+            }
+            if matches!(verb, Verb::Enable | Verb::EnableNoReload | Verb::Restart) {
+                assert_eq!(
+                    self.loaded.get(name).copied(),
+                    file,
+                    "{name} started from a definition systemd had not reloaded"
+                );
+            }
+            systemctl(&mut self.files, &self.bad, (verb, unit), stdout);
+            if verb == Verb::ShowLoad {
+                let stale = if self.loaded.get(name).copied() == file {
+                    "no"
+                } else {
+                    "yes"
+                };
+                writeln!(
+                    stdout,
+                    "Id={unit}\nLoadState=loaded\nNeedDaemonReload={stale}\n"
+                )
+                .unwrap();
             }
         }
     }
@@ -247,7 +293,7 @@ fn systemctl(
         return;
     };
     match verb {
-        Verb::Enable | Verb::Restart => *started = true,
+        Verb::Enable | Verb::EnableNoReload | Verb::Restart => *started = true,
         Verb::Show => {
             let failed = *started && bad.contains(digest);
             let (active, sub) = if failed {
@@ -261,7 +307,7 @@ fn systemctl(
                 )
                 .unwrap();
         }
-        Verb::Disable | Verb::Reload => {}
+        Verb::Disable | Verb::Reload | Verb::ShowLoad => {}
     }
 }
 
@@ -348,17 +394,23 @@ fn held_rollouts_do_not_starve_the_services_after_them() {
     assert_eq!(b.files.get(late.as_str()).map(|f| f.0), Some(digest));
 }
 
-/// A new service starts after one reload of systemd, its `enable`'s own: the executor runs no
-/// `daemon-reload` before it. A new version, which has no enable, is reloaded before its
-/// restart. (The stand-in systemd asserts that nothing starts from a definition it has not
-/// reloaded since its file was written.)
+/// A new service that systemd has never held starts with no reload at all: the executor asks
+/// what systemd holds of it (`show`, which loads it from its file) and enables it with
+/// `--no-reload`. A new service beside a new version starts after one reload, its `enable`'s own
+/// (and no `show` first), which the version's restart needs anyway. A new version, which has no
+/// enable, is reloaded before its restart. (The stand-in systemd asserts that nothing starts from
+/// a definition older than its file.)
 #[test]
-fn a_new_service_is_enabled_without_a_reload_of_its_own() {
+fn a_new_service_is_enabled_without_a_reload() {
     use crate::config::{HEALTH_INTERVAL_MS, ROLLOUT_SETTLE_MS};
     let mut b = Bench::new();
     b.deploy(10, "/bin/v1");
     b.run(500);
-    assert_eq!(b.verbs, [Verb::Enable], "enable --now alone");
+    assert_eq!(
+        b.verbs,
+        [Verb::ShowLoad, Verb::EnableNoReload],
+        "no reload of its own, and none by the enable"
+    );
     b.run(ROLLOUT_SETTLE_MS + HEALTH_INTERVAL_MS);
     b.verbs.clear();
     b.deploy(20, "/bin/v2");
@@ -385,6 +437,32 @@ fn a_new_service_is_enabled_without_a_reload_of_its_own() {
         [Verb::Reload, Verb::Restart],
         "no enable: a reload"
     );
+}
+
+/// A new unit systemd still holds from an older file (a failed unit stays loaded after it is
+/// removed, and its name is deployed again) is enabled with the reload: `show` says
+/// `NeedDaemonReload=yes`. Without the reload the stand-in systemd would start the old definition
+/// and fail the run.
+#[test]
+fn a_unit_systemd_holds_from_an_older_file_is_enabled_with_the_reload() {
+    let mut b = Bench::new();
+    b.loaded.insert("web".into(), 1);
+    b.deploy(10, "/bin/v1");
+    b.run(500);
+    assert_eq!(b.verbs, [Verb::ShowLoad, Verb::Enable]);
+    assert!(b.e.unit("web").is_some_and(|u| u.todo == Todo::None));
+}
+
+/// A `show` of the load state that fails (an older `myco-priv` that refuses it, say) costs no
+/// retry wait: the unit is enabled at once, with the reload.
+#[test]
+fn a_failed_look_at_the_load_state_enables_with_the_reload_at_once() {
+    let mut b = Bench::new();
+    b.failing.push(Verb::ShowLoad);
+    b.deploy(10, "/bin/v1");
+    b.run(500);
+    assert_eq!(b.verbs, [Verb::ShowLoad, Verb::Enable]);
+    assert!(b.e.unit("web").is_some_and(|u| u.todo == Todo::None));
 }
 
 /// A placement change right after a round that had nothing to do is applied at once: the

@@ -704,3 +704,30 @@ fn entries_read_back_from_the_store_verify() {
         );
     }
 }
+
+/// The executor's `enable --no-reload --now` is a verb of its own, encoded after every older
+/// verb (theirs unchanged, so a helper and a daemon one release apart still agree on them), and
+/// it names only `myco-*` units like the rest.
+#[test]
+fn enable_without_reload_is_the_last_verb() {
+    let names = Vec::from_slice(&["myco-web.service"]).unwrap();
+    let request = Request::Unit {
+        verb: UnitVerb::EnableNoReload,
+        names,
+    };
+    let bytes = body(&request);
+    assert_eq!(bytes[..2], [3, 7], "Unit, then the verb's index");
+    let Ok(Checked::Unit { verb, units }) = parse(&bytes) else {
+        panic!("accepted");
+    };
+    assert_eq!(
+        (verb, units.as_slice()),
+        (UnitVerb::EnableNoReload, &["myco-web.service"][..])
+    );
+    assert_eq!(verb.args(), ["enable", "--no-reload", "--now"]);
+    let other = Request::Unit {
+        verb: UnitVerb::EnableNoReload,
+        names: Vec::from_slice(&["sshd.service"]).unwrap(),
+    };
+    assert_eq!(parse(&body(&other)), Err(Refusal::UnitName));
+}

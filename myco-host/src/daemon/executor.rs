@@ -540,8 +540,9 @@ fn ask_systemctl<S: Deref<Target = str>>(
         Verb::Reload => return client.start(&Request::DaemonReload, frame, None),
         Verb::Disable => UnitVerb::Disable,
         Verb::Enable => UnitVerb::Enable,
+        Verb::EnableNoReload => UnitVerb::EnableNoReload,
         Verb::Restart => UnitVerb::Restart,
-        Verb::Show => UnitVerb::Show,
+        Verb::Show | Verb::ShowLoad => UnitVerb::Show,
     };
     systemctl_argv(argv, b"systemctl", (verb, false), units);
     let mut names = heapless::Vec::new();
@@ -566,7 +567,7 @@ fn systemctl_argv<S: Deref<Target = str>>(
     (verb, runtime): (Verb, bool),
     units: impl IntoIterator<Item = S>,
 ) {
-    let runtime = runtime && matches!(verb, Verb::Enable | Verb::Disable);
+    let runtime = runtime && matches!(verb, Verb::Enable | Verb::EnableNoReload | Verb::Disable);
     systemctl_command(argv, systemctl, (verb.args(), runtime), units);
 }
 
@@ -755,6 +756,11 @@ mod tests {
                 Verb::Disable,
                 true,
                 "systemctl disable --now --runtime myco-a.service",
+            ),
+            (
+                Verb::EnableNoReload,
+                true,
+                "systemctl enable --no-reload --now --runtime myco-a.service",
             ),
             (Verb::Restart, true, "systemctl restart myco-a.service"),
             (Verb::Enable, false, "systemctl enable --now myco-a.service"),

@@ -8,7 +8,7 @@ use super::Config;
 use crate::daemon::executor::{journal_argv, systemctl_command, ENV};
 use crate::spawn::{Argv, ArgvFull};
 use myco_core::executor::check_of;
-use myco_core::privileged::{Checked, Outcome, UnitVerb};
+use myco_core::privileged::{Checked, Outcome};
 use myco_core::schema::entry::Check;
 use nix::poll::{poll, PollFd, PollFlags};
 use nix::sys::signal::{killpg, Signal};
@@ -152,9 +152,8 @@ impl Work<'_> {
                 );
             }
             Checked::Unit { verb, units } => {
-                let enabling = matches!(verb, UnitVerb::Enable | UnitVerb::Disable);
                 // Units under /run are enabled for this boot only (as the executor does).
-                let runtime = enabling && c.unit_dir.starts_with("/run");
+                let runtime = verb.links() && c.unit_dir.starts_with("/run");
                 let units = units.iter().copied();
                 systemctl_command(argv, c.systemctl.as_bytes(), (verb.args(), runtime), units);
             }

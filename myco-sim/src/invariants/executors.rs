@@ -238,6 +238,29 @@ mod tests {
         assert!(check_remove("web", Some(&stopped)).is_ok());
     }
 
+    /// Invariant 13's checker is not vacuous: a start of a unit systemd holds from an older file
+    /// than the one written (no reload since) is a violation; a unit it holds none of is loaded
+    /// from its file by the start, as systemd does, and one loaded from the file starts.
+    #[test]
+    fn loaded_check_detects_a_start_from_a_stale_definition() {
+        use crate::executors::start_loaded;
+        let mut stale = SimUnit {
+            file: true,
+            digest: 2,
+            loaded: 1,
+            ..SimUnit::default()
+        };
+        assert!(start_loaded("myco-web.service", &mut stale).is_err());
+        assert_eq!(
+            stale.loaded, 1,
+            "a start loads nothing over what systemd holds"
+        );
+        let mut never = SimUnit { loaded: 0, ..stale };
+        assert!(start_loaded("myco-web.service", &mut never).is_ok());
+        assert_eq!(never.loaded, 2, "loaded from the file by the start");
+        assert!(start_loaded("myco-web.service", &mut never).is_ok());
+    }
+
     /// Invariant 3's checker is not vacuous: a command issued while one runs is a violation.
     #[test]
     fn in_flight_check_detects_a_second_command() {
