@@ -45,7 +45,8 @@
 # forwards nothing inbound but replies (conntrack; an idle mapping lasts 30 s). Box I behind it
 # has 10.78.0.(10+I)/24 on the home bridge and a default route via the router; the public boxes
 # have no route to 10.78.0.0/24.
-# Those boxes run `--behind-nat`, join only public boxes, and no box joins them (their address is
+# Those boxes run `--behind-nat` (with NAT_DETECT=1 they run without it and find it out), join only
+# public boxes, and no box joins them (their address is
 # unreachable). IPv4 only. TESTBED_RELAYS="0 1" starts those boxes `--relay`.
 # TESTBED_NAT_PORTS=random makes that NAT symmetric: each new flow (each peer a box sends to) gets
 # a random public port (nftables `masquerade fully-random`); the default, kept, keeps a box's port.
@@ -271,7 +272,7 @@ box_files() {
 			&& ! box_is_nat "$j" && args+=" --bridge-seed $(box_endpoint "$j" "$TESTBED_PORT")"
 	done
 	! box_is_relay "$i" || args+=" --relay"
-	! box_is_nat "$i" || args+=" --behind-nat"
+	! box_is_nat "$i" || [[ ${NAT_DETECT:-0} == 1 ]] || args+=" --behind-nat"
 	args+=" --reserve-bytes $TESTBED_RESERVE_BYTES${TESTBED_ARGS:+ $TESTBED_ARGS}"
 	args+="${TESTBED_BOX_ARGS[i]:+ ${TESTBED_BOX_ARGS[i]}}"
 	sed -E -e "s/^MYCO_OPERATOR=.*/MYCO_OPERATOR=$TESTBED_OPERATOR/" -e "s/^MYCO_ARGS=.*/MYCO_ARGS=$args/" \

@@ -26,6 +26,32 @@ pub fn peer_addr(addr: SocketAddr) -> PeerAddr {
     }
 }
 
+/// This box's own addresses with the bound `port`, for `--nat auto` (`node::natobs` in the core):
+/// every interface's IPv4 address, then its IPv6 addresses but link-local ones (fe80::/10: peers
+/// meet it at routable addresses, and a host with many interfaces has one each), duplicates left
+/// out. The core keeps the first `OWN_ADDRS_MAX`.
+pub fn own_addrs(port: u16) -> io::Result<Vec<PeerAddr>> {
+    let mut list: Vec<PeerAddr> = Vec::new();
+    let mut v6 = Vec::new();
+    for ifa in nix::ifaddrs::getifaddrs()? {
+        let Some(a) = ifa.address else { continue };
+        if let Some(s) = a.as_sockaddr_in() {
+            list.push(PeerAddr::v4(s.ip().octets(), port));
+        } else if let Some(s) = a.as_sockaddr_in6() {
+            if s.ip().segments()[0] & 0xffc0 != 0xfe80 {
+                v6.push(PeerAddr {
+                    ip: s.ip().octets(),
+                    port,
+                });
+            }
+        }
+    }
+    list.extend(v6);
+    let mut seen = std::collections::HashSet::new();
+    list.retain(|a| seen.insert(*a));
+    Ok(list)
+}
+
 /// Where to send to `peer` from a socket of this family: an IPv4-only socket cannot reach an
 /// IPv6 peer (`None`); a dual-stack socket reaches IPv4 peers through their mapped address.
 pub fn socket_addr(peer: PeerAddr, ipv6_socket: bool) -> Option<SocketAddr> {
