@@ -46,6 +46,14 @@ impl NatWatch {
     fn is_own(&self, addr: PeerAddr) -> bool {
         self.own.iter().any(|o| o.ip == addr.ip)
     }
+
+    /// Whether the host gave an address of `addr`'s family (IPv4 or IPv6). Without one, a peer
+    /// seeing the box at an address of that family says nothing: the host may simply not have
+    /// listed it (no route of that family to look up).
+    fn knows_family(&self, addr: PeerAddr) -> bool {
+        let v4 = addr.as_v4().is_some();
+        self.own.iter().any(|o| o.as_v4().is_some() == v4)
+    }
 }
 
 impl Node {
@@ -63,7 +71,8 @@ impl Node {
     /// Member `sender` (authenticated by its session) sees this box's frames come from `addr`.
     pub(super) fn observed(&mut self, sender: u64, addr: PeerAddr, sink: &mut impl Sink) {
         let w = &mut self.nat_watch;
-        if self.meta.nat || w.own.is_empty() || w.is_own(addr) || w.foreign.contains(&sender) {
+        let unknown = !w.knows_family(addr) || w.is_own(addr);
+        if self.meta.nat || unknown || w.foreign.contains(&sender) {
             return;
         }
         if w.foreign.push(sender).is_ok() && !w.foreign.is_full() {

@@ -158,19 +158,19 @@ pub fn read_revocation(config: &Config) -> Result<Option<(u64, Vec<u8>)>, BootEr
     Ok(best)
 }
 
-/// This box's own addresses for `--nat auto` (the core compares them with where members see it);
-/// none for `--nat yes` and `--nat no`, or when the interfaces cannot be listed (said in the log:
-/// the box then never finds out it is behind NAT).
-fn own_addrs(config: &Config, log: &Logger) -> Vec<PeerAddr> {
+/// This box's own addresses for `--nat auto` (the core compares them with where members see it),
+/// from its interfaces and its routes towards `join` (`net::own_addrs`), said in the log; none
+/// for `--nat yes` and `--nat no`.
+fn own_addrs(config: &Config, join: &[PeerAddr], log: &Logger) -> Vec<PeerAddr> {
     if config.nat != Nat::Auto {
         return Vec::new();
     }
-    net::own_addrs(config.listen.port()).unwrap_or_else(|e| {
-        let why =
-            format_args!("cannot list this box's addresses ({e}): --nat auto finds out nothing");
-        log.log(Level::Warning, why);
-        Vec::new()
-    })
+    let towards: Vec<_> = join.iter().map(|&p| net::display_addr(p)).collect();
+    let own = net::own_addrs(config.listen.port(), &towards);
+    let shown: Vec<_> = own.iter().map(|&a| net::display_addr(a).ip()).collect();
+    let shown = format_args!("--nat auto: this box's own addresses: {shown:?}");
+    log.log(Level::Info, shown);
+    own
 }
 
 /// Builds the node into `slot`, the arena's: `Node` is large (its tables are sized at compile
@@ -198,7 +198,7 @@ pub fn node(
         bridge_seeds: &bridge_seeds,
         relay: config.relay,
         behind_nat: config.nat == Nat::Yes,
-        own_addrs: &own_addrs(config, log),
+        own_addrs: &own_addrs(config, join, log),
     };
     let node = Node::new(&node_config, Instant(0)).map_err(|e| credentials_refused(config, e))?;
     Ok(slot.write(node))

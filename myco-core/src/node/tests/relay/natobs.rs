@@ -84,6 +84,23 @@ fn a_relay_never_concludes_it_is_behind_nat_and_says_so_once() {
     assert_eq!(events.0.len(), 1);
 }
 
+/// A box given IPv4 addresses only: members seeing it at IPv6 addresses say nothing (the host
+/// may not have listed its IPv6 ones), however many they are.
+#[test]
+fn observations_of_a_family_without_own_addresses_change_nothing() {
+    let mut node = box_node(1, false, false);
+    let mut events = Events::default();
+    let v6 = PeerAddr {
+        ip: [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9],
+        port: 7946,
+    };
+    for peer in 100..110 {
+        node.observed(peer, v6, &mut events);
+    }
+    assert!(!node.meta().nat);
+    assert!(events.0.is_empty());
+}
+
 /// A box given no addresses of its own (`--nat no`) never concludes anything.
 #[test]
 fn a_box_without_own_addresses_never_concludes() {
