@@ -474,8 +474,9 @@ testbed_diagnostics() {
 }
 
 # With TESTBED_JOURNALS=DIR, keeps each running box's journal (short-precise: the host's clock,
-# to the microsecond) and its daemon's event stream in DIR/boxI.journal and DIR/boxI.stream, to
-# time where a deploy's or a death's seconds go (docs/benchmarks.md) after the boxes are gone.
+# to the microsecond), its daemon's event stream and its metrics in DIR/boxI.journal,
+# DIR/boxI.stream and DIR/boxI.metrics, to time where a deploy's or a death's seconds go
+# (docs/benchmarks.md) and read counters (myco_nat_detected, ...) after the boxes are gone.
 testbed_keep_journals() {
 	local dir=${TESTBED_JOURNALS:-} i
 	[[ -n $dir ]] || return 0
@@ -485,8 +486,10 @@ testbed_keep_journals() {
 		box_exec "$i" journalctl --no-pager -o short-precise >"$dir/box$i.journal" 2>&1 || true
 		box_exec "$i" curl -sN --max-time 2 --unix-socket /run/myco/myco.sock \
 			-H 'Last-Event-ID: 0' http://localhost/stream >"$dir/box$i.stream" 2>&1 || true
+		box_exec "$i" curl -s --unix-socket /run/myco/myco.sock http://box/metrics \
+			>"$dir/box$i.metrics" 2>&1 || true
 	done
-	log "journals and event streams kept in $dir"
+	log "journals, event streams and metrics kept in $dir"
 }
 
 testbed_down() {
