@@ -326,7 +326,8 @@ nix-check:
 # (tests/testbed/zones-test.sh): a deploy in zone 0 for zone 1 runs in zone 1 while membership
 # stays in each zone; a `ZONES ...` line. Then a box behind a NAT router with two relays
 # (tests/testbed/nat-test.sh): the NAT holds, deploys reach it and leave it, a relay dies; a
-# `NAT ...` line; again behind a symmetric NAT (a random public port per peer). Then issue 16's peer-to-peer Nix cache and remote builder
+# `NAT ...` line; again behind a symmetric NAT (a random public port per peer) with box 3 started
+# without --behind-nat, finding it out by itself (NAT_DETECT=1: `nat_detected_s` on its line). Then issue 16's peer-to-peer Nix cache and remote builder
 # (tests/testbed/p2p-test.sh): box 0 --builder, box 2 --build remote; the boxes that did not build a
 # version copy it from a peer's cache and build nothing, box 2 gets its builds from peers; a
 # `P2P-TESTBED ...` line; then the same on links that carry IPv6 only. Then the caches under hostile
@@ -350,7 +351,7 @@ testbed-test:
 	tests/testbed/ipv6-test.sh $(TARGET_DIR)/release | tee $(TESTBED_LOGS)/ipv6.log
 	tests/testbed/zones-test.sh $(TARGET_DIR)/release | tee $(TESTBED_LOGS)/zones.log
 	tests/testbed/nat-test.sh $(TARGET_DIR)/release | tee $(TESTBED_LOGS)/nat.log
-	TESTBED_NAT_PORTS=random tests/testbed/nat-test.sh $(TARGET_DIR)/release | tee $(TESTBED_LOGS)/nat-symmetric.log
+	NAT_DETECT=1 TESTBED_NAT_PORTS=random tests/testbed/nat-test.sh $(TARGET_DIR)/release | tee $(TESTBED_LOGS)/nat-symmetric.log
 	tests/testbed/p2p-test.sh $(TARGET_DIR)/release | tee $(TESTBED_LOGS)/p2p.log
 	TESTBED_IPV6=yes tests/testbed/p2p-test.sh $(TARGET_DIR)/release | tee $(TESTBED_LOGS)/p2p-ipv6.log
 	tests/testbed/p2p-hostile-test.sh $(TARGET_DIR)/release | tee $(TESTBED_LOGS)/p2p-hostile.log

@@ -53,6 +53,7 @@ fn builder_node() -> Box<Node> {
         bridge_seeds: &[],
         relay: false,
         behind_nat: false,
+        own_addrs: &[],
         wal_checkpoint_bytes: 1 << 20,
         profile: myco_core::config::Profile::LAN,
     };

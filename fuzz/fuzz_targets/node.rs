@@ -51,6 +51,9 @@ const NAMES: [&str; 12] = [
     "web", "db", "cache", "a", "b", "c", "d", "e", "f", "g", "h", "worker-1",
 ];
 
+/// The fuzzed node's own address, which members may say they see it at.
+const OWN_ADDR: PeerAddr = PeerAddr::v4([10, 0, 0, 1], 7946);
+
 fn fake_addr(id: u64) -> PeerAddr {
     PeerAddr::v4([10, 0, 0, id as u8], 7946)
 }
@@ -465,7 +468,16 @@ fn message<'b>(
     ids: &Ids,
     entry_bufs: &'b mut [[u8; ENTRY_BYTES_MAX]; 4],
 ) -> Message<'b> {
-    match input.u8() % 11 {
+    match input.u8() % 12 {
+        11 => {
+            // Where a member sees this node: its own address, or a NAT's (`node::natobs`).
+            let addr = if input.u8() % 2 == 0 {
+                OWN_ADDR
+            } else {
+                PeerAddr::v4([203, 0, 113, input.u8()], input.u16())
+            };
+            Message::Observed { addr }
+        }
         10 => {
             let mut list = heapless::Vec::new();
             for _ in 0..input.u8() % 9 {
@@ -694,6 +706,7 @@ fuzz_target!(|data: &[u8]| {
         // Sometimes a relay (relayed frames are forwarded), sometimes behind NAT.
         relay: flags & 0x18 == 0x08,
         behind_nat: flags & 0x18 == 0x10,
+        own_addrs: &[OWN_ADDR],
     };
     let mut now = Instant(u64::from(input.u16()));
     let fresh = Node::new(&config, now).expect("the fixture configuration is valid");

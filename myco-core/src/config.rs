@@ -74,6 +74,16 @@ pub const RELAY_SENDER_BURST: u64 = 200;
 pub const RELAY_TOTAL_PER_S: u64 = 1_000;
 pub const RELAY_TOTAL_BURST: u64 = 2_000;
 
+/// A peer tells a box again where the box's frames come from (`Message::Observed`) after this
+/// long, though nothing changed: the first telling may have been lost. One frame per session per
+/// 5 minutes, against a probe every few seconds.
+pub const OBSERVED_REFRESH_MS: u64 = 300_000;
+/// Distinct members that must each see a box at an address that is not one of its own before it
+/// concludes it is behind NAT (`node::natobs`): one lying member alone cannot flip it.
+pub const NAT_OBSERVERS: usize = 2;
+/// The box's own addresses the host gives the core (`NodeConfig::own_addrs`); more are ignored.
+pub const OWN_ADDRS_MAX: usize = 16;
+
 /// DNS-label rule for service names.
 pub const NAME_BYTES_MAX: usize = 63;
 pub const ARGS_MAX: usize = 16;
@@ -370,7 +380,8 @@ pub const BUDGET_BYTES: usize = ARENA_BYTES // packed entries
     + MEMBERS_MAX * 48 // routes to boxes behind NAT: address, id, relay address
     + JOIN_MAX * 24 // join addresses
     + BRIDGE_SEEDS_MAX * 18 + BRIDGE_PEERS_MAX * 48 + 16 // bridge seeds and directory
-    + SESSIONS_MAX * 168 // established sessions: two AEAD keys, replay window, peer, address, certified key
+    + SESSIONS_MAX * 216 // established sessions: two AEAD keys, replay window, peer, address, certified key, observed address told
+    + OWN_ADDRS_MAX * 18 + NAT_OBSERVERS * 8 + 8 // own addresses and who saw this box elsewhere (`node::natobs`)
     + HANDSHAKES_MAX * 620 // pending handshakes: initiator state or responder keys, last message
     + 512 // this node's credentials and trust
     + 4096 // counters, timers, PRNG, configuration

@@ -66,6 +66,7 @@ fn node() -> Box<Node> {
         bridge_seeds: &[],
         relay: false,
         behind_nat: false,
+        own_addrs: &[],
     };
     Box::new(Node::new(&config, Instant(0)).expect("a valid identity"))
 }

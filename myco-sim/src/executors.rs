@@ -174,6 +174,8 @@ pub(crate) struct SimBox {
     building: (u8, u64),
     /// `store` changed since the node's offer was last set.
     offer_changed: bool,
+    /// Where its peers see it (`world::seen_at`): its own address, or its NAT's.
+    pub(crate) seen_at: myco_core::PeerAddr,
 }
 
 pub struct Executors {
@@ -244,6 +246,7 @@ impl Executors {
                 offer_changed: true,
                 mode: p2p::mode_of((arches, zones), i),
                 building: (0, 0),
+                seen_at: crate::world::addr(i),
             })
             .collect();
         Executors {

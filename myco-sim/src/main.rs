@@ -72,6 +72,8 @@ RUN OPTIONS:
   --nat N           the last N nodes are behind NAT (a box receives only from addresses it sent to
                     within 30 s) and the first 3 of each zone relay for them; the invariants hold
                     for them like any box (nat_dropped, relayed_frames); the gauntlet draws it
+  --nat-detect      with --nat: the boxes behind NAT start without --behind-nat and must find
+                    it out (nat_detected counts those that did; the gauntlet draws it)
   --json            print one JSON object instead of a summary
 
 INVARIANTS:

@@ -111,6 +111,11 @@ impl Net {
         open
     }
 
+    /// Whether node `from` is behind the NAT.
+    pub fn behind(&self, from: usize) -> bool {
+        self.nat.get(from).copied().unwrap_or(false)
+    }
+
     fn ppm(&mut self, p: u64) -> bool {
         p > 0 && self.rng.chance(p, 1_000_000)
     }

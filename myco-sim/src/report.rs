@@ -53,6 +53,7 @@ pub fn parse_scenario(args: &mut Arguments) -> Result<Scenario, String> {
     s.zones = opt(args, "--zones", 1u8)?;
     s.kill_bridges = args.contains("--kill-bridges");
     s.nat = opt(args, "--nat", 0usize)?;
+    s.nat_detect = args.contains("--nat-detect");
     if !(1..=64).contains(&s.zones) {
         return Err(format!("--zones must be 1..=64, got {}", s.zones));
     }
@@ -215,8 +216,8 @@ fn zones_json(s: &Scenario, r: &Report) -> String {
 /// relays forwarded.
 fn nat_json(s: &Scenario, r: &Report) -> String {
     format!(
-        "\"nat\":{},\"nat_dropped\":{},\"relayed_frames\":{},",
-        s.nat, r.nat_dropped, r.relayed_frames
+        "\"nat\":{},\"nat_detect\":{},\"nat_dropped\":{},\"relayed_frames\":{},\"nat_detected\":{},",
+        s.nat, s.nat_detect, r.nat_dropped, r.relayed_frames, r.nat_detected
     )
 }
 

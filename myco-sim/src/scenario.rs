@@ -57,6 +57,9 @@ pub struct Scenario {
     /// Boxes behind NAT (`--nat N`): the last `nat` honest nodes, with the first
     /// `RELAYS_PER_ZONE` nodes of each zone started `--relay` (`Scenario::roles`).
     pub nat: usize,
+    /// The boxes behind NAT are started without `--behind-nat` and must find it out by
+    /// themselves (`--nat-detect`; `node::natobs` in myco-core).
+    pub nat_detect: bool,
 }
 
 /// Relays per zone when a scenario has boxes behind NAT: three, so one dying leaves each box two.
@@ -99,6 +102,7 @@ impl Scenario {
             zones: 1,
             kill_bridges: false,
             nat: 0,
+            nat_detect: false,
         }
     }
 
@@ -147,6 +151,7 @@ impl Scenario {
             },
             kill_bridges: false,
             nat: 0,
+            nat_detect: false,
         };
         // Drawn after everything else, so every other dimension of a seed stays what it was: a
         // quarter of the seeds put up to a quarter of the boxes behind NAT, leaving each zone its
@@ -155,6 +160,8 @@ impl Scenario {
         let room = room.saturating_sub(RELAYS_PER_ZONE * usize::from(s.zones));
         if r.chance(1, 4) && room > 0 {
             s.nat = 1 + r.below((room.min(s.nodes / 4).max(1)) as u64) as usize;
+            // Half of those start them without `--behind-nat`: they must find it out.
+            s.nat_detect = r.chance(1, 2);
         }
         s
     }
@@ -165,6 +172,11 @@ impl Scenario {
         let end = self.nodes - usize::from(self.adversary);
         let relay = self.nat > 0 && i / usize::from(self.zones) < RELAYS_PER_ZONE;
         (relay, i < end && i + self.nat >= end)
+    }
+
+    /// Whether node `i` is started `--behind-nat`: a box behind NAT unless it must find it out.
+    pub fn behind_nat_flag(&self, i: usize) -> bool {
+        self.roles(i).1 && !self.nat_detect
     }
 
     /// The command line that reproduces this scenario.
@@ -204,7 +216,11 @@ impl Scenario {
         } else {
             ""
         } + &if self.nat > 0 {
-            format!(" --nat {}", self.nat)
+            format!(
+                " --nat {}{}",
+                self.nat,
+                if self.nat_detect { " --nat-detect" } else { "" }
+            )
         } else {
             String::new()
         }

@@ -19,9 +19,31 @@ pub fn addr(i: usize) -> PeerAddr {
     PeerAddr::v4([127, 77, (i >> 8) as u8, i as u8], 7946)
 }
 
+/// Where peers see node `i`'s frames come from when it is behind the NAT model: the NAT's
+/// public address, another IP than its own (`addr`), with a port of its own.
+pub fn nat_addr(i: usize) -> PeerAddr {
+    PeerAddr::v4([127, 78, 0, 1], 10_000 + i as u16)
+}
+
+/// Where node `i`'s frames come from as their receivers see them: the NAT model rewrites the
+/// source of a node behind it, as a real NAT does, so its peers tell it they see it elsewhere.
+pub fn seen_at(world: &World, i: usize) -> PeerAddr {
+    if world.net.behind(i) {
+        nat_addr(i)
+    } else {
+        addr(i)
+    }
+}
+
+/// The node at `a`: its own address, or the NAT's mapping for it.
 pub fn index_of(a: PeerAddr) -> Option<u16> {
     let o = a.as_v4()?;
-    (o[0] == 127 && o[1] == 77 && a.port == 7946).then(|| u16::from_be_bytes([o[2], o[3]]))
+    let own = o[0] == 127 && o[1] == 77 && a.port == 7946;
+    let natted = o == [127, 78, 0, 1] && a.port >= 10_000;
+    if natted {
+        return Some(a.port - 10_000);
+    }
+    own.then(|| u16::from_be_bytes([o[2], o[3]]))
 }
 
 pub fn mix(h: u64, x: u64) -> u64 {

@@ -49,7 +49,8 @@
 # forwards nothing inbound but replies (conntrack; an idle mapping lasts 30 s). Box I behind it
 # has 10.78.0.(10+I)/24 on the home bridge and a default route via the router; the public boxes
 # have no route to 10.78.0.0/24.
-# Those boxes run `--behind-nat`, join only public boxes, and no box joins them (their address is
+# Those boxes run `--behind-nat` (with NAT_DETECT=1 they run without it and find it out), join only
+# public boxes, and no box joins them (their address is
 # unreachable). IPv4 only. TESTBED_RELAYS="0 1" starts those boxes `--relay`.
 # TESTBED_NAT_PORTS=random makes that NAT symmetric: each new flow (each peer a box sends to) gets
 # a random public port (nftables `masquerade fully-random`); the default, kept, keeps a box's port.
@@ -278,7 +279,7 @@ box_files() {
 			&& ! box_is_nat "$j" && args+=" --bridge-seed $(box_endpoint "$j" "$TESTBED_PORT")"
 	done
 	! box_is_relay "$i" || args+=" --relay"
-	! box_is_nat "$i" || args+=" --behind-nat"
+	! box_is_nat "$i" || [[ ${NAT_DETECT:-0} == 1 ]] || args+=" --behind-nat"
 	args+=" --reserve-bytes $TESTBED_RESERVE_BYTES${TESTBED_ARGS:+ $TESTBED_ARGS}"
 	args+="${TESTBED_BOX_ARGS[i]:+ ${TESTBED_BOX_ARGS[i]}}"
 	sed -E -e "s/^MYCO_OPERATOR=.*/MYCO_OPERATOR=$TESTBED_OPERATOR/" -e "s/^MYCO_ARGS=.*/MYCO_ARGS=$args/" \
@@ -481,8 +482,9 @@ testbed_diagnostics() {
 }
 
 # With TESTBED_JOURNALS=DIR, keeps each running box's journal (short-precise: the host's clock,
-# to the microsecond) and its daemon's event stream in DIR/boxI.journal and DIR/boxI.stream, to
-# time where a deploy's or a death's seconds go (docs/benchmarks.md) after the boxes are gone.
+# to the microsecond), its daemon's event stream and its metrics in DIR/boxI.journal,
+# DIR/boxI.stream and DIR/boxI.metrics, to time where a deploy's or a death's seconds go
+# (docs/benchmarks.md) and read counters (myco_nat_detected, ...) after the boxes are gone.
 testbed_keep_journals() {
 	local dir=${TESTBED_JOURNALS:-} i
 	[[ -n $dir ]] || return 0
@@ -492,8 +494,10 @@ testbed_keep_journals() {
 		box_exec "$i" journalctl --no-pager -o short-precise >"$dir/box$i.journal" 2>&1 || true
 		box_exec "$i" curl -sN --max-time 2 --unix-socket /run/myco/myco.sock \
 			-H 'Last-Event-ID: 0' http://localhost/stream >"$dir/box$i.stream" 2>&1 || true
+		box_exec "$i" curl -s --unix-socket /run/myco/myco.sock http://box/metrics \
+			>"$dir/box$i.metrics" 2>&1 || true
 	done
-	log "journals and event streams kept in $dir"
+	log "journals, event streams and metrics kept in $dir"
 }
 
 testbed_down() {

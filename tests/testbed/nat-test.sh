@@ -26,9 +26,17 @@
 # public port for each peer box 3 sends to) and checks that boxes 0 and 1 see box 3 at different
 # addresses; everything else is the same.
 #
+# `NAT_DETECT=1` starts box 3 without `--behind-nat` (its default `--nat auto`): before the checks
+# above it must find out by itself that it is behind NAT, from where its peers see its frames
+# (docs/protocol.md section 12): its `myco_behind_nat` and `myco_nat_detected` metrics turn 1
+# within NAT_DETECT_WAIT_S (default 60 s) of its start, measured as `nat_detected_s`, its journal
+# says "behind NAT: peers see this box at ..." once, and no public box concludes it (their
+# `myco_nat_detected` stays 0, checked again at the end). `make testbed-test` runs the symmetric
+# variant this way.
+#
 # Prints `NAT ports=kept|random reachable_directly=0|1 alive_all=0|1 deploy_to_nat_s=S deploy_from_nat_s=S
 # health_reported=0|1 relayed_frames=N relay_death_box3_alive=0|1 relay_dead_s=S
-# cut_to_dead_s=S` (measured; empty, or 0 for the
+# cut_to_dead_s=S[ nat_detected_s=S]` (nat_detected_s with NAT_DETECT=1; measured; empty, or 0 for the
 # flags, when the step was not reached, and the script fails). The waits' bounds (60 s) only catch a daemon that never
 # gets there.
 #
@@ -55,6 +63,9 @@ wait_s=60
 # NAT_HOLD_S=150 with TESTBED_ARGS="--profile metered" holds long past the NAT's 30 s mappings.
 hold_s=${NAT_HOLD_S:-30}
 after_kill_s=20
+nat_detect=${NAT_DETECT:-0}
+detect_wait_s=${NAT_DETECT_WAIT_S:-60}
+nat_detected_ms=''
 reachable_directly='' alive_all=0 deploy_to_ms='' deploy_from_ms='' relayed_frames='' relay_death=0 dead_ms=''
 health_reported=0 cut_dead_ms=''
 report() {
@@ -62,10 +73,12 @@ report() {
 		"deploy_to_nat_s=${deploy_to_ms:+$(ms_as_s "$deploy_to_ms")}" \
 		"deploy_from_nat_s=${deploy_from_ms:+$(ms_as_s "$deploy_from_ms")}" \
 		"health_reported=$health_reported relayed_frames=$relayed_frames relay_death_box3_alive=$relay_death" \
-		"relay_dead_s=${dead_ms:+$(ms_as_s "$dead_ms")}" "cut_to_dead_s=${cut_dead_ms:+$(ms_as_s "$cut_dead_ms")}"
+		"relay_dead_s=${dead_ms:+$(ms_as_s "$dead_ms")}" \
+		"cut_to_dead_s=${cut_dead_ms:+$(ms_as_s "$cut_dead_ms")}${NAT_DETECT:+ nat_detected_s=${nat_detected_ms:+$(ms_as_s "$nat_detected_ms")}}"
 }
 testbed_report_on_exit
 
+started=$(now_ms)
 testbed_up "$box_count"
 testbed_has_executor || fail "the NAT test needs myco-d's systemd executor"
 
@@ -76,6 +89,33 @@ state_of() {
 		| sed -E 's/.*"state":"([a-z]*)"/\1/' || true
 }
 pings() { ip netns exec "$(box_name "$1")" ping -q -c 1 -W 1 "$2" >/dev/null 2>&1; }
+
+# --- box 3 finds out it is behind NAT (NAT_DETECT=1) ------------------------------------------
+
+# No public box concludes it is behind NAT: its peers see it at its own address. Box SKIP (if
+# given) is not asked: it was killed.
+public_never_concluded() {
+	local i skip=${1:--1}
+	for ((i = 0; i < box_count; i++)); do
+		((i == natted || i == skip)) || (($(metric "$i" myco_nat_detected) == 0)) \
+			|| fail "public box $i concluded it is behind NAT (myco_nat_detected $(metric "$i" myco_nat_detected))"
+	done
+}
+if ((nat_detect)); then
+	until (($(metric "$natted" myco_behind_nat) == 1)); do
+		(($(now_ms) - started < detect_wait_s * 1000)) \
+			|| fail "box $natted does not find out it is behind NAT $detect_wait_s s after the boxes started"
+		sleep 0.2
+	done
+	nat_detected_ms=$(($(now_ms) - started))
+	detected=$(metric "$natted" myco_nat_detected)
+	((detected == 1)) || fail "box $natted's myco_nat_detected is $detected, not 1"
+	said=$(box_exec "$natted" journalctl --no-pager -o cat -u myco-d.service | grep -c 'behind NAT: peers see this box at' || true)
+	((said == 1)) || fail "box $natted's journal says 'behind NAT: peers see this box at ...' $said times, not once"
+	public_never_concluded
+	log "box $natted found out it is behind NAT $(ms_as_s "$nat_detected_ms") s after the boxes started:" \
+		"$(box_exec "$natted" journalctl --no-pager -o cat -u myco-d.service | grep 'behind NAT: peers see' | tail -n 1)"
+fi
 
 # --- the NAT is real ---------------------------------------------------------------------------
 
@@ -225,3 +265,7 @@ done
 cut_dead_ms=$(($(now_ms) - cut))
 log "box 2 sees box $natted dead $(ms_as_s "$cut_dead_ms") s after its home link was cut" \
 	"(relay $dead's power cut: $(ms_as_s "$dead_ms") s)"
+if ((nat_detect)); then
+	public_never_concluded "$dead"
+	log "no public box concluded it is behind NAT (myco_nat_detected 0 on every live public box)"
+fi

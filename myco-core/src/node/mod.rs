@@ -137,6 +137,16 @@ pub enum Event {
         from: u64,
         request: BuildRequest,
     },
+    /// Two members saw this box's frames come from addresses not its own (`node::natobs`), the
+    /// last `seen_at`: it is behind NAT and uses relays from now on. Once per run.
+    BehindNat {
+        seen_at: PeerAddr,
+    },
+    /// As `BehindNat`, but this box is a `--relay`, which must be reachable directly: it stays
+    /// as it is, and the operator should know. Once per run.
+    RelayTranslated {
+        seen_at: PeerAddr,
+    },
 }
 
 /// Why an incoming frame or entry was dropped. Each has a counter.
@@ -232,6 +242,8 @@ pub struct Counters {
     pub relay_keepalives: u64,
     /// Frames this node sent to a box behind NAT through one of its relays.
     pub frames_via_relay: u64,
+    /// 1 once this box concluded by itself that it is behind NAT (`node::natobs`).
+    pub nat_detected: u64,
 }
 
 impl Counters {
@@ -303,6 +315,10 @@ pub struct NodeConfig<'a> {
     pub relay: bool,
     /// `--behind-nat`: no peer reaches this box directly; it keeps sessions with relays.
     pub behind_nat: bool,
+    /// This box's own addresses (its interfaces' IPs, with its bound port): a box that members
+    /// see elsewhere finds out it is behind NAT (`node::natobs`). Empty: it never concludes so
+    /// (`--nat no`). At most `OWN_ADDRS_MAX` count.
+    pub own_addrs: &'a [PeerAddr],
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -381,6 +397,8 @@ pub struct Node {
     placed: Cell<placed::PlacedCache>,
     /// The last answer of `Node::placed_digests`, with its inputs.
     digests: Cell<Option<(placed::Inputs, PlacedDigests)>>,
+    /// Whether members see this box at its own addresses (`node::natobs`).
+    nat_watch: natobs::NatWatch,
 }
 
 // The budget in `config` is a sum of estimates; the real node must fit inside it, so a table that
@@ -390,6 +408,7 @@ const _: () = assert!(core::mem::size_of::<Node>() <= NODE_BYTES_MAX);
 
 mod bridge;
 pub use bridge::{bridge_score, BridgePeer};
+mod natobs;
 mod pages;
 mod placed;
 mod probe;
@@ -473,6 +492,7 @@ impl Node {
             last_status_push: None,
             placed: Cell::new(placed::PlacedCache::EMPTY),
             digests: Cell::new(None),
+            nat_watch: natobs::NatWatch::new(config.own_addrs),
         })
     }
 
@@ -772,30 +792,7 @@ impl Node {
             return;
         }
         if frame.kind() != Kind::Data {
-            if let Some(done) = self.out.handle_handshake(sink, from, &frame) {
-                if done.peer.cert.zone != self.meta.zone {
-                    // A bridge of another zone: a directory record, never a member record.
-                    let cert = done.peer.cert;
-                    return self.bridge_established(sink, from, &cert, done.responder);
-                }
-                // A completed handshake proves the peer's identity and certificate: it is a
-                // member, at its lowest incarnation until its own frames say more.
-                let peer = done.peer;
-                let meta = meta_of(&peer.cert);
-                let state = MemberState::Alive;
-                let u = MemberUpdate {
-                    id: peer.node_id,
-                    incarnation: 0,
-                    state,
-                    addr: from,
-                    meta,
-                };
-                self.apply_member(now, &u, peer.node_id, sink);
-                if done.responder {
-                    self.confirm_session(sink, from, peer.node_id);
-                }
-            }
-            return;
+            return self.handle_handshake_frame(now, from, &frame, sink);
         }
         let mut plain = [0u8; BODY_BYTES_MAX];
         let known = self.join.contains(&from)
@@ -825,7 +822,43 @@ impl Node {
             }
         }
         self.hint_revocation(sink, from, opened.revocation_block);
+        if frame.relay_to().is_none() {
+            self.tell_observed(sink, from, sender);
+        }
         self.dispatch(now, from, sender, body.msg, sink);
+    }
+
+    /// A handshake frame: a completed handshake makes the peer a member (or, from another zone,
+    /// a bridge in the directory).
+    fn handle_handshake_frame(
+        &mut self,
+        now: Instant,
+        from: PeerAddr,
+        frame: &Frame<'_>,
+        sink: &mut impl Sink,
+    ) {
+        let Some(done) = self.out.handle_handshake(sink, from, frame) else {
+            return;
+        };
+        if done.peer.cert.zone != self.meta.zone {
+            // A bridge of another zone: a directory record, never a member record.
+            let cert = done.peer.cert;
+            return self.bridge_established(sink, from, &cert, done.responder);
+        }
+        // A completed handshake proves the peer's identity and certificate: it is a member, at
+        // its lowest incarnation until its own frames say more.
+        let peer = done.peer;
+        let u = MemberUpdate {
+            id: peer.node_id,
+            incarnation: 0,
+            state: MemberState::Alive,
+            addr: from,
+            meta: meta_of(&peer.cert),
+        };
+        self.apply_member(now, &u, peer.node_id, sink);
+        if done.responder {
+            self.confirm_session(sink, from, peer.node_id);
+        }
     }
 
     /// What an authenticated frame from a member says of it: the root of its desired state, and
@@ -1150,6 +1183,7 @@ impl Node {
                 from: sender,
                 request,
             }),
+            Message::Observed { addr } => self.observed(sender, addr, sink),
             // A directory means something only on a bridge session (`dispatch_bridge` handles it
             // before this); from a member of this zone it is ignored.
             Message::Bridges { .. } => {}

@@ -283,6 +283,7 @@ fn node_certified(
         bridge_seeds,
         relay: false,
         behind_nat: false,
+        own_addrs: &[],
     };
     Box::new(Node::new(&config, Instant(0)).unwrap())
 }

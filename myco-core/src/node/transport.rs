@@ -17,7 +17,7 @@
 use super::{Counters, Sink};
 use crate::config::{
     BODY_BYTES_MAX, FRAME_BYTES, HANDSHAKES_MAX, HANDSHAKE_RESEND_MS, HANDSHAKE_TIMEOUT_MS,
-    HEADER_BYTES, MEMBERS_MAX, SESSIONS_MAX, TAG_BYTES,
+    HEADER_BYTES, MEMBERS_MAX, OBSERVED_REFRESH_MS, SESSIONS_MAX, TAG_BYTES,
 };
 use crate::crypto::handshake::{
     Credentials, Handshake, HandshakeMsg, MsgKind, Peer, Responder, Trust,
@@ -48,6 +48,9 @@ pub struct Link {
     /// When this node last sealed a frame to the peer: a box behind NAT sends its relays a
     /// keepalive only when gossip has not (`node::relay`).
     last_tx: Instant,
+    /// The peer's source address this node last told it (`Message::Observed`), and when; none
+    /// yet for a new session.
+    told: Option<(PeerAddr, Instant)>,
 }
 
 impl Link {
@@ -477,6 +480,7 @@ impl Transport {
             session,
             last_rx: self.now,
             last_tx: self.now,
+            told: None,
         };
         if self.links.push(link).is_err() {
             unreachable!("room made above");
@@ -549,6 +553,23 @@ impl Transport {
                 .unwrap_or(self.trust.revocation_block),
             len,
         })
+    }
+
+    /// Whether to tell `peer` its frames come from `from` now (`Message::Observed`): never told
+    /// in this session, told another address, or told longer than `OBSERVED_REFRESH_MS` ago.
+    /// Marks it told; the caller sends it.
+    pub fn tell_observed(&mut self, peer: u64, from: PeerAddr) -> bool {
+        let now = self.now;
+        let Some(link) = self.links.iter_mut().find(|l| l.peer == peer) else {
+            return false;
+        };
+        let due = link
+            .told
+            .is_none_or(|(a, at)| a != from || now.since_ms(at) >= OBSERVED_REFRESH_MS);
+        if due {
+            link.told = Some((from, now));
+        }
+        due
     }
 
     /// Raises the RevocationBlock: sessions with peers certified below it end now.

@@ -200,6 +200,12 @@ pub enum Message<'a> {
     /// this builder for this very version counts a failed build, as if it had failed here; any
     /// other refusal, and a lost answer, stay silence, which is never a failure. Appended last.
     BuildFailed(BuildRequest),
+    /// "Your frames reach me from `addr`" (docs/protocol.md section 12): the source address of the
+    /// receiver's last direct (not relayed) sealed frame, as the sender saw it. Sent once per
+    /// session, again when that address changes, and at most every `OBSERVED_REFRESH_MS` besides;
+    /// a box whose own addresses do not include it learns it is behind address translation
+    /// (`node::natobs`). Appended last, so the kinds above keep their numbers.
+    Observed { addr: PeerAddr },
 }
 
 /// A request to build one locked version of a flake service: the service by key hash, the entry
@@ -472,6 +478,9 @@ mod tests {
             me: member(),
             updates,
             status_seen: u32::MAX,
+        });
+        fits(Message::Observed {
+            addr: member().addr,
         });
         fits(Message::PingReq {
             seq: u32::MAX,

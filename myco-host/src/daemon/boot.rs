@@ -1,7 +1,7 @@
 //! Start-up: everything that may allocate happens here, in order, before READY=1. Each failure
 //! names the file or flag to fix.
 
-use super::config::Config;
+use super::config::{Config, Nat};
 use super::net;
 use super::peers::PeersFile;
 use crate::flight::{Level, Logger};
@@ -158,13 +158,27 @@ pub fn read_revocation(config: &Config) -> Result<Option<(u64, Vec<u8>)>, BootEr
     Ok(best)
 }
 
+/// This box's own addresses for `--nat auto` (the core compares them with where members see it),
+/// from its interfaces and its routes towards `join` (`net::own_addrs`), said in the log; none
+/// for `--nat yes` and `--nat no`.
+fn own_addrs(config: &Config, join: &[PeerAddr], log: &Logger) -> Vec<PeerAddr> {
+    if config.nat != Nat::Auto {
+        return Vec::new();
+    }
+    let towards: Vec<_> = join.iter().map(|&p| net::display_addr(p)).collect();
+    let own = net::own_addrs(config.listen.port(), &towards);
+    let shown: Vec<_> = own.iter().map(|&a| net::display_addr(a).ip()).collect();
+    let shown = format_args!("--nat auto: this box's own addresses: {shown:?}");
+    log.log(Level::Info, shown);
+    own
+}
+
 /// Builds the node into `slot`, the arena's: `Node` is large (its tables are sized at compile
 /// time), so it is built on the start-up thread's stack and moved there once.
 pub fn node(
     config: &Config,
     (seed, cert): ([u8; 32], &[u8]),
-    join: &[PeerAddr],
-    random: u64,
+    (join, log): (&[PeerAddr], &Logger),
     slot: &'static mut MaybeUninit<Node>,
 ) -> Result<&'static mut Node, BootError> {
     let bridge_seeds: Vec<PeerAddr> = config
@@ -177,13 +191,14 @@ pub fn node(
         cert,
         operator: config.operator,
         revocation_block: 0,
-        seed: random,
+        seed: super::random_u64(),
         join,
         wal_checkpoint_bytes: config.wal_checkpoint_bytes,
         profile: config.profile,
         bridge_seeds: &bridge_seeds,
         relay: config.relay,
-        behind_nat: config.behind_nat,
+        behind_nat: config.nat == Nat::Yes,
+        own_addrs: &own_addrs(config, join, log),
     };
     let node = Node::new(&node_config, Instant(0)).map_err(|e| credentials_refused(config, e))?;
     Ok(slot.write(node))

@@ -39,8 +39,14 @@ Options:
                         bridges, starting from these
   --relay               Forward sealed frames between peers and boxes behind NAT of this zone
                         (for a box every member reaches directly)
-  --behind-nat          No peer reaches this box directly: it keeps sessions with a few relays
-                        of its zone, and peers reach it through them
+  --nat auto|yes|no     Whether this box is behind NAT (default auto). yes: no peer reaches it
+                        directly; it keeps sessions with a few relays of its zone, and peers
+                        reach it through them. auto: it finds out, when two members see its
+                        frames come from an address that is not one of its own (getifaddrs);
+                        a box behind a 1:1 NAT (a cloud VM's public IP) then uses relays too,
+                        and a --relay only logs a warning. no: never (a 1:1 NAT box reachable
+                        directly that should not use relays)
+  --behind-nat          The same as --nat yes
   --profile lan|wan|metered
                         How often this box talks to its peers (default lan): lan probes every
                         0.5 s (about 4.6 KB/s per box at rest, a dead box found in about 3 to 14
@@ -134,9 +140,9 @@ pub struct Config {
     pub join: Vec<SocketAddr>,
     /// `--bridge-seed`: bridge-capable boxes of other zones (docs/protocol.md §8).
     pub bridge_seeds: Vec<SocketAddr>,
-    /// `--relay` and `--behind-nat` (docs/protocol.md section 12).
+    /// `--relay` and `--nat` (docs/protocol.md section 12).
     pub relay: bool,
-    pub behind_nat: bool,
+    pub nat: Nat,
     pub reserve_bytes: u64,
     pub io: Choice,
     /// Rates and timeouts of membership and gossip (`--profile`, default `lan`).
@@ -217,7 +223,7 @@ pub fn parse(mut args: Arguments) -> Result<Parsed, UsageError> {
     let (cache_listen, cache_upload_rate) = cache_options(&mut args, executor.as_ref())?;
     let proxy_listen = proxy_listen(text(&mut args, "--proxy-listen")?)?;
     let (verbose, strict_alloc) = (args.contains("--verbose"), args.contains("--strict-alloc"));
-    let (relay, behind_nat) = relay_roles(&mut args)?;
+    let (relay, nat) = relay_roles(&mut args)?;
     let wal_checkpoint_bytes = number(&mut args, "--wal-checkpoint-bytes")?
         .unwrap_or(myco_core::config::WAL_CHECKPOINT_BYTES)
         .max(1);
@@ -239,7 +245,7 @@ pub fn parse(mut args: Arguments) -> Result<Parsed, UsageError> {
         join,
         bridge_seeds,
         relay,
-        behind_nat,
+        nat,
         reserve_bytes,
         io,
         profile,
@@ -421,14 +427,36 @@ fn joins(args: &mut Arguments) -> Result<Vec<SocketAddr>, UsageError> {
     values.iter().map(|v| resolve("--join", v)).collect()
 }
 
-/// `--relay` and `--behind-nat`, which exclude each other: a relay must be reachable directly.
-fn relay_roles(args: &mut Arguments) -> Result<(bool, bool), UsageError> {
+/// `--nat`: whether this box is behind NAT (docs/protocol.md section 12).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Nat {
+    /// Found out: when members see this box at addresses not its own (`node::natobs`).
+    Auto,
+    /// Behind NAT from the start (`--behind-nat`).
+    Yes,
+    /// Never, whatever members see.
+    No,
+}
+
+/// `--relay` and `--nat` (or `--behind-nat`, `--nat yes`). A relay must be reachable directly,
+/// so it cannot be `--nat yes`.
+fn relay_roles(args: &mut Arguments) -> Result<(bool, Nat), UsageError> {
     let (relay, behind_nat) = (args.contains("--relay"), args.contains("--behind-nat"));
-    if relay && behind_nat {
-        let why = "--relay and --behind-nat exclude each other: a relay must be reachable directly";
+    let nat = match (text(args, "--nat")?.as_deref(), behind_nat) {
+        (None, true) | (Some("yes"), _) => Nat::Yes,
+        (None | Some("auto"), false) => Nat::Auto,
+        (Some("no"), false) => Nat::No,
+        (Some(v @ ("auto" | "no")), true) => {
+            return Err(usage(format!("--behind-nat is --nat yes, not --nat {v}")));
+        }
+        (Some(v), _) => return Err(usage(format!("--nat is auto, yes or no, not '{v}'"))),
+    };
+    if relay && nat == Nat::Yes {
+        let why = "--relay and --nat yes (--behind-nat) exclude each other: a relay must be \
+                   reachable directly";
         return Err(usage(why.into()));
     }
-    Ok((relay, behind_nat))
+    Ok((relay, nat))
 }
 
 /// `--bridge-seed` values, resolved now like `--join`'s.
@@ -550,16 +578,29 @@ mod tests {
         Ok((b.local, b.builder))
     }
 
-    /// `--relay` and `--behind-nat`: off by default, each alone, never both (a relay must be
-    /// reachable directly).
+    /// `--relay` and `--nat`: no relay and `--nat auto` by default; `--behind-nat` is `--nat
+    /// yes`; a relay is never `--nat yes` (it must be reachable directly), but may find out.
     #[test]
     fn relay_flags() {
-        let roles = |extra: &[&str]| config_of(extra).map(|c| (c.relay, c.behind_nat));
-        assert_eq!(roles(&[]).unwrap(), (false, false));
-        assert_eq!(roles(&["--relay"]).unwrap(), (true, false));
-        assert_eq!(roles(&["--behind-nat"]).unwrap(), (false, true));
-        let e = roles(&["--relay", "--behind-nat"]).unwrap_err().0;
-        assert!(e.contains("exclude each other"), "{e}");
+        let roles = |extra: &[&str]| config_of(extra).map(|c| (c.relay, c.nat));
+        assert_eq!(roles(&[]).unwrap(), (false, Nat::Auto));
+        assert_eq!(roles(&["--relay"]).unwrap(), (true, Nat::Auto));
+        assert_eq!(roles(&["--behind-nat"]).unwrap(), (false, Nat::Yes));
+        assert_eq!(roles(&["--nat", "yes"]).unwrap(), (false, Nat::Yes));
+        assert_eq!(roles(&["--nat", "no"]).unwrap(), (false, Nat::No));
+        let both = ["--behind-nat", "--nat", "yes"];
+        assert_eq!(roles(&both).unwrap(), (false, Nat::Yes));
+        for bad in [
+            &["--relay", "--behind-nat"][..],
+            &["--relay", "--nat", "yes"],
+        ] {
+            let e = roles(bad).unwrap_err().0;
+            assert!(e.contains("exclude each other"), "{e}");
+        }
+        let e = roles(&["--behind-nat", "--nat", "no"]).unwrap_err().0;
+        assert!(e.contains("--behind-nat is --nat yes"), "{e}");
+        let e = roles(&["--nat", "maybe"]).unwrap_err().0;
+        assert!(e.contains("auto, yes or no"), "{e}");
     }
 
     /// `--build`: local by default, remote; anything else names the choices. `--builder` needs

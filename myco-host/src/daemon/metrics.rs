@@ -275,6 +275,18 @@ const GOSSIP: &[Family] = &[
         "Frames a box behind NAT sent only to keep its relays' NAT mappings open.",
         |s| s.counters.relay_keepalives.into(),
     ),
+    one(
+        "myco_behind_nat",
+        Gauge,
+        "1 if this box is behind NAT: started --nat yes, or found out (--nat auto).",
+        |s| u64::from(s.node.meta().nat).into(),
+    ),
+    one(
+        "myco_nat_detected",
+        Gauge,
+        "1 once this box found out by itself that it is behind NAT: two members saw it at addresses not its own.",
+        |s| s.counters.nat_detected.into(),
+    ),
 ];
 
 fn tombstones(node: &Node) -> u64 {

@@ -171,7 +171,7 @@ impl Daemon {
         let revocation = boot::read_revocation(config)?;
         let (peers, remembered) = boot::peers(&config.state_dir, &log);
         let join = boot::join_list(config, &remembered);
-        let node = boot::node(config, (seed, &cert), &join, random_u64(), arena.node)?;
+        let node = boot::node(config, (seed, &cert), (&join, &log), arena.node)?;
         let (store, recovery) = boot::replay(node, &config.state_dir, &log, arena.store)?;
         let reserve = Reserve::new(&config.state_dir, config.reserve_bytes);
         let (io, fallback) = start_backend(config, &log)?;

@@ -26,6 +26,64 @@ pub fn peer_addr(addr: SocketAddr) -> PeerAddr {
     }
 }
 
+/// This box's own addresses with the bound `port`, for `--nat auto` (`node::natobs` in the core):
+/// every interface's address when `getifaddrs` works (IPv4, then IPv6 but link-local: peers meet
+/// the box at routable addresses), and the source address the kernel picks towards each of
+/// `towards` (the join addresses) and towards any global address of each family. `getifaddrs`
+/// needs a netlink socket, which the hardened unit refuses (`RestrictAddressFamilies`); the
+/// routes' source addresses need none (a UDP `connect` only looks up the route, it sends
+/// nothing) and are exactly where the box's frames leave from, which is what peers compare.
+/// Duplicates left out; the core keeps the first `OWN_ADDRS_MAX`.
+pub fn own_addrs(port: u16, towards: &[SocketAddr]) -> Vec<PeerAddr> {
+    let mut list = interface_addrs(port).unwrap_or_default();
+    // Documentation addresses (RFC 5737, RFC 3849): never a peer, routed by the default route.
+    let global = [
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)), 7946),
+        SocketAddr::new(
+            IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1)),
+            7946,
+        ),
+    ];
+    for to in towards.iter().chain(&global) {
+        if let Some(ip) = source_towards(*to) {
+            list.push(peer_addr(SocketAddr::new(ip, port)));
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    list.retain(|a| seen.insert(*a));
+    list
+}
+
+/// Every interface's address but IPv6 link-local ones, IPv4 first.
+fn interface_addrs(port: u16) -> io::Result<Vec<PeerAddr>> {
+    let mut list: Vec<PeerAddr> = Vec::new();
+    let mut v6 = Vec::new();
+    for ifa in nix::ifaddrs::getifaddrs()? {
+        let Some(a) = ifa.address else { continue };
+        if let Some(s) = a.as_sockaddr_in() {
+            list.push(PeerAddr::v4(s.ip().octets(), port));
+        } else if let Some(s) = a.as_sockaddr_in6() {
+            if s.ip().segments()[0] & 0xffc0 != 0xfe80 {
+                let ip = s.ip().octets();
+                v6.push(PeerAddr { ip, port });
+            }
+        }
+    }
+    list.extend(v6);
+    Ok(list)
+}
+
+/// The source address this host's routes give a datagram to `to`; None without a route.
+fn source_towards(to: SocketAddr) -> Option<IpAddr> {
+    let any = match to {
+        SocketAddr::V4(_) => SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
+        SocketAddr::V6(_) => SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0),
+    };
+    let socket = UdpSocket::bind(any).ok()?;
+    socket.connect(to).ok()?;
+    Some(socket.local_addr().ok()?.ip()).filter(|ip| !ip.is_unspecified())
+}
+
 /// Where to send to `peer` from a socket of this family: an IPv4-only socket cannot reach an
 /// IPv6 peer (`None`); a dual-stack socket reaches IPv4 peers through their mapped address.
 pub fn socket_addr(peer: PeerAddr, ipv6_socket: bool) -> Option<SocketAddr> {
@@ -125,6 +183,19 @@ fn answers(path: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The source address towards a join address is among the box's own, with the bound port:
+    /// towards loopback, 127.0.0.1 (found without netlink, as under the hardened unit).
+    #[test]
+    fn own_addrs_include_the_source_towards_each_join_address() {
+        let towards = [SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9)];
+        let own = own_addrs(7000, &towards);
+        assert!(own.contains(&PeerAddr::v4([127, 0, 0, 1], 7000)), "{own:?}");
+        assert_eq!(
+            source_towards(towards[0]),
+            Some(IpAddr::V4(Ipv4Addr::LOCALHOST))
+        );
+    }
 
     #[test]
     fn addresses_round_trip_through_the_core_form() {

@@ -330,6 +330,7 @@ impl Sink for CoreSink {
                 let _ = self.build_failed.push((from, request));
             }
             Event::Refused(why) => self.refused(why),
+            Event::BehindNat { .. } | Event::RelayTranslated { .. } => self.nat(event),
             Event::Revoked { height } => {
                 self.revoked = true;
                 let mut r = Record::new(Kind::Revoked, "");
@@ -403,6 +404,28 @@ impl CoreSink {
         } else {
             self.log
                 .log(Level::Info, format_args!("member {id:016x} is {what}"));
+        }
+    }
+
+    /// What the core found out about address translation in front of this box (`node::natobs`),
+    /// said once a run.
+    fn nat(&mut self, event: Event) {
+        match event {
+            Event::BehindNat { seen_at } => self.log.log(
+                Level::Warning,
+                format_args!(
+                    "behind NAT: peers see this box at {}, not one of its own addresses; using relays",
+                    super::net::display_addr(seen_at)
+                ),
+            ),
+            Event::RelayTranslated { seen_at } => self.log.log(
+                Level::Warning,
+                format_args!(
+                    "a relay behind address translation: peers see this box at {}, not one of its own addresses; boxes behind NAT reach it only if that address forwards to it",
+                    super::net::display_addr(seen_at)
+                ),
+            ),
+            _ => {}
         }
     }
 

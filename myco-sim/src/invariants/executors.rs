@@ -131,7 +131,10 @@ pub(crate) fn check_dns(
         if i == j {
             addr(i)
         } else {
-            myco_core::PeerAddr { port: 0, ..addr(j) }
+            myco_core::PeerAddr {
+                port: 0,
+                ..boxes[j].seen_at
+            }
         }
     };
     for &i in live {

@@ -202,6 +202,7 @@ pub(crate) mod tests {
             bridge_seeds: &[],
             relay: false,
             behind_nat: false,
+            own_addrs: &[],
         };
         Box::new(Node::new(&config, myco_core::Instant(0)).unwrap())
     }

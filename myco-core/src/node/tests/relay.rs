@@ -33,6 +33,7 @@ fn box_node_profiled(i: usize, (relay, behind_nat): (bool, bool), profile: Profi
         bridge_seeds: &[],
         relay,
         behind_nat,
+        own_addrs: &[addr(i)],
     };
     Box::new(Node::new(&config, Instant(0)).unwrap())
 }
@@ -43,7 +44,8 @@ const NAT_MAPPING_MS: u64 = 30_000;
 
 /// A perfect wire between test nodes, except that a node whose `up` is false neither sends nor
 /// receives (cut off, as if dead), and a node behind NAT receives only from addresses it sent to
-/// within `NAT_MAPPING_MS`. With `port_per_peer`, a node behind NAT has another public address
+/// within `NAT_MAPPING_MS`. The NAT translates: a node behind it is seen at the NAT's public
+/// address (`10.0.0.1`), with a port of its own. With `port_per_peer`, a node behind NAT has another public address
 /// for each peer, as a NAT gives when the box's own port is taken towards some peers (the
 /// testbed's nftables masquerade did) or a symmetric NAT: a peer reaches it only at the address
 /// its frames to that peer come from.
@@ -85,10 +87,10 @@ impl Net {
 
     /// Where `src`'s frames to `dst` come from, as `dst` sees them.
     fn seen_from(&self, src: usize, dst: usize) -> PeerAddr {
-        if self.port_per_peer && self.nat[src] {
-            PeerAddr::v4([10, 0, 0, 1], 1000 + dst as u16)
-        } else {
-            addr(src)
+        match (self.nat[src], self.port_per_peer) {
+            (false, _) => addr(src),
+            (true, true) => PeerAddr::v4([10, 0, 0, 1], 1000 + dst as u16),
+            (true, false) => PeerAddr::v4([10, 0, 0, 1], 2000 + src as u16),
         }
     }
 
@@ -337,8 +339,20 @@ fn a_box_behind_nat_moves_to_the_next_relay_when_one_dies() {
 /// only about every 40 s): the last behind a NAT that drops what comes from an address it has not
 /// sent to for 30 s; box 0 is a relay when `relay`.
 fn metered_with_nat(relay: bool) -> (StdVec<Box<Node>>, Net) {
+    metered_behind_nat(relay, (false, true))
+}
+
+/// The same, box 7 started with these `(relay, behind_nat)` flags whatever the NAT.
+fn metered_behind_nat(relay: bool, flags: (bool, bool)) -> (StdVec<Box<Node>>, Net) {
+    let roles = |i: usize| {
+        if i == 7 {
+            flags
+        } else {
+            (relay && i == 0, false)
+        }
+    };
     let nodes = (0..8)
-        .map(|i| box_node_profiled(i, (relay && i == 0, i == 7), Profile::METERED))
+        .map(|i| box_node_profiled(i, roles(i), Profile::METERED))
         .collect();
     let mut nat = [false; 8];
     nat[7] = true;
@@ -475,3 +489,5 @@ fn a_relays_death_leaves_the_box_behind_nat_alive() {
 fn a_relays_death_leaves_the_box_behind_a_port_per_peer_nat_alive() {
     a_relays_death_leaves_the_box_behind_it_alive(true);
 }
+
+mod natobs;
