@@ -218,6 +218,15 @@ fn five_nodes_converge_and_survive_a_kill() {
         CONVERGE,
         "all five show web deleted",
     );
+    // Each listens on its own 127/8 address, which no route names: peers see it where it is
+    // bound, so none may take itself for a box behind NAT (`--nat auto`, the default).
+    for (i, d) in c.daemons.iter().enumerate() {
+        assert_eq!(
+            d.metric("myco_behind_nat"),
+            0.0,
+            "node {i} thinks it is behind NAT"
+        );
+    }
 }
 
 /// Three nodes certified at height 5 and given the revocation record of height 5, seeing each

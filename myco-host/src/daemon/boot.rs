@@ -166,7 +166,7 @@ fn own_addrs(config: &Config, join: &[PeerAddr], log: &Logger) -> Vec<PeerAddr> 
         return Vec::new();
     }
     let towards: Vec<_> = join.iter().map(|&p| net::display_addr(p)).collect();
-    let own = net::own_addrs(config.listen.port(), &towards);
+    let own = net::own_addrs(config.listen, &towards);
     let shown: Vec<_> = own.iter().map(|&a| net::display_addr(a).ip()).collect();
     let shown = format_args!("--nat auto: this box's own addresses: {shown:?}");
     log.log(Level::Info, shown);

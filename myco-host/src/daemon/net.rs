@@ -33,9 +33,16 @@ pub fn peer_addr(addr: SocketAddr) -> PeerAddr {
 /// needs a netlink socket, which the hardened unit refuses (`RestrictAddressFamilies`); the
 /// routes' source addresses need none (a UDP `connect` only looks up the route, it sends
 /// nothing) and are exactly where the box's frames leave from, which is what peers compare.
+/// A socket bound to one address (`--listen 10.0.0.5:7946`) sends from that address alone,
+/// whatever the routes say, so that address comes first: without it, a box bound to 127.0.0.7
+/// (as the test clusters are) is seen at an address its routes never name (they pick 127.0.0.1)
+/// and would take itself for a box behind NAT.
 /// Duplicates left out; the core keeps the first `OWN_ADDRS_MAX`.
-pub fn own_addrs(port: u16, towards: &[SocketAddr]) -> Vec<PeerAddr> {
-    let mut list = interface_addrs(port).unwrap_or_default();
+pub fn own_addrs(listen: SocketAddr, towards: &[SocketAddr]) -> Vec<PeerAddr> {
+    let port = listen.port();
+    let bound = (!listen.ip().is_unspecified()).then(|| peer_addr(listen));
+    let mut list: Vec<PeerAddr> = bound.into_iter().collect();
+    list.extend(interface_addrs(port).unwrap_or_default());
     // Documentation addresses (RFC 5737, RFC 3849): never a peer, routed by the default route.
     let global = [
         SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)), 7946),
@@ -189,12 +196,28 @@ mod tests {
     #[test]
     fn own_addrs_include_the_source_towards_each_join_address() {
         let towards = [SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9)];
-        let own = own_addrs(7000, &towards);
+        let any = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 7000);
+        let own = own_addrs(any, &towards);
         assert!(own.contains(&PeerAddr::v4([127, 0, 0, 1], 7000)), "{own:?}");
         assert_eq!(
             source_towards(towards[0]),
             Some(IpAddr::V4(Ipv4Addr::LOCALHOST))
         );
+    }
+
+    /// A box bound to one address counts it as its own, first, though no route names it
+    /// (towards 127.0.0.1 the source is 127.0.0.1, not the bound 127.0.0.7).
+    #[test]
+    fn own_addrs_start_with_the_bound_address() {
+        let bound: SocketAddr = "127.0.0.7:7000".parse().unwrap();
+        let towards = [SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9)];
+        let own = own_addrs(bound, &towards);
+        assert_eq!(
+            own.first(),
+            Some(&PeerAddr::v4([127, 0, 0, 7], 7000)),
+            "{own:?}"
+        );
+        assert!(own.contains(&PeerAddr::v4([127, 0, 0, 1], 7000)), "{own:?}");
     }
 
     #[test]
