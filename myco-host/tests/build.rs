@@ -46,6 +46,24 @@ fn state(d: &Daemon, name: &str) -> String {
     d.get(&format!("/services/{name}")).1
 }
 
+/// The one GC root of `name`'s version `rev` in `gcroots`: `<name>-<rev12>-<system>`, one per
+/// version and system (the box's own system here).
+fn version_root(gcroots: &Path, name: &str, rev: &str) -> PathBuf {
+    let prefix = format!("{name}-{}-", &rev[..12]);
+    let roots: Vec<_> = fs::read_dir(gcroots)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with(&prefix))
+        .collect();
+    assert_eq!(roots.len(), 1, "one root for the version: {roots:?}");
+    let system = &roots[0][prefix.len()..];
+    assert!(
+        ["x86_64-linux", "aarch64-linux"].contains(&system),
+        "the root names the system: {roots:?}"
+    );
+    gcroots.join(&roots[0])
+}
+
 #[test]
 fn a_flake_service_runs_its_built_store_path() {
     let Ok(nix) = which("nix") else {
@@ -90,20 +108,8 @@ fn a_flake_service_runs_its_built_store_path() {
         exec.contains("/nix/store/") && exec.contains("-hello/bin/hello"),
         "{exec}"
     );
-    // One root per version and system: `hello-<rev12>-<system>` (the box's own system here).
-    let prefix = format!("hello-{}-", &rev[..12]);
-    let roots: Vec<_> = fs::read_dir(&gcroots)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|n| n.starts_with(&prefix))
-        .collect();
-    assert_eq!(roots.len(), 1, "one root for the version: {roots:?}");
-    let system = &roots[0][prefix.len()..];
-    assert!(
-        ["x86_64-linux", "aarch64-linux"].contains(&system),
-        "the root names the system: {roots:?}"
-    );
-    let target = fs::read_link(gcroots.join(&roots[0])).expect("the version is rooted");
+    let target =
+        fs::read_link(version_root(&gcroots, "hello", &rev)).expect("the version is rooted");
     assert!(
         exec.contains(target.to_str().unwrap()),
         "{exec} runs {}",
