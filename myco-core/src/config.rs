@@ -182,11 +182,18 @@ pub const BUILD_WAIT_MAX_MS: u64 = 10 * 60_000;
 /// A changed status is sent to every live member this many times more, a second apart, so a
 /// lost frame does not hide a failing service.
 pub const STATUS_RESENDS: u8 = 2;
-/// A changed status is pushed to every member at most this often; changes in between are
-/// coalesced into the next push. While services are installed each unit steps through several
+/// A changed status is pushed to every member at most this often on average (after a burst of
+/// `STATUS_PUSH_BURST`); changes in between are coalesced into the next push. While services are installed each unit steps through several
 /// states, and pushing each step to every member made convergence traffic grow with members times
 /// transitions; a second is short next to a probe round, which repairs any peer that missed one.
 pub const STATUS_PUSH_INTERVAL_MS: u64 = 1_000;
+/// Pushes of status changes that may go out back to back before the interval holds them. With
+/// one, a change within a second of the last push waited for the interval while others waited on
+/// it: a box publishes twice as it starts (its first status, then its offers), so a rollout's
+/// first wave taking a version just after start pushed that only up to a second later, and the
+/// next wave waited (docs/benchmarks.md, "The status wait"). Three leave that change its push at
+/// once and still hold the average to one push per interval.
+pub const STATUS_PUSH_BURST: u64 = 3;
 /// Piggybacked updates are retransmitted `mult x ceil(log10(members + 1))` times.
 pub const RETRANSMIT_MULT: u8 = 4;
 /// A node that knows no live peer retries its join addresses this often.

@@ -386,12 +386,14 @@ pub struct Node {
     status: Status,
     status_resends: u8,
     next_status_resend: Instant,
-    /// A change of the status not pushed yet (it waits for `STATUS_PUSH_INTERVAL_MS`).
+    /// A change of the status not pushed yet (it waits for `status_push_due`).
     status_unpushed: bool,
     /// Newer member statuses stored, wrapping (`Node::statuses_heard`).
     statuses_heard: u32,
-    /// When the status was last pushed to every member for a change (None: never).
-    last_status_push: Option<Instant>,
+    /// The pushes of changes as a virtual schedule (GCRA): when the next push would be due were
+    /// pushes spaced by `STATUS_PUSH_INTERVAL_MS`; a push may go `STATUS_PUSH_BURST - 1`
+    /// intervals ahead of it.
+    status_push_due: Instant,
     /// Which entries are placed here, and the inputs that answer was computed from
     /// (`Node::placed_here`): a `Cell` because reading the answer is `&self`.
     placed: Cell<placed::PlacedCache>,
@@ -489,7 +491,7 @@ impl Node {
             next_status_resend: now,
             status_unpushed: false,
             statuses_heard: 0,
-            last_status_push: None,
+            status_push_due: Instant(0),
             placed: Cell::new(placed::PlacedCache::EMPTY),
             digests: Cell::new(None),
             nat_watch: natobs::NatWatch::new(config.own_addrs),

@@ -1,7 +1,8 @@
 //! Status: what each node says of the services placed on it. The owner lists its placed services
 //! that are not running (running is the default) and versions the list; peers keep the highest
 //! version per member. A change is versioned at once but pushed to every live member at most
-//! once per `STATUS_PUSH_INTERVAL_MS` (changes in between ride on the next push), then again
+//! `STATUS_PUSH_BURST` times back to back and once per `STATUS_PUSH_INTERVAL_MS` on average
+//! (changes in between ride on the next push), then again
 //! `STATUS_RESENDS` times a second apart, and a non-empty status also rides on the periodic
 //! membership push. Every ping and ack carries the version of the receiver's status the sender
 //! holds (`status_seen`); a receiver whose status is newer sends it. Probes reach every member
@@ -13,7 +14,9 @@
 //! floor (its wall-clock seconds) with every report.
 
 use super::{Node, Sink};
-use crate::config::{MEMBERS_MAX, STATUS_PUSH_INTERVAL_MS, STATUS_RESENDS, STATUS_UNITS_MAX};
+use crate::config::{
+    MEMBERS_MAX, STATUS_PUSH_BURST, STATUS_PUSH_INTERVAL_MS, STATUS_RESENDS, STATUS_UNITS_MAX,
+};
 use crate::place;
 use crate::schema::addr::PeerAddr;
 use crate::schema::message::{Digest, Message, Offer, Status, UnitState};
@@ -32,8 +35,8 @@ impl Node {
     /// Reports this node's placed services that are not running, as `(key hash, state)`, and the
     /// digest of what is placed here (`own_placed_digest`, which the caller has gathered in the
     /// same walk over the placed entries). Only a
-    /// change is versioned; it is pushed at once unless a push went out less than
-    /// `STATUS_PUSH_INTERVAL_MS` ago, else with the next push (`tick_status`). `floor` (the host's wall-clock seconds) keeps versions
+    /// change is versioned; it is pushed at once unless the pushes before used up the burst, else
+    /// with the next push (`tick_status`). `floor` (the host's wall-clock seconds) keeps versions
     /// growing across restarts; more than `STATUS_UNITS_MAX` units are cut, with `more` set.
     pub fn set_status(
         &mut self,
@@ -154,23 +157,24 @@ impl Node {
         self.push_change_when_due(now, sink);
     }
 
-    /// Pushes an unpushed change if the last push is `STATUS_PUSH_INTERVAL_MS` old, and restarts
-    /// the resends from this push. Returns whether it pushed.
+    /// Pushes an unpushed change if the push schedule allows it (at most `STATUS_PUSH_BURST`
+    /// back to back, one per `STATUS_PUSH_INTERVAL_MS` on average), and restarts the resends from
+    /// this push. Returns whether it pushed.
     fn push_change_when_due(&mut self, now: Instant, sink: &mut impl Sink) -> bool {
-        let due = self
-            .last_status_push
-            .is_none_or(|last| now >= last.add_ms(STATUS_PUSH_INTERVAL_MS));
-        if !self.status_unpushed || !due {
+        let ahead = (STATUS_PUSH_BURST - 1) * STATUS_PUSH_INTERVAL_MS;
+        if !self.status_unpushed || now.add_ms(ahead) < self.status_push_due {
             return false;
         }
-        let previous = self.last_status_push;
         self.status_unpushed = false;
-        self.last_status_push = Some(now);
+        self.status_push_due = self
+            .status_push_due
+            .max(now)
+            .add_ms(STATUS_PUSH_INTERVAL_MS);
         self.status_resends = STATUS_RESENDS;
         self.next_status_resend = now.add_ms(STATUS_RESEND_MS);
         self.push_status(sink);
-        // Coalescing is the point: no two pushes of a change may be closer than the interval.
-        assert!(previous.is_none_or(|p| now >= p.add_ms(STATUS_PUSH_INTERVAL_MS)));
+        // Coalescing is the point: the schedule never runs more than the burst ahead of now.
+        assert!(self.status_push_due <= now.add_ms(ahead + STATUS_PUSH_INTERVAL_MS));
         true
     }
 
