@@ -297,14 +297,11 @@ pub fn root_system(file: &str) -> Option<(&str, Arch)> {
 /// revision's hex digits, then a system or nothing.
 pub fn is_root_of(file: &str, name: &str) -> bool {
     let bare = root_system(file).map_or(file, |(rest, _)| rest);
-    let rev_of = |f: &str| {
-        f.strip_prefix(name)
-            .and_then(|rest| rest.strip_prefix('-'))
-            .is_some_and(|rev| {
-                rev.len() == ROOT_REV_DIGITS && rev.bytes().all(|c| c.is_ascii_hexdigit())
-            })
-    };
-    rev_of(bare) || rev_of(file)
+    bare.strip_prefix(name)
+        .and_then(|rest| rest.strip_prefix('-'))
+        .is_some_and(|rev| {
+            rev.len() == ROOT_REV_DIGITS && rev.bytes().all(|c| c.is_ascii_hexdigit())
+        })
 }
 
 /// `<out>/bin/<name>`, if `out` is a store path a unit can run from.
