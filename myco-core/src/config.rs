@@ -155,6 +155,11 @@ pub const MEMBER_PULL_MIN_MS: u64 = 2_000;
 /// Lifeguard's local health: the highest score. A node scales its probe interval, probe timeout
 /// and suspicion timeouts by `1 + score`; missed acks and refutations raise it, acks lower it.
 pub const AWARENESS_MAX: u8 = 8;
+/// Probes the moving average of missed probes weighs (each new one counts 1/`MISS_AVERAGE`),
+/// which puts a floor under the local health score where loss misses many of them
+/// (`Node::awareness_scale`). Sixteen: at 50% loss the average of nearly every node stays within
+/// a few points of its mean, where a walk of one step per probe wanders from 0 to the top.
+pub const MISS_AVERAGE: u32 = 16;
 /// Services a node lists as not running in its status; beyond, its status says "more".
 pub const STATUS_UNITS_MAX: usize = 8;
 /// Build keys a node's status offers from its binary cache (`schema::message::Offer`): the

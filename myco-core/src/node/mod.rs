@@ -365,6 +365,9 @@ pub struct Node {
     /// Lifeguard's local health score, 0 (healthy) to `AWARENESS_MAX`: raised by this node's
     /// own missed acks and refutations, lowered by acks. See `Node::awareness_scale`.
     health: u8,
+    /// The share of this node's probes of live members that went unacked, in millionths: a moving
+    /// average over about the last `MISS_AVERAGE` probes. It sets a floor under `health`.
+    miss_ppm: u32,
     relays: Vec<Relay, RELAYS_MAX>,
     /// What this node forwards as a `--relay`, and at what rate.
     forwarder: relay::Forwarder,
@@ -473,6 +476,7 @@ impl Node {
             probe: None,
             handshake_probe: None,
             health: 0,
+            miss_ppm: 0,
             relays: Vec::new(),
             forwarder: relay::Forwarder::new(now),
             bridges: bridge::Bridges::new(config.bridge_seeds),

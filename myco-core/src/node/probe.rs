@@ -9,16 +9,39 @@
 //! of itself, is more likely slow itself (CPU saturated, a stall) than surrounded by failures. Its
 //! score rises by one for each (a missed ack only from a member it still held alive), falls by one
 //! for each acked probe, and stretches its probe interval, probe timeout and suspicion timeouts by
-//! `1 + score`, so a slow node accuses late and seldom.
+//! `1 + score`, so a slow node accuses late and seldom. A moving average of missed probes sets a
+//! floor under the score (`Node::loss_floor`), so under heavy loss no node walks down by luck to
+//! timeouts far shorter than everyone else's.
 
 use super::*;
-use crate::config::AWARENESS_MAX;
 use crate::config::HANDSHAKE_TIMEOUT_MS;
+use crate::config::{AWARENESS_MAX, MISS_AVERAGE};
 
 impl Node {
     /// Lifeguard's multiplier of this node's probe interval, probe timeout and suspicion timeouts.
     pub(super) fn awareness_scale(&self) -> u64 {
-        1 + u64::from(self.health)
+        1 + u64::from(self.local_health())
+    }
+
+    /// The lowest score the share of missed probes allows: `AWARENESS_MAX` times twice that share
+    /// (0 below about 3% missed, the most from half missed on). The score alone is a random walk
+    /// (one up per miss, one down per ack), so where loss misses many probes of every node (30%
+    /// loss: about one in five; 50%: three in five) most nodes sit near the top while a few, by
+    /// chance, walk down to 0 and run their timeouts at a ninth of the others'. Those few declared
+    /// nearly every false death in MycoSim (a node at 0 declared the death that everyone then
+    /// accepted, before the suspect's refutation reached it); the average tells loss from luck.
+    /// Below 3% missed (10% loss misses under 1%) the floor is 0 and the walk rules as before.
+    fn loss_floor(&self) -> u8 {
+        let max = u64::from(AWARENESS_MAX);
+        let floor = (2 * max * u64::from(self.miss_ppm) + 500_000) / 1_000_000;
+        floor.min(max) as u8
+    }
+
+    /// Counts one judged probe of a live member in the score and in the average of misses.
+    pub(super) fn note_probe(&mut self, missed: bool) {
+        self.adjust_health(missed);
+        let kept = self.miss_ppm - self.miss_ppm / MISS_AVERAGE;
+        self.miss_ppm = kept + if missed { 1_000_000 / MISS_AVERAGE } else { 0 };
     }
 
     /// Raises (`worse`) or lowers the local health score within `0..=AWARENESS_MAX`.
@@ -30,9 +53,10 @@ impl Node {
         };
     }
 
-    /// The local health score (0: healthy), for metrics and tests.
+    /// The local health score in effect (0: healthy): the walk's, or the floor the share of
+    /// missed probes sets, whichever is higher. For metrics and tests.
     pub fn local_health(&self) -> u8 {
-        self.health
+        self.health.max(self.loss_floor())
     }
 
     pub(super) fn tick_probe(&mut self, now: Instant, sink: &mut impl Sink) {
@@ -65,7 +89,7 @@ impl Node {
                 .get(p.target)
                 .is_some_and(|m| m.state == MemberState::Alive);
             if p.acked || was_alive {
-                self.adjust_health(!p.acked);
+                self.note_probe(!p.acked);
             }
             if !p.acked {
                 let applied = self.members.suspect(now, p.target, self.id);

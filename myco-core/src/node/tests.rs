@@ -3,7 +3,7 @@
 
 extern crate std;
 use super::*;
-use crate::config::{MEMBER_PAGE_RECORDS, WAL_CHECKPOINT_BYTES};
+use crate::config::{AWARENESS_MAX, MEMBER_PAGE_RECORDS, WAL_CHECKPOINT_BYTES};
 use crate::crypto::cert::certify;
 use crate::crypto::sign_entry;
 use crate::executor::UnitHealth;
@@ -847,7 +847,8 @@ fn pulls_are_answered_once_per_interval() {
 
 /// Lifeguard's local health: a node whose probes go unanswered raises its score (once per
 /// member it held alive), one that must refute a suspicion of itself too; acks bring it back
-/// to 0, and a score stretches the suspicion timeout.
+/// to 0 (once the average of misses, `MISS_AVERAGE` probes long, has forgotten the miss), and a
+/// score stretches the suspicion timeout.
 #[test]
 fn missed_acks_and_refutations_raise_local_health() {
     joined_pair!(a, b, _addr_a, _addr_b);
@@ -862,9 +863,38 @@ fn missed_acks_and_refutations_raise_local_health() {
     // `a` hears that it is suspect and refutes: that counts against its own health too.
     a.apply_member(Instant(5_000), &suspect, b.id(), &mut Wire::default());
     assert_eq!(a.local_health(), 1);
-    run_pair(&mut a, &mut b, 5_000, 5_000);
+    run_pair(&mut a, &mut b, 30_000, 5_000);
     assert_eq!((a.local_health(), b.local_health()), (0, 0));
     assert!(lists(&b, a.id()));
+}
+
+/// Under steady loss the walk alone wanders: half the probes missed, one by one in turn, leaves it
+/// at 0 or 1, where a node would run timeouts a ninth of its peers'. The average of misses keeps
+/// the score at the top; misses as rare as 10% loss gives (under 1%) set no floor.
+#[test]
+fn a_steady_share_of_misses_keeps_local_health_up() {
+    joined_pair!(a, b, _addr_a, _addr_b);
+    for i in 0..64 {
+        a.note_probe(i % 2 == 0);
+    }
+    assert_eq!(a.health, 0, "the walk alone is back at 0 after each ack");
+    assert_eq!(
+        a.local_health(),
+        AWARENESS_MAX,
+        "half missed: the floor is the top"
+    );
+    for i in 0..200 {
+        b.note_probe(i % 100 == 0);
+    }
+    assert_eq!(b.local_health(), 0, "one miss in a hundred: no floor");
+    for _ in 0..16 {
+        b.note_probe(true);
+    }
+    assert_eq!(
+        b.local_health(),
+        AWARENESS_MAX,
+        "a stall: the walk climbs at once"
+    );
 }
 
 /// The answering side of a handshake sends a sealed frame at once, so on a perfect wire the
