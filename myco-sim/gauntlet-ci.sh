@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # CI's gauntlet (`make gauntlet-ci`): SECONDS of simulation in all. First every scenario of
-# myco-sim/regressions.txt, exactly as written; then `myco-sim gauntlet` from a random seed for
-# the rest of the time (at least MIN_RANDOM_SECONDS). Every failure prints the command that
+# myco-sim/regressions.txt, exactly as written, one per core at a time; then `myco-sim gauntlet`
+# (also one seed per core) from a random seed for the rest of the time (at least
+# MIN_RANDOM_SECONDS). Every failure prints the command that
 # reproduces it; any failure fails the run, after all of it has run.
 #
 # Usage: myco-sim/gauntlet-ci.sh SECONDS [FIRST_RANDOM_SEED]
@@ -16,21 +17,37 @@ cargo build -q --profile sim -p myco-sim
 sim=${CARGO_TARGET_DIR:-$here/../target}/sim/myco-sim
 started=$SECONDS
 failures=0
+# Scenarios run side by side, one per core (each is one thread); their reports print in file order.
+jobs_max=$(nproc)
+out_dir=$(mktemp -d)
+trap 'rm -rf "$out_dir"' EXIT
 
-while IFS= read -r line; do
-	args=${line%%#*}
-	[[ -n ${args// /} ]] || continue
-	what=${line#*# }
+# Runs one regression scenario and prints its report; fails when the scenario fails.
+regression() {
+	local args=$1 what=$2 out
 	# shellcheck disable=SC2086 # the arguments split on spaces, as on a command line
 	if out=$("$sim" run $args 2>&1); then
 		echo "regression ok: $what"
 	else
-		failures=$((failures + 1))
 		echo "$out"
 		echo "regression FAILED: $what"
 		echo "  reproduce with: cargo run --profile sim -p myco-sim -- run ${args% }"
+		return 1
 	fi
+}
+
+pids=()
+while IFS= read -r line; do
+	args=${line%%#*}
+	[[ -n ${args// /} ]] || continue
+	while (($(jobs -rp | wc -l) >= jobs_max)); do wait -n || true; done
+	regression "$args" "${line#*# }" >"$out_dir/${#pids[@]}" &
+	pids+=($!)
 done <"$here/regressions.txt"
+for i in "${!pids[@]}"; do
+	wait "${pids[$i]}" || failures=$((failures + 1))
+	cat "$out_dir/$i"
+done
 
 left_s=$((total_s - (SECONDS - started)))
 ((left_s >= min_random_s)) || left_s=$min_random_s

@@ -35,7 +35,7 @@ myco-sim: MycoSim, the deterministic simulator of a Myco cluster
 USAGE:
   myco-sim run [--seed S] [--nodes N] [--services K] [--loss P] [--json] [FAULTS] [--adversary]
                [--scenario rotate] [--profile lan|wan|metered]
-  myco-sim gauntlet --seconds T [--seed S]
+  myco-sim gauntlet --seconds T [--seed S] [--jobs J]
   myco-sim bench [--seeds N] [--placement | --at-rest | --profiles]
   myco-sim capacity [--seed S]
   myco-sim formation [--seed S] [--nodes N] [--loss P] [--stagger-ms MS] [--slow-ms MS]
@@ -79,6 +79,12 @@ RUN OPTIONS:
 INVARIANTS:
   whenever every live node holds the same state and sees the same members alive, each places
   every service on the same min(replicas, eligible live) members (a violation is exit 2)
+
+GAUNTLET OPTIONS:
+  --seconds T       start seeds for T seconds of wall time, then wait for those running
+  --seed S          the first seed (default 1); each next seed is one more
+  --jobs J          seeds run at once, one per thread, 1..=64 (default: one per core); a seed's
+                    result is the same on any thread and beside any other
 
 FORMATION OPTIONS:
   nodes (default 250) start STAGGER ms apart (default 50), each joining node 0 and two random
