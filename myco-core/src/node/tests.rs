@@ -868,6 +868,38 @@ fn missed_acks_and_refutations_raise_local_health() {
     assert!(lists(&b, a.id()));
 }
 
+/// Membership gossip puts what the sender believes of a suspect first in the suspect's frame, as
+/// probes do: under a queue full of other news (a cluster forming), a suspect that got only these
+/// frames never heard of its suspicion, and the cluster declared it dead.
+#[test]
+fn membership_gossip_tells_a_suspect_of_its_own_suspicion() {
+    joined_pair!(a, b, addr_a, addr_b);
+    let t = Instant(3_000);
+    a.out.now = t;
+    assert_eq!(
+        a.members.suspect(t, b.id(), a.id()),
+        Applied::Changed(MemberState::Suspect)
+    );
+    // The suspicion has had its transmits; fresh news of others fills the queue.
+    while a.members.pending_len() > 0 {
+        a.members.take_piggyback();
+    }
+    for i in 0..crate::config::MEMBER_UPDATES_MAX as u64 {
+        a.apply_member(t, &phantom(i), 0, &mut Wire::default());
+    }
+    let mut wire = Wire::default();
+    a.gossip_members(&mut wire);
+    let refuted = b.counters().refutations;
+    for (_, frame) in wire.frames.iter().filter(|(to, _)| *to == addr_b) {
+        b.handle_datagram(t, addr_a, frame, &mut Wire::default());
+    }
+    assert_eq!(
+        b.counters().refutations,
+        refuted + 1,
+        "b heard it and refuted"
+    );
+}
+
 /// Under steady loss the walk alone wanders: half the probes missed, one by one in turn, leaves it
 /// at 0 or 1, where a node would run timeouts a ninth of its peers'. The average of misses keeps
 /// the score at the top; misses as rare as 10% loss gives (under 1%) set no floor.
