@@ -375,6 +375,39 @@ fn texts() {
     );
 }
 
+/// What Nix and services print, which the other parsers read: the lines the targets' own comments
+/// suggest, and captured `nix flake metadata --json` output.
+fn outputs(web: &[u8], flake: &[u8]) {
+    let log = b"\x10copying path '/nix/store/x' from 'http://127.0.0.1:7947'...\nbuilding '/d'\n";
+    write("build_log", "fetched", log);
+    write(
+        "nix_build_json",
+        "built",
+        br#"[{"drvPath":"/d","outputs":{"out":"/nix/store/x"}}]"#,
+    );
+    let gc = b"finding garbage collector roots...\n3 store paths deleted, 1.25 MiB freed\n";
+    write("gc_output", "freed", gc);
+    write("health_status", "ok", b"HTTP/1.1 200 OK\r\n");
+    let plain = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}";
+    write("http_response", "plain", plain);
+    let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n";
+    write("http_response", "chunked", chunked);
+    write("profile_name", "lan", b"lan");
+    write("unit", "web", web);
+    write("unit", "flake", flake);
+    let metadata: [(&str, &[u8]); 3] = [
+        ("git", include_bytes!("../../tests/nix/metadata/git.json")),
+        (
+            "git-dirty",
+            include_bytes!("../../tests/nix/metadata/git-dirty.json"),
+        ),
+        ("path", include_bytes!("../../tests/nix/metadata/path.json")),
+    ];
+    for (name, bytes) in metadata {
+        write("flake_metadata", name, bytes);
+    }
+}
+
 fn main() {
     let web = entry("web", false);
     let flake = entry("web", true);
@@ -388,4 +421,5 @@ fn main() {
     wal(&web, &db);
     privileged(&web, &flake);
     texts();
+    outputs(&web, &flake);
 }
