@@ -408,6 +408,50 @@ fn outputs(web: &[u8], flake: &[u8]) {
     }
 }
 
+/// The genuine build request for the `build_request` target's builder, which holds this very
+/// entry (operator seed 1, service `web`, a flake at rev a7...), and the answer that it failed;
+/// the first byte says the builder builds both systems, each body follows its length.
+fn build_request() {
+    use myco_core::executor::remote::request;
+    use myco_core::state::store::Store;
+    let operator = SigningKey::from_seed([1; 32]).expect("seed");
+    let source = Source::Flake {
+        uri: "git+file:///srv/web?rev=a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7",
+        attr: "default",
+        rev: [0xa7; 20],
+        nar_hash: [0x5c; 32],
+    };
+    let body = EntryBody {
+        name: "web",
+        version: Version {
+            clock: 1,
+            key_id: operator.public_key().key_id(),
+        },
+        spec: Some(ServiceSpec::minimal(source)),
+    };
+    let mut entry = [0u8; 512];
+    let len = myco_core::crypto::sign_entry(&operator, &body, &mut entry).expect("valid");
+    let mut store = Store::<8, 4096>::new();
+    store.merge(&entry[..len]).expect("merged");
+    let held = store.get_by_name("web").expect("merged");
+    let r = request(&held, Arch::X86_64).expect("a flake");
+    for (name, msg) in [
+        ("request", Message::BuildRequest(r)),
+        ("failed", Message::BuildFailed(r)),
+    ] {
+        let mut out = [0u8; 1024];
+        let n = Body {
+            root: Digest(0),
+            msg,
+        }
+        .encode(&mut out[2..])
+        .expect("fits");
+        out[0] = 3;
+        out[1] = n as u8;
+        write("build_request", name, &out[..n + 2]);
+    }
+}
+
 fn main() {
     let web = entry("web", false);
     let flake = entry("web", true);
@@ -422,4 +466,5 @@ fn main() {
     privileged(&web, &flake);
     texts();
     outputs(&web, &flake);
+    build_request();
 }
