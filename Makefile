@@ -26,7 +26,7 @@ SIM := cargo run --profile sim -p myco-sim --
 APT := DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600
 
 .PHONY: ci check test test-root loom sim gauntlet gauntlet-short gauntlet-ci bench bench-cache bench-formation bench-loss bench-peers size size-check nostd aarch64 aarch64-release aarch64-tools fmt fmt-check lint \
-	fuzz fuzz-build tools nostd-tools fuzz-tools systemd-check systemd-test priv-systemd-test units-check nix-check \
+	fuzz fuzz-build fuzz-seeds tools nostd-tools fuzz-tools systemd-check systemd-test priv-systemd-test units-check nix-check \
 	testbed-test demo readme-walk man install deb deb-tools package-test
 
 # Everything CI checks that any developer can run as an ordinary user: formatting, lints, the
@@ -210,25 +210,38 @@ aarch64-tools:
 nostd: nostd-tools
 	cargo build -p myco-core --target $(NOSTD_TARGET)
 
-# The fuzz crate is outside the workspace, so its targets are formatted by name.
+# The fuzz crate is outside the workspace, so its targets and the seed writer are formatted by
+# name.
 fmt:
 	cargo fmt --all
-	$(if $(FUZZ_TARGETS),rustfmt fuzz/fuzz_targets/*.rs)
+	$(if $(FUZZ_TARGETS),rustfmt fuzz/fuzz_targets/*.rs fuzz/examples/*.rs)
 
 fmt-check:
 	cargo fmt --all -- --check
-	$(if $(FUZZ_TARGETS),rustfmt --check fuzz/fuzz_targets/*.rs)
+	$(if $(FUZZ_TARGETS),rustfmt --check fuzz/fuzz_targets/*.rs fuzz/examples/*.rs)
 
 # Shell too: the testbed and CI scripts are code that runs as root (shellcheck from `make tools`).
 lint:
 	cargo clippy --workspace --all-targets -- -D warnings
 	shellcheck -x -S warning $$(git ls-files '*.sh') .ci/run
 
+# Each target reads its generated corpus (fuzz/corpus/, git-ignored, where libFuzzer writes what
+# it finds) and, when there is one, its committed seeds (fuzz/seeds/, valid inputs the fuzzer
+# cannot find alone: frames behind a magic number, genuinely signed handshakes); libFuzzer
+# writes only to the first directory. The limits are the ones a hostile input must stay within.
 fuzz: fuzz-tools
 	$(if $(FUZZ_TARGETS),,@echo "no fuzz targets in fuzz/fuzz_targets")
 	for target in $(FUZZ_TARGETS); do \
-		cargo +nightly fuzz run "$$target" -- -max_total_time=$(FUZZ_SECONDS); \
+		mkdir -p "fuzz/corpus/$$target"; \
+		seeds=$$(test -d "fuzz/seeds/$$target" && echo "fuzz/seeds/$$target" || true); \
+		cargo +nightly fuzz run "$$target" "fuzz/corpus/$$target" $$seeds -- \
+			-max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=512 -timeout=5; \
 	done
+
+# Rewrites fuzz/seeds/ with the product's own encoders (fuzz/examples/seeds.rs): run it when a
+# format changes and commit the result.
+fuzz-seeds:
+	cargo run --manifest-path fuzz/Cargo.toml --example seeds
 
 fuzz-build: fuzz-tools
 	$(if $(FUZZ_TARGETS),cargo +nightly fuzz build,@echo "no fuzz targets in fuzz/fuzz_targets")

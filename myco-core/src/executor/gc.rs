@@ -214,8 +214,9 @@ fn parse_summary(line: &str) -> Option<Freed> {
 /// `number` (decimal, optional fraction) times `2^shift`, rounded down.
 fn scaled(number: &str, shift: u32) -> Option<u64> {
     let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
-    // More fraction digits than this change no byte count Nix can print.
-    let fraction = &fraction[..fraction.len().min(6)];
+    // More fraction digits than this change no byte count Nix can print. A cut inside a
+    // multi-byte character is no digit either: none, as `digits` would say.
+    let fraction = fraction.get(..fraction.len().min(6))?;
     let whole = u128::from(digits(whole)?);
     let mut scale: u128 = 1;
     let mut part: u128 = 0;
@@ -275,6 +276,20 @@ note: currently hard linking saves 0.00 MiB\n\
         ] {
             assert_eq!(parse_freed(bad), None);
         }
+    }
+
+    /// A fraction whose sixth byte falls inside a multi-byte character (`Ì` is bytes 5 and 6 of
+    /// `12345Ì`) is not a number: none, not a panic on slicing the text there. The line the
+    /// `gc_output` fuzz target found, cut to the part that matters.
+    #[test]
+    fn a_fraction_cut_inside_a_character_reads_as_none() {
+        let out = "3 store paths deleted, 1.12345\u{cc} MiB freed\n";
+        assert_eq!(parse_freed(out.as_bytes()), None);
+        let fine = parse_freed(b"3 store paths deleted, 1.1234567 KiB freed").unwrap();
+        assert_eq!(
+            fine.bytes, 1_150,
+            "six fraction digits count: 1.123456 KiB, rounded down"
+        );
     }
 
     /// Below the threshold nothing runs; above it one collection runs, then none before the

@@ -582,6 +582,31 @@ mod tests {
         );
     }
 
+    /// A body is not re-encoded on receipt (docs/protocol.md §1): an overlong varint, here the
+    /// variant index 13 of `BuildFailed` as `8d 00` (what the `build_request` fuzz target sent),
+    /// reads as the value it spells, the same message as the canonical bytes.
+    #[test]
+    fn an_overlong_varint_in_a_body_reads_as_its_value() {
+        let request = BuildRequest {
+            service: Digest(1),
+            digest: Digest(2),
+            build: Digest(3),
+            system: Arch::X86_64,
+        };
+        let body = Body {
+            root: Digest(4),
+            msg: Message::BuildFailed(request),
+        };
+        let mut out = [0u8; BODY_BYTES_MAX];
+        let n = body.encode(&mut out).unwrap();
+        assert_eq!(out[8], 13, "the variant index follows the 8-byte root");
+        let mut overlong = [0u8; BODY_BYTES_MAX];
+        overlong[..8].copy_from_slice(&out[..8]);
+        overlong[8..10].copy_from_slice(&[0x8d, 0x00]);
+        overlong[10..n + 1].copy_from_slice(&out[9..n]);
+        assert_eq!(Body::decode(&overlong[..n + 1]), Some(body));
+    }
+
     /// Garbage and trailing bytes never decode.
     #[test]
     fn refuses_garbage() {
