@@ -15,7 +15,7 @@
 
 use super::*;
 use crate::config::HANDSHAKE_TIMEOUT_MS;
-use crate::config::{AWARENESS_MAX, MISS_AVERAGE};
+use crate::config::{AWARENESS_MAX, LOSS_FLOOR_MIN_PPM, MISS_AVERAGE};
 
 impl Node {
     /// Lifeguard's multiplier of this node's probe interval, probe timeout and suspicion timeouts.
@@ -23,15 +23,21 @@ impl Node {
         1 + u64::from(self.local_health())
     }
 
-    /// The lowest score the share of missed probes allows: `AWARENESS_MAX` times twice that share
-    /// (0 below about 3% missed, the most from half missed on). The score alone is a random walk
-    /// (one up per miss, one down per ack), so where loss misses many probes of every node (30%
-    /// loss: about one in five; 50%: three in five) most nodes sit near the top while a few, by
-    /// chance, walk down to 0 and run their timeouts at a ninth of the others'. Those few declared
-    /// nearly every false death in MycoSim (a node at 0 declared the death that everyone then
-    /// accepted, before the suspect's refutation reached it); the average tells loss from luck.
-    /// Below 3% missed (10% loss misses under 1%) the floor is 0 and the walk rules as before.
+    /// The lowest score the share of missed probes allows: none while the share is under
+    /// `LOSS_FLOOR_MIN_PPM` (at most one miss among the last sixteen probes), then
+    /// `AWARENESS_MAX` times twice the share (the most from half missed on). The score alone is a
+    /// random walk (one up per miss, one down per ack), so where loss misses many probes of every
+    /// node (30% loss: about one in five; 50%: three in five) most nodes sit near the top while a
+    /// few, by chance, walk down to 0 and run their timeouts at a ninth of the others'. Those few
+    /// declared nearly every false death in MycoSim (a node at 0 declared the death that everyone
+    /// then accepted, before the suspect's refutation reached it); the average tells loss from
+    /// luck. A box that really died is missed once by each prober (a suspect's misses do not
+    /// count), and must not stretch the timeouts that declare it dead: on the testbed a floor of
+    /// one after that single miss doubled them for the next dozen probes (a death took 7.5 s).
     fn loss_floor(&self) -> u8 {
+        if self.miss_ppm < LOSS_FLOOR_MIN_PPM {
+            return 0;
+        }
         let max = u64::from(AWARENESS_MAX);
         let floor = (2 * max * u64::from(self.miss_ppm) + 500_000) / 1_000_000;
         floor.min(max) as u8

@@ -902,7 +902,8 @@ fn membership_gossip_tells_a_suspect_of_its_own_suspicion() {
 
 /// Under steady loss the walk alone wanders: half the probes missed, one by one in turn, leaves it
 /// at 0 or 1, where a node would run timeouts a ninth of its peers'. The average of misses keeps
-/// the score at the top; misses as rare as 10% loss gives (under 1%) set no floor.
+/// the score at the top; misses as rare as 10% loss gives (under 1%) set no floor, nor does the
+/// one miss of a box that died (its probers must not wait longer to declare it dead).
 #[test]
 fn a_steady_share_of_misses_keeps_local_health_up() {
     joined_pair!(a, b, _addr_a, _addr_b);
@@ -919,6 +920,13 @@ fn a_steady_share_of_misses_keeps_local_health_up() {
         b.note_probe(i % 100 == 0);
     }
     assert_eq!(b.local_health(), 0, "one miss in a hundred: no floor");
+    b.note_probe(true);
+    b.note_probe(false);
+    assert_eq!(
+        b.local_health(),
+        0,
+        "one miss (a box that died), then an ack: nothing stretched"
+    );
     for _ in 0..16 {
         b.note_probe(true);
     }
