@@ -160,11 +160,11 @@ pub const AWARENESS_MAX: u8 = 8;
 /// (`Node::awareness_scale`). Sixteen: at 50% loss the average of nearly every node stays within
 /// a few points of its mean, where a walk of one step per probe wanders from 0 to the top.
 pub const MISS_AVERAGE: u32 = 16;
-/// The share of missed probes (millionths) at or below which it sets no floor: one miss among
-/// the last `MISS_AVERAGE` probes (a box that died is missed once by each prober, then is a
-/// suspect, whose misses do not count) stretches nothing; a second does, and steady loss (30%:
-/// about a fifth missed) keeps it.
-pub const LOSS_FLOOR_MIN_PPM: u32 = 62_501;
+/// The share of missed probes (millionths) below which it sets no floor: just above what one
+/// miss among the last `MISS_AVERAGE` probes weighs, so one miss (a box that died is missed once
+/// by each prober, then is a suspect, whose misses do not count) stretches nothing; a second
+/// does, and steady loss (30%: about a fifth missed) keeps it.
+pub const LOSS_FLOOR_MIN_PPM: u32 = 1_000_000 / MISS_AVERAGE + 1;
 /// Services a node lists as not running in its status; beyond, its status says "more".
 pub const STATUS_UNITS_MAX: usize = 8;
 /// Build keys a node's status offers from its binary cache (`schema::message::Offer`): the
