@@ -9,9 +9,9 @@ use myco_testkit::daemon::Daemon;
 use myco_testkit::entries::{entry, tombstone};
 use myco_testkit::keys::operator;
 use myco_testkit::metrics::promtool_check;
+use myco_testkit::run::PipeLines;
 use myco_testkit::{bins, wait_until};
 use std::fs;
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -82,7 +82,9 @@ fn outcomes_are_audited_durably_and_served() {
     assert_eq!(d.metric("myco_audit_lines_total"), 2.0, "this run's lines");
 }
 
-/// `myco audit --follow` prints an outcome that happens while it runs.
+/// `myco audit --follow` prints an outcome that happens while it runs. Nothing says when the
+/// follow has begun, so each second without a line deploys a newer version: a deploy made before
+/// the follow began is not shown (`--lines 0`), and every later one is.
 fn followed(d: &Daemon, op: &myco_core::crypto::SigningKey) {
     let mut follow = Command::new(bins::cli())
         .args(["audit", "--json", "--follow", "--lines", "0", "--socket"])
@@ -90,16 +92,18 @@ fn followed(d: &Daemon, op: &myco_core::crypto::SigningKey) {
         .stdout(Stdio::piped())
         .spawn()
         .expect("myco runs");
-    let mut out = BufReader::new(follow.stdout.take().unwrap());
-    // `tail` has opened the log once /audit answered: give the request a moment to land.
-    std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(d.deploy(&entry(op, "web", 3)).0, 200);
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    assert!(
-        line.contains("\"version\":3") && line.contains("\"outcome\":\"started\""),
-        "{line}"
-    );
+    let lines = PipeLines::new(follow.stdout.take().unwrap());
+    let shown = (3..23).find_map(|version| {
+        assert_eq!(d.deploy(&entry(op, "web", version)).0, 200);
+        let line = lines.next_within(Duration::from_secs(1), |l| {
+            l.contains("\"outcome\":\"started\"")
+        });
+        line.ok().map(|line| (version, line))
+    });
+    let (version, line) = shown.expect("myco audit --follow printed a deploy made while it ran");
+    // A line can come late, after the next deploy: it is one of those made while following.
+    let ours = (3..=version).any(|v| line.contains(&format!("\"version\":{v},")));
+    assert!(ours, "{line}");
     follow.kill().unwrap();
     follow.wait().unwrap();
 }

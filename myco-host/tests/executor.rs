@@ -276,13 +276,12 @@ fn logs_come_from_the_unit_journal_and_stop_with_the_client() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("curl runs");
-    let mut out = std::io::BufReader::new(curl.stdout.take().unwrap());
-    let mut line = String::new();
-    for _ in 0..3 {
-        line.clear();
-        std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    // Lines arrive as journalctl writes them.
+    let lines = myco_testkit::run::PipeLines::new(curl.stdout.take().unwrap());
+    for n in 1..=3 {
+        let wait = Duration::from_secs(20);
+        lines.wait_for(wait, &format!("'tick' number {n}"), |l| l == "tick");
     }
-    assert_eq!(line, "tick\n", "lines arrive as journalctl writes them");
     let pid: i32 = fs::read_to_string(d.dir.path().join("journal.pid"))
         .unwrap()
         .trim()

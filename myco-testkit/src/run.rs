@@ -2,11 +2,12 @@
 
 use crate::wait::wait_exit;
 use serde_json::Value;
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The longest any single command (`myco`, curl) may take in a test.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -75,5 +76,58 @@ pub fn die_with_parent(command: &mut Command) {
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
             Ok(())
         });
+    }
+}
+
+/// The lines a child prints on one pipe, read by a thread of their own, so that a test waits for
+/// a line with a deadline: a child that goes quiet fails the test instead of hanging it.
+pub struct PipeLines(mpsc::Receiver<String>);
+
+impl PipeLines {
+    pub fn new(pipe: impl Read + Send + 'static) -> Self {
+        let (send, receive) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                if send.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self(receive)
+    }
+
+    /// The next line that satisfies `want`, skipping the others; panics naming `what` if none
+    /// came within `timeout` or the pipe closed first.
+    #[track_caller]
+    pub fn wait_for(
+        &self,
+        timeout: Duration,
+        what: &str,
+        want: impl FnMut(&str) -> bool,
+    ) -> String {
+        match self.next_within(timeout, want) {
+            Ok(line) => line,
+            Err(RecvTimeoutError::Timeout) => {
+                panic!("no line {what} within {:.1} s", timeout.as_secs_f64())
+            }
+            Err(RecvTimeoutError::Disconnected) => panic!("the pipe closed before a line {what}"),
+        }
+    }
+
+    /// The next line that satisfies `want` within `timeout`, skipping the others.
+    pub fn next_within(
+        &self,
+        timeout: Duration,
+        mut want: impl FnMut(&str) -> bool,
+    ) -> Result<String, RecvTimeoutError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let line = self
+                .0
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))?;
+            if want(&line) {
+                return Ok(line);
+            }
+        }
     }
 }

@@ -4,7 +4,7 @@
 //! credential, garbage, another operator's, expired, revoked, another box's), and more tunnels
 //! than its slots.
 
-use myco_testkit::run::die_with_parent;
+use myco_testkit::run::{die_with_parent, PipeLines};
 use myco_testkit::{bins, wait_until, Cluster, Daemon, NodeOptions};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -118,20 +118,27 @@ fn tools_work_through_the_proxy() {
     events
         .args(["events", "--socket", sock])
         .stdout(Stdio::piped())
-        .stderr(Stdio::null());
+        .stderr(Stdio::piped());
     die_with_parent(&mut events);
     let mut events = events.spawn().unwrap();
+    // The stream starts from now: deploying before `myco events` says it follows would race
+    // the subscription through the tunnel and miss the event.
+    PipeLines::new(events.stderr.take().unwrap()).wait_for(
+        WAIT,
+        "saying myco events follows",
+        |l| l.contains("following the events"),
+    );
+    let lines = PipeLines::new(events.stdout.take().unwrap());
     let manifest = c.write("web.json", r#"{"name": "web", "exec": "/usr/bin/true"}"#);
     let manifest = manifest.to_str().unwrap();
     c.myco(&["deploy", manifest, "--operator-key", op, "--socket", sock])
         .ok();
     let ls = c.myco(&["ls", "--socket", sock, "--json"]).json();
     assert_eq!(ls["services"][0]["name"], "web", "{ls}");
-    let mut lines = BufReader::new(events.stdout.take().unwrap()).lines();
-    let seen = lines.find(|l| l.as_ref().is_ok_and(|l| l.contains("web")));
-    assert!(
-        seen.is_some(),
-        "myco events through the proxy shows the deploy"
+    lines.wait_for(
+        WAIT,
+        "of myco events through the proxy showing the deploy",
+        |l| l.contains("web"),
     );
     let _ = events.kill();
     let _ = events.wait();
@@ -368,13 +375,11 @@ fn logs_follow_through_the_proxy() {
         .stderr(Stdio::null());
     die_with_parent(&mut logs);
     let mut logs = logs.spawn().unwrap();
-    let lines = BufReader::new(logs.stdout.take().unwrap()).lines();
-    let ticks = lines
-        .map_while(Result::ok)
-        .filter(|l| l == "tick")
-        .take(3)
-        .count();
-    assert_eq!(ticks, 3, "the followed journal streams through the tunnel");
+    // The followed journal streams through the tunnel.
+    let lines = PipeLines::new(logs.stdout.take().unwrap());
+    for n in 1..=3 {
+        lines.wait_for(WAIT, &format!("'tick' number {n}"), |l| l == "tick");
+    }
     let pid: i32 = std::fs::read_to_string(c.dir.join("journal.pid"))
         .unwrap()
         .trim()
