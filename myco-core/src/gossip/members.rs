@@ -106,6 +106,13 @@ impl Members {
     pub fn get_mut(&mut self, id: u64) -> Option<&mut Member> {
         self.list.iter_mut().find(|m| m.id == id)
     }
+    /// The member whose frames come from `addr`, as this node knows it.
+    pub fn by_addr(&self, addr: PeerAddr) -> Option<&Member> {
+        self.list.iter().find(|m| m.addr == addr)
+    }
+    pub fn by_addr_mut(&mut self, addr: PeerAddr) -> Option<&mut Member> {
+        self.list.iter_mut().find(|m| m.addr == addr)
+    }
     pub fn live_count(&self) -> usize {
         self.list.iter().filter(|m| m.is_live()).count()
     }

@@ -736,7 +736,7 @@ impl Node {
             self.next_member_sync = now.add_ms(self.profile.member_sync_interval_ms);
             // A peer with a session: a page to any other would be dropped for its handshake.
             let peer = self.random_live_peers::<1>(false).first().copied();
-            let peer = peer.and_then(|a| self.members.list().iter().find(|m| m.addr == a));
+            let peer = peer.and_then(|a| self.members.by_addr(a));
             if let Some(peer) = peer.map(|m| m.id) {
                 self.send_sync_page(sink, peer);
                 self.status_to_member(sink, peer);
@@ -802,7 +802,7 @@ impl Node {
         }
         let mut plain = [0u8; BODY_BYTES_MAX];
         let known = self.join.contains(&from)
-            || self.members.list().iter().any(|m| m.addr == from)
+            || self.members.by_addr(from).is_some()
             || self.bridge_known(from);
         let opened = match self.out.open(sink, from, known, &frame, &mut plain) {
             Ok(o) => o,

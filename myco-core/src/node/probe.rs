@@ -434,7 +434,7 @@ impl Node {
         let peers = self.random_live_peers::<GOSSIP_FANOUT>(false);
         let root = self.store.root();
         for peer in peers {
-            let id = self.members.list().iter().find(|m| m.addr == peer);
+            let id = self.members.by_addr(peer);
             let news = match id.map(|m| m.id) {
                 Some(id) => self.piggyback_for(id),
                 None => self.members.take_piggyback(),

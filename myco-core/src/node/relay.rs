@@ -243,7 +243,7 @@ impl Node {
         if let Some(m) = self.members.get(frame.sender()) {
             return Some(m.addr);
         }
-        let relay = self.members.list().iter().find(|m| m.addr == from);
+        let relay = self.members.by_addr(from);
         if let Some(relay) = relay.map(|m| m.id) {
             self.send_table(sink, relay, PageKind::Pull);
         }

@@ -271,7 +271,7 @@ impl Node {
     /// The version of the status of the member at `addr` this node holds, for the pings and
     /// acks sent there (0: none, or not a member yet).
     pub(super) fn status_seen(&self, addr: PeerAddr) -> u32 {
-        let member = self.members.list().iter().find(|m| m.addr == addr);
+        let member = self.members.by_addr(addr);
         member.map_or(0, |m| m.status.version)
     }
 

@@ -29,7 +29,7 @@ impl Node {
             // Assume the exchange will agree; the peer's next frame corrects this if it did not.
             // Otherwise a peer that agrees (and so answers nothing) would be synced every round.
             let root = self.store.root();
-            if let Some(m) = self.members.list_mut().iter_mut().find(|m| m.addr == peer) {
+            if let Some(m) = self.members.by_addr_mut(peer) {
                 m.root = root;
             }
         }
