@@ -19,7 +19,7 @@
 //! suspects healthy members all the time and moving a service means stopping it on one box and
 //! building and starting it on another. The price is that a box that really died keeps its
 //! services, unrun, until its suspicion times out and its death spreads: at most the Lifeguard
-//! maximum (the profile's `suspicion_max_factor` x the minimum timeout, 12 s for 11..=100 members
+//! maximum (the profile's `suspicion_max_factor` x the minimum timeout, 8 s for 11..=100 members
 //! in `lan`) after the first failed probe, plus a few probe periods (`docs/algorithm.md`, section 7).
 //!
 //! Pure functions with no allocation: a placement is a `heapless::Vec` of at most

@@ -209,6 +209,9 @@ pub struct Counters {
     pub probes: u64,
     pub members_refused: u64,
     pub refutations: u64,
+    /// Frames sent straight to a member whose frame said this node suspect or dead
+    /// (`Node::correct_teller`).
+    pub refutations_told: u64,
     pub refused_crypto: u64,
     /// Messages dropped because no session with the peer existed yet (a handshake started).
     pub frames_unsent: u64,
@@ -828,10 +831,13 @@ impl Node {
             }
         }
         self.hint_revocation(sink, from, opened.revocation_block);
-        if frame.relay_to().is_none() {
+        let direct = frame.relay_to().is_none();
+        if direct {
             self.tell_observed(sink, from, sender);
         }
+        self.out.answering = direct.then_some(from);
         self.dispatch(now, from, sender, body.msg, sink);
+        self.out.answering = None;
     }
 
     /// A handshake frame: a completed handshake makes the peer a member (or, from another zone,
@@ -1143,6 +1149,7 @@ impl Node {
                 status_seen,
             } => {
                 self.learn(now, from, sender, &me, &updates, sink);
+                self.correct_teller(sink, from, &updates);
                 self.handle_status_seen(sink, from, status_seen);
                 self.handle_ack(sink, seq);
             }
@@ -1155,6 +1162,7 @@ impl Node {
                 for u in &list {
                     self.apply_member(now, u, sender, sink);
                 }
+                self.correct_teller(sink, from, &list);
             }
             Message::Entries { list } => {
                 for bytes in &list {

@@ -86,24 +86,7 @@ impl Node {
         }
         self.next_probe = now.add_ms(self.profile.probe_interval_ms * scale);
         if let Some(p) = self.probe.take() {
-            // Only a miss of a member still believed alive counts: probing a suspect again and
-            // again (a box that really died, the only peer of a two-node cluster) says nothing
-            // new about this node's own health. Lifeguard counts missed nacks for this; Myco's
-            // helpers send none.
-            let was_alive = self
-                .members
-                .get(p.target)
-                .is_some_and(|m| m.state == MemberState::Alive);
-            if p.acked || was_alive {
-                self.note_probe(!p.acked);
-            }
-            if !p.acked {
-                let applied = self.members.suspect(now, p.target, self.id);
-                if applied == Applied::Changed(MemberState::Suspect) {
-                    sink.event(Event::MemberSuspect(p.target));
-                    self.tell_suspect(sink, p.target);
-                }
-            }
+            self.judge_probe(now, sink, p);
         }
         let Some(target) = self.random_live_peer() else {
             return;
@@ -132,6 +115,27 @@ impl Node {
         });
         self.out.counters.probes += 1;
         self.send_ping(sink, addr, self.seq, Some(target));
+    }
+
+    /// Counts a finished probe in local health and suspects its target if no ack came. Only a
+    /// miss of a member still believed alive counts: probing a suspect again and again (a box
+    /// that really died, the only peer of a two-node cluster) says nothing new about this node's
+    /// own health. Lifeguard counts missed nacks for this; Myco's helpers send none.
+    fn judge_probe(&mut self, now: Instant, sink: &mut impl Sink, p: Probe) {
+        let was_alive = self
+            .members
+            .get(p.target)
+            .is_some_and(|m| m.state == MemberState::Alive);
+        if p.acked || was_alive {
+            self.note_probe(!p.acked);
+        }
+        if !p.acked {
+            let applied = self.members.suspect(now, p.target, self.id);
+            if applied == Applied::Changed(MemberState::Suspect) {
+                sink.event(Event::MemberSuspect(p.target));
+                self.tell_suspect(sink, p.target);
+            }
+        }
     }
 
     /// A handshake probe is over once its handshake has had `HANDSHAKE_TIMEOUT_MS` (with a resend
@@ -381,6 +385,31 @@ impl Node {
         );
     }
 
+    /// A frame from `from` said this node is suspect or dead (`refute` has raised the incarnation
+    /// past it): the sender believes it, so it hears the refutation at once, in one frame of its
+    /// own, instead of when gossip or a probe next brings this node's record. Suspicions spread
+    /// by relaying, so the sender may be an accuser or a relayer; either would otherwise keep its
+    /// timeout running while the refutation travels the piggyback queues. A ping needs none: its
+    /// ack carries this node's record.
+    pub(super) fn correct_teller(
+        &mut self,
+        sink: &mut impl Sink,
+        from: PeerAddr,
+        told: &[MemberUpdate],
+    ) {
+        let me = self.id;
+        if !told
+            .iter()
+            .any(|u| u.id == me && u.state != MemberState::Alive)
+        {
+            return;
+        }
+        self.out.counters.refutations_told += 1;
+        let list = Vec::from_slice(&[self.me()]).expect("capacity >= 1");
+        self.out
+            .send(sink, from, self.store.root(), Message::Members { list });
+    }
+
     /// Piggyback for a frame to `peer`. If this node believes `peer` suspect or dead, that belief
     /// goes first: the peer can only refute what it hears about itself.
     pub(super) fn piggyback_for(
@@ -407,7 +436,7 @@ impl Node {
     /// Tells a member this node has just suspected so at once, in one frame, rather than when a
     /// random probe next picks it: the accused refutes before the suspicion can ripen anywhere,
     /// which is what keeps a slow prober's mistakes from killing healthy members.
-    fn tell_suspect(&mut self, sink: &mut impl Sink, id: u64) {
+    pub(super) fn tell_suspect(&mut self, sink: &mut impl Sink, id: u64) {
         let Some(m) = self.members.get(id) else {
             return;
         };

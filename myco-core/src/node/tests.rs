@@ -900,6 +900,49 @@ fn membership_gossip_tells_a_suspect_of_its_own_suspicion() {
     );
 }
 
+/// A member that hears it is suspect refutes, and the member that told it (accuser or relayer)
+/// gets the refutation straight back in a frame of its own, so its suspicion ends there and then
+/// rather than when gossip brings the news round; a ping needs no such frame (its ack carries it).
+#[test]
+fn a_suspect_refutes_straight_to_the_member_that_told_it() {
+    joined_pair!(a, b, addr_a, addr_b);
+    let t = Instant(3_000);
+    a.out.now = t;
+    b.out.now = t;
+    assert_eq!(
+        a.members.suspect(t, b.id(), a.id()),
+        Applied::Changed(MemberState::Suspect)
+    );
+    let mut told = Wire::default();
+    a.tell_suspect(&mut told, b.id());
+    let mut answer = Wire::default();
+    for (_, frame) in told.frames.iter().filter(|(to, _)| *to == addr_b) {
+        b.handle_datagram(t, addr_a, frame, &mut answer);
+    }
+    assert_eq!(b.counters().refutations_told, 1);
+    let back = answer.frames.iter().filter(|(to, _)| *to == addr_a);
+    assert_eq!(
+        back.clone().count(),
+        1,
+        "one frame back to the teller: {:?}",
+        answer.frames
+    );
+    for (_, frame) in back {
+        a.handle_datagram(t, addr_b, frame, &mut Wire::default());
+    }
+    let m = a.members.get(b.id()).unwrap();
+    assert_eq!(m.state, MemberState::Alive, "a believes the refutation");
+    assert!(m.incarnation > 0);
+    // A frame that says nothing about b brings nothing back.
+    let mut quiet = Wire::default();
+    a.gossip_members(&mut quiet);
+    let mut none = Wire::default();
+    for (_, frame) in quiet.frames.iter().filter(|(to, _)| *to == addr_b) {
+        b.handle_datagram(t, addr_a, frame, &mut none);
+    }
+    assert_eq!(b.counters().refutations_told, 1);
+}
+
 /// Under steady loss the walk alone wanders: half the probes missed, one by one in turn, leaves it
 /// at 0 or 1, where a node would run timeouts a ninth of its peers'. The average of misses keeps
 /// the score at the top; misses as rare as 10% loss gives (under 1%) set no floor, nor does the

@@ -122,6 +122,11 @@ pub struct Transport {
     pub links: Vec<Link, SESSIONS_MAX>,
     pending: Vec<Pending, HANDSHAKES_MAX>,
     pub routes: Vec<Route, MEMBERS_MAX>,
+    /// The address of a frame that came straight from its sender (not through a relay), while
+    /// it is answered: frames to it go straight back even when the sender is behind NAT, whose
+    /// NAT holds open the mapping the frame came through. Through a relay they would be lost
+    /// with it when that relay dies, and the box behind NAT would miss every ack it asked for.
+    pub answering: Option<PeerAddr>,
     pub counters: Counters,
     /// Refusals by `crypto::Refusal::index()`.
     pub refusals: [u64; 8],
@@ -147,6 +152,7 @@ impl Transport {
             links: Vec::new(),
             pending: Vec::new(),
             routes: Vec::new(),
+            answering: None,
             counters: Counters::default(),
             refusals: [0; 8],
         }
@@ -175,6 +181,9 @@ impl Transport {
     /// Where a frame for `to` goes: through a relay, marked relayed, when `to` is a box behind
     /// NAT with a route; otherwise to `to`. Call it before sealing: the mark is in the header.
     fn routed(&mut self, to: PeerAddr, frame: &mut [u8; FRAME_BYTES]) -> PeerAddr {
+        if self.answering == Some(to) {
+            return to;
+        }
         let Some(r) = self.routes.iter().find(|r| r.addr == to) else {
             return to;
         };
