@@ -212,6 +212,8 @@ pub struct Counters {
     /// Frames sent straight to a member whose frame said this node suspect or dead
     /// (`Node::correct_teller`).
     pub refutations_told: u64,
+    /// `Observed` frames that told a peer an unchanged address again (`Transport::tell_observed`).
+    pub observed_refreshes: u64,
     pub refused_crypto: u64,
     /// Messages dropped because no session with the peer existed yet (a handshake started).
     pub frames_unsent: u64,
@@ -823,12 +825,15 @@ impl Node {
             return self.dispatch_bridge(from, peer, body.msg, sink);
         }
         self.heard_from(sender, from, body.root.0);
-        if let Some(i) = self.join.iter().position(|&a| a == from) {
-            // The first word from a join address: trade whole tables with it (memberlist's join),
-            // so this node lists the cluster after one exchange.
-            if !core::mem::replace(&mut self.join_heard[i], true) {
-                self.send_table(sink, sender, PageKind::Pull);
-            }
+        // The first word from a join address: trade whole tables with it (memberlist's join),
+        // so this node lists the cluster after one exchange. Every copy of the address is heard:
+        // the host may hand one twice, and a copy left unheard was pinged every second for good.
+        let mut first_word = false;
+        for (a, heard) in self.join.iter().zip(self.join_heard.iter_mut()) {
+            first_word |= *a == from && !core::mem::replace(heard, true);
+        }
+        if first_word {
+            self.send_table(sink, sender, PageKind::Pull);
         }
         self.hint_revocation(sink, from, opened.revocation_block);
         let direct = frame.relay_to().is_none();

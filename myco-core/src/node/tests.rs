@@ -1062,6 +1062,22 @@ fn a_node_does_not_join_itself() {
     assert!(!a.join_heard[0]);
 }
 
+/// A join address given twice is heard for both copies once its box answers: the copy left
+/// unheard was pinged every second for good (in MycoSim at rest, one ping and its ack a second
+/// in a cluster of 50, whatever the profile).
+#[test]
+fn a_join_address_given_twice_is_heard_for_both() {
+    let (addr_a, addr_b) = (
+        PeerAddr::v4([127, 0, 0, 1], 1),
+        PeerAddr::v4([127, 0, 0, 2], 1),
+    );
+    let mut a = node_with(1, &[addr_b, addr_b], WAL_CHECKPOINT_BYTES);
+    let mut b = node_with(2, &[addr_a], WAL_CHECKPOINT_BYTES);
+    assert_eq!(&a.join[..], &[addr_b, addr_b]);
+    run_pair(&mut a, &mut b, 3_000, 0);
+    assert_eq!(&a.join_heard[..2], &[true, true]);
+}
+
 /// A node's offer reaches its peer in its status; the peer then picks it as a substitute for
 /// that build, with the node key the handshake verified (the key of seed 1), at the offered port
 /// on the node's address. An offer without a cache, or of another build, picks nobody; after a

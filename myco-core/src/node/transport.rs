@@ -17,7 +17,8 @@
 use super::{Counters, Sink};
 use crate::config::{
     BODY_BYTES_MAX, FRAME_BYTES, HANDSHAKES_MAX, HANDSHAKE_RESEND_MS, HANDSHAKE_TIMEOUT_MS,
-    HEADER_BYTES, MEMBERS_MAX, OBSERVED_REFRESH_MS, SESSIONS_MAX, TAG_BYTES,
+    HEADER_BYTES, MEMBERS_MAX, OBSERVED_REFRESH_GAP_MS, OBSERVED_REFRESH_MS, SESSIONS_MAX,
+    TAG_BYTES,
 };
 use crate::crypto::handshake::{
     Credentials, Handshake, HandshakeMsg, MsgKind, Peer, Responder, Trust,
@@ -127,6 +128,8 @@ pub struct Transport {
     /// NAT holds open the mapping the frame came through. Through a relay they would be lost
     /// with it when that relay dies, and the box behind NAT would miss every ack it asked for.
     pub answering: Option<PeerAddr>,
+    /// When this node last told a peer an unchanged address again (`tell_observed`).
+    refreshed: Option<Instant>,
     pub counters: Counters,
     /// Refusals by `crypto::Refusal::index()`.
     pub refusals: [u64; 8],
@@ -153,6 +156,7 @@ impl Transport {
             pending: Vec::new(),
             routes: Vec::new(),
             answering: None,
+            refreshed: None,
             counters: Counters::default(),
             refusals: [0; 8],
         }
@@ -565,20 +569,30 @@ impl Transport {
     }
 
     /// Whether to tell `peer` its frames come from `from` now (`Message::Observed`): never told
-    /// in this session, told another address, or told longer than `OBSERVED_REFRESH_MS` ago.
-    /// Marks it told; the caller sends it.
+    /// in this session, told another address, or told longer than `OBSERVED_REFRESH_MS` ago
+    /// while no refresh went to any peer for `OBSERVED_REFRESH_GAP_MS`. Marks it told; the
+    /// caller sends it.
     pub fn tell_observed(&mut self, peer: u64, from: PeerAddr) -> bool {
         let now = self.now;
+        let gap_over = self
+            .refreshed
+            .is_none_or(|at| now.since_ms(at) >= OBSERVED_REFRESH_GAP_MS);
         let Some(link) = self.links.iter_mut().find(|l| l.peer == peer) else {
             return false;
         };
-        let due = link
-            .told
-            .is_none_or(|(a, at)| a != from || now.since_ms(at) >= OBSERVED_REFRESH_MS);
-        if due {
+        let (news, refresh) = match link.told {
+            None => (true, false),
+            Some((a, _)) if a != from => (true, false),
+            Some((_, at)) => (false, gap_over && now.since_ms(at) >= OBSERVED_REFRESH_MS),
+        };
+        if news || refresh {
             link.told = Some((from, now));
         }
-        due
+        if refresh {
+            self.refreshed = Some(now);
+            self.counters.observed_refreshes += 1;
+        }
+        news || refresh
     }
 
     /// Raises the RevocationBlock: sessions with peers certified below it end now.

@@ -202,7 +202,8 @@ pub enum Message<'a> {
     BuildFailed(BuildRequest),
     /// "Your frames reach me from `addr`" (docs/protocol.md section 12): the source address of the
     /// receiver's last direct (not relayed) sealed frame, as the sender saw it. Sent once per
-    /// session, again when that address changes, and at most every `OBSERVED_REFRESH_MS` besides;
+    /// session, again when that address changes, and at most every `OBSERVED_REFRESH_MS` besides
+    /// (and one such refresh per `OBSERVED_REFRESH_GAP_MS` in all);
     /// a box whose own addresses do not include it learns it is behind address translation
     /// (`node::natobs`). Appended last, so the kinds above keep their numbers.
     Observed { addr: PeerAddr },
