@@ -1012,14 +1012,12 @@ impl Node {
             state: MemberState::Dead,
             ..self.me()
         };
-        let root = self.store.root();
         for i in 0..self.members.list().len() {
             let m = &self.members.list()[i];
-            if !m.is_live() {
-                continue;
+            if m.is_live() {
+                let to = m.addr;
+                self.send_record(sink, to, dead);
             }
-            let (to, list) = (m.addr, Vec::from_slice(&[dead]).expect("capacity >= 1"));
-            self.out.send(sink, to, root, Message::Members { list });
         }
     }
 

@@ -405,9 +405,15 @@ impl Node {
             return;
         }
         self.out.counters.refutations_told += 1;
-        let list = Vec::from_slice(&[self.me()]).expect("capacity >= 1");
+        self.send_record(sink, from, self.me());
+    }
+
+    /// Sends `to` one member record in a `Members` frame of its own (a refutation, a suspicion, a
+    /// keepalive, a leave notice), which needs no answer.
+    pub(super) fn send_record(&mut self, sink: &mut impl Sink, to: PeerAddr, record: MemberUpdate) {
+        let list = Vec::from_slice(&[record]).expect("capacity >= 1");
         self.out
-            .send(sink, from, self.store.root(), Message::Members { list });
+            .send(sink, to, self.store.root(), Message::Members { list });
     }
 
     /// Piggyback for a frame to `peer`. If this node believes `peer` suspect or dead, that belief
@@ -440,12 +446,8 @@ impl Node {
         let Some(m) = self.members.get(id) else {
             return;
         };
-        let (to, list) = (
-            m.addr,
-            Vec::from_slice(&[m.update()]).expect("capacity >= 1"),
-        );
-        self.out
-            .send(sink, to, self.store.root(), Message::Members { list });
+        let (to, record) = (m.addr, m.update());
+        self.send_record(sink, to, record);
     }
 
     /// Membership news (joins, suspicions, deaths, refutations) also goes out each gossip round

@@ -17,7 +17,7 @@ use crate::config::{
 use crate::hash::{SipHasher, DOMAIN_RELAY};
 use crate::schema::addr::PeerAddr;
 use crate::schema::frame::Frame;
-use crate::schema::message::{MemberState, Message, PageKind};
+use crate::schema::message::{MemberState, PageKind};
 use crate::time::Instant;
 use heapless::Vec;
 
@@ -210,9 +210,7 @@ impl Node {
             match link.map(|l| now.since_ms(l.last_tx())) {
                 Some(idle) if idle < RELAY_KEEPALIVE_MS => {}
                 Some(_) => {
-                    let list = Vec::from_slice(&[self.me()]).expect("capacity >= 1");
-                    let root = self.store.root();
-                    self.out.send(sink, addr, root, Message::Members { list });
+                    self.send_record(sink, addr, self.me());
                     self.out.counters.relay_keepalives += 1;
                 }
                 None => self.out.ensure_handshake(sink, addr),

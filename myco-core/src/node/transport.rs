@@ -581,9 +581,10 @@ impl Transport {
             return false;
         };
         let (news, refresh) = match link.told {
-            None => (true, false),
-            Some((a, _)) if a != from => (true, false),
-            Some((_, at)) => (false, gap_over && now.since_ms(at) >= OBSERVED_REFRESH_MS),
+            Some((a, at)) if a == from => {
+                (false, gap_over && now.since_ms(at) >= OBSERVED_REFRESH_MS)
+            }
+            _ => (true, false),
         };
         if news || refresh {
             link.told = Some((from, now));
