@@ -620,8 +620,8 @@ impl Executors {
             let b = &self.boxes[i];
             let why = if b.changed {
                 "a change not yet reported"
-            } else if !b.executor.at_rest() {
-                "its executor is not at rest"
+            } else if let Some(why) = b.executor.unrest() {
+                return Some(format!("box {i}: its executor is not at rest ({why})"));
             } else if let Some((unit, read, truth)) = unread(b) {
                 return Some(format!(
                     "box {i}: unit {unit:x} reads {read:?}, systemd says {truth:?}"

@@ -126,6 +126,8 @@ pub struct Installed {
     load: Load,
     /// Its health checks (`health.rs`).
     probe: health::Probe,
+    /// Found at boot and not yet looked at by a reconcile ([`Executor::try_again_at_boot`]).
+    from_boot: bool,
 }
 
 /// A unit was placed here or removed, or its health changed (`what` is the new health's name).
@@ -465,6 +467,7 @@ impl Executor {
             todo: Todo::None,
             load: Load::Unknown,
             probe: health::Probe::default(),
+            from_boot: true,
         };
         self.idle_until_ms = 0;
         self.units.push(unit).is_ok()
@@ -861,18 +864,33 @@ impl Executor {
     /// Whether nothing is left to do but the periodic health read: no change planned, pending
     /// or in flight (a `show` may be), no reload owed.
     pub fn at_rest(&self) -> bool {
+        self.unrest().is_none()
+    }
+
+    /// What keeps the executor from rest, if anything: what a stuck run needs to be understood.
+    pub fn unrest(&self) -> Option<&'static str> {
         let reading = |f: &InFlight| f.step == Step::Systemctl(Verb::Show);
-        self.in_flight.as_ref().is_none_or(reading)
-            && !self.dirty
-            && !self.needs_reload
-            && self.writes.is_empty()
-            && self
-                .units
-                .iter()
-                .all(|u| u.todo == Todo::None && !u.probe.owed)
-            && self.builds.in_flight.is_none()
-            && self.builds.table.is_empty()
-            && self.rollouts.at_rest()
+        if !self.in_flight.as_ref().is_none_or(reading) {
+            return Some("a command in flight");
+        }
+        // Before the reconcile owed: a version waiting for its wave keeps one owed.
+        if !self.rollouts.at_rest() {
+            return Some("a rollout not decided");
+        }
+        if self.dirty || self.needs_reload || !self.writes.is_empty() {
+            return Some("a reconcile, reload or unit file owed");
+        }
+        if self
+            .units
+            .iter()
+            .any(|u| u.todo != Todo::None || u.probe.owed)
+        {
+            return Some("a unit with work or a health probe owed");
+        }
+        if self.builds.in_flight.is_some() || !self.builds.table.is_empty() {
+            return Some("a build in flight or queued");
+        }
+        None
     }
 
     /// The placements and health changes since the last call, oldest first.
@@ -1050,6 +1068,7 @@ impl Executor {
         if from == 0 {
             (self.rollouts.waiting, self.rollouts.unheard) = (false, false);
         }
+        self.try_again_at_boot(node, &wanted);
         let mut digests = None;
         let mut moved = false;
         for (name, remove) in plan {
@@ -1133,6 +1152,21 @@ impl Executor {
             self.next_reconcile_ms = 0;
         }
         plan
+    }
+
+    /// The first round after boot puts each unit found then (`handle_installed`) that runs the
+    /// version placed here back on trial, on a box of the service's first wave
+    /// (`Rollouts::try_again`).
+    fn try_again_at_boot(&mut self, node: &Node, wanted: &[Unit<'_>]) {
+        for u in self.units.iter_mut().filter(|u| u.from_boot) {
+            u.from_boot = false;
+            let placed = wanted
+                .iter()
+                .any(|w| w.digest == u.digest && w.name == u.name);
+            if placed && rollout::in_first_wave(&node.placement(u.key), node.id()) {
+                self.rollouts.try_again(&u.name, u.digest);
+            }
+        }
     }
 
     /// Whether the placed version of `name` (in `wanted`) may be installed or replace the
@@ -1509,6 +1543,7 @@ impl Executor {
                     todo: Todo::Start,
                     load: Load::Unknown,
                     probe: health::Probe::default(),
+                    from_boot: false,
                 };
                 let full = "reconcile plans no install into a full table";
                 self.units.push(unit).map_err(|_| ()).expect(full);

@@ -244,6 +244,22 @@ pub fn is_step(what: &str) -> bool {
     what == "on-trial" || what == "settled" || what.starts_with("held-")
 }
 
+impl Trial {
+    fn new(name: &str, key: u64, new: u64, old: Option<u64>) -> Trial {
+        Trial {
+            name: Name::try_from(name).expect("service names fit NAME_BYTES_MAX"),
+            key,
+            new,
+            old,
+            held: None,
+            rollback_due: false,
+            running_since_ms: None,
+            restarts_base: None,
+            settle_ms: ROLLOUT_SETTLE_MS,
+        }
+    }
+}
+
 impl Verdict {
     /// The word `/stream` and the audit log show.
     pub fn word(self) -> &'static str {
@@ -344,22 +360,23 @@ impl Rollouts {
             (Gate::Wait { .. } | Gate::Go, _) => {}
         }
         self.trials.retain(|t| t.key != key);
-        let trial = Trial {
-            name: Name::try_from(name).expect("service names fit NAME_BYTES_MAX"),
-            key,
-            new,
-            old,
-            held: None,
-            rollback_due: false,
-            running_since_ms: None,
-            restarts_base: None,
-            settle_ms: ROLLOUT_SETTLE_MS,
-        };
-        match self.trials.push(trial) {
+        match self.trials.push(Trial::new(name, key, new, old)) {
             Ok(()) => Admit::Trial,
             // No room for a first-wave box's first version: it goes without a trial (its
             // settling and a hold go unreported), as before rollouts.
             Err(_) => Admit::Go,
+        }
+    }
+
+    /// A unit of version `new` of `name` found at boot on a box of the service's first wave goes
+    /// on trial again: trials live in memory, so a restarted box cannot tell a version that had
+    /// settled from one it was trying (or had held) when it stopped. Tried anew with nothing to
+    /// go back to, a version that fails here is held again rather than read as settled by the
+    /// next wave; one that runs settles again. Nothing is done with no room, as in `admit`.
+    pub fn try_again(&mut self, name: &str, new: u64) {
+        let key = key_hash(name);
+        if self.trials.iter().all(|t| t.key != key) {
+            let _ = self.trials.push(Trial::new(name, key, new, None));
         }
     }
 

@@ -353,6 +353,51 @@ fn a_failing_version_goes_back_and_holds_until_the_next_deploy() {
     assert_eq!(b.listed(), None, "the next deploy rolls out and settles");
 }
 
+/// A box of the first wave that restarts finds its units on disk, but its trials were in
+/// memory: a version it held (or was trying) when it stopped is tried again, so the status says
+/// `held` once more, not a bare `failed` that the next wave would read as settled and take (MycoSim
+/// found a box left waiting for ever on such a first wave); a version that runs settles again.
+#[test]
+fn a_restarted_first_wave_box_tries_its_units_again() {
+    use crate::config::{HEALTH_INTERVAL_MS, ROLLOUT_SETTLE_MS};
+    use crate::schema::message::HoldReason;
+    let mut b = Bench::new();
+    let bad = b.deploy_named("web", 10, "/bin/v1");
+    let good = b.deploy_named("api", 10, "/bin/api");
+    b.bad.push(bad);
+    b.run(2_000);
+    let held = UnitState::Held {
+        reason: HoldReason::UnitFailed,
+        serving: false,
+    };
+    assert_eq!(b.listed(), Some(held), "held before the restart");
+
+    b.e = Executor::new(false);
+    assert!(b.e.handle_installed("web", bad) && b.e.handle_installed("api", good));
+    b.run(2_000);
+    assert_eq!(b.listed(), Some(held), "held again after it");
+    let api = b
+        .node
+        .own_status()
+        .units
+        .iter()
+        .find(|(k, _)| k.0 == key_hash("api"));
+    assert_eq!(
+        api.map(|(_, s)| *s),
+        Some(UnitState::Settling),
+        "on trial again"
+    );
+    b.run(ROLLOUT_SETTLE_MS + HEALTH_INTERVAL_MS);
+    let api = b
+        .node
+        .own_status()
+        .units
+        .iter()
+        .find(|(k, _)| k.0 == key_hash("api"));
+    assert_eq!(api, None, "settled again: running, not listed");
+    assert!(b.e.at_rest());
+}
+
 /// More held rollouts than one reconcile plans (`UNIT_PLAN_MAX`) do not starve the services after
 /// them: a new service placed behind them in the placement order is still installed. (MycoSim
 /// found boxes whose plan was filled, round after round, by the same refused replacements.)
