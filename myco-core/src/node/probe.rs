@@ -357,6 +357,7 @@ impl Node {
             Applied::Changed(MemberState::Suspect) => sink.event(Event::MemberSuspect(u.id)),
             Applied::Changed(MemberState::Dead) => {
                 self.out.forget_peer(u.id);
+                self.deaths_to_push = true;
                 sink.event(if left {
                     Event::MemberLeft(u.id)
                 } else {

@@ -943,6 +943,33 @@ fn a_suspect_refutes_straight_to_the_member_that_told_it() {
     assert_eq!(b.counters().refutations_told, 1);
 }
 
+/// A death goes on at the next tick, not at the next gossip round: each box that learns it
+/// passes it on at once, so the cluster hears it within a few network hops.
+#[test]
+fn a_death_is_passed_on_at_the_next_tick() {
+    joined_pair!(a, b, addr_a, addr_b);
+    let t = Instant(3_000);
+    let mut dead = phantom(1);
+    for n in [&mut a, &mut b] {
+        n.apply_member(t, &dead, 0, &mut Wire::default());
+        // Neither a gossip round nor a probe falls in the ticks below.
+        (n.next_gossip, n.next_probe) = (t.add_ms(10_000), t.add_ms(10_000));
+    }
+    dead.state = MemberState::Dead;
+    a.apply_member(t, &dead, 0, &mut Wire::default());
+    let mut wire = Wire::default();
+    a.handle_tick(t.add_ms(10), &mut wire);
+    assert_eq!(a.counters().death_pushes, 1);
+    for (_, frame) in wire.frames.iter().filter(|(to, _)| *to == addr_b) {
+        b.handle_datagram(t.add_ms(10), addr_a, frame, &mut Wire::default());
+    }
+    let heard = b.members.get(dead.id).map(|m| m.state);
+    assert_eq!(heard, Some(MemberState::Dead), "b heard the death at once");
+    // Nothing new died: the next tick pushes nothing.
+    a.handle_tick(t.add_ms(20), &mut Wire::default());
+    assert_eq!(a.counters().death_pushes, 1);
+}
+
 /// Under steady loss the walk alone wanders: half the probes missed, one by one in turn, leaves it
 /// at 0 or 1, where a node would run timeouts a ninth of its peers'. The average of misses keeps
 /// the score at the top; misses as rare as 10% loss gives (under 1%) set no floor, nor does the

@@ -118,7 +118,7 @@ fn a_box_without_own_addresses_never_concludes() {
 /// concludes as soon as it holds sessions with two of them, once (here at 61 s: the eight boot
 /// together, and the box lists peers besides its join box after its first member sync, 60 s); its record says so everywhere, peers reach it through the
 /// relay (the NAT drops nothing more), it keeps its relay's mapping open, and cut off it is
-/// declared dead within the profile's bound like any box. The public boxes, seen at their own
+/// declared dead like any box. The public boxes, seen at their own
 /// addresses, conclude nothing.
 #[test]
 fn a_box_behind_nat_finds_out_from_its_peers() {
@@ -147,8 +147,13 @@ fn a_box_behind_nat_finds_out_from_its_peers() {
     assert!(nodes[0].counters().relayed_frames > 0);
     assert!(nodes[7].out.has_link(addr(0)), "a session with its relay");
     assert_eq!(nodes[7].counters().nat_detected, 1, "sticky");
+    // Cut off, it is declared dead like any box. When depends on chance (which member each node
+    // probes); the profile's bound holds for most deaths, not each (`myco-sim bench --profiles`
+    // measures the spread; `a_box_behind_nat_is_reached_through_its_relay` checks the bound for
+    // its cut). This trace, where no node happens to probe the box for four periods, may take
+    // longer: the test allows twice the bound.
     net.up[7] = false;
-    let end = at + 180_000 + Profile::METERED.detection_ms_goal;
+    let end = at + 180_000 + 2 * Profile::METERED.detection_ms_goal;
     net.run(&mut nodes, (at + 180_000, end));
     for n in &nodes[..7] {
         let b = n.members.get(natted).unwrap();
