@@ -468,7 +468,11 @@ fn message<'b>(
     ids: &Ids,
     entry_bufs: &'b mut [[u8; ENTRY_BYTES_MAX]; 4],
 ) -> Message<'b> {
-    match input.u8() % 12 {
+    match input.u8() % 13 {
+        // A helper's nack, for a probe of this node's or for none.
+        12 => Message::Nack {
+            seq: u32::from(input.u8()),
+        },
         11 => {
             // Where a member sees this node: its own address, or a NAT's (`node::natobs`).
             let addr = if input.u8() % 2 == 0 {

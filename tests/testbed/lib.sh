@@ -111,6 +111,28 @@ fail() {
 
 # Milliseconds since the epoch, and a millisecond count as seconds with two decimals.
 now_ms() { date +%s%3N; }
+# Milliseconds on CLOCK_MONOTONIC, the clock systemd stamps a unit's state changes with (the boxes
+# share the host's kernel and have no time namespace of their own): a time measured against
+# `active_since_ms` does not include the polling that noticed the change (up to 0.3 s with two
+# boxes to ask).
+mono_ms() { python3 -c 'import time; print(time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 10**6)'; }
+# When unit U on box I last became active, in `mono_ms` terms (0: never).
+active_since_ms() {
+	local us
+	us=$(box_exec "$1" systemctl show -P ActiveEnterTimestampMonotonic "$2")
+	echo $((${us:-0} / 1000))
+}
+# The latest `active_since_ms` of unit U on boxes I... minus FROM (a `mono_ms`), if one of them
+# became active after FROM; otherwise nothing.
+started_after_ms() {
+	local from=$1 unit=$2 i t latest=0
+	shift 2
+	for i in "$@"; do
+		t=$(active_since_ms "$i" "$unit")
+		((t > latest)) && latest=$t
+	done
+	((latest > from)) && echo $((latest - from))
+}
 ms_as_s() { printf '%d.%02d' $(($1 / 1000)) $(($1 % 1000 / 10)); }
 
 box_name() { echo "mtb${TESTBED_ID}b$1"; }

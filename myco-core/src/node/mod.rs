@@ -214,6 +214,8 @@ pub struct Counters {
     pub refutations_told: u64,
     /// Member frames pushed at once, at a tick after a death (`Node::handle_tick`).
     pub death_pushes: u64,
+    /// Nacks sent as a helper whose relayed ping went unanswered (`Message::Nack`).
+    pub nacks_sent: u64,
     /// `Observed` frames that told a peer an unchanged address again (`Transport::tell_observed`).
     pub observed_refreshes: u64,
     pub refused_crypto: u64,
@@ -335,6 +337,10 @@ struct Probe {
     sent_at: Instant,
     indirect_sent: bool,
     acked: bool,
+    /// Helpers asked to ping the target (`Node::send_indirect`), and nacks heard back from them
+    /// (`Message::Nack`: the target did not answer them either).
+    helpers: u8,
+    nacks: u8,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -342,6 +348,8 @@ struct Relay {
     seq: u32,
     origin: PeerAddr,
     origin_seq: u32,
+    /// When the origin is told the target did not answer (`Message::Nack`), unless it did.
+    nack_at: Option<Instant>,
     expires: Instant,
 }
 
@@ -728,6 +736,7 @@ impl Node {
             self.out.counters.death_pushes += 1;
             self.gossip_members(sink);
         }
+        self.send_nacks(now, sink);
         self.relays.retain(|r| r.expires > now);
         self.out.now = now;
         self.out.handle_tick(sink);
@@ -1114,6 +1123,7 @@ impl Node {
             seq: self.seq,
             origin: from,
             origin_seq: seq,
+            nack_at: Some(now.add_ms(self.profile.probe_timeout_ms)),
             expires: now.add_ms(self.profile.probe_interval_ms),
         };
         // A box behind NAT may have another public address for each peer (a port per peer):
@@ -1203,6 +1213,7 @@ impl Node {
                 request,
             }),
             Message::Observed { addr } => self.observed(sender, addr, sink),
+            Message::Nack { seq } => self.handle_nack(seq),
             // A directory means something only on a bridge session (`dispatch_bridge` handles it
             // before this); from a member of this zone it is ignored.
             Message::Bridges { .. } => {}

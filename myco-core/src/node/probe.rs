@@ -43,9 +43,17 @@ impl Node {
         floor.min(max) as u8
     }
 
-    /// Counts one judged probe of a live member in the score and in the average of misses.
-    pub(super) fn note_probe(&mut self, missed: bool) {
-        self.adjust_health(missed);
+    /// Counts one judged probe of a live member in the score and in the average of misses. A
+    /// miss raises the score by the nacks missing from the helpers asked (`unnacked`), as
+    /// Lifeguard does, or by one when no helper was asked: every helper's nack leaves it alone.
+    /// Every miss counts in the average: the floor steady loss sets must not wait on nacks.
+    pub(super) fn note_probe(&mut self, missed: bool, unnacked: u8) {
+        if !missed {
+            self.adjust_health(false);
+        }
+        for _ in 0..unnacked {
+            self.adjust_health(true);
+        }
         let kept = self.miss_ppm - self.miss_ppm / MISS_AVERAGE;
         self.miss_ppm = kept + if missed { 1_000_000 / MISS_AVERAGE } else { 0 };
     }
@@ -71,11 +79,10 @@ impl Node {
             let addr = self.members.get(p.target).map(|m| m.addr);
             let timed_out = now.since_ms(p.sent_at) >= self.profile.probe_timeout_ms * scale;
             if !p.acked && !p.indirect_sent && timed_out {
-                if let Some(target_addr) = addr {
-                    self.send_indirect(sink, p, target_addr);
-                }
+                let helpers = addr.map_or(0, |a| self.send_indirect(sink, p, a));
                 self.probe = Some(Probe {
                     indirect_sent: true,
+                    helpers,
                     ..p
                 });
             }
@@ -112,22 +119,31 @@ impl Node {
             sent_at: now,
             indirect_sent: false,
             acked: false,
+            helpers: 0,
+            nacks: 0,
         });
         self.out.counters.probes += 1;
         self.send_ping(sink, addr, self.seq, Some(target));
     }
 
-    /// Counts a finished probe in local health and suspects its target if no ack came. Only a
-    /// miss of a member still believed alive counts: probing a suspect again and again (a box
-    /// that really died, the only peer of a two-node cluster) says nothing new about this node's
-    /// own health. Lifeguard counts missed nacks for this; Myco's helpers send none.
+    /// Counts a finished probe in local health and suspects its target if no ack came. A miss
+    /// raises the score only if no helper sent a nack (Lifeguard: a helper that answers shows
+    /// this node's link works, so the target is at fault; a box that really died would otherwise
+    /// stretch its probers' timeouts, their own suspicion of it included), and counts at all
+    /// only for a member still believed alive: probing a suspect again and again (the only peer of a
+    /// two-node cluster) says nothing new about this node's own health.
     fn judge_probe(&mut self, now: Instant, sink: &mut impl Sink, p: Probe) {
         let was_alive = self
             .members
             .get(p.target)
             .is_some_and(|m| m.state == MemberState::Alive);
         if p.acked || was_alive {
-            self.note_probe(!p.acked);
+            let unnacked = match (p.acked, p.helpers) {
+                (true, _) => 0,
+                (false, 0) => 1,
+                (false, asked) => asked.saturating_sub(p.nacks),
+            };
+            self.note_probe(!p.acked, unnacked);
         }
         if !p.acked {
             let applied = self.members.suspect(now, p.target, self.id);
@@ -187,7 +203,13 @@ impl Node {
         self.out.send(sink, addr, self.store.root(), msg);
     }
 
-    pub(super) fn send_indirect(&mut self, sink: &mut impl Sink, p: Probe, target_addr: PeerAddr) {
+    /// Asks up to `INDIRECT_PROBES` helpers to ping `p`'s target; returns how many were asked.
+    pub(super) fn send_indirect(
+        &mut self,
+        sink: &mut impl Sink,
+        p: Probe,
+        target_addr: PeerAddr,
+    ) -> u8 {
         let mut helpers = self.relays_to_ask(p.target);
         for _ in 0..INDIRECT_PROBES * 2 {
             let Some(h) = self.random_live_peer() else {
@@ -198,6 +220,7 @@ impl Node {
                 break;
             }
         }
+        let asked = helpers.len() as u8;
         let root = self.store.root();
         for h in helpers {
             let msg = Message::PingReq {
@@ -207,6 +230,7 @@ impl Node {
             };
             self.out.send(sink, h, root, msg);
         }
+        asked
     }
 
     /// The helpers to ask first when a probe of `target` failed: if it is behind NAT, its relays
@@ -477,6 +501,29 @@ impl Node {
             let list = news.iter().copied().collect();
             self.out.counters.member_frames += 1;
             self.out.send(sink, peer, root, Message::Members { list });
+        }
+    }
+
+    /// A helper's nack for this node's probe `seq` (a stale one changes nothing).
+    pub(super) fn handle_nack(&mut self, seq: u32) {
+        if let Some(p) = self.probe.as_mut().filter(|p| p.seq == seq) {
+            // A duplicated nack is one helper's word still.
+            p.nacks = (p.nacks + 1).min(p.helpers);
+        }
+    }
+
+    /// Tells the origin of each relayed ping unanswered for a probe timeout that its target did
+    /// not answer here either (`Message::Nack`), once; the relay still forwards a late ack.
+    pub(super) fn send_nacks(&mut self, now: Instant, sink: &mut impl Sink) {
+        for i in 0..self.relays.len() {
+            let r = &mut self.relays[i];
+            if r.nack_at.is_some_and(|at| now >= at) {
+                r.nack_at = None;
+                let (to, seq) = (r.origin, r.origin_seq);
+                self.out.counters.nacks_sent += 1;
+                self.out
+                    .send(sink, to, self.store.root(), Message::Nack { seq });
+            }
         }
     }
 

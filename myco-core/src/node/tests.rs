@@ -978,7 +978,7 @@ fn a_death_is_passed_on_at_the_next_tick() {
 fn a_steady_share_of_misses_keeps_local_health_up() {
     joined_pair!(a, b, _addr_a, _addr_b);
     for i in 0..64 {
-        a.note_probe(i % 2 == 0);
+        a.note_probe(i % 2 == 0, u8::from(i % 2 == 0));
     }
     assert_eq!(a.health, 0, "the walk alone is back at 0 after each ack");
     assert_eq!(
@@ -987,18 +987,18 @@ fn a_steady_share_of_misses_keeps_local_health_up() {
         "half missed: the floor is the top"
     );
     for i in 0..200 {
-        b.note_probe(i % 100 == 0);
+        b.note_probe(i % 100 == 0, u8::from(i % 100 == 0));
     }
     assert_eq!(b.local_health(), 0, "one miss in a hundred: no floor");
-    b.note_probe(true);
-    b.note_probe(false);
+    b.note_probe(true, 1);
+    b.note_probe(false, 0);
     assert_eq!(
         b.local_health(),
         0,
         "one miss (a box that died), then an ack: nothing stretched"
     );
     for _ in 0..16 {
-        b.note_probe(true);
+        b.note_probe(true, 1);
     }
     assert_eq!(
         b.local_health(),

@@ -207,6 +207,11 @@ pub enum Message<'a> {
     /// a box whose own addresses do not include it learns it is behind address translation
     /// (`node::natobs`). Appended last, so the kinds above keep their numbers.
     Observed { addr: PeerAddr },
+    /// "I pinged the target of your probe `seq` for you and it did not answer" (Lifeguard's
+    /// nack): a helper's word, sent when its relayed ping times out. A prober whose probe failed
+    /// but got a nack knows its own link works, so the miss is the target's and its local health
+    /// is left alone (`Node::judge_probe`). Appended last, so the kinds above keep their numbers.
+    Nack { seq: u32 },
 }
 
 /// A request to build one locked version of a flake service: the service by key hash, the entry
@@ -483,6 +488,7 @@ mod tests {
         fits(Message::Observed {
             addr: member().addr,
         });
+        fits(Message::Nack { seq: u32::MAX });
         fits(Message::PingReq {
             seq: u32::MAX,
             target: u64::MAX,

@@ -490,4 +490,37 @@ fn a_relays_death_leaves_the_box_behind_a_port_per_peer_nat_alive() {
     a_relays_death_leaves_the_box_behind_it_alive(true);
 }
 
+/// A box that really died does not count against its probers' own health: each failed probe's
+/// helper (the only other survivor of three) pings it too, finds no answer and says so
+/// (`Message::Nack`), so the probers keep their timeouts, their suspicion of the dead box's
+/// included (without the nacks, a prober's score rose to 1 and doubled them: 1.5 s of the
+/// testbed's 3 s from a cut to the service running elsewhere).
+#[test]
+fn a_dead_box_costs_its_probers_no_health() {
+    let mut nodes: StdVec<Box<Node>> = (0..3).map(|i| box_node(i, false, false)).collect();
+    let mut net = Net::new(&[false; 3]);
+    net.run(&mut nodes, (0, 10_000));
+    assert!(nodes
+        .iter()
+        .all(|n| n.members().iter().all(|m| m.is_live())));
+    net.up[2] = false;
+    let dead = nodes[2].id();
+    let mut worst = 0;
+    let mut at = 10_000;
+    while !nodes[..2]
+        .iter()
+        .all(|n| n.members.get(dead).unwrap().state == MemberState::Dead)
+    {
+        assert!(at < 30_000, "box 2 declared dead within 20 s");
+        net.run(&mut nodes, (at, at + 10));
+        at += 10;
+        worst = worst
+            .max(nodes[0].local_health())
+            .max(nodes[1].local_health());
+    }
+    let nacks = nodes[0].counters().nacks_sent + nodes[1].counters().nacks_sent;
+    assert!(nacks > 0, "the survivors nacked each other's probes");
+    assert_eq!(worst, 0, "no prober's health rose");
+}
+
 mod natobs;
