@@ -267,7 +267,12 @@ impl Bench {
 
     /// What this box's status lists for `web`.
     fn listed(&self) -> Option<UnitState> {
-        let key = key_hash("web");
+        self.listed_as("web")
+    }
+
+    /// What this box's status lists for service `name`.
+    fn listed_as(&self, name: &str) -> Option<UnitState> {
+        let key = key_hash(name);
         let status = self.node.own_status();
         status
             .units
@@ -376,25 +381,17 @@ fn a_restarted_first_wave_box_tries_its_units_again() {
     assert!(b.e.handle_installed("web", bad) && b.e.handle_installed("api", good));
     b.run(2_000);
     assert_eq!(b.listed(), Some(held), "held again after it");
-    let api = b
-        .node
-        .own_status()
-        .units
-        .iter()
-        .find(|(k, _)| k.0 == key_hash("api"));
     assert_eq!(
-        api.map(|(_, s)| *s),
+        b.listed_as("api"),
         Some(UnitState::Settling),
         "on trial again"
     );
     b.run(ROLLOUT_SETTLE_MS + HEALTH_INTERVAL_MS);
-    let api = b
-        .node
-        .own_status()
-        .units
-        .iter()
-        .find(|(k, _)| k.0 == key_hash("api"));
-    assert_eq!(api, None, "settled again: running, not listed");
+    assert_eq!(
+        b.listed_as("api"),
+        None,
+        "settled again: running, not listed"
+    );
     assert!(b.e.at_rest());
 }
 
