@@ -208,6 +208,30 @@ const GOSSIP: &[Family] = &[
         s.counters.probes.into()
     }),
     one(
+        "myco_nacks_sent_total",
+        Counter,
+        "Nacks sent as a helper whose relayed ping the probed member did not answer.",
+        |s| s.counters.nacks_sent.into(),
+    ),
+    one(
+        "myco_death_pushes_total",
+        Counter,
+        "Membership news pushed at once after a member was declared dead.",
+        |s| s.counters.death_pushes.into(),
+    ),
+    one(
+        "myco_refutations_told_total",
+        Counter,
+        "Refutations sent straight back to a member that said this node was suspect or dead.",
+        |s| s.counters.refutations_told.into(),
+    ),
+    one(
+        "myco_observed_refreshes_total",
+        Counter,
+        "Frames that told a peer its unchanged source address again.",
+        |s| s.counters.observed_refreshes.into(),
+    ),
+    one(
         "myco_member_tables_sent_total",
         Counter,
         "Whole member tables sent in push-pulls (joins, and peers whose live set differed).",
