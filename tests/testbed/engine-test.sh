@@ -104,8 +104,8 @@ wait_for "$wait_s" "myco-$service.service active on $replicas boxes" runs_on_exa
 noticed_ms=$(($(now_ms) - deployed))
 # From the deploy to the last replica's start as systemd stamped it, not to the poll that saw it.
 # shellcheck disable=SC2086 # one box number per word
-deploy_ms=$(started_after_ms "$deployed_mono" "myco-$service.service" $running)
-deploy_ms=${deploy_ms:-$noticed_ms}
+deploy_ms=$(started_after_ms "$deployed_mono" "myco-$service.service" $running) \
+	|| fail "no box's myco-$service.service says it started after the deploy"
 settled_on_exactly "$replicas" \
 	|| fail "myco-$service.service did not stay on exactly $replicas boxes: now on '$running'"
 log "deployed $service (replicas $replicas): active on boxes $running after $(ms_as_s "$deploy_ms") s (seen by polling after $(ms_as_s "$noticed_ms") s)"
@@ -148,8 +148,8 @@ wait_for "$wait_s" "myco-$service.service active on boxes ${remaining[*]} after 
 	runs_on_remaining
 noticed_ms=$(($(now_ms) - cut))
 # To the start of the replacement as systemd stamped it (the other box ran it before the cut).
-death_ms=$(started_after_ms "$cut_mono" "myco-$service.service" "${remaining[@]}")
-death_ms=${death_ms:-$noticed_ms}
+death_ms=$(started_after_ms "$cut_mono" "myco-$service.service" "${remaining[@]}") \
+	|| fail "no remaining box's myco-$service.service says it started after the cut"
 log "running on boxes ${remaining[*]} $(ms_as_s "$death_ms") s after the cut (seen by polling after $(ms_as_s "$noticed_ms") s)"
 # The name follows the service: box 0 now answers with the boxes that took over.
 wait_for "$wait_s" "box 0 resolves $service.myco to boxes ${remaining[*]}" dns_is 0 "${remaining[*]}"

@@ -123,7 +123,7 @@ active_since_ms() {
 	echo $((${us:-0} / 1000))
 }
 # The latest `active_since_ms` of unit U on boxes I... minus FROM (a `mono_ms`), if one of them
-# became active after FROM; otherwise nothing.
+# became active after FROM; otherwise nothing, and a non-zero status.
 started_after_ms() {
 	local from=$1 unit=$2 i t latest=0
 	shift 2

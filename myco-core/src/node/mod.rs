@@ -1234,9 +1234,6 @@ fn meta_of(c: &CertBody) -> MemberMeta {
     }
 }
 
-#[cfg(test)]
-pub(crate) mod tests;
-
 /// This node's credentials from its seed and certificate, and the trust it checks peers
 /// against: refused for a bad seed, a bad certificate or one the revocation block revokes.
 fn credentials(config: &NodeConfig<'_>) -> Result<(Credentials, Trust), ConfigError> {
@@ -1258,3 +1255,6 @@ fn credentials(config: &NodeConfig<'_>) -> Result<(Credentials, Trust), ConfigEr
         },
     ))
 }
+
+#[cfg(test)]
+pub(crate) mod tests;

@@ -127,10 +127,10 @@ impl Node {
     }
 
     /// Counts a finished probe in local health and suspects its target if no ack came. A miss
-    /// raises the score only if no helper sent a nack (Lifeguard: a helper that answers shows
-    /// this node's link works, so the target is at fault; a box that really died would otherwise
-    /// stretch its probers' timeouts, their own suspicion of it included), and counts at all
-    /// only for a member still believed alive: probing a suspect again and again (the only peer of a
+    /// raises the score by the nacks missing, not at all once every helper asked has nacked
+    /// (Lifeguard: a helper that answers shows this node's link works, so the target is at
+    /// fault; a box that really died would otherwise stretch its probers' timeouts, their own
+    /// suspicion of it included), and counts at all only for a member still believed alive: probing a suspect again and again (the only peer of a
     /// two-node cluster) says nothing new about this node's own health.
     fn judge_probe(&mut self, now: Instant, sink: &mut impl Sink, p: Probe) {
         let was_alive = self
@@ -507,7 +507,8 @@ impl Node {
     /// A helper's nack for this node's probe `seq` (a stale one changes nothing).
     pub(super) fn handle_nack(&mut self, seq: u32) {
         if let Some(p) = self.probe.as_mut().filter(|p| p.seq == seq) {
-            // A duplicated nack is one helper's word still.
+            // The transport refuses replayed frames; the cap keeps the count within the helpers
+            // asked whatever a member sends.
             p.nacks = (p.nacks + 1).min(p.helpers);
         }
     }
@@ -515,15 +516,13 @@ impl Node {
     /// Tells the origin of each relayed ping unanswered for a probe timeout that its target did
     /// not answer here either (`Message::Nack`), once; the relay still forwards a late ack.
     pub(super) fn send_nacks(&mut self, now: Instant, sink: &mut impl Sink) {
-        for i in 0..self.relays.len() {
-            let r = &mut self.relays[i];
-            if r.nack_at.is_some_and(|at| now >= at) {
-                r.nack_at = None;
-                let (to, seq) = (r.origin, r.origin_seq);
-                self.out.counters.nacks_sent += 1;
-                self.out
-                    .send(sink, to, self.store.root(), Message::Nack { seq });
-            }
+        let root = self.store.root();
+        let due = |r: &&mut Relay| r.nack_at.is_some_and(|at| now >= at);
+        for r in self.relays.iter_mut().filter(due) {
+            r.nack_at = None;
+            self.out.counters.nacks_sent += 1;
+            let nack = Message::Nack { seq: r.origin_seq };
+            self.out.send(sink, r.origin, root, nack);
         }
     }
 

@@ -209,8 +209,9 @@ pub enum Message<'a> {
     Observed { addr: PeerAddr },
     /// "I pinged the target of your probe `seq` for you and it did not answer" (Lifeguard's
     /// nack): a helper's word, sent when its relayed ping times out. A prober whose probe failed
-    /// but got a nack knows its own link works, so the miss is the target's and its local health
-    /// is left alone (`Node::judge_probe`). Appended last, so the kinds above keep their numbers.
+    /// knows from each nack that its own link works, so the miss raises its local health only by
+    /// the nacks missing (`Node::judge_probe`). Appended last, so the kinds above keep their
+    /// numbers.
     Nack { seq: u32 },
 }
 
