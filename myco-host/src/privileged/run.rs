@@ -16,7 +16,7 @@ use nix::unistd::Pid;
 use std::ffi::{CStr, CString, OsStr};
 use std::fs::{self, File};
 use std::io::{self, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
@@ -26,6 +26,8 @@ use std::time::{Duration, Instant};
 
 /// How often a waiting thread looks whether its child ended or the daemon hung up.
 const WAIT_TICK_MS: u16 = 100;
+/// Without a pidfd, how often a waiting thread looks whether its child ended.
+const EXIT_LOOK_MS: u16 = 5;
 /// How long a child stopped because the daemon hung up has to end before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(2);
 
@@ -251,9 +253,13 @@ impl Work<'_> {
     }
 
     /// Waits for `child`; if the daemon hangs up first (a `/logs` client gone, a build
-    /// cancelled), stops its whole process group, then kills it after `STOP_GRACE`.
+    /// cancelled), stops its whole process group, then kills it after `STOP_GRACE`. The child's
+    /// pidfd wakes the wait the moment it exits: a `systemctl show` of 10 ms must not cost the
+    /// daemon a whole tick (it did, 0.1 s on every unit start; docs/benchmarks.md).
     fn wait(&self, mut child: std::process::Child) -> (Outcome, String) {
         let group = Pid::from_raw(child.id() as i32);
+        let exit = pidfd_of(&child);
+        let exit = exit.as_ref().map(AsFd::as_fd);
         let mut stopping: Option<Instant> = None;
         loop {
             match child.try_wait() {
@@ -262,28 +268,71 @@ impl Work<'_> {
                 Err(e) => return (Outcome::Failed, format!("cannot wait for the command: {e}")),
             }
             match stopping {
-                None if self.hung_up() => {
+                None if self.hung_up(exit) => {
                     let _ = killpg(group, Signal::SIGTERM);
                     stopping = Some(Instant::now());
                 }
-                Some(since) if since.elapsed() > STOP_GRACE => {
-                    let _ = killpg(group, Signal::SIGKILL);
+                None => {}
+                Some(since) => {
+                    if since.elapsed() > STOP_GRACE {
+                        let _ = killpg(group, Signal::SIGKILL);
+                    }
+                    wait_readable(&mut [exit], WAIT_TICK_MS / 4);
                 }
-                _ => std::thread::sleep(Duration::from_millis(u64::from(WAIT_TICK_MS) / 4)),
             }
         }
     }
 
     /// Whether the daemon closed its end (or sent more than its one request), waiting at most
-    /// one tick.
-    fn hung_up(&self) -> bool {
-        let mut fds = [PollFd::new(self.conn.as_fd(), PollFlags::POLLIN)];
-        match poll(&mut fds, WAIT_TICK_MS) {
-            Ok(0) => false,
-            Ok(_) => true,
-            Err(_) => false,
+    /// one tick, and less once the child exits. Without a pidfd (a kernel older than 5.3) the
+    /// wait is short instead, so an ended child is still noticed soon.
+    fn hung_up(&self, exit: Option<BorrowedFd<'_>>) -> bool {
+        let tick = if exit.is_some() {
+            WAIT_TICK_MS
+        } else {
+            EXIT_LOOK_MS
+        };
+        let ready = wait_readable(&mut [Some(self.conn.as_fd()), exit], tick);
+        ready[0]
+    }
+}
+
+/// A descriptor that becomes readable when `child` exits (pidfd_open(2), Linux 5.3); None where
+/// the kernel has none, and the caller then looks every `EXIT_LOOK_MS`.
+fn pidfd_of(child: &std::process::Child) -> Option<OwnedFd> {
+    let pid = libc::pid_t::try_from(child.id()).ok()?;
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1; no memory is
+    // passed. The child is not reaped before this call (only `wait` reaps it), so the pid is its.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    let fd = i32::try_from(fd).ok().filter(|&fd| fd >= 0)?;
+    // SAFETY: the kernel just returned this descriptor to us, and nothing else owns it.
+    Some(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Polls the present descriptors for input (or hang-up) for at most `ms`; which were ready, in
+/// the order given (an absent one never is). An interrupted or failed poll reports none ready.
+fn wait_readable<const N: usize>(fds: &mut [Option<BorrowedFd<'_>>; N], ms: u16) -> [bool; N] {
+    let mut polled: heapless::Vec<PollFd<'_>, N> = heapless::Vec::new();
+    for fd in fds.iter().flatten() {
+        let _ = polled.push(PollFd::new(*fd, PollFlags::POLLIN));
+    }
+    let mut ready = [false; N];
+    if polled.is_empty() {
+        std::thread::sleep(Duration::from_millis(u64::from(ms)));
+        return ready;
+    }
+    if !matches!(poll(&mut polled, ms), Ok(n) if n > 0) {
+        return ready;
+    }
+    let mut revents = polled
+        .iter()
+        .map(|p| p.revents().is_some_and(|r| !r.is_empty()));
+    for (slot, fd) in ready.iter_mut().zip(fds.iter()) {
+        if fd.is_some() {
+            *slot = revents.next().unwrap_or(false);
         }
     }
+    ready
 }
 
 fn outcome_of(status: ExitStatus, stopped: bool) -> (Outcome, String) {
@@ -304,8 +353,9 @@ fn outcome_of(status: ExitStatus, stopped: bool) -> (Outcome, String) {
 
 #[cfg(test)]
 mod tests {
-    use super::gcroot_dir_is_roots;
+    use super::{gcroot_dir_is_roots, pidfd_of, wait_readable};
     use std::fs;
+    use std::os::fd::AsFd;
     use std::os::unix::fs::{symlink, PermissionsExt};
 
     fn mode(path: &std::path::Path, mode: u32) {
@@ -334,5 +384,34 @@ mod tests {
         mode(&base, 0o775);
         assert!(gcroot_dir_is_roots(&roots).is_err());
         fs::remove_dir_all(&base).unwrap();
+    }
+
+    /// The helper's wait wakes when its child exits, not at the end of its tick: the child's
+    /// pidfd turns readable on exit (a poll that timed out would report it not ready), and is
+    /// not readable while the child runs. Absent descriptors are never ready.
+    #[test]
+    fn a_childs_exit_wakes_the_wait() {
+        let mut running = std::process::Command::new("sleep")
+            .arg("10")
+            .spawn()
+            .unwrap();
+        let fd = pidfd_of(&running).expect("Linux 5.3 or later");
+        assert_eq!(
+            wait_readable(&mut [Some(fd.as_fd()), None], 50),
+            [false, false]
+        );
+        running.kill().unwrap();
+        assert_eq!(
+            wait_readable(&mut [Some(fd.as_fd()), None], 60_000),
+            [true, false]
+        );
+        running.wait().unwrap();
+        let mut ended = std::process::Command::new("true").spawn().unwrap();
+        let fd = pidfd_of(&ended).unwrap();
+        assert_eq!(
+            wait_readable(&mut [None, Some(fd.as_fd())], 60_000),
+            [false, true]
+        );
+        assert!(ended.wait().unwrap().success());
     }
 }
