@@ -337,10 +337,21 @@ struct Probe {
     sent_at: Instant,
     indirect_sent: bool,
     acked: bool,
-    /// Helpers asked to ping the target (`Node::send_indirect`), and nacks heard back from them
-    /// (`Message::Nack`: the target did not answer them either).
-    helpers: u8,
-    nacks: u8,
+    /// Helpers asked to ping the target (`Node::send_indirect`), and which of them nacked
+    /// (`Message::Nack`: the target did not answer them either), bit i for `helpers[i]`.
+    helpers: [Option<u64>; INDIRECT_PROBES],
+    nacked: u8,
+}
+
+// `Probe::nacked` has a bit per helper.
+const _: () = assert!(INDIRECT_PROBES <= u8::BITS as usize);
+
+impl Probe {
+    /// Helpers asked (members), and the nacks missing from them.
+    fn helpers_and_unnacked(&self) -> (u32, u32) {
+        let asked = self.helpers.iter().flatten().count() as u32;
+        (asked, asked.saturating_sub(self.nacked.count_ones()))
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -1213,7 +1224,7 @@ impl Node {
                 request,
             }),
             Message::Observed { addr } => self.observed(sender, addr, sink),
-            Message::Nack { seq } => self.handle_nack(seq),
+            Message::Nack { seq } => self.handle_nack(sender, seq),
             // A directory means something only on a bridge session (`dispatch_bridge` handles it
             // before this); from a member of this zone it is ignored.
             Message::Bridges { .. } => {}

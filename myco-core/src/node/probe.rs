@@ -79,7 +79,8 @@ impl Node {
             let addr = self.members.get(p.target).map(|m| m.addr);
             let timed_out = now.since_ms(p.sent_at) >= self.profile.probe_timeout_ms * scale;
             if !p.acked && !p.indirect_sent && timed_out {
-                let helpers = addr.map_or(0, |a| self.send_indirect(sink, p, a));
+                let helpers =
+                    addr.map_or([None; INDIRECT_PROBES], |a| self.send_indirect(sink, p, a));
                 self.probe = Some(Probe {
                     indirect_sent: true,
                     helpers,
@@ -119,8 +120,8 @@ impl Node {
             sent_at: now,
             indirect_sent: false,
             acked: false,
-            helpers: 0,
-            nacks: 0,
+            helpers: [None; INDIRECT_PROBES],
+            nacked: 0,
         });
         self.out.counters.probes += 1;
         self.send_ping(sink, addr, self.seq, Some(target));
@@ -138,10 +139,10 @@ impl Node {
             .get(p.target)
             .is_some_and(|m| m.state == MemberState::Alive);
         if p.acked || was_alive {
-            let unnacked = match (p.acked, p.helpers) {
+            let unnacked = match (p.acked, p.helpers_and_unnacked()) {
                 (true, _) => 0,
-                (false, 0) => 1,
-                (false, asked) => asked.saturating_sub(p.nacks),
+                (false, (0, _)) => 1,
+                (false, (_, unnacked)) => unnacked as u8,
             };
             self.note_probe(!p.acked, unnacked);
         }
@@ -203,32 +204,33 @@ impl Node {
         self.out.send(sink, addr, self.store.root(), msg);
     }
 
-    /// Asks up to `INDIRECT_PROBES` helpers to ping `p`'s target; returns how many were asked.
+    /// Asks up to `INDIRECT_PROBES` helpers to ping `p`'s target; returns the members asked.
     pub(super) fn send_indirect(
         &mut self,
         sink: &mut impl Sink,
         p: Probe,
         target_addr: PeerAddr,
-    ) -> u8 {
+    ) -> [Option<u64>; INDIRECT_PROBES] {
         let mut helpers = self.relays_to_ask(p.target);
         for _ in 0..INDIRECT_PROBES * 2 {
             let Some(h) = self.random_live_peer() else {
                 break;
             };
-            let addr = self.members.get(h).expect("picked from the table").addr;
-            if h != p.target && !helpers.contains(&addr) && helpers.push(addr).is_err() {
+            if h != p.target && !helpers.contains(&h) && helpers.push(h).is_err() {
                 break;
             }
         }
-        let asked = helpers.len() as u8;
+        let mut asked = [None; INDIRECT_PROBES];
         let root = self.store.root();
-        for h in helpers {
+        for (slot, h) in asked.iter_mut().zip(helpers) {
+            let addr = self.members.get(h).expect("picked from the table").addr;
+            *slot = Some(h);
             let msg = Message::PingReq {
                 seq: p.seq,
                 target: p.target,
                 target_addr,
             };
-            self.out.send(sink, h, root, msg);
+            self.out.send(sink, addr, root, msg);
         }
         asked
     }
@@ -238,17 +240,16 @@ impl Node {
     /// a box through its first relay, random helpers too, so when that relay dies every probe of
     /// the box fails with it and Lifeguard's confirmations soon declare the box dead (issue 18);
     /// its other relay holds a session with it and pings it directly (`Node::relay_ping`).
-    fn relays_to_ask(&self, target: u64) -> Vec<PeerAddr, INDIRECT_PROBES> {
+    fn relays_to_ask(&self, target: u64) -> Vec<u64, INDIRECT_PROBES> {
         let mut asked = Vec::new();
         if !self.members.get(target).is_some_and(|m| m.meta.nat) {
             return asked;
         }
-        for r in self.relays_of(target).into_iter().filter(|&r| r != self.id) {
-            if let Some(m) = self.members.get(r) {
-                // Random helpers top up what is left; with more relays than helpers, the best.
-                if asked.push(m.addr).is_err() {
-                    break;
-                }
+        let listed = |r: &u64| *r != self.id && self.members.get(*r).is_some();
+        for r in self.relays_of(target).into_iter().filter(listed) {
+            // Random helpers top up what is left; with more relays than helpers, the best.
+            if asked.push(r).is_err() {
+                break;
             }
         }
         asked
@@ -504,12 +505,15 @@ impl Node {
         }
     }
 
-    /// A helper's nack for this node's probe `seq` (a stale one changes nothing).
-    pub(super) fn handle_nack(&mut self, seq: u32) {
-        if let Some(p) = self.probe.as_mut().filter(|p| p.seq == seq) {
-            // The transport refuses replayed frames; the cap keeps the count within the helpers
-            // asked whatever a member sends.
-            p.nacks = (p.nacks + 1).min(p.helpers);
+    /// A helper's nack for this node's probe `seq`. Only a helper asked counts, once: a nack
+    /// lowers what a miss costs this node's local health, so a member that was not asked (or
+    /// one that nacks twice) must not be able to keep this node's timeouts short.
+    pub(super) fn handle_nack(&mut self, sender: u64, seq: u32) {
+        let Some(p) = self.probe.as_mut().filter(|p| p.seq == seq) else {
+            return;
+        };
+        if let Some(i) = p.helpers.iter().position(|&h| h == Some(sender)) {
+            p.nacked |= 1 << i;
         }
     }
 

@@ -523,4 +523,30 @@ fn a_dead_box_costs_its_probers_no_health() {
     assert_eq!(worst, 0, "no prober's health rose");
 }
 
+/// A nack counts only from a helper this node asked, and once: it lowers what the miss costs the
+/// prober's local health, so a member that was not asked, a helper that nacks twice, or a nack
+/// for another probe must not lower it further.
+#[test]
+fn a_nack_counts_only_from_a_helper_asked_and_once() {
+    let mut node = box_node(0, false, false);
+    let (asked, other) = (11, 12);
+    node.probe = Some(Probe {
+        target: 10,
+        seq: 7,
+        sent_at: Instant(0),
+        indirect_sent: true,
+        acked: false,
+        helpers: [Some(asked), Some(13), None],
+        nacked: 0,
+    });
+    let unnacked = |n: &Node| n.probe.unwrap().helpers_and_unnacked();
+    assert_eq!(unnacked(&node), (2, 2));
+    node.handle_nack(other, 7);
+    node.handle_nack(asked, 6);
+    assert_eq!(unnacked(&node), (2, 2), "not asked, or another probe");
+    node.handle_nack(asked, 7);
+    node.handle_nack(asked, 7);
+    assert_eq!(unnacked(&node), (2, 1), "one nack from the helper asked");
+}
+
 mod natobs;
