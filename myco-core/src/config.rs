@@ -313,6 +313,20 @@ impl Profile {
         self.suspicion_min_ms(cluster) * self.suspicion_max_factor
     }
 
+    /// How long after its ping a probe is judged: when the next period starts, or sooner when the
+    /// period is long beside the probe timeout. An indirect probe starts at one timeout and its
+    /// helpers nack at about two; a third leaves the relayed ack one whole timeout to come back.
+    /// `lan` and `wan` judge at the period's end as before; `metered` (6 s periods, 1.5 s
+    /// timeout) at 4.5 s, not 6.
+    pub const fn judge_after_ms(&self) -> u64 {
+        let three = 3 * self.probe_timeout_ms;
+        if three < self.probe_interval_ms {
+            three
+        } else {
+            self.probe_interval_ms
+        }
+    }
+
     /// Frames a box sends per second at rest, in thousandths: its own ping each probe period, on
     /// average one ack to another member's ping, and the member-sync page.
     pub const fn rest_frames_per_s_milli(&self) -> u64 {
@@ -327,11 +341,11 @@ impl Profile {
     /// Milliseconds from a box's death until a member declares it dead, in a cluster of `cluster`
     /// boxes, nine times in ten: the cluster's probes pick members at random, so the wait for the
     /// first probe of the dead box is exponential with a mean of one probe period (2.3 periods at
-    /// the 90th percentile); the miss is judged one period after that ping; the prober's
+    /// the 90th percentile); the miss is judged `judge_after_ms` after that ping; the prober's
     /// unconfirmed suspicion then runs its longest timeout.
     pub const fn detection_ms(&self, cluster: usize) -> u64 {
         self.probe_interval_ms * 23 / 10
-            + self.probe_interval_ms
+            + self.judge_after_ms()
             + self.suspicion_max_ms(cluster)
             + self.gossip_interval_ms
     }

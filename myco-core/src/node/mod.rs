@@ -335,6 +335,9 @@ struct Probe {
     target: u64,
     seq: u32,
     sent_at: Instant,
+    /// When a probe not acked by then is a miss (`Profile::judge_after_ms`, stretched by local
+    /// health as it stood at the ping): never after the next probe starts.
+    judge_at: Instant,
     indirect_sent: bool,
     acked: bool,
     /// Helpers asked to ping the target (`Node::send_indirect`), and which of them nacked

@@ -89,13 +89,14 @@ impl Node {
             }
         }
         self.judge_handshake_probe(now, sink);
+        if let Some(p) = self.probe.filter(|p| now >= p.judge_at) {
+            self.probe = None;
+            self.judge_probe(now, sink, p);
+        }
         if now < self.next_probe {
             return;
         }
         self.next_probe = now.add_ms(self.profile.probe_interval_ms * scale);
-        if let Some(p) = self.probe.take() {
-            self.judge_probe(now, sink, p);
-        }
         let Some(target) = self.random_live_peer() else {
             return;
         };
@@ -118,6 +119,7 @@ impl Node {
             target,
             seq: self.seq,
             sent_at: now,
+            judge_at: now.add_ms(self.profile.judge_after_ms() * scale),
             indirect_sent: false,
             acked: false,
             helpers: [None; INDIRECT_PROBES],

@@ -534,6 +534,7 @@ fn a_nack_counts_only_from_a_helper_asked_and_once() {
         target: 10,
         seq: 7,
         sent_at: Instant(0),
+        judge_at: Instant(500),
         indirect_sent: true,
         acked: false,
         helpers: [Some(asked), Some(13), None],
@@ -547,6 +548,39 @@ fn a_nack_counts_only_from_a_helper_asked_and_once() {
     node.handle_nack(asked, 7);
     node.handle_nack(asked, 7);
     assert_eq!(unnacked(&node), (2, 1), "one nack from the helper asked");
+}
+
+/// A probe is judged `judge_after_ms` after its ping: under `metered` (6 s periods, 1.5 s probe
+/// timeout) 4.5 s, not at the next period 6 s later, which is 1.5 s off every detection.
+#[test]
+fn a_metered_probe_is_judged_three_timeouts_after_its_ping() {
+    let metered = Profile::METERED;
+    assert_eq!(metered.judge_after_ms(), 4_500);
+    assert_eq!(
+        Profile::LAN.judge_after_ms(),
+        Profile::LAN.probe_interval_ms
+    );
+    let mut nodes: StdVec<Box<Node>> = (0..2)
+        .map(|i| box_node_profiled(i, (false, false), metered))
+        .collect();
+    let mut net = Net::new(&[false; 2]);
+    net.run(&mut nodes, (0, 60_000));
+    assert!(nodes[0].members().iter().all(|m| m.is_live()));
+    net.up[1] = false;
+    let dead = nodes[1].id();
+    let mut pinged = None;
+    let mut at = 60_000;
+    while nodes[0].members.get(dead).unwrap().state != MemberState::Suspect {
+        assert!(at < 120_000, "box 1 suspect within a minute");
+        net.run(&mut nodes, (at, at + 10));
+        at += 10;
+        let probe = nodes[0]
+            .probe
+            .filter(|p| p.target == dead && p.sent_at.0 >= 60_000);
+        pinged = pinged.or(probe.map(|p| p.sent_at.0));
+    }
+    let pinged = pinged.expect("box 0 pinged box 1 after the cut");
+    assert_eq!(at - 10 - pinged, 4_500, "judged 4.5 s after the ping");
 }
 
 mod natobs;
