@@ -119,6 +119,7 @@ prompt host "myco sign $service.json --operator-key operator.key --out $service.
 prompt host "cp $service.entry box0:/tmp/"
 cp "$TESTBED_WORK/$service.entry" "/proc/${BOX_LEADER[0]}/root/tmp/"
 deployed=$(now_ms)
+deployed_mono=$(mono_ms)
 on_box 0 myco deploy --entry "/tmp/$service.entry" --wait
 running=
 runs_on_replicas() {
@@ -126,9 +127,14 @@ runs_on_replicas() {
 	[[ $(wc -w <<<"$running") -eq $replicas ]]
 }
 wait_for "$wait_s" "myco-$service.service running on $replicas boxes" runs_on_replicas
-deploy_ms=$(($(now_ms) - deployed))
+reported_ms=$(($(now_ms) - deployed))
 placed=$running
-log "running on $replicas boxes $(ms_as_s "$deploy_ms") s after the deploy"
+# As the testbed's engine test measures it: to the later start as systemd stamped it. `--wait`
+# returns later: a box reports a unit running once it has read it active a second after its start.
+# shellcheck disable=SC2086 # the box numbers, one word each
+deploy_ms=$(started_after_ms "$deployed_mono" "myco-$service.service" $placed) \
+	|| fail "no box's myco-$service.service says it started after the deploy"
+log "running on $replicas boxes $(ms_as_s "$deploy_ms") s after the deploy (systemd's start stamps); reported running after $(ms_as_s "$reported_ms") s"
 on_box 0 myco ls
 where
 
@@ -175,10 +181,11 @@ step "Summary"
 summary() { printf '  %-44s %s\n' "$1" "$2"; }
 summary "three boxes booted, myco-d up, all alive" "$(ms_as_s "$up_ms") s"
 summary "deploy to running on $replicas boxes" "$(ms_as_s "$deploy_ms") s (placed on box${placed// /, box})"
+summary "  ... reported running (myco deploy --wait)" "$(ms_as_s "$reported_ms") s (a unit counts as running once read active 1 s after its start)"
 summary "box$victim powered off to running elsewhere" "$(ms_as_s "$death_ms") s (now on box${running// /, box})"
 summary "each copy runs as a dynamic user" "$(service_dynamic_user "${running%% *}" "$service")"
 split=$(box_split_check 0)
 summary "myco-d runs as the user myco, not root" "$split (myco-priv, root, writes the units)"
 summary "myco init python web: deploy to running" "$(ms_as_s "$flake_ms") s, built with Nix on box${web_boxes// /, box}"
-echo "TESTBED demo up_s=$(ms_as_s "$up_ms") deploy_to_running_s=$(ms_as_s "$deploy_ms") death_to_replaced_s=$(ms_as_s "$death_ms") flake_to_running_s=$(ms_as_s "$flake_ms")"
+echo "TESTBED demo up_s=$(ms_as_s "$up_ms") deploy_to_running_s=$(ms_as_s "$deploy_ms") deploy_reported_s=$(ms_as_s "$reported_ms") death_to_replaced_s=$(ms_as_s "$death_ms") flake_to_running_s=$(ms_as_s "$flake_ms")"
 step "Cleaning up"
