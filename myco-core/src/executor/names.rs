@@ -37,6 +37,9 @@ pub fn health_on(
         let placed_digest = node.store().live_by_name(name).map(|s| s.digest);
         let other = |digest| placed.is_some() && placed_digest.is_some_and(|d| d != digest);
         return Some(match unit {
+            // A version held here is not served though its unit runs (a box that had nothing
+            // to go back to): peers read the same from this box's status, `Held` not serving.
+            Some(u) if executor?.held(key, u.digest).is_some() => UnitHealth::Failed,
             Some(u) if !other(u.digest) => u.health,
             _ => UnitHealth::Pending,
         });

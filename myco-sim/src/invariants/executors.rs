@@ -117,7 +117,7 @@ pub(crate) fn check_enabled(
 }
 
 /// Invariant 4: every live node's DNS answers each service with exactly the placed live boxes
-/// where its unit runs, judged on the boxes whose latest status the node holds (a box whose
+/// where its unit runs (healthy, and not a version held there), judged on the boxes whose latest status the node holds (a box whose
 /// status has not reached it yet is left out of both sides). A box nobody judges, such as an adversary's stolen box, is left out of both sides. A box whose
 /// status overflowed (`more`) is answered only for what it listed, by the core's rule.
 pub(crate) fn check_dns(
@@ -168,7 +168,11 @@ pub(crate) fn check_dns(
                 let known = j == i || !status.more || listed;
                 let unit = boxes[j].executor.unit(name);
                 let unhealthy = unit.is_some_and(|u| u.health == UnitHealth::Unhealthy);
-                running == Some(Some(UnitHealth::Running)) && known && !unhealthy
+                // A version held on its box is not served there though its unit runs (a box
+                // with nothing to go back to keeps running it).
+                let held =
+                    unit.is_some_and(|u| boxes[j].executor.held(slot.key_hash, u.digest).is_some());
+                running == Some(Some(UnitHealth::Running)) && known && !unhealthy && !held
             };
             let mut expected: Vec<_> = placed
                 .iter()
