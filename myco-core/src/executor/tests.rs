@@ -539,3 +539,39 @@ fn a_deploy_after_a_round_with_nothing_to_do_is_applied_at_once() {
         "applied once the throttle ends"
     );
 }
+
+/// A box with no version to go back to (here its first) keeps running the version it held. Once
+/// that unit runs again, the box still does not serve it: it leaves itself out of DNS, as its
+/// peers do from its status (`Held`, not serving). MycoSim found a box answering itself while
+/// every peer left it out.
+#[test]
+fn a_held_version_with_nothing_to_go_back_to_is_not_served_here() {
+    use crate::config::HEALTH_INTERVAL_MS;
+    use crate::dns::Directory;
+    use crate::schema::message::HoldReason;
+    let mut b = Bench::new();
+    let v1 = b.deploy(10, "/bin/v1");
+    b.bad.push(v1);
+    b.run(2_000);
+    let held = UnitState::Held {
+        reason: HoldReason::UnitFailed,
+        serving: false,
+    };
+    assert_eq!(b.listed(), Some(held));
+    b.bad.clear();
+    b.run(2 * HEALTH_INTERVAL_MS);
+    let health = b.e.unit("web").map(|u| u.health);
+    assert_eq!(health, Some(UnitHealth::Running), "systemd runs it again");
+    assert_eq!(b.listed(), Some(held), "still held");
+    let here = (b.node.id(), key_hash("web"));
+    let served = health_on(&b.node, Some(&b.e), here, "web", None);
+    assert_eq!(served, Some(UnitHealth::Failed), "not served here");
+    let names = Names {
+        node: &b.node,
+        executor: Some(&b.e),
+        own: crate::schema::addr::PeerAddr::v4([10, 0, 0, 1], 0),
+    };
+    let mut answered = 0;
+    assert!(names.instances("web", &mut |_| answered += 1));
+    assert_eq!(answered, 0, "DNS leaves this box out");
+}
