@@ -45,6 +45,9 @@ pub const IDLE_MS: u64 = super::conns::REQUEST_TIMEOUT_MS;
 pub const UPLOAD_RATE_DEFAULT: u64 = 5_000_000;
 /// The closure's facts are read within this, or the unit is stopped and nothing is served.
 const CLOSURE_TIMEOUT_S: u64 = 300;
+/// A closure query that listed nothing though it was given roots failed (a root's closure holds
+/// at least the root): it is asked again this much later.
+const CLOSURE_RETRY_MS: u64 = 5_000;
 /// The default `--cache-listen`.
 pub const LISTEN_DEFAULT: &str = "[::]:7947";
 /// Room for a response head before its body.
@@ -125,6 +128,8 @@ struct Closure {
     child: Option<Child>,
     /// The roots changed since the last refresh started: another is due.
     stale: bool,
+    /// The last refresh failed: another is due at this time.
+    retry_at_ms: Option<u64>,
     /// The running refresh wrote more than the table holds.
     overflow: bool,
     /// A refresh ended since the offer was last taken (`Cache::take_offer`).
@@ -181,6 +186,7 @@ impl Cache {
                 systemd_run,
                 child: None,
                 stale: true,
+                retry_at_ms: None,
                 overflow: false,
                 offer_due: false,
                 privileged: None,
@@ -255,7 +261,7 @@ impl Cache {
     pub fn ready(&mut self, token: u64, now_ms: u64) {
         match token {
             0 => self.accept(now_ms),
-            t if t == TOKENS as u64 => self.read_closure(),
+            t if t == TOKENS as u64 => self.read_closure(now_ms),
             t => self.serve((t as usize - 1) / 2, now_ms),
         }
     }
@@ -287,7 +293,7 @@ impl Cache {
             }
         }
         self.next_pump = (self.next_pump + 1) % n;
-        self.refresh_closure();
+        self.refresh_closure(now_ms);
     }
 
     /// After a refresh of the closure table: the build keys of the GC roots it now serves

@@ -304,9 +304,13 @@ impl Cache {
         }
     }
 
-    /// Starts reading the closure table again when the GC root directory changed.
-    pub(super) fn refresh_closure(&mut self) {
+    /// Starts reading the closure table again when the GC root directory changed, or when the
+    /// last refresh failed and its retry is due.
+    pub(super) fn refresh_closure(&mut self, now_ms: u64) {
         let c = &mut self.closure;
+        if c.retry_at_ms.is_some_and(|at| now_ms >= at) {
+            (c.retry_at_ms, c.stale) = (None, true);
+        }
         let Some((dir, seen)) = c.roots.as_mut() else {
             return;
         };
@@ -346,7 +350,7 @@ impl Cache {
     /// Reads the refresh's output into the table; whole registrations only, and what does not
     /// fit is left out (and said). While it runs the table holds what has arrived so far: a path
     /// not yet read is 503 until it ends (`Refusal::miss`), which Nix retries.
-    pub(super) fn read_closure(&mut self) {
+    pub(super) fn read_closure(&mut self, now_ms: u64) {
         let c = &mut self.closure;
         let Some(child) = c.child.as_mut() else {
             return;
@@ -378,6 +382,16 @@ impl Cache {
                 Level::Warning,
                 format_args!("binary cache: the facts of this box's builds' closure are over {CLOSURE_BYTES} bytes; only {paths} store paths are served"),
             );
+        }
+        // A refresh runs only with roots, and a root's closure holds the root: none is a failed
+        // query (its exit status goes to myco-priv, not here), asked again later.
+        if paths == 0 {
+            c.retry_at_ms = Some(now_ms + CLOSURE_RETRY_MS);
+            self.log.log(
+                Level::Warning,
+                format_args!("binary cache: the closure query of this box's builds listed no store path; asked again in {} s", CLOSURE_RETRY_MS / 1000),
+            );
+            return;
         }
         self.log.log(
             Level::Info,
@@ -448,7 +462,10 @@ pub fn closure_argv(
     (systemd_run, nix_store, env): (&str, &str, &[CString]),
     dir: &File,
 ) -> std::io::Result<bool> {
-    const SCRIPT: &[u8] = b"nix_store=$1; shift; \"$nix_store\" --query --requisites \"$@\" | xargs -r \"$nix_store\" --dump-db";
+    // No `;`: systemd writes a transient unit's command to a file with `;` escaped, and a
+    // `daemon-reload` while the unit exists reads `\;` back as two characters, so sh ran
+    // `shift;` as a command and the query listed nothing (seen on the testbed).
+    const SCRIPT: &[u8] = b"nix_store=$1 && shift && \"$nix_store\" --query --requisites \"$@\" | xargs -r \"$nix_store\" --dump-db";
     argv.clear();
     let unit = super::super::transient::Unit {
         systemd_run,
