@@ -462,9 +462,11 @@ pub fn closure_argv(
     (systemd_run, nix_store, env): (&str, &str, &[CString]),
     dir: &File,
 ) -> std::io::Result<bool> {
-    // No `;`: systemd writes a transient unit's command to a file with `;` escaped, and a
-    // `daemon-reload` while the unit exists reads `\;` back as two characters, so sh ran
-    // `shift;` as a command and the query listed nothing (seen on the testbed).
+    // A `daemon-reload` between systemd-run's creation of this unit and its start breaks it:
+    // systemd (252) writes a transient unit's command to /run with `$` and `;` escaped and reads
+    // `\$` and `\;` back as two characters each, so the script runs broken and lists nothing
+    // (seen on the testbed; `&&` rather than `;` only stops it at the first failure). A query
+    // that lists nothing is asked again (`read_closure`).
     const SCRIPT: &[u8] = b"nix_store=$1 && shift && \"$nix_store\" --query --requisites \"$@\" | xargs -r \"$nix_store\" --dump-db";
     argv.clear();
     let unit = super::super::transient::Unit {
