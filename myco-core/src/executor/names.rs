@@ -31,7 +31,8 @@ pub fn health_on(
 ) -> Option<UnitHealth> {
     let (id, key) = at;
     if id == node.id() {
-        let unit = executor?.unit(name);
+        let executor = executor?;
+        let unit = executor.unit(name);
         // Read strictly, a unit of another version (the one before, kept while the rollout
         // waits or holds) does not run the placed one.
         let placed_digest = node.store().live_by_name(name).map(|s| s.digest);
@@ -39,7 +40,7 @@ pub fn health_on(
         return Some(match unit {
             // A version held here is not served though its unit runs (a box that had nothing
             // to go back to): peers read the same from this box's status, `Held` not serving.
-            Some(u) if executor?.held(key, u.digest).is_some() => UnitHealth::Failed,
+            Some(u) if executor.held(key, u.digest).is_some() => UnitHealth::Failed,
             Some(u) if !other(u.digest) => u.health,
             _ => UnitHealth::Pending,
         });

@@ -133,8 +133,9 @@ impl Node {
     /// raises the score by the nacks missing, not at all once every helper asked has nacked
     /// (Lifeguard: a helper that answers shows this node's link works, so the target is at
     /// fault; a box that really died would otherwise stretch its probers' timeouts, their own
-    /// suspicion of it included), and counts at all only for a member still believed alive: probing a suspect again and again (the only peer of a
-    /// two-node cluster) says nothing new about this node's own health.
+    /// suspicion of it included), and counts at all only for a member still believed alive:
+    /// probing a suspect again and again (the only peer of a two-node cluster) says nothing new
+    /// about this node's own health.
     fn judge_probe(&mut self, now: Instant, sink: &mut impl Sink, p: Probe) {
         let was_alive = self
             .members

@@ -277,7 +277,7 @@ impl Work<'_> {
                     if since.elapsed() > STOP_GRACE {
                         let _ = killpg(group, Signal::SIGKILL);
                     }
-                    wait_readable(&mut [exit], WAIT_TICK_MS / 4);
+                    wait_readable([exit], WAIT_TICK_MS / 4);
                 }
             }
         }
@@ -292,7 +292,7 @@ impl Work<'_> {
         } else {
             EXIT_LOOK_MS
         };
-        let ready = wait_readable(&mut [Some(self.conn.as_fd()), exit], tick);
+        let ready = wait_readable([Some(self.conn.as_fd()), exit], tick);
         ready[0]
     }
 }
@@ -311,7 +311,7 @@ fn pidfd_of(child: &std::process::Child) -> Option<OwnedFd> {
 
 /// Polls the present descriptors for input (or hang-up) for at most `ms`; which were ready, in
 /// the order given (an absent one never is). An interrupted or failed poll reports none ready.
-fn wait_readable<const N: usize>(fds: &mut [Option<BorrowedFd<'_>>; N], ms: u16) -> [bool; N] {
+fn wait_readable<const N: usize>(fds: [Option<BorrowedFd<'_>>; N], ms: u16) -> [bool; N] {
     let mut polled: heapless::Vec<PollFd<'_>, N> = heapless::Vec::new();
     for fd in fds.iter().flatten() {
         let _ = polled.push(PollFd::new(*fd, PollFlags::POLLIN));
@@ -396,20 +396,17 @@ mod tests {
             .spawn()
             .unwrap();
         let fd = pidfd_of(&running).expect("Linux 5.3 or later");
-        assert_eq!(
-            wait_readable(&mut [Some(fd.as_fd()), None], 50),
-            [false, false]
-        );
+        assert_eq!(wait_readable([Some(fd.as_fd()), None], 50), [false, false]);
         running.kill().unwrap();
         assert_eq!(
-            wait_readable(&mut [Some(fd.as_fd()), None], 60_000),
+            wait_readable([Some(fd.as_fd()), None], 60_000),
             [true, false]
         );
         running.wait().unwrap();
         let mut ended = std::process::Command::new("true").spawn().unwrap();
         let fd = pidfd_of(&ended).unwrap();
         assert_eq!(
-            wait_readable(&mut [None, Some(fd.as_fd())], 60_000),
+            wait_readable([None, Some(fd.as_fd())], 60_000),
             [false, true]
         );
         assert!(ended.wait().unwrap().success());

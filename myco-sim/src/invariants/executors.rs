@@ -117,8 +117,9 @@ pub(crate) fn check_enabled(
 }
 
 /// Invariant 4: every live node's DNS answers each service with exactly the placed live boxes
-/// where its unit runs (healthy, and not a version held there), judged on the boxes whose latest status the node holds (a box whose
-/// status has not reached it yet is left out of both sides). A box nobody judges, such as an adversary's stolen box, is left out of both sides. A box whose
+/// where its unit runs (healthy, and not a version held there), judged on the boxes whose latest
+/// status the node holds (a box whose status has not reached it yet is left out of both sides).
+/// A box nobody judges, such as an adversary's stolen box, is left out of both sides. A box whose
 /// status overflowed (`more`) is answered only for what it listed, by the core's rule.
 pub(crate) fn check_dns(
     nodes: &[Box<Node>],
