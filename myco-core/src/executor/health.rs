@@ -31,6 +31,7 @@ use super::{note, Command, Executor, Installed, Issued, Todo, UnitHealth};
 use crate::node::Node;
 use crate::schema::entry::{Check, Entry, Health};
 use crate::state::packed::EntryBytes;
+use crate::state::store::Slot;
 use crate::time::Instant;
 use crate::unit::Facts;
 use heapless::String;
@@ -262,7 +263,7 @@ impl Executor {
             if !ready(u) || u.probe.known && !u.probe.due(now) {
                 continue;
             }
-            let Some(bytes) = running_entry(node, kept, u) else {
+            let Some(at) = running_at(node, kept, u) else {
                 if forget_unchecked(u) {
                     note(&mut self.changes, &u.name, false, u.health.name());
                     self.health_changed = true;
@@ -270,6 +271,7 @@ impl Executor {
                 continue;
             };
             if !u.probe.known {
+                let bytes = at.bytes(node);
                 let spec = bytes.decode().body.spec;
                 u.probe.learn(now, spec.and_then(|s| s.health).as_ref());
             }
@@ -286,11 +288,33 @@ impl Executor {
 /// are that entry's: a unit found unhealthy must be checked again to be healthy, whichever
 /// version it runs. `None` when neither is at hand.
 fn running_entry(node: &Node, kept: &[Kept], u: &Installed) -> Option<EntryBytes> {
-    let store = node.store();
-    let placed = store.live_by_name(&u.name).filter(|s| s.digest == u.digest);
+    running_at(node, kept, u).map(|at| at.bytes(node))
+}
+
+/// Where the entry unit `u` runs is: found without rebuilding it, since the units due for no
+/// check are looked at every step and most of them only need to know it is at hand.
+enum RunningAt<'a> {
+    Placed(&'a Slot),
+    Kept(&'a Kept),
+}
+
+impl RunningAt<'_> {
+    fn bytes(&self, node: &Node) -> EntryBytes {
+        match self {
+            RunningAt::Placed(slot) => node.store().entry(slot),
+            RunningAt::Kept(k) => k.entry.clone(),
+        }
+    }
+}
+
+fn running_at<'a>(node: &'a Node, kept: &'a [Kept], u: &Installed) -> Option<RunningAt<'a>> {
+    let placed = node
+        .store()
+        .live_by_name(&u.name)
+        .filter(|s| s.digest == u.digest);
     match placed {
-        Some(slot) => Some(store.entry(slot)),
-        None => rollout::find(kept, u.key, u.digest).map(|k| k.entry.clone()),
+        Some(slot) => Some(RunningAt::Placed(slot)),
+        None => rollout::find(kept, u.key, u.digest).map(RunningAt::Kept),
     }
 }
 
