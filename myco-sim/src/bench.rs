@@ -6,11 +6,14 @@
 //! Convergence runs keep every node (`kill: false`); `rounds_to_replace` has its own table.
 //! `--placement` prints only the cost of computing placement on a converged 250-node cluster;
 //! `--profiles` only each network profile's traffic at rest and death-to-replaced time.
+//! `--wire` only what the sealed wire alone costs of the standard scenario's time.
 
 use crate::cluster::Cluster;
 use crate::report::run;
 use crate::scenario::Scenario;
-use myco_core::config::{Profile, FRAME_BYTES};
+use myco_core::config::{Profile, BODY_BYTES_MAX, FRAME_BYTES, HEADER_BYTES};
+use myco_core::crypto::handshake::SessionKeys;
+use myco_core::crypto::session::Session;
 use pico_args::Arguments;
 use std::time::Instant as WallClock;
 
@@ -65,6 +68,54 @@ fn standard_wall_time(seeds: u64) {
     }
     println!("\nstandard scenario (50 nodes, 1000 services, 50% loss): median wall {} ms, max {} ms over {seeds} seeds",
         median(walls.clone()), walls.iter().max().expect("seeds > 0"));
+}
+
+/// Nanoseconds to seal one frame and to open one, the mean of `frames` of each.
+fn frame_crypto_ns(frames: u64) -> (f64, f64) {
+    let keys = |tx, rx| SessionKeys {
+        tx: [tx; 32],
+        rx: [rx; 32],
+    };
+    let mut a = Session::new(&keys(1, 2));
+    let header = [7u8; HEADER_BYTES];
+    let mut body = [0u8; BODY_BYTES_MAX];
+    let start = WallClock::now();
+    for _ in 0..frames {
+        let counter = a.next_counter().expect("fresh session");
+        std::hint::black_box(a.seal_in_place(counter, &header, &mut body));
+    }
+    let seal_ns = start.elapsed().as_nanos() as f64 / frames as f64;
+    let counter = a.next_counter().expect("fresh session");
+    let value = counter.value();
+    let tag = a.seal_in_place(counter, &header, &mut body);
+    let sealed = body;
+    let start = WallClock::now();
+    for _ in 0..frames {
+        // A replay is refused before decryption: each pass opens with a fresh receiving session.
+        let mut b = Session::new(&keys(2, 1));
+        body = sealed;
+        b.open_in_place(value, &header, &mut body, &tag)
+            .expect("sealed above");
+    }
+    let open_ns = start.elapsed().as_nanos() as f64 / frames as f64;
+    (seal_ns, open_ns)
+}
+
+/// How much of the standard scenario's time (seed 1, as `myco-sim run` runs it) the sealed
+/// wire alone takes: every frame sent but a handshake's is sealed, every frame delivered is
+/// opened (counted as if all were, so a little above the truth). A floor for any speed-up that
+/// keeps every node encrypting and checking what it does.
+fn wire_floor() {
+    let s = Scenario::standard(1, 50, 1000, 0.5);
+    let (r, wall_ms) = run(&s);
+    assert!(r.failure.is_none(), "standard scenario failed");
+    let (seal_ns, open_ns) = frame_crypto_ns(200_000);
+    let opened = r.frames_sent - r.frames_lost - r.frames_congested;
+    let floor_ms = (r.frames_sent as f64 * seal_ns + opened as f64 * open_ns) / 1e6;
+    println!(
+        "\nsealed wire, standard scenario seed 1: {} frames sent, sealed but the handshakes' ({seal_ns:.0} ns each), about {opened} delivered and opened ({open_ns:.0} ns each): at most {floor_ms:.0} ms of the run's {wall_ms} ms wall",
+        r.frames_sent
+    );
 }
 
 /// Rounds from killing a node that runs services until every live node places them elsewhere,
@@ -215,10 +266,11 @@ pub fn command(mut args: Arguments) -> Result<u8, String> {
     let only_placement = args.contains("--placement");
     let only_at_rest = args.contains("--at-rest");
     let only_profiles = args.contains("--profiles");
+    let only_wire = args.contains("--wire");
     let rest = args.finish();
     if !rest.is_empty() || seeds == 0 {
         return Err(format!(
-            "usage: myco-sim bench [--seeds N] [--placement | --at-rest | --profiles] (N > 0), got {rest:?}"
+            "usage: myco-sim bench [--seeds N] [--placement | --at-rest | --profiles | --wire] (N > 0), got {rest:?}"
         ));
     }
     if only_placement {
@@ -233,9 +285,14 @@ pub fn command(mut args: Arguments) -> Result<u8, String> {
         profiles();
         return Ok(0);
     }
+    if only_wire {
+        wire_floor();
+        return Ok(0);
+    }
     table(1, seeds);
     table(1000, seeds);
     standard_wall_time(seeds);
+    wire_floor();
     replacement(seeds);
     placement_cost();
     at_rest();

@@ -36,7 +36,7 @@ USAGE:
   myco-sim run [--seed S] [--nodes N] [--services K] [--loss P] [--json] [FAULTS] [--adversary]
                [--scenario rotate] [--profile lan|wan|metered]
   myco-sim gauntlet --seconds T [--seed S] [--jobs J]
-  myco-sim bench [--seeds N] [--placement | --at-rest | --profiles]
+  myco-sim bench [--seeds N] [--placement | --at-rest | --profiles | --wire]
   myco-sim capacity [--seed S]
   myco-sim formation [--seed S] [--nodes N] [--loss P] [--stagger-ms MS] [--slow-ms MS]
                      [--seconds T] [--rest-seconds R] [--profile lan|wan|metered] [--kill]
