@@ -6,7 +6,8 @@
 //! NARs beyond `NARS_MAX` get 503; a client that goes away mid-NAR frees its slot and its
 //! `nix-store` is killed and reaped. With the default upload rate (5 MB/s), a 100 MB path is
 //! sent at that rate to one client and shared fairly by two (prints `P2P throttle_mb_s=..`;
-//! root-only in `make test-root`, as it takes about 25 s).
+//! root-only in `make test-root`, as it takes about 25 s). A closure query that lists nothing
+//! offers nothing until it is asked again (stand-ins for `nix-store` and `systemd-run`).
 //! Tests print `SKIPPED:` where Nix is not installed.
 
 use myco_core::cache::base64;
@@ -377,5 +378,84 @@ fn the_default_throttle_holds_for_one_client_and_two_share_it() {
     let _ = nix(
         &["nix-store", "--delete", &root, &payload],
         Path::new("/tmp"),
+    );
+}
+
+/// `nix-store` for the test below: the query of the roots' closure fails and lists nothing until
+/// `<dir>/listed` exists, then lists one path; `--dump-db` registers each path it is given.
+fn fake_nix_store(dir: &Path) -> String {
+    format!(
+        r#"#!/bin/sh
+case "$1" in
+--query) [ -e "{dir}/listed" ] || exit 1; echo /nix/store/{HASH32}-hello ;;
+--dump-db) shift; for p in "$@"; do printf '%s\n{NAR_HASH}\n7\n\n0\n' "$p"; done ;;
+esac
+"#,
+        dir = dir.display(),
+        HASH32 = "1z74b6lybsvj5dg2fghbfzvcbmgm26h1",
+        NAR_HASH = "c9aa43bd203d5430a86579bc973feb942768bc0c15bc1698f94f8c097d5d2bbf",
+    )
+}
+
+/// A closure query that lists nothing though there are roots failed (a `daemon-reload` while
+/// its transient unit existed breaks its script): the box serves nothing then, so it offers
+/// nothing either, and the query asked again 5 s later, which lists the closure, brings the
+/// offer of the root's build. `nix-store` and `systemd-run` are stand-ins; the root must point at
+/// a path that exists in /nix/store (the daemon leaves out roots whose path is gone).
+#[test]
+fn a_closure_query_that_lists_nothing_offers_nothing_until_asked_again() {
+    use std::os::unix::fs::PermissionsExt;
+    let in_store = fs::read_dir("/nix/store")
+        .ok()
+        .and_then(|mut d| d.find_map(|e| e.ok().map(|e| e.path())));
+    let Some(in_store) = in_store else {
+        println!("SKIPPED: /nix/store holds nothing");
+        return;
+    };
+    let mut d = Daemon::new("cache-empty-query", &operator(), SEED);
+    let bin = d.dir.join("fakebin");
+    fs::create_dir_all(&bin).unwrap();
+    let tool = |path: PathBuf, text: String| {
+        fs::write(&path, text).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+    };
+    tool(bin.join("nix-store"), fake_nix_store(&d.dir.join(".")));
+    let gcroots = d.dir.join("gcroots");
+    fs::create_dir_all(&gcroots).unwrap();
+    let system = format!("{}-linux", std::env::consts::ARCH);
+    let root = format!("hello-aaaaaaaaaaaa-{system}");
+    std::os::unix::fs::symlink(&in_store, gcroots.join(&root)).unwrap();
+    let key = format!("\"{:016x}\"", myco_core::executor::build_key(&root));
+    d.set_cache_listen("127.0.0.1:0");
+    let mut command = d.executor_command(&[]);
+    command.arg("--gcroot-dir").arg(&gcroots);
+    // The daemon gives its units a fixed PATH; this stand-in puts the fake nix-store first.
+    let run = format!(
+        "#!/bin/sh\nwhile [ $# -gt 0 ] && [ \"$1\" != -- ]; do shift; done\nshift\nPATH=\"{}:$PATH\" exec \"$@\"\n",
+        bin.display()
+    );
+    tool(d.dir.join("systemd-run"), run);
+    d.start(command);
+    let failed = "the closure query of this box's builds listed no store path";
+    wait_until(Duration::from_secs(10), "the empty query is logged", || {
+        d.log().contains(failed)
+    });
+    // Long enough for an offer to reach the status, which `/nodes` shows for this box.
+    std::thread::sleep(Duration::from_millis(1500));
+    let nodes = d.get("/nodes").1;
+    assert!(
+        nodes.contains("\"cache_port\":") && !nodes.contains(&key),
+        "{nodes}"
+    );
+    fs::write(d.dir.join("listed"), b"").unwrap();
+    wait_until(
+        Duration::from_secs(15),
+        "the query asked again serves",
+        || d.log().contains("binary cache: serving 1 store paths"),
+    );
+    wait_until(
+        Duration::from_secs(5),
+        "the root's build is offered",
+        || d.get("/nodes").1.contains(&key),
     );
 }

@@ -305,6 +305,11 @@ impl Cache {
         if !std::mem::take(&mut c.offer_due) {
             return None;
         }
+        // A table that serves nothing (no roots, or a query that listed nothing and is asked
+        // again) offers nothing: peers would ask this box for builds it cannot serve.
+        if self.stats.paths == 0 {
+            return Some(heapless::Vec::new());
+        }
         let mut roots: heapless::Vec<((i64, i64), u64), OFFER_ROOTS_MAX> = heapless::Vec::new();
         if let Some((dir, _)) = c.roots.as_ref() {
             let listed = crate::path::for_each_name(dir, |file| {
