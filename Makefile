@@ -148,11 +148,12 @@ bench-cache:
 	tests/bench-cache.sh
 
 # Formation of NODES real daemons on loopback (staggered start, as in `make bench`): prints
-# FORMED nodes=.. last_start_to_all_alive_s=.. false_dead=.. (docs/benchmarks.md).
-NODES ?= 100
+# FORMED nodes=.. last_start_to_all_alive_s=.. false_dead=.. (docs/benchmarks.md). 100 unless
+# NODES is given: the 50 above are `make sim`'s.
+FORMATION_NODES := $(if $(filter command line environment,$(origin NODES)),$(NODES),100)
 bench-formation:
 	cargo build --release -p myco-host -p myco-cli
-	cargo run --release -p myco-testkit --bin daemon_bench -- --nodes $(NODES) --formation-only
+	cargo run --release -p myco-testkit --bin daemon_bench -- --nodes $(FORMATION_NODES) --formation-only
 
 # Real packet loss (nftables on loopback; needs root and `nft`): 20 daemons at 30% and 50% loss
 # take 100 deploys and replace a killed box, beside MycoSim's runs of the same size, one
