@@ -30,7 +30,7 @@ SIM := $(SIM_BUILD) cargo run --profile sim -p myco-sim --
 # apt-get waits for the package lock (unattended upgrades may hold it) instead of failing.
 APT := DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600
 
-.PHONY: ci check test test-root loom sim gauntlet gauntlet-short gauntlet-ci bench bench-cache bench-formation bench-loss bench-peers size size-check nostd aarch64 aarch64-release aarch64-tools fmt fmt-check lint \
+.PHONY: ci check test test-root loom sim gauntlet gauntlet-short gauntlet-ci bench bench-cache bench-formation bench-loss bench-peers bench-profiles size size-check nostd aarch64 aarch64-release aarch64-tools fmt fmt-check lint \
 	fuzz fuzz-build fuzz-seeds tools nostd-tools fuzz-tools systemd-check systemd-test priv-systemd-test units-check nix-check \
 	testbed-test demo readme-walk man install deb deb-tools package-test
 
@@ -162,6 +162,13 @@ bench-loss:
 	cargo build --release -p myco-host -p myco-cli
 	cargo build --profile sim -p myco-sim
 	cargo run --release -p myco-testkit --bin loss_bench
+
+# Each network profile on 20 real daemons on loopback, in one run: bytes per box per second at
+# rest and three deaths to replaced, beside the profile's arithmetic, goal and detection bound,
+# one PROFILE line per profile (docs/benchmarks.md, "Network profiles").
+bench-profiles:
+	cargo build --release -p myco-host -p myco-cli
+	cargo run --release -p myco-testkit --bin profile_bench
 
 # Myco side by side with foca (in MycoSim's network), memberlist and chitchat (loopback,
 # nftables loss; needs root), one table, one line per system and figure (docs/benchmarks.md, "Side by side").

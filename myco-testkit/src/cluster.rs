@@ -73,6 +73,8 @@ pub struct NodeOptions {
     pub bridge: bool,
     /// Nodes (by index) to give as `--bridge-seed`.
     pub bridge_seeds: Vec<usize>,
+    /// `myco-d --profile`; default: none given (`lan`).
+    pub profile: Option<&'static str>,
 }
 
 /// The member and the change of a daemon's `member ID WHAT` log line (`is dead`, `is suspect`,
@@ -218,6 +220,12 @@ impl Daemon {
         // SAFETY: kill(2) on the pid of our own child, which has not been reaped.
         let sent = unsafe { libc::kill(child.id() as libc::pid_t, signal) };
         assert_eq!(sent, 0, "kill({}, {signal}) failed", child.id());
+    }
+
+    /// Started, and not stopped or killed since by the harness (it may have exited on its own:
+    /// `is_running` asks the kernel).
+    pub fn started(&self) -> bool {
+        self.child.is_some()
     }
 
     pub fn is_running(&mut self) -> bool {
@@ -484,6 +492,10 @@ impl Cluster {
         if let Some(io) = options.io {
             args.push("--io".into());
             args.push(io.into());
+        }
+        if let Some(profile) = options.profile {
+            args.push("--profile".into());
+            args.push(profile.into());
         }
         self.daemons.push(Daemon {
             index,

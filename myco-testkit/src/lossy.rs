@@ -53,35 +53,60 @@ pub fn run(test: &str, s: &Scenario) -> Measured {
     });
     let loss = Loss::udp_to(&c.network(), s.loss_percent);
     let converge = deploy_all(&c, s.services);
-    let (victim, moved) = victim(&c.daemons[0]);
+    let death = kill_one(&mut c, REPLACE);
+    Measured {
+        converge,
+        declared_dead: death.declared_dead,
+        replaced: death.replaced,
+        moved: death.moved,
+        false_dead: declared_dead_besides(&c, &death.victim),
+        dropped: loss.dropped(),
+    }
+}
+
+/// One box killed and replaced (`kill_one`).
+pub struct Death {
+    pub victim: String,
+    /// From the SIGKILL until every live node lists the killed box dead.
+    pub declared_dead: Duration,
+    /// From the SIGKILL until every live node places the killed box's services elsewhere.
+    pub replaced: Duration,
+    /// Services that were placed on the killed box.
+    pub moved: usize,
+}
+
+/// SIGKILLs the live box the first live node places the most services on, and times until
+/// every other live node lists it dead and places its services elsewhere; panics (naming the
+/// wait) past `bound` for either.
+pub fn kill_one(c: &mut Cluster, bound: Duration) -> Death {
+    let observer = c.daemons.iter().find(|d| d.started()).expect("a live box");
+    let (victim, moved) = victim(observer);
     let ids = c.ids();
     let index = ids.iter().position(|id| *id == victim).expect("a member");
     c.daemons[index].kill();
     let killed = Instant::now();
-    let live: Vec<&Daemon> = c.daemons.iter().filter(|d| d.index != index).collect();
+    let live: Vec<&Daemon> = c.daemons.iter().filter(|d| d.started()).collect();
     let dead = "every live node lists the killed box dead";
-    wait_until(REPLACE, dead, || {
+    wait_until(bound, dead, || {
         live.iter()
             .all(|d| d.state_of(&victim).as_deref() == Some("dead"))
     });
     let declared_dead = killed.elapsed();
     let elsewhere = "every live node places the killed box's services elsewhere";
-    wait_until(REPLACE, elsewhere, || {
+    wait_until(bound, elsewhere, || {
         live.iter()
             .all(|d| placements(d).iter().all(|(_, on)| !on.contains(&victim)))
     });
-    Measured {
-        converge,
+    Death {
+        victim,
         declared_dead,
         replaced: killed.elapsed(),
         moved,
-        false_dead: declared_dead_besides(&c, &victim),
-        dropped: loss.dropped(),
     }
 }
 
 /// Deploys `count` services, spread over the nodes, and waits until every node lists them all.
-fn deploy_all(c: &Cluster, count: usize) -> Duration {
+pub fn deploy_all(c: &Cluster, count: usize) -> Duration {
     let start = Instant::now();
     for i in 0..count {
         let text = format!(r#"{{"name": "s{i}", "exec": "/usr/bin/true"}}"#);
@@ -97,7 +122,7 @@ fn deploy_all(c: &Cluster, count: usize) -> Duration {
 }
 
 /// Members `d` lists alive, itself left out.
-fn alive(d: &Daemon) -> usize {
+pub fn alive(d: &Daemon) -> usize {
     d.nodes()
         .iter()
         .skip(1)
@@ -140,10 +165,15 @@ fn victim(observer: &Daemon) -> (String, usize) {
 
 /// Distinct members other than `victim` that any node logged as `member ID is dead`.
 pub fn declared_dead_besides(c: &Cluster, victim: &str) -> usize {
+    declared_dead_other_than(c, &[victim])
+}
+
+/// Distinct members not in `victims` that any node logged as `member ID is dead`.
+pub fn declared_dead_other_than(c: &Cluster, victims: &[&str]) -> usize {
     let mut named = std::collections::BTreeSet::new();
     for d in &c.daemons {
         for (id, what) in d.log_text().lines().filter_map(member_event) {
-            if what == "is dead" && id != victim {
+            if what == "is dead" && !victims.contains(&id) {
                 named.insert(id.to_string());
             }
         }
