@@ -4,7 +4,7 @@
 //! the same (`myco-sim bench --profiles`) are the model; these are the sockets'.
 //!
 //! Run: `cargo run --release -p myco-testkit --bin profile_bench -- [--nodes N] [--deaths K]
-//! [--profile P]...` (default 20 nodes, 3 deaths, every profile). Per profile: the daemons start
+//! [--window S] [--profile P]...` (default 20 nodes, 3 deaths, every profile, the window below). Per profile: the daemons start
 //! and form; after one probe of every member by every box on average (`nodes` probe periods,
 //! when the sessions have opened), `myco_sent_bytes_total` of every box is read twice, a window
 //! apart (a minute, or two member-sync periods where that is longer); then `SERVICES` services are
@@ -28,6 +28,8 @@ const WINDOW_MIN: Duration = Duration::from_secs(60);
 struct Options {
     nodes: usize,
     deaths: usize,
+    /// The at-rest window, if not the profile's (`window`).
+    window: Option<Duration>,
     profiles: Vec<Profile>,
 }
 
@@ -36,7 +38,7 @@ fn main() -> ExitCode {
         Ok(o) => o,
         Err(e) => {
             eprintln!(
-                "profile_bench: {e}\nusage: profile_bench [--nodes N] [--deaths K] [--profile lan|wan|metered]..."
+                "profile_bench: {e}\nusage: profile_bench [--nodes N] [--deaths K] [--window S] [--profile lan|wan|metered]..."
             );
             return ExitCode::from(2);
         }
@@ -51,6 +53,7 @@ fn options() -> Result<Options, String> {
     let mut o = Options {
         nodes: NODES,
         deaths: DEATHS,
+        window: None,
         profiles: Vec::new(),
     };
     let mut args = std::env::args().skip(1);
@@ -64,6 +67,7 @@ fn options() -> Result<Options, String> {
         match flag.as_str() {
             "--nodes" => o.nodes = number()?,
             "--deaths" => o.deaths = number()?,
+            "--window" => o.window = Some(Duration::from_secs(number()? as u64)),
             "--profile" => o.profiles.push(
                 Profile::named(&value)
                     .ok_or(format!("--profile {value}: not one of {}", Profile::NAMES))?,
@@ -74,6 +78,9 @@ fn options() -> Result<Options, String> {
     // Each death leaves one box fewer; two must remain to place and observe.
     if o.nodes < 3 || o.nodes > 100 || o.deaths + 2 > o.nodes {
         return Err("--nodes from 3 to 100, and --deaths at most nodes - 2".into());
+    }
+    if o.window.is_some_and(|w| w.is_zero()) {
+        return Err("--window must be at least 1 s".into());
     }
     if o.profiles.is_empty() {
         o.profiles = Profile::ALL.to_vec();
@@ -95,7 +102,7 @@ fn run(p: &Profile, o: &Options) {
         c.daemons.iter().all(|d| alive(d) + 1 == o.nodes)
     });
     std::thread::sleep(Duration::from_millis(p.probe_interval_ms * o.nodes as u64));
-    let (mean, max) = rest_bytes_per_s(&c, window(p));
+    let (mean, min, max) = rest_bytes_per_s(&c, o.window.unwrap_or_else(|| window(p)));
     deploy_all(&c, SERVICES);
     let bound = Duration::from_millis(4 * p.detection_ms(o.nodes));
     let deaths: Vec<_> = (0..o.deaths).map(|_| kill_one(&mut c, bound)).collect();
@@ -108,7 +115,7 @@ fn run(p: &Profile, o: &Options) {
         s.join(",")
     };
     println!(
-        "PROFILE name={} nodes={} rest_bytes_per_s_mean={mean:.0} rest_bytes_per_s_max={max:.0} \
+        "PROFILE name={} nodes={} rest_bytes_per_s_mean={mean:.0} rest_bytes_per_s_min={min:.0} rest_bytes_per_s_max={max:.0} \
          arithmetic={} goal={} dead_s={} replaced_s={} detection_bound_s={:.1} false_dead={}",
         p.name,
         o.nodes,
@@ -126,9 +133,9 @@ fn window(p: &Profile) -> Duration {
     WINDOW_MIN.max(Duration::from_millis(2 * p.member_sync_interval_ms))
 }
 
-/// Bytes each box sent per second over `window`, mean and max over the boxes, from
+/// Bytes each box sent per second over `window`, mean, min and max over the boxes, from
 /// `myco_sent_bytes_total` read at both ends.
-fn rest_bytes_per_s(c: &Cluster, window: Duration) -> (f64, f64) {
+fn rest_bytes_per_s(c: &Cluster, window: Duration) -> (f64, f64, f64) {
     let sent = |c: &Cluster| -> Vec<f64> {
         c.daemons
             .iter()
@@ -146,5 +153,6 @@ fn rest_bytes_per_s(c: &Cluster, window: Duration) -> (f64, f64) {
         .map(|(a, b)| (a - b) / seconds)
         .collect();
     let mean = rates.iter().sum::<f64>() / rates.len() as f64;
-    (mean, rates.iter().copied().fold(f64::NAN, f64::max))
+    let min = rates.iter().copied().fold(f64::NAN, f64::min);
+    (mean, min, rates.iter().copied().fold(f64::NAN, f64::max))
 }
