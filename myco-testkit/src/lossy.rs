@@ -47,10 +47,7 @@ pub fn run(test: &str, s: &Scenario) -> Measured {
         c.add(NodeOptions::default());
     }
     c.start_all();
-    let everyone = "every node lists every other alive";
-    wait_until(FORM, everyone, || {
-        c.daemons.iter().all(|d| alive(d) + 1 == s.nodes)
-    });
+    wait_formed(&c, FORM);
     let loss = Loss::udp_to(&c.network(), s.loss_percent);
     let converge = deploy_all(&c, s.services);
     let death = kill_one(&mut c, REPLACE);
@@ -121,8 +118,16 @@ pub fn deploy_all(c: &Cluster, count: usize) -> Duration {
     start.elapsed()
 }
 
+/// Waits (at most `within`, else panics) until every node of `c` lists every other alive.
+pub fn wait_formed(c: &Cluster, within: Duration) {
+    let others = c.daemons.len() - 1;
+    wait_until(within, "every node lists every other alive", || {
+        c.daemons.iter().all(|d| alive(d) == others)
+    });
+}
+
 /// Members `d` lists alive, itself left out.
-pub fn alive(d: &Daemon) -> usize {
+fn alive(d: &Daemon) -> usize {
     d.nodes()
         .iter()
         .skip(1)

@@ -13,9 +13,8 @@
 //! own arithmetic, goal and detection bound (`myco_core::config::Profile`) beside the figures.
 
 use myco_core::config::Profile;
-use myco_testkit::lossy::{alive, declared_dead_other_than, deploy_all, kill_one, Death};
-use myco_testkit::metrics::family_sum;
-use myco_testkit::{wait_until, Cluster, NodeOptions};
+use myco_testkit::lossy::{declared_dead_other_than, deploy_all, kill_one, wait_formed, Death};
+use myco_testkit::{Cluster, Daemon, NodeOptions};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -98,9 +97,7 @@ fn run(p: &Profile, o: &Options) {
         });
     }
     c.start_all();
-    wait_until(FORM, "every node lists every other alive", || {
-        c.daemons.iter().all(|d| alive(d) + 1 == o.nodes)
-    });
+    wait_formed(&c, FORM);
     std::thread::sleep(Duration::from_millis(p.probe_interval_ms * o.nodes as u64));
     let (mean, min, max) = rest_bytes_per_s(&c, o.window.unwrap_or_else(|| window(p)));
     deploy_all(&c, SERVICES);
@@ -137,10 +134,8 @@ fn window(p: &Profile) -> Duration {
 /// `myco_sent_bytes_total` read at both ends.
 fn rest_bytes_per_s(c: &Cluster, window: Duration) -> (f64, f64, f64) {
     let sent = |c: &Cluster| -> Vec<f64> {
-        c.daemons
-            .iter()
-            .map(|d| family_sum(&d.metrics(), "myco_sent_bytes_total").unwrap_or(f64::NAN))
-            .collect()
+        let sent = |d: &Daemon| d.metric("myco_sent_bytes_total");
+        c.daemons.iter().map(sent).collect()
     };
     let before = sent(c);
     let start = Instant::now();
