@@ -76,10 +76,11 @@ pub enum Refusal {
     HeadTooLarge,
     /// 503: every download slot is busy; try again later.
     Busy,
-    /// 503: a hash not found while the box re-reads what it serves (its GC roots changed). Not
-    /// 404, which Nix remembers as "not there" (`narinfo-cache-negative-ttl`, an hour by
-    /// default): a peer asking in that window would build what this box is about to serve. Nix
-    /// retries a 503 (five tries over about five seconds), by when the table is whole again.
+    /// 503: a hash not found while the box re-reads what it serves (its GC roots changed), or
+    /// while a reading that failed waits to be tried again. Not 404, which Nix remembers as
+    /// "not there" (`narinfo-cache-negative-ttl`, an hour by default): a peer asking in that
+    /// window would build what this box is about to serve, and not ask it again for an hour.
+    /// Nix retries a 503 (five tries over about five seconds), by when the table is whole again.
     Refreshing,
     /// 505: an HTTP version other than 1.0 and 1.1.
     Version,
@@ -119,7 +120,8 @@ impl Refusal {
     }
 
     /// The answer for a store hash the closure table does not hold: 404, or 503 while the table
-    /// is being read again (`refreshing`), when the hash may be among what has not arrived yet.
+    /// is incomplete (`refreshing`: being read again, or its last reading failed and is tried
+    /// again soon), when the hash may be among what has not arrived yet.
     pub fn miss(refreshing: bool) -> Refusal {
         if refreshing {
             Refusal::Refreshing
@@ -127,6 +129,18 @@ impl Refusal {
             Refusal::NotFound
         }
     }
+}
+
+/// A closure query that lists nothing though it was given roots failed (a root's closure holds
+/// the root). The usual cause is transient (a `daemon-reload` racing the query's transient unit),
+/// and the box answers 503 until a reading succeeds, so the first retry is soon: 1 s, within the
+/// five seconds Nix keeps retrying a 503. A query that keeps failing (a broken store) is asked
+/// half as often each time, down to once a minute.
+pub fn closure_retry_ms(failures: u32) -> u64 {
+    const FIRST_MS: u64 = 1_000;
+    const MAX_MS: u64 = 60_000;
+    let doublings = failures.saturating_sub(1).min(6);
+    (FIRST_MS << doublings).min(MAX_MS)
 }
 
 /// Reads a request head from the start of `buf`. The outcome depends only on the bytes: a head

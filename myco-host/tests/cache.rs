@@ -381,6 +381,9 @@ fn the_default_throttle_holds_for_one_client_and_two_share_it() {
     );
 }
 
+/// The store hash of the one path `fake_nix_store` lists.
+const FAKE_HASH32: &str = "1z74b6lybsvj5dg2fghbfzvcbmgm26h1";
+
 /// `nix-store` for the test below: the query of the roots' closure fails and lists nothing until
 /// `<dir>/listed` exists, then lists one path; `--dump-db` registers each path it is given.
 fn fake_nix_store(dir: &Path) -> String {
@@ -392,16 +395,18 @@ case "$1" in
 esac
 "#,
         dir = dir.display(),
-        HASH32 = "1z74b6lybsvj5dg2fghbfzvcbmgm26h1",
+        HASH32 = FAKE_HASH32,
         NAR_HASH = "c9aa43bd203d5430a86579bc973feb942768bc0c15bc1698f94f8c097d5d2bbf",
     )
 }
 
 /// A closure query that lists nothing though there are roots failed (a `daemon-reload` while
 /// its transient unit existed breaks its script): the box serves nothing then, so it offers
-/// nothing either, and the query asked again 5 s later, which lists the closure, brings the
-/// offer of the root's build. `nix-store` and `systemd-run` are stand-ins; the root must point at
-/// a path that exists in /nix/store (the daemon leaves out roots whose path is gone).
+/// nothing either, and answers a narinfo 503 (a peer that still sees the old offer retries it;
+/// a 404 Nix would remember for an hour and build). The query asked again (1 s later, then
+/// less often), which lists the closure, serves the path and brings the offer of the root's
+/// build. `nix-store` and `systemd-run` are stand-ins; the root must point at a path that exists
+/// in /nix/store (the daemon leaves out roots whose path is gone).
 #[test]
 fn a_closure_query_that_lists_nothing_offers_nothing_until_asked_again() {
     use std::os::unix::fs::PermissionsExt;
@@ -447,12 +452,18 @@ fn a_closure_query_that_lists_nothing_offers_nothing_until_asked_again() {
         nodes.contains("\"cache_port\":") && !nodes.contains(&key),
         "{nodes}"
     );
+    let port = d.cache_port().expect("the log names the cache's port");
+    let narinfo = format!("/{FAKE_HASH32}.narinfo");
+    let (status, answer) = get(port, &narinfo);
+    assert_eq!(status, 503, "a miss while the failed query waits: {answer}");
     fs::write(d.dir.join("listed"), b"").unwrap();
     wait_until(
         Duration::from_secs(15),
         "the query asked again serves",
         || d.log().contains("binary cache: serving 1 store paths"),
     );
+    let (status, answer) = get(port, &narinfo);
+    assert_eq!(status, 200, "the path once listed: {answer}");
     wait_until(
         Duration::from_secs(5),
         "the root's build is offered",

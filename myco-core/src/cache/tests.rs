@@ -251,3 +251,13 @@ fn a_miss_while_the_table_is_read_again_is_retried_not_remembered() {
     assert_eq!(refreshing.status(), 503);
     assert!(refreshing.message().starts_with("refreshing"));
 }
+
+#[test]
+fn a_failed_closure_query_is_retried_within_nix_retries_then_less_often() {
+    assert_eq!(closure_retry_ms(1), 1_000);
+    assert_eq!(closure_retry_ms(2), 2_000);
+    assert_eq!(closure_retry_ms(3), 4_000);
+    assert_eq!(closure_retry_ms(7), 60_000);
+    assert_eq!(closure_retry_ms(u32::MAX), 60_000);
+    assert_eq!(closure_retry_ms(0), 1_000);
+}

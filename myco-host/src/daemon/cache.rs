@@ -45,9 +45,6 @@ pub const IDLE_MS: u64 = super::conns::REQUEST_TIMEOUT_MS;
 pub const UPLOAD_RATE_DEFAULT: u64 = 5_000_000;
 /// The closure's facts are read within this, or the unit is stopped and nothing is served.
 const CLOSURE_TIMEOUT_S: u64 = 300;
-/// A closure query that listed nothing though it was given roots failed (a root's closure holds
-/// at least the root): it is asked again this much later.
-const CLOSURE_RETRY_MS: u64 = 5_000;
 /// The default `--cache-listen`.
 pub const LISTEN_DEFAULT: &str = "[::]:7947";
 /// Room for a response head before its body.
@@ -130,6 +127,8 @@ struct Closure {
     stale: bool,
     /// The last refresh failed: another is due at this time.
     retry_at_ms: Option<u64>,
+    /// Refreshes failed in a row (`myco_core::cache::closure_retry_ms`).
+    failures: u32,
     /// The running refresh wrote more than the table holds.
     overflow: bool,
     /// A refresh ended since the offer was last taken (`Cache::take_offer`).
@@ -162,6 +161,22 @@ pub struct Cache {
     pub stats: CacheStats,
 }
 
+impl Closure {
+    /// The table may lack what this box serves: a refresh is reading it again, or the last one
+    /// failed and is tried again soon. A miss is then 503, not 404 (`Refusal::miss`).
+    fn incomplete(&self) -> bool {
+        self.child.is_some() || self.retry_at_ms.is_some()
+    }
+
+    /// Schedules the retry of a refresh that failed; returns how far off it is.
+    fn failed(&mut self, now_ms: u64) -> u64 {
+        self.failures = self.failures.saturating_add(1);
+        let retry_ms = myco_core::cache::closure_retry_ms(self.failures);
+        self.retry_at_ms = Some(now_ms + retry_ms);
+        retry_ms
+    }
+}
+
 impl Cache {
     /// Binds the listener (non-blocking) and opens the GC root directory; the buffers are the
     /// arena's. An error means no cache (the caller logs it and runs on).
@@ -187,6 +202,7 @@ impl Cache {
                 child: None,
                 stale: true,
                 retry_at_ms: None,
+                failures: 0,
                 overflow: false,
                 offer_due: false,
                 privileged: None,

@@ -226,7 +226,7 @@ impl Cache {
         };
         let table = &self.closure.table[..self.closure.len];
         let Some(registration) = find_registration(table, &hash) else {
-            let miss = Refusal::miss(self.closure.child.is_some());
+            let miss = Refusal::miss(self.closure.incomplete());
             match miss {
                 Refusal::NotFound => self.stats.not_found += 1,
                 _ => self.stats.busy += 1,
@@ -340,10 +340,14 @@ impl Cache {
                 (c.len, self.stats.paths) = (0, 0);
                 c.offer_due = true;
             }
-            Err(e) => self.log.log(
-                Level::Warning,
-                format_args!("binary cache: cannot list what this box built: {e}"),
-            ),
+            Err(e) => {
+                // Asked again as a query that listed nothing is: the old table is still whole.
+                let retry_ms = c.failed(now_ms);
+                self.log.log(
+                    Level::Warning,
+                    format_args!("binary cache: cannot list what this box built: {e}; asked again in {retry_ms} ms"),
+                );
+            }
         }
     }
 
@@ -386,13 +390,14 @@ impl Cache {
         // A refresh runs only with roots, and a root's closure holds the root: none is a failed
         // query (its exit status goes to myco-priv, not here), asked again later.
         if paths == 0 {
-            c.retry_at_ms = Some(now_ms + CLOSURE_RETRY_MS);
+            let retry_ms = c.failed(now_ms);
             self.log.log(
                 Level::Warning,
-                format_args!("binary cache: the closure query of this box's builds listed no store path; asked again in {} s", CLOSURE_RETRY_MS / 1000),
+                format_args!("binary cache: the closure query of this box's builds listed no store path; asked again in {retry_ms} ms, answering 503 until then"),
             );
             return;
         }
+        c.failures = 0;
         self.log.log(
             Level::Info,
             format_args!("binary cache: serving {paths} store paths"),
