@@ -143,6 +143,15 @@ pub fn closure_retry_ms(failures: u32) -> u64 {
     (FIRST_MS << doublings).min(MAX_MS)
 }
 
+/// Whether a box whose closure query failed `failures` times in a row withdraws its offer (its
+/// status offers nothing until a query lists its builds again). Not at the first failures: the
+/// usual one is transient and the box answers 503 meanwhile, which peers retry, while a peer
+/// that sees no offer builds the version itself. From the third (about 3 s of failing, with
+/// `closure_retry_ms`), peers stop asking a box that cannot serve.
+pub fn withdraws_offer(failures: u32) -> bool {
+    failures >= 3
+}
+
 /// Reads a request head from the start of `buf`. The outcome depends only on the bytes: a head
 /// still arriving is `Incomplete` until it ends or passes `REQUEST_HEAD_BYTES_MAX`.
 pub fn parse_request(buf: &[u8]) -> Parse {

@@ -401,11 +401,12 @@ esac
 }
 
 /// A closure query that lists nothing though there are roots failed (a `daemon-reload` while
-/// its transient unit existed breaks its script): the box serves nothing then, so it offers
-/// nothing either, and answers a narinfo 503 (a peer that still sees the old offer retries it;
-/// a 404 Nix would remember for an hour and build). The query asked again (1 s later, then
-/// less often), which lists the closure, serves the path and brings the offer of the root's
-/// build. `nix-store` and `systemd-run` are stand-ins; the root must point at a path that exists
+/// its transient unit existed breaks its script): the box serves nothing then, and answers a
+/// narinfo 503 (a peer that still sees an offer retries it; a 404 Nix would remember for an
+/// hour and build). A box that never served offers nothing. The query asked again (1 s later,
+/// then less often), which lists the closure, serves the path and brings the offer of the
+/// root's build. When a later query fails, the offer stands through two failures and goes at the
+/// third. `nix-store` and `systemd-run` are stand-ins; the root must point at a path that exists
 /// in /nix/store (the daemon leaves out roots whose path is gone).
 #[test]
 fn a_closure_query_that_lists_nothing_offers_nothing_until_asked_again() {
@@ -469,4 +470,22 @@ fn a_closure_query_that_lists_nothing_offers_nothing_until_asked_again() {
         "the root's build is offered",
         || d.get("/nodes").1.contains(&key),
     );
+    // A box that served and offered, whose query then fails (a new root starts it): its offer
+    // stands through the first failures, while it answers 503, and goes at the third.
+    fs::remove_file(d.dir.join("listed")).unwrap();
+    let failures = |d: &Daemon| d.log().matches(failed).count();
+    let before = failures(&d);
+    let other = format!("other-bbbbbbbbbbbb-{system}");
+    std::os::unix::fs::symlink(&in_store, gcroots.join(other)).unwrap();
+    wait_until(Duration::from_secs(10), "the query fails again", || {
+        failures(&d) > before
+    });
+    assert!(d.get("/nodes").1.contains(&key), "the offer stands");
+    assert_eq!(get(port, &narinfo).0, 503);
+    wait_until(
+        Duration::from_secs(15),
+        "the offer is withdrawn",
+        || !d.get("/nodes").1.contains(&key),
+    );
+    assert!(failures(&d) >= before + 3, "{}", d.log());
 }

@@ -260,4 +260,7 @@ fn a_failed_closure_query_is_retried_within_nix_retries_then_less_often() {
     assert_eq!(closure_retry_ms(7), 60_000);
     assert_eq!(closure_retry_ms(u32::MAX), 60_000);
     assert_eq!(closure_retry_ms(0), 1_000);
+    // The offer stands through the first two failures, a second or three.
+    assert!(!withdraws_offer(1) && !withdraws_offer(2));
+    assert!(withdraws_offer(3) && withdraws_offer(u32::MAX));
 }

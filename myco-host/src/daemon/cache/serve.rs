@@ -379,7 +379,6 @@ impl Cache {
         let overflow = std::mem::take(&mut c.overflow);
         let (paths, len) = whole_registrations(&c.table[..c.len]);
         c.len = len;
-        c.offer_due = true;
         self.stats.paths = paths as u64;
         if overflow {
             self.log.log(
@@ -391,6 +390,7 @@ impl Cache {
         // query (its exit status goes to myco-priv, not here), asked again later.
         if paths == 0 {
             let retry_ms = c.failed(now_ms);
+            c.offer_due |= myco_core::cache::withdraws_offer(c.failures);
             self.log.log(
                 Level::Warning,
                 format_args!("binary cache: the closure query of this box's builds listed no store path; asked again in {retry_ms} ms, answering 503 until then"),
@@ -398,6 +398,7 @@ impl Cache {
             return;
         }
         c.failures = 0;
+        c.offer_due = true;
         self.log.log(
             Level::Info,
             format_args!("binary cache: serving {paths} store paths"),
