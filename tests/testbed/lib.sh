@@ -695,14 +695,22 @@ flake_deploy() {
 # Whether the caller's $service runs on exactly one box; sets one_boxes to it.
 one_box() { read -ra one_boxes <<<"$(service_boxes "$service")" && ((${#one_boxes[@]} == 1)); }
 
-# flake_deploy NAME 1, then waits (the caller's $wait_s) for $service on one box; sets one_boxes
-# to that box and one_path to the store path its unit runs, a built one.
+# Whether $service runs on exactly one box, from a built store path other than NOT (if given);
+# sets one_boxes to that box and one_path to the path. Both in one look: a unit seen active
+# may be read a moment later while it is being replaced or removed.
+one_built() {
+	one_box || return 1
+	one_path=$(store_path_on "${one_boxes[0]}")
+	# shellcheck disable=SC2154 # the caller's
+	[[ $one_path == /nix/store/*-$service && $one_path != "${1:-}" ]]
+}
+
+# flake_deploy NAME 1, then waits (the caller's $wait_s) for $service on one box running a built
+# store path other than NOT (if given); sets one_boxes to that box and one_path to the path.
 flake_deploy_one() {
 	flake_deploy "$1" 1
 	# shellcheck disable=SC2154 # the caller's
-	wait_for "$wait_s" "myco-$service.service active on 1 box" one_box
-	one_path=$(store_path_on "${one_boxes[0]}")
-	[[ $one_path == /nix/store/*-$service ]] || fail "box ${one_boxes[0]} does not run a built store path"
+	wait_for "$wait_s" "myco-$service.service active on 1 box, from a built store path" one_built "${2:-}"
 }
 
 # The log of box I's last build of the service (nix build -L's standard error).

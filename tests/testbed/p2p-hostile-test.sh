@@ -172,11 +172,8 @@ log "$mismatch box(es) refused box $x's tampered NAR; every other box holds $v1 
 sed -i "s/hello from {NAME}/hello again from {NAME}/" "$FLAKE_REPO/server.py"
 flake_commit "version 2"
 offers_now
-flake_deploy v2-one 1
-one_new() { one_box && [[ $(store_path_on "${one_boxes[0]}") != "$v1" ]]; }
-wait_for "$wait_s" "version 2 active on 1 box" one_new
-w=${one_boxes[0]}
-v2=$(store_path_on "$w")
+flake_deploy_one v2-one "$v1"
+w=${one_boxes[0]} v2=$one_path
 kept=()
 for i in 0 1 2; do ((i == w)) || kept+=("$i"); done
 v2_narinfo=http://$(box_endpoint "$w" "$cache_port")/$(basename "$v2" | cut -c1-32).narinfo
