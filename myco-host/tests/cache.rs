@@ -482,10 +482,8 @@ fn a_closure_query_that_lists_nothing_offers_nothing_until_asked_again() {
     });
     assert!(d.get("/nodes").1.contains(&key), "the offer stands");
     assert_eq!(get(port, &narinfo).0, 503);
-    wait_until(
-        Duration::from_secs(15),
-        "the offer is withdrawn",
-        || !d.get("/nodes").1.contains(&key),
-    );
+    wait_until(Duration::from_secs(15), "the offer is withdrawn", || {
+        !d.get("/nodes").1.contains(&key)
+    });
     assert!(failures(&d) >= before + 3, "{}", d.log());
 }

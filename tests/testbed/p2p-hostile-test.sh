@@ -154,6 +154,11 @@ run_on() {
 }
 flake_deploy v1-three 3
 wait_for "$wait_s" "all 3 boxes run $v1" run_on "$v1" 0 1 2
+# What box X's cache did meanwhile: a refresh that failed, if any, shows here (a short log; the
+# journals printed on a failure may be cut to their last lines).
+log "box $x's binary cache, last lines:"
+box_exec "$x" journalctl --no-pager -o short-precise -u myco-d.service | grep 'binary cache' \
+	| tail -n 4 | sed 's/^/    /' >&2 || true
 mismatch=0
 for i in 0 1 2; do
 	((i == x)) && continue
