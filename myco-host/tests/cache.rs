@@ -400,90 +400,148 @@ esac
     )
 }
 
+/// What the closure query logs when it lists nothing.
+const QUERY_FAILED: &str = "the closure query of this box's builds listed no store path";
+
+/// A daemon whose cache runs stand-ins for `nix-store` and `systemd-run` (`fake_nix_store`),
+/// with one GC root, `hello-aaaaaaaaaaaa-<system>`, pointing at a path that exists in
+/// /nix/store (the daemon leaves out roots whose path is gone). `listed`: the query lists the
+/// closure from the start. `None` where /nix/store holds nothing.
+struct FakeCache {
+    d: Daemon,
+    gcroots: PathBuf,
+    in_store: PathBuf,
+    /// The root's build key as `/nodes` quotes it.
+    key: String,
+}
+
+impl FakeCache {
+    fn start(name: &str, listed: bool) -> Option<FakeCache> {
+        use std::os::unix::fs::PermissionsExt;
+        let in_store = fs::read_dir("/nix/store")
+            .ok()
+            .and_then(|mut d| d.find_map(|e| e.ok().map(|e| e.path())));
+        let Some(in_store) = in_store else {
+            println!("SKIPPED: /nix/store holds nothing");
+            return None;
+        };
+        let mut d = Daemon::new(name, &operator(), SEED);
+        let bin = d.dir.join("fakebin");
+        fs::create_dir_all(&bin).unwrap();
+        let tool = |path: PathBuf, text: String| {
+            fs::write(&path, text).unwrap();
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+        };
+        tool(bin.join("nix-store"), fake_nix_store(&d.dir.join(".")));
+        if listed {
+            fs::write(d.dir.join("listed"), b"").unwrap();
+        }
+        let gcroots = d.dir.join("gcroots");
+        fs::create_dir_all(&gcroots).unwrap();
+        let root = FakeCache::root("hello-aaaaaaaaaaaa");
+        std::os::unix::fs::symlink(&in_store, gcroots.join(&root)).unwrap();
+        let key = format!("\"{:016x}\"", myco_core::executor::build_key(&root));
+        d.set_cache_listen("127.0.0.1:0");
+        let mut command = d.executor_command(&[]);
+        command.arg("--gcroot-dir").arg(&gcroots);
+        // The daemon gives its units a fixed PATH; this stand-in puts the fake nix-store first.
+        let run = format!(
+            "#!/bin/sh\nwhile [ $# -gt 0 ] && [ \"$1\" != -- ]; do shift; done\nshift\nPATH=\"{}:$PATH\" exec \"$@\"\n",
+            bin.display()
+        );
+        tool(d.dir.join("systemd-run"), run);
+        d.start(command);
+        Some(FakeCache {
+            d,
+            gcroots,
+            in_store,
+            key,
+        })
+    }
+
+    /// A GC root's name for this machine's system.
+    fn root(bare: &str) -> String {
+        format!("{bare}-{}-linux", std::env::consts::ARCH)
+    }
+
+    fn offered(&self) -> bool {
+        self.d.get("/nodes").1.contains(&self.key)
+    }
+
+    fn failures(&self) -> usize {
+        self.d.log().matches(QUERY_FAILED).count()
+    }
+
+    /// The status of the narinfo of the one path the stand-in lists.
+    fn narinfo_status(&self) -> u16 {
+        let port = self.d.cache_port().expect("the log names the cache's port");
+        get(port, &format!("/{FAKE_HASH32}.narinfo")).0
+    }
+}
+
 /// A closure query that lists nothing though there are roots failed (a `daemon-reload` while
 /// its transient unit existed breaks its script): the box serves nothing then, and answers a
 /// narinfo 503 (a peer that still sees an offer retries it; a 404 Nix would remember for an
 /// hour and build). A box that never served offers nothing. The query asked again (1 s later,
 /// then less often), which lists the closure, serves the path and brings the offer of the
-/// root's build. When a later query fails, the offer stands through two failures and goes at the
-/// third. `nix-store` and `systemd-run` are stand-ins; the root must point at a path that exists
-/// in /nix/store (the daemon leaves out roots whose path is gone).
+/// root's build.
 #[test]
 fn a_closure_query_that_lists_nothing_offers_nothing_until_asked_again() {
-    use std::os::unix::fs::PermissionsExt;
-    let in_store = fs::read_dir("/nix/store")
-        .ok()
-        .and_then(|mut d| d.find_map(|e| e.ok().map(|e| e.path())));
-    let Some(in_store) = in_store else {
-        println!("SKIPPED: /nix/store holds nothing");
+    let Some(c) = FakeCache::start("cache-empty-query", false) else {
         return;
     };
-    let mut d = Daemon::new("cache-empty-query", &operator(), SEED);
-    let bin = d.dir.join("fakebin");
-    fs::create_dir_all(&bin).unwrap();
-    let tool = |path: PathBuf, text: String| {
-        fs::write(&path, text).unwrap();
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
-    };
-    tool(bin.join("nix-store"), fake_nix_store(&d.dir.join(".")));
-    let gcroots = d.dir.join("gcroots");
-    fs::create_dir_all(&gcroots).unwrap();
-    let system = format!("{}-linux", std::env::consts::ARCH);
-    let root = format!("hello-aaaaaaaaaaaa-{system}");
-    std::os::unix::fs::symlink(&in_store, gcroots.join(&root)).unwrap();
-    let key = format!("\"{:016x}\"", myco_core::executor::build_key(&root));
-    d.set_cache_listen("127.0.0.1:0");
-    let mut command = d.executor_command(&[]);
-    command.arg("--gcroot-dir").arg(&gcroots);
-    // The daemon gives its units a fixed PATH; this stand-in puts the fake nix-store first.
-    let run = format!(
-        "#!/bin/sh\nwhile [ $# -gt 0 ] && [ \"$1\" != -- ]; do shift; done\nshift\nPATH=\"{}:$PATH\" exec \"$@\"\n",
-        bin.display()
-    );
-    tool(d.dir.join("systemd-run"), run);
-    d.start(command);
-    let failed = "the closure query of this box's builds listed no store path";
     wait_until(Duration::from_secs(10), "the empty query is logged", || {
-        d.log().contains(failed)
+        c.failures() > 0
     });
     // Long enough for an offer to reach the status, which `/nodes` shows for this box.
     std::thread::sleep(Duration::from_millis(1500));
-    let nodes = d.get("/nodes").1;
+    let nodes = c.d.get("/nodes").1;
     assert!(
-        nodes.contains("\"cache_port\":") && !nodes.contains(&key),
+        nodes.contains("\"cache_port\":") && !nodes.contains(&c.key),
         "{nodes}"
     );
-    let port = d.cache_port().expect("the log names the cache's port");
-    let narinfo = format!("/{FAKE_HASH32}.narinfo");
-    let (status, answer) = get(port, &narinfo);
-    assert_eq!(status, 503, "a miss while the failed query waits: {answer}");
-    fs::write(d.dir.join("listed"), b"").unwrap();
+    assert_eq!(
+        c.narinfo_status(),
+        503,
+        "a miss while the failed query waits"
+    );
+    fs::write(c.d.dir.join("listed"), b"").unwrap();
     wait_until(
         Duration::from_secs(15),
         "the query asked again serves",
-        || d.log().contains("binary cache: serving 1 store paths"),
+        || c.d.log().contains("binary cache: serving 1 store paths"),
     );
-    let (status, answer) = get(port, &narinfo);
-    assert_eq!(status, 200, "the path once listed: {answer}");
+    assert_eq!(c.narinfo_status(), 200, "the path once listed");
     wait_until(
         Duration::from_secs(5),
         "the root's build is offered",
-        || d.get("/nodes").1.contains(&key),
+        || c.offered(),
     );
-    // A box that served and offered, whose query then fails (a new root starts it): its offer
-    // stands through the first failures, while it answers 503, and goes at the third.
-    fs::remove_file(d.dir.join("listed")).unwrap();
-    let failures = |d: &Daemon| d.log().matches(failed).count();
-    let before = failures(&d);
-    let other = format!("other-bbbbbbbbbbbb-{system}");
-    std::os::unix::fs::symlink(&in_store, gcroots.join(other)).unwrap();
-    wait_until(Duration::from_secs(10), "the query fails again", || {
-        failures(&d) > before
+}
+
+/// A box that served and offered, whose query then fails (a new root starts one): its offer
+/// stands through the first two failures, while it answers 503, and goes at the third.
+#[test]
+fn a_box_that_served_keeps_its_offer_through_two_failed_queries() {
+    let Some(c) = FakeCache::start("cache-failing-later", true) else {
+        return;
+    };
+    wait_until(
+        Duration::from_secs(10),
+        "the root's build is offered",
+        || c.offered(),
+    );
+    fs::remove_file(c.d.dir.join("listed")).unwrap();
+    let before = c.failures();
+    let other = FakeCache::root("other-bbbbbbbbbbbb");
+    std::os::unix::fs::symlink(&c.in_store, c.gcroots.join(other)).unwrap();
+    wait_until(Duration::from_secs(10), "the query fails", || {
+        c.failures() > before
     });
-    assert!(d.get("/nodes").1.contains(&key), "the offer stands");
-    assert_eq!(get(port, &narinfo).0, 503);
+    assert!(c.offered(), "the offer stands after one failure");
+    assert_eq!(c.narinfo_status(), 503);
     wait_until(Duration::from_secs(15), "the offer is withdrawn", || {
-        !d.get("/nodes").1.contains(&key)
+        !c.offered()
     });
-    assert!(failures(&d) >= before + 3, "{}", d.log());
+    assert!(c.failures() >= before + 3, "{}", c.d.log());
 }
