@@ -544,4 +544,15 @@ fn a_box_that_served_keeps_its_offer_through_two_failed_queries() {
         !c.offered()
     });
     assert!(c.failures() >= before + 3, "{}", c.d.log());
+    // A root that changes while a retry waits starts a query at once; once it lists the
+    // closure the box is whole again: offered, and a miss is 404, not 503.
+    fs::write(c.d.dir.join("listed"), b"").unwrap();
+    let third = FakeCache::root("third-cccccccccccc");
+    std::os::unix::fs::symlink(&c.in_store, c.gcroots.join(third)).unwrap();
+    wait_until(Duration::from_secs(10), "served and offered again", || {
+        c.offered()
+    });
+    let port = c.d.cache_port().unwrap();
+    let unknown = "/00000000000000000000000000000000.narinfo";
+    assert_eq!(get(port, unknown).0, 404, "{}", c.d.log());
 }

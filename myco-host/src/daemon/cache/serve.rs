@@ -338,6 +338,7 @@ impl Cache {
             }
             Ok(None) => {
                 (c.len, self.stats.paths) = (0, 0);
+                (c.failures, c.retry_at_ms) = (0, None);
                 c.offer_due = true;
             }
             Err(e) => {
@@ -397,7 +398,9 @@ impl Cache {
             );
             return;
         }
-        c.failures = 0;
+        // Whole again: a retry still scheduled (this refresh was started by the roots changing
+        // meanwhile) is not due, and a miss is 404 again.
+        (c.failures, c.retry_at_ms) = (0, None);
         c.offer_due = true;
         self.log.log(
             Level::Info,
