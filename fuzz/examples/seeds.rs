@@ -9,9 +9,11 @@
 #[path = "../fuzz_targets/common/tunnel.rs"]
 mod tunnel;
 
+use myco_core::config::REVOCATION_BYTES_MAX;
 use myco_core::config::{FRAME_BYTES, SIGNATURE_BYTES};
 use myco_core::crypto::cert::{certify, certify_bridge, BridgeScope};
 use myco_core::crypto::handshake::{Credentials, Initiator, Responder, Trust};
+use myco_core::crypto::revocation::encode_revocation;
 use myco_core::crypto::{sign_entry_body, SigningKey};
 use myco_core::executor::substitute::Substitute;
 use myco_core::privileged::{encode_request, Request, UnitVerb, FRAME_HEADER_BYTES};
@@ -452,6 +454,24 @@ fn build_request() {
     }
 }
 
+/// The operator's files: a key file as `myco keygen` writes it, a node's certificate and a
+/// bridge's, a revocation; and `systemctl show` output for two units.
+fn files() {
+    let operator = operator();
+    let hex: String = [7u8; 32].iter().map(|b| format!("{b:02x}")).collect();
+    write("operator_files", "key", format!("{hex}\n").as_bytes());
+    let node = SigningKey::from_seed([1; 32]).expect("seed").public_key();
+    let plain = certify(&operator, &node, 0, Arch::X86_64, false, 0);
+    write("operator_files", "cert", &plain);
+    let bridge = certify_bridge(&operator, &node, 2, Arch::Aarch64, BridgeScope::All, 3);
+    write("operator_files", "bridge-cert", &bridge);
+    let mut out = [0u8; REVOCATION_BYTES_MAX];
+    let n = encode_revocation(&operator, 4, &mut out);
+    write("operator_files", "revocation", &out[..n]);
+    let show = b"Id=myco-web.service\nActiveState=active\nSubState=running\nNRestarts=0\nUnitFileState=enabled\nLoadState=loaded\nNeedDaemonReload=no\n\nId=myco-db.service\nActiveState=failed\nSubState=failed\nNRestarts=3\nUnitFileState=disabled\nLoadState=loaded\nNeedDaemonReload=yes\n";
+    write("systemctl_show", "two", show);
+}
+
 fn main() {
     let web = entry("web", false);
     let flake = entry("web", true);
@@ -467,4 +487,5 @@ fn main() {
     texts();
     outputs(&web, &flake);
     build_request();
+    files();
 }
