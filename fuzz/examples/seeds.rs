@@ -458,8 +458,8 @@ fn build_request() {
 /// bridge's, a revocation; and `systemctl show` output for two units.
 fn files() {
     let operator = operator();
-    let hex: String = [7u8; 32].iter().map(|b| format!("{b:02x}")).collect();
-    write("operator_files", "key", format!("{hex}\n").as_bytes());
+    let key = format!("{}\n", myco_core::hex::Hex(&[7; 32]));
+    write("operator_files", "key", key.as_bytes());
     let node = SigningKey::from_seed([1; 32]).expect("seed").public_key();
     let plain = certify(&operator, &node, 0, Arch::X86_64, false, 0);
     write("operator_files", "cert", &plain);

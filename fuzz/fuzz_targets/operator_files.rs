@@ -16,6 +16,7 @@ use myco_core::config::{CERT_BYTES_MAX, SIGNATURE_BYTES};
 use myco_core::crypto::cert::encode_cert;
 use myco_core::crypto::keys::parse_key_file;
 use myco_core::crypto::{Cert, Revocation, SigningKey};
+use myco_core::hex::Hex;
 
 fuzz_target!(|data: &[u8]| {
     key_file(data);
@@ -28,7 +29,7 @@ fn key_file(data: &[u8]) {
         return;
     };
     assert_ne!(seed, [0; 32]);
-    let hex: String = seed.iter().map(|b| format!("{b:02x}")).collect();
+    let hex = Hex(&seed).to_string();
     assert_eq!(parse_key_file(hex.as_bytes()).ok(), Some(seed));
     assert_eq!(
         parse_key_file(format!("{hex}\n").as_bytes()).ok(),

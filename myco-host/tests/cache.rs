@@ -472,10 +472,11 @@ impl FakeCache {
         self.d.log().matches(QUERY_FAILED).count()
     }
 
-    /// The status of the narinfo of the one path the stand-in lists.
-    fn narinfo_status(&self) -> u16 {
+    /// The status of the narinfo of store hash `hash` (`FAKE_HASH32`: the one path the
+    /// stand-in lists).
+    fn narinfo_status(&self, hash: &str) -> u16 {
         let port = self.d.cache_port().expect("the log names the cache's port");
-        get(port, &format!("/{FAKE_HASH32}.narinfo")).0
+        get(port, &format!("/{hash}.narinfo")).0
     }
 }
 
@@ -501,7 +502,7 @@ fn a_closure_query_that_lists_nothing_offers_nothing_until_asked_again() {
         "{nodes}"
     );
     assert_eq!(
-        c.narinfo_status(),
+        c.narinfo_status(FAKE_HASH32),
         503,
         "a miss while the failed query waits"
     );
@@ -511,7 +512,7 @@ fn a_closure_query_that_lists_nothing_offers_nothing_until_asked_again() {
         "the query asked again serves",
         || c.d.log().contains("binary cache: serving 1 store paths"),
     );
-    assert_eq!(c.narinfo_status(), 200, "the path once listed");
+    assert_eq!(c.narinfo_status(FAKE_HASH32), 200, "the path once listed");
     wait_until(
         Duration::from_secs(5),
         "the root's build is offered",
@@ -539,7 +540,7 @@ fn a_box_that_served_keeps_its_offer_through_two_failed_queries() {
         c.failures() > before
     });
     assert!(c.offered(), "the offer stands after one failure");
-    assert_eq!(c.narinfo_status(), 503);
+    assert_eq!(c.narinfo_status(FAKE_HASH32), 503);
     wait_until(Duration::from_secs(15), "the offer is withdrawn", || {
         !c.offered()
     });
@@ -552,7 +553,6 @@ fn a_box_that_served_keeps_its_offer_through_two_failed_queries() {
     wait_until(Duration::from_secs(10), "served and offered again", || {
         c.offered()
     });
-    let port = c.d.cache_port().unwrap();
-    let unknown = "/00000000000000000000000000000000.narinfo";
-    assert_eq!(get(port, unknown).0, 404, "{}", c.d.log());
+    let unknown = "00000000000000000000000000000000";
+    assert_eq!(c.narinfo_status(unknown), 404, "{}", c.d.log());
 }

@@ -168,6 +168,14 @@ impl Closure {
         self.child.is_some() || self.retry_at_ms.is_some()
     }
 
+    /// A refresh listed the closure (or there are no roots): the table is whole, a retry still
+    /// scheduled (this refresh was started by the roots changing meanwhile) is not due, and the
+    /// offer follows the table.
+    fn listed(&mut self) {
+        (self.failures, self.retry_at_ms) = (0, None);
+        self.offer_due = true;
+    }
+
     /// Schedules the retry of a refresh that failed; returns how far off it is.
     fn failed(&mut self, now_ms: u64) -> u64 {
         self.failures = self.failures.saturating_add(1);

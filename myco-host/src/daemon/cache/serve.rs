@@ -338,8 +338,7 @@ impl Cache {
             }
             Ok(None) => {
                 (c.len, self.stats.paths) = (0, 0);
-                (c.failures, c.retry_at_ms) = (0, None);
-                c.offer_due = true;
+                c.listed();
             }
             Err(e) => {
                 // Asked again as a query that listed nothing is: the old table is still whole.
@@ -398,10 +397,7 @@ impl Cache {
             );
             return;
         }
-        // Whole again: a retry still scheduled (this refresh was started by the roots changing
-        // meanwhile) is not due, and a miss is 404 again.
-        (c.failures, c.retry_at_ms) = (0, None);
-        c.offer_due = true;
+        c.listed();
         self.log.log(
             Level::Info,
             format_args!("binary cache: serving {paths} store paths"),
