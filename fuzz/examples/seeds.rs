@@ -16,7 +16,9 @@ use myco_core::crypto::handshake::{Credentials, Initiator, Responder, Trust};
 use myco_core::crypto::revocation::encode_revocation;
 use myco_core::crypto::{sign_entry_body, SigningKey};
 use myco_core::executor::substitute::Substitute;
-use myco_core::privileged::{encode_request, Request, UnitVerb, FRAME_HEADER_BYTES};
+use myco_core::privileged::{
+    encode_reply, encode_request, Outcome, Request, UnitVerb, FRAME_HEADER_BYTES, REPLY_BYTES_MAX,
+};
 use myco_core::schema::entry::{
     encode_entry, Arch, Check, EntryBody, Health, ServiceSpec, Source, Version,
 };
@@ -312,6 +314,26 @@ fn privileged(web: &[u8], flake: &[u8]) {
         let n = encode_request(&request, &mut out).expect("fits");
         // The target reads the body, after the length prefix.
         write("privileged_request", name, &out[FRAME_HEADER_BYTES..n]);
+    }
+    privileged_replies();
+}
+
+/// One reply of each outcome, as the helper frames them (the target reads the body).
+fn privileged_replies() {
+    let replies = [
+        ("exited", Outcome::Exited(0), "exited with 0"),
+        ("signaled", Outcome::Signaled(15), "killed by signal 15"),
+        ("refused", Outcome::Refused, "not a myco unit: sshd.service"),
+        (
+            "failed",
+            Outcome::Failed,
+            "cannot write the unit: No space left on device",
+        ),
+    ];
+    for (name, outcome, reason) in replies {
+        let mut out = vec![0u8; FRAME_HEADER_BYTES + REPLY_BYTES_MAX];
+        let n = encode_reply(outcome, reason, &mut out).expect("fits");
+        write("privileged_reply", name, &out[FRAME_HEADER_BYTES..n]);
     }
 }
 

@@ -541,6 +541,32 @@ pub enum Outcome {
     Signaled(i32),
 }
 
+/// The largest signal number Linux has (SIGRTMAX).
+const SIGNAL_MAX: i32 = 64;
+
+impl Outcome {
+    /// The shell's exit code of a command that ran: its own, or 128 plus the signal that killed
+    /// it. `None` for a request that ran nothing (refused, or failed before it ran).
+    pub fn exit_code(self) -> Option<i32> {
+        match self {
+            Outcome::Exited(code) => Some(code),
+            Outcome::Signaled(signal) => Some(128 + signal),
+            Outcome::Refused | Outcome::Failed => None,
+        }
+    }
+
+    /// Whether a process can end this way: an exit code of 0 to 255, a signal of 1 to
+    /// `SIGNAL_MAX`. Anything else in a reply is a broken helper, and `exit_code` could not
+    /// add 128 to it.
+    fn possible(self) -> bool {
+        match self {
+            Outcome::Exited(code) => (0..=255).contains(&code),
+            Outcome::Signaled(signal) => (1..=SIGNAL_MAX).contains(&signal),
+            Outcome::Refused | Outcome::Failed => true,
+        }
+    }
+}
+
 /// The helper's answer to one request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reply<'a> {
@@ -581,9 +607,10 @@ pub fn encode_reply(outcome: Outcome, reason: &str, out: &mut [u8]) -> Option<us
     encode(&reply, out, REPLY_BYTES_MAX)
 }
 
-/// Decodes a reply body (without its length prefix); `None` if it is not one.
+/// Decodes a reply body (without its length prefix); `None` if it is not one: not the one
+/// encoding of a reply, or an exit code or signal no process can have.
 pub fn decode_reply(body: &[u8]) -> Option<Reply<'_>> {
-    decode_exact::<Reply<'_>, REPLY_BYTES_MAX>(body)
+    decode_exact::<Reply<'_>, REPLY_BYTES_MAX>(body).filter(|r| r.outcome.possible())
 }
 
 #[cfg(test)]

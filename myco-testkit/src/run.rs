@@ -2,8 +2,8 @@
 
 use crate::wait::wait_exit;
 use serde_json::Value;
-use std::io::{BufRead, BufReader, Read};
 use std::ffi::OsStr;
+use std::io::{BufRead, BufReader, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
@@ -87,7 +87,11 @@ fn run_once(command: &mut Command, shown: &str) -> Option<Run> {
         let stuck = stuck_before_exec(child.id(), command.get_program());
         let _ = child.kill();
         let _ = child.wait();
-        assert!(stuck, "{shown} did not finish in {} s", CALL_TIMEOUT.as_secs());
+        assert!(
+            stuck,
+            "{shown} did not finish in {} s",
+            CALL_TIMEOUT.as_secs()
+        );
         return None;
     };
     Some(Run {
@@ -190,7 +194,10 @@ mod tests {
         // This test binary's own command line names neither program, as a child stuck in the
         // fork does.
         assert!(stuck_before_exec(std::process::id(), OsStr::new("sleep")));
-        assert!(stuck_before_exec(std::process::id(), OsStr::new("/bin/sleep")));
+        assert!(stuck_before_exec(
+            std::process::id(),
+            OsStr::new("/bin/sleep")
+        ));
         let mut child = Command::new("sleep").arg("5").spawn().expect("sleep");
         let exec_seen = (0..200).any(|_| {
             thread::sleep(Duration::from_millis(5));
@@ -198,7 +205,10 @@ mod tests {
         });
         let _ = child.kill();
         let _ = child.wait();
-        assert!(exec_seen, "the exec'd child was never seen as running sleep");
+        assert!(
+            exec_seen,
+            "the exec'd child was never seen as running sleep"
+        );
         // Gone (reaped): never taken for stuck, so nothing is started twice.
         assert!(!stuck_before_exec(child.id(), OsStr::new("sleep")));
     }

@@ -511,6 +511,31 @@ fn replies_round_trip_and_clip_reasons() {
     assert_eq!(decode_reply(b"\x09"), None);
 }
 
+/// A reply's exit code or signal is one a process can have; `exit_code` is the shell's.
+#[test]
+fn replies_carry_only_possible_exits() {
+    let mut out = [0u8; FRAME_HEADER_BYTES + REPLY_BYTES_MAX];
+    let mut decoded = |outcome| {
+        let len = encode_reply(outcome, "", &mut out).unwrap();
+        decode_reply(&out[FRAME_HEADER_BYTES..len]).map(|r| r.outcome.exit_code())
+    };
+    assert_eq!(decoded(Outcome::Exited(0)), Some(Some(0)));
+    assert_eq!(decoded(Outcome::Exited(255)), Some(Some(255)));
+    assert_eq!(decoded(Outcome::Signaled(9)), Some(Some(137)));
+    assert_eq!(decoded(Outcome::Signaled(64)), Some(Some(192)));
+    assert_eq!(decoded(Outcome::Refused), Some(None));
+    assert_eq!(decoded(Outcome::Failed), Some(None));
+    for impossible in [
+        Outcome::Exited(-1),
+        Outcome::Exited(256),
+        Outcome::Signaled(0),
+        Outcome::Signaled(65),
+        Outcome::Signaled(i32::MAX),
+    ] {
+        assert_eq!(decoded(impossible), None, "{impossible:?}");
+    }
+}
+
 /// Descriptors go only with a command's request, at most two; a file request takes none.
 #[test]
 fn only_commands_take_descriptors() {

@@ -264,9 +264,10 @@ impl Pending {
             return self.failed(format_args!("its reply does not parse"));
         };
         let reason = Lossy(reply.reason.as_bytes());
+        if let Some(code) = reply.outcome.exit_code() {
+            return Exit(code);
+        }
         match reply.outcome {
-            Outcome::Exited(code) => Exit(code),
-            Outcome::Signaled(signal) => Exit(128 + signal),
             Outcome::Refused => {
                 REFUSALS.fetch_add(1, Ordering::Relaxed);
                 self.log.log(
@@ -275,7 +276,8 @@ impl Pending {
                 );
                 Exit(EXIT_NOT_RUN)
             }
-            Outcome::Failed => self.failed(format_args!("{reason}")),
+            // Failed: it ran nothing (a command that ran has its exit code, above).
+            _ => self.failed(format_args!("{reason}")),
         }
     }
 
