@@ -68,6 +68,29 @@ impl Argv {
         Ok(())
     }
 
+    /// Appends `parts` to the last argument (one built from a list whose length only a walk
+    /// tells, such as a script naming every GC root).
+    pub fn extend_last(&mut self, parts: &[&[u8]]) -> Result<(), ArgvFull> {
+        assert!(self.count > 0, "an argument to extend");
+        let n: usize = parts.iter().map(|p| p.len()).sum();
+        if self.len + n > ARGV_BYTES {
+            return Err(ArgvFull);
+        }
+        assert!(
+            parts.iter().all(|p| !p.contains(&0)),
+            "arguments hold no NUL"
+        );
+        // Over the last argument's NUL, then a new one after.
+        self.len -= 1;
+        for p in parts {
+            self.bytes[self.len..self.len + p.len()].copy_from_slice(p);
+            self.len += p.len();
+        }
+        self.bytes[self.len] = 0;
+        self.len += 1;
+        Ok(())
+    }
+
     /// How many arguments, the program included.
     pub fn count(&self) -> usize {
         self.count
@@ -501,6 +524,27 @@ mod tests {
         let (exit, out) = run(&argv);
         assert!(exit.success());
         assert_eq!(out, b"myco-d");
+    }
+
+    #[test]
+    fn the_last_argument_grows_in_place() {
+        let mut argv = Argv::leaked();
+        argv.push(&[b"sh"]).unwrap();
+        argv.push(&[b"-c"]).unwrap();
+        argv.push(&[b"printf"]).unwrap();
+        argv.extend_last(&[b" '%s'", b" a"]).unwrap();
+        argv.extend_last(&[b"b"]).unwrap();
+        assert_eq!(argv.args(), ["sh", "-c", "printf '%s' ab"]);
+        let (exit, out) = run(&argv);
+        assert!(exit.success());
+        assert_eq!(out, b"ab");
+        let too_long = vec![b'x'; ARGV_BYTES];
+        assert_eq!(argv.extend_last(&[&too_long]), Err(ArgvFull));
+        assert_eq!(
+            argv.args(),
+            ["sh", "-c", "printf '%s' ab"],
+            "a refusal changes nothing"
+        );
     }
 
     #[test]

@@ -459,48 +459,101 @@ fn spawn_closure(
     spawn::spawn(argv, &super::super::transient::env_refs(env)).map(Some)
 }
 
-/// The command line of the closure query into `argv`: `systemd-run ... -- nix-store --query
-/// --requisites ROOT... | xargs nix-store --dump-db` (the roots are the fixed script's
-/// arguments, never parsed by the shell). False without roots. `myco-priv` runs the same line.
+/// The command line of the closure query into `argv`: `systemd-run ... -- sh -c "'nix-store'
+/// --query --requisites 'ROOT'... | xargs -r 'nix-store' --dump-db"`. False without roots.
+/// `myco-priv` runs the same line.
+///
+/// The script names its paths itself, single-quoted, with no `$` and no `;`: a `daemon-reload`
+/// between systemd-run's creation of the unit and its start makes systemd (252) read the
+/// command back from /run, where it wrote `$` and `;` escaped, and it reads `\$` and `\;` back
+/// as two characters each (the testbed showed a script of `"$@"` run as `$nix_store: not
+/// found`). Hence only paths of the store's own characters go in (`script_safe`), which also
+/// leaves the shell nothing to interpret in them.
 pub fn closure_argv(
     argv: &mut Argv,
     (systemd_run, nix_store, env): (&str, &str, &[CString]),
     dir: &File,
 ) -> std::io::Result<bool> {
-    // A `daemon-reload` between systemd-run's creation of this unit and its start breaks it:
-    // systemd (252) writes a transient unit's command to /run with `$` and `;` escaped and reads
-    // `\$` and `\;` back as two characters each, so the script runs broken and lists nothing
-    // (seen on the testbed; `&&` rather than `;` only stops it at the first failure). A query
-    // that lists nothing is asked again (`read_closure`).
-    const SCRIPT: &[u8] = b"nix_store=$1 && shift && \"$nix_store\" --query --requisites \"$@\" | xargs -r \"$nix_store\" --dump-db";
+    if !script_safe(nix_store.as_bytes()) {
+        return Err(std::io::Error::other(
+            "the nix-store path has characters the closure query's script cannot hold",
+        ));
+    }
     argv.clear();
     let unit = super::super::transient::Unit {
         systemd_run,
         name: &[b"myco-cache-closure"],
         runtime_max_s: Some(CLOSURE_TIMEOUT_S),
     };
-    let fits = "the prefix and the script fit";
+    let fits = "the prefix and the script's start fit";
     super::super::transient::push_prefix(argv, &unit, env).expect(fits);
-    for arg in [&b"sh"[..], b"-c", SCRIPT, b"sh", nix_store.as_bytes()] {
-        argv.push(&[arg]).expect(fits);
-    }
-    let prefix = argv.count();
+    argv.push(&[b"sh"]).expect(fits);
+    argv.push(&[b"-c"]).expect(fits);
+    let store = nix_store.as_bytes();
+    argv.push(&[b"'", store, b"' --query --requisites"])
+        .expect(fits);
     let mut target = [0u8; crate::path::PATH_BYTES_MAX];
-    let mut full = false;
+    let (mut roots, mut full) = (0usize, false);
     crate::path::for_each_name(dir, |name| {
         // A root that is not a store path, or whose path is gone, would fail the whole query:
         // left out. (`stat` takes the bytes through a stack buffer.)
-        let Some(path) = crate::path::read_link_at(dir, name, &mut target)
-            .filter(|p| p.starts_with(b"/nix/store/") && nix::sys::stat::stat(*p).is_ok())
-        else {
+        let Some(path) = crate::path::read_link_at(dir, name, &mut target).filter(|p| {
+            p.starts_with(b"/nix/store/") && script_safe(p) && nix::sys::stat::stat(*p).is_ok()
+        }) else {
             return;
         };
-        full |= argv.push(&[path]).is_err();
+        full |= argv.extend_last(&[b" '", path, b"'"]).is_err();
+        roots += 1;
     })?;
+    full |= argv
+        .extend_last(&[b" | xargs -r '", store, b"' --dump-db"])
+        .is_err();
     if full {
         return Err(std::io::Error::other(
             "more GC roots than one nix-store command line takes",
         ));
     }
-    Ok(argv.count() > prefix)
+    Ok(roots > 0)
+}
+
+/// Whether `path` is made only of the characters of a store path's name (`[A-Za-z0-9+-._?=]`)
+/// and `/`: nothing a shell between single quotes, or systemd in a unit file, reads as more.
+fn script_safe(path: &[u8]) -> bool {
+    !path.is_empty()
+        && path
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b"+-._?=/".contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_store_characters_go_in_the_script() {
+        assert!(script_safe(
+            b"/nix/store/0123456789abcdfghijklmnpqrsvwxyz-py3.11-a+b_c.d?e=f"
+        ));
+        assert!(script_safe(b"/run/current-system/sw/bin/nix-store"));
+        for bad in [
+            &b""[..],
+            b"/nix/store/x'y",
+            b"/nix/store/$x",
+            b"/a;b",
+            b"/a b",
+            b"/a\\b",
+            b"%n",
+        ] {
+            assert!(!script_safe(bad), "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn a_nix_store_path_the_script_cannot_hold_is_refused() {
+        let mut argv = Argv::leaked();
+        let dir = File::open("/").unwrap();
+        let tools = ("systemd-run", "/opt/my nix/bin/nix-store", &[][..]);
+        let refused = closure_argv(&mut argv, tools, &dir).unwrap_err();
+        assert!(refused.to_string().contains("cannot hold"), "{refused}");
+    }
 }
