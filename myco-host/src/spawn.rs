@@ -526,12 +526,18 @@ mod tests {
         assert_eq!(out, b"myco-d");
     }
 
+    /// `sh -c script`.
+    fn shell(script: &[u8]) -> Argv {
+        let mut argv = Argv::leaked();
+        for arg in [&b"sh"[..], b"-c", script] {
+            argv.push(&[arg]).unwrap();
+        }
+        argv
+    }
+
     #[test]
     fn the_last_argument_grows_in_place() {
-        let mut argv = Argv::leaked();
-        argv.push(&[b"sh"]).unwrap();
-        argv.push(&[b"-c"]).unwrap();
-        argv.push(&[b"printf"]).unwrap();
+        let mut argv = shell(b"printf");
         argv.extend_last(&[b" '%s'", b" a"]).unwrap();
         argv.extend_last(&[b"b"]).unwrap();
         assert_eq!(argv.args(), ["sh", "-c", "printf '%s' ab"]);
@@ -549,10 +555,7 @@ mod tests {
 
     #[test]
     fn reports_exit_codes_and_missing_programs() {
-        let mut argv = Argv::leaked();
-        argv.push(&[b"sh"]).unwrap();
-        argv.push(&[b"-c"]).unwrap();
-        argv.push(&[b"exit 3"]).unwrap();
+        let mut argv = shell(b"exit 3");
         assert_eq!(run(&argv).0, Exit(3));
         argv.clear();
         argv.push(&[b"no-such-program-myco"]).unwrap();
