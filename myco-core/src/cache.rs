@@ -13,8 +13,8 @@ mod narinfo;
 mod tests;
 
 pub use narinfo::{
-    base64, next_registration, nix32, parse_registration, write_fingerprint, write_narinfo,
-    NarInfoFacts, Registration, KEY_NAME_BYTES,
+    base64, next_registration, nix32, parse_registration, store_name_byte, write_fingerprint,
+    write_narinfo, NarInfoFacts, Registration, KEY_NAME_BYTES,
 };
 
 /// A store path's hash part: 32 nix32 characters (160 bits).

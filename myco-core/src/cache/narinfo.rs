@@ -97,12 +97,16 @@ fn is_store_path(path: &[u8]) -> bool {
     let Some(base) = path.strip_prefix(b"/nix/store/") else {
         return false;
     };
-    let name_ok = |c: &u8| c.is_ascii_alphanumeric() || b"+-._?=".contains(c);
     base.len() > 33
         && super::store_hash(&base[..32]).is_some()
         && base[32] == b'-'
-        && base[33..].iter().all(name_ok)
+        && base[33..].iter().all(|&c| store_name_byte(c))
         && base[33] != b'.'
+}
+
+/// Whether Nix allows `c` in a store path's name: `[A-Za-z0-9+-._?=]`.
+pub fn store_name_byte(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || b"+-._?=".contains(&c)
 }
 
 /// `bytes` in nix32, as Nix prints hashes: `out` must hold `(8 * len - 1) / 5 + 1` bytes.

@@ -516,13 +516,14 @@ pub fn closure_argv(
     Ok(roots > 0)
 }
 
-/// Whether `path` is made only of the characters of a store path's name (`[A-Za-z0-9+-._?=]`)
-/// and `/`: nothing a shell between single quotes, or systemd in a unit file, reads as more.
+/// Whether `path` is made only of the characters of a store path's name
+/// (`myco_core::cache::store_name_byte`) and `/`: nothing a shell between single quotes, or
+/// systemd in a unit file, reads as more.
 fn script_safe(path: &[u8]) -> bool {
     !path.is_empty()
         && path
             .iter()
-            .all(|&b| b.is_ascii_alphanumeric() || b"+-._?=/".contains(&b))
+            .all(|&b| b == b'/' || myco_core::cache::store_name_byte(b))
 }
 
 #[cfg(test)]
