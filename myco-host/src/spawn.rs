@@ -53,17 +53,8 @@ impl Argv {
         if self.count + 1 >= ARGS_MAX || self.len + n + 1 > ARGV_BYTES {
             return Err(ArgvFull);
         }
-        assert!(
-            parts.iter().all(|p| !p.contains(&0)),
-            "arguments hold no NUL"
-        );
         self.starts[self.count] = self.len;
-        for p in parts {
-            self.bytes[self.len..self.len + p.len()].copy_from_slice(p);
-            self.len += p.len();
-        }
-        self.bytes[self.len] = 0;
-        self.len += 1;
+        self.append(parts);
         self.count += 1;
         Ok(())
     }
@@ -76,19 +67,24 @@ impl Argv {
         if self.len + n > ARGV_BYTES {
             return Err(ArgvFull);
         }
+        // Over the last argument's NUL; `append` writes a new one after.
+        self.len -= 1;
+        self.append(parts);
+        Ok(())
+    }
+
+    /// Writes `parts` and a NUL at the end of the bytes; the callers checked the room.
+    fn append(&mut self, parts: &[&[u8]]) {
         assert!(
             parts.iter().all(|p| !p.contains(&0)),
             "arguments hold no NUL"
         );
-        // Over the last argument's NUL, then a new one after.
-        self.len -= 1;
         for p in parts {
             self.bytes[self.len..self.len + p.len()].copy_from_slice(p);
             self.len += p.len();
         }
         self.bytes[self.len] = 0;
         self.len += 1;
-        Ok(())
     }
 
     /// How many arguments, the program included.
