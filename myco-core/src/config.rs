@@ -333,6 +333,20 @@ impl Profile {
         2 * 1_000_000 / self.probe_interval_ms + 1_000_000 / self.member_sync_interval_ms
     }
 
+    /// The mean wait between two frames from one member at rest, in a cluster of `cluster` boxes:
+    /// its frames go to the other members in turn. 0.44 s with three boxes on `lan`, 2 s with
+    /// ten, 10.9 s with fifty.
+    pub const fn rest_gap_ms(&self, cluster: usize) -> u64 {
+        (cluster.saturating_sub(1) as u64) * 1_000_000 / self.rest_frames_per_s_milli()
+    }
+
+    /// Whether a member's silence says something in a cluster of `cluster` boxes: its frames come
+    /// more often than probes go out, so one silent for longer than another is likelier dead
+    /// (`Node::probe_target`). Three boxes or fewer on every profile.
+    pub const fn silence_tells(&self, cluster: usize) -> bool {
+        self.rest_gap_ms(cluster) <= self.probe_interval_ms
+    }
+
     /// Bytes a box sends per second at rest.
     pub const fn rest_bytes_per_s(&self) -> u64 {
         self.rest_frames_per_s_milli() * FRAME_BYTES as u64 / 1000
@@ -670,6 +684,17 @@ mod tests {
         }
         for bad in ["", "LAN", "Lan", "lan ", "metred", "wan,lan"] {
             assert_eq!(Profile::named(bad), None, "{bad:?}");
+        }
+    }
+
+    /// A member's silence says something in clusters of three boxes or fewer, on every profile
+    /// (the probe order's docs say so).
+    #[test]
+    fn silence_tells_up_to_three_boxes() {
+        assert_eq!(Profile::LAN.rest_gap_ms(3), 444);
+        for p in Profile::ALL {
+            assert!((1..=3).all(|n| p.silence_tells(n)), "{}", p.name);
+            assert!((4..=MEMBERS_MAX).all(|n| !p.silence_tells(n)), "{}", p.name);
         }
     }
 

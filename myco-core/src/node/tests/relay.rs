@@ -523,6 +523,34 @@ fn a_dead_box_costs_its_probers_no_health() {
     assert_eq!(worst, 0, "no prober's health rose");
 }
 
+/// Where silence says something (three boxes), a probe goes to the peer heard from longer ago;
+/// not when the prober's own probes miss (local health above 0), nor in a larger cluster, where
+/// the silent member is probed one time in five, as any of five peers.
+#[test]
+fn a_cluster_of_three_probes_its_silent_member() {
+    let picks = |boxes: usize, healthy: bool| {
+        let mut nodes: StdVec<Box<Node>> = (0..boxes).map(|i| box_node(i, false, false)).collect();
+        let mut net = Net::new(&StdVec::from_iter((0..boxes).map(|_| false)));
+        net.run(&mut nodes, (0, 10_000));
+        let node = &mut nodes[0];
+        assert_eq!(node.members.live_count(), boxes - 1);
+        let silent = node.members.list()[0].id;
+        for m in node.members.list_mut() {
+            m.heard_at = Instant(if m.id == silent { 9_000 } else { 9_900 });
+        }
+        if !healthy {
+            node.adjust_health(true);
+        }
+        (0..1_000)
+            .filter(|_| node.probe_target() == Some(silent))
+            .count()
+    };
+    assert_eq!(picks(3, true), 1_000, "of two, the silent one every time");
+    let (unhealthy, larger) = (picks(3, false), picks(6, true));
+    assert!((420..580).contains(&unhealthy), "one in two: {unhealthy}");
+    assert!((150..250).contains(&larger), "one in five: {larger}");
+}
+
 /// A nack counts only from a helper this node asked, and once: it lowers what the miss costs the
 /// prober's local health, so a member that was not asked, a helper that nacks twice, or a nack
 /// for another probe must not lower it further.
