@@ -45,10 +45,6 @@ pub struct Member {
     /// When this node last sent the member its whole table (a push-pull), which it does at most
     /// once per `MEMBER_PULL_MIN_MS`.
     pub paged_at: Option<Instant>,
-    /// When this node last opened a frame from the member, or first listed it: in a cluster of
-    /// three a probe prefers the member heard from longest ago (`Node::probe_target`), as a box
-    /// that died soon is.
-    pub heard_at: Instant,
     /// The member is dead by its own notice (`Node::leave`, a clean stop): it left rather than
     /// failed. Only `Node` sets it, for a death it heard from the member itself; any change of
     /// state clears it.
@@ -243,7 +239,6 @@ impl Members {
                 reporters: Vec::from_slice(&[reporter]).expect("capacity >= 1"),
             }),
             paged_at: None,
-            heard_at: now,
             left: false,
         };
         assert!(self.get(u.id).is_none(), "a member has one record");

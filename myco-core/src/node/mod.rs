@@ -849,7 +849,7 @@ impl Node {
             let peer = (sender, opened.zone, body.root.0);
             return self.dispatch_bridge(from, peer, body.msg, sink);
         }
-        self.heard_from(now, sender, from, body.root.0);
+        self.heard_from(sender, from, body.root.0);
         // The first word from a join address: trade whole tables with it (memberlist's join),
         // so this node lists the cluster after one exchange. Every copy of the address is heard:
         // the host may hand one twice, and a copy left unheard was pinged every second for good.
@@ -907,10 +907,9 @@ impl Node {
     /// for a box behind NAT, where it is. Its NAT may give it a public port per peer, and a
     /// record first heard second-hand names another member's (`Members::apply`). (A relayed
     /// frame's `from` is the record's address already.)
-    fn heard_from(&mut self, now: Instant, sender: u64, from: PeerAddr, root: u64) {
+    fn heard_from(&mut self, sender: u64, from: PeerAddr, root: u64) {
         if let Some(m) = self.members.get_mut(sender) {
             m.root = root;
-            m.heard_at = now;
             if m.meta.nat {
                 m.addr = from;
             }

@@ -311,15 +311,19 @@ impl Node {
         if !self.profile.silence_tells(cluster) || self.local_health() > 0 {
             return Some(drawn);
         }
-        let drawn_at = self
-            .members
-            .get(drawn)
-            .expect("drawn from the table")
-            .heard_at;
+        // When each member's last authenticated frame arrived is its session's; a member with no
+        // session counts as never heard (its probe is the handshake).
+        let heard = |id: u64| {
+            self.out
+                .links
+                .iter()
+                .find(|l| l.peer == id)
+                .map(|l| l.last_rx())
+        };
         let live = self.members.list().iter().filter(|m| m.is_live());
-        let stalest = live.min_by_key(|m| m.heard_at).expect("drawn is live");
-        Some(if stalest.heard_at < drawn_at {
-            stalest.id
+        let stalest = live.min_by_key(|m| heard(m.id)).expect("drawn is live").id;
+        Some(if heard(stalest) < heard(drawn) {
+            stalest
         } else {
             drawn
         })
