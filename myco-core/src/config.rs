@@ -415,7 +415,7 @@ const _: () = assert!(
 // The memory budget of one node, one line per consumer (bytes, rounded up), checked below against
 // the bound, and in `node/mod.rs` against the real `size_of::<Node>()`, which must fit inside it.
 pub const BUDGET_BYTES: usize = ARENA_BYTES // packed entries
-    + STRINGS_BYTES + STRINGS_MAX * 10 + 32 // shared strings: texts, symbols, order by text, counts
+    + STRINGS_BYTES + STRINGS_MAX * 12 + 32 // shared strings: texts, symbols, hash index, counts
     + SERVICES_MAX * 48 // entry index: key hash, digest, version, placement inputs, arena span
     + SERVICES_MAX / 8 + 32 // which entries are placed here, and the inputs of that answer
     + (MEMBERS_MAX + 1) * 16 + 48 // the placed digest of every candidate, and its inputs
