@@ -417,7 +417,7 @@ const _: () = assert!(
 pub const BUDGET_BYTES: usize = ARENA_BYTES // packed entries
     + STRINGS_BYTES + STRINGS_MAX * 12 + 32 // shared strings: texts, symbols, hash index, counts
     + SERVICES_MAX * 48 // entry index: key hash, digest, version, placement inputs, arena span
-    + SERVICES_MAX / 8 + 32 // which entries are placed here, and the inputs of that answer
+    + SERVICES_MAX / 4 + 32 // which entries are placed here and in their first wave, and the inputs
     + (MEMBERS_MAX + 1) * 16 + 48 // the placed digest of every candidate, and its inputs
     + BUCKETS * 8 // Merkle bucket digests
     + MEMBERS_MAX * 112 // member records with addresses, timers, last-seen roots, last push-pull

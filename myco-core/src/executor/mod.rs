@@ -996,7 +996,7 @@ impl Executor {
         let key = slot.key_hash;
         let trial = self.rollouts.trial(key, slot.digest).is_some()
             || self.builds.table.iter().any(|b| b.key == key);
-        trial && rollout::in_first_wave(&node.placement(key), node.id())
+        trial && node.in_first_wave_here(key)
     }
 
     /// Units by health, in `UnitHealth::ALL` order.

@@ -16,9 +16,15 @@
 //! current before the merge and the candidates are those they were computed with. Anything else
 //! (expired tombstones dropped by the merge, candidates changed since) leaves them to be
 //! recomputed in full, as before.
+//!
+//! Beside each bit is a second one: whether this node is in the entry's first wave
+//! ([`crate::executor::rollout::in_first_wave`]). The executor asks that of every unit on trial
+//! each time it reports its status, and placing the entry anew each time was most of that
+//! report's cost; the bit is computed with the placed one, for entries placed here only.
 
 use super::{Node, PlacedDigests};
 use crate::config::SERVICES_MAX;
+use crate::executor::rollout::in_first_wave;
 use crate::place::{self, Candidate};
 use crate::schema::entry::Entry;
 use crate::schema::message::MemberMeta;
@@ -36,17 +42,20 @@ pub(super) struct Inputs {
     candidates: u64,
 }
 
-/// One bit per store slot (in `Store::slots` order) for the entries placed here.
+/// One bit per store slot (in `Store::slots` order) for the entries placed here, and one for
+/// those of them whose first wave includes this node.
 #[derive(Clone, Copy)]
 pub(super) struct PlacedCache {
     inputs: Option<Inputs>,
     mask: [u64; WORDS],
+    first: [u64; WORDS],
 }
 
 impl PlacedCache {
     pub(super) const EMPTY: PlacedCache = PlacedCache {
         inputs: None,
         mask: [0; WORDS],
+        first: [0; WORDS],
     };
 }
 
@@ -78,7 +87,7 @@ impl Node {
     /// candidate (its requirements are kept in the index), less when enough candidates outrank
     /// this node early (`docs/algorithm.md`, section 7).
     pub fn placed_here(&self) -> impl Iterator<Item = &Slot> + '_ {
-        let mask = self.placed_mask();
+        let mask = self.placed_cache().mask;
         let slots = self.store.slots();
         // The set bits only, lowest first: a node runs a small share of the entries, and this
         // is walked several times a tick.
@@ -138,43 +147,49 @@ impl Node {
         }
     }
 
-    fn placed_mask(&self) -> [u64; WORDS] {
+    /// Whether this node is in the first wave of the live entry with key hash `key_hash`: what
+    /// `rollout::in_first_wave(&self.placement(key_hash), self.id())` answers, from the answer
+    /// `placed_here` keeps.
+    pub fn in_first_wave_here(&self, key_hash: u64) -> bool {
+        let first = self.placed_cache().first;
+        self.store
+            .position(key_hash)
+            .is_some_and(|i| first[i / 64] >> (i % 64) & 1 == 1)
+    }
+
+    fn placed_cache(&self) -> PlacedCache {
         let inputs = self.placed_inputs();
         let cached = self.placed.get();
         if cached.inputs == Some(inputs) {
-            return cached.mask;
+            return cached;
         }
-        let mask = self.compute_placed_mask();
-        self.placed.set(PlacedCache {
+        let mut cache = PlacedCache {
             inputs: Some(inputs),
-            mask,
-        });
-        mask
-    }
-
-    fn compute_placed_mask(&self) -> [u64; WORDS] {
-        let mut mask = [0u64; WORDS];
+            ..PlacedCache::EMPTY
+        };
         for (i, slot) in self.store.slots().iter().enumerate() {
-            if self.placed_on_me(slot) {
-                mask[i / 64] |= 1 << (i % 64);
-            }
+            let (placed, first) = self.standing(slot);
+            set_bit(&mut cache.mask, i, placed, false);
+            set_bit(&mut cache.first, i, first, false);
         }
-        mask
+        self.placed.set(cache);
+        cache
     }
 
-    /// Whether the entry of `slot` is placed on this node among its live candidates now.
-    fn placed_on_me(&self, slot: &Slot) -> bool {
+    /// Whether the entry of `slot` is placed on this node among its live candidates now, and
+    /// whether this node is in its first wave.
+    fn standing(&self, slot: &Slot) -> (bool, bool) {
         let Some((requires, replicas)) = slot.placement.as_ref().filter(|_| !slot.tombstone) else {
-            return false;
+            return (false, false);
         };
         let me = self.me_candidate();
-        place::wins(
-            slot.key_hash,
-            requires,
-            *replicas,
-            me,
-            self.live_candidates(),
-        )
+        let key = slot.key_hash;
+        if !place::wins(key, requires, *replicas, me, self.live_candidates()) {
+            return (false, false);
+        }
+        // Placed here, so worth the whole list: the first wave is a share of its length.
+        let placement = place::place(key, requires, *replicas, self.placement_candidates());
+        (true, in_first_wave(&placement, self.id))
     }
 
     /// Merges an entry into the store ([`crate::state::store::Store::merge`]) and brings the kept
@@ -216,8 +231,9 @@ impl Node {
         let slot = self.store.slots()[at];
         let mut cache = self.placed.get();
         if cache.inputs == Some(current) {
-            let bit = self.placed_on_me(&slot);
-            set_bit(&mut cache.mask, at, bit, grew == 1);
+            let (placed, first) = self.standing(&slot);
+            set_bit(&mut cache.mask, at, placed, grew == 1);
+            set_bit(&mut cache.first, at, first, grew == 1);
             cache.inputs = Some(after);
         } else {
             cache = PlacedCache::EMPTY;

@@ -1,5 +1,5 @@
-//! The kept answers of `placed_here` and `placed_digests`, updated record by record as entries
-//! merge (`node::placed`), against placing every entry anew.
+//! The kept answers of `placed_here`, `in_first_wave_here` and `placed_digests`, updated record
+//! by record as entries merge (`node::placed`), against placing every entry anew.
 
 use super::*;
 use crate::config::TOMBSTONE_RETENTION_MS;
@@ -37,10 +37,17 @@ fn entry(name: &str, clock: u64, spec: Option<(u8, Arch)>, out: &mut [u8; 256]) 
     .unwrap()
 }
 
-/// What `placed_here` and `placed_digests` answer now.
-fn answers(n: &Node) -> (Vec<u64>, PlacedDigests) {
+/// What `placed_here`, `in_first_wave_here` (of every entry) and `placed_digests` answer now.
+/// The first-wave answers must also be those of the entry's whole placement.
+fn answers(n: &Node) -> (Vec<u64>, Vec<bool>, PlacedDigests) {
     let here = n.placed_here().map(|s| s.key_hash).collect();
-    (here, n.placed_digests())
+    let keys = n.store().slots().iter().map(|s| s.key_hash);
+    let first: Vec<bool> = keys.clone().map(|k| n.in_first_wave_here(k)).collect();
+    let anew: Vec<bool> = keys
+        .map(|k| crate::executor::rollout::in_first_wave(&n.placement(k), n.id()))
+        .collect();
+    assert_eq!(first, anew);
+    (here, first, n.placed_digests())
 }
 
 /// Random merges (new keys, which move the records after them, new versions with other replicas
@@ -70,7 +77,13 @@ fn placement_kept_across_merges_equals_placement_anew() {
             n.members.apply(Instant(0), &dead, n.id());
         }
         let name = &names[r.below(300) as usize];
-        let spec = (!r.chance(1, 6)).then(|| (1 + r.below(4) as u8, archs[r.below(4) as usize]));
+        // Up to 24 replicas: first waves of one box, two and three.
+        let replicas = if r.chance(1, 2) {
+            1 + r.below(4)
+        } else {
+            1 + r.below(24)
+        };
+        let spec = (!r.chance(1, 6)).then(|| (replicas as u8, archs[r.below(4) as usize]));
         let len = entry(name, clock, spec, &mut e);
         if n.restore(&e[..len]).unwrap() == Merge::Stale {
             continue;
