@@ -243,25 +243,46 @@ enum Ref {
     RevHex { gap: usize, distance: usize },
 }
 
-/// The references of a packed entry, in order, and where its literal bytes start.
-fn refs(stored: &[u8]) -> (Vec<Ref, REFS_MAX>, usize) {
-    let mut out = Vec::new();
-    let mut at = 1;
-    for _ in 0..stored[0] {
-        let gap = take_varint(stored, &mut at);
-        let r = match take_varint(stored, &mut at) {
+/// The references of a packed entry, in order, read in place: the name of every placed entry is
+/// read several times a tick, and gathering its references into a list first was the most of
+/// that.
+struct Refs<'a> {
+    stored: &'a [u8],
+    at: usize,
+    left: u8,
+}
+
+fn refs(stored: &[u8]) -> Refs<'_> {
+    Refs {
+        stored,
+        at: 1,
+        left: stored[0],
+    }
+}
+
+impl Iterator for Refs<'_> {
+    type Item = Ref;
+    fn next(&mut self) -> Option<Ref> {
+        self.left = self.left.checked_sub(1)?;
+        let gap = take_varint(self.stored, &mut self.at);
+        Some(match take_varint(self.stored, &mut self.at) {
             REV_HEX => Ref::RevHex {
                 gap,
-                distance: take_varint(stored, &mut at),
+                distance: take_varint(self.stored, &mut self.at),
             },
             code => Ref::Text {
                 gap,
                 id: (code - 1) as u16,
             },
-        };
-        out.push(r).expect("REFS_MAX bounds the count");
+        })
     }
-    (out, at)
+}
+
+/// Where the literal bytes of a packed entry start: past its references.
+fn literal_start(stored: &[u8]) -> usize {
+    let mut r = refs(stored);
+    r.by_ref().for_each(drop);
+    r.at
 }
 
 /// Rebuilds the encoded entry from its packed form.
@@ -273,10 +294,10 @@ pub fn unpack<const S: usize, const B: usize>(
         buf: [0; ENTRY_BYTES_MAX],
         len: 0,
     };
-    let (list, mut from) = refs(stored);
+    let mut from = literal_start(stored);
     let mut to = 0;
     let mut hex = None;
-    for r in list {
+    for r in refs(stored) {
         let (Ref::Text { gap, .. } | Ref::RevHex { gap, .. }) = r;
         e.buf[to..to + gap].copy_from_slice(&stored[from..from + gap]);
         (from, to) = (from + gap, to + gap);
@@ -311,7 +332,7 @@ fn write_hex(buf: &mut [u8; ENTRY_BYTES_MAX], at: usize, rev: usize) {
 
 /// Gives back the references `pack` took.
 pub fn release<const S: usize, const B: usize>(stored: &[u8], strings: &mut Strings<S, B>) {
-    for r in refs(stored).0 {
+    for r in refs(stored) {
         if let Ref::Text { id, .. } = r {
             strings.release(id);
         }
@@ -321,8 +342,7 @@ pub fn release<const S: usize, const B: usize>(stored: &[u8], strings: &mut Stri
 /// The service name of a packed entry, read in place: names are never shared, and an encoded
 /// entry starts with its name.
 pub fn name(stored: &[u8]) -> &str {
-    let (_, literal) = refs(stored);
-    let (name, _) = postcard::take_from_bytes::<&str>(&stored[literal..])
+    let (name, _) = postcard::take_from_bytes::<&str>(&stored[literal_start(stored)..])
         .expect("a stored entry starts with its name");
     name
 }
