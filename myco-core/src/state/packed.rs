@@ -279,7 +279,7 @@ impl Iterator for Refs<'_> {
 }
 
 /// Where the literal bytes of a packed entry start: past its references.
-fn literal_start(stored: &[u8]) -> usize {
+pub fn literal_start(stored: &[u8]) -> usize {
     let mut r = refs(stored);
     r.by_ref().for_each(drop);
     r.at
@@ -339,10 +339,10 @@ pub fn release<const S: usize, const B: usize>(stored: &[u8], strings: &mut Stri
     }
 }
 
-/// The service name of a packed entry, read in place: names are never shared, and an encoded
-/// entry starts with its name.
-pub fn name(stored: &[u8]) -> &str {
-    let (name, _) = postcard::take_from_bytes::<&str>(&stored[literal_start(stored)..])
+/// The service name of a packed entry whose literal bytes start at `literal` (`literal_start`),
+/// read in place: names are never shared, and an encoded entry starts with its name.
+pub fn name(stored: &[u8], literal: usize) -> &str {
+    let (name, _) = postcard::take_from_bytes::<&str>(&stored[literal..])
         .expect("a stored entry starts with its name");
     name
 }
@@ -401,7 +401,7 @@ mod tests {
             let len = pack(&bytes[..n], &entry, &mut strings, &mut stored);
             assert!(len <= n + 1, "{len} > {n} + 1");
             assert_eq!(&unpack(&stored[..len], &strings)[..], &bytes[..n]);
-            assert_eq!(name(&stored[..len]), "web");
+            assert_eq!(name(&stored[..len], literal_start(&stored[..len])), "web");
             release(&stored[..len], &mut strings);
             assert!(strings.is_empty() && strings.check());
         }

@@ -45,6 +45,9 @@ pub struct Slot {
     /// The packed entry's place in the arena (`state::packed`).
     offset: u32,
     len: u16,
+    /// Where its literal bytes, which start with the name, begin in the packed entry: names are
+    /// read several times a tick, and finding them past the references each time was not free.
+    name_at: u16,
 }
 
 // The entry index's line of the memory budget in `config.rs`.
@@ -233,7 +236,7 @@ impl<const N: usize, const A: usize, const S: usize, const B: usize> Store<N, A,
 
     /// The service name of `slot`, read in place.
     pub fn name(&self, slot: &Slot) -> &str {
-        packed::name(self.packed(slot))
+        packed::name(self.packed(slot), usize::from(slot.name_at))
     }
 
     fn packed(&self, slot: &Slot) -> &[u8] {
@@ -279,6 +282,7 @@ impl<const N: usize, const A: usize, const S: usize, const B: usize> Store<N, A,
             placement: entry.body.spec.as_ref().map(|s| (s.requires, s.replicas)),
             offset: 0,
             len: 0,
+            name_at: 0,
         };
         if incoming.tombstone && self.expired(incoming.version.clock) {
             return Err(StoreError::Expired);
@@ -386,6 +390,7 @@ impl<const N: usize, const A: usize, const S: usize, const B: usize> Store<N, A,
         self.arena[offset..offset + stored.len()].copy_from_slice(stored);
         slot.offset = offset as u32;
         slot.len = stored.len() as u16;
+        slot.name_at = packed::literal_start(stored) as u16;
         slot
     }
 
@@ -473,8 +478,8 @@ impl<const N: usize, const A: usize, const S: usize, const B: usize> Store<N, A,
         assert!(self.index.len() <= N);
     }
 
-    /// Recomputes every digest from the rebuilt entries and compares, and checks the shared
-    /// strings' counts; O(n), for tests and the simulator.
+    /// Recomputes every digest from the rebuilt entries and compares, and where each name starts,
+    /// and checks the shared strings' counts; O(n), for tests and the simulator.
     pub fn check_digests(&self) -> bool {
         let mut buckets = [0u64; BUCKETS];
         for w in self.index.windows(2) {
@@ -483,7 +488,9 @@ impl<const N: usize, const A: usize, const S: usize, const B: usize> Store<N, A,
             }
         }
         for s in self.index.iter() {
-            if digest(DOMAIN_ENTRY, &self.entry(s)) != s.digest {
+            if digest(DOMAIN_ENTRY, &self.entry(s)) != s.digest
+                || usize::from(s.name_at) != packed::literal_start(self.packed(s))
+            {
                 return false;
             }
             buckets[bucket_of(s.key_hash)] ^= s.digest;
