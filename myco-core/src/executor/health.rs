@@ -151,7 +151,7 @@ impl Executor {
         if now.0 < self.probes.idle_until_ms {
             return None;
         }
-        let Some(i) = self.due_unit(now, node) else {
+        let Some((i, entry)) = self.due_unit(now, node) else {
             let units = self.units.iter().filter(|u| ready(u));
             let next = units.filter_map(|u| u.probe.next()).min();
             self.probes.idle_until_ms = next.unwrap_or(u64::MAX);
@@ -165,7 +165,7 @@ impl Executor {
         u.probe.next_ms = now.0 + u64::from(u.probe.interval_ms);
         let timeout_ms = u64::from(u.probe.timeout_ms);
         let name = self.units[i].name.as_str();
-        self.probes.lent = running_entry(node, &self.rollouts.kept, &self.units[i]);
+        self.probes.lent = Some(entry);
         let entry = self
             .probes
             .lent
@@ -257,7 +257,8 @@ impl Executor {
     /// The first unit whose check is due, reading the schedule of a unit seen for the first time
     /// from its placed entry. A unit whose version is no longer the placed one (replaced or
     /// removed, the change not yet carried out) is not checked.
-    fn due_unit(&mut self, now: Instant, node: &Node) -> Option<usize> {
+    /// The first unit whose check is due, with the entry it runs (rebuilt for the check).
+    fn due_unit(&mut self, now: Instant, node: &Node) -> Option<(usize, EntryBytes)> {
         let kept = &self.rollouts.kept;
         for (i, u) in self.units.iter_mut().enumerate() {
             if !ready(u) || u.probe.known && !u.probe.due(now) {
@@ -276,24 +277,18 @@ impl Executor {
                 u.probe.learn(now, spec.and_then(|s| s.health).as_ref());
             }
             if u.probe.due(now) {
-                return Some(i);
+                return Some((i, at.bytes(node)));
             }
         }
         None
     }
 }
 
-/// The signed entry unit `u` runs: the placed one, or the kept one while the unit runs the
-/// version before the placed one (waiting for its wave, or gone back after a hold). Its checks
-/// are that entry's: a unit found unhealthy must be checked again to be healthy, whichever
-/// version it runs. `None` when neither is at hand.
-fn running_entry(node: &Node, kept: &[Kept], u: &Installed) -> Option<EntryBytes> {
-    running_at(node, kept, u).map(|at| at.bytes(node))
-}
-
-/// Where the entry unit `u` runs is, found without rebuilding it: the search for the unit due
-/// (`due_unit`) needs only to know that it is at hand, and the check issued then rebuilds it
-/// once (both rebuilt it before, 137,000 times in the simulator's standard scenario).
+/// Where the signed entry unit `u` runs is: the placed one, or the kept one while the unit runs
+/// the version before the placed one (waiting for its wave, or gone back after a hold). Its
+/// checks are that entry's: a unit found unhealthy must be checked again to be healthy, whichever
+/// version it runs. Found without rebuilding it: the search for the unit due (`due_unit`) passes
+/// over units it need only know are at hand, and rebuilds the entry of the one it issues once.
 enum RunningAt<'a> {
     Placed(&'a Slot),
     Kept(&'a Kept),
@@ -311,7 +306,7 @@ impl RunningAt<'_> {
 fn running_at<'a>(node: &'a Node, kept: &'a [Kept], u: &Installed) -> Option<RunningAt<'a>> {
     let placed = node
         .store()
-        .live_by_name(&u.name)
+        .live_by_key(u.key, &u.name)
         .filter(|s| s.digest == u.digest);
     match placed {
         Some(slot) => Some(RunningAt::Placed(slot)),

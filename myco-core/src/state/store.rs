@@ -212,7 +212,12 @@ impl<const N: usize, const A: usize, const S: usize, const B: usize> Store<N, A,
     /// The index record of service `name` unless it is removed (a tombstone), found without
     /// decoding the entry: cheap enough to ask per DNS query.
     pub fn live_by_name(&self, name: &str) -> Option<&Slot> {
-        let slot = &self.index[self.find(key_hash(name)).ok()?];
+        self.live_by_key(key_hash(name), name)
+    }
+
+    /// As `live_by_name`, for a caller that holds the name's key hash already.
+    pub fn live_by_key(&self, key: u64, name: &str) -> Option<&Slot> {
+        let slot = &self.index[self.find(key).ok()?];
         (!slot.tombstone && self.name(slot) == name).then_some(slot)
     }
 
