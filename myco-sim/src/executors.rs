@@ -145,7 +145,7 @@ pub(crate) struct Job {
     pub(crate) ok: bool,
 }
 
-type Fixed = std::hash::BuildHasherDefault<std::collections::hash_map::DefaultHasher>;
+use crate::uniform::Uniform;
 type UnitName = heapless::String<UNIT_NAME_BYTES_MAX>;
 
 /// One simulated box: the core executor and the systemd it drives.
@@ -153,12 +153,12 @@ pub(crate) struct SimBox {
     pub(crate) executor: Box<Executor>,
     /// Keyed by the service's key hash; a fixed hasher keeps iteration, and so the run, the
     /// same for the same seed.
-    pub(crate) units: HashMap<u64, (heapless::String<63>, SimUnit), Fixed>,
+    pub(crate) units: HashMap<u64, (heapless::String<63>, SimUnit), Uniform>,
     pub(crate) job: Option<Job>,
     build: Option<BuildJob>,
     /// Per service key: the digest whose build failed, when it last failed and how many failed
     /// in a row (invariant 5), while the executor keeps the service's build record.
-    failed_builds: HashMap<u64, (u64, u64, u32), Fixed>,
+    failed_builds: HashMap<u64, (u64, u64, u32), Uniform>,
     /// The units the running job names; allocated once.
     job_units: Vec<UnitName>,
     /// Health checks under way, at most `checks::CHECK_SLOTS`.
@@ -189,10 +189,10 @@ pub struct Executors {
     pub(crate) unit_fault_ppm: u64,
     systemctl_fault_ppm: u64,
     /// The digests of the bad versions (invariant 9).
-    pub(crate) bad: HashSet<u64, Fixed>,
+    pub(crate) bad: HashSet<u64, Uniform>,
     /// The versions whose build faulted on a builder or a box that does not build (`step_build`).
     /// Sized at boot (`versions`).
-    shared_build_faults: HashSet<u64, Fixed>,
+    shared_build_faults: HashSet<u64, Uniform>,
     stdout: String,
     /// Commands run, hung commands cancelled and settle checks passed, for the report.
     pub commands: u64,
@@ -233,10 +233,10 @@ impl Executors {
         let boxes = (0..nodes)
             .map(|i| SimBox {
                 executor: Box::new(p2p::executor((arches, zones), i, peers[i])),
-                units: HashMap::with_capacity_and_hasher(services + 16, Fixed::default()),
+                units: HashMap::with_capacity_and_hasher(services + 16, Uniform::default()),
                 job: None,
                 build: None,
-                failed_builds: HashMap::with_capacity_and_hasher(services + 16, Fixed::default()),
+                failed_builds: HashMap::with_capacity_and_hasher(services + 16, Uniform::default()),
                 job_units: Vec::with_capacity(UNITS_PER_COMMAND),
                 checks: Vec::with_capacity(checks::CHECK_SLOTS),
                 changed: true,
@@ -316,6 +316,8 @@ impl Executors {
         }
         b.crashed = true;
         reload(b);
+        // In the map's order, as a directory listing comes in no particular one (the hasher is
+        // deterministic, so runs replay).
         for (name, u) in b.units.values() {
             if u.file {
                 b.executor.handle_installed(name, u.digest);
@@ -637,7 +639,7 @@ impl Executors {
 /// Writes the unit file of version `(name, digest, clock)` among a box's `units`, after
 /// invariant 9's check (`bad`: a bad version; `crashed`: the box crashed once).
 fn write(
-    units: &mut HashMap<u64, (heapless::String<63>, SimUnit), Fixed>,
+    units: &mut HashMap<u64, (heapless::String<63>, SimUnit), Uniform>,
     node: &Node,
     (name, digest, clock): (&str, u64, u64),
     (bad, crashed): (bool, bool),
@@ -665,7 +667,7 @@ fn apply(
     b: &mut SimBox,
     job: &Job,
     stdout: &mut String,
-    (seed, fault_ppm, bad): (u64, u64, &HashSet<u64, Fixed>),
+    (seed, fault_ppm, bad): (u64, u64, &HashSet<u64, Uniform>),
 ) -> Result<(), String> {
     if matches!(job.verb, Verb::Reload | Verb::Enable | Verb::Disable) {
         reload(b);

@@ -19,6 +19,7 @@ mod ids;
 mod invariants;
 mod report;
 mod scenario;
+mod uniform;
 mod world;
 
 // The network model is the library's, so harnesses outside the simulator share it.

@@ -6,6 +6,7 @@
 use crate::disk::SimDisk;
 use crate::net::{Faults, Net};
 use crate::scenario::Scenario;
+use crate::uniform::Uniform;
 use myco_core::config::{FRAME_BYTES, PEER_BUILDS_MAX};
 use myco_core::crypto::{check_entry, EntrySignatureError, PublicKey};
 use myco_core::hash::{digest, DOMAIN_ENTRY};
@@ -68,8 +69,8 @@ pub struct World {
     /// Answers of real Ed25519 verifications of submitted entries, shared by all nodes: every
     /// node still asks and acts on the answer, but each distinct entry costs one verification.
     /// Only submitted entries are memoised, so the memo is bounded and allocated at boot.
-    pub memo: HashMap<u64, bool>,
-    pub submitted: HashSet<u64>,
+    pub memo: HashMap<u64, bool, Uniform>,
+    pub submitted: HashSet<u64, Uniform>,
     /// Addresses at or above this index are not nodes (the adversary) and get nothing.
     pub nodes: usize,
     /// Per node: the desired state or the membership changed since its executor was told.
@@ -104,8 +105,8 @@ impl World {
             },
             trace: s.seed,
             entropy: Prng::new(s.seed ^ 0x454e_5452),
-            memo: HashMap::with_capacity(ops_max),
-            submitted: HashSet::with_capacity(ops_max),
+            memo: HashMap::with_capacity_and_hasher(ops_max, Uniform::default()),
+            submitted: HashSet::with_capacity_and_hasher(ops_max, Uniform::default()),
             nodes: s.nodes,
             placement_changed: vec![true; s.nodes],
             build_requests: vec![heapless::Vec::new(); s.nodes],

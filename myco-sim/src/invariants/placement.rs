@@ -18,6 +18,7 @@
 //! allocated at boot), so the counting allocator also proves that `Node::placement` and
 //! `Node::placed_here` do not allocate.
 
+use crate::uniform::Uniform;
 use crate::world::mix;
 use myco_core::config::SERVICES_MAX;
 use myco_core::place::{self, eligible, Candidate};
@@ -27,7 +28,7 @@ use std::collections::HashMap;
 
 pub struct Watch {
     /// Node id to simulator index.
-    index: HashMap<u64, usize>,
+    index: HashMap<u64, usize, Uniform>,
     ids: Vec<u64>,
     metas: Vec<MemberMeta>,
     /// The zones the nodes are in, each once (made at boot: checks allocate nothing).
