@@ -103,6 +103,11 @@ pub const HEALTH_ARGS_MAX: usize = 8;
 pub const REPLICAS_MAX: u8 = 64;
 /// `REPLICAS_MAX` as a table capacity.
 pub const PLACEMENT_MAX: usize = REPLICAS_MAX as usize;
+/// Answers of `Node::placement` a node keeps (by key hash), each of at most
+/// `PLACEMENT_KEPT_IDS` members: the services asked again and again (units waiting for their
+/// first wave, DNS names) are few, and most services have few replicas.
+pub const PLACEMENTS_KEPT: usize = 64;
+pub const PLACEMENT_KEPT_IDS: usize = 8;
 
 /// Merkle buckets, keyed by the first byte of a key's hash.
 pub const BUCKETS: usize = 256;
@@ -419,6 +424,7 @@ pub const BUDGET_BYTES: usize = ARENA_BYTES // packed entries
     + SERVICES_MAX * 48 // entry index: key hash, digest, version, placement inputs, arena span
     + SERVICES_MAX / 4 + 32 // which entries are placed here and in their first wave, and the inputs
     + (MEMBERS_MAX + 1) * 16 + 48 // the placed digest of every candidate, and its inputs
+    + PLACEMENTS_KEPT * (32 + PLACEMENT_KEPT_IDS * 8) // recent placements, with their inputs
     + BUCKETS * 8 // Merkle bucket digests
     + MEMBERS_MAX * 112 // member records with addresses, timers, last-seen roots, last push-pull
     + MEMBERS_MAX * (STATUS_UNITS_MAX * 16 + 24) // each member's last status and placed digest

@@ -1186,9 +1186,14 @@ impl Executor {
         let old = self.unit(name).filter(|u| u.todo != Todo::Delete);
         let old = old.map(|u| u.digest);
         let key = key_hash(name);
-        let placement = node.placement(key);
-        let first = rollout::in_first_wave(&placement, node.id());
+        // The whole placement only for the gate of a box off the first wave (the first wave's
+        // gate is open): admit runs for every planned unit each round.
+        let first = node.in_first_wave_here(key);
         let gate = || {
+            if first {
+                return rollout::Gate::Go;
+            }
+            let placement = node.placement(key);
             rollout::gate(node.id(), &placement, |id| {
                 let placed = digests.get_or_insert_with(|| node.placed_digests());
                 rollout::said_by(node, placed, (id, key), &placement)

@@ -25,7 +25,7 @@ use crate::crypto::{
 };
 use crate::gossip::members::{Applied, Member, Members};
 use crate::gossip::rumor::RumorQueue;
-use crate::place::{self, Candidate, Placement};
+use crate::place::Candidate;
 use crate::random::Prng;
 use crate::schema::addr::PeerAddr;
 use crate::schema::entry::Entry;
@@ -434,6 +434,8 @@ pub struct Node {
     placed: Cell<placed::PlacedCache>,
     /// The last answer of `Node::placed_digests`, with its inputs.
     digests: Cell<Option<(placed::Inputs, PlacedDigests)>>,
+    /// Recent answers of `Node::placement`, with their inputs (`node::placed`).
+    placements: [Cell<placed::KeptPlacement>; placed::KEPT_PLACEMENTS],
     /// Whether members see this box at its own addresses (`node::natobs`).
     nat_watch: natobs::NatWatch,
 }
@@ -518,6 +520,8 @@ impl Node {
             status_push_due: Instant(0),
             placed: Cell::new(placed::PlacedCache::EMPTY),
             digests: Cell::new(None),
+            placements: [const { Cell::new(placed::KeptPlacement::EMPTY) };
+                placed::KEPT_PLACEMENTS],
             nat_watch: natobs::NatWatch::new(config.own_addrs),
         })
     }
@@ -593,19 +597,6 @@ impl Node {
             id: m.id,
             meta: m.meta,
         })
-    }
-
-    /// The members that should run the service stored under `key_hash` (`key_hash(name)` in
-    /// `state::store`), best first, as this node sees the cluster now: empty for a tombstone or
-    /// a key it does not hold. Nodes that agree on the state and on who is not dead agree on it.
-    /// Costs one score per candidate (the entry's requirements are kept in its index record, so
-    /// nothing is decoded); allocates nothing.
-    pub fn placement(&self, key_hash: u64) -> Placement {
-        let slot = self.store.range(key_hash, key_hash).first();
-        let Some((requires, replicas)) = slot.and_then(|s| s.placement.as_ref()) else {
-            return Placement::new();
-        };
-        place::place(key_hash, requires, *replicas, self.placement_candidates())
     }
 
     fn me(&self) -> MemberUpdate {

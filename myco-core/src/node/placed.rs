@@ -21,11 +21,16 @@
 //! ([`crate::executor::rollout::in_first_wave`]). The executor asks that of every unit on trial
 //! each time it reports its status, and placing the entry anew each time was most of that
 //! report's cost; the bit is computed with the placed one, for entries placed here only.
+//!
+//! Whole placements (`Node::placement`) are asked again and again of the same few services: the
+//! rollout gate of every unit that waits for its first wave, each round, and each DNS answer.
+//! The last answers are kept by key (direct-mapped, a placement of up to `KEPT_IDS` members
+//! each) with what they depend on: the entry's digest and the fingerprint of the candidates.
 
 use super::{Node, PlacedDigests};
 use crate::config::SERVICES_MAX;
 use crate::executor::rollout::in_first_wave;
-use crate::place::{self, Candidate};
+use crate::place::{self, Candidate, Placement};
 use crate::schema::entry::Entry;
 use crate::schema::message::MemberMeta;
 use crate::state::store::{Merge, Merged, Slot, StoreError};
@@ -56,6 +61,33 @@ impl PlacedCache {
         inputs: None,
         mask: [0; WORDS],
         first: [0; WORDS],
+    };
+}
+
+pub(super) use crate::config::PLACEMENTS_KEPT as KEPT_PLACEMENTS;
+use crate::config::PLACEMENT_KEPT_IDS as KEPT_IDS;
+
+/// One kept answer of `Node::placement`: `ids[..len]` for service `key` whose entry has digest
+/// `digest`, among the candidates of fingerprint `candidates`. `len > KEPT_IDS` marks none.
+#[derive(Clone, Copy)]
+pub(super) struct KeptPlacement {
+    key: u64,
+    digest: u64,
+    candidates: u64,
+    len: u8,
+    ids: [u64; KEPT_IDS],
+}
+
+// Its line of the memory budget in `config.rs`.
+const _: () = assert!(core::mem::size_of::<KeptPlacement>() <= 32 + KEPT_IDS * 8);
+
+impl KeptPlacement {
+    pub(super) const EMPTY: KeptPlacement = KeptPlacement {
+        key: 0,
+        digest: 0,
+        candidates: 0,
+        len: u8::MAX,
+        ids: [0; KEPT_IDS],
     };
 }
 
@@ -145,6 +177,43 @@ impl Node {
             id: self.id,
             meta: self.meta,
         }
+    }
+
+    /// The members that should run the service stored under `key_hash` (`key_hash(name)` in
+    /// `state::store`), best first, as this node sees the cluster now: empty for a tombstone or
+    /// a key it does not hold. Nodes that agree on the state and on who is not dead agree on it.
+    /// Costs one score per candidate (the entry's requirements are kept in its index record, so
+    /// nothing is decoded), or nothing when the answer for the same entry among the same
+    /// candidates is kept; allocates nothing.
+    pub fn placement(&self, key_hash: u64) -> Placement {
+        let slot = self.store.range(key_hash, key_hash).first();
+        let Some((slot, (requires, replicas))) =
+            slot.and_then(|s| s.placement.as_ref().map(|p| (s, p)))
+        else {
+            return Placement::new();
+        };
+        let candidates = fingerprint(self.me_candidate(), self.live_candidates());
+        let cell = &self.placements[key_hash as usize % KEPT_PLACEMENTS];
+        let kept = cell.get();
+        let inputs = (key_hash, slot.digest, candidates);
+        if (kept.key, kept.digest, kept.candidates) == inputs && kept.len as usize <= KEPT_IDS {
+            return Placement::from_slice(&kept.ids[..usize::from(kept.len)]).expect("fits");
+        }
+        let placement = place::place(key_hash, requires, *replicas, self.placement_candidates());
+        if placement.len() <= KEPT_IDS {
+            let mut ids = [0; KEPT_IDS];
+            ids[..placement.len()].copy_from_slice(&placement);
+            let len = placement.len() as u8;
+            let (key, digest, candidates) = inputs;
+            cell.set(KeptPlacement {
+                key,
+                digest,
+                candidates,
+                len,
+                ids,
+            });
+        }
+        placement
     }
 
     /// Whether this node is in the first wave of the live entry with key hash `key_hash`: what

@@ -38,13 +38,27 @@ fn entry(name: &str, clock: u64, spec: Option<(u8, Arch)>, out: &mut [u8; 256]) 
 }
 
 /// What `placed_here`, `in_first_wave_here` (of every entry) and `placed_digests` answer now.
-/// The first-wave answers must also be those of the entry's whole placement.
+/// The first-wave answers must also be those of the entry's whole placement, and `placement`
+/// (which keeps recent answers) that of placing the entry anew.
 fn answers(n: &Node) -> (Vec<u64>, Vec<bool>, PlacedDigests) {
     let here = n.placed_here().map(|s| s.key_hash).collect();
     let keys = n.store().slots().iter().map(|s| s.key_hash);
     let first: Vec<bool> = keys.clone().map(|k| n.in_first_wave_here(k)).collect();
-    let anew: Vec<bool> = keys
-        .map(|k| crate::executor::rollout::in_first_wave(&n.placement(k), n.id()))
+    // Placed anew here, past the answers `placement` keeps.
+    let placed_anew = |slot: &crate::state::store::Slot| match &slot.placement {
+        Some((requires, replicas)) => {
+            crate::place::place(slot.key_hash, requires, *replicas, n.placement_candidates())
+        }
+        None => crate::place::Placement::new(),
+    };
+    for slot in n.store().slots() {
+        assert_eq!(n.placement(slot.key_hash), placed_anew(slot));
+    }
+    let anew: Vec<bool> = n
+        .store()
+        .slots()
+        .iter()
+        .map(|s| crate::executor::rollout::in_first_wave(&placed_anew(s), n.id()))
         .collect();
     assert_eq!(first, anew);
     (here, first, n.placed_digests())
