@@ -82,6 +82,8 @@ pub struct Members {
     pub dropped_updates: u64,
     /// Where the suspicion timeouts come from.
     profile: Profile,
+    /// Moves on every call that may change a record (`generation`).
+    generation: u64,
 }
 
 impl Members {
@@ -91,19 +93,33 @@ impl Members {
             pending: Vec::new(),
             dropped_updates: 0,
             profile,
+            generation: 0,
         }
+    }
+
+    /// A number that moves whenever a member record may have changed since it was read: what is
+    /// derived from the records can be kept while it stays. Every method that hands out or
+    /// takes a record mutably moves it, whether or not it changes anything.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    fn touch(&mut self) {
+        self.generation = self.generation.wrapping_add(1);
     }
 
     pub fn list(&self) -> &[Member] {
         &self.list
     }
     pub fn list_mut(&mut self) -> &mut [Member] {
+        self.touch();
         &mut self.list
     }
     pub fn get(&self, id: u64) -> Option<&Member> {
         self.list.iter().find(|m| m.id == id)
     }
     pub fn get_mut(&mut self, id: u64) -> Option<&mut Member> {
+        self.touch();
         self.list.iter_mut().find(|m| m.id == id)
     }
     /// The member whose frames come from `addr`, as this node knows it.
@@ -111,6 +127,7 @@ impl Members {
         self.list.iter().find(|m| m.addr == addr)
     }
     pub fn by_addr_mut(&mut self, addr: PeerAddr) -> Option<&mut Member> {
+        self.touch();
         self.list.iter_mut().find(|m| m.addr == addr)
     }
     pub fn live_count(&self) -> usize {
@@ -148,6 +165,7 @@ impl Members {
 
     /// Applies one update learned from `reporter` at `now`.
     pub fn apply(&mut self, now: Instant, u: &MemberUpdate, reporter: u64) -> Applied {
+        self.touch();
         let Some(m) = self.list.iter_mut().find(|m| m.id == u.id) else {
             return self.insert(now, u, reporter);
         };
@@ -270,6 +288,7 @@ impl Members {
         while i < self.list.len() {
             let m = &self.list[i];
             if m.state == MemberState::Dead && now.since_ms(m.changed_at) > DEAD_RETENTION_MS {
+                self.touch();
                 self.list.swap_remove(i);
                 continue;
             }
@@ -354,6 +373,39 @@ mod tests {
                 nat: false,
             },
         }
+    }
+
+    /// The generation moves with every way to change a record (what is kept from the table is
+    /// read anew then), and reading leaves it.
+    #[test]
+    fn generation_moves_with_every_change() {
+        let mut ms = Members::new(Profile::LAN);
+        let t = Instant(0);
+        let mut last = ms.generation();
+        let mut moved = |ms: &Members| {
+            let now = ms.generation();
+            core::mem::replace(&mut last, now) != now
+        };
+        ms.apply(t, &up(1, 0, MemberState::Alive), 9);
+        assert!(moved(&ms));
+        let _ = (ms.get(1), ms.list(), ms.live_count(), ms.live_digest(7));
+        assert!(!moved(&ms));
+        ms.get_mut(1).unwrap().meta.zone = 2;
+        assert!(moved(&ms));
+        ms.list_mut()[0].meta.gpu = true;
+        assert!(moved(&ms));
+        ms.by_addr_mut(up(1, 0, MemberState::Alive).addr)
+            .unwrap()
+            .meta
+            .zone = 3;
+        assert!(moved(&ms));
+        ms.suspect(t, 1, 9);
+        assert!(moved(&ms));
+        // Declared dead once its suspicion runs out, then forgotten past retention.
+        ms.expire(Instant(3_600_000), 1, |_| {});
+        assert!(moved(&ms) && ms.get(1).is_some_and(|m| !m.is_live()));
+        ms.expire(Instant(3_600_000 + DEAD_RETENTION_MS + 1), 1, |_| {});
+        assert!(moved(&ms) && ms.list().is_empty());
     }
 
     /// The SWIM precedence table, case by case.

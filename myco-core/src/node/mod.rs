@@ -434,6 +434,9 @@ pub struct Node {
     placed: Cell<placed::PlacedCache>,
     /// The last answer of `Node::placed_digests`, with its inputs.
     digests: Cell<Option<(placed::Inputs, PlacedDigests)>>,
+    /// The members' part of the candidates' fingerprint, and the member table's generation it
+    /// was computed at (`node::placed`).
+    others_print: Cell<Option<(u64, u64)>>,
     /// Recent answers of `Node::placement`, with their inputs (`node::placed`).
     placements: [Cell<placed::KeptPlacement>; placed::KEPT_PLACEMENTS],
     /// Whether members see this box at its own addresses (`node::natobs`).
@@ -520,6 +523,7 @@ impl Node {
             status_push_due: Instant(0),
             placed: Cell::new(placed::PlacedCache::EMPTY),
             digests: Cell::new(None),
+            others_print: Cell::new(None),
             placements: [const { Cell::new(placed::KeptPlacement::EMPTY) };
                 placed::KEPT_PLACEMENTS],
             nat_watch: natobs::NatWatch::new(config.own_addrs),

@@ -105,10 +105,19 @@ fn meta_bits(meta: MemberMeta) -> u64 {
 
 /// Order-independent fingerprint of a candidate set: each candidate counted once per listing,
 /// so the caller must not list one twice (the member table holds each id once).
-fn fingerprint(me: Candidate, others: impl Iterator<Item = Candidate>) -> u64 {
-    let one = |c: Candidate| mix(c.id ^ mix(meta_bits(c.meta)));
+/// `others` is `others_print` of the members.
+fn fingerprint(me: Candidate, others: u64) -> u64 {
     // `me` goes in with a different mix so it cannot cancel a member record of the same id.
-    others.fold(mix(one(me)), |acc, c| acc ^ one(c))
+    mix(one_print(me)) ^ others
+}
+
+fn one_print(c: Candidate) -> u64 {
+    mix(c.id ^ mix(meta_bits(c.meta)))
+}
+
+/// The members' part of `fingerprint`.
+fn others_print(others: impl Iterator<Item = Candidate>) -> u64 {
+    others.fold(0, |acc, c| acc ^ one_print(c))
 }
 
 impl Node {
@@ -168,8 +177,24 @@ impl Node {
         Inputs {
             root: self.store.root(),
             entries: self.store.slots().len(),
-            candidates: fingerprint(self.me_candidate(), self.live_candidates()),
+            candidates: self.candidates_print(),
         }
+    }
+
+    /// `fingerprint` of this node and its live candidates. The members' part is kept while the
+    /// member table is unchanged (`Members::generation`): every read of a kept answer asks it,
+    /// many times an executor step, and it walks the whole table.
+    fn candidates_print(&self) -> u64 {
+        let generation = self.members.generation();
+        let others = match self.others_print.get() {
+            Some((at, print)) if at == generation => print,
+            _ => {
+                let print = others_print(self.live_candidates());
+                self.others_print.set(Some((generation, print)));
+                print
+            }
+        };
+        fingerprint(self.me_candidate(), others)
     }
 
     fn me_candidate(&self) -> Candidate {
@@ -192,7 +217,7 @@ impl Node {
         else {
             return Placement::new();
         };
-        let candidates = fingerprint(self.me_candidate(), self.live_candidates());
+        let candidates = self.candidates_print();
         let cell = &self.placements[key_hash as usize % KEPT_PLACEMENTS];
         let kept = cell.get();
         let inputs = (key_hash, slot.digest, candidates);
@@ -286,7 +311,7 @@ impl Node {
         let current = Inputs {
             root: before.0,
             entries: before.1,
-            candidates: fingerprint(self.me_candidate(), self.live_candidates()),
+            candidates: self.candidates_print(),
         };
         let after = Inputs {
             root: self.store.root(),
@@ -360,15 +385,24 @@ mod tests {
     #[test]
     fn fingerprint_ignores_order_and_sees_membership_and_metadata() {
         let me = c(1, 0);
-        let ab = fingerprint(me, [c(2, 0), c(3, 0)].into_iter());
-        assert_eq!(ab, fingerprint(me, [c(3, 0), c(2, 0)].into_iter()));
-        assert_ne!(ab, fingerprint(me, [c(2, 0)].into_iter()));
-        assert_ne!(ab, fingerprint(me, [c(2, 0), c(3, 1)].into_iter()));
-        assert_ne!(ab, fingerprint(c(1, 1), [c(2, 0), c(3, 0)].into_iter()));
+        let ab = fingerprint(me, others_print([c(2, 0), c(3, 0)].into_iter()));
+        assert_eq!(
+            ab,
+            fingerprint(me, others_print([c(3, 0), c(2, 0)].into_iter()))
+        );
+        assert_ne!(ab, fingerprint(me, others_print([c(2, 0)].into_iter())));
+        assert_ne!(
+            ab,
+            fingerprint(me, others_print([c(2, 0), c(3, 1)].into_iter()))
+        );
+        assert_ne!(
+            ab,
+            fingerprint(c(1, 1), others_print([c(2, 0), c(3, 0)].into_iter()))
+        );
         // A member record with this node's own id does not cancel it out.
         assert_ne!(
-            fingerprint(me, [me].into_iter()),
-            fingerprint(me, [].into_iter())
+            fingerprint(me, others_print([me].into_iter())),
+            fingerprint(me, others_print([].into_iter()))
         );
     }
 }
