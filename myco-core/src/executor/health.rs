@@ -69,6 +69,8 @@ pub(super) struct Probe {
     /// (`Executor::mark_disable`). It is not checked meanwhile.
     pub(super) owed: bool,
     reason: String<REASON_BYTES_MAX>,
+    /// Where the unit's entry was last found in the store's index (`Store::live_by_key_near`).
+    at: u16,
 }
 
 /// The probes' idle time, and the entry the check in hand borrows.
@@ -303,10 +305,10 @@ impl RunningAt<'_> {
     }
 }
 
-fn running_at<'a>(node: &'a Node, kept: &'a [Kept], u: &Installed) -> Option<RunningAt<'a>> {
+fn running_at<'a>(node: &'a Node, kept: &'a [Kept], u: &mut Installed) -> Option<RunningAt<'a>> {
     let placed = node
         .store()
-        .live_by_key(u.key, &u.name)
+        .live_by_key_near(u.key, &u.name, &mut u.probe.at)
         .filter(|s| s.digest == u.digest);
     match placed {
         Some(slot) => Some(RunningAt::Placed(slot)),

@@ -217,7 +217,26 @@ impl<const N: usize, const A: usize, const S: usize, const B: usize> Store<N, A,
 
     /// As `live_by_name`, for a caller that holds the name's key hash already.
     pub fn live_by_key(&self, key: u64, name: &str) -> Option<&Slot> {
-        let slot = &self.index[self.find(key).ok()?];
+        let mut nowhere = u16::MAX;
+        self.live_by_key_near(key, name, &mut nowhere)
+    }
+
+    /// As `live_by_key`, looking at position `*at` of the index first and leaving there where
+    /// the record was found: a caller that asks for the same service again and again (each
+    /// health check of a unit) skips the binary search, whose steps on an index out of cache
+    /// are a miss each. Records move only when keys come and go, and keys are unique, so a
+    /// record of `key` at `*at` is the one a search would find (a wrong or cut-off hint only
+    /// costs the search).
+    pub fn live_by_key_near(&self, key: u64, name: &str, at: &mut u16) -> Option<&Slot> {
+        let i = match self.index.get(usize::from(*at)) {
+            Some(s) if s.key_hash == key => usize::from(*at),
+            _ => {
+                let i = self.find(key).ok()?;
+                *at = i as u16;
+                i
+            }
+        };
+        let slot = &self.index[i];
         (!slot.tombstone && self.name(slot) == name).then_some(slot)
     }
 
@@ -591,6 +610,48 @@ mod tests {
             assert!(slot.is_none_or(|sl| sl.key_hash == key_hash(name)));
         }
         assert!(s.live_by_name("web").is_some() && s.live_by_name("db").is_none());
+    }
+
+    /// `live_by_key_near` answers as `live_by_key` whatever its hint says (right, another
+    /// record's, past the end), and leaves the hint where the record is, also after an insert
+    /// moved it.
+    #[test]
+    fn a_hint_never_changes_the_answer() {
+        let mut b = [0u8; ENTRY_BYTES_MAX];
+        let mut s = Small::new();
+        for (name, tomb) in [("web", false), ("db", true)] {
+            let len = entry(name, 1, tomb, &mut b);
+            s.merge(&b[..len]).unwrap();
+        }
+        let position = |s: &Small, name| s.position(key_hash(name)).unwrap() as u16;
+        for hint in [0, 1, 2, 3, u16::MAX] {
+            for name in ["web", "db", "cache"] {
+                let mut at = hint;
+                let near = s.live_by_key_near(key_hash(name), name, &mut at);
+                assert_eq!(
+                    near.map(|x| x.key_hash),
+                    s.live_by_key(key_hash(name), name).map(|x| x.key_hash)
+                );
+                if name != "cache" {
+                    assert_eq!(at, position(&s, name), "{name} from {hint}");
+                }
+            }
+        }
+        // A name with the right key hash but another text is not the record.
+        let mut at = position(&s, "web");
+        assert!(s
+            .live_by_key_near(key_hash("web"), "wab", &mut at)
+            .is_none());
+        // Inserting records moves "web"; the stale hint finds it again and follows.
+        let mut at = position(&s, "web");
+        for name in ["a", "b"] {
+            let len = entry(name, 1, false, &mut b);
+            s.merge(&b[..len]).unwrap();
+        }
+        assert!(s
+            .live_by_key_near(key_hash("web"), "web", &mut at)
+            .is_some());
+        assert_eq!(at, position(&s, "web"));
     }
 
     /// Replacing entries again and again compacts the arena instead of running out.
