@@ -19,7 +19,7 @@
 //! reader agree.
 
 use crate::config::{WAL_HEADER_BYTES, WAL_PAYLOAD_BYTES_MAX};
-use crc::{Crc, CRC_32_ISCSI};
+use crc::{Crc, Table, CRC_32_ISCSI};
 use serde::{Deserialize, Serialize};
 
 pub const MAGIC: [u8; 2] = *b"MW";
@@ -27,7 +27,10 @@ pub const MAGIC: [u8; 2] = *b"MW";
 /// The largest postcard encoding of a `CheckpointEnd`: varint u32 (5) + varint u64 (10).
 pub const CHECKPOINT_END_BYTES_MAX: usize = 15;
 
-const CASTAGNOLI: Crc<u32> = Crc::<u32>::new(&CRC_32_ISCSI);
+/// Slice-by-16 (a 16 KB table, read-only data): every entry the node stores is checksummed twice
+/// on its way to the log (written, then read back) and once more at each replay, and the
+/// byte-at-a-time table made that about 3% of the simulator's standard scenario. Same CRC.
+static CASTAGNOLI: Crc<u32, Table<16>> = Crc::<u32, Table<16>>::new(&CRC_32_ISCSI);
 
 mod field {
     use core::ops::Range;
@@ -252,6 +255,13 @@ mod tests {
         let mut out = [0u8; WAL_RECORD_BYTES_MAX];
         let n = encode_record(RecordKind::Entry, payload, &mut out).unwrap();
         (out, n)
+    }
+
+    /// The table is CRC-32C's: its check value, so records written before this table was chosen
+    /// (and by any other CRC-32C) still replay.
+    #[test]
+    fn checksum_is_crc32c() {
+        assert_eq!(CASTAGNOLI.checksum(b"123456789"), 0xe306_9283);
     }
 
     /// Both kinds read back as written, and the length spans exactly one record.
