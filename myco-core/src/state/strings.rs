@@ -86,8 +86,8 @@ impl<const S: usize, const B: usize> Default for Strings<S, B> {
 }
 
 impl<const S: usize, const B: usize> Strings<S, B> {
-    // Ids are u16 and `NONE` is not one; offsets are u32.
-    const FITS: () = assert!(S < NONE as usize && B <= u32::MAX as usize);
+    // Ids are u16 and `NONE` is not one; offsets are u32; the index has slots to probe.
+    const FITS: () = assert!(S > 0 && S < NONE as usize && B <= u32::MAX as usize);
 
     pub const fn new() -> Self {
         #[allow(clippy::let_unit_value)]
