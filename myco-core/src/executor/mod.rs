@@ -936,10 +936,7 @@ impl Executor {
             }
             let build = self.builds.table.iter().find(|b| b.key == key);
             // A unit of any version of it that runs: what serves while a new one is on its way.
-            let serving = || {
-                let unit = self.units.iter().find(|u| u.key == key);
-                unit.is_some_and(|u| u.health == UnitHealth::Running)
-            };
+            let serving = || unit.is_some_and(|u| u.health == UnitHealth::Running);
             let state = match build.and_then(|b| b.state.state()) {
                 // A build on a box where no version runs: peers must not send clients here.
                 Some(UnitState::Building) if !serving() => Some(UnitState::FirstBuilding),
@@ -947,7 +944,7 @@ impl Executor {
                 Some(state) => Some(state),
                 // A unit of another version (the new one not written or not restarted yet)
                 // does not run this one: peers must not read the new version as running.
-                None => match self.units.iter().find(|u| u.key == key) {
+                None => match unit {
                     Some(u) if u.digest == slot.digest => u.health.state(),
                     // The version before still serves until the new one is written and started.
                     Some(u) if u.health == UnitHealth::Running => Some(UnitState::Updating),
