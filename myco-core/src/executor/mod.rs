@@ -1344,7 +1344,7 @@ impl Executor {
     /// command is being waited out, then a health read when due.
     fn next_step(&mut self, now: Instant, node: &Node) -> Option<Step> {
         while let Some(name) = self.writes.first() {
-            if placed_entry(node, name).is_some() {
+            if node.store().live_by_name(name).is_some() {
                 return Some(Step::Write);
             }
             // Removed or turned into a tombstone since the plan: nothing to write.
@@ -1714,13 +1714,11 @@ fn flake_rev(entry: &EntryBytes) -> Option<[u8; crate::config::FLAKE_REV_BYTES]>
     }
 }
 
+/// The stored entry of `name` unless it is removed, rebuilt, and its version's clock: read from
+/// the index record, which keeps both, rather than by decoding the entry.
 fn placed_entry(node: &Node, name: &str) -> Option<(EntryBytes, u64)> {
-    let bytes = node.store().get_by_name(name)?;
-    let clock = {
-        let body = bytes.decode().body;
-        body.spec.is_some().then_some(body.version.clock)
-    }?;
-    Some((bytes, clock))
+    let slot = node.store().live_by_name(name)?;
+    Some((node.store().entry(slot), slot.version.clock))
 }
 
 fn note(
