@@ -1704,8 +1704,6 @@ pub fn unit_digest(entry: &[u8]) -> u64 {
     digest(DOMAIN_ENTRY, entry)
 }
 
-/// Service `name`'s live entry in `node`'s store and its version's clock; `None` for a removed
-/// (tombstoned) or unknown service.
 /// The locked revision of a flake entry; `None` for any other.
 fn flake_rev(entry: &EntryBytes) -> Option<[u8; crate::config::FLAKE_REV_BYTES]> {
     match entry.decode().body.spec?.source {
@@ -1714,8 +1712,9 @@ fn flake_rev(entry: &EntryBytes) -> Option<[u8; crate::config::FLAKE_REV_BYTES]>
     }
 }
 
-/// The stored entry of `name` unless it is removed, rebuilt, and its version's clock: read from
-/// the index record, which keeps both, rather than by decoding the entry.
+/// Service `name`'s live entry in `node`'s store, rebuilt, and its version's clock; `None` for a
+/// removed (tombstoned) or unknown service. Whether it is removed and the clock come from the
+/// index record, which keeps both, not from decoding the entry.
 fn placed_entry(node: &Node, name: &str) -> Option<(EntryBytes, u64)> {
     let slot = node.store().live_by_name(name)?;
     Some((node.store().entry(slot), slot.version.clock))
