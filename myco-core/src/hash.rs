@@ -128,6 +128,15 @@ impl SipHasher {
     }
 }
 
+/// A bijective 64-bit mixer (splitmix64's finaliser): every output bit depends on every input
+/// bit. Not a digest of anything: for fingerprints XORed together (`node::placed`) and for
+/// spreading a hash's bits before its high ones pick a slot (`state::strings`).
+pub fn mix(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
 /// Digest of `bytes` in `domain`.
 pub fn digest(domain: u64, bytes: &[u8]) -> u64 {
     let mut h = SipHasher::new(domain);

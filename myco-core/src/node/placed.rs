@@ -30,6 +30,7 @@
 use super::{Node, PlacedDigests};
 use crate::config::SERVICES_MAX;
 use crate::executor::rollout::in_first_wave;
+use crate::hash::mix;
 use crate::place::{self, Candidate, Placement};
 use crate::schema::entry::Entry;
 use crate::schema::message::MemberMeta;
@@ -91,14 +92,6 @@ impl KeptPlacement {
     };
 }
 
-/// A bijective 64-bit mixer (splitmix64's finaliser): XORing mixed values, unlike raw ids, does
-/// not let the metadata of one member cancel the id of another.
-fn mix(mut x: u64) -> u64 {
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
-}
-
 fn meta_bits(meta: MemberMeta) -> u64 {
     (meta.arch as u64) | u64::from(meta.zone) << 8 | u64::from(meta.gpu) << 16
 }
@@ -111,6 +104,8 @@ fn fingerprint(me: Candidate, others: u64) -> u64 {
     mix(one_print(me)) ^ others
 }
 
+/// Mixed (`hash::mix`) so that XORing the prints, unlike raw ids, does not let the metadata of
+/// one member cancel the id of another.
 fn one_print(c: Candidate) -> u64 {
     mix(c.id ^ mix(meta_bits(c.meta)))
 }

@@ -14,11 +14,12 @@
 //!
 //! Invariants: a symbol with `refs > 0` is live and its text is unique among live symbols;
 //! `index` holds exactly the live ids, each on the probe run from its text's home slot; `live` is
-//! the sum of the live texts' lengths and `live <= used <= B`. Ids are stable while referenced. A full table (no free id, or
-//! no room for the text after compaction) is not an error: `intern` answers `None` and the caller
-//! keeps the text inline in its entry.
+//! the sum of the live texts' lengths and `live <= used <= B`. Ids are stable while referenced. A
+//! full table (no free id, or no room for the text after compaction) is not an error: `intern`
+//! answers `None` and the caller keeps the text inline in its entry.
 
 use crate::config::{STRINGS_BYTES, STRINGS_MAX};
+use crate::hash::mix;
 use heapless::Vec;
 
 /// No free id: the end of the free chain.
@@ -47,8 +48,8 @@ const _: () = assert!(
         <= STRINGS_BYTES + STRINGS_MAX * 12 + 32
 );
 
-/// A text's hash for the index: word at a time, multiply and rotate, then splitmix64's finaliser
-/// so the high bits (which pick the home slot) depend on every byte. Not keyed: the texts come
+/// A text's hash for the index: word at a time, multiply and rotate, then `hash::mix` so the
+/// high bits (which pick the home slot) depend on every byte. Not keyed: the texts come
 /// from operator-signed entries, and a crafted collision would only lengthen a probe run.
 fn text_hash(text: &[u8]) -> u64 {
     const K: u64 = 0x517c_c1b7_2722_0a95;
@@ -60,10 +61,7 @@ fn text_hash(text: &[u8]) -> u64 {
     }
     let mut tail = [0u8; 8];
     tail[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
-    h = step(h, u64::from_le_bytes(tail));
-    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    h ^ (h >> 31)
+    mix(step(h, u64::from_le_bytes(tail)))
 }
 
 pub struct Strings<const S: usize, const B: usize> {
