@@ -285,16 +285,18 @@ pub fn literal_start(stored: &[u8]) -> usize {
     r.at
 }
 
-/// Rebuilds the encoded entry from its packed form.
+/// Rebuilds the encoded entry from its packed form, whose literal bytes start at `literal`
+/// (`literal_start`, which the store keeps).
 pub fn unpack<const S: usize, const B: usize>(
     stored: &[u8],
+    literal: usize,
     strings: &Strings<S, B>,
 ) -> EntryBytes {
     let mut e = EntryBytes {
         buf: [0; ENTRY_BYTES_MAX],
         len: 0,
     };
-    let mut from = literal_start(stored);
+    let mut from = literal;
     let mut to = 0;
     let mut hex = None;
     for r in refs(stored) {
@@ -402,7 +404,10 @@ mod tests {
             let mut stored = [0u8; PACKED_BYTES_MAX];
             let len = pack(&bytes[..n], &entry, &mut strings, &mut stored);
             assert!(len <= n + 1, "{len} > {n} + 1");
-            assert_eq!(&unpack(&stored[..len], &strings)[..], &bytes[..n]);
+            assert_eq!(
+                &unpack(&stored[..len], literal_start(&stored[..len]), &strings)[..],
+                &bytes[..n]
+            );
             assert_eq!(name(&stored[..len], literal_start(&stored[..len])), "web");
             release(&stored[..len], &mut strings);
             assert!(strings.is_empty() && strings.check());
@@ -431,6 +436,9 @@ mod tests {
         let mut inline = [0u8; PACKED_BYTES_MAX];
         let len = pack(&bytes[..n], &entry, &mut tiny, &mut inline);
         assert!(tiny.is_empty());
-        assert_eq!(&unpack(&inline[..len], &tiny)[..], &bytes[..n]);
+        assert_eq!(
+            &unpack(&inline[..len], literal_start(&inline[..len]), &tiny)[..],
+            &bytes[..n]
+        );
     }
 }

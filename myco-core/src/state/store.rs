@@ -45,8 +45,10 @@ pub struct Slot {
     /// The packed entry's place in the arena (`state::packed`).
     offset: u32,
     len: u16,
-    /// Where its literal bytes, which start with the name, begin in the packed entry: names are
-    /// read several times a tick, and finding them past the references each time was not free.
+    /// Where its literal bytes, which start with the name, begin in the packed entry
+    /// (`packed::literal_start`): names are read several times a tick and entries rebuilt on
+    /// every health check, and finding the literal bytes past the references each time was not
+    /// free.
     name_at: u16,
 }
 
@@ -255,7 +257,7 @@ impl<const N: usize, const A: usize, const S: usize, const B: usize> Store<N, A,
 
     /// The encoded entry of `slot`, rebuilt byte for byte from its packed form.
     pub fn entry(&self, slot: &Slot) -> EntryBytes {
-        packed::unpack(self.packed(slot), &self.strings)
+        packed::unpack(self.packed(slot), usize::from(slot.name_at), &self.strings)
     }
 
     /// The service name of `slot`, read in place.
