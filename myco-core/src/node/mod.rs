@@ -13,8 +13,8 @@
 use crate::config::WAL_HEADER_BYTES;
 use crate::config::{
     Profile, ARENA_BYTES, BUCKETS, BUCKETS_PER_GROUP, BUDGET_BYTES, FRAME_BYTES, GOSSIP_FANOUT,
-    GROUPS, INDIRECT_PROBES, JOIN_MAX, JOIN_RETRY_MS, NODE_BYTES_MAX, RELAYS_MAX, SERVICES_MAX,
-    SYNC_FRAMES_PER_STEP, SYNC_KEYS_PER_FRAME, WANT_PER_FRAME,
+    GROUPS, INDIRECT_PROBES, JOIN_MAX, JOIN_RETRY_MS, NODE_BYTES_MAX, PLACEMENTS_KEPT, RELAYS_MAX,
+    SERVICES_MAX, SYNC_FRAMES_PER_STEP, SYNC_KEYS_PER_FRAME, WANT_PER_FRAME,
 };
 use crate::config::{BODY_BYTES_MAX, REVOCATION_BYTES_MAX};
 use crate::crypto::handshake::{Credentials, Trust};
@@ -438,7 +438,7 @@ pub struct Node {
     /// was computed at (`node::placed`).
     others_print: Cell<Option<(u64, u64)>>,
     /// Recent answers of `Node::placement`, with their inputs (`node::placed`).
-    placements: [Cell<placed::KeptPlacement>; placed::KEPT_PLACEMENTS],
+    placements: [Cell<placed::KeptPlacement>; PLACEMENTS_KEPT],
     /// Whether members see this box at its own addresses (`node::natobs`).
     nat_watch: natobs::NatWatch,
 }
@@ -524,8 +524,7 @@ impl Node {
             placed: Cell::new(placed::PlacedCache::EMPTY),
             digests: Cell::new(None),
             others_print: Cell::new(None),
-            placements: [const { Cell::new(placed::KeptPlacement::EMPTY) };
-                placed::KEPT_PLACEMENTS],
+            placements: [const { Cell::new(placed::KeptPlacement::EMPTY) }; PLACEMENTS_KEPT],
             nat_watch: natobs::NatWatch::new(config.own_addrs),
         })
     }

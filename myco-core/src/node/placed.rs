@@ -24,11 +24,12 @@
 //!
 //! Whole placements (`Node::placement`) are asked again and again of the same few services: the
 //! rollout gate of every unit that waits for its first wave, each round, and each DNS answer.
-//! The last answers are kept by key (direct-mapped, a placement of up to `KEPT_IDS` members
-//! each) with what they depend on: the entry's digest and the fingerprint of the candidates.
+//! The last answers are kept by key (direct-mapped, a placement of up to `PLACEMENT_KEPT_IDS`
+//! members each) with what they depend on: the entry's digest and the fingerprint of the
+//! candidates.
 
 use super::{Node, PlacedDigests};
-use crate::config::SERVICES_MAX;
+use crate::config::{PLACEMENTS_KEPT, PLACEMENT_KEPT_IDS, SERVICES_MAX};
 use crate::executor::rollout::in_first_wave;
 use crate::hash::mix;
 use crate::place::{self, Candidate, Placement};
@@ -65,22 +66,20 @@ impl PlacedCache {
     };
 }
 
-pub(super) use crate::config::PLACEMENTS_KEPT as KEPT_PLACEMENTS;
-use crate::config::PLACEMENT_KEPT_IDS as KEPT_IDS;
-
 /// One kept answer of `Node::placement`: `ids[..len]` for service `key` whose entry has digest
-/// `digest`, among the candidates of fingerprint `candidates`. `len > KEPT_IDS` marks none.
+/// `digest`, among the candidates of fingerprint `candidates`. `len > PLACEMENT_KEPT_IDS` marks
+/// none.
 #[derive(Clone, Copy)]
 pub(super) struct KeptPlacement {
     key: u64,
     digest: u64,
     candidates: u64,
     len: u8,
-    ids: [u64; KEPT_IDS],
+    ids: [u64; PLACEMENT_KEPT_IDS],
 }
 
 // Its line of the memory budget in `config.rs`.
-const _: () = assert!(core::mem::size_of::<KeptPlacement>() <= 32 + KEPT_IDS * 8);
+const _: () = assert!(core::mem::size_of::<KeptPlacement>() <= 32 + PLACEMENT_KEPT_IDS * 8);
 
 impl KeptPlacement {
     pub(super) const EMPTY: KeptPlacement = KeptPlacement {
@@ -88,7 +87,7 @@ impl KeptPlacement {
         digest: 0,
         candidates: 0,
         len: u8::MAX,
-        ids: [0; KEPT_IDS],
+        ids: [0; PLACEMENT_KEPT_IDS],
     };
 }
 
@@ -213,15 +212,17 @@ impl Node {
             return Placement::new();
         };
         let candidates = self.candidates_print();
-        let cell = &self.placements[key_hash as usize % KEPT_PLACEMENTS];
+        let cell = &self.placements[key_hash as usize % PLACEMENTS_KEPT];
         let kept = cell.get();
         let inputs = (key_hash, slot.digest, candidates);
-        if (kept.key, kept.digest, kept.candidates) == inputs && kept.len as usize <= KEPT_IDS {
+        if (kept.key, kept.digest, kept.candidates) == inputs
+            && kept.len as usize <= PLACEMENT_KEPT_IDS
+        {
             return Placement::from_slice(&kept.ids[..usize::from(kept.len)]).expect("fits");
         }
         let placement = place::place(key_hash, requires, *replicas, self.placement_candidates());
-        if placement.len() <= KEPT_IDS {
-            let mut ids = [0; KEPT_IDS];
+        if placement.len() <= PLACEMENT_KEPT_IDS {
+            let mut ids = [0; PLACEMENT_KEPT_IDS];
             ids[..placement.len()].copy_from_slice(&placement);
             let len = placement.len() as u8;
             let (key, digest, candidates) = inputs;
