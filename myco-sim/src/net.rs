@@ -121,6 +121,18 @@ impl Net {
     }
 
     pub fn send(&mut self, now: u64, from: u16, to: u16, frame: &[u8; FRAME_BYTES]) {
+        self.send_sealing(now, (from, to), &mut frame.clone(), |_| {});
+    }
+
+    /// As `send`, for a frame that `seal` finishes: it is sealed only once the network has
+    /// decided that it is not lost (the draws do not depend on its bytes, so a run replays alike).
+    pub fn send_sealing(
+        &mut self,
+        now: u64,
+        (from, to): (u16, u16),
+        frame: &mut [u8; FRAME_BYTES],
+        seal: impl FnOnce(&mut [u8; FRAME_BYTES]),
+    ) {
         self.sent += 1;
         if !self.nat_passes(now, usize::from(from), usize::from(to)) {
             return;
@@ -131,6 +143,7 @@ impl Net {
             self.lost += 1;
             return;
         }
+        seal(frame);
         let copies = if self.ppm(self.faults.duplicate_ppm) {
             2
         } else {
@@ -208,5 +221,34 @@ mod tests {
         assert_eq!(net.nat_dropped, 3, "expired, and never sent to 2");
         net.send(40, 2, 0, &f);
         assert_eq!(net.nat_dropped, 3, "a public node receives from anyone");
+    }
+
+    /// Exactly the frames the network keeps are sealed, and each is delivered as sealed.
+    #[test]
+    fn only_frames_not_lost_are_sealed() {
+        let faults = Faults {
+            loss_ppm: 500_000,
+            duplicate_ppm: 0,
+            latency_ms_min: 1,
+            latency_ms_max: 1,
+        };
+        let mut net = Net::new(2, faults, 7, 256);
+        let mut sealed = 0;
+        for _ in 0..200 {
+            let mut f = [0u8; FRAME_BYTES];
+            net.send_sealing(0, (0, 1), &mut f, |f| {
+                sealed += 1;
+                f[0] = 0xAA;
+            });
+        }
+        assert!(net.lost > 50 && net.lost < 150, "{} lost", net.lost);
+        assert_eq!(sealed, 200 - net.lost);
+        let mut delivered = 0;
+        while let Some(d) = net.pop(1) {
+            assert_eq!(net.frame(&d)[0], 0xAA);
+            net.release(d);
+            delivered += 1;
+        }
+        assert_eq!(delivered, sealed);
     }
 }

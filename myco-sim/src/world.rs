@@ -125,6 +125,15 @@ impl World {
 
 impl Sink for NodeSink<'_> {
     fn send(&mut self, to: PeerAddr, frame: &[u8; FRAME_BYTES]) {
+        self.send_sealed(to, &mut frame.clone(), |_| {});
+    }
+
+    fn send_sealed(
+        &mut self,
+        to: PeerAddr,
+        frame: &mut [u8; FRAME_BYTES],
+        seal: impl FnOnce(&mut [u8; FRAME_BYTES]),
+    ) {
         // Frames to addresses outside the cluster (a node's stale idea of a peer) are lost.
         let Some(to) = index_of(to).filter(|&t| usize::from(t) <= self.world.nodes) else {
             return;
@@ -134,7 +143,8 @@ impl Sink for NodeSink<'_> {
             w.trace,
             self.now ^ ((self.from as u64) << 32) ^ (u64::from(to) << 48),
         );
-        w.net.send(self.now, self.from as u16, to, frame);
+        w.net
+            .send_sealing(self.now, (self.from as u16, to), frame, seal);
     }
 
     fn event(&mut self, event: Event) {

@@ -58,6 +58,18 @@ pub const TICK_MS_MAX: u64 = 50;
 pub trait Sink {
     /// Sends one frame to `to`, best effort: the core never learns whether it arrived.
     fn send(&mut self, to: PeerAddr, frame: &[u8; FRAME_BYTES]);
+    /// Sends one frame of a session: `seal` encrypts `frame` in place (its nonce is already
+    /// spent). The default seals and sends. A simulator whose network decides that the frame is
+    /// lost may leave it unsealed: nobody opens it, and the cipher is a sixth of a run.
+    fn send_sealed(
+        &mut self,
+        to: PeerAddr,
+        frame: &mut [u8; FRAME_BYTES],
+        seal: impl FnOnce(&mut [u8; FRAME_BYTES]),
+    ) {
+        seal(frame);
+        self.send(to, frame);
+    }
     /// Reports something the host may log, count or act on.
     fn event(&mut self, event: Event);
     /// Appends `entry` to the write-ahead log. The caller makes it durable (fdatasync) and then

@@ -177,9 +177,13 @@ impl Transport {
     }
 
     fn emit(&mut self, sink: &mut impl Sink, to: PeerAddr, frame: &[u8; FRAME_BYTES]) {
+        self.count_out();
+        sink.send(to, frame);
+    }
+
+    fn count_out(&mut self) {
         self.counters.frames_out += 1;
         self.counters.bytes_out += FRAME_BYTES as u64;
-        sink.send(to, frame);
     }
 
     /// Where a frame for `to` goes: through a relay, marked relayed, when `to` is a box behind
@@ -229,13 +233,16 @@ impl Transport {
         };
         write_frame(&mut frame, &self.header(Kind::Data, counter.value()), len);
         let via = self.routed(to, &mut frame);
-        let (head, rest) = frame.split_at_mut(HEADER_BYTES);
-        let (body, tag) = rest.split_at_mut(BODY_BYTES_MAX);
-        let head: &[u8; HEADER_BYTES] = (&*head).try_into().expect("split at the header");
-        let body: &mut [u8; BODY_BYTES_MAX] = body.try_into().expect("split at the body");
-        tag.copy_from_slice(&self.links[i].session.seal_in_place(counter, head, body));
         self.links[i].last_tx = self.now;
-        self.emit(sink, via, &frame);
+        self.count_out();
+        let session = &self.links[i].session;
+        sink.send_sealed(via, &mut frame, |frame| {
+            let (head, rest) = frame.split_at_mut(HEADER_BYTES);
+            let (body, tag) = rest.split_at_mut(BODY_BYTES_MAX);
+            let head: &[u8; HEADER_BYTES] = (&*head).try_into().expect("split at the header");
+            let body: &mut [u8; BODY_BYTES_MAX] = body.try_into().expect("split at the body");
+            tag.copy_from_slice(&session.seal_in_place(counter, head, body));
+        });
     }
 
     fn repeat_finish(&mut self, sink: &mut impl Sink, to: PeerAddr) {
