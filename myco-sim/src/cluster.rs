@@ -292,11 +292,14 @@ pub fn boot_joining(
         behind_nat: s.behind_nat_flag(i),
         own_addrs: &[addr(i)],
     };
-    Node::new(&config, Instant(now)).expect("simulated identities are valid")
+    let mut node = Node::new(&config, Instant(now)).expect("simulated identities are valid");
+    node.set_cert_check(crate::ids::checked_cert);
+    node
 }
 
 impl Cluster {
     pub fn new(s: &Scenario) -> Cluster {
+        crate::ids::forget_checked_certs();
         let faults = Faults {
             loss_ppm: s.loss_ppm,
             duplicate_ppm: s.duplicate_ppm,

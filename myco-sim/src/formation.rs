@@ -115,6 +115,7 @@ struct Run {
 }
 
 pub fn run(p: &Params) -> Formed {
+    crate::ids::forget_checked_certs();
     let mut s = Scenario::standard(p.seed, p.nodes, 0, p.loss);
     s.kill = false;
     s.profile = p.profile;

@@ -28,7 +28,7 @@
 use crate::config::{
     CERT_BYTES_MAX, CHALLENGE_BYTES, EPHEMERAL_BYTES, HANDSHAKE_BYTES_MAX, SIGNATURE_BYTES,
 };
-use crate::crypto::cert::{may_bridge, Cert, CertBody, CertError};
+use crate::crypto::cert::{may_bridge, signature_holds, Cert, CertBody, CertCheck, CertError};
 use crate::crypto::kdf::{hkdf_sha512_64, sha512, HASH_BYTES};
 use crate::crypto::keys::{PublicKey, SigningKey};
 use crate::crypto::signed::decode_exact;
@@ -104,6 +104,8 @@ pub struct Credentials {
     body: CertBody,
     /// The operator key the certificate's signature was verified under, once, in `new`.
     operator: PublicKey,
+    /// How peers' certificate signatures are checked ([`signature_holds`] unless told).
+    check: CertCheck,
 }
 
 impl Credentials {
@@ -127,7 +129,14 @@ impl Credentials {
             cert,
             body,
             operator: *operator,
+            check: signature_holds,
         })
+    }
+
+    /// Checks peers' certificate signatures with `check`, which must answer as
+    /// [`signature_holds`] does: the simulator's remembers its answers.
+    pub fn set_cert_check(&mut self, check: CertCheck) {
+        self.check = check;
     }
 
     pub fn public_key(&self) -> PublicKey {
@@ -311,7 +320,7 @@ fn check_zone(me: &CertBody, peer: &CertBody, trust: &Trust) -> Result<(), Hands
 /// Verifies the peer's certificate under `trust` and returns who it is.
 fn check_peer(cert: &[u8], me: &Credentials, trust: &Trust) -> Result<Peer, HandshakeError> {
     let cert = Cert::decode(cert).map_err(HandshakeError::from_peer_cert)?;
-    cert.verify(&trust.operator, trust.revocation_block)
+    cert.verify_by(&trust.operator, trust.revocation_block, me.check)
         .map_err(HandshakeError::from_peer_cert)?;
     check_zone(me.cert(), &cert.body, trust)?;
     if cert.body.node_pk == me.public_key().0 {

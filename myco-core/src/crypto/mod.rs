@@ -41,7 +41,7 @@ pub mod session;
 pub(crate) mod signed;
 pub mod tunnel;
 
-pub use cert::{may_bridge, BridgeScope, Cert, CertBody, CertError};
+pub use cert::{may_bridge, signature_holds, BridgeScope, Cert, CertBody, CertCheck, CertError};
 pub use entry::{check_entry, sign_entry, sign_entry_body, verify_entry, EntrySignatureError};
 pub use handshake::{
     Credentials, Established, Handshake, HandshakeError, HandshakeMsg, Initiator, MsgKind, Peer,

@@ -545,6 +545,11 @@ impl Node {
         self.id
     }
 
+    /// Checks peers' certificate signatures with `check` ([`Credentials::set_cert_check`]).
+    pub fn set_cert_check(&mut self, check: crate::crypto::CertCheck) {
+        self.out.creds.set_cert_check(check);
+    }
+
     /// The profile this node was started with.
     pub fn profile(&self) -> Profile {
         self.profile

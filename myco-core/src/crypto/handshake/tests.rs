@@ -364,6 +364,7 @@ fn foreign_and_self_signed_certs_refused() {
             cert: Vec::from_slice(&out[..n]).unwrap(),
             body,
             operator: w.operator.public_key(),
+            check: signature_holds,
         }
     };
     let cases = [
