@@ -1043,6 +1043,7 @@ impl Executor {
             .placed_here()
             .map(|slot| Unit {
                 name: node.store().name(slot),
+                key: slot.key_hash,
                 digest: slot.digest,
             })
             .collect();
@@ -1056,7 +1057,7 @@ impl Executor {
         let rollouts = &self.rollouts;
         let placed = |key, name: &str, digest| {
             let mut w = wanted.iter();
-            w.any(|u| u.digest == digest && key_hash(u.name) == key && u.name == name)
+            w.any(|u| u.digest == digest && u.key == key && u.name == name)
                 && !rollouts.held_here(name, digest)
         };
         self.builds.retain(placed);
@@ -1115,6 +1116,7 @@ impl Executor {
         let installed = self.units.iter().filter(|u| u.todo != Todo::Delete);
         let installed = installed.map(|u| Unit {
             name: u.name.as_str(),
+            key: u.key,
             digest: u.digest,
         });
         let mut plan: Vec<(Name, bool), UNIT_PLAN_MAX> = Vec::new();
@@ -1176,13 +1178,13 @@ impl Executor {
         name: &str,
         digests: &mut Option<PlacedDigests>,
     ) -> bool {
+        let key = key_hash(name);
         let new = wanted
             .iter()
-            .find(|u| u.name == name)
+            .find(|u| u.key == key && u.name == name)
             .map_or(0, |u| u.digest);
         let old = self.unit(name).filter(|u| u.todo != Todo::Delete);
         let old = old.map(|u| u.digest);
-        let key = key_hash(name);
         // The whole placement only for the gate of a box off the first wave (the first wave's
         // gate is open): admit runs for every planned unit each round.
         let first = node.in_first_wave_here(key);

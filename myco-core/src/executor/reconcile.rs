@@ -12,6 +12,8 @@
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Unit<'a> {
     pub name: &'a str,
+    /// `key_hash(name)`: compared before the name, so a round compares few names.
+    pub key: u64,
     pub digest: u64,
 }
 
@@ -60,14 +62,20 @@ pub fn reconcile<'a>(
         return;
     }
     for want in desired.clone().skip(from) {
-        match installed.clone().find(|u| u.name == want.name) {
+        match installed
+            .clone()
+            .find(|u| u.key == want.key && u.name == want.name)
+        {
             None => act(Action::Install(want.name)),
             Some(have) if have.digest != want.digest => act(Action::Replace(want.name)),
             Some(_) => {}
         }
     }
     for have in installed {
-        if !desired.clone().any(|u| u.name == have.name) {
+        if !desired
+            .clone()
+            .any(|u| u.key == have.key && u.name == have.name)
+        {
             act(Action::Remove(have.name));
         }
     }
@@ -91,7 +99,8 @@ mod tests {
     }
 
     fn u(name: &str, digest: u64) -> Unit<'_> {
-        Unit { name, digest }
+        let key = crate::state::store::key_hash(name);
+        Unit { name, key, digest }
     }
 
     #[test]
