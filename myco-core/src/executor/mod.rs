@@ -70,7 +70,7 @@ use crate::config::{
     UNITS_PER_COMMAND, UNIT_CHANGES_MAX, UNIT_PLAN_MAX,
 };
 use crate::hash::{digest, DOMAIN_ENTRY};
-use crate::node::{Node, PlacedDigests, Sink};
+use crate::node::{Node, PlacedDigests, PlacementInputs, Sink};
 use crate::schema::entry::{Arch, Entry, Source};
 use crate::schema::message::{BuildRequest, UnitState};
 use crate::state::packed::EntryBytes;
@@ -372,6 +372,10 @@ pub struct Executor {
     needs_reload: bool,
     /// State or membership changed since the last reconcile.
     dirty: bool,
+    /// The host said placement may have changed (`handle_placement_changed`); the next poll
+    /// compares the node's placement inputs with `inputs_seen` to find out.
+    placement_hint: bool,
+    inputs_seen: Option<PlacementInputs>,
     /// The next reconcile may not start before this (`RECONCILE_INTERVAL_MS` after the last),
     /// unless the last one left changes for the next round.
     next_reconcile_ms: u64,
@@ -427,6 +431,8 @@ impl Executor {
             next_token: 1,
             needs_reload: false,
             dirty: true,
+            placement_hint: false,
+            inputs_seen: None,
             next_reconcile_ms: 0,
             statuses_seen: 0,
             health_changed: true,
@@ -473,11 +479,27 @@ impl Executor {
         self.units.push(unit).is_ok()
     }
 
-    /// The desired state or the membership changed: reconcile before the next command, no
-    /// sooner than `RECONCILE_INTERVAL_MS` after a round that planned a change.
+    /// The desired state or the membership may have changed (an entry merged, a member event):
+    /// the next poll reconciles, no sooner than `RECONCILE_INTERVAL_MS` after a round that
+    /// planned a change, if what a round reads of the node did change (`look_at_placement`).
     pub fn handle_placement_changed(&mut self) {
-        self.mark_dirty();
+        self.placement_hint = true;
         self.idle_until_ms = 0;
+    }
+
+    /// Acts on a placement hint: at 50% loss members are suspected and refute all the time,
+    /// and a round for each such event (it changes no placement: suspects are live) was a
+    /// third of the executor's rounds in the simulator.
+    fn look_at_placement(&mut self, node: &Node) {
+        if !core::mem::take(&mut self.placement_hint) {
+            return;
+        }
+        let inputs = node.placement_inputs();
+        if self.inputs_seen == Some(inputs) {
+            return;
+        }
+        self.inputs_seen = Some(inputs);
+        self.mark_dirty();
         // The status lists placed services without a unit as pending: it may change now,
         // before any unit does.
         self.health_changed = true;
@@ -506,6 +528,7 @@ impl Executor {
 
     /// The next command to run, if any is due. `None` while one is in flight.
     pub fn poll_command<'a>(&'a mut self, now: Instant, node: &'a Node) -> Option<Issued<'a>> {
+        self.look_at_placement(node);
         self.look_at_statuses(node);
         if self.in_flight.is_some() || now.0 < self.idle_until_ms {
             return None;
@@ -877,7 +900,7 @@ impl Executor {
         if !self.rollouts.at_rest() {
             return Some("a rollout not decided");
         }
-        if self.dirty || self.needs_reload || !self.writes.is_empty() {
+        if self.dirty || self.placement_hint || self.needs_reload || !self.writes.is_empty() {
             return Some("a reconcile, reload or unit file owed");
         }
         if self

@@ -575,3 +575,24 @@ fn a_held_version_with_nothing_to_go_back_to_is_not_served_here() {
     assert!(names.instances("web", &mut |_| answered += 1));
     assert_eq!(answered, 0, "DNS leaves this box out");
 }
+
+/// A hint that placement may have changed is looked at, not obeyed: when what a round reads of
+/// the node is as it was (a member event that moved nothing placed), the executor plans no round
+/// and reports no new status; a deploy after it is planned at once.
+#[test]
+fn a_placement_hint_that_changed_nothing_costs_no_round() {
+    let mut b = Bench::new();
+    b.deploy(1, "/bin/web");
+    b.run(crate::config::ROLLOUT_SETTLE_MS + 2_000);
+    assert_eq!(b.listed(), None, "web runs, settled");
+    let _ = b.e.take_health_changed();
+    b.e.handle_placement_changed();
+    assert!(!b.e.at_rest(), "a hint not yet looked at is owed");
+    assert!(b.e.poll_command(Instant(b.now), &b.node).is_none());
+    assert!(b.e.at_rest());
+    assert!(!b.e.take_health_changed(), "nothing placed moved");
+    b.deploy_named("db", 1, "/bin/db");
+    let issued = b.e.poll_command(Instant(b.now), &b.node);
+    assert!(issued.is_some_and(|i| matches!(i.command, Command::WriteUnit { name: "db", .. })));
+    assert!(b.e.take_health_changed(), "db is pending");
+}

@@ -468,6 +468,7 @@ mod placed;
 mod probe;
 pub mod relay;
 mod status;
+pub use placed::PlacementInputs;
 pub use status::PlacedDigests;
 mod sync;
 mod transport;

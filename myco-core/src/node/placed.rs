@@ -42,11 +42,20 @@ const WORDS: usize = SERVICES_MAX.div_ceil(64);
 /// What the answer depends on. Equal inputs give equal answers: the store's root is the XOR of
 /// its entries' digests (an entry's placement inputs are in the digested bytes), and two live
 /// sets with one fingerprint differ only by a 64-bit accident, as two states with one root do.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Inputs {
     root: u64,
     entries: usize,
     candidates: u64,
+}
+
+/// What the executor's round reads of this node besides statuses ([`Node::placement_inputs`]):
+/// the inputs of `placed_here`, which are those of every placement too, and the peers in reach
+/// (`executor::reconcile::mode`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PlacementInputs {
+    inputs: Inputs,
+    peers_in_reach: usize,
 }
 
 /// One bit per store slot (in `Store::slots` order) for the entries placed here, and one for
@@ -165,6 +174,16 @@ impl Node {
     #[cfg(test)]
     pub(super) fn placed_kept(&self) -> bool {
         self.placed.get().inputs == Some(self.placed_inputs())
+    }
+
+    /// What a round of the executor reads of this node besides statuses: when a member event
+    /// leaves it unchanged (a suspect that refuted, a member's new incarnation), nothing placed
+    /// moved and the executor need not look again (`Executor::handle_placement_changed`).
+    pub fn placement_inputs(&self) -> PlacementInputs {
+        PlacementInputs {
+            inputs: self.placed_inputs(),
+            peers_in_reach: self.peers_in_reach(),
+        }
     }
 
     fn placed_inputs(&self) -> Inputs {
