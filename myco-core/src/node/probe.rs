@@ -337,15 +337,16 @@ impl Node {
         let root = self.store.root();
         let mut out = Vec::new();
         // Peers with a session first: a message to any other is dropped while its handshake
-        // runs. The second pass tops up from the rest, which starts those handshakes.
-        for linked in [true, false] {
-            let mut pool: Vec<u16, { crate::config::MEMBERS_MAX }> = Vec::new();
-            for (i, m) in self.members.list().iter().enumerate() {
-                let eligible = m.is_live() && (!prefer_root_differs || m.root != root);
-                if eligible && self.out.has_link(m.addr) == linked {
-                    pool.push(i as u16).expect("pool is as large as the table");
-                }
+        // runs. The second pool tops up from the rest, which starts those handshakes. Both are
+        // filled in one walk: each member's link is looked up once (a search of the links).
+        let mut pools: [Vec<u16, { crate::config::MEMBERS_MAX }>; 2] = [Vec::new(), Vec::new()];
+        for (i, m) in self.members.list().iter().enumerate() {
+            if m.is_live() && (!prefer_root_differs || m.root != root) {
+                let pool = &mut pools[usize::from(!self.out.has_link(m.addr))];
+                pool.push(i as u16).expect("pool is as large as the table");
             }
+        }
+        for mut pool in pools {
             let mut n = pool.len();
             while n > 0 && !out.is_full() {
                 let j = self.rng.below(n as u64) as usize;
