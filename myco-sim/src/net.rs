@@ -197,16 +197,21 @@ impl Net {
 mod tests {
     use super::*;
 
+    /// Faults of `loss_ppm` loss and 1 ms latency, nothing else.
+    fn lossy(loss_ppm: u64) -> Faults {
+        Faults {
+            loss_ppm,
+            duplicate_ppm: 0,
+            latency_ms_min: 1,
+            latency_ms_max: 1,
+        }
+    }
+
     /// A node behind NAT receives only from a node it sent to within `NAT_MAPPING_MS`; what it
     /// sends always leaves, and public nodes receive from anyone.
     #[test]
     fn the_nat_model_lets_in_only_answers_to_recent_sends() {
-        let faults = Faults {
-            loss_ppm: 0,
-            duplicate_ppm: 0,
-            latency_ms_min: 1,
-            latency_ms_max: 1,
-        };
+        let faults = lossy(0);
         let mut net = Net::new(3, faults, 1, 16);
         net.behind_nat(&[false, true, false]);
         let f = [0u8; FRAME_BYTES];
@@ -226,12 +231,7 @@ mod tests {
     /// Exactly the frames the network keeps are sealed, and each is delivered as sealed.
     #[test]
     fn only_frames_not_lost_are_sealed() {
-        let faults = Faults {
-            loss_ppm: 500_000,
-            duplicate_ppm: 0,
-            latency_ms_min: 1,
-            latency_ms_max: 1,
-        };
+        let faults = lossy(500_000);
         let mut net = Net::new(2, faults, 7, 256);
         let mut sealed = 0;
         for _ in 0..200 {
