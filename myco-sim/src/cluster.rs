@@ -514,7 +514,9 @@ impl Cluster {
         expected.is_none_or(|e| e == first) && judged.all(|i| self.nodes[i].state_hash() == first)
     }
 
-    /// Entries held by honest nodes that no operator submitted: forgeries that got in.
+    /// Entries held by honest nodes that no operator submitted: forgeries that got in. A slot's
+    /// digest is its entry's: `check_safety` proves it of every slot (`check_digests`) and fails
+    /// the run where it is not.
     fn forged_held(&self) -> usize {
         let honest = self
             .nodes
@@ -522,12 +524,7 @@ impl Cluster {
             .enumerate()
             .filter(|(i, _)| self.honest[*i]);
         honest
-            .flat_map(|(_, n)| {
-                n.store()
-                    .slots()
-                    .iter()
-                    .map(|s| digest(DOMAIN_ENTRY, &n.store().entry(s)))
-            })
+            .flat_map(|(_, n)| n.store().slots().iter().map(|s| s.digest))
             .filter(|d| !self.world.submitted.contains(d))
             .count()
     }
@@ -545,12 +542,9 @@ impl Cluster {
                     "node {i}: Merkle digests disagree with entries"
                 )));
             }
+            // Each slot's digest is its entry's, as `check_digests` just proved.
             for slot in n.store().slots() {
-                if !self
-                    .world
-                    .submitted
-                    .contains(&digest(DOMAIN_ENTRY, &n.store().entry(slot)))
-                {
+                if !self.world.submitted.contains(&slot.digest) {
                     return Err(Failure::Safety(format!(
                         "node {i}: holds an entry no operator submitted"
                     )));
@@ -1497,5 +1491,30 @@ mod tests {
         up[holder] = false;
         let err = c.watch.check(&c.nodes, &up, &c.honest).unwrap_err();
         assert!(err.contains("places service"), "{err}");
+    }
+
+    /// The forgery checks are not vacuous: an entry signed with the operator's key but submitted
+    /// to no node by the run, merged into one node, is counted and fails the safety check.
+    #[test]
+    fn an_entry_the_run_did_not_submit_is_found() {
+        let mut s = Scenario::standard(3, 4, 10, 0.0);
+        s.kill = false;
+        let mut c = Cluster::new(&s);
+        assert_eq!(c.run().failure, None);
+        assert_eq!(c.forged_held(), 0);
+        assert!(c.check_safety().is_ok());
+        let mut r = Prng::new(99);
+        let bytes =
+            crate::scenario::encode((3, 999, "stray"), (1, 1), false, &mut r, &c.ids.operator);
+        let mut sink = c.world.sink(0, c.now);
+        c.nodes[0]
+            .submit(Instant(c.now), &bytes, &mut sink)
+            .unwrap();
+        assert_eq!(c.forged_held(), 1);
+        let err = c.check_safety().unwrap_err();
+        assert!(
+            format!("{err:?}").contains("no operator submitted"),
+            "{err:?}"
+        );
     }
 }
