@@ -1042,6 +1042,16 @@ impl Cluster {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A run of the standard scenario of `nodes` nodes and `services` services without loss or
+    /// kill, which must pass: the cluster to look at afterwards, and its scenario.
+    fn settled_without_kill(seed: u64, nodes: usize, services: usize) -> (Scenario, Cluster) {
+        let mut s = Scenario::standard(seed, nodes, services, 0.0);
+        s.kill = false;
+        let mut c = Cluster::new(&s);
+        assert_eq!(c.run().failure, None);
+        (s, c)
+    }
     use myco_core::config::Profile;
 
     fn run(s: &Scenario) -> Report {
@@ -1126,10 +1136,7 @@ mod tests {
     #[test]
     fn cluster_at_rest_stays_quiet() {
         use myco_core::config::{STATUS_PUSH_INTERVAL_MS, STATUS_RESENDS};
-        let mut s = Scenario::standard(3, 20, 50, 0.0);
-        s.kill = false;
-        let mut c = Cluster::new(&s);
-        assert_eq!(c.run().failure, None);
+        let (_, mut c) = settled_without_kill(3, 20, 50);
         let written = c.disk_written_bytes();
         assert!(written > 0, "the deploys were logged");
         c.frames_at_rest((u64::from(STATUS_RESENDS) + 1) * STATUS_PUSH_INTERVAL_MS);
@@ -1481,10 +1488,7 @@ mod tests {
     /// still counts it, it reports the disagreement.
     #[test]
     fn placement_check_detects_disagreement() {
-        let mut s = Scenario::standard(10, 8, 100, 0.0);
-        s.kill = false;
-        let mut c = Cluster::new(&s);
-        assert_eq!(c.run().failure, None);
+        let (s, mut c) = settled_without_kill(10, 8, 100);
         let mut up = c.up.clone();
         assert!(c.watch.check(&c.nodes, &up, &c.honest).is_ok());
         let holder = (0..s.nodes).find(|&i| c.watch.held(i) > 0).unwrap();
@@ -1497,10 +1501,7 @@ mod tests {
     /// to no node by the run, merged into one node, is counted and fails the safety check.
     #[test]
     fn an_entry_the_run_did_not_submit_is_found() {
-        let mut s = Scenario::standard(3, 4, 10, 0.0);
-        s.kill = false;
-        let mut c = Cluster::new(&s);
-        assert_eq!(c.run().failure, None);
+        let (_, mut c) = settled_without_kill(3, 4, 10);
         assert_eq!(c.forged_held(), 0);
         assert!(c.check_safety().is_ok());
         let mut r = Prng::new(99);
