@@ -1042,6 +1042,7 @@ impl Cluster {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use myco_core::config::Profile;
 
     /// A run of the standard scenario of `nodes` nodes and `services` services without loss or
     /// kill, which must pass: the cluster to look at afterwards, and its scenario.
@@ -1052,7 +1053,6 @@ mod tests {
         assert_eq!(c.run().failure, None);
         (s, c)
     }
-    use myco_core::config::Profile;
 
     fn run(s: &Scenario) -> Report {
         Cluster::new(s).run()

@@ -348,18 +348,27 @@ impl<'a> Entry<'a> {
         if bytes.len() > ENTRY_BYTES_MAX {
             return Err(EntryError::TooLong);
         }
-        let split = bytes
-            .len()
-            .checked_sub(SIGNATURE_BYTES)
-            .ok_or(EntryError::Truncated)?;
-        let (signed, signature) = bytes.split_at(split);
+        let (signed, signature) = split_signature(bytes).ok_or(EntryError::Truncated)?;
         // One encoding per entry: trailing bytes and overlong varints (which postcard alone
         // accepts) would let two byte strings, with two digests, share a meaning.
         let body = decode_exact::<EntryBody<'a>, { ENTRY_BYTES_MAX - SIGNATURE_BYTES }>(signed)
             .ok_or(EntryError::Malformed)?;
         validate(&body)?;
-        let signature = signature.try_into().map_err(|_| EntryError::Truncated)?;
         Ok(Entry {
+            body,
+            signed,
+            signature,
+        })
+    }
+
+    /// Decodes an entry this node validated when it took it in: the store holds only entries
+    /// that `decode` accepted, and rebuilds them byte for byte (`state::packed`). The executor
+    /// decodes stored entries for every command it plans; checking them again was a third of
+    /// the executor's decoding. `None` for bytes that are not an entry's encoding at all.
+    pub(crate) fn decode_stored(bytes: &'a [u8]) -> Option<Entry<'a>> {
+        let (signed, signature) = split_signature(bytes)?;
+        let (body, rest) = postcard::take_from_bytes::<EntryBody<'a>>(signed).ok()?;
+        rest.is_empty().then_some(Entry {
             body,
             signed,
             signature,
@@ -367,22 +376,16 @@ impl<'a> Entry<'a> {
     }
 }
 
-impl<'a> Entry<'a> {
-    /// Decodes an entry this node validated when it took it in: the store holds only entries
-    /// that `decode` accepted, and rebuilds them byte for byte (`state::packed`). The executor
-    /// decodes stored entries for every command it plans; checking them again was a third of
-    /// the executor's decoding. `None` for bytes that are not an entry's encoding at all.
-    pub(crate) fn decode_stored(bytes: &'a [u8]) -> Option<Entry<'a>> {
-        let split = bytes.len().checked_sub(SIGNATURE_BYTES)?;
-        let (signed, signature) = bytes.split_at(split);
-        let (body, rest) = postcard::take_from_bytes::<EntryBody<'a>>(signed).ok()?;
-        let signature = signature.try_into().ok()?;
-        rest.is_empty().then_some(Entry {
-            body,
-            signed,
-            signature,
-        })
-    }
+/// An encoded entry's signed bytes and the signature after them; `None` if shorter than one.
+fn split_signature(bytes: &[u8]) -> Option<(&[u8], &[u8; SIGNATURE_BYTES])> {
+    let split = bytes.len().checked_sub(SIGNATURE_BYTES)?;
+    let (signed, signature) = bytes.split_at(split);
+    Some((
+        signed,
+        signature
+            .try_into()
+            .expect("split one signature from the end"),
+    ))
 }
 
 /// Encodes `body` followed by `signature` into `out`, returning the length. Validates first.
