@@ -20,7 +20,7 @@ use crate::world::{addr, mix, seen_at, World};
 use faults::FaultPlan;
 
 mod faults;
-use myco_core::config::{ARENA_BYTES, SERVICES_MAX};
+use myco_core::config::{Profile, ARENA_BYTES, SERVICES_MAX};
 use myco_core::config::{BRIDGE_SEEDS_MAX, REVOCATION_BYTES_MAX};
 use myco_core::crypto::revocation::encode_revocation;
 use myco_core::executor::unit_digest;
@@ -37,11 +37,22 @@ pub const TICK_MS: u64 = 10;
 /// Faults stop this long after the last operation; then the liveness phase begins.
 pub const SAFETY_MS: u64 = 5_000;
 /// After the state converges, membership must converge and the placement invariant hold within
-/// this long.
+/// this long (on `lan`; see [`slowness`]).
 pub const SETTLE_MS_MAX: u64 = 180_000;
-/// A killed node's services must be placed elsewhere within this long: far above the bound of
-/// `docs/algorithm.md` section 7 (detection plus the longest suspicion plus its spread).
+/// A killed node's services must be placed elsewhere within this long (on `lan`): far above the
+/// bound of `docs/algorithm.md` section 7 (detection plus the longest suspicion plus its spread).
 pub const REPLACE_MS_MAX: u64 = 180_000;
+
+/// How many times `lan`'s the liveness deadlines of a run on `profile` are (the scenario's
+/// `time_ms_max`, [`SETTLE_MS_MAX`], [`REPLACE_MS_MAX`]): failure detection and the repair of a
+/// status a peer missed (pings and acks compare status versions, `docs/algorithm.md` section 8)
+/// both go at the pace of the probe period, 4 times `lan`'s on `wan` and 12 times on `metered`.
+pub fn slowness(profile: &Profile) -> u64 {
+    profile
+        .probe_interval_ms
+        .div_ceil(Profile::LAN.probe_interval_ms)
+        .max(1)
+}
 const NET_SLOTS: usize = 1 << 15;
 
 /// Why a run failed; each class has its own exit code.
@@ -199,26 +210,29 @@ enum Phase {
 }
 
 impl Phase {
-    fn time_ms_max(self) -> u64 {
-        match self {
-            Phase::Replacing { .. } => REPLACE_MS_MAX,
-            _ => SETTLE_MS_MAX,
-        }
+    /// How long this phase may last in a run `slowness` times slower than `lan`.
+    fn time_ms_max(self, slowness: u64) -> u64 {
+        slowness
+            * match self {
+                Phase::Replacing { .. } => REPLACE_MS_MAX,
+                _ => SETTLE_MS_MAX,
+            }
     }
 
     /// The liveness failure of a run that ended in this phase.
-    fn stuck(self, r: &Report) -> Option<String> {
+    fn stuck(self, r: &Report, slowness: u64) -> Option<String> {
+        let ms = self.time_ms_max(slowness);
         match self {
             Phase::Converging | Phase::Done => None,
             Phase::Settling => Some(format!(
-                "membership did not converge within {SETTLE_MS_MAX} ms of the state (faults lifted), so placement was never checked on it"
+                "membership did not converge within {ms} ms of the state (faults lifted), so placement was never checked on it"
             )),
             Phase::Replacing { victim, .. } => Some(format!(
-                "node {victim} was killed, but its {} services were not placed elsewhere by every live node within {REPLACE_MS_MAX} ms",
+                "node {victim} was killed, but its {} services were not placed elsewhere by every live node within {ms} ms",
                 r.services_replaced
             )),
             Phase::Resettling => Some(format!(
-                "membership did not converge within {SETTLE_MS_MAX} ms of the replacement (faults lifted), so placement was never checked without the killed node"
+                "membership did not converge within {ms} ms of the replacement (faults lifted), so placement was never checked without the killed node"
             )),
         }
     }
@@ -705,6 +719,11 @@ impl Cluster {
         settled
     }
 
+    /// How long `phase` may last in this run.
+    fn phase_ms_max(&self, phase: Phase) -> u64 {
+        phase.time_ms_max(slowness(&self.s.profile))
+    }
+
     pub fn run(&mut self) -> Report {
         let ops = operations(&self.s, &self.ids.operator);
         let bad = ops.iter().filter(|o| o.bad).map(|o| unit_digest(&o.entry));
@@ -726,7 +745,7 @@ impl Cluster {
         let mut excluded = 0;
         let allocations_at_boot = alloc::allocations();
         let expected = (self.s.crashes == 0).then(|| reference.state_hash());
-        let mut deadline = self.s.time_ms_max;
+        let mut deadline = self.s.time_ms_max * slowness(&self.s.profile);
         let mut converged_at = None;
         let mut placement_failure = None;
         let mut phase = Phase::Converging;
@@ -748,7 +767,7 @@ impl Cluster {
                 converged_at = Some(self.now);
                 phase = Phase::Settling;
                 self.lift_faults();
-                deadline = self.now + SETTLE_MS_MAX;
+                deadline = self.now + self.phase_ms_max(Phase::Settling);
             }
             let placed = match self.settled(phase, placed) {
                 Ok(placed) => placed,
@@ -764,7 +783,7 @@ impl Cluster {
             }
             if next != Ok(phase) {
                 phase = next.expect("checked above");
-                deadline = self.now + phase.time_ms_max();
+                deadline = self.now + self.phase_ms_max(phase);
             }
             if phase == Phase::Done {
                 break;
@@ -825,7 +844,7 @@ impl Cluster {
     /// The liveness failure of a run that ended in `phase`; a stuck replacement names the nodes
     /// that still hold the killed one live.
     fn stuck(&self, phase: Phase, report: &Report) -> Option<String> {
-        let why = phase.stuck(report)?;
+        let why = phase.stuck(report, slowness(&self.s.profile))?;
         Some(match phase {
             Phase::Replacing { victim, .. } => format!("{why}; {}", self.holdouts(victim)),
             Phase::Settling | Phase::Resettling => format!("{why}; {}", self.unsettled()),
@@ -1169,6 +1188,20 @@ mod tests {
             assert!(ms <= bound, "{ms} ms > {bound} ms: {}", s.command());
             assert!(bound <= p.detection_ms_goal + 5 * p.gossip_interval_ms);
         }
+    }
+
+    /// The liveness deadlines stretch with the probe period, and a stuck run says the deadline
+    /// it missed.
+    #[test]
+    fn liveness_deadlines_stretch_with_the_probe_period() {
+        assert_eq!(slowness(&Profile::LAN), 1);
+        assert_eq!(slowness(&Profile::WAN), 4);
+        assert_eq!(slowness(&Profile::METERED), 12);
+        let replacing = Phase::Replacing { victim: 3, at: 0 };
+        assert_eq!(replacing.time_ms_max(12), 12 * REPLACE_MS_MAX);
+        assert_eq!(Phase::Settling.time_ms_max(1), SETTLE_MS_MAX);
+        let why = replacing.stuck(&Report::default(), 12);
+        assert!(why.is_some_and(|w| w.contains("node 3 was killed") && w.contains("2160000 ms")));
     }
 
     /// Nodes crashed during the safety phase restart from their disks and resync: the cluster

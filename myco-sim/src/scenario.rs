@@ -25,7 +25,8 @@ pub struct Scenario {
     pub partitions: bool,
     /// Nodes crashed during the safety phase; they restart empty in the liveness phase.
     pub crashes: usize,
-    /// Simulated milliseconds before the run gives up.
+    /// Simulated milliseconds before the run gives up, on `lan` (times `cluster::slowness` of
+    /// the profile).
     pub time_ms_max: u64,
     /// Operations are spread over this window; 0 submits them all at once.
     pub ops_window_ms: u64,
@@ -142,7 +143,7 @@ impl Scenario {
             unit_fault_ppm: r.below(100_001),
             systemctl_fault_ppm: r.below(100_001),
             bad_update_ppm: r.below(500_001),
-            profile: Profile::LAN,
+            profile: Profile::LAN, // drawn below
             // Mostly one zone; a quarter of the seeds spread over 2 to 4, small so runs stay fast.
             zones: if r.chance(1, 4) {
                 2 + r.below(3) as u8
@@ -163,6 +164,13 @@ impl Scenario {
             // Half of those start them without `--behind-nat`: they must find it out.
             s.nat_detect = r.chance(1, 2);
         }
+        // Drawn last, as NAT was: one seed in eight runs `wan` and one in eight `metered`, whose
+        // slower probes and pushes the liveness deadlines allow for (`cluster::slowness`).
+        s.profile = match r.below(8) {
+            0 => Profile::WAN,
+            1 => Profile::METERED,
+            _ => Profile::LAN,
+        };
         s
     }
 
@@ -375,5 +383,21 @@ mod tests {
                 assert!(!roles[s.nodes - 1].1);
             }
         }
+    }
+
+    /// The gauntlet runs every profile, `lan` most, and a reproduction names the profile drawn.
+    #[test]
+    fn swarms_draw_every_profile() {
+        let swarms: Vec<Scenario> = (0..400).map(Scenario::swarm).collect();
+        let drawn = |p: Profile| swarms.iter().filter(|s| s.profile == p).count();
+        let (wan, metered) = (drawn(Profile::WAN), drawn(Profile::METERED));
+        assert!((25..75).contains(&wan), "{wan} of 400 on wan");
+        assert!((25..75).contains(&metered), "{metered} of 400 on metered");
+        assert_eq!(drawn(Profile::LAN) + wan + metered, 400);
+        let slow = swarms.iter().find(|s| s.profile == Profile::METERED);
+        assert!(slow
+            .expect("drawn above")
+            .command()
+            .contains(" --profile metered"));
     }
 }
