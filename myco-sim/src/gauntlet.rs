@@ -91,7 +91,7 @@ fn work(next: &AtomicU64, deadline: WallClock, tally: &Mutex<Tally>) {
         };
         match &r.failure {
             None => println!(
-                "seed {seed}: ok ({} nodes, {} services, loss {:.0}%, crashes {}, partition {}, adversary {}, rotate {}) converged in {} rounds, {}, {wall_ms} ms",
+                "seed {seed}: ok ({} nodes, {} services, loss {:.0}%, crashes {}, partition {}, adversary {}, rotate {}, profile {}) converged in {} rounds, {}, {wall_ms} ms",
                 s.nodes,
                 s.services,
                 s.loss_ppm as f64 / 1e4,
@@ -99,6 +99,7 @@ fn work(next: &AtomicU64, deadline: WallClock, tally: &Mutex<Tally>) {
                 s.partitions,
                 s.adversary,
                 s.rotate,
+                s.profile.name,
                 r.rounds,
                 r.rounds_to_replace.map_or("no node killed".to_string(), |n| {
                     format!("a killed node's services placed elsewhere in {n} rounds")
