@@ -10,7 +10,9 @@
 //! bytes that decode to the same message; the builder accepts a request only if it is exactly the
 //! one the entry it holds gives (`remote::request`) for a system it builds (never for `Any`, which names
 //! no output), so no forged digest, build key, system or service gets a build; Nix's own system
-//! (`remote::parse_native_system`) is one of the systems parsed; however many requests arrive,
+//! (`remote::parse_native_system`) is one of the systems parsed; the same bytes read as isolated
+//! only where they name the setting, and a box whose Nix runs builders as root builds nothing
+//! (`BuildMode::decide`) unless allowed; however many requests arrive,
 //! at most `PEER_BUILDS_MAX` wait; no request is answered as failed where no build failed; and an answer nobody asked for
 //! counts no failed build.
 #![no_main]
@@ -19,7 +21,9 @@ use libfuzzer_sys::fuzz_target;
 use myco_core::config::{BODY_BYTES_MAX, FLAKE_REV_BYTES, FRAME_BYTES, NAR_HASH_BYTES};
 use myco_core::crypto::cert::certify;
 use myco_core::crypto::{sign_entry, SigningKey};
-use myco_core::executor::remote::{parse_native_system, parse_systems, request};
+use myco_core::executor::remote::{
+    parse_native_system, parse_systems, request, BuildFlags, Isolation,
+};
 use myco_core::executor::{BuildMode, Executor};
 use myco_core::schema::entry::{Arch, EntryBody, ServiceSpec, Source, Version};
 use myco_core::schema::message::{system_bit, Body, Message};
@@ -94,6 +98,21 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(parse_systems(data) & !3, 0);
     let native = parse_native_system(data);
     assert!(native == Arch::Any || parse_systems(data) & system_bit(native) != 0);
+    // Isolation is read only from the lines that say it: without them, builders run as root,
+    // and such a box builds nothing unless allowed.
+    let isolation = Isolation::parse(data);
+    let says = |key: &[u8]| data.windows(key.len()).any(|w| w == key);
+    assert!(!isolation.sandbox || says(b"sandbox"));
+    assert!(!isolation.build_users || says(b"build-users-group"));
+    let refused = BuildFlags {
+        local: true,
+        builder: true,
+        allow_root_builds: false,
+    };
+    let decided = BuildMode::decide(refused, Arch::X86_64, data);
+    if isolation.builders_run_as_root() {
+        assert_eq!((decided.local, decided.builds), (false, 0));
+    }
     let Some((&systems, mut rest)) = data.split_first() else {
         return;
     };

@@ -262,6 +262,9 @@ pub enum Refusal {
     /// A substitute whose address is no unicast host's (unspecified, multicast, broadcast) or
     /// whose port is 0.
     Substitute,
+    /// A build that may run builders here, where Nix would run them as root outside a sandbox
+    /// (`executor::remote::Isolation`) and the helper was not started `--allow-root-builds`.
+    RootBuilds,
 }
 
 impl fmt::Display for Refusal {
@@ -299,6 +302,10 @@ impl fmt::Display for Refusal {
             ),
             Refusal::Substitute => f.write_str(
                 "a substitute's cache must be a unicast address and a port other than 0",
+            ),
+            Refusal::RootBuilds => f.write_str(
+                "Nix here runs builders as root outside a sandbox (nix show-config: sandbox = false, \
+no build-users-group); builds may only fetch unless myco-priv runs with --allow-root-builds",
             ),
             Refusal::Descriptors => write!(
                 f,

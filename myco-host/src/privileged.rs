@@ -19,9 +19,10 @@ mod run;
 
 use crate::spawn::Argv;
 use myco_core::crypto::PublicKey;
+use myco_core::executor::remote::Isolation;
 use myco_core::privileged::{
-    body_len, encode_reply, parse, Outcome, Refusal, FDS_MAX, FRAME_HEADER_BYTES, REPLY_BYTES_MAX,
-    REQUEST_BYTES_MAX,
+    body_len, encode_reply, parse, Checked, Outcome, Refusal, FDS_MAX, FRAME_HEADER_BYTES,
+    REPLY_BYTES_MAX, REQUEST_BYTES_MAX,
 };
 use nix::sys::socket::{getsockopt, recvmsg, sockopt, ControlMessageOwned, MsgFlags};
 use std::ffi::CString;
@@ -57,6 +58,10 @@ pub struct Config {
     pub nix_store: String,
     /// Where builds link their results (GC roots), which the closure query reads.
     pub gcroot_dir: PathBuf,
+    /// `--allow-root-builds`: run builds that may build even where Nix runs builders as root
+    /// outside a sandbox. Without it they are refused (`Refusal::RootBuilds`), whatever the
+    /// daemon asked: fetches (`local: false`, `--max-jobs 0`) run builders nowhere and pass.
+    pub allow_root_builds: bool,
 }
 
 impl Config {
@@ -75,6 +80,7 @@ impl Config {
             // Root's, from systemd/myco.tmpfiles; the packaged daemon is given it too and deletes
             // the roots of versions it no longer needs there.
             gcroot_dir: PathBuf::from("/var/lib/myco-gcroots"),
+            allow_root_builds: false,
         }
     }
 }
@@ -174,6 +180,9 @@ impl Helper {
         if let Err(refusal) = checked.check_descriptors(fds.len()) {
             return refused(refusal);
         }
+        if self.builds_as_root(&checked) {
+            return refused(Refusal::RootBuilds);
+        }
         let work = run::Work {
             config: &self.config,
             env: &self.env,
@@ -183,6 +192,22 @@ impl Helper {
         // Every root action the helper took, in the journal: what, on what, and how it ended.
         eprintln!("myco-priv: {}: {outcome:?}: {why}", run::summary(&checked));
         (outcome, why)
+    }
+}
+
+impl Helper {
+    /// `checked` is a build that may run builders here, where the operator did not allow root
+    /// builds and `nix show-config` (asked now, as the build would see it: the configuration
+    /// may have changed since the last build) does not say that Nix keeps builders from the box.
+    fn builds_as_root(&self, checked: &Checked<'_>) -> bool {
+        let Checked::Build(build) = checked else {
+            return false;
+        };
+        if !build.local || self.config.allow_root_builds {
+            return false;
+        }
+        let shown = crate::daemon::build::nix_show_config(&self.config.nix).unwrap_or_default();
+        Isolation::parse(&shown).builders_run_as_root()
     }
 }
 

@@ -27,11 +27,13 @@ fn hello_repo(dir: &Path) -> (String, String) {
     commit_flake(&repo, "hello")
 }
 
-/// A daemon with the executor on and builds through `nix`, offline.
+/// A daemon with the executor on and builds through `nix`, offline. The tests' Nix has neither
+/// a sandbox nor build users (`tests/nix/conf`), so the daemon is allowed root builds.
 fn start(d: &mut Daemon, nix: &Path, extra: &[&str]) -> PathBuf {
     let gcroots = d.dir.path().join("gcroots");
     let mut command = d.executor_command(extra);
     command
+        .arg("--allow-root-builds")
         .arg("--nix")
         .arg(nix)
         .arg("--gcroot-dir")
@@ -194,6 +196,85 @@ fn a_build_that_fails_hangs_or_prints_garbage_is_build_failed() {
             "{stand_in}: {audit}"
         );
     }
+}
+
+/// A daemon whose Nix would run builders as root (neither the sandbox nor build users) builds
+/// nothing without `--allow-root-builds`: it says so at start and does not run Nix for a version
+/// no peer offers (it would fetch, or ask a builder; there is none here); with the flag, or where
+/// Nix has build users, it builds.
+#[test]
+fn where_nix_runs_builders_as_root_the_daemon_builds_nothing_unless_allowed() {
+    let root = "sandbox = false\nbuild-users-group =\nsystem = x86_64-linux\n";
+    let users = "sandbox = false\nbuild-users-group = nixbld\nsystem = x86_64-linux\n";
+    for (name, shown, flags, builds) in [
+        ("allowed", root, &["--allow-root-builds"][..], true),
+        ("users", users, &[][..], true),
+        ("refused", root, &[][..], false),
+    ] {
+        let op = operator();
+        let mut d = Daemon::new(&format!("build-root-{name}"), &op, 33);
+        // A Nix that says `shown` of itself and records every other command line, then fails.
+        let script = format!(
+            "#!/bin/sh\ncase \"$*\" in *show-config*) printf '{shown}'; exit 0;; esac\n\
+             echo \"$*\" >> \"$(dirname \"$0\")/nix-calls\"\nexit 1\n"
+        );
+        let nix = d.dir.write("nix", script);
+        fs::set_permissions(&nix, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let mut command = d.executor_command(flags);
+        command.arg("--nix").arg(&nix);
+        d.start(command);
+        let rev = "152b279ae9728ebd2a539847576be4e2e8a2f101";
+        let uri = format!("git+file:///nowhere?ref=master&rev={rev}");
+        let deployed = std::time::Instant::now();
+        assert_eq!(
+            d.deploy(&flake_entry(&op, "hello", 1, (&uri, "default", rev)))
+                .0,
+            200
+        );
+        let calls = d.dir.path().join("nix-calls");
+        let mode = if builds { "local" } else { "none (remote)" };
+        assert!(
+            d.log().contains(&format!("builds: {mode} here")),
+            "{name}: {}",
+            d.log()
+        );
+        let warned = d.log().contains("Nix would run builders as root");
+        assert_eq!(warned, !builds, "{name}: {}", d.log());
+        if builds {
+            wait_until(Duration::from_secs(20), "Nix builds the version", || {
+                calls.exists()
+            });
+            let calls = fs::read_to_string(calls).unwrap();
+            assert!(
+                calls.contains("build --json") && !calls.contains("--max-jobs"),
+                "{calls}"
+            );
+        } else {
+            // The other two built within a second of their deploy; this one is given three.
+            std::thread::sleep(Duration::from_secs(3).saturating_sub(deployed.elapsed()));
+            assert!(!calls.exists(), "{}", fs::read_to_string(calls).unwrap());
+        }
+    }
+}
+
+/// The real Nix as the tests configure it (`sandbox = false`, `build-users-group =`) is read as
+/// running builders as root: without `--allow-root-builds` the daemon builds nothing.
+#[test]
+fn the_tests_own_nix_runs_builders_as_root() {
+    let Ok(nix) = which("nix") else {
+        println!("SKIPPED: nix is not installed");
+        return;
+    };
+    let mut d = Daemon::new("build-real-root", &operator(), 34);
+    let mut command = d.executor_command(&[]);
+    command.arg("--nix").arg(&nix);
+    command.env("NIX_CONF_DIR", nix_tests().join("conf"));
+    // NIX_CONFIG would not reach the build's transient unit, so it must not sway the verdict.
+    command.env("NIX_CONFIG", "sandbox = true");
+    d.start(command);
+    let log = d.log();
+    assert!(log.contains("Nix would run builders as root"), "{log}");
+    assert!(log.contains("builds: none (remote) here"), "{log}");
 }
 
 fn which(program: &str) -> Result<PathBuf, ()> {

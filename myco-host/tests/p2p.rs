@@ -115,7 +115,8 @@ fn start(d: &mut Daemon, join: Option<&str>, flags: &[&str]) {
     let mut args: Vec<&str> = join.map(|a| vec!["--join", a]).unwrap_or_default();
     args.extend_from_slice(flags);
     let mut command = d.executor_command(&args);
-    command.arg("--nix").arg("nix");
+    // The tests' Nix has neither a sandbox nor build users (`tests/nix/conf`).
+    command.arg("--allow-root-builds").arg("--nix").arg("nix");
     command.arg("--gcroot-dir").arg(d.dir.join("gcroots"));
     let conf = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/nix/conf");
     command.env("NIX_CONF_DIR", conf);

@@ -51,6 +51,16 @@ fn my_uid() -> u32 {
 /// directory holding another program's unit and one of Myco's, so a refusal that touched either
 /// would show.
 fn start(name: &str, allow_uid: u32) -> Helper {
+    start_with(name, allow_uid, &[])
+}
+
+/// What the stand-in `nix` prints for `nix show-config` unless a test writes another `shown`:
+/// a Nix with build users and the sandbox (Nix's multi-user install).
+const ISOLATED: &str = "build-users-group = nixbld\nsandbox = true\n";
+
+/// `start` with more flags. The stand-in `nix` answers `show-config` with the file `shown` (and
+/// fails where there is none), without a record in `calls`.
+fn start_with(name: &str, allow_uid: u32, flags: &[&str]) -> Helper {
     let dir = TempDir::new(name);
     let tool = |name: &str, text: &str| {
         let path = dir.write(name, text);
@@ -59,8 +69,10 @@ fn start(name: &str, allow_uid: u32) -> Helper {
     };
     let nix = tool(
         "nix",
-        "#!/bin/sh\necho \"nix $*\" >> \"$(dirname \"$0\")/calls\"\necho '[]'\n",
+        "#!/bin/sh\ncase \"$*\" in *show-config*) exec cat \"$(dirname \"$0\")/shown\";; esac\n\
+         echo \"nix $*\" >> \"$(dirname \"$0\")/calls\"\necho '[]'\n",
     );
+    dir.write("shown", ISOLATED);
     let units = dir.join("units");
     fs::create_dir_all(&units).unwrap();
     fs::write(
@@ -87,6 +99,7 @@ fn start(name: &str, allow_uid: u32) -> Helper {
         .arg(tool("systemd-run", FAKE_SYSTEMD_RUN))
         .arg("--nix")
         .arg(nix)
+        .args(flags)
         .stdin(Stdio::null())
         .stderr(fs::File::create(dir.join("log")).unwrap())
         .spawn()
@@ -765,4 +778,74 @@ fn builds_go_only_into_a_gc_root_directory_root_alone_can_replace() {
     }
     assert!(!h.calls().contains("nix build"), "{}", h.calls());
     assert_eq!(fs::read_dir(&elsewhere).unwrap().count(), 0);
+}
+
+/// Where Nix would run builders as root with the whole box in view (`nix show-config` names
+/// neither the sandbox nor build users, or cannot be read), a build that may build here is
+/// refused, whatever the daemon asks, and Nix never builds; a fetch (`local: false`: Nix runs
+/// with `--max-jobs 0`, so no builder) still runs, and so does a build on a helper started
+/// `--allow-root-builds`, or once Nix is configured with build users or the sandbox.
+#[test]
+fn builds_that_would_run_builders_as_root_are_refused_unless_allowed() {
+    let (_, web) = web_flake();
+    let build = |local| Request::Build {
+        entry: &web,
+        timeout_s: 60,
+        local,
+        system: Arch::X86_64,
+        substitutes: heapless::Vec::new(),
+    };
+    let h = start("priv-root-builds", my_uid());
+    for shown in [
+        "sandbox = false\nbuild-users-group = \nsystem = x86_64-linux\n",
+        "sandbox-fallback = true\n",
+    ] {
+        h.dir.write("shown", shown);
+        let (outcome, why) = h.ask(&build(true), &[]);
+        assert_eq!(outcome, Outcome::Refused, "{shown}: {why}");
+        assert!(why.contains("--allow-root-builds"), "{why}");
+    }
+    // `nix show-config` fails: refused too.
+    fs::remove_file(h.dir.join("shown")).unwrap();
+    assert_eq!(h.ask(&build(true), &[]).0, Outcome::Refused);
+    assert_eq!(h.calls(), "", "a refused build ran Nix");
+    let log = fs::read_to_string(h.dir.join("log")).unwrap();
+    assert!(
+        log.contains("myco-priv: refused: Nix here runs builders as root"),
+        "{log}"
+    );
+    h.dir
+        .write("shown", "sandbox = false\nbuild-users-group =\n");
+    assert_ran_past_the_refusal(&h, &build(false));
+    for shown in [
+        ISOLATED,
+        "sandbox = relaxed\n",
+        "build-users-group = nixbld\n",
+    ] {
+        h.dir.write("shown", shown);
+        assert_ran_past_the_refusal(&h, &build(true));
+    }
+    let allowed = start_with(
+        "priv-root-builds-allowed",
+        my_uid(),
+        &["--allow-root-builds"],
+    );
+    allowed
+        .dir
+        .write("shown", "sandbox = false\nbuild-users-group =\n");
+    assert_ran_past_the_refusal(&allowed, &build(true));
+}
+
+/// `build` was not refused: as root it ran Nix; otherwise it failed only on the GC root
+/// directory, which is the test's, not root's (`builds_go_only_into_a_gc_root_directory_...`).
+#[track_caller]
+fn assert_ran_past_the_refusal(h: &Helper, build: &Request<'_>) {
+    let (outcome, why) = h.ask(build, &[]);
+    if nix::unistd::geteuid().is_root() {
+        assert_eq!(outcome, Outcome::Exited(0), "{why}");
+        assert!(h.calls().contains("nix build"), "{}", h.calls());
+    } else {
+        assert_eq!(outcome, Outcome::Failed, "{why}");
+        assert!(why.contains("GC root directory"), "{why}");
+    }
 }

@@ -29,18 +29,23 @@ use std::time::Duration;
 const NOBODY: u32 = 65534;
 
 /// A trap for the daemon's own tools: records that it was called, and fails. Reading Nix's
-/// configuration at start (`nix show-config`, the systems it builds for) is the daemon's own, as
-/// `nix-store --dump` is: read-only, nothing the helper guards; it fails here without a record.
-const TRAP: &str = "#!/bin/sh\ncase \"$*\" in *show-config*) exit 1;; esac\n\
+/// configuration at start (`nix show-config`: the systems it builds for, whether builders run as
+/// build users) is the daemon's own, as `nix-store --dump` is: read-only, nothing the helper
+/// guards; here it answers, without a record, as a Nix with build users.
+const TRAP: &str =
+    "#!/bin/sh\ncase \"$*\" in *show-config*) echo 'build-users-group = nixbld'; exit 0;; esac\n\
 echo \"$0 $*\" >> \"$(dirname \"$0\")/daemon-calls\"\nexit 1\n";
 
 /// A stand-in collector: records its run and says what it freed.
 const COLLECTOR: &str = "#!/bin/sh\necho run >> \"$(dirname \"$0\")/gc-runs\"\n\
                          echo '3 store paths deleted, 2.00 MiB freed'\n";
 
-/// A stand-in `nix`: records its command line, says it is building on stderr (the build log),
-/// and prints one built output.
-const NIX: &str = "#!/bin/sh\necho \"nix $*\" >> \"$(dirname \"$0\")/calls\"\n\
+/// A stand-in `nix`: a Nix with build users when asked for its configuration (the helper asks
+/// before a build); otherwise records its command line, says it is building on stderr (the build
+/// log), and prints one built output.
+const NIX: &str =
+    "#!/bin/sh\ncase \"$*\" in *show-config*) echo 'build-users-group = nixbld'; exit 0;; esac\n\
+                   echo \"nix $*\" >> \"$(dirname \"$0\")/calls\"\n\
                    echo 'building web' >&2\n\
                    echo '[{\"drvPath\":\"/nix/store/0123456789abcdfghijklmnpqrsvwxyz-web.drv\",\
                    \"outputs\":{\"out\":\"/nix/store/0123456789abcdfghijklmnpqrsvwxyz-web\"}}]'\n";

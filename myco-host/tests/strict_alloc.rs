@@ -58,8 +58,10 @@ use std::time::Duration;
 const ROUNDS: u64 = 60;
 
 /// A stand-in `nix build`: makes the `--out-link` GC root and prints one output, as Nix does,
-/// unless the flake reference names `broken`, which fails like a fetch that went wrong.
+/// unless the flake reference names `broken`, which fails like a fetch that went wrong. Asked
+/// for its configuration, it is a Nix with build users.
 const NIX_STAND_IN: &str = r#"#!/bin/sh
+case "$*" in *show-config*) echo 'build-users-group = nixbld'; exit 0 ;; esac
 for arg; do uri="$arg"; done
 case "$uri" in *broken*) echo "error: cannot fetch $uri" >&2; exit 1 ;; esac
 while [ $# -gt 0 ]; do [ "$1" = --out-link ] && link="$2"; shift; done

@@ -96,6 +96,7 @@ fn executor(dir: &TempDir, systemctl: &std::path::Path) -> Executor {
                 timeout_ms: 1_000,
                 local: true,
                 builder: false,
+                allow_root_builds: false,
             },
             gc: GcConfig {
                 store_dir: dir.join("no-store"),

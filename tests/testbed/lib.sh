@@ -304,7 +304,11 @@ box_files() {
 	! box_is_nat "$i" || [[ ${NAT_DETECT:-0} == 1 ]] || args+=" --behind-nat"
 	args+=" --reserve-bytes $TESTBED_RESERVE_BYTES${TESTBED_ARGS:+ $TESTBED_ARGS}"
 	args+="${TESTBED_BOX_ARGS[i]:+ ${TESTBED_BOX_ARGS[i]}}"
+	# The boxes' offline Nix (tests/nix/conf) has neither build users nor the sandbox: builds
+	# there run as root, which the daemon and the helper each refuse unless told.
+	args+=" --allow-root-builds"
 	sed -E -e "s/^MYCO_OPERATOR=.*/MYCO_OPERATOR=$TESTBED_OPERATOR/" -e "s/^MYCO_ARGS=.*/MYCO_ARGS=$args/" \
+		-e "s/^MYCO_PRIV_ARGS=.*/MYCO_PRIV_ARGS=--allow-root-builds/" \
 		"$TESTBED_REPO/systemd/myco-d.env.example" >"$dir/etc-myco/myco-d.env"
 	chmod 0644 "$dir/etc-myco/myco-d.env"
 }

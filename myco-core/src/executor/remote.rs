@@ -70,7 +70,48 @@ impl Default for BuildMode {
     }
 }
 
+/// What the operator says of builds on this box: `--build local|remote`, `--builder` and
+/// `--allow-root-builds`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BuildFlags {
+    /// `--build local` (the default): Nix may build here.
+    pub local: bool,
+    /// `--builder`: build for peers that ask.
+    pub builder: bool,
+    /// `--allow-root-builds`: build even where Nix runs builders as root outside a sandbox.
+    pub allow_root_builds: bool,
+}
+
 impl BuildMode {
+    /// How a box builds, from its flags, its certificate's arch (`own`) and what `nix
+    /// show-config` printed (`shown`; empty if it could not run). The box's own outputs are for
+    /// `own`, or Nix's `system` if that is `Any`; a box whose own system is not among Nix's
+    /// builds nothing itself. A builder builds for every system its Nix builds, whatever its
+    /// certificate says (docs/nix.md, "Which systems"). Where Nix would run builders as root
+    /// with the whole box in view ([`Isolation::builders_run_as_root`], which an output that
+    /// names neither setting also is) and the operator did not allow it, the box builds nothing,
+    /// for itself or for peers: it only fetches, and asks builders (docs/nix.md, "Builders as
+    /// root").
+    pub fn decide(flags: BuildFlags, own: Arch, shown: &[u8]) -> BuildMode {
+        let systems = parse_systems(shown);
+        let system = match own {
+            Arch::Any => parse_native_system(shown),
+            own => own,
+        };
+        let own_bit = system_bit(system);
+        let runs_own = systems == 0 || own_bit == 0 || systems & own_bit != 0;
+        let may_build = flags.allow_root_builds || !Isolation::parse(shown).builders_run_as_root();
+        BuildMode {
+            local: flags.local && runs_own && may_build,
+            builds: if flags.builder && may_build {
+                systems
+            } else {
+                0
+            },
+            system,
+        }
+    }
+
     /// The system `node`'s own builds are for: the one the host set, else its certificate's.
     pub fn system_of(self, node: &Node) -> Arch {
         match self.system {
@@ -413,13 +454,9 @@ pub fn parse_native_system(text: &[u8]) -> Arch {
 /// Calls `f(is the system line, system)` for each fleet system on the `system` and
 /// `extra-platforms` lines of `text`.
 fn for_config_words(text: &[u8], mut f: impl FnMut(bool, Arch)) {
-    for line in text.split(|&b| b == b'\n') {
-        let Some(at) = line.iter().position(|&b| b == b'=') else {
-            continue;
-        };
-        let (key, words) = (trim(&line[..at]), &line[at + 1..]);
+    for_config_lines(text, |key, words| {
         if key != b"system" && key != b"extra-platforms" {
-            continue;
+            return;
         }
         for word in words.split(|&b| b == b' ' || b == b'\t') {
             let system = match trim(word) {
@@ -429,6 +466,46 @@ fn for_config_words(text: &[u8], mut f: impl FnMut(bool, Arch)) {
             };
             f(key == b"system", system);
         }
+    });
+}
+
+/// Calls `f(key, value)`, both trimmed, for each `key = value` line of `text`.
+fn for_config_lines(text: &[u8], mut f: impl FnMut(&[u8], &[u8])) {
+    for line in text.split(|&b| b == b'\n') {
+        let Some(at) = line.iter().position(|&b| b == b'=') else {
+            continue;
+        };
+        f(trim(&line[..at]), trim(&line[at + 1..]));
+    }
+}
+
+/// How Nix on a box keeps the builders it runs from the box, as `nix show-config` says.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Isolation {
+    /// `sandbox = true` (or `relaxed`): a builder runs in namespaces that hold only its inputs.
+    pub sandbox: bool,
+    /// `build-users-group` names a group: a builder runs as one of its unprivileged users.
+    pub build_users: bool,
+}
+
+impl Isolation {
+    /// Reads the `sandbox` and `build-users-group` lines of `nix show-config`'s output; a line
+    /// missing or garbled reads as the setting off, so an output that cannot be read (Nix did
+    /// not run, or printed something else) is the unisolated case, never the isolated one.
+    pub fn parse(text: &[u8]) -> Isolation {
+        let mut isolation = Isolation::default();
+        for_config_lines(text, |key, value| match key {
+            b"sandbox" => isolation.sandbox = matches!(value, b"true" | b"relaxed"),
+            b"build-users-group" => isolation.build_users = !value.is_empty(),
+            _ => {}
+        });
+        isolation
+    }
+
+    /// Nix runs a builder as root with the whole filesystem in view: neither a sandbox nor
+    /// build users. A flake built there could write `/etc` or read the node key.
+    pub fn builders_run_as_root(self) -> bool {
+        !self.sandbox && !self.build_users
     }
 }
 
@@ -471,5 +548,83 @@ fallback = false\nsystem = x86_64-linux\nsystem-features = benchmark big-paralle
             assert_eq!(parse_native_system(nothing), Arch::Any);
         }
         assert_eq!(parse_systems(b" system\t=  aarch64-linux\r\n"), 2);
+    }
+
+    /// Debian's `nix-bin` as the tests configure it, Nix's multi-user install, a sandbox
+    /// without build users, and outputs that do not say.
+    #[test]
+    fn isolation_from_show_config() {
+        let root =
+            Isolation::parse(b"sandbox = false\nbuild-users-group = \nsystem = x86_64-linux\n");
+        assert!(root.builders_run_as_root());
+        let multi = Isolation::parse(b"build-users-group = nixbld\nsandbox = true\n");
+        assert_eq!(
+            multi,
+            Isolation {
+                sandbox: true,
+                build_users: true
+            }
+        );
+        let sandboxed = Isolation::parse(b"build-users-group =\r\nsandbox = relaxed\r\n");
+        assert!(sandboxed.sandbox && !sandboxed.build_users);
+        assert!(!sandboxed.builders_run_as_root());
+        let users = Isolation::parse(b"sandbox = false\nbuild-users-group = nixbld\n");
+        assert!(!users.builders_run_as_root());
+        for unsaid in [
+            &b""[..],
+            b"[]\n",
+            b"sandbox-fallback = true\n",
+            b"sandbox true\nbuild-users-group\n",
+            b"sandbox = truee\nsandboxes = true\nbuild-users-groups = nixbld\n",
+        ] {
+            assert!(
+                Isolation::parse(unsaid).builders_run_as_root(),
+                "{unsaid:?}"
+            );
+        }
+    }
+
+    /// Where Nix runs builders as root, a box builds nothing, for itself or for peers, unless
+    /// the operator allows it; elsewhere its flags decide.
+    #[test]
+    fn builders_as_root_build_only_where_allowed() {
+        let root = b"sandbox = false\nbuild-users-group =\nsystem = x86_64-linux\n\
+extra-platforms = aarch64-linux\n";
+        let isolated = b"sandbox = true\nbuild-users-group = nixbld\nsystem = x86_64-linux\n\
+extra-platforms = aarch64-linux\n";
+        let flags = |allow_root_builds| BuildFlags {
+            local: true,
+            builder: true,
+            allow_root_builds,
+        };
+        let refused = BuildMode::decide(flags(false), Arch::X86_64, root);
+        assert_eq!((refused.local, refused.builds), (false, 0));
+        let allowed = BuildMode::decide(flags(true), Arch::X86_64, root);
+        assert_eq!((allowed.local, allowed.builds), (true, 3));
+        let isolated_mode = BuildMode::decide(flags(false), Arch::Any, isolated);
+        assert_eq!(
+            isolated_mode,
+            BuildMode {
+                local: true,
+                builds: 3,
+                system: Arch::X86_64
+            }
+        );
+        let unanswered = BuildMode::decide(flags(false), Arch::Aarch64, b"");
+        assert_eq!((unanswered.local, unanswered.builds), (false, 0));
+        let remote = BuildFlags {
+            local: false,
+            builder: false,
+            allow_root_builds: true,
+        };
+        let remote_mode = BuildMode::decide(remote, Arch::X86_64, isolated);
+        assert_eq!((remote_mode.local, remote_mode.builds), (false, 0));
+        // A box whose own system its Nix does not build builds nothing itself, as before.
+        let arm_box = BuildMode::decide(
+            flags(false),
+            Arch::Aarch64,
+            b"sandbox = true\nsystem = x86_64-linux\n",
+        );
+        assert_eq!((arm_box.local, arm_box.builds), (false, 1));
     }
 }

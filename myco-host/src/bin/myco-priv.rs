@@ -30,6 +30,10 @@ Usage: myco-priv --operator HEX (--allow-uid UID | --allow-user NAME) [OPTIONS]
   --gcroot-dir DIR       where builds link their results (the daemon's --gcroot-dir)
                          [/var/lib/myco-gcroots]; only root may replace it
                          (builds into it are refused otherwise)
+  --allow-root-builds    run builds that may build here even where 'nix show-config' names
+                         neither 'sandbox = true' nor a 'build-users-group' (Nix then runs
+                         builders as root with the whole box in view); refused otherwise, and
+                         fetches (which run no builder) always pass
   --systemctl, --journalctl, --systemd-run, --nix, --nix-collect-garbage, --nix-store PATH
                          the programs run [found on PATH]
   -h, --help             this text
@@ -85,6 +89,7 @@ fn parse(mut args: pico_args::Arguments) -> Result<(Config, Option<PathBuf>), St
         _ => return Err("give exactly one of --allow-uid and --allow-user".into()),
     };
     let mut config = Config::new(uid, operator);
+    config.allow_root_builds = args.contains("--allow-root-builds");
     let listen = args.opt_value_from_str("--listen").map_err(text)?;
     for (flag, field) in [
         ("--unit-dir", &mut config.unit_dir),

@@ -16,14 +16,13 @@ use crate::flight::{Level, Logger};
 use crate::path::{read_link_at, Lossy, StackPath, PATH_BYTES_MAX};
 use crate::privileged::client::Client;
 use crate::spawn::{self, Argv, ArgvFull, Child, Output};
-use myco_core::executor::remote::{parse_native_system, parse_systems};
+use myco_core::executor::remote::{parse_systems, BuildFlags, Isolation};
 use myco_core::executor::BuildMode;
 use myco_core::executor::{
     is_root_of, out_of_program, parse_build_json, LogScan, Name, Provenance, RootName, Substitute,
 };
 use myco_core::privileged::{Checked, Request};
 use myco_core::schema::entry::Arch;
-use myco_core::schema::message::system_bit;
 use myco_core::unit::{unit_name, UNIT_BYTES_MAX};
 use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
@@ -61,41 +60,45 @@ pub struct BuildConfig {
     pub local: bool,
     /// `--builder`: build for peers that ask.
     pub builder: bool,
+    /// `--allow-root-builds`: build even where Nix runs builders as root outside a sandbox.
+    pub allow_root_builds: bool,
 }
 
-/// How this box builds (`executor::remote::BuildMode`): `--build`, `--builder`, and the systems
-/// its Nix builds for, read once at start from `nix show-config`. The box's own outputs are for
-/// its certificate's arch (`own`), or Nix's `system` if that says `any`; a box whose own system
-/// is not among Nix's builds nothing itself. A builder builds for every system its Nix builds
-/// (`system` and `extra-platforms`), whatever its certificate says: the certificate states what
-/// the box runs, and placement follows it; what it compiles for others is the operator's
-/// `--builder` and `extra-platforms` on that box (docs/nix.md, "Which systems").
+impl BuildConfig {
+    /// The flags the core's `BuildMode::decide` reads.
+    pub fn flags(&self) -> BuildFlags {
+        BuildFlags {
+            local: self.local,
+            builder: self.builder,
+            allow_root_builds: self.allow_root_builds,
+        }
+    }
+}
+
+/// How this box builds (`BuildMode::decide`, in the core): `--build`, `--builder`,
+/// `--allow-root-builds`, and what `nix show-config` says, read once at start: the systems Nix
+/// builds for and whether it keeps builders from the box (a sandbox, or build users).
 pub fn build_mode(config: &BuildConfig, own: Arch, log: &Logger) -> BuildMode {
     let shown = nix_show_config(&config.nix).unwrap_or_default();
-    let systems = parse_systems(&shown);
-    if systems == 0 {
+    if parse_systems(&shown) == 0 {
         log.log(
             Level::Warning,
             format_args!("'{} show-config' names no system this fleet runs (x86_64-linux, aarch64-linux): builds here as --build says; no builds for peers", config.nix),
         );
     }
-    let system = match own {
-        Arch::Any => parse_native_system(&shown),
-        own => own,
-    };
-    let own_bit = system_bit(system);
-    let runs_own = systems == 0 || own_bit == 0 || systems & own_bit != 0;
-    let mode = BuildMode {
-        local: config.local && runs_own,
-        builds: if config.builder { systems } else { 0 },
-        system,
-    };
+    let mode = BuildMode::decide(config.flags(), own, &shown);
+    if !config.allow_root_builds && Isolation::parse(&shown).builders_run_as_root() {
+        log.log(
+            Level::Warning,
+            format_args!("'{} show-config' names neither 'sandbox = true' nor a 'build-users-group': Nix would run builders as root with the whole box in view, so this box builds nothing (it fetches from peers and asks builders); configure Nix with build users, or pass --allow-root-builds (docs/nix.md, \"Builders as root\")", config.nix),
+        );
+    }
     log.log(
         Level::Info,
         format_args!(
             "builds: {} here, for {}; for peers: {}",
             if mode.local { "local" } else { "none (remote)" },
-            system.nix_system().unwrap_or("Nix's own system"),
+            mode.system.nix_system().unwrap_or("Nix's own system"),
             match mode.builds {
                 0 => "no",
                 1 => "x86_64-linux",
@@ -107,16 +110,20 @@ pub fn build_mode(config: &BuildConfig, own: Arch, log: &Logger) -> BuildMode {
     mode
 }
 
-/// What `nix show-config` prints (read by [`parse_systems`]); `None` if it cannot run or does not
-/// answer within `SHOW_CONFIG_WAIT`. Once, at start, before the daemon is ready: a Nix that hangs
-/// (a stuck store lock, a broken daemon socket) must delay the start by seconds, not forever.
-fn nix_show_config(nix: &str) -> Option<Vec<u8>> {
+/// What `nix show-config` prints (read by [`parse_systems`] and [`Isolation::parse`]); `None` if
+/// it cannot run or does not answer within `SHOW_CONFIG_WAIT`. The daemon asks once, at start,
+/// before it is ready: a Nix that hangs (a stuck store lock, a broken daemon socket) must delay
+/// the start by seconds, not forever; `myco-priv` asks before each build that may run builders.
+/// `NIX_CONFIG` is left out, as the transient unit a build runs in leaves it out
+/// (`transient::PASSED_ENV`): the answer is about the configuration the build will see.
+pub fn nix_show_config(nix: &str) -> Option<Vec<u8>> {
     let child = std::process::Command::new(nix)
         .args([
             "--extra-experimental-features",
             "nix-command",
             "show-config",
         ])
+        .env_remove("NIX_CONFIG")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())

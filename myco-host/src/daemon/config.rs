@@ -86,6 +86,10 @@ Options:
                         'extra-platforms = aarch64-linux' to nix.conf (with binfmt) to build
                         for aarch64 boards; the results are served from the cache, so
                         --cache-listen must not be off
+  --allow-root-builds   Build (here and for peers) even where 'nix show-config' names neither
+                        'sandbox = true' nor a 'build-users-group': Nix then runs builders as
+                        root with the whole box in view. Without it such a box builds nothing
+                        and only fetches; myco-priv refuses such builds unless it has the flag
   --dns ADDR|off        Answer *.myco DNS on ADDR, UDP and TCP; repeatable, twice at most
                         (default 127.0.0.1:53 and [::1]:53; an address that cannot be bound is
                         logged and left out; below port 1024 needs CAP_NET_BIND_SERVICE)
@@ -375,6 +379,7 @@ fn executor(args: &mut Arguments) -> Result<Option<ExecutorConfig>, UsageError> 
             }
         },
         builder: args.contains("--builder"),
+        allow_root_builds: args.contains("--allow-root-builds"),
     };
     match kind.as_deref() {
         None | Some("systemd") => Ok(Some(ExecutorConfig {
