@@ -4,7 +4,8 @@
 # the shipped unit to prove that it notices a change.
 #
 # The reference box is a shipped install whose /etc/myco/myco-d.env sets MYCO_OPERATOR to
-# `operator` and MYCO_ARGS to `args` below. nix/unit.nix with the matching settings must render,
+# `operator`, MYCO_ARGS to `args` below and MYCO_PRIV_ARGS to nothing (NixOS's Nix has build
+# users and the sandbox, so its helper needs no --allow-root-builds). nix/unit.nix with the matching settings must render,
 # section by section, the same directives with the same values in the same order, except for
 # EnvironmentFile= (the module has none) and ExecStart=, which must be the shipped command line
 # with the variables expanded and /usr/bin/myco-d replaced by the package's binary.
@@ -123,8 +124,8 @@ let
     Service = asLines privRendered.service.serviceConfig;
   };
   privExpectedExecStart = map
-    (line: builtins.replaceStrings [ "/usr/bin/myco-priv" "\${MYCO_OPERATOR}" ]
-      [ "${package}/bin/myco-priv" operator ] line + " --unit-dir ${unitDir}")
+    (line: builtins.replaceStrings [ "/usr/bin/myco-priv" "\${MYCO_OPERATOR}" " $MYCO_PRIV_ARGS" ]
+      [ "${package}/bin/myco-priv" operator "" ] line + " --unit-dir ${unitDir}")
     (privService.Service.ExecStart or [ ]);
 in
 compareFile "systemd/myco-d.service" shipped declared { Service = [ "EnvironmentFile" "ExecStart" ]; }
