@@ -14,7 +14,7 @@ pub const AUDIT_HELP: &str = "\
 Usage: myco audit [--json] [--follow] [--lines N] [--socket PATH]
 
 Prints the audit log of this box: one line for each deployment outcome it applied (built,
-started, build-failed, removed, rolled-back), with the time, service, version, signing key id,
+started, rewritten, build-failed, removed, rolled-back), with the time, service, version, signing key id,
 entry digest, locked flake reference, rev, narHash and store path, as myco-d's GET /audit serves
 it, and exits at its end. With --follow, keeps printing new outcomes until interrupted.
 

@@ -34,6 +34,9 @@ pub enum AuditOutcome {
     Built,
     /// Its unit was written and is being started or restarted.
     Started,
+    /// Its unit was written for a version that changes nothing it runs (scaling, or the same
+    /// manifest deployed again): systemd reloads it, nothing restarts it.
+    Rewritten,
     /// Its flake output could not be built; nothing changed.
     BuildFailed,
     /// It is no longer placed here: stopped, disabled and its unit deleted.
@@ -46,12 +49,13 @@ pub enum AuditOutcome {
 }
 
 impl AuditOutcome {
-    /// A unit file was written: a version started, or the version before a held one again.
-    pub fn written(rollback: bool) -> AuditOutcome {
-        if rollback {
-            AuditOutcome::RolledBack
-        } else {
-            AuditOutcome::Started
+    /// A unit file was written: a version started, the version before a held one again, or a
+    /// version that changes nothing the unit runs (`in_place`).
+    pub fn written(rollback: bool, in_place: bool) -> AuditOutcome {
+        match (rollback, in_place) {
+            (true, _) => AuditOutcome::RolledBack,
+            (false, true) => AuditOutcome::Rewritten,
+            (false, false) => AuditOutcome::Started,
         }
     }
 
@@ -59,6 +63,7 @@ impl AuditOutcome {
         match self {
             AuditOutcome::Built => "built",
             AuditOutcome::Started => "started",
+            AuditOutcome::Rewritten => "rewritten",
             AuditOutcome::BuildFailed => "build-failed",
             AuditOutcome::Removed => "removed",
             AuditOutcome::RolledBack => "rolled-back",

@@ -3,8 +3,9 @@
 //! (reload before enable, restart on a new version, disable before delete), health read back.
 //! The testbed (tests/testbed) runs the same code under a real systemd.
 
+use myco_core::schema::entry::{ServiceSpec, Source};
 use myco_testkit::daemon::Daemon;
-use myco_testkit::entries::entry;
+use myco_testkit::entries::{entry, exec_entry, signed_service, TRUE_PATH};
 use myco_testkit::keys::operator;
 use myco_testkit::wait_until;
 use std::fs;
@@ -76,7 +77,8 @@ fn a_failing_version_goes_back_and_the_rollout_holds() {
     };
     wait_until(Duration::from_secs(10), "and restarted", || restarts() == 2);
 
-    assert_eq!(d.deploy(&entry(&op, "web", 3)).0, 200);
+    // Another program: version 3 differs from version 1 in more than its clock, so it restarts.
+    assert_eq!(d.deploy(&exec_entry(&op, "web", 3, "/bin/true")).0, 200);
     wait_until(
         Duration::from_secs(30),
         "version 3 rolls out and settles",
@@ -142,8 +144,8 @@ fn units_follow_the_desired_state() {
         .1
         .contains("myco_units{state=\"running\"} 1"));
 
-    // A new version rewrites the unit and restarts it.
-    assert_eq!(d.deploy(&entry(&op, "web", 2)).0, 200);
+    // A new version that changes the unit rewrites it and restarts it.
+    assert_eq!(d.deploy(&exec_entry(&op, "web", 2, "/bin/true")).0, 200);
     wait_until(Duration::from_secs(10), "the new version restarts", || {
         calls(d.dir.path())
             .iter()
@@ -177,6 +179,48 @@ fn units_follow_the_desired_state() {
         "stopped before its file went"
     );
     assert!(!d.dir.path().join("units/.myco-web.service.tmp").exists());
+}
+
+/// A version that changes only how many copies run (or nothing at all) rewrites the unit, which
+/// names its version, and reloads systemd, but restarts nothing: scaling restarts no running
+/// copy. The rewrite is audited as such and counted.
+#[test]
+fn a_version_that_only_scales_is_written_and_not_restarted() {
+    let op = operator();
+    let mut d = Daemon::new("executor-scale", &op, 23);
+    start(&mut d);
+    let unit = d.dir.path().join("units/myco-web.service");
+    assert_eq!(d.deploy(&entry(&op, "web", 1)).0, 200);
+    wait_until(Duration::from_secs(30), "version 1 settles", || {
+        d.get("/services/web")
+            .1
+            .contains(r#""rollout":{"state":"done"}"#)
+    });
+    let mut scaled = ServiceSpec::minimal(Source::Exec { path: TRUE_PATH });
+    scaled.replicas = 3;
+    assert_eq!(
+        d.deploy(&signed_service(&op, "web", 2, Some(scaled))).0,
+        200
+    );
+    wait_until(
+        Duration::from_secs(10),
+        "the scaled version is written",
+        || fs::read_to_string(&unit).is_ok_and(|t| t.contains("X-Myco-Clock=2")),
+    );
+    wait_until(Duration::from_secs(10), "systemd reloads it", || {
+        calls(d.dir.path())
+            .last()
+            .is_some_and(|c| c == "daemon-reload")
+    });
+    assert_eq!(
+        calls(d.dir.path()),
+        ["enable --now myco-web.service", "daemon-reload"],
+        "not restarted"
+    );
+    let audit = fs::read_to_string(d.dir.path().join("audit.log")).unwrap();
+    assert!(audit.contains(r#""outcome":"rewritten""#), "{audit}");
+    assert_eq!(d.metric("myco_units_rewritten_total"), 1.0);
+    assert_eq!(d.metric("myco_units_written_total"), 2.0);
 }
 
 #[test]

@@ -113,6 +113,8 @@ pub struct Report {
     /// executors count them; a crashed node's count starts again).
     pub health_checks: u64,
     pub health_restarts: u64,
+    /// Units written for a scaled version (one that changes nothing they run), not restarted.
+    pub units_in_place: u64,
     /// Flake builds made on their box, and substituted from a peer's cache; builds made on their
     /// box while an up peer held the version (`executors/p2p.rs`).
     pub builds_local: u64,
@@ -617,6 +619,7 @@ impl Cluster {
         report.executor_commands = self.exec.commands;
         report.health_checks = self.exec.health_checks;
         report.health_restarts = self.exec.health_restarts();
+        report.units_in_place = self.exec.units_in_place();
         report.builds_local = self.exec.builds_local;
         report.builds_fetched = self.exec.builds_fetched;
         report.builds_local_held_by_peer = self.exec.builds_local_held_by_peer;
@@ -1213,6 +1216,20 @@ mod tests {
         let r = run(&s);
         assert_eq!(r.failure, None, "{}", s.command());
         assert_eq!(r.distinct_state_hashes, 1);
+    }
+
+    /// Updates that only scale their service (one in eight) are written without a restart on
+    /// the boxes that run the version they scale, among bad versions and faulty units, and the
+    /// run still passes every invariant: the same units, the bad versions held on the first wave.
+    #[test]
+    fn scaled_versions_restart_nothing_and_the_rollouts_hold() {
+        let mut s = Scenario::standard(3, 10, 100, 0.1);
+        s.updates = 200;
+        s.bad_update_ppm = 500_000;
+        s.unit_fault_ppm = 50_000;
+        let r = run(&s);
+        assert_eq!(r.failure, None, "{}", s.command());
+        assert!(r.units_in_place > 0, "no unit was written in place");
     }
 
     /// Power loss at random points (unsynced writes dropped, torn or bit-flipped) never loses a

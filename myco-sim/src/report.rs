@@ -142,7 +142,7 @@ pub fn json(s: &Scenario, r: &Report, wall_ms: u128) -> String {
             "\"acknowledged_deploys\":{},\"acknowledged_deploys_lost\":{},\"wal_truncations\":{},\"checkpoints\":{},",
             "\"adversary_frames_sent\":{},\"adversary_frames_accepted\":{},\"forged_slots_accepted\":{},",
             "\"refused_frames\":{},\"revocation_block\":{},\"refused_by_reason\":{{{}}},",
-            "\"placement_checks\":{},\"executor_checks\":{},\"executor_commands\":{},\"health_checks\":{},\"health_restarts\":{},\"builds_local\":{},\"builds_fetched\":{},\"builds_local_held_by_peer\":{},\"builds_remote\":{},\"builds_for_peers\":{},\"builds_for_other_systems\":{},\"remote_canary_holds\":{},\"killed_node\":{},\"services_replaced\":{},\"rounds_to_replace\":{},\"ms_to_replace\":{},\"profile\":\"{}\",",
+            "\"placement_checks\":{},\"executor_checks\":{},\"executor_commands\":{},\"health_checks\":{},\"health_restarts\":{},\"units_in_place\":{},\"builds_local\":{},\"builds_fetched\":{},\"builds_local_held_by_peer\":{},\"builds_remote\":{},\"builds_for_peers\":{},\"builds_for_other_systems\":{},\"remote_canary_holds\":{},\"killed_node\":{},\"services_replaced\":{},\"rounds_to_replace\":{},\"ms_to_replace\":{},\"profile\":\"{}\",",
             "{}{}",
             "\"trace_hash\":\"{:016x}\",\"wall_ms\":{},\"failure\":{}}}"
         ),
@@ -178,6 +178,7 @@ pub fn json(s: &Scenario, r: &Report, wall_ms: u128) -> String {
         r.executor_commands,
         r.health_checks,
         r.health_restarts,
+        r.units_in_place,
         r.builds_local,
         r.builds_fetched,
         r.builds_local_held_by_peer,
@@ -242,7 +243,7 @@ fn summary(s: &Scenario, r: &Report, wall_ms: u128) -> String {
         Some(f) => format!("FAILED: {f:?}\nreproduce with: {}", s.command()),
     };
     format!(
-        "{verdict}\n  {} nodes, {} services, loss {:.0}%: converged {} gossip rounds ({} ms each, profile {}) after the first deploy; {} ms simulated in all, boot and joins included; {} distinct state hash(es)\n  frames sent {} ({} bytes), lost {}, rumor frames dropped {}\n  placement: {} invariant check(s), {}\n  executors: {} commands, {} settle check(s) of enabled units and DNS answers, {} health checks, {} unhealthy units restarted\n  builds: {} made here, {} fetched from peers, {} made here while an up peer held the version\n  node state {} bytes, heap allocations after boot {}, trace hash {:016x}, wall {} ms",
+        "{verdict}\n  {} nodes, {} services, loss {:.0}%: converged {} gossip rounds ({} ms each, profile {}) after the first deploy; {} ms simulated in all, boot and joins included; {} distinct state hash(es)\n  frames sent {} ({} bytes), lost {}, rumor frames dropped {}\n  placement: {} invariant check(s), {}\n  executors: {} commands, {} settle check(s) of enabled units and DNS answers, {} health checks, {} unhealthy units restarted, {} units written for a scaled version without a restart\n  builds: {} made here, {} fetched from peers, {} made here while an up peer held the version\n  node state {} bytes, heap allocations after boot {}, trace hash {:016x}, wall {} ms",
         s.nodes,
         s.services,
         s.loss_ppm as f64 / 1e4,
@@ -261,6 +262,7 @@ fn summary(s: &Scenario, r: &Report, wall_ms: u128) -> String {
         r.executor_checks,
         r.health_checks,
         r.health_restarts,
+        r.units_in_place,
         r.builds_local,
         r.builds_fetched,
         r.builds_local_held_by_peer,

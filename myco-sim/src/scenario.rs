@@ -8,7 +8,7 @@ use crate::fleet;
 use myco_core::config::{Profile, ENTRY_BYTES_MAX, REPLICAS_MAX, WAL_CHECKPOINT_BYTES};
 use myco_core::crypto::{sign_entry, SigningKey};
 use myco_core::random::Prng;
-use myco_core::schema::entry::{Arch, EntryBody, Requirements, Version};
+use myco_core::schema::entry::{Arch, Entry, EntryBody, Requirements, Version};
 
 #[derive(Clone, Debug)]
 pub struct Scenario {
@@ -304,6 +304,40 @@ pub fn encode(
     out[..n].to_vec()
 }
 
+/// `earlier` (a signed entry) signed again by `operator` at `clock` with other replicas.
+fn scaled(earlier: &[u8], clock: u64, r: &mut Prng, operator: &SigningKey) -> Vec<u8> {
+    let mut body = Entry::decode(earlier).expect("the run's own entries").body;
+    let spec = body
+        .spec
+        .as_mut()
+        .expect("an update's earlier versions are services");
+    // One to four copies, as deploys mostly have, and never as many as before.
+    let other = 1 + r.below(4) as u8;
+    spec.replicas = if other == spec.replicas {
+        other % 4 + 1
+    } else {
+        other
+    };
+    body.version = Version {
+        clock,
+        key_id: operator.public_key().key_id(),
+    };
+    let mut out = [0u8; ENTRY_BYTES_MAX];
+    let n = sign_entry(operator, &body, &mut out).expect("simulated entries are valid");
+    out[..n].to_vec()
+}
+
+/// Whether two signed service entries make the same unit (`ServiceSpec::same_unit`).
+fn same_unit(a: &[u8], b: &[u8]) -> bool {
+    let (Ok(a), Ok(b)) = (Entry::decode(a), Entry::decode(b)) else {
+        return false;
+    };
+    match (a.body.spec, b.body.spec) {
+        (Some(a), Some(b)) => a.same_unit(&b),
+        _ => false,
+    }
+}
+
 /// The operations of `s`, sorted by time. Updates and deletes come after their service's deploy,
 /// and every version is unique, so the final state is the same whatever order nodes see them in.
 pub fn operations(s: &Scenario, operator: &SigningKey) -> Vec<Op> {
@@ -330,6 +364,13 @@ pub fn operations(s: &Scenario, operator: &SigningKey) -> Vec<Op> {
     }
     // Drawn apart, so the operations of a seed are what they were before bad versions existed.
     let mut badness = Prng::new(s.seed ^ 0x4241_4456);
+    // Drawn apart too: one update in eight only scales its service (an earlier version of it,
+    // signed again with other replicas), which boxes running that version apply without a
+    // restart (`ServiceSpec::same_unit`).
+    let mut scaling = Prng::new(s.seed ^ 0x5343_414c);
+    // Each service's versions so far, and whether each is bad.
+    let mut versions: Vec<Vec<(Vec<u8>, bool)>> =
+        ops.iter().map(|o| vec![(o.entry.clone(), false)]).collect();
     for k in 0..(s.updates + s.deletes) {
         if s.services == 0 {
             break;
@@ -339,18 +380,31 @@ pub fn operations(s: &Scenario, operator: &SigningKey) -> Vec<Op> {
         // The op index keeps clocks unique when two ops on one service share a millisecond.
         let clock = at_ms * 1000 + 2 + k as u64 % 997;
         let name = format!("svc-{i}");
-        let entry = encode(
+        let mut entry = encode(
             (s.seed, i as u64, &name),
             (clock, s.zones),
             k >= s.updates,
             &mut r,
             operator,
         );
+        let update = k < s.updates;
+        if update && scaling.chance(1, 8) {
+            let earlier = &versions[i][scaling.below(versions[i].len() as u64) as usize];
+            entry = scaled(&earlier.0, clock, &mut scaling, operator);
+        }
+        // A version is bad because what it runs fails: one that runs what an earlier version ran
+        // (as a scaled one does) is bad exactly when that one was.
+        let drawn_bad = update && badness.below(1_000_000) < s.bad_update_ppm;
+        let same = versions[i].iter().find(|v| same_unit(&v.0, &entry));
+        let bad = same.map_or(drawn_bad, |v| v.1);
+        if update {
+            versions[i].push((entry.clone(), bad));
+        }
         ops.push(Op {
             at_ms,
             node: r.below(s.nodes as u64) as usize,
             entry,
-            bad: k < s.updates && badness.below(1_000_000) < s.bad_update_ppm,
+            bad,
         });
     }
     ops.sort_by_key(|o| o.at_ms);

@@ -15,8 +15,12 @@
 #   myco-NAME.service on exactly 2 boxes, under a dynamic user, and stays on exactly 2;
 # - one of those boxes is cut off the network: the service runs on both remaining boxes again;
 # - the cut is healed: exactly 2 boxes run it again, and it stays so;
-# - a new version (a higher --clock) rolls out as a restart: every box that runs it has a new
-#   InvocationID, and every daemon lists the new version.
+# - scaling restarts nothing that runs: the same manifest with one replica more (and a higher
+#   --clock) starts it on one more box, and the boxes that ran it keep their process (the same
+#   InvocationID) while their unit files name the new version, which systemd has reloaded;
+# - a new version that changes what runs (another environment, back to 2 replicas) rolls out as a
+#   restart: every box that runs it has a new InvocationID, and every daemon lists the new
+#   version.
 #
 # Timings are printed, not judged (timing belongs in benchmarks): one line
 # - `dig @127.0.0.1 NAME.myco` in each box answers the boxes that run it, over UDP and TCP, and
@@ -77,8 +81,9 @@ manifest=$TESTBED_WORK/$service.json
 cat >"$manifest" <<EOF
 {"name": "$service", "exec": "/usr/bin/sleep", "args": ["infinity"], "replicas": $replicas}
 EOF
+# deploy CLOCK [MANIFEST]: through box 0's socket.
 deploy() {
-	"$TESTBED_WORK/bin/myco" deploy "$manifest" --operator-key "$TESTBED_WORK/operator.key" \
+	"$TESTBED_WORK/bin/myco" deploy "${2:-$manifest}" --operator-key "$TESTBED_WORK/operator.key" \
 		--clock "$1" --socket "$(box_socket 0)" >/dev/null
 }
 
@@ -165,10 +170,42 @@ settled_on_exactly "$replicas" \
 	|| fail "after the heal myco-$service.service did not stay on exactly $replicas boxes: now on '$running'"
 log "healed: on exactly $replicas boxes ($running) after $(ms_as_s "$heal_ms") s"
 
-# A new version: the same manifest with a higher clock. Every box that runs it afterwards must
-# have started it anew (a new InvocationID), not kept the old process.
+# Scaling: the same manifest with one replica more. The boxes that ran it keep their process
+# (their unit files are written for the new version and reloaded, not restarted); one more box
+# starts it.
 declare -A invocation
 for i in $running; do invocation[$i]=$(service_show "$i" "$service" InvocationID); done
+kept_boxes=$running
+scaled=$TESTBED_WORK/$service-scaled.json
+sed "s/\"replicas\": $replicas}/\"replicas\": $((replicas + 1))}/" "$manifest" >"$scaled"
+grep -q "\"replicas\": $((replicas + 1))}" "$scaled" || fail "cannot scale $manifest"
+# Every box that ran it runs the same process from a unit file of the scaled version that
+# systemd has loaded, and one more box runs it.
+scaled_in_place() {
+	local i show
+	runs_on_exactly $((replicas + 1)) || return 1
+	for i in $kept_boxes; do
+		show=$(box_exec "$i" systemctl show -p InvocationID -p NeedDaemonReload "myco-$service.service")
+		grep -qx "NeedDaemonReload=no" <<<"$show" || return 1
+		[[ $(box_exec "$i" sed -n 's/^X-Myco-Clock=//p' "/etc/systemd/system/myco-$service.service") \
+			== $((clock + 1)) ]] || return 1
+		grep -qx "InvocationID=${invocation[$i]}" <<<"$show" \
+			|| fail "box $i restarted myco-$service.service for a version that only scales it"
+	done
+}
+scaling=$(now_ms)
+deploy $((clock + 1)) "$scaled"
+wait_for "$wait_s" "scaled to $((replicas + 1)) boxes, the $replicas that ran it not restarted" \
+	scaled_in_place
+log "scaled: on boxes $running after $(ms_as_s $(($(now_ms) - scaling))) s; boxes $kept_boxes kept their process"
+clock=$((clock + 1))
+
+# A new version: another environment, and back to its replicas. Every box that runs it
+# afterwards must have started it anew (a new InvocationID), not kept the old process.
+for i in $running; do invocation[$i]=$(service_show "$i" "$service" InvocationID); done
+sed "s/}\$/, \"env\": {\"VERSION\": \"$((clock + 1))\"}}/" "$manifest" >"$manifest.new"
+mv "$manifest.new" "$manifest"
+grep -q '"env"' "$manifest" || fail "cannot change $manifest"
 # One `systemctl show` per box, so that state and invocation come from the same moment: a
 # restart in progress is never taken for a finished one.
 restarted() {

@@ -36,7 +36,9 @@ testbed_up "$box_count"
 testbed_has_executor || fail "the rollout test needs myco-d's systemd executor"
 
 manifest=$TESTBED_WORK/$service.json
-# write_manifest VARIANT: the service, a variant of http.server (`good` serves, `bad` exits).
+# write_manifest VARIANT [VERSION]: the service, a variant of http.server (`good` serves, `bad`
+# exits), with VERSION in its environment (a version that changed nothing it runs would be
+# written without a restart).
 write_manifest() {
 	local code
 	case $1 in
@@ -45,7 +47,7 @@ write_manifest() {
 	esac
 	cat >"$manifest" <<EOF
 {"name": "$service", "exec": "/usr/bin/python3", "args": ["-c", "$code"], "replicas": 3,
- "ports": [{"port": $port, "protocol": "tcp"}]}
+ "ports": [{"port": $port, "protocol": "tcp"}], "env": {"VERSION": "${2:-1}"}}
 EOF
 }
 # deploy CLOCK [ARGS]: through box 0's socket.
@@ -106,6 +108,7 @@ log "version $v1 runs on all $box_count boxes; the canary (first placed) is box 
 # --- a good version rolls out in waves -----------------------------------------------------------
 
 v2=$((v1 + 1))
+write_manifest good 2
 deploy "$v2" >/dev/null
 started=$(now_ms)
 declare -A took

@@ -240,6 +240,9 @@ pub enum Command<'a> {
         program: Option<&'a str>,
         /// The version before a held one, written back (`rollout.rs`).
         rollback: bool,
+        /// The unit differs from the one running only in the version it names (scaling, or a
+        /// deploy that changes nothing it runs): systemd reloads it, nothing restarts it.
+        in_place: bool,
     },
     /// Build `<uri>#<attr>` (a locked reference) at the lowest priority, with the out-link (the
     /// GC root) `root` in the GC root directory; report what `nix build --json` printed.
@@ -301,6 +304,9 @@ impl Outcome<'_> {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ExecutorStats {
     pub units_written: u64,
+    /// Of those, units written for a version that changes nothing they run (scaling): reloaded,
+    /// not restarted.
+    pub units_in_place: u64,
     pub units_removed: u64,
     pub systemctl_runs: u64,
     pub systemctl_failures: u64,
@@ -344,6 +350,9 @@ struct InFlight {
     count: usize,
     /// For a write: the digest recorded when it succeeds.
     digest: u64,
+    /// For a write over a running unit: the new unit differs from the old only in the version
+    /// it names (`same_unit`), so systemd reloads it and the unit is not restarted.
+    in_place: bool,
     /// When it was issued, for the `systemctl` timeout.
     issued_ms: u64,
 }
@@ -601,7 +610,7 @@ impl Executor {
         self.in_flight = None;
         self.idle_until_ms = 0;
         match done.step {
-            Step::Write => self.written(outcome.ok, done.digest),
+            Step::Write => self.written(outcome.ok, done.digest, done.in_place),
             Step::Delete => self.deleted(),
             Step::Rollback => self.rolled_back(now, outcome.ok, done.digest),
             Step::Systemctl(verb) => self.ran(now, verb, done.count, outcome),
@@ -1435,8 +1444,10 @@ impl Executor {
     fn issue<'a>(&'a mut self, now: Instant, step: Step, node: &'a Node) -> Issued<'a> {
         let token = self.next_token;
         self.next_token += 1;
+        let mut in_place = false;
         let write = (step == Step::Write).then(|| {
             let (entry, clock) = placed_entry(node, &self.writes[0]).expect("checked by next_step");
+            in_place = self.in_place(&self.writes[0], &entry);
             self.keep(&entry);
             self.lent = Some(entry);
             clock
@@ -1461,6 +1472,7 @@ impl Executor {
                     .filter(|_| write.is_some())
                     .map_or(0, |e| unit_digest(e)),
             },
+            in_place,
             issued_ms: now.0,
         });
         let command = match step {
@@ -1480,6 +1492,7 @@ impl Executor {
                     clock,
                     program: self.builds.program(name, digest),
                     rollback: false,
+                    in_place,
                 }
             }
             Step::Delete => {
@@ -1507,6 +1520,7 @@ impl Executor {
             clock: kept.entry.decode().body.version.clock,
             program: kept.program.as_deref(),
             rollback: true,
+            in_place: false,
         }
     }
 
@@ -1531,14 +1545,29 @@ impl Executor {
         }
     }
 
-    /// A unit file was written (or not): record the new unit or version.
-    fn written(&mut self, ok: bool, digest: u64) {
+    /// Whether the unit of `entry` may replace `name`'s running unit without a restart: the
+    /// version it runs is kept (`rollout::Kept`: written since this daemon started) and its unit
+    /// differs from the new one only in the version it names (`same_unit`).
+    fn in_place(&self, name: &str, entry: &EntryBytes) -> bool {
+        let Some(old) = self.unit(name).filter(|u| u.todo == Todo::None) else {
+            return false;
+        };
+        let digest = unit_digest(entry);
+        let mut kept = self.rollouts.kept.iter();
+        kept.find(|k| k.key == old.key && k.digest == old.digest)
+            .is_some_and(|k| same_unit(k, entry, self.builds.program(name, digest)))
+    }
+
+    /// A unit file was written (or not): record the new unit or version. `in_place`: the new
+    /// unit differs from the running one only in its version, so it is not restarted.
+    fn written(&mut self, ok: bool, digest: u64, in_place: bool) {
         let name = self.writes.remove(0);
         if !ok {
             return;
         }
         self.builds.forget(&name);
         self.stats.units_written += 1;
+        self.stats.units_in_place += u64::from(in_place);
         note(&mut self.changes, &name, true, "placed");
         self.health_changed = true;
         let key = key_hash(&name);
@@ -1552,13 +1581,16 @@ impl Executor {
                 // A new version's checks start over, with their grace.
                 u.probe = health::Probe::default();
                 // A unit not yet enabled, or already disabled, is enabled; a running one is
-                // restarted, from the new file, which systemd reads only on a reload.
+                // restarted, from the new file, which systemd reads only on a reload; one whose
+                // unit is the same but for its version is only reloaded (scaling restarts no
+                // copy that runs).
                 u.todo = match u.todo {
                     Todo::Start | Todo::Delete => Todo::Start,
+                    Todo::None if in_place => Todo::None,
                     Todo::None | Todo::Restart | Todo::Disable => Todo::Restart,
                 };
                 u.load = Load::Unknown;
-                self.needs_reload |= u.todo == Todo::Restart;
+                self.needs_reload |= u.todo == Todo::Restart || in_place;
             }
             None => {
                 let unit = Installed {
@@ -1721,6 +1753,19 @@ pub fn render_unit(
         program,
     };
     unit::render(entry.body.name, spec, &ctx, out)
+}
+
+/// Whether the unit of `new`, run from its built `program`, is the unit of the kept version
+/// `old` but for the version it names: the same service and program, and a spec that makes the
+/// same unit (`ServiceSpec::same_unit`: all but `replicas`).
+fn same_unit(old: &Kept, new: &EntryBytes, program: Option<&str>) -> bool {
+    let (old_entry, new_entry) = (old.entry.decode(), new.decode());
+    let (Some(was), Some(now)) = (&old_entry.body.spec, &new_entry.body.spec) else {
+        return false;
+    };
+    old_entry.body.name == new_entry.body.name
+        && old.program.as_deref() == program
+        && was.same_unit(now)
 }
 
 /// The digest a unit is compared by: of the entry it was rendered from (the text is a function

@@ -150,15 +150,22 @@ impl Bench {
 
     /// Signs and submits service `name` at `clock`, running `path`; returns its digest.
     fn deploy_named(&mut self, name: &str, clock: u64, path: &'static str) -> u64 {
+        self.deploy_replicas(name, clock, path, 1)
+    }
+
+    /// `deploy_named` with `replicas` copies.
+    fn deploy_replicas(&mut self, name: &str, clock: u64, path: &'static str, replicas: u8) -> u64 {
         use crate::schema::entry::{EntryBody, ServiceSpec, Source, Version};
         let op = crate::node::tests::operator();
+        let mut spec = ServiceSpec::minimal(Source::Exec { path });
+        spec.replicas = replicas;
         let body = EntryBody {
             name,
             version: Version {
                 clock,
                 key_id: op.public_key().key_id(),
             },
-            spec: Some(ServiceSpec::minimal(Source::Exec { path })),
+            spec: Some(spec),
         };
         let mut bytes = [0u8; 256];
         let len = crate::crypto::sign_entry(&op, &body, &mut bytes).unwrap();
@@ -595,4 +602,50 @@ fn a_placement_hint_that_changed_nothing_costs_no_round() {
     let issued = b.e.poll_command(Instant(b.now), &b.node);
     assert!(issued.is_some_and(|i| matches!(i.command, Command::WriteUnit { name: "db", .. })));
     assert!(b.e.take_health_changed(), "db is pending");
+}
+
+/// Scaling restarts no copy that runs: a version that differs from the running one only in
+/// `replicas` is written (its unit names the new version), systemd reloads it, and the unit is
+/// not restarted; a version that changes anything else is restarted as before. A unit found at
+/// boot runs a version this executor did not keep, so it cannot tell: restarted.
+#[test]
+fn a_version_that_only_scales_is_reloaded_not_restarted() {
+    use crate::config::{HEALTH_INTERVAL_MS, ROLLOUT_SETTLE_MS};
+    let settle = ROLLOUT_SETTLE_MS + 2 * HEALTH_INTERVAL_MS;
+    let mut b = Bench::new();
+    b.deploy(10, "/bin/v1");
+    b.run(settle);
+    assert_eq!(b.listed(), None, "runs, settled");
+    b.verbs.clear();
+    let scaled = b.deploy_replicas("web", 20, "/bin/v1", 3);
+    b.run(1_000);
+    assert_eq!(b.files["web"].0, scaled, "the unit names the new version");
+    assert!(b.verbs.contains(&Verb::Reload), "{:?}", b.verbs);
+    assert!(!b.verbs.contains(&Verb::Restart), "{:?}", b.verbs);
+    b.run(settle);
+    assert_eq!(b.listed(), None, "the scaled version runs, settled");
+    assert!(!b.verbs.contains(&Verb::Restart), "{:?}", b.verbs);
+
+    b.verbs.clear();
+    let changed = b.deploy_replicas("web", 30, "/bin/v3", 3);
+    b.run(1_000);
+    assert_eq!(b.files["web"].0, changed);
+    assert!(
+        b.verbs.contains(&Verb::Restart),
+        "a new program restarts: {:?}",
+        b.verbs
+    );
+    b.run(settle);
+
+    b.e = Executor::new(false);
+    assert!(b.e.handle_installed("web", changed));
+    b.run(settle);
+    b.verbs.clear();
+    b.deploy_replicas("web", 40, "/bin/v3", 2);
+    b.run(1_000);
+    assert!(
+        b.verbs.contains(&Verb::Restart),
+        "not kept: restarted: {:?}",
+        b.verbs
+    );
 }

@@ -264,6 +264,20 @@ impl<'a> ServiceSpec<'a> {
     }
 }
 
+impl ServiceSpec<'_> {
+    /// Whether `self` and `other` make the same unit: equal but for `replicas`, which only
+    /// placement reads (`unit::render` renders every other field, so a field added to the spec
+    /// counts as a difference until said otherwise here). A new version whose spec makes the
+    /// same unit as the running one is written without a restart (scaling restarts nothing).
+    pub fn same_unit(&self, other: &ServiceSpec<'_>) -> bool {
+        let scaled = ServiceSpec {
+            replicas: other.replicas,
+            ..self.clone()
+        };
+        scaled == *other
+    }
+}
+
 /// The signed part of an entry. `spec: None` is a tombstone.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EntryBody<'a> {

@@ -267,6 +267,7 @@ impl Executor {
                     clock,
                     program,
                     rollback,
+                    in_place,
                 } => write_unit(
                     &self.unit_dir,
                     self.text,
@@ -276,10 +277,10 @@ impl Executor {
                     self.privileged.as_ref().map(|c| (c, &mut *self.frame)),
                 )
                 .inspect(|()| {
-                    log_written(&self.log, name, start, clock);
+                    log_written(&self.log, name, (start, in_place), clock);
                     let mut entry = AuditEntry::of(entry, digest);
                     entry.store_path = program.and_then(|p| core::out_of_program(p, name));
-                    let outcome = AuditOutcome::written(rollback);
+                    let outcome = AuditOutcome::written(rollback, in_place);
                     audit(&mut self.audit, &self.log, name, outcome, &entry);
                 })
                 .is_ok(),
@@ -690,8 +691,12 @@ fn audit(
     }
 }
 
-fn log_written(log: &Logger, name: &str, start: bool, clock: u64) {
-    let what = if start { "starting" } else { "restarting for" };
+fn log_written(log: &Logger, name: &str, (start, in_place): (bool, bool), clock: u64) {
+    let what = match (start, in_place) {
+        (true, _) => "starting",
+        (false, true) => "not restarted (nothing it runs changed) for",
+        (false, false) => "restarting for",
+    };
     log.log(
         Level::Info,
         format_args!("service {name}: unit written, {what} version {clock}"),

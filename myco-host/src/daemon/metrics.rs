@@ -471,6 +471,12 @@ const UNITS: &[Family] = &[
         |s| s.executor.units_written.into(),
     ),
     one(
+        "myco_units_rewritten_total",
+        Counter,
+        "Of those, unit files written for a version that changes nothing the unit runs (scaling): reloaded, not restarted.",
+        |s| s.executor.units_in_place.into(),
+    ),
+    one(
         "myco_units_removed_total",
         Counter,
         "Units stopped and removed (no longer placed here).",

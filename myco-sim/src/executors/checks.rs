@@ -34,6 +34,13 @@ pub(crate) fn sick(seed: u64, key: u64, fault_ppm: u64) -> bool {
 }
 
 impl Executors {
+    /// Units written for a version that changes nothing they run (scaled), not restarted, as the
+    /// executors count them.
+    pub fn units_in_place(&self) -> u64 {
+        let boxes = self.boxes.iter();
+        boxes.map(|b| b.executor.stats.units_in_place).sum()
+    }
+
     /// Restarts of unhealthy units, as the executors count them.
     pub fn health_restarts(&self) -> u64 {
         let boxes = self.boxes.iter();
