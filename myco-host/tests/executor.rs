@@ -9,7 +9,7 @@ use myco_testkit::entries::{entry, exec_entry, signed_service, TRUE_PATH};
 use myco_testkit::keys::operator;
 use myco_testkit::wait_until;
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -30,6 +30,19 @@ fn start_with(d: &mut Daemon, extra: &[&str]) {
     d.start(d.executor_command(extra));
 }
 
+/// Starts `d` with the executor, deploys version 1 of `web` and waits until its rollout is done;
+/// the path of its unit file.
+fn started_with_web_settled(d: &mut Daemon, op: &myco_core::crypto::SigningKey) -> PathBuf {
+    start(d);
+    assert_eq!(d.deploy(&entry(op, "web", 1)).0, 200);
+    wait_until(Duration::from_secs(30), "version 1 settles", || {
+        d.get("/services/web")
+            .1
+            .contains(r#""rollout":{"state":"done"}"#)
+    });
+    d.dir.path().join("units/myco-web.service")
+}
+
 /// A new version that fails (the stand-in reports a unit running /bin/false failed) on this box,
 /// alone and so the first wave, goes back to the version before: the unit file is written again
 /// from the kept entry and restarted, `/services` says the rollout is held here with the reason,
@@ -39,14 +52,7 @@ fn a_failing_version_goes_back_and_the_rollout_holds() {
     use myco_testkit::entries::exec_entry;
     let op = operator();
     let mut d = Daemon::new("rollback", &op, 22);
-    start(&mut d);
-    let unit = d.dir.path().join("units/myco-web.service");
-    assert_eq!(d.deploy(&entry(&op, "web", 1)).0, 200);
-    wait_until(Duration::from_secs(30), "version 1 settles", || {
-        d.get("/services/web")
-            .1
-            .contains(r#""rollout":{"state":"done"}"#)
-    });
+    let unit = started_with_web_settled(&mut d, &op);
     let v1 = fs::read_to_string(&unit).unwrap();
 
     assert_eq!(d.deploy(&exec_entry(&op, "web", 2, "/bin/false")).0, 200);
@@ -188,14 +194,7 @@ fn units_follow_the_desired_state() {
 fn a_version_that_only_scales_is_written_and_not_restarted() {
     let op = operator();
     let mut d = Daemon::new("executor-scale", &op, 23);
-    start(&mut d);
-    let unit = d.dir.path().join("units/myco-web.service");
-    assert_eq!(d.deploy(&entry(&op, "web", 1)).0, 200);
-    wait_until(Duration::from_secs(30), "version 1 settles", || {
-        d.get("/services/web")
-            .1
-            .contains(r#""rollout":{"state":"done"}"#)
-    });
+    let unit = started_with_web_settled(&mut d, &op);
     let mut scaled = ServiceSpec::minimal(Source::Exec { path: TRUE_PATH });
     scaled.replicas = 3;
     assert_eq!(
