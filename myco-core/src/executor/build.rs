@@ -155,6 +155,19 @@ impl Builds {
         self.table.push(build).is_ok()
     }
 
+    /// Service `name` is to run the entry of digest `digest` with `program`, already built for
+    /// the version its unit runs (a version that only scales it): recorded as built, with no
+    /// build. False if the table is full.
+    pub fn adopt(&mut self, name: &str, digest: u64, program: &Program) -> bool {
+        if !self.want(name, digest) {
+            return false;
+        }
+        let b = self.get_mut(name).expect("just recorded");
+        b.state = BuildState::Built;
+        b.program.clone_from(program);
+        true
+    }
+
     /// Keeps only the records `wanted(key, name, digest)` still asks for.
     pub fn retain(&mut self, mut wanted: impl FnMut(u64, &str, u64) -> bool) {
         self.table.retain(|b| wanted(b.key, &b.name, b.digest));

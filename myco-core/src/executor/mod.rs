@@ -1109,7 +1109,9 @@ impl Executor {
                 // Held, or waiting for its wave (reconciled again soon, below).
             } else if let Some(digest) = self.unbuilt(node, &wanted, &name) {
                 moved = true;
-                if !self.builds.want(&name, digest) {
+                if self.reuse_program(node, &name, digest) {
+                    self.writes.push(name).expect("the plan fits the writes");
+                } else if !self.builds.want(&name, digest) {
                     // The builds table is full: a round after this cycle tries again.
                     self.rollouts.waiting = true;
                 }
@@ -1542,6 +1544,29 @@ impl Executor {
             todo,
             at,
             left: matching.min(UNITS_PER_COMMAND),
+        }
+    }
+
+    /// Whether the placed flake version of `name` (digest `digest`) makes the same unit as the
+    /// kept version its running unit was written from (it only scales the service): then it
+    /// runs the program already built, recorded as built for it, and no build runs.
+    fn reuse_program(&mut self, node: &Node, name: &str, digest: u64) -> bool {
+        let Some(unit) = self.unit(name).filter(|u| u.todo == Todo::None) else {
+            return false;
+        };
+        let mut kept = self.rollouts.kept.iter();
+        let Some(kept) = kept.find(|k| k.key == unit.key && k.digest == unit.digest) else {
+            return false;
+        };
+        let Some((entry, _)) = placed_entry(node, name) else {
+            return false;
+        };
+        match &kept.program {
+            Some(program) if same_unit(kept, &entry, Some(program)) => {
+                let program = program.clone();
+                self.builds.adopt(name, digest, &program)
+            }
+            _ => false,
         }
     }
 

@@ -122,6 +122,8 @@ struct Bench {
     loaded: std::collections::BTreeMap<std::string::String, u64>,
     /// The `systemctl` verbs run, in order.
     verbs: std::vec::Vec<Verb>,
+    /// The builds run: service and reference.
+    builds: std::vec::Vec<std::string::String>,
     /// Verbs that fail (exit non-zero, change nothing).
     failing: std::vec::Vec<Verb>,
     bad: std::vec::Vec<u64>,
@@ -138,6 +140,7 @@ impl Bench {
             files: std::collections::BTreeMap::new(),
             loaded: std::collections::BTreeMap::new(),
             verbs: std::vec::Vec::new(),
+            builds: std::vec::Vec::new(),
             failing: std::vec::Vec::new(),
             bad: std::vec::Vec::new(),
         }
@@ -155,9 +158,36 @@ impl Bench {
 
     /// `deploy_named` with `replicas` copies.
     fn deploy_replicas(&mut self, name: &str, clock: u64, path: &'static str, replicas: u8) -> u64 {
-        use crate::schema::entry::{EntryBody, ServiceSpec, Source, Version};
+        use crate::schema::entry::Source;
+        self.deploy_source(name, clock, Source::Exec { path }, replicas)
+    }
+
+    /// Signs and submits service `name` at `clock` with a flake locked to a commit of `rev`
+    /// bytes, `replicas` copies; returns its digest.
+    fn deploy_flake(&mut self, name: &str, clock: u64, rev: u8, replicas: u8) -> u64 {
+        use crate::config::{FLAKE_REV_BYTES, NAR_HASH_BYTES};
+        use crate::schema::entry::Source;
+        let hex = std::format!("{rev:02x}").repeat(FLAKE_REV_BYTES);
+        let uri = std::format!("git+file:///srv/{name}?rev={hex}");
+        let source = Source::Flake {
+            uri: &uri,
+            attr: "default",
+            rev: [rev; FLAKE_REV_BYTES],
+            nar_hash: [0x5c; NAR_HASH_BYTES],
+        };
+        self.deploy_source(name, clock, source, replicas)
+    }
+
+    fn deploy_source(
+        &mut self,
+        name: &str,
+        clock: u64,
+        source: crate::schema::entry::Source<'_>,
+        replicas: u8,
+    ) -> u64 {
+        use crate::schema::entry::{EntryBody, ServiceSpec, Version};
         let op = crate::node::tests::operator();
-        let mut spec = ServiceSpec::minimal(Source::Exec { path });
+        let mut spec = ServiceSpec::minimal(source);
         spec.replicas = replicas;
         let body = EntryBody {
             name,
@@ -167,7 +197,7 @@ impl Bench {
             },
             spec: Some(spec),
         };
-        let mut bytes = [0u8; 256];
+        let mut bytes = [0u8; 512];
         let len = crate::crypto::sign_entry(&op, &body, &mut bytes).unwrap();
         let mut sink = crate::node::tests::Recorder::default();
         self.node
@@ -182,6 +212,7 @@ impl Bench {
         let end = self.now + ms;
         while self.now < end {
             self.now += 100;
+            self.build();
             while let Some(issued) = self.e.poll_command(Instant(self.now), &self.node) {
                 let token = issued.token;
                 let (mut stdout, mut ok) = (std::string::String::new(), true);
@@ -202,7 +233,7 @@ impl Bench {
                     Command::RemoveUnitFile { .. }
                     | Command::Build { .. }
                     | Command::HealthCheck { .. } => {
-                        unreachable!("exec services placed for good, with no health check")
+                        unreachable!("services placed for good, with no health check; builds have a lane of their own")
                     }
                 }
                 let outcome = Outcome {
@@ -219,6 +250,29 @@ impl Bench {
                 self.e.report_status(&mut self.node, now, 0, &mut sink);
             }
         }
+    }
+
+    /// Runs the build due, if any, at once: Nix prints one output per commit (`rev` byte in the
+    /// reference), whose program the unit then runs.
+    fn build(&mut self) {
+        let Some(issued) = self.e.poll_build(Instant(self.now), &self.node) else {
+            return;
+        };
+        let Command::Build { name, uri, .. } = issued.command else {
+            unreachable!("the build lane issues builds")
+        };
+        self.builds.push(std::format!("{name} {uri}"));
+        let rev = &uri[uri.len() - 2..];
+        let out = std::format!("/nix/store/{rev}23456789abcdfghijklmnpqrsvwxyz-{name}");
+        let stdout = std::format!(r#"[{{"drvPath":"{out}.drv","outputs":{{"out":"{out}"}}}}]"#);
+        let outcome = Outcome {
+            ok: true,
+            stdout: stdout.as_bytes(),
+        };
+        let token = issued.token;
+        assert!(self
+            .e
+            .handle_command_done(Instant(self.now), token, outcome));
     }
 
     /// What the stand-in systemd does for `verb` on `units`, as systemd 252 does (checked on the
@@ -648,4 +702,31 @@ fn a_version_that_only_scales_is_reloaded_not_restarted() {
         "not kept: restarted: {:?}",
         b.verbs
     );
+}
+
+/// A flake version that only scales its service runs the program already built for the version
+/// its unit runs: no build, no restart. A new commit is built and restarted.
+#[test]
+fn a_flake_version_that_only_scales_is_not_built_again() {
+    use crate::config::{HEALTH_INTERVAL_MS, ROLLOUT_SETTLE_MS};
+    let settle = ROLLOUT_SETTLE_MS + 2 * HEALTH_INTERVAL_MS;
+    let mut b = Bench::new();
+    b.deploy_flake("web", 10, 0x11, 1);
+    b.run(settle);
+    assert_eq!(b.builds.len(), 1, "{:?}", b.builds);
+    assert_eq!(b.listed(), None, "runs, settled");
+    b.verbs.clear();
+    let scaled = b.deploy_flake("web", 20, 0x11, 3);
+    b.run(1_000);
+    assert_eq!(b.builds.len(), 1, "not built again: {:?}", b.builds);
+    assert_eq!(b.files["web"].0, scaled);
+    assert!(!b.verbs.contains(&Verb::Restart), "{:?}", b.verbs);
+    assert_eq!(b.e.stats.units_in_place, 1);
+    b.run(settle);
+    b.verbs.clear();
+    let next = b.deploy_flake("web", 30, 0x22, 3);
+    b.run(1_000);
+    assert_eq!(b.builds.len(), 2, "a new commit is built: {:?}", b.builds);
+    assert_eq!(b.files["web"].0, next);
+    assert!(b.verbs.contains(&Verb::Restart), "{:?}", b.verbs);
 }
