@@ -180,7 +180,7 @@ impl Helper {
         if let Err(refusal) = checked.check_descriptors(fds.len()) {
             return refused(refusal);
         }
-        if self.builds_as_root(&checked) {
+        if self.builds_as_root(&checked, argv) {
             return refused(Refusal::RootBuilds);
         }
         let work = run::Work {
@@ -197,19 +197,61 @@ impl Helper {
 
 impl Helper {
     /// `checked` is a build that may run builders here, where the operator did not allow root
-    /// builds and `nix show-config` (asked now, as the build would see it: the configuration
-    /// may have changed since the last build) does not say that Nix keeps builders from the box.
-    fn builds_as_root(&self, checked: &Checked<'_>) -> bool {
+    /// builds and `nix show-config` (asked now: the configuration may have changed since the last
+    /// build) does not say that Nix keeps builders from the box.
+    fn builds_as_root(&self, checked: &Checked<'_>, argv: &mut Argv) -> bool {
         let Checked::Build(build) = checked else {
             return false;
         };
         if !build.local || self.config.allow_root_builds {
             return false;
         }
-        let shown = crate::daemon::build::nix_show_config(&self.config.nix).unwrap_or_default();
+        let shown = self.nix_config(build.service, argv).unwrap_or_default();
         Isolation::parse(&shown).builders_run_as_root()
     }
+
+    /// What `nix show-config` prints where the build of `service` would run: in a transient
+    /// unit with the builds' environment (`transient`), as root with the whole box in view, not
+    /// in the helper's own sandbox, where Nix cannot read the hidden home directories its user
+    /// configuration lives in and fails. `None` if it cannot run or does not answer in time.
+    fn nix_config(&self, service: &str, argv: &mut Argv) -> Option<Vec<u8>> {
+        use std::os::unix::ffi::OsStrExt;
+        argv.clear();
+        let unit = crate::daemon::transient::Unit {
+            systemd_run: &self.config.systemd_run,
+            name: &[b"myco-nix-config-", service.as_bytes()],
+            runtime_max_s: Some(NIX_CONFIG_MAX_S),
+        };
+        crate::daemon::transient::push_prefix(argv, &unit, &self.env).ok()?;
+        let nix = self.config.nix.as_str();
+        for arg in [
+            nix,
+            "--extra-experimental-features",
+            "nix-command",
+            "show-config",
+        ] {
+            argv.push(&[arg.as_bytes()]).ok()?;
+        }
+        let mut args = argv.iter().map(std::ffi::OsStr::from_bytes);
+        let env = self.env.iter().filter_map(|kv| {
+            let (k, v) = kv.to_str().ok()?.split_once('=')?;
+            Some((k, v))
+        });
+        let child = std::process::Command::new(args.next()?)
+            .args(args)
+            .env_clear()
+            .envs(env)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .ok()?;
+        crate::daemon::build::output_within(child)
+    }
 }
+
+/// `RuntimeMaxSec=` of the unit that asks Nix for its configuration.
+const NIX_CONFIG_MAX_S: u64 = 10;
 
 /// One connection's share of the helper: a command-line buffer, given back when the connection
 /// ends, even if its thread panics, so the helper never runs out of slots for good.

@@ -694,6 +694,7 @@ fn under_a_real_systemd() {
     // the daemon's pipe.
     let collected = c.output(&Request::CollectGarbage);
     assert!(collected.contains("store paths deleted"), "{collected}");
+    builds_are_not_refused_where_nix_keeps_builders_from_the_box(&c, &operator());
 
     hostile_writes_are_refused(&c, &web, &text);
     // A new file under the running unit: systemd says the unit it holds needs the reload.
@@ -714,6 +715,28 @@ fn under_a_real_systemd() {
     ok(&Request::DaemonReload);
     let after = unit_output(UnitVerb::Show);
     assert!(after.contains("ActiveState=inactive"), "{after}");
+}
+
+/// A build that may run builders: the helper asks Nix from inside its sandbox whether it keeps
+/// builders from the box (the container's Nix, run as root with Nix's defaults, says so: build
+/// users and the sandbox), so the request is not refused; what Nix then makes of a flake nobody
+/// can fetch is Nix's business.
+fn builds_are_not_refused_where_nix_keeps_builders_from_the_box(
+    c: &Client,
+    operator: &myco_core::crypto::SigningKey,
+) {
+    let rev = "a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7";
+    let uri = format!("git+file:///srv/web?rev={rev}");
+    let flake = flake_entry(operator, "web", 3, (&uri, "default", rev));
+    let build = Request::Build {
+        entry: &flake,
+        timeout_s: 60,
+        local: true,
+        system: Arch::X86_64,
+        substitutes: heapless::Vec::new(),
+    };
+    let (outcome, why) = c.ask(&build, &[]);
+    assert_ne!(outcome, Outcome::Refused, "{why}");
 }
 
 /// The helper under a real systemd refuses a unit that would run as root, another unit's name,

@@ -113,10 +113,10 @@ pub fn build_mode(config: &BuildConfig, own: Arch, log: &Logger) -> BuildMode {
 /// What `nix show-config` prints (read by [`parse_systems`] and [`Isolation::parse`]); `None` if
 /// it cannot run or does not answer within `SHOW_CONFIG_WAIT`. The daemon asks once, at start,
 /// before it is ready: a Nix that hangs (a stuck store lock, a broken daemon socket) must delay
-/// the start by seconds, not forever; `myco-priv` asks before each build that may run builders.
-/// `NIX_CONFIG` is left out, as the transient unit a build runs in leaves it out
-/// (`transient::PASSED_ENV`): the answer is about the configuration the build will see.
-pub fn nix_show_config(nix: &str) -> Option<Vec<u8>> {
+/// the start by seconds, not forever (`myco-priv` asks in a transient unit, before each build
+/// that may run builders). `NIX_CONFIG` is left out, as the transient unit a build runs in leaves
+/// it out (`transient::PASSED_ENV`): the answer is about the configuration the build will see.
+fn nix_show_config(nix: &str) -> Option<Vec<u8>> {
     let child = std::process::Command::new(nix)
         .args([
             "--extra-experimental-features",
@@ -137,7 +137,7 @@ const SHOW_CONFIG_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// The child's whole stdout if it exits successfully within `SHOW_CONFIG_WAIT`; otherwise it is
 /// killed and reaped. Its stdout is read as it comes (non-blocking), so a long output cannot
 /// stall it on a full pipe.
-fn output_within(mut child: std::process::Child) -> Option<Vec<u8>> {
+pub(crate) fn output_within(mut child: std::process::Child) -> Option<Vec<u8>> {
     let mut stdout = child.stdout.take()?;
     let fd = std::os::fd::AsFd::as_fd(&stdout);
     let flags = nix::fcntl::OFlag::from_bits_truncate(
