@@ -13,6 +13,8 @@
 # - the API answers on /run/myco/myco.sock, which is mode 0660, and /health says io_uring (the
 #   unit's syscall filter lets the ring through);
 # - stderr's `<N>` prefixes became journal priorities, not text;
+# - it reads Nix's configuration from inside its sandbox and builds here (the container's Nix has
+#   build users and the sandbox, as Nix's defaults say);
 # - SIGKILL of the main process: NRestarts goes up and it is active again with a new pid;
 # - the watchdog (shortened by a drop-in, so the test is quick) is pet: WatchdogTimestamp moves
 #   and no restart happens over 2.5 x WatchdogSec;
@@ -193,6 +195,10 @@ priorities=$(inside journalctl --no-pager -o json -u myco-d.service _PID="$pid" 
 log "journal priorities: $priorities"
 printf '    %s\n' "${messages//$'\n'/$'\n'    }"
 [[ -n $messages ]] || fail "the daemon logged nothing"
+# The container's Nix has Nix's defaults (build users, the sandbox), which the daemon reads with
+# `nix show-config` from inside its own sandbox: it builds here (docs/nix.md, "Builders as root").
+grep -q "builds: local here" <<<"$messages" \
+	|| fail "the daemon does not build here: $(grep -E 'show-config|builds:' <<<"$messages")"
 ! grep -qE '^<[0-7]>' <<<"$messages" || fail "priority prefixes reached the journal as text"
 
 log "kill -9 $pid"
