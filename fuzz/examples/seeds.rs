@@ -510,4 +510,17 @@ fn main() {
     outputs(&web, &flake);
     build_request();
     files();
+    kept(&web, &flake);
+}
+
+/// Kept records (`rollout::encode_kept`'s layout): an exec version, and a flake with its program.
+fn kept(web: &[u8], flake: &[u8]) {
+    let program = "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-web/bin/web";
+    for (name, program, entry) in [("exec", "", web), ("flake", program, flake)] {
+        let mut record = vec![1u8];
+        record.extend_from_slice(&(program.len() as u16).to_le_bytes());
+        record.extend_from_slice(program.as_bytes());
+        record.extend_from_slice(entry);
+        write("kept_record", name, &record);
+    }
 }

@@ -59,6 +59,8 @@ pub struct ExecutorBuffers {
     pub unit_file: [u8; crate::daemon::build::UNIT_FILE_BYTES_MAX],
     pub argv: [[u8; ARGV_BYTES]; ARGVS],
     pub output: [[u8; OUTPUT_BYTES]; OUTPUTS],
+    /// A kept version's record, written to disk (`daemon::kept`).
+    pub kept: [u8; myco_core::executor::rollout::KEPT_RECORD_BYTES_MAX],
 }
 
 /// What the executor takes from the arena: a place for the core's executor, and its buffers.
@@ -150,6 +152,7 @@ impl Buffers {
             unit_file: [0; crate::daemon::build::UNIT_FILE_BYTES_MAX],
             argv: [[0; ARGV_BYTES]; ARGVS],
             output: [[0; OUTPUT_BYTES]; OUTPUTS],
+            kept: [0; myco_core::executor::rollout::KEPT_RECORD_BYTES_MAX],
         },
         audit_line: [0; crate::audit::LINE_BYTES_MAX],
         cache: CacheSlots {

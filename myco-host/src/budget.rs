@@ -38,14 +38,15 @@ pub const EVENTS_BYTES: usize = EVENTS_MAX * size_of::<Record>();
 /// request to myco-priv (`--privileged`), one unit file read back (the builder's,
 /// to find what a unit runs), an argument list for `systemctl` and one for `/logs`, and the
 /// builder's and the collector's, a child's output for each of the three lanes, the audit
-/// log's line, and the health checks' slots and argument list.
+/// log's line, the health checks' slots and argument list, and a kept version's record.
 pub const EXECUTOR_BYTES: usize = size_of::<myco_core::executor::Executor>()
     + crate::arena::UNIT_FILE_TEXT_BYTES
     + crate::arena::PRIVILEGED_FRAME_BYTES
     + crate::daemon::build::UNIT_FILE_BYTES_MAX
     + crate::arena::ARGVS * ARGV_BYTES
     + crate::arena::OUTPUTS * OUTPUT_BYTES
-    + crate::audit::LINE_BYTES_MAX;
+    + crate::audit::LINE_BYTES_MAX
+    + myco_core::executor::rollout::KEPT_RECORD_BYTES_MAX;
 /// The binary cache: per connection slot a buffer (a request, a narinfo, a stretch of a NAR),
 /// the closure table of the paths it serves, and the argument list of its `nix-store`.
 pub const CACHE_BYTES: usize = crate::daemon::cache::CACHE_SLOTS * crate::daemon::cache::SLOT_BYTES

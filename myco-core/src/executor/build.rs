@@ -43,7 +43,9 @@ const ROOT_SYSTEM_BYTES_MAX: usize = 13;
 /// directory, for the output of one system.
 pub type RootName = String<{ NAME_BYTES_MAX + 1 + ROOT_REV_DIGITS + 1 + ROOT_SYSTEM_BYTES_MAX }>;
 /// `<out>/bin/<name>`.
-pub type Program = String<{ STORE_PATH_BYTES_MAX + "/bin/".len() + NAME_BYTES_MAX }>;
+pub type Program = String<PROGRAM_BYTES_MAX>;
+/// The longest [`Program`].
+pub const PROGRAM_BYTES_MAX: usize = STORE_PATH_BYTES_MAX + "/bin/".len() + NAME_BYTES_MAX;
 
 impl BuildState {
     /// How a status lists it: waiting and building are both `building`; a built service is
@@ -318,7 +320,7 @@ pub fn is_root_of(file: &str, name: &str) -> bool {
 }
 
 /// `<out>/bin/<name>`, if `out` is a store path a unit can run from.
-fn program_of(out: &str, name: &str) -> Option<Program> {
+pub(super) fn program_of(out: &str, name: &str) -> Option<Program> {
     if out.len() > STORE_PATH_BYTES_MAX || !valid_exec_path(out) || out.contains(' ') {
         return None;
     }

@@ -488,6 +488,49 @@ impl Executor {
         self.units.push(unit).is_ok()
     }
 
+    /// The versions kept to go back to (`rollout::Kept`), which the host keeps on disk in this
+    /// order (`rollout::encode_kept`) so that a restarted daemon still has them.
+    pub fn kept(&self) -> &[Kept] {
+        &self.rollouts.kept
+    }
+
+    /// A version kept before the daemon restarted, as the host read it back
+    /// (`rollout::decode_kept`; the host has checked the entry's operator signature): kept again
+    /// if it is a valid service entry of a unit found at boot (`handle_installed`), with a program
+    /// only for a flake (`<out>/bin/<name>`, `out` a store path), not kept yet, and there is room.
+    /// False, changing nothing, otherwise.
+    pub fn restore_kept(&mut self, entry: &[u8], program: Option<&str>) -> bool {
+        let Some(bytes) = EntryBytes::validated(entry) else {
+            return false;
+        };
+        let decoded = bytes.decode();
+        let (name, Some(spec)) = (decoded.body.name, decoded.body.spec) else {
+            return false;
+        };
+        let key = key_hash(name);
+        let flake = matches!(spec.source, Source::Flake { .. });
+        let program = match program {
+            None if !flake => None,
+            Some(p) if flake => {
+                out_of_program(p, name).and_then(|out| build::program_of(out, name))
+            }
+            _ => return false,
+        };
+        let digest = unit_digest(entry);
+        let known = rollout::find(&self.rollouts.kept, key, digest).is_some();
+        let unit = self.units.iter().any(|u| u.key == key && u.name == name);
+        if known || !unit || self.rollouts.kept.is_full() || (flake && program.is_none()) {
+            return false;
+        }
+        let version = Kept {
+            key,
+            digest,
+            entry: bytes.clone(),
+            program,
+        };
+        self.rollouts.kept.push(version).is_ok()
+    }
+
     /// The desired state or the membership may have changed (an entry merged, a member event):
     /// the next poll reconciles, no sooner than `RECONCILE_INTERVAL_MS` after a round that
     /// planned a change, if what a round reads of the node did change (`look_at_placement`).

@@ -27,8 +27,8 @@
 use super::build::{Build, BuildState, Builds, Program};
 use super::{Installed, Name, UnitHealth};
 use crate::config::{
-    HEALTH_INTERVAL_MS, KEPT_MAX, ROLLOUT_BUILD_FAILURES, ROLLOUT_SETTLE_MS, ROLLOUT_WAVE_EVERY,
-    TRIALS_MAX,
+    ENTRY_BYTES_MAX, HEALTH_INTERVAL_MS, KEPT_MAX, ROLLOUT_BUILD_FAILURES, ROLLOUT_SETTLE_MS,
+    ROLLOUT_WAVE_EVERY, TRIALS_MAX,
 };
 use crate::node::{Node, PlacedDigests};
 use crate::schema::message::{HoldReason, UnitState};
@@ -376,8 +376,22 @@ impl Rollouts {
     pub fn try_again(&mut self, name: &str, new: u64) {
         let key = key_hash(name);
         if self.trials.iter().all(|t| t.key != key) {
-            let _ = self.trials.push(Trial::new(name, key, new, None));
+            let old = self.version_before(key, new);
+            let _ = self.trials.push(Trial::new(name, key, new, old));
         }
+    }
+
+    /// The kept version of service `key` older than `new` with the highest clock: the version
+    /// its unit ran before `new`, for a trial after a restart of the daemon (kept versions
+    /// restored from the host's disk, `Executor::restore_kept`). `None` when none is kept.
+    fn version_before(&self, key: u64, new: u64) -> Option<u64> {
+        let clock = |k: &Kept| k.entry.decode().body.version.clock;
+        let new_clock = find(&self.kept, key, new).map_or(u64::MAX, clock);
+        let older = self.kept.iter().filter(|k| k.key == key && k.digest != new);
+        older
+            .filter(|k| clock(k) < new_clock)
+            .max_by_key(|k| clock(k))
+            .map(|k| k.digest)
     }
 
     /// Judges every trial not yet decided at `now`, by its build (`builds`) and its unit
@@ -551,6 +565,48 @@ impl Trial {
 /// runs but fails its checks would settle and spread before they could say so.
 fn settle_ms(unit: &Installed) -> u64 {
     ROLLOUT_SETTLE_MS.max(unit.probe.verdict_ms())
+}
+
+/// The first byte of a kept record: its format.
+const KEPT_RECORD_FORMAT: u8 = 1;
+/// The longest kept record ([`encode_kept`]).
+pub const KEPT_RECORD_BYTES_MAX: usize = 3 + PROGRAM_BYTES_MAX + ENTRY_BYTES_MAX;
+const PROGRAM_BYTES_MAX: usize = super::build::PROGRAM_BYTES_MAX;
+
+/// A kept version as the host keeps it on disk, so that a restarted daemon can still go back to
+/// it: the format byte, the program's length (two bytes, little-endian; 0 for none), the
+/// program, then the signed entry. Its length in `out`, `None` if `out` is too short.
+pub fn encode_kept(kept: &Kept, out: &mut [u8]) -> Option<usize> {
+    let program = kept.program.as_deref().unwrap_or("").as_bytes();
+    let entry: &[u8] = &kept.entry;
+    let len = 3 + program.len() + entry.len();
+    let out = out.get_mut(..len)?;
+    out[0] = KEPT_RECORD_FORMAT;
+    let program_len = u16::try_from(program.len()).ok()?;
+    out[1..3].copy_from_slice(&program_len.to_le_bytes());
+    out[3..3 + program.len()].copy_from_slice(program);
+    out[3 + program.len()..].copy_from_slice(entry);
+    Some(len)
+}
+
+/// The program (if any) and the entry bytes of a kept record ([`encode_kept`]); `None` for
+/// anything else. Neither is checked further here: `Executor::restore_kept` does, and the host
+/// checks the entry's signature. Never panics on any input.
+pub fn decode_kept(bytes: &[u8]) -> Option<(Option<&str>, &[u8])> {
+    let (&format, rest) = bytes.split_first()?;
+    if format != KEPT_RECORD_FORMAT || rest.len() < 2 {
+        return None;
+    }
+    let len = usize::from(u16::from_le_bytes([rest[0], rest[1]]));
+    if len > PROGRAM_BYTES_MAX {
+        return None;
+    }
+    let (program, entry) = rest[2..].split_at_checked(len)?;
+    if entry.is_empty() || entry.len() > ENTRY_BYTES_MAX {
+        return None;
+    }
+    let program = core::str::from_utf8(program).ok()?;
+    Some(((!program.is_empty()).then_some(program), entry))
 }
 
 pub(super) fn find(kept: &[Kept], key: u64, digest: u64) -> Option<&Kept> {

@@ -730,3 +730,100 @@ fn a_flake_version_that_only_scales_is_not_built_again() {
     assert_eq!(b.files["web"].0, next);
     assert!(b.verbs.contains(&Verb::Restart), "{:?}", b.verbs);
 }
+
+/// The versions kept to go back to outlive a restart of the daemon when the host keeps them
+/// (`rollout::encode_kept`, read back with `restore_kept`): a box whose running version starts
+/// failing after the restart goes back to the version before and serves it, where a box that
+/// kept nothing would hold the failing version and serve nothing.
+#[test]
+fn kept_versions_restored_after_a_restart_are_gone_back_to() {
+    use crate::config::{HEALTH_INTERVAL_MS, ROLLOUT_SETTLE_MS};
+    use crate::schema::message::HoldReason;
+    let settle = ROLLOUT_SETTLE_MS + 2 * HEALTH_INTERVAL_MS;
+    let mut b = Bench::new();
+    let v1 = b.deploy(10, "/bin/v1");
+    b.run(settle);
+    let v2 = b.deploy(20, "/bin/v2");
+    b.run(settle);
+    assert_eq!(
+        (b.files["web"].0, b.listed()),
+        (v2, None),
+        "v2 runs, settled"
+    );
+    let records: std::vec::Vec<std::vec::Vec<u8>> =
+        b.e.kept()
+            .iter()
+            .map(|k| {
+                let mut out = [0u8; rollout::KEPT_RECORD_BYTES_MAX];
+                let n = rollout::encode_kept(k, &mut out).unwrap();
+                out[..n].to_vec()
+            })
+            .collect();
+    assert_eq!(records.len(), 2, "both versions kept");
+
+    b.e = Executor::new(false);
+    // A record of a service with no unit here, or garbage, is not kept.
+    let (_, entry) = rollout::decode_kept(&records[0]).unwrap();
+    assert!(!b.e.restore_kept(entry, None), "no unit found yet");
+    assert!(b.e.handle_installed("web", v2));
+    for r in &records {
+        let (program, entry) = rollout::decode_kept(r).unwrap();
+        assert!(b.e.restore_kept(entry, program));
+        assert!(!b.e.restore_kept(entry, program), "kept once");
+    }
+    assert!(!b.e.restore_kept(&records[0][..10], None));
+    assert!(
+        !b.e.restore_kept(entry, Some("/nix/store/x/bin/web")),
+        "an exec has no program"
+    );
+    // Version 2 now fails (the stand-in systemd reports its unit failed).
+    b.bad.push(v2);
+    b.run(2_000);
+    assert_eq!(b.files["web"].0, v1, "the version before is written back");
+    let held = UnitState::Held {
+        reason: HoldReason::UnitFailed,
+        serving: true,
+    };
+    assert_eq!(
+        b.listed(),
+        Some(held),
+        "held, and the version before serves"
+    );
+}
+
+/// A kept record reads back as written, and nothing else reads as one.
+#[test]
+fn kept_records_round_trip_and_garbage_is_refused() {
+    let mut b = Bench::new();
+    b.deploy(10, "/bin/v1");
+    b.run(1_000);
+    let kept = &b.e.kept()[0];
+    let mut out = [0u8; rollout::KEPT_RECORD_BYTES_MAX];
+    let n = rollout::encode_kept(kept, &mut out).unwrap();
+    assert_eq!(
+        rollout::decode_kept(&out[..n]),
+        Some((None, &kept.entry[..]))
+    );
+    let mut flake = kept.clone();
+    flake.program = Some(build::Program::try_from("/nix/store/abc-web/bin/web").unwrap());
+    let n = rollout::encode_kept(&flake, &mut out).unwrap();
+    let (program, entry) = rollout::decode_kept(&out[..n]).unwrap();
+    assert_eq!(
+        (program, entry),
+        (Some("/nix/store/abc-web/bin/web"), &kept.entry[..])
+    );
+    assert!(
+        rollout::encode_kept(kept, &mut out[..10]).is_none(),
+        "too short"
+    );
+    for garbage in [
+        &b""[..],
+        b"\x01",
+        b"\x02\x00\x00x",
+        b"\x01\x00\x00",
+        b"\x01\xff\xffx",
+        b"\x01\x03\x00\xff\xfe\xfdx",
+    ] {
+        assert_eq!(rollout::decode_kept(garbage), None, "{garbage:?}");
+    }
+}

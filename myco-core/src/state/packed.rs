@@ -66,6 +66,15 @@ impl core::fmt::Debug for EntryBytes {
 }
 
 impl EntryBytes {
+    /// A copy of `bytes` if they are an entry `Entry::decode` accepts (signature not checked).
+    pub fn validated(bytes: &[u8]) -> Option<EntryBytes> {
+        Entry::decode(bytes).ok()?;
+        let mut buf = [0u8; ENTRY_BYTES_MAX];
+        buf[..bytes.len()].copy_from_slice(bytes);
+        let len = u16::try_from(bytes.len()).ok()?;
+        Some(EntryBytes { buf, len })
+    }
+
     /// The entry, decoded: a stored entry was validated when it was merged, so it is not
     /// validated again (`Entry::decode_stored`).
     pub fn decode(&self) -> Entry<'_> {

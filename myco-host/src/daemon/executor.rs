@@ -78,6 +78,8 @@ pub struct Executor {
     builder: Builder,
     /// The health checks in hand (`health.rs`).
     checks: super::health::Checks,
+    /// The versions kept to go back to, on disk (`kept.rs`).
+    kept: super::kept::KeptFiles,
     log: Logger,
 }
 
@@ -114,7 +116,9 @@ impl Executor {
             request: frame,
             argv: [argv, logs_argv, build_argv, gc_argv, check_argv],
             output: [output, build_output, gc_output],
+            kept,
         } = arena.buffers;
+        let kept = super::kept::KeptFiles::open(nix.state_dir, kept)?;
         let build_buffers = (
             &mut unit_file[..],
             Argv::new(build_argv),
@@ -160,8 +164,15 @@ impl Executor {
             gc_done: None,
             builder,
             checks,
+            kept,
             log,
         })
+    }
+
+    /// At boot, once: the versions kept to go back to before the last stop, read back from the
+    /// state directory (`kept.rs`); an entry must be signed by `operator`.
+    pub fn restore_kept(&mut self, operator: &myco_core::crypto::PublicKey) {
+        self.kept.restore(self.core, operator, &self.log);
     }
 
     /// From now on, asks `myco-priv` through `client` to write and remove units, to run
@@ -245,8 +256,14 @@ impl Executor {
     }
 
     /// One step of work: reap the running `systemctl`, then run commands until one has to wait
-    /// for a child or none is due. Cheap when there is nothing to do.
+    /// for a child or none is due, then keep on disk the versions the core now keeps. Cheap when
+    /// there is nothing to do.
     pub fn step(&mut self, node: &Node, now_ms: u64) {
+        self.step_commands(node, now_ms);
+        self.kept.sync(self.core.kept(), &self.log);
+    }
+
+    fn step_commands(&mut self, node: &Node, now_ms: u64) {
         self.step_build(node, now_ms);
         let now = Instant(now_ms);
         if let Some(done) = self.gc.step(now) {

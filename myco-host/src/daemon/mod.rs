@@ -15,6 +15,7 @@ pub mod events;
 pub mod executor;
 pub mod gc;
 pub mod health;
+pub mod kept;
 pub mod metrics;
 pub mod net;
 pub mod peers;
@@ -978,6 +979,7 @@ fn start_executor(
             })
             .map(|mut ex| {
                 ex.set_build_mode(build::build_mode(&e.build, arch, &log));
+                ex.restore_kept(&config.operator);
                 ex
             })?,
             (e.privileged.as_deref(), config.operator),
