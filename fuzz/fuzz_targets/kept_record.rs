@@ -30,7 +30,10 @@ fuzz_target!(|data: &[u8]| {
         let decoded = Entry::decode(entry).expect("only a valid entry is kept");
         assert_eq!(decoded.body.name, "web");
         let spec = decoded.body.spec.expect("only a service is kept");
-        assert_eq!(matches!(spec.source, Source::Flake { .. }), program.is_some());
+        assert_eq!(
+            matches!(spec.source, Source::Flake { .. }),
+            program.is_some()
+        );
         let k = &e.kept()[0];
         assert_eq!(k.digest, unit_digest(entry));
         assert!(!e.restore_kept(entry, program), "kept once");
