@@ -12,6 +12,7 @@ mod narinfo;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use narinfo::is_store_path;
 pub use narinfo::{
     base64, next_registration, nix32, parse_registration, store_name_byte, write_fingerprint,
     write_narinfo, NarInfoFacts, Registration, KEY_NAME_BYTES,

@@ -93,7 +93,7 @@ fn decimal(text: &[u8]) -> Option<u64> {
 }
 
 /// `/nix/store/<32 nix32>-<name>`, the name of Nix's allowed characters.
-fn is_store_path(path: &[u8]) -> bool {
+pub(crate) fn is_store_path(path: &[u8]) -> bool {
     let Some(base) = path.strip_prefix(b"/nix/store/") else {
         return false;
     };

@@ -511,9 +511,11 @@ impl Executor {
         let flake = matches!(spec.source, Source::Flake { .. });
         let program = match program {
             None if !flake => None,
-            Some(p) if flake => {
-                out_of_program(p, name).and_then(|out| build::program_of(out, name))
-            }
+            // A store path, as Nix printed it when the version was built (not signed, so
+            // checked: the state directory is the daemon's, but a unit runs what it names).
+            Some(p) if flake => out_of_program(p, name)
+                .filter(|out| crate::cache::is_store_path(out.as_bytes()))
+                .and_then(|out| build::program_of(out, name)),
             _ => return false,
         };
         let digest = unit_digest(entry);

@@ -827,3 +827,25 @@ fn kept_records_round_trip_and_garbage_is_refused() {
         assert_eq!(rollout::decode_kept(garbage), None, "{garbage:?}");
     }
 }
+
+/// A flake version read back is kept only with a program in the Nix store (`<out>/bin/<name>`,
+/// `out` a store path): the program is not signed, and a unit written back runs it.
+#[test]
+fn a_flake_version_read_back_needs_a_store_program() {
+    let mut b = Bench::new();
+    let digest = b.deploy_flake("web", 10, 0x11, 1);
+    b.run(1_000);
+    let kept = b.e.kept()[0].clone();
+    let program = kept.program.as_deref().unwrap();
+    assert!(program.starts_with("/nix/store/"), "{program}");
+    b.e = Executor::new(false);
+    assert!(b.e.handle_installed("web", digest));
+    for bad in [
+        None,
+        Some("/etc/evil-web/bin/web"),
+        Some("/nix/store/short-web/bin/web"),
+    ] {
+        assert!(!b.e.restore_kept(&kept.entry, bad), "{bad:?}");
+    }
+    assert!(b.e.restore_kept(&kept.entry, Some(program)));
+}
