@@ -260,7 +260,7 @@ impl Executor {
     /// there is nothing to do.
     pub fn step(&mut self, node: &Node, now_ms: u64) {
         self.step_commands(node, now_ms);
-        self.kept.sync(self.core.kept(), &self.log);
+        self.kept.sync(self.core.kept(), &self.log, now_ms);
     }
 
     fn step_commands(&mut self, node: &Node, now_ms: u64) {

@@ -36,7 +36,14 @@ pub struct KeptFiles {
     on_disk: [u64; KEPT_MAX],
     /// A record being written (the arena's).
     buf: &'static mut [u8],
+    /// After a failed write or delete (a full disk, say): no attempt before this time, and the
+    /// failure was logged once, not at every step.
+    retry_at_ms: u64,
+    failing: bool,
 }
+
+/// How long a failed sync waits before the next attempt.
+const RETRY_MS: u64 = 10_000;
 
 impl KeptFiles {
     /// The records in `<state_dir>/kept`, made if missing.
@@ -47,6 +54,8 @@ impl KeptFiles {
             dir,
             on_disk: [0; KEPT_MAX],
             buf,
+            retry_at_ms: 0,
+            failing: false,
         })
     }
 
@@ -89,9 +98,13 @@ impl KeptFiles {
     }
 
     /// Brings the files in line with `kept`, the core's table: each slot whose version changed
-    /// is written, each emptied one deleted. A failure is logged and tried again at the next
-    /// sync (the slot stays marked as differing).
-    pub fn sync(&mut self, kept: &[Kept], log: &Logger) {
+    /// is written, each emptied one deleted. A failure (the slot stays marked as differing) is
+    /// logged once and tried again `RETRY_MS` later, not at every step of the loop.
+    pub fn sync(&mut self, kept: &[Kept], log: &Logger, now_ms: u64) {
+        if now_ms < self.retry_at_ms {
+            return;
+        }
+        let mut failed = false;
         for slot in 0..KEPT_MAX {
             let want = kept.get(slot);
             let digest = want.map_or(0, |k| k.digest);
@@ -104,13 +117,25 @@ impl KeptFiles {
             };
             match done {
                 Ok(()) => self.on_disk[slot] = digest,
-                Err(e) => log.failed(
-                    Level::Warning,
-                    "cannot keep a version to go back to on disk",
-                    &e,
-                ),
+                Err(e) => {
+                    if !self.failing && !failed {
+                        let what =
+                            "cannot keep a version to go back to on disk (trying again every 10 s)";
+                        log.failed(Level::Warning, what, &e);
+                    }
+                    failed = true;
+                }
             }
         }
+        if failed {
+            self.retry_at_ms = now_ms.saturating_add(RETRY_MS);
+        } else if self.failing {
+            log.log(
+                Level::Info,
+                format_args!("the versions to go back to are on disk again"),
+            );
+        }
+        self.failing = failed;
     }
 
     fn write(&mut self, slot: usize, kept: &Kept) -> io::Result<()> {
@@ -135,4 +160,67 @@ fn slot_path(dir: &Path, slot: usize) -> io::Result<StackPath> {
     let digits = [b'0' + (slot / 10) as u8, b'0' + (slot % 10) as u8];
     let digits = if slot < 10 { &digits[1..] } else { &digits[..] };
     StackPath::join(dir, &[digits])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use myco_core::crypto::{sign_entry, SigningKey};
+    use myco_core::schema::entry::{EntryBody, ServiceSpec, Source, Version};
+    use myco_core::state::packed::EntryBytes;
+
+    fn kept() -> Kept {
+        let op = SigningKey::from_seed([7; 32]).unwrap();
+        let body = EntryBody {
+            name: "web",
+            version: Version {
+                clock: 1,
+                key_id: op.public_key().key_id(),
+            },
+            spec: Some(ServiceSpec::minimal(Source::Exec { path: "/bin/true" })),
+        };
+        let mut out = [0u8; 512];
+        let n = sign_entry(&op, &body, &mut out).unwrap();
+        Kept {
+            key: 1,
+            digest: unit_digest(&out[..n]),
+            entry: EntryBytes::validated(&out[..n]).unwrap(),
+            program: None,
+        }
+    }
+
+    /// A write that fails (here the directory is a file) is not tried again at every step of
+    /// the loop, only once `RETRY_MS` passed; then the record is written.
+    #[test]
+    fn a_failed_write_waits_before_it_is_tried_again() {
+        let root = std::env::temp_dir().join(format!("myco-kept-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        fs::create_dir_all(&root).unwrap();
+        let dir = root.join(KEPT_DIR);
+        fs::write(&dir, b"not a directory").unwrap();
+        let mut files = KeptFiles {
+            dir: dir.clone(),
+            on_disk: [0; KEPT_MAX],
+            buf: crate::arena::leak_bytes(myco_core::executor::rollout::KEPT_RECORD_BYTES_MAX),
+            retry_at_ms: 0,
+            failing: false,
+        };
+        let kept = [kept()];
+        let log = Logger::new(false);
+        files.sync(&kept, &log, 1_000);
+        assert!(files.failing);
+        assert_eq!(files.retry_at_ms, 1_000 + RETRY_MS);
+        fs::remove_file(&dir).unwrap();
+        fs::create_dir(&dir).unwrap();
+        files.sync(&kept, &log, 5_000);
+        assert!(!dir.join("0").exists(), "not tried before the retry time");
+        files.sync(&kept, &log, 1_000 + RETRY_MS);
+        assert!(!files.failing);
+        let record = fs::read(dir.join("0")).unwrap();
+        assert_eq!(
+            decode_kept(&record).map(|(_, e)| e),
+            Some(&kept[0].entry[..])
+        );
+        fs::remove_dir_all(&root).unwrap();
+    }
 }
