@@ -1596,11 +1596,7 @@ impl Executor {
     /// kept version its running unit was written from (it only scales the service): then it
     /// runs the program already built, recorded as built for it, and no build runs.
     fn reuse_program(&mut self, node: &Node, name: &str, digest: u64) -> bool {
-        let Some(unit) = self.unit(name).filter(|u| u.todo == Todo::None) else {
-            return false;
-        };
-        let mut kept = self.rollouts.kept.iter();
-        let Some(kept) = kept.find(|k| k.key == unit.key && k.digest == unit.digest) else {
+        let Some(kept) = self.running_kept(name) else {
             return false;
         };
         let Some((entry, _)) = placed_entry(node, name) else {
@@ -1616,16 +1612,20 @@ impl Executor {
     }
 
     /// Whether the unit of `entry` may replace `name`'s running unit without a restart: the
-    /// version it runs is kept (`rollout::Kept`: written since this daemon started) and its unit
-    /// differs from the new one only in the version it names (`same_unit`).
+    /// version it runs is kept and its unit differs from the new one only in the version it
+    /// names (`same_unit`).
     fn in_place(&self, name: &str, entry: &EntryBytes) -> bool {
-        let Some(old) = self.unit(name).filter(|u| u.todo == Todo::None) else {
-            return false;
-        };
-        let digest = unit_digest(entry);
-        let mut kept = self.rollouts.kept.iter();
-        kept.find(|k| k.key == old.key && k.digest == old.digest)
-            .is_some_and(|k| same_unit(k, entry, self.builds.program(name, digest)))
+        let program = self.builds.program(name, unit_digest(entry));
+        self.running_kept(name)
+            .is_some_and(|kept| same_unit(kept, entry, program))
+    }
+
+    /// The kept version (`rollout::Kept`) that `name`'s unit, installed and with nothing left
+    /// to do, was written from: `None` for a unit of a version not kept (a full table, a record
+    /// lost in a crash).
+    fn running_kept(&self, name: &str) -> Option<&Kept> {
+        let unit = self.unit(name).filter(|u| u.todo == Todo::None)?;
+        rollout::find(&self.rollouts.kept, unit.key, unit.digest)
     }
 
     /// A unit file was written (or not): record the new unit or version. `in_place`: the new

@@ -82,6 +82,14 @@ pub struct BuildFlags {
     pub allow_root_builds: bool,
 }
 
+impl BuildFlags {
+    /// Whether this box may run builders at all with a Nix that isolates them as `isolation`
+    /// says: where Nix would run them as root, only if the operator allowed it.
+    pub fn may_build(self, isolation: Isolation) -> bool {
+        self.allow_root_builds || !isolation.builders_run_as_root()
+    }
+}
+
 impl BuildMode {
     /// How a box builds, from its flags, its certificate's arch (`own`) and what `nix
     /// show-config` printed (`shown`; empty if it could not run). The box's own outputs are for
@@ -100,7 +108,7 @@ impl BuildMode {
         };
         let own_bit = system_bit(system);
         let runs_own = systems == 0 || own_bit == 0 || systems & own_bit != 0;
-        let may_build = flags.allow_root_builds || !Isolation::parse(shown).builders_run_as_root();
+        let may_build = flags.may_build(Isolation::parse(shown));
         BuildMode {
             local: flags.local && runs_own && may_build,
             builds: if flags.builder && may_build {

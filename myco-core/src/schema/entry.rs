@@ -262,9 +262,7 @@ impl<'a> ServiceSpec<'a> {
             health: None,
         }
     }
-}
 
-impl ServiceSpec<'_> {
     /// Whether `self` and `other` make the same unit: equal but for `replicas`, which only
     /// placement reads (`unit::render` renders every other field, so a field added to the spec
     /// counts as a difference until said otherwise here). A new version whose spec makes the

@@ -87,7 +87,7 @@ pub fn build_mode(config: &BuildConfig, own: Arch, log: &Logger) -> BuildMode {
         );
     }
     let mode = BuildMode::decide(config.flags(), own, &shown);
-    if !config.allow_root_builds && Isolation::parse(&shown).builders_run_as_root() {
+    if !config.flags().may_build(Isolation::parse(&shown)) {
         log.log(
             Level::Warning,
             format_args!("'{} show-config' names neither 'sandbox = true' nor a 'build-users-group': Nix would run builders as root with the whole box in view, so this box builds nothing (it fetches from peers and asks builders); configure Nix with build users, or pass --allow-root-builds (docs/nix.md, \"Builders as root\")", config.nix),
